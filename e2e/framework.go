@@ -1,0 +1,171 @@
+// Package e2e holds Weft's end-to-end suites. They run against a real local
+// cluster (package e2e/cluster) and drive it the way users do: kubectl with
+// the cluster's kubeconfig.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weft-mesh/weft/e2e/cluster"
+)
+
+// repoRoot is the repository root (this file lives in <root>/e2e).
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// requireE2E skips the test with the reason when its prerequisites are
+// missing, unless WEFT_E2E_REQUIRE=1 (set by `make test` and CI), where a
+// missing prerequisite fails the test instead: CI must never pass by skipping.
+func requireE2E(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if testing.Short() {
+		missing = append(missing, "-short given")
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "needs root (network namespaces, mounts, cgroups)")
+	}
+	for _, tool := range []string{"ip", "nsenter", "iptables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool+" not in PATH")
+		}
+	}
+	for _, f := range []string{filepath.Join(assetsDir(), "kube-apiserver"), filepath.Join(binDir(), "weft-kubelet")} {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f+" missing (make kube-assets build)")
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := "e2e prerequisites missing: " + strings.Join(missing, "; ")
+	if os.Getenv("WEFT_E2E_REQUIRE") == "1" && !testing.Short() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func assetsDir() string {
+	if d := os.Getenv("WEFT_KUBE_ASSETS"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot(), "_output/kube-assets/bin")
+}
+
+func binDir() string {
+	if d := os.Getenv("WEFT_BIN_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(repoRoot(), "_output/bin")
+}
+
+// env is a running cluster plus helpers to drive it like a user.
+type env struct {
+	c *cluster.Cluster
+}
+
+// startCluster brings up a cluster named for the test and tears it down at
+// the end, printing the component logs' tails when the test failed.
+func startCluster(t *testing.T, name string, nodes, index int) *env {
+	t.Helper()
+	requireE2E(t)
+	state := filepath.Join(repoRoot(), "_output/e2e", name)
+	cfg := cluster.Config{
+		Name: name, Nodes: nodes, Index: index, StateDir: state,
+		AssetsDir: assetsDir(), BinDir: binDir(),
+		ImageMaps: []string{filepath.Join(repoRoot(), "samples/bookinfo/images.yaml")},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := os.MkdirAll(filepath.Join(state, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(state, "logs", "harness.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	log := slog.New(slog.NewTextHandler(logf, nil))
+	start := time.Now()
+	c, err := cluster.Start(ctx, cfg, log)
+	if err != nil {
+		dumpLogs(t, filepath.Join(state, "logs"))
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Logf("cluster %s with %d nodes ready in %s", name, nodes, time.Since(start).Round(100*time.Millisecond))
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, filepath.Join(state, "logs"))
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+	})
+	return &env{c: c}
+}
+
+// kubectl runs the cluster's kubectl with the admin kubeconfig.
+func (e *env) kubectl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(assetsDir(), "kubectl"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func (e *env) mustKubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := e.kubectl(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// eventually retries f until it returns nil or the timeout passes.
+func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s: %v", what, timeout, err)
+}
+
+// dumpLogs prints the last lines of every component log.
+func dumpLogs(t *testing.T, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > 25 {
+			lines = lines[len(lines)-25:]
+		}
+		t.Logf("==> %s <==\n%s", e.Name(), strings.Join(lines, "\n"))
+	}
+}
