@@ -1,0 +1,61 @@
+# Weft build, test and demo entry points. `make demo` and `make test` are the
+# README's quick start; CI runs `make test` through .ci/run.
+SHELL := /bin/bash
+GO ?= go
+ROOT := $(abspath .)
+OUT := $(ROOT)/_output
+BIN := $(OUT)/bin
+KUBE_ASSETS := $(OUT)/kube-assets/bin
+export GOFLAGS ?= -mod=mod
+# Every Weft binary: one main package each.
+CMDS := ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo
+# The local cluster the demo uses.
+DEMO_CLUSTER ?= weft
+TEST_TIMEOUT ?= 45m
+
+.PHONY: all build test unit e2e demo demo-down bench generate lint kube-assets clean help
+
+all: build
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build every binary into _output/bin
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(CMDS)
+
+kube-assets: ## Build the local cluster's Kubernetes, etcd, CNI, CoreDNS and helm binaries
+	./hack/kube-assets.sh
+
+test: build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
+	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+unit: ## Unit tests only (no root, no cluster)
+	$(GO) test -short -count=1 ./...
+
+e2e: build kube-assets ## End-to-end suites only
+	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+demo: build kube-assets ## Local cluster + Bookinfo, left running for you
+	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh
+
+demo-down: ## Stop the demo cluster and remove everything it made
+	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
+	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
+
+bench: ## Benchmarks (ratios against a baseline measured in the same run)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+generate: ## Regenerate committed generated code
+	$(GO) generate ./...
+
+lint: ## go vet + staticcheck
+	$(GO) vet ./...
+	@mkdir -p $(OUT)/tools
+	cd hack/tools/lint && CGO_ENABLED=0 $(GO) build -o $(OUT)/tools/ honnef.co/go/tools/cmd/staticcheck
+	$(OUT)/tools/staticcheck ./...
+
+clean: demo-down ## Remove build output (stops the demo cluster first)
+	rm -rf $(OUT)
