@@ -138,6 +138,43 @@ func TestLocalClusterBookinfo(t *testing.T) {
 		e.mustKubectl(t, "delete", "pod", "ghost", "--wait=true", "--timeout=60s")
 	})
 
+	t.Run("hostNetwork DaemonSet pods see their own node's root", func(t *testing.T) {
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "e2e/testdata/node-probe-daemonset.yaml"))
+		e.mustKubectl(t, "-n", "kube-system", "rollout", "status", "daemonset/node-probe", "--timeout=60s")
+		out := e.mustKubectl(t, "-n", "kube-system", "get", "pod", "-l", "app=node-probe", "-o",
+			`jsonpath={range .items[*]}{.metadata.name}{" "}{.spec.nodeName}{" "}{.status.podIP}{" "}{.status.hostIP}{"\n"}{end}`)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("want one pod per node, got %q", out)
+		}
+		cidrs := map[string]bool{}
+		for _, line := range lines {
+			f := strings.Fields(line)
+			pod, node, podIP, hostIP := f[0], f[1], f[2], f[3]
+			if podIP != hostIP {
+				t.Errorf("%s on %s: hostNetwork pod IP %s != node IP %s", pod, node, podIP, hostIP)
+			}
+			// The pod runs in the node's network namespace...
+			if addrs := e.mustKubectl(t, "-n", "kube-system", "exec", pod, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"); !strings.Contains(addrs, hostIP+"/") {
+				t.Errorf("%s: eth0 is not the node uplink: %s", pod, addrs)
+			}
+			// ...sees its node's CNI config through hostPath...
+			conf := e.mustKubectl(t, "-n", "kube-system", "exec", pod, "--", "cat", "/host/etc/cni/net.d/10-weft.conflist")
+			cidr := regexp.MustCompile(`"subnet": "([0-9./]+)"`).FindStringSubmatch(conf)
+			if cidr == nil {
+				t.Fatalf("%s: no subnet in CNI config:\n%s", pod, conf)
+			}
+			cidrs[cidr[1]] = true
+			// ...and the node's own bpffs.
+			if fs := strings.TrimSpace(e.mustKubectl(t, "-n", "kube-system", "exec", pod, "--", "stat", "-f", "-c", "%T", "/sys/fs/bpf")); fs != "bpf_fs" {
+				t.Errorf("%s: /sys/fs/bpf is %q, want bpf_fs", pod, fs)
+			}
+		}
+		if len(cidrs) != 2 {
+			t.Errorf("both DaemonSet pods read the same node's CNI config: %v", cidrs)
+		}
+	})
+
 	t.Run("tear-down leaves nothing behind", func(t *testing.T) {
 		state := e.c.Config.StateDir
 		if err := e.c.Stop(); err != nil {
