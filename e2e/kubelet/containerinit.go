@@ -554,7 +554,7 @@ func runCgroupExec(args []string) error {
 		_ = os.WriteFile(filepath.Join(args[i], "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 	}
 	if i+1 >= len(args) {
-		return errors.New("usage: cgroup-exec <cgroup dir>... -- cmd args...")
+		return errors.New("usage: cgroup-exec CGROUP_DIR [CGROUP_DIR ...] -- CMD [ARG ...]")
 	}
 	cmd := args[i+1:]
 	path, err := exec.LookPath(cmd[0])

@@ -155,31 +155,24 @@ func isMountPoint(dir string) bool {
 	return false
 }
 
-// cniNetwork loads the first network config in dir (sorted by name). It is
-// re-read for every ADD so that plugins chained in later take effect.
+// loadCNINetwork loads the first network configuration list in dir (sorted
+// by name), as container runtimes do. It is re-read for every ADD so that
+// plugins chained in later take effect. Only .conflist files count: the
+// single-plugin .conf format is deprecated in CNI.
 func loadCNINetwork(dir string) (*libcni.NetworkConfigList, error) {
-	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
+	files, err := libcni.ConfFiles(dir, []string{".conflist"})
 	if err != nil {
 		return nil, fmt.Errorf("reading CNI config dir %s: %w", dir, err)
 	}
-	sort.Strings(files)
-	for _, f := range files {
-		var list *libcni.NetworkConfigList
-		if strings.HasSuffix(f, ".conflist") {
-			list, err = libcni.ConfListFromFile(f)
-		} else {
-			var conf *libcni.NetworkConfig
-			conf, err = libcni.ConfFromFile(f)
-			if err == nil {
-				list, err = libcni.ConfListFromConf(conf)
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("loading CNI config %s: %w", f, err)
-		}
-		return list, nil
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no CNI .conflist in %s (the CNI plugin's DaemonSet may not have written it yet)", dir)
 	}
-	return nil, fmt.Errorf("no CNI network config in %s (the CNI plugin's DaemonSet may not have written it yet)", dir)
+	sort.Strings(files)
+	list, err := libcni.ConfListFromFile(files[0])
+	if err != nil {
+		return nil, fmt.Errorf("loading CNI config %s: %w", files[0], err)
+	}
+	return list, nil
 }
 
 func (k *Kubelet) cniRuntimeConf(sb *sandboxState, pod *v1.Pod) *libcni.RuntimeConf {

@@ -526,12 +526,6 @@ func (c *objCache) get(key string, fetch func() (any, error)) (any, error) {
 	return obj, err
 }
 
-func (c *objCache) invalidate(key string) {
-	c.mu.Lock()
-	delete(c.items, key)
-	c.mu.Unlock()
-}
-
 func (k *Kubelet) getConfigMap(ns, name string) (*v1.ConfigMap, error) {
 	obj, err := k.objs.get("cm/"+ns+"/"+name, func() (any, error) {
 		return k.client.CoreV1().ConfigMaps(ns).Get(context.TODO(), name, metav1.GetOptions{})
