@@ -6,7 +6,6 @@ ROOT := $(abspath .)
 OUT := $(ROOT)/_output
 BIN := $(OUT)/bin
 KUBE_ASSETS := $(OUT)/kube-assets/bin
-export GOFLAGS ?= -mod=mod
 # Every Weft binary: one main package each.
 CMDS := ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo
 # The local cluster the demo uses.

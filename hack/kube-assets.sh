@@ -29,7 +29,7 @@ fi
 
 mkdir -p "$bin"
 rm -f "$out/stamp"
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+export CGO_ENABLED=0
 
 build() { # module, ldflags, packages...
 	local mod=$1 ldflags=$2
