@@ -47,7 +47,8 @@ demo-down: ## Stop the demo cluster and remove everything it made
 bench: ## Benchmarks (ratios against a baseline measured in the same run)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-generate: ## Regenerate committed generated code
+generate: ## Regenerate committed generated code (protobufs need protoc)
+	./hack/gen-proto.sh
 	$(GO) generate ./...
 
 lint: ## go vet + staticcheck
