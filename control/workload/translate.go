@@ -1,0 +1,235 @@
+// Package workload translates cluster state (Pods, Services, Namespaces,
+// Gateways and Istio security policies) into Weft's workload-discovery
+// resources: the Address and Authorization messages that the control plane
+// serves to node agents over delta xDS.
+//
+// The translation is a pure function of its inputs: no clients, no I/O, no
+// clock. It follows Istio ambient semantics (istiod's
+// pilot/pkg/serviceregistry/kube/controller/ambient) so that existing
+// manifests behave the same way; where Weft deliberately differs, the
+// comment at the code says why. Bad input never aborts the translation: it
+// becomes a Problem naming the object and field, and the affected resource
+// is translated in the fail-closed direction.
+//
+// Where Weft departs from istiod, on purpose:
+//   - terminating pods stay workloads but are UNHEALTHY (istiod looks at the
+//     Ready condition only);
+//   - a malformed value in an AuthorizationPolicy rule drops the ALLOW rule,
+//     or the whole field of a DENY rule (istiod drops just the value, which
+//     can make a DENY match less);
+//   - istio.io/dry-run policies are not enforced (no dry-run at L4);
+//   - a waypoint is used as soon as its Gateway exists (istiod waits for
+//     the Gateway's status addresses);
+//   - selector PeerAuthentications in the root namespace apply to that
+//     namespace's workloads (istiod ambient ignores them, istio/istio#61023).
+package workload
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Config holds the mesh-wide settings the translation depends on.
+type Config struct {
+	// TrustDomain of workload identities; default "cluster.local".
+	TrustDomain string
+	// ClusterID prefixes workload uids "<cluster>//Pod/<ns>/<name>";
+	// default "Kubernetes".
+	ClusterID string
+	// DomainSuffix of service hostnames <svc>.<ns>.svc.<suffix>; default
+	// "cluster.local".
+	DomainSuffix string
+	// RootNamespace holds mesh-wide policies (Istio's root namespace);
+	// default "weft-system".
+	RootNamespace string
+}
+
+// Inputs is a snapshot of the cluster objects the translation reads.
+// Nil entries are ignored.
+type Inputs struct {
+	Namespaces []*corev1.Namespace
+	Pods       []*corev1.Pod
+	Services   []*corev1.Service
+	// EndpointSlices are accepted for future use (Services without a
+	// selector); readiness comes from the Pod's Ready condition and named
+	// target ports from the Pod's container ports, as in Istio.
+	EndpointSlices        []*discoveryv1.EndpointSlice
+	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	PeerAuthentications   []*securityv1.PeerAuthentication
+	// Gateways of class "weft-waypoint" are the waypoints that
+	// istio.io/use-waypoint labels name.
+	Gateways []*gatewayv1.Gateway
+}
+
+// Output is the translated snapshot.
+type Output struct {
+	// Addresses by xDS resource name: a workload's uid, or
+	// "<namespace>/<hostname>" for a service.
+	Addresses map[string]*workloadv1.Address
+	// Authorizations by "<namespace>/<name>".
+	Authorizations map[string]*workloadv1.Authorization
+	// Problems found in the input, sorted; at most one per object and message.
+	Problems []Problem
+}
+
+// Problem reports bad or unsupported input on one object.
+type Problem struct {
+	Kind      string // e.g. "AuthorizationPolicy"
+	Namespace string // empty for cluster-scoped objects
+	Name      string
+	Message   string
+}
+
+func (p Problem) String() string {
+	if p.Namespace == "" {
+		return fmt.Sprintf("%s %s: %s", p.Kind, p.Name, p.Message)
+	}
+	return fmt.Sprintf("%s %s/%s: %s", p.Kind, p.Namespace, p.Name, p.Message)
+}
+
+// Label and annotation keys shared with Istio, so that users' manifests and
+// habits carry over.
+const (
+	labelDataplaneMode        = "istio.io/dataplane-mode"
+	labelUseWaypoint          = "istio.io/use-waypoint"
+	labelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
+	labelWaypointFor          = "istio.io/waypoint-for"
+	labelGatewayName          = "gateway.networking.k8s.io/gateway-name"
+	annotationLoadBalancing   = "weft.io/load-balancing"
+	annotationDryRun          = "istio.io/dry-run"
+
+	dataplaneAmbient = "ambient"
+	dataplaneNone    = "none"
+
+	// WaypointGatewayClass is the GatewayClass of Weft's waypoints.
+	WaypointGatewayClass = "weft-waypoint"
+	// HBONEPort is where node agents and waypoints accept HBONE.
+	HBONEPort = 15008
+)
+
+// Translate converts the cluster snapshot into workload-discovery resources.
+// The result depends only on the inputs (not on their order).
+func Translate(cfg Config, in Inputs) Output {
+	t := newTranslator(withDefaults(cfg), in)
+	t.indexNamespaces(in.Namespaces)
+	t.indexWaypoints(in.Gateways)
+	t.translateServices(in.Services)
+	t.translateAuthorizationPolicies(in.AuthorizationPolicies)
+	t.translatePeerAuthentications(in.PeerAuthentications)
+	t.translatePods(in.Pods)
+	return Output{
+		Addresses:      t.addresses,
+		Authorizations: t.authorizations,
+		Problems:       t.sortedProblems(),
+	}
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = "cluster.local"
+	}
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "Kubernetes"
+	}
+	if cfg.DomainSuffix == "" {
+		cfg.DomainSuffix = "cluster.local"
+	}
+	if cfg.RootNamespace == "" {
+		cfg.RootNamespace = "weft-system"
+	}
+	return cfg
+}
+
+// translator carries the indexes built from the inputs through one
+// Translate call. It is never shared between calls.
+type translator struct {
+	cfg Config
+
+	namespaces map[string]*corev1.Namespace
+	waypoints  map[string]*waypoint // "<ns>/<name>"
+	// nsWaypoints caches each namespace's use-waypoint resolution.
+	nsWaypoints map[string]*waypoint
+	// services that select pods, by namespace, sorted by name.
+	selectingServices map[string][]*meshService
+	// WORKLOAD_SELECTOR policies by namespace; the root namespace's apply
+	// to every namespace.
+	selectorPolicies map[string][]selectorPolicy
+	peerAuth         peerAuthIndex
+
+	addresses      map[string]*workloadv1.Address
+	authorizations map[string]*workloadv1.Authorization
+	problems       map[Problem]struct{}
+}
+
+func newTranslator(cfg Config, in Inputs) *translator {
+	return &translator{
+		cfg:               cfg,
+		namespaces:        make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		waypoints:         make(map[string]*waypoint),
+		nsWaypoints:       make(map[string]*waypoint),
+		selectingServices: make(map[string][]*meshService),
+		selectorPolicies:  make(map[string][]selectorPolicy),
+		addresses:         make(map[string]*workloadv1.Address, len(in.Pods)+len(in.Services)),
+		authorizations:    make(map[string]*workloadv1.Authorization),
+		problems:          make(map[Problem]struct{}),
+	}
+}
+
+func (t *translator) indexNamespaces(nss []*corev1.Namespace) {
+	for _, ns := range nss {
+		if ns != nil {
+			t.namespaces[ns.Name] = ns
+		}
+	}
+}
+
+// namespaceLabels returns the labels of a namespace, nil if it is unknown.
+func (t *translator) namespaceLabels(ns string) map[string]string {
+	if n := t.namespaces[ns]; n != nil {
+		return n.Labels
+	}
+	return nil
+}
+
+func (t *translator) problem(kind, ns, name, format string, args ...any) {
+	t.problems[Problem{Kind: kind, Namespace: ns, Name: name, Message: fmt.Sprintf(format, args...)}] = struct{}{}
+}
+
+func (t *translator) sortedProblems() []Problem {
+	if len(t.problems) == 0 {
+		return nil
+	}
+	out := make([]Problem, 0, len(t.problems))
+	for p := range t.problems {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Message, b.Message))
+	})
+	return out
+}
+
+// selects reports whether every selector label is present in labels. An
+// empty selector selects nothing here: callers decide what "no selector"
+// means for their object.
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 || len(selector) > len(labels) {
+		return false
+	}
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func key(ns, name string) string { return ns + "/" + name }
