@@ -7,7 +7,7 @@ OUT := $(ROOT)/_output
 BIN := $(OUT)/bin
 KUBE_ASSETS := $(OUT)/kube-assets/bin
 # Every Weft binary: one main package each.
-CMDS := ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo
+CMDS := ./control/cmd/weft-control ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
 TEST_TIMEOUT ?= 45m
@@ -49,6 +49,7 @@ bench: ## Benchmarks (ratios against a baseline measured in the same run)
 
 generate: ## Regenerate committed generated code (protobufs need protoc)
 	./hack/gen-proto.sh
+	./hack/gen-crds.sh
 	$(GO) generate ./...
 
 lint: ## go vet + staticcheck
