@@ -1,0 +1,192 @@
+// Package xds serves Weft's configuration over the xDS protocol with
+// go-control-plane: delta ADS with Weft's own workload-discovery types for
+// node agents. Callers hand it the complete desired state per type; it
+// pushes only what changed.
+package xds
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+// Type URLs of Weft's workload-discovery resources.
+var (
+	AddressType       = typeURL(&workloadv1.Address{})
+	AuthorizationType = typeURL(&workloadv1.Authorization{})
+)
+
+func typeURL(m proto.Message) string {
+	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
+}
+
+// Server holds one go-control-plane LinearCache per resource type behind a
+// single ADS endpoint.
+type Server struct {
+	log     *slog.Logger
+	caches  map[string]*cache.LinearCache
+	xds     server.Server
+	metrics *metrics
+
+	mu       sync.Mutex
+	current  map[string]map[string]proto.Message // last state pushed, per type
+	pushedAt time.Time                           // when the last change entered the caches
+}
+
+// New makes a server for the given type URLs (default: Address and
+// Authorization). Metrics are registered with reg.
+func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeURLs ...string) *Server {
+	if len(typeURLs) == 0 {
+		typeURLs = []string{AddressType, AuthorizationType}
+	}
+	s := &Server{
+		log:     log,
+		caches:  map[string]*cache.LinearCache{},
+		current: map[string]map[string]proto.Message{},
+		metrics: newMetrics(reg),
+	}
+	mux := &cache.MuxCache{
+		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches:        map[string]cache.Cache{},
+	}
+	for _, t := range typeURLs {
+		c := cache.NewLinearCache(t)
+		s.caches[t] = c
+		mux.Caches[t] = c
+		s.current[t] = map[string]proto.Message{}
+	}
+	s.xds = server.NewServer(ctx, mux, s.callbacks())
+	return s
+}
+
+// Register adds the ADS service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// Update replaces the complete state of one resource type. Resources equal
+// to what was pushed before are not pushed again, so subscribers see only
+// real changes. It returns how many resources changed or were removed.
+func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.caches[typeURL]
+	if !ok {
+		s.log.Error("xds update for unknown type", "type", typeURL)
+		return 0
+	}
+	prev := s.current[typeURL]
+	toUpdate := map[string]types.Resource{}
+	var toDelete []string
+	size := 0
+	for name, res := range desired {
+		size += proto.Size(res)
+		if old, ok := prev[name]; !ok || !proto.Equal(old, res) {
+			toUpdate[name] = res
+		}
+	}
+	for name := range prev {
+		if _, ok := desired[name]; !ok {
+			toDelete = append(toDelete, name)
+		}
+	}
+	s.metrics.configSize.WithLabelValues(typeURL).Set(float64(size))
+	s.metrics.resources.WithLabelValues(typeURL).Set(float64(len(desired)))
+	changed := len(toUpdate) + len(toDelete)
+	if changed == 0 {
+		return 0
+	}
+	s.pushedAt = time.Now()
+	if err := c.UpdateResources(toUpdate, toDelete); err != nil {
+		s.log.Error("xds cache update", "type", typeURL, "err", err)
+	}
+	s.current[typeURL] = maps.Clone(desired)
+	s.metrics.pushes.WithLabelValues(typeURL).Inc()
+	return changed
+}
+
+// Resources returns the current state of one type (for debug endpoints).
+func (s *Server) Resources(typeURL string) map[string]proto.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.current[typeURL])
+}
+
+func (s *Server) callbacks() server.Callbacks {
+	return server.CallbackFuncs{
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
+			s.metrics.clients.Inc()
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, node *core.Node) {
+			s.metrics.clients.Dec()
+			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
+			if e := req.GetErrorDetail(); e != nil {
+				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
+				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
+					"nonce", req.GetResponseNonce(), "resources", req.GetResourceNamesSubscribe(), "error", e.GetMessage())
+			} else if req.GetResponseNonce() == "" {
+				s.log.Info("xds subscription", "stream", id, "node", req.GetNode().GetId(), "type", req.GetTypeUrl())
+			}
+			return nil
+		},
+		StreamDeltaResponseFunc: func(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+			s.mu.Lock()
+			since := time.Since(s.pushedAt)
+			s.mu.Unlock()
+			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
+			if len(resp.GetResources())+len(resp.GetRemovedResources()) > 0 {
+				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
+			}
+		},
+	}
+}
+
+type metrics struct {
+	clients     prometheus.Gauge
+	pushes      *prometheus.CounterVec
+	responses   *prometheus.CounterVec
+	nacks       *prometheus.CounterVec
+	pushLatency *prometheus.HistogramVec
+	configSize  *prometheus.GaugeVec
+	resources   *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_xds_connected_clients", Help: "Open delta xDS streams."}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_pushes_total",
+			Help: "Configuration changes pushed into the xDS caches, per type."}, []string{"type"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_responses_total",
+			Help: "Delta xDS responses sent, per type."}, []string{"type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_nacks_total",
+			Help: "Configuration rejected by clients, per type."}, []string{"type"}),
+		pushLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weft_xds_push_latency_seconds",
+			Help:    "Time from a change entering the cache to a response carrying it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"type"}),
+		configSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_xds_config_size_bytes",
+			Help: "Serialized size of the current configuration, per type."}, []string{"type"}),
+		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_xds_resources",
+			Help: "Resources in the current configuration, per type."}, []string{"type"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.clients, m.pushes, m.responses, m.nacks, m.pushLatency, m.configSize, m.resources)
+	}
+	return m
+}
