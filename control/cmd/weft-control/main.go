@@ -1,0 +1,79 @@
+// Command weft-control is Weft's control plane: it watches the cluster,
+// translates it into workload-discovery resources served over delta xDS,
+// and is the mesh's certificate authority. See control/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weft-mesh/weft/control/server"
+)
+
+func main() {
+	var opts server.Options
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:           "weft-control",
+		Short:         "Weft control plane: workload discovery over xDS and the mesh CA",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			opts.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			err := server.Run(ctx, opts)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (default: in-cluster config)")
+	f.StringVar(&opts.Namespace, "namespace", envOr("POD_NAMESPACE", "weft-system"), "namespace of the control plane (CA Secrets, leader lease)")
+	f.StringVar(&opts.PodName, "pod-name", envOr("POD_NAME", hostname()), "identity in leader election")
+	f.StringVar(&opts.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	f.StringVar(&opts.ClusterID, "cluster-id", "Kubernetes", "cluster name in workload uids")
+	f.StringVar(&opts.DomainSuffix, "domain-suffix", "cluster.local", "cluster DNS domain")
+	f.StringVar(&opts.RootNamespace, "root-namespace", "", "namespace whose policies apply mesh-wide (default: --namespace)")
+	f.StringVar(&opts.XDSAddress, "xds-address", ":15012", "gRPC over TLS: xDS and CA")
+	f.StringVar(&opts.MonitoringAddress, "monitoring-address", ":15014", "HTTP: /metrics, /ready, /healthz, /debug/xds")
+	f.DurationVar(&opts.CertTTL, "cert-ttl", 24*time.Hour, "default workload certificate lifetime")
+	f.DurationVar(&opts.MaxCertTTL, "max-cert-ttl", 7*24*time.Hour, "longest workload certificate lifetime a caller may ask for")
+	f.StringVar(&opts.CAAudience, "ca-audience", "weft-ca", "audience of the service-account tokens callers present")
+	f.StringVar(&opts.NodeAgentServiceAccount, "node-agent-service-account", "weft-system/weft-node-agent", "namespace/name of the node agents' service account")
+	f.StringVar(&opts.ServiceName, "service-name", "weft-control", "Service name (the serving certificate's DNS names)")
+	f.BoolVar(&opts.LeaderElect, "leader-elect", true, "elect a leader for cluster writes (trust bundle ConfigMaps)")
+	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-control:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

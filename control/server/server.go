@@ -1,0 +1,296 @@
+// Package server wires weft-control together: discovery, translation, the
+// xDS server, the CA, leader election and the monitoring endpoints.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	"github.com/weft-mesh/weft/control/ca"
+	"github.com/weft-mesh/weft/control/discovery"
+	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/control/xds"
+)
+
+// Options configure the control plane (flags of weft-control).
+type Options struct {
+	Kubeconfig, Namespace, PodName       string
+	TrustDomain, ClusterID, DomainSuffix string
+	RootNamespace                        string
+	XDSAddress, MonitoringAddress        string
+	CertTTL, MaxCertTTL                  time.Duration
+	CAAudience, NodeAgentServiceAccount  string
+	ServiceName                          string
+	LeaderElect                          bool
+	Debounce                             time.Duration
+	Log                                  *slog.Logger
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	log := o.Log
+	if o.RootNamespace == "" {
+		o.RootNamespace = o.Namespace
+	}
+	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", o.TrustDomain, err)
+	}
+	nodeAgent, err := ca.ParseServiceAccountRef(o.NodeAgentServiceAccount)
+	if err != nil {
+		return fmt.Errorf("--node-agent-service-account: %w", err)
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	istio, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	gw, err := gatewayclient.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	cluster, err := discovery.New(log, discovery.Clients{Kube: kube, Istio: istio, Gateway: gw})
+	if err != nil {
+		return err
+	}
+	if err := cluster.Pods().AddIndexers(ca.PodIndexers()); err != nil {
+		return err
+	}
+	authority, err := ca.LoadOrCreateRoot(ctx, kube, o.Namespace, ca.Options{
+		TrustDomain: td, DefaultTTL: o.CertTTL, MaxTTL: o.MaxCertTTL, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ready := &readiness{}
+	mon := monitoringServer(o.MonitoringAddress, reg, ready)
+	monErr := make(chan error, 1)
+	go func() { monErr <- mon.ListenAndServe() }()
+	defer mon.Close()
+
+	if err := cluster.Start(ctx); err != nil {
+		return err
+	}
+	xdsServer := xds.New(ctx, log, reg)
+	tr := &translator{log: log, cluster: cluster, xds: xdsServer, cfg: workload.Config{
+		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
+	}}
+	tr.push() // the full state before serving: no client ever sees a partial mesh
+	go discovery.Debounce(ctx, cluster.Changed(), o.Debounce, 10*o.Debounce, tr.push)
+
+	authn := ca.NewTokenReviewAuthenticator(kube, ca.TokenReviewOptions{Audience: o.CAAudience})
+	authz := ca.NewNodeAuthorizer(td, nodeAgent, ca.NewIndexerPodLookup(cluster.Pods().GetIndexer()))
+	rotator, err := ca.NewServingRotator(authority, servingNames(o.ServiceName, o.Namespace, o.DomainSuffix), ca.ServingRotatorOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	// TLS 1.2 is the floor, not 1.3: Envoy (waypoints) defaults to 1.2 as a client.
+	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(rotator.TLSConfig())),
+		grpc.StreamInterceptor(requireToken(authn, log)),
+		grpc.MaxRecvMsgSize(16<<20),
+	)
+	xdsServer.Register(g)
+	cav1.RegisterCertificateServiceServer(g, ca.NewService(authority, authn, authz, ca.ServiceOptions{Registerer: reg, Logger: log}))
+	ln, err := net.Listen("tcp", o.XDSAddress)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.XDSAddress, err)
+	}
+	grpcErr := make(chan error, 1)
+	go func() { grpcErr <- g.Serve(ln) }()
+	ready.set()
+	log.Info("weft-control serving", "xds", o.XDSAddress, "monitoring", o.MonitoringAddress,
+		"trustDomain", o.TrustDomain, "ca", authority.Source())
+
+	var wg sync.WaitGroup
+	leaderCtx, stopLeading := context.WithCancel(ctx)
+	defer func() { stopLeading(); wg.Wait() }()
+	leaderWork := func(ctx context.Context) {
+		pub, err := ca.NewBundlePublisher(kube, cluster.Namespaces(), authority.BundlePEM(), ca.BundlePublisherOptions{Logger: log})
+		if err != nil {
+			log.Error("trust bundle publisher", "err", err)
+			return
+		}
+		if err := pub.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("trust bundle publisher stopped", "err", err)
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if !o.LeaderElect {
+			leaderWork(leaderCtx)
+			return
+		}
+		runLeaderElection(leaderCtx, kube, o, log, leaderWork)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-grpcErr:
+		return fmt.Errorf("gRPC server: %w", err)
+	case err := <-monErr:
+		return fmt.Errorf("monitoring server: %w", err)
+	}
+	ready.unset()
+	stopLeading() // release the lease at once so another replica takes over
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		g.Stop()
+	}
+	return ctx.Err()
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+	}
+	return cfg, nil
+}
+
+func servingNames(service, ns, suffix string) []string {
+	return []string{service, service + "." + ns, service + "." + ns + ".svc", service + "." + ns + ".svc." + suffix}
+}
+
+// translator turns the cluster into xDS state.
+type translator struct {
+	log      *slog.Logger
+	cluster  *discovery.Cluster
+	xds      *xds.Server
+	cfg      workload.Config
+	problems map[string]bool // logged already
+}
+
+func (t *translator) push() {
+	start := time.Now()
+	in, err := t.cluster.Inputs()
+	if err != nil {
+		t.log.Error("list cluster state", "err", err)
+		return
+	}
+	out := workload.Translate(t.cfg, in)
+	addrs := make(map[string]proto.Message, len(out.Addresses))
+	for k, v := range out.Addresses {
+		addrs[k] = v
+	}
+	authz := make(map[string]proto.Message, len(out.Authorizations))
+	for k, v := range out.Authorizations {
+		authz[k] = v
+	}
+	changed := t.xds.Update(xds.AddressType, addrs) + t.xds.Update(xds.AuthorizationType, authz)
+	// Bad input is reported once per distinct problem, not on every push.
+	seen := make(map[string]bool, len(out.Problems))
+	for _, p := range out.Problems {
+		key := p.String()
+		seen[key] = true
+		if !t.problems[key] {
+			t.log.Warn("configuration problem", "kind", p.Kind, "namespace", p.Namespace, "name", p.Name, "problem", p.Message)
+		}
+	}
+	t.problems = seen
+	if changed > 0 {
+		t.log.Debug("pushed", "changed", changed, "addresses", len(addrs), "authorizations", len(authz), "took", time.Since(start))
+	}
+}
+
+// requireToken authenticates xDS streams with the same service-account
+// tokens as the CA: only workloads of this cluster may read the mesh's
+// topology. The CA service authenticates its own unary calls.
+func requireToken(authn ca.Authenticator, log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if _, err := ca.AuthenticateContext(ss.Context(), authn); err != nil {
+			log.Warn("xds stream rejected", "method", info.FullMethod, "err", err)
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+func runLeaderElection(ctx context.Context, kube kubernetes.Interface, o Options, log *slog.Logger, work func(context.Context)) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: o.Namespace, Name: "weft-control"},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: o.PodName},
+	}
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, ReleaseOnCancel: true, Name: "weft-control",
+			LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					log.Info("became leader", "identity", o.PodName)
+					work(ctx)
+				},
+				OnStoppedLeading: func() { log.Info("stopped leading", "identity", o.PodName) },
+				OnNewLeader: func(id string) {
+					if id != o.PodName {
+						log.Info("leader elected", "leader", id)
+					}
+				},
+			},
+		})
+	}
+}
+
+// readiness is true once the first full configuration is in the caches and
+// the gRPC listener is up, false again while shutting down.
+type readiness struct{ ok atomic.Bool }
+
+func (r *readiness) set()   { r.ok.Store(true) }
+func (r *readiness) unset() { r.ok.Store(false) }
+
+func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.ok.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
