@@ -85,7 +85,10 @@ func startCluster(t *testing.T, name string, nodes, index int) *env {
 	cfg := cluster.Config{
 		Name: name, Nodes: nodes, Index: index, StateDir: state,
 		AssetsDir: assetsDir(), BinDir: binDir(),
-		ImageMaps: []string{filepath.Join(repoRoot(), "samples/bookinfo/images.yaml")},
+		ImageMaps: []string{
+			filepath.Join(repoRoot(), "samples/bookinfo/images.yaml"),
+			filepath.Join(repoRoot(), "hack/local-images.yaml"),
+		},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -118,15 +121,25 @@ func startCluster(t *testing.T, name string, nodes, index int) *env {
 
 // kubectl runs the cluster's kubectl with the admin kubeconfig.
 func (e *env) kubectl(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return e.run("kubectl", args...)
+}
+
+// helm runs the helm CLI (kube assets) against the cluster.
+func (e *env) helm(args ...string) (string, error) {
+	return e.run("helm", args...)
+}
+
+// run runs a kube-assets tool with the admin kubeconfig.
+func (e *env) run(tool string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(assetsDir(), "kubectl"), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(assetsDir(), tool), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String(), nil
 }

@@ -22,7 +22,7 @@ if "$BIN/weft-cluster" status --name "$name" --state-dir "$state" >/dev/null 2>&
 else
 	"$BIN/weft-cluster" up --name "$name" --state-dir "$state" \
 		--assets-dir "$KUBE_ASSETS" --bin-dir "$BIN" \
-		--image-map "$root/samples/bookinfo/images.yaml"
+		--image-map "$root/samples/bookinfo/images.yaml" --image-map "$root/hack/local-images.yaml"
 fi
 export KUBECONFIG=$state/kubeconfig
 "$kubectl" get nodes -o wide

@@ -399,6 +399,13 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
+// DialContext connects to an address inside the cluster (a pod IP or a
+// Service VIP) from the first node's network namespace, as a process on
+// that node would. Use it as a gRPC or HTTP dialer in tests.
+func (c *Cluster) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
+	return netns.Dial(ctx, netnsPath(nodeNS(c.Config.Name, 0)), addr)
+}
+
 // ReadState reads the state file of a cluster that is (or was) up.
 func ReadState(stateDir string) (State, error) {
 	var st State
