@@ -6,7 +6,6 @@ package charts
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,9 +28,9 @@ import (
 	"k8s.io/kube-openapi/pkg/validation/validate"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current charts")
+	"github.com/weft-mesh/weft/pkg/golden"
+)
 
 const (
 	release   = "weft-control"
@@ -123,41 +122,9 @@ func TestGolden(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.chart+"-"+c.name, func(t *testing.T) {
 			got := render(t, c.chart, c.args...)
-			path := filepath.Join("testdata", c.chart+"-"+c.name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (create it with: go test ./charts -run TestGolden -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("helm template %s differs from %s (review, then: go test ./charts -run TestGolden -update)\n%s",
-					c.chart, path, firstDiff(want, got))
-			}
+			golden.Assert(t, filepath.Join("testdata", c.chart+"-"+c.name+".golden.yaml"), got)
 		})
 	}
-}
-
-// firstDiff describes the first line where want and got differ.
-func firstDiff(want, got []byte) string {
-	w, g := strings.Split(string(want), "\n"), strings.Split(string(got), "\n")
-	for i := range max(len(w), len(g)) {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			return fmt.Sprintf("line %d:\n  want: %q\n  got:  %q", i+1, wl, gl)
-		}
-	}
-	return "(same lines)"
 }
 
 func TestSchemaRejectsBadValues(t *testing.T) {
@@ -768,7 +735,7 @@ func TestGeneratedCRDsAreCurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(fresh, committed) {
-			t.Errorf("charts/base/templates/%s is stale: run hack/gen-crds.sh\n%s", f, firstDiff(fresh, committed))
+			t.Errorf("charts/base/templates/%s is stale: run hack/gen-crds.sh\n%s", f, golden.Diff(fresh, committed))
 		}
 	}
 }

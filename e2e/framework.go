@@ -124,11 +124,6 @@ func (e *env) kubectl(args ...string) (string, error) {
 	return e.run("kubectl", args...)
 }
 
-// helm runs the helm CLI (kube assets) against the cluster.
-func (e *env) helm(args ...string) (string, error) {
-	return e.run("helm", args...)
-}
-
 // run runs a kube-assets tool with the admin kubeconfig.
 func (e *env) run(tool string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -27,6 +27,13 @@ fi
 export KUBECONFIG=$state/kubeconfig
 "$kubectl" get nodes -o wide
 
+step "Install the mesh control plane with Helm (charts/base, charts/control)"
+helm="$KUBE_ASSETS/helm"
+"$helm" upgrade --install weft-base charts/base
+"$helm" upgrade --install weft-control charts/control -n weft-system --create-namespace
+"$kubectl" -n weft-system rollout status deployment/weft-control --timeout=120s
+"$kubectl" -n weft-system get pods -o wide
+
 step "Deploy Bookinfo (samples/bookinfo/platform/kube/bookinfo.yaml, as in Istio's tutorial) and a curl client"
 "$kubectl" apply -f samples/bookinfo/platform/kube/bookinfo.yaml
 "$kubectl" apply -f samples/curl/curl.yaml
@@ -38,7 +45,14 @@ ratings=$("$kubectl" get pod -l app=ratings -o jsonpath='{.items[0].metadata.nam
 echo "\$ kubectl exec $ratings -c ratings -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'"
 "$kubectl" exec "$ratings" -c ratings -- curl -sS productpage:9080/productpage | grep -o "<title>.*</title>"
 
-step "Reviews versions answering through the Service (no mesh yet: plain kube-proxy round robin)"
+step "Enrol the namespace: the control plane now describes every Bookinfo pod with its SPIFFE identity"
+"$kubectl" label namespace default istio.io/dataplane-mode=ambient --overwrite
+echo "trust bundle published to the namespace by the control plane's CA:"
+"$kubectl" get configmap weft-ca-root-cert -o jsonpath='{.data.root-cert\.pem}' | head -3
+echo "  ..."
+echo "(the node agent that captures traffic arrives with the next milestone; traffic below is still plain kube-proxy)"
+
+step "Reviews versions answering through the Service"
 "$kubectl" exec deploy/curl -- sh -c 'for i in $(seq 1 12); do curl -sS reviews:9080/reviews/0; echo; done' |
 	grep -o '"version":"v[0-9]"' | sort | uniq -c
 

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -54,6 +55,7 @@ type Options struct {
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options) error {
 	log := o.Log
+	klog.SetSlogLogger(log) // client-go's own logs (leader election...) in the same format
 	if o.RootNamespace == "" {
 		o.RootNamespace = o.Namespace
 	}

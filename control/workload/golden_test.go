@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -14,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -24,9 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*/expected.json from the current output")
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/golden"
+)
 
 // TestGolden translates testdata/<case>/input.yaml and compares the result
 // with testdata/<case>/expected.json.
@@ -52,20 +50,7 @@ func TestGolden(t *testing.T) {
 				t.Errorf("output depends on input order")
 			}
 
-			want := filepath.Join(dir, "expected.json")
-			if *update {
-				if err := os.WriteFile(want, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			exp, err := os.ReadFile(want)
-			if err != nil {
-				t.Fatalf("%v (run go test ./control/workload -update to create it)", err)
-			}
-			if !bytes.Equal(exp, got) {
-				t.Errorf("output differs from %s (run with -update to accept):\n%s", want, lineDiff(string(exp), string(got)))
-			}
+			golden.Assert(t, filepath.Join(dir, "expected.json"), got)
 		})
 	}
 }
@@ -270,25 +255,4 @@ func isEmpty(v any) bool {
 		return len(x) == 0
 	}
 	return v == nil
-}
-
-// lineDiff shows the first lines that differ, enough to see what changed.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	shown := 0
-	for i := 0; i < max(len(w), len(g)) && shown < 20; i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			fmt.Fprintf(&b, "line %d:\n  want %s\n  got  %s\n", i+1, wl, gl)
-			shown++
-		}
-	}
-	return b.String()
 }
