@@ -277,6 +277,40 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("policies are translated, and bad ones reported on their status", func(t *testing.T) {
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "e2e/testdata/authz-policies.yaml"))
+		eventually(t, "the valid policy in the xDS snapshot", 10*time.Second, func() error {
+			m, ok := client.Snapshot(authorizationType)["default/ratings-from-reviews"]
+			if !ok {
+				return errors.New("missing")
+			}
+			if a := m.(*workloadv1.Authorization); a.GetAction() != workloadv1.Action_ALLOW || a.GetScope() != workloadv1.Scope_WORKLOAD_SELECTOR {
+				return fmt.Errorf("got %v", a)
+			}
+			return nil
+		})
+		cond := func(name string) string {
+			out, _ := e.kubectl("get", "authorizationpolicy", name, "-o",
+				`jsonpath={.status.conditions[?(@.type=="WeftAccepted")].status} {.status.conditions[?(@.type=="WeftAccepted")].reason}: {.status.conditions[?(@.type=="WeftAccepted")].message}`)
+			return out
+		}
+		for name, want := range map[string][]string{
+			"ratings-from-reviews": {"True Accepted"},
+			"deny-admin-path":      {"False PartiallyInvalid", "paths"},
+			"bad-cidr":             {"False PartiallyInvalid", "10.0.0.0/33"},
+		} {
+			eventually(t, "status of "+name, 20*time.Second, func() error {
+				got := cond(name)
+				for _, w := range want {
+					if !strings.Contains(got, w) {
+						return fmt.Errorf("condition %q lacks %q", got, w)
+					}
+				}
+				return nil
+			})
+		}
+	})
+
 	t.Run("killing the leader keeps xDS serving and a new leader takes over", func(t *testing.T) {
 		leader := e.leader(t)
 		survivor := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pod", "-l", "app=weft-control",

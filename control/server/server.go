@@ -28,12 +28,14 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
+	"github.com/weft-mesh/weft/control/status"
 	"github.com/weft-mesh/weft/control/workload"
 	"github.com/weft-mesh/weft/control/xds"
 )
@@ -109,7 +111,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	xdsServer := xds.New(ctx, log, reg)
-	tr := &translator{log: log, cluster: cluster, xds: xdsServer, cfg: workload.Config{
+	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
 		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 	}}
 	tr.push() // the full state before serving: no client ever sees a partial mesh
@@ -142,7 +144,9 @@ func Run(ctx context.Context, o Options) error {
 	var wg sync.WaitGroup
 	leaderCtx, stopLeading := context.WithCancel(ctx)
 	defer func() { stopLeading(); wg.Wait() }()
+	statusWriter := &status.Writer{Client: istio, Log: log}
 	leaderWork := func(ctx context.Context) {
+		go tr.reportStatus(ctx, statusWriter)
 		pub, err := ca.NewBundlePublisher(kube, cluster.Namespaces(), authority.BundlePEM(), ca.BundlePublisherOptions{Logger: log})
 		if err != nil {
 			log.Error("trust bundle publisher", "err", err)
@@ -203,6 +207,11 @@ type translator struct {
 	xds      *xds.Server
 	cfg      workload.Config
 	problems map[string]bool // logged already
+	pushed   chan struct{}   // coalesced: a push happened
+
+	mu       sync.Mutex
+	policies []*securityv1.AuthorizationPolicy // as of the last push
+	last     []workload.Problem
 }
 
 func (t *translator) push() {
@@ -232,8 +241,30 @@ func (t *translator) push() {
 		}
 	}
 	t.problems = seen
+	t.mu.Lock()
+	t.policies, t.last = in.AuthorizationPolicies, out.Problems
+	t.mu.Unlock()
+	select {
+	case t.pushed <- struct{}{}:
+	default:
+	}
 	if changed > 0 {
 		t.log.Debug("pushed", "changed", changed, "addresses", len(addrs), "authorizations", len(authz), "took", time.Since(start))
+	}
+}
+
+// reportStatus writes policy conditions after each push (leader only).
+func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
+	for {
+		t.mu.Lock()
+		policies, problems := t.policies, t.last
+		t.mu.Unlock()
+		w.SyncPolicies(ctx, policies, problems)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.pushed:
+		}
 	}
 }
 
