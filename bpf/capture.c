@@ -1,0 +1,258 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Weft traffic capture: tcx ingress programs that steer enrolled pods' TCP
+// traffic into the node agent's transparent listeners with bpf_sk_assign.
+//
+//   capture_outbound  host-side veth of an enrolled pod (packets leaving it)
+//   capture_inbound   the node's uplink (packets for enrolled pod IPs)
+//
+// Enrolment is data: the programs stay attached and user space flips flags
+// in the maps below. Captured packets get WEFT_MARK_CAPTURE so that the
+// policy-routing rule (fwmark -> table with "local 0.0.0.0/0 dev lo")
+// delivers them locally: sk_assign alone does not bypass routing.
+//
+// Keep the constants and struct layouts in sync with capture.go.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// tcx verdicts (linux/bpf.h >= 6.6; the build headers may be older).
+#define WEFT_TCX_NEXT -1 // not ours: let the next program in the chain decide
+#define WEFT_TCX_PASS 0  // captured: deliver, skip the rest of the chain
+
+// skb->mark bits. They avoid kube-proxy (0x4000, 0x8000) and Cilium (0xf00).
+#define WEFT_MARK_CAPTURE 0x1000 // set on captured packets (policy routing)
+#define WEFT_MARK_SKIP 0x2000    // set by the agent on its own traffic
+
+// enrolment flags (value of enrolled_ifindex / enrolled_ips)
+#define WEFT_F_CAPTURE 0x1  // steer new connections to the proxy
+#define WEFT_F_DRAINING 0x2 // keep steering established proxied flows only
+
+// proxy_listeners keys
+#define WEFT_LISTENER_OUTBOUND 0 // 15001
+#define WEFT_LISTENER_INBOUND 1  // 15006
+
+// proxy_listeners values
+#define WEFT_INBOUND_HBONE_PORT_DEFAULT 15008
+
+#define BPF_TCP_LISTEN_STATE 10 // enum bpf_tcp_state BPF_TCP_LISTEN
+
+struct enrolment {
+	__u32 flags;
+};
+
+struct listener {
+	__be32 addr;   // IPv4, network order (e.g. 127.0.0.1)
+	__be16 port;   // network order (e.g. 15001)
+	__be16 bypass_port; // inbound: destination port left alone (15008); 0 = none
+};
+
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+// Outbound enrolment, keyed by the host-side veth ifindex. The veth is the
+// pod's identity on the node: it cannot be spoofed from inside the pod (a
+// source IP can), needs no update when a pod has several addresses, and is
+// exactly what the CNI plugin knows when it enrols the pod.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct enrolment);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} enrolled_ifindex SEC(".maps");
+
+// Inbound enrolment, keyed by pod IPv4 address (network order).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __be32);
+	__type(value, struct enrolment);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} enrolled_ips SEC(".maps");
+
+// The proxy's transparent listeners (key WEFT_LISTENER_*).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct listener);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} proxy_listeners SEC(".maps");
+
+// Destinations that are never captured (node-local addresses, ...).
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bypass SEC(".maps");
+
+struct flow {
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+};
+
+// parse_tcp4 finds the IPv4 and TCP headers of an Ethernet frame.
+static __always_inline int parse_tcp4(struct __sk_buff *skb, struct flow *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return -1;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+		return -1;
+	// fragments other than the first carry no TCP header
+	if (ip->frag_off & bpf_htons(0x1fff))
+		return -1;
+	struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
+	if ((void *)(tcp + 1) > data_end)
+		return -1;
+	f->ip = ip;
+	f->tcp = tcp;
+	return 0;
+}
+
+static __always_inline int bypassed(__be32 daddr)
+{
+	struct lpm_v4_key key = {.prefixlen = 32, .addr = daddr};
+	return bpf_map_lookup_elem(&bypass, &key) != NULL;
+}
+
+// assign_established steers the packet to the socket that owns its exact
+// 4-tuple in this netns (a connection the proxy already accepted). Listening
+// sockets that happen to match the destination port are not ours.
+static __always_inline int assign_established(struct __sk_buff *skb, struct flow *f)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = f->ip->saddr;
+	t.ipv4.daddr = f->ip->daddr;
+	t.ipv4.sport = f->tcp->source;
+	t.ipv4.dport = f->tcp->dest;
+
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return -1;
+	if (sk->state == BPF_TCP_LISTEN_STATE) {
+		bpf_sk_release(sk);
+		return -1;
+	}
+	long err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	return err ? -1 : 0;
+}
+
+// assign_listener steers a new connection to the proxy listener `which`.
+static __always_inline int assign_listener(struct __sk_buff *skb, struct flow *f, __u32 which)
+{
+	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &which);
+	if (!l || !l->port)
+		return -1;
+
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = f->ip->saddr;
+	t.ipv4.sport = f->tcp->source;
+	t.ipv4.daddr = l->addr;
+	t.ipv4.dport = l->port;
+
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return -1;
+	if (sk->state != BPF_TCP_LISTEN_STATE) {
+		bpf_sk_release(sk);
+		return -1;
+	}
+	long err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	return err ? -1 : 0;
+}
+
+// steer is the common decision once a packet belongs to an enrolled pod.
+static __always_inline int steer(struct __sk_buff *skb, struct flow *f, __u32 flags, __u32 which)
+{
+	// Established proxied flows keep going to the proxy, also while draining.
+	if (assign_established(skb, f) == 0)
+		goto captured;
+
+	if (!(flags & WEFT_F_CAPTURE) || (flags & WEFT_F_DRAINING))
+		return WEFT_TCX_NEXT;
+
+	// Only a bare SYN starts a proxied connection: mid-stream packets of a
+	// flow that began before enrolment keep going direct.
+	if (!f->tcp->syn || f->tcp->ack)
+		return WEFT_TCX_NEXT;
+
+	if (assign_listener(skb, f, which) != 0)
+		return WEFT_TCX_NEXT; // proxy not listening: fail open
+captured:
+	skb->mark |= WEFT_MARK_CAPTURE;
+	return WEFT_TCX_PASS;
+}
+
+SEC("tcx/ingress")
+int capture_outbound(struct __sk_buff *skb)
+{
+	struct flow f;
+
+	if (skb->mark & WEFT_MARK_SKIP)
+		return WEFT_TCX_NEXT;
+	__u32 ifindex = skb->ingress_ifindex;
+	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ifindex, &ifindex);
+	if (!e)
+		return WEFT_TCX_NEXT;
+	__u32 flags = e->flags;
+	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING)))
+		return WEFT_TCX_NEXT;
+	if (parse_tcp4(skb, &f) != 0)
+		return WEFT_TCX_NEXT;
+	if (bypassed(f.ip->daddr))
+		return WEFT_TCX_NEXT;
+	return steer(skb, &f, flags, WEFT_LISTENER_OUTBOUND);
+}
+
+SEC("tcx/ingress")
+int capture_inbound(struct __sk_buff *skb)
+{
+	struct flow f;
+
+	if (skb->mark & WEFT_MARK_SKIP)
+		return WEFT_TCX_NEXT;
+	if (parse_tcp4(skb, &f) != 0)
+		return WEFT_TCX_NEXT;
+	__be32 daddr = f.ip->daddr;
+	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ips, &daddr);
+	if (!e)
+		return WEFT_TCX_NEXT;
+	__u32 flags = e->flags;
+	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING)))
+		return WEFT_TCX_NEXT;
+
+	// HBONE (15008 by default) is addressed to the pod IP and handled by the
+	// node's HBONE listener through normal delivery.
+	__u32 key = WEFT_LISTENER_INBOUND;
+	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &key);
+	__be16 hbone = l ? l->bypass_port : bpf_htons(WEFT_INBOUND_HBONE_PORT_DEFAULT);
+	if (hbone && f.tcp->dest == hbone)
+		return WEFT_TCX_NEXT;
+	return steer(skb, &f, flags, WEFT_LISTENER_INBOUND);
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

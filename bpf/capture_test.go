@@ -1,0 +1,561 @@
+package bpf
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/pkg/netns"
+)
+
+func TestKeys(t *testing.T) {
+	k, err := ipv4Key(netip.MustParseAddr("10.1.2.3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], k)
+	if b != [4]byte{10, 1, 2, 3} {
+		t.Fatalf("ipv4Key bytes = %v, want network order", b)
+	}
+	if _, err := ipv4Key(netip.MustParseAddr("fd00::1")); err == nil {
+		t.Fatal("ipv4Key accepted an IPv6 address")
+	}
+	lk, err := lpmKey(netip.MustParsePrefix("10.1.2.3/16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.NativeEndian.PutUint32(b[:], lk.Addr)
+	if lk.Prefixlen != 16 || b != [4]byte{10, 1, 0, 0} {
+		t.Fatalf("lpmKey = %d %v, want 16 10.1.0.0", lk.Prefixlen, b)
+	}
+	binary.NativeEndian.PutUint16(b[:2], htons(15001))
+	if b[0] != 0x3a || b[1] != 0x99 {
+		t.Fatalf("htons(15001) bytes = %x %x", b[0], b[1])
+	}
+}
+
+// TestCaptureSpec checks the committed object without privileges.
+func TestCaptureSpec(t *testing.T) {
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"capture_outbound", "capture_inbound"} {
+		ps, ok := spec.Programs[p]
+		if !ok {
+			t.Fatalf("program %s missing", p)
+		}
+		if ps.Type != ebpf.SchedCLS || ps.AttachType != ebpf.AttachTCXIngress {
+			t.Fatalf("program %s: type %v attach %v, want SchedCLS tcx ingress", p, ps.Type, ps.AttachType)
+		}
+	}
+	for _, m := range []string{"enrolled_ifindex", "enrolled_ips", "proxy_listeners", "bypass"} {
+		ms, ok := spec.Maps[m]
+		if !ok {
+			t.Fatalf("map %s missing", m)
+		}
+		if ms.Pinning != ebpf.PinByName {
+			t.Fatalf("map %s is not pinned by name", m)
+		}
+	}
+}
+
+// ---- privileged end-to-end proof ----
+
+func requirePrivileged(t *testing.T) {
+	t.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root (network namespaces, bpffs, BPF programs)"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		reason = "needs iproute2 (ip) to build the test topology"
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+		t.Fatalf("WEFT_E2E_REQUIRE=1 but %s", reason)
+	}
+	t.Skip(reason)
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func addNetns(t *testing.T, name string) string {
+	t.Helper()
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return "/run/netns/" + name
+}
+
+func ifindex(t *testing.T, nsPath, dev string) int {
+	t.Helper()
+	var idx int
+	err := netns.Do(nsPath, func() error {
+		i, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		idx = i.Index
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ifindex of %s: %v", dev, err)
+	}
+	return idx
+}
+
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "bpffs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The test process is in the host mount namespace: the bpffs outlives
+	// every goroutine's netns switch (a private mount ns would lose it).
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount bpffs %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+type accepted struct {
+	local, remote netip.AddrPort
+}
+
+// serve accepts on ln, greets every connection with "<name>\n" and echoes.
+func serve(t *testing.T, ln net.Listener, name string, got chan<- accepted) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if got != nil {
+				got <- accepted{
+					local:  c.LocalAddr().(*net.TCPAddr).AddrPort(),
+					remote: c.RemoteAddr().(*net.TCPAddr).AddrPort(),
+				}
+			}
+			go func() {
+				defer c.Close()
+				if _, err := fmt.Fprintf(c, "%s\n", name); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+func listen(t *testing.T, nsPath, addr string, transparent bool) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{}
+	if transparent {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+			})
+			return errors.Join(err, serr)
+		}
+	}
+	var ln net.Listener
+	err := netns.Do(nsPath, func() error {
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, nsPath, err)
+	}
+	return ln
+}
+
+type conn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// dial connects from nsPath and returns who answered ("proxy", "server", ...).
+func dial(t *testing.T, nsPath, addr string) (*conn, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := netns.Dial(ctx, nsPath, addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, nsPath, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	r := bufio.NewReader(c)
+	who, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read greeting over %s from %s: %v", addr, nsPath, err)
+	}
+	return &conn{c, r}, strings.TrimSpace(who)
+}
+
+func (c *conn) echo(t *testing.T, msg string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", msg); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got, err := c.r.ReadString('\n')
+	if err != nil || strings.TrimSpace(got) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, got, err)
+	}
+}
+
+func expectAccepted(t *testing.T, got <-chan accepted, local string, remoteIP string) {
+	t.Helper()
+	select {
+	case a := <-got:
+		if a.local.String() != local {
+			t.Fatalf("transparent listener accepted with local address %s, want original destination %s", a.local, local)
+		}
+		if a.remote.Addr().String() != remoteIP {
+			t.Fatalf("transparent listener accepted from %s, want %s", a.remote, remoteIP)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("transparent listener accepted nothing")
+	}
+}
+
+// topo is the test network:
+//
+//	pod  (10.99.1.2) --veth-- [wh1]                     enrolled
+//	pod2 (10.99.2.2) --veth-- [wh2]   node netns        attached, not enrolled
+//	srv  (10.99.9.2, 10.200.0.1:80) --veth-- [wu]      "uplink"
+//
+// The node netns runs the proxy's transparent listeners (15001, 15006).
+type topo struct {
+	node, pod, pod2, srv string // netns paths
+	wh1, wh2, wu         int    // ifindexes in node
+	pinDir               string
+	outGot, inGot        chan accepted
+}
+
+func newTopo(t *testing.T) *topo {
+	requirePrivileged(t)
+
+	id := fmt.Sprintf("wcap%d-%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
+	tp := &topo{}
+	tp.node = addNetns(t, id+"-node")
+	tp.pod = addNetns(t, id+"-pod")
+	tp.pod2 = addNetns(t, id+"-pod2")
+	tp.srv = addNetns(t, id+"-srv")
+	nodeName := id + "-node"
+
+	wire := func(peerNS, hostDev, hostIP, peerIP string) {
+		peerName := strings.TrimPrefix(peerNS, "/run/netns/")
+		run(t, "ip", "link", "add", hostDev, "netns", nodeName, "type", "veth", "peer", "name", "eth0", "netns", peerName)
+		run(t, "ip", "-n", nodeName, "addr", "add", hostIP+"/24", "dev", hostDev)
+		run(t, "ip", "-n", nodeName, "link", "set", hostDev, "up")
+		run(t, "ip", "-n", peerName, "addr", "add", peerIP+"/24", "dev", "eth0")
+		run(t, "ip", "-n", peerName, "link", "set", "eth0", "up")
+		run(t, "ip", "-n", peerName, "route", "add", "default", "via", hostIP)
+	}
+	wire(tp.pod, "wh1", "10.99.1.1", "10.99.1.2")
+	wire(tp.pod2, "wh2", "10.99.2.1", "10.99.2.2")
+	wire(tp.srv, "wu", "10.99.9.1", "10.99.9.2")
+	run(t, "ip", "-n", id+"-srv", "addr", "add", "10.200.0.1/32", "dev", "lo")
+	run(t, "ip", "-n", nodeName, "route", "add", "10.200.0.0/24", "via", "10.99.9.2")
+	for _, kv := range []string{
+		"net.ipv4.ip_forward=1",
+		"net.ipv4.conf.all.rp_filter=0",
+		"net.ipv4.conf.default.rp_filter=0",
+		"net.ipv4.conf.wh1.rp_filter=0",
+		"net.ipv4.conf.wh2.rp_filter=0",
+		"net.ipv4.conf.wu.rp_filter=0",
+	} {
+		run(t, "ip", "netns", "exec", nodeName, "sysctl", "-qw", kv)
+	}
+
+	// The "real" destination and a pod-side HBONE stand-in.
+	serve(t, listen(t, tp.srv, "0.0.0.0:80", false), "server", nil)
+	serve(t, listen(t, tp.pod, "0.0.0.0:15008", false), "pod-hbone", nil)
+	// The proxy's transparent listeners in the node netns.
+	tp.outGot = make(chan accepted, 16)
+	tp.inGot = make(chan accepted, 16)
+	serve(t, listen(t, tp.node, "0.0.0.0:15001", true), "proxy", tp.outGot)
+	serve(t, listen(t, tp.node, "0.0.0.0:15006", true), "proxy-inbound", tp.inGot)
+
+	tp.pinDir = mountBPFFS(t)
+	tp.wh1 = ifindex(t, tp.node, "wh1")
+	tp.wh2 = ifindex(t, tp.node, "wh2")
+	tp.wu = ifindex(t, tp.node, "wu")
+	return tp
+}
+
+func (tp *topo) inNode(t *testing.T, what string, fn func() error) {
+	t.Helper()
+	if err := netns.Do(tp.node, fn); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// TestCaptureNetns proves tcx capture end to end with real sockets (see topo).
+func TestCaptureNetns(t *testing.T) {
+	tp := newTopo(t)
+	node, pod, pod2, srv := tp.node, tp.pod, tp.pod2, tp.srv
+	wh1, wh2, wu := tp.wh1, tp.wh2, tp.wu
+	pinDir, outGot, inGot := tp.pinDir, tp.outGot, tp.inGot
+	inNode := func(what string, fn func() error) { t.Helper(); tp.inNode(t, what, fn) }
+	podIP := netip.MustParseAddr("10.99.1.2")
+
+	var c *Capture
+	inNode("load and attach", func() error {
+		var err error
+		if c, err = Load(pinDir); err != nil {
+			return err
+		}
+		return errors.Join(
+			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
+			c.AttachOutbound(wh1),
+			c.AttachOutbound(wh2),
+			c.AttachInbound(wu),
+			DefaultPolicyRouting().Install(),
+			DefaultPolicyRouting().Install(), // idempotent
+		)
+	})
+	t.Cleanup(func() {
+		_ = netns.Do(node, func() error {
+			if c != nil {
+				_ = c.Close()
+			}
+			return DefaultPolicyRouting().Remove()
+		})
+		_ = RemovePins(pinDir)
+	})
+
+	// Attached but nobody enrolled: nothing is captured.
+	if _, who := dial(t, pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("before enrolment: answered by %q, want server", who)
+	}
+
+	if err := c.Enroll(wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Log("enrolled pod: captured, original destination preserved")
+	kept, who := dial(t, pod, "10.200.0.1:80")
+	if who != "proxy" {
+		t.Fatalf("enrolled pod: answered by %q, want proxy", who)
+	}
+	expectAccepted(t, outGot, "10.200.0.1:80", "10.99.1.2")
+	kept.echo(t, "hello")
+
+	t.Log("enrolled pod to an address nobody serves")
+	if _, who := dial(t, pod, "10.201.0.9:80"); who != "proxy" {
+		t.Fatalf("unserved address: answered by %q, want proxy", who)
+	}
+	expectAccepted(t, outGot, "10.201.0.9:80", "10.99.1.2")
+
+	t.Log("unenrolled pod on an attached veth: not captured")
+	if _, who := dial(t, pod2, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("unenrolled pod: answered by %q, want server", who)
+	}
+
+	t.Log("bypass CIDR: not captured")
+	if err := c.AddBypass(netip.MustParsePrefix("10.200.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("bypassed destination: answered by %q, want server", who)
+	}
+	if err := c.RemoveBypass(netip.MustParsePrefix("10.200.0.0/24")); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Log("inbound: plaintext to an enrolled pod IP goes to 15006, HBONE port is left alone")
+	if _, who := dial(t, srv, "10.99.1.2:8080"); who != "proxy-inbound" {
+		t.Fatalf("inbound to enrolled pod: answered by %q, want proxy-inbound", who)
+	}
+	expectAccepted(t, inGot, "10.99.1.2:8080", "10.99.9.2")
+	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "pod-hbone" {
+		t.Fatalf("inbound to 15008: answered by %q, want pod-hbone (normal delivery)", who)
+	}
+
+	t.Log("agent restart: reopen pins, update links in place")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = nil
+	inNode("reload", func() error {
+		var err error
+		if c, err = Load(pinDir); err != nil {
+			return err
+		}
+		return errors.Join(c.AttachOutbound(wh1), c.AttachOutbound(wh2), c.AttachInbound(wu))
+	})
+	inNode("query tcx", func() error {
+		for _, idx := range []int{wh1, wh2, wu} {
+			res, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: ebpf.AttachTCXIngress})
+			if err != nil {
+				return err
+			}
+			if len(res.Programs) != 1 {
+				return fmt.Errorf("ifindex %d has %d tcx ingress programs after restart, want 1", idx, len(res.Programs))
+			}
+		}
+		return nil
+	})
+	if flags, ok, err := c.Enrolment(wh1); err != nil || !ok || flags != FlagCapture {
+		t.Fatalf("enrolment after restart = %#x %v %v, want capture", flags, ok, err)
+	}
+	kept.echo(t, "after-restart")
+	if _, who := dial(t, pod, "10.200.0.1:80"); who != "proxy" {
+		t.Fatalf("after restart: answered by %q, want proxy", who)
+	}
+	expectAccepted(t, outGot, "10.200.0.1:80", "10.99.1.2")
+
+	t.Log("drain: established proxied connection keeps working, new ones go direct")
+	if err := c.Drain(wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	kept.echo(t, "while-draining")
+	if _, who := dial(t, pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("draining pod: new connection answered by %q, want server", who)
+	}
+	kept.echo(t, "still-draining")
+	kept.Close()
+
+	t.Log("unenrol: nothing captured")
+	if err := c.Unenroll(wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := c.Enrolment(wh1); ok {
+		t.Fatal("enrolment still present after Unenroll")
+	}
+	if _, who := dial(t, pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("unenrolled pod: answered by %q, want server", who)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if cc, err := netns.Dial(ctx, srv, "10.99.1.2:8080"); !errors.Is(err, syscall.ECONNREFUSED) {
+		if cc != nil {
+			cc.Close()
+		}
+		t.Fatalf("inbound to unenrolled pod without a listener: %v, want connection refused (not captured)", err)
+	}
+	select {
+	case a := <-outGot:
+		t.Fatalf("unexpected capture after drain/unenrol: %+v", a)
+	default:
+	}
+
+	t.Log("detach")
+	inNode("detach", func() error {
+		return errors.Join(c.DetachOutbound(wh1), c.DetachOutbound(wh2), c.DetachInbound(wu))
+	})
+	inNode("query tcx after detach", func() error {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: wh1, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		if len(res.Programs) != 0 {
+			return fmt.Errorf("wh1 still has %d tcx programs", len(res.Programs))
+		}
+		return nil
+	})
+}
+
+// TestCaptureClsactNetns exercises the pre-6.6 fallback (clsact + cls_bpf)
+// on this kernel by forcing it.
+func TestCaptureClsactNetns(t *testing.T) {
+	tp := newTopo(t)
+	podIP := netip.MustParseAddr("10.99.1.2")
+	var c *Capture
+	load := func() {
+		tp.inNode(t, "load and attach (clsact)", func() error {
+			var err error
+			if c, err = Load(tp.pinDir); err != nil {
+				return err
+			}
+			c.legacyTC = true
+			return errors.Join(
+				c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
+				c.AttachOutbound(tp.wh1),
+				DefaultPolicyRouting().Install(),
+			)
+		})
+	}
+	load()
+	t.Cleanup(func() {
+		_ = netns.Do(tp.node, func() error {
+			if c != nil {
+				_ = c.Close()
+			}
+			return DefaultPolicyRouting().Remove()
+		})
+		_ = RemovePins(tp.pinDir)
+	})
+	if err := c.Enroll(tp.wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	kept, who := dial(t, tp.pod, "10.200.0.1:80")
+	if who != "proxy" {
+		t.Fatalf("enrolled pod (clsact): answered by %q, want proxy", who)
+	}
+	expectAccepted(t, tp.outGot, "10.200.0.1:80", "10.99.1.2")
+
+	// restart: the filter is replaced, not duplicated
+	_ = c.Close()
+	load()
+	tp.inNode(t, "count filters", func() error {
+		n, err := clsactPrograms(tp.wh1)
+		if err == nil && n != 1 {
+			err = fmt.Errorf("%d weft filters on wh1 after restart, want 1", n)
+		}
+		return err
+	})
+	kept.echo(t, "after-restart")
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "proxy" {
+		t.Fatalf("after restart (clsact): answered by %q, want proxy", who)
+	}
+	expectAccepted(t, tp.outGot, "10.200.0.1:80", "10.99.1.2")
+
+	tp.inNode(t, "detach (clsact)", func() error { return c.DetachOutbound(tp.wh1) })
+	tp.inNode(t, "count filters after detach", func() error {
+		n, err := clsactPrograms(tp.wh1)
+		if err == nil && n != 0 {
+			err = fmt.Errorf("%d weft filters on wh1 after detach, want 0", n)
+		}
+		return err
+	})
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("after detach (clsact): answered by %q, want server", who)
+	}
+}
