@@ -1,0 +1,466 @@
+//lint:file-ignore SA1019 the refusal tests need a raw x/net/http2 client to send what a real HBONE peer would not.
+
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"golang.org/x/net/http2"
+)
+
+func TestRoundTripAndHeaders(t *testing.T) {
+	e := newEnv(t, Options{})
+	h := http.Header{}
+	SetForwarded(h, net.ParseIP("10.1.2.3"))
+	h.Set("Baggage", "k8s.namespace.name=a,k8s.pod.name=x-1")
+	h.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	s, err := e.dialer.Dial(context.Background(), e.addr, tlsconfig.AuthorizeID(serverID), e.echo, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Peer() != serverID {
+		t.Errorf("client saw peer %s, want %s", s.Peer(), serverID)
+	}
+	for _, msg := range []string{"hello", "world", strings.Repeat("z", 100000)} {
+		if _, err := s.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(s, got); err != nil || string(got) != msg {
+			t.Fatalf("echo %d bytes: err=%v match=%v", len(msg), err, string(got) == msg)
+		}
+	}
+	want := seen{clientID, e.echo, "for=10.1.2.3", "k8s.namespace.name=a,k8s.pod.name=x-1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if got := e.lastSeen(); got != want {
+		t.Errorf("handler saw %+v\nwant %+v", got, want)
+	}
+	h6 := http.Header{}
+	SetForwarded(h6, net.ParseIP("fd00::1"))
+	if got := h6.Get("Forwarded"); got != `for="[fd00::1]"` {
+		t.Errorf("IPv6 Forwarded = %s", got)
+	}
+}
+
+// Client half-closes first: the server side reads EOF, the target sees FIN,
+// and the reply still flows back afterwards.
+func TestHalfCloseClientFirst(t *testing.T) {
+	e := newEnv(t, Options{})
+	target := startTarget(t, func(c *net.TCPConn) {
+		n, _ := io.Copy(io.Discard, c) // until the client's FIN arrives
+		time.Sleep(20 * time.Millisecond)
+		fmt.Fprintf(c, "got %d bytes", n)
+		c.CloseWrite()
+	})
+	s := e.dial(t, target)
+	defer s.Close()
+	if _, err := s.Write(make([]byte, 12345)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("x")); err == nil {
+		t.Error("Write after CloseWrite succeeded")
+	}
+	reply, err := io.ReadAll(s)
+	if err != nil || string(reply) != "got 12345 bytes" {
+		t.Fatalf("reply %q err %v", reply, err)
+	}
+	if err := <-e.streamErr; err != nil {
+		t.Errorf("server pipe: %v", err)
+	}
+}
+
+// Server half-closes first (target sends a banner and FIN): the client gets
+// all the data then EOF, and nothing hangs. See ServerStream.CloseWrite for
+// what happens to the client's remaining sending direction.
+func TestHalfCloseServerFirst(t *testing.T) {
+	e := newEnv(t, Options{})
+	target := startTarget(t, func(c *net.TCPConn) {
+		c.Write([]byte("banner"))
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	s := e.dial(t, target)
+	defer s.Close()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "banner" {
+		t.Fatalf("read %q err %v", got, err)
+	}
+	// Server-side CloseWrite directly on the stream, no target involved.
+	done := make(chan string, 1)
+	srv := &Server{TLS: e.srv.TLS, Handler: func(ctx context.Context, req *Request) error {
+		st, err := req.Accept()
+		if err != nil {
+			return err
+		}
+		st.Write([]byte("bye"))
+		st.CloseWrite()
+		b, _ := io.ReadAll(st)
+		done <- string(b)
+		return nil
+	}}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(l)
+	defer srv.Close()
+	s2, err := e.dialer.Dial(context.Background(), l.Addr().String(), tlsconfig.AuthorizeID(serverID), "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err = io.ReadAll(s2)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("read %q err %v", got, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("server handler still blocked after its CloseWrite")
+	}
+}
+
+func TestLargeTransferIntegrity(t *testing.T) {
+	size := 64 << 20
+	if testing.Short() {
+		size = 8 << 20
+	}
+	e := newEnv(t, Options{})
+	s := e.dial(t, e.echo)
+	defer s.Close()
+	src := rand.New(rand.NewPCG(1, 2))
+	sent := sha256.New()
+	go func() {
+		buf := make([]byte, 256<<10)
+		for left := size; left > 0; left -= len(buf) {
+			for i := range buf {
+				buf[i] = byte(src.Uint32())
+			}
+			sent.Write(buf)
+			if _, err := s.Write(buf); err != nil {
+				t.Errorf("write: %v", err)
+				return
+			}
+		}
+		s.CloseWrite()
+	}()
+	got := sha256.New()
+	n, err := io.Copy(got, s)
+	if err != nil || n != int64(size) {
+		t.Fatalf("echoed %d of %d bytes: %v", n, size, err)
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		t.Fatal("sha256 mismatch after round trip")
+	}
+}
+
+func TestConcurrentStreamsShareOneConnection(t *testing.T) {
+	e := newEnv(t, Options{})
+	const streams = 200
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := e.dialer.Dial(context.Background(), e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Close()
+			msg := bytes.Repeat([]byte{byte(i)}, 32<<10+i)
+			go func() { s.Write(msg); s.CloseWrite() }()
+			got, err := io.ReadAll(s)
+			if err != nil || !bytes.Equal(got, msg) {
+				t.Errorf("stream %d: %d bytes, err %v", i, len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.ln.count(); n != 1 {
+		t.Errorf("%d TCP connections accepted, want 1", n)
+	}
+	if n := e.dialer.Stats.ConnsDialed.Load(); n != 1 {
+		t.Errorf("dialer made %d connections, want 1", n)
+	}
+	if n := e.srv.Stats.StreamsAccepted.Load(); n != streams {
+		t.Errorf("server accepted %d streams, want %d", n, streams)
+	}
+}
+
+func echoOnce(t *testing.T, e *env) {
+	t.Helper()
+	s := e.dial(t, e.echo)
+	defer s.Close()
+	s.Write([]byte("ping"))
+	s.CloseWrite()
+	if got, err := io.ReadAll(s); err != nil || string(got) != "ping" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+}
+
+func TestPoolReconnect(t *testing.T) {
+	t.Run("connection killed", func(t *testing.T) {
+		e := newEnv(t, Options{})
+		echoOnce(t, e)
+		e.ln.killAll()
+		// No sleep: the pool may still hold the dead conn and must retry.
+		echoOnce(t, e)
+		if n := e.dialer.Stats.ConnsDialed.Load(); n != 2 {
+			t.Errorf("dialed %d connections, want 2", n)
+		}
+	})
+	t.Run("GOAWAY on idle", func(t *testing.T) {
+		e := newEnv(t, Options{IdleTimeout: 100 * time.Millisecond})
+		echoOnce(t, e)
+		time.Sleep(400 * time.Millisecond) // server sends GOAWAY and closes
+		echoOnce(t, e)
+		if n := e.dialer.Stats.ConnsDialed.Load(); n != 2 {
+			t.Errorf("dialed %d connections, want 2", n)
+		}
+	})
+}
+
+func TestCertificateRotation(t *testing.T) {
+	e := newEnv(t, Options{})
+	echoOnce(t, e)
+	rotated := spiffeidMust("spiffe://cluster.local/ns/weft-system/sa/weft-node-v2")
+	e.serverSrc.v.Store(e.ca.issue(t, rotated))
+	e.dialer.Close() // force a new handshake
+	s, err := e.dialer.Dial(context.Background(), e.addr, tlsconfig.AuthorizeID(rotated), e.echo, nil)
+	if err != nil {
+		t.Fatalf("listener did not pick up the rotated SVID: %v", err)
+	}
+	s.Close()
+}
+
+func TestResetPropagates(t *testing.T) {
+	t.Run("client reset reaches server", func(t *testing.T) {
+		e := newEnv(t, Options{})
+		target := startTarget(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+		s := e.dial(t, target)
+		s.Write([]byte("partial"))
+		time.Sleep(20 * time.Millisecond)
+		s.Close() // neither side finished: RST_STREAM
+		select {
+		case err := <-e.streamErr:
+			if err == nil {
+				t.Error("server pipe ended cleanly after a client reset")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("server pipe did not notice the reset")
+		}
+	})
+	t.Run("server reset reaches client", func(t *testing.T) {
+		e := newEnv(t, Options{})
+		target := startTarget(t, func(c *net.TCPConn) {
+			c.SetLinger(0) // close sends TCP RST
+			c.Write([]byte("x"))
+			time.Sleep(20 * time.Millisecond)
+		})
+		s := e.dial(t, target)
+		defer s.Close()
+		_, err := io.ReadAll(s)
+		if err == nil {
+			t.Error("client read EOF after the target reset; want an error")
+		}
+	})
+}
+
+// Every kind of bad input is refused cleanly and counted, and the server
+// keeps serving good streams afterwards.
+func TestRefusals(t *testing.T) {
+	e := newEnv(t, Options{})
+	otherCA := newCA(t)
+	ctx := context.Background()
+	goodTLS := func(id string) *tls.Config {
+		c := tlsconfig.MTLSClientConfig(e.ca.issue(t, spiffeidMust(id)), e.ca.bundle(), tlsconfig.AuthorizeID(serverID))
+		c.NextProtos = []string{"h2"}
+		return c
+	}
+	h2Do := func(req *http.Request) (*http.Response, error) {
+		tr := &http2.Transport{DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+			return tls.Dial("tcp", e.addr, goodTLS(clientID.String()))
+		}}
+		defer tr.CloseIdleConnections()
+		return tr.RoundTrip(req)
+	}
+	cases := []struct {
+		name string
+		run  func(t *testing.T) error // returns the error the client saw
+		want func(error) bool
+	}{
+		{"untrusted client cert", func(t *testing.T) error {
+			d := &Dialer{SVID: otherCA.issue(t, clientID), Bundle: e.ca.bundle()}
+			defer d.Close()
+			_, err := d.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+			return err
+		}, func(err error) bool { return err != nil }},
+		{"client trusts other CA", func(t *testing.T) error {
+			d := &Dialer{SVID: e.ca.issue(t, clientID), Bundle: otherCA.bundle()}
+			defer d.Close()
+			_, err := d.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+			return err
+		}, func(err error) bool { return err != nil }},
+		{"no client cert", func(t *testing.T) error {
+			c := tlsconfig.TLSClientConfig(e.ca.bundle(), tlsconfig.AuthorizeAny())
+			c.NextProtos = []string{"h2"}
+			conn, err := tls.Dial("tcp", e.addr, c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			// TLS 1.3: the server's rejection arrives after the client's Finished.
+			_, err = conn.Read(make([]byte, 1))
+			return err
+		}, func(err error) bool { return err != nil }},
+		{"wrong server identity", func(t *testing.T) error {
+			_, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(otherID), e.echo, nil)
+			return err
+		}, func(err error) bool { return errors.Is(err, ErrUnauthorizedPeer) }},
+		{"plain-text garbage", func(t *testing.T) error {
+			return rawExchange(e.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		}, func(err error) bool { return err != nil }},
+		{"binary garbage", func(t *testing.T) error {
+			return rawExchange(e.addr, "\x16\x03\x01\x00\x05hello-not-tls")
+		}, func(err error) bool { return err != nil }},
+		{"HTTP/1.1 over TLS (ALPN http/1.1)", func(t *testing.T) error {
+			c := goodTLS(clientID.String())
+			c.NextProtos = []string{"http/1.1"}
+			conn, err := tls.Dial("tcp", e.addr, c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return tlsExchange(conn)
+		}, func(err error) bool { return err != nil }},
+		{"HTTP/1.1 over TLS (no ALPN)", func(t *testing.T) error {
+			c := goodTLS(clientID.String())
+			c.NextProtos = nil
+			conn, err := tls.Dial("tcp", e.addr, c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			return tlsExchange(conn)
+		}, func(err error) bool { return err != nil }},
+		{"GET instead of CONNECT", func(t *testing.T) error {
+			req, _ := http.NewRequest("GET", "https://"+e.addr+"/", nil)
+			resp, err := h2Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return &RefusedError{Status: resp.StatusCode}
+		}, func(err error) bool { return isRefused(err, http.StatusMethodNotAllowed) }},
+		{"CONNECT without port", func(t *testing.T) error {
+			_, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), "10.0.0.1", nil)
+			return err
+		}, func(err error) bool { return isRefused(err, http.StatusBadRequest) }},
+		{"policy refusal", func(t *testing.T) error {
+			h := http.Header{"X-Test-Refuse": {"1"}}
+			_, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, h)
+			if err != nil && !strings.Contains(err.Error(), "denied by test policy") {
+				return fmt.Errorf("reason lost: %w", err)
+			}
+			return err
+		}, func(err error) bool { return isRefused(err, http.StatusForbidden) }},
+		{"unreachable destination", func(t *testing.T) error {
+			l, _ := net.Listen("tcp", "127.0.0.1:0")
+			dead := l.Addr().String()
+			l.Close()
+			_, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), dead, nil)
+			return err
+		}, func(err error) bool { return isRefused(err, http.StatusServiceUnavailable) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.run(t)
+			if !tc.want(err) {
+				t.Fatalf("unexpected result: %v", err)
+			}
+			t.Logf("refused: %v", err)
+			echoOnce(t, e) // the server still serves good streams
+		})
+	}
+	st := &e.srv.Stats
+	t.Logf("server stats: conns=%d handshakeErrors=%d badRequests=%d refused=%d accepted=%d",
+		st.ConnsAccepted.Load(), st.HandshakeErrors.Load(), st.BadRequests.Load(), st.StreamsRefused.Load(), st.StreamsAccepted.Load())
+	if st.HandshakeErrors.Load() < 6 {
+		t.Errorf("handshake errors counted %d, want >= 6", st.HandshakeErrors.Load())
+	}
+	if st.BadRequests.Load() != 2 {
+		t.Errorf("bad requests counted %d, want 2", st.BadRequests.Load())
+	}
+}
+
+// rawExchange writes garbage on a plain TCP conn and expects the server to
+// hang up rather than answer.
+func rawExchange(addr, payload string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte(payload))
+	b, err := io.ReadAll(c)
+	if bytes.Contains(b, []byte("HTTP/1.1 200")) {
+		return nil
+	}
+	if err == nil {
+		err = fmt.Errorf("server hung up after %d bytes (TLS alert)", len(b))
+	}
+	return err
+}
+
+func tlsExchange(conn *tls.Conn) error {
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.Write([]byte("CONNECT 10.0.0.1:80 HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n"))
+	b, err := io.ReadAll(conn)
+	if err == nil {
+		err = fmt.Errorf("server hung up after %d bytes", len(b))
+	}
+	if bytes.HasPrefix(b, []byte("HTTP/1.1 200")) {
+		return nil
+	}
+	return err
+}
+
+// Finished streams leave no goroutines behind: an idle pooled connection
+// costs only what x/net/http2 itself runs.
+func TestNoGoroutineLeak(t *testing.T) {
+	e := newEnv(t, Options{})
+	echoOnce(t, e)
+	time.Sleep(50 * time.Millisecond)
+	base := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() { defer wg.Done(); echoOnce(t, e) }()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		t.Errorf("%d goroutines after 50 finished streams, %d before", n, base)
+	}
+}
