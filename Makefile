@@ -44,7 +44,7 @@ demo-down: ## Stop the demo cluster and remove everything it made
 	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
 	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
 
-bench: ## Benchmarks (ratios against a baseline measured in the same run)
+bench: ## Benchmarks (ratios against a baseline measured in the same run; see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 generate: ## Regenerate committed generated code (protobufs need protoc)
