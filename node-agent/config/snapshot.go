@@ -1,0 +1,305 @@
+package config
+
+import (
+	"cmp"
+	"encoding/json"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+// Workload is a validated workload. Treat it and Proto as read-only.
+type Workload struct {
+	// Name of the xDS resource (the uid).
+	Name  string
+	Proto *workloadv1.Workload
+	// Addresses parsed from Proto.Addresses (IPv4-mapped IPv6 unmapped).
+	Addresses []netip.Addr
+	// Identity is spiffe://<td>/ns/<ns>/sa/<sa>; zero if the workload has
+	// no service account or trust domain (never for HBONE workloads).
+	Identity spiffeid.ID
+}
+
+// Healthy reports whether the workload may receive new connections.
+func (w *Workload) Healthy() bool { return w.Proto.GetStatus() == workloadv1.WorkloadStatus_HEALTHY }
+
+// Endpoint is a workload serving a service port on TargetPort.
+type Endpoint struct {
+	Workload   *Workload
+	TargetPort uint16
+}
+
+// Service is a validated service with its endpoints. Treat it and Proto
+// as read-only.
+type Service struct {
+	// Name of the xDS resource ("<namespace>/<hostname>").
+	Name  string
+	Proto *workloadv1.Service
+	VIPs  []netip.Addr
+	// Workloads the service selects, healthy or not,
+	// sorted by name.
+	Workloads []*Workload
+
+	// endpoints per service port: healthy workloads with an address that
+	// serve the port.
+	endpoints map[uint16][]Endpoint
+	// rr is the round-robin position, carried over from one snapshot to
+	// the next so that config changes do not reset the rotation.
+	rr *atomic.Uint64
+}
+
+// Endpoints returns the healthy endpoints of a service port (nil if the
+// service has no such port or nobody serves it).
+func (s *Service) Endpoints(port uint16) []Endpoint { return s.endpoints[port] }
+
+// HasPort reports whether the service declares port.
+func (s *Service) HasPort(port uint16) bool {
+	for _, p := range s.Proto.GetPorts() {
+		if p.GetServicePort() == uint32(port) {
+			return true
+		}
+	}
+	return false
+}
+
+// addressIndex is everything derived from the Address resources.
+type addressIndex struct {
+	workloads map[string]*Workload
+	services  map[string]*Service
+	byIP      map[netip.Addr]*Workload
+	byVIP     map[netip.AddrPort]*Service
+	byNode    map[string][]*Workload
+}
+
+// authzIndex is everything derived from the Authorization resources.
+type authzIndex struct {
+	byName      map[string]*workloadv1.Authorization
+	global      []*workloadv1.Authorization
+	byNamespace map[string][]*workloadv1.Authorization
+}
+
+// Snapshot is an immutable view of the mesh. Readers hold on to one for as
+// long as they need a consistent view; nothing in it changes.
+type Snapshot struct {
+	// Version counts accepted updates.
+	Version uint64
+	// AddressesSynced and AuthorizationsSynced report whether the first
+	// response of each type has been applied.
+	AddressesSynced, AuthorizationsSynced bool
+
+	addr  *addressIndex
+	authz *authzIndex
+}
+
+func emptySnapshot() *Snapshot {
+	return &Snapshot{addr: buildAddressIndex(nil, nil, nil), authz: buildAuthzIndex(nil)}
+}
+
+// Synced reports whether both types have been received.
+func (s *Snapshot) Synced() bool { return s.AddressesSynced && s.AuthorizationsSynced }
+
+// Workload returns a workload by resource name (uid).
+func (s *Snapshot) Workload(name string) *Workload { return s.addr.workloads[name] }
+
+// Service returns a service by resource name ("<namespace>/<hostname>").
+func (s *Snapshot) Service(name string) *Service { return s.addr.services[name] }
+
+// Workloads returns every workload keyed by name (read-only).
+func (s *Snapshot) Workloads() map[string]*Workload { return s.addr.workloads }
+
+// Services returns every service keyed by name (read-only).
+func (s *Snapshot) Services() map[string]*Service { return s.addr.services }
+
+// WorkloadByIP returns the workload with address ip. When several claim it
+// (host-network pods share the node's IP), an HBONE workload wins over a
+// plain one, then a healthy one, then the smallest name.
+func (s *Snapshot) WorkloadByIP(ip netip.Addr) *Workload { return s.addr.byIP[ip.Unmap()] }
+
+// ServiceByVIP returns the service with VIP ip that declares port.
+func (s *Snapshot) ServiceByVIP(vip netip.AddrPort) *Service {
+	return s.addr.byVIP[netip.AddrPortFrom(vip.Addr().Unmap(), vip.Port())]
+}
+
+// WorkloadsOfService returns the workloads a service selects (any health),
+// sorted by name.
+func (s *Snapshot) WorkloadsOfService(name string) []*Workload {
+	if svc := s.addr.services[name]; svc != nil {
+		return svc.Workloads
+	}
+	return nil
+}
+
+// WorkloadsOnNode returns the workloads on a node, sorted by name.
+func (s *Snapshot) WorkloadsOnNode(node string) []*Workload { return s.addr.byNode[node] }
+
+// IdentitiesOnNode returns the distinct SPIFFE identities of the HBONE
+// (enrolled) workloads on a node, sorted: what the node's identity
+// manager must hold.
+func (s *Snapshot) IdentitiesOnNode(node string) []spiffeid.ID {
+	var out []spiffeid.ID
+	for _, w := range s.addr.byNode[node] {
+		if w.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE && !w.Identity.IsZero() && !slices.Contains(out, w.Identity) {
+			out = append(out, w.Identity)
+		}
+	}
+	slices.SortFunc(out, func(a, b spiffeid.ID) int { return cmp.Compare(a.String(), b.String()) })
+	return out
+}
+
+// Authorizations returns every policy keyed "<namespace>/<name>"
+// (read-only).
+func (s *Snapshot) Authorizations() map[string]*workloadv1.Authorization { return s.authz.byName }
+
+// AuthorizationsFor returns the policies that apply to w: GLOBAL ones,
+// NAMESPACE ones of its namespace and the WORKLOAD_SELECTOR ones it lists.
+func (s *Snapshot) AuthorizationsFor(w *Workload) []*workloadv1.Authorization {
+	out := slices.Clone(s.authz.global)
+	out = append(out, s.authz.byNamespace[w.Proto.GetNamespace()]...)
+	for _, name := range w.Proto.GetAuthorizationPolicies() {
+		if a := s.authz.byName[name]; a != nil && a.GetScope() == workloadv1.Scope_WORKLOAD_SELECTOR {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// MarshalJSON renders the snapshot for the admin config dump.
+func (s *Snapshot) MarshalJSON() ([]byte, error) {
+	enc := func(m proto.Message) json.RawMessage {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return json.RawMessage(`null`)
+		}
+		return b
+	}
+	dump := struct {
+		Version              uint64                     `json:"version"`
+		AddressesSynced      bool                       `json:"addressesSynced"`
+		AuthorizationsSynced bool                       `json:"authorizationsSynced"`
+		Workloads            map[string]json.RawMessage `json:"workloads"`
+		Services             map[string]json.RawMessage `json:"services"`
+		Authorizations       map[string]json.RawMessage `json:"authorizations"`
+	}{
+		Version: s.Version, AddressesSynced: s.AddressesSynced, AuthorizationsSynced: s.AuthorizationsSynced,
+		Workloads:      make(map[string]json.RawMessage, len(s.addr.workloads)),
+		Services:       make(map[string]json.RawMessage, len(s.addr.services)),
+		Authorizations: make(map[string]json.RawMessage, len(s.authz.byName)),
+	}
+	for n, w := range s.addr.workloads {
+		dump.Workloads[n] = enc(w.Proto)
+	}
+	for n, svc := range s.addr.services {
+		dump.Services[n] = enc(svc.Proto)
+	}
+	for n, a := range s.authz.byName {
+		dump.Authorizations[n] = enc(a)
+	}
+	return json.Marshal(dump)
+}
+
+// buildAddressIndex derives every index from the workloads and services.
+// prev supplies the round-robin positions to carry over.
+func buildAddressIndex(workloads map[string]*Workload, services map[string]*Service, prev *addressIndex) *addressIndex {
+	if workloads == nil {
+		workloads = map[string]*Workload{}
+	}
+	idx := &addressIndex{
+		workloads: workloads,
+		services:  make(map[string]*Service, len(services)),
+		byIP:      make(map[netip.Addr]*Workload, len(workloads)),
+		byVIP:     map[netip.AddrPort]*Service{},
+		byNode:    map[string][]*Workload{},
+	}
+	// Fresh Service values: their endpoints depend on the workloads.
+	for name, s := range services {
+		c := &Service{Name: s.Name, Proto: s.Proto, VIPs: s.VIPs, endpoints: map[uint16][]Endpoint{}}
+		if prev != nil && prev.services[name] != nil {
+			c.rr = prev.services[name].rr
+		}
+		if c.rr == nil {
+			c.rr = new(atomic.Uint64)
+		}
+		idx.services[name] = c
+	}
+	names := slices.Sorted(maps.Keys(workloads))
+	for _, name := range names {
+		w := workloads[name]
+		for _, a := range w.Addresses {
+			if cur := idx.byIP[a]; cur == nil || betterOwner(w, cur) {
+				idx.byIP[a] = w
+			}
+		}
+		if node := w.Proto.GetNode(); node != "" {
+			idx.byNode[node] = append(idx.byNode[node], w)
+		}
+		for svcName, pl := range w.Proto.GetServices() {
+			svc := idx.services[svcName]
+			if svc == nil {
+				continue
+			}
+			svc.Workloads = append(svc.Workloads, w)
+			if !w.Healthy() || len(w.Addresses) == 0 {
+				continue
+			}
+			for _, p := range pl.GetPorts() {
+				sp := uint16(p.GetServicePort())
+				if !svc.HasPort(sp) {
+					continue
+				}
+				target := uint16(p.GetTargetPort())
+				if target == 0 {
+					target = sp
+				}
+				svc.endpoints[sp] = append(svc.endpoints[sp], Endpoint{Workload: w, TargetPort: target})
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(idx.services)) {
+		svc := idx.services[name]
+		for _, vip := range svc.VIPs {
+			for _, p := range svc.Proto.GetPorts() {
+				ap := netip.AddrPortFrom(vip, uint16(p.GetServicePort()))
+				if _, taken := idx.byVIP[ap]; !taken { // smallest name wins a conflict
+					idx.byVIP[ap] = svc
+				}
+			}
+		}
+	}
+	return idx
+}
+
+// betterOwner decides which of two workloads claiming one IP wins.
+func betterOwner(w, cur *Workload) bool {
+	wh, ch := w.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE, cur.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE
+	if wh != ch {
+		return wh
+	}
+	if w.Healthy() != cur.Healthy() {
+		return w.Healthy()
+	}
+	return w.Name < cur.Name
+}
+
+func buildAuthzIndex(byName map[string]*workloadv1.Authorization) *authzIndex {
+	if byName == nil {
+		byName = map[string]*workloadv1.Authorization{}
+	}
+	idx := &authzIndex{byName: byName, byNamespace: map[string][]*workloadv1.Authorization{}}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		a := byName[name]
+		switch a.GetScope() {
+		case workloadv1.Scope_GLOBAL:
+			idx.global = append(idx.global, a)
+		case workloadv1.Scope_NAMESPACE:
+			idx.byNamespace[a.GetNamespace()] = append(idx.byNamespace[a.GetNamespace()], a)
+		}
+	}
+	return idx
+}

@@ -1,0 +1,619 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	"github.com/weft-mesh/weft/control/ca"
+)
+
+var (
+	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+	td    = spiffeid.RequireTrustDomainFromString("cluster.local")
+	idA   = spiffeid.RequireFromSegments(td, "ns", "default", "sa", "productpage")
+	idB   = spiffeid.RequireFromSegments(td, "ns", "default", "sa", "reviews")
+	idOff = spiffeid.RequireFromSegments(td, "ns", "default", "sa", "not-on-this-node")
+)
+
+// fakeClock is a manually advanced Clock.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers map[*fakeTimer]struct{}
+}
+
+type fakeTimer struct {
+	clk *fakeClock
+	at  time.Time
+	c   chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Now(), timers: map[*fakeTimer]struct{}{}}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clk: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
+	if d <= 0 {
+		t.c <- c.now
+	} else {
+		c.timers[t] = struct{}{}
+	}
+	return t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for t := range c.timers {
+		if !t.at.After(c.now) {
+			t.c <- c.now
+			delete(c.timers, t)
+		}
+	}
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+func (t *fakeTimer) Stop() bool {
+	t.clk.mu.Lock()
+	defer t.clk.mu.Unlock()
+	_, ok := t.clk.timers[t]
+	delete(t.clk.timers, t)
+	return ok
+}
+
+// stubAuthn accepts exactly the current content of the token file as the
+// node agent's token bound to a pod on node-a; failing simulates an API
+// server that cannot be reached.
+type stubAuthn struct {
+	mu      sync.Mutex
+	want    string
+	failing bool
+	calls   int
+	tokens  []string
+}
+
+func (a *stubAuthn) Authenticate(_ context.Context, token string) (*ca.Caller, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls++
+	a.tokens = append(a.tokens, token)
+	if a.failing {
+		return nil, errors.New("api server unreachable")
+	}
+	if token != a.want {
+		return nil, ca.ErrUnauthenticated
+	}
+	return &ca.Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent",
+		PodName: "weft-node-agent-x", NodeName: "node-a"}, nil
+}
+
+func (a *stubAuthn) set(f func(a *stubAuthn)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f(a)
+}
+
+func (a *stubAuthn) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls
+}
+
+// pods on node-a run as default/productpage and default/reviews.
+type fakePods struct{}
+
+func (fakePods) PodsOnNode(node string) ([]*corev1.Pod, error) {
+	if node != "node-a" {
+		return nil, nil
+	}
+	var out []*corev1.Pod
+	for _, sa := range []string{"productpage", "reviews"} {
+		out = append(out, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: sa + "-1"},
+			Spec:       corev1.PodSpec{NodeName: node, ServiceAccountName: sa},
+			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		})
+	}
+	return out, nil
+}
+
+func (fakePods) Pod(string, string) (*corev1.Pod, error) { return nil, nil }
+
+func newAuthority(t *testing.T, clk *fakeClock) *ca.Authority {
+	a, _, _ := newAuthorityWithKey(t, clk)
+	return a
+}
+
+func newAuthorityWithKey(t *testing.T, clk *fakeClock) (*ca.Authority, *ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "throwaway test root"},
+		NotBefore: clk.Now().Add(-time.Hour), NotAfter: clk.Now().Add(10 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	a, err := ca.NewAuthority(key, cert, nil, []*x509.Certificate{cert}, ca.Options{TrustDomain: td, Now: clk.Now, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, key, cert
+}
+
+type fixture struct {
+	clk       *fakeClock
+	authority *ca.Authority
+	caKey     *ecdsa.PrivateKey
+	caCert    *x509.Certificate
+	authn     *stubAuthn
+	tokenPath string
+	mgr       *Manager
+}
+
+// tamper lets a test turn the CA into a malicious one.
+type tamperingCA struct {
+	cav1.UnimplementedCertificateServiceServer
+	real   *ca.Service
+	mu     sync.Mutex
+	tamper func(req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error)
+}
+
+func (s *tamperingCA) CreateCertificate(ctx context.Context, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+	s.mu.Lock()
+	f := s.tamper
+	s.mu.Unlock()
+	resp, err := s.real.CreateCertificate(ctx, req) // authenticates, as the real one would
+	if err != nil || f == nil {
+		return resp, err
+	}
+	return f(req)
+}
+
+func newFixture(t *testing.T, tampering *tamperingCA) *fixture {
+	t.Helper()
+	f := &fixture{clk: newFakeClock(), authn: &stubAuthn{want: "token-1"}}
+	f.authority, f.caKey, f.caCert = newAuthorityWithKey(t, f.clk)
+	f.tokenPath = filepath.Join(t.TempDir(), "token")
+	f.writeToken(t, "token-1\n")
+
+	svc := ca.NewService(f.authority, f.authn, ca.NewNodeAuthorizer(td, ca.ServiceAccountRef{}, fakePods{}), ca.ServiceOptions{Logger: quiet})
+	var server cav1.CertificateServiceServer = svc
+	if tampering != nil {
+		tampering.real = svc
+		server = tampering
+	}
+	lis := bufconn.Listen(1 << 20)
+	g := grpc.NewServer()
+	cav1.RegisterCertificateServiceServer(g, server)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	f.mgr, err = NewManager(Options{
+		Client: cav1.NewCertificateServiceClient(conn), Tokens: FileTokenSource(f.tokenPath),
+		GracePeriod: time.Minute, Clock: f.clk, Logger: quiet, Jitter: func() float64 { return 0.5 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.mgr.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return f
+}
+
+func (f *fixture) writeToken(t *testing.T, tok string) {
+	t.Helper()
+	if err := os.WriteFile(f.tokenPath, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) status(id spiffeid.ID) (CertStatus, bool) {
+	for _, s := range f.mgr.Status() {
+		if s.ID == id.String() {
+			return s, true
+		}
+	}
+	return CertStatus{}, false
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, m *Manager, id spiffeid.ID) *x509svid.SVID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := m.Get(ctx, id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return s
+}
+
+func TestFirstIssue(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idA})
+	svid := get(t, f.mgr, idA)
+
+	if svid.ID != idA {
+		t.Fatalf("ID = %s", svid.ID)
+	}
+	leaf := svid.Certificates[0]
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != idA.String() {
+		t.Fatalf("leaf URIs = %v", leaf.URIs)
+	}
+	if k, ok := svid.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
+		t.Fatalf("private key is %T, want ECDSA P-256", svid.PrivateKey)
+	}
+	if got := leaf.NotAfter.Sub(f.clk.Now()); got < 23*time.Hour || got > 25*time.Hour {
+		t.Fatalf("lifetime %s, want the CA default 24h", got)
+	}
+	// Source serves the same certificate; the bundle verifies it.
+	s2, err := f.mgr.Source(idA).GetX509SVID()
+	if err != nil || s2 != svid {
+		t.Fatalf("Source.GetX509SVID = %v, %v", s2, err)
+	}
+	b, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td)
+	if err != nil || !b.HasX509Authority(f.authority.Certificate()) {
+		t.Fatalf("bundle = %v, %v", b, err)
+	}
+	if _, err := f.mgr.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("other.example")); err == nil {
+		t.Fatal("bundle for an unknown trust domain")
+	}
+	st, _ := f.status(idA)
+	wantRefresh := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	if st.Serial != leaf.SerialNumber.Text(16) || !st.NotAfter.Equal(leaf.NotAfter) || !st.NextRefresh.Equal(wantRefresh) || st.LastError != "" {
+		t.Fatalf("status = %+v, want refresh at %s", st, wantRefresh)
+	}
+	// Unknown identities are refused, not requested.
+	if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
+		t.Fatalf("Source for an unwanted identity: %v", err)
+	}
+	if f.authn.count() != 1 {
+		t.Fatalf("%d requests, want 1", f.authn.count())
+	}
+}
+
+func TestRotationAtHalfLifeReReadsToken(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idA})
+	first := get(t, f.mgr, idA)
+	leaf := first.Certificates[0]
+	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+
+	// The kubelet rotates the token file; the next request must use it.
+	f.writeToken(t, "token-2")
+	f.authn.set(func(a *stubAuthn) { a.want = "token-2" })
+
+	f.clk.Advance(half.Sub(f.clk.Now()) - time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if n := f.authn.count(); n != 1 {
+		t.Fatalf("%d requests before half-life, want 1", n)
+	}
+	f.clk.Advance(time.Second)
+	waitFor(t, "rotation", func() bool {
+		s, _ := f.mgr.Source(idA).GetX509SVID()
+		return s != nil && s != first
+	})
+	second, _ := f.mgr.Source(idA).GetX509SVID()
+	if second.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		t.Fatal("same serial after rotation")
+	}
+	if second.PrivateKey.Public().(*ecdsa.PublicKey).Equal(first.PrivateKey.Public()) {
+		t.Fatal("rotation reused the private key")
+	}
+	if !second.Certificates[0].NotAfter.After(leaf.NotAfter) {
+		t.Fatal("rotated certificate does not outlive the old one")
+	}
+	f.authn.mu.Lock()
+	tokens := append([]string(nil), f.authn.tokens...)
+	f.authn.mu.Unlock()
+	if strings.Join(tokens, ",") != "token-1,token-2" {
+		t.Fatalf("tokens presented = %v", tokens)
+	}
+	st, _ := f.status(idA)
+	if st.LastError != "" || st.ConsecutiveFailures != 0 {
+		t.Fatalf("status after rotation = %+v", st)
+	}
+}
+
+func TestFailureKeepsOldCertAndBacksOff(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idA})
+	first := get(t, f.mgr, idA)
+	leaf := first.Certificates[0]
+
+	f.authn.set(func(a *stubAuthn) { a.failing = true })
+	f.clk.Advance(leaf.NotAfter.Sub(leaf.NotBefore)/2 + time.Minute)
+
+	// Jitter is fixed at the middle, so the waits are exactly 1s, 2s, 4s.
+	for n, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+		var st CertStatus
+		waitFor(t, "failure", func() bool {
+			st, _ = f.status(idA)
+			return st.ConsecutiveFailures == n+1
+		})
+		if !strings.Contains(st.LastError, "Unavailable") {
+			t.Fatalf("LastError = %q", st.LastError)
+		}
+		if got := st.NextRefresh.Sub(f.clk.Now()); got != wait {
+			t.Fatalf("failure %d: retry in %s, want %s", n+1, got, wait)
+		}
+		if st.Serial != leaf.SerialNumber.Text(16) {
+			t.Fatalf("old certificate not kept: %+v", st)
+		}
+		if s := get(t, f.mgr, idA); s != first {
+			t.Fatal("Get does not serve the old certificate while renewal fails")
+		}
+		if n < 2 {
+			// Just before the retry is due nothing happens.
+			f.clk.Advance(wait - time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
+			if st, _ := f.status(idA); st.ConsecutiveFailures != n+1 {
+				t.Fatalf("retried before the back-off elapsed: %+v", st)
+			}
+			f.clk.Advance(time.Millisecond)
+		}
+	}
+	f.authn.set(func(a *stubAuthn) { a.failing = false })
+	f.clk.Advance(4 * time.Second)
+	waitFor(t, "recovery", func() bool {
+		st, _ := f.status(idA)
+		return st.ConsecutiveFailures == 0 && st.Serial != leaf.SerialNumber.Text(16)
+	})
+	if st, _ := f.status(idA); st.LastError != "" {
+		t.Fatalf("LastError not cleared: %+v", st)
+	}
+}
+
+func TestBackoffBounds(t *testing.T) {
+	for _, j := range []float64{0, 0.5, 0.999} {
+		m, _ := NewManager(Options{Client: cav1.NewCertificateServiceClient(nil), Tokens: FileTokenSource("x"), Jitter: func() float64 { return j }})
+		prev := time.Duration(0)
+		for n := 1; n <= 12; n++ {
+			d := m.backoff(n)
+			if d < time.Second || d > time.Minute {
+				t.Fatalf("jitter %v: backoff(%d) = %s outside [1s, 1m]", j, n, d)
+			}
+			if d < prev {
+				t.Fatalf("jitter %v: backoff(%d) = %s shrank from %s", j, n, d, prev)
+			}
+			prev = d
+		}
+		if j > 0.5 && prev != time.Minute {
+			t.Fatalf("backoff does not reach the 1m cap: %s", prev)
+		}
+	}
+}
+
+func TestMaliciousCARejected(t *testing.T) {
+	other := newAuthority(t, newFakeClock())
+	for _, tc := range []struct {
+		name    string
+		tamper  func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error)
+		wantErr string
+	}{
+		{
+			name: "wrong identity",
+			// A certificate for our key, signed by the real CA, but for
+			// another identity.
+			tamper: func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+				block, _ := pem.Decode([]byte(req.Csr))
+				csr, err := x509.ParseCertificateRequest(block.Bytes)
+				if err != nil {
+					return nil, err
+				}
+				now := f.clk.Now()
+				der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+					SerialNumber: big.NewInt(42), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+					URIs: []*url.URL{idB.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
+					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+				}, f.caCert, csr.PublicKey, f.caKey)
+				return &cav1.CreateCertificateResponse{CertChain: ca.EncodePEM([][]byte{der}), TrustBundle: []string{string(f.authority.BundlePEM())}}, err
+			},
+			wantErr: "leaf certificate is for " + idB.String(),
+		},
+		{
+			name: "untrusted chain",
+			tamper: func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+				chain, err := other.Sign([]byte(req.Csr), idA, time.Hour)
+				return &cav1.CreateCertificateResponse{CertChain: ca.EncodePEM(chain), TrustBundle: []string{string(f.authority.BundlePEM())}}, err
+			},
+			wantErr: "could not verify leaf certificate",
+		},
+		{
+			name: "someone else's key",
+			tamper: func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+				key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{idA.URL()}}, key)
+				csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+				chain, err := f.authority.Sign(csr, idA, time.Hour)
+				return &cav1.CreateCertificateResponse{CertChain: ca.EncodePEM(chain), TrustBundle: []string{string(f.authority.BundlePEM())}}, err
+			},
+			wantErr: "not for the key of the CSR",
+		},
+		{
+			name: "garbage",
+			tamper: func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+				return &cav1.CreateCertificateResponse{CertChain: []string{"not pem"}, TrustBundle: []string{string(f.authority.BundlePEM())}}, nil
+			},
+			wantErr: "certificate chain: no certificates",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tampering := &tamperingCA{}
+			f := newFixture(t, tampering)
+			tampering.mu.Lock()
+			tampering.tamper = func(req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+				return tc.tamper(f, req)
+			}
+			tampering.mu.Unlock()
+			f.mgr.Want([]spiffeid.ID{idA})
+			var st CertStatus
+			waitFor(t, "rejection", func() bool { st, _ = f.status(idA); return st.ConsecutiveFailures > 0 })
+			if !strings.Contains(st.LastError, tc.wantErr) || st.Serial != "" {
+				t.Fatalf("status = %+v, want error containing %q", st, tc.wantErr)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			if _, err := f.mgr.Get(ctx, idA); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Get = %v", err)
+			}
+			if _, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td); err == nil {
+				t.Fatal("a rejected response set the trust bundle")
+			}
+		})
+	}
+}
+
+func TestPermissionDeniedIsRetried(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idOff})
+	var st CertStatus
+	waitFor(t, "denial", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 1 })
+	if !strings.Contains(st.LastError, "PermissionDenied") {
+		t.Fatalf("LastError = %q", st.LastError)
+	}
+	f.clk.Advance(time.Second)
+	waitFor(t, "retry", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 2 })
+}
+
+func TestWantDropsAfterGrace(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idA, idB})
+	get(t, f.mgr, idA)
+	b := get(t, f.mgr, idB)
+
+	// Leaving and coming back within the grace period keeps the certificate.
+	f.mgr.Want([]spiffeid.ID{idA})
+	st, _ := f.status(idB)
+	if want := f.clk.Now().Add(time.Minute); !st.DropAt.Equal(want) {
+		t.Fatalf("DropAt = %s, want %s", st.DropAt, want)
+	}
+	f.clk.Advance(30 * time.Second)
+	f.mgr.Want([]spiffeid.ID{idA, idB})
+	f.clk.Advance(time.Minute)
+	time.Sleep(20 * time.Millisecond)
+	if s, err := f.mgr.Source(idB).GetX509SVID(); err != nil || s != b {
+		t.Fatalf("re-wanted identity lost its certificate: %v", err)
+	}
+	if n := f.authn.count(); n != 2 {
+		t.Fatalf("%d requests, want 2", n)
+	}
+
+	f.mgr.Want([]spiffeid.ID{idA})
+	f.clk.Advance(time.Minute - time.Second)
+	time.Sleep(20 * time.Millisecond)
+	if _, ok := f.status(idB); !ok {
+		t.Fatal("dropped before the grace period ended")
+	}
+	f.clk.Advance(time.Second)
+	waitFor(t, "drop", func() bool { _, ok := f.status(idB); return !ok })
+	if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
+		t.Fatalf("dropped identity still served: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := f.mgr.Get(ctx, idB); !errors.Is(err, ErrNotWanted) {
+		t.Fatalf("Get of dropped identity = %v", err)
+	}
+	if _, err := f.mgr.Source(idA).GetX509SVID(); err != nil {
+		t.Fatalf("the wanted identity was affected: %v", err)
+	}
+}
+
+func TestGetWaitsForWant(t *testing.T) {
+	f := newFixture(t, nil)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := f.mgr.Get(ctx, idA)
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	f.mgr.Want([]spiffeid.ID{idA})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileTokenSource(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "token")
+	ts := FileTokenSource(p)
+	if _, err := ts.Token(context.Background()); err == nil {
+		t.Fatal("missing file accepted")
+	}
+	os.WriteFile(p, []byte("  \n"), 0o600)
+	if _, err := ts.Token(context.Background()); err == nil {
+		t.Fatal("empty token accepted")
+	}
+	os.WriteFile(p, []byte("abc\n"), 0o600)
+	if tok, err := ts.Token(context.Background()); err != nil || tok != "abc" {
+		t.Fatalf("Token = %q, %v", tok, err)
+	}
+	os.WriteFile(p, []byte("def"), 0o600)
+	if tok, _ := ts.Token(context.Background()); tok != "def" {
+		t.Fatalf("token not re-read: %q", tok)
+	}
+}
