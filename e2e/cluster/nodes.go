@@ -3,11 +3,12 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 )
 
 // cniPlugins are copied into every node's CNI bin dir; the mesh's DaemonSet
@@ -61,7 +62,7 @@ func prepareNodeRoot(l layout, assets string, p plan, i int) error {
 		return err
 	}
 	for _, plugin := range cniPlugins {
-		if err := copyFile(filepath.Join(assets, plugin), filepath.Join(root, "opt/cni/bin", plugin), 0o755); err != nil {
+		if err := installPlugin(filepath.Join(assets, plugin), filepath.Join(root, "opt/cni/bin", plugin)); err != nil {
 			return fmt.Errorf("install CNI plugin %s: %w", plugin, err)
 		}
 	}
@@ -72,25 +73,13 @@ func prepareNodeRoot(l layout, assets string, p plan, i int) error {
 	return nil
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
+func installPlugin(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
+	return atomicfile.Copy(dst, in, 0o755)
 }
 
 // kubeletArgs is the weft-kubelet command line for node i.

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
 
@@ -127,7 +128,7 @@ func (r *Runtime) Start(spec *ContainerSpec, nsPath, podUID string, st Container
 		return nil, err
 	}
 	specPath := filepath.Join(spec.Dir, "spec.json")
-	if err := writeFileAtomic(specPath, data, 0o600); err != nil {
+	if err := atomicfile.Write(specPath, data, 0o600); err != nil {
 		return nil, err
 	}
 	syncR, syncW, err := os.Pipe()
@@ -203,7 +204,7 @@ func (r *Runtime) SaveState(st *ContainerState) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(st.Dir, "state.json"), data, 0o644)
+	return atomicfile.Write(filepath.Join(st.Dir, "state.json"), data, 0o644)
 }
 
 // LoadState reads a container's state.json.
@@ -394,33 +395,6 @@ func sameProcess(pid int, start uint64) bool {
 	}
 	s, err := procStartTime(pid)
 	return err == nil && s == start
-}
-
-// writeFileAtomic writes via a temp file + rename so readers never see a
-// partial file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // Capabilities.

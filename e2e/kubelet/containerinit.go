@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 	"github.com/weft-mesh/weft/pkg/mountinfo"
 )
 
@@ -448,7 +449,7 @@ func startUserProcess(spec *ContainerSpec) (int, func(), error) {
 
 func writeExit(path string, st ExitStatus) {
 	data, _ := json.Marshal(st)
-	_ = writeFileAtomic(path, data, 0o644)
+	_ = atomicfile.Write(path, data, 0o644)
 }
 
 // runContainerExec runs chrooted in the container: drop capabilities, chdir,

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 	"github.com/weft-mesh/weft/pkg/mountinfo"
 )
 
@@ -46,7 +47,7 @@ func loadSandbox(podDir string) (*sandboxState, error) {
 
 func saveSandbox(podDir string, sb *sandboxState) error {
 	data, _ := json.MarshalIndent(sb, "", "  ")
-	return writeFileAtomic(filepath.Join(podDir, "sandbox.json"), data, 0o644)
+	return atomicfile.Write(filepath.Join(podDir, "sandbox.json"), data, 0o644)
 }
 
 // createNetns makes a named network namespace like `ip netns add`: an

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 )
 
 // InstallOptions place weft-cni on a node. The agent DaemonSet mounts the
@@ -195,7 +197,7 @@ func Uninstall(opts InstallOptions) error {
 			if n == 0 {
 				continue
 			}
-			if err := writeFileAtomic(f, out, mode); err != nil {
+			if err := atomicfile.Write(f, out, mode); err != nil {
 				errs = append(errs, fmt.Errorf("rewrite %s: %w", f, err))
 			}
 		}
@@ -249,7 +251,7 @@ func ensureConf(opts InstallOptions) (changed bool, path string, err error) {
 	if cur, err := os.ReadFile(path); err != nil || !bytes.Equal(cur, data) {
 		return false, path, fmt.Errorf("CNI config %s changed while being edited; will retry", path)
 	}
-	if err := writeFileAtomic(path, out, mode); err != nil {
+	if err := atomicfile.Write(path, out, mode); err != nil {
 		return false, path, fmt.Errorf("rewrite %s: %w", path, err)
 	}
 	return true, path, nil
@@ -307,7 +309,7 @@ func installBinary(opts InstallOptions, quick bool) (bool, error) {
 	if err := os.MkdirAll(opts.BinDir, 0o755); err != nil {
 		return false, fmt.Errorf("CNI bin dir: %w", err)
 	}
-	if err := copyAtomic(src, dst, 0o755); err != nil {
+	if err := atomicfile.Copy(dst, src, 0o755); err != nil {
 		return false, fmt.Errorf("install %s: %w", dst, err)
 	}
 	return true, nil
@@ -330,32 +332,6 @@ func sameContent(src *os.File, size int64, dst string) (bool, error) {
 		return false, err
 	}
 	return bytes.Equal(a, b), nil
-}
-
-func copyAtomic(src io.Reader, dst string, perm fs.FileMode) error {
-	dir := filepath.Dir(dst)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := io.Copy(f, src); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 // conflistHasPlugin reports whether the conflist at path lists typ.

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/atomicfile"
 )
 
 // ErrDiscard, wrapped in a handler's error, tells DrainSpool that the event
@@ -56,7 +58,7 @@ func Spool(dir string, ev Event) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dir, spoolName(ev.ContainerID, ev.Op))
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return "", fmt.Errorf("spool event: %w", err)
 	}
 	return path, nil
@@ -66,42 +68,6 @@ func removeSpooledAdd(dir, containerID string) error {
 	err := os.Remove(filepath.Join(dir, spoolName(containerID, OpAdd)))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("drop spooled ADD: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data so that readers see the old or the
-// new content, never a partial file. The temporary name starts with a dot and
-// has no known extension, so spool readers and CNI config loaders skip it.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }
