@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
+)
+
+// Ports of the node agent (DESIGN.md "Protocols and ports").
+const (
+	OutboundPort       = 15001
+	InboundPlainPort   = 15006
+	TunnelPort         = 15008
+	DefaultPassthrough = 0x2000 // SO_MARK on passthrough sockets: capture skips them
+	defaultDialTimeout = 10 * time.Second
+)
+
+// Identities is what the proxy needs from identity.Manager (which implements
+// it): a certificate source per local workload identity and the trust
+// bundles.
+type Identities interface {
+	Source(id spiffeid.ID) x509svid.Source
+	Bundles() x509bundle.Source
+}
+
+// ListenTransparent listens on addr with IP_TRANSPARENT set, so that accept()
+// of a connection steered by the capture programs sees the original
+// destination as the local address.
+func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		return setSockopt(c, func(fd int) error {
+			if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+				return fmt.Errorf("IP_TRANSPARENT: %w", err)
+			}
+			return nil
+		})
+	}}
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: transparent listen on %s (needs CAP_NET_ADMIN): %w", addr, err)
+	}
+	return ln, nil
+}
+
+func setSockopt(c syscall.RawConn, f func(fd int) error) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// addrPort converts a TCP address to netip form (IPv4-mapped unmapped).
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// LocalAddrOriginalDst is the default OriginalDst: on a transparent listener
+// the accepted connection's local address is the original destination.
+func LocalAddrOriginalDst(c net.Conn) netip.AddrPort { return addrPort(c.LocalAddr()) }
+
+// dialMarked dials addr with SO_MARK mark (0 = no mark).
+func dialMarked(ctx context.Context, addr netip.AddrPort, mark int, timeout time.Duration) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if mark != 0 {
+		d.Control = func(network, address string, c syscall.RawConn) error {
+			return setSockopt(c, func(fd int) error {
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mark); err != nil {
+					return fmt.Errorf("SO_MARK %#x (needs CAP_NET_ADMIN): %w", mark, err)
+				}
+				return nil
+			})
+		}
+	}
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// dialFrom dials dst from a socket bound to src (port 0) with IP_TRANSPARENT
+// and IP_FREEBIND, keeping the client's source IP. When that fails (no
+// CAP_NET_ADMIN, source not routable here) it falls back to an ordinary
+// dial; spoofed reports whether the source IP was kept.
+func dialFrom(ctx context.Context, log *slog.Logger, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (c *net.TCPConn, spoofed bool, err error) {
+	if src.IsValid() && src.Is4() == dst.Addr().Is4() {
+		d := net.Dialer{
+			Timeout:   timeout,
+			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+			Control: func(network, address string, rc syscall.RawConn) error {
+				return setSockopt(rc, func(fd int) error {
+					lvl, tr, fb := unix.SOL_IP, unix.IP_TRANSPARENT, unix.IP_FREEBIND
+					if src.Is6() {
+						lvl, tr, fb = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.IPV6_FREEBIND
+					}
+					if err := unix.SetsockoptInt(fd, lvl, tr, 1); err != nil {
+						return fmt.Errorf("IP_TRANSPARENT: %w", err)
+					}
+					return unix.SetsockoptInt(fd, lvl, fb, 1)
+				})
+			},
+		}
+		nc, derr := d.DialContext(ctx, "tcp", dst.String())
+		if derr == nil {
+			return nc.(*net.TCPConn), true, nil
+		}
+		if ctx.Err() != nil {
+			return nil, false, derr
+		}
+		if errors.Is(derr, syscall.ECONNREFUSED) {
+			return nil, false, derr // the destination itself refused: no point retrying
+		}
+		log.Debug("source-preserving dial failed, falling back to an ordinary dial", "src", src, "dst", dst, "err", derr)
+	}
+	nc, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, false, err
+	}
+	return nc.(*net.TCPConn), false, nil
+}
+
+// connSet tracks live connections and listeners so Close can end them.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	lns    map[net.Listener]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (s *connSet) addListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.lns == nil {
+		s.lns = map[net.Listener]struct{}{}
+	}
+	s.lns[ln] = struct{}{}
+	return true
+}
+
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *connSet) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *connSet) close() {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// ErrClosed is returned by Serve after Close.
+var ErrClosed = errors.New("proxy: closed")
+
+// serve accepts on ln and runs handle per connection until closed.
+func (s *connSet) serve(ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
+	if !s.addListener(ln) {
+		ln.Close()
+		return ErrClosed
+	}
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				log.Warn("accept failed, retrying", "listener", ln.Addr(), "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("proxy: accept on %s: %w", ln.Addr(), err)
+		}
+		backoff = 0
+		if !s.add(c) {
+			c.Close()
+			return ErrClosed
+		}
+		go func() {
+			defer s.remove(c)
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}

@@ -1,0 +1,64 @@
+// Package proxy is the node agent's L4 data path, split by direction like
+// ztunnel (a reader finds a packet's path by file name):
+//
+//   - outbound.go: Outbound, the transparent listener on 15001. A connection
+//     from an enrolled local pod is sent over HBONE to its destination (a
+//     Service VIP is first resolved to an endpoint), or passed through as
+//     plain TCP, marked so capture skips it, when the destination is not in
+//     the mesh.
+//   - inbound.go: Inbound, the HBONE server on 15008. Each CONNECT is checked
+//     (destination is a workload on this node, L4 authorization with the
+//     peer's principal) and delivered to the pod from a socket bound to the
+//     original client IP.
+//   - inbound_plaintext.go: InboundPlaintext, the transparent listener on
+//     15006 for plaintext traffic to enrolled pods (principal "": STRICT
+//     PeerAuthentication refuses it, PERMISSIVE admits it).
+//   - telemetry.go: Istio's istio_tcp_* metrics and one JSON access-log line
+//     per connection.
+//
+// # Which identity the inbound side presents (design decision)
+//
+// The HBONE server presents the certificate of the DESTINATION WORKLOAD, as
+// ztunnel does, and the client authorizes exactly that identity. The server
+// knows which workload is meant from the local address of the accepted
+// connection (tls.Config.GetConfigForClient): the client dials the tunnel at
+// "<destination pod IP>:15008" (TunnelPort), and on a real node the inbound
+// capture steers that flow to the agent's transparent 15008 listener, so
+// accept() sees the pod IP as the local address. This is ztunnel's wire
+// behaviour, so Weft and Istio ambient nodes interoperate in both directions.
+//
+// The alternatives were rejected: TLS SNI cannot carry it (hbone.Dialer does
+// not set ServerName, and SNI cannot hold an IP anyway), and presenting a
+// node-agent identity is impossible because the CA issues a node agent only
+// the identities of pods on its node. A consequence is that the client pools
+// one tunnel connection per (source identity, destination pod) rather than
+// per destination node, and the NodeAddress of the destination node is not
+// needed to reach it.
+//
+// Every CONNECT must name (in :authority) a workload on this node whose
+// identity is the one presented on the connection; anything else is refused
+// (503 for a destination that is not here, 403 for an identity mismatch), so
+// a client cannot use one pod's tunnel to reach another pod.
+//
+// # Same-node destinations
+//
+// Traffic the agent originates is never captured, so the agent cannot reach
+// its own transparent 15008 by dialing a local pod's IP. A connection whose
+// destination workload is on this node is therefore handed in-process to the
+// local Inbound (Outbound.Local) and goes through exactly the same checks as
+// a tunnelled stream (destination lookup, Engine.Check with the source
+// workload's principal, source-IP-preserving delivery, reporter=destination
+// telemetry) without a TLS round trip. The source principal is trustworthy
+// there for the same reason the outbound side picks the source certificate:
+// the connection was captured on the source pod's own veth. Without
+// Outbound.Local, same-node destinations are tunnelled like remote ones.
+//
+// # Source IP
+//
+// Inbound delivery binds the socket to the original client IP (Forwarded
+// header for HBONE, the peer address for plaintext) with IP_TRANSPARENT and
+// IP_FREEBIND; when that bind fails (no CAP_NET_ADMIN, or the address is not
+// routable back to us) it falls back to an ordinary dial and logs at debug.
+// The Forwarded address is taken from the authenticated peer's request,
+// as ztunnel does.
+package proxy

@@ -1,0 +1,73 @@
+package proxy
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/policy"
+)
+
+// Env is what every direction of the proxy shares. Store, Identities and
+// NodeName are required; the rest may be nil.
+type Env struct {
+	Store *config.Store
+	// Policy evaluates L4 authorization; nil allows everything.
+	Policy *policy.Engine
+	// Identities holds the SVIDs of this node's workloads (identity.Manager).
+	Identities Identities
+	// NodeName is this node's name as workloads name it (Workload.node).
+	NodeName string
+	// Metrics records istio_tcp_*; nil records nothing.
+	Metrics *Metrics
+	// AccessLog receives one line per connection (use a JSON handler);
+	// nil disables it.
+	AccessLog *slog.Logger
+	// Logger is for operational messages; nil discards them.
+	Logger *slog.Logger
+	// DialTimeout bounds connects to destinations and tunnels (default 10 s).
+	DialTimeout time.Duration
+}
+
+func (e *Env) log() *slog.Logger { return orDiscard(e.Logger) }
+
+func (e *Env) dialTimeout() time.Duration {
+	if e.DialTimeout > 0 {
+		return e.DialTimeout
+	}
+	return defaultDialTimeout
+}
+
+// enrolled reports whether w is an HBONE (captured) workload.
+func enrolled(w *config.Workload) bool {
+	return w != nil && w.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE && !w.Identity.IsZero()
+}
+
+// localWorkload returns the enrolled workload with ip on this node, or nil.
+func (e *Env) localWorkload(snap *config.Snapshot, ip netip.Addr) *config.Workload {
+	w := snap.WorkloadByIP(ip.Unmap())
+	if !enrolled(w) || w.Proto.GetNode() != e.NodeName {
+		return nil
+	}
+	return w
+}
+
+// check evaluates authorization for a connection to dst (a local workload).
+func (e *Env) check(dst *config.Workload, src netip.Addr, dstAP netip.AddrPort, principal, namespace string) policy.Decision {
+	if e.Policy == nil {
+		return policy.Decision{Allowed: true, Reason: policy.ReasonNoAllowPolicy}
+	}
+	return e.Policy.Check(
+		policy.Destination{Namespace: dst.Proto.GetNamespace(), Policies: dst.Proto.GetAuthorizationPolicies()},
+		policy.Conn{SourceIP: src.Unmap(), DestIP: dstAP.Addr().Unmap(), DestPort: dstAP.Port(), Principal: principal, Namespace: namespace},
+	)
+}
+
+func decisionWord(d policy.Decision) string {
+	if d.Allowed {
+		return "allow"
+	}
+	return "deny"
+}

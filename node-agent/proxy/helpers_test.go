@@ -1,0 +1,325 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/policy"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("cluster.local")
+
+// testCA is a throwaway CA issuing SPIFFE SVIDs (pattern of pkg/hbone tests).
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newCA(tb testing.TB) *testCA {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{Organization: []string{"weft test"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		URIs:                  []*url.URL{td.ID().URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key}
+}
+
+var serial atomic.Int64
+
+func (ca *testCA) issue(tb testing.TB, id spiffeid.ID) *x509svid.SVID {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1) + 10),
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{id.URL()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}
+}
+
+func (ca *testCA) bundle() *x509bundle.Bundle {
+	return x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.cert})
+}
+
+// fakeIdentities is an Identities holding fixed SVIDs.
+type fakeIdentities struct {
+	svids  map[spiffeid.ID]*x509svid.SVID
+	bundle *x509bundle.Bundle
+}
+
+type svidSource struct{ s *x509svid.SVID }
+
+func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
+	if s.s == nil {
+		return nil, fmt.Errorf("no SVID held")
+	}
+	return s.s, nil
+}
+
+func (f *fakeIdentities) Source(id spiffeid.ID) x509svid.Source { return svidSource{f.svids[id]} }
+func (f *fakeIdentities) Bundles() x509bundle.Source            { return f.bundle }
+
+// pod describes a test workload.
+type pod struct {
+	name, ns, sa, node, ip string
+	plain                  bool
+	svcPorts               map[uint32]uint32 // service port -> target port, for svcName
+	policies               []string
+}
+
+const svcHost = "echo.b.svc.cluster.local"
+
+func (p pod) id() spiffeid.ID { return spiffeid.RequireFromPath(td, "/ns/"+p.ns+"/sa/"+p.sa) }
+
+func (p pod) address() *workloadv1.Address {
+	w := &workloadv1.Workload{
+		Uid: "Kubernetes//Pod/" + p.ns + "/" + p.name, Name: p.name, Namespace: p.ns, Addresses: []string{p.ip},
+		Node: p.node, ServiceAccount: p.sa, TrustDomain: "cluster.local", TunnelProtocol: workloadv1.TunnelProtocol_HBONE,
+		WorkloadName: p.name, WorkloadType: "deployment", CanonicalName: p.name, CanonicalRevision: "v1",
+		AuthorizationPolicies: p.policies,
+	}
+	if p.plain {
+		w.TunnelProtocol = workloadv1.TunnelProtocol_NONE
+	}
+	if p.svcPorts != nil {
+		pl := &workloadv1.PortList{}
+		for sp, tp := range p.svcPorts {
+			pl.Ports = append(pl.Ports, &workloadv1.Port{ServicePort: sp, TargetPort: tp})
+		}
+		w.Services = map[string]*workloadv1.PortList{"b/" + svcHost: pl}
+	}
+	return &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}}
+}
+
+func newStore(tb testing.TB, pods []pod, vip string, ports ...uint32) *config.Store {
+	tb.Helper()
+	s := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)})
+	m := map[string]proto.Message{}
+	for _, p := range pods {
+		a := p.address()
+		m[a.GetWorkload().GetUid()] = a
+	}
+	svc := &workloadv1.Service{Name: "echo", Namespace: "b", Hostname: svcHost, Addresses: []string{vip}}
+	for _, p := range ports {
+		svc.Ports = append(svc.Ports, &workloadv1.Port{ServicePort: p})
+	}
+	m["b/"+svcHost] = &workloadv1.Address{Type: &workloadv1.Address_Service{Service: svc}}
+	if err := s.Handle(config.AddressType, m, nil); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Handle(config.AuthorizationType, map[string]proto.Message{}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// echo is a TCP echo server that records the source IPs it sees.
+type echo struct {
+	addr netip.AddrPort
+	mu   sync.Mutex
+	srcs []netip.Addr
+}
+
+func startEcho(tb testing.TB, ip string) *echo {
+	tb.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	e := &echo{addr: addrPort(l.Addr())}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			e.mu.Lock()
+			e.srcs = append(e.srcs, addrPort(c.RemoteAddr()).Addr())
+			e.mu.Unlock()
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return e
+}
+
+func (e *echo) sources() []netip.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]netip.Addr(nil), e.srcs...)
+}
+
+// origDsts maps a client's local address to the destination it "meant":
+// the stand-in for a transparent listener's local address.
+type origDsts struct{ m sync.Map }
+
+func (o *origDsts) lookup(c net.Conn) netip.AddrPort {
+	key := c.RemoteAddr().String()
+	for range 200 {
+		if v, ok := o.m.Load(key); ok {
+			return v.(netip.AddrPort)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return netip.AddrPort{}
+}
+
+// connect dials proxy from srcIP, pretending the destination was dst.
+func (o *origDsts) connect(tb testing.TB, proxy net.Addr, srcIP string, dst netip.AddrPort) *net.TCPConn {
+	tb.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(srcIP)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", proxy.String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	o.m.Store(c.LocalAddr().String(), dst)
+	tb.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// roundTrip writes msg, half-closes and reads everything back.
+func roundTrip(c *net.TCPConn, msg string) (string, error) {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	if err := c.CloseWrite(); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// counter sums metric name over series whose labels include want.
+func counter(tb testing.TB, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	tb.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// eventually polls cond for up to 5 s.
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	tb.Fatalf("timed out waiting for %s", what)
+}
+
+func denyPolicy(ns, name string, m *workloadv1.Match) *workloadv1.Authorization {
+	return &workloadv1.Authorization{Name: name, Namespace: ns, Scope: workloadv1.Scope_NAMESPACE, Action: workloadv1.Action_DENY,
+		Rules: []*workloadv1.Rule{{Clauses: []*workloadv1.Clause{{Matches: []*workloadv1.Match{m}}}}}}
+}
+
+func strictPolicy(ns string) *workloadv1.Authorization {
+	return denyPolicy(ns, "strict", &workloadv1.Match{NotPrincipals: []*workloadv1.StringMatch{{MatchType: &workloadv1.StringMatch_Presence{Presence: true}}}})
+}
+
+func principalDeny(ns, name, principal string) *workloadv1.Authorization {
+	return denyPolicy(ns, name, &workloadv1.Match{Principals: []*workloadv1.StringMatch{{MatchType: &workloadv1.StringMatch_Exact{Exact: principal}}}})
+}
+
+func setPolicies(e *policy.Engine, auths ...*workloadv1.Authorization) {
+	m := map[string]*workloadv1.Authorization{}
+	for _, a := range auths {
+		m[a.GetNamespace()+"/"+a.GetName()] = a
+	}
+	e.Update(m)
+}
+
+func itoa(p uint16) string { return fmt.Sprint(p) }

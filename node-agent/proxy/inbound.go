@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// Inbound is the HBONE server on 15008. Per connection it presents the
+// certificate of the workload whose IP the connection was addressed to (see
+// the package documentation); per CONNECT it checks the destination and the
+// authorization policy and delivers the stream to the pod.
+type Inbound struct {
+	*Env
+	// HBONE are the HTTP/2 knobs.
+	HBONE hbone.Options
+	// HandshakeTimeout bounds the TLS handshake (default 10 s).
+	HandshakeTimeout time.Duration
+
+	once sync.Once
+	srv  *hbone.Server
+}
+
+func (in *Inbound) init() {
+	in.once.Do(func() {
+		in.srv = &hbone.Server{
+			TLS:              in.tlsConfig(),
+			Handler:          in.handle,
+			Options:          in.HBONE,
+			HandshakeTimeout: in.HandshakeTimeout,
+			Logger:           in.log(),
+		}
+	})
+}
+
+// tlsConfig picks, per connection, the SVID of the local workload whose IP
+// is the connection's local (original destination) address.
+func (in *Inbound) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAnyClientCert,
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			dst := addrPort(hello.Conn.LocalAddr()).Addr()
+			w := in.localWorkload(in.Store.Snapshot(), dst)
+			if w == nil {
+				return nil, fmt.Errorf("proxy: tunnel connection from %s addressed to %s, which is not an enrolled workload on node %q", hello.Conn.RemoteAddr(), dst, in.NodeName)
+			}
+			c := hbone.ServerTLSConfig(in.Identities.Source(w.Identity), in.Identities.Bundles(), tlsconfig.AuthorizeAny())
+			c.MinVersion = tls.VersionTLS13
+			c.NextProtos = []string{hbone.ALPN}
+			return c, nil
+		},
+	}
+}
+
+// Serve serves HBONE on ln (a transparent listener on 15008 in production)
+// until Close.
+func (in *Inbound) Serve(ln net.Listener) error {
+	in.init()
+	return in.srv.Serve(ln)
+}
+
+// Stats are the tunnel server's counters.
+func (in *Inbound) Stats() *hbone.ServerStats {
+	in.init()
+	return &in.srv.Stats
+}
+
+// Close stops the listeners and resets every stream.
+func (in *Inbound) Close() error {
+	in.init()
+	return in.srv.Close()
+}
+
+// forwardedFor extracts the client address from a Forwarded header
+// ("for=10.0.0.1", "for=\"[::1]:80\"", possibly several elements).
+func forwardedFor(h string) (netip.Addr, bool) {
+	for _, elem := range strings.Split(h, ",") {
+		for _, pair := range strings.Split(elem, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || !strings.EqualFold(k, "for") {
+				continue
+			}
+			v = strings.Trim(v, `"`)
+			if ap, err := netip.ParseAddrPort(v); err == nil {
+				return ap.Addr().Unmap(), true
+			}
+			v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
+			if a, err := netip.ParseAddr(v); err == nil {
+				return a.Unmap(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
+	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now()}
+	rec.Source.Principal = spiffeString(req.Peer)
+	rec.Source.Workload, rec.Source.Namespace = parseBaggage(req.Baggage)
+	if rec.Source.Namespace == "" {
+		rec.Source.Namespace = namespaceOf(req.Peer)
+	}
+	src, ok := forwardedFor(req.Forwarded)
+	if !ok {
+		src = addrPort(req.RemoteAddr).Addr()
+	}
+	rec.Src = netip.AddrPortFrom(src, 0)
+	dst, err := netip.ParseAddrPort(req.Authority)
+	if err != nil {
+		return hbone.Refuse(http.StatusBadRequest, fmt.Sprintf(":authority %q is not ip:port", req.Authority))
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	rec.Dst = dst
+	rec.Tunnel = addrPort(req.LocalAddr).String()
+
+	snap := in.Store.Snapshot()
+	w := in.localWorkload(snap, dst.Addr())
+	if w == nil {
+		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
+		finish(in.Metrics, in.AccessLog, rec)
+		return hbone.Refuse(http.StatusServiceUnavailable, rec.Err.Error())
+	}
+	rec.Dest = workloadInfo(w)
+	// The client authorized the identity presented on this connection; the
+	// stream may only reach a workload with that identity.
+	if presented := in.localWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
+		rec.Flags, rec.Err = FlagDenied, fmt.Errorf("tunnel was opened to %s but :authority %s belongs to %s", req.LocalAddr, dst, w.Identity)
+		finish(in.Metrics, in.AccessLog, rec)
+		return hbone.Refuse(http.StatusForbidden, rec.Err.Error())
+	}
+	up, status, err := in.admit(ctx, rec, w, src, dst, req.Peer)
+	if err != nil {
+		finish(in.Metrics, in.AccessLog, rec)
+		return hbone.Refuse(status, err.Error())
+	}
+	st, err := req.Accept()
+	if err != nil {
+		up.Close()
+		rec.Flags, rec.Err = FlagUpstreamFailure, err
+		finish(in.Metrics, in.AccessLog, rec)
+		return err
+	}
+	in.Metrics.open(rec)
+	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(st, up)
+	finish(in.Metrics, in.AccessLog, rec)
+	return nil
+}
+
+// admit checks policy for a connection from src (authenticated as peer,
+// zero for plaintext) to the local workload w at dst and dials the pod. On
+// failure it fills rec and returns the HBONE status and the reason.
+func (e *Env) admit(ctx context.Context, rec *connRecord, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, int, error) {
+	ns := ""
+	if !peer.IsZero() {
+		ns = namespaceOf(peer)
+	}
+	d := e.check(w, src, dst, principal(peer), ns)
+	rec.Decision, rec.Policy, rec.Reason = decisionWord(d), d.Policy, d.Reason
+	if !d.Allowed {
+		rec.Flags = FlagDenied
+		if d.Policy != "" {
+			rec.Err = fmt.Errorf("denied by policy %s: %s", d.Policy, d.Reason)
+		} else {
+			rec.Err = fmt.Errorf("denied: %s", d.Reason)
+		}
+		return nil, http.StatusForbidden, rec.Err
+	}
+	dctx, cancel := context.WithTimeout(ctx, e.dialTimeout())
+	defer cancel()
+	up, _, err := dialFrom(dctx, e.log(), src, dst, e.dialTimeout())
+	if err != nil {
+		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("connecting to %s: %w", dst, err)
+		return nil, http.StatusServiceUnavailable, rec.Err
+	}
+	return up, 0, nil
+}
+
+// serveLocal is the in-process inbound half for a connection from a pod on
+// this node (src, identity from capture) to a pod on this node: the same
+// checks and delivery as a tunnelled stream. It returns the bytes copied
+// each way and the refusal or pipe error.
+func (in *Inbound) serveLocal(ctx context.Context, down hbone.Stream, srcW *config.Workload, src netip.AddrPort, dst netip.AddrPort, rec *connRecord) (recv, sent int64, err error) {
+	r := &connRecord{Direction: "inbound_local", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now(),
+		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: rec.Service}
+	defer func() { finish(in.Metrics, in.AccessLog, r) }()
+	w := in.localWorkload(in.Store.Snapshot(), dst.Addr())
+	if w == nil {
+		r.Flags, r.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
+		rec.Flags = r.Flags
+		return 0, 0, r.Err
+	}
+	r.Dest = workloadInfo(w)
+	up, _, aerr := in.admit(ctx, r, w, src.Addr(), dst, srcW.Identity)
+	rec.Decision, rec.Policy, rec.Reason = r.Decision, r.Policy, r.Reason
+	if aerr != nil {
+		rec.Flags = r.Flags
+		return 0, 0, aerr
+	}
+	in.Metrics.open(r)
+	r.RecvBytes, r.SentBytes, r.Err = hbone.Pipe(down, up)
+	return r.RecvBytes, r.SentBytes, r.Err
+}

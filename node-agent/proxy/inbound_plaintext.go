@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// InboundPlaintext handles plaintext connections from outside the mesh to
+// enrolled pods (the transparent listener on 15006). They carry no identity:
+// policy sees Principal "", so STRICT PeerAuthentication refuses them.
+type InboundPlaintext struct {
+	*Env
+	// OriginalDst returns the pod address the client connected to; default
+	// LocalAddrOriginalDst.
+	OriginalDst func(net.Conn) netip.AddrPort
+
+	conns connSet
+}
+
+// Serve handles connections accepted on ln until Close.
+func (p *InboundPlaintext) Serve(ln net.Listener) error {
+	return p.conns.serve(ln, p.log(), p.handle)
+}
+
+// Close stops the listeners and closes every proxied connection.
+func (p *InboundPlaintext) Close() error {
+	p.conns.close()
+	return nil
+}
+
+func (p *InboundPlaintext) handle(c net.Conn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := p.OriginalDst
+	if f == nil {
+		f = LocalAddrOriginalDst
+	}
+	dst := f(c)
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	src := addrPort(c.RemoteAddr())
+	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst, Start: time.Now()}
+	defer func() { finish(p.Metrics, p.AccessLog, rec) }()
+	if sw := p.Store.Snapshot().WorkloadByIP(src.Addr()); sw != nil {
+		info := workloadInfo(sw)
+		info.Principal = "" // not authenticated
+		rec.Source = info
+	}
+	w := p.localWorkload(p.Store.Snapshot(), dst.Addr())
+	if w == nil {
+		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), p.NodeName)
+		reset(c)
+		return
+	}
+	rec.Dest = workloadInfo(w)
+	up, _, err := p.admit(ctx, rec, w, src.Addr(), dst, spiffeid.ID{})
+	if err != nil {
+		reset(c)
+		return
+	}
+	p.Metrics.open(rec)
+	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), up)
+}

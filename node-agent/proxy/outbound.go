@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// Outbound handles connections captured from enrolled local pods (the
+// transparent listener on 15001).
+type Outbound struct {
+	*Env
+	// OriginalDst returns the destination the pod connected to; default
+	// LocalAddrOriginalDst (right for a transparent listener).
+	OriginalDst func(net.Conn) netip.AddrPort
+	// TunnelPort is the HBONE port dialed at the destination pod's IP
+	// (default 15008).
+	TunnelPort uint16
+	// PassthroughMark is the SO_MARK set on passthrough connections so
+	// capture skips them (default 0x2000; negative: no mark).
+	PassthroughMark int
+	// Local, if set, serves destinations on this node in-process (see the
+	// package documentation); nil tunnels them like remote ones.
+	Local *Inbound
+	// HBONE are the tunnel client's HTTP/2 knobs.
+	HBONE hbone.Options
+
+	conns   connSet
+	mu      sync.Mutex
+	dialers map[spiffeid.ID]*hbone.Dialer
+	closed  bool
+}
+
+// Serve handles connections accepted on ln until Close.
+func (o *Outbound) Serve(ln net.Listener) error {
+	return o.conns.serve(ln, o.log(), o.handle)
+}
+
+// Close stops the listeners, closes every proxied connection and the tunnel
+// pool.
+func (o *Outbound) Close() error {
+	o.conns.close()
+	o.mu.Lock()
+	o.closed = true
+	ds := o.dialers
+	o.dialers = nil
+	o.mu.Unlock()
+	for _, d := range ds {
+		d.Close()
+	}
+	return nil
+}
+
+// dialer returns the tunnel client holding the certificate of id.
+func (o *Outbound) dialer(id spiffeid.ID) (*hbone.Dialer, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return nil, ErrClosed
+	}
+	if d := o.dialers[id]; d != nil {
+		return d, nil
+	}
+	if o.dialers == nil {
+		o.dialers = map[spiffeid.ID]*hbone.Dialer{}
+	}
+	d := &hbone.Dialer{SVID: o.Identities.Source(id), Bundle: o.Identities.Bundles(), Options: o.HBONE, Logger: o.log(),
+		DialContext: (&net.Dialer{Timeout: o.dialTimeout(), KeepAlive: 30 * time.Second}).DialContext}
+	o.dialers[id] = d
+	return d, nil
+}
+
+func (o *Outbound) originalDst(c net.Conn) netip.AddrPort {
+	f := o.OriginalDst
+	if f == nil {
+		f = LocalAddrOriginalDst
+	}
+	ap := f(c)
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// stream adapts an accepted connection to hbone.Stream.
+func stream(c net.Conn) hbone.Stream {
+	if s, ok := c.(hbone.Stream); ok {
+		return s
+	}
+	return closeWriteless{c}
+}
+
+type closeWriteless struct{ net.Conn }
+
+func (c closeWriteless) CloseWrite() error { return nil }
+
+// reset closes c with an RST, the TCP way of saying "refused".
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// pickAddr chooses the workload address of the same family as want.
+func pickAddr(w *config.Workload, want netip.Addr) (netip.Addr, bool) {
+	for _, a := range w.Addresses {
+		if a.Is4() == want.Is4() {
+			return a, true
+		}
+	}
+	if len(w.Addresses) > 0 {
+		return w.Addresses[0], true
+	}
+	return netip.Addr{}, false
+}
+
+func (o *Outbound) handle(c net.Conn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := addrPort(c.RemoteAddr())
+	snap := o.Store.Snapshot()
+	srcW := o.localWorkload(snap, src.Addr())
+	if srcW == nil {
+		o.log().Debug("outbound connection from an address that is not an enrolled workload on this node; closing", "src", src, "node", o.NodeName)
+		reset(c)
+		return
+	}
+	dst := o.originalDst(c)
+	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Source: workloadInfo(srcW), Start: time.Now()}
+	defer func() { finish(o.Metrics, o.AccessLog, rec) }()
+
+	target := dst
+	var dstW *config.Workload
+	if svc := snap.ServiceByVIP(dst); svc != nil {
+		rec.Service = svc.Proto.GetHostname()
+		w, port, err := o.Store.PickEndpoint(svc, dst.Port())
+		if err != nil {
+			rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err), SecurityNone
+			reset(c)
+			return
+		}
+		ip, ok := pickAddr(w, dst.Addr())
+		if !ok {
+			rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("endpoint %s of service %s has no address", w.Name, svc.Name), SecurityNone
+			reset(c)
+			return
+		}
+		dstW, target = w, netip.AddrPortFrom(ip, port)
+	} else {
+		dstW = snap.WorkloadByIP(dst.Addr())
+	}
+	rec.Dst = target
+
+	if !enrolled(dstW) {
+		o.passthrough(ctx, c, rec, dstW, target)
+		return
+	}
+	rec.Dest = workloadInfo(dstW)
+	rec.Security = SecurityMutualTLS
+
+	if o.Local != nil && dstW.Proto.GetNode() == o.NodeName {
+		o.Metrics.open(rec)
+		rec.Tunnel = "local"
+		var err error
+		rec.RecvBytes, rec.SentBytes, err = o.Local.serveLocal(ctx, stream(c), srcW, src, target, rec)
+		if err != nil {
+			rec.Err = err
+			if rec.Flags == FlagDenied || rec.Flags == FlagUpstreamFailure {
+				reset(c)
+			}
+		}
+		return
+	}
+
+	port := o.TunnelPort
+	if port == 0 {
+		port = TunnelPort
+	}
+	tunnel := netip.AddrPortFrom(target.Addr(), port).String()
+	rec.Tunnel = tunnel
+	d, err := o.dialer(srcW.Identity)
+	if err != nil {
+		rec.Flags, rec.Err = FlagUpstreamFailure, err
+		reset(c)
+		return
+	}
+	h := http.Header{}
+	hbone.SetForwarded(h, src.Addr().AsSlice())
+	h.Set("Baggage", baggage(srcW))
+	dctx, dcancel := context.WithTimeout(ctx, o.dialTimeout())
+	st, err := d.Dial(dctx, tunnel, tlsconfig.AuthorizeID(dstW.Identity), target.String(), h)
+	dcancel()
+	if err != nil {
+		var re *hbone.RefusedError
+		if errors.As(err, &re) && re.Status == http.StatusForbidden {
+			rec.Flags, rec.Decision = FlagDenied, "deny"
+		} else {
+			rec.Flags = FlagUpstreamFailure
+		}
+		rec.Err = fmt.Errorf("HBONE to %s via %s as %s: %w", target, tunnel, srcW.Identity, err)
+		reset(c)
+		return
+	}
+	o.Metrics.open(rec)
+	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), st)
+}
+
+// passthrough sends a connection to a destination outside the mesh as plain
+// TCP, marked so capture does not take it again.
+func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord, dstW *config.Workload, target netip.AddrPort) {
+	rec.Direction, rec.Security = "passthrough", SecurityNone
+	rec.Dest = workloadInfo(dstW)
+	mark := o.PassthroughMark
+	if mark == 0 {
+		mark = DefaultPassthrough
+	} else if mark < 0 {
+		mark = 0
+	}
+	up, err := dialMarked(ctx, target, mark, o.dialTimeout())
+	if err != nil {
+		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("passthrough to %s: %w", target, err)
+		reset(c)
+		return
+	}
+	o.Metrics.open(rec)
+	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), up)
+}

@@ -1,0 +1,408 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// Loopback stand-ins: node-a runs pods A and C, node-b runs B and E, D is a
+// plain (NONE) workload, 127.0.0.9 is outside the mesh.
+var (
+	podA = pod{name: "a", ns: "default", sa: "a", node: "node-a", ip: "127.0.0.2"}
+	podB = pod{name: "b", ns: "b", sa: "b", node: "node-b", ip: "127.0.0.3"}
+	podC = pod{name: "c", ns: "default", sa: "c", node: "node-a", ip: "127.0.0.4"}
+	podD = pod{name: "d", ns: "default", sa: "d", node: "node-c", ip: "127.0.0.5", plain: true}
+	podE = pod{name: "e", ns: "b", sa: "e", node: "node-b", ip: "127.0.0.6"}
+)
+
+const vip = "10.96.0.10"
+
+type node struct {
+	env       *Env
+	policy    *policy.Engine
+	reg       *prometheus.Registry
+	log       *syncBuffer
+	inbound   *Inbound
+	outbound  *Outbound
+	plaintext *InboundPlaintext
+	outLn     net.Listener
+	plainLn   net.Listener
+}
+
+type mesh struct {
+	ca                                *testCA
+	store                             *config.Store
+	a, b                              *node
+	echoB, echoC, echoD, echoE, echoX *echo
+	dsts                              *origDsts
+	tunnelPort                        uint16
+}
+
+func listen(tb testing.TB, addr string) net.Listener {
+	tb.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+func newMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := &mesh{ca: newCA(t), dsts: &origDsts{}}
+	m.echoB, m.echoC, m.echoD = startEcho(t, podB.ip), startEcho(t, podC.ip), startEcho(t, podD.ip)
+	m.echoE, m.echoX = startEcho(t, podE.ip), startEcho(t, "127.0.0.9")
+	b := podB
+	b.svcPorts = map[uint32]uint32{80: uint32(m.echoB.addr.Port())}
+	m.store = newStore(t, []pod{podA, b, podC, podD, podE}, vip, 80, 8080)
+
+	// One tunnel port shared by every "pod IP" (the real one is 15008).
+	var tunB, tunE net.Listener
+	for range 20 {
+		tunB = listen(t, podB.ip+":0")
+		port := addrPort(tunB.Addr()).Port()
+		var err error
+		if tunE, err = net.Listen("tcp", podE.ip+":"+itoa(port)); err == nil {
+			m.tunnelPort = port
+			break
+		}
+		tunB.Close()
+	}
+	if m.tunnelPort == 0 {
+		t.Fatal("no common free tunnel port")
+	}
+
+	mk := func(name string, held ...pod) *node {
+		n := &node{policy: &policy.Engine{}, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+		ids := &fakeIdentities{svids: map[spiffeid.ID]*x509svid.SVID{}, bundle: m.ca.bundle()}
+		for _, p := range held {
+			ids.svids[p.id()] = m.ca.issue(t, p.id())
+		}
+		metrics, err := NewMetrics(n.reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.env = &Env{Store: m.store, Policy: n.policy, Identities: ids, NodeName: name, Metrics: metrics,
+			AccessLog: slog.New(slog.NewJSONHandler(n.log, nil)), DialTimeout: 3 * time.Second}
+		n.inbound = &Inbound{Env: n.env}
+		n.outbound = &Outbound{Env: n.env, OriginalDst: m.dsts.lookup, TunnelPort: m.tunnelPort, Local: n.inbound}
+		n.plaintext = &InboundPlaintext{Env: n.env, OriginalDst: m.dsts.lookup}
+		n.outLn, n.plainLn = listen(t, "127.0.0.1:0"), listen(t, "127.0.0.1:0")
+		go n.outbound.Serve(n.outLn)
+		go n.plaintext.Serve(n.plainLn)
+		t.Cleanup(func() { n.outbound.Close(); n.plaintext.Close(); n.inbound.Close() })
+		return n
+	}
+	m.a = mk("node-a", podA, podC)
+	m.b = mk("node-b", podB, podE)
+	go m.b.inbound.Serve(tunB)
+	go m.b.inbound.Serve(tunE)
+	return m
+}
+
+func ap(ip string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(ip), port)
+}
+
+func (m *mesh) fromA(t *testing.T, dst netip.AddrPort) *net.TCPConn {
+	return m.dsts.connect(t, m.a.outLn.Addr(), podA.ip, dst)
+}
+
+func TestOutboundHBONEEndToEnd(t *testing.T) {
+	m := newMesh(t)
+	got, err := roundTrip(m.fromA(t, m.echoB.addr), "hello over hbone")
+	if err != nil || got != "hello over hbone" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if srcs := m.echoB.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr(podA.ip) {
+		t.Fatalf("destination saw sources %v, want the original client %s", srcs, podA.ip)
+	}
+	principalA := "spiffe://cluster.local/ns/default/sa/a"
+	dstLabels := map[string]string{"reporter": "destination", "source_principal": principalA, "source_workload": "a",
+		"source_workload_namespace": "default", "destination_workload": "b", "destination_workload_namespace": "b",
+		"destination_principal": "spiffe://cluster.local/ns/b/sa/b", "connection_security_policy": "mutual_tls", "response_flags": "-"}
+	eventually(t, "inbound close counted", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", dstLabels) == 1
+	})
+	if v := counter(t, m.b.reg, "istio_tcp_connections_opened_total", dstLabels); v != 1 {
+		t.Errorf("inbound opened = %v", v)
+	}
+	n := float64(len("hello over hbone"))
+	if v := counter(t, m.b.reg, "istio_tcp_received_bytes_total", dstLabels); v != n {
+		t.Errorf("inbound received bytes = %v, want %v", v, n)
+	}
+	if v := counter(t, m.b.reg, "istio_tcp_sent_bytes_total", dstLabels); v != n {
+		t.Errorf("inbound sent bytes = %v, want %v", v, n)
+	}
+	srcLabels := map[string]string{"reporter": "source", "source_principal": principalA, "destination_workload": "b",
+		"destination_service": "unknown", "connection_security_policy": "mutual_tls", "response_flags": "-"}
+	eventually(t, "outbound close counted", func() bool {
+		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", srcLabels) == 1
+	})
+	if v := counter(t, m.a.reg, "istio_tcp_sent_bytes_total", srcLabels); v != n {
+		t.Errorf("outbound sent bytes = %v", v)
+	}
+	eventually(t, "access log", func() bool { return strings.Contains(m.b.log.String(), `"direction":"inbound"`) })
+	logB := m.b.log.String()
+	for _, want := range []string{`"src.identity":"` + principalA, `"dst.identity":"spiffe://cluster.local/ns/b/sa/b"`,
+		`"policy.decision":"allow"`, `"bytes_received":16`, `"direction":"inbound"`} {
+		if !strings.Contains(logB, want) {
+			t.Errorf("node-b access log lacks %s:\n%s", want, logB)
+		}
+	}
+}
+
+func TestOutboundServiceVIP(t *testing.T) {
+	m := newMesh(t)
+	for i := range 3 {
+		got, err := roundTrip(m.fromA(t, ap(vip, 80)), "via vip")
+		if err != nil || got != "via vip" {
+			t.Fatalf("round %d: echo = %q, %v", i, got, err)
+		}
+	}
+	eventually(t, "service label", func() bool {
+		return counter(t, m.a.reg, "istio_tcp_connections_closed_total",
+			map[string]string{"destination_service": svcHost, "destination_workload": "b", "reporter": "source"}) == 3
+	})
+	// A declared service port nobody serves: no endpoint, connection reset.
+	if got, err := roundTrip(m.fromA(t, ap(vip, 8080)), "x"); err == nil && got != "" {
+		t.Fatalf("no-endpoint port echoed %q", got)
+	}
+	eventually(t, "NR counted", func() bool {
+		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"destination_service": svcHost, "response_flags": "NR"}) == 1
+	})
+}
+
+func TestDenyPolicyRefuses(t *testing.T) {
+	m := newMesh(t)
+	setPolicies(m.b.policy, principalDeny("b", "deny-a", "cluster.local/ns/default/sa/a"))
+	got, err := roundTrip(m.fromA(t, m.echoB.addr), "should not pass")
+	if err == nil && got != "" {
+		t.Fatalf("denied connection echoed %q", got)
+	}
+	if len(m.echoB.sources()) != 0 {
+		t.Fatal("destination pod was connected despite DENY")
+	}
+	eventually(t, "denial counted", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination", "response_flags": "DENY"}) == 1 &&
+			counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "source", "response_flags": "DENY"}) == 1
+	})
+	eventually(t, "node-b access log with the policy decision", func() bool {
+		l := m.b.log.String()
+		return strings.Contains(l, `"policy.name":"b/deny-a"`) && strings.Contains(l, `"policy.decision":"deny"`)
+	})
+	eventually(t, "node-a access log with the 403 and the policy name", func() bool {
+		l := m.a.log.String()
+		return strings.Contains(l, "b/deny-a") && strings.Contains(l, "403")
+	})
+	// Another source identity is still allowed (pod C, node-a).
+	got, err = roundTrip(m.dsts.connect(t, m.a.outLn.Addr(), podC.ip, m.echoB.addr), "c passes")
+	if err != nil || got != "c passes" {
+		t.Fatalf("pod C: echo = %q, %v", got, err)
+	}
+}
+
+func TestPlaintextStrictAndPermissive(t *testing.T) {
+	m := newMesh(t)
+	// PERMISSIVE (no policy): plaintext from outside the mesh is admitted.
+	got, err := roundTrip(m.dsts.connect(t, m.b.plainLn.Addr(), "127.0.0.9", m.echoB.addr), "plain")
+	if err != nil || got != "plain" {
+		t.Fatalf("permissive: echo = %q, %v", got, err)
+	}
+	if srcs := m.echoB.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr("127.0.0.9") {
+		t.Fatalf("destination saw %v, want 127.0.0.9", srcs)
+	}
+	// STRICT: refused, the pod never sees the connection.
+	setPolicies(m.b.policy, strictPolicy("b"))
+	got, err = roundTrip(m.dsts.connect(t, m.b.plainLn.Addr(), "127.0.0.9", m.echoB.addr), "plain")
+	if err == nil && got != "" {
+		t.Fatalf("strict: plaintext echoed %q", got)
+	}
+	if n := len(m.echoB.sources()); n != 1 {
+		t.Fatalf("strict: destination saw %d connections, want still 1", n)
+	}
+	eventually(t, "strict denial counted", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"connection_security_policy": "none", "response_flags": "DENY"}) == 1
+	})
+	// ... while mTLS through HBONE is still admitted.
+	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "mtls"); err != nil || got != "mtls" {
+		t.Fatalf("strict: HBONE echo = %q, %v", got, err)
+	}
+}
+
+func TestPassthrough(t *testing.T) {
+	m := newMesh(t)
+	for _, dst := range []*echo{m.echoX, m.echoD} { // unknown IP, NONE workload
+		if got, err := roundTrip(m.fromA(t, dst.addr), "out of mesh"); err != nil || got != "out of mesh" {
+			t.Fatalf("passthrough to %s: %q, %v", dst.addr, got, err)
+		}
+		if srcs := dst.sources(); len(srcs) != 1 {
+			t.Fatalf("%s saw %v", dst.addr, srcs)
+		}
+	}
+	eventually(t, "passthrough counted", func() bool {
+		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"connection_security_policy": "none", "response_flags": "-"}) == 2 &&
+			counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"destination_workload": "d"}) == 1
+	})
+	eventually(t, "passthrough access log", func() bool { return strings.Contains(m.a.log.String(), `"direction":"passthrough"`) })
+}
+
+func TestUnknownSourceClosed(t *testing.T) {
+	m := newMesh(t)
+	for _, ip := range []string{"127.0.0.7", podB.ip} { // unknown, and a pod of another node
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", m.a.outLn.Addr().String())
+		if err != nil {
+			continue // reset so early that connect already saw it
+		}
+		m.dsts.m.Store(c.LocalAddr().String(), m.echoB.addr)
+		got, err := roundTrip(c.(*net.TCPConn), "who am i")
+		c.Close()
+		if err == nil && got != "" {
+			t.Fatalf("from %s: got %q", ip, got)
+		}
+	}
+	if len(m.echoB.sources()) != 0 {
+		t.Fatal("destination reached from an unknown source")
+	}
+}
+
+func TestSameNodeLocal(t *testing.T) {
+	m := newMesh(t)
+	if got, err := roundTrip(m.fromA(t, m.echoC.addr), "neighbour"); err != nil || got != "neighbour" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if srcs := m.echoC.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr(podA.ip) {
+		t.Fatalf("C saw %v", srcs)
+	}
+	eventually(t, "both reporters", func() bool {
+		l := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/a", "destination_workload": "c"}
+		l["reporter"] = "source"
+		s := counter(t, m.a.reg, "istio_tcp_connections_closed_total", l)
+		l["reporter"] = "destination"
+		return s == 1 && counter(t, m.a.reg, "istio_tcp_connections_closed_total", l) == 1
+	})
+	// Policy applies on the local path too.
+	setPolicies(m.a.policy, principalDeny("default", "deny-a", "cluster.local/ns/default/sa/a"))
+	if got, err := roundTrip(m.fromA(t, m.echoC.addr), "neighbour"); err == nil && got != "" {
+		t.Fatalf("denied local connection echoed %q", got)
+	}
+	if len(m.echoC.sources()) != 1 {
+		t.Fatal("C reached despite DENY")
+	}
+}
+
+func TestInboundPresentsDestinationIdentity(t *testing.T) {
+	m := newMesh(t)
+	idA := podA.id()
+	d := &hbone.Dialer{SVID: m.ca.issue(t, idA), Bundle: m.ca.bundle()}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tunB := ap(podB.ip, m.tunnelPort).String()
+	// Expecting someone else's identity at B's IP fails: B presents B.
+	_, err := d.Dial(ctx, tunB, tlsconfig.AuthorizeID(podE.id()), m.echoB.addr.String(), nil)
+	if !errors.Is(err, hbone.ErrUnauthorizedPeer) {
+		t.Fatalf("dial expecting E at B's IP: %v", err)
+	}
+	// Using B's tunnel to reach E (another identity on the same node): 403.
+	_, err = d.Dial(ctx, tunB, tlsconfig.AuthorizeID(podB.id()), m.echoE.addr.String(), nil)
+	var re *hbone.RefusedError
+	if !errors.As(err, &re) || re.Status != http.StatusForbidden {
+		t.Fatalf("authority of another identity: %v", err)
+	}
+	// A destination not on this node: 503.
+	_, err = d.Dial(ctx, tunB, tlsconfig.AuthorizeID(podB.id()), m.echoC.addr.String(), nil)
+	if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable {
+		t.Fatalf("authority on another node: %v", err)
+	}
+	// E's own IP presents E.
+	s, err := d.Dial(ctx, ap(podE.ip, m.tunnelPort).String(), tlsconfig.AuthorizeID(podE.id()), m.echoE.addr.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+func TestGarbageOnTunnelPort(t *testing.T) {
+	m := newMesh(t)
+	tun := ap(podB.ip, m.tunnelPort).String()
+	for _, junk := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x00\x05hello", strings.Repeat("\x00", 4096)} {
+		c, err := net.Dial("tcp", tun)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(junk))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break
+			}
+		}
+		c.Close()
+	}
+	// An idle connection that never speaks, held open during real traffic.
+	idle, err := net.Dial("tcp", tun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "still works"); err != nil || got != "still works" {
+		t.Fatalf("after garbage: %q, %v", got, err)
+	}
+	if m.b.inbound.Stats().HandshakeErrors.Load() < 3 {
+		t.Errorf("handshake errors = %d", m.b.inbound.Stats().HandshakeErrors.Load())
+	}
+}
+
+func TestForwardedFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"for=10.0.0.1":                 "10.0.0.1",
+		`for="[2001:db8::1]:4711"`:     "2001:db8::1",
+		`for="[2001:db8::1]"`:          "2001:db8::1",
+		"proto=https;for=10.1.2.3:80":  "10.1.2.3",
+		"for=unknown, for=192.168.0.1": "192.168.0.1",
+	} {
+		got, ok := forwardedFor(in)
+		if !ok || got.String() != want {
+			t.Errorf("forwardedFor(%q) = %v %v, want %s", in, got, ok, want)
+		}
+	}
+	if _, ok := forwardedFor("by=x"); ok {
+		t.Error("no for= should fail")
+	}
+}
+
+func TestBaggageRoundTrip(t *testing.T) {
+	w := m0(t)
+	b := baggage(w)
+	name, ns := parseBaggage(b)
+	if name != "a" || ns != "default" {
+		t.Fatalf("baggage %q parsed as %q %q", b, name, ns)
+	}
+	if name, ns := parseBaggage("k8s.cluster.name=Kubernetes,k8s.namespace.name=x,k8s.deployment.name=sleep,service.name=sleep"); name != "sleep" || ns != "x" {
+		t.Fatalf("ztunnel baggage parsed as %q %q", name, ns)
+	}
+}
+
+func m0(t *testing.T) *config.Workload {
+	s := newStore(t, []pod{podA}, vip, 80)
+	return s.WorkloadByIP(netip.MustParseAddr(podA.ip))
+}

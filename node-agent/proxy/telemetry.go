@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/node-agent/config"
+)
+
+// Label values, as Istio uses them.
+const (
+	ReporterSource      = "source"
+	ReporterDestination = "destination"
+	SecurityMutualTLS   = "mutual_tls"
+	SecurityNone        = "none"
+	unknown             = "unknown"
+
+	// Response flags (Envoy's short codes where one exists).
+	FlagNone            = "-"
+	FlagUpstreamFailure = "UF"   // could not connect to the destination / tunnel
+	FlagDenied          = "DENY" // refused by authorization policy
+	FlagNoEndpoint      = "NR"   // service without a healthy endpoint
+)
+
+var metricLabels = []string{
+	"reporter",
+	"source_workload", "source_workload_namespace", "source_principal",
+	"destination_workload", "destination_workload_namespace", "destination_principal",
+	"destination_service", "connection_security_policy", "response_flags",
+}
+
+// Metrics are the node agent's L4 metrics with Istio's names and labels.
+// A nil *Metrics records nothing.
+type Metrics struct {
+	opened, closed, sent, received *prometheus.CounterVec
+}
+
+// NewMetrics registers the istio_tcp_* counters on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	mk := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, metricLabels)
+	}
+	m := &Metrics{
+		opened:   mk("istio_tcp_connections_opened_total", "TCP connections opened."),
+		closed:   mk("istio_tcp_connections_closed_total", "TCP connections closed."),
+		sent:     mk("istio_tcp_sent_bytes_total", "Bytes sent during response (destination to source)."),
+		received: mk("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
+	}
+	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// peerInfo describes one end of a connection for telemetry.
+type peerInfo struct {
+	Workload, Namespace, Principal string
+}
+
+func workloadInfo(w *config.Workload) peerInfo {
+	if w == nil {
+		return peerInfo{}
+	}
+	name := w.Proto.GetWorkloadName()
+	if name == "" {
+		name = w.Proto.GetName()
+	}
+	return peerInfo{Workload: name, Namespace: w.Proto.GetNamespace(), Principal: spiffeString(w.Identity)}
+}
+
+func spiffeString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+// principal renders id in Istio's authorization form "td/ns/x/sa/y".
+func principal(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.TrustDomain().Name() + id.Path()
+}
+
+// namespaceOf returns the namespace segment of a Kubernetes-style SPIFFE ID.
+func namespaceOf(id spiffeid.ID) string {
+	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	for i := 0; i+1 < len(parts); i++ {
+		if parts[i] == "ns" {
+			return parts[i+1]
+		}
+	}
+	return ""
+}
+
+// baggage encodes source workload metadata the way ztunnel does.
+func baggage(w *config.Workload) string {
+	p := w.Proto
+	typ := p.GetWorkloadType()
+	if typ == "" {
+		typ = "pod"
+	}
+	name := p.GetWorkloadName()
+	if name == "" {
+		name = p.GetName()
+	}
+	var b strings.Builder
+	add := func(k, v string) {
+		if v == "" {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + v)
+	}
+	add("k8s.namespace.name", p.GetNamespace())
+	add("k8s."+typ+".name", name)
+	add("service.name", p.GetCanonicalName())
+	add("service.version", p.GetCanonicalRevision())
+	return b.String()
+}
+
+// parseBaggage extracts the source workload name and namespace from a
+// baggage header written by baggage (or ztunnel).
+func parseBaggage(s string) (workload, namespace string) {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			continue
+		}
+		v, _, _ = strings.Cut(v, ";") // baggage member properties
+		switch {
+		case k == "k8s.namespace.name":
+			namespace = v
+		case strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.cluster.name" && k != "k8s.node.name" && workload == "":
+			workload = v
+		}
+	}
+	return workload, namespace
+}
+
+// connRecord is what one proxied connection reports when it ends.
+type connRecord struct {
+	Direction  string // outbound, inbound, inbound_plaintext, passthrough
+	Reporter   string
+	Src, Dst   netip.AddrPort
+	Source     peerInfo
+	Dest       peerInfo
+	Service    string
+	Security   string
+	Flags      string
+	Policy     string // deciding policy, "" if none
+	Decision   string // allow, deny, "" when no policy was evaluated
+	Reason     string
+	Tunnel     string // HBONE tunnel address, if any
+	Start      time.Time
+	SentBytes  int64 // destination -> source
+	RecvBytes  int64 // source -> destination
+	Err        error
+	openedSent bool
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return unknown
+	}
+	return s
+}
+
+func (r *connRecord) labels() prometheus.Labels {
+	return prometheus.Labels{
+		"reporter":                       r.Reporter,
+		"source_workload":                orUnknown(r.Source.Workload),
+		"source_workload_namespace":      orUnknown(r.Source.Namespace),
+		"source_principal":               orUnknown(r.Source.Principal),
+		"destination_workload":           orUnknown(r.Dest.Workload),
+		"destination_workload_namespace": orUnknown(r.Dest.Namespace),
+		"destination_principal":          orUnknown(r.Dest.Principal),
+		"destination_service":            orUnknown(r.Service),
+		"connection_security_policy":     r.Security,
+		"response_flags":                 orUnknown(r.Flags),
+	}
+}
+
+// opened counts the connection as opened (once).
+func (m *Metrics) open(r *connRecord) {
+	if m == nil || r.openedSent {
+		return
+	}
+	r.openedSent = true
+	if r.Flags == "" {
+		r.Flags = FlagNone
+	}
+	m.opened.With(r.labels()).Inc()
+}
+
+// finish counts the close and bytes and writes the access-log line.
+func finish(m *Metrics, log *slog.Logger, r *connRecord) {
+	if r.Flags == "" {
+		r.Flags = FlagNone
+	}
+	if m != nil {
+		m.open(r)
+		l := r.labels()
+		m.closed.With(l).Inc()
+		m.sent.With(l).Add(float64(r.SentBytes))
+		m.received.With(l).Add(float64(r.RecvBytes))
+	}
+	if log == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("direction", r.Direction),
+		slog.String("reporter", r.Reporter),
+		slog.String("src.addr", r.Src.String()),
+		slog.String("src.workload", r.Source.Workload),
+		slog.String("src.namespace", r.Source.Namespace),
+		slog.String("src.identity", r.Source.Principal),
+		slog.String("dst.addr", r.Dst.String()),
+		slog.String("dst.workload", r.Dest.Workload),
+		slog.String("dst.namespace", r.Dest.Namespace),
+		slog.String("dst.identity", r.Dest.Principal),
+		slog.String("dst.service", r.Service),
+		slog.String("security", r.Security),
+		slog.String("response_flags", r.Flags),
+		slog.String("policy.decision", r.Decision),
+		slog.String("policy.name", r.Policy),
+		slog.String("policy.reason", r.Reason),
+		slog.Int64("bytes_sent", r.SentBytes),
+		slog.Int64("bytes_received", r.RecvBytes),
+		slog.Duration("duration", time.Since(r.Start)),
+	}
+	if r.Tunnel != "" {
+		attrs = append(attrs, slog.String("tunnel", r.Tunnel))
+	}
+	if r.Err != nil {
+		attrs = append(attrs, slog.String("error", r.Err.Error()))
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "connection complete", attrs...)
+}
