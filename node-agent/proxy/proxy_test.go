@@ -19,6 +19,7 @@ import (
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
 
 // Loopback stand-ins: node-a runs pods A and C, node-b runs B and E, D is a
@@ -46,7 +47,7 @@ type node struct {
 }
 
 type mesh struct {
-	ca                                *testCA
+	ca                                *spiffetest.CA
 	store                             *config.Store
 	a, b                              *node
 	echoB, echoC, echoD, echoE, echoX *echo
@@ -65,7 +66,7 @@ func listen(tb testing.TB, addr string) net.Listener {
 
 func newMesh(t *testing.T) *mesh {
 	t.Helper()
-	m := &mesh{ca: newCA(t), dsts: &origDsts{}}
+	m := &mesh{ca: spiffetest.NewCA(t, td), dsts: &origDsts{}}
 	m.echoB, m.echoC, m.echoD = startEcho(t, podB.ip), startEcho(t, podC.ip), startEcho(t, podD.ip)
 	m.echoE, m.echoX = startEcho(t, podE.ip), startEcho(t, "127.0.0.9")
 	b := podB
@@ -90,9 +91,9 @@ func newMesh(t *testing.T) *mesh {
 
 	mk := func(name string, held ...pod) *node {
 		n := &node{policy: &policy.Engine{}, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
-		ids := &fakeIdentities{svids: map[spiffeid.ID]*x509svid.SVID{}, bundle: m.ca.bundle()}
+		ids := &fakeIdentities{svids: map[spiffeid.ID]*x509svid.SVID{}, bundle: m.ca.Bundle()}
 		for _, p := range held {
-			ids.svids[p.id()] = m.ca.issue(t, p.id())
+			ids.svids[p.id()] = m.ca.Issue(t, p.id())
 		}
 		metrics, err := NewMetrics(n.reg)
 		if err != nil {
@@ -311,7 +312,7 @@ func TestSameNodeLocal(t *testing.T) {
 func TestInboundPresentsDestinationIdentity(t *testing.T) {
 	m := newMesh(t)
 	idA := podA.id()
-	d := &hbone.Dialer{SVID: m.ca.issue(t, idA), Bundle: m.ca.bundle()}
+	d := &hbone.Dialer{SVID: m.ca.Issue(t, idA), Bundle: m.ca.Bundle()}
 	t.Cleanup(func() { d.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

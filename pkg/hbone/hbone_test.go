@@ -21,6 +21,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
 
 func TestRoundTripAndHeaders(t *testing.T) {
@@ -240,7 +242,7 @@ func TestCertificateRotation(t *testing.T) {
 	e := newEnv(t, Options{})
 	echoOnce(t, e)
 	rotated := spiffeidMust("spiffe://cluster.local/ns/weft-system/sa/weft-node-v2")
-	e.serverSrc.v.Store(e.ca.issue(t, rotated))
+	e.serverSrc.v.Store(e.ca.Issue(t, rotated))
 	e.dialer.Close() // force a new handshake
 	s, err := e.dialer.Dial(context.Background(), e.addr, tlsconfig.AuthorizeID(rotated), e.echo, nil)
 	if err != nil {
@@ -286,10 +288,10 @@ func TestResetPropagates(t *testing.T) {
 // keeps serving good streams afterwards.
 func TestRefusals(t *testing.T) {
 	e := newEnv(t, Options{})
-	otherCA := newCA(t)
+	otherCA := spiffetest.NewCA(t, td)
 	ctx := context.Background()
 	goodTLS := func(id string) *tls.Config {
-		c := tlsconfig.MTLSClientConfig(e.ca.issue(t, spiffeidMust(id)), e.ca.bundle(), tlsconfig.AuthorizeID(serverID))
+		c := tlsconfig.MTLSClientConfig(e.ca.Issue(t, spiffeidMust(id)), e.ca.Bundle(), tlsconfig.AuthorizeID(serverID))
 		c.NextProtos = []string{"h2"}
 		return c
 	}
@@ -306,19 +308,19 @@ func TestRefusals(t *testing.T) {
 		want func(error) bool
 	}{
 		{"untrusted client cert", func(t *testing.T) error {
-			d := &Dialer{SVID: otherCA.issue(t, clientID), Bundle: e.ca.bundle()}
+			d := &Dialer{SVID: otherCA.Issue(t, clientID), Bundle: e.ca.Bundle()}
 			defer d.Close()
 			_, err := d.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
 			return err
 		}, func(err error) bool { return err != nil }},
 		{"client trusts other CA", func(t *testing.T) error {
-			d := &Dialer{SVID: e.ca.issue(t, clientID), Bundle: otherCA.bundle()}
+			d := &Dialer{SVID: e.ca.Issue(t, clientID), Bundle: otherCA.Bundle()}
 			defer d.Close()
 			_, err := d.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
 			return err
 		}, func(err error) bool { return err != nil }},
 		{"no client cert", func(t *testing.T) error {
-			c := tlsconfig.TLSClientConfig(e.ca.bundle(), tlsconfig.AuthorizeAny())
+			c := tlsconfig.TLSClientConfig(e.ca.Bundle(), tlsconfig.AuthorizeAny())
 			c.NextProtos = []string{"h2"}
 			conn, err := tls.Dial("tcp", e.addr, c)
 			if err != nil {

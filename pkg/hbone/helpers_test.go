@@ -2,26 +2,20 @@ package hbone
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
 
 var (
@@ -30,64 +24,6 @@ var (
 	serverID = spiffeid.RequireFromString("spiffe://cluster.local/ns/weft-system/sa/weft-node")
 	otherID  = spiffeid.RequireFromString("spiffe://cluster.local/ns/b/sa/y")
 )
-
-// testCA is a throwaway CA issuing SPIFFE SVIDs.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newCA(tb testing.TB) *testCA {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{Organization: []string{"weft test"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		URIs:                  []*url.URL{td.ID().URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key}
-}
-
-var serial atomic.Int64
-
-func (ca *testCA) issue(tb testing.TB, id spiffeid.ID) *x509svid.SVID {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1) + 10),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{id.URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{cert}, PrivateKey: key}
-}
-
-func (ca *testCA) bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(td, []*x509.Certificate{ca.cert})
-}
 
 // rotatingSource is an x509svid.Source whose SVID can be swapped.
 type rotatingSource struct{ v atomic.Pointer[x509svid.SVID] }
@@ -132,7 +68,7 @@ type seen struct {
 }
 
 type env struct {
-	ca        *testCA
+	ca        *spiffetest.CA
 	srv       *Server
 	ln        *countingListener
 	addr      string
@@ -154,12 +90,12 @@ func (e *env) lastSeen() seen {
 // streams to :authority with Pipe, like the node agent's inbound path.
 func newEnv(tb testing.TB, opts Options) *env {
 	tb.Helper()
-	e := &env{ca: newCA(tb), streamErr: make(chan error, 1024)}
+	e := &env{ca: spiffetest.NewCA(tb, td), streamErr: make(chan error, 1024)}
 	e.echo = startEcho(tb)
 	e.serverSrc = &rotatingSource{}
-	e.serverSrc.v.Store(e.ca.issue(tb, serverID))
+	e.serverSrc.v.Store(e.ca.Issue(tb, serverID))
 	e.srv = &Server{
-		TLS:     ServerTLSConfig(e.serverSrc, e.ca.bundle(), nil),
+		TLS:     ServerTLSConfig(e.serverSrc, e.ca.Bundle(), nil),
 		Options: opts,
 		Handler: func(ctx context.Context, req *Request) error {
 			e.mu.Lock()
@@ -199,7 +135,7 @@ func newEnv(tb testing.TB, opts Options) *env {
 }
 
 func (e *env) newDialer(tb testing.TB, id spiffeid.ID, opts Options) *Dialer {
-	d := &Dialer{SVID: e.ca.issue(tb, id), Bundle: e.ca.bundle(), Options: opts}
+	d := &Dialer{SVID: e.ca.Issue(tb, id), Bundle: e.ca.Bundle(), Options: opts}
 	tb.Cleanup(func() { d.Close() })
 	return d
 }
