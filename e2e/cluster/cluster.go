@@ -377,11 +377,11 @@ func (c *Cluster) Stop() error {
 		p.stop(5 * time.Second)
 	}
 	var errs []error
-	// Containers next: they live in the cluster cgroup below the kubelets'.
-	for i := range c.Config.Nodes {
-		pods := &cgroup{dir: ""}
-		if root, err := cgroupHierarchy(); err == nil {
-			pods.dir = filepath.Join(root, clusterCgroupPath(c.Config.Name), nodeName(i))
+	// Containers next, before the API goes away: each node's pods live in
+	// weft-<cluster>/<node> (the kubelets' --cgroup-parent).
+	if root, err := cgroupHierarchy(); err == nil {
+		for i := range c.Config.Nodes {
+			pods := &cgroup{dir: filepath.Join(root, clusterCgroupPath(c.Config.Name), nodeName(i))}
 			if err := pods.destroy(10 * time.Second); err != nil {
 				errs = append(errs, err)
 			}
