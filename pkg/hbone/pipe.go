@@ -57,13 +57,13 @@ func Pipe(a, b Stream) (aToB, bToA int64, err error) {
 	go func() {
 		defer wg.Done()
 		n, e := copyHalf(b, a)
-		bToA = n
+		aToB = n
 		if e != nil {
 			fail(e)
 		}
 	}()
 	n, e := copyHalf(a, b)
-	aToB = n
+	bToA = n
 	if e != nil {
 		fail(e)
 	}
