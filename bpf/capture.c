@@ -6,12 +6,21 @@
 // traffic into the node agent's transparent listeners with bpf_sk_assign.
 //
 //   capture_outbound  host-side veth of an enrolled pod (packets leaving it)
-//   capture_inbound   the node's uplink (packets for enrolled pod IPs)
+//   capture_inbound   the node's uplink (packets for enrolled pod IPs;
+//                     HBONE tunnels to <pod IP>:<HBONE port> go to the HBONE
+//                     listener, everything else to the plaintext one)
 //
 // Enrolment is data: the programs stay attached and user space flips flags
 // in the maps below. Captured packets get WEFT_MARK_CAPTURE so that the
 // policy-routing rule (fwmark -> table with "local 0.0.0.0/0 dev lo")
 // delivers them locally: sk_assign alone does not bypass routing.
+//
+// Fail closed: when an enrolled pod's new connection (a bare SYN) should be
+// captured but its listener is not there (agent not running or restarting),
+// the SYN is dropped. The client retransmits it (1 s, 3 s, ...), so an agent
+// restart shows up as connection delay, never as traffic that bypasses the
+// mesh. A zero port in proxy_listeners means "capture disabled in that
+// direction": those packets pass untouched (fail open, on purpose).
 //
 // Keep the constants and struct layouts in sync with capture.go.
 
@@ -24,8 +33,9 @@
 #include <bpf/bpf_endian.h>
 
 // tcx verdicts (linux/bpf.h >= 6.6; the build headers may be older).
-#define WEFT_TCX_NEXT -1 // not ours: let the next program in the chain decide
-#define WEFT_TCX_PASS 0  // captured: deliver, skip the rest of the chain
+#define WEFT_TCX_NEXT -1   // not ours: let the next program in the chain decide
+#define WEFT_TCX_PASS 0    // captured: deliver, skip the rest of the chain
+#define WEFT_TC_ACT_SHOT 2 // fail closed: drop (TCX_DROP, same value in cls_bpf)
 
 // skb->mark bits. They avoid kube-proxy (0x4000, 0x8000) and Cilium (0xf00).
 #define WEFT_MARK_CAPTURE 0x1000 // set on captured packets (policy routing)
@@ -36,11 +46,15 @@
 #define WEFT_F_DRAINING 0x2 // keep steering established proxied flows only
 
 // proxy_listeners keys
-#define WEFT_LISTENER_OUTBOUND 0 // 15001
-#define WEFT_LISTENER_INBOUND 1  // 15006
+#define WEFT_LISTENER_OUTBOUND 0 // 15001: everything an enrolled pod opens
+#define WEFT_LISTENER_INBOUND 1  // 15006: plaintext to an enrolled pod IP
+#define WEFT_LISTENER_HBONE 2    // 15008: tunnels to <enrolled pod IP>:port
+#define WEFT_LISTENER_MAX 3
 
-// proxy_listeners values
-#define WEFT_INBOUND_HBONE_PORT_DEFAULT 15008
+// counters keys (per-CPU u64, summed by user space)
+#define WEFT_COUNTER_CAPTURED 0 // new connections (SYNs) assigned to a listener
+#define WEFT_COUNTER_DROPPED 1  // SYNs dropped because the listener was missing
+#define WEFT_COUNTER_MAX 2
 
 #define BPF_TCP_LISTEN_STATE 10 // enum bpf_tcp_state BPF_TCP_LISTEN
 
@@ -48,10 +62,10 @@ struct enrolment {
 	__u32 flags;
 };
 
+// 8 bytes: addr at 0, port at 4, 2 bytes of padding (bpf2go: `_ [2]byte`).
 struct listener {
-	__be32 addr;   // IPv4, network order (e.g. 127.0.0.1)
-	__be16 port;   // network order (e.g. 15001)
-	__be16 bypass_port; // inbound: destination port left alone (15008); 0 = none
+	__be32 addr; // IPv4, network order (127.0.0.1: matches 0.0.0.0 binds too)
+	__be16 port; // network order (e.g. 15001); 0 = capture disabled (fail open)
 };
 
 struct lpm_v4_key {
@@ -80,14 +94,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } enrolled_ips SEC(".maps");
 
-// The proxy's transparent listeners (key WEFT_LISTENER_*).
+// The proxy's transparent listeners (key WEFT_LISTENER_*). The HBONE
+// entry's port doubles as "the HBONE port": inbound packets to an enrolled
+// pod IP with that destination port go to the HBONE listener.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, WEFT_LISTENER_MAX);
 	__type(key, __u32);
 	__type(value, struct listener);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } proxy_listeners SEC(".maps");
+
+// Connection counters (key WEFT_COUNTER_*), per CPU: no atomics needed.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEFT_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
 
 // Destinations that are never captured (node-local addresses, ...).
 struct {
@@ -131,6 +156,13 @@ static __always_inline int parse_tcp4(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
+static __always_inline void count(__u32 which)
+{
+	__u64 *n = bpf_map_lookup_elem(&counters, &which);
+	if (n)
+		*n += 1;
+}
+
 static __always_inline int bypassed(__be32 daddr)
 {
 	struct lpm_v4_key key = {.prefixlen = 32, .addr = daddr};
@@ -160,13 +192,9 @@ static __always_inline int assign_established(struct __sk_buff *skb, struct flow
 	return err ? -1 : 0;
 }
 
-// assign_listener steers a new connection to the proxy listener `which`.
-static __always_inline int assign_listener(struct __sk_buff *skb, struct flow *f, __u32 which)
+// assign_listener steers a new connection to the proxy listener l.
+static __always_inline int assign_listener(struct __sk_buff *skb, struct flow *f, struct listener *l)
 {
-	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &which);
-	if (!l || !l->port)
-		return -1;
-
 	struct bpf_sock_tuple t = {};
 	t.ipv4.saddr = f->ip->saddr;
 	t.ipv4.sport = f->tcp->source;
@@ -200,8 +228,16 @@ static __always_inline int steer(struct __sk_buff *skb, struct flow *f, __u32 fl
 	if (!f->tcp->syn || f->tcp->ack)
 		return WEFT_TCX_NEXT;
 
-	if (assign_listener(skb, f, which) != 0)
-		return WEFT_TCX_NEXT; // proxy not listening: fail open
+	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &which);
+	if (!l || !l->port)
+		return WEFT_TCX_NEXT; // capture disabled in this direction
+	if (assign_listener(skb, f, l) != 0) {
+		// Proxy not listening (agent down or restarting): fail closed. The
+		// client retransmits the SYN and gets in once the agent is back.
+		count(WEFT_COUNTER_DROPPED);
+		return WEFT_TC_ACT_SHOT;
+	}
+	count(WEFT_COUNTER_CAPTURED);
 captured:
 	skb->mark |= WEFT_MARK_CAPTURE;
 	return WEFT_TCX_PASS;
@@ -245,14 +281,15 @@ int capture_inbound(struct __sk_buff *skb)
 	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING)))
 		return WEFT_TCX_NEXT;
 
-	// HBONE (15008 by default) is addressed to the pod IP and handled by the
-	// node's HBONE listener through normal delivery.
-	__u32 key = WEFT_LISTENER_INBOUND;
-	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &key);
-	__be16 hbone = l ? l->bypass_port : bpf_htons(WEFT_INBOUND_HBONE_PORT_DEFAULT);
-	if (hbone && f.tcp->dest == hbone)
-		return WEFT_TCX_NEXT;
-	return steer(skb, &f, flags, WEFT_LISTENER_INBOUND);
+	// HBONE tunnels from other nodes are addressed to <pod IP>:<HBONE port>
+	// and terminate in the node's HBONE listener, not in the pod. Port 0 in
+	// the HBONE entry: the port is not special (plaintext like any other).
+	__u32 which = WEFT_LISTENER_INBOUND;
+	__u32 key = WEFT_LISTENER_HBONE;
+	struct listener *h = bpf_map_lookup_elem(&proxy_listeners, &key);
+	if (h && h->port && f.tcp->dest == h->port)
+		which = WEFT_LISTENER_HBONE;
+	return steer(skb, &f, flags, which);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,7 +1,11 @@
 // Package bpf loads and drives Weft's eBPF traffic capture: tcx ingress
 // programs on enrolled pods' host-side veths (outbound) and on the node's
 // uplink (inbound) that hand TCP connections to the node agent's
-// transparent listeners with bpf_sk_assign. Enrolment is data in pinned BPF
+// transparent listeners with bpf_sk_assign (HBONE tunnels addressed to an
+// enrolled pod IP go to the agent's HBONE listener). Capture fails closed:
+// while a listener is missing, new connections of enrolled pods are held
+// back (their SYNs dropped and retransmitted by the client) rather than let
+// through unproxied. Enrolment is data in pinned BPF
 // maps; the programs and links are pinned too, so an agent restart reopens
 // them instead of attaching twice.
 //
@@ -52,9 +56,17 @@ const (
 	DefaultHBONEPort    uint16 = 15008
 )
 
+// proxy_listeners keys. Keep in sync with capture.c.
 const (
 	listenerOutbound uint32 = 0
 	listenerInbound  uint32 = 1
+	listenerHBONE    uint32 = 2
+)
+
+// counters keys. Keep in sync with capture.c.
+const (
+	counterCaptured uint32 = 0
+	counterDropped  uint32 = 1
 )
 
 // Direction names the attach point of a capture program.
@@ -228,8 +240,10 @@ func (c *Capture) detach(dir Direction, ifindex int) error {
 
 // Enroll starts capturing a pod: new TCP connections leaving the veth
 // ifindex go to the outbound listener, new connections to podIP arriving on
-// the uplink go to the inbound listener. ifindex 0 or an invalid podIP skip
-// that direction. Only IPv4 is captured so far.
+// the uplink go to the inbound listener (or, on the HBONE port, to the
+// HBONE listener). ifindex 0 or an invalid podIP skip that direction. Only
+// IPv4 is captured so far. From now on the pod's new connections depend on
+// the proxy listening (fail closed, see SetProxyPorts).
 func (c *Capture) Enroll(ifindex int, podIP netip.Addr) error {
 	return c.setFlags(ifindex, podIP, FlagCapture)
 }
@@ -295,22 +309,59 @@ func (c *Capture) Enrolment(ifindex int) (uint32, bool, error) {
 	return v.Flags, true, nil
 }
 
-// SetProxyPorts tells the programs where the proxy listens: the outbound
-// IP_TRANSPARENT listener, the inbound plaintext listener and the HBONE port
-// that inbound capture leaves alone (0: capture every port). The listeners
-// are looked up at 127.0.0.1, which matches sockets bound to 127.0.0.1 or
-// 0.0.0.0 in the node's netns. A zero outbound/inbound port disables
-// capture in that direction (packets pass untouched: fail open).
+// SetProxyPorts tells the programs where the proxy's IP_TRANSPARENT
+// listeners are, all in the node's netns and looked up at 127.0.0.1 (which
+// matches sockets bound to 127.0.0.1 or 0.0.0.0):
+//
+//   - outbound: new connections leaving an enrolled pod's veth;
+//   - inbound: plaintext connections to an enrolled pod IP;
+//   - hbone: HBONE tunnels from other nodes, addressed to <enrolled pod
+//     IP>:hbone. This port is both the listener's and the destination port
+//     that selects it; 0 makes the port not special (such connections go to
+//     the inbound listener like any other port).
+//
+// A zero outbound or inbound port disables capture in that direction:
+// packets pass untouched (fail open). With a non-zero port capture fails
+// closed: while nothing listens there (agent down or restarting), the SYNs
+// of enrolled pods' new connections are dropped, so clients see a delay
+// (their TCP retransmits the SYN) instead of unproxied traffic.
 func (c *Capture) SetProxyPorts(outbound, inbound, hbone uint16) error {
-	lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-	out := captureListener{Addr: be32(lo), Port: htons(outbound)}
-	in := captureListener{Addr: be32(lo), Port: htons(inbound), BypassPort: htons(hbone)}
-	for k, v := range map[uint32]captureListener{listenerOutbound: out, listenerInbound: in} {
-		if err := c.objs.ProxyListeners.Put(&k, &v); err != nil {
-			return fmt.Errorf("set proxy listener %d: %w", k, err)
+	lo := be32(netip.AddrFrom4([4]byte{127, 0, 0, 1}))
+	for _, l := range []struct {
+		key  uint32
+		port uint16
+	}{{listenerOutbound, outbound}, {listenerInbound, inbound}, {listenerHBONE, hbone}} {
+		v := captureListener{Addr: lo, Port: htons(l.port)}
+		if err := c.objs.ProxyListeners.Put(&l.key, &v); err != nil {
+			return fmt.Errorf("set proxy listener %d to port %d: %w", l.key, l.port, err)
 		}
 	}
 	return nil
+}
+
+// Counters reports, summed over all CPUs and since the counters map was
+// first pinned (they survive agent restarts): captured, new connections
+// (SYNs, retransmissions included) handed to a proxy listener; dropped, SYNs
+// of enrolled pods dropped because the listener was missing (fail closed).
+func (c *Capture) Counters() (captured, dropped uint64, err error) {
+	sum := func(k uint32) (uint64, error) {
+		var perCPU []uint64
+		if err := c.objs.Counters.Lookup(&k, &perCPU); err != nil {
+			return 0, fmt.Errorf("read capture counter %d: %w", k, err)
+		}
+		var n uint64
+		for _, v := range perCPU {
+			n += v
+		}
+		return n, nil
+	}
+	if captured, err = sum(counterCaptured); err != nil {
+		return 0, 0, err
+	}
+	if dropped, err = sum(counterDropped); err != nil {
+		return 0, 0, err
+	}
+	return captured, dropped, nil
 }
 
 // AddBypass makes destinations in prefix (node-local addresses, for

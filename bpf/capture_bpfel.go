@@ -19,10 +19,10 @@ type captureEnrolment struct {
 }
 
 type captureListener struct {
-	_          structs.HostLayout
-	Addr       uint32
-	Port       uint16
-	BypassPort uint16
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	_    [2]byte
 }
 
 type captureLpmV4Key struct {
@@ -36,6 +36,7 @@ type captureLpmV4Key struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	captureMapBypass           = "bypass"
+	captureMapCounters         = "counters"
 	captureMapEnrolledIfindex  = "enrolled_ifindex"
 	captureMapEnrolledIps      = "enrolled_ips"
 	captureMapProxyListeners   = "proxy_listeners"
@@ -94,6 +95,7 @@ type captureProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureMapSpecs struct {
 	Bypass          *ebpf.MapSpec `ebpf:"bypass"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	EnrolledIfindex *ebpf.MapSpec `ebpf:"enrolled_ifindex"`
 	EnrolledIps     *ebpf.MapSpec `ebpf:"enrolled_ips"`
 	ProxyListeners  *ebpf.MapSpec `ebpf:"proxy_listeners"`
@@ -126,6 +128,7 @@ func (o *captureObjects) Close() error {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureMaps struct {
 	Bypass          *ebpf.Map `ebpf:"bypass"`
+	Counters        *ebpf.Map `ebpf:"counters"`
 	EnrolledIfindex *ebpf.Map `ebpf:"enrolled_ifindex"`
 	EnrolledIps     *ebpf.Map `ebpf:"enrolled_ips"`
 	ProxyListeners  *ebpf.Map `ebpf:"proxy_listeners"`
@@ -134,6 +137,7 @@ type captureMaps struct {
 func (m *captureMaps) Close() error {
 	return _CaptureClose(
 		m.Bypass,
+		m.Counters,
 		m.EnrolledIfindex,
 		m.EnrolledIps,
 		m.ProxyListeners,

@@ -66,7 +66,7 @@ func TestCaptureSpec(t *testing.T) {
 			t.Fatalf("program %s: type %v attach %v, want SchedCLS tcx ingress", p, ps.Type, ps.AttachType)
 		}
 	}
-	for _, m := range []string{"enrolled_ifindex", "enrolled_ips", "proxy_listeners", "bypass"} {
+	for _, m := range []string{"enrolled_ifindex", "enrolled_ips", "proxy_listeners", "bypass", "counters"} {
 		ms, ok := spec.Maps[m]
 		if !ok {
 			t.Fatalf("map %s missing", m)
@@ -74,6 +74,12 @@ func TestCaptureSpec(t *testing.T) {
 		if ms.Pinning != ebpf.PinByName {
 			t.Fatalf("map %s is not pinned by name", m)
 		}
+	}
+	if n := spec.Maps["proxy_listeners"].MaxEntries; n != 3 {
+		t.Fatalf("proxy_listeners has %d entries, want 3 (outbound, inbound, HBONE)", n)
+	}
+	if sz := spec.Maps["proxy_listeners"].ValueSize; sz != 8 {
+		t.Fatalf("struct listener is %d bytes, want 8 (in sync with captureListener)", sz)
 	}
 }
 
@@ -210,9 +216,7 @@ type conn struct {
 // dial connects from nsPath and returns who answered ("proxy", "server", ...).
 func dial(t *testing.T, nsPath, addr string) (*conn, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	c, err := netns.Dial(ctx, nsPath, addr)
+	c, err := dialTimeout(nsPath, addr, 3*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s from %s: %v", addr, nsPath, err)
 	}
@@ -224,6 +228,53 @@ func dial(t *testing.T, nsPath, addr string) (*conn, string) {
 		t.Fatalf("read greeting over %s from %s: %v", addr, nsPath, err)
 	}
 	return &conn{c, r}, strings.TrimSpace(who)
+}
+
+func dialTimeout(nsPath, addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return netns.Dial(ctx, nsPath, addr)
+}
+
+// dialWho is dial without a *testing.T (usable from goroutines): it
+// returns who answered and closes the connection.
+func dialWho(nsPath, addr string, timeout time.Duration) (string, error) {
+	c, err := dialTimeout(nsPath, addr, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	who, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read greeting: %w", err)
+	}
+	return strings.TrimSpace(who), nil
+}
+
+// expectHeldBack checks that a connect from nsPath to addr gets no answer
+// at all within a short timeout: its SYN was dropped (fail closed). A
+// connection refused or a greeting would mean the packet got through.
+func expectHeldBack(t *testing.T, nsPath, addr string) {
+	t.Helper()
+	who, err := dialWho(nsPath, addr, 300*time.Millisecond)
+	if err == nil {
+		t.Fatalf("dial %s: answered by %q, want the SYN dropped (fail closed)", addr, who)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("dial %s: %v, want a timeout (SYN dropped, fail closed)", addr, err)
+	}
+}
+
+// expectNone checks that nothing was accepted on got.
+func expectNone(t *testing.T, got <-chan accepted, who string) {
+	t.Helper()
+	select {
+	case a := <-got:
+		t.Fatalf("%s accepted %+v, want nothing", who, a)
+	default:
+	}
 }
 
 func (c *conn) echo(t *testing.T, msg string) {
@@ -259,12 +310,17 @@ func expectAccepted(t *testing.T, got <-chan accepted, local string, remoteIP st
 //	pod2 (10.99.2.2) --veth-- [wh2]   node netns        attached, not enrolled
 //	srv  (10.99.9.2, 10.200.0.1:80) --veth-- [wu]      "uplink"
 //
-// The node netns runs the proxy's transparent listeners (15001, 15006).
+// The node netns runs the proxy's transparent listeners (15001 "proxy",
+// 15006 "proxy-inbound", 15008 "hbone"); the pod serves 15008 itself too
+// ("pod-hbone"), to show that HBONE tunnels never reach it.
 type topo struct {
 	node, pod, pod2, srv string // netns paths
 	wh1, wh2, wu         int    // ifindexes in node
 	pinDir               string
-	outGot, inGot        chan accepted
+
+	outLn, inLn, hbLn    net.Listener // node netns, transparent
+	outGot, inGot, hbGot chan accepted
+	srvGot, podHbGot     chan accepted // srv:80, pod:15008
 }
 
 func newTopo(t *testing.T) *topo {
@@ -304,19 +360,40 @@ func newTopo(t *testing.T) *topo {
 	}
 
 	// The "real" destination and a pod-side HBONE stand-in.
-	serve(t, listen(t, tp.srv, "0.0.0.0:80", false), "server", nil)
-	serve(t, listen(t, tp.pod, "0.0.0.0:15008", false), "pod-hbone", nil)
+	tp.srvGot = make(chan accepted, 64)
+	tp.podHbGot = make(chan accepted, 64)
+	serve(t, listen(t, tp.srv, "0.0.0.0:80", false), "server", tp.srvGot)
+	serve(t, listen(t, tp.pod, "0.0.0.0:15008", false), "pod-hbone", tp.podHbGot)
 	// The proxy's transparent listeners in the node netns.
 	tp.outGot = make(chan accepted, 16)
 	tp.inGot = make(chan accepted, 16)
-	serve(t, listen(t, tp.node, "0.0.0.0:15001", true), "proxy", tp.outGot)
-	serve(t, listen(t, tp.node, "0.0.0.0:15006", true), "proxy-inbound", tp.inGot)
+	tp.hbGot = make(chan accepted, 16)
+	tp.listenOutbound(t)
+	tp.listenInbound(t)
+	tp.listenHBONE(t)
 
 	tp.pinDir = mountBPFFS(t)
 	tp.wh1 = ifindex(t, tp.node, "wh1")
 	tp.wh2 = ifindex(t, tp.node, "wh2")
 	tp.wu = ifindex(t, tp.node, "wu")
 	return tp
+}
+
+// listenOutbound (re)opens the proxy's outbound listener (after a close:
+// the agent came back).
+func (tp *topo) listenOutbound(t *testing.T) {
+	tp.outLn = listen(t, tp.node, "0.0.0.0:15001", true)
+	serve(t, tp.outLn, "proxy", tp.outGot)
+}
+
+func (tp *topo) listenInbound(t *testing.T) {
+	tp.inLn = listen(t, tp.node, "0.0.0.0:15006", true)
+	serve(t, tp.inLn, "proxy-inbound", tp.inGot)
+}
+
+func (tp *topo) listenHBONE(t *testing.T) {
+	tp.hbLn = listen(t, tp.node, "0.0.0.0:15008", true)
+	serve(t, tp.hbLn, "hbone", tp.hbGot)
 }
 
 func (tp *topo) inNode(t *testing.T, what string, fn func() error) {
@@ -399,14 +476,33 @@ func TestCaptureNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	t.Log("inbound: plaintext to an enrolled pod IP goes to 15006, HBONE port is left alone")
+	t.Log("inbound: plaintext to an enrolled pod IP goes to 15006")
 	if _, who := dial(t, srv, "10.99.1.2:8080"); who != "proxy-inbound" {
 		t.Fatalf("inbound to enrolled pod: answered by %q, want proxy-inbound", who)
 	}
 	expectAccepted(t, inGot, "10.99.1.2:8080", "10.99.9.2")
-	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "pod-hbone" {
-		t.Fatalf("inbound to 15008: answered by %q, want pod-hbone (normal delivery)", who)
+
+	t.Log("inbound HBONE: <pod IP>:15008 goes to the node's HBONE listener, not the pod")
+	hb, who := dial(t, srv, "10.99.1.2:15008")
+	if who != "hbone" {
+		t.Fatalf("inbound to 15008: answered by %q, want hbone (node HBONE listener)", who)
 	}
+	expectAccepted(t, tp.hbGot, "10.99.1.2:15008", "10.99.9.2")
+	hb.echo(t, "tunnel") // later packets follow the established socket
+	hb.Close()
+	expectNone(t, tp.podHbGot, "pod-hbone")
+
+	t.Log("HBONE port 0: 15008 is a plaintext port like any other")
+	inNode("hbone port 0", func() error { return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, 0) })
+	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "proxy-inbound" {
+		t.Fatalf("inbound to 15008 with HBONE port 0: answered by %q, want proxy-inbound", who)
+	}
+	expectAccepted(t, inGot, "10.99.1.2:15008", "10.99.9.2")
+	expectNone(t, tp.hbGot, "hbone")
+	expectNone(t, tp.podHbGot, "pod-hbone")
+	inNode("hbone port back", func() error {
+		return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)
+	})
 
 	t.Log("agent restart: reopen pins, update links in place")
 	if err := c.Close(); err != nil {
@@ -461,6 +557,9 @@ func TestCaptureNetns(t *testing.T) {
 	}
 	if _, who := dial(t, pod, "10.200.0.1:80"); who != "server" {
 		t.Fatalf("unenrolled pod: answered by %q, want server", who)
+	}
+	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "pod-hbone" {
+		t.Fatalf("inbound 15008 to unenrolled pod: answered by %q, want pod-hbone (normal delivery)", who)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -557,5 +656,155 @@ func TestCaptureClsactNetns(t *testing.T) {
 	})
 	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
 		t.Fatalf("after detach (clsact): answered by %q, want server", who)
+	}
+}
+
+// TestCaptureFailClosedNetns proves that capture fails closed: while the
+// agent's listener for a direction is missing, enrolled pods' new
+// connections are held back (SYN dropped), not delivered unproxied, and a
+// SYN retransmission gets in once the listener is back. Unenrolled and
+// draining pods, and directions disabled with port 0, are not affected.
+func TestCaptureFailClosedNetns(t *testing.T) {
+	tp := newTopo(t)
+	podIP := netip.MustParseAddr("10.99.1.2")
+	var c *Capture
+	tp.inNode(t, "load and attach", func() error {
+		var err error
+		if c, err = Load(tp.pinDir); err != nil {
+			return err
+		}
+		return errors.Join(
+			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
+			c.AttachOutbound(tp.wh1),
+			c.AttachOutbound(tp.wh2),
+			c.AttachInbound(tp.wu),
+			DefaultPolicyRouting().Install(),
+		)
+	})
+	t.Cleanup(func() {
+		_ = netns.Do(tp.node, func() error {
+			if c != nil {
+				_ = c.Close()
+			}
+			return DefaultPolicyRouting().Remove()
+		})
+		_ = RemovePins(tp.pinDir)
+	})
+	if err := c.Enroll(tp.wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "proxy" {
+		t.Fatalf("enrolled pod: answered by %q, want proxy", who)
+	}
+	expectAccepted(t, tp.outGot, "10.200.0.1:80", "10.99.1.2")
+	captured0, dropped0, err := c.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if captured0 < 1 || dropped0 != 0 {
+		t.Fatalf("counters after one capture: captured %d dropped %d, want >= 1 and 0", captured0, dropped0)
+	}
+
+	// retry dials addr from nsPath while the listener is down, brings the
+	// listener back with reopen and expects the same connect to get through
+	// on a SYN retransmission (about 1 s later).
+	retry := func(nsPath, addr, want string, reopen func(*testing.T)) {
+		t.Helper()
+		type result struct {
+			who string
+			err error
+		}
+		res := make(chan result, 1)
+		start := time.Now()
+		go func() {
+			who, err := dialWho(nsPath, addr, 5*time.Second)
+			res <- result{who, err}
+		}()
+		time.Sleep(300 * time.Millisecond) // first SYN dropped meanwhile
+		reopen(t)
+		r := <-res
+		elapsed := time.Since(start)
+		if r.err != nil || r.who != want {
+			t.Fatalf("dial %s across listener restart: %q %v, want %s", addr, r.who, r.err, want)
+		}
+		// Had the first SYN got through, the connect would have failed or
+		// been answered before the listener came back.
+		if elapsed < 500*time.Millisecond {
+			t.Fatalf("dial %s across listener restart took %v: the first SYN was not dropped", addr, elapsed)
+		}
+		t.Logf("dial %s got through after %v (SYN retransmission)", addr, elapsed.Round(time.Millisecond))
+	}
+
+	t.Log("outbound listener down: enrolled pod is held back, others are not")
+	tp.outLn.Close()
+	expectHeldBack(t, tp.pod, "10.200.0.1:80")
+	expectNone(t, tp.srvGot, "server")
+	if _, who := dial(t, tp.pod2, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("unenrolled pod while the listener is down: answered by %q, want server", who)
+	}
+	<-tp.srvGot
+	if err := c.Drain(tp.wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("draining pod while the listener is down: answered by %q, want server", who)
+	}
+	<-tp.srvGot
+	if err := c.Enroll(tp.wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("outbound port 0 (capture disabled): fail open")
+	tp.inNode(t, "outbound port 0", func() error {
+		return c.SetProxyPorts(0, DefaultInboundPort, DefaultHBONEPort)
+	})
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("outbound capture disabled: answered by %q, want server", who)
+	}
+	<-tp.srvGot
+	tp.inNode(t, "outbound port back", func() error {
+		return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)
+	})
+	expectHeldBack(t, tp.pod, "10.200.0.1:80")
+	t.Log("outbound listener back: the retransmitted SYN is captured")
+	retry(tp.pod, "10.200.0.1:80", "proxy", tp.listenOutbound)
+	expectAccepted(t, tp.outGot, "10.200.0.1:80", "10.99.1.2")
+	expectNone(t, tp.srvGot, "server")
+
+	t.Log("inbound plaintext listener down: held back, not delivered to the pod")
+	tp.inLn.Close()
+	expectHeldBack(t, tp.srv, "10.99.1.2:8080") // fail open would be "connection refused"
+	retry(tp.srv, "10.99.1.2:8080", "proxy-inbound", tp.listenInbound)
+	expectAccepted(t, tp.inGot, "10.99.1.2:8080", "10.99.9.2")
+
+	t.Log("HBONE listener down: held back, not delivered to the pod")
+	tp.hbLn.Close()
+	expectHeldBack(t, tp.srv, "10.99.1.2:15008")
+	expectNone(t, tp.podHbGot, "pod-hbone")
+	retry(tp.srv, "10.99.1.2:15008", "hbone", tp.listenHBONE)
+	expectAccepted(t, tp.hbGot, "10.99.1.2:15008", "10.99.9.2")
+	expectNone(t, tp.podHbGot, "pod-hbone")
+
+	captured, dropped, err := c.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least: 4 held-back dials and 3 first SYNs of the retries dropped;
+	// 3 retries captured.
+	if dropped-dropped0 < 7 || captured-captured0 < 3 {
+		t.Fatalf("counters: captured +%d dropped +%d, want >= 3 and >= 7", captured-captured0, dropped-dropped0)
+	}
+	t.Logf("counters: captured %d dropped %d", captured, dropped)
+
+	t.Log("unenrolled pod IP with the listeners down: normal delivery")
+	tp.inLn.Close()
+	tp.hbLn.Close()
+	if err := c.Unenroll(tp.wh1, podIP); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, tp.srv, "10.99.1.2:15008"); who != "pod-hbone" {
+		t.Fatalf("inbound 15008 to unenrolled pod: answered by %q, want pod-hbone", who)
+	}
+	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("unenrolled pod: answered by %q, want server", who)
 	}
 }
