@@ -3,6 +3,7 @@ package kubelet
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,6 +46,14 @@ func TestKubeletSyncCNIPod(t *testing.T) {
   "ipam":{"type":"host-local","ranges":[[{"subnet":"10.99.0.0/24"}]],"dataDir":"%s/var/lib/cni/networks"}}]}`, id[:6], root)
 	if err := os.WriteFile(filepath.Join(confDir, "10-test.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// A node runtime dir (a node agent's hostPath) makes the plugins run
+	// through cni-exec, in a mount namespace with it over /run/weft.
+	if err := os.MkdirAll(filepath.Join(root, "var/run/weft"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat("/run/weft"); errors.Is(err, os.ErrNotExist) {
+		t.Cleanup(func() { _ = os.Remove("/run/weft") })
 	}
 	mapFile := filepath.Join(root, "images.yaml")
 	_ = os.WriteFile(mapFile, []byte("images:\n- image: busybox\n  entrypoint: [\"/bin/sh\"]\n"), 0o644)

@@ -66,8 +66,8 @@ type Config struct {
 	CgroupParent string
 
 	// SelfBinary is the executable started in the hidden container-init
-	// mode. Default: os.Executable(). An embedding program must call
-	// MaybeRunHidden at the top of its main.
+	// and cni-exec modes. Default: os.Executable(). An embedding program
+	// must call MaybeRunHidden at the top of its main.
 	SelfBinary string
 
 	// NodeStatusInterval / LeaseInterval default to 1m / 10s.

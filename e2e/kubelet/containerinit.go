@@ -55,6 +55,8 @@ func MaybeRunHidden(args []string) {
 		err = runContainerExec()
 	case modeCgroupExec:
 		err = runCgroupExec(args[2:])
+	case modeCNIExec:
+		err = runCNIExec(args[2:])
 	default:
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,12 +19,15 @@ type ImageMap struct {
 	binDir  string
 }
 
-// ImageEntry is one image: OCI-like ENTRYPOINT, CMD and ENV.
+// ImageEntry is one image: OCI-like ENTRYPOINT, CMD and ENV. Binaries are
+// further host files the image contains (absolute paths, ${BIN} expanded),
+// bound read-only at the same path in the container like the entrypoint.
 type ImageEntry struct {
 	Image      string   `json:"image"`
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd,omitempty"`
 	Env        []string `json:"env,omitempty"`
+	Binaries   []string `json:"binaries,omitempty"`
 }
 
 type imageMapFile struct {
@@ -147,6 +151,10 @@ func (m *ImageMap) Resolve(image string, command, args []string) (*ResolvedImage
 	if err != nil {
 		return nil, err
 	}
+	binaries, err := expand(e.Binaries)
+	if err != nil {
+		return nil, err
+	}
 	var argv []string
 	switch {
 	case len(command) > 0:
@@ -167,6 +175,20 @@ func (m *ImageMap) Resolve(image string, command, args []string) (*ResolvedImage
 			return nil, &BinaryMissingError{Image: image, Path: argv[0]}
 		}
 		r.Binaries = append(r.Binaries, argv[0])
+	}
+	// The image's other files are part of it whatever the command is.
+	for _, b := range binaries {
+		if !filepath.IsAbs(b) {
+			return nil, fmt.Errorf("image %q: binaries entry %q is not an absolute path", image, b)
+		}
+		b = filepath.Clean(b)
+		st, err := os.Stat(b)
+		if err != nil || st.IsDir() {
+			return nil, &BinaryMissingError{Image: image, Path: b}
+		}
+		if !slices.Contains(r.Binaries, b) {
+			r.Binaries = append(r.Binaries, b)
+		}
 	}
 	return r, nil
 }

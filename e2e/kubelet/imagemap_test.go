@@ -142,3 +142,85 @@ func TestImageMapErrors(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+func TestImageMapBinaries(t *testing.T) {
+	dir := t.TempDir()
+	binDir := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	agent, cni := filepath.Join(binDir, "weft-node-agent"), filepath.Join(binDir, "weft-cni")
+	for _, p := range []string{agent, cni} {
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := writeImageMap(t, dir, "a.yaml", `
+images:
+- image: ghcr.io/weft-mesh/node-agent
+  entrypoint: ["${BIN}/weft-node-agent"]
+  binaries: ["${BIN}/weft-cni", "${BIN}/weft-node-agent"]
+- image: weft/cni-missing
+  entrypoint: ["${BIN}/weft-node-agent"]
+  binaries: ["${BIN}/weft-cni-not-built"]
+- image: weft/relative
+  binaries: ["weft-cni"]
+  cmd: ["sh"]
+`)
+	m, err := LoadImageMaps([]string{f}, binDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := m.Resolve("ghcr.io/weft-mesh/node-agent:v1", nil, []string{"--v=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r.Argv, []string{agent, "--v=2"}) {
+		t.Errorf("argv = %q", r.Argv)
+	}
+	// The entrypoint first, then the extra binaries, each once.
+	if want := []string{agent, cni}; !reflect.DeepEqual(r.Binaries, want) {
+		t.Errorf("binaries = %q, want %q", r.Binaries, want)
+	}
+	// A command override still runs in the image: its files are bound.
+	r, err = m.Resolve("ghcr.io/weft-mesh/node-agent", []string{"sleep", "1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{cni, agent}; !reflect.DeepEqual(r.Binaries, want) {
+		t.Errorf("binaries with a command = %q, want %q", r.Binaries, want)
+	}
+
+	for _, cmd := range [][]string{nil, {"sleep", "1"}} {
+		_, err = m.Resolve("weft/cni-missing", cmd, nil)
+		var bm *BinaryMissingError
+		if !errors.As(err, &bm) || bm.Path != filepath.Join(binDir, "weft-cni-not-built") || !strings.Contains(err.Error(), "make build") {
+			t.Errorf("missing extra binary (command %q): got %v", cmd, err)
+		}
+	}
+	if _, err := m.Resolve("weft/relative", nil, nil); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("relative binaries entry: got %v", err)
+	}
+
+	noBin := writeImageMap(t, dir, "nobin.yaml", "images:\n- image: x\n  cmd: [sh]\n  binaries: [\"${BIN}/x\"]\n")
+	m, err = LoadImageMaps([]string{noBin}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Resolve("x", nil, nil); err == nil || !strings.Contains(err.Error(), "WEFT_BIN_DIR") {
+		t.Errorf("${BIN} in binaries without bin dir: got %v", err)
+	}
+}
+
+// TestLocalImageMap checks that hack/local-images.yaml parses.
+func TestLocalImageMap(t *testing.T) {
+	m, err := LoadImageMaps([]string{"../../hack/local-images.yaml"}, "/nonexistent-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Resolve("ghcr.io/weft-mesh/node-agent:dev", nil, nil)
+	var bm *BinaryMissingError
+	if !errors.As(err, &bm) || !strings.HasPrefix(bm.Path, "/nonexistent-bin/") {
+		t.Errorf("node-agent image: got %v, want a missing binary under the bin dir", err)
+	}
+}

@@ -218,8 +218,12 @@ func (k *Kubelet) cniRuntimeConf(sb *sandboxState, pod *v1.Pod) *libcni.RuntimeC
 	return rt
 }
 
+// cniConfig runs plugins with the node's runtime directories (see
+// nodeCNIExec): a plugin reaching a node agent at /var/run/<dir> finds the
+// one whose hostPath is <RootDir>/var/run/<dir>.
 func (k *Kubelet) cniConfig() *libcni.CNIConfig {
-	return libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir, nil)
+	return libcni.NewCNIConfigWithCacheDir([]string{k.cfg.CNIBinDir}, k.cfg.CNICacheDir,
+		newNodeCNIExec(k.cfg.SelfBinary, k.cfg.RootDir))
 }
 
 // cniAdd wires the netns and returns the pod IPs.
