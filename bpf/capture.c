@@ -5,7 +5,13 @@
 // Weft traffic capture: tcx ingress programs that steer enrolled pods' TCP
 // traffic into the node agent's transparent listeners with bpf_sk_assign.
 //
-//   capture_outbound  host-side veth of an enrolled pod (packets leaving it)
+//   capture_outbound  host-side veth of EVERY local pod, enrolled or not
+//                     (packets leaving the pod). From an enrolled veth: the
+//                     outbound decision. From any other veth: the inbound
+//                     decision for the destination, so a plaintext client on
+//                     the same node cannot reach an enrolled pod directly
+//                     through the host's routing (which never crosses the
+//                     uplink) and bypass the inbound listener and its policy.
 //   capture_inbound   the node's uplink (packets for enrolled pod IPs;
 //                     HBONE tunnels to <pod IP>:<HBONE port> go to the HBONE
 //                     listener, everything else to the plaintext one)
@@ -15,11 +21,11 @@
 // policy-routing rule (fwmark -> table with "local 0.0.0.0/0 dev lo")
 // delivers them locally: sk_assign alone does not bypass routing.
 //
-// Fail closed: when an enrolled pod's new connection (a bare SYN) should be
-// captured but its listener is not there (agent not running or restarting),
-// the SYN is dropped. The client retransmits it (1 s, 3 s, ...), so an agent
-// restart shows up as connection delay, never as traffic that bypasses the
-// mesh. A zero port in proxy_listeners means "capture disabled in that
+// Fail closed: when a new connection (a bare SYN) from or to an enrolled pod
+// should be captured but its listener is not there (agent not running or
+// restarting), the SYN is dropped. The client retransmits it (1 s, 3 s, ...),
+// so an agent restart shows up as connection delay, never as traffic that
+// bypasses the mesh. A zero port in proxy_listeners means "capture disabled in that
 // direction": those packets pass untouched (fail open, on purpose).
 //
 // Keep the constants and struct layouts in sync with capture.go.
@@ -76,7 +82,9 @@ struct lpm_v4_key {
 // Outbound enrolment, keyed by the host-side veth ifindex. The veth is the
 // pod's identity on the node: it cannot be spoofed from inside the pod (a
 // source IP can), needs no update when a pod has several addresses, and is
-// exactly what the CNI plugin knows when it enrols the pod.
+// exactly what the CNI plugin knows when it enrols the pod. A veth without an
+// entry (or without CAPTURE/DRAINING) is a non-enrolled pod: its packets get
+// the inbound decision (enrolled_ips) instead.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -104,6 +112,19 @@ struct {
 	__type(value, struct listener);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } proxy_listeners SEC(".maps");
+
+// Service VIPs with an enrolled endpoint on this node. A same-node client
+// outside the mesh reaches such a Service through kube-proxy's DNAT, which
+// runs after tc: the uplink never sees it and the destination's pod IP is
+// not visible yet. Its connections go to the outbound listener instead, where
+// the agent picks the endpoint and polices a local enrolled one.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} local_service_vips SEC(".maps");
 
 // Connection counters (key WEFT_COUNTER_*), per CPU: no atomics needed.
 struct {
@@ -243,37 +264,15 @@ captured:
 	return WEFT_TCX_PASS;
 }
 
-SEC("tcx/ingress")
-int capture_outbound(struct __sk_buff *skb)
+// steer_inbound is the inbound decision, shared by both programs: TCP to an
+// enrolled pod IP (enrolled_ips with CAPTURE or DRAINING) goes to the HBONE
+// listener when its destination port is the HBONE port, else to the
+// plaintext inbound listener (established lookup first, fail closed, see
+// steer). Anything else is not ours. The bypass map does not apply here:
+// the destination is an enrolled pod, never a node-local address.
+static __always_inline int steer_inbound(struct __sk_buff *skb, struct flow *f)
 {
-	struct flow f;
-
-	if (skb->mark & WEFT_MARK_SKIP)
-		return WEFT_TCX_NEXT;
-	__u32 ifindex = skb->ingress_ifindex;
-	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ifindex, &ifindex);
-	if (!e)
-		return WEFT_TCX_NEXT;
-	__u32 flags = e->flags;
-	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING)))
-		return WEFT_TCX_NEXT;
-	if (parse_tcp4(skb, &f) != 0)
-		return WEFT_TCX_NEXT;
-	if (bypassed(f.ip->daddr))
-		return WEFT_TCX_NEXT;
-	return steer(skb, &f, flags, WEFT_LISTENER_OUTBOUND);
-}
-
-SEC("tcx/ingress")
-int capture_inbound(struct __sk_buff *skb)
-{
-	struct flow f;
-
-	if (skb->mark & WEFT_MARK_SKIP)
-		return WEFT_TCX_NEXT;
-	if (parse_tcp4(skb, &f) != 0)
-		return WEFT_TCX_NEXT;
-	__be32 daddr = f.ip->daddr;
+	__be32 daddr = f->ip->daddr;
 	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ips, &daddr);
 	if (!e)
 		return WEFT_TCX_NEXT;
@@ -287,9 +286,59 @@ int capture_inbound(struct __sk_buff *skb)
 	__u32 which = WEFT_LISTENER_INBOUND;
 	__u32 key = WEFT_LISTENER_HBONE;
 	struct listener *h = bpf_map_lookup_elem(&proxy_listeners, &key);
-	if (h && h->port && f.tcp->dest == h->port)
+	if (h && h->port && f->tcp->dest == h->port)
 		which = WEFT_LISTENER_HBONE;
-	return steer(skb, &f, flags, which);
+	return steer(skb, f, flags, which);
+}
+
+// capture_outbound runs on the host-side veth of every local pod. The agent
+// attaches it to non-enrolled pods' veths too: that is where a same-node
+// plaintext client's packets to an enrolled pod are seen (they are routed
+// veth to veth and never cross the uplink).
+SEC("tcx/ingress")
+int capture_outbound(struct __sk_buff *skb)
+{
+	struct flow f;
+
+	if (skb->mark & WEFT_MARK_SKIP)
+		return WEFT_TCX_NEXT;
+	if (parse_tcp4(skb, &f) != 0)
+		return WEFT_TCX_NEXT;
+	__u32 ifindex = skb->ingress_ifindex;
+	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ifindex, &ifindex);
+	__u32 flags = e ? e->flags : 0;
+	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING))) {
+		// Not an enrolled source: police the destination like the uplink
+		// does. To a non-enrolled destination this costs two hash lookups
+		// and the packet passes untouched.
+		__be32 daddr = f.ip->daddr;
+		if (bpf_map_lookup_elem(&local_service_vips, &daddr))
+			return steer(skb, &f, WEFT_F_CAPTURE, WEFT_LISTENER_OUTBOUND);
+		return steer_inbound(skb, &f);
+	}
+	// Enrolled source: its own outbound capture (replies of connections the
+	// agent delivered to this pod are found by the established lookup).
+	if (!bypassed(f.ip->daddr)) {
+		int verdict = steer(skb, &f, flags, WEFT_LISTENER_OUTBOUND);
+		if (verdict != WEFT_TCX_NEXT)
+			return verdict;
+	}
+	// Not taken (source draining, destination bypassed, outbound capture
+	// off): plaintext to an enrolled pod is still policed at its inbound.
+	return steer_inbound(skb, &f);
+}
+
+// capture_inbound runs on the node's uplink: traffic from other nodes.
+SEC("tcx/ingress")
+int capture_inbound(struct __sk_buff *skb)
+{
+	struct flow f;
+
+	if (skb->mark & WEFT_MARK_SKIP)
+		return WEFT_TCX_NEXT;
+	if (parse_tcp4(skb, &f) != 0)
+		return WEFT_TCX_NEXT;
+	return steer_inbound(skb, &f);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,11 +1,14 @@
 // Package bpf loads and drives Weft's eBPF traffic capture: tcx ingress
-// programs on enrolled pods' host-side veths (outbound) and on the node's
+// programs on every local pod's host-side veth (outbound) and on the node's
 // uplink (inbound) that hand TCP connections to the node agent's
 // transparent listeners with bpf_sk_assign (HBONE tunnels addressed to an
-// enrolled pod IP go to the agent's HBONE listener). Capture fails closed:
-// while a listener is missing, new connections of enrolled pods are held
-// back (their SYNs dropped and retransmitted by the client) rather than let
-// through unproxied. Enrolment is data in pinned BPF
+// enrolled pod IP go to the agent's HBONE listener). On the veth of a pod
+// that is not enrolled, the outbound program applies the inbound decision
+// instead, so plaintext clients on the same node reach enrolled pods only
+// through the inbound listener (and its policy). Capture fails closed:
+// while a listener is missing, new connections of and to enrolled pods are
+// held back (their SYNs dropped and retransmitted by the client) rather than
+// let through unproxied. Enrolment is data in pinned BPF
 // maps; the programs and links are pinned too, so an agent restart reopens
 // them instead of attaching twice.
 //
@@ -73,7 +76,8 @@ const (
 type Direction string
 
 const (
-	// Outbound: host-side veth of an enrolled pod, packets leaving the pod.
+	// Outbound: host-side veth of a local pod (enrolled or not), packets
+	// leaving the pod.
 	Outbound Direction = "outbound"
 	// Inbound: the node's uplink, packets for enrolled pod IPs.
 	Inbound Direction = "inbound"
@@ -135,9 +139,17 @@ func linkName(dir Direction, ifindex int) string {
 	return string(dir) + "_" + strconv.Itoa(ifindex)
 }
 
-// AttachOutbound attaches capture_outbound to the tcx ingress of the
-// enrolled pod's host-side veth. Idempotent: a link pinned by an earlier run
-// is updated in place to this build's program.
+// AttachOutbound attaches capture_outbound to the tcx ingress of a local
+// pod's host-side veth. Attach it to EVERY local pod's veth, enrolled or
+// not, and keep it attached across Enroll/Drain/Unenroll: on an enrolled
+// veth it captures the pod's outbound connections; on any other veth it
+// applies the inbound decision to the destination, which is how same-node
+// plaintext clients of an enrolled pod are policed (their packets are
+// routed veth to veth and never cross the uplink, so AttachInbound alone
+// would let them reach the pod directly, bypassing PeerAuthentication
+// STRICT and L4 authorization). For packets to non-enrolled destinations it
+// costs one hash lookup. Idempotent: a link pinned by an earlier run is
+// updated in place to this build's program.
 func (c *Capture) AttachOutbound(ifindex int) error {
 	return c.attach(Outbound, c.objs.CaptureOutbound, ifindex)
 }
@@ -240,8 +252,8 @@ func (c *Capture) detach(dir Direction, ifindex int) error {
 
 // Enroll starts capturing a pod: new TCP connections leaving the veth
 // ifindex go to the outbound listener, new connections to podIP arriving on
-// the uplink go to the inbound listener (or, on the HBONE port, to the
-// HBONE listener). ifindex 0 or an invalid podIP skip that direction. Only
+// the uplink or from a non-enrolled local pod's veth go to the inbound
+// listener (or, on the HBONE port, to the HBONE listener). ifindex 0 or an invalid podIP skip that direction. Only
 // IPv4 is captured so far. From now on the pod's new connections depend on
 // the proxy listening (fail closed, see SetProxyPorts).
 func (c *Capture) Enroll(ifindex int, podIP netip.Addr) error {
@@ -365,7 +377,9 @@ func (c *Capture) Counters() (captured, dropped uint64, err error) {
 }
 
 // AddBypass makes destinations in prefix (node-local addresses, for
-// example) never captured by the outbound program.
+// example) never captured by the outbound program for enrolled pods. It does
+// not apply to the inbound decision (traffic to enrolled pod IPs, also from
+// non-enrolled local pods).
 func (c *Capture) AddBypass(prefix netip.Prefix) error {
 	k, err := lpmKey(prefix)
 	if err != nil {

@@ -39,6 +39,7 @@ const (
 	captureMapCounters         = "counters"
 	captureMapEnrolledIfindex  = "enrolled_ifindex"
 	captureMapEnrolledIps      = "enrolled_ips"
+	captureMapLocalServiceVips = "local_service_vips"
 	captureMapProxyListeners   = "proxy_listeners"
 	captureProgCaptureInbound  = "capture_inbound"
 	captureProgCaptureOutbound = "capture_outbound"
@@ -94,11 +95,12 @@ type captureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureMapSpecs struct {
-	Bypass          *ebpf.MapSpec `ebpf:"bypass"`
-	Counters        *ebpf.MapSpec `ebpf:"counters"`
-	EnrolledIfindex *ebpf.MapSpec `ebpf:"enrolled_ifindex"`
-	EnrolledIps     *ebpf.MapSpec `ebpf:"enrolled_ips"`
-	ProxyListeners  *ebpf.MapSpec `ebpf:"proxy_listeners"`
+	Bypass           *ebpf.MapSpec `ebpf:"bypass"`
+	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	EnrolledIfindex  *ebpf.MapSpec `ebpf:"enrolled_ifindex"`
+	EnrolledIps      *ebpf.MapSpec `ebpf:"enrolled_ips"`
+	LocalServiceVips *ebpf.MapSpec `ebpf:"local_service_vips"`
+	ProxyListeners   *ebpf.MapSpec `ebpf:"proxy_listeners"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -127,11 +129,12 @@ func (o *captureObjects) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureMaps struct {
-	Bypass          *ebpf.Map `ebpf:"bypass"`
-	Counters        *ebpf.Map `ebpf:"counters"`
-	EnrolledIfindex *ebpf.Map `ebpf:"enrolled_ifindex"`
-	EnrolledIps     *ebpf.Map `ebpf:"enrolled_ips"`
-	ProxyListeners  *ebpf.Map `ebpf:"proxy_listeners"`
+	Bypass           *ebpf.Map `ebpf:"bypass"`
+	Counters         *ebpf.Map `ebpf:"counters"`
+	EnrolledIfindex  *ebpf.Map `ebpf:"enrolled_ifindex"`
+	EnrolledIps      *ebpf.Map `ebpf:"enrolled_ips"`
+	LocalServiceVips *ebpf.Map `ebpf:"local_service_vips"`
+	ProxyListeners   *ebpf.Map `ebpf:"proxy_listeners"`
 }
 
 func (m *captureMaps) Close() error {
@@ -140,6 +143,7 @@ func (m *captureMaps) Close() error {
 		m.Counters,
 		m.EnrolledIfindex,
 		m.EnrolledIps,
+		m.LocalServiceVips,
 		m.ProxyListeners,
 	)
 }

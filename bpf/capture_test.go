@@ -267,6 +267,17 @@ func expectHeldBack(t *testing.T, nsPath, addr string) {
 	}
 }
 
+// drain discards what got has buffered so far.
+func drain(got <-chan accepted) {
+	for {
+		select {
+		case <-got:
+		default:
+			return
+		}
+	}
+}
+
 // expectNone checks that nothing was accepted on got.
 func expectNone(t *testing.T, got <-chan accepted, who string) {
 	t.Helper()
@@ -312,7 +323,10 @@ func expectAccepted(t *testing.T, got <-chan accepted, local string, remoteIP st
 //
 // The node netns runs the proxy's transparent listeners (15001 "proxy",
 // 15006 "proxy-inbound", 15008 "hbone"); the pod serves 15008 itself too
-// ("pod-hbone"), to show that HBONE tunnels never reach it.
+// ("pod-hbone"), to show that HBONE tunnels never reach it, and an
+// application port 9090 ("pod-app"), to show that a same-node plaintext
+// client (pod2) is policed by the inbound listener instead of reaching it.
+// Port 8080 is served by nobody in the pod (connection refused when direct).
 type topo struct {
 	node, pod, pod2, srv string // netns paths
 	wh1, wh2, wu         int    // ifindexes in node
@@ -321,6 +335,7 @@ type topo struct {
 	outLn, inLn, hbLn    net.Listener // node netns, transparent
 	outGot, inGot, hbGot chan accepted
 	srvGot, podHbGot     chan accepted // srv:80, pod:15008
+	podAppGot            chan accepted // pod:9090
 }
 
 func newTopo(t *testing.T) *topo {
@@ -364,6 +379,8 @@ func newTopo(t *testing.T) *topo {
 	tp.podHbGot = make(chan accepted, 64)
 	serve(t, listen(t, tp.srv, "0.0.0.0:80", false), "server", tp.srvGot)
 	serve(t, listen(t, tp.pod, "0.0.0.0:15008", false), "pod-hbone", tp.podHbGot)
+	tp.podAppGot = make(chan accepted, 64)
+	serve(t, listen(t, tp.pod, "0.0.0.0:9090", false), "pod-app", tp.podAppGot)
 	// The proxy's transparent listeners in the node netns.
 	tp.outGot = make(chan accepted, 16)
 	tp.inGot = make(chan accepted, 16)
@@ -465,6 +482,62 @@ func TestCaptureNetns(t *testing.T) {
 		t.Fatalf("unenrolled pod: answered by %q, want server", who)
 	}
 
+	t.Log("same node: non-enrolled pod2 to the enrolled pod goes to 15006, not the pod")
+	local, who := dial(t, pod2, "10.99.1.2:9090")
+	if who != "proxy-inbound" {
+		t.Fatalf("same-node plaintext client to enrolled pod: answered by %q, want proxy-inbound", who)
+	}
+	expectAccepted(t, inGot, "10.99.1.2:9090", "10.99.2.2")
+	local.echo(t, "same-node") // later packets follow the established socket
+	expectNone(t, tp.podAppGot, "pod-app")
+	t.Log("same node: non-enrolled pod2 to <pod IP>:15008 goes to the node's HBONE listener")
+	if _, who := dial(t, pod2, "10.99.1.2:15008"); who != "hbone" {
+		t.Fatalf("same-node client to enrolled pod's 15008: answered by %q, want hbone", who)
+	}
+	expectAccepted(t, tp.hbGot, "10.99.1.2:15008", "10.99.2.2")
+	expectNone(t, tp.podHbGot, "pod-hbone")
+	t.Log("same node: non-enrolled pod2 to a non-enrolled destination goes direct")
+	drain(tp.srvGot)
+	if _, who := dial(t, pod2, "10.200.0.1:80"); who != "server" {
+		t.Fatalf("non-enrolled pod to non-enrolled destination: answered by %q, want server", who)
+	}
+	expectAccepted(t, tp.srvGot, "10.200.0.1:80", "10.99.2.2")
+	expectNone(t, inGot, "proxy-inbound")
+
+	t.Log("same node: replies of a non-enrolled pod to the agent's transparent dial (from the enrolled pod's IP) reach the agent")
+	pod2Got := make(chan accepted, 4)
+	serve(t, listen(t, pod2, "0.0.0.0:7070", false), "pod2-app", pod2Got)
+	var ac net.Conn
+	inNode("transparent dial from the enrolled pod's IP", func() error {
+		d := net.Dialer{
+			Timeout:   3 * time.Second,
+			LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 99, 1, 2)},
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = errors.Join(
+						unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1),
+						unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(MarkSkip)),
+					)
+				})
+				return errors.Join(err, serr)
+			},
+		}
+		var err error
+		ac, err = d.Dial("tcp4", "10.99.2.2:7070")
+		return err
+	})
+	t.Cleanup(func() { ac.Close() })
+	_ = ac.SetDeadline(time.Now().Add(3 * time.Second))
+	agentSide := &conn{ac, bufio.NewReader(ac)}
+	if who, err := agentSide.r.ReadString('\n'); err != nil || strings.TrimSpace(who) != "pod2-app" {
+		t.Fatalf("agent's transparent dial to pod2: greeting %q, %v, want pod2-app", who, err)
+	}
+	expectAccepted(t, pod2Got, "10.99.2.2:7070", "10.99.1.2")
+	agentSide.echo(t, "reply-path")
+	agentSide.Close()
+	expectNone(t, inGot, "proxy-inbound")
+
 	t.Log("bypass CIDR: not captured")
 	if err := c.AddBypass(netip.MustParsePrefix("10.200.0.0/24")); err != nil {
 		t.Fatal(err)
@@ -532,6 +605,7 @@ func TestCaptureNetns(t *testing.T) {
 		t.Fatalf("enrolment after restart = %#x %v %v, want capture", flags, ok, err)
 	}
 	kept.echo(t, "after-restart")
+	local.echo(t, "after-restart")
 	if _, who := dial(t, pod, "10.200.0.1:80"); who != "proxy" {
 		t.Fatalf("after restart: answered by %q, want proxy", who)
 	}
@@ -547,6 +621,13 @@ func TestCaptureNetns(t *testing.T) {
 	}
 	kept.echo(t, "still-draining")
 	kept.Close()
+	local.echo(t, "while-draining") // same-node inbound connection too
+	if _, who := dial(t, pod2, "10.99.1.2:9090"); who != "pod-app" {
+		t.Fatalf("same-node client to draining pod: new connection answered by %q, want pod-app", who)
+	}
+	expectAccepted(t, tp.podAppGot, "10.99.1.2:9090", "10.99.2.2")
+	local.echo(t, "still-draining")
+	local.Close()
 
 	t.Log("unenrol: nothing captured")
 	if err := c.Unenroll(wh1, podIP); err != nil {
@@ -561,6 +642,12 @@ func TestCaptureNetns(t *testing.T) {
 	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "pod-hbone" {
 		t.Fatalf("inbound 15008 to unenrolled pod: answered by %q, want pod-hbone (normal delivery)", who)
 	}
+	<-tp.podHbGot
+	if _, who := dial(t, pod2, "10.99.1.2:9090"); who != "pod-app" {
+		t.Fatalf("same-node client to unenrolled pod: answered by %q, want pod-app (direct)", who)
+	}
+	expectAccepted(t, tp.podAppGot, "10.99.1.2:9090", "10.99.2.2")
+	expectNone(t, inGot, "proxy-inbound")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if cc, err := netns.Dial(ctx, srv, "10.99.1.2:8080"); !errors.Is(err, syscall.ECONNREFUSED) {
@@ -773,8 +860,15 @@ func TestCaptureFailClosedNetns(t *testing.T) {
 	t.Log("inbound plaintext listener down: held back, not delivered to the pod")
 	tp.inLn.Close()
 	expectHeldBack(t, tp.srv, "10.99.1.2:8080") // fail open would be "connection refused"
+	t.Log("inbound plaintext listener down: same-node client held back, not delivered to the pod")
+	expectHeldBack(t, tp.pod2, "10.99.1.2:9090") // fail open would be "pod-app"
+	expectNone(t, tp.podAppGot, "pod-app")
 	retry(tp.srv, "10.99.1.2:8080", "proxy-inbound", tp.listenInbound)
 	expectAccepted(t, tp.inGot, "10.99.1.2:8080", "10.99.9.2")
+	tp.inLn.Close()
+	retry(tp.pod2, "10.99.1.2:9090", "proxy-inbound", tp.listenInbound)
+	expectAccepted(t, tp.inGot, "10.99.1.2:9090", "10.99.2.2")
+	expectNone(t, tp.podAppGot, "pod-app")
 
 	t.Log("HBONE listener down: held back, not delivered to the pod")
 	tp.hbLn.Close()
@@ -788,10 +882,10 @@ func TestCaptureFailClosedNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// At least: 4 held-back dials and 3 first SYNs of the retries dropped;
-	// 3 retries captured.
-	if dropped-dropped0 < 7 || captured-captured0 < 3 {
-		t.Fatalf("counters: captured +%d dropped +%d, want >= 3 and >= 7", captured-captured0, dropped-dropped0)
+	// At least: 5 held-back dials and 4 first SYNs of the retries dropped;
+	// 4 retries captured.
+	if dropped-dropped0 < 9 || captured-captured0 < 4 {
+		t.Fatalf("counters: captured +%d dropped +%d, want >= 4 and >= 9", captured-captured0, dropped-dropped0)
 	}
 	t.Logf("counters: captured %d dropped %d", captured, dropped)
 
@@ -807,4 +901,8 @@ func TestCaptureFailClosedNetns(t *testing.T) {
 	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
 		t.Fatalf("unenrolled pod: answered by %q, want server", who)
 	}
+	if _, who := dial(t, tp.pod2, "10.99.1.2:9090"); who != "pod-app" {
+		t.Fatalf("same-node client to unenrolled pod: answered by %q, want pod-app", who)
+	}
+	expectAccepted(t, tp.podAppGot, "10.99.1.2:9090", "10.99.2.2")
 }

@@ -30,6 +30,7 @@ func TestNotrackKeepsServiceVIP(t *testing.T) {
 		return errors.Join(
 			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
 			c.AttachOutbound(tp.wh1),
+			c.AttachOutbound(tp.wh2),
 			DefaultPolicyRouting().Install(),
 			DefaultNotrack().Install(),
 			DefaultNotrack().Install(), // idempotent: replaces the table
@@ -58,6 +59,26 @@ func TestNotrackKeepsServiceVIP(t *testing.T) {
 	}
 	expectAccepted(t, tp.outGot, vip, podIP.String())
 	kept.echo(t, "through the proxy, VIP intact")
+
+	// A same-node client outside the mesh (pod2, attached, not enrolled)
+	// reaches the VIP through kube-proxy unless the VIP has a local
+	// enrolled endpoint: then the outbound listener gets it, VIP intact.
+	if _, who := dial(t, tp.pod2, vip); who != "server" {
+		t.Fatalf("non-enrolled client, VIP not local: answered by %q, want server", who)
+	}
+	if err := c.SetLocalServiceVIPs(map[netip.Addr]bool{netip.MustParseAddr("10.96.0.77"): true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, tp.pod2, vip); who != "proxy" {
+		t.Fatalf("non-enrolled client, VIP with a local enrolled endpoint: answered by %q, want proxy", who)
+	}
+	expectAccepted(t, tp.outGot, vip, "10.99.2.2")
+	if err := c.SetLocalServiceVIPs(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, who := dial(t, tp.pod2, vip); who != "server" {
+		t.Fatalf("VIP removed from the map: answered by %q, want server", who)
+	}
 
 	// Remove is idempotent and really removes: the DNAT wins again for
 	// new connections (the capture now breaks them, which is the point).

@@ -80,3 +80,10 @@ func nodeNamespaces(cluster string, n int) []string {
 	}
 	return out
 }
+
+// FabricNetns is the network namespace of the bridge that connects the
+// nodes: where a packet capture sees all traffic between nodes.
+func (c *Cluster) FabricNetns() string { return fabricNS(c.Config.Name) }
+
+// NodeNetns is node i's (host) network namespace.
+func (c *Cluster) NodeNetns(i int) string { return nodeNS(c.Config.Name, i) }

@@ -36,34 +36,41 @@ func (p *InboundPlaintext) Close() error {
 }
 
 func (p *InboundPlaintext) handle(c net.Conn) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	f := p.OriginalDst
 	if f == nil {
 		f = LocalAddrOriginalDst
 	}
 	dst := f(c)
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	src := addrPort(c.RemoteAddr())
-	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst, Start: time.Now()}
-	defer func() { finish(p.Metrics, p.AccessLog, rec) }()
-	if sw := p.Store.Snapshot().WorkloadByIP(src.Addr()); sw != nil {
+	p.servePlaintext(c, addrPort(c.RemoteAddr()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), "")
+}
+
+// servePlaintext delivers a plaintext connection from src to the enrolled
+// local pod at dst after the policy check with no identity (so STRICT
+// refuses it). service names the Service the client addressed, if any.
+func (e *Env) servePlaintext(c net.Conn, src, dst netip.AddrPort, service string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst,
+		Service: service, Start: time.Now()}
+	defer func() { finish(e.Metrics, e.AccessLog, rec) }()
+	snap := e.Store.Snapshot()
+	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
 		info := workloadInfo(sw)
 		info.Principal = "" // not authenticated
 		rec.Source = info
 	}
-	w := p.localWorkload(p.Store.Snapshot(), dst.Addr())
+	w := e.localWorkload(snap, dst.Addr())
 	if w == nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), p.NodeName)
+		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), e.NodeName)
 		reset(c)
 		return
 	}
 	rec.Dest = workloadInfo(w)
-	up, _, err := p.admit(ctx, rec, w, src.Addr(), dst, spiffeid.ID{})
+	up, _, err := e.admit(ctx, rec, w, src.Addr(), dst, spiffeid.ID{})
 	if err != nil {
 		reset(c)
 		return
 	}
-	p.Metrics.open(rec)
+	e.Metrics.open(rec)
 	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), up)
 }

@@ -129,12 +129,11 @@ func (o *Outbound) handle(c net.Conn) {
 	src := addrPort(c.RemoteAddr())
 	snap := o.Store.Snapshot()
 	srcW := o.localWorkload(snap, src.Addr())
+	dst := o.originalDst(c)
 	if srcW == nil {
-		o.log().Debug("outbound connection from an address that is not an enrolled workload on this node; closing", "src", src, "node", o.NodeName)
-		reset(c)
+		o.plaintextClient(ctx, c, snap, src, dst)
 		return
 	}
-	dst := o.originalDst(c)
 	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Source: workloadInfo(srcW), Start: time.Now()}
 	defer func() { finish(o.Metrics, o.AccessLog, rec) }()
 
@@ -216,6 +215,46 @@ func (o *Outbound) handle(c net.Conn) {
 
 // passthrough sends a connection to a destination outside the mesh as plain
 // TCP, marked so capture does not take it again.
+// plaintextClient handles a client on this node that is not enrolled.
+// Capture sends it here only for a Service VIP with an enrolled endpoint on
+// this node (kube-proxy would DNAT it after tc, out of the inbound capture's
+// sight): the agent picks the endpoint itself, polices a local enrolled one
+// as inbound plaintext and passes anything else through unchanged.
+func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config.Snapshot, src, dst netip.AddrPort) {
+	svc := snap.ServiceByVIP(dst)
+	if svc == nil {
+		o.log().Debug("outbound connection from an address that is not an enrolled workload on this node; closing", "src", src, "dst", dst, "node", o.NodeName)
+		reset(c)
+		return
+	}
+	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Service: svc.Proto.GetHostname(), Start: time.Now()}
+	w, port, err := o.Store.PickEndpoint(svc, dst.Port())
+	var ip netip.Addr
+	if err == nil {
+		var ok bool
+		if ip, ok = pickAddr(w, dst.Addr()); !ok {
+			err = fmt.Errorf("endpoint %s has no address", w.Name)
+		}
+	}
+	if err != nil {
+		rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err), SecurityNone
+		finish(o.Metrics, o.AccessLog, rec)
+		reset(c)
+		return
+	}
+	target := netip.AddrPortFrom(ip, port)
+	if o.localWorkload(snap, ip) != nil {
+		o.servePlaintext(c, src, target, rec.Service)
+		return
+	}
+	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
+		rec.Source = workloadInfo(sw)
+	}
+	rec.Dst = target
+	defer func() { finish(o.Metrics, o.AccessLog, rec) }()
+	o.passthrough(ctx, c, rec, w, target)
+}
+
 func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord, dstW *config.Workload, target netip.AddrPort) {
 	rec.Direction, rec.Security = "passthrough", SecurityNone
 	rec.Dest = workloadInfo(dstW)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -406,4 +407,60 @@ func TestBaggageRoundTrip(t *testing.T) {
 func m0(t *testing.T) *config.Workload {
 	s := newStore(t, []pod{podA}, vip, 80)
 	return s.WorkloadByIP(netip.MustParseAddr(podA.ip))
+}
+
+func TestOpenConnectionsListed(t *testing.T) {
+	m := newMesh(t)
+	c := m.fromA(t, m.echoB.addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("echo = %q, %v", buf, err)
+	}
+	b := netip.MustParseAddr(podB.ip)
+	eventually(t, "both ends list the open connection", func() bool {
+		return m.a.env.Metrics.OpenFor(b) == 1 && m.b.env.Metrics.OpenFor(b) == 1
+	})
+	conns := m.b.env.Metrics.Connections()
+	if len(conns) != 1 || conns[0].Direction != "inbound" || conns[0].SourcePrincipal != "spiffe://cluster.local/ns/default/sa/a" ||
+		conns[0].Dst != m.echoB.addr || conns[0].Security != SecurityMutualTLS {
+		t.Fatalf("node-b connections = %+v", conns)
+	}
+	if n := m.a.env.Metrics.OpenFor(netip.MustParseAddr(podE.ip)); n != 0 {
+		t.Errorf("connections for an unrelated pod = %d", n)
+	}
+	c.Close()
+	eventually(t, "closed connections leave the list", func() bool {
+		return len(m.a.env.Metrics.Connections()) == 0 && len(m.b.env.Metrics.Connections()) == 0
+	})
+}
+
+// A client outside the mesh on node-b reaches service echo (VIP) whose
+// endpoint B is enrolled on node-b: capture hands it to node-b's outbound
+// listener, which must police it as inbound plaintext.
+func TestPlaintextClientToLocalServiceEndpoint(t *testing.T) {
+	m := newMesh(t)
+	viaVIP := func() (string, error) {
+		return roundTrip(m.dsts.connect(t, m.b.outLn.Addr(), "127.0.0.9", ap(vip, 80)), "plain via vip")
+	}
+	if got, err := viaVIP(); err != nil || got != "plain via vip" {
+		t.Fatalf("permissive: echo = %q, %v", got, err)
+	}
+	if srcs := m.echoB.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr("127.0.0.9") {
+		t.Fatalf("destination saw %v, want the client 127.0.0.9", srcs)
+	}
+	eventually(t, "counted as inbound plaintext for the service", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination",
+			"connection_security_policy": "none", "destination_workload": "b", "destination_service": svcHost}) == 1
+	})
+	setPolicies(m.b.policy, strictPolicy("b"))
+	if got, err := viaVIP(); err == nil && got != "" {
+		t.Fatalf("strict: plaintext via the VIP echoed %q", got)
+	}
+	if n := len(m.echoB.sources()); n != 1 {
+		t.Fatalf("strict: destination saw %d connections, want still 1", n)
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,10 +37,62 @@ var metricLabels = []string{
 	"destination_service", "connection_security_policy", "response_flags",
 }
 
-// Metrics are the node agent's L4 metrics with Istio's names and labels.
+// Metrics are the node agent's L4 metrics with Istio's names and labels,
+// and the registry of open connections behind the admin /connections page.
 // A nil *Metrics records nothing.
 type Metrics struct {
 	opened, closed, sent, received *prometheus.CounterVec
+	// active maps *connRecord to the Connection captured when it opened
+	// (immutable, so readers never race with the proxying goroutine).
+	active sync.Map
+}
+
+// Connection is one open proxied connection as the admin endpoint shows it.
+type Connection struct {
+	Direction            string         `json:"direction"`
+	Src                  netip.AddrPort `json:"src"`
+	Dst                  netip.AddrPort `json:"dst"`
+	SourceWorkload       string         `json:"sourceWorkload,omitempty"`
+	SourceNamespace      string         `json:"sourceNamespace,omitempty"`
+	SourcePrincipal      string         `json:"sourcePrincipal,omitempty"`
+	DestinationWorkload  string         `json:"destinationWorkload,omitempty"`
+	DestinationPrincipal string         `json:"destinationPrincipal,omitempty"`
+	Service              string         `json:"service,omitempty"`
+	Security             string         `json:"security"`
+	Tunnel               string         `json:"tunnel,omitempty"`
+	Start                time.Time      `json:"start"`
+}
+
+// Connections lists the open connections, oldest first.
+func (m *Metrics) Connections() []Connection {
+	if m == nil {
+		return nil
+	}
+	var out []Connection
+	m.active.Range(func(_, v any) bool {
+		out = append(out, v.(Connection))
+		return true
+	})
+	slices.SortFunc(out, func(a, b Connection) int { return a.Start.Compare(b.Start) })
+	return out
+}
+
+// OpenFor counts open connections with ip at either end: the node agent
+// waits for it to reach zero before it stops steering a drained pod.
+func (m *Metrics) OpenFor(ip netip.Addr) int {
+	if m == nil {
+		return 0
+	}
+	ip = ip.Unmap()
+	n := 0
+	m.active.Range(func(_, v any) bool {
+		c := v.(Connection)
+		if c.Src.Addr().Unmap() == ip || c.Dst.Addr().Unmap() == ip {
+			n++
+		}
+		return true
+	})
+	return n
 }
 
 // NewMetrics registers the istio_tcp_* counters on reg.
@@ -202,6 +256,12 @@ func (m *Metrics) open(r *connRecord) {
 		r.Flags = FlagNone
 	}
 	m.opened.With(r.labels()).Inc()
+	m.active.Store(r, Connection{
+		Direction: r.Direction, Src: r.Src, Dst: r.Dst,
+		SourceWorkload: r.Source.Workload, SourceNamespace: r.Source.Namespace, SourcePrincipal: r.Source.Principal,
+		DestinationWorkload: r.Dest.Workload, DestinationPrincipal: r.Dest.Principal,
+		Service: r.Service, Security: r.Security, Tunnel: r.Tunnel, Start: r.Start,
+	})
 }
 
 // finish counts the close and bytes and writes the access-log line.
@@ -211,6 +271,7 @@ func finish(m *Metrics, log *slog.Logger, r *connRecord) {
 	}
 	if m != nil {
 		m.open(r)
+		m.active.Delete(r)
 		l := r.labels()
 		m.closed.With(l).Inc()
 		m.sent.With(l).Add(float64(r.SentBytes))

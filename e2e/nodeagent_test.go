@@ -1,0 +1,495 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodeAgent is issue #4's proof on a real cluster: the node agent
+// installed with Helm, Bookinfo enrolled by a namespace label without pod
+// restarts, only TLS between nodes, L4 policy and PeerAuthentication
+// enforced at the destination, unlabelling, and the agent and the control
+// plane going away.
+func TestNodeAgent(t *testing.T) {
+	e := startCluster(t, "e2ena", 2, 3)
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		msg := "tcpdump not in PATH (apt-get install tcpdump): the fabric capture needs it"
+		if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	root := repoRoot()
+	e.installControlPlane(t)
+	e.installNodeAgent(t)
+
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")
+
+	// Plaintext clients outside the mesh, one on productpage's node and one
+	// on the other node; the mesh's own curl on the other node, so that its
+	// traffic to productpage crosses the fabric.
+	ppNode := e.podNode(t, "default", "app=productpage")
+	other := "node-0"
+	if ppNode == other {
+		other = "node-1"
+	}
+	e.applyYAML(t, fmt.Sprintf(outsideClients, ppNode, other))
+	e.mustKubectl(t, "patch", "deployment", "curl", "-p",
+		fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeName":%q}}}}`, other))
+	e.mustKubectl(t, "rollout", "status", "deployment/curl", "--timeout=120s")
+	e.mustKubectl(t, "-n", "outside", "wait", "--for=condition=Ready", "pod", "--all", "--timeout=120s")
+	pods := e.mustKubectl(t, "get", "pods", "-A", "-o", "wide")
+	t.Logf("pods:\n%s", pods)
+
+	const page = "http://productpage:9080/productpage"
+	const pageFQDN = "http://productpage.default.svc.cluster.local:9080/productpage"
+
+	t.Run("before enrolment traffic between nodes is plaintext", func(t *testing.T) {
+		dump := e.captureFabric(t, func() {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+				t.Fatalf("productpage: HTTP %s", code)
+			}
+		})
+		if !strings.Contains(dump, "GET /productpage") {
+			t.Fatalf("the capture should show the plaintext request; got %d bytes:\n%s", len(dump), tail(dump, 40))
+		}
+	})
+
+	start := time.Now()
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
+	eventually(t, "every Bookinfo pod enrolled by its node agent", 60*time.Second, func() error {
+		n := 0
+		for _, node := range []string{"node-0", "node-1"} {
+			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
+			if err != nil {
+				return err
+			}
+			n += int(v)
+		}
+		if n != 7 { // 6 Bookinfo pods and curl
+			return fmt.Errorf("%d pods enrolled, want 7", n)
+		}
+		return nil
+	})
+	t.Logf("namespace labelled -> all 7 pods enrolled in %s (no pod restarted)", time.Since(start).Round(100*time.Millisecond))
+
+	t.Run("after enrolment only TLS crosses the fabric and the destination sees the client's identity", func(t *testing.T) {
+		var body string
+		dump := e.captureFabric(t, func() {
+			for range 5 {
+				body = e.mustKubectl(t, "exec", "deploy/curl", "--", "curl", "-sS", "-m", "10", page)
+			}
+		})
+		if !strings.Contains(body, "Book Reviews") || !strings.Contains(body, "Book Details") {
+			t.Fatalf("productpage through the mesh lacks details or reviews:\n%s", tail(body, 20))
+		}
+		// Connections opened before the label (HTTP keep-alive between
+		// Bookinfo services) stay direct until they close, as in Istio
+		// ambient; every connection opened since must be a tunnel.
+		flows := parseCapture(dump)
+		tunnels := 0
+		for f, st := range flows {
+			switch {
+			case st.syn && !f.hasPort(15008):
+				t.Errorf("new connection %s on the fabric is not HBONE", f)
+			case st.syn:
+				tunnels++
+			}
+			if st.plaintext && st.syn {
+				t.Errorf("plaintext HTTP on new connection %s:\n%s", f, st.sample)
+			}
+		}
+		if tunnels == 0 {
+			t.Fatalf("no new HBONE (port 15008) connection on the fabric:\n%s", tail(dump, 40))
+		}
+		t.Logf("fabric after enrolment: %d new connections, all HBONE; %d flows in total", tunnels, len(flows))
+		metrics, err := e.agentMetrics(ppNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := regexp.MustCompile(`istio_tcp_connections_opened_total\{[^}]*destination_workload="productpage-v1"[^}]*reporter="destination"[^}]*source_principal="spiffe://cluster.local/ns/default/sa/curl"`)
+		if !want.MatchString(metrics) {
+			t.Fatalf("destination metrics on %s lack curl's SPIFFE principal:\n%s", ppNode, grepLines(metrics, "istio_tcp_connections_opened_total"))
+		}
+		if !strings.Contains(metrics, `connection_security_policy="mutual_tls"`) {
+			t.Fatal("no mutual_tls connection counted")
+		}
+	})
+
+	t.Run("AuthorizationPolicy DENY blocks one service account, others pass", func(t *testing.T) {
+		e.applyYAML(t, policyYAML("deny-curl", "DENY", "cluster.local/ns/default/sa/curl"))
+		t.Cleanup(func() { e.kubectl("delete", "authorizationpolicy", "deny-curl", "--ignore-not-found") })
+		eventually(t, "curl denied", 30*time.Second, func() error {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "000" {
+				return fmt.Errorf("curl got HTTP %s", code)
+			}
+			return nil
+		})
+		if code := e.httpCode(t, "default", "deploy/ratings-v1", page); code != "200" {
+			t.Fatalf("ratings (not denied) got HTTP %s", code)
+		}
+	})
+
+	t.Run("AuthorizationPolicy ALLOW admits only the named principals", func(t *testing.T) {
+		e.applyYAML(t, policyYAML("allow-curl", "ALLOW", "cluster.local/ns/default/sa/curl"))
+		t.Cleanup(func() { e.kubectl("delete", "authorizationpolicy", "allow-curl", "--ignore-not-found") })
+		eventually(t, "ratings refused, curl admitted", 30*time.Second, func() error {
+			if code := e.httpCode(t, "default", "deploy/ratings-v1", page); code != "000" {
+				return fmt.Errorf("ratings (not listed) got HTTP %s", code)
+			}
+			return nil
+		})
+		if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+			t.Fatalf("curl (listed) got HTTP %s", code)
+		}
+	})
+
+	t.Run("PeerAuthentication STRICT refuses plaintext from outside the mesh, PERMISSIVE admits it", func(t *testing.T) {
+		for _, client := range []string{"near", "far"} {
+			if code := e.httpCode(t, "outside", client, pageFQDN); code != "200" {
+				t.Fatalf("PERMISSIVE (default): plaintext client %s got HTTP %s", client, code)
+			}
+		}
+		e.applyYAML(t, strictYAML)
+		t.Cleanup(func() { e.kubectl("delete", "peerauthentication", "default", "--ignore-not-found") })
+		eventually(t, "plaintext refused", 30*time.Second, func() error {
+			for _, client := range []string{"near", "far"} {
+				if code := e.httpCode(t, "outside", client, pageFQDN); code != "000" {
+					return fmt.Errorf("STRICT: plaintext client %s got HTTP %s", client, code)
+				}
+			}
+			return nil
+		})
+		if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+			t.Fatalf("STRICT: mesh client got HTTP %s", code)
+		}
+		e.mustKubectl(t, "delete", "peerauthentication", "default")
+		eventually(t, "plaintext admitted again", 30*time.Second, func() error {
+			if code := e.httpCode(t, "outside", "far", pageFQDN); code != "200" {
+				return fmt.Errorf("PERMISSIVE again: HTTP %s", code)
+			}
+			return nil
+		})
+	})
+
+	t.Run("control plane gone: known workloads keep working", func(t *testing.T) {
+		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=0")
+		t.Cleanup(func() { e.kubectl("-n", controlNS, "scale", "deployment/weft-control", "--replicas=2") })
+		eventually(t, "control plane pods gone", 60*time.Second, func() error {
+			out, err := e.kubectl("-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-control", "-o", "name")
+			if err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("still there: %q %v", out, err)
+			}
+			return nil
+		})
+		for range 3 {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+				t.Fatalf("with the control plane down: HTTP %s", code)
+			}
+		}
+		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=2")
+		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
+	})
+
+	t.Run("node agent restart: new connections wait for it instead of bypassing the mesh", func(t *testing.T) {
+		agent := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
+			"--field-selector", "spec.nodeName="+other, "-o", "jsonpath={.items[0].metadata.name}"))
+		deleted := time.Now()
+		e.mustKubectl(t, "-n", controlNS, "delete", "pod", agent, "--wait=false")
+		// A client started during the restart: its SYNs are dropped (not
+		// refused) until the new agent listens, so it is served late, never
+		// in plaintext and never with an error.
+		var firstOK time.Duration
+		eventually(t, "a request from curl succeeds across the restart", 90*time.Second, func() error {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+				return fmt.Errorf("HTTP %s", code)
+			}
+			firstOK = time.Since(deleted)
+			return nil
+		})
+		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
+		t.Logf("agent on %s deleted; first successful request %s later; daemonset ready again after %s",
+			other, firstOK.Round(100*time.Millisecond), time.Since(deleted).Round(100*time.Millisecond))
+		dump := e.captureFabric(t, func() {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+				t.Fatalf("after the restart: HTTP %s", code)
+			}
+		})
+		if strings.Contains(dump, "GET /productpage") {
+			t.Fatal("plaintext on the fabric after the agent restart: enrolment was lost")
+		}
+	})
+
+	t.Run("removing the label returns traffic to direct without breaking new connections", func(t *testing.T) {
+		e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode-")
+		eventually(t, "plaintext again on the fabric", 60*time.Second, func() error {
+			dump := e.captureFabric(t, func() {
+				if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+					t.Errorf("while unenrolling: HTTP %s", code)
+				}
+			})
+			if !strings.Contains(dump, "GET /productpage") {
+				return fmt.Errorf("still tunnelled")
+			}
+			return nil
+		})
+		for range 5 {
+			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+				t.Fatalf("after unenrolment: HTTP %s", code)
+			}
+		}
+	})
+}
+
+const outsideClients = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: outside
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: near
+  namespace: outside
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: curl
+    image: curlimages/curl
+    command: ["/bin/sleep", "infinity"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: far
+  namespace: outside
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: curl
+    image: curlimages/curl
+    command: ["/bin/sleep", "infinity"]
+`
+
+const strictYAML = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: default
+spec:
+  mtls:
+    mode: STRICT
+`
+
+func policyYAML(name, action, principal string) string {
+	return fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: %s
+  namespace: default
+spec:
+  selector:
+    matchLabels: {app: productpage}
+  action: %s
+  rules:
+  - from:
+    - source:
+        principals: [%q]
+`, name, action, principal)
+}
+
+// installNodeAgent installs charts/node-agent with helm and waits for the
+// DaemonSet.
+func (e *env) installNodeAgent(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	e.mustRun(t, "helm", "install", "weft-node-agent", filepath.Join(repoRoot(), "charts/node-agent"), "-n", controlNS)
+	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
+	t.Logf("node agents installed and ready in %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+func (e *env) applyYAML(t *testing.T, doc string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "obj.yaml")
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.mustKubectl(t, "apply", "-f", f)
+}
+
+func (e *env) podNode(t *testing.T, ns, selector string) string {
+	t.Helper()
+	return strings.TrimSpace(e.mustKubectl(t, "-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].spec.nodeName}"))
+}
+
+// httpCode runs curl in a pod and returns the HTTP status, "000" when the
+// connection failed (refused, reset, timed out).
+func (e *env) httpCode(t *testing.T, ns, target, url string) string {
+	t.Helper()
+	out, _ := e.kubectl("-n", ns, "exec", target, "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url)
+	if out == "" {
+		return "000"
+	}
+	return out
+}
+
+// captureFabric records the TCP payloads crossing the bridge between the
+// nodes while fn runs (tcpdump -A: ASCII, so plaintext HTTP is visible).
+func (e *env) captureFabric(t *testing.T, fn func()) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command("ip", "netns", "exec", e.c.FabricNetns(), "tcpdump", "-i", "br0", "-nn", "-A", "-s", "0", "-U", "-l",
+		"tcp and not port 6443 and not port 10250")
+	cmd.Stdout = &out
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until tcpdump listens: it says so on stderr.
+	listening := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stderr)
+		once := false
+		for s.Scan() {
+			if !once && strings.Contains(s.Text(), "listening on") {
+				close(listening)
+				once = true
+			}
+		}
+		if !once {
+			close(listening)
+		}
+	}()
+	select {
+	case <-listening:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("tcpdump did not start")
+	}
+	fn()
+	time.Sleep(300 * time.Millisecond) // let the last packets arrive
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	return out.String()
+}
+
+// agentMetrics fetches a node agent's /metrics (port 15020 on the node's
+// address, reached from inside the cluster network).
+func (e *env) agentMetrics(node string) (string, error) {
+	ip, err := e.kubectl("get", "node", node, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	if err != nil {
+		return "", err
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
+	resp, err := client.Get("http://" + strings.TrimSpace(ip) + ":15020/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func (e *env) agentMetric(node, name string) (float64, error) {
+	m, err := e.agentMetrics(node)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(m, "\n") {
+		var v float64
+		if strings.HasPrefix(line, name+" ") {
+			_, err := fmt.Sscanf(line[len(name)+1:], "%g", &v)
+			return v, err
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", node, name)
+}
+
+// flow is a TCP connection seen on the fabric, endpoints sorted.
+type flow struct{ a, b string }
+
+func (f flow) String() string { return f.a + " <-> " + f.b }
+
+func (f flow) hasPort(p int) bool {
+	suffix := fmt.Sprintf(".%d", p)
+	return strings.HasSuffix(f.a, suffix) || strings.HasSuffix(f.b, suffix)
+}
+
+type flowState struct {
+	syn       bool // the capture saw its opening SYN
+	plaintext bool // an HTTP request or response line in a payload
+	sample    string
+}
+
+var (
+	tcpdumpHeader = regexp.MustCompile(`^\S+ IP (\S+) > (\S+): Flags \[([^\]]*)\]`)
+	httpLine      = regexp.MustCompile(`(GET|POST|PUT|DELETE|HEAD) /\S* HTTP/1\.[01]|HTTP/1\.[01] [1-5][0-9][0-9] `)
+)
+
+// parseCapture groups `tcpdump -nn -A` output into flows: which ones
+// started during the capture and which carried plaintext HTTP.
+func parseCapture(dump string) map[flow]*flowState {
+	flows := map[flow]*flowState{}
+	var cur *flowState
+	for _, line := range strings.Split(dump, "\n") {
+		if m := tcpdumpHeader.FindStringSubmatch(line); m != nil {
+			a, b := m[1], strings.TrimSuffix(m[2], ":")
+			if a > b {
+				a, b = b, a
+			}
+			f := flow{a, b}
+			if flows[f] == nil {
+				flows[f] = &flowState{}
+			}
+			cur = flows[f]
+			if m[3] == "S" {
+				cur.syn = true
+			}
+			continue
+		}
+		if cur != nil && httpLine.MatchString(line) {
+			cur.plaintext = true
+			if cur.sample == "" {
+				cur.sample = line
+			}
+		}
+	}
+	return flows
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,379 @@
+// Package agent wires the node agent: eBPF capture and enrolment, the CNI
+// socket, the xDS subscription, workload certificates, the tunnel proxy and
+// the admin, readiness and metrics endpoints. Each part lives in its own
+// package; this one only connects them and owns their lifecycle.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/node-agent/cni"
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/identity"
+	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/node-agent/proxy"
+	"github.com/weft-mesh/weft/pkg/xdsclient"
+)
+
+// Config is the agent's command line.
+type Config struct {
+	NodeName       string
+	ControlAddress string // host:port of weft-control's xDS/CA (TLS)
+	CARootCert     string // PEM trust anchors for the control plane's certificate
+	TokenFile      string // projected service-account token, audience weft-ca
+	BPFDir         string // pin directory on a bpffs
+	CNIBinDir      string // node's CNI plugin dir, as mounted in the agent
+	CNIConfDir     string // node's CNI config dir, as mounted in the agent
+	CNIPlugin      string // weft-cni binary to install; "" = next to this executable
+	RunDir         string // CNI socket and spool; the same path on the node
+	Uplink         string // "" = the default-route interface
+
+	OutboundPort, InboundPort, HBONEPort uint16
+	MetricsAddress                       string // /metrics
+	ReadinessAddress                     string // /healthz/ready, /healthz/live
+	AdminAddress                         string // /config_dump, /connections
+
+	DrainTimeout time.Duration
+	Log          *slog.Logger
+	AccessLog    io.Writer // one JSON line per connection; nil = none
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name (or NODE_NAME) is required"))
+	}
+	for flag, v := range map[string]string{"--control-address": c.ControlAddress, "--ca-root-cert": c.CARootCert,
+		"--token-file": c.TokenFile, "--bpf-dir": c.BPFDir, "--cni-bin-dir": c.CNIBinDir, "--cni-conf-dir": c.CNIConfDir, "--run-dir": c.RunDir} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", flag))
+		}
+	}
+	if c.OutboundPort == 0 || c.InboundPort == 0 || c.HBONEPort == 0 {
+		errs = append(errs, errors.New("proxy ports must be non-zero"))
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) socket() string   { return filepath.Join(c.RunDir, "cni.sock") }
+func (c *Config) spoolDir() string { return filepath.Join(c.RunDir, "cni-spool") }
+
+// Run runs the agent until ctx ends. On the way out it closes its
+// listeners but leaves enrolment pinned: new connections of enrolled pods
+// wait (their SYNs are dropped and retransmitted) until the next agent
+// starts, instead of bypassing the mesh.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log := cfg.Log
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var ready readiness
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+
+	conn, err := dialControl(cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	store := config.NewStore(config.Options{Logger: log})
+	xds := xdsclient.New(xdsclient.Config{
+		Conn:  conn,
+		Node:  &core.Node{Id: "node-agent~" + cfg.NodeName, Cluster: "weft-node-agent"},
+		Types: config.Types(),
+		Log:   log,
+	}, store.Handle)
+	ids, err := identity.NewManager(identity.Options{
+		Client: cav1.NewCertificateServiceClient(conn),
+		Tokens: identity.FileTokenSource(cfg.TokenFile),
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	capture, err := setupCapture(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer capture.Close()
+
+	engine := &policy.Engine{}
+	var accessLog *slog.Logger
+	if cfg.AccessLog != nil {
+		accessLog = slog.New(slog.NewJSONHandler(cfg.AccessLog, nil))
+	}
+	env := &proxy.Env{Store: store, Policy: engine, Identities: ids, NodeName: cfg.NodeName,
+		Metrics: metrics, AccessLog: accessLog, Logger: log}
+	inbound := &proxy.Inbound{Env: env}
+	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.HBONEPort, Local: inbound}
+	plaintext := &proxy.InboundPlaintext{Env: env}
+	defer outbound.Close()
+	defer inbound.Close()
+	defer plaintext.Close()
+	for _, l := range []struct {
+		port  uint16
+		serve func(net.Listener) error
+	}{{cfg.OutboundPort, outbound.Serve}, {cfg.InboundPort, plaintext.Serve}, {cfg.HBONEPort, inbound.Serve}} {
+		ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.port))))
+		if err != nil {
+			return err
+		}
+		go l.serve(ln)
+	}
+	// Only now may the programs steer to the listeners.
+	if err := capture.SetProxyPorts(cfg.OutboundPort, cfg.InboundPort, cfg.HBONEPort); err != nil {
+		return err
+	}
+
+	enroller := &Enroller{Capture: capture, Resolve: ResolveVeth, OpenConns: metrics.OpenFor,
+		DrainTimeout: cfg.DrainTimeout, Log: log}
+	if err := enroller.Recover(); err != nil {
+		log.Warn("recovering enrolment from pinned maps", "err", err)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_node_agent_enrolled_pods", Help: "Pods whose traffic this node agent captures.",
+	}, func() float64 { return float64(len(enroller.Enrolled())) }))
+
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	srv := cni.NewServer(cfg.socket(), cniHandler(enroller, poke, log))
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer srv.Close()
+	go srv.DrainLoop(ctx, cfg.spoolDir(), 2*time.Second, func(err error) { log.Warn("replaying spooled CNI events", "err", err) })
+
+	install, err := cniInstallOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := cni.Install(install); err != nil {
+		return fmt.Errorf("install weft-cni: %w", err)
+	}
+	go cni.Watch(ctx, install)
+
+	go xds.Run(ctx)
+	go ids.Run(ctx)
+
+	admin := &admin{store: store, ids: ids, xds: xds, enroller: enroller, metrics: metrics, ready: &ready}
+	for _, s := range []struct {
+		addr string
+		h    http.Handler
+	}{{cfg.MetricsAddress, metricsHandler(reg)}, {cfg.ReadinessAddress, admin.healthHandler()}, {cfg.AdminAddress, admin.handler()}} {
+		if s.addr == "" {
+			continue
+		}
+		if err := serveHTTP(ctx, s.addr, s.h, log); err != nil {
+			return err
+		}
+	}
+	log.Info("node agent started", "node", cfg.NodeName, "control", cfg.ControlAddress,
+		"ports", map[string]uint16{"outbound": cfg.OutboundPort, "inbound": cfg.InboundPort, "hbone": cfg.HBONEPort})
+
+	updates, unsubscribe := store.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		snap := store.Snapshot()
+		if snap.Synced() {
+			engine.Update(snap.Authorizations())
+			ids.Want(snap.IdentitiesOnNode(cfg.NodeName))
+			if err := enroller.Reconcile(LocalPods(snap, cfg.NodeName)); err != nil {
+				log.Warn("enrolment", "err", err)
+			}
+			if err := capture.SetLocalServiceVIPs(LocalServiceVIPs(snap, cfg.NodeName)); err != nil {
+				log.Warn("service VIPs with local enrolled endpoints", "err", err)
+			}
+			if !ready.Load() {
+				log.Info("node agent ready: configuration synced", "workloadsOnNode", len(snap.WorkloadsOnNode(cfg.NodeName)))
+			}
+			ready.Store(true)
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("node agent stopping; enrolment stays pinned for the next agent")
+			return nil
+		case <-updates:
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+type readiness struct{ atomic.Bool }
+
+func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
+	if err := os.MkdirAll(cfg.BPFDir, 0o700); err != nil {
+		return nil, fmt.Errorf("bpf pin directory: %w", err)
+	}
+	capture, err := bpf.Load(cfg.BPFDir)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*bpf.Capture, error) {
+		capture.Close()
+		return nil, err
+	}
+	if err := bpf.DefaultPolicyRouting().Install(); err != nil {
+		return fail(err)
+	}
+	if err := bpf.DefaultNotrack().Install(); err != nil {
+		return fail(err)
+	}
+	addrs, err := NodeAddresses()
+	if err != nil {
+		return fail(fmt.Errorf("node addresses: %w", err))
+	}
+	for _, p := range addrs {
+		if err := capture.AddBypass(p); err != nil {
+			return fail(err)
+		}
+	}
+	uplink, err := Uplink(cfg.Uplink)
+	if err != nil {
+		return fail(err)
+	}
+	if err := capture.AttachInbound(uplink.Attrs().Index); err != nil {
+		return fail(err)
+	}
+	log.Info("capture loaded", "pins", cfg.BPFDir, "uplink", uplink.Attrs().Name, "bypass", len(addrs))
+	return capture, nil
+}
+
+func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error) {
+	plugin := cfg.CNIPlugin
+	if plugin == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return cni.InstallOptions{}, err
+		}
+		plugin = filepath.Join(filepath.Dir(self), cni.PluginType)
+	}
+	return cni.InstallOptions{
+		BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir, PluginSource: plugin,
+		AgentSocket: cfg.socket(), SpoolDir: cfg.spoolDir(),
+		Logf: func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
+	}, nil
+}
+
+// cniHandler applies CNI events: ADD tells the enroller the pod's veth (the
+// workload itself arrives over xDS once the API server has the pod's IP),
+// DEL forgets the pod at once.
+func cniHandler(e *Enroller, kick func(), log *slog.Logger) cni.Handler {
+	return func(_ context.Context, ev cni.Event) error {
+		var ips []netip.Addr
+		for _, s := range ev.IPs {
+			if ip, err := netip.ParseAddr(s); err == nil {
+				ips = append(ips, ip.Unmap())
+			}
+		}
+		log.Debug("cni event", "op", ev.Op, "pod", ev.PodNamespace+"/"+ev.PodName, "ips", ev.IPs, "veth", ev.HostInterface)
+		switch ev.Op {
+		case cni.OpAdd:
+			e.PodAdded(ips, ev.HostIfindex)
+			kick()
+			return nil
+		default:
+			return e.PodDeleted(ips)
+		}
+	}
+}
+
+// dialControl connects to weft-control: TLS verified against the mesh root
+// (ConfigMap weft-ca-root-cert), the projected token on every call (gRPC
+// rejects two authorization values, so streams and unary calls each add it
+// once).
+func dialControl(cfg Config) (*grpc.ClientConn, error) {
+	pem, err := os.ReadFile(cfg.CARootCert)
+	if err != nil {
+		return nil, fmt.Errorf("control plane trust anchors (ConfigMap weft-ca-root-cert, published by weft-control): %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", cfg.CARootCert)
+	}
+	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+	conn, err := grpc.NewClient(cfg.ControlAddress,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithStreamInterceptor(streamToken(identity.FileTokenSource(cfg.TokenFile))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("control plane %s: %w", cfg.ControlAddress, err)
+	}
+	return conn, nil
+}
+
+// streamToken authenticates streams (the xDS subscription) with the
+// projected token, re-read for every stream because the kubelet rotates the
+// file. Certificate requests (unary) carry it from identity.Manager.
+func streamToken(tokens identity.TokenSource) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		tok, err := tokens.Token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return streamer(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), desc, cc, method, opts...)
+	}
+}
+
+func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	go func() {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "addr", addr, "err", err)
+		}
+	}()
+	return nil
+}

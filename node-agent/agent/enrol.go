@@ -1,0 +1,317 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/node-agent/config"
+)
+
+// Capturer is what enrolment needs from the eBPF capture (*bpf.Capture).
+type Capturer interface {
+	AttachOutbound(ifindex int) error
+	DetachOutbound(ifindex int) error
+	Enroll(ifindex int, podIP netip.Addr) error
+	Drain(ifindex int, podIP netip.Addr) error
+	Unenroll(ifindex int, podIP netip.Addr) error
+	Enrolled() (ifindexes map[int]uint32, ips map[netip.Addr]uint32, err error)
+}
+
+// VethResolver finds the host-side interface of a pod on this node.
+type VethResolver func(ip netip.Addr) (ifindex int, err error)
+
+// ErrNotLocal is wrapped by VethResolver errors for an IP that is not
+// routed to a pod veth on this node (not here yet, or already gone).
+var ErrNotLocal = errors.New("not a pod on this node")
+
+// LocalPods is the pure part of enrolment: the IPv4 addresses of this
+// node's workloads, true for those that use HBONE (their namespace or pod is
+// enrolled). Every local pod's veth carries the capture program: enrolled
+// pods for their outbound traffic, the others so that plaintext they send to
+// an enrolled pod on the same node is policed like plaintext from other
+// nodes.
+func LocalPods(snap *config.Snapshot, node string) map[netip.Addr]bool {
+	pods := map[netip.Addr]bool{}
+	for _, w := range snap.WorkloadsOnNode(node) {
+		hbone := w.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE
+		for _, ip := range w.Addresses {
+			if ip.Is4() {
+				pods[ip] = pods[ip] || hbone
+			}
+		}
+	}
+	return pods
+}
+
+// LocalServiceVIPs are the VIPs of Services with an enrolled endpoint on
+// this node. Clients outside the mesh on this node are captured when they
+// connect to one (see bpf.Capture.SetLocalServiceVIPs); everything else they
+// do stays untouched by the mesh.
+func LocalServiceVIPs(snap *config.Snapshot, node string) map[netip.Addr]bool {
+	vips := map[netip.Addr]bool{}
+	for _, svc := range snap.Services() {
+		for _, w := range svc.Workloads {
+			if w.Proto.GetNode() == node && w.Proto.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE {
+				for _, ip := range svc.VIPs {
+					vips[ip] = true
+				}
+				break
+			}
+		}
+	}
+	return vips
+}
+
+type podState int
+
+const (
+	stateAttached podState = iota // program on the veth, pod not enrolled
+	stateCapture
+	stateDraining
+)
+
+type enrolledPod struct {
+	ifindex int
+	state   podState
+	since   time.Time // when draining started
+}
+
+// Enroller keeps the capture maps equal to the wanted set: new pods are
+// attached and enrolled; pods that leave are drained (live proxied
+// connections keep flowing) and unenrolled once idle or after DrainTimeout
+// (DESIGN.md capture pitfall 5). It is safe for concurrent use.
+type Enroller struct {
+	Capture Capturer
+	Resolve VethResolver
+	// OpenConns counts live proxied connections of a pod IP (nil: none).
+	OpenConns func(netip.Addr) int
+	// DrainTimeout bounds how long a drained pod's connections are kept
+	// steered (default 5 minutes).
+	DrainTimeout time.Duration
+	Log          *slog.Logger
+	Now          func() time.Time
+
+	mu    sync.Mutex
+	pods  map[netip.Addr]*enrolledPod
+	veths map[netip.Addr]int // from CNI ADD events: pod IP -> host veth
+	ready bool
+}
+
+func (e *Enroller) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Enroller) drainTimeout() time.Duration {
+	if e.DrainTimeout > 0 {
+		return e.DrainTimeout
+	}
+	return 5 * time.Minute
+}
+
+// Recover loads the enrolment an earlier agent left in the pinned maps, so
+// reconciling after a restart only changes what changed. Pods whose veth is
+// gone are unenrolled now.
+func (e *Enroller) Recover() error {
+	ifs, ips, err := e.Capture.Enrolled()
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	claimed := map[int]bool{}
+	var errs []error
+	for ip, flags := range ips {
+		ifindex, err := e.Resolve(ip)
+		if err != nil {
+			errs = append(errs, e.Capture.Unenroll(0, ip))
+			continue
+		}
+		st := stateCapture
+		if flags&bpf.FlagDraining != 0 {
+			st = stateDraining
+		}
+		e.pods[ip] = &enrolledPod{ifindex: ifindex, state: st, since: e.now()}
+		claimed[ifindex] = true
+	}
+	for ifindex := range ifs {
+		if !claimed[ifindex] {
+			errs = append(errs, e.Capture.Unenroll(ifindex, netip.Addr{}), e.Capture.DetachOutbound(ifindex))
+		}
+	}
+	e.Log.Info("recovered enrolment from pinned maps", "pods", len(e.pods), "staleVeths", len(ifs)-len(claimed))
+	return errors.Join(errs...)
+}
+
+func (e *Enroller) init() {
+	if e.pods == nil {
+		e.pods = map[netip.Addr]*enrolledPod{}
+		e.veths = map[netip.Addr]int{}
+	}
+}
+
+// PodAdded records a pod's veth from a CNI ADD (faster and more exact than
+// a route lookup).
+func (e *Enroller) PodAdded(ips []netip.Addr, ifindex int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	for _, ip := range ips {
+		if ifindex > 0 {
+			e.veths[ip] = ifindex
+		}
+	}
+}
+
+// PodDeleted forgets a pod at CNI DEL: its veth is going away, so there is
+// nothing left to drain and the ifindex may be reused.
+func (e *Enroller) PodDeleted(ips []netip.Addr) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	var errs []error
+	for _, ip := range ips {
+		delete(e.veths, ip)
+		if p, ok := e.pods[ip]; ok {
+			errs = append(errs, e.remove(ip, p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Enroller) remove(ip netip.Addr, p *enrolledPod) error {
+	delete(e.pods, ip)
+	err := e.Capture.Unenroll(p.ifindex, ip)
+	if !e.ifindexInUse(p.ifindex) {
+		err = errors.Join(err, e.Capture.DetachOutbound(p.ifindex))
+	}
+	return err
+}
+
+func (e *Enroller) ifindexInUse(ifindex int) bool {
+	for _, p := range e.pods {
+		if p.ifindex == ifindex {
+			return true
+		}
+	}
+	return false
+}
+
+// Enrolled lists the enrolled pod IPs (capturing, not draining), sorted.
+func (e *Enroller) Enrolled() []netip.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []netip.Addr
+	for ip, p := range e.pods {
+		if p.state == stateCapture {
+			out = append(out, ip)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// Reconcile moves the capture maps toward pods (LocalPods). Pods that
+// cannot be resolved yet (CNI ADD still running, workload announced before
+// its veth) are retried on the next call.
+func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	var errs []error
+	for ip, want := range pods {
+		if err := e.ensure(ip, want); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	now := e.now()
+	for ip, p := range e.pods {
+		if pods[ip] {
+			continue
+		}
+		_, local := pods[ip]
+		switch p.state {
+		case stateAttached:
+			if !local {
+				errs = append(errs, e.remove(ip, p))
+			}
+			continue
+		case stateCapture:
+			if err := e.Capture.Drain(p.ifindex, ip); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			p.state, p.since = stateDraining, now
+			e.Log.Info("draining pod: new connections go direct", "ip", ip, "ifindex", p.ifindex)
+		}
+		// stateDraining
+		open := 0
+		if e.OpenConns != nil {
+			open = e.OpenConns(ip)
+		}
+		if open > 0 && now.Sub(p.since) < e.drainTimeout() {
+			continue
+		}
+		if local {
+			// Still on this node, no longer enrolled: keep the program.
+			if err := e.Capture.Unenroll(p.ifindex, ip); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			p.state = stateAttached
+		} else if err := e.remove(ip, p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.Log.Info("unenrolled pod", "ip", ip, "ifindex", p.ifindex, "cutConnections", open)
+	}
+	return errors.Join(errs...)
+}
+
+// ensure attaches the program to ip's veth and, if want, enrols it.
+func (e *Enroller) ensure(ip netip.Addr, want bool) error {
+	ifindex, ok := e.veths[ip]
+	if !ok {
+		var err error
+		if ifindex, err = e.Resolve(ip); err != nil {
+			if errors.Is(err, ErrNotLocal) {
+				e.Log.Debug("pod not wired on this node yet", "ip", ip, "err", err)
+				return nil
+			}
+			return fmt.Errorf("find the veth of pod %s: %w", ip, err)
+		}
+	}
+	p, known := e.pods[ip]
+	if known && p.ifindex != ifindex {
+		// The pod's IP moved to a new veth (sandbox recreated).
+		e.Capture.Unenroll(p.ifindex, netip.Addr{})
+		known = false
+	}
+	if !known {
+		if err := e.Capture.AttachOutbound(ifindex); err != nil {
+			return err
+		}
+		p = &enrolledPod{ifindex: ifindex, state: stateAttached}
+		e.pods[ip] = p
+	}
+	if !want || p.state == stateCapture {
+		return nil
+	}
+	// Attached, or draining and enrolled again.
+	if err := e.Capture.Enroll(ifindex, ip); err != nil {
+		return err
+	}
+	p.state = stateCapture
+	e.Log.Info("enrolled pod", "ip", ip, "ifindex", ifindex)
+	return nil
+}

@@ -1,0 +1,88 @@
+// Command weft-node-agent is Weft's per-node agent (a DaemonSet): it enrols
+// pods with eBPF, runs the HBONE tunnel proxy, holds the node's workload
+// certificates and enforces L4 policy. See node-agent/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/node-agent/agent"
+)
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-node-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var cfg agent.Config
+	var logLevel string
+	var accessLog bool
+	cmd := &cobra.Command{
+		Use:           "weft-node-agent",
+		Short:         "Weft node agent: eBPF capture, HBONE tunnel proxy, workload certificates, L4 policy",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if accessLog {
+				cfg.AccessLog = os.Stdout
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			err := agent.Run(ctx, cfg)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&cfg.ControlAddress, "control-address", "weft-control.weft-system.svc:15012", "weft-control's xDS and CA endpoint (TLS)")
+	f.StringVar(&cfg.CARootCert, "ca-root-cert", "/etc/weft/ca-root/root-cert.pem", "trust anchors for the control plane (ConfigMap weft-ca-root-cert)")
+	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected service-account token with audience weft-ca")
+	f.StringVar(&cfg.BPFDir, "bpf-dir", "/sys/fs/bpf/weft", "where capture maps and links are pinned (on a bpffs)")
+	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI plugin directory, as mounted here")
+	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI configuration directory, as mounted here")
+	f.StringVar(&cfg.CNIPlugin, "cni-plugin", "", "weft-cni binary to install (default: next to this executable)")
+	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/weft", "CNI socket and spool; must be the same path on the node")
+	f.StringVar(&cfg.Uplink, "uplink", "", "interface traffic from other nodes arrives on (default: the default route's)")
+	f.Uint16Var(&cfg.OutboundPort, "outbound-port", 15001, "transparent listener for enrolled pods' outbound traffic")
+	f.Uint16Var(&cfg.InboundPort, "inbound-port", 15006, "transparent listener for plaintext traffic to enrolled pods")
+	f.Uint16Var(&cfg.HBONEPort, "hbone-port", 15008, "HBONE (mTLS tunnel) port")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics")
+	f.StringVar(&cfg.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready and /healthz/live")
+	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
+
+	var bpffsPath string
+	mount := &cobra.Command{
+		Use:   "mount-bpffs",
+		Short: "Mount a bpffs at --path unless one is there (init container)",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return bpf.EnsureBPFFS(bpffsPath) },
+	}
+	mount.Flags().StringVar(&bpffsPath, "path", "/sys/fs/bpf", "where the bpffs must be")
+	cmd.AddCommand(mount)
+	return cmd
+}
