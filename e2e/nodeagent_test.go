@@ -3,8 +3,10 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +16,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/netns"
+	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
 
 // TestNodeAgent is issue #4's proof on a real cluster: the node agent
@@ -126,6 +137,64 @@ func TestNodeAgent(t *testing.T) {
 		}
 		if !strings.Contains(metrics, `connection_security_policy="mutual_tls"`) {
 			t.Fatal("no mutual_tls connection counted")
+		}
+	})
+
+	t.Run("garbage and an untrusted certificate on the tunnel port are refused; the mesh keeps serving", func(t *testing.T) {
+		ppIP := strings.TrimSpace(e.mustKubectl(t, "get", "pods", "-l", "app=productpage", "-o", "jsonpath={.items[0].status.podIP}"))
+		// From the other node's host: the packets cross the fabric and meet
+		// the uplink capture like a remote node agent's would.
+		from := "/run/netns/" + e.c.NodeNetns(nodeIndex(t, other))
+		dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, from, addr) }
+		for _, junk := range []string{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x00\x05hello", strings.Repeat("\x00", 8192)} {
+			c, err := dial(context.Background(), "tcp", ppIP+":15008")
+			if err != nil {
+				t.Fatalf("dial the tunnel port: %v", err)
+			}
+			c.Write([]byte(junk))
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			_, err = io.Copy(io.Discard, c)
+			c.Close()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("garbage %q on 15008: connection left open", junk[:5])
+			}
+		}
+		// A client certificate for curl's identity from a CA the mesh does
+		// not trust: the destination's agent must refuse the tunnel.
+		td := spiffeid.RequireTrustDomainFromString("cluster.local")
+		cm, err := e.c.Client.CoreV1().ConfigMaps("default").Get(context.Background(), "weft-ca-root-cert", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		meshRoots, err := x509bundle.Parse(td, []byte(cm.Data["root-cert.pem"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rogue := spiffetest.NewCA(t, td)
+		impostor := &hbone.Dialer{SVID: rogue.Issue(t, spiffeid.RequireFromPath(td, "/ns/default/sa/curl")), Bundle: meshRoots, DialContext: dial}
+		defer impostor.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if st, err := impostor.Dial(ctx, ppIP+":15008", tlsconfig.AuthorizeAny(), ppIP+":9080", nil); err == nil {
+			st.Close()
+			t.Fatal("a tunnel with an untrusted client certificate was accepted")
+		} else {
+			t.Logf("untrusted client certificate refused: %v", err)
+		}
+		// Garbage to the application port takes the plaintext path (15006).
+		if c, err := dial(context.Background(), "tcp", ppIP+":9080"); err == nil {
+			c.Write([]byte("\x00\x01garbage\r\n\r\n"))
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+		if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
+			t.Fatalf("after the garbage: HTTP %s", code)
+		}
+		restarts := e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
+			"-o", "jsonpath={.items[*].status.containerStatuses[0].restartCount}")
+		if strings.Trim(restarts, "0 ") != "" {
+			t.Fatalf("node agents restarted: %q", restarts)
 		}
 	})
 
@@ -321,6 +390,15 @@ func (e *env) installNodeAgent(t *testing.T) {
 	e.mustRun(t, "helm", "install", "weft-node-agent", filepath.Join(repoRoot(), "charts/node-agent"), "-n", controlNS)
 	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
 	t.Logf("node agents installed and ready in %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+func nodeIndex(t *testing.T, node string) int {
+	t.Helper()
+	var i int
+	if _, err := fmt.Sscanf(node, "node-%d", &i); err != nil {
+		t.Fatalf("node name %q: %v", node, err)
+	}
+	return i
 }
 
 func (e *env) applyYAML(t *testing.T, doc string) {

@@ -27,11 +27,13 @@ fi
 export KUBECONFIG=$state/kubeconfig
 "$kubectl" get nodes -o wide
 
-step "Install the mesh control plane with Helm (charts/base, charts/control)"
+step "Install the mesh with Helm (charts/base, charts/control, charts/node-agent)"
 helm="$KUBE_ASSETS/helm"
 "$helm" upgrade --install weft-base charts/base
 "$helm" upgrade --install weft-control charts/control -n weft-system --create-namespace
 "$kubectl" -n weft-system rollout status deployment/weft-control --timeout=120s
+"$helm" upgrade --install weft-node-agent charts/node-agent -n weft-system
+"$kubectl" -n weft-system rollout status daemonset/weft-node-agent --timeout=120s
 "$kubectl" -n weft-system get pods -o wide
 
 step "Deploy Bookinfo (samples/bookinfo/platform/kube/bookinfo.yaml, as in Istio's tutorial) and a curl client"
@@ -45,12 +47,32 @@ ratings=$("$kubectl" get pod -l app=ratings -o jsonpath='{.items[0].metadata.nam
 echo "\$ kubectl exec $ratings -c ratings -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'"
 "$kubectl" exec "$ratings" -c ratings -- curl -sS productpage:9080/productpage | grep -o "<title>.*</title>"
 
-step "Enrol the namespace: the control plane now describes every Bookinfo pod with its SPIFFE identity"
+step "Enrol the namespace: no pod restarts; each node agent captures its pods with eBPF"
 "$kubectl" label namespace default istio.io/dataplane-mode=ambient --overwrite
-echo "trust bundle published to the namespace by the control plane's CA:"
-"$kubectl" get configmap weft-ca-root-cert -o jsonpath='{.data.root-cert\.pem}' | head -3
-echo "  ..."
-echo "(the node agent that captures traffic arrives with the next milestone; traffic below is still plain kube-proxy)"
+agents=$("$kubectl" -n weft-system get pods -l app.kubernetes.io/name=weft-node-agent -o jsonpath='{.items[*].metadata.name}')
+for i in $(seq 1 30); do
+	n=0
+	for a in $agents; do
+		n=$((n + $("$kubectl" -n weft-system logs "$a" -c node-agent 2>/dev/null | grep -c '"msg":"enrolled pod"' || true)))
+	done
+	((n >= 7)) && break
+	sleep 1
+done
+echo "pods enrolled by the node agents: $n"
+echo "certificates the node agents hold (SPIFFE identities of their pods):"
+for a in $agents; do
+	"$kubectl" -n weft-system logs "$a" -c node-agent 2>/dev/null | grep -o '"msg":"certificate issued","id":"[^"]*"' | sed 's/.*"id":"/  /; s/"$//' | sort -u
+done
+
+step "Traffic now crosses nodes in HBONE mTLS tunnels; the destination sees the caller's identity"
+for i in 1 2 3; do
+	"$kubectl" exec deploy/curl -- curl -sS -o /dev/null -w 'productpage: HTTP %{http_code}\n' productpage:9080/productpage
+done
+pp_node=$("$kubectl" get pod -l app=productpage -o jsonpath='{.items[0].status.hostIP}')
+echo "istio_tcp_connections_opened_total on productpage's node agent ($pp_node:15020/metrics):"
+"$kubectl" exec deploy/curl -- curl -sS "http://$pp_node:15020/metrics" |
+	grep '^istio_tcp_connections_opened_total' | grep 'destination_workload="productpage-v1"' |
+	grep -o 'source_principal="[^"]*"\|connection_security_policy="[^"]*"\|reporter="[^"]*"' | paste -sd' ' | head -3
 
 step "Reviews versions answering through the Service"
 "$kubectl" exec deploy/curl -- sh -c 'for i in $(seq 1 12); do curl -sS reviews:9080/reviews/0; echo; done' |
@@ -65,6 +87,7 @@ The cluster is running. Try:
   kubectl get pods -o wide
   kubectl exec deploy/curl -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'
   kubectl logs deploy/productpage-v1
+  kubectl -n weft-system logs ds/weft-node-agent   # one JSON access-log line per connection
 
   $BIN/weft-cluster status --name $name
   make demo-down                     # stop it and remove everything it made
