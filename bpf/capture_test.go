@@ -420,6 +420,42 @@ func (tp *topo) inNode(t *testing.T, what string, fn func() error) {
 	}
 }
 
+// loadCapture loads the programs in the node, points them at the test
+// listeners, attaches capture_outbound to the veths and capture_inbound to
+// uplink (0: none), and installs policy routing and the notrack table (twice:
+// both are idempotent). Cleanup undoes all of it.
+func (tp *topo) loadCapture(t *testing.T, uplink int, veths ...int) *Capture {
+	t.Helper()
+	var c *Capture
+	tp.inNode(t, "load and attach", func() error {
+		var err error
+		if c, err = Load(tp.pinDir); err != nil {
+			return err
+		}
+		errs := []error{c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)}
+		for _, v := range veths {
+			errs = append(errs, c.AttachOutbound(v))
+		}
+		if uplink != 0 {
+			errs = append(errs, c.AttachInbound(uplink))
+		}
+		for range 2 {
+			errs = append(errs, DefaultPolicyRouting().Install(), DefaultNotrack().Install())
+		}
+		return errors.Join(errs...)
+	})
+	t.Cleanup(func() {
+		_ = netns.Do(tp.node, func() error {
+			if c != nil {
+				_ = c.Close()
+			}
+			return errors.Join(DefaultPolicyRouting().Remove(), DefaultNotrack().Remove())
+		})
+		_ = RemovePins(tp.pinDir)
+	})
+	return c
+}
+
 // TestCaptureNetns proves tcx capture end to end with real sockets (see topo).
 func TestCaptureNetns(t *testing.T) {
 	tp := newTopo(t)
@@ -754,29 +790,7 @@ func TestCaptureClsactNetns(t *testing.T) {
 func TestCaptureFailClosedNetns(t *testing.T) {
 	tp := newTopo(t)
 	podIP := netip.MustParseAddr("10.99.1.2")
-	var c *Capture
-	tp.inNode(t, "load and attach", func() error {
-		var err error
-		if c, err = Load(tp.pinDir); err != nil {
-			return err
-		}
-		return errors.Join(
-			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
-			c.AttachOutbound(tp.wh1),
-			c.AttachOutbound(tp.wh2),
-			c.AttachInbound(tp.wu),
-			DefaultPolicyRouting().Install(),
-		)
-	})
-	t.Cleanup(func() {
-		_ = netns.Do(tp.node, func() error {
-			if c != nil {
-				_ = c.Close()
-			}
-			return DefaultPolicyRouting().Remove()
-		})
-		_ = RemovePins(tp.pinDir)
-	})
+	c := tp.loadCapture(t, tp.wu, tp.wh1, tp.wh2)
 	if err := c.Enroll(tp.wh1, podIP); err != nil {
 		t.Fatal(err)
 	}

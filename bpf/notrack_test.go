@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
-
-	"github.com/weft-mesh/weft/pkg/netns"
 )
 
 // TestNotrackKeepsServiceVIP reproduces kube-proxy: a DNAT rule turns a
@@ -21,30 +19,7 @@ func TestNotrackKeepsServiceVIP(t *testing.T) {
 	run(t, "ip", "netns", "exec", tp.node[len("/run/netns/"):], "iptables", "-t", "nat", "-A", "PREROUTING",
 		"-d", "10.96.0.77", "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", "10.200.0.1:80")
 
-	var c *Capture
-	tp.inNode(t, "load and attach", func() error {
-		var err error
-		if c, err = Load(tp.pinDir); err != nil {
-			return err
-		}
-		return errors.Join(
-			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
-			c.AttachOutbound(tp.wh1),
-			c.AttachOutbound(tp.wh2),
-			DefaultPolicyRouting().Install(),
-			DefaultNotrack().Install(),
-			DefaultNotrack().Install(), // idempotent: replaces the table
-		)
-	})
-	t.Cleanup(func() {
-		_ = netns.Do(tp.node, func() error {
-			if c != nil {
-				_ = c.Close()
-			}
-			return errors.Join(DefaultPolicyRouting().Remove(), DefaultNotrack().Remove())
-		})
-		_ = RemovePins(tp.pinDir)
-	})
+	c := tp.loadCapture(t, 0, tp.wh1, tp.wh2)
 
 	// Not enrolled: kube-proxy's DNAT applies as usual.
 	if _, who := dial(t, tp.pod, vip); who != "server" {

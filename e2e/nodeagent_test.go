@@ -198,33 +198,27 @@ func TestNodeAgent(t *testing.T) {
 		}
 	})
 
-	t.Run("AuthorizationPolicy DENY blocks one service account, others pass", func(t *testing.T) {
-		e.applyYAML(t, policyYAML("deny-curl", "DENY", "cluster.local/ns/default/sa/curl"))
-		t.Cleanup(func() { e.kubectl("delete", "authorizationpolicy", "deny-curl", "--ignore-not-found") })
-		eventually(t, "curl denied", 30*time.Second, func() error {
-			if code := e.httpCode(t, "default", "deploy/curl", page); code != "000" {
-				return fmt.Errorf("curl got HTTP %s", code)
+	for _, tc := range []struct {
+		name, action, refused, admitted string
+	}{
+		{"AuthorizationPolicy DENY blocks one service account, others pass", "DENY", "deploy/curl", "deploy/ratings-v1"},
+		{"AuthorizationPolicy ALLOW admits only the named principals", "ALLOW", "deploy/ratings-v1", "deploy/curl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.ToLower(tc.action) + "-curl"
+			e.applyYAML(t, policyYAML(name, tc.action, "cluster.local/ns/default/sa/curl"))
+			t.Cleanup(func() { e.kubectl("delete", "authorizationpolicy", name, "--ignore-not-found") })
+			eventually(t, tc.refused+" refused", 30*time.Second, func() error {
+				if code := e.httpCode(t, "default", tc.refused, page); code != "000" {
+					return fmt.Errorf("%s got HTTP %s", tc.refused, code)
+				}
+				return nil
+			})
+			if code := e.httpCode(t, "default", tc.admitted, page); code != "200" {
+				t.Fatalf("%s got HTTP %s", tc.admitted, code)
 			}
-			return nil
 		})
-		if code := e.httpCode(t, "default", "deploy/ratings-v1", page); code != "200" {
-			t.Fatalf("ratings (not denied) got HTTP %s", code)
-		}
-	})
-
-	t.Run("AuthorizationPolicy ALLOW admits only the named principals", func(t *testing.T) {
-		e.applyYAML(t, policyYAML("allow-curl", "ALLOW", "cluster.local/ns/default/sa/curl"))
-		t.Cleanup(func() { e.kubectl("delete", "authorizationpolicy", "allow-curl", "--ignore-not-found") })
-		eventually(t, "ratings refused, curl admitted", 30*time.Second, func() error {
-			if code := e.httpCode(t, "default", "deploy/ratings-v1", page); code != "000" {
-				return fmt.Errorf("ratings (not listed) got HTTP %s", code)
-			}
-			return nil
-		})
-		if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
-			t.Fatalf("curl (listed) got HTTP %s", code)
-		}
-	})
+	}
 
 	t.Run("PeerAuthentication STRICT refuses plaintext from outside the mesh, PERMISSIVE admits it", func(t *testing.T) {
 		for _, client := range []string{"near", "far"} {

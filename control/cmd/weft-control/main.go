@@ -5,17 +5,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weft-mesh/weft/control/server"
+	"github.com/weft-mesh/weft/pkg/cli"
 )
 
 func main() {
@@ -28,18 +25,11 @@ func main() {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			var err error
+			if opts.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
+				return err
 			}
-			opts.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			err := server.Run(ctx, opts)
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
+			return cli.RunUntilSignal(func(ctx context.Context) error { return server.Run(ctx, opts) })
 		},
 	}
 	f := cmd.Flags()

@@ -5,18 +5,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/agent"
+	"github.com/weft-mesh/weft/pkg/cli"
 )
 
 func main() {
@@ -37,21 +34,14 @@ func command() *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			var err error
+			if cfg.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
+				return err
 			}
-			cfg.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if accessLog {
 				cfg.AccessLog = os.Stdout
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			err := agent.Run(ctx, cfg)
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
+			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
 	}
 	f := cmd.Flags()

@@ -1,0 +1,34 @@
+// Package cli holds what Weft's long-running commands share: the JSON log
+// format and level flag, and running until SIGTERM (what the kubelet sends).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+)
+
+// Logger returns a JSON logger writing to w at level (debug, info, warn or
+// error), or an error naming the --log-level flag.
+func Logger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// RunUntilSignal runs fn with a context that ends on SIGTERM or SIGINT. An
+// fn that returns because of it (context.Canceled) has exited cleanly.
+func RunUntilSignal(fn func(ctx context.Context) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
