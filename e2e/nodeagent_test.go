@@ -138,6 +138,23 @@ func TestNodeAgent(t *testing.T) {
 		if !strings.Contains(metrics, `connection_security_policy="mutual_tls"`) {
 			t.Fatal("no mutual_tls connection counted")
 		}
+		// The admin endpoint (loopback in the node's network namespace).
+		cfgDump, err := e.agentAdmin(nodeIndex(t, ppNode), "/config_dump")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ppIP := strings.TrimSpace(e.mustKubectl(t, "get", "pods", "-l", "app=productpage", "-o", "jsonpath={.items[0].status.podIP}"))
+		for _, want := range []string{`"synced": true`, "spiffe://cluster.local/ns/default/sa/bookinfo-productpage", `"` + ppIP + `"`, "productpage-v1"} {
+			if !strings.Contains(cfgDump, want) {
+				t.Errorf("/config_dump on %s lacks %s", ppNode, want)
+			}
+		}
+		if strings.Contains(cfgDump, "PRIVATE KEY") {
+			t.Error("/config_dump exposes a private key")
+		}
+		if conns, err := e.agentAdmin(nodeIndex(t, ppNode), "/connections"); err != nil || !strings.HasPrefix(strings.TrimSpace(conns), "[") {
+			t.Errorf("/connections: %q, %v", conns, err)
+		}
 	})
 
 	t.Run("garbage and an untrusted certificate on the tunnel port are refused; the mesh keeps serving", func(t *testing.T) {
@@ -478,6 +495,24 @@ func (e *env) agentMetrics(node string) (string, error) {
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// agentAdmin GETs a path of node i's agent admin endpoint, which listens
+// on loopback inside the node's network namespace only.
+func (e *env) agentAdmin(i int, path string) (string, error) {
+	ns := "/run/netns/" + e.c.NodeNetns(i)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr) }}}
+	resp, err := client.Get("http://127.0.0.1:15000" + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", path, resp.Status)
+	}
 	return string(b), err
 }
 

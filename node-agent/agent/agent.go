@@ -24,6 +24,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -55,6 +56,11 @@ type Config struct {
 	MetricsAddress                       string // /metrics
 	ReadinessAddress                     string // /healthz/ready, /healthz/live
 	AdminAddress                         string // /config_dump, /connections
+
+	// MaxConnections caps the open connections of each proxy listener, so
+	// a connection storm costs bounded memory: beyond it the kernel's accept
+	// queue fills and new SYNs wait (0: no cap).
+	MaxConnections int
 
 	DrainTimeout time.Duration
 	Log          *slog.Logger
@@ -149,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		port  uint16
 		serve func(net.Listener) error
 	}{{cfg.OutboundPort, outbound.Serve}, {cfg.InboundPort, plaintext.Serve}, {cfg.HBONEPort, inbound.Serve}} {
-		ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.port))))
+		ln, err := listenProxy(ctx, l.port, cfg.MaxConnections)
 		if err != nil {
 			return err
 		}
@@ -245,6 +251,17 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type readiness struct{ atomic.Bool }
+
+// listenProxy opens a transparent proxy listener on 127.0.0.1:port (the
+// capture programs look listeners up there) holding at most max
+// connections at a time.
+func listenProxy(ctx context.Context, port uint16, max int) (net.Listener, error) {
+	ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	if err != nil || max <= 0 {
+		return ln, err
+	}
+	return netutil.LimitListener(ln, max), nil
+}
 
 func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
 	if err := os.MkdirAll(cfg.BPFDir, 0o700); err != nil {

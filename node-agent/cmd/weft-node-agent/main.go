@@ -61,6 +61,7 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics")
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready and /healthz/live")
 	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
+	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
