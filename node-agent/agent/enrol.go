@@ -101,7 +101,6 @@ type Enroller struct {
 	mu    sync.Mutex
 	pods  map[netip.Addr]*enrolledPod
 	veths map[netip.Addr]int // from CNI ADD events: pod IP -> host veth
-	ready bool
 }
 
 func (e *Enroller) now() time.Time {

@@ -35,14 +35,12 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 		}
 	}()
 	port := ln.Addr().(*net.TCPAddr).Port
-	var clients []net.Conn
 	for range 5 {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		clients = append(clients, c)
 	}
 	var held []net.Conn
 	for range 3 {
