@@ -72,14 +72,15 @@ func (n Notrack) Remove() error {
 	}
 	c.DelTable(&nftables.Table{Name: NotrackTable, Family: nftables.TableFamilyINet})
 	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		if ok, _ := n.installed(); ok {
+		if ok, _ := n.Installed(); ok {
 			return fmt.Errorf("remove nftables table inet %s: %w", NotrackTable, err)
 		}
 	}
 	return nil
 }
 
-func (n Notrack) installed() (bool, error) {
+// Installed reports whether the table exists.
+func (n Notrack) Installed() (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, err

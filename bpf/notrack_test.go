@@ -61,7 +61,7 @@ func TestNotrackKeepsServiceVIP(t *testing.T) {
 		return errors.Join(DefaultNotrack().Remove(), DefaultNotrack().Remove())
 	})
 	tp.inNode(t, "check removed", func() error {
-		if ok, err := DefaultNotrack().installed(); err != nil || ok {
+		if ok, err := DefaultNotrack().Installed(); err != nil || ok {
 			return errors.Join(err, errors.New("table still present"))
 		}
 		return nil

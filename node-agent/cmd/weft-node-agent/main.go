@@ -74,6 +74,15 @@ func command() *cobra.Command {
 		RunE:  func(*cobra.Command, []string) error { return bpf.EnsureBPFFS(bpffsPath) },
 	}
 	mount.Flags().StringVar(&bpffsPath, "path", "/sys/fs/bpf", "where the bpffs must be")
-	cmd.AddCommand(mount)
+	uninstall := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Remove everything agents left on this node (CNI entry and binary, eBPF pins, routing rule, nftables table); run with the agent stopped",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return agent.Uninstall(cfg) },
+	}
+	for _, f := range []string{"bpf-dir", "cni-bin-dir", "cni-conf-dir"} {
+		uninstall.Flags().AddFlag(cmd.Flags().Lookup(f))
+	}
+	cmd.AddCommand(mount, uninstall)
 	return cmd
 }
