@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
@@ -141,6 +142,10 @@ func (o *Outbound) handle(c net.Conn) {
 	var dstW *config.Workload
 	if svc := snap.ServiceByVIP(dst); svc != nil {
 		rec.Service = svc.Proto.GetHostname()
+		if g := svc.Proto.GetWaypoint(); g != nil {
+			o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, dst)
+			return
+		}
 		w, port, err := o.Store.PickEndpoint(svc, dst.Port())
 		if err != nil {
 			rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err), SecurityNone
@@ -158,6 +163,10 @@ func (o *Outbound) handle(c net.Conn) {
 		dstW = snap.WorkloadByIP(dst.Addr())
 	}
 	rec.Dst = target
+	if g := dstW.Proto.GetWaypoint(); enrolled(dstW) && g != nil {
+		o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, target)
+		return
+	}
 
 	if !enrolled(dstW) {
 		o.passthrough(ctx, c, rec, dstW, target)
@@ -184,7 +193,15 @@ func (o *Outbound) handle(c net.Conn) {
 	if port == 0 {
 		port = TunnelPort
 	}
-	tunnel := netip.AddrPortFrom(target.Addr(), port).String()
+	o.tunnel(ctx, c, rec, srcW, src, netip.AddrPortFrom(target.Addr(), port), dstW.Identity, target)
+}
+
+// tunnel carries c over HBONE to tunnelAddr, authorizing the server as
+// peer, with CONNECT :authority authority (the destination the far end
+// connects to: a pod for a node agent, the original Service VIP or pod
+// address for a waypoint).
+func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW *config.Workload, src, tunnelAddr netip.AddrPort, peer spiffeid.ID, authority netip.AddrPort) {
+	tunnel := tunnelAddr.String()
 	rec.Tunnel = tunnel
 	d, err := o.dialer(srcW.Identity)
 	if err != nil {
@@ -196,7 +213,7 @@ func (o *Outbound) handle(c net.Conn) {
 	hbone.SetForwarded(h, src.Addr().AsSlice())
 	h.Set("Baggage", baggage(srcW))
 	dctx, dcancel := context.WithTimeout(ctx, o.dialTimeout())
-	st, err := d.Dial(dctx, tunnel, tlsconfig.AuthorizeID(dstW.Identity), target.String(), h)
+	st, err := d.Dial(dctx, tunnel, tlsconfig.AuthorizeID(peer), authority.String(), h)
 	dcancel()
 	if err != nil {
 		var re *hbone.RefusedError
@@ -205,12 +222,67 @@ func (o *Outbound) handle(c net.Conn) {
 		} else {
 			rec.Flags = FlagUpstreamFailure
 		}
-		rec.Err = fmt.Errorf("HBONE to %s via %s as %s: %w", target, tunnel, srcW.Identity, err)
+		rec.Err = fmt.Errorf("HBONE to %s via %s as %s: %w", authority, tunnel, srcW.Identity, err)
 		reset(c)
 		return
 	}
 	o.Metrics.open(rec)
 	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), st)
+}
+
+// waypoint resolves a Service's or workload's waypoint to one of its pods
+// (the waypoint's own Service picks it, like any service endpoint) and the
+// HBONE address to reach it. ok=false: no usable waypoint right now.
+func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress) (w *config.Workload, tunnel netip.AddrPort, err error) {
+	port := uint16(g.GetHboneMtlsPort())
+	if port == 0 {
+		port = TunnelPort
+	}
+	var svc *config.Service
+	switch {
+	case g.GetHostname() != "":
+		svc = snap.Service(g.GetHostname())
+	case g.GetAddress() != "":
+		ip, perr := netip.ParseAddr(g.GetAddress())
+		if perr != nil {
+			return nil, tunnel, fmt.Errorf("waypoint address %q: %w", g.GetAddress(), perr)
+		}
+		if svc = snap.ServiceByVIP(netip.AddrPortFrom(ip, port)); svc == nil {
+			if w = snap.WorkloadByIP(ip); w == nil {
+				return nil, tunnel, fmt.Errorf("waypoint address %s is neither a service nor a workload", ip)
+			}
+			return w, netip.AddrPortFrom(ip, port), nil
+		}
+	}
+	if svc == nil {
+		return nil, tunnel, fmt.Errorf("waypoint %s%s not known (yet)", g.GetHostname(), g.GetAddress())
+	}
+	w, p, err := o.Store.PickEndpoint(svc, port)
+	if err != nil {
+		return nil, tunnel, fmt.Errorf("waypoint %s: %w", svc.Name, err)
+	}
+	ip, ok := pickAddr(w, netip.IPv4Unspecified())
+	if !ok {
+		return nil, tunnel, fmt.Errorf("waypoint pod %s has no address", w.Name)
+	}
+	return w, netip.AddrPortFrom(ip, p), nil
+}
+
+// viaWaypoint sends c to a waypoint, which routes it at L7 and then
+// tunnels to the destination's node agent itself. authority is what the
+// client addressed (Service VIP:port, or pod IP:port for a workload
+// waypoint). No usable waypoint: the connection is refused, never sent
+// around the waypoint's policies.
+func (o *Outbound) viaWaypoint(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src netip.AddrPort, g *workloadv1.GatewayAddress, authority netip.AddrPort) {
+	rec.Security = SecurityMutualTLS
+	w, tunnel, err := o.waypoint(snap, g)
+	if err != nil {
+		rec.Flags, rec.Err = FlagNoEndpoint, err
+		reset(c)
+		return
+	}
+	rec.Dest = workloadInfo(w)
+	o.tunnel(ctx, c, rec, srcW, src, tunnel, w.Identity, authority)
 }
 
 // passthrough sends a connection to a destination outside the mesh as plain
