@@ -163,8 +163,8 @@ func (o *Outbound) handle(c net.Conn) {
 		dstW = snap.WorkloadByIP(dst.Addr())
 	}
 	rec.Dst = target
-	if g := dstW.Proto.GetWaypoint(); enrolled(dstW) && g != nil {
-		o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, target)
+	if enrolled(dstW) && dstW.Proto.GetWaypoint() != nil {
+		o.viaWaypoint(ctx, c, snap, rec, srcW, src, dstW.Proto.GetWaypoint(), target)
 		return
 	}
 
