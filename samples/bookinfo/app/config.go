@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,6 +44,10 @@ type Config struct {
 
 	// Timeout, when non-zero, replaces every upstream timeout above (tests).
 	Timeout time.Duration
+
+	// FailEvery, when > 0, answers every FailEvery-th request with 503: a
+	// deliberately flaky service for retry tutorials (not in upstream).
+	FailEvery int
 }
 
 // ParseConfig reads flags from args, falling back to the environment variables
@@ -63,6 +68,11 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&cfg.Service, "service", getenv("SERVICE"), "productpage, details, reviews or ratings (env SERVICE)")
 	fs.StringVar(&cfg.Version, "version", env("SERVICE_VERSION", "v1"), "service version; reviews: v1 (no stars), v2 (black), v3 (red) (env SERVICE_VERSION)")
 	fs.IntVar(&cfg.Port, "port", port, "listen port (env PORT)")
+	failEvery, err := strconv.Atoi(env("FAIL_EVERY", "0"))
+	if err != nil {
+		return Config{}, fmt.Errorf("FAIL_EVERY: %w", err)
+	}
+	fs.IntVar(&cfg.FailEvery, "fail-every", failEvery, "answer every Nth request with 503, for retry demos; 0 = never (env FAIL_EVERY)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -137,5 +147,21 @@ func New(cfg Config, log *slog.Logger) (http.Handler, error) {
 	case "ratings":
 		newRatings().register(mux)
 	}
-	return logRequests(log, mux), nil
+	var h http.Handler = mux
+	if cfg.FailEvery > 0 {
+		h = failEvery(cfg.FailEvery, h)
+	}
+	return logRequests(log, h), nil
+}
+
+// failEvery answers every nth request with 503 Service Unavailable.
+func failEvery(n int, next http.Handler) http.Handler {
+	var count atomic.Uint64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if count.Add(1)%uint64(n) == 0 {
+			http.Error(w, "injected failure (--fail-every)", http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -284,5 +285,22 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("got  %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestFailEvery(t *testing.T) {
+	h, err := New(Config{Service: "ratings", Version: "v1", Port: 9080, FailEvery: 3}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []int
+	for range 6 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/ratings/0", nil))
+		codes = append(codes, rec.Code)
+	}
+	want := []int{200, 200, 503, 200, 200, 503}
+	if fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Fatalf("codes = %v, want %v", codes, want)
 	}
 }
