@@ -1,0 +1,184 @@
+package nodebench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/node-agent/proxy"
+)
+
+// proxyEnv selects "node proxy" mode in a re-executed test binary: its
+// value is the path of a proxyConfig JSON file.
+const proxyEnv = "WEFT_NODEBENCH_PROXY_CONFIG"
+
+const trustDomain = "cluster.local"
+
+// readyLine is what a node proxy prints on stdout once it listens.
+const readyLine = "READY"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(proxyEnv); path != "" {
+		if err := runNodeProxy(path); err != nil {
+			fmt.Fprintln(os.Stderr, "node proxy:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// podSpec is one workload of the mesh as every node proxy's store holds it.
+type podSpec struct {
+	Name, Namespace, ServiceAccount, Node, IP string
+}
+
+func (p podSpec) id() spiffeid.ID {
+	return spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(trustDomain), "/ns/"+p.Namespace+"/sa/"+p.ServiceAccount)
+}
+
+func (p podSpec) address() *workloadv1.Address {
+	return &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: &workloadv1.Workload{
+		Uid: "Kubernetes//Pod/" + p.Namespace + "/" + p.Name, Name: p.Name, Namespace: p.Namespace,
+		Addresses: []string{p.IP}, Node: p.Node, ServiceAccount: p.ServiceAccount, TrustDomain: trustDomain,
+		TunnelProtocol: workloadv1.TunnelProtocol_HBONE, WorkloadName: p.Name, WorkloadType: "deployment",
+		CanonicalName: p.Name, CanonicalRevision: "v1",
+	}}}
+}
+
+// svidFiles are the PEM files of one SVID of a workload on the node.
+type svidFiles struct {
+	ID, Cert, Key string
+}
+
+// proxyConfig is the node proxy's whole input.
+type proxyConfig struct {
+	Node      string
+	Workloads []podSpec   // the whole mesh
+	SVIDs     []svidFiles // only this node's workloads
+	Bundle    string      // PEM trust anchors of the test CA
+	AccessLog string      // one JSON line per connection
+	Ports     struct{ Outbound, Inbound, HBONE uint16 }
+}
+
+// fileIdentities is proxy.Identities over SVIDs loaded from files.
+type fileIdentities struct {
+	svids  map[spiffeid.ID]*x509svid.SVID
+	bundle *x509bundle.Bundle
+}
+
+type svidSource struct{ s *x509svid.SVID }
+
+func (s svidSource) GetX509SVID() (*x509svid.SVID, error) {
+	if s.s == nil {
+		return nil, fmt.Errorf("no SVID for this identity on this node")
+	}
+	return s.s, nil
+}
+
+func (f *fileIdentities) Source(id spiffeid.ID) x509svid.Source { return svidSource{f.svids[id]} }
+func (f *fileIdentities) Bundles() x509bundle.Source            { return f.bundle }
+
+// runNodeProxy is the node proxy process: the proxy wired as
+// node-agent/agent wires it (outbound with in-process delivery to local
+// pods, HBONE inbound, plaintext inbound, metrics, access log), with the
+// mesh view and certificates from files instead of the control plane. It
+// serves until stdin closes (the test process ended) or SIGTERM.
+func runNodeProxy(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg proxyConfig
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	store := config.NewStore(config.Options{Logger: log})
+	addrs := map[string]proto.Message{}
+	for _, p := range cfg.Workloads {
+		a := p.address()
+		addrs[a.GetWorkload().GetUid()] = a
+	}
+	if err := store.Handle(config.AddressType, addrs, nil); err != nil {
+		return err
+	}
+	if err := store.Handle(config.AuthorizationType, map[string]proto.Message{}, nil); err != nil {
+		return err
+	}
+	engine := &policy.Engine{}
+	engine.Update(store.Snapshot().Authorizations())
+
+	td := spiffeid.RequireTrustDomainFromString(trustDomain)
+	bundle, err := x509bundle.Load(td, cfg.Bundle)
+	if err != nil {
+		return err
+	}
+	ids := &fileIdentities{svids: map[spiffeid.ID]*x509svid.SVID{}, bundle: bundle}
+	for _, f := range cfg.SVIDs {
+		s, err := x509svid.Load(f.Cert, f.Key)
+		if err != nil {
+			return fmt.Errorf("SVID %s: %w", f.ID, err)
+		}
+		ids.svids[s.ID] = s
+	}
+
+	metrics, err := proxy.NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	alog, err := os.OpenFile(cfg.AccessLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer alog.Close()
+
+	env := &proxy.Env{Store: store, Policy: engine, Identities: ids, NodeName: cfg.Node,
+		Metrics: metrics, AccessLog: slog.New(slog.NewJSONHandler(alog, nil)), Logger: log}
+	inbound := &proxy.Inbound{Env: env}
+	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.Ports.HBONE, Local: inbound}
+	plaintext := &proxy.InboundPlaintext{Env: env}
+	defer outbound.Close()
+	defer inbound.Close()
+	defer plaintext.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	for _, l := range []struct {
+		port  uint16
+		serve func(net.Listener) error
+	}{{cfg.Ports.Outbound, outbound.Serve}, {cfg.Ports.Inbound, plaintext.Serve}, {cfg.Ports.HBONE, inbound.Serve}} {
+		ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.port))))
+		if err != nil {
+			return err
+		}
+		go l.serve(ln)
+	}
+	fmt.Println(readyLine)
+
+	// The test process holds our stdin: EOF means it is gone.
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+	<-ctx.Done()
+	return nil
+}

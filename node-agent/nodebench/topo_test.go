@@ -1,0 +1,515 @@
+package nodebench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/pkg/netns"
+	"github.com/weft-mesh/weft/pkg/spiffetest"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the topology (see the package documentation). They only
+// exist inside the namespaces the harness creates.
+const (
+	fabricA, fabricB = "192.168.77.1", "192.168.77.2"
+	gatewayA         = "10.10.1.1" // ptp: on every host-side veth of node-a
+	gatewayB         = "10.10.2.1"
+	clientIP         = "10.10.1.2"
+	serverAIP        = "10.10.1.3"
+	serverBIP        = "10.10.2.3"
+
+	bulkPort = 5001 // sink: reads everything, answers one byte at EOF
+	echoPort = 5002 // echo
+	httpPort = 8080 // 1 KB responses
+)
+
+func requirePrivileged(tb testing.TB) {
+	tb.Helper()
+	reason := ""
+	if os.Geteuid() != 0 {
+		reason = "needs root (network namespaces, BPF programs, bpffs)"
+	} else if _, err := exec.LookPath("ip"); err != nil {
+		reason = "needs iproute2 (ip) to build the topology"
+	}
+	if reason == "" {
+		return
+	}
+	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+		tb.Fatalf("WEFT_E2E_REQUIRE=1 but node data path harness %s", reason)
+	}
+	tb.Skip("node data path harness " + reason)
+}
+
+func run(tb testing.TB, args ...string) {
+	tb.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		tb.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Names of what a run creates carry its PID, so the next run can remove
+// what a killed run (a test timeout) left behind.
+const (
+	netnsPrefix   = "wnb"             // wnb<pid>-<node or pod>
+	workDirPrefix = "weft-nodebench-" // $TMPDIR/weft-nodebench-<pid>-*, holds the bpffs
+)
+
+// sweepStale removes network namespaces and bpffs mounts of earlier runs
+// whose process is gone (killed before its cleanups ran).
+func sweepStale(tb testing.TB) {
+	tb.Helper()
+	dead := func(name, prefix string) bool {
+		rest, ok := strings.CutPrefix(name, prefix)
+		if !ok {
+			return false
+		}
+		pid, err := strconv.Atoi(rest[:strings.IndexAny(rest+"-", "-")])
+		if err != nil || pid == os.Getpid() {
+			return false
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		return err != nil || !strings.HasPrefix(string(comm), "nodebench")
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if dead(e.Name(), netnsPrefix) {
+				tb.Logf("removing network namespace %s left by a killed run", e.Name())
+				_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix+"*"))
+	for _, d := range dirs {
+		if !dead(filepath.Base(d), workDirPrefix) {
+			continue
+		}
+		tb.Logf("removing %s left by a killed run", d)
+		if err := unix.Unmount(filepath.Join(d, "bpffs"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			tb.Logf("unmount %s/bpffs: %v", d, err)
+			continue
+		}
+		_ = os.RemoveAll(d)
+	}
+}
+
+// node is one node netns with its capture and its proxy process.
+type node struct {
+	name, ns string // node name (Workload.node) and netns path
+	nsName   string
+	uplink   int // ifindex of the fabric veth
+	pinDir   string
+	capture  *bpf.Capture
+	proxy    *exec.Cmd
+	stdin    io.Closer
+	logDir   string
+}
+
+func (n *node) accessLog() string { return filepath.Join(n.logDir, n.name+"-access.log") }
+func (n *node) stderrLog() string { return filepath.Join(n.logDir, n.name+"-proxy.log") }
+
+// pod is a pod netns on a node, with the servers it runs.
+type pod struct {
+	spec   podSpec
+	ns     string
+	node   *node
+	veth   int // host-side ifindex in the node netns
+	ip     netip.Addr
+	srv    *servers
+	hostIf string
+}
+
+// harness is the whole topology.
+type harness struct {
+	a, b               *node
+	client, srvA, srvB *pod
+	pods               []*pod
+	enrolled           bool
+}
+
+// newHarness builds the topology, starts both node proxies and attaches
+// capture; nobody is enrolled yet. Everything is undone by tb.Cleanup.
+func newHarness(tb testing.TB) *harness {
+	tb.Helper()
+	requirePrivileged(tb)
+	sweepStale(tb)
+	id := fmt.Sprintf("%s%d", netnsPrefix, os.Getpid())
+	tmp, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", workDirPrefix, os.Getpid()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(tmp) })
+	h := &harness{}
+
+	addNetns := func(suffix string) (string, string) {
+		name := id + "-" + suffix
+		run(tb, "ip", "netns", "add", name)
+		tb.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+				tb.Errorf("ip netns del %s: %v: %s", name, err, out)
+			}
+		})
+		run(tb, "ip", "-n", name, "link", "set", "lo", "up")
+		return name, "/run/netns/" + name
+	}
+	mkNode := func(name string) *node {
+		n := &node{name: name, logDir: tmp}
+		n.nsName, n.ns = addNetns(name)
+		return n
+	}
+	h.a, h.b = mkNode("node-a"), mkNode("node-b")
+
+	// Fabric: one veth pair, each end its node's uplink.
+	run(tb, "ip", "link", "add", "uplink", "netns", h.a.nsName, "type", "veth", "peer", "name", "uplink", "netns", h.b.nsName)
+	for _, x := range []struct {
+		n          *node
+		self, peer string
+		remotePods string
+	}{{h.a, fabricA, fabricB, "10.10.2.0/24"}, {h.b, fabricB, fabricA, "10.10.1.0/24"}} {
+		run(tb, "ip", "-n", x.n.nsName, "addr", "add", x.self+"/24", "dev", "uplink")
+		run(tb, "ip", "-n", x.n.nsName, "link", "set", "uplink", "up")
+		run(tb, "ip", "-n", x.n.nsName, "route", "add", x.remotePods, "via", x.peer, "dev", "uplink")
+		run(tb, "ip", "-n", x.n.nsName, "route", "add", "default", "via", x.peer, "dev", "uplink")
+		for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.uplink.rp_filter=0"} {
+			run(tb, "ip", "netns", "exec", x.n.nsName, "sysctl", "-qw", kv)
+		}
+	}
+
+	// Pods, ptp style.
+	mkPod := func(n *node, name, ip, gw, hostIf string) *pod {
+		nsName, ns := addNetns(name)
+		run(tb, "ip", "link", "add", hostIf, "netns", n.nsName, "type", "veth", "peer", "name", "eth0", "netns", nsName)
+		run(tb, "ip", "-n", n.nsName, "addr", "add", gw+"/32", "dev", hostIf)
+		run(tb, "ip", "-n", n.nsName, "link", "set", hostIf, "up")
+		run(tb, "ip", "-n", n.nsName, "route", "add", ip+"/32", "dev", hostIf, "src", gw)
+		run(tb, "ip", "netns", "exec", n.nsName, "sysctl", "-qw", "net.ipv4.conf."+hostIf+".rp_filter=0")
+		run(tb, "ip", "-n", nsName, "addr", "add", ip+"/32", "dev", "eth0")
+		run(tb, "ip", "-n", nsName, "link", "set", "eth0", "up")
+		run(tb, "ip", "-n", nsName, "route", "add", gw, "dev", "eth0", "scope", "link")
+		run(tb, "ip", "-n", nsName, "route", "add", "default", "via", gw, "dev", "eth0")
+		p := &pod{ns: ns, node: n, ip: netip.MustParseAddr(ip), hostIf: hostIf,
+			spec: podSpec{Name: name, Namespace: "bench", ServiceAccount: name, Node: n.name, IP: ip}}
+		p.veth = ifindex(tb, n.ns, hostIf)
+		h.pods = append(h.pods, p)
+		return p
+	}
+	h.client = mkPod(h.a, "client", clientIP, gatewayA, "vclient")
+	h.srvA = mkPod(h.a, "server-a", serverAIP, gatewayA, "vserver")
+	h.srvB = mkPod(h.b, "server-b", serverBIP, gatewayB, "vserver")
+	h.srvA.srv = startServers(tb, h.srvA.ns)
+	h.srvB.srv = startServers(tb, h.srvB.ns)
+
+	// bpffs, one pin directory per node.
+	bpffs := filepath.Join(tmp, "bpffs")
+	if err := bpf.EnsureBPFFS(bpffs); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := unix.Unmount(bpffs, unix.MNT_DETACH); err != nil {
+			tb.Errorf("unmount bpffs %s: %v", bpffs, err)
+		}
+	})
+
+	// Certificates: one SVID per pod, each node gets its own pods' ones.
+	ca := spiffetest.NewCA(tb, spiffeid.RequireTrustDomainFromString(trustDomain))
+	bundlePEM, err := ca.Bundle().Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bundleFile := filepath.Join(tmp, "bundle.pem")
+	writeFile(tb, bundleFile, bundlePEM)
+	svids := map[*node][]svidFiles{}
+	var specs []podSpec
+	for _, p := range h.pods {
+		specs = append(specs, p.spec)
+		certPEM, keyPEM, err := ca.Issue(tb, p.spec.id()).Marshal()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		f := svidFiles{ID: p.spec.id().String(), Cert: filepath.Join(tmp, p.spec.Name+".crt"), Key: filepath.Join(tmp, p.spec.Name+".key")}
+		writeFile(tb, f.Cert, certPEM)
+		writeFile(tb, f.Key, keyPEM)
+		svids[p.node] = append(svids[p.node], f)
+	}
+
+	for _, n := range []*node{h.a, h.b} {
+		n.pinDir = filepath.Join(bpffs, n.name)
+		if err := os.Mkdir(n.pinDir, 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		h.setupCapture(tb, n)
+		var cfg proxyConfig
+		cfg.Node, cfg.Workloads, cfg.SVIDs, cfg.Bundle, cfg.AccessLog = n.name, specs, svids[n], bundleFile, n.accessLog()
+		cfg.Ports.Outbound, cfg.Ports.Inbound, cfg.Ports.HBONE = bpf.DefaultOutboundPort, bpf.DefaultInboundPort, bpf.DefaultHBONEPort
+		startProxy(tb, n, cfg)
+		// Only now may the programs steer to the listeners.
+		if err := n.capture.SetProxyPorts(bpf.DefaultOutboundPort, bpf.DefaultInboundPort, bpf.DefaultHBONEPort); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return h
+}
+
+// setupCapture does in n's netns what the agent's setupCapture does, plus
+// attaching the outbound program to every pod veth (the enroller's job).
+func (h *harness) setupCapture(tb testing.TB, n *node) {
+	tb.Helper()
+	n.uplink = ifindex(tb, n.ns, "uplink")
+	tb.Cleanup(func() {
+		err := netns.Do(n.ns, func() error {
+			var errs []error
+			if n.capture != nil {
+				errs = append(errs, n.capture.Close())
+			}
+			errs = append(errs, bpf.DefaultPolicyRouting().Remove(), bpf.DefaultNotrack().Remove())
+			return errors.Join(errs...)
+		})
+		if err = errors.Join(err, bpf.RemovePins(n.pinDir)); err != nil {
+			tb.Errorf("tear down capture on %s: %v", n.name, err)
+		}
+	})
+	err := netns.Do(n.ns, func() error {
+		var err error
+		if n.capture, err = bpf.Load(n.pinDir); err != nil {
+			return err
+		}
+		if err := bpf.DefaultPolicyRouting().Install(); err != nil {
+			return err
+		}
+		if err := bpf.DefaultNotrack().Install(); err != nil {
+			return err
+		}
+		for _, a := range []string{fabricA, fabricB, gatewayA, gatewayB} {
+			if err := n.capture.AddBypass(netip.PrefixFrom(netip.MustParseAddr(a), 32)); err != nil {
+				return err
+			}
+		}
+		if err := n.capture.AttachInbound(n.uplink); err != nil {
+			return err
+		}
+		for _, p := range h.pods {
+			if p.node == n {
+				if err := n.capture.AttachOutbound(p.veth); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("capture on %s: %v", n.name, err)
+	}
+}
+
+// startProxy re-executes the test binary as n's proxy inside n's netns and
+// waits until it listens. Cleanup ends it (by PID) and waits for it.
+func startProxy(tb testing.TB, n *node, cfg proxyConfig) {
+	tb.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfgFile := filepath.Join(n.logDir, n.name+"-proxy.json")
+	writeFile(tb, cfgFile, raw)
+	stderr, err := os.Create(n.stderrLog())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { stderr.Close() })
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), proxyEnv+"="+cfgFile)
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := netns.Start(cmd, n.ns); err != nil {
+		tb.Fatalf("start %s proxy: %v", n.name, err)
+	}
+	n.proxy, n.stdin = cmd, stdin
+	done := make(chan struct{})
+	tb.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if sc.Text() == readyLine && !ok {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			tb.Fatalf("%s proxy exited before listening:\n%s", n.name, readFile(n.stderrLog()))
+		}
+	case <-time.After(20 * time.Second):
+		tb.Fatalf("%s proxy not listening after 20 s:\n%s", n.name, readFile(n.stderrLog()))
+	}
+}
+
+// enroll switches the mesh on (all pods captured) or back to direct. Off
+// is the two-step unenrol: drain, let the proxied connections close, then
+// delete.
+func (h *harness) enroll(tb testing.TB, on bool) {
+	tb.Helper()
+	if on == h.enrolled {
+		return
+	}
+	for _, p := range h.pods {
+		var err error
+		if on {
+			err = p.node.capture.Enroll(p.veth, p.ip)
+		} else {
+			err = p.node.capture.Drain(p.veth, p.ip)
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if !on {
+		time.Sleep(100 * time.Millisecond)
+		for _, p := range h.pods {
+			if err := p.node.capture.Unenroll(p.veth, p.ip); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	h.enrolled = on
+}
+
+// procStats is a node proxy's CPU time and resident memory.
+type procStats struct {
+	cpu time.Duration
+	rss int64 // bytes
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+func readProcStats(pid int) (procStats, error) {
+	var st procStats
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return st, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	// Fields 14 and 15 (utime, stime); f[0] is field 3.
+	var ut, stime int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &stime)
+	st.cpu = time.Duration(ut+stime) * time.Second / clockTicks
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			st.rss = kb * 1024
+		}
+	}
+	return st, nil
+}
+
+func ifindex(tb testing.TB, nsPath, dev string) int {
+	tb.Helper()
+	var idx int
+	err := netns.Do(nsPath, func() error {
+		i, err := net.InterfaceByName(dev)
+		if err != nil {
+			return err
+		}
+		idx = i.Index
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("ifindex of %s in %s: %v", dev, nsPath, err)
+	}
+	return idx
+}
+
+func writeFile(tb testing.TB, path string, b []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// dialer dials from inside a pod's netns (sockets keep their netns).
+func dialer(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return netns.Dial(ctx, nsPath, addr)
+	}
+}
+
+// servers are a server pod's TCP sink, echo and HTTP servers; they record
+// the source IPs they see.
+type servers struct {
+	mu    sync.Mutex
+	peers map[netip.Addr]int
+}
+
+func (s *servers) saw(a net.Addr) {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.peers[ap.Addr().Unmap()]++
+	s.mu.Unlock()
+}
+
+func (s *servers) seen(ip netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peers[ip]
+}
