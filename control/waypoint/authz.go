@@ -1,0 +1,482 @@
+package waypoint
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	securityapi "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+)
+
+const kindAP = "AuthorizationPolicy"
+
+// authzPolicy is an L7 AuthorizationPolicy translated into Envoy RBAC
+// policies (one per rule that survives).
+type authzPolicy struct {
+	key      string // "<ns>/<name>", for ordering
+	deny     bool
+	policies map[string]*rbacv3.Policy
+}
+
+// indexAuthorizationPolicies translates the policies bound to a waypoint
+// (targetRefs kind Gateway) or to a Service (kind Service). Policies
+// without targetRefs are L4 policies of the node agents.
+func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationPolicy) {
+	aps = slices.DeleteFunc(slices.Clone(aps), func(a *securityv1.AuthorizationPolicy) bool { return a == nil })
+	slices.SortFunc(aps, func(a, b *securityv1.AuthorizationPolicy) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	for _, ap := range aps {
+		spec := &ap.Spec
+		refs := slices.Clone(spec.TargetRefs)
+		if spec.TargetRef != nil {
+			refs = append(refs, spec.TargetRef)
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		p := func(format string, args ...any) { t.problem(kindAP, ap.Namespace, ap.Name, format, args...) }
+		if spec.Selector != nil {
+			p("spec.selector: cannot be combined with targetRefs; ignored")
+			continue
+		}
+		var deny bool
+		switch spec.Action {
+		case securityapi.AuthorizationPolicy_ALLOW:
+		case securityapi.AuthorizationPolicy_DENY:
+			deny = true
+		case securityapi.AuthorizationPolicy_CUSTOM:
+			// Fail closed: without the external authorizer, its rules deny.
+			p("spec.action: CUSTOM is not supported; the policy's rules deny")
+			deny = true
+		default:
+			p("spec.action: %s is not supported; ignored", spec.Action)
+			continue
+		}
+		pol := &authzPolicy{key: ap.Namespace + "/" + ap.Name, deny: deny, policies: map[string]*rbacv3.Policy{}}
+		for i, r := range spec.Rules {
+			b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny}
+			rp := b.rule(fmt.Sprintf("spec.rules[%d]", i), r)
+			for _, msg := range b.problems {
+				p("%s", msg)
+			}
+			if rp != nil {
+				pol.policies[fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)] = rp
+			}
+		}
+		for i, ref := range refs {
+			path := fmt.Sprintf("spec.targetRefs[%d]", i)
+			if ref.Namespace != "" && ref.Namespace != ap.Namespace {
+				p("%s.namespace: must be the policy's namespace; target ignored", path)
+				continue
+			}
+			switch {
+			case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway":
+				t.gatewayPolicies[ap.Namespace+"/"+ref.Name] = append(t.gatewayPolicies[ap.Namespace+"/"+ref.Name], pol)
+			case (ref.Group == "" || ref.Group == "core") && ref.Kind == "Service":
+				fqdn := t.fqdn(ref.Name, ap.Namespace)
+				if t.services[fqdn] == nil {
+					p("%s: Service %s/%s is not in the mesh; target ignored", path, ap.Namespace, ref.Name)
+					continue
+				}
+				t.servicePolicies[fqdn] = append(t.servicePolicies[fqdn], pol)
+			default:
+				p("%s: %s/%s targets are not supported by waypoints; target ignored", path, ref.Group, ref.Kind)
+			}
+		}
+	}
+}
+
+// ruleBuilder translates one rule. Unsupported or malformed attributes are
+// reported; in an ALLOW rule they drop the rule (it allows nothing more),
+// in a DENY rule they drop the attribute (the rule denies more).
+type ruleBuilder struct {
+	t        *translator
+	ns       string
+	deny     bool
+	dropped  bool
+	problems []string
+}
+
+func (b *ruleBuilder) bad(path, format string, args ...any) {
+	b.dropped = true
+	what := "the attribute is ignored, so the DENY rule matches more"
+	if !b.deny {
+		what = "the ALLOW rule is dropped"
+	}
+	b.problems = append(b.problems, fmt.Sprintf("%s: %s; %s", path, fmt.Sprintf(format, args...), what))
+}
+
+func (b *ruleBuilder) rule(path string, r *securityapi.Rule) *rbacv3.Policy {
+	if r == nil {
+		return nil
+	}
+	var perms []*rbacv3.Permission
+	var principals []*rbacv3.Principal
+	if len(r.To) > 0 {
+		var ops []*rbacv3.Permission
+		for i, to := range r.To {
+			if p := b.operation(fmt.Sprintf("%s.to[%d].operation", path, i), to.GetOperation()); p != nil {
+				ops = append(ops, p)
+			}
+		}
+		perms = append(perms, orPerms(ops))
+	}
+	if len(r.From) > 0 {
+		var srcs []*rbacv3.Principal
+		for i, from := range r.From {
+			if p := b.source(fmt.Sprintf("%s.from[%d].source", path, i), from.GetSource()); p != nil {
+				srcs = append(srcs, p)
+			}
+		}
+		principals = append(principals, orIDs(srcs))
+	}
+	for i, c := range r.When {
+		cp := fmt.Sprintf("%s.when[%d]", path, i)
+		perm, princ := b.condition(cp, c)
+		if perm != nil {
+			perms = append(perms, perm)
+		}
+		if princ != nil {
+			principals = append(principals, princ)
+		}
+	}
+	if b.dropped && !b.deny {
+		return nil
+	}
+	return &rbacv3.Policy{Permissions: []*rbacv3.Permission{andPerms(perms)}, Principals: []*rbacv3.Principal{andIDs(principals)}}
+}
+
+func anyPerm() *rbacv3.Permission { return &rbacv3.Permission{Rule: &rbacv3.Permission_Any{Any: true}} }
+func anyID() *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Any{Any: true}}
+}
+
+func andPerms(ps []*rbacv3.Permission) *rbacv3.Permission {
+	switch len(ps) {
+	case 0:
+		return anyPerm()
+	case 1:
+		return ps[0]
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: ps}}}
+}
+
+func orPerms(ps []*rbacv3.Permission) *rbacv3.Permission {
+	switch len(ps) {
+	case 0:
+		return anyPerm()
+	case 1:
+		return ps[0]
+	}
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: ps}}}
+}
+
+func notPerm(p *rbacv3.Permission) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}}
+}
+
+func andIDs(ps []*rbacv3.Principal) *rbacv3.Principal {
+	switch len(ps) {
+	case 0:
+		return anyID()
+	case 1:
+		return ps[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ps}}}
+}
+
+func orIDs(ps []*rbacv3.Principal) *rbacv3.Principal {
+	switch len(ps) {
+	case 0:
+		return anyID()
+	case 1:
+		return ps[0]
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}
+}
+
+func notID(p *rbacv3.Principal) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+}
+
+// operation: every field set must match; each field matches any of its
+// values.
+func (b *ruleBuilder) operation(path string, op *securityapi.Operation) *rbacv3.Permission {
+	if op == nil {
+		return anyPerm()
+	}
+	var and []*rbacv3.Permission
+	field := func(values []string, not bool, one func(string) *rbacv3.Permission) {
+		if len(values) == 0 {
+			return
+		}
+		var or []*rbacv3.Permission
+		for _, v := range values {
+			if p := one(v); p != nil {
+				or = append(or, p)
+			}
+		}
+		if len(or) == 0 {
+			return
+		}
+		p := orPerms(or)
+		if not {
+			p = notPerm(p)
+		}
+		and = append(and, p)
+	}
+	host := func(v string) *rbacv3.Permission {
+		m := wildcardMatcher(v, "")
+		m.IgnoreCase = true
+		return headerPerm(":authority", m)
+	}
+	method := func(v string) *rbacv3.Permission { return headerPerm(":method", exactMatcher(v)) }
+	urlPath := func(v string) *rbacv3.Permission {
+		if v == "*" {
+			return anyPerm()
+		}
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_UrlPath{UrlPath: &matcherv3.PathMatcher{
+			Rule: &matcherv3.PathMatcher_Path{Path: wildcardMatcher(v, "")}}}}
+	}
+	port := func(field string) func(string) *rbacv3.Permission {
+		return func(v string) *rbacv3.Permission {
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				b.bad(path+"."+field, "%q is not a port", v)
+				return nil
+			}
+			return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(n)}}
+		}
+	}
+	field(op.Hosts, false, host)
+	field(op.NotHosts, true, host)
+	field(op.Ports, false, port("ports"))
+	field(op.NotPorts, true, port("notPorts"))
+	field(op.Methods, false, method)
+	field(op.NotMethods, true, method)
+	field(op.Paths, false, urlPath)
+	field(op.NotPaths, true, urlPath)
+	return andPerms(and)
+}
+
+func headerPerm(name string, m *matcherv3.StringMatcher) *rbacv3.Permission {
+	return &rbacv3.Permission{Rule: &rbacv3.Permission_Header{Header: headerMatcher(name, m)}}
+}
+
+func headerMatcher(name string, m *matcherv3.StringMatcher) *routev3.HeaderMatcher {
+	if m == nil {
+		return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}
+	}
+	return &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: m}}
+}
+
+// wildcardMatcher implements Istio's value forms: "*" (any), "prefix*",
+// "*suffix", exact; prefix is prepended to the value (e.g. "spiffe://").
+func wildcardMatcher(v, prefix string) *matcherv3.StringMatcher {
+	switch {
+	case v == "*":
+		return prefixMatcher(prefix)
+	case strings.HasSuffix(v, "*"):
+		return prefixMatcher(prefix + strings.TrimSuffix(v, "*"))
+	case strings.HasPrefix(v, "*"):
+		if prefix != "" {
+			return regexMatcher("^" + regexp.QuoteMeta(prefix) + ".*" + regexp.QuoteMeta(strings.TrimPrefix(v, "*")) + "$")
+		}
+		return suffixMatcher(strings.TrimPrefix(v, "*"))
+	}
+	return exactMatcher(prefix + v)
+}
+
+func authenticated(m *matcherv3.StringMatcher) *rbacv3.Principal {
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{
+		Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: m}}}
+}
+
+// namespaceMatcher matches the SPIFFE IDs of a namespace (with Istio's
+// wildcard forms).
+func namespaceMatcher(ns string) *matcherv3.StringMatcher {
+	if ns == "*" {
+		return prefixMatcher("spiffe://")
+	}
+	q := strings.ReplaceAll(regexp.QuoteMeta(ns), `\*`, `[^/]*`)
+	return regexMatcher("^spiffe://[^/]+/ns/" + q + "/sa/[^/]+$")
+}
+
+func (b *ruleBuilder) source(path string, s *securityapi.Source) *rbacv3.Principal {
+	if s == nil {
+		return anyID()
+	}
+	var and []*rbacv3.Principal
+	field := func(values []string, not bool, one func(string) *rbacv3.Principal) {
+		if len(values) == 0 {
+			return
+		}
+		var or []*rbacv3.Principal
+		for _, v := range values {
+			if p := one(v); p != nil {
+				or = append(or, p)
+			}
+		}
+		if len(or) == 0 {
+			return
+		}
+		p := orIDs(or)
+		if not {
+			p = notID(p)
+		}
+		and = append(and, p)
+	}
+	principal := func(v string) *rbacv3.Principal { return authenticated(wildcardMatcher(v, "spiffe://")) }
+	namespace := func(v string) *rbacv3.Principal { return authenticated(namespaceMatcher(v)) }
+	trustDomain := func(v string) *rbacv3.Principal { return authenticated(prefixMatcher("spiffe://" + v + "/")) }
+	serviceAccount := func(field string) func(string) *rbacv3.Principal {
+		return func(v string) *rbacv3.Principal {
+			ns, sa, ok := strings.Cut(v, "/")
+			if !ok {
+				ns, sa = b.ns, v
+			}
+			if ns == "" || sa == "" || strings.Contains(sa, "/") || strings.Contains(v, "*") {
+				b.bad(path+"."+field, "%q is not <namespace>/<service account> or <service account>", v)
+				return nil
+			}
+			return authenticated(regexMatcher("^spiffe://[^/]+/ns/" + regexp.QuoteMeta(ns) + "/sa/" + regexp.QuoteMeta(sa) + "$"))
+		}
+	}
+	field(s.Principals, false, principal)
+	field(s.NotPrincipals, true, principal)
+	field(s.Namespaces, false, namespace)
+	field(s.NotNamespaces, true, namespace)
+	field(s.ServiceAccounts, false, serviceAccount("serviceAccounts"))
+	field(s.NotServiceAccounts, true, serviceAccount("notServiceAccounts"))
+	field(s.TrustDomains, false, trustDomain)
+	field(s.NotTrustDomains, true, trustDomain)
+	for _, u := range []struct {
+		name   string
+		values []string
+	}{
+		{"requestPrincipals", s.RequestPrincipals}, {"notRequestPrincipals", s.NotRequestPrincipals},
+		{"ipBlocks", s.IpBlocks}, {"notIpBlocks", s.NotIpBlocks},
+		{"remoteIpBlocks", s.RemoteIpBlocks}, {"notRemoteIpBlocks", s.NotRemoteIpBlocks},
+	} {
+		if len(u.values) > 0 {
+			b.bad(path+"."+u.name, "not supported by waypoints")
+		}
+	}
+	return andIDs(and)
+}
+
+// condition translates a when condition into a permission or a principal.
+func (b *ruleBuilder) condition(path string, c *securityapi.Condition) (*rbacv3.Permission, *rbacv3.Principal) {
+	if c == nil {
+		return nil, nil
+	}
+	key := c.Key
+	switch {
+	case strings.HasPrefix(key, "request.headers[") && strings.HasSuffix(key, "]"):
+		name := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(key, "request.headers["), "]"))
+		if name == "" {
+			b.bad(path+".key", "empty header name")
+			return nil, nil
+		}
+		one := func(v string) *rbacv3.Permission {
+			if v == "*" {
+				return headerPerm(name, nil)
+			}
+			return headerPerm(name, wildcardMatcher(v, ""))
+		}
+		return permValues(c, one), nil
+	case key == "destination.port":
+		var bad bool
+		one := func(v string) *rbacv3.Permission {
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				bad = true
+				return nil
+			}
+			return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(n)}}
+		}
+		p := permValues(c, one)
+		if bad {
+			b.bad(path, "a value is not a port")
+			return nil, nil
+		}
+		return p, nil
+	case key == "source.principal":
+		return nil, idValues(c, func(v string) *rbacv3.Principal { return authenticated(wildcardMatcher(v, "spiffe://")) })
+	case key == "source.namespace":
+		return nil, idValues(c, func(v string) *rbacv3.Principal { return authenticated(namespaceMatcher(v)) })
+	}
+	b.bad(path+".key", "%q is not supported by waypoints", key)
+	return nil, nil
+}
+
+func permValues(c *securityapi.Condition, one func(string) *rbacv3.Permission) *rbacv3.Permission {
+	var and []*rbacv3.Permission
+	collect := func(vs []string) *rbacv3.Permission {
+		var or []*rbacv3.Permission
+		for _, v := range vs {
+			if p := one(v); p != nil {
+				or = append(or, p)
+			}
+		}
+		return orPerms(or)
+	}
+	if len(c.Values) > 0 {
+		and = append(and, collect(c.Values))
+	}
+	if len(c.NotValues) > 0 {
+		and = append(and, notPerm(collect(c.NotValues)))
+	}
+	return andPerms(and)
+}
+
+func idValues(c *securityapi.Condition, one func(string) *rbacv3.Principal) *rbacv3.Principal {
+	var and []*rbacv3.Principal
+	collect := func(vs []string) *rbacv3.Principal {
+		var or []*rbacv3.Principal
+		for _, v := range vs {
+			or = append(or, one(v))
+		}
+		return orIDs(or)
+	}
+	if len(c.Values) > 0 {
+		and = append(and, collect(c.Values))
+	}
+	if len(c.NotValues) > 0 {
+		and = append(and, notID(collect(c.NotValues)))
+	}
+	return andIDs(and)
+}
+
+// rbacFilters merges the policies that apply to one chain into the
+// rbac-deny and rbac-allow filter configs; nil when no policy of that
+// action applies. An ALLOW policy without surviving rules still makes the
+// allow filter present, so that it denies what nothing else allows.
+func rbacConfigs(pols []*authzPolicy) (deny, allow *rbacv3.RBAC) {
+	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
+	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
+	for _, p := range pols {
+		target := &allow
+		action := rbacv3.RBAC_ALLOW
+		if p.deny {
+			target, action = &deny, rbacv3.RBAC_DENY
+		}
+		if *target == nil {
+			*target = &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
+		}
+		for name, pol := range p.policies {
+			(*target).Policies[name] = pol
+		}
+	}
+	if deny != nil && len(deny.Policies) == 0 {
+		deny = nil // a DENY policy without rules denies nothing
+	}
+	return deny, allow
+}

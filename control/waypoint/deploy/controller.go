@@ -1,0 +1,207 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+)
+
+// Controller reconciles waypoint Gateways. Run it on the leader only.
+type Controller struct {
+	Kube    kubernetes.Interface
+	Gateway gatewayclient.Interface
+	// Gateways is the shared Gateway informer (control/discovery), started
+	// by its owner.
+	Gateways cache.SharedIndexInformer
+	Config   Config
+	Log      *slog.Logger
+	// Workers reconciling in parallel (default 2).
+	Workers int
+	// Now stamps conditions (default time.Now).
+	Now func() time.Time
+
+	deployments, services cache.Indexer
+}
+
+// Run reconciles until ctx ends. Deployments and Services are watched with
+// an informer of its own, limited to the waypoints' objects (label
+// app.kubernetes.io/name=weft-waypoint), started and stopped with it.
+func (c *Controller) Run(ctx context.Context) error {
+	if c.Gateways == nil {
+		return errors.New("no Gateway informer (Gateway API CRDs not installed)")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Workers <= 0 {
+		c.Workers = 2
+	}
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "waypoint-deploy"})
+	defer queue.ShutDown()
+
+	factory := informers.NewSharedInformerFactoryWithOptions(c.Kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelAppName + "=" + AppName }))
+	depInf := factory.Apps().V1().Deployments().Informer()
+	svcInf := factory.Core().V1().Services().Informer()
+	c.deployments, c.services = depInf.GetIndexer(), svcInf.GetIndexer()
+
+	enqueueGateway := func(obj any) {
+		if gw, ok := obj.(*gatewayv1.Gateway); ok && IsWaypoint(gw) {
+			queue.Add(gw.Namespace + "/" + gw.Name)
+		}
+	}
+	reg, err := c.Gateways.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueueGateway,
+		UpdateFunc: func(_, obj any) { enqueueGateway(obj) },
+		// Deleted: the garbage collector removes what it owned.
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Gateways.RemoveEventHandler(reg) }()
+	enqueueOwner := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if m, ok := obj.(metav1.Object); ok && m.GetLabels()[LabelGatewayName] != "" {
+			queue.Add(m.GetNamespace() + "/" + m.GetLabels()[LabelGatewayName])
+		}
+	}
+	owned := cache.ResourceEventHandlerFuncs{AddFunc: enqueueOwner, UpdateFunc: func(_, o any) { enqueueOwner(o) }, DeleteFunc: enqueueOwner}
+	for _, inf := range []cache.SharedIndexInformer{depInf, svcInf} {
+		if _, err := inf.AddEventHandler(owned); err != nil {
+			return err
+		}
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced) {
+		return ctx.Err()
+	}
+	c.Log.Info("waypoint deployment controller started", "image", c.Config.Image)
+
+	var wg sync.WaitGroup
+	for range c.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c.next(ctx, queue) {
+			}
+		}()
+	}
+	<-ctx.Done()
+	queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (c *Controller) next(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+	key, quit := q.Get()
+	if quit {
+		return false
+	}
+	defer q.Done(key)
+	if err := c.Reconcile(ctx, key); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		if apierrors.IsConflict(err) {
+			c.Log.Debug("waypoint reconcile conflict, retrying", "gateway", key, "err", err)
+		} else {
+			c.Log.Warn("waypoint reconcile failed, retrying", "gateway", key, "err", err)
+		}
+		q.AddRateLimited(key)
+		return true
+	}
+	q.Forget(key)
+	return true
+}
+
+// Reconcile brings one Gateway's objects and status up to date.
+func (c *Controller) Reconcile(ctx context.Context, key string) error {
+	obj, exists, err := c.Gateways.GetIndexer().GetByKey(key)
+	if err != nil || !exists {
+		return err
+	}
+	gw := obj.(*gatewayv1.Gateway)
+	if !IsWaypoint(gw) {
+		return nil
+	}
+	v := Validate(gw)
+	dep, svc := c.observed(gw)
+	var applyErr error
+	if v.Accepted {
+		dep, svc, applyErr = c.apply(ctx, gw, v)
+	}
+	st := Status(gw, v, dep, svc, c.Now())
+	if applyErr != nil {
+		// Say why on the Gateway, keep the rest of what is observed.
+		st = Status(gw, v, nil, svc, c.Now())
+		for i := range st.Conditions {
+			if st.Conditions[i].Type == string(gatewayv1.GatewayConditionProgrammed) {
+				st.Conditions[i].Reason = string(gatewayv1.GatewayReasonNoResources)
+				st.Conditions[i].Message = "creating the waypoint's objects failed: " + applyErr.Error()
+			}
+		}
+	}
+	if !StatusEqual(gw.Status, st) {
+		updated := gw.DeepCopy()
+		updated.Status = st
+		if _, err := c.Gateway.GatewayV1().Gateways(gw.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return errors.Join(applyErr, fmt.Errorf("gateway status: %w", err))
+		}
+		c.Log.Debug("waypoint gateway status", "gateway", key, "accepted", v.Accepted, "addresses", len(st.Addresses))
+	}
+	return applyErr
+}
+
+// observed reads the waypoint's Deployment and Service from the informers.
+func (c *Controller) observed(gw *gatewayv1.Gateway) (*appsv1.Deployment, *corev1.Service) {
+	var dep *appsv1.Deployment
+	var svc *corev1.Service
+	key := gw.Namespace + "/" + gw.Name
+	if o, ok, _ := c.deployments.GetByKey(key); ok {
+		dep = o.(*appsv1.Deployment)
+	}
+	if o, ok, _ := c.services.GetByKey(key); ok {
+		svc = o.(*corev1.Service)
+	}
+	return dep, svc
+}
+
+// apply server-side applies the desired objects. Force: Weft owns these
+// fields, a conflicting manager (kubectl edit) is overridden.
+func (c *Controller) apply(ctx context.Context, gw *gatewayv1.Gateway, v Validation) (*appsv1.Deployment, *corev1.Service, error) {
+	objs := Desired(c.Config, gw, v.Replicas)
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+	if _, err := c.Kube.CoreV1().ServiceAccounts(gw.Namespace).Apply(ctx, objs.ServiceAccount, opts); err != nil {
+		return nil, nil, fmt.Errorf("apply ServiceAccount: %w", err)
+	}
+	dep, err := c.Kube.AppsV1().Deployments(gw.Namespace).Apply(ctx, objs.Deployment, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply Deployment: %w", err)
+	}
+	svc, err := c.Kube.CoreV1().Services(gw.Namespace).Apply(ctx, objs.Service, opts)
+	if err != nil {
+		return dep, nil, fmt.Errorf("apply Service: %w", err)
+	}
+	return dep, svc, nil
+}

@@ -1,0 +1,237 @@
+// Package deploy is the waypoint deployment controller: for every Gateway of
+// class weft-waypoint it keeps a ServiceAccount, a Deployment running
+// weft-waypoint and a Service, all named like the Gateway and owned by it
+// (deleting the Gateway deletes them), and it writes the Gateway's status.
+// Rendering (Desired) and status (Status) are pure functions; Controller
+// applies them with server-side apply. Run the controller on the leader only.
+// See waypoint/README.md.
+package deploy
+
+import (
+	"fmt"
+	"maps"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// The contract (waypoint/README.md).
+const (
+	ClassName    = "weft-waypoint"
+	FieldManager = "weft-control"
+	ListenerName = "mesh"
+	HBONEPort    = 15008
+	HBONE        = gatewayv1.ProtocolType("HBONE")
+	MetricsPort  = 15020
+	ReadyPort    = 15021
+
+	LabelGatewayName   = "gateway.networking.k8s.io/gateway-name"
+	LabelDataplaneMode = "istio.io/dataplane-mode"
+	LabelAppName       = "app.kubernetes.io/name"
+	AppName            = "weft-waypoint"
+	LabelManagedBy     = "app.kubernetes.io/managed-by"
+	ManagedBy          = "weft-control"
+
+	// AnnotationReplicas on the Gateway sets the Deployment's replicas
+	// (default 1).
+	AnnotationReplicas = "weft.io/waypoint-replicas"
+
+	TokenAudience   = "weft-ca"
+	TokenDir        = "/var/run/secrets/weft"
+	TokenPath       = "token"
+	TokenExpiration = 3600
+	RootCertMap     = "weft-ca-root-cert"
+	RootCertDir     = "/etc/weft/ca-root"
+	ProxyUID        = 1337
+	MaxReplicas     = 100
+)
+
+// Config is what the control plane knows about waypoints.
+type Config struct {
+	// Image of weft-waypoint, e.g. ghcr.io/weft-mesh/waypoint:<tag>.
+	Image      string
+	PullPolicy corev1.PullPolicy
+}
+
+// Validation is whether a Gateway can be deployed.
+type Validation struct {
+	Accepted bool
+	Reason   gatewayv1.GatewayConditionReason
+	Message  string
+	Replicas int32
+}
+
+// ReasonUnsupportedValue: a listener other than HBONE on 15008.
+const ReasonUnsupportedValue gatewayv1.GatewayConditionReason = "UnsupportedValue"
+
+// IsWaypoint reports whether the controller handles gw.
+func IsWaypoint(gw *gatewayv1.Gateway) bool {
+	return gw != nil && gw.Spec.GatewayClassName == ClassName
+}
+
+// Validate checks the Gateway against what a waypoint supports: listeners
+// are HBONE on 15008 only (at least one), no infrastructure parametersRef,
+// and a valid replica annotation. Pure.
+func Validate(gw *gatewayv1.Gateway) Validation {
+	v := Validation{Accepted: true, Reason: gatewayv1.GatewayReasonAccepted, Message: "Weft waypoint", Replicas: 1}
+	if len(gw.Spec.Listeners) == 0 {
+		return Validation{Reason: ReasonUnsupportedValue, Message: fmt.Sprintf("a waypoint needs a listener with protocol %s on port %d", HBONE, HBONEPort)}
+	}
+	for _, l := range gw.Spec.Listeners {
+		if l.Protocol != HBONE || l.Port != HBONEPort {
+			return Validation{Reason: ReasonUnsupportedValue,
+				Message: fmt.Sprintf("listener %q: protocol %s port %d is not supported; a waypoint listens with protocol %s on port %d only", l.Name, l.Protocol, l.Port, HBONE, HBONEPort)}
+		}
+	}
+	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		return Validation{Reason: gatewayv1.GatewayReasonInvalidParameters,
+			Message: fmt.Sprintf("infrastructure.parametersRef %s/%s %q is not supported (use the %s annotation)", inf.ParametersRef.Group, inf.ParametersRef.Kind, inf.ParametersRef.Name, AnnotationReplicas)}
+	}
+	if s, ok := gw.Annotations[AnnotationReplicas]; ok {
+		n, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || n < 0 || n > MaxReplicas {
+			return Validation{Reason: gatewayv1.GatewayReasonInvalidParameters,
+				Message: fmt.Sprintf("annotation %s=%q: want an integer from 0 to %d", AnnotationReplicas, s, MaxReplicas)}
+		}
+		v.Replicas = int32(n)
+	}
+	return v
+}
+
+// Objects are the desired objects of one waypoint, as apply configurations
+// (only the fields Weft owns).
+type Objects struct {
+	ServiceAccount *corev1ac.ServiceAccountApplyConfiguration
+	Deployment     *appsv1ac.DeploymentApplyConfiguration
+	Service        *corev1ac.ServiceApplyConfiguration
+}
+
+// SelectorLabels select a waypoint's pods.
+func SelectorLabels(gw *gatewayv1.Gateway) map[string]string {
+	return map[string]string{LabelGatewayName: gw.Name}
+}
+
+// objectLabels: infrastructure labels first, Weft's win.
+func objectLabels(gw *gatewayv1.Gateway) map[string]string {
+	out := map[string]string{}
+	if inf := gw.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Labels {
+			out[string(k)] = string(v)
+		}
+	}
+	out[LabelGatewayName] = gw.Name
+	out[LabelAppName] = AppName
+	out[LabelManagedBy] = ManagedBy
+	return out
+}
+
+func objectAnnotations(gw *gatewayv1.Gateway) map[string]string {
+	out := map[string]string{}
+	if inf := gw.Spec.Infrastructure; inf != nil {
+		for k, v := range inf.Annotations {
+			out[string(k)] = string(v)
+		}
+	}
+	return out
+}
+
+func ownerRef(gw *gatewayv1.Gateway) *metav1ac.OwnerReferenceApplyConfiguration {
+	// No blockOwnerDeletion: it would need update on gateways/finalizers.
+	return metav1ac.OwnerReference().
+		WithAPIVersion(gatewayv1.GroupVersion.String()).WithKind("Gateway").
+		WithName(gw.Name).WithUID(gw.UID).WithController(true)
+}
+
+// Desired renders the objects of a waypoint Gateway. Pure.
+func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
+	ns, name := gw.Namespace, gw.Name
+	labels, annotations := objectLabels(gw), objectAnnotations(gw)
+	meta := func() (map[string]string, map[string]string) { return maps.Clone(labels), maps.Clone(annotations) }
+
+	l, a := meta()
+	sa := corev1ac.ServiceAccount(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw))
+	if len(a) > 0 {
+		sa.WithAnnotations(a)
+	}
+
+	podLabels := maps.Clone(labels)
+	podLabels[LabelDataplaneMode] = "none" // a waypoint is never captured
+	pullPolicy := cfg.PullPolicy
+	if pullPolicy == "" {
+		pullPolicy = corev1.PullIfNotPresent
+	}
+	fieldEnv := func(name, path string) *corev1ac.EnvVarApplyConfiguration {
+		return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
+			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(path)))
+	}
+	container := corev1ac.Container().
+		WithName("waypoint").
+		WithImage(cfg.Image).
+		WithImagePullPolicy(pullPolicy).
+		WithArgs("--gateway="+ns+"/"+name).
+		WithEnv(
+			fieldEnv("POD_NAME", "metadata.name"),
+			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+			corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
+		).
+		WithPorts(
+			corev1ac.ContainerPort().WithName("hbone").WithContainerPort(HBONEPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("metrics").WithContainerPort(MetricsPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("readiness").WithContainerPort(ReadyPort).WithProtocol(corev1.ProtocolTCP),
+		).
+		WithReadinessProbe(corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz/ready").WithPort(intstr.FromInt32(ReadyPort))).
+			WithPeriodSeconds(2).WithFailureThreshold(3)).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("weft-token").WithMountPath(TokenDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("weft-ca-root").WithMountPath(RootCertDir).WithReadOnly(true),
+		).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithRunAsNonRoot(true).WithRunAsUser(ProxyUID).WithRunAsGroup(ProxyUID).
+			WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).WithPrivileged(false).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+
+	pod := corev1ac.PodSpec().
+		WithServiceAccountName(name).
+		WithAutomountServiceAccountToken(false).
+		WithSecurityContext(corev1ac.PodSecurityContext().WithFSGroup(ProxyUID)).
+		WithContainers(container).
+		WithVolumes(
+			corev1ac.Volume().WithName("weft-token").WithProjected(corev1ac.ProjectedVolumeSource().
+				WithSources(corev1ac.VolumeProjection().WithServiceAccountToken(corev1ac.ServiceAccountTokenProjection().
+					WithAudience(TokenAudience).WithExpirationSeconds(TokenExpiration).WithPath(TokenPath)))),
+			corev1ac.Volume().WithName("weft-ca-root").WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RootCertMap)),
+		)
+	tmpl := corev1ac.PodTemplateSpec().WithLabels(podLabels).WithSpec(pod)
+	if len(annotations) > 0 {
+		tmpl.WithAnnotations(maps.Clone(annotations))
+	}
+	l, a = meta()
+	dep := appsv1ac.Deployment(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(gw))).
+			WithTemplate(tmpl))
+	if len(a) > 0 {
+		dep.WithAnnotations(a)
+	}
+
+	l, a = meta()
+	svc := corev1ac.Service(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithSelector(SelectorLabels(gw)).
+			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(HBONEPort).
+				WithTargetPort(intstr.FromInt32(HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
+	if len(a) > 0 {
+		svc.WithAnnotations(a)
+	}
+	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}
+}

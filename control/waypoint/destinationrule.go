@@ -1,0 +1,419 @@
+package waypoint
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+const kindDR = "DestinationRule"
+
+// destinationRule is the DestinationRule that applies to one host.
+type destinationRule struct {
+	obj     *networkingv1.DestinationRule
+	subsets map[string]*networkingapi.Subset
+}
+
+// clusterRef names an upstream cluster: a service port and optional subset.
+type clusterRef struct {
+	svc    *service
+	port   uint32
+	subset string
+}
+
+func clusterName(fqdn string, port uint32, subset string) string {
+	return fmt.Sprintf("outbound|%d|%s|%s", port, subset, fqdn)
+}
+
+func (r clusterRef) name() string { return clusterName(r.svc.fqdn, r.port, r.subset) }
+
+// indexDestinationRules picks one DestinationRule per host: the oldest.
+func (t *translator) indexDestinationRules(drs []*networkingv1.DestinationRule) {
+	drs = slices.DeleteFunc(slices.Clone(drs), func(d *networkingv1.DestinationRule) bool { return d == nil })
+	slices.SortFunc(drs, func(a, b *networkingv1.DestinationRule) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	for _, dr := range drs {
+		spec := &dr.Spec
+		if spec.WorkloadSelector != nil {
+			t.problem(kindDR, dr.Namespace, dr.Name, "spec.workloadSelector: applies to sidecars only; ignored by waypoints")
+			continue
+		}
+		if strings.Contains(spec.Host, "*") {
+			t.problem(kindDR, dr.Namespace, dr.Name, "spec.host: wildcard host %q is not supported; ignored", spec.Host)
+			continue
+		}
+		svc := t.resolveHost(spec.Host, dr.Namespace)
+		if svc == nil {
+			t.problem(kindDR, dr.Namespace, dr.Name, "spec.host: %q is not a Service of the mesh; ignored", spec.Host)
+			continue
+		}
+		if prev := t.destinationRules[svc.fqdn]; prev != nil {
+			t.problem(kindDR, dr.Namespace, dr.Name, "spec.host: %s already has the older DestinationRule %s/%s; ignored",
+				svc.fqdn, prev.obj.Namespace, prev.obj.Name)
+			continue
+		}
+		d := &destinationRule{obj: dr, subsets: map[string]*networkingapi.Subset{}}
+		t.checkPolicy(dr, "spec.trafficPolicy", spec.TrafficPolicy)
+		for i, ss := range spec.Subsets {
+			path := fmt.Sprintf("spec.subsets[%d]", i)
+			switch {
+			case ss == nil:
+				continue
+			case ss.Name == "":
+				t.problem(kindDR, dr.Namespace, dr.Name, "%s.name: empty; subset ignored", path)
+				continue
+			case d.subsets[ss.Name] != nil:
+				t.problem(kindDR, dr.Namespace, dr.Name, "%s.name: duplicate subset %q; ignored", path, ss.Name)
+				continue
+			case strings.Contains(ss.Name, "|"):
+				t.problem(kindDR, dr.Namespace, dr.Name, "%s.name: %q contains '|'; subset ignored", path, ss.Name)
+				continue
+			}
+			t.checkPolicy(dr, path+".trafficPolicy", ss.TrafficPolicy)
+			d.subsets[ss.Name] = ss
+		}
+		t.destinationRules[svc.fqdn] = d
+	}
+}
+
+// checkPolicy reports the parts of a traffic policy that are not
+// translated. They are ignored; the rest applies.
+func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, tp *networkingapi.TrafficPolicy) {
+	if tp == nil {
+		return
+	}
+	p := func(format string, args ...any) { t.problem(kindDR, dr.Namespace, dr.Name, format, args...) }
+	check := func(path string, lb *networkingapi.LoadBalancerSettings, od *networkingapi.OutlierDetection,
+		tls *networkingapi.ClientTLSSettings) {
+		if lb != nil {
+			if lb.GetSimple() == networkingapi.LoadBalancerSettings_PASSTHROUGH {
+				p("%s.loadBalancer.simple: PASSTHROUGH is not supported; using ROUND_ROBIN", path)
+			}
+			if ch := lb.GetConsistentHash(); ch != nil {
+				if ch.GetHttpQueryParameterName() != "" {
+					p("%s.loadBalancer.consistentHash.httpQueryParameterName: not supported; requests are not hashed", path)
+				}
+				if ch.GetMaglev() != nil {
+					p("%s.loadBalancer.consistentHash.maglev: not supported; using a ring hash", path)
+				}
+			}
+			//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
+			if lb.LocalityLbSetting != nil || lb.ZoneAwareLbSetting != nil || lb.WarmupDurationSecs != nil || lb.Warmup != nil {
+				p("%s.loadBalancer: locality, zone-aware and warmup settings are not supported; ignored", path)
+			}
+		}
+		//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
+		if od != nil && (od.ConsecutiveErrors != 0 || od.ConsecutiveGatewayErrors != nil || od.ConsecutiveLocalOriginFailures != nil ||
+			od.MinHealthPercent != 0 || od.SplitExternalLocalOriginErrors || len(od.OutlierDetectionHttpErrorCodes) > 0) {
+			p("%s.outlierDetection: only consecutive5xxErrors, interval, baseEjectionTime and maxEjectionPercent are supported; the rest is ignored", path)
+		}
+		if tls != nil && tls.Mode != networkingapi.ClientTLSSettings_ISTIO_MUTUAL && tls.Mode != networkingapi.ClientTLSSettings_DISABLE {
+			p("%s.tls: mode %s is not supported (the mesh uses HBONE); ignored", path, tls.Mode)
+		}
+	}
+	check(path, tp.LoadBalancer, tp.OutlierDetection, tp.Tls)
+	for i, pl := range tp.PortLevelSettings {
+		if pl.GetPort().GetNumber() == 0 {
+			p("%s.portLevelSettings[%d].port: missing; ignored", path, i)
+			continue
+		}
+		check(fmt.Sprintf("%s.portLevelSettings[%d]", path, i), pl.LoadBalancer, pl.OutlierDetection, pl.Tls)
+	}
+	if tp.Tunnel != nil || tp.ProxyProtocol != nil || tp.RetryBudget != nil {
+		p("%s: tunnel, proxyProtocol and retryBudget are not supported; ignored", path)
+	}
+}
+
+// policy is the effective traffic policy of one cluster.
+type policy struct {
+	lb      *networkingapi.LoadBalancerSettings
+	pool    *networkingapi.ConnectionPoolSettings
+	outlier *networkingapi.OutlierDetection
+}
+
+// apply overrides p's fields with those tp sets, as Istio merges a subset's
+// policy over the top-level one, and port-level settings over both.
+func (p *policy) apply(tp *networkingapi.TrafficPolicy, port uint32) {
+	if tp == nil {
+		return
+	}
+	if tp.LoadBalancer != nil {
+		p.lb = tp.LoadBalancer
+	}
+	if tp.ConnectionPool != nil {
+		p.pool = tp.ConnectionPool
+	}
+	if tp.OutlierDetection != nil {
+		p.outlier = tp.OutlierDetection
+	}
+	for _, pl := range tp.PortLevelSettings {
+		if pl.GetPort().GetNumber() != port || port == 0 {
+			continue
+		}
+		if pl.LoadBalancer != nil {
+			p.lb = pl.LoadBalancer
+		}
+		if pl.ConnectionPool != nil {
+			p.pool = pl.ConnectionPool
+		}
+		if pl.OutlierDetection != nil {
+			p.outlier = pl.OutlierDetection
+		}
+		break
+	}
+}
+
+func (t *translator) policyFor(ref clusterRef) policy {
+	var p policy
+	dr := t.destinationRules[ref.svc.fqdn]
+	if dr == nil {
+		return p
+	}
+	p.apply(dr.obj.Spec.TrafficPolicy, ref.port)
+	if ss := dr.subsets[ref.subset]; ss != nil {
+		p.apply(ss.TrafficPolicy, ref.port)
+	}
+	return p
+}
+
+// hashPolicy is the route hash policy a consistentHash load balancer needs,
+// nil for none.
+func (t *translator) hashPolicy(ref clusterRef) *routev3.RouteAction_HashPolicy {
+	ch := t.policyFor(ref).lb.GetConsistentHash()
+	if ch == nil {
+		return nil
+	}
+	switch k := ch.HashKey.(type) {
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(k.HttpHeaderName)}}}
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
+		c := &routev3.RouteAction_HashPolicy_Cookie{Name: k.HttpCookie.GetName(), Path: k.HttpCookie.GetPath()}
+		if ttl := k.HttpCookie.GetTtl(); ttl != nil {
+			c.Ttl = durationpb.New(ttl.AsDuration())
+		}
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:
+		if !k.UseSourceIp {
+			return nil
+		}
+		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+			ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}}
+	}
+	return nil
+}
+
+// subsetClusters lists the clusters Istio creates for a host: one per port
+// and subset of its DestinationRule (HTTP ports only when httpOnly).
+func (t *translator) subsetClusters(svc *service, httpOnly bool) []clusterRef {
+	dr := t.destinationRules[svc.fqdn]
+	if dr == nil {
+		return nil
+	}
+	var out []clusterRef
+	for _, p := range svc.ports {
+		if httpOnly && t.ports[endpointKey(svc.fqdn, p.number)].tcp {
+			continue
+		}
+		for name := range dr.subsets {
+			out = append(out, clusterRef{svc: svc, port: p.number, subset: name})
+		}
+	}
+	return out
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// cluster builds the EDS cluster of ref. forGRPC replaces load balancers
+// gRPC clients lack (RANDOM) with ROUND_ROBIN.
+func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
+	p := t.policyFor(ref)
+	name := ref.name()
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: name},
+		ConnectTimeout:       durationpb.New(10e9),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+	if p.lb != nil {
+		switch {
+		case p.lb.GetConsistentHash() != nil:
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+		case p.lb.GetSimple() == networkingapi.LoadBalancerSettings_LEAST_REQUEST:
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		case p.lb.GetSimple() == networkingapi.LoadBalancerSettings_RANDOM && !forGRPC:
+			c.LbPolicy = clusterv3.Cluster_RANDOM
+		}
+	}
+	// Istio lifts Envoy's default limits (1024) unless the
+	// DestinationRule sets them.
+	th := &clusterv3.CircuitBreakers_Thresholds{
+		MaxConnections:     wrapperspb.UInt32(math.MaxUint32),
+		MaxPendingRequests: wrapperspb.UInt32(math.MaxUint32),
+		MaxRequests:        wrapperspb.UInt32(math.MaxUint32),
+	}
+	if tcp := p.pool.GetTcp(); tcp != nil {
+		if tcp.MaxConnections > 0 {
+			th.MaxConnections = wrapperspb.UInt32(uint32(tcp.MaxConnections))
+		}
+		if tcp.ConnectTimeout != nil && tcp.ConnectTimeout.AsDuration() > 0 {
+			c.ConnectTimeout = durationpb.New(tcp.ConnectTimeout.AsDuration())
+		}
+	}
+	if h := p.pool.GetHttp(); h != nil {
+		if h.Http1MaxPendingRequests > 0 {
+			th.MaxPendingRequests = wrapperspb.UInt32(uint32(h.Http1MaxPendingRequests))
+		}
+		if h.Http2MaxRequests > 0 {
+			th.MaxRequests = wrapperspb.UInt32(uint32(h.Http2MaxRequests))
+		}
+		if h.MaxRequestsPerConnection > 0 {
+			opts := &upstreamhttpv3.HttpProtocolOptions{
+				CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+					MaxRequestsPerConnection: wrapperspb.UInt32(uint32(h.MaxRequestsPerConnection)),
+				},
+				UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+					UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{},
+				},
+			}
+			c.TypedExtensionProtocolOptions = map[string]*anyMsg{httpProtocolOptionsKey: mustAny(opts)}
+		}
+	}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+	if od := p.outlier; od != nil {
+		o := &clusterv3.OutlierDetection{}
+		if v := od.Consecutive_5XxErrors; v != nil {
+			o.Consecutive_5Xx = wrapperspb.UInt32(v.Value)
+			if v.Value == 0 {
+				o.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+			}
+		}
+		if od.Interval != nil {
+			o.Interval = durationpb.New(od.Interval.AsDuration())
+		}
+		if od.BaseEjectionTime != nil {
+			o.BaseEjectionTime = durationpb.New(od.BaseEjectionTime.AsDuration())
+		}
+		if od.MaxEjectionPercent > 0 {
+			o.MaxEjectionPercent = wrapperspb.UInt32(uint32(min(od.MaxEjectionPercent, 100)))
+		}
+		c.OutlierDetection = o
+	}
+	return c
+}
+
+// passthrough is the ORIGINAL_DST cluster of workload chains.
+func passthrough() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 passthroughCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		ConnectTimeout:       durationpb.New(10e9),
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+	}
+}
+
+// loadAssignment lists the endpoints of ref: the workloads serving the port,
+// restricted to the subset's labels. plain drops the tunnel metadata (gRPC
+// clients cannot do HBONE).
+func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.ClusterLoadAssignment {
+	var selector map[string]string
+	if ref.subset != "" {
+		if dr := t.destinationRules[ref.svc.fqdn]; dr != nil && dr.subsets[ref.subset] != nil {
+			selector = dr.subsets[ref.subset].Labels
+		}
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ref.name()}
+	var lbs []*endpointv3.LbEndpoint
+	for _, ep := range t.endpoints[endpointKey(ref.svc.fqdn, ref.port)] {
+		if !matchLabels(selector, t.podLabels[ep.workload.Uid]) {
+			continue
+		}
+		lb := &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: socketAddress(ep.ip, ep.port),
+			}},
+			HealthStatus: corev3.HealthStatus_HEALTHY,
+		}
+		if ep.workload.Status == workloadv1.WorkloadStatus_UNHEALTHY {
+			lb.HealthStatus = corev3.HealthStatus_UNHEALTHY
+		}
+		if !plain {
+			lb.Metadata = t.endpointMetadata(ep.workload)
+		}
+		lbs = append(lbs, lb)
+	}
+	if len(lbs) > 0 {
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+	}
+	return cla
+}
+
+func (t *translator) endpointMetadata(w *workloadv1.Workload) *corev3.Metadata {
+	tunnel := "NONE"
+	if w.TunnelProtocol == workloadv1.TunnelProtocol_HBONE {
+		tunnel = "HBONE"
+	}
+	td := w.TrustDomain
+	if td == "" {
+		td = t.cfg.TrustDomain
+	}
+	name := w.WorkloadName
+	if name == "" {
+		name = w.Name
+	}
+	fields := map[string]*structpb.Value{
+		"tunnel":    structpb.NewStringValue(tunnel),
+		"identity":  structpb.NewStringValue(spiffeID(td, w.Namespace, w.ServiceAccount)),
+		"workload":  structpb.NewStringValue(name),
+		"namespace": structpb.NewStringValue(w.Namespace),
+	}
+	if w.CanonicalRevision != "" {
+		fields["version"] = structpb.NewStringValue(w.CanonicalRevision)
+	}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{metadataNamespace: {Fields: fields}}}
+}
+
+func spiffeID(td, ns, sa string) string {
+	if sa == "" {
+		sa = "default"
+	}
+	return "spiffe://" + td + "/ns/" + ns + "/sa/" + sa
+}
+
+// matchLabels: every selector label is in labels; an empty selector matches.
+func matchLabels(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func socketAddress(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       ip,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}

@@ -1,0 +1,229 @@
+package waypoint
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+// served is what one waypoint serves.
+type served struct {
+	services  []*service
+	workloads []*workloadv1.Workload
+}
+
+func (t *translator) buildWaypoints() map[string]*Resources {
+	wps := map[string]*served{}
+	get := func(key string) *served {
+		if wps[key] == nil {
+			wps[key] = &served{}
+		}
+		return wps[key]
+	}
+	for _, fqdn := range sortedKeys(t.services) {
+		if s := t.services[fqdn]; s.waypoint != "" && len(s.ports) > 0 && len(s.vips) > 0 {
+			get(s.waypoint).services = append(get(s.waypoint).services, s)
+		}
+	}
+	for _, w := range t.workloads {
+		if key := t.waypointKey(w.Waypoint); key != "" && len(w.Addresses) > 0 {
+			get(key).workloads = append(get(key).workloads, w)
+		}
+	}
+	out := make(map[string]*Resources, len(wps))
+	for key, s := range wps {
+		out[key] = t.waypointResources(key, s)
+	}
+	return out
+}
+
+func (t *translator) waypointResources(key string, s *served) *Resources {
+	res := &Resources{}
+	l := &listenerv3.Listener{Name: listenerName, Address: socketAddress("0.0.0.0", hbonePort)}
+	refs := map[string]clusterRef{}
+	for _, svc := range s.services {
+		for _, p := range svc.ports {
+			pc := t.ports[endpointKey(svc.fqdn, p.number)]
+			fc := &listenerv3.FilterChain{
+				Name: pc.name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{
+					DestinationPort: wrapperspb.UInt32(p.number),
+					PrefixRanges:    cidrs(svc.vips),
+				},
+			}
+			if pc.tcp {
+				fc.Filters = []*listenerv3.Filter{{Name: filterTCP, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}}}
+			} else {
+				pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
+				deny, allow := rbacConfigs(pols)
+				fc.Filters = []*listenerv3.Filter{hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
+				res.Routes = append(res.Routes, t.routeConfig(pc, false))
+			}
+			l.FilterChains = append(l.FilterChains, fc)
+			for n, r := range pc.clusters {
+				refs[n] = r
+			}
+		}
+		for _, r := range t.subsetClusters(svc, false) {
+			refs[r.name()] = r
+		}
+	}
+	var ips []string
+	for _, w := range s.workloads {
+		for _, a := range w.Addresses {
+			if isIP(a) {
+				ips = append(ips, a)
+			}
+		}
+	}
+	slices.Sort(ips)
+	ips = slices.Compact(ips)
+	for _, ip := range ips {
+		name := workloadChainPrefix + ip
+		deny, allow := rbacConfigs(slices.Clone(t.gatewayPolicies[key]))
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name:             name,
+			FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: cidrs([]string{ip})},
+			Filters:          []*listenerv3.Filter{hcmFilter(name, false, false, deny, allow)},
+		})
+		res.Routes = append(res.Routes, &routev3.RouteConfiguration{
+			Name: name,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    name,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Name:  "default",
+					Match: prefixRouteMatch("/"),
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: passthroughCluster},
+						Timeout:          durationpb.New(0),
+						RetryPolicy:      defaultRetryPolicy(),
+					}},
+				}},
+			}},
+		})
+	}
+	res.Listeners = []*listenerv3.Listener{l}
+	if len(ips) > 0 {
+		res.Clusters = append(res.Clusters, passthrough())
+	}
+	t.addClusters(res, refs, false)
+	sortResources(res)
+	return res
+}
+
+// addClusters adds the clusters and load assignments of refs.
+func (t *translator) addClusters(res *Resources, refs map[string]clusterRef, forGRPC bool) {
+	for _, name := range sortedKeys(refs) {
+		res.Clusters = append(res.Clusters, t.cluster(refs[name], forGRPC))
+		res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC))
+	}
+}
+
+func sortResources(res *Resources) {
+	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(res.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(res.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
+}
+
+// buildGRPC is the proxyless gRPC snapshot: an API listener per HTTP service
+// port of the mesh, with the same routes (minus HTTP filters gRPC API
+// listeners lack), clusters, and plain endpoints.
+func (t *translator) buildGRPC() *Resources {
+	res := &Resources{}
+	refs := map[string]clusterRef{}
+	for _, fqdn := range sortedKeys(t.services) {
+		svc := t.services[fqdn]
+		any := false
+		for _, p := range svc.ports {
+			pc := t.ports[endpointKey(fqdn, p.number)]
+			if pc.tcp {
+				continue
+			}
+			any = true
+			hcm := &hcmv3.HttpConnectionManager{
+				StatPrefix: pc.name,
+				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+					ConfigSource: adsSource(), RouteConfigName: pc.name}},
+				HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+			}
+			res.Listeners = append(res.Listeners, &listenerv3.Listener{
+				Name:        pc.name,
+				ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
+			})
+			res.Routes = append(res.Routes, t.routeConfig(pc, true))
+			for n, r := range pc.clusters {
+				refs[n] = r
+			}
+		}
+		if any {
+			for _, r := range t.subsetClusters(svc, true) {
+				refs[r.name()] = r
+			}
+		}
+	}
+	t.addClusters(res, refs, true)
+	sortResources(res)
+	return res
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: filterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+}
+
+// hcmFilter is the HTTP connection manager of a chain, with the HTTP
+// filters in the contract's order, each only when used.
+func hcmFilter(name string, fault, cors bool, deny, allow *rbacv3.RBAC) *listenerv3.Filter {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: adsSource(), RouteConfigName: name}},
+	}
+	add := func(n string, m proto.Message) {
+		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: n, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(m)}})
+	}
+	if fault {
+		add(filterFault, &faultv3.HTTPFault{})
+	}
+	if cors {
+		add(filterCORS, &corsv3.Cors{})
+	}
+	if deny != nil {
+		add(rbacDeny, &rbacfilterv3.RBAC{Rules: deny})
+	}
+	if allow != nil {
+		add(rbacAllow, &rbacfilterv3.RBAC{Rules: allow})
+	}
+	hcm.HttpFilters = append(hcm.HttpFilters, routerFilter())
+	return &listenerv3.Filter{Name: filterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
+}
+
+func cidrs(ips []string) []*corev3.CidrRange {
+	var out []*corev3.CidrRange
+	for _, ip := range ips {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue
+		}
+		out = append(out, &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package waypoint
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+// protocol of a service port as far as the waypoint is concerned.
+type protocol int
+
+const (
+	// protoSniffed: unnamed or unknown; HTTP unless a VirtualService only
+	// has tcp routes for the port.
+	protoSniffed protocol = iota
+	protoHTTP
+	protoTCP
+)
+
+// service is a mesh service from the registry (a workloadv1.Service).
+type service struct {
+	name, namespace, fqdn string
+	vips                  []string
+	ports                 []*servicePort // sorted by number
+	// waypoint "<ns>/<name>" the service uses, "" for none.
+	waypoint string
+}
+
+type servicePort struct {
+	number   uint32
+	protocol protocol
+}
+
+func (s *service) port(n uint32) *servicePort {
+	for _, p := range s.ports {
+		if p.number == n {
+			return p
+		}
+	}
+	return nil
+}
+
+// endpoint is one workload serving one service port.
+type endpoint struct {
+	workload *workloadv1.Workload
+	ip       string
+	port     uint32
+}
+
+func endpointKey(fqdn string, port uint32) string { return fqdn + ":" + itoa(port) }
+
+// indexRegistry reads services, workloads and pod labels.
+func (t *translator) indexRegistry(in Inputs) {
+	kubeServices := map[string]*corev1.Service{}
+	for _, s := range in.Services {
+		if s != nil {
+			kubeServices[s.Namespace+"/"+s.Name] = s
+		}
+	}
+	for _, pod := range in.Pods {
+		if pod != nil {
+			t.podLabels[t.cfg.ClusterID+"//Pod/"+pod.Namespace+"/"+pod.Name] = pod.Labels
+		}
+	}
+	keys := make([]string, 0, len(in.Addresses))
+	for k := range in.Addresses {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		a := in.Addresses[k]
+		if svc := a.GetService(); svc != nil {
+			t.addService(svc, kubeServices[svc.Namespace+"/"+svc.Name])
+		} else if w := a.GetWorkload(); w != nil {
+			t.workloads = append(t.workloads, w)
+		}
+	}
+	slices.SortFunc(t.workloads, func(a, b *workloadv1.Workload) int { return cmp.Compare(a.Uid, b.Uid) })
+	for _, w := range t.workloads {
+		ip := workloadIP(w)
+		if ip == "" {
+			continue
+		}
+		for key, pl := range w.Services {
+			_, fqdn, ok := strings.Cut(key, "/")
+			s := t.services[fqdn]
+			if !ok || s == nil {
+				continue
+			}
+			for _, p := range pl.GetPorts() {
+				if s.port(p.ServicePort) == nil {
+					continue
+				}
+				target := p.TargetPort
+				if target == 0 {
+					target = p.ServicePort
+				}
+				ek := endpointKey(fqdn, p.ServicePort)
+				t.endpoints[ek] = append(t.endpoints[ek], endpoint{workload: w, ip: ip, port: target})
+			}
+		}
+	}
+}
+
+func (t *translator) addService(svc *workloadv1.Service, kube *corev1.Service) {
+	s := &service{
+		name:      svc.Name,
+		namespace: svc.Namespace,
+		fqdn:      svc.Hostname,
+		vips:      slices.Sorted(slices.Values(svc.Addresses)),
+		waypoint:  t.waypointKey(svc.Waypoint),
+	}
+	for _, p := range svc.Ports {
+		if p.ServicePort == 0 || s.port(p.ServicePort) != nil {
+			continue
+		}
+		s.ports = append(s.ports, &servicePort{number: p.ServicePort, protocol: portProtocol(kube, p.ServicePort)})
+	}
+	slices.SortFunc(s.ports, func(a, b *servicePort) int { return cmp.Compare(a.number, b.number) })
+	t.services[s.fqdn] = s
+	for _, ip := range s.vips {
+		t.servicesByIP[ip] = s
+	}
+}
+
+// waypointKey turns a GatewayAddress hostname
+// "<ns>/<name>.<ns>.svc.<suffix>" into "<ns>/<name>".
+func (t *translator) waypointKey(g *workloadv1.GatewayAddress) string {
+	host := g.GetHostname()
+	ns, rest, ok := strings.Cut(host, "/")
+	if !ok {
+		return ""
+	}
+	name, ok := strings.CutSuffix(rest, "."+ns+".svc."+t.cfg.DomainSuffix)
+	if !ok || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
+
+// workloadIP is the address endpoints use: the first IPv4 address, else the
+// first address.
+func workloadIP(w *workloadv1.Workload) string {
+	for _, a := range w.Addresses {
+		if isIP(a) && !strings.Contains(a, ":") {
+			return a
+		}
+	}
+	for _, a := range w.Addresses {
+		if isIP(a) {
+			return a
+		}
+	}
+	return ""
+}
+
+// portProtocol implements the protocol selection documented on the package.
+func portProtocol(kube *corev1.Service, number uint32) protocol {
+	if kube == nil {
+		return protoSniffed
+	}
+	for _, p := range kube.Spec.Ports {
+		if uint32(p.Port) != number {
+			continue
+		}
+		if p.AppProtocol != nil && *p.AppProtocol != "" {
+			if pr, ok := protocolName(*p.AppProtocol); ok {
+				return pr
+			}
+		}
+		name, _, _ := strings.Cut(p.Name, "-")
+		if pr, ok := protocolName(name); ok {
+			return pr
+		}
+		return protoSniffed
+	}
+	return protoSniffed
+}
+
+func protocolName(s string) (protocol, bool) {
+	switch strings.ToLower(s) {
+	case "http", "http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c", "kubernetes.io/ws", "kubernetes.io/wss":
+		return protoHTTP, true
+	case "tcp", "tls", "https", "mongo", "mysql", "redis", "udp", "sctp":
+		return protoTCP, true
+	}
+	return protoSniffed, false
+}

@@ -1,0 +1,292 @@
+// Package waypoint translates Istio traffic management (VirtualService,
+// DestinationRule), Gateway API GAMMA HTTPRoutes and L7
+// AuthorizationPolicies, together with the service registry produced by
+// control/workload, into standard Envoy v3 resources: one set per waypoint
+// and one for proxyless gRPC clients. waypoint/README.md is the contract for
+// resource names and the Envoy fields used.
+//
+// The translation is a pure function of its inputs: no clients, no I/O, no
+// clock. It follows Istio semantics (istiod's pilot/pkg/networking/core
+// route and cluster builders) so that existing manifests behave the same
+// way. Bad input never aborts the translation: it becomes a Problem naming
+// the object and field, and only the affected part is left out.
+//
+// Protocol selection per service port (Istio's, adapted to a sniffing
+// waypoint): the port's appProtocol, else the prefix of its name before
+// "-", decides. http, http2, grpc, grpc-web, h2c (and kubernetes.io/h2c,
+// kubernetes.io/ws, kubernetes.io/wss) are HTTP; tcp, tls, https, mongo,
+// mysql, redis, udp and the like are TCP (the waypoint cannot see inside
+// them). An unnamed port or an unknown name is HTTP, because the waypoint
+// sniffs, unless a VirtualService has a tcp route for that port and no http
+// route, which makes it TCP.
+//
+// Istio semantics kept: a VirtualService or HTTPRoute replaces the default
+// route of the ports it applies to, so a request no route matches gets 404
+// (a port no route applies to keeps the default route); routes without
+// retries get Istio's default retry policy (2 attempts on
+// connect-failure, refused-stream, unavailable, cancelled and 503); route
+// timeouts are 0 (none) unless set; a fault without percentage injects
+// nothing; a DestinationRule subset's policy overrides the top-level one
+// field by field, and portLevelSettings override both; circuit breaker
+// limits Istio does not get from the DestinationRule are lifted to the
+// maximum; clusters exist for every port and subset of a served service.
+//
+// Where Weft departs from istiod, on purpose or for simplicity:
+//   - two VirtualServices (or DestinationRules) for the same host are not
+//     merged: the oldest (creationTimestamp, then namespace/name) wins and
+//     the others get a Problem;
+//   - a VirtualService and an HTTPRoute for the same Service: the HTTPRoute
+//     wins (as Istio documents for waypoints), the VirtualService gets a
+//     Problem; only producer HTTPRoutes (in the Service's namespace) apply;
+//   - a route destination naming an unknown host or subset is left out of
+//     the route (Istio keeps it and the requests fail with 503); a route
+//     left without destinations answers 503 directly (500 for HTTPRoutes,
+//     as the Gateway API says);
+//   - a match that cannot be translated (bad regex, sourceLabels,
+//     sourceNamespace) never applies, and a route whose matches all fail is
+//     dropped instead of becoming a catch-all;
+//   - consistent hashing uses the hash key of the first destination of a
+//     route that has one;
+//   - an L7 AuthorizationPolicy attribute the waypoint cannot evaluate
+//     (requestPrincipals, ipBlocks, request.auth.*, ...) drops the ALLOW
+//     rule, or just that attribute from a DENY rule (which then denies
+//     more); CUSTOM policies are treated as DENY (fail closed);
+//   - endpoint metadata "workload" is the workload's owner name (e.g. the
+//     Deployment), falling back to the pod name;
+//   - in the gRPC snapshot, per-route fault and CORS configs are dropped
+//     (API listeners only have the router filter) and RANDOM load
+//     balancing becomes ROUND_ROBIN (gRPC has no RANDOM).
+package waypoint
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/control/workload"
+)
+
+// Config holds the mesh-wide settings the translation depends on; the same
+// settings (and defaults) as control/workload.Config.
+type Config struct {
+	// TrustDomain of workload identities; default "cluster.local".
+	TrustDomain string
+	// DomainSuffix of service hostnames <svc>.<ns>.svc.<suffix>; default
+	// "cluster.local".
+	DomainSuffix string
+	// ClusterID prefixes workload uids "<cluster>//Pod/<ns>/<name>";
+	// default "Kubernetes".
+	ClusterID string
+	// RootNamespace holds mesh-wide configuration; default "weft-system".
+	RootNamespace string
+}
+
+// Inputs is a snapshot of what the translation reads. Nil entries are
+// ignored. Translate never modifies its inputs.
+type Inputs struct {
+	// Addresses is control/workload's Output.Addresses: services (VIPs,
+	// ports, waypoint) and workloads (IPs, identity, services with target
+	// ports, waypoint, canonical revision, status).
+	Addresses map[string]*workloadv1.Address
+	// Services give the port names and appProtocols (protocol selection).
+	Services []*corev1.Service
+	// Pods give the labels DestinationRule subsets select on.
+	Pods             []*corev1.Pod
+	VirtualServices  []*networkingv1.VirtualService
+	DestinationRules []*networkingv1.DestinationRule
+	// HTTPRoutes attached to a Service (GAMMA); others are ignored.
+	HTTPRoutes []*gatewayv1.HTTPRoute
+	// AuthorizationPolicies with targetRefs to a waypoint Gateway or to a
+	// Service; selector and namespace-wide policies are enforced at L4 by
+	// the node agents and ignored here.
+	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+}
+
+// Resources is one xDS snapshot, each list sorted by resource name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// Output is the translated snapshot.
+type Output struct {
+	// Waypoints by "<namespace>/<gateway-name>": every waypoint some service
+	// or workload uses.
+	Waypoints map[string]*Resources
+	// GRPC is the snapshot of proxyless gRPC clients: an API listener for
+	// every HTTP service port of the mesh.
+	GRPC *Resources
+	// Problems found in the input, sorted; at most one per object and
+	// message.
+	Problems []workload.Problem
+}
+
+// Names shared with the contract (waypoint/README.md).
+const (
+	listenerName        = "waypoint"
+	passthroughCluster  = "passthrough"
+	workloadChainPrefix = "workload|"
+	hbonePort           = 15008
+	metadataNamespace   = "weft"
+
+	filterFault  = "envoy.filters.http.fault"
+	filterCORS   = "envoy.filters.http.cors"
+	filterRBAC   = "envoy.filters.http.rbac"
+	filterRouter = "envoy.filters.http.router"
+	filterHCM    = "envoy.filters.network.http_connection_manager"
+	filterTCP    = "envoy.filters.network.tcp_proxy"
+	rbacDeny     = "rbac-deny"
+	rbacAllow    = "rbac-allow"
+)
+
+// Translate converts the snapshot into Envoy resources. The result depends
+// only on the inputs, not on their order.
+func Translate(cfg Config, in Inputs) Output {
+	t := newTranslator(withDefaults(cfg))
+	t.indexRegistry(in)
+	t.indexDestinationRules(in.DestinationRules)
+	t.indexHTTPRoutes(in.HTTPRoutes)
+	t.indexVirtualServices(in.VirtualServices)
+	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
+	t.buildServicePorts()
+	out := Output{
+		Waypoints: t.buildWaypoints(),
+		GRPC:      t.buildGRPC(),
+		Problems:  t.sortedProblems(),
+	}
+	return out
+}
+
+func withDefaults(cfg Config) Config {
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = "cluster.local"
+	}
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "Kubernetes"
+	}
+	if cfg.DomainSuffix == "" {
+		cfg.DomainSuffix = "cluster.local"
+	}
+	if cfg.RootNamespace == "" {
+		cfg.RootNamespace = "weft-system"
+	}
+	return cfg
+}
+
+// translator carries the indexes of one Translate call.
+type translator struct {
+	cfg Config
+
+	services     map[string]*service // by FQDN
+	servicesByIP map[string]*service // by VIP
+	workloads    []*workloadv1.Workload
+	podLabels    map[string]map[string]string // by workload uid
+	// endpoints by "<fqdn>:<service port>", sorted by workload uid.
+	endpoints map[string][]endpoint
+
+	destinationRules map[string]*destinationRule // by FQDN
+	virtualServices  map[string]*virtualService  // by FQDN
+	httpRoutes       map[string][]*gammaRoute    // by FQDN
+	gatewayPolicies  map[string][]*authzPolicy   // by waypoint "<ns>/<name>"
+	servicePolicies  map[string][]*authzPolicy   // by FQDN
+
+	// ports translated per service port, by chain name "<fqdn>:<port>".
+	ports map[string]*portConfig
+	// clusters named in routes, by cluster name.
+	clusterRefs map[string]clusterRef
+
+	problems map[workload.Problem]struct{}
+}
+
+func newTranslator(cfg Config) *translator {
+	return &translator{
+		cfg:              cfg,
+		services:         map[string]*service{},
+		servicesByIP:     map[string]*service{},
+		podLabels:        map[string]map[string]string{},
+		endpoints:        map[string][]endpoint{},
+		destinationRules: map[string]*destinationRule{},
+		virtualServices:  map[string]*virtualService{},
+		httpRoutes:       map[string][]*gammaRoute{},
+		gatewayPolicies:  map[string][]*authzPolicy{},
+		servicePolicies:  map[string][]*authzPolicy{},
+		ports:            map[string]*portConfig{},
+		clusterRefs:      map[string]clusterRef{},
+		problems:         map[workload.Problem]struct{}{},
+	}
+}
+
+func (t *translator) problem(kind, ns, name, format string, args ...any) {
+	t.problems[workload.Problem{Kind: kind, Namespace: ns, Name: name, Message: fmt.Sprintf(format, args...)}] = struct{}{}
+}
+
+func (t *translator) sortedProblems() []workload.Problem {
+	if len(t.problems) == 0 {
+		return nil
+	}
+	out := make([]workload.Problem, 0, len(t.problems))
+	for p := range t.problems {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b workload.Problem) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace),
+			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Message, b.Message))
+	})
+	return out
+}
+
+// olderFirst orders objects by creationTimestamp, then namespace/name: the
+// order in which Istio resolves conflicts.
+func olderFirst(a, b *metav1.ObjectMeta) int {
+	if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// resolveHost turns a host as written in an Istio object of namespace ns
+// (short name, "<svc>.<ns>", "<svc>.<ns>.svc", FQDN or VIP) into a known
+// service, nil if there is none.
+func (t *translator) resolveHost(host, ns string) *service {
+	if s := t.servicesByIP[host]; s != nil {
+		return s
+	}
+	return t.services[t.fqdn(host, ns)]
+}
+
+// fqdn expands a Kubernetes short name relative to namespace ns.
+func (t *translator) fqdn(host, ns string) string {
+	host = strings.TrimSuffix(host, ".")
+	suffix := ".svc." + t.cfg.DomainSuffix
+	switch {
+	case strings.HasSuffix(host, suffix):
+		return host
+	case strings.HasSuffix(host, ".svc"):
+		return host + "." + t.cfg.DomainSuffix
+	case strings.Count(host, ".") == 0:
+		return host + "." + ns + suffix
+	case strings.Count(host, ".") == 1:
+		return host + suffix
+	}
+	return host
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
