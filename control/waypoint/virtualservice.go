@@ -633,7 +633,7 @@ func (c *vsContext) fault(path string, f *networkingapi.HTTPFaultInjection) *fau
 			out.Delay = &faultcommonv3.FaultDelay{
 				FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: durationpb.New(fd.AsDuration())},
 				//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
-				Percentage:         faultPercent(d.Percentage, d.Percent),
+				Percentage: faultPercent(d.Percentage, d.Percent),
 			}
 		} else {
 			c.problem("%s.delay: only fixedDelay is supported; no delay injected", path)
