@@ -488,13 +488,22 @@ func (e *env) agentMetrics(node string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return e.httpGet(strings.TrimSpace(ip) + ":15020/metrics")
+}
+
+// httpGet GETs http://<hostPort><path> from inside the cluster network
+// (node-0's namespace): node and pod addresses are reachable.
+func (e *env) httpGet(hostPortPath string) (string, error) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
-	resp, err := client.Get("http://" + strings.TrimSpace(ip) + ":15020/metrics")
+	resp, err := client.Get("http://" + hostPortPath)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", hostPortPath, resp.Status)
+	}
 	return string(b), err
 }
 
