@@ -1,0 +1,70 @@
+// Command weft-waypoint is Weft's L7 proxy for a namespace or service
+// account (a Gateway of class weft-waypoint): it gets its own certificate
+// from weft-control's CA, subscribes to its Envoy xDS resources and serves
+// HBONE on 15008. See waypoint/README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weft-mesh/weft/pkg/cli"
+)
+
+func main() {
+	if err := command().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-waypoint:", err)
+		os.Exit(1)
+	}
+}
+
+func command() *cobra.Command {
+	var cfg Config
+	var logLevel, gateway string
+	var accessLog bool
+	defGateway := ""
+	if ns, name := os.Getenv("POD_NAMESPACE"), os.Getenv("GATEWAY_NAME"); ns != "" && name != "" {
+		defGateway = ns + "/" + name
+	}
+	cmd := &cobra.Command{
+		Use:           "weft-waypoint",
+		Short:         "Weft waypoint: L7 proxy (HBONE in, routes, load balancing, HBONE out) configured by Envoy xDS",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
+				return err
+			}
+			ns, name, ok := strings.Cut(gateway, "/")
+			if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+				return fmt.Errorf("--gateway %q: want <namespace>/<name> (or set POD_NAMESPACE and GATEWAY_NAME)", gateway)
+			}
+			cfg.Namespace, cfg.Gateway = ns, name
+			if accessLog {
+				cfg.AccessLog = os.Stdout
+			}
+			return cli.RunUntilSignal(func(ctx context.Context) error { return Run(ctx, cfg) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&gateway, "gateway", defGateway, "the waypoint Gateway this pod serves, <namespace>/<name> (default $POD_NAMESPACE/$GATEWAY_NAME)")
+	f.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name, part of the xDS node ID (default $POD_NAME)")
+	f.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "service account of this pod, for its SPIFFE ID (default $SERVICE_ACCOUNT, else the gateway name)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh trust domain")
+	f.StringVar(&cfg.ControlAddress, "control-address", "weft-control.weft-system.svc:15012", "weft-control's xDS and CA endpoint (TLS)")
+	f.StringVar(&cfg.CARootCert, "ca-root-cert", "/etc/weft/ca-root/root-cert.pem", "trust anchors for the control plane (ConfigMap weft-ca-root-cert)")
+	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected service-account token with audience weft-ca")
+	f.StringVar(&cfg.HBONEAddress, "hbone-address", ":15008", "HBONE listener (mTLS tunnel from node agents)")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics and /stats/prometheus")
+	f.StringVar(&cfg.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready and /healthz/live")
+	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /certs (keep it on loopback)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout")
+	return cmd
+}

@@ -1,0 +1,345 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// ListenerName is the one Listener a waypoint serves (waypoint/README.md).
+const ListenerName = "waypoint"
+
+// Types are the xDS resource types the waypoint subscribes to, in the order
+// a control plane should send them.
+func Types() []string {
+	return []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+}
+
+// Snapshot is one immutable compiled configuration. Cluster runtime state
+// (endpoint load, outlier ejections, pooled connections) lives in the
+// *cluster objects, which survive snapshots.
+type Snapshot struct {
+	Version  uint64
+	chains   *chainSet
+	clusters map[string]*cluster
+	// Resources held, for /config_dump and readiness.
+	Listeners, Routes, Clusters, Endpoints []string
+}
+
+// Store turns xDS updates into Snapshots. Handle is the xdsclient.Handler.
+type Store struct {
+	up  *Upstream
+	log *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[string]*listenerv3.Listener
+	routes    map[string]*routev3.RouteConfiguration
+	clusters  map[string]*clusterv3.Cluster
+	clas      map[string]*endpointv3.ClusterLoadAssignment
+	state     map[string]*cluster    // runtime clusters by name
+	pipelines map[string]*pipelineAt // compiled HCM chains by chain name
+	synced    map[string]bool
+	version   uint64
+	rejected  map[string]string // "type/name" -> last error, for /config_dump
+
+	cur atomic.Pointer[Snapshot]
+}
+
+// pipelineAt caches one compiled pipeline with the inputs it came from, so
+// an endpoint or cluster update does not recompile routes.
+type pipelineAt struct {
+	hcm *hcmv3.HttpConnectionManager
+	rc  *routev3.RouteConfiguration
+	h   http.Handler
+}
+
+// NewStore returns an empty store compiling pipelines against up.
+func NewStore(up *Upstream, log *slog.Logger) *Store {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{up: up, log: log,
+		listeners: map[string]*listenerv3.Listener{}, routes: map[string]*routev3.RouteConfiguration{},
+		clusters: map[string]*clusterv3.Cluster{}, clas: map[string]*endpointv3.ClusterLoadAssignment{},
+		state: map[string]*cluster{}, pipelines: map[string]*pipelineAt{}, synced: map[string]bool{},
+		rejected: map[string]string{}}
+	s.cur.Store(&Snapshot{chains: &chainSet{}, clusters: map[string]*cluster{}})
+	return s
+}
+
+// Snapshot returns the current configuration (never nil).
+func (s *Store) Snapshot() *Snapshot { return s.cur.Load() }
+
+// Synced reports whether every type has been received at least once.
+func (s *Store) Synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range Types() {
+		if !s.synced[t] {
+			return false
+		}
+	}
+	return true
+}
+
+// Rejected lists the resources whose latest version was rejected, with why.
+func (s *Store) Rejected() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.rejected)
+}
+
+// Handle applies one xDS response. Every resource is checked on its own:
+// good ones take effect, a bad one keeps its previous version (or stays
+// absent) and its error is returned, which NACKs the response.
+func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	reject := func(name string, err error) {
+		err = fmt.Errorf("%s %q rejected (its previous version, if any, stays in effect): %w", shortType(typeURL), name, err)
+		s.rejected[shortType(typeURL)+"/"+name] = err.Error()
+		errs = append(errs, err)
+	}
+	accept := func(name string) { delete(s.rejected, shortType(typeURL)+"/"+name) }
+	names := slices.Sorted(maps.Keys(updated))
+	switch typeURL {
+	case resourcev3.ListenerType:
+		for _, name := range names {
+			l, ok := updated[name].(*listenerv3.Listener)
+			if !ok {
+				reject(name, fmt.Errorf("not a Listener"))
+				continue
+			}
+			if err := s.checkListener(l); err != nil {
+				reject(name, err)
+				continue
+			}
+			s.listeners[name] = l
+			accept(name)
+		}
+		for _, name := range removed {
+			delete(s.listeners, name)
+		}
+	case resourcev3.RouteType:
+		for _, name := range names {
+			rc, ok := updated[name].(*routev3.RouteConfiguration)
+			if !ok {
+				reject(name, fmt.Errorf("not a RouteConfiguration"))
+				continue
+			}
+			if err := s.checkRoute(name, rc); err != nil {
+				reject(name, err)
+				continue
+			}
+			s.routes[name] = rc
+			accept(name)
+		}
+		for _, name := range removed {
+			delete(s.routes, name)
+		}
+	case resourcev3.ClusterType:
+		for _, name := range names {
+			c, ok := updated[name].(*clusterv3.Cluster)
+			if !ok {
+				reject(name, fmt.Errorf("not a Cluster"))
+				continue
+			}
+			if _, err := compileCluster(c); err != nil {
+				reject(name, err)
+				continue
+			}
+			s.clusters[name] = c
+			accept(name)
+		}
+		for _, name := range removed {
+			delete(s.clusters, name)
+		}
+	case resourcev3.EndpointType:
+		for _, name := range names {
+			cla, ok := updated[name].(*endpointv3.ClusterLoadAssignment)
+			if !ok {
+				reject(name, fmt.Errorf("not a ClusterLoadAssignment"))
+				continue
+			}
+			if _, err := compileEndpoints(cla); err != nil {
+				reject(name, err)
+				continue
+			}
+			s.clas[name] = cla
+			accept(name)
+		}
+		for _, name := range removed {
+			delete(s.clas, name)
+		}
+	default:
+		return fmt.Errorf("waypoint does not handle type %s", typeURL)
+	}
+	s.synced[typeURL] = true
+	s.rebuild()
+	err := errors.Join(errs...)
+	if err != nil {
+		s.log.Warn("xds resources rejected", "type", shortType(typeURL), "err", err)
+	}
+	return err
+}
+
+func shortType(t string) string {
+	if i := len(t) - 1; i > 0 {
+		for j := i; j >= 0; j-- {
+			if t[j] == '.' {
+				return t[j+1:]
+			}
+		}
+	}
+	return t
+}
+
+// checkListener validates l and compiles its HCM chains whose routes are
+// present (a route that comes later is checked when it arrives).
+func (s *Store) checkListener(l *listenerv3.Listener) error {
+	chains, err := parseChains(l)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range chains {
+		if c.hcm == nil {
+			continue
+		}
+		if rc := s.routes[c.rcName]; rc != nil {
+			if _, err := compilePipeline(c.hcm, rc, s.up); err != nil {
+				errs = append(errs, fmt.Errorf("filter chain %q with route %q: %w", c.name, c.rcName, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// defaultHCM validates a RouteConfiguration no chain references yet.
+var defaultHCM = &hcmv3.HttpConnectionManager{
+	StatPrefix: "validate",
+	HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router",
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// checkRoute compiles rc with every HCM that references it.
+func (s *Store) checkRoute(name string, rc *routev3.RouteConfiguration) error {
+	var errs []error
+	used := false
+	for _, l := range s.listeners {
+		chains, _ := parseChains(l)
+		for _, c := range chains {
+			if c.hcm == nil || c.rcName != name {
+				continue
+			}
+			used = true
+			if _, err := compilePipeline(c.hcm, rc, s.up); err != nil {
+				errs = append(errs, fmt.Errorf("with filter chain %q: %w", c.name, err))
+			}
+		}
+	}
+	if !used {
+		if _, err := compilePipeline(defaultHCM, rc, s.up); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// rebuild compiles the accepted resources into a new Snapshot and swaps it
+// in. Called with s.mu held.
+func (s *Store) rebuild() {
+	s.version++
+	snap := &Snapshot{Version: s.version, clusters: map[string]*cluster{}}
+	// Clusters: runtime objects persist; settings and endpoints are swapped.
+	for name, c := range s.clusters {
+		settings, err := compileCluster(c)
+		if err != nil { // checked on arrival; cannot happen
+			continue
+		}
+		rc := s.state[name]
+		if rc == nil {
+			rc = newCluster(name)
+			s.state[name] = rc
+		}
+		rc.setSettings(settings)
+		var eps []*endpoint
+		if cla := s.clas[name]; cla != nil {
+			eps, _ = compileEndpoints(cla)
+		}
+		rc.setEndpoints(eps)
+		snap.clusters[name] = rc
+	}
+	for name := range s.state {
+		if _, ok := s.clusters[name]; !ok {
+			delete(s.state, name) // idle pooled connections time out on their own
+		}
+	}
+	// Listener "waypoint": chains with their pipelines.
+	var chains []*chain
+	if l := s.listeners[ListenerName]; l != nil {
+		chains, _ = parseChains(l)
+	}
+	live := map[string]bool{}
+	for _, c := range chains {
+		if c.hcm == nil {
+			continue
+		}
+		live[c.name] = true
+		rc := s.routes[c.rcName]
+		if rc == nil {
+			continue // served with 503 NR until the route arrives
+		}
+		if p := s.pipelines[c.name]; p != nil && p.rc == rc && proto.Equal(p.hcm, c.hcm) {
+			c.handler = p.h
+			continue
+		}
+		h, err := compilePipeline(c.hcm, rc, s.up)
+		if err != nil {
+			// Checked on arrival; keep the previous pipeline if any.
+			s.log.Warn("compiling filter chain", "chain", c.name, "route", c.rcName, "err", err)
+			if p := s.pipelines[c.name]; p != nil {
+				c.handler = p.h
+			}
+			continue
+		}
+		s.pipelines[c.name] = &pipelineAt{hcm: c.hcm, rc: rc, h: h}
+		c.handler = h
+	}
+	for name := range s.pipelines {
+		if !live[name] {
+			delete(s.pipelines, name)
+		}
+	}
+	snap.chains = newChainSet(chains)
+	snap.Listeners = slices.Sorted(maps.Keys(s.listeners))
+	snap.Routes = slices.Sorted(maps.Keys(s.routes))
+	snap.Clusters = slices.Sorted(maps.Keys(s.clusters))
+	snap.Endpoints = slices.Sorted(maps.Keys(s.clas))
+	s.cur.Store(snap)
+	s.up.setClusters(snap.clusters)
+}

@@ -1,0 +1,364 @@
+//lint:file-ignore SA1019 x/net/http2's Server.ServeConn serves h2 (prior knowledge) on one tunnel stream; net/http has no per-connection equivalent.
+
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// Options configure a Proxy.
+type Options struct {
+	// SVID is the waypoint's own identity (server and upstream client);
+	// Bundle the mesh trust.
+	SVID   x509svid.Source
+	Bundle x509bundle.Source
+	// Registerer gets the istio_request* metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// AccessLog gets one JSON line per request or TCP stream (nil: none).
+	AccessLog io.Writer
+	// Tracing emits spans (nil: headers are only propagated).
+	Tracing *Tracing
+	// TunnelPort of endpoints (default 15008); DialTCP for plain endpoints
+	// and HBONEDial for the TCP under HBONE tunnels (tests redirect them).
+	TunnelPort uint16
+	DialTCP    func(ctx context.Context, network, addr string) (net.Conn, error)
+	HBONEDial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	Log        *slog.Logger
+}
+
+// Proxy is the waypoint data path.
+type Proxy struct {
+	Store    *Store
+	Upstream *Upstream
+	Metrics  *Metrics
+	HBONE    *hbone.Server
+
+	log       *slog.Logger
+	accessLog *slog.Logger
+	tracing   *Tracing
+	h2        *http2.Server
+}
+
+// New builds a Proxy; feed Store.Handle from xDS and Serve a listener.
+func New(o Options) (*Proxy, error) {
+	if o.SVID == nil || o.Bundle == nil {
+		return nil, errors.New("waypoint proxy needs an SVID source and a trust bundle source")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	m, err := NewMetrics(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	up := &Upstream{
+		Dialer:     &hbone.Dialer{SVID: o.SVID, Bundle: o.Bundle, DialContext: o.HBONEDial, Logger: o.Log},
+		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Log: o.Log,
+	}
+	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
+		h2: &http2.Server{MaxConcurrentStreams: 1000}}
+	if o.AccessLog != nil {
+		p.accessLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil))
+	}
+	// Any identity the mesh trust bundle vouches for may connect; which
+	// source may do what is RBAC's job per request.
+	p.HBONE = &hbone.Server{TLS: hbone.ServerTLSConfig(o.SVID, o.Bundle, nil), Handler: p.handle, Logger: o.Log}
+	return p, nil
+}
+
+// Serve serves HBONE on ln until Close.
+func (p *Proxy) Serve(ln net.Listener) error { return p.HBONE.Serve(ln) }
+
+// Close stops the HBONE server and drops upstream connections.
+func (p *Proxy) Close() error {
+	err := p.HBONE.Close()
+	p.Upstream.Close()
+	p.Upstream.Dialer.Close()
+	return err
+}
+
+// requestState is what the proxy knows about one downstream stream and
+// request, shared with Upstream through the request context.
+type requestState struct {
+	h2       bool
+	origDst  netip.AddrPort
+	peer     spiffeid.ID
+	clientIP netip.Addr
+	baggage  string
+
+	mu        sync.Mutex
+	upstreams map[string]upstreamUse // cluster -> last endpoint used
+}
+
+type upstreamUse struct {
+	e    *endpoint
+	addr netip.AddrPort
+}
+
+func (rs *requestState) setUpstream(cluster string, e *endpoint, addr netip.AddrPort) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.upstreams == nil {
+		rs.upstreams = map[string]upstreamUse{}
+	}
+	rs.upstreams[cluster] = upstreamUse{e: e, addr: addr}
+}
+
+func (rs *requestState) upstream(cluster string) upstreamUse {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.upstreams[cluster]
+}
+
+type requestStateKey struct{}
+
+func requestStateFrom(ctx context.Context) *requestState {
+	rs, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return rs
+}
+
+// forwardedFor extracts the client address from a Forwarded header.
+func forwardedFor(h string) (netip.Addr, bool) {
+	for _, elem := range strings.Split(h, ",") {
+		for _, pair := range strings.Split(elem, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || !strings.EqualFold(k, "for") {
+				continue
+			}
+			v = strings.Trim(v, `"`)
+			if ap, err := netip.ParseAddrPort(v); err == nil {
+				return ap.Addr().Unmap(), true
+			}
+			v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
+			if a, err := netip.ParseAddr(v); err == nil {
+				return a.Unmap(), true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// handle decides on one CONNECT stream.
+func (p *Proxy) handle(ctx context.Context, req *hbone.Request) error {
+	dst, err := netip.ParseAddrPort(req.Authority)
+	if err != nil {
+		return hbone.Refuse(http.StatusBadRequest, fmt.Sprintf(":authority %q is not ip:port", req.Authority))
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	snap := p.Store.Snapshot()
+	c := snap.chains.match(dst)
+	if c == nil {
+		p.log.Debug("no filter chain for destination", "authority", req.Authority, "peer", req.Peer)
+		return hbone.Refuse(http.StatusServiceUnavailable, fmt.Sprintf("waypoint has no filter chain for %s", dst))
+	}
+	rs := &requestState{origDst: dst, peer: req.Peer, baggage: req.Baggage}
+	if ip, ok := forwardedFor(req.Forwarded); ok {
+		rs.clientIP = ip
+	} else {
+		rs.clientIP = addrOf(req.RemoteAddr)
+	}
+	if c.isTCP() {
+		return p.serveTCP(ctx, req, c, snap, rs)
+	}
+	st, err := req.Accept()
+	if err != nil {
+		return err
+	}
+	conn := &streamConn{Stream: st, local: req.LocalAddr, remote: req.RemoteAddr}
+	p.serveHTTP(conn, c, rs)
+	return nil
+}
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// serveHTTP serves HTTP on one accepted stream until it ends: h2 when it
+// starts with the h2 preface, HTTP/1.1 otherwise.
+func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
+	br := bufio.NewReaderSize(conn, 4<<10)
+	head, _ := br.Peek(len(h2Preface))
+	pc := &peekedConn{Conn: conn, r: br}
+	isH2 := string(head) == h2Preface
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage}
+		p.serveRequest(w, r, c, rs)
+	})
+	// No timeouts here: the stream's deadlines are no-ops (see streamConn);
+	// an idle stream ends when the node agent closes it.
+	base := &http.Server{Handler: handler, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		MaxHeaderBytes: 1 << 20}
+	if isH2 {
+		p.h2.ServeConn(pc, &http2.ServeConnOpts{BaseConfig: base, Handler: handler})
+		pc.Close()
+		return
+	}
+	ln := newOneConnListener(pc)
+	base.Serve(ln)
+	<-ln.closed
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// oneConnListener hands out one connection; Accept then blocks until that
+// connection is closed, so http.Server.Serve returns when it ends.
+type oneConnListener struct {
+	conn   net.Conn
+	once   sync.Once
+	closed chan struct{}
+	mu     sync.Mutex
+	given  bool
+}
+
+func newOneConnListener(c net.Conn) *oneConnListener {
+	l := &oneConnListener{closed: make(chan struct{})}
+	l.conn = &notifyConn{Conn: c, l: l}
+	return l
+}
+
+type notifyConn struct {
+	net.Conn
+	l *oneConnListener
+}
+
+func (c *notifyConn) Close() error {
+	err := c.Conn.Close()
+	c.l.Close()
+	return err
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if !l.given {
+		l.given = true
+		l.mu.Unlock()
+		return l.conn, nil
+	}
+	l.mu.Unlock()
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// serveTCP proxies a TcpProxy chain's stream to an endpoint of one of its
+// clusters (weighted pick).
+func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap *Snapshot, rs *requestState) error {
+	rec := &record{start: time.Now(), chain: c.name, protocol: "tcp", rs: rs, authority: req.Authority}
+	name := pickWeighted(c.tcp)
+	rec.cluster = name
+	cl := snap.clusters[name]
+	fail := func(flag string, status int, err error) error {
+		rec.flags, rec.code, rec.err = flag, 0, err
+		p.finishTCP(rec)
+		return hbone.Refuse(status, err.Error())
+	}
+	if cl == nil {
+		return fail("NC", http.StatusServiceUnavailable, fmt.Errorf("cluster %q is not configured", name))
+	}
+	s := cl.settings.Load()
+	var t dialTarget
+	var e *endpoint
+	if s.originalDst {
+		t = p.Upstream.originalTarget(rs.origDst, s.connectTimeout)
+	} else {
+		if e = cl.pick(0, false); e == nil {
+			cl.stats.NoHealthy.Add(1)
+			return fail("UH", http.StatusServiceUnavailable, fmt.Errorf("cluster %s has no healthy endpoint", name))
+		}
+		t = dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout}
+	}
+	rs.setUpstream(name, e, t.addr)
+	if n := cl.conns.Add(1); n > s.maxConnections {
+		cl.releaseConn()
+		cl.stats.Overflow.Add(1)
+		return fail("UO", http.StatusServiceUnavailable, fmt.Errorf("cluster %s: %d connections (max_connections)", name, s.maxConnections))
+	}
+	defer cl.releaseConn()
+	if e != nil {
+		e.st.active.Add(1)
+		defer e.st.active.Add(-1)
+	}
+	h := http.Header{}
+	if rs.clientIP.IsValid() {
+		hbone.SetForwarded(h, rs.clientIP.AsSlice())
+	}
+	if rs.baggage != "" {
+		h.Set("Baggage", rs.baggage)
+	}
+	if tp := req.Header.Get("Traceparent"); tp != "" {
+		h.Set("Traceparent", tp)
+	}
+	up, err := p.Upstream.dialStream(ctx, t, h)
+	if err != nil {
+		cl.report(e, true)
+		return fail("UF", http.StatusServiceUnavailable, err)
+	}
+	cl.report(e, false)
+	down, err := req.Accept()
+	if err != nil {
+		up.Close()
+		return err
+	}
+	rec.received, rec.sent, rec.err = hbone.Pipe(down, up)
+	rec.flags = "-"
+	p.finishTCP(rec)
+	return nil
+}
+
+func pickWeighted(ws []weightedCluster) string {
+	if len(ws) == 1 {
+		return ws[0].name
+	}
+	var total uint64
+	for _, w := range ws {
+		total += uint64(w.weight)
+	}
+	n := rand.Uint64N(total)
+	for _, w := range ws {
+		if n < uint64(w.weight) {
+			return w.name
+		}
+		n -= uint64(w.weight)
+	}
+	return ws[len(ws)-1].name
+}

@@ -1,0 +1,367 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Label values as Istio uses them.
+const (
+	ReporterWaypoint  = "waypoint"
+	SecurityMutualTLS = "mutual_tls"
+	unknown           = "unknown"
+)
+
+var metricLabels = []string{
+	"reporter",
+	"source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
+	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_version",
+	"destination_service", "destination_service_name", "destination_service_namespace",
+	"request_protocol", "response_code", "response_flags", "connection_security_policy",
+}
+
+// Metrics are the waypoint's L7 metrics with Istio's names and labels. A
+// nil *Metrics records nothing.
+type Metrics struct {
+	requests                      *prometheus.CounterVec
+	duration, reqBytes, respBytes *prometheus.HistogramVec
+}
+
+// NewMetrics registers the istio_request* metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	ms := []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+	bytes := prometheus.ExponentialBuckets(1, 10, 9)
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
+			Help: "Requests processed by the waypoint."}, metricLabels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
+			Help: "Request duration in milliseconds.", Buckets: ms}, metricLabels),
+		reqBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_bytes",
+			Help: "Request sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
+		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes",
+			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// record is one request (or TCP stream) as telemetry reports it.
+type record struct {
+	start          time.Time
+	rs             *requestState
+	chain, route   string
+	cluster        string
+	authority      string
+	method, path   string
+	protocol       string // http, grpc, tcp
+	code           int
+	flags          string
+	received, sent int64 // body bytes downstream->upstream, upstream->downstream
+	headerIn       int64
+	headerOut      int64
+	userAgent      string
+	requestID      string
+	traceID        string
+	attempts       int
+	err            error
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return unknown
+	}
+	return s
+}
+
+// nsOf returns the namespace segment of a Kubernetes-style SPIFFE ID.
+func nsOf(id spiffeid.ID) string {
+	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	for i := 0; i+1 < len(parts); i++ {
+		if parts[i] == "ns" {
+			return parts[i+1]
+		}
+	}
+	return ""
+}
+
+// parseBaggage reads the source workload metadata the node agent (or
+// ztunnel) sends in the baggage header.
+func parseBaggage(s string) (workload, namespace, app, version string) {
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			continue
+		}
+		v, _, _ = strings.Cut(v, ";")
+		switch {
+		case k == "k8s.namespace.name":
+			namespace = v
+		case k == "service.name" || k == "app.name":
+			app = v
+		case k == "service.version" || k == "app.version":
+			version = v
+		case strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.cluster.name" && k != "k8s.node.name" && workload == "":
+			workload = v
+		}
+	}
+	return
+}
+
+// serviceOf derives destination_service from a cluster name
+// "outbound|<port>|<subset>|<host>".
+func serviceOf(cluster string) (host, name, namespace string) {
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 {
+		return "", "", ""
+	}
+	host = parts[3]
+	labels := strings.Split(host, ".")
+	if len(labels) >= 2 {
+		return host, labels[0], labels[1]
+	}
+	return host, host, ""
+}
+
+func (r *record) labels() prometheus.Labels {
+	rs := r.rs
+	srcW, srcNS, srcApp, srcVer := parseBaggage(rs.baggage)
+	if srcNS == "" {
+		srcNS = nsOf(rs.peer)
+	}
+	use := rs.upstream(r.cluster)
+	var dst endpointMeta
+	if use.e != nil {
+		dst = use.e.meta
+	}
+	host, svc, svcNS := serviceOf(r.cluster)
+	if svcNS == "" {
+		svcNS = dst.Namespace
+	}
+	code := "0"
+	if r.code > 0 {
+		code = strconv.Itoa(r.code)
+	}
+	flags := r.flags
+	if flags == "" {
+		flags = "-"
+	}
+	return prometheus.Labels{
+		"reporter":                       ReporterWaypoint,
+		"source_workload":                orUnknown(srcW),
+		"source_workload_namespace":      orUnknown(srcNS),
+		"source_principal":               orUnknown(idString(rs.peer)),
+		"source_app":                     orUnknown(srcApp),
+		"source_version":                 orUnknown(srcVer),
+		"destination_workload":           orUnknown(dst.Workload),
+		"destination_workload_namespace": orUnknown(dst.Namespace),
+		"destination_principal":          orUnknown(idString(dst.Identity)),
+		"destination_version":            orUnknown(dst.Version),
+		"destination_service":            orUnknown(host),
+		"destination_service_name":       orUnknown(svc),
+		"destination_service_namespace":  orUnknown(svcNS),
+		"request_protocol":               r.protocol,
+		"response_code":                  code,
+		"response_flags":                 flags,
+		"connection_security_policy":     SecurityMutualTLS,
+	}
+}
+
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
+
+func (m *Metrics) observe(r *record) {
+	if m == nil || r.protocol == "tcp" {
+		return
+	}
+	l := r.labels()
+	m.requests.With(l).Inc()
+	m.duration.With(l).Observe(float64(time.Since(r.start).Microseconds()) / 1000)
+	m.reqBytes.With(l).Observe(float64(r.headerIn + r.received))
+	m.respBytes.With(l).Observe(float64(r.headerOut + r.sent))
+}
+
+func (p *Proxy) log1(r *record) {
+	if p.accessLog == nil {
+		return
+	}
+	use := r.rs.upstream(r.cluster)
+	attrs := []slog.Attr{
+		slog.String("start_time", r.start.UTC().Format(time.RFC3339Nano)),
+		slog.String("protocol", r.protocol),
+		slog.String("authority", r.authority),
+		slog.Int("response_code", r.code),
+		slog.String("response_flags", orDash(r.flags)),
+		slog.Int64("bytes_received", r.received),
+		slog.Int64("bytes_sent", r.sent),
+		slog.Float64("duration_ms", float64(time.Since(r.start).Microseconds())/1000),
+		slog.String("filter_chain", r.chain),
+		slog.String("route_name", r.route),
+		slog.String("upstream_cluster", r.cluster),
+		slog.String("downstream_peer", idString(r.rs.peer)),
+		slog.String("downstream_remote_address", addrString(r.rs.clientIP)),
+		slog.String("original_destination", r.rs.origDst.String()),
+	}
+	if use.addr.IsValid() {
+		attrs = append(attrs, slog.String("upstream_host", use.addr.String()))
+	}
+	if r.method != "" {
+		attrs = append(attrs, slog.String("method", r.method), slog.String("path", r.path),
+			slog.String("user_agent", r.userAgent), slog.String("request_id", r.requestID), slog.Int("attempts", r.attempts))
+	}
+	if r.traceID != "" {
+		attrs = append(attrs, slog.String("trace_id", r.traceID))
+	}
+	if r.err != nil {
+		attrs = append(attrs, slog.String("error", r.err.Error()))
+	}
+	p.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func addrString(a interface {
+	IsValid() bool
+	String() string
+}) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func (p *Proxy) finishTCP(r *record) {
+	p.log1(r)
+}
+
+// serveRequest runs one HTTP request through the chain's pipeline with
+// telemetry around it.
+func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, rs *requestState) {
+	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
+		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		rec.protocol = "grpc"
+	}
+	rec.headerIn = headerSize(r.Header)
+	if rs.clientIP.IsValid() && r.Header.Get("X-Forwarded-For") == "" {
+		r.Header.Set("X-Forwarded-For", rs.clientIP.String())
+	}
+	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
+	ctx = withPeer(ctx, rs.peer, rs.clientIP, rs.origDst)
+	ctx, info := withInfo(ctx)
+	ctx, end := p.tracing.start(ctx, r, c.name)
+	rec.traceID = traceIDOf(ctx, r.Header)
+	body := &countingBody{ReadCloser: r.Body}
+	r = r.WithContext(ctx)
+	r.Body = body
+	rw := &recorder{ResponseWriter: w}
+	if c.handler == nil {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		rw.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(rw, "waypoint: route configuration "+c.rcName+" not received yet\n")
+		info.ResponseFlags = "NR"
+	} else {
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					p.log.Error("route pipeline panicked", "chain", c.name, "panic", v)
+					if !rw.wrote {
+						rw.WriteHeader(http.StatusInternalServerError)
+					}
+				}
+			}()
+			c.handler.ServeHTTP(rw, r)
+		}()
+	}
+	rec.code = rw.code
+	if rec.code == 0 {
+		rec.code = http.StatusOK
+	}
+	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
+	rec.received, rec.sent = body.n.Load(), rw.bytes
+	rec.headerOut = headerSize(rw.Header())
+	end(rec.code)
+	p.Metrics.observe(rec)
+	p.log1(rec)
+}
+
+func headerSize(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// recorder captures the status and body size the pipeline wrote; Flush
+// and Unwrap keep streaming (gRPC) and http.ResponseController working.
+type recorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+	wrote bool
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if !w.wrote && code >= 200 {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.code, w.wrote = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *recorder) Flush() {
+	if !w.wrote {
+		w.code, w.wrote = http.StatusOK, true
+	}
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,245 @@
+package route
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// filter is one HTTP filter of the chain. decode returns false when it sent
+// a response (the chain stops). encode edits the headers of a response that
+// passes back through it (responses from later filters or the upstream).
+type filter interface {
+	decode(x *exchange) bool
+	encode(x *exchange, h http.Header)
+}
+
+// exchange is the state of one request through the pipeline.
+type exchange struct {
+	p    *Pipeline
+	w    http.ResponseWriter
+	r    *http.Request
+	v    reqView
+	info *Info
+	rt   *route
+	// matched is the length of the :path prefix matched by the route.
+	matched int
+	// cur is the index of the filter producing the current response.
+	cur int
+
+	peer    Peer
+	hasPeer bool
+	peerOK  bool
+
+	corsOrigin string
+	cors       *corsPolicy
+
+	setCookie string
+}
+
+func (x *exchange) getPeer() (Peer, bool) {
+	if !x.peerOK {
+		x.peer, x.hasPeer = PeerFrom(x.r.Context())
+		x.peerOK = true
+	}
+	return x.peer, x.hasPeer
+}
+
+// perFilter returns the most specific per-route config of filter name
+// (route, then virtual host, then route configuration), as Envoy resolves
+// typed_per_filter_config. alt is the filter's canonical extension name.
+func (x *exchange) perFilter(name, alt string) (perFilter, bool) {
+	if x.rt != nil {
+		if pf, ok := lookupPF(x.rt.perFilt, name, alt); ok {
+			return pf, true
+		}
+		if pf, ok := lookupPF(x.rt.vh.perFilt, name, alt); ok {
+			return pf, true
+		}
+	}
+	return lookupPF(x.p.rcFilter, name, alt)
+}
+
+func lookupPF(m map[string]perFilter, name, alt string) (perFilter, bool) {
+	if m == nil {
+		return perFilter{}, false
+	}
+	if pf, ok := m[name]; ok {
+		return pf, true
+	}
+	if alt != name {
+		pf, ok := m[alt]
+		return pf, ok
+	}
+	return perFilter{}, false
+}
+
+// ServeHTTP runs the request through the filter chain. When the downstream
+// response must be reset after its headers were sent (route timeout or
+// upstream reset mid-body), it panics with http.ErrAbortHandler, as
+// net/http expects; Info is complete before that.
+func (p *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info, _ := r.Context().Value(infoKey{}).(*Info)
+	if info == nil {
+		info = &Info{}
+	}
+	x := &exchange{p: p, w: w, r: r, info: info}
+	x.v = newReqView(r)
+	x.rt, x.matched = p.match(&x.v)
+	if x.rt != nil {
+		info.Route = x.rt.name
+	}
+	for i, f := range p.filters {
+		x.cur = i
+		if !f.decode(x) {
+			return
+		}
+	}
+}
+
+// match selects the virtual host by :authority and the first matching route.
+func (p *Pipeline) match(v *reqView) (*route, int) {
+	host := v.host
+	if p.stripPort {
+		host = stripPort(host)
+	}
+	vh := p.domains.find(host)
+	if vh == nil {
+		return nil, 0
+	}
+	for _, rt := range vh.routes {
+		if ok, n := rt.match.match(v, p.rnd); ok {
+			return rt, n
+		}
+	}
+	return nil, 0
+}
+
+// writeHeader sends status and h downstream after the encoders of the
+// filters before the current one (in reverse order) edited h.
+func (x *exchange) writeHeader(status int, h http.Header) {
+	for i := x.cur - 1; i >= 0; i-- {
+		x.p.filters[i].encode(x, h)
+	}
+	dst := x.w.Header()
+	for k, v := range h {
+		dst[k] = v
+	}
+	x.info.Status = status
+	x.w.WriteHeader(status)
+}
+
+// localReply sends a locally generated response, like Envoy's
+// sendLocalReply: text/plain body; for gRPC requests an error reply becomes
+// a trailers-only gRPC response (HTTP 200, grpc-status mapped from the HTTP
+// status as Envoy's Grpc::Utility::httpToGrpcStatus, grpc-message = body).
+// routeOps applies the route's response header mutations (router replies).
+func (x *exchange) localReply(status int, body, details string, grpcStatus int, routeOps bool, wc *weightedCluster) {
+	x.info.Details = details
+	h := make(http.Header, 4)
+	if routeOps {
+		x.finalizeResponse(h, wc)
+	}
+	if status >= 400 && isGRPC(x.r) {
+		if grpcStatus < 0 {
+			grpcStatus = httpToGRPC(status)
+		}
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(grpcStatus))
+		if body != "" {
+			h.Set("Grpc-Message", grpcEncodeMessage(body))
+		}
+		x.writeHeader(http.StatusOK, h)
+		return
+	}
+	if body != "" {
+		h.Set("Content-Type", "text/plain")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	x.writeHeader(status, h)
+	if body != "" && x.r.Method != http.MethodHead {
+		_, _ = x.w.Write([]byte(body))
+	}
+}
+
+func httpToGRPC(status int) int {
+	switch status {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// grpcEncodeMessage percent-encodes a grpc-message value (gRPC over HTTP/2
+// spec: printable ASCII except '%' kept).
+func grpcEncodeMessage(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '%' {
+			return url.PathEscape(s)
+		}
+	}
+	return s
+}
+
+// finalizeResponse applies the response header mutations: weighted cluster,
+// route, virtual host, route configuration (Envoy's default order; reversed
+// below the cluster level when most_specific_header_mutations_wins).
+func (x *exchange) finalizeResponse(h http.Header, wc *weightedCluster) {
+	rt := x.rt
+	if wc != nil {
+		wc.respOps.apply(h, nil)
+	}
+	if rt == nil {
+		x.p.rcResp.apply(h, nil)
+		return
+	}
+	if x.p.mostSpec {
+		x.p.rcResp.apply(h, nil)
+		rt.vh.respOps.apply(h, nil)
+		rt.respOps.apply(h, nil)
+	} else {
+		rt.respOps.apply(h, nil)
+		rt.vh.respOps.apply(h, nil)
+		x.p.rcResp.apply(h, nil)
+	}
+	if x.setCookie != "" {
+		h.Add("Set-Cookie", x.setCookie)
+	}
+}
+
+// finalizeRequest applies the request header mutations in the same order.
+func (x *exchange) finalizeRequest(h http.Header, host *string, wc *weightedCluster) {
+	rt := x.rt
+	if wc != nil {
+		wc.reqOps.apply(h, host)
+	}
+	if x.p.mostSpec {
+		x.p.rcReq.apply(h, host)
+		rt.vh.reqOps.apply(h, host)
+		rt.reqOps.apply(h, host)
+	} else {
+		rt.reqOps.apply(h, host)
+		rt.vh.reqOps.apply(h, host)
+		x.p.rcReq.apply(h, host)
+	}
+}
+
+// grpcLocalReply sends a trailers-only gRPC reply with an explicit status.
+func (x *exchange) grpcLocalReply(code int, msg, details string) {
+	x.info.Details = details
+	h := make(http.Header, 3)
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(code))
+	if msg != "" {
+		h.Set("Grpc-Message", grpcEncodeMessage(msg))
+	}
+	x.writeHeader(http.StatusOK, h)
+}

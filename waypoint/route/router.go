@@ -1,0 +1,582 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// routerFilter is envoy.filters.http.router: the terminal filter that acts
+// on the selected route.
+type routerFilter struct {
+	suppressEnvoyHeaders bool
+}
+
+func (*routerFilter) encode(*exchange, http.Header) {}
+
+func (f *routerFilter) decode(x *exchange) bool {
+	rt := x.rt
+	if rt == nil {
+		// Envoy: 404, empty body, flag NR, details route_not_found.
+		x.info.addFlag(flagNR)
+		x.localReply(http.StatusNotFound, "", "route_not_found", -1, false, nil)
+		return false
+	}
+	switch rt.kind {
+	case actionDirect:
+		x.localReply(rt.directStatus, rt.directBody, "direct_response", -1, true, nil)
+	case actionRedirect:
+		x.redirect()
+	default:
+		x.forward(f.suppressEnvoyHeaders)
+	}
+	return false
+}
+
+var (
+	errRouteTimeout  = errors.New("upstream request timeout")
+	errPerTryTimeout = errors.New("upstream per-try timeout")
+)
+
+type failKind uint8
+
+const (
+	failReset failKind = iota
+	failConnect
+	failRefused
+	failOverflow
+	failNoHealthy
+	failNoCluster
+	failPerTry
+	failRouteTimeout
+	failDownstream
+)
+
+// ---- response flags, rendered in Envoy's CoreResponseFlag order ----
+
+const (
+	flagUH  = "UH"
+	flagUT  = "UT"
+	flagUR  = "UR"
+	flagUF  = "UF"
+	flagUC  = "UC"
+	flagUO  = "UO"
+	flagNR  = "NR"
+	flagDI  = "DI"
+	flagFI  = "FI"
+	flagDC  = "DC"
+	flagURX = "URX"
+	flagNC  = "NC"
+)
+
+var flagOrder = []string{flagUH, flagUT, flagUR, flagUF, flagUC, flagUO, flagNR, flagDI, flagFI, flagDC, flagURX, flagNC}
+
+func (i *Info) addFlag(f string) {
+	if i.ResponseFlags == "" {
+		i.ResponseFlags = f
+		return
+	}
+	have := strings.Split(i.ResponseFlags, ",")
+	for _, h := range have {
+		if h == f {
+			return
+		}
+	}
+	have = append(have, f)
+	out := make([]string, 0, len(have))
+	for _, o := range flagOrder {
+		for _, h := range have {
+			if h == o {
+				out = append(out, o)
+			}
+		}
+	}
+	i.ResponseFlags = strings.Join(out, ",")
+}
+
+// ---- redirect ----
+
+func (x *exchange) redirect() {
+	ra := x.rt.redirect
+	v := &x.v
+	origScheme := v.scheme
+	if xfp := x.r.Header["X-Forwarded-Proto"]; len(xfp) > 0 && xfp[0] != "" {
+		origScheme = xfp[0]
+	}
+	scheme := origScheme
+	if ra.scheme != "" {
+		scheme = ra.scheme
+	}
+	port := ""
+	if ra.port != 0 {
+		port = ":" + strconv.FormatUint(uint64(ra.port), 10)
+	}
+	host := ra.host
+	if host == "" {
+		host = requestHostForRedirect(v.host, origScheme, scheme, port)
+	}
+	query := v.path[len(v.pathOnly):] // "?..." (may be "")
+	var path string
+	switch {
+	case ra.hasPath:
+		path = ra.path
+		if !ra.pathHasQuery && !ra.stripQuery {
+			path += query
+		}
+	case ra.hasPrefixRw:
+		path = ra.prefixRewrite + v.path[min(x.matched, len(v.path)):]
+	case ra.regex != nil:
+		path = ra.regex.ReplaceAllString(v.pathOnly, ra.regexSub) + query
+	default:
+		path = v.path
+	}
+	if ra.stripQuery && !ra.hasPath {
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+	}
+	h := make(http.Header, 2)
+	h.Set("Location", scheme+"://"+host+port+path)
+	x.info.Details = "direct_response"
+	x.finalizeResponse(h, nil)
+	x.writeHeader(ra.code, h)
+}
+
+// requestHostForRedirect is Envoy's processRequestHost: keep the request's
+// host, dropping its port when a port_redirect is given or when the scheme
+// changes away from the scheme's default port.
+func requestHostForRedirect(host, origScheme, newScheme, newPort string) string {
+	if host == "" {
+		return host
+	}
+	var end int
+	if host[0] == '[' {
+		end = strings.LastIndex(host, "]:")
+		if end >= 0 {
+			end++
+		}
+	} else {
+		end = strings.LastIndexByte(host, ':')
+	}
+	if end < 0 {
+		return host
+	}
+	reqPort := host[end:]
+	remove := newPort != ""
+	if newScheme != origScheme {
+		remove = remove || (origScheme == "https" && reqPort == ":443") || (origScheme == "http" && reqPort == ":80")
+	}
+	if remove {
+		return host[:end]
+	}
+	return host
+}
+
+// ---- forward ----
+
+func (x *exchange) pickWeighted() *weightedCluster {
+	rt := x.rt
+	v := x.p.rnd() % rt.totalWeight
+	var end uint64
+	for i := range rt.weighted {
+		end += rt.weighted[i].weight
+		if v < end {
+			return &rt.weighted[i]
+		}
+	}
+	return &rt.weighted[len(rt.weighted)-1]
+}
+
+// rewrittenPath returns the upstream :path after prefix_rewrite /
+// regex_rewrite (Envoy: the matched prefix of :path is replaced; for
+// exact-path and regex routes the matched part is the whole path without
+// the query; regex_rewrite substitutes in the path without the query).
+func (x *exchange) rewrittenPath() (string, bool) {
+	rt := x.rt
+	v := &x.v
+	switch {
+	case rt.hasPrefixRw:
+		n := min(x.matched, len(v.path))
+		return rt.prefixRewrite + v.path[n:], true
+	case rt.regexRewrite != nil:
+		return rt.regexRewrite.ReplaceAllString(v.pathOnly, rt.regexSub) + v.path[len(v.pathOnly):], true
+	}
+	return "", false
+}
+
+func (x *exchange) forward(suppressEnvoyHeaders bool) {
+	p, rt, r := x.p, x.rt, x.r
+	var wc *weightedCluster
+	cluster := rt.cluster
+	if len(rt.weighted) > 0 {
+		wc = x.pickWeighted()
+		cluster = wc.name
+	}
+	x.info.Cluster = cluster
+
+	h := r.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	removeHopHeaders(h)
+	host := r.Host
+	x.finalizeRequest(h, &host, wc)
+	switch {
+	case wc != nil && wc.hostRewrite != "":
+		host = wc.hostRewrite
+	case rt.hostRewrite != "":
+		host = rt.hostRewrite
+	}
+	if rt.appendXFH && host != r.Host && r.Host != "" {
+		if prev := h["X-Forwarded-Host"]; len(prev) > 0 {
+			last := prev[len(prev)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = strings.TrimSpace(last[i+1:])
+			}
+			if last != r.Host {
+				h["X-Forwarded-Host"] = []string{strings.Join(prev, ",") + "," + r.Host}
+			}
+		} else {
+			h["X-Forwarded-Host"] = []string{r.Host}
+		}
+	}
+	u := *r.URL
+	u.Host = host
+	if np, ok := x.rewrittenPath(); ok {
+		if pu, err := url.ParseRequestURI(np); err == nil {
+			u.Path, u.RawPath, u.RawQuery, u.Fragment, u.RawFragment = pu.Path, pu.RawPath, pu.RawQuery, "", ""
+		} else {
+			u.Path, u.RawPath = np, ""
+		}
+		if !suppressEnvoyHeaders {
+			h["X-Envoy-Original-Path"] = []string{x.v.path}
+		}
+	}
+	hash, hashed := uint64(0), false
+	if len(rt.hash) > 0 {
+		hash, hashed = x.computeHash(rt.hash, h)
+		x.info.Hash, x.info.Hashed = hash, hashed
+	}
+
+	var bb *bodyBuf
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		bb = newBodyBuf(r.Body, p.bodyLimit)
+		defer bb.close()
+	}
+
+	// The route timeout covers all attempts and the response body (Envoy).
+	ctx := r.Context()
+	if rt.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
+		defer cancel()
+	}
+
+	base := http.Request{
+		Method:        r.Method,
+		URL:           nil, // set per attempt (u)
+		Proto:         r.Proto,
+		ProtoMajor:    r.ProtoMajor,
+		ProtoMinor:    r.ProtoMinor,
+		Header:        h,
+		ContentLength: r.ContentLength,
+		Host:          host,
+		Trailer:       r.Trailer,
+		RemoteAddr:    r.RemoteAddr,
+	}
+	if bb == nil {
+		base.ContentLength = 0
+	}
+
+	if len(rt.mirrors) > 0 {
+		x.mirror(&base, u, bb, hash, hashed)
+	}
+
+	rp := rt.retry
+	retriesLeft := 0
+	if rp != nil {
+		retriesLeft = rp.numRetries
+	}
+	for attempt := 1; ; attempt++ {
+		x.info.Attempts = attempt
+		// A per-try timeout cancels only its attempt, and only until the
+		// response headers arrive (Envoy ignores it once the downstream
+		// response started).
+		actx := ctx
+		acancel := func(error) {}
+		var timer *time.Timer
+		if rp != nil && rp.perTry > 0 {
+			actx, acancel = context.WithCancelCause(ctx)
+			timer = time.AfterFunc(rp.perTry, func() { acancel(errPerTryTimeout) })
+		}
+		req := base.WithContext(actx)
+		au := u // each attempt owns its URL: the Upstream may set Scheme/Host
+		req.URL = &au
+		if bb != nil {
+			b := bb
+			req.Body = b.reader()
+			req.GetBody = func() (io.ReadCloser, error) {
+				if !b.replayable() {
+					return nil, errBodyNotReplayable
+				}
+				return b.reader(), nil
+			}
+		}
+		resp, err := p.up.RoundTrip(req, cluster, hash, hashed)
+		if timer != nil && !timer.Stop() && context.Cause(actx) == errPerTryTimeout {
+			if resp != nil {
+				resp.Body.Close()
+				resp = nil
+			}
+			if err == nil {
+				err = errPerTryTimeout
+			}
+		}
+		canRetry := retriesLeft > 0 && (bb == nil || bb.replayable())
+		if err == nil {
+			if rp != nil && rp.retriableResponse(resp) {
+				if canRetry {
+					discard(resp)
+					acancel(nil)
+					retriesLeft--
+					if !x.backoff(ctx, rp, attempt) {
+						return
+					}
+					continue
+				}
+				if retriesLeft == 0 {
+					x.info.addFlag(flagURX)
+				}
+			}
+			x.respond(ctx, resp, wc)
+			acancel(nil)
+			return
+		}
+		kind := classify(err, ctx, actx)
+		acancel(nil)
+		if rp != nil && rp.retriableFailure(kind) {
+			if canRetry {
+				retriesLeft--
+				if !x.backoff(ctx, rp, attempt) {
+					return
+				}
+				continue
+			}
+			if retriesLeft == 0 {
+				x.info.addFlag(flagURX)
+			}
+		}
+		x.failReply(kind, wc)
+		return
+	}
+}
+
+// backoff waits before retry number n; false when the route timeout fired
+// (504 sent) or the client went away.
+func (x *exchange) backoff(ctx context.Context, rp *retryPolicy, n int) bool {
+	d := rp.backoff(n, x.p.rnd)
+	if d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	if ctx.Err() != nil {
+		if context.Cause(ctx) == errRouteTimeout {
+			x.failReply(failRouteTimeout, nil)
+		} else {
+			x.info.addFlag(flagDC)
+		}
+		return false
+	}
+	return true
+}
+
+func discard(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+}
+
+func classify(err error, ctx, actx context.Context) failKind {
+	if context.Cause(actx) == errPerTryTimeout || errors.Is(err, errPerTryTimeout) {
+		return failPerTry
+	}
+	if ctx.Err() != nil {
+		if context.Cause(ctx) == errRouteTimeout {
+			return failRouteTimeout
+		}
+		return failDownstream
+	}
+	switch {
+	case errors.Is(err, ErrOverflow):
+		return failOverflow
+	case errors.Is(err, ErrNoHealthyUpstream):
+		return failNoHealthy
+	case errors.Is(err, ErrClusterNotFound):
+		return failNoCluster
+	case errors.Is(err, ErrConnectFailure):
+		return failConnect
+	case errors.Is(err, ErrRefusedStream):
+		return failRefused
+	}
+	return failReset
+}
+
+const resetPrefix = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+// failReply sends the router's local reply for an upstream failure, as
+// Envoy's Router::onUpstreamAbort / sendNoHealthyHostResponse do.
+func (x *exchange) failReply(k failKind, wc *weightedCluster) {
+	switch k {
+	case failPerTry:
+		x.info.addFlag(flagUT)
+		x.localReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_per_try_timeout", -1, true, wc)
+	case failRouteTimeout:
+		x.info.addFlag(flagUT)
+		x.localReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_response_timeout", -1, true, wc)
+	case failConnect:
+		x.info.addFlag(flagUF)
+		x.localReply(http.StatusServiceUnavailable, resetPrefix+"connection failure", "upstream_reset_before_response_started{connection_failure}", -1, true, wc)
+	case failOverflow:
+		x.info.addFlag(flagUO)
+		x.localReply(http.StatusServiceUnavailable, resetPrefix+"overflow", "upstream_reset_before_response_started{overflow}", -1, true, wc)
+	case failNoHealthy:
+		x.info.addFlag(flagUH)
+		x.localReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream", -1, true, wc)
+	case failNoCluster:
+		x.info.addFlag(flagNC)
+		x.localReply(http.StatusServiceUnavailable, "", "cluster_not_found", -1, true, wc)
+	case failRefused:
+		x.info.addFlag(flagUR)
+		x.localReply(http.StatusServiceUnavailable, resetPrefix+"remote refused stream reset", "upstream_reset_before_response_started{remote_refused_stream_reset}", -1, true, wc)
+	case failDownstream:
+		x.info.addFlag(flagDC)
+		x.info.Details = "downstream_remote_disconnect"
+	default:
+		x.info.addFlag(flagUC)
+		x.localReply(http.StatusServiceUnavailable, resetPrefix+"connection termination", "upstream_reset_before_response_started{connection_termination}", -1, true, wc)
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// respond streams the upstream response downstream: headers (after the
+// response header mutations and the filters' encoders), the body flushed
+// as it arrives, then the trailers (gRPC status).
+func (x *exchange) respond(ctx context.Context, resp *http.Response, wc *weightedCluster) {
+	if resp.Body == nil {
+		resp.Body = http.NoBody
+	}
+	defer resp.Body.Close()
+	h := resp.Header
+	if h == nil {
+		h = http.Header{}
+	}
+	removeHopHeaders(h)
+	x.finalizeResponse(h, wc)
+	if len(resp.Trailer) > 0 {
+		// Trailers need chunked framing on HTTP/1.1.
+		delete(h, "Content-Length")
+	} else if _, ok := h["Content-Length"]; !ok && resp.ContentLength >= 0 && bodyAllowed(resp.StatusCode) && x.r.Method != http.MethodHead {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	x.info.Details = "via_upstream"
+	x.writeHeader(resp.StatusCode, h)
+
+	rc := http.NewResponseController(x.w)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := x.w.Write(buf[:n]); werr != nil {
+				x.info.addFlag(flagDC)
+				return
+			}
+			_ = rc.Flush()
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			switch {
+			case x.r.Context().Err() != nil:
+				x.info.addFlag(flagDC)
+				return
+			case context.Cause(ctx) == errRouteTimeout:
+				x.info.addFlag(flagUT)
+				x.info.Details = "upstream_response_timeout"
+			default:
+				x.info.addFlag(flagUR)
+				x.info.Details = "upstream_reset_after_response_started"
+			}
+			// Envoy resets the downstream stream once the response started.
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if len(resp.Trailer) > 0 {
+		dst := x.w.Header()
+		for k, vv := range resp.Trailer {
+			dst[http.TrailerPrefix+k] = vv
+		}
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return !(status >= 100 && status < 200) && status != 204 && status != 304
+}
+
+// mirror sends fire-and-forget copies of the request (Envoy
+// request_mirror_policies): Host gets "-shadow" appended, responses are
+// discarded, the route timeout applies, the client's cancellation does not.
+func (x *exchange) mirror(base *http.Request, baseURL url.URL, bb *bodyBuf, hash uint64, hashed bool) {
+	rt := x.rt
+	for i := range rt.mirrors {
+		m := &rt.mirrors[i]
+		if !m.frac.sample(x.p.rnd) {
+			continue
+		}
+		x.info.Mirrored = true
+		host := base.Host
+		if m.hostRewrite != "" {
+			host = m.hostRewrite
+		}
+		if !m.noSuffix {
+			host = shadowHost(host)
+		}
+		u := new(url.URL)
+		*u = baseURL
+		u.Host = host
+		ctx := context.WithoutCancel(x.r.Context())
+		cancel := context.CancelFunc(func() {})
+		if rt.timeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, rt.timeout)
+		}
+		mreq := base.WithContext(ctx)
+		mreq.URL = u
+		mreq.Host = host
+		mreq.Header = base.Header.Clone()
+		mreq.Trailer = nil
+		if bb != nil {
+			mreq.Body = bb.reader()
+		}
+		up, cluster := x.p.up, m.cluster
+		go func() {
+			defer cancel()
+			resp, err := up.RoundTrip(mreq, cluster, hash, hashed)
+			if err == nil && resp != nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+}
