@@ -141,6 +141,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"control", "debounce=fast", "debounce"},
 		{"control", "trustDomain=Example.ORG/x", "trustDomain"},
 		{"control", "image.pullPolicy=Sometimes", "pullPolicy"},
+		{"control", "waypoint.image.pullPolicy=Sometimes", "pullPolicy"},
+		{"control", "waypoint.image.registry=x", "registry"},
 		{"control", "image.registry=x", "registry"},
 		{"control", "podAntiAffinity=maybe", "podAntiAffinity"},
 		{"base", "crds.enabled=yes please", "crds/enabled"},
@@ -260,6 +262,8 @@ var defaultArgs = []string{
 	"--leader-elect=true",
 	"--log-level=info",
 	"--debounce=100ms",
+	"--waypoint-image=ghcr.io/weft-mesh/waypoint:0.1.0",
+	"--waypoint-image-pull-policy=IfNotPresent",
 }
 
 func controlContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
@@ -400,7 +404,12 @@ func checkRBAC(t *testing.T, objs objects) {
 	read := []string{"get", "list", "watch"}
 	status := []string{"patch", "update"}
 	want := map[string][]string{
-		"/pods": read, "/services": read, "/namespaces": read, "/nodes": read, "/serviceaccounts": read,
+		"/pods": read, "/namespaces": read, "/nodes": read,
+		// Waypoints: server-side apply (an apply that creates needs
+		// create); the garbage collector deletes them with their Gateway.
+		"/services":                                       {"create", "get", "list", "patch", "watch"},
+		"/serviceaccounts":                                {"create", "get", "list", "patch", "watch"},
+		"apps/deployments":                                {"create", "list", "patch", "watch"},
 		"discovery.k8s.io/endpointslices":                 read,
 		"authentication.k8s.io/tokenreviews":              {"create"},
 		"/configmaps":                                     {"create", "get", "list", "patch", "update", "watch"},
@@ -410,6 +419,8 @@ func checkRBAC(t *testing.T, objs objects) {
 		"networking.istio.io/gateways":                    read,
 		"networking.istio.io/serviceentries":              read,
 		"networking.istio.io/workloadentries":             read,
+		"networking.istio.io/virtualservices/status":      {"update"},
+		"networking.istio.io/destinationrules/status":     {"update"},
 		"security.istio.io/authorizationpolicies":         read,
 		"security.istio.io/peerauthentications":           read,
 		"security.istio.io/requestauthentications":        read,
@@ -517,6 +528,7 @@ func TestControlCustomValues(t *testing.T) {
 		"--cert-ttl=12h", "--max-cert-ttl=72h", "--ca-audience=example-ca",
 		"--node-agent-service-account=weft-dataplane/node-agent", "--service-name=weft-control",
 		"--leader-elect=true", "--log-level=debug", "--debounce=250ms",
+		"--waypoint-image=registry.example.org/mesh/waypoint:1.2.3-rc.1", "--waypoint-image-pull-policy=Always",
 	}
 	if !slices.Equal(c.Args, want) {
 		t.Errorf("args:\n got %q\nwant %q", c.Args, want)
@@ -569,6 +581,15 @@ func TestControlOptionalParts(t *testing.T) {
 			len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
 			a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].Weight != 5 {
 			t.Errorf("affinity = %+v, want the user's", a)
+		}
+	})
+	t.Run("waypoint image of its own", func(t *testing.T) {
+		objs := decode(t, render(t, "control", "--set", "image.hub=a.example/x", "--set", "waypoint.image.hub=b.example/y",
+			"--set", "waypoint.image.tag=dev", "--set", "waypoint.image.pullPolicy=Never"))
+		c := controlContainer(t, get[appsv1.Deployment](t, objs, "Deployment", "weft-control"))
+		if c.Image != "a.example/x/control:0.1.0" || !slices.Contains(c.Args, "--waypoint-image=b.example/y/waypoint:dev") ||
+			!slices.Contains(c.Args, "--waypoint-image-pull-policy=Never") {
+			t.Errorf("image %s args %q", c.Image, c.Args)
 		}
 	})
 	t.Run("no GatewayClass", func(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package discovery watches the cluster with shared informers (Kubernetes,
-// Istio security, Gateway API) and exposes the current state as
+// Istio security and networking, Gateway API) and exposes the current state as
 // translation inputs, plus a signal whenever anything changed.
 package discovery
 
@@ -15,8 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
@@ -32,7 +34,9 @@ type Cluster struct {
 	changed chan struct{}
 
 	hasIstio, hasGateway bool
-	pods                 cache.SharedIndexInformer
+	// Traffic management (waypoints): each watched only when served.
+	hasNetworking, hasHTTPRoute bool
+	pods                        cache.SharedIndexInformer
 }
 
 // Clients are the API clients discovery needs.
@@ -60,11 +64,29 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 	if d.hasGateway, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}); err != nil {
 		return nil, err
 	}
+	if d.hasNetworking, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}); err != nil {
+		return nil, err
+	}
+	if d.hasNetworking {
+		// Both kinds come with the same CRD bundle; be sure anyway.
+		if d.hasNetworking, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}); err != nil {
+			return nil, err
+		}
+	}
+	if d.hasHTTPRoute, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}); err != nil {
+		return nil, err
+	}
 	if !d.hasIstio {
 		log.Warn("security.istio.io CRDs not installed: AuthorizationPolicy and PeerAuthentication are ignored until the control plane restarts (install charts/base first)")
 	}
 	if !d.hasGateway {
 		log.Warn("Gateway API CRDs not installed: waypoints are ignored until the control plane restarts (install charts/base first)")
+	}
+	if !d.hasNetworking {
+		log.Warn("networking.istio.io/v1 VirtualService and DestinationRule not served: they are ignored until the control plane restarts")
+	}
+	if !d.hasHTTPRoute {
+		log.Warn("gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts")
 	}
 
 	notify := cache.ResourceEventHandlerFuncs{
@@ -93,6 +115,13 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	}
 	if d.hasGateway {
 		infs = append(infs, d.gateway.Gateway().V1().Gateways().Informer())
+	}
+	if d.hasNetworking {
+		infs = append(infs, d.istio.Networking().V1().VirtualServices().Informer(),
+			d.istio.Networking().V1().DestinationRules().Informer())
+	}
+	if d.hasHTTPRoute {
+		infs = append(infs, d.gateway.Gateway().V1().HTTPRoutes().Informer())
 	}
 	return infs
 }
@@ -172,6 +201,43 @@ func (d *Cluster) Inputs() (workload.Inputs, error) {
 		}
 	}
 	return in, nil
+}
+
+// TrafficInputs are the traffic-management kinds the waypoint translation
+// reads besides workload.Inputs; a kind that is not served is empty.
+type TrafficInputs struct {
+	VirtualServices  []*networkingv1.VirtualService
+	DestinationRules []*networkingv1.DestinationRule
+	HTTPRoutes       []*gatewayv1.HTTPRoute
+}
+
+// TrafficInputs lists the current traffic-management state.
+func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
+	var in TrafficInputs
+	var err error
+	if d.hasNetworking {
+		if in.VirtualServices, err = d.istio.Networking().V1().VirtualServices().Lister().List(labels.Everything()); err != nil {
+			return in, err
+		}
+		if in.DestinationRules, err = d.istio.Networking().V1().DestinationRules().Lister().List(labels.Everything()); err != nil {
+			return in, err
+		}
+	}
+	if d.hasHTTPRoute {
+		if in.HTTPRoutes, err = d.gateway.Gateway().V1().HTTPRoutes().Lister().List(labels.Everything()); err != nil {
+			return in, err
+		}
+	}
+	return in, nil
+}
+
+// Gateways exposes the Gateway informer (the waypoint deployment
+// controller follows it); nil when the Gateway API CRDs are not installed.
+func (d *Cluster) Gateways() cache.SharedIndexInformer {
+	if !d.hasGateway {
+		return nil
+	}
+	return d.gateway.Gateway().V1().Gateways().Informer()
 }
 
 // Pods exposes the pod informer (add indexers before Start).

@@ -1,5 +1,6 @@
-// Package server wires weft-control together: discovery, translation, the
-// xDS server, the CA, leader election and the monitoring endpoints.
+// Package server wires weft-control together: discovery, translation
+// (workloads and waypoints), the xDS server, the CA, the waypoint deployment
+// controller, leader election and the monitoring endpoints.
 package server
 
 import (
@@ -9,6 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -33,9 +38,11 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
 	"github.com/weft-mesh/weft/control/status"
+	"github.com/weft-mesh/weft/control/waypoint/deploy"
 	"github.com/weft-mesh/weft/control/workload"
 	"github.com/weft-mesh/weft/control/xds"
 )
@@ -51,7 +58,10 @@ type Options struct {
 	ServiceName                          string
 	LeaderElect                          bool
 	Debounce                             time.Duration
-	Log                                  *slog.Logger
+	// WaypointImage is the weft-waypoint image of waypoint Deployments;
+	// WaypointPullPolicy its pull policy (default IfNotPresent).
+	WaypointImage, WaypointPullPolicy string
+	Log                               *slog.Logger
 }
 
 // Run serves until ctx ends.
@@ -113,7 +123,10 @@ func Run(ctx context.Context, o Options) error {
 	xdsServer := xds.New(ctx, log, reg)
 	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
 		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
-	}}
+	}, waypoints: waypointTranslator}
+	if tr.waypoints == nil {
+		log.Warn("built without the waypoint translation (control/waypoint): waypoints and proxyless gRPC get no Envoy resources")
+	}
 	tr.push() // the full state before serving: no client ever sees a partial mesh
 	go discovery.Debounce(ctx, cluster.Changed(), o.Debounce, 10*o.Debounce, tr.push)
 
@@ -144,9 +157,18 @@ func Run(ctx context.Context, o Options) error {
 	var wg sync.WaitGroup
 	leaderCtx, stopLeading := context.WithCancel(ctx)
 	defer func() { stopLeading(); wg.Wait() }()
-	statusWriter := &status.Writer{Client: istio, Log: log}
+	statusWriter := &status.Writer{Client: istio, Gateway: gw, Log: log}
 	leaderWork := func(ctx context.Context) {
 		go tr.reportStatus(ctx, statusWriter)
+		if gateways := cluster.Gateways(); gateways != nil {
+			ctrl := &deploy.Controller{Kube: kube, Gateway: gw, Gateways: gateways, Log: log,
+				Config: deploy.Config{Image: o.WaypointImage, PullPolicy: corev1.PullPolicy(o.WaypointPullPolicy)}}
+			go func() {
+				if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+					log.Error("waypoint deployment controller stopped", "err", err)
+				}
+			}()
+		}
 		pub, err := ca.NewBundlePublisher(kube, cluster.Namespaces(), authority.BundlePEM(), ca.BundlePublisherOptions{Logger: log})
 		if err != nil {
 			log.Error("trust bundle publisher", "err", err)
@@ -200,17 +222,26 @@ func servingNames(service, ns, suffix string) []string {
 	return []string{service, service + "." + ns, service + "." + ns + ".svc", service + "." + ns + ".svc." + suffix}
 }
 
+// waypointTranslateFunc translates the cluster into the Envoy resources of
+// every waypoint ("<ns>/<name>") and of proxyless gRPC (xds.GroupGRPC), with
+// the problems found. addresses is the workload translation's output.
+type waypointTranslateFunc func(cfg workload.Config, in workload.Inputs, traffic discovery.TrafficInputs,
+	addresses map[string]*workloadv1.Address) (map[string]xds.Resources, []workload.Problem)
+
 // translator turns the cluster into xDS state.
 type translator struct {
-	log      *slog.Logger
-	cluster  *discovery.Cluster
-	xds      *xds.Server
-	cfg      workload.Config
-	problems map[string]bool // logged already
-	pushed   chan struct{}   // coalesced: a push happened
+	log       *slog.Logger
+	cluster   *discovery.Cluster
+	xds       *xds.Server
+	cfg       workload.Config
+	waypoints waypointTranslateFunc // nil: no Envoy resources
+	problems  map[string]bool       // logged already
+	pushed    chan struct{}         // coalesced: a push happened
+	pushes    uint64
 
 	mu       sync.Mutex
 	policies []*securityv1.AuthorizationPolicy // as of the last push
+	traffic  discovery.TrafficInputs           // as of the last push
 	last     []workload.Problem
 }
 
@@ -231,9 +262,23 @@ func (t *translator) push() {
 		authz[k] = v
 	}
 	changed := t.xds.Update(xds.AddressType, addrs) + t.xds.Update(xds.AuthorizationType, authz)
+	problems := out.Problems
+	traffic, err := t.cluster.TrafficInputs()
+	if err != nil {
+		t.log.Error("list traffic management state", "err", err)
+	} else if t.waypoints != nil {
+		t.pushes++
+		groups, wpProblems, ok := t.translateWaypoints(in, traffic, out.Addresses)
+		if ok {
+			changed += t.xds.SetWaypointSnapshots(strconv.FormatUint(t.pushes, 10), groups)
+			problems = append(slices.Clone(problems), wpProblems...)
+		} else {
+			traffic = discovery.TrafficInputs{} // no status from a translation that did not finish
+		}
+	}
 	// Bad input is reported once per distinct problem, not on every push.
-	seen := make(map[string]bool, len(out.Problems))
-	for _, p := range out.Problems {
+	seen := make(map[string]bool, len(problems))
+	for _, p := range problems {
 		key := p.String()
 		seen[key] = true
 		if !t.problems[key] {
@@ -242,7 +287,8 @@ func (t *translator) push() {
 	}
 	t.problems = seen
 	t.mu.Lock()
-	t.policies, t.last = in.AuthorizationPolicies, out.Problems
+	t.policies, t.last = in.AuthorizationPolicies, problems
+	t.traffic = traffic
 	t.mu.Unlock()
 	select {
 	case t.pushed <- struct{}{}:
@@ -253,13 +299,31 @@ func (t *translator) push() {
 	}
 }
 
+// translateWaypoints runs the waypoint translation; a panic in it is logged
+// and the waypoints keep their last snapshots, while the node agents'
+// workload state (already pushed) is unaffected.
+func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.TrafficInputs,
+	addrs map[string]*workloadv1.Address) (groups map[string]xds.Resources, problems []workload.Problem, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.log.Error("waypoint translation panicked; waypoints keep their last configuration", "panic", r, "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	groups, problems = t.waypoints(t.cfg, in, traffic, addrs)
+	return groups, problems, true
+}
+
 // reportStatus writes policy conditions after each push (leader only).
 func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 	for {
 		t.mu.Lock()
-		policies, problems := t.policies, t.last
+		policies, traffic, problems := t.policies, t.traffic, t.last
 		t.mu.Unlock()
 		w.SyncPolicies(ctx, policies, problems)
+		if t.waypoints != nil { // without the translation there is nothing to report
+			w.SyncTraffic(ctx, traffic.VirtualServices, traffic.DestinationRules, traffic.HTTPRoutes, problems)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -1,6 +1,8 @@
 // Package status reports on Istio objects whether Weft accepted them: a
-// condition on each AuthorizationPolicy, computed from the translation's
-// problems, written only when it changes. Run it on the leader only.
+// WeftAccepted condition on each AuthorizationPolicy, VirtualService and
+// DestinationRule, and Weft's parent entries on GAMMA HTTPRoutes, computed
+// from the translations' problems, written only when it changes. Run it on
+// the leader only.
 package status
 
 import (
@@ -17,6 +19,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/control/workload"
 )
@@ -51,7 +54,11 @@ func PolicyConditions(policies []*securityv1.AuthorizationPolicy, problems []wor
 	out := make(map[string]Condition, len(policies))
 	for _, ap := range policies {
 		key := ap.Namespace + "/" + ap.Name
-		c := Condition{Status: "True", Reason: ReasonAccepted, Message: "translated for the node agents", Generation: ap.Generation}
+		msg := "translated for the node agents"
+		if len(ap.Spec.TargetRefs) > 0 || ap.Spec.TargetRef != nil {
+			msg = trafficAccepted // bound to a waypoint (Gateway or Service)
+		}
+		c := Condition{Status: "True", Reason: ReasonAccepted, Message: msg, Generation: ap.Generation}
 		if msgs := byPolicy[key]; len(msgs) > 0 {
 			slices.Sort(msgs)
 			c = Condition{Status: "False", Reason: ReasonPartiallyInvalid, Message: strings.Join(slices.Compact(msgs), "; "), Generation: ap.Generation}
@@ -64,7 +71,9 @@ func PolicyConditions(policies []*securityv1.AuthorizationPolicy, problems []wor
 // Writer writes conditions through the API.
 type Writer struct {
 	Client istioclient.Interface
-	Log    *slog.Logger
+	// Gateway writes HTTPRoute statuses; nil: they are not written.
+	Gateway gatewayclient.Interface
+	Log     *slog.Logger
 }
 
 // SyncPolicies sets the condition on every policy whose current condition

@@ -1,7 +1,10 @@
 // Package xds serves Weft's configuration over the xDS protocol with
-// go-control-plane: delta ADS with Weft's own workload-discovery types for
-// node agents. Callers hand it the complete desired state per type; it
-// pushes only what changed.
+// go-control-plane, on one ADS endpoint (delta and state-of-the-world):
+// Weft's own workload-discovery types for node agents (one LinearCache per
+// type; callers hand it the complete desired state per type and it pushes
+// only what changed), and Envoy's Listener, RouteConfiguration, Cluster and
+// ClusterLoadAssignment for waypoints and proxyless gRPC (snapshot caches,
+// one snapshot per node group, see NodeGroup).
 package xds
 
 import (
@@ -33,13 +36,18 @@ func typeURL(m proto.Message) string {
 	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
 }
 
-// Server holds one go-control-plane LinearCache per resource type behind a
-// single ADS endpoint.
+// Server holds one go-control-plane LinearCache per Weft resource type and
+// the Envoy snapshot caches behind a single ADS endpoint.
 type Server struct {
 	log     *slog.Logger
 	caches  map[string]*cache.LinearCache
 	xds     server.Server
 	metrics *metrics
+
+	envoyMu   sync.Mutex
+	envoy     cache.SnapshotCache // waypoints and unknown nodes (ADS mode)
+	envoyGRPC cache.SnapshotCache // proxyless gRPC (named SotW subscriptions)
+	waypoints map[string]waypointState
 
 	mu       sync.Mutex
 	current  map[string]map[string]proto.Message // last state pushed, per type
@@ -58,16 +66,18 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 		current: map[string]map[string]proto.Message{},
 		metrics: newMetrics(reg),
 	}
-	mux := &cache.MuxCache{
-		Classify:      func(r *cache.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cache.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches:        map[string]cache.Cache{},
-	}
 	for _, t := range typeURLs {
-		c := cache.NewLinearCache(t)
-		s.caches[t] = c
-		mux.Caches[t] = c
+		s.caches[t] = cache.NewLinearCache(t)
 		s.current[t] = map[string]proto.Message{}
+	}
+	s.newEnvoyCaches()
+	mux := &cache.MuxCache{
+		Classify:      func(r *cache.Request) string { return s.classify(r.GetTypeUrl(), r.GetNode()) },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return s.classify(r.GetTypeUrl(), r.GetNode()) },
+		Caches:        map[string]cache.Cache{envoyKey: s.envoy, envoyGRPCKey: s.envoyGRPC},
+	}
+	for t, c := range s.caches {
+		mux.Caches[t] = c
 	}
 	s.xds = server.NewServer(ctx, mux, s.callbacks())
 	return s
@@ -110,7 +120,7 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	if changed == 0 {
 		return 0
 	}
-	s.pushedAt = time.Now()
+	s.pushedAt = timeNow()
 	if err := c.UpdateResources(toUpdate, toDelete); err != nil {
 		s.log.Error("xds cache update", "type", typeURL, "err", err)
 	}
@@ -126,8 +136,38 @@ func (s *Server) Resources(typeURL string) map[string]proto.Message {
 	return maps.Clone(s.current[typeURL])
 }
 
+var timeNow = time.Now
+
 func (s *Server) callbacks() server.Callbacks {
 	return server.CallbackFuncs{
+		StreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
+			s.metrics.clients.Inc()
+			return nil
+		},
+		StreamClosedFunc: func(id int64, node *core.Node) {
+			s.metrics.clients.Dec()
+			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
+		},
+		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
+			s.ensureGroup(req.GetNode())
+			if e := req.GetErrorDetail(); e != nil {
+				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
+				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
+					"version", req.GetVersionInfo(), "resources", req.GetResourceNames(), "error", e.GetMessage())
+			} else if req.GetResponseNonce() == "" {
+				s.log.Info("xds subscription", "stream", id, "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "sotw", true)
+			}
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+			s.mu.Lock()
+			since := time.Since(s.pushedAt)
+			s.mu.Unlock()
+			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
+			if len(resp.GetResources()) > 0 {
+				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
+			}
+		},
 		DeltaStreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
 			s.metrics.clients.Inc()
 			return nil
@@ -137,6 +177,7 @@ func (s *Server) callbacks() server.Callbacks {
 			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
+			s.ensureGroup(req.GetNode())
 			if e := req.GetErrorDetail(); e != nil {
 				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
 				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
@@ -166,15 +207,17 @@ type metrics struct {
 	pushLatency *prometheus.HistogramVec
 	configSize  *prometheus.GaugeVec
 	resources   *prometheus.GaugeVec
+	groups      prometheus.Gauge
+	groupSize   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		clients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_xds_connected_clients", Help: "Open delta xDS streams."}),
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_xds_connected_clients", Help: "Open xDS streams (delta and state-of-the-world)."}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_pushes_total",
 			Help: "Configuration changes pushed into the xDS caches, per type."}, []string{"type"}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_responses_total",
-			Help: "Delta xDS responses sent, per type."}, []string{"type"}),
+			Help: "xDS responses sent (delta and state-of-the-world), per type."}, []string{"type"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_xds_nacks_total",
 			Help: "Configuration rejected by clients, per type."}, []string{"type"}),
 		pushLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weft_xds_push_latency_seconds",
@@ -184,9 +227,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Serialized size of the current configuration, per type."}, []string{"type"}),
 		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_xds_resources",
 			Help: "Resources in the current configuration, per type."}, []string{"type"}),
+		groups: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_xds_envoy_groups",
+			Help: "Envoy snapshots served (waypoints plus the proxyless gRPC group)."}),
+		groupSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_xds_envoy_group_size_bytes",
+			Help: "Serialized size of one Envoy snapshot, per group."}, []string{"group"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.clients, m.pushes, m.responses, m.nacks, m.pushLatency, m.configSize, m.resources)
+		reg.MustRegister(m.clients, m.pushes, m.responses, m.nacks, m.pushLatency, m.configSize, m.resources, m.groups, m.groupSize)
 	}
 	return m
 }

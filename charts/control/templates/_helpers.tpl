@@ -24,6 +24,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ .Values.image.hub }}/control:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The image of waypoint Deployments: hub and tag default to the control plane's. */}}
+{{- define "weft-control.waypointImage" -}}
+{{ .Values.waypoint.image.hub | default .Values.image.hub }}/waypoint:{{ .Values.waypoint.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
 {{- define "weft-control.rootNamespace" -}}
 {{ .Values.rootNamespace | default .Release.Namespace }}
 {{- end }}

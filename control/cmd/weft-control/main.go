@@ -1,6 +1,8 @@
 // Command weft-control is Weft's control plane: it watches the cluster,
-// translates it into workload-discovery resources served over delta xDS,
-// and is the mesh's certificate authority. See control/README.md.
+// translates it into workload-discovery resources (node agents) and Envoy
+// resources (waypoints, proxyless gRPC) served over xDS, deploys waypoints
+// for Gateways of class weft-waypoint, and is the mesh's certificate
+// authority. See control/README.md.
 package main
 
 import (
@@ -25,6 +27,11 @@ func main() {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch opts.WaypointPullPolicy {
+			case "Always", "IfNotPresent", "Never":
+			default:
+				return fmt.Errorf("--waypoint-image-pull-policy %q: want Always, IfNotPresent or Never", opts.WaypointPullPolicy)
+			}
 			var err error
 			if opts.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
 				return err
@@ -49,6 +56,8 @@ func main() {
 	f.StringVar(&opts.ServiceName, "service-name", "weft-control", "Service name (the serving certificate's DNS names)")
 	f.BoolVar(&opts.LeaderElect, "leader-elect", true, "elect a leader for cluster writes (trust bundle ConfigMaps)")
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
+	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
+	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-control:", err)

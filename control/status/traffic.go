@@ -1,0 +1,209 @@
+package status
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/control/workload"
+)
+
+// WaypointControllerName is the controllerName of Weft's waypoints (the
+// weft-waypoint GatewayClass); it names Weft's entries in route statuses.
+const WaypointControllerName = "weft.io/waypoint-controller"
+
+// Conditions computes the condition of each object of one kind from the
+// problems of a translation: True/Accepted with acceptedMsg, or
+// False/PartiallyInvalid with the (sorted, distinct) problem messages. Keys
+// are "<namespace>/<name>". Pure.
+func Conditions(kind string, objs []metav1.Object, problems []workload.Problem, acceptedMsg string) map[string]Condition {
+	byObj := map[string][]string{}
+	for _, p := range problems {
+		if p.Kind == kind {
+			key := p.Namespace + "/" + p.Name
+			byObj[key] = append(byObj[key], p.Message)
+		}
+	}
+	out := make(map[string]Condition, len(objs))
+	for _, o := range objs {
+		key := o.GetNamespace() + "/" + o.GetName()
+		c := Condition{Status: "True", Reason: ReasonAccepted, Message: acceptedMsg, Generation: o.GetGeneration()}
+		if msgs := byObj[key]; len(msgs) > 0 {
+			slices.Sort(msgs)
+			c = Condition{Status: "False", Reason: ReasonPartiallyInvalid, Message: strings.Join(slices.Compact(msgs), "; "), Generation: o.GetGeneration()}
+		}
+		out[key] = c
+	}
+	return out
+}
+
+func objects[T metav1.Object](in []T) []metav1.Object {
+	out := make([]metav1.Object, len(in))
+	for i, o := range in {
+		out[i] = o
+	}
+	return out
+}
+
+const trafficAccepted = "translated for the waypoints"
+
+// SyncTraffic sets the WeftAccepted condition on VirtualServices and
+// DestinationRules, and Weft's parent entries on GAMMA HTTPRoutes (see
+// RouteParents), wherever the current status differs from the desired one.
+// problems are the waypoint translation's. Run on the leader only.
+func (w *Writer) SyncTraffic(ctx context.Context, vss []*networkingv1.VirtualService, drs []*networkingv1.DestinationRule,
+	routes []*gatewayv1.HTTPRoute, problems []workload.Problem) {
+	vsWant := Conditions("VirtualService", objects(vss), problems, trafficAccepted)
+	for _, vs := range vss {
+		c := vsWant[vs.Namespace+"/"+vs.Name]
+		if current(&vs.Status, c) {
+			continue
+		}
+		updated := vs.DeepCopy()
+		setCondition(&updated.Status, c, time.Now())
+		_, err := w.Client.NetworkingV1().VirtualServices(vs.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+		w.logResult(err, "VirtualService", vs.Namespace, vs.Name, c.Reason)
+	}
+	drWant := Conditions("DestinationRule", objects(drs), problems, trafficAccepted)
+	for _, dr := range drs {
+		c := drWant[dr.Namespace+"/"+dr.Name]
+		if current(&dr.Status, c) {
+			continue
+		}
+		updated := dr.DeepCopy()
+		setCondition(&updated.Status, c, time.Now())
+		_, err := w.Client.NetworkingV1().DestinationRules(dr.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+		w.logResult(err, "DestinationRule", dr.Namespace, dr.Name, c.Reason)
+	}
+	if w.Gateway == nil {
+		return
+	}
+	rtWant := Conditions("HTTPRoute", objects(routes), problems, trafficAccepted)
+	for _, rt := range routes {
+		c := rtWant[rt.Namespace+"/"+rt.Name]
+		parents, changed := RouteParents(rt, c, time.Now())
+		if !changed {
+			continue
+		}
+		updated := rt.DeepCopy()
+		updated.Status.Parents = parents
+		_, err := w.Gateway.GatewayV1().HTTPRoutes(rt.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+		w.logResult(err, "HTTPRoute", rt.Namespace, rt.Name, c.Reason)
+	}
+}
+
+func (w *Writer) logResult(err error, kind, ns, name, reason string) {
+	switch {
+	case err == nil:
+		w.Log.Debug("status updated", "kind", kind, "namespace", ns, "name", name, "reason", reason)
+	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+		// A newer version is on its way through the informer; the next sync
+		// handles it.
+	default:
+		w.Log.Warn("status update failed", "kind", kind, "namespace", ns, "name", name, "err", err)
+	}
+}
+
+// isServiceParent: a GAMMA parent (core Service).
+func isServiceParent(ref gatewayv1.ParentReference) bool {
+	g := ""
+	if ref.Group != nil {
+		g = string(*ref.Group)
+	}
+	return ref.Kind != nil && *ref.Kind == "Service" && (g == "" || g == "core")
+}
+
+// RouteParents computes an HTTPRoute's status.parents: for every Service
+// parentRef (GAMMA) one entry of Weft's controller with condition Accepted
+// (True) and, when the translation found problems, PartiallyInvalid (True,
+// reason UnsupportedValue, the problems as message), as Gateway API
+// defines; HTTPRoutes have no status.conditions for a WeftAccepted
+// condition. Entries of other controllers are kept. changed is false when
+// the status already says this (timestamps aside). Pure but for now.
+func RouteParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) (parents []gatewayv1.RouteParentStatus, changed bool) {
+	old := map[string]gatewayv1.RouteParentStatus{}
+	for _, p := range rt.Status.Parents {
+		if p.ControllerName == WaypointControllerName {
+			old[parentKey(p.ParentRef)] = p
+		} else {
+			parents = append(parents, p)
+		}
+	}
+	for _, ref := range rt.Spec.ParentRefs {
+		if !isServiceParent(ref) {
+			continue
+		}
+		prev := old[parentKey(ref)]
+		conds := slices.Clone(prev.Conditions)
+		meta.SetStatusCondition(&conds, metav1.Condition{
+			Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionTrue,
+			Reason: string(gatewayv1.RouteReasonAccepted), Message: trafficAccepted,
+			ObservedGeneration: rt.Generation, LastTransitionTime: metav1.NewTime(now),
+		})
+		if c.Status == "False" {
+			meta.SetStatusCondition(&conds, metav1.Condition{
+				Type: string(gatewayv1.RouteConditionPartiallyInvalid), Status: metav1.ConditionTrue,
+				Reason: string(gatewayv1.RouteReasonUnsupportedValue), Message: truncate(c.Message, 32768),
+				ObservedGeneration: rt.Generation, LastTransitionTime: metav1.NewTime(now),
+			})
+		} else {
+			meta.RemoveStatusCondition(&conds, string(gatewayv1.RouteConditionPartiallyInvalid))
+		}
+		p := gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: WaypointControllerName, Conditions: conds}
+		if _, ok := old[parentKey(ref)]; !ok || !sameConditions(prev.Conditions, conds) {
+			changed = true
+		}
+		delete(old, parentKey(ref))
+		parents = append(parents, p)
+	}
+	if len(old) > 0 {
+		changed = true // a parent Weft reported on is gone
+	}
+	if len(parents) > 32 { // the API's limit
+		parents = parents[:32]
+	}
+	return parents, changed
+}
+
+func parentKey(r gatewayv1.ParentReference) string {
+	s := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	var port string
+	if r.Port != nil {
+		port = strconv.Itoa(int(*r.Port))
+	}
+	return strings.Join([]string{s((*string)(r.Group)), s((*string)(r.Kind)), s((*string)(r.Namespace)), string(r.Name),
+		s((*string)(r.SectionName)), port}, "\x00")
+}
+
+func sameConditions(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, c := range a {
+		d := meta.FindStatusCondition(b, c.Type)
+		if d == nil || d.Status != c.Status || d.Reason != c.Reason || d.Message != c.Message || d.ObservedGeneration != c.ObservedGeneration {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,272 @@
+package xds
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// Type URLs of the Envoy resources served to waypoints and proxyless gRPC.
+const (
+	ListenerType = resourcev3.ListenerType
+	RouteType    = resourcev3.RouteType
+	ClusterType  = resourcev3.ClusterType
+	EndpointType = resourcev3.EndpointType
+)
+
+// Node groups (see waypoint/README.md, "Identity and connection").
+const (
+	// GroupGRPC is the snapshot of proxyless gRPC clients (node IDs grpc~...).
+	GroupGRPC = "grpc"
+	// GroupNone is the empty snapshot of every other node.
+	GroupNone = ""
+)
+
+// Keys of the MuxCache besides the Weft type URLs.
+const (
+	envoyKey     = "envoy"      // waypoints and unknown nodes: ADS-ordered snapshots
+	envoyGRPCKey = "envoy-grpc" // proxyless gRPC: named SotW subscriptions
+)
+
+// Resources are the Envoy resources of one node group. All four types are
+// set together, so a client never sees a Listener whose routes or clusters
+// belong to another version.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// NodeGroup maps a node ID to the snapshot it is served:
+// waypoint~<ns>/<name>~<pod> -> "<ns>/<name>", grpc~... -> "grpc", anything
+// else -> "" (empty).
+func NodeGroup(id string) string {
+	if rest, ok := strings.CutPrefix(id, "waypoint~"); ok {
+		group, _, _ := strings.Cut(rest, "~")
+		ns, name, ok := strings.Cut(group, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return GroupNone
+		}
+		return group
+	}
+	if strings.HasPrefix(id, "grpc~") {
+		return GroupGRPC
+	}
+	return GroupNone
+}
+
+type nodeGroupHash struct{}
+
+func (nodeGroupHash) ID(node *core.Node) string { return NodeGroup(node.GetId()) }
+
+// waypointState is what was last set for one group.
+type waypointState struct {
+	fingerprint string
+	version     string
+}
+
+// newEnvoyCaches makes the two snapshot caches. Waypoints (delta ADS, and
+// Envoy-style SotW ADS) get an ADS-mode cache, which orders responses
+// (CDS before EDS, LDS before RDS). Proxyless gRPC subscribes to SotW
+// resources by name, a few at a time (LDS "<host>:<port>", then its RDS,
+// CDS, EDS): an ADS-mode cache never answers a named request that is not a
+// superset of the snapshot, so that group gets a cache without ADS mode.
+func (s *Server) newEnvoyCaches() {
+	logger := gcplog.LoggerFuncs{
+		WarnFunc:  func(f string, a ...any) { s.log.Warn("xds snapshot cache: " + fmt.Sprintf(f, a...)) },
+		ErrorFunc: func(f string, a ...any) { s.log.Error("xds snapshot cache: " + fmt.Sprintf(f, a...)) },
+	}
+	s.envoy = cache.NewSnapshotCache(true, nodeGroupHash{}, logger)
+	s.envoyGRPC = cache.NewSnapshotCache(false, nodeGroupHash{}, logger)
+	s.waypoints = map[string]waypointState{}
+	// Every node that is not a waypoint or gRPC client gets an empty
+	// snapshot: nothing, and no error.
+	empty, _ := cache.NewSnapshot("empty", envoyResources(Resources{}))
+	_ = s.envoy.SetSnapshot(context.Background(), GroupNone, empty)
+}
+
+// classify picks the cache of a request: Weft types by type URL, Envoy types
+// by the node's group.
+func (s *Server) classify(typeURL string, node *core.Node) string {
+	if _, ok := s.caches[typeURL]; ok {
+		return typeURL
+	}
+	if NodeGroup(node.GetId()) == GroupGRPC {
+		return envoyGRPCKey
+	}
+	return envoyKey
+}
+
+func (s *Server) snapshotCache(group string) cache.SnapshotCache {
+	if group == GroupGRPC {
+		return s.envoyGRPC
+	}
+	return s.envoy
+}
+
+func envoyResources(r Resources) map[resourcev3.Type][]types.Resource {
+	out := map[resourcev3.Type][]types.Resource{
+		ListenerType: make([]types.Resource, 0, len(r.Listeners)),
+		RouteType:    make([]types.Resource, 0, len(r.Routes)),
+		ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
+		EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
+	}
+	for _, l := range r.Listeners {
+		out[ListenerType] = append(out[ListenerType], l)
+	}
+	for _, rc := range r.Routes {
+		out[RouteType] = append(out[RouteType], rc)
+	}
+	for _, c := range r.Clusters {
+		out[ClusterType] = append(out[ClusterType], c)
+	}
+	for _, e := range r.Endpoints {
+		out[EndpointType] = append(out[EndpointType], e)
+	}
+	return out
+}
+
+// fingerprint hashes a group's resources independently of their order.
+func fingerprint(r Resources) (string, int) {
+	type named struct {
+		key string
+		b   []byte
+	}
+	var all []named
+	size := 0
+	add := func(typ, name string, m proto.Message) {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		size += len(b)
+		all = append(all, named{typ + "\x00" + name, b})
+	}
+	for _, l := range r.Listeners {
+		add(ListenerType, l.GetName(), l)
+	}
+	for _, rc := range r.Routes {
+		add(RouteType, rc.GetName(), rc)
+	}
+	for _, c := range r.Clusters {
+		add(ClusterType, c.GetName(), c)
+	}
+	for _, e := range r.Endpoints {
+		add(EndpointType, e.GetClusterName(), e)
+	}
+	slices.SortFunc(all, func(a, b named) int { return cmp.Compare(a.key, b.key) })
+	h := sha256.New()
+	for _, n := range all {
+		fmt.Fprintf(h, "%s\x00%d\x00", n.key, len(n.b))
+		h.Write(n.b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), size
+}
+
+// SetWaypointSnapshots replaces the Envoy resources of every node group:
+// "<ns>/<gateway>" for waypoints, GroupGRPC for proxyless gRPC. A group whose
+// resources did not change keeps its snapshot and version (no push); a group
+// that is no longer in groups is emptied. Snapshot versions are
+// "<version>-<content hash>". It returns how many groups changed.
+func (s *Server) SetWaypointSnapshots(version string, groups map[string]Resources) int {
+	s.envoyMu.Lock()
+	defer s.envoyMu.Unlock()
+	ctx := context.Background()
+	changed := 0
+	set := func(group string, r Resources) {
+		fp, size := fingerprint(r)
+		if prev, ok := s.waypoints[group]; ok && prev.fingerprint == fp {
+			return
+		}
+		v := version + "-" + fp[:12]
+		snap, err := cache.NewSnapshot(v, envoyResources(r))
+		if err != nil {
+			s.log.Error("xds snapshot", "group", group, "err", err)
+			return
+		}
+		if err := snap.Consistent(); err != nil {
+			// Served anyway: a client resolves what it can; the translation
+			// is at fault and its tests should catch it.
+			s.log.Warn("inconsistent xds snapshot", "group", group, "version", v, "err", err)
+		}
+		if err := s.snapshotCache(group).SetSnapshot(ctx, group, snap); err != nil {
+			s.log.Error("xds set snapshot", "group", group, "err", err)
+			return
+		}
+		s.waypoints[group] = waypointState{fingerprint: fp, version: v}
+		s.metrics.pushes.WithLabelValues("envoy").Inc()
+		s.metrics.groupSize.WithLabelValues(group).Set(float64(size))
+		changed++
+	}
+	names := make([]string, 0, len(groups))
+	for g := range groups {
+		if g != GroupNone {
+			names = append(names, g)
+		}
+	}
+	slices.Sort(names)
+	for _, g := range names {
+		set(g, groups[g])
+	}
+	for g := range s.waypoints {
+		if _, ok := groups[g]; !ok {
+			set(g, Resources{}) // gone: its clients drop everything
+			s.metrics.groupSize.DeleteLabelValues(g)
+		}
+	}
+	if changed > 0 {
+		s.mu.Lock()
+		s.pushedAt = timeNow()
+		s.mu.Unlock()
+	}
+	s.metrics.groups.Set(float64(len(groups)))
+	return changed
+}
+
+// ensureGroup gives a node's group an empty snapshot if it has none yet, so
+// that a waypoint whose resources are not translated (yet) gets an empty
+// answer, not a wait: weft-waypoint becomes ready when each type answered.
+// Called for each request before its watch is made (delta requests carry
+// the node on the first request of a stream only, whatever its type).
+func (s *Server) ensureGroup(node *core.Node) {
+	group := NodeGroup(node.GetId())
+	if group == GroupNone {
+		return
+	}
+	s.envoyMu.Lock()
+	defer s.envoyMu.Unlock()
+	if _, ok := s.waypoints[group]; ok {
+		return
+	}
+	fp, _ := fingerprint(Resources{})
+	v := "empty-" + fp[:12]
+	snap, _ := cache.NewSnapshot(v, envoyResources(Resources{}))
+	if err := s.snapshotCache(group).SetSnapshot(context.Background(), group, snap); err != nil {
+		s.log.Error("xds set snapshot", "group", group, "err", err)
+		return
+	}
+	s.waypoints[group] = waypointState{fingerprint: fp, version: v}
+}
+
+// WaypointVersion is the snapshot version of a group ("" if never set).
+func (s *Server) WaypointVersion(group string) string {
+	s.envoyMu.Lock()
+	defer s.envoyMu.Unlock()
+	return s.waypoints[group].version
+}
