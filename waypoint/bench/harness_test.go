@@ -1,0 +1,475 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/spiffetest"
+)
+
+// respSize is the backend's response body.
+const respSize = 1024
+
+// harness is one benchmark world on loopback: backend, stand-in node
+// agent, the waypoint process, optionally nginx, and a client per path.
+type harness struct {
+	dir  string
+	opts options
+
+	backend     *http.Server
+	backendAddr string
+	backendHits atomic.Int64
+
+	agent        *hbone.Server
+	agentStreams atomic.Int64 // CONNECTs the stand-in node agent accepted
+
+	waypoint   *child
+	waypointLn string // HBONE address
+	accessLog  string
+	dialer     *hbone.Dialer
+
+	nginx     *child // nil: not installed
+	nginxAddr string
+}
+
+// options vary the setup for experiments (docs/benchmarks.md); the
+// zero value is the benchmark's default and what TestWaypointHarness checks.
+type options struct {
+	plainUpstream bool // the waypoint reaches the backend over plain TCP (a NONE endpoint), no node agent
+	noAccessLog   bool // neither proxy writes an access log
+	cpuProfile    string
+}
+
+func envOptions() options {
+	return options{
+		plainUpstream: os.Getenv("WEFT_WAYPOINTBENCH_UPSTREAM") == "none",
+		noAccessLog:   os.Getenv("WEFT_WAYPOINTBENCH_ACCESS_LOG") == "off",
+		cpuProfile:    os.Getenv("WEFT_WAYPOINTBENCH_CPUPROFILE"),
+	}
+}
+
+// newHarness starts everything but nginx (see startNginx). Cleanup stops
+// every process it started (by PID) and t.TempDir removes the files.
+func newHarness(tb testing.TB, o options) *harness {
+	tb.Helper()
+	h := &harness{dir: tb.TempDir(), opts: o}
+	ca := spiffetest.NewCA(tb, td)
+	bundle := ca.Bundle()
+
+	// Backend: HTTP/1.1, 1 KB per response.
+	body := []byte(strings.Repeat("x", respSize))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h.backendAddr = ln.Addr().String()
+	h.backend = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.backendHits.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	})}
+	go h.backend.Serve(ln)
+	tb.Cleanup(func() { h.backend.Close() })
+
+	// Stand-in destination node agent: terminates the waypoint's tunnels as
+	// the backend's identity and pipes each stream to its :authority.
+	h.agent = &hbone.Server{
+		TLS: hbone.ServerTLSConfig(ca.Issue(tb, backendID), bundle, tlsconfig.AuthorizeID(waypointID)),
+		Handler: func(ctx context.Context, req *hbone.Request) error {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", req.Authority)
+			if err != nil {
+				return hbone.Refuse(http.StatusServiceUnavailable, err.Error())
+			}
+			st, err := req.Accept()
+			if err != nil {
+				c.Close()
+				return err
+			}
+			h.agentStreams.Add(1)
+			hbone.Pipe(st, c.(*net.TCPConn))
+			return nil
+		},
+	}
+	agentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go h.agent.Serve(agentLn)
+	tb.Cleanup(func() { h.agent.Close() })
+
+	// The waypoint process.
+	cert, key := h.writeSVID(tb, ca.Issue(tb, waypointID), "waypoint")
+	pem, err := bundle.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := waypointConfig{
+		Cert: cert, Key: key, Bundle: h.write(tb, "bundle.pem", pem),
+		Agent: agentLn.Addr().String(), Backend: h.backendAddr, Tunnel: "HBONE",
+		CPUProfile: o.cpuProfile,
+	}
+	if !o.noAccessLog {
+		cfg.AccessLog = filepath.Join(h.dir, "waypoint-access.log")
+	}
+	if o.plainUpstream {
+		cfg.Tunnel = "NONE"
+	}
+	h.accessLog = cfg.AccessLog
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), waypointEnv+"="+h.write(tb, "waypoint.json", raw))
+	h.waypoint, h.waypointLn = startChild(tb, cmd, filepath.Join(h.dir, "waypoint.stderr"), readyFromStdout)
+
+	// The client side: what a node agent does, one pooled mTLS h2
+	// connection to the waypoint, a CONNECT stream per HTTP/1.1 connection.
+	h.dialer = &hbone.Dialer{SVID: ca.Issue(tb, clientID), Bundle: bundle}
+	tb.Cleanup(func() { h.dialer.Close() })
+	return h
+}
+
+func (h *harness) write(tb testing.TB, name string, b []byte) string {
+	tb.Helper()
+	p := filepath.Join(h.dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func (h *harness) writeSVID(tb testing.TB, s *x509svid.SVID, name string) (cert, key string) {
+	tb.Helper()
+	c, k, err := s.Marshal()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h.write(tb, name+"-cert.pem", c), h.write(tb, name+"-key.pem", k)
+}
+
+// path is one way from the client to the backend.
+type path struct {
+	name  string
+	url   string
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error) // nil: plain TCP to the URL's host
+	proxy *child                                                            // nil: direct
+}
+
+func (h *harness) direct() path {
+	return path{name: "direct", url: "http://" + h.backendAddr + "/"}
+}
+
+func (h *harness) weft() path {
+	return path{name: "weft", url: "http://" + svcHost + ":" + strconv.Itoa(vipPort) + "/", proxy: h.waypoint,
+		dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			hdr := http.Header{}
+			hbone.SetForwarded(hdr, net.ParseIP("10.0.0.7"))
+			hdr.Set("Baggage", "k8s.namespace.name=default,k8s.deployment.name=productpage-v1,service.name=productpage,service.version=v1")
+			st, err := h.dialer.Dial(ctx, h.waypointLn, tlsconfig.AuthorizeID(waypointID), net.JoinHostPort(vip, strconv.Itoa(vipPort)), hdr)
+			if err != nil {
+				return nil, err
+			}
+			return &streamConn{ClientStream: st}, nil
+		}}
+}
+
+func (h *harness) nginxPath() path {
+	return path{name: "nginx", url: "http://" + h.nginxAddr + "/", proxy: h.nginx}
+}
+
+// client is an HTTP/1.1 keep-alive client for p.
+func (p path) client(conns int) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns + 16, DisableCompression: true, DialContext: p.dial}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// streamConn presents an HBONE client stream as a net.Conn (deadlines are
+// no-ops; the client's Timeout bounds requests).
+type streamConn struct{ *hbone.ClientStream }
+
+func (c *streamConn) SetDeadline(time.Time) error      { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *streamConn) Close() error {
+	c.ClientStream.CloseWrite()
+	return c.ClientStream.Close()
+}
+
+// ---- proxy processes ----
+
+// child is a proxy process (and, for nginx, its workers).
+type child struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr string
+}
+
+// readyFunc reads a starting child's stdout and returns its listen
+// address once it is ready.
+type readyFunc func(stdout io.Reader) (string, error)
+
+func readyFromStdout(stdout io.Reader) (string, error) {
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addr, ok := strings.CutPrefix(sc.Text(), readyPrefix); ok {
+			go io.Copy(io.Discard, stdout)
+			return addr, nil
+		}
+	}
+	return "", errors.New("exited before listening")
+}
+
+// startChild starts cmd, waits until ready reports its address and
+// registers the cleanup that ends it (SIGTERM, then SIGKILL after 5 s) and
+// every process it forked.
+func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready readyFunc) (*child, string) {
+	tb.Helper()
+	c := &child{name: filepath.Base(cmd.Path), cmd: cmd, stderr: stderrPath}
+	stderr, err := os.Create(stderrPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { stderr.Close() })
+	cmd.Stderr = stderr
+	// The waypoint exits when its stdin closes; both get SIGTERM should
+	// the test process die without running its cleanups.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	done := make(chan struct{})
+	var forked []int
+	tb.Cleanup(func() {
+		forked = children(cmd.Process.Pid)
+		stdin.Close()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		for _, pid := range forked { // nginx workers outliving a killed master
+			if p, err := os.FindProcess(pid); err == nil {
+				_ = p.Signal(syscall.SIGKILL)
+			}
+		}
+	})
+	type result struct {
+		addr string
+		err  error
+	}
+	readyc := make(chan result, 1)
+	go func() {
+		addr, err := ready(stdout)
+		readyc <- result{addr, err}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case r := <-readyc:
+		if r.err != nil {
+			tb.Fatalf("%s: %v:\n%s", c.name, r.err, readFile(stderrPath))
+		}
+		return c, r.addr
+	case <-time.After(20 * time.Second):
+		tb.Fatalf("%s not ready after 20 s:\n%s", c.name, readFile(stderrPath))
+	}
+	return nil, ""
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
+
+// procStats is a proxy's CPU time and resident memory, summed over the
+// process and its children (nginx workers).
+type procStats struct {
+	cpu time.Duration
+	rss int64 // bytes
+}
+
+func (c *child) stats() (procStats, error) {
+	pids := append([]int{c.cmd.Process.Pid}, children(c.cmd.Process.Pid)...)
+	var sum procStats
+	for _, pid := range pids {
+		s, err := readProcStats(pid)
+		if err != nil {
+			return sum, err
+		}
+		sum.cpu += s.cpu
+		sum.rss += s.rss
+	}
+	return sum, nil
+}
+
+// children lists the PIDs whose parent is pid.
+func children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+func readProcStats(pid int) (procStats, error) {
+	var st procStats
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return st, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	// Fields 14 and 15 (utime, stime); f[0] is field 3.
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	st.cpu = time.Duration(ut+stime) * time.Second / clockTicks
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			st.rss = kb * 1024
+		}
+	}
+	return st, nil
+}
+
+// ---- nginx ----
+
+// nginxBinary is the installed nginx, "" when there is none.
+func nginxBinary() string {
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, _ := exec.LookPath("nginx")
+	return p
+}
+
+// nginxConf makes nginx a reverse proxy to the backend over HTTP/1.1
+// keep-alive, one worker per core, access log on (as the waypoint's)
+// unless WEFT_WAYPOINTBENCH_ACCESS_LOG=off.
+const nginxConf = `daemon off;
+master_process on;
+worker_processes auto;
+pid {{dir}}/nginx.pid;
+error_log {{dir}}/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log {{access_log}};
+  client_body_temp_path {{dir}}/nginx-client-body;
+  proxy_temp_path {{dir}}/nginx-proxy;
+  fastcgi_temp_path {{dir}}/nginx-fastcgi;
+  uwsgi_temp_path {{dir}}/nginx-uwsgi;
+  scgi_temp_path {{dir}}/nginx-scgi;
+  keepalive_requests 1000000;
+  upstream backend {
+    server {{backend}};
+    keepalive 256;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen {{listen}};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`
+
+// startNginx starts nginx with a generated config, or returns false when
+// nginx is not installed.
+func (h *harness) startNginx(tb testing.TB) bool {
+	tb.Helper()
+	bin := nginxBinary()
+	if bin == "" {
+		return false
+	}
+	// A free port: nginx reports nothing on stdout, so we pick one and
+	// poll it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	alog := filepath.Join(h.dir, "nginx-access.log")
+	if h.opts.noAccessLog {
+		alog = "off"
+	}
+	conf := strings.NewReplacer("{{access_log}}", alog, "{{dir}}", h.dir, "{{backend}}", h.backendAddr, "{{listen}}", addr).Replace(nginxConf)
+	confPath := h.write(tb, "nginx.conf", []byte(conf))
+	cmd := exec.Command(bin, "-p", h.dir, "-c", confPath, "-e", filepath.Join(h.dir, "nginx-error.log"))
+	h.nginx, h.nginxAddr = startChild(tb, cmd, filepath.Join(h.dir, "nginx.stderr"), func(stdout io.Reader) (string, error) {
+		go io.Copy(io.Discard, stdout)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return addr, nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return "", fmt.Errorf("not listening on %s: %s", addr, readFile(filepath.Join(h.dir, "nginx-error.log")))
+	})
+	return true
+}
