@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -605,4 +606,42 @@ func labelMap(m *dto.Metric) map[string]string {
 		out[l.GetName()] = l.GetValue()
 	}
 	return out
+}
+
+// TestRouteUpdateAppliesToKeptAliveConnection: a client that keeps its
+// connection (one HBONE stream) alive gets the new routes on its next
+// request, as Envoy applies RDS updates; Bookinfo's productpage does this.
+func TestRouteUpdateAppliesToKeptAliveConnection(t *testing.T) {
+	e := newEnv(t)
+	v1, v2 := startBackend(t, "reviews-v1", nil), startBackend(t, "reviews-v2", nil)
+	for _, x := range []struct {
+		subset string
+		b      *backend
+	}{{"v1", v1}, {"v2", v2}} {
+		e.mustPush(resourcev3.ClusterType, edsCluster(clusterName(x.subset)))
+		e.mustPush(resourcev3.EndpointType, cla(clusterName(x.subset), hboneEP(x.b, x.subset)))
+	}
+	e.mustPush(resourcev3.ListenerType, listener(hcmChain(t, chainKey, vip, vipPort, chainKey)))
+	e.mustPush(resourcev3.RouteType, routeConfig(chainKey, svcHost, routeTo("default/reviews.0", clusterName("v1"))))
+
+	var streams atomic.Int32
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			streams.Add(1)
+			return e.dialConn(ctx, vipAuthority())
+		},
+		DisableCompression: true,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: testTimeout}
+	if code, b := get(t, c, "/reviews/1", nil); code != 200 || b != "reviews-v1" {
+		t.Fatalf("before the update: %d from %q", code, b)
+	}
+	e.mustPush(resourcev3.RouteType, routeConfig(chainKey, svcHost, routeTo("default/reviews.0", clusterName("v2"))))
+	if code, b := get(t, c, "/reviews/1", nil); code != 200 || b != "reviews-v2" {
+		t.Fatalf("after the update, same connection: %d from %q, want reviews-v2", code, b)
+	}
+	if n := streams.Load(); n != 1 {
+		t.Fatalf("the client opened %d streams; the test needs the connection kept alive", n)
+	}
 }

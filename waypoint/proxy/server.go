@@ -211,7 +211,15 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 	isH2 := string(head) == h2Preface
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage}
-		p.serveRequest(w, r, c, rs)
+		// Route per request with the config in force now, as Envoy applies
+		// RDS updates to new requests on existing connections: clients keep
+		// connections alive for minutes. A chain that went away keeps
+		// serving its streams with the config they started with.
+		cur := c
+		if now := p.Store.Snapshot().chains.match(stream.origDst); now != nil && !now.isTCP() {
+			cur = now
+		}
+		p.serveRequest(w, r, cur, rs)
 	})
 	// No timeouts here: the stream's deadlines are no-ops (see streamConn);
 	// an idle stream ends when the node agent closes it.
