@@ -1,12 +1,10 @@
 package agent
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/netip"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/identity"
@@ -43,7 +41,7 @@ type XDSStatus struct {
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, ConfigDump{
+		weftadmin.WriteJSON(w, ConfigDump{
 			XDS:          XDSStatus{Synced: a.xds.Synced(), Connects: a.xds.Connects()},
 			Config:       a.store.Snapshot(),
 			Certificates: a.ids.Status(),
@@ -55,38 +53,19 @@ func (a *admin) handler() http.Handler {
 		if conns == nil {
 			conns = []proxy.Connection{}
 		}
-		writeJSON(w, conns)
+		weftadmin.WriteJSON(w, conns)
 	})
 	return mux
 }
 
-// healthHandler: live while the process serves; ready once the listeners
-// are up and the first complete configuration arrived (a restarted agent
-// with the control plane away stays unready, which holds a rolling update).
+// healthHandler: ready once the listeners are up and the first complete
+// configuration arrived (a restarted agent with the control plane away stays
+// unready, which holds a rolling update).
 func (a *admin) healthHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+	return weftadmin.Health(func() string {
 		if !a.ready.Load() {
-			http.Error(w, "waiting for configuration from the control plane", http.StatusServiceUnavailable)
-			return
+			return "waiting for configuration from the control plane"
 		}
-		w.Write([]byte("ok\n"))
+		return ""
 	})
-	return mux
-}
-
-func metricsHandler(reg *prometheus.Registry) http.Handler {
-	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	mux.Handle("GET /stats/prometheus", h) // Istio's path, for existing scrape configs
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
 }

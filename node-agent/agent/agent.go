@@ -6,8 +6,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,13 +19,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/controlclient"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/net/netutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/bpf"
@@ -110,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	conn, err := dialControl(cfg)
+	conn, err := controlclient.Dial(cfg.ControlAddress, cfg.CARootCert, cfg.TokenFile)
 	if err != nil {
 		return err
 	}
@@ -208,11 +206,11 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, s := range []struct {
 		addr string
 		h    http.Handler
-	}{{cfg.MetricsAddress, metricsHandler(reg)}, {cfg.ReadinessAddress, admin.healthHandler()}, {cfg.AdminAddress, admin.handler()}} {
+	}{{cfg.MetricsAddress, weftadmin.Metrics(reg)}, {cfg.ReadinessAddress, admin.healthHandler()}, {cfg.AdminAddress, admin.handler()}} {
 		if s.addr == "" {
 			continue
 		}
-		if err := serveHTTP(ctx, s.addr, s.h, log); err != nil {
+		if err := weftadmin.Serve(ctx, s.addr, s.h, log); err != nil {
 			return err
 		}
 	}
@@ -338,59 +336,4 @@ func cniHandler(e *Enroller, kick func(), log *slog.Logger) cni.Handler {
 			return e.PodDeleted(ips)
 		}
 	}
-}
-
-// dialControl connects to weft-control: TLS verified against the mesh root
-// (ConfigMap weft-ca-root-cert), the projected token on every call (gRPC
-// rejects two authorization values, so streams and unary calls each add it
-// once).
-func dialControl(cfg Config) (*grpc.ClientConn, error) {
-	pem, err := os.ReadFile(cfg.CARootCert)
-	if err != nil {
-		return nil, fmt.Errorf("control plane trust anchors (ConfigMap weft-ca-root-cert, published by weft-control): %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", cfg.CARootCert)
-	}
-	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
-	conn, err := grpc.NewClient(cfg.ControlAddress,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithStreamInterceptor(streamToken(identity.FileTokenSource(cfg.TokenFile))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		return nil, fmt.Errorf("control plane %s: %w", cfg.ControlAddress, err)
-	}
-	return conn, nil
-}
-
-// streamToken authenticates streams (the xDS subscription) with the
-// projected token, re-read for every stream because the kubelet rotates the
-// file. Certificate requests (unary) carry it from identity.Manager.
-func streamToken(tokens identity.TokenSource) grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		tok, err := tokens.Token(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return streamer(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), desc, cc, method, opts...)
-	}
-}
-
-func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
-	go func() {
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "addr", addr, "err", err)
-		}
-	}()
-	return nil
 }

@@ -2,26 +2,21 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
+
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/controlclient"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/node-agent/identity"
@@ -97,7 +92,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	conn, err := dialControl(cfg)
+	conn, err := controlclient.Dial(cfg.ControlAddress, cfg.CARootCert, cfg.TokenFile)
 	if err != nil {
 		return err
 	}
@@ -154,11 +149,11 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, s := range []struct {
 		addr string
 		h    http.Handler
-	}{{cfg.MetricsAddress, metricsHandler(reg)}, {cfg.ReadinessAddress, a.healthHandler()}, {cfg.AdminAddress, a.handler()}} {
+	}{{cfg.MetricsAddress, weftadmin.Metrics(reg)}, {cfg.ReadinessAddress, weftadmin.Health(a.ready)}, {cfg.AdminAddress, a.handler()}} {
 		if s.addr == "" {
 			continue
 		}
-		if err := serveHTTP(ctx, s.addr, s.h, log); err != nil {
+		if err := weftadmin.Serve(ctx, s.addr, s.h, log); err != nil {
 			return err
 		}
 	}
@@ -221,94 +216,13 @@ func (a *admin) ready() string {
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, ConfigDump{
+		weftadmin.WriteJSON(w, ConfigDump{
 			Node: a.cfg.NodeID(), Identity: a.self.String(),
 			XDS:          XDSStatus{Synced: a.xds.Synced(), Connects: a.xds.Connects()},
 			Config:       a.p.Store.Dump(),
 			Certificates: a.ids.Status(),
 		})
 	})
-	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.ids.Status()) })
+	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) { weftadmin.WriteJSON(w, a.ids.Status()) })
 	return mux
-}
-
-func (a *admin) healthHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz/live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if why := a.ready(); why != "" {
-			http.Error(w, why, http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ok\n"))
-	})
-	return mux
-}
-
-func metricsHandler(reg *prometheus.Registry) http.Handler {
-	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", h)
-	mux.Handle("GET /stats/prometheus", h) // Istio's path, for existing scrape configs
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// dialControl connects to weft-control: TLS verified against the mesh root
-// (ConfigMap weft-ca-root-cert), the projected token on every stream (the
-// certificate requests, unary, carry it from identity.Manager).
-func dialControl(cfg Config) (*grpc.ClientConn, error) {
-	pem, err := os.ReadFile(cfg.CARootCert)
-	if err != nil {
-		return nil, fmt.Errorf("control plane trust anchors (ConfigMap weft-ca-root-cert, published by weft-control): %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", cfg.CARootCert)
-	}
-	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
-	conn, err := grpc.NewClient(cfg.ControlAddress,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithStreamInterceptor(streamToken(identity.FileTokenSource(cfg.TokenFile))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		return nil, fmt.Errorf("control plane %s: %w", cfg.ControlAddress, err)
-	}
-	return conn, nil
-}
-
-// streamToken authenticates the xDS stream with the projected token, re-read
-// for every stream because the kubelet rotates the file.
-func streamToken(tokens identity.TokenSource) grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		tok, err := tokens.Token(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return streamer(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok), desc, cc, method, opts...)
-	}
-}
-
-func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		s.Close()
-	}()
-	go func() {
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "addr", addr, "err", err)
-		}
-	}()
-	return nil
 }
