@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // httpRate is the fixed request rate of the HTTP phases: DESIGN.md's
@@ -119,7 +121,7 @@ func (h *harness) benchHTTP(b *testing.B, dst netip.Addr, proxies []*node) {
 	n := max(b.N, httpRate*httpSeconds())
 	url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(dst, httpPort))
 	type phase struct {
-		r        rateResult
+		r        benchkit.Result
 		cpu      time.Duration // summed over proxies
 		rss      int64         // largest proxy
 		proxyRSS []int64
@@ -128,13 +130,14 @@ func (h *harness) benchHTTP(b *testing.B, dst netip.Addr, proxies []*node) {
 		h.enroll(b, mesh)
 		c := httpClient(h.client.ns)
 		defer c.CloseIdleConnections()
-		if w := atRate(c, url, httpRate, httpRate/5); w.errors > 0 { // warm-up: connections, tunnels
-			b.Fatalf("HTTP warm-up (mesh=%v): %d errors, first: %v", mesh, w.errors, w.firstErr)
+		get := func() error { return benchkit.Get(c, url, respSize) }
+		if w := benchkit.AtRate(httpRate, httpRate/5, get); w.Errors > 0 { // warm-up: connections, tunnels
+			b.Fatalf("HTTP warm-up (mesh=%v): %d errors, first: %v", mesh, w.Errors, w.FirstErr)
 		}
-		stats := func() []procStats {
-			out := make([]procStats, len(proxies))
+		stats := func() []benchkit.ProcStats {
+			out := make([]benchkit.ProcStats, len(proxies))
 			for i, p := range proxies {
-				s, err := readProcStats(p.proxy.Process.Pid)
+				s, err := benchkit.ReadProcStats(p.proxy.Pid())
 				if err != nil {
 					b.Fatalf("%s proxy stats: %v", p.name, err)
 				}
@@ -146,17 +149,17 @@ func (h *harness) benchHTTP(b *testing.B, dst netip.Addr, proxies []*node) {
 		if mesh {
 			b.StartTimer() // the framework stops ramping b.N once the timed part is long enough
 		}
-		r := atRate(c, url, httpRate, n)
+		r := benchkit.AtRate(httpRate, n, get)
 		b.StopTimer()
 		after := stats()
-		if r.errors > 0 {
-			b.Fatalf("HTTP (mesh=%v): %d of %d requests failed, first: %v", mesh, r.errors, n, r.firstErr)
+		if r.Errors > 0 {
+			b.Fatalf("HTTP (mesh=%v): %d of %d requests failed, first: %v", mesh, r.Errors, n, r.FirstErr)
 		}
 		ph := phase{r: r}
 		for i := range proxies {
-			ph.cpu += after[i].cpu - before[i].cpu
-			ph.rss = max(ph.rss, after[i].rss)
-			ph.proxyRSS = append(ph.proxyRSS, after[i].rss)
+			ph.cpu += after[i].CPU - before[i].CPU
+			ph.rss = max(ph.rss, after[i].RSS)
+			ph.proxyRSS = append(ph.proxyRSS, after[i].RSS)
 		}
 		return ph
 	}
@@ -164,24 +167,20 @@ func (h *harness) benchHTTP(b *testing.B, dst netip.Addr, proxies []*node) {
 	h.enroll(b, false)
 
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	var sum time.Duration
-	for _, l := range mesh.r.lat {
-		sum += l
-	}
-	b.ReportMetric(float64(sum)/float64(len(mesh.r.lat)), "ns/op")
-	b.ReportMetric(us(direct.r.pct(0.50)), "direct_p50_us")
-	b.ReportMetric(us(direct.r.pct(0.99)), "direct_p99_us")
-	b.ReportMetric(us(mesh.r.pct(0.50)), "p50_us")
-	b.ReportMetric(us(mesh.r.pct(0.99)), "p99_us")
-	b.ReportMetric(float64(mesh.r.pct(0.50))/float64(direct.r.pct(0.50)), "p50_ratio_vs_direct")
-	b.ReportMetric(float64(mesh.r.pct(0.99))/float64(direct.r.pct(0.99)), "p99_ratio_vs_direct")
-	b.ReportMetric(mesh.r.rps(), "req/s")
-	vcpu := mesh.cpu.Seconds() / mesh.r.elapsed.Seconds()
-	b.ReportMetric(vcpu/(mesh.r.rps()/1000), "vcpu_per_1000rps")
+	b.ReportMetric(mesh.r.MeanNanos(), "ns/op")
+	b.ReportMetric(us(direct.r.Pct(0.50)), "direct_p50_us")
+	b.ReportMetric(us(direct.r.Pct(0.99)), "direct_p99_us")
+	b.ReportMetric(us(mesh.r.Pct(0.50)), "p50_us")
+	b.ReportMetric(us(mesh.r.Pct(0.99)), "p99_us")
+	b.ReportMetric(float64(mesh.r.Pct(0.50))/float64(direct.r.Pct(0.50)), "p50_ratio_vs_direct")
+	b.ReportMetric(float64(mesh.r.Pct(0.99))/float64(direct.r.Pct(0.99)), "p99_ratio_vs_direct")
+	b.ReportMetric(mesh.r.RPS(), "req/s")
+	vcpu := mesh.cpu.Seconds() / mesh.r.Elapsed.Seconds()
+	b.ReportMetric(vcpu/(mesh.r.RPS()/1000), "vcpu_per_1000rps")
 	b.ReportMetric(float64(mesh.rss)/(1<<20), "rss_MB")
 	if direct.cpu > 0 {
 		// Idle proxies: what the direct phase cost them (should be ~0).
-		b.Logf("proxy CPU during the direct phase: %v over %v", direct.cpu, direct.r.elapsed)
+		b.Logf("proxy CPU during the direct phase: %v over %v", direct.cpu, direct.r.Elapsed)
 	}
 	for i, p := range proxies {
 		b.Logf("%s proxy RSS after the mesh phase: %.1f MiB", p.name, float64(mesh.proxyRSS[i])/(1<<20))

@@ -26,6 +26,9 @@
 //
 //	go test ./node-agent/nodebench/ -run '^$' -bench . -benchmem
 //
+// The load generator, the /proc readings and the proxy processes'
+// start and stop are internal/benchkit's, shared with waypoint/bench.
+//
 // It needs root (network namespaces, BPF, bpffs) and iproute2; without them
 // it skips, or fails under WEFT_E2E_REQUIRE=1.
 package nodebench

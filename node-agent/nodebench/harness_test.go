@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // accessEntry is the part of a proxy access-log line the test checks.
@@ -71,9 +73,9 @@ func TestNodeDataPath(t *testing.T) {
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dialer(h.client.ns), DisableKeepAlives: true}}
 		before := dst.srv.seen(h.client.ip)
 		url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(dst.ip, httpPort))
-		if err := get(c, url); err != nil {
+		if err := benchkit.Get(c, url, respSize); err != nil {
 			t.Fatalf("client -> %s (enrolled=%v): %v\nnode-a proxy log:\n%s\nnode-b proxy log:\n%s",
-				dst.spec.Name, h.enrolled, err, readFile(h.a.stderrLog()), readFile(h.b.stderrLog()))
+				dst.spec.Name, h.enrolled, err, benchkit.FileText(h.a.stderrLog()), benchkit.FileText(h.b.stderrLog()))
 		}
 		if got := dst.srv.seen(h.client.ip); got != before+1 {
 			t.Fatalf("%s saw %d new connections from the client's IP %s, want 1", dst.spec.Name, got-before, h.client.ip)
@@ -107,14 +109,14 @@ func TestNodeDataPath(t *testing.T) {
 	h.enroll(t, true)
 	t.Log("same node, enrolled: node-a's proxy carries it")
 	one(h.srvA)
-	eventually(t, "node-a access log of the same-node request", func() bool { return len(matching(accessLog(t, h.a), dstA)) >= 2 })
+	benchkit.Eventually(t, 5*time.Second, "node-a access log of the same-node request", func() bool { return len(matching(accessLog(t, h.a), dstA)) >= 2 })
 	// Same node: outbound hands the connection in-process to the local
 	// inbound side (reporter=destination, direction inbound_local).
 	expectDirections(t, h.a, matching(accessLog(t, h.a), dstA), "outbound", "inbound_local")
 
 	t.Log("cross node, enrolled: node-a's outbound, HBONE, node-b's inbound")
 	one(h.srvB)
-	eventually(t, "node-a and node-b access logs of the cross-node request", func() bool {
+	benchkit.Eventually(t, 5*time.Second, "node-a and node-b access logs of the cross-node request", func() bool {
 		return len(matching(accessLog(t, h.a), dstB)) > 0 && len(matching(accessLog(t, h.b), dstB)) > 0
 	})
 	expectDirections(t, h.a, matching(accessLog(t, h.a), dstB), "outbound")
@@ -133,7 +135,7 @@ func TestNodeDataPath(t *testing.T) {
 		t.Fatalf("requests after unenrolment reached a proxy:\nnode-a %v\nnode-b %v", a[na:], b[nb:])
 	}
 	for _, n := range []*node{h.a, h.b} {
-		if log := readFile(n.stderrLog()); strings.TrimSpace(log) != "" {
+		if log := benchkit.FileText(n.stderrLog()); strings.TrimSpace(log) != "" {
 			t.Logf("%s proxy log:\n%s", n.name, log)
 		}
 	}
@@ -158,14 +160,4 @@ func expectDirections(t *testing.T, n *node, es []accessEntry, want ...string) {
 	if len(es) != len(want) {
 		t.Fatalf("%s access log: %d entries for the request, want %v: %+v", n.name, len(es), want, es)
 	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }

@@ -3,18 +3,16 @@ package nodebench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
 
@@ -58,10 +56,10 @@ func startServers(tb testing.TB, nsPath string) *servers {
 	})
 	accept(listen(echoPort), func(c net.Conn) { io.Copy(c, c) })
 
-	body := bytes.Repeat([]byte("x"), 1024)
+	body := bytes.Repeat([]byte("x"), respSize)
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", "1024")
+			w.Header().Set("Content-Length", strconv.Itoa(respSize))
 			w.Write(body)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -138,87 +136,5 @@ func (p *pinger) rounds(n int) error {
 
 // httpClient makes HTTP requests from the client pod (keep-alive).
 func httpClient(clientNS string) *http.Client {
-	return &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{
-			DialContext:         dialer(clientNS),
-			MaxIdleConnsPerHost: 256,
-			DisableCompression:  true,
-		},
-	}
-}
-
-func get(c *http.Client, url string) error {
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || n != 1024 {
-		return fmt.Errorf("GET %s: %s, %d bytes", url, resp.Status, n)
-	}
-	return nil
-}
-
-// rateResult is one fixed-rate HTTP phase.
-type rateResult struct {
-	lat      []time.Duration // sorted
-	elapsed  time.Duration
-	errors   int
-	firstErr error
-}
-
-func (r rateResult) pct(p float64) time.Duration {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	i := int(float64(len(r.lat)-1) * p)
-	return r.lat[i]
-}
-
-func (r rateResult) rps() float64 { return float64(len(r.lat)) / r.elapsed.Seconds() }
-
-// atRate sends n GETs at rate per second, open loop: each request starts
-// on its schedule in its own goroutine whether or not earlier ones have
-// finished, so a slow path cannot lower the offered load. Latency is from
-// the actual start of each request to the end of its body.
-func atRate(c *http.Client, url string, rate, n int) rateResult {
-	interval := time.Second / time.Duration(rate)
-	lat := make([]time.Duration, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			errs[i] = get(c, url)
-			lat[i] = time.Since(t0)
-		}()
-	}
-	wg.Wait()
-	r := rateResult{elapsed: time.Since(start)}
-	for i, err := range errs {
-		if err != nil {
-			r.errors++
-			if r.firstErr == nil {
-				r.firstErr = err
-			}
-			continue
-		}
-		r.lat = append(r.lat, lat[i])
-	}
-	slices.Sort(r.lat)
-	if r.errors > 0 && r.firstErr == nil {
-		r.firstErr = errors.New("request failed")
-	}
-	return r
+	return benchkit.HTTPClient(dialer(clientNS), 256)
 }

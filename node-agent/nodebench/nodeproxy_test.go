@@ -1,16 +1,11 @@
 package nodebench
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/node-agent/proxy"
@@ -34,16 +30,7 @@ const trustDomain = "cluster.local"
 // readyLine is what a node proxy prints on stdout once it listens.
 const readyLine = "READY"
 
-func TestMain(m *testing.M) {
-	if path := os.Getenv(proxyEnv); path != "" {
-		if err := runNodeProxy(path); err != nil {
-			fmt.Fprintln(os.Stderr, "node proxy:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { benchkit.Main(m, proxyEnv, "node proxy", runNodeProxy) }
 
 // podSpec is one workload of the mesh as every node proxy's store holds it.
 type podSpec struct {
@@ -102,13 +89,9 @@ func (f *fileIdentities) Bundles() x509bundle.Source            { return f.bundl
 // mesh view and certificates from files instead of the control plane. It
 // serves until stdin closes (the test process ended) or SIGTERM.
 func runNodeProxy(path string) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
 	var cfg proxyConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+	if err := benchkit.ReadConfig(path, &cfg); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
@@ -160,7 +143,7 @@ func runNodeProxy(path string) error {
 	defer inbound.Close()
 	defer plaintext.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := benchkit.ChildContext() // SIGTERM, or stdin closed: the test process is gone
 	defer stop()
 	for _, l := range []struct {
 		port  uint16
@@ -173,12 +156,6 @@ func runNodeProxy(path string) error {
 		go l.serve(ln)
 	}
 	fmt.Println(readyLine)
-
-	// The test process holds our stdin: EOF means it is gone.
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop()
-	}()
 	<-ctx.Done()
 	return nil
 }

@@ -1,12 +1,10 @@
 package nodebench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -15,13 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/netns"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 	"golang.org/x/sys/unix"
@@ -40,6 +38,8 @@ const (
 	bulkPort = 5001 // sink: reads everything, answers one byte at EOF
 	echoPort = 5002 // echo
 	httpPort = 8080 // 1 KB responses
+
+	respSize = 1024 // bytes of every HTTP response body
 )
 
 func requirePrivileged(tb testing.TB) {
@@ -118,8 +118,7 @@ type node struct {
 	uplink   int // ifindex of the fabric veth
 	pinDir   string
 	capture  *bpf.Capture
-	proxy    *exec.Cmd
-	stdin    io.Closer
+	proxy    *benchkit.Child
 	logDir   string
 }
 
@@ -329,61 +328,12 @@ func startProxy(tb testing.TB, n *node, cfg proxyConfig) {
 	}
 	cfgFile := filepath.Join(n.logDir, n.name+"-proxy.json")
 	writeFile(tb, cfgFile, raw)
-	stderr, err := os.Create(n.stderrLog())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { stderr.Close() })
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), proxyEnv+"="+cfgFile)
-	cmd.Stderr = stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := netns.Start(cmd, n.ns); err != nil {
-		tb.Fatalf("start %s proxy: %v", n.name, err)
-	}
-	n.proxy, n.stdin = cmd, stdin
-	done := make(chan struct{})
-	tb.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+	n.proxy, _ = benchkit.StartChild(tb, benchkit.SelfCommand(proxyEnv, cfgFile), benchkit.ChildOptions{
+		Name:   n.name + " proxy",
+		Stderr: n.stderrLog(),
+		Start:  func(cmd *exec.Cmd) error { return netns.Start(cmd, n.ns) },
+		Ready:  benchkit.ReadyLine(readyLine),
 	})
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		ok := false
-		for sc.Scan() {
-			if sc.Text() == readyLine && !ok {
-				ok = true
-				ready <- true
-			}
-		}
-		if !ok {
-			ready <- false
-		}
-		_ = cmd.Wait()
-		close(done)
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			tb.Fatalf("%s proxy exited before listening:\n%s", n.name, readFile(n.stderrLog()))
-		}
-	case <-time.After(20 * time.Second):
-		tb.Fatalf("%s proxy not listening after 20 s:\n%s", n.name, readFile(n.stderrLog()))
-	}
 }
 
 // enroll switches the mesh on (all pods captured) or back to direct. Off
@@ -416,45 +366,6 @@ func (h *harness) enroll(tb testing.TB, on bool) {
 	h.enrolled = on
 }
 
-// procStats is a node proxy's CPU time and resident memory.
-type procStats struct {
-	cpu time.Duration
-	rss int64 // bytes
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
-const clockTicks = 100
-
-func readProcStats(pid int) (procStats, error) {
-	var st procStats
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return st, err
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return st, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	// Fields 14 and 15 (utime, stime); f[0] is field 3.
-	var ut, stime int64
-	fmt.Sscan(f[11], &ut)
-	fmt.Sscan(f[12], &stime)
-	st.cpu = time.Duration(ut+stime) * time.Second / clockTicks
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
-			st.rss = kb * 1024
-		}
-	}
-	return st, nil
-}
-
 func ifindex(tb testing.TB, nsPath, dev string) int {
 	tb.Helper()
 	var idx int
@@ -477,11 +388,6 @@ func writeFile(tb testing.TB, path string, b []byte) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-func readFile(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
 }
 
 // dialer dials from inside a pod's netns (sockets keep their netns).

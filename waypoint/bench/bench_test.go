@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // fixedRate is the open-loop phase's offered load (req/s).
@@ -55,16 +57,16 @@ func BenchmarkWaypoint(b *testing.B) {
 // baseline is the direct path's figures of this run, measured by the
 // direct leaves or, when a -bench filter skipped them, on first use.
 type baseline struct {
-	fixed, max *result
+	fixed, max *benchkit.Result
 }
 
-func (h *harness) directFixed(b *testing.B, base *baseline) result {
+func (h *harness) directFixed(b *testing.B, base *baseline) benchkit.Result {
 	if base.fixed == nil {
 		c := h.direct().client(maxConns)
 		defer c.CloseIdleConnections()
-		atRate(c, h.direct().url, fixedRate, fixedRate/5)
-		r := atRate(c, h.direct().url, fixedRate, int(fixedRate*fixedSeconds))
-		if err := r.err(); err != nil {
+		benchkit.AtRate(fixedRate, fixedRate/5, h.direct().get(c))
+		r := benchkit.AtRate(fixedRate, int(fixedRate*fixedSeconds), h.direct().get(c))
+		if err := r.Err(); err != nil {
 			b.Fatalf("direct baseline: %v", err)
 		}
 		base.fixed = &r
@@ -72,13 +74,13 @@ func (h *harness) directFixed(b *testing.B, base *baseline) result {
 	return *base.fixed
 }
 
-func (h *harness) directMax(b *testing.B, base *baseline) result {
+func (h *harness) directMax(b *testing.B, base *baseline) benchkit.Result {
 	if base.max == nil {
 		c := h.direct().client(maxConns)
 		defer c.CloseIdleConnections()
-		closedLoop(c, h.direct().url, maxConns, 0, 300*time.Millisecond)
-		r := closedLoop(c, h.direct().url, maxConns, 0, seconds(maxSeconds))
-		if err := r.err(); err != nil {
+		benchkit.ClosedLoop(maxConns, 0, 300*time.Millisecond, h.direct().get(c))
+		r := benchkit.ClosedLoop(maxConns, 0, seconds(maxSeconds), h.direct().get(c))
+		if err := r.Err(); err != nil {
 			b.Fatalf("direct baseline: %v", err)
 		}
 		base.max = &r
@@ -96,27 +98,27 @@ type proxyCost struct {
 
 // measure runs phase between two readings of the proxy's stats (none for
 // direct) with the benchmark timer on.
-func measure(b *testing.B, p path, phase func() result) (result, proxyCost) {
-	var before procStats
+func measure(b *testing.B, p path, phase func() benchkit.Result) (benchkit.Result, proxyCost) {
+	var before benchkit.ProcStats
 	var err error
 	if p.proxy != nil {
-		if before, err = p.proxy.stats(); err != nil {
+		if before, err = p.proxy.Stats(); err != nil {
 			b.Fatalf("%s stats: %v", p.name, err)
 		}
 	}
 	b.StartTimer()
 	r := phase()
 	b.StopTimer()
-	if err := r.err(); err != nil {
+	if err := r.Err(); err != nil {
 		b.Fatalf("%s: %v", p.name, err)
 	}
 	var cost proxyCost
 	if p.proxy != nil {
-		after, err := p.proxy.stats()
+		after, err := p.proxy.Stats()
 		if err != nil {
 			b.Fatalf("%s stats: %v", p.name, err)
 		}
-		cost = proxyCost{cpu: after.cpu - before.cpu, rss: after.rss}
+		cost = proxyCost{cpu: after.CPU - before.CPU, rss: after.RSS}
 	}
 	return r, cost
 }
@@ -128,34 +130,30 @@ func (h *harness) benchFixed(b *testing.B, p path, base *baseline) {
 	c := p.client(maxConns)
 	defer c.CloseIdleConnections()
 	// Warm-up: connections, tunnels, pools.
-	if w := atRate(c, p.url, fixedRate, fixedRate/5); w.err() != nil {
-		b.Fatalf("%s warm-up: %v", p.name, w.err())
+	if w := benchkit.AtRate(fixedRate, fixedRate/5, p.get(c)); w.Err() != nil {
+		b.Fatalf("%s warm-up: %v", p.name, w.Err())
 	}
 	n := max(b.N, int(fixedRate*fixedSeconds))
-	r, cost := measure(b, p, func() result { return atRate(c, p.url, fixedRate, n) })
+	r, cost := measure(b, p, func() benchkit.Result { return benchkit.AtRate(fixedRate, n, p.get(c)) })
 	if p.proxy == nil {
 		base.fixed = &r
 	}
 
-	var sum time.Duration
-	for _, l := range r.lat {
-		sum += l
-	}
-	b.ReportMetric(float64(sum)/float64(len(r.lat)), "ns/op")
-	b.ReportMetric(us(r.pct(0.50)), "p50_us")
-	b.ReportMetric(us(r.pct(0.99)), "p99_us")
-	b.ReportMetric(r.rps(), "rps")
+	b.ReportMetric(r.MeanNanos(), "ns/op")
+	b.ReportMetric(us(r.Pct(0.50)), "p50_us")
+	b.ReportMetric(us(r.Pct(0.99)), "p99_us")
+	b.ReportMetric(r.RPS(), "rps")
 	if p.proxy == nil {
 		return
 	}
 	d := h.directFixed(b, base)
-	b.ReportMetric(us(r.pct(0.50)-d.pct(0.50)), "added_p50_us")
-	b.ReportMetric(us(r.pct(0.99)-d.pct(0.99)), "added_p99_us")
-	vcpu := cost.cpu.Seconds() / r.elapsed.Seconds()
-	b.ReportMetric(vcpu/(r.rps()/1000), "vcpu_per_1000rps")
+	b.ReportMetric(us(r.Pct(0.50)-d.Pct(0.50)), "added_p50_us")
+	b.ReportMetric(us(r.Pct(0.99)-d.Pct(0.99)), "added_p99_us")
+	vcpu := cost.cpu.Seconds() / r.Elapsed.Seconds()
+	b.ReportMetric(vcpu/(r.RPS()/1000), "vcpu_per_1000rps")
 	b.ReportMetric(float64(cost.rss)/(1<<20), "rss_MB")
 	b.Logf("%s at %.0f req/s: p50 %v (direct %v), p99 %v (direct %v); proxy CPU %v over %v, RSS %.1f MiB",
-		p.name, r.rps(), r.pct(0.50), d.pct(0.50), r.pct(0.99), d.pct(0.99), cost.cpu, r.elapsed.Round(time.Millisecond),
+		p.name, r.RPS(), r.Pct(0.50), d.Pct(0.50), r.Pct(0.99), d.Pct(0.99), cost.cpu, r.Elapsed.Round(time.Millisecond),
 		float64(cost.rss)/(1<<20))
 }
 
@@ -163,27 +161,27 @@ func (h *harness) benchMax(b *testing.B, p path, base *baseline) {
 	b.StopTimer()
 	c := p.client(maxConns)
 	defer c.CloseIdleConnections()
-	if w := closedLoop(c, p.url, maxConns, 0, 300*time.Millisecond); w.err() != nil {
-		b.Fatalf("%s warm-up: %v", p.name, w.err())
+	if w := benchkit.ClosedLoop(maxConns, 0, 300*time.Millisecond, p.get(c)); w.Err() != nil {
+		b.Fatalf("%s warm-up: %v", p.name, w.Err())
 	}
-	r, cost := measure(b, p, func() result { return closedLoop(c, p.url, maxConns, b.N, seconds(maxSeconds)) })
+	r, cost := measure(b, p, func() benchkit.Result { return benchkit.ClosedLoop(maxConns, b.N, seconds(maxSeconds), p.get(c)) })
 	if p.proxy == nil {
 		base.max = &r
 	}
 
-	b.ReportMetric(float64(r.elapsed)/float64(len(r.lat)), "ns/op")
-	b.ReportMetric(r.rps(), "rps")
-	b.ReportMetric(us(r.pct(0.50)), "p50_us")
-	b.ReportMetric(us(r.pct(0.99)), "p99_us")
+	b.ReportMetric(float64(r.Elapsed)/float64(len(r.Lat)), "ns/op")
+	b.ReportMetric(r.RPS(), "rps")
+	b.ReportMetric(us(r.Pct(0.50)), "p50_us")
+	b.ReportMetric(us(r.Pct(0.99)), "p99_us")
 	if p.proxy == nil {
 		return
 	}
 	d := h.directMax(b, base)
-	b.ReportMetric(r.rps()/d.rps(), "rps_ratio_vs_direct")
-	vcpu := cost.cpu.Seconds() / r.elapsed.Seconds()
+	b.ReportMetric(r.RPS()/d.RPS(), "rps_ratio_vs_direct")
+	vcpu := cost.cpu.Seconds() / r.Elapsed.Seconds()
 	b.ReportMetric(vcpu, "proxy_vcpu")
-	b.ReportMetric(vcpu/(r.rps()/1000), "vcpu_per_1000rps")
+	b.ReportMetric(vcpu/(r.RPS()/1000), "vcpu_per_1000rps")
 	b.ReportMetric(float64(cost.rss)/(1<<20), "rss_MB")
 	b.Logf("%s, %d clients: %.0f req/s (direct %.0f); proxy %.2f vCPU, RSS %.1f MiB",
-		p.name, maxConns, r.rps(), d.rps(), vcpu, float64(cost.rss)/(1<<20))
+		p.name, maxConns, r.RPS(), d.RPS(), vcpu, float64(cost.rss)/(1<<20))
 }

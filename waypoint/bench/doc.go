@@ -26,6 +26,9 @@
 // (master plus workers, summed). The load generator, the backend and the
 // stand-in node agent share the test process.
 //
+// The load generators, the /proc readings and the proxy processes' start
+// and stop are internal/benchkit's, shared with node-agent/nodebench.
+//
 // BenchmarkWaypoint/{direct,weft,nginx}/{fixed-1000rps,max}: an open-loop
 // 1000 req/s phase (latency percentiles, latency added over direct, proxy
 // vCPU and RSS per 1000 req/s) and a closed-loop phase with N concurrent

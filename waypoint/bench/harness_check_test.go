@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // waypointRequests counts the waypoint's access-log lines for requests it
@@ -38,17 +40,6 @@ func waypointRequests(t *testing.T, h *harness) int {
 	return n
 }
 
-// eventually polls cond for up to 3 s (the access log is written as each
-// request ends, possibly after the client got its response).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // TestWaypointHarness proves the benchmark measures what it claims, in a
 // second or so and without nginx: the direct path does not touch the
 // waypoint, the weft path goes client -> waypoint (its access log counts
@@ -60,11 +51,11 @@ func TestWaypointHarness(t *testing.T) {
 
 	direct := h.direct()
 	c := direct.client(4)
-	if r := atRate(c, direct.url, fixedRate, n); r.err() != nil || len(r.lat) != n {
-		t.Fatalf("direct open loop: %d ok, %v", len(r.lat), r.err())
+	if r := benchkit.AtRate(fixedRate, n, direct.get(c)); r.Err() != nil || len(r.Lat) != n {
+		t.Fatalf("direct open loop: %d ok, %v", len(r.Lat), r.Err())
 	}
-	if r := closedLoop(c, direct.url, 4, n, 0); r.err() != nil || len(r.lat) < n {
-		t.Fatalf("direct closed loop: %d ok, %v", len(r.lat), r.err())
+	if r := benchkit.ClosedLoop(4, n, 0, direct.get(c)); r.Err() != nil || len(r.Lat) < n {
+		t.Fatalf("direct closed loop: %d ok, %v", len(r.Lat), r.Err())
 	}
 	c.CloseIdleConnections()
 	directHits := h.backendHits.Load()
@@ -75,37 +66,39 @@ func TestWaypointHarness(t *testing.T) {
 		t.Fatalf("direct path went through the waypoint (%d access log lines, %d tunnels)", got, h.agentStreams.Load())
 	}
 
-	before, err := h.waypoint.stats()
+	before, err := h.waypoint.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	weft := h.weft()
 	c = weft.client(4)
 	defer c.CloseIdleConnections()
-	if r := atRate(c, weft.url, fixedRate, n); r.err() != nil || len(r.lat) != n {
-		t.Fatalf("weft open loop: %d ok, %v", len(r.lat), r.err())
+	if r := benchkit.AtRate(fixedRate, n, weft.get(c)); r.Err() != nil || len(r.Lat) != n {
+		t.Fatalf("weft open loop: %d ok, %v", len(r.Lat), r.Err())
 	}
-	closed := closedLoop(c, weft.url, 4, n, 0)
-	if closed.err() != nil || len(closed.lat) < n {
-		t.Fatalf("weft closed loop: %d ok, %v", len(closed.lat), closed.err())
+	closed := benchkit.ClosedLoop(4, n, 0, weft.get(c))
+	if closed.Err() != nil || len(closed.Lat) < n {
+		t.Fatalf("weft closed loop: %d ok, %v", len(closed.Lat), closed.Err())
 	}
-	want := n + len(closed.lat)
-	eventually(t, "the waypoint's access log to count every weft request", func() bool { return waypointRequests(t, h) == want })
+	want := n + len(closed.Lat)
+	// The access log is written as each request ends, possibly after the
+	// client got its response.
+	benchkit.Eventually(t, 3*time.Second, "the waypoint's access log to count every weft request", func() bool { return waypointRequests(t, h) == want })
 	if got := h.backendHits.Load() - directHits; got != int64(want) {
 		t.Fatalf("backend saw %d weft requests, want %d", got, want)
 	}
 	if h.agentStreams.Load() == 0 {
 		t.Fatal("the stand-in node agent accepted no tunnel from the waypoint")
 	}
-	after, err := h.waypoint.stats()
+	after, err := h.waypoint.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.cpu <= before.cpu || after.rss <= 0 {
+	if after.CPU <= before.CPU || after.RSS <= 0 {
 		t.Fatalf("waypoint process stats did not move: before %+v, after %+v", before, after)
 	}
 	t.Logf("weft: %d requests through the waypoint over %d upstream tunnels; waypoint CPU %v, RSS %.1f MiB",
-		want, h.agentStreams.Load(), after.cpu-before.cpu, float64(after.rss)/(1<<20))
+		want, h.agentStreams.Load(), after.CPU-before.CPU, float64(after.RSS)/(1<<20))
 }
 
 // TestNginxHarness checks the generated nginx config proxies to the
@@ -122,21 +115,21 @@ func TestNginxHarness(t *testing.T) {
 	c := p.client(4)
 	defer c.CloseIdleConnections()
 	const n = 50
-	if r := atRate(c, p.url, fixedRate, n); r.err() != nil || len(r.lat) != n {
-		t.Fatalf("nginx open loop: %d ok, %v", len(r.lat), r.err())
+	if r := benchkit.AtRate(fixedRate, n, p.get(c)); r.Err() != nil || len(r.Lat) != n {
+		t.Fatalf("nginx open loop: %d ok, %v", len(r.Lat), r.Err())
 	}
 	if got := h.backendHits.Load(); got != n {
 		t.Fatalf("backend saw %d requests through nginx, want %d", got, n)
 	}
-	eventually(t, "nginx's access log to count every request", func() bool {
+	benchkit.Eventually(t, 3*time.Second, "nginx's access log to count every request", func() bool {
 		b, _ := os.ReadFile(h.dir + "/nginx-access.log")
 		return strings.Count(string(b), "\n") == n
 	})
-	if w := children(h.nginx.cmd.Process.Pid); len(w) == 0 {
+	if w := benchkit.Children(h.nginx.Pid()); len(w) == 0 {
 		t.Fatal("no nginx worker processes found")
 	}
-	st, err := h.nginx.stats()
-	if err != nil || st.rss <= 0 {
+	st, err := h.nginx.Stats()
+	if err != nil || st.RSS <= 0 {
 		t.Fatalf("nginx stats: %+v, %v", st, err)
 	}
 }

@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
@@ -42,12 +41,12 @@ type harness struct {
 	agent        *hbone.Server
 	agentStreams atomic.Int64 // CONNECTs the stand-in node agent accepted
 
-	waypoint   *child
+	waypoint   *benchkit.Child
 	waypointLn string // HBONE address
 	accessLog  string
 	dialer     *hbone.Dialer
 
-	nginx     *child // nil: not installed
+	nginx     *benchkit.Child // nil: not installed
 	nginxAddr string
 }
 
@@ -141,9 +140,8 @@ func newHarness(tb testing.TB, o options) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), waypointEnv+"="+h.write(tb, "waypoint.json", raw))
-	h.waypoint, h.waypointLn = startChild(tb, cmd, filepath.Join(h.dir, "waypoint.stderr"), readyFromStdout)
+	cmd := benchkit.SelfCommand(waypointEnv, h.write(tb, "waypoint.json", raw))
+	h.waypoint, h.waypointLn = startChild(tb, cmd, filepath.Join(h.dir, "waypoint.stderr"), benchkit.ReadyLine(readyPrefix))
 
 	// The client side: what a node agent does, one pooled mTLS h2
 	// connection to the waypoint, a CONNECT stream per HTTP/1.1 connection.
@@ -175,7 +173,7 @@ type path struct {
 	name  string
 	url   string
 	dial  func(ctx context.Context, network, addr string) (net.Conn, error) // nil: plain TCP to the URL's host
-	proxy *child                                                            // nil: direct
+	proxy *benchkit.Child                                                   // nil: direct
 }
 
 func (h *harness) direct() path {
@@ -202,8 +200,7 @@ func (h *harness) nginxPath() path {
 
 // client is an HTTP/1.1 keep-alive client for p.
 func (p path) client(conns int) *http.Client {
-	tr := &http.Transport{MaxIdleConnsPerHost: conns + 16, DisableCompression: true, DialContext: p.dial}
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return benchkit.HTTPClient(p.dial, conns+16)
 }
 
 // streamConn presents an HBONE client stream as a net.Conn (deadlines are
@@ -220,174 +217,12 @@ func (c *streamConn) Close() error {
 
 // ---- proxy processes ----
 
-// child is a proxy process (and, for nginx, its workers).
-type child struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr string
-}
-
-// readyFunc reads a starting child's stdout and returns its listen
-// address once it is ready.
-type readyFunc func(stdout io.Reader) (string, error)
-
-func readyFromStdout(stdout io.Reader) (string, error) {
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if addr, ok := strings.CutPrefix(sc.Text(), readyPrefix); ok {
-			go io.Copy(io.Discard, stdout)
-			return addr, nil
-		}
-	}
-	return "", errors.New("exited before listening")
-}
-
-// startChild starts cmd, waits until ready reports its address and
-// registers the cleanup that ends it (SIGTERM, then SIGKILL after 5 s) and
-// every process it forked.
-func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready readyFunc) (*child, string) {
+// startChild starts a proxy process (benchkit.StartChild) that also gets
+// SIGTERM should the test process die without running its cleanups.
+func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready benchkit.Ready) (*benchkit.Child, string) {
 	tb.Helper()
-	c := &child{name: filepath.Base(cmd.Path), cmd: cmd, stderr: stderrPath}
-	stderr, err := os.Create(stderrPath)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { stderr.Close() })
-	cmd.Stderr = stderr
-	// The waypoint exits when its stdin closes; both get SIGTERM should
-	// the test process die without running its cleanups.
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", cmd.Path, err)
-	}
-	done := make(chan struct{})
-	var forked []int
-	tb.Cleanup(func() {
-		forked = children(cmd.Process.Pid)
-		stdin.Close()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		for _, pid := range forked { // nginx workers outliving a killed master
-			if p, err := os.FindProcess(pid); err == nil {
-				_ = p.Signal(syscall.SIGKILL)
-			}
-		}
-	})
-	type result struct {
-		addr string
-		err  error
-	}
-	readyc := make(chan result, 1)
-	go func() {
-		addr, err := ready(stdout)
-		readyc <- result{addr, err}
-	}()
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	select {
-	case r := <-readyc:
-		if r.err != nil {
-			tb.Fatalf("%s: %v:\n%s", c.name, r.err, readFile(stderrPath))
-		}
-		return c, r.addr
-	case <-time.After(20 * time.Second):
-		tb.Fatalf("%s not ready after 20 s:\n%s", c.name, readFile(stderrPath))
-	}
-	return nil, ""
-}
-
-func readFile(p string) string {
-	b, _ := os.ReadFile(p)
-	return string(b)
-}
-
-// procStats is a proxy's CPU time and resident memory, summed over the
-// process and its children (nginx workers).
-type procStats struct {
-	cpu time.Duration
-	rss int64 // bytes
-}
-
-func (c *child) stats() (procStats, error) {
-	pids := append([]int{c.cmd.Process.Pid}, children(c.cmd.Process.Pid)...)
-	var sum procStats
-	for _, pid := range pids {
-		s, err := readProcStats(pid)
-		if err != nil {
-			return sum, err
-		}
-		sum.cpu += s.cpu
-		sum.rss += s.rss
-	}
-	return sum, nil
-}
-
-// children lists the PIDs whose parent is pid.
-func children(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(raw)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
-const clockTicks = 100
-
-func readProcStats(pid int) (procStats, error) {
-	var st procStats
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return st, err
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return st, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	// Fields 14 and 15 (utime, stime); f[0] is field 3.
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	st.cpu = time.Duration(ut+stime) * time.Second / clockTicks
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			st.rss = kb * 1024
-		}
-	}
-	return st, nil
+	return benchkit.StartChild(tb, cmd, benchkit.ChildOptions{Stderr: stderrPath, Ready: ready})
 }
 
 // ---- nginx ----
@@ -459,8 +294,8 @@ func (h *harness) startNginx(tb testing.TB) bool {
 	conf := strings.NewReplacer("{{access_log}}", alog, "{{dir}}", h.dir, "{{backend}}", h.backendAddr, "{{listen}}", addr).Replace(nginxConf)
 	confPath := h.write(tb, "nginx.conf", []byte(conf))
 	cmd := exec.Command(bin, "-p", h.dir, "-c", confPath, "-e", filepath.Join(h.dir, "nginx-error.log"))
-	h.nginx, h.nginxAddr = startChild(tb, cmd, filepath.Join(h.dir, "nginx.stderr"), func(stdout io.Reader) (string, error) {
-		go io.Copy(io.Discard, stdout)
+	// nginx reports nothing on stdout (StartChild discards it): poll the port.
+	h.nginx, h.nginxAddr = startChild(tb, cmd, filepath.Join(h.dir, "nginx.stderr"), func(io.Reader) (string, error) {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -469,7 +304,7 @@ func (h *harness) startNginx(tb testing.TB) bool {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		return "", fmt.Errorf("not listening on %s: %s", addr, readFile(filepath.Join(h.dir, "nginx-error.log")))
+		return "", fmt.Errorf("not listening on %s: %s", addr, benchkit.FileText(filepath.Join(h.dir, "nginx-error.log")))
 	})
 	return true
 }

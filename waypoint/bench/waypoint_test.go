@@ -2,17 +2,14 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/signal"
 	"runtime/pprof"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
@@ -61,16 +59,7 @@ const (
 	cluster  = "outbound|9080||reviews.default.svc.cluster.local"
 )
 
-func TestMain(m *testing.M) {
-	if path := os.Getenv(waypointEnv); path != "" {
-		if err := runWaypoint(path); err != nil {
-			fmt.Fprintln(os.Stderr, "waypoint:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { benchkit.Main(m, waypointEnv, "waypoint", runWaypoint) }
 
 // waypointConfig is the waypoint process's whole input.
 type waypointConfig struct {
@@ -88,13 +77,9 @@ type waypointConfig struct {
 // resources built here instead of received from the control plane. It
 // serves until stdin closes (the test process ended) or SIGTERM.
 func runWaypoint(path string) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
 	var cfg waypointConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+	if err := benchkit.ReadConfig(path, &cfg); err != nil {
+		return err
 	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
@@ -150,7 +135,7 @@ func runWaypoint(path string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := benchkit.ChildContext() // SIGTERM, or stdin closed: the test process is gone
 	defer stop()
 	go func() {
 		if err := p.Serve(ln); err != nil && ctx.Err() == nil {
@@ -159,12 +144,6 @@ func runWaypoint(path string) error {
 		}
 	}()
 	fmt.Println(readyPrefix + ln.Addr().String())
-
-	// The test process holds our stdin: EOF means it is gone.
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop()
-	}()
 	<-ctx.Done()
 	return nil
 }

@@ -1,0 +1,103 @@
+package benchkit
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ProcStats is a process's CPU time and resident memory.
+type ProcStats struct {
+	CPU time.Duration // utime+stime
+	RSS int64         // VmRSS, bytes
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clockTicks = 100
+
+// ReadProcStats reads pid's CPU time from /proc/<pid>/stat and its
+// resident memory from /proc/<pid>/status.
+func ReadProcStats(pid int) (ProcStats, error) {
+	var st ProcStats
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	if st.CPU, err = parseStatCPU(string(raw)); err != nil {
+		return st, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	st.RSS = parseStatusRSS(string(status))
+	return st, nil
+}
+
+// TreeStats is ReadProcStats summed over pid and its children (for
+// example nginx's master and workers).
+func TreeStats(pid int) (ProcStats, error) {
+	var sum ProcStats
+	for _, p := range append([]int{pid}, Children(pid)...) {
+		s, err := ReadProcStats(p)
+		if err != nil {
+			return sum, err
+		}
+		sum.CPU += s.CPU
+		sum.RSS += s.RSS
+	}
+	return sum, nil
+}
+
+// Children lists the PIDs whose parent is pid.
+func Children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		if f := statFields(string(raw)); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// statFields are the fields of a /proc/<pid>/stat line after the command
+// name (which may hold spaces and parentheses): f[0] is field 3 (state),
+// f[1] field 4 (ppid).
+func statFields(stat string) []string {
+	return strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
+}
+
+// parseStatCPU is utime+stime (fields 14 and 15) of a /proc/<pid>/stat line.
+func parseStatCPU(stat string) (time.Duration, error) {
+	f := statFields(stat)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("too few fields")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// parseStatusRSS is the VmRSS line of /proc/<pid>/status in bytes (0
+// without one, as for a zombie).
+func parseStatusRSS(status string) int64 {
+	var rss int64
+	for _, line := range strings.Split(status, "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			rss = kb * 1024
+		}
+	}
+	return rss
+}
