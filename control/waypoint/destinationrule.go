@@ -364,7 +364,9 @@ func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.Clus
 		lbs = append(lbs, lb)
 	}
 	if len(lbs) > 0 {
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}
+		// One (empty) locality of weight 1: grpc-go rejects a locality
+		// without one and ignores weight 0; Envoy accepts both forms.
+		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{Locality: &corev3.Locality{}, LoadBalancingWeight: wrapperspb.UInt32(1), LbEndpoints: lbs}}
 	}
 	return cla
 }
