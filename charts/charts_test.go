@@ -143,6 +143,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"control", "image.pullPolicy=Sometimes", "pullPolicy"},
 		{"control", "waypoint.image.pullPolicy=Sometimes", "pullPolicy"},
 		{"control", "waypoint.image.registry=x", "registry"},
+		{"control", "waypoint.tracing.otlpEndpoint=otel-collector:4318", "otlpEndpoint"},
+		{"control", "waypoint.tracing.otlpEndpoint=grpc://otel-collector:4317", "otlpEndpoint"},
+		{"control", "waypoint.tracing.endpoint=http://x:4318", "endpoint"},
 		{"control", "image.registry=x", "registry"},
 		{"control", "podAntiAffinity=maybe", "podAntiAffinity"},
 		{"base", "crds.enabled=yes please", "crds/enabled"},
@@ -529,6 +532,7 @@ func TestControlCustomValues(t *testing.T) {
 		"--node-agent-service-account=weft-dataplane/node-agent", "--service-name=weft-control",
 		"--leader-elect=true", "--log-level=debug", "--debounce=250ms",
 		"--waypoint-image=registry.example.org/mesh/waypoint:1.2.3-rc.1", "--waypoint-image-pull-policy=Always",
+		"--waypoint-tracing-endpoint=http://otel-collector.observability:4318",
 	}
 	if !slices.Equal(c.Args, want) {
 		t.Errorf("args:\n got %q\nwant %q", c.Args, want)
@@ -590,6 +594,14 @@ func TestControlOptionalParts(t *testing.T) {
 		if c.Image != "a.example/x/control:0.1.0" || !slices.Contains(c.Args, "--waypoint-image=b.example/y/waypoint:dev") ||
 			!slices.Contains(c.Args, "--waypoint-image-pull-policy=Never") {
 			t.Errorf("image %s args %q", c.Image, c.Args)
+		}
+	})
+	t.Run("waypoint tracing", func(t *testing.T) {
+		objs := decode(t, render(t, "control", "--set", "waypoint.tracing.otlpEndpoint=https://collector.example.org:4318/otlp"))
+		c := controlContainer(t, get[appsv1.Deployment](t, objs, "Deployment", "weft-control"))
+		want := append(slices.Clone(defaultArgs), "--waypoint-tracing-endpoint=https://collector.example.org:4318/otlp")
+		if !slices.Equal(c.Args, want) {
+			t.Errorf("args:\n got %q\nwant %q", c.Args, want)
 		}
 	})
 	t.Run("no GatewayClass", func(t *testing.T) {

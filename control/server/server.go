@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,7 +62,10 @@ type Options struct {
 	// WaypointImage is the weft-waypoint image of waypoint Deployments;
 	// WaypointPullPolicy its pull policy (default IfNotPresent).
 	WaypointImage, WaypointPullPolicy string
-	Log                               *slog.Logger
+	// WaypointTracingEndpoint is the OTLP/HTTP endpoint waypoints send
+	// spans to (empty: no spans); see deploy.Config.TracingEndpoint.
+	WaypointTracingEndpoint string
+	Log                     *slog.Logger
 }
 
 // Run serves until ctx ends.
@@ -112,7 +116,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	ready := &readiness{}
-	mon := monitoringServer(o.MonitoringAddress, reg, ready)
+	syncz := &syncz{pod: o.PodName}
+	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz)
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
@@ -121,6 +126,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	xdsServer := xds.New(ctx, log, reg)
+	syncz.xds.Store(xdsServer)
 	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
 		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 	}, waypoints: waypointTranslator}
@@ -162,7 +168,8 @@ func Run(ctx context.Context, o Options) error {
 		go tr.reportStatus(ctx, statusWriter)
 		if gateways := cluster.Gateways(); gateways != nil {
 			ctrl := &deploy.Controller{Kube: kube, Gateway: gw, Gateways: gateways, Log: log,
-				Config: deploy.Config{Image: o.WaypointImage, PullPolicy: corev1.PullPolicy(o.WaypointPullPolicy)}}
+				Config: deploy.Config{Image: o.WaypointImage, PullPolicy: corev1.PullPolicy(o.WaypointPullPolicy),
+					TracingEndpoint: o.WaypointTracingEndpoint}}
 			go func() {
 				if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 					log.Error("waypoint deployment controller stopped", "err", err)
@@ -378,8 +385,9 @@ type readiness struct{ ok atomic.Bool }
 func (r *readiness) set()   { r.ok.Store(true) }
 func (r *readiness) unset() { r.ok.Store(false) }
 
-func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness) *http.Server {
+func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, syncz *syncz) *http.Server {
 	mux := http.NewServeMux()
+	mux.Handle("GET /debug/syncz", syncz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -390,4 +398,29 @@ func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness) *
 		fmt.Fprintln(w, "ready")
 	})
 	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// Syncz is /debug/syncz's body: the xDS clients connected to this replica
+// and whether each acknowledged the latest configuration (read-only; what
+// weftctl proxy-status shows).
+type Syncz struct {
+	Pod     string             `json:"pod"` // this replica
+	Clients []xds.ClientStatus `json:"clients"`
+}
+
+type syncz struct {
+	pod string
+	xds atomic.Pointer[xds.Server] // nil until the xDS server exists
+}
+
+func (s *syncz) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	x := s.xds.Load()
+	if x == nil {
+		http.Error(w, "xDS server not started yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(Syncz{Pod: s.pod, Clients: x.Clients()})
 }

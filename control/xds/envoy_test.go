@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/status"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -171,6 +173,8 @@ type sotw struct {
 	t      *testing.T
 	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	node   *core.Node
+	// pending is a Recv still running after a recv timed out.
+	pending chan sotwResult
 }
 
 func newSotw(ctx context.Context, t *testing.T, conn grpc.ClientConnInterface, id string) *sotw {
@@ -194,15 +198,20 @@ type sotwResult struct {
 	err  error
 }
 
-// recv waits for one response (or fails after d).
+// recv waits for one response (or fails after d). A Recv that timed out
+// is still pending and delivers to the next call, so no response is lost.
 func (c *sotw) recv(d time.Duration) (*discovery.DiscoveryResponse, error) {
-	ch := make(chan sotwResult, 1)
-	go func() {
-		r, err := c.stream.Recv()
-		ch <- sotwResult{r, err}
-	}()
+	if c.pending == nil {
+		ch := make(chan sotwResult, 1)
+		go func() {
+			r, err := c.stream.Recv()
+			ch <- sotwResult{r, err}
+		}()
+		c.pending = ch
+	}
 	select {
-	case r := <-ch:
+	case r := <-c.pending:
+		c.pending = nil
 		return r.resp, r.err
 	case <-time.After(d):
 		return nil, fmt.Errorf("no response within %s", d)
@@ -385,4 +394,37 @@ func TestWaypointWithoutResourcesGetsEmptyAnswerThenResources(t *testing.T) {
 	s.SetWaypointSnapshots("1", map[string]Resources{"default/new": group("reviews.default.svc.cluster.local:9080")})
 	wantNames(t, wp, ListenerType, "reviews.default.svc.cluster.local:9080")
 	wantNames(t, wp, EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080")
+}
+
+// TestSotwNACKIsNotAnsweredUntilAChange: a client rejecting a snapshot
+// must not get the same snapshot back at once (that loop ran at thousands
+// of round trips a second); the next change reaches it.
+func TestSotwNACKIsNotAnsweredUntilAChange(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.SetWaypointSnapshots("1", map[string]Resources{GroupGRPC: group("a.default.svc.cluster.local:80")})
+	c := newSotw(ctx, t, dial(t, serve(t, s)), "grpc~10.1.1.1~client")
+	const name = "a.default.svc.cluster.local:80"
+	c.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType, ResourceNames: []string{name}})
+	resp, err := c.recv(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// NACK: the previous accepted version ("") and an error.
+	c.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType, ResourceNames: []string{name}, ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Code: 3, Message: "listener rejected"}})
+	if again, err := c.recv(500 * time.Millisecond); err == nil {
+		t.Fatalf("the rejected snapshot was sent again at once (version %s)", again.GetVersionInfo())
+	}
+	r := group(name)
+	r.Listeners[0].StatPrefix = "fixed"
+	s.SetWaypointSnapshots("2", map[string]Resources{GroupGRPC: r})
+	next, err := c.recv(5 * time.Second)
+	if err != nil {
+		t.Fatalf("the change after a NACK never arrived: %v", err)
+	}
+	if next.GetVersionInfo() == resp.GetVersionInfo() {
+		t.Fatalf("got version %s again", next.GetVersionInfo())
+	}
 }

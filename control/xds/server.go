@@ -20,6 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -52,6 +53,11 @@ type Server struct {
 	mu       sync.Mutex
 	current  map[string]map[string]proto.Message // last state pushed, per type
 	pushedAt time.Time                           // when the last change entered the caches
+	// cacheVersions mirrors each LinearCache's version (one step per
+	// UpdateResources), the system version of its responses.
+	cacheVersions map[string]uint64
+
+	clients *clientTracker // open streams and what they acknowledged
 }
 
 // New makes a server for the given type URLs (default: Address and
@@ -65,6 +71,9 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 		caches:  map[string]*cache.LinearCache{},
 		current: map[string]map[string]proto.Message{},
 		metrics: newMetrics(reg),
+
+		cacheVersions: map[string]uint64{},
+		clients:       newClientTracker(),
 	}
 	for _, t := range typeURLs {
 		s.caches[t] = cache.NewLinearCache(t)
@@ -74,7 +83,10 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 	mux := &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return s.classify(r.GetTypeUrl(), r.GetNode()) },
 		ClassifyDelta: func(r *cache.DeltaRequest) string { return s.classify(r.GetTypeUrl(), r.GetNode()) },
-		Caches:        map[string]cache.Cache{envoyKey: s.envoy, envoyGRPCKey: s.envoyGRPC},
+		Caches: map[string]cache.Cache{
+			envoyKey:     holdNACKs{SnapshotCache: s.envoy, hash: nodeGroupHash{}},
+			envoyGRPCKey: holdNACKs{SnapshotCache: s.envoyGRPC, hash: nodeGroupHash{}},
+		},
 	}
 	for t, c := range s.caches {
 		mux.Caches[t] = c
@@ -121,6 +133,7 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 		return 0
 	}
 	s.pushedAt = timeNow()
+	s.cacheVersions[typeURL]++ // UpdateResources steps the cache's version even when it fails
 	if err := c.UpdateResources(toUpdate, toDelete); err != nil {
 		s.log.Error("xds cache update", "type", typeURL, "err", err)
 	}
@@ -142,14 +155,17 @@ func (s *Server) callbacks() server.Callbacks {
 	return server.CallbackFuncs{
 		StreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
 			s.metrics.clients.Inc()
+			s.clients.open(id, false)
 			return nil
 		},
 		StreamClosedFunc: func(id int64, node *core.Node) {
 			s.metrics.clients.Dec()
+			s.clients.close(id)
 			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
 		},
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
 			s.ensureGroup(req.GetNode())
+			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
 			if e := req.GetErrorDetail(); e != nil {
 				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
 				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
@@ -163,6 +179,7 @@ func (s *Server) callbacks() server.Callbacks {
 			s.mu.Lock()
 			since := time.Since(s.pushedAt)
 			s.mu.Unlock()
+			s.clients.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
 			if len(resp.GetResources()) > 0 {
 				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
@@ -170,14 +187,17 @@ func (s *Server) callbacks() server.Callbacks {
 		},
 		DeltaStreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
 			s.metrics.clients.Inc()
+			s.clients.open(id, true)
 			return nil
 		},
 		DeltaStreamClosedFunc: func(id int64, node *core.Node) {
 			s.metrics.clients.Dec()
+			s.clients.close(id)
 			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
 			s.ensureGroup(req.GetNode())
+			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
 			if e := req.GetErrorDetail(); e != nil {
 				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
 				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
@@ -191,6 +211,7 @@ func (s *Server) callbacks() server.Callbacks {
 			s.mu.Lock()
 			since := time.Since(s.pushedAt)
 			s.mu.Unlock()
+			s.clients.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
 			if len(resp.GetResources())+len(resp.GetRemovedResources()) > 0 {
 				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
@@ -236,4 +257,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.clients, m.pushes, m.responses, m.nacks, m.pushLatency, m.configSize, m.resources, m.groups, m.groupSize)
 	}
 	return m
+}
+
+// nackMessage is a rejection's message, "" for an ACK.
+func nackMessage(e *rpcstatus.Status) string {
+	if e == nil {
+		return ""
+	}
+	if m := e.GetMessage(); m != "" {
+		return m
+	}
+	return "rejected"
 }

@@ -30,9 +30,15 @@ type Tracing struct {
 // NewTracingFromEnv returns nil unless OTEL_EXPORTER_OTLP_ENDPOINT (or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; then spans go there over
 // OTLP/HTTP (the exporter reads the standard OTEL_EXPORTER_OTLP_* variables).
+// OTEL_SERVICE_NAME, when set, wins over serviceName, as the OpenTelemetry
+// specification has it (the resource given to the SDK would otherwise
+// override it).
 func NewTracingFromEnv(ctx context.Context, serviceName string) (*Tracing, error) {
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		return nil, nil
+	}
+	if s := os.Getenv("OTEL_SERVICE_NAME"); s != "" {
+		serviceName = s
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 
@@ -31,6 +32,9 @@ func main() {
 			case "Always", "IfNotPresent", "Never":
 			default:
 				return fmt.Errorf("--waypoint-image-pull-policy %q: want Always, IfNotPresent or Never", opts.WaypointPullPolicy)
+			}
+			if err := checkOTLPEndpoint(opts.WaypointTracingEndpoint); err != nil {
+				return fmt.Errorf("--waypoint-tracing-endpoint: %w", err)
 			}
 			var err error
 			if opts.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
@@ -58,11 +62,28 @@ func main() {
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
+	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-control:", err)
 		os.Exit(1)
 	}
+}
+
+// checkOTLPEndpoint accepts "" (off) or an http(s) URL with a host, as
+// OTEL_EXPORTER_OTLP_ENDPOINT wants it.
+func checkOTLPEndpoint(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: want an http:// or https:// URL with a host, e.g. http://otel-collector.observability:4318", s)
+	}
+	return nil
 }
 
 func envOr(key, def string) string {

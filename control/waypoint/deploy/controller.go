@@ -93,7 +93,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced) {
 		return ctx.Err()
 	}
-	c.Log.Info("waypoint deployment controller started", "image", c.Config.Image)
+	c.Log.Info("waypoint deployment controller started", "image", c.Config.Image, "tracingEndpoint", c.Config.TracingEndpoint)
 
 	var wg sync.WaitGroup
 	for range c.Workers {

@@ -196,6 +196,52 @@ func TestDesired(t *testing.T) {
 	}
 }
 
+// containerEnv is the plain-value environment of every container of dep.
+func containerEnv(t *testing.T, dep *appsv1.Deployment) []map[string]string {
+	t.Helper()
+	var out []map[string]string
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		env := map[string]string{}
+		for _, e := range c.Env {
+			if _, dup := env[e.Name]; dup {
+				t.Errorf("container %s: env %s set twice", c.Name, e.Name)
+			}
+			env[e.Name] = e.Value
+		}
+		out = append(out, env)
+	}
+	if len(out) == 0 {
+		t.Fatal("no containers")
+	}
+	return out
+}
+
+func TestDesiredTracing(t *testing.T) {
+	gw := gateway("wp", func(g *gatewayv1.Gateway) { g.Namespace = "shop" })
+	t.Run("off by default", func(t *testing.T) {
+		dep := typed[appsv1.Deployment](t, Desired(Config{Image: image}, gw, 1).Deployment)
+		for _, env := range containerEnv(t, dep) {
+			for k := range env {
+				if strings.HasPrefix(k, "OTEL_") {
+					t.Errorf("tracing not configured but env has %s=%q", k, env[k])
+				}
+			}
+		}
+	})
+	t.Run("endpoint and service name on every container", func(t *testing.T) {
+		const ep = "http://otel-collector.observability:4318"
+		dep := typed[appsv1.Deployment](t, Desired(Config{Image: image, TracingEndpoint: ep}, gw, 1).Deployment)
+		for _, env := range containerEnv(t, dep) {
+			if env[EnvOTLPEndpoint] != ep || env[EnvServiceName] != "wp.shop" {
+				t.Errorf("env %v, want %s=%s and %s=wp.shop", env, EnvOTLPEndpoint, ep, EnvServiceName)
+			}
+			if env["GATEWAY_NAME"] != "wp" {
+				t.Errorf("env %v lost GATEWAY_NAME", env)
+			}
+		}
+	})
+}
+
 func cond(st gatewayv1.GatewayStatus, typ gatewayv1.GatewayConditionType) string {
 	c := meta.FindStatusCondition(st.Conditions, string(typ))
 	if c == nil {

@@ -56,7 +56,19 @@ type Config struct {
 	// Image of weft-waypoint, e.g. ghcr.io/weft-mesh/waypoint:<tag>.
 	Image      string
 	PullPolicy corev1.PullPolicy
+	// TracingEndpoint, when set, is the OTLP/HTTP endpoint (e.g.
+	// http://otel-collector.observability:4318) the waypoints send spans
+	// to: it becomes OTEL_EXPORTER_OTLP_ENDPOINT of every waypoint
+	// container, with OTEL_SERVICE_NAME=<gateway>.<namespace>. Empty: no
+	// spans (trace headers are still propagated).
+	TracingEndpoint string
 }
+
+// Environment of the waypoint containers when tracing is on.
+const (
+	EnvOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvServiceName  = "OTEL_SERVICE_NAME"
+)
 
 // Validation is whether a Gateway can be deployed.
 type Validation struct {
@@ -169,17 +181,23 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 		return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
 			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(path)))
 	}
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
+	}
+	if cfg.TracingEndpoint != "" {
+		env = append(env,
+			corev1ac.EnvVar().WithName(EnvOTLPEndpoint).WithValue(cfg.TracingEndpoint),
+			corev1ac.EnvVar().WithName(EnvServiceName).WithValue(name+"."+ns))
+	}
 	container := corev1ac.Container().
 		WithName("waypoint").
 		WithImage(cfg.Image).
 		WithImagePullPolicy(pullPolicy).
 		WithArgs("--gateway="+ns+"/"+name).
-		WithEnv(
-			fieldEnv("POD_NAME", "metadata.name"),
-			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-			corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
-		).
+		WithEnv(env...).
 		WithPorts(
 			corev1ac.ContainerPort().WithName("hbone").WithContainerPort(HBONEPort).WithProtocol(corev1.ProtocolTCP),
 			corev1ac.ContainerPort().WithName("metrics").WithContainerPort(MetricsPort).WithProtocol(corev1.ProtocolTCP),

@@ -1,0 +1,425 @@
+package e2e
+
+import (
+	"compress/gzip"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weft-mesh/weft/pkg/netns"
+)
+
+// TestWaypointTracing: with the chart's waypoint.tracing.otlpEndpoint set,
+// the waypoints the control plane deploys send OTLP/HTTP spans, and one
+// Bookinfo request that arrives with a traceparent yields one trace whose
+// waypoint spans for productpage, reviews and ratings chain into each other
+// (productpage -> reviews v3 -> ratings) under the caller's span. The OTLP
+// receiver runs in this process, listening in node-0's network namespace
+// on node-0's address, where the waypoint pods reach it.
+func TestWaypointTracing(t *testing.T) {
+	e := startCluster(t, "e2etrace", 2, 4)
+	root := repoRoot()
+	manifest := func(f string) string { return filepath.Join(root, "samples/bookinfo/networking", f) }
+
+	nodeIP := strings.TrimSpace(e.mustKubectl(t, "get", "node", "node-0", "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+	if net.ParseIP(nodeIP) == nil {
+		t.Fatalf("node-0 InternalIP %q", nodeIP)
+	}
+	recv := startOTLPReceiver(t, "/run/netns/"+e.c.NodeNetns(0), net.JoinHostPort(nodeIP, "4318"))
+	endpoint := "http://" + net.JoinHostPort(nodeIP, "4318")
+	t.Logf("OTLP/HTTP receiver on %s (node-0's network namespace)", endpoint)
+
+	e.installControlPlaneWith(t, "--set", "waypoint.tracing.otlpEndpoint="+endpoint)
+	e.installNodeAgent(t)
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/waypoint/waypoint.yaml"))
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/use-waypoint=waypoint")
+	e.mustKubectl(t, "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=120s")
+	e.mustKubectl(t, "apply", "-f", manifest("destination-rule-all.yaml"))
+	e.mustKubectl(t, "apply", "-f", manifest("virtual-service-reviews-v3.yaml"))
+
+	// The chart value reached the waypoint pods through weft-control.
+	env := map[string]string{}
+	var vars []struct{ Name, Value string }
+	if err := json.Unmarshal([]byte(e.mustKubectl(t, "get", "deployment", "waypoint", "-o", "jsonpath={.spec.template.spec.containers[0].env}")), &vars); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vars {
+		env[v.Name] = v.Value
+	}
+	if env["OTEL_EXPORTER_OTLP_ENDPOINT"] != endpoint || env["OTEL_SERVICE_NAME"] != "waypoint.default" {
+		t.Fatalf("waypoint env %v: want OTEL_EXPORTER_OTLP_ENDPOINT=%s OTEL_SERVICE_NAME=waypoint.default", env, endpoint)
+	}
+
+	eventually(t, "reviews routed to v3 only", 60*time.Second, func() error {
+		return wantVersions(e.reviewsVersions(t, "", 10), map[string]bool{"v3": true})
+	})
+
+	traceID, callerSpan := randomHex(t, 16), randomHex(t, 8)
+	traceparent := "00-" + traceID + "-" + callerSpan + "-01"
+	page, err := e.kubectl("exec", "deploy/curl", "--", "curl", "-sS", "-m", "20", "-H", "traceparent: "+traceparent, "http://productpage:9080/productpage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page, `color="red"`) {
+		t.Fatalf("productpage did not show reviews v3's red stars (ratings via reviews v3):\n%s", pageSummary(page))
+	}
+	sent := time.Now()
+	t.Logf("sent GET /productpage with traceparent %s", traceparent)
+
+	// The waypoint batches spans (up to 5 s); its inbound spans end after
+	// the response, so wait for the whole chain, not the first export.
+	var tr *trace
+	eventually(t, "the trace's waypoint spans for productpage, reviews and ratings", 30*time.Second, func() error {
+		tr = newTrace(recv.spansOf(traceID))
+		return tr.check(callerSpan)
+	})
+	t.Logf("trace %s: %d spans received within %s:\n%s", traceID, len(tr.spans), time.Since(sent).Round(100*time.Millisecond), tr.tree())
+	for _, s := range tr.spans {
+		if s.Service != "waypoint.default" || s.Kind != "SPAN_KIND_SERVER" || s.Attrs["component"] != "weft-waypoint" {
+			t.Errorf("span %s: service.name %q kind %s component %q; want waypoint.default, a server span, weft-waypoint",
+				s.SpanID, s.Service, s.Kind, s.Attrs["component"])
+		}
+	}
+	if errs := recv.errors(); len(errs) > 0 {
+		t.Errorf("the receiver rejected exports: %v", errs)
+	}
+}
+
+// installControlPlaneWith is installControlPlane with extra arguments to
+// `helm install weft-control` (e.g. --set key=value).
+func (e *env) installControlPlaneWith(t *testing.T, helmArgs ...string) {
+	t.Helper()
+	root := repoRoot()
+	start := time.Now()
+	e.mustRun(t, "helm", "install", "weft-base", filepath.Join(root, "charts/base"))
+	e.mustRun(t, "helm", append([]string{"install", "weft-control", filepath.Join(root, "charts/control"), "-n", controlNS, "--create-namespace"}, helmArgs...)...)
+	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
+	t.Logf("control plane installed (%s) and ready in %s", strings.Join(helmArgs, " "), time.Since(start).Round(100*time.Millisecond))
+}
+
+func randomHex(t *testing.T, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// recvSpan is a received span, ids in hex.
+type recvSpan struct {
+	TraceID, SpanID, ParentID string
+	Name, Kind, Service       string
+	Attrs                     map[string]string
+}
+
+// dest is the service a waypoint span is for: the first label of its
+// server.address (the request's Host, e.g. reviews:9080).
+func (s recvSpan) dest() string {
+	h := s.Attrs["server.address"]
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h, _, _ = strings.Cut(h, ".")
+	return h
+}
+
+// otlpReceiver is a minimal OTLP/HTTP trace receiver (POST /v1/traces,
+// protobuf or JSON).
+type otlpReceiver struct {
+	mu    sync.Mutex
+	spans []recvSpan
+	errs  []string
+}
+
+// startOTLPReceiver listens on addr inside the network namespace at path
+// (a socket keeps its namespace, so it is served from any goroutine) until
+// the test ends.
+func startOTLPReceiver(t *testing.T, nsPath, addr string) *otlpReceiver {
+	t.Helper()
+	var ln net.Listener
+	if err := netns.Do(nsPath, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("OTLP receiver: %v", err)
+	}
+	r := &otlpReceiver{}
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("OTLP receiver: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		srv.Close() // closes ln
+		<-done
+	})
+	return r
+}
+
+func (r *otlpReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	fail := func(code int, format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		r.mu.Lock()
+		r.errs = append(r.errs, msg)
+		r.mu.Unlock()
+		http.Error(w, msg, code)
+	}
+	if req.Method != http.MethodPost || req.URL.Path != "/v1/traces" {
+		fail(http.StatusNotFound, "%s %s: want POST /v1/traces", req.Method, req.URL.Path)
+		return
+	}
+	var body io.Reader = req.Body
+	if req.Header.Get("Content-Encoding") == "gzip" {
+		gz, err := gzip.NewReader(req.Body)
+		if err != nil {
+			fail(http.StatusBadRequest, "gzip: %v", err)
+			return
+		}
+		body = gz
+	}
+	data, err := io.ReadAll(body)
+	if err != nil {
+		fail(http.StatusBadRequest, "read: %v", err)
+		return
+	}
+	isJSON := strings.HasPrefix(req.Header.Get("Content-Type"), "application/json")
+	export := &coltracepb.ExportTraceServiceRequest{}
+	if isJSON {
+		err = unmarshalOTLPJSON(data, export)
+	} else {
+		err = proto.Unmarshal(data, export)
+	}
+	if err != nil {
+		fail(http.StatusBadRequest, "decode %s: %v", req.Header.Get("Content-Type"), err)
+		return
+	}
+	var got []recvSpan
+	for _, rs := range export.GetResourceSpans() {
+		service := attrMap(rs.GetResource().GetAttributes())["service.name"]
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				got = append(got, recvSpan{
+					TraceID: hex.EncodeToString(s.GetTraceId()), SpanID: hex.EncodeToString(s.GetSpanId()),
+					ParentID: hex.EncodeToString(s.GetParentSpanId()), Name: s.GetName(), Kind: s.GetKind().String(),
+					Service: service, Attrs: attrMap(s.GetAttributes()),
+				})
+			}
+		}
+	}
+	r.mu.Lock()
+	r.spans = append(r.spans, got...)
+	r.mu.Unlock()
+	resp := &coltracepb.ExportTraceServiceResponse{}
+	if isJSON {
+		w.Header().Set("Content-Type", "application/json")
+		data, _ = protojson.Marshal(resp)
+	} else {
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		data, _ = proto.Marshal(resp)
+	}
+	w.Write(data)
+}
+
+// unmarshalOTLPJSON decodes OTLP/JSON, whose trace and span ids are hex,
+// not the base64 of protobuf's JSON mapping.
+func unmarshalOTLPJSON(data []byte, m proto.Message) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	var fix func(any) error
+	fix = func(v any) error {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if s, ok := x.(string); ok && (k == "traceId" || k == "spanId" || k == "parentSpanId") {
+					b, err := hex.DecodeString(s)
+					if err != nil {
+						return fmt.Errorf("%s %q: %w", k, s, err)
+					}
+					v[k] = base64.StdEncoding.EncodeToString(b)
+				} else if err := fix(x); err != nil {
+					return err
+				}
+			}
+		case []any:
+			for _, x := range v {
+				if err := fix(x); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := fix(v); err != nil {
+		return err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, m)
+}
+
+func attrMap(kvs []*commonpb.KeyValue) map[string]string {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		switch v := kv.GetValue().GetValue().(type) {
+		case *commonpb.AnyValue_StringValue:
+			out[kv.GetKey()] = v.StringValue
+		case *commonpb.AnyValue_IntValue:
+			out[kv.GetKey()] = strconv.FormatInt(v.IntValue, 10)
+		case *commonpb.AnyValue_BoolValue:
+			out[kv.GetKey()] = strconv.FormatBool(v.BoolValue)
+		case *commonpb.AnyValue_DoubleValue:
+			out[kv.GetKey()] = strconv.FormatFloat(v.DoubleValue, 'g', -1, 64)
+		default:
+			out[kv.GetKey()] = kv.GetValue().String()
+		}
+	}
+	return out
+}
+
+func (r *otlpReceiver) spansOf(traceID string) []recvSpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []recvSpan
+	for _, s := range r.spans {
+		if s.TraceID == traceID {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *otlpReceiver) errors() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs)
+}
+
+// trace is the spans of one trace, by span id.
+type trace struct {
+	spans []recvSpan
+	byID  map[string]recvSpan
+}
+
+func newTrace(spans []recvSpan) *trace {
+	tr := &trace{spans: spans, byID: map[string]recvSpan{}}
+	for _, s := range spans {
+		tr.byID[s.SpanID] = s
+	}
+	return tr
+}
+
+// ancestors are the received spans above s, nearest first.
+func (tr *trace) ancestors(s recvSpan) []recvSpan {
+	var out []recvSpan
+	for seen := map[string]bool{s.SpanID: true}; ; {
+		p, ok := tr.byID[s.ParentID]
+		if !ok || seen[p.SpanID] {
+			return out
+		}
+		seen[p.SpanID] = true
+		out = append(out, p)
+		s = p
+	}
+}
+
+func (tr *trace) dest(d string) []recvSpan {
+	var out []recvSpan
+	for _, s := range tr.spans {
+		if s.dest() == d {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// check wants one productpage span, child of the caller's span, and a
+// ratings span below a reviews span below it.
+func (tr *trace) check(callerSpan string) error {
+	pp := tr.dest("productpage")
+	if len(pp) != 1 {
+		return fmt.Errorf("%d productpage spans among %d: %v", len(pp), len(tr.spans), tr.names())
+	}
+	if pp[0].ParentID != callerSpan {
+		return fmt.Errorf("productpage span's parent is %q, want the caller's span %s", pp[0].ParentID, callerSpan)
+	}
+	var reviewsOK []string
+	for _, s := range tr.dest("reviews") {
+		if slices.ContainsFunc(tr.ancestors(s), func(a recvSpan) bool { return a.SpanID == pp[0].SpanID }) {
+			reviewsOK = append(reviewsOK, s.SpanID)
+		}
+	}
+	if len(reviewsOK) == 0 {
+		return fmt.Errorf("no reviews span below the productpage span %s: %v", pp[0].SpanID, tr.names())
+	}
+	for _, s := range tr.dest("ratings") {
+		anc := tr.ancestors(s)
+		if slices.ContainsFunc(anc, func(a recvSpan) bool { return slices.Contains(reviewsOK, a.SpanID) }) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no ratings span below a reviews span: %v", tr.names())
+}
+
+func (tr *trace) names() []string {
+	var out []string
+	for _, s := range tr.spans {
+		out = append(out, s.Name+"("+s.SpanID+"<-"+s.ParentID+")")
+	}
+	return out
+}
+
+// tree renders the spans indented under their parents.
+func (tr *trace) tree() string {
+	children := map[string][]recvSpan{}
+	var roots []recvSpan
+	for _, s := range tr.spans {
+		if _, ok := tr.byID[s.ParentID]; ok && s.ParentID != s.SpanID {
+			children[s.ParentID] = append(children[s.ParentID], s)
+		} else {
+			roots = append(roots, s)
+		}
+	}
+	var b strings.Builder
+	var walk func(s recvSpan, depth int)
+	walk = func(s recvSpan, depth int) {
+		fmt.Fprintf(&b, "%s%s span %s parent %s service %s %s %s -> %s (chain %s)\n", strings.Repeat("  ", depth+1),
+			s.Name, s.SpanID, s.ParentID, s.Service, s.Kind, s.Attrs["http.request.method"], s.Attrs["http.response.status_code"], s.Attrs["weft.filter_chain"])
+		for _, c := range children[s.SpanID] {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return b.String()
+}
