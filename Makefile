@@ -7,12 +7,14 @@ OUT := $(ROOT)/_output
 BIN := $(OUT)/bin
 KUBE_ASSETS := $(OUT)/kube-assets/bin
 # Every Weft binary: one main package each.
-CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/weft-node-agent ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo ./waypoint/cmd/weft-waypoint
+CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/weft-node-agent ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./samples/bookinfo/cmd/bookinfo ./waypoint/cmd/weft-waypoint ./weftctl/cmd/weftctl
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
 TEST_TIMEOUT ?= 45m
+# Platforms of `make images` (the first one's docker archive has no suffix).
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all build test unit e2e demo demo-down bench generate lint kube-assets clean help
+.PHONY: all build test unit e2e demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -23,12 +25,16 @@ build: ## Build every binary into _output/bin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(CMDS)
 
+images: ## OCI images of control, node-agent, waypoint into _output/images (no container engine; docs/images.md)
+	cd hack/images && $(GO) run . -root $(ROOT) -out $(OUT)/images -platforms $(IMAGE_PLATFORMS)
+
 kube-assets: ## Build the local cluster's Kubernetes, etcd, CNI, CoreDNS and helm binaries
 	./hack/kube-assets.sh
 
 test: build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
 		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd hack/images && $(GO) test -count=1 -timeout 20m ./...
 
 unit: ## Unit tests only (no root, no cluster)
 	$(GO) test -short -count=1 ./...
@@ -54,9 +60,11 @@ generate: ## Regenerate committed generated code (protobufs need protoc)
 
 lint: ## go vet + staticcheck
 	$(GO) vet ./...
+	cd hack/images && $(GO) vet ./...
 	@mkdir -p $(OUT)/tools
 	cd hack/tools/lint && CGO_ENABLED=0 $(GO) build -o $(OUT)/tools/ honnef.co/go/tools/cmd/staticcheck
 	$(OUT)/tools/staticcheck ./...
+	cd hack/images && $(OUT)/tools/staticcheck ./...
 
 clean: demo-down ## Remove build output (stops the demo cluster first)
 	rm -rf $(OUT)
