@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/weft-mesh/weft/node-agent/identity"
+	"github.com/weft-mesh/weft/pkg/identity"
 )
 
 // Dial returns a connection to address (host:port; the host names the

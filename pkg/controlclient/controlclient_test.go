@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/weft-mesh/weft/node-agent/identity"
+	"github.com/weft-mesh/weft/pkg/identity"
 )
 
 func TestStreamTokenAddsBearer(t *testing.T) {

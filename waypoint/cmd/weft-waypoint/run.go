@@ -19,7 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
-	"github.com/weft-mesh/weft/node-agent/identity"
+	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
