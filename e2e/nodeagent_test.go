@@ -238,11 +238,15 @@ func TestNodeAgent(t *testing.T) {
 	}
 
 	t.Run("PeerAuthentication STRICT refuses plaintext from outside the mesh, PERMISSIVE admits it", func(t *testing.T) {
-		for _, client := range []string{"near", "far"} {
-			if code := e.httpCode(t, "outside", client, pageFQDN); code != "200" {
-				t.Fatalf("PERMISSIVE (default): plaintext client %s got HTTP %s", client, code)
+		// Eventually: the previous case's policy is deleted asynchronously.
+		eventually(t, "PERMISSIVE (default) admits plaintext", 30*time.Second, func() error {
+			for _, client := range []string{"near", "far"} {
+				if code := e.httpCode(t, "outside", client, pageFQDN); code != "200" {
+					return fmt.Errorf("plaintext client %s got HTTP %s", client, code)
+				}
 			}
-		}
+			return nil
+		})
 		e.applyYAML(t, strictYAML)
 		t.Cleanup(func() { e.kubectl("delete", "peerauthentication", "default", "--ignore-not-found") })
 		eventually(t, "plaintext refused", 30*time.Second, func() error {
