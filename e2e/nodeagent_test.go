@@ -418,11 +418,18 @@ func nodeIndex(t *testing.T, node string) int {
 
 func (e *env) applyYAML(t *testing.T, doc string) {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "obj.yaml")
-	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+	// Not under t.TempDir(): kubectl splits -f on commas, which subtest
+	// names (and so their temp dirs) may contain.
+	f, err := os.CreateTemp("", "weft-e2e-*.yaml")
+	if err != nil {
 		t.Fatal(err)
 	}
-	e.mustKubectl(t, "apply", "-f", f)
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(doc); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.mustKubectl(t, "apply", "-f", f.Name())
 }
 
 func (e *env) podNode(t *testing.T, ns, selector string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,6 +86,30 @@ func TestWeftctl(t *testing.T) {
 		}
 		// Applying again is idempotent.
 		mustWeftctl(t, "waypoint", "apply", "-n", "default", "--enroll-namespace")
+	})
+
+	t.Run("analyze: clean Bookinfo passes, a missing subset fails with exit 1", func(t *testing.T) {
+		root := repoRoot()
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/networking/destination-rule-all.yaml"))
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/networking/virtual-service-all-v1.yaml"))
+		if out, _, err := weftctl("analyze", "-n", "default"); err != nil {
+			t.Fatalf("clean Bookinfo: %v\n%s", err, out)
+		}
+		e.applyYAML(t, `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v9}
+`)
+		out, _, err := weftctl("analyze", "-n", "default", "-o", "json")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "SubsetNotFound") {
+			t.Fatalf("missing subset: exit %v, output %s", err, out)
+		}
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/networking/virtual-service-all-v1.yaml"))
 	})
 
 	t.Run("waypoint list", func(t *testing.T) {

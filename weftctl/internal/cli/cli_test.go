@@ -51,6 +51,9 @@ func TestFlagValidation(t *testing.T) {
 		{[]string{"node-config", "dump", "--node", "node-1"}, ""},
 		{[]string{"proxy-status", "-o", "json"}, ""},
 		{[]string{"proxy-status", "x"}, "unknown command"},
+		{[]string{"analyze", "-A", "-o", "yaml"}, ""},
+		{[]string{"analyze", "-o", "xml"}, `-o "xml"`},
+		{[]string{"analyze", "x"}, "unknown command"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			_, err := run(tc.args...)

@@ -1,0 +1,143 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/weft-mesh/weft/weftctl/internal/analyze"
+	"github.com/weft-mesh/weft/weftctl/internal/output"
+)
+
+func newAnalyze(o *options) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "analyze [-n NAMESPACE | -A]",
+		Short: "Find configuration errors: routes, subsets, waypoints, node agents, authorization policies",
+		Long: `Reads Namespaces, Nodes, Pods, Services, Gateways, VirtualServices,
+DestinationRules, HTTPRoutes, AuthorizationPolicies and PeerAuthentications
+of every namespace (references cross namespaces) and the node agents'
+pods, runs weft-control's own translation on them and reports what it had
+to ignore or change, plus what it cannot see: nodes without a Ready node
+agent in an ambient mesh, L7 authorization policies on workloads or
+Services without a waypoint, and ALLOW rules a DENY rule contradicts.
+
+Findings of the namespace (-n, default the context's) or of all (-A) are
+listed with SEVERITY error or warning. Exits 1 when any error is found.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := o.format()
+			if err != nil {
+				return err
+			}
+			c, err := o.client()
+			if err != nil {
+				return err
+			}
+			ic, err := istioclient.NewForConfig(c.Config)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := o.context(cmd)
+			defer cancel()
+			snap, err := fetchSnapshot(ctx, c.Kube, c.Gateway, ic, o.WeftNamespace)
+			if err != nil {
+				return err
+			}
+			opts := analyze.Options{RootNamespace: o.WeftNamespace}
+			if !all {
+				opts.Namespace = c.Namespace
+			}
+			fs := analyze.Analyze(snap, opts)
+			if f == output.Table && len(fs) == 0 {
+				fmt.Fprintln(o.out, "No findings.")
+			} else if err := output.Print(o.out, f, fs, fs); err != nil {
+				return err
+			}
+			if fs.Errors() > 0 {
+				// weftctl exits 1 after printing the findings.
+				return fmt.Errorf("analyze: %d error(s) found", fs.Errors())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "report the findings of every namespace")
+	return cmd
+}
+
+// fetchSnapshot lists what the analyzer reads, cluster-wide. Node agents
+// are the pods app=weft-node-agent in weftNS.
+func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclient.Interface, ic istioclient.Interface, weftNS string) (analyze.Snapshot, error) {
+	var s analyze.Snapshot
+	all := metav1.ListOptions{}
+	wrap := func(what string, err error) error { return fmt.Errorf("list %s: %w", what, err) }
+	nss, err := kc.CoreV1().Namespaces().List(ctx, all)
+	if err != nil {
+		return s, wrap("namespaces", err)
+	}
+	s.Namespaces = ptrs(nss.Items)
+	nodes, err := kc.CoreV1().Nodes().List(ctx, all)
+	if err != nil {
+		return s, wrap("nodes", err)
+	}
+	s.Nodes = ptrs(nodes.Items)
+	pods, err := kc.CoreV1().Pods("").List(ctx, all)
+	if err != nil {
+		return s, wrap("pods", err)
+	}
+	s.Pods = ptrs(pods.Items)
+	agents, err := kc.CoreV1().Pods(weftNS).List(ctx, metav1.ListOptions{LabelSelector: NodeAgentSelector})
+	if err != nil {
+		return s, wrap("node agent pods", err)
+	}
+	s.NodeAgents = ptrs(agents.Items)
+	svcs, err := kc.CoreV1().Services("").List(ctx, all)
+	if err != nil {
+		return s, wrap("services", err)
+	}
+	s.Services = ptrs(svcs.Items)
+	gws, err := gc.GatewayV1().Gateways("").List(ctx, all)
+	if err != nil {
+		return s, wrap("gateways", err)
+	}
+	s.Gateways = ptrs(gws.Items)
+	hrs, err := gc.GatewayV1().HTTPRoutes("").List(ctx, all)
+	if err != nil {
+		return s, wrap("httproutes", err)
+	}
+	s.HTTPRoutes = ptrs(hrs.Items)
+	vss, err := ic.NetworkingV1().VirtualServices("").List(ctx, all)
+	if err != nil {
+		return s, wrap("virtualservices", err)
+	}
+	s.VirtualServices = vss.Items
+	drs, err := ic.NetworkingV1().DestinationRules("").List(ctx, all)
+	if err != nil {
+		return s, wrap("destinationrules", err)
+	}
+	s.DestinationRules = drs.Items
+	aps, err := ic.SecurityV1().AuthorizationPolicies("").List(ctx, all)
+	if err != nil {
+		return s, wrap("authorizationpolicies", err)
+	}
+	s.AuthorizationPolicies = aps.Items
+	pas, err := ic.SecurityV1().PeerAuthentications("").List(ctx, all)
+	if err != nil {
+		return s, wrap("peerauthentications", err)
+	}
+	s.PeerAuthentications = pas.Items
+	return s, nil
+}
+
+func ptrs[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
+}
