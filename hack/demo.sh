@@ -74,9 +74,42 @@ echo "istio_tcp_connections_opened_total on productpage's node agent ($pp_node:1
 	grep '^istio_tcp_connections_opened_total' | grep 'destination_workload="productpage-v1"' |
 	grep -o 'source_principal="[^"]*"\|connection_security_policy="[^"]*"\|reporter="[^"]*"' | paste -sd' ' | head -3
 
-step "Reviews versions answering through the Service"
-"$kubectl" exec deploy/curl -- sh -c 'for i in $(seq 1 12); do curl -sS reviews:9080/reviews/0; echo; done' |
-	grep -o '"version":"v[0-9]"' | sort | uniq -c
+versions() { # versions <n> [user]: which reviews versions answer n requests
+	local hdr=""
+	[[ -n ${2:-} ]] && hdr="-H 'end-user: $2'"
+	"$kubectl" exec deploy/curl -- sh -c "for i in \$(seq 1 $1); do curl -sS $hdr reviews:9080/reviews/0; echo; done" |
+		grep -o '"version":"v[0-9]"' | sort | uniq -c | sed 's/^/    /'
+}
+
+step "Reviews versions answering through the Service (no routing rules yet)"
+versions 12
+
+step "Deploy a waypoint for the namespace (weftctl waypoint apply --enroll-namespace --wait)"
+"$BIN/weftctl" waypoint apply -n default --enroll-namespace --wait
+"$BIN/weftctl" waypoint list -n default
+"$kubectl" apply -f samples/bookinfo/networking/destination-rule-all.yaml
+
+step "Istio's tutorial: virtual-service-all-v1.yaml (everyone to v1)"
+"$kubectl" apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml
+sleep 2
+versions 20
+
+step "virtual-service-reviews-test-v2.yaml (end-user jason to v2, everyone else v1)"
+"$kubectl" apply -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
+sleep 2
+echo "  as jason:"
+versions 10 jason
+echo "  as anyone else:"
+versions 10
+
+step "virtual-service-reviews-50-v3.yaml (50/50 between v1 and v3), 100 requests"
+"$kubectl" apply -f samples/bookinfo/networking/virtual-service-reviews-50-v3.yaml
+sleep 2
+versions 100
+
+step "Mesh health: weftctl proxy-status and weftctl analyze"
+"$BIN/weftctl" proxy-status || true
+"$BIN/weftctl" analyze -n default || true
 
 cat <<EOT
 
@@ -88,6 +121,9 @@ The cluster is running. Try:
   kubectl exec deploy/curl -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'
   kubectl logs deploy/productpage-v1
   kubectl -n weft-system logs ds/weft-node-agent   # one JSON access-log line per connection
+  $BIN/weftctl node-config workloads --node node-0 # what a node agent knows
+  $BIN/weftctl waypoint list -A
+  kubectl apply -f samples/bookinfo/networking/virtual-service-ratings-test-delay.yaml   # more of the tutorial
 
   $BIN/weft-cluster status --name $name
   make demo-down                     # stop it and remove everything it made
