@@ -29,11 +29,12 @@ import (
 	"fmt"
 	"slices"
 
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 )
 
 // Config holds the mesh-wide settings the translation depends on.
@@ -63,7 +64,7 @@ type Inputs struct {
 	EndpointSlices        []*discoveryv1.EndpointSlice
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
-	// Gateways of class "weft-waypoint" are the waypoints that
+	// Gateways of class "weft-waypoint" (or Istio's "istio-waypoint") are the waypoints that
 	// istio.io/use-waypoint labels name.
 	Gateways []*gatewayv1.Gateway
 }
@@ -110,6 +111,9 @@ const (
 
 	// WaypointGatewayClass is the GatewayClass of Weft's waypoints.
 	WaypointGatewayClass = "weft-waypoint"
+	// IstioWaypointGatewayClass is Istio's waypoint class, accepted too so
+	// that manifests written for Istio ambient work unchanged.
+	IstioWaypointGatewayClass = "istio-waypoint"
 	// HBONEPort is where node agents and waypoints accept HBONE.
 	HBONEPort = 15008
 )
@@ -233,3 +237,8 @@ func selects(selector, labels map[string]string) bool {
 }
 
 func key(ns, name string) string { return ns + "/" + name }
+
+// IsWaypointClass reports whether a Gateway of this class is a waypoint.
+func IsWaypointClass(class string) bool {
+	return class == WaypointGatewayClass || class == IstioWaypointGatewayClass
+}

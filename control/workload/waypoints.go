@@ -37,7 +37,7 @@ func (w *waypoint) address(domainSuffix string) *workloadv1.GatewayAddress {
 
 func (t *translator) indexWaypoints(gws []*gatewayv1.Gateway) {
 	for _, gw := range gws {
-		if gw == nil || gw.Spec.GatewayClassName != WaypointGatewayClass {
+		if gw == nil || !IsWaypointClass(string(gw.Spec.GatewayClassName)) {
 			continue
 		}
 		w := &waypoint{namespace: gw.Namespace, name: gw.Name, from: gatewayv1.NamespacesFromSame}

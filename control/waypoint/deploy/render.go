@@ -12,6 +12,8 @@ import (
 	"maps"
 	"strconv"
 
+	"github.com/weft-mesh/weft/control/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -83,7 +85,7 @@ const ReasonUnsupportedValue gatewayv1.GatewayConditionReason = "UnsupportedValu
 
 // IsWaypoint reports whether the controller handles gw.
 func IsWaypoint(gw *gatewayv1.Gateway) bool {
-	return gw != nil && gw.Spec.GatewayClassName == ClassName
+	return gw != nil && workload.IsWaypointClass(string(gw.Spec.GatewayClassName))
 }
 
 // Validate checks the Gateway against what a waypoint supports: listeners

@@ -187,7 +187,7 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		}
 	}
 	for _, gw := range s.Gateways {
-		if gw != nil && gw.Spec.GatewayClassName == workload.WaypointGatewayClass {
+		if gw != nil && workload.IsWaypointClass(string(gw.Spec.GatewayClassName)) {
 			a.waypoints[gw.Namespace+"/"+gw.Name] = gw
 		}
 	}

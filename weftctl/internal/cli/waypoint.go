@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weft-mesh/weft/control/workload"
+
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -331,7 +333,7 @@ func (o *options) deleteWaypoints(ctx context.Context, c *kube.Client, names []s
 			return fmt.Errorf("list Gateways of %s: %w", c.Namespace, err)
 		}
 		for _, gw := range l.Items {
-			if gw.Spec.GatewayClassName == waypoint.ClassName {
+			if workload.IsWaypointClass(string(gw.Spec.GatewayClassName)) {
 				targets = append(targets, gw)
 			}
 		}
@@ -348,7 +350,7 @@ func (o *options) deleteWaypoints(ctx context.Context, c *kube.Client, names []s
 			if err != nil {
 				return fmt.Errorf("get Gateway %s/%s: %w", c.Namespace, n, err)
 			}
-			if gw.Spec.GatewayClassName != waypoint.ClassName {
+			if !workload.IsWaypointClass(string(gw.Spec.GatewayClassName)) {
 				return fmt.Errorf("gateway %s/%s is of class %s, not a waypoint (%s): not deleted", c.Namespace, n, gw.Spec.GatewayClassName, waypoint.ClassName)
 			}
 			targets = append(targets, *gw)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weft-mesh/weft/control/workload"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -100,7 +102,7 @@ type List []Row
 func Rows(gws []gatewayv1.Gateway, objs []Labelled) List {
 	out := List{}
 	for _, gw := range gws {
-		if gw.Spec.GatewayClassName != ClassName {
+		if !workload.IsWaypointClass(string(gw.Spec.GatewayClassName)) {
 			continue
 		}
 		r := Row{Namespace: gw.Namespace, Name: gw.Name, For: cmp.Or(gw.Labels[LabelWaypointFor], ForService),
