@@ -344,13 +344,24 @@ func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 // topology. The CA service authenticates its own unary calls.
 func requireToken(authn ca.Authenticator, log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if _, err := ca.AuthenticateContext(ss.Context(), authn); err != nil {
+		caller, err := ca.AuthenticateContext(ss.Context(), authn)
+		if err != nil {
 			log.Warn("xds stream rejected", "method", info.FullMethod, "err", err)
 			return err
 		}
-		return handler(srv, ss)
+		ctx := xds.WithCaller(ss.Context(), xds.Caller{Namespace: caller.Namespace, ServiceAccount: caller.ServiceAccount})
+		return handler(srv, callerStream{ServerStream: ss, ctx: ctx})
 	}
 }
+
+// callerStream carries the authenticated caller to the xDS server, which
+// checks it against the node ID the stream claims.
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s callerStream) Context() context.Context { return s.ctx }
 
 func runLeaderElection(ctx context.Context, kube kubernetes.Interface, o Options, log *slog.Logger, work func(context.Context)) {
 	lock := &resourcelock.LeaseLock{

@@ -58,6 +58,7 @@ type Server struct {
 	cacheVersions map[string]uint64
 
 	clients *clientTracker // open streams and what they acknowledged
+	callers *streamCallers // authenticated caller per stream
 }
 
 // New makes a server for the given type URLs (default: Address and
@@ -74,6 +75,7 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 
 		cacheVersions: map[string]uint64{},
 		clients:       newClientTracker(),
+		callers:       &streamCallers{},
 	}
 	for _, t := range typeURLs {
 		s.caches[t] = cache.NewLinearCache(t)
@@ -156,14 +158,20 @@ func (s *Server) callbacks() server.Callbacks {
 		StreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
 			s.metrics.clients.Inc()
 			s.clients.open(id, false)
+			s.callers.open(ctx, id)
 			return nil
 		},
 		StreamClosedFunc: func(id int64, node *core.Node) {
 			s.metrics.clients.Dec()
 			s.clients.close(id)
+			s.callers.close(id)
 			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
 		},
 		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
+			if err := s.callers.authorize(id, req.GetNode().GetId()); err != nil {
+				s.log.Warn("xds request refused", "stream", id, "err", err)
+				return err
+			}
 			s.ensureGroup(req.GetNode())
 			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
 			if e := req.GetErrorDetail(); e != nil {
@@ -188,14 +196,20 @@ func (s *Server) callbacks() server.Callbacks {
 		DeltaStreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
 			s.metrics.clients.Inc()
 			s.clients.open(id, true)
+			s.callers.open(ctx, id)
 			return nil
 		},
 		DeltaStreamClosedFunc: func(id int64, node *core.Node) {
 			s.metrics.clients.Dec()
 			s.clients.close(id)
+			s.callers.close(id)
 			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
+			if err := s.callers.authorize(id, req.GetNode().GetId()); err != nil {
+				s.log.Warn("xds request refused", "stream", id, "err", err)
+				return err
+			}
 			s.ensureGroup(req.GetNode())
 			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
 			if e := req.GetErrorDetail(); e != nil {

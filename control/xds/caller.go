@@ -1,0 +1,54 @@
+package xds
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Caller is the authenticated service account behind an xDS stream.
+type Caller struct{ Namespace, ServiceAccount string }
+
+type callerKey struct{}
+
+// WithCaller attaches the stream's authenticated caller (the server's token
+// interceptor does this). Streams with a caller may only claim a waypoint
+// node ID of their own: a waypoint runs as the ServiceAccount named like its
+// Gateway, so node ID waypoint~<ns>/<name>~... needs caller <ns>/<name>.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// streamCallers remembers each open stream's caller (the request callbacks
+// see no context).
+type streamCallers struct{ m sync.Map } // stream id -> Caller
+
+func (s *streamCallers) open(ctx context.Context, id int64) {
+	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
+		s.m.Store(id, c)
+	}
+}
+
+func (s *streamCallers) close(id int64) { s.m.Delete(id) }
+
+// authorize refuses a node ID that names a waypoint the caller is not.
+// A stream without a caller (no token interceptor: tests, embedding) is not
+// checked.
+func (s *streamCallers) authorize(id int64, nodeID string) error {
+	v, ok := s.m.Load(id)
+	if !ok {
+		return nil
+	}
+	group := NodeGroup(nodeID)
+	if group == GroupNone || group == GroupGRPC {
+		return nil
+	}
+	c := v.(Caller)
+	if group != c.Namespace+"/"+c.ServiceAccount {
+		return status.Errorf(codes.PermissionDenied, "node ID %q names waypoint %s, but the caller is service account %s/%s",
+			nodeID, group, c.Namespace, c.ServiceAccount)
+	}
+	return nil
+}

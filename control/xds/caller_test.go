@@ -1,0 +1,86 @@
+package xds
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// serveWithCallers is serve with an interceptor that attaches the caller
+// named in metadata "x-test-caller" (<ns>/<sa>), as the production token
+// interceptor attaches the token's service account.
+func serveWithCallers(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		if v := md.Get("x-test-caller"); len(v) == 1 {
+			ns, sa, _ := strings.Cut(v[0], "/")
+			return h(srv, ctxStream{ss, WithCaller(ss.Context(), Caller{Namespace: ns, ServiceAccount: sa})})
+		}
+		return h(srv, ss)
+	}))
+	s.Register(g)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	return ln.Addr().String()
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c ctxStream) Context() context.Context { return c.ctx }
+
+// firstDelta opens a delta stream as caller claiming nodeID and returns the
+// first response or the stream's error.
+func firstDelta(t *testing.T, addr, caller, nodeID string) (*discovery.DeltaDiscoveryResponse, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-test-caller", caller), 5*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(dial(t, addr)).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: nodeID}, TypeUrl: ListenerType}); err != nil {
+		return nil, err
+	}
+	return st.Recv()
+}
+
+// TestWaypointNodeIDMustBeTheCaller: a workload cannot read another
+// waypoint's configuration by claiming its node ID.
+func TestWaypointNodeIDMustBeTheCaller(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080")})
+	addr := serveWithCallers(t, s)
+
+	resp, err := firstDelta(t, addr, "default/wp", "waypoint~default/wp~wp-1")
+	if err != nil || len(resp.GetResources()) != 1 {
+		t.Fatalf("the waypoint itself: %v resources, err %v", len(resp.GetResources()), err)
+	}
+	_, err = firstDelta(t, addr, "default/curl", "waypoint~default/wp~x")
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("another service account claiming the waypoint: err %v, want PermissionDenied", err)
+	}
+	// gRPC clients and other nodes are not tied to an identity.
+	if _, err := firstDelta(t, addr, "default/curl", "grpc~client"); err != nil {
+		t.Fatalf("grpc client: %v", err)
+	}
+}
