@@ -7,8 +7,8 @@ import (
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/node-agent/proxy"
+	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 

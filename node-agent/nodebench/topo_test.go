@@ -18,11 +18,12 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/netns"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
-	"golang.org/x/sys/unix"
 )
 
 // Addresses of the topology (see the package documentation). They only
