@@ -4,10 +4,9 @@ import (
 	"net/http"
 	"net/netip"
 
-	weftadmin "github.com/weft-mesh/weft/pkg/admin"
-
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/proxy"
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )

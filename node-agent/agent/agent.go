@@ -19,9 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	weftadmin "github.com/weft-mesh/weft/pkg/admin"
-	"github.com/weft-mesh/weft/pkg/controlclient"
-
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -33,6 +30,8 @@ import (
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/node-agent/proxy"
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )

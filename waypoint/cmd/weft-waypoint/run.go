@@ -10,15 +10,14 @@ import (
 	"net/http"
 	"time"
 
-	weftadmin "github.com/weft-mesh/weft/pkg/admin"
-	"github.com/weft-mesh/weft/pkg/controlclient"
-
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 	"github.com/weft-mesh/weft/waypoint/proxy"
