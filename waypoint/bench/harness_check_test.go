@@ -102,10 +102,15 @@ func TestWaypointHarness(t *testing.T) {
 }
 
 // TestNginxHarness checks the generated nginx config proxies to the
-// backend and that nginx's workers are measured; it skips without nginx.
+// backend and that nginx's workers are measured. Without nginx it skips,
+// or fails under WEFT_E2E_REQUIRE=1 (CI installs nginx-light).
 func TestNginxHarness(t *testing.T) {
 	if nginxBinary() == "" {
-		t.Skip("nginx is not installed (apt-get install nginx-light); BenchmarkWaypoint/nginx skips too")
+		msg := "nginx is not installed (apt-get install nginx-light); BenchmarkWaypoint/nginx skips too"
+		if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
 	h := newHarness(t, options{})
 	if !h.startNginx(t) {
