@@ -138,6 +138,9 @@ func TestNodeAgent(t *testing.T) {
 		if !strings.Contains(metrics, `connection_security_policy="mutual_tls"`) {
 			t.Fatal("no mutual_tls connection counted")
 		}
+		if v, err := e.agentMetric(other, `weft_node_agent_capture_syns_total{result="captured"}`); err != nil || v == 0 {
+			t.Errorf("capture counter on %s: %v, %v; want the client's SYNs counted", other, v, err)
+		}
 		// The admin endpoint (loopback in the node's network namespace).
 		cfgDump, err := e.agentAdmin(nodeIndex(t, ppNode), "/config_dump")
 		if err != nil {

@@ -69,10 +69,10 @@ func (c *Config) validate() error {
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name (or NODE_NAME) is required"))
 	}
-	for flag, v := range map[string]string{"--control-address": c.ControlAddress, "--ca-root-cert": c.CARootCert,
-		"--token-file": c.TokenFile, "--bpf-dir": c.BPFDir, "--cni-bin-dir": c.CNIBinDir, "--cni-conf-dir": c.CNIConfDir, "--run-dir": c.RunDir} {
-		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", flag))
+	for _, f := range []struct{ flag, value string }{{"--control-address", c.ControlAddress}, {"--ca-root-cert", c.CARootCert},
+		{"--token-file", c.TokenFile}, {"--bpf-dir", c.BPFDir}, {"--cni-bin-dir", c.CNIBinDir}, {"--cni-conf-dir", c.CNIConfDir}, {"--run-dir", c.RunDir}} {
+		if f.value == "" {
+			errs = append(errs, fmt.Errorf("%s is required", f.flag))
 		}
 	}
 	if c.OutboundPort == 0 || c.InboundPort == 0 || c.HBONEPort == 0 {
@@ -171,6 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "weft_node_agent_enrolled_pods", Help: "Pods whose traffic this node agent captures.",
 	}, func() float64 { return float64(len(enroller.Enrolled())) }))
+	registerCaptureCounters(reg, capture, log)
 
 	kick := make(chan struct{}, 1)
 	poke := func() {
@@ -248,6 +249,31 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 type readiness struct{ atomic.Bool }
+
+// registerCaptureCounters exports the capture programs' SYN counters: a
+// rising "dropped" count means new connections of enrolled pods met no
+// listener (agent starting or stopping: fail closed).
+func registerCaptureCounters(reg prometheus.Registerer, capture *bpf.Capture, log *slog.Logger) {
+	read := func(dropped bool) func() float64 {
+		return func() float64 {
+			c, d, err := capture.Counters()
+			if err != nil {
+				log.Warn("reading capture counters", "err", err)
+			}
+			if dropped {
+				return float64(d)
+			}
+			return float64(c)
+		}
+	}
+	for _, result := range []string{"captured", "dropped"} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "weft_node_agent_capture_syns_total",
+			Help:        "TCP SYNs of enrolled pods the capture programs steered to a proxy listener (captured) or dropped because none listened (dropped).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, read(result == "dropped")))
+	}
+}
 
 // listenProxy opens a transparent proxy listener on 127.0.0.1:port (the
 // capture programs look listeners up there) holding at most max

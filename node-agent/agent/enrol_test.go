@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +216,17 @@ func TestLocalPodOutsideMeshIsAttachedNotEnrolled(t *testing.T) {
 	e.Reconcile(nil)
 	if c.attached[7] {
 		t.Fatal("still attached after the pod left")
+	}
+}
+
+func TestConfigValidateNamesEveryMissingFlag(t *testing.T) {
+	err := (&Config{}).validate()
+	if err == nil {
+		t.Fatal("empty config accepted")
+	}
+	for _, want := range []string{"--node-name", "--control-address", "--ca-root-cert", "--token-file", "--bpf-dir", "--cni-bin-dir", "--cni-conf-dir", "--run-dir", "ports"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
 	}
 }
