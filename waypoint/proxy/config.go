@@ -117,76 +117,21 @@ func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed
 		errs = append(errs, err)
 	}
 	accept := func(name string) { delete(s.rejected, shortType(typeURL)+"/"+name) }
-	names := slices.Sorted(maps.Keys(updated))
 	switch typeURL {
 	case resourcev3.ListenerType:
-		for _, name := range names {
-			l, ok := updated[name].(*listenerv3.Listener)
-			if !ok {
-				reject(name, fmt.Errorf("not a Listener"))
-				continue
-			}
-			if err := s.checkListener(l); err != nil {
-				reject(name, err)
-				continue
-			}
-			s.listeners[name] = l
-			accept(name)
-		}
-		for _, name := range removed {
-			delete(s.listeners, name)
-		}
+		applyTyped(s.listeners, updated, removed, func(_ string, l *listenerv3.Listener) error { return s.checkListener(l) }, accept, reject)
 	case resourcev3.RouteType:
-		for _, name := range names {
-			rc, ok := updated[name].(*routev3.RouteConfiguration)
-			if !ok {
-				reject(name, fmt.Errorf("not a RouteConfiguration"))
-				continue
-			}
-			if err := s.checkRoute(name, rc); err != nil {
-				reject(name, err)
-				continue
-			}
-			s.routes[name] = rc
-			accept(name)
-		}
-		for _, name := range removed {
-			delete(s.routes, name)
-		}
+		applyTyped(s.routes, updated, removed, s.checkRoute, accept, reject)
 	case resourcev3.ClusterType:
-		for _, name := range names {
-			c, ok := updated[name].(*clusterv3.Cluster)
-			if !ok {
-				reject(name, fmt.Errorf("not a Cluster"))
-				continue
-			}
-			if _, err := compileCluster(c); err != nil {
-				reject(name, err)
-				continue
-			}
-			s.clusters[name] = c
-			accept(name)
-		}
-		for _, name := range removed {
-			delete(s.clusters, name)
-		}
+		applyTyped(s.clusters, updated, removed, func(_ string, c *clusterv3.Cluster) error {
+			_, err := compileCluster(c)
+			return err
+		}, accept, reject)
 	case resourcev3.EndpointType:
-		for _, name := range names {
-			cla, ok := updated[name].(*endpointv3.ClusterLoadAssignment)
-			if !ok {
-				reject(name, fmt.Errorf("not a ClusterLoadAssignment"))
-				continue
-			}
-			if _, err := compileEndpoints(cla); err != nil {
-				reject(name, err)
-				continue
-			}
-			s.clas[name] = cla
-			accept(name)
-		}
-		for _, name := range removed {
-			delete(s.clas, name)
-		}
+		applyTyped(s.clas, updated, removed, func(_ string, cla *endpointv3.ClusterLoadAssignment) error {
+			_, err := compileEndpoints(cla)
+			return err
+		}, accept, reject)
 	default:
 		return fmt.Errorf("waypoint does not handle type %s", typeURL)
 	}
@@ -208,6 +153,30 @@ func shortType(t string) string {
 		}
 	}
 	return t
+}
+
+// applyTyped stores the updated resources of one type that pass check and
+// deletes the removed ones; a resource of the wrong type or failing check
+// is rejected and its previous version kept.
+func applyTyped[T proto.Message](into map[string]T, updated map[string]proto.Message, removed []string,
+	check func(string, T) error, accept func(string), reject func(string, error)) {
+	for _, name := range slices.Sorted(maps.Keys(updated)) {
+		m, ok := updated[name].(T)
+		if !ok {
+			var zero T
+			reject(name, fmt.Errorf("not a %s but %T", zero.ProtoReflect().Descriptor().Name(), updated[name]))
+			continue
+		}
+		if err := check(name, m); err != nil {
+			reject(name, err)
+			continue
+		}
+		into[name] = m
+		accept(name)
+	}
+	for _, name := range removed {
+		delete(into, name)
+	}
 }
 
 // checkListener validates l and compiles its HCM chains whose routes are

@@ -72,15 +72,7 @@ listings show that namespace only.`,
 				if err != nil {
 					return err
 				}
-				if err := nf.validate(args); err != nil {
-					return err
-				}
-				c, filter, agent, ctx, cancel, err := o.nodeAgent(cmd, nf, args)
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				body, err := c.PodGet(ctx, agent.Namespace, agent.Name, nf.adminPort, "/config_dump")
+				body, filter, agent, err := o.agentGet(cmd, nf, args, "/config_dump")
 				if err != nil {
 					return err
 				}
@@ -89,7 +81,7 @@ listings show that namespace only.`,
 					return err
 				}
 				if !d.Synced {
-					fmt.Fprintf(o.errOut, "warning: node agent %s has not received its configuration from the control plane yet\n", agent.Name)
+					fmt.Fprintf(o.errOut, "warning: node agent %s has not received its configuration from the control plane yet\n", agent)
 				}
 				v, t := s.render(d, filter)
 				return output.Print(o.out, f, v, t)
@@ -109,15 +101,7 @@ listings show that namespace only.`,
 			if err != nil {
 				return err
 			}
-			if err := nf.validate(args); err != nil {
-				return err
-			}
-			c, filter, agent, ctx, cancel, err := o.nodeAgent(cmd, nf, args)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			body, err := c.PodGet(ctx, agent.Namespace, agent.Name, nf.adminPort, "/connections")
+			body, filter, _, err := o.agentGet(cmd, nf, args, "/connections")
 			if err != nil {
 				return err
 			}
@@ -132,15 +116,7 @@ listings show that namespace only.`,
 		Short: "The agent's raw /config_dump (JSON)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := nf.validate(args); err != nil {
-				return err
-			}
-			c, _, agent, ctx, cancel, err := o.nodeAgent(cmd, nf, args)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			body, err := c.PodGet(ctx, agent.Namespace, agent.Name, nf.adminPort, "/config_dump")
+			body, _, _, err := o.agentGet(cmd, nf, args, "/config_dump")
 			if err != nil {
 				return err
 			}
@@ -163,14 +139,20 @@ func (nf *nodeConfigFlags) validate(args []string) error {
 	return nil
 }
 
-// nodeAgent connects and finds the node agent pod to ask.
-func (o *options) nodeAgent(cmd *cobra.Command, nf *nodeConfigFlags, args []string) (*kube.Client, nodeconfig.Filter, *corev1.Pod, context.Context, context.CancelFunc, error) {
+// agentGet finds the node agent of the node named by --node or a pod and
+// GETs path from its admin port through the API server. It returns the body,
+// the namespace filter the flags ask for and the agent pod's name.
+func (o *options) agentGet(cmd *cobra.Command, nf *nodeConfigFlags, args []string, path string) ([]byte, nodeconfig.Filter, string, error) {
+	filter := nodeconfig.Filter{WorkloadNode: nf.workloadNode}
+	if err := nf.validate(args); err != nil {
+		return nil, filter, "", err
+	}
 	c, err := o.client()
 	if err != nil {
-		return nil, nodeconfig.Filter{}, nil, nil, nil, err
+		return nil, filter, "", err
 	}
 	ctx, cancel := o.context(cmd)
-	filter := nodeconfig.Filter{WorkloadNode: nf.workloadNode}
+	defer cancel()
 	if c.NamespaceExplicit {
 		filter.Namespace = c.Namespace
 	}
@@ -178,20 +160,18 @@ func (o *options) nodeAgent(cmd *cobra.Command, nf *nodeConfigFlags, args []stri
 	if len(args) == 1 {
 		pod, err := c.Kube.CoreV1().Pods(c.Namespace).Get(ctx, args[0], metav1.GetOptions{})
 		if err != nil {
-			cancel()
-			return nil, filter, nil, nil, nil, fmt.Errorf("pod %s/%s: %w", c.Namespace, args[0], err)
+			return nil, filter, "", fmt.Errorf("pod %s/%s: %w", c.Namespace, args[0], err)
 		}
 		if node = pod.Spec.NodeName; node == "" {
-			cancel()
-			return nil, filter, nil, nil, nil, fmt.Errorf("pod %s/%s is not scheduled on a node yet", c.Namespace, args[0])
+			return nil, filter, "", fmt.Errorf("pod %s/%s is not scheduled on a node yet", c.Namespace, args[0])
 		}
 	}
 	agent, err := findNodeAgent(ctx, c, o.WeftNamespace, node)
 	if err != nil {
-		cancel()
-		return nil, filter, nil, nil, nil, err
+		return nil, filter, "", err
 	}
-	return c, filter, agent, ctx, cancel, nil
+	body, err := c.PodGet(ctx, agent.Namespace, agent.Name, nf.adminPort, path)
+	return body, filter, agent.Name, err
 }
 
 func findNodeAgent(ctx context.Context, c *kube.Client, ns, node string) (*corev1.Pod, error) {
