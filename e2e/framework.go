@@ -110,6 +110,10 @@ func startCluster(t *testing.T, name string, nodes, index int) *env {
 	t.Logf("cluster %s with %d nodes ready in %s", name, nodes, time.Since(start).Round(100*time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
+			e := &env{c: c}
+			if out, err := e.kubectl("get", "pods", "-A", "-o", "wide", "--field-selector=status.phase!=Running", "--request-timeout=10s"); err == nil {
+				t.Logf("pods not running at the failure:\n%s", out)
+			}
 			dumpLogs(t, filepath.Join(state, "logs"))
 		}
 		if err := c.Stop(); err != nil {
@@ -162,18 +166,60 @@ func eventually(t *testing.T, what string, timeout time.Duration, f func() error
 	t.Fatalf("%s: not within %s: %v", what, timeout, err)
 }
 
-// dumpLogs prints the last lines of every component log.
+// dumpLogs prints a short digest of the component logs: CI shows only the
+// tail of a failed test's output, and the failure message itself comes just
+// before this digest, so it stays small. The full logs stay in dir.
 func dumpLogs(t *testing.T, dir string) {
 	entries, _ := os.ReadDir(dir)
+	var b strings.Builder
+	fmt.Fprintf(&b, "component logs in %s; digest:", dir)
 	for _, e := range entries {
 		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
-		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		if len(lines) > 25 {
-			lines = lines[len(lines)-25:]
+		if lines := logDigest(e.Name(), string(data)); len(lines) > 0 {
+			fmt.Fprintf(&b, "\n==> %s <==\n%s", e.Name(), strings.Join(lines, "\n"))
 		}
-		t.Logf("==> %s <==\n%s", e.Name(), strings.Join(lines, "\n"))
 	}
+	t.Log(b.String())
+}
+
+// logDigest picks the lines of a component log worth printing: the last few
+// of a kubelet (pod and container lifecycle), and only the last warnings and
+// errors of the Kubernetes components, minus start-up noise that every
+// healthy run has. Lines are cut to keep the digest readable.
+func logDigest(name, data string) []string {
+	lines := strings.Split(strings.TrimRight(data, "\n"), "\n")
+	keep, n := lines, 6
+	if !strings.HasPrefix(name, "kubelet-") && name != "harness.log" {
+		keep = nil
+		for _, l := range lines {
+			if isProblemLine(l) {
+				keep = append(keep, l)
+			}
+		}
+		n = 3
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	out := make([]string, len(keep))
+	for i, l := range keep {
+		if len(l) > 240 {
+			l = l[:240] + "..."
+		}
+		out[i] = l
+	}
+	return out
+}
+
+func isProblemLine(l string) bool {
+	for _, noise := range []string{"extension-apiserver-authentication", "nodePortAddresses is unset", "requestheader-client-ca-file"} {
+		if strings.Contains(l, noise) {
+			return false
+		}
+	}
+	return strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") ||
+		strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`)
 }
