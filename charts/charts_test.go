@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -781,6 +782,9 @@ func isTrue(b *bool) bool { return b != nil && *b }
 
 // resolvePort maps a port name or number of container c to its number.
 func resolvePort(c corev1.Container, port string) int32 {
+	if n, err := strconv.ParseInt(port, 10, 32); err == nil {
+		return int32(n)
+	}
 	for _, p := range c.Ports {
 		if p.Name == port || fmt.Sprint(p.ContainerPort) == port {
 			return p.ContainerPort

@@ -291,6 +291,10 @@ func TestNodeAgent(t *testing.T) {
 		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
 	})
 
+	t.Run("rolling upgrade of the node agents: kept connections finish on the old agent, new ones never fail", func(t *testing.T) {
+		testAgentRollout(t, e, "app=curl", "http://"+net.JoinHostPort(e.serviceIP(t, "default", "productpage"), "9080")+"/productpage")
+	})
+
 	t.Run("node agent restart: new connections wait for it instead of bypassing the mesh", func(t *testing.T) {
 		agent := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
 			"--field-selector", "spec.nodeName="+other, "-o", "jsonpath={.items[0].metadata.name}"))

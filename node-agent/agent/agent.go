@@ -60,8 +60,12 @@ type Config struct {
 	MaxConnections int
 
 	DrainTimeout time.Duration
-	Log          *slog.Logger
-	AccessLog    io.Writer // one JSON line per connection; nil = none
+	// HandoverWait is how long a stopping agent keeps serving while it
+	// waits for a successor (a surge rollout's new agent) to be ready;
+	// ShutdownDrain how long it then lets its open connections finish.
+	HandoverWait, ShutdownDrain time.Duration
+	Log                         *slog.Logger
+	AccessLog                   io.Writer // one JSON line per connection; nil = none
 }
 
 func (c *Config) validate() error {
@@ -85,12 +89,16 @@ func (c *Config) validate() error {
 }
 
 func (c *Config) socket() string   { return filepath.Join(c.RunDir, "cni.sock") }
+func (c *Config) lease() string    { return filepath.Join(c.RunDir, "agent.lease") }
 func (c *Config) spoolDir() string { return filepath.Join(c.RunDir, "cni-spool") }
 
-// Run runs the agent until ctx ends. On the way out it closes its
-// listeners but leaves enrolment pinned: new connections of enrolled pods
-// wait (their SYNs are dropped and retransmitted) until the next agent
-// starts, instead of bypassing the mesh.
+// Run runs the agent until ctx ends. On the way out it leaves enrolment
+// pinned. If a newer agent is serving (a surge rollout; see succession) it
+// hands over: the newer agent takes every new connection and this one lets
+// its open connections finish (up to ShutdownDrain). Otherwise it closes its
+// listeners and new connections of enrolled pods wait (their SYNs are
+// dropped and retransmitted) until the next agent starts, instead of
+// bypassing the mesh.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
@@ -148,19 +156,27 @@ func Run(ctx context.Context, cfg Config) error {
 	defer outbound.Close()
 	defer inbound.Close()
 	defer plaintext.Close()
-	for _, l := range []struct {
-		port  uint16
-		serve func(net.Listener) error
-	}{{cfg.OutboundPort, outbound.Serve}, {cfg.InboundPort, plaintext.Serve}, {cfg.HBONEPort, inbound.Serve}} {
-		ln, err := listenProxy(ctx, l.port, cfg.MaxConnections)
-		if err != nil {
-			return err
-		}
-		go l.serve(ln)
-	}
-	// Only now may the programs steer to the listeners.
+	succ := newSuccession(cfg.lease(), 3*beat)
+	// Capture fails closed from here: until the listeners open (once the
+	// configuration is synced, below) enrolled pods' SYNs are dropped and
+	// retransmitted, or during a rolling update go to the previous agent,
+	// which still listens. A listener with no configuration would take
+	// every captured connection for a non-mesh one.
 	if err := capture.SetProxyPorts(cfg.OutboundPort, cfg.InboundPort, cfg.HBONEPort); err != nil {
 		return err
+	}
+	listen := func() error {
+		for _, l := range []struct {
+			port  uint16
+			serve func(net.Listener) error
+		}{{cfg.OutboundPort, outbound.Serve}, {cfg.InboundPort, plaintext.Serve}, {cfg.HBONEPort, inbound.Serve}} {
+			ln, err := listenProxy(ctx, l.port, cfg.MaxConnections)
+			if err != nil {
+				return err
+			}
+			go l.serve(ln)
+		}
+		return nil
 	}
 
 	enroller := &Enroller{Capture: capture, Resolve: ResolveVeth, OpenConns: metrics.OpenFor,
@@ -181,9 +197,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	srv := cni.NewServer(cfg.socket(), cniHandler(enroller, poke, log))
-	if err := srv.Listen(); err != nil {
-		return err
-	}
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -219,11 +232,26 @@ func Run(ctx context.Context, cfg Config) error {
 
 	updates, unsubscribe := store.Subscribe()
 	defer unsubscribe()
-	tick := time.NewTicker(2 * time.Second)
+	tick := time.NewTicker(beat)
 	defer tick.Stop()
+	superseded := false
 	for {
 		snap := store.Snapshot()
-		if snap.Synced() {
+		if ready.Load() {
+			sup, err := succ.beat()
+			if err != nil {
+				log.Warn("renewing the agent lease", "err", err)
+			}
+			if sup != superseded {
+				if sup {
+					log.Info("a newer node agent is ready on this node: this one stops reconciling and keeps serving its connections until stopped")
+				} else {
+					log.Info("the newer node agent is gone: this one reconciles again")
+				}
+			}
+			superseded = sup
+		}
+		if snap.Synced() && !superseded {
 			engine.Update(snap.Authorizations())
 			ids.Want(snap.IdentitiesOnNode(cfg.NodeName))
 			if err := enroller.Reconcile(LocalPods(snap, cfg.NodeName)); err != nil {
@@ -233,19 +261,56 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Warn("service VIPs with local enrolled endpoints", "err", err)
 			}
 			if !ready.Load() {
-				log.Info("node agent ready: configuration synced", "workloadsOnNode", len(snap.WorkloadsOnNode(cfg.NodeName)))
+				if err := listen(); err != nil {
+					return err
+				}
+				log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(cfg.NodeName)))
+				poke() // announce this agent (lease) right away
 			}
 			ready.Store(true)
 		}
 		select {
 		case <-ctx.Done():
-			log.Info("node agent stopping; enrolment stays pinned for the next agent")
+			stop(cfg, succ, log, outbound, inbound, plaintext)
 			return nil
 		case <-updates:
 		case <-kick:
 		case <-tick.C:
 		}
 	}
+}
+
+// beat is the period of reconciliation and of the agent lease.
+const beat = 2 * time.Second
+
+// drainer is a proxy that can stop accepting and let its connections end.
+type drainer interface {
+	Drain(ctx context.Context) error
+}
+
+// stop hands over to a successor if one is (or within HandoverWait becomes)
+// ready, draining the proxies for up to ShutdownDrain; otherwise the
+// deferred Closes end every connection at once.
+func stop(cfg Config, succ *succession, log *slog.Logger, proxies ...drainer) {
+	if !succ.awaitSuccessor(cfg.HandoverWait) {
+		log.Info("node agent stopping with no successor on this node; enrolment stays pinned, new connections wait for the next agent")
+		return
+	}
+	log.Info("node agent handing over to its successor; draining open connections", "timeout", cfg.ShutdownDrain)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownDrain)
+	defer cancel()
+	errs := make(chan error, len(proxies))
+	for _, p := range proxies {
+		go func() { errs <- p.Drain(ctx) }()
+	}
+	var forced bool
+	for range proxies {
+		if err := <-errs; err != nil {
+			forced = true
+		}
+	}
+	log.Info("node agent drained", "took", time.Since(start).Round(time.Millisecond), "closedAtTimeout", forced)
 }
 
 type readiness struct{ atomic.Bool }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
@@ -28,5 +29,16 @@ func Uninstall(cfg Config) error {
 		errs = append(errs, fmt.Errorf("bpf pin directory: %w", err))
 	}
 	errs = append(errs, bpf.DefaultPolicyRouting().Remove(), bpf.DefaultNotrack().Remove())
+	if cfg.RunDir != "" {
+		for _, p := range []string{cfg.socket(), cfg.spoolDir(), cfg.lease()} {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// The directory itself only if nothing else lives there.
+		if err := os.Remove(cfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+			errs = append(errs, fmt.Errorf("run directory: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
@@ -58,11 +59,15 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
 	root := t.TempDir()
-	cfg := Config{BPFDir: filepath.Join(bpffs, "weft"), CNIBinDir: filepath.Join(root, "bin"), CNIConfDir: filepath.Join(root, "net.d")}
-	for _, d := range []string{cfg.BPFDir, cfg.CNIBinDir, cfg.CNIConfDir} {
+	cfg := Config{BPFDir: filepath.Join(bpffs, "weft"), CNIBinDir: filepath.Join(root, "bin"), CNIConfDir: filepath.Join(root, "net.d"),
+		RunDir: filepath.Join(root, "run")}
+	for _, d := range []string{cfg.BPFDir, cfg.CNIBinDir, cfg.CNIConfDir, cfg.spoolDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := newSuccession(cfg.lease(), time.Second).beat(); err != nil {
+		t.Fatal(err)
 	}
 	conflist := filepath.Join(cfg.CNIConfDir, "10-net.conflist")
 	original := `{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"ptp"}]}`
@@ -125,6 +130,9 @@ func TestUninstallLeavesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.BPFDir); !os.IsNotExist(err) {
 		t.Errorf("pin directory still there: %v", err)
+	}
+	if _, err := os.Stat(cfg.RunDir); !os.IsNotExist(err) {
+		t.Errorf("run directory (spool, lease) still there: %v", err)
 	}
 	if data, _ := os.ReadFile(conflist); string(data) != original {
 		t.Errorf("conflist not restored:\n%s", data)

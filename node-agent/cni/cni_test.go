@@ -353,3 +353,28 @@ func TestSpoolNameIsSafe(t *testing.T) {
 		}
 	}
 }
+
+// During a rolling upgrade the successor binds the socket path while the old
+// agent still runs; the old agent's Close must leave the successor's socket
+// in place, or pods created afterwards could only spool.
+func TestCloseLeavesSuccessorsSocket(t *testing.T) {
+	dir := t.TempDir()
+	socket := filepath.Join(dir, "cni.sock")
+	old := NewServer(socket, (&recorder{}).handle)
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	startServer(t, socket, rec.handle) // the successor
+	if err := old.Close(); err != nil {
+		t.Fatalf("old Close: %v", err)
+	}
+	cfg := NotifyConfig{AgentSocket: socket, SpoolDir: filepath.Join(dir, "spool")}
+	res, err := Notify(context.Background(), cfg, addEvent("after"))
+	if err != nil || !res.Delivered {
+		t.Fatalf("Notify after the old agent closed = %+v, %v; want delivered to the successor", res, err)
+	}
+	if len(rec.got()) != 1 {
+		t.Errorf("successor got %d events, want 1", len(rec.got()))
+	}
+}

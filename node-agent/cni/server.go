@@ -33,6 +33,7 @@ type Server struct {
 
 	mu     sync.Mutex // serializes handler calls
 	ln     *net.UnixListener
+	bound  os.FileInfo // the socket file we created
 	srv    *http.Server
 	closed chan struct{}
 }
@@ -79,6 +80,7 @@ func (s *Server) Listen() error {
 		os.Remove(tmp)
 		return fmt.Errorf("agent socket: %w", err)
 	}
+	s.bound, _ = os.Lstat(s.socket)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+EventPath, s.serveEvent)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -118,7 +120,8 @@ func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
-	if fi, lerr := os.Lstat(s.socket); lerr == nil && fi.Mode().Type() == fs.ModeSocket {
+	// Only our own socket: a successor agent may have bound the path anew.
+	if fi, lerr := os.Lstat(s.socket); lerr == nil && s.bound != nil && os.SameFile(fi, s.bound) {
 		_ = os.Remove(s.socket)
 	}
 	return err

@@ -43,6 +43,11 @@ func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
 			if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
 				return fmt.Errorf("IP_TRANSPARENT: %w", err)
 			}
+			// A successor agent binds the same port while this one still
+			// serves (rolling upgrade with surge; see Drain).
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+				return fmt.Errorf("SO_REUSEPORT: %w", err)
+			}
 			return nil
 		})
 	}}
@@ -199,6 +204,26 @@ func (s *connSet) close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// drain stops accepting and waits for the open connections to end; when
+// ctx ends first, the rest are closed and ctx's error returned.
+func (s *connSet) drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.close()
+		return ctx.Err()
+	}
 }
 
 // ErrClosed is returned by Serve after Close.

@@ -84,6 +84,14 @@ func (in *Inbound) Close() error {
 	return in.srv.Close()
 }
 
+// Drain hands the tunnels over: listeners close, peers get GOAWAY and open
+// their next streams elsewhere, streams in flight run to their end (see
+// hbone.Server.Shutdown).
+func (in *Inbound) Drain(ctx context.Context) error {
+	in.init()
+	return in.srv.Shutdown(ctx)
+}
+
 // forwardedFor extracts the client address from a Forwarded header
 // ("for=10.0.0.1", "for=\"[::1]:80\"", possibly several elements).
 func forwardedFor(h string) (netip.Addr, bool) {

@@ -35,6 +35,10 @@ func (p *InboundPlaintext) Close() error {
 	return nil
 }
 
+// Drain stops accepting and lets the open connections finish (see
+// connSet.drain).
+func (p *InboundPlaintext) Drain(ctx context.Context) error { return p.conns.drain(ctx) }
+
 func (p *InboundPlaintext) handle(c net.Conn) {
 	f := p.OriginalDst
 	if f == nil {

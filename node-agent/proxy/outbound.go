@@ -63,6 +63,14 @@ func (o *Outbound) Close() error {
 	return nil
 }
 
+// Drain stops accepting and lets the proxied connections finish (see
+// connSet.drain), then closes the tunnel pool.
+func (o *Outbound) Drain(ctx context.Context) error {
+	err := o.conns.drain(ctx)
+	o.Close()
+	return err
+}
+
 // dialer returns the tunnel client holding the certificate of id.
 func (o *Outbound) dialer(id spiffeid.ID) (*hbone.Dialer, error) {
 	o.mu.Lock()

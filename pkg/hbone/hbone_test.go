@@ -466,3 +466,77 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Errorf("%d goroutines after 50 finished streams, %d before", n, base)
 	}
 }
+
+// Shutdown is a handover: the stream in flight keeps flowing on the old
+// server while the client, told by GOAWAY, takes its next stream to
+// whichever server listens on the address now; Shutdown returns once the
+// old connection's last stream ends.
+func TestShutdownHandsOver(t *testing.T) {
+	e := newEnv(t, Options{})
+	old := e.dial(t, e.echo)
+	defer old.Close()
+	echoOn(t, old, "before")
+
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { done <- e.srv.Shutdown(ctx) }()
+
+	// The successor binds the address once the old listener is gone.
+	var l net.Listener
+	for l == nil && ctx.Err() == nil {
+		l, _ = net.Listen("tcp", e.addr)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if l == nil {
+		t.Fatal("old listener never closed")
+	}
+	next := &countingListener{Listener: l}
+	successor := &Server{TLS: e.srv.TLS, Handler: e.srv.Handler}
+	go successor.Serve(next)
+	defer successor.Close()
+	for e.pooledUsable() && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond) // the GOAWAY is on its way
+	}
+
+	fresh := e.dial(t, e.echo)
+	defer fresh.Close()
+	echoOn(t, fresh, "after")
+	if next.count() != 1 {
+		t.Errorf("successor accepted %d connections, want 1 (the new stream)", next.count())
+	}
+	echoOn(t, old, "still flowing") // the old stream is untouched
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned %v while a stream was open", err)
+	default:
+	}
+	old.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v, want nil once the last stream ended", err)
+	}
+}
+
+// pooledUsable reports whether the dialer's pooled connection would take a
+// new stream.
+func (e *env) pooledUsable() bool {
+	e.dialer.mu.Lock()
+	defer e.dialer.mu.Unlock()
+	for _, pc := range e.dialer.pool {
+		if pc.cc != nil && pc.cc.CanTakeNewRequest() {
+			return true
+		}
+	}
+	return false
+}
+
+func echoOn(t *testing.T, s *ClientStream, msg string) {
+	t.Helper()
+	if _, err := s.Write([]byte(msg)); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(s, got); err != nil || string(got) != msg {
+		t.Fatalf("echo %q: got %q, %v", msg, got, err)
+	}
+}

@@ -142,6 +142,11 @@ func (s *Server) init() {
 			CountError:                   func(string) { s.Stats.ProtocolErrors.Add(1) },
 		}
 		s.base = &http.Server{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug)}
+		// Registers the HTTP/2 connections served by ServeConn with base, so
+		// that base.Shutdown sends them GOAWAY (see Shutdown).
+		if err := http2.ConfigureServer(s.base, s.h2); err != nil {
+			s.Logger.Error("hbone: graceful shutdown unavailable", "err", err)
+		}
 		s.conns = map[net.Conn]struct{}{}
 		s.lns = map[net.Listener]struct{}{}
 	})
@@ -354,6 +359,41 @@ func (s *Server) Close() error {
 		c.Close()
 	}
 	return nil
+}
+
+// Shutdown hands the server's work over gracefully: it stops the listeners,
+// sends GOAWAY on every tunnel connection (clients open new streams on new
+// connections, which reach whoever listens now, while the streams in flight
+// here run to their end) and waits for the connections to close. When ctx
+// ends first, the rest is closed as by Close and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// base tracks no connections itself: Shutdown only runs the GOAWAY
+		// hooks, again on every tick for connections that finished their
+		// handshake after the previous round (a connection GOAWAYs once).
+		_ = s.base.Shutdown(ctx)
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // ServerStream is the server side of an accepted tunnel stream.

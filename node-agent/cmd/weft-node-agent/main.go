@@ -63,6 +63,8 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
+	f.DurationVar(&cfg.HandoverWait, "handover-wait", 5*time.Second, "when stopping, how long to keep serving while waiting for a successor agent on this node to be ready")
+	f.DurationVar(&cfg.ShutdownDrain, "shutdown-drain", 15*time.Second, "when handing over to a successor, how long open connections may take to finish before they are closed")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
 
@@ -80,7 +82,7 @@ func command() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(*cobra.Command, []string) error { return agent.Uninstall(cfg) },
 	}
-	for _, f := range []string{"bpf-dir", "cni-bin-dir", "cni-conf-dir"} {
+	for _, f := range []string{"bpf-dir", "cni-bin-dir", "cni-conf-dir", "run-dir"} {
 		uninstall.Flags().AddFlag(cmd.Flags().Lookup(f))
 	}
 	cmd.AddCommand(mount, uninstall)

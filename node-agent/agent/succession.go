@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/weft-mesh/weft/pkg/atomicfile"
+)
+
+// Succession between node agents on one node. A rolling upgrade with surge
+// runs the new agent next to the old one for a while: the new one binds the
+// same ports (SO_REUSEPORT), and once ready it holds a lease file in the run
+// directory, renewed every beat. An agent that finds a live lease of a newer
+// agent is superseded: it stops reconciling (the two never fight over the
+// pinned programs), and when it is told to stop it hands over: no new
+// connections, tunnels GOAWAYed, open connections allowed to finish. If the
+// newer agent dies, its lease goes stale and the older one takes over again.
+type succession struct {
+	path string
+	self lease
+	ttl  time.Duration // a lease not renewed for this long is dead
+	now  func() time.Time
+}
+
+type lease struct {
+	ID      string    `json:"id"`
+	Started time.Time `json:"started"`
+	Renewed time.Time `json:"renewed"`
+}
+
+func newSuccession(path string, ttl time.Duration) *succession {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	now := time.Now
+	return &succession{path: path, ttl: ttl, now: now, self: lease{ID: hex.EncodeToString(b), Started: now()}}
+}
+
+// superseded reports whether a newer agent holds a live lease.
+func (s *succession) superseded() bool {
+	data, err := os.ReadFile(s.path)
+	if err != nil {
+		return false
+	}
+	var l lease
+	if json.Unmarshal(data, &l) != nil {
+		return false
+	}
+	return l.ID != s.self.ID && l.Started.After(s.self.Started) && s.now().Sub(l.Renewed) < s.ttl
+}
+
+// beat renews this agent's lease unless a newer agent holds a live one, and
+// says which happened.
+func (s *succession) beat() (superseded bool, err error) {
+	if s.superseded() {
+		return true, nil
+	}
+	s.self.Renewed = s.now()
+	data, _ := json.Marshal(s.self)
+	return false, atomicfile.Write(s.path, data, 0o644)
+}
+
+// awaitSuccessor polls for a newer agent for up to wait.
+func (s *succession) awaitSuccessor(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		if s.superseded() {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
