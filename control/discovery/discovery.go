@@ -36,7 +36,9 @@ type Cluster struct {
 	hasIstio, hasGateway bool
 	// Traffic management (waypoints): each watched only when served.
 	hasNetworking, hasHTTPRoute bool
-	pods                        cache.SharedIndexInformer
+	// Istio Gateways (ingress gateway deployments), watched when served.
+	hasIstioGateway bool
+	pods            cache.SharedIndexInformer
 }
 
 // Clients are the API clients discovery needs.
@@ -73,6 +75,9 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if d.hasIstioGateway, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}); err != nil {
+		return nil, err
+	}
 	if d.hasHTTPRoute, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}); err != nil {
 		return nil, err
 	}
@@ -84,6 +89,9 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 	}
 	if !d.hasNetworking {
 		log.Warn("networking.istio.io/v1 VirtualService and DestinationRule not served: they are ignored until the control plane restarts")
+	}
+	if !d.hasIstioGateway {
+		log.Warn("networking.istio.io/v1 Gateway not served: ingress gateways get no configuration until the control plane restarts")
 	}
 	if !d.hasHTTPRoute {
 		log.Warn("gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts")
@@ -122,6 +130,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	}
 	if d.hasHTTPRoute {
 		infs = append(infs, d.gateway.Gateway().V1().HTTPRoutes().Informer())
+	}
+	if d.hasIstioGateway {
+		infs = append(infs, d.istio.Networking().V1().Gateways().Informer())
 	}
 	return infs
 }
@@ -209,6 +220,8 @@ type TrafficInputs struct {
 	VirtualServices  []*networkingv1.VirtualService
 	DestinationRules []*networkingv1.DestinationRule
 	HTTPRoutes       []*gatewayv1.HTTPRoute
+	// IstioGateways are networking.istio.io Gateways (ingress).
+	IstioGateways []*networkingv1.Gateway
 }
 
 // TrafficInputs lists the current traffic-management state.
@@ -225,6 +238,11 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	}
 	if d.hasHTTPRoute {
 		if in.HTTPRoutes, err = d.gateway.Gateway().V1().HTTPRoutes().Lister().List(labels.Everything()); err != nil {
+			return in, err
+		}
+	}
+	if d.hasIstioGateway {
+		if in.IstioGateways, err = d.istio.Networking().V1().Gateways().Lister().List(labels.Everything()); err != nil {
 			return in, err
 		}
 	}

@@ -25,11 +25,17 @@ func translateWaypoints(cfg workload.Config, in workload.Inputs, traffic discove
 		DestinationRules:      traffic.DestinationRules,
 		HTTPRoutes:            traffic.HTTPRoutes,
 		AuthorizationPolicies: in.AuthorizationPolicies,
+		Gateways:              traffic.IstioGateways,
 	})
-	groups := make(map[string]xds.Resources, len(out.Waypoints)+1)
+	groups := make(map[string]xds.Resources, len(out.Waypoints)+len(out.Gateways)+1)
 	for name, r := range out.Waypoints {
 		if r != nil {
 			groups[name] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
+		}
+	}
+	for nsSA, r := range out.Gateways {
+		if r != nil {
+			groups[xds.GatewayGroup(nsSA)] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
 		}
 	}
 	if out.GRPC != nil {

@@ -131,6 +131,12 @@ func readYAML(t *testing.T, path string, tc *testCase) {
 			decode(o)
 			tc.workload.Services = append(tc.workload.Services, o)
 		case "Gateway":
+			if strings.HasPrefix(tm.APIVersion, "networking.istio.io/") {
+				o := &networkingv1.Gateway{}
+				decode(o)
+				tc.in.Gateways = append(tc.in.Gateways, o)
+				continue
+			}
 			o := &gatewayv1.Gateway{}
 			decode(o)
 			tc.workload.Gateways = append(tc.workload.Gateways, o)
@@ -175,6 +181,8 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	out.DestinationRules = slices.Clone(in.DestinationRules)
 	out.HTTPRoutes = slices.Clone(in.HTTPRoutes)
 	out.AuthorizationPolicies = slices.Clone(in.AuthorizationPolicies)
+	out.Gateways = slices.Clone(in.Gateways)
+	r.Shuffle(len(out.Gateways), func(i, j int) { out.Gateways[i], out.Gateways[j] = out.Gateways[j], out.Gateways[i] })
 	r.Shuffle(len(out.Services), func(i, j int) { out.Services[i], out.Services[j] = out.Services[j], out.Services[i] })
 	r.Shuffle(len(out.Pods), func(i, j int) { out.Pods[i], out.Pods[j] = out.Pods[j], out.Pods[i] })
 	r.Shuffle(len(out.VirtualServices), func(i, j int) {
@@ -198,6 +206,9 @@ func checkReferences(t *testing.T, out Output) {
 	snaps := map[string]*Resources{"grpc": out.GRPC}
 	for k, r := range out.Waypoints {
 		snaps[k] = r
+	}
+	for k, r := range out.Gateways {
+		snaps["gateway "+k] = r
 	}
 	for name, res := range snaps {
 		clusters := map[string]bool{}
@@ -258,7 +269,15 @@ func render(t *testing.T, out Output, full bool) []byte {
 	for _, p := range out.Problems {
 		problems = append(problems, p.String())
 	}
-	b, err := json.MarshalIndent(map[string]any{"waypoints": wps, "grpc": grpc, "problems": problems}, "", "  ")
+	doc := map[string]any{"waypoints": wps, "grpc": grpc, "problems": problems}
+	if len(out.Gateways) > 0 {
+		gws := map[string]any{}
+		for k, r := range out.Gateways {
+			gws[k] = renderResources(t, r)
+		}
+		doc["gateways"] = gws
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,20 @@ type portConfig struct {
 	fault    bool // some route has a fault per-filter config
 	cors     bool // some route has a CORS per-filter config
 	clusters map[string]clusterRef
+
+	// gateway is the Istio Gateway "<ns>/<name>" the routes are for (svc
+	// is then nil and port the Gateway server's); "" for the mesh.
+	gateway string
+}
+
+// bound reports whether a match's gateways list (written in namespace ns)
+// applies to what pc translates: the mesh, or pc's Gateway. An empty list
+// means the VirtualService's own gateways, which led here.
+func (pc *portConfig) bound(gateways []string, ns string) bool {
+	if pc.gateway == "" {
+		return forMesh(gateways)
+	}
+	return len(gateways) == 0 || slices.ContainsFunc(gateways, func(g string) bool { return gatewayRef(g, ns) == pc.gateway })
 }
 
 func (pc *portConfig) use(ref clusterRef) string {

@@ -1,8 +1,9 @@
 // Package waypoint translates Istio traffic management (VirtualService,
 // DestinationRule), Gateway API GAMMA HTTPRoutes and L7
 // AuthorizationPolicies, together with the service registry produced by
-// control/workload, into standard Envoy v3 resources: one set per waypoint
-// and one for proxyless gRPC clients. waypoint/README.md is the contract for
+// control/workload, into standard Envoy v3 resources: one set per waypoint,
+// one per ingress gateway deployment (Istio Gateways, gateway.go) and one
+// for proxyless gRPC clients. waypoint/README.md is the contract for
 // resource names and the Envoy fields used.
 //
 // The translation is a pure function of its inputs: no clients, no I/O, no
@@ -113,6 +114,9 @@ type Inputs struct {
 	// Service; selector and namespace-wide policies are enforced at L4 by
 	// the node agents and ignored here.
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	// Gateways are Istio (networking.istio.io) Gateways: ingress gateway
+	// deployments (gateway.go).
+	Gateways []*networkingv1.Gateway
 }
 
 // Resources is one xDS snapshot, each list sorted by resource name.
@@ -131,6 +135,9 @@ type Output struct {
 	// GRPC is the snapshot of proxyless gRPC clients: an API listener for
 	// every HTTP service port of the mesh.
 	GRPC *Resources
+	// Gateways by "<namespace>/<service account>" of the gateway pods an
+	// Istio Gateway selects: their listeners, routes and clusters.
+	Gateways map[string]*Resources
 	// Problems found in the input, sorted; at most one per object and
 	// message.
 	Problems []workload.Problem
@@ -167,6 +174,7 @@ func Translate(cfg Config, in Inputs) Output {
 	out := Output{
 		Waypoints: t.buildWaypoints(),
 		GRPC:      t.buildGRPC(),
+		Gateways:  t.buildGateways(in),
 		Problems:  t.sortedProblems(),
 	}
 	return out

@@ -30,6 +30,9 @@ func TestResourcesValidate(t *testing.T) {
 		for k, r := range out.Waypoints {
 			snaps[k] = r
 		}
+		for k, r := range out.Gateways {
+			snaps["gateway "+k] = r
+		}
 		for snap, res := range snaps {
 			var msgs []proto.Message
 			msgs = append(msgs, asMessages(res.Listeners)...)

@@ -244,7 +244,7 @@ func (c *vsContext) matches(path string, ms []*networkingapi.HTTPMatchRequest) [
 	var out []*routev3.RouteMatch
 	for j, m := range ms {
 		mp := fmt.Sprintf("%s.match[%d]", path, j)
-		if m == nil || (m.Port != 0 && m.Port != c.pc.port.number) || !forMesh(m.Gateways) {
+		if m == nil || (m.Port != 0 && m.Port != c.pc.port.number) || !c.pc.bound(m.Gateways, c.vs.Namespace) {
 			continue
 		}
 		if len(m.SourceLabels) > 0 || m.SourceNamespace != "" {

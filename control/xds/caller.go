@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -16,7 +17,9 @@ type callerKey struct{}
 // WithCaller attaches the stream's authenticated caller (the server's token
 // interceptor does this). Streams with a caller may only claim a waypoint
 // node ID of their own: a waypoint runs as the ServiceAccount named like its
-// Gateway, so node ID waypoint~<ns>/<name>~... needs caller <ns>/<name>.
+// Gateway, so node ID waypoint~<ns>/<name>~... needs caller <ns>/<name>; an
+// ingress gateway's node ID gateway~<ns>/<sa>~... names its own service
+// account.
 func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
@@ -46,9 +49,13 @@ func (s *streamCallers) authorize(id int64, nodeID string) error {
 		return nil
 	}
 	c := v.(Caller)
+	what := "waypoint"
+	if g, ok := strings.CutPrefix(group, GatewayGroupPrefix); ok {
+		what, group = "gateway service account", g
+	}
 	if group != c.Namespace+"/"+c.ServiceAccount {
-		return status.Errorf(codes.PermissionDenied, "node ID %q names waypoint %s, but the caller is service account %s/%s",
-			nodeID, group, c.Namespace, c.ServiceAccount)
+		return status.Errorf(codes.PermissionDenied, "node ID %q names %s %s, but the caller is service account %s/%s",
+			nodeID, what, group, c.Namespace, c.ServiceAccount)
 	}
 	return nil
 }

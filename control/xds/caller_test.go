@@ -84,3 +84,25 @@ func TestWaypointNodeIDMustBeTheCaller(t *testing.T) {
 		t.Fatalf("grpc client: %v", err)
 	}
 }
+
+// TestGatewayNodeIDMustBeTheCaller: an ingress gateway's snapshot is served
+// only to its own service account, and never to a waypoint of the same name.
+func TestGatewayNodeIDMustBeTheCaller(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.SetWaypointSnapshots("1", map[string]Resources{
+		GatewayGroup("weft-ingress/weft-ingress"): group("http.8080"),
+		"weft-ingress/weft-ingress":               group("a.weft-ingress.svc.cluster.local:80", "b.weft-ingress.svc.cluster.local:80"),
+	})
+	addr := serveWithCallers(t, s)
+
+	resp, err := firstDelta(t, addr, "weft-ingress/weft-ingress", "gateway~weft-ingress/weft-ingress~gw-1")
+	if err != nil || len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "http.8080" {
+		t.Fatalf("the gateway itself: %v, err %v; want its own listener http.8080", resp.GetResources(), err)
+	}
+	_, err = firstDelta(t, addr, "default/productpage", "gateway~weft-ingress/weft-ingress~x")
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("another service account claiming the gateway: err %v, want PermissionDenied", err)
+	}
+}

@@ -35,7 +35,14 @@ const (
 	GroupGRPC = "grpc"
 	// GroupNone is the empty snapshot of every other node.
 	GroupNone = ""
+	// GatewayGroupPrefix starts the group of an ingress gateway deployment:
+	// "gateway:<ns>/<service account>" (node IDs gateway~<ns>/<sa>~<pod>).
+	GatewayGroupPrefix = "gateway:"
 )
+
+// GatewayGroup is the group of the gateway pods running as service account
+// "<ns>/<sa>" (control/waypoint's Output.Gateways key).
+func GatewayGroup(nsSA string) string { return GatewayGroupPrefix + nsSA }
 
 // Keys of the MuxCache besides the Weft type URLs.
 const (
@@ -54,16 +61,20 @@ type Resources struct {
 }
 
 // NodeGroup maps a node ID to the snapshot it is served:
-// waypoint~<ns>/<name>~<pod> -> "<ns>/<name>", grpc~... -> "grpc", anything
-// else -> "" (empty).
+// waypoint~<ns>/<name>~<pod> -> "<ns>/<name>", gateway~<ns>/<sa>~<pod> ->
+// "gateway:<ns>/<sa>", grpc~... -> "grpc", anything else -> "" (empty).
 func NodeGroup(id string) string {
-	if rest, ok := strings.CutPrefix(id, "waypoint~"); ok {
-		group, _, _ := strings.Cut(rest, "~")
-		ns, name, ok := strings.Cut(group, "/")
+	for _, k := range [...]struct{ prefix, group string }{{"waypoint~", ""}, {"gateway~", GatewayGroupPrefix}} {
+		rest, ok := strings.CutPrefix(id, k.prefix)
+		if !ok {
+			continue
+		}
+		key, _, _ := strings.Cut(rest, "~")
+		ns, name, ok := strings.Cut(key, "/")
 		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 			return GroupNone
 		}
-		return group
+		return k.group + key
 	}
 	if strings.HasPrefix(id, "grpc~") {
 		return GroupGRPC

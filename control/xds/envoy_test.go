@@ -59,16 +59,19 @@ func group(names ...string) Resources {
 
 func TestNodeGroup(t *testing.T) {
 	for id, want := range map[string]string{
-		"waypoint~default/wp~wp-7c9f-abcde":  "default/wp",
-		"waypoint~default/wp":                "default/wp",
-		"waypoint~default~pod":               "",
-		"waypoint~/wp~pod":                   "",
-		"waypoint~a/b/c~pod":                 "",
-		"grpc~10.0.0.1~client":               "grpc",
-		"grpc~":                              "grpc",
-		"node-agent-1":                       "",
-		"":                                   "",
-		"sidecar~10.0.0.1~x.default~default": "",
+		"waypoint~default/wp~wp-7c9f-abcde":   "default/wp",
+		"waypoint~default/wp":                 "default/wp",
+		"waypoint~default~pod":                "",
+		"waypoint~/wp~pod":                    "",
+		"waypoint~a/b/c~pod":                  "",
+		"gateway~weft-ingress/weft-ingress~p": "gateway:weft-ingress/weft-ingress",
+		"gateway~weft-ingress~pod":            "",
+		"gateway~a/b/c~pod":                   "",
+		"grpc~10.0.0.1~client":                "grpc",
+		"grpc~":                               "grpc",
+		"node-agent-1":                        "",
+		"":                                    "",
+		"sidecar~10.0.0.1~x.default~default":  "",
 	} {
 		if got := NodeGroup(id); got != want {
 			t.Errorf("NodeGroup(%q) = %q, want %q", id, got, want)

@@ -35,7 +35,8 @@ type Config struct {
 	// APIPort is the host loopback port that forwards to kube-apiserver;
 	// 0 picks a free port.
 	APIPort int
-	// Index separates the address plans of clusters that run at once (0-9).
+	// Index separates the address plans of clusters that run at once
+	// (0-11: pod CIDRs are 10.<244+index>.0.0/16).
 	Index int
 }
 
@@ -66,8 +67,8 @@ func (c *Config) Validate() error {
 	if c.APIPort < 0 || c.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("api port %d out of range", c.APIPort))
 	}
-	if c.Index < 0 || c.Index > 9 {
-		errs = append(errs, fmt.Errorf("index %d out of range 0-9", c.Index))
+	if c.Index < 0 || c.Index > 11 {
+		errs = append(errs, fmt.Errorf("index %d out of range 0-11", c.Index))
 	}
 	for _, b := range requiredAssets {
 		if _, err := os.Stat(filepath.Join(c.AssetsDir, b)); err != nil {

@@ -37,6 +37,9 @@ type Snapshot struct {
 	Version  uint64
 	chains   *chainSet
 	clusters map[string]*cluster
+	// ListenPorts are the ports of the Listeners other than "waypoint":
+	// an ingress gateway's plain listeners (0.0.0.0_<port>), sorted.
+	ListenPorts []uint16
 	// Resources held, for /config_dump and readiness.
 	Listeners, Routes, Clusters, Endpoints []string
 }
@@ -268,17 +271,43 @@ func (s *Store) rebuild() {
 			delete(s.state, name) // idle pooled connections time out on their own
 		}
 	}
-	// Listener "waypoint": chains with their pipelines.
+	// Listener "waypoint" (HBONE), then a gateway's plain listeners in name
+	// order: chains with their pipelines. Chains select by destination
+	// port, so one set serves them all; a chain name used twice is
+	// served once (the first).
 	var chains []*chain
-	if l := s.listeners[ListenerName]; l != nil {
-		chains, _ = parseChains(l)
-	}
 	live := map[string]bool{}
+	names := []string{ListenerName}
+	for _, name := range slices.Sorted(maps.Keys(s.listeners)) {
+		if name == ListenerName {
+			continue
+		}
+		names = append(names, name)
+		if p := s.listeners[name].GetAddress().GetSocketAddress().GetPortValue(); p > 0 && p <= 65535 {
+			snap.ListenPorts = append(snap.ListenPorts, uint16(p))
+		}
+	}
+	slices.Sort(snap.ListenPorts)
+	snap.ListenPorts = slices.Compact(snap.ListenPorts)
+	for _, name := range names {
+		l := s.listeners[name]
+		if l == nil {
+			continue
+		}
+		cs, _ := parseChains(l)
+		for _, c := range cs {
+			if live[c.name] {
+				s.log.Warn("filter chain name used by two listeners; serving the first", "chain", c.name, "listener", name)
+				continue
+			}
+			live[c.name] = true
+			chains = append(chains, c)
+		}
+	}
 	for _, c := range chains {
 		if c.hcm == nil {
 			continue
 		}
-		live[c.name] = true
 		rc := s.routes[c.rcName]
 		if rc == nil {
 			continue // served with 503 NR until the route arrives

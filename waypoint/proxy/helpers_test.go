@@ -242,7 +242,7 @@ func startBackend(t *testing.T, name string, hold chan struct{}) *backend {
 	b.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.hits.Add(1)
-			for _, h := range []string{"Traceparent", "X-B3-Traceid", "X-B3-Spanid", "X-Forwarded-For", "Connection", "Host"} {
+			for _, h := range []string{"Traceparent", "X-B3-Traceid", "X-B3-Spanid", "X-Forwarded-For", "X-Request-Id", "Connection", "Host"} {
 				b.seen.Store(h, r.Header.Get(h))
 			}
 			b.seen.Store("Host", r.Host)

@@ -105,6 +105,9 @@ type requestState struct {
 	peer     spiffeid.ID
 	clientIP netip.Addr
 	baggage  string
+	// edge: a gateway's plain client connection (gateway.go), not an
+	// HBONE stream; peer and baggage are then the gateway itself.
+	edge bool
 
 	mu        sync.Mutex
 	upstreams map[string]upstreamUse // cluster -> last endpoint used
@@ -202,6 +205,12 @@ func (p *Proxy) handle(ctx context.Context, req *hbone.Request) error {
 
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// Timeouts of a gateway's client connections.
+const (
+	edgeHeaderTimeout = 30 * time.Second
+	edgeIdleTimeout   = 5 * time.Minute
+)
+
 // serveHTTP serves HTTP on one accepted stream until it ends: h2 when it
 // starts with the h2 preface, HTTP/1.1 otherwise.
 func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
@@ -210,7 +219,7 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 	pc := &peekedConn{Conn: conn, r: br}
 	isH2 := string(head) == h2Preface
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage}
+		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage, edge: stream.edge}
 		// Route per request with the config in force now, as Envoy applies
 		// RDS updates to new requests on existing connections: clients keep
 		// connections alive for minutes. A chain that went away keeps
@@ -225,6 +234,13 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 	// an idle stream ends when the node agent closes it.
 	base := &http.Server{Handler: handler, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		MaxHeaderBytes: 1 << 20}
+	if stream.edge {
+		// A client's own TCP connection: its deadlines work, and a slow
+		// or idle client must not hold it forever (Envoy's defaults:
+		// no request header timeout, but a 1 h idle timeout; tighter here).
+		base.ReadHeaderTimeout = edgeHeaderTimeout
+		base.IdleTimeout = edgeIdleTimeout
+	}
 	if isH2 {
 		p.h2.ServeConn(pc, &http2.ServeConnOpts{BaseConfig: base, Handler: handler})
 		pc.Close()

@@ -17,6 +17,7 @@ import (
 // Label values as Istio uses them.
 const (
 	ReporterWaypoint  = "waypoint"
+	ReporterSource    = "source" // an ingress gateway
 	SecurityMutualTLS = "mutual_tls"
 	unknown           = "unknown"
 )
@@ -161,7 +162,7 @@ func (r *record) labels() prometheus.Labels {
 		flags = "-"
 	}
 	return prometheus.Labels{
-		"reporter":                       ReporterWaypoint,
+		"reporter":                       reporter(rs),
 		"source_workload":                orUnknown(srcW),
 		"source_workload_namespace":      orUnknown(srcNS),
 		"source_principal":               orUnknown(idString(rs.peer)),
@@ -179,6 +180,13 @@ func (r *record) labels() prometheus.Labels {
 		"response_flags":                 flags,
 		"connection_security_policy":     SecurityMutualTLS,
 	}
+}
+
+func reporter(rs *requestState) string {
+	if rs.edge {
+		return ReporterSource
+	}
+	return ReporterWaypoint
 }
 
 func idString(id spiffeid.ID) string {
@@ -260,6 +268,9 @@ func (p *Proxy) finishTCP(r *record) {
 // serveRequest runs one HTTP request through the chain's pipeline with
 // telemetry around it.
 func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, rs *requestState) {
+	if rs.edge && r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", newRequestID())
+	}
 	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
 		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {

@@ -53,6 +53,7 @@ func command() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&cfg.Mode, "mode", ModeWaypoint, "waypoint (HBONE from node agents) or gateway (an ingress gateway: plain HTTP on the ports its Listeners name; node ID gateway~<namespace>/<service account>~<pod>)")
 	f.StringVar(&gateway, "gateway", defGateway, "the waypoint Gateway this pod serves, <namespace>/<name> (default $POD_NAMESPACE/$GATEWAY_NAME)")
 	f.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name, part of the xDS node ID (default $POD_NAME)")
 	f.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "service account of this pod, for its SPIFFE ID (default $SERVICE_ACCOUNT, else the gateway name)")

@@ -23,9 +23,19 @@ import (
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
+// Modes of weft-waypoint.
+const (
+	ModeWaypoint = "waypoint" // HBONE in (from node agents), HBONE out
+	ModeGateway  = "gateway"  // an ingress gateway: plain HTTP in, HBONE out
+)
+
 // Config is the waypoint's command line.
 type Config struct {
-	Namespace, Gateway string // the Gateway this waypoint serves
+	// Mode is ModeWaypoint (default) or ModeGateway.
+	Mode string
+	// The Gateway this waypoint serves; in gateway mode the gateway
+	// deployment's name (logs, telemetry).
+	Namespace, Gateway string
 	PodName            string
 	ServiceAccount     string // "" = the gateway name
 	TrustDomain        string
@@ -39,17 +49,25 @@ type Config struct {
 	AccessLog io.Writer
 }
 
-// NodeID is the xDS node ID naming this waypoint (waypoint/README.md).
+// NodeID is the xDS node ID naming this waypoint, or in gateway mode the
+// gateway's service account (waypoint/README.md).
 func (c *Config) NodeID() string {
+	if c.Mode == ModeGateway {
+		return "gateway~" + c.Namespace + "/" + c.serviceAccount() + "~" + c.PodName
+	}
 	return "waypoint~" + c.Namespace + "/" + c.Gateway + "~" + c.PodName
+}
+
+func (c *Config) serviceAccount() string {
+	if c.ServiceAccount == "" {
+		return c.Gateway
+	}
+	return c.ServiceAccount
 }
 
 // Identity is the waypoint's own SPIFFE ID.
 func (c *Config) Identity() (spiffeid.ID, error) {
-	sa := c.ServiceAccount
-	if sa == "" {
-		sa = c.Gateway
-	}
+	sa := c.serviceAccount()
 	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
@@ -62,8 +80,16 @@ func (c *Config) validate() error {
 	if c.PodName == "" {
 		errs = append(errs, errors.New("--pod-name (or POD_NAME) is required"))
 	}
-	for flag, v := range map[string]string{"--control-address": c.ControlAddress, "--ca-root-cert": c.CARootCert,
-		"--token-file": c.TokenFile, "--hbone-address": c.HBONEAddress} {
+	required := map[string]string{"--control-address": c.ControlAddress, "--ca-root-cert": c.CARootCert, "--token-file": c.TokenFile}
+	switch c.Mode {
+	case "", ModeWaypoint:
+		c.Mode = ModeWaypoint
+		required["--hbone-address"] = c.HBONEAddress
+	case ModeGateway:
+	default:
+		errs = append(errs, fmt.Errorf("--mode %q: want %s or %s", c.Mode, ModeWaypoint, ModeGateway))
+	}
+	for flag, v := range required {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is required", flag))
 		}
@@ -133,16 +159,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}, p.Store.Handle)
 	go xds.Run(ctx)
 
-	ln, err := net.Listen("tcp", cfg.HBONEAddress)
-	if err != nil {
-		return fmt.Errorf("HBONE listener %s: %w", cfg.HBONEAddress, err)
-	}
-	go func() {
-		if err := p.Serve(ln); err != nil && ctx.Err() == nil {
-			log.Error("HBONE server stopped", "err", err)
-			cancel()
+	// A waypoint serves HBONE; a gateway opens the plain listeners its
+	// configuration names (synced below) and never accepts HBONE.
+	var plain *proxy.PlainListeners
+	if cfg.Mode == ModeGateway {
+		plain = &proxy.PlainListeners{Proxy: p, Source: proxy.Source{ID: self, Baggage: cfg.baggage()}}
+		defer plain.Close()
+	} else {
+		ln, err := net.Listen("tcp", cfg.HBONEAddress)
+		if err != nil {
+			return fmt.Errorf("HBONE listener %s: %w", cfg.HBONEAddress, err)
 		}
-	}()
+		go func() {
+			if err := p.Serve(ln); err != nil && ctx.Err() == nil {
+				log.Error("HBONE server stopped", "err", err)
+				cancel()
+			}
+		}()
+	}
 
 	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p}
 	for _, s := range []struct {
@@ -156,12 +190,24 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	log.Info("waypoint started", "node", cfg.NodeID(), "identity", self.String(), "control", cfg.ControlAddress, "hbone", cfg.HBONEAddress)
+	log.Info("waypoint started", "mode", cfg.Mode, "node", cfg.NodeID(), "identity", self.String(), "control", cfg.ControlAddress, "hbone", cfg.HBONEAddress)
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	wasReady := false
+	lastListenErr := ""
 	for {
+		if plain != nil {
+			// Listeners follow the configuration within a tick.
+			msg := ""
+			if err := plain.Sync(p.Store.Snapshot().ListenPorts); err != nil {
+				msg = err.Error()
+			}
+			if msg != "" && msg != lastListenErr {
+				log.Error("gateway listeners", "err", msg)
+			}
+			lastListenErr = msg
+		}
 		if r := a.ready(); r == "" && !wasReady {
 			log.Info("waypoint ready: certificate and configuration received", "config", p.Store.Snapshot().Version)
 			wasReady = true
@@ -224,4 +270,11 @@ func (a *admin) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) { weftadmin.WriteJSON(w, a.ids.Status()) })
 	return mux
+}
+
+// baggage describes the gateway as a source workload, in the form node
+// agents send (so destinations label its requests).
+func (c *Config) baggage() string {
+	return "k8s.deployment.name=" + c.Gateway + ",k8s.namespace.name=" + c.Namespace +
+		",service.name=" + c.Gateway + ",service.version=latest"
 }

@@ -259,3 +259,30 @@ func TestGatewayFlag(t *testing.T) {
 		t.Fatalf("bad --gateway: %v", err)
 	}
 }
+
+// TestGatewayMode: an ingress gateway names its service account in its
+// node ID and identity, needs no HBONE address, and a bad mode is refused.
+func TestGatewayMode(t *testing.T) {
+	cfg := Config{Mode: ModeGateway, Namespace: "weft-ingress", Gateway: "weft-ingress", ServiceAccount: "ingress-sa",
+		PodName: "gw-1", TrustDomain: "cluster.local", ControlAddress: "x:15012", CARootCert: "r", TokenFile: "t"}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("gateway mode without --hbone-address: %v", err)
+	}
+	if got := cfg.NodeID(); got != "gateway~weft-ingress/ingress-sa~gw-1" {
+		t.Fatalf("node ID %q", got)
+	}
+	if id, err := cfg.Identity(); err != nil || id.String() != "spiffe://cluster.local/ns/weft-ingress/sa/ingress-sa" {
+		t.Fatalf("identity %v %v", id, err)
+	}
+	if b := cfg.baggage(); !strings.Contains(b, "k8s.deployment.name=weft-ingress") || !strings.Contains(b, "k8s.namespace.name=weft-ingress") {
+		t.Fatalf("baggage %q", b)
+	}
+	cfg.Mode = "sidecar"
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "--mode") {
+		t.Fatalf("bad mode: %v", err)
+	}
+	wp := Config{PodName: "p", ControlAddress: "x:15012", CARootCert: "r", TokenFile: "t"}
+	if err := wp.validate(); err == nil || !strings.Contains(err.Error(), "--hbone-address") {
+		t.Fatalf("waypoint mode without --hbone-address: %v", err)
+	}
+}

@@ -1,0 +1,28 @@
+{{/* Name of every object of this chart: the release name (e.g. weft-ingress). */}}
+{{- define "weft-gateway.name" -}}
+{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the gateway pods (Deployment and Service). */}}
+{{- define "weft-gateway.selectorLabels" -}}
+app: {{ include "weft-gateway.name" . }}
+{{- range $k, $v := .Values.labels }}
+{{ $k }}: {{ $v | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object of this chart. */}}
+{{- define "weft-gateway.labels" -}}
+{{ include "weft-gateway.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "weft-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: ingress-gateway
+app.kubernetes.io/part-of: weft
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "weft-gateway.image" -}}
+{{ .Values.image.hub }}/waypoint:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}

@@ -1,0 +1,221 @@
+package charts
+
+import (
+	"bytes"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/pkg/golden"
+)
+
+const (
+	gatewayChart     = "gateway"
+	gatewayRelease   = "weft-ingress"
+	gatewayNamespace = "weft-ingress"
+)
+
+var gatewayCustomValues = filepath.Join("testdata", "gateway-custom.values.yaml")
+
+// renderGateway runs `helm template weft-ingress gateway -n weft-ingress`,
+// the install command of docs/ingress.md.
+func renderGateway(t *testing.T, args ...string) []byte {
+	t.Helper()
+	out, err := runHelm(t, append([]string{"template", gatewayRelease, gatewayChart, "--namespace", gatewayNamespace}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// gatewayKinds are the only kinds the gateway chart may render: no RBAC,
+// the gateway needs no Kubernetes API access (its config comes over xDS).
+var gatewayKinds = map[string]func() any{
+	"v1/ServiceAccount":  func() any { return &corev1.ServiceAccount{} },
+	"v1/Service":         func() any { return &corev1.Service{} },
+	"apps/v1/Deployment": func() any { return &appsv1.Deployment{} },
+}
+
+func decodeGateway(t *testing.T, out []byte) objects {
+	t.Helper()
+	return decodeOnly(t, "weft-gateway", out, gatewayNamespace, gatewayKinds)
+}
+
+// decodeOnly decodes a render strictly (unknown or duplicate fields fail)
+// into typed objects by "Kind/name", failing on any kind outside kinds and
+// on objects outside namespace ns.
+func decodeOnly(t *testing.T, chart string, out []byte, ns string, kinds map[string]func() any) objects {
+	t.Helper()
+	objs := objects{}
+	for _, doc := range documents(out) {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatalf("not YAML: %v\n%s", err, doc)
+		}
+		gvk := tm.APIVersion + "/" + tm.Kind
+		newObj, ok := kinds[gvk]
+		if !ok {
+			t.Fatalf("%s rendered %s, which it may not:\n%s", chart, gvk, doc)
+		}
+		obj := newObj()
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+			t.Fatalf("%s does not decode strictly: %v\n%s", gvk, err, doc)
+		}
+		meta := obj.(metav1.Object)
+		if meta.GetNamespace() != ns {
+			t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), ns)
+		}
+		key := tm.Kind + "/" + meta.GetName()
+		if _, dup := objs[key]; dup {
+			t.Fatalf("%s rendered twice", key)
+		}
+		objs[key] = obj
+	}
+	return objs
+}
+
+func TestLintStrictGateway(t *testing.T) {
+	for _, values := range []string{"", gatewayCustomValues} {
+		t.Run("values="+values, func(t *testing.T) {
+			args := []string{"lint", "--strict", "--namespace", gatewayNamespace, gatewayChart}
+			if values != "" {
+				args = append(args, "--values", values)
+			}
+			out, err := runHelm(t, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(out, []byte("[WARNING]")) || bytes.Contains(out, []byte("[ERROR]")) {
+				t.Fatalf("helm lint --strict %s is not clean:\n%s", gatewayChart, out)
+			}
+		})
+	}
+}
+
+// TestGoldenGateway compares `helm template` with
+// testdata/gateway-<case>.golden.yaml (-update rewrites them).
+func TestGoldenGateway(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+	}{{"default", nil}, {"custom", []string{"--values", gatewayCustomValues}}} {
+		t.Run(c.name, func(t *testing.T) {
+			golden.Assert(t, filepath.Join("testdata", "gateway-"+c.name+".golden.yaml"), renderGateway(t, c.args...))
+		})
+	}
+}
+
+func TestSchemaRejectsBadValuesGateway(t *testing.T) {
+	for _, c := range []struct{ set, field string }{
+		{"service.type=ExternalName", "type"},
+		{"service.ports[0].targetPort=80", "targetPort"},
+		{"service.ports[0].protocol=UDP", "protocol"},
+		{"logLevel=loud", "logLevel"},
+		{"replicaCont=2", "replicaCont"},
+		{"image.pullPolicy=Sometimes", "pullPolicy"},
+		{"control.address=weft-control", "address"},
+		{"trustDomain=Example.ORG/x", "trustDomain"},
+	} {
+		t.Run(c.set, func(t *testing.T) {
+			out, err := runHelm(t, "template", gatewayRelease, gatewayChart, "--namespace", gatewayNamespace, "--set", c.set)
+			if err == nil {
+				t.Fatalf("helm template --set %s succeeded; want a schema error", c.set)
+			}
+			if !bytes.Contains(out, []byte("schema")) || !bytes.Contains(out, []byte(c.field)) {
+				t.Fatalf("the error does not name %q as a schema violation:\n%s", c.field, out)
+			}
+		})
+	}
+}
+
+// TestGatewayDefaults checks what users and the control plane rely on: the
+// Service ports Istio's tutorials read (http2, https, status-port) mapped to
+// the unprivileged ports the non-root pod listens on, the istio=ingress
+// label Gateway selectors match, the gateway identity and its CA token.
+func TestGatewayDefaults(t *testing.T) {
+	objs := decodeGateway(t, renderGateway(t))
+	sa := get[corev1.ServiceAccount](t, objs, "ServiceAccount", gatewayRelease)
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Errorf("ServiceAccount must not automount an API token")
+	}
+	svc := get[corev1.Service](t, objs, "Service", gatewayRelease)
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		t.Errorf("Service type %s, want LoadBalancer", svc.Spec.Type)
+	}
+	wantPorts := map[string][2]int32{"status-port": {15021, 15021}, "http2": {80, 8080}, "https": {443, 8443}}
+	for _, p := range svc.Spec.Ports {
+		w, ok := wantPorts[p.Name]
+		if !ok {
+			t.Errorf("unexpected Service port %q", p.Name)
+			continue
+		}
+		if p.Port != w[0] || p.TargetPort != intstr.FromInt32(w[1]) {
+			t.Errorf("Service port %s: %d->%s, want %d->%d", p.Name, p.Port, p.TargetPort.String(), w[0], w[1])
+		}
+		delete(wantPorts, p.Name)
+	}
+	if len(wantPorts) > 0 {
+		t.Errorf("Service lacks ports %v", wantPorts)
+	}
+
+	d := get[appsv1.Deployment](t, objs, "Deployment", gatewayRelease)
+	pod := d.Spec.Template
+	if pod.Labels["istio"] != "ingress" || pod.Labels["app.kubernetes.io/name"] == "" {
+		t.Errorf("pod labels %v: want istio=ingress and app.kubernetes.io/name", pod.Labels)
+	}
+	if pod.Labels["istio.io/dataplane-mode"] != "none" {
+		t.Errorf("gateway pods must never be captured (istio.io/dataplane-mode=none), labels %v", pod.Labels)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil || !sel.Matches(labels.Set(pod.Labels)) {
+		t.Errorf("Deployment selector %v does not match its pods %v (%v)", d.Spec.Selector, pod.Labels, err)
+	}
+	if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+		t.Errorf("Service selector %v does not match the pods %v", svc.Spec.Selector, pod.Labels)
+	}
+	if pod.Spec.ServiceAccountName != gatewayRelease || isTrue(pod.Spec.AutomountServiceAccountToken) {
+		t.Errorf("pod runs as %q (automount %v), want %s without an API token", pod.Spec.ServiceAccountName,
+			pod.Spec.AutomountServiceAccountToken, gatewayRelease)
+	}
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("want one container, got %d", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if c.Image != "ghcr.io/weft-mesh/waypoint:0.1.0" {
+		t.Errorf("image %q", c.Image)
+	}
+	if !slices.Contains(c.Args, "--mode=gateway") {
+		t.Errorf("args %v lack --mode=gateway", c.Args)
+	}
+	sc := c.SecurityContext
+	if sc == nil || !isTrue(sc.RunAsNonRoot) || sc.RunAsUser == nil || *sc.RunAsUser == 0 || isTrue(sc.Privileged) ||
+		isTrue(sc.AllowPrivilegeEscalation) || !isTrue(sc.ReadOnlyRootFilesystem) || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("container security context is not least privilege: %+v", sc)
+	}
+	for _, p := range svc.Spec.Ports {
+		if got := resolvePort(c, p.TargetPort.String()); p.TargetPort.IntValue() < 1024 || got == 0 {
+			t.Errorf("Service port %s targets %s: want an unprivileged port the container declares", p.Name, p.TargetPort.String())
+		}
+	}
+	var token *corev1.ServiceAccountTokenProjection
+	for _, v := range pod.Spec.Volumes {
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if s.ServiceAccountToken != nil {
+					token = s.ServiceAccountToken
+				}
+			}
+		}
+	}
+	if token == nil || token.Audience != "weft-ca" || token.Path != "token" {
+		t.Errorf("projected CA token %+v, want audience weft-ca at token", token)
+	}
+}

@@ -1,0 +1,294 @@
+package waypoint
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Ingress gateways (Istio networking.istio.io Gateway + VirtualServices
+// bound to it with spec.gateways), translated for gateway deployments such
+// as charts/gateway. Semantics kept from istiod:
+//   - a Gateway's selector picks gateway pods in every namespace (istiod's
+//     default, PILOT_SCOPE_GATEWAY_TO_NAMESPACE=false); the pods' namespace
+//     and service account name the deployment, whose snapshot holds the
+//     servers of every Gateway selecting any of its pods;
+//   - a server port is served on the targetPort of the gateway's Service
+//     port with that number (charts/gateway maps 80 to 8080), else on the
+//     port itself; the listener is "0.0.0.0_<port>" and its routes
+//     "http.<port>", as istiod names them;
+//   - a VirtualService applies when spec.gateways names the Gateway
+//     ("<ns>/<name>", or "<name>" in the VirtualService's namespace) and
+//     one of its hosts matches one of the server's hosts; its http routes
+//     are translated exactly as for waypoints, match.gateways and
+//     match.port (the server port) included;
+//   - a request no route matches gets 404 (no default route).
+//
+// Departures: only HTTP servers (HTTP, HTTP2, GRPC) are translated (HTTPS,
+// TLS and TCP servers get a Problem); two VirtualServices for the same host
+// on one port are not merged (the oldest wins); the namespace part of
+// server hosts ("<ns>/<host>") is honoured, exportTo is not.
+
+const kindGateway = "Gateway.networking.istio.io"
+
+// gatewayServer is one HTTP server of a Gateway, on one listener port.
+type gatewayServer struct {
+	gw     *networkingv1.Gateway
+	key    string // "<ns>/<name>" of gw
+	server *networkingapi.Server
+}
+
+// gatewayRef resolves an entry of a VirtualService's spec.gateways written
+// in namespace ns to "<ns>/<name>".
+func gatewayRef(g, ns string) string {
+	if strings.Contains(g, "/") {
+		return g
+	}
+	return ns + "/" + g
+}
+
+// buildGateways translates every Gateway into the snapshots of the gateway
+// deployments its selector picks, keyed by "<namespace>/<service account>"
+// of their pods.
+func (t *translator) buildGateways(in Inputs) map[string]*Resources {
+	gws := slices.DeleteFunc(slices.Clone(in.Gateways), func(g *networkingv1.Gateway) bool { return g == nil })
+	if len(gws) == 0 {
+		return nil
+	}
+	slices.SortFunc(gws, func(a, b *networkingv1.Gateway) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	pods := slices.DeleteFunc(slices.Clone(in.Pods), func(p *corev1.Pod) bool {
+		return p == nil || p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	// Deployments by key: the Gateways selecting them and one pod (for the
+	// Service lookup).
+	type deployment struct {
+		gateways []*networkingv1.Gateway
+		pod      *corev1.Pod
+	}
+	deps := map[string]*deployment{}
+	for _, gw := range gws {
+		if len(gw.Spec.Selector) == 0 {
+			t.problem(kindGateway, gw.Namespace, gw.Name, "spec.selector: empty; Weft needs the labels of the gateway pods (e.g. istio: ingress); ignored")
+			continue
+		}
+		sel := labels.SelectorFromSet(gw.Spec.Selector)
+		for _, p := range pods {
+			if !sel.Matches(labels.Set(p.Labels)) {
+				continue
+			}
+			key := p.Namespace + "/" + cmp.Or(p.Spec.ServiceAccountName, "default")
+			d := deps[key]
+			if d == nil {
+				d = &deployment{pod: p}
+				deps[key] = d
+			}
+			if !slices.Contains(d.gateways, gw) {
+				d.gateways = append(d.gateways, gw)
+			}
+		}
+	}
+	vss := slices.DeleteFunc(slices.Clone(in.VirtualServices), func(v *networkingv1.VirtualService) bool {
+		return v == nil || len(v.Spec.Gateways) == 0 || len(v.Spec.Hosts) == 0
+	})
+	slices.SortFunc(vss, func(a, b *networkingv1.VirtualService) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	out := map[string]*Resources{}
+	for key, d := range deps {
+		out[key] = t.gatewayResources(d.gateways, d.pod, in.Services, vss)
+	}
+	return out
+}
+
+// gatewayResources is the snapshot of one gateway deployment.
+func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.Pod, svcs []*corev1.Service, vss []*networkingv1.VirtualService) *Resources {
+	byPort := map[uint32][]gatewayServer{} // listen port -> servers
+	serverPort := map[uint32]uint32{}      // listen port -> server port
+	for _, gw := range gws {
+		key := gw.Namespace + "/" + gw.Name
+		for i, s := range gw.Spec.Servers {
+			path := fmt.Sprintf("spec.servers[%d]", i)
+			if s == nil || s.Port == nil || s.Port.Number == 0 || s.Port.Number > 65535 {
+				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: a port number from 1 to 65535 is required; server ignored", path)
+				continue
+			}
+			switch strings.ToUpper(s.Port.Protocol) {
+			case "HTTP", "HTTP2", "GRPC":
+			default:
+				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port.protocol: %s is not supported yet (HTTP only); server ignored", path, s.Port.Protocol)
+				continue
+			}
+			if s.Tls != nil && !s.Tls.HttpsRedirect {
+				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: TLS settings of an HTTP server are ignored", path)
+			}
+			listen := listenPort(pod, svcs, s.Port.Number)
+			if prev, ok := serverPort[listen]; ok && prev != s.Port.Number {
+				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: %d is served on %d like port %d of another server; server ignored", path, s.Port.Number, listen, prev)
+				continue
+			}
+			serverPort[listen] = s.Port.Number
+			byPort[listen] = append(byPort[listen], gatewayServer{gw: gw, key: key, server: s})
+		}
+	}
+	res := &Resources{}
+	refs := map[string]clusterRef{}
+	for _, listen := range slices.Sorted(maps.Keys(byPort)) {
+		name := "http." + itoa(listen)
+		rc, fault, cors := t.gatewayRoutes(name, serverPort[listen], byPort[listen], vss, refs)
+		res.Routes = append(res.Routes, rc)
+		res.Listeners = append(res.Listeners, &listenerv3.Listener{
+			Name:    "0.0.0.0_" + itoa(listen),
+			Address: socketAddress("0.0.0.0", listen),
+			FilterChains: []*listenerv3.FilterChain{{
+				Name:             name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen)},
+				Filters:          []*listenerv3.Filter{hcmFilter(name, fault, cors, nil, nil)},
+			}},
+		})
+	}
+	t.addClusters(res, refs, false)
+	sortResources(res)
+	return res
+}
+
+// gatewayRoutes is the RouteConfiguration of one listener port: a virtual
+// host per VirtualService host bound to one of the servers.
+func (t *translator) gatewayRoutes(name string, port uint32, servers []gatewayServer, vss []*networkingv1.VirtualService,
+	refs map[string]clusterRef) (rc *routev3.RouteConfiguration, fault, cors bool) {
+	rc = &routev3.RouteConfiguration{Name: name}
+	taken := map[string]string{} // host -> VirtualService "<ns>/<name>"
+	for _, vs := range vss {
+		if !t.checkWeights(vs) {
+			continue
+		}
+		vsKey := vs.Namespace + "/" + vs.Name
+		for _, gs := range servers {
+			if !slices.ContainsFunc(vs.Spec.Gateways, func(g string) bool { return gatewayRef(g, vs.Namespace) == gs.key }) {
+				continue
+			}
+			hosts := boundHosts(vs, gs.gw.Namespace, gs.server)
+			if len(hosts) == 0 {
+				continue
+			}
+			pc := &portConfig{port: &servicePort{number: port, protocol: protoHTTP}, name: name,
+				clusters: map[string]clusterRef{}, gateway: gs.key}
+			routes := t.vsHTTPRoutes(pc, &virtualService{obj: vs})
+			for _, h := range hosts {
+				if prev, ok := taken[h]; ok {
+					if prev != vsKey {
+						t.problem(kindVS, vs.Namespace, vs.Name, "spec.hosts: %q on port %d of gateway %s already has the older VirtualService %s; ignored for this host",
+							h, port, gs.key, prev)
+					}
+					continue
+				}
+				taken[h] = vsKey
+				vh := &routev3.VirtualHost{Name: h, Domains: gatewayDomains(h)}
+				for _, r := range routes {
+					vh.Routes = append(vh.Routes, cloneRoute(r))
+				}
+				rc.VirtualHosts = append(rc.VirtualHosts, vh)
+				fault, cors = fault || pc.fault, cors || pc.cors
+				for n, r := range pc.clusters {
+					refs[n] = r
+				}
+			}
+		}
+	}
+	slices.SortFunc(rc.VirtualHosts, func(a, b *routev3.VirtualHost) int {
+		// "*" last: Envoy prefers exact and longer wildcard domains anyway,
+		// this only keeps the output readable.
+		return cmp.Or(cmp.Compare(boolInt(a.Name == "*"), boolInt(b.Name == "*")), cmp.Compare(a.Name, b.Name))
+	})
+	return rc, fault, cors
+}
+
+// gatewayDomains: a host and the host with any port ("*" stays alone).
+func gatewayDomains(h string) []string {
+	if h == "*" {
+		return []string{"*"}
+	}
+	return []string{h, h + ":*"}
+}
+
+// boundHosts are the hosts of vs that server s of a Gateway in namespace
+// gwNS exposes: the more specific of each matching (VirtualService host,
+// server host) pair. A server host's "<ns>/" part limits it to
+// VirtualServices of that namespace ("." the Gateway's, "*" any).
+func boundHosts(vs *networkingv1.VirtualService, gwNS string, s *networkingapi.Server) []string {
+	var out []string
+	for _, sh := range s.Hosts {
+		ns, host, ok := strings.Cut(sh, "/")
+		if !ok {
+			ns, host = "*", sh
+		}
+		if ns == "." {
+			ns = gwNS
+		}
+		if ns != "*" && ns != vs.Namespace {
+			continue
+		}
+		for _, vh := range vs.Spec.Hosts {
+			switch {
+			case hostCovers(host, vh):
+				out = append(out, strings.ToLower(vh))
+			case hostCovers(vh, host):
+				out = append(out, strings.ToLower(host))
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// hostCovers reports whether pattern ("*", "*.example.com" or a name)
+// matches every name host matches.
+func hostCovers(pattern, host string) bool {
+	pattern, host = strings.ToLower(pattern), strings.ToLower(host)
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*."):
+		return strings.HasSuffix(host, pattern[1:])
+	}
+	return pattern == host
+}
+
+// listenPort is the port the gateway pods serve a Gateway server port on:
+// the targetPort of the pod's Service port with that number (a named
+// targetPort is resolved with the pod's container ports), else the port.
+func listenPort(pod *corev1.Pod, svcs []*corev1.Service, port uint32) uint32 {
+	for _, svc := range svcs {
+		if svc == nil || svc.Namespace != pod.Namespace || len(svc.Spec.Selector) == 0 ||
+			!labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels)) {
+			continue
+		}
+		for _, p := range svc.Spec.Ports {
+			if uint32(p.Port) != port || (p.Protocol != "" && p.Protocol != corev1.ProtocolTCP) {
+				continue
+			}
+			if n := p.TargetPort.IntValue(); n > 0 {
+				return uint32(n)
+			}
+			for _, c := range pod.Spec.Containers {
+				for _, cp := range c.Ports {
+					if p.TargetPort.StrVal != "" && cp.Name == p.TargetPort.StrVal {
+						return uint32(cp.ContainerPort)
+					}
+				}
+			}
+			return port
+		}
+	}
+	return port
+}

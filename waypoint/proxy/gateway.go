@@ -1,0 +1,142 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Gateway mode (an ingress gateway, charts/gateway): downstream is plain
+// HTTP on the ports of the Listeners "0.0.0.0_<port>" instead of HBONE;
+// routing, clusters and the upstream side (HBONE with the proxy's own
+// identity) are the waypoint's. Requests are reported with
+// reporter="source" and the gateway as the source, as Istio's ingress
+// gateway reports them, and get an x-request-id when they come without.
+
+// Source is the gateway itself as the source of the requests it forwards.
+type Source struct {
+	// ID is the gateway's SPIFFE identity (source_principal).
+	ID spiffeid.ID
+	// Baggage describes the gateway workload (source_workload,
+	// source_workload_namespace, source_app, source_version), in the form
+	// node agents send.
+	Baggage string
+}
+
+// ServePlain serves plain HTTP client connections accepted on ln until ln
+// is closed. The chain is chosen by the connection's local port.
+func (p *Proxy) ServePlain(ln net.Listener, src Source) error {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go p.servePlainConn(conn, src)
+	}
+}
+
+func (p *Proxy) servePlainConn(conn net.Conn, src Source) {
+	defer conn.Close()
+	dst, err := netip.ParseAddrPort(conn.LocalAddr().String())
+	if err != nil {
+		return
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	c := p.Store.Snapshot().chains.match(dst)
+	if c == nil || c.isTCP() {
+		p.log.Debug("no HTTP filter chain for gateway port", "local", dst, "client", conn.RemoteAddr())
+		return
+	}
+	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, edge: true}
+	p.serveHTTP(conn, c, rs)
+}
+
+// PlainListeners keeps one TCP listener open per port the configuration
+// lists (Snapshot.ListenPorts) and serves each with ServePlain.
+type PlainListeners struct {
+	Proxy  *Proxy
+	Source Source
+	// Host to bind ("" = all addresses); Listen defaults to net.Listen.
+	Host   string
+	Listen func(network, addr string) (net.Listener, error)
+
+	mu   sync.Mutex
+	open map[uint16]net.Listener
+}
+
+// Sync opens the listeners of ports that lack one and closes those no
+// longer listed; existing connections of a closed listener drain on their
+// own. It returns the ports it could not open.
+func (l *PlainListeners) Sync(ports []uint16) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open == nil {
+		l.open = map[uint16]net.Listener{}
+	}
+	want := map[uint16]bool{}
+	var errs []error
+	for _, port := range ports {
+		want[port] = true
+		if l.open[port] != nil {
+			continue
+		}
+		listen := l.Listen
+		if listen == nil {
+			listen = net.Listen
+		}
+		ln, err := listen("tcp", net.JoinHostPort(l.Host, strconv.Itoa(int(port))))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("gateway listener on port %d: %w", port, err))
+			continue
+		}
+		l.open[port] = ln
+		l.Proxy.log.Info("gateway listener open", "address", ln.Addr().String())
+		go func() {
+			if err := l.Proxy.ServePlain(ln, l.Source); err != nil {
+				l.Proxy.log.Error("gateway listener stopped", "address", ln.Addr().String(), "err", err)
+			}
+		}()
+	}
+	for port, ln := range l.open {
+		if !want[port] {
+			ln.Close()
+			delete(l.open, port)
+			l.Proxy.log.Info("gateway listener closed", "port", port)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ports lists the ports listened on.
+func (l *PlainListeners) Ports() []uint16 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]uint16, 0, len(l.open))
+	for p := range l.open {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Close closes every listener.
+func (l *PlainListeners) Close() {
+	_ = l.Sync(nil)
+}
+
+// newRequestID is a random (version 4) UUID, the form Envoy generates.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
