@@ -3,6 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +16,20 @@ import (
 )
 
 const bookinfoTitle = "<title>Simple Bookstore App</title>"
+
+const productpageLB = `apiVersion: v1
+kind: Service
+metadata:
+  name: productpage-lb
+spec:
+  type: LoadBalancer
+  selector:
+    app: productpage
+  ports:
+  - name: http2
+    port: 80
+    targetPort: 9080
+`
 
 // TestLocalClusterBookinfo is the local cluster's proof: a two-node cluster
 // runs Bookinfo exactly as Istio's tutorial deploys it, pods on both nodes
@@ -173,6 +190,40 @@ func TestLocalClusterBookinfo(t *testing.T) {
 		if len(cidrs) != 2 {
 			t.Errorf("both DaemonSet pods read the same node's CNI config: %v", cidrs)
 		}
+	})
+
+	t.Run("a LoadBalancer Service is reachable from the host at its status address", func(t *testing.T) {
+		e.applyYAML(t, productpageLB)
+		var host string
+		eventually(t, "the load balancer address in the Service status", 20*time.Second, func() error {
+			host = strings.TrimSpace(e.mustKubectl(t, "get", "service", "productpage-lb", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"))
+			if host == "" {
+				return fmt.Errorf("no address yet")
+			}
+			return nil
+		})
+		port := strings.TrimSpace(e.mustKubectl(t, "get", "service", "productpage-lb", "-o", `jsonpath={.spec.ports[?(@.name=="http2")].port}`))
+		url := "http://" + net.JoinHostPort(host, port) + "/productpage"
+		eventually(t, "GET "+url+" from the host", 20*time.Second, func() error {
+			resp, err := http.Get(url)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !strings.Contains(string(body), bookinfoTitle) {
+				return fmt.Errorf("HTTP %d, %d bytes", resp.StatusCode, len(body))
+			}
+			return nil
+		})
+		e.mustKubectl(t, "delete", "service", "productpage-lb")
+		eventually(t, "the host address released", 20*time.Second, func() error {
+			if c, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), time.Second); err == nil {
+				c.Close()
+				return fmt.Errorf("%s:%s still accepts connections", host, port)
+			}
+			return nil
+		})
 	})
 
 	t.Run("tear-down leaves nothing behind", func(t *testing.T) {

@@ -46,6 +46,7 @@ type Cluster struct {
 	log     *slog.Logger
 	cg      *cgroup
 	fwd     *forwarder
+	lbs     *loadBalancers
 	cp      []*process // etcd, apiserver, controller-manager, scheduler
 	nodes   []*process // kubelets and kube-proxies
 	stopped bool
@@ -118,6 +119,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (c *Cluster, err e
 	}
 	if err := c.waitReady(ctx); err != nil {
 		return c, err
+	}
+	c.lbs = &loadBalancers{client: c.Client, index: cfg.Index, fabric: netnsPath(fabricNS(cfg.Name)), node: c.p.nodeAddr[0], log: log}
+	if err := c.lbs.start(); err != nil {
+		return c, fmt.Errorf("load balancer emulation: %w", err)
 	}
 	st := State{Name: cfg.Name, PID: os.Getpid(), Nodes: cfg.Nodes, APIPort: cfg.APIPort, Kubeconfig: c.Kubeconfig, Started: time.Now()}
 	data, _ := json.MarshalIndent(st, "", "  ")
@@ -386,6 +391,9 @@ func (c *Cluster) Stop() error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if c.lbs != nil {
+		c.lbs.close()
 	}
 	for i := len(c.cp) - 1; i >= 0; i-- {
 		c.cp[i].stop(10 * time.Second)
