@@ -45,7 +45,13 @@ step "Deploy Bookinfo (samples/bookinfo/platform/kube/bookinfo.yaml, as in Istio
 step "Call productpage from inside the cluster (the tutorial's check)"
 ratings=$("$kubectl" get pod -l app=ratings -o jsonpath='{.items[0].metadata.name}')
 echo "\$ kubectl exec $ratings -c ratings -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'"
-"$kubectl" exec "$ratings" -c ratings -- curl -sS productpage:9080/productpage | grep -o "<title>.*</title>"
+# Ready is reported once the process runs (the sample has no readiness
+# probe), which can be a moment before it listens: retry briefly.
+for i in $(seq 1 20); do
+	"$kubectl" exec "$ratings" -c ratings -- curl -sS productpage:9080/productpage 2>/dev/null | grep -o "<title>.*</title>" && break
+	((i == 20)) && { echo "productpage does not answer" >&2; exit 1; }
+	sleep 0.5
+done
 
 step "Enrol the namespace: no pod restarts; each node agent captures its pods with eBPF"
 "$kubectl" label namespace default istio.io/dataplane-mode=ambient --overwrite
@@ -73,6 +79,25 @@ echo "istio_tcp_connections_opened_total on productpage's node agent ($pp_node:1
 "$kubectl" exec deploy/curl -- curl -sS "http://$pp_node:15020/metrics" |
 	grep '^istio_tcp_connections_opened_total' | grep 'destination_workload="productpage-v1"' |
 	grep -o 'source_principal="[^"]*"\|connection_security_policy="[^"]*"\|reporter="[^"]*"' | paste -sd' ' | head -3
+
+step "Expose Bookinfo through the ingress gateway (charts/gateway and the tutorial's bookinfo-gateway.yaml, unchanged)"
+"$helm" upgrade --install weft-ingress charts/gateway -n weft-ingress --create-namespace
+"$kubectl" -n weft-ingress rollout status deployment/weft-ingress --timeout=120s
+"$kubectl" apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
+for i in $(seq 1 30); do
+	INGRESS_HOST=$("$kubectl" -n weft-ingress get service weft-ingress -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+	[[ -n $INGRESS_HOST ]] && break
+	sleep 1
+done
+INGRESS_PORT=$("$kubectl" -n weft-ingress get service weft-ingress -o jsonpath='{.spec.ports[?(@.name=="http2")].port}')
+echo "\$ export INGRESS_HOST=\$(kubectl -n weft-ingress get service weft-ingress -o jsonpath='{.status.loadBalancer.ingress[0].ip}')   # $INGRESS_HOST"
+echo "\$ export INGRESS_PORT=\$(kubectl -n weft-ingress get service weft-ingress -o jsonpath='{.spec.ports[?(@.name==\"http2\")].port}')   # $INGRESS_PORT"
+echo "\$ curl -s http://\$INGRESS_HOST:\$INGRESS_PORT/productpage | grep -o '<title>.*</title>'"
+for i in $(seq 1 30); do
+	curl -sS -m 5 "http://$INGRESS_HOST:$INGRESS_PORT/productpage" 2>/dev/null | grep -o "<title>.*</title>" && break
+	sleep 1
+done
+echo "an unmatched path: HTTP $(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$INGRESS_HOST:$INGRESS_PORT/no-such-page")"
 
 versions() { # versions <n> [user]: which reviews versions answer n requests
 	local hdr=""
@@ -119,6 +144,7 @@ The cluster is running. Try:
   export PATH=$KUBE_ASSETS:\$PATH      # kubectl and helm matching the cluster (v1.37)
   kubectl get pods -o wide
   kubectl exec deploy/curl -- curl -sS productpage:9080/productpage | grep -o '<title>.*</title>'
+  curl -s http://$INGRESS_HOST:$INGRESS_PORT/productpage | grep -o '<title>.*</title>'   # through the ingress gateway
   kubectl logs deploy/productpage-v1
   kubectl -n weft-system logs ds/weft-node-agent   # one JSON access-log line per connection
   $BIN/weftctl node-config workloads --node node-0 # what a node agent knows
