@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -100,6 +101,16 @@ not answer).`,
 						Node: p.Spec.NodeName, Gateway: p.Labels[waypoint.LabelGatewayName], Ready: podReady(&p)})
 				}
 			}
+			gws, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: GatewaySelector})
+			if err != nil {
+				return fmt.Errorf("list gateway pods: %w", err)
+			}
+			for _, p := range gws.Items {
+				if p.DeletionTimestamp == nil {
+					expected = append(expected, proxystatus.Expected{Kind: proxystatus.Gateway, Namespace: p.Namespace, Pod: p.Name,
+						Node: p.Spec.NodeName, ServiceAccount: cmp.Or(p.Spec.ServiceAccountName, "default"), Ready: podReady(&p)})
+				}
+			}
 			wg.Wait()
 			r := proxystatus.Build(expected, replicas, o.now())
 			for _, e := range r.Errors {
@@ -109,6 +120,9 @@ not answer).`,
 		},
 	}
 }
+
+// GatewaySelector selects the pods of charts/gateway (ingress and egress).
+const GatewaySelector = "app.kubernetes.io/part-of=weft,app.kubernetes.io/component in (ingress-gateway,egress-gateway,gateway)"
 
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {

@@ -53,24 +53,29 @@ const (
 const (
 	NodeAgent = "node-agent"
 	Waypoint  = "waypoint"
+	Gateway   = "gateway" // ingress and egress gateways (charts/gateway)
 	Other     = "other"
 )
 
 // Expected is a pod that should hold an xDS stream.
 type Expected struct {
-	Kind      string // NodeAgent or Waypoint
-	Namespace string
-	Pod       string
-	Node      string // the pod's node
-	Gateway   string // waypoints: the Gateway
-	Ready     bool
+	Kind           string // NodeAgent, Waypoint or Gateway
+	Namespace      string
+	Pod            string
+	Node           string // the pod's node
+	Gateway        string // waypoints: the Gateway
+	ServiceAccount string // gateways: the pod's service account
+	Ready          bool
 }
 
 // NodeID is the xDS node ID the pod connects with (node-agent/agent,
 // waypoint/README.md).
 func (e Expected) NodeID() string {
-	if e.Kind == NodeAgent {
+	switch e.Kind {
+	case NodeAgent:
 		return "node-agent~" + e.Node
+	case Gateway:
+		return "gateway~" + e.Namespace + "/" + e.ServiceAccount + "~" + e.Pod
 	}
 	return "waypoint~" + e.Namespace + "/" + e.Gateway + "~" + e.Pod
 }
@@ -201,6 +206,8 @@ func kindOf(id string) string {
 		return NodeAgent
 	case strings.HasPrefix(id, "waypoint~"):
 		return Waypoint
+	case strings.HasPrefix(id, "gateway~"):
+		return Gateway
 	}
 	return Other
 }

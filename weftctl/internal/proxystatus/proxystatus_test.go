@@ -33,6 +33,7 @@ func TestBuild(t *testing.T) {
 		agent("node-2", "weft-node-agent-c", false),
 		{Kind: Waypoint, Namespace: "default", Pod: "waypoint-1", Node: "node-1", Gateway: "waypoint", Ready: true},
 		{Kind: Waypoint, Namespace: "default", Pod: "waypoint-2", Node: "node-0", Gateway: "waypoint", Ready: true},
+		{Kind: Gateway, Namespace: "weft-ingress", Pod: "weft-ingress-1", Node: "node-0", ServiceAccount: "weft-ingress", Ready: true},
 	}
 	connected := now.Add(-time.Minute)
 	replicas := []Replica{
@@ -47,6 +48,7 @@ func TestBuild(t *testing.T) {
 		{Pod: "weft-control-2", Syncz: &Syncz{Pod: "weft-control-2", Clients: []ClientStatus{
 			{Node: "node-agent~node-1", Connected: connected, Types: []TypeStatus{{Type: addr, Acked: "7", Latest: "9"}}},
 			{Node: "grpc~client-1", Connected: connected, Synced: true, Types: []TypeStatus{{Type: lds, Acked: "5-x", Latest: "5-x"}}},
+			{Node: "gateway~weft-ingress/weft-ingress~weft-ingress-1", Connected: connected, Synced: true, Types: []TypeStatus{{Type: lds, Acked: "6-y", Latest: "6-y"}}},
 		}}},
 	}
 	r := Build(expected, replicas, now)
@@ -55,6 +57,7 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `KIND        NAME                           NODE    STATUS                         VERSIONS (ACKED/LATEST)     CONTROL PLANE   CONNECTED
+gateway     weft-ingress/weft-ingress-1    node-0  SYNCED                         LDS 6-y                     weft-control-2  1m0s
 node-agent  weft-system/weft-node-agent-a  node-0  SYNCED                         Address 9, Authorization 0  weft-control-1  1m0s
 node-agent  weft-system/weft-node-agent-b  node-1  STALE                          Address 7/9                 weft-control-2  1m0s
 node-agent  weft-system/weft-node-agent-c  node-2  NOT CONNECTED (pod not ready)  -                           -               -
