@@ -65,7 +65,9 @@ type Options struct {
 	// WaypointTracingEndpoint is the OTLP/HTTP endpoint waypoints send
 	// spans to (empty: no spans); see deploy.Config.TracingEndpoint.
 	WaypointTracingEndpoint string
-	Log                     *slog.Logger
+	// Dashboard serves the live mesh page on the monitoring port.
+	Dashboard bool
+	Log       *slog.Logger
 }
 
 // Run serves until ctx ends.
@@ -117,7 +119,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ready := &readiness{}
 	syncz := &syncz{pod: o.PodName}
-	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz)
+	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, dashboardRoutes(ctx, o, cluster))
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
@@ -396,8 +398,11 @@ type readiness struct{ ok atomic.Bool }
 func (r *readiness) set()   { r.ok.Store(true) }
 func (r *readiness) unset() { r.ok.Store(false) }
 
-func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, syncz *syncz) *http.Server {
+func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, syncz *syncz, routes ...func(*http.ServeMux)) *http.Server {
 	mux := http.NewServeMux()
+	for _, r := range routes {
+		r(mux)
+	}
 	mux.Handle("GET /debug/syncz", syncz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

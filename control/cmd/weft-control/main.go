@@ -63,6 +63,7 @@ func main() {
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
 	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
+	f.BoolVar(&opts.Dashboard, "dashboard", true, "serve the live mesh dashboard on the monitoring address (/dashboard; scrapes the node agents and waypoints only while it is viewed)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-control:", err)

@@ -1,0 +1,234 @@
+package dashboard
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var (
+	agentA = Target{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "weft-node-agent-a", Node: "node-0"}
+	agentB = Target{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "weft-node-agent-b", Node: "node-1"}
+	wp     = Target{Kind: KindWaypoint, Namespace: "default", Pod: "waypoint-abc", Workload: "waypoint"}
+	agentC = Target{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "weft-node-agent-c", Node: "node-2"}
+)
+
+func scrape(t *testing.T, tg Target, at time.Time, file string) Scrape {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	samples, err := ParseMetrics(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Scrape{Target: tg, Time: at, Samples: samples}
+}
+
+func TestBuild(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1 := t0.Add(5 * time.Second)
+	prev := []Scrape{scrape(t, agentA, t0, "agent-a-1.prom"), scrape(t, agentB, t0, "agent-b-1.prom"), scrape(t, wp, t0, "waypoint-1.prom")}
+	cur := []Scrape{scrape(t, agentA, t1, "agent-a-2.prom"), scrape(t, agentB, t1, "agent-b-2.prom"), scrape(t, wp, t1, "waypoint-2.prom"),
+		{Target: agentC, Time: t1, Err: errors.New("connection refused")}}
+	g := Build(prev, cur, t1)
+
+	if g.WindowSeconds != 5 {
+		t.Errorf("window = %v, want 5", g.WindowSeconds)
+	}
+	want := map[string]Edge{
+		// Both proxies of the edge reported it: the destination's samples
+		// count, once.
+		"default/productpage-v1->default/details-v1": {Protocol: "tcp", Reporter: "destination", MTLS: MTLS,
+			ConnectionsPerSecond: 2, BytesPerSecond: 1200, OpenConnections: 2, Connections: 20, Bytes: 12000},
+		"outside/plain->default/productpage-v1": {Protocol: "tcp", Reporter: "destination", MTLS: Plaintext,
+			ConnectionsPerSecond: 1, BytesPerSecond: 400, Connections: 8, Bytes: 3200},
+		// No destination proxy: the source's samples; idle in the window,
+		// so the mark comes from all its series.
+		"default/productpage-v1->unknown": {Protocol: "tcp", Reporter: "source", MTLS: Plaintext, Connections: 1, Bytes: 30},
+		// The agent restarted (counters 100 -> 5): counted from zero, and
+		// the plaintext series from before the restart is gone.
+		"default/reviews-v2->default/ratings-v1": {Protocol: "tcp", Reporter: "destination", MTLS: MTLS,
+			ConnectionsPerSecond: 1, BytesPerSecond: 300, OpenConnections: 1, Connections: 5, Bytes: 1500},
+		// HTTP from the waypoint: 90 OK and 10 errors in 5 s.
+		"default/productpage-v1->default/reviews-v2": {Protocol: "http", MTLS: MTLS,
+			RequestsPerSecond: 20, ErrorRate: 0.1, Requests: 200, Errors: 10},
+	}
+	if len(g.Edges) != len(want) {
+		t.Errorf("%d edges, want %d: %+v", len(g.Edges), len(want), g.Edges)
+	}
+	for _, e := range g.Edges {
+		w, ok := want[e.ID]
+		if !ok {
+			t.Errorf("unexpected edge %+v", e)
+			continue
+		}
+		w.ID, w.Source, w.Destination = e.ID, e.Source, e.Destination
+		if !sameEdge(e, w) {
+			t.Errorf("edge %s:\n got %+v\nwant %+v", e.ID, e, w)
+		}
+	}
+	var ids []string
+	for _, n := range g.Nodes {
+		ids = append(ids, n.ID)
+	}
+	wantNodes := []string{"default/details-v1", "default/productpage-v1", "default/ratings-v1", "default/reviews-v2", "outside/plain", "unknown"}
+	if len(ids) != len(wantNodes) {
+		t.Fatalf("nodes %v, want %v", ids, wantNodes)
+	}
+	for i := range ids {
+		if ids[i] != wantNodes[i] {
+			t.Errorf("nodes %v, want %v", ids, wantNodes)
+			break
+		}
+	}
+	if len(g.Targets) != 4 {
+		t.Fatalf("targets %+v", g.Targets)
+	}
+	var failed int
+	for _, st := range g.Targets {
+		if !st.OK {
+			failed++
+			if st.Pod != agentC.Pod || st.Error == "" {
+				t.Errorf("failed target %+v", st)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d failed targets, want 1", failed)
+	}
+}
+
+func sameEdge(a, b Edge) bool {
+	eq := func(x, y float64) bool { return math.Abs(x-y) < 1e-9 }
+	return a.ID == b.ID && a.Protocol == b.Protocol && a.Reporter == b.Reporter && a.MTLS == b.MTLS &&
+		eq(a.RequestsPerSecond, b.RequestsPerSecond) && eq(a.ErrorRate, b.ErrorRate) &&
+		eq(a.ConnectionsPerSecond, b.ConnectionsPerSecond) && eq(a.BytesPerSecond, b.BytesPerSecond) &&
+		eq(a.OpenConnections, b.OpenConnections) && eq(a.Requests, b.Requests) && eq(a.Errors, b.Errors) &&
+		eq(a.Connections, b.Connections) && eq(a.Bytes, b.Bytes)
+}
+
+func TestBuildFirstScrapeHasTotalsButNoRates(t *testing.T) {
+	t0 := time.Now()
+	g := Build(nil, []Scrape{scrape(t, agentA, t0, "agent-a-2.prom")}, t0)
+	if g.WindowSeconds != 0 {
+		t.Errorf("window = %v, want 0", g.WindowSeconds)
+	}
+	for _, e := range g.Edges {
+		if e.ConnectionsPerSecond != 0 || e.BytesPerSecond != 0 {
+			t.Errorf("edge %s has rates without a previous scrape: %+v", e.ID, e)
+		}
+		if e.ID == "default/productpage-v1->default/details-v1" && e.Connections != 20 {
+			t.Errorf("total connections = %v, want 20", e.Connections)
+		}
+	}
+}
+
+func TestBuildMTLSMarks(t *testing.T) {
+	lbl := func(sec string) map[string]string {
+		return map[string]string{"reporter": "destination", "source_workload": "a", "source_workload_namespace": "default",
+			"destination_workload": "waypoint", "destination_workload_namespace": "default", "connection_security_policy": sec}
+	}
+	t0 := time.Now()
+	t1 := t0.Add(time.Second)
+	for _, tc := range []struct {
+		name      string
+		prev, cur []Sample
+		want      string
+	}{
+		{"all mutual TLS", nil, []Sample{{metricTCPOpened, lbl("mutual_tls"), 1}}, MTLS},
+		{"none", nil, []Sample{{metricTCPOpened, lbl("none"), 1}}, Plaintext},
+		{"both active", nil, []Sample{{metricTCPOpened, lbl("none"), 1}, {metricTCPOpened, lbl("mutual_tls"), 1}}, Mixed},
+		{"plaintext in the past, mTLS now",
+			[]Sample{{metricTCPOpened, lbl("none"), 4}, {metricTCPOpened, lbl("mutual_tls"), 1}},
+			[]Sample{{metricTCPOpened, lbl("none"), 4}, {metricTCPOpened, lbl("mutual_tls"), 3}}, MTLS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := Build([]Scrape{{Target: wp, Time: t0, Samples: tc.prev}}, []Scrape{{Target: wp, Time: t1, Samples: tc.cur}}, t1)
+			if len(g.Edges) != 1 || g.Edges[0].MTLS != tc.want {
+				t.Fatalf("edges %+v, want one marked %s", g.Edges, tc.want)
+			}
+			for _, n := range g.Nodes {
+				if n.Waypoint != (n.ID == "default/waypoint") {
+					t.Errorf("node %+v: waypoint mark wrong", n)
+				}
+			}
+		})
+	}
+}
+
+func TestTargetsOnlyWeftProxies(t *testing.T) {
+	pod := func(ns, name, sa, ip string, phase corev1.PodPhase, labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+			Spec:   corev1.PodSpec{ServiceAccountName: sa, NodeName: "node-0"},
+			Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
+	}
+	wpLabels := map[string]string{labelAppName: waypointApp, labelManagedBy: waypointManager, labelGatewayName: "waypoint"}
+	pods := []*corev1.Pod{
+		pod("weft-system", "agent-1", "weft-node-agent", "10.0.0.1", corev1.PodRunning, nil),
+		pod("weft-system", "agent-pending", "weft-node-agent", "", corev1.PodPending, nil),
+		pod("default", "agent-impostor", "weft-node-agent", "10.1.0.9", corev1.PodRunning, nil),
+		pod("default", "waypoint-1", "waypoint", "fd00::5", corev1.PodRunning, wpLabels),
+		pod("default", "fake-waypoint", "x", "10.1.0.8", corev1.PodRunning, map[string]string{labelAppName: waypointApp}),
+		pod("default", "productpage", "bookinfo-productpage", "10.1.0.7", corev1.PodRunning, nil),
+	}
+	got := Targets(pods, "weft-system", "weft-node-agent")
+	want := []Target{
+		{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "agent-1", Node: "node-0", URL: "http://10.0.0.1:15020/metrics"},
+		{Kind: KindWaypoint, Namespace: "default", Pod: "waypoint-1", Node: "node-0", Workload: "waypoint", URL: "http://[fd00::5]:15020/metrics"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("targets %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("target %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestParseMetricsRejectsGarbage(t *testing.T) {
+	if _, err := ParseMetrics(strings.NewReader("istio_tcp_connections_opened_total{a=\"b\" 1\n")); err == nil {
+		t.Fatal("want a parse error")
+	}
+}
+
+// TestBuildRealScrapes uses two node agents' /metrics as scraped from the
+// e2e cluster (TestDashboard) with Bookinfo enrolled and a client outside
+// the mesh.
+func TestBuildRealScrapes(t *testing.T) {
+	now := time.Now()
+	g := Build(nil, []Scrape{scrape(t, agentA, now, "real-node-agent-a.prom"), scrape(t, agentB, now, "real-node-agent-b.prom")}, now)
+	got := map[string]Edge{}
+	for _, e := range g.Edges {
+		got[e.ID] = e
+	}
+	for _, w := range []Edge{
+		// curl and productpage are on different nodes: both agents report
+		// (source 8, destination 16 when scraped); the destination counts.
+		{ID: "default/curl->default/productpage-v1", Reporter: "destination", MTLS: MTLS, Connections: 16},
+		{ID: "default/productpage-v1->default/details-v1", Reporter: "destination", MTLS: MTLS, Connections: 2},
+		// Only the source had reported this edge when scraped.
+		{ID: "default/reviews-v2->default/ratings-v1", Reporter: "source", MTLS: MTLS, Connections: 1},
+		{ID: "outside/plain->default/productpage-v1", Reporter: "destination", MTLS: Plaintext, Connections: 2},
+	} {
+		e, ok := got[w.ID]
+		if !ok {
+			t.Errorf("no edge %s in %v", w.ID, g.Edges)
+			continue
+		}
+		if e.Reporter != w.Reporter || e.MTLS != w.MTLS || e.Connections != w.Connections || e.Protocol != "tcp" {
+			t.Errorf("edge %s: got reporter %s, %s, %v connections, %s; want %s, %s, %v, tcp",
+				w.ID, e.Reporter, e.MTLS, e.Connections, e.Protocol, w.Reporter, w.MTLS, w.Connections)
+		}
+	}
+}

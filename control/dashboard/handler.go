@@ -1,0 +1,29 @@
+package dashboard
+
+import (
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+//go:embed index.html
+var page []byte
+
+// Register adds GET /dashboard (the page) and GET /dashboard/api/graph
+// (the graph as JSON) to mux.
+func Register(mux *http.ServeMux, s *Scraper) {
+	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		// Everything is inline; nothing may be loaded from elsewhere.
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Write(page)
+	})
+	mux.HandleFunc("GET /dashboard/api/graph", func(w http.ResponseWriter, r *http.Request) {
+		g := s.Graph(r.Context(), 3*time.Second)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(g)
+	})
+}

@@ -1,0 +1,373 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+)
+
+// The edges the dashboard must show and their marks: Bookinfo's (any
+// version of reviews that got traffic) with mTLS, and a client outside the
+// mesh calling enrolled productpage (PERMISSIVE), which the destination's
+// node agent reports as plaintext.
+var dashboardEdges = []struct {
+	id   *regexp.Regexp
+	mtls string
+}{
+	{regexp.MustCompile(`^default/productpage-v1->default/details-v1$`), "mtls"},
+	{regexp.MustCompile(`^default/productpage-v1->default/reviews-v[123]$`), "mtls"},
+	{regexp.MustCompile(`^default/reviews-v[23]->default/ratings-v1$`), "mtls"},
+	{regexp.MustCompile(`^outside/plain->default/productpage-v1$`), "plaintext"},
+}
+
+// TestDashboard is issue #6's dashboard proof: weftctl dashboard forwards
+// to weft-control's monitoring port, and the page, loaded in headless
+// Chromium, shows Bookinfo's edges marked mTLS with rates above zero and a
+// plaintext edge from a client outside the mesh marked plaintext.
+func TestDashboard(t *testing.T) {
+	chromium, err := exec.LookPath("chromium-headless-shell")
+	if err != nil {
+		msg := "chromium-headless-shell not in PATH (apt-get install chromium-headless-shell): the page is checked in a real browser"
+		if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	e := startCluster(t, "e2edash", 2, 8)
+	root := repoRoot()
+	e.installControlPlane(t)
+	e.installNodeAgent(t)
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
+	e.applyYAML(t, plainClient)
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")
+	e.mustKubectl(t, "-n", "outside", "wait", "--for=condition=Available", "deployment/plain", "--timeout=120s")
+
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
+	eventually(t, "every Bookinfo pod and curl enrolled", 60*time.Second, func() error {
+		n := 0
+		for _, node := range []string{"node-0", "node-1"} {
+			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
+			if err != nil {
+				return err
+			}
+			n += int(v)
+		}
+		if n != 7 {
+			return fmt.Errorf("%d pods enrolled, want 7", n)
+		}
+		return nil
+	})
+
+	// Steady traffic while the dashboard measures: concurrent requests, so
+	// productpage and reviews keep opening connections (their HTTP clients
+	// keep only two idle ones per host).
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	e.load(t, loadCtx, "default", "deploy/curl", 8)
+	e.load(t, loadCtx, "outside", "deploy/plain", 1)
+
+	url, stderr := e.startDashboard(t)
+	t.Logf("weftctl dashboard printed %s", url)
+
+	start := time.Now()
+	var g dashGraph
+	eventually(t, "the graph API shows the edges with rates", 90*time.Second, func() error {
+		g = dashGraph{}
+		if err := getJSON(strings.TrimSuffix(url, "/dashboard")+"/dashboard/api/graph", &g); err != nil {
+			return err
+		}
+		return checkEdges(g.edges())
+	})
+	t.Logf("edges with rates after %s; targets: %s", time.Since(start).Round(100*time.Millisecond), g.targetSummary())
+
+	t.Run("the page in headless Chromium shows the edges and their mTLS marks", func(t *testing.T) {
+		var edges []dashEdge
+		attempts, start := 0, time.Now()
+		eventually(t, "the rendered page shows the edges", 90*time.Second, func() error {
+			attempts++
+			dom, err := dumpDOM(chromium, url)
+			if err != nil {
+				return err
+			}
+			rows, svg, err := domEdges(dom)
+			if err != nil {
+				return err
+			}
+			if len(rows) != len(svg) {
+				return fmt.Errorf("%d table rows but %d graph edges", len(rows), len(svg))
+			}
+			edges = rows
+			return checkEdges(rows)
+		})
+		t.Logf("page loaded %d time(s) in %s", attempts, time.Since(start).Round(100*time.Millisecond))
+		for _, e := range edges {
+			t.Logf("edge %-50s %-9s %-4s %.2f conn/s %.0f B/s", e.ID, e.MTLS, e.Protocol, e.CPS, e.BPS)
+		}
+	})
+
+	t.Run("weftctl dashboard forwards to the other replica when its replica goes away", func(t *testing.T) {
+		m := regexp.MustCompile(`to weft-system/(\S+) port 15014`).FindStringSubmatch(stderr.String())
+		if m == nil {
+			t.Fatalf("weftctl did not say which replica it forwards to:\n%s", stderr.String())
+		}
+		start := time.Now()
+		e.mustKubectl(t, "-n", controlNS, "delete", "pod", m[1], "--wait=false")
+		eventually(t, "the same URL serves the graph again", 90*time.Second, func() error {
+			var g dashGraph
+			err := getJSON(strings.TrimSuffix(url, "/dashboard")+"/dashboard/api/graph", &g)
+			if !strings.Contains(stderr.String(), "again") {
+				return fmt.Errorf("not forwarding to another replica yet (%v):\n%s", err, stderr.String())
+			}
+			return err
+		})
+		t.Logf("replica %s deleted; the URL answered again after %s:\n%s", m[1], time.Since(start).Round(100*time.Millisecond), stderr.String())
+	})
+}
+
+// plainClient runs curl in a namespace that is not enrolled.
+const plainClient = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: outside
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: plain
+  namespace: outside
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: plain}
+  template:
+    metadata:
+      labels: {app: plain}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: curl
+        image: curlimages/curl
+        command: ["/bin/sleep", "infinity"]
+`
+
+// load runs parallel loops of curl to productpage in a pod until ctx ends
+// (and at most 10 minutes, so nothing outlives a killed test for long).
+func (e *env) load(t *testing.T, ctx context.Context, ns, target string, parallel int) {
+	t.Helper()
+	script := fmt.Sprintf(`end=$(( $(date +%%s) + 600 )); while [ $(date +%%s) -lt $end ]; do
+for i in $(seq %d); do curl -s -o /dev/null -m 5 http://productpage.default:9080/productpage & done; wait; sleep 0.2; done`, parallel)
+	cmd := exec.CommandContext(ctx, filepath.Join(assetsDir(), "kubectl"), "-n", ns, "exec", target, "--", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// startDashboard runs `weftctl dashboard --port 0` and returns the URL it
+// prints and its stderr; the process is killed when the test ends.
+func (e *env) startDashboard(t *testing.T) (string, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir(), "weftctl"), "dashboard", "--port", "0")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("weftctl dashboard stderr:\n%s", stderr.String())
+		}
+	})
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			select {
+			case line <- sc.Text():
+			default:
+			}
+		}
+	}()
+	select {
+	case l := <-line:
+		m := regexp.MustCompile(`^Weft dashboard: (http://127\.0\.0\.1:\d+/dashboard)$`).FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("weftctl dashboard printed %q", l)
+		}
+		return m[1], stderr
+	case <-time.After(60 * time.Second):
+		t.Fatalf("weftctl dashboard printed no URL within 60s; stderr:\n%s", stderr.String())
+	}
+	return "", nil
+}
+
+// lockedBuffer is a bytes.Buffer written by a process and read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type dashEdge struct {
+	ID       string  `json:"id"`
+	MTLS     string  `json:"mtls"`
+	Protocol string  `json:"protocol"`
+	CPS      float64 `json:"connectionsPerSecond"`
+	BPS      float64 `json:"bytesPerSecond"`
+}
+
+type dashGraph struct {
+	Edges   []dashEdge `json:"edges"`
+	Targets []struct {
+		Kind  string `json:"kind"`
+		Pod   string `json:"pod"`
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	} `json:"targets"`
+}
+
+func (g dashGraph) edges() []dashEdge { return g.Edges }
+
+func (g dashGraph) targetSummary() string {
+	var parts []string
+	for _, t := range g.Targets {
+		s := t.Kind + " " + t.Pod + " ok"
+		if !t.OK {
+			s = t.Kind + " " + t.Pod + ": " + t.Error
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// checkEdges wants every edge of dashboardEdges with its mark, and for
+// each pattern one edge with traffic in the last interval: connections
+// opened or bytes (counted when connections close) at a rate above zero.
+func checkEdges(edges []dashEdge) error {
+	for _, w := range dashboardEdges {
+		found := false
+		for _, e := range edges {
+			if !w.id.MatchString(e.ID) {
+				continue
+			}
+			if e.MTLS != w.mtls {
+				return fmt.Errorf("edge %s is marked %q, want %q", e.ID, e.MTLS, w.mtls)
+			}
+			found = found || e.CPS > 0 || e.BPS > 0
+		}
+		if !found {
+			var all []string
+			for _, e := range edges {
+				all = append(all, fmt.Sprintf("%s (%s, %.2f conn/s, %.0f B/s)", e.ID, e.MTLS, e.CPS, e.BPS))
+			}
+			return fmt.Errorf("no edge %s with a rate > 0; edges: %v", w.id, all)
+		}
+	}
+	return nil
+}
+
+func getJSON(url string, v any) error {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return json.Unmarshal(b, v)
+}
+
+// dumpDOM loads url in headless Chromium and returns the DOM after the
+// page's scripts ran (virtual time lets the timers fire; pending fetches
+// hold it back until they finish).
+func dumpDOM(chromium, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromium, "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir="+os.TempDir()+"/weft-e2e-chromium",
+		"--virtual-time-budget=15000", "--dump-dom", url)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s: %w: %s", chromium, err, tail(stderr.String(), 10))
+	}
+	return stdout.String(), nil
+}
+
+// domEdges reads the edges from the table rows and the SVG groups that
+// carry data-edge.
+func domEdges(dom string) (rows, svg []dashEdge, err error) {
+	doc, err := html.Parse(strings.NewReader(dom))
+	if err != nil {
+		return nil, nil, err
+	}
+	var walk func(n *html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode {
+			a := map[string]string{}
+			for _, at := range n.Attr {
+				a[at.Key] = at.Val
+			}
+			if id, ok := a["data-edge"]; ok {
+				e := dashEdge{ID: id, MTLS: a["data-mtls"], Protocol: a["data-protocol"]}
+				e.CPS, _ = strconv.ParseFloat(a["data-cps"], 64)
+				e.BPS, _ = strconv.ParseFloat(a["data-bps"], 64)
+				switch n.Data {
+				case "tr":
+					rows = append(rows, e)
+				case "g":
+					svg = append(svg, e)
+				}
+			}
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	if len(rows) == 0 {
+		return nil, nil, fmt.Errorf("the page has no edge rows; DOM:\n%s", tail(dom, 30))
+	}
+	return rows, svg, nil
+}
