@@ -35,8 +35,9 @@ func Uninstall(cfg Config) error {
 				errs = append(errs, err)
 			}
 		}
-		// The directory itself only if nothing else lives there.
-		if err := os.Remove(cfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		// The directory itself only if nothing else lives there and it is
+		// not a mount point (EBUSY: the hostPath volume of a cleanup pod).
+		if err := os.Remove(cfg.RunDir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EBUSY) {
 			errs = append(errs, fmt.Errorf("run directory: %w", err))
 		}
 	}

@@ -64,7 +64,7 @@ server's pods/portforward subresource, never by connecting to pods.`,
 	pf.StringVar(&o.WeftNamespace, "weft-namespace", envOr("WEFT_NAMESPACE", DefaultWeftNamespace), "namespace of weft-control and the node agents (env WEFT_NAMESPACE)")
 	pf.StringVarP(&o.Output, "output", "o", "table", "output format: table, json or yaml")
 	pf.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "give up after this long (including --wait)")
-	root.AddCommand(newVersion(o), newWaypoint(o), newNodeConfig(o), newProxyStatus(o), newAnalyze(o), newDashboard(o))
+	root.AddCommand(newVersion(o), newWaypoint(o), newNodeConfig(o), newProxyStatus(o), newAnalyze(o), newDashboard(o), newInstall(o), newUninstall(o))
 	return root
 }
 

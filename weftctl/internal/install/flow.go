@@ -1,0 +1,166 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Workload names the charts give weft-control's Deployment and the node
+// agents' DaemonSet.
+const (
+	ControlDeployment = "weft-control"
+	AgentDaemonSet    = "weft-node-agent"
+)
+
+// Installer installs and removes Weft's releases in Namespace.
+type Installer struct {
+	Helm      Helm
+	Kube      kubernetes.Interface
+	Charts    fs.FS // holds base/, control/, node-agent/
+	Namespace string
+	Timeout   time.Duration // whole operation, including waits
+	Progress  func(string)  // one line per step
+}
+
+// Install installs or upgrades the three releases in order with vals (per
+// component). With wait it waits for weft-control before installing the
+// agents (they need its CA), and for the agents at the end.
+func (in Installer) Install(ctx context.Context, vals map[Component]map[string]any, wait bool) ([]Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.Timeout)
+	defer cancel()
+	releases := Releases(in.Namespace)
+	charts := make([]*chart.Chart, len(releases))
+	// Load and validate everything first: a bad value for the node agents
+	// must not leave a half-upgraded mesh behind.
+	for i, r := range releases {
+		c, err := LoadChart(in.Charts, r.Chart)
+		if err != nil {
+			return nil, err
+		}
+		if err := Validate(c, vals[r.Component]); err != nil {
+			return nil, fmt.Errorf("values for %s (release %s): %w", r.Component, r.Name, err)
+		}
+		charts[i] = c
+	}
+	var out []Status
+	for i, r := range releases {
+		in.Progress(fmt.Sprintf("%s: installing chart %s %s into %s", r.Name, charts[i].Name(), charts[i].Metadata.Version, r.Namespace))
+		s, err := in.Helm.Apply(ctx, r, charts[i], vals[r.Component], in.Timeout)
+		if err != nil {
+			return out, err
+		}
+		in.Progress(fmt.Sprintf("%s: revision %d %s", r.Name, s.Revision, s.Status))
+		out = append(out, s)
+		if !wait {
+			continue
+		}
+		switch r.Component {
+		case Control:
+			err = WaitDeployment(ctx, in.Kube, r.Namespace, ControlDeployment, in.Progress)
+		case NodeAgent:
+			err = WaitDaemonSet(ctx, in.Kube, r.Namespace, AgentDaemonSet, in.Progress)
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// Validate checks vals against chart c's values.schema.json, as install
+// would, before anything is installed.
+func Validate(c *chart.Chart, vals map[string]any) error {
+	merged, err := chartutil.CoalesceValues(c, vals)
+	if err != nil {
+		return err
+	}
+	if err := chartutil.ValidateAgainstSchema(c, merged); err != nil {
+		return fmt.Errorf("rejected by the chart's values.schema.json:\n%w", err)
+	}
+	return nil
+}
+
+// UninstallResult is what weftctl uninstall did.
+type UninstallResult struct {
+	Releases []Status     `json:"releases"`
+	Nodes    []NodeResult `json:"nodes"`
+	// KeptCRDs is true when weft-base (the CRDs and so all mesh
+	// configuration) was left installed.
+	KeptCRDs bool `json:"keptCRDs"`
+}
+
+// Uninstall removes the node agents, cleans every node, then removes
+// weft-control, and weft-base only with purge. A node that could not be
+// cleaned fails it (ErrNodeCleanup) after the rest has run.
+func (in Installer) Uninstall(ctx context.Context, purge bool) (UninstallResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.Timeout)
+	defer cancel()
+	res := UninstallResult{KeptCRDs: !purge}
+	spec, selector, err := in.agentSpec(ctx)
+	if err != nil {
+		return res, err
+	}
+	var cleanErr error
+	for _, r := range UninstallOrder(in.Namespace, purge) {
+		in.Progress(fmt.Sprintf("%s: uninstalling from %s", r.Name, r.Namespace))
+		s, err := in.Helm.Uninstall(r, in.Timeout)
+		if err != nil {
+			return res, err
+		}
+		in.Progress(fmt.Sprintf("%s: %s", r.Name, s.Status))
+		res.Releases = append(res.Releases, s)
+		if r.Component != NodeAgent {
+			continue
+		}
+		if err := WaitPodsGone(ctx, in.Kube, r.Namespace, selector, in.Progress); err != nil {
+			return res, err
+		}
+		in.Progress(fmt.Sprintf("cleaning every node with %s (weft-node-agent uninstall)", spec.Image))
+		res.Nodes, cleanErr = CleanNodes(ctx, in.Kube, in.Namespace, spec, in.Progress)
+		if cleanErr != nil && !errors.Is(cleanErr, ErrNodeCleanup) {
+			return res, cleanErr
+		}
+	}
+	if !purge {
+		in.Progress("weft-base kept: its CRDs hold every VirtualService, AuthorizationPolicy, ... in the cluster (--purge removes it)")
+	}
+	return res, cleanErr
+}
+
+// agentSpec copies the running agents' image and host paths; with no
+// agents left it falls back to the node-agent chart's defaults.
+func (in Installer) agentSpec(ctx context.Context) (AgentSpec, string, error) {
+	ds, err := in.Kube.AppsV1().DaemonSets(in.Namespace).Get(ctx, AgentDaemonSet, metav1.GetOptions{})
+	if err == nil {
+		spec, err := AgentSpecFromDaemonSet(ds)
+		if err != nil {
+			return spec, "", err
+		}
+		sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+		if err != nil {
+			return spec, "", err
+		}
+		return spec, sel.String(), nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return AgentSpec{}, "", fmt.Errorf("get daemonset %s/%s: %w", in.Namespace, AgentDaemonSet, err)
+	}
+	c, err := LoadChart(in.Charts, "node-agent")
+	if err != nil {
+		return AgentSpec{}, "", err
+	}
+	img, _ := c.Values["image"].(map[string]any)
+	hub, _ := img["hub"].(string)
+	image := fmt.Sprintf("%s/node-agent:%s", hub, c.AppVersion())
+	in.Progress(fmt.Sprintf("no daemonset %s/%s: cleaning nodes with the chart's defaults (%s)", in.Namespace, AgentDaemonSet, image))
+	return DefaultAgentSpec(image), "app.kubernetes.io/name=" + AgentDaemonSet, nil
+}
