@@ -47,6 +47,8 @@ demo: build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh
 
 demo-down: ## Stop the demo cluster and remove everything it made
+	@pid=$(OUT)/clusters/$(DEMO_CLUSTER)/dashboard.pid; \
+	if [ -f $$pid ] && grep -q weftctl /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid
 	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
 	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
 

@@ -132,6 +132,24 @@ step "virtual-service-reviews-50-v3.yaml (50/50 between v1 and v3), 100 requests
 sleep 2
 versions 100
 
+step "The live mesh dashboard (weftctl dashboard, left running in the background)"
+# It port-forwards to weft-control through the API server; demo-down stops it.
+dash_pid=$state/dashboard.pid
+if [[ -f $dash_pid ]] && kill -0 "$(cat "$dash_pid")" 2>/dev/null; then
+	kill "$(cat "$dash_pid")" 2>/dev/null || true
+fi
+nohup "$BIN/weftctl" dashboard --port "${DASHBOARD_PORT:-15300}" >"$state/logs/dashboard.log" 2>&1 &
+echo $! >"$dash_pid"
+dash_url=""
+for i in $(seq 1 30); do
+	dash_url=$(grep -o 'http://[^ ]*/dashboard' "$state/logs/dashboard.log" 2>/dev/null || true)
+	[[ -n $dash_url ]] && break
+	sleep 0.5
+done
+# Traffic for the graph: a few pages through the ingress gateway and inside the mesh.
+for i in $(seq 1 20); do curl -sS -m 5 -o /dev/null "http://$INGRESS_HOST:$INGRESS_PORT/productpage" || true; done
+echo "dashboard: ${dash_url:-not started, see $state/logs/dashboard.log}"
+
 step "Mesh health: weftctl proxy-status and weftctl analyze"
 "$BIN/weftctl" proxy-status || true
 "$BIN/weftctl" analyze -n default || true
@@ -151,6 +169,7 @@ The cluster is running. Try:
   $BIN/weftctl waypoint list -A
   kubectl apply -f samples/bookinfo/networking/virtual-service-ratings-test-delay.yaml   # more of the tutorial
 
+  open ${dash_url:-http://127.0.0.1:15300/dashboard}   # live service graph (weftctl dashboard)
   $BIN/weft-cluster status --name $name
   make demo-down                     # stop it and remove everything it made
 EOT

@@ -118,6 +118,14 @@ func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now()}
 	rec.Source.Principal = spiffeString(req.Peer)
 	rec.Source.Workload, rec.Source.Namespace = parseBaggage(req.Baggage)
+	if rec.Source.Workload == "" {
+		// No baggage (a waypoint's or gateway's pooled tunnel carries none):
+		// the peer itself is the source, when the tunnel comes from a known
+		// workload with exactly the identity it proved.
+		if w := in.Store.Snapshot().WorkloadByIP(addrPort(req.RemoteAddr).Addr()); w != nil && w.Identity == req.Peer {
+			rec.Source = workloadInfo(w)
+		}
+	}
 	if rec.Source.Namespace == "" {
 		rec.Source.Namespace = namespaceOf(req.Peer)
 	}

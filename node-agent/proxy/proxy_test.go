@@ -464,3 +464,32 @@ func TestPlaintextClientToLocalServiceEndpoint(t *testing.T) {
 		t.Fatalf("strict: destination saw %d connections, want still 1", n)
 	}
 }
+
+// A waypoint's or gateway's pooled tunnel carries no baggage: the
+// destination then names the peer itself as the source, from its workload
+// entry, but only if the tunnel's identity is that workload's.
+func TestInboundSourceWithoutBaggageIsThePeer(t *testing.T) {
+	m := newMesh(t)
+	for _, tc := range []struct {
+		name     string
+		id       spiffeid.ID
+		workload string
+	}{{"the workload at the source IP", podD.id(), "d"}, {"an identity that is not the source IP's", podC.id(), "unknown"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &hbone.Dialer{SVID: m.ca.Issue(t, tc.id), Bundle: m.ca.Bundle(),
+				DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(podD.ip)}}).DialContext}
+			t.Cleanup(func() { d.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := d.Dial(ctx, ap(podB.ip, m.tunnelPort).String(), tlsconfig.AuthorizeID(podB.id()), m.echoB.addr.String(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			labels := map[string]string{"reporter": "destination", "source_principal": tc.id.String(), "source_workload": tc.workload, "destination_workload": "b"}
+			eventually(t, "inbound connection counted with source_workload="+tc.workload, func() bool {
+				return counter(t, m.b.reg, "istio_tcp_connections_opened_total", labels) == 1
+			})
+		})
+	}
+}
