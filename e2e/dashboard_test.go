@@ -60,20 +60,7 @@ func TestDashboard(t *testing.T) {
 	e.mustKubectl(t, "-n", "outside", "wait", "--for=condition=Available", "deployment/plain", "--timeout=120s")
 
 	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
-	eventually(t, "every Bookinfo pod and curl enrolled", 60*time.Second, func() error {
-		n := 0
-		for _, node := range []string{"node-0", "node-1"} {
-			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
-			if err != nil {
-				return err
-			}
-			n += int(v)
-		}
-		if n != 7 {
-			return fmt.Errorf("%d pods enrolled, want 7", n)
-		}
-		return nil
-	})
+	e.waitEnrolled(t, 7) // 6 Bookinfo pods and curl
 
 	// Steady traffic while the dashboard measures: concurrent requests, so
 	// productpage and reviews keep opening connections (their HTTP clients

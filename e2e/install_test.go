@@ -67,20 +67,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	e.mustKubectl(t, "patch", "deployment", "curl", "-p", fmt.Sprintf(`{"spec":{"template":{"spec":{"nodeName":%q}}}}`, other))
 	e.mustKubectl(t, "rollout", "status", "deployment/curl", "--timeout=120s")
 	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
-	eventually(t, "every Bookinfo pod and curl enrolled", 60*time.Second, func() error {
-		n := 0
-		for _, node := range []string{"node-0", "node-1"} {
-			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
-			if err != nil {
-				return err
-			}
-			n += int(v)
-		}
-		if n != 7 {
-			return fmt.Errorf("%d pods enrolled, want 7", n)
-		}
-		return nil
-	})
+	e.waitEnrolled(t, 7) // 6 Bookinfo pods and curl
 	if page := e.productpage(t, ""); !strings.Contains(page, "Book Reviews") {
 		t.Fatalf("productpage through the mesh: %s", pageSummary(page))
 	}

@@ -81,20 +81,7 @@ func TestNodeAgent(t *testing.T) {
 
 	start := time.Now()
 	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
-	eventually(t, "every Bookinfo pod enrolled by its node agent", 60*time.Second, func() error {
-		n := 0
-		for _, node := range []string{"node-0", "node-1"} {
-			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
-			if err != nil {
-				return err
-			}
-			n += int(v)
-		}
-		if n != 7 { // 6 Bookinfo pods and curl
-			return fmt.Errorf("%d pods enrolled, want 7", n)
-		}
-		return nil
-	})
+	e.waitEnrolled(t, 7) // 6 Bookinfo pods and curl
 	t.Logf("namespace labelled -> all 7 pods enrolled in %s (no pod restarted)", time.Since(start).Round(100*time.Millisecond))
 
 	t.Run("after enrolment only TLS crosses the fabric and the destination sees the client's identity", func(t *testing.T) {
@@ -412,6 +399,26 @@ func (e *env) installNodeAgent(t *testing.T) {
 	e.mustRun(t, "helm", "install", "weft-node-agent", filepath.Join(repoRoot(), "charts/node-agent"), "-n", controlNS)
 	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
 	t.Logf("node agents installed and ready in %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// waitEnrolled waits until the node agents of a two-node cluster report n
+// enrolled pods in all (weft_node_agent_enrolled_pods).
+func (e *env) waitEnrolled(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d pods enrolled by their node agents", n), 60*time.Second, func() error {
+		got := 0
+		for _, node := range []string{"node-0", "node-1"} {
+			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
+			if err != nil {
+				return err
+			}
+			got += int(v)
+		}
+		if got != n {
+			return fmt.Errorf("%d pods enrolled, want %d", got, n)
+		}
+		return nil
+	})
 }
 
 func nodeIndex(t *testing.T, node string) int {
