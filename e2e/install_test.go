@@ -129,8 +129,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if objs := e.mustKubectl(t, "-n", controlNS, "get", "deploy,ds,svc,sa,pdb,cm,secret", "-o", "name"); strings.Contains(objs, "weft-control") || strings.Contains(objs, "weft-node-agent") || strings.Contains(objs, "sh.helm.release") {
 		t.Errorf("objects left in %s:\n%s", controlNS, objs)
 	}
-	if cms, err := e.kubectl("get", "cm", "-A", "--field-selector=metadata.name=weft-ca-root-cert", "-o", "name"); err == nil && strings.TrimSpace(cms) != "" {
-		t.Logf("left by weft-control (not node state): %s", strings.Join(strings.Fields(cms), " "))
+	if cms := e.mustKubectl(t, "get", "cm", "-A", "--field-selector=metadata.name=weft-ca-root-cert", "-o", "name"); strings.TrimSpace(cms) != "" {
+		t.Errorf("trust bundle ConfigMaps left by weft-control: %s", strings.Join(strings.Fields(cms), " "))
 	}
 	for _, crd := range []string{"virtualservices.networking.istio.io", "authorizationpolicies.security.istio.io", "httproutes.gateway.networking.k8s.io"} {
 		e.mustKubectl(t, "get", "crd", crd)

@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weft-mesh/weft/control/ca"
 )
 
 // Workload names the charts give weft-control's Deployment and the node
@@ -130,10 +132,60 @@ func (in Installer) Uninstall(ctx context.Context, purge bool) (UninstallResult,
 			return res, cleanErr
 		}
 	}
+	// The control plane publishes the bundle while it runs: wait for it to
+	// be gone first.
+	if err := WaitPodsGone(ctx, in.Kube, in.Namespace, "app="+ControlDeployment, in.Progress); err != nil {
+		return res, err
+	}
+	if err := in.removePublished(ctx, purge); err != nil {
+		return res, err
+	}
 	if !purge {
 		in.Progress("weft-base kept: its CRDs hold every VirtualService, AuthorizationPolicy, ... in the cluster (--purge removes it)")
 	}
 	return res, cleanErr
+}
+
+// removePublished deletes what weft-control wrote outside its charts: the
+// trust bundle ConfigMap in every namespace (a reinstall publishes it
+// again) and, with purge, the self-signed root CA it created (never a
+// plug-in CA, Secret cacerts, which the user owns). Without purge the root
+// stays so that a reinstall keeps the mesh's trust anchor.
+func (in Installer) removePublished(ctx context.Context, purge bool) error {
+	managed := metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=weft-control", FieldSelector: "metadata.name=" + ca.BundleConfigMapName}
+	cms, err := in.Kube.CoreV1().ConfigMaps("").List(ctx, managed)
+	if err != nil {
+		return fmt.Errorf("list %s ConfigMaps: %w", ca.BundleConfigMapName, err)
+	}
+	n := 0
+	for _, cm := range cms.Items {
+		if cm.Name != ca.BundleConfigMapName {
+			continue
+		}
+		n++
+		if err := in.Kube.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+		}
+	}
+	in.Progress(fmt.Sprintf("removed the trust bundle ConfigMap %s from %d namespaces", ca.BundleConfigMapName, n))
+	if !purge {
+		return nil
+	}
+	root, err := in.Kube.CoreV1().Secrets(in.Namespace).Get(ctx, ca.RootSecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get Secret %s/%s: %w", in.Namespace, ca.RootSecretName, err)
+	case root.Labels["app.kubernetes.io/managed-by"] != "weft-control":
+		in.Progress(fmt.Sprintf("Secret %s/%s kept: weft-control did not create it", in.Namespace, ca.RootSecretName))
+		return nil
+	}
+	if err := in.Kube.CoreV1().Secrets(in.Namespace).Delete(ctx, ca.RootSecretName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete Secret %s/%s: %w", in.Namespace, ca.RootSecretName, err)
+	}
+	in.Progress(fmt.Sprintf("removed the mesh's root CA (Secret %s/%s)", in.Namespace, ca.RootSecretName))
+	return nil
 }
 
 // agentSpec copies the running agents' image and host paths; with no
