@@ -64,8 +64,12 @@ type Config struct {
 	// waits for a successor (a surge rollout's new agent) to be ready;
 	// ShutdownDrain how long it then lets its open connections finish.
 	HandoverWait, ShutdownDrain time.Duration
-	Log                         *slog.Logger
-	AccessLog                   io.Writer // one JSON line per connection; nil = none
+	// ReleasePods makes the agent enrol nothing and unenrol (drain) every
+	// pod: the first step of an uninstall (weftctl uninstall), so that no
+	// new connection waits for an agent that is going away.
+	ReleasePods bool
+	Log         *slog.Logger
+	AccessLog   io.Writer // one JSON line per connection; nil = none
 }
 
 func (c *Config) validate() error {
@@ -180,7 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	enroller := &Enroller{Capture: capture, Resolve: ResolveVeth, OpenConns: metrics.OpenFor,
-		DrainTimeout: cfg.DrainTimeout, Log: log}
+		DrainTimeout: cfg.DrainTimeout, KeepDraining: cfg.ReleasePods, Log: log}
 	if err := enroller.Recover(); err != nil {
 		log.Warn("recovering enrolment from pinned maps", "err", err)
 	}
@@ -227,6 +231,9 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	if cfg.ReleasePods {
+		log.Info("release mode: every pod on this node is unenrolled (new connections go direct) and none is enrolled; the mesh is being uninstalled")
+	}
 	log.Info("node agent started", "node", cfg.NodeName, "control", cfg.ControlAddress,
 		"ports", map[string]uint16{"outbound": cfg.OutboundPort, "inbound": cfg.InboundPort, "hbone": cfg.HBONEPort})
 
@@ -254,10 +261,14 @@ func Run(ctx context.Context, cfg Config) error {
 		if snap.Synced() && !superseded {
 			engine.Update(snap.Authorizations())
 			ids.Want(snap.IdentitiesOnNode(cfg.NodeName))
-			if err := enroller.Reconcile(LocalPods(snap, cfg.NodeName)); err != nil {
+			pods, vips := LocalPods(snap, cfg.NodeName), LocalServiceVIPs(snap, cfg.NodeName)
+			if cfg.ReleasePods {
+				pods, vips = nil, nil
+			}
+			if err := enroller.Reconcile(pods); err != nil {
 				log.Warn("enrolment", "err", err)
 			}
-			if err := capture.SetLocalServiceVIPs(LocalServiceVIPs(snap, cfg.NodeName)); err != nil {
+			if err := capture.SetLocalServiceVIPs(vips); err != nil {
 				log.Warn("service VIPs with local enrolled endpoints", "err", err)
 			}
 			if !ready.Load() {

@@ -95,6 +95,11 @@ type Enroller struct {
 	// DrainTimeout bounds how long a drained pod's connections are kept
 	// steered (default 5 minutes).
 	DrainTimeout time.Duration
+	// KeepDraining stops unenrolment at its first step: drained pods stay
+	// draining (their new connections go direct, connections a proxy owns
+	// stay steered to it). For an uninstall, where the connections belong
+	// to the previous agent, whose count this one cannot see.
+	KeepDraining bool
 	Log          *slog.Logger
 	Now          func() time.Time
 
@@ -254,6 +259,9 @@ func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
 			e.Log.Info("draining pod: new connections go direct", "ip", ip, "ifindex", p.ifindex)
 		}
 		// stateDraining
+		if e.KeepDraining {
+			continue
+		}
 		open := 0
 		if e.OpenConns != nil {
 			open = e.OpenConns(ip)

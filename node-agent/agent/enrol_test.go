@@ -141,6 +141,31 @@ func TestEnrolDrainUnenrol(t *testing.T) {
 	}
 }
 
+// An uninstall's agent (KeepDraining) recovers the enrolment from the pins
+// and drains every pod, and never takes the second step: the connections
+// still steered belong to the previous agent, which it cannot count.
+func TestKeepDrainingStopsAtTheFirstStep(t *testing.T) {
+	c, now := newFakeCapture(), time.Unix(1000, 0)
+	c.ifs[7], c.ips[ipA], c.attached[7] = bpf.FlagCapture, bpf.FlagCapture, true
+	e := newEnroller(c, routes{ipA: 7}, nil, &now)
+	e.KeepDraining = true
+	if err := e.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := e.Reconcile(nil); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(2 * time.Minute) // past DrainTimeout, nothing open here
+	}
+	if c.ips[ipA] != bpf.FlagDraining || c.ifs[7] != bpf.FlagDraining || !c.attached[7] {
+		t.Fatalf("A should stay draining: ifs %v ips %v attached %v", c.ifs, c.ips, c.attached)
+	}
+	if got := e.Enrolled(); len(got) != 0 {
+		t.Errorf("Enrolled() = %v, want none", got)
+	}
+}
+
 func TestRecoverAfterRestart(t *testing.T) {
 	c, now := newFakeCapture(), time.Unix(1000, 0)
 	first := newEnroller(c, routes{ipA: 7, ipB: 9}, nil, &now)

@@ -63,6 +63,7 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
+	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv("WEFT_RELEASE_PODS") == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env WEFT_RELEASE_PODS=true)")
 	f.DurationVar(&cfg.HandoverWait, "handover-wait", 5*time.Second, "when stopping, how long to keep serving while waiting for a successor agent on this node to be ready")
 	f.DurationVar(&cfg.ShutdownDrain, "shutdown-drain", 15*time.Second, "when handing over to a successor, how long open connections may take to finish before they are closed")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

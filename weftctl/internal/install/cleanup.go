@@ -38,7 +38,7 @@ func AgentSpecFromDaemonSet(ds *appsv1.DaemonSet) (AgentSpec, error) {
 	pod := ds.Spec.Template.Spec
 	var s AgentSpec
 	for _, c := range pod.Containers {
-		if c.Name == "node-agent" {
+		if c.Name == agentContainer {
 			s.Image, s.PullPolicy = c.Image, c.ImagePullPolicy
 		}
 	}

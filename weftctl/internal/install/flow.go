@@ -11,6 +11,7 @@ import (
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weft-mesh/weft/control/ca"
@@ -21,6 +22,11 @@ import (
 const (
 	ControlDeployment = "weft-control"
 	AgentDaemonSet    = "weft-node-agent"
+	// agentContainer is the agent's container in the DaemonSet, and
+	// ReleasePodsEnv the variable that switches it to release mode
+	// (weft-node-agent --release-pods).
+	agentContainer = "node-agent"
+	ReleasePodsEnv = "WEFT_RELEASE_PODS"
 )
 
 // Installer installs and removes Weft's releases in Namespace.
@@ -111,6 +117,9 @@ func (in Installer) Uninstall(ctx context.Context, purge bool) (UninstallResult,
 	if err != nil {
 		return res, err
 	}
+	if err := in.releasePods(ctx); err != nil {
+		return res, err
+	}
 	var cleanErr error
 	for _, r := range UninstallOrder(in.Namespace, purge) {
 		in.Progress(fmt.Sprintf("%s: uninstalling from %s", r.Name, r.Namespace))
@@ -186,6 +195,24 @@ func (in Installer) removePublished(ctx context.Context, purge bool) error {
 	}
 	in.Progress(fmt.Sprintf("removed the mesh's root CA (Secret %s/%s)", in.Namespace, ca.RootSecretName))
 	return nil
+}
+
+// releasePods is the first step of an uninstall: the agents are rolled
+// (surge and handover, like any update) to release mode, in which they
+// unenrol every pod: enrolled pods' new connections go direct from then on,
+// so none of them waits for an agent that is about to go (fail closed)
+// while the nodes are cleaned. Nothing to do without agents.
+func (in Installer) releasePods(ctx context.Context) error {
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"env":[{"name":%q,"value":"true"}]}]}}}}`, agentContainer, ReleasePodsEnv)
+	_, err := in.Kube.AppsV1().DaemonSets(in.Namespace).Patch(ctx, AgentDaemonSet, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "weftctl"})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("switch the node agents to release mode: %w", err)
+	}
+	in.Progress("node agents: release mode (every pod unenrolled; new connections go direct)")
+	return WaitDaemonSet(ctx, in.Kube, in.Namespace, AgentDaemonSet, in.Progress)
 }
 
 // agentSpec copies the running agents' image and host paths; with no

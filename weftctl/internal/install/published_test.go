@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -52,5 +53,30 @@ func TestRemovePublished(t *testing.T) {
 		if !slices.Equal(secrets, tc.secrets) {
 			t.Errorf("purge=%v: Secrets left %v, want %v", tc.purge, secrets, tc.secrets)
 		}
+	}
+}
+
+// The first step of an uninstall switches the agents to release mode on
+// their own container, and is a no-op when no agents are left.
+func TestReleasePods(t *testing.T) {
+	in := Installer{Kube: fake.NewClientset(), Namespace: "weft-system", Progress: func(string) {}}
+	if err := in.releasePods(context.Background()); err != nil {
+		t.Fatalf("without agents: %v", err)
+	}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "weft-system", Name: AgentDaemonSet},
+		Spec: appsv1.DaemonSetSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: agentContainer, Env: []corev1.EnvVar{{Name: "NODE_NAME", Value: "x"}}}, {Name: "other"}}}}},
+		Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 2, UpdatedNumberScheduled: 2, NumberAvailable: 2},
+	}
+	in.Kube = fake.NewClientset(ds)
+	if err := in.releasePods(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := in.Kube.AppsV1().DaemonSets("weft-system").Get(context.Background(), AgentDaemonSet, metav1.GetOptions{})
+	cs := got.Spec.Template.Spec.Containers
+	if len(cs) != 2 || len(cs[0].Env) != 2 || !slices.Contains(cs[0].Env, corev1.EnvVar{Name: ReleasePodsEnv, Value: "true"}) ||
+		!slices.Contains(cs[0].Env, corev1.EnvVar{Name: "NODE_NAME", Value: "x"}) || len(cs[1].Env) != 0 {
+		t.Fatalf("containers after the patch: %+v", cs)
 	}
 }
