@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -35,12 +36,15 @@ func renderGateway(t *testing.T, args ...string) []byte {
 	return out
 }
 
-// gatewayKinds are the only kinds the gateway chart may render: no RBAC,
-// the gateway needs no Kubernetes API access (its config comes over xDS).
+// gatewayKinds are the only kinds the gateway chart may render: its config
+// comes over xDS; its only API access is a namespaced Role to read the
+// Secrets its HTTPS servers name (no ClusterRole).
 var gatewayKinds = map[string]func() any{
-	"v1/ServiceAccount":  func() any { return &corev1.ServiceAccount{} },
-	"v1/Service":         func() any { return &corev1.Service{} },
-	"apps/v1/Deployment": func() any { return &appsv1.Deployment{} },
+	"v1/ServiceAccount":                        func() any { return &corev1.ServiceAccount{} },
+	"v1/Service":                               func() any { return &corev1.Service{} },
+	"apps/v1/Deployment":                       func() any { return &appsv1.Deployment{} },
+	"rbac.authorization.k8s.io/v1/Role":        func() any { return &rbacv1.Role{} },
+	"rbac.authorization.k8s.io/v1/RoleBinding": func() any { return &rbacv1.RoleBinding{} },
 }
 
 func decodeGateway(t *testing.T, out []byte) objects {
@@ -205,17 +209,42 @@ func TestGatewayDefaults(t *testing.T) {
 			t.Errorf("Service port %s targets %s: want an unprivileged port the container declares", p.Name, p.TargetPort.String())
 		}
 	}
-	var token *corev1.ServiceAccountTokenProjection
+	tokens := map[string]*corev1.ServiceAccountTokenProjection{} // by volume
 	for _, v := range pod.Spec.Volumes {
 		if v.Projected != nil {
 			for _, s := range v.Projected.Sources {
 				if s.ServiceAccountToken != nil {
-					token = s.ServiceAccountToken
+					tokens[v.Name] = s.ServiceAccountToken
 				}
 			}
 		}
 	}
-	if token == nil || token.Audience != "weft-ca" || token.Path != "token" {
+	if token := tokens["weft-token"]; token == nil || token.Audience != "weft-ca" || token.Path != "token" {
 		t.Errorf("projected CA token %+v, want audience weft-ca at token", token)
+	}
+	// The API token (default audience) for reading credentialName Secrets,
+	// where client-go's in-cluster config looks for it.
+	if token := tokens["kube-api-access"]; token == nil || token.Audience != "" || token.Path != "token" {
+		t.Errorf("projected API token %+v, want the API server audience at token", token)
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || (m.Name == "kube-api-access" && m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("kube-api-access is not mounted read-only where in-cluster clients read it: %+v", c.VolumeMounts)
+	}
+
+	// Least privilege: read Secrets of its own namespace, nothing else.
+	role := get[rbacv1.Role](t, objs, "Role", gatewayRelease)
+	if role.Namespace != gatewayNamespace || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].APIGroups, []string{""}) ||
+		!slices.Equal(role.Rules[0].Resources, []string{"secrets"}) || !slices.Equal(role.Rules[0].Verbs, []string{"get", "list", "watch"}) ||
+		len(role.Rules[0].ResourceNames) != 0 {
+		t.Errorf("Role %s/%s rules %+v, want get/list/watch on secrets only", role.Namespace, role.Name, role.Rules)
+	}
+	rb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", gatewayRelease)
+	if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != role.Name || len(rb.Subjects) != 1 ||
+		rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != gatewayRelease || rb.Subjects[0].Namespace != gatewayNamespace {
+		t.Errorf("RoleBinding %+v binds %+v, want the Role to the gateway's ServiceAccount", rb.RoleRef, rb.Subjects)
 	}
 }

@@ -115,4 +115,7 @@ func TestIngressGateway(t *testing.T) {
 			t.Fatalf("no %s in the gateway's metrics:\n%s", want, grepLines(m, "istio_requests_total"))
 		}
 	})
+
+	testIngressTLS(t, e, hosts)
+	testIngressGatewayAPI(t, e, hosts, port)
 }

@@ -38,6 +38,8 @@ type Cluster struct {
 	hasNetworking, hasHTTPRoute bool
 	// Istio Gateways (ingress gateway deployments), watched when served.
 	hasIstioGateway bool
+	// ServiceEntries (node agents and waypoints), watched when served.
+	hasServiceEntry bool
 	pods            cache.SharedIndexInformer
 }
 
@@ -78,6 +80,9 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 	if d.hasIstioGateway, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}); err != nil {
 		return nil, err
 	}
+	if d.hasServiceEntry, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"}); err != nil {
+		return nil, err
+	}
 	if d.hasHTTPRoute, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}); err != nil {
 		return nil, err
 	}
@@ -92,6 +97,9 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 	}
 	if !d.hasIstioGateway {
 		log.Warn("networking.istio.io/v1 Gateway not served: ingress gateways get no configuration until the control plane restarts")
+	}
+	if !d.hasServiceEntry {
+		log.Warn("networking.istio.io/v1 ServiceEntry not served: ServiceEntries are ignored until the control plane restarts")
 	}
 	if !d.hasHTTPRoute {
 		log.Warn("gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts")
@@ -133,6 +141,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	}
 	if d.hasIstioGateway {
 		infs = append(infs, d.istio.Networking().V1().Gateways().Informer())
+	}
+	if d.hasServiceEntry {
+		infs = append(infs, d.istio.Networking().V1().ServiceEntries().Informer())
 	}
 	return infs
 }
@@ -208,6 +219,11 @@ func (d *Cluster) Inputs() (workload.Inputs, error) {
 	}
 	if d.hasGateway {
 		if in.Gateways, err = d.gateway.Gateway().V1().Gateways().Lister().List(labels.Everything()); err != nil {
+			return in, err
+		}
+	}
+	if d.hasServiceEntry {
+		if in.ServiceEntries, err = d.istio.Networking().V1().ServiceEntries().Lister().List(labels.Everything()); err != nil {
 			return in, err
 		}
 	}

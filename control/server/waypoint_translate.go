@@ -26,6 +26,8 @@ func translateWaypoints(cfg workload.Config, in workload.Inputs, traffic discove
 		HTTPRoutes:            traffic.HTTPRoutes,
 		AuthorizationPolicies: in.AuthorizationPolicies,
 		Gateways:              traffic.IstioGateways,
+		IngressGateways:       in.Gateways,
+		ServiceEntries:        in.ServiceEntries,
 	})
 	groups := make(map[string]xds.Resources, len(out.Waypoints)+len(out.Gateways)+1)
 	for name, r := range out.Waypoints {

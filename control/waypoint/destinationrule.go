@@ -120,9 +120,7 @@ func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, 
 			od.MinHealthPercent != 0 || od.SplitExternalLocalOriginErrors || len(od.OutlierDetectionHttpErrorCodes) > 0) {
 			p("%s.outlierDetection: only consecutive5xxErrors, interval, baseEjectionTime and maxEjectionPercent are supported; the rest is ignored", path)
 		}
-		if tls != nil && tls.Mode != networkingapi.ClientTLSSettings_ISTIO_MUTUAL && tls.Mode != networkingapi.ClientTLSSettings_DISABLE {
-			p("%s.tls: mode %s is not supported (the mesh uses HBONE); ignored", path, tls.Mode)
-		}
+		checkTLS(p, path, tls)
 	}
 	check(path, tp.LoadBalancer, tp.OutlierDetection, tp.Tls)
 	for i, pl := range tp.PortLevelSettings {
@@ -142,6 +140,7 @@ type policy struct {
 	lb      *networkingapi.LoadBalancerSettings
 	pool    *networkingapi.ConnectionPoolSettings
 	outlier *networkingapi.OutlierDetection
+	tls     *networkingapi.ClientTLSSettings
 }
 
 // apply overrides p's fields with those tp sets, as Istio merges a subset's
@@ -159,6 +158,9 @@ func (p *policy) apply(tp *networkingapi.TrafficPolicy, port uint32) {
 	if tp.OutlierDetection != nil {
 		p.outlier = tp.OutlierDetection
 	}
+	if tp.Tls != nil {
+		p.tls = tp.Tls
+	}
 	for _, pl := range tp.PortLevelSettings {
 		if pl.GetPort().GetNumber() != port || port == 0 {
 			continue
@@ -171,6 +173,9 @@ func (p *policy) apply(tp *networkingapi.TrafficPolicy, port uint32) {
 		}
 		if pl.OutlierDetection != nil {
 			p.outlier = pl.OutlierDetection
+		}
+		if pl.Tls != nil {
+			p.tls = pl.Tls
 		}
 		break
 	}
@@ -301,6 +306,9 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 		}
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+	if p.tls.GetMode() == networkingapi.ClientTLSSettings_SIMPLE && !forGRPC {
+		c.TransportSocket = originateTLS(p.tls, ref.svc.fqdn)
+	}
 	if od := p.outlier; od != nil {
 		o := &clusterv3.OutlierDetection{}
 		if v := od.Consecutive_5XxErrors; v != nil {

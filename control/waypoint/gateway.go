@@ -34,8 +34,8 @@ import (
 //     match.port (the server port) included;
 //   - a request no route matches gets 404 (no default route).
 //
-// Departures: only HTTP servers (HTTP, HTTP2, GRPC) are translated (HTTPS,
-// TLS and TCP servers get a Problem); two VirtualServices for the same host
+// HTTPS and TLS servers: see gateway_tls.go. Departures: TCP servers get a
+// Problem; two VirtualServices for the same host
 // on one port are not merged (the oldest wins); the namespace part of
 // server hosts ("<ns>/<host>") is honoured, exportTo is not.
 
@@ -62,6 +62,7 @@ func gatewayRef(g, ns string) string {
 // of their pods.
 func (t *translator) buildGateways(in Inputs) map[string]*Resources {
 	gws := slices.DeleteFunc(slices.Clone(in.Gateways), func(g *networkingv1.Gateway) bool { return g == nil })
+	gws = append(gws, t.ingressGateways(in.IngressGateways, in.HTTPRoutes)...) // gateway_api.go
 	if len(gws) == 0 {
 		return nil
 	}
@@ -123,18 +124,18 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: a port number from 1 to 65535 is required; server ignored", path)
 				continue
 			}
-			switch strings.ToUpper(s.Port.Protocol) {
-			case "HTTP", "HTTP2", "GRPC":
-			default:
-				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port.protocol: %s is not supported yet (HTTP only); server ignored", path, s.Port.Protocol)
+			kind := t.serverKind(gw, path, s)
+			if kind == "" {
 				continue
-			}
-			if s.Tls != nil && !s.Tls.HttpsRedirect {
-				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: TLS settings of an HTTP server are ignored", path)
 			}
 			listen := listenPort(pod, svcs, s.Port.Number)
 			if prev, ok := serverPort[listen]; ok && prev != s.Port.Number {
 				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: %d is served on %d like port %d of another server; server ignored", path, s.Port.Number, listen, prev)
+				continue
+			}
+			if prev := byPort[listen]; len(prev) > 0 && (serverKindOf(prev[0].server) == serverHTTP) != (kind == serverHTTP) {
+				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: %d already has %s servers; a %s server cannot share it; server ignored",
+					path, s.Port.Number, serverKindOf(prev[0].server), kind)
 				continue
 			}
 			serverPort[listen] = s.Port.Number
@@ -144,6 +145,10 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 	res := &Resources{}
 	refs := map[string]clusterRef{}
 	for _, listen := range slices.Sorted(maps.Keys(byPort)) {
+		if serverKindOf(byPort[listen][0].server) != serverHTTP {
+			t.gatewayTLSListener(res, listen, serverPort[listen], byPort[listen], vss, refs)
+			continue
+		}
 		name := "http." + itoa(listen)
 		rc, fault, cors := t.gatewayRoutes(name, serverPort[listen], byPort[listen], vss, refs)
 		res.Routes = append(res.Routes, rc)
@@ -168,13 +173,15 @@ func (t *translator) gatewayRoutes(name string, port uint32, servers []gatewaySe
 	refs map[string]clusterRef) (rc *routev3.RouteConfiguration, fault, cors bool) {
 	rc = &routev3.RouteConfiguration{Name: name}
 	taken := map[string]string{} // host -> VirtualService "<ns>/<name>"
+	fault, cors = t.apiGatewayRoutes(rc, name, port, servers, taken, refs)
 	for _, vs := range vss {
 		if !t.checkWeights(vs) {
 			continue
 		}
 		vsKey := vs.Namespace + "/" + vs.Name
 		for _, gs := range servers {
-			if !slices.ContainsFunc(vs.Spec.Gateways, func(g string) bool { return gatewayRef(g, vs.Namespace) == gs.key }) {
+			if _, api := t.ingressRoutes[gs.server]; api ||
+				!slices.ContainsFunc(vs.Spec.Gateways, func(g string) bool { return gatewayRef(g, vs.Namespace) == gs.key }) {
 				continue
 			}
 			hosts := boundHosts(vs, gs.gw.Namespace, gs.server)

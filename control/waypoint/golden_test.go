@@ -140,6 +140,7 @@ func readYAML(t *testing.T, path string, tc *testCase) {
 			o := &gatewayv1.Gateway{}
 			decode(o)
 			tc.workload.Gateways = append(tc.workload.Gateways, o)
+			tc.in.IngressGateways = append(tc.in.IngressGateways, o)
 		case "VirtualService":
 			o := &networkingv1.VirtualService{}
 			decode(o)
@@ -152,6 +153,11 @@ func readYAML(t *testing.T, path string, tc *testCase) {
 			o := &gatewayv1.HTTPRoute{}
 			decode(o)
 			tc.in.HTTPRoutes = append(tc.in.HTTPRoutes, o)
+		case "ServiceEntry":
+			o := &networkingv1.ServiceEntry{}
+			decode(o)
+			tc.workload.ServiceEntries = append(tc.workload.ServiceEntries, o)
+			tc.in.ServiceEntries = append(tc.in.ServiceEntries, o)
 		case "AuthorizationPolicy":
 			o := &securityv1.AuthorizationPolicy{}
 			decode(o)
@@ -183,6 +189,10 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	out.AuthorizationPolicies = slices.Clone(in.AuthorizationPolicies)
 	out.Gateways = slices.Clone(in.Gateways)
 	r.Shuffle(len(out.Gateways), func(i, j int) { out.Gateways[i], out.Gateways[j] = out.Gateways[j], out.Gateways[i] })
+	out.IngressGateways = slices.Clone(in.IngressGateways)
+	r.Shuffle(len(out.IngressGateways), func(i, j int) {
+		out.IngressGateways[i], out.IngressGateways[j] = out.IngressGateways[j], out.IngressGateways[i]
+	})
 	r.Shuffle(len(out.Services), func(i, j int) { out.Services[i], out.Services[j] = out.Services[j], out.Services[i] })
 	r.Shuffle(len(out.Pods), func(i, j int) { out.Pods[i], out.Pods[j] = out.Pods[j], out.Pods[i] })
 	r.Shuffle(len(out.VirtualServices), func(i, j int) {

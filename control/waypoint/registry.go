@@ -71,10 +71,18 @@ func (t *translator) indexRegistry(in Inputs) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	seProtocols := serviceEntryProtocols(in.ServiceEntries)
 	for _, k := range keys {
 		a := in.Addresses[k]
 		if svc := a.GetService(); svc != nil {
-			t.addService(svc, kubeServices[svc.Namespace+"/"+svc.Name])
+			kube := kubeServices[svc.Namespace+"/"+svc.Name]
+			if kube != nil && svc.Hostname != svc.Name+"."+svc.Namespace+".svc."+t.cfg.DomainSuffix {
+				kube = nil // a ServiceEntry host named like a Service
+			}
+			s := t.addService(svc, kube)
+			if kube == nil {
+				s.setServiceEntryProtocols(seProtocols)
+			}
 		} else if w := a.GetWorkload(); w != nil {
 			t.workloads = append(t.workloads, w)
 		}
@@ -106,7 +114,7 @@ func (t *translator) indexRegistry(in Inputs) {
 	}
 }
 
-func (t *translator) addService(svc *workloadv1.Service, kube *corev1.Service) {
+func (t *translator) addService(svc *workloadv1.Service, kube *corev1.Service) *service {
 	s := &service{
 		name:      svc.Name,
 		namespace: svc.Namespace,
@@ -125,6 +133,7 @@ func (t *translator) addService(svc *workloadv1.Service, kube *corev1.Service) {
 	for _, ip := range s.vips {
 		t.servicesByIP[ip] = s
 	}
+	return s
 }
 
 // waypointKey turns a GatewayAddress hostname

@@ -132,10 +132,9 @@ func (t *translator) routeConfig(pc *portConfig, forGRPC bool) *routev3.RouteCon
 func domains(svc *service, port uint32) []string {
 	p := ":" + itoa(port)
 	names := []string{svc.fqdn}
-	for _, n := range []string{svc.name, svc.name + "." + svc.namespace, svc.name + "." + svc.namespace + ".svc"} {
-		if n != svc.fqdn {
-			names = append(names, n)
-		}
+	// Short names only for Kubernetes Services (not ServiceEntry hosts).
+	if strings.HasPrefix(svc.fqdn, svc.name+"."+svc.namespace+".svc.") {
+		names = append(names, svc.name, svc.name+"."+svc.namespace, svc.name+"."+svc.namespace+".svc")
 	}
 	var out []string
 	for _, n := range names {

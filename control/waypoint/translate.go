@@ -70,6 +70,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -117,6 +118,12 @@ type Inputs struct {
 	// Gateways are Istio (networking.istio.io) Gateways: ingress gateway
 	// deployments (gateway.go).
 	Gateways []*networkingv1.Gateway
+	// IngressGateways are Gateway API Gateways; those of class "weft" are
+	// served by ingress gateway deployments (gateway_api.go).
+	IngressGateways []*gatewayv1.Gateway
+	// ServiceEntries give their hosts' ports a protocol (the hosts
+	// themselves come with Addresses).
+	ServiceEntries []*networkingv1.ServiceEntry
 }
 
 // Resources is one xDS snapshot, each list sorted by resource name.
@@ -219,6 +226,9 @@ type translator struct {
 	clusterRefs map[string]clusterRef
 
 	problems map[workload.Problem]struct{}
+
+	// HTTPRoutes attached to the servers made of Gateway API listeners.
+	ingressRoutes map[*networkingapi.Server][]*gammaRoute
 }
 
 func newTranslator(cfg Config) *translator {
@@ -236,6 +246,7 @@ func newTranslator(cfg Config) *translator {
 		ports:            map[string]*portConfig{},
 		clusterRefs:      map[string]clusterRef{},
 		problems:         map[workload.Problem]struct{}{},
+		ingressRoutes:    map[*networkingapi.Server][]*gammaRoute{},
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"slices"
 
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -67,6 +68,8 @@ type Inputs struct {
 	// Gateways of class "weft-waypoint" (or Istio's "istio-waypoint") are the waypoints that
 	// istio.io/use-waypoint labels name.
 	Gateways []*gatewayv1.Gateway
+	// ServiceEntries become Services and endpoint Workloads (serviceentry.go).
+	ServiceEntries []*networkingv1.ServiceEntry
 }
 
 // Output is the translated snapshot.
@@ -125,6 +128,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexNamespaces(in.Namespaces)
 	t.indexWaypoints(in.Gateways)
 	t.translateServices(in.Services)
+	t.translateServiceEntries(in.ServiceEntries)
 	t.translateAuthorizationPolicies(in.AuthorizationPolicies)
 	t.translatePeerAuthentications(in.PeerAuthentications)
 	t.translatePods(in.Pods)

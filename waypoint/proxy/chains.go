@@ -19,6 +19,12 @@ type chain struct {
 	port     uint32         // 0: any port
 	prefixes []netip.Prefix // empty: any address
 
+	// A gateway's TLS chains (gateway_tls_chain.go): the SNI names matched (empty:
+	// any) and the SDS name of the certificate to terminate TLS with (""
+	// = the TLS bytes are not terminated).
+	serverNames []string
+	tlsCert     string
+
 	// HCM chains.
 	hcm     *hcmv3.HttpConnectionManager
 	rcName  string
@@ -80,6 +86,9 @@ func parseChain(fc *listenerv3.FilterChain) (*chain, error) {
 			return nil, fmt.Errorf("prefix_ranges %s/%d: %w", a, bits, err)
 		}
 		c.prefixes = append(c.prefixes, p)
+	}
+	if err := parseTLSMatch(c, fc); err != nil {
+		return nil, err
 	}
 	if len(fc.GetFilters()) != 1 {
 		return nil, fmt.Errorf("want exactly one network filter (http_connection_manager or tcp_proxy), got %d", len(fc.GetFilters()))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -54,6 +55,7 @@ type clusterSettings struct {
 	maxRequestsPerConn                      int
 	upstreamH2                              *bool // nil: the downstream protocol
 	outlier                                 *outlierSettings
+	tls                                     *tls.Config // originate TLS (HTTP chains); nil: none
 }
 
 type outlierSettings struct {
@@ -141,6 +143,10 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 			h2 := e.GetHttp2ProtocolOptions() != nil
 			s.upstreamH2 = &h2
 		}
+	}
+	var err error
+	if s.tls, err = compileUpstreamTLS(c.GetTransportSocket()); err != nil {
+		return nil, err
 	}
 	if od := c.GetOutlierDetection(); od != nil {
 		o := &outlierSettings{consecutive5xx: defaultConsecutive5xx, maxEjectionPct: defaultMaxEjectionPct}

@@ -51,7 +51,12 @@ func (p *Proxy) servePlainConn(conn net.Conn, src Source) {
 		return
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	c := p.Store.Snapshot().chains.match(dst)
+	snap := p.Store.Snapshot()
+	if snap.chains.needsSNI(dst.Port()) {
+		p.serveTLSConn(conn, dst, src, snap)
+		return
+	}
+	c := snap.chains.match(dst)
 	if c == nil || c.isTCP() {
 		p.log.Debug("no HTTP filter chain for gateway port", "local", dst, "client", conn.RemoteAddr())
 		return

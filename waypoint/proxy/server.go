@@ -44,6 +44,9 @@ type Options struct {
 	DialTCP    func(ctx context.Context, network, addr string) (net.Conn, error)
 	HBONEDial  func(ctx context.Context, network, addr string) (net.Conn, error)
 	Log        *slog.Logger
+	// Certificates resolves the certificates of a gateway's TLS filter
+	// chains (nil: none, such chains refuse handshakes).
+	Certificates Certificates
 }
 
 // Proxy is the waypoint data path.
@@ -57,6 +60,7 @@ type Proxy struct {
 	accessLog *slog.Logger
 	tracing   *Tracing
 	h2        *http2.Server
+	certs     Certificates
 }
 
 // New builds a Proxy; feed Store.Handle from xDS and Serve a listener.
@@ -76,7 +80,7 @@ func New(o Options) (*Proxy, error) {
 		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Log: o.Log,
 	}
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
-		h2: &http2.Server{MaxConcurrentStreams: 1000}}
+		h2: &http2.Server{MaxConcurrentStreams: 1000}, certs: o.Certificates}
 	if o.AccessLog != nil {
 		p.accessLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil))
 	}
@@ -307,7 +311,15 @@ func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 // serveTCP proxies a TcpProxy chain's stream to an endpoint of one of its
 // clusters (weighted pick).
 func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap *Snapshot, rs *requestState) error {
-	rec := &record{start: time.Now(), chain: c.name, protocol: "tcp", rs: rs, authority: req.Authority}
+	return p.proxyTCP(ctx, c, snap, rs, req.Authority, req.Header.Get("Traceparent"),
+		func() (hbone.Stream, error) { return req.Accept() })
+}
+
+// proxyTCP is serveTCP for any downstream: accept is called once the
+// upstream is connected; a failure before is returned as hbone.Refuse.
+func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requestState, authority, traceparent string,
+	accept func() (hbone.Stream, error)) error {
+	rec := &record{start: time.Now(), chain: c.name, protocol: "tcp", rs: rs, authority: authority}
 	name := pickWeighted(c.tcp)
 	rec.cluster = name
 	cl := snap.clusters[name]
@@ -349,8 +361,8 @@ func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap
 	if rs.baggage != "" {
 		h.Set("Baggage", rs.baggage)
 	}
-	if tp := req.Header.Get("Traceparent"); tp != "" {
-		h.Set("Traceparent", tp)
+	if traceparent != "" {
+		h.Set("Traceparent", traceparent)
 	}
 	up, err := p.Upstream.dialStream(ctx, t, h)
 	if err != nil {
@@ -358,7 +370,7 @@ func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap
 		return fail("UF", http.StatusServiceUnavailable, err)
 	}
 	cl.report(e, false)
-	down, err := req.Accept()
+	down, err := accept()
 	if err != nil {
 		up.Close()
 		return err

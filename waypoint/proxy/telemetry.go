@@ -35,6 +35,7 @@ var metricLabels = []string{
 type Metrics struct {
 	requests                      *prometheus.CounterVec
 	duration, reqBytes, respBytes *prometheus.HistogramVec
+	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
 }
 
 // NewMetrics registers the istio_request* metrics on reg (nil: unregistered).
@@ -50,9 +51,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Request sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
 		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes",
 			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
+		gatewayTLS: newGatewayTLSMetric(),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

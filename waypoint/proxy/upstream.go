@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,7 @@ type dialTarget struct {
 	hbone    bool
 	identity spiffeid.ID
 	timeout  time.Duration
+	tls      *tls.Config // originate TLS inside the connection
 }
 
 // dialError marks failures to establish the upstream connection (flag UF).
@@ -136,15 +138,22 @@ func (u *Upstream) dialTransport(ctx context.Context, _, addr string) (net.Conn,
 	if !ok {
 		return nil, &dialError{fmt.Errorf("no endpoint known at %s", addr)}
 	}
-	s, err := u.dialStream(ctx, v.(dialTarget), nil)
+	t := v.(dialTarget)
+	s, err := u.dialStream(ctx, t, nil)
 	if err != nil {
 		return nil, err
 	}
-	if c, ok := s.(net.Conn); ok {
-		return &countedConn{Conn: c}, nil
+	c, ok := s.(net.Conn)
+	if !ok {
+		cs := s.(*hbone.ClientStream)
+		c = &streamConn{Stream: cs, local: cs.LocalAddr(), remote: cs.RemoteAddr()}
 	}
-	cs := s.(*hbone.ClientStream)
-	return &countedConn{Conn: &streamConn{Stream: cs, local: cs.LocalAddr(), remote: cs.RemoteAddr()}}, nil
+	if t.tls != nil {
+		if c, err = handshake(ctx, c, t.tls); err != nil {
+			return nil, err
+		}
+	}
+	return &countedConn{Conn: c}, nil
 }
 
 // dialStream connects to t: an HBONE stream to <ip>:TunnelPort verifying
@@ -244,7 +253,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 			c.stats.NoHealthy.Add(1)
 			return nil, fmt.Errorf("%w: cluster %s has no healthy endpoint", errNoHealthy, clusterName)
 		}
-		t = dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout}
+		t = dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout, tls: s.tls}
 	}
 	if !c.acquireRequest() {
 		return nil, fmt.Errorf("%w: cluster %s: %d requests outstanding (max_requests)", errOverflow, clusterName, s.maxRequests)
@@ -255,11 +264,14 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 	}
 	h2 := req.ProtoMajor == 2
 	if rs != nil {
-		h2 = rs.h2
+		h2 = rs.upstreamH2(req)
 		rs.setUpstream(clusterName, e, t.addr)
 	}
 	if s.upstreamH2 != nil { // explicit_http_config beats the downstream protocol
 		h2 = *s.upstreamH2
+	}
+	if s.tls != nil {
+		h2 = false // originated TLS offers http/1.1 only
 	}
 	if !h2 {
 		if err := c.acquireConn(ctx); err != nil {
@@ -269,6 +281,9 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		rel.conn = true
 	}
 	key := t.addr.String()
+	if t.tls != nil {
+		key = tlsPoolKey(clusterName, t.addr)
+	}
 	if v, ok := u.targets.Load(key); !ok || v.(dialTarget) != t {
 		u.targets.Store(key, t)
 	}

@@ -35,6 +35,7 @@ type Controller struct {
 	Now func() time.Time
 
 	deployments, services cache.Indexer
+	requeue               func(key string, after time.Duration) // nil outside Run
 }
 
 // Run reconciles until ctx ends. Deployments and Services are watched with
@@ -59,9 +60,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	depInf := factory.Apps().V1().Deployments().Informer()
 	svcInf := factory.Core().V1().Services().Informer()
 	c.deployments, c.services = depInf.GetIndexer(), svcInf.GetIndexer()
+	c.requeue = queue.AddAfter
 
 	enqueueGateway := func(obj any) {
-		if gw, ok := obj.(*gatewayv1.Gateway); ok && IsWaypoint(gw) {
+		if gw, ok := obj.(*gatewayv1.Gateway); ok && (IsWaypoint(gw) || IsIngress(gw)) {
 			queue.Add(gw.Namespace + "/" + gw.Name)
 		}
 	}
@@ -139,6 +141,13 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 		return err
 	}
 	gw := obj.(*gatewayv1.Gateway)
+	if IsIngress(gw) { // ingress.go
+		after, err := c.reconcileIngress(ctx, gw)
+		if after > 0 && c.requeue != nil {
+			c.requeue(key, after)
+		}
+		return err
+	}
 	if !IsWaypoint(gw) {
 		return nil
 	}

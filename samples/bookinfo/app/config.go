@@ -48,6 +48,11 @@ type Config struct {
 	// FailEvery, when > 0, answers every FailEvery-th request with 503: a
 	// deliberately flaky service for retry tutorials (not in upstream).
 	FailEvery int
+
+	// TLSCert and TLSKey, when set, make the service serve HTTPS with this
+	// PEM pair instead of HTTP (not in upstream): a mesh service that does
+	// its own TLS, as ingress PASSTHROUGH tutorials need.
+	TLSCert, TLSKey string
 }
 
 // ParseConfig reads flags from args, falling back to the environment variables
@@ -73,8 +78,13 @@ func ParseConfig(args []string, getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("FAIL_EVERY: %w", err)
 	}
 	fs.IntVar(&cfg.FailEvery, "fail-every", failEvery, "answer every Nth request with 503, for retry demos; 0 = never (env FAIL_EVERY)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate file (with --tls-key)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of --tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return Config{}, fmt.Errorf("--tls-cert and --tls-key go together")
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())

@@ -144,8 +144,12 @@ func Run(ctx context.Context, cfg Config) error {
 		tracing.Shutdown(sctx)
 	}()
 
+	var certs proxy.Certificates
+	if cfg.Mode == ModeGateway {
+		certs = gatewayCertificates(ctx, cfg.Namespace, reg, log)
+	}
 	p, err := proxy.New(proxy.Options{SVID: ids.Source(self), Bundle: ids.Bundles(), Registerer: reg,
-		AccessLog: cfg.AccessLog, Tracing: tracing, Log: log})
+		AccessLog: cfg.AccessLog, Tracing: tracing, Log: log, Certificates: certs})
 	if err != nil {
 		return err
 	}

@@ -51,8 +51,14 @@ func run(log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("listening", "addr", srv.Addr)
+	go func() {
+		if cfg.TLSCert != "" {
+			errc <- srv.ListenAndServeTLS(cfg.TLSCert, cfg.TLSKey)
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
+	log.Info("listening", "addr", srv.Addr, "tls", cfg.TLSCert != "")
 
 	select {
 	case err := <-errc:

@@ -1,0 +1,120 @@
+package deploy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// Gateway API ingress (docs/ingress.md): Gateways of class weft are served
+// by gateway pods installed with charts/gateway, which their annotation
+// weft.io/gateway-selector selects (default istio=ingress, the chart's
+// labels). Weft deploys nothing for them; control/waypoint translates
+// them, and this controller writes their Accepted and Programmed
+// conditions.
+const (
+	IngressClassName          = "weft"
+	AnnotationGatewaySelector = "weft.io/gateway-selector"
+	DefaultGatewaySelector    = "istio=ingress"
+)
+
+// IsIngress reports whether gw is a Gateway API ingress Gateway.
+func IsIngress(gw *gatewayv1.Gateway) bool {
+	return gw != nil && string(gw.Spec.GatewayClassName) == IngressClassName
+}
+
+// IngressSelector is the label set of the gateway pods serving gw.
+func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
+	s := cmp.Or(gw.Annotations[AnnotationGatewaySelector], DefaultGatewaySelector)
+	sel, err := labels.ConvertSelectorToLabelsMap(s)
+	if err == nil && len(sel) == 0 {
+		err = fmt.Errorf("empty")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("annotation %s=%q: want labels k=v[,k=v] of the gateway pods: %w", AnnotationGatewaySelector, s, err)
+	}
+	return sel, nil
+}
+
+// IngressStatus is the status of ingress Gateway gw given the number of
+// ready gateway pods its selector matches: Accepted unless the selector is
+// invalid, Programmed once a ready pod serves it. Other conditions and the
+// listener statuses are kept. Pure except for now (condition stamps).
+func IngressStatus(gw *gatewayv1.Gateway, readyPods int, now time.Time) gatewayv1.GatewayStatus {
+	st := *gw.Status.DeepCopy()
+	set := func(typ gatewayv1.GatewayConditionType, ok bool, reason gatewayv1.GatewayConditionReason, msg string) {
+		s := metav1.ConditionFalse
+		if ok {
+			s = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: string(typ), Status: s, Reason: string(reason), Message: msg,
+			ObservedGeneration: gw.Generation, LastTransitionTime: metav1.NewTime(now)})
+	}
+	sel, err := IngressSelector(gw)
+	switch {
+	case err != nil:
+		set(gatewayv1.GatewayConditionAccepted, false, gatewayv1.GatewayReasonInvalidParameters, err.Error())
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "not accepted: "+err.Error())
+	case readyPods == 0:
+		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "Weft ingress gateway")
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonPending,
+			fmt.Sprintf("no ready gateway pod matches %s (install charts/gateway)", labels.Set(sel)))
+	default:
+		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "Weft ingress gateway")
+		set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed,
+			fmt.Sprintf("served by %d ready gateway pod(s) matching %s", readyPods, labels.Set(sel)))
+	}
+	return st
+}
+
+// ingressRecheck is how soon an ingress Gateway without ready pods is
+// looked at again (the controller does not watch the chart's pods).
+const ingressRecheck = 10 * time.Second
+
+// reconcileIngress writes an ingress Gateway's status; it returns how
+// long to wait before looking again (0: not needed).
+func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway) (time.Duration, error) {
+	ready := 0
+	if sel, err := IngressSelector(gw); err == nil {
+		pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
+		if err != nil {
+			return 0, fmt.Errorf("listing gateway pods: %w", err)
+		}
+		for i := range pods.Items {
+			if podReady(&pods.Items[i]) {
+				ready++
+			}
+		}
+	}
+	st := IngressStatus(gw, ready, c.Now())
+	if !StatusEqual(gw.Status, st) {
+		updated := gw.DeepCopy()
+		updated.Status = st
+		if _, err := c.Gateway.GatewayV1().Gateways(gw.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+			return 0, fmt.Errorf("gateway status: %w", err)
+		}
+	}
+	if ready == 0 {
+		return ingressRecheck, nil
+	}
+	return 0, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

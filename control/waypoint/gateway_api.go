@@ -1,0 +1,169 @@
+package waypoint
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/control/waypoint/deploy"
+)
+
+// Gateway API ingress: a Gateway of class "weft" is served by gateway
+// pods installed with charts/gateway, like an Istio Gateway, and its HTTP
+// listeners route with the HTTPRoutes whose parentRefs name it:
+//   - the pods are those matching the Gateway's annotation
+//     weft.io/gateway-selector (a label selector, e.g. "istio=ingress"),
+//     by default istio=ingress, the chart's default labels (Weft does not
+//     deploy a gateway per Gateway; see docs/ingress.md);
+//   - each HTTP listener becomes a server on its port (hostname: the
+//     server host, none: "*"); an HTTPRoute attaches with a parentRef of
+//     kind Gateway (sectionName: that listener only; port: listeners on
+//     that port), from the Gateway's namespace, or any namespace when
+//     allowedRoutes.namespaces.from is All; its rules are translated as
+//     for GAMMA routes (match precedence across routes included), one
+//     virtual host per route hostname that the listener accepts.
+//
+// Status (Accepted, Programmed) is written by control/waypoint/deploy.
+// Departures: HTTPS/TLS listeners, allowedRoutes selectors and kinds, and
+// listener and HTTPRoute status are not implemented.
+
+const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
+
+// ingressGateways turns the Gateways of class weft into Istio Gateways
+// with one HTTP server per HTTP listener, and records the HTTPRoutes
+// attached to each server in t.ingressRoutes.
+func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.HTTPRoute) []*networkingv1.Gateway {
+	hrs = slices.DeleteFunc(slices.Clone(hrs), func(r *gatewayv1.HTTPRoute) bool { return r == nil })
+	slices.SortFunc(hrs, func(a, b *gatewayv1.HTTPRoute) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
+	var out []*networkingv1.Gateway
+	for _, gw := range gws {
+		if !deploy.IsIngress(gw) {
+			continue
+		}
+		sel, err := deploy.IngressSelector(gw)
+		if err != nil {
+			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%v; ignored", err)
+			continue
+		}
+		ig := &networkingv1.Gateway{ObjectMeta: *gw.ObjectMeta.DeepCopy()}
+		ig.Spec.Selector = sel
+		for i := range gw.Spec.Listeners {
+			l := &gw.Spec.Listeners[i]
+			path := fmt.Sprintf("spec.listeners[%d]", i)
+			if l.Protocol != gatewayv1.HTTPProtocolType {
+				t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s.protocol: %s is not supported yet (HTTP only); listener ignored", path, l.Protocol)
+				continue
+			}
+			host := "*"
+			if l.Hostname != nil && *l.Hostname != "" {
+				host = strings.ToLower(string(*l.Hostname))
+			}
+			s := &networkingapi.Server{Name: string(l.Name), Hosts: []string{host},
+				Port: &networkingapi.Port{Number: uint32(l.Port), Protocol: "HTTP", Name: string(l.Name)}}
+			ig.Spec.Servers = append(ig.Spec.Servers, s)
+			t.ingressRoutes[s] = t.attachedRoutes(gw, l, hrs)
+		}
+		out = append(out, ig)
+	}
+	return out
+}
+
+// attachedRoutes are the HTTPRoutes whose parentRefs attach them to
+// listener l of gw, allowedRoutes permitting.
+func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener, hrs []*gatewayv1.HTTPRoute) []*gammaRoute {
+	from := gatewayv1.NamespacesFromSame
+	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
+		from = *ar.Namespaces.From
+	}
+	if from == gatewayv1.NamespacesFromSelector {
+		t.problem(kindAPIGateway, gw.Namespace, gw.Name, "listener %q: allowedRoutes.namespaces.from Selector is not supported; no routes attach", l.Name)
+		return []*gammaRoute{}
+	}
+	out := []*gammaRoute{}
+	for _, hr := range hrs {
+		if from == gatewayv1.NamespacesFromSame && hr.Namespace != gw.Namespace {
+			continue
+		}
+		for _, pr := range hr.Spec.ParentRefs {
+			if ptrOr(pr.Group, gatewayv1.GroupName) != gatewayv1.GroupName || ptrOr(pr.Kind, "Gateway") != "Gateway" ||
+				string(pr.Name) != gw.Name || string(ptrOr(pr.Namespace, gatewayv1.Namespace(hr.Namespace))) != gw.Namespace ||
+				(pr.SectionName != nil && *pr.SectionName != l.Name) || (pr.Port != nil && *pr.Port != l.Port) {
+				continue
+			}
+			out = append(out, &gammaRoute{obj: hr})
+			break
+		}
+	}
+	return out
+}
+
+// apiRouteHosts are the hostnames of hr a listener with server host sh
+// serves: the more specific of each matching pair; sh when hr has none.
+func apiRouteHosts(hr *gatewayv1.HTTPRoute, sh string) []string {
+	if len(hr.Spec.Hostnames) == 0 {
+		return []string{sh}
+	}
+	var out []string
+	for _, h := range hr.Spec.Hostnames {
+		rh := strings.ToLower(string(h))
+		switch {
+		case hostCovers(sh, rh):
+			out = append(out, rh)
+		case hostCovers(rh, sh):
+			out = append(out, sh)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// apiGatewayRoutes adds to rc the virtual hosts of the servers that come
+// from Gateway API listeners: per hostname, the rules of the HTTPRoutes
+// attached for it. taken holds the hosts already served on the port.
+func (t *translator) apiGatewayRoutes(rc *routev3.RouteConfiguration, name string, port uint32, servers []gatewayServer,
+	taken map[string]string, refs map[string]clusterRef) (fault, cors bool) {
+	for _, gs := range servers {
+		attached, ok := t.ingressRoutes[gs.server]
+		if !ok {
+			continue
+		}
+		// A route applies to every host its hostnames cover: one without
+		// hostnames ("*" here) adds its rules to the other routes' hosts.
+		hostsOf := map[*gammaRoute][]string{}
+		byHost := map[string][]*gammaRoute{}
+		for _, g := range attached {
+			hostsOf[g] = apiRouteHosts(g.obj, gs.server.Hosts[0])
+			for _, h := range hostsOf[g] {
+				byHost[h] = nil
+			}
+		}
+		for h := range byHost {
+			for _, g := range attached {
+				if slices.ContainsFunc(hostsOf[g], func(rh string) bool { return hostCovers(rh, h) }) {
+					byHost[h] = append(byHost[h], g)
+				}
+			}
+		}
+		for _, h := range slices.Sorted(maps.Keys(byHost)) {
+			if prev, dup := taken[h]; dup {
+				t.problem(kindAPIGateway, gs.gw.Namespace, gs.gw.Name, "listener %q: host %q on port %d is already served by %s; ignored for this host",
+					gs.server.Name, h, port, prev)
+				continue
+			}
+			taken[h] = kindAPIGateway + " " + gs.key
+			pc := &portConfig{port: &servicePort{number: port, protocol: protoHTTP}, name: name, clusters: map[string]clusterRef{}, gateway: gs.key}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: h, Domains: gatewayDomains(h), Routes: t.gammaRoutes(pc, byHost[h])})
+			fault, cors = fault || pc.fault, cors || pc.cors
+			for n, r := range pc.clusters {
+				refs[n] = r
+			}
+		}
+	}
+	return fault, cors
+}

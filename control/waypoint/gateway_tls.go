@@ -1,0 +1,258 @@
+package waypoint
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+)
+
+// TLS servers of ingress Gateways, as istiod translates them:
+//   - protocol HTTPS, tls.mode SIMPLE, tls.credentialName: one filter chain
+//     per server, matching the server's hosts as SNI ("*" matches any), with
+//     a DownstreamTlsContext whose certificate is the SDS secret
+//     "kubernetes://<credentialName>". The control plane never reads the
+//     Secret: the gateway resolves the name from Secrets of its own
+//     namespace (least privilege: keys stay in the gateway's namespace).
+//     All HTTPS servers of a port share the routes "https.<port>".
+//   - protocol TLS, tls.mode PASSTHROUGH: the tls routes of the
+//     VirtualServices bound to the server, one filter chain per sniHosts
+//     entry, a tcp_proxy to the route's destination; the TLS bytes are
+//     forwarded as they are. A ClientHello no chain matches is closed.
+//
+// Departures: tls.mode MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL and
+// AUTO_PASSTHROUGH, certificates given as file paths (serverCertificate),
+// cipherSuites and min/max protocol versions are reported as Problems.
+
+const (
+	serverHTTP        = "HTTP"
+	serverHTTPS       = "HTTPS"
+	serverPassthrough = "TLS passthrough"
+
+	// sdsPrefix names a credential the gateway reads from a Secret of its
+	// own namespace (istiod's "kubernetes://" resource names).
+	sdsPrefix = "kubernetes://"
+)
+
+// serverKindOf classifies a server serverKind accepted.
+func serverKindOf(s *networkingapi.Server) string {
+	switch strings.ToUpper(s.GetPort().GetProtocol()) {
+	case "HTTPS":
+		return serverHTTPS
+	case "TLS":
+		return serverPassthrough
+	}
+	return serverHTTP
+}
+
+// serverKind checks server s at path of gw and returns its kind, or "" with
+// a Problem when it cannot be served.
+func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networkingapi.Server) string {
+	bad := func(format string, args ...any) string {
+		t.problem(kindGateway, gw.Namespace, gw.Name, path+"."+format+"; server ignored", args...)
+		return ""
+	}
+	tls := s.GetTls()
+	switch proto := strings.ToUpper(s.Port.Protocol); proto {
+	case "HTTP", "HTTP2", "GRPC":
+		if tls != nil && !tls.HttpsRedirect {
+			t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: TLS settings of an HTTP server are ignored", path)
+		}
+		return serverHTTP
+	case "HTTPS":
+		switch {
+		case tls == nil:
+			return bad("tls: required for an HTTPS server")
+		case tls.Mode != networkingapi.ServerTLSSettings_SIMPLE:
+			return bad("tls.mode: %s is not supported for HTTPS (SIMPLE only)", tls.Mode)
+		case tls.CredentialName == "":
+			return bad("tls.credentialName: required (the name of a kubernetes.io/tls Secret in the gateway's namespace; file paths are not supported)")
+		case strings.Contains(tls.CredentialName, "/") || strings.Contains(tls.CredentialName, "://"):
+			return bad("tls.credentialName: %q: want a Secret name of the gateway's namespace", tls.CredentialName)
+		}
+		if len(tls.CipherSuites) > 0 || tls.MinProtocolVersion != networkingapi.ServerTLSSettings_TLS_AUTO ||
+			tls.MaxProtocolVersion != networkingapi.ServerTLSSettings_TLS_AUTO {
+			t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: cipherSuites and protocol versions are ignored (Go's defaults, TLS 1.2+)", path)
+		}
+		return serverHTTPS
+	case "TLS":
+		if tls == nil || tls.Mode != networkingapi.ServerTLSSettings_PASSTHROUGH {
+			return bad("tls.mode: only PASSTHROUGH is supported for a TLS server")
+		}
+		return serverPassthrough
+	default:
+		return bad("port.protocol: %s is not supported (HTTP, HTTP2, GRPC, HTTPS, TLS)", s.Port.Protocol)
+	}
+}
+
+// gatewayTLSListener adds the listener of a port with HTTPS and/or TLS
+// passthrough servers to res; its filter chains select by SNI.
+func (t *translator) gatewayTLSListener(res *Resources, listen, port uint32, all []gatewayServer,
+	vss []*networkingv1.VirtualService, refs map[string]clusterRef) {
+	l := &listenerv3.Listener{Name: "0.0.0.0_" + itoa(listen), Address: socketAddress("0.0.0.0", listen)}
+	taken := map[string]string{} // SNI name -> filter chain
+	// claim drops the names an earlier chain of the port already matches
+	// (Envoy rejects a listener with two equal matches); false: none left.
+	claim := func(names []string, chain string) ([]string, bool) {
+		var out []string
+		for _, n := range names {
+			if _, dup := taken[n]; !dup {
+				taken[n] = chain
+				out = append(out, n)
+			}
+		}
+		return out, len(out) > 0
+	}
+	var servers, passthrough []gatewayServer
+	for _, gs := range all {
+		if serverKindOf(gs.server) == serverHTTPS {
+			servers = append(servers, gs)
+		} else {
+			passthrough = append(passthrough, gs)
+		}
+	}
+	if len(servers) > 0 {
+		name := "https." + itoa(listen)
+		rc, fault, cors := t.gatewayRoutes(name, port, servers, vss, refs)
+		res.Routes = append(res.Routes, rc)
+		for i, gs := range servers {
+			chain := fmt.Sprintf("%s.%d", name, i)
+			sni, ok := claim(sniNames(gs.server.Hosts), chain)
+			if !ok {
+				t.problem(kindGateway, gs.gw.Namespace, gs.gw.Name, "spec.servers: HTTPS server on port %d: its hosts are already served by another server of the port; server ignored", port)
+				continue
+			}
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             chain,
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
+				TransportSocket:  downstreamTLS(gs.server.Tls.CredentialName),
+				Filters:          []*listenerv3.Filter{hcmFilter(name, fault, cors, nil, nil)},
+			})
+		}
+	}
+	if len(passthrough) > 0 {
+		for _, vs := range vss {
+			for _, gs := range passthrough {
+				if !slices.ContainsFunc(vs.Spec.Gateways, func(g string) bool { return gatewayRef(g, vs.Namespace) == gs.key }) ||
+					len(boundHosts(vs, gs.gw.Namespace, gs.server)) == 0 {
+					continue
+				}
+				t.passthroughChains(l, vs, gs, listen, port, claim, refs)
+			}
+		}
+	}
+	if len(l.FilterChains) > 0 {
+		res.Listeners = append(res.Listeners, l)
+	}
+}
+
+// passthroughChains adds a filter chain per sniHosts entry of the tls routes
+// of vs that apply to server gs on port.
+func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.VirtualService, gs gatewayServer, listen, port uint32,
+	claim func([]string, string) ([]string, bool), refs map[string]clusterRef) {
+	pc := &portConfig{port: &servicePort{number: port}, clusters: map[string]clusterRef{}, gateway: gs.key}
+	c := &vsContext{t: t, vs: vs, pc: pc}
+	for i, r := range vs.Spec.Tls {
+		path := fmt.Sprintf("spec.tls[%d]", i)
+		var sni []string
+		for _, m := range r.GetMatch() {
+			if (m.Port != 0 && m.Port != port) || (len(m.Gateways) > 0 && !slices.ContainsFunc(m.Gateways, func(g string) bool {
+				return gatewayRef(g, vs.Namespace) == gs.key
+			})) {
+				continue
+			}
+			for _, h := range m.SniHosts {
+				if slices.ContainsFunc(gs.server.Hosts, func(sh string) bool { _, host := cutNS(sh); return hostCovers(host, h) }) {
+					sni = append(sni, strings.ToLower(h))
+				}
+			}
+		}
+		if len(sni) == 0 {
+			continue
+		}
+		var dests []weightedDestination
+		for k, d := range r.GetRoute() {
+			if d == nil || (d.Weight == 0 && len(r.Route) > 1) {
+				continue
+			}
+			if ref, ok := c.destination(fmt.Sprintf("%s.route[%d].destination", path, k), d.Destination); ok {
+				dests = append(dests, weightedDestination{cluster: pc.use(ref), weight: uint32(d.Weight)})
+			}
+		}
+		if len(dests) == 0 {
+			continue
+		}
+		chain := fmt.Sprintf("tls.%d.%s.%s.%d", listen, vs.Namespace, vs.Name, i)
+		sni, ok := claim(sni, chain)
+		if !ok {
+			t.problem(kindVS, vs.Namespace, vs.Name, "%s.match: every sniHosts entry on port %d of gateway %s is already routed; route ignored", path, port, gs.key)
+			continue
+		}
+		tp := &tcpproxyv3.TcpProxy{StatPrefix: chain}
+		if len(dests) == 1 {
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: dests[0].cluster}
+		} else {
+			wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+			for _, d := range dests {
+				wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: d.cluster, Weight: d.weight})
+			}
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+		}
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name:             chain,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
+			Filters:          []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}},
+		})
+		for n, r := range pc.clusters {
+			refs[n] = r
+		}
+	}
+}
+
+// cutNS splits a server host "<ns>/<host>" (no "/": any namespace).
+func cutNS(h string) (ns, host string) {
+	if ns, host, ok := strings.Cut(h, "/"); ok {
+		return ns, host
+	}
+	return "*", h
+}
+
+// sniNames are the SNI names of a server's hosts, lower case, sorted; "*"
+// alone when any name matches.
+func sniNames(hosts []string) []string {
+	var out []string
+	for _, h := range hosts {
+		_, host := cutNS(h)
+		if host == "*" {
+			return []string{"*"}
+		}
+		out = append(out, strings.ToLower(host))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// wildcardNone: a filter chain matching any SNI lists no server names.
+func wildcardNone(names []string) []string {
+	if slices.Contains(names, "*") {
+		return nil
+	}
+	return names
+}
+
+// downstreamTLS terminates TLS with the certificate the gateway resolves
+// from Secret credential (HTTP/2 and HTTP/1.1 offered by ALPN).
+func downstreamTLS(credential string) *corev3.TransportSocket {
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		AlpnProtocols:                  []string{"h2", "http/1.1"},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: sdsPrefix + credential}},
+	}}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}

@@ -1,0 +1,149 @@
+package workload
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+const kindServiceEntry = "ServiceEntry"
+
+// translateServiceEntries represents ServiceEntries as Istio ambient's
+// workload API does: one Service per host (hostname, spec.addresses as
+// VIPs, ports, waypoint from istio.io/use-waypoint) and one Workload per
+// endpoint address, outside the mesh (no tunnel, no identity), so node
+// agents and waypoints pick endpoints for them like for any Service.
+//
+// Resolution: STATIC and DNS endpoints written as IP addresses become
+// workloads; NONE has no endpoints (clients keep their original
+// destination). Names to resolve (DNS without IP endpoints) are not
+// resolved yet: a Problem says so and the host has no endpoints. Without
+// spec.addresses a host has no VIP, so captured traffic to it is not
+// recognised (Weft has no DNS proxy to allocate one) and passes through.
+func (t *translator) translateServiceEntries(ses []*networkingv1.ServiceEntry) {
+	ses = slices.DeleteFunc(slices.Clone(ses), func(se *networkingv1.ServiceEntry) bool { return se == nil })
+	// A host defined twice in a namespace: the first by namespace/name wins.
+	slices.SortFunc(ses, func(a, b *networkingv1.ServiceEntry) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for _, se := range ses {
+		t.translateServiceEntry(se)
+	}
+}
+
+func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
+	spec := &se.Spec
+	p := func(format string, args ...any) { t.problem(kindServiceEntry, se.Namespace, se.Name, format, args...) }
+	if len(spec.WorkloadSelector.GetLabels()) > 0 {
+		p("spec.workloadSelector: selecting pods is not supported; use spec.endpoints")
+	}
+	ports := make([]*workloadv1.Port, 0, len(spec.Ports))
+	for _, sp := range spec.Ports {
+		if sp.GetNumber() == 0 || sp.GetNumber() > 65535 {
+			p("spec.ports: port %d is out of range; ignored", sp.GetNumber())
+			continue
+		}
+		if strings.EqualFold(sp.GetProtocol(), "UDP") {
+			continue // the node tunnel carries TCP only
+		}
+		if slices.ContainsFunc(ports, func(x *workloadv1.Port) bool { return x.ServicePort == sp.GetNumber() }) {
+			continue
+		}
+		ports = append(ports, &workloadv1.Port{ServicePort: sp.GetNumber(), TargetPort: sp.GetTargetPort()})
+	}
+	slices.SortFunc(ports, func(a, b *workloadv1.Port) int { return cmp.Compare(a.ServicePort, b.ServicePort) })
+	vips := make([]string, 0, len(spec.Addresses))
+	for _, a := range spec.Addresses {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			p("spec.addresses: %q is not an IP address (CIDRs are not supported); ignored", a)
+			continue
+		}
+		vips = append(vips, ip.String())
+	}
+	slices.Sort(vips)
+	vips = slices.Compact(vips)
+	waypoint := t.waypointFor(kindServiceEntry, &se.ObjectMeta, true)
+
+	var hosts []string
+	for _, h := range spec.Hosts {
+		if h == "" || strings.Contains(h, "*") {
+			p("spec.hosts: %q: wildcard hosts are not supported; ignored", h)
+			continue
+		}
+		k := key(se.Namespace, h)
+		if _, taken := t.addresses[k]; taken {
+			p("spec.hosts: %q is already defined in namespace %s; ignored", h, se.Namespace)
+			continue
+		}
+		hosts = append(hosts, h)
+		t.addresses[k] = &workloadv1.Address{Type: &workloadv1.Address_Service{Service: &workloadv1.Service{
+			Name: se.Name, Namespace: se.Namespace, Hostname: h,
+			Addresses: vips, Ports: ports, Waypoint: waypoint,
+		}}}
+	}
+	if len(hosts) == 0 {
+		return
+	}
+
+	switch spec.Resolution {
+	case networkingapi.ServiceEntry_NONE:
+		if len(spec.Endpoints) > 0 {
+			p("spec.endpoints: ignored with resolution NONE")
+		}
+		return
+	case networkingapi.ServiceEntry_STATIC, networkingapi.ServiceEntry_DNS, networkingapi.ServiceEntry_DNS_ROUND_ROBIN:
+	default:
+		p("spec.resolution: %s is not supported; the hosts have no endpoints", spec.Resolution)
+		return
+	}
+	if len(spec.Endpoints) == 0 && spec.Resolution != networkingapi.ServiceEntry_STATIC {
+		p("spec.resolution: %s of the hosts themselves is not supported yet; add spec.endpoints with addresses", spec.Resolution)
+	}
+	for i, ep := range spec.Endpoints {
+		ip, err := netip.ParseAddr(ep.GetAddress())
+		if err != nil {
+			p("spec.endpoints[%d].address: %q is not an IP address (name resolution is not supported yet); ignored", i, ep.GetAddress())
+			continue
+		}
+		t.addServiceEntryEndpoint(se, ip, ep, hosts)
+	}
+}
+
+// addServiceEntryEndpoint adds the workload of one endpoint address, with
+// istiod's uid for it, serving every host on the entry's ports (an
+// endpoint's ports map overrides the target port by port name).
+func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip netip.Addr, ep *networkingapi.WorkloadEntry, hosts []string) {
+	uid := t.cfg.ClusterID + "/networking.istio.io/ServiceEntry/" + se.Namespace + "/" + se.Name + "/" + ip.String()
+	if _, dup := t.addresses[uid]; dup {
+		return // the same address listed twice
+	}
+	pl := &workloadv1.PortList{}
+	for _, sp := range se.Spec.Ports {
+		if sp.GetNumber() == 0 || sp.GetNumber() > 65535 || strings.EqualFold(sp.GetProtocol(), "UDP") {
+			continue
+		}
+		target := cmp.Or(ep.GetPorts()[sp.GetName()], sp.GetTargetPort(), sp.GetNumber())
+		pl.Ports = append(pl.Ports, &workloadv1.Port{ServicePort: sp.GetNumber(), TargetPort: target})
+	}
+	services := make(map[string]*workloadv1.PortList, len(hosts))
+	for _, h := range hosts {
+		services[key(se.Namespace, h)] = pl
+	}
+	t.addresses[uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: &workloadv1.Workload{
+		Uid: uid, Name: se.Name, Namespace: se.Namespace,
+		Addresses:      []string{ip.String()},
+		TunnelProtocol: workloadv1.TunnelProtocol_NONE,
+		Services:       services,
+		CanonicalName:  se.Name,
+		WorkloadName:   se.Name,
+		WorkloadType:   "serviceentry",
+		Status:         workloadv1.WorkloadStatus_HEALTHY,
+	}}}
+}

@@ -1,0 +1,349 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// e2eCA is a test CA: it issues the gateway's credential and the
+// passthrough backend's certificate; clients trust only it.
+type e2eCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newE2ECA(t *testing.T) *e2eCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft e2e ingress CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return &e2eCA{cert: c, key: key, pool: pool}
+}
+
+// issueFiles writes a certificate for host and its key as PEM files into
+// dir and returns their paths.
+func (ca *e2eCA) issueFiles(t *testing.T, dir, host string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, host+".crt"), filepath.Join(dir, host+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// The Istio "secure gateways" and "ingress SNI passthrough" tasks on the
+// gateway of TestIngressGateway: an HTTPS server whose certificate is the
+// Secret credentialName names (read by the gateway from its own
+// namespace), and a TLS PASSTHROUGH server routing by SNI to a mesh
+// service that terminates TLS itself, both on port 443.
+const ingressTLSYAML = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bookinfo-https
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    tls:
+      mode: SIMPLE
+      credentialName: bookinfo-credential
+    hosts:
+    - bookinfo.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bookinfo-https
+spec:
+  hosts:
+  - bookinfo.example.com
+  gateways:
+  - bookinfo-https
+  http:
+  - match:
+    - uri:
+        exact: /productpage
+    - uri:
+        prefix: /static
+    route:
+    - destination:
+        host: productpage
+        port:
+          number: 9080
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: secure-passthrough
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: tls
+      protocol: TLS
+    tls:
+      mode: PASSTHROUGH
+    hosts:
+    - secure.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: secure-passthrough
+spec:
+  hosts:
+  - secure.example.com
+  gateways:
+  - secure-passthrough
+  tls:
+  - match:
+    - port: 443
+      sniHosts:
+      - secure.example.com
+    route:
+    - destination:
+        host: secure.default.svc.cluster.local
+        port:
+          number: 443
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: secure
+spec:
+  selector:
+    app: secure
+  ports:
+  - name: https
+    port: 443
+    targetPort: 9443
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: secure
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: secure
+  template:
+    metadata:
+      labels:
+        app: secure
+    spec:
+      containers:
+      - name: details
+        image: docker.io/istio/examples-bookinfo-details-v1
+        args: ["--service=details", "--version=v1", "--port=9443", "--tls-cert=/etc/tls/tls.crt", "--tls-key=/etc/tls/tls.key"]
+        ports:
+        - containerPort: 9443
+        volumeMounts:
+        - name: tls
+          mountPath: /etc/tls
+          readOnly: true
+      volumes:
+      - name: tls
+        secret:
+          secretName: secure-backend-cert
+`
+
+func testIngressTLS(t *testing.T, e *env, hosts []string) {
+	ca := newE2ECA(t)
+	dir := t.TempDir()
+	crt, key := ca.issueFiles(t, dir, "bookinfo.example.com")
+	e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "bookinfo-credential", "--cert="+crt, "--key="+key)
+	bcrt, bkey := ca.issueFiles(t, dir, "secure.example.com")
+	e.mustKubectl(t, "-n", "default", "create", "secret", "tls", "secure-backend-cert", "--cert="+bcrt, "--key="+bkey)
+	start := time.Now()
+	e.applyYAML(t, ingressTLSYAML)
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment/secure", "--timeout=120s")
+
+	port := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress",
+		"-o", `jsonpath={.spec.ports[?(@.name=="https")].nodePort}`))
+	if !regexp.MustCompile(`^[0-9]+$`).MatchString(port) {
+		t.Fatalf("https nodePort %q", port)
+	}
+	// A client resolving every name to the https NodePort of a node, as
+	// curl --resolve does in the Istio tasks; it trusts the test CA only.
+	client := func(host, sni string) *http.Client {
+		return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+			ForceAttemptHTTP2: true,
+			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: ca.pool},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return e.c.DialContext(ctx, network, net.JoinHostPort(host, port))
+			}}}
+	}
+	get := func(host, sni, url string) (*http.Response, string, error) {
+		resp, err := client(host, sni).Get(url)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+
+	t.Run("HTTPS with the credentialName Secret's certificate", func(t *testing.T) {
+		for _, host := range hosts {
+			began := time.Now()
+			eventually(t, "https://bookinfo.example.com/productpage via "+host+":"+port, 90*time.Second, func() error {
+				resp, body, err := get(host, "bookinfo.example.com", "https://bookinfo.example.com/productpage")
+				if err != nil {
+					return err
+				}
+				if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Book Details") {
+					return fmt.Errorf("status %d: %s", resp.StatusCode, pageSummary(body))
+				}
+				if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != "bookinfo.example.com" {
+					return fmt.Errorf("served certificate %q", cn)
+				}
+				return nil
+			})
+			t.Logf("https://bookinfo.example.com/productpage via %s:%s: 200 after %s of retries (%s after the Gateway was applied)",
+				host, port, time.Since(began).Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+		}
+	})
+
+	t.Run("an SNI no server names fails the handshake", func(t *testing.T) {
+		_, _, err := get(hosts[0], "unknown.example.com", "https://unknown.example.com/productpage")
+		if err == nil {
+			t.Fatal("handshake with SNI unknown.example.com succeeded; want it refused")
+		}
+		t.Logf("unknown SNI: %v", err)
+	})
+
+	t.Run("PASSTHROUGH reaches the mesh service's own TLS by SNI", func(t *testing.T) {
+		began := time.Now()
+		eventually(t, "https://secure.example.com/details/0 via the gateway", 90*time.Second, func() error {
+			resp, body, err := get(hosts[0], "secure.example.com", "https://secure.example.com/details/0")
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, "William Shakespeare") {
+				return fmt.Errorf("status %d: %.200s", resp.StatusCode, body)
+			}
+			// The certificate is the backend's: the gateway has no key
+			// for this name and forwarded the TLS bytes untouched.
+			if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != "secure.example.com" {
+				return fmt.Errorf("served certificate %q, want the backend's secure.example.com", cn)
+			}
+			return nil
+		})
+		t.Logf("passthrough: 200 from the backend's TLS after %s", time.Since(began).Round(100*time.Millisecond))
+	})
+
+	t.Run("the gateway reads the renewed credential", func(t *testing.T) {
+		crt2, key2 := ca.issueFiles(t, t.TempDir(), "bookinfo.example.com")
+		secret := e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "bookinfo-credential",
+			"--cert="+crt2, "--key="+key2, "--dry-run=client", "-o", "yaml")
+		e.applyYAML(t, secret)
+		want, err := os.ReadFile(crt2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(want)
+		began := time.Now()
+		eventually(t, "the renewed certificate served", 60*time.Second, func() error {
+			resp, _, err := get(hosts[0], "bookinfo.example.com", "https://bookinfo.example.com/productpage")
+			if err != nil {
+				return err
+			}
+			if got := resp.TLS.PeerCertificates[0].Raw; string(got) != string(block.Bytes) {
+				return fmt.Errorf("still the old certificate (serial %s)", resp.TLS.PeerCertificates[0].SerialNumber)
+			}
+			return nil
+		})
+		t.Logf("renewed certificate served %s after the Secret update", time.Since(began).Round(100*time.Millisecond))
+	})
+
+	t.Run("a missing credential refuses its server only", func(t *testing.T) {
+		e.applyYAML(t, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: missing-credential
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port: {number: 443, name: https-missing, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: missing-credential}
+    hosts: [missing.example.com]
+`)
+		ip := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "pods", "-l", "istio=ingress", "-o", "jsonpath={.items[0].status.podIP}"))
+		gauge := regexp.MustCompile(`weft_gateway_credential_ready\{credential_name="missing-credential"\} 0`)
+		eventually(t, "the missing credential reported", 60*time.Second, func() error {
+			_, _, err := get(hosts[0], "missing.example.com", "https://missing.example.com/productpage")
+			if err == nil {
+				return fmt.Errorf("handshake for missing.example.com succeeded")
+			}
+			m, merr := e.httpGet(ip + ":15020/metrics")
+			if merr != nil {
+				return merr
+			}
+			if !gauge.MatchString(m) {
+				return fmt.Errorf("handshake: %v; no %s in the gateway's metrics:\n%s", err, gauge, grepLines(m, "weft_gateway"))
+			}
+			return nil
+		})
+		if resp, _, err := get(hosts[0], "bookinfo.example.com", "https://bookinfo.example.com/productpage"); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("bookinfo.example.com next to the broken server: %v %v", resp, err)
+		}
+	})
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/weft-mesh/weft/waypoint/proxy"
+)
+
+// gatewayCertificates resolves the credentialName of HTTPS servers from
+// Secrets of the gateway's own namespace, read with the pod's service
+// account token (charts/gateway grants get/list/watch on Secrets of that
+// namespace only). Without API access it returns nil: HTTPS servers then
+// refuse handshakes, plain HTTP ones keep working.
+func gatewayCertificates(ctx context.Context, ns string, reg prometheus.Registerer, log *slog.Logger) proxy.Certificates {
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		log.Warn("no Kubernetes API access (is automountServiceAccountToken on?): HTTPS servers with a credentialName refuse handshakes", "err", err)
+		return nil
+	}
+	rc.UserAgent = "weft-waypoint/gateway"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		log.Warn("Kubernetes client: HTTPS servers with a credentialName refuse handshakes", "err", err)
+		return nil
+	}
+	certs, err := proxy.NewSecretCertificates(ctx, client, ns, reg, log)
+	if err != nil {
+		log.Warn("gateway credentials: HTTPS servers with a credentialName refuse handshakes", "err", err)
+		return nil
+	}
+	return certs
+}

@@ -1,0 +1,301 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// testPKI is a throwaway CA issuing server certificates.
+type testPKI struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return &testPKI{cert: c, key: key, pool: pool}
+}
+
+// issue returns PEM certificate and key for host, with serial.
+func (p *testPKI) issue(t *testing.T, host string, serial int64) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+func tlsSecret(ns, name string, certPEM, keyPEM []byte) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM}}
+}
+
+// TestSecretCertificates: credentials resolve from Secrets of the
+// gateway's own namespace only (kubernetes.io/tls and generic cert/key),
+// a renewed Secret is picked up, and missing or invalid ones are errors
+// naming the Secret (without key material) and set the ready gauge to 0.
+func TestSecretCertificates(t *testing.T) {
+	pki := newTestPKI(t)
+	c1, k1 := pki.issue(t, "bookinfo.example.com", 10)
+	c2, k2 := pki.issue(t, "generic.example.com", 20)
+	other, otherKey := pki.issue(t, "other.example.com", 30)
+	generic := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-ingress", Name: "generic"},
+		Data: map[string][]byte{"cert": c2, "key": k2}}
+	bad := tlsSecret("weft-ingress", "bad", c1, k2) // key does not match
+	client := fake.NewClientset(tlsSecret("weft-ingress", "bookinfo-credential", c1, k1), generic, bad,
+		tlsSecret("default", "elsewhere", other, otherKey))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	sc, err := NewSecretCertificates(ctx, client, "weft-ingress", reg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return sc.synced() })
+
+	serial := func(name string) (int64, error) {
+		c, err := sc.Certificate(name)
+		if err != nil {
+			return 0, err
+		}
+		return c.Leaf.SerialNumber.Int64(), nil
+	}
+	if s, err := serial("kubernetes://bookinfo-credential"); err != nil || s != 10 {
+		t.Fatalf("kubernetes://bookinfo-credential: serial %d, %v; want 10", s, err)
+	}
+	if s, err := serial("generic"); err != nil || s != 20 {
+		t.Fatalf("generic cert/key Secret: serial %d, %v; want 20", s, err)
+	}
+	if _, err := serial("kubernetes://elsewhere"); err == nil || !strings.Contains(err.Error(), "no Secret elsewhere in namespace weft-ingress") {
+		t.Fatalf("a Secret of another namespace: %v, want not found in weft-ingress", err)
+	}
+	if _, err := serial("kubernetes://bad"); err == nil || strings.Contains(err.Error(), "PRIVATE KEY") || !strings.Contains(err.Error(), "weft-ingress/bad") {
+		t.Fatalf("mismatched key: %v, want an error naming the Secret, without key material", err)
+	}
+	if v := testutil.ToFloat64(sc.ready.WithLabelValues("bad")); v != 0 {
+		t.Fatalf("weft_gateway_credential_ready{bad} = %v, want 0", v)
+	}
+	if v := testutil.ToFloat64(sc.ready.WithLabelValues("bookinfo-credential")); v != 1 {
+		t.Fatalf("weft_gateway_credential_ready{bookinfo-credential} = %v, want 1", v)
+	}
+
+	// Renewal: the next lookup serves the new certificate.
+	c3, k3 := pki.issue(t, "bookinfo.example.com", 11)
+	renewed := tlsSecret("weft-ingress", "bookinfo-credential", c3, k3)
+	renewed.ResourceVersion = "2"
+	if _, err := client.CoreV1().Secrets("weft-ingress").Update(ctx, renewed, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { s, _ := serial("bookinfo-credential"); return s == 11 })
+	if err := client.CoreV1().Secrets("weft-ingress").Delete(ctx, "bookinfo-credential", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := serial("bookinfo-credential"); return err != nil })
+}
+
+// staticCerts resolves SDS names from a map (tests).
+type staticCerts map[string]*tls.Certificate
+
+func (s staticCerts) Certificate(name string) (*tls.Certificate, error) {
+	if c := s[name]; c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("no credential %q", name)
+}
+
+func tlsGatewayChain(t *testing.T, name string, port uint32, sni []string, sds string, fc *listenerv3.FilterChain) *listenerv3.FilterChain {
+	fc.Name = name
+	fc.FilterChainMatch = &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port), ServerNames: sni}
+	if sds != "" {
+		fc.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
+			TypedConfig: anyOf(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+				AlpnProtocols:                  []string{"h2", "http/1.1"},
+				TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: sds}}}})}}
+	}
+	return fc
+}
+
+// TestGatewayTLS: on a gateway TLS port the ClientHello's SNI picks the
+// chain. An HTTPS chain terminates TLS with its credential (h2 by ALPN) and
+// routes to the mesh; a passthrough chain forwards the TLS bytes over HBONE
+// to a backend that terminates TLS itself (the client verifies the
+// backend's certificate); an unknown SNI and a missing credential fail the
+// handshake and are counted; plain HTTP is not answered.
+func TestGatewayTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	certPEM, keyPEM := pki.issue(t, "bookinfo.example.com", 1)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(o *Options) { o.Certificates = staticCerts{"kubernetes://bookinfo-credential": &pair} })
+	b := startBackend(t, "productpage-v1", nil)
+
+	// The passthrough destination: a TLS server of its own.
+	bc, bk := pki.issue(t, "secure.example.com", 2)
+	bpair, _ := tls.X509KeyPair(bc, bk)
+	bln, err := net.Listen("tcp", netip.AddrPortFrom(podIP(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello over the backend's own TLS")
+	})}
+	go bsrv.Serve(tls.NewListener(bln, &tls.Config{Certificates: []tls.Certificate{bpair}}))
+	t.Cleanup(func() { bsrv.Close() })
+	secure := &backend{name: "secure-v1", addr: netip.MustParseAddrPort(bln.Addr().String())}
+
+	port := freePort(t)
+	p := strconv.Itoa(int(port))
+	rcName := "https." + p
+	secureCluster := "outbound|443||secure.default.svc.cluster.local"
+	e.mustPush(resourcev3.ClusterType, edsCluster(clusterName("")), edsCluster(secureCluster))
+	e.mustPush(resourcev3.EndpointType, cla(clusterName(""), hboneEP(b, "v1")), cla(secureCluster, hboneEP(secure, "v1")))
+	l := gatewayListener(t, port)
+	l.FilterChains = []*listenerv3.FilterChain{
+		tlsGatewayChain(t, rcName+".0", port, []string{"bookinfo.example.com"}, "kubernetes://bookinfo-credential", hcmChain(t, rcName, "", port, rcName)),
+		tlsGatewayChain(t, rcName+".1", port, []string{"*.missing.example.com"}, "kubernetes://missing", hcmChain(t, rcName, "", port, rcName)),
+		tlsGatewayChain(t, "tls."+p+".secure", port, []string{"secure.example.com"}, "", tcpChain(t, "", "", port, secureCluster)),
+	}
+	e.mustPush(resourcev3.ListenerType, l)
+	e.mustPush(resourcev3.RouteType, routeConfig(rcName, "bookinfo.example.com", routeTo("default/bookinfo.0", clusterName(""))))
+
+	pl := &PlainListeners{Proxy: e.wp, Host: "127.0.0.1", Source: Source{ID: waypointID}}
+	if err := pl.Sync(e.wp.Store.Snapshot().ListenPorts); err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	client := func(sni string) *http.Client {
+		return &http.Client{Timeout: testTimeout, Transport: &http.Transport{
+			ForceAttemptHTTP2: true,
+			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: pki.pool},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, "127.0.0.1:"+p)
+			}}}
+	}
+	get := func(sni string) (*http.Response, string, error) {
+		resp, err := client(sni).Get("https://" + sni + "/productpage")
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp, string(body), err
+	}
+
+	resp, body, err := get("bookinfo.example.com")
+	if err != nil || resp.StatusCode != 200 || body != "hello from productpage-v1" {
+		t.Fatalf("HTTPS bookinfo.example.com: %v %v %q", resp, err, body)
+	}
+	if resp.Proto != "HTTP/2.0" || resp.TLS.PeerCertificates[0].Subject.CommonName != "bookinfo.example.com" {
+		t.Fatalf("HTTPS: %s with certificate %s, want HTTP/2.0 (ALPN) and the credential's certificate", resp.Proto, resp.TLS.PeerCertificates[0].Subject)
+	}
+
+	resp, body, err = get("secure.example.com")
+	if err != nil || resp.StatusCode != 200 || body != "hello over the backend's own TLS" {
+		t.Fatalf("passthrough secure.example.com: %v %v %q", resp, err, body)
+	}
+	if cn := resp.TLS.PeerCertificates[0].Subject.CommonName; cn != "secure.example.com" {
+		t.Fatalf("passthrough: certificate %q, want the backend's own", cn)
+	}
+
+	if _, _, err := get("unknown.example.com"); err == nil {
+		t.Fatal("unknown SNI: handshake succeeded, want it closed")
+	}
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(e.wp.Metrics.gatewayTLS.WithLabelValues("no_filter_chain")) == 1
+	})
+	if _, _, err := get("a.missing.example.com"); err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Fatalf("missing credential: %v, want a handshake alert", err)
+	}
+	waitFor(t, func() bool { return testutil.ToFloat64(e.wp.Metrics.gatewayTLS.WithLabelValues("handshake")) == 1 })
+	// Plain HTTP on the TLS port is not served in clear.
+	conn, err := net.Dial("tcp", "127.0.0.1:"+p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /productpage HTTP/1.1\r\nHost: bookinfo.example.com\r\n\r\n")
+	_ = conn.SetReadDeadline(time.Now().Add(testTimeout))
+	if n, _ := conn.Read(make([]byte, 64)); n > 0 {
+		t.Fatalf("plain HTTP on the TLS port got %d bytes back", n)
+	}
+}
+
+// TestUpstreamH2: a gateway client's HTTP/2 is not carried upstream except
+// for gRPC; inside the mesh the downstream protocol is.
+func TestUpstreamH2(t *testing.T) {
+	for _, c := range []struct {
+		edge, h2 bool
+		ct       string
+		want     bool
+	}{
+		{edge: true, h2: true, ct: "text/html", want: false},
+		{edge: true, h2: true, ct: "application/grpc+proto", want: true},
+		{edge: true, h2: false, ct: "application/grpc", want: false},
+		{edge: false, h2: true, ct: "text/html", want: true},
+		{edge: false, h2: false, want: false},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, "http://example.com/", nil)
+		req.Header.Set("Content-Type", c.ct)
+		if got := (&requestState{edge: c.edge, h2: c.h2}).upstreamH2(req); got != c.want {
+			t.Errorf("edge=%v h2=%v content-type %q: upstream h2 %v, want %v", c.edge, c.h2, c.ct, got, c.want)
+		}
+	}
+}
