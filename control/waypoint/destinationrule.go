@@ -47,6 +47,9 @@ func (t *translator) indexDestinationRules(drs []*networkingv1.DestinationRule) 
 	slices.SortFunc(drs, func(a, b *networkingv1.DestinationRule) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
 	for _, dr := range drs {
 		spec := &dr.Spec
+		if exportRestricted(spec.ExportTo) {
+			t.problem(kindDR, dr.Namespace, dr.Name, "spec.exportTo: %v is not supported; the DestinationRule applies to clients of every namespace", spec.ExportTo)
+		}
 		if spec.WorkloadSelector != nil {
 			t.problem(kindDR, dr.Namespace, dr.Name, "spec.workloadSelector: applies to sidecars only; ignored by waypoints")
 			continue
@@ -97,7 +100,14 @@ func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, 
 	}
 	p := func(format string, args ...any) { t.problem(kindDR, dr.Namespace, dr.Name, format, args...) }
 	check := func(path string, lb *networkingapi.LoadBalancerSettings, od *networkingapi.OutlierDetection,
-		tls *networkingapi.ClientTLSSettings) {
+		tls *networkingapi.ClientTLSSettings, pool *networkingapi.ConnectionPoolSettings) {
+		if tcp := pool.GetTcp(); tcp != nil && (tcp.TcpKeepalive != nil || tcp.MaxConnectionDuration != nil || tcp.IdleTimeout != nil) {
+			p("%s.connectionPool.tcp: only maxConnections and connectTimeout are supported; tcpKeepalive, maxConnectionDuration and idleTimeout are ignored", path)
+		}
+		if h := pool.GetHttp(); h != nil && (h.IdleTimeout != nil || h.MaxRetries != 0 || h.H2UpgradePolicy != networkingapi.ConnectionPoolSettings_HTTPSettings_DEFAULT ||
+			h.UseClientProtocol || h.MaxConcurrentStreams != 0) {
+			p("%s.connectionPool.http: only http1MaxPendingRequests, http2MaxRequests and maxRequestsPerConnection are supported; idleTimeout, maxRetries, h2UpgradePolicy, useClientProtocol and maxConcurrentStreams are ignored", path)
+		}
 		if lb != nil {
 			if lb.GetSimple() == networkingapi.LoadBalancerSettings_PASSTHROUGH {
 				p("%s.loadBalancer.simple: PASSTHROUGH is not supported; using ROUND_ROBIN", path)
@@ -122,13 +132,13 @@ func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, 
 		}
 		checkTLS(p, path, tls)
 	}
-	check(path, tp.LoadBalancer, tp.OutlierDetection, tp.Tls)
+	check(path, tp.LoadBalancer, tp.OutlierDetection, tp.Tls, tp.ConnectionPool)
 	for i, pl := range tp.PortLevelSettings {
 		if pl.GetPort().GetNumber() == 0 {
 			p("%s.portLevelSettings[%d].port: missing; ignored", path, i)
 			continue
 		}
-		check(fmt.Sprintf("%s.portLevelSettings[%d]", path, i), pl.LoadBalancer, pl.OutlierDetection, pl.Tls)
+		check(fmt.Sprintf("%s.portLevelSettings[%d]", path, i), pl.LoadBalancer, pl.OutlierDetection, pl.Tls, pl.ConnectionPool)
 	}
 	if tp.Tunnel != nil || tp.ProxyProtocol != nil || tp.RetryBudget != nil {
 		p("%s: tunnel, proxyProtocol and retryBudget are not supported; ignored", path)
@@ -426,4 +436,11 @@ func socketAddress(ip string, port uint32) *corev3.Address {
 		Address:       ip,
 		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
 	}}}
+}
+
+// exportRestricted is whether exportTo limits visibility ("*", or nothing,
+// is every namespace). Weft does not scope configuration by namespace yet,
+// so a restriction is reported rather than silently widened.
+func exportRestricted(exportTo []string) bool {
+	return len(exportTo) > 0 && !slices.Contains(exportTo, "*")
 }

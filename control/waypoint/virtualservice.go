@@ -48,6 +48,9 @@ func (t *translator) indexVirtualServices(vss []*networkingv1.VirtualService) {
 		if !t.checkWeights(vs) {
 			continue
 		}
+		if exportRestricted(vs.Spec.ExportTo) {
+			t.problem(kindVS, vs.Namespace, vs.Name, "spec.exportTo: %v is not supported; the VirtualService applies to clients of every namespace", vs.Spec.ExportTo)
+		}
 		if len(vs.Spec.Tls) > 0 {
 			t.problem(kindVS, vs.Namespace, vs.Name, "spec.tls: TLS routes are not supported by waypoints; ignored")
 		}
