@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/pkg/golden"
 )
@@ -50,39 +49,6 @@ var gatewayKinds = map[string]func() any{
 func decodeGateway(t *testing.T, out []byte) objects {
 	t.Helper()
 	return decodeOnly(t, "weft-gateway", out, gatewayNamespace, gatewayKinds)
-}
-
-// decodeOnly decodes a render strictly (unknown or duplicate fields fail)
-// into typed objects by "Kind/name", failing on any kind outside kinds and
-// on objects outside namespace ns.
-func decodeOnly(t *testing.T, chart string, out []byte, ns string, kinds map[string]func() any) objects {
-	t.Helper()
-	objs := objects{}
-	for _, doc := range documents(out) {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			t.Fatalf("not YAML: %v\n%s", err, doc)
-		}
-		gvk := tm.APIVersion + "/" + tm.Kind
-		newObj, ok := kinds[gvk]
-		if !ok {
-			t.Fatalf("%s rendered %s, which it may not:\n%s", chart, gvk, doc)
-		}
-		obj := newObj()
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-			t.Fatalf("%s does not decode strictly: %v\n%s", gvk, err, doc)
-		}
-		meta := obj.(metav1.Object)
-		if meta.GetNamespace() != ns {
-			t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), ns)
-		}
-		key := tm.Kind + "/" + meta.GetName()
-		if _, dup := objs[key]; dup {
-			t.Fatalf("%s rendered twice", key)
-		}
-		objs[key] = obj
-	}
-	return objs
 }
 
 func TestLintStrictGateway(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/pkg/golden"
 )
@@ -46,37 +45,11 @@ var nodeAgentKinds = map[string]func() any{
 	"apps/v1/DaemonSet": func() any { return &appsv1.DaemonSet{} },
 }
 
-// decodeNodeAgent decodes a node agent render strictly (unknown or duplicate
-// fields fail) into typed objects by "Kind/name", failing on any kind outside
-// nodeAgentKinds and on objects outside the release namespace.
+// decodeNodeAgent decodes a node agent render strictly (see decodeOnly):
+// only nodeAgentKinds, all in the release namespace.
 func decodeNodeAgent(t *testing.T, out []byte) objects {
 	t.Helper()
-	objs := objects{}
-	for _, doc := range documents(out) {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			t.Fatalf("not YAML: %v\n%s", err, doc)
-		}
-		gvk := tm.APIVersion + "/" + tm.Kind
-		newObj, ok := nodeAgentKinds[gvk]
-		if !ok {
-			t.Fatalf("weft-node-agent rendered %s; it may render a ServiceAccount and a DaemonSet only (no RBAC):\n%s", gvk, doc)
-		}
-		obj := newObj()
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-			t.Fatalf("%s does not decode strictly: %v\n%s", gvk, err, doc)
-		}
-		meta := obj.(metav1.Object)
-		if meta.GetNamespace() != namespace {
-			t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), namespace)
-		}
-		key := tm.Kind + "/" + meta.GetName()
-		if _, dup := objs[key]; dup {
-			t.Fatalf("%s rendered twice", key)
-		}
-		objs[key] = obj
-	}
-	return objs
+	return decodeOnly(t, "weft-node-agent", out, namespace, nodeAgentKinds)
 }
 
 func TestLintStrictNodeAgent(t *testing.T) {
