@@ -200,44 +200,10 @@ func documents(out []byte) [][]byte {
 	return docs
 }
 
-// decode decodes every document strictly (unknown or duplicate fields fail)
-// into its typed object, and checks that namespaced objects are in the
-// release namespace and cluster-scoped ones in none.
+// decode decodes a control or base render strictly (see decodeOnly).
 func decode(t *testing.T, out []byte) objects {
 	t.Helper()
-	objs := objects{}
-	for _, doc := range documents(out) {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			t.Fatalf("not YAML: %v\n%s", err, doc)
-		}
-		gvk := tm.APIVersion + "/" + tm.Kind
-		newObj, ok := kinds[gvk]
-		if !ok {
-			t.Fatalf("rendered an unexpected kind %s:\n%s", gvk, doc)
-		}
-		obj := newObj()
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-			t.Fatalf("%s does not decode strictly: %v\n%s", gvk, err, doc)
-		}
-		meta := obj.(metav1.Object)
-		switch tm.Kind {
-		case "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "GatewayClass":
-			if meta.GetNamespace() != "" {
-				t.Errorf("cluster-scoped %s/%s has namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace())
-			}
-		default:
-			if meta.GetNamespace() != namespace {
-				t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), namespace)
-			}
-		}
-		key := tm.Kind + "/" + meta.GetName()
-		if _, dup := objs[key]; dup {
-			t.Fatalf("%s rendered twice", key)
-		}
-		objs[key] = obj
-	}
-	return objs
+	return decodeOnly(t, "the chart", out, namespace, kinds)
 }
 
 // get returns the object kind/name of type T, failing when absent.
@@ -801,8 +767,9 @@ func sameJSON(a, b any) bool {
 }
 
 // decodeOnly decodes a render strictly (unknown or duplicate fields fail)
-// into typed objects by "Kind/name", failing on any kind outside kinds and
-// on objects outside namespace ns.
+// into typed objects by "Kind/name", failing on any kind outside kinds, on
+// namespaced objects outside namespace ns and on cluster-scoped ones with a
+// namespace.
 func decodeOnly(t *testing.T, chart string, out []byte, ns string, kinds map[string]func() any) objects {
 	t.Helper()
 	objs := objects{}
@@ -821,8 +788,15 @@ func decodeOnly(t *testing.T, chart string, out []byte, ns string, kinds map[str
 			t.Fatalf("%s does not decode strictly: %v\n%s", gvk, err, doc)
 		}
 		meta := obj.(metav1.Object)
-		if meta.GetNamespace() != ns {
-			t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), ns)
+		switch tm.Kind {
+		case "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "GatewayClass":
+			if meta.GetNamespace() != "" {
+				t.Errorf("cluster-scoped %s/%s has namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace())
+			}
+		default:
+			if meta.GetNamespace() != ns {
+				t.Errorf("%s/%s is in namespace %q, want the release namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace(), ns)
+			}
 		}
 		key := tm.Kind + "/" + meta.GetName()
 		if _, dup := objs[key]; dup {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"crypto/tls"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/testpki"
 
 	"github.com/weft-mesh/weft/pkg/netns"
 )
@@ -272,8 +273,8 @@ func (s *externalServer) snapshot() (tlsSeen, plainSeen []seenRequest) {
 // t.Cleanup.
 func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	t.Helper()
-	ca := newE2ECA(t) // e2e/ingress_tls_test.go
-	certFile, keyFile := ca.issueFiles(t, t.TempDir(), egressHost)
+	ca := testpki.New(t)
+	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), egressHost)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o644); err != nil {
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

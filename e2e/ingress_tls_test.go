@@ -2,82 +2,20 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/testpki"
 )
-
-// e2eCA is a test CA: it issues the gateway's credential and the
-// passthrough backend's certificate; clients trust only it.
-type e2eCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newE2ECA(t *testing.T) *e2eCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft e2e ingress CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return &e2eCA{cert: c, key: key, pool: pool}
-}
-
-// issueFiles writes a certificate for host and its key as PEM files into
-// dir and returns their paths.
-func (ca *e2eCA) issueFiles(t *testing.T, dir, host string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, host+".crt"), filepath.Join(dir, host+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
 
 // The Istio "secure gateways" and "ingress SNI passthrough" tasks on the
 // gateway of TestIngressGateway: an HTTPS server whose certificate is the
@@ -204,11 +142,11 @@ spec:
 `
 
 func testIngressTLS(t *testing.T, e *env, hosts []string) {
-	ca := newE2ECA(t)
+	ca := testpki.New(t)
 	dir := t.TempDir()
-	crt, key := ca.issueFiles(t, dir, "bookinfo.example.com")
+	crt, key := ca.IssueFiles(t, dir, "bookinfo.example.com")
 	e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "bookinfo-credential", "--cert="+crt, "--key="+key)
-	bcrt, bkey := ca.issueFiles(t, dir, "secure.example.com")
+	bcrt, bkey := ca.IssueFiles(t, dir, "secure.example.com")
 	e.mustKubectl(t, "-n", "default", "create", "secret", "tls", "secure-backend-cert", "--cert="+bcrt, "--key="+bkey)
 	start := time.Now()
 	e.applyYAML(t, ingressTLSYAML)
@@ -224,7 +162,7 @@ func testIngressTLS(t *testing.T, e *env, hosts []string) {
 	client := func(host, sni string) *http.Client {
 		return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 			ForceAttemptHTTP2: true,
-			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: ca.pool},
+			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: ca.Pool},
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				return e.c.DialContext(ctx, network, net.JoinHostPort(host, port))
 			}}}
@@ -289,7 +227,7 @@ func testIngressTLS(t *testing.T, e *env, hosts []string) {
 	})
 
 	t.Run("the gateway reads the renewed credential", func(t *testing.T) {
-		crt2, key2 := ca.issueFiles(t, t.TempDir(), "bookinfo.example.com")
+		crt2, key2 := ca.IssueFiles(t, t.TempDir(), "bookinfo.example.com")
 		secret := e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "bookinfo-credential",
 			"--cert="+crt2, "--key="+key2, "--dry-run=client", "-o", "yaml")
 		e.applyYAML(t, secret)

@@ -2,17 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,53 +26,22 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/weft-mesh/weft/pkg/testpki"
 )
 
-// testPKI is a throwaway CA issuing server certificates.
-type testPKI struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestPKI(t *testing.T) *testPKI {
+// serialOf is the serial number of a PEM certificate.
+func serialOf(t *testing.T, certPEM []byte) int64 {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		t.Fatal("no PEM certificate")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return &testPKI{cert: c, key: key, pool: pool}
-}
-
-// issue returns PEM certificate and key for host, with serial.
-func (p *testPKI) issue(t *testing.T, host string, serial int64) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	return c.SerialNumber.Int64()
 }
 
 func tlsSecret(ns, name string, certPEM, keyPEM []byte) *corev1.Secret {
@@ -90,10 +54,10 @@ func tlsSecret(ns, name string, certPEM, keyPEM []byte) *corev1.Secret {
 // a renewed Secret is picked up, and missing or invalid ones are errors
 // naming the Secret (without key material) and set the ready gauge to 0.
 func TestSecretCertificates(t *testing.T) {
-	pki := newTestPKI(t)
-	c1, k1 := pki.issue(t, "bookinfo.example.com", 10)
-	c2, k2 := pki.issue(t, "generic.example.com", 20)
-	other, otherKey := pki.issue(t, "other.example.com", 30)
+	pki := testpki.New(t)
+	c1, k1 := pki.Issue(t, "bookinfo.example.com")
+	c2, k2 := pki.Issue(t, "generic.example.com")
+	other, otherKey := pki.Issue(t, "other.example.com")
 	generic := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "weft-ingress", Name: "generic"},
 		Data: map[string][]byte{"cert": c2, "key": k2}}
 	bad := tlsSecret("weft-ingress", "bad", c1, k2) // key does not match
@@ -115,11 +79,11 @@ func TestSecretCertificates(t *testing.T) {
 		}
 		return c.Leaf.SerialNumber.Int64(), nil
 	}
-	if s, err := serial("kubernetes://bookinfo-credential"); err != nil || s != 10 {
-		t.Fatalf("kubernetes://bookinfo-credential: serial %d, %v; want 10", s, err)
+	if s, err := serial("kubernetes://bookinfo-credential"); err != nil || s != serialOf(t, c1) {
+		t.Fatalf("kubernetes://bookinfo-credential: serial %d, %v; want %d", s, err, serialOf(t, c1))
 	}
-	if s, err := serial("generic"); err != nil || s != 20 {
-		t.Fatalf("generic cert/key Secret: serial %d, %v; want 20", s, err)
+	if s, err := serial("generic"); err != nil || s != serialOf(t, c2) {
+		t.Fatalf("generic cert/key Secret: serial %d, %v; want %d", s, err, serialOf(t, c2))
 	}
 	if _, err := serial("kubernetes://elsewhere"); err == nil || !strings.Contains(err.Error(), "no Secret elsewhere in namespace weft-ingress") {
 		t.Fatalf("a Secret of another namespace: %v, want not found in weft-ingress", err)
@@ -135,13 +99,13 @@ func TestSecretCertificates(t *testing.T) {
 	}
 
 	// Renewal: the next lookup serves the new certificate.
-	c3, k3 := pki.issue(t, "bookinfo.example.com", 11)
+	c3, k3 := pki.Issue(t, "bookinfo.example.com")
 	renewed := tlsSecret("weft-ingress", "bookinfo-credential", c3, k3)
 	renewed.ResourceVersion = "2"
 	if _, err := client.CoreV1().Secrets("weft-ingress").Update(ctx, renewed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { s, _ := serial("bookinfo-credential"); return s == 11 })
+	waitFor(t, func() bool { s, _ := serial("bookinfo-credential"); return s == serialOf(t, c3) })
 	if err := client.CoreV1().Secrets("weft-ingress").Delete(ctx, "bookinfo-credential", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,8 +141,8 @@ func tlsGatewayChain(t *testing.T, name string, port uint32, sni []string, sds s
 // backend's certificate); an unknown SNI and a missing credential fail the
 // handshake and are counted; plain HTTP is not answered.
 func TestGatewayTLS(t *testing.T) {
-	pki := newTestPKI(t)
-	certPEM, keyPEM := pki.issue(t, "bookinfo.example.com", 1)
+	pki := testpki.New(t)
+	certPEM, keyPEM := pki.Issue(t, "bookinfo.example.com")
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +151,7 @@ func TestGatewayTLS(t *testing.T) {
 	b := startBackend(t, "productpage-v1", nil)
 
 	// The passthrough destination: a TLS server of its own.
-	bc, bk := pki.issue(t, "secure.example.com", 2)
+	bc, bk := pki.Issue(t, "secure.example.com")
 	bpair, _ := tls.X509KeyPair(bc, bk)
 	bln, err := net.Listen("tcp", netip.AddrPortFrom(podIP(), 0).String())
 	if err != nil {
@@ -223,7 +187,7 @@ func TestGatewayTLS(t *testing.T) {
 	client := func(sni string) *http.Client {
 		return &http.Client{Timeout: testTimeout, Transport: &http.Transport{
 			ForceAttemptHTTP2: true,
-			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: pki.pool},
+			TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: pki.Pool},
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, network, "127.0.0.1:"+p)
