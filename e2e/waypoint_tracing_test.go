@@ -102,6 +102,52 @@ func TestWaypointTracing(t *testing.T) {
 				s.SpanID, s.Service, s.Kind, s.Attrs["component"])
 		}
 	}
+
+	t.Run("the ingress gateway starts the trace of a request that comes without one", func(t *testing.T) {
+		e.mustRun(t, "helm", "install", "weft-ingress", filepath.Join(root, "charts/gateway"), "-n", "weft-ingress", "--create-namespace",
+			"--set", "tracing.otlpEndpoint="+endpoint)
+		e.mustKubectl(t, "-n", "weft-ingress", "rollout", "status", "deployment/weft-ingress", "--timeout=120s")
+		e.mustKubectl(t, "apply", "-f", manifest("bookinfo-gateway.yaml"))
+		var host string
+		eventually(t, "the ingress load balancer address", 30*time.Second, func() error {
+			host = strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"))
+			if host == "" {
+				return errors.New("none yet")
+			}
+			return nil
+		})
+		// No trace headers at all: the gateway is the root.
+		eventually(t, "/productpage through the ingress gateway", 30*time.Second, func() error {
+			resp, err := http.Get("http://" + net.JoinHostPort(host, "80") + "/productpage")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("HTTP %d", resp.StatusCode)
+			}
+			return nil
+		})
+		var root recvSpan
+		var tr *trace
+		eventually(t, "a trace rooted at the gateway with reviews and ratings below it", 30*time.Second, func() error {
+			for _, s := range recv.all() {
+				if s.Service == "weft-ingress.weft-ingress" && s.ParentID == "" && s.Attrs["url.path"] == "/productpage" {
+					tr = newTrace(recv.spansOf(s.TraceID))
+					if err := tr.chainBelow(s.SpanID); err == nil {
+						root = s
+						return nil
+					}
+				}
+			}
+			return errors.New("not yet")
+		})
+		if root.Attrs["guid:x-request-id"] == "" {
+			t.Errorf("the gateway's root span has no x-request-id: %v", root.Attrs)
+		}
+		t.Logf("trace %s rooted at the gateway (x-request-id %s):\n%s", root.TraceID, root.Attrs["guid:x-request-id"], tr.tree())
+	})
+
 	if errs := recv.errors(); len(errs) > 0 {
 		t.Errorf("the receiver rejected exports: %v", errs)
 	}
@@ -318,6 +364,12 @@ func (r *otlpReceiver) spansOf(traceID string) []recvSpan {
 	return out
 }
 
+func (r *otlpReceiver) all() []recvSpan {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.spans)
+}
+
 func (r *otlpReceiver) errors() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -372,14 +424,20 @@ func (tr *trace) check(callerSpan string) error {
 	if pp[0].ParentID != callerSpan {
 		return fmt.Errorf("productpage span's parent is %q, want the caller's span %s", pp[0].ParentID, callerSpan)
 	}
+	return tr.chainBelow(pp[0].SpanID)
+}
+
+// chainBelow checks that a reviews span descends from span top and a
+// ratings span from one of those.
+func (tr *trace) chainBelow(top string) error {
 	var reviewsOK []string
 	for _, s := range tr.dest("reviews") {
-		if slices.ContainsFunc(tr.ancestors(s), func(a recvSpan) bool { return a.SpanID == pp[0].SpanID }) {
+		if slices.ContainsFunc(tr.ancestors(s), func(a recvSpan) bool { return a.SpanID == top }) {
 			reviewsOK = append(reviewsOK, s.SpanID)
 		}
 	}
 	if len(reviewsOK) == 0 {
-		return fmt.Errorf("no reviews span below the productpage span %s: %v", pp[0].SpanID, tr.names())
+		return fmt.Errorf("no reviews span below span %s: %v", top, tr.names())
 	}
 	for _, s := range tr.dest("ratings") {
 		anc := tr.ancestors(s)

@@ -81,6 +81,9 @@ func (t *Tracing) start(ctx context.Context, r *http.Request, chain string) (con
 			attribute.String("weft.filter_chain", chain),
 			attribute.String("component", "weft-waypoint"),
 		))
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		span.SetAttributes(attribute.String("guid:x-request-id", id)) // Envoy's tag name
+	}
 	// Replace whatever context came in with the span's, in every format.
 	for _, h := range []string{"Traceparent", "Tracestate", "B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"} {
 		r.Header.Del(h)
