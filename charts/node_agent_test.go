@@ -361,6 +361,7 @@ func wantAgentArgs(control, logLevel string) []string {
 		"--cni-bin-dir=/host/opt/cni/bin",
 		"--cni-conf-dir=/host/etc/cni/net.d",
 		"--run-dir=/var/run/weft",
+		"--ready-file=/tmp/weft-agent-ready",
 		"--log-level=" + logLevel,
 	}
 }
@@ -450,13 +451,14 @@ func TestNodeAgentDefaults(t *testing.T) {
 	if want := map[string]string{"NODE_NAME": "spec.nodeName", "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}; !sameJSON(env, want) {
 		t.Errorf("env = %v, want %v", env, want)
 	}
-	for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
-		if p == nil || p.HTTPGet == nil || resolvePort(c, p.HTTPGet.Port.String()) != 15021 {
-			t.Errorf("%s probe %+v, want httpGet on 15021", what, p)
-		}
+	// Readiness is this container's own (exec), not the shared port's.
+	if p := c.ReadinessProbe; p == nil || p.Exec == nil ||
+		!slices.Equal(p.Exec.Command, []string{"weft-node-agent", "ready", "--ready-file=/tmp/weft-agent-ready"}) ||
+		!slices.Contains(c.Args, "--ready-file=/tmp/weft-agent-ready") {
+		t.Errorf("readiness probe %+v with args %v, want exec weft-node-agent ready on the agent's --ready-file", p, c.Args)
 	}
-	if c.ReadinessProbe.HTTPGet.Path != "/healthz/ready" || c.LivenessProbe.HTTPGet.Path != "/healthz/live" {
-		t.Errorf("probe paths %q and %q", c.ReadinessProbe.HTTPGet.Path, c.LivenessProbe.HTTPGet.Path)
+	if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || resolvePort(c, p.HTTPGet.Port.String()) != 15021 || p.HTTPGet.Path != "/healthz/live" {
+		t.Errorf("liveness probe %+v, want httpGet /healthz/live on 15021", p)
 	}
 	if c.Resources.Requests.Cpu().String() != "100m" || c.Resources.Requests.Memory().String() != "128Mi" || c.Resources.Limits != nil {
 		t.Errorf("resources = %+v", c.Resources)

@@ -68,8 +68,12 @@ type Config struct {
 	// pod: the first step of an uninstall (weftctl uninstall), so that no
 	// new connection waits for an agent that is going away.
 	ReleasePods bool
-	Log         *slog.Logger
-	AccessLog   io.Writer // one JSON line per connection; nil = none
+	// ReadyFile, if set, exists exactly while this process is ready: the
+	// kubelet's exec readiness probe reads it. An HTTP probe cannot tell
+	// two agents apart during a rolling update (they share the port).
+	ReadyFile string
+	Log       *slog.Logger
+	AccessLog io.Writer // one JSON line per connection; nil = none
 }
 
 func (c *Config) validate() error {
@@ -112,6 +116,13 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancel()
 
 	var ready readiness
+	if cfg.ReadyFile != "" {
+		// A restarted container must not look ready from its predecessor's file.
+		if err := os.Remove(cfg.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+		defer os.Remove(cfg.ReadyFile)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := proxy.NewMetrics(reg)
@@ -278,10 +289,18 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(cfg.NodeName)))
 				poke() // announce this agent (lease) right away
 			}
+			if !ready.Load() && cfg.ReadyFile != "" {
+				if err := os.WriteFile(cfg.ReadyFile, []byte(succ.self.ID+"\n"), 0o644); err != nil {
+					return fmt.Errorf("--ready-file: %w", err)
+				}
+			}
 			ready.Store(true)
 		}
 		select {
 		case <-ctx.Done():
+			if cfg.ReadyFile != "" {
+				_ = os.Remove(cfg.ReadyFile) // stopping: not ready any more
+			}
 			stop(cfg, succ, log, outbound, inbound, plaintext)
 			return nil
 		case <-updates:

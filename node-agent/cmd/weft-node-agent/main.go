@@ -63,6 +63,7 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
+	f.StringVar(&cfg.ReadyFile, "ready-file", "", "a file that exists exactly while this agent is ready (for an exec readiness probe: weft-node-agent ready --ready-file F)")
 	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv("WEFT_RELEASE_PODS") == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env WEFT_RELEASE_PODS=true)")
 	f.DurationVar(&cfg.HandoverWait, "handover-wait", 5*time.Second, "when stopping, how long to keep serving while waiting for a successor agent on this node to be ready")
 	f.DurationVar(&cfg.ShutdownDrain, "shutdown-drain", 15*time.Second, "when handing over to a successor, how long open connections may take to finish before they are closed")
@@ -86,6 +87,19 @@ func command() *cobra.Command {
 	for _, f := range []string{"bpf-dir", "cni-bin-dir", "cni-conf-dir", "run-dir"} {
 		uninstall.Flags().AddFlag(cmd.Flags().Lookup(f))
 	}
-	cmd.AddCommand(mount, uninstall)
+	var readyFile string
+	readyCmd := &cobra.Command{
+		Use:   "ready",
+		Short: "Exit 0 if the agent of this container is ready (its --ready-file exists); the DaemonSet's readiness probe",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if _, err := os.Stat(readyFile); err != nil {
+				return fmt.Errorf("not ready: %w", err)
+			}
+			return nil
+		},
+	}
+	readyCmd.Flags().StringVar(&readyFile, "ready-file", "/tmp/weft-agent-ready", "the agent's --ready-file")
+	cmd.AddCommand(mount, uninstall, readyCmd)
 	return cmd
 }
