@@ -241,7 +241,10 @@ static __always_inline int steer(struct __sk_buff *skb, struct flow *f, __u32 fl
 	if (assign_established(skb, f) == 0)
 		goto captured;
 
-	if (!(flags & WEFT_F_CAPTURE) || (flags & WEFT_F_DRAINING))
+	// A draining pod takes no new proxied connections, except tunnels: a
+	// node that still believes the pod is in the mesh (its agent not told
+	// yet) opens one, and refusing it would reset that client's request.
+	if (which != WEFT_LISTENER_HBONE && (!(flags & WEFT_F_CAPTURE) || (flags & WEFT_F_DRAINING)))
 		return WEFT_TCX_NEXT;
 
 	// Only a bare SYN starts a proxied connection: mid-stream packets of a

@@ -657,6 +657,12 @@ func TestCaptureNetns(t *testing.T) {
 	}
 	kept.echo(t, "still-draining")
 	kept.Close()
+	// A tunnel from a node that has not heard of the drain yet still
+	// reaches the node's HBONE listener, not the pod (which would reset it).
+	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "hbone" {
+		t.Fatalf("tunnel to a draining pod: answered by %q, want hbone", who)
+	}
+	expectNone(t, tp.podHbGot, "pod-hbone")
 	local.echo(t, "while-draining") // same-node inbound connection too
 	if _, who := dial(t, pod2, "10.99.1.2:9090"); who != "pod-app" {
 		t.Fatalf("same-node client to draining pod: new connection answered by %q, want pod-app", who)

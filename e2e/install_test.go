@@ -118,13 +118,11 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	res = stopLoad(t)
 	t.Logf("requests while weftctl uninstall ran: %s", res)
 	// The agents first release every pod (new connections go direct), so
-	// none waits for an agent that is going away. Known: while one node's
-	// agent is released and the other's not yet, a tunnel opened to a
-	// released pod's HBONE port is refused (its SYN is no longer steered),
-	// which resets that request; so a few failures are tolerated (at most
-	// 1%), and logged.
-	if res.ok < 20 || res.failed*100 > res.ok+res.failed {
-		t.Errorf("requests during the uninstall: %s, want at most 1%% failed", res)
+	// none waits for an agent that is going away; a node not yet released
+	// may still tunnel to a released pod, whose node keeps accepting
+	// tunnels while it drains.
+	if res.failed > 0 || res.ok < 20 {
+		t.Errorf("requests during the uninstall: %s, want no failure", res)
 	}
 	for _, want := range []string{"cleaned", "weft-base", "kept"} {
 		if !strings.Contains(out, want) {
