@@ -22,7 +22,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/net/netutil"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/bpf"
@@ -378,7 +377,7 @@ func listenProxy(ctx context.Context, port uint16, max int) (net.Listener, error
 	if err != nil || max <= 0 {
 		return ln, err
 	}
-	return netutil.LimitListener(ln, max), nil
+	return proxy.Capped(ln.(*net.TCPListener), max), nil
 }
 
 func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {

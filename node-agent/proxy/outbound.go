@@ -99,22 +99,26 @@ func (o *Outbound) originalDst(c net.Conn) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// stream adapts an accepted connection to hbone.Stream.
+// stream adapts an accepted connection to hbone.Stream. Every listener the
+// agent opens yields connections that half-close (TCP, CappedConn); one that
+// cannot is closed whole at the end of the stream, so the peer still sees
+// the end instead of waiting forever for a FIN that a no-op CloseWrite
+// would never send.
 func stream(c net.Conn) hbone.Stream {
 	if s, ok := c.(hbone.Stream); ok {
 		return s
 	}
-	return closeWriteless{c}
+	return closeAtEOF{c}
 }
 
-type closeWriteless struct{ net.Conn }
+type closeAtEOF struct{ net.Conn }
 
-func (c closeWriteless) CloseWrite() error { return nil }
+func (c closeAtEOF) CloseWrite() error { return c.Close() }
 
 // reset closes c with an RST, the TCP way of saying "refused".
 func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
 	}
 	c.Close()
 }

@@ -56,13 +56,15 @@ type mesh struct {
 	tunnelPort                        uint16
 }
 
+// listen opens a listener the way the agent does (Capped), so every test
+// runs on the connection type production hands the proxies.
 func listen(tb testing.TB, addr string) net.Listener {
 	tb.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return l
+	return Capped(l.(*net.TCPListener), 1024)
 }
 
 func newMesh(t *testing.T) *mesh {

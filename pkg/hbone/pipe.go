@@ -35,8 +35,9 @@ var (
 
 // Pipe copies a->b and b->a until both directions finish, then closes both.
 // EOF on one side becomes CloseWrite on the other (half-close propagates);
-// an error in either direction closes both ends, so a reset propagates as a
-// reset. It returns the bytes copied each way and the first error other than
+// an error in either direction aborts both ends, so a reset propagates as a
+// reset: a TCP end is closed with an RST (SO_LINGER 0), a tunnel stream with
+// RST_STREAM. It returns the bytes copied each way and the first error other than
 // EOF. Buffers come from a sync.Pool, so an idle pipe holds none beyond the
 // two in-flight reads, small unless the stream is moving bulk data.
 func Pipe(a, b Stream) (aToB, bToA int64, err error) {
@@ -49,8 +50,8 @@ func Pipe(a, b Stream) (aToB, bToA int64, err error) {
 		errOnce.Do(func() {
 			firstErr = e
 			// Unblock the other direction: a broken stream is broken both ways.
-			a.Close()
-			b.Close()
+			abort(a)
+			abort(b)
 		})
 	}
 	wg.Add(1)
@@ -71,6 +72,17 @@ func Pipe(a, b Stream) (aToB, bToA int64, err error) {
 	a.Close()
 	b.Close()
 	return aToB, bToA, firstErr
+}
+
+// abort closes s the way a failed stream ends: with an RST for TCP (a plain
+// Close would send FIN, and the peer would take the truncated stream for a
+// complete one). Tunnel streams reset themselves on a Close before both
+// directions finished.
+func abort(s Stream) {
+	if l, ok := s.(interface{ SetLinger(sec int) error }); ok {
+		l.SetLinger(0)
+	}
+	s.Close()
 }
 
 // copyHalf copies src to dst and half-closes dst at src's EOF.
