@@ -314,7 +314,12 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 	h.server.Update(xds.AddressType, addresses(good))
 	n1, p1 := authz("default", "a", workloadv1.Scope_NAMESPACE, "10.0.0.0/8")
 	h.server.Update(xds.AuthorizationType, map[string]proto.Message{n1: p1})
-	waitFor(t, "sync", func() bool { s := h.store.Snapshot(); return s.Synced() && len(s.Workloads()) == 1 })
+	// Both updates must have landed before "before" is taken: Synced alone
+	// can be true while the authorization is still on its way.
+	waitFor(t, "sync", func() bool {
+		s := h.store.Snapshot()
+		return s.Synced() && len(s.Workloads()) == 1 && s.Authorizations()[n1] != nil
+	})
 	before := h.store.Snapshot()
 
 	bad := workload(wl{name: "broken", node: "node-a", ips: []string{"10.1.0.999"}})
