@@ -55,10 +55,14 @@
 //
 // # Source IP
 //
-// Inbound delivery binds the socket to the original client IP (Forwarded
-// header for HBONE, the peer address for plaintext) with IP_TRANSPARENT and
+// Inbound delivery binds the socket to the client IP with IP_TRANSPARENT and
 // IP_FREEBIND; when that bind fails (no CAP_NET_ADMIN, or the address is not
 // routable back to us) it falls back to an ordinary dial and logs at debug.
-// The Forwarded address is taken from the authenticated peer's request,
-// as ztunnel does.
+// The client IP is the peer address for plaintext, and for HBONE the
+// tunnel's TCP source, as in ztunnel. Because Weft's agents dial tunnels
+// from the node's address, not the pod's, the Forwarded header may name the
+// pod instead, but only when the tunnel comes from a node address and its
+// peer proved the identity of the workload at the named address
+// (Inbound.tunnelSource); through a waypoint or gateway the destination
+// sees the proxy's address, as in Istio ambient.
 package proxy

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,46 +91,45 @@ func (in *Inbound) Drain(ctx context.Context) error {
 	return in.srv.Shutdown(ctx)
 }
 
-// forwardedFor extracts the client address from a Forwarded header
-// ("for=10.0.0.1", "for=\"[::1]:80\"", possibly several elements).
-func forwardedFor(h string) (netip.Addr, bool) {
-	for _, elem := range strings.Split(h, ",") {
-		for _, pair := range strings.Split(elem, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if !ok || !strings.EqualFold(k, "for") {
-				continue
-			}
-			v = strings.Trim(v, `"`)
-			if ap, err := netip.ParseAddrPort(v); err == nil {
-				return ap.Addr().Unmap(), true
-			}
-			v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
-			if a, err := netip.ParseAddr(v); err == nil {
-				return a.Unmap(), true
-			}
+// tunnelSource is the client address of a tunnelled stream and the
+// workload there whose identity the peer proved (nil: none did). The
+// tunnel's TCP source is what the network vouches for. The Forwarded header
+// may name another address only when the tunnel comes from a node, not a
+// pod (a pod, a waypoint or gateway included, speaks for itself, as in
+// Istio ambient), and the peer proved the identity of the workload at that
+// address: the source node's agent on behalf of its pod. Any other claim is
+// ignored and counted, so a tenant holding a certificate of its own service
+// account cannot pass an ipBlocks rule, take another pod's source IP on
+// delivery or falsify telemetry by claiming an address.
+func (in *Inbound) tunnelSource(snap *config.Snapshot, req *hbone.Request) (netip.Addr, *config.Workload) {
+	remote := addrPort(req.RemoteAddr).Addr()
+	provenAt := func(a netip.Addr) *config.Workload {
+		if w := snap.WorkloadByIP(a); w != nil && w.Identity == req.Peer {
+			return w
+		}
+		return nil
+	}
+	claimed, ok := hbone.ParseForwarded(req.Forwarded)
+	if !ok || claimed == remote {
+		return remote, provenAt(remote)
+	}
+	if snap.WorkloadByIP(remote) == nil {
+		if w := provenAt(claimed); w != nil {
+			return claimed, w
 		}
 	}
-	return netip.Addr{}, false
+	in.Metrics.forwardedIgnored()
+	in.log().Debug("ignoring a Forwarded address the tunnel's peer may not speak for", "peer", req.Peer, "remote", remote, "forwarded", claimed)
+	return remote, provenAt(remote)
 }
 
 func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now()}
+	src, srcW := in.tunnelSource(in.Store.Snapshot(), req)
+	rec.Source = workloadInfo(srcW)
 	rec.Source.Principal = spiffeString(req.Peer)
-	rec.Source.Workload, rec.Source.Namespace = parseBaggage(req.Baggage)
-	if rec.Source.Workload == "" {
-		// No baggage (a waypoint's or gateway's pooled tunnel carries none):
-		// the peer itself is the source, when the tunnel comes from a known
-		// workload with exactly the identity it proved.
-		if w := in.Store.Snapshot().WorkloadByIP(addrPort(req.RemoteAddr).Addr()); w != nil && w.Identity == req.Peer {
-			rec.Source = workloadInfo(w)
-		}
-	}
 	if rec.Source.Namespace == "" {
 		rec.Source.Namespace = namespaceOf(req.Peer)
-	}
-	src, ok := forwardedFor(req.Forwarded)
-	if !ok {
-		src = addrPort(req.RemoteAddr).Addr()
 	}
 	rec.Src = netip.AddrPortFrom(src, 0)
 	dst, err := netip.ParseAddrPort(req.Authority)

@@ -376,36 +376,6 @@ func TestGarbageOnTunnelPort(t *testing.T) {
 	}
 }
 
-func TestForwardedFor(t *testing.T) {
-	for in, want := range map[string]string{
-		"for=10.0.0.1":                 "10.0.0.1",
-		`for="[2001:db8::1]:4711"`:     "2001:db8::1",
-		`for="[2001:db8::1]"`:          "2001:db8::1",
-		"proto=https;for=10.1.2.3:80":  "10.1.2.3",
-		"for=unknown, for=192.168.0.1": "192.168.0.1",
-	} {
-		got, ok := forwardedFor(in)
-		if !ok || got.String() != want {
-			t.Errorf("forwardedFor(%q) = %v %v, want %s", in, got, ok, want)
-		}
-	}
-	if _, ok := forwardedFor("by=x"); ok {
-		t.Error("no for= should fail")
-	}
-}
-
-func TestBaggageRoundTrip(t *testing.T) {
-	w := m0(t)
-	b := baggage(w)
-	name, ns := parseBaggage(b)
-	if name != "a" || ns != "default" {
-		t.Fatalf("baggage %q parsed as %q %q", b, name, ns)
-	}
-	if name, ns := parseBaggage("k8s.cluster.name=Kubernetes,k8s.namespace.name=x,k8s.deployment.name=sleep,service.name=sleep"); name != "sleep" || ns != "x" {
-		t.Fatalf("ztunnel baggage parsed as %q %q", name, ns)
-	}
-}
-
 func m0(t *testing.T) *config.Workload {
 	s := newStore(t, []pod{podA}, vip, 80)
 	return s.WorkloadByIP(netip.MustParseAddr(podA.ip))

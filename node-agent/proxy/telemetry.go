@@ -42,6 +42,7 @@ var metricLabels = []string{
 // A nil *Metrics records nothing.
 type Metrics struct {
 	opened, closed, sent, received *prometheus.CounterVec
+	forwardedIgnoredTotal          prometheus.Counter
 	// active maps *connRecord to the Connection captured when it opened
 	// (immutable, so readers never race with the proxying goroutine).
 	active sync.Map
@@ -105,13 +106,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		closed:   mk("istio_tcp_connections_closed_total", "TCP connections closed."),
 		sent:     mk("istio_tcp_sent_bytes_total", "Bytes sent during response (destination to source)."),
 		received: mk("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
+		forwardedIgnoredTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_node_agent_forwarded_ignored_total",
+			Help: "HBONE streams whose Forwarded address was ignored because the tunnel's peer may not speak for it (see docs/security)."}),
 	}
-	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received} {
+	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.forwardedIgnoredTotal} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) forwardedIgnored() {
+	if m != nil {
+		m.forwardedIgnoredTotal.Inc()
+	}
 }
 
 // peerInfo describes one end of a connection for telemetry.
@@ -182,25 +191,6 @@ func baggage(w *config.Workload) string {
 	add("service.name", p.GetCanonicalName())
 	add("service.version", p.GetCanonicalRevision())
 	return b.String()
-}
-
-// parseBaggage extracts the source workload name and namespace from a
-// baggage header written by baggage (or ztunnel).
-func parseBaggage(s string) (workload, namespace string) {
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			continue
-		}
-		v, _, _ = strings.Cut(v, ";") // baggage member properties
-		switch {
-		case k == "k8s.namespace.name":
-			namespace = v
-		case strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.cluster.name" && k != "k8s.node.name" && workload == "":
-			workload = v
-		}
-	}
-	return workload, namespace
 }
 
 // connRecord is what one proxied connection reports when it ends.

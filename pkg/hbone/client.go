@@ -300,16 +300,6 @@ func (d *Dialer) Close() error {
 	return nil
 }
 
-// SetForwarded sets the Forwarded header HBONE uses to carry the original
-// client address.
-func SetForwarded(h http.Header, client net.IP) {
-	if client.To4() == nil {
-		h.Set("Forwarded", `for="[`+client.String()+`]"`)
-		return
-	}
-	h.Set("Forwarded", "for="+client.String())
-}
-
 // ClientStream is the client side of a tunnel stream.
 type ClientStream struct {
 	pw        *io.PipeWriter
