@@ -106,8 +106,20 @@ versions() { # versions <n> [user]: which reviews versions answer n requests
 		grep -o '"version":"v[0-9]"' | sort | uniq -c | sed 's/^/    /'
 }
 
+pages() { # pages <n> [user]: reviews versions on n productpage loads through the ingress gateway, signed in as user
+	local jar
+	jar=$(mktemp)
+	[[ -n ${2:-} ]] && curl -sS -m 5 -c "$jar" -o /dev/null -d "username=$2" "http://$INGRESS_HOST:$INGRESS_PORT/login"
+	for i in $(seq 1 "$1"); do
+		curl -sS -m 5 -b "$jar" "http://$INGRESS_HOST:$INGRESS_PORT/productpage" | grep -o 'reviews-v[0-9]' | head -1 || echo "no-reviews"
+	done | sort | uniq -c | sed 's/^/    /'
+	rm -f "$jar"
+}
+
 step "Reviews versions answering through the Service (no routing rules yet)"
 versions 12
+echo "  productpage loads (each call to reviews is a new connection, as upstream):"
+pages 15
 
 step "Deploy a waypoint for the namespace (weftctl waypoint apply --enroll-namespace --wait)"
 "$BIN/weftctl" waypoint apply -n default --enroll-namespace --wait
@@ -126,6 +138,15 @@ echo "  as jason:"
 versions 10 jason
 echo "  as anyone else:"
 versions 10
+echo "  productpage signed in as jason, then as another user (through the ingress gateway):"
+jason=$(pages 10 jason)
+other=$(pages 10 alice)
+echo "$jason" | sed 's/^/  jason:/'
+echo "$other" | sed 's/^/  alice:/'
+if [[ $(echo "$jason" | awk '{print $2}') != reviews-v2 || $(echo "$other" | awk '{print $2}') != reviews-v1 ]]; then
+	echo "the tutorial's rule did not take effect on productpage: jason must see only v2, others only v1" >&2
+	exit 1
+fi
 
 step "virtual-service-reviews-50-v3.yaml (50/50 between v1 and v3), 100 requests"
 "$kubectl" apply -f samples/bookinfo/networking/virtual-service-reviews-50-v3.yaml

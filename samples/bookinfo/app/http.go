@@ -32,6 +32,12 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
+// upstreamClient opens a new connection per call, as upstream productpage
+// (Python requests without a session) and reviews do: each call is load
+// balanced afresh, so refreshing the page rotates the reviews versions and
+// a newly applied routing rule takes effect on the next request.
+var upstreamClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+
 // getJSON GETs url with hdr, bounded by timeout, and decodes a 200 body into out.
 // The status is the upstream's, or 500 when there was no usable response — the
 // same convention upstream productpage uses for its error replies.
@@ -43,7 +49,7 @@ func getJSON(ctx context.Context, url string, hdr http.Header, timeout time.Dura
 		return http.StatusInternalServerError, err
 	}
 	req.Header = hdr.Clone()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := upstreamClient.Do(req)
 	if err != nil {
 		return http.StatusInternalServerError, err
 	}

@@ -1,14 +1,17 @@
 package app
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -302,5 +305,31 @@ func TestFailEvery(t *testing.T) {
 	want := []int{200, 200, 503, 200, 200, 503}
 	if fmt.Sprint(codes) != fmt.Sprint(want) {
 		t.Fatalf("codes = %v, want %v", codes, want)
+	}
+}
+
+// TestUpstreamCallsOpenANewConnectionEach: like upstream Bookinfo, every
+// call to another service is a new connection, so each is load balanced on
+// its own (pooled connections pinned one reviews pod per productpage).
+func TestUpstreamCallsOpenANewConnectionEach(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]int{"n": 1})
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	for range 3 {
+		var out map[string]int
+		if status, err := getJSON(context.Background(), srv.URL, http.Header{}, 5*time.Second, &out); err != nil || status != 200 {
+			t.Fatalf("getJSON = %d, %v", status, err)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("3 calls used %d connections, want 3", n)
 	}
 }
