@@ -39,7 +39,7 @@ func BenchmarkRouteMatch(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		v := newReqView(r)
+		v := newReqView(r, r.RequestURI)
 		rt, _ := p.match(&v)
 		if rt == nil || rt.name != "default/reviews.39" {
 			b.Fatalf("matched %v", rt)

@@ -40,6 +40,7 @@ type Pipeline struct {
 	name      string
 	domains   domainIndex
 	stripPort bool
+	paths     pathNormalization
 	filters   []filter
 	rcReq     *headerOps
 	rcResp    *headerOps
@@ -144,10 +145,13 @@ func CompileWithOptions(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfi
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	var err error
+	if p.paths, err = compilePathNormalization(hcm); err != nil {
+		return nil, fmt.Errorf("http connection manager: %w", err)
+	}
 	errf := func(format string, a ...any) error {
 		return fmt.Errorf("route config %q: "+format, append([]any{rc.GetName()}, a...)...)
 	}
-	var err error
 	if p.rcReq, err = compileHeaderOps(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove()); err != nil {
 		return nil, errf("request headers: %w", err)
 	}

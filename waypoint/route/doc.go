@@ -2,6 +2,22 @@ package route
 
 // Semantic choices, with the Envoy behaviour they follow.
 //
+// Path (before routing and the filters; pathnorm.go)
+//   - The request target in absolute-form keeps only its path and query;
+//     anything else not origin-form ("*") is 404, details absolute_path.
+//     The fragment is dropped (Istio's Envoy strips it).
+//   - HCM path_with_escaped_slashes_action (unset = KEEP_UNCHANGED): %2F and
+//     %5C in the path are decoded and the request is forwarded, redirected
+//     (307, Location = the normalized path; gRPC: 400) or rejected (400,
+//     details path_normalization_failed).
+//   - normalize_path (unset = false): Envoy's Chromium canonicalizer: dot
+//     segments (also %2e) resolved, '\' as '/', escaped unreserved
+//     characters decoded, other escapes kept as sent, %00 rejected (400).
+//   - merge_slashes: runs of '/' collapse (an all-slash path becomes "/";
+//     Envoy keeps "//").
+//   - Routes, RBAC url_path and :path headers match the result; the router
+//     forwards it (rewrites apply to it). The query is never changed.
+//
 // Matching
 //   - Virtual host: exact domain, then the longest "*suffix" wildcard, then
 //     the longest "prefix*" wildcard, then "*"; wildcards match at least one
@@ -120,7 +136,6 @@ package route
 // cluster_specifier_plugin, auto/regex host rewrites, header_delay/abort,
 // RBAC matcher API and CEL conditions, route-config level mirror policies,
 // retry host predicates/priorities/budgets (ignored), x-envoy-* request
-// headers (ignored), upgrades/WebSocket/CONNECT (not handled), HCM
-// normalize_path/merge_slashes, x-forwarded-for/x-request-id generation (the
-// proxy's job), per-route RBACPerRoute overrides (ignored: the listener's
-// RBAC filters always apply).
+// headers (ignored), upgrades/WebSocket/CONNECT (not handled),
+// x-forwarded-for/x-request-id generation (the proxy's job), per-route
+// RBACPerRoute overrides (ignored: the listener's RBAC filters always apply).

@@ -15,31 +15,19 @@ import (
 // allocating.
 type reqView struct {
 	r        *http.Request
-	path     string // :path as received (with query)
-	pathOnly string // :path without query (and fragment)
+	path     string // :path after normalization (with query)
+	pathOnly string // :path without query
 	query    string // raw query string (no '?')
 	host     string // :authority
 	scheme   string // :scheme
 }
 
-func newReqView(r *http.Request) reqView {
-	v := reqView{r: r, host: r.Host}
-	p := r.RequestURI
-	if p == "" || p[0] != '/' {
-		// Absolute-form or synthetic requests (tests, h2 without RequestURI).
-		p = r.URL.RequestURI()
-	}
-	v.path = p
-	v.pathOnly = p
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		v.pathOnly = p[:i]
-		if p[i] == '?' {
-			q := p[i+1:]
-			if j := strings.IndexByte(q, '#'); j >= 0 {
-				q = q[:j]
-			}
-			v.query = q
-		}
+// newReqView is the view of r with path, its normalized origin-form
+// target (no fragment).
+func newReqView(r *http.Request, path string) reqView {
+	v := reqView{r: r, host: r.Host, path: path, pathOnly: path}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		v.pathOnly, v.query = path[:i], path[i+1:]
 	}
 	switch {
 	case r.URL != nil && r.URL.Scheme != "":

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // filter is one HTTP filter of the chain. decode returns false when it sent
@@ -84,7 +85,11 @@ func (p *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info = &Info{}
 	}
 	x := &exchange{p: p, w: w, r: r, info: info}
-	x.v = newReqView(r)
+	path, ok := x.normalizedPath()
+	if !ok {
+		return
+	}
+	x.v = newReqView(r, path)
 	x.rt, x.matched = p.match(&x.v)
 	if x.rt != nil {
 		info.Route = x.rt.name
@@ -95,6 +100,30 @@ func (p *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// normalizedPath is the request's target after the HCM's path
+// normalization, which everything after it (routes, filters, the
+// upstream) sees. false: a local reply was sent instead, before routing
+// and the filters, as Envoy's HCM does (details absolute_path,
+// path_normalization_failed).
+func (x *exchange) normalizedPath() (string, bool) {
+	target := requestTarget(x.r)
+	if !strings.HasPrefix(target, "/") {
+		x.localReply(http.StatusNotFound, "", "absolute_path", -1, false, nil)
+		return "", false
+	}
+	path, verdict := x.p.paths.apply(target)
+	switch {
+	case verdict == pathReject, verdict == pathRedirect && isGRPC(x.r): // gRPC clients do not follow redirects
+		x.localReply(http.StatusBadRequest, "", "path_normalization_failed", -1, false, nil)
+		return "", false
+	case verdict == pathRedirect:
+		x.info.Details = "path_normalization_failed"
+		x.writeHeader(http.StatusTemporaryRedirect, http.Header{"Location": {path}})
+		return "", false
+	}
+	return path, true
 }
 
 // match selects the virtual host by :authority and the first matching route.

@@ -193,10 +193,11 @@ func (x *exchange) pickWeighted() *weightedCluster {
 	return &rt.weighted[len(rt.weighted)-1]
 }
 
-// rewrittenPath returns the upstream :path after prefix_rewrite /
-// regex_rewrite (Envoy: the matched prefix of :path is replaced; for
-// exact-path and regex routes the matched part is the whole path without
-// the query; regex_rewrite substitutes in the path without the query).
+// rewrittenPath returns the upstream :path: the normalized :path after
+// prefix_rewrite / regex_rewrite (Envoy: the matched prefix of :path is
+// replaced; for exact-path and regex routes the matched part is the whole
+// path without the query; regex_rewrite substitutes in the path without
+// the query). false: no rewrite.
 func (x *exchange) rewrittenPath() (string, bool) {
 	rt := x.rt
 	v := &x.v
@@ -207,7 +208,7 @@ func (x *exchange) rewrittenPath() (string, bool) {
 	case rt.regexRewrite != nil:
 		return rt.regexRewrite.ReplaceAllString(v.pathOnly, rt.regexSub) + v.path[len(v.pathOnly):], true
 	}
-	return "", false
+	return v.path, false
 }
 
 func (x *exchange) forward(suppressEnvoyHeaders bool) {
@@ -248,15 +249,10 @@ func (x *exchange) forward(suppressEnvoyHeaders bool) {
 	}
 	u := *r.URL
 	u.Host = host
-	if np, ok := x.rewrittenPath(); ok {
-		if pu, err := url.ParseRequestURI(np); err == nil {
-			u.Path, u.RawPath, u.RawQuery, u.Fragment, u.RawFragment = pu.Path, pu.RawPath, pu.RawQuery, "", ""
-		} else {
-			u.Path, u.RawPath = np, ""
-		}
-		if !suppressEnvoyHeaders {
-			h["X-Envoy-Original-Path"] = []string{x.v.path}
-		}
+	np, rewritten := x.rewrittenPath()
+	setTarget(&u, np)
+	if rewritten && !suppressEnvoyHeaders {
+		h["X-Envoy-Original-Path"] = []string{x.v.path}
 	}
 	hash, hashed := uint64(0), false
 	if len(rt.hash) > 0 {
