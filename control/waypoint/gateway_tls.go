@@ -133,7 +133,7 @@ func (t *translator) gatewayTLSListener(res *Resources, listen, port uint32, all
 				Name:             chain,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
 				TransportSocket:  downstreamTLS(gs.server.Tls.CredentialName),
-				Filters:          []*listenerv3.Filter{hcmFilter(name, fault, cors, nil, nil)},
+				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, nil, nil)},
 			})
 		}
 	}

@@ -73,7 +73,7 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 			} else {
 				pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
 				deny, allow := rbacConfigs(pols)
-				fc.Filters = []*listenerv3.Filter{hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
+				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
 				res.Routes = append(res.Routes, t.routeConfig(pc, false))
 			}
 			l.FilterChains = append(l.FilterChains, fc)
@@ -101,7 +101,7 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: cidrs([]string{ip})},
-			Filters:          []*listenerv3.Filter{hcmFilter(name, false, false, deny, allow)},
+			Filters:          []*listenerv3.Filter{t.hcmFilter(name, false, false, deny, allow)},
 		})
 		res.Routes = append(res.Routes, &routev3.RouteConfiguration{
 			Name: name,
@@ -189,14 +189,16 @@ func routerFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: filterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
 }
 
-// hcmFilter is the HTTP connection manager of a chain, with the HTTP
-// filters in the contract's order, each only when used.
-func hcmFilter(name string, fault, cors bool, deny, allow *rbacv3.RBAC) *listenerv3.Filter {
+// hcmFilter is the HTTP connection manager of a chain, with the mesh's
+// path normalization and the HTTP filters in the contract's order, each
+// only when used.
+func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv3.RBAC) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: adsSource(), RouteConfigName: name}},
 	}
+	setPathNormalization(hcm, t.cfg.PathNormalization)
 	add := func(n string, m proto.Message) {
 		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: n, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(m)}})
 	}

@@ -94,6 +94,10 @@ type Config struct {
 	ClusterID string
 	// RootNamespace holds mesh-wide configuration; default "weft-system".
 	RootNamespace string
+	// PathNormalization of the waypoints' and gateways' HTTP connection
+	// managers (Istio's meshConfig.pathNormalization; not in
+	// control/workload.Config); default BASE.
+	PathNormalization PathNormalization
 }
 
 // Inputs is a snapshot of what the translation reads. Nil entries are
@@ -199,6 +203,9 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.RootNamespace == "" {
 		cfg.RootNamespace = "weft-system"
+	}
+	if cfg.PathNormalization == "" {
+		cfg.PathNormalization = PathNormalizationBase
 	}
 	return cfg
 }
