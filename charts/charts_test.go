@@ -149,6 +149,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"control", "waypoint.tracing.endpoint=http://x:4318", "endpoint"},
 		{"control", "image.registry=x", "registry"},
 		{"control", "podAntiAffinity=maybe", "podAntiAffinity"},
+		{"control", "meshConfig.pathNormalization.normalization=merge_slashes", "normalization"},
+		{"control", "meshConfig.pathNormalization.mode=NONE", "mode"},
 		{"base", "crds.enabled=yes please", "crds/enabled"},
 		{"base", "gatewayClass.enabled=true", "gatewayClass"},
 	}
@@ -222,6 +224,7 @@ var defaultArgs = []string{
 	"--cluster-id=Kubernetes",
 	"--domain-suffix=cluster.local",
 	"--root-namespace=" + namespace,
+	"--path-normalization=BASE",
 	"--xds-address=:15012",
 	"--monitoring-address=:15014",
 	"--cert-ttl=24h",
@@ -494,7 +497,7 @@ func TestControlCustomValues(t *testing.T) {
 	}
 	want := []string{
 		"--trust-domain=example.org", "--cluster-id=east", "--domain-suffix=corp.example",
-		"--root-namespace=mesh-config", "--xds-address=:15012", "--monitoring-address=:15014",
+		"--root-namespace=mesh-config", "--path-normalization=DECODE_AND_MERGE_SLASHES", "--xds-address=:15012", "--monitoring-address=:15014",
 		"--cert-ttl=12h", "--max-cert-ttl=72h", "--ca-audience=example-ca",
 		"--node-agent-service-account=weft-dataplane/node-agent", "--service-name=weft-control",
 		"--leader-elect=true", "--log-level=debug", "--debounce=250ms",

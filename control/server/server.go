@@ -43,6 +43,7 @@ import (
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
 	"github.com/weft-mesh/weft/control/status"
+	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
 	"github.com/weft-mesh/weft/control/workload"
 	"github.com/weft-mesh/weft/control/xds"
@@ -65,6 +66,9 @@ type Options struct {
 	// WaypointTracingEndpoint is the OTLP/HTTP endpoint waypoints send
 	// spans to (empty: no spans); see deploy.Config.TracingEndpoint.
 	WaypointTracingEndpoint string
+	// PathNormalization is how waypoints and gateways normalize request
+	// paths (Istio's meshConfig.pathNormalization; "" = BASE).
+	PathNormalization waypoint.PathNormalization
 	// Dashboard serves the live mesh page on the monitoring port.
 	Dashboard bool
 	Log       *slog.Logger
@@ -132,6 +136,8 @@ func Run(ctx context.Context, o Options) error {
 	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
 		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 	}, waypoints: waypointTranslator}
+	tr.waypointCfg = waypoint.Config{TrustDomain: tr.cfg.TrustDomain, ClusterID: tr.cfg.ClusterID, DomainSuffix: tr.cfg.DomainSuffix,
+		RootNamespace: tr.cfg.RootNamespace, PathNormalization: o.PathNormalization}
 	if tr.waypoints == nil {
 		log.Warn("built without the waypoint translation (control/waypoint): waypoints and proxyless gRPC get no Envoy resources")
 	}
@@ -234,7 +240,7 @@ func servingNames(service, ns, suffix string) []string {
 // waypointTranslateFunc translates the cluster into the Envoy resources of
 // every waypoint ("<ns>/<name>") and of proxyless gRPC (xds.GroupGRPC), with
 // the problems found. addresses is the workload translation's output.
-type waypointTranslateFunc func(cfg workload.Config, in workload.Inputs, traffic discovery.TrafficInputs,
+type waypointTranslateFunc func(cfg waypoint.Config, in workload.Inputs, traffic discovery.TrafficInputs,
 	addresses map[string]*workloadv1.Address) (map[string]xds.Resources, []workload.Problem)
 
 // translator turns the cluster into xDS state.
@@ -244,9 +250,11 @@ type translator struct {
 	xds       *xds.Server
 	cfg       workload.Config
 	waypoints waypointTranslateFunc // nil: no Envoy resources
-	problems  map[string]bool       // logged already
-	pushed    chan struct{}         // coalesced: a push happened
-	pushes    uint64
+	// waypointCfg is cfg plus the waypoint-only settings.
+	waypointCfg waypoint.Config
+	problems    map[string]bool // logged already
+	pushed      chan struct{}   // coalesced: a push happened
+	pushes      uint64
 
 	mu       sync.Mutex
 	policies []*securityv1.AuthorizationPolicy // as of the last push
@@ -319,7 +327,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 			ok = false
 		}
 	}()
-	groups, problems = t.waypoints(t.cfg, in, traffic, addrs)
+	groups, problems = t.waypoints(t.waypointCfg, in, traffic, addrs)
 	return groups, problems, true
 }
 

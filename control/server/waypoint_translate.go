@@ -13,11 +13,9 @@ import (
 // be tested, or built without the translation, by replacing it).
 var waypointTranslator waypointTranslateFunc = translateWaypoints
 
-func translateWaypoints(cfg workload.Config, in workload.Inputs, traffic discovery.TrafficInputs,
+func translateWaypoints(cfg waypoint.Config, in workload.Inputs, traffic discovery.TrafficInputs,
 	addresses map[string]*workloadv1.Address) (map[string]xds.Resources, []workload.Problem) {
-	out := waypoint.Translate(waypoint.Config{
-		TrustDomain: cfg.TrustDomain, DomainSuffix: cfg.DomainSuffix, ClusterID: cfg.ClusterID, RootNamespace: cfg.RootNamespace,
-	}, waypoint.Inputs{
+	out := waypoint.Translate(cfg, waypoint.Inputs{
 		Addresses:             addresses,
 		Services:              in.Services,
 		Pods:                  in.Pods,

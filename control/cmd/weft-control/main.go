@@ -15,12 +15,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weft-mesh/weft/control/server"
+	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/pkg/cli"
 )
 
 func main() {
 	var opts server.Options
-	var logLevel string
+	var logLevel, pathNormalization string
 	cmd := &cobra.Command{
 		Use:           "weft-control",
 		Short:         "Weft control plane: workload discovery over xDS and the mesh CA",
@@ -37,6 +38,9 @@ func main() {
 				return fmt.Errorf("--waypoint-tracing-endpoint: %w", err)
 			}
 			var err error
+			if opts.PathNormalization, err = waypoint.ParsePathNormalization(pathNormalization); err != nil {
+				return fmt.Errorf("--path-normalization: %w", err)
+			}
 			if opts.Log, err = cli.Logger(os.Stderr, logLevel); err != nil {
 				return err
 			}
@@ -63,6 +67,7 @@ func main() {
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
 	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
+	f.StringVar(&pathNormalization, "path-normalization", "BASE", "how waypoints and gateways normalize request paths before routing and policy (Istio's meshConfig.pathNormalization): NONE, BASE (or DEFAULT), MERGE_SLASHES or DECODE_AND_MERGE_SLASHES")
 	f.BoolVar(&opts.Dashboard, "dashboard", true, "serve the live mesh dashboard on the monitoring address (/dashboard; scrapes the node agents and waypoints only while it is viewed)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {
