@@ -371,16 +371,45 @@ func requestTarget(r *http.Request) string {
 	return t
 }
 
-// setTarget points u at the origin-form target p with p's escaping, so
-// the upstream gets exactly the (normalized, rewritten) path that was
-// matched.
+// setTarget points u at the origin-form target p so that the upstream gets
+// p's bytes: the (normalized, rewritten) path that was matched. Nothing is
+// decoded on the way: net/url would rebuild a path it cannot send as
+// given from its decoded form (turning "%2F" into "/"), so the bytes a URL
+// path may not carry raw (only NONE leaves any, e.g. '\') are
+// percent-encoded instead.
 func setTarget(u *url.URL, p string) {
-	pu, err := url.ParseRequestURI(p)
+	path, query, hasQuery := strings.Cut(p, "?")
+	raw := escapeUnsafe(path)
+	dec, err := url.PathUnescape(raw)
 	if err != nil {
-		// Not valid URI escaping; only a request built in-process can
-		// carry one here (the HTTP servers reject it).
-		pu = &url.URL{Path: p}
+		// Invalid escaping: only a request built in-process can carry it
+		// here (the HTTP servers reject it).
+		dec, raw = path, ""
 	}
-	u.Opaque, u.Path, u.RawPath, u.RawQuery, u.ForceQuery = "", pu.Path, pu.RawPath, pu.RawQuery, pu.ForceQuery
+	u.Opaque, u.Path, u.RawPath = "", dec, raw
+	u.RawQuery, u.ForceQuery = query, hasQuery && query == ""
 	u.Fragment, u.RawFragment = "", ""
+}
+
+// escapeUnsafe percent-encodes the bytes net/url refuses raw in a path,
+// keeping everything else, escapes included, as it is.
+func escapeUnsafe(path string) string {
+	var b []byte
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		safe := unreserved(c) || c == '.' || c == '%' || strings.IndexByte("/!$&'()*+,:;=@[]", c) >= 0
+		switch {
+		case !safe:
+			if b == nil {
+				b = append(make([]byte, 0, len(path)+8), path[:i]...)
+			}
+			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
+		case b != nil:
+			b = append(b, c)
+		}
+	}
+	if b == nil {
+		return path
+	}
+	return string(b)
 }

@@ -184,6 +184,9 @@ func TestPathNormalizationAttacks(t *testing.T) {
 			{"DECODE_AND_MERGE_SLASHES", "/public/..%2fadmin", 403, ""},
 			{"DECODE_AND_MERGE_SLASHES", "/public%2F..%2F..%2Fadmin", 403, ""},
 			{"DECODE_AND_MERGE_SLASHES", "/public%2Fx", 200, "/public/x"},
+			// NONE forwards what policy saw; the proxy must not decode %2F
+			// while escaping the '' Go will not send raw.
+			{"NONE", `/public/..%2F..%2Fadmin\`, 200, "/public/..%2F..%2Fadmin%5C"},
 		})
 	})
 }
