@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -114,5 +117,56 @@ func TestGatewayMode(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(int(port)), time.Second); err == nil {
 		conn.Close()
 		t.Fatalf("port %d still accepts connections after the listener was removed", port)
+	}
+}
+
+// TestGatewayNormalizesPath: in gateway mode too, the HCM's path
+// normalization (MERGE_SLASHES here) runs before routing, the normalized
+// path goes upstream, and %00 is refused.
+func TestGatewayNormalizesPath(t *testing.T) {
+	e := newEnv(t)
+	b := startBackend(t, "productpage-v1", nil)
+	port := freePort(t)
+	rcName := "http." + strconv.Itoa(int(port))
+	l := gatewayListener(t, port)
+	f := l.FilterChains[0].Filters[0]
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	hcm.NormalizePath, hcm.MergeSlashes = wrapperspb.Bool(true), true
+	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, hcm)}
+	e.mustPush(resourcev3.ClusterType, edsCluster(clusterName("")))
+	e.mustPush(resourcev3.EndpointType, cla(clusterName(""), hboneEP(b, "v1")))
+	e.mustPush(resourcev3.ListenerType, l)
+	r := routeTo("default/bookinfo.0", clusterName(""))
+	r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/productpage"}}
+	e.mustPush(resourcev3.RouteType, routeConfig(rcName, "*", r))
+	pl := &PlainListeners{Proxy: e.wp, Host: "127.0.0.1", Source: Source{ID: waypointID}}
+	if err := pl.Sync(e.wp.Store.Snapshot().ListenPorts); err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+
+	send := func(target string) int {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(int(port)), testTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: bookinfo.example\r\nConnection: close\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := send("//static/..//%70roductpage?x=/../"); code != 200 || b.seenHeader("RequestURI") != "/productpage?x=/../" {
+		t.Fatalf("normalized request: %d, upstream got %q", code, b.seenHeader("RequestURI"))
+	}
+	if code := send("/productpage%00"); code != http.StatusBadRequest || b.hits.Load() != 1 {
+		t.Fatalf("%%00: %d, backend hits %d", code, b.hits.Load())
 	}
 }

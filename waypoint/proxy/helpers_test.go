@@ -246,6 +246,7 @@ func startBackend(t *testing.T, name string, hold chan struct{}) *backend {
 				b.seen.Store(h, r.Header.Get(h))
 			}
 			b.seen.Store("Host", r.Host)
+			b.seen.Store("RequestURI", r.RequestURI)
 			if b.hold != nil {
 				select {
 				case <-b.hold:
