@@ -378,6 +378,9 @@ func requestTarget(r *http.Request) string {
 // path may not carry raw (only NONE leaves any, e.g. '\') are
 // percent-encoded instead.
 func setTarget(u *url.URL, p string) {
+	if u.RequestURI() == p {
+		return // sent as p already; a CONNECT keeps its authority-form
+	}
 	path, query, hasQuery := strings.Cut(p, "?")
 	raw := escapeUnsafe(path)
 	dec, err := url.PathUnescape(raw)

@@ -191,6 +191,22 @@ func TestPathNormalizationLocalReplies(t *testing.T) {
 	}
 }
 
+// TestConnectKeepsAuthorityForm: a CONNECT (authority-form, no path) goes
+// upstream as it came; normalization has no path to change.
+func TestConnectKeepsAuthorityForm(t *testing.T) {
+	var path, opaque string
+	up := newFake(func(_ int, r *http.Request, _ string) (*http.Response, error) {
+		path, opaque = r.URL.Path, r.URL.Opaque
+		return resp(200, ""), nil
+	})
+	p := compile(t, istioMode(hcmWith(t), "MERGE_SLASHES"), rcOf(vhOf("v", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), up)
+	r := req("CONNECT", "/")
+	r.RequestURI, r.URL = "db.example:5432", &url.URL{Host: "db.example:5432"}
+	if w, _ := serve(p, r, nil); w.Code != 200 || path != "" || opaque != "" {
+		t.Errorf("CONNECT: %d, upstream URL path %q opaque %q", w.Code, path, opaque)
+	}
+}
+
 // TestRewriteOfNormalizedPath: prefix_rewrite works on the normalized path
 // and x-envoy-original-path carries it.
 func TestRewriteOfNormalizedPath(t *testing.T) {
