@@ -14,7 +14,7 @@ TEST_TIMEOUT ?= 45m
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all build test unit e2e demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit e2e demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -28,10 +28,13 @@ build: ## Build every binary into _output/bin
 images: ## OCI images of control, node-agent, waypoint into _output/images (no container engine; docs/images.md)
 	cd hack/images && $(GO) run . -root $(ROOT) -out $(OUT)/images -platforms $(IMAGE_PLATFORMS)
 
+prereqs: ## Check the host commands and Go version; as root, install missing Debian packages (hack/prereqs.txt)
+	./hack/prereqs.sh
+
 kube-assets: ## Build the local cluster's Kubernetes, etcd, CNI, CoreDNS and helm binaries
 	./hack/kube-assets.sh
 
-test: build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
+test: prereqs build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
 		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd hack/images && $(GO) test -count=1 -timeout 20m ./...
@@ -39,11 +42,11 @@ test: build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
 unit: ## Unit tests only (no root, no cluster)
 	$(GO) test -short -count=1 ./...
 
-e2e: build kube-assets ## End-to-end suites only
+e2e: prereqs build kube-assets ## End-to-end suites only
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
 		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
 
-demo: build kube-assets ## Local cluster + Bookinfo, left running for you
+demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh
 
 demo-down: ## Stop the demo cluster and remove everything it made
