@@ -31,11 +31,32 @@ mkdir -p "$bin"
 rm -f "$out/stamp"
 export CGO_ENABLED=0
 
+# Progress: each step says which module it builds, how many are left and
+# how long it took; a long build says it is still going every 30 s.
+steps=$(grep -c '^build ' "$0")
+step=0
+began=$(date +%s)
+ticker=
+trap '[[ -z $ticker ]] || kill "$ticker" 2>/dev/null' EXIT
+dur() { # seconds -> 3m20s
+	if (($1 >= 60)); then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi
+}
+
 build() { # module, ldflags, packages...
-	local mod=$1 ldflags=$2
+	local mod=$1 ldflags=$2 t0 now what
 	shift 2
-	echo "kube-assets: building $* ($mod)"
+	step=$((step + 1))
+	t0=$(date +%s)
+	what="$*"
+	[[ $what == . ]] && what=hack/tools/$mod
+	echo "kube-assets: [$step/$steps] building $mod: $what"
+	(while sleep 30 </dev/null >/dev/null 2>&1; do echo "kube-assets: [$step/$steps] still building $mod ($(dur $(($(date +%s) - t0))))"; done) &
+	ticker=$!
 	(cd "$tools/$mod" && go build -trimpath -ldflags "$ldflags" -o "$bin/" "$@")
+	kill "$ticker"
+	ticker=
+	now=$(date +%s)
+	echo "kube-assets: [$step/$steps] $mod built in $(dur $((now - t0))) (total $(dur $((now - began))), $((steps - step)) left)"
 }
 
 # The version stamp matters: kubectl and the kubelet skew checks read it.
@@ -61,4 +82,4 @@ build coredns "-s -w" .
 build helm "-s -w" helm.sh/helm/v3/cmd/helm
 
 echo "$want" >"$out/stamp"
-echo "kube-assets: done ($bin)"
+echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"
