@@ -49,6 +49,7 @@ type Cluster struct {
 	lbs     *loadBalancers
 	cp      []*process // etcd, apiserver, controller-manager, scheduler
 	nodes   []*process // kubelets and kube-proxies
+	watch   *startWatch
 	stopped bool
 }
 
@@ -97,8 +98,14 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (c *Cluster, err e
 	}
 	c = &Cluster{Config: cfg, l: l, p: newPlan(cfg.Index, cfg.Nodes), log: log, Kubeconfig: l.adminKubeconfig()}
 	c.fwd = &forwarder{ln: ln, netns: netnsPath(controlPlaneNS(cfg.Name)), target: net.JoinHostPort(c.p.apiAddr.String(), itoa(apiPort)), log: log}
+	c.watch = newStartWatch(ctx)
+	defer c.watch.done()
+	ctx = c.watch.ctx
 	defer func() {
 		if err != nil {
+			if ce := exitCause(ctx); ce != nil {
+				err = ce // the root cause, not what it made fail
+			}
 			log.Error("cluster start failed; tearing down", "err", err)
 			_ = c.Stop()
 			c = nil
@@ -208,7 +215,7 @@ func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*proce
 	if err != nil {
 		return nil, err
 	}
-	return &process{name: name, path: binary, args: args, netns: netns, logDir: c.l.logs(), cgroup: cg}, nil
+	return &process{name: name, path: binary, args: args, netns: netns, logDir: c.l.logs(), cgroup: cg, onExit: c.watch.exited}, nil
 }
 
 func (c *Cluster) startControlPlane(ctx context.Context) error {
@@ -224,7 +231,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	etcdHealth := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, cpNS, addr) },
 	}}
-	if err := etcd.waitFor(ctx, "etcd health", func(ctx context.Context) error {
+	if err := poll(ctx, "etcd health", func(ctx context.Context) error {
 		return httpOK(ctx, etcdHealth, "http://127.0.0.1:2379/health")
 	}); err != nil {
 		return err
@@ -236,7 +243,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	if err := c.run(apiserver); err != nil {
 		return err
 	}
-	if err := apiserver.waitFor(ctx, "kube-apiserver /readyz", func(ctx context.Context) error {
+	if err := poll(ctx, "kube-apiserver /readyz", func(ctx context.Context) error {
 		return c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	}); err != nil {
 		return err
@@ -340,7 +347,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		if ready < c.Config.Nodes {
 			return fmt.Errorf("%d of %d nodes Ready", ready, c.Config.Nodes)
 		}
-		return c.checkProcesses()
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -350,24 +357,17 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			return err
 		}
 		if !deploymentAvailable(d) {
+			if err := podFailure(ctx, c, "kube-system", "k8s-app=kube-dns"); err != nil {
+				return err
+			}
 			return fmt.Errorf("coredns: %d/%d replicas available", d.Status.AvailableReplicas, ptr.Deref(d.Spec.Replicas, 1))
 		}
-		return c.checkProcesses()
+		return nil
 	})
 }
 
 func deploymentAvailable(d *appsv1.Deployment) bool {
 	return d.Status.ObservedGeneration >= d.Generation && d.Status.AvailableReplicas >= ptr.Deref(d.Spec.Replicas, 1)
-}
-
-// checkProcesses fails fast when a component keeps crashing.
-func (c *Cluster) checkProcesses() error {
-	for _, p := range append(append([]*process{}, c.cp...), c.nodes...) {
-		if !p.running() {
-			return fatal{fmt.Errorf("%s is not running (see %s)", p.name, filepath.Join(p.logDir, p.name+".log"))}
-		}
-	}
-	return nil
 }
 
 // Stop tears the cluster down: node components first (so nothing restarts
@@ -459,7 +459,8 @@ func httpOK(ctx context.Context, c *http.Client, url string) error {
 type fatal struct{ error }
 
 // poll calls check every 250ms until it succeeds, fails fatally or ctx ends,
-// returning the last error with what was awaited.
+// returning the last error with what was awaited, or the component exit
+// that ended ctx (startWatch).
 func poll(ctx context.Context, what string, check func(context.Context) error) error {
 	var last error
 	for {
@@ -471,6 +472,9 @@ func poll(ctx context.Context, what string, check func(context.Context) error) e
 		}
 		select {
 		case <-ctx.Done():
+			if ce := exitCause(ctx); ce != nil {
+				return ce
+			}
 			return fmt.Errorf("timed out waiting for %s: %v", what, last)
 		case <-time.After(250 * time.Millisecond):
 		}

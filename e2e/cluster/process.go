@@ -1,12 +1,13 @@
 package cluster
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,6 +26,9 @@ type process struct {
 	netns  string   // netns path, "" = host
 	logDir string
 	cgroup *cgroup
+	// onExit is told of every exit that stop did not ask for, before the
+	// restart.
+	onExit func(p *process, state *os.ProcessState)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -43,7 +47,7 @@ func (p *process) start(log *slog.Logger) error {
 }
 
 func (p *process) launch() error {
-	logf, err := os.OpenFile(filepath.Join(p.logDir, p.name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(p.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -85,8 +89,11 @@ func (p *process) supervise(log *slog.Logger) {
 		if stopped {
 			return
 		}
+		if p.onExit != nil {
+			p.onExit(p, cmd.ProcessState)
+		}
 		log.Warn("process exited; restarting", "process", p.name, "state", cmd.ProcessState.String(), "backoff", backoff,
-			"log", filepath.Join(p.logDir, p.name+".log"))
+			"log", p.logPath())
 		time.Sleep(backoff)
 		backoff = min(backoff*2, 30*time.Second)
 		p.mu.Lock()
@@ -99,21 +106,6 @@ func (p *process) supervise(log *slog.Logger) {
 			log.Error("restart failed", "process", p.name, "err", err)
 			return
 		}
-	}
-}
-
-// running reports whether the process is alive right now.
-func (p *process) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.exited == nil {
-		return false
-	}
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
 	}
 }
 
@@ -135,13 +127,34 @@ func (p *process) stop(grace time.Duration) {
 	}
 }
 
-// waitFor polls check until it returns nil, the process dies, or ctx ends.
-func (p *process) waitFor(ctx context.Context, what string, check func(context.Context) error) error {
-	return poll(ctx, what, func(ctx context.Context) error {
-		err := check(ctx)
-		if err != nil && !p.running() {
-			return fatal{fmt.Errorf("%s exited while waiting for %s (see %s): %v", p.name, what, filepath.Join(p.logDir, p.name+".log"), err)}
-		}
-		return err
-	})
+func (p *process) logPath() string { return filepath.Join(p.logDir, p.name+".log") }
+
+// tailFile returns the last n lines of a log file, indented, read from its
+// last 64 KiB at most.
+func tailFile(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "    (" + err.Error() + ")"
+	}
+	defer f.Close()
+	const most = 64 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > most {
+		_, _ = f.Seek(-most, io.SeekEnd)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return "    (" + err.Error() + ")"
+	}
+	return lastLines(string(data), n)
+}
+
+// lastLines returns the last n lines of text, each indented.
+func lastLines(text string, n int) string {
+	text = strings.TrimRight(text, "\n")
+	if text == "" {
+		return "    (empty)"
+	}
+	lines := strings.Split(text, "\n")
+	lines = lines[max(0, len(lines)-n):]
+	return "    " + strings.Join(lines, "\n    ")
 }

@@ -143,7 +143,7 @@ func up(cfg cluster.Config, timeout time.Duration) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("cluster %q failed to start (%v); it removed what it had made. Last lines of %s:\n%s", cfg.Name, err, logPath, tail(logPath, 15))
+			return fmt.Errorf("cluster %q failed to start (%v); it removed what it had made (log %s):\n%s", cfg.Name, err, logPath, failure(logPath))
 		case <-time.After(250 * time.Millisecond):
 		}
 		if st, err := cluster.ReadState(cfg.StateDir); err == nil && st.PID == cmd.Process.Pid {
@@ -224,14 +224,18 @@ func envOr(key, def string) string {
 	return def
 }
 
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
+// failure is the error the supervisor ended with (main prints it last,
+// after "weft-cluster: "), or else the last lines of its log.
+func failure(logPath string) string {
+	data, err := os.ReadFile(logPath)
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+	text := strings.TrimRight(string(data), "\n")
+	const prefix = "\nweft-cluster: "
+	if i := strings.LastIndex(text, prefix); i >= 0 {
+		return text[i+len(prefix):]
 	}
-	return "  " + strings.Join(lines, "\n  ")
+	lines := strings.Split(text, "\n")
+	return "  " + strings.Join(lines[max(0, len(lines)-15):], "\n  ")
 }
