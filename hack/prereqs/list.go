@@ -84,3 +84,20 @@ func Uncovered(uses []Use, list []Entry, own []string) []Use {
 	}
 	return out
 }
+
+// Table renders the list as README.md's Markdown table: one row per
+// package, with its commands and the first command's reason.
+func Table(list []Entry) string {
+	var b strings.Builder
+	b.WriteString("| Debian package | commands | needed by |\n|---|---|---|\n")
+	for i := 0; i < len(list); {
+		j := i
+		var cmds []string
+		for ; j < len(list) && list[j].Package == list[i].Package; j++ {
+			cmds = append(cmds, "`"+list[j].Command+"`")
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", list[i].Package, strings.Join(cmds, " "), list[i].Why)
+		i = j
+	}
+	return b.String()
+}

@@ -1,6 +1,7 @@
 package prereqs
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,4 +125,32 @@ func write(t *testing.T, dir, name, content string) {
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite README.md's prerequisites table from hack/prereqs.txt")
+
+// README.md's prerequisites table is hack/prereqs.txt's.
+func TestREADMEListsThePrerequisites(t *testing.T) {
+	const begin, end = "<!-- prereqs: hack/prereqs.txt; go test ./hack/prereqs -update rewrites it -->\n", "<!-- /prereqs -->"
+	readme := filepath.Join(root, "README.md")
+	data, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i, j := strings.Index(text, begin), strings.Index(text, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md has no %q ... %q block", begin, end)
+	}
+	want := Table(readList(t))
+	if got := text[i+len(begin) : j]; got == want {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(readme, []byte(text[:i+len(begin)]+want+text[j:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README.md's prerequisites table differs from hack/prereqs.txt; run go test ./hack/prereqs -update. Want:\n%s", want)
 }
