@@ -11,10 +11,15 @@ CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/we
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
 TEST_TIMEOUT ?= 45m
+# How many times make flake runs the unit tests.
+FLAKE_COUNT ?= 20
+# Every test run: shuffled order, race detector (unit and e2e test binaries;
+# the cluster's own binaries are built without it).
+TEST_FLAGS ?= -race -shuffle=on -count=1
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all prereqs build test unit e2e demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit flake e2e demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -36,15 +41,18 @@ kube-assets: ## Build the local cluster's Kubernetes, etcd, CNI, CoreDNS and hel
 
 test: prereqs build kube-assets ## Unit and end-to-end tests (what CI runs; needs root)
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	cd hack/images && $(GO) test -count=1 -timeout 20m ./...
+		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+	cd hack/images && $(GO) test $(TEST_FLAGS) -timeout 20m ./...
 
 unit: ## Unit tests only (no root, no cluster)
-	$(GO) test -short -count=1 ./...
+	$(GO) test -short $(TEST_FLAGS) ./...
+
+flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists every test that failed once
+	./hack/flake.sh $(FLAKE_COUNT)
 
 e2e: prereqs build kube-assets ## End-to-end suites only
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/...
+		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./e2e/...
 
 demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh
