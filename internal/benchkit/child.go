@@ -176,12 +176,24 @@ func ReadConfig(path string, cfg any) error {
 }
 
 // ChildContext is what a child serves under: it ends on SIGTERM or
-// SIGINT, or once stdin closes (the test process holding it is gone).
+// SIGINT, or once stdin closes (the test process holding it is gone). The
+// signals stay caught until the process exits: the parent closes stdin and
+// then sends SIGTERM, and a handler removed on the first of the two would
+// let the second kill the child (a flake under -race).
 func ChildContext() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
-		stop()
+		cancel()
 	}()
-	return ctx, stop
+	return ctx, cancel
 }
