@@ -24,9 +24,12 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// Dialer opens HBONE streams. It pools one HTTP/2 connection per (local
-// identity, tunnel address) and multiplexes every stream over it; a dead or
-// GOAWAYed connection is replaced on the next Dial. Safe for concurrent use.
+// Dialer opens HBONE streams. It pools HTTP/2 connections per (local
+// identity, tunnel address) and multiplexes streams over them: a new
+// connection only when every pooled one holds as many streams as its server
+// allows (as ztunnel's pool does), so long-lived streams beyond the limit
+// never wait behind each other; a dead or GOAWAYed connection is replaced on
+// the next Dial. Safe for concurrent use.
 type Dialer struct {
 	// SVID is our identity (read on every handshake, so rotation just works);
 	// Bundle is the trust used to verify servers.
@@ -42,7 +45,7 @@ type Dialer struct {
 	initOnce sync.Once
 	t2       *http2.Transport
 	mu       sync.Mutex
-	pool     map[poolKey]*poolConn
+	pool     map[poolKey][]*poolConn
 }
 
 // DialerStats count pool behaviour.
@@ -64,6 +67,9 @@ type poolConn struct {
 	local  net.Addr
 	remote net.Addr
 	conn   *tlsConn
+	// streams open or opening on cc, guarded by Dialer.mu: a stream counts
+	// from its slot's reservation until its ClientStream is closed.
+	streams int
 }
 
 func (d *Dialer) init() {
@@ -84,15 +90,16 @@ func (d *Dialer) init() {
 			panic(fmt.Sprintf("hbone: configuring http2 transport: %v", err)) // only fails if t1 is already configured
 		}
 		t2.MaxReadFrameSize = o.MaxFrameSize
-		// Strict: queue streams beyond the server's limit on the one pooled
-		// connection rather than fail them.
+		// Strict: a stream beyond the server's limit (possible only before
+		// its SETTINGS arrive, see reserve) waits for a slot rather than
+		// fails.
 		t2.StrictMaxConcurrentStreams = true
 		t2.ReadIdleTimeout = o.PingInterval
 		t2.PingTimeout = o.PingTimeout
 		t2.IdleConnTimeout = o.IdleTimeout
 		t2.CountError = func(string) {}
 		d.t2 = t2
-		d.pool = map[poolKey]*poolConn{}
+		d.pool = map[poolKey][]*poolConn{}
 	})
 }
 
@@ -119,20 +126,17 @@ func (d *Dialer) Dial(ctx context.Context, tunnelAddr string, authorize Authoriz
 	}
 	key := poolKey{local: svid.ID.String(), addr: tunnelAddr}
 	for attempt := 0; ; attempt++ {
-		pc, err := d.conn(ctx, key)
+		pc, err := d.conn(ctx, key, authorize)
 		if err != nil {
 			return nil, err
-		}
-		if err := authorize(pc.peer, pc.chains); err != nil {
-			d.Stats.Unauthorized.Add(1)
-			return nil, fmt.Errorf("%w: %s at %s: %w", ErrUnauthorizedPeer, pc.peer, tunnelAddr, err)
 		}
 		s, err := d.open(ctx, pc, target, header)
 		if err == nil {
 			return s, nil
 		}
+		d.release(pc)
 		var re *RefusedError
-		if attempt == 0 && !errors.As(err, &re) && ctx.Err() == nil && !pc.cc.CanTakeNewRequest() {
+		if st := pc.cc.State(); attempt == 0 && !errors.As(err, &re) && ctx.Err() == nil && (st.Closed || st.Closing) {
 			// The pooled connection died (or GOAWAYed) under us before the
 			// stream was established, so nothing was sent: retry once on
 			// a fresh connection.
@@ -143,54 +147,114 @@ func (d *Dialer) Dial(ctx context.Context, tunnelAddr string, authorize Authoriz
 	}
 }
 
-// conn returns the pooled connection for key, dialling it if absent or no
-// longer usable. Concurrent callers share one dial.
-func (d *Dialer) conn(ctx context.Context, key poolKey) (*poolConn, error) {
-	d.mu.Lock()
-	pc := d.pool[key]
-	if pc != nil {
+// conn returns a pooled connection for key whose server authorize accepts,
+// with a stream slot reserved for the caller (see release), dialling a new
+// connection when none has a free slot. Concurrent callers share a dial.
+func (d *Dialer) conn(ctx context.Context, key poolKey, authorize Authorizer) (*poolConn, error) {
+	for range 16 {
+		d.mu.Lock()
+		pc, dialing := d.reserve(key)
+		if pc == nil && dialing == nil {
+			dialing = &poolConn{ready: make(chan struct{})}
+			d.pool[key] = append(d.pool[key], dialing)
+			d.mu.Unlock()
+			d.connect(ctx, key, dialing)
+		} else {
+			d.mu.Unlock()
+		}
+		if pc != nil {
+			if err := authorize(pc.peer, pc.chains); err != nil {
+				d.release(pc)
+				d.Stats.Unauthorized.Add(1)
+				return nil, fmt.Errorf("%w: %s at %s: %w", ErrUnauthorizedPeer, pc.peer, key.addr, err)
+			}
+			return pc, nil
+		}
+		select {
+		case <-dialing.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hbone: waiting for tunnel connection to %s: %w", key.addr, ctx.Err())
+		}
+		if dialing.err != nil {
+			return nil, dialing.err
+		}
+	}
+	return nil, fmt.Errorf("hbone: no stream slot on tunnel connections to %s", key.addr)
+}
+
+// reserve takes a stream slot on a usable pooled connection of key, or
+// returns a dial in flight to wait for; (nil, nil) means dial another.
+// Closed and GOAWAYed connections leave the pool. d.mu is held.
+func (d *Dialer) reserve(key poolKey) (reserved, dialing *poolConn) {
+	var keep []*poolConn
+	for _, pc := range d.pool[key] {
 		select {
 		case <-pc.ready:
-			if pc.err != nil || !pc.cc.CanTakeNewRequest() {
-				pc = nil
-			}
-		default: // dial in flight: wait for it below
+		default:
+			dialing = pc
+			keep = append(keep, pc)
+			continue
+		}
+		st := pc.cc.State()
+		if st.Closed || st.Closing {
+			continue
+		}
+		keep = append(keep, pc)
+		limit := int(st.MaxConcurrentStreams)
+		if limit == 0 {
+			// No SETTINGS from the server yet: x/net assumes 100 until
+			// then (and, strict, would hold a stream beyond that only
+			// until they arrive), so do we.
+			limit = 100
+		}
+		if reserved == nil && pc.streams < limit {
+			pc.streams++
+			reserved = pc
 		}
 	}
-	if pc == nil {
-		pc = &poolConn{ready: make(chan struct{})}
-		d.pool[key] = pc
-		d.mu.Unlock()
-		// Dial with a context detached from the caller's cancellation: other
-		// callers may be waiting on this dial.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		pc.cc, pc.err = d.dial(dctx, key.addr, pc)
-		cancel()
-		if pc.err != nil {
-			d.Stats.DialErrors.Add(1)
-			d.drop(key, pc)
-		}
-		close(pc.ready)
+	if len(keep) == 0 {
+		delete(d.pool, key)
 	} else {
-		d.mu.Unlock()
+		d.pool[key] = keep
 	}
-	select {
-	case <-pc.ready:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("hbone: waiting for tunnel connection to %s: %w", key.addr, ctx.Err())
-	}
+	return reserved, dialing
+}
+
+// release gives back the stream slot that conn reserved on pc.
+func (d *Dialer) release(pc *poolConn) {
+	d.mu.Lock()
+	pc.streams--
+	d.mu.Unlock()
+}
+
+// connect dials pc for key; a failed dial leaves the pool. Dialled with a
+// context detached from the caller's cancellation: others may be waiting.
+func (d *Dialer) connect(ctx context.Context, key poolKey, pc *poolConn) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	pc.cc, pc.err = d.dial(dctx, key.addr, pc)
+	cancel()
 	if pc.err != nil {
-		return nil, pc.err
+		d.Stats.DialErrors.Add(1)
+		d.drop(key, pc)
 	}
-	return pc, nil
+	close(pc.ready)
 }
 
 func (d *Dialer) drop(key poolKey, pc *poolConn) {
 	d.mu.Lock()
-	if d.pool[key] == pc {
-		delete(d.pool, key)
+	defer d.mu.Unlock()
+	conns := d.pool[key]
+	for i, c := range conns {
+		if c == pc {
+			conns = append(conns[:i:i], conns[i+1:]...)
+			break
+		}
 	}
-	d.mu.Unlock()
+	if len(conns) == 0 {
+		delete(d.pool, key)
+	} else {
+		d.pool[key] = conns
+	}
 }
 
 func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.ClientConn, error) {
@@ -274,7 +338,8 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 		return nil, &RefusedError{Status: resp.StatusCode, Reason: string(trimNL(reason))}
 	}
 	d.Stats.StreamsOpened.Add(1)
-	return &ClientStream{pw: pw, body: resp.Body, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote}, nil
+	return &ClientStream{pw: pw, body: resp.Body, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
+		release: func() { d.release(pc) }}, nil
 }
 
 func trimNL(b []byte) []byte {
@@ -289,12 +354,14 @@ func (d *Dialer) Close() error {
 	d.init()
 	d.mu.Lock()
 	pool := d.pool
-	d.pool = map[poolKey]*poolConn{}
+	d.pool = map[poolKey][]*poolConn{}
 	d.mu.Unlock()
-	for _, pc := range pool {
-		<-pc.ready
-		if pc.cc != nil {
-			pc.cc.Close()
+	for _, conns := range pool {
+		for _, pc := range conns {
+			<-pc.ready
+			if pc.cc != nil {
+				pc.cc.Close()
+			}
 		}
 	}
 	return nil
@@ -308,6 +375,7 @@ type ClientStream struct {
 	peer      spiffeid.ID
 	local     net.Addr
 	remote    net.Addr
+	release   func() // frees the stream's slot in the pool
 	readEOF   atomic.Bool
 	wclosed   atomic.Bool
 	closeOnce sync.Once
@@ -348,6 +416,7 @@ func (s *ClientStream) Close() error {
 		}
 		s.body.Close()
 		s.cancel()
+		s.release()
 	})
 	return nil
 }

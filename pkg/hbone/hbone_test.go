@@ -173,6 +173,9 @@ func TestLargeTransferIntegrity(t *testing.T) {
 
 func TestConcurrentStreamsShareOneConnection(t *testing.T) {
 	e := newEnv(t, Options{})
+	// One stream first: until the server's SETTINGS (1000 streams) arrive
+	// the client assumes 100 and would open a second connection.
+	echoOnce(t, e)
 	const streams = 200
 	var wg sync.WaitGroup
 	for i := range streams {
@@ -200,8 +203,41 @@ func TestConcurrentStreamsShareOneConnection(t *testing.T) {
 	if n := e.dialer.Stats.ConnsDialed.Load(); n != 1 {
 		t.Errorf("dialer made %d connections, want 1", n)
 	}
-	if n := e.srv.Stats.StreamsAccepted.Load(); n != streams {
-		t.Errorf("server accepted %d streams, want %d", n, streams)
+	if n := e.srv.Stats.StreamsAccepted.Load(); n != streams+1 {
+		t.Errorf("server accepted %d streams, want %d", n, streams+1)
+	}
+}
+
+// TestStreamsBeyondTheServersLimitOpenAnotherConnection: long-lived streams
+// beyond a connection's MaxConcurrentStreams get a connection of their own
+// instead of waiting, forever, for one of the others to end (1,200
+// concurrent connections across nodes hung at 1,000 before).
+func TestStreamsBeyondTheServersLimitOpenAnotherConnection(t *testing.T) {
+	e := newEnv(t, Options{MaxConcurrentStreams: 2})
+	echoOnce(t, e) // SETTINGS: 2 streams per connection
+	var open []*ClientStream
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d while %d are open: %v", i, len(open), err)
+		}
+		echoOn(t, s, fmt.Sprintf("stream %d", i))
+		open = append(open, s)
+	}
+	if n := e.dialer.Stats.ConnsDialed.Load(); n != 3 {
+		t.Errorf("dialer made %d connections for 5 open streams at 2 per connection, want 3", n)
+	}
+	for _, s := range open {
+		s.Close()
+	}
+	// Closed streams free their slots: the next ones reuse the pool.
+	for range 4 {
+		echoOnce(t, e)
+	}
+	if n := e.dialer.Stats.ConnsDialed.Load(); n != 3 {
+		t.Errorf("after the streams closed, %d connections, want still 3", n)
 	}
 }
 
@@ -522,9 +558,15 @@ func TestShutdownHandsOver(t *testing.T) {
 func (e *env) pooledUsable() bool {
 	e.dialer.mu.Lock()
 	defer e.dialer.mu.Unlock()
-	for _, pc := range e.dialer.pool {
-		if pc.cc != nil && pc.cc.CanTakeNewRequest() {
-			return true
+	for _, conns := range e.dialer.pool {
+		for _, pc := range conns {
+			select {
+			case <-pc.ready:
+				if pc.cc != nil && pc.cc.CanTakeNewRequest() {
+					return true
+				}
+			default:
+			}
 		}
 	}
 	return false
