@@ -116,12 +116,7 @@ type replayConn struct {
 func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // CloseWrite half-closes the client connection (hbone.Stream).
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
+func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func newGatewayTLSMetric() *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_gateway_tls_connections_refused_total",

@@ -234,8 +234,8 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 		}
 		p.serveRequest(w, r, cur, rs)
 	})
-	// No timeouts here: the stream's deadlines are no-ops (see streamConn);
-	// an idle stream ends when the node agent closes it.
+	// No timeouts on HBONE streams: their write deadlines are no-ops (see
+	// streamConn); an idle stream ends when the node agent closes it.
 	base := &http.Server{Handler: handler, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		MaxHeaderBytes: 1 << 20}
 	if stream.edge {
@@ -250,7 +250,11 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 		pc.Close()
 		return
 	}
-	ln := newOneConnListener(pc)
+	var served net.Conn = pc
+	if !stream.edge {
+		served = newReadAheadConn(pc) // an HBONE stream has no read deadlines
+	}
+	ln := newOneConnListener(served)
 	base.Serve(ln)
 	<-ln.closed
 }
@@ -261,6 +265,7 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *peekedConn) CloseWrite() error          { return closeWrite(c.Conn) }
 
 // oneConnListener hands out one connection; Accept then blocks until that
 // connection is closed, so http.Server.Serve returns when it ends.
@@ -282,6 +287,9 @@ type notifyConn struct {
 	net.Conn
 	l *oneConnListener
 }
+
+// CloseWrite half-closes a hijacked (upgraded) connection.
+func (c *notifyConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (c *notifyConn) Close() error {
 	err := c.Conn.Close()
