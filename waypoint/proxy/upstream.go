@@ -288,6 +288,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		u.targets.Store(key, t)
 	}
 	out := req.Clone(ctx)
+	out.Trailer = req.Trailer // Clone copies it before the body's end fills it in
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
 	out.URL.Host = key

@@ -35,6 +35,8 @@ type Upstream interface {
 	// req.Context() carries the route timeout / per-try timeout and is
 	// cancelled when the attempt is abandoned; the response body must stop
 	// when it is cancelled. The transport must not decompress bodies.
+	// req.Trailer is filled while req.Body is read: send the values present
+	// at its end.
 	RoundTrip(req *http.Request, cluster string, hash uint64, hashed bool) (*http.Response, error)
 }
 

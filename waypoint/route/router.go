@@ -478,8 +478,8 @@ func (x *exchange) respond(ctx context.Context, resp *http.Response, wc *weighte
 	}
 	removeHopHeaders(h)
 	x.finalizeResponse(h, wc)
-	if len(resp.Trailer) > 0 {
-		// Trailers need chunked framing on HTTP/1.1.
+	if len(resp.Trailer) > 0 && x.r.ProtoMajor == 1 {
+		// Trailers need chunked framing on HTTP/1.1 (h2 has both).
 		delete(h, "Content-Length")
 	} else if _, ok := h["Content-Length"]; !ok && resp.ContentLength >= 0 && bodyAllowed(resp.StatusCode) && x.r.Method != http.MethodHead {
 		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
