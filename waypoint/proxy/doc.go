@@ -68,4 +68,15 @@
 // for HTTP/1.1 and with unencrypted HTTP/2 for h2) and shared by all clients,
 // so upstream CONNECTs carry no per-client Forwarded header; TCP proxy
 // streams, which are per client, do.
+//
+// An upgrade request (WebSocket) always goes over HTTP/1.1; after a 101 its
+// connection leaves the pool and belongs to the tunnel, holding its
+// circuit-breaker slots until closed. A request with "Expect: 100-continue"
+// sends its body after the upstream's 100 Continue, or after 1 s without
+// an answer (net/http's and curl's wait), or after a final answer that
+// keeps the connection open.
+//
+// HTTP/1.1 inside an HBONE stream is served by net/http, which needs read
+// deadlines to stop its background read after each request and to hijack
+// for an upgrade; streams have none, so readAheadConn provides them.
 package proxy

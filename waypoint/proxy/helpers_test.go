@@ -313,6 +313,9 @@ func hcmChain(t testing.TB, name, ip string, port uint32, rc string) *listenerv3
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router",
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(t, &routerv3.Router{})}}},
+		// What control/waypoint sets on every HTTP chain.
+		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		Proxy_100Continue: true,
 	}
 	return &listenerv3.FilterChain{
 		Name:             name,
@@ -415,6 +418,9 @@ func (e *env) simple(mods []func(*clusterv3.Cluster), backends ...*backend) {
 }
 
 func vipAuthority() string { return net.JoinHostPort(vip, strconv.Itoa(vipPort)) }
+
+// svcHostPort is the service's Host header.
+const svcHostPort = svcHost + ":9080"
 
 // get sends one GET and returns status and X-Backend.
 func get(t *testing.T, c *http.Client, path string, hdr map[string]string) (int, string) {

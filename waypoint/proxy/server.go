@@ -340,17 +340,11 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 		return fail("NC", http.StatusServiceUnavailable, fmt.Errorf("cluster %q is not configured", name))
 	}
 	s := cl.settings.Load()
-	var t dialTarget
-	var e *endpoint
-	if s.originalDst {
-		t = p.Upstream.originalTarget(rs.origDst, s.connectTimeout)
-	} else {
-		if e = cl.pick(0, false); e == nil {
-			cl.stats.NoHealthy.Add(1)
-			return fail("UH", http.StatusServiceUnavailable, fmt.Errorf("cluster %s has no healthy endpoint", name))
-		}
-		t = dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout}
+	e, t, err := p.Upstream.target(cl, s, rs, 0, false)
+	if err != nil {
+		return fail("UH", http.StatusServiceUnavailable, fmt.Errorf("cluster %s: %w", name, err))
 	}
+	t.tls = nil // TLS origination is for HTTP routes (the bytes here are the client's)
 	rs.setUpstream(name, e, t.addr)
 	if n := cl.conns.Add(1); n > s.maxConnections {
 		cl.releaseConn()

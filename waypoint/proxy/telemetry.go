@@ -314,10 +314,13 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	}
 	rec.code = rw.code
 	if rec.code == 0 {
+		rec.code = info.Status // a 101 goes out on the hijacked connection
+	}
+	if rec.code == 0 {
 		rec.code = http.StatusOK
 	}
 	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
-	rec.received, rec.sent = body.n.Load(), rw.bytes
+	rec.received, rec.sent = body.n.Load()+info.TunnelReceived, rw.bytes+info.TunnelSent
 	rec.headerOut = headerSize(rw.Header())
 	end(rec.code)
 	p.Metrics.observe(rec)

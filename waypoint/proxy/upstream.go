@@ -60,6 +60,12 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
+// expectContinueTimeout is how long a request with "Expect: 100-continue"
+// (kept by proxy_100_continue) waits for the upstream's 100 Continue before
+// its body is sent anyway: curl's and net/http's default wait, so a
+// server that ignores Expect costs what it costs without the mesh.
+const expectContinueTimeout = time.Second
+
 var errRetired = errors.New("upstream connection retired after max_requests_per_connection")
 
 func (u *Upstream) init() {
@@ -74,23 +80,25 @@ func (u *Upstream) init() {
 			u.DialTCP = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
 		}
 		u.h1 = &http.Transport{
-			DialContext:         u.dialTransport,
-			DisableCompression:  true,
-			MaxIdleConnsPerHost: 256,
-			IdleConnTimeout:     90 * time.Second,
-			WriteBufferSize:     32 << 10,
-			ReadBufferSize:      32 << 10,
+			DialContext:           u.dialTransport,
+			DisableCompression:    true,
+			ExpectContinueTimeout: expectContinueTimeout,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			WriteBufferSize:       32 << 10,
+			ReadBufferSize:        32 << 10,
 		}
 		// h2 with prior knowledge ("h2c") inside the stream, one pooled
 		// connection per endpoint multiplexing every request.
 		h2c := new(http.Protocols)
 		h2c.SetUnencryptedHTTP2(true)
 		u.h2 = &http.Transport{
-			DialContext:        u.dialTransport,
-			Protocols:          h2c,
-			DisableCompression: true,
-			IdleConnTimeout:    90 * time.Second,
-			HTTP2:              &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+			DialContext:           u.dialTransport,
+			Protocols:             h2c,
+			DisableCompression:    true,
+			ExpectContinueTimeout: expectContinueTimeout,
+			IdleConnTimeout:       90 * time.Second,
+			HTTP2:                 &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 		}
 		empty := map[string]*cluster{}
 		u.clusters.Store(&empty)
@@ -185,50 +193,6 @@ func (u *Upstream) dialStream(ctx context.Context, t dialTarget, header http.Hea
 	return tc, nil
 }
 
-// Hop-by-hop headers a proxy must not forward (RFC 9110 7.6.1).
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func removeHopHeaders(h http.Header, keepTrailersTE bool) {
-	for _, f := range h.Values("Connection") {
-		for _, name := range splitComma(f) {
-			h.Del(name)
-		}
-	}
-	te := h.Get("Te")
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-	if keepTrailersTE && te == "trailers" {
-		h.Set("Te", "trailers")
-	}
-}
-
-func splitComma(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == ',' {
-			f := trimSpace(s[start:i])
-			if f != "" {
-				out = append(out, f)
-			}
-			start = i + 1
-		}
-	}
-	return out
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
 // RoundTrip sends req to an endpoint of cluster chosen by its lb_policy
 // (hash is the route's hash_policy result when hashed). Errors wrap
 // route.ErrNoHealthyUpstream, route.ErrOverflow or route.ErrConnectFailure.
@@ -241,19 +205,9 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		return nil, fmt.Errorf("%w: cluster %q is not configured", errNoCluster, clusterName)
 	}
 	s := c.settings.Load()
-	var e *endpoint
-	var t dialTarget
-	if s.originalDst {
-		if rs == nil || !rs.origDst.IsValid() {
-			return nil, fmt.Errorf("%w: ORIGINAL_DST cluster %s without an original destination", errNoHealthy, clusterName)
-		}
-		t = u.originalTarget(rs.origDst, s.connectTimeout)
-	} else {
-		if e = c.pick(hash, hashed); e == nil {
-			c.stats.NoHealthy.Add(1)
-			return nil, fmt.Errorf("%w: cluster %s has no healthy endpoint", errNoHealthy, clusterName)
-		}
-		t = dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout, tls: s.tls}
+	e, t, err := u.target(c, s, rs, hash, hashed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster %s: %w", errNoHealthy, clusterName, err)
 	}
 	if !c.acquireRequest() {
 		return nil, fmt.Errorf("%w: cluster %s: %d requests outstanding (max_requests)", errOverflow, clusterName, s.maxRequests)
@@ -262,17 +216,10 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 	if e != nil {
 		e.st.active.Add(1)
 	}
-	h2 := req.ProtoMajor == 2
 	if rs != nil {
-		h2 = rs.upstreamH2(req)
 		rs.setUpstream(clusterName, e, t.addr)
 	}
-	if s.upstreamH2 != nil { // explicit_http_config beats the downstream protocol
-		h2 = *s.upstreamH2
-	}
-	if s.tls != nil {
-		h2 = false // originated TLS offers http/1.1 only
-	}
+	h2 := upstreamH2(req, rs, s)
 	if !h2 {
 		if err := c.acquireConn(ctx); err != nil {
 			rel.done()
@@ -295,28 +242,11 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 	if out.Host == "" {
 		out.Host = req.URL.Host
 	}
-	removeHopHeaders(out.Header, h2)
 	var resp *http.Response
-	var err error
 	if h2 {
 		resp, err = u.h2.RoundTrip(out)
 	} else {
-		if _, ok := out.Header["User-Agent"]; !ok {
-			out.Header["User-Agent"] = nil // no Go default User-Agent
-		}
-		switch max := s.maxRequestsPerConn; {
-		case max == 1:
-			out.Close = true
-		case max > 1:
-			out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
-				GotConn: func(info httptrace.GotConnInfo) {
-					if cc, ok := info.Conn.(*countedConn); ok && int(cc.n.Add(1)) >= max {
-						rel.retire = cc
-					}
-				},
-			}))
-		}
-		resp, err = u.h1.RoundTrip(out)
+		resp, err = u.roundTripH1(out, s.maxRequestsPerConn, rel)
 	}
 	if err != nil {
 		rel.done()
@@ -331,9 +261,68 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		return nil, fmt.Errorf("upstream %s of cluster %s: %w", key, clusterName, err)
 	}
 	c.report(e, resp.StatusCode >= 500)
-	removeHopHeaders(resp.Header, false)
-	resp.Body = &releaseBody{ReadCloser: resp.Body, rel: rel}
+	if up, ok := resp.Body.(hbone.Stream); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &upgradedBody{Stream: up, rel: rel}
+	} else {
+		resp.Body = &releaseBody{ReadCloser: resp.Body, rel: rel}
+	}
 	return resp, nil
+}
+
+// target picks the endpoint of c to send to (none for ORIGINAL_DST: the
+// request's original destination) and how to reach it.
+func (u *Upstream) target(c *cluster, s *clusterSettings, rs *requestState, hash uint64, hashed bool) (*endpoint, dialTarget, error) {
+	if s.originalDst {
+		if rs == nil || !rs.origDst.IsValid() {
+			return nil, dialTarget{}, errors.New("ORIGINAL_DST cluster without an original destination")
+		}
+		return nil, u.originalTarget(rs.origDst, s.connectTimeout), nil
+	}
+	e := c.pick(hash, hashed)
+	if e == nil {
+		c.stats.NoHealthy.Add(1)
+		return nil, dialTarget{}, errors.New("no healthy endpoint")
+	}
+	return e, dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout, tls: s.tls}, nil
+}
+
+// upstreamH2 is whether req goes upstream over HTTP/2.
+func upstreamH2(req *http.Request, rs *requestState, s *clusterSettings) bool {
+	h2 := req.ProtoMajor == 2
+	if rs != nil {
+		h2 = rs.upstreamH2(req)
+	}
+	if s.upstreamH2 != nil { // explicit_http_config beats the downstream protocol
+		h2 = *s.upstreamH2
+	}
+	if s.tls != nil {
+		h2 = false // originated TLS offers http/1.1 only
+	}
+	if _, ok := req.Header["Upgrade"]; ok {
+		h2 = false // an upgrade switches an HTTP/1.1 connection (no extended CONNECT)
+	}
+	return h2
+}
+
+// roundTripH1 sends out over a pooled HTTP/1.1 connection, retiring the
+// connection after max requests (max_requests_per_connection; 0: never).
+func (u *Upstream) roundTripH1(out *http.Request, max int, rel *release) (*http.Response, error) {
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = nil // no Go default User-Agent
+	}
+	switch {
+	case max == 1:
+		out.Close = true
+	case max > 1:
+		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				if cc, ok := info.Conn.(*countedConn); ok && int(cc.n.Add(1)) >= max {
+					rel.retire = cc
+				}
+			},
+		}))
+	}
+	return u.h1.RoundTrip(out)
 }
 
 // release gives back what one request held, once.
@@ -380,6 +369,20 @@ func (b *releaseBody) Close() error {
 	return err
 }
 
+// upgradedBody is the switched connection of a 101 (net/http's Transport
+// gives it as the body); the request keeps its circuit-breaker slots until
+// it is closed.
+type upgradedBody struct {
+	hbone.Stream
+	rel *release
+}
+
+func (b *upgradedBody) Close() error {
+	err := b.Stream.Close()
+	b.rel.done()
+	return err
+}
+
 // countedConn counts the requests an HTTP/1.1 connection carried; once
 // retired it fails writes before sending anything, which net/http treats
 // as "nothing written" and retries on a fresh connection.
@@ -395,6 +398,9 @@ func (c *countedConn) Write(p []byte) (int, error) {
 	}
 	return c.Conn.Write(p)
 }
+
+// CloseWrite half-closes an upgraded connection.
+func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // streamConn presents an HBONE stream as a net.Conn. Deadlines are not
 // supported (no-ops): net/http and x/net/http2 only need them for

@@ -50,6 +50,8 @@ type Pipeline struct {
 	rnd       func() uint64
 	bodyLimit int
 	log       *slog.Logger
+	upgrades  upgrades // the HCM's upgrade_configs (upgrade.go)
+	proxy100  bool     // the HCM's proxy_100_continue
 }
 
 type vhost struct {
@@ -103,9 +105,10 @@ type route struct {
 	directStatus int
 	directBody   string
 
-	reqOps  *headerOps
-	respOps *headerOps
-	perFilt map[string]perFilter
+	reqOps   *headerOps
+	respOps  *headerOps
+	perFilt  map[string]perFilter
+	upgrades upgrades // the route action's upgrade_configs
 }
 
 // Compile builds the Pipeline of one HTTP filter chain. hcm gives the HTTP
@@ -253,7 +256,11 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 	if !hasRouter {
 		return fmt.Errorf("http filters have no envoy.filters.http.router")
 	}
-	return nil
+	// What the HCM decides for the router: upgrades, 100-continue.
+	p.proxy100 = hcm.GetProxy_100Continue()
+	var err error
+	p.upgrades, err = compileUpgrades(hcm.GetUpgradeConfigs(), nil)
+	return err
 }
 
 func compileVhost(v *routev3.VirtualHost) (*vhost, error) {
@@ -308,7 +315,9 @@ func compileRoute(r *routev3.Route, vh *vhost) (*route, error) {
 	switch a := r.Action.(type) {
 	case *routev3.Route_Route:
 		rt.kind = actionForward
-		err = compileRouteAction(rt, a.Route, vh)
+		if err = compileRouteAction(rt, a.Route, vh); err == nil {
+			rt.upgrades, err = compileUpgrades(nil, a.Route.GetUpgradeConfigs())
+		}
 	case *routev3.Route_Redirect:
 		rt.kind = actionRedirect
 		rt.redirect, err = compileRedirect(a.Redirect, &rt.match)

@@ -109,7 +109,41 @@ package route
 //     from Envoy's httpToGrpcStatus: 400->13, 401->16, 403->7, 404->12,
 //     429/502/503/504->14, else 2; grpc-message = body).
 //   - Responses stream: hop-by-hop headers removed, body flushed per read,
-//     upstream trailers forwarded (http.TrailerPrefix), so gRPC over h2 works.
+//     upstream trailers forwarded (http.TrailerPrefix), so gRPC over h2 works;
+//     request trailers go upstream too. Content-Length is dropped only when
+//     trailers need chunked framing (an HTTP/1.x client).
+//   - "Expect: 100-continue": with the HCM's proxy_100_continue the header
+//     goes upstream and the client's 100 Continue follows the server's: the
+//     body is read (which makes net/http answer 100) only when the
+//     Upstream sends it (waypoint/proxy: after the server's 100). Without,
+//     Envoy's default: the header is dropped and the client gets 100 as
+//     soon as the body is read.
+//
+// Upgrades (upgrade.go)
+//   - An upgrade request is an HTTP/1.1 request with "upgrade" in Connection
+//     and an Upgrade header, whose value is its type; CONNECT requests are
+//     upgrades of type CONNECT. "Upgrade: h2c" is not one: Envoy's HTTP/1
+//     codec drops the offer (Upgrade, Connection, HTTP2-Settings) and serves
+//     the request as HTTP/1.1, and so does the hop-by-hop header removal.
+//   - Allowed types: the HCM's upgrade_configs (enabled defaults to true),
+//     overridden per type by the route action's upgrade_configs. Once a route
+//     matched, an upgrade it does not allow gets 403 with no body, details
+//     upgrade_failed, and the connection closes (Envoy); no route: 404 NR.
+//   - An allowed upgrade goes through the filters and the router like any
+//     request (routing, RBAC, fault, retries, telemetry), upstream over
+//     HTTP/1.1 whatever the cluster's protocol, with "Connection: Upgrade"
+//     and its Upgrade header; it is not mirrored. A 101 goes downstream
+//     with the response header mutations; then bytes flow both ways, each
+//     half-close passed on (hbone.Pipe), until both directions ended; the
+//     route timeout stops at the 101 (Envoy starts it at the end of the
+//     request, which an upgraded stream reaches only when it closes). Any
+//     other answer is an ordinary response. A 101 to a request that did
+//     not ask for an upgrade is an upstream error (503 UC).
+//   - Not supported (compile error): the CONNECT type (Envoy terminating or
+//     forwarding CONNECT), upgrade filter chains, connect_config. WebSocket
+//     over HTTP/2 (extended CONNECT, RFC 8441) is not offered: the waypoint
+//     does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL, as Envoy does
+//     not without allow_connect, so h2 clients use HTTP/1.1 for WebSocket.
 //
 // Filters (run only when present in the HCM's http_filters; per-route config
 // is the most specific of route, virtual host, route configuration
@@ -136,6 +170,6 @@ package route
 // cluster_specifier_plugin, auto/regex host rewrites, header_delay/abort,
 // RBAC matcher API and CEL conditions, route-config level mirror policies,
 // retry host predicates/priorities/budgets (ignored), x-envoy-* request
-// headers (ignored), upgrades/WebSocket/CONNECT (not handled),
+// headers (ignored), CONNECT (see Upgrades),
 // x-forwarded-for/x-request-id generation (the proxy's job), per-route
 // RBACPerRoute overrides (ignored: the listener's RBAC filters always apply).

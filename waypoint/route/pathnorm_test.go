@@ -191,19 +191,16 @@ func TestPathNormalizationLocalReplies(t *testing.T) {
 	}
 }
 
-// TestConnectKeepsAuthorityForm: a CONNECT (authority-form, no path) goes
-// upstream as it came; normalization has no path to change.
-func TestConnectKeepsAuthorityForm(t *testing.T) {
-	var path, opaque string
-	up := newFake(func(_ int, r *http.Request, _ string) (*http.Response, error) {
-		path, opaque = r.URL.Path, r.URL.Opaque
-		return resp(200, ""), nil
-	})
+// TestConnectIsNotABadPath: a CONNECT (authority-form, no path) has no
+// path for normalization to fail; it reaches the upgrade check, which
+// refuses it as Envoy does without a CONNECT upgrade config (upgrade.go).
+func TestConnectIsNotABadPath(t *testing.T) {
+	up := newFake(nil)
 	p := compile(t, istioMode(hcmWith(t), "MERGE_SLASHES"), rcOf(vhOf("v", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), up)
 	r := req("CONNECT", "/")
 	r.RequestURI, r.URL = "db.example:5432", &url.URL{Host: "db.example:5432"}
-	if w, _ := serve(p, r, nil); w.Code != 200 || path != "" || opaque != "" {
-		t.Errorf("CONNECT: %d, upstream URL path %q opaque %q", w.Code, path, opaque)
+	if w, info := serve(p, r, nil); w.Code != 403 || info.Details != "upgrade_failed" || len(up.Calls()) != 0 {
+		t.Errorf("CONNECT: %d details %q, %d upstream calls; want 403 upgrade_failed and none", w.Code, info.Details, len(up.Calls()))
 	}
 }
 

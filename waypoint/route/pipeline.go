@@ -36,6 +36,8 @@ type exchange struct {
 	cors       *corsPolicy
 
 	setCookie string
+	// upgrade is the protocol an allowed upgrade request switches to.
+	upgrade string
 }
 
 func (x *exchange) getPeer() (Peer, bool) {
@@ -93,6 +95,12 @@ func (p *Pipeline) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.rt, x.matched = p.match(&x.v)
 	if x.rt != nil {
 		info.Route = x.rt.name
+		// Envoy decides on upgrades once the route is known, before the
+		// filters; without a route the router answers 404.
+		if x.upgrade = upgradeType(r); x.upgrade != "" && !x.upgradeAllowed() {
+			x.refuseUpgrade()
+			return
+		}
 	}
 	for i, f := range p.filters {
 		x.cur = i
@@ -144,18 +152,23 @@ func (p *Pipeline) match(v *reqView) (*route, int) {
 	return nil, 0
 }
 
-// writeHeader sends status and h downstream after the encoders of the
-// filters before the current one (in reverse order) edited h.
+// writeHeader sends status and h downstream after encodeHeader.
 func (x *exchange) writeHeader(status int, h http.Header) {
-	for i := x.cur - 1; i >= 0; i-- {
-		x.p.filters[i].encode(x, h)
-	}
+	x.encodeHeader(status, h)
 	dst := x.w.Header()
 	for k, v := range h {
 		dst[k] = v
 	}
-	x.info.Status = status
 	x.w.WriteHeader(status)
+}
+
+// encodeHeader runs the encoders of the filters before the current one (in
+// reverse order) on the response headers h of status.
+func (x *exchange) encodeHeader(status int, h http.Header) {
+	for i := x.cur - 1; i >= 0; i-- {
+		x.p.filters[i].encode(x, h)
+	}
+	x.info.Status = status
 }
 
 // localReply sends a locally generated response, like Envoy's

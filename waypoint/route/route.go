@@ -35,8 +35,13 @@ type Upstream interface {
 	// req.Context() carries the route timeout / per-try timeout and is
 	// cancelled when the attempt is abandoned; the response body must stop
 	// when it is cancelled. The transport must not decompress bodies.
-	// req.Trailer is filled while req.Body is read: send the values present
-	// at its end.
+	//
+	// req.Header holds end-to-end headers only, except on an upgrade
+	// request ("Connection: Upgrade" and Upgrade kept): that one goes over
+	// HTTP/1.1, and a 101 answer's Body is the switched connection, an
+	// hbone.Stream (read, write, half-close), as net/http's Transport
+	// gives it. req.Trailer is filled while req.Body is read: send the
+	// values present at its end.
 	RoundTrip(req *http.Request, cluster string, hash uint64, hashed bool) (*http.Response, error)
 }
 
@@ -126,6 +131,9 @@ type Info struct {
 	// Hash and Hashed are the consistent-hash key given to the Upstream.
 	Hash   uint64
 	Hashed bool
+	// TunnelReceived and TunnelSent count the bytes of an upgraded
+	// connection after its 101: client to upstream and back.
+	TunnelReceived, TunnelSent int64
 }
 
 // WithInfo returns a context carrying a fresh Info that ServeHTTP fills in.

@@ -211,21 +211,25 @@ func (x *exchange) rewrittenPath() (string, bool) {
 	return v.path, false
 }
 
-func (x *exchange) forward(suppressEnvoyHeaders bool) {
-	p, rt, r := x.p, x.rt, x.r
-	var wc *weightedCluster
-	cluster := rt.cluster
-	if len(rt.weighted) > 0 {
-		wc = x.pickWeighted()
-		cluster = wc.name
-	}
-	x.info.Cluster = cluster
-
+// upstreamHeaders are the request headers and :authority the upstream
+// gets: the client's minus hop-by-hop headers (an allowed upgrade keeps
+// its offer), after the header mutations, host rewrites and
+// x-forwarded-host.
+func (x *exchange) upstreamHeaders(wc *weightedCluster) (http.Header, string) {
+	r, rt := x.r, x.rt
 	h := r.Header.Clone()
 	if h == nil {
 		h = http.Header{}
 	}
 	removeHopHeaders(h)
+	if x.upgrade != "" {
+		upgradeHeaders(h, r.Header)
+	}
+	if !x.p.proxy100 {
+		// Envoy's default: the client's 100 Continue comes from the proxy
+		// (net/http's server sends it when the body is first read).
+		delete(h, "Expect")
+	}
 	host := r.Host
 	x.finalizeRequest(h, &host, wc)
 	switch {
@@ -247,6 +251,20 @@ func (x *exchange) forward(suppressEnvoyHeaders bool) {
 			h["X-Forwarded-Host"] = []string{r.Host}
 		}
 	}
+	return h, host
+}
+
+func (x *exchange) forward(suppressEnvoyHeaders bool) {
+	p, rt, r := x.p, x.rt, x.r
+	var wc *weightedCluster
+	cluster := rt.cluster
+	if len(rt.weighted) > 0 {
+		wc = x.pickWeighted()
+		cluster = wc.name
+	}
+	x.info.Cluster = cluster
+
+	h, host := x.upstreamHeaders(wc)
 	u := *r.URL
 	u.Host = host
 	np, rewritten := x.rewrittenPath()
@@ -290,7 +308,7 @@ func (x *exchange) forward(suppressEnvoyHeaders bool) {
 		base.ContentLength = 0
 	}
 
-	if len(rt.mirrors) > 0 {
+	if len(rt.mirrors) > 0 && x.upgrade == "" { // a mirror cannot switch protocols
 		x.mirror(&base, u, bb, hash, hashed)
 	}
 
@@ -470,6 +488,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (x *exchange) respond(ctx context.Context, resp *http.Response, wc *weightedCluster) {
 	if resp.Body == nil {
 		resp.Body = http.NoBody
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		x.tunnel(resp, wc)
+		return
 	}
 	defer resp.Body.Close()
 	h := resp.Header
