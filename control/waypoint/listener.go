@@ -191,12 +191,17 @@ func routerFilter() *hcmv3.HttpFilter {
 
 // hcmFilter is the HTTP connection manager of a chain, with the mesh's
 // path normalization and the HTTP filters in the contract's order, each
-// only when used.
+// only when used. WebSocket upgrades are allowed, as Istio allows them on
+// every HTTP listener, and "Expect: 100-continue" goes to the server
+// (Istio leaves Envoy answering it itself, which sends bodies a server
+// may have refused).
 func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv3.RBAC) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: adsSource(), RouteConfigName: name}},
+		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		Proxy_100Continue: true,
 	}
 	setPathNormalization(hcm, t.cfg.PathNormalization)
 	add := func(n string, m proto.Message) {
