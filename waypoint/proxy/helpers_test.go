@@ -417,6 +417,17 @@ func (e *env) simple(mods []func(*clusterv3.Cluster), backends ...*backend) {
 	e.mustPush(resourcev3.RouteType, routeConfig(chainKey, svcHost, routeTo("default/reviews.0", clusterName(""))))
 }
 
+// subsets configures the service's HTTP chain and one cluster per subset,
+// each with one backend; the routes are the caller's.
+func (e *env) subsets(backends map[string]*backend) {
+	e.t.Helper()
+	for subset, b := range backends {
+		e.mustPush(resourcev3.ClusterType, edsCluster(clusterName(subset)))
+		e.mustPush(resourcev3.EndpointType, cla(clusterName(subset), hboneEP(b, subset)))
+	}
+	e.mustPush(resourcev3.ListenerType, listener(hcmChain(e.t, chainKey, vip, vipPort, chainKey)))
+}
+
 func vipAuthority() string { return net.JoinHostPort(vip, strconv.Itoa(vipPort)) }
 
 // svcHostPort is the service's Host header.

@@ -33,15 +33,8 @@ import (
 
 func TestRouteByHeaderAndWeightedSplit(t *testing.T) {
 	e := newEnv(t)
-	v1, v2, v3 := startBackend(t, "reviews-v1", nil), startBackend(t, "reviews-v2", nil), startBackend(t, "reviews-v3", nil)
-	for _, x := range []struct {
-		subset string
-		b      *backend
-	}{{"v1", v1}, {"v2", v2}, {"v3", v3}} {
-		e.mustPush(resourcev3.ClusterType, edsCluster(clusterName(x.subset)))
-		e.mustPush(resourcev3.EndpointType, cla(clusterName(x.subset), hboneEP(x.b, x.subset)))
-	}
-	e.mustPush(resourcev3.ListenerType, listener(hcmChain(t, chainKey, vip, vipPort, chainKey)))
+	e.subsets(map[string]*backend{"v1": startBackend(t, "reviews-v1", nil), "v2": startBackend(t, "reviews-v2", nil),
+		"v3": startBackend(t, "reviews-v3", nil)})
 	jason := &routev3.Route{Name: "default/reviews.0",
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
 			Headers: []*routev3.HeaderMatcher{{Name: "end-user", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
@@ -613,15 +606,7 @@ func labelMap(m *dto.Metric) map[string]string {
 // request, as Envoy applies RDS updates; Bookinfo's productpage does this.
 func TestRouteUpdateAppliesToKeptAliveConnection(t *testing.T) {
 	e := newEnv(t)
-	v1, v2 := startBackend(t, "reviews-v1", nil), startBackend(t, "reviews-v2", nil)
-	for _, x := range []struct {
-		subset string
-		b      *backend
-	}{{"v1", v1}, {"v2", v2}} {
-		e.mustPush(resourcev3.ClusterType, edsCluster(clusterName(x.subset)))
-		e.mustPush(resourcev3.EndpointType, cla(clusterName(x.subset), hboneEP(x.b, x.subset)))
-	}
-	e.mustPush(resourcev3.ListenerType, listener(hcmChain(t, chainKey, vip, vipPort, chainKey)))
+	e.subsets(map[string]*backend{"v1": startBackend(t, "reviews-v1", nil), "v2": startBackend(t, "reviews-v2", nil)})
 	e.mustPush(resourcev3.RouteType, routeConfig(chainKey, svcHost, routeTo("default/reviews.0", clusterName("v1"))))
 
 	var streams atomic.Int32

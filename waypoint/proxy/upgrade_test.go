@@ -16,32 +16,36 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// wsBackend is a gorilla/websocket server answering every message with
-// its name; it stands for one version of the service.
-func wsBackend(t *testing.T, name string) *backend {
-	t.Helper()
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(podIP(), 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var up websocket.Upgrader
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// wsEcho is a gorilla/websocket server answering every message with
+// prefix and the message.
+func wsEcho(up websocket.Upgrader, prefix string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
 		defer c.Close()
 		for {
-			_, msg, err := c.ReadMessage()
+			mt, msg, err := c.ReadMessage()
 			if err != nil {
 				return
 			}
-			if err := c.WriteMessage(websocket.TextMessage, []byte(name+": "+string(msg))); err != nil {
+			if err := c.WriteMessage(mt, append([]byte(prefix), msg...)); err != nil {
 				return
 			}
 		}
-	})}
-	go srv.Serve(ln)
+	})
+}
+
+// wsBackend is a WebSocket server on its own "pod IP" naming itself in
+// its answers: one version of the service.
+func wsBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(podIP(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpServer(wsEcho(websocket.Upgrader{}, name+": "))(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &backend{name: name, addr: netip.MustParseAddrPort(ln.Addr().String())}
 }
@@ -52,15 +56,7 @@ func wsBackend(t *testing.T, name string) *backend {
 // upgraded connection in the access log.
 func TestUpgradeRoutedAndReported(t *testing.T) {
 	e := newEnv(t)
-	v1, v2 := wsBackend(t, "chat-v1"), wsBackend(t, "chat-v2")
-	for _, x := range []struct {
-		subset string
-		b      *backend
-	}{{"v1", v1}, {"v2", v2}} {
-		e.mustPush(resourcev3.ClusterType, edsCluster(clusterName(x.subset)))
-		e.mustPush(resourcev3.EndpointType, cla(clusterName(x.subset), hboneEP(x.b, x.subset)))
-	}
-	e.mustPush(resourcev3.ListenerType, listener(hcmChain(t, chainKey, vip, vipPort, chainKey)))
+	e.subsets(map[string]*backend{"v1": wsBackend(t, "chat-v1"), "v2": wsBackend(t, "chat-v2")})
 	canary := routeTo("default/chat.0", clusterName("v2"))
 	canary.Match.Headers = []*routev3.HeaderMatcher{{Name: "x-canary", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 		StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "yes"}}}}}
@@ -84,6 +80,7 @@ func TestUpgradeRoutedAndReported(t *testing.T) {
 
 	want := map[string]string{"response_code": "101", "destination_workload": "chat-v2", "request_protocol": "http"}
 	waitFor(t, func() bool { return counterValue(t, e, want) == 1 })
+	waitFor(t, func() bool { return strings.Contains(e.accessLog(), `"response_code":101`) }) // logged after the metrics
 	var line map[string]any
 	sc := bufio.NewScanner(strings.NewReader(e.accessLog()))
 	for sc.Scan() {
