@@ -9,8 +9,10 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 )
 
 // chain is one compiled filter chain of Listener "waypoint".
@@ -30,8 +32,10 @@ type chain struct {
 	rcName  string
 	handler http.Handler // nil until the RouteConfiguration arrives
 
-	// TcpProxy chains.
-	tcp []weightedCluster
+	// TcpProxy chains: the network RBAC filters before tcp_proxy, in
+	// order (each must allow the connection), and the clusters.
+	rbac []*networkRBAC
+	tcp  []weightedCluster
 }
 
 type weightedCluster struct {
@@ -90,10 +94,60 @@ func parseChain(fc *listenerv3.FilterChain) (*chain, error) {
 	if err := parseTLSMatch(c, fc); err != nil {
 		return nil, err
 	}
-	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf("want exactly one network filter (http_connection_manager or tcp_proxy), got %d", len(fc.GetFilters()))
+	if err := parseFilters(c, fc.GetFilters()); err != nil {
+		return nil, err
 	}
-	f := fc.GetFilters()[0]
+	return c, nil
+}
+
+// parseFilters reads a chain's network filters: http_connection_manager
+// alone, or network RBAC filters then tcp_proxy (Envoy runs them in order and
+// the first that denies closes the connection).
+func parseFilters(c *chain, fs []*listenerv3.Filter) error {
+	if len(fs) == 0 {
+		return errors.New("want a network filter (http_connection_manager or tcp_proxy)")
+	}
+	for i, f := range fs {
+		msg, err := filterConfig(f)
+		if err != nil {
+			return err
+		}
+		last := i == len(fs)-1
+		switch cfg := msg.(type) {
+		case *netrbacv3.RBAC:
+			if last {
+				return fmt.Errorf("%s must be followed by tcp_proxy", wellknown.RoleBasedAccessControl)
+			}
+			r, err := compileNetworkRBAC(cfg)
+			if err != nil {
+				return fmt.Errorf("filter %q: %w", f.GetName(), err)
+			}
+			c.rbac = append(c.rbac, r)
+		case *hcmv3.HttpConnectionManager:
+			if len(fs) != 1 {
+				return fmt.Errorf("%s must be the chain's only network filter", wellknown.HTTPConnectionManager)
+			}
+			c.hcm = cfg
+			c.rcName = cfg.GetRds().GetRouteConfigName()
+			if c.rcName == "" {
+				return fmt.Errorf("%s: only rds route_config_name is supported", wellknown.HTTPConnectionManager)
+			}
+		case *tcpv3.TcpProxy:
+			if !last {
+				return fmt.Errorf("%s must be the chain's last network filter", wellknown.TCPProxy)
+			}
+			if c.tcp, err = tcpClusters(cfg); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("unsupported network filter %q (%T): want http_connection_manager, or %s filters then tcp_proxy",
+				f.GetName(), msg, wellknown.RoleBasedAccessControl)
+		}
+	}
+	return nil
+}
+
+func filterConfig(f *listenerv3.Filter) (proto.Message, error) {
 	tc := f.GetTypedConfig()
 	if tc == nil {
 		return nil, fmt.Errorf("filter %q has no typed_config", f.GetName())
@@ -102,36 +156,29 @@ func parseChain(fc *listenerv3.FilterChain) (*chain, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filter %q: %w", f.GetName(), err)
 	}
-	switch cfg := msg.(type) {
-	case *hcmv3.HttpConnectionManager:
-		c.hcm = cfg
-		c.rcName = cfg.GetRds().GetRouteConfigName()
-		if c.rcName == "" {
-			return nil, fmt.Errorf("%s: only rds route_config_name is supported", wellknown.HTTPConnectionManager)
-		}
-	case *tcpv3.TcpProxy:
-		switch {
-		case cfg.GetCluster() != "":
-			c.tcp = []weightedCluster{{name: cfg.GetCluster(), weight: 1}}
-		case cfg.GetWeightedClusters() != nil:
-			for _, w := range cfg.GetWeightedClusters().GetClusters() {
-				if w.GetName() == "" {
-					return nil, errors.New("tcp_proxy weighted cluster without a name")
-				}
-				if w.GetWeight() > 0 {
-					c.tcp = append(c.tcp, weightedCluster{name: w.GetName(), weight: w.GetWeight()})
-				}
+	return msg, nil
+}
+
+func tcpClusters(cfg *tcpv3.TcpProxy) ([]weightedCluster, error) {
+	switch {
+	case cfg.GetCluster() != "":
+		return []weightedCluster{{name: cfg.GetCluster(), weight: 1}}, nil
+	case cfg.GetWeightedClusters() != nil:
+		var out []weightedCluster
+		for _, w := range cfg.GetWeightedClusters().GetClusters() {
+			if w.GetName() == "" {
+				return nil, errors.New("tcp_proxy weighted cluster without a name")
 			}
-			if len(c.tcp) == 0 {
-				return nil, errors.New("tcp_proxy weighted_clusters has no cluster with a weight")
+			if w.GetWeight() > 0 {
+				out = append(out, weightedCluster{name: w.GetName(), weight: w.GetWeight()})
 			}
-		default:
-			return nil, errors.New("tcp_proxy needs cluster or weighted_clusters")
 		}
-	default:
-		return nil, fmt.Errorf("unsupported network filter %q (%T): want http_connection_manager or tcp_proxy", f.GetName(), msg)
+		if len(out) == 0 {
+			return nil, errors.New("tcp_proxy weighted_clusters has no cluster with a weight")
+		}
+		return out, nil
 	}
-	return c, nil
+	return nil, errors.New("tcp_proxy needs cluster or weighted_clusters")
 }
 
 // chainSet selects a chain by destination. Most specific wins: a chain

@@ -328,6 +328,13 @@ func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap
 func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requestState, authority, traceparent string,
 	accept func() (hbone.Stream, error)) error {
 	rec := &record{start: time.Now(), chain: c.name, protocol: "tcp", rs: rs, authority: authority}
+	if details, ok := p.authorizeTCP(c, rs); !ok {
+		// L4 policy is decided before accept: the CONNECT is refused and
+		// no byte reaches an upstream.
+		rec.termination = details
+		p.finishTCP(rec)
+		return hbone.Refuse(http.StatusForbidden, "RBAC: access denied")
+	}
 	name := pickWeighted(c.tcp)
 	rec.cluster = name
 	cl := snap.clusters[name]
@@ -381,6 +388,21 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 	rec.flags = "-"
 	p.finishTCP(rec)
 	return nil
+}
+
+// authorizeTCP runs the chain's network RBAC filters in order on the
+// stream's authenticated peer, source and original destination.
+func (p *Proxy) authorizeTCP(c *chain, rs *requestState) (details string, ok bool) {
+	peer := routePeer{ID: rs.peer, Addr: rs.clientIP, Dest: rs.origDst}
+	for _, r := range c.rbac {
+		if ok, details := r.Allowed(peer); !ok {
+			if p.Metrics != nil {
+				p.Metrics.tcpDenied.WithLabelValues(c.name).Inc()
+			}
+			return details, false
+		}
+	}
+	return "", true
 }
 
 func pickWeighted(ws []weightedCluster) string {

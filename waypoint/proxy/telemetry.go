@@ -36,6 +36,7 @@ type Metrics struct {
 	requests                      *prometheus.CounterVec
 	duration, reqBytes, respBytes *prometheus.HistogramVec
 	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
+	tcpDenied                     *prometheus.CounterVec // TCP streams a network RBAC filter refused
 }
 
 // NewMetrics registers the istio_request* metrics on reg (nil: unregistered).
@@ -52,9 +53,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes",
 			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
 		gatewayTLS: newGatewayTLSMetric(),
+		// Envoy counts these as <stat_prefix>rbac.denied; TCP streams have
+		// no istio_requests_total to carry a 403.
+		tcpDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_tcp_rbac_denied_total",
+			Help: "TCP streams refused (CONNECT 403) by a filter chain's network RBAC (AuthorizationPolicy), by filter chain."},
+			[]string{"filter_chain"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS, m.tcpDenied} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -82,6 +88,9 @@ type record struct {
 	traceID        string
 	attempts       int
 	err            error
+	// termination is Envoy's connection termination details, e.g. why a
+	// network RBAC filter closed the stream.
+	termination string
 }
 
 func orUnknown(s string) string {
@@ -242,6 +251,9 @@ func (p *Proxy) log1(r *record) {
 	}
 	if r.err != nil {
 		attrs = append(attrs, slog.String("error", r.err.Error()))
+	}
+	if r.termination != "" {
+		attrs = append(attrs, slog.String("connection_termination_details", r.termination))
 	}
 	p.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }

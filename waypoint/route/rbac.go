@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbaccfgv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
@@ -90,7 +91,51 @@ func compileRBAC(c *rbacv3.RBAC) (*rbacEngine, error) {
 	if c.GetMatcher() != nil {
 		return nil, fmt.Errorf("RBAC matcher API is not supported (use rules)")
 	}
-	rules := c.GetRules()
+	return compileRules(c.GetRules())
+}
+
+// NetworkRBAC is envoy.filters.network.rbac on a TCP chain: the HTTP
+// filter's engine, evaluated once per connection before it is proxied.
+// As in Envoy, the connection has no request headers, so header and path
+// matchers see an empty request.
+type NetworkRBAC struct {
+	eng *rbacEngine // nil: not enforcing
+}
+
+// CompileNetworkRBAC compiles a network RBAC filter config. Only the
+// enforcing rules are supported; shadow rules are ignored as in the HTTP
+// filter, and the matcher API is refused so that nothing is dropped quietly.
+func CompileNetworkRBAC(c *netrbacv3.RBAC) (*NetworkRBAC, error) {
+	if c.GetMatcher() != nil {
+		return nil, fmt.Errorf("RBAC matcher API is not supported (use rules)")
+	}
+	eng, err := compileRules(c.GetRules())
+	if err != nil {
+		return nil, err
+	}
+	return &NetworkRBAC{eng: eng}, nil
+}
+
+// Allowed decides on a connection from peer (its identity, address and
+// original destination). When denied, details is Envoy's connection
+// termination detail rbac_access_denied_matched_policy[<policy>|none].
+func (n *NetworkRBAC) Allowed(peer Peer) (ok bool, details string) {
+	if n == nil || n.eng == nil {
+		return true, ""
+	}
+	x := &exchange{r: &http.Request{Header: http.Header{}}, peer: peer, hasPeer: true, peerOK: true}
+	x.v = reqView{r: x.r}
+	matched, policy := n.eng.evaluate(x)
+	if matched == n.eng.allow {
+		return true, ""
+	}
+	if policy == "" {
+		policy = "none"
+	}
+	return false, "rbac_access_denied_matched_policy[" + policy + "]"
+}
+
+func compileRules(rules *rbaccfgv3.RBAC) (*rbacEngine, error) {
 	if rules == nil {
 		return nil, nil
 	}
@@ -154,10 +199,12 @@ type headerM struct{ h headerMatcher }
 
 func (m *headerM) match(x *exchange) bool { return m.h.match(&x.v) }
 
-// urlPathM matches the path without query (Envoy's PathMatcher).
+// urlPathM matches the path without query (Envoy's PathMatcher). A
+// connection evaluated by the network filter has no :path, which Envoy's
+// PathMatcher never matches.
 type urlPathM struct{ sm stringMatcher }
 
-func (m *urlPathM) match(x *exchange) bool { return m.sm.match(x.v.pathOnly) }
+func (m *urlPathM) match(x *exchange) bool { return x.v.pathOnly != "" && m.sm.match(x.v.pathOnly) }
 
 type cidrM struct {
 	prefix netip.Prefix
