@@ -16,12 +16,20 @@ import (
 
 const kindAP = "AuthorizationPolicy"
 
-// authzPolicy is an L7 AuthorizationPolicy translated into Envoy RBAC
-// policies (one per rule that survives).
+// authzPolicy is an AuthorizationPolicy translated into Envoy RBAC
+// policies (one per rule that survives): for HTTP chains, and for TCP
+// chains with Istio's treatment of HTTP-only attributes, which a TCP
+// connection does not have (an ALLOW rule using one is dropped, a DENY rule
+// is kept without it).
 type authzPolicy struct {
+	ns, name string
 	key      string // "<ns>/<name>", for ordering
 	deny     bool
 	policies map[string]*rbacv3.Policy
+	tcp      map[string]*rbacv3.Policy
+	// tcpProblems are what only the TCP translation dropped; reported
+	// once the policy applies to a TCP chain.
+	tcpProblems []string
 }
 
 // indexAuthorizationPolicies translates the policies bound to a waypoint
@@ -59,17 +67,7 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			p("spec.action: %s is not supported; ignored", spec.Action)
 			continue
 		}
-		pol := &authzPolicy{key: ap.Namespace + "/" + ap.Name, deny: deny, policies: map[string]*rbacv3.Policy{}}
-		for i, r := range spec.Rules {
-			b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny}
-			rp := b.rule(fmt.Sprintf("spec.rules[%d]", i), r)
-			for _, msg := range b.problems {
-				p("%s", msg)
-			}
-			if rp != nil {
-				pol.policies[fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)] = rp
-			}
-		}
+		pol := t.authzPolicy(ap, deny)
 		for i, ref := range refs {
 			path := fmt.Sprintf("spec.targetRefs[%d]", i)
 			if ref.Namespace != "" && ref.Namespace != ap.Namespace {
@@ -93,6 +91,33 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 	}
 }
 
+// authzPolicy translates ap's rules for HTTP and for TCP chains.
+func (t *translator) authzPolicy(ap *securityv1.AuthorizationPolicy, deny bool) *authzPolicy {
+	pol := &authzPolicy{ns: ap.Namespace, name: ap.Name, key: ap.Namespace + "/" + ap.Name, deny: deny,
+		policies: map[string]*rbacv3.Policy{}, tcp: map[string]*rbacv3.Policy{}}
+	for i, r := range ap.Spec.Rules {
+		name := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)
+		path := fmt.Sprintf("spec.rules[%d]", i)
+		b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny}
+		if rp := b.rule(path, r); rp != nil {
+			pol.policies[name] = rp
+		}
+		for _, msg := range b.problems {
+			t.problem(kindAP, ap.Namespace, ap.Name, "%s", msg)
+		}
+		tb := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, tcp: true}
+		if rp := tb.rule(path, r); rp != nil {
+			pol.tcp[name] = rp
+		}
+		for _, msg := range tb.problems {
+			if !slices.Contains(b.problems, msg) {
+				pol.tcpProblems = append(pol.tcpProblems, msg)
+			}
+		}
+	}
+	return pol
+}
+
 // ruleBuilder translates one rule. Unsupported or malformed attributes are
 // reported; in an ALLOW rule they drop the rule (it allows nothing more),
 // in a DENY rule they drop the attribute (the rule denies more).
@@ -100,8 +125,19 @@ type ruleBuilder struct {
 	t        *translator
 	ns       string
 	deny     bool
+	tcp      bool // for a TCP chain: HTTP-only attributes cannot match
 	dropped  bool
 	problems []string
+}
+
+// httpOnly reports an HTTP-only attribute of a rule built for a TCP chain,
+// with Istio's consequence (see ruleBuilder.bad). It returns true when
+// the attribute must be left out.
+func (b *ruleBuilder) httpOnly(path string) bool {
+	if b.tcp {
+		b.bad(path, "HTTP-only, a TCP connection has no such attribute")
+	}
+	return b.tcp
 }
 
 func (b *ruleBuilder) bad(path, format string, args ...any) {
@@ -255,14 +291,22 @@ func (b *ruleBuilder) operation(path string, op *securityapi.Operation) *rbacv3.
 			return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationPort{DestinationPort: uint32(n)}}
 		}
 	}
-	field(op.Hosts, false, host)
-	field(op.NotHosts, true, host)
-	field(op.Ports, false, port("ports"))
-	field(op.NotPorts, true, port("notPorts"))
-	field(op.Methods, false, method)
-	field(op.NotMethods, true, method)
-	field(op.Paths, false, urlPath)
-	field(op.NotPaths, true, urlPath)
+	for _, f := range []struct {
+		name    string
+		values  []string
+		not, l7 bool
+		one     func(string) *rbacv3.Permission
+	}{
+		{"hosts", op.Hosts, false, true, host}, {"notHosts", op.NotHosts, true, true, host},
+		{"ports", op.Ports, false, false, port("ports")}, {"notPorts", op.NotPorts, true, false, port("notPorts")},
+		{"methods", op.Methods, false, true, method}, {"notMethods", op.NotMethods, true, true, method},
+		{"paths", op.Paths, false, true, urlPath}, {"notPaths", op.NotPaths, true, true, urlPath},
+	} {
+		if f.l7 && len(f.values) > 0 && b.httpOnly(path+"."+f.name) {
+			continue
+		}
+		field(f.values, f.not, f.one)
+	}
 	return andPerms(and)
 }
 
@@ -380,6 +424,9 @@ func (b *ruleBuilder) condition(path string, c *securityapi.Condition) (*rbacv3.
 	key := c.Key
 	switch {
 	case strings.HasPrefix(key, "request.headers[") && strings.HasSuffix(key, "]"):
+		if b.httpOnly(path + ".key") {
+			return nil, nil
+		}
 		name := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(key, "request.headers["), "]"))
 		if name == "" {
 			b.bad(path+".key", "empty header name")
@@ -459,7 +506,7 @@ func idValues(c *securityapi.Condition, one func(string) *rbacv3.Principal) *rba
 // rbac-deny and rbac-allow filter configs; nil when no policy of that
 // action applies. An ALLOW policy without surviving rules still makes the
 // allow filter present, so that it denies what nothing else allows.
-func rbacConfigs(pols []*authzPolicy) (deny, allow *rbacv3.RBAC) {
+func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow *rbacv3.RBAC) {
 	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
 	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
 	for _, p := range pols {
@@ -471,7 +518,11 @@ func rbacConfigs(pols []*authzPolicy) (deny, allow *rbacv3.RBAC) {
 		if *target == nil {
 			*target = &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
 		}
-		for name, pol := range p.policies {
+		rules := p.policies
+		if tcp {
+			rules = p.tcp
+		}
+		for name, pol := range rules {
 			(*target).Policies[name] = pol
 		}
 	}

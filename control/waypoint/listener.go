@@ -16,6 +16,8 @@ import (
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -68,11 +70,12 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 					PrefixRanges:    cidrs(svc.vips),
 				},
 			}
+			pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
 			if pc.tcp {
-				fc.Filters = []*listenerv3.Filter{{Name: filterTCP, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}}}
+				fc.Filters = append(t.networkRBAC(pc.name, pols),
+					&listenerv3.Filter{Name: filterTCP, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
 			} else {
-				pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
-				deny, allow := rbacConfigs(pols)
+				deny, allow := rbacConfigs(pols, false)
 				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
 				res.Routes = append(res.Routes, t.routeConfig(pc, false))
 			}
@@ -97,7 +100,7 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 	ips = slices.Compact(ips)
 	for _, ip := range ips {
 		name := workloadChainPrefix + ip
-		deny, allow := rbacConfigs(slices.Clone(t.gatewayPolicies[key]))
+		deny, allow := rbacConfigs(slices.Clone(t.gatewayPolicies[key]), false)
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: cidrs([]string{ip})},
@@ -127,6 +130,31 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 	t.addClusters(res, refs, false)
 	sortResources(res)
 	return res
+}
+
+// networkRBAC is the envoy.filters.network.rbac filters of a TCP chain
+// (DENY, then ALLOW, as on HTTP chains) from the same policies an HTTP
+// chain of the service would apply: a policy bound to a Service or
+// waypoint covers all its ports, and the node agents skip policies with
+// targetRefs. What the TCP translation drops is reported on the policy.
+func (t *translator) networkRBAC(chain string, pols []*authzPolicy) []*listenerv3.Filter {
+	for _, p := range pols {
+		for _, msg := range p.tcpProblems {
+			t.problem(kindAP, p.ns, p.name, "%s (TCP port %s)", msg, chain)
+		}
+	}
+	deny, allow := rbacConfigs(pols, true)
+	var out []*listenerv3.Filter
+	for _, r := range []struct {
+		stat  string
+		rules *rbacv3.RBAC
+	}{{rbacDeny, deny}, {rbacAllow, allow}} {
+		if r.rules != nil {
+			out = append(out, &listenerv3.Filter{Name: wellknown.RoleBasedAccessControl, ConfigType: &listenerv3.Filter_TypedConfig{
+				TypedConfig: mustAny(&netrbacv3.RBAC{StatPrefix: r.stat + ".", Rules: r.rules})}})
+		}
+	}
+	return out
 }
 
 // addClusters adds the clusters and load assignments of refs.

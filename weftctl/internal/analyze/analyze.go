@@ -46,6 +46,7 @@ const (
 	CodeWaypointNotUsable    = "WaypointNotUsable"
 	CodeL7PolicyNoWaypoint   = "L7PolicyWithoutWaypoint"
 	CodeL7PolicySelector     = "L7PolicyWithSelector"
+	CodeL7PolicyOnTCP        = "L7PolicyOnTCPPort"
 	CodePolicyTargetNotFound = "PolicyTargetNotFound"
 	CodePolicyContradiction  = "PolicyContradiction"
 	CodeConflict             = "Conflict"

@@ -99,6 +99,9 @@ func TestFixtures(t *testing.T) {
 			{Warning, "AuthorizationPolicy", "bookinfo/ratings-get", CodeL7PolicySelector, []string{"(methods)", "replace the selector with targetRefs"}},
 			{Error, "AuthorizationPolicy", "bookinfo/via-missing-waypoint", CodePolicyTargetNotFound, []string{"reviews-waypoint is not a waypoint"}},
 		}},
+		{"l7-on-tcp.yaml", []want{
+			{Warning, "AuthorizationPolicy", "bookinfo/mysql-writers", CodeL7PolicyOnTCP, []string{"operation.methods", "ALLOW rule is dropped", "TCP port mysql.bookinfo.svc.cluster.local:3306", "matches nothing"}},
+		}},
 		{"contradiction.yaml", []want{
 			{Error, "AuthorizationPolicy", "bookinfo/reviews-allow", CodePolicyContradiction, []string{"DENY bookinfo/reviews-deny (identical)", "allows nothing"}},
 			{Error, "AuthorizationPolicy", "bookinfo/details-allow", CodePolicyContradiction, []string{"DENY bookinfo/details-lockdown (which matches every request)"}},

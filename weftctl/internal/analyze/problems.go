@@ -37,6 +37,8 @@ var rules = []rule{
 	{re: regexp.MustCompile(`waypoint \S+ does not exist`), sev: Error, code: CodeWaypointNotFound,
 		explain: "its traffic bypasses L7 processing (routes, L7 policies) until the waypoint exists: create it with `weftctl waypoint apply` or fix the label"},
 	{re: regexp.MustCompile(`waypoint \S+ does not allow namespace|waypoint \S+ is not for`), sev: Error, code: CodeWaypointNotUsable},
+	{re: regexp.MustCompile(`HTTP-only, a TCP connection has no such attribute`), kind: "AuthorizationPolicy", sev: Warning, code: CodeL7PolicyOnTCP,
+		explain: "as in Istio, on a TCP port an ALLOW rule with HTTP-only attributes (hosts, methods, paths, request headers) matches nothing and a DENY rule applies without them; use L4 attributes (principals, namespaces, ports) for TCP ports, or a separate policy"},
 	{re: regexp.MustCompile(`already has the older|takes precedence`), sev: Warning, code: CodeConflict},
 }
 
