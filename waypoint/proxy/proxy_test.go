@@ -570,13 +570,19 @@ func waitFor(t *testing.T, cond func() bool) {
 // counterValue sums istio_requests_total over series matching labels.
 func counterValue(t *testing.T, e *env, labels map[string]string) float64 {
 	t.Helper()
+	return metricValue(t, e, "istio_requests_total", labels)
+}
+
+// metricValue sums the counter series of name that carry labels.
+func metricValue(t *testing.T, e *env, name string, labels map[string]string) float64 {
+	t.Helper()
 	mfs, err := e.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "istio_requests_total" {
+		if mf.GetName() != name {
 			continue
 		}
 	series:

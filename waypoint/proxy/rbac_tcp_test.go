@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +20,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
@@ -74,15 +79,20 @@ func TestTCPChainNetworkRBAC(t *testing.T) {
 	e.mustPush(resourcev3.EndpointType, cla(cl, epSpec{addr: mustAddrPort(ln.Addr().String()), tunnel: "HBONE",
 		identity: backendID.String(), workload: "redis", health: corev3.HealthStatus_HEALTHY}))
 	other := "spiffe://cluster.local/ns/default/sa/other"
+	denied := 0
 	for _, tc := range []struct {
-		name  string
-		rbacs []*netrbacv3.RBAC
-		allow bool
+		name    string
+		rbacs   []*netrbacv3.RBAC
+		allow   bool
+		details string // connection_termination_details of a denial
+		logged  int    // access-log lines with it so far
 	}{
-		{"DENY names the client", []*netrbacv3.RBAC{principalRBAC(rbaccfgv3.RBAC_DENY, clientID.String())}, false},
-		{"ALLOW names another principal", []*netrbacv3.RBAC{principalRBAC(rbaccfgv3.RBAC_ALLOW, other)}, false},
+		{"DENY names the client", []*netrbacv3.RBAC{principalRBAC(rbaccfgv3.RBAC_DENY, clientID.String())}, false,
+			"rbac_access_denied_matched_policy[ns[default]-policy[p]-rule[0]]", 1},
+		{"ALLOW names another principal", []*netrbacv3.RBAC{principalRBAC(rbaccfgv3.RBAC_ALLOW, other)}, false,
+			"rbac_access_denied_matched_policy[none]", 1},
 		{"DENY another, ALLOW the client", []*netrbacv3.RBAC{principalRBAC(rbaccfgv3.RBAC_DENY, other),
-			principalRBAC(rbaccfgv3.RBAC_ALLOW, clientID.String())}, true},
+			principalRBAC(rbaccfgv3.RBAC_ALLOW, clientID.String())}, true, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.mustPush(resourcev3.ListenerType, listener(withNetworkRBAC(t, tcpChain(t, name, tcpVIP, tcpPort, cl), tc.rbacs...)))
@@ -106,7 +116,12 @@ func TestTCPChainNetworkRBAC(t *testing.T) {
 					t.Fatal("a denied stream reached the backend")
 				default:
 				}
-				waitFor(t, func() bool { return strings.Contains(e.accessLog(), `rbac_access_denied_matched_policy[`) })
+				denied++
+				if got := metricValue(t, e, "weft_waypoint_tcp_rbac_denied_total", map[string]string{"filter_chain": name}); got != float64(denied) {
+					t.Errorf("weft_waypoint_tcp_rbac_denied_total = %v, want %d", got, denied)
+				}
+				want := `"connection_termination_details":"` + tc.details + `"`
+				waitFor(t, func() bool { return strings.Count(e.accessLog(), want) == tc.logged })
 				return
 			}
 			if err != nil {
@@ -120,5 +135,59 @@ func TestTCPChainNetworkRBAC(t *testing.T) {
 			}
 			<-reached
 		})
+	}
+}
+
+// TestTranslatedTCPChainRBAC runs the listener control/waypoint renders for
+// the golden case authz-tcp (testdata there; regenerated with its -update)
+// through this proxy's chain parser and network RBAC: the translation and
+// the runtime agree on the contract, and the case's policies decide as
+// written (DENY sleep, ALLOW productpage on port 9000 only).
+func TestTranslatedTCPChainRBAC(t *testing.T) {
+	raw, err := os.ReadFile("../../control/waypoint/testdata/authz-tcp/expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Waypoints map[string]struct {
+			Listeners []json.RawMessage `json:"listeners"`
+		} `json:"waypoints"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ls := doc.Waypoints["default/waypoint"].Listeners
+	if len(ls) != 1 {
+		t.Fatalf("want the waypoint's one listener, got %d", len(ls))
+	}
+	var l listenerv3.Listener
+	if err := protojson.Unmarshal(ls[0], &l); err != nil {
+		t.Fatal(err)
+	}
+	chains, err := parseChains(&l)
+	if err != nil {
+		t.Fatalf("the translation's listener is rejected: %v", err)
+	}
+	cs := newChainSet(chains)
+	p := &Proxy{}
+	for _, tc := range []struct {
+		peer, dst string
+		allow     bool
+	}{
+		{"spiffe://cluster.local/ns/default/sa/productpage", "10.96.0.30:9000", true},
+		{"spiffe://cluster.local/ns/default/sa/productpage", "10.96.0.30:9001", false}, // ALLOW names port 9000
+		{"spiffe://cluster.local/ns/default/sa/sleep", "10.96.0.30:9000", false},       // DENY by principal
+		{"spiffe://cluster.local/ns/untrusted/sa/x", "10.96.0.30:9000", false},         // DENY rule without its methods
+		{"spiffe://cluster.local/ns/default/sa/reviews", "10.96.0.30:9000", false},     // ALLOW paths rule dropped on TCP
+	} {
+		dst := netip.MustParseAddrPort(tc.dst)
+		c := cs.match(dst)
+		if c == nil || !c.isTCP() || len(c.rbac) != 2 {
+			t.Fatalf("%s: want a TCP chain with DENY and ALLOW network RBAC, got %+v", tc.dst, c)
+		}
+		rs := &requestState{peer: spiffeid.RequireFromString(tc.peer), origDst: dst}
+		if details, ok := p.authorizeTCP(c, rs); ok != tc.allow {
+			t.Errorf("%s to %s: allowed=%v (%s), want %v", tc.peer, tc.dst, ok, details, tc.allow)
+		}
 	}
 }
