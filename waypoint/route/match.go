@@ -44,6 +44,9 @@ func newReqView(r *http.Request, path string) reqView {
 // map to the request line; multiple values are joined with "," as Envoy's
 // getAllOfHeaderAsString does (only then does it allocate).
 func (v *reqView) header(canon string, pseudo byte) (string, bool) {
+	if v.r == nil {
+		return "", false // a connection (network RBAC) has no headers at all
+	}
 	switch pseudo {
 	case pseudoMethod:
 		return v.r.Method, true

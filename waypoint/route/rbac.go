@@ -123,8 +123,9 @@ func (n *NetworkRBAC) Allowed(peer Peer) (ok bool, details string) {
 	if n == nil || n.eng == nil {
 		return true, ""
 	}
-	x := &exchange{r: &http.Request{Header: http.Header{}}, peer: peer, hasPeer: true, peerOK: true}
-	x.v = reqView{r: x.r}
+	// x.v stays empty: no headers, no :path. x.r only backs the address
+	// fallbacks, which peer makes unnecessary when it is complete.
+	x := &exchange{r: &http.Request{}, peer: peer, hasPeer: true, peerOK: true}
 	matched, policy := n.eng.evaluate(x)
 	if matched == n.eng.allow {
 		return true, ""
