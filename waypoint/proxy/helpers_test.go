@@ -277,6 +277,35 @@ func startBackend(t *testing.T, name string, hold chan struct{}) *backend {
 	return b
 }
 
+// startUpperEcho is a plain TCP backend on a pod IP that answers each
+// connection with what it read, upper-cased, once the client closes its
+// side; accepted (if not nil) gets a value per connection.
+func startUpperEcho(t *testing.T, accepted chan<- struct{}) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(podIP().String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if accepted != nil {
+				accepted <- struct{}{}
+			}
+			go func() {
+				b, _ := io.ReadAll(c)
+				c.Write([]byte(strings.ToUpper(string(b))))
+				c.Close()
+			}()
+		}
+	}()
+	return ln
+}
+
 func (b *backend) seenHeader(h string) string {
 	v, _ := b.seen.Load(h)
 	s, _ := v.(string)

@@ -317,24 +317,7 @@ func TestH2Downstream(t *testing.T) {
 
 func TestTCPProxyChain(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", net.JoinHostPort(podIP().String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { // upper-case echo until EOF
-				b, _ := io.ReadAll(c)
-				c.Write([]byte(strings.ToUpper(string(b))))
-				c.Close()
-			}()
-		}
-	}()
+	ln := startUpperEcho(t, nil)
 	const tcpVIP, tcpPort = "10.96.0.20", 3306
 	cl := "outbound|3306||mysql.default.svc.cluster.local"
 	e.mustPush(resourcev3.ClusterType, edsCluster(cl))

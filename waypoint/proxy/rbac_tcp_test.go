@@ -56,22 +56,8 @@ func withNetworkRBAC(t testing.TB, fc *listenerv3.FilterChain, rbacs ...*netrbac
 // reaches the backend); the named principal of an ALLOW policy gets through.
 func TestTCPChainNetworkRBAC(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", net.JoinHostPort(podIP().String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	reached := make(chan struct{}, 8)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			reached <- struct{}{}
-			go func() { b, _ := io.ReadAll(c); c.Write([]byte(strings.ToUpper(string(b)))); c.Close() }()
-		}
-	}()
+	ln := startUpperEcho(t, reached)
 	const tcpVIP, tcpPort = "10.96.0.21", 6379
 	name := "redis.default.svc.cluster.local:6379"
 	cl := "outbound|6379||redis.default.svc.cluster.local"
