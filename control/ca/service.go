@@ -259,11 +259,23 @@ func bearerToken(ctx context.Context) (string, error) {
 	default:
 		return "", errors.New("more than one authorization metadata value")
 	}
-	scheme, token, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+	token, ok := ParseBearer(values[0])
+	if !ok {
 		return "", errors.New("authorization metadata is not \"Bearer <service-account token>\"")
 	}
-	return strings.TrimSpace(token), nil
+	return token, nil
+}
+
+// ParseBearer returns the token of an authorization value "Bearer <token>"
+// (scheme case-insensitive, as RFC 6750 allows), or false for any other
+// form. gRPC metadata and HTTP headers carry the same value.
+func ParseBearer(value string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(value), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
 }
 
 func rawCerts(certs []*x509.Certificate) [][]byte {

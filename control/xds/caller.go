@@ -36,6 +36,14 @@ func (s *streamCallers) open(ctx context.Context, id int64) {
 
 func (s *streamCallers) close(id int64) { s.m.Delete(id) }
 
+// namespace is the namespace of stream id's caller, "" without one.
+func (s *streamCallers) namespace(id int64) string {
+	if v, ok := s.m.Load(id); ok {
+		return v.(Caller).Namespace
+	}
+	return ""
+}
+
 // authorize refuses a node ID that names a waypoint the caller is not.
 // A stream without a caller (no token interceptor: tests, embedding) is not
 // checked.

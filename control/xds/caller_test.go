@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -105,4 +106,32 @@ func TestGatewayNodeIDMustBeTheCaller(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("another service account claiming the gateway: err %v, want PermissionDenied", err)
 	}
+}
+
+// TestClientsNameTheCallersNamespace: /debug/syncz scopes clients by the
+// namespace of the service account that authenticated the stream, which a
+// client cannot choose (its node ID it can).
+func TestClientsNameTheCallersNamespace(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	addr := serveWithCallers(t, s)
+	sctx := metadata.AppendToOutgoingContext(ctx, "x-test-caller", "tenant-a/client")
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(dial(t, addr)).DeltaAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "grpc~claims-weft-system"}, TypeUrl: ListenerType}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the stream listed with its caller's namespace", func() error {
+		c, err := clientNamed(s, "grpc~claims-weft-system")
+		if err != nil {
+			return err
+		}
+		if c.Namespace != "tenant-a" {
+			return fmt.Errorf("namespace %q, want tenant-a", c.Namespace)
+		}
+		return nil
+	})
 }

@@ -15,7 +15,11 @@ import (
 // and, per resource type, which version it was sent and which it
 // acknowledged. weftctl proxy-status reads it from /debug/syncz.
 type ClientStatus struct {
-	Node      string       `json:"node"` // xDS node ID ("node-agent~<node>", "waypoint~<ns>/<gw>~<pod>", ...)
+	Node string `json:"node"` // xDS node ID ("node-agent~<node>", "waypoint~<ns>/<gw>~<pod>", ...)
+	// Namespace of the service account that authenticated the stream ("":
+	// no caller, as in tests): unlike the node ID, which the client
+	// chooses, it is proven.
+	Namespace string       `json:"namespace,omitempty"`
 	Stream    int64        `json:"stream"`
 	Delta     bool         `json:"delta"`
 	Connected time.Time    `json:"connected"`
@@ -155,7 +159,7 @@ func (s *Server) Clients() []ClientStatus {
 	s.clients.mu.Lock()
 	out := make([]ClientStatus, 0, len(s.clients.streams))
 	for id, st := range s.clients.streams {
-		c := ClientStatus{Node: st.node, Stream: id, Delta: st.delta, Connected: st.connected}
+		c := ClientStatus{Node: st.node, Namespace: s.callers.namespace(id), Stream: id, Delta: st.delta, Connected: st.connected}
 		for typ, ts := range st.types {
 			c.Types = append(c.Types, TypeStatus{Type: typ, Sent: ts.sent, Acked: ts.acked, Pending: len(ts.pending), NACK: ts.nack})
 		}
