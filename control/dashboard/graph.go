@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/weft-mesh/weft/control/server/access"
 )
 
 // Metric and label names, as the proxies export them (DESIGN.md,
@@ -353,4 +355,37 @@ func seriesKey(s Sample) string {
 		b.WriteString("\x00" + k + "\x00" + s.Labels[k])
 	}
 	return b.String()
+}
+
+// For is the part of g that scope may see: the edges with at least one end
+// in a namespace it sees, their nodes, and the proxies (targets) of those
+// namespaces. Peers without a namespace ("unknown") are shown only as the
+// other end of a visible edge. Everything sees g unchanged.
+func (g Graph) For(scope access.Scope) Graph {
+	if scope.All() {
+		return g
+	}
+	ns := make(map[string]string, len(g.Nodes))
+	for _, n := range g.Nodes {
+		ns[n.ID] = n.Namespace
+	}
+	out := Graph{GeneratedAt: g.GeneratedAt, WindowSeconds: g.WindowSeconds, Nodes: []Node{}, Edges: []Edge{}, Targets: []TargetStatus{}}
+	shown := map[string]bool{}
+	for _, e := range g.Edges {
+		if scope.Sees(ns[e.Source]) || scope.Sees(ns[e.Destination]) {
+			out.Edges = append(out.Edges, e)
+			shown[e.Source], shown[e.Destination] = true, true
+		}
+	}
+	for _, n := range g.Nodes {
+		if shown[n.ID] {
+			out.Nodes = append(out.Nodes, n)
+		}
+	}
+	for _, t := range g.Targets {
+		if scope.Sees(t.Namespace) {
+			out.Targets = append(out.Targets, t)
+		}
+	}
+	return out
 }

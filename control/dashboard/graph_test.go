@@ -5,12 +5,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weft-mesh/weft/control/server/access"
 )
 
 var (
@@ -229,6 +232,54 @@ func TestBuildRealScrapes(t *testing.T) {
 		if e.Reporter != w.Reporter || e.MTLS != w.MTLS || e.Connections != w.Connections || e.Protocol != "tcp" {
 			t.Errorf("edge %s: got reporter %s, %s, %v connections, %s; want %s, %s, %v, tcp",
 				w.ID, e.Reporter, e.MTLS, e.Connections, e.Protocol, w.Reporter, w.MTLS, w.Connections)
+		}
+	}
+}
+
+// TestGraphFor: a reader scoped to a namespace sees the edges with an end
+// in it, their nodes and its own proxies; nothing of other namespaces.
+func TestGraphFor(t *testing.T) {
+	node := func(id string) Node { return newNode(id, false) }
+	g := Graph{
+		Nodes: []Node{node("a/web"), node("a/db"), node("b/app"), node("b/db"), node(unknown)},
+		Edges: []Edge{
+			{ID: "a/web->a/db", Source: "a/web", Destination: "a/db"},
+			{ID: "b/app->a/db", Source: "b/app", Destination: "a/db"},
+			{ID: "b/app->b/db", Source: "b/app", Destination: "b/db"},
+			{ID: "unknown->b/app", Source: unknown, Destination: "b/app"},
+		},
+		Targets: []TargetStatus{
+			{Target: Target{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "agent"}},
+			{Target: Target{Kind: KindWaypoint, Namespace: "a", Pod: "waypoint-a"}},
+			{Target: Target{Kind: KindWaypoint, Namespace: "b", Pod: "waypoint-b"}},
+		},
+	}
+	ids := func(g Graph) (nodes, edges, targets []string) {
+		for _, n := range g.Nodes {
+			nodes = append(nodes, n.ID)
+		}
+		for _, e := range g.Edges {
+			edges = append(edges, e.ID)
+		}
+		for _, t := range g.Targets {
+			targets = append(targets, t.Pod)
+		}
+		return nodes, edges, targets
+	}
+	for _, tc := range []struct {
+		scope                 access.Scope
+		nodes, edges, targets []string
+	}{
+		{access.Namespace("a"), []string{"a/web", "a/db", "b/app"}, []string{"a/web->a/db", "b/app->a/db"}, []string{"waypoint-a"}},
+		{access.Namespace("b"), []string{"a/db", "b/app", "b/db", unknown}, []string{"b/app->a/db", "b/app->b/db", "unknown->b/app"}, []string{"waypoint-b"}},
+		{access.Namespace("c"), nil, nil, nil},
+		{access.Scope{}, nil, nil, nil},
+		{access.Everything(), []string{"a/web", "a/db", "b/app", "b/db", unknown},
+			[]string{"a/web->a/db", "b/app->a/db", "b/app->b/db", "unknown->b/app"}, []string{"agent", "waypoint-a", "waypoint-b"}},
+	} {
+		nodes, edges, targets := ids(g.For(tc.scope))
+		if !slices.Equal(nodes, tc.nodes) || !slices.Equal(edges, tc.edges) || !slices.Equal(targets, tc.targets) {
+			t.Errorf("%v: nodes %v edges %v targets %v\nwant %v %v %v", tc.scope, nodes, edges, targets, tc.nodes, tc.edges, tc.targets)
 		}
 	}
 }

@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/weft-mesh/weft/control/server/access"
 )
 
 //go:embed index.html
 var page []byte
 
 // Register adds GET /dashboard (the page) and GET /dashboard/api/graph
-// (the graph as JSON) to mux.
+// (the graph as JSON) to mux. The graph is cut to the reader's
+// access.Scope (from the request's context; none: an empty graph), so mux
+// belongs behind an access.Guard.
 func Register(mux *http.ServeMux, s *Scraper) {
 	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -21,7 +25,7 @@ func Register(mux *http.ServeMux, s *Scraper) {
 		w.Write(page)
 	})
 	mux.HandleFunc("GET /dashboard/api/graph", func(w http.ResponseWriter, r *http.Request) {
-		g := s.Graph(r.Context(), 3*time.Second)
+		g := s.Graph(r.Context(), 3*time.Second).For(access.FromContext(r.Context()))
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		json.NewEncoder(w).Encode(g)

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/control/server/access"
 )
 
 // TestScraperServesGraph scrapes a fake node agent serving a fixture,
@@ -50,8 +52,13 @@ func TestScraperServesGraph(t *testing.T) {
 	go func() { s.Run(ctx); close(done) }()
 	mux := http.NewServeMux()
 	Register(mux, s)
-	srv := httptest.NewServer(mux)
+	// As behind access.Guard for a reader who sees everything.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r.WithContext(access.NewContext(r.Context(), access.Everything())))
+	}))
 	defer srv.Close()
+	unguarded := httptest.NewServer(mux)
+	defer unguarded.Close()
 
 	if hits.Load() != 0 {
 		t.Fatal("scraped before anyone asked")
@@ -67,6 +74,12 @@ func TestScraperServesGraph(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the first answer lacks the fixture's edge: %+v", g.Edges)
+	}
+
+	var none Graph
+	getJSON(t, unguarded.URL+"/dashboard/api/graph", &none)
+	if len(none.Edges)+len(none.Nodes)+len(none.Targets) != 0 {
+		t.Fatalf("a request that did not pass access.Guard sees %+v; want nothing", none)
 	}
 
 	page := get(t, srv.URL+"/dashboard")

@@ -42,6 +42,7 @@ import (
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
+	"github.com/weft-mesh/weft/control/server/access"
 	"github.com/weft-mesh/weft/control/status"
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
@@ -121,9 +122,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// One authenticator (and cache) for xDS, the CA and the monitoring port.
+	authn := ca.NewTokenReviewAuthenticator(kube, ca.TokenReviewOptions{Audience: o.CAAudience})
 	ready := &readiness{}
 	syncz := &syncz{pod: o.PodName}
-	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, dashboardRoutes(ctx, o, cluster))
+	guard := access.NewGuard(authn, o.Namespace, openPaths, log.With("component", "monitoring"))
+	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, guard, dashboardRoutes(ctx, o, cluster))
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
@@ -132,7 +136,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	xdsServer := xds.New(ctx, log, reg)
-	syncz.xds.Store(xdsServer)
+	syncz.setClients(xdsServer)
 	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
 		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 	}, waypoints: waypointTranslator}
@@ -144,7 +148,6 @@ func Run(ctx context.Context, o Options) error {
 	tr.push() // the full state before serving: no client ever sees a partial mesh
 	go discovery.Debounce(ctx, cluster.Changed(), o.Debounce, 10*o.Debounce, tr.push)
 
-	authn := ca.NewTokenReviewAuthenticator(kube, ca.TokenReviewOptions{Audience: o.CAAudience})
 	authz := ca.NewNodeAuthorizer(td, nodeAgent, ca.NewIndexerPodLookup(cluster.Pods().GetIndexer()))
 	rotator, err := ca.NewServingRotator(authority, servingNames(o.ServiceName, o.Namespace, o.DomainSuffix), ca.ServingRotatorOptions{Logger: log})
 	if err != nil {
@@ -406,7 +409,13 @@ type readiness struct{ ok atomic.Bool }
 func (r *readiness) set()   { r.ok.Store(true) }
 func (r *readiness) unset() { r.ok.Store(false) }
 
-func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, syncz *syncz, routes ...func(*http.ServeMux)) *http.Server {
+// openPaths of the monitoring port answer anyone: Prometheus scrapes
+// /metrics (as istiod's), the kubelet probes the others. Everything else
+// (/debug/*, /dashboard...) passes the access.Guard.
+var openPaths = []string{"/metrics", "/healthz", "/ready"}
+
+func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, syncz *syncz, guard *access.Guard,
+	routes ...func(*http.ServeMux)) *http.Server {
 	mux := http.NewServeMux()
 	for _, r := range routes {
 		r(mux)
@@ -421,30 +430,43 @@ func monitoringServer(addr string, reg *prometheus.Registry, ready *readiness, s
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return &http.Server{Addr: addr, Handler: guard.Wrap(mux), ReadHeaderTimeout: 5 * time.Second}
 }
 
 // Syncz is /debug/syncz's body: the xDS clients connected to this replica
 // and whether each acknowledged the latest configuration (read-only; what
-// weftctl proxy-status shows).
+// weftctl proxy-status shows). A reader scoped to a namespace sees only the
+// clients whose service account is in it.
 type Syncz struct {
 	Pod     string             `json:"pod"` // this replica
 	Clients []xds.ClientStatus `json:"clients"`
 }
 
+// clientLister is the xDS server (xds.Server.Clients).
+type clientLister interface{ Clients() []xds.ClientStatus }
+
 type syncz struct {
-	pod string
-	xds atomic.Pointer[xds.Server] // nil until the xDS server exists
+	pod     string
+	clients atomic.Pointer[clientLister] // nil until the xDS server exists
 }
 
-func (s *syncz) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	x := s.xds.Load()
-	if x == nil {
+func (s *syncz) setClients(l clientLister) { s.clients.Store(&l) }
+
+func (s *syncz) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l := s.clients.Load()
+	if l == nil {
 		http.Error(w, "xDS server not started yet", http.StatusServiceUnavailable)
 		return
+	}
+	scope := access.FromContext(r.Context())
+	body := Syncz{Pod: s.pod, Clients: []xds.ClientStatus{}}
+	for _, c := range (*l).Clients() {
+		if scope.Sees(c.Namespace) {
+			body.Clients = append(body.Clients, c)
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(Syncz{Pod: s.pod, Clients: x.Clients()})
+	_ = enc.Encode(body)
 }
