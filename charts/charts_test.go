@@ -383,6 +383,7 @@ func checkRBAC(t *testing.T, objs objects) {
 		"/services":                                       {"create", "get", "list", "patch", "watch"},
 		"/serviceaccounts":                                {"create", "get", "list", "patch", "watch"},
 		"apps/deployments":                                {"create", "list", "patch", "watch"},
+		"apps/replicasets":                                {"list", "watch"},
 		"discovery.k8s.io/endpointslices":                 read,
 		"authentication.k8s.io/tokenreviews":              {"create"},
 		"/configmaps":                                     {"create", "get", "list", "patch", "update", "watch"},

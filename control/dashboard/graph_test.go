@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/weft-mesh/weft/control/server/access"
 )
 
@@ -166,36 +163,6 @@ func TestBuildMTLSMarks(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestTargetsOnlyWeftProxies(t *testing.T) {
-	pod := func(ns, name, sa, ip string, phase corev1.PodPhase, labels map[string]string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-			Spec:   corev1.PodSpec{ServiceAccountName: sa, NodeName: "node-0"},
-			Status: corev1.PodStatus{Phase: phase, PodIP: ip}}
-	}
-	wpLabels := map[string]string{labelAppName: waypointApp, labelManagedBy: waypointManager, labelGatewayName: "waypoint"}
-	pods := []*corev1.Pod{
-		pod("weft-system", "agent-1", "weft-node-agent", "10.0.0.1", corev1.PodRunning, nil),
-		pod("weft-system", "agent-pending", "weft-node-agent", "", corev1.PodPending, nil),
-		pod("default", "agent-impostor", "weft-node-agent", "10.1.0.9", corev1.PodRunning, nil),
-		pod("default", "waypoint-1", "waypoint", "fd00::5", corev1.PodRunning, wpLabels),
-		pod("default", "fake-waypoint", "x", "10.1.0.8", corev1.PodRunning, map[string]string{labelAppName: waypointApp}),
-		pod("default", "productpage", "bookinfo-productpage", "10.1.0.7", corev1.PodRunning, nil),
-	}
-	got := Targets(pods, "weft-system", "weft-node-agent")
-	want := []Target{
-		{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "agent-1", Node: "node-0", URL: "http://10.0.0.1:15020/metrics"},
-		{Kind: KindWaypoint, Namespace: "default", Pod: "waypoint-1", Node: "node-0", Workload: "waypoint", URL: "http://[fd00::5]:15020/metrics"},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("targets %+v, want %+v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("target %d = %+v, want %+v", i, got[i], want[i])
-		}
 	}
 }
 

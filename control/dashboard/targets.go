@@ -9,7 +9,15 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
+
+	"github.com/weft-mesh/weft/control/waypoint/deploy"
 )
 
 // Where the proxies serve Prometheus metrics (node-agent/cmd/weft-node-agent
@@ -19,20 +27,28 @@ const (
 	MetricsPath = "/metrics"
 )
 
-// Waypoint pod labels (control/waypoint/deploy).
-const (
-	labelAppName     = "app.kubernetes.io/name"
-	labelManagedBy   = "app.kubernetes.io/managed-by"
-	labelGatewayName = "gateway.networking.k8s.io/gateway-name"
-	waypointApp      = "weft-waypoint"
-	waypointManager  = "weft-control"
-)
+// Owners are the control plane's listers of the objects a proxy pod's
+// ownership runs through. Gateways is nil without the Gateway API: then no
+// pod is a waypoint.
+type Owners struct {
+	ReplicaSets appslisters.ReplicaSetLister
+	Deployments appslisters.DeploymentLister
+	Gateways    gatewaylisters.GatewayLister
+}
 
-// Targets picks Weft's own proxies among pods: running pods of the node
-// agents' service account (nodeAgentNS/nodeAgentSA) and waypoint pods
-// deployed by weft-control. Nothing else is ever scraped, so the dashboard
-// cannot be pointed at arbitrary pods.
-func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string) []Target {
+// Targets picks Weft's own proxies among pods by who owns them, never by
+// labels alone (a tenant puts any label on its pods):
+//   - node agents: pods of the node agents' namespace and service account
+//     (nodeAgentNS/nodeAgentSA) controlled by a DaemonSet;
+//   - waypoints: pods controlled by a ReplicaSet, controlled by a
+//     Deployment, controlled by a Gateway of a waypoint class whose name it
+//     bears: what weft-control's deployment controller creates
+//     (control/waypoint/deploy). Every link is checked against the live
+//     object's UID.
+//
+// Nothing else is ever scraped, so the dashboard cannot be pointed at
+// arbitrary pods.
+func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string, owners Owners) []Target {
 	var out []Target
 	for _, p := range pods {
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Status.PodIP == "" {
@@ -40,17 +56,64 @@ func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string) []Target {
 		}
 		t := Target{Namespace: p.Namespace, Pod: p.Name, Node: p.Spec.NodeName,
 			URL: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(MetricsPort)) + MetricsPath}
-		switch {
-		case p.Namespace == nodeAgentNS && p.Spec.ServiceAccountName == nodeAgentSA:
+		if p.Namespace == nodeAgentNS && p.Spec.ServiceAccountName == nodeAgentSA && controllerIs(p, appsv1.GroupName, "DaemonSet") {
 			t.Kind = KindNodeAgent
-		case p.Labels[labelAppName] == waypointApp && p.Labels[labelManagedBy] == waypointManager:
-			t.Kind, t.Workload = KindWaypoint, p.Labels[labelGatewayName]
-		default:
+		} else if gw, ok := owners.waypointOf(p); ok {
+			t.Kind, t.Workload = KindWaypoint, gw
+		} else {
 			continue
 		}
 		out = append(out, t)
 	}
 	return out
+}
+
+// waypointOf is the name of the waypoint Gateway that owns pod p through
+// the Deployment weft-control made for it, or false.
+func (o Owners) waypointOf(p *corev1.Pod) (string, bool) {
+	if o.Gateways == nil || o.ReplicaSets == nil || o.Deployments == nil {
+		return "", false
+	}
+	rs, ok := controller(p, appsv1.GroupName, "ReplicaSet", o.ReplicaSets.ReplicaSets(p.Namespace).Get)
+	if !ok {
+		return "", false
+	}
+	dep, ok := controller(rs, appsv1.GroupName, "Deployment", o.Deployments.Deployments(p.Namespace).Get)
+	if !ok {
+		return "", false
+	}
+	gw, ok := controller(dep, gatewayv1.GroupName, "Gateway", o.Gateways.Gateways(p.Namespace).Get)
+	if !ok || !deploy.IsWaypoint(gw) || dep.Name != gw.Name {
+		return "", false
+	}
+	return gw.Name, true
+}
+
+// controller is the object that m's controller reference names, when the
+// reference has the group and kind given and get finds an object of that
+// name with the referenced UID (a reference to a deleted and recreated, or
+// made-up, object does not count).
+func controller[T metav1.Object](m metav1.Object, group, kind string, get func(name string) (T, error)) (T, bool) {
+	var zero T
+	ref := metav1.GetControllerOfNoCopy(m)
+	if ref == nil || !refIs(ref, group, kind) {
+		return zero, false
+	}
+	obj, err := get(ref.Name)
+	if err != nil || obj.GetUID() != ref.UID {
+		return zero, false
+	}
+	return obj, true
+}
+
+func controllerIs(m metav1.Object, group, kind string) bool {
+	ref := metav1.GetControllerOfNoCopy(m)
+	return ref != nil && refIs(ref, group, kind)
+}
+
+func refIs(ref *metav1.OwnerReference, group, kind string) bool {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	return err == nil && gv.Group == group && ref.Kind == kind
 }
 
 // relevant are the metrics the graph uses; the rest of a scrape is dropped.

@@ -59,21 +59,31 @@ type fakeClients []xds.ClientStatus
 
 func (f fakeClients) Clients() []xds.ClientStatus { return f }
 
-// proxies answers the scraper's requests from memory, by host: no proxy is
-// dialled. It counts the scrapes.
+// proxies serves each proxy's metrics on loopback and counts the scrapes.
 type proxies struct {
-	metrics map[string]string // "<pod IP>:15020" -> exposition
 	scrapes atomic.Int32
+	urls    map[string]string // pod -> metrics URL
 }
 
-func (p *proxies) RoundTrip(r *http.Request) (*http.Response, error) {
-	p.scrapes.Add(1)
-	body, ok := p.metrics[r.URL.Host]
-	if !ok {
-		return nil, fmt.Errorf("no proxy at %s", r.URL.Host)
+func newProxies(t *testing.T, metrics map[string]string) *proxies {
+	p := &proxies{urls: map[string]string{}}
+	for pod, body := range metrics {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			p.scrapes.Add(1)
+			io.WriteString(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		p.urls[pod] = srv.URL + dashboard.MetricsPath
 	}
-	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{},
-		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+	return p
+}
+
+// targets: the node agent and tenant-b's waypoint.
+func (p *proxies) targets() []dashboard.Target {
+	return []dashboard.Target{
+		{Kind: dashboard.KindNodeAgent, Namespace: "weft-system", Pod: "agent-0", URL: p.urls["agent-0"]},
+		{Kind: dashboard.KindWaypoint, Namespace: "tenant-b", Pod: "waypoint-0", Workload: "waypoint", URL: p.urls["waypoint-0"]},
+	}
 }
 
 // tcpEdges is exposition text of a destination reporter's connections
@@ -93,11 +103,11 @@ func tcpEdges(edges ...[2]string) string {
 // monitoring is weft-control's monitoring handler over a fake mesh: three
 // xDS clients (the node agent and a waypoint of each tenant) and a node
 // agent reporting edges inside and across tenant-a and tenant-b.
-func monitoring(t *testing.T, targets func() []dashboard.Target, p *proxies) http.Handler {
+func monitoring(t *testing.T, p *proxies) http.Handler {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s := &dashboard.Scraper{Targets: targets, Client: &http.Client{Transport: p}, Interval: 10 * time.Millisecond}
+	s := &dashboard.Scraper{Targets: p.targets, Interval: 10 * time.Millisecond}
 	go s.Run(ctx)
 	kube, _ := tokenReviews()
 	guard := access.NewGuard(ca.NewTokenReviewAuthenticator(kube, ca.TokenReviewOptions{}), "weft-system", openPaths, nil)
@@ -118,13 +128,6 @@ var meshEdges = tcpEdges(
 	[2]string{"tenant-b/app", "tenant-a/db"},
 )
 
-func agentTargets() []dashboard.Target {
-	return []dashboard.Target{
-		{Kind: dashboard.KindNodeAgent, Namespace: "weft-system", Pod: "agent-0", URL: "http://10.0.0.1:15020/metrics"},
-		{Kind: dashboard.KindWaypoint, Namespace: "tenant-b", Pod: "waypoint-0", Workload: "waypoint", URL: "http://10.2.0.5:15020/metrics"},
-	}
-}
-
 func serve(h http.Handler, remote, path, token string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodGet, path, nil)
 	r.RemoteAddr = remote
@@ -141,8 +144,8 @@ func serve(h http.Handler, remote, path, token string) *httptest.ResponseRecorde
 // without a token, or with a made-up one. It gets 401 and not even a
 // scrape happens; /metrics and the probes stay open.
 func TestMonitoringPortRefusesUnauthenticatedPods(t *testing.T) {
-	p := &proxies{metrics: map[string]string{"10.0.0.1:15020": meshEdges}}
-	h := monitoring(t, agentTargets, p)
+	p := newProxies(t, map[string]string{"agent-0": meshEdges, "waypoint-0": ""})
+	h := monitoring(t, p)
 	const pod = "10.1.0.7:41000"
 	for _, path := range []string{"/debug/syncz", "/dashboard", "/dashboard/api/graph", "/debug/anything-added-later"} {
 		for _, token := range []string{"", "made-up-token-0123456789"} {
@@ -167,8 +170,7 @@ func TestMonitoringPortRefusesUnauthenticatedPods(t *testing.T) {
 // graph edges and proxies; the control plane's service accounts and
 // port-forwarded readers see everything.
 func TestTenantTokenSeesOnlyItsNamespace(t *testing.T) {
-	p := &proxies{metrics: map[string]string{"10.0.0.1:15020": meshEdges, "10.2.0.5:15020": ""}}
-	h := monitoring(t, agentTargets, p)
+	h := monitoring(t, newProxies(t, map[string]string{"agent-0": meshEdges, "waypoint-0": ""}))
 	allEdges := []string{"tenant-a/web->tenant-a/db", "tenant-b/app->tenant-a/db", "tenant-b/app->tenant-b/db"}
 	for _, tc := range []struct {
 		name, remote, token string

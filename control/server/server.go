@@ -127,7 +127,7 @@ func Run(ctx context.Context, o Options) error {
 	ready := &readiness{}
 	syncz := &syncz{pod: o.PodName}
 	guard := access.NewGuard(authn, o.Namespace, openPaths, log.With("component", "monitoring"))
-	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, guard, dashboardRoutes(ctx, o, cluster))
+	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, guard, dashboardRoutes(ctx, o, kube, cluster))
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
