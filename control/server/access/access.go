@@ -111,8 +111,8 @@ func NewGuard(authn Authenticator, systemNamespace string, open []string, log *s
 		reviews: make(chan struct{}, DefaultMaxConcurrentReviews)}
 }
 
-// Unauthenticated is the 401 body's advice.
-const Unauthenticated = "weft-control: this endpoint needs authentication: use weftctl dashboard or weftctl proxy-status " +
+// howToAuthenticate is the 401 body's advice (%s: the audience, twice).
+const howToAuthenticate = "weft-control: this endpoint needs authentication: use weftctl dashboard or weftctl proxy-status " +
 	"(they port-forward, which needs pods/portforward on weft-control), or send Authorization: Bearer <service-account token " +
 	"with audience %s> (kubectl create token <sa> -n <namespace> --audience %s)"
 
@@ -184,11 +184,12 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, status int, err e
 	g.Log.Debug("monitoring request refused", attrs...) // any pod can cause these: not worth a warning each
 	w.Header().Set("WWW-Authenticate", `Bearer realm="weft-control"`)
 	aud := g.Authn.Audience()
-	http.Error(w, fmt.Sprintf("%v\n"+Unauthenticated, err, aud, aud), status)
+	http.Error(w, fmt.Sprintf("%v\n"+howToAuthenticate, err, aud, aud), status)
 }
 
 // FromLoopback reports whether r's connection comes from a loopback
-// address (127.0.0.0/8, ::1, or ::ffff:127.x). In a pod's own network
+// address (127.0.0.0/8, ::1, or ::ffff:127.x): the TCP peer, never a
+// header such as X-Forwarded-For. In a pod's own network
 // namespace only the pod's containers and the container runtime's
 // port-forward can connect from there: the kernel drops packets with a
 // loopback source that arrive on any other interface.

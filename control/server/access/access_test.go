@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -178,6 +180,32 @@ func TestScope(t *testing.T) {
 	} {
 		if got := tc.s.Sees(tc.ns); got != tc.sees {
 			t.Errorf("%v sees %q = %v, want %v", tc.s, tc.ns, got, tc.sees)
+		}
+	}
+}
+
+// TestGuardTrustsRealLoopbackConnections: what a port-forward delivers, a
+// TCP connection from the pod's own loopback, over real sockets (IPv4 and,
+// where the host has it, IPv6).
+func TestGuardTrustsRealLoopbackConnections(t *testing.T) {
+	h := NewGuard(newFakeAuthn(), "weft-system", nil, nil).Wrap(scopeEcho)
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", addr, err)
+			continue
+		}
+		srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: h}}
+		srv.Start()
+		resp, err := http.Get(srv.URL + "/debug/syncz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		srv.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "everything" {
+			t.Errorf("from %s: %s %q, want 200 everything", addr, resp.Status, body)
 		}
 	}
 }
