@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -56,6 +57,7 @@ func TestDashboard(t *testing.T) {
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
 	e.applyYAML(t, plainClient)
+	e.applyYAML(t, defaultWaypoint) // scraped only because weft-control's Deployment owns its pod
 	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")
 	e.mustKubectl(t, "-n", "outside", "wait", "--for=condition=Available", "deployment/plain", "--timeout=120s")
 
@@ -109,6 +111,24 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	t.Run("a waypoint is scraped by ownership", func(t *testing.T) {
+		e.mustKubectl(t, "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=120s")
+		eventually(t, "the graph lists the waypoint as a scraped target", 60*time.Second, func() error {
+			var g dashGraph
+			if err := getJSON(strings.TrimSuffix(url, "/dashboard")+"/dashboard/api/graph", &g); err != nil {
+				return err
+			}
+			if !regexp.MustCompile(`(^|; )waypoint waypoint-\S+ ok`).MatchString(g.targetSummary()) {
+				return fmt.Errorf("no waypoint scraped; targets: %s", g.targetSummary())
+			}
+			return nil
+		})
+	})
+
+	t.Run("port 15014 refuses the cluster network without a token and scopes a tenant's token", func(t *testing.T) {
+		e.checkMonitoringAccess(t)
+	})
+
 	t.Run("weftctl dashboard forwards to the other replica when its replica goes away", func(t *testing.T) {
 		m := regexp.MustCompile(`to weft-system/(\S+) port 15014`).FindStringSubmatch(stderr.String())
 		if m == nil {
@@ -126,6 +146,109 @@ func TestDashboard(t *testing.T) {
 		})
 		t.Logf("replica %s deleted; the URL answered again after %s:\n%s", m[1], time.Since(start).Round(100*time.Millisecond), stderr.String())
 	})
+}
+
+// defaultWaypoint is a namespace waypoint for default that nothing uses:
+// the dashboard scrapes it without it carrying traffic.
+const defaultWaypoint = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: waypoint
+  namespace: default
+spec:
+  gatewayClassName: weft-waypoint
+  listeners:
+  - {name: mesh, port: 15008, protocol: HBONE}
+`
+
+// checkMonitoringAccess is issue #13 M3 on a real cluster: from a node's
+// network (not a port-forward), every weft-control replica answers
+// /debug/syncz and the dashboard's API with 401 without a token, and with
+// a token of default's service account shows only default's xDS clients
+// (its waypoint, never a node agent), edges and proxies.
+func (e *env) checkMonitoringAccess(t *testing.T) {
+	t.Helper()
+	ips := strings.Fields(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app=weft-control",
+		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].status.podIP}"))
+	if len(ips) == 0 {
+		t.Fatal("no running weft-control pod")
+	}
+	token := e.token(t, "default", "default", "")
+	var clients []string
+	for _, ip := range ips {
+		for _, path := range []string{"/debug/syncz", "/dashboard/api/graph"} {
+			if code, body := e.monitoringGet(t, ip, path, ""); code != http.StatusUnauthorized {
+				t.Errorf("GET %s on %s without a token: %d %.120q..., want 401", path, ip, code, body)
+			}
+		}
+		if code, _ := e.monitoringGet(t, ip, "/metrics", ""); code != http.StatusOK {
+			t.Errorf("GET /metrics on %s: %d, want 200 (open)", ip, code)
+		}
+		var sz struct {
+			Clients []struct{ Node, Namespace string } `json:"clients"`
+		}
+		e.monitoringJSON(t, ip, "/debug/syncz", token, &sz)
+		for _, c := range sz.Clients {
+			clients = append(clients, c.Namespace+" "+c.Node)
+		}
+		var g dashGraph
+		e.monitoringJSON(t, ip, "/dashboard/api/graph", token, &g)
+		for _, ed := range g.Edges {
+			src, dst, _ := strings.Cut(ed.ID, "->")
+			if !strings.HasPrefix(src, "default/") && !strings.HasPrefix(dst, "default/") {
+				t.Errorf("default's token sees edge %s", ed.ID)
+			}
+		}
+		for _, tg := range g.Targets {
+			if tg.Kind != "waypoint" {
+				t.Errorf("default's token sees proxy %s %s", tg.Kind, tg.Pod)
+			}
+		}
+	}
+	t.Logf("xDS clients default's token sees on %d replica(s): %v", len(ips), clients)
+	sawWaypoint := false
+	for _, c := range clients {
+		sawWaypoint = sawWaypoint || strings.HasPrefix(c, "default waypoint~default/waypoint~")
+		if !strings.HasPrefix(c, "default ") {
+			t.Errorf("default's token sees xDS client %s", c)
+		}
+	}
+	if !sawWaypoint {
+		t.Errorf("no replica showed default's token its own waypoint: %v", clients)
+	}
+}
+
+// monitoringGet GETs http://<ip>:15014<path> from the first node's network
+// namespace, with "Authorization: Bearer <token>" unless token is "".
+func (e *env) monitoringGet(t *testing.T, ip, path, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+net.JoinHostPort(ip, "15014")+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext, DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s on %s: %v", path, ip, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// monitoringJSON decodes monitoringGet's 200 answer into v.
+func (e *env) monitoringJSON(t *testing.T, ip, path, token string, v any) {
+	t.Helper()
+	code, body := e.monitoringGet(t, ip, path, token)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s on %s with default's token: %d %s", path, ip, code, body)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("GET %s on %s: %v: %s", path, ip, err, body)
+	}
 }
 
 // plainClient runs curl in a namespace that is not enrolled.
