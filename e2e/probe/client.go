@@ -1,0 +1,258 @@
+package probe
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Client runs behaviours against a probe server.
+type Client struct {
+	// Host is the server's name or address; names are resolved once
+	// (Resolve), so a thousand connections do not make a thousand lookups.
+	Host  string
+	Ports Ports
+	// BulkBytes is how much the bulk behaviour sends each way.
+	BulkBytes int64
+	// Conns is how many connections the concurrent behaviour holds open.
+	Conns int
+	// Requests is how many requests the keep-alive-off load sends.
+	Requests int
+
+	ip string
+}
+
+// Resolve looks the host up once for every later connection.
+func (c *Client) Resolve(ctx context.Context) error {
+	ips, err := net.DefaultResolver.LookupHost(ctx, c.Host)
+	if err != nil {
+		return err
+	}
+	c.ip = ips[0]
+	return nil
+}
+
+// Run runs one behaviour (an ID of Behaviours) and times it.
+func (c *Client) Run(ctx context.Context, behaviour string) Result {
+	run, ok := c.behaviours()[behaviour]
+	if !ok {
+		return Result{Behaviour: behaviour, Outcome: "unknown behaviour"}
+	}
+	start := time.Now()
+	r := run(ctx)
+	r.Behaviour, r.Millis = behaviour, ms(time.Since(start))
+	return r
+}
+
+func (c *Client) behaviours() map[string]func(context.Context) Result {
+	return map[string]func(context.Context) Result{
+		"half-close":       c.halfClose,
+		"server-close-raw": c.serverCloseRaw,
+		"http10":           c.rawHTTP("GET /hello?n=10 HTTP/1.0\r\nHost: %s\r\n\r\n", "hello 10\n"),
+		"connection-close": c.rawHTTP("GET /hello?n=11 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", "hello 11\n"),
+		"rst-from-server":  c.rstFromServer,
+		"rst-from-client":  c.rstFromClient,
+		"closed-port":      c.closedPort,
+		"bulk":             c.bulk,
+		"concurrent":       c.concurrent,
+		"pipelining":       c.pipelining,
+		"chunked":          c.chunked,
+		"websocket":        c.websocket,
+		"h2c":              c.h2c,
+		"sse":              c.sse,
+		"source-ip":        c.sourceIP,
+		"keepalive-off":    c.keepAliveOff,
+	}
+}
+
+func (c *Client) addr(port int) string { return net.JoinHostPort(c.ip, strconv.Itoa(port)) }
+
+func (c *Client) dial(ctx context.Context, port int) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: hangTimeout}
+	conn, err := d.DialContext(ctx, "tcp", c.addr(port))
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*net.TCPConn), nil
+}
+
+// dialHTTP is the HTTP clients' DialContext: the resolved address, whatever
+// host the URL names.
+func (c *Client) dialHTTP(ctx context.Context, _, _ string) (net.Conn, error) {
+	return c.dial(ctx, c.Ports.HTTP)
+}
+
+// failed is the Result of a step that failed.
+func failed(step string, err error) Result {
+	class := Classify(err)
+	return Result{Outcome: step + ": " + class, Class: class, Detail: err.Error()}
+}
+
+// replied judges a reply read to EOF: valid checks the bytes, err is the
+// read's end (nil: EOF).
+func replied(got []byte, err error, valid func([]byte) error) Result {
+	verr := valid(got)
+	class := Classify(err)
+	switch {
+	case verr == nil && err == nil:
+		return Result{Outcome: OK, Detail: fmt.Sprintf("%d bytes, then EOF", len(got))}
+	case verr == nil:
+		return Result{Outcome: "reply, then " + class + " instead of EOF", Class: class,
+			Detail: fmt.Sprintf("%d bytes (complete), then: %v", len(got), err)}
+	case len(got) == 0 && err != nil:
+		return failed("no reply", err)
+	case err != nil:
+		return Result{Outcome: "partial reply, then " + class, Class: class, Detail: fmt.Sprintf("%d bytes (%v), then: %v", len(got), verr, err)}
+	}
+	return Result{Outcome: "wrong reply", Detail: verr.Error()}
+}
+
+func (c *Client) halfClose(ctx context.Context) Result {
+	conn, err := c.dial(ctx, c.Ports.HalfClose)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	msg := bytes.Repeat([]byte("half-close "), 10000)
+	if _, err := conn.Write(msg); err != nil {
+		return failed("write", err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		return failed("close write", err)
+	}
+	got, err := readToEOF(conn)
+	return replied(got, err, equals(fmt.Sprintf("%d %x\n", len(msg), sha256.Sum256(msg))))
+}
+
+func (c *Client) serverCloseRaw(ctx context.Context) Result {
+	conn, err := c.dial(ctx, c.Ports.Banner)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	got, err := readToEOF(conn)
+	return replied(got, err, equals(bannerText))
+}
+
+func equals(want string) func([]byte) error {
+	return func(got []byte) error {
+		if string(got) != want {
+			return fmt.Errorf("got %q, want %q", cut(string(got)), want)
+		}
+		return nil
+	}
+}
+
+func cut(s string) string {
+	if len(s) > 120 {
+		return s[:120] + "..."
+	}
+	return s
+}
+
+// closedPort connects where nothing listens and says how that failed.
+func (c *Client) closedPort(ctx context.Context) Result {
+	start := time.Now()
+	conn, err := c.dial(ctx, c.Ports.Closed)
+	if err != nil {
+		return closedPortResult("connect", err, time.Since(start))
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("x")); err != nil {
+		return closedPortResult("connected, then write", err, time.Since(start))
+	}
+	conn.SetReadDeadline(time.Now().Add(hangTimeout))
+	n, err := conn.Read(make([]byte, 1))
+	if n > 0 {
+		return Result{Outcome: "connected and got data", Detail: "a closed port answered"}
+	}
+	return closedPortResult("connected, then read", err, time.Since(start))
+}
+
+// closedPortResult: refused and reset are both a connection error (see
+// ConnError); a clean close looks like an empty reply and a hang is a hang.
+func closedPortResult(step string, err error, took time.Duration) Result {
+	class := Classify(err)
+	detail := fmt.Sprintf("%s: %s after %s", step, class, msText(took))
+	if class == "refused" || class == "reset" {
+		return Result{Outcome: ConnError, Class: class, Detail: detail}
+	}
+	return Result{Outcome: step + ": " + class, Class: class, Detail: detail + ": " + fmt.Sprint(err)}
+}
+
+// resetResult judges how a reset arrived: as ECONNRESET within a second.
+func resetResult(class string, took time.Duration, detail string) Result {
+	detail = fmt.Sprintf("%s after %s (%s)", class, msText(took), detail)
+	switch {
+	case class == "reset" && took <= time.Second:
+		return Result{Outcome: OK, Class: class, Detail: detail}
+	case class == "reset":
+		return Result{Outcome: "reset later than 1 s", Class: class, Detail: detail}
+	case class == "eof":
+		return Result{Outcome: "FIN instead of RST", Class: class, Detail: detail}
+	case class == "timeout":
+		return Result{Outcome: "neither RST nor FIN (hang)", Class: class, Detail: detail}
+	}
+	return Result{Outcome: "not a reset: " + class, Class: class, Detail: detail}
+}
+
+func (c *Client) rstFromServer(ctx context.Context) Result {
+	conn, err := c.dial(ctx, c.Ports.ServerReset)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(hangTimeout))
+	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+		return failed("no ready", err)
+	}
+	if _, err := conn.Write([]byte("g")); err != nil {
+		return failed("write", err)
+	}
+	start := time.Now()
+	_, err = conn.Read(make([]byte, 1))
+	if err == nil {
+		return Result{Outcome: "data instead of a reset"}
+	}
+	return resetResult(Classify(err), time.Since(start), err.Error())
+}
+
+// rstFromClient resets a connection the server is reading and asks the
+// server (over HTTP) how the reset arrived.
+func (c *Client) rstFromClient(ctx context.Context) Result {
+	id := randomID()
+	conn, err := c.dial(ctx, c.Ports.ClientReset)
+	if err != nil {
+		return failed("connect", err)
+	}
+	if _, err := io.WriteString(conn, id+"\n"); err != nil {
+		conn.Close()
+		return failed("write", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(hangTimeout))
+	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+		conn.Close()
+		return failed("no ready", err)
+	}
+	conn.SetLinger(0)
+	conn.Close()
+	seen, err := c.resetSeen(ctx, id)
+	if err != nil {
+		return failed("asking the server what it saw", err)
+	}
+	return resetResult(seen.Class, time.Duration(seen.Millis*float64(time.Millisecond)), "at the server: "+seen.Detail)
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,123 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+)
+
+// streamSum is the sha256 of the first size bytes of a seeded stream.
+func streamSum(seed [32]byte, size int64) []byte {
+	h := sha256.New()
+	io.CopyN(h, rand.NewChaCha8(seed), size)
+	return h.Sum(nil)
+}
+
+// bulk sends BulkBytes while receiving as many, then the server's digest of
+// what it received, then EOF.
+func (c *Client) bulk(ctx context.Context) Result {
+	conn, err := c.dial(ctx, c.Ports.Bulk)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	size := c.BulkBytes
+	conn.SetWriteDeadline(time.Now().Add(2 * time.Minute))
+	if err := binary.Write(conn, binary.BigEndian, size); err != nil {
+		return failed("write", err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(conn, rand.NewChaCha8(clientSeed), size)
+		if err == nil {
+			err = conn.CloseWrite()
+		}
+		sent <- err
+	}()
+	wantDown, wantUp := streamSum(serverSeed, size), streamSum(clientSeed, size)
+	h := sha256.New()
+	if n, err := io.CopyN(h, idleReader{conn}, size); err != nil {
+		conn.Close()
+		<-sent
+		return failed(fmt.Sprintf("receiving (%d of %d bytes)", n, size), err)
+	}
+	if err := <-sent; err != nil {
+		return failed("sending", err)
+	}
+	got, err := readToEOF(conn)
+	r := replied(got, err, func(digest []byte) error {
+		switch {
+		case !bytes.Equal(h.Sum(nil), wantDown):
+			return fmt.Errorf("server->client bytes differ")
+		case !bytes.Equal(digest, wantUp):
+			return fmt.Errorf("client->server bytes differ (server's digest %x)", digest)
+		}
+		return nil
+	})
+	if r.Outcome == OK {
+		r.Detail = fmt.Sprintf("%d MiB each way, both sha256 equal, then EOF", size>>20)
+	}
+	return r
+}
+
+// concurrent opens Conns connections, each echoing one line, and holds
+// them all open until the last one echoed.
+func (c *Client) concurrent(ctx context.Context) Result {
+	n := c.Conns
+	errs := make([]error, n)
+	conns := make([]net.Conn, n)
+	dialing := make(chan struct{}, 100) // at most 100 handshakes at once
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			dialing <- struct{}{}
+			defer func() { <-dialing }()
+			conns[i], errs[i] = c.echoOnce(ctx)
+		})
+	}
+	wg.Wait()
+	ok, first := 0, error(nil)
+	for i, err := range errs {
+		if err == nil {
+			ok++
+			conns[i].Close()
+		} else if first == nil {
+			first = err
+		}
+	}
+	detail := fmt.Sprintf("%d of %d connections open at once, each echoed", ok, n)
+	if first != nil {
+		class := Classify(first)
+		return Result{Outcome: "not all echoed: " + class, Class: class, Detail: fmt.Sprintf("%s; first failure: %v", detail, first)}
+	}
+	return Result{Outcome: OK, Detail: detail}
+}
+
+func (c *Client) echoOnce(ctx context.Context) (net.Conn, error) {
+	conn, err := c.dial(ctx, c.Ports.Echo)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 5)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if _, err := io.ReadFull(conn, buf); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if string(buf) != "ping\n" {
+		conn.Close()
+		return nil, fmt.Errorf("echo %q", buf)
+	}
+	return conn, nil
+}

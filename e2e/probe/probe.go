@@ -1,0 +1,128 @@
+// Package probe is the data-path conformance probe (issue #12): a server
+// with one listener per TCP behaviour plus an HTTP/1.1 and h2c server, and a
+// client that exercises one behaviour against it and reports what it saw as
+// a Result. The e2e suite runs the same client over every path (unenrolled,
+// enrolled, through a waypoint, ...) and compares each path's Results with
+// the unenrolled baseline's. Command weft-probe wraps it.
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Ports the server listens on: one per raw TCP behaviour, so each keeps its
+// own semantics (server-first, reset, ...), and one for HTTP.
+type Ports struct {
+	HTTP        int `json:"http"`         // HTTP/1.0, HTTP/1.1, h2c, WebSocket, SSE
+	HalfClose   int `json:"half_close"`   // reads to EOF, then replies and closes
+	Banner      int `json:"banner"`       // writes a banner and closes at once
+	ServerReset int `json:"server_reset"` // resets the connection after one byte
+	ClientReset int `json:"client_reset"` // records how the client's reset arrived
+	Bulk        int `json:"bulk"`         // sends and receives a byte stream at once
+	Echo        int `json:"echo"`         // echoes
+	Closed      int `json:"closed"`       // nothing listens here
+}
+
+// DefaultPorts are the ports of the e2e suite's probe Service.
+var DefaultPorts = Ports{HTTP: 8080, HalfClose: 7001, Banner: 7002, ServerReset: 7003,
+	ClientReset: 7004, Bulk: 7005, Echo: 7006, Closed: 7999}
+
+// Behaviour is one row of the matrix.
+type Behaviour struct {
+	ID    string
+	Title string
+	// Want is the baseline's outcome: "ok", or ConnError for the closed port.
+	Want string
+}
+
+// Behaviours in the matrix's row order.
+var Behaviours = []Behaviour{
+	{"half-close", "client half-close, then the server replies and closes", OK},
+	{"server-close-raw", "raw TCP server writes and closes first", OK},
+	{"http10", "HTTP/1.0 request, response read to EOF", OK},
+	{"connection-close", "HTTP/1.1 `Connection: close`, response read to EOF", OK},
+	{"rst-from-server", "server RST arrives as ECONNRESET within 1 s", OK},
+	{"rst-from-client", "client RST arrives at the server as ECONNRESET within 1 s", OK},
+	{"closed-port", "connect to a port nothing listens on fails fast", ConnError},
+	{"bulk", "64 MiB each way at once, byte-exact (sha256)", OK},
+	{"concurrent", "1,000 concurrent connections, each echoes", OK},
+	{"pipelining", "HTTP/1.1 pipelining (3 requests in one write)", OK},
+	{"chunked", "chunked request and chunked response", OK},
+	{"websocket", "WebSocket upgrade and echo", OK},
+	{"h2c", "h2c with prior knowledge", OK},
+	{"sse", "SSE: event 1 read before event 2 is written", OK},
+	{"source-ip", "the server sees the client's own IP", OK},
+	{"keepalive-off", "200 sequential `Connection: close` requests, 100% 2xx", OK},
+}
+
+// Outcomes shared by several behaviours.
+const (
+	OK = "ok"
+	// ConnError is a connection that failed at once: refused at connect or
+	// reset at first use. A transparent proxy accepts the connection before
+	// it knows the destination's answer, so a refusal becomes a reset; both
+	// fail the client's first operation, which is what applications see.
+	ConnError = "connection error"
+)
+
+// Result is one cell: what a behaviour did on one path.
+type Result struct {
+	Behaviour string `json:"behaviour"`
+	// Outcome is compared across paths: "ok", or what went wrong in words
+	// that do not depend on timings or addresses.
+	Outcome string `json:"outcome"`
+	// Class is how the connection first failed (refused, reset, eof,
+	// timeout; "" if it did not).
+	Class string `json:"class,omitempty"`
+	// Detail is what was observed, for the table.
+	Detail string  `json:"detail"`
+	Millis float64 `json:"ms"`
+}
+
+// hangTimeout is how long a read may block before the probe calls it a hang:
+// on every path that works, the awaited bytes or FIN arrive in milliseconds.
+// A variable for the unit tests.
+var hangTimeout = 3 * time.Second
+
+// msText formats a duration for a Detail.
+func msText(d time.Duration) string { return fmt.Sprintf("%.1f ms", ms(d)) }
+
+// Classify names how a network operation failed.
+func Classify(err error) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "broken pipe"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "error"
+}
+
+// readToEOF reads c until EOF (err nil) or until it blocks for hangTimeout.
+func readToEOF(c net.Conn) ([]byte, error) { return io.ReadAll(idleReader{c}) }
+
+// idleReader reads with a deadline per read: a transfer may take long,
+// but not stall for hangTimeout.
+type idleReader struct{ net.Conn }
+
+func (r idleReader) Read(p []byte) (int, error) {
+	r.SetReadDeadline(time.Now().Add(hangTimeout))
+	return r.Conn.Read(p)
+}

@@ -1,0 +1,44 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"testing"
+)
+
+// TestLoopbackBaseline runs every behaviour against a server on loopback:
+// without any proxy each must have its baseline outcome (Behaviour.Want).
+func TestLoopbackBaseline(t *testing.T) {
+	s, err := Listen("127.0.0.1", Ports{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Serve()
+	p := s.Ports()
+	p.Closed = freePort(t)
+	c := &Client{Host: "localhost", Ports: p, BulkBytes: 4 << 20, Conns: 200, Requests: 20}
+	if err := c.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range Behaviours {
+		r := c.Run(context.Background(), b.ID)
+		if r.Outcome != b.Want {
+			t.Errorf("%s: %q (%s), want %q", b.ID, r.Outcome, r.Detail, b.Want)
+		}
+		t.Logf("%s: %s in %.1f ms: %s", b.ID, r.Outcome, r.Millis, r.Detail)
+	}
+	if r := c.Run(context.Background(), "nonsense"); r.Outcome != "unknown behaviour" {
+		t.Errorf("unknown behaviour: %+v", r)
+	}
+}
+
+// freePort is a loopback port nothing listens on (it did a moment ago).
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,165 @@
+package probe
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Server is the probe's server side.
+type Server struct {
+	ports Ports
+	lns   []net.Listener
+	http  *http.Server
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	resets map[string]Result        // client resets seen, by the client's id
+	acks   map[string]chan struct{} // SSE acknowledgements, by stream id
+}
+
+// Listen opens the server's listeners on host (a port 0 picks a free one;
+// Ports tells which). Serve starts serving them. log may be nil.
+func Listen(host string, p Ports, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{log: log, resets: map[string]Result{}, acks: map[string]chan struct{}{}}
+	for _, port := range []*int{&p.HTTP, &p.HalfClose, &p.Banner, &p.ServerReset, &p.ClientReset, &p.Bulk, &p.Echo} {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(*port)))
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		*port = ln.Addr().(*net.TCPAddr).Port
+		s.lns = append(s.lns, ln)
+	}
+	s.ports = p
+	return s, nil
+}
+
+// Ports are the ports the server listens on.
+func (s *Server) Ports() Ports { return s.ports }
+
+// Serve serves every listener until Close.
+func (s *Server) Serve() {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	s.http = &http.Server{Handler: s.handler(), Protocols: protocols, ReadHeaderTimeout: 10 * time.Second}
+	go s.http.Serve(s.lns[0])
+	for i, handle := range []func(*net.TCPConn){s.halfClose, s.banner, s.serverReset, s.clientReset, s.bulk, s.echo} {
+		go s.accept(s.lns[i+1], handle)
+	}
+}
+
+// Close stops the listeners.
+func (s *Server) Close() {
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+func (s *Server) accept(ln net.Listener, handle func(*net.TCPConn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Minute))
+			handle(c.(*net.TCPConn))
+		}()
+	}
+}
+
+// halfClose reads to EOF, then replies with the byte count and sha256.
+func (s *Server) halfClose(c *net.TCPConn) {
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		s.log.Info("half-close: read", "err", err)
+		return
+	}
+	fmt.Fprintf(c, "%d %x\n", n, h.Sum(nil))
+}
+
+// banner is a server-first protocol: it writes and closes at once.
+func (s *Server) banner(c *net.TCPConn) {
+	io.WriteString(c, bannerText)
+}
+
+const bannerText = "weft-probe banner\n"
+
+// serverReset says ready, waits for one byte and resets the connection.
+func (s *Server) serverReset(c *net.TCPConn) {
+	io.WriteString(c, "ready\n")
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		s.log.Info("server-reset: read", "err", err)
+	}
+	c.SetLinger(0)
+}
+
+// clientReset reads the client's id, says ready and records how the
+// client's reset arrived (the client asks for it at /reset-seen).
+func (s *Server) clientReset(c *net.TCPConn) {
+	id, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	io.WriteString(c, "ready\n")
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil {
+		err = fmt.Errorf("the client sent data instead of a reset")
+	}
+	r := Result{Class: Classify(err), Detail: err.Error(), Millis: ms(time.Since(start))}
+	s.mu.Lock()
+	s.resets[id[:len(id)-1]] = r
+	s.mu.Unlock()
+}
+
+// bulk reads the stream's size, then at once sends that many bytes of its
+// own stream and hashes what it receives; after the client's EOF it sends
+// the received bytes' sha256 and closes.
+func (s *Server) bulk(c *net.TCPConn) {
+	var size int64
+	if err := binary.Read(c, binary.BigEndian, &size); err != nil {
+		return
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(c, rand.NewChaCha8(serverSeed), size)
+		sent <- err
+	}()
+	h := sha256.New()
+	_, rerr := io.Copy(h, c)
+	if err := <-sent; err != nil || rerr != nil {
+		s.log.Info("bulk", "write", err, "read", rerr)
+		return
+	}
+	c.Write(h.Sum(nil))
+}
+
+// Seeds of the bulk streams: both sides can compute what the other sends.
+var (
+	serverSeed = [32]byte{'s', 'e', 'r', 'v', 'e', 'r'}
+	clientSeed = [32]byte{'c', 'l', 'i', 'e', 'n', 't'}
+)
+
+func (s *Server) echo(c *net.TCPConn) {
+	io.Copy(c, c)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
