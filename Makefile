@@ -19,7 +19,7 @@ TEST_FLAGS ?= -race -shuffle=on -count=1
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all prereqs build test unit flake e2e demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit flake e2e datapath-matrix demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -53,6 +53,10 @@ flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists
 e2e: prereqs build kube-assets ## End-to-end suites only
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
 		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./e2e/...
+
+datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matrix (TestDataPath) and write docs/datapath-matrix.md from it
+	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_OUT=$(ROOT)/docs/datapath-matrix.md \
+		$(GO) test -count=1 -timeout 15m -run '^TestDataPath$$' -v ./e2e
 
 demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh

@@ -339,7 +339,13 @@ func (e *env) codes(t *testing.T, url string, n int) map[string]int {
 // default.
 func (e *env) podMetrics(t *testing.T, selector string) (string, error) {
 	t.Helper()
-	ip, err := e.kubectl("get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}")
+	return e.podMetricsIn("default", selector)
+}
+
+// podMetricsIn reads /metrics (15020) of the first pod matching selector in
+// namespace ns.
+func (e *env) podMetricsIn(ns, selector string) (string, error) {
+	ip, err := e.kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}")
 	if err != nil || strings.TrimSpace(ip) == "" {
 		return "", fmt.Errorf("pod %s: %q %v", selector, ip, err)
 	}

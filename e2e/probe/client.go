@@ -109,6 +109,8 @@ func replied(got []byte, err error, valid func([]byte) error) Result {
 			Detail: fmt.Sprintf("%d bytes (complete), then: %v", len(got), err)}
 	case len(got) == 0 && err != nil:
 		return failed("no reply", err)
+	case len(got) == 0:
+		return Result{Outcome: "no reply: eof", Class: "eof", Detail: "EOF before any byte"}
 	case err != nil:
 		return Result{Outcome: "partial reply, then " + class, Class: class, Detail: fmt.Sprintf("%d bytes (%v), then: %v", len(got), verr, err)}
 	}

@@ -188,22 +188,33 @@ func (c *Client) websocket(ctx context.Context) Result {
 func (c *Client) h2c(ctx context.Context) Result {
 	client := c.httpClient(nil, true)
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/proto"), nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return failed("request", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, b, fail := c.get(ctx, client, "/proto")
 	switch {
-	case err != nil:
-		return failed("response body", err)
+	case fail != nil:
+		return *fail
 	case resp.ProtoMajor != 2:
 		return Result{Outcome: "client answered over " + resp.Proto}
 	case string(b) != "HTTP/2.0":
 		return Result{Outcome: "server got " + cut(string(b)), Detail: resp.Status}
 	}
 	return Result{Outcome: OK, Detail: "client and server on HTTP/2.0"}
+}
+
+// get GETs path and reads the body; a failure comes as the Result to report.
+func (c *Client) get(ctx context.Context, client *http.Client, path string) (*http.Response, []byte, *Result) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		r := failed("request", err)
+		return nil, nil, &r
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		r := failed("response body", err)
+		return nil, nil, &r
+	}
+	return resp, b, nil
 }
 
 // sourceIP asks the server which address the connection came from.
@@ -217,15 +228,9 @@ func (c *Client) sourceIP(ctx context.Context) Result {
 		return conn, err
 	}, false)
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/ip"), nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		return failed("request", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return failed("response body", err)
+	_, b, fail := c.get(ctx, client, "/ip")
+	if fail != nil {
+		return *fail
 	}
 	if string(b) != local {
 		return Result{Outcome: "server saw another address", Detail: fmt.Sprintf("server saw %s, the client is %s", cut(string(b)), local)}

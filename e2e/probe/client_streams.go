@@ -73,13 +73,17 @@ func (c *Client) concurrent(ctx context.Context) Result {
 	n := c.Conns
 	errs := make([]error, n)
 	conns := make([]net.Conn, n)
-	dialing := make(chan struct{}, 100) // at most 100 handshakes at once
+	dialing := make(chan struct{}, 100) // at most 100 connections opening at once
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
 			dialing <- struct{}{}
 			defer func() { <-dialing }()
-			conns[i], errs[i] = c.echoOnce(ctx)
+			conn, err := c.dial(ctx, c.Ports.Echo)
+			if err == nil {
+				err = echoOnce(conn)
+			}
+			conns[i], errs[i] = conn, err
 		})
 	}
 	wg.Wait()
@@ -100,24 +104,20 @@ func (c *Client) concurrent(ctx context.Context) Result {
 	return Result{Outcome: OK, Detail: detail}
 }
 
-func (c *Client) echoOnce(ctx context.Context) (net.Conn, error) {
-	conn, err := c.dial(ctx, c.Ports.Echo)
-	if err != nil {
-		return nil, err
-	}
+// echoOnce sends a line on conn and wants it back within hangTimeout
+// (closing conn if not).
+func echoOnce(conn net.Conn) error {
 	buf := make([]byte, 5)
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write([]byte("ping\n")); err != nil {
-		conn.Close()
-		return nil, err
+	conn.SetDeadline(time.Now().Add(hangTimeout))
+	_, err := conn.Write([]byte("ping\n"))
+	if err == nil {
+		_, err = io.ReadFull(conn, buf)
 	}
-	if _, err := io.ReadFull(conn, buf); err != nil {
-		conn.Close()
-		return nil, err
+	if err == nil && string(buf) != "ping\n" {
+		err = fmt.Errorf("echo %q", buf)
 	}
-	if string(buf) != "ping\n" {
+	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("echo %q", buf)
 	}
-	return conn, nil
+	return err
 }

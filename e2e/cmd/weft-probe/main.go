@@ -62,9 +62,9 @@ func server() {
 func client(args []string) {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	c := probe.Client{Ports: probe.DefaultPorts}
-	fs.Int64Var(&c.BulkBytes, "bulk-bytes", 64<<20, "bytes the bulk behaviour sends each way")
-	fs.IntVar(&c.Conns, "conns", 1000, "connections the concurrent behaviour holds open at once")
-	fs.IntVar(&c.Requests, "requests", 200, "requests of the keep-alive-off load")
+	fs.Int64Var(&c.BulkBytes, "bulk-bytes", probe.DefaultBulkBytes, "bytes the bulk behaviour sends each way")
+	fs.IntVar(&c.Conns, "conns", probe.DefaultConns, "connections the concurrent behaviour holds open at once")
+	fs.IntVar(&c.Requests, "requests", probe.DefaultRequests, "requests of the keep-alive-off load")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
 		usage()
