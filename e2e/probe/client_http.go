@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,16 +26,63 @@ func (c *Client) url(path string) string {
 // httpClient is a net/http client of its own (no connection shared between
 // behaviours) that dials with dial (c.dialHTTP when nil); h2c: HTTP/2 with
 // prior knowledge only.
-func (c *Client) httpClient(dial func(context.Context, string, string) (net.Conn, error), h2c bool) *http.Client {
+func (c *Client) httpClient(dial func(context.Context, string, string) (net.Conn, error), h2c bool) *httpProbe {
 	if dial == nil {
 		dial = c.dialHTTP
 	}
-	tr := &http.Transport{DialContext: dial}
+	h := &httpProbe{}
+	tr := &http.Transport{DialContext: func(ctx context.Context, n, a string) (net.Conn, error) {
+		conn, err := dial(ctx, n, a)
+		if err != nil {
+			return nil, err
+		}
+		return causeConn{conn, h}, nil
+	}}
 	if h2c {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	h.Client = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return h
+}
+
+// httpProbe is a net/http client that remembers the first error its
+// connections met on the network: net/http may report a consequence
+// instead (a write on the connection it closed after a failed read).
+type httpProbe struct {
+	*http.Client
+	mu    sync.Mutex
+	cause error
+}
+
+// failed is the Result of a failed step, classified by the network's error.
+func (h *httpProbe) failed(step string, err error) Result {
+	h.mu.Lock()
+	cause := h.cause
+	h.mu.Unlock()
+	if cause != nil && !errors.Is(err, cause) {
+		err = fmt.Errorf("%w (net/http: %v)", cause, err)
+	}
+	return failed(step, err)
+}
+
+type causeConn struct {
+	net.Conn
+	h *httpProbe
+}
+
+func (c causeConn) Read(p []byte) (int, error)  { return c.note(c.Conn.Read(p)) }
+func (c causeConn) Write(p []byte) (int, error) { return c.note(c.Conn.Write(p)) }
+
+func (c causeConn) note(n int, err error) (int, error) {
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.h.mu.Lock()
+		if c.h.cause == nil {
+			c.h.cause = err
+		}
+		c.h.mu.Unlock()
+	}
+	return n, err
 }
 
 // rawHTTP is a behaviour that writes request (%s: the host) on a new
@@ -138,12 +187,12 @@ func (c *Client) chunked(ctx context.Context) Result {
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
-		return failed("request", err)
+		return client.failed("request", err)
 	}
 	defer resp.Body.Close()
 	got, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return failed("response body", err)
+		return client.failed("response body", err)
 	}
 	te := resp.Header.Get("X-Request-Transfer-Encoding")
 	switch {
@@ -201,17 +250,17 @@ func (c *Client) h2c(ctx context.Context) Result {
 }
 
 // get GETs path and reads the body; a failure comes as the Result to report.
-func (c *Client) get(ctx context.Context, client *http.Client, path string) (*http.Response, []byte, *Result) {
+func (c *Client) get(ctx context.Context, client *httpProbe, path string) (*http.Response, []byte, *Result) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		r := failed("request", err)
+		r := client.failed("request", err)
 		return nil, nil, &r
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		r := failed("response body", err)
+		r := client.failed("response body", err)
 		return nil, nil, &r
 	}
 	return resp, b, nil
@@ -278,7 +327,7 @@ func (c *Client) sse(ctx context.Context) Result {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/sse?id="+id), nil)
 	resp, err := client.Do(req)
 	if err != nil {
-		return failed("request", err)
+		return client.failed("request", err)
 	}
 	defer resp.Body.Close()
 	events := make(chan string, 2)
@@ -292,12 +341,12 @@ func (c *Client) sse(ctx context.Context) Result {
 	}()
 	first, err := nextEvent(events)
 	if err != nil {
-		return failed("event 1", err)
+		return client.failed("event 1", err)
 	}
 	took := time.Since(start)
 	ack, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/sse-ack?id="+id), nil)
 	if resp, err := client.Do(ack); err != nil {
-		return failed("acknowledging event 1", err)
+		return client.failed("acknowledging event 1", err)
 	} else {
 		resp.Body.Close()
 	}
@@ -305,7 +354,7 @@ func (c *Client) sse(ctx context.Context) Result {
 	detail := fmt.Sprintf("event %q after %s, then %q", first, msText(took), second)
 	switch {
 	case err != nil:
-		return failed("event 2", err)
+		return client.failed("event 2", err)
 	case second == "2 unacked":
 		return Result{Outcome: "buffered: event 1 arrived only with event 2", Detail: detail}
 	case first != "1" || second != "2 acked":
