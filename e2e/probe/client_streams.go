@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -45,7 +46,11 @@ func (c *Client) bulk(ctx context.Context) Result {
 	h := sha256.New()
 	if n, err := io.CopyN(h, idleReader{conn}, size); err != nil {
 		conn.Close()
-		<-sent
+		// A socket reports a reset to one call only: if the sender met
+		// it, the receiver sees EOF after it.
+		if serr := <-sent; Classify(err) == "eof" && serr != nil && !errors.Is(serr, net.ErrClosed) {
+			err = fmt.Errorf("%w (then reading: %v)", serr, err)
+		}
 		return failed(fmt.Sprintf("receiving (%d of %d bytes)", n, size), err)
 	}
 	if err := <-sent; err != nil {
