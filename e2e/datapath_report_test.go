@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -183,12 +184,17 @@ func millis(ms float64) string {
 // gitDescribe names the commit the suite runs at and whether the tree has
 // changes on top (other than in the file out, which it is about to write).
 func gitDescribe(out string) string {
-	rev, err := exec.Command("git", "-C", repoRoot(), "rev-parse", "--short", "HEAD").Output()
+	root := repoRoot()
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown"
 	}
 	s := strings.TrimSpace(string(rev))
-	if st, _ := exec.Command("git", "-C", repoRoot(), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!"+out).Output(); len(st) > 0 {
+	args := []string{"-C", root, "status", "--porcelain", "--untracked-files=no", "--", "."}
+	if rel, err := filepath.Rel(root, out); err == nil && !strings.HasPrefix(rel, "..") {
+		args = append(args, ":(exclude)"+rel)
+	}
+	if st, _ := exec.Command("git", args...).Output(); len(st) > 0 {
 		s += " with uncommitted changes"
 	}
 	return s
