@@ -133,9 +133,12 @@ func (m *matrix) table(b *strings.Builder) {
 		b.WriteString("\n")
 	}
 	b.WriteString("\nA cell is its outcome (compared with the baseline's) and how long the behaviour took.\n" +
-		"\"connection error\" is a connection refused at connect or reset at first use: a transparent\n" +
-		"proxy has accepted the connection before it learns that the destination refuses it, so a\n" +
-		"mesh path shows a reset where the baseline shows a refusal (see the observations).\n")
+		"\"pass (as Istio)\": the outcome differs from the baseline exactly as it does in Istio ambient\n" +
+		"(listed below). A STRICT cell passes when the behaviour was refused the way the first one was\n" +
+		"(a refusal or a reset). \"connection error\" is a connection refused at connect or reset at\n" +
+		"first use: a transparent proxy has accepted the connection before it learns that the\n" +
+		"destination refuses it, so a mesh path shows a reset where the baseline shows a refusal\n" +
+		"(see the observations).\n")
 }
 
 func (m *matrix) differences(b *strings.Builder) {
