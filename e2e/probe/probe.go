@@ -37,9 +37,9 @@ var DefaultPorts = Ports{HTTP: 8080, HalfClose: 7001, Banner: 7002, ServerReset:
 // The client's defaults: the sizes of the fast subset of the matrix.
 const (
 	DefaultBulkBytes = 64 << 20
-	// DefaultConns is above 1,000 on purpose: the node agents' HBONE pool
-	// carries at most 1,000 streams between two nodes, so at exactly 1,000
-	// the cell would depend on whether another stream is still closing.
+	// DefaultConns is above 1,000 on purpose: one HBONE connection carries
+	// at most 1,000 streams (its MaxConcurrentStreams), so the mesh paths
+	// must open another pooled connection for the rest.
 	DefaultConns    = 1200
 	DefaultRequests = 200
 )
