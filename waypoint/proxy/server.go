@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -144,27 +143,6 @@ func requestStateFrom(ctx context.Context) *requestState {
 	return rs
 }
 
-// forwardedFor extracts the client address from a Forwarded header.
-func forwardedFor(h string) (netip.Addr, bool) {
-	for _, elem := range strings.Split(h, ",") {
-		for _, pair := range strings.Split(elem, ";") {
-			k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-			if !ok || !strings.EqualFold(k, "for") {
-				continue
-			}
-			v = strings.Trim(v, `"`)
-			if ap, err := netip.ParseAddrPort(v); err == nil {
-				return ap.Addr().Unmap(), true
-			}
-			v = strings.TrimSuffix(strings.TrimPrefix(v, "["), "]")
-			if a, err := netip.ParseAddr(v); err == nil {
-				return a.Unmap(), true
-			}
-		}
-	}
-	return netip.Addr{}, false
-}
-
 func addrOf(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ip, _ := netip.AddrFromSlice(ta.IP)
@@ -190,7 +168,7 @@ func (p *Proxy) handle(ctx context.Context, req *hbone.Request) error {
 		return hbone.Refuse(http.StatusServiceUnavailable, fmt.Sprintf("waypoint has no filter chain for %s", dst))
 	}
 	rs := &requestState{origDst: dst, peer: req.Peer, baggage: req.Baggage}
-	if ip, ok := forwardedFor(req.Forwarded); ok {
+	if ip, ok := hbone.ParseForwarded(req.Forwarded); ok {
 		rs.clientIP = ip
 	} else {
 		rs.clientIP = addrOf(req.RemoteAddr)
