@@ -376,11 +376,6 @@ func TestGarbageOnTunnelPort(t *testing.T) {
 	}
 }
 
-func m0(t *testing.T) *config.Workload {
-	s := newStore(t, []pod{podA}, vip, 80)
-	return s.WorkloadByIP(netip.MustParseAddr(podA.ip))
-}
-
 func TestOpenConnectionsListed(t *testing.T) {
 	m := newMesh(t)
 	c := m.fromA(t, m.echoB.addr)

@@ -146,7 +146,7 @@ func (g *Guard) admit(r *http.Request) (Scope, int, error) {
 	}
 	token, ok := ca.ParseBearer(header[0])
 	if len(header) != 1 || !ok {
-		return Scope{}, http.StatusUnauthorized, errors.New(`Authorization is not a single "Bearer <token>"`)
+		return Scope{}, http.StatusUnauthorized, errors.New(`the Authorization header is not a single "Bearer <token>"`)
 	}
 	select {
 	case g.reviews <- struct{}{}:
