@@ -62,7 +62,9 @@
 #define WEFT_COUNTER_DROPPED 1  // SYNs dropped because the listener was missing
 #define WEFT_COUNTER_MAX 2
 
-#define BPF_TCP_LISTEN_STATE 10 // enum bpf_tcp_state BPF_TCP_LISTEN
+#define BPF_TCP_SYN_SENT_STATE 2  // enum bpf_tcp_state BPF_TCP_SYN_SENT
+#define BPF_TCP_TIME_WAIT_STATE 6 // enum bpf_tcp_state BPF_TCP_TIME_WAIT
+#define BPF_TCP_LISTEN_STATE 10   // enum bpf_tcp_state BPF_TCP_LISTEN
 
 struct enrolment {
 	__u32 flags;
@@ -191,10 +193,29 @@ static __always_inline int bypassed(__be32 daddr)
 }
 
 // assign_established steers the packet to the socket that owns its exact
-// 4-tuple in this netns (a connection the proxy already accepted). Listening
-// sockets that happen to match the destination port are not ours.
-static __always_inline int assign_established(struct __sk_buff *skb, struct flow *f)
+// 4-tuple in this netns (a connection the proxy already accepted or
+// opened), if that socket can be the packet's. The proxy's sockets and the
+// pods' pick their ports independently, so a pod's new direct connection
+// may reuse the tuple of one the proxy closed a moment ago, whose socket
+// lingers (TIME_WAIT for 60 s, or orphaned while its peer closes). So:
+//   - a SYN-ACK only answers a connect in progress (SYN_SENT: the proxy's
+//     own delivery to a pod);
+//   - a bare SYN goes to an existing socket only when the proxy takes new
+//     connections (takes_new): the kernel queues no connection on a listener
+//     while a TIME_WAIT socket holds its tuple (the SYN would be dropped
+//     until that socket expires), whereas the TIME_WAIT socket answers with
+//     an ACK that the client resets, which frees the tuple for its next SYN
+//     (one retransmission). A draining pod's SYN always goes direct;
+//   - other segments go to any socket but a TIME_WAIT one when the pod takes
+//     no new connections (draining: that socket cannot be a live flow's).
+// Listening sockets that happen to match the destination port are never
+// ours.
+static __always_inline int assign_established(struct __sk_buff *skb, struct flow *f, int takes_new)
 {
+	int syn = f->tcp->syn, ack = f->tcp->ack;
+	if (syn && !ack && !takes_new)
+		return -1;
+
 	struct bpf_sock_tuple t = {};
 	t.ipv4.saddr = f->ip->saddr;
 	t.ipv4.daddr = f->ip->daddr;
@@ -204,7 +225,13 @@ static __always_inline int assign_established(struct __sk_buff *skb, struct flow
 	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return -1;
-	if (sk->state == BPF_TCP_LISTEN_STATE) {
+	__u32 state = sk->state;
+	int ours = state != BPF_TCP_LISTEN_STATE;
+	if (syn && ack)
+		ours = state == BPF_TCP_SYN_SENT_STATE;
+	else if (!takes_new && state == BPF_TCP_TIME_WAIT_STATE)
+		ours = 0;
+	if (!ours) {
 		bpf_sk_release(sk);
 		return -1;
 	}
@@ -237,19 +264,18 @@ static __always_inline int assign_listener(struct __sk_buff *skb, struct flow *f
 // steer is the common decision once a packet belongs to an enrolled pod.
 static __always_inline int steer(struct __sk_buff *skb, struct flow *f, __u32 flags, __u32 which)
 {
-	// Established proxied flows keep going to the proxy, also while draining.
-	if (assign_established(skb, f) == 0)
-		goto captured;
-
 	// A draining pod takes no new proxied connections, except tunnels: a
 	// node that still believes the pod is in the mesh (its agent not told
 	// yet) opens one, and refusing it would reset that client's request.
-	if (which != WEFT_LISTENER_HBONE && (!(flags & WEFT_F_CAPTURE) || (flags & WEFT_F_DRAINING)))
-		return WEFT_TCX_NEXT;
-
+	int takes_new = which == WEFT_LISTENER_HBONE || ((flags & WEFT_F_CAPTURE) && !(flags & WEFT_F_DRAINING));
 	// Only a bare SYN starts a proxied connection: mid-stream packets of a
 	// flow that began before enrolment keep going direct.
-	if (!f->tcp->syn || f->tcp->ack)
+	int bare_syn = f->tcp->syn && !f->tcp->ack;
+
+	// Established proxied flows keep going to the proxy, also while draining.
+	if (assign_established(skb, f, takes_new) == 0)
+		goto captured;
+	if (!takes_new || !bare_syn)
 		return WEFT_TCX_NEXT;
 
 	struct listener *l = bpf_map_lookup_elem(&proxy_listeners, &which);

@@ -422,8 +422,9 @@ func (tp *topo) inNode(t *testing.T, what string, fn func() error) {
 
 // loadCapture loads the programs in the node, points them at the test
 // listeners, attaches capture_outbound to the veths and capture_inbound to
-// uplink (0: none), and installs policy routing and the notrack table (twice:
-// both are idempotent). Cleanup undoes all of it.
+// uplink (0: none), installs policy routing and the notrack table (twice:
+// both are idempotent) and turns TCP early demux off. Cleanup undoes all of
+// it but early demux (the node netns goes with the test).
 func (tp *topo) loadCapture(t *testing.T, uplink int, veths ...int) *Capture {
 	t.Helper()
 	var c *Capture
@@ -442,6 +443,7 @@ func (tp *topo) loadCapture(t *testing.T, uplink int, veths ...int) *Capture {
 		for range 2 {
 			errs = append(errs, DefaultPolicyRouting().Install(), DefaultNotrack().Install())
 		}
+		errs = append(errs, DisableTCPEarlyDemux()) // as the agent's init container does
 		return errors.Join(errs...)
 	})
 	t.Cleanup(func() {

@@ -207,10 +207,11 @@ func checkAgentSecurity(t *testing.T, sa *corev1.ServiceAccount, ds *appsv1.Daem
 		t.Errorf("ports = %v, want none (host ports cannot surge)", c.Ports)
 	}
 
-	// The only privileged container is mount-bpffs, and only it mounts with
+	// The only privileged containers are mount-bpffs and
+	// disable-tcp-early-demux, and only mount-bpffs mounts with
 	// Bidirectional propagation.
 	for _, ic := range pod.InitContainers {
-		if ic.Name != "mount-bpffs" {
+		if ic.Name != "mount-bpffs" && ic.Name != "disable-tcp-early-demux" {
 			t.Errorf("unexpected init container %q", ic.Name)
 		}
 	}
@@ -415,9 +416,14 @@ func TestNodeAgentDefaults(t *testing.T) {
 		t.Errorf("terminationGracePeriodSeconds = %s, want 30", deref(pod.TerminationGracePeriodSeconds))
 	}
 
-	// mount-bpffs: privileged, Bidirectional on the host's /sys/fs/bpf.
-	if len(pod.InitContainers) != 1 {
-		t.Fatalf("init containers %d, want mount-bpffs", len(pod.InitContainers))
+	// mount-bpffs: privileged, Bidirectional on the host's /sys/fs/bpf;
+	// disable-tcp-early-demux: privileged, no mounts.
+	if len(pod.InitContainers) != 2 {
+		t.Fatalf("init containers %d, want mount-bpffs and disable-tcp-early-demux", len(pod.InitContainers))
+	}
+	if ed := pod.InitContainers[1]; ed.Name != "disable-tcp-early-demux" || !slices.Equal(ed.Args, []string{"disable-tcp-early-demux"}) ||
+		ed.SecurityContext == nil || !isTrue(ed.SecurityContext.Privileged) || len(ed.VolumeMounts) != 0 {
+		t.Errorf("init container %s args %q securityContext %+v mounts %v, want disable-tcp-early-demux, privileged, no mounts", ed.Name, ed.Args, ed.SecurityContext, ed.VolumeMounts)
 	}
 	ic := pod.InitContainers[0]
 	if ic.Image != "ghcr.io/weft-mesh/node-agent:0.1.0" || !slices.Equal(ic.Args, []string{"mount-bpffs", "--path=/sys/fs/bpf"}) {
@@ -478,11 +484,11 @@ func TestNodeAgentCustomValues(t *testing.T) {
 		t.Errorf("serviceAccountName = %q", pod.ServiceAccountName)
 	}
 	if len(pod.InitContainers) != 0 {
-		t.Errorf("bpffs.mountIfMissing=false still renders %d init containers", len(pod.InitContainers))
+		t.Errorf("bpffs.mountIfMissing=false, tcpEarlyDemux.disable=false still render %d init containers", len(pod.InitContainers))
 	}
 	for _, ctr := range slices.Concat(pod.InitContainers, pod.Containers) {
 		if ctr.SecurityContext != nil && isTrue(ctr.SecurityContext.Privileged) {
-			t.Errorf("container %s is privileged with bpffs.mountIfMissing=false", ctr.Name)
+			t.Errorf("container %s is privileged with bpffs.mountIfMissing=false, tcpEarlyDemux.disable=false", ctr.Name)
 		}
 	}
 	c := agentContainer(t, ds)

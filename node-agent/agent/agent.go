@@ -398,6 +398,9 @@ func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
 	if err := bpf.DefaultNotrack().Install(); err != nil {
 		return fail(err)
 	}
+	if on, err := bpf.TCPEarlyDemux(); err == nil && on {
+		log.Warn("net.ipv4.tcp_early_demux is on: a pod's direct connection may hang for up to 60 s after the pod leaves the mesh (chart value tcpEarlyDemux.disable, docs/node-agent.md)")
+	}
 	addrs, err := NodeAddresses()
 	if err != nil {
 		return fail(fmt.Errorf("node addresses: %w", err))

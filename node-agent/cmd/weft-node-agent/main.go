@@ -78,6 +78,12 @@ func command() *cobra.Command {
 		RunE:  func(*cobra.Command, []string) error { return bpf.EnsureBPFFS(bpffsPath) },
 	}
 	mount.Flags().StringVar(&bpffsPath, "path", "/sys/fs/bpf", "where the bpffs must be")
+	earlyDemux := &cobra.Command{
+		Use:   "disable-tcp-early-demux",
+		Short: "Set net.ipv4.tcp_early_demux=0 in this network namespace, the node's (init container; see docs/node-agent.md)",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return bpf.DisableTCPEarlyDemux() },
+	}
 	uninstall := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove everything agents left on this node (CNI entry and binary, eBPF pins, routing rule, nftables table); run with the agent stopped",
@@ -100,6 +106,6 @@ func command() *cobra.Command {
 		},
 	}
 	readyCmd.Flags().StringVar(&readyFile, "ready-file", "/tmp/weft-agent-ready", "the agent's --ready-file")
-	cmd.AddCommand(mount, uninstall, readyCmd)
+	cmd.AddCommand(mount, earlyDemux, uninstall, readyCmd)
 	return cmd
 }
