@@ -27,7 +27,6 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/node-agent/proxy"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
@@ -157,12 +156,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer capture.Close()
 
-	engine := &policy.Engine{}
 	var accessLog *slog.Logger
 	if cfg.AccessLog != nil {
 		accessLog = slog.New(slog.NewJSONHandler(cfg.AccessLog, nil))
 	}
-	env := &proxy.Env{Store: store, Policy: engine, Identities: ids, NodeName: cfg.NodeName,
+	env := &proxy.Env{Store: store, Identities: ids, NodeName: cfg.NodeName,
 		Metrics: metrics, AccessLog: accessLog, Logger: log}
 	inbound := &proxy.Inbound{Env: env}
 	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.HBONEPort, Local: inbound}
@@ -247,6 +245,12 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("node agent started", "node", cfg.NodeName, "control", cfg.ControlAddress,
 		"ports", map[string]uint16{"outbound": cfg.OutboundPort, "inbound": cfg.InboundPort, "hbone": cfg.HBONEPort})
 
+	// The loop reconciles on every accepted configuration update (the
+	// store's subscription), on CNI events (kick) and every beat (lease
+	// renewal, drains waiting for connections to end, retries). It does not
+	// carry policy: the proxies read it from the snapshot of each
+	// connection, so an agent that stops reconciling (superseded) still
+	// enforces the current policy.
 	updates, unsubscribe := store.Subscribe()
 	defer unsubscribe()
 	tick := time.NewTicker(beat)
@@ -269,7 +273,6 @@ func Run(ctx context.Context, cfg Config) error {
 			superseded = sup
 		}
 		if snap.Synced() && !superseded {
-			engine.Update(snap.Authorizations())
 			ids.Want(snap.IdentitiesOnNode(cfg.NodeName))
 			pods, vips := LocalPods(snap, cfg.NodeName), LocalServiceVIPs(snap, cfg.NodeName)
 			if cfg.ReleasePods {

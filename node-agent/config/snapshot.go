@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/node-agent/policy"
 )
 
 // Workload is a validated workload. Treat it and Proto as read-only.
@@ -96,10 +97,13 @@ type Snapshot struct {
 
 	addr  *addressIndex
 	authz *authzIndex
+	// policy is authz compiled for Check; rebuilt only when the
+	// Authorization resources change.
+	policy *policy.Store
 }
 
 func emptySnapshot() *Snapshot {
-	return &Snapshot{addr: buildAddressIndex(nil, nil, nil), authz: buildAuthzIndex(nil)}
+	return &Snapshot{addr: buildAddressIndex(nil, nil, nil), authz: buildAuthzIndex(nil), policy: policy.NewStore(nil)}
 }
 
 // Synced reports whether both types have been received.
@@ -156,6 +160,16 @@ func (s *Snapshot) IdentitiesOnNode(node string) []spiffeid.ID {
 // Authorizations returns every policy keyed "<namespace>/<name>"
 // (read-only).
 func (s *Snapshot) Authorizations() map[string]*workloadv1.Authorization { return s.authz.byName }
+
+// Policy returns the L4 authorization policies of this snapshot, compiled
+// (never nil; empty before the first Authorization response).
+func (s *Snapshot) Policy() *policy.Store { return s.policy }
+
+// Authorize decides, with this snapshot's policies, whether connection c to
+// the workload dst is allowed. It does not allocate.
+func (s *Snapshot) Authorize(dst *Workload, c policy.Conn) policy.Decision {
+	return s.policy.Check(policy.Destination{Namespace: dst.Proto.GetNamespace(), Policies: dst.Proto.GetAuthorizationPolicies()}, c)
+}
 
 // AuthorizationsFor returns the policies that apply to w: GLOBAL ones,
 // NAMESPACE ones of its namespace and the WORKLOAD_SELECTOR ones it lists.

@@ -1,9 +1,13 @@
-// Package config is the node agent's view of the mesh: the workloads,
+// Package config is the node agent's one mesh state: the workloads,
 // services and L4 authorization policies the control plane sends over
 // delta xDS (pkg/xdsclient). Every accepted update is validated and turned
-// into a new immutable Snapshot with its indexes, swapped in atomically, so
-// readers on the data path never take a lock. A malformed update is
-// rejected as a whole (the client NACKs it) and the previous snapshot stays.
+// into a new immutable Snapshot with its indexes and its compiled policy
+// (node-agent/policy, rebuilt when the Authorization resources change),
+// swapped in atomically, so readers on the data path never take a lock and
+// a connection that holds one Snapshot sees workloads and policy of the
+// same version. A malformed update is rejected as a whole (the client
+// NACKs it) and the previous snapshot stays. Subscribe tells the agent's
+// reconcile loop about every accepted update.
 package config
 
 import (
@@ -19,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/node-agent/policy"
 )
 
 // Type URLs of the resources the Store handles (subscribe to both).
@@ -120,6 +125,10 @@ func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed
 			return err
 		}
 		next.authz, next.AuthorizationsSynced = authz, true
+		next.policy = policy.NewStore(authz.byName)
+		for _, p := range next.policy.Problems() {
+			s.log.Warn("malformed authorization policy (see node-agent/policy)", "problem", p)
+		}
 	default:
 		return fmt.Errorf("unsupported resource type %s (want %s or %s)", typeURL, AddressType, AuthorizationType)
 	}

@@ -23,6 +23,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -534,4 +535,74 @@ func TestConcurrentReaders(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestPolicyFollowsTheSnapshot: the compiled L4 policy is part of the
+// snapshot, so a reader holding one snapshot sees the policy of the same
+// version; an Address update keeps the compiled policy, a rejected
+// Authorization update keeps the previous one, and swaps under concurrent
+// readers are safe.
+func TestPolicyFollowsTheSnapshot(t *testing.T) {
+	s := NewStore(Options{Logger: quiet})
+	if err := s.Handle(AddressType, addresses(workload(wl{name: "a", node: "n", ips: []string{"10.0.0.1"}})), nil); err != nil {
+		t.Fatal(err)
+	}
+	snap0 := s.Snapshot()
+	a := snap0.Workload("Kubernetes//Pod/default/a")
+	conn := policy.Conn{SourceIP: ip("10.1.0.1"), DestIP: ip("10.0.0.1"), DestPort: 9080}
+	if d := snap0.Authorize(a, conn); !d.Allowed || snap0.Policy().Len() != 0 {
+		t.Fatalf("no policy yet: %+v, %d policies", d, snap0.Policy().Len())
+	}
+	name, allowOther := authz("default", "only-other", workloadv1.Scope_NAMESPACE, "10.2.0.0/16")
+	if err := s.Handle(AuthorizationType, map[string]proto.Message{name: allowOther}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap1 := s.Snapshot()
+	if d := snap1.Authorize(a, conn); d.Allowed || d.Reason != policy.ReasonNoAllowMatched {
+		t.Fatalf("after the ALLOW policy: %+v", d)
+	}
+	if d := snap0.Authorize(a, conn); !d.Allowed {
+		t.Fatalf("the older snapshot changed: %+v", d)
+	}
+	if err := s.Handle(AddressType, addresses(workload(wl{name: "b", node: "n", ips: []string{"10.0.0.2"}})), nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.Snapshot().Policy() != snap1.Policy() {
+		t.Fatal("an Address update recompiled (or dropped) the policy")
+	}
+	bad := &workloadv1.Authorization{Name: "bad", Namespace: "default", Scope: workloadv1.Scope_NAMESPACE, Action: workloadv1.Action_DENY,
+		Rules: []*workloadv1.Rule{{Clauses: []*workloadv1.Clause{{Matches: []*workloadv1.Match{{SourceIps: []string{"not-an-ip"}}}}}}}}
+	if err := s.Handle(AuthorizationType, map[string]proto.Message{"default/bad": bad}, []string{name}); err == nil {
+		t.Fatal("malformed Authorization accepted")
+	}
+	if s.Snapshot().Policy() != snap1.Policy() {
+		t.Fatal("a rejected update replaced the policy")
+	}
+
+	// Concurrent swaps: every reader's decision is one of the two policies'.
+	_, denyAll := authz("default", "only-other", workloadv1.Scope_NAMESPACE)
+	denyAll.(*workloadv1.Authorization).Action = workloadv1.Action_DENY
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if d := s.Snapshot().Authorize(a, conn); d.Allowed || d.Policy != "" && d.Policy != name {
+					t.Errorf("unexpected decision %+v", d)
+					return
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		m := allowOther
+		if i%2 == 0 {
+			m = denyAll
+		}
+		if err := s.Handle(AuthorizationType, map[string]proto.Message{name: m}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	wg.Wait()
 }

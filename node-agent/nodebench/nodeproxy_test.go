@@ -17,7 +17,6 @@ import (
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/node-agent/proxy"
 )
 
@@ -107,8 +106,6 @@ func runNodeProxy(path string) error {
 	if err := store.Handle(config.AuthorizationType, map[string]proto.Message{}, nil); err != nil {
 		return err
 	}
-	engine := &policy.Engine{}
-	engine.Update(store.Snapshot().Authorizations())
 
 	td := spiffeid.RequireTrustDomainFromString(trustDomain)
 	bundle, err := x509bundle.Load(td, cfg.Bundle)
@@ -134,7 +131,7 @@ func runNodeProxy(path string) error {
 	}
 	defer alog.Close()
 
-	env := &proxy.Env{Store: store, Policy: engine, Identities: ids, NodeName: cfg.Node,
+	env := &proxy.Env{Store: store, Identities: ids, NodeName: cfg.Node,
 		Metrics: metrics, AccessLog: slog.New(slog.NewJSONHandler(alog, nil)), Logger: log}
 	inbound := &proxy.Inbound{Env: env}
 	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.Ports.HBONE, Local: inbound}

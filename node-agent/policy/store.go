@@ -50,7 +50,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 )
@@ -102,7 +101,10 @@ type group struct {
 }
 
 // Store is an immutable, indexed snapshot of the Authorization resources.
-// It is safe for concurrent use. A nil *Store holds no policies.
+// It is safe for concurrent use. A nil *Store holds no policies. The node
+// agent's config.Store compiles one whenever the Authorization resources
+// change and serves it on its Snapshot (Snapshot.Policy), beside the
+// workloads it applies to.
 type Store struct {
 	global      group
 	byNamespace map[string]*group
@@ -245,27 +247,4 @@ func firstMatch(ps []*policy, c *conn) *policy {
 		}
 	}
 	return nil
-}
-
-// Engine holds the Store in force and swaps it atomically on updates.
-// The zero Engine holds no policies (everything is allowed).
-type Engine struct {
-	store atomic.Pointer[Store]
-}
-
-// Update builds a Store from the complete current set of Authorization
-// resources and puts it in force. It returns the new Store (for its
-// Problems).
-func (e *Engine) Update(auths map[string]*workloadv1.Authorization) *Store {
-	s := NewStore(auths)
-	e.store.Store(s)
-	return s
-}
-
-// Store is the snapshot in force (nil before the first Update).
-func (e *Engine) Store() *Store { return e.store.Load() }
-
-// Check evaluates c against the snapshot in force.
-func (e *Engine) Check(dst Destination, c Conn) Decision {
-	return e.store.Load().Check(dst, c)
 }

@@ -3,7 +3,6 @@ package policy
 import (
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
@@ -289,7 +288,7 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-func TestNilStoreAndEngine(t *testing.T) {
+func TestNilStore(t *testing.T) {
 	var s *Store
 	if d := s.Check(Destination{}, plain); !d.Allowed {
 		t.Errorf("nil store: %+v", d)
@@ -297,60 +296,21 @@ func TestNilStoreAndEngine(t *testing.T) {
 	if s.Len() != 0 || s.Problems() != nil {
 		t.Error("nil store is not empty")
 	}
-	var e Engine
-	if d := e.Check(Destination{Namespace: "dst"}, plain); !d.Allowed {
-		t.Errorf("zero engine: %+v", d)
-	}
-	e.Update(set(auth(nsScope, deny, "dst", "all", ruleOf()), nil2()))
-	if n := e.Store().Len(); n != 1 {
+	s = NewStore(set(auth(nsScope, deny, "dst", "all", ruleOf()), nil2()))
+	if n := s.Len(); n != 1 {
 		t.Errorf("Len = %d, want 1", n)
 	}
-	if d := e.Check(Destination{Namespace: "dst"}, plain); d.Allowed || d.Policy != "dst/all" {
-		t.Errorf("after update: %+v", d)
+	if d := s.Check(Destination{Namespace: "dst"}, plain); d.Allowed || d.Policy != "dst/all" {
+		t.Errorf("deny all: %+v", d)
 	}
-	e.Update(nil)
-	if d := e.Check(Destination{Namespace: "dst"}, plain); !d.Allowed {
-		t.Errorf("after second update: %+v", d)
+	if d := NewStore(nil).Check(Destination{Namespace: "dst"}, plain); !d.Allowed {
+		t.Errorf("empty store: %+v", d)
 	}
 }
 
 // nil2 is a named nil entry: nil resources are skipped.
 func nil2() *workloadv1.Authorization {
 	return &workloadv1.Authorization{Name: "nil", Namespace: "x", Scope: 9}
-}
-
-func TestConcurrentUpdate(t *testing.T) {
-	var e Engine
-	denyAll := set(auth(nsScope, deny, "dst", "all", ruleOf()))
-	allowAll := set(auth(nsScope, allow, "dst", "all", ruleOf()))
-	dst := Destination{Namespace: "dst"}
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				d := e.Check(dst, mtls)
-				if d.Policy != "" && d.Policy != "dst/all" {
-					t.Errorf("unexpected decision %+v", d)
-					return
-				}
-			}
-		})
-	}
-	for i := range 200 {
-		if i%2 == 0 {
-			e.Update(denyAll)
-		} else {
-			e.Update(allowAll)
-		}
-	}
-	close(stop)
-	wg.Wait()
 }
 
 func TestCheckDoesNotAllocate(t *testing.T) {

@@ -46,9 +46,9 @@
 // its own transparent 15008 by dialing a local pod's IP. A connection whose
 // destination workload is on this node is therefore handed in-process to the
 // local Inbound (Outbound.Local) and goes through exactly the same checks as
-// a tunnelled stream (destination lookup, Engine.Check with the source
-// workload's principal, source-IP-preserving delivery, reporter=destination
-// telemetry) without a TLS round trip. The source principal is trustworthy
+// a tunnelled stream (destination lookup, the policy of the connection's
+// snapshot with the source workload's principal, source-IP-preserving
+// delivery, reporter=destination telemetry) without a TLS round trip. The source principal is trustworthy
 // there for the same reason the outbound side picks the source certificate:
 // the connection was captured on the source pod's own veth. Without
 // Outbound.Local, same-node destinations are tunnelled like remote ones.

@@ -13,9 +13,9 @@ import (
 // Env is what every direction of the proxy shares. Store, Identities and
 // NodeName are required; the rest may be nil.
 type Env struct {
+	// Store is the mesh state: each connection takes one Snapshot and reads
+	// workloads, services and L4 policy from it.
 	Store *config.Store
-	// Policy evaluates L4 authorization; nil allows everything.
-	Policy *policy.Engine
 	// Identities holds the SVIDs of this node's workloads (identity.Manager).
 	Identities Identities
 	// NodeName is this node's name as workloads name it (Workload.node).
@@ -54,15 +54,11 @@ func (e *Env) localWorkload(snap *config.Snapshot, ip netip.Addr) *config.Worklo
 	return w
 }
 
-// check evaluates authorization for a connection to dst (a local workload).
-func (e *Env) check(dst *config.Workload, src netip.Addr, dstAP netip.AddrPort, principal, namespace string) policy.Decision {
-	if e.Policy == nil {
-		return policy.Decision{Allowed: true, Reason: policy.ReasonNoAllowPolicy}
-	}
-	return e.Policy.Check(
-		policy.Destination{Namespace: dst.Proto.GetNamespace(), Policies: dst.Proto.GetAuthorizationPolicies()},
-		policy.Conn{SourceIP: src.Unmap(), DestIP: dstAP.Addr().Unmap(), DestPort: dstAP.Port(), Principal: principal, Namespace: namespace},
-	)
+// check evaluates authorization for a connection to dst (a local workload)
+// with the policies of snap, the snapshot dst was found in.
+func check(snap *config.Snapshot, dst *config.Workload, src netip.Addr, dstAP netip.AddrPort, principal, namespace string) policy.Decision {
+	return snap.Authorize(dst,
+		policy.Conn{SourceIP: src.Unmap(), DestIP: dstAP.Addr().Unmap(), DestPort: dstAP.Port(), Principal: principal, Namespace: namespace})
 }
 
 func decisionWord(d policy.Decision) string {

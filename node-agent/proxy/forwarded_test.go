@@ -48,7 +48,7 @@ func spoofTunnel(t *testing.T, m *mesh, id spiffeid.ID, from, claim string, msg 
 func TestForwardedSpoofIsIgnored(t *testing.T) {
 	m := newMesh(t)
 	// B denies the attacker's real address; A's address is allowed.
-	setPolicies(m.b.policy, denyPolicy("b", "deny-d", &workloadv1.Match{SourceIps: []string{podD.ip + "/32", "127.0.0.1/32"}}))
+	setPolicies(t, m.store, denyPolicy("b", "deny-d", &workloadv1.Match{SourceIps: []string{podD.ip + "/32", "127.0.0.1/32"}}))
 	for _, tc := range []struct {
 		name, from, claim string
 		id                spiffeid.ID

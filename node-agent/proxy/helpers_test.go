@@ -19,7 +19,6 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/node-agent/policy"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
@@ -248,12 +247,22 @@ func principalDeny(ns, name, principal string) *workloadv1.Authorization {
 	return denyPolicy(ns, name, &workloadv1.Match{Principals: []*workloadv1.StringMatch{{MatchType: &workloadv1.StringMatch_Exact{Exact: principal}}}})
 }
 
-func setPolicies(e *policy.Engine, auths ...*workloadv1.Authorization) {
-	m := map[string]*workloadv1.Authorization{}
+// setPolicies replaces every Authorization in s with auths.
+func setPolicies(tb testing.TB, s *config.Store, auths ...*workloadv1.Authorization) {
+	tb.Helper()
+	m := map[string]proto.Message{}
 	for _, a := range auths {
 		m[a.GetNamespace()+"/"+a.GetName()] = a
 	}
-	e.Update(m)
+	var removed []string
+	for name := range s.Snapshot().Authorizations() {
+		if _, ok := m[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if err := s.Handle(config.AuthorizationType, m, removed); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 func itoa(p uint16) string { return fmt.Sprint(p) }

@@ -125,7 +125,8 @@ func (in *Inbound) tunnelSource(snap *config.Snapshot, req *hbone.Request) (neti
 
 func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now()}
-	src, srcW := in.tunnelSource(in.Store.Snapshot(), req)
+	snap := in.Store.Snapshot()
+	src, srcW := in.tunnelSource(snap, req)
 	rec.Source = workloadInfo(srcW)
 	rec.Source.Principal = spiffeString(req.Peer)
 	if rec.Source.Namespace == "" {
@@ -140,7 +141,6 @@ func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 	rec.Dst = dst
 	rec.Tunnel = addrPort(req.LocalAddr).String()
 
-	snap := in.Store.Snapshot()
 	w := in.localWorkload(snap, dst.Addr())
 	if w == nil {
 		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
@@ -155,7 +155,7 @@ func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 		finish(in.Metrics, in.AccessLog, rec)
 		return hbone.Refuse(http.StatusForbidden, rec.Err.Error())
 	}
-	up, status, err := in.admit(ctx, rec, w, src, dst, req.Peer)
+	up, status, err := in.admit(ctx, snap, rec, w, src, dst, req.Peer)
 	if err != nil {
 		finish(in.Metrics, in.AccessLog, rec)
 		return hbone.Refuse(status, err.Error())
@@ -176,12 +176,12 @@ func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
 // admit checks policy for a connection from src (authenticated as peer,
 // zero for plaintext) to the local workload w at dst and dials the pod. On
 // failure it fills rec and returns the HBONE status and the reason.
-func (e *Env) admit(ctx context.Context, rec *connRecord, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, int, error) {
+func (e *Env) admit(ctx context.Context, snap *config.Snapshot, rec *connRecord, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, int, error) {
 	ns := ""
 	if !peer.IsZero() {
 		ns = namespaceOf(peer)
 	}
-	d := e.check(w, src, dst, principal(peer), ns)
+	d := check(snap, w, src, dst, principal(peer), ns)
 	rec.Decision, rec.Policy, rec.Reason = decisionWord(d), d.Policy, d.Reason
 	if !d.Allowed {
 		rec.Flags = FlagDenied
@@ -206,18 +206,18 @@ func (e *Env) admit(ctx context.Context, rec *connRecord, w *config.Workload, sr
 // this node (src, identity from capture) to a pod on this node: the same
 // checks and delivery as a tunnelled stream. It returns the bytes copied
 // each way and the refusal or pipe error.
-func (in *Inbound) serveLocal(ctx context.Context, down hbone.Stream, srcW *config.Workload, src netip.AddrPort, dst netip.AddrPort, rec *connRecord) (recv, sent int64, err error) {
+func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down hbone.Stream, srcW *config.Workload, src netip.AddrPort, dst netip.AddrPort, rec *connRecord) (recv, sent int64, err error) {
 	r := &connRecord{Direction: "inbound_local", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now(),
 		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: rec.Service}
 	defer func() { finish(in.Metrics, in.AccessLog, r) }()
-	w := in.localWorkload(in.Store.Snapshot(), dst.Addr())
+	w := in.localWorkload(snap, dst.Addr())
 	if w == nil {
 		r.Flags, r.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
 		rec.Flags = r.Flags
 		return 0, 0, r.Err
 	}
 	r.Dest = workloadInfo(w)
-	up, _, aerr := in.admit(ctx, r, w, src.Addr(), dst, srcW.Identity)
+	up, _, aerr := in.admit(ctx, snap, r, w, src.Addr(), dst, srcW.Identity)
 	rec.Decision, rec.Policy, rec.Reason = r.Decision, r.Policy, r.Reason
 	if aerr != nil {
 		rec.Flags = r.Flags

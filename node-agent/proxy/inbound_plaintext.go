@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
 
@@ -45,19 +46,18 @@ func (p *InboundPlaintext) handle(c net.Conn) {
 		f = LocalAddrOriginalDst
 	}
 	dst := f(c)
-	p.servePlaintext(c, addrPort(c.RemoteAddr()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), "")
+	p.servePlaintext(c, p.Store.Snapshot(), addrPort(c.RemoteAddr()), netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), "")
 }
 
 // servePlaintext delivers a plaintext connection from src to the enrolled
 // local pod at dst after the policy check with no identity (so STRICT
 // refuses it). service names the Service the client addressed, if any.
-func (e *Env) servePlaintext(c net.Conn, src, dst netip.AddrPort, service string) {
+func (e *Env) servePlaintext(c net.Conn, snap *config.Snapshot, src, dst netip.AddrPort, service string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst,
 		Service: service, Start: time.Now()}
 	defer func() { finish(e.Metrics, e.AccessLog, rec) }()
-	snap := e.Store.Snapshot()
 	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
 		info := workloadInfo(sw)
 		info.Principal = "" // not authenticated
@@ -70,7 +70,7 @@ func (e *Env) servePlaintext(c net.Conn, src, dst netip.AddrPort, service string
 		return
 	}
 	rec.Dest = workloadInfo(w)
-	up, _, err := e.admit(ctx, rec, w, src.Addr(), dst, spiffeid.ID{})
+	up, _, err := e.admit(ctx, snap, rec, w, src.Addr(), dst, spiffeid.ID{})
 	if err != nil {
 		reset(c)
 		return

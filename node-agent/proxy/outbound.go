@@ -191,7 +191,7 @@ func (o *Outbound) handle(c net.Conn) {
 		o.Metrics.open(rec)
 		rec.Tunnel = "local"
 		var err error
-		rec.RecvBytes, rec.SentBytes, err = o.Local.serveLocal(ctx, stream(c), srcW, src, target, rec)
+		rec.RecvBytes, rec.SentBytes, err = o.Local.serveLocal(ctx, snap, stream(c), srcW, src, target, rec)
 		if err != nil {
 			rec.Err = err
 			if rec.Flags == FlagDenied || rec.Flags == FlagUpstreamFailure {
@@ -328,7 +328,7 @@ func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config
 	}
 	target := netip.AddrPortFrom(ip, port)
 	if o.localWorkload(snap, ip) != nil {
-		o.servePlaintext(c, src, target, rec.Service)
+		o.servePlaintext(c, snap, src, target, rec.Service)
 		return
 	}
 	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
@@ -37,7 +36,6 @@ const vip = "10.96.0.10"
 
 type node struct {
 	env       *Env
-	policy    *policy.Engine
 	reg       *prometheus.Registry
 	log       *syncBuffer
 	inbound   *Inbound
@@ -93,7 +91,7 @@ func newMesh(t *testing.T) *mesh {
 	}
 
 	mk := func(name string, held ...pod) *node {
-		n := &node{policy: &policy.Engine{}, reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+		n := &node{reg: prometheus.NewRegistry(), log: &syncBuffer{}}
 		ids := &fakeIdentities{svids: map[spiffeid.ID]*x509svid.SVID{}, bundle: m.ca.Bundle()}
 		for _, p := range held {
 			ids.svids[p.id()] = m.ca.Issue(t, p.id())
@@ -102,7 +100,7 @@ func newMesh(t *testing.T) *mesh {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.env = &Env{Store: m.store, Policy: n.policy, Identities: ids, NodeName: name, Metrics: metrics,
+		n.env = &Env{Store: m.store, Identities: ids, NodeName: name, Metrics: metrics,
 			AccessLog: slog.New(slog.NewJSONHandler(n.log, nil)), DialTimeout: 3 * time.Second}
 		n.inbound = &Inbound{Env: n.env}
 		n.outbound = &Outbound{Env: n.env, OriginalDst: m.dsts.lookup, TunnelPort: m.tunnelPort, Local: n.inbound}
@@ -195,7 +193,7 @@ func TestOutboundServiceVIP(t *testing.T) {
 
 func TestDenyPolicyRefuses(t *testing.T) {
 	m := newMesh(t)
-	setPolicies(m.b.policy, principalDeny("b", "deny-a", "cluster.local/ns/default/sa/a"))
+	setPolicies(t, m.store, principalDeny("b", "deny-a", "cluster.local/ns/default/sa/a"))
 	got, err := roundTrip(m.fromA(t, m.echoB.addr), "should not pass")
 	if err == nil && got != "" {
 		t.Fatalf("denied connection echoed %q", got)
@@ -233,7 +231,7 @@ func TestPlaintextStrictAndPermissive(t *testing.T) {
 		t.Fatalf("destination saw %v, want 127.0.0.9", srcs)
 	}
 	// STRICT: refused, the pod never sees the connection.
-	setPolicies(m.b.policy, strictPolicy("b"))
+	setPolicies(t, m.store, strictPolicy("b"))
 	got, err = roundTrip(m.dsts.connect(t, m.b.plainLn.Addr(), "127.0.0.9", m.echoB.addr), "plain")
 	if err == nil && got != "" {
 		t.Fatalf("strict: plaintext echoed %q", got)
@@ -303,7 +301,7 @@ func TestSameNodeLocal(t *testing.T) {
 		return s == 1 && counter(t, m.a.reg, "istio_tcp_connections_closed_total", l) == 1
 	})
 	// Policy applies on the local path too.
-	setPolicies(m.a.policy, principalDeny("default", "deny-a", "cluster.local/ns/default/sa/a"))
+	setPolicies(t, m.store, principalDeny("default", "deny-a", "cluster.local/ns/default/sa/a"))
 	if got, err := roundTrip(m.fromA(t, m.echoC.addr), "neighbour"); err == nil && got != "" {
 		t.Fatalf("denied local connection echoed %q", got)
 	}
@@ -423,7 +421,7 @@ func TestPlaintextClientToLocalServiceEndpoint(t *testing.T) {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination",
 			"connection_security_policy": "none", "destination_workload": "b", "destination_service": svcHost}) == 1
 	})
-	setPolicies(m.b.policy, strictPolicy("b"))
+	setPolicies(t, m.store, strictPolicy("b"))
 	if got, err := viaVIP(); err == nil && got != "" {
 		t.Fatalf("strict: plaintext via the VIP echoed %q", got)
 	}
