@@ -144,6 +144,14 @@ func dialFrom(ctx context.Context, log *slog.Logger, src netip.Addr, dst netip.A
 	return nc.(*net.TCPConn), false, nil
 }
 
+// reset closes c with an RST, the TCP way of saying "refused".
+func reset(c net.Conn) {
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
+	c.Close()
+}
+
 // connSet tracks live connections and listeners so Close can end them.
 type connSet struct {
 	mu     sync.Mutex

@@ -14,7 +14,22 @@
 //     15006 for plaintext traffic to enrolled pods (principal "": STRICT
 //     PeerAuthentication refuses it, PERMISSIVE admits it).
 //   - telemetry.go: Istio's istio_tcp_* metrics and one JSON access-log line
-//     per connection.
+//     per connection; the connection record and its result.
+//
+// # One record per connection
+//
+// Each handler (Outbound.handle, Inbound.handle, servePlaintext, and
+// serveLocal for the in-process inbound half) creates its connRecord, defers
+// ONE call that records it (Env.end on a transparent listener, which first
+// resets a refused client; Inbound.answer for an HBONE stream, which turns
+// a refusal into the CONNECT's status) and returns its result from the
+// functions below it: nil when the connection ran to its end, the pipe's
+// error when it ended badly, or a *refusal (response flag, HBONE status,
+// cause) when no byte crossed it, modelled on ztunnel's ConnectionResult.
+// The functions below fill in what they learn (peers, service, tunnel,
+// policy verdict, bytes) but never how the connection ended; serveLocal
+// returns its verdict, bytes and result to the outbound half instead of
+// writing into the outbound record.
 //
 // # Which identity the inbound side presents (design decision)
 //

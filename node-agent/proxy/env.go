@@ -60,10 +60,3 @@ func check(snap *config.Snapshot, dst *config.Workload, src netip.Addr, dstAP ne
 	return snap.Authorize(dst,
 		policy.Conn{SourceIP: src.Unmap(), DestIP: dstAP.Addr().Unmap(), DestPort: dstAP.Port(), Principal: principal, Namespace: namespace})
 }
-
-func decisionWord(d policy.Decision) string {
-	if d.Allowed {
-		return "allow"
-	}
-	return "deny"
-}

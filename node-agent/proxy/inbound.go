@@ -123,107 +123,129 @@ func (in *Inbound) tunnelSource(snap *config.Snapshot, req *hbone.Request) (neti
 	return remote, provenAt(remote)
 }
 
-func (in *Inbound) handle(ctx context.Context, req *hbone.Request) error {
-	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now()}
+func (in *Inbound) handle(ctx context.Context, req *hbone.Request) (err error) {
+	start := time.Now()
 	snap := in.Store.Snapshot()
 	src, srcW := in.tunnelSource(snap, req)
-	rec.Source = workloadInfo(srcW)
+	dst, perr := netip.ParseAddrPort(req.Authority)
+	if perr != nil { // addressed to nobody: refused, not recorded
+		return hbone.Refuse(http.StatusBadRequest, fmt.Sprintf(":authority %q is not ip:port", req.Authority))
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	rec := &connRecord{Direction: "inbound", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: start,
+		Src: netip.AddrPortFrom(src, 0), Dst: dst, Source: workloadInfo(srcW), Tunnel: addrPort(req.LocalAddr).String()}
 	rec.Source.Principal = spiffeString(req.Peer)
 	if rec.Source.Namespace == "" {
 		rec.Source.Namespace = namespaceOf(req.Peer)
 	}
-	rec.Src = netip.AddrPortFrom(src, 0)
-	dst, err := netip.ParseAddrPort(req.Authority)
-	if err != nil {
-		return hbone.Refuse(http.StatusBadRequest, fmt.Sprintf(":authority %q is not ip:port", req.Authority))
-	}
-	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	rec.Dst = dst
-	rec.Tunnel = addrPort(req.LocalAddr).String()
+	defer func() { err = in.answer(rec, err) }()
+	return in.serveStream(ctx, snap, req, rec, src, dst)
+}
 
+// answer records a stream's result and turns it into what the HBONE server
+// does: a refusal with a status is sent as that status, one without (the
+// stream could not be accepted) ends the stream with its cause, and a
+// stream that ran has been answered already.
+func (in *Inbound) answer(rec *connRecord, err error) error {
+	in.record(rec, err)
+	rf, ok := refused(err)
+	switch {
+	case !ok:
+		return nil
+	case rf.Status != 0:
+		return hbone.Refuse(rf.Status, rf.Error())
+	default:
+		return rf.Cause
+	}
+}
+
+// serveStream checks a tunnelled stream from src to dst and delivers it.
+func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *hbone.Request, rec *connRecord, src netip.Addr, dst netip.AddrPort) error {
 	w := in.localWorkload(snap, dst.Addr())
 	if w == nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
-		finish(in.Metrics, in.AccessLog, rec)
-		return hbone.Refuse(http.StatusServiceUnavailable, rec.Err.Error())
+		return in.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
 	// The client authorized the identity presented on this connection; the
 	// stream may only reach a workload with that identity.
 	if presented := in.localWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
-		rec.Flags, rec.Err = FlagDenied, fmt.Errorf("tunnel was opened to %s but :authority %s belongs to %s", req.LocalAddr, dst, w.Identity)
-		finish(in.Metrics, in.AccessLog, rec)
-		return hbone.Refuse(http.StatusForbidden, rec.Err.Error())
+		return &refusal{Flag: FlagDenied, Status: http.StatusForbidden,
+			Cause: fmt.Errorf("tunnel was opened to %s but :authority %s belongs to %s", req.LocalAddr, dst, w.Identity)}
 	}
-	up, status, err := in.admit(ctx, snap, rec, w, src, dst, req.Peer)
+	up, v, err := in.admit(ctx, snap, w, src, dst, req.Peer)
+	rec.verdict = v
 	if err != nil {
-		finish(in.Metrics, in.AccessLog, rec)
-		return hbone.Refuse(status, err.Error())
+		return err
 	}
 	st, err := req.Accept()
 	if err != nil {
 		up.Close()
-		rec.Flags, rec.Err = FlagUpstreamFailure, err
-		finish(in.Metrics, in.AccessLog, rec)
-		return err
+		return &refusal{Flag: FlagUpstreamFailure, Cause: err}
 	}
 	in.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(st, up)
-	finish(in.Metrics, in.AccessLog, rec)
-	return nil
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(st, up)
+	return err
 }
 
-// admit checks policy for a connection from src (authenticated as peer,
-// zero for plaintext) to the local workload w at dst and dials the pod. On
-// failure it fills rec and returns the HBONE status and the reason.
-func (e *Env) admit(ctx context.Context, snap *config.Snapshot, rec *connRecord, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, int, error) {
+// admit checks policy, with the snapshot w was found in, for a connection
+// from src (authenticated as peer, zero for plaintext) to the local
+// workload w at dst and dials the pod. It returns the policy verdict and,
+// on failure, a refusal carrying the HBONE status.
+func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, verdict, error) {
 	ns := ""
 	if !peer.IsZero() {
 		ns = namespaceOf(peer)
 	}
 	d := check(snap, w, src, dst, principal(peer), ns)
-	rec.Decision, rec.Policy, rec.Reason = decisionWord(d), d.Policy, d.Reason
+	v := verdictOf(d)
 	if !d.Allowed {
-		rec.Flags = FlagDenied
+		cause := fmt.Errorf("denied: %s", d.Reason)
 		if d.Policy != "" {
-			rec.Err = fmt.Errorf("denied by policy %s: %s", d.Policy, d.Reason)
-		} else {
-			rec.Err = fmt.Errorf("denied: %s", d.Reason)
+			cause = fmt.Errorf("denied by policy %s: %s", d.Policy, d.Reason)
 		}
-		return nil, http.StatusForbidden, rec.Err
+		return nil, v, &refusal{Flag: FlagDenied, Status: http.StatusForbidden, Cause: cause}
 	}
 	dctx, cancel := context.WithTimeout(ctx, e.dialTimeout())
 	defer cancel()
 	up, _, err := dialFrom(dctx, e.log(), src, dst, e.dialTimeout())
 	if err != nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("connecting to %s: %w", dst, err)
-		return nil, http.StatusServiceUnavailable, rec.Err
+		return nil, v, &refusal{Flag: FlagUpstreamFailure, Status: http.StatusServiceUnavailable, Cause: fmt.Errorf("connecting to %s: %w", dst, err)}
 	}
-	return up, 0, nil
+	return up, v, nil
+}
+
+// localResult is what the in-process inbound half tells the outbound one:
+// the policy verdict, the bytes copied each way and how it ended (a
+// refusal, or the pipe's error).
+type localResult struct {
+	verdict
+	recv, sent int64
+	err        error
 }
 
 // serveLocal is the in-process inbound half for a connection from a pod on
 // this node (src, identity from capture) to a pod on this node: the same
-// checks and delivery as a tunnelled stream. It returns the bytes copied
-// each way and the refusal or pipe error.
-func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down hbone.Stream, srcW *config.Workload, src netip.AddrPort, dst netip.AddrPort, rec *connRecord) (recv, sent int64, err error) {
+// checks and delivery as a tunnelled stream, recorded as such
+// (inbound_local), with the caller's snapshot. service is the Service the
+// client addressed, if any.
+func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down hbone.Stream, srcW *config.Workload, src, dst netip.AddrPort, service string) (res localResult) {
 	r := &connRecord{Direction: "inbound_local", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now(),
-		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: rec.Service}
-	defer func() { finish(in.Metrics, in.AccessLog, r) }()
+		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: service}
+	defer func() { in.record(r, res.err) }()
 	w := in.localWorkload(snap, dst.Addr())
 	if w == nil {
-		r.Flags, r.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), in.NodeName)
-		rec.Flags = r.Flags
-		return 0, 0, r.Err
+		res.err = in.notHere(dst.Addr())
+		return res
 	}
 	r.Dest = workloadInfo(w)
-	up, _, aerr := in.admit(ctx, snap, r, w, src.Addr(), dst, srcW.Identity)
-	rec.Decision, rec.Policy, rec.Reason = r.Decision, r.Policy, r.Reason
-	if aerr != nil {
-		rec.Flags = r.Flags
-		return 0, 0, aerr
+	var up *net.TCPConn
+	up, res.verdict, res.err = in.admit(ctx, snap, w, src.Addr(), dst, srcW.Identity)
+	r.verdict = res.verdict
+	if res.err != nil {
+		return res
 	}
 	in.Metrics.open(r)
-	r.RecvBytes, r.SentBytes, r.Err = hbone.Pipe(down, up)
-	return r.RecvBytes, r.SentBytes, r.Err
+	res.recv, res.sent, res.err = hbone.Pipe(down, up)
+	r.RecvBytes, r.SentBytes = res.recv, res.sent
+	return res
 }

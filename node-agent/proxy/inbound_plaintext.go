@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -50,31 +49,38 @@ func (p *InboundPlaintext) handle(c net.Conn) {
 }
 
 // servePlaintext delivers a plaintext connection from src to the enrolled
-// local pod at dst after the policy check with no identity (so STRICT
-// refuses it). service names the Service the client addressed, if any.
+// local pod at dst after the policy check, with snap's policies and no
+// identity (so STRICT refuses it). service names the Service the client
+// addressed, if any.
 func (e *Env) servePlaintext(c net.Conn, snap *config.Snapshot, src, dst netip.AddrPort, service string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst,
 		Service: service, Start: time.Now()}
-	defer func() { finish(e.Metrics, e.AccessLog, rec) }()
 	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
 		info := workloadInfo(sw)
 		info.Principal = "" // not authenticated
 		rec.Source = info
 	}
+	var err error
+	defer func() { e.end(c, rec, err) }()
+	err = e.deliverPlaintext(ctx, c, snap, rec, src, dst)
+}
+
+// deliverPlaintext is servePlaintext's check and delivery; it returns the
+// connection's result.
+func (e *Env) deliverPlaintext(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, src, dst netip.AddrPort) error {
 	w := e.localWorkload(snap, dst.Addr())
 	if w == nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("destination %s is not an enrolled workload on node %q", dst.Addr(), e.NodeName)
-		reset(c)
-		return
+		return e.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
-	up, _, err := e.admit(ctx, snap, rec, w, src.Addr(), dst, spiffeid.ID{})
+	up, v, err := e.admit(ctx, snap, w, src.Addr(), dst, spiffeid.ID{})
+	rec.verdict = v
 	if err != nil {
-		reset(c)
-		return
+		return err
 	}
 	e.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), up)
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(stream(c), up)
+	return err
 }

@@ -115,14 +115,6 @@ type closeAtEOF struct{ net.Conn }
 
 func (c closeAtEOF) CloseWrite() error { return c.Close() }
 
-// reset closes c with an RST, the TCP way of saying "refused".
-func reset(c net.Conn) {
-	if l, ok := c.(interface{ SetLinger(int) error }); ok {
-		l.SetLinger(0)
-	}
-	c.Close()
-}
-
 // pickAddr chooses the workload address of the same family as want.
 func pickAddr(w *config.Workload, want netip.Addr) (netip.Addr, bool) {
 	for _, a := range w.Addresses {
@@ -148,78 +140,86 @@ func (o *Outbound) handle(c net.Conn) {
 		return
 	}
 	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Source: workloadInfo(srcW), Start: time.Now()}
-	defer func() { finish(o.Metrics, o.AccessLog, rec) }()
+	var err error
+	defer func() { o.end(c, rec, err) }()
+	err = o.route(ctx, c, snap, rec, srcW, src, dst)
+}
 
+// route sends an enrolled local pod's connection to dst on its way: through
+// the waypoint of the Service or workload addressed, in-process to a pod on
+// this node, over HBONE to a pod elsewhere, or passed through when the
+// destination is not in the mesh. A Service VIP is resolved to an endpoint
+// first.
+func (o *Outbound) route(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src, dst netip.AddrPort) error {
 	target := dst
 	var dstW *config.Workload
 	if svc := snap.ServiceByVIP(dst); svc != nil {
 		rec.Service = svc.Proto.GetHostname()
 		if g := svc.Proto.GetWaypoint(); g != nil {
-			o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, dst)
-			return
+			return o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, dst)
 		}
-		w, port, err := o.Store.PickEndpoint(svc, dst.Port())
-		if err != nil {
-			rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err), SecurityNone
-			reset(c)
-			return
+		var err error
+		if dstW, target, err = o.endpoint(svc, dst); err != nil {
+			rec.Security = SecurityNone
+			return err
 		}
-		ip, ok := pickAddr(w, dst.Addr())
-		if !ok {
-			rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("endpoint %s of service %s has no address", w.Name, svc.Name), SecurityNone
-			reset(c)
-			return
-		}
-		dstW, target = w, netip.AddrPortFrom(ip, port)
 	} else {
 		dstW = snap.WorkloadByIP(dst.Addr())
 	}
 	rec.Dst = target
-	if enrolled(dstW) && dstW.Proto.GetWaypoint() != nil {
-		o.viaWaypoint(ctx, c, snap, rec, srcW, src, dstW.Proto.GetWaypoint(), target)
-		return
-	}
-
-	if !enrolled(dstW) {
-		o.passthrough(ctx, c, rec, dstW, target)
-		return
+	switch {
+	case enrolled(dstW) && dstW.Proto.GetWaypoint() != nil:
+		return o.viaWaypoint(ctx, c, snap, rec, srcW, src, dstW.Proto.GetWaypoint(), target)
+	case !enrolled(dstW):
+		return o.passthrough(ctx, c, rec, dstW, target)
 	}
 	rec.Dest = workloadInfo(dstW)
 	rec.Security = SecurityMutualTLS
-
 	if o.Local != nil && dstW.Proto.GetNode() == o.NodeName {
-		o.Metrics.open(rec)
-		rec.Tunnel = "local"
-		var err error
-		rec.RecvBytes, rec.SentBytes, err = o.Local.serveLocal(ctx, snap, stream(c), srcW, src, target, rec)
-		if err != nil {
-			rec.Err = err
-			if rec.Flags == FlagDenied || rec.Flags == FlagUpstreamFailure {
-				reset(c)
-			}
-		}
-		return
+		return o.local(ctx, c, snap, rec, srcW, src, target)
 	}
-
 	port := o.TunnelPort
 	if port == 0 {
 		port = TunnelPort
 	}
-	o.tunnel(ctx, c, rec, srcW, src, netip.AddrPortFrom(target.Addr(), port), dstW.Identity, target)
+	return o.tunnel(ctx, c, rec, srcW, src, netip.AddrPortFrom(target.Addr(), port), dstW.Identity, target)
+}
+
+// endpoint picks the endpoint of svc for a connection to dst, and its
+// address of dst's family; no usable one is a refusal (FlagNoEndpoint).
+func (o *Outbound) endpoint(svc *config.Service, dst netip.AddrPort) (*config.Workload, netip.AddrPort, error) {
+	w, port, err := o.Store.PickEndpoint(svc, dst.Port())
+	if err != nil {
+		return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err)}
+	}
+	ip, ok := pickAddr(w, dst.Addr())
+	if !ok {
+		return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("endpoint %s of service %s has no address", w.Name, svc.Name)}
+	}
+	return w, netip.AddrPortFrom(ip, port), nil
+}
+
+// local hands a connection to a pod on this node to the in-process inbound
+// half (Inbound.serveLocal, which records its own reporter=destination
+// side) and reports its verdict and bytes on the source side.
+func (o *Outbound) local(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src, target netip.AddrPort) error {
+	o.Metrics.open(rec)
+	rec.Tunnel = "local"
+	res := o.Local.serveLocal(ctx, snap, stream(c), srcW, src, target, rec.Service)
+	rec.verdict, rec.RecvBytes, rec.SentBytes = res.verdict, res.recv, res.sent
+	return res.err
 }
 
 // tunnel carries c over HBONE to tunnelAddr, authorizing the server as
 // peer, with CONNECT :authority authority (the destination the far end
 // connects to: a pod for a node agent, the original Service VIP or pod
 // address for a waypoint).
-func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW *config.Workload, src, tunnelAddr netip.AddrPort, peer spiffeid.ID, authority netip.AddrPort) {
+func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW *config.Workload, src, tunnelAddr netip.AddrPort, peer spiffeid.ID, authority netip.AddrPort) error {
 	tunnel := tunnelAddr.String()
 	rec.Tunnel = tunnel
 	d, err := o.dialer(srcW.Identity)
 	if err != nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, err
-		reset(c)
-		return
+		return &refusal{Flag: FlagUpstreamFailure, Cause: err}
 	}
 	h := http.Header{}
 	hbone.SetForwarded(h, src.Addr().AsSlice())
@@ -228,23 +228,21 @@ func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW
 	st, err := d.Dial(dctx, tunnel, tlsconfig.AuthorizeID(peer), authority.String(), h)
 	dcancel()
 	if err != nil {
+		r := &refusal{Flag: FlagUpstreamFailure, Cause: fmt.Errorf("HBONE to %s via %s as %s: %w", authority, tunnel, srcW.Identity, err)}
 		var re *hbone.RefusedError
 		if errors.As(err, &re) && re.Status == http.StatusForbidden {
-			rec.Flags, rec.Decision = FlagDenied, "deny"
-		} else {
-			rec.Flags = FlagUpstreamFailure
+			r.Flag, rec.verdict = FlagDenied, verdict{Decision: "deny"}
 		}
-		rec.Err = fmt.Errorf("HBONE to %s via %s as %s: %w", authority, tunnel, srcW.Identity, err)
-		reset(c)
-		return
+		return r
 	}
 	o.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), st)
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(stream(c), st)
+	return err
 }
 
 // waypoint resolves a Service's or workload's waypoint to one of its pods
 // (the waypoint's own Service picks it, like any service endpoint) and the
-// HBONE address to reach it. ok=false: no usable waypoint right now.
+// HBONE address to reach it. An error: no usable waypoint right now.
 func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress) (w *config.Workload, tunnel netip.AddrPort, err error) {
 	port := uint16(g.GetHboneMtlsPort())
 	if port == 0 {
@@ -285,20 +283,16 @@ func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress)
 // client addressed (Service VIP:port, or pod IP:port for a workload
 // waypoint). No usable waypoint: the connection is refused, never sent
 // around the waypoint's policies.
-func (o *Outbound) viaWaypoint(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src netip.AddrPort, g *workloadv1.GatewayAddress, authority netip.AddrPort) {
+func (o *Outbound) viaWaypoint(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src netip.AddrPort, g *workloadv1.GatewayAddress, authority netip.AddrPort) error {
 	rec.Security = SecurityMutualTLS
 	w, tunnel, err := o.waypoint(snap, g)
 	if err != nil {
-		rec.Flags, rec.Err = FlagNoEndpoint, err
-		reset(c)
-		return
+		return &refusal{Flag: FlagNoEndpoint, Cause: err}
 	}
 	rec.Dest = workloadInfo(w)
-	o.tunnel(ctx, c, rec, srcW, src, tunnel, w.Identity, authority)
+	return o.tunnel(ctx, c, rec, srcW, src, tunnel, w.Identity, authority)
 }
 
-// passthrough sends a connection to a destination outside the mesh as plain
-// TCP, marked so capture does not take it again.
 // plaintextClient handles a client on this node that is not enrolled.
 // Capture sends it here only for a Service VIP with an enrolled endpoint on
 // this node (kube-proxy would DNAT it after tc, out of the inbound capture's
@@ -311,35 +305,27 @@ func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config
 		reset(c)
 		return
 	}
-	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Service: svc.Proto.GetHostname(), Start: time.Now()}
-	w, port, err := o.Store.PickEndpoint(svc, dst.Port())
-	var ip netip.Addr
-	if err == nil {
-		var ok bool
-		if ip, ok = pickAddr(w, dst.Addr()); !ok {
-			err = fmt.Errorf("endpoint %s has no address", w.Name)
-		}
-	}
-	if err != nil {
-		rec.Flags, rec.Err, rec.Security = FlagNoEndpoint, fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err), SecurityNone
-		finish(o.Metrics, o.AccessLog, rec)
-		reset(c)
+	w, target, err := o.endpoint(svc, dst)
+	if err == nil && o.localWorkload(snap, target.Addr()) != nil {
+		o.servePlaintext(c, snap, src, target, svc.Proto.GetHostname())
 		return
 	}
-	target := netip.AddrPortFrom(ip, port)
-	if o.localWorkload(snap, ip) != nil {
-		o.servePlaintext(c, snap, src, target, rec.Service)
+	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Service: svc.Proto.GetHostname(), Start: time.Now()}
+	defer func() { o.end(c, rec, err) }()
+	if err != nil {
+		rec.Security = SecurityNone
 		return
 	}
 	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
 		rec.Source = workloadInfo(sw)
 	}
 	rec.Dst = target
-	defer func() { finish(o.Metrics, o.AccessLog, rec) }()
-	o.passthrough(ctx, c, rec, w, target)
+	err = o.passthrough(ctx, c, rec, w, target)
 }
 
-func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord, dstW *config.Workload, target netip.AddrPort) {
+// passthrough sends a connection to a destination outside the mesh as plain
+// TCP, marked so capture does not take it again.
+func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord, dstW *config.Workload, target netip.AddrPort) error {
 	rec.Direction, rec.Security = "passthrough", SecurityNone
 	rec.Dest = workloadInfo(dstW)
 	mark := o.PassthroughMark
@@ -350,10 +336,9 @@ func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord,
 	}
 	up, err := dialMarked(ctx, target, mark, o.dialTimeout())
 	if err != nil {
-		rec.Flags, rec.Err = FlagUpstreamFailure, fmt.Errorf("passthrough to %s: %w", target, err)
-		reset(c)
-		return
+		return &refusal{Flag: FlagUpstreamFailure, Cause: fmt.Errorf("passthrough to %s: %w", target, err)}
 	}
 	o.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, rec.Err = hbone.Pipe(stream(c), up)
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(stream(c), up)
+	return err
 }

@@ -2,7 +2,11 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/policy"
 )
 
 // Label values, as Istio uses them.
@@ -193,25 +198,94 @@ func baggage(w *config.Workload) string {
 	return b.String()
 }
 
-// connRecord is what one proxied connection reports when it ends.
+// connRecord is what one proxied connection reports when it ends. The
+// handler that owns it fills in what it learns on the way (peers, service,
+// tunnel, policy verdict, bytes); how the connection ended is the handler's
+// result, which Env.record turns into the response flag and error.
 type connRecord struct {
-	Direction  string // outbound, inbound, inbound_plaintext, passthrough
-	Reporter   string
-	Src, Dst   netip.AddrPort
-	Source     peerInfo
-	Dest       peerInfo
-	Service    string
-	Security   string
-	Flags      string
-	Policy     string // deciding policy, "" if none
-	Decision   string // allow, deny, "" when no policy was evaluated
-	Reason     string
+	Direction string // outbound, inbound, inbound_local, inbound_plaintext, passthrough
+	Reporter  string
+	Src, Dst  netip.AddrPort
+	Source    peerInfo
+	Dest      peerInfo
+	Service   string
+	Security  string
+	Flags     string
+	verdict
 	Tunnel     string // HBONE tunnel address, if any
 	Start      time.Time
 	SentBytes  int64 // destination -> source
 	RecvBytes  int64 // source -> destination
 	Err        error
 	openedSent bool
+}
+
+// verdict is an L4 policy decision as telemetry reports it.
+type verdict struct {
+	Decision string // allow, deny, "" when no policy was evaluated
+	Policy   string // deciding policy, "" if none
+	Reason   string
+}
+
+func verdictOf(d policy.Decision) verdict {
+	v := verdict{Decision: "deny", Policy: d.Policy, Reason: d.Reason}
+	if d.Allowed {
+		v.Decision = "allow"
+	}
+	return v
+}
+
+// refusal is a handler's result for a connection the proxy refused or
+// could not set up: no byte crossed it. Any other non-nil result is the
+// error that ended a connection that did run (hbone.Pipe's).
+type refusal struct {
+	// Flag is the response flag (FlagDenied, FlagUpstreamFailure, ...).
+	Flag string
+	// Status is the HTTP status an HBONE CONNECT is refused with; 0 when
+	// the stream is not answered with a refusal (see Inbound.answer).
+	// Transparent listeners reset the client whatever the status.
+	Status int
+	// Cause is why (the access log's error).
+	Cause error
+}
+
+func (r *refusal) Error() string { return r.Cause.Error() }
+func (r *refusal) Unwrap() error { return r.Cause }
+
+// refused reports whether err is a refusal, and which.
+func refused(err error) (*refusal, bool) {
+	var r *refusal
+	ok := errors.As(err, &r)
+	return r, ok
+}
+
+// notHere refuses a connection to dst, which is not an enrolled workload on
+// this node.
+func (e *Env) notHere(dst netip.Addr) error {
+	return &refusal{Flag: FlagUpstreamFailure, Status: http.StatusServiceUnavailable,
+		Cause: fmt.Errorf("destination %s is not an enrolled workload on node %q", dst, e.NodeName)}
+}
+
+// record ends r with the handler's result err (nil: the connection ran to
+// its end; a refusal sets the response flag): it counts the close and the
+// bytes and writes the access-log line. Every handler calls it once, in a
+// deferred call.
+func (e *Env) record(r *connRecord, err error) {
+	if rf, ok := refused(err); ok {
+		r.Flags = rf.Flag
+	}
+	r.Err = err
+	finish(e.Metrics, e.AccessLog, r)
+}
+
+// end records a connection of a transparent listener: a refused one is
+// reset first (RST, the TCP way of saying "refused"); one that ran was
+// already closed the way its peers closed it (hbone.Pipe).
+func (e *Env) end(c net.Conn, r *connRecord, err error) {
+	if _, ok := refused(err); ok {
+		reset(c)
+	}
+	e.record(r, err)
 }
 
 func orUnknown(s string) string {
