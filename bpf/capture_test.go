@@ -191,7 +191,12 @@ func listen(t *testing.T, nsPath, addr string, transparent bool) net.Listener {
 		lc.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+				// As the agent's (proxy.ListenTransparent): transparent,
+				// with the agent's mark.
+				serr = errors.Join(
+					unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1),
+					unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(MarkSkip)),
+				)
 			})
 			return errors.Join(err, serr)
 		}

@@ -121,17 +121,16 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	// The agents first release every pod (new connections go direct), so
 	// none waits for an agent that is going away; a node not yet released
 	// may still tunnel to a released pod, whose node keeps accepting
-	// tunnels while it drains. Known issue (docs/operations.md, Uninstall):
-	// for a minute or two after the release some new direct connections
-	// stall (up to 2 % of requests in our runs, mostly productpage ->
-	// details); more than 5 % is a regression.
-	knownIssueBound := func(what string, res loadResult) {
+	// tunnels while it drains. A released pod's direct connections may
+	// reuse the 4-tuples of the agents' recent connections: nothing the
+	// agents leave on the node may stand in their way (docs/node-agent.md).
+	noFailure := func(what string, res loadResult) {
 		t.Helper()
-		if res.ok < 20 || (res.failed+res.degraded)*20 > res.ok+res.failed {
-			t.Errorf("requests %s: %s, want at most 5 %% failed or degraded", what, res)
+		if res.failed+res.degraded > 0 || res.ok < 20 {
+			t.Errorf("requests %s: %s, want no failure", what, res)
 		}
 	}
-	knownIssueBound("during the uninstall", res)
+	noFailure("during the uninstall", res)
 	for _, want := range []string{"cleaned", "weft-base", "kept"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("uninstall summary lacks %q", want)
@@ -154,13 +153,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	res = stopLoad(t)
 	t.Logf("Bookinfo after uninstall (plaintext): %s", res)
-	knownIssueBound("after the uninstall", res)
-	eventually(t, "a whole productpage after uninstall", 30*time.Second, func() error {
-		if page := e.productpage(t, ""); !strings.Contains(page, "Book Reviews") {
-			return fmt.Errorf("productpage: %s", pageSummary(page))
-		}
-		return nil
-	})
+	noFailure("after the uninstall", res)
 }
 
 // installStatus is a row of weftctl install -o json.

@@ -36,7 +36,7 @@ type Identities interface {
 
 // ListenTransparent listens on addr with IP_TRANSPARENT set, so that accept()
 // of a connection steered by the capture programs sees the original
-// destination as the local address.
+// destination as the local address, and with the agent's mark.
 func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		return setSockopt(c, func(fd int) error {
@@ -48,7 +48,11 @@ func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
 			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 				return fmt.Errorf("SO_REUSEPORT: %w", err)
 			}
-			return nil
+			// Accepted sockets inherit the agent's mark: they answer from
+			// the original destination (not the node's address), so the
+			// notrack table (bpf.Notrack) keeps their packets out of
+			// conntrack, as the captured packets they answer are.
+			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough)
 		})
 	}}
 	ln, err := lc.Listen(ctx, "tcp", addr)
@@ -121,7 +125,13 @@ func dialFrom(ctx context.Context, log *slog.Logger, src netip.Addr, dst netip.A
 					if err := unix.SetsockoptInt(fd, lvl, tr, 1); err != nil {
 						return fmt.Errorf("IP_TRANSPARENT: %w", err)
 					}
-					return unix.SetsockoptInt(fd, lvl, fb, 1)
+					if err := unix.SetsockoptInt(fd, lvl, fb, 1); err != nil {
+						return err
+					}
+					// The agent's own mark: with a source that is not the
+					// node's, the notrack table (bpf.Notrack) keeps the
+					// delivery out of conntrack, whose replies are captured.
+					return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough)
 				})
 			},
 		}
