@@ -131,6 +131,33 @@ func (s *Snapshot) ServiceByVIP(vip netip.AddrPort) *Service {
 	return s.addr.byVIP[netip.AddrPortFrom(vip.Addr().Unmap(), vip.Port())]
 }
 
+// ServiceServing guesses the Service a connection to w's targetPort came
+// through, for a destination that only sees the pod address (a tunnel's
+// :authority, a plaintext connection after kube-proxy's DNAT): a Service
+// selecting w with a port whose target port is targetPort. Several match:
+// the smallest name, so every agent reports the same one. nil: none (as
+// Istio's ztunnel guesses the inbound service).
+func (s *Snapshot) ServiceServing(w *Workload, targetPort uint16) *Service {
+	var best *Service
+	for name, pl := range w.Proto.GetServices() {
+		svc := s.addr.services[name]
+		if svc == nil || (best != nil && best.Name < name) {
+			continue
+		}
+		for _, p := range pl.GetPorts() {
+			target := p.GetTargetPort()
+			if target == 0 {
+				target = p.GetServicePort()
+			}
+			if target == uint32(targetPort) && svc.HasPort(uint16(p.GetServicePort())) {
+				best = svc
+				break
+			}
+		}
+	}
+	return best
+}
+
 // WorkloadsOfService returns the workloads a service selects (any health),
 // sorted by name.
 func (s *Snapshot) WorkloadsOfService(name string) []*Workload {

@@ -606,3 +606,43 @@ func TestPolicyFollowsTheSnapshot(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+func TestServiceServing(t *testing.T) {
+	w := &workloadv1.Workload{Uid: "w", Name: "w", Namespace: "ns", Addresses: []string{"10.0.0.1"},
+		Services: map[string]*workloadv1.PortList{
+			"ns/b.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}}},
+			"ns/a.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}},
+			"ns/gone.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 7070}}},
+		}}
+	svc := func(host string, ports ...uint32) *workloadv1.Address {
+		s := &workloadv1.Service{Name: host[:1], Namespace: "ns", Hostname: host}
+		for _, p := range ports {
+			s.Ports = append(s.Ports, &workloadv1.Port{ServicePort: p})
+		}
+		return &workloadv1.Address{Type: &workloadv1.Address_Service{Service: s}}
+	}
+	s := NewStore(Options{})
+	if err := s.Handle(AddressType, map[string]proto.Message{
+		"w": &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}},
+		"ns/a.ns.svc.cluster.local": svc("a.ns.svc.cluster.local", 80, 9090),
+		"ns/b.ns.svc.cluster.local": svc("b.ns.svc.cluster.local", 80),
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.Snapshot()
+	wl := snap.Workload("w")
+	for port, want := range map[uint16]string{
+		8080: "a.ns.svc.cluster.local", // both target it: the smallest name
+		9090: "a.ns.svc.cluster.local", // target port 0: the service port
+		80:   "",                       // a service port, not a target port
+		7070: "",                       // its service is not in the snapshot
+	} {
+		got := ""
+		if svc := snap.ServiceServing(wl, port); svc != nil {
+			got = svc.Proto.GetHostname()
+		}
+		if got != want {
+			t.Errorf("ServiceServing(w, %d) = %q, want %q", port, got, want)
+		}
+	}
+}

@@ -166,6 +166,7 @@ func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *
 		return in.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
+	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
 	// The client authorized the identity presented on this connection; the
 	// stream may only reach a workload with that identity.
 	if presented := in.localWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
@@ -238,6 +239,7 @@ func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down h
 		return res
 	}
 	r.Dest = workloadInfo(w)
+	r.Service = servingService(snap, w, dst.Port(), r.Service)
 	var up *net.TCPConn
 	up, res.verdict, res.err = in.admit(ctx, snap, w, src.Addr(), dst, srcW.Identity)
 	r.verdict = res.verdict

@@ -75,6 +75,7 @@ func (e *Env) deliverPlaintext(ctx context.Context, c net.Conn, snap *config.Sna
 		return e.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
+	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
 	up, v, err := e.admit(ctx, snap, w, src.Addr(), dst, spiffeid.ID{})
 	rec.verdict = v
 	if err != nil {

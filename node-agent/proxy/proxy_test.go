@@ -136,7 +136,9 @@ func TestOutboundHBONEEndToEnd(t *testing.T) {
 		t.Fatalf("destination saw sources %v, want the original client %s", srcs, podA.ip)
 	}
 	principalA := "spiffe://cluster.local/ns/default/sa/a"
-	dstLabels := map[string]string{"reporter": "destination", "source_principal": principalA, "source_workload": "a",
+	// The client addressed b's pod IP: the source reports no service; the
+	// destination guesses it from the target port (as ztunnel does).
+	dstLabels := map[string]string{"reporter": "destination", "destination_service": svcHost, "source_principal": principalA, "source_workload": "a",
 		"source_workload_namespace": "default", "destination_workload": "b", "destination_workload_namespace": "b",
 		"destination_principal": "spiffe://cluster.local/ns/b/sa/b", "connection_security_policy": "mutual_tls", "response_flags": "-"}
 	eventually(t, "inbound close counted", func() bool {
@@ -181,6 +183,12 @@ func TestOutboundServiceVIP(t *testing.T) {
 	eventually(t, "service label", func() bool {
 		return counter(t, m.a.reg, "istio_tcp_connections_closed_total",
 			map[string]string{"destination_service": svcHost, "destination_workload": "b", "reporter": "source"}) == 3
+	})
+	// The destination only sees b's address (the tunnel's :authority) and
+	// reports the same service.
+	eventually(t, "service label at the destination", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total",
+			map[string]string{"destination_service": svcHost, "destination_workload": "b", "reporter": "destination"}) == 3
 	})
 	// A declared service port nobody serves: no endpoint, connection reset.
 	if got, err := roundTrip(m.fromA(t, ap(vip, 8080)), "x"); err == nil && got != "" {

@@ -288,6 +288,19 @@ func (e *Env) end(c net.Conn, r *connRecord, err error) {
 	e.record(r, err)
 }
 
+// servingService is the destination_service a destination reports for a
+// connection to w's port: the Service the client addressed when the caller
+// knows it (in-process paths), else the snapshot's guess; "" if none.
+func servingService(snap *config.Snapshot, w *config.Workload, port uint16, addressed string) string {
+	if addressed != "" {
+		return addressed
+	}
+	if svc := snap.ServiceServing(w, port); svc != nil {
+		return svc.Proto.GetHostname()
+	}
+	return ""
+}
+
 func orUnknown(s string) string {
 	if s == "" {
 		return unknown
