@@ -184,13 +184,14 @@ func wantReleases(t *testing.T, st []installStatus, revision int) {
 }
 
 // meshConnections checks that node's agent counted connections from curl
-// to productpage as mutual TLS, identified by curl's SPIFFE ID.
+// to productpage as mutual TLS, identified by curl's SPIFFE ID, to the
+// productpage Service (the destination sees only the pod address).
 func (e *env) meshConnections(node string) error {
 	m, err := e.agentMetrics(node)
 	if err != nil {
 		return err
 	}
-	want := regexp.MustCompile(`istio_tcp_connections_opened_total\{[^}]*connection_security_policy="mutual_tls"[^}]*destination_workload="productpage-v1"[^}]*reporter="destination"[^}]*source_principal="spiffe://cluster.local/ns/default/sa/curl"[^}]*\} [1-9]`)
+	want := regexp.MustCompile(`istio_tcp_connections_opened_total\{[^}]*connection_security_policy="mutual_tls"[^}]*destination_service="productpage.default.svc.cluster.local"[^}]*destination_workload="productpage-v1"[^}]*reporter="destination"[^}]*source_principal="spiffe://cluster.local/ns/default/sa/curl"[^}]*\} [1-9]`)
 	if !want.MatchString(m) {
 		return fmt.Errorf("%s counts no mTLS connection curl -> productpage:\n%s", node, grepLines(m, "istio_tcp_connections_opened_total"))
 	}
