@@ -165,6 +165,8 @@ func Run(ctx context.Context, cfg Config) error {
 	inbound := &proxy.Inbound{Env: env}
 	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.HBONEPort, Local: inbound}
 	plaintext := &proxy.InboundPlaintext{Env: env}
+	// Open connections follow policy changes (superseded or not).
+	go env.RecheckOnChange(ctx)
 	defer outbound.Close()
 	defer inbound.Close()
 	defer plaintext.Close()

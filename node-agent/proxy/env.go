@@ -29,6 +29,9 @@ type Env struct {
 	Logger *slog.Logger
 	// DialTimeout bounds connects to destinations and tunnels (default 10 s).
 	DialTimeout time.Duration
+
+	// admitted are the live connections policy allowed (Recheck).
+	admitted admittedSet
 }
 
 func (e *Env) log() *slog.Logger { return orDiscard(e.Logger) }

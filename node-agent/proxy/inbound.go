@@ -173,26 +173,29 @@ func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *
 		return &refusal{Flag: FlagDenied, Status: http.StatusForbidden,
 			Cause: fmt.Errorf("tunnel was opened to %s but :authority %s belongs to %s", req.LocalAddr, dst, w.Identity)}
 	}
-	up, v, err := in.admit(ctx, snap, w, src, dst, req.Peer)
+	a, v, err := in.admit(ctx, snap, w, src, dst, req.Peer)
 	rec.verdict = v
 	if err != nil {
 		return err
 	}
+	defer in.admitted.remove(a)
 	st, err := req.Accept()
 	if err != nil {
-		up.Close()
+		a.up.Close()
 		return &refusal{Flag: FlagUpstreamFailure, Cause: err}
 	}
 	in.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(st, up)
-	return err
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(st, a.up)
+	return a.result(err)
 }
 
 // admit checks policy, with the snapshot w was found in, for a connection
 // from src (authenticated as peer, zero for plaintext) to the local
 // workload w at dst and dials the pod. It returns the policy verdict and,
-// on failure, a refusal carrying the HBONE status.
-func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*net.TCPConn, verdict, error) {
+// on failure, a refusal carrying the HBONE status. An admitted connection
+// is rechecked on policy changes (Recheck) until the caller removes it
+// from e.admitted.
+func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*admitted, verdict, error) {
 	ns := ""
 	if !peer.IsZero() {
 		ns = namespaceOf(peer)
@@ -212,7 +215,9 @@ func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Worklo
 	if err != nil {
 		return nil, v, &refusal{Flag: FlagUpstreamFailure, Status: http.StatusServiceUnavailable, Cause: fmt.Errorf("connecting to %s: %w", dst, err)}
 	}
-	return up, v, nil
+	a := &admitted{up: up, dst: w.Name, src: src, dstAP: dst, principal: principal(peer), namespace: ns}
+	e.admitted.add(a)
+	return a, v, nil
 }
 
 // localResult is what the in-process inbound half tells the outbound one:
@@ -240,14 +245,16 @@ func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down h
 	}
 	r.Dest = workloadInfo(w)
 	r.Service = servingService(snap, w, dst.Port(), r.Service)
-	var up *net.TCPConn
-	up, res.verdict, res.err = in.admit(ctx, snap, w, src.Addr(), dst, srcW.Identity)
+	var a *admitted
+	a, res.verdict, res.err = in.admit(ctx, snap, w, src.Addr(), dst, srcW.Identity)
 	r.verdict = res.verdict
 	if res.err != nil {
 		return res
 	}
+	defer in.admitted.remove(a)
 	in.Metrics.open(r)
-	res.recv, res.sent, res.err = hbone.Pipe(down, up)
+	res.recv, res.sent, res.err = hbone.Pipe(down, a.up)
+	res.err = a.result(res.err)
 	r.RecvBytes, r.SentBytes = res.recv, res.sent
 	return res
 }

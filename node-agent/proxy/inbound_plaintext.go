@@ -76,12 +76,13 @@ func (e *Env) deliverPlaintext(ctx context.Context, c net.Conn, snap *config.Sna
 	}
 	rec.Dest = workloadInfo(w)
 	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
-	up, v, err := e.admit(ctx, snap, w, src.Addr(), dst, spiffeid.ID{})
+	a, v, err := e.admit(ctx, snap, w, src.Addr(), dst, spiffeid.ID{})
 	rec.verdict = v
 	if err != nil {
 		return err
 	}
+	defer e.admitted.remove(a)
 	e.Metrics.open(rec)
-	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(stream(c), up)
-	return err
+	rec.RecvBytes, rec.SentBytes, err = hbone.Pipe(stream(c), a.up)
+	return a.result(err)
 }

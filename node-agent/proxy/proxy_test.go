@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -464,5 +465,42 @@ func TestInboundSourceWithoutBaggageIsThePeer(t *testing.T) {
 				return counter(t, m.b.reg, "istio_tcp_connections_opened_total", labels) == 1
 			})
 		})
+	}
+}
+
+// TestPolicyChangeClosesDeniedConnections: a policy that now denies an open
+// connection closes it (both ends, as an RST), recorded as denied; one it
+// still allows stays open; a connection opened after the change is refused.
+func TestPolicyChangeClosesDeniedConnections(t *testing.T) {
+	m := newMesh(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.b.env.RecheckOnChange(ctx)
+
+	fromA := m.fromA(t, m.echoB.addr)                                  // default/sa/a: to be denied
+	fromC := m.dsts.connect(t, m.a.outLn.Addr(), podC.ip, m.echoB.addr) // default/sa/c: still allowed
+	echoLine(t, fromA, "before")
+	echoLine(t, fromC, "before")
+	eventually(t, "both connections admitted at node-b", func() bool { return len(m.b.env.admitted.list()) == 2 })
+
+	setPolicies(t, m.store, principalDeny("b", "deny-a", "cluster.local/ns/default/sa/a"))
+	fromA.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := fromA.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("a's connection to b after the deny policy: read %d, %v; want a reset", n, err)
+	}
+	eventually(t, "closed as denied", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total",
+			map[string]string{"reporter": "destination", "destination_workload": "b", "response_flags": FlagDenied}) == 1
+	})
+	if v := counter(t, m.b.reg, "weft_node_agent_policy_revoked_connections_total", nil); v != 1 {
+		t.Errorf("revoked connections counted %v, want 1", v)
+	}
+	eventually(t, "the access log says why", func() bool {
+		log := m.b.log.String()
+		return strings.Contains(log, "since a policy change") && strings.Contains(log, `"policy.decision":"deny"`)
+	})
+	echoLine(t, fromC, "still allowed")
+	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "after"); err == nil && got == "after" {
+		t.Fatal("a new connection from a passed the deny policy")
 	}
 }

@@ -48,6 +48,7 @@ var metricLabels = []string{
 type Metrics struct {
 	opened, closed, sent, received *prometheus.CounterVec
 	forwardedIgnoredTotal          prometheus.Counter
+	revokedTotal                   prometheus.Counter
 	// active maps *connRecord to the Connection captured when it opened
 	// (immutable, so readers never race with the proxying goroutine).
 	active sync.Map
@@ -113,13 +114,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		received: mk("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
 		forwardedIgnoredTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_node_agent_forwarded_ignored_total",
 			Help: "HBONE streams whose Forwarded address was ignored because the tunnel's peer may not speak for it (see docs/security)."}),
+		revokedTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_node_agent_policy_revoked_connections_total",
+			Help: "Open connections closed because a policy change denies them."}),
 	}
-	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.forwardedIgnoredTotal} {
+	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.forwardedIgnoredTotal, m.revokedTotal} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) revokedConn() {
+	if m != nil {
+		m.revokedTotal.Inc()
+	}
 }
 
 func (m *Metrics) forwardedIgnored() {
@@ -236,8 +245,9 @@ func verdictOf(d policy.Decision) verdict {
 }
 
 // refusal is a handler's result for a connection the proxy refused or
-// could not set up: no byte crossed it. Any other non-nil result is the
-// error that ended a connection that did run (hbone.Pipe's).
+// could not set up (no byte crossed it), or closed because a policy change
+// denies it (errRevoked). Any other non-nil result is the error that ended
+// a connection that did run (hbone.Pipe's).
 type refusal struct {
 	// Flag is the response flag (FlagDenied, FlagUpstreamFailure, ...).
 	Flag string
@@ -273,6 +283,10 @@ func (e *Env) notHere(dst netip.Addr) error {
 func (e *Env) record(r *connRecord, err error) {
 	if rf, ok := refused(err); ok {
 		r.Flags = rf.Flag
+	}
+	var rv *errRevoked
+	if errors.As(err, &rv) { // the verdict that ended it, not the one that let it in
+		r.verdict = verdictOf(rv.Decision)
 	}
 	r.Err = err
 	finish(e.Metrics, e.AccessLog, r)
