@@ -610,8 +610,8 @@ func TestPolicyFollowsTheSnapshot(t *testing.T) {
 func TestServiceServing(t *testing.T) {
 	w := &workloadv1.Workload{Uid: "w", Name: "w", Namespace: "ns", Addresses: []string{"10.0.0.1"},
 		Services: map[string]*workloadv1.PortList{
-			"ns/b.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}}},
-			"ns/a.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}},
+			"ns/b.ns.svc.cluster.local":    {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}}},
+			"ns/a.ns.svc.cluster.local":    {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}, {ServicePort: 9090}}},
 			"ns/gone.ns.svc.cluster.local": {Ports: []*workloadv1.Port{{ServicePort: 7070}}},
 		}}
 	svc := func(host string, ports ...uint32) *workloadv1.Address {
@@ -623,7 +623,7 @@ func TestServiceServing(t *testing.T) {
 	}
 	s := NewStore(Options{})
 	if err := s.Handle(AddressType, map[string]proto.Message{
-		"w": &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}},
+		"w":                         &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}},
 		"ns/a.ns.svc.cluster.local": svc("a.ns.svc.cluster.local", 80, 9090),
 		"ns/b.ns.svc.cluster.local": svc("b.ns.svc.cluster.local", 80),
 	}, nil); err != nil {

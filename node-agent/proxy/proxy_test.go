@@ -477,7 +477,7 @@ func TestPolicyChangeClosesDeniedConnections(t *testing.T) {
 	defer cancel()
 	go m.b.env.RecheckOnChange(ctx)
 
-	fromA := m.fromA(t, m.echoB.addr)                                  // default/sa/a: to be denied
+	fromA := m.fromA(t, m.echoB.addr)                                   // default/sa/a: to be denied
 	fromC := m.dsts.connect(t, m.a.outLn.Addr(), podC.ip, m.echoB.addr) // default/sa/c: still allowed
 	echoLine(t, fromA, "before")
 	echoLine(t, fromC, "before")
