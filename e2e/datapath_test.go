@@ -53,6 +53,8 @@ var matrixPaths = []matrixPath{
 		istio: map[string]istioCell{"source-ip": {"server saw another address", "Istio ambient keeps the client's " +
 			"address between node proxies only: through a waypoint the server sees the waypoint's address " +
 			"(ztunnel's inbound connects from the HBONE peer's address, here the waypoint's)"}}},
+	{name: "unenrolled into PERMISSIVE", ns: "mx-plain", pod: "client", host: "probe.mx-mesh", role: meshPath,
+		proof: []string{`connection_security_policy="none"`, `destination_workload_namespace="mx-mesh"`, `source_workload="client"`}},
 	{name: "unenrolled into STRICT", ns: "mx-plain", pod: "client", host: "probe.mx-strict", role: refused,
 		proof: []string{`connection_security_policy="none"`, `destination_workload_namespace="mx-strict"`, `response_flags="DENY"`}},
 }
