@@ -31,16 +31,18 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
-// Mark bits set on skb->mark. They avoid kube-proxy's 0x4000/0x8000 and
-// Cilium's 0xf00. Keep in sync with capture.c.
+// Mark bits set on skb->mark (pkg/mesh defines them; capture.c's
+// WEFT_MARK_* must match, see TestMarksMatchCaptureC).
 const (
 	// MarkCapture is set on every captured packet; PolicyRouting delivers
 	// packets carrying it locally.
-	MarkCapture uint32 = 0x1000
+	MarkCapture uint32 = mesh.MarkCapture
 	// MarkSkip on a packet means "never capture" (the agent's own traffic).
-	MarkSkip uint32 = 0x2000
+	MarkSkip uint32 = mesh.MarkSkip
 )
 
 // Enrolment flags stored in the enrolment maps. Keep in sync with capture.c.
@@ -50,13 +52,6 @@ const (
 	// FlagDraining keeps steering connections the proxy already owns but
 	// lets new ones go direct (first step of the two-step unenrol).
 	FlagDraining uint32 = 0x2
-)
-
-// Default proxy ports (same numbers as Istio).
-const (
-	DefaultOutboundPort uint16 = 15001
-	DefaultInboundPort  uint16 = 15006
-	DefaultHBONEPort    uint16 = 15008
 )
 
 // proxy_listeners keys. Keep in sync with capture.c.

@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
 
@@ -438,7 +439,7 @@ func (tp *topo) loadCapture(t *testing.T, uplink int, veths ...int) *Capture {
 		if c, err = Load(tp.pinDir); err != nil {
 			return err
 		}
-		errs := []error{c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)}
+		errs := []error{c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort)}
 		for _, v := range veths {
 			errs = append(errs, c.AttachOutbound(v))
 		}
@@ -479,7 +480,7 @@ func TestCaptureNetns(t *testing.T) {
 			return err
 		}
 		return errors.Join(
-			c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
+			c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort),
 			c.AttachOutbound(wh1),
 			c.AttachOutbound(wh2),
 			c.AttachInbound(wu),
@@ -609,7 +610,7 @@ func TestCaptureNetns(t *testing.T) {
 	expectNone(t, tp.podHbGot, "pod-hbone")
 
 	t.Log("HBONE port 0: 15008 is a plaintext port like any other")
-	inNode("hbone port 0", func() error { return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, 0) })
+	inNode("hbone port 0", func() error { return c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, 0) })
 	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "proxy-inbound" {
 		t.Fatalf("inbound to 15008 with HBONE port 0: answered by %q, want proxy-inbound", who)
 	}
@@ -617,7 +618,7 @@ func TestCaptureNetns(t *testing.T) {
 	expectNone(t, tp.hbGot, "hbone")
 	expectNone(t, tp.podHbGot, "pod-hbone")
 	inNode("hbone port back", func() error {
-		return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)
+		return c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort)
 	})
 
 	t.Log("agent restart: reopen pins, update links in place")
@@ -741,7 +742,7 @@ func TestCaptureClsactNetns(t *testing.T) {
 			}
 			c.legacyTC = true
 			return errors.Join(
-				c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort),
+				c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort),
 				c.AttachOutbound(tp.wh1),
 				DefaultPolicyRouting().Install(),
 			)
@@ -869,14 +870,14 @@ func TestCaptureFailClosedNetns(t *testing.T) {
 	}
 	t.Log("outbound port 0 (capture disabled): fail open")
 	tp.inNode(t, "outbound port 0", func() error {
-		return c.SetProxyPorts(0, DefaultInboundPort, DefaultHBONEPort)
+		return c.SetProxyPorts(0, mesh.InboundPlaintextPort, mesh.HBONEPort)
 	})
 	if _, who := dial(t, tp.pod, "10.200.0.1:80"); who != "server" {
 		t.Fatalf("outbound capture disabled: answered by %q, want server", who)
 	}
 	<-tp.srvGot
 	tp.inNode(t, "outbound port back", func() error {
-		return c.SetProxyPorts(DefaultOutboundPort, DefaultInboundPort, DefaultHBONEPort)
+		return c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort)
 	})
 	expectHeldBack(t, tp.pod, "10.200.0.1:80")
 	t.Log("outbound listener back: the retransmitted SYN is captured")

@@ -7,6 +7,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // PolicyRouting delivers captured packets locally. bpf_sk_assign does not
@@ -30,10 +32,11 @@ type PolicyRouting struct {
 	Priority int
 }
 
-// DefaultPolicyRouting uses MarkCapture, table 1500 and rule priority 1500
-// (after the local table at 0, before main at 32766).
+// DefaultPolicyRouting uses MarkCapture, table mesh.PolicyTable and rule
+// priority mesh.PolicyPriority (after the local table at 0, before main at
+// 32766).
 func DefaultPolicyRouting() PolicyRouting {
-	return PolicyRouting{Mark: MarkCapture, Table: 1500, Priority: 1500}
+	return PolicyRouting{Mark: MarkCapture, Table: mesh.PolicyTable, Priority: mesh.PolicyPriority}
 }
 
 func (p PolicyRouting) rule() *netlink.Rule {

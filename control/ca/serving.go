@@ -16,7 +16,7 @@ import (
 )
 
 // ServingCertificate issues a TLS server certificate for weft-control's own
-// listener (15012) with a fresh in-memory ECDSA P-256 key. dnsNames are the
+// listener (mesh.XDSPort) with a fresh in-memory ECDSA P-256 key. dnsNames are the
 // names clients dial (e.g. weft-control.weft-system.svc); an entry that
 // parses as an IP address becomes an IP SAN. ttl 0 means the default
 // workload lifetime; it is capped at MaxTTL and at the CA's expiry. The

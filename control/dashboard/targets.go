@@ -18,12 +18,12 @@ import (
 	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Where the proxies serve Prometheus metrics (node-agent/cmd/weft-node-agent
 // and waypoint/cmd/weft-waypoint, both pkg/admin.Metrics).
 const (
-	MetricsPort = 15020
 	MetricsPath = "/metrics"
 )
 
@@ -55,7 +55,7 @@ func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string, owners Owners)
 			continue
 		}
 		t := Target{Namespace: p.Namespace, Pod: p.Name, Node: p.Spec.NodeName,
-			URL: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(MetricsPort)) + MetricsPath}
+			URL: "http://" + net.JoinHostPort(p.Status.PodIP, strconv.Itoa(mesh.MetricsPort)) + MetricsPath}
 		if p.Namespace == nodeAgentNS && p.Spec.ServiceAccountName == nodeAgentSA && controllerIs(p, appsv1.GroupName, "DaemonSet") {
 			t.Kind = KindNodeAgent
 		} else if gw, ok := owners.waypointOf(p); ok {

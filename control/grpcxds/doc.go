@@ -14,7 +14,7 @@
 // and Output.GRPC goes into an xds.Server's "grpc" node group with
 // SetWaypointSnapshots, as control/server does.
 //
-// The xds.Server is served the way control/server.Run serves it on 15012:
+// The xds.Server is served the way control/server.Run serves it (mesh.XDSPort):
 // TLS with a serving certificate for weft-control's Service names issued by
 // the CA's root (ca.LoadOrCreateRoot, ca.NewServingRotator), and every
 // stream authenticated by the bearer-token interceptor (a copy of
@@ -28,7 +28,7 @@
 // call_creds "jwt_token_file" sending the token (gRFC A97; grpc-go needs
 // GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS=true). grpc-go reads both
 // variables at process start, so TestMain re-runs the test binary with them
-// set. server_uri is weft-control.weft-system.svc:15012 (the name TLS
+// set. server_uri is mesh.ControlAddress() (the name TLS
 // verifies) through a test resolver standing in for cluster DNS. The client
 // dials xds:///greeter.default.svc.cluster.local:50051 and checks: without
 // x-user every call reaches v1, with x-user: jason every call reaches v2;

@@ -18,6 +18,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 const kindDR = "DestinationRule"
@@ -35,11 +36,7 @@ type clusterRef struct {
 	subset string
 }
 
-func clusterName(fqdn string, port uint32, subset string) string {
-	return fmt.Sprintf("outbound|%d|%s|%s", port, subset, fqdn)
-}
-
-func (r clusterRef) name() string { return clusterName(r.svc.fqdn, r.port, r.subset) }
+func (r clusterRef) name() string { return mesh.OutboundCluster(r.svc.fqdn, r.port, r.subset) }
 
 // indexDestinationRules picks one DestinationRule per host: the oldest.
 func (t *translator) indexDestinationRules(drs []*networkingv1.DestinationRule) {
@@ -411,7 +408,7 @@ func (t *translator) endpointMetadata(w *workloadv1.Workload) *corev3.Metadata {
 	if w.CanonicalRevision != "" {
 		fields["version"] = structpb.NewStringValue(w.CanonicalRevision)
 	}
-	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{metadataNamespace: {Fields: fields}}}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{mesh.MetadataNamespace: {Fields: fields}}}
 }
 
 func spiffeID(td, ns, sa string) string {

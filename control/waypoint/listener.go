@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // served is what one waypoint serves.
@@ -58,7 +59,7 @@ func (t *translator) buildWaypoints() map[string]*Resources {
 
 func (t *translator) waypointResources(key string, s *served) *Resources {
 	res := &Resources{}
-	l := &listenerv3.Listener{Name: listenerName, Address: socketAddress("0.0.0.0", hbonePort)}
+	l := &listenerv3.Listener{Name: mesh.WaypointListener, Address: socketAddress("0.0.0.0", mesh.HBONEPort)}
 	refs := map[string]clusterRef{}
 	for _, svc := range s.services {
 		for _, p := range svc.ports {

@@ -156,11 +156,8 @@ type Output struct {
 
 // Names shared with the contract (waypoint/README.md).
 const (
-	listenerName        = "waypoint"
 	passthroughCluster  = "passthrough"
 	workloadChainPrefix = "workload|"
-	hbonePort           = 15008
-	metadataNamespace   = "weft"
 
 	filterFault  = "envoy.filters.http.fault"
 	filterCORS   = "envoy.filters.http.cors"

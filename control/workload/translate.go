@@ -117,8 +117,6 @@ const (
 	// IstioWaypointGatewayClass is Istio's waypoint class, accepted too so
 	// that manifests written for Istio ambient work unchanged.
 	IstioWaypointGatewayClass = "istio-waypoint"
-	// HBONEPort is where node agents and waypoints accept HBONE.
-	HBONEPort = 15008
 )
 
 // Translate converts the cluster snapshot into workload-discovery resources.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -31,7 +32,7 @@ func (w *waypoint) address(domainSuffix string) *workloadv1.GatewayAddress {
 		Destination: &workloadv1.GatewayAddress_Hostname{
 			Hostname: w.namespace + "/" + w.name + "." + w.namespace + ".svc." + domainSuffix,
 		},
-		HboneMtlsPort: HBONEPort,
+		HboneMtlsPort: mesh.HBONEPort,
 	}
 }
 
@@ -60,7 +61,7 @@ func (t *translator) indexWaypoints(gws []*gatewayv1.Gateway) {
 
 func (t *translator) setAllowedRoutes(w *waypoint, gw *gatewayv1.Gateway) {
 	for _, l := range gw.Spec.Listeners {
-		if l.Protocol != "HBONE" || l.Port != HBONEPort {
+		if l.Protocol != "HBONE" || l.Port != mesh.HBONEPort {
 			continue
 		}
 		if l.AllowedRoutes == nil || l.AllowedRoutes.Namespaces == nil || l.AllowedRoutes.Namespaces.From == nil {

@@ -10,6 +10,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,7 +58,7 @@ func firstDelta(t *testing.T, addr, caller, nodeID string) (*discovery.DeltaDisc
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: nodeID}, TypeUrl: ListenerType}); err != nil {
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: nodeID}, TypeUrl: resourcev3.ListenerType}); err != nil {
 		return nil, err
 	}
 	return st.Recv()
@@ -121,7 +122,7 @@ func TestClientsNameTheCallersNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "grpc~claims-weft-system"}, TypeUrl: ListenerType}); err != nil {
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "grpc~claims-weft-system"}, TypeUrl: resourcev3.ListenerType}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the stream listed with its caller's namespace", func() error {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
@@ -74,7 +75,7 @@ func TestClientsReportAckedVersions(t *testing.T) {
 	_ = agent
 
 	// A waypoint: Envoy types of its group.
-	deltaClient(ctx, t, conn, "waypoint~default/wp~wp-0", ListenerType, RouteType, ClusterType, EndpointType)
+	deltaClient(ctx, t, conn, "waypoint~default/wp~wp-0", resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType)
 	wp := wantSynced(t, s, "waypoint~default/wp~wp-0", true)
 	if wp.Types[0].Latest != s.WaypointVersion("default/wp") {
 		t.Fatalf("waypoint status %+v", wp)

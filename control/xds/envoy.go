@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -19,14 +18,8 @@ import (
 	gcplog "github.com/envoyproxy/go-control-plane/pkg/log"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
-)
 
-// Type URLs of the Envoy resources served to waypoints and proxyless gRPC.
-const (
-	ListenerType = resourcev3.ListenerType
-	RouteType    = resourcev3.RouteType
-	ClusterType  = resourcev3.ClusterType
-	EndpointType = resourcev3.EndpointType
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Node groups (see waypoint/README.md, "Identity and connection").
@@ -64,19 +57,16 @@ type Resources struct {
 // waypoint~<ns>/<name>~<pod> -> "<ns>/<name>", gateway~<ns>/<sa>~<pod> ->
 // "gateway:<ns>/<sa>", grpc~... -> "grpc", anything else -> "" (empty).
 func NodeGroup(id string) string {
-	for _, k := range [...]struct{ prefix, group string }{{"waypoint~", ""}, {"gateway~", GatewayGroupPrefix}} {
-		rest, ok := strings.CutPrefix(id, k.prefix)
-		if !ok {
-			continue
-		}
-		key, _, _ := strings.Cut(rest, "~")
-		ns, name, ok := strings.Cut(key, "/")
-		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return GroupNone
-		}
-		return k.group + key
+	n, err := mesh.ParseNodeID(id)
+	if err != nil {
+		return GroupNone
 	}
-	if strings.HasPrefix(id, "grpc~") {
+	switch n.Kind {
+	case mesh.KindWaypoint:
+		return n.Key()
+	case mesh.KindGateway:
+		return GatewayGroup(n.Key())
+	case mesh.KindGRPC:
 		return GroupGRPC
 	}
 	return GroupNone
@@ -133,22 +123,22 @@ func (s *Server) snapshotCache(group string) cache.SnapshotCache {
 
 func envoyResources(r Resources) map[resourcev3.Type][]types.Resource {
 	out := map[resourcev3.Type][]types.Resource{
-		ListenerType: make([]types.Resource, 0, len(r.Listeners)),
-		RouteType:    make([]types.Resource, 0, len(r.Routes)),
-		ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
-		EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
+		resourcev3.ListenerType: make([]types.Resource, 0, len(r.Listeners)),
+		resourcev3.RouteType:    make([]types.Resource, 0, len(r.Routes)),
+		resourcev3.ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
+		resourcev3.EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
 	}
 	for _, l := range r.Listeners {
-		out[ListenerType] = append(out[ListenerType], l)
+		out[resourcev3.ListenerType] = append(out[resourcev3.ListenerType], l)
 	}
 	for _, rc := range r.Routes {
-		out[RouteType] = append(out[RouteType], rc)
+		out[resourcev3.RouteType] = append(out[resourcev3.RouteType], rc)
 	}
 	for _, c := range r.Clusters {
-		out[ClusterType] = append(out[ClusterType], c)
+		out[resourcev3.ClusterType] = append(out[resourcev3.ClusterType], c)
 	}
 	for _, e := range r.Endpoints {
-		out[EndpointType] = append(out[EndpointType], e)
+		out[resourcev3.EndpointType] = append(out[resourcev3.EndpointType], e)
 	}
 	return out
 }
@@ -170,16 +160,16 @@ func fingerprint(r Resources) (string, int) {
 		all = append(all, named{typ + "\x00" + name, b})
 	}
 	for _, l := range r.Listeners {
-		add(ListenerType, l.GetName(), l)
+		add(resourcev3.ListenerType, l.GetName(), l)
 	}
 	for _, rc := range r.Routes {
-		add(RouteType, rc.GetName(), rc)
+		add(resourcev3.RouteType, rc.GetName(), rc)
 	}
 	for _, c := range r.Clusters {
-		add(ClusterType, c.GetName(), c)
+		add(resourcev3.ClusterType, c.GetName(), c)
 	}
 	for _, e := range r.Endpoints {
-		add(EndpointType, e.GetClusterName(), e)
+		add(resourcev3.EndpointType, e.GetClusterName(), e)
 	}
 	slices.SortFunc(all, func(a, b named) int { return cmp.Compare(a.key, b.key) })
 	h := sha256.New()

@@ -16,6 +16,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -24,7 +25,7 @@ import (
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
-var envoyTypes = []string{ClusterType, EndpointType, ListenerType, RouteType}
+var envoyTypes = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
 
 // group builds a consistent group: one HCM listener per name with RDS of
 // the same name, one EDS cluster and its CLA.
@@ -120,14 +121,14 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 
 	// A waypoint: its own group, and the Weft types on the same stream.
 	wp := deltaClient(ctx, t, conn, "waypoint~default/wp~wp-1", append([]string{AddressType}, envoyTypes...)...)
-	wantNames(t, wp, ListenerType, "reviews.default.svc.cluster.local:9080")
-	wantNames(t, wp, RouteType, "reviews.default.svc.cluster.local:9080")
-	wantNames(t, wp, ClusterType, "outbound|80||reviews.default.svc.cluster.local:9080")
-	wantNames(t, wp, EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.ListenerType, "reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.RouteType, "reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.ClusterType, "outbound|80||reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080")
 	wantNames(t, wp, AddressType, "Kubernetes//Pod/default/a")
 
 	grpcClient := deltaClient(ctx, t, conn, "grpc~10.1.1.1~client", envoyTypes...)
-	wantNames(t, grpcClient, ListenerType, "a.default.svc.cluster.local:80", "b.default.svc.cluster.local:80")
+	wantNames(t, grpcClient, resourcev3.ListenerType, "a.default.svc.cluster.local:80", "b.default.svc.cluster.local:80")
 
 	// An unknown node: nothing, no error, and its Weft types still work.
 	other := deltaClient(ctx, t, conn, "node-agent-1", append([]string{AddressType}, envoyTypes...)...)
@@ -158,8 +159,8 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 	if s.WaypointVersion("other/wp") != v || s.WaypointVersion(GroupGRPC) != vg {
 		t.Errorf("unchanged groups got new versions")
 	}
-	wantNames(t, wp, ListenerType, "reviews.default.svc.cluster.local:9080", "details.default.svc.cluster.local:9080")
-	wantNames(t, wp, EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080", "outbound|80||details.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.ListenerType, "reviews.default.svc.cluster.local:9080", "details.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080", "outbound|80||details.default.svc.cluster.local:9080")
 
 	// The Weft types still update on the waypoint's stream.
 	s.Update(AddressType, addresses(workload("a", "10.0.0.1"), workload("b", "10.0.0.2")))
@@ -167,8 +168,8 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 
 	// A group that disappears is emptied for its clients.
 	s.SetWaypointSnapshots("3", map[string]Resources{GroupGRPC: group("a.default.svc.cluster.local:80", "b.default.svc.cluster.local:80")})
-	wantNames(t, wp, ListenerType)
-	wantNames(t, wp, ClusterType)
+	wantNames(t, wp, resourcev3.ListenerType)
+	wantNames(t, wp, resourcev3.ClusterType)
 }
 
 // sotw is a raw state-of-the-world ADS stream.
@@ -259,10 +260,10 @@ func TestSotwProxylessGRPCNamedSubscriptions(t *testing.T) {
 
 	// The gRPC xDS client's sequence: LDS by target name, then RDS, CDS, EDS.
 	steps := []struct{ typ, name string }{
-		{ListenerType, "a.default.svc.cluster.local:80"},
-		{RouteType, "a.default.svc.cluster.local:80"},
-		{ClusterType, "outbound|80||a.default.svc.cluster.local:80"},
-		{EndpointType, "outbound|80||a.default.svc.cluster.local:80"},
+		{resourcev3.ListenerType, "a.default.svc.cluster.local:80"},
+		{resourcev3.RouteType, "a.default.svc.cluster.local:80"},
+		{resourcev3.ClusterType, "outbound|80||a.default.svc.cluster.local:80"},
+		{resourcev3.EndpointType, "outbound|80||a.default.svc.cluster.local:80"},
 	}
 	for _, st := range steps {
 		c.send(&discovery.DiscoveryRequest{TypeUrl: st.typ, ResourceNames: []string{st.name}})
@@ -285,7 +286,7 @@ func TestSotwProxylessGRPCNamedSubscriptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.GetTypeUrl() != ListenerType {
+		if resp.GetTypeUrl() != resourcev3.ListenerType {
 			c.send(&discovery.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResourceNames: resourceNames(t, resp), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
 			continue
 		}
@@ -312,8 +313,8 @@ func TestSotwWaypointAndUnknownNode(t *testing.T) {
 	// Envoy-style wildcard LDS and CDS for a waypoint: exactly its group.
 	wp := newSotw(ctx, t, conn, "waypoint~default/wp~wp-1")
 	for typ, want := range map[string]string{
-		ListenerType: "reviews.default.svc.cluster.local:9080",
-		ClusterType:  "outbound|80||reviews.default.svc.cluster.local:9080",
+		resourcev3.ListenerType: "reviews.default.svc.cluster.local:9080",
+		resourcev3.ClusterType:  "outbound|80||reviews.default.svc.cluster.local:9080",
 	} {
 		wp.send(&discovery.DiscoveryRequest{TypeUrl: typ})
 		resp, err := wp.recv(5 * time.Second)
@@ -333,7 +334,7 @@ func TestSotwWaypointAndUnknownNode(t *testing.T) {
 
 	// An unknown node: an empty answer, the stream stays up.
 	other := newSotw(ctx, t, conn, "something-else")
-	other.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType})
+	other.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType})
 	resp, err = other.recv(5 * time.Second)
 	if err != nil {
 		t.Fatalf("unknown node: %v", err)
@@ -389,14 +390,14 @@ func TestWaypointWithoutResourcesGetsEmptyAnswerThenResources(t *testing.T) {
 	})
 	// SotW alike.
 	c := newSotw(ctx, t, conn, "waypoint~default/other~other-1")
-	c.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType})
+	c.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType})
 	if resp, err := c.recv(5 * time.Second); err != nil || len(resp.GetResources()) != 0 {
 		t.Fatalf("SotW LDS for an untranslated waypoint: %v, %v", resp, err)
 	}
 	// Then a service starts using it.
 	s.SetWaypointSnapshots("1", map[string]Resources{"default/new": group("reviews.default.svc.cluster.local:9080")})
-	wantNames(t, wp, ListenerType, "reviews.default.svc.cluster.local:9080")
-	wantNames(t, wp, EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.ListenerType, "reviews.default.svc.cluster.local:9080")
+	wantNames(t, wp, resourcev3.EndpointType, "outbound|80||reviews.default.svc.cluster.local:9080")
 }
 
 // TestSotwNACKIsNotAnsweredUntilAChange: a client rejecting a snapshot
@@ -409,13 +410,13 @@ func TestSotwNACKIsNotAnsweredUntilAChange(t *testing.T) {
 	s.SetWaypointSnapshots("1", map[string]Resources{GroupGRPC: group("a.default.svc.cluster.local:80")})
 	c := newSotw(ctx, t, dial(t, serve(t, s)), "grpc~10.1.1.1~client")
 	const name = "a.default.svc.cluster.local:80"
-	c.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType, ResourceNames: []string{name}})
+	c.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, ResourceNames: []string{name}})
 	resp, err := c.recv(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// NACK: the previous accepted version ("") and an error.
-	c.send(&discovery.DiscoveryRequest{TypeUrl: ListenerType, ResourceNames: []string{name}, ResponseNonce: resp.GetNonce(),
+	c.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, ResourceNames: []string{name}, ResponseNonce: resp.GetNonce(),
 		ErrorDetail: &status.Status{Code: 3, Message: "listener rejected"}})
 	if again, err := c.recv(500 * time.Millisecond); err == nil {
 		t.Fatalf("the rejected snapshot was sent again at once (version %s)", again.GetVersionInfo())

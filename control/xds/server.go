@@ -24,18 +24,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Type URLs of Weft's workload-discovery resources.
-var (
-	AddressType       = typeURL(&workloadv1.Address{})
-	AuthorizationType = typeURL(&workloadv1.Authorization{})
+const (
+	AddressType       = mesh.AddressType
+	AuthorizationType = mesh.AuthorizationType
 )
-
-func typeURL(m proto.Message) string {
-	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
-}
 
 // Server holds one go-control-plane LinearCache per Weft resource type and
 // the Envoy snapshot caches behind a single ADS endpoint.

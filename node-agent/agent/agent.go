@@ -31,6 +31,7 @@ import (
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/identity"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -137,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 	store := config.NewStore(config.Options{Logger: log})
 	xds := xdsclient.New(xdsclient.Config{
 		Conn:  conn,
-		Node:  &core.Node{Id: "node-agent~" + cfg.NodeName, Cluster: "weft-node-agent"},
+		Node:  &core.Node{Id: mesh.NodeAgentID(cfg.NodeName).String(), Cluster: "weft-node-agent"},
 		Types: config.Types(),
 		Log:   log,
 	}, store.Handle)

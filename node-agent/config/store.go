@@ -24,12 +24,13 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Type URLs of the resources the Store handles (subscribe to both).
 const (
-	AddressType       = "type.googleapis.com/weft.workload.v1.Address"
-	AuthorizationType = "type.googleapis.com/weft.workload.v1.Authorization"
+	AddressType       = mesh.AddressType
+	AuthorizationType = mesh.AuthorizationType
 )
 
 // Types lists the type URLs for xdsclient.Config.Types.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/internal/benchkit"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/netns"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
@@ -258,10 +259,10 @@ func newHarness(tb testing.TB) *harness {
 		h.setupCapture(tb, n)
 		var cfg proxyConfig
 		cfg.Node, cfg.Workloads, cfg.SVIDs, cfg.Bundle, cfg.AccessLog = n.name, specs, svids[n], bundleFile, n.accessLog()
-		cfg.Ports.Outbound, cfg.Ports.Inbound, cfg.Ports.HBONE = bpf.DefaultOutboundPort, bpf.DefaultInboundPort, bpf.DefaultHBONEPort
+		cfg.Ports.Outbound, cfg.Ports.Inbound, cfg.Ports.HBONE = mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort
 		startProxy(tb, n, cfg)
 		// Only now may the programs steer to the listeners.
-		if err := n.capture.SetProxyPorts(bpf.DefaultOutboundPort, bpf.DefaultInboundPort, bpf.DefaultHBONEPort); err != nil {
+		if err := n.capture.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -15,14 +15,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sys/unix"
+
+	weftmesh "github.com/weft-mesh/weft/pkg/mesh" // the tests have a type mesh
 )
 
 // Ports of the node agent (DESIGN.md "Protocols and ports").
 const (
-	OutboundPort       = 15001
-	InboundPlainPort   = 15006
-	TunnelPort         = 15008
-	DefaultPassthrough = 0x2000 // SO_MARK on passthrough sockets: capture skips them
+	TunnelPort         = weftmesh.HBONEPort
+	DefaultPassthrough = weftmesh.MarkSkip // SO_MARK on passthrough sockets: capture skips them
 	defaultDialTimeout = 10 * time.Second
 )
 

@@ -1,17 +1,17 @@
 // Package proxy is the node agent's L4 data path, split by direction like
 // ztunnel (a reader finds a packet's path by file name):
 //
-//   - outbound.go: Outbound, the transparent listener on 15001. A connection
+//   - outbound.go: Outbound, the transparent listener on mesh.OutboundPort. A connection
 //     from an enrolled local pod is sent over HBONE to its destination (a
 //     Service VIP is first resolved to an endpoint), or passed through as
 //     plain TCP, marked so capture skips it, when the destination is not in
 //     the mesh.
-//   - inbound.go: Inbound, the HBONE server on 15008. Each CONNECT is checked
+//   - inbound.go: Inbound, the HBONE server on mesh.HBONEPort. Each CONNECT is checked
 //     (destination is a workload on this node, L4 authorization with the
 //     peer's principal) and delivered to the pod from a socket bound to the
 //     original client IP.
 //   - inbound_plaintext.go: InboundPlaintext, the transparent listener on
-//     15006 for plaintext traffic to enrolled pods (principal "": STRICT
+//     mesh.InboundPlaintextPort for plaintext traffic to enrolled pods (principal "": STRICT
 //     PeerAuthentication refuses it, PERMISSIVE admits it).
 //   - telemetry.go: Istio's istio_tcp_* metrics and one JSON access-log line
 //     per connection; the connection record and its result.
@@ -37,8 +37,8 @@
 // ztunnel does, and the client authorizes exactly that identity. The server
 // knows which workload is meant from the local address of the accepted
 // connection (tls.Config.GetConfigForClient): the client dials the tunnel at
-// "<destination pod IP>:15008" (TunnelPort), and on a real node the inbound
-// capture steers that flow to the agent's transparent 15008 listener, so
+// "<destination pod IP>:<TunnelPort>", and on a real node the inbound
+// capture steers that flow to the agent's transparent HBONE listener, so
 // accept() sees the pod IP as the local address. This is ztunnel's wire
 // behaviour, so Weft and Istio ambient nodes interoperate in both directions.
 //
@@ -58,7 +58,7 @@
 // # Same-node destinations
 //
 // Traffic the agent originates is never captured, so the agent cannot reach
-// its own transparent 15008 by dialing a local pod's IP. A connection whose
+// its own transparent HBONE listener by dialing a local pod's IP. A connection whose
 // destination workload is on this node is therefore handed in-process to the
 // local Inbound (Outbound.Local) and goes through exactly the same checks as
 // a tunnelled stream (destination lookup, the policy of the connection's

@@ -17,7 +17,7 @@ import (
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
 
-// Inbound is the HBONE server on 15008. Per connection it presents the
+// Inbound is the HBONE server on mesh.HBONEPort. Per connection it presents the
 // certificate of the workload whose IP the connection was addressed to (see
 // the package documentation); per CONNECT it checks the destination and the
 // authorization policy and delivers the stream to the pod.
@@ -64,7 +64,7 @@ func (in *Inbound) tlsConfig() *tls.Config {
 	}
 }
 
-// Serve serves HBONE on ln (a transparent listener on 15008 in production)
+// Serve serves HBONE on ln (a transparent listener on mesh.HBONEPort in production)
 // until Close.
 func (in *Inbound) Serve(ln net.Listener) error {
 	in.init()

@@ -13,7 +13,7 @@ import (
 )
 
 // InboundPlaintext handles plaintext connections from outside the mesh to
-// enrolled pods (the transparent listener on 15006). They carry no identity:
+// enrolled pods (the transparent listener on mesh.InboundPlaintextPort). They carry no identity:
 // policy sees Principal "", so STRICT PeerAuthentication refuses them.
 type InboundPlaintext struct {
 	*Env

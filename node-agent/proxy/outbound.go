@@ -19,17 +19,17 @@ import (
 )
 
 // Outbound handles connections captured from enrolled local pods (the
-// transparent listener on 15001).
+// transparent listener on mesh.OutboundPort).
 type Outbound struct {
 	*Env
 	// OriginalDst returns the destination the pod connected to; default
 	// LocalAddrOriginalDst (right for a transparent listener).
 	OriginalDst func(net.Conn) netip.AddrPort
 	// TunnelPort is the HBONE port dialed at the destination pod's IP
-	// (default 15008).
+	// (default mesh.HBONEPort).
 	TunnelPort uint16
 	// PassthroughMark is the SO_MARK set on passthrough connections so
-	// capture skips them (default 0x2000; negative: no mark).
+	// capture skips them (default mesh.MarkSkip; negative: no mark).
 	PassthroughMark int
 	// Local, if set, serves destinations on this node in-process (see the
 	// package documentation); nil tunnels them like remote ones.

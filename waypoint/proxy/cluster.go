@@ -15,6 +15,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Envoy's defaults where the Cluster leaves a field unset.
@@ -223,7 +225,7 @@ func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]*endpoint, error
 			case corev3.HealthStatus_HEALTHY, corev3.HealthStatus_UNKNOWN:
 				e.healthy = true
 			}
-			if md := le.GetMetadata().GetFilterMetadata()["weft"]; md != nil {
+			if md := le.GetMetadata().GetFilterMetadata()[mesh.MetadataNamespace]; md != nil {
 				f := md.GetFields()
 				switch t := f["tunnel"].GetStringValue(); t {
 				case "HBONE":

@@ -19,10 +19,12 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // ListenerName is the one Listener a waypoint serves (waypoint/README.md).
-const ListenerName = "waypoint"
+const ListenerName = mesh.WaypointListener
 
 // Types are the xDS resource types the waypoint subscribes to, in the order
 // a control plane should send them.

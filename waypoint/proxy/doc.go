@@ -1,9 +1,10 @@
-// Package proxy is the waypoint's data path: the HBONE server on 15008,
-// HTTP/1.1 and h2 (including gRPC) inside each tunnel stream, filter-chain
-// selection, the Clusters and ClusterLoadAssignments (load balancing,
-// circuit breakers, outlier detection), upstream connections over HBONE,
-// and telemetry (metrics, access log, tracing). waypoint/README.md is the
-// contract for the xDS resources it consumes. Files by job:
+// Package proxy is the waypoint's data path: the HBONE server
+// (mesh.HBONEPort), HTTP/1.1 and h2 (including gRPC) inside each tunnel
+// stream, filter-chain selection, the Clusters and ClusterLoadAssignments
+// (load balancing, circuit breakers, outlier detection), upstream
+// connections over HBONE, and telemetry (metrics, access log, tracing).
+// waypoint/README.md is the contract for the xDS resources it consumes.
+// Files by job:
 //
 //   - config.go: xDS resources -> an immutable Snapshot swapped atomically
 //     (Store.Handle is the xdsclient handler; a resource that fails to
@@ -57,17 +58,18 @@
 //
 // # Upstream connections
 //
-// HBONE endpoints are reached at <pod IP>:15008 with the waypoint's own
-// SVID, authorizing the endpoint's metadata identity, CONNECT :authority
-// <pod IP>:<port>; NONE endpoints over plain TCP. Inside the stream the
-// waypoint speaks h2 when the downstream request was h2 (gRPC needs it),
-// else HTTP/1.1, unless the cluster's HttpProtocolOptions has an
+// HBONE endpoints are reached at <pod IP>:<mesh.HBONEPort> with the
+// waypoint's own SVID, authorizing the endpoint's metadata identity, CONNECT
+// :authority <pod IP>:<port>; NONE endpoints over plain TCP. Inside the
+// stream the waypoint speaks h2 when the downstream request was h2 (gRPC
+// needs it), else HTTP/1.1, unless the cluster's HttpProtocolOptions has an
 // explicit_http_config, which wins. The downstream side is sniffed per
 // stream: the h2 preface selects h2 (x/net/http2 Server.ServeConn), anything
-// else HTTP/1.1 with keep-alive (net/http on a one-connection listener). Connections are pooled per endpoint (net/http Transport
-// for HTTP/1.1 and with unencrypted HTTP/2 for h2) and shared by all clients,
-// so upstream CONNECTs carry no per-client Forwarded header; TCP proxy
-// streams, which are per client, do.
+// else HTTP/1.1 with keep-alive (net/http on a one-connection listener).
+// Connections are pooled per endpoint (net/http Transport for HTTP/1.1 and
+// with unencrypted HTTP/2 for h2) and shared by all clients, so upstream
+// CONNECTs carry no per-client Forwarded header; TCP proxy streams, which
+// are per client, do.
 //
 // An upgrade request (WebSocket) always goes over HTTP/1.1; after a 101 its
 // connection leaves the pool and belongs to the tunnel, holding its

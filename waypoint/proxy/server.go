@@ -37,7 +37,7 @@ type Options struct {
 	AccessLog io.Writer
 	// Tracing emits spans (nil: headers are only propagated).
 	Tracing *Tracing
-	// TunnelPort of endpoints (default 15008); DialTCP for plain endpoints
+	// TunnelPort of endpoints (default mesh.HBONEPort); DialTCP for plain endpoints
 	// and HBONEDial for the TCP under HBONE tunnels (tests redirect them).
 	TunnelPort uint16
 	DialTCP    func(ctx context.Context, network, addr string) (net.Conn, error)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Label values as Istio uses them.
@@ -134,14 +136,13 @@ func parseBaggage(s string) (workload, namespace, app, version string) {
 	return
 }
 
-// serviceOf derives destination_service from a cluster name
-// "outbound|<port>|<subset>|<host>".
+// serviceOf derives destination_service from a cluster name of
+// mesh.OutboundCluster's form.
 func serviceOf(cluster string) (host, name, namespace string) {
-	parts := strings.Split(cluster, "|")
-	if len(parts) != 4 {
+	host, _, _, ok := mesh.ParseOutboundCluster(cluster)
+	if !ok {
 		return "", "", ""
 	}
-	host = parts[3]
 	labels := strings.Split(host, ".")
 	if len(labels) >= 2 {
 		return host, labels[0], labels[1]

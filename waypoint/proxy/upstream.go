@@ -20,17 +20,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
-
-// DefaultTunnelPort is where node agents (and waypoints) terminate HBONE.
-const DefaultTunnelPort = 15008
 
 // Upstream sends requests to cluster endpoints; it implements
 // route.Upstream. Its connection pools are shared by every chain.
 type Upstream struct {
 	// Dialer opens HBONE streams with the waypoint's own SVID.
 	Dialer *hbone.Dialer
-	// TunnelPort is the HBONE port of endpoints (default 15008).
+	// TunnelPort is the HBONE port of endpoints (default mesh.HBONEPort).
 	TunnelPort uint16
 	// DialTCP dials NONE endpoints and original destinations without a
 	// known tunnel (default net.Dialer).
@@ -74,7 +72,7 @@ func (u *Upstream) init() {
 			u.Log = slog.New(slog.DiscardHandler)
 		}
 		if u.TunnelPort == 0 {
-			u.TunnelPort = DefaultTunnelPort
+			u.TunnelPort = mesh.HBONEPort
 		}
 		if u.DialTCP == nil {
 			u.DialTCP = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext

@@ -17,6 +17,7 @@ import (
 	"github.com/weft-mesh/weft/control/server"
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func main() {
@@ -55,8 +56,8 @@ func main() {
 	f.StringVar(&opts.ClusterID, "cluster-id", "Kubernetes", "cluster name in workload uids")
 	f.StringVar(&opts.DomainSuffix, "domain-suffix", "cluster.local", "cluster DNS domain")
 	f.StringVar(&opts.RootNamespace, "root-namespace", "", "namespace whose policies apply mesh-wide (default: --namespace)")
-	f.StringVar(&opts.XDSAddress, "xds-address", ":15012", "gRPC over TLS: xDS and CA")
-	f.StringVar(&opts.MonitoringAddress, "monitoring-address", ":15014", "HTTP: /metrics, /ready, /healthz (open); /debug/syncz, /dashboard (port-forward or a service-account token for --ca-audience)")
+	f.StringVar(&opts.XDSAddress, "xds-address", mesh.Addr("", mesh.XDSPort), "gRPC over TLS: xDS and CA")
+	f.StringVar(&opts.MonitoringAddress, "monitoring-address", mesh.Addr("", mesh.MonitoringPort), "HTTP: /metrics, /ready, /healthz (open); /debug/syncz, /dashboard (port-forward or a service-account token for --ca-audience)")
 	f.DurationVar(&opts.CertTTL, "cert-ttl", 24*time.Hour, "default workload certificate lifetime")
 	f.DurationVar(&opts.MaxCertTTL, "max-cert-ttl", 7*24*time.Hour, "longest workload certificate lifetime a caller may ask for")
 	f.StringVar(&opts.CAAudience, "ca-audience", "weft-ca", "audience of the service-account tokens callers present")

@@ -1,6 +1,7 @@
-// Package access guards weft-control's monitoring port (15014): who may
-// read the debug endpoints and the dashboard, and how much of the mesh each
-// reader sees. /metrics and the probes stay open, as istiod keeps them.
+// Package access guards weft-control's monitoring port
+// (mesh.MonitoringPort): who may read the debug endpoints and the
+// dashboard, and how much of the mesh each reader sees. /metrics and the
+// probes stay open, as istiod keeps them.
 //
 // A reader is admitted when
 //   - the connection comes from loopback in weft-control's own network

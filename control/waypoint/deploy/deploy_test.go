@@ -21,6 +21,8 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -32,7 +34,7 @@ func gateway(name string, mutate ...func(*gatewayv1.Gateway)) *gatewayv1.Gateway
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: types.UID("uid-" + name), Generation: 3},
 		Spec: gatewayv1.GatewaySpec{
 			GatewayClassName: ClassName,
-			Listeners:        []gatewayv1.Listener{{Name: ListenerName, Port: HBONEPort, Protocol: HBONE}},
+			Listeners:        []gatewayv1.Listener{{Name: ListenerName, Port: mesh.HBONEPort, Protocol: HBONE}},
 		},
 	}
 	for _, m := range mutate {

@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/pkg/mesh"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -27,10 +28,7 @@ const (
 	ClassName    = "weft-waypoint"
 	FieldManager = "weft-control"
 	ListenerName = "mesh"
-	HBONEPort    = 15008
 	HBONE        = gatewayv1.ProtocolType("HBONE")
-	MetricsPort  = 15020
-	ReadyPort    = 15021
 
 	LabelGatewayName   = "gateway.networking.k8s.io/gateway-name"
 	LabelDataplaneMode = "istio.io/dataplane-mode"
@@ -80,7 +78,7 @@ type Validation struct {
 	Replicas int32
 }
 
-// ReasonUnsupportedValue: a listener other than HBONE on 15008.
+// ReasonUnsupportedValue: a listener other than HBONE on mesh.HBONEPort.
 const ReasonUnsupportedValue gatewayv1.GatewayConditionReason = "UnsupportedValue"
 
 // IsWaypoint reports whether the controller handles gw.
@@ -89,17 +87,17 @@ func IsWaypoint(gw *gatewayv1.Gateway) bool {
 }
 
 // Validate checks the Gateway against what a waypoint supports: listeners
-// are HBONE on 15008 only (at least one), no infrastructure parametersRef,
+// are HBONE on mesh.HBONEPort only (at least one), no infrastructure parametersRef,
 // and a valid replica annotation. Pure.
 func Validate(gw *gatewayv1.Gateway) Validation {
 	v := Validation{Accepted: true, Reason: gatewayv1.GatewayReasonAccepted, Message: "Weft waypoint", Replicas: 1}
 	if len(gw.Spec.Listeners) == 0 {
-		return Validation{Reason: ReasonUnsupportedValue, Message: fmt.Sprintf("a waypoint needs a listener with protocol %s on port %d", HBONE, HBONEPort)}
+		return Validation{Reason: ReasonUnsupportedValue, Message: fmt.Sprintf("a waypoint needs a listener with protocol %s on port %d", HBONE, mesh.HBONEPort)}
 	}
 	for _, l := range gw.Spec.Listeners {
-		if l.Protocol != HBONE || l.Port != HBONEPort {
+		if l.Protocol != HBONE || l.Port != mesh.HBONEPort {
 			return Validation{Reason: ReasonUnsupportedValue,
-				Message: fmt.Sprintf("listener %q: protocol %s port %d is not supported; a waypoint listens with protocol %s on port %d only", l.Name, l.Protocol, l.Port, HBONE, HBONEPort)}
+				Message: fmt.Sprintf("listener %q: protocol %s port %d is not supported; a waypoint listens with protocol %s on port %d only", l.Name, l.Protocol, l.Port, HBONE, mesh.HBONEPort)}
 		}
 	}
 	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
@@ -201,12 +199,12 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 		WithArgs("--gateway="+ns+"/"+name).
 		WithEnv(env...).
 		WithPorts(
-			corev1ac.ContainerPort().WithName("hbone").WithContainerPort(HBONEPort).WithProtocol(corev1.ProtocolTCP),
-			corev1ac.ContainerPort().WithName("metrics").WithContainerPort(MetricsPort).WithProtocol(corev1.ProtocolTCP),
-			corev1ac.ContainerPort().WithName("readiness").WithContainerPort(ReadyPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("hbone").WithContainerPort(mesh.HBONEPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("metrics").WithContainerPort(mesh.MetricsPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("readiness").WithContainerPort(mesh.ReadinessPort).WithProtocol(corev1.ProtocolTCP),
 		).
 		WithReadinessProbe(corev1ac.Probe().
-			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz/ready").WithPort(intstr.FromInt32(ReadyPort))).
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath("/healthz/ready").WithPort(intstr.FromInt32(mesh.ReadinessPort))).
 			WithPeriodSeconds(2).WithFailureThreshold(3)).
 		WithVolumeMounts(
 			corev1ac.VolumeMount().WithName("weft-token").WithMountPath(TokenDir).WithReadOnly(true),
@@ -248,8 +246,8 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(corev1.ServiceTypeClusterIP).
 			WithSelector(SelectorLabels(gw)).
-			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(HBONEPort).
-				WithTargetPort(intstr.FromInt32(HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
+			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(mesh.HBONEPort).
+				WithTargetPort(intstr.FromInt32(mesh.HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
 	if len(a) > 0 {
 		svc.WithAnnotations(a)
 	}

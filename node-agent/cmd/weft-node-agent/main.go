@@ -14,6 +14,7 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/agent"
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func main() {
@@ -46,7 +47,7 @@ func command() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	f.StringVar(&cfg.ControlAddress, "control-address", "weft-control.weft-system.svc:15012", "weft-control's xDS and CA endpoint (TLS)")
+	f.StringVar(&cfg.ControlAddress, "control-address", mesh.ControlAddress(), "weft-control's xDS and CA endpoint (TLS)")
 	f.StringVar(&cfg.CARootCert, "ca-root-cert", "/etc/weft/ca-root/root-cert.pem", "trust anchors for the control plane (ConfigMap weft-ca-root-cert)")
 	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected service-account token with audience weft-ca")
 	f.StringVar(&cfg.BPFDir, "bpf-dir", "/sys/fs/bpf/weft", "where capture maps and links are pinned (on a bpffs)")
@@ -55,16 +56,16 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.CNIPlugin, "cni-plugin", "", "weft-cni binary to install (default: next to this executable)")
 	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/weft", "CNI socket and spool; must be the same path on the node")
 	f.StringVar(&cfg.Uplink, "uplink", "", "interface traffic from other nodes arrives on (default: the default route's)")
-	f.Uint16Var(&cfg.OutboundPort, "outbound-port", 15001, "transparent listener for enrolled pods' outbound traffic")
-	f.Uint16Var(&cfg.InboundPort, "inbound-port", 15006, "transparent listener for plaintext traffic to enrolled pods")
-	f.Uint16Var(&cfg.HBONEPort, "hbone-port", 15008, "HBONE (mTLS tunnel) port")
-	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics")
-	f.StringVar(&cfg.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready and /healthz/live")
-	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /connections (keep it on loopback)")
+	f.Uint16Var(&cfg.OutboundPort, "outbound-port", mesh.OutboundPort, "transparent listener for enrolled pods' outbound traffic")
+	f.Uint16Var(&cfg.InboundPort, "inbound-port", mesh.InboundPlaintextPort, "transparent listener for plaintext traffic to enrolled pods")
+	f.Uint16Var(&cfg.HBONEPort, "hbone-port", mesh.HBONEPort, "HBONE (mTLS tunnel) port")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", mesh.Addr("", mesh.MetricsPort), "Prometheus /metrics")
+	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
+	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /connections (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
 	f.StringVar(&cfg.ReadyFile, "ready-file", "", "a file that exists exactly while this agent is ready (for an exec readiness probe: weft-node-agent ready --ready-file F)")
-	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv("WEFT_RELEASE_PODS") == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env WEFT_RELEASE_PODS=true)")
+	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv(mesh.ReleasePodsEnv) == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env "+mesh.ReleasePodsEnv+"=true)")
 	f.DurationVar(&cfg.HandoverWait, "handover-wait", 5*time.Second, "when stopping, how long to keep serving while waiting for a successor agent on this node to be ready")
 	f.DurationVar(&cfg.ShutdownDrain, "shutdown-drain", 15*time.Second, "when handing over to a successor, how long open connections may take to finish before they are closed")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -1,7 +1,7 @@
 // Command weft-waypoint is Weft's L7 proxy for a namespace or service
 // account (a Gateway of class weft-waypoint): it gets its own certificate
 // from weft-control's CA, subscribes to its Envoy xDS resources and serves
-// HBONE on 15008. See waypoint/README.md.
+// HBONE on mesh.HBONEPort. See waypoint/README.md.
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func main() {
@@ -58,13 +59,13 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name, part of the xDS node ID (default $POD_NAME)")
 	f.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "service account of this pod, for its SPIFFE ID (default $SERVICE_ACCOUNT, else the gateway name)")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh trust domain")
-	f.StringVar(&cfg.ControlAddress, "control-address", "weft-control.weft-system.svc:15012", "weft-control's xDS and CA endpoint (TLS)")
+	f.StringVar(&cfg.ControlAddress, "control-address", mesh.ControlAddress(), "weft-control's xDS and CA endpoint (TLS)")
 	f.StringVar(&cfg.CARootCert, "ca-root-cert", "/etc/weft/ca-root/root-cert.pem", "trust anchors for the control plane (ConfigMap weft-ca-root-cert)")
 	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected service-account token with audience weft-ca")
-	f.StringVar(&cfg.HBONEAddress, "hbone-address", ":15008", "HBONE listener (mTLS tunnel from node agents)")
-	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":15020", "Prometheus /metrics and /stats/prometheus")
-	f.StringVar(&cfg.ReadinessAddress, "readiness-address", ":15021", "/healthz/ready and /healthz/live")
-	f.StringVar(&cfg.AdminAddress, "admin-address", "127.0.0.1:15000", "admin: /config_dump, /certs (keep it on loopback)")
+	f.StringVar(&cfg.HBONEAddress, "hbone-address", mesh.Addr("", mesh.HBONEPort), "HBONE listener (mTLS tunnel from node agents)")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", mesh.Addr("", mesh.MetricsPort), "Prometheus /metrics and /stats/prometheus")
+	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
+	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /certs (keep it on loopback)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout")
 	return cmd

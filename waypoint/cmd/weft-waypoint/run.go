@@ -19,6 +19,7 @@ import (
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/identity"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
@@ -53,9 +54,9 @@ type Config struct {
 // gateway's service account (waypoint/README.md).
 func (c *Config) NodeID() string {
 	if c.Mode == ModeGateway {
-		return "gateway~" + c.Namespace + "/" + c.serviceAccount() + "~" + c.PodName
+		return mesh.GatewayID(c.Namespace, c.serviceAccount(), c.PodName).String()
 	}
-	return "waypoint~" + c.Namespace + "/" + c.Gateway + "~" + c.PodName
+	return mesh.WaypointID(c.Namespace, c.Gateway, c.PodName).String()
 }
 
 func (c *Config) serviceAccount() string {

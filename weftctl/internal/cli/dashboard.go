@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/kube"
 )
 
@@ -29,7 +31,7 @@ func newDashboard(o *options) *cobra.Command {
 		Use:   "dashboard",
 		Short: "Open the live mesh dashboard: the service graph with request rates, error rates and mTLS per edge",
 		Long: `Forwards 127.0.0.1:--port to a ready weft-control replica's monitoring port
-(15014) through the API server's pods/portforward subresource and prints the
+(` + strconv.Itoa(mesh.MonitoringPort) + `) through the API server's pods/portforward subresource and prints the
 dashboard's URL; --browser also opens it (xdg-open). Runs until interrupted;
 when the replica goes away it forwards to another one on the same port.
 
@@ -61,7 +63,7 @@ while the page is open. See docs/dashboard.md.`,
 				forward: func(ctx context.Context, pod string, local int, stop <-chan struct{}) (*kube.Forward, error) {
 					ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 					defer cancel()
-					return c.PortForward(ctx, o.WeftNamespace, pod, local, MonitoringPort, stop)
+					return c.PortForward(ctx, o.WeftNamespace, pod, local, mesh.MonitoringPort, stop)
 				},
 			}
 			if browser {
@@ -135,7 +137,7 @@ func (s *dashboardSession) connect(ctx context.Context, avoid string, reconnect 
 		fmt.Fprintf(s.errOut, "forwarding to %s/%s again\n", s.ns, pod)
 	} else {
 		fmt.Fprintf(s.out, "Weft dashboard: %s\n", url)
-		fmt.Fprintf(s.errOut, "forwarding 127.0.0.1:%d to %s/%s port %d; interrupt (Ctrl-C) to stop\n", fw.Port, s.ns, pod, MonitoringPort)
+		fmt.Fprintf(s.errOut, "forwarding 127.0.0.1:%d to %s/%s port %d; interrupt (Ctrl-C) to stop\n", fw.Port, s.ns, pod, mesh.MonitoringPort)
 		if s.open != nil {
 			if err := s.open(url); err != nil {
 				fmt.Fprintf(s.errOut, "warning: cannot open a browser: %v\n", err)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/kube"
 	"github.com/weft-mesh/weft/weftctl/internal/nodeconfig"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
@@ -29,7 +30,7 @@ func newNodeConfig(o *options) *cobra.Command {
 		Use:   "node-config",
 		Short: "Show a node agent's configuration: workloads, services, policies, certificates, connections",
 		Long: `Reads a node agent's admin endpoint (/config_dump, /connections on
-127.0.0.1:15000 of its node) through the API server: pods/portforward to
+127.0.0.1:--admin-port of its node) through the API server: pods/portforward to
 the weft-node-agent pod of the node. Choose the node with --node, or name a
 pod (in -n) and the agent of its node is asked. With an explicit -n the
 listings show that namespace only.`,
@@ -39,7 +40,7 @@ listings show that namespace only.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&nf.node, "node", "", "node whose agent to ask")
-	pf.IntVar(&nf.adminPort, "admin-port", 15000, "node agent admin port")
+	pf.IntVar(&nf.adminPort, "admin-port", mesh.AdminPort, "node agent admin port")
 	type sub struct {
 		use, short string
 		render     func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular)

@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 	"github.com/weft-mesh/weft/weftctl/internal/proxystatus"
 	"github.com/weft-mesh/weft/weftctl/internal/waypoint"
@@ -20,7 +22,6 @@ import (
 const (
 	ControlSelector  = "app=weft-control"
 	WaypointSelector = "app.kubernetes.io/name=weft-waypoint," + waypoint.LabelGatewayName
-	MonitoringPort   = 15014
 )
 
 func newProxyStatus(o *options) *cobra.Command {
@@ -28,7 +29,7 @@ func newProxyStatus(o *options) *cobra.Command {
 		Use:   "proxy-status",
 		Short: "Whether every node agent and waypoint is connected to weft-control and has the latest configuration",
 		Long: `Asks every weft-control replica which xDS clients it serves and which
-configuration version each acknowledged (/debug/syncz on port 15014, read
+configuration version each acknowledged (/debug/syncz on port ` + strconv.Itoa(mesh.MonitoringPort) + `, read
 through the API server's pods/portforward), and joins that with the pods
 that should be connected: one node agent per node (the DaemonSet's pods)
 and every waypoint pod.
@@ -67,7 +68,7 @@ not answer).`,
 			for i, p := range running {
 				wg.Go(func() {
 					replicas[i].Pod = p.Name
-					body, err := c.PodGet(ctx, p.Namespace, p.Name, MonitoringPort, "/debug/syncz")
+					body, err := c.PodGet(ctx, p.Namespace, p.Name, mesh.MonitoringPort, "/debug/syncz")
 					if err != nil {
 						replicas[i].Err = err
 						return

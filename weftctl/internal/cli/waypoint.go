@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/weft-mesh/weft/control/workload"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/kube"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 	"github.com/weft-mesh/weft/weftctl/internal/waypoint"
@@ -40,7 +42,7 @@ func newWaypointApply(o *options) *cobra.Command {
 'istioctl waypoint apply' writes, with gatewayClassName weft-waypoint:
 
   metadata: {name: <--name>, labels: {istio.io/waypoint-for: <--for>}}
-  spec: {gatewayClassName: weft-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+  spec: {gatewayClassName: weft-waypoint, listeners: [{name: mesh, port: ` + strconv.Itoa(mesh.HBONEPort) + `, protocol: HBONE}]}
 
 weft-control then creates the waypoint's ServiceAccount, Deployment and
 Service, named like the Gateway.

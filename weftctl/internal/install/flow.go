@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weft-mesh/weft/control/ca"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Workload names the charts give weft-control's Deployment and the node
@@ -22,11 +23,9 @@ import (
 const (
 	ControlDeployment = "weft-control"
 	AgentDaemonSet    = "weft-node-agent"
-	// agentContainer is the agent's container in the DaemonSet, and
-	// ReleasePodsEnv the variable that switches it to release mode
-	// (weft-node-agent --release-pods).
+	// agentContainer is the agent's container in the DaemonSet; uninstall
+	// sets mesh.ReleasePodsEnv there (weft-node-agent --release-pods).
 	agentContainer = "node-agent"
-	ReleasePodsEnv = "WEFT_RELEASE_PODS"
 )
 
 // Installer installs and removes Weft's releases in Namespace.
@@ -203,7 +202,7 @@ func (in Installer) removePublished(ctx context.Context, purge bool) error {
 // so none of them waits for an agent that is about to go (fail closed)
 // while the nodes are cleaned. Nothing to do without agents.
 func (in Installer) releasePods(ctx context.Context) error {
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"env":[{"name":%q,"value":"true"}]}]}}}}`, agentContainer, ReleasePodsEnv)
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"env":[{"name":%q,"value":"true"}]}]}}}}`, agentContainer, mesh.ReleasePodsEnv)
 	_, err := in.Kube.AppsV1().DaemonSets(in.Namespace).Patch(ctx, AgentDaemonSet, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "weftctl"})
 	if apierrors.IsNotFound(err) {
 		return nil

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Uninstall removes the trust bundle weft-control published in every
@@ -75,7 +77,7 @@ func TestReleasePods(t *testing.T) {
 	}
 	got, _ := in.Kube.AppsV1().DaemonSets("weft-system").Get(context.Background(), AgentDaemonSet, metav1.GetOptions{})
 	cs := got.Spec.Template.Spec.Containers
-	if len(cs) != 2 || len(cs[0].Env) != 2 || !slices.Contains(cs[0].Env, corev1.EnvVar{Name: ReleasePodsEnv, Value: "true"}) ||
+	if len(cs) != 2 || len(cs[0].Env) != 2 || !slices.Contains(cs[0].Env, corev1.EnvVar{Name: mesh.ReleasePodsEnv, Value: "true"}) ||
 		!slices.Contains(cs[0].Env, corev1.EnvVar{Name: "NODE_NAME", Value: "x"}) || len(cs[1].Env) != 0 {
 		t.Fatalf("containers after the patch: %+v", cs)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 )
 
@@ -51,9 +52,9 @@ const (
 
 // Kinds of proxies.
 const (
-	NodeAgent = "node-agent"
-	Waypoint  = "waypoint"
-	Gateway   = "gateway" // ingress and egress gateways (charts/gateway)
+	NodeAgent = string(mesh.KindNodeAgent)
+	Waypoint  = string(mesh.KindWaypoint)
+	Gateway   = string(mesh.KindGateway) // ingress and egress gateways (charts/gateway)
 	Other     = "other"
 )
 
@@ -73,11 +74,11 @@ type Expected struct {
 func (e Expected) NodeID() string {
 	switch e.Kind {
 	case NodeAgent:
-		return "node-agent~" + e.Node
+		return mesh.NodeAgentID(e.Node).String()
 	case Gateway:
-		return "gateway~" + e.Namespace + "/" + e.ServiceAccount + "~" + e.Pod
+		return mesh.GatewayID(e.Namespace, e.ServiceAccount, e.Pod).String()
 	}
-	return "waypoint~" + e.Namespace + "/" + e.Gateway + "~" + e.Pod
+	return mesh.WaypointID(e.Namespace, e.Gateway, e.Pod).String()
 }
 
 // Replica is one weft-control pod's answer (Err when it could not be read).
@@ -201,13 +202,9 @@ func rank(c ClientStatus) int {
 }
 
 func kindOf(id string) string {
-	switch {
-	case strings.HasPrefix(id, "node-agent~"):
-		return NodeAgent
-	case strings.HasPrefix(id, "waypoint~"):
-		return Waypoint
-	case strings.HasPrefix(id, "gateway~"):
-		return Gateway
+	switch k := mesh.KindOf(id); k {
+	case mesh.KindNodeAgent, mesh.KindWaypoint, mesh.KindGateway:
+		return string(k)
 	}
 	return Other
 }

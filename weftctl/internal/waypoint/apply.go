@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwac "sigs.k8s.io/gateway-api/applyconfiguration/apis/v1"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // The Istio ambient API that Weft reads (control/workload) and the
@@ -30,7 +32,6 @@ const (
 	// the labels on the Services and pods are what routes traffic).
 	AnnotationServiceAccount = "weft.io/for-service-account"
 	ListenerName             = "mesh"
-	HBONEPort                = 15008
 	FieldManager             = "weftctl"
 	DefaultName              = "waypoint"
 )
@@ -117,7 +118,7 @@ func Gateway(o ApplyOptions) *gwac.GatewayApplyConfiguration {
 			WithGatewayClassName(ClassName).
 			WithListeners(gwac.Listener().
 				WithName(ListenerName).
-				WithPort(HBONEPort).
+				WithPort(mesh.HBONEPort).
 				WithProtocol(gatewayv1.ProtocolType("HBONE"))))
 	if o.ServiceAccount != "" {
 		gw.WithAnnotations(map[string]string{AnnotationServiceAccount: o.ServiceAccount})

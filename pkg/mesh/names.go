@@ -1,0 +1,40 @@
+package mesh
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Type URLs of Weft's workload-discovery resources (api/workload/v1),
+// served by weft-control and subscribed to by node agents.
+const (
+	AddressType       = "type.googleapis.com/weft.workload.v1.Address"
+	AuthorizationType = "type.googleapis.com/weft.workload.v1.Authorization"
+)
+
+// Names in the Envoy resources weft-control sends waypoints
+// (waypoint/README.md).
+const (
+	// WaypointListener is the name of the waypoint's HBONE Listener.
+	WaypointListener = "waypoint"
+	// MetadataNamespace is the filter_metadata key of Weft's endpoint
+	// metadata.
+	MetadataNamespace = "weft"
+)
+
+// OutboundCluster names the cluster of a service port and optional subset:
+// "outbound|<port>|<subset>|<host>" (Istio's form).
+func OutboundCluster(host string, port uint32, subset string) string {
+	return "outbound|" + strconv.FormatUint(uint64(port), 10) + "|" + subset + "|" + host
+}
+
+// ParseOutboundCluster splits a cluster name of OutboundCluster's form.
+// Only the number of parts is checked: port is 0 when it is not a number.
+func ParseOutboundCluster(name string) (host string, port uint32, subset string, ok bool) {
+	parts := strings.Split(name, "|")
+	if len(parts) != 4 {
+		return "", 0, "", false
+	}
+	p, _ := strconv.ParseUint(parts[1], 10, 32)
+	return parts[3], uint32(p), parts[2], true
+}
