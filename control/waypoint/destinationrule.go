@@ -254,8 +254,6 @@ func adsSource() *corev3.ConfigSource {
 	}
 }
 
-const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
 // cluster builds the EDS cluster of ref. forGRPC replaces load balancers
 // gRPC clients lack (RANDOM) with ROUND_ROBIN.
 func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
@@ -309,7 +307,7 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 					UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{},
 				},
 			}
-			c.TypedExtensionProtocolOptions = map[string]*anyMsg{httpProtocolOptionsKey: mustAny(opts)}
+			c.TypedExtensionProtocolOptions = map[string]*anyMsg{mesh.HTTPProtocolOptionsKey: mustAny(opts)}
 		}
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}

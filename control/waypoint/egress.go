@@ -5,12 +5,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	networkingapi "istio.io/api/networking/v1alpha3"
 )
-
-// transportSocketTLS is Envoy's TLS transport socket, the one name the
-// waypoint engine accepts on a cluster.
-const transportSocketTLS = "envoy.transport_sockets.tls"
 
 // originateTLS is the transport socket of a cluster whose DestinationRule
 // says tls.mode SIMPLE (TLS origination, e.g. at an egress gateway): SNI is
@@ -26,7 +23,7 @@ func originateTLS(s *networkingapi.ClientTLSSettings, host string) *corev3.Trans
 			},
 		}
 	}
-	return &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+	return &corev3.TransportSocket{Name: wellknown.TransportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 }
 
 // checkTLS reports the client TLS settings that are not translated. SIMPLE

@@ -74,7 +74,7 @@ func (t *translator) waypointResources(key string, s *served) *Resources {
 			pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
 			if pc.tcp {
 				fc.Filters = append(t.networkRBAC(pc.name, pols),
-					&listenerv3.Filter{Name: filterTCP, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
+					&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
 			} else {
 				deny, allow := rbacConfigs(pols, false)
 				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
@@ -215,7 +215,7 @@ func (t *translator) buildGRPC() *Resources {
 }
 
 func routerFilter() *hcmv3.HttpFilter {
-	return &hcmv3.HttpFilter{Name: filterRouter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
+	return &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
 }
 
 // hcmFilter is the HTTP connection manager of a chain, with the mesh's
@@ -237,10 +237,10 @@ func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv
 		hcm.HttpFilters = append(hcm.HttpFilters, &hcmv3.HttpFilter{Name: n, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(m)}})
 	}
 	if fault {
-		add(filterFault, &faultv3.HTTPFault{})
+		add(wellknown.Fault, &faultv3.HTTPFault{})
 	}
 	if cors {
-		add(filterCORS, &corsv3.Cors{})
+		add(wellknown.CORS, &corsv3.Cors{})
 	}
 	if deny != nil {
 		add(rbacDeny, &rbacfilterv3.RBAC{Rules: deny})
@@ -249,7 +249,7 @@ func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv
 		add(rbacAllow, &rbacfilterv3.RBAC{Rules: allow})
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, routerFilter())
-	return &listenerv3.Filter{Name: filterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
+	return &listenerv3.Filter{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
 }
 
 func cidrs(ips []string) []*corev3.CidrRange {

@@ -159,14 +159,8 @@ const (
 	passthroughCluster  = "passthrough"
 	workloadChainPrefix = "workload|"
 
-	filterFault  = "envoy.filters.http.fault"
-	filterCORS   = "envoy.filters.http.cors"
-	filterRBAC   = "envoy.filters.http.rbac"
-	filterRouter = "envoy.filters.http.router"
-	filterHCM    = "envoy.filters.network.http_connection_manager"
-	filterTCP    = "envoy.filters.network.tcp_proxy"
-	rbacDeny     = "rbac-deny"
-	rbacAllow    = "rbac-allow"
+	rbacDeny  = "rbac-deny"
+	rbacAllow = "rbac-allow"
 )
 
 // Translate converts the snapshot into Envoy resources. The result depends

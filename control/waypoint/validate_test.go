@@ -8,6 +8,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -97,7 +98,7 @@ func validateDeep(m protoreflect.Message) []error {
 func TestValidateDeepFindsNestedErrors(t *testing.T) {
 	bad := &hcmv3.HttpConnectionManager{} // no stat_prefix, no route specifier
 	l := &listenerv3.Listener{Name: "x", FilterChains: []*listenerv3.FilterChain{{
-		Filters: []*listenerv3.Filter{{Name: filterHCM, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(bad)}}},
+		Filters: []*listenerv3.Filter{{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(bad)}}},
 	}}}
 	if err := l.ValidateAll(); err != nil {
 		t.Fatalf("the listener itself should be valid: %v", err)

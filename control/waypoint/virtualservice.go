@@ -13,6 +13,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -436,13 +437,13 @@ func (c *vsContext) route(path string, hr *networkingapi.HTTPRoute) *routev3.Rou
 	}
 	if hr.Fault != nil {
 		if f := c.fault(path+".fault", hr.Fault); f != nil {
-			setPerFilter(r, filterFault, f)
+			setPerFilter(r, wellknown.Fault, f)
 			c.pc.fault = true
 		}
 	}
 	if hr.CorsPolicy != nil {
 		if cp := c.cors(path+".corsPolicy", hr.CorsPolicy); cp != nil {
-			setPerFilter(r, filterCORS, cp)
+			setPerFilter(r, wellknown.CORS, cp)
 			c.pc.cors = true
 		}
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"testing"
 
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
@@ -64,6 +65,9 @@ func FuzzParseNodeID(f *testing.F) {
 }
 
 func TestTypeURLs(t *testing.T) {
+	if want := string((&httpv3.HttpProtocolOptions{}).ProtoReflect().Descriptor().FullName()); HTTPProtocolOptionsKey != want {
+		t.Errorf("HTTPProtocolOptionsKey %q, want %q", HTTPProtocolOptionsKey, want)
+	}
 	for url, m := range map[string]proto.Message{AddressType: &workloadv1.Address{}, AuthorizationType: &workloadv1.Authorization{}} {
 		if want := "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()); url != want {
 			t.Errorf("type URL %q, want %q", url, want)

@@ -20,6 +20,10 @@ const (
 	// MetadataNamespace is the filter_metadata key of Weft's endpoint
 	// metadata.
 	MetadataNamespace = "weft"
+	// HTTPProtocolOptionsKey is the typed_extension_protocol_options key
+	// of a Cluster's HttpProtocolOptions (Envoy's name; go-control-plane's
+	// wellknown lacks it).
+	HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // OutboundCluster names the cluster of a service port and optional subset:

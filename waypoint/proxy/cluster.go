@@ -29,7 +29,6 @@ const (
 	defaultMaxEjectionPct   = 10
 	defaultMinRingSize      = 1024
 	maxRingSize             = 1 << 23
-	httpProtocolOptionsKey  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 type lbPolicy int
@@ -133,10 +132,10 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 			s.maxRequests = int64(v.GetValue())
 		}
 	}
-	if a := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; a != nil {
+	if a := c.GetTypedExtensionProtocolOptions()[mesh.HTTPProtocolOptionsKey]; a != nil {
 		var o httpv3.HttpProtocolOptions
 		if err := a.UnmarshalTo(&o); err != nil {
-			return nil, fmt.Errorf("typed_extension_protocol_options[%s]: %w", httpProtocolOptionsKey, err)
+			return nil, fmt.Errorf("typed_extension_protocol_options[%s]: %w", mesh.HTTPProtocolOptionsKey, err)
 		}
 		if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
 			s.maxRequestsPerConn = int(v.GetValue())

@@ -17,6 +17,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -208,7 +209,7 @@ func (s *Store) checkListener(l *listenerv3.Listener) error {
 // defaultHCM validates a RouteConfiguration no chain references yet.
 var defaultHCM = &hcmv3.HttpConnectionManager{
 	StatPrefix: "validate",
-	HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router",
+	HttpFilters: []*hcmv3.HttpFilter{{Name: wellknown.Router,
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
 }
 

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func TestRouteByHeaderAndWeightedSplit(t *testing.T) {
@@ -215,7 +216,7 @@ func TestMaxRequestsPerConnection(t *testing.T) {
 	opts, _ := anyOfErr(&httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(2)},
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{}}})
 	e.simple([]func(*clusterv3.Cluster){func(c *clusterv3.Cluster) {
-		c.TypedExtensionProtocolOptions = map[string]*anypbAny{httpProtocolOptionsKey: opts}
+		c.TypedExtensionProtocolOptions = map[string]*anypbAny{mesh.HTTPProtocolOptionsKey: opts}
 	}}, b)
 	c := e.httpClient(vipAuthority())
 	for range 6 {

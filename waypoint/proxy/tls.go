@@ -12,9 +12,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 )
-
-const transportSocketTLS = "envoy.transport_sockets.tls"
 
 // compileUpstreamTLS turns a cluster's transport_socket into the client TLS
 // config used to originate TLS to its endpoints (a DestinationRule's
@@ -27,8 +26,8 @@ func compileUpstreamTLS(ts *corev3.TransportSocket) (*tls.Config, error) {
 	if ts == nil {
 		return nil, nil
 	}
-	if ts.GetName() != transportSocketTLS {
-		return nil, fmt.Errorf("transport_socket %q is not supported (want %s)", ts.GetName(), transportSocketTLS)
+	if ts.GetName() != wellknown.TransportSocketTLS {
+		return nil, fmt.Errorf("transport_socket %q is not supported (want %s)", ts.GetName(), wellknown.TransportSocketTLS)
 	}
 	var ctx tlsv3.UpstreamTlsContext
 	if err := ts.GetTypedConfig().UnmarshalTo(&ctx); err != nil {

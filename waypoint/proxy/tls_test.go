@@ -18,6 +18,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 )
 
 // tlsCluster is control/waypoint's cluster for a DestinationRule with
@@ -27,7 +28,7 @@ func tlsCluster(t *testing.T, name, sni, caFile string) *clusterv3.Cluster {
 		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: caFile}}}}}}
 	return edsCluster(name, func(c *clusterv3.Cluster) {
-		c.TransportSocket = &corev3.TransportSocket{Name: transportSocketTLS,
+		c.TransportSocket = &corev3.TransportSocket{Name: wellknown.TransportSocketTLS,
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: anyOf(t, ctx)}}
 	})
 }

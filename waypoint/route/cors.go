@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 )
 
 // corsFilter is envoy.filters.http.cors with per-route CorsPolicy
@@ -20,8 +21,6 @@ import (
 //   - other requests: the response gets Access-Control-Allow-Origin,
 //     -Allow-Credentials and -Expose-Headers.
 type corsFilter struct{ name string }
-
-const corsFilterName = "envoy.filters.http.cors"
 
 type corsPolicy struct {
 	origins          []stringMatcher
@@ -63,7 +62,7 @@ func compileCors(c *corsv3.CorsPolicy) (*corsPolicy, error) {
 }
 
 func (f *corsFilter) decode(x *exchange) bool {
-	pf, ok := x.perFilter(f.name, corsFilterName)
+	pf, ok := x.perFilter(f.name, wellknown.CORS)
 	if !ok || pf.disabled || pf.cors == nil {
 		return true
 	}

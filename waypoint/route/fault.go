@@ -6,6 +6,7 @@ import (
 	"time"
 
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 )
 
 // faultFilter is envoy.filters.http.fault. Its own HTTPFault is the default;
@@ -25,8 +26,6 @@ type faultFilter struct {
 	name string
 	def  *faultConfig
 }
-
-const faultFilterName = "envoy.filters.http.fault"
 
 type faultConfig struct {
 	hasDelay    bool
@@ -89,7 +88,7 @@ func (f *faultFilter) encode(*exchange, http.Header) {}
 
 func (f *faultFilter) decode(x *exchange) bool {
 	fc := f.def
-	if pf, ok := x.perFilter(f.name, faultFilterName); ok {
+	if pf, ok := x.perFilter(f.name, wellknown.Fault); ok {
 		if pf.disabled {
 			return true
 		}
