@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Defaults for TokenReviewOptions.
@@ -62,7 +64,7 @@ type Caller struct {
 
 // ID is the caller's own SPIFFE ID in td: spiffe://<td>/ns/<ns>/sa/<sa>.
 func (c *Caller) ID(td spiffeid.TrustDomain) (spiffeid.ID, error) {
-	return spiffeid.FromSegments(td, "ns", c.Namespace, "sa", c.ServiceAccount)
+	return mesh.WorkloadID(td, c.Namespace, c.ServiceAccount)
 }
 
 // String names the caller for logs and error messages (never the token).

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // ErrPermissionDenied is wrapped by every authorization refusal (a
@@ -110,7 +112,7 @@ func Authorize(p Policy, pods PodLookup, caller *Caller, requested spiffeid.ID) 
 	if !isNodeAgent {
 		return deny("a workload may only obtain its own identity %s", own)
 	}
-	ns, sa, ok := parseWorkloadID(requested)
+	ns, sa, ok := mesh.ParseWorkloadID(requested)
 	if !ok {
 		return deny("identity is not of the form spiffe://%s/ns/<namespace>/sa/<service-account>", p.TrustDomain.Name())
 	}
@@ -158,15 +160,6 @@ func callerNode(pods PodLookup, caller *Caller) (string, error) {
 		return "", nil
 	}
 	return pod.Spec.NodeName, nil
-}
-
-// parseWorkloadID splits spiffe://<td>/ns/<ns>/sa/<sa>.
-func parseWorkloadID(id spiffeid.ID) (ns, sa string, ok bool) {
-	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" {
-		return "", "", false
-	}
-	return parts[1], parts[3], true
 }
 
 func podServiceAccount(pod *corev1.Pod) string {

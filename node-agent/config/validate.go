@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // parsedAddress is a validated Address resource: exactly one of w and s.
@@ -89,7 +90,7 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 		if err != nil {
 			return nil, fmt.Errorf("trust_domain %q: %w", w.GetTrustDomain(), err)
 		}
-		id, err := spiffeid.FromSegments(td, "ns", w.GetNamespace(), "sa", w.GetServiceAccount())
+		id, err := mesh.WorkloadID(td, w.GetNamespace(), w.GetServiceAccount())
 		if err != nil {
 			return nil, fmt.Errorf("identity of namespace %q, service account %q: %w", w.GetNamespace(), w.GetServiceAccount(), err)
 		}

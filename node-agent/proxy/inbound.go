@@ -15,6 +15,7 @@ import (
 
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	weftmesh "github.com/weft-mesh/weft/pkg/mesh" // the tests have a type mesh
 )
 
 // Inbound is the HBONE server on mesh.HBONEPort. Per connection it presents the
@@ -136,7 +137,7 @@ func (in *Inbound) handle(ctx context.Context, req *hbone.Request) (err error) {
 		Src: netip.AddrPortFrom(src, 0), Dst: dst, Source: workloadInfo(srcW), Tunnel: addrPort(req.LocalAddr).String()}
 	rec.Source.Principal = spiffeString(req.Peer)
 	if rec.Source.Namespace == "" {
-		rec.Source.Namespace = namespaceOf(req.Peer)
+		rec.Source.Namespace = weftmesh.NamespaceOf(req.Peer)
 	}
 	defer func() { err = in.answer(rec, err) }()
 	return in.serveStream(ctx, snap, req, rec, src, dst)
@@ -198,7 +199,7 @@ func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *
 func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Workload, src netip.Addr, dst netip.AddrPort, peer spiffeid.ID) (*admitted, verdict, error) {
 	ns := ""
 	if !peer.IsZero() {
-		ns = namespaceOf(peer)
+		ns = weftmesh.NamespaceOf(peer)
 	}
 	d := check(snap, w, src, dst, principal(peer), ns)
 	v := verdictOf(d)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +18,7 @@ import (
 
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/pkg/hbone"
 )
 
 // Label values, as Istio uses them.
@@ -168,43 +169,11 @@ func principal(id spiffeid.ID) string {
 	return id.TrustDomain().Name() + id.Path()
 }
 
-// namespaceOf returns the namespace segment of a Kubernetes-style SPIFFE ID.
-func namespaceOf(id spiffeid.ID) string {
-	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	for i := 0; i+1 < len(parts); i++ {
-		if parts[i] == "ns" {
-			return parts[i+1]
-		}
-	}
-	return ""
-}
-
 // baggage encodes source workload metadata the way ztunnel does.
 func baggage(w *config.Workload) string {
 	p := w.Proto
-	typ := p.GetWorkloadType()
-	if typ == "" {
-		typ = "pod"
-	}
-	name := p.GetWorkloadName()
-	if name == "" {
-		name = p.GetName()
-	}
-	var b strings.Builder
-	add := func(k, v string) {
-		if v == "" {
-			return
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(k + "=" + v)
-	}
-	add("k8s.namespace.name", p.GetNamespace())
-	add("k8s."+typ+".name", name)
-	add("service.name", p.GetCanonicalName())
-	add("service.version", p.GetCanonicalRevision())
-	return b.String()
+	return hbone.Baggage{Namespace: p.GetNamespace(), WorkloadType: p.GetWorkloadType(), Workload: cmp.Or(p.GetWorkloadName(), p.GetName()),
+		Service: p.GetCanonicalName(), Version: p.GetCanonicalRevision()}.String()
 }
 
 // connRecord is what one proxied connection reports when it ends. The

@@ -1,9 +1,11 @@
 // Package mesh is the vocabulary weft-control, the node agent, the waypoint
 // and weftctl must agree on: well-known ports, packet marks, xDS node IDs,
-// cluster names, Weft's xDS type URLs and the names the control plane's
-// output shares with the waypoint. Each value is defined here once; the
-// binaries refer to these names instead of repeating the values (bpf's
-// constants, which capture.c must match, are defined from these).
+// the form of workload SPIFFE IDs, cluster names, Weft's xDS type URLs and
+// the names the control plane's output shares with the waypoint. The peer
+// metadata HBONE carries (Forwarded, baggage) is pkg/hbone's. Each value
+// is defined here once; the binaries refer to these names instead of
+// repeating the values (bpf's constants, which capture.c must match, are
+// defined from these).
 //
 // Envoy's own names (filter and transport socket names, Envoy type URLs) are
 // not repeated here: use go-control-plane's pkg/wellknown and

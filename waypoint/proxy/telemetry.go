@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -102,40 +103,6 @@ func orUnknown(s string) string {
 	return s
 }
 
-// nsOf returns the namespace segment of a Kubernetes-style SPIFFE ID.
-func nsOf(id spiffeid.ID) string {
-	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	for i := 0; i+1 < len(parts); i++ {
-		if parts[i] == "ns" {
-			return parts[i+1]
-		}
-	}
-	return ""
-}
-
-// parseBaggage reads the source workload metadata the node agent (or
-// ztunnel) sends in the baggage header.
-func parseBaggage(s string) (workload, namespace, app, version string) {
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok {
-			continue
-		}
-		v, _, _ = strings.Cut(v, ";")
-		switch {
-		case k == "k8s.namespace.name":
-			namespace = v
-		case k == "service.name" || k == "app.name":
-			app = v
-		case k == "service.version" || k == "app.version":
-			version = v
-		case strings.HasPrefix(k, "k8s.") && strings.HasSuffix(k, ".name") && k != "k8s.cluster.name" && k != "k8s.node.name" && workload == "":
-			workload = v
-		}
-	}
-	return
-}
-
 // serviceOf derives destination_service from a cluster name of
 // mesh.OutboundCluster's form.
 func serviceOf(cluster string) (host, name, namespace string) {
@@ -152,9 +119,10 @@ func serviceOf(cluster string) (host, name, namespace string) {
 
 func (r *record) labels() prometheus.Labels {
 	rs := r.rs
-	srcW, srcNS, srcApp, srcVer := parseBaggage(rs.baggage)
+	src := hbone.ParseBaggage(rs.baggage)
+	srcW, srcNS, srcApp, srcVer := src.Workload, src.Namespace, src.Service, src.Version
 	if srcNS == "" {
-		srcNS = nsOf(rs.peer)
+		srcNS = mesh.NamespaceOf(rs.peer)
 	}
 	use := rs.upstream(r.cluster)
 	var dst endpointMeta

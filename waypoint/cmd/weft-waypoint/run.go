@@ -18,6 +18,7 @@ import (
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
+	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
@@ -73,7 +74,7 @@ func (c *Config) Identity() (spiffeid.ID, error) {
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
 	}
-	return spiffeid.FromSegments(td, "ns", c.Namespace, "sa", sa)
+	return mesh.WorkloadID(td, c.Namespace, sa)
 }
 
 func (c *Config) validate() error {
@@ -280,6 +281,5 @@ func (a *admin) handler() http.Handler {
 // baggage describes the gateway as a source workload, in the form node
 // agents send (so destinations label its requests).
 func (c *Config) baggage() string {
-	return "k8s.deployment.name=" + c.Gateway + ",k8s.namespace.name=" + c.Namespace +
-		",service.name=" + c.Gateway + ",service.version=latest"
+	return hbone.Baggage{Namespace: c.Namespace, WorkloadType: "deployment", Workload: c.Gateway, Service: c.Gateway, Version: "latest"}.String()
 }
