@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	enroller := &Enroller{Capture: capture, Resolve: ResolveVeth, OpenConns: metrics.OpenFor,
-		DrainTimeout: cfg.DrainTimeout, KeepDraining: cfg.ReleasePods, Log: log}
+		DrainTimeout: cfg.DrainTimeout, ReleasePods: cfg.ReleasePods, Log: log}
 	if err := enroller.Recover(); err != nil {
 		log.Warn("recovering enrolment from pinned maps", "err", err)
 	}

@@ -95,13 +95,14 @@ type Enroller struct {
 	// DrainTimeout bounds how long a drained pod's connections are kept
 	// steered (default 5 minutes).
 	DrainTimeout time.Duration
-	// KeepDraining stops unenrolment at its first step: drained pods stay
-	// draining (their new connections go direct, connections a proxy owns
-	// stay steered to it). For an uninstall, where the connections belong
-	// to the previous agent, whose count this one cannot see.
-	KeepDraining bool
-	Log          *slog.Logger
-	Now          func() time.Time
+	// ReleasePods (Config.ReleasePods, --release-pods) stops unenrolment
+	// at its first step: drained pods stay draining (their new connections
+	// go direct, connections a proxy owns stay steered to it). For an
+	// uninstall, where the connections belong to the previous agent, whose
+	// count this one cannot see.
+	ReleasePods bool
+	Log         *slog.Logger
+	Now         func() time.Time
 
 	mu    sync.Mutex
 	pods  map[netip.Addr]*enrolledPod
@@ -259,7 +260,7 @@ func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
 			e.Log.Info("draining pod: new connections go direct", "ip", ip, "ifindex", p.ifindex)
 		}
 		// stateDraining
-		if e.KeepDraining {
+		if e.ReleasePods {
 			continue
 		}
 		open := 0

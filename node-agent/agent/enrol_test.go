@@ -141,14 +141,14 @@ func TestEnrolDrainUnenrol(t *testing.T) {
 	}
 }
 
-// An uninstall's agent (KeepDraining) recovers the enrolment from the pins
+// An uninstall's agent (ReleasePods) recovers the enrolment from the pins
 // and drains every pod, and never takes the second step: the connections
 // still steered belong to the previous agent, which it cannot count.
-func TestKeepDrainingStopsAtTheFirstStep(t *testing.T) {
+func TestReleasePodsStopsAtTheFirstStep(t *testing.T) {
 	c, now := newFakeCapture(), time.Unix(1000, 0)
 	c.ifs[7], c.ips[ipA], c.attached[7] = bpf.FlagCapture, bpf.FlagCapture, true
 	e := newEnroller(c, routes{ipA: 7}, nil, &now)
-	e.KeepDraining = true
+	e.ReleasePods = true
 	if err := e.Recover(); err != nil {
 		t.Fatal(err)
 	}
