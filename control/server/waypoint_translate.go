@@ -23,17 +23,17 @@ func translateWaypoints(cfg waypoint.Config, in workload.Inputs, traffic discove
 		DestinationRules:      traffic.DestinationRules,
 		HTTPRoutes:            traffic.HTTPRoutes,
 		AuthorizationPolicies: in.AuthorizationPolicies,
-		Gateways:              traffic.IstioGateways,
+		IstioGateways:         traffic.IstioGateways,
 		IngressGateways:       in.Gateways,
 		ServiceEntries:        in.ServiceEntries,
 	})
-	groups := make(map[string]xds.Resources, len(out.Waypoints)+len(out.Gateways)+1)
+	groups := make(map[string]xds.Resources, len(out.Waypoints)+len(out.GatewayProxies)+1)
 	for name, r := range out.Waypoints {
 		if r != nil {
 			groups[name] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
 		}
 	}
-	for nsSA, r := range out.Gateways {
+	for nsSA, r := range out.GatewayProxies {
 		if r != nil {
 			groups[xds.GatewayGroup(nsSA)] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
 		}

@@ -57,11 +57,11 @@ func gatewayRef(g, ns string) string {
 	return ns + "/" + g
 }
 
-// buildGateways translates every Gateway into the snapshots of the gateway
+// buildGatewayProxies translates every Gateway into the snapshots of the gateway
 // deployments its selector picks, keyed by "<namespace>/<service account>"
 // of their pods.
-func (t *translator) buildGateways(in Inputs) map[string]*Resources {
-	gws := slices.DeleteFunc(slices.Clone(in.Gateways), func(g *networkingv1.Gateway) bool { return g == nil })
+func (t *translator) buildGatewayProxies(in Inputs) map[string]*Resources {
+	gws := slices.DeleteFunc(slices.Clone(in.IstioGateways), func(g *networkingv1.Gateway) bool { return g == nil })
 	gws = append(gws, t.ingressGateways(in.IngressGateways, in.HTTPRoutes)...) // gateway_api.go
 	if len(gws) == 0 {
 		return nil

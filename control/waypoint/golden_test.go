@@ -134,7 +134,7 @@ func readYAML(t *testing.T, path string, tc *testCase) {
 			if strings.HasPrefix(tm.APIVersion, "networking.istio.io/") {
 				o := &networkingv1.Gateway{}
 				decode(o)
-				tc.in.Gateways = append(tc.in.Gateways, o)
+				tc.in.IstioGateways = append(tc.in.IstioGateways, o)
 				continue
 			}
 			o := &gatewayv1.Gateway{}
@@ -187,8 +187,10 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	out.DestinationRules = slices.Clone(in.DestinationRules)
 	out.HTTPRoutes = slices.Clone(in.HTTPRoutes)
 	out.AuthorizationPolicies = slices.Clone(in.AuthorizationPolicies)
-	out.Gateways = slices.Clone(in.Gateways)
-	r.Shuffle(len(out.Gateways), func(i, j int) { out.Gateways[i], out.Gateways[j] = out.Gateways[j], out.Gateways[i] })
+	out.IstioGateways = slices.Clone(in.IstioGateways)
+	r.Shuffle(len(out.IstioGateways), func(i, j int) {
+		out.IstioGateways[i], out.IstioGateways[j] = out.IstioGateways[j], out.IstioGateways[i]
+	})
 	out.IngressGateways = slices.Clone(in.IngressGateways)
 	r.Shuffle(len(out.IngressGateways), func(i, j int) {
 		out.IngressGateways[i], out.IngressGateways[j] = out.IngressGateways[j], out.IngressGateways[i]
@@ -217,7 +219,7 @@ func checkReferences(t *testing.T, out Output) {
 	for k, r := range out.Waypoints {
 		snaps[k] = r
 	}
-	for k, r := range out.Gateways {
+	for k, r := range out.GatewayProxies {
 		snaps["gateway "+k] = r
 	}
 	for name, res := range snaps {
@@ -280,9 +282,9 @@ func render(t *testing.T, out Output, full bool) []byte {
 		problems = append(problems, p.String())
 	}
 	doc := map[string]any{"waypoints": wps, "grpc": grpc, "problems": problems}
-	if len(out.Gateways) > 0 {
+	if len(out.GatewayProxies) > 0 {
 		gws := map[string]any{}
-		for k, r := range out.Gateways {
+		for k, r := range out.GatewayProxies {
 			gws[k] = renderResources(t, r)
 		}
 		doc["gateways"] = gws

@@ -43,7 +43,7 @@ func TestPathNormalizationHCM(t *testing.T) {
 		for _, dir := range []string{"testdata/ingress-bookinfo", "testdata/ingress-tls"} {
 			tc := loadCase(t, dir)
 			out := Translate(Config{PathNormalization: mode}, tc.in)
-			snaps := map[string]map[string]*Resources{"waypoint": out.Waypoints, "gateway": out.Gateways}
+			snaps := map[string]map[string]*Resources{"waypoint": out.Waypoints, "gateway": out.GatewayProxies}
 			for kind, byName := range snaps {
 				for name, res := range byName {
 					for _, l := range res.Listeners {

@@ -119,9 +119,9 @@ type Inputs struct {
 	// Service; selector and namespace-wide policies are enforced at L4 by
 	// the node agents and ignored here.
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
-	// Gateways are Istio (networking.istio.io) Gateways: ingress gateway
-	// deployments (gateway.go).
-	Gateways []*networkingv1.Gateway
+	// IstioGateways are Istio (networking.istio.io) Gateways: ingress
+	// gateway deployments (gateway.go).
+	IstioGateways []*networkingv1.Gateway
 	// IngressGateways are Gateway API Gateways; those of class "weft" are
 	// served by ingress gateway deployments (gateway_api.go).
 	IngressGateways []*gatewayv1.Gateway
@@ -146,9 +146,9 @@ type Output struct {
 	// GRPC is the snapshot of proxyless gRPC clients: an API listener for
 	// every HTTP service port of the mesh.
 	GRPC *Resources
-	// Gateways by "<namespace>/<service account>" of the gateway pods an
-	// Istio Gateway selects: their listeners, routes and clusters.
-	Gateways map[string]*Resources
+	// GatewayProxies by "<namespace>/<service account>" of the gateway
+	// pods an Istio Gateway selects: their listeners, routes and clusters.
+	GatewayProxies map[string]*Resources
 	// Problems found in the input, sorted; at most one per object and
 	// message.
 	Problems []workload.Problem
@@ -174,10 +174,10 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
 	t.buildServicePorts()
 	out := Output{
-		Waypoints: t.buildWaypoints(),
-		GRPC:      t.buildGRPC(),
-		Gateways:  t.buildGateways(in),
-		Problems:  t.sortedProblems(),
+		Waypoints:      t.buildWaypoints(),
+		GRPC:           t.buildGRPC(),
+		GatewayProxies: t.buildGatewayProxies(in),
+		Problems:       t.sortedProblems(),
 	}
 	return out
 }

@@ -31,7 +31,7 @@ func TestResourcesValidate(t *testing.T) {
 		for k, r := range out.Waypoints {
 			snaps[k] = r
 		}
-		for k, r := range out.Gateways {
+		for k, r := range out.GatewayProxies {
 			snaps["gateway "+k] = r
 		}
 		for snap, res := range snaps {

@@ -34,7 +34,7 @@ const (
 )
 
 // GatewayGroup is the group of the gateway pods running as service account
-// "<ns>/<sa>" (control/waypoint's Output.Gateways key).
+// "<ns>/<sa>" (control/waypoint's Output.GatewayProxies key).
 func GatewayGroup(nsSA string) string { return GatewayGroupPrefix + nsSA }
 
 // Keys of the MuxCache besides the Weft type URLs.
