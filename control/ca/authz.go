@@ -43,7 +43,7 @@ type ServiceAccountRef struct {
 
 // DefaultNodeAgent is the node agent's service account in the default
 // installation.
-var DefaultNodeAgent = ServiceAccountRef{Namespace: "weft-system", Name: "weft-node-agent"}
+var DefaultNodeAgent = ServiceAccountRef{Namespace: mesh.SystemNamespace, Name: "weft-node-agent"}
 
 // ParseServiceAccountRef parses "namespace/name".
 func ParseServiceAccountRef(s string) (ServiceAccountRef, error) {

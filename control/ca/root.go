@@ -31,6 +31,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Secret names and keys. The plug-in format is Istio's, so an existing
@@ -50,7 +52,7 @@ const (
 
 // Defaults for Options.
 const (
-	DefaultTrustDomain = "cluster.local"
+	DefaultTrustDomain = mesh.DefaultTrustDomain
 	DefaultTTL         = 24 * time.Hour
 	DefaultMaxTTL      = 7 * 24 * time.Hour
 	DefaultRootTTL     = 10 * 365 * 24 * time.Hour

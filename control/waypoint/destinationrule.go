@@ -387,7 +387,7 @@ func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.Clus
 func (t *translator) endpointMetadata(w *workloadv1.Workload) *corev3.Metadata {
 	tunnel := "NONE"
 	if w.TunnelProtocol == workloadv1.TunnelProtocol_HBONE {
-		tunnel = "HBONE"
+		tunnel = mesh.HBONEProtocol
 	}
 	td := w.TrustDomain
 	if td == "" {

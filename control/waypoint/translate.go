@@ -79,6 +79,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Config holds the mesh-wide settings the translation depends on; the same
@@ -184,16 +185,16 @@ func Translate(cfg Config, in Inputs) Output {
 
 func withDefaults(cfg Config) Config {
 	if cfg.TrustDomain == "" {
-		cfg.TrustDomain = "cluster.local"
+		cfg.TrustDomain = mesh.DefaultTrustDomain
 	}
 	if cfg.ClusterID == "" {
-		cfg.ClusterID = "Kubernetes"
+		cfg.ClusterID = mesh.DefaultClusterID
 	}
 	if cfg.DomainSuffix == "" {
-		cfg.DomainSuffix = "cluster.local"
+		cfg.DomainSuffix = mesh.DefaultDomainSuffix
 	}
 	if cfg.RootNamespace == "" {
-		cfg.RootNamespace = "weft-system"
+		cfg.RootNamespace = mesh.SystemNamespace
 	}
 	if cfg.PathNormalization == "" {
 		cfg.PathNormalization = PathNormalizationBase

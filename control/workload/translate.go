@@ -36,6 +36,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Config holds the mesh-wide settings the translation depends on.
@@ -101,19 +102,19 @@ func (p Problem) String() string {
 // Label and annotation keys shared with Istio, so that users' manifests and
 // habits carry over.
 const (
-	labelDataplaneMode        = "istio.io/dataplane-mode"
-	labelUseWaypoint          = "istio.io/use-waypoint"
-	labelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
-	labelWaypointFor          = "istio.io/waypoint-for"
-	labelGatewayName          = "gateway.networking.k8s.io/gateway-name"
+	labelDataplaneMode        = mesh.LabelDataplaneMode
+	labelUseWaypoint          = mesh.LabelUseWaypoint
+	labelUseWaypointNamespace = mesh.LabelUseWaypointNamespace
+	labelWaypointFor          = mesh.LabelWaypointFor
+	labelGatewayName          = mesh.LabelGatewayName
 	annotationLoadBalancing   = "weft.io/load-balancing"
-	annotationDryRun          = "istio.io/dry-run"
+	annotationDryRun          = mesh.AnnotationDryRun
 
-	dataplaneAmbient = "ambient"
-	dataplaneNone    = "none"
+	dataplaneAmbient = mesh.DataplaneAmbient
+	dataplaneNone    = mesh.DataplaneNone
 
 	// WaypointGatewayClass is the GatewayClass of Weft's waypoints.
-	WaypointGatewayClass = "weft-waypoint"
+	WaypointGatewayClass = mesh.WaypointClass
 	// IstioWaypointGatewayClass is Istio's waypoint class, accepted too so
 	// that manifests written for Istio ambient work unchanged.
 	IstioWaypointGatewayClass = "istio-waypoint"
@@ -139,16 +140,16 @@ func Translate(cfg Config, in Inputs) Output {
 
 func withDefaults(cfg Config) Config {
 	if cfg.TrustDomain == "" {
-		cfg.TrustDomain = "cluster.local"
+		cfg.TrustDomain = mesh.DefaultTrustDomain
 	}
 	if cfg.ClusterID == "" {
-		cfg.ClusterID = "Kubernetes"
+		cfg.ClusterID = mesh.DefaultClusterID
 	}
 	if cfg.DomainSuffix == "" {
-		cfg.DomainSuffix = "cluster.local"
+		cfg.DomainSuffix = mesh.DefaultDomainSuffix
 	}
 	if cfg.RootNamespace == "" {
-		cfg.RootNamespace = "weft-system"
+		cfg.RootNamespace = mesh.SystemNamespace
 	}
 	return cfg
 }

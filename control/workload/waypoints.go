@@ -61,7 +61,7 @@ func (t *translator) indexWaypoints(gws []*gatewayv1.Gateway) {
 
 func (t *translator) setAllowedRoutes(w *waypoint, gw *gatewayv1.Gateway) {
 	for _, l := range gw.Spec.Listeners {
-		if l.Protocol != "HBONE" || l.Port != mesh.HBONEPort {
+		if l.Protocol != mesh.HBONEProtocol || l.Port != mesh.HBONEPort {
 			continue
 		}
 		if l.AllowedRoutes == nil || l.AllowedRoutes.Namespaces == nil || l.AllowedRoutes.Namespaces.From == nil {

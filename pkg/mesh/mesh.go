@@ -45,7 +45,7 @@ const (
 )
 
 // ControlService is weft-control's Service in its default namespace.
-const ControlService = "weft-control.weft-system.svc"
+const ControlService = "weft-control." + SystemNamespace + ".svc"
 
 // Addr joins host and port ("" host: all addresses, ":15020").
 func Addr(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

@@ -227,7 +227,7 @@ func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]*endpoint, error
 			if md := le.GetMetadata().GetFilterMetadata()[mesh.MetadataNamespace]; md != nil {
 				f := md.GetFields()
 				switch t := f["tunnel"].GetStringValue(); t {
-				case "HBONE":
+				case mesh.HBONEProtocol:
 					e.meta.HBONE = true
 				case "NONE", "":
 				default:

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // ConfigDump is the active configuration as the admin endpoint shows it:
@@ -93,7 +95,7 @@ func (s *Store) Dump() ConfigDump {
 			ed := EndpointDump{Address: e.addr, Tunnel: "NONE", Identity: idString(e.meta.Identity), Workload: e.meta.Workload,
 				Namespace: e.meta.Namespace, Version: e.meta.Version, Healthy: e.healthy, Active: e.st.active.Load()}
 			if e.meta.HBONE {
-				ed.Tunnel = "HBONE"
+				ed.Tunnel = mesh.HBONEProtocol
 			}
 			e.st.mu.Lock()
 			if now.Before(e.st.ejectedUntil) {

@@ -25,13 +25,13 @@ import (
 
 // The contract (waypoint/README.md).
 const (
-	ClassName    = "weft-waypoint"
+	ClassName    = mesh.WaypointClass
 	FieldManager = "weft-control"
-	ListenerName = "mesh"
-	HBONE        = gatewayv1.ProtocolType("HBONE")
+	ListenerName = mesh.WaypointGatewayListener
+	HBONE        = gatewayv1.ProtocolType(mesh.HBONEProtocol)
 
-	LabelGatewayName   = "gateway.networking.k8s.io/gateway-name"
-	LabelDataplaneMode = "istio.io/dataplane-mode"
+	LabelGatewayName   = mesh.LabelGatewayName
+	LabelDataplaneMode = mesh.LabelDataplaneMode
 	LabelAppName       = "app.kubernetes.io/name"
 	AppName            = "weft-waypoint"
 	LabelManagedBy     = "app.kubernetes.io/managed-by"

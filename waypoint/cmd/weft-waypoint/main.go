@@ -58,7 +58,7 @@ func command() *cobra.Command {
 	f.StringVar(&gateway, "gateway", defGateway, "the waypoint Gateway this pod serves, <namespace>/<name> (default $POD_NAMESPACE/$GATEWAY_NAME)")
 	f.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name, part of the xDS node ID (default $POD_NAME)")
 	f.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "service account of this pod, for its SPIFFE ID (default $SERVICE_ACCOUNT, else the gateway name)")
-	f.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "the mesh trust domain")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", mesh.DefaultTrustDomain, "the mesh trust domain")
 	f.StringVar(&cfg.ControlAddress, "control-address", mesh.ControlAddress(), "weft-control's xDS and CA endpoint (TLS)")
 	f.StringVar(&cfg.CARootCert, "ca-root-cert", "/etc/weft/ca-root/root-cert.pem", "trust anchors for the control plane (ConfigMap weft-ca-root-cert)")
 	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected service-account token with audience weft-ca")

@@ -23,6 +23,7 @@ import (
 
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Severity of a finding: errors make `weftctl analyze` exit 1.
@@ -54,9 +55,9 @@ const (
 )
 
 const (
-	labelDataplaneMode        = "istio.io/dataplane-mode"
-	dataplaneAmbient          = "ambient"
-	labelGatewayName          = "gateway.networking.k8s.io/gateway-name"
+	labelDataplaneMode        = mesh.LabelDataplaneMode
+	dataplaneAmbient          = mesh.DataplaneAmbient
+	labelGatewayName          = mesh.LabelGatewayName
 	defaultNodeAgentDaemonSet = "weft-node-agent"
 )
 
@@ -137,7 +138,7 @@ type Options struct {
 // Analyze returns the findings for the snapshot.
 func Analyze(s Snapshot, o Options) Findings {
 	if o.RootNamespace == "" {
-		o.RootNamespace = "weft-system"
+		o.RootNamespace = mesh.SystemNamespace
 	}
 	if o.NodeAgentDaemonSet == "" {
 		o.NodeAgentDaemonSet = defaultNodeAgentDaemonSet

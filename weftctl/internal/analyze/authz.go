@@ -13,9 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
-const annotationDryRun = "istio.io/dry-run"
+const annotationDryRun = mesh.AnnotationDryRun
 
 func (a *analyzer) authorizationPolicies() {
 	for _, ap := range a.s.AuthorizationPolicies {

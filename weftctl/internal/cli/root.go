@@ -11,13 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/kube"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 )
 
 // DefaultWeftNamespace is where the charts install weft-control and the
 // node agents.
-const DefaultWeftNamespace = "weft-system"
+const DefaultWeftNamespace = mesh.SystemNamespace
 
 // options are the flags every command shares.
 type options struct {

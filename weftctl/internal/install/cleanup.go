@@ -7,6 +7,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // CleanupLabel marks the node cleanup pods (value: the node).
@@ -93,7 +95,7 @@ func CleanupPod(ns, node string, s AgentSpec) *corev1.Pod {
 				"app.kubernetes.io/name":       "weft-node-cleanup",
 				"app.kubernetes.io/managed-by": "weftctl",
 				// Never captured by the mesh it removes.
-				"istio.io/dataplane-mode": "none",
+				mesh.LabelDataplaneMode: mesh.DataplaneNone,
 			},
 		},
 		Spec: corev1.PodSpec{

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 )
 
@@ -106,7 +107,7 @@ type Filter struct {
 // Identity is a workload's SPIFFE ID.
 func Identity(w *workloadv1.Workload) string {
 	sa := cmp.Or(w.GetServiceAccount(), "default")
-	return "spiffe://" + cmp.Or(w.GetTrustDomain(), "cluster.local") + "/ns/" + w.GetNamespace() + "/sa/" + sa
+	return "spiffe://" + cmp.Or(w.GetTrustDomain(), mesh.DefaultTrustDomain) + "/ns/" + w.GetNamespace() + "/sa/" + sa
 }
 
 // waypointName renders a GatewayAddress ("<ns>/<host>" hostnames as the

@@ -21,17 +21,17 @@ import (
 // The Istio ambient API that Weft reads (control/workload) and the
 // waypoint contract (control/waypoint/deploy).
 const (
-	ClassName                 = "weft-waypoint"
-	LabelWaypointFor          = "istio.io/waypoint-for"
-	LabelUseWaypoint          = "istio.io/use-waypoint"
-	LabelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
-	LabelDataplaneMode        = "istio.io/dataplane-mode"
-	LabelGatewayName          = "gateway.networking.k8s.io/gateway-name"
+	ClassName                 = mesh.WaypointClass
+	LabelWaypointFor          = mesh.LabelWaypointFor
+	LabelUseWaypoint          = mesh.LabelUseWaypoint
+	LabelUseWaypointNamespace = mesh.LabelUseWaypointNamespace
+	LabelDataplaneMode        = mesh.LabelDataplaneMode
+	LabelGatewayName          = mesh.LabelGatewayName
 	// AnnotationServiceAccount records on the Gateway which service
 	// account a per-service-account waypoint was made for (informational:
 	// the labels on the Services and pods are what routes traffic).
 	AnnotationServiceAccount = "weft.io/for-service-account"
-	ListenerName             = "mesh"
+	ListenerName             = mesh.WaypointGatewayListener
 	FieldManager             = "weftctl"
 	DefaultName              = "waypoint"
 )
@@ -119,7 +119,7 @@ func Gateway(o ApplyOptions) *gwac.GatewayApplyConfiguration {
 			WithListeners(gwac.Listener().
 				WithName(ListenerName).
 				WithPort(mesh.HBONEPort).
-				WithProtocol(gatewayv1.ProtocolType("HBONE"))))
+				WithProtocol(gatewayv1.ProtocolType(mesh.HBONEProtocol))))
 	if o.ServiceAccount != "" {
 		gw.WithAnnotations(map[string]string{AnnotationServiceAccount: o.ServiceAccount})
 	}
