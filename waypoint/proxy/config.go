@@ -28,9 +28,10 @@ import (
 const ListenerName = mesh.WaypointListener
 
 // Types are the xDS resource types the waypoint subscribes to, in the order
-// a control plane should send them.
+// a control plane should send them: Envoy's, then the mesh's workloads
+// (AddressType, peer.go).
 func Types() []string {
-	return []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType}
+	return []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, AddressType}
 }
 
 // Snapshot is one immutable compiled configuration. Cluster runtime state
@@ -62,8 +63,11 @@ type Store struct {
 	synced    map[string]bool
 	version   uint64
 	rejected  map[string]string // "type/name" -> last error, for /config_dump
+	addresses map[string]*addressedWorkload
 
 	cur atomic.Pointer[Snapshot]
+	// workloads indexes addresses; nil until the Address type arrived.
+	workloads atomic.Pointer[workloadIndex]
 }
 
 // pipelineAt caches one compiled pipeline with the inputs it came from, so
@@ -83,7 +87,7 @@ func NewStore(up *Upstream, log *slog.Logger) *Store {
 		listeners: map[string]*listenerv3.Listener{}, routes: map[string]*routev3.RouteConfiguration{},
 		clusters: map[string]*clusterv3.Cluster{}, clas: map[string]*endpointv3.ClusterLoadAssignment{},
 		state: map[string]*cluster{}, pipelines: map[string]*pipelineAt{}, synced: map[string]bool{},
-		rejected: map[string]string{}}
+		rejected: map[string]string{}, addresses: map[string]*addressedWorkload{}}
 	s.cur.Store(&Snapshot{chains: &chainSet{}, clusters: map[string]*cluster{}})
 	return s
 }
@@ -138,11 +142,15 @@ func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed
 			_, err := compileEndpoints(cla)
 			return err
 		}, accept, reject)
+	case AddressType:
+		s.handleAddresses(updated, removed, reject, accept)
 	default:
 		return fmt.Errorf("waypoint does not handle type %s", typeURL)
 	}
 	s.synced[typeURL] = true
-	s.rebuild()
+	if typeURL != AddressType {
+		s.rebuild()
+	}
 	err := errors.Join(errs...)
 	if err != nil {
 		s.log.Warn("xds resources rejected", "type", shortType(typeURL), "err", err)

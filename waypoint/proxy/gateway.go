@@ -10,6 +10,9 @@ import (
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Gateway mode (an ingress gateway, charts/gateway): downstream is plain
@@ -27,6 +30,16 @@ type Source struct {
 	// source_workload_namespace, source_app, source_version), in the form
 	// node agents send.
 	Baggage string
+}
+
+// meta is the gateway's own description of itself: configuration, not a
+// claim of a peer, so taken as it is (namespace defaulting to the ID's).
+func (s Source) meta() sourceMeta {
+	b := hbone.ParseBaggage(s.Baggage)
+	if b.Namespace == "" {
+		b.Namespace = mesh.NamespaceOf(s.ID)
+	}
+	return sourceMeta{workload: b.Workload, namespace: b.Namespace, app: b.Service, version: b.Version}
 }
 
 // ServePlain serves plain HTTP client connections accepted on ln until ln
@@ -61,7 +74,7 @@ func (p *Proxy) servePlainConn(conn net.Conn, src Source) {
 		p.log.Debug("no HTTP filter chain for gateway port", "local", dst, "client", conn.RemoteAddr())
 		return
 	}
-	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, edge: true}
+	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, source: src.meta(), edge: true}
 	p.serveHTTP(conn, c, rs)
 }
 

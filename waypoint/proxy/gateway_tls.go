@@ -47,7 +47,7 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 		p.log.Debug("gateway TLS port: no filter chain for SNI", "local", dst, "sni", sni, "client", conn.RemoteAddr())
 		return
 	}
-	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, edge: true}
+	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, source: src.meta(), edge: true}
 	if c.tlsCert == "" {
 		err := p.proxyTCP(context.Background(), c, snap, rs, sni, "", func() (hbone.Stream, error) { return replay, nil })
 		if err != nil {

@@ -108,6 +108,8 @@ type requestState struct {
 	peer     spiffeid.ID
 	clientIP netip.Addr
 	baggage  string
+	// source: the source_* telemetry labels (peer.go sourceOf).
+	source sourceMeta
 	// edge: a gateway's plain client connection (gateway.go), not an
 	// HBONE stream; peer and baggage are then the gateway itself.
 	edge bool
@@ -167,12 +169,10 @@ func (p *Proxy) handle(ctx context.Context, req *hbone.Request) error {
 		p.log.Debug("no filter chain for destination", "authority", req.Authority, "peer", req.Peer)
 		return hbone.Refuse(http.StatusServiceUnavailable, fmt.Sprintf("waypoint has no filter chain for %s", dst))
 	}
-	rs := &requestState{origDst: dst, peer: req.Peer, baggage: req.Baggage}
-	if ip, ok := hbone.ParseForwarded(req.Forwarded); ok {
-		rs.clientIP = ip
-	} else {
-		rs.clientIP = addrOf(req.RemoteAddr)
-	}
+	bag := hbone.ParseBaggage(req.Baggage)
+	client, proven := p.tunnelSource(req, bag)
+	rs := &requestState{origDst: dst, peer: req.Peer, clientIP: client, baggage: req.Baggage,
+		source: p.sourceOf(req.Peer, proven, bag)}
 	if c.isTCP() {
 		return p.serveTCP(ctx, req, c, snap, rs)
 	}
@@ -201,7 +201,7 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 	pc := &peekedConn{Conn: conn, r: br}
 	isH2 := string(head) == h2Preface
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage, edge: stream.edge}
+		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage, source: stream.source, edge: stream.edge}
 		// Route per request with the config in force now, as Envoy applies
 		// RDS updates to new requests on existing connections: clients keep
 		// connections alive for minutes. A chain that went away keeps

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -40,6 +41,7 @@ type Metrics struct {
 	duration, reqBytes, respBytes *prometheus.HistogramVec
 	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
 	tcpDenied                     *prometheus.CounterVec // TCP streams a network RBAC filter refused
+	forwarded, baggage            prometheus.Counter     // ignored claims of HBONE streams (peer.go)
 }
 
 // NewMetrics registers the istio_request* metrics on reg (nil: unregistered).
@@ -61,15 +63,31 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		tcpDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_tcp_rbac_denied_total",
 			Help: "TCP streams refused (CONNECT 403) by a filter chain's network RBAC (AuthorizationPolicy), by filter chain."},
 			[]string{"filter_chain"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_waypoint_forwarded_ignored_total",
+			Help: "HBONE streams whose Forwarded client address was ignored: the tunnel's peer did not prove it may speak for that address."}),
+		baggage: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_waypoint_baggage_ignored_total",
+			Help: "HBONE streams whose baggage was ignored: it named another namespace than the peer's SPIFFE identity."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS, m.tcpDenied} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS, m.tcpDenied, m.forwarded, m.baggage} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) forwardedIgnored() {
+	if m != nil {
+		m.forwarded.Inc()
+	}
+}
+
+func (m *Metrics) baggageIgnored() {
+	if m != nil {
+		m.baggage.Inc()
+	}
 }
 
 // record is one request (or TCP stream) as telemetry reports it.
@@ -119,11 +137,7 @@ func serviceOf(cluster string) (host, name, namespace string) {
 
 func (r *record) labels() prometheus.Labels {
 	rs := r.rs
-	src := hbone.ParseBaggage(rs.baggage)
-	srcW, srcNS, srcApp, srcVer := src.Workload, src.Namespace, src.Service, src.Version
-	if srcNS == "" {
-		srcNS = mesh.NamespaceOf(rs.peer)
-	}
+	src := rs.source
 	use := rs.upstream(r.cluster)
 	var dst endpointMeta
 	if use.e != nil {
@@ -143,11 +157,11 @@ func (r *record) labels() prometheus.Labels {
 	}
 	return prometheus.Labels{
 		"reporter":                       reporter(rs),
-		"source_workload":                orUnknown(srcW),
-		"source_workload_namespace":      orUnknown(srcNS),
+		"source_workload":                orUnknown(src.workload),
+		"source_workload_namespace":      orUnknown(src.namespace),
 		"source_principal":               orUnknown(idString(rs.peer)),
-		"source_app":                     orUnknown(srcApp),
-		"source_version":                 orUnknown(srcVer),
+		"source_app":                     orUnknown(src.app),
+		"source_version":                 orUnknown(src.version),
 		"destination_workload":           orUnknown(dst.Workload),
 		"destination_workload_namespace": orUnknown(dst.Namespace),
 		"destination_principal":          orUnknown(idString(dst.Identity)),
@@ -227,6 +241,47 @@ func (p *Proxy) log1(r *record) {
 	p.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
 
+// appendXFF appends the client address to X-Forwarded-For, as Envoy does
+// with use_remote_address: what the client sent is kept (its own claims,
+// for the application to weigh) and the last element is always the
+// address the proxy vouches for (the tunnel's proven source, or a
+// gateway's TCP peer). Several header lines become one, so no line of the
+// client's can come after it. A Connection header that nominates
+// X-Forwarded-For makes the client's value hop-by-hop: it is dropped with
+// the nomination, which would otherwise strip the proxy's entry too.
+func appendXFF(h http.Header, client netip.Addr) {
+	const xff = "X-Forwarded-For"
+	if c := h["Connection"]; len(c) > 0 {
+		var keep []string
+		nominated := false
+		for _, v := range c {
+			for _, f := range strings.Split(v, ",") {
+				f = textproto.TrimString(f)
+				switch {
+				case f == "":
+				case textproto.CanonicalMIMEHeaderKey(f) == xff:
+					nominated = true
+				default:
+					keep = append(keep, f)
+				}
+			}
+		}
+		if nominated {
+			delete(h, xff)
+			if len(keep) == 0 {
+				delete(h, "Connection")
+			} else {
+				h["Connection"] = []string{strings.Join(keep, ", ")}
+			}
+		}
+	}
+	if prev := h[xff]; len(prev) > 0 {
+		h[xff] = []string{strings.Join(prev, ", ") + ", " + client.String()}
+		return
+	}
+	h[xff] = []string{client.String()}
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -260,8 +315,8 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 		rec.protocol = "grpc"
 	}
 	rec.headerIn = headerSize(r.Header)
-	if rs.clientIP.IsValid() && r.Header.Get("X-Forwarded-For") == "" {
-		r.Header.Set("X-Forwarded-For", rs.clientIP.String())
+	if rs.clientIP.IsValid() {
+		appendXFF(r.Header, rs.clientIP)
 	}
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	ctx = withPeer(ctx, rs.peer, rs.clientIP, rs.origDst)
