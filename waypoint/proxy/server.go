@@ -46,7 +46,23 @@ type Options struct {
 	// Certificates resolves the certificates of a gateway's TLS filter
 	// chains (nil: none, such chains refuse handshakes).
 	Certificates Certificates
+	// IdleTimeout closes a tunnelled HTTP connection without a request in
+	// flight for this long (Envoy's HCM idle_timeout; default 1 h).
+	// StreamIdleTimeout ends a request that saw no byte either way, request
+	// body or response, for this long (Envoy's stream_idle_timeout; default
+	// 5 min): 408 before the response started, a reset after. Tests shorten
+	// them; negative disables.
+	IdleTimeout, StreamIdleTimeout time.Duration
 }
+
+// Envoy's defaults for mesh streams (HttpConnectionManager).
+const (
+	defaultIdleTimeout       = time.Hour
+	defaultStreamIdleTimeout = 5 * time.Minute
+	// maxRequestHeaderBytes is max_request_headers_kb's default, 60 KiB:
+	// larger request headers get 431.
+	maxRequestHeaderBytes = 60 << 10
+)
 
 // Proxy is the waypoint data path.
 type Proxy struct {
@@ -58,8 +74,11 @@ type Proxy struct {
 	log       *slog.Logger
 	accessLog *slog.Logger
 	tracing   *Tracing
-	h2        *http2.Server
+	h2        *http2.Server // HBONE streams
+	h2Edge    *http2.Server // a gateway's client connections
 	certs     Certificates
+
+	idleTimeout, streamIdleTimeout time.Duration
 }
 
 // New builds a Proxy; feed Store.Handle from xDS and Serve a listener.
@@ -79,7 +98,13 @@ func New(o Options) (*Proxy, error) {
 		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Log: o.Log,
 	}
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
-		h2: &http2.Server{MaxConcurrentStreams: 1000}, certs: o.Certificates}
+		certs:       o.Certificates,
+		idleTimeout: orDefault(o.IdleTimeout, defaultIdleTimeout), streamIdleTimeout: orDefault(o.StreamIdleTimeout, defaultStreamIdleTimeout)}
+	// x/net/http2 runs its own idle timer (net/http's IdleTimeout reaches
+	// it only through ConfigureServer): one server for mesh streams, one
+	// for a gateway's clients.
+	p.h2 = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: max(p.idleTimeout, 0)}
+	p.h2Edge = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: edgeIdleTimeout}
 	if o.AccessLog != nil {
 		p.accessLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil))
 	}
@@ -212,19 +237,37 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 		}
 		p.serveRequest(w, r, cur, rs)
 	})
-	// No timeouts on HBONE streams: their write deadlines are no-ops (see
-	// streamConn); an idle stream ends when the node agent closes it.
+	// Envoy's header limit: net/http reads 4 KiB beyond MaxHeaderBytes
+	// (request line included) before it answers 431; x/net/http2 allows
+	// MaxHeaderBytes plus 32 bytes for each of 10 fields (also 431).
+	maxHeader := maxRequestHeaderBytes - 4<<10
+	if isH2 {
+		maxHeader = maxRequestHeaderBytes - 10*32
+	}
 	base := &http.Server{Handler: handler, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-		MaxHeaderBytes: 1 << 20}
+		MaxHeaderBytes: maxHeader}
 	if stream.edge {
 		// A client's own TCP connection: its deadlines work, and a slow
 		// or idle client must not hold it forever (Envoy's defaults:
 		// no request header timeout, but a 1 h idle timeout; tighter here).
 		base.ReadHeaderTimeout = edgeHeaderTimeout
 		base.IdleTimeout = edgeIdleTimeout
+	} else {
+		// An HBONE stream: write deadlines are no-ops (streamConn), read
+		// deadlines work through readAheadConn (HTTP/1.1); x/net/http2
+		// keeps its own idle timer. A stream without a request in flight
+		// closes after the idle timeout; request headers must arrive
+		// within the stream idle timeout (Envoy's stream_idle_timeout
+		// covers a request from its first byte).
+		base.IdleTimeout = max(p.idleTimeout, 0)
+		base.ReadHeaderTimeout = max(p.streamIdleTimeout, 0)
 	}
 	if isH2 {
-		p.h2.ServeConn(pc, &http2.ServeConnOpts{BaseConfig: base, Handler: handler})
+		h2 := p.h2
+		if stream.edge {
+			h2 = p.h2Edge
+		}
+		h2.ServeConn(pc, &http2.ServeConnOpts{BaseConfig: base, Handler: handler})
 		pc.Close()
 		return
 	}
@@ -381,6 +424,13 @@ func (p *Proxy) authorizeTCP(c *chain, rs *requestState) (details string, ok boo
 		}
 	}
 	return "", true
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
 }
 
 func pickWeighted(ws []weightedCluster) string {

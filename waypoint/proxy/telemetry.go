@@ -323,10 +323,14 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	ctx, info := withInfo(ctx)
 	ctx, end := p.tracing.start(ctx, r, c.name)
 	rec.traceID = traceIDOf(ctx, r.Header)
-	body := &countingBody{ReadCloser: r.Body}
+	var idle *idleWatch
+	if r.Header.Get("Upgrade") == "" { // an upgraded tunnel's bytes bypass rw and body
+		ctx, idle = watchIdle(ctx, p.streamIdleTimeout, http.NewResponseController(w))
+	}
+	body := &countingBody{ReadCloser: r.Body, idle: idle}
 	r = r.WithContext(ctx)
 	r.Body = body
-	rw := &recorder{ResponseWriter: w}
+	rw := &recorder{ResponseWriter: w, idle: idle}
 	if c.handler == nil {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		rw.WriteHeader(http.StatusServiceUnavailable)
@@ -348,6 +352,24 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 			c.handler.ServeHTTP(rw, r)
 		}()
 	}
+	idleReset := false
+	if idle.stop(ctx) {
+		// Envoy: a local 408 before the response started, a reset after.
+		info.ResponseFlags, info.Details = "SI", "stream_idle_timeout"
+		if rw.wrote {
+			idleReset = true
+		} else {
+			rw.Header().Set("Content-Type", "text/plain")
+			if !rs.h2 {
+				// The rest of the request body may never come: close the
+				// connection after the reply instead of draining it (Envoy
+				// closes an HTTP/1.1 connection after a stream timeout).
+				rw.Header().Set("Connection", "close")
+			}
+			rw.WriteHeader(http.StatusRequestTimeout)
+			io.WriteString(rw, "stream timeout")
+		}
+	}
 	rec.code = rw.code
 	if rec.code == 0 {
 		rec.code = info.Status // a 101 goes out on the hijacked connection
@@ -361,6 +383,9 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	end(rec.code)
 	p.Metrics.observe(rec)
 	p.log1(rec)
+	if idleReset {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 func headerSize(h http.Header) int64 {
@@ -375,12 +400,16 @@ func headerSize(h http.Header) int64 {
 
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	idle *idleWatch
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if n > 0 {
+		b.idle.touch()
+	}
 	return n, err
 }
 
@@ -391,12 +420,14 @@ type recorder struct {
 	code  int
 	bytes int64
 	wrote bool
+	idle  *idleWatch
 }
 
 func (w *recorder) WriteHeader(code int) {
 	if !w.wrote && code >= 200 {
 		w.code, w.wrote = code, true
 	}
+	w.idle.touch()
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -406,6 +437,7 @@ func (w *recorder) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
+	w.idle.touch()
 	return n, err
 }
 
@@ -413,6 +445,7 @@ func (w *recorder) Flush() {
 	if !w.wrote {
 		w.code, w.wrote = http.StatusOK, true
 	}
+	w.idle.touch()
 	http.NewResponseController(w.ResponseWriter).Flush()
 }
 
