@@ -336,6 +336,9 @@ func canonicalIPOrCIDR(v string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if a.Zone() != "" { // node agents refuse the whole update for one
+		return "", fmt.Errorf("%q has a zone", v)
+	}
 	return a.String(), nil
 }
 

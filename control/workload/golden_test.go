@@ -69,7 +69,7 @@ func testScheme() *runtime.Scheme {
 
 // readInputs decodes a multi-document YAML file of Kubernetes, Istio and
 // Gateway API objects.
-func readInputs(t *testing.T, path string) Inputs {
+func readInputs(t testing.TB, path string) Inputs {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {

@@ -60,9 +60,9 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 	slices.SortFunc(ports, func(a, b *workloadv1.Port) int { return cmp.Compare(a.ServicePort, b.ServicePort) })
 	vips := make([]string, 0, len(spec.Addresses))
 	for _, a := range spec.Addresses {
-		ip, err := netip.ParseAddr(a)
+		ip, err := usableIP(a)
 		if err != nil {
-			p("spec.addresses: %q is not an IP address (CIDRs are not supported); ignored", a)
+			p("spec.addresses: %v (CIDRs are not supported); ignored", err)
 			continue
 		}
 		vips = append(vips, ip.String())
@@ -107,9 +107,9 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		p("spec.resolution: %s of the hosts themselves is not supported yet; add spec.endpoints with addresses", spec.Resolution)
 	}
 	for i, ep := range spec.Endpoints {
-		ip, err := netip.ParseAddr(ep.GetAddress())
+		ip, err := usableIP(ep.GetAddress())
 		if err != nil {
-			p("spec.endpoints[%d].address: %q is not an IP address (name resolution is not supported yet); ignored", i, ep.GetAddress())
+			p("spec.endpoints[%d].address: %v (name resolution is not supported yet); ignored", i, err)
 			continue
 		}
 		t.addServiceEntryEndpoint(se, ip, ep, hosts)

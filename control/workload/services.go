@@ -2,7 +2,6 @@ package workload
 
 import (
 	"cmp"
-	"net/netip"
 	"slices"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
@@ -82,9 +81,9 @@ func (t *translator) serviceVIPs(svc *corev1.Service) []string {
 	}
 	out := make([]string, 0, len(ips))
 	for _, ip := range ips {
-		addr, err := netip.ParseAddr(ip)
+		addr, err := usableIP(ip)
 		if err != nil {
-			t.problem("Service", svc.Namespace, svc.Name, "spec.clusterIPs: %q is not an IP address; ignored", ip)
+			t.problem("Service", svc.Namespace, svc.Name, "spec.clusterIPs: %v; ignored", err)
 			continue
 		}
 		out = append(out, addr.String())

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -71,6 +72,22 @@ func (t *translator) podWorkload(pod *corev1.Pod) *workloadv1.Workload {
 
 // podIPs returns the pod's IPs in canonical form (status.podIPs, else
 // status.podIP); a pod without any is not addressable yet.
+// usableIP parses an address a workload or service can have, the way node
+// agents do (node-agent/config): no zone, not unspecified, an IPv4-mapped
+// IPv6 address as IPv4. Anything else is refused here, because one address
+// a node agent cannot use makes it reject the whole Address update (and
+// keep its previous configuration for every workload).
+func usableIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	if a.Zone() != "" || a.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("%q is not a usable address", s)
+	}
+	return a.Unmap(), nil
+}
+
 func (t *translator) podIPs(pod *corev1.Pod) []string {
 	raw := pod.Status.PodIPs
 	if len(raw) == 0 && pod.Status.PodIP != "" {
@@ -79,9 +96,9 @@ func (t *translator) podIPs(pod *corev1.Pod) []string {
 	out := make([]string, 0, len(raw))
 	for _, pip := range raw {
 		ip := pip.IP
-		addr, err := netip.ParseAddr(ip)
+		addr, err := usableIP(ip)
 		if err != nil {
-			t.problem("Pod", pod.Namespace, pod.Name, "status.podIPs: %q is not an IP address; ignored", ip)
+			t.problem("Pod", pod.Namespace, pod.Name, "status.podIPs: %v; ignored", err)
 			continue
 		}
 		out = append(out, addr.String())
