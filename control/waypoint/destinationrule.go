@@ -11,6 +11,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -113,6 +114,9 @@ func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, 
 				if ch.GetHttpQueryParameterName() != "" {
 					p("%s.loadBalancer.consistentHash.httpQueryParameterName: not supported; requests are not hashed", path)
 				}
+				if !validHashKey(ch) {
+					p("%s.loadBalancer.consistentHash: httpHeaderName or httpCookie.name is not a valid header or cookie name; requests are not hashed", path)
+				}
 				if ch.GetMaglev() != nil {
 					p("%s.loadBalancer.consistentHash.maglev: not supported; using a ring hash", path)
 				}
@@ -201,11 +205,25 @@ func (t *translator) policyFor(ref clusterRef) policy {
 	return p
 }
 
+// validHashKey reports whether a header or cookie hash key is one Envoy
+// accepts (a non-empty header token, a non-empty cookie name); a route
+// with an invalid one would make the proxies refuse the whole route
+// configuration, other tenants' routes included.
+func validHashKey(ch *networkingapi.LoadBalancerSettings_ConsistentHashLB) bool {
+	switch k := ch.HashKey.(type) {
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
+		return httpguts.ValidHeaderFieldName(k.HttpHeaderName)
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
+		return k.HttpCookie.GetName() != ""
+	}
+	return true
+}
+
 // hashPolicy is the route hash policy a consistentHash load balancer needs,
 // nil for none.
 func (t *translator) hashPolicy(ref clusterRef) *routev3.RouteAction_HashPolicy {
 	ch := t.policyFor(ref).lb.GetConsistentHash()
-	if ch == nil {
+	if ch == nil || !validHashKey(ch) {
 		return nil
 	}
 	switch k := ch.HashKey.(type) {

@@ -72,7 +72,7 @@ func caseDirs(t *testing.T) []string {
 
 // loadCase reads the Bookinfo base and the case's objects, and runs the
 // workload translation to get the registry, as weft-control does.
-func loadCase(t *testing.T, dir string) testCase {
+func loadCase(t testing.TB, dir string) testCase {
 	t.Helper()
 	var tc testCase
 	readYAML(t, "testdata/bookinfo.yaml", &tc)
@@ -89,7 +89,7 @@ func loadCase(t *testing.T, dir string) testCase {
 
 // readYAML decodes a multi-document YAML file with sigs.k8s.io/yaml into
 // the client-go types, strictly (unknown fields fail the test).
-func readYAML(t *testing.T, path string, tc *testCase) {
+func readYAML(t testing.TB, path string, tc *testCase) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
