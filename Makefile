@@ -11,6 +11,8 @@ CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/we
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
 TEST_TIMEOUT ?= 45m
+# How long make fuzz runs each fuzz target (go test -fuzztime).
+FUZZTIME ?= 30s
 # How many times make flake runs the unit tests.
 FLAKE_COUNT ?= 20
 # Every test run: shuffled order, race detector (unit and e2e test binaries;
@@ -19,7 +21,7 @@ TEST_FLAGS ?= -race -shuffle=on -count=1
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all prereqs build test unit flake e2e datapath-matrix demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit flake fuzz e2e datapath-matrix demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -49,6 +51,9 @@ unit: ## Unit tests only (no root, no cluster)
 
 flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists every test that failed once
 	./hack/flake.sh $(FLAKE_COUNT)
+
+fuzz: ## Run every Go fuzz target for FUZZTIME (default 30s) each, one after the other (FUZZ=regexp selects; not part of make test)
+	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 e2e: prereqs build kube-assets ## End-to-end suites only
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
