@@ -553,22 +553,8 @@ func TestCaptureNetns(t *testing.T) {
 	serve(t, listen(t, pod2, "0.0.0.0:7070", false), "pod2-app", pod2Got)
 	var ac net.Conn
 	inNode("transparent dial from the enrolled pod's IP", func() error {
-		d := net.Dialer{
-			Timeout:   3 * time.Second,
-			LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 99, 1, 2)},
-			Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				err := rc.Control(func(fd uintptr) {
-					serr = errors.Join(
-						unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1),
-						unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(MarkSkip)),
-					)
-				})
-				return errors.Join(err, serr)
-			},
-		}
 		var err error
-		ac, err = d.Dial("tcp4", "10.99.2.2:7070")
+		ac, err = transparentDialer(podIP).Dial("tcp4", "10.99.2.2:7070")
 		return err
 	})
 	t.Cleanup(func() { ac.Close() })
