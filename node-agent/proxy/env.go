@@ -57,6 +57,22 @@ func (e *Env) localWorkload(snap *config.Snapshot, ip netip.Addr) *config.Worklo
 	return w
 }
 
+// inboundWorkload is the workload on this node that a connection the
+// capture steered here is for: an enrolled one, or one leaving the mesh.
+// When a pod is unenrolled, this agent's snapshot says NONE a moment
+// before its capture programs drain the pod, and agents of other nodes may
+// not have heard yet and still tunnel to it; those connections are the
+// pod's until it is drained (its certificate stays for the identity
+// manager's grace period). Only steered traffic reaches the inbound
+// listeners, so this admits nothing the capture does not send here.
+func (e *Env) inboundWorkload(snap *config.Snapshot, ip netip.Addr) *config.Workload {
+	w := snap.WorkloadByIP(ip.Unmap())
+	if w == nil || w.Identity.IsZero() || w.Proto.GetNode() != e.NodeName {
+		return nil
+	}
+	return w
+}
+
 // check evaluates authorization for a connection to dst (a local workload)
 // with the policies of snap, the snapshot dst was found in.
 func check(snap *config.Snapshot, dst *config.Workload, src netip.Addr, dstAP netip.AddrPort, principal, namespace string) policy.Decision {

@@ -53,7 +53,7 @@ func (in *Inbound) tlsConfig() *tls.Config {
 		ClientAuth: tls.RequireAnyClientCert,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			dst := addrPort(hello.Conn.LocalAddr()).Addr()
-			w := in.localWorkload(in.Store.Snapshot(), dst)
+			w := in.inboundWorkload(in.Store.Snapshot(), dst)
 			if w == nil {
 				return nil, fmt.Errorf("proxy: tunnel connection from %s addressed to %s, which is not an enrolled workload on node %q", hello.Conn.RemoteAddr(), dst, in.NodeName)
 			}
@@ -162,7 +162,7 @@ func (in *Inbound) answer(rec *connRecord, err error) error {
 
 // serveStream checks a tunnelled stream from src to dst and delivers it.
 func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *hbone.Request, rec *connRecord, src netip.Addr, dst netip.AddrPort) error {
-	w := in.localWorkload(snap, dst.Addr())
+	w := in.inboundWorkload(snap, dst.Addr())
 	if w == nil {
 		return in.notHere(dst.Addr())
 	}
@@ -170,7 +170,7 @@ func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *
 	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
 	// The client authorized the identity presented on this connection; the
 	// stream may only reach a workload with that identity.
-	if presented := in.localWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
+	if presented := in.inboundWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
 		return &refusal{Flag: FlagDenied, Status: http.StatusForbidden,
 			Cause: fmt.Errorf("tunnel was opened to %s but :authority %s belongs to %s", req.LocalAddr, dst, w.Identity)}
 	}

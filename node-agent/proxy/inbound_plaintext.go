@@ -70,7 +70,7 @@ func (e *Env) servePlaintext(c net.Conn, snap *config.Snapshot, src, dst netip.A
 // deliverPlaintext is servePlaintext's check and delivery; it returns the
 // connection's result.
 func (e *Env) deliverPlaintext(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, src, dst netip.AddrPort) error {
-	w := e.localWorkload(snap, dst.Addr())
+	w := e.inboundWorkload(snap, dst.Addr())
 	if w == nil {
 		return e.notHere(dst.Addr())
 	}

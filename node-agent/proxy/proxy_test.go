@@ -17,7 +17,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/proto"
 
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
@@ -502,5 +504,38 @@ func TestPolicyChangeClosesDeniedConnections(t *testing.T) {
 	echoLine(t, fromC, "still allowed")
 	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "after"); err == nil && got == "after" {
 		t.Fatal("a new connection from a passed the deny policy")
+	}
+}
+
+// TestTunnelToAPodLeavingTheMesh: this node's snapshot already says B is
+// no longer in the mesh (NONE) while another node, not told yet, still
+// tunnels to it. The capture still steers that tunnel here, so the agent
+// delivers it: refusing would reset the client's request during every
+// unenrolment (seen in e2e TestNodeAgent).
+func TestTunnelToAPodLeavingTheMesh(t *testing.T) {
+	m := newMesh(t)
+	b := podB
+	b.plain = true
+	if err := m.store.Handle(config.AddressType, map[string]proto.Message{"Kubernetes//Pod/b/b": b.address()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if w := m.store.Snapshot().WorkloadByIP(netip.MustParseAddr(podB.ip)); w == nil || w.Proto.GetTunnelProtocol() != workloadv1.TunnelProtocol_NONE {
+		t.Fatalf("b in the snapshot: %v, want NONE", w)
+	}
+	d := &hbone.Dialer{SVID: m.ca.Issue(t, podA.id()), Bundle: m.ca.Bundle()}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := d.Dial(ctx, ap(podB.ip, m.tunnelPort).String(), tlsconfig.AuthorizeID(podB.id()), m.echoB.addr.String(), nil)
+	if err != nil {
+		t.Fatalf("tunnel to b while it leaves the mesh: %v", err)
+	}
+	defer s.Close()
+	if _, err := io.WriteString(s, "still delivered"); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("still delivered"))
+	if _, err := io.ReadFull(s, got); err != nil || string(got) != "still delivered" {
+		t.Fatalf("echo through the tunnel: %q, %v", got, err)
 	}
 }
