@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,20 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/proxy"
-	weftadmin "github.com/weft-mesh/weft/pkg/admin"
-	"github.com/weft-mesh/weft/pkg/controlclient"
-	"github.com/weft-mesh/weft/pkg/identity"
-	"github.com/weft-mesh/weft/pkg/mesh"
-	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
 // Config is the agent's command line.
@@ -110,11 +101,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	log := cfg.Log
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	var ready readiness
 	if cfg.ReadyFile != "" {
 		// A restarted container must not look ready from its predecessor's file.
 		if err := os.Remove(cfg.ReadyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -122,197 +111,112 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer os.Remove(cfg.ReadyFile)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := proxy.NewMetrics(reg)
-	if err != nil {
+	a := &agent{cfg: cfg, log: cfg.Log}
+	defer a.close()
+	if err := a.start(ctx); err != nil {
 		return err
 	}
+	r := &reconciler{agent: a}
+	return r.run(ctx)
+}
 
-	conn, err := controlclient.Dial(cfg.ControlAddress, cfg.CARootCert, cfg.TokenFile)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
+// reconciler is the agent's loop. It reconciles on every accepted
+// configuration update (the store's subscription), on CNI events (the
+// agent's kick) and every beat (lease renewal, drains waiting for
+// connections to end, retries). It does not carry policy: the proxies read
+// it from the snapshot of each connection, so an agent that stops
+// reconciling (superseded) still enforces the current policy.
+type reconciler struct {
+	*agent
+	superseded bool // a newer agent on this node holds a live lease
+}
 
-	store := config.NewStore(config.Options{Logger: log})
-	xds := xdsclient.New(xdsclient.Config{
-		Conn:  conn,
-		Node:  &core.Node{Id: mesh.NodeAgentID(cfg.NodeName).String(), Cluster: "weft-node-agent"},
-		Types: config.Types(),
-		Log:   log,
-	}, store.Handle)
-	ids, err := identity.NewManager(identity.Options{
-		Client: cav1.NewCertificateServiceClient(conn),
-		Tokens: identity.FileTokenSource(cfg.TokenFile),
-		Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-
-	capture, err := setupCapture(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer capture.Close()
-
-	var accessLog *slog.Logger
-	if cfg.AccessLog != nil {
-		accessLog = slog.New(slog.NewJSONHandler(cfg.AccessLog, nil))
-	}
-	env := &proxy.Env{Store: store, Identities: ids, NodeName: cfg.NodeName,
-		Metrics: metrics, AccessLog: accessLog, Logger: log}
-	inbound := &proxy.Inbound{Env: env}
-	outbound := &proxy.Outbound{Env: env, TunnelPort: cfg.HBONEPort, Local: inbound}
-	plaintext := &proxy.InboundPlaintext{Env: env}
-	// Open connections follow policy changes (superseded or not).
-	go env.RecheckOnChange(ctx)
-	defer outbound.Close()
-	defer inbound.Close()
-	defer plaintext.Close()
-	succ := newSuccession(cfg.lease(), 3*beat)
-	// Capture fails closed from here: until the listeners open (once the
-	// configuration is synced, below) enrolled pods' SYNs are dropped and
-	// retransmitted, or during a rolling update go to the previous agent,
-	// which still listens. A listener with no configuration would take
-	// every captured connection for a non-mesh one.
-	if err := capture.SetProxyPorts(cfg.OutboundPort, cfg.InboundPort, cfg.HBONEPort); err != nil {
-		return err
-	}
-	listen := func() error {
-		for _, l := range []struct {
-			port  uint16
-			serve func(net.Listener) error
-		}{{cfg.OutboundPort, outbound.Serve}, {cfg.InboundPort, plaintext.Serve}, {cfg.HBONEPort, inbound.Serve}} {
-			ln, err := listenProxy(ctx, l.port, cfg.MaxConnections)
-			if err != nil {
-				return err
-			}
-			go l.serve(ln)
-		}
-		return nil
-	}
-
-	enroller := &Enroller{Capture: capture, Resolve: ResolveVeth, OpenConns: metrics.OpenFor,
-		DrainTimeout: cfg.DrainTimeout, ReleasePods: cfg.ReleasePods, Log: log}
-	if err := enroller.Recover(); err != nil {
-		log.Warn("recovering enrolment from pinned maps", "err", err)
-	}
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "weft_node_agent_enrolled_pods", Help: "Pods whose traffic this node agent captures.",
-	}, func() float64 { return float64(len(enroller.Enrolled())) }))
-	registerCaptureCounters(reg, capture, log)
-
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	srv := cni.NewServer(cfg.socket(), cniHandler(enroller, poke, log))
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	defer srv.Close()
-	go srv.DrainLoop(ctx, cfg.spoolDir(), 2*time.Second, func(err error) { log.Warn("replaying spooled CNI events", "err", err) })
-
-	install, err := cniInstallOptions(cfg, log)
-	if err != nil {
-		return err
-	}
-	if err := cni.Install(install); err != nil {
-		return fmt.Errorf("install weft-cni: %w", err)
-	}
-	go cni.Watch(ctx, install)
-
-	go xds.Run(ctx)
-	go ids.Run(ctx)
-
-	admin := &admin{store: store, ids: ids, xds: xds, enroller: enroller, metrics: metrics, ready: &ready}
-	for _, s := range []struct {
-		addr string
-		h    http.Handler
-	}{{cfg.MetricsAddress, weftadmin.Metrics(reg)}, {cfg.ReadinessAddress, admin.healthHandler()}, {cfg.AdminAddress, admin.handler()}} {
-		if s.addr == "" {
-			continue
-		}
-		if err := weftadmin.Serve(ctx, s.addr, s.h, log); err != nil {
-			return err
-		}
-	}
-	if cfg.ReleasePods {
-		log.Info("release mode: every pod on this node is unenrolled (new connections go direct) and none is enrolled; the mesh is being uninstalled")
-	}
-	log.Info("node agent started", "node", cfg.NodeName, "control", cfg.ControlAddress,
-		"ports", map[string]uint16{"outbound": cfg.OutboundPort, "inbound": cfg.InboundPort, "hbone": cfg.HBONEPort})
-
-	// The loop reconciles on every accepted configuration update (the
-	// store's subscription), on CNI events (kick) and every beat (lease
-	// renewal, drains waiting for connections to end, retries). It does not
-	// carry policy: the proxies read it from the snapshot of each
-	// connection, so an agent that stops reconciling (superseded) still
-	// enforces the current policy.
-	updates, unsubscribe := store.Subscribe()
+func (r *reconciler) run(ctx context.Context) error {
+	updates, unsubscribe := r.store.Subscribe()
 	defer unsubscribe()
 	tick := time.NewTicker(beat)
 	defer tick.Stop()
-	superseded := false
 	for {
-		snap := store.Snapshot()
-		if ready.Load() {
-			sup, err := succ.beat()
-			if err != nil {
-				log.Warn("renewing the agent lease", "err", err)
-			}
-			if sup != superseded {
-				if sup {
-					log.Info("a newer node agent is ready on this node: this one stops reconciling and keeps serving its connections until stopped")
-				} else {
-					log.Info("the newer node agent is gone: this one reconciles again")
-				}
-			}
-			superseded = sup
+		snap := r.store.Snapshot()
+		if r.ready.Load() {
+			// Only a ready agent takes part in succession: an agent that
+			// is still starting must not supersede the one serving.
+			r.succeed()
 		}
-		if snap.Synced() && !superseded {
-			ids.Want(snap.IdentitiesOnNode(cfg.NodeName))
-			pods, vips := LocalPods(snap, cfg.NodeName), LocalServiceVIPs(snap, cfg.NodeName)
-			if cfg.ReleasePods {
-				pods, vips = nil, nil
+		if snap.Synced() && !r.superseded {
+			r.enrol(snap)
+			if err := r.becomeReady(ctx, snap); err != nil {
+				return err
 			}
-			if err := enroller.Reconcile(pods); err != nil {
-				log.Warn("enrolment", "err", err)
-			}
-			if err := capture.SetLocalServiceVIPs(vips); err != nil {
-				log.Warn("service VIPs with local enrolled endpoints", "err", err)
-			}
-			if !ready.Load() {
-				if err := listen(); err != nil {
-					return err
-				}
-				log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(cfg.NodeName)))
-				poke() // announce this agent (lease) right away
-			}
-			if !ready.Load() && cfg.ReadyFile != "" {
-				if err := os.WriteFile(cfg.ReadyFile, []byte(succ.self.ID+"\n"), 0o644); err != nil {
-					return fmt.Errorf("--ready-file: %w", err)
-				}
-			}
-			ready.Store(true)
 		}
 		select {
 		case <-ctx.Done():
-			if cfg.ReadyFile != "" {
-				_ = os.Remove(cfg.ReadyFile) // stopping: not ready any more
+			if r.cfg.ReadyFile != "" {
+				_ = os.Remove(r.cfg.ReadyFile) // stopping: not ready any more
 			}
-			stop(cfg, succ, log, outbound, inbound, plaintext)
+			stop(r.cfg, r.succ, r.log, r.outbound, r.inbound, r.plaintext)
 			return nil
 		case <-updates:
-		case <-kick:
+		case <-r.kick:
 		case <-tick.C:
 		}
 	}
+}
+
+// succeed renews this agent's lease, or notices that a newer agent holds
+// one (this agent is superseded) or that it no longer does.
+func (r *reconciler) succeed() {
+	sup, err := r.succ.beat()
+	if err != nil {
+		r.log.Warn("renewing the agent lease", "err", err)
+	}
+	if sup != r.superseded {
+		if sup {
+			r.log.Info("a newer node agent is ready on this node: this one stops reconciling and keeps serving its connections until stopped")
+		} else {
+			r.log.Info("the newer node agent is gone: this one reconciles again")
+		}
+	}
+	r.superseded = sup
+}
+
+// enrol brings certificates, enrolment and the local Service VIPs in line
+// with the synced snapshot. In release mode (ReleasePods) nothing is
+// enrolled, so every pod is drained out of the mesh.
+func (r *reconciler) enrol(snap *config.Snapshot) {
+	node := r.cfg.NodeName
+	r.ids.Want(snap.IdentitiesOnNode(node))
+	pods, vips := LocalPods(snap, node), LocalServiceVIPs(snap, node)
+	if r.cfg.ReleasePods {
+		pods, vips = nil, nil
+	}
+	if err := r.enroller.Reconcile(pods); err != nil {
+		r.log.Warn("enrolment", "err", err)
+	}
+	if err := r.capture.SetLocalServiceVIPs(vips); err != nil {
+		r.log.Warn("service VIPs with local enrolled endpoints", "err", err)
+	}
+}
+
+// becomeReady, the first time the configuration is synced, opens the proxy
+// listeners and writes the ready file. Not before: a listener with no
+// configuration would take every captured connection for a non-mesh one.
+func (r *reconciler) becomeReady(ctx context.Context, snap *config.Snapshot) error {
+	if r.ready.Load() {
+		return nil
+	}
+	if err := r.listen(ctx); err != nil {
+		return err
+	}
+	r.log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(r.cfg.NodeName)))
+	r.poke() // announce this agent (lease) right away
+	if r.cfg.ReadyFile != "" {
+		if err := os.WriteFile(r.cfg.ReadyFile, []byte(r.succ.self.ID+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
+	r.ready.Store(true)
+	return nil
 }
 
 // beat is the period of reconciliation and of the agent lease.

@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	"github.com/weft-mesh/weft/bpf"
+	"github.com/weft-mesh/weft/node-agent/cni"
+	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/proxy"
+	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/controlclient"
+	"github.com/weft-mesh/weft/pkg/identity"
+	"github.com/weft-mesh/weft/pkg/mesh"
+	"github.com/weft-mesh/weft/pkg/xdsclient"
+)
+
+// agent is the node agent's parts, as start wires them; the reconciler
+// drives them. Wiring is in the order the parts depend on one another:
+// control connection, capture, proxies, enrolment, CNI, admin.
+type agent struct {
+	cfg Config
+	log *slog.Logger
+
+	reg     *prometheus.Registry
+	metrics *proxy.Metrics
+
+	store *config.Store
+	xds   *xdsclient.Client
+	ids   *identity.Manager
+
+	capture   *bpf.Capture
+	outbound  *proxy.Outbound
+	inbound   *proxy.Inbound
+	plaintext *proxy.InboundPlaintext
+	succ      *succession
+	enroller  *Enroller
+
+	kick  chan struct{} // a CNI event or readiness asks for a reconcile now
+	ready readiness
+
+	closers []func() // run last first by close
+}
+
+// start wires every part and starts their goroutines, which end with ctx.
+// The proxy listeners are not opened here: the reconciler opens them once
+// the configuration is synced. Whatever start opened, close closes, also
+// when start fails halfway.
+func (a *agent) start(ctx context.Context) error {
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := proxy.NewMetrics(a.reg)
+	if err != nil {
+		return err
+	}
+	a.metrics = metrics
+	if err := a.connectControl(); err != nil {
+		return err
+	}
+	capture, err := setupCapture(a.cfg, a.log)
+	if err != nil {
+		return err
+	}
+	a.capture = capture
+	a.onClose(func() { capture.Close() })
+	a.newProxies(ctx)
+	a.succ = newSuccession(a.cfg.lease(), 3*beat)
+	// Capture fails closed from here: until the listeners open (once the
+	// configuration is synced, see reconciler.becomeReady) enrolled pods'
+	// SYNs are dropped and retransmitted, or during a rolling update go to
+	// the previous agent, which still listens. A listener with no
+	// configuration would take every captured connection for a non-mesh one.
+	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPort, a.cfg.HBONEPort); err != nil {
+		return err
+	}
+	a.recoverEnrolment()
+	if err := a.serveCNI(ctx); err != nil {
+		return err
+	}
+	go a.xds.Run(ctx)
+	go a.ids.Run(ctx)
+	if err := a.serveAdmin(ctx); err != nil {
+		return err
+	}
+	if a.cfg.ReleasePods {
+		a.log.Info("release mode: every pod on this node is unenrolled (new connections go direct) and none is enrolled; the mesh is being uninstalled")
+	}
+	a.log.Info("node agent started", "node", a.cfg.NodeName, "control", a.cfg.ControlAddress,
+		"ports", map[string]uint16{"outbound": a.cfg.OutboundPort, "inbound": a.cfg.InboundPort, "hbone": a.cfg.HBONEPort})
+	return nil
+}
+
+// onClose adds f to what close runs.
+func (a *agent) onClose(f func()) { a.closers = append(a.closers, f) }
+
+// close closes what start opened, in the reverse order.
+func (a *agent) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// connectControl dials weft-control and sets up the two things that use the
+// connection: the xDS subscription into the configuration store and the
+// workload certificate manager. Neither runs yet.
+func (a *agent) connectControl() error {
+	conn, err := controlclient.Dial(a.cfg.ControlAddress, a.cfg.CARootCert, a.cfg.TokenFile)
+	if err != nil {
+		return err
+	}
+	a.onClose(func() { conn.Close() })
+	a.store = config.NewStore(config.Options{Logger: a.log})
+	a.xds = xdsclient.New(xdsclient.Config{
+		Conn:  conn,
+		Node:  &core.Node{Id: mesh.NodeAgentID(a.cfg.NodeName).String(), Cluster: "weft-node-agent"},
+		Types: config.Types(),
+		Log:   a.log,
+	}, a.store.Handle)
+	a.ids, err = identity.NewManager(identity.Options{
+		Client: cav1.NewCertificateServiceClient(conn),
+		Tokens: identity.FileTokenSource(a.cfg.TokenFile),
+		Logger: a.log,
+	})
+	return err
+}
+
+// newProxies builds the three proxies (outbound, inbound HBONE, inbound
+// plaintext) without listeners.
+func (a *agent) newProxies(ctx context.Context) {
+	var accessLog *slog.Logger
+	if a.cfg.AccessLog != nil {
+		accessLog = slog.New(slog.NewJSONHandler(a.cfg.AccessLog, nil))
+	}
+	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName,
+		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log}
+	a.inbound = &proxy.Inbound{Env: env}
+	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.inbound}
+	a.plaintext = &proxy.InboundPlaintext{Env: env}
+	// Open connections follow policy changes (superseded or not).
+	go env.RecheckOnChange(ctx)
+	a.onClose(func() { a.outbound.Close() })
+	a.onClose(func() { a.inbound.Close() })
+	a.onClose(func() { a.plaintext.Close() })
+}
+
+// listen opens the proxies' listeners and serves them until ctx ends.
+func (a *agent) listen(ctx context.Context) error {
+	for _, l := range []struct {
+		port  uint16
+		serve func(net.Listener) error
+	}{{a.cfg.OutboundPort, a.outbound.Serve}, {a.cfg.InboundPort, a.plaintext.Serve}, {a.cfg.HBONEPort, a.inbound.Serve}} {
+		ln, err := listenProxy(ctx, l.port, a.cfg.MaxConnections)
+		if err != nil {
+			return err
+		}
+		go l.serve(ln)
+	}
+	return nil
+}
+
+// recoverEnrolment makes the enroller, taking over what a previous agent
+// left pinned, and exports the enrolment and capture metrics.
+func (a *agent) recoverEnrolment() {
+	a.enroller = &Enroller{Capture: a.capture, Resolve: ResolveVeth, OpenConns: a.metrics.OpenFor,
+		DrainTimeout: a.cfg.DrainTimeout, ReleasePods: a.cfg.ReleasePods, Log: a.log}
+	if err := a.enroller.Recover(); err != nil {
+		a.log.Warn("recovering enrolment from pinned maps", "err", err)
+	}
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "weft_node_agent_enrolled_pods", Help: "Pods whose traffic this node agent captures.",
+	}, func() float64 { return float64(len(a.enroller.Enrolled())) }))
+	registerCaptureCounters(a.reg, a.capture, a.log)
+}
+
+// serveCNI serves the CNI plugin's socket (and replays the events it
+// spooled while no agent listened), then installs the plugin and keeps it
+// installed.
+func (a *agent) serveCNI(ctx context.Context) error {
+	a.kick = make(chan struct{}, 1)
+	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.poke, a.log))
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	a.onClose(func() { srv.Close() })
+	go srv.DrainLoop(ctx, a.cfg.spoolDir(), 2*time.Second, func(err error) { a.log.Warn("replaying spooled CNI events", "err", err) })
+
+	install, err := cniInstallOptions(a.cfg, a.log)
+	if err != nil {
+		return err
+	}
+	if err := cni.Install(install); err != nil {
+		return fmt.Errorf("install weft-cni: %w", err)
+	}
+	go cni.Watch(ctx, install)
+	return nil
+}
+
+// poke asks the reconciler for a pass now, without blocking: one pending
+// request is enough.
+func (a *agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// serveAdmin serves the metrics, readiness and admin endpoints whose
+// address is set.
+func (a *agent) serveAdmin(ctx context.Context) error {
+	admin := &admin{store: a.store, ids: a.ids, xds: a.xds, enroller: a.enroller, metrics: a.metrics, ready: &a.ready}
+	for _, s := range []struct {
+		addr string
+		h    http.Handler
+	}{{a.cfg.MetricsAddress, weftadmin.Metrics(a.reg)}, {a.cfg.ReadinessAddress, admin.healthHandler()}, {a.cfg.AdminAddress, admin.handler()}} {
+		if s.addr == "" {
+			continue
+		}
+		if err := weftadmin.Serve(ctx, s.addr, s.h, a.log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
