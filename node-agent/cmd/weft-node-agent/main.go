@@ -45,6 +45,17 @@ func command() *cobra.Command {
 			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
 	}
+	agentFlags(cmd, &cfg)
+	f := cmd.Flags()
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
+
+	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand())
+	return cmd
+}
+
+// agentFlags binds the agent's Config to its command line flags.
+func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.StringVar(&cfg.ControlAddress, "control-address", mesh.ControlAddress(), "weft-control's xDS and CA endpoint (TLS)")
@@ -68,9 +79,11 @@ func command() *cobra.Command {
 	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv(mesh.ReleasePodsEnv) == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env "+mesh.ReleasePodsEnv+"=true)")
 	f.DurationVar(&cfg.HandoverWait, "handover-wait", 5*time.Second, "when stopping, how long to keep serving while waiting for a successor agent on this node to be ready")
 	f.DurationVar(&cfg.ShutdownDrain, "shutdown-drain", 15*time.Second, "when handing over to a successor, how long open connections may take to finish before they are closed")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
+}
 
+// mountBPFFSCommand is the init container that makes sure a bpffs is
+// mounted where the agent pins its maps.
+func mountBPFFSCommand() *cobra.Command {
 	var bpffsPath string
 	mount := &cobra.Command{
 		Use:   "mount-bpffs",
@@ -79,21 +92,38 @@ func command() *cobra.Command {
 		RunE:  func(*cobra.Command, []string) error { return bpf.EnsureBPFFS(bpffsPath) },
 	}
 	mount.Flags().StringVar(&bpffsPath, "path", "/sys/fs/bpf", "where the bpffs must be")
-	earlyDemux := &cobra.Command{
+	return mount
+}
+
+// earlyDemuxCommand is the init container that turns TCP early demux off
+// on the node.
+func earlyDemuxCommand() *cobra.Command {
+	return &cobra.Command{
 		Use:   "disable-tcp-early-demux",
 		Short: "Set net.ipv4.tcp_early_demux=0 in this network namespace, the node's (init container; see docs/node-agent.md)",
 		Args:  cobra.NoArgs,
 		RunE:  func(*cobra.Command, []string) error { return bpf.DisableTCPEarlyDemux() },
 	}
+}
+
+// uninstallCommand cleans the node. It shares the flags that say where the
+// agent's files are with the root command (and so cfg, which they set).
+func uninstallCommand(cfg *agent.Config, root *cobra.Command) *cobra.Command {
 	uninstall := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove everything agents left on this node (CNI entry and binary, eBPF pins, routing rule, nftables table); run with the agent stopped",
 		Args:  cobra.NoArgs,
-		RunE:  func(*cobra.Command, []string) error { return agent.Uninstall(cfg) },
+		RunE:  func(*cobra.Command, []string) error { return agent.Uninstall(*cfg) },
 	}
 	for _, f := range []string{"bpf-dir", "cni-bin-dir", "cni-conf-dir", "run-dir"} {
-		uninstall.Flags().AddFlag(cmd.Flags().Lookup(f))
+		uninstall.Flags().AddFlag(root.Flags().Lookup(f))
 	}
+	return uninstall
+}
+
+// readyCommand is the DaemonSet's exec readiness probe: the agent of this
+// container is ready exactly while its ready file exists.
+func readyCommand() *cobra.Command {
 	var readyFile string
 	readyCmd := &cobra.Command{
 		Use:   "ready",
@@ -107,6 +137,5 @@ func command() *cobra.Command {
 		},
 	}
 	readyCmd.Flags().StringVar(&readyFile, "ready-file", "/tmp/weft-agent-ready", "the agent's --ready-file")
-	cmd.AddCommand(mount, earlyDemux, uninstall, readyCmd)
-	return cmd
+	return readyCmd
 }
