@@ -234,49 +234,11 @@ func (s *Server) ServeConn(c net.Conn) {
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, c net.Conn) {
-	if r.Method != http.MethodConnect {
-		s.Stats.BadRequests.Add(1)
-		w.Header().Set("Allow", http.MethodConnect)
-		http.Error(w, "hbone: only CONNECT is supported", http.StatusMethodNotAllowed)
+	if !s.validConnect(w, r) {
 		return
 	}
-	if _, _, err := net.SplitHostPort(r.Host); err != nil {
-		s.Stats.BadRequests.Add(1)
-		http.Error(w, "hbone: :authority must be the destination ip:port", http.StatusBadRequest)
-		return
-	}
-	req := &Request{
-		Peer:        peer,
-		Authority:   r.Host,
-		Forwarded:   r.Header.Get("Forwarded"),
-		Baggage:     r.Header.Get("Baggage"),
-		Traceparent: r.Header.Get("Traceparent"),
-		Header:      r.Header,
-		RemoteAddr:  c.RemoteAddr(),
-		LocalAddr:   c.LocalAddr(),
-		w:           w,
-		r:           r,
-		endReq:      make(chan struct{}),
-		wdone:       make(chan struct{}),
-	}
-	// The user handler runs on its own goroutine because x/net/http2 only
-	// sends END_STREAM when this (the net/http handler) returns: CloseWrite
-	// has to be able to end the response while the handler keeps reading.
-	herr := make(chan error, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				s.Logger.Error("hbone handler panicked", "authority", req.Authority, "panic", p)
-				req.mu.Lock()
-				if req.st != nil {
-					req.st.Close()
-				}
-				req.mu.Unlock()
-				herr <- Refuse(http.StatusInternalServerError, "handler panicked")
-			}
-		}()
-		herr <- s.Handler(r.Context(), req)
-	}()
+	req := newRequest(w, r, peer, c)
+	herr := s.runHandler(r.Context(), req)
 
 	var err error
 	select {
@@ -293,15 +255,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 		if r.Context().Err() != nil {
 			return
 		}
-		var re *RefusedError
-		if !errors.As(err, &re) {
-			re = &RefusedError{Status: http.StatusServiceUnavailable, Reason: "handler returned without accepting"}
-			if err != nil {
-				re.Reason = err.Error()
-			}
-		}
-		s.Logger.Debug("hbone stream refused", "peer", peer, "authority", req.Authority, "status", re.Status, "reason", re.Reason)
-		http.Error(w, re.Reason, re.Status)
+		s.refuse(w, req, err)
 		return
 	}
 	s.Stats.StreamsAccepted.Add(1)
@@ -318,6 +272,80 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 		// Makes x/net/http2 send RST_STREAM: the TCP reset reaches the client.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// validConnect reports whether r is a CONNECT to an ip:port and otherwise
+// answers it with an error, counted as a bad request.
+func (s *Server) validConnect(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodConnect {
+		s.Stats.BadRequests.Add(1)
+		w.Header().Set("Allow", http.MethodConnect)
+		http.Error(w, "hbone: only CONNECT is supported", http.StatusMethodNotAllowed)
+		return false
+	}
+	if _, _, err := net.SplitHostPort(r.Host); err != nil {
+		s.Stats.BadRequests.Add(1)
+		http.Error(w, "hbone: :authority must be the destination ip:port", http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+// newRequest is the Request the handler sees for the CONNECT r that
+// arrived on the tunnel connection c from peer.
+func newRequest(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, c net.Conn) *Request {
+	return &Request{
+		Peer:        peer,
+		Authority:   r.Host,
+		Forwarded:   r.Header.Get("Forwarded"),
+		Baggage:     r.Header.Get("Baggage"),
+		Traceparent: r.Header.Get("Traceparent"),
+		Header:      r.Header,
+		RemoteAddr:  c.RemoteAddr(),
+		LocalAddr:   c.LocalAddr(),
+		w:           w,
+		r:           r,
+		endReq:      make(chan struct{}),
+		wdone:       make(chan struct{}),
+	}
+}
+
+// runHandler starts the user handler on req and returns where its result
+// arrives; a panic in the handler closes the stream and refuses it with 500.
+// The user handler runs on its own goroutine because x/net/http2 only sends
+// END_STREAM when the net/http handler returns: CloseWrite has to be able
+// to end the response while the handler keeps reading.
+func (s *Server) runHandler(ctx context.Context, req *Request) <-chan error {
+	herr := make(chan error, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.Logger.Error("hbone handler panicked", "authority", req.Authority, "panic", p)
+				req.mu.Lock()
+				if req.st != nil {
+					req.st.Close()
+				}
+				req.mu.Unlock()
+				herr <- Refuse(http.StatusInternalServerError, "handler panicked")
+			}
+		}()
+		herr <- s.Handler(ctx, req)
+	}()
+	return herr
+}
+
+// refuse answers a stream the handler did not accept: with the status of
+// its RefusedError, else 503 with the handler's error (if any) as reason.
+func (s *Server) refuse(w http.ResponseWriter, req *Request, err error) {
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		re = &RefusedError{Status: http.StatusServiceUnavailable, Reason: "handler returned without accepting"}
+		if err != nil {
+			re.Reason = err.Error()
+		}
+	}
+	s.Logger.Debug("hbone stream refused", "peer", req.Peer, "authority", req.Authority, "status", re.Status, "reason", re.Reason)
+	http.Error(w, re.Reason, re.Status)
 }
 
 func (s *Server) isClosed() bool {
