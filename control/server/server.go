@@ -82,85 +82,31 @@ func Run(ctx context.Context, o Options) error {
 	if o.RootNamespace == "" {
 		o.RootNamespace = o.Namespace
 	}
-	td, err := spiffeid.TrustDomainFromString(o.TrustDomain)
-	if err != nil {
-		return fmt.Errorf("--trust-domain %q: %w", o.TrustDomain, err)
-	}
-	nodeAgent, err := ca.ParseServiceAccountRef(o.NodeAgentServiceAccount)
-	if err != nil {
-		return fmt.Errorf("--node-agent-service-account: %w", err)
-	}
-	cfg, err := restConfig(o.Kubeconfig)
+	p, err := newPlane(ctx, o)
 	if err != nil {
 		return err
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	istio, err := istioclient.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	gw, err := gatewayclient.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	cluster, err := discovery.New(log, discovery.Clients{Kube: kube, Istio: istio, Gateway: gw})
-	if err != nil {
-		return err
-	}
-	if err := cluster.Pods().AddIndexers(ca.PodIndexers()); err != nil {
-		return err
-	}
-	authority, err := ca.LoadOrCreateRoot(ctx, kube, o.Namespace, ca.Options{
-		TrustDomain: td, DefaultTTL: o.CertTTL, MaxTTL: o.MaxCertTTL, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	// One authenticator (and cache) for xDS, the CA and the monitoring port.
-	authn := ca.NewTokenReviewAuthenticator(kube, ca.TokenReviewOptions{Audience: o.CAAudience})
 	ready := &readiness{}
 	syncz := &syncz{pod: o.PodName}
-	guard := access.NewGuard(authn, o.Namespace, openPaths, log.With("component", "monitoring"))
-	mon := monitoringServer(o.MonitoringAddress, reg, ready, syncz, guard, dashboardRoutes(ctx, o, kube, cluster))
+	guard := access.NewGuard(p.authn, o.Namespace, openPaths, log.With("component", "monitoring"))
+	mon := monitoringServer(o.MonitoringAddress, p.reg, ready, syncz, guard, dashboardRoutes(ctx, o, p.kube, p.cluster))
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
 
-	if err := cluster.Start(ctx); err != nil {
+	if err := p.cluster.Start(ctx); err != nil {
 		return err
 	}
-	xdsServer := xds.New(ctx, log, reg)
-	syncz.setClients(xdsServer)
-	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
-		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
-	}, waypoints: waypointTranslator}
-	tr.waypointCfg = waypoint.Config{TrustDomain: tr.cfg.TrustDomain, ClusterID: tr.cfg.ClusterID, DomainSuffix: tr.cfg.DomainSuffix,
-		RootNamespace: tr.cfg.RootNamespace, PathNormalization: o.PathNormalization}
-	if tr.waypoints == nil {
-		log.Warn("built without the waypoint translation (control/waypoint): waypoints and proxyless gRPC get no Envoy resources")
-	}
-	tr.push() // the full state before serving: no client ever sees a partial mesh
-	go discovery.Debounce(ctx, cluster.Changed(), o.Debounce, 10*o.Debounce, tr.push)
+	p.xds = xds.New(ctx, log, p.reg)
+	syncz.setClients(p.xds)
+	p.tr = newTranslator(o, log, p.cluster, p.xds)
+	p.tr.push() // the full state before serving: no client ever sees a partial mesh
+	go discovery.Debounce(ctx, p.cluster.Changed(), o.Debounce, 10*o.Debounce, p.tr.push)
 
-	authz := ca.NewNodeAuthorizer(td, nodeAgent, ca.NewIndexerPodLookup(cluster.Pods().GetIndexer()))
-	rotator, err := ca.NewServingRotator(authority, servingNames(o.ServiceName, o.Namespace, o.DomainSuffix), ca.ServingRotatorOptions{Logger: log})
+	g, err := p.grpcServer()
 	if err != nil {
 		return err
 	}
-	// TLS 1.2 is the floor, not 1.3: Envoy (waypoints) defaults to 1.2 as a client.
-	g := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(rotator.TLSConfig())),
-		grpc.StreamInterceptor(requireToken(authn, log)),
-		grpc.MaxRecvMsgSize(16<<20),
-	)
-	xdsServer.Register(g)
-	cav1.RegisterCertificateServiceServer(g, ca.NewService(authority, authn, authz, ca.ServiceOptions{Registerer: reg, Logger: log}))
 	ln, err := net.Listen("tcp", o.XDSAddress)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.XDSAddress, err)
@@ -169,41 +115,19 @@ func Run(ctx context.Context, o Options) error {
 	go func() { grpcErr <- g.Serve(ln) }()
 	ready.set()
 	log.Info("weft-control serving", "xds", o.XDSAddress, "monitoring", o.MonitoringAddress,
-		"trustDomain", o.TrustDomain, "ca", authority.Source())
+		"trustDomain", o.TrustDomain, "ca", p.authority.Source())
 
 	var wg sync.WaitGroup
 	leaderCtx, stopLeading := context.WithCancel(ctx)
 	defer func() { stopLeading(); wg.Wait() }()
-	statusWriter := &status.Writer{Client: istio, Gateway: gw, Log: log}
-	leaderWork := func(ctx context.Context) {
-		go tr.reportStatus(ctx, statusWriter)
-		if gateways := cluster.Gateways(); gateways != nil {
-			ctrl := &deploy.Controller{Kube: kube, Gateway: gw, Gateways: gateways, Log: log,
-				Config: deploy.Config{Image: o.WaypointImage, PullPolicy: corev1.PullPolicy(o.WaypointPullPolicy),
-					TracingEndpoint: o.WaypointTracingEndpoint}}
-			go func() {
-				if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-					log.Error("waypoint deployment controller stopped", "err", err)
-				}
-			}()
-		}
-		pub, err := ca.NewBundlePublisher(kube, cluster.Namespaces(), authority.BundlePEM(), ca.BundlePublisherOptions{Logger: log})
-		if err != nil {
-			log.Error("trust bundle publisher", "err", err)
-			return
-		}
-		if err := pub.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("trust bundle publisher stopped", "err", err)
-		}
-	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if !o.LeaderElect {
-			leaderWork(leaderCtx)
+			p.leaderWork(leaderCtx)
 			return
 		}
-		runLeaderElection(leaderCtx, kube, o, log, leaderWork)
+		runLeaderElection(leaderCtx, p.kube, o, log, p.leaderWork)
 	}()
 
 	select {
@@ -215,14 +139,145 @@ func Run(ctx context.Context, o Options) error {
 	}
 	ready.unset()
 	stopLeading() // release the lease at once so another replica takes over
+	stopGRPC(g, 5*time.Second)
+	return ctx.Err()
+}
+
+// plane is what Run wires together and its parts share: the API clients,
+// the cluster view, the CA and the translation into xDS.
+type plane struct {
+	o         Options
+	log       *slog.Logger
+	td        spiffeid.TrustDomain
+	nodeAgent ca.ServiceAccountRef // the node agents' service account
+
+	kube    *kubernetes.Clientset
+	istio   *istioclient.Clientset
+	gateway *gatewayclient.Clientset
+	reg     *prometheus.Registry
+	cluster *discovery.Cluster // not started
+	status  *status.Writer
+
+	authority *ca.Authority
+	// authn is the one authenticator (and cache) for xDS, the CA and the
+	// monitoring port.
+	authn *ca.TokenReviewAuthenticator
+
+	xds *xds.Server // set by Run once the cluster view has started
+	tr  *translator // idem
+}
+
+// newPlane checks the options, connects to the API server and loads (or
+// creates) the CA's root. Nothing serves yet.
+func newPlane(ctx context.Context, o Options) (*plane, error) {
+	p := &plane{o: o, log: o.Log}
+	var err error
+	if p.td, err = spiffeid.TrustDomainFromString(o.TrustDomain); err != nil {
+		return nil, fmt.Errorf("--trust-domain %q: %w", o.TrustDomain, err)
+	}
+	if p.nodeAgent, err = ca.ParseServiceAccountRef(o.NodeAgentServiceAccount); err != nil {
+		return nil, fmt.Errorf("--node-agent-service-account: %w", err)
+	}
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if p.kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if p.istio, err = istioclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if p.gateway, err = gatewayclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	p.status = &status.Writer{Client: p.istio, Gateway: p.gateway, Log: p.log}
+	p.reg = prometheus.NewRegistry()
+	p.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if p.cluster, err = discovery.New(p.log, discovery.Clients{Kube: p.kube, Istio: p.istio, Gateway: p.gateway}); err != nil {
+		return nil, err
+	}
+	if err := p.cluster.Pods().AddIndexers(ca.PodIndexers()); err != nil {
+		return nil, err
+	}
+	p.authority, err = ca.LoadOrCreateRoot(ctx, p.kube, o.Namespace, ca.Options{
+		TrustDomain: p.td, DefaultTTL: o.CertTTL, MaxTTL: o.MaxCertTTL, Logger: p.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.authn = ca.NewTokenReviewAuthenticator(p.kube, ca.TokenReviewOptions{Audience: o.CAAudience})
+	return p, nil
+}
+
+// newTranslator is the translation of the cluster into xds's state, with
+// the workload and waypoint settings of o.
+func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsServer *xds.Server) *translator {
+	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
+		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
+	}, waypoints: waypointTranslator}
+	tr.waypointCfg = waypoint.Config{TrustDomain: tr.cfg.TrustDomain, ClusterID: tr.cfg.ClusterID, DomainSuffix: tr.cfg.DomainSuffix,
+		RootNamespace: tr.cfg.RootNamespace, PathNormalization: o.PathNormalization}
+	if tr.waypoints == nil {
+		log.Warn("built without the waypoint translation (control/waypoint): waypoints and proxyless gRPC get no Envoy resources")
+	}
+	return tr
+}
+
+// grpcServer is the xDS and CA server, with a serving certificate the CA
+// keeps rotating and every stream authenticated by its token.
+func (p *plane) grpcServer() (*grpc.Server, error) {
+	authz := ca.NewNodeAuthorizer(p.td, p.nodeAgent, ca.NewIndexerPodLookup(p.cluster.Pods().GetIndexer()))
+	rotator, err := ca.NewServingRotator(p.authority, servingNames(p.o.ServiceName, p.o.Namespace, p.o.DomainSuffix), ca.ServingRotatorOptions{Logger: p.log})
+	if err != nil {
+		return nil, err
+	}
+	// TLS 1.2 is the floor, not 1.3: Envoy (waypoints) defaults to 1.2 as a client.
+	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(rotator.TLSConfig())),
+		grpc.StreamInterceptor(requireToken(p.authn, p.log)),
+		grpc.MaxRecvMsgSize(16<<20),
+	)
+	p.xds.Register(g)
+	cav1.RegisterCertificateServiceServer(g, ca.NewService(p.authority, p.authn, authz, ca.ServiceOptions{Registerer: p.reg, Logger: p.log}))
+	return g, nil
+}
+
+// leaderWork is what only one replica does at a time (the leader, or the
+// only one without leader election): write policy status, deploy
+// waypoints and publish the trust bundle, until ctx ends.
+func (p *plane) leaderWork(ctx context.Context) {
+	go p.tr.reportStatus(ctx, p.status)
+	if gateways := p.cluster.Gateways(); gateways != nil {
+		ctrl := &deploy.Controller{Kube: p.kube, Gateway: p.gateway, Gateways: gateways, Log: p.log,
+			Config: deploy.Config{Image: p.o.WaypointImage, PullPolicy: corev1.PullPolicy(p.o.WaypointPullPolicy),
+				TracingEndpoint: p.o.WaypointTracingEndpoint}}
+		go func() {
+			if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				p.log.Error("waypoint deployment controller stopped", "err", err)
+			}
+		}()
+	}
+	pub, err := ca.NewBundlePublisher(p.kube, p.cluster.Namespaces(), p.authority.BundlePEM(), ca.BundlePublisherOptions{Logger: p.log})
+	if err != nil {
+		p.log.Error("trust bundle publisher", "err", err)
+		return
+	}
+	if err := pub.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Error("trust bundle publisher stopped", "err", err)
+	}
+}
+
+// stopGRPC lets g's streams finish for up to timeout, then closes them.
+func stopGRPC(g *grpc.Server, timeout time.Duration) {
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(5 * time.Second):
+	case <-time.After(timeout):
 		g.Stop()
 	}
-	return ctx.Err()
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
