@@ -286,9 +286,42 @@ func fixPrefixRewrite(r *routev3.Route, gm gammaRouteMatch) {
 func (c *hrContext) rule(path string, rule *gatewayv1.HTTPRouteRule) *routev3.Route {
 	r := &routev3.Route{}
 	a := &routev3.RouteAction{Timeout: durationpb.New(0), RetryPolicy: defaultRetryPolicy()}
-	var redirect *routev3.RedirectAction
-	broken := false
-	for i, f := range rule.Filters {
+	redirect, broken := c.filters(path, rule.Filters, r, a)
+	if broken {
+		r.Action = directResponse(500, "")
+		return r
+	}
+	if redirect != nil {
+		r.Action = &routev3.Route_Redirect{Redirect: redirect}
+		return r
+	}
+	c.timeouts(path, rule.Timeouts, a)
+	if rule.Retry != nil {
+		a.RetryPolicy = retryPolicy(rule.Retry, a.RetryPolicy.GetPerTryTimeout())
+	}
+	dests := c.destinations(path, rule.BackendRefs)
+	if len(dests) == 0 {
+		// No usable backend: the Gateway API answers 500.
+		r.Action = directResponse(500, "")
+		return r
+	}
+	clusterSpecifier(r, a, dests)
+	for _, d := range dests {
+		if hp := c.t.hashPolicy(d.ref); hp != nil {
+			a.HashPolicy = []*routev3.RouteAction_HashPolicy{hp}
+			break
+		}
+	}
+	r.Action = &routev3.Route_Route{Route: a}
+	return r
+}
+
+// filters applies a rule's filters to the route r and its action a. It
+// returns the redirect if a filter asks for one, and broken when a filter
+// is not supported: then the whole rule answers 500, as the Gateway API
+// requires, rather than forwarding without the filter.
+func (c *hrContext) filters(path string, filters []gatewayv1.HTTPRouteFilter, r *routev3.Route, a *routev3.RouteAction) (redirect *routev3.RedirectAction, broken bool) {
+	for i, f := range filters {
 		fp := fmt.Sprintf("%s.filters[%d]", path, i)
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
@@ -302,84 +335,108 @@ func (c *hrContext) rule(path string, rule *gatewayv1.HTTPRouteRule) *routev3.Ro
 		case gatewayv1.HTTPRouteFilterRequestRedirect:
 			redirect = c.redirect(fp, f.RequestRedirect)
 		case gatewayv1.HTTPRouteFilterURLRewrite:
-			if u := f.URLRewrite; u != nil {
-				if u.Hostname != nil {
-					a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: string(*u.Hostname)}
-				}
-				if p := u.Path; p != nil {
-					switch p.Type {
-					case gatewayv1.FullPathHTTPPathModifier:
-						a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
-							Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: ptrOr(p.ReplaceFullPath, "/")}
-					case gatewayv1.PrefixMatchHTTPPathModifier:
-						a.PrefixRewrite = prefixReplacementMarker + ptrOr(p.ReplacePrefixMatch, "/")
-					}
-				}
-			}
+			urlRewrite(a, f.URLRewrite)
 		case gatewayv1.HTTPRouteFilterRequestMirror:
-			if m := f.RequestMirror; m != nil {
-				if ref, ok := c.backend(fp+".requestMirror.backendRef", m.BackendRef); ok {
-					pct := percent(100)
-					switch {
-					case m.Percent != nil:
-						pct = percent(float64(*m.Percent))
-					case m.Fraction != nil && ptrOr(m.Fraction.Denominator, 100) > 0:
-						pct = percent(100 * float64(m.Fraction.Numerator) / float64(ptrOr(m.Fraction.Denominator, 100)))
-					}
-					a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, mirrorPolicy(c.pc.use(ref), pct))
-				}
-			}
+			c.mirror(fp, f.RequestMirror, a)
 		default:
 			c.problem("%s.type: filter %s is not supported; the rule answers 500", fp, f.Type)
 			broken = true
 		}
 	}
-	if broken {
-		r.Action = directResponse(500, "")
-		return r
+	return redirect, broken
+}
+
+// urlRewrite applies a URLRewrite filter to a. A prefix replacement is only
+// marked here: it depends on the match (fixPrefixRewrite completes it).
+func urlRewrite(a *routev3.RouteAction, u *gatewayv1.HTTPURLRewriteFilter) {
+	if u == nil {
+		return
 	}
-	if redirect != nil {
-		r.Action = &routev3.Route_Redirect{Redirect: redirect}
-		return r
+	if u.Hostname != nil {
+		a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: string(*u.Hostname)}
 	}
-	if to := rule.Timeouts; to != nil {
-		if to.Request != nil {
-			d, err := time.ParseDuration(string(*to.Request))
-			if err != nil {
-				c.problem("%s.timeouts.request: %v; no timeout", path, err)
-			} else {
-				a.Timeout = durationpb.New(d)
-			}
-		}
-		if to.BackendRequest != nil {
-			d, err := time.ParseDuration(string(*to.BackendRequest))
-			if err != nil {
-				c.problem("%s.timeouts.backendRequest: %v; ignored", path, err)
-			} else if a.RetryPolicy != nil {
-				a.RetryPolicy.PerTryTimeout = durationpb.New(d)
-			}
+	if p := u.Path; p != nil {
+		switch p.Type {
+		case gatewayv1.FullPathHTTPPathModifier:
+			a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+				Pattern: &matcherv3.RegexMatcher{Regex: "^/.*$"}, Substitution: ptrOr(p.ReplaceFullPath, "/")}
+		case gatewayv1.PrefixMatchHTTPPathModifier:
+			a.PrefixRewrite = prefixReplacementMarker + ptrOr(p.ReplacePrefixMatch, "/")
 		}
 	}
-	if rt := rule.Retry; rt != nil {
-		if rt.Attempts != nil && *rt.Attempts == 0 {
-			a.RetryPolicy = nil
+}
+
+// mirror adds a RequestMirror filter's mirror policy to a, sampling its
+// percent or fraction of requests (all by default).
+func (c *hrContext) mirror(path string, m *gatewayv1.HTTPRequestMirrorFilter, a *routev3.RouteAction) {
+	if m == nil {
+		return
+	}
+	ref, ok := c.backend(path+".requestMirror.backendRef", m.BackendRef)
+	if !ok {
+		return
+	}
+	pct := percent(100)
+	switch {
+	case m.Percent != nil:
+		pct = percent(float64(*m.Percent))
+	case m.Fraction != nil && ptrOr(m.Fraction.Denominator, 100) > 0:
+		pct = percent(100 * float64(m.Fraction.Numerator) / float64(ptrOr(m.Fraction.Denominator, 100)))
+	}
+	a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, mirrorPolicy(c.pc.use(ref), pct))
+}
+
+// timeouts applies a rule's request timeout (the route's) and backend
+// request timeout (each try's) to a; a value that does not parse is
+// reported and left out.
+func (c *hrContext) timeouts(path string, to *gatewayv1.HTTPRouteTimeouts, a *routev3.RouteAction) {
+	if to == nil {
+		return
+	}
+	if to.Request != nil {
+		d, err := time.ParseDuration(string(*to.Request))
+		if err != nil {
+			c.problem("%s.timeouts.request: %v; no timeout", path, err)
 		} else {
-			p := defaultRetryPolicy()
-			p.PerTryTimeout = a.RetryPolicy.GetPerTryTimeout()
-			if rt.Attempts != nil {
-				p.NumRetries = wrapperspb.UInt32(uint32(*rt.Attempts))
-			}
-			if len(rt.Codes) > 0 {
-				p.RetriableStatusCodes = nil
-				for _, code := range rt.Codes {
-					p.RetriableStatusCodes = append(p.RetriableStatusCodes, uint32(code))
-				}
-			}
-			a.RetryPolicy = p
+			a.Timeout = durationpb.New(d)
 		}
 	}
+	if to.BackendRequest != nil {
+		d, err := time.ParseDuration(string(*to.BackendRequest))
+		if err != nil {
+			c.problem("%s.timeouts.backendRequest: %v; ignored", path, err)
+		} else if a.RetryPolicy != nil {
+			a.RetryPolicy.PerTryTimeout = durationpb.New(d)
+		}
+	}
+}
+
+// retryPolicy is the retry policy of a rule's retry settings: none for zero
+// attempts, else the default one with the attempts and codes of rt and the
+// per-try timeout already set (the backend request timeout).
+func retryPolicy(rt *gatewayv1.HTTPRouteRetry, perTryTimeout *durationpb.Duration) *routev3.RetryPolicy {
+	if rt.Attempts != nil && *rt.Attempts == 0 {
+		return nil
+	}
+	p := defaultRetryPolicy()
+	p.PerTryTimeout = perTryTimeout
+	if rt.Attempts != nil {
+		p.NumRetries = wrapperspb.UInt32(uint32(*rt.Attempts))
+	}
+	if len(rt.Codes) > 0 {
+		p.RetriableStatusCodes = nil
+		for _, code := range rt.Codes {
+			p.RetriableStatusCodes = append(p.RetriableStatusCodes, uint32(code))
+		}
+	}
+	return p
+}
+
+// destinations are a rule's usable backends with their weights and header
+// filters; a backend of weight 0 or that does not resolve is left out.
+func (c *hrContext) destinations(path string, refs []gatewayv1.HTTPBackendRef) []weightedDestination {
 	var dests []weightedDestination
-	for i, b := range rule.BackendRefs {
+	for i, b := range refs {
 		bp := fmt.Sprintf("%s.backendRefs[%d]", path, i)
 		w := ptrOr(b.Weight, 1)
 		if w <= 0 {
@@ -402,20 +459,7 @@ func (c *hrContext) rule(path string, rule *gatewayv1.HTTPRouteRule) *routev3.Ro
 		}
 		dests = append(dests, wd)
 	}
-	if len(dests) == 0 {
-		// No usable backend: the Gateway API answers 500.
-		r.Action = directResponse(500, "")
-		return r
-	}
-	clusterSpecifier(r, a, dests)
-	for _, d := range dests {
-		if hp := c.t.hashPolicy(d.ref); hp != nil {
-			a.HashPolicy = []*routev3.RouteAction_HashPolicy{hp}
-			break
-		}
-	}
-	r.Action = &routev3.Route_Route{Route: a}
-	return r
+	return dests
 }
 
 func headerFilter(f *gatewayv1.HTTPHeaderFilter) ([]*corev3.HeaderValueOption, []string) {
