@@ -177,58 +177,9 @@ type edgeCounts struct{ dst, src, http counts }
 // once; HTTP comes from waypoints.
 func Build(prev, cur []Scrape, now time.Time) Graph {
 	g := Graph{GeneratedAt: now, Nodes: []Node{}, Edges: []Edge{}, Targets: []TargetStatus{}}
-	before := make(map[string]Scrape, len(prev))
-	for _, s := range prev {
-		if s.Err == nil {
-			before[s.Target.key()] = s
-		}
-	}
-	waypoints := map[string]bool{}
-	edges := map[[2]string]*edgeCounts{}
-	var window time.Duration
-	for _, s := range cur {
-		st := TargetStatus{Target: s.Target, OK: s.Err == nil, ScrapedAt: s.Time}
-		if s.Target.Kind == KindWaypoint && s.Target.Workload != "" {
-			waypoints[s.Target.Namespace+"/"+s.Target.Workload] = true
-		}
-		if s.Err != nil {
-			st.Error = s.Err.Error()
-			g.Targets = append(g.Targets, st)
-			continue
-		}
-		g.Targets = append(g.Targets, st)
-		p, havePrev := before[s.Target.key()]
-		var old map[string]float64
-		if havePrev && s.Time.After(p.Time) {
-			old = make(map[string]float64, len(p.Samples))
-			for _, ps := range p.Samples {
-				old[seriesKey(ps)] = ps.Value
-			}
-			window = max(window, s.Time.Sub(p.Time))
-		}
-		for _, smp := range s.Samples {
-			var c *counts
-			ec := edgeFor(edges, smp.Labels)
-			switch {
-			case smp.Metric == metricRequests && smp.Labels["reporter"] == reporterWaypoint:
-				c = &ec.http
-			case smp.Metric == metricRequests:
-				continue
-			case smp.Labels["reporter"] == reporterDestination:
-				c = &ec.dst
-			case smp.Labels["reporter"] == reporterSource:
-				c = &ec.src
-			default:
-				continue
-			}
-			var delta float64
-			if old != nil {
-				delta = increase(old, smp)
-			}
-			c.add(smp.Metric, smp.Labels, smp.Value, delta)
-		}
-	}
-	secs := window.Seconds()
+	t := tally(prev, cur)
+	g.Targets = append(g.Targets, t.targets...)
+	secs := t.window.Seconds()
 	g.WindowSeconds = secs
 	rate := func(d float64) float64 {
 		if secs <= 0 {
@@ -237,36 +188,15 @@ func Build(prev, cur []Scrape, now time.Time) Graph {
 		return d / secs
 	}
 	nodes := map[string]Node{}
-	for k, ec := range edges {
-		tcp, reporter := ec.dst, reporterDestination
-		if !tcp.present {
-			tcp, reporter = ec.src, reporterSource
-		}
-		if !tcp.present && !ec.http.present {
+	for k, ec := range t.edges {
+		e, ok := newEdge(k, ec, rate)
+		if !ok {
 			continue // only HTTP samples of other reporters
 		}
-		e := Edge{ID: k[0] + "->" + k[1], Source: k[0], Destination: k[1], Protocol: "tcp",
-			ConnectionsPerSecond: rate(tcp.dOpened), BytesPerSecond: rate(tcp.dBytes),
-			OpenConnections: max(tcp.opened-tcp.closed, 0), Connections: tcp.opened, Bytes: tcp.bytes}
-		if tcp.present {
-			e.Reporter = reporter
-		}
-		h := ec.http
-		if h.present {
-			e.Protocol = "http"
-			e.RequestsPerSecond, e.Requests, e.Errors = rate(h.dReqs), h.reqs, h.errs
-			switch {
-			case h.dReqs > 0:
-				e.ErrorRate = h.dErrs / h.dReqs
-			case h.reqs > 0:
-				e.ErrorRate = h.errs / h.reqs
-			}
-		}
-		e.MTLS = mtls(tcp, h)
 		g.Edges = append(g.Edges, e)
 		for _, id := range k {
 			if _, ok := nodes[id]; !ok {
-				nodes[id] = newNode(id, waypoints[id])
+				nodes[id] = newNode(id, t.waypoints[id])
 			}
 		}
 	}
@@ -279,6 +209,107 @@ func Build(prev, cur []Scrape, now time.Time) Graph {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.key(), b.key()))
 	})
 	return g
+}
+
+// tallied is what tally reads from the scrapes.
+type tallied struct {
+	targets   []TargetStatus
+	waypoints map[string]bool // "<namespace>/<workload>" of waypoint targets
+	edges     map[[2]string]*edgeCounts
+	window    time.Duration // the longest time between two scrapes of a target
+}
+
+// tally counts the current scrapes' samples per edge, with their increase
+// since the target's previous successful scrape (none without one).
+func tally(prev, cur []Scrape) tallied {
+	before := make(map[string]Scrape, len(prev))
+	for _, s := range prev {
+		if s.Err == nil {
+			before[s.Target.key()] = s
+		}
+	}
+	t := tallied{waypoints: map[string]bool{}, edges: map[[2]string]*edgeCounts{}}
+	for _, s := range cur {
+		st := TargetStatus{Target: s.Target, OK: s.Err == nil, ScrapedAt: s.Time}
+		if s.Target.Kind == KindWaypoint && s.Target.Workload != "" {
+			t.waypoints[s.Target.Namespace+"/"+s.Target.Workload] = true
+		}
+		if s.Err != nil {
+			st.Error = s.Err.Error()
+			t.targets = append(t.targets, st)
+			continue
+		}
+		t.targets = append(t.targets, st)
+		p, havePrev := before[s.Target.key()]
+		var old map[string]float64
+		if havePrev && s.Time.After(p.Time) {
+			old = make(map[string]float64, len(p.Samples))
+			for _, ps := range p.Samples {
+				old[seriesKey(ps)] = ps.Value
+			}
+			t.window = max(t.window, s.Time.Sub(p.Time))
+		}
+		addSamples(t.edges, s.Samples, old)
+	}
+	return t
+}
+
+// addSamples adds each sample to its edge's counts by reporter: HTTP from
+// waypoints, TCP from the destination or source proxy; other samples are
+// not counted. old holds the previous values by series (nil: no deltas).
+func addSamples(edges map[[2]string]*edgeCounts, samples []Sample, old map[string]float64) {
+	for _, smp := range samples {
+		var c *counts
+		ec := edgeFor(edges, smp.Labels)
+		switch {
+		case smp.Metric == metricRequests && smp.Labels["reporter"] == reporterWaypoint:
+			c = &ec.http
+		case smp.Metric == metricRequests:
+			continue
+		case smp.Labels["reporter"] == reporterDestination:
+			c = &ec.dst
+		case smp.Labels["reporter"] == reporterSource:
+			c = &ec.src
+		default:
+			continue
+		}
+		var delta float64
+		if old != nil {
+			delta = increase(old, smp)
+		}
+		c.add(smp.Metric, smp.Labels, smp.Value, delta)
+	}
+}
+
+// newEdge is the edge k of ec's counts, with rates from rate; false when
+// ec has neither TCP samples nor waypoint HTTP samples.
+func newEdge(k [2]string, ec *edgeCounts, rate func(float64) float64) (Edge, bool) {
+	tcp, reporter := ec.dst, reporterDestination
+	if !tcp.present {
+		tcp, reporter = ec.src, reporterSource
+	}
+	if !tcp.present && !ec.http.present {
+		return Edge{}, false
+	}
+	e := Edge{ID: k[0] + "->" + k[1], Source: k[0], Destination: k[1], Protocol: "tcp",
+		ConnectionsPerSecond: rate(tcp.dOpened), BytesPerSecond: rate(tcp.dBytes),
+		OpenConnections: max(tcp.opened-tcp.closed, 0), Connections: tcp.opened, Bytes: tcp.bytes}
+	if tcp.present {
+		e.Reporter = reporter
+	}
+	h := ec.http
+	if h.present {
+		e.Protocol = "http"
+		e.RequestsPerSecond, e.Requests, e.Errors = rate(h.dReqs), h.reqs, h.errs
+		switch {
+		case h.dReqs > 0:
+			e.ErrorRate = h.dErrs / h.dReqs
+		case h.reqs > 0:
+			e.ErrorRate = h.errs / h.reqs
+		}
+	}
+	e.MTLS = mtls(tcp, h)
+	return e, true
 }
 
 // mtls classifies the series counted for an edge: those active in the
