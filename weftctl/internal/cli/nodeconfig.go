@@ -41,90 +41,14 @@ listings show that namespace only.`,
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&nf.node, "node", "", "node whose agent to ask")
 	pf.IntVar(&nf.adminPort, "admin-port", mesh.AdminPort, "node agent admin port")
-	type sub struct {
-		use, short string
-		render     func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular)
-	}
-	subs := []sub{
-		{"workloads", "Workloads the agent knows (identity, tunnel protocol, waypoint)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
-			v := nodeconfig.WorkloadRows(d, f)
-			return v, v
-		}},
-		{"services", "Services the agent knows (VIPs, ports, waypoint, endpoints)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
-			v := nodeconfig.ServiceRows(d, f)
-			return v, v
-		}},
-		{"policies", "L4 authorization policies the agent enforces", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
-			v := nodeconfig.PolicyRows(d, f)
-			return v, v
-		}},
-		{"certificates", "Workload certificates the agent holds (identity, serial, validity; never keys)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
-			v := nodeconfig.CertificateRows(d, f, o.now())
-			return v, v
-		}},
-	}
-	for _, s := range subs {
-		c := &cobra.Command{
-			Use:   s.use + " [POD]",
-			Short: s.short,
-			Args:  cobra.MaximumNArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				f, err := o.format()
-				if err != nil {
-					return err
-				}
-				body, filter, agent, err := o.agentGet(cmd, nf, args, "/config_dump")
-				if err != nil {
-					return err
-				}
-				d, err := nodeconfig.ParseDump(body)
-				if err != nil {
-					return err
-				}
-				if !d.Synced {
-					fmt.Fprintf(o.errOut, "warning: node agent %s has not received its configuration from the control plane yet\n", agent)
-				}
-				v, t := s.render(d, filter)
-				return output.Print(o.out, f, v, t)
-			},
-		}
-		if s.use == "workloads" {
+	for _, v := range dumpViews(o) {
+		c := dumpViewCommand(o, nf, v)
+		if v.use == "workloads" {
 			c.Flags().StringVar(&nf.workloadNode, "workload-node", "", "only workloads running on this node")
 		}
 		cmd.AddCommand(c)
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "connections [POD]",
-		Short: "Connections the agent is proxying now",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := o.format()
-			if err != nil {
-				return err
-			}
-			body, filter, _, err := o.agentGet(cmd, nf, args, "/connections")
-			if err != nil {
-				return err
-			}
-			conns, err := nodeconfig.ParseConnections(body, filter, o.now())
-			if err != nil {
-				return err
-			}
-			return output.Print(o.out, f, conns, conns)
-		},
-	}, &cobra.Command{
-		Use:   "dump [POD]",
-		Short: "The agent's raw /config_dump (JSON)",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			body, _, _, err := o.agentGet(cmd, nf, args, "/config_dump")
-			if err != nil {
-				return err
-			}
-			_, err = o.out.Write(body)
-			return err
-		},
-	})
+	cmd.AddCommand(connectionsCommand(o, nf), rawDumpCommand(o, nf))
 	return cmd
 }
 
@@ -192,4 +116,101 @@ func findNodeAgent(ctx context.Context, c *kube.Client, ns, node string) (*corev
 		return nil, fmt.Errorf("no running weft-node-agent pod (%s) on node %s in namespace %s: is the node-agent chart installed there (--weft-namespace)?", NodeAgentSelector, node, ns)
 	}
 	return best, nil
+}
+
+// dumpView is a subcommand of node-config that shows one part of the
+// agent's /config_dump.
+type dumpView struct {
+	use, short string
+	render     func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular)
+}
+
+func dumpViews(o *options) []dumpView {
+	return []dumpView{
+		{"workloads", "Workloads the agent knows (identity, tunnel protocol, waypoint)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
+			v := nodeconfig.WorkloadRows(d, f)
+			return v, v
+		}},
+		{"services", "Services the agent knows (VIPs, ports, waypoint, endpoints)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
+			v := nodeconfig.ServiceRows(d, f)
+			return v, v
+		}},
+		{"policies", "L4 authorization policies the agent enforces", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
+			v := nodeconfig.PolicyRows(d, f)
+			return v, v
+		}},
+		{"certificates", "Workload certificates the agent holds (identity, serial, validity; never keys)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
+			v := nodeconfig.CertificateRows(d, f, o.now())
+			return v, v
+		}},
+	}
+}
+
+// dumpViewCommand fetches the agent's /config_dump and prints the part v
+// shows, warning when the agent has no configuration yet (the listing
+// would be empty or stale for a reason the user cannot see).
+func dumpViewCommand(o *options, nf *nodeConfigFlags, v dumpView) *cobra.Command {
+	return &cobra.Command{
+		Use:   v.use + " [POD]",
+		Short: v.short,
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := o.format()
+			if err != nil {
+				return err
+			}
+			body, filter, agent, err := o.agentGet(cmd, nf, args, "/config_dump")
+			if err != nil {
+				return err
+			}
+			d, err := nodeconfig.ParseDump(body)
+			if err != nil {
+				return err
+			}
+			if !d.Synced {
+				fmt.Fprintf(o.errOut, "warning: node agent %s has not received its configuration from the control plane yet\n", agent)
+			}
+			val, t := v.render(d, filter)
+			return output.Print(o.out, f, val, t)
+		},
+	}
+}
+
+func connectionsCommand(o *options, nf *nodeConfigFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "connections [POD]",
+		Short: "Connections the agent is proxying now",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := o.format()
+			if err != nil {
+				return err
+			}
+			body, filter, _, err := o.agentGet(cmd, nf, args, "/connections")
+			if err != nil {
+				return err
+			}
+			conns, err := nodeconfig.ParseConnections(body, filter, o.now())
+			if err != nil {
+				return err
+			}
+			return output.Print(o.out, f, conns, conns)
+		},
+	}
+}
+
+func rawDumpCommand(o *options, nf *nodeConfigFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "dump [POD]",
+		Short: "The agent's raw /config_dump (JSON)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, _, _, err := o.agentGet(cmd, nf, args, "/config_dump")
+			if err != nil {
+				return err
+			}
+			_, err = o.out.Write(body)
+			return err
+		},
+	}
 }
