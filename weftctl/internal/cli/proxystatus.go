@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-mesh/weft/pkg/mesh"
+	"github.com/weft-mesh/weft/weftctl/internal/kube"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 	"github.com/weft-mesh/weft/weftctl/internal/proxystatus"
 	"github.com/weft-mesh/weft/weftctl/internal/waypoint"
@@ -50,70 +52,17 @@ not answer).`,
 			}
 			ctx, cancel := o.context(cmd)
 			defer cancel()
-			controls, err := c.Kube.CoreV1().Pods(o.WeftNamespace).List(ctx, metav1.ListOptions{LabelSelector: ControlSelector})
+			running, err := runningControls(ctx, c, o.WeftNamespace)
 			if err != nil {
-				return fmt.Errorf("list weft-control pods in %s: %w", o.WeftNamespace, err)
+				return err
 			}
-			var running []corev1.Pod
-			for _, p := range controls.Items {
-				if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
-					running = append(running, p)
-				}
-			}
-			if len(running) == 0 {
-				return fmt.Errorf("no running weft-control pod (%s) in namespace %s (--weft-namespace)", ControlSelector, o.WeftNamespace)
-			}
-			replicas := make([]proxystatus.Replica, len(running))
-			var wg sync.WaitGroup
-			for i, p := range running {
-				wg.Go(func() {
-					replicas[i].Pod = p.Name
-					body, err := c.PodGet(ctx, p.Namespace, p.Name, mesh.MonitoringPort, "/debug/syncz")
-					if err != nil {
-						replicas[i].Err = err
-						return
-					}
-					var s proxystatus.Syncz
-					if err := json.Unmarshal(body, &s); err != nil {
-						replicas[i].Err = fmt.Errorf("decode /debug/syncz: %w", err)
-						return
-					}
-					replicas[i].Syncz = &s
-				})
-			}
-			var expected []proxystatus.Expected
-			agents, err := c.Kube.CoreV1().Pods(o.WeftNamespace).List(ctx, metav1.ListOptions{LabelSelector: NodeAgentSelector})
+			// The replicas answer while the expected proxies are listed.
+			replicas := fetchSyncz(ctx, c, running)
+			expected, err := expectedProxies(ctx, c, o.WeftNamespace)
 			if err != nil {
-				return fmt.Errorf("list node agent pods: %w", err)
+				return err
 			}
-			for _, p := range agents.Items {
-				if p.DeletionTimestamp == nil && p.Spec.NodeName != "" {
-					expected = append(expected, proxystatus.Expected{Kind: proxystatus.NodeAgent, Namespace: p.Namespace, Pod: p.Name,
-						Node: p.Spec.NodeName, Ready: podReady(&p)})
-				}
-			}
-			wps, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: WaypointSelector})
-			if err != nil {
-				return fmt.Errorf("list waypoint pods: %w", err)
-			}
-			for _, p := range wps.Items {
-				if p.DeletionTimestamp == nil {
-					expected = append(expected, proxystatus.Expected{Kind: proxystatus.Waypoint, Namespace: p.Namespace, Pod: p.Name,
-						Node: p.Spec.NodeName, Gateway: p.Labels[waypoint.LabelGatewayName], Ready: podReady(&p)})
-				}
-			}
-			gws, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: GatewaySelector})
-			if err != nil {
-				return fmt.Errorf("list gateway pods: %w", err)
-			}
-			for _, p := range gws.Items {
-				if p.DeletionTimestamp == nil {
-					expected = append(expected, proxystatus.Expected{Kind: proxystatus.Gateway, Namespace: p.Namespace, Pod: p.Name,
-						Node: p.Spec.NodeName, ServiceAccount: cmp.Or(p.Spec.ServiceAccountName, "default"), Ready: podReady(&p)})
-				}
-			}
-			wg.Wait()
-			r := proxystatus.Build(expected, replicas, o.now())
+			r := proxystatus.Build(expected, replicas(), o.now())
 			for _, e := range r.Errors {
 				fmt.Fprintf(o.errOut, "warning: %s\n", e)
 			}
@@ -132,4 +81,88 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// runningControls lists the weft-control pods of ns that are running and
+// not being deleted; none is an error.
+func runningControls(ctx context.Context, c *kube.Client, ns string) ([]corev1.Pod, error) {
+	controls, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: ControlSelector})
+	if err != nil {
+		return nil, fmt.Errorf("list weft-control pods in %s: %w", ns, err)
+	}
+	var running []corev1.Pod
+	for _, p := range controls.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			running = append(running, p)
+		}
+	}
+	if len(running) == 0 {
+		return nil, fmt.Errorf("no running weft-control pod (%s) in namespace %s (--weft-namespace)", ControlSelector, ns)
+	}
+	return running, nil
+}
+
+// fetchSyncz asks every control pod for its /debug/syncz, all at once, and
+// returns a function that waits for the answers.
+func fetchSyncz(ctx context.Context, c *kube.Client, pods []corev1.Pod) (wait func() []proxystatus.Replica) {
+	replicas := make([]proxystatus.Replica, len(pods))
+	var wg sync.WaitGroup
+	for i, p := range pods {
+		wg.Go(func() {
+			replicas[i].Pod = p.Name
+			body, err := c.PodGet(ctx, p.Namespace, p.Name, mesh.MonitoringPort, "/debug/syncz")
+			if err != nil {
+				replicas[i].Err = err
+				return
+			}
+			var s proxystatus.Syncz
+			if err := json.Unmarshal(body, &s); err != nil {
+				replicas[i].Err = fmt.Errorf("decode /debug/syncz: %w", err)
+				return
+			}
+			replicas[i].Syncz = &s
+		})
+	}
+	return func() []proxystatus.Replica {
+		wg.Wait()
+		return replicas
+	}
+}
+
+// expectedProxies are the pods that should hold an xDS stream: the node
+// agents of ns (one per scheduled node), every waypoint and every gateway
+// pod, leaving out pods being deleted.
+func expectedProxies(ctx context.Context, c *kube.Client, ns string) ([]proxystatus.Expected, error) {
+	var expected []proxystatus.Expected
+	agents, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: NodeAgentSelector})
+	if err != nil {
+		return nil, fmt.Errorf("list node agent pods: %w", err)
+	}
+	for _, p := range agents.Items {
+		if p.DeletionTimestamp == nil && p.Spec.NodeName != "" {
+			expected = append(expected, proxystatus.Expected{Kind: proxystatus.NodeAgent, Namespace: p.Namespace, Pod: p.Name,
+				Node: p.Spec.NodeName, Ready: podReady(&p)})
+		}
+	}
+	wps, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: WaypointSelector})
+	if err != nil {
+		return nil, fmt.Errorf("list waypoint pods: %w", err)
+	}
+	for _, p := range wps.Items {
+		if p.DeletionTimestamp == nil {
+			expected = append(expected, proxystatus.Expected{Kind: proxystatus.Waypoint, Namespace: p.Namespace, Pod: p.Name,
+				Node: p.Spec.NodeName, Gateway: p.Labels[waypoint.LabelGatewayName], Ready: podReady(&p)})
+		}
+	}
+	gws, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: GatewaySelector})
+	if err != nil {
+		return nil, fmt.Errorf("list gateway pods: %w", err)
+	}
+	for _, p := range gws.Items {
+		if p.DeletionTimestamp == nil {
+			expected = append(expected, proxystatus.Expected{Kind: proxystatus.Gateway, Namespace: p.Namespace, Pod: p.Name,
+				Node: p.Spec.NodeName, ServiceAccount: cmp.Or(p.Spec.ServiceAccountName, "default"), Ready: podReady(&p)})
+		}
+	}
+	return expected, nil
 }
