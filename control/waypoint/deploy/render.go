@@ -171,28 +171,64 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 		sa.WithAnnotations(a)
 	}
 
+	tmpl := podTemplate(cfg, gw, labels, annotations)
+	l, a = meta()
+	dep := appsv1ac.Deployment(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(gw))).
+			WithTemplate(tmpl))
+	if len(a) > 0 {
+		dep.WithAnnotations(a)
+	}
+
+	l, a = meta()
+	svc := corev1ac.Service(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithSelector(SelectorLabels(gw)).
+			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(mesh.HBONEPort).
+				WithTargetPort(intstr.FromInt32(mesh.HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
+	if len(a) > 0 {
+		svc.WithAnnotations(a)
+	}
+	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}
+}
+
+// podTemplate is the pod of a waypoint Deployment: one waypoint container,
+// its projected token and the mesh's root certificate, never captured.
+func podTemplate(cfg Config, gw *gatewayv1.Gateway, labels, annotations map[string]string) *corev1ac.PodTemplateSpecApplyConfiguration {
+	name := gw.Name
 	podLabels := maps.Clone(labels)
 	podLabels[LabelDataplaneMode] = "none" // a waypoint is never captured
+	container := waypointContainer(cfg, gw.Namespace, name)
+	pod := corev1ac.PodSpec().
+		WithServiceAccountName(name).
+		WithAutomountServiceAccountToken(false).
+		WithSecurityContext(corev1ac.PodSecurityContext().WithFSGroup(ProxyUID)).
+		WithContainers(container).
+		WithVolumes(
+			corev1ac.Volume().WithName("weft-token").WithProjected(corev1ac.ProjectedVolumeSource().
+				WithSources(corev1ac.VolumeProjection().WithServiceAccountToken(corev1ac.ServiceAccountTokenProjection().
+					WithAudience(TokenAudience).WithExpirationSeconds(TokenExpiration).WithPath(TokenPath)))),
+			corev1ac.Volume().WithName("weft-ca-root").WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RootCertMap)),
+		)
+	tmpl := corev1ac.PodTemplateSpec().WithLabels(podLabels).WithSpec(pod)
+	if len(annotations) > 0 {
+		tmpl.WithAnnotations(maps.Clone(annotations))
+	}
+	return tmpl
+}
+
+// waypointContainer runs the waypoint for the Gateway ns/name, unprivileged
+// and read-only, with the ports, probe and mounts it needs.
+func waypointContainer(cfg Config, ns, name string) *corev1ac.ContainerApplyConfiguration {
 	pullPolicy := cfg.PullPolicy
 	if pullPolicy == "" {
 		pullPolicy = corev1.PullIfNotPresent
 	}
-	fieldEnv := func(name, path string) *corev1ac.EnvVarApplyConfiguration {
-		return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
-			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(path)))
-	}
-	env := []*corev1ac.EnvVarApplyConfiguration{
-		fieldEnv("POD_NAME", "metadata.name"),
-		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
-		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-		corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
-	}
-	if cfg.TracingEndpoint != "" {
-		env = append(env,
-			corev1ac.EnvVar().WithName(EnvOTLPEndpoint).WithValue(cfg.TracingEndpoint),
-			corev1ac.EnvVar().WithName(EnvServiceName).WithValue(name+"."+ns))
-	}
-	container := corev1ac.Container().
+	env := waypointEnv(cfg, ns, name)
+	return corev1ac.Container().
 		WithName("waypoint").
 		WithImage(cfg.Image).
 		WithImagePullPolicy(pullPolicy).
@@ -215,41 +251,25 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 			WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).WithPrivileged(false).
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
 			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+}
 
-	pod := corev1ac.PodSpec().
-		WithServiceAccountName(name).
-		WithAutomountServiceAccountToken(false).
-		WithSecurityContext(corev1ac.PodSecurityContext().WithFSGroup(ProxyUID)).
-		WithContainers(container).
-		WithVolumes(
-			corev1ac.Volume().WithName("weft-token").WithProjected(corev1ac.ProjectedVolumeSource().
-				WithSources(corev1ac.VolumeProjection().WithServiceAccountToken(corev1ac.ServiceAccountTokenProjection().
-					WithAudience(TokenAudience).WithExpirationSeconds(TokenExpiration).WithPath(TokenPath)))),
-			corev1ac.Volume().WithName("weft-ca-root").WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RootCertMap)),
-		)
-	tmpl := corev1ac.PodTemplateSpec().WithLabels(podLabels).WithSpec(pod)
-	if len(annotations) > 0 {
-		tmpl.WithAnnotations(maps.Clone(annotations))
+// waypointEnv is the waypoint's environment: who it is (from the downward
+// API) and, with tracing on, where spans go and under which service name.
+func waypointEnv(cfg Config, ns, name string) []*corev1ac.EnvVarApplyConfiguration {
+	fieldEnv := func(name, path string) *corev1ac.EnvVarApplyConfiguration {
+		return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
+			WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(path)))
 	}
-	l, a = meta()
-	dep := appsv1ac.Deployment(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
-		WithSpec(appsv1ac.DeploymentSpec().
-			WithReplicas(replicas).
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(gw))).
-			WithTemplate(tmpl))
-	if len(a) > 0 {
-		dep.WithAnnotations(a)
+	env := []*corev1ac.EnvVarApplyConfiguration{
+		fieldEnv("POD_NAME", "metadata.name"),
+		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
 	}
-
-	l, a = meta()
-	svc := corev1ac.Service(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
-		WithSpec(corev1ac.ServiceSpec().
-			WithType(corev1.ServiceTypeClusterIP).
-			WithSelector(SelectorLabels(gw)).
-			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(mesh.HBONEPort).
-				WithTargetPort(intstr.FromInt32(mesh.HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
-	if len(a) > 0 {
-		svc.WithAnnotations(a)
+	if cfg.TracingEndpoint != "" {
+		env = append(env,
+			corev1ac.EnvVar().WithName(EnvOTLPEndpoint).WithValue(cfg.TracingEndpoint),
+			corev1ac.EnvVar().WithName(EnvServiceName).WithValue(name+"."+ns))
 	}
-	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}
+	return env
 }
