@@ -78,9 +78,14 @@ type env struct {
 
 // startCluster brings up a cluster named for the test and tears it down at
 // the end, printing the component logs' tails when the test failed.
+//
+// Suites run in parallel (up to go test's -parallel, GOMAXPROCS by default):
+// each cluster has its own address plan (index), network namespaces, state
+// directory and processes, and nothing on the host is shared between them.
 func startCluster(t *testing.T, name string, nodes, index int) *env {
 	t.Helper()
 	requireE2E(t)
+	t.Parallel()
 	state := filepath.Join(repoRoot(), "_output/e2e", name)
 	cfg := cluster.Config{
 		Name: name, Nodes: nodes, Index: index, StateDir: state,
