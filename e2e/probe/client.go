@@ -26,6 +26,9 @@ type Client struct {
 	Conns int
 	// Requests is how many requests the keep-alive-off load sends.
 	Requests int
+	// Streams is how many gRPC streams the grpc behaviour holds open at
+	// once on one connection.
+	Streams int
 
 	ip string
 }
@@ -70,6 +73,9 @@ func (c *Client) behaviours() map[string]func(context.Context) Result {
 		"sse":              c.sse,
 		"source-ip":        c.sourceIP,
 		"keepalive-off":    c.keepAliveOff,
+		"expect-continue":  c.expectContinue,
+		"trailers":         c.trailers,
+		"grpc-streams":     c.grpcStreams,
 	}
 }
 

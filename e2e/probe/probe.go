@@ -42,6 +42,8 @@ const (
 	// must open another pooled connection for the rest.
 	DefaultConns    = 1200
 	DefaultRequests = 200
+	// DefaultStreams: gRPC streams open at once on one connection.
+	DefaultStreams = 1000
 )
 
 // Behaviour is one row of the matrix.
@@ -70,6 +72,9 @@ var Behaviours = []Behaviour{
 	{"sse", "SSE: event 1 read before event 2 is written", OK},
 	{"source-ip", "the server sees the client's own IP", OK},
 	{"keepalive-off", fmt.Sprintf("%d sequential `Connection: close` requests, 100%% 2xx", DefaultRequests), OK},
+	{"expect-continue", "`Expect: 100-continue`: body sent after the interim 100, echoed", OK},
+	{"trailers", "HTTP/1.1 trailers both ways (chunked request and response)", OK},
+	{"grpc-streams", fmt.Sprintf("gRPC (h2c): %d concurrent bidirectional streams, %d messages each, half-closed", DefaultStreams, grpcMessages), OK},
 }
 
 // Outcomes shared by several behaviours.

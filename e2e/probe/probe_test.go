@@ -17,7 +17,7 @@ func TestLoopbackBaseline(t *testing.T) {
 	s.Serve()
 	p := s.Ports()
 	p.Closed = freePort(t)
-	c := &Client{Host: "localhost", Ports: p, BulkBytes: 4 << 20, Conns: 200, Requests: 20}
+	c := &Client{Host: "localhost", Ports: p, BulkBytes: 4 << 20, Conns: 200, Requests: 20, Streams: 100}
 	if err := c.Resolve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -41,4 +41,18 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestGRPCRefusalIsClassified: a gRPC client reports a failed dial as a
+// status; the behaviour must still say how the network refused it, as the
+// STRICT column compares refusals by class.
+func TestGRPCRefusalIsClassified(t *testing.T) {
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: freePort(t)}, Streams: 3}
+	if err := c.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Run(context.Background(), "grpc-streams")
+	if r.Class != "refused" {
+		t.Errorf("class %q (outcome %q, %s), want refused", r.Class, r.Outcome, r.Detail)
+	}
 }

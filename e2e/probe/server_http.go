@@ -30,6 +30,7 @@ func (s *Server) handler() http.Handler {
 		io.WriteString(w, host)
 	})
 	mux.HandleFunc("POST /echo", s.echoHTTP)
+	mux.HandleFunc("POST /trailers", serveTrailers)
 	mux.HandleFunc("GET /ws", s.websocket)
 	mux.HandleFunc("GET /sse", s.sse)
 	mux.HandleFunc("POST /sse-ack", func(w http.ResponseWriter, r *http.Request) {
@@ -48,7 +49,7 @@ func (s *Server) handler() http.Handler {
 		}
 		json.NewEncoder(w).Encode(res)
 	})
-	return mux
+	return grpcOrHTTP(newGRPCServer(), mux)
 }
 
 // echoHTTP answers with the request body in three flushed parts (so the

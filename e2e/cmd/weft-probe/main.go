@@ -65,6 +65,7 @@ func client(args []string) {
 	fs.Int64Var(&c.BulkBytes, "bulk-bytes", probe.DefaultBulkBytes, "bytes the bulk behaviour sends each way")
 	fs.IntVar(&c.Conns, "conns", probe.DefaultConns, "connections the concurrent behaviour holds open at once")
 	fs.IntVar(&c.Requests, "requests", probe.DefaultRequests, "requests of the keep-alive-off load")
+	fs.IntVar(&c.Streams, "streams", probe.DefaultStreams, "gRPC streams the grpc-streams behaviour holds open at once")
 	fs.Parse(args)
 	if fs.NArg() != 2 {
 		usage()

@@ -1,0 +1,135 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// echoService is a gRPC service with one bidirectional streaming method
+// that echoes every message. It is described by hand (no generated code):
+// the messages are wrapperspb.BytesValue, so the default proto codec works.
+var echoService = grpc.ServiceDesc{
+	ServiceName: "weft.probe.Echo",
+	HandlerType: (*any)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName: "Stream", ServerStreams: true, ClientStreams: true,
+		Handler: func(_ any, s grpc.ServerStream) error {
+			for {
+				m := new(wrapperspb.BytesValue)
+				if err := s.RecvMsg(m); errors.Is(err, io.EOF) {
+					return nil
+				} else if err != nil {
+					return err
+				}
+				if err := s.SendMsg(m); err != nil {
+					return err
+				}
+			}
+		},
+	}},
+}
+
+const echoStreamMethod = "/weft.probe.Echo/Stream"
+
+// newGRPCServer serves echoService; the HTTP server hands it HTTP/2
+// requests with a gRPC content type (grpc.Server.ServeHTTP), so gRPC shares
+// the probe's HTTP port as it would an application's.
+func newGRPCServer() *grpc.Server {
+	s := grpc.NewServer()
+	s.RegisterService(&echoService, struct{}{})
+	return s
+}
+
+// grpcMessages is how many messages each stream of the gRPC behaviour
+// sends (and reads back) before it half-closes.
+const grpcMessages = 5
+
+// grpcStreams opens c.Streams bidirectional streams at once on one gRPC
+// connection (h2c), sends grpcMessages messages of 1 KiB on each, wants each
+// echoed byte-exact, half-closes and wants the server's clean end: HTTP/2
+// flow control and stream concurrency under load, trailers (grpc-status)
+// and half-close on every stream.
+func (c *Client) grpcStreams(ctx context.Context) Result {
+	// gRPC reports a failed dial as a status; the dial's own error says how
+	// the network failed (refused, reset).
+	var dialErr atomic.Pointer[error]
+	conn, err := grpc.NewClient("passthrough:///"+c.addr(c.Ports.HTTP),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			conn, err := c.dialHTTP(ctx, "tcp", a)
+			if err != nil {
+				dialErr.CompareAndSwap(nil, &err)
+			}
+			return conn, err
+		}))
+	if err != nil {
+		return failed("client", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 4*hangTimeout)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		ok       atomic.Int64
+		firstErr error
+		once     sync.Once
+	)
+	for i := range c.Streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := echoStream(ctx, conn, i); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+				return
+			}
+			ok.Add(1)
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		r := failed("stream", firstErr)
+		if e := dialErr.Load(); e != nil && ok.Load() == 0 {
+			r = failed("connect", *e)
+		}
+		r.Detail = fmt.Sprintf("%d of %d streams echoed; first failure: %v", ok.Load(), c.Streams, firstErr)
+		return r
+	}
+	return Result{Outcome: OK, Detail: fmt.Sprintf("%d streams x %d messages echoed", c.Streams, grpcMessages)}
+}
+
+// echoStream runs one stream of grpcStreams.
+func echoStream(ctx context.Context, conn *grpc.ClientConn, id int) error {
+	s, err := conn.NewStream(ctx, &echoService.Streams[0], echoStreamMethod)
+	if err != nil {
+		return err
+	}
+	for n := range grpcMessages {
+		want := bytes.Repeat([]byte{byte(id + n)}, 1024)
+		if err := s.SendMsg(wrapperspb.Bytes(want)); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		got := new(wrapperspb.BytesValue)
+		if err := s.RecvMsg(got); err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		if !bytes.Equal(got.GetValue(), want) {
+			return fmt.Errorf("message %d differs", n)
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return fmt.Errorf("half-close: %w", err)
+	}
+	if err := s.RecvMsg(new(wrapperspb.BytesValue)); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("end of stream: %v, want the server's clean end", err)
+	}
+	return nil
+}
