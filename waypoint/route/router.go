@@ -254,47 +254,73 @@ func (x *exchange) upstreamHeaders(wc *weightedCluster) (http.Header, string) {
 	return h, host
 }
 
-func (x *exchange) forward(suppressEnvoyHeaders bool) {
-	p, rt, r := x.p, x.rt, x.r
-	var wc *weightedCluster
-	cluster := rt.cluster
-	if len(rt.weighted) > 0 {
-		wc = x.pickWeighted()
-		cluster = wc.name
-	}
-	x.info.Cluster = cluster
+// forwarding is one request on its way upstream: what every attempt sends
+// and how many retries are left.
+type forwarding struct {
+	x           *exchange
+	ctx         context.Context  // the request's, bounded by the route timeout
+	wc          *weightedCluster // nil: the route names one cluster
+	cluster     string
+	base        http.Request // URL, body and context are set per attempt
+	url         url.URL
+	body        *bodyBuf // nil: no request body
+	hash        uint64
+	hashed      bool
+	retry       *retryPolicy // nil: no retries
+	retriesLeft int
+}
 
-	h, host := x.upstreamHeaders(wc)
-	u := *r.URL
-	u.Host = host
+func (x *exchange) forward(suppressEnvoyHeaders bool) {
+	f := x.newForwarding(suppressEnvoyHeaders)
+	if f.body != nil {
+		defer f.body.close()
+	}
+	// The route timeout covers all attempts and the response body (Envoy).
+	f.ctx = x.r.Context()
+	if x.rt.timeout > 0 {
+		var cancel context.CancelFunc
+		f.ctx, cancel = context.WithTimeoutCause(f.ctx, x.rt.timeout, errRouteTimeout)
+		defer cancel()
+	}
+	if len(x.rt.mirrors) > 0 && x.upgrade == "" { // a mirror cannot switch protocols
+		x.mirror(&f.base, f.url, f.body, f.hash, f.hashed)
+	}
+	for attempt := 1; ; attempt++ {
+		if !f.try(attempt) {
+			return
+		}
+	}
+}
+
+// newForwarding picks the cluster and prepares what every attempt sends:
+// the upstream headers, the URL with the rewritten path, the hash key and
+// the buffered request body.
+func (x *exchange) newForwarding(suppressEnvoyHeaders bool) *forwarding {
+	rt, r := x.rt, x.r
+	f := &forwarding{x: x, cluster: rt.cluster, retry: rt.retry}
+	if len(rt.weighted) > 0 {
+		f.wc = x.pickWeighted()
+		f.cluster = f.wc.name
+	}
+	x.info.Cluster = f.cluster
+
+	h, host := x.upstreamHeaders(f.wc)
+	f.url = *r.URL
+	f.url.Host = host
 	np, rewritten := x.rewrittenPath()
-	setTarget(&u, np)
+	setTarget(&f.url, np)
 	if rewritten && !suppressEnvoyHeaders {
 		h["X-Envoy-Original-Path"] = []string{x.v.path}
 	}
-	hash, hashed := uint64(0), false
 	if len(rt.hash) > 0 {
-		hash, hashed = x.computeHash(rt.hash, h)
-		x.info.Hash, x.info.Hashed = hash, hashed
+		f.hash, f.hashed = x.computeHash(rt.hash, h)
+		x.info.Hash, x.info.Hashed = f.hash, f.hashed
 	}
-
-	var bb *bodyBuf
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		bb = newBodyBuf(r.Body, p.bodyLimit)
-		defer bb.close()
+		f.body = newBodyBuf(r.Body, x.p.bodyLimit)
 	}
-
-	// The route timeout covers all attempts and the response body (Envoy).
-	ctx := r.Context()
-	if rt.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
-		defer cancel()
-	}
-
-	base := http.Request{
+	f.base = http.Request{
 		Method:        r.Method,
-		URL:           nil, // set per attempt (u)
 		Proto:         r.Proto,
 		ProtoMajor:    r.ProtoMajor,
 		ProtoMinor:    r.ProtoMinor,
@@ -304,91 +330,113 @@ func (x *exchange) forward(suppressEnvoyHeaders bool) {
 		Trailer:       r.Trailer,
 		RemoteAddr:    r.RemoteAddr,
 	}
-	if bb == nil {
-		base.ContentLength = 0
+	if f.body == nil {
+		f.base.ContentLength = 0
 	}
+	if f.retry != nil {
+		f.retriesLeft = f.retry.numRetries
+	}
+	return f
+}
 
-	if len(rt.mirrors) > 0 && x.upgrade == "" { // a mirror cannot switch protocols
-		x.mirror(&base, u, bb, hash, hashed)
-	}
-
-	rp := rt.retry
-	retriesLeft := 0
-	if rp != nil {
-		retriesLeft = rp.numRetries
-	}
-	for attempt := 1; ; attempt++ {
-		x.info.Attempts = attempt
-		// A per-try timeout cancels only its attempt, and only until the
-		// response headers arrive (Envoy ignores it once the downstream
-		// response started).
-		actx := ctx
-		acancel := func(error) {}
-		var timer *time.Timer
-		if rp != nil && rp.perTry > 0 {
-			actx, acancel = context.WithCancelCause(ctx)
-			timer = time.AfterFunc(rp.perTry, func() { acancel(errPerTryTimeout) })
+// try sends attempt number n upstream and answers the client with its
+// outcome, unless the retry policy retries it; true: retry (the backoff
+// has passed).
+func (f *forwarding) try(n int) bool {
+	x, rp := f.x, f.retry
+	x.info.Attempts = n
+	t := f.startTry()
+	resp, err := x.p.up.RoundTrip(f.request(t.ctx), f.cluster, f.hash, f.hashed)
+	if t.expired() {
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
 		}
-		req := base.WithContext(actx)
-		au := u // each attempt owns its URL: the Upstream may set Scheme/Host
-		req.URL = &au
-		if bb != nil {
-			b := bb
-			req.Body = b.reader()
-			req.GetBody = func() (io.ReadCloser, error) {
-				if !b.replayable() {
-					return nil, errBodyNotReplayable
-				}
-				return b.reader(), nil
-			}
-		}
-		resp, err := p.up.RoundTrip(req, cluster, hash, hashed)
-		if timer != nil && !timer.Stop() && context.Cause(actx) == errPerTryTimeout {
-			if resp != nil {
-				resp.Body.Close()
-				resp = nil
-			}
-			if err == nil {
-				err = errPerTryTimeout
-			}
-		}
-		canRetry := retriesLeft > 0 && (bb == nil || bb.replayable())
 		if err == nil {
-			if rp != nil && rp.retriableResponse(resp) {
-				if canRetry {
-					discard(resp)
-					acancel(nil)
-					retriesLeft--
-					if !x.backoff(ctx, rp, attempt) {
-						return
-					}
-					continue
-				}
-				if retriesLeft == 0 {
-					x.info.addFlag(flagURX)
-				}
-			}
-			x.respond(ctx, resp, wc)
-			acancel(nil)
-			return
+			err = errPerTryTimeout
 		}
-		kind := classify(err, ctx, actx)
-		acancel(nil)
-		if rp != nil && rp.retriableFailure(kind) {
-			if canRetry {
-				retriesLeft--
-				if !x.backoff(ctx, rp, attempt) {
-					return
-				}
-				continue
-			}
-			if retriesLeft == 0 {
-				x.info.addFlag(flagURX)
-			}
-		}
-		x.failReply(kind, wc)
-		return
 	}
+	canRetry := f.retriesLeft > 0 && (f.body == nil || f.body.replayable())
+	if err == nil {
+		if rp != nil && rp.retriableResponse(resp) {
+			if canRetry {
+				discard(resp)
+				t.cancel(nil)
+				return f.backoff(n)
+			}
+			f.retriesExhausted()
+		}
+		x.respond(f.ctx, resp, f.wc)
+		t.cancel(nil)
+		return false
+	}
+	kind := classify(err, f.ctx, t.ctx)
+	t.cancel(nil)
+	if rp != nil && rp.retriableFailure(kind) {
+		if canRetry {
+			return f.backoff(n)
+		}
+		f.retriesExhausted()
+	}
+	x.failReply(kind, f.wc)
+	return false
+}
+
+// backoff spends a retry and waits before it; false when the wait ended
+// the request (route timeout, client gone).
+func (f *forwarding) backoff(n int) bool {
+	f.retriesLeft--
+	return f.x.backoff(f.ctx, f.retry, n)
+}
+
+// retriesExhausted flags a retriable outcome that is answered because no
+// retry is left (URX); a body too large to replay is not flagged.
+func (f *forwarding) retriesExhausted() {
+	if f.retriesLeft == 0 {
+		f.x.info.addFlag(flagURX)
+	}
+}
+
+// request is one attempt's upstream request: its own URL (the Upstream may
+// set Scheme and Host) and a fresh reader of the buffered body.
+func (f *forwarding) request(ctx context.Context) *http.Request {
+	req := f.base.WithContext(ctx)
+	u := f.url
+	req.URL = &u
+	if b := f.body; b != nil {
+		req.Body = b.reader()
+		req.GetBody = func() (io.ReadCloser, error) {
+			if !b.replayable() {
+				return nil, errBodyNotReplayable
+			}
+			return b.reader(), nil
+		}
+	}
+	return req
+}
+
+// tryContext is one attempt's context. A per-try timeout cancels only its
+// attempt, and only until the response headers arrive (Envoy ignores it
+// once the downstream response started).
+type tryContext struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer // the per-try timeout; nil: none
+}
+
+func (f *forwarding) startTry() tryContext {
+	if rp := f.retry; rp != nil && rp.perTry > 0 {
+		ctx, cancel := context.WithCancelCause(f.ctx)
+		timer := time.AfterFunc(rp.perTry, func() { cancel(errPerTryTimeout) })
+		return tryContext{ctx: ctx, cancel: cancel, timer: timer}
+	}
+	return tryContext{ctx: f.ctx, cancel: func(error) {}}
+}
+
+// expired stops the per-try timer; true when it fired before the response
+// headers arrived.
+func (t tryContext) expired() bool {
+	return t.timer != nil && !t.timer.Stop() && context.Cause(t.ctx) == errPerTryTimeout
 }
 
 // backoff waits before retry number n; false when the route timeout fired
