@@ -130,6 +130,23 @@ func CompileWithOptions(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfi
 	if rc == nil {
 		return nil, fmt.Errorf("route: no RouteConfiguration (rds %q not resolved?)", hcm.GetRds().GetRouteConfigName())
 	}
+	p := newPipeline(hcm, rc, up, opts)
+	var err error
+	if p.paths, err = compilePathNormalization(hcm); err != nil {
+		return nil, fmt.Errorf("http connection manager: %w", err)
+	}
+	if err := p.compileRouteConfig(rc); err != nil {
+		return nil, fmt.Errorf("route config %q: %w", rc.GetName(), err)
+	}
+	if err := p.compileFilters(hcm); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newPipeline holds the settings of hcm and rc that need no compiling, and
+// opts with their defaults.
+func newPipeline(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfiguration, up Upstream, opts Options) *Pipeline {
 	p := &Pipeline{
 		name:      rc.GetName(),
 		up:        up,
@@ -148,60 +165,59 @@ func CompileWithOptions(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfi
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	return p
+}
+
+// compileRouteConfig compiles rc's own header mutations and per-filter
+// configs, and its virtual hosts indexed by domain.
+func (p *Pipeline) compileRouteConfig(rc *routev3.RouteConfiguration) error {
 	var err error
-	if p.paths, err = compilePathNormalization(hcm); err != nil {
-		return nil, fmt.Errorf("http connection manager: %w", err)
-	}
-	errf := func(format string, a ...any) error {
-		return fmt.Errorf("route config %q: "+format, append([]any{rc.GetName()}, a...)...)
-	}
-	if p.rcReq, err = compileHeaderOps(rc.GetRequestHeadersToAdd(), rc.GetRequestHeadersToRemove()); err != nil {
-		return nil, errf("request headers: %w", err)
-	}
-	if p.rcResp, err = compileHeaderOps(rc.GetResponseHeadersToAdd(), rc.GetResponseHeadersToRemove()); err != nil {
-		return nil, errf("response headers: %w", err)
+	if p.rcReq, p.rcResp, err = compileHeaderMutations(rc); err != nil {
+		return err
 	}
 	if p.rcFilter, err = compilePerFilter(rc.GetTypedPerFilterConfig()); err != nil {
-		return nil, errf("%w", err)
+		return err
 	}
 	if len(rc.GetRequestMirrorPolicies()) > 0 {
-		return nil, errf("route-configuration level request_mirror_policies are not supported")
+		return fmt.Errorf("route-configuration level request_mirror_policies are not supported")
 	}
+	p.domains, err = compileDomains(rc.GetVirtualHosts())
+	return err
+}
 
-	p.domains.exact = map[string]*vhost{}
+// compileDomains compiles the virtual hosts and indexes them by domain
+// (Envoy requires every domain to be in one virtual host only).
+func compileDomains(vhosts []*routev3.VirtualHost) (domainIndex, error) {
+	idx := domainIndex{exact: map[string]*vhost{}}
 	seen := map[string]string{}
-	for _, v := range rc.GetVirtualHosts() {
+	for _, v := range vhosts {
 		vh, err := compileVhost(v)
 		if err != nil {
-			return nil, errf("%w", err)
+			return idx, err
 		}
 		for _, d := range v.GetDomains() {
 			d = strings.ToLower(d)
 			if prev, dup := seen[d]; dup {
-				return nil, errf("domain %q is in virtual hosts %q and %q (Envoy requires unique domains)", d, prev, v.GetName())
+				return idx, fmt.Errorf("domain %q is in virtual hosts %q and %q (Envoy requires unique domains)", d, prev, v.GetName())
 			}
 			seen[d] = v.GetName()
 			switch {
 			case d == "*":
-				p.domains.any = vh
+				idx.any = vh
 			case strings.HasPrefix(d, "*"):
-				p.domains.suffixes = append(p.domains.suffixes, domainEntry{d[1:], vh})
+				idx.suffixes = append(idx.suffixes, domainEntry{d[1:], vh})
 			case strings.HasSuffix(d, "*"):
-				p.domains.prefixes = append(p.domains.prefixes, domainEntry{d[:len(d)-1], vh})
+				idx.prefixes = append(idx.prefixes, domainEntry{d[:len(d)-1], vh})
 			case d == "":
-				return nil, errf("virtual host %q has an empty domain", v.GetName())
+				return idx, fmt.Errorf("virtual host %q has an empty domain", v.GetName())
 			default:
-				p.domains.exact[d] = vh
+				idx.exact[d] = vh
 			}
 		}
 	}
-	sort.SliceStable(p.domains.suffixes, func(i, j int) bool { return len(p.domains.suffixes[i].s) > len(p.domains.suffixes[j].s) })
-	sort.SliceStable(p.domains.prefixes, func(i, j int) bool { return len(p.domains.prefixes[i].s) > len(p.domains.prefixes[j].s) })
-
-	if err := p.compileFilters(hcm); err != nil {
-		return nil, err
-	}
-	return p, nil
+	sort.SliceStable(idx.suffixes, func(i, j int) bool { return len(idx.suffixes[i].s) > len(idx.suffixes[j].s) })
+	sort.SliceStable(idx.prefixes, func(i, j int) bool { return len(idx.prefixes[i].s) > len(idx.prefixes[j].s) })
+	return idx, nil
 }
 
 func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
@@ -269,11 +285,8 @@ func compileVhost(v *routev3.VirtualHost) (*vhost, error) {
 	errf := func(format string, a ...any) error {
 		return fmt.Errorf("virtual host %q: "+format, append([]any{v.GetName()}, a...)...)
 	}
-	if vh.reqOps, err = compileHeaderOps(v.GetRequestHeadersToAdd(), v.GetRequestHeadersToRemove()); err != nil {
-		return nil, errf("request headers: %w", err)
-	}
-	if vh.respOps, err = compileHeaderOps(v.GetResponseHeadersToAdd(), v.GetResponseHeadersToRemove()); err != nil {
-		return nil, errf("response headers: %w", err)
+	if vh.reqOps, vh.respOps, err = compileHeaderMutations(v); err != nil {
+		return nil, errf("%w", err)
 	}
 	if vh.perFilt, err = compilePerFilter(v.GetTypedPerFilterConfig()); err != nil {
 		return nil, errf("%w", err)
@@ -303,11 +316,8 @@ func compileRoute(r *routev3.Route, vh *vhost) (*route, error) {
 	if rt.match, err = compileRouteMatch(r.GetMatch()); err != nil {
 		return nil, err
 	}
-	if rt.reqOps, err = compileHeaderOps(r.GetRequestHeadersToAdd(), r.GetRequestHeadersToRemove()); err != nil {
-		return nil, fmt.Errorf("request headers: %w", err)
-	}
-	if rt.respOps, err = compileHeaderOps(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
-		return nil, fmt.Errorf("response headers: %w", err)
+	if rt.reqOps, rt.respOps, err = compileHeaderMutations(r); err != nil {
+		return nil, err
 	}
 	if rt.perFilt, err = compilePerFilter(r.GetTypedPerFilterConfig()); err != nil {
 		return nil, err
@@ -347,6 +357,41 @@ func compileRoute(r *routev3.Route, vh *vhost) (*route, error) {
 }
 
 func compileRouteAction(rt *route, a *routev3.RouteAction, vh *vhost) error {
+	if err := compileClusterSpecifier(rt, a); err != nil {
+		return err
+	}
+	if err := compileRewrites(rt, a); err != nil {
+		return err
+	}
+	// Envoy: unset timeout = 15 s; 0 disables it.
+	rt.timeout = 15 * time.Second
+	if t := a.GetTimeout(); t != nil {
+		rt.timeout = t.AsDuration()
+	}
+	var err error
+	if rp := a.GetRetryPolicy(); rp != nil {
+		if rt.retry, err = compileRetry(rp); err != nil {
+			return fmt.Errorf("retry_policy: %w", err)
+		}
+	} else {
+		rt.retry = vh.retry
+	}
+	if rt.mirrors, err = compileMirrors(a.GetRequestMirrorPolicies()); err != nil {
+		return err
+	}
+	for _, h := range a.GetHashPolicy() {
+		hp, err := compileHashPolicy(h)
+		if err != nil {
+			return fmt.Errorf("hash_policy: %w", err)
+		}
+		rt.hash = append(rt.hash, hp)
+	}
+	return nil
+}
+
+// compileClusterSpecifier sets where the route forwards: one cluster, or
+// weighted clusters with their own header mutations and host rewrite.
+func compileClusterSpecifier(rt *route, a *routev3.RouteAction) error {
 	switch c := a.ClusterSpecifier.(type) {
 	case *routev3.RouteAction_Cluster:
 		if c.Cluster == "" {
@@ -360,11 +405,8 @@ func compileRouteAction(rt *route, a *routev3.RouteAction, vh *vhost) error {
 			}
 			w := weightedCluster{name: wc.GetName(), weight: uint64(wc.GetWeight().GetValue()), hostRewrite: wc.GetHostRewriteLiteral()}
 			var err error
-			if w.reqOps, err = compileHeaderOps(wc.GetRequestHeadersToAdd(), wc.GetRequestHeadersToRemove()); err != nil {
-				return fmt.Errorf("weighted cluster %q request headers: %w", wc.GetName(), err)
-			}
-			if w.respOps, err = compileHeaderOps(wc.GetResponseHeadersToAdd(), wc.GetResponseHeadersToRemove()); err != nil {
-				return fmt.Errorf("weighted cluster %q response headers: %w", wc.GetName(), err)
+			if w.reqOps, w.respOps, err = compileHeaderMutations(wc); err != nil {
+				return fmt.Errorf("weighted cluster %q %w", wc.GetName(), err)
 			}
 			rt.totalWeight += w.weight
 			rt.weighted = append(rt.weighted, w)
@@ -375,6 +417,12 @@ func compileRouteAction(rt *route, a *routev3.RouteAction, vh *vhost) error {
 	default:
 		return fmt.Errorf("unsupported cluster specifier %T", a.ClusterSpecifier)
 	}
+	return nil
+}
+
+// compileRewrites sets how the route rewrites the request: its path
+// (prefix_rewrite or regex_rewrite), host and x-forwarded-host.
+func compileRewrites(rt *route, a *routev3.RouteAction) error {
 	rt.prefixRewrite = a.GetPrefixRewrite()
 	rt.hasPrefixRw = a.GetPrefixRewrite() != ""
 	if rr := a.GetRegexRewrite(); rr != nil {
@@ -395,38 +443,24 @@ func compileRouteAction(rt *route, a *routev3.RouteAction, vh *vhost) error {
 		return fmt.Errorf("unsupported host rewrite %T", h)
 	}
 	rt.appendXFH = a.GetAppendXForwardedHost()
-	// Envoy: unset timeout = 15 s; 0 disables it.
-	rt.timeout = 15 * time.Second
-	if t := a.GetTimeout(); t != nil {
-		rt.timeout = t.AsDuration()
-	}
-	var err error
-	if rp := a.GetRetryPolicy(); rp != nil {
-		if rt.retry, err = compileRetry(rp); err != nil {
-			return fmt.Errorf("retry_policy: %w", err)
-		}
-	} else {
-		rt.retry = vh.retry
-	}
-	for _, m := range a.GetRequestMirrorPolicies() {
+	return nil
+}
+
+// compileMirrors compiles request_mirror_policies (cluster names only).
+func compileMirrors(policies []*routev3.RouteAction_RequestMirrorPolicy) ([]mirrorPolicy, error) {
+	var mirrors []mirrorPolicy
+	for _, m := range policies {
 		if m.GetCluster() == "" {
-			return fmt.Errorf("request_mirror_policies: cluster missing (cluster_header is not supported)")
+			return nil, fmt.Errorf("request_mirror_policies: cluster missing (cluster_header is not supported)")
 		}
-		rt.mirrors = append(rt.mirrors, mirrorPolicy{
+		mirrors = append(mirrors, mirrorPolicy{
 			cluster:     m.GetCluster(),
 			frac:        compileFraction(m.GetRuntimeFraction().GetDefaultValue(), 100),
 			noSuffix:    m.GetDisableShadowHostSuffixAppend(),
 			hostRewrite: m.GetHostRewriteLiteral(),
 		})
 	}
-	for _, h := range a.GetHashPolicy() {
-		hp, err := compileHashPolicy(h)
-		if err != nil {
-			return fmt.Errorf("hash_policy: %w", err)
-		}
-		rt.hash = append(rt.hash, hp)
-	}
-	return nil
+	return mirrors, nil
 }
 
 // re2Substitution converts an RE2 substitution (\1 references, as Envoy's

@@ -68,6 +68,28 @@ type headerOps struct {
 	add    []headerAdd
 }
 
+// headerMutator is an xDS object with request and response header
+// mutations: a route configuration, virtual host, route or weighted
+// cluster.
+type headerMutator interface {
+	GetRequestHeadersToAdd() []*corev3.HeaderValueOption
+	GetRequestHeadersToRemove() []string
+	GetResponseHeadersToAdd() []*corev3.HeaderValueOption
+	GetResponseHeadersToRemove() []string
+}
+
+// compileHeaderMutations compiles m's request and response header
+// mutations.
+func compileHeaderMutations(m headerMutator) (req, resp *headerOps, err error) {
+	if req, err = compileHeaderOps(m.GetRequestHeadersToAdd(), m.GetRequestHeadersToRemove()); err != nil {
+		return nil, nil, fmt.Errorf("request headers: %w", err)
+	}
+	if resp, err = compileHeaderOps(m.GetResponseHeadersToAdd(), m.GetResponseHeadersToRemove()); err != nil {
+		return nil, nil, fmt.Errorf("response headers: %w", err)
+	}
+	return req, resp, nil
+}
+
 func compileHeaderOps(add []*corev3.HeaderValueOption, remove []string) (*headerOps, error) {
 	if len(add) == 0 && len(remove) == 0 {
 		return nil, nil
