@@ -96,6 +96,25 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 	if c.GetConnectTimeout() != nil {
 		s.connectTimeout = durOr(c.GetConnectTimeout(), s.connectTimeout)
 	}
+	if err := s.compileLB(c); err != nil {
+		return nil, err
+	}
+	s.compileCircuitBreakers(c.GetCircuitBreakers())
+	if err := s.compileHTTPOptions(c); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.tls, err = compileUpstreamTLS(c.GetTransportSocket()); err != nil {
+		return nil, err
+	}
+	if s.outlier, err = compileOutlier(c.GetOutlierDetection()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// compileLB sets the load-balancing policy and its tuning.
+func (s *clusterSettings) compileLB(c *clusterv3.Cluster) error {
 	switch c.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:
 		s.lb = lbRoundRobin
@@ -113,12 +132,18 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 		}
 	case clusterv3.Cluster_CLUSTER_PROVIDED:
 		if !s.originalDst {
-			return nil, errors.New("lb_policy CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters")
+			return errors.New("lb_policy CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters")
 		}
 	default:
-		return nil, fmt.Errorf("lb_policy %s is not supported (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", c.GetLbPolicy())
+		return fmt.Errorf("lb_policy %s is not supported (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", c.GetLbPolicy())
 	}
-	for _, t := range c.GetCircuitBreakers().GetThresholds() {
+	return nil
+}
+
+// compileCircuitBreakers sets the limits of the default-priority
+// thresholds; the other priorities do not apply to the waypoint.
+func (s *clusterSettings) compileCircuitBreakers(cb *clusterv3.CircuitBreakers) {
+	for _, t := range cb.GetThresholds() {
 		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
 			continue
 		}
@@ -132,42 +157,52 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 			s.maxRequests = int64(v.GetValue())
 		}
 	}
-	if a := c.GetTypedExtensionProtocolOptions()[mesh.HTTPProtocolOptionsKey]; a != nil {
-		var o httpv3.HttpProtocolOptions
-		if err := a.UnmarshalTo(&o); err != nil {
-			return nil, fmt.Errorf("typed_extension_protocol_options[%s]: %w", mesh.HTTPProtocolOptionsKey, err)
-		}
-		if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
-			s.maxRequestsPerConn = int(v.GetValue())
-		}
-		if e := o.GetExplicitHttpConfig(); e != nil {
-			h2 := e.GetHttp2ProtocolOptions() != nil
-			s.upstreamH2 = &h2
-		}
+}
+
+// compileHTTPOptions reads the upstream HttpProtocolOptions: requests per
+// connection and an explicit HTTP version.
+func (s *clusterSettings) compileHTTPOptions(c *clusterv3.Cluster) error {
+	a := c.GetTypedExtensionProtocolOptions()[mesh.HTTPProtocolOptionsKey]
+	if a == nil {
+		return nil
 	}
-	var err error
-	if s.tls, err = compileUpstreamTLS(c.GetTransportSocket()); err != nil {
-		return nil, err
+	var o httpv3.HttpProtocolOptions
+	if err := a.UnmarshalTo(&o); err != nil {
+		return fmt.Errorf("typed_extension_protocol_options[%s]: %w", mesh.HTTPProtocolOptionsKey, err)
 	}
-	if od := c.GetOutlierDetection(); od != nil {
-		o := &outlierSettings{consecutive5xx: defaultConsecutive5xx, maxEjectionPct: defaultMaxEjectionPct}
-		if v := od.GetConsecutive_5Xx(); v != nil {
-			o.consecutive5xx = int64(v.GetValue())
-		}
-		o.interval = durOr(od.GetInterval(), defaultOutlierInterval)
-		o.baseEjection = durOr(od.GetBaseEjectionTime(), defaultBaseEjectionTime)
-		o.maxEjection = max(durOr(od.GetMaxEjectionTime(), defaultMaxEjectionTime), o.baseEjection)
-		if v := od.GetMaxEjectionPercent(); v != nil {
-			if v.GetValue() > 100 {
-				return nil, fmt.Errorf("outlier_detection.max_ejection_percent %d > 100", v.GetValue())
-			}
-			o.maxEjectionPct = int(v.GetValue())
-		}
-		if o.consecutive5xx > 0 {
-			s.outlier = o
-		}
+	if v := o.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
+		s.maxRequestsPerConn = int(v.GetValue())
 	}
-	return s, nil
+	if e := o.GetExplicitHttpConfig(); e != nil {
+		h2 := e.GetHttp2ProtocolOptions() != nil
+		s.upstreamH2 = &h2
+	}
+	return nil
+}
+
+// compileOutlier compiles outlier detection with Envoy's defaults; nil
+// (no detection) when absent or consecutive_5xx is 0.
+func compileOutlier(od *clusterv3.OutlierDetection) (*outlierSettings, error) {
+	if od == nil {
+		return nil, nil
+	}
+	o := &outlierSettings{consecutive5xx: defaultConsecutive5xx, maxEjectionPct: defaultMaxEjectionPct}
+	if v := od.GetConsecutive_5Xx(); v != nil {
+		o.consecutive5xx = int64(v.GetValue())
+	}
+	o.interval = durOr(od.GetInterval(), defaultOutlierInterval)
+	o.baseEjection = durOr(od.GetBaseEjectionTime(), defaultBaseEjectionTime)
+	o.maxEjection = max(durOr(od.GetMaxEjectionTime(), defaultMaxEjectionTime), o.baseEjection)
+	if v := od.GetMaxEjectionPercent(); v != nil {
+		if v.GetValue() > 100 {
+			return nil, fmt.Errorf("outlier_detection.max_ejection_percent %d > 100", v.GetValue())
+		}
+		o.maxEjectionPct = int(v.GetValue())
+	}
+	if o.consecutive5xx <= 0 {
+		return nil, nil
+	}
+	return o, nil
 }
 
 // endpointMeta is filter_metadata["weft"] of one lb_endpoint.

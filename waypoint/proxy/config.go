@@ -257,8 +257,24 @@ func (s *Store) checkRoute(name string, rc *routev3.RouteConfiguration) error {
 // in. Called with s.mu held.
 func (s *Store) rebuild() {
 	s.version++
-	snap := &Snapshot{Version: s.version, clusters: map[string]*cluster{}}
-	// Clusters: runtime objects persist; settings and endpoints are swapped.
+	snap := &Snapshot{Version: s.version, clusters: s.rebuildClusters()}
+	var names []string
+	names, snap.ListenPorts = s.listenerOrder()
+	chains := s.collectChains(names)
+	s.attachPipelines(chains)
+	snap.chains = newChainSet(chains)
+	snap.Listeners = slices.Sorted(maps.Keys(s.listeners))
+	snap.Routes = slices.Sorted(maps.Keys(s.routes))
+	snap.Clusters = slices.Sorted(maps.Keys(s.clusters))
+	snap.Endpoints = slices.Sorted(maps.Keys(s.clas))
+	s.cur.Store(snap)
+	s.up.setClusters(snap.clusters)
+}
+
+// rebuildClusters returns the runtime clusters of the accepted Clusters.
+// Runtime objects persist; their settings and endpoints are swapped.
+func (s *Store) rebuildClusters() map[string]*cluster {
+	clusters := map[string]*cluster{}
 	for name, c := range s.clusters {
 		settings, err := compileCluster(c)
 		if err != nil { // checked on arrival; cannot happen
@@ -275,47 +291,65 @@ func (s *Store) rebuild() {
 			eps, _ = compileEndpoints(cla)
 		}
 		rc.setEndpoints(eps)
-		snap.clusters[name] = rc
+		clusters[name] = rc
 	}
 	for name := range s.state {
 		if _, ok := s.clusters[name]; !ok {
 			delete(s.state, name) // idle pooled connections time out on their own
 		}
 	}
-	// Listener "waypoint" (HBONE), then a gateway's plain listeners in name
-	// order: chains with their pipelines. Chains select by destination
-	// port, so one set serves them all; a chain name used twice is
-	// served once (the first).
-	var chains []*chain
-	live := map[string]bool{}
-	names := []string{ListenerName}
+	return clusters
+}
+
+// listenerOrder returns the names of the listeners whose chains are served,
+// in order: "waypoint" (HBONE), then a gateway's plain listeners by name;
+// and the sorted ports of the plain listeners.
+func (s *Store) listenerOrder() (names []string, ports []uint16) {
+	names = []string{ListenerName}
 	for _, name := range slices.Sorted(maps.Keys(s.listeners)) {
 		if name == ListenerName {
 			continue
 		}
 		names = append(names, name)
 		if p := s.listeners[name].GetAddress().GetSocketAddress().GetPortValue(); p > 0 && p <= 65535 {
-			snap.ListenPorts = append(snap.ListenPorts, uint16(p))
+			ports = append(ports, uint16(p))
 		}
 	}
-	slices.Sort(snap.ListenPorts)
-	snap.ListenPorts = slices.Compact(snap.ListenPorts)
-	for _, name := range names {
+	slices.Sort(ports)
+	return names, slices.Compact(ports)
+}
+
+// collectChains returns the filter chains of the named listeners. Chains
+// select by destination port, so one set serves them all; a chain name
+// used twice is served once (the first).
+func (s *Store) collectChains(listeners []string) []*chain {
+	var chains []*chain
+	seen := map[string]bool{}
+	for _, name := range listeners {
 		l := s.listeners[name]
 		if l == nil {
 			continue
 		}
 		cs, _ := parseChains(l)
 		for _, c := range cs {
-			if live[c.name] {
+			if seen[c.name] {
 				s.log.Warn("filter chain name used by two listeners; serving the first", "chain", c.name, "listener", name)
 				continue
 			}
-			live[c.name] = true
+			seen[c.name] = true
 			chains = append(chains, c)
 		}
 	}
+	return chains
+}
+
+// attachPipelines gives every HCM chain whose route is present its compiled
+// pipeline, reusing the cached one while its inputs are unchanged, and
+// drops the cached pipelines of chains that are gone.
+func (s *Store) attachPipelines(chains []*chain) {
+	live := map[string]bool{}
 	for _, c := range chains {
+		live[c.name] = true
 		if c.hcm == nil {
 			continue
 		}
@@ -344,11 +378,4 @@ func (s *Store) rebuild() {
 			delete(s.pipelines, name)
 		}
 	}
-	snap.chains = newChainSet(chains)
-	snap.Listeners = slices.Sorted(maps.Keys(s.listeners))
-	snap.Routes = slices.Sorted(maps.Keys(s.routes))
-	snap.Clusters = slices.Sorted(maps.Keys(s.clusters))
-	snap.Endpoints = slices.Sorted(maps.Keys(s.clas))
-	s.cur.Store(snap)
-	s.up.setClusters(snap.clusters)
 }

@@ -306,18 +306,7 @@ func (p *Proxy) finishTCP(r *record) {
 // serveRequest runs one HTTP request through the chain's pipeline with
 // telemetry around it.
 func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, rs *requestState) {
-	if rs.edge && r.Header.Get("X-Request-Id") == "" {
-		r.Header.Set("X-Request-Id", newRequestID())
-	}
-	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
-		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		rec.protocol = "grpc"
-	}
-	rec.headerIn = headerSize(r.Header)
-	if rs.clientIP.IsValid() {
-		appendXFF(r.Header, rs.clientIP)
-	}
+	rec := newRecord(r, c, rs)
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	ctx = withPeer(ctx, rs.peer, rs.clientIP, rs.origDst)
 	ctx, info := withInfo(ctx)
@@ -331,45 +320,82 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	r = r.WithContext(ctx)
 	r.Body = body
 	rw := &recorder{ResponseWriter: w, idle: idle}
+	p.runPipeline(rw, r, c, info)
+	idleReset := idle.stop(ctx) && replyStreamIdle(rw, info, rs.h2)
+	rec.complete(rw, info, body)
+	end(rec.code)
+	p.Metrics.observe(rec)
+	p.log1(rec)
+	if idleReset {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// newRecord starts the telemetry of request r (an ingress gateway gives
+// it an x-request-id first) and appends the client to X-Forwarded-For.
+func newRecord(r *http.Request, c *chain, rs *requestState) *record {
+	if rs.edge && r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", newRequestID())
+	}
+	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
+		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		rec.protocol = "grpc"
+	}
+	rec.headerIn = headerSize(r.Header)
+	if rs.clientIP.IsValid() {
+		appendXFF(r.Header, rs.clientIP)
+	}
+	return rec
+}
+
+// runPipeline serves r with the chain's pipeline: 503 NR while its route
+// configuration is missing, 500 if the pipeline panics before responding.
+func (p *Proxy) runPipeline(rw *recorder, r *http.Request, c *chain, info *routeInfo) {
 	if c.handler == nil {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		rw.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(rw, "waypoint: route configuration "+c.rcName+" not received yet\n")
 		info.ResponseFlags = "NR"
-	} else {
-		func() {
-			defer func() {
-				if v := recover(); v != nil {
-					if v == http.ErrAbortHandler {
-						panic(v)
-					}
-					p.log.Error("route pipeline panicked", "chain", c.name, "panic", v)
-					if !rw.wrote {
-						rw.WriteHeader(http.StatusInternalServerError)
-					}
-				}
-			}()
-			c.handler.ServeHTTP(rw, r)
-		}()
+		return
 	}
-	idleReset := false
-	if idle.stop(ctx) {
-		// Envoy: a local 408 before the response started, a reset after.
-		info.ResponseFlags, info.Details = "SI", "stream_idle_timeout"
-		if rw.wrote {
-			idleReset = true
-		} else {
-			rw.Header().Set("Content-Type", "text/plain")
-			if !rs.h2 {
-				// The rest of the request body may never come: close the
-				// connection after the reply instead of draining it (Envoy
-				// closes an HTTP/1.1 connection after a stream timeout).
-				rw.Header().Set("Connection", "close")
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
 			}
-			rw.WriteHeader(http.StatusRequestTimeout)
-			io.WriteString(rw, "stream timeout")
+			p.log.Error("route pipeline panicked", "chain", c.name, "panic", v)
+			if !rw.wrote {
+				rw.WriteHeader(http.StatusInternalServerError)
+			}
 		}
+	}()
+	c.handler.ServeHTTP(rw, r)
+}
+
+// replyStreamIdle ends a request whose stream idle timeout fired, as Envoy
+// does: a local 408 before the response started; true when it had
+// started, and the stream must be reset instead.
+func replyStreamIdle(rw *recorder, info *routeInfo, h2 bool) (reset bool) {
+	info.ResponseFlags, info.Details = "SI", "stream_idle_timeout"
+	if rw.wrote {
+		return true
 	}
+	rw.Header().Set("Content-Type", "text/plain")
+	if !h2 {
+		// The rest of the request body may never come: close the
+		// connection after the reply instead of draining it (Envoy
+		// closes an HTTP/1.1 connection after a stream timeout).
+		rw.Header().Set("Connection", "close")
+	}
+	rw.WriteHeader(http.StatusRequestTimeout)
+	io.WriteString(rw, "stream timeout")
+	return false
+}
+
+// complete records the request's outcome: what was written downstream, the
+// pipeline's route info and the request body read.
+func (rec *record) complete(rw *recorder, info *routeInfo, body *countingBody) {
 	rec.code = rw.code
 	if rec.code == 0 {
 		rec.code = info.Status // a 101 goes out on the hijacked connection
@@ -380,12 +406,6 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
 	rec.received, rec.sent = body.n.Load()+info.TunnelReceived, rw.bytes+info.TunnelSent
 	rec.headerOut = headerSize(rw.Header())
-	end(rec.code)
-	p.Metrics.observe(rec)
-	p.log1(rec)
-	if idleReset {
-		panic(http.ErrAbortHandler)
-	}
 }
 
 func headerSize(h http.Header) int64 {
