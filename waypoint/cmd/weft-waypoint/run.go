@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
@@ -124,27 +125,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer conn.Close()
-
-	ids, err := identity.NewManager(identity.Options{
-		Client: cav1.NewCertificateServiceClient(conn),
-		Tokens: identity.FileTokenSource(cfg.TokenFile),
-		Logger: log,
-	})
+	ids, err := startIdentity(ctx, conn, cfg, self)
 	if err != nil {
 		return err
 	}
-	ids.Want([]spiffeid.ID{self})
-	go ids.Run(ctx)
-
 	tracing, err := proxy.NewTracingFromEnv(ctx, "weft-waypoint."+cfg.Namespace)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		tracing.Shutdown(sctx)
-	}()
+	defer shutdownTracing(tracing)
 
 	var certs proxy.Certificates
 	if cfg.Mode == ModeGateway {
@@ -165,39 +154,90 @@ func Run(ctx context.Context, cfg Config) error {
 	}, p.Store.Handle)
 	go xds.Run(ctx)
 
-	// A waypoint serves HBONE; a gateway opens the plain listeners its
-	// configuration names (synced below) and never accepts HBONE.
-	var plain *proxy.PlainListeners
-	if cfg.Mode == ModeGateway {
-		plain = &proxy.PlainListeners{Proxy: p, Source: proxy.Source{ID: self, Baggage: cfg.baggage()}}
-		defer plain.Close()
-	} else {
-		ln, err := net.Listen("tcp", cfg.HBONEAddress)
-		if err != nil {
-			return fmt.Errorf("HBONE listener %s: %w", cfg.HBONEAddress, err)
-		}
-		go func() {
-			if err := p.Serve(ln); err != nil && ctx.Err() == nil {
-				log.Error("HBONE server stopped", "err", err)
-				cancel()
-			}
-		}()
+	plain, err := serveTraffic(ctx, cancel, cfg, self, p)
+	if err != nil {
+		return err
 	}
-
+	if plain != nil {
+		defer plain.Close()
+	}
 	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p}
+	if err := serveAdmin(ctx, a, reg); err != nil {
+		return err
+	}
+	log.Info("waypoint started", "mode", cfg.Mode, "node", cfg.NodeID(), "identity", self.String(), "control", cfg.ControlAddress, "hbone", cfg.HBONEAddress)
+	a.supervise(ctx, plain)
+	log.Info("waypoint stopping")
+	return nil
+}
+
+// startIdentity starts getting and renewing the waypoint's own certificate
+// from the control plane's CA.
+func startIdentity(ctx context.Context, conn *grpc.ClientConn, cfg Config, self spiffeid.ID) (*identity.Manager, error) {
+	ids, err := identity.NewManager(identity.Options{
+		Client: cav1.NewCertificateServiceClient(conn),
+		Tokens: identity.FileTokenSource(cfg.TokenFile),
+		Logger: cfg.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ids.Want([]spiffeid.ID{self})
+	go ids.Run(ctx)
+	return ids, nil
+}
+
+// shutdownTracing flushes the spans still buffered, for a few seconds at
+// most.
+func shutdownTracing(tracing *proxy.Tracing) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tracing.Shutdown(ctx)
+}
+
+// serveTraffic starts taking traffic. A waypoint serves HBONE (cancel ends
+// the waypoint if that server stops); a gateway gets the plain listeners
+// its configuration names, returned for supervise to keep in sync, and
+// never accepts HBONE.
+func serveTraffic(ctx context.Context, cancel context.CancelFunc, cfg Config, self spiffeid.ID, p *proxy.Proxy) (*proxy.PlainListeners, error) {
+	if cfg.Mode == ModeGateway {
+		return &proxy.PlainListeners{Proxy: p, Source: proxy.Source{ID: self, Baggage: cfg.baggage()}}, nil
+	}
+	ln, err := net.Listen("tcp", cfg.HBONEAddress)
+	if err != nil {
+		return nil, fmt.Errorf("HBONE listener %s: %w", cfg.HBONEAddress, err)
+	}
+	go func() {
+		if err := p.Serve(ln); err != nil && ctx.Err() == nil {
+			cfg.Log.Error("HBONE server stopped", "err", err)
+			cancel()
+		}
+	}()
+	return nil, nil
+}
+
+// serveAdmin starts the metrics, readiness and admin endpoints whose
+// address is set.
+func serveAdmin(ctx context.Context, a *admin, reg *prometheus.Registry) error {
 	for _, s := range []struct {
 		addr string
 		h    http.Handler
-	}{{cfg.MetricsAddress, weftadmin.Metrics(reg)}, {cfg.ReadinessAddress, weftadmin.Health(a.ready)}, {cfg.AdminAddress, a.handler()}} {
+	}{{a.cfg.MetricsAddress, weftadmin.Metrics(reg)}, {a.cfg.ReadinessAddress, weftadmin.Health(a.ready)}, {a.cfg.AdminAddress, a.handler()}} {
 		if s.addr == "" {
 			continue
 		}
-		if err := weftadmin.Serve(ctx, s.addr, s.h, log); err != nil {
+		if err := weftadmin.Serve(ctx, s.addr, s.h, a.cfg.Log); err != nil {
 			return err
 		}
 	}
-	log.Info("waypoint started", "mode", cfg.Mode, "node", cfg.NodeID(), "identity", self.String(), "control", cfg.ControlAddress, "hbone", cfg.HBONEAddress)
+	return nil
+}
 
+// supervise runs until ctx ends: every second it moves a gateway's plain
+// listeners (nil for a waypoint) to the configured ports, and it logs
+// once that the waypoint became ready.
+func (a *admin) supervise(ctx context.Context, plain *proxy.PlainListeners) {
+	log := a.cfg.Log
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	wasReady := false
@@ -206,7 +246,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if plain != nil {
 			// Listeners follow the configuration within a tick.
 			msg := ""
-			if err := plain.Sync(p.Store.Snapshot().ListenPorts); err != nil {
+			if err := plain.Sync(a.p.Store.Snapshot().ListenPorts); err != nil {
 				msg = err.Error()
 			}
 			if msg != "" && msg != lastListenErr {
@@ -215,13 +255,12 @@ func Run(ctx context.Context, cfg Config) error {
 			lastListenErr = msg
 		}
 		if r := a.ready(); r == "" && !wasReady {
-			log.Info("waypoint ready: certificate and configuration received", "config", p.Store.Snapshot().Version)
+			log.Info("waypoint ready: certificate and configuration received", "config", a.p.Store.Snapshot().Version)
 			wasReady = true
 		}
 		select {
 		case <-ctx.Done():
-			log.Info("waypoint stopping")
-			return nil
+			return
 		case <-tick.C:
 		}
 	}
