@@ -14,6 +14,7 @@ import (
 
 	"github.com/weft-mesh/weft/pkg/cli"
 	"github.com/weft-mesh/weft/pkg/mesh"
+	"github.com/weft-mesh/weft/waypoint/daemon"
 )
 
 func main() {
@@ -24,7 +25,7 @@ func main() {
 }
 
 func command() *cobra.Command {
-	var cfg Config
+	var cfg daemon.Config
 	var logLevel, gateway string
 	var accessLog bool
 	defGateway := ""
@@ -50,11 +51,11 @@ func command() *cobra.Command {
 			if accessLog {
 				cfg.AccessLog = os.Stdout
 			}
-			return cli.RunUntilSignal(func(ctx context.Context) error { return Run(ctx, cfg) })
+			return cli.RunUntilSignal(func(ctx context.Context) error { return daemon.Run(ctx, cfg) })
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Mode, "mode", ModeWaypoint, "waypoint (HBONE from node agents) or gateway (an ingress gateway: plain HTTP on the ports its Listeners name; node ID gateway~<namespace>/<service account>~<pod>)")
+	f.StringVar(&cfg.Mode, "mode", daemon.ModeWaypoint, "waypoint (HBONE from node agents) or gateway (an ingress gateway: plain HTTP on the ports its Listeners name; node ID gateway~<namespace>/<service account>~<pod>)")
 	f.StringVar(&gateway, "gateway", defGateway, "the waypoint Gateway this pod serves, <namespace>/<name> (default $POD_NAMESPACE/$GATEWAY_NAME)")
 	f.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this pod's name, part of the xDS node ID (default $POD_NAME)")
 	f.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "service account of this pod, for its SPIFFE ID (default $SERVICE_ACCOUNT, else the gateway name)")

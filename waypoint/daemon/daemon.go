@@ -1,4 +1,10 @@
-package main
+// Package daemon wires weft-waypoint: its own certificate from the
+// control plane's CA, the xDS subscription, the proxy with its HBONE or
+// gateway listeners, tracing, and the metrics, readiness and admin
+// endpoints. The proxy and routing live in waypoint/proxy and
+// waypoint/route; this package only connects them and owns their
+// lifecycle. See waypoint/README.md.
+package daemon
 
 import (
 	"context"

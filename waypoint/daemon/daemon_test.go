@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -250,14 +250,6 @@ func waitHTTP(t *testing.T, url string, ok func(int, string) bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s: condition not reached (last: %s)", url, last)
-}
-
-func TestGatewayFlag(t *testing.T) {
-	cmd := command()
-	cmd.SetArgs([]string{"--gateway", "nope", "--pod-name", "p"})
-	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--gateway") {
-		t.Fatalf("bad --gateway: %v", err)
-	}
 }
 
 // TestGatewayMode: an ingress gateway names its service account in its
