@@ -329,16 +329,8 @@ func compileQueryMatcher(q *routev3.QueryParameterMatcher) (queryMatcher, error)
 func firstQueryValue(query, name string) (string, bool) {
 	for query != "" {
 		var kv string
-		if i := strings.IndexByte(query, '&'); i >= 0 {
-			kv, query = query[:i], query[i+1:]
-		} else {
-			kv, query = query, ""
-		}
-		k, val := kv, ""
-		if i := strings.IndexByte(kv, '='); i >= 0 {
-			k, val = kv[:i], kv[i+1:]
-		}
-		if k == name {
+		kv, query, _ = strings.Cut(query, "&")
+		if k, val, _ := strings.Cut(kv, "="); k == name {
 			return val, true
 		}
 	}

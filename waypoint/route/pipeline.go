@@ -232,8 +232,7 @@ func grpcEncodeMessage(s string) string {
 }
 
 // finalizeResponse applies the response header mutations: weighted cluster,
-// route, virtual host, route configuration (Envoy's default order; reversed
-// below the cluster level when most_specific_header_mutations_wins).
+// then the route's (mutationOrder).
 func (x *exchange) finalizeResponse(h http.Header, wc *weightedCluster) {
 	rt := x.rt
 	if wc != nil {
@@ -243,14 +242,8 @@ func (x *exchange) finalizeResponse(h http.Header, wc *weightedCluster) {
 		x.p.rcResp.apply(h, nil)
 		return
 	}
-	if x.p.mostSpec {
-		x.p.rcResp.apply(h, nil)
-		rt.vh.respOps.apply(h, nil)
-		rt.respOps.apply(h, nil)
-	} else {
-		rt.respOps.apply(h, nil)
-		rt.vh.respOps.apply(h, nil)
-		x.p.rcResp.apply(h, nil)
+	for _, ops := range x.mutationOrder(rt.respOps, rt.vh.respOps, x.p.rcResp) {
+		ops.apply(h, nil)
 	}
 	if x.setCookie != "" {
 		h.Add("Set-Cookie", x.setCookie)
@@ -263,15 +256,20 @@ func (x *exchange) finalizeRequest(h http.Header, host *string, wc *weightedClus
 	if wc != nil {
 		wc.reqOps.apply(h, host)
 	}
-	if x.p.mostSpec {
-		x.p.rcReq.apply(h, host)
-		rt.vh.reqOps.apply(h, host)
-		rt.reqOps.apply(h, host)
-	} else {
-		rt.reqOps.apply(h, host)
-		rt.vh.reqOps.apply(h, host)
-		x.p.rcReq.apply(h, host)
+	for _, ops := range x.mutationOrder(rt.reqOps, rt.vh.reqOps, x.p.rcReq) {
+		ops.apply(h, host)
 	}
+}
+
+// mutationOrder orders the header mutations below the weighted cluster
+// level: route, virtual host, route configuration (Envoy's default order),
+// reversed when most_specific_header_mutations_wins (the most specific
+// applies last).
+func (x *exchange) mutationOrder(route, vhost, config *headerOps) [3]*headerOps {
+	if x.p.mostSpec {
+		return [3]*headerOps{config, vhost, route}
+	}
+	return [3]*headerOps{route, vhost, config}
 }
 
 // grpcLocalReply sends a trailers-only gRPC reply with an explicit status.

@@ -344,11 +344,7 @@ func cookieValue(h http.Header, name string) string {
 	for _, line := range h["Cookie"] {
 		for line != "" {
 			var part string
-			if i := strings.IndexByte(line, ';'); i >= 0 {
-				part, line = line[:i], line[i+1:]
-			} else {
-				part, line = line, ""
-			}
+			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimSpace(part)
 			k, v, ok := strings.Cut(part, "=")
 			if !ok || k != name {

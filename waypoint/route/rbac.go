@@ -161,19 +161,12 @@ func compileRules(rules *rbaccfgv3.RBAC) (*rbacEngine, error) {
 			return nil, fmt.Errorf("policy %q: CEL conditions are not supported", n)
 		}
 		cp := rbacPolicy{name: n}
-		for _, pm := range pol.GetPermissions() {
-			m, err := compilePermission(pm)
-			if err != nil {
-				return nil, fmt.Errorf("policy %q: permission: %w", n, err)
-			}
-			cp.perms = append(cp.perms, m)
+		var err error
+		if cp.perms, err = compileAll(pol.GetPermissions(), compilePermission); err != nil {
+			return nil, fmt.Errorf("policy %q: permission: %w", n, err)
 		}
-		for _, pr := range pol.GetPrincipals() {
-			m, err := compilePrincipal(pr)
-			if err != nil {
-				return nil, fmt.Errorf("policy %q: principal: %w", n, err)
-			}
-			cp.principals = append(cp.principals, m)
+		if cp.principals, err = compileAll(pol.GetPrincipals(), compilePrincipal); err != nil {
+			return nil, fmt.Errorf("policy %q: principal: %w", n, err)
 		}
 		e.policies = append(e.policies, cp)
 	}
@@ -289,30 +282,36 @@ func compilePathMatcher(pm *matcherv3.PathMatcher) (matcher, error) {
 	return &urlPathM{sm: sm}, nil
 }
 
+// compileAll compiles every rule of a list (permissions, principals) into
+// its matcher; the first error stops it.
+func compileAll[R any](rules []R, compile func(R) (matcher, error)) ([]matcher, error) {
+	var ms []matcher
+	for _, r := range rules {
+		m, err := compile(r)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
 func compilePermission(p *rbaccfgv3.Permission) (matcher, error) {
 	switch r := p.Rule.(type) {
 	case *rbaccfgv3.Permission_Any:
 		return anyM{}, nil
 	case *rbaccfgv3.Permission_AndRules:
-		var ms andM
-		for _, c := range r.AndRules.GetRules() {
-			m, err := compilePermission(c)
-			if err != nil {
-				return nil, err
-			}
-			ms = append(ms, m)
+		ms, err := compileAll(r.AndRules.GetRules(), compilePermission)
+		if err != nil {
+			return nil, err
 		}
-		return ms, nil
+		return andM(ms), nil
 	case *rbaccfgv3.Permission_OrRules:
-		var ms orM
-		for _, c := range r.OrRules.GetRules() {
-			m, err := compilePermission(c)
-			if err != nil {
-				return nil, err
-			}
-			ms = append(ms, m)
+		ms, err := compileAll(r.OrRules.GetRules(), compilePermission)
+		if err != nil {
+			return nil, err
 		}
-		return ms, nil
+		return orM(ms), nil
 	case *rbaccfgv3.Permission_NotRule:
 		m, err := compilePermission(r.NotRule)
 		if err != nil {
@@ -343,25 +342,17 @@ func compilePrincipal(p *rbaccfgv3.Principal) (matcher, error) {
 	case *rbaccfgv3.Principal_Any:
 		return anyM{}, nil
 	case *rbaccfgv3.Principal_AndIds:
-		var ms andM
-		for _, c := range r.AndIds.GetIds() {
-			m, err := compilePrincipal(c)
-			if err != nil {
-				return nil, err
-			}
-			ms = append(ms, m)
+		ms, err := compileAll(r.AndIds.GetIds(), compilePrincipal)
+		if err != nil {
+			return nil, err
 		}
-		return ms, nil
+		return andM(ms), nil
 	case *rbaccfgv3.Principal_OrIds:
-		var ms orM
-		for _, c := range r.OrIds.GetIds() {
-			m, err := compilePrincipal(c)
-			if err != nil {
-				return nil, err
-			}
-			ms = append(ms, m)
+		ms, err := compileAll(r.OrIds.GetIds(), compilePrincipal)
+		if err != nil {
+			return nil, err
 		}
-		return ms, nil
+		return orM(ms), nil
 	case *rbaccfgv3.Principal_NotId:
 		m, err := compilePrincipal(r.NotId)
 		if err != nil {

@@ -495,37 +495,34 @@ func classify(err error, ctx, actx context.Context) failKind {
 const resetPrefix = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 // failReply sends the router's local reply for an upstream failure, as
-// Envoy's Router::onUpstreamAbort / sendNoHealthyHostResponse do.
+// Envoy's Router::onUpstreamAbort / sendNoHealthyHostResponse do; a client
+// that went away gets none.
 func (x *exchange) failReply(k failKind, wc *weightedCluster) {
-	switch k {
-	case failPerTry:
-		x.info.addFlag(flagUT)
-		x.localReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_per_try_timeout", -1, true, wc)
-	case failRouteTimeout:
-		x.info.addFlag(flagUT)
-		x.localReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_response_timeout", -1, true, wc)
-	case failConnect:
-		x.info.addFlag(flagUF)
-		x.localReply(http.StatusServiceUnavailable, resetPrefix+"connection failure", "upstream_reset_before_response_started{connection_failure}", -1, true, wc)
-	case failOverflow:
-		x.info.addFlag(flagUO)
-		x.localReply(http.StatusServiceUnavailable, resetPrefix+"overflow", "upstream_reset_before_response_started{overflow}", -1, true, wc)
-	case failNoHealthy:
-		x.info.addFlag(flagUH)
-		x.localReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream", -1, true, wc)
-	case failNoCluster:
-		x.info.addFlag(flagNC)
-		x.localReply(http.StatusServiceUnavailable, "", "cluster_not_found", -1, true, wc)
-	case failRefused:
-		x.info.addFlag(flagUR)
-		x.localReply(http.StatusServiceUnavailable, resetPrefix+"remote refused stream reset", "upstream_reset_before_response_started{remote_refused_stream_reset}", -1, true, wc)
-	case failDownstream:
+	if k == failDownstream {
 		x.info.addFlag(flagDC)
 		x.info.Details = "downstream_remote_disconnect"
-	default:
-		x.info.addFlag(flagUC)
-		x.localReply(http.StatusServiceUnavailable, resetPrefix+"connection termination", "upstream_reset_before_response_started{connection_termination}", -1, true, wc)
+		return
 	}
+	r := failReplies[k]
+	x.info.addFlag(r.flag)
+	x.localReply(r.status, r.body, r.details, -1, true, wc)
+}
+
+// failResponse is the local reply to one kind of upstream failure.
+type failResponse struct {
+	flag, body, details string
+	status              int
+}
+
+var failReplies = [...]failResponse{
+	failPerTry:       {flagUT, "upstream request timeout", "upstream_per_try_timeout", http.StatusGatewayTimeout},
+	failRouteTimeout: {flagUT, "upstream request timeout", "upstream_response_timeout", http.StatusGatewayTimeout},
+	failConnect:      {flagUF, resetPrefix + "connection failure", "upstream_reset_before_response_started{connection_failure}", http.StatusServiceUnavailable},
+	failOverflow:     {flagUO, resetPrefix + "overflow", "upstream_reset_before_response_started{overflow}", http.StatusServiceUnavailable},
+	failNoHealthy:    {flagUH, "no healthy upstream", "no_healthy_upstream", http.StatusServiceUnavailable},
+	failNoCluster:    {flagNC, "", "cluster_not_found", http.StatusServiceUnavailable},
+	failRefused:      {flagUR, resetPrefix + "remote refused stream reset", "upstream_reset_before_response_started{remote_refused_stream_reset}", http.StatusServiceUnavailable},
+	failReset:        {flagUC, resetPrefix + "connection termination", "upstream_reset_before_response_started{connection_termination}", http.StatusServiceUnavailable},
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
