@@ -44,6 +44,12 @@ func TestNodeAgent(t *testing.T) {
 	root := repoRoot()
 	e.installControlPlane(t)
 	e.installNodeAgent(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := e.kubectl("-n", controlNS, "logs", "-l", "app.kubernetes.io/name=weft-node-agent", "--tail=40", "--prefix")
+			t.Logf("node agent logs at the failure:\n%s", out)
+		}
+	})
 
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
@@ -274,8 +280,18 @@ func TestNodeAgent(t *testing.T) {
 				t.Fatalf("with the control plane down: HTTP %s", code)
 			}
 		}
+		newcomer := e.startHeldPod(t, ppNode)
 		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=2")
 		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
+		eventually(t, "the new pod served through the mesh once the control plane is back", 60*time.Second, func() error {
+			if code := e.httpCode(t, "default", "newcomer", "http://"+e.podIP(t, "default", "app=productpage")+":9080/productpage"); code != "200" {
+				return fmt.Errorf("newcomer -> productpage: HTTP %s", code)
+			}
+			if code := e.httpCode(t, "default", "deploy/curl", "http://"+newcomer+":8080/hello?n=1"); code != "200" {
+				return fmt.Errorf("curl -> newcomer: HTTP %s", code)
+			}
+			return nil
+		})
 	})
 
 	t.Run("rolling upgrade of the node agents: kept connections finish on the old agent, new ones never fail", func(t *testing.T) {
@@ -461,6 +477,54 @@ func (e *env) httpCode(t *testing.T, ns, target, url string) string {
 	}
 	return out
 }
+
+// startHeldPod starts pod "newcomer" (a probe server) in the enrolled
+// namespace default on node while the control plane is down, and checks
+// that it is captured from its first packet: it reaches nothing, and
+// nothing reaches it, neither from the mesh (same node and across nodes)
+// nor in plaintext from outside. It returns the pod's IP.
+func (e *env) startHeldPod(t *testing.T, node string) string {
+	t.Helper()
+	e.applyYAML(t, fmt.Sprintf(newcomerPod, node))
+	t.Cleanup(func() { e.kubectl("delete", "pod", "newcomer", "--wait=false") })
+	e.mustKubectl(t, "wait", "--for=condition=Ready", "pod/newcomer", "--timeout=120s")
+	ip := e.podIP(t, "default", "app=newcomer")
+	target := "http://" + ip + ":8080/hello?n=1"
+	for _, c := range []struct{ ns, client, url string }{
+		{"default", "newcomer", "http://" + e.podIP(t, "default", "app=productpage") + ":9080/productpage"}, // same node
+		{"default", "newcomer", "http://productpage:9080/productpage"},
+		{"default", "deploy/curl", target},           // mesh, across nodes
+		{"default", "deploy/productpage-v1", target}, // mesh, same node
+		{"outside", "near", target},                  // plaintext, same node
+		{"outside", "far", target},                   // plaintext, across nodes
+	} {
+		if code := e.httpCode(t, c.ns, c.client, c.url); code != "000" {
+			t.Errorf("control plane down: %s/%s -> %s: HTTP %s, want no connection (the new pod is captured, not yet described)", c.ns, c.client, c.url, code)
+		}
+	}
+	return ip
+}
+
+// podIP is the IP of the first pod matching selector in ns.
+func (e *env) podIP(t *testing.T, ns, selector string) string {
+	t.Helper()
+	return strings.TrimSpace(e.mustKubectl(t, "-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}"))
+}
+
+const newcomerPod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: newcomer
+  namespace: default
+  labels:
+    app: newcomer
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: probe
+    image: weft-e2e/probe
+`
 
 // captureFabric records the TCP payloads crossing the bridge between the
 // nodes while fn runs (tcpdump -A: ASCII, so plaintext HTTP is visible).

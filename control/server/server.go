@@ -328,15 +328,8 @@ func (t *translator) push() {
 		return
 	}
 	out := workload.Translate(t.cfg, in)
-	addrs := make(map[string]proto.Message, len(out.Addresses))
-	for k, v := range out.Addresses {
-		addrs[k] = v
-	}
-	authz := make(map[string]proto.Message, len(out.Authorizations))
-	for k, v := range out.Authorizations {
-		authz[k] = v
-	}
-	changed := t.xds.Update(xds.AddressType, addrs) + t.xds.Update(xds.AuthorizationType, authz)
+	changed := t.xds.Update(xds.AddressType, messages(out.Addresses)) + t.xds.Update(xds.AuthorizationType, messages(out.Authorizations)) +
+		t.xds.Update(xds.EnrolledNamespaceType, messages(out.EnrolledNamespaces))
 	problems := out.Problems
 	traffic, err := t.cluster.TrafficInputs()
 	if err != nil {
@@ -370,7 +363,7 @@ func (t *translator) push() {
 	default:
 	}
 	if changed > 0 {
-		t.log.Debug("pushed", "changed", changed, "addresses", len(addrs), "authorizations", len(authz), "took", time.Since(start))
+		t.log.Debug("pushed", "changed", changed, "addresses", len(out.Addresses), "authorizations", len(out.Authorizations), "enrolledNamespaces", len(out.EnrolledNamespaces), "took", time.Since(start))
 	}
 }
 
@@ -524,4 +517,13 @@ func (s *syncz) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(body)
+}
+
+// messages is a translation's resources as the xDS server takes them.
+func messages[M proto.Message](in map[string]M) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -213,9 +214,10 @@ func renderOutput(t *testing.T, out Output) []byte {
 		problems = append(problems, p.String())
 	}
 	b, err := json.MarshalIndent(map[string]any{
-		"addresses":      addrs,
-		"authorizations": authz,
-		"problems":       problems,
+		"addresses":           addrs,
+		"authorizations":      authz,
+		"enrolled_namespaces": slices.Sorted(maps.Keys(out.EnrolledNamespaces)),
+		"problems":            problems,
 	}, "", "  ")
 	if err != nil {
 		t.Fatal(err)

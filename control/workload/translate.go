@@ -80,6 +80,9 @@ type Output struct {
 	Addresses map[string]*workloadv1.Address
 	// Authorizations by "<namespace>/<name>".
 	Authorizations map[string]*workloadv1.Authorization
+	// EnrolledNamespaces by name: node agents capture a new pod in one at
+	// CNI ADD, before its Workload arrives.
+	EnrolledNamespaces map[string]*workloadv1.EnrolledNamespace
 	// Problems found in the input, sorted; at most one per object and message.
 	Problems []Problem
 }
@@ -132,10 +135,23 @@ func Translate(cfg Config, in Inputs) Output {
 	t.translatePeerAuthentications(in.PeerAuthentications)
 	t.translatePods(in.Pods)
 	return Output{
-		Addresses:      t.addresses,
-		Authorizations: t.authorizations,
-		Problems:       t.sortedProblems(),
+		Addresses:          t.addresses,
+		Authorizations:     t.authorizations,
+		EnrolledNamespaces: enrolledNamespaces(in.Namespaces),
+		Problems:           t.sortedProblems(),
 	}
+}
+
+// enrolledNamespaces are the namespaces whose pods join the mesh unless
+// they opt out (the namespace half of enrolled), by name.
+func enrolledNamespaces(nss []*corev1.Namespace) map[string]*workloadv1.EnrolledNamespace {
+	out := map[string]*workloadv1.EnrolledNamespace{}
+	for _, ns := range nss {
+		if ns != nil && enrolled(nil, ns.Labels) {
+			out[ns.Name] = &workloadv1.EnrolledNamespace{Name: ns.Name}
+		}
+	}
+	return out
 }
 
 func withDefaults(cfg Config) Config {

@@ -31,6 +31,8 @@ import (
 const (
 	AddressType       = mesh.AddressType
 	AuthorizationType = mesh.AuthorizationType
+	// EnrolledNamespaceType: the ambient namespaces, for node agents.
+	EnrolledNamespaceType = mesh.EnrolledNamespaceType
 )
 
 // Server holds one go-control-plane LinearCache per Weft resource type and
@@ -61,7 +63,7 @@ type Server struct {
 // Authorization). Metrics are registered with reg.
 func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeURLs ...string) *Server {
 	if len(typeURLs) == 0 {
-		typeURLs = []string{AddressType, AuthorizationType}
+		typeURLs = []string{AddressType, AuthorizationType, EnrolledNamespaceType}
 	}
 	s := &Server{
 		log:     log,

@@ -101,3 +101,20 @@ func Table(list []Entry) string {
 	}
 	return b.String()
 }
+
+// ShellComment renders the list as comment lines for .ci/run, so that the
+// CI script itself says what its prerequisites step installs: one line per
+// package, "#   <package>: <commands>".
+func ShellComment(list []Entry) string {
+	var b strings.Builder
+	for i := 0; i < len(list); {
+		j := i
+		var cmds []string
+		for ; j < len(list) && list[j].Package == list[i].Package; j++ {
+			cmds = append(cmds, list[j].Command)
+		}
+		fmt.Fprintf(&b, "#   %s: %s\n", list[i].Package, strings.Join(cmds, " "))
+		i = j
+	}
+	return b.String()
+}

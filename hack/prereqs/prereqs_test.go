@@ -127,30 +127,42 @@ func write(t *testing.T, dir, name, content string) {
 	}
 }
 
-var update = flag.Bool("update", false, "rewrite README.md's prerequisites table from hack/prereqs.txt")
+var update = flag.Bool("update", false, "rewrite README.md's prerequisites table and .ci/run's list from hack/prereqs.txt")
 
 // README.md's prerequisites table is hack/prereqs.txt's.
 func TestREADMEListsThePrerequisites(t *testing.T) {
-	const begin, end = "<!-- prereqs: hack/prereqs.txt; go test ./hack/prereqs -update rewrites it -->\n", "<!-- /prereqs -->"
-	readme := filepath.Join(root, "README.md")
-	data, err := os.ReadFile(readme)
+	checkBlock(t, "README.md", "<!-- prereqs: hack/prereqs.txt; go test ./hack/prereqs -update rewrites it -->\n", "<!-- /prereqs -->",
+		Table(readList(t)))
+}
+
+// .ci/run names every package its prerequisites step installs.
+func TestCIScriptListsThePrerequisites(t *testing.T) {
+	checkBlock(t, ".ci/run", "# prereqs: hack/prereqs.txt; go test ./hack/prereqs -update rewrites it\n", "# /prereqs",
+		ShellComment(readList(t)))
+}
+
+// checkBlock wants want between begin and end in file (relative to the
+// repository root); -update rewrites it.
+func checkBlock(t *testing.T, file, begin, end, want string) {
+	t.Helper()
+	path := filepath.Join(root, file)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(data)
 	i, j := strings.Index(text, begin), strings.Index(text, end)
 	if i < 0 || j < i {
-		t.Fatalf("README.md has no %q ... %q block", begin, end)
+		t.Fatalf("%s has no %q ... %q block", file, begin, end)
 	}
-	want := Table(readList(t))
 	if got := text[i+len(begin) : j]; got == want {
 		return
 	}
 	if *update {
-		if err := os.WriteFile(readme, []byte(text[:i+len(begin)]+want+text[j:]), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(text[:i+len(begin)]+want+text[j:]), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	t.Errorf("README.md's prerequisites table differs from hack/prereqs.txt; run go test ./hack/prereqs -update. Want:\n%s", want)
+	t.Errorf("%s's prerequisites list differs from hack/prereqs.txt; run go test ./hack/prereqs -update. Want:\n%s", file, want)
 }

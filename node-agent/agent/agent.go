@@ -348,9 +348,10 @@ func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error)
 }
 
 // cniHandler applies CNI events: ADD tells the enroller the pod's veth (the
-// workload itself arrives over xDS once the API server has the pod's IP),
-// DEL forgets the pod at once.
-func cniHandler(e *Enroller, kick func(), log *slog.Logger) cni.Handler {
+// workload itself arrives over xDS once the API server has the pod's IP)
+// and holds the pod captured if its namespace is enrolled; DEL forgets the
+// pod at once.
+func cniHandler(e *Enroller, snapshot func() *config.Snapshot, kick func(), log *slog.Logger) cni.Handler {
 	return func(_ context.Context, ev cni.Event) error {
 		var ips []netip.Addr
 		for _, s := range ev.IPs {
@@ -362,10 +363,30 @@ func cniHandler(e *Enroller, kick func(), log *slog.Logger) cni.Handler {
 		switch ev.Op {
 		case cni.OpAdd:
 			e.PodAdded(ips, ev.HostIfindex)
-			kick()
-			return nil
+			defer kick()
+			return holdIfEnrolled(e, snapshot(), ev, ips, log)
 		default:
 			return e.PodDeleted(ips)
 		}
 	}
+}
+
+// holdIfEnrolled captures a new pod whose namespace the last snapshot
+// knows as enrolled, before its containers start (the ADD fails if it
+// cannot, so the kubelet retries). The pod's own opt-out label is not
+// known here: such a pod is held until its Workload says NONE.
+func holdIfEnrolled(e *Enroller, snap *config.Snapshot, ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
+	enrolled, known := snap.NamespaceEnrolled(ev.PodNamespace)
+	switch {
+	case !known:
+		log.Warn("pod added before the control plane said which namespaces are enrolled: it is captured only once its workload arrives",
+			"pod", ev.PodNamespace+"/"+ev.PodName)
+		return nil
+	case !enrolled:
+		return nil
+	}
+	if err := e.Hold(ips, ev.HostIfindex); err != nil {
+		return fmt.Errorf("capture pod %s/%s of enrolled namespace: %w", ev.PodNamespace, ev.PodName, err)
+	}
+	return nil
 }

@@ -107,6 +107,9 @@ type Enroller struct {
 	mu    sync.Mutex
 	pods  map[netip.Addr]*enrolledPod
 	veths map[netip.Addr]int // from CNI ADD events: pod IP -> host veth
+	// held are pods captured at CNI ADD (Hold) that no snapshot has
+	// described yet: Reconcile keeps them captured until one does.
+	held map[netip.Addr]bool
 }
 
 func (e *Enroller) now() time.Time {
@@ -162,7 +165,43 @@ func (e *Enroller) init() {
 	if e.pods == nil {
 		e.pods = map[netip.Addr]*enrolledPod{}
 		e.veths = map[netip.Addr]int{}
+		e.held = map[netip.Addr]bool{}
 	}
+}
+
+// Hold captures a new pod at CNI ADD, before any snapshot describes it,
+// because its namespace is enrolled: from its first packet it can reach
+// nothing and nothing can reach it outside the mesh. The proxies refuse its
+// connections (Held) until its Workload arrives; then the snapshot decides,
+// as for every pod (an opted-out pod is released then).
+func (e *Enroller) Hold(ips []netip.Addr, ifindex int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	var errs []error
+	for _, ip := range ips {
+		if !ip.Is4() {
+			continue // IPv6 is not captured (LocalPods)
+		}
+		if ifindex > 0 {
+			e.veths[ip] = ifindex
+		}
+		if err := e.ensure(ip, true); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		e.held[ip] = true
+		e.Log.Info("holding pod: captured before the control plane described it", "ip", ip, "ifindex", ifindex)
+	}
+	return errors.Join(errs...)
+}
+
+// Held reports whether ip is a pod captured by Hold that no snapshot has
+// described yet.
+func (e *Enroller) Held(ip netip.Addr) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.held[ip.Unmap()]
 }
 
 // PodAdded records a pod's veth from a CNI ADD (faster and more exact than
@@ -187,6 +226,7 @@ func (e *Enroller) PodDeleted(ips []netip.Addr) error {
 	var errs []error
 	for _, ip := range ips {
 		delete(e.veths, ip)
+		delete(e.held, ip)
 		if p, ok := e.pods[ip]; ok {
 			errs = append(errs, e.remove(ip, p))
 		}
@@ -241,10 +281,15 @@ func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
 	}
 	now := e.now()
 	for ip, p := range e.pods {
+		_, local := pods[ip]
+		if local {
+			delete(e.held, ip) // described now: the snapshot decides
+		} else if e.held[ip] {
+			continue
+		}
 		if pods[ip] {
 			continue
 		}
-		_, local := pods[ip]
 		switch p.state {
 		case stateAttached:
 			if !local {

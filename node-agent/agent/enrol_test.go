@@ -255,3 +255,57 @@ func TestConfigValidateNamesEveryMissingFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldKeepsANewPodCapturedUntilDescribed: a pod held at CNI ADD (its
+// namespace is enrolled, the control plane has not described it) stays
+// captured through reconciles that do not know it, and the snapshot
+// decides once it does: kept when enrolled, released when it opted out.
+func TestHoldKeepsANewPodCapturedUntilDescribed(t *testing.T) {
+	c, now := newFakeCapture(), time.Unix(1000, 0)
+	e := newEnroller(c, routes{}, map[netip.Addr]int{}, &now)
+	if err := e.Hold([]netip.Addr{ipA, netip.MustParseAddr("fd00::5")}, 7); err != nil {
+		t.Fatal(err)
+	}
+	if c.ips[ipA] != bpf.FlagCapture || c.ifs[7] != bpf.FlagCapture || !e.Held(ipA) {
+		t.Fatalf("after Hold: ips %v ifs %v held %v, want A captured on veth 7", c.ips, c.ifs, e.Held(ipA))
+	}
+	// Snapshots that do not describe A (the control plane is away).
+	for range 3 {
+		if err := e.Reconcile(map[netip.Addr]bool{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.ips[ipA] != bpf.FlagCapture || !e.Held(ipA) {
+		t.Fatalf("an undescribed held pod was released: ips %v held %v", c.ips, e.Held(ipA))
+	}
+	// Described as enrolled: captured, no longer held.
+	if err := e.Reconcile(map[netip.Addr]bool{ipA: true}); err != nil {
+		t.Fatal(err)
+	}
+	if c.ips[ipA] != bpf.FlagCapture || e.Held(ipA) {
+		t.Fatalf("described and enrolled: ips %v held %v, want captured and not held", c.ips, e.Held(ipA))
+	}
+
+	// B is held, then described as opted out: released like any pod.
+	if err := e.Hold([]netip.Addr{ipB}, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: false}); err != nil {
+		t.Fatal(err)
+	}
+	if c.ips[ipB] == bpf.FlagCapture || e.Held(ipB) {
+		t.Fatalf("described as opted out: ips %v held %v, want released", c.ips, e.Held(ipB))
+	}
+
+	// CNI DEL of a held pod forgets it.
+	ipC := netip.MustParseAddr("10.244.0.7")
+	if err := e.Hold([]netip.Addr{ipC}, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PodDeleted([]netip.Addr{ipC}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.ips[ipC]; ok || e.Held(ipC) {
+		t.Fatalf("after DEL: ips %v held %v, want C gone", c.ips, e.Held(ipC))
+	}
+}

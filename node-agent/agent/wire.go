@@ -72,7 +72,8 @@ func (a *agent) start(ctx context.Context) error {
 	}
 	a.capture = capture
 	a.onClose(func() { capture.Close() })
-	a.newProxies(ctx)
+	a.recoverEnrolment()
+	a.newProxies(ctx) // after the enroller: the proxies ask it about held pods
 	a.succ = newSuccession(a.cfg.lease(), 3*beat)
 	// Capture fails closed from here: until the listeners open (once the
 	// configuration is synced, see reconciler.becomeReady) enrolled pods'
@@ -82,7 +83,6 @@ func (a *agent) start(ctx context.Context) error {
 	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPort, a.cfg.HBONEPort); err != nil {
 		return err
 	}
-	a.recoverEnrolment()
 	if err := a.serveCNI(ctx); err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (a *agent) newProxies(ctx context.Context) {
 	if a.cfg.AccessLog != nil {
 		accessLog = slog.New(slog.NewJSONHandler(a.cfg.AccessLog, nil))
 	}
-	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName,
+	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName, Held: a.enroller.Held,
 		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log}
 	a.inbound = &proxy.Inbound{Env: env}
 	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.inbound}
@@ -186,7 +186,7 @@ func (a *agent) recoverEnrolment() {
 // installed.
 func (a *agent) serveCNI(ctx context.Context) error {
 	a.kick = make(chan struct{}, 1)
-	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.poke, a.log))
+	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.store.Snapshot, a.poke, a.log))
 	if err := srv.Start(); err != nil {
 		return err
 	}

@@ -94,9 +94,14 @@ type Snapshot struct {
 	// AddressesSynced and AuthorizationsSynced report whether the first
 	// response of each type has been applied.
 	AddressesSynced, AuthorizationsSynced bool
+	// EnrolledNamespacesSynced reports whether the ambient namespaces have
+	// been received (they do not gate readiness: see NamespaceEnrolled).
+	EnrolledNamespacesSynced bool
 
 	addr  *addressIndex
 	authz *authzIndex
+	// enrolledNamespaces are the namespaces labelled ambient, by name.
+	enrolledNamespaces map[string]bool
 	// policy is authz compiled for Check; rebuilt only when the
 	// Authorization resources change.
 	policy *policy.Store
@@ -104,6 +109,14 @@ type Snapshot struct {
 
 func emptySnapshot() *Snapshot {
 	return &Snapshot{addr: buildAddressIndex(nil, nil, nil), authz: buildAuthzIndex(nil), policy: policy.NewStore(nil)}
+}
+
+// NamespaceEnrolled reports whether namespace ns is labelled ambient, and
+// whether that is known at all (false before the first EnrolledNamespace
+// response). The node agent captures a new pod of an enrolled namespace at
+// CNI ADD, before the pod's Workload arrives.
+func (s *Snapshot) NamespaceEnrolled(ns string) (enrolled, known bool) {
+	return s.enrolledNamespaces[ns], s.EnrolledNamespacesSynced
 }
 
 // Synced reports whether both types have been received.
@@ -227,11 +240,13 @@ func (s *Snapshot) MarshalJSON() ([]byte, error) {
 		Workloads            map[string]json.RawMessage `json:"workloads"`
 		Services             map[string]json.RawMessage `json:"services"`
 		Authorizations       map[string]json.RawMessage `json:"authorizations"`
+		EnrolledNamespaces   []string                   `json:"enrolledNamespaces"`
 	}{
 		Version: s.Version, AddressesSynced: s.AddressesSynced, AuthorizationsSynced: s.AuthorizationsSynced,
-		Workloads:      make(map[string]json.RawMessage, len(s.addr.workloads)),
-		Services:       make(map[string]json.RawMessage, len(s.addr.services)),
-		Authorizations: make(map[string]json.RawMessage, len(s.authz.byName)),
+		EnrolledNamespaces: slices.Sorted(maps.Keys(s.enrolledNamespaces)),
+		Workloads:          make(map[string]json.RawMessage, len(s.addr.workloads)),
+		Services:           make(map[string]json.RawMessage, len(s.addr.services)),
+		Authorizations:     make(map[string]json.RawMessage, len(s.authz.byName)),
 	}
 	for n, w := range s.addr.workloads {
 		dump.Workloads[n] = enc(w.Proto)

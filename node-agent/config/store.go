@@ -27,14 +27,15 @@ import (
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
-// Type URLs of the resources the Store handles (subscribe to both).
+// Type URLs of the resources the Store handles (subscribe to all).
 const (
-	AddressType       = mesh.AddressType
-	AuthorizationType = mesh.AuthorizationType
+	AddressType           = mesh.AddressType
+	AuthorizationType     = mesh.AuthorizationType
+	EnrolledNamespaceType = mesh.EnrolledNamespaceType
 )
 
 // Types lists the type URLs for xdsclient.Config.Types.
-func Types() []string { return []string{AddressType, AuthorizationType} }
+func Types() []string { return []string{AddressType, AuthorizationType, EnrolledNamespaceType} }
 
 // ErrNoEndpoint is wrapped by PickEndpoint errors.
 var ErrNoEndpoint = errors.New("no healthy endpoint")
@@ -130,8 +131,14 @@ func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed
 		for _, p := range next.policy.Problems() {
 			s.log.Warn("malformed authorization policy (see node-agent/policy)", "problem", p)
 		}
+	case EnrolledNamespaceType:
+		nss, err := applyEnrolledNamespaces(prev.enrolledNamespaces, updated, removed)
+		if err != nil {
+			return err
+		}
+		next.enrolledNamespaces, next.EnrolledNamespacesSynced = nss, true
 	default:
-		return fmt.Errorf("unsupported resource type %s (want %s or %s)", typeURL, AddressType, AuthorizationType)
+		return fmt.Errorf("unsupported resource type %s (want one of %v)", typeURL, Types())
 	}
 	s.current.Store(&next)
 	s.log.Debug("config updated", "type", typeURL, "version", next.Version,
@@ -203,6 +210,32 @@ func applyAuthorizations(prev *authzIndex, updated map[string]proto.Message, rem
 		return nil, err
 	}
 	return buildAuthzIndex(byName), nil
+}
+
+func applyEnrolledNamespaces(prev map[string]bool, updated map[string]proto.Message, removed []string) (map[string]bool, error) {
+	out := maps.Clone(prev)
+	if out == nil {
+		out = map[string]bool{}
+	}
+	for _, name := range removed {
+		delete(out, name)
+	}
+	errs := map[string]error{}
+	for name, m := range updated {
+		ns, ok := m.(*workloadv1.EnrolledNamespace)
+		switch {
+		case !ok:
+			errs[name] = fmt.Errorf("resource is a %T, not a weft.workload.v1.EnrolledNamespace", m)
+		case ns.GetName() != name:
+			errs[name] = fmt.Errorf("name %q differs from the resource name", ns.GetName())
+		default:
+			out[name] = true
+		}
+	}
+	if err := rejection("EnrolledNamespace", len(updated), errs); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // WorkloadByIP looks ip up in the current snapshot.

@@ -29,6 +29,10 @@ type Env struct {
 	Logger *slog.Logger
 	// DialTimeout bounds connects to destinations and tunnels (default 10 s).
 	DialTimeout time.Duration
+	// Held reports pods of this node captured before any snapshot
+	// described them (agent.Enroller.Held): their connections, and
+	// connections passed through to them, are refused. nil: none.
+	Held func(netip.Addr) bool
 
 	// admitted are the live connections policy allowed (Recheck).
 	admitted admittedSet
@@ -42,6 +46,8 @@ func (e *Env) dialTimeout() time.Duration {
 	}
 	return defaultDialTimeout
 }
+
+func (e *Env) held(ip netip.Addr) bool { return e.Held != nil && e.Held(ip) }
 
 // enrolled reports whether w is an HBONE (captured) workload.
 func enrolled(w *config.Workload) bool {

@@ -135,6 +135,11 @@ func (o *Outbound) handle(c net.Conn) {
 	snap := o.Store.Snapshot()
 	srcW := o.localWorkload(snap, src.Addr())
 	dst := o.originalDst(c)
+	if srcW == nil && o.held(src.Addr()) {
+		rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Start: time.Now()}
+		o.end(c, rec, notConfigured(src.Addr()))
+		return
+	}
 	if srcW == nil {
 		o.plaintextClient(ctx, c, snap, src, dst)
 		return
@@ -328,6 +333,9 @@ func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config
 func (o *Outbound) passthrough(ctx context.Context, c net.Conn, rec *connRecord, dstW *config.Workload, target netip.AddrPort) error {
 	rec.Direction, rec.Security = "passthrough", SecurityNone
 	rec.Dest = workloadInfo(dstW)
+	if o.held(target.Addr()) {
+		return notConfigured(target.Addr())
+	}
 	mark := o.PassthroughMark
 	if mark == 0 {
 		mark = DefaultPassthrough

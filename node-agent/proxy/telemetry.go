@@ -34,6 +34,9 @@ const (
 	FlagUpstreamFailure = "UF"   // could not connect to the destination / tunnel
 	FlagDenied          = "DENY" // refused by authorization policy
 	FlagNoEndpoint      = "NR"   // service without a healthy endpoint
+	// FlagNotConfigured: a pod captured before the control plane
+	// described it (held at CNI ADD) sends or is sent to.
+	FlagNotConfigured = "NC"
 )
 
 var metricLabels = []string{
@@ -243,6 +246,12 @@ func refused(err error) (*refusal, bool) {
 func (e *Env) notHere(dst netip.Addr) error {
 	return &refusal{Flag: FlagUpstreamFailure, Status: http.StatusServiceUnavailable,
 		Cause: fmt.Errorf("destination %s is not an enrolled workload on node %q", dst, e.NodeName)}
+}
+
+// notConfigured refuses a connection of or to a held pod.
+func notConfigured(ip netip.Addr) error {
+	return &refusal{Flag: FlagNotConfigured, Status: http.StatusServiceUnavailable,
+		Cause: fmt.Errorf("pod %s is captured but the control plane has not described it yet", ip)}
 }
 
 // record ends r with the handler's result err (nil: the connection ran to

@@ -10,6 +10,8 @@ import (
 const (
 	AddressType       = "type.googleapis.com/weft.workload.v1.Address"
 	AuthorizationType = "type.googleapis.com/weft.workload.v1.Authorization"
+	// EnrolledNamespaceType: the ambient namespaces (node agents only).
+	EnrolledNamespaceType = "type.googleapis.com/weft.workload.v1.EnrolledNamespace"
 )
 
 // Names in the Envoy resources weft-control sends waypoints

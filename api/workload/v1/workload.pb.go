@@ -6,8 +6,9 @@
 
 // Workload discovery: what the control plane tells every node agent (and
 // waypoint) about the mesh, over delta xDS with the type URLs
-// type.googleapis.com/weft.workload.v1.Address and
-// type.googleapis.com/weft.workload.v1.Authorization. A node needs every
+// type.googleapis.com/weft.workload.v1.Address,
+// type.googleapis.com/weft.workload.v1.Authorization and (node agents only)
+// type.googleapis.com/weft.workload.v1.EnrolledNamespace. A node needs every
 // workload of the mesh, so these types stay small: no Envoy Listener or
 // Cluster here.
 
@@ -165,7 +166,7 @@ func (x LoadBalancing_Mode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LoadBalancing_Mode.Descriptor instead.
 func (LoadBalancing_Mode) EnumDescriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{7, 0}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{8, 0}
 }
 
 // Address is one xDS resource: a workload (named by its uid) or a service
@@ -252,6 +253,56 @@ func (*Address_Workload) isAddress_Type() {}
 
 func (*Address_Service) isAddress_Type() {}
 
+// EnrolledNamespace is one xDS resource, named by the namespace: a
+// namespace labelled istio.io/dataplane-mode=ambient, whose pods join the
+// mesh unless they opt out. Node agents capture a new pod of such a
+// namespace at CNI ADD, before its Workload arrives, so that it sends and
+// receives nothing outside the mesh even while the control plane is
+// unreachable (the last state received counts).
+type EnrolledNamespace struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrolledNamespace) Reset() {
+	*x = EnrolledNamespace{}
+	mi := &file_api_workload_v1_workload_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrolledNamespace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrolledNamespace) ProtoMessage() {}
+
+func (x *EnrolledNamespace) ProtoReflect() protoreflect.Message {
+	mi := &file_api_workload_v1_workload_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrolledNamespace.ProtoReflect.Descriptor instead.
+func (*EnrolledNamespace) Descriptor() ([]byte, []int) {
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EnrolledNamespace) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type Workload struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique and stable: "<cluster>//Pod/<namespace>/<name>".
@@ -286,7 +337,7 @@ type Workload struct {
 
 func (x *Workload) Reset() {
 	*x = Workload{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[1]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +349,7 @@ func (x *Workload) String() string {
 func (*Workload) ProtoMessage() {}
 
 func (x *Workload) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[1]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,7 +362,7 @@ func (x *Workload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Workload.ProtoReflect.Descriptor instead.
 func (*Workload) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{1}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Workload) GetUid() string {
@@ -451,7 +502,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[2]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +514,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[2]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +527,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{2}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Service) GetName() string {
@@ -540,7 +591,7 @@ type Port struct {
 
 func (x *Port) Reset() {
 	*x = Port{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[3]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +603,7 @@ func (x *Port) String() string {
 func (*Port) ProtoMessage() {}
 
 func (x *Port) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[3]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +616,7 @@ func (x *Port) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Port.ProtoReflect.Descriptor instead.
 func (*Port) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{3}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Port) GetServicePort() uint32 {
@@ -591,7 +642,7 @@ type PortList struct {
 
 func (x *PortList) Reset() {
 	*x = PortList{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[4]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +654,7 @@ func (x *PortList) String() string {
 func (*PortList) ProtoMessage() {}
 
 func (x *PortList) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[4]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +667,7 @@ func (x *PortList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortList.ProtoReflect.Descriptor instead.
 func (*PortList) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{4}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PortList) GetPorts() []*Port {
@@ -641,7 +692,7 @@ type GatewayAddress struct {
 
 func (x *GatewayAddress) Reset() {
 	*x = GatewayAddress{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[5]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +704,7 @@ func (x *GatewayAddress) String() string {
 func (*GatewayAddress) ProtoMessage() {}
 
 func (x *GatewayAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[5]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +717,7 @@ func (x *GatewayAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayAddress.ProtoReflect.Descriptor instead.
 func (*GatewayAddress) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{5}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GatewayAddress) GetDestination() isGatewayAddress_Destination {
@@ -730,7 +781,7 @@ type Locality struct {
 
 func (x *Locality) Reset() {
 	*x = Locality{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[6]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +793,7 @@ func (x *Locality) String() string {
 func (*Locality) ProtoMessage() {}
 
 func (x *Locality) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[6]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +806,7 @@ func (x *Locality) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Locality.ProtoReflect.Descriptor instead.
 func (*Locality) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{6}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Locality) GetRegion() string {
@@ -788,7 +839,7 @@ type LoadBalancing struct {
 
 func (x *LoadBalancing) Reset() {
 	*x = LoadBalancing{}
-	mi := &file_api_workload_v1_workload_proto_msgTypes[7]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +851,7 @@ func (x *LoadBalancing) String() string {
 func (*LoadBalancing) ProtoMessage() {}
 
 func (x *LoadBalancing) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_workload_proto_msgTypes[7]
+	mi := &file_api_workload_v1_workload_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +864,7 @@ func (x *LoadBalancing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancing.ProtoReflect.Descriptor instead.
 func (*LoadBalancing) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{7}
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoadBalancing) GetMode() LoadBalancing_Mode {
@@ -831,7 +882,9 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\aAddress\x128\n" +
 	"\bworkload\x18\x01 \x01(\v2\x1a.weft.workload.v1.WorkloadH\x00R\bworkload\x125\n" +
 	"\aservice\x18\x02 \x01(\v2\x19.weft.workload.v1.ServiceH\x00R\aserviceB\x06\n" +
-	"\x04type\"\xbd\x06\n" +
+	"\x04type\"'\n" +
+	"\x11EnrolledNamespace\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xbd\x06\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -902,35 +955,36 @@ func file_api_workload_v1_workload_proto_rawDescGZIP() []byte {
 }
 
 var file_api_workload_v1_workload_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_workload_v1_workload_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_api_workload_v1_workload_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_api_workload_v1_workload_proto_goTypes = []any{
-	(TunnelProtocol)(0),     // 0: weft.workload.v1.TunnelProtocol
-	(WorkloadStatus)(0),     // 1: weft.workload.v1.WorkloadStatus
-	(LoadBalancing_Mode)(0), // 2: weft.workload.v1.LoadBalancing.Mode
-	(*Address)(nil),         // 3: weft.workload.v1.Address
-	(*Workload)(nil),        // 4: weft.workload.v1.Workload
-	(*Service)(nil),         // 5: weft.workload.v1.Service
-	(*Port)(nil),            // 6: weft.workload.v1.Port
-	(*PortList)(nil),        // 7: weft.workload.v1.PortList
-	(*GatewayAddress)(nil),  // 8: weft.workload.v1.GatewayAddress
-	(*Locality)(nil),        // 9: weft.workload.v1.Locality
-	(*LoadBalancing)(nil),   // 10: weft.workload.v1.LoadBalancing
-	nil,                     // 11: weft.workload.v1.Workload.ServicesEntry
+	(TunnelProtocol)(0),       // 0: weft.workload.v1.TunnelProtocol
+	(WorkloadStatus)(0),       // 1: weft.workload.v1.WorkloadStatus
+	(LoadBalancing_Mode)(0),   // 2: weft.workload.v1.LoadBalancing.Mode
+	(*Address)(nil),           // 3: weft.workload.v1.Address
+	(*EnrolledNamespace)(nil), // 4: weft.workload.v1.EnrolledNamespace
+	(*Workload)(nil),          // 5: weft.workload.v1.Workload
+	(*Service)(nil),           // 6: weft.workload.v1.Service
+	(*Port)(nil),              // 7: weft.workload.v1.Port
+	(*PortList)(nil),          // 8: weft.workload.v1.PortList
+	(*GatewayAddress)(nil),    // 9: weft.workload.v1.GatewayAddress
+	(*Locality)(nil),          // 10: weft.workload.v1.Locality
+	(*LoadBalancing)(nil),     // 11: weft.workload.v1.LoadBalancing
+	nil,                       // 12: weft.workload.v1.Workload.ServicesEntry
 }
 var file_api_workload_v1_workload_proto_depIdxs = []int32{
-	4,  // 0: weft.workload.v1.Address.workload:type_name -> weft.workload.v1.Workload
-	5,  // 1: weft.workload.v1.Address.service:type_name -> weft.workload.v1.Service
+	5,  // 0: weft.workload.v1.Address.workload:type_name -> weft.workload.v1.Workload
+	6,  // 1: weft.workload.v1.Address.service:type_name -> weft.workload.v1.Service
 	0,  // 2: weft.workload.v1.Workload.tunnel_protocol:type_name -> weft.workload.v1.TunnelProtocol
-	8,  // 3: weft.workload.v1.Workload.waypoint:type_name -> weft.workload.v1.GatewayAddress
-	11, // 4: weft.workload.v1.Workload.services:type_name -> weft.workload.v1.Workload.ServicesEntry
-	9,  // 5: weft.workload.v1.Workload.locality:type_name -> weft.workload.v1.Locality
+	9,  // 3: weft.workload.v1.Workload.waypoint:type_name -> weft.workload.v1.GatewayAddress
+	12, // 4: weft.workload.v1.Workload.services:type_name -> weft.workload.v1.Workload.ServicesEntry
+	10, // 5: weft.workload.v1.Workload.locality:type_name -> weft.workload.v1.Locality
 	1,  // 6: weft.workload.v1.Workload.status:type_name -> weft.workload.v1.WorkloadStatus
-	6,  // 7: weft.workload.v1.Service.ports:type_name -> weft.workload.v1.Port
-	8,  // 8: weft.workload.v1.Service.waypoint:type_name -> weft.workload.v1.GatewayAddress
-	10, // 9: weft.workload.v1.Service.load_balancing:type_name -> weft.workload.v1.LoadBalancing
-	6,  // 10: weft.workload.v1.PortList.ports:type_name -> weft.workload.v1.Port
+	7,  // 7: weft.workload.v1.Service.ports:type_name -> weft.workload.v1.Port
+	9,  // 8: weft.workload.v1.Service.waypoint:type_name -> weft.workload.v1.GatewayAddress
+	11, // 9: weft.workload.v1.Service.load_balancing:type_name -> weft.workload.v1.LoadBalancing
+	7,  // 10: weft.workload.v1.PortList.ports:type_name -> weft.workload.v1.Port
 	2,  // 11: weft.workload.v1.LoadBalancing.mode:type_name -> weft.workload.v1.LoadBalancing.Mode
-	7,  // 12: weft.workload.v1.Workload.ServicesEntry.value:type_name -> weft.workload.v1.PortList
+	8,  // 12: weft.workload.v1.Workload.ServicesEntry.value:type_name -> weft.workload.v1.PortList
 	13, // [13:13] is the sub-list for method output_type
 	13, // [13:13] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
@@ -947,7 +1001,7 @@ func file_api_workload_v1_workload_proto_init() {
 		(*Address_Workload)(nil),
 		(*Address_Service)(nil),
 	}
-	file_api_workload_v1_workload_proto_msgTypes[5].OneofWrappers = []any{
+	file_api_workload_v1_workload_proto_msgTypes[6].OneofWrappers = []any{
 		(*GatewayAddress_Hostname)(nil),
 		(*GatewayAddress_Address)(nil),
 	}
@@ -957,7 +1011,7 @@ func file_api_workload_v1_workload_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_workload_v1_workload_proto_rawDesc), len(file_api_workload_v1_workload_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
