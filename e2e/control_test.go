@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -38,30 +37,7 @@ import (
 const (
 	addressType       = "type.googleapis.com/weft.workload.v1.Address"
 	authorizationType = "type.googleapis.com/weft.workload.v1.Authorization"
-	controlNS         = "weft-system"
-	caAudience        = "weft-ca"
 )
-
-// installControlPlane installs charts/base and charts/control with helm,
-// exactly as a user would, and waits for both replicas.
-func (e *env) installControlPlane(t *testing.T) {
-	t.Helper()
-	root := repoRoot()
-	start := time.Now()
-	e.mustRun(t, "helm", "install", "weft-base", filepath.Join(root, "charts/base"))
-	e.mustRun(t, "helm", "install", "weft-control", filepath.Join(root, "charts/control"), "-n", controlNS, "--create-namespace")
-	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
-	t.Logf("control plane installed and ready in %s", time.Since(start).Round(100*time.Millisecond))
-}
-
-func (e *env) mustRun(t *testing.T, tool string, args ...string) string {
-	t.Helper()
-	out, err := e.run(tool, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // trustBundle reads the CA's published bundle from a namespace.
 func (e *env) trustBundle(t *testing.T, ns string) *x509.CertPool {
@@ -85,27 +61,6 @@ func (e *env) trustBundle(t *testing.T, ns string) *x509.CertPool {
 	return pool
 }
 
-// token issues a service-account token for Weft's audience, bound to a pod
-// when pod is set (what a projected token volume holds).
-func (e *env) token(t *testing.T, ns, sa, pod string) string {
-	t.Helper()
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{caAudience}, ExpirationSeconds: ptr.To[int64](600),
-	}}
-	if pod != "" {
-		p, err := e.c.Client.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod, UID: p.UID}
-	}
-	tr, err := e.c.Client.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, req, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("token for %s/%s: %v", ns, sa, err)
-	}
-	return tr.Status.Token
-}
-
 type bearer string
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
@@ -127,11 +82,6 @@ func (e *env) controlConn(t *testing.T, addr string, roots *x509.CertPool, token
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-func (e *env) serviceIP(t *testing.T, ns, name string) string {
-	t.Helper()
-	return strings.TrimSpace(e.mustKubectl(t, "-n", ns, "get", "service", name, "-o", "jsonpath={.spec.clusterIP}"))
 }
 
 // workloadsByIP indexes the Address snapshot's workloads by pod IP.

@@ -1,6 +1,14 @@
 // Package e2e holds Weft's end-to-end suites. They run against a real local
 // cluster (package e2e/cluster) and drive it the way users do: kubectl with
 // the cluster's kubeconfig.
+//
+// The *_test.go files hold the suites, one topic each; what more than one
+// suite uses lives in the framework files: framework.go (starting a cluster,
+// running kubectl and helm, waiting), framework_install.go (installing Weft),
+// framework_cluster.go (reading cluster state and component metrics) and
+// framework_traffic.go (requests from the curl pod, load). Suites run in
+// parallel, each on its own cluster, so the framework keeps no package-level
+// mutable state: everything hangs off the suite's env.
 package e2e
 
 import (
@@ -227,4 +235,34 @@ func isProblemLine(l string) bool {
 	}
 	return strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") ||
 		strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`)
+}
+
+// mustRun is run that fails the test on error.
+func (e *env) mustRun(t *testing.T, tool string, args ...string) string {
+	t.Helper()
+	out, err := e.run(tool, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grepLines is the lines of s that contain substr.
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -1,19 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -246,125 +241,4 @@ func weftNodeState(e *env, i int, want bool) []error {
 	_, err = netnsExec("nft", "list", "table", "inet", "weft-capture")
 	check("nftables table inet weft-capture", err == nil, "")
 	return errs
-}
-
-// loadResult sums up a load run.
-type loadResult struct {
-	ok, failed int
-	degraded   int // answered 200 without a dependency's part
-	max        time.Duration
-	errors     []string
-}
-
-func (r loadResult) String() string {
-	s := fmt.Sprintf("%d requests ok (%d of them degraded), %d failed, slowest %s", r.ok, r.degraded, r.failed, r.max.Round(time.Millisecond))
-	if len(r.errors) > 0 {
-		s += fmt.Sprintf("; errors: %q", r.errors[:min(12, len(r.errors))])
-	}
-	return s
-}
-
-// startLoad runs a client in the enrolled curl pod that makes one request,
-// on a new connection, per line the test writes to its stdin (every 50 ms),
-// until the returned stop is called.
-func (e *env) startLoad(t *testing.T, url string) (stop func(*testing.T) loadResult) {
-	t.Helper()
-	// Bookinfo's productpage answers 200 when a dependency fails ("Sorry,
-	// product reviews are currently unavailable"): such a page is a failed
-	// request too, reported on a line of its own.
-	script := fmt.Sprintf(`while read -r _; do out=$(curl -sS --connect-timeout 5 -m 5 -w '\n%%{http_code} %%{time_total}' %s 2>&1); `+
-		`case "$out" in *"currently unavailable"*) echo "degraded: $(echo "$out" | grep -o 'Sorry[^<]*' | head -n 1)";; esac; `+
-		`echo "$out" | tail -n 1; done`, url)
-	cmd := exec.Command(filepath.Join(assetsDir(), "kubectl"), "exec", "-i", "deploy/curl", "--", "sh", "-c", script)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu   sync.Mutex
-		res  loadResult
-		done = make(chan struct{})
-		sent int
-	)
-	line := regexp.MustCompile(`^(\d{3}) ([0-9.]+)$`)
-	start := time.Now()
-	go func() {
-		defer close(done)
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			mu.Lock()
-			// When, to match a failure with the step of the run.
-			at := fmt.Sprintf("+%.1fs ", time.Since(start).Seconds())
-			if strings.HasPrefix(s.Text(), "degraded: ") {
-				res.degraded++
-				res.errors = append(res.errors, at+s.Text())
-			} else if m := line.FindStringSubmatch(s.Text()); m != nil {
-				secs, _ := strconv.ParseFloat(m[2], 64)
-				d := time.Duration(secs * float64(time.Second))
-				res.max = max(res.max, d)
-				if m[1] == "200" {
-					res.ok++
-				} else {
-					res.failed++
-					res.errors = append(res.errors, at+"status "+m[1])
-				}
-			} else {
-				res.errors = append(res.errors, at+s.Text())
-			}
-			mu.Unlock()
-		}
-	}()
-	tick := time.NewTicker(50 * time.Millisecond)
-	quit, writerDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				stdin.Close()
-				return
-			case <-tick.C:
-				if _, err := io.WriteString(stdin, "go\n"); err != nil {
-					return
-				}
-				sent++
-			}
-		}
-	}()
-	return func(t *testing.T) loadResult {
-		t.Helper()
-		close(quit)
-		<-writerDone
-		// Requests queued behind a slow one still run; give them time.
-		waitErr := make(chan error, 1)
-		go func() { <-done; waitErr <- cmd.Wait() }()
-		select {
-		case err := <-waitErr:
-			var ee *exec.ExitError
-			if err != nil && !errors.As(err, &ee) {
-				t.Errorf("load client: %v", err)
-			}
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Errorf("load client did not finish")
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		// Every request the test asked for must have an answer: a client
-		// whose exec stream broke must not pass for a quiet one.
-		if got := res.ok + res.failed; got < sent {
-			t.Errorf("load client answered %d of %d requests (%v)", got, sent, res.errors)
-		}
-		return res
-	}
 }

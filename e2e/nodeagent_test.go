@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -407,77 +406,6 @@ spec:
 `, name, action, principal)
 }
 
-// installNodeAgent installs charts/node-agent with helm and waits for the
-// DaemonSet.
-func (e *env) installNodeAgent(t *testing.T) {
-	t.Helper()
-	start := time.Now()
-	e.mustRun(t, "helm", "install", "weft-node-agent", filepath.Join(repoRoot(), "charts/node-agent"), "-n", controlNS)
-	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
-	t.Logf("node agents installed and ready in %s", time.Since(start).Round(100*time.Millisecond))
-}
-
-// waitEnrolled waits until the node agents of a two-node cluster report n
-// enrolled pods in all (weft_node_agent_enrolled_pods).
-func (e *env) waitEnrolled(t *testing.T, n int) {
-	t.Helper()
-	eventually(t, fmt.Sprintf("%d pods enrolled by their node agents", n), 60*time.Second, func() error {
-		got := 0
-		for _, node := range []string{"node-0", "node-1"} {
-			v, err := e.agentMetric(node, "weft_node_agent_enrolled_pods")
-			if err != nil {
-				return err
-			}
-			got += int(v)
-		}
-		if got != n {
-			return fmt.Errorf("%d pods enrolled, want %d", got, n)
-		}
-		return nil
-	})
-}
-
-func nodeIndex(t *testing.T, node string) int {
-	t.Helper()
-	var i int
-	if _, err := fmt.Sscanf(node, "node-%d", &i); err != nil {
-		t.Fatalf("node name %q: %v", node, err)
-	}
-	return i
-}
-
-func (e *env) applyYAML(t *testing.T, doc string) {
-	t.Helper()
-	// Not under t.TempDir(): kubectl splits -f on commas, which subtest
-	// names (and so their temp dirs) may contain.
-	f, err := os.CreateTemp("", "weft-e2e-*.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(doc); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	e.mustKubectl(t, "apply", "-f", f.Name())
-}
-
-func (e *env) podNode(t *testing.T, ns, selector string) string {
-	t.Helper()
-	return strings.TrimSpace(e.mustKubectl(t, "-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].spec.nodeName}"))
-}
-
-// httpCode runs curl in a pod and returns the HTTP status, "000" when the
-// connection failed (refused, reset, timed out).
-func (e *env) httpCode(t *testing.T, ns, target, url string) string {
-	t.Helper()
-	out, _ := e.kubectl("-n", ns, "exec", target, "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url)
-	if out == "" {
-		return "000"
-	}
-	return out
-}
-
 // startHeldPod starts pod "newcomer" (a probe server) in the enrolled
 // namespace default on node while the control plane is down, and checks
 // that it is captured from its first packet: it reaches nothing, and
@@ -570,65 +498,6 @@ func (e *env) captureFabric(t *testing.T, fn func()) string {
 	return out.String()
 }
 
-// agentMetrics fetches a node agent's /metrics (port 15020 on the node's
-// address, reached from inside the cluster network).
-func (e *env) agentMetrics(node string) (string, error) {
-	ip, err := e.kubectl("get", "node", node, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
-	if err != nil {
-		return "", err
-	}
-	return e.httpGet(strings.TrimSpace(ip) + ":15020/metrics")
-}
-
-// httpGet GETs http://<hostPort><path> from inside the cluster network
-// (node-0's namespace): node and pod addresses are reachable.
-func (e *env) httpGet(hostPortPath string) (string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
-	resp, err := client.Get("http://" + hostPortPath)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", hostPortPath, resp.Status)
-	}
-	return string(b), err
-}
-
-// agentAdmin GETs a path of node i's agent admin endpoint, which listens
-// on loopback inside the node's network namespace only.
-func (e *env) agentAdmin(i int, path string) (string, error) {
-	ns := "/run/netns/" + e.c.NodeNetns(i)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr) }}}
-	resp, err := client.Get("http://127.0.0.1:15000" + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return string(b), err
-}
-
-func (e *env) agentMetric(node, name string) (float64, error) {
-	m, err := e.agentMetrics(node)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(m, "\n") {
-		var v float64
-		if strings.HasPrefix(line, name+" ") {
-			_, err := fmt.Sscanf(line[len(name)+1:], "%g", &v)
-			return v, err
-		}
-	}
-	return 0, fmt.Errorf("%s has no %s", node, name)
-}
-
 // flow is a TCP connection seen on the fabric, endpoints sorted.
 type flow struct{ a, b string }
 
@@ -679,22 +548,4 @@ func parseCapture(dump string) map[flow]*flowState {
 		}
 	}
 	return flows
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func grepLines(s, substr string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -252,102 +251,4 @@ spec:
 			t.Fatal("reviews-waypoint served details")
 		}
 	})
-}
-
-// reviewsVersions asks reviews n times from the curl pod (as user when set:
-// the end-user header productpage would send) and counts the versions.
-func (e *env) reviewsVersions(t *testing.T, user string, n int) map[string]int {
-	t.Helper()
-	hdr := ""
-	if user != "" {
-		hdr = "-H 'end-user: " + user + "'"
-	}
-	out, err := e.kubectl("exec", "deploy/curl", "--", "sh", "-c",
-		fmt.Sprintf(`for i in $(seq 1 %d); do curl -sS -m 10 %s reviews:9080/reviews/0; echo; done`, n, hdr))
-	if err != nil {
-		t.Logf("reviews requests: %v", err)
-	}
-	got := map[string]int{}
-	dec := json.NewDecoder(strings.NewReader(out))
-	for dec.More() {
-		var r struct {
-			Version string `json:"version"`
-		}
-		if err := dec.Decode(&r); err != nil {
-			got["undecodable"]++
-			break
-		}
-		got[r.Version]++
-	}
-	return got
-}
-
-// wantVersions checks that only the wanted versions answered (at least one).
-func wantVersions(got map[string]int, want map[string]bool) error {
-	if len(got) == 0 {
-		return fmt.Errorf("no answers")
-	}
-	for v := range got {
-		if !want[v] {
-			return fmt.Errorf("versions %v, want only %v", got, want)
-		}
-	}
-	return nil
-}
-
-// productpage fetches the page from the curl pod, signed in as user if set
-// (productpage's login cookie, as the tutorial's "Sign in" does).
-func (e *env) productpage(t *testing.T, user string) string {
-	t.Helper()
-	args := []string{"exec", "deploy/curl", "--", "curl", "-sS", "-m", "20"}
-	if user != "" {
-		args = append(args, "-b", "user="+user)
-	}
-	out, err := e.kubectl(append(args, "http://productpage:9080/productpage")...)
-	if err != nil {
-		t.Logf("productpage: %v", err)
-	}
-	return out
-}
-
-// pageSummary is the part of a productpage that tells which reviews
-// version answered and what went wrong.
-func pageSummary(page string) string {
-	var out []string
-	for _, re := range []string{`color="[a-z]+"`, `reviews-v[0-9]-[a-z0-9-]+`, `[^>]*unavailable[^<]*`, `<title>.*</title>`} {
-		out = append(out, regexp.MustCompile(re).FindAllString(page, -1)...)
-	}
-	if len(out) == 0 {
-		return fmt.Sprintf("(%d bytes) %.300s", len(page), page)
-	}
-	return strings.Join(out, " | ")
-}
-
-// codes counts the HTTP status codes of n requests from the curl pod.
-func (e *env) codes(t *testing.T, url string, n int) map[string]int {
-	t.Helper()
-	out, _ := e.kubectl("exec", "deploy/curl", "--", "sh", "-c",
-		fmt.Sprintf(`for i in $(seq 1 %d); do curl -sS -o /dev/null -m 10 -w '%%{http_code}\n' %s; done`, n, url))
-	got := map[string]int{}
-	for _, c := range strings.Fields(out) {
-		got[c]++
-	}
-	return got
-}
-
-// podMetrics reads /metrics (15020) of the first pod matching selector in
-// default.
-func (e *env) podMetrics(t *testing.T, selector string) (string, error) {
-	t.Helper()
-	return e.podMetricsIn("default", selector)
-}
-
-// podMetricsIn reads /metrics (15020) of the first pod matching selector in
-// namespace ns.
-func (e *env) podMetricsIn(ns, selector string) (string, error) {
-	ip, err := e.kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}")
-	if err != nil || strings.TrimSpace(ip) == "" {
-		return "", fmt.Errorf("pod %s: %q %v", selector, ip, err)
-	}
-	return e.httpGet(strings.TrimSpace(ip) + ":15020/metrics")
 }

@@ -153,18 +153,6 @@ func TestWaypointTracing(t *testing.T) {
 	}
 }
 
-// installControlPlaneWith is installControlPlane with extra arguments to
-// `helm install weft-control` (e.g. --set key=value).
-func (e *env) installControlPlaneWith(t *testing.T, helmArgs ...string) {
-	t.Helper()
-	root := repoRoot()
-	start := time.Now()
-	e.mustRun(t, "helm", "install", "weft-base", filepath.Join(root, "charts/base"))
-	e.mustRun(t, "helm", append([]string{"install", "weft-control", filepath.Join(root, "charts/control"), "-n", controlNS, "--create-namespace"}, helmArgs...)...)
-	e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
-	t.Logf("control plane installed (%s) and ready in %s", strings.Join(helmArgs, " "), time.Since(start).Round(100*time.Millisecond))
-}
-
 func randomHex(t *testing.T, n int) string {
 	t.Helper()
 	b := make([]byte, n)
