@@ -14,8 +14,8 @@ import (
 	"github.com/weft-mesh/weft/control/server/access"
 )
 
-// Metric and label names, as the proxies export them (DESIGN.md,
-// "Telemetry names").
+// Metric and label names, as the proxies export them: Istio's standard
+// names, so existing dashboards work (docs/reference/metrics.md).
 const (
 	metricTCPOpened   = "istio_tcp_connections_opened_total"
 	metricTCPClosed   = "istio_tcp_connections_closed_total"

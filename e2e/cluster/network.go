@@ -57,8 +57,9 @@ func setupNetwork(cluster string, p plan) error {
 		}
 	}
 	// Nodes and the fabric forward; rp_filter off because pod replies may
-	// come back over a different interface than the kernel would pick
-	// (and DESIGN.md's capture pitfall 3).
+	// come back over a different interface than the kernel would pick, and
+	// because rp_filter=1 with src_valid_mark=1 breaks the capture's
+	// delivery to the node agent (bpf/README.md, "Marks and routing").
 	for _, ns := range append([]string{fabric}, nodeNamespaces(cluster, len(p.nodeAddr))...) {
 		for _, kv := range [][2]string{
 			{"net.ipv4.ip_forward", "1"},

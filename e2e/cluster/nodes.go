@@ -45,7 +45,8 @@ var nodeRootDirs = []string{"etc/cni/net.d", "opt/cni/bin", "var/lib/kubelet", "
 
 // prepareNodeRoot creates node i's host root: CNI config and plugins and a
 // bpffs instance of its own, mounted in the host mount namespace so it
-// outlives every process (DESIGN.md capture pitfall 7) and two nodes never
+// outlives every process (a bpffs mounted in a private mount namespace
+// vanishes with it, and the node agent's pins with it) and two nodes never
 // see each other's pins.
 func prepareNodeRoot(l layout, assets string, p plan, i int) error {
 	root := l.nodeRoot(nodeName(i))

@@ -86,7 +86,8 @@ type enrolledPod struct {
 // Enroller keeps the capture maps equal to the wanted set: new pods are
 // attached and enrolled; pods that leave are drained (live proxied
 // connections keep flowing) and unenrolled once idle or after DrainTimeout
-// (DESIGN.md capture pitfall 5). It is safe for concurrent use.
+// (unenrolling in one step would break them: bpf/README.md, "Flags"). It is
+// safe for concurrent use.
 type Enroller struct {
 	Capture Capturer
 	Resolve VethResolver

@@ -12,8 +12,8 @@ import (
 	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
-// httpRate is the fixed request rate of the HTTP phases: DESIGN.md's
-// anchors are per 1000 req/s.
+// httpRate is the fixed request rate of the HTTP phases: the published
+// ztunnel figures docs/benchmarks.md compares with are per 1000 req/s.
 const httpRate = 1000
 
 // httpSeconds is how long each HTTP phase (direct, then mesh) runs at

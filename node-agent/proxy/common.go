@@ -19,7 +19,8 @@ import (
 	weftmesh "github.com/weft-mesh/weft/pkg/mesh" // the tests have a type mesh
 )
 
-// Ports of the node agent (DESIGN.md "Protocols and ports").
+// Ports of the node agent, the same numbers as Istio's
+// (docs/reference/ports.md).
 const (
 	TunnelPort         = weftmesh.HBONEPort
 	DefaultPassthrough = weftmesh.MarkSkip // SO_MARK on passthrough sockets: capture skips them
