@@ -39,10 +39,13 @@ type Config struct {
 	RunDir         string // CNI socket and spool; the same path on the node
 	Uplink         string // "" = the default-route interface
 
-	OutboundPort, InboundPort, HBONEPort uint16
-	MetricsAddress                       string // /metrics
-	ReadinessAddress                     string // /healthz/ready, /healthz/live
-	AdminAddress                         string // /config_dump, /connections
+	// The proxy listeners' ports: outbound capture, plaintext inbound
+	// (clients outside the mesh) and the HBONE server (tunnels).
+	OutboundPort, InboundPlaintextPort, HBONEPort uint16
+
+	MetricsAddress   string // /metrics
+	ReadinessAddress string // /healthz/ready, /healthz/live
+	AdminAddress     string // /config_dump, /connections
 
 	// MaxConnections caps the open connections of each proxy listener, so
 	// a connection storm costs bounded memory: beyond it the kernel's accept
@@ -77,7 +80,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s is required", f.flag))
 		}
 	}
-	if c.OutboundPort == 0 || c.InboundPort == 0 || c.HBONEPort == 0 {
+	if c.OutboundPort == 0 || c.InboundPlaintextPort == 0 || c.HBONEPort == 0 {
 		errs = append(errs, errors.New("proxy ports must be non-zero"))
 	}
 	if c.Log == nil {
@@ -154,10 +157,10 @@ func (r *reconciler) run(ctx context.Context) error {
 			if r.cfg.ReadyFile != "" {
 				_ = os.Remove(r.cfg.ReadyFile) // stopping: not ready any more
 			}
-			stop(r.cfg, r.succ, r.log, r.outbound, r.inbound, r.plaintext)
+			stop(r.cfg, r.succ, r.log, r.outbound, r.hbone, r.plaintext)
 			return nil
 		case <-updates:
-		case <-r.kick:
+		case <-r.kicks:
 		case <-tick.C:
 		}
 	}
@@ -209,7 +212,7 @@ func (r *reconciler) becomeReady(ctx context.Context, snap *config.Snapshot) err
 		return err
 	}
 	r.log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(r.cfg.NodeName)))
-	r.poke() // announce this agent (lease) right away
+	r.kick() // announce this agent (lease) right away
 	if r.cfg.ReadyFile != "" {
 		if err := os.WriteFile(r.cfg.ReadyFile, []byte(r.succ.self.ID+"\n"), 0o644); err != nil {
 			return fmt.Errorf("--ready-file: %w", err)

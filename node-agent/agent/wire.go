@@ -38,14 +38,17 @@ type agent struct {
 	xds   *xdsclient.Client
 	ids   *identity.Manager
 
+	// The three listeners: outbound on OutboundPort, the HBONE server
+	// (proxy.Inbound) on HBONEPort, plaintext inbound on
+	// InboundPlaintextPort.
 	capture   *bpf.Capture
 	outbound  *proxy.Outbound
-	inbound   *proxy.Inbound
+	hbone     *proxy.Inbound
 	plaintext *proxy.InboundPlaintext
 	succ      *succession
 	enroller  *Enroller
 
-	kick  chan struct{} // a CNI event or readiness asks for a reconcile now
+	kicks chan struct{} // kick: a CNI event or readiness asks for a reconcile now
 	ready readiness
 
 	closers []func() // run last first by close
@@ -80,7 +83,7 @@ func (a *agent) start(ctx context.Context) error {
 	// SYNs are dropped and retransmitted, or during a rolling update go to
 	// the previous agent, which still listens. A listener with no
 	// configuration would take every captured connection for a non-mesh one.
-	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPort, a.cfg.HBONEPort); err != nil {
+	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPlaintextPort, a.cfg.HBONEPort); err != nil {
 		return err
 	}
 	if err := a.serveCNI(ctx); err != nil {
@@ -95,7 +98,7 @@ func (a *agent) start(ctx context.Context) error {
 		a.log.Info("release mode: every pod on this node is unenrolled (new connections go direct) and none is enrolled; the mesh is being uninstalled")
 	}
 	a.log.Info("node agent started", "node", a.cfg.NodeName, "control", a.cfg.ControlAddress,
-		"ports", map[string]uint16{"outbound": a.cfg.OutboundPort, "inbound": a.cfg.InboundPort, "hbone": a.cfg.HBONEPort})
+		"ports", map[string]uint16{"outbound": a.cfg.OutboundPort, "inbound-plaintext": a.cfg.InboundPlaintextPort, "hbone": a.cfg.HBONEPort})
 	return nil
 }
 
@@ -142,13 +145,13 @@ func (a *agent) newProxies(ctx context.Context) {
 	}
 	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName, Held: a.enroller.Held,
 		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log}
-	a.inbound = &proxy.Inbound{Env: env}
-	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.inbound}
+	a.hbone = &proxy.Inbound{Env: env}
+	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.hbone}
 	a.plaintext = &proxy.InboundPlaintext{Env: env}
 	// Open connections follow policy changes (superseded or not).
 	go env.RecheckOnChange(ctx)
 	a.onClose(func() { a.outbound.Close() })
-	a.onClose(func() { a.inbound.Close() })
+	a.onClose(func() { a.hbone.Close() })
 	a.onClose(func() { a.plaintext.Close() })
 }
 
@@ -157,7 +160,7 @@ func (a *agent) listen(ctx context.Context) error {
 	for _, l := range []struct {
 		port  uint16
 		serve func(net.Listener) error
-	}{{a.cfg.OutboundPort, a.outbound.Serve}, {a.cfg.InboundPort, a.plaintext.Serve}, {a.cfg.HBONEPort, a.inbound.Serve}} {
+	}{{a.cfg.OutboundPort, a.outbound.Serve}, {a.cfg.InboundPlaintextPort, a.plaintext.Serve}, {a.cfg.HBONEPort, a.hbone.Serve}} {
 		ln, err := listenProxy(ctx, l.port, a.cfg.MaxConnections)
 		if err != nil {
 			return err
@@ -185,8 +188,8 @@ func (a *agent) recoverEnrolment() {
 // spooled while no agent listened), then installs the plugin and keeps it
 // installed.
 func (a *agent) serveCNI(ctx context.Context) error {
-	a.kick = make(chan struct{}, 1)
-	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.store.Snapshot, a.poke, a.log))
+	a.kicks = make(chan struct{}, 1)
+	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.store.Snapshot, a.kick, a.log))
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -204,11 +207,11 @@ func (a *agent) serveCNI(ctx context.Context) error {
 	return nil
 }
 
-// poke asks the reconciler for a pass now, without blocking: one pending
+// kick asks the reconciler for a pass now, without blocking: one pending
 // request is enough.
-func (a *agent) poke() {
+func (a *agent) kick() {
 	select {
-	case a.kick <- struct{}{}:
+	case a.kicks <- struct{}{}:
 	default:
 	}
 }

@@ -68,7 +68,10 @@ func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/weft", "CNI socket and spool; must be the same path on the node")
 	f.StringVar(&cfg.Uplink, "uplink", "", "interface traffic from other nodes arrives on (default: the default route's)")
 	f.Uint16Var(&cfg.OutboundPort, "outbound-port", mesh.OutboundPort, "transparent listener for enrolled pods' outbound traffic")
-	f.Uint16Var(&cfg.InboundPort, "inbound-port", mesh.InboundPlaintextPort, "transparent listener for plaintext traffic to enrolled pods")
+	f.Uint16Var(&cfg.InboundPlaintextPort, "inbound-plaintext-port", mesh.InboundPlaintextPort, "transparent listener for plaintext traffic to enrolled pods")
+	// The flag's name until it said which inbound listener it sets.
+	f.Uint16Var(&cfg.InboundPlaintextPort, "inbound-port", mesh.InboundPlaintextPort, "")
+	_ = f.MarkDeprecated("inbound-port", "use --inbound-plaintext-port")
 	f.Uint16Var(&cfg.HBONEPort, "hbone-port", mesh.HBONEPort, "HBONE (mTLS tunnel) port")
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", mesh.Addr("", mesh.MetricsPort), "Prometheus /metrics")
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
