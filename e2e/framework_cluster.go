@@ -98,30 +98,27 @@ func (e *env) agentAdmin(i int, path string) (string, error) {
 	ns := "/run/netns/" + e.c.NodeNetns(i)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return netns.Dial(ctx, ns, addr) }}}
-	resp, err := client.Get("http://127.0.0.1:15000" + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return string(b), err
+	return getOK(client, "http://127.0.0.1:15000"+path)
 }
 
 // httpGet GETs http://<hostPort><path> from inside the cluster network
 // (node-0's namespace): node and pod addresses are reachable.
 func (e *env) httpGet(hostPortPath string) (string, error) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
-	resp, err := client.Get("http://" + hostPortPath)
+	return getOK(client, "http://"+hostPortPath)
+}
+
+// getOK GETs url with client and returns the body, or an error unless the
+// status is 200.
+func getOK(client *http.Client, url string) (string, error) {
+	resp, err := client.Get(url)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", hostPortPath, resp.Status)
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), err
 }
