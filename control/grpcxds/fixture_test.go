@@ -219,9 +219,8 @@ func decode[T any](t *testing.T, doc string) *T {
 }
 
 // translate runs weft-control's translation pipeline on the fixture:
-// control/workload, then control/waypoint, and converts Output.GRPC into
-// the xDS server's node group exactly as control/server/waypoint_translate.go
-// does. Any Problem fails the test: the fixture is valid input.
+// control/workload, then control/waypoint, and returns the gRPC node
+// group of Output.Groups, as control/server serves it. Any Problem fails the test: the fixture is valid input.
 func translate(t *testing.T, reg workload.Inputs, virtualService string) xds.Resources {
 	t.Helper()
 	wout := workload.Translate(workload.Config{}, reg)
@@ -238,10 +237,10 @@ func translate(t *testing.T, reg workload.Inputs, virtualService string) xds.Res
 	if len(out.Problems) > 0 {
 		t.Fatalf("waypoint translation problems: %v", out.Problems)
 	}
-	if out.GRPC == nil {
+	r, ok := out.Groups()[xds.GroupGRPC]
+	if !ok {
 		t.Fatal("no gRPC snapshot")
 	}
-	r := xds.Resources{Listeners: out.GRPC.Listeners, Routes: out.GRPC.Routes, Clusters: out.GRPC.Clusters, Endpoints: out.GRPC.Endpoints}
 	if n := incompleteLocalities(r.Endpoints); n > 0 {
 		t.Fatalf("%d gRPC LocalityLbEndpoints without locality or load_balancing_weight: grpc-go NACKs the first and drops the second", n)
 	}

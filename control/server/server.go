@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -39,7 +38,6 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
 	"github.com/weft-mesh/weft/control/server/access"
@@ -214,15 +212,12 @@ func newPlane(ctx context.Context, o Options) (*plane, error) {
 // newTranslator is the translation of the cluster into xds's state, with
 // the workload and waypoint settings of o.
 func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsServer *xds.Server) *translator {
-	tr := &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: workload.Config{
-		TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
-	}, waypoints: waypointTranslator}
-	tr.waypointCfg = waypoint.Config{TrustDomain: tr.cfg.TrustDomain, ClusterID: tr.cfg.ClusterID, DomainSuffix: tr.cfg.DomainSuffix,
-		RootNamespace: tr.cfg.RootNamespace, PathNormalization: o.PathNormalization}
-	if tr.waypoints == nil {
-		log.Warn("built without the waypoint translation (control/waypoint): waypoints and proxyless gRPC get no Envoy resources")
-	}
-	return tr
+	return &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: waypoint.Config{
+		Config: workload.Config{
+			TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
+		},
+		PathNormalization: o.PathNormalization,
+	}}
 }
 
 // grpcServer is the xDS and CA server, with a serving certificate the CA
@@ -295,24 +290,17 @@ func servingNames(service, ns, suffix string) []string {
 	return []string{service, service + "." + ns, service + "." + ns + ".svc", service + "." + ns + ".svc." + suffix}
 }
 
-// waypointTranslateFunc translates the cluster into the Envoy resources of
-// every waypoint ("<ns>/<name>") and of proxyless gRPC (xds.GroupGRPC), with
-// the problems found. addresses is the workload translation's output.
-type waypointTranslateFunc func(cfg waypoint.Config, in workload.Inputs, traffic discovery.TrafficInputs,
-	addresses map[string]*workloadv1.Address) (map[string]xds.Resources, []workload.Problem)
-
 // translator turns the cluster into xDS state.
 type translator struct {
-	log       *slog.Logger
-	cluster   *discovery.Cluster
-	xds       *xds.Server
-	cfg       workload.Config
-	waypoints waypointTranslateFunc // nil: no Envoy resources
-	// waypointCfg is cfg plus the waypoint-only settings.
-	waypointCfg waypoint.Config
-	problems    map[string]bool // logged already
-	pushed      chan struct{}   // coalesced: a push happened
-	pushes      uint64
+	log     *slog.Logger
+	cluster *discovery.Cluster
+	xds     *xds.Server
+	// cfg is the settings of both translations (cfg.Config the workload
+	// one's).
+	cfg      waypoint.Config
+	problems map[string]bool // logged already
+	pushed   chan struct{}   // coalesced: a push happened
+	pushes   uint64
 
 	mu       sync.Mutex
 	policies []*securityv1.AuthorizationPolicy // as of the last push
@@ -327,14 +315,14 @@ func (t *translator) push() {
 		t.log.Error("list cluster state", "err", err)
 		return
 	}
-	out := workload.Translate(t.cfg, in)
+	out := workload.Translate(t.cfg.Config, in)
 	changed := t.xds.Update(xds.AddressType, messages(out.Addresses)) + t.xds.Update(xds.AuthorizationType, messages(out.Authorizations)) +
 		t.xds.Update(xds.EnrolledNamespaceType, messages(out.EnrolledNamespaces))
 	problems := out.Problems
 	traffic, err := t.cluster.TrafficInputs()
 	if err != nil {
 		t.log.Error("list traffic management state", "err", err)
-	} else if t.waypoints != nil {
+	} else {
 		t.pushes++
 		groups, wpProblems, ok := t.translateWaypoints(in, traffic, out.Addresses)
 		if ok {
@@ -367,21 +355,6 @@ func (t *translator) push() {
 	}
 }
 
-// translateWaypoints runs the waypoint translation; a panic in it is logged
-// and the waypoints keep their last snapshots, while the node agents'
-// workload state (already pushed) is unaffected.
-func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.TrafficInputs,
-	addrs map[string]*workloadv1.Address) (groups map[string]xds.Resources, problems []workload.Problem, ok bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			t.log.Error("waypoint translation panicked; waypoints keep their last configuration", "panic", r, "stack", string(debug.Stack()))
-			ok = false
-		}
-	}()
-	groups, problems = t.waypoints(t.waypointCfg, in, traffic, addrs)
-	return groups, problems, true
-}
-
 // reportStatus writes policy conditions after each push (leader only).
 func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 	for {
@@ -389,9 +362,7 @@ func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 		policies, traffic, problems := t.policies, t.traffic, t.last
 		t.mu.Unlock()
 		w.SyncPolicies(ctx, policies, problems)
-		if t.waypoints != nil { // without the translation there is nothing to report
-			w.SyncTraffic(ctx, traffic.VirtualServices, traffic.DestinationRules, traffic.HTTPRoutes, problems)
-		}
+		w.SyncTraffic(ctx, traffic.VirtualServices, traffic.DestinationRules, traffic.HTTPRoutes, problems)
 		select {
 		case <-ctx.Done():
 			return

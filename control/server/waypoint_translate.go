@@ -1,6 +1,8 @@
 package server
 
 import (
+	"runtime/debug"
+
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/discovery"
 	"github.com/weft-mesh/weft/control/waypoint"
@@ -8,15 +10,21 @@ import (
 	"github.com/weft-mesh/weft/control/xds"
 )
 
-// waypointTranslator runs control/waypoint's translation and converts its
-// output to the xDS server's node groups (a variable so that the wiring can
-// be tested, or built without the translation, by replacing it).
-var waypointTranslator waypointTranslateFunc = translateWaypoints
-
-func translateWaypoints(cfg waypoint.Config, in workload.Inputs, traffic discovery.TrafficInputs,
-	addresses map[string]*workloadv1.Address) (map[string]xds.Resources, []workload.Problem) {
-	out := waypoint.Translate(cfg, waypoint.Inputs{
-		Addresses:             addresses,
+// translateWaypoints runs control/waypoint's translation into the Envoy
+// resources of every node group, with the problems found. addrs is the
+// workload translation's output. A panic in it is logged and the waypoints
+// keep their last snapshots, while the node agents' workload state (already
+// pushed) is unaffected.
+func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.TrafficInputs,
+	addrs map[string]*workloadv1.Address) (groups map[string]xds.Resources, problems []workload.Problem, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.log.Error("waypoint translation panicked; waypoints keep their last configuration", "panic", r, "stack", string(debug.Stack()))
+			ok = false
+		}
+	}()
+	out := waypoint.Translate(t.cfg, waypoint.Inputs{
+		Addresses:             addrs,
 		Services:              in.Services,
 		Pods:                  in.Pods,
 		VirtualServices:       traffic.VirtualServices,
@@ -27,19 +35,5 @@ func translateWaypoints(cfg waypoint.Config, in workload.Inputs, traffic discove
 		IngressGateways:       in.Gateways,
 		ServiceEntries:        in.ServiceEntries,
 	})
-	groups := make(map[string]xds.Resources, len(out.Waypoints)+len(out.GatewayProxies)+1)
-	for name, r := range out.Waypoints {
-		if r != nil {
-			groups[name] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
-		}
-	}
-	for nsSA, r := range out.GatewayProxies {
-		if r != nil {
-			groups[xds.GatewayGroup(nsSA)] = xds.Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints}
-		}
-	}
-	if out.GRPC != nil {
-		groups[xds.GroupGRPC] = xds.Resources{Listeners: out.GRPC.Listeners, Routes: out.GRPC.Routes, Clusters: out.GRPC.Clusters, Endpoints: out.GRPC.Endpoints}
-	}
-	return groups, out.Problems
+	return out.Groups(), out.Problems, true
 }

@@ -18,6 +18,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 // without returns list without the object named ns/name: the cluster holds
@@ -160,7 +161,7 @@ func FuzzTranslate(f *testing.F) {
 			t.Fatal("Translate modified its inputs")
 		}
 		checkReferences(t, out)
-		snaps := map[string]*Resources{"grpc": out.GRPC}
+		snaps := map[string]*xds.Resources{"grpc": out.GRPC}
 		for k, r := range out.Waypoints {
 			snaps[k] = r
 		}

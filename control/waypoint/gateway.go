@@ -14,6 +14,8 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 // Ingress gateways (Istio networking.istio.io Gateway + VirtualServices
@@ -60,7 +62,7 @@ func gatewayRef(g, ns string) string {
 // buildGatewayProxies translates every Gateway into the snapshots of the gateway
 // deployments its selector picks, keyed by "<namespace>/<service account>"
 // of their pods.
-func (t *translator) buildGatewayProxies(in Inputs) map[string]*Resources {
+func (t *translator) buildGatewayProxies(in Inputs) map[string]*xds.Resources {
 	gws := slices.DeleteFunc(slices.Clone(in.IstioGateways), func(g *networkingv1.Gateway) bool { return g == nil })
 	gws = append(gws, t.ingressGateways(in.IngressGateways, in.HTTPRoutes)...) // gateway_api.go
 	if len(gws) == 0 {
@@ -105,7 +107,7 @@ func (t *translator) buildGatewayProxies(in Inputs) map[string]*Resources {
 		return v == nil || len(v.Spec.Gateways) == 0 || len(v.Spec.Hosts) == 0
 	})
 	slices.SortFunc(vss, func(a, b *networkingv1.VirtualService) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
-	out := map[string]*Resources{}
+	out := map[string]*xds.Resources{}
 	for key, d := range deps {
 		out[key] = t.gatewayResources(d.gateways, d.pod, in.Services, vss)
 	}
@@ -113,7 +115,7 @@ func (t *translator) buildGatewayProxies(in Inputs) map[string]*Resources {
 }
 
 // gatewayResources is the snapshot of one gateway deployment.
-func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.Pod, svcs []*corev1.Service, vss []*networkingv1.VirtualService) *Resources {
+func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.Pod, svcs []*corev1.Service, vss []*networkingv1.VirtualService) *xds.Resources {
 	byPort := map[uint32][]gatewayServer{} // listen port -> servers
 	serverPort := map[uint32]uint32{}      // listen port -> server port
 	for _, gw := range gws {
@@ -142,7 +144,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 			byPort[listen] = append(byPort[listen], gatewayServer{gw: gw, key: key, server: s})
 		}
 	}
-	res := &Resources{}
+	res := &xds.Resources{}
 	refs := map[string]clusterRef{}
 	for _, listen := range slices.Sorted(maps.Keys(byPort)) {
 		if serverKindOf(byPort[listen][0].server) != serverHTTP {

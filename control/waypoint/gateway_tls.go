@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 // TLS servers of ingress Gateways, as istiod translates them:
@@ -95,7 +97,7 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 
 // gatewayTLSListener adds the listener of a port with HTTPS and/or TLS
 // passthrough servers to res; its filter chains select by SNI.
-func (t *translator) gatewayTLSListener(res *Resources, listen, port uint32, all []gatewayServer,
+func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32, all []gatewayServer,
 	vss []*networkingv1.VirtualService, refs map[string]clusterRef) {
 	l := &listenerv3.Listener{Name: "0.0.0.0_" + itoa(listen), Address: socketAddress("0.0.0.0", listen)}
 	taken := map[string]string{} // SNI name -> filter chain

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/control/xds"
 	"github.com/weft-mesh/weft/pkg/golden"
 )
 
@@ -215,7 +216,7 @@ func shuffled(in Inputs, seed uint64) Inputs {
 // assignment, every RDS name has a route configuration.
 func checkReferences(t *testing.T, out Output) {
 	t.Helper()
-	snaps := map[string]*Resources{"grpc": out.GRPC}
+	snaps := map[string]*xds.Resources{"grpc": out.GRPC}
 	for k, r := range out.Waypoints {
 		snaps[k] = r
 	}
@@ -296,7 +297,7 @@ func render(t *testing.T, out Output, full bool) []byte {
 	return append(b, '\n')
 }
 
-func renderResources(t *testing.T, r *Resources) map[string]any {
+func renderResources(t *testing.T, r *xds.Resources) map[string]any {
 	t.Helper()
 	out := map[string]any{}
 	add := func(key string, msgs []proto.Message) {

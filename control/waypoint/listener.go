@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/control/xds"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -32,7 +33,7 @@ type served struct {
 	workloads []*workloadv1.Workload
 }
 
-func (t *translator) buildWaypoints() map[string]*Resources {
+func (t *translator) buildWaypoints() map[string]*xds.Resources {
 	wps := map[string]*served{}
 	get := func(key string) *served {
 		if wps[key] == nil {
@@ -50,15 +51,15 @@ func (t *translator) buildWaypoints() map[string]*Resources {
 			get(key).workloads = append(get(key).workloads, w)
 		}
 	}
-	out := make(map[string]*Resources, len(wps))
+	out := make(map[string]*xds.Resources, len(wps))
 	for key, s := range wps {
 		out[key] = t.waypointResources(key, s)
 	}
 	return out
 }
 
-func (t *translator) waypointResources(key string, s *served) *Resources {
-	res := &Resources{}
+func (t *translator) waypointResources(key string, s *served) *xds.Resources {
+	res := &xds.Resources{}
 	l := &listenerv3.Listener{Name: mesh.WaypointListener, Address: socketAddress("0.0.0.0", mesh.HBONEPort)}
 	refs := map[string]clusterRef{}
 	for _, svc := range s.services {
@@ -159,14 +160,14 @@ func (t *translator) networkRBAC(chain string, pols []*authzPolicy) []*listenerv
 }
 
 // addClusters adds the clusters and load assignments of refs.
-func (t *translator) addClusters(res *Resources, refs map[string]clusterRef, forGRPC bool) {
+func (t *translator) addClusters(res *xds.Resources, refs map[string]clusterRef, forGRPC bool) {
 	for _, name := range sortedKeys(refs) {
 		res.Clusters = append(res.Clusters, t.cluster(refs[name], forGRPC))
 		res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC))
 	}
 }
 
-func sortResources(res *Resources) {
+func sortResources(res *xds.Resources) {
 	slices.SortFunc(res.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(res.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.Name, b.Name) })
@@ -176,8 +177,8 @@ func sortResources(res *Resources) {
 // buildGRPC is the proxyless gRPC snapshot: an API listener per HTTP service
 // port of the mesh, with the same routes (minus HTTP filters gRPC API
 // listeners lack), clusters, and plain endpoints.
-func (t *translator) buildGRPC() *Resources {
-	res := &Resources{}
+func (t *translator) buildGRPC() *xds.Resources {
+	res := &xds.Resources{}
 	refs := map[string]clusterRef{}
 	for _, fqdn := range sortedKeys(t.services) {
 		svc := t.services[fqdn]

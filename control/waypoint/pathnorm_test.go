@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 func TestParsePathNormalization(t *testing.T) {
@@ -43,7 +45,7 @@ func TestPathNormalizationHCM(t *testing.T) {
 		for _, dir := range []string{"testdata/ingress-bookinfo", "testdata/ingress-tls"} {
 			tc := loadCase(t, dir)
 			out := Translate(Config{PathNormalization: mode}, tc.in)
-			snaps := map[string]map[string]*Resources{"waypoint": out.Waypoints, "gateway": out.GatewayProxies}
+			snaps := map[string]map[string]*xds.Resources{"waypoint": out.Waypoints, "gateway": out.GatewayProxies}
 			for kind, byName := range snaps {
 				for name, res := range byName {
 					for _, l := range res.Listeners {

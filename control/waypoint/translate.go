@@ -66,10 +66,6 @@ import (
 	"slices"
 	"strings"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -79,25 +75,15 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/workload"
-	"github.com/weft-mesh/weft/pkg/mesh"
+	"github.com/weft-mesh/weft/control/xds"
 )
 
-// Config holds the mesh-wide settings the translation depends on; the same
-// settings (and defaults) as control/workload.Config.
+// Config holds the mesh-wide settings the translation depends on:
+// control/workload's, with the same defaults, and the waypoint-only ones.
 type Config struct {
-	// TrustDomain of workload identities; default "cluster.local".
-	TrustDomain string
-	// DomainSuffix of service hostnames <svc>.<ns>.svc.<suffix>; default
-	// "cluster.local".
-	DomainSuffix string
-	// ClusterID prefixes workload uids "<cluster>//Pod/<ns>/<name>";
-	// default "Kubernetes".
-	ClusterID string
-	// RootNamespace holds mesh-wide configuration; default "weft-system".
-	RootNamespace string
+	workload.Config
 	// PathNormalization of the waypoints' and gateways' HTTP connection
-	// managers (Istio's meshConfig.pathNormalization; not in
-	// control/workload.Config); default BASE.
+	// managers (Istio's meshConfig.pathNormalization); default BASE.
 	PathNormalization PathNormalization
 }
 
@@ -131,28 +117,38 @@ type Inputs struct {
 	ServiceEntries []*networkingv1.ServiceEntry
 }
 
-// Resources is one xDS snapshot, each list sorted by resource name.
-type Resources struct {
-	Listeners []*listenerv3.Listener
-	Routes    []*routev3.RouteConfiguration
-	Clusters  []*clusterv3.Cluster
-	Endpoints []*endpointv3.ClusterLoadAssignment
-}
-
-// Output is the translated snapshot.
+// Output is the translated snapshot: the Envoy resources of each node group
+// the xDS server serves, each list sorted by resource name.
 type Output struct {
 	// Waypoints by "<namespace>/<gateway-name>": every waypoint some service
 	// or workload uses.
-	Waypoints map[string]*Resources
+	Waypoints map[string]*xds.Resources
 	// GRPC is the snapshot of proxyless gRPC clients: an API listener for
 	// every HTTP service port of the mesh.
-	GRPC *Resources
+	GRPC *xds.Resources
 	// GatewayProxies by "<namespace>/<service account>" of the gateway
 	// pods an Istio Gateway selects: their listeners, routes and clusters.
-	GatewayProxies map[string]*Resources
+	GatewayProxies map[string]*xds.Resources
 	// Problems found in the input, sorted; at most one per object and
 	// message.
 	Problems []workload.Problem
+}
+
+// Groups are the resources by the xDS server's node group (xds.NodeGroup):
+// each waypoint under its own key, each gateway deployment under
+// xds.GatewayGroup and proxyless gRPC under xds.GroupGRPC.
+func (o Output) Groups() map[string]xds.Resources {
+	groups := make(map[string]xds.Resources, len(o.Waypoints)+len(o.GatewayProxies)+1)
+	for name, r := range o.Waypoints {
+		groups[name] = *r
+	}
+	for nsSA, r := range o.GatewayProxies {
+		groups[xds.GatewayGroup(nsSA)] = *r
+	}
+	if o.GRPC != nil {
+		groups[xds.GroupGRPC] = *o.GRPC
+	}
+	return groups
 }
 
 // Names shared with the contract (waypoint/README.md).
@@ -184,18 +180,7 @@ func Translate(cfg Config, in Inputs) Output {
 }
 
 func withDefaults(cfg Config) Config {
-	if cfg.TrustDomain == "" {
-		cfg.TrustDomain = mesh.DefaultTrustDomain
-	}
-	if cfg.ClusterID == "" {
-		cfg.ClusterID = mesh.DefaultClusterID
-	}
-	if cfg.DomainSuffix == "" {
-		cfg.DomainSuffix = mesh.DefaultDomainSuffix
-	}
-	if cfg.RootNamespace == "" {
-		cfg.RootNamespace = mesh.SystemNamespace
-	}
+	cfg.Config = cfg.Config.WithDefaults()
 	if cfg.PathNormalization == "" {
 		cfg.PathNormalization = PathNormalizationBase
 	}

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 type validator interface{ ValidateAll() error }
@@ -27,7 +29,7 @@ func TestResourcesValidate(t *testing.T) {
 	for _, dir := range caseDirs(t) {
 		tc := loadCase(t, dir)
 		out := Translate(Config{}, tc.in)
-		snaps := map[string]*Resources{"grpc": out.GRPC}
+		snaps := map[string]*xds.Resources{"grpc": out.GRPC}
 		for k, r := range out.Waypoints {
 			snaps[k] = r
 		}

@@ -5,12 +5,14 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weft-mesh/weft/control/xds"
 )
 
 // walkStrings calls f for every string field of the resources (inside Any
 // too). field is the field name, with "@<message>" for the "name" of
 // cluster weights so that references can be told from other names.
-func walkStrings(t *testing.T, res *Resources, f func(field, v string)) {
+func walkStrings(t *testing.T, res *xds.Resources, f func(field, v string)) {
 	t.Helper()
 	var walk func(m protoreflect.Message)
 	walk = func(m protoreflect.Message) {

@@ -39,7 +39,8 @@ import (
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
-// Config holds the mesh-wide settings the translation depends on.
+// Config holds the mesh-wide settings the translations depend on (this
+// one and control/waypoint's, which adds its own to it).
 type Config struct {
 	// TrustDomain of workload identities; default "cluster.local".
 	TrustDomain string
@@ -126,7 +127,7 @@ const (
 // Translate converts the cluster snapshot into workload-discovery resources.
 // The result depends only on the inputs (not on their order).
 func Translate(cfg Config, in Inputs) Output {
-	t := newTranslator(withDefaults(cfg), in)
+	t := newTranslator(cfg.WithDefaults(), in)
 	t.indexNamespaces(in.Namespaces)
 	t.indexWaypoints(in.Gateways)
 	t.translateServices(in.Services)
@@ -154,7 +155,8 @@ func enrolledNamespaces(nss []*corev1.Namespace) map[string]*workloadv1.Enrolled
 	return out
 }
 
-func withDefaults(cfg Config) Config {
+// WithDefaults is cfg with each unset field set to its default.
+func (cfg Config) WithDefaults() Config {
 	if cfg.TrustDomain == "" {
 		cfg.TrustDomain = mesh.DefaultTrustDomain
 	}

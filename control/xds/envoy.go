@@ -43,9 +43,10 @@ const (
 	envoyGRPCKey = "envoy-grpc" // proxyless gRPC: named SotW subscriptions
 )
 
-// Resources are the Envoy resources of one node group. All four types are
-// set together, so a client never sees a Listener whose routes or clusters
-// belong to another version.
+// Resources are the Envoy resources control serves to one node group
+// (control/waypoint's translation makes them, each list sorted by name).
+// All four types are set together, so a client never sees a Listener whose
+// routes or clusters belong to another version.
 type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration

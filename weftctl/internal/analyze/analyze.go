@@ -172,7 +172,7 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		PeerAuthentications:   s.PeerAuthentications,
 		Gateways:              s.Gateways,
 	})
-	pout := waypoint.Translate(waypoint.Config{RootNamespace: o.RootNamespace}, waypoint.Inputs{
+	pout := waypoint.Translate(waypoint.Config{Config: wcfg}, waypoint.Inputs{
 		Addresses:             wout.Addresses,
 		Services:              s.Services,
 		Pods:                  s.Pods,
