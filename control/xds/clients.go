@@ -171,7 +171,7 @@ func (s *Server) Clients() []ClientStatus {
 		c := &out[i]
 		envoyLatest := ""
 		if g := NodeGroup(c.Node); g != GroupNone {
-			envoyLatest = s.WaypointVersion(g)
+			envoyLatest = s.waypointVersion(g)
 		}
 		slices.SortFunc(c.Types, func(a, b TypeStatus) int { return cmp.Compare(a.Type, b.Type) })
 		c.Synced = len(c.Types) > 0

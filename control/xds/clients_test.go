@@ -77,7 +77,7 @@ func TestClientsReportAckedVersions(t *testing.T) {
 	// A waypoint: Envoy types of its group.
 	deltaClient(ctx, t, conn, "waypoint~default/wp~wp-0", resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType)
 	wp := wantSynced(t, s, "waypoint~default/wp~wp-0", true)
-	if wp.Types[0].Latest != s.WaypointVersion("default/wp") {
+	if wp.Types[0].Latest != s.waypointVersion("default/wp") {
 		t.Fatalf("waypoint status %+v", wp)
 	}
 	s.SetWaypointSnapshots("2", map[string]Resources{"default/wp": group("x:80", "y:80")})
@@ -86,7 +86,7 @@ func TestClientsReportAckedVersions(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !c.Synced || c.Types[0].Latest != s.WaypointVersion("default/wp") {
+		if !c.Synced || c.Types[0].Latest != s.waypointVersion("default/wp") {
 			return fmt.Errorf("%+v", c)
 		}
 		return nil

@@ -268,8 +268,8 @@ func (s *Server) ensureGroup(node *core.Node) {
 	s.waypoints[group] = waypointState{fingerprint: fp, version: v}
 }
 
-// WaypointVersion is the snapshot version of a group ("" if never set).
-func (s *Server) WaypointVersion(group string) string {
+// waypointVersion is the snapshot version of a group ("" if never set).
+func (s *Server) waypointVersion(group string) string {
 	s.envoyMu.Lock()
 	defer s.envoyMu.Unlock()
 	return s.waypoints[group].version

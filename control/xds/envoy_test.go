@@ -147,8 +147,8 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 
 	// A change of one group reaches only that group; the others keep their
 	// version.
-	v := s.WaypointVersion("other/wp")
-	vg := s.WaypointVersion(GroupGRPC)
+	v := s.waypointVersion("other/wp")
+	vg := s.waypointVersion(GroupGRPC)
 	if n := s.SetWaypointSnapshots("2", map[string]Resources{
 		"default/wp": group("reviews.default.svc.cluster.local:9080", "details.default.svc.cluster.local:9080"),
 		"other/wp":   group("ratings.other.svc.cluster.local:9080"),
@@ -156,7 +156,7 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 	}); n != 1 {
 		t.Errorf("changed groups = %d, want 1", n)
 	}
-	if s.WaypointVersion("other/wp") != v || s.WaypointVersion(GroupGRPC) != vg {
+	if s.waypointVersion("other/wp") != v || s.waypointVersion(GroupGRPC) != vg {
 		t.Errorf("unchanged groups got new versions")
 	}
 	wantNames(t, wp, resourcev3.ListenerType, "reviews.default.svc.cluster.local:9080", "details.default.svc.cluster.local:9080")
@@ -355,19 +355,19 @@ func TestSetWaypointSnapshotsUnchangedKeepsVersion(t *testing.T) {
 	if n := s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("x:80", "y:80")}); n != 1 {
 		t.Fatalf("first set: %d changed", n)
 	}
-	v := s.WaypointVersion("default/wp")
+	v := s.waypointVersion("default/wp")
 	// Same content in another order and with another version: no change.
 	r := group("y:80", "x:80")
 	if n := s.SetWaypointSnapshots("2", map[string]Resources{"default/wp": r}); n != 0 {
 		t.Fatalf("reordered set: %d changed", n)
 	}
-	if got := s.WaypointVersion("default/wp"); got != v {
+	if got := s.waypointVersion("default/wp"); got != v {
 		t.Fatalf("version %q -> %q without a change", v, got)
 	}
 	if n := s.SetWaypointSnapshots("3", map[string]Resources{"default/wp": group("x:80")}); n != 1 {
 		t.Fatalf("changed set: %d changed", n)
 	}
-	if got := s.WaypointVersion("default/wp"); got == v || got[:2] != "3-" {
+	if got := s.waypointVersion("default/wp"); got == v || got[:2] != "3-" {
 		t.Fatalf("version after change = %q", got)
 	}
 }

@@ -14,13 +14,11 @@ import (
 	"sync"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -59,12 +57,9 @@ type Server struct {
 	callers *streamCallers // authenticated caller per stream
 }
 
-// New makes a server for the given type URLs (default: Address and
-// Authorization). Metrics are registered with reg.
-func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeURLs ...string) *Server {
-	if len(typeURLs) == 0 {
-		typeURLs = []string{AddressType, AuthorizationType, EnrolledNamespaceType}
-	}
+// New makes a server of Weft's types (Address, Authorization,
+// EnrolledNamespace) and the Envoy types. Metrics are registered with reg.
+func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Server {
 	s := &Server{
 		log:     log,
 		caches:  map[string]*cache.LinearCache{},
@@ -75,7 +70,7 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 		clients:       newClientTracker(),
 		callers:       &streamCallers{},
 	}
-	for _, t := range typeURLs {
+	for _, t := range []string{AddressType, AuthorizationType, EnrolledNamespaceType} {
 		s.caches[t] = cache.NewLinearCache(t)
 		s.current[t] = map[string]proto.Message{}
 	}
@@ -91,7 +86,7 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer, typeU
 	for t, c := range s.caches {
 		mux.Caches[t] = c
 	}
-	s.xds = server.NewServer(ctx, mux, s.callbacks())
+	s.xds = server.NewServer(ctx, mux, callbacks{s})
 	return s
 }
 
@@ -142,95 +137,7 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	return changed
 }
 
-// Resources returns the current state of one type (for debug endpoints).
-func (s *Server) Resources(typeURL string) map[string]proto.Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.current[typeURL])
-}
-
 var timeNow = time.Now
-
-func (s *Server) callbacks() server.Callbacks {
-	return server.CallbackFuncs{
-		StreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
-			s.metrics.clients.Inc()
-			s.clients.open(id, false)
-			s.callers.open(ctx, id)
-			return nil
-		},
-		StreamClosedFunc: func(id int64, node *core.Node) {
-			s.metrics.clients.Dec()
-			s.clients.close(id)
-			s.callers.close(id)
-			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
-		},
-		StreamRequestFunc: func(id int64, req *discovery.DiscoveryRequest) error {
-			if err := s.callers.authorize(id, req.GetNode().GetId()); err != nil {
-				s.log.Warn("xds request refused", "stream", id, "err", err)
-				return err
-			}
-			s.ensureGroup(req.GetNode())
-			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
-			if e := req.GetErrorDetail(); e != nil {
-				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
-				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
-					"version", req.GetVersionInfo(), "resources", req.GetResourceNames(), "error", e.GetMessage())
-			} else if req.GetResponseNonce() == "" {
-				s.log.Info("xds subscription", "stream", id, "node", req.GetNode().GetId(), "type", req.GetTypeUrl(), "sotw", true)
-			}
-			return nil
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-			s.mu.Lock()
-			since := time.Since(s.pushedAt)
-			s.mu.Unlock()
-			s.clients.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
-			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
-			if len(resp.GetResources()) > 0 {
-				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
-			}
-		},
-		DeltaStreamOpenFunc: func(ctx context.Context, id int64, typ string) error {
-			s.metrics.clients.Inc()
-			s.clients.open(id, true)
-			s.callers.open(ctx, id)
-			return nil
-		},
-		DeltaStreamClosedFunc: func(id int64, node *core.Node) {
-			s.metrics.clients.Dec()
-			s.clients.close(id)
-			s.callers.close(id)
-			s.log.Info("xds client disconnected", "stream", id, "node", node.GetId())
-		},
-		StreamDeltaRequestFunc: func(id int64, req *discovery.DeltaDiscoveryRequest) error {
-			if err := s.callers.authorize(id, req.GetNode().GetId()); err != nil {
-				s.log.Warn("xds request refused", "stream", id, "err", err)
-				return err
-			}
-			s.ensureGroup(req.GetNode())
-			s.clients.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
-			if e := req.GetErrorDetail(); e != nil {
-				s.metrics.nacks.WithLabelValues(req.GetTypeUrl()).Inc()
-				s.log.Warn("xds NACK", "node", req.GetNode().GetId(), "type", req.GetTypeUrl(),
-					"nonce", req.GetResponseNonce(), "resources", req.GetResourceNamesSubscribe(), "error", e.GetMessage())
-			} else if req.GetResponseNonce() == "" {
-				s.log.Info("xds subscription", "stream", id, "node", req.GetNode().GetId(), "type", req.GetTypeUrl())
-			}
-			return nil
-		},
-		StreamDeltaResponseFunc: func(id int64, req *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-			s.mu.Lock()
-			since := time.Since(s.pushedAt)
-			s.mu.Unlock()
-			s.clients.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
-			s.metrics.responses.WithLabelValues(resp.GetTypeUrl()).Inc()
-			if len(resp.GetResources())+len(resp.GetRemovedResources()) > 0 {
-				s.metrics.pushLatency.WithLabelValues(resp.GetTypeUrl()).Observe(since.Seconds())
-			}
-		},
-	}
-}
 
 type metrics struct {
 	clients     prometheus.Gauge
@@ -269,15 +176,4 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.clients, m.pushes, m.responses, m.nacks, m.pushLatency, m.configSize, m.resources, m.groups, m.groupSize)
 	}
 	return m
-}
-
-// nackMessage is a rejection's message, "" for an ACK.
-func nackMessage(e *rpcstatus.Status) string {
-	if e == nil {
-		return ""
-	}
-	if m := e.GetMessage(); m != "" {
-		return m
-	}
-	return "rejected"
 }
