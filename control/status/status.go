@@ -9,15 +9,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -42,30 +39,14 @@ type Condition struct {
 }
 
 // PolicyConditions computes each AuthorizationPolicy's condition from the
-// problems of a translation. Pure.
+// problems of a translation (see Conditions). Pure.
 func PolicyConditions(policies []*securityv1.AuthorizationPolicy, problems []workload.Problem) map[string]Condition {
-	byPolicy := map[string][]string{}
-	for _, p := range problems {
-		if p.Kind == "AuthorizationPolicy" {
-			key := p.Namespace + "/" + p.Name
-			byPolicy[key] = append(byPolicy[key], p.Message)
-		}
-	}
-	out := make(map[string]Condition, len(policies))
-	for _, ap := range policies {
-		key := ap.Namespace + "/" + ap.Name
-		msg := "translated for the node agents"
+	return Conditions("AuthorizationPolicy", policies, problems, func(ap *securityv1.AuthorizationPolicy) string {
 		if len(ap.Spec.TargetRefs) > 0 || ap.Spec.TargetRef != nil {
-			msg = trafficAccepted // bound to a waypoint (Gateway or Service)
+			return trafficAccepted // bound to a waypoint (Gateway or Service)
 		}
-		c := Condition{Status: "True", Reason: ReasonAccepted, Message: msg, Generation: ap.Generation}
-		if msgs := byPolicy[key]; len(msgs) > 0 {
-			slices.Sort(msgs)
-			c = Condition{Status: "False", Reason: ReasonPartiallyInvalid, Message: strings.Join(slices.Compact(msgs), "; "), Generation: ap.Generation}
-		}
-		out[key] = c
-	}
-	return out
+		return "translated for the node agents"
+	})
 }
 
 // Writer writes conditions through the API.
@@ -80,24 +61,33 @@ type Writer struct {
 // differs from the desired one (timestamps aside). It never touches other
 // conditions on the object.
 func (w *Writer) SyncPolicies(ctx context.Context, policies []*securityv1.AuthorizationPolicy, problems []workload.Problem) {
-	want := PolicyConditions(policies, problems)
-	for _, ap := range policies {
-		c := want[ap.Namespace+"/"+ap.Name]
-		if current(&ap.Status, c) {
+	syncConditions(w, "AuthorizationPolicy", policies, PolicyConditions(policies, problems),
+		func(ap *securityv1.AuthorizationPolicy) *metav1alpha1.IstioStatus { return &ap.Status },
+		func(ap *securityv1.AuthorizationPolicy) error {
+			_, err := w.Client.SecurityV1().AuthorizationPolicies(ap.Namespace).UpdateStatus(ctx, ap, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// istioObject is an Istio API object (pointer) whose status holds
+// conditions.
+type istioObject[T any] interface {
+	metav1.Object
+	DeepCopy() T
+}
+
+// syncConditions writes want's condition on each object whose status (as
+// status reads it) says otherwise; update writes one object's status.
+func syncConditions[T istioObject[T]](w *Writer, kind string, objs []T, want map[string]Condition,
+	status func(T) *metav1alpha1.IstioStatus, update func(T) error) {
+	for _, o := range objs {
+		c := want[o.GetNamespace()+"/"+o.GetName()]
+		if current(status(o), c) {
 			continue
 		}
-		updated := ap.DeepCopy()
-		setCondition(&updated.Status, c, time.Now())
-		_, err := w.Client.SecurityV1().AuthorizationPolicies(ap.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		switch {
-		case err == nil:
-			w.Log.Debug("status updated", "kind", "AuthorizationPolicy", "namespace", ap.Namespace, "name", ap.Name, "reason", c.Reason)
-		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-			// A newer version is on its way through the informer; the next
-			// sync handles it.
-		default:
-			w.Log.Warn("status update failed", "kind", "AuthorizationPolicy", "namespace", ap.Namespace, "name", ap.Name, "err", err)
-		}
+		updated := o.DeepCopy()
+		setCondition(status(updated), c, time.Now())
+		w.logResult(update(updated), kind, o.GetNamespace(), o.GetName(), c.Reason)
 	}
 }
 

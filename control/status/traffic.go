@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,10 +22,10 @@ import (
 const WaypointControllerName = "weft.io/waypoint-controller"
 
 // Conditions computes the condition of each object of one kind from the
-// problems of a translation: True/Accepted with acceptedMsg, or
-// False/PartiallyInvalid with the (sorted, distinct) problem messages. Keys
-// are "<namespace>/<name>". Pure.
-func Conditions(kind string, objs []metav1.Object, problems []workload.Problem, acceptedMsg string) map[string]Condition {
+// problems of a translation: True/Accepted with the object's accepted
+// message, or False/PartiallyInvalid with the (sorted, distinct) problem
+// messages. Keys are "<namespace>/<name>". Pure.
+func Conditions[T metav1.Object](kind string, objs []T, problems []workload.Problem, accepted func(T) string) map[string]Condition {
 	byObj := map[string][]string{}
 	for _, p := range problems {
 		if p.Kind == kind {
@@ -35,7 +36,7 @@ func Conditions(kind string, objs []metav1.Object, problems []workload.Problem, 
 	out := make(map[string]Condition, len(objs))
 	for _, o := range objs {
 		key := o.GetNamespace() + "/" + o.GetName()
-		c := Condition{Status: "True", Reason: ReasonAccepted, Message: acceptedMsg, Generation: o.GetGeneration()}
+		c := Condition{Status: "True", Reason: ReasonAccepted, Message: accepted(o), Generation: o.GetGeneration()}
 		if msgs := byObj[key]; len(msgs) > 0 {
 			slices.Sort(msgs)
 			c = Condition{Status: "False", Reason: ReasonPartiallyInvalid, Message: strings.Join(slices.Compact(msgs), "; "), Generation: o.GetGeneration()}
@@ -45,15 +46,10 @@ func Conditions(kind string, objs []metav1.Object, problems []workload.Problem, 
 	return out
 }
 
-func objects[T metav1.Object](in []T) []metav1.Object {
-	out := make([]metav1.Object, len(in))
-	for i, o := range in {
-		out[i] = o
-	}
-	return out
-}
-
 const trafficAccepted = "translated for the waypoints"
+
+// acceptedForWaypoints is the accepted message of every traffic object.
+func acceptedForWaypoints[T metav1.Object](T) string { return trafficAccepted }
 
 // SyncTraffic sets the WeftAccepted condition on VirtualServices and
 // DestinationRules, and Weft's parent entries on GAMMA HTTPRoutes (see
@@ -61,32 +57,22 @@ const trafficAccepted = "translated for the waypoints"
 // problems are the waypoint translation's. Run on the leader only.
 func (w *Writer) SyncTraffic(ctx context.Context, vss []*networkingv1.VirtualService, drs []*networkingv1.DestinationRule,
 	routes []*gatewayv1.HTTPRoute, problems []workload.Problem) {
-	vsWant := Conditions("VirtualService", objects(vss), problems, trafficAccepted)
-	for _, vs := range vss {
-		c := vsWant[vs.Namespace+"/"+vs.Name]
-		if current(&vs.Status, c) {
-			continue
-		}
-		updated := vs.DeepCopy()
-		setCondition(&updated.Status, c, time.Now())
-		_, err := w.Client.NetworkingV1().VirtualServices(vs.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		w.logResult(err, "VirtualService", vs.Namespace, vs.Name, c.Reason)
-	}
-	drWant := Conditions("DestinationRule", objects(drs), problems, trafficAccepted)
-	for _, dr := range drs {
-		c := drWant[dr.Namespace+"/"+dr.Name]
-		if current(&dr.Status, c) {
-			continue
-		}
-		updated := dr.DeepCopy()
-		setCondition(&updated.Status, c, time.Now())
-		_, err := w.Client.NetworkingV1().DestinationRules(dr.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		w.logResult(err, "DestinationRule", dr.Namespace, dr.Name, c.Reason)
-	}
+	syncConditions(w, "VirtualService", vss, Conditions("VirtualService", vss, problems, acceptedForWaypoints),
+		func(vs *networkingv1.VirtualService) *metav1alpha1.IstioStatus { return &vs.Status },
+		func(vs *networkingv1.VirtualService) error {
+			_, err := w.Client.NetworkingV1().VirtualServices(vs.Namespace).UpdateStatus(ctx, vs, metav1.UpdateOptions{})
+			return err
+		})
+	syncConditions(w, "DestinationRule", drs, Conditions("DestinationRule", drs, problems, acceptedForWaypoints),
+		func(dr *networkingv1.DestinationRule) *metav1alpha1.IstioStatus { return &dr.Status },
+		func(dr *networkingv1.DestinationRule) error {
+			_, err := w.Client.NetworkingV1().DestinationRules(dr.Namespace).UpdateStatus(ctx, dr, metav1.UpdateOptions{})
+			return err
+		})
 	if w.Gateway == nil {
 		return
 	}
-	rtWant := Conditions("HTTPRoute", objects(routes), problems, trafficAccepted)
+	rtWant := Conditions("HTTPRoute", routes, problems, acceptedForWaypoints)
 	for _, rt := range routes {
 		c := rtWant[rt.Namespace+"/"+rt.Name]
 		parents, changed := RouteParents(rt, c, time.Now())
