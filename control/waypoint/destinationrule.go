@@ -160,35 +160,38 @@ func (p *policy) apply(tp *networkingapi.TrafficPolicy, port uint32) {
 	if tp == nil {
 		return
 	}
-	if tp.LoadBalancer != nil {
-		p.lb = tp.LoadBalancer
-	}
-	if tp.ConnectionPool != nil {
-		p.pool = tp.ConnectionPool
-	}
-	if tp.OutlierDetection != nil {
-		p.outlier = tp.OutlierDetection
-	}
-	if tp.Tls != nil {
-		p.tls = tp.Tls
-	}
+	p.override(tp)
 	for _, pl := range tp.PortLevelSettings {
 		if pl.GetPort().GetNumber() != port || port == 0 {
 			continue
 		}
-		if pl.LoadBalancer != nil {
-			p.lb = pl.LoadBalancer
-		}
-		if pl.ConnectionPool != nil {
-			p.pool = pl.ConnectionPool
-		}
-		if pl.OutlierDetection != nil {
-			p.outlier = pl.OutlierDetection
-		}
-		if pl.Tls != nil {
-			p.tls = pl.Tls
-		}
+		p.override(pl)
 		break
+	}
+}
+
+// policySettings are the fields a TrafficPolicy and its port-level
+// settings both have.
+type policySettings interface {
+	GetLoadBalancer() *networkingapi.LoadBalancerSettings
+	GetConnectionPool() *networkingapi.ConnectionPoolSettings
+	GetOutlierDetection() *networkingapi.OutlierDetection
+	GetTls() *networkingapi.ClientTLSSettings
+}
+
+// override replaces each of p's fields that s sets.
+func (p *policy) override(s policySettings) {
+	if lb := s.GetLoadBalancer(); lb != nil {
+		p.lb = lb
+	}
+	if pool := s.GetConnectionPool(); pool != nil {
+		p.pool = pool
+	}
+	if outlier := s.GetOutlierDetection(); outlier != nil {
+		p.outlier = outlier
+	}
+	if tls := s.GetTls(); tls != nil {
+		p.tls = tls
 	}
 }
 

@@ -205,9 +205,14 @@ func (b *ruleBuilder) problems(i int) []string {
 	return out
 }
 
-func (b *ruleBuilder) unsupported(attr string, values []string) {
+// unsupported records attribute attr and its negation (Istio names it
+// notAttr) where they are set: the node agents cannot evaluate them.
+func (b *ruleBuilder) unsupported(attr string, values, notValues []string) {
 	if len(values) > 0 {
 		b.l7 = append(b.l7, attr)
+	}
+	if len(notValues) > 0 {
+		b.l7 = append(b.l7, "not"+strings.ToUpper(attr[:1])+attr[1:])
 	}
 }
 
@@ -216,14 +221,11 @@ func (b *ruleBuilder) source(path string, s *securityapi.Source) *workloadv1.Mat
 	if s == nil {
 		return m
 	}
-	b.unsupported("requestPrincipals", s.RequestPrincipals)
-	b.unsupported("notRequestPrincipals", s.NotRequestPrincipals)
+	b.unsupported("requestPrincipals", s.RequestPrincipals, s.NotRequestPrincipals)
 	// remoteIpBlocks is the client address from X-Forwarded-For or the PROXY
 	// protocol (Istio treats it as L7): at L4 the peer may be a gateway.
-	b.unsupported("remoteIpBlocks", s.RemoteIpBlocks)
-	b.unsupported("notRemoteIpBlocks", s.NotRemoteIpBlocks)
-	b.unsupported("trustDomains", s.TrustDomains)
-	b.unsupported("notTrustDomains", s.NotTrustDomains)
+	b.unsupported("remoteIpBlocks", s.RemoteIpBlocks, s.NotRemoteIpBlocks)
+	b.unsupported("trustDomains", s.TrustDomains, s.NotTrustDomains)
 
 	m.Principals = stringMatches(s.Principals)
 	m.NotPrincipals = stringMatches(s.NotPrincipals)
@@ -246,12 +248,9 @@ func (b *ruleBuilder) operation(path string, op *securityapi.Operation) *workloa
 	if op == nil {
 		return m
 	}
-	b.unsupported("hosts", op.Hosts)
-	b.unsupported("notHosts", op.NotHosts)
-	b.unsupported("methods", op.Methods)
-	b.unsupported("notMethods", op.NotMethods)
-	b.unsupported("paths", op.Paths)
-	b.unsupported("notPaths", op.NotPaths)
+	b.unsupported("hosts", op.Hosts, op.NotHosts)
+	b.unsupported("methods", op.Methods, op.NotMethods)
+	b.unsupported("paths", op.Paths, op.NotPaths)
 	m.DestinationPorts = b.ports(path+".ports", op.Ports)
 	m.NotDestinationPorts = b.ports(path+".notPorts", op.NotPorts)
 	return m
