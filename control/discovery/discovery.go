@@ -61,50 +61,9 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 		gateway: gatewayinformers.NewSharedInformerFactory(c.Gateway, 0),
 		changed: make(chan struct{}, 1),
 	}
-	var err error
-	if d.hasIstio, err = served(c.Kube, schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}); err != nil {
+	if err := d.discoverKinds(c.Kube); err != nil {
 		return nil, err
 	}
-	if d.hasGateway, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"}); err != nil {
-		return nil, err
-	}
-	if d.hasNetworking, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "virtualservices"}); err != nil {
-		return nil, err
-	}
-	if d.hasNetworking {
-		// Both kinds come with the same CRD bundle; be sure anyway.
-		if d.hasNetworking, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "destinationrules"}); err != nil {
-			return nil, err
-		}
-	}
-	if d.hasIstioGateway, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}); err != nil {
-		return nil, err
-	}
-	if d.hasServiceEntry, err = served(c.Kube, schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "serviceentries"}); err != nil {
-		return nil, err
-	}
-	if d.hasHTTPRoute, err = served(c.Kube, schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}); err != nil {
-		return nil, err
-	}
-	if !d.hasIstio {
-		log.Warn("security.istio.io CRDs not installed: AuthorizationPolicy and PeerAuthentication are ignored until the control plane restarts (install charts/base first)")
-	}
-	if !d.hasGateway {
-		log.Warn("Gateway API CRDs not installed: waypoints are ignored until the control plane restarts (install charts/base first)")
-	}
-	if !d.hasNetworking {
-		log.Warn("networking.istio.io/v1 VirtualService and DestinationRule not served: they are ignored until the control plane restarts")
-	}
-	if !d.hasIstioGateway {
-		log.Warn("networking.istio.io/v1 Gateway not served: ingress gateways get no configuration until the control plane restarts")
-	}
-	if !d.hasServiceEntry {
-		log.Warn("networking.istio.io/v1 ServiceEntry not served: ServiceEntries are ignored until the control plane restarts")
-	}
-	if !d.hasHTTPRoute {
-		log.Warn("gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts")
-	}
-
 	notify := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { d.signal() },
 		UpdateFunc: func(any, any) { d.signal() },
@@ -146,6 +105,56 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 		infs = append(infs, d.istio.Networking().V1().ServiceEntries().Informer())
 	}
 	return infs
+}
+
+// optionalKind is a kind watched only when the API server serves it (its
+// CRD is installed); otherwise it counts as empty until the control plane
+// restarts, and missing says so in a warning.
+type optionalKind struct {
+	has       *bool
+	group     string
+	resources []string // all of them served (version v1)
+	missing   string
+}
+
+func (d *Cluster) optionalKinds() []optionalKind {
+	return []optionalKind{
+		{&d.hasIstio, "security.istio.io", []string{"authorizationpolicies"},
+			"security.istio.io CRDs not installed: AuthorizationPolicy and PeerAuthentication are ignored until the control plane restarts (install charts/base first)"},
+		{&d.hasGateway, "gateway.networking.k8s.io", []string{"gateways"},
+			"Gateway API CRDs not installed: waypoints are ignored until the control plane restarts (install charts/base first)"},
+		// Both kinds come with the same CRD bundle; be sure anyway.
+		{&d.hasNetworking, "networking.istio.io", []string{"virtualservices", "destinationrules"},
+			"networking.istio.io/v1 VirtualService and DestinationRule not served: they are ignored until the control plane restarts"},
+		{&d.hasIstioGateway, "networking.istio.io", []string{"gateways"},
+			"networking.istio.io/v1 Gateway not served: ingress gateways get no configuration until the control plane restarts"},
+		{&d.hasServiceEntry, "networking.istio.io", []string{"serviceentries"},
+			"networking.istio.io/v1 ServiceEntry not served: ServiceEntries are ignored until the control plane restarts"},
+		{&d.hasHTTPRoute, "gateway.networking.k8s.io", []string{"httproutes"},
+			"gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts"},
+	}
+}
+
+// discoverKinds sets which optional kinds are served, warning about each
+// that is not.
+func (d *Cluster) discoverKinds(kube kubernetes.Interface) error {
+	for _, k := range d.optionalKinds() {
+		ok := true
+		for _, r := range k.resources {
+			var err error
+			if ok, err = served(kube, schema.GroupVersionResource{Group: k.group, Version: "v1", Resource: r}); err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+		}
+		*k.has = ok
+		if !ok {
+			d.log.Warn(k.missing)
+		}
+	}
+	return nil
 }
 
 // served reports whether the API server serves the resource.
@@ -197,37 +206,39 @@ func (d *Cluster) Inputs() (workload.Inputs, error) {
 	var in workload.Inputs
 	var err error
 	k := d.kube
-	if in.Namespaces, err = k.Core().V1().Namespaces().Lister().List(labels.Everything()); err != nil {
-		return in, err
-	}
-	if in.Pods, err = k.Core().V1().Pods().Lister().List(labels.Everything()); err != nil {
-		return in, err
-	}
-	if in.Services, err = k.Core().V1().Services().Lister().List(labels.Everything()); err != nil {
-		return in, err
-	}
-	if in.EndpointSlices, err = k.Discovery().V1().EndpointSlices().Lister().List(labels.Everything()); err != nil {
-		return in, err
-	}
+	in.Namespaces = listAll(&err, k.Core().V1().Namespaces().Lister())
+	in.Pods = listAll(&err, k.Core().V1().Pods().Lister())
+	in.Services = listAll(&err, k.Core().V1().Services().Lister())
+	in.EndpointSlices = listAll(&err, k.Discovery().V1().EndpointSlices().Lister())
+	// A kind that is not served has no lister: asking for one would start
+	// an informer on a resource that does not exist.
 	if d.hasIstio {
-		if in.AuthorizationPolicies, err = d.istio.Security().V1().AuthorizationPolicies().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
-		if in.PeerAuthentications, err = d.istio.Security().V1().PeerAuthentications().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.AuthorizationPolicies = listAll(&err, d.istio.Security().V1().AuthorizationPolicies().Lister())
+		in.PeerAuthentications = listAll(&err, d.istio.Security().V1().PeerAuthentications().Lister())
 	}
 	if d.hasGateway {
-		if in.Gateways, err = d.gateway.Gateway().V1().Gateways().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.Gateways = listAll(&err, d.gateway.Gateway().V1().Gateways().Lister())
 	}
 	if d.hasServiceEntry {
-		if in.ServiceEntries, err = d.istio.Networking().V1().ServiceEntries().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.ServiceEntries = listAll(&err, d.istio.Networking().V1().ServiceEntries().Lister())
 	}
-	return in, nil
+	return in, err
+}
+
+// lister is an informer cache's lister of one kind.
+type lister[T any] interface {
+	List(selector labels.Selector) ([]T, error)
+}
+
+// listAll lists every object of l, or nothing once a list failed (*err,
+// which keeps the first error).
+func listAll[T any](err *error, l lister[T]) []T {
+	if *err != nil {
+		return nil
+	}
+	out, e := l.List(labels.Everything())
+	*err = e
+	return out
 }
 
 // TrafficInputs are the traffic-management kinds the waypoint translation
@@ -245,24 +256,16 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	var in TrafficInputs
 	var err error
 	if d.hasNetworking {
-		if in.VirtualServices, err = d.istio.Networking().V1().VirtualServices().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
-		if in.DestinationRules, err = d.istio.Networking().V1().DestinationRules().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.VirtualServices = listAll(&err, d.istio.Networking().V1().VirtualServices().Lister())
+		in.DestinationRules = listAll(&err, d.istio.Networking().V1().DestinationRules().Lister())
 	}
 	if d.hasHTTPRoute {
-		if in.HTTPRoutes, err = d.gateway.Gateway().V1().HTTPRoutes().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.HTTPRoutes = listAll(&err, d.gateway.Gateway().V1().HTTPRoutes().Lister())
 	}
 	if d.hasIstioGateway {
-		if in.IstioGateways, err = d.istio.Networking().V1().Gateways().Lister().List(labels.Everything()); err != nil {
-			return in, err
-		}
+		in.IstioGateways = listAll(&err, d.istio.Networking().V1().Gateways().Lister())
 	}
-	return in, nil
+	return in, err
 }
 
 // Gateways exposes the Gateway informer (the waypoint deployment

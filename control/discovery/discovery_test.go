@@ -1,0 +1,112 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/kubernetes/fake"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+)
+
+// TestMain turns off client-go's streaming watch list before any informer
+// reads the setting: Istio's fake clientset cannot serve it, and its
+// generated informers do not tell the reflector so (Gateway API's do).
+func TestMain(m *testing.M) {
+	os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	os.Exit(m.Run())
+}
+
+// syncBuffer is a log sink safe for the informers' goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func meta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: "default", Name: name} }
+
+// TestOptionalKindsFollowWhatIsServed: a kind is listed only when the API
+// server serves it (VirtualServices need DestinationRules served too), and
+// each kind that is not served is named in a warning.
+func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
+	kube := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		&corev1.Service{ObjectMeta: meta("reviews")})
+	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{
+		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}}},
+		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
+		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "httproutes"}}},
+	}
+	istio := istiofake.NewSimpleClientset(&securityv1.AuthorizationPolicy{ObjectMeta: meta("deny")},
+		&networkingv1.VirtualService{ObjectMeta: meta("reviews")}, &networkingv1.ServiceEntry{ObjectMeta: meta("external")})
+	gateway := gatewayfake.NewSimpleClientset(&gatewayv1.HTTPRoute{ObjectMeta: meta("reviews")})
+	// Through the API: the fake files a constructor's Gateway under v1beta1
+	// (the same Go type), where v1 lists do not see it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := gateway.GatewayV1().Gateways("default").Create(ctx, &gatewayv1.Gateway{ObjectMeta: meta("waypoint")}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	c, err := New(slog.New(slog.NewTextHandler(logs, nil)), Clients{Kube: kube, Istio: istio, Gateway: gateway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	in, err := c.Inputs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Namespaces) != 1 || len(in.Services) != 1 || len(in.AuthorizationPolicies) != 1 ||
+		len(in.Gateways) != 1 || len(in.ServiceEntries) != 1 {
+		t.Errorf("inputs: %d namespaces, %d services, %d policies, %d gateways, %d service entries; want one of each",
+			len(in.Namespaces), len(in.Services), len(in.AuthorizationPolicies), len(in.Gateways), len(in.ServiceEntries))
+	}
+	traffic, err := c.TrafficInputs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(traffic.VirtualServices) != 0 || len(traffic.HTTPRoutes) != 1 {
+		t.Errorf("traffic: %d virtual services (DestinationRules not served: want 0), %d HTTPRoutes (want 1)",
+			len(traffic.VirtualServices), len(traffic.HTTPRoutes))
+	}
+	if c.Gateways() == nil {
+		t.Error("Gateways() is nil although Gateways are served")
+	}
+
+	for _, want := range []string{"VirtualService and DestinationRule not served", "v1 Gateway not served"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no warning %q in:\n%s", want, logs)
+		}
+	}
+	for _, served := range []string{"security.istio.io", "Gateway API", "ServiceEntry", "HTTPRoute"} {
+		if strings.Contains(logs.String(), served) {
+			t.Errorf("warning about served %s in:\n%s", served, logs)
+		}
+	}
+}
