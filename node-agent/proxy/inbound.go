@@ -72,12 +72,6 @@ func (in *Inbound) Serve(ln net.Listener) error {
 	return in.srv.Serve(ln)
 }
 
-// Stats are the tunnel server's counters.
-func (in *Inbound) Stats() *hbone.ServerStats {
-	in.init()
-	return &in.srv.Stats
-}
-
 // Close stops the listeners and resets every stream.
 func (in *Inbound) Close() error {
 	in.init()

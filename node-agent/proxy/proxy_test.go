@@ -365,7 +365,11 @@ func TestGarbageOnTunnelPort(t *testing.T) {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 512)
 		for {
-			if _, err := c.Read(buf); err != nil {
+			_, err := c.Read(buf)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("%q: the tunnel port left the connection open", junk)
+			}
+			if err != nil {
 				break
 			}
 		}
@@ -379,9 +383,6 @@ func TestGarbageOnTunnelPort(t *testing.T) {
 	defer idle.Close()
 	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "still works"); err != nil || got != "still works" {
 		t.Fatalf("after garbage: %q, %v", got, err)
-	}
-	if m.b.inbound.Stats().HandshakeErrors.Load() < 3 {
-		t.Errorf("handshake errors = %d", m.b.inbound.Stats().HandshakeErrors.Load())
 	}
 }
 

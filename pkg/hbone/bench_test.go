@@ -215,7 +215,7 @@ func BenchmarkStreamSetup(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(directNs, "direct_tcp_ns")
-	if n := e.dialer.Stats.ConnsDialed.Load(); n != 1 {
+	if n := e.ln.count(); n != 1 {
 		b.Fatalf("pool dialled %d connections, want 1", n)
 	}
 }

@@ -40,20 +40,10 @@ type Dialer struct {
 	Options     Options
 	Logger      *slog.Logger
 
-	Stats DialerStats
-
 	initOnce sync.Once
 	t2       *http2.Transport
 	mu       sync.Mutex
 	pool     map[poolKey][]*poolConn
-}
-
-// DialerStats count pool behaviour.
-type DialerStats struct {
-	ConnsDialed   atomic.Uint64 // TCP+TLS connections established
-	DialErrors    atomic.Uint64
-	StreamsOpened atomic.Uint64
-	Unauthorized  atomic.Uint64 // server identity rejected by the authorizer
 }
 
 type poolKey struct{ local, addr string }
@@ -165,7 +155,6 @@ func (d *Dialer) conn(ctx context.Context, key poolKey, authorize Authorizer) (*
 		if pc != nil {
 			if err := authorize(pc.peer, pc.chains); err != nil {
 				d.release(pc)
-				d.Stats.Unauthorized.Add(1)
 				return nil, fmt.Errorf("%w: %s at %s: %w", ErrUnauthorizedPeer, pc.peer, key.addr, err)
 			}
 			return pc, nil
@@ -234,7 +223,6 @@ func (d *Dialer) connect(ctx context.Context, key poolKey, pc *poolConn) {
 	pc.cc, pc.err = d.dial(dctx, key.addr, pc)
 	cancel()
 	if pc.err != nil {
-		d.Stats.DialErrors.Add(1)
 		d.drop(key, pc)
 	}
 	close(pc.ready)
@@ -289,7 +277,6 @@ func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.Cl
 		return nil, fmt.Errorf("hbone: starting HTTP/2 on tunnel %s: %w", addr, err)
 	}
 	pc.local, pc.remote = raw.LocalAddr(), raw.RemoteAddr()
-	d.Stats.ConnsDialed.Add(1)
 	d.Logger.Debug("hbone tunnel connected", "addr", addr, "peer", pc.peer)
 	return cc, nil
 }
@@ -337,7 +324,6 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 		pw.Close()
 		return nil, &RefusedError{Status: resp.StatusCode, Reason: string(trimNL(reason))}
 	}
-	d.Stats.StreamsOpened.Add(1)
 	return &ClientStream{pw: pw, body: resp.Body, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
 		release: func() { d.release(pc) }}, nil
 }

@@ -77,7 +77,8 @@ type env struct {
 	serverSrc *rotatingSource
 	mu        sync.Mutex
 	last      seen
-	streamErr chan error // errors the handler's Pipe returned
+	streamErr chan error   // errors the handler's Pipe returned
+	accepted  atomic.Int64 // streams the handler accepted
 }
 
 func (e *env) lastSeen() seen {
@@ -114,6 +115,7 @@ func newEnv(tb testing.TB, opts Options) *env {
 				up.Close()
 				return err
 			}
+			e.accepted.Add(1)
 			_, _, err = Pipe(st, up.(*net.TCPConn))
 			select {
 			case e.streamErr <- err:

@@ -77,17 +77,6 @@ func (r *Request) Accept() (*ServerStream, error) {
 	return r.st, nil
 }
 
-// ServerStats are counters for the admin and metrics endpoints. Every
-// rejected connection or stream lands in exactly one counter.
-type ServerStats struct {
-	ConnsAccepted   atomic.Uint64 // TLS handshakes that completed with h2
-	HandshakeErrors atomic.Uint64 // not TLS, bad/untrusted/missing cert, wrong ALPN, timeouts
-	ProtocolErrors  atomic.Uint64 // HTTP/2 protocol violations counted by x/net/http2
-	BadRequests     atomic.Uint64 // non-CONNECT methods, bad :authority
-	StreamsAccepted atomic.Uint64
-	StreamsRefused  atomic.Uint64
-}
-
 // Server terminates HBONE on accepted TCP connections.
 type Server struct {
 	// TLS must require client certificates (see ServerTLSConfig, or go-spiffe
@@ -103,8 +92,6 @@ type Server struct {
 	// garbage connections do not pile up.
 	HandshakeTimeout time.Duration
 	Logger           *slog.Logger
-
-	Stats ServerStats
 
 	initOnce sync.Once
 	tlsConf  *tls.Config
@@ -139,7 +126,6 @@ func (s *Server) init() {
 			IdleTimeout:                  o.IdleTimeout,
 			ReadIdleTimeout:              o.PingInterval,
 			PingTimeout:                  o.PingTimeout,
-			CountError:                   func(string) { s.Stats.ProtocolErrors.Add(1) },
 		}
 		s.base = &http.Server{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug)}
 		// Registers the HTTP/2 connections served by ServeConn with base, so
@@ -206,7 +192,6 @@ func (s *Server) ServeConn(c net.Conn) {
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		s.Stats.HandshakeErrors.Add(1)
 		s.Logger.Debug("hbone handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
@@ -214,17 +199,14 @@ func (s *Server) ServeConn(c net.Conn) {
 	if cs.NegotiatedProtocol != ALPN || len(cs.PeerCertificates) == 0 {
 		// A client that offered no ALPN at all gets here (Go's server accepts
 		// it); HBONE has no HTTP/1 so hang up.
-		s.Stats.HandshakeErrors.Add(1)
 		s.Logger.Debug("hbone peer did not negotiate h2 with a client certificate", "remote", c.RemoteAddr(), "alpn", cs.NegotiatedProtocol)
 		return
 	}
 	peer, err := x509svid.IDFromCert(cs.PeerCertificates[0])
 	if err != nil {
-		s.Stats.HandshakeErrors.Add(1)
 		s.Logger.Debug("hbone peer certificate has no SPIFFE ID", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
-	s.Stats.ConnsAccepted.Add(1)
 	s.h2.ServeConn(tc, &http2.ServeConnOpts{
 		BaseConfig: s.base,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -251,14 +233,12 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 	close(req.endReq) // a late Accept now fails instead of touching a dead w
 	req.mu.Unlock()
 	if st == nil {
-		s.Stats.StreamsRefused.Add(1)
 		if r.Context().Err() != nil {
 			return
 		}
 		s.refuse(w, req, err)
 		return
 	}
-	s.Stats.StreamsAccepted.Add(1)
 	if err == nil {
 		// Accepted and the handler is still running: the response ends when
 		// the write side is finished or the handler returns.
@@ -275,16 +255,14 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffe
 }
 
 // validConnect reports whether r is a CONNECT to an ip:port and otherwise
-// answers it with an error, counted as a bad request.
+// answers it with an error.
 func (s *Server) validConnect(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodConnect {
-		s.Stats.BadRequests.Add(1)
 		w.Header().Set("Allow", http.MethodConnect)
 		http.Error(w, "hbone: only CONNECT is supported", http.StatusMethodNotAllowed)
 		return false
 	}
 	if _, _, err := net.SplitHostPort(r.Host); err != nil {
-		s.Stats.BadRequests.Add(1)
 		http.Error(w, "hbone: :authority must be the destination ip:port", http.StatusBadRequest)
 		return false
 	}
