@@ -8,10 +8,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weft-mesh/weft/pkg/mesh"
@@ -241,38 +237,4 @@ func (l indexerPodLookup) Pod(namespace, name string) (*corev1.Pod, error) {
 	}
 	pod, _ := obj.(*corev1.Pod)
 	return pod, nil
-}
-
-// NewClientPodLookup answers from the API server directly (a List with a
-// spec.nodeName field selector per call): for tests and small tools; the
-// control plane should use an informer.
-func NewClientPodLookup(ctx context.Context, client kubernetes.Interface) PodLookup {
-	return clientPodLookup{ctx: ctx, client: client}
-}
-
-type clientPodLookup struct {
-	ctx    context.Context
-	client kubernetes.Interface
-}
-
-func (l clientPodLookup) PodsOnNode(node string) ([]*corev1.Pod, error) {
-	list, err := l.client.CoreV1().Pods(metav1.NamespaceAll).List(l.ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	pods := make([]*corev1.Pod, 0, len(list.Items))
-	for i := range list.Items {
-		pods = append(pods, &list.Items[i])
-	}
-	return pods, nil
-}
-
-func (l clientPodLookup) Pod(namespace, name string) (*corev1.Pod, error) {
-	pod, err := l.client.CoreV1().Pods(namespace).Get(l.ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	return pod, err
 }

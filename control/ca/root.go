@@ -25,7 +25,6 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -219,12 +218,6 @@ func (a *Authority) Bundle() []*x509.Certificate {
 
 // BundlePEM returns the roots as concatenated PEM CERTIFICATE blocks.
 func (a *Authority) BundlePEM() []byte { return bytes.Clone(a.rootsPEM) }
-
-// X509Bundle returns the roots as a go-spiffe bundle for the trust domain,
-// ready for x509svid.Verify and tlsconfig.
-func (a *Authority) X509Bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(a.td, a.roots)
-}
 
 // LoadOrCreateRoot returns the Authority for namespace (weft-control's own).
 //

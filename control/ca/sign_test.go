@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -44,7 +45,7 @@ func TestSignIssuesVerifiableSVID(t *testing.T) {
 				t.Fatal(err)
 			}
 			chain := parseChain(t, ders)
-			got, _, err := x509svid.Verify(chain, a.X509Bundle(), x509svid.WithTime(clock.Now()))
+			got, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(testTD, a.Bundle()), x509svid.WithTime(clock.Now()))
 			if err != nil {
 				t.Fatalf("x509svid.Verify: %v", err)
 			}
@@ -153,7 +154,7 @@ func TestSignWithIntermediate(t *testing.T) {
 	if len(chain) != 2 || !chain[1].Equal(inter.cert) {
 		t.Fatalf("chain has %d certificates, want leaf + intermediate (no root)", len(chain))
 	}
-	if _, _, err := x509svid.Verify(chain, a.X509Bundle()); err != nil {
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(testTD, a.Bundle())); err != nil {
 		t.Fatalf("x509svid.Verify: %v", err)
 	}
 	if !a.NotAfter().Equal(inter.cert.NotAfter) {
