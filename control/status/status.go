@@ -52,7 +52,7 @@ func PolicyConditions(policies []*securityv1.AuthorizationPolicy, problems []wor
 // Writer writes conditions through the API.
 type Writer struct {
 	Client istioclient.Interface
-	// Gateway writes HTTPRoute statuses; nil: they are not written.
+	// Gateway writes HTTPRoute statuses.
 	Gateway gatewayclient.Interface
 	Log     *slog.Logger
 }

@@ -69,9 +69,6 @@ func (w *Writer) SyncTraffic(ctx context.Context, vss []*networkingv1.VirtualSer
 			_, err := w.Client.NetworkingV1().DestinationRules(dr.Namespace).UpdateStatus(ctx, dr, metav1.UpdateOptions{})
 			return err
 		})
-	if w.Gateway == nil {
-		return
-	}
 	rtWant := Conditions("HTTPRoute", routes, problems, acceptedForWaypoints)
 	for _, rt := range routes {
 		c := rtWant[rt.Namespace+"/"+rt.Name]
