@@ -2,43 +2,76 @@ package discovery
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
+// The tests run in synctest bubbles: Debounce's timers run on the
+// bubble's fake clock, time.Sleep advances that clock without taking real
+// time, and synctest.Wait returns once Debounce has reacted.
+
 func TestDebounceCoalescesABurst(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	in := make(chan struct{})
-	var calls atomic.Int32
-	go Debounce(ctx, in, 100*time.Millisecond, time.Second, func() { calls.Add(1) })
-	for range 10 {
-		in <- struct{}{}
-		time.Sleep(2 * time.Millisecond)
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for calls.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond) // room for a wrong second call
-	if got := calls.Load(); got != 1 {
-		t.Fatalf("a burst of 10 signals made %d calls, want 1", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		in := make(chan struct{})
+		var calls atomic.Int32
+		go Debounce(ctx, in, 100*time.Millisecond, time.Second, func() { calls.Add(1) })
+		// Ten signals 2ms apart: the last at 18ms, so the quiet period
+		// ends at 118ms.
+		for range 10 {
+			in <- struct{}{}
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(97 * time.Millisecond)
+		synctest.Wait()
+		if got := calls.Load(); got != 0 {
+			t.Fatalf("%d calls 99ms after the last signal, want none before the 100ms quiet period", got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := calls.Load(); got != 1 {
+			t.Fatalf("%d calls once the quiet period ended, want 1", got)
+		}
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		if got := calls.Load(); got != 1 {
+			t.Fatalf("a burst of 10 signals made %d calls, want 1", got)
+		}
+	})
 }
 
 func TestDebounceMaxDelayPreventsStarvation(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	in := make(chan struct{})
-	var calls atomic.Int32
-	go Debounce(ctx, in, 200*time.Millisecond, 50*time.Millisecond, func() { calls.Add(1) })
-	// Signals never pause for the quiet period; only maxDelay can fire.
-	for start := time.Now(); time.Since(start) < 600*time.Millisecond; {
-		in <- struct{}{}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := calls.Load(); got < 2 {
-		t.Fatalf("steady signals starved the callback: %d calls", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		in := make(chan struct{})
+		start := time.Now()
+		var mu sync.Mutex
+		var calls []time.Duration
+		go Debounce(ctx, in, 100*time.Millisecond, 300*time.Millisecond, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, time.Since(start))
+		})
+		// A signal every 7ms never leaves the 100ms quiet period, so only
+		// maxDelay fires: 300ms after the first signal of each round
+		// (rounds start at 0, 301 and 602ms; 7ms steps never land on a
+		// firing instant, which keeps the order of events fixed).
+		for time.Since(start) < time.Second {
+			in <- struct{}{}
+			time.Sleep(7 * time.Millisecond)
+		}
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		want := []time.Duration{300 * time.Millisecond, 601 * time.Millisecond, 902 * time.Millisecond}
+		if !slices.Equal(calls, want) {
+			t.Fatalf("calls at %v during a steady stream of signals, want %v", calls, want)
+		}
+	})
 }
