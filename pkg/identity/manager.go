@@ -59,8 +59,6 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// RequestTimeout of one CreateCertificate call. Default 10s.
 	RequestTimeout time.Duration
-	// Clock, default the wall clock.
-	Clock Clock
 	// Logger, default slog.Default().
 	Logger *slog.Logger
 	// Jitter returns a number in [0, 1); default math/rand/v2.Float64.
@@ -86,9 +84,8 @@ type CertStatus struct {
 
 // Manager holds the node's SVIDs. It is safe for concurrent use.
 type Manager struct {
-	opts  Options
-	clock Clock
-	log   *slog.Logger
+	opts Options
+	log  *slog.Logger
 
 	mu      sync.RWMutex
 	entries map[spiffeid.ID]*entry
@@ -133,9 +130,6 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout
 	}
-	if opts.Clock == nil {
-		opts.Clock = RealClock{}
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -144,7 +138,6 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	return &Manager{
 		opts:    opts,
-		clock:   opts.Clock,
 		log:     opts.Logger,
 		entries: map[spiffeid.ID]*entry{},
 		bundles: map[spiffeid.TrustDomain]*x509bundle.Bundle{},
@@ -172,11 +165,11 @@ func (m *Manager) Run(ctx context.Context) {
 		m.mu.Lock()
 		next := m.dropExpiredLocked()
 		m.mu.Unlock()
-		var timer Timer
+		var timer *time.Timer
 		var timerC <-chan time.Time
 		if !next.IsZero() {
-			timer = m.clock.NewTimer(next.Sub(m.clock.Now()))
-			timerC = timer.C()
+			timer = time.NewTimer(time.Until(next))
+			timerC = timer.C
 		}
 		select {
 		case <-ctx.Done():
@@ -195,7 +188,7 @@ func (m *Manager) Run(ctx context.Context) {
 // dropExpiredLocked forgets identities unwanted for longer than the grace
 // period and returns when the next one is due (zero if none).
 func (m *Manager) dropExpiredLocked() time.Time {
-	now := m.clock.Now()
+	now := time.Now()
 	var next time.Time
 	for id, e := range m.entries {
 		if e.unwanted.IsZero() {
@@ -227,7 +220,7 @@ func (m *Manager) Want(ids []spiffeid.ID) {
 			set[id] = struct{}{}
 		}
 	}
-	now := m.clock.Now()
+	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id := range set {
@@ -279,7 +272,7 @@ func (m *Manager) work(ctx context.Context, e *entry) {
 		if ctx.Err() != nil {
 			return
 		}
-		now := m.clock.Now()
+		now := time.Now()
 		m.mu.Lock()
 		if err != nil {
 			e.failures++
@@ -303,12 +296,12 @@ func (m *Manager) work(ctx context.Context, e *entry) {
 		m.notifyLocked()
 		m.mu.Unlock()
 
-		t := m.clock.NewTimer(next.Sub(m.clock.Now()))
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-t.C():
+		case <-t.C:
 		}
 	}
 }
@@ -360,7 +353,7 @@ func (m *Manager) fetch(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, *x
 	if err != nil {
 		return nil, nil, fmt.Errorf("CreateCertificate for %s: %w", id, err)
 	}
-	return verifyResponse(id, key, resp, m.clock.Now())
+	return verifyResponse(id, key, resp, time.Now())
 }
 
 // verifyResponse checks that the CA answered what was asked: a leaf for
@@ -460,7 +453,7 @@ func (m *Manager) Get(ctx context.Context, id spiffeid.ID) (*x509svid.SVID, erro
 }
 
 func (m *Manager) usable(s *x509svid.SVID) (*x509svid.SVID, error) {
-	if na := s.Certificates[0].NotAfter; m.clock.Now().After(na) {
+	if na := s.Certificates[0].NotAfter; time.Now().After(na) {
 		return nil, fmt.Errorf("certificate for %s expired at %s and could not be renewed", s.ID, na.UTC().Format(time.RFC3339))
 	}
 	return s, nil

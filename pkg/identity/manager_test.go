@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,62 +41,6 @@ var (
 	idB   = spiffeid.RequireFromSegments(td, "ns", "default", "sa", "reviews")
 	idOff = spiffeid.RequireFromSegments(td, "ns", "default", "sa", "not-on-this-node")
 )
-
-// fakeClock is a manually advanced Clock.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers map[*fakeTimer]struct{}
-}
-
-type fakeTimer struct {
-	clk *fakeClock
-	at  time.Time
-	c   chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Now(), timers: map[*fakeTimer]struct{}{}}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clk: c, at: c.now.Add(d), c: make(chan time.Time, 1)}
-	if d <= 0 {
-		t.c <- c.now
-	} else {
-		c.timers[t] = struct{}{}
-	}
-	return t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for t := range c.timers {
-		if !t.at.After(c.now) {
-			t.c <- c.now
-			delete(c.timers, t)
-		}
-	}
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-func (t *fakeTimer) Stop() bool {
-	t.clk.mu.Lock()
-	defer t.clk.mu.Unlock()
-	_, ok := t.clk.timers[t]
-	delete(t.clk.timers, t)
-	return ok
-}
 
 // stubAuthn accepts exactly the current content of the token file as the
 // node agent's token bound to a pod on node-a; failing simulates an API
@@ -155,12 +100,12 @@ func (fakePods) PodsOnNode(node string) ([]*corev1.Pod, error) {
 
 func (fakePods) Pod(string, string) (*corev1.Pod, error) { return nil, nil }
 
-func newAuthority(t *testing.T, clk *fakeClock) *ca.Authority {
-	a, _, _ := newAuthorityWithKey(t, clk)
+func newAuthority(t *testing.T) *ca.Authority {
+	a, _, _ := newAuthorityWithKey(t)
 	return a
 }
 
-func newAuthorityWithKey(t *testing.T, clk *fakeClock) (*ca.Authority, *ecdsa.PrivateKey, *x509.Certificate) {
+func newAuthorityWithKey(t *testing.T) (*ca.Authority, *ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -168,7 +113,7 @@ func newAuthorityWithKey(t *testing.T, clk *fakeClock) (*ca.Authority, *ecdsa.Pr
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "throwaway test root"},
-		NotBefore: clk.Now().Add(-time.Hour), NotAfter: clk.Now().Add(10 * 365 * 24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -176,15 +121,19 @@ func newAuthorityWithKey(t *testing.T, clk *fakeClock) (*ca.Authority, *ecdsa.Pr
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	a, err := ca.NewAuthority(key, cert, nil, []*x509.Certificate{cert}, ca.Options{TrustDomain: td, Now: clk.Now, Logger: quiet})
+	a, err := ca.NewAuthority(key, cert, nil, []*x509.Certificate{cert}, ca.Options{TrustDomain: td, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a, key, cert
 }
 
+// fixture is a Manager talking gRPC to a real CA service over an
+// in-memory connection. Tests build it inside a synctest bubble, so
+// time.Now is the bubble's fake clock, the Manager's renewal, retry and
+// drop timers fire only when the test advances that clock, and
+// synctest.Wait returns once the Manager has finished reacting.
 type fixture struct {
-	clk       *fakeClock
 	authority *ca.Authority
 	caKey     *ecdsa.PrivateKey
 	caCert    *x509.Certificate
@@ -214,8 +163,8 @@ func (s *tamperingCA) CreateCertificate(ctx context.Context, req *cav1.CreateCer
 
 func newFixture(t *testing.T, tampering *tamperingCA) *fixture {
 	t.Helper()
-	f := &fixture{clk: newFakeClock(), authn: &stubAuthn{want: "token-1"}}
-	f.authority, f.caKey, f.caCert = newAuthorityWithKey(t, f.clk)
+	f := &fixture{authn: &stubAuthn{want: "token-1"}}
+	f.authority, f.caKey, f.caCert = newAuthorityWithKey(t)
 	f.tokenPath = filepath.Join(t.TempDir(), "token")
 	f.writeToken(t, "token-1\n")
 
@@ -240,7 +189,7 @@ func newFixture(t *testing.T, tampering *tamperingCA) *fixture {
 
 	f.mgr, err = NewManager(Options{
 		Client: cav1.NewCertificateServiceClient(conn), Tokens: FileTokenSource(f.tokenPath),
-		GracePeriod: time.Minute, Clock: f.clk, Logger: quiet, Jitter: func() float64 { return 0.5 },
+		GracePeriod: time.Minute, Logger: quiet, Jitter: func() float64 { return 0.5 },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -268,15 +217,23 @@ func (f *fixture) status(id spiffeid.ID) (CertStatus, bool) {
 	return CertStatus{}, false
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// settled waits until every goroutine of the bubble is blocked (the
+// Manager has done all it will do at the current fake time) and then
+// requires cond.
+func settled(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("%s: not so once the manager settled", what)
 	}
+}
+
+// advance moves the bubble's fake clock on by d, firing every timer due
+// meanwhile, and waits for the Manager to settle. The Sleep takes no real
+// time: the bubble's clock jumps once every goroutine is blocked.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }
 
 func get(t *testing.T, m *Manager, id spiffeid.ID) *x509svid.SVID {
@@ -291,139 +248,144 @@ func get(t *testing.T, m *Manager, id spiffeid.ID) *x509svid.SVID {
 }
 
 func TestFirstIssue(t *testing.T) {
-	f := newFixture(t, nil)
-	f.mgr.Want([]spiffeid.ID{idA})
-	svid := get(t, f.mgr, idA)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.mgr.Want([]spiffeid.ID{idA})
+		svid := get(t, f.mgr, idA)
 
-	if svid.ID != idA {
-		t.Fatalf("ID = %s", svid.ID)
-	}
-	leaf := svid.Certificates[0]
-	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != idA.String() {
-		t.Fatalf("leaf URIs = %v", leaf.URIs)
-	}
-	if k, ok := svid.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
-		t.Fatalf("private key is %T, want ECDSA P-256", svid.PrivateKey)
-	}
-	if got := leaf.NotAfter.Sub(f.clk.Now()); got < 23*time.Hour || got > 25*time.Hour {
-		t.Fatalf("lifetime %s, want the CA default 24h", got)
-	}
-	// Source serves the same certificate; the bundle verifies it.
-	s2, err := f.mgr.Source(idA).GetX509SVID()
-	if err != nil || s2 != svid {
-		t.Fatalf("Source.GetX509SVID = %v, %v", s2, err)
-	}
-	b, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td)
-	if err != nil || !b.HasX509Authority(f.authority.Certificate()) {
-		t.Fatalf("bundle = %v, %v", b, err)
-	}
-	if _, err := f.mgr.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("other.example")); err == nil {
-		t.Fatal("bundle for an unknown trust domain")
-	}
-	st, _ := f.status(idA)
-	wantRefresh := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	if st.Serial != leaf.SerialNumber.Text(16) || !st.NotAfter.Equal(leaf.NotAfter) || !st.NextRefresh.Equal(wantRefresh) || st.LastError != "" {
-		t.Fatalf("status = %+v, want refresh at %s", st, wantRefresh)
-	}
-	// Unknown identities are refused, not requested.
-	if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
-		t.Fatalf("Source for an unwanted identity: %v", err)
-	}
-	if f.authn.count() != 1 {
-		t.Fatalf("%d requests, want 1", f.authn.count())
-	}
+		if svid.ID != idA {
+			t.Fatalf("ID = %s", svid.ID)
+		}
+		leaf := svid.Certificates[0]
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != idA.String() {
+			t.Fatalf("leaf URIs = %v", leaf.URIs)
+		}
+		if k, ok := svid.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
+			t.Fatalf("private key is %T, want ECDSA P-256", svid.PrivateKey)
+		}
+		if got := leaf.NotAfter.Sub(time.Now()); got < 23*time.Hour || got > 25*time.Hour {
+			t.Fatalf("lifetime %s, want the CA default 24h", got)
+		}
+		// Source serves the same certificate; the bundle verifies it.
+		s2, err := f.mgr.Source(idA).GetX509SVID()
+		if err != nil || s2 != svid {
+			t.Fatalf("Source.GetX509SVID = %v, %v", s2, err)
+		}
+		b, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td)
+		if err != nil || !b.HasX509Authority(f.authority.Certificate()) {
+			t.Fatalf("bundle = %v, %v", b, err)
+		}
+		if _, err := f.mgr.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("other.example")); err == nil {
+			t.Fatal("bundle for an unknown trust domain")
+		}
+		st, _ := f.status(idA)
+		wantRefresh := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		if st.Serial != leaf.SerialNumber.Text(16) || !st.NotAfter.Equal(leaf.NotAfter) || !st.NextRefresh.Equal(wantRefresh) || st.LastError != "" {
+			t.Fatalf("status = %+v, want refresh at %s", st, wantRefresh)
+		}
+		// Unknown identities are refused, not requested.
+		if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
+			t.Fatalf("Source for an unwanted identity: %v", err)
+		}
+		if f.authn.count() != 1 {
+			t.Fatalf("%d requests, want 1", f.authn.count())
+		}
+	})
 }
 
 func TestRotationAtHalfLifeReReadsToken(t *testing.T) {
-	f := newFixture(t, nil)
-	f.mgr.Want([]spiffeid.ID{idA})
-	first := get(t, f.mgr, idA)
-	leaf := first.Certificates[0]
-	half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.mgr.Want([]spiffeid.ID{idA})
+		first := get(t, f.mgr, idA)
+		leaf := first.Certificates[0]
+		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 
-	// The kubelet rotates the token file; the next request must use it.
-	f.writeToken(t, "token-2")
-	f.authn.set(func(a *stubAuthn) { a.want = "token-2" })
+		// The kubelet rotates the token file; the next request must use it.
+		f.writeToken(t, "token-2")
+		f.authn.set(func(a *stubAuthn) { a.want = "token-2" })
 
-	f.clk.Advance(half.Sub(f.clk.Now()) - time.Second)
-	time.Sleep(50 * time.Millisecond)
-	if n := f.authn.count(); n != 1 {
-		t.Fatalf("%d requests before half-life, want 1", n)
-	}
-	f.clk.Advance(time.Second)
-	waitFor(t, "rotation", func() bool {
-		s, _ := f.mgr.Source(idA).GetX509SVID()
-		return s != nil && s != first
+		advance(time.Until(half) - time.Second)
+		if n := f.authn.count(); n != 1 {
+			t.Fatalf("%d requests before half-life, want 1", n)
+		}
+		advance(time.Second)
+		settled(t, "rotation", func() bool {
+			s, _ := f.mgr.Source(idA).GetX509SVID()
+			return s != nil && s != first
+		})
+		second, _ := f.mgr.Source(idA).GetX509SVID()
+		if second.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+			t.Fatal("same serial after rotation")
+		}
+		if second.PrivateKey.Public().(*ecdsa.PublicKey).Equal(first.PrivateKey.Public()) {
+			t.Fatal("rotation reused the private key")
+		}
+		if !second.Certificates[0].NotAfter.After(leaf.NotAfter) {
+			t.Fatal("rotated certificate does not outlive the old one")
+		}
+		f.authn.mu.Lock()
+		tokens := append([]string(nil), f.authn.tokens...)
+		f.authn.mu.Unlock()
+		if strings.Join(tokens, ",") != "token-1,token-2" {
+			t.Fatalf("tokens presented = %v", tokens)
+		}
+		st, _ := f.status(idA)
+		if st.LastError != "" || st.ConsecutiveFailures != 0 {
+			t.Fatalf("status after rotation = %+v", st)
+		}
 	})
-	second, _ := f.mgr.Source(idA).GetX509SVID()
-	if second.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) == 0 {
-		t.Fatal("same serial after rotation")
-	}
-	if second.PrivateKey.Public().(*ecdsa.PublicKey).Equal(first.PrivateKey.Public()) {
-		t.Fatal("rotation reused the private key")
-	}
-	if !second.Certificates[0].NotAfter.After(leaf.NotAfter) {
-		t.Fatal("rotated certificate does not outlive the old one")
-	}
-	f.authn.mu.Lock()
-	tokens := append([]string(nil), f.authn.tokens...)
-	f.authn.mu.Unlock()
-	if strings.Join(tokens, ",") != "token-1,token-2" {
-		t.Fatalf("tokens presented = %v", tokens)
-	}
-	st, _ := f.status(idA)
-	if st.LastError != "" || st.ConsecutiveFailures != 0 {
-		t.Fatalf("status after rotation = %+v", st)
-	}
 }
 
 func TestFailureKeepsOldCertAndBacksOff(t *testing.T) {
-	f := newFixture(t, nil)
-	f.mgr.Want([]spiffeid.ID{idA})
-	first := get(t, f.mgr, idA)
-	leaf := first.Certificates[0]
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.mgr.Want([]spiffeid.ID{idA})
+		first := get(t, f.mgr, idA)
+		leaf := first.Certificates[0]
 
-	f.authn.set(func(a *stubAuthn) { a.failing = true })
-	f.clk.Advance(leaf.NotAfter.Sub(leaf.NotBefore)/2 + time.Minute)
+		f.authn.set(func(a *stubAuthn) { a.failing = true })
+		// The renewal at half-life fails.
+		advance(time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)))
 
-	// Jitter is fixed at the middle, so the waits are exactly 1s, 2s, 4s.
-	for n, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
-		var st CertStatus
-		waitFor(t, "failure", func() bool {
-			st, _ = f.status(idA)
-			return st.ConsecutiveFailures == n+1
-		})
-		if !strings.Contains(st.LastError, "Unavailable") {
-			t.Fatalf("LastError = %q", st.LastError)
-		}
-		if got := st.NextRefresh.Sub(f.clk.Now()); got != wait {
-			t.Fatalf("failure %d: retry in %s, want %s", n+1, got, wait)
-		}
-		if st.Serial != leaf.SerialNumber.Text(16) {
-			t.Fatalf("old certificate not kept: %+v", st)
-		}
-		if s := get(t, f.mgr, idA); s != first {
-			t.Fatal("Get does not serve the old certificate while renewal fails")
-		}
-		if n < 2 {
-			// Just before the retry is due nothing happens.
-			f.clk.Advance(wait - time.Millisecond)
-			time.Sleep(20 * time.Millisecond)
-			if st, _ := f.status(idA); st.ConsecutiveFailures != n+1 {
-				t.Fatalf("retried before the back-off elapsed: %+v", st)
+		// Jitter is fixed at the middle, so the waits are exactly 1s, 2s, 4s.
+		for n, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+			var st CertStatus
+			settled(t, "failure", func() bool {
+				st, _ = f.status(idA)
+				return st.ConsecutiveFailures == n+1
+			})
+			if !strings.Contains(st.LastError, "Unavailable") {
+				t.Fatalf("LastError = %q", st.LastError)
 			}
-			f.clk.Advance(time.Millisecond)
+			if got := st.NextRefresh.Sub(time.Now()); got != wait {
+				t.Fatalf("failure %d: retry in %s, want %s", n+1, got, wait)
+			}
+			if st.Serial != leaf.SerialNumber.Text(16) {
+				t.Fatalf("old certificate not kept: %+v", st)
+			}
+			if s := get(t, f.mgr, idA); s != first {
+				t.Fatal("Get does not serve the old certificate while renewal fails")
+			}
+			if n < 2 {
+				// Just before the retry is due nothing happens.
+				advance(wait - time.Millisecond)
+				if st, _ := f.status(idA); st.ConsecutiveFailures != n+1 {
+					t.Fatalf("retried before the back-off elapsed: %+v", st)
+				}
+				advance(time.Millisecond)
+			}
 		}
-	}
-	f.authn.set(func(a *stubAuthn) { a.failing = false })
-	f.clk.Advance(4 * time.Second)
-	waitFor(t, "recovery", func() bool {
-		st, _ := f.status(idA)
-		return st.ConsecutiveFailures == 0 && st.Serial != leaf.SerialNumber.Text(16)
+		f.authn.set(func(a *stubAuthn) { a.failing = false })
+		advance(4 * time.Second)
+		settled(t, "recovery", func() bool {
+			st, _ := f.status(idA)
+			return st.ConsecutiveFailures == 0 && st.Serial != leaf.SerialNumber.Text(16)
+		})
+		if st, _ := f.status(idA); st.LastError != "" {
+			t.Fatalf("LastError not cleared: %+v", st)
+		}
 	})
-	if st, _ := f.status(idA); st.LastError != "" {
-		t.Fatalf("LastError not cleared: %+v", st)
-	}
 }
 
 func TestBackoffBounds(t *testing.T) {
@@ -447,7 +409,6 @@ func TestBackoffBounds(t *testing.T) {
 }
 
 func TestMaliciousCARejected(t *testing.T) {
-	other := newAuthority(t, newFakeClock())
 	for _, tc := range []struct {
 		name    string
 		tamper  func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error)
@@ -463,7 +424,7 @@ func TestMaliciousCARejected(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				now := f.clk.Now()
+				now := time.Now()
 				der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
 					SerialNumber: big.NewInt(42), NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 					URIs: []*url.URL{idB.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
@@ -476,7 +437,7 @@ func TestMaliciousCARejected(t *testing.T) {
 		{
 			name: "untrusted chain",
 			tamper: func(f *fixture, req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
-				chain, err := other.Sign([]byte(req.Csr), idA, time.Hour)
+				chain, err := newAuthority(t).Sign([]byte(req.Csr), idA, time.Hour)
 				return &cav1.CreateCertificateResponse{CertChain: ca.EncodePEM(chain), TrustBundle: []string{string(f.authority.BundlePEM())}}, err
 			},
 			wantErr: "could not verify leaf certificate",
@@ -501,101 +462,112 @@ func TestMaliciousCARejected(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tampering := &tamperingCA{}
-			f := newFixture(t, tampering)
-			tampering.mu.Lock()
-			tampering.tamper = func(req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
-				return tc.tamper(f, req)
-			}
-			tampering.mu.Unlock()
-			f.mgr.Want([]spiffeid.ID{idA})
-			var st CertStatus
-			waitFor(t, "rejection", func() bool { st, _ = f.status(idA); return st.ConsecutiveFailures > 0 })
-			if !strings.Contains(st.LastError, tc.wantErr) || st.Serial != "" {
-				t.Fatalf("status = %+v, want error containing %q", st, tc.wantErr)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			defer cancel()
-			if _, err := f.mgr.Get(ctx, idA); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("Get = %v", err)
-			}
-			if _, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td); err == nil {
-				t.Fatal("a rejected response set the trust bundle")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				tampering := &tamperingCA{}
+				f := newFixture(t, tampering)
+				tampering.mu.Lock()
+				tampering.tamper = func(req *cav1.CreateCertificateRequest) (*cav1.CreateCertificateResponse, error) {
+					return tc.tamper(f, req)
+				}
+				tampering.mu.Unlock()
+				f.mgr.Want([]spiffeid.ID{idA})
+				var st CertStatus
+				settled(t, "rejection", func() bool { st, _ = f.status(idA); return st.ConsecutiveFailures > 0 })
+				if !strings.Contains(st.LastError, tc.wantErr) || st.Serial != "" {
+					t.Fatalf("status = %+v, want error containing %q", st, tc.wantErr)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+				defer cancel()
+				if _, err := f.mgr.Get(ctx, idA); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Get = %v", err)
+				}
+				if _, err := f.mgr.Bundles().GetX509BundleForTrustDomain(td); err == nil {
+					t.Fatal("a rejected response set the trust bundle")
+				}
+			})
 		})
 	}
 }
 
 func TestPermissionDeniedIsRetried(t *testing.T) {
-	f := newFixture(t, nil)
-	f.mgr.Want([]spiffeid.ID{idOff})
-	var st CertStatus
-	waitFor(t, "denial", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 1 })
-	if !strings.Contains(st.LastError, "PermissionDenied") {
-		t.Fatalf("LastError = %q", st.LastError)
-	}
-	f.clk.Advance(time.Second)
-	waitFor(t, "retry", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 2 })
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.mgr.Want([]spiffeid.ID{idOff})
+		var st CertStatus
+		settled(t, "denial", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 1 })
+		if !strings.Contains(st.LastError, "PermissionDenied") {
+			t.Fatalf("LastError = %q", st.LastError)
+		}
+		advance(time.Second)
+		settled(t, "retry", func() bool { st, _ = f.status(idOff); return st.ConsecutiveFailures == 2 })
+	})
 }
 
 func TestWantDropsAfterGrace(t *testing.T) {
-	f := newFixture(t, nil)
-	f.mgr.Want([]spiffeid.ID{idA, idB})
-	get(t, f.mgr, idA)
-	b := get(t, f.mgr, idB)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.mgr.Want([]spiffeid.ID{idA, idB})
+		get(t, f.mgr, idA)
+		b := get(t, f.mgr, idB)
 
-	// Leaving and coming back within the grace period keeps the certificate.
-	f.mgr.Want([]spiffeid.ID{idA})
-	st, _ := f.status(idB)
-	if want := f.clk.Now().Add(time.Minute); !st.DropAt.Equal(want) {
-		t.Fatalf("DropAt = %s, want %s", st.DropAt, want)
-	}
-	f.clk.Advance(30 * time.Second)
-	f.mgr.Want([]spiffeid.ID{idA, idB})
-	f.clk.Advance(time.Minute)
-	time.Sleep(20 * time.Millisecond)
-	if s, err := f.mgr.Source(idB).GetX509SVID(); err != nil || s != b {
-		t.Fatalf("re-wanted identity lost its certificate: %v", err)
-	}
-	if n := f.authn.count(); n != 2 {
-		t.Fatalf("%d requests, want 2", n)
-	}
+		// Leaving and coming back within the grace period keeps the certificate.
+		f.mgr.Want([]spiffeid.ID{idA})
+		st, _ := f.status(idB)
+		if want := time.Now().Add(time.Minute); !st.DropAt.Equal(want) {
+			t.Fatalf("DropAt = %s, want %s", st.DropAt, want)
+		}
+		advance(30 * time.Second)
+		f.mgr.Want([]spiffeid.ID{idA, idB})
+		advance(time.Minute)
+		if s, err := f.mgr.Source(idB).GetX509SVID(); err != nil || s != b {
+			t.Fatalf("re-wanted identity lost its certificate: %v", err)
+		}
+		if n := f.authn.count(); n != 2 {
+			t.Fatalf("%d requests, want 2", n)
+		}
 
-	f.mgr.Want([]spiffeid.ID{idA})
-	f.clk.Advance(time.Minute - time.Second)
-	time.Sleep(20 * time.Millisecond)
-	if _, ok := f.status(idB); !ok {
-		t.Fatal("dropped before the grace period ended")
-	}
-	f.clk.Advance(time.Second)
-	waitFor(t, "drop", func() bool { _, ok := f.status(idB); return !ok })
-	if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
-		t.Fatalf("dropped identity still served: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := f.mgr.Get(ctx, idB); !errors.Is(err, ErrNotWanted) {
-		t.Fatalf("Get of dropped identity = %v", err)
-	}
-	if _, err := f.mgr.Source(idA).GetX509SVID(); err != nil {
-		t.Fatalf("the wanted identity was affected: %v", err)
-	}
+		f.mgr.Want([]spiffeid.ID{idA})
+		advance(time.Minute - time.Second)
+		if _, ok := f.status(idB); !ok {
+			t.Fatal("dropped before the grace period ended")
+		}
+		advance(time.Second)
+		settled(t, "drop", func() bool { _, ok := f.status(idB); return !ok })
+		if _, err := f.mgr.Source(idB).GetX509SVID(); !errors.Is(err, ErrNotWanted) {
+			t.Fatalf("dropped identity still served: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if _, err := f.mgr.Get(ctx, idB); !errors.Is(err, ErrNotWanted) {
+			t.Fatalf("Get of dropped identity = %v", err)
+		}
+		if _, err := f.mgr.Source(idA).GetX509SVID(); err != nil {
+			t.Fatalf("the wanted identity was affected: %v", err)
+		}
+	})
 }
 
 func TestGetWaitsForWant(t *testing.T) {
-	f := newFixture(t, nil)
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := f.mgr.Get(ctx, idA)
-		done <- err
-	}()
-	time.Sleep(10 * time.Millisecond)
-	f.mgr.Want([]spiffeid.ID{idA})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := f.mgr.Get(ctx, idA)
+			done <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("Get returned before the identity was wanted: %v", err)
+		default:
+		}
+		f.mgr.Want([]spiffeid.ID{idA})
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestFileTokenSource(t *testing.T) {
