@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"golang.org/x/net/http2"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
 
@@ -65,7 +66,6 @@ func TestHalfCloseClientFirst(t *testing.T) {
 	e := newEnv(t, Options{})
 	target := startTarget(t, func(c *net.TCPConn) {
 		n, _ := io.Copy(io.Discard, c) // until the client's FIN arrives
-		time.Sleep(20 * time.Millisecond)
 		fmt.Fprintf(c, "got %d bytes", n)
 		c.CloseWrite()
 	})
@@ -263,7 +263,7 @@ func TestPoolReconnect(t *testing.T) {
 	t.Run("GOAWAY on idle", func(t *testing.T) {
 		e := newEnv(t, Options{IdleTimeout: 100 * time.Millisecond})
 		echoOnce(t, e)
-		time.Sleep(400 * time.Millisecond) // server sends GOAWAY and closes
+		await.True(t, "the idle server's GOAWAY to retire the pooled connection", func() bool { return !e.pooledUsable() })
 		echoOnce(t, e)
 		if n := e.ln.count(); n != 2 {
 			t.Errorf("dialed %d connections, want 2", n)
@@ -287,10 +287,15 @@ func TestCertificateRotation(t *testing.T) {
 func TestResetPropagates(t *testing.T) {
 	t.Run("client reset reaches server", func(t *testing.T) {
 		e := newEnv(t, Options{})
-		target := startTarget(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+		arrived := make(chan struct{})
+		target := startTarget(t, func(c *net.TCPConn) {
+			io.ReadFull(c, make([]byte, len("partial")))
+			close(arrived)
+			io.Copy(io.Discard, c)
+		})
 		s := e.dial(t, target)
 		s.Write([]byte("partial"))
-		time.Sleep(20 * time.Millisecond)
+		<-arrived // the stream is established end to end
 		s.Close() // neither side finished: RST_STREAM
 		select {
 		case err := <-e.streamErr:
@@ -303,13 +308,18 @@ func TestResetPropagates(t *testing.T) {
 	})
 	t.Run("server reset reaches client", func(t *testing.T) {
 		e := newEnv(t, Options{})
+		received := make(chan struct{})
 		target := startTarget(t, func(c *net.TCPConn) {
 			c.SetLinger(0) // close sends TCP RST
 			c.Write([]byte("x"))
-			time.Sleep(20 * time.Millisecond)
+			<-received // reset only once the data went through
 		})
 		s := e.dial(t, target)
 		defer s.Close()
+		if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+			t.Fatalf("reading the target's byte: %v", err)
+		}
+		close(received)
 		_, err := io.ReadAll(s)
 		if err == nil {
 			t.Error("client read EOF after the target reset; want an error")
@@ -474,21 +484,35 @@ func tlsExchange(conn *tls.Conn) error {
 func TestNoGoroutineLeak(t *testing.T) {
 	e := newEnv(t, Options{})
 	echoOnce(t, e)
-	time.Sleep(50 * time.Millisecond)
-	base := runtime.NumGoroutine()
+	base := settledGoroutines(t)
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Add(1)
 		go func() { defer wg.Done(); echoOnce(t, e) }()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > base {
-		t.Errorf("%d goroutines after 50 finished streams, %d before", n, base)
-	}
+	await.NoError(t, "the goroutines of 50 finished streams to end", func() error {
+		if n := runtime.NumGoroutine(); n > base {
+			return fmt.Errorf("%d goroutines, %d before the streams", n, base)
+		}
+		return nil
+	})
+}
+
+// settledGoroutines is the goroutine count once the goroutines of
+// finished streams have ended: the same count in ten successive polls.
+func settledGoroutines(t *testing.T) int {
+	n, same := runtime.NumGoroutine(), 0
+	await.True(t, "the goroutine count to settle", func() bool {
+		m := runtime.NumGoroutine()
+		if m != n {
+			n, same = m, 0
+			return false
+		}
+		same++
+		return same == 10
+	})
+	return n
 }
 
 // Shutdown is a handover: the stream in flight keeps flowing on the old
@@ -508,20 +532,15 @@ func TestShutdownHandsOver(t *testing.T) {
 
 	// The successor binds the address once the old listener is gone.
 	var l net.Listener
-	for l == nil && ctx.Err() == nil {
-		l, _ = net.Listen("tcp", e.addr)
-		time.Sleep(5 * time.Millisecond)
-	}
-	if l == nil {
-		t.Fatal("old listener never closed")
-	}
+	await.NoError(t, "the old listener to close", func() (err error) {
+		l, err = net.Listen("tcp", e.addr)
+		return err
+	})
 	next := &countingListener{Listener: l}
 	successor := &Server{TLS: e.srv.TLS, Handler: e.srv.Handler}
 	go successor.Serve(next)
 	defer successor.Close()
-	for e.pooledUsable() && ctx.Err() == nil {
-		time.Sleep(5 * time.Millisecond) // the GOAWAY is on its way
-	}
+	await.True(t, "the GOAWAY to retire the pooled connection", func() bool { return !e.pooledUsable() })
 
 	fresh := e.dial(t, e.echo)
 	defer fresh.Close()
