@@ -126,15 +126,25 @@ func (d *Dialer) Dial(ctx context.Context, tunnelAddr string, authorize Authoriz
 		}
 		d.release(pc)
 		var re *RefusedError
-		if st := pc.cc.State(); attempt == 0 && !errors.As(err, &re) && ctx.Err() == nil && (st.Closed || st.Closing) {
-			// The pooled connection died (or GOAWAYed) under us before the
-			// stream was established, so nothing was sent: retry once on
-			// a fresh connection.
+		if attempt == 0 && !errors.As(err, &re) && ctx.Err() == nil && unusable(pc.cc) {
+			// The pooled connection died, GOAWAYed or went idle under us
+			// before the stream was established, so nothing was sent:
+			// retry once on a fresh connection.
 			d.drop(key, pc)
 			continue
 		}
 		return nil, err
 	}
+}
+
+// unusable reports whether cc takes no new streams: closed, GOAWAYed, or
+// idle for longer than IdleTimeout, when x/net refuses new streams while
+// its idle timer is about to close the connection (golang/go#70515) but
+// State does not yet say Closing. With StrictMaxConcurrentStreams a full
+// connection still takes new streams, so this is never about load.
+func unusable(cc *http2.ClientConn) bool {
+	st := cc.State()
+	return st.Closed || st.Closing || !cc.CanTakeNewRequest()
 }
 
 // conn returns a pooled connection for key whose server authorize accepts,
