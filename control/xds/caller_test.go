@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // serveWithCallers is serve with an interceptor that attaches the caller
@@ -125,7 +127,7 @@ func TestClientsNameTheCallersNamespace(t *testing.T) {
 	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "grpc~claims-weft-system"}, TypeUrl: resourcev3.ListenerType}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the stream listed with its caller's namespace", func() error {
+	await.NoError(t, "the stream listed with its caller's namespace", func() error {
 		c, err := clientNamed(s, "grpc~claims-weft-system")
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -27,7 +28,7 @@ func clientNamed(s *Server, node string) (ClientStatus, error) {
 func wantSynced(t *testing.T, s *Server, node string, synced bool) ClientStatus {
 	t.Helper()
 	var got ClientStatus
-	waitUntil(t, fmt.Sprintf("%s synced=%v", node, synced), func() error {
+	await.NoError(t, fmt.Sprintf("%s synced=%v", node, synced), func() error {
 		c, err := clientNamed(s, node)
 		if err != nil {
 			return err
@@ -62,7 +63,7 @@ func TestClientsReportAckedVersions(t *testing.T) {
 	}
 	// A change is acknowledged: synced again at the new version.
 	s.Update(AddressType, addresses(workload("a", "10.0.0.2")))
-	waitUntil(t, "new version acked", func() error {
+	await.NoError(t, "new version acked", func() error {
 		c, err := clientNamed(s, "node-agent~node-0")
 		if err != nil {
 			return err
@@ -81,7 +82,7 @@ func TestClientsReportAckedVersions(t *testing.T) {
 		t.Fatalf("waypoint status %+v", wp)
 	}
 	s.SetWaypointSnapshots("2", map[string]Resources{"default/wp": group("x:80", "y:80")})
-	waitUntil(t, "waypoint acked the new snapshot", func() error {
+	await.NoError(t, "waypoint acked the new snapshot", func() error {
 		c, err := clientNamed(s, "waypoint~default/wp~wp-0")
 		if err != nil {
 			return err
@@ -108,7 +109,7 @@ func TestClientsReportNACKAsNotSynced(t *testing.T) {
 	rec.mu.Unlock()
 	s.Update(AddressType, addresses(workload("a", "10.0.0.9")))
 	c := wantSynced(t, s, "node-agent~n", false)
-	waitUntil(t, "NACK recorded", func() error {
+	await.NoError(t, "NACK recorded", func() error {
 		c, _ = clientNamed(s, "node-agent~n")
 		if c.Types[0].NACK == "" {
 			return fmt.Errorf("%+v", c)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -99,7 +100,7 @@ func deltaClient(ctx context.Context, t *testing.T, conn grpc.ClientConnInterfac
 func wantNames(t *testing.T, c *xdsclient.Client, typ string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
-	waitUntil(t, typ, func() error {
+	await.NoError(t, typ, func() error {
 		if got := names(c.Snapshot(typ)); !slices.Equal(got, want) {
 			return fmt.Errorf("%s = %v, want %v", typ, got, want)
 		}
@@ -133,7 +134,7 @@ func TestDeltaWaypointGroupsAndWorkloadTypesOnOneStream(t *testing.T) {
 	// An unknown node: nothing, no error, and its Weft types still work.
 	other := deltaClient(ctx, t, conn, "node-agent-1", append([]string{AddressType}, envoyTypes...)...)
 	wantNames(t, other, AddressType, "Kubernetes//Pod/default/a")
-	waitUntil(t, "unknown node synced", func() error {
+	await.NoError(t, "unknown node synced", func() error {
 		if !other.Synced() {
 			return fmt.Errorf("not synced")
 		}
@@ -382,7 +383,7 @@ func TestWaypointWithoutResourcesGetsEmptyAnswerThenResources(t *testing.T) {
 	// Nothing translated for this waypoint (no service uses it yet): it
 	// still gets an answer for every type, so it can become ready.
 	wp := deltaClient(ctx, t, conn, "waypoint~default/new~new-1", append([]string{AddressType}, envoyTypes...)...)
-	waitUntil(t, "synced with nothing", func() error {
+	await.NoError(t, "synced with nothing", func() error {
 		if !wp.Synced() {
 			return fmt.Errorf("not synced")
 		}

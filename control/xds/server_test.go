@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -90,19 +92,6 @@ func dial(tb testing.TB, addr string) *grpc.ClientConn {
 	return conn
 }
 
-func waitUntil(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
-
 func TestDeltaPushesOnlyChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -115,7 +104,7 @@ func TestDeltaPushesOnlyChanges(t *testing.T) {
 	rec := &recorder{}
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "node-0"}, Types: []string{AddressType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
-	waitUntil(t, "initial state", func() error {
+	await.NoError(t, "initial state", func() error {
 		if got := len(c.Snapshot(AddressType)); got != 2 {
 			return fmt.Errorf("%d resources", got)
 		}
@@ -131,7 +120,7 @@ func TestDeltaPushesOnlyChanges(t *testing.T) {
 	if n := s.Update(AddressType, addresses(a, b2)); n != 1 {
 		t.Fatalf("one change reported as %d", n)
 	}
-	waitUntil(t, "incremental update", func() error {
+	await.NoError(t, "incremental update", func() error {
 		upd, _, _ := rec.last()
 		if len(upd) != 1 || !proto.Equal(upd[b2.GetWorkload().GetUid()], b2) {
 			return fmt.Errorf("last update %v", upd)
@@ -140,7 +129,7 @@ func TestDeltaPushesOnlyChanges(t *testing.T) {
 	})
 	// Removing one sends a removal.
 	s.Update(AddressType, addresses(b2))
-	waitUntil(t, "removal", func() error {
+	await.NoError(t, "removal", func() error {
 		_, rem, _ := rec.last()
 		if len(rem) != 1 || rem[0] != a.GetWorkload().GetUid() {
 			return fmt.Errorf("last removal %v", rem)
@@ -164,7 +153,7 @@ func TestNackKeepsLastGoodState(t *testing.T) {
 	rec := &recorder{}
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
-	waitUntil(t, "initial state", func() error {
+	await.NoError(t, "initial state", func() error {
 		if len(c.Snapshot(AddressType)) != 1 {
 			return errors.New("not yet")
 		}
@@ -174,7 +163,7 @@ func TestNackKeepsLastGoodState(t *testing.T) {
 	rec.reject = errors.New("bad config")
 	rec.mu.Unlock()
 	s.Update(AddressType, addresses(workload("a", "10.0.0.9")))
-	waitUntil(t, "NACK counted", func() error {
+	await.NoError(t, "NACK counted", func() error {
 		if v := testutil.ToFloat64(s.metrics.nacks.WithLabelValues(AddressType)); v != 1 {
 			return fmt.Errorf("nacks = %v", v)
 		}
@@ -203,10 +192,11 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	go g.Serve(ln)
 
 	rec := &recorder{}
-	c := xdsclient.New(xdsclient.Config{Conn: dial(t, addr), Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, rec.handle)
+	streamEnded := &logWatch{want: "xds stream ended", seen: make(chan struct{})}
+	c := xdsclient.New(xdsclient.Config{Conn: dial(t, addr), Node: &core.Node{Id: "n"}, Types: []string{AddressType},
+		Log: slog.New(slog.NewTextHandler(streamEnded, nil)), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, rec.handle)
 	go c.Run(ctx)
-	waitUntil(t, "initial state", func() error {
+	await.NoError(t, "initial state", func() error {
 		if !c.Synced() {
 			return errors.New("not synced")
 		}
@@ -216,7 +206,11 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 
 	// The control plane goes away: the client keeps its state.
 	g.Stop()
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-streamEnded.seen:
+	case <-time.After(await.Timeout):
+		t.Fatal("the client did not notice the control plane leaving")
+	}
 	if len(c.Snapshot(AddressType)) != 1 {
 		t.Fatal("state lost while the control plane is away")
 	}
@@ -232,7 +226,7 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	s.Register(g2)
 	go g2.Serve(ln2)
 	defer g2.Stop()
-	waitUntil(t, "resync after reconnect", func() error {
+	await.NoError(t, "resync after reconnect", func() error {
 		if len(c.Snapshot(AddressType)) != 2 {
 			return errors.New("not yet")
 		}
@@ -248,4 +242,19 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 			t.Errorf("unchanged workload re-sent after reconnect")
 		}
 	}
+}
+
+// logWatch is a log destination that closes seen once a line containing
+// want is written: how a test learns that the code under test got there.
+type logWatch struct {
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.want)) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
 }

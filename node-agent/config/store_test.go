@@ -23,6 +23,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
@@ -142,17 +143,6 @@ func (h *harness) lastErr() (int, error) {
 	return len(h.handled), h.handled[len(h.handled)-1]
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func names(ws []*Workload) string {
 	var out []string
 	for _, w := range ws {
@@ -181,7 +171,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 		workload(wl{name: "ratings", node: "node-a", ips: []string{"10.1.0.4"}, sa: "ratings"}),
 		service("10.96.0.10", 9080),
 	))
-	waitFor(t, "first sync", func() bool { s := h.store.Snapshot(); return s.Synced() && len(s.Workloads()) == 4 })
+	await.True(t, "first sync", func() bool { s := h.store.Snapshot(); return s.Synced() && len(s.Workloads()) == 4 })
 	select {
 	case <-notes:
 	default:
@@ -251,7 +241,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 		workload(wl{name: "reviews-v3", node: "node-a", ips: []string{"10.1.0.3"}, sa: "reviews-v3", unhealthy: true, ports: map[uint32]uint32{9080: 0}}),
 		service("10.96.0.10", 9080),
 	))
-	waitFor(t, "change", func() bool {
+	await.True(t, "change", func() bool {
 		s := h.store.Snapshot()
 		return len(s.Workloads()) == 3 && s.WorkloadByIP(ip("10.1.0.11")) != nil
 	})
@@ -279,11 +269,11 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 
 	// Removal of everything of one type.
 	h.server.Update(xds.AuthorizationType, map[string]proto.Message{n2: p2})
-	waitFor(t, "policy removal", func() bool { return len(h.store.Snapshot().Authorizations()) == 1 })
+	await.True(t, "policy removal", func() bool { return len(h.store.Snapshot().Authorizations()) == 1 })
 	h.server.Update(xds.AddressType, addresses(
 		workload(wl{name: "reviews-v3", node: "node-a", ips: []string{"10.1.0.3"}, sa: "reviews-v3", unhealthy: true, ports: map[uint32]uint32{9080: 0}}),
 	))
-	waitFor(t, "service removal", func() bool { return h.store.Snapshot().ServiceByVIP(vip("10.96.0.10:9080")) == nil })
+	await.True(t, "service removal", func() bool { return h.store.Snapshot().ServiceByVIP(vip("10.96.0.10:9080")) == nil })
 	if _, _, err := h.store.PickEndpoint(svc2, 9080); err != nil {
 		t.Fatalf("a Service from an older snapshot stays usable: %v", err)
 	}
@@ -317,7 +307,7 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 	h.server.Update(xds.AuthorizationType, map[string]proto.Message{n1: p1})
 	// Both updates must have landed before "before" is taken: Synced alone
 	// can be true while the authorization is still on its way.
-	waitFor(t, "sync", func() bool {
+	await.True(t, "sync", func() bool {
 		s := h.store.Snapshot()
 		return s.Synced() && len(s.Workloads()) == 1 && s.Authorizations()[n1] != nil
 	})
@@ -326,7 +316,7 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 	bad := workload(wl{name: "broken", node: "node-a", ips: []string{"10.1.0.999"}})
 	n, _ := h.lastErr()
 	h.server.Update(xds.AddressType, addresses(good, bad))
-	waitFor(t, "NACK", func() bool {
+	await.True(t, "NACK", func() bool {
 		return testutil.ToFloat64(mustCounter(t, h.reg, "weft_xds_nacks_total", xds.AddressType)) == 1
 	})
 	m, err := h.lastErr()
@@ -339,7 +329,7 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 
 	nb, pb := authz("default", "b", workloadv1.Scope_NAMESPACE, "10.0.0.0/33")
 	h.server.Update(xds.AuthorizationType, map[string]proto.Message{n1: p1, nb: pb})
-	waitFor(t, "authorization NACK", func() bool {
+	await.True(t, "authorization NACK", func() bool {
 		return testutil.ToFloat64(mustCounter(t, h.reg, "weft_xds_nacks_total", xds.AuthorizationType)) == 1
 	})
 	if _, err := h.lastErr(); err == nil || !strings.Contains(err.Error(), `authorization "default/b"`) || !strings.Contains(err.Error(), "10.0.0.0/33") {
@@ -352,7 +342,7 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 	// The control plane fixes the resource: accepted.
 	fixed := workload(wl{name: "broken", node: "node-a", ips: []string{"10.1.0.99"}})
 	h.server.Update(xds.AddressType, addresses(good, fixed))
-	waitFor(t, "fixed resource", func() bool { return h.store.WorkloadByIP(ip("10.1.0.99")) != nil })
+	await.True(t, "fixed resource", func() bool { return h.store.WorkloadByIP(ip("10.1.0.99")) != nil })
 }
 
 func mustCounter(t *testing.T, reg *prometheus.Registry, name, typ string) prometheus.Collector {
@@ -487,7 +477,7 @@ func TestConcurrentReaders(t *testing.T) {
 		))
 	}
 	push(1)
-	waitFor(t, "sync", func() bool { return h.store.ServiceByVIP(vip("10.96.0.10:9080")) != nil })
+	await.True(t, "sync", func() bool { return h.store.ServiceByVIP(vip("10.96.0.10:9080")) != nil })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -521,9 +511,11 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	for i := range 30 {
 		push(i + 2)
+		// Pacing, not waiting: spread the pushes so the readers run
+		// between them and read many intermediate snapshots.
 		time.Sleep(time.Millisecond)
 	}
-	waitFor(t, "last update", func() bool {
+	await.True(t, "last update", func() bool {
 		w := h.store.Snapshot().Service(reviews)
 		return w != nil && len(w.Workloads) == 2 && h.store.Snapshot().Workload("Kubernetes//Pod/default/a").Proto.GetServices()[reviews].GetPorts()[0].GetTargetPort() == uint32(8000+31%2)
 	})

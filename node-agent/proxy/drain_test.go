@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // drain stops accepting at once, keeps serving what is open, and returns
@@ -38,14 +40,14 @@ func TestConnSetDrain(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- s.drain(ctx) }()
-			for {
+			await.True(t, "the drain to close the listener", func() bool {
 				probe, err := net.Dial("tcp", ln.Addr().String())
 				if err != nil {
-					break // the listener is closed
+					return true
 				}
 				probe.Close()
-				time.Sleep(5 * time.Millisecond)
-			}
+				return false
+			})
 			echoLine(t, c, "during the drain")
 			if tc.clientClosesFirst {
 				c.Close()

@@ -136,18 +136,55 @@ func (e *echo) sources() []netip.Addr {
 }
 
 // origDsts maps a client's local address to the destination it "meant":
-// the stand-in for a transparent listener's local address.
-type origDsts struct{ m sync.Map }
+// the stand-in for a transparent listener's local address. The proxy may
+// accept a connection before connect has recorded it, so lookup waits for
+// the record.
+type origDsts struct {
+	mu       sync.Mutex
+	dsts     map[string]netip.AddrPort
+	recorded map[string]chan struct{} // closed once dsts has the key
+}
+
+// unknownConnWait bounds lookup's wait for a connection connect did not
+// make (the proxy then sees no original destination).
+const unknownConnWait = time.Second
+
+func (o *origDsts) recordedChan(key string) chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.recorded == nil {
+		o.dsts, o.recorded = map[string]netip.AddrPort{}, map[string]chan struct{}{}
+	}
+	ch, ok := o.recorded[key]
+	if !ok {
+		ch = make(chan struct{})
+		o.recorded[key] = ch
+	}
+	return ch
+}
 
 func (o *origDsts) lookup(c net.Conn) netip.AddrPort {
 	key := c.RemoteAddr().String()
-	for range 200 {
-		if v, ok := o.m.Load(key); ok {
-			return v.(netip.AddrPort)
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-o.recordedChan(key):
+	case <-time.After(unknownConnWait):
+		return netip.AddrPort{}
 	}
-	return netip.AddrPort{}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.dsts[key]
+}
+
+func (o *origDsts) record(key string, dst netip.AddrPort) {
+	ch := o.recordedChan(key)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dsts[key] = dst
+	select {
+	case <-ch: // a reused local port, recorded before
+	default:
+		close(ch)
+	}
 }
 
 // connect dials proxy from srcIP, pretending the destination was dst.
@@ -158,7 +195,7 @@ func (o *origDsts) connect(tb testing.TB, proxy net.Addr, srcIP string, dst neti
 	if err != nil {
 		tb.Fatal(err)
 	}
-	o.m.Store(c.LocalAddr().String(), dst)
+	o.record(c.LocalAddr().String(), dst)
 	tb.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
 }
@@ -221,17 +258,6 @@ func counter(tb testing.TB, g prometheus.Gatherer, name string, want map[string]
 		}
 	}
 	return sum
-}
-
-// eventually polls cond for up to 5 s.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	tb.Fatalf("timed out waiting for %s", what)
 }
 
 func denyPolicy(ns, name string, m *workloadv1.Match) *workloadv1.Authorization {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
@@ -144,7 +145,7 @@ func TestOutboundHBONEEndToEnd(t *testing.T) {
 	dstLabels := map[string]string{"reporter": "destination", "destination_service": svcHost, "source_principal": principalA, "source_workload": "a",
 		"source_workload_namespace": "default", "destination_workload": "b", "destination_workload_namespace": "b",
 		"destination_principal": "spiffe://cluster.local/ns/b/sa/b", "connection_security_policy": "mutual_tls", "response_flags": "-"}
-	eventually(t, "inbound close counted", func() bool {
+	await.True(t, "inbound close counted", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", dstLabels) == 1
 	})
 	if v := counter(t, m.b.reg, "istio_tcp_connections_opened_total", dstLabels); v != 1 {
@@ -159,13 +160,13 @@ func TestOutboundHBONEEndToEnd(t *testing.T) {
 	}
 	srcLabels := map[string]string{"reporter": "source", "source_principal": principalA, "destination_workload": "b",
 		"destination_service": "unknown", "connection_security_policy": "mutual_tls", "response_flags": "-"}
-	eventually(t, "outbound close counted", func() bool {
+	await.True(t, "outbound close counted", func() bool {
 		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", srcLabels) == 1
 	})
 	if v := counter(t, m.a.reg, "istio_tcp_sent_bytes_total", srcLabels); v != n {
 		t.Errorf("outbound sent bytes = %v", v)
 	}
-	eventually(t, "access log", func() bool { return strings.Contains(m.b.log.String(), `"direction":"inbound"`) })
+	await.True(t, "access log", func() bool { return strings.Contains(m.b.log.String(), `"direction":"inbound"`) })
 	logB := m.b.log.String()
 	for _, want := range []string{`"src.identity":"` + principalA, `"dst.identity":"spiffe://cluster.local/ns/b/sa/b"`,
 		`"policy.decision":"allow"`, `"bytes_received":16`, `"direction":"inbound"`} {
@@ -183,13 +184,13 @@ func TestOutboundServiceVIP(t *testing.T) {
 			t.Fatalf("round %d: echo = %q, %v", i, got, err)
 		}
 	}
-	eventually(t, "service label", func() bool {
+	await.True(t, "service label", func() bool {
 		return counter(t, m.a.reg, "istio_tcp_connections_closed_total",
 			map[string]string{"destination_service": svcHost, "destination_workload": "b", "reporter": "source"}) == 3
 	})
 	// The destination only sees b's address (the tunnel's :authority) and
 	// reports the same service.
-	eventually(t, "service label at the destination", func() bool {
+	await.True(t, "service label at the destination", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total",
 			map[string]string{"destination_service": svcHost, "destination_workload": "b", "reporter": "destination"}) == 3
 	})
@@ -197,7 +198,7 @@ func TestOutboundServiceVIP(t *testing.T) {
 	if got, err := roundTrip(m.fromA(t, ap(vip, 8080)), "x"); err == nil && got != "" {
 		t.Fatalf("no-endpoint port echoed %q", got)
 	}
-	eventually(t, "NR counted", func() bool {
+	await.True(t, "NR counted", func() bool {
 		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"destination_service": svcHost, "response_flags": "NR"}) == 1
 	})
 }
@@ -212,15 +213,15 @@ func TestDenyPolicyRefuses(t *testing.T) {
 	if len(m.echoB.sources()) != 0 {
 		t.Fatal("destination pod was connected despite DENY")
 	}
-	eventually(t, "denial counted", func() bool {
+	await.True(t, "denial counted", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination", "response_flags": "DENY"}) == 1 &&
 			counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "source", "response_flags": "DENY"}) == 1
 	})
-	eventually(t, "node-b access log with the policy decision", func() bool {
+	await.True(t, "node-b access log with the policy decision", func() bool {
 		l := m.b.log.String()
 		return strings.Contains(l, `"policy.name":"b/deny-a"`) && strings.Contains(l, `"policy.decision":"deny"`)
 	})
-	eventually(t, "node-a access log with the 403 and the policy name", func() bool {
+	await.True(t, "node-a access log with the 403 and the policy name", func() bool {
 		l := m.a.log.String()
 		return strings.Contains(l, "b/deny-a") && strings.Contains(l, "403")
 	})
@@ -250,7 +251,7 @@ func TestPlaintextStrictAndPermissive(t *testing.T) {
 	if n := len(m.echoB.sources()); n != 1 {
 		t.Fatalf("strict: destination saw %d connections, want still 1", n)
 	}
-	eventually(t, "strict denial counted", func() bool {
+	await.True(t, "strict denial counted", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"connection_security_policy": "none", "response_flags": "DENY"}) == 1
 	})
 	// ... while mTLS through HBONE is still admitted.
@@ -269,11 +270,11 @@ func TestPassthrough(t *testing.T) {
 			t.Fatalf("%s saw %v", dst.addr, srcs)
 		}
 	}
-	eventually(t, "passthrough counted", func() bool {
+	await.True(t, "passthrough counted", func() bool {
 		return counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"connection_security_policy": "none", "response_flags": "-"}) == 2 &&
 			counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"destination_workload": "d"}) == 1
 	})
-	eventually(t, "passthrough access log", func() bool { return strings.Contains(m.a.log.String(), `"direction":"passthrough"`) })
+	await.True(t, "passthrough access log", func() bool { return strings.Contains(m.a.log.String(), `"direction":"passthrough"`) })
 }
 
 func TestUnknownSourceClosed(t *testing.T) {
@@ -284,7 +285,7 @@ func TestUnknownSourceClosed(t *testing.T) {
 		if err != nil {
 			continue // reset so early that connect already saw it
 		}
-		m.dsts.m.Store(c.LocalAddr().String(), m.echoB.addr)
+		m.dsts.record(c.LocalAddr().String(), m.echoB.addr)
 		got, err := roundTrip(c.(*net.TCPConn), "who am i")
 		c.Close()
 		if err == nil && got != "" {
@@ -304,7 +305,7 @@ func TestSameNodeLocal(t *testing.T) {
 	if srcs := m.echoC.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr(podA.ip) {
 		t.Fatalf("C saw %v", srcs)
 	}
-	eventually(t, "both reporters", func() bool {
+	await.True(t, "both reporters", func() bool {
 		l := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/a", "destination_workload": "c"}
 		l["reporter"] = "source"
 		s := counter(t, m.a.reg, "istio_tcp_connections_closed_total", l)
@@ -398,7 +399,7 @@ func TestOpenConnectionsListed(t *testing.T) {
 		t.Fatalf("echo = %q, %v", buf, err)
 	}
 	b := netip.MustParseAddr(podB.ip)
-	eventually(t, "both ends list the open connection", func() bool {
+	await.True(t, "both ends list the open connection", func() bool {
 		return m.a.env.Metrics.OpenFor(b) == 1 && m.b.env.Metrics.OpenFor(b) == 1
 	})
 	conns := m.b.env.Metrics.Connections()
@@ -410,7 +411,7 @@ func TestOpenConnectionsListed(t *testing.T) {
 		t.Errorf("connections for an unrelated pod = %d", n)
 	}
 	c.Close()
-	eventually(t, "closed connections leave the list", func() bool {
+	await.True(t, "closed connections leave the list", func() bool {
 		return len(m.a.env.Metrics.Connections()) == 0 && len(m.b.env.Metrics.Connections()) == 0
 	})
 }
@@ -429,7 +430,7 @@ func TestPlaintextClientToLocalServiceEndpoint(t *testing.T) {
 	if srcs := m.echoB.sources(); len(srcs) != 1 || srcs[0] != netip.MustParseAddr("127.0.0.9") {
 		t.Fatalf("destination saw %v, want the client 127.0.0.9", srcs)
 	}
-	eventually(t, "counted as inbound plaintext for the service", func() bool {
+	await.True(t, "counted as inbound plaintext for the service", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination",
 			"connection_security_policy": "none", "destination_workload": "b", "destination_service": svcHost}) == 1
 	})
@@ -464,7 +465,7 @@ func TestInboundSourceWithoutBaggageIsThePeer(t *testing.T) {
 			}
 			s.Close()
 			labels := map[string]string{"reporter": "destination", "source_principal": tc.id.String(), "source_workload": tc.workload, "destination_workload": "b"}
-			eventually(t, "inbound connection counted with source_workload="+tc.workload, func() bool {
+			await.True(t, "inbound connection counted with source_workload="+tc.workload, func() bool {
 				return counter(t, m.b.reg, "istio_tcp_connections_opened_total", labels) == 1
 			})
 		})
@@ -484,21 +485,21 @@ func TestPolicyChangeClosesDeniedConnections(t *testing.T) {
 	fromC := m.dsts.connect(t, m.a.outLn.Addr(), podC.ip, m.echoB.addr) // default/sa/c: still allowed
 	echoLine(t, fromA, "before")
 	echoLine(t, fromC, "before")
-	eventually(t, "both connections admitted at node-b", func() bool { return len(m.b.env.admitted.list()) == 2 })
+	await.True(t, "both connections admitted at node-b", func() bool { return len(m.b.env.admitted.list()) == 2 })
 
 	setPolicies(t, m.store, principalDeny("b", "deny-a", "cluster.local/ns/default/sa/a"))
 	fromA.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := fromA.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("a's connection to b after the deny policy: read %d, %v; want a reset", n, err)
 	}
-	eventually(t, "closed as denied", func() bool {
+	await.True(t, "closed as denied", func() bool {
 		return counter(t, m.b.reg, "istio_tcp_connections_closed_total",
 			map[string]string{"reporter": "destination", "destination_workload": "b", "response_flags": FlagDenied}) == 1
 	})
 	if v := counter(t, m.b.reg, "weft_node_agent_policy_revoked_connections_total", nil); v != 1 {
 		t.Errorf("revoked connections counted %v, want 1", v)
 	}
-	eventually(t, "the access log says why", func() bool {
+	await.True(t, "the access log says why", func() bool {
 		log := m.b.log.String()
 		return strings.Contains(log, "since a policy change") && strings.Contains(log, `"policy.decision":"deny"`)
 	})

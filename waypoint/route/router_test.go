@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -378,46 +379,42 @@ func TestRetryReplaysBody(t *testing.T) {
 }
 
 func TestMirror(t *testing.T) {
-	a := clusterAction("reviews-v1")
-	a.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{
-		{Cluster: "reviews-v2"},
-		{Cluster: "never", RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: pct(0, typev3.FractionalPercent_HUNDRED)}},
-		{Cluster: "half", RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: pct(5000, typev3.FractionalPercent_TEN_THOUSAND)}},
-	}
-	up := newFake(nil)
-	// rand sequence: mirror "half" samples 7000 % 10000 -> not mirrored.
-	p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up, Options{Rand: seqRand(7000)})
-	w, info := serve(p, reqBody("POST", "/x", "mirror-me"), nil)
-	if w.Code != 200 || !info.Mirrored {
-		t.Fatalf("status %d mirrored %v", w.Code, info.Mirrored)
-	}
-	deadline := time.After(2 * time.Second)
-	for len(up.Calls()) < 2 {
-		select {
-		case <-up.notify:
-		case <-deadline:
-			t.Fatalf("mirror not sent: %+v", up.Calls())
+	synctest.Test(t, func(t *testing.T) {
+		a := clusterAction("reviews-v1")
+		a.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{
+			{Cluster: "reviews-v2"},
+			{Cluster: "never", RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: pct(0, typev3.FractionalPercent_HUNDRED)}},
+			{Cluster: "half", RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: pct(5000, typev3.FractionalPercent_TEN_THOUSAND)}},
 		}
-	}
-	time.Sleep(20 * time.Millisecond)
-	calls := up.Calls()
-	if len(calls) != 2 {
-		t.Fatalf("calls %+v", calls)
-	}
-	var shadow call
-	for _, c := range calls {
-		if c.Cluster == "reviews-v2" {
-			shadow = c
+		up := newFake(nil)
+		// rand sequence: mirror "half" samples 7000 % 10000 -> not mirrored.
+		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up, Options{Rand: seqRand(7000)})
+		w, info := serve(p, reqBody("POST", "/x", "mirror-me"), nil)
+		if w.Code != 200 || !info.Mirrored {
+			t.Fatalf("status %d mirrored %v", w.Code, info.Mirrored)
 		}
-	}
-	if shadow.Host != "example.com-shadow" || shadow.URI != "/x" || shadow.Body != "mirror-me" {
-		t.Fatalf("shadow %+v", shadow)
-	}
-	for host, want := range map[string]string{"foo:8080": "foo-shadow:8080", "foo": "foo-shadow", "[::1]:80": "[::1]-shadow:80", "10.0.0.1:9080": "10.0.0.1-shadow:9080"} {
-		if got := shadowHost(host); got != want {
-			t.Errorf("shadowHost(%q) = %q, want %q", host, got, want)
+		// Mirrors go out on goroutines of their own; once every goroutine of
+		// the bubble is blocked or gone, all of them have been sent.
+		synctest.Wait()
+		calls := up.Calls()
+		if len(calls) != 2 {
+			t.Fatalf("calls %+v, want the request and its one mirror", calls)
 		}
-	}
+		var shadow call
+		for _, c := range calls {
+			if c.Cluster == "reviews-v2" {
+				shadow = c
+			}
+		}
+		if shadow.Host != "example.com-shadow" || shadow.URI != "/x" || shadow.Body != "mirror-me" {
+			t.Fatalf("shadow %+v", shadow)
+		}
+		for host, want := range map[string]string{"foo:8080": "foo-shadow:8080", "foo": "foo-shadow", "[::1]:80": "[::1]-shadow:80", "10.0.0.1:9080": "10.0.0.1-shadow:9080"} {
+			if got := shadowHost(host); got != want {
+				t.Errorf("shadowHost(%q) = %q, want %q", host, got, want)
+			}
+		}
+	})
 }
 
 func TestHashPolicy(t *testing.T) {

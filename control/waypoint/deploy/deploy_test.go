@@ -22,6 +22,7 @@ import (
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -313,19 +314,6 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
-
 func TestControllerWithFakeClients(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -353,7 +341,7 @@ func TestControllerWithFakeClients(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 
-	waitFor(t, "objects applied", func() error {
+	await.NoError(t, "objects applied", func() error {
 		if _, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "wp", metav1.GetOptions{}); err != nil {
 			return err
 		}
@@ -375,7 +363,7 @@ func TestControllerWithFakeClients(t *testing.T) {
 	if _, err := kube.CoreV1().Services("default").Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "accepted with an address, not yet programmed", func() error {
+	await.NoError(t, "accepted with an address, not yet programmed", func() error {
 		g, err := gws.GatewayV1().Gateways("default").Get(ctx, "wp", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -393,14 +381,14 @@ func TestControllerWithFakeClients(t *testing.T) {
 	if _, err := kube.AppsV1().Deployments("default").UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "programmed", func() error {
+	await.NoError(t, "programmed", func() error {
 		g, _ := gws.GatewayV1().Gateways("default").Get(ctx, "wp", metav1.GetOptions{})
 		if p := cond(g.Status, "Programmed"); p != "True/Programmed/3" {
 			return fmt.Errorf("programmed %s", p)
 		}
 		return nil
 	})
-	waitFor(t, "bad gateway rejected", func() error {
+	await.NoError(t, "bad gateway rejected", func() error {
 		g, _ := gws.GatewayV1().Gateways("default").Get(ctx, "bad", metav1.GetOptions{})
 		if a := cond(g.Status, "Accepted"); a != "False/UnsupportedValue/3" {
 			return fmt.Errorf("accepted %s", a)
