@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weft-mesh/weft/control/server/access"
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // TestScraperServesGraph scrapes a fake node agent serving a fixture,
@@ -36,6 +38,7 @@ func TestScraperServesGraph(t *testing.T) {
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("not { metrics")) }))
 	defer broken.Close()
 
+	stopped := await.NewLogLine("stopped scraping")
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -45,6 +48,7 @@ func TestScraperServesGraph(t *testing.T) {
 				{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "b", URL: broken.URL + MetricsPath}}
 		},
 		Interval: 20 * time.Millisecond, Idle: time.Minute, Now: clock,
+		Log: slog.New(slog.NewTextHandler(stopped, nil)),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -91,12 +95,7 @@ func TestScraperServesGraph(t *testing.T) {
 	mu.Lock()
 	now = now.Add(2 * time.Minute)
 	mu.Unlock()
-	time.Sleep(100 * time.Millisecond)
-	n := hits.Load()
-	time.Sleep(100 * time.Millisecond)
-	if hits.Load() != n {
-		t.Fatalf("still scraping after the idle time (%d -> %d)", n, hits.Load())
-	}
+	stopped.Wait(t)
 	cancel()
 	<-done
 }

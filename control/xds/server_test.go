@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,7 +191,7 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	go g.Serve(ln)
 
 	rec := &recorder{}
-	streamEnded := &logWatch{want: "xds stream ended", seen: make(chan struct{})}
+	streamEnded := await.NewLogLine("xds stream ended")
 	c := xdsclient.New(xdsclient.Config{Conn: dial(t, addr), Node: &core.Node{Id: "n"}, Types: []string{AddressType},
 		Log: slog.New(slog.NewTextHandler(streamEnded, nil)), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, rec.handle)
 	go c.Run(ctx)
@@ -206,11 +205,7 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 
 	// The control plane goes away: the client keeps its state.
 	g.Stop()
-	select {
-	case <-streamEnded.seen:
-	case <-time.After(await.Timeout):
-		t.Fatal("the client did not notice the control plane leaving")
-	}
+	streamEnded.Wait(t)
 	if len(c.Snapshot(AddressType)) != 1 {
 		t.Fatal("state lost while the control plane is away")
 	}
@@ -242,19 +237,4 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 			t.Errorf("unchanged workload re-sent after reconnect")
 		}
 	}
-}
-
-// logWatch is a log destination that closes seen once a line containing
-// want is written: how a test learns that the code under test got there.
-type logWatch struct {
-	want string
-	seen chan struct{}
-	once sync.Once
-}
-
-func (w *logWatch) Write(p []byte) (int, error) {
-	if bytes.Contains(p, []byte(w.want)) {
-		w.once.Do(func() { close(w.seen) })
-	}
-	return len(p), nil
 }

@@ -50,3 +50,31 @@ func TestTimeoutNamesWhatWasAwaited(t *testing.T) {
 		})
 	}
 }
+
+func TestLogLineWaitsForTheLine(t *testing.T) {
+	l := NewLogLine("stream ended")
+	logged := make(chan struct{})
+	go func() {
+		l.Write([]byte("level=INFO msg=connected\n"))
+		close(logged)
+		l.Write([]byte("level=WARN msg=\"stream ended; reconnecting\"\n"))
+		l.Write([]byte("level=WARN msg=\"stream ended; reconnecting\"\n"))
+	}()
+	<-logged
+	l.Wait(t)
+	select {
+	case <-l.seen:
+	default:
+		t.Fatal("Wait returned before the line was logged")
+	}
+}
+
+func TestLogLineIgnoresOtherLines(t *testing.T) {
+	l := NewLogLine("stream ended")
+	l.Write([]byte("level=INFO msg=connected\n"))
+	select {
+	case <-l.seen:
+		t.Fatal("an unrelated line counted as the awaited one")
+	default:
+	}
+}
