@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	_ "google.golang.org/grpc/xds" // the xds:/// resolver and its balancers
 
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // TestProxylessGRPCClientRoutesByTranslatedConfig is the issue's
@@ -117,20 +119,16 @@ func TestProxylessGRPCClientRoutesByTranslatedConfig(t *testing.T) {
 			t.Fatalf("SetWaypointSnapshots changed %d groups, want 1", n)
 		}
 		// The push reached the client once v2 answers a call without x-user.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		await.NoErrorWithin(t, 20*time.Second, "the 50/50 route to reach the client", func() error {
 			v, err := call("")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v == "v2" {
-				break
+			if v != "v2" {
+				return fmt.Errorf("a call without x-user still answered by %s", v)
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("the 50/50 route never reached the client")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		const n = 200
 		got := count(t, "", n)
 		// Binomial(200, 1/2): mean 100, sd sqrt(50) ~ 7.1; allow 4 sd.

@@ -40,6 +40,13 @@ func NoError(tb testing.TB, what string, check func() error) {
 	poll(tb, Timeout, what, check)
 }
 
+// NoErrorWithin is NoError with a timeout of its own, for a condition
+// known to take longer than Timeout (a client's reconnect back-off).
+func NoErrorWithin(tb testing.TB, timeout time.Duration, what string, check func() error) {
+	tb.Helper()
+	poll(tb, timeout, what, check)
+}
+
 func poll(tb testing.TB, timeout time.Duration, what string, check func() error) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)

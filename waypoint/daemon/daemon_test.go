@@ -8,7 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -38,6 +38,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // fakeControl is weft-control for one test: TLS gRPC with a CA that signs
@@ -150,6 +151,7 @@ func httpGet(url string) (int, string, error) {
 
 func TestRunAgainstControlPlane(t *testing.T) {
 	f := startControl(t)
+	streamEnded := await.NewLogLine("xds stream ended")
 	dir := t.TempDir()
 	rootFile, tokenFile := filepath.Join(dir, "root-cert.pem"), filepath.Join(dir, "token")
 	os.WriteFile(rootFile, f.rootPEM, 0o600)
@@ -157,7 +159,7 @@ func TestRunAgainstControlPlane(t *testing.T) {
 	cfg := Config{Namespace: "default", Gateway: "waypoint", PodName: "waypoint-abc", TrustDomain: "cluster.local",
 		ControlAddress: f.addr, CARootCert: rootFile, TokenFile: tokenFile,
 		HBONEAddress: freeAddr(t), MetricsAddress: freeAddr(t), ReadinessAddress: freeAddr(t), AdminAddress: freeAddr(t),
-		Log: slog.New(slog.DiscardHandler)}
+		Log: slog.New(slog.NewTextHandler(streamEnded, nil))}
 	if cfg.NodeID() != "waypoint~default/waypoint~waypoint-abc" {
 		t.Fatalf("node ID %q", cfg.NodeID())
 	}
@@ -228,7 +230,7 @@ func TestRunAgainstControlPlane(t *testing.T) {
 
 	// The control plane goes away: still ready on the last good config.
 	f.g.Stop()
-	time.Sleep(200 * time.Millisecond)
+	streamEnded.Wait(t)
 	if code, _, _ := httpGet(ready); code != 200 {
 		t.Fatalf("readiness after the control plane left: %d", code)
 	}
@@ -236,20 +238,16 @@ func TestRunAgainstControlPlane(t *testing.T) {
 
 func waitHTTP(t *testing.T, url string, ok func(int, string) bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	await.NoErrorWithin(t, 15*time.Second, "the condition on "+url, func() error {
 		code, body, err := httpGet(url)
-		if err == nil && ok(code, body) {
-			return
+		switch {
+		case err != nil:
+			return err
+		case !ok(code, body):
+			return fmt.Errorf("answered %d: %s", code, body)
 		}
-		last = body
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			last = err.Error()
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: condition not reached (last: %s)", url, last)
+		return nil
+	})
 }
 
 // TestGatewayMode: an ingress gateway names its service account in its

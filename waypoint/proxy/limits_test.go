@@ -200,7 +200,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 		pr, pw := io.Pipe()
 		go func() {
 			for range 5 {
-				time.Sleep(idle / 3)
+				time.Sleep(idle / 3) // the slow client of the scenario, not a wait
 				pw.Write([]byte("x"))
 			}
 			pw.Close()
