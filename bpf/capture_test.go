@@ -821,7 +821,9 @@ func TestCaptureFailClosedNetns(t *testing.T) {
 			who, err := dialWho(nsPath, addr, 5*time.Second)
 			res <- result{who, err}
 		}()
-		time.Sleep(300 * time.Millisecond) // first SYN dropped meanwhile
+		// The scenario, not a wait: the listener stays closed long enough
+		// for the first SYN to be dropped and retransmitted.
+		time.Sleep(300 * time.Millisecond)
 		reopen(t)
 		r := <-res
 		elapsed := time.Since(start)

@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 const childEnv = "WEFT_BENCHKIT_TEST_CHILD"
@@ -43,11 +44,8 @@ func TestStartChild(t *testing.T) {
 			t.Errorf("stats %+v, %v", st, err)
 		}
 	}) // its cleanup ends the child
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Cmd.ProcessState == nil && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if c.Cmd.ProcessState == nil || !c.Cmd.ProcessState.Success() {
+	await.True(t, "the cleanup to end the child", func() bool { return c.Cmd.ProcessState != nil })
+	if !c.Cmd.ProcessState.Success() {
 		t.Fatalf("child not ended cleanly by the cleanup: %v", c.Cmd.ProcessState)
 	}
 }

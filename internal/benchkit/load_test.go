@@ -18,7 +18,7 @@ func server(t *testing.T, delay time.Duration, size int) (*httptest.Server, *ato
 			http.Error(w, "no", http.StatusInternalServerError)
 			return
 		}
-		time.Sleep(delay)
+		time.Sleep(delay) // the server's latency in the scenario
 		w.Write([]byte(body))
 	}))
 	t.Cleanup(s.Close)
@@ -115,7 +115,7 @@ func TestClosedLoopConcurrency(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // work long enough for the workers to overlap
 		inFlight.Add(-1)
 		return nil
 	})

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // recorder is a Handler that remembers what it saw.
@@ -298,10 +300,9 @@ func TestServerDrainThenLive(t *testing.T) {
 	if res, err := Notify(context.Background(), cfg, addEvent("c")); err != nil || !res.Delivered {
 		t.Fatalf("Notify = %+v, %v", res, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.got()) < 3 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.True(t, "the spooled events and the new one delivered and unspooled", func() bool {
+		return len(rec.got()) >= 3 && len(spoolFiles(t, spool)) == 0
+	})
 	cancel()
 	<-done
 	seen := map[string]bool{}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 const ptpConflist = `{
@@ -116,6 +118,7 @@ func TestInstallAddsOnceAndUninstallRestores(t *testing.T) {
 
 			// Idempotent: nothing changes, not even the mtime.
 			st1, _ := os.Stat(env.conf)
+			// Not a wait: lets a rewrite show in the mtime.
 			time.Sleep(10 * time.Millisecond)
 			if err := Install(env.opts); err != nil {
 				t.Fatal(err)
@@ -241,13 +244,7 @@ func TestWatchReinserts(t *testing.T) {
 
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		await.True(t, what, cond)
 	}
 	has := func() bool { ok, _ := conflistHasPlugin(env.conf, PluginType); return ok }
 	waitFor("initial install", has)

@@ -130,6 +130,8 @@ func TestNodeDataPath(t *testing.T) {
 	na, nb := len(accessLog(t, h.a)), len(accessLog(t, h.b))
 	one(h.srvA)
 	one(h.srvB)
+	// Nothing to wait for: a proxy that wrongly got the requests would
+	// log them within this window.
 	time.Sleep(100 * time.Millisecond)
 	if a, b := accessLog(t, h.a), accessLog(t, h.b); len(a) != na || len(b) != nb {
 		t.Fatalf("requests after unenrolment reached a proxy:\nnode-a %v\nnode-b %v", a[na:], b[nb:])

@@ -358,7 +358,7 @@ func (h *harness) enroll(tb testing.TB, on bool) {
 		}
 	}
 	if !on {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the drain's grace for connections in flight
 		for _, p := range h.pods {
 			if err := p.node.capture.Unenroll(p.veth, p.ip); err != nil {
 				tb.Fatal(err)
