@@ -17,6 +17,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -96,7 +98,7 @@ func TestGatewayMode(t *testing.T) {
 		"destination_workload": "productpage-v1", "destination_principal": backendID.String(),
 		"connection_security_policy": "mutual_tls",
 	}
-	waitFor(t, func() bool { return counterValue(t, e, map[string]string{"reporter": "source"}) == 2 })
+	await.True(t, "both requests counted by the source reporter", func() bool { return counterValue(t, e, map[string]string{"reporter": "source"}) == 2 })
 	if v := counterValue(t, e, want); v != 1 {
 		t.Fatalf("istio_requests_total%v = %v", want, v)
 	}

@@ -27,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/testpki"
 )
 
@@ -70,7 +71,7 @@ func TestSecretCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return sc.synced() })
+	await.True(t, "the secret cache to sync", func() bool { return sc.synced() })
 
 	serial := func(name string) (int64, error) {
 		c, err := sc.Certificate(name)
@@ -105,11 +106,11 @@ func TestSecretCertificates(t *testing.T) {
 	if _, err := client.CoreV1().Secrets("weft-ingress").Update(ctx, renewed, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { s, _ := serial("bookinfo-credential"); return s == serialOf(t, c3) })
+	await.True(t, "the rotated credential served", func() bool { s, _ := serial("bookinfo-credential"); return s == serialOf(t, c3) })
 	if err := client.CoreV1().Secrets("weft-ingress").Delete(ctx, "bookinfo-credential", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, err := serial("bookinfo-credential"); return err != nil })
+	await.True(t, "the deleted credential gone", func() bool { _, err := serial("bookinfo-credential"); return err != nil })
 }
 
 // staticCerts resolves SDS names from a map (tests).
@@ -222,13 +223,13 @@ func TestGatewayTLS(t *testing.T) {
 	if _, _, err := get("unknown.example.com"); err == nil {
 		t.Fatal("unknown SNI: handshake succeeded, want it closed")
 	}
-	waitFor(t, func() bool {
+	await.True(t, "the missing filter chain counted", func() bool {
 		return testutil.ToFloat64(e.wp.Metrics.gatewayTLS.WithLabelValues("no_filter_chain")) == 1
 	})
 	if _, _, err := get("a.missing.example.com"); err == nil || !strings.Contains(err.Error(), "internal error") {
 		t.Fatalf("missing credential: %v, want a handshake alert", err)
 	}
-	waitFor(t, func() bool { return testutil.ToFloat64(e.wp.Metrics.gatewayTLS.WithLabelValues("handshake")) == 1 })
+	await.True(t, "the handshake failure counted", func() bool { return testutil.ToFloat64(e.wp.Metrics.gatewayTLS.WithLabelValues("handshake")) == 1 })
 	// Plain HTTP on the TLS port is not served in clear.
 	conn, err := net.Dial("tcp", "127.0.0.1:"+p)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // TestOversizedRequestHeaders: Envoy's max_request_headers_kb default (60
@@ -168,7 +170,7 @@ func TestStreamIdleTimeout(t *testing.T) {
 		if d := time.Since(start); d < idle {
 			t.Errorf("answered after %v, before the idle timeout", d)
 		}
-		waitFor(t, func() bool { return containsJSON(e.accessLog(), "response_flags", "SI") })
+		await.True(t, "the stream-idle timeout (SI) in the access log", func() bool { return containsJSON(e.accessLog(), "response_flags", "SI") })
 	})
 
 	t.Run("client stops sending its body", func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
 
@@ -127,7 +128,7 @@ func TestForwardedFromTheTunnelPeer(t *testing.T) {
 			if got := b.seenHeader("X-Forwarded-For"); got != tc.want {
 				t.Errorf("upstream X-Forwarded-For %q, want %q", got, tc.want)
 			}
-			waitFor(t, func() bool {
+			await.True(t, "the downstream address in the access log", func() bool {
 				return containsJSON(e.accessLog(), "downstream_remote_address", tc.want)
 			})
 			if got := metricValue(t, e, "weft_waypoint_forwarded_ignored_total", nil); got != tc.ignored {
@@ -221,7 +222,7 @@ func TestBaggageMustAgreeWithThePeer(t *testing.T) {
 			for k, v := range tc.want {
 				want[k] = v
 			}
-			waitFor(t, func() bool { return counterValue(t, e, want) == 1 })
+			await.True(t, "the request counted", func() bool { return counterValue(t, e, want) == 1 })
 			if got := counterValue(t, e, map[string]string{"source_workload_namespace": "victims"}); got != 0 {
 				t.Errorf("%v requests reported from the forged namespace", got)
 			}

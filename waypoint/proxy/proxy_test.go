@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
@@ -131,7 +132,7 @@ func TestLeastRequestAvoidsBusyEndpoint(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); tryGet(c, "/") }()
 	}
-	waitFor(t, func() bool { return busy.hits.Load()+idle.hits.Load() >= 4 && busy.hits.Load() >= 1 })
+	await.True(t, "at least 4 requests, one on the busy endpoint", func() bool { return busy.hits.Load()+idle.hits.Load() >= 4 && busy.hits.Load() >= 1 })
 	before := busy.hits.Load()
 	for range 40 {
 		if code, b := get(t, c, "/", nil); code != 200 || b != "idle" {
@@ -190,7 +191,7 @@ func TestCircuitBreakerOverflow(t *testing.T) {
 	for range 2 { // one busy connection, one pending request
 		go func() { results <- tryGet(c, "/") }()
 	}
-	waitFor(t, func() bool {
+	await.True(t, "one connection and one pending request upstream", func() bool {
 		cl := e.wp.Upstream.cluster(clusterName(""))
 		return cl.conns.Load() == 1 && cl.pending.Load() == 1
 	})
@@ -204,7 +205,7 @@ func TestCircuitBreakerOverflow(t *testing.T) {
 			t.Fatalf("held request: %d", code)
 		}
 	}
-	waitFor(t, func() bool { return strings.Contains(e.accessLog(), `"response_flags":"UO"`) })
+	await.True(t, "the overflow (UO) in the access log", func() bool { return strings.Contains(e.accessLog(), `"response_flags":"UO"`) })
 	if v := counterValue(t, e, map[string]string{"response_code": "503", "response_flags": "UO"}); v != 1 {
 		t.Fatalf("istio_requests_total{response_code=503,response_flags=UO} = %v", v)
 	}
@@ -299,7 +300,7 @@ func TestH2AndGRPC(t *testing.T) {
 	if out.GetValue() != "hello waypoint" || strings.Join(trailer.Get("x-trailer"), "") != "from-backend" {
 		t.Fatalf("reply %q trailer %v", out.GetValue(), trailer)
 	}
-	waitFor(t, func() bool {
+	await.True(t, "the gRPC request counted", func() bool {
 		return counterValue(t, e, map[string]string{"request_protocol": "grpc", "response_code": "200"}) == 1
 	})
 }
@@ -341,7 +342,7 @@ func TestTCPProxyChain(t *testing.T) {
 	if fwd, _ := e.agentFwd.Load(ln.Addr().String()); fwd != "for=10.0.0.7" {
 		t.Fatalf("upstream CONNECT Forwarded %q, want the original client", fwd)
 	}
-	waitFor(t, func() bool { return strings.Contains(e.accessLog(), `"protocol":"tcp"`) })
+	await.True(t, "the TCP connection in the access log", func() bool { return strings.Contains(e.accessLog(), `"protocol":"tcp"`) })
 }
 
 func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
@@ -371,7 +372,7 @@ func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
 		"connection_security_policy": "mutual_tls", "request_protocol": "http",
 	}
 	// Telemetry is recorded right after the response is sent.
-	waitFor(t, func() bool { return counterValue(t, e, map[string]string{"reporter": "waypoint"}) == 1 })
+	await.True(t, "the request counted by the waypoint reporter", func() bool { return counterValue(t, e, map[string]string{"reporter": "waypoint"}) == 1 })
 	if v := counterValue(t, e, want); v != 1 {
 		t.Fatalf("istio_requests_total%v = %v", want, v)
 	}
@@ -386,7 +387,7 @@ func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
 		}
 	}
 	var line map[string]any
-	waitFor(t, func() bool { return strings.Contains(e.accessLog(), "req-1") })
+	await.True(t, "req-1 in the access log", func() bool { return strings.Contains(e.accessLog(), "req-1") })
 	sc := bufio.NewScanner(strings.NewReader(e.accessLog()))
 	for sc.Scan() {
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
@@ -489,7 +490,7 @@ func TestUpstreamIdentityVerified(t *testing.T) {
 	if code, _ := get(t, c, "/", nil); code != http.StatusServiceUnavailable || b.hits.Load() != 0 {
 		t.Fatalf("endpoint presenting the wrong identity: %d, hits %d", code, b.hits.Load())
 	}
-	waitFor(t, func() bool { return strings.Contains(e.accessLog(), `"response_flags":"UF`) })
+	await.True(t, "the upstream failure (UF) in the access log", func() bool { return strings.Contains(e.accessLog(), `"response_flags":"UF`) })
 }
 
 func TestChainSelection(t *testing.T) {
@@ -538,17 +539,6 @@ func tryGet(c *http.Client, path string) int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // counterValue sums istio_requests_total over series matching labels.

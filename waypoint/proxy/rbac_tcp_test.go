@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/hbone"
 )
 
@@ -107,7 +108,7 @@ func TestTCPChainNetworkRBAC(t *testing.T) {
 					t.Errorf("weft_waypoint_tcp_rbac_denied_total = %v, want %d", got, denied)
 				}
 				want := `"connection_termination_details":"` + tc.details + `"`
-				waitFor(t, func() bool { return strings.Count(e.accessLog(), want) == tc.logged })
+				await.True(t, "the expected access-log lines", func() bool { return strings.Count(e.accessLog(), want) == tc.logged })
 				return
 			}
 			if err != nil {

@@ -14,6 +14,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/gorilla/websocket"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // wsEcho is a gorilla/websocket server answering every message with
@@ -79,8 +81,8 @@ func TestUpgradeRoutedAndReported(t *testing.T) {
 	c.Close()
 
 	want := map[string]string{"response_code": "101", "destination_workload": "chat-v2", "request_protocol": "http"}
-	waitFor(t, func() bool { return counterValue(t, e, want) == 1 })
-	waitFor(t, func() bool { return strings.Contains(e.accessLog(), `"response_code":101`) }) // logged after the metrics
+	await.True(t, "the upgrade counted", func() bool { return counterValue(t, e, want) == 1 })
+	await.True(t, "the 101 in the access log", func() bool { return strings.Contains(e.accessLog(), `"response_code":101`) }) // logged after the metrics
 	var line map[string]any
 	sc := bufio.NewScanner(strings.NewReader(e.accessLog()))
 	for sc.Scan() {

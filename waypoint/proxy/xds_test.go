@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -79,7 +80,7 @@ func TestDeltaADSFromControlPlane(t *testing.T) {
 	xc := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: node}, Types: Types(),
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}, e.wp.Store.Handle)
 	go xc.Run(ctx)
-	waitFor(t, e.wp.Store.Synced)
+	await.True(t, "the store to sync", e.wp.Store.Synced)
 	c := e.httpClient(vipAuthority())
 	if code, name := get(t, c, "/", nil); code != 200 || name != "a" {
 		t.Fatalf("after sync: %d from %q", code, name)
@@ -134,7 +135,7 @@ func TestTracingSpans(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("status %d", code)
 	}
-	waitFor(t, func() bool { return len(exp.GetSpans()) > 0 }) // ended after the response
+	await.True(t, "the span exported", func() bool { return len(exp.GetSpans()) > 0 }) // ended after the response
 	spans := exp.GetSpans()
 	if len(spans) != 1 {
 		t.Fatalf("%d spans exported", len(spans))
