@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/weft-mesh/weft/weftctl/internal/kube"
 )
@@ -17,7 +16,7 @@ var errNoCluster = errors.New("test: no cluster")
 // errNoCluster, so a validation error proves validation came first.
 func run(args ...string) (string, error) {
 	var out, errOut bytes.Buffer
-	root := newRoot(&options{out: &out, errOut: &errOut, now: time.Now,
+	root := newRoot(&options{out: &out, errOut: &errOut,
 		connect: func(kube.Flags) (*kube.Client, error) { return nil, errNoCluster }})
 	root.SetArgs(args)
 	err := root.Execute()

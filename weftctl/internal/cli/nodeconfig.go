@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -140,7 +141,7 @@ func dumpViews(o *options) []dumpView {
 			return v, v
 		}},
 		{"certificates", "Workload certificates the agent holds (identity, serial, validity; never keys)", func(d *nodeconfig.Dump, f nodeconfig.Filter) (any, output.Tabular) {
-			v := nodeconfig.CertificateRows(d, f, o.now())
+			v := nodeconfig.CertificateRows(d, f, time.Now())
 			return v, v
 		}},
 	}
@@ -190,7 +191,7 @@ func connectionsCommand(o *options, nf *nodeConfigFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			conns, err := nodeconfig.ParseConnections(body, filter, o.now())
+			conns, err := nodeconfig.ParseConnections(body, filter, time.Now())
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -62,7 +63,7 @@ not answer).`,
 			if err != nil {
 				return err
 			}
-			r := proxystatus.Build(expected, replicas(), o.now())
+			r := proxystatus.Build(expected, replicas(), time.Now())
 			for _, e := range r.Errors {
 				fmt.Fprintf(o.errOut, "warning: %s\n", e)
 			}

@@ -29,7 +29,6 @@ type options struct {
 
 	out, errOut io.Writer
 	connect     func(kube.Flags) (*kube.Client, error)
-	now         func() time.Time
 }
 
 func (o *options) format() (output.Format, error) { return output.ParseFormat(o.Output) }
@@ -42,7 +41,7 @@ func (o *options) context(cmd *cobra.Command) (context.Context, context.CancelFu
 
 // NewRoot builds the command tree writing to out and errOut.
 func NewRoot(out, errOut io.Writer) *cobra.Command {
-	return newRoot(&options{out: out, errOut: errOut, connect: kube.Connect, now: time.Now})
+	return newRoot(&options{out: out, errOut: errOut, connect: kube.Connect})
 }
 
 func newRoot(o *options) *cobra.Command {

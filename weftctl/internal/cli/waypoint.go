@@ -408,7 +408,7 @@ func newWaypointStatus(o *options) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("get waypoint %s/%s: %w", c.Namespace, args[0], err)
 			}
-			s := waypoint.StatusOf(gw, o.now())
+			s := waypoint.StatusOf(gw, time.Now())
 			return output.Print(o.out, f, s, s)
 		},
 	}
