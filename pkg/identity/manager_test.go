@@ -293,13 +293,21 @@ func TestFirstIssue(t *testing.T) {
 	})
 }
 
+// withFirstCertificate is a fixture holding its first certificate for idA,
+// and the certificate's half-life, when the manager renews it.
+func withFirstCertificate(t *testing.T) (f *fixture, first *x509svid.SVID, half time.Time) {
+	t.Helper()
+	f = newFixture(t, nil)
+	f.mgr.Want([]spiffeid.ID{idA})
+	first = get(t, f.mgr, idA)
+	leaf := first.Certificates[0]
+	return f, first, leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+}
+
 func TestRotationAtHalfLifeReReadsToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.mgr.Want([]spiffeid.ID{idA})
-		first := get(t, f.mgr, idA)
+		f, first, half := withFirstCertificate(t)
 		leaf := first.Certificates[0]
-		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 
 		// The kubelet rotates the token file; the next request must use it.
 		f.writeToken(t, "token-2")
@@ -339,14 +347,11 @@ func TestRotationAtHalfLifeReReadsToken(t *testing.T) {
 
 func TestFailureKeepsOldCertAndBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, nil)
-		f.mgr.Want([]spiffeid.ID{idA})
-		first := get(t, f.mgr, idA)
+		f, first, half := withFirstCertificate(t)
 		leaf := first.Certificates[0]
 
 		f.authn.set(func(a *stubAuthn) { a.failing = true })
-		// The renewal at half-life fails.
-		advance(time.Until(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)))
+		advance(time.Until(half)) // the renewal at half-life fails
 
 		// Jitter is fixed at the middle, so the waits are exactly 1s, 2s, 4s.
 		for n, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
