@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // TestHeldPodIsRefused: a pod captured at CNI ADD before the control plane
@@ -28,7 +30,7 @@ func TestHeldPodIsRefused(t *testing.T) {
 	if n := len(m.echoB.sources()) + len(m.echoX.sources()); n != 0 {
 		t.Fatalf("destinations saw %d connections, want none", n)
 	}
-	eventually(t, "both refusals logged and counted with flag NC", func() bool {
+	await.True(t, "both refusals logged and counted with flag NC", func() bool {
 		return strings.Count(m.a.log.String(), `"response_flags":"NC"`) == 2 &&
 			counter(t, m.a.reg, "istio_tcp_connections_closed_total", map[string]string{"response_flags": FlagNotConfigured}) == 2
 	})
