@@ -66,7 +66,7 @@ func newClientTracker() *clientTracker {
 func (t *clientTracker) open(id int64, delta bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[id] = &streamState{delta: delta, connected: timeNow(), types: map[string]*typeState{}}
+	t.streams[id] = &streamState{delta: delta, connected: time.Now(), types: map[string]*typeState{}}
 }
 
 func (t *clientTracker) close(id int64) {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -236,7 +237,7 @@ func (s *Server) SetWaypointSnapshots(version string, groups map[string]Resource
 	}
 	if changed > 0 {
 		s.mu.Lock()
-		s.pushedAt = timeNow()
+		s.pushedAt = time.Now()
 		s.mu.Unlock()
 	}
 	s.metrics.groups.Set(float64(len(groups)))

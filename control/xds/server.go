@@ -127,7 +127,7 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	if changed == 0 {
 		return 0
 	}
-	s.pushedAt = timeNow()
+	s.pushedAt = time.Now()
 	s.cacheVersions[typeURL]++ // UpdateResources steps the cache's version even when it fails
 	if err := c.UpdateResources(toUpdate, toDelete); err != nil {
 		s.log.Error("xds cache update", "type", typeURL, "err", err)
@@ -137,7 +137,6 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	return changed
 }
 
-var timeNow = time.Now
 
 type metrics struct {
 	clients     prometheus.Gauge
