@@ -103,7 +103,6 @@ type Enroller struct {
 	// count this one cannot see.
 	ReleasePods bool
 	Log         *slog.Logger
-	Now         func() time.Time
 
 	mu    sync.Mutex
 	pods  map[netip.Addr]*enrolledPod
@@ -111,13 +110,6 @@ type Enroller struct {
 	// held are pods captured at CNI ADD (Hold) that no snapshot has
 	// described yet: Reconcile keeps them captured until one does.
 	held map[netip.Addr]bool
-}
-
-func (e *Enroller) now() time.Time {
-	if e.Now != nil {
-		return e.Now()
-	}
-	return time.Now()
 }
 
 func (e *Enroller) drainTimeout() time.Duration {
@@ -150,7 +142,7 @@ func (e *Enroller) Recover() error {
 		if flags&bpf.FlagDraining != 0 {
 			st = stateDraining
 		}
-		e.pods[ip] = &enrolledPod{ifindex: ifindex, state: st, since: e.now()}
+		e.pods[ip] = &enrolledPod{ifindex: ifindex, state: st, since: time.Now()}
 		claimed[ifindex] = true
 	}
 	for ifindex := range ifs {
@@ -280,7 +272,7 @@ func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
 			errs = append(errs, err)
 		}
 	}
-	now := e.now()
+	now := time.Now()
 	for ip, p := range e.pods {
 		_, local := pods[ip]
 		if local {

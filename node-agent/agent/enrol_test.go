@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/weft-mesh/weft/bpf"
@@ -67,114 +68,119 @@ func (r routes) resolve(ip netip.Addr) (int, error) {
 	return 0, fmt.Errorf("%s: %w", ip, ErrNotLocal)
 }
 
-func newEnroller(c Capturer, r routes, open map[netip.Addr]int, now *time.Time) *Enroller {
+func newEnroller(c Capturer, r routes, open map[netip.Addr]int) *Enroller {
 	return &Enroller{Capture: c, Resolve: r.resolve, OpenConns: func(ip netip.Addr) int { return open[ip] },
-		DrainTimeout: time.Minute, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return *now }}
+		DrainTimeout: time.Minute, Log: slog.New(slog.DiscardHandler)}
 }
 
+// The drain timeout runs on synctest's fake clock.
 func TestEnrolDrainUnenrol(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	open := map[netip.Addr]int{}
-	e := newEnroller(c, routes{ipA: 7}, open, &now)
+	synctest.Test(t, func(t *testing.T) {
+		c := newFakeCapture()
+		open := map[netip.Addr]int{}
+		e := newEnroller(c, routes{ipA: 7}, open)
 
-	// B is wanted but not wired here yet: no error, retried later.
-	if err := e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true}); err != nil {
-		t.Fatal(err)
-	}
-	if c.ifs[7] != bpf.FlagCapture || c.ips[ipA] != bpf.FlagCapture || !c.attached[7] || len(c.ips) != 1 {
-		t.Fatalf("after enrol: ifs %v ips %v attached %v", c.ifs, c.ips, c.attached)
-	}
-	// A relabel while draining enrols again at once.
-	open[ipA] = 1
-	e.Reconcile(map[netip.Addr]bool{ipB: true})
-	if c.ips[ipA] != bpf.FlagDraining {
-		t.Fatalf("A should drain: %v", c.ips)
-	}
-	e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true})
-	if c.ips[ipA] != bpf.FlagCapture {
-		t.Fatalf("A should capture again: %v", c.ips)
-	}
-	open[ipA] = 0
-	// B's CNI ADD arrives with its veth: enrolled on the next pass.
-	e.PodAdded([]netip.Addr{ipB}, 9)
-	e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true})
-	if c.ips[ipB] != bpf.FlagCapture || c.ifs[9] != bpf.FlagCapture {
-		t.Fatalf("B not enrolled from its CNI event: %v %v", c.ifs, c.ips)
-	}
+		// B is wanted but not wired here yet: no error, retried later.
+		if err := e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true}); err != nil {
+			t.Fatal(err)
+		}
+		if c.ifs[7] != bpf.FlagCapture || c.ips[ipA] != bpf.FlagCapture || !c.attached[7] || len(c.ips) != 1 {
+			t.Fatalf("after enrol: ifs %v ips %v attached %v", c.ifs, c.ips, c.attached)
+		}
+		// A relabel while draining enrols again at once.
+		open[ipA] = 1
+		e.Reconcile(map[netip.Addr]bool{ipB: true})
+		if c.ips[ipA] != bpf.FlagDraining {
+			t.Fatalf("A should drain: %v", c.ips)
+		}
+		e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true})
+		if c.ips[ipA] != bpf.FlagCapture {
+			t.Fatalf("A should capture again: %v", c.ips)
+		}
+		open[ipA] = 0
+		// B's CNI ADD arrives with its veth: enrolled on the next pass.
+		e.PodAdded([]netip.Addr{ipB}, 9)
+		e.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true})
+		if c.ips[ipB] != bpf.FlagCapture || c.ifs[9] != bpf.FlagCapture {
+			t.Fatalf("B not enrolled from its CNI event: %v %v", c.ifs, c.ips)
+		}
 
-	// The namespace is unlabelled with a connection of A still open: drain.
-	open[ipA] = 1
-	e.Reconcile(map[netip.Addr]bool{ipB: true})
-	if c.ips[ipA] != bpf.FlagDraining || c.ifs[7] != bpf.FlagDraining || !c.attached[7] {
-		t.Fatalf("A should be draining: ifs %v ips %v", c.ifs, c.ips)
-	}
-	if got := e.Enrolled(); len(got) != 1 || got[0] != ipB {
-		t.Errorf("Enrolled() = %v, want only B", got)
-	}
-	// The connection ends: the next pass removes A entirely.
-	open[ipA] = 0
-	e.Reconcile(map[netip.Addr]bool{ipB: true})
-	if _, ok := c.ips[ipA]; ok || c.attached[7] {
-		t.Fatalf("A should be gone: ips %v attached %v", c.ips, c.attached)
-	}
+		// The namespace is unlabelled with a connection of A still open: drain.
+		open[ipA] = 1
+		e.Reconcile(map[netip.Addr]bool{ipB: true})
+		if c.ips[ipA] != bpf.FlagDraining || c.ifs[7] != bpf.FlagDraining || !c.attached[7] {
+			t.Fatalf("A should be draining: ifs %v ips %v", c.ifs, c.ips)
+		}
+		if got := e.Enrolled(); len(got) != 1 || got[0] != ipB {
+			t.Errorf("Enrolled() = %v, want only B", got)
+		}
+		// The connection ends: the next pass removes A entirely.
+		open[ipA] = 0
+		e.Reconcile(map[netip.Addr]bool{ipB: true})
+		if _, ok := c.ips[ipA]; ok || c.attached[7] {
+			t.Fatalf("A should be gone: ips %v attached %v", c.ips, c.attached)
+		}
 
-	// Still on the node but no longer enrolled: unenrolled, the program
-	// stays (it polices plaintext to enrolled neighbours).
-	e.Reconcile(map[netip.Addr]bool{ipB: false})
-	if _, ok := c.ips[ipB]; ok || !c.attached[9] {
-		t.Fatalf("B should be unenrolled but attached: ips %v attached %v", c.ips, c.attached)
-	}
-	// Enrolled again, then a drain that never ends is cut at DrainTimeout.
-	e.Reconcile(map[netip.Addr]bool{ipB: true})
-	if c.ips[ipB] != bpf.FlagCapture {
-		t.Fatalf("B should be enrolled again: %v", c.ips)
-	}
-	open[ipB] = 3
-	e.Reconcile(nil)
-	if c.ips[ipB] != bpf.FlagDraining {
-		t.Fatalf("B should drain: %v", c.ips)
-	}
-	now = now.Add(2 * time.Minute)
-	e.Reconcile(nil)
-	if len(c.ips) != 0 || len(c.ifs) != 0 || len(c.attached) != 0 {
-		t.Fatalf("everything should be unenrolled after the drain timeout: %v %v %v", c.ifs, c.ips, c.attached)
-	}
+		// Still on the node but no longer enrolled: unenrolled, the program
+		// stays (it polices plaintext to enrolled neighbours).
+		e.Reconcile(map[netip.Addr]bool{ipB: false})
+		if _, ok := c.ips[ipB]; ok || !c.attached[9] {
+			t.Fatalf("B should be unenrolled but attached: ips %v attached %v", c.ips, c.attached)
+		}
+		// Enrolled again, then a drain that never ends is cut at DrainTimeout.
+		e.Reconcile(map[netip.Addr]bool{ipB: true})
+		if c.ips[ipB] != bpf.FlagCapture {
+			t.Fatalf("B should be enrolled again: %v", c.ips)
+		}
+		open[ipB] = 3
+		e.Reconcile(nil)
+		if c.ips[ipB] != bpf.FlagDraining {
+			t.Fatalf("B should drain: %v", c.ips)
+		}
+		time.Sleep(2 * time.Minute) // synctest: the fake clock passes the drain timeout
+		e.Reconcile(nil)
+		if len(c.ips) != 0 || len(c.ifs) != 0 || len(c.attached) != 0 {
+			t.Fatalf("everything should be unenrolled after the drain timeout: %v %v %v", c.ifs, c.ips, c.attached)
+		}
+	})
 }
 
 // An uninstall's agent (ReleasePods) recovers the enrolment from the pins
 // and drains every pod, and never takes the second step: the connections
 // still steered belong to the previous agent, which it cannot count.
 func TestReleasePodsStopsAtTheFirstStep(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	c.ifs[7], c.ips[ipA], c.attached[7] = bpf.FlagCapture, bpf.FlagCapture, true
-	e := newEnroller(c, routes{ipA: 7}, nil, &now)
-	e.ReleasePods = true
-	if err := e.Recover(); err != nil {
-		t.Fatal(err)
-	}
-	for range 3 {
-		if err := e.Reconcile(nil); err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		c := newFakeCapture()
+		c.ifs[7], c.ips[ipA], c.attached[7] = bpf.FlagCapture, bpf.FlagCapture, true
+		e := newEnroller(c, routes{ipA: 7}, nil)
+		e.ReleasePods = true
+		if err := e.Recover(); err != nil {
 			t.Fatal(err)
 		}
-		now = now.Add(2 * time.Minute) // past DrainTimeout, nothing open here
-	}
-	if c.ips[ipA] != bpf.FlagDraining || c.ifs[7] != bpf.FlagDraining || !c.attached[7] {
-		t.Fatalf("A should stay draining: ifs %v ips %v attached %v", c.ifs, c.ips, c.attached)
-	}
-	if got := e.Enrolled(); len(got) != 0 {
-		t.Errorf("Enrolled() = %v, want none", got)
-	}
+		for range 3 {
+			if err := e.Reconcile(nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Minute) // synctest: past DrainTimeout, nothing open here
+		}
+		if c.ips[ipA] != bpf.FlagDraining || c.ifs[7] != bpf.FlagDraining || !c.attached[7] {
+			t.Fatalf("A should stay draining: ifs %v ips %v attached %v", c.ifs, c.ips, c.attached)
+		}
+		if got := e.Enrolled(); len(got) != 0 {
+			t.Errorf("Enrolled() = %v, want none", got)
+		}
+	})
 }
 
 func TestRecoverAfterRestart(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	first := newEnroller(c, routes{ipA: 7, ipB: 9}, nil, &now)
+	c := newFakeCapture()
+	first := newEnroller(c, routes{ipA: 7, ipB: 9}, nil)
 	first.Reconcile(map[netip.Addr]bool{ipA: true, ipB: true})
 	// A stale veth entry whose pod vanished while no agent ran.
 	c.ifs[42], c.attached[42] = bpf.FlagCapture, true
 
 	// The next agent: B's pod was deleted meanwhile (no route any more).
-	second := newEnroller(c, routes{ipA: 7}, nil, &now)
+	second := newEnroller(c, routes{ipA: 7}, nil)
 	if err := second.Recover(); err != nil {
 		t.Fatal(err)
 	}
@@ -198,8 +204,8 @@ func TestRecoverAfterRestart(t *testing.T) {
 }
 
 func TestPodDeletedForgetsAtOnce(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	e := newEnroller(c, routes{}, map[netip.Addr]int{ipA: 5}, &now)
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, map[netip.Addr]int{ipA: 5})
 	e.PodAdded([]netip.Addr{ipA}, 11)
 	e.Reconcile(map[netip.Addr]bool{ipA: true})
 	if c.ips[ipA] != bpf.FlagCapture {
@@ -220,8 +226,7 @@ func TestPodDeletedForgetsAtOnce(t *testing.T) {
 }
 
 func TestResolveErrorsOtherThanNotLocalAreReported(t *testing.T) {
-	now := time.Unix(0, 0)
-	e := newEnroller(newFakeCapture(), nil, nil, &now)
+	e := newEnroller(newFakeCapture(), nil, nil)
 	e.Resolve = func(netip.Addr) (int, error) { return 0, errors.New("netlink: permission denied") }
 	if err := e.Reconcile(map[netip.Addr]bool{ipA: true}); err == nil {
 		t.Fatal("a failing route lookup must be reported")
@@ -229,8 +234,8 @@ func TestResolveErrorsOtherThanNotLocalAreReported(t *testing.T) {
 }
 
 func TestLocalPodOutsideMeshIsAttachedNotEnrolled(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(0, 0)
-	e := newEnroller(c, routes{ipA: 7}, nil, &now)
+	c := newFakeCapture()
+	e := newEnroller(c, routes{ipA: 7}, nil)
 	if err := e.Reconcile(map[netip.Addr]bool{ipA: false}); err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +266,8 @@ func TestConfigValidateNamesEveryMissingFlag(t *testing.T) {
 // captured through reconciles that do not know it, and the snapshot
 // decides once it does: kept when enrolled, released when it opted out.
 func TestHoldKeepsANewPodCapturedUntilDescribed(t *testing.T) {
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	e := newEnroller(c, routes{}, map[netip.Addr]int{}, &now)
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, map[netip.Addr]int{})
 	if err := e.Hold([]netip.Addr{ipA, netip.MustParseAddr("fd00::5")}, 7); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -21,8 +20,8 @@ import (
 // enrolled namespaces are known, wait for their Workload as before.
 func TestCNIAddHoldsPodsOfEnrolledNamespaces(t *testing.T) {
 	store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)})
-	c, now := newFakeCapture(), time.Unix(1000, 0)
-	e := newEnroller(c, routes{}, nil, &now)
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, nil)
 	handle := cniHandler(e, store.Snapshot, func() {}, slog.New(slog.DiscardHandler))
 	add := func(ns, ip string, ifindex int) {
 		t.Helper()

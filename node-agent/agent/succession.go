@@ -22,7 +22,6 @@ type succession struct {
 	path string
 	self lease
 	ttl  time.Duration // a lease not renewed for this long is dead
-	now  func() time.Time
 }
 
 type lease struct {
@@ -34,8 +33,7 @@ type lease struct {
 func newSuccession(path string, ttl time.Duration) *succession {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	now := time.Now
-	return &succession{path: path, ttl: ttl, now: now, self: lease{ID: hex.EncodeToString(b), Started: now()}}
+	return &succession{path: path, ttl: ttl, self: lease{ID: hex.EncodeToString(b), Started: time.Now()}}
 }
 
 // superseded reports whether a newer agent holds a live lease.
@@ -48,7 +46,7 @@ func (s *succession) superseded() bool {
 	if json.Unmarshal(data, &l) != nil {
 		return false
 	}
-	return l.ID != s.self.ID && l.Started.After(s.self.Started) && s.now().Sub(l.Renewed) < s.ttl
+	return l.ID != s.self.ID && l.Started.After(s.self.Started) && time.Now().Sub(l.Renewed) < s.ttl
 }
 
 // beat renews this agent's lease unless a newer agent holds a live one, and
@@ -57,7 +55,7 @@ func (s *succession) beat() (superseded bool, err error) {
 	if s.superseded() {
 		return true, nil
 	}
-	s.self.Renewed = s.now()
+	s.self.Renewed = time.Now()
 	data, _ := json.Marshal(s.self)
 	return false, atomicfile.Write(s.path, data, 0o644)
 }
