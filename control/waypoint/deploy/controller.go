@@ -31,8 +31,6 @@ type Controller struct {
 	Log      *slog.Logger
 	// Workers reconciling in parallel (default 2).
 	Workers int
-	// Now stamps conditions (default time.Now).
-	Now func() time.Time
 
 	deployments, services cache.Indexer
 	requeue               func(key string, after time.Duration) // nil outside Run
@@ -44,9 +42,6 @@ type Controller struct {
 func (c *Controller) Run(ctx context.Context) error {
 	if c.Gateways == nil {
 		return errors.New("no Gateway informer (Gateway API CRDs not installed)")
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 	if c.Workers <= 0 {
 		c.Workers = 2
@@ -157,10 +152,10 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if v.Accepted {
 		dep, svc, applyErr = c.apply(ctx, gw, v)
 	}
-	st := Status(gw, v, dep, svc, c.Now())
+	st := Status(gw, v, dep, svc, time.Now())
 	if applyErr != nil {
 		// Say why on the Gateway, keep the rest of what is observed.
-		st = Status(gw, v, nil, svc, c.Now())
+		st = Status(gw, v, nil, svc, time.Now())
 		for i := range st.Conditions {
 			if st.Conditions[i].Type == string(gatewayv1.GatewayConditionProgrammed) {
 				st.Conditions[i].Reason = string(gatewayv1.GatewayReasonNoResources)

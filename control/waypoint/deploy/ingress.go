@@ -93,7 +93,7 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 			}
 		}
 	}
-	st := IngressStatus(gw, ready, c.Now())
+	st := IngressStatus(gw, ready, time.Now())
 	if !StatusEqual(gw.Status, st) {
 		updated := gw.DeepCopy()
 		updated.Status = st
