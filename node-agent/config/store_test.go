@@ -305,11 +305,12 @@ func TestMalformedResourceIsNACKedAndPreviousSnapshotKept(t *testing.T) {
 	h.server.Update(xds.AddressType, addresses(good))
 	n1, p1 := authz("default", "a", workloadv1.Scope_NAMESPACE, "10.0.0.0/8")
 	h.server.Update(xds.AuthorizationType, map[string]proto.Message{n1: p1})
-	// Both updates must have landed before "before" is taken: Synced alone
-	// can be true while the authorization is still on its way.
+	// Every type's first response and both updates must have landed before
+	// "before" is taken: Synced alone can be true while the authorization
+	// or the (ungated) EnrolledNamespace response is still on its way.
 	await.True(t, "sync", func() bool {
 		s := h.store.Snapshot()
-		return s.Synced() && len(s.Workloads()) == 1 && s.Authorizations()[n1] != nil
+		return s.Synced() && s.EnrolledNamespacesSynced && len(s.Workloads()) == 1 && s.Authorizations()[n1] != nil
 	})
 	before := h.store.Snapshot()
 
