@@ -46,7 +46,7 @@ func (s *succession) superseded() bool {
 	if json.Unmarshal(data, &l) != nil {
 		return false
 	}
-	return l.ID != s.self.ID && l.Started.After(s.self.Started) && time.Now().Sub(l.Renewed) < s.ttl
+	return l.ID != s.self.ID && l.Started.After(s.self.Started) && time.Since(l.Renewed) < s.ttl
 }
 
 // beat renews this agent's lease unless a newer agent holds a live one, and

@@ -263,7 +263,7 @@ func TestFirstIssue(t *testing.T) {
 		if k, ok := svid.PrivateKey.(*ecdsa.PrivateKey); !ok || k.Curve != elliptic.P256() {
 			t.Fatalf("private key is %T, want ECDSA P-256", svid.PrivateKey)
 		}
-		if got := leaf.NotAfter.Sub(time.Now()); got < 23*time.Hour || got > 25*time.Hour {
+		if got := time.Until(leaf.NotAfter); got < 23*time.Hour || got > 25*time.Hour {
 			t.Fatalf("lifetime %s, want the CA default 24h", got)
 		}
 		// Source serves the same certificate; the bundle verifies it.
@@ -363,7 +363,7 @@ func TestFailureKeepsOldCertAndBacksOff(t *testing.T) {
 			if !strings.Contains(st.LastError, "Unavailable") {
 				t.Fatalf("LastError = %q", st.LastError)
 			}
-			if got := st.NextRefresh.Sub(time.Now()); got != wait {
+			if got := time.Until(st.NextRefresh); got != wait {
 				t.Fatalf("failure %d: retry in %s, want %s", n+1, got, wait)
 			}
 			if st.Serial != leaf.SerialNumber.Text(16) {
