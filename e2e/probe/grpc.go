@@ -60,16 +60,17 @@ const grpcMessages = 5
 // flow control and stream concurrency under load, trailers (grpc-status)
 // and half-close on every stream.
 func (c *Client) grpcStreams(ctx context.Context) Result {
-	// gRPC reports a failed dial as a status; the dial's own error says how
-	// the network failed (refused, reset).
-	var dialErr atomic.Pointer[error]
+	// gRPC reports a failed dial or a reset connection as a status; the
+	// network's own first error says how it failed (refused, reset).
+	netErr := &httpProbe{}
 	conn, err := grpc.NewClient("passthrough:///"+c.addr(c.Ports.HTTP),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			conn, err := c.dialHTTP(ctx, "tcp", a)
 			if err != nil {
-				dialErr.CompareAndSwap(nil, &err)
+				causeConn{h: netErr}.note(0, err)
+				return nil, err
 			}
-			return conn, err
+			return causeConn{conn, netErr}, nil
 		}))
 	if err != nil {
 		return failed("client", err)
@@ -96,10 +97,7 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 	}
 	wg.Wait()
 	if firstErr != nil {
-		r := failed("stream", firstErr)
-		if e := dialErr.Load(); e != nil && ok.Load() == 0 {
-			r = failed("connect", *e)
-		}
+		r := netErr.failed("stream", firstErr)
 		r.Detail = fmt.Sprintf("%d of %d streams echoed; first failure: %v", ok.Load(), c.Streams, firstErr)
 		return r
 	}

@@ -56,3 +56,31 @@ func TestGRPCRefusalIsClassified(t *testing.T) {
 		t.Errorf("class %q (outcome %q, %s), want refused", r.Class, r.Outcome, r.Detail)
 	}
 }
+
+// TestGRPCResetAfterConnectIsClassified: a STRICT destination may accept
+// the connection and reset it at the client preface; the behaviour must
+// report a reset, not gRPC's "Unavailable".
+func TestGRPCResetAfterConnectIsClassified(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: ln.Addr().(*net.TCPAddr).Port}, Streams: 3}
+	if err := c.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Run(context.Background(), "grpc-streams"); r.Class != "reset" {
+		t.Errorf("class %q (outcome %q, %s), want reset", r.Class, r.Outcome, r.Detail)
+	}
+}
