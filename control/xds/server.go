@@ -137,7 +137,6 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	return changed
 }
 
-
 type metrics struct {
 	clients     prometheus.Gauge
 	pushes      *prometheus.CounterVec
