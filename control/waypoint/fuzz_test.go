@@ -1,24 +1,18 @@
 package waypoint
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/control/workload"
-	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/pkg/golden"
 )
 
 // without returns list without the object named ns/name: the cluster holds
@@ -94,34 +88,6 @@ func addUserObject(tc *testCase, doc []byte) bool {
 	return true
 }
 
-// caseDocuments returns every object of the golden cases as JSON.
-func caseDocuments(tb testing.TB) [][]byte {
-	tb.Helper()
-	paths, _ := filepath.Glob("testdata/*/input.yaml")
-	var docs [][]byte
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-		for {
-			doc, err := r.Read()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				tb.Fatalf("%s: %v", p, err)
-			}
-			if j, err := utilyaml.ToJSON(doc); err == nil && len(bytes.TrimSpace(j)) > 0 && string(j) != "null" {
-				docs = append(docs, j)
-			}
-		}
-		f.Close()
-	}
-	return docs
-}
-
 // FuzzTranslate adds one user object (VirtualService, DestinationRule,
 // HTTPRoute, AuthorizationPolicy, ServiceEntry, Istio or Gateway API
 // Gateway), arbitrary JSON decoded into its API type, to Bookinfo with a
@@ -134,7 +100,7 @@ func caseDocuments(tb testing.TB) [][]byte {
 // not depend on input order.
 func FuzzTranslate(f *testing.F) {
 	base := loadCase(f, "testdata/ingress-bookinfo")
-	for _, doc := range caseDocuments(f) {
+	for _, doc := range golden.Documents(f, "testdata/*/input.yaml") {
 		f.Add(doc)
 	}
 	for _, s := range []string{
@@ -161,20 +127,8 @@ func FuzzTranslate(f *testing.F) {
 			t.Fatal("Translate modified its inputs")
 		}
 		checkReferences(t, out)
-		snaps := map[string]*xds.Resources{"grpc": out.GRPC}
-		for k, r := range out.Waypoints {
-			snaps[k] = r
-		}
-		for k, r := range out.GatewayProxies {
-			snaps["gateway "+k] = r
-		}
-		for snap, res := range snaps {
-			var msgs []proto.Message
-			msgs = append(msgs, asMessages(res.Listeners)...)
-			msgs = append(msgs, asMessages(res.Routes)...)
-			msgs = append(msgs, asMessages(res.Clusters)...)
-			msgs = append(msgs, asMessages(res.Endpoints)...)
-			for _, m := range msgs {
+		for snap, res := range out.Groups() {
+			for _, m := range resourceMessages(res) {
 				if errs := validateDeep(m.ProtoReflect()); len(errs) > 0 {
 					t.Errorf("%s %s: Envoy would refuse it: %v", snap, resourceName(m), errs[len(errs)-1])
 				}

@@ -29,20 +29,8 @@ func TestResourcesValidate(t *testing.T) {
 	for _, dir := range caseDirs(t) {
 		tc := loadCase(t, dir)
 		out := Translate(Config{}, tc.in)
-		snaps := map[string]*xds.Resources{"grpc": out.GRPC}
-		for k, r := range out.Waypoints {
-			snaps[k] = r
-		}
-		for k, r := range out.GatewayProxies {
-			snaps["gateway "+k] = r
-		}
-		for snap, res := range snaps {
-			var msgs []proto.Message
-			msgs = append(msgs, asMessages(res.Listeners)...)
-			msgs = append(msgs, asMessages(res.Routes)...)
-			msgs = append(msgs, asMessages(res.Clusters)...)
-			msgs = append(msgs, asMessages(res.Endpoints)...)
-			for _, m := range msgs {
+		for snap, res := range out.Groups() {
+			for _, m := range resourceMessages(res) {
 				t.Run(dir+"/"+snap+"/"+resourceName(m), func(t *testing.T) {
 					for _, err := range validateDeep(m.ProtoReflect()) {
 						t.Error(err)
@@ -124,4 +112,13 @@ func TestEmptyAndNilInputs(t *testing.T) {
 	if len(out.Waypoints) != 0 || out.GRPC == nil || len(out.GRPC.Listeners) != 0 || len(out.Problems) != 0 {
 		t.Fatalf("unexpected output: %+v", out)
 	}
+}
+
+// resourceMessages lists every Envoy resource of a node group's snapshot.
+func resourceMessages(res xds.Resources) []proto.Message {
+	var msgs []proto.Message
+	msgs = append(msgs, asMessages(res.Listeners)...)
+	msgs = append(msgs, asMessages(res.Routes)...)
+	msgs = append(msgs, asMessages(res.Clusters)...)
+	return append(msgs, asMessages(res.Endpoints)...)
 }

@@ -1,12 +1,8 @@
 package workload
 
 import (
-	"bufio"
 	"bytes"
-	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -20,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/node-agent/config"
@@ -28,43 +23,6 @@ import (
 )
 
 var quietLogger = slog.New(slog.DiscardHandler)
-
-// seedDocuments returns every object of the golden cases as JSON, the form
-// the API server stores and informers decode.
-func seedDocuments(tb testing.TB, glob string) [][]byte {
-	tb.Helper()
-	paths, err := filepath.Glob(glob)
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no inputs %s: %v", glob, err)
-	}
-	var docs [][]byte
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-		for {
-			doc, err := r.Read()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				tb.Fatalf("%s: %v", p, err)
-			}
-			if len(bytes.TrimSpace(doc)) == 0 {
-				continue
-			}
-			j, err := utilyaml.ToJSON(doc)
-			if err != nil {
-				tb.Fatalf("%s: %v", p, err)
-			}
-			docs = append(docs, j)
-		}
-		f.Close()
-	}
-	return docs
-}
 
 // without returns list without the object named ns/name: the cluster holds
 // one object per kind and name, so the fuzzed object replaces its namesake.
@@ -145,7 +103,7 @@ func addObject(in *Inputs, obj runtime.Object) bool {
 // and freeze the mesh's configuration.
 func FuzzTranslate(f *testing.F) {
 	base := readInputs(f, "testdata/authz-l4/input.yaml")
-	for _, doc := range seedDocuments(f, "testdata/*/input.yaml") {
+	for _, doc := range golden.Documents(f, "testdata/*/input.yaml") {
 		f.Add(doc)
 	}
 	for _, s := range []string{
