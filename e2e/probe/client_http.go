@@ -185,14 +185,9 @@ func (c *Client) chunked(ctx context.Context) Result {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/echo"), pr)
 	client := c.httpClient(nil, false)
 	defer client.CloseIdleConnections()
-	resp, err := client.Do(req)
-	if err != nil {
-		return client.failed("request", err)
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return client.failed("response body", err)
+	resp, got, fail := client.roundTrip(req)
+	if fail != nil {
+		return *fail
 	}
 	te := resp.Header.Get("X-Request-Transfer-Encoding")
 	switch {
@@ -252,15 +247,21 @@ func (c *Client) h2c(ctx context.Context) Result {
 // get GETs path and reads the body; a failure comes as the Result to report.
 func (c *Client) get(ctx context.Context, client *httpProbe, path string) (*http.Response, []byte, *Result) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
-	resp, err := client.Do(req)
+	return client.roundTrip(req)
+}
+
+// roundTrip sends req and reads the whole response body (trailers
+// included); a failure comes as the Result to report.
+func (h *httpProbe) roundTrip(req *http.Request) (*http.Response, []byte, *Result) {
+	resp, err := h.Do(req)
 	if err != nil {
-		r := client.failed("request", err)
+		r := h.failed("request", err)
 		return nil, nil, &r
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		r := client.failed("response body", err)
+		r := h.failed("response body", err)
 		return nil, nil, &r
 	}
 	return resp, b, nil

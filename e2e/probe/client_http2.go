@@ -68,14 +68,9 @@ func (c *Client) trailers(ctx context.Context) Result {
 	}()
 	client := c.httpClient(nil, false)
 	defer client.CloseIdleConnections()
-	resp, err := client.Do(req)
-	if err != nil {
-		return client.failed("request", err)
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return client.failed("response body", err)
+	resp, got, fail := client.roundTrip(req)
+	if fail != nil {
+		return *fail
 	}
 	want := hex.EncodeToString(sum[:])
 	switch {
