@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
@@ -110,6 +112,10 @@ type Enroller struct {
 	// held are pods captured at CNI ADD (Hold) that no snapshot has
 	// described yet: Reconcile keeps them captured until one does.
 	held map[netip.Addr]bool
+	// heldView is a copy of held for Held, which the proxies call per
+	// connection: read without the lock that reconciles hold across
+	// BPF map updates. nil: no held pod.
+	heldView atomic.Pointer[map[netip.Addr]bool]
 }
 
 func (e *Enroller) drainTimeout() time.Duration {
@@ -183,18 +189,34 @@ func (e *Enroller) Hold(ips []netip.Addr, ifindex int) error {
 			errs = append(errs, err)
 			continue
 		}
+		if p := e.pods[ip]; p == nil || p.state != stateCapture {
+			// Not wired on this node (no veth): fail the ADD rather than
+			// let the pod start uncaptured.
+			errs = append(errs, fmt.Errorf("pod %s: no veth on this node to capture", ip))
+			continue
+		}
 		e.held[ip] = true
 		e.Log.Info("holding pod: captured before the control plane described it", "ip", ip, "ifindex", ifindex)
 	}
+	e.publishHeld()
 	return errors.Join(errs...)
 }
 
 // Held reports whether ip is a pod captured by Hold that no snapshot has
-// described yet.
+// described yet. Lock-free: the proxies ask per connection.
 func (e *Enroller) Held(ip netip.Addr) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.held[ip.Unmap()]
+	m := e.heldView.Load()
+	return m != nil && (*m)[ip.Unmap()]
+}
+
+// publishHeld makes the current held set Held's (call with mu held).
+func (e *Enroller) publishHeld() {
+	if len(e.held) == 0 {
+		e.heldView.Store(nil)
+		return
+	}
+	m := maps.Clone(e.held)
+	e.heldView.Store(&m)
 }
 
 // PodAdded records a pod's veth from a CNI ADD (faster and more exact than
@@ -224,6 +246,7 @@ func (e *Enroller) PodDeleted(ips []netip.Addr) error {
 			errs = append(errs, e.remove(ip, p))
 		}
 	}
+	e.publishHeld()
 	return errors.Join(errs...)
 }
 
@@ -266,6 +289,7 @@ func (e *Enroller) Reconcile(pods map[netip.Addr]bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.init()
+	defer e.publishHeld()
 	var errs []error
 	for ip, want := range pods {
 		if err := e.ensure(ip, want); err != nil {

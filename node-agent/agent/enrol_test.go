@@ -314,3 +314,17 @@ func TestHoldKeepsANewPodCapturedUntilDescribed(t *testing.T) {
 		t.Fatalf("after DEL: ips %v held %v, want C gone", c.ips, e.Held(ipC))
 	}
 }
+
+// TestHoldWithoutAVethFails: a pod whose veth the agent cannot find is not
+// captured, so the ADD must fail (the kubelet retries) instead of letting
+// the pod start outside the mesh with its connections refused by nothing.
+func TestHoldWithoutAVethFails(t *testing.T) {
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, nil)
+	if err := e.Hold([]netip.Addr{ipA}, 0); err == nil {
+		t.Fatal("Hold without a veth succeeded")
+	}
+	if e.Held(ipA) || len(c.ips) != 0 {
+		t.Fatalf("held %v, ips %v; want nothing held or captured", e.Held(ipA), c.ips)
+	}
+}
