@@ -83,7 +83,8 @@ generate: ## Regenerate committed generated code (protobufs need protoc)
 	./hack/gen-crds.sh
 	$(GO) generate ./...
 
-lint: ## go vet + staticcheck
+lint: ## gofmt + go vet + staticcheck
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd hack/images && $(GO) vet ./...
 	@mkdir -p $(OUT)/tools
