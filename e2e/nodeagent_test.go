@@ -313,8 +313,19 @@ func TestNodeAgent(t *testing.T) {
 			firstOK = time.Since(deleted)
 			return nil
 		})
-		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "daemonset/weft-node-agent", "--timeout=120s")
-		t.Logf("agent on %s deleted; first successful request %s later; daemonset ready again after %s",
+		// Not `rollout status`: it counts the terminating agent as available
+		// and returned before the new one listened, so the next subtest's
+		// unenrolment overlapped the handover.
+		eventually(t, "the new agent on "+other+" ready, the old one gone", 120*time.Second, func() error {
+			out, err := e.kubectl("-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
+				"--field-selector", "spec.nodeName="+other,
+				"-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}`)
+			if pods := strings.Fields(out); err != nil || len(pods) != 1 || strings.HasPrefix(pods[0], agent+"=") || !strings.HasSuffix(pods[0], "=True") {
+				return fmt.Errorf("agents on %s: %q %v", other, out, err)
+			}
+			return nil
+		})
+		t.Logf("agent on %s deleted; first successful request %s later; its successor ready after %s",
 			other, firstOK.Round(100*time.Millisecond), time.Since(deleted).Round(100*time.Millisecond))
 		dump := e.captureFabric(t, func() {
 			if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
