@@ -49,10 +49,19 @@ func (c *Client) Run(ctx context.Context, behaviour string) Result {
 	if !ok {
 		return Result{Behaviour: behaviour, Outcome: "unknown behaviour"}
 	}
+	if n := c.loadOf(behaviour); n != nil && *n < 1 {
+		// A load row with nothing to load would pass without testing.
+		return Result{Behaviour: behaviour, Outcome: "no load configured", Detail: "the client's count for this behaviour is 0"}
+	}
 	start := time.Now()
 	r := run(ctx)
 	r.Behaviour, r.Millis = behaviour, ms(time.Since(start))
 	return r
+}
+
+// loadOf is the count a load behaviour sends, nil for the others.
+func (c *Client) loadOf(behaviour string) *int {
+	return map[string]*int{"concurrent": &c.Conns, "keepalive-off": &c.Requests, "grpc-streams": &c.Streams}[behaviour]
 }
 
 func (c *Client) behaviours() map[string]func(context.Context) Result {

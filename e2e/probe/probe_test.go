@@ -84,3 +84,14 @@ func TestGRPCResetAfterConnectIsClassified(t *testing.T) {
 		t.Errorf("class %q (outcome %q, %s), want reset", r.Class, r.Outcome, r.Detail)
 	}
 }
+
+// TestLoadRowWithoutLoadFails: a load behaviour with a zero count fails
+// instead of passing without sending anything.
+func TestLoadRowWithoutLoadFails(t *testing.T) {
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: freePort(t), Echo: freePort(t)}}
+	for _, b := range []string{"concurrent", "keepalive-off", "grpc-streams"} {
+		if r := c.Run(context.Background(), b); r.Outcome != "no load configured" {
+			t.Errorf("%s with a zero count: %q, want %q", b, r.Outcome, "no load configured")
+		}
+	}
+}
