@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -22,6 +25,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
+	"github.com/weft-mesh/weft/control/unsupported"
 	"github.com/weft-mesh/weft/control/workload"
 )
 
@@ -31,6 +35,8 @@ type Cluster struct {
 	kube    informers.SharedInformerFactory
 	istio   istioinformers.SharedInformerFactory
 	gateway gatewayinformers.SharedInformerFactory
+	// dynamic watches the served kinds of unsupported.Kinds.
+	dynamic dynamicinformer.DynamicSharedInformerFactory
 	changed chan struct{}
 
 	hasIstio, hasGateway bool
@@ -40,7 +46,9 @@ type Cluster struct {
 	hasIstioGateway bool
 	// ServiceEntries (node agents and waypoints), watched when served.
 	hasServiceEntry bool
-	pods            cache.SharedIndexInformer
+	// unsupported are the served kinds Weft does not implement.
+	unsupported []schema.GroupVersionResource
+	pods        cache.SharedIndexInformer
 }
 
 // Clients are the API clients discovery needs.
@@ -48,6 +56,7 @@ type Clients struct {
 	Kube    kubernetes.Interface
 	Istio   istioclient.Interface
 	Gateway gatewayclient.Interface
+	Dynamic dynamic.Interface
 }
 
 // New sets up informers. Istio and Gateway API kinds are watched only when
@@ -59,10 +68,20 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 		kube:    informers.NewSharedInformerFactory(c.Kube, 0),
 		istio:   istioinformers.NewSharedInformerFactory(c.Istio, 0),
 		gateway: gatewayinformers.NewSharedInformerFactory(c.Gateway, 0),
+		dynamic: dynamicinformer.NewDynamicSharedInformerFactory(c.Dynamic, 0),
 		changed: make(chan struct{}, 1),
 	}
 	if err := d.discoverKinds(c.Kube); err != nil {
 		return nil, err
+	}
+	for _, k := range unsupported.Kinds {
+		ok, err := served(c.Kube, k.Resource)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			d.unsupported = append(d.unsupported, k.Resource)
+		}
 	}
 	notify := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { d.signal() },
@@ -103,6 +122,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	}
 	if d.hasServiceEntry {
 		infs = append(infs, d.istio.Networking().V1().ServiceEntries().Informer())
+	}
+	for _, r := range d.unsupported {
+		infs = append(infs, d.dynamic.ForResource(r).Informer())
 	}
 	return infs
 }
@@ -179,6 +201,7 @@ func (d *Cluster) Start(ctx context.Context) error {
 	d.kube.Start(ctx.Done())
 	d.istio.Start(ctx.Done())
 	d.gateway.Start(ctx.Done())
+	d.dynamic.Start(ctx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var synced []cache.InformerSynced
@@ -266,6 +289,22 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 		in.IstioGateways = listAll(&err, d.istio.Networking().V1().Gateways().Lister())
 	}
 	return in, err
+}
+
+// UnsupportedObjects lists the objects of the served kinds Weft does not
+// implement (unsupported.Kinds), by resource.
+func (d *Cluster) UnsupportedObjects() (map[schema.GroupVersionResource][]*unstructured.Unstructured, error) {
+	out := make(map[schema.GroupVersionResource][]*unstructured.Unstructured, len(d.unsupported))
+	for _, r := range d.unsupported {
+		objs, err := d.dynamic.ForResource(r).Lister().List(labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			out[r] = append(out[r], o.(*unstructured.Unstructured))
+		}
+	}
+	return out, nil
 }
 
 // Gateways exposes the Gateway informer (the waypoint deployment

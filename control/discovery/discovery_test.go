@@ -13,6 +13,10 @@ import (
 	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakedynamic "k8s.io/client-go/dynamic/fake"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -36,7 +40,7 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	kube := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
 		&corev1.Service{ObjectMeta: meta("reviews")})
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{
-		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}}},
+		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}, {Name: "requestauthentications"}}},
 		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
 		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "httproutes"}}},
 	}
@@ -50,8 +54,19 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if _, err := gateway.GatewayV1().Gateways("default").Create(ctx, &gatewayv1.Gateway{ObjectMeta: meta("waypoint")}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// Kinds Weft does not implement: RequestAuthentication is served,
+	// Telemetry is not.
+	jwt := &unstructured.Unstructured{}
+	jwt.SetAPIVersion("security.istio.io/v1")
+	jwt.SetKind("RequestAuthentication")
+	jwt.SetNamespace("default")
+	jwt.SetName("jwt")
+	requestAuthn := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"}
+	telemetry := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		requestAuthn: "RequestAuthenticationList", telemetry: "TelemetryList"}, jwt)
 	var logs bytes.Buffer // New logs its warnings before it returns; nothing later writes here
-	c, err := New(slog.New(slog.NewTextHandler(&logs, nil)), Clients{Kube: kube, Istio: istio, Gateway: gateway})
+	c, err := New(slog.New(slog.NewTextHandler(&logs, nil)), Clients{Kube: kube, Istio: istio, Gateway: gateway, Dynamic: dyn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,5 +103,15 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	}
 	if c.Gateways() == nil {
 		t.Error("Gateways() is nil although Gateways are served")
+	}
+	objs, err := c.UnsupportedObjects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := objs[requestAuthn]; len(got) != 1 || got[0].GetName() != "jwt" {
+		t.Errorf("unsupported RequestAuthentications: %v, want jwt", got)
+	}
+	if _, ok := objs[telemetry]; ok || len(objs) != 1 {
+		t.Errorf("unsupported kinds listed: %v, want only RequestAuthentication (the only one served)", objs)
 	}
 }

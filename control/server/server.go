@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,7 +34,6 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -152,6 +152,7 @@ type plane struct {
 	kube    *kubernetes.Clientset
 	istio   *istioclient.Clientset
 	gateway *gatewayclient.Clientset
+	dynamic *dynamic.DynamicClient
 	reg     *prometheus.Registry
 	cluster *discovery.Cluster // not started
 	status  *status.Writer
@@ -189,11 +190,14 @@ func newPlane(ctx context.Context, o Options) (*plane, error) {
 	if p.gateway, err = gatewayclient.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	p.status = &status.Writer{Client: p.istio, Gateway: p.gateway, Log: p.log}
+	if p.dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	p.status = &status.Writer{Client: p.istio, Gateway: p.gateway, Dynamic: p.dynamic, Log: p.log}
 	p.reg = prometheus.NewRegistry()
 	p.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	if p.cluster, err = discovery.New(p.log, discovery.Clients{Kube: p.kube, Istio: p.istio, Gateway: p.gateway}); err != nil {
+	if p.cluster, err = discovery.New(p.log, discovery.Clients{Kube: p.kube, Istio: p.istio, Gateway: p.gateway, Dynamic: p.dynamic}); err != nil {
 		return nil, err
 	}
 	if err := p.cluster.Pods().AddIndexers(ca.PodIndexers()); err != nil {
@@ -302,10 +306,9 @@ type translator struct {
 	pushed   chan struct{}   // coalesced: a push happened
 	pushes   uint64
 
-	mu       sync.Mutex
-	policies []*securityv1.AuthorizationPolicy // as of the last push
-	traffic  discovery.TrafficInputs           // as of the last push
-	last     []workload.Problem
+	mu      sync.Mutex
+	objects status.Objects // as of the last push
+	last    []workload.Problem
 }
 
 func (t *translator) push() {
@@ -342,9 +345,9 @@ func (t *translator) push() {
 		}
 	}
 	t.problems = seen
+	objects := t.statusObjects(in, traffic)
 	t.mu.Lock()
-	t.policies, t.last = in.AuthorizationPolicies, problems
-	t.traffic = traffic
+	t.objects, t.last = objects, problems
 	t.mu.Unlock()
 	select {
 	case t.pushed <- struct{}{}:
@@ -355,14 +358,27 @@ func (t *translator) push() {
 	}
 }
 
-// reportStatus writes policy conditions after each push (leader only).
+// statusObjects are the objects a push translated (traffic: empty when the
+// waypoint translation did not finish), and those of unsupported kinds.
+func (t *translator) statusObjects(in workload.Inputs, traffic discovery.TrafficInputs) status.Objects {
+	unsupported, err := t.cluster.UnsupportedObjects()
+	if err != nil {
+		t.log.Error("list objects of unsupported kinds", "err", err)
+	}
+	return status.Objects{
+		AuthorizationPolicies: in.AuthorizationPolicies, PeerAuthentications: in.PeerAuthentications, ServiceEntries: in.ServiceEntries,
+		VirtualServices: traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
+		HTTPRoutes: traffic.HTTPRoutes, Unsupported: unsupported,
+	}
+}
+
+// reportStatus writes conditions after each push (leader only).
 func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 	for {
 		t.mu.Lock()
-		policies, traffic, problems := t.policies, t.traffic, t.last
+		objects, problems := t.objects, t.last
 		t.mu.Unlock()
-		w.SyncPolicies(ctx, policies, problems)
-		w.SyncTraffic(ctx, traffic.VirtualServices, traffic.DestinationRules, traffic.HTTPRoutes, problems)
+		w.Sync(ctx, objects, problems)
 		select {
 		case <-ctx.Done():
 			return

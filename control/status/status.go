@@ -1,21 +1,33 @@
-// Package status reports on Istio objects whether Weft accepted them: a
-// WeftAccepted condition on each AuthorizationPolicy, VirtualService and
-// DestinationRule, and Weft's parent entries on GAMMA HTTPRoutes, computed
-// from the translations' problems, written only when it changes. Run it on
-// the leader only.
+// Package status reports on every object Weft reads whether Weft accepted
+// it: a WeftAccepted condition, with a validationMessages entry in the
+// shape of Istio's analysis, on each Istio object (AuthorizationPolicy,
+// PeerAuthentication, ServiceEntry, VirtualService, DestinationRule, Istio
+// Gateway, and every kind Weft does not implement), and Weft's parent
+// entries on GAMMA HTTPRoutes. Conditions come from the translations'
+// problems and are written only when they change, through a client that
+// client-go rate-limits. Run it on the leader only.
 package status
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/control/workload"
@@ -30,6 +42,9 @@ const (
 	// ReasonPartiallyInvalid: some of the object could not be enforced as
 	// written (L7 attributes at L4, bad values); what could was, fail closed.
 	ReasonPartiallyInvalid = "PartiallyInvalid"
+	// ReasonUnsupported: Weft does not implement the kind; the object has
+	// no effect.
+	ReasonUnsupported = "Unsupported"
 )
 
 // Condition is the desired condition of one object (without timestamps).
@@ -43,9 +58,9 @@ type Condition struct {
 func PolicyConditions(policies []*securityv1.AuthorizationPolicy, problems []workload.Problem) map[string]Condition {
 	return Conditions("AuthorizationPolicy", policies, problems, func(ap *securityv1.AuthorizationPolicy) string {
 		if len(ap.Spec.TargetRefs) > 0 || ap.Spec.TargetRef != nil {
-			return trafficAccepted // bound to a waypoint (Gateway or Service)
+			return forWaypoints // bound to a waypoint (Gateway or Service)
 		}
-		return "translated for the node agents"
+		return forNodeAgents
 	})
 }
 
@@ -54,20 +69,64 @@ type Writer struct {
 	Client istioclient.Interface
 	// Gateway writes HTTPRoute statuses.
 	Gateway gatewayclient.Interface
+	// Dynamic writes the statuses of kinds Weft does not implement.
+	Dynamic dynamic.Interface
 	Log     *slog.Logger
 }
 
-// SyncPolicies sets the condition on every policy whose current condition
-// differs from the desired one (timestamps aside). It never touches other
-// conditions on the object.
-func (w *Writer) SyncPolicies(ctx context.Context, policies []*securityv1.AuthorizationPolicy, problems []workload.Problem) {
-	syncConditions(w, "AuthorizationPolicy", policies, PolicyConditions(policies, problems),
-		func(ap *securityv1.AuthorizationPolicy) *metav1alpha1.IstioStatus { return &ap.Status },
+// Objects are the objects whose status Weft writes.
+type Objects struct {
+	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	PeerAuthentications   []*securityv1.PeerAuthentication
+	ServiceEntries        []*networkingv1.ServiceEntry
+	VirtualServices       []*networkingv1.VirtualService
+	DestinationRules      []*networkingv1.DestinationRule
+	// IstioGateways are networking.istio.io Gateways.
+	IstioGateways []*networkingv1.Gateway
+	HTTPRoutes    []*gatewayv1.HTTPRoute
+	// Unsupported are the objects of kinds Weft does not implement, by
+	// resource (see package unsupported).
+	Unsupported map[schema.GroupVersionResource][]*unstructured.Unstructured
+}
+
+// Sync sets the condition on every object whose current condition differs
+// from the desired one (timestamps aside); problems are the translations'.
+// It never touches other conditions on an object.
+func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Problem) {
+	syncConditions(w, "AuthorizationPolicy", o.AuthorizationPolicies, PolicyConditions(o.AuthorizationPolicies, problems),
+		func(ap *securityv1.AuthorizationPolicy) Fields { return istioStatus(&ap.Status) },
 		func(ap *securityv1.AuthorizationPolicy) error {
 			_, err := w.Client.SecurityV1().AuthorizationPolicies(ap.Namespace).UpdateStatus(ctx, ap, metav1.UpdateOptions{})
 			return err
 		})
+	syncConditions(w, "PeerAuthentication", o.PeerAuthentications,
+		Conditions("PeerAuthentication", o.PeerAuthentications, problems, accepted[*securityv1.PeerAuthentication](forNodeAgents)),
+		func(pa *securityv1.PeerAuthentication) Fields { return istioStatus(&pa.Status) },
+		func(pa *securityv1.PeerAuthentication) error {
+			_, err := w.Client.SecurityV1().PeerAuthentications(pa.Namespace).UpdateStatus(ctx, pa, metav1.UpdateOptions{})
+			return err
+		})
+	syncConditions(w, "ServiceEntry", o.ServiceEntries,
+		Conditions("ServiceEntry", o.ServiceEntries, problems, accepted[*networkingv1.ServiceEntry](forNodeAgentsAndWaypoints)),
+		func(se *networkingv1.ServiceEntry) Fields { return Fields{&se.Status.Conditions, &se.Status.ValidationMessages} },
+		func(se *networkingv1.ServiceEntry) error {
+			_, err := w.Client.NetworkingV1().ServiceEntries(se.Namespace).UpdateStatus(ctx, se, metav1.UpdateOptions{})
+			return err
+		})
+	w.syncTraffic(ctx, o, problems)
+	w.syncUnsupported(ctx, o.Unsupported)
 }
+
+// The accepted messages: what Weft did with an object.
+const (
+	forNodeAgents             = "translated for the node agents"
+	forNodeAgentsAndWaypoints = "translated for the node agents and waypoints"
+	forWaypoints              = "translated for the waypoints"
+	forGateways               = "translated for the ingress gateways"
+)
+
+// accepted is an accepted-message function that always says msg.
+func accepted[T any](msg string) func(T) string { return func(T) string { return msg } }
 
 // istioObject is an Istio API object (pointer) whose status holds
 // conditions.
@@ -79,7 +138,7 @@ type istioObject[T any] interface {
 // syncConditions writes want's condition on each object whose status (as
 // status reads it) says otherwise; update writes one object's status.
 func syncConditions[T istioObject[T]](w *Writer, kind string, objs []T, want map[string]Condition,
-	status func(T) *metav1alpha1.IstioStatus, update func(T) error) {
+	status func(T) Fields, update func(T) error) {
 	for _, o := range objs {
 		c := want[o.GetNamespace()+"/"+o.GetName()]
 		if current(status(o), c) {
@@ -91,8 +150,20 @@ func syncConditions[T istioObject[T]](w *Writer, kind string, objs []T, want map
 	}
 }
 
-func find(st *metav1alpha1.IstioStatus) *metav1alpha1.IstioCondition {
-	for _, c := range st.Conditions {
+// Fields are the parts of an Istio status Weft writes: most kinds have an
+// IstioStatus, ServiceEntry its own type with the same two fields.
+type Fields struct {
+	Conditions         *[]*metav1alpha1.IstioCondition
+	ValidationMessages *[]*analysisv1alpha1.AnalysisMessageBase
+}
+
+// istioStatus is the Fields of an IstioStatus.
+func istioStatus(st *metav1alpha1.IstioStatus) Fields {
+	return Fields{&st.Conditions, &st.ValidationMessages}
+}
+
+func find(st Fields) *metav1alpha1.IstioCondition {
+	for _, c := range *st.Conditions {
 		if c.GetType() == ConditionType {
 			return c
 		}
@@ -100,26 +171,75 @@ func find(st *metav1alpha1.IstioStatus) *metav1alpha1.IstioCondition {
 	return nil
 }
 
-func current(st *metav1alpha1.IstioStatus, want Condition) bool {
+func current(st Fields, want Condition) bool {
 	c := find(st)
 	return c != nil && c.GetStatus() == want.Status && c.GetReason() == want.Reason &&
-		c.GetMessage() == want.Message && c.GetObservedGeneration() == want.Generation
+		c.GetMessage() == want.Message && c.GetObservedGeneration() == want.Generation &&
+		slices.EqualFunc(weftMessages(*st.ValidationMessages), want.validationMessages(),
+			func(a, b *analysisv1alpha1.AnalysisMessageBase) bool { return proto.Equal(a, b) })
 }
 
-func setCondition(st *metav1alpha1.IstioStatus, want Condition, now time.Time) {
+func setCondition(st Fields, want Condition, now time.Time) {
 	c := find(st)
 	if c == nil {
 		c = &metav1alpha1.IstioCondition{Type: ConditionType}
-		st.Conditions = append(st.Conditions, c)
+		*st.Conditions = append(*st.Conditions, c)
 	}
 	if c.GetStatus() != want.Status || c.LastTransitionTime == nil {
 		c.LastTransitionTime = timestamppb.New(now)
 	}
 	c.Status, c.Reason, c.Message, c.ObservedGeneration = want.Status, want.Reason, want.Message, want.Generation
 	c.LastProbeTime = timestamppb.New(now)
+	others := slices.DeleteFunc(*st.ValidationMessages, isWeftMessage)
+	*st.ValidationMessages = append(others, want.validationMessages()...)
 }
 
 // String renders a condition for logs and tests.
 func (c Condition) String() string {
 	return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+}
+
+// Analysis message codes of Weft's validationMessages entries, in the
+// shape of Istio's analysis (IST0101, ...), so tools that show those show
+// Weft's too. The message itself is the condition's: Istio's status
+// entries carry no text either.
+const (
+	CodePartiallyInvalid = "WEFT0001"
+	CodeUnsupported      = "WEFT0002"
+)
+
+// compatibilityURL is where a validationMessages entry points.
+const compatibilityURL = "https://github.com/weft-mesh/weft/blob/main/docs/compatibility.md"
+
+// validationMessages is the validationMessages entry of a condition: a
+// warning for what was partly applied, an error for what has no effect.
+func (c Condition) validationMessages() []*analysisv1alpha1.AnalysisMessageBase {
+	var code string
+	level := analysisv1alpha1.AnalysisMessageBase_WARNING
+	switch c.Reason {
+	case ReasonPartiallyInvalid:
+		code = CodePartiallyInvalid
+	case ReasonUnsupported:
+		code, level = CodeUnsupported, analysisv1alpha1.AnalysisMessageBase_ERROR
+	default:
+		return nil
+	}
+	return []*analysisv1alpha1.AnalysisMessageBase{{
+		Type:  &analysisv1alpha1.AnalysisMessageBase_Type{Name: c.Reason, Code: code},
+		Level: level, DocumentationUrl: compatibilityURL,
+	}}
+}
+
+func isWeftMessage(m *analysisv1alpha1.AnalysisMessageBase) bool {
+	return strings.HasPrefix(m.GetType().GetCode(), "WEFT")
+}
+
+func weftMessages(ms []*analysisv1alpha1.AnalysisMessageBase) []*analysisv1alpha1.AnalysisMessageBase {
+	var out []*analysisv1alpha1.AnalysisMessageBase
+	for _, m := range ms {
+		if isWeftMessage(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }

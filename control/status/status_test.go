@@ -45,7 +45,7 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	problems := []workload.Problem{{Kind: "AuthorizationPolicy", Namespace: "default", Name: "bad", Message: "invalid CIDR 10.0.0/8"}}
 	ctx := context.Background()
 
-	w.SyncPolicies(ctx, []*securityv1.AuthorizationPolicy{good, bad}, problems)
+	w.Sync(ctx, Objects{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{good, bad}}, problems)
 	if n := countUpdates(client); n != 2 {
 		t.Fatalf("first sync made %d status updates, want 2", n)
 	}
@@ -53,7 +53,7 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := find(&stored.Status)
+	c := find(istioStatus(&stored.Status))
 	if c == nil || c.GetStatus() != "False" || !strings.Contains(c.GetMessage(), "invalid CIDR") || c.GetLastTransitionTime() == nil {
 		t.Fatalf("stored condition %v", c)
 	}
@@ -61,12 +61,12 @@ func TestSyncWritesOnlyChanges(t *testing.T) {
 	client.ClearActions()
 	storedGood, _ := client.SecurityV1().AuthorizationPolicies("default").Get(ctx, "good", metav1.GetOptions{})
 	client.ClearActions()
-	w.SyncPolicies(ctx, []*securityv1.AuthorizationPolicy{storedGood, stored}, problems)
+	w.Sync(ctx, Objects{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{storedGood, stored}}, problems)
 	if n := countUpdates(client); n != 0 {
 		t.Fatalf("unchanged conditions rewritten %d times", n)
 	}
 	// Fixing the policy flips its condition.
-	w.SyncPolicies(ctx, []*securityv1.AuthorizationPolicy{storedGood, stored}, nil)
+	w.Sync(ctx, Objects{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{storedGood, stored}}, nil)
 	if n := countUpdates(client); n != 1 {
 		t.Fatalf("fix made %d updates, want 1", n)
 	}

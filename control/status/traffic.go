@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -16,6 +15,10 @@ import (
 
 	"github.com/weft-mesh/weft/control/workload"
 )
+
+// istioGatewayKind is how the translation's problems name Istio Gateways
+// (control/waypoint), apart from Gateway API ones.
+const istioGatewayKind = "Gateway.networking.istio.io"
 
 // WaypointControllerName is the controllerName of Weft's waypoints (the
 // weft-waypoint GatewayClass); it names Weft's entries in route statuses.
@@ -46,30 +49,32 @@ func Conditions[T metav1.Object](kind string, objs []T, problems []workload.Prob
 	return out
 }
 
-const trafficAccepted = "translated for the waypoints"
-
-// acceptedForWaypoints is the accepted message of every traffic object.
-func acceptedForWaypoints[T metav1.Object](T) string { return trafficAccepted }
-
-// SyncTraffic sets the WeftAccepted condition on VirtualServices and
-// DestinationRules, and Weft's parent entries on GAMMA HTTPRoutes (see
-// RouteParents), wherever the current status differs from the desired one.
-// problems are the waypoint translation's. Run on the leader only.
-func (w *Writer) SyncTraffic(ctx context.Context, vss []*networkingv1.VirtualService, drs []*networkingv1.DestinationRule,
-	routes []*gatewayv1.HTTPRoute, problems []workload.Problem) {
-	syncConditions(w, "VirtualService", vss, Conditions("VirtualService", vss, problems, acceptedForWaypoints),
-		func(vs *networkingv1.VirtualService) *metav1alpha1.IstioStatus { return &vs.Status },
+// syncTraffic sets the WeftAccepted condition on VirtualServices,
+// DestinationRules and Istio Gateways, and Weft's parent entries on GAMMA
+// HTTPRoutes (see RouteParents), wherever the current status differs from
+// the desired one.
+func (w *Writer) syncTraffic(ctx context.Context, o Objects, problems []workload.Problem) {
+	vss, drs, routes := o.VirtualServices, o.DestinationRules, o.HTTPRoutes
+	syncConditions(w, "VirtualService", vss, Conditions("VirtualService", vss, problems, accepted[*networkingv1.VirtualService](forWaypoints)),
+		func(vs *networkingv1.VirtualService) Fields { return istioStatus(&vs.Status) },
 		func(vs *networkingv1.VirtualService) error {
 			_, err := w.Client.NetworkingV1().VirtualServices(vs.Namespace).UpdateStatus(ctx, vs, metav1.UpdateOptions{})
 			return err
 		})
-	syncConditions(w, "DestinationRule", drs, Conditions("DestinationRule", drs, problems, acceptedForWaypoints),
-		func(dr *networkingv1.DestinationRule) *metav1alpha1.IstioStatus { return &dr.Status },
+	syncConditions(w, "DestinationRule", drs, Conditions("DestinationRule", drs, problems, accepted[*networkingv1.DestinationRule](forWaypoints)),
+		func(dr *networkingv1.DestinationRule) Fields { return istioStatus(&dr.Status) },
 		func(dr *networkingv1.DestinationRule) error {
 			_, err := w.Client.NetworkingV1().DestinationRules(dr.Namespace).UpdateStatus(ctx, dr, metav1.UpdateOptions{})
 			return err
 		})
-	rtWant := Conditions("HTTPRoute", routes, problems, acceptedForWaypoints)
+	syncConditions(w, istioGatewayKind, o.IstioGateways,
+		Conditions(istioGatewayKind, o.IstioGateways, problems, accepted[*networkingv1.Gateway](forGateways)),
+		func(gw *networkingv1.Gateway) Fields { return istioStatus(&gw.Status) },
+		func(gw *networkingv1.Gateway) error {
+			_, err := w.Client.NetworkingV1().Gateways(gw.Namespace).UpdateStatus(ctx, gw, metav1.UpdateOptions{})
+			return err
+		})
+	rtWant := Conditions("HTTPRoute", routes, problems, accepted[*gatewayv1.HTTPRoute](forWaypoints))
 	for _, rt := range routes {
 		c := rtWant[rt.Namespace+"/"+rt.Name]
 		parents, changed := RouteParents(rt, c, time.Now())
@@ -128,7 +133,7 @@ func RouteParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) (parents 
 		conds := slices.Clone(prev.Conditions)
 		meta.SetStatusCondition(&conds, metav1.Condition{
 			Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionTrue,
-			Reason: string(gatewayv1.RouteReasonAccepted), Message: trafficAccepted,
+			Reason: string(gatewayv1.RouteReasonAccepted), Message: forWaypoints,
 			ObservedGeneration: rt.Generation, LastTransitionTime: metav1.NewTime(now),
 		})
 		if c.Status == "False" {

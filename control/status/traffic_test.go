@@ -84,7 +84,8 @@ func TestSyncTraffic(t *testing.T) {
 	}
 	w := &Writer{Client: istio, Gateway: gw, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	problems := []workload.Problem{{Kind: "VirtualService", Namespace: "default", Name: "bad", Message: "http[0]: unknown subset v9"}}
-	w.SyncTraffic(ctx, []*networkingv1.VirtualService{vsGood, vsBad}, []*networkingv1.DestinationRule{dr}, []*gatewayv1.HTTPRoute{rt}, problems)
+	w.Sync(ctx, Objects{VirtualServices: []*networkingv1.VirtualService{vsGood, vsBad},
+		DestinationRules: []*networkingv1.DestinationRule{dr}, HTTPRoutes: []*gatewayv1.HTTPRoute{rt}}, problems)
 
 	get := func(name string) *networkingv1.VirtualService {
 		vs, err := istio.NetworkingV1().VirtualServices("default").Get(ctx, name, metav1.GetOptions{})
@@ -93,14 +94,14 @@ func TestSyncTraffic(t *testing.T) {
 		}
 		return vs
 	}
-	if c := find(&get("good").Status); c == nil || c.GetStatus() != "True" || c.GetReason() != ReasonAccepted {
+	if c := find(istioStatus(&get("good").Status)); c == nil || c.GetStatus() != "True" || c.GetReason() != ReasonAccepted {
 		t.Errorf("good VirtualService: %v", c)
 	}
-	if c := find(&get("bad").Status); c == nil || c.GetStatus() != "False" || c.GetMessage() != "http[0]: unknown subset v9" || c.GetObservedGeneration() != 4 {
+	if c := find(istioStatus(&get("bad").Status)); c == nil || c.GetStatus() != "False" || c.GetMessage() != "http[0]: unknown subset v9" || c.GetObservedGeneration() != 4 {
 		t.Errorf("bad VirtualService: %v", c)
 	}
 	d, _ := istio.NetworkingV1().DestinationRules("default").Get(ctx, "dr", metav1.GetOptions{})
-	if c := find(&d.Status); c == nil || c.GetStatus() != "True" {
+	if c := find(istioStatus(&d.Status)); c == nil || c.GetStatus() != "True" {
 		t.Errorf("DestinationRule: %v", c)
 	}
 	r, _ := gw.GatewayV1().HTTPRoutes("default").Get(ctx, "r", metav1.GetOptions{})
@@ -112,7 +113,7 @@ func TestSyncTraffic(t *testing.T) {
 	vss := []*networkingv1.VirtualService{get("good"), get("bad")}
 	istio.ClearActions()
 	gw.ClearActions()
-	w.SyncTraffic(ctx, vss, []*networkingv1.DestinationRule{d}, []*gatewayv1.HTTPRoute{r}, problems)
+	w.Sync(ctx, Objects{VirtualServices: vss, DestinationRules: []*networkingv1.DestinationRule{d}, HTTPRoutes: []*gatewayv1.HTTPRoute{r}}, problems)
 	if n := len(istio.Actions()) + len(gw.Actions()); n != 0 {
 		t.Errorf("%d writes without a change: %v %v", n, istio.Actions(), gw.Actions())
 	}

@@ -1,0 +1,148 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+
+	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
+	metav1alpha1 "istio.io/api/meta/v1alpha1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	"istio.io/client-go/pkg/clientset/versioned/fake"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakedynamic "k8s.io/client-go/dynamic/fake"
+
+	"github.com/weft-mesh/weft/control/unsupported"
+	"github.com/weft-mesh/weft/control/workload"
+)
+
+func objectMeta(name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: "default", Name: name, Generation: 2}
+}
+
+// TestSyncEveryIstioKind: PeerAuthentications, ServiceEntries and Istio
+// Gateways get the condition too, with a validationMessages entry in
+// Istio's shape when there is a problem; other tools' entries stay.
+func TestSyncEveryIstioKind(t *testing.T) {
+	ctx := context.Background()
+	foreign := &analysisv1alpha1.AnalysisMessageBase{Type: &analysisv1alpha1.AnalysisMessageBase_Type{Code: "IST0101"}}
+	pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta("strict")}
+	pa.Status.ValidationMessages = []*analysisv1alpha1.AnalysisMessageBase{foreign}
+	se := &networkingv1.ServiceEntry{ObjectMeta: objectMeta("external")}
+	gw := &networkingv1.Gateway{ObjectMeta: objectMeta("ingress")}
+	client := fake.NewSimpleClientset(pa, se)
+	// Through the API: the fake files a constructor's Gateway under
+	// another version (the same Go type), where v1 reads do not see it.
+	if _, err := client.NetworkingV1().Gateways("default").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w := &Writer{Client: client, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	problems := []workload.Problem{
+		{Kind: "PeerAuthentication", Namespace: "default", Name: "strict", Message: "spec.portLevelMtls: needs a selector; ignored"},
+		{Kind: istioGatewayKind, Namespace: "default", Name: "ingress", Message: "spec.selector: empty; ignored"},
+	}
+	objs := Objects{PeerAuthentications: []*securityv1.PeerAuthentication{pa}, ServiceEntries: []*networkingv1.ServiceEntry{se},
+		IstioGateways: []*networkingv1.Gateway{gw}}
+	w.Sync(ctx, objs, problems)
+
+	gotPA, err1 := client.SecurityV1().PeerAuthentications("default").Get(ctx, "strict", metav1.GetOptions{})
+	gotSE, err2 := client.NetworkingV1().ServiceEntries("default").Get(ctx, "external", metav1.GetOptions{})
+	gotGW, err3 := client.NetworkingV1().Gateways("default").Get(ctx, "ingress", metav1.GetOptions{})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	checkStatus(t, "PeerAuthentication", istioStatus(&gotPA.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid, "IST0101")
+	checkStatus(t, "ServiceEntry", Fields{&gotSE.Status.Conditions, &gotSE.Status.ValidationMessages}, "True", ReasonAccepted, "")
+	checkStatus(t, "Gateway", istioStatus(&gotGW.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
+
+	// Fixed: the condition flips and Weft's entry goes, the foreign one stays.
+	client.ClearActions()
+	w.Sync(ctx, Objects{PeerAuthentications: []*securityv1.PeerAuthentication{gotPA}}, nil)
+	gotPA, _ = client.SecurityV1().PeerAuthentications("default").Get(ctx, "strict", metav1.GetOptions{})
+	checkStatus(t, "fixed PeerAuthentication", istioStatus(&gotPA.Status), "True", ReasonAccepted, "", "IST0101")
+}
+
+// checkStatus wants WeftAccepted with status and reason at the object's
+// generation, and exactly the validationMessages codes codes (Weft's,
+// if any, first among them; "" for none of Weft's).
+func checkStatus(t *testing.T, what string, st Fields, status, reason, weftCode string, others ...string) {
+	t.Helper()
+	c := find(st)
+	if c == nil || c.GetStatus() != status || c.GetReason() != reason || c.GetObservedGeneration() != 2 {
+		t.Errorf("%s: condition %v, want %s/%s at generation 2", what, c, status, reason)
+	}
+	var codes []string
+	for _, m := range *st.ValidationMessages {
+		codes = append(codes, m.GetType().GetCode())
+		if isWeftMessage(m) && (m.GetType().GetName() != reason || m.GetDocumentationUrl() == "") {
+			t.Errorf("%s: Weft's validation message %v, want name %s and a documentation URL", what, m, reason)
+		}
+	}
+	want := others
+	if weftCode != "" {
+		want = append(others, weftCode)
+	}
+	if len(codes) != len(want) {
+		t.Errorf("%s: validationMessages codes %v, want %v", what, codes, want)
+	}
+	for i := range min(len(codes), len(want)) {
+		if codes[i] != want[i] {
+			t.Errorf("%s: validationMessages codes %v, want %v", what, codes, want)
+		}
+	}
+}
+
+// TestSyncUnsupported: an object of a kind Weft does not implement gets
+// WeftAccepted=False/Unsupported with the kind's message and an ERROR
+// entry, once; another controller's condition stays.
+func TestSyncUnsupported(t *testing.T) {
+	ctx := context.Background()
+	r := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"}
+	jwt := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+		"metadata": map[string]any{"namespace": "default", "name": "jwt", "generation": int64(2)},
+		"status":   map[string]any{"conditions": []any{map[string]any{"type": "Other", "status": "True"}}},
+	}}
+	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{r: "RequestAuthenticationList"}, jwt)
+	w := &Writer{Dynamic: dyn, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	w.Sync(ctx, Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {jwt}}}, nil)
+
+	got, err := dyn.Resource(r).Namespace("default").Get(ctx, "jwt", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := parseIstioStatus(t, got)
+	kind, _ := unsupported.Of(r)
+	checkStatus(t, "RequestAuthentication", istioStatus(st), "False", ReasonUnsupported, CodeUnsupported)
+	if c := find(istioStatus(st)); c.GetMessage() != kind.Message {
+		t.Errorf("message %q, want %q", c.GetMessage(), kind.Message)
+	}
+	if m := st.ValidationMessages[0]; m.GetLevel() != analysisv1alpha1.AnalysisMessageBase_ERROR {
+		t.Errorf("level %v, want ERROR: the object has no effect", m.GetLevel())
+	}
+	if len(st.Conditions) != 2 || st.Conditions[0].GetType() != "Other" {
+		t.Errorf("conditions %v: another controller's condition must stay first", st.Conditions)
+	}
+
+	dyn.ClearActions()
+	w.Sync(ctx, Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {got}}}, nil)
+	if n := len(dyn.Actions()); n != 0 {
+		t.Errorf("%d writes without a change: %v", n, dyn.Actions())
+	}
+}
+
+func parseIstioStatus(t *testing.T, o *unstructured.Unstructured) *metav1alpha1.IstioStatus {
+	t.Helper()
+	st := &metav1alpha1.IstioStatus{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object["status"].(map[string]any), st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}

@@ -1,0 +1,56 @@
+// Package unsupported names the API kinds Weft does not implement, with
+// what a user gets instead. weft-control marks every such object
+// WeftAccepted=False (reason Unsupported) as soon as it exists, and
+// `weftctl analyze` lists it: an object that has no effect must say so, a
+// RequestAuthentication most of all (its tokens are not checked).
+package unsupported
+
+import "k8s.io/apimachinery/pkg/runtime/schema"
+
+// Kind is one kind Weft does not implement.
+type Kind struct {
+	// Resource is the version Weft watches; a kind is watched only while
+	// the API server serves it (its CRD is installed).
+	Resource schema.GroupVersionResource
+	Kind     string
+	// Message says what happens instead and what to do; it becomes the
+	// condition's message.
+	Message string
+}
+
+// Kinds are the kinds Weft does not implement. weft-base installs the CRDs
+// of the first three (Istio's ambient API ships them); the others are
+// watched in case another chart installed theirs.
+var Kinds = []Kind{
+	{istio("security", "v1", "requestauthentications"), "RequestAuthentication",
+		"RequestAuthentication is not supported yet: Weft validates no JWT, so a request with an invalid token is not refused " +
+			"and requestPrincipals / request.auth.* never match. Validate tokens in the application or an ingress in front of the mesh"},
+	{istio("telemetry", "v1", "telemetries"), "Telemetry",
+		"Telemetry is not supported yet: metrics, access logs and tracing keep the mesh defaults (docs/guides/telemetry.md)"},
+	{istio("networking", "v1", "workloadentries"), "WorkloadEntry",
+		"WorkloadEntry is not supported yet: workloads outside Kubernetes are not in the mesh. Reach them with a ServiceEntry with static endpoints"},
+	{istio("networking", "v1", "workloadgroups"), "WorkloadGroup",
+		"WorkloadGroup is not supported yet: workloads outside Kubernetes are not in the mesh. Reach them with a ServiceEntry with static endpoints"},
+	{istio("networking", "v1", "sidecars"), "Sidecar",
+		"Sidecar configures sidecar proxies; ambient workloads have none, so it has no effect (as in Istio ambient)"},
+	{istio("networking", "v1alpha3", "envoyfilters"), "EnvoyFilter",
+		"EnvoyFilter is not supported: Weft's waypoints and gateways are not Envoy, so no patch applies (docs/compatibility.md)"},
+	{istio("networking", "v1beta1", "proxyconfigs"), "ProxyConfig",
+		"ProxyConfig is not supported: proxy settings are Helm values of the weft charts (docs/reference/helm-values.md)"},
+	{istio("extensions", "v1alpha1", "wasmplugins"), "WasmPlugin",
+		"WasmPlugin is not supported: Weft's waypoints and gateways run no Wasm"},
+}
+
+func istio(group, version, resource string) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: group + ".istio.io", Version: version, Resource: resource}
+}
+
+// Of returns the Kind watched as resource, if any.
+func Of(resource schema.GroupVersionResource) (Kind, bool) {
+	for _, k := range Kinds {
+		if k.Resource == resource {
+			return k, true
+		}
+	}
+	return Kind{}, false
+}
