@@ -410,6 +410,7 @@ func checkRBAC(t *testing.T, objs objects) {
 		"gateway.networking.k8s.io/gateways/status":       status,
 		"gateway.networking.k8s.io/gatewayclasses/status": status,
 		"gateway.networking.k8s.io/httproutes/status":     status,
+		"gateway.networking.k8s.io/grpcroutes/status":     status,
 	}
 	// The kinds Weft does not implement: read, and marked Unsupported.
 	for _, k := range unsupported.Kinds {

@@ -42,6 +42,8 @@ type Cluster struct {
 	hasIstio, hasGateway bool
 	// Traffic management (waypoints): each watched only when served.
 	hasNetworking, hasHTTPRoute bool
+	// GRPCRoutes, watched (to report them unsupported) when served.
+	hasGRPCRoute bool
 	// Istio Gateways (ingress gateway deployments), watched when served.
 	hasIstioGateway bool
 	// ServiceEntries (node agents and waypoints), watched when served.
@@ -108,7 +110,10 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 			d.istio.Security().V1().PeerAuthentications().Informer())
 	}
 	if d.hasGateway {
-		infs = append(infs, d.gateway.Gateway().V1().Gateways().Informer())
+		infs = append(infs, d.gateway.Gateway().V1().Gateways().Informer(), d.gateway.Gateway().V1().GatewayClasses().Informer())
+	}
+	if d.hasGRPCRoute {
+		infs = append(infs, d.gateway.Gateway().V1().GRPCRoutes().Informer())
 	}
 	if d.hasNetworking {
 		infs = append(infs, d.istio.Networking().V1().VirtualServices().Informer(),
@@ -143,7 +148,7 @@ func (d *Cluster) optionalKinds() []optionalKind {
 	return []optionalKind{
 		{&d.hasIstio, "security.istio.io", []string{"authorizationpolicies"},
 			"security.istio.io CRDs not installed: AuthorizationPolicy and PeerAuthentication are ignored until the control plane restarts (install charts/base first)"},
-		{&d.hasGateway, "gateway.networking.k8s.io", []string{"gateways"},
+		{&d.hasGateway, "gateway.networking.k8s.io", []string{"gateways", "gatewayclasses"},
 			"Gateway API CRDs not installed: waypoints are ignored until the control plane restarts (install charts/base first)"},
 		// Both kinds come with the same CRD bundle; be sure anyway.
 		{&d.hasNetworking, "networking.istio.io", []string{"virtualservices", "destinationrules"},
@@ -154,6 +159,8 @@ func (d *Cluster) optionalKinds() []optionalKind {
 			"networking.istio.io/v1 ServiceEntry not served: ServiceEntries are ignored until the control plane restarts"},
 		{&d.hasHTTPRoute, "gateway.networking.k8s.io", []string{"httproutes"},
 			"gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts"},
+		{&d.hasGRPCRoute, "gateway.networking.k8s.io", []string{"grpcroutes"},
+			"gateway.networking.k8s.io/v1 GRPCRoute not served: GRPCRoutes get no status until the control plane restarts"},
 	}
 }
 
@@ -291,20 +298,34 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	return in, err
 }
 
-// UnsupportedObjects lists the objects of the served kinds Weft does not
-// implement (unsupported.Kinds), by resource.
-func (d *Cluster) UnsupportedObjects() (map[schema.GroupVersionResource][]*unstructured.Unstructured, error) {
-	out := make(map[schema.GroupVersionResource][]*unstructured.Unstructured, len(d.unsupported))
+// StatusOnly are the objects Weft reads only to report on them: Weft's
+// GatewayClasses and kinds it does not implement.
+type StatusOnly struct {
+	GatewayClasses []*gatewayv1.GatewayClass
+	GRPCRoutes     []*gatewayv1.GRPCRoute
+	// Unsupported are the objects of the served kinds of unsupported.Kinds,
+	// by resource.
+	Unsupported map[schema.GroupVersionResource][]*unstructured.Unstructured
+}
+
+// StatusOnly lists the current objects Weft only reports on.
+func (d *Cluster) StatusOnly() (StatusOnly, error) {
+	var out StatusOnly
+	var err error
+	if d.hasGateway {
+		out.GatewayClasses = listAll(&err, d.gateway.Gateway().V1().GatewayClasses().Lister())
+	}
+	if d.hasGRPCRoute {
+		out.GRPCRoutes = listAll(&err, d.gateway.Gateway().V1().GRPCRoutes().Lister())
+	}
+	out.Unsupported = make(map[schema.GroupVersionResource][]*unstructured.Unstructured, len(d.unsupported))
 	for _, r := range d.unsupported {
-		objs, err := d.dynamic.ForResource(r).Lister().List(labels.Everything())
-		if err != nil {
-			return nil, err
-		}
+		objs := listAll(&err, d.dynamic.ForResource(r).Lister())
 		for _, o := range objs {
-			out[r] = append(out[r], o.(*unstructured.Unstructured))
+			out.Unsupported[r] = append(out.Unsupported[r], o.(*unstructured.Unstructured))
 		}
 	}
-	return out, nil
+	return out, err
 }
 
 // Gateways exposes the Gateway informer (the waypoint deployment

@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	fakedynamic "k8s.io/client-go/dynamic/fake"
 	fakediscovery "k8s.io/client-go/discovery/fake"
+	fakedynamic "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -42,7 +42,7 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{
 		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}, {Name: "requestauthentications"}}},
 		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
-		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "httproutes"}}},
+		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "gatewayclasses"}, {Name: "httproutes"}}},
 	}
 	istio := istiofake.NewSimpleClientset(&securityv1.AuthorizationPolicy{ObjectMeta: meta("deny")},
 		&networkingv1.VirtualService{ObjectMeta: meta("reviews")}, &networkingv1.ServiceEntry{ObjectMeta: meta("external")})
@@ -104,10 +104,11 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if c.Gateways() == nil {
 		t.Error("Gateways() is nil although Gateways are served")
 	}
-	objs, err := c.UnsupportedObjects()
+	only, err := c.StatusOnly()
 	if err != nil {
 		t.Fatal(err)
 	}
+	objs := only.Unsupported
 	if got := objs[requestAuthn]; len(got) != 1 || got[0].GetName() != "jwt" {
 		t.Errorf("unsupported RequestAuthentications: %v, want jwt", got)
 	}

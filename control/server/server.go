@@ -361,14 +361,15 @@ func (t *translator) push() {
 // statusObjects are the objects a push translated (traffic: empty when the
 // waypoint translation did not finish), and those of unsupported kinds.
 func (t *translator) statusObjects(in workload.Inputs, traffic discovery.TrafficInputs) status.Objects {
-	unsupported, err := t.cluster.UnsupportedObjects()
+	only, err := t.cluster.StatusOnly()
 	if err != nil {
-		t.log.Error("list objects of unsupported kinds", "err", err)
+		t.log.Error("list GatewayClasses and objects of unsupported kinds", "err", err)
 	}
 	return status.Objects{
 		AuthorizationPolicies: in.AuthorizationPolicies, PeerAuthentications: in.PeerAuthentications, ServiceEntries: in.ServiceEntries,
 		VirtualServices: traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
-		HTTPRoutes: traffic.HTTPRoutes, Unsupported: unsupported,
+		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes,
+		Unsupported: only.Unsupported,
 	}
 }
 

@@ -83,7 +83,12 @@ type Objects struct {
 	DestinationRules      []*networkingv1.DestinationRule
 	// IstioGateways are networking.istio.io Gateways.
 	IstioGateways []*networkingv1.Gateway
-	HTTPRoutes    []*gatewayv1.HTTPRoute
+	// Gateways are Gateway API Gateways: those of class weft (ingress) are
+	// route parents Weft reports on.
+	Gateways       []*gatewayv1.Gateway
+	GatewayClasses []*gatewayv1.GatewayClass
+	HTTPRoutes     []*gatewayv1.HTTPRoute
+	GRPCRoutes     []*gatewayv1.GRPCRoute
 	// Unsupported are the objects of kinds Weft does not implement, by
 	// resource (see package unsupported).
 	Unsupported map[schema.GroupVersionResource][]*unstructured.Unstructured
@@ -108,12 +113,15 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 		})
 	syncConditions(w, "ServiceEntry", o.ServiceEntries,
 		Conditions("ServiceEntry", o.ServiceEntries, problems, accepted[*networkingv1.ServiceEntry](forNodeAgentsAndWaypoints)),
-		func(se *networkingv1.ServiceEntry) Fields { return Fields{&se.Status.Conditions, &se.Status.ValidationMessages} },
+		func(se *networkingv1.ServiceEntry) Fields {
+			return Fields{&se.Status.Conditions, &se.Status.ValidationMessages}
+		},
 		func(se *networkingv1.ServiceEntry) error {
 			_, err := w.Client.NetworkingV1().ServiceEntries(se.Namespace).UpdateStatus(ctx, se, metav1.UpdateOptions{})
 			return err
 		})
 	w.syncTraffic(ctx, o, problems)
+	w.syncGatewayClasses(ctx, o.GatewayClasses)
 	w.syncUnsupported(ctx, o.Unsupported)
 }
 

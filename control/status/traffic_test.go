@@ -22,6 +22,12 @@ func serviceParent(name string) gatewayv1.ParentReference {
 	return gatewayv1.ParentReference{Group: ptr.To(gatewayv1.Group("")), Kind: ptr.To(gatewayv1.Kind("Service")), Name: gatewayv1.ObjectName(name)}
 }
 
+// httpParents is an HTTPRoute's parents with condition c, when no
+// Gateway parent is Weft's.
+func httpParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) ([]gatewayv1.RouteParentStatus, bool) {
+	return routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, weftParents(nil), httpRouteConditions(c), now)
+}
+
 func TestRouteParents(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	rt := &gatewayv1.HTTPRoute{
@@ -35,7 +41,7 @@ func TestRouteParents(t *testing.T) {
 		Conditions: []metav1.Condition{{Type: "Accepted", Status: "True", Reason: "Accepted"}}}}
 
 	ok := Condition{Status: "True", Reason: ReasonAccepted, Generation: 2}
-	parents, changed := RouteParents(rt, ok, now)
+	parents, changed := httpParents(rt, ok, now)
 	if !changed || len(parents) != 2 || parents[0].ControllerName != "istio.io/gateway-controller" {
 		t.Fatalf("parents %+v changed %v", parents, changed)
 	}
@@ -50,11 +56,11 @@ func TestRouteParents(t *testing.T) {
 		t.Error("PartiallyInvalid without problems")
 	}
 	rt.Status.Parents = parents
-	if _, changed := RouteParents(rt, ok, now.Add(time.Hour)); changed {
+	if _, changed := httpParents(rt, ok, now.Add(time.Hour)); changed {
 		t.Error("same status reported as a change")
 	}
 	bad := Condition{Status: "False", Reason: ReasonPartiallyInvalid, Message: "rule 0: bad regex", Generation: 2}
-	parents, changed = RouteParents(rt, bad, now)
+	parents, changed = httpParents(rt, bad, now)
 	if !changed {
 		t.Fatal("problem not a change")
 	}
@@ -64,7 +70,7 @@ func TestRouteParents(t *testing.T) {
 	// The parentRef goes away: Weft's entry goes too.
 	rt.Status.Parents = parents
 	rt.Spec.ParentRefs = rt.Spec.ParentRefs[1:]
-	parents, changed = RouteParents(rt, ok, now)
+	parents, changed = httpParents(rt, ok, now)
 	if !changed || len(parents) != 1 || parents[0].ControllerName == WaypointControllerName {
 		t.Errorf("after removal %+v %v", parents, changed)
 	}
