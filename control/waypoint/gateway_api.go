@@ -56,8 +56,8 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 		for i := range gw.Spec.Listeners {
 			l := &gw.Spec.Listeners[i]
 			path := fmt.Sprintf("spec.listeners[%d]", i)
-			if l.Protocol != gatewayv1.HTTPProtocolType {
-				t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s.protocol: %s is not supported yet (HTTP only); listener ignored", path, l.Protocol)
+			if !deploy.IngressProtocolSupported(l.Protocol) {
+				t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s.%s", path, deploy.UnsupportedIngressProtocol(l.Protocol))
 				continue
 			}
 			host := "*"

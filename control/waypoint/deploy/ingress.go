@@ -30,6 +30,20 @@ func IsIngress(gw *gatewayv1.Gateway) bool {
 	return gw != nil && string(gw.Spec.GatewayClassName) == IngressClassName
 }
 
+// IngressProtocolSupported reports whether an ingress Gateway serves
+// listeners of protocol p. The translation (control/waypoint) ignores the
+// other listeners and the status reports them not accepted: both ask here
+// so they cannot disagree.
+func IngressProtocolSupported(p gatewayv1.ProtocolType) bool {
+	return p == gatewayv1.HTTPProtocolType
+}
+
+// UnsupportedIngressProtocol says why a listener of protocol p, which
+// IngressProtocolSupported rejects, is ignored.
+func UnsupportedIngressProtocol(p gatewayv1.ProtocolType) string {
+	return fmt.Sprintf("protocol: %s is not supported yet (HTTP only); listener ignored", p)
+}
+
 // IngressSelector is the label set of the gateway pods serving gw.
 func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
 	s := cmp.Or(gw.Annotations[AnnotationGatewaySelector], DefaultGatewaySelector)
