@@ -29,9 +29,10 @@ import (
 //     for GAMMA routes (match precedence across routes included), one
 //     virtual host per route hostname that the listener accepts.
 //
-// Status (Accepted, Programmed) is written by control/waypoint/deploy.
-// Departures: HTTPS/TLS listeners, allowedRoutes selectors and kinds, and
-// listener and HTTPRoute status are not implemented.
+// Status (Accepted, Programmed, listener statuses) is written by
+// control/waypoint/deploy. Departures: HTTPS/TLS listeners, allowedRoutes
+// selectors and kinds, listeners' attachedRoutes and HTTPRoute status are
+// not implemented.
 
 const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
 

@@ -152,17 +152,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	if v.Accepted {
 		dep, svc, applyErr = c.apply(ctx, gw, v)
 	}
-	st := Status(gw, v, dep, svc, time.Now())
-	if applyErr != nil {
-		// Say why on the Gateway, keep the rest of what is observed.
-		st = Status(gw, v, nil, svc, time.Now())
-		for i := range st.Conditions {
-			if st.Conditions[i].Type == string(gatewayv1.GatewayConditionProgrammed) {
-				st.Conditions[i].Reason = string(gatewayv1.GatewayReasonNoResources)
-				st.Conditions[i].Message = "creating the waypoint's objects failed: " + applyErr.Error()
-			}
-		}
-	}
+	st := Status(gw, v, dep, svc, applyErr, time.Now())
 	if !StatusEqual(gw.Status, st) {
 		updated := gw.DeepCopy()
 		updated.Status = st

@@ -278,7 +278,7 @@ func TestStatus(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			st := Status(gw, c.v, c.dep, c.svc, now)
+			st := Status(gw, c.v, c.dep, c.svc, nil, now)
 			if a, p := cond(st, gatewayv1.GatewayConditionAccepted), cond(st, gatewayv1.GatewayConditionProgrammed); a != c.accepted || p != c.programmed {
 				t.Errorf("Accepted %s Programmed %s, want %s %s", a, p, c.accepted, c.programmed)
 			}
@@ -296,8 +296,8 @@ func TestStatus(t *testing.T) {
 	}
 
 	// Recomputing from a written status changes nothing, timestamps included.
-	gw.Status = Status(gw, ok, available, svc, now)
-	again := Status(gw, ok, available, svc, now.Add(time.Hour))
+	gw.Status = Status(gw, ok, available, svc, nil, now)
+	again := Status(gw, ok, available, svc, nil, now.Add(time.Hour))
 	if !StatusEqual(gw.Status, again) {
 		t.Error("status not stable")
 	}
@@ -306,10 +306,10 @@ func TestStatus(t *testing.T) {
 	}
 	// Conditions of others are kept.
 	gw.Status.Conditions = append(gw.Status.Conditions, metav1.Condition{Type: "Other", Status: "True", Reason: "X"})
-	if st := Status(gw, ok, available, svc, now); meta.FindStatusCondition(st.Conditions, "Other") == nil {
+	if st := Status(gw, ok, available, svc, nil, now); meta.FindStatusCondition(st.Conditions, "Other") == nil {
 		t.Error("foreign condition dropped")
 	}
-	if StatusEqual(gw.Status, Status(gw, ok, unavailable, svc, now)) {
+	if StatusEqual(gw.Status, Status(gw, ok, unavailable, svc, nil, now)) {
 		t.Error("a lost replica is not a status change")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +19,7 @@ import (
 // weft.io/gateway-selector selects (default istio=ingress, the chart's
 // labels). Weft deploys nothing for them; control/waypoint translates
 // them, and this controller writes their Accepted and Programmed
-// conditions.
+// conditions and their listeners' status.
 const (
 	IngressClassName          = "weft"
 	AnnotationGatewaySelector = "weft.io/gateway-selector"
@@ -59,10 +60,52 @@ func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
 
 // IngressStatus is the status of ingress Gateway gw given the number of
 // ready gateway pods its selector matches: Accepted unless the selector is
-// invalid, Programmed once a ready pod serves it. Other conditions and the
-// listener statuses are kept. Pure except for now (condition stamps).
+// invalid or no listener can be served, Programmed once a ready pod serves
+// it, and the status of every listener. Other conditions are kept. Pure
+// except for now (condition stamps).
 func IngressStatus(gw *gatewayv1.Gateway, readyPods int, now time.Time) gatewayv1.GatewayStatus {
 	st := *gw.Status.DeepCopy()
+	sel, err := IngressSelector(gw)
+	var programmed listenerCondition // of a served listener
+	switch {
+	case err != nil:
+		programmed = listenerFalse(gatewayv1.ListenerReasonInvalid, "the Gateway is not accepted: "+err.Error())
+	case readyPods == 0:
+		programmed = listenerFalse(gatewayv1.ListenerReasonPending,
+			fmt.Sprintf("no ready gateway pod matches %s (install charts/gateway)", labels.Set(sel)))
+	default:
+		programmed = listenerTrue(gatewayv1.ListenerReasonProgrammed,
+			fmt.Sprintf("served by %d ready gateway pod(s) matching %s", readyPods, labels.Set(sel)))
+	}
+	reports := make([]listenerReport, len(gw.Spec.Listeners))
+	for i := range gw.Spec.Listeners {
+		reports[i] = ingressListener(&gw.Spec.Listeners[i], programmed)
+		if err != nil { // the translation ignores the whole Gateway
+			reports[i].accepted, reports[i].programmed = programmed, programmed
+		}
+	}
+	setIngressConditions(&st, gw, err, programmed, reports, now)
+	setListeners(&st, gw, reports, now)
+	return st
+}
+
+// setIngressConditions sets the Accepted and Programmed conditions of
+// ingress Gateway gw: selectorErr is its selector annotation's error,
+// programmed the Programmed condition of its served listeners.
+//
+// Some listeners not served (an unsupported protocol, say) leave the
+// Gateway Accepted, with reason ListenersNotValid, which the spec allows
+// "when Accepted is True or False, depending on whether the listener being
+// invalid causes the entire Gateway to not be accepted"; only when no
+// listener is served is it not accepted. Programmed stays True then, with
+// a message naming the listeners not served: the spec's Programmed
+// "indicates whether a Gateway has generated some configuration that is
+// assumed to be ready soon in the underlying data plane", some and not
+// all (GEP-1364, "Partial validity and Conditions": a "some config is
+// working" condition, with the specific errors on the parts); each
+// listener's own Programmed is False.
+func setIngressConditions(st *gatewayv1.GatewayStatus, gw *gatewayv1.Gateway, selectorErr error, programmed listenerCondition,
+	reports []listenerReport, now time.Time) {
 	set := func(typ gatewayv1.GatewayConditionType, ok bool, reason gatewayv1.GatewayConditionReason, msg string) {
 		s := metav1.ConditionFalse
 		if ok {
@@ -71,21 +114,32 @@ func IngressStatus(gw *gatewayv1.Gateway, readyPods int, now time.Time) gatewayv
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: string(typ), Status: s, Reason: string(reason), Message: msg,
 			ObservedGeneration: gw.Generation, LastTransitionTime: metav1.NewTime(now)})
 	}
-	sel, err := IngressSelector(gw)
+	ignored, why := notServed(gw, reports)
 	switch {
-	case err != nil:
-		set(gatewayv1.GatewayConditionAccepted, false, gatewayv1.GatewayReasonInvalidParameters, err.Error())
-		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "not accepted: "+err.Error())
-	case readyPods == 0:
-		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "Weft ingress gateway")
-		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonPending,
-			fmt.Sprintf("no ready gateway pod matches %s (install charts/gateway)", labels.Set(sel)))
+	case selectorErr != nil:
+		set(gatewayv1.GatewayConditionAccepted, false, gatewayv1.GatewayReasonInvalidParameters, selectorErr.Error())
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "not accepted: "+selectorErr.Error())
+		return
+	case len(ignored) > 0 && len(ignored) == len(reports):
+		msg := "no listener can be served: " + strings.Join(why, "; ")
+		set(gatewayv1.GatewayConditionAccepted, false, gatewayv1.GatewayReasonListenersNotValid, msg)
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "not accepted: "+msg)
+		return
+	case len(ignored) > 0:
+		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonListenersNotValid,
+			"Weft ingress gateway; listeners not served: "+strings.Join(why, "; "))
 	default:
 		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "Weft ingress gateway")
-		set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed,
-			fmt.Sprintf("served by %d ready gateway pod(s) matching %s", readyPods, labels.Set(sel)))
 	}
-	return st
+	if programmed.status != metav1.ConditionTrue {
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonPending, programmed.message)
+		return
+	}
+	msg := programmed.message
+	if len(ignored) > 0 {
+		msg += "; listeners not served: " + strings.Join(ignored, ", ")
+	}
+	set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed, msg)
 }
 
 // ingressRecheck is how soon an ingress Gateway without ready pods is

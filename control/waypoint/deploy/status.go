@@ -14,12 +14,13 @@ import (
 )
 
 // Status computes the Gateway's status from what is observed: the
-// validation, the waypoint's Deployment and Service (nil when missing).
-// Conditions Accepted and Programmed (observedGeneration = the Gateway's
-// generation), addresses = the Service's ClusterIP, as Istio does. Other
-// conditions and the listener statuses already on the Gateway are kept.
-// Pure except for now, which stamps conditions whose status changes.
-func Status(gw *gatewayv1.Gateway, v Validation, dep *appsv1.Deployment, svc *corev1.Service, now time.Time) gatewayv1.GatewayStatus {
+// validation, the waypoint's Deployment and Service (nil when missing),
+// and applyErr, the error applying them (nil when it worked or was not
+// tried). Conditions Accepted and Programmed (observedGeneration = the
+// Gateway's generation), addresses = the Service's ClusterIP, as Istio
+// does, and the status of every listener. Other conditions are kept. Pure
+// except for now, which stamps conditions whose status changes.
+func Status(gw *gatewayv1.Gateway, v Validation, dep *appsv1.Deployment, svc *corev1.Service, applyErr error, now time.Time) gatewayv1.GatewayStatus {
 	st := *gw.Status.DeepCopy()
 	gen := gw.Generation
 	set := func(typ gatewayv1.GatewayConditionType, ok bool, reason gatewayv1.GatewayConditionReason, msg string) {
@@ -50,6 +51,8 @@ func Status(gw *gatewayv1.Gateway, v Validation, dep *appsv1.Deployment, svc *co
 	switch {
 	case !v.Accepted:
 		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid, "not accepted: "+v.Message)
+	case applyErr != nil:
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonNoResources, "creating the waypoint's objects failed: "+applyErr.Error())
 	case dep == nil:
 		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonPending, "waiting for the Deployment")
 	case v.Replicas == 0:
@@ -64,21 +67,36 @@ func Status(gw *gatewayv1.Gateway, v Validation, dep *appsv1.Deployment, svc *co
 		set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed,
 			fmt.Sprintf("%d/%d waypoint replicas available", dep.Status.AvailableReplicas, v.Replicas))
 	}
+	programmed := listenerProgrammed(meta.FindStatusCondition(st.Conditions, string(gatewayv1.GatewayConditionProgrammed)))
+	reports := make([]listenerReport, len(gw.Spec.Listeners))
+	for i := range gw.Spec.Listeners {
+		reports[i] = waypointListener(&gw.Spec.Listeners[i], v, programmed)
+	}
+	setListeners(&st, gw, reports, now)
 	return st
 }
 
 // StatusEqual compares statuses ignoring condition timestamps.
 func StatusEqual(a, b gatewayv1.GatewayStatus) bool {
-	if !slices.EqualFunc(a.Addresses, b.Addresses, func(x, y gatewayv1.GatewayStatusAddress) bool {
+	return slices.EqualFunc(a.Addresses, b.Addresses, func(x, y gatewayv1.GatewayStatusAddress) bool {
 		return x.Value == y.Value && addrType(x) == addrType(y)
-	}) {
+	}) && conditionsEqual(a.Conditions, b.Conditions) && slices.EqualFunc(a.Listeners, b.Listeners, listenerStatusEqual)
+}
+
+func listenerStatusEqual(a, b gatewayv1.ListenerStatus) bool {
+	return a.Name == b.Name && a.AttachedRoutes == b.AttachedRoutes && conditionsEqual(a.Conditions, b.Conditions) &&
+		slices.EqualFunc(a.SupportedKinds, b.SupportedKinds, func(x, y gatewayv1.RouteGroupKind) bool {
+			return sameKind(x, y)
+		})
+}
+
+// conditionsEqual compares condition sets, in any order, ignoring timestamps.
+func conditionsEqual(a, b []metav1.Condition) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	if len(a.Conditions) != len(b.Conditions) {
-		return false
-	}
-	for _, c := range a.Conditions {
-		d := meta.FindStatusCondition(b.Conditions, c.Type)
+	for _, c := range a {
+		d := meta.FindStatusCondition(b, c.Type)
 		if d == nil || d.Status != c.Status || d.Reason != c.Reason || d.Message != c.Message || d.ObservedGeneration != c.ObservedGeneration {
 			return false
 		}
