@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -386,6 +387,9 @@ func TestControllerWithFakeClients(t *testing.T) {
 		if p := cond(g.Status, "Programmed"); p != "True/Programmed/3" {
 			return fmt.Errorf("programmed %s", p)
 		}
+		if p := listenerCond(g.Status, ListenerName, "Programmed"); p != "True/Programmed/3" {
+			return fmt.Errorf("listener %s programmed %s", ListenerName, p)
+		}
 		return nil
 	})
 	await.NoError(t, "bad gateway rejected", func() error {
@@ -420,5 +424,58 @@ func TestControllerWithFakeClients(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWaypointListenerStatus: a waypoint's HBONE listener is accepted and
+// programmed with its Gateway, and supports no route kind (routes bind to
+// Services); listeners a waypoint cannot serve say why.
+func TestWaypointListenerStatus(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.10"}}
+	available := &appsv1.Deployment{Status: appsv1.DeploymentStatus{AvailableReplicas: 1, ReadyReplicas: 1}}
+	extra := func(l gatewayv1.Listener) func(*gatewayv1.Gateway) {
+		return func(g *gatewayv1.Gateway) { g.Spec.Listeners = append(g.Spec.Listeners, l) }
+	}
+	type want struct{ accepted, programmed, resolvedRefs, kinds string }
+	for _, c := range []struct {
+		name     string
+		gw       *gatewayv1.Gateway
+		dep      *appsv1.Deployment
+		applyErr error
+		want     map[gatewayv1.SectionName]want
+	}{
+		{"available", gateway("wp"), available, nil,
+			map[gatewayv1.SectionName]want{ListenerName: {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", ""}}},
+		{"no Deployment yet", gateway("wp"), nil, nil,
+			map[gatewayv1.SectionName]want{ListenerName: {"True/Accepted/3", "False/Pending/3", "True/ResolvedRefs/3", ""}}},
+		{"apply failed", gateway("wp"), nil, errors.New("forbidden"),
+			map[gatewayv1.SectionName]want{ListenerName: {"True/Accepted/3", "False/Pending/3", "True/ResolvedRefs/3", ""}}},
+		{"HTTP listener next to HBONE", gateway("wp", extra(gatewayv1.Listener{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType})), available, nil,
+			map[gatewayv1.SectionName]want{
+				ListenerName: {"False/Invalid/3", "False/Invalid/3", "True/ResolvedRefs/3", ""},
+				"http":       {"False/UnsupportedProtocol/3", "False/Invalid/3", "True/ResolvedRefs/3", ""}}},
+		{"wrong port, route kinds", gateway("wp", func(g *gatewayv1.Gateway) {
+			g.Spec.Listeners[0].Port = 15009
+			g.Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Kinds: []gatewayv1.RouteGroupKind{{Kind: "HTTPRoute"}}}
+		}), available, nil,
+			map[gatewayv1.SectionName]want{ListenerName: {"False/PortUnavailable/3", "False/Invalid/3", "False/InvalidRouteKinds/3", ""}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st := Status(c.gw, Validate(c.gw), c.dep, svc, c.applyErr, now)
+			if len(st.Listeners) != len(c.gw.Spec.Listeners) {
+				t.Fatalf("listener statuses %+v, want one per listener", st.Listeners)
+			}
+			for name, w := range c.want {
+				got := want{listenerCond(st, name, gatewayv1.ListenerConditionAccepted), listenerCond(st, name, gatewayv1.ListenerConditionProgrammed),
+					listenerCond(st, name, gatewayv1.ListenerConditionResolvedRefs), listenerKinds(st, name)}
+				if got != w {
+					t.Errorf("listener %s: %+v, want %+v", name, got, w)
+				}
+			}
+			if c.applyErr != nil && cond(st, gatewayv1.GatewayConditionProgrammed) != "False/NoResources/3" {
+				t.Errorf("Programmed %s after a failed apply", cond(st, gatewayv1.GatewayConditionProgrammed))
+			}
+		})
 	}
 }

@@ -1,12 +1,19 @@
 package deploy
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 )
 
 // TestIngressStatus: an ingress Gateway is Accepted unless its selector
@@ -45,5 +52,161 @@ func TestIngressStatus(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// listenerCond is condition typ of listener name as status/reason/generation.
+func listenerCond(st gatewayv1.GatewayStatus, name gatewayv1.SectionName, typ gatewayv1.ListenerConditionType) string {
+	for _, l := range st.Listeners {
+		if l.Name == name {
+			return cond(gatewayv1.GatewayStatus{Conditions: l.Conditions}, gatewayv1.GatewayConditionType(typ))
+		}
+	}
+	return "no listener"
+}
+
+func listenerKinds(st gatewayv1.GatewayStatus, name gatewayv1.SectionName) string {
+	for _, l := range st.Listeners {
+		if l.Name == name {
+			var kinds []string
+			for _, k := range l.SupportedKinds {
+				kinds = append(kinds, kindString(k))
+			}
+			return strings.Join(kinds, ",")
+		}
+	}
+	return "no listener"
+}
+
+// TestIngressListenerStatus: every listener gets Accepted, Programmed and
+// ResolvedRefs; a listener the translation ignores is not accepted, and
+// the Gateway says which listeners it does not serve.
+func TestIngressListenerStatus(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	http := gatewayv1.Listener{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}
+	https := gatewayv1.Listener{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType}
+	selector := gatewayv1.Listener{Name: "sel", Port: 8080, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
+		Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(gatewayv1.NamespacesFromSelector)}}}
+	grpcKinds := gatewayv1.Listener{Name: "kinds", Port: 8081, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
+		Kinds: []gatewayv1.RouteGroupKind{{Kind: "GRPCRoute"}, {Kind: "HTTPRoute"}}}}
+	type want struct{ accepted, programmed, resolvedRefs, kinds string }
+	for _, c := range []struct {
+		name                 string
+		annotations          map[string]string
+		listeners            []gatewayv1.Listener
+		ready                int
+		accepted, programmed string
+		programmedMsg        string // a substring of the Gateway's Programmed message
+		want                 map[gatewayv1.SectionName]want
+	}{
+		{"HTTP only", nil, []gatewayv1.Listener{http}, 1, "True/Accepted/3", "True/Programmed/3", "served by 1",
+			map[gatewayv1.SectionName]want{"http": {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", "HTTPRoute"}}},
+		{"HTTP and HTTPS", nil, []gatewayv1.Listener{http, https}, 1, "True/ListenersNotValid/3", "True/Programmed/3", "listeners not served: https",
+			map[gatewayv1.SectionName]want{
+				"http":  {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", "HTTPRoute"},
+				"https": {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
+		{"HTTPS only", nil, []gatewayv1.Listener{https}, 1, "False/ListenersNotValid/3", "False/Invalid/3", "no listener can be served",
+			map[gatewayv1.SectionName]want{"https": {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
+		{"no ready pod", nil, []gatewayv1.Listener{http, https}, 0, "True/ListenersNotValid/3", "False/Pending/3", "no ready gateway pod",
+			map[gatewayv1.SectionName]want{
+				"http":  {"True/Accepted/3", "False/Pending/3", "True/ResolvedRefs/3", "HTTPRoute"},
+				"https": {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
+		{"namespace selector, unsupported route kind", nil, []gatewayv1.Listener{http, selector, grpcKinds}, 1, "True/ListenersNotValid/3", "True/Programmed/3", "listeners not served: sel",
+			map[gatewayv1.SectionName]want{
+				"http":  {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", "HTTPRoute"},
+				"sel":   {"False/UnsupportedValue/3", "False/Invalid/3", "True/ResolvedRefs/3", "HTTPRoute"},
+				"kinds": {"True/Accepted/3", "True/Programmed/3", "False/InvalidRouteKinds/3", "HTTPRoute"}}},
+		{"bad selector annotation", map[string]string{AnnotationGatewaySelector: "not a selector"}, []gatewayv1.Listener{http}, 1,
+			"False/InvalidParameters/3", "False/Invalid/3", "not accepted",
+			map[gatewayv1.SectionName]want{"http": {"False/Invalid/3", "False/Invalid/3", "True/ResolvedRefs/3", "HTTPRoute"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Namespace: "default", Generation: 3, Annotations: c.annotations},
+				Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Listeners: c.listeners}}
+			st := IngressStatus(gw, c.ready, now)
+			if a, p := cond(st, gatewayv1.GatewayConditionAccepted), cond(st, gatewayv1.GatewayConditionProgrammed); a != c.accepted || p != c.programmed {
+				t.Errorf("Accepted %s Programmed %s, want %s %s", a, p, c.accepted, c.programmed)
+			}
+			if p := meta.FindStatusCondition(st.Conditions, "Programmed"); p == nil || !strings.Contains(p.Message, c.programmedMsg) {
+				t.Errorf("Programmed %+v, want a message with %q", p, c.programmedMsg)
+			}
+			if len(st.Listeners) != len(c.listeners) {
+				t.Fatalf("listener statuses %+v, want one per listener", st.Listeners)
+			}
+			for name, w := range c.want {
+				got := want{listenerCond(st, name, gatewayv1.ListenerConditionAccepted), listenerCond(st, name, gatewayv1.ListenerConditionProgrammed),
+					listenerCond(st, name, gatewayv1.ListenerConditionResolvedRefs), listenerKinds(st, name)}
+				if got != w {
+					t.Errorf("listener %s: %+v, want %+v", name, got, w)
+				}
+			}
+
+			// Recomputed from what was written: no change, timestamps kept.
+			gw.Status = st
+			again := IngressStatus(gw, c.ready, now.Add(time.Hour))
+			if !StatusEqual(st, again) {
+				t.Errorf("status not stable:\n%+v\n%+v", st, again)
+			}
+			if l := again.Listeners[0].Conditions[0]; !l.LastTransitionTime.Time.Equal(now) {
+				t.Errorf("listener condition %s moved to %v", l.Type, l.LastTransitionTime)
+			}
+		})
+	}
+}
+
+// TestIngressReconcileWithFakeClients: the controller writes an ingress
+// Gateway's listener statuses, and writes again only on change.
+func TestIngressReconcileWithFakeClients(t *testing.T) {
+	ctx := context.Background()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Namespace: "istio-ingress", Labels: map[string]string{"istio": "ingress"}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	kube := fake.NewClientset(pod)
+	gws := gatewayfake.NewSimpleClientset()
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Namespace: "default", Generation: 3},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Listeners: []gatewayv1.Listener{
+			{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
+			{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType}}}}
+	if _, err := gws.GatewayV1().Gateways("default").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The informer is not started: the test puts what it would see in its cache.
+	inf := gatewayinformers.NewSharedInformerFactory(gws, 0).Gateway().V1().Gateways().Informer()
+	c := &Controller{Kube: kube, Gateway: gws, Gateways: inf, Log: quiet}
+	reconcile := func() *gatewayv1.Gateway {
+		t.Helper()
+		cur, err := gws.GatewayV1().Gateways("default").Get(ctx, "bookinfo", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inf.GetIndexer().Update(cur); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Reconcile(ctx, "default/bookinfo"); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := gws.GatewayV1().Gateways("default").Get(ctx, "bookinfo", metav1.GetOptions{})
+		return got
+	}
+
+	got := reconcile()
+	if a, p := cond(got.Status, "Accepted"), cond(got.Status, "Programmed"); a != "True/ListenersNotValid/3" || p != "True/Programmed/3" {
+		t.Errorf("Accepted %s Programmed %s", a, p)
+	}
+	if a, p := listenerCond(got.Status, "http", "Accepted"), listenerCond(got.Status, "http", "Programmed"); a != "True/Accepted/3" || p != "True/Programmed/3" {
+		t.Errorf("http listener: Accepted %s Programmed %s", a, p)
+	}
+	if a, p := listenerCond(got.Status, "https", "Accepted"), listenerCond(got.Status, "https", "Programmed"); a != "False/UnsupportedProtocol/3" || p != "False/Invalid/3" {
+		t.Errorf("https listener: Accepted %s Programmed %s", a, p)
+	}
+
+	reconcile()
+	updates := 0
+	for _, a := range gws.Actions() {
+		if a.GetVerb() == "update" && a.GetSubresource() == "status" {
+			updates++
+		}
+	}
+	if updates != 1 {
+		t.Errorf("%d status updates, want 1 (the second reconcile changes nothing)", updates)
 	}
 }
