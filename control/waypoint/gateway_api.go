@@ -31,8 +31,8 @@ import (
 //
 // Status (Accepted, Programmed, listener statuses) is written by
 // control/waypoint/deploy. Departures: HTTPS/TLS listeners, allowedRoutes
-// selectors and kinds, listeners' attachedRoutes and HTTPRoute status are
-// not implemented.
+// selectors and kinds, and listeners' attachedRoutes are not implemented
+// (HTTPRoute status: control/status).
 
 const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
 
