@@ -261,6 +261,10 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("every kind weft-base installs says on its status what Weft did with it", func(t *testing.T) {
+		checkStatusProblems(t, e, filepath.Join(root, "e2e/testdata/status-problems.yaml"))
+	})
+
 	t.Run("killing the leader keeps xDS serving and a new leader takes over", func(t *testing.T) {
 		leader := e.leader(t)
 		survivor := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pod", "-l", "app=weft-control",
@@ -386,4 +390,65 @@ func parsePEMCert(t *testing.T, p string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// Status columns, as kubectl jsonpath: Weft's condition and analysis
+// codes on Istio kinds, Weft's parent conditions on routes, Accepted on
+// GatewayClasses.
+const (
+	istioStatusPath = `jsonpath={range .status.conditions[?(@.type=="WeftAccepted")]}{.status} {.reason}: {.message}{end}` +
+		` {range .status.validationMessages[*]}{.type.code} {.level}{end}`
+	routeStatusPath = `jsonpath={range .status.parents[?(@.controllerName=="weft.io/waypoint-controller")].conditions[*]}` +
+		`{.type}={.status} {.reason}: {.message}; {end}`
+	classStatusPath = `jsonpath={range .status.conditions[?(@.type=="Accepted")]}{.status} {.reason}: {.message}{end}`
+	// gatewayStatusPath: the Gateway's Accepted, then each listener's.
+	gatewayStatusPath = `jsonpath={range .status.conditions[?(@.type=="Accepted")]}{.status} {.reason}; {end}` +
+		`{range .status.listeners[*]}{.name}: {range .conditions[?(@.type=="Accepted")]}{.status} {.reason}; {end}{end}`
+)
+
+// checkStatusProblems applies one object with a problem per kind and
+// wants each status to name its problem within 5 s of the apply.
+func checkStatusProblems(t *testing.T, e *env, manifest string) {
+	type want struct {
+		path string
+		has  []string
+	}
+	wants := map[string]want{
+		"authorizationpolicy/bad-cidr":             {istioStatusPath, []string{"False PartiallyInvalid", "10.0.0.0/33", "WEFT0001 WARNING"}},
+		"peerauthentication/b-conflict":            {istioStatusPath, []string{"False PartiallyInvalid", "a-strict", "WEFT0001"}},
+		"peerauthentication/a-strict":              {istioStatusPath, []string{"True Accepted"}},
+		"requestauthentication/jwt":                {istioStatusPath, []string{"False Unsupported", "validates no JWT", "WEFT0002 ERROR"}},
+		"telemetry/access-logs":                    {istioStatusPath, []string{"False Unsupported", "Telemetry is not supported", "WEFT0002"}},
+		"workloadentry/vm":                         {istioStatusPath, []string{"False Unsupported", "ServiceEntry", "WEFT0002"}},
+		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "spec.resolution: DNS"}},
+		"virtualservice/wildcard":                  {istioStatusPath, []string{"False PartiallyInvalid", "wildcard host"}},
+		"destinationrule/nosuch":                   {istioStatusPath, []string{"False PartiallyInvalid", "not a Service of the mesh"}},
+		"gateways.networking.istio.io/no-selector": {istioStatusPath, []string{"False PartiallyInvalid", "spec.selector: empty"}},
+		"gatewayclass/weft-custom":                 {classStatusPath, []string{"False Unsupported", "not served"}},
+		"gatewayclass/weft":                        {classStatusPath, []string{"True Accepted"}},
+		"httproute/no-service":                     {routeStatusPath, []string{"Accepted=True", "PartiallyInvalid=True UnsupportedValue", "not in the mesh"}},
+		"gateways.gateway.networking.k8s.io/https-ingress": {gatewayStatusPath, []string{"True ListenersNotValid",
+			"http: True Accepted", "https: False UnsupportedProtocol"}},
+		"grpcroute/grpc": {routeStatusPath, []string{"Accepted=False UnsupportedValue", "GRPCRoute is not supported"}},
+	}
+	e.mustKubectl(t, "apply", "-f", manifest)
+	eventually(t, "every status naming its problem", 5*time.Second, func() error {
+		var missing []string
+		for obj, w := range wants {
+			got, err := e.kubectl("-n", "status-test", "get", obj, "-o", w.path)
+			if err != nil {
+				return err
+			}
+			for _, s := range w.has {
+				if !strings.Contains(got, s) {
+					missing = append(missing, fmt.Sprintf("%s: %q lacks %q", obj, got, s))
+					break
+				}
+			}
+		}
+		if len(missing) > 0 {
+			return errors.New(strings.Join(missing, "\n"))
+		}
+		return nil
+	})
 }

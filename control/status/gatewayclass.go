@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -9,6 +10,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
+	"github.com/weft-mesh/weft/control/workload"
 )
 
 // syncGatewayClasses sets Accepted on the GatewayClasses of Weft's
@@ -32,13 +34,23 @@ func (w *Writer) syncGatewayClasses(ctx context.Context, classes []*gatewayv1.Ga
 	}
 }
 
-// classAccepted is a Weft class's Accepted condition. Weft reads no
-// class parameters: a parametersRef is named as ignored rather than
-// refused, because the class's Gateways are served either way.
+// classAccepted is the Accepted condition of a class naming Weft's
+// controller. Weft serves Gateways by class name (waypoints, ingress), so
+// another name is refused. Weft reads no class parameters: a
+// parametersRef is named as ignored rather than refused, because the
+// class's Gateways are served either way.
 func classAccepted(gc *gatewayv1.GatewayClass) metav1.Condition {
-	msg := "Weft serves Gateways of this class as waypoints"
-	if gc.Name == deploy.IngressClassName {
+	var msg string
+	switch {
+	case workload.IsWaypointClass(gc.Name):
+		msg = "Weft serves Gateways of this class as waypoints"
+	case gc.Name == deploy.IngressClassName:
 		msg = "Weft serves Gateways of this class with the ingress gateways of charts/gateway"
+	default:
+		return metav1.Condition{Type: string(gatewayv1.GatewayClassConditionStatusAccepted), Status: metav1.ConditionFalse,
+			Reason: string(gatewayv1.GatewayClassReasonUnsupported), Message: fmt.Sprintf(
+				"Weft serves the classes %s, %s and %s only; Gateways of this class are not served",
+				workload.WaypointGatewayClass, workload.IstioWaypointGatewayClass, deploy.IngressClassName)}
 	}
 	if gc.Spec.ParametersRef != nil {
 		msg += "; spec.parametersRef is ignored: Weft reads no GatewayClass parameters"

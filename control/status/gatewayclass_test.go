@@ -14,7 +14,8 @@ import (
 )
 
 // TestGatewayClasses: Weft accepts its own classes once, names an ignored
-// parametersRef, and leaves other controllers' classes alone.
+// parametersRef, refuses a class name it does not serve, and leaves other
+// controllers' classes alone.
 func TestGatewayClasses(t *testing.T) {
 	ctx := context.Background()
 	client := gatewayfake.NewSimpleClientset()
@@ -22,6 +23,7 @@ func TestGatewayClasses(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Name: "weft", Generation: 3}, Spec: gatewayv1.GatewayClassSpec{ControllerName: WaypointControllerName,
 			ParametersRef: &gatewayv1.ParametersReference{Group: "", Kind: "ConfigMap", Name: "params"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "istio"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: "istio.io/gateway-controller"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "custom"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: WaypointControllerName}},
 	} {
 		if _, err := client.GatewayV1().GatewayClasses().Create(ctx, gc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -46,6 +48,10 @@ func TestGatewayClasses(t *testing.T) {
 		case "weft":
 			if c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 3 || !strings.Contains(c.Message, "parametersRef is ignored") {
 				t.Errorf("weft class: Accepted %+v, want True naming the ignored parametersRef", c)
+			}
+		case "custom": // Weft's controller, a name Weft does not serve
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "Unsupported" {
+				t.Errorf("custom class: Accepted %+v, want False/Unsupported", c)
 			}
 		case "istio":
 			if c != nil {

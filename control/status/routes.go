@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/control/unsupported"
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
 	"github.com/weft-mesh/weft/control/workload"
 )
@@ -18,10 +19,6 @@ import (
 // WaypointControllerName is the controllerName of Weft's GatewayClasses
 // (waypoints and ingress); it names Weft's entries in route statuses.
 const WaypointControllerName = "weft.io/waypoint-controller"
-
-// grpcRouteUnsupported is Weft's word on every GRPCRoute parent it serves.
-const grpcRouteUnsupported = "GRPCRoute is not supported yet; the route has no effect. gRPC is HTTP/2: " +
-	"an HTTPRoute (path /package.Service/Method) or a VirtualService routes it"
 
 // syncRoutes writes Weft's entries in the status.parents of HTTPRoutes and
 // GRPCRoutes, for the parents Weft serves (see weftParents).
@@ -77,7 +74,7 @@ func httpRouteConditions(c Condition) ParentConditions {
 
 func grpcRouteConditions(gatewayv1.ParentReference) ([]metav1.Condition, []string) {
 	return []metav1.Condition{{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionFalse,
-		Reason: string(gatewayv1.RouteReasonUnsupportedValue), Message: grpcRouteUnsupported}}, nil
+		Reason: string(gatewayv1.RouteReasonUnsupportedValue), Message: unsupported.GRPCRoute.Message}}, nil
 }
 
 // weftParents says which parentRefs of a route in a namespace Weft serves:

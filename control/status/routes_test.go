@@ -11,6 +11,8 @@ import (
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
+
+	"github.com/weft-mesh/weft/control/unsupported"
 )
 
 // TestRoutesOnIngressAndGRPCRoutes: Weft reports on an HTTPRoute's Service
@@ -60,7 +62,7 @@ func TestRoutesOnIngressAndGRPCRoutes(t *testing.T) {
 	}
 	for _, p := range gotGRPC.Status.Parents {
 		c := meta.FindStatusCondition(p.Conditions, "Accepted")
-		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "UnsupportedValue" || c.Message != grpcRouteUnsupported || c.ObservedGeneration != 1 {
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "UnsupportedValue" || c.Message != unsupported.GRPCRoute.Message || c.ObservedGeneration != 1 {
 			t.Errorf("GRPCRoute parent %s: Accepted %+v, want False/UnsupportedValue", p.ParentRef.Name, c)
 		}
 	}

@@ -41,6 +41,15 @@ var Kinds = []Kind{
 		"WasmPlugin is not supported: Weft's waypoints and gateways run no Wasm"},
 }
 
+// GRPCRoute is the Gateway API kind Weft does not implement. Apart from
+// Kinds: weft-control watches it with a typed informer and reports on its
+// status.parents, as Gateway API defines for routes.
+var GRPCRoute = Kind{
+	schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "grpcroutes"}, "GRPCRoute",
+	"GRPCRoute is not supported yet; the route has no effect. gRPC is HTTP/2: " +
+		"an HTTPRoute (path /package.Service/Method) or a VirtualService routes it",
+}
+
 func istio(group, version, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group + ".istio.io", Version: version, Resource: resource}
 }

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/weft-mesh/weft/control/unsupported"
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/workload"
 	"github.com/weft-mesh/weft/pkg/mesh"
@@ -52,6 +53,9 @@ const (
 	CodePolicyContradiction  = "PolicyContradiction"
 	CodeConflict             = "Conflict"
 	CodeConfigProblem        = "ConfigProblem"
+	// CodeUnsupported: an object of a kind Weft does not implement; it has
+	// no effect (control/unsupported).
+	CodeUnsupported = "Unsupported"
 )
 
 const (
@@ -116,9 +120,21 @@ type Snapshot struct {
 	HTTPRoutes            []*gatewayv1.HTTPRoute
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
+	ServiceEntries        []*networkingv1.ServiceEntry
+	// IstioGateways are networking.istio.io Gateways.
+	IstioGateways []*networkingv1.Gateway
+	// Unsupported are the objects of kinds Weft does not implement
+	// (control/unsupported: Kinds and GRPCRoute).
+	Unsupported []UnsupportedObject
 	// NodeAgents are the node agent DaemonSet's pods (weftctl lists them
 	// with app=weft-node-agent in --weft-namespace).
 	NodeAgents []*corev1.Pod
+}
+
+// UnsupportedObject is an object of a kind Weft does not implement.
+type UnsupportedObject struct {
+	Kind            unsupported.Kind
+	Namespace, Name string
 }
 
 // Options tune the analysis.
@@ -145,6 +161,7 @@ func Analyze(s Snapshot, o Options) Findings {
 	}
 	a := newAnalyzer(s, o)
 	a.translationProblems()
+	a.unsupportedKinds()
 	a.nodeAgents()
 	a.authorizationPolicies()
 	return a.result()
@@ -171,6 +188,7 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		AuthorizationPolicies: s.AuthorizationPolicies,
 		PeerAuthentications:   s.PeerAuthentications,
 		Gateways:              s.Gateways,
+		ServiceEntries:        s.ServiceEntries,
 	})
 	pout := waypoint.Translate(waypoint.Config{Config: wcfg}, waypoint.Inputs{
 		Addresses:             wout.Addresses,
@@ -180,6 +198,9 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		DestinationRules:      s.DestinationRules,
 		HTTPRoutes:            s.HTTPRoutes,
 		AuthorizationPolicies: s.AuthorizationPolicies,
+		IstioGateways:         s.IstioGateways,
+		IngressGateways:       s.Gateways,
+		ServiceEntries:        s.ServiceEntries,
 	})
 	a := &analyzer{s: s, o: o, wout: wout, pout: pout, findings: map[Finding]struct{}{},
 		services: map[string]*corev1.Service{}, waypoints: map[string]*gatewayv1.Gateway{}}

@@ -102,6 +102,11 @@ func TestFixtures(t *testing.T) {
 		{"l7-on-tcp.yaml", []want{
 			{Warning, "AuthorizationPolicy", "bookinfo/mysql-writers", CodeL7PolicyOnTCP, []string{"operation.methods", "ALLOW rule is dropped", "TCP port mysql.bookinfo.svc.cluster.local:3306", "matches nothing"}},
 		}},
+		{"unsupported.yaml", []want{
+			{Error, "RequestAuthentication", "bookinfo/jwt", CodeUnsupported, []string{"validates no JWT"}},
+			{Error, "GRPCRoute", "bookinfo/grpc", CodeUnsupported, []string{"GRPCRoute is not supported"}},
+			{Warning, "ServiceEntry", "bookinfo/by-dns", CodeConfigProblem, []string{"spec.resolution: DNS"}},
+		}},
 		{"contradiction.yaml", []want{
 			{Error, "AuthorizationPolicy", "bookinfo/reviews-allow", CodePolicyContradiction, []string{"DENY bookinfo/reviews-deny (identical)", "allows nothing"}},
 			{Error, "AuthorizationPolicy", "bookinfo/details-allow", CodePolicyContradiction, []string{"DENY bookinfo/details-lockdown (which matches every request)"}},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -17,6 +18,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weft-mesh/weft/control/unsupported"
 )
 
 // objects is a set of decoded objects by "<kind>/<namespace>/<name>": a
@@ -92,10 +95,19 @@ func (o *objects) read(t *testing.T, path, defaultNS string, nodes ...string) {
 			obj = &securityv1.AuthorizationPolicy{}
 		case "PeerAuthentication":
 			obj = &securityv1.PeerAuthentication{}
+		case "ServiceEntry":
+			obj = &networkingv1.ServiceEntry{}
 		default:
-			t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
+			if _, ok := unsupportedKind(tm.Kind); !ok {
+				t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
+			}
+			obj = &metav1.PartialObjectMetadata{} // names only, as weftctl lists them
 		}
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		strict := yaml.UnmarshalStrict
+		if _, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			strict = yaml.Unmarshal
+		}
+		if err := strict(doc, obj); err != nil {
 			t.Fatalf("%s: document %d (%s): %v", path, i, tm.Kind, err)
 		}
 		if obj.GetNamespace() == "" && tm.Kind != "Namespace" && tm.Kind != "Node" {
@@ -115,6 +127,16 @@ func (o *objects) read(t *testing.T, path, defaultNS string, nodes ...string) {
 			o.put(tm.Kind, obj)
 		}
 	}
+}
+
+// unsupportedKind is the kind Weft does not implement named kind.
+func unsupportedKind(kind string) (unsupported.Kind, bool) {
+	for _, k := range append(slices.Clone(unsupported.Kinds), unsupported.GRPCRoute) {
+		if k.Kind == kind {
+			return k, true
+		}
+	}
+	return unsupported.Kind{}, false
 }
 
 // deploymentPod is the Running, Ready pod a Deployment would have.
@@ -160,6 +182,11 @@ func (o *objects) snapshot() Snapshot {
 			s.AuthorizationPolicies = append(s.AuthorizationPolicies, v)
 		case *securityv1.PeerAuthentication:
 			s.PeerAuthentications = append(s.PeerAuthentications, v)
+		case *networkingv1.ServiceEntry:
+			s.ServiceEntries = append(s.ServiceEntries, v)
+		case *metav1.PartialObjectMetadata:
+			k, _ := unsupportedKind(v.Kind)
+			s.Unsupported = append(s.Unsupported, UnsupportedObject{Kind: k, Namespace: v.Namespace, Name: v.Name})
 		}
 	}
 	return s

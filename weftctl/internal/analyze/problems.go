@@ -72,6 +72,15 @@ func (a *analyzer) translationProblems() {
 	}
 }
 
+// unsupportedKinds reports every object of a kind Weft does not
+// implement, with what happens instead: an error, as the object has no
+// effect (weft-control marks it WeftAccepted=False, Unsupported).
+func (a *analyzer) unsupportedKinds() {
+	for _, o := range a.s.Unsupported {
+		a.add(Error, o.Kind.Kind, o.Namespace, o.Name, CodeUnsupported, o.Kind.Message)
+	}
+}
+
 // subsetContext says which DestinationRule (if any) defines subsets for the
 // host of a SubsetNotFound message.
 func (a *analyzer) subsetContext(msg string) string {

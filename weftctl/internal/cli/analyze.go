@@ -3,13 +3,17 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/weft-mesh/weft/control/unsupported"
 	"github.com/weft-mesh/weft/weftctl/internal/analyze"
 	"github.com/weft-mesh/weft/weftctl/internal/output"
 )
@@ -20,12 +24,14 @@ func newAnalyze(o *options) *cobra.Command {
 		Use:   "analyze [-n NAMESPACE | -A]",
 		Short: "Find configuration errors: routes, subsets, waypoints, node agents, authorization policies",
 		Long: `Reads Namespaces, Nodes, Pods, Services, Gateways, VirtualServices,
-DestinationRules, HTTPRoutes, AuthorizationPolicies and PeerAuthentications
-of every namespace (references cross namespaces) and the node agents'
-pods, runs weft-control's own translation on them and reports what it had
-to ignore or change, plus what it cannot see: nodes without a Ready node
-agent in an ambient mesh, L7 authorization policies on workloads or
-Services without a waypoint, and ALLOW rules a DENY rule contradicts.
+DestinationRules, HTTPRoutes, AuthorizationPolicies, PeerAuthentications,
+ServiceEntries and Istio Gateways of every namespace (references cross
+namespaces) and the node agents' pods, runs weft-control's own translation
+on them and reports what it had to ignore or change, plus what it cannot
+see: nodes without a Ready node agent in an ambient mesh, L7 authorization
+policies on workloads or Services without a waypoint, ALLOW rules a DENY
+rule contradicts, and objects of kinds Weft does not implement
+(RequestAuthentication, Telemetry, GRPCRoute, ...), which have no effect.
 
 Findings of the namespace (-n, default the context's) or of all (-A) are
 listed with SEVERITY error or warning. Exits 1 when any error is found.`,
@@ -47,6 +53,13 @@ listed with SEVERITY error or warning. Exits 1 when any error is found.`,
 			defer cancel()
 			snap, err := fetchSnapshot(ctx, c.Kube, c.Gateway, ic, o.WeftNamespace)
 			if err != nil {
+				return err
+			}
+			mc, err := metadata.NewForConfig(c.Config)
+			if err != nil {
+				return err
+			}
+			if snap.Unsupported, err = fetchUnsupported(ctx, mc); err != nil {
 				return err
 			}
 			opts := analyze.Options{RootNamespace: o.WeftNamespace}
@@ -131,7 +144,36 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("peerauthentications", err)
 	}
 	s.PeerAuthentications = pas.Items
+	ses, err := ic.NetworkingV1().ServiceEntries("").List(ctx, all)
+	if err != nil {
+		return s, wrap("serviceentries", err)
+	}
+	s.ServiceEntries = ses.Items
+	igws, err := ic.NetworkingV1().Gateways("").List(ctx, all)
+	if err != nil {
+		return s, wrap("gateways.networking.istio.io", err)
+	}
+	s.IstioGateways = igws.Items
 	return s, nil
+}
+
+// fetchUnsupported lists the objects of the kinds Weft does not implement
+// that the API server serves (names only).
+func fetchUnsupported(ctx context.Context, mc metadata.Interface) ([]analyze.UnsupportedObject, error) {
+	var out []analyze.UnsupportedObject
+	for _, k := range append(slices.Clone(unsupported.Kinds), unsupported.GRPCRoute) {
+		list, err := mc.Resource(k.Resource).List(ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			continue // the kind's CRD is not installed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", k.Resource.GroupResource(), err)
+		}
+		for _, o := range list.Items {
+			out = append(out, analyze.UnsupportedObject{Kind: k, Namespace: o.Namespace, Name: o.Name})
+		}
+	}
+	return out, nil
 }
 
 func ptrs[T any](items []T) []*T {
