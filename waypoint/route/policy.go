@@ -32,6 +32,32 @@ const (
 	retryGRPCInternal
 )
 
+// retryConditions are the retry_on conditions the router acts on. Others
+// Envoy knows (retriable-headers, envoy-ratelimited, reset-before-request,
+// http3-post-connect-failure, ...) are ignored; the control plane reports
+// them instead of sending them (RetryCondition).
+var retryConditions = map[string]retryOn{
+	"5xx":                    retry5xx,
+	"gateway-error":          retryGatewayError,
+	"reset":                  retryReset,
+	"connect-failure":        retryConnectFailure,
+	"retriable-4xx":          retryRetriable4xx,
+	"refused-stream":         retryRefusedStream,
+	"retriable-status-codes": retryStatusCodes,
+	"cancelled":              retryGRPCCancelled,
+	"deadline-exceeded":      retryGRPCDeadlineExceeded,
+	"resource-exhausted":     retryGRPCResourceExhausted,
+	"unavailable":            retryGRPCUnavailable,
+	"internal":               retryGRPCInternal,
+}
+
+// RetryCondition reports whether the router acts on the retry_on condition
+// name.
+func RetryCondition(name string) bool {
+	_, ok := retryConditions[name]
+	return ok
+}
+
 type retryPolicy struct {
 	on          retryOn
 	numRetries  int
@@ -46,35 +72,7 @@ func compileRetry(rp *routev3.RetryPolicy) (*retryPolicy, error) {
 		p.numRetries = int(n.GetValue())
 	}
 	for _, tok := range strings.Split(rp.GetRetryOn(), ",") {
-		switch strings.TrimSpace(tok) {
-		case "5xx":
-			p.on |= retry5xx
-		case "gateway-error":
-			p.on |= retryGatewayError
-		case "reset":
-			p.on |= retryReset
-		case "connect-failure":
-			p.on |= retryConnectFailure
-		case "retriable-4xx":
-			p.on |= retryRetriable4xx
-		case "refused-stream":
-			p.on |= retryRefusedStream
-		case "retriable-status-codes":
-			p.on |= retryStatusCodes
-		case "cancelled":
-			p.on |= retryGRPCCancelled
-		case "deadline-exceeded":
-			p.on |= retryGRPCDeadlineExceeded
-		case "resource-exhausted":
-			p.on |= retryGRPCResourceExhausted
-		case "unavailable":
-			p.on |= retryGRPCUnavailable
-		case "internal":
-			p.on |= retryGRPCInternal
-		default:
-			// Unknown or unsupported conditions (retriable-headers,
-			// envoy-ratelimited, reset-before-request, ...) are ignored.
-		}
+		p.on |= retryConditions[strings.TrimSpace(tok)] // others: 0, ignored
 	}
 	if t := rp.GetPerTryTimeout(); t != nil {
 		p.perTry = t.AsDuration()
