@@ -11,7 +11,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -97,49 +96,13 @@ func (t *translator) checkPolicy(dr *networkingv1.DestinationRule, path string, 
 		return
 	}
 	p := func(format string, args ...any) { t.problem(kindDR, dr.Namespace, dr.Name, format, args...) }
-	check := func(path string, lb *networkingapi.LoadBalancerSettings, od *networkingapi.OutlierDetection,
-		tls *networkingapi.ClientTLSSettings, pool *networkingapi.ConnectionPoolSettings) {
-		if tcp := pool.GetTcp(); tcp != nil && (tcp.TcpKeepalive != nil || tcp.MaxConnectionDuration != nil || tcp.IdleTimeout != nil) {
-			p("%s.connectionPool.tcp: only maxConnections and connectTimeout are supported; tcpKeepalive, maxConnectionDuration and idleTimeout are ignored", path)
-		}
-		if h := pool.GetHttp(); h != nil && (h.IdleTimeout != nil || h.MaxRetries != 0 || h.H2UpgradePolicy != networkingapi.ConnectionPoolSettings_HTTPSettings_DEFAULT ||
-			h.UseClientProtocol || h.MaxConcurrentStreams != 0) {
-			p("%s.connectionPool.http: only http1MaxPendingRequests, http2MaxRequests and maxRequestsPerConnection are supported; idleTimeout, maxRetries, h2UpgradePolicy, useClientProtocol and maxConcurrentStreams are ignored", path)
-		}
-		if lb != nil {
-			if lb.GetSimple() == networkingapi.LoadBalancerSettings_PASSTHROUGH {
-				p("%s.loadBalancer.simple: PASSTHROUGH is not supported; using ROUND_ROBIN", path)
-			}
-			if ch := lb.GetConsistentHash(); ch != nil {
-				if ch.GetHttpQueryParameterName() != "" {
-					p("%s.loadBalancer.consistentHash.httpQueryParameterName: not supported; requests are not hashed", path)
-				}
-				if !validHashKey(ch) {
-					p("%s.loadBalancer.consistentHash: httpHeaderName or httpCookie.name is not a valid header or cookie name; requests are not hashed", path)
-				}
-				if ch.GetMaglev() != nil {
-					p("%s.loadBalancer.consistentHash.maglev: not supported; using a ring hash", path)
-				}
-			}
-			//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
-			if lb.LocalityLbSetting != nil || lb.ZoneAwareLbSetting != nil || lb.WarmupDurationSecs != nil || lb.Warmup != nil {
-				p("%s.loadBalancer: locality, zone-aware and warmup settings are not supported; ignored", path)
-			}
-		}
-		//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
-		if od != nil && (od.ConsecutiveErrors != 0 || od.ConsecutiveGatewayErrors != nil || od.ConsecutiveLocalOriginFailures != nil ||
-			od.MinHealthPercent != 0 || od.SplitExternalLocalOriginErrors || len(od.OutlierDetectionHttpErrorCodes) > 0) {
-			p("%s.outlierDetection: only consecutive5xxErrors, interval, baseEjectionTime and maxEjectionPercent are supported; the rest is ignored", path)
-		}
-		checkTLS(p, path, tls)
-	}
-	check(path, tp.LoadBalancer, tp.OutlierDetection, tp.Tls, tp.ConnectionPool)
+	checkSettings(p, path, tp)
 	for i, pl := range tp.PortLevelSettings {
 		if pl.GetPort().GetNumber() == 0 {
 			p("%s.portLevelSettings[%d].port: missing; ignored", path, i)
 			continue
 		}
-		check(fmt.Sprintf("%s.portLevelSettings[%d]", path, i), pl.LoadBalancer, pl.OutlierDetection, pl.Tls, pl.ConnectionPool)
+		checkSettings(p, fmt.Sprintf("%s.portLevelSettings[%d]", path, i), pl)
 	}
 	if tp.Tunnel != nil || tp.ProxyProtocol != nil || tp.RetryBudget != nil {
 		p("%s: tunnel, proxyProtocol and retryBudget are not supported; ignored", path)
@@ -208,20 +171,6 @@ func (t *translator) policyFor(ref clusterRef) policy {
 	return p
 }
 
-// validHashKey reports whether a header or cookie hash key is one Envoy
-// accepts (a non-empty header token, a non-empty cookie name); a route
-// with an invalid one would make the proxies refuse the whole route
-// configuration, other tenants' routes included.
-func validHashKey(ch *networkingapi.LoadBalancerSettings_ConsistentHashLB) bool {
-	switch k := ch.HashKey.(type) {
-	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
-		return httpguts.ValidHeaderFieldName(k.HttpHeaderName)
-	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
-		return k.HttpCookie.GetName() != ""
-	}
-	return true
-}
-
 // hashPolicy is the route hash policy a consistentHash load balancer needs,
 // nil for none.
 func (t *translator) hashPolicy(ref clusterRef) *routev3.RouteAction_HashPolicy {
@@ -235,7 +184,7 @@ func (t *translator) hashPolicy(ref clusterRef) *routev3.RouteAction_HashPolicy 
 			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(k.HttpHeaderName)}}}
 	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
 		c := &routev3.RouteAction_HashPolicy_Cookie{Name: k.HttpCookie.GetName(), Path: k.HttpCookie.GetPath()}
-		if ttl := k.HttpCookie.GetTtl(); ttl != nil {
+		if ttl := k.HttpCookie.GetTtl(); ttl != nil && ttl.AsDuration() >= 0 {
 			c.Ttl = durationpb.New(ttl.AsDuration())
 		}
 		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: c}}
@@ -291,7 +240,9 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 		switch {
 		case p.lb.GetConsistentHash() != nil:
 			c.LbPolicy = clusterv3.Cluster_RING_HASH
-		case p.lb.GetSimple() == networkingapi.LoadBalancerSettings_LEAST_REQUEST:
+		// LEAST_CONN is Istio's deprecated name of LEAST_REQUEST.
+		//lint:ignore SA1019 users still write the deprecated value; it is honoured
+		case p.lb.GetSimple() == networkingapi.LoadBalancerSettings_LEAST_REQUEST || p.lb.GetSimple() == networkingapi.LoadBalancerSettings_LEAST_CONN:
 			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 		case p.lb.GetSimple() == networkingapi.LoadBalancerSettings_RANDOM && !forGRPC:
 			c.LbPolicy = clusterv3.Cluster_RANDOM
@@ -308,7 +259,7 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 		if tcp.MaxConnections > 0 {
 			th.MaxConnections = wrapperspb.UInt32(uint32(tcp.MaxConnections))
 		}
-		if tcp.ConnectTimeout != nil && tcp.ConnectTimeout.AsDuration() > 0 {
+		if validDuration(tcp.ConnectTimeout) {
 			c.ConnectTimeout = durationpb.New(tcp.ConnectTimeout.AsDuration())
 		}
 	}
@@ -335,26 +286,32 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 	if p.tls.GetMode() == networkingapi.ClientTLSSettings_SIMPLE && !forGRPC {
 		c.TransportSocket = originateTLS(p.tls, ref.svc.fqdn)
 	}
-	if od := p.outlier; od != nil {
-		o := &clusterv3.OutlierDetection{}
-		if v := od.Consecutive_5XxErrors; v != nil {
-			o.Consecutive_5Xx = wrapperspb.UInt32(v.Value)
-			if v.Value == 0 {
-				o.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
-			}
-		}
-		if od.Interval != nil {
-			o.Interval = durationpb.New(od.Interval.AsDuration())
-		}
-		if od.BaseEjectionTime != nil {
-			o.BaseEjectionTime = durationpb.New(od.BaseEjectionTime.AsDuration())
-		}
-		if od.MaxEjectionPercent > 0 {
-			o.MaxEjectionPercent = wrapperspb.UInt32(uint32(min(od.MaxEjectionPercent, 100)))
-		}
-		c.OutlierDetection = o
+	if p.outlier != nil {
+		c.OutlierDetection = outlierDetection(p.outlier)
 	}
 	return c
+}
+
+// outlierDetection translates od; values checkOutlier reports are left to
+// Envoy's defaults.
+func outlierDetection(od *networkingapi.OutlierDetection) *clusterv3.OutlierDetection {
+	o := &clusterv3.OutlierDetection{}
+	if v := od.Consecutive_5XxErrors; v != nil {
+		o.Consecutive_5Xx = wrapperspb.UInt32(v.Value)
+		if v.Value == 0 {
+			o.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+		}
+	}
+	if validDuration(od.Interval) {
+		o.Interval = durationpb.New(od.Interval.AsDuration())
+	}
+	if validDuration(od.BaseEjectionTime) {
+		o.BaseEjectionTime = durationpb.New(od.BaseEjectionTime.AsDuration())
+	}
+	if od.MaxEjectionPercent > 0 && validPercent(od.MaxEjectionPercent) {
+		o.MaxEjectionPercent = wrapperspb.UInt32(uint32(od.MaxEjectionPercent))
+	}
+	return o
 }
 
 // passthrough is the ORIGINAL_DST cluster of workload chains.

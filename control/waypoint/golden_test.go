@@ -75,9 +75,17 @@ func caseDirs(t *testing.T) []string {
 // workload translation to get the registry, as weft-control does.
 func loadCase(t testing.TB, dir string) testCase {
 	t.Helper()
+	return loadFiles(t, "testdata/bookinfo.yaml", filepath.Join(dir, "input.yaml"))
+}
+
+// loadFiles reads the objects of the YAML files at paths and runs the
+// workload translation on them.
+func loadFiles(t testing.TB, paths ...string) testCase {
+	t.Helper()
 	var tc testCase
-	readYAML(t, "testdata/bookinfo.yaml", &tc)
-	readYAML(t, filepath.Join(dir, "input.yaml"), &tc)
+	for _, p := range paths {
+		readYAML(t, p, &tc)
+	}
 	wout := workload.Translate(workload.Config{}, tc.workload)
 	for _, p := range wout.Problems {
 		t.Logf("workload translation: %s", p)
