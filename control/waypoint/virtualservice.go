@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -19,6 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/weft-mesh/weft/waypoint/route"
 )
 
 const (
@@ -477,7 +480,11 @@ func redirectCode(code uint32) (routev3.RedirectAction_RedirectResponseCode, boo
 // mirrors. Destination header operations of a single destination go to r.
 func (c *vsContext) routeAction(path string, hr *networkingapi.HTTPRoute, r *routev3.Route) *routev3.RouteAction {
 	a := &routev3.RouteAction{Timeout: durationpb.New(0)}
-	if hr.Timeout != nil {
+	switch {
+	case hr.Timeout == nil:
+	case hr.Timeout.AsDuration() < 0:
+		c.problem("%s.timeout: %v is negative; ignored (no timeout)", path, hr.Timeout.AsDuration())
+	default:
 		a.Timeout = durationpb.New(hr.Timeout.AsDuration())
 	}
 	var dests []weightedDestination
@@ -532,9 +539,9 @@ func (c *vsContext) routeAction(path string, hr *networkingapi.HTTPRoute, r *rou
 		pct := percent(100)
 		switch {
 		case hr.MirrorPercentage != nil:
-			pct = percent(hr.MirrorPercentage.Value)
+			pct = c.percentage(path+".mirrorPercentage", hr.MirrorPercentage.Value)
 		case legacyMirrorPercent(hr) != nil:
-			pct = percent(float64(legacyMirrorPercent(hr).Value))
+			pct = c.percentage(path+".mirrorPercent", float64(legacyMirrorPercent(hr).Value))
 		}
 		if ref, ok := c.destination(path+".mirror", hr.Mirror); ok {
 			a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, mirrorPolicy(c.pc.use(ref), pct))
@@ -543,7 +550,7 @@ func (c *vsContext) routeAction(path string, hr *networkingapi.HTTPRoute, r *rou
 	for k, m := range hr.Mirrors {
 		pct := percent(100)
 		if m.GetPercentage() != nil {
-			pct = percent(m.Percentage.Value)
+			pct = c.percentage(fmt.Sprintf("%s.mirrors[%d].percentage", path, k), m.Percentage.Value)
 		}
 		if ref, ok := c.destination(fmt.Sprintf("%s.mirrors[%d].destination", path, k), m.GetDestination()); ok {
 			a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, mirrorPolicy(c.pc.use(ref), pct))
@@ -559,7 +566,9 @@ func mirrorPolicy(cluster string, pct *typev3.FractionalPercent) *routev3.RouteA
 	}
 }
 
-// retryOnValues are the retry conditions Istio accepts.
+// retryOnValues are the retry conditions Istio accepts; those the waypoint
+// router does not act on (route.RetryCondition) are reported as not
+// supported, the others as unknown.
 var retryOnValues = map[string]bool{
 	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true, "envoy-ratelimited": true,
 	"retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true, "retriable-headers": true,
@@ -567,30 +576,43 @@ var retryOnValues = map[string]bool{
 	"reset-before-request": true, "http3-post-connect-failure": true,
 }
 
+// retryPolicy translates retries; unset is Istio's default policy, and
+// attempts 0 (or negative) no retries.
 func (c *vsContext) retryPolicy(path string, r *networkingapi.HTTPRetry) *routev3.RetryPolicy {
 	if r == nil {
 		return defaultRetryPolicy()
 	}
 	if r.Attempts <= 0 {
+		if r.Attempts < 0 {
+			c.problem("%s.attempts: %d is negative; no retries", path, r.Attempts)
+		} else if r.PerTryTimeout != nil || r.RetryOn != "" {
+			c.problem("%s: attempts is 0 (no retries); perTryTimeout and retryOn are ignored", path)
+		}
 		return nil
 	}
 	p := defaultRetryPolicy()
 	p.NumRetries = wrapperspb.UInt32(uint32(r.Attempts))
-	if r.PerTryTimeout != nil {
-		p.PerTryTimeout = durationpb.New(r.PerTryTimeout.AsDuration())
+	if t := r.PerTryTimeout; t != nil {
+		if t.AsDuration() < 0 {
+			c.problem("%s.perTryTimeout: %v is negative; ignored (no per-try timeout)", path, t.AsDuration())
+		} else {
+			p.PerTryTimeout = durationpb.New(t.AsDuration())
+		}
 	}
 	if r.RetryOn != "" {
 		on, codes := c.retryOn(path+".retryOn", r.RetryOn)
-		p.RetryOn, p.RetriableStatusCodes = on, codes
-		if p.RetryOn == "" {
-			return defaultRetryPolicy()
+		if on == "" {
+			c.problem("%s.retryOn: no supported condition; using the default (%s)", path, p.RetryOn)
+			return p
 		}
+		p.RetryOn, p.RetriableStatusCodes = on, codes
 	}
 	return p
 }
 
-// retryOn splits Istio's retryOn: conditions stay, status codes become
-// retriable_status_codes (with the retriable-status-codes condition).
+// retryOn splits Istio's retryOn: conditions the router acts on stay,
+// status codes become retriable_status_codes (with the
+// retriable-status-codes condition), the rest is reported.
 func (c *vsContext) retryOn(path, s string) (string, []uint32) {
 	var on []string
 	var codes []uint32
@@ -608,11 +630,12 @@ func (c *vsContext) retryOn(path, s string) (string, []uint32) {
 			codes = append(codes, code)
 			continue
 		}
-		if !retryOnValues[v] {
+		switch {
+		case !retryOnValues[v]:
 			c.problem("%s: unknown retry condition %q; ignored", path, v)
-			continue
-		}
-		if !slices.Contains(on, v) {
+		case !route.RetryCondition(v):
+			c.problem("%s: %q is not supported; ignored", path, v)
+		case !slices.Contains(on, v):
 			on = append(on, v)
 		}
 	}
@@ -623,54 +646,78 @@ func (c *vsContext) retryOn(path, s string) (string, []uint32) {
 	return strings.Join(on, ","), slices.Compact(codes)
 }
 
-func faultPercent(pct *networkingapi.Percent, deprecated int32) *typev3.FractionalPercent {
-	if pct != nil {
-		return percent(pct.Value)
+// percentage is percent(v), reporting a value outside 0-100 (clamped, as
+// percent does).
+func (c *vsContext) percentage(path string, v float64) *typev3.FractionalPercent {
+	if v < 0 || v > 100 {
+		c.problem("%s: %v is outside 0-100; using %v", path, v, math.Max(0, math.Min(100, v)))
 	}
-	return &typev3.FractionalPercent{Numerator: uint32(max(0, min(deprecated, 100))), Denominator: typev3.FractionalPercent_HUNDRED}
+	return percent(v)
+}
+
+// faultPercent is a fault's percentage, else its deprecated integer
+// percent (0 when unset, as in Istio).
+func (c *vsContext) faultPercent(path string, pct *networkingapi.Percent, deprecated int32) *typev3.FractionalPercent {
+	if pct != nil {
+		return c.percentage(path+".percentage", pct.Value)
+	}
+	return c.percentage(path+".percent", float64(deprecated))
 }
 
 func (c *vsContext) fault(path string, f *networkingapi.HTTPFaultInjection) *faultv3.HTTPFault {
 	out := &faultv3.HTTPFault{}
-	if d := f.Delay; d != nil {
-		if fd := d.GetFixedDelay(); fd != nil {
-			out.Delay = &faultcommonv3.FaultDelay{
-				FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: durationpb.New(fd.AsDuration())},
-				//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
-				Percentage: faultPercent(d.Percentage, d.Percent),
-			}
-		} else {
-			c.problem("%s.delay: only fixedDelay is supported; no delay injected", path)
-		}
+	if f.Delay != nil {
+		out.Delay = c.faultDelay(path+".delay", f.Delay)
 	}
-	if a := f.Abort; a != nil {
-		fa := &faultv3.FaultAbort{Percentage: faultPercent(a.Percentage, 0)}
-		switch e := a.ErrorType.(type) {
-		case *networkingapi.HTTPFaultInjection_Abort_HttpStatus:
-			if e.HttpStatus < 200 || e.HttpStatus > 599 {
-				c.problem("%s.abort.httpStatus: %d is not an HTTP status; no abort injected", path, e.HttpStatus)
-				fa = nil
-			} else {
-				fa.ErrorType = &faultv3.FaultAbort_HttpStatus{HttpStatus: uint32(e.HttpStatus)}
-			}
-		case *networkingapi.HTTPFaultInjection_Abort_GrpcStatus:
-			code, ok := grpcCode(e.GrpcStatus)
-			if !ok {
-				c.problem("%s.abort.grpcStatus: unknown gRPC status %q; no abort injected", path, e.GrpcStatus)
-				fa = nil
-			} else {
-				fa.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: code}
-			}
-		default:
-			c.problem("%s.abort: only httpStatus and grpcStatus are supported; no abort injected", path)
-			fa = nil
-		}
-		out.Abort = fa
+	if f.Abort != nil {
+		out.Abort = c.faultAbort(path+".abort", f.Abort)
 	}
 	if out.Delay == nil && out.Abort == nil {
 		return nil
 	}
 	return out
+}
+
+// faultDelay translates a delay; nil when none can be injected.
+func (c *vsContext) faultDelay(path string, d *networkingapi.HTTPFaultInjection_Delay) *faultcommonv3.FaultDelay {
+	fd := d.GetFixedDelay()
+	switch {
+	case fd == nil:
+		c.problem("%s: only fixedDelay is supported; no delay injected", path)
+		return nil
+	case fd.AsDuration() <= 0:
+		c.problem("%s.fixedDelay: %v is not positive; no delay injected", path, fd.AsDuration())
+		return nil
+	}
+	return &faultcommonv3.FaultDelay{
+		FaultDelaySecifier: &faultcommonv3.FaultDelay_FixedDelay{FixedDelay: durationpb.New(fd.AsDuration())},
+		//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
+		Percentage: c.faultPercent(path, d.Percentage, d.Percent),
+	}
+}
+
+// faultAbort translates an abort; nil when none can be injected.
+func (c *vsContext) faultAbort(path string, a *networkingapi.HTTPFaultInjection_Abort) *faultv3.FaultAbort {
+	fa := &faultv3.FaultAbort{Percentage: c.faultPercent(path, a.Percentage, 0)}
+	switch e := a.ErrorType.(type) {
+	case *networkingapi.HTTPFaultInjection_Abort_HttpStatus:
+		if e.HttpStatus < 200 || e.HttpStatus > 599 {
+			c.problem("%s.httpStatus: %d is not an HTTP status; no abort injected", path, e.HttpStatus)
+			return nil
+		}
+		fa.ErrorType = &faultv3.FaultAbort_HttpStatus{HttpStatus: uint32(e.HttpStatus)}
+	case *networkingapi.HTTPFaultInjection_Abort_GrpcStatus:
+		code, ok := grpcCode(e.GrpcStatus)
+		if !ok {
+			c.problem("%s.grpcStatus: unknown gRPC status %q; no abort injected", path, e.GrpcStatus)
+			return nil
+		}
+		fa.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: code}
+	default:
+		c.problem("%s: only httpStatus and grpcStatus are supported; no abort injected", path)
+		return nil
+	}
+	return fa
 }
 
 func grpcCode(s string) (uint32, bool) {
