@@ -34,7 +34,10 @@ import (
 //     one of its hosts matches one of the server's hosts; its http routes
 //     are translated exactly as for waypoints, match.gateways and
 //     match.port (the server port) included;
-//   - a request no route matches gets 404 (no default route).
+//   - a request no route matches gets 404 (no default route);
+//   - tls.httpsRedirect on an HTTP server: every host of the server
+//     answers 301 to https, same host and path (istiod's require_tls ALL),
+//     bound to a VirtualService or not.
 //
 // HTTPS and TLS servers: see gateway_tls.go. Departures: TCP servers get a
 // Problem; two VirtualServices for the same host
@@ -203,10 +206,14 @@ func (t *translator) gatewayRoutes(name string, port uint32, servers []gatewaySe
 				}
 				taken[h] = vsKey
 				vh := &routev3.VirtualHost{Name: h, Domains: gatewayDomains(h)}
+				rc.VirtualHosts = append(rc.VirtualHosts, vh)
+				if redirectsToHTTPS(gs.server) {
+					vh.Routes = []*routev3.Route{httpsRedirectRoute()}
+					continue
+				}
 				for _, r := range routes {
 					vh.Routes = append(vh.Routes, cloneRoute(r))
 				}
-				rc.VirtualHosts = append(rc.VirtualHosts, vh)
 				fault, cors = fault || pc.fault, cors || pc.cors
 				for n, r := range pc.clusters {
 					refs[n] = r
@@ -214,12 +221,47 @@ func (t *translator) gatewayRoutes(name string, port uint32, servers []gatewaySe
 			}
 		}
 	}
+	addHTTPSRedirects(rc, servers)
 	slices.SortFunc(rc.VirtualHosts, func(a, b *routev3.VirtualHost) int {
 		// "*" last: Envoy prefers exact and longer wildcard domains anyway,
 		// this only keeps the output readable.
 		return cmp.Or(cmp.Compare(boolInt(a.Name == "*"), boolInt(b.Name == "*")), cmp.Compare(a.Name, b.Name))
 	})
 	return rc, fault, cors
+}
+
+// redirectsToHTTPS: s is an HTTP server with tls.httpsRedirect (on an
+// HTTPS server the setting has no effect, as in Istio).
+func redirectsToHTTPS(s *networkingapi.Server) bool {
+	return s.GetTls().GetHttpsRedirect() && serverKindOf(s) == serverHTTP
+}
+
+// addHTTPSRedirects makes every host of a server with httpsRedirect
+// redirect, as istiod's require_tls ALL does: the virtual host of that
+// name, or a new one when no VirtualService is bound to the host.
+func addHTTPSRedirects(rc *routev3.RouteConfiguration, servers []gatewayServer) {
+	for _, gs := range servers {
+		if !redirectsToHTTPS(gs.server) {
+			continue
+		}
+		for _, sh := range gs.server.Hosts {
+			h := strings.ToLower(sh[strings.Index(sh, "/")+1:]) // without the "<ns>/" part
+			if i := slices.IndexFunc(rc.VirtualHosts, func(vh *routev3.VirtualHost) bool { return vh.Name == h }); i >= 0 {
+				rc.VirtualHosts[i].Routes = []*routev3.Route{httpsRedirectRoute()}
+				continue
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: h, Domains: gatewayDomains(h), Routes: []*routev3.Route{httpsRedirectRoute()}})
+		}
+	}
+}
+
+// httpsRedirectRoute answers every request with 301 to the same host and
+// path over https.
+func httpsRedirectRoute() *routev3.Route {
+	return &routev3.Route{Match: prefixRouteMatch("/"), Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
+		SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+		ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
+	}}}
 }
 
 // gatewayDomains: a host and the host with any port ("*" stays alone).

@@ -1,9 +1,12 @@
 package waypoint
 
 import (
+	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -66,5 +69,31 @@ func TestListenPort(t *testing.T) {
 				t.Fatalf("listenPort(%d) = %d, want %d", c.port, got, c.want)
 			}
 		})
+	}
+}
+
+// TestHTTPSRedirect: every host of an HTTP server with tls.httpsRedirect
+// only redirects to https, whether a VirtualService is bound to it or not;
+// the same host on the HTTPS server is routed.
+func TestHTTPSRedirect(t *testing.T) {
+	tc := loadCase(t, "testdata/ingress-https-redirect")
+	gw := Translate(Config{}, tc.in).GatewayProxies["weft-ingress/weft-ingress"]
+	if gw == nil {
+		t.Fatal("no gateway snapshot")
+	}
+	hosts := map[string][]string{}
+	for _, rc := range gw.Routes {
+		for _, vh := range rc.VirtualHosts {
+			redirects := len(vh.Routes) == 1 && proto.Equal(vh.Routes[0], httpsRedirectRoute())
+			hosts[rc.Name] = append(hosts[rc.Name], fmt.Sprintf("%s redirects=%v", vh.Name, redirects))
+		}
+	}
+	want := map[string][]string{
+		"http.8080":  {"bookinfo.example.com redirects=true", "static.example.com redirects=true"},
+		"http.8081":  {"plain.example.com redirects=false"},
+		"https.8443": {"bookinfo.example.com redirects=false"},
+	}
+	if !reflect.DeepEqual(hosts, want) {
+		t.Fatalf("virtual hosts %v, want %v", hosts, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -63,10 +64,10 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 		return ""
 	}
 	tls := s.GetTls()
-	switch proto := strings.ToUpper(s.Port.Protocol); proto {
+	switch strings.ToUpper(s.Port.Protocol) {
 	case "HTTP", "HTTP2", "GRPC":
-		if tls != nil && !tls.HttpsRedirect {
-			t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: TLS settings of an HTTP server are ignored", path)
+		if tls != nil && !proto.Equal(tls, &networkingapi.ServerTLSSettings{HttpsRedirect: tls.HttpsRedirect}) {
+			t.problem(kindGateway, gw.Namespace, gw.Name, "%s.tls: TLS settings of an HTTP server other than httpsRedirect are ignored", path)
 		}
 		return serverHTTP
 	case "HTTPS":
