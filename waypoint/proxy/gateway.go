@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -148,13 +147,4 @@ func (l *PlainListeners) Ports() []uint16 {
 // Close closes every listener.
 func (l *PlainListeners) Close() {
 	_ = l.Sync(nil)
-}
-
-// newRequestID is a random (version 4) UUID, the form Envoy generates.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

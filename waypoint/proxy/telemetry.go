@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -331,10 +333,11 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	}
 }
 
-// newRecord starts the telemetry of request r (an ingress gateway gives
-// it an x-request-id first) and appends the client to X-Forwarded-For.
+// newRecord starts the telemetry of request r (giving it an x-request-id
+// when it has none, as Envoy does on every hop) and appends the client to
+// X-Forwarded-For.
 func newRecord(r *http.Request, c *chain, rs *requestState) *record {
-	if rs.edge && r.Header.Get("X-Request-Id") == "" {
+	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
 	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
@@ -470,3 +473,12 @@ func (w *recorder) Flush() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// newRequestID is a random (version 4) UUID, the form Envoy generates.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

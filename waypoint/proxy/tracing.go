@@ -19,26 +19,32 @@ import (
 
 // Tracing emits one server span per request, continuing the incoming W3C
 // (traceparent) or B3 (x-b3-*, b3) context and injecting the span into the
-// request sent upstream. Without a Tracing the waypoint forwards those
-// headers unchanged.
+// request sent upstream. Without a Tracing (tests) the waypoint forwards
+// those headers unchanged.
 type Tracing struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	shutdown func(context.Context) error
 }
 
-// NewTracingFromEnv returns nil unless OTEL_EXPORTER_OTLP_ENDPOINT (or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; then spans go there over
-// OTLP/HTTP (the exporter reads the standard OTEL_EXPORTER_OTLP_* variables).
+// NewTracingFromEnv sends spans over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT
+// (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; the exporter reads the standard
+// OTEL_EXPORTER_OTLP_* variables, the sampler OTEL_TRACES_SAMPLER).
 // OTEL_SERVICE_NAME, when set, wins over serviceName, as the OpenTelemetry
 // specification has it (the resource given to the SDK would otherwise
 // override it).
+//
+// Without an endpoint no span is recorded, but every request still gets a
+// trace context, as from Istio's proxies: a new span id in the caller's
+// trace with the caller's sampling decision, or a new unsampled trace.
+// Applications that propagate the headers then produce whole traces
+// wherever traces are collected.
 func NewTracingFromEnv(ctx context.Context, serviceName string) (*Tracing, error) {
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return nil, nil
-	}
 	if s := os.Getenv("OTEL_SERVICE_NAME"); s != "" {
 		serviceName = s
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		return newTracing(serviceName, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample()))), nil
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {
@@ -49,8 +55,11 @@ func NewTracingFromEnv(ctx context.Context, serviceName string) (*Tracing, error
 
 // NewTracing emits spans through sp.
 func NewTracing(sp sdktrace.SpanProcessor, serviceName string) *Tracing {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sp),
-		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(serviceName))))
+	return newTracing(serviceName, sdktrace.WithSpanProcessor(sp))
+}
+
+func newTracing(serviceName string, opts ...sdktrace.TracerProviderOption) *Tracing {
+	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(serviceName))))...)
 	return &Tracing{
 		tracer:   tp.Tracer("github.com/weft-mesh/weft/waypoint/proxy"),
 		prop:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader))),
