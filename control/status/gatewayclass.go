@@ -24,7 +24,7 @@ func (w *Writer) syncGatewayClasses(ctx context.Context, classes []*gatewayv1.Ga
 		c := classAccepted(gc)
 		c.ObservedGeneration, c.LastTransitionTime = gc.Generation, metav1.NewTime(time.Now())
 		meta.SetStatusCondition(&next.Conditions, c)
-		if sameConditions(gc.Status.Conditions, next.Conditions) {
+		if deploy.ConditionsEqual(gc.Status.Conditions, next.Conditions) {
 			continue
 		}
 		updated := gc.DeepCopy()

@@ -137,7 +137,7 @@ func routeParents(ns string, gen int64, refs []gatewayv1.ParentReference, curren
 		for _, t := range remove {
 			meta.RemoveStatusCondition(&next, t)
 		}
-		changed = changed || !existed || !sameConditions(prev.Conditions, next)
+		changed = changed || !existed || !deploy.ConditionsEqual(prev.Conditions, next)
 		parents = append(parents, gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: WaypointControllerName, Conditions: next})
 	}
 	if len(old) > 0 {
@@ -162,19 +162,6 @@ func parentKey(r gatewayv1.ParentReference) string {
 	}
 	return strings.Join([]string{s((*string)(r.Group)), s((*string)(r.Kind)), s((*string)(r.Namespace)), string(r.Name),
 		s((*string)(r.SectionName)), port}, "\x00")
-}
-
-func sameConditions(a, b []metav1.Condition) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, c := range a {
-		d := meta.FindStatusCondition(b, c.Type)
-		if d == nil || d.Status != c.Status || d.Reason != c.Reason || d.Message != c.Message || d.ObservedGeneration != c.ObservedGeneration {
-			return false
-		}
-	}
-	return true
 }
 
 func truncate(s string, n int) string {

@@ -80,18 +80,19 @@ func Status(gw *gatewayv1.Gateway, v Validation, dep *appsv1.Deployment, svc *co
 func StatusEqual(a, b gatewayv1.GatewayStatus) bool {
 	return slices.EqualFunc(a.Addresses, b.Addresses, func(x, y gatewayv1.GatewayStatusAddress) bool {
 		return x.Value == y.Value && addrType(x) == addrType(y)
-	}) && conditionsEqual(a.Conditions, b.Conditions) && slices.EqualFunc(a.Listeners, b.Listeners, listenerStatusEqual)
+	}) && ConditionsEqual(a.Conditions, b.Conditions) && slices.EqualFunc(a.Listeners, b.Listeners, listenerStatusEqual)
 }
 
 func listenerStatusEqual(a, b gatewayv1.ListenerStatus) bool {
-	return a.Name == b.Name && a.AttachedRoutes == b.AttachedRoutes && conditionsEqual(a.Conditions, b.Conditions) &&
+	return a.Name == b.Name && a.AttachedRoutes == b.AttachedRoutes && ConditionsEqual(a.Conditions, b.Conditions) &&
 		slices.EqualFunc(a.SupportedKinds, b.SupportedKinds, func(x, y gatewayv1.RouteGroupKind) bool {
 			return sameKind(x, y)
 		})
 }
 
-// conditionsEqual compares condition sets, in any order, ignoring timestamps.
-func conditionsEqual(a, b []metav1.Condition) bool {
+// ConditionsEqual compares condition sets, in any order, ignoring
+// timestamps (control/status uses it for route and class statuses too).
+func ConditionsEqual(a, b []metav1.Condition) bool {
 	if len(a) != len(b) {
 		return false
 	}
