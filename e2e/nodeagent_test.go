@@ -279,6 +279,10 @@ func TestNodeAgent(t *testing.T) {
 				t.Fatalf("with the control plane down: HTTP %s", code)
 			}
 		}
+		// The agent of the newcomer's node restarts during the outage: it
+		// never hears from the control plane, yet holds the newcomer from
+		// what its predecessor remembered.
+		e.restartAgentUnsynced(t, ppNode)
 		newcomer := e.startHeldPod(t, ppNode)
 		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=2")
 		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
@@ -442,6 +446,31 @@ func (e *env) startHeldPod(t *testing.T, node string) string {
 		}
 	}
 	return ip
+}
+
+// restartAgentUnsynced deletes the node agent on node and waits until its
+// successor serves the CNI socket ("node agent started"), which it does
+// before, and without, any configuration from the control plane.
+func (e *env) restartAgentUnsynced(t *testing.T, node string) {
+	t.Helper()
+	agentOn := func() string {
+		return strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
+			"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[*].metadata.name}"))
+	}
+	old := agentOn()
+	// --wait: the successor is the only agent left on the node.
+	e.mustKubectl(t, "-n", controlNS, "delete", "pod", old, "--wait=true", "--timeout=120s")
+	eventually(t, "a new node agent on "+node+" serving CNI", 120*time.Second, func() error {
+		pod := agentOn()
+		if pod == "" || pod == old || strings.Contains(pod, " ") {
+			return fmt.Errorf("agents on %s: %q", node, pod)
+		}
+		logs, err := e.kubectl("-n", controlNS, "logs", pod)
+		if err != nil || !strings.Contains(logs, "node agent started") {
+			return fmt.Errorf("%s not started: %v", pod, err)
+		}
+		return nil
+	})
 }
 
 // podIP is the IP of the first pod matching selector in ns.

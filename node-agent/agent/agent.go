@@ -92,6 +92,9 @@ func (c *Config) validate() error {
 func (c *Config) socket() string   { return filepath.Join(c.RunDir, "cni.sock") }
 func (c *Config) lease() string    { return filepath.Join(c.RunDir, "agent.lease") }
 func (c *Config) spoolDir() string { return filepath.Join(c.RunDir, "cni-spool") }
+func (c *Config) enrolledNamespaces() string {
+	return filepath.Join(c.RunDir, "enrolled-namespaces.json")
+}
 
 // Run runs the agent until ctx ends. On the way out it leaves enrolment
 // pinned. If a newer agent is serving (a surge rollout; see succession) it
@@ -141,6 +144,9 @@ func (r *reconciler) run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		snap := r.store.Snapshot()
+		if err := r.enrolledNS.save(snap); err != nil {
+			r.log.Warn("an agent restarted while the control plane is away will not hold new pods", "err", err)
+		}
 		if r.ready.Load() {
 			// Only a ready agent takes part in succession: an agent that
 			// is still starting must not supersede the one serving.
@@ -345,7 +351,7 @@ func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error)
 	}
 	return cni.InstallOptions{
 		BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir, PluginSource: plugin,
-		AgentSocket: cfg.socket(), SpoolDir: cfg.spoolDir(),
+		AgentSocket: cfg.socket(), SpoolDir: cfg.spoolDir(), EnrolledNamespaces: cfg.enrolledNamespaces(),
 		Logf: func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) },
 	}, nil
 }
@@ -354,7 +360,7 @@ func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error)
 // workload itself arrives over xDS once the API server has the pod's IP)
 // and holds the pod captured if its namespace is enrolled; DEL forgets the
 // pod at once.
-func cniHandler(e *Enroller, snapshot func() *config.Snapshot, kick func(), log *slog.Logger) cni.Handler {
+func cniHandler(e *Enroller, enrolled func(ns string) (enrolled, known bool), kick func(), log *slog.Logger) cni.Handler {
 	return func(_ context.Context, ev cni.Event) error {
 		var ips []netip.Addr
 		for _, s := range ev.IPs {
@@ -367,29 +373,29 @@ func cniHandler(e *Enroller, snapshot func() *config.Snapshot, kick func(), log 
 		case cni.OpAdd:
 			e.PodAdded(ips, ev.HostIfindex)
 			defer kick()
-			return holdIfEnrolled(e, snapshot(), ev, ips, log)
+			return holdIfEnrolled(e, enrolled, ev, ips, log)
 		default:
 			return e.PodDeleted(ips)
 		}
 	}
 }
 
-// holdIfEnrolled captures a new pod whose namespace the last snapshot
-// knows as enrolled, before its containers start (the ADD fails if it
+// holdIfEnrolled captures a new pod whose namespace nsEnrolled knows as
+// enrolled (see enrolledNamespaces), before its containers start (the ADD fails if it
 // cannot, so the kubelet retries). The pod's own opt-out label is not
 // known here: such a pod is held until its Workload says NONE.
-func holdIfEnrolled(e *Enroller, snap *config.Snapshot, ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
-	enrolled, known := snap.NamespaceEnrolled(ev.PodNamespace)
+func holdIfEnrolled(e *Enroller, nsEnrolled func(string) (bool, bool), ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
+	enrolled, known := nsEnrolled(ev.PodNamespace)
 	switch {
 	case !known:
-		log.Warn("pod added before the control plane said which namespaces are enrolled: it is captured only once its workload arrives",
+		log.Warn("pod added before any control plane said which namespaces are enrolled: it is captured only once its workload arrives",
 			"pod", ev.PodNamespace+"/"+ev.PodName)
 		return nil
 	case !enrolled:
 		return nil
 	}
 	if err := e.Hold(ips, ev.HostIfindex); err != nil {
-		return fmt.Errorf("capture pod %s/%s of enrolled namespace: %w", ev.PodNamespace, ev.PodName, err)
+		return fmt.Errorf("%w: pod %s/%s: %w", cni.ErrNotCaptured, ev.PodNamespace, ev.PodName, err)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -22,7 +24,8 @@ func TestCNIAddHoldsPodsOfEnrolledNamespaces(t *testing.T) {
 	store := config.NewStore(config.Options{Logger: slog.New(slog.DiscardHandler)})
 	c := newFakeCapture()
 	e := newEnroller(c, routes{}, nil)
-	handle := cniHandler(e, store.Snapshot, func() {}, slog.New(slog.DiscardHandler))
+	nss := loadEnrolledNamespaces(filepath.Join(t.TempDir(), "enrolled-namespaces.json"), store.Snapshot, slog.New(slog.DiscardHandler))
+	handle := cniHandler(e, nss.enrolled, func() {}, slog.New(slog.DiscardHandler))
 	add := func(ns, ip string, ifindex int) {
 		t.Helper()
 		ev := cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex}
@@ -45,5 +48,60 @@ func TestCNIAddHoldsPodsOfEnrolledNamespaces(t *testing.T) {
 		if got := c.ips[a] == bpf.FlagCapture && e.Held(a); got != want {
 			t.Errorf("%s: captured and held %v, want %v (ips %v)", ip, got, want, c.ips)
 		}
+	}
+}
+
+// TestRestartedAgentHoldsFromRememberedNamespaces: an agent that starts
+// while the control plane is away holds new pods of the namespaces the
+// previous agent last heard were enrolled; once the control plane sends a
+// set, that set decides. An unreadable file remembers nothing.
+func TestRestartedAgentHoldsFromRememberedNamespaces(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	path := filepath.Join(t.TempDir(), "enrolled-namespaces.json")
+	setEnrolled := func(store *config.Store, names ...string) {
+		t.Helper()
+		res := map[string]proto.Message{}
+		for _, n := range names {
+			res[n] = &workloadv1.EnrolledNamespace{Name: n}
+		}
+		if err := store.Handle(config.EnrolledNamespaceType, res, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := config.NewStore(config.Options{Logger: log})
+	setEnrolled(before, "ambient", "shop")
+	if err := loadEnrolledNamespaces(path, before.Snapshot, log).save(before.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The restarted agent: nothing from the control plane yet.
+	store := config.NewStore(config.Options{Logger: log})
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, nil)
+	handle := cniHandler(e, loadEnrolledNamespaces(path, store.Snapshot, log).enrolled, func() {}, log)
+	add := func(ns, ip string, ifindex int) bool {
+		t.Helper()
+		if err := handle(context.Background(), cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex}); err != nil {
+			t.Fatal(err)
+		}
+		a := netip.MustParseAddr(ip)
+		return c.ips[a] == bpf.FlagCapture && e.Held(a)
+	}
+	if !add("shop", "10.244.0.20", 20) {
+		t.Error("a new pod of a remembered enrolled namespace is not held")
+	}
+	if add("plain", "10.244.0.21", 21) {
+		t.Error("a new pod of a namespace not remembered as enrolled is held")
+	}
+	setEnrolled(store, "ambient") // shop was unenrolled meanwhile
+	if add("shop", "10.244.0.22", 22) {
+		t.Error("the remembered set wins over the control plane's")
+	}
+
+	if err := os.WriteFile(path, []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, known := loadEnrolledNamespaces(path, config.NewStore(config.Options{Logger: log}).Snapshot, log).enrolled("shop"); known {
+		t.Error("an unreadable file counts as a remembered set")
 	}
 }

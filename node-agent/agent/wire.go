@@ -47,6 +47,9 @@ type agent struct {
 	plaintext *proxy.InboundPlaintext
 	succ      *succession
 	enroller  *Enroller
+	// enrolledNS says at CNI ADD which namespaces are enrolled, also
+	// across restarts while the control plane is away.
+	enrolledNS *enrolledNamespaces
 
 	kicks chan struct{} // kick: a CNI event or readiness asks for a reconcile now
 	ready readiness
@@ -189,7 +192,8 @@ func (a *agent) recoverEnrolment() {
 // installed.
 func (a *agent) serveCNI(ctx context.Context) error {
 	a.kicks = make(chan struct{}, 1)
-	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.store.Snapshot, a.kick, a.log))
+	a.enrolledNS = loadEnrolledNamespaces(a.cfg.enrolledNamespaces(), a.store.Snapshot, a.log)
+	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.enrolledNS.enrolled, a.kick, a.log))
 	if err := srv.Start(); err != nil {
 		return err
 	}

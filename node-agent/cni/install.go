@@ -30,12 +30,14 @@ type InstallOptions struct {
 	// PluginSource is the weft-cni binary to copy into BinDir.
 	PluginSource string
 
-	// AgentSocket, SpoolDir and LogLevel go into the conflist entry, as the
-	// plugin will see them: paths on the node, not in the agent's container.
-	// Empty: the plugin's defaults (DefaultAgentSocket, DefaultSpoolDir).
-	AgentSocket string
-	SpoolDir    string
-	LogLevel    string
+	// AgentSocket, SpoolDir, EnrolledNamespaces and LogLevel go into the
+	// conflist entry, as the plugin will see them: paths on the node, not in
+	// the agent's container. Empty: the plugin's defaults
+	// (DefaultAgentSocket, DefaultSpoolDir, DefaultEnrolledNamespaces).
+	AgentSocket        string
+	SpoolDir           string
+	EnrolledNamespaces string
+	LogLevel           string
 
 	// Interval is Watch's polling period (default 3 s).
 	Interval time.Duration
@@ -45,14 +47,16 @@ type InstallOptions struct {
 
 // PluginConfEntry is weft-cni's entry in a conflist's "plugins".
 type PluginConfEntry struct {
-	Type        string `json:"type"`
-	AgentSocket string `json:"agentSocket,omitempty"`
-	SpoolDir    string `json:"spoolDir,omitempty"`
-	LogLevel    string `json:"logLevel,omitempty"`
+	Type               string `json:"type"`
+	AgentSocket        string `json:"agentSocket,omitempty"`
+	SpoolDir           string `json:"spoolDir,omitempty"`
+	EnrolledNamespaces string `json:"enrolledNamespaces,omitempty"`
+	LogLevel           string `json:"logLevel,omitempty"`
 }
 
 func (o InstallOptions) entry() PluginConfEntry {
-	return PluginConfEntry{Type: PluginType, AgentSocket: o.AgentSocket, SpoolDir: o.SpoolDir, LogLevel: o.LogLevel}
+	return PluginConfEntry{Type: PluginType, AgentSocket: o.AgentSocket, SpoolDir: o.SpoolDir,
+		EnrolledNamespaces: o.EnrolledNamespaces, LogLevel: o.LogLevel}
 }
 
 func (o InstallOptions) logf(format string, args ...any) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,9 +14,12 @@ import (
 
 // NotifyConfig says where the plugin finds the agent and its spool.
 type NotifyConfig struct {
-	AgentSocket string        // default DefaultAgentSocket
-	SpoolDir    string        // default DefaultSpoolDir
-	Timeout     time.Duration // one delivery attempt; default DefaultNotifyTimeout
+	AgentSocket string // default DefaultAgentSocket
+	SpoolDir    string // default DefaultSpoolDir
+	// EnrolledNamespaces is the agent's enrolled-namespaces file; default
+	// DefaultEnrolledNamespaces.
+	EnrolledNamespaces string
+	Timeout            time.Duration // one delivery attempt; default DefaultNotifyTimeout
 }
 
 func (c NotifyConfig) withDefaults() NotifyConfig {
@@ -24,6 +28,9 @@ func (c NotifyConfig) withDefaults() NotifyConfig {
 	}
 	if c.SpoolDir == "" {
 		c.SpoolDir = DefaultSpoolDir
+	}
+	if c.EnrolledNamespaces == "" {
+		c.EnrolledNamespaces = DefaultEnrolledNamespaces
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultNotifyTimeout
@@ -43,7 +50,10 @@ type NotifyResult struct {
 // bounded by cfg.Timeout. When the agent is unreachable or answers with an
 // error, the event is written to cfg.SpoolDir for the agent to replay
 // (DrainSpool) and the result says so. The error is non-nil only if the
-// event was neither delivered nor spooled.
+// event was neither delivered nor spooled, or if it is the ADD of a pod
+// that must not start uncaptured (wrapping ErrNotCaptured): the agent said
+// so (409), or no agent answered and cfg.EnrolledNamespaces lists the pod's
+// namespace. Such an ADD is not spooled: the kubelet retries it.
 func Notify(ctx context.Context, cfg NotifyConfig, ev Event) (NotifyResult, error) {
 	cfg = cfg.withDefaults()
 	if ev.Time.IsZero() {
@@ -60,6 +70,13 @@ func Notify(ctx context.Context, cfg NotifyConfig, ev Event) (NotifyResult, erro
 	agentErr := send(ctx, cfg, ev)
 	if agentErr == nil {
 		return NotifyResult{Delivered: true}, nil
+	}
+	if errors.Is(agentErr, ErrNotCaptured) {
+		return NotifyResult{AgentErr: agentErr}, agentErr
+	}
+	if enrolledAtAdd(cfg.EnrolledNamespaces, ev) {
+		return NotifyResult{AgentErr: agentErr}, fmt.Errorf("%w: no node agent answers (%v) and namespace %s is enrolled (%s)",
+			ErrNotCaptured, agentErr, ev.PodNamespace, cfg.EnrolledNamespaces)
 	}
 	path, err := Spool(cfg.SpoolDir, ev)
 	if err != nil {
@@ -88,7 +105,10 @@ func send(ctx context.Context, cfg NotifyConfig, ev Event) error {
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
+	switch {
+	case resp.StatusCode == http.StatusConflict:
+		return fmt.Errorf("%w: the node agent answered: %s", ErrNotCaptured, bytes.TrimSpace(msg))
+	case resp.StatusCode/100 != 2:
 		return fmt.Errorf("agent answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil

@@ -164,8 +164,11 @@ func (s *Server) serveEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.call(r.Context(), ev); err != nil {
 		code := http.StatusInternalServerError
-		if errors.Is(err, ErrDiscard) {
+		switch {
+		case errors.Is(err, ErrDiscard):
 			code = http.StatusUnprocessableEntity
+		case errors.Is(err, ErrNotCaptured):
+			code = http.StatusConflict
 		}
 		http.Error(w, err.Error(), code)
 		return

@@ -119,6 +119,11 @@ func (s *Snapshot) NamespaceEnrolled(ns string) (enrolled, known bool) {
 	return s.enrolledNamespaces[ns], s.EnrolledNamespacesSynced
 }
 
+// EnrolledNamespaceNames lists the namespaces labelled ambient, sorted.
+func (s *Snapshot) EnrolledNamespaceNames() []string {
+	return slices.Sorted(maps.Keys(s.enrolledNamespaces))
+}
+
 // Synced reports whether both types have been received.
 func (s *Snapshot) Synced() bool { return s.AddressesSynced && s.AuthorizationsSynced }
 

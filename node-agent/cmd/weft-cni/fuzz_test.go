@@ -66,7 +66,8 @@ func FuzzPlugin(f *testing.F) {
 		if c.AgentSocket == "" || c.SpoolDir == "" {
 			t.Fatalf("parseConf left no defaults: %+v", c)
 		}
-		// Point the plugin at this test's (absent) agent and spool.
+		// Point the plugin at this test's (absent) agent, spool and
+		// enrolled-namespaces file.
 		var m map[string]json.RawMessage
 		if json.Unmarshal(stdin, &m) != nil {
 			return
@@ -76,6 +77,7 @@ func FuzzPlugin(f *testing.F) {
 		}
 		m["agentSocket"], _ = json.Marshal(filepath.Join(dir, "cni.sock"))
 		m["spoolDir"], _ = json.Marshal(spoolDir)
+		m["enrolledNamespaces"], _ = json.Marshal(filepath.Join(dir, "enrolled-namespaces.json"))
 		data, _ := json.Marshal(m)
 
 		var out bytes.Buffer

@@ -2,8 +2,11 @@
 // main plugin (ptp or bridge), tells the node agent which pod sandbox was
 // wired (pod, netns, IPs, host-side interface) and passes the previous
 // result through unchanged. When the agent is unreachable the event is
-// spooled to disk for the agent to replay: pod creation never fails because
-// the agent is briefly down. See package node-agent/cni.
+// spooled to disk for the agent to replay, so pods outside the mesh never
+// wait for the agent; but the ADD of a pod of an enrolled namespace (the
+// agent's enrolled-namespaces file) fails instead, as does one the agent
+// could not capture: such a pod must not start outside the mesh, and the
+// kubelet retries it. See package node-agent/cni.
 package main
 
 import (

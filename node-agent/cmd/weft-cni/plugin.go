@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -23,6 +24,9 @@ type netConf struct {
 	types.PluginConf
 	AgentSocket string `json:"agentSocket,omitempty"`
 	SpoolDir    string `json:"spoolDir,omitempty"`
+	// EnrolledNamespaces is the agent's enrolled-namespaces file (see
+	// cni.DefaultEnrolledNamespaces); empty: cni's default.
+	EnrolledNamespaces string `json:"enrolledNamespaces,omitempty"`
 	// LogLevel: debug, info, warn (default), error or none; logs go to
 	// stderr, which the runtime collects.
 	LogLevel string `json:"logLevel,omitempty"`
@@ -33,6 +37,9 @@ type plugin struct {
 	stderr io.Writer
 	// timeout overrides cni.DefaultNotifyTimeout (tests).
 	timeout time.Duration
+	// fallback is cmdDel's configuration when the given one does not
+	// parse; nil: cni's default paths (tests point it elsewhere).
+	fallback *netConf
 	// cniVersion of the request being served, for error output.
 	cniVersion string
 }
@@ -71,7 +78,7 @@ func (p *plugin) logger(level string) *slog.Logger {
 }
 
 func (p *plugin) notifyConfig(conf *netConf) cni.NotifyConfig {
-	return cni.NotifyConfig{AgentSocket: conf.AgentSocket, SpoolDir: conf.SpoolDir, Timeout: p.timeout}
+	return cni.NotifyConfig{AgentSocket: conf.AgentSocket, SpoolDir: conf.SpoolDir, EnrolledNamespaces: conf.EnrolledNamespaces, Timeout: p.timeout}
 }
 
 // k8sArgs extracts the pod identity from CNI_ARGS
@@ -188,7 +195,11 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 
 	ev := baseEvent(cni.OpAdd, args)
 	fromResult(&ev, res, log)
-	p.notify(conf, ev, log)
+	if err := p.notify(conf, ev, log); err != nil {
+		// A pod of an enrolled namespace that is not captured must not
+		// start; the kubelet retries the sandbox.
+		return types.NewError(types.ErrTryAgainLater, "weft-cni: pod not captured by the mesh", err.Error())
+	}
 
 	// Pass the previous result through unchanged: as it came when it is
 	// already in the request's version (keeping fields this library does
@@ -204,11 +215,15 @@ func (p *plugin) cmdAdd(args *skel.CmdArgs) error {
 	return out.PrintTo(p.stdout)
 }
 
-// notify delivers ev or spools it; it never fails the CNI call.
-func (p *plugin) notify(conf *netConf, ev cni.Event, log *slog.Logger) {
+// notify delivers ev or spools it. Its error, which fails the CNI call, is
+// only ever an ADD that must not go on (cni.ErrNotCaptured).
+func (p *plugin) notify(conf *netConf, ev cni.Event, log *slog.Logger) error {
 	ctx := context.Background()
 	r, err := cni.Notify(ctx, p.notifyConfig(conf), ev)
 	switch {
+	case errors.Is(err, cni.ErrNotCaptured):
+		log.Error("pod of an enrolled namespace not captured: ADD fails, the kubelet retries", "event", ev.String(), "err", err)
+		return err
 	case err != nil:
 		log.Error("event neither delivered to the agent nor spooled; the agent must reconcile this pod itself", "event", ev.String(), "err", err)
 	case r.Delivered:
@@ -216,6 +231,7 @@ func (p *plugin) notify(conf *netConf, ev cni.Event, log *slog.Logger) {
 	default:
 		log.Warn("agent unreachable, event spooled", "event", ev.String(), "spool", r.SpoolPath, "agentErr", r.AgentErr)
 	}
+	return nil
 }
 
 // cmdDel tells the agent the sandbox is gone. It never fails (a DEL that
@@ -225,6 +241,9 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		conf = &netConf{AgentSocket: cni.DefaultAgentSocket, SpoolDir: cni.DefaultSpoolDir}
+		if p.fallback != nil {
+			conf = p.fallback
+		}
 	}
 	log := p.logger(conf.LogLevel)
 	if err != nil {
@@ -242,7 +261,7 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 		log.Warn("DEL without a container ID: nothing to tell the agent")
 		return nil
 	}
-	p.notify(conf, ev, log)
+	_ = p.notify(conf, ev, log) // a DEL never fails (ErrNotCaptured is for ADDs only)
 	return nil
 }
 
@@ -250,5 +269,6 @@ func (p *plugin) cmdDel(args *skel.CmdArgs) error {
 // reconciles itself.
 func (p *plugin) cmdCheck(*skel.CmdArgs) error { return nil }
 
-// cmdStatus: weft-cni is always ready; without the agent, events are spooled.
+// cmdStatus: weft-cni is always ready; without the agent, events are
+// spooled (and ADDs of enrolled namespaces fail, see notify).
 func (p *plugin) cmdStatus(*skel.CmdArgs) error { return nil }

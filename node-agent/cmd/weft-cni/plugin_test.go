@@ -27,8 +27,8 @@ const prevResult = `{"cniVersion":"1.0.0","interfaces":[{"name":"lo","mac":"aa:b
 
 func stdin(t *testing.T, dir, version string, withPrev bool) []byte {
 	t.Helper()
-	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"weft-pod-network","type":"weft-cni","agentSocket":%q,"spoolDir":%q,"logLevel":"debug"`,
-		version, filepath.Join(dir, "cni.sock"), filepath.Join(dir, "spool"))
+	conf := fmt.Sprintf(`{"cniVersion":%q,"name":"weft-pod-network","type":"weft-cni","agentSocket":%q,"spoolDir":%q,"enrolledNamespaces":%q,"logLevel":"debug"`,
+		version, filepath.Join(dir, "cni.sock"), filepath.Join(dir, "spool"), filepath.Join(dir, "enrolled-namespaces.json"))
 	if withPrev {
 		conf += `,"prevResult":` + prevResult
 	}
@@ -163,6 +163,45 @@ func TestAddWithAgentDownSpoolsAndSucceeds(t *testing.T) {
 	}
 }
 
+// TestAddOfEnrolledPodWithoutCaptureFails: the ADD of a pod that belongs
+// in the mesh fails (CNI "try again later": the kubelet retries) and
+// spools nothing, when no agent answers and the agent's file lists the
+// pod's namespace, and when the agent says it could not capture the pod.
+// A pod outside the mesh is spooled as before (TestAddWithAgentDownSpoolsAndSucceeds).
+func TestAddOfEnrolledPodWithoutCaptureFails(t *testing.T) {
+	for name, setup := range map[string]func(t *testing.T, dir string){
+		"agent down, namespace enrolled": func(t *testing.T, dir string) {
+			if err := cni.WriteEnrolledNamespaces(filepath.Join(dir, "enrolled-namespaces.json"), []string{"default", "shop"}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"agent could not capture": func(t *testing.T, dir string) {
+			s := cni.NewServer(filepath.Join(dir, "cni.sock"), func(context.Context, cni.Event) error {
+				return fmt.Errorf("%w: no veth for 10.244.0.5", cni.ErrNotCaptured)
+			})
+			if err := s.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			setup(t, dir)
+			var out bytes.Buffer
+			p := &plugin{stdout: &out, stderr: io.Discard}
+			err := p.cmdAdd(cmdArgs(stdin(t, dir, "1.0.0", true)))
+			var cniErr *types.Error
+			if !errors.As(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater {
+				t.Fatalf("ADD = %v, want CNI error %d (try again later)", err, types.ErrTryAgainLater)
+			}
+			if out.Len() != 0 || len(spool(t, dir)) != 0 {
+				t.Errorf("stdout %q, spool %v: a failed ADD prints no result and spools nothing", out.String(), spool(t, dir))
+			}
+		})
+	}
+}
+
 func TestAddWithoutPrevResultFails(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
@@ -179,7 +218,8 @@ func TestAddWithoutPrevResultFails(t *testing.T) {
 
 func TestDelIdempotent(t *testing.T) {
 	dir := t.TempDir()
-	p := &plugin{stdout: io.Discard, stderr: io.Discard}
+	p := &plugin{stdout: io.Discard, stderr: io.Discard,
+		fallback: &netConf{AgentSocket: filepath.Join(dir, "cni.sock"), SpoolDir: filepath.Join(dir, "spool")}}
 	// Agent down: ADD spooled, then DEL twice (a runtime may retry): the
 	// spool holds just the DEL, never an ADD to replay for a dead pod.
 	if err := p.cmdAdd(cmdArgs(stdin(t, dir, "1.0.0", true))); err != nil {
