@@ -1,0 +1,82 @@
+package compat
+
+var otherAPIs = Section{
+	Title: "Ingress, egress and other Istio APIs",
+	Entries: []Entry{
+		{
+			Feature: "Istio `Gateway` (`networking.istio.io`) with `selector`, HTTP servers",
+			Status:  Supported,
+			Notes:   "`charts/gateway`; VirtualServices bound with `gateways:` ([ingress.md](ingress.md))",
+		},
+		{
+			Feature: "Gateway server HTTPS, `tls.mode: SIMPLE` with `credentialName`",
+			Status:  Supported,
+			Notes:   "Secret (`kubernetes.io/tls` or generic `cert`/`key`) read by the gateway from its own namespace, renewals picked up; SNI by `hosts`",
+		},
+		{
+			Feature: "Gateway server TLS, `tls.mode: PASSTHROUGH` + VirtualService `tls` routes by `sniHosts`",
+			Status:  Supported,
+			Notes:   "forwarded over HBONE by SNI; unknown SNI closed",
+		},
+		{
+			Feature: "Gateway `tls.mode` MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL, AUTO_PASSTHROUGH; TCP servers",
+			Status:  NotYet,
+			Notes:   "reported, server ignored",
+		},
+		{
+			Feature: "Gateway HTTP server `tls.httpsRedirect`",
+			Status:  Supported,
+			Notes:   "every host of the server answers `301` to `https://` with the same host and path, whether or not a VirtualService is bound to it (Istio's `require_tls: ALL`); other `tls` fields of an HTTP server are ignored (reported)",
+		},
+		{
+			Feature: "Gateway API `Gateway`/`HTTPRoute` for ingress (GatewayClass `weft`)",
+			Status:  Partial,
+			Notes:   "HTTP listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); Accepted/Programmed and `status.listeners` written; HTTPS/TLS/TCP/UDP listeners not yet: such a listener is `Accepted=False` (`UnsupportedProtocol`) and `Programmed=False`, the Gateway stays `Accepted` with reason `ListenersNotValid` and its `Programmed` message names the listeners not served ([ingress.md](ingress.md#gateway-api-gatewayclass-weft))",
+		},
+		{
+			Feature: "ServiceEntry",
+			Status:  Partial,
+			Notes:   "hosts become Services (VIPs from `addresses`, ports, `istio.io/use-waypoint`), endpoint addresses become workloads outside the mesh; `STATIC`, `NONE`, and `DNS` with IP endpoints; DNS names are not resolved yet, no DNS proxy (clients must resolve the host to an `addresses` VIP), wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
+		},
+		{
+			Feature: "Egress gateway (`charts/gateway` with `labels.istio=egressgateway`), VirtualService `gateways: [mesh, <gateway>]`, DestinationRule TLS origination",
+			Status:  Supported,
+			Notes:   "Istio's egress-gateway-with-TLS-origination shape; the mesh-side route needs a waypoint for the ServiceEntry, as in Istio ambient ([egress.md](egress.md))",
+		},
+		{
+			Feature: "WorkloadEntry, WorkloadGroup",
+			Status:  NotYet,
+			Notes:   "`WeftAccepted=False` (`Unsupported`); WorkloadEntry's CRD is installed, WorkloadGroup's is not",
+		},
+		{
+			Feature: "Sidecar",
+			Status:  NotApplicable,
+			Notes:   "sidecar-only API; `WeftAccepted=False` (`Unsupported`) if its CRD is installed by another chart",
+		},
+		{
+			Feature: "EnvoyFilter",
+			Status:  NotYet,
+			Notes:   "no plan: waypoints are not Envoy; CRD not installed (`kubectl apply` fails with \"no matches for kind\"), `WeftAccepted=False` (`Unsupported`) if another chart installs it",
+		},
+		{
+			Feature: "WasmPlugin",
+			Status:  NotYet,
+			Notes:   "as EnvoyFilter",
+		},
+		{
+			Feature: "Telemetry API (`telemetry.istio.io`)",
+			Status:  NotYet,
+			Notes:   "CRD installed, not read: `WeftAccepted=False` (`Unsupported`). Metrics are always on; access logs with `--access-log`; tracing with the Helm value `waypoint.tracing.otlpEndpoint` ([guides/telemetry.md](guides/telemetry.md))",
+		},
+		{
+			Feature: "ProxyConfig",
+			Status:  NotYet,
+			Notes:   "configuration is Helm values and flags; as EnvoyFilter",
+		},
+		{
+			Feature: "MeshConfig",
+			Status:  Partial,
+			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`",
+		},
+	},
+}

@@ -1,0 +1,67 @@
+package compat
+
+var enrolment = Section{
+	Title: "Enrolment and waypoints",
+	Entries: []Entry{
+		{
+			Feature: "`istio.io/dataplane-mode=ambient` on a Namespace",
+			Status:  Supported,
+			Notes:   "no pod restart; pods enrolled within about a second",
+		},
+		{
+			Feature: "`istio.io/dataplane-mode=ambient` / `none` on a Pod",
+			Status:  Supported,
+			Notes:   "the pod's label wins over its namespace's; hostNetwork pods are never enrolled",
+		},
+		{
+			Feature: "removing the label (unenrolment)",
+			Status:  Supported,
+			Notes:   "new connections go direct at once; proxied ones drain (`--drain-timeout`, 5 min)",
+		},
+		{
+			Feature: "Gateway with `gatewayClassName: istio-waypoint`",
+			Status:  Supported,
+			Notes:   "served like Weft's own class `weft-waypoint` (chart value `gatewayClass.istioWaypoint`)",
+		},
+		{
+			Feature: "`istioctl waypoint apply/list/status/delete`",
+			Status:  Supported,
+			Notes:   "as `weftctl waypoint ...` ([reference/weftctl.md](reference/weftctl.md))",
+		},
+		{
+			Feature: "`istio.io/use-waypoint` on Namespace, Service, Pod; value `none`",
+			Status:  Supported,
+			Notes:   "an object's own label wins over its namespace's",
+		},
+		{
+			Feature: "`istio.io/use-waypoint-namespace` (waypoint in another namespace)",
+			Status:  Supported,
+			Notes:   "the waypoint's HBONE listener must allow it: `allowedRoutes.namespaces.from` `Same` (default), `All` or `Selector`",
+		},
+		{
+			Feature: "`istio.io/waypoint-for`: `service`, `workload`, `all`, `none`",
+			Status:  Supported,
+		},
+		{
+			Feature: "per service account waypoints",
+			Status:  Supported,
+			Notes:   "`weftctl waypoint apply --service-account SA` labels that account's Services and pods; pods created later need the label in their template",
+		},
+		{
+			Feature: "waypoint replicas / resources",
+			Status:  Partial,
+			Notes:   "replicas with the annotation `weft.io/waypoint-replicas`; `spec.infrastructure.labels`/`annotations` are applied; `spec.infrastructure.parametersRef` is refused (`Accepted=False, InvalidParameters`), so no resources/HPA customization",
+		},
+		{
+			Feature: "`istio.io/ingress-use-waypoint`",
+			Status:  NotYet,
+			Notes:   "the ingress gateway sends straight to the destination's node agent, not through its waypoint",
+		},
+		{
+			Feature:   "connections opened before enrolment or before a waypoint existed",
+			Status:    Supported,
+			Qualifier: "(same as Istio)",
+			Notes:     "they keep their old path until they close",
+		},
+	},
+}

@@ -1,0 +1,94 @@
+package compat
+
+var tooling = Section{
+	Title:       "Tooling",
+	FirstColumn: "istioctl",
+	Equivalent:  "weftctl",
+	Entries: []Entry{
+		{
+			Feature: "`istioctl install`",
+			Status:  Supported,
+			Notes:   "`weftctl install` or the Helm charts",
+		},
+		{
+			Feature: "`istioctl uninstall`",
+			Status:  Supported,
+			Notes:   "`weftctl uninstall [--purge]`",
+		},
+		{
+			Feature: "`istioctl waypoint apply/list/status/delete`",
+			Status:  Supported,
+			Notes:   "`weftctl waypoint apply/list/status/delete`",
+		},
+		{
+			Feature: "`istioctl ztunnel-config workloads/services/policies/certificates/connections/all`",
+			Status:  Supported,
+			Notes:   "`weftctl node-config workloads/services/policies/certificates/connections/dump`",
+		},
+		{
+			Feature: "`istioctl proxy-status`",
+			Status:  Supported,
+			Notes:   "`weftctl proxy-status`",
+		},
+		{
+			Feature: "`istioctl analyze`",
+			Status:  Supported,
+			Notes:   "`weftctl analyze` (Weft's own checks; Istio's analyzer codes such as IST0101 are not used)",
+		},
+		{
+			Feature: "`istioctl version`",
+			Status:  Supported,
+			Notes:   "`weftctl version`",
+		},
+		{
+			Feature: "`istioctl dashboard kiali`",
+			Status:  Supported,
+			Notes:   "`weftctl dashboard` (Weft's own service graph)",
+		},
+		{
+			Feature: "`istioctl proxy-config` (waypoint)",
+			Status:  NotYet,
+			Notes:   "`kubectl port-forward deploy/<waypoint> 15000` and read `/config_dump`",
+		},
+		{
+			Feature:   "`istioctl x precheck`, `bug-report`, `tag`, `kube-inject`",
+			Status:    NotYet,
+			Qualifier: "/ not applicable",
+		},
+	},
+}
+
+var platform = Section{
+	Title: "Platform",
+	Entries: []Entry{
+		{
+			Feature: "IPv4",
+			Status:  Supported,
+		},
+		{
+			Feature: "IPv6, dual-stack",
+			Status:  NotYet,
+			Notes:   "the capture programs and policy routing are IPv4 only; IPv6 traffic of enrolled pods is not captured",
+		},
+		{
+			Feature: "multicluster, multi-network, east-west gateway",
+			Status:  NotYet,
+			Notes:   "`clusterID` is only a name",
+		},
+		{
+			Feature: "Traffic to a NodePort of an enrolled pod's Service",
+			Status:  NotYet,
+			Notes:   "arrives DNATed after the capture point and reaches the pod without the agent",
+		},
+		{
+			Feature: "CNI: chaining into the node's primary conflist",
+			Status:  Supported,
+			Notes:   "tested with the reference ptp/bridge plugins (the local cluster); other primary CNIs untested",
+		},
+		{
+			Feature:   "Kubernetes version",
+			Status:    Tested,
+			Qualifier: "on v1.37",
+		},
+	},
+}
