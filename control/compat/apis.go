@@ -7,36 +7,285 @@ var otherAPIs = Section{
 			Feature: "Istio `Gateway` (`networking.istio.io`) with `selector`, HTTP servers",
 			Status:  Supported,
 			Notes:   "`charts/gateway`; VirtualServices bound with `gateways:` ([ingress.md](ingress.md))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts: ["*"]
+`)},
 		},
 		{
 			Feature: "Gateway server HTTPS, `tls.mode: SIMPLE` with `credentialName`",
 			Status:  Supported,
 			Notes:   "Secret (`kubernetes.io/tls` or generic `cert`/`key`) read by the gateway from its own namespace, renewals picked up; SNI by `hosts`",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts: [bookinfo.example.com]
+    tls:
+      mode: SIMPLE
+      credentialName: bookinfo-cert
+`)},
 		},
 		{
 			Feature: "Gateway server TLS, `tls.mode: PASSTHROUGH` + VirtualService `tls` routes by `sniHosts`",
 			Status:  Supported,
 			Notes:   "forwarded over HBONE by SNI; unknown SNI closed",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: tls
+      protocol: TLS
+    hosts: [bookinfo.example.com]
+    tls:
+      mode: PASSTHROUGH
+`)},
 		},
 		{
 			Feature: "Gateway `tls.mode` MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL, AUTO_PASSTHROUGH; TCP servers",
 			Status:  NotYet,
 			Notes:   "reported, server ignored",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts: [bookinfo.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: bookinfo-cert
+`, "MUTUAL"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 3306
+      name: tcp
+      protocol: TCP
+    hosts: ["*"]
+`, "spec.servers[0]"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: tls
+      protocol: TLS
+    hosts: ["*"]
+    tls:
+      mode: AUTO_PASSTHROUGH
+`, "spec.servers[0].tls.mode: only PASSTHROUGH")},
 		},
 		{
 			Feature: "Gateway HTTP server `tls.httpsRedirect`",
 			Status:  Supported,
 			Notes:   "every host of the server answers `301` to `https://` with the same host and path, whether or not a VirtualService is bound to it (Istio's `require_tls: ALL`); other `tls` fields of an HTTP server are ignored (reported)",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts: ["*"]
+    tls:
+      httpsRedirect: true
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts: ["*"]
+    tls:
+      httpsRedirect: true
+      minProtocolVersion: TLSV1_3
+`, "spec.servers[0].tls")},
 		},
 		{
 			Feature: "Gateway API `Gateway`/`HTTPRoute` for ingress (GatewayClass `weft`)",
 			Status:  Partial,
 			Notes:   "HTTP listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); Accepted/Programmed and `status.listeners` written; HTTPS/TLS/TCP/UDP listeners not yet: such a listener is `Accepted=False` (`UnsupportedProtocol`) and `Programmed=False`, the Gateway stays `Accepted` with reason `ListenersNotValid` and its `Programmed` message names the listeners not served ([ingress.md](ingress.md#gateway-api-gatewayclass-weft))",
+			Probes: []*Probe{reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+`, "spec.listeners[0]"),
+				clean(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+`)},
 		},
 		{
 			Feature: "ServiceEntry",
 			Status:  Partial,
 			Notes:   "hosts become Services (VIPs from `addresses`, ports, `istio.io/use-waypoint`), endpoint addresses become workloads outside the mesh; `STATIC`, `NONE`, and `DNS` with IP endpoints; DNS names are not resolved yet, no DNS proxy (clients must resolve the host to an `addresses` VIP), wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: default
+spec:
+  hosts: ["*.example.com"]
+  ports:
+  - number: 443
+    name: tls
+    protocol: TLS
+  resolution: NONE
+`, "*.example.com"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: default
+spec:
+  hosts: [api.example.com]
+  addresses: ["240.240.0.1"]
+  ports:
+  - number: 443
+    name: tls
+    protocol: TLS
+  resolution: STATIC
+  endpoints:
+  - address: 203.0.113.10
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: default
+spec:
+  hosts: [api.example.com]
+  addresses: ["240.240.0.0/16"]
+  ports:
+  - number: 443
+    name: tls
+    protocol: TLS
+  resolution: NONE
+`, "240.240.0.0/16"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: default
+spec:
+  hosts: [api.example.com]
+  ports:
+  - number: 443
+    name: tls
+    protocol: TLS
+  resolution: STATIC
+  workloadSelector:
+    labels:
+      app: api
+`, "workloadSelector"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: default
+spec:
+  hosts: [api.example.com]
+  addresses: ["240.240.0.1"]
+  ports:
+  - number: 443
+    name: tls
+    protocol: TLS
+  resolution: DNS
+  endpoints:
+  - address: api.internal.example.com
+`, "api.internal.example.com")},
 		},
 		{
 			Feature: "Egress gateway (`charts/gateway` with `labels.istio=egressgateway`), VirtualService `gateways: [mesh, <gateway>]`, DestinationRule TLS origination",

@@ -75,8 +75,9 @@ type Entry struct {
 	Qualifier string
 	// Notes are the details, markdown; may be empty.
 	Notes string
-	// Probe, if set, is checked against the translation by the tests.
-	Probe *Probe
+	// Probes, if any, are checked against the translation by the tests:
+	// one per claim of the row worth checking.
+	Probes []*Probe
 }
 
 // Expectation is what the translation must do with a probe's object.

@@ -21,131 +21,682 @@ var security = Section{
 			Feature: "PeerAuthentication STRICT, PERMISSIVE",
 			Status:  Supported,
 			Notes:   "enforced by the destination's node agent: STRICT refuses plaintext from outside the mesh",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  mtls:
+    mode: STRICT
+`)},
 		},
 		{
 			Feature:   "PeerAuthentication DISABLE",
 			Status:    Supported,
 			Qualifier: "(as Istio ambient)",
 			Notes:     "same as PERMISSIVE: an ambient node agent always accepts both",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  mtls:
+    mode: DISABLE
+`)},
 		},
 		{
 			Feature: "PeerAuthentication UNSET, mesh / namespace / workload (selector) precedence",
 			Status:  Supported,
 			Notes:   "mesh-wide = root namespace (`rootNamespace`, default `weft-system`); the oldest policy wins at each level",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  mtls:
+    mode: UNSET
+`)},
 		},
 		{
 			Feature: "PeerAuthentication `portLevelMtls`",
 			Status:  Supported,
 			Notes:   "needs a selector (as Istio); without one it is ignored and reported",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  portLevelMtls:
+    9080:
+      mode: DISABLE
+`, "portLevelMtls"),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  mtls:
+    mode: STRICT
+  portLevelMtls:
+    9080:
+      mode: PERMISSIVE
+`)},
 		},
 		{
 			Feature:   "PeerAuthentication with a selector in the root namespace",
 			Status:    Partial,
 			Qualifier: "(differs from Istio)",
 			Notes:     "Weft applies it to the root namespace's own workloads (sidecar-mode behaviour); Istio ambient ignores it",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: strict-gateways
+  namespace: weft-system
+spec:
+  selector:
+    matchLabels:
+      app: weft-gateway
+  mtls:
+    mode: STRICT
+`)},
 		},
 		{
 			Feature: "AuthorizationPolicy `ALLOW`, `DENY` at L4 (selector, namespace, mesh-wide)",
 			Status:  Supported,
 			Notes:   "node agent at the destination",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  action: DENY
+  rules:
+  - from:
+    - source:
+        namespaces: [attacker]
+`)},
 		},
 		{
 			Feature: "AuthorizationPolicy `ALLOW`, `DENY` at L7 (`targetRefs` to the waypoint Gateway or a Service)",
 			Status:  Supported,
 			Notes:   "waypoint; denied requests get `403 RBAC: access denied`",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  action: ALLOW
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+        paths: ["/reviews/*"]
+`),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: waypoint
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  action: DENY
+  rules:
+  - from:
+    - source:
+        notNamespaces: [default]
+`)},
 		},
 		{
 			Feature: "AuthorizationPolicy with `targetRefs` on a waypoint's TCP ports (`tcp*`, `tls`, `https`, `mysql`, `redis`, `mongo`, ... port names, `tcp` VirtualService routes)",
 			Status:  Supported,
 			Notes:   "waypoint, `envoy.filters.network.rbac` (DENY, then ALLOW) before `tcp_proxy`, decided before the stream is accepted: a denied client's HBONE CONNECT gets 403 and no byte reaches the backend; access log `connection_termination_details` `rbac_access_denied_matched_policy[...]`, metric `weft_waypoint_tcp_rbac_denied_total`. L4 attributes only: principals, namespaces, serviceAccounts, trustDomains, ports, `when` source.principal, source.namespace, destination.port",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: db
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: db
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/bookinfo-reviews"]
+    to:
+    - operation:
+        ports: ["3306"]
+`)},
 		},
 		{
 			Feature:   "HTTP-only attributes (hosts, methods, paths, `request.headers`) of a policy applied to a TCP port",
 			Status:    Supported,
 			Qualifier: "(as Istio)",
 			Notes:     "an ALLOW rule using one is dropped (matches nothing, so it may deny), a DENY rule applies without it (denies more); reported on the policy's `WeftAccepted` (`PartiallyInvalid`) and by `weftctl analyze` (`L7PolicyOnTCPPort`, warning)",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: db
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: db
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+`, "methods")},
 		},
 		{
 			Feature: "`targetRef` (singular, deprecated)",
 			Status:  Supported,
 			Notes:   "treated as one more `targetRefs` entry",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRef:
+    kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+`)},
 		},
 		{
 			Feature:   "L7 policy with a `selector` on workloads that use a waypoint",
 			Status:    NotYet,
 			Qualifier: "(as Istio)",
 			Notes:     "waypoints enforce `targetRefs` policies only; `weftctl analyze` warns (`L7PolicyWithSelector`)",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+`, "L7 attributes (methods)")},
 		},
 		{
 			Feature: "`from.source`: `principals`, `notPrincipals`, `namespaces`, `notNamespaces`, `serviceAccounts`, `notServiceAccounts`",
 			Status:  Supported,
 			Notes:   "L4 and L7",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]
+        notNamespaces: [attacker]
+        serviceAccounts: [default/bookinfo-productpage]
+`)},
 		},
 		{
 			Feature: "`from.source`: `ipBlocks`, `notIpBlocks`",
 			Status:  Partial,
 			Notes:   "L4 (node agent): supported. Waypoint: not supported (an ALLOW rule using them is dropped, a DENY rule ignores them)",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.0.0.0/8"]
+`, "ipBlocks"),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.244.0.0/16"]
+        notIpBlocks: ["10.244.9.0/24"]
+`)},
 		},
 		{
 			Feature: "`from.source`: `remoteIpBlocks`, `notRemoteIpBlocks`",
 			Status:  NotYet,
 			Notes:   "treated as L7 at the node agent; not supported by waypoints",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - from:
+    - source:
+        remoteIpBlocks: ["10.0.0.0/8"]
+`, "remoteIpBlocks")},
 		},
 		{
 			Feature: "`from.source`: `trustDomains`, `notTrustDomains`",
 			Status:  Partial,
 			Notes:   "waypoint only (L4 treats them as L7 attributes)",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - from:
+    - source:
+        trustDomains: ["cluster.local"]
+`, "trustDomains"),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - from:
+    - source:
+        trustDomains: ["cluster.local"]
+`)},
 		},
 		{
 			Feature: "`from.source`: `requestPrincipals`, `notRequestPrincipals` (JWT)",
 			Status:  NotYet,
 			Notes:   "no RequestAuthentication / JWT validation anywhere",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["issuer/subject"]
+`, "requestPrincipals")},
 		},
 		{
 			Feature: "`to.operation`: `ports`, `notPorts`",
 			Status:  Supported,
 			Notes:   "L4 and L7",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - to:
+    - operation:
+        ports: ["9080"]
+`)},
 		},
 		{
 			Feature:   "`to.operation`: `hosts`, `methods`, `paths` and not-variants",
 			Status:    Supported,
 			Qualifier: "at the waypoint",
 			Notes:     "at L4 they are L7 attributes: ALLOW rule dropped, DENY rule without them",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - to:
+    - operation:
+        hosts: [reviews]
+        notMethods: [DELETE]
+        paths: ["/reviews/*"]
+`)},
 		},
 		{
 			Feature: "`when`: `source.ip`, `destination.ip`",
 			Status:  Partial,
 			Notes:   "L4 only; waypoints refuse them",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: source.ip
+      values: ["10.0.0.1"]
+`, "source.ip"),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  rules:
+  - when:
+    - key: source.ip
+      values: ["10.244.0.0/16"]
+    - key: destination.ip
+      values: ["10.244.1.12"]
+`)},
 		},
 		{
 			Feature: "`when`: `destination.port`, `source.principal`, `source.namespace`",
 			Status:  Supported,
 			Notes:   "L4 and L7",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: destination.port
+      values: ["9080"]
+    - key: source.namespace
+      values: [default]
+`)},
 		},
 		{
 			Feature:   "`when`: `request.headers[...]`",
 			Status:    Supported,
 			Qualifier: "at the waypoint",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: request.headers[x-user]
+      values: [jason]
+`)},
 		},
 		{
 			Feature: "`when`: `request.auth.*`, `connection.sni`, `destination.labels`, `experimental.*`, `source.labels`",
 			Status:  NotYet,
 			Notes:   "reported; fail-closed handling as above",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: connection.sni
+      values: [reviews.example.com]
+`, "connection.sni"),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: request.auth.claims[iss]
+      values: ["https://issuer.example.com"]
+`, "request.auth.claims[iss]"),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: source.labels[app]
+      values: [productpage]
+`, "source.labels[app]")},
 		},
 		{
 			Feature: "action `CUSTOM` (ext-authz)",
 			Status:  NotYet,
 			Notes:   "waypoint: the policy's rules **deny** (fail closed). Node agent: the policy is ignored, as in Istio's ztunnel",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  action: CUSTOM
+  provider:
+    name: ext-authz
+  rules:
+  - to:
+    - operation:
+        paths: ["/admin/*"]
+`, "CUSTOM"),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  action: CUSTOM
+  provider:
+    name: ext-authz
+  rules:
+  - {}
+`, "CUSTOM")},
 		},
 		{
 			Feature: "action `AUDIT`",
 			Status:  NotYet,
 			Notes:   "ignored and reported, at L4 and L7",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  action: AUDIT
+  rules:
+  - {}
+`, "AUDIT"),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  action: AUDIT
+  rules:
+  - to:
+    - operation:
+        methods: [GET]
+`, "AUDIT")},
 		},
 		{
 			Feature: "annotation `istio.io/dry-run`",
 			Status:  Partial,
 			Notes:   "node agent: the policy is not enforced (reported). Waypoint: the annotation is not read, **the policy is enforced**",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+  annotations:
+    istio.io/dry-run: "true"
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  action: DENY
+  rules:
+  - {}
+`, "dry-run"),
+				clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+  annotations:
+    istio.io/dry-run: "true"
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        methods: [DELETE]
+`)},
 		},
 		{
 			Feature: "RequestAuthentication",

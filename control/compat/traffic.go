@@ -7,51 +7,269 @@ var traffic = Section{
 			Feature: "VirtualService `http` match: `uri` exact/prefix/regex, `headers` exact/prefix/regex/present, `withoutHeaders`, `method`, `authority`, `scheme`, `queryParams`, `port`, `ignoreUriCase`",
 			Status:  Supported,
 			Notes:   "regexes are RE2",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri:
+        regex: "/reviews/[0-9]+"
+      headers:
+        end-user:
+          exact: jason
+      withoutHeaders:
+        x-test:
+          prefix: a
+      method:
+        exact: GET
+      queryParams:
+        v:
+          exact: "2"
+      port: 9080
+      ignoreUriCase: true
+    route:
+    - destination:
+        host: reviews
+`)},
 		},
 		{
 			Feature: "VirtualService `http` match: `sourceLabels`, `sourceNamespace`",
 			Status:  NotYet,
 			Notes:   "the match never applies (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - sourceLabels:
+        app: productpage
+    route:
+    - destination:
+        host: reviews
+`, "sourceLabels")},
 		},
 		{
 			Feature: "VirtualService `http` route: subsets, weights, `redirect`, `directResponse`, `rewrite` (`uri`, `uriRegexRewrite`, `authority`), `timeout`, `retries` (`attempts`, `perTryTimeout`, `retryOn`), `fault` delay/abort with percentage, `mirror`/`mirrors` + percentage, `headers` set/add/remove (also per destination), `corsPolicy`",
 			Status:  Supported,
 			Notes:   "Bookinfo's tutorial files run unchanged (e2e `TestWaypointBookinfo`). `retryOn` conditions acted on: `5xx`, `gateway-error`, `reset`, `connect-failure`, `retriable-4xx`, `refused-stream`, `retriable-status-codes`, status codes, and gRPC `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`; `retriable-headers`, `reset-before-request`, `envoy-ratelimited`, `http3-post-connect-failure` are dropped (reported), and a `retryOn` left empty keeps the default conditions. Reported: negative `attempts` (no retries), `attempts: 0` with other retry settings, negative `timeout`/`perTryTimeout` (ignored), `fault.delay.fixedDelay` not positive (no delay), abort `httpStatus` outside 200-599 (no abort), fault and mirror percentages outside 0-100 (clamped), negative weights or weights not adding up to 100 (VirtualService ignored)",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - timeout: 10s
+    retries:
+      attempts: 3
+      perTryTimeout: 2s
+      retryOn: 5xx,reset,retriable-status-codes,503
+    fault:
+      abort:
+        httpStatus: 503
+        percentage:
+          value: 10
+    mirror:
+      host: reviews
+    mirrorPercentage:
+      value: 50
+    headers:
+      request:
+        set:
+          x-weft: "1"
+    corsPolicy:
+      allowOrigins:
+      - exact: https://example.com
+    rewrite:
+      uri: /
+    route:
+    - destination:
+        host: reviews
+      weight: 100
+      headers:
+        response:
+          remove: [x-internal]
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - retries:
+      attempts: 3
+      retryOn: 5xx,retriable-headers
+    route:
+    - destination:
+        host: reviews
+`, "retriable-headers")},
 		},
 		{
 			Feature: "VirtualService `redirect.derivePort: FROM_REQUEST_PORT`",
 			Status:  NotYet,
 			Notes:   "the port is kept (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - redirect:
+      uri: /v2
+      derivePort: FROM_REQUEST_PORT
+`, "derivePort")},
 		},
 		{
 			Feature: "VirtualService `delegate`",
 			Status:  NotYet,
 			Notes:   "gateways only in Istio too; route ignored",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - delegate:
+      name: reviews-delegate
+`, "delegate")},
 		},
 		{
 			Feature: "VirtualService `tcp`",
 			Status:  Partial,
-			Notes:   "routes by `match.port` with weights; other match fields never apply",
+			Notes:   "routes by `match.port` with weights; other match fields never apply (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - port: 3306
+      sourceLabels:
+        app: productpage
+    route:
+    - destination:
+        host: db
+`, "spec.tcp[0].match[0]: only port and gateways are supported"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: db
+  namespace: default
+spec:
+  hosts: [db]
+  tcp:
+  - match:
+    - port: 3306
+    route:
+    - destination:
+        host: db
+      weight: 90
+    - destination:
+        host: db
+      weight: 10
+`)},
 		},
 		{
 			Feature: "VirtualService `tls`",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  tls:
+  - match:
+    - sniHosts: [reviews]
+    route:
+    - destination:
+        host: reviews
+`, "tls")},
 		},
 		{
 			Feature: "VirtualService wildcard hosts, hosts that are neither Services nor ServiceEntry hosts",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: ["*.example.com"]
+  http:
+  - route:
+    - destination:
+        host: reviews
+`, "*.example.com")},
 		},
 		{
 			Feature: "VirtualService `gateways`",
 			Status:  Supported,
 			Notes:   "`mesh` (or none) for waypoints, Istio Gateways for ingress gateways ([ingress.md](ingress.md))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  gateways: [mesh]
+  http:
+  - route:
+    - destination:
+        host: reviews
+`)},
 		},
 		{
 			Feature: "VirtualService `exportTo`",
 			Status:  NotYet,
 			Notes:   "a restriction is reported (status, `weftctl analyze`); the VirtualService applies to every namespace",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  exportTo: ["."]
+  http:
+  - route:
+    - destination:
+        host: reviews
+`, "exportTo")},
 		},
 		{
 			Feature: "two VirtualServices for one host",
@@ -61,72 +279,442 @@ var traffic = Section{
 		{
 			Feature: "DestinationRule `subsets` with per-subset `trafficPolicy`",
 			Status:  Supported,
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+    trafficPolicy:
+      loadBalancer:
+        simple: LEAST_REQUEST
+`)},
 		},
 		{
 			Feature: "DestinationRule `loadBalancer.simple`: `ROUND_ROBIN`, `LEAST_REQUEST` (also the deprecated `LEAST_CONN`), `RANDOM`",
 			Status:  Supported,
 			Notes:   "`PASSTHROUGH` and unknown values fall back to ROUND_ROBIN (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: PASSTHROUGH
+`, "PASSTHROUGH")},
 		},
 		{
 			Feature: "DestinationRule `loadBalancer.consistentHash`: `httpHeaderName`, `httpCookie`, `useSourceIp`",
 			Status:  Supported,
 			Notes:   "not hashed (reported): `httpQueryParameterName`, an empty or invalid `httpHeaderName`, an empty `httpCookie.name`, `useSourceIp: false`, no key; a negative `httpCookie.ttl` is ignored (no cookie generated); `maglev` uses a ring hash and `minimumRingSize` is ignored (Envoy's default ring, reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpQueryParameterName: user
+`, "httpQueryParameterName"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpHeaderName: x-user
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie:
+          name: user
+          ttl: 0s
+        maglev:
+          tableSize: 65537
+`, "maglev")},
 		},
 		{
 			Feature: "DestinationRule `loadBalancer.localityLbSetting`, warmup",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      localityLbSetting:
+        enabled: true
+`, "locality, zone-aware and warmup settings are not supported")},
 		},
 		{
 			Feature: "DestinationRule `connectionPool`",
 			Status:  Partial,
 			Notes:   "`tcp.maxConnections`, `tcp.connectTimeout`, `http.http1MaxPendingRequests`, `http.http2MaxRequests`, `http.maxRequestsPerConnection`; a negative limit means no limit and a `connectTimeout` under 1ms the default 10s (reported; a limit of 0 is the same as unset, no limit, as in Istio); the rest (`idleTimeout`, `maxRetries`, `tcpKeepalive`, `h2UpgradePolicy`, `maxConcurrentStreams`, `http2KeepAlive`, ...) is ignored and reported on the DestinationRule's status",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 100
+      http:
+        idleTimeout: 30s
+`, "idleTimeout"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 100
+        connectTimeout: 1s
+      http:
+        http1MaxPendingRequests: 10
+        http2MaxRequests: 100
+        maxRequestsPerConnection: 1
+`)},
 		},
 		{
 			Feature: "DestinationRule `outlierDetection`",
 			Status:  Partial,
 			Notes:   "`consecutive5xxErrors`, `interval`, `baseEjectionTime`, `maxEjectionPercent`; an `interval` or `baseEjectionTime` under 1ms and a `maxEjectionPercent` outside 0-100 are ignored for Envoy's defaults (10s, 30s, 10%; reported); the rest ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 5
+      consecutiveGatewayErrors: 3
+`, "spec.trafficPolicy.outlierDetection: only consecutive5xxErrors"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 5
+      interval: 10s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 50
+`)},
 		},
 		{
 			Feature: "DestinationRule `tls`",
 			Status:  Partial,
 			Notes:   "`ISTIO_MUTUAL` and `DISABLE` accepted (the mesh always uses HBONE mTLS); `SIMPLE` originates TLS on HTTP routes of waypoints and gateways (`sni`, `caCertificates` as a file path in the proxy, else system roots; always verified); `MUTUAL`, `credentialName`, `subjectAltNames`, `insecureSkipVerify` reported, not applied ([egress.md](egress.md))",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+`, "MUTUAL"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      sni: reviews.example.com
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+      credentialName: reviews-client
+`, "credentialName")},
 		},
 		{
 			Feature: "DestinationRule `portLevelSettings`",
 			Status:  Supported,
 			Notes:   "load balancer, connection pool, outlier detection per port",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 9080
+      loadBalancer:
+        simple: RANDOM
+      connectionPool:
+        http:
+          http2MaxRequests: 100
+      outlierDetection:
+        consecutive5xxErrors: 5
+`)},
 		},
 		{
 			Feature: "DestinationRule `tunnel`, `proxyProtocol`, `retryBudget`",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    proxyProtocol:
+      version: V1
+`, "proxyProtocol"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    retryBudget:
+      percent: 20
+`, "retryBudget")},
 		},
 		{
 			Feature:   "DestinationRule `workloadSelector`",
 			Status:    NotYet,
 			Qualifier: "(sidecar-only in Istio)",
 			Notes:     "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  workloadSelector:
+    matchLabels:
+      app: productpage
+`, "workloadSelector")},
 		},
 		{
 			Feature: "DestinationRule `exportTo`",
 			Status:  NotYet,
 			Notes:   "a restriction is reported; the DestinationRule applies to every namespace",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  exportTo: ["."]
+`, "exportTo")},
 		},
 		{
-			Feature: "HTTPRoute (GAMMA, `parentRefs` a Service): path Exact/PathPrefix/RegularExpression, headers, queryParams, method, weighted `backendRefs`, filters RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror, `timeouts`, `retry`",
+			Feature: "HTTPRoute (GAMMA, `parentRefs` a Service): path Exact/PathPrefix/RegularExpression, headers, queryParams, method, weighted `backendRefs`, filters RequestHeaderModifier, ResponseHeaderModifier (also per backend), RequestRedirect, URLRewrite, RequestMirror, `timeouts`, `retry`",
 			Status:  Supported,
 			Notes:   "an HTTPRoute takes precedence over a VirtualService for the same Service",
+			Probes: []*Probe{clean(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    port: 9080
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /reviews
+      headers:
+      - name: end-user
+        value: jason
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-weft
+          value: "1"
+    backendRefs:
+    - name: reviews
+      port: 9080
+      weight: 100
+      filters:
+      - type: ResponseHeaderModifier
+        responseHeaderModifier:
+          remove: [x-internal]
+    timeouts:
+      request: 10s
+`)},
 		},
 		{
-			Feature: "HTTPRoute: other filters (ExtensionRef, CORS), backend filters",
+			Feature: "HTTPRoute: other filters (ExtensionRef, CORS), other backend filters",
 			Status:  Partial,
 			Notes:   "the rule answers 500 / the filter is ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    port: 9080
+  rules:
+  - filters:
+    - type: ExtensionRef
+      extensionRef:
+        group: example.com
+        kind: Filter
+        name: f
+    backendRefs:
+    - name: reviews
+      port: 9080
+`, "ExtensionRef"),
+				reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    port: 9080
+  rules:
+  - backendRefs:
+    - name: reviews
+      port: 9080
+      filters:
+      - type: RequestMirror
+        requestMirror:
+          backendRef:
+            name: reviews
+            port: 9080
+`, "backend filter RequestMirror is not supported")},
 		},
 		{
 			Feature: "HTTPRoute: consumer routes (parent Service in another namespace), cross-namespace `backendRefs` (ReferenceGrant)",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    port: 9080
+  rules:
+  - backendRefs:
+    - name: ratings
+      namespace: other
+      port: 9080
+`, "spec.rules[0].backendRefs[0].namespace"),
+				reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: reviews
+  namespace: weft-system
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: reviews
+    namespace: default
+    port: 9080
+  rules:
+  - backendRefs:
+    - name: reviews
+      namespace: default
+      port: 9080
+`, "parentRefs[0]")},
 		},
 		{
 			Feature: "HTTPRoute with a Gateway parent (ingress)",
