@@ -5,8 +5,8 @@
 // TestCompatibilityPage -update` rewrites the file), so it has one source.
 //
 // The hand-written page kept contradicting the code (issue #20), so an
-// entry about a field of an Istio or Gateway API object carries a Probe:
-// one object using the field and what the translation must do with it,
+// entry about a field of an Istio or Gateway API object carries Probes:
+// each one object using the field and what the translation must do with it,
 // report a problem naming the field or accept it cleanly. The package's
 // tests run every probe through control/workload and control/waypoint, as
 // weft-control does, and fail when a row claims what the code does not do.

@@ -187,8 +187,8 @@ func problemsOn(o object, problems []workload.Problem) []string {
 	return msgs
 }
 
-// TestProbes translates every entry's probe object with the base world and
-// checks that the translation does what the entry says.
+// TestProbes translates every probe object of every entry with the base
+// world and checks that the translation does what the entry says.
 func TestProbes(t *testing.T) {
 	probes := 0
 	for _, s := range Sections {
@@ -204,8 +204,8 @@ func TestProbes(t *testing.T) {
 	t.Logf("%d probes", probes)
 }
 
-// checkProbe adds the object of p, a probe of e, to w and checks what the translation
-// reports on it.
+// checkProbe adds the object of p, a probe of e, to w and checks what the
+// translation reports on it.
 func checkProbe(t *testing.T, w world, e Entry, p *Probe) {
 	o, err := decode([]byte(p.Object))
 	if err != nil {
