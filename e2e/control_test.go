@@ -431,6 +431,14 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 			"http: True Accepted", "https: False UnsupportedProtocol"}},
 		"grpcroute/grpc": {routeStatusPath, []string{"Accepted=False UnsupportedValue", "GRPCRoute is not supported"}},
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := e.kubectl("-n", controlNS, "logs", "-l", "app.kubernetes.io/name=weft-control", "--tail=60", "--prefix")
+			t.Logf("weft-control logs at the failure:\n%s", out)
+			out, _ = e.kubectl("get", "serviceentries,peerauthentications", "-A", "-o", "yaml")
+			t.Logf("objects at the failure:\n%s", out)
+		}
+	})
 	e.mustKubectl(t, "apply", "-f", manifest)
 	eventually(t, "every status naming its problem", 5*time.Second, func() error {
 		var missing []string

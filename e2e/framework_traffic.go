@@ -128,9 +128,13 @@ func (r loadResult) String() string {
 	return s
 }
 
+// maxLoadBacklog bounds the requests startLoad has asked for and not yet
+// seen answered.
+const maxLoadBacklog = 3
+
 // startLoad runs a client in the enrolled curl pod that makes one request,
-// on a new connection, per line the test writes to its stdin (every 50 ms),
-// until the returned stop is called.
+// on a new connection, per line the test writes to its stdin (every 50 ms,
+// fewer when the client falls behind), until the returned stop is called.
 func (e *env) startLoad(t *testing.T, url string) (stop func(*testing.T) loadResult) {
 	t.Helper()
 	// Bookinfo's productpage answers 200 when a dependency fails ("Sorry,
@@ -198,6 +202,15 @@ func (e *env) startLoad(t *testing.T, url string) (stop func(*testing.T) loadRes
 				stdin.Close()
 				return
 			case <-tick.C:
+				// At most a few requests queued: a client slower than the
+				// tick (a busy machine) must not build a backlog that
+				// outlasts the run.
+				mu.Lock()
+				backlog := sent - res.ok - res.failed
+				mu.Unlock()
+				if backlog >= maxLoadBacklog {
+					continue
+				}
 				if _, err := io.WriteString(stdin, "go\n"); err != nil {
 					return
 				}

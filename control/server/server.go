@@ -373,20 +373,29 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 	}
 }
 
-// reportStatus writes conditions after each push (leader only).
+// reportStatus writes conditions after each push (leader only), and again
+// a second later while writes fail.
 func (t *translator) reportStatus(ctx context.Context, w *status.Writer) {
 	for {
 		t.mu.Lock()
 		objects, problems := t.objects, t.last
 		t.mu.Unlock()
-		w.Sync(ctx, objects, problems)
+		var retry <-chan time.Time
+		if w.Sync(ctx, objects, problems) {
+			retry = time.After(statusRetry)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.pushed:
+		case <-retry:
 		}
 	}
 }
+
+// statusRetry is how long reportStatus waits before retrying failed status
+// writes (a conflict is usually resolved by the informer by then).
+const statusRetry = time.Second
 
 // requireToken authenticates xDS streams with the same service-account
 // tokens as the CA: only workloads of this cluster may read the mesh's

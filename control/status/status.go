@@ -72,6 +72,8 @@ type Writer struct {
 	// Dynamic writes the statuses of kinds Weft does not implement.
 	Dynamic dynamic.Interface
 	Log     *slog.Logger
+
+	failed int // writes of the current Sync that failed
 }
 
 // Objects are the objects whose status Weft writes.
@@ -96,8 +98,12 @@ type Objects struct {
 
 // Sync sets the condition on every object whose current condition differs
 // from the desired one (timestamps aside); problems are the translations'.
-// It never touches other conditions on an object.
-func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Problem) {
+// It never touches other conditions on an object. It reports whether a
+// write failed (a conflict, the API server away): the caller retries later,
+// as nothing else may change to trigger another Sync. Not safe for
+// concurrent use.
+func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Problem) (retry bool) {
+	w.failed = 0
 	syncConditions(w, "AuthorizationPolicy", o.AuthorizationPolicies, PolicyConditions(o.AuthorizationPolicies, problems),
 		func(ap *securityv1.AuthorizationPolicy) Fields { return istioStatus(&ap.Status) },
 		func(ap *securityv1.AuthorizationPolicy) error {
@@ -123,6 +129,7 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 	w.syncTraffic(ctx, o, problems)
 	w.syncGatewayClasses(ctx, o.GatewayClasses)
 	w.syncUnsupported(ctx, o.Unsupported)
+	return w.failed > 0
 }
 
 // The accepted messages: what Weft did with an object.

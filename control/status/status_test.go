@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,7 +11,11 @@ import (
 	securityapi "istio.io/api/security/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/weft-mesh/weft/control/workload"
 )
@@ -80,4 +85,24 @@ func countUpdates(c *fake.Clientset) int {
 		}
 	}
 	return n
+}
+
+// TestSyncReportsFailedWrites: a write that fails (a conflict here) makes
+// Sync ask for a retry; nothing else may change to trigger another Sync.
+func TestSyncReportsFailedWrites(t *testing.T) {
+	ap := policy("p", 1)
+	client := fake.NewSimpleClientset(ap)
+	client.PrependReactor("update", "authorizationpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "authorizationpolicies"}, "p", errors.New("stale"))
+	})
+	w := &Writer{Client: client, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if !w.Sync(context.Background(), Objects{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{ap}}, nil) {
+		t.Error("a conflicting write did not ask for a retry")
+	}
+	client.PrependReactor("update", "authorizationpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, ap, nil
+	})
+	if w.Sync(context.Background(), Objects{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{ap}}, nil) {
+		t.Error("a successful write asked for a retry")
+	}
 }

@@ -70,12 +70,15 @@ func (w *Writer) syncTraffic(ctx context.Context, o Objects, problems []workload
 }
 
 func (w *Writer) logResult(err error, kind, ns, name, reason string) {
+	if err != nil {
+		w.failed++
+	}
 	switch {
 	case err == nil:
 		w.Log.Debug("status updated", "kind", kind, "namespace", ns, "name", name, "reason", reason)
 	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-		// A newer version is on its way through the informer; the next sync
-		// handles it.
+		// A newer version is on its way through the informer; Sync says
+		// to retry.
 	default:
 		w.Log.Warn("status update failed", "kind", kind, "namespace", ns, "name", name, "err", err)
 	}
