@@ -661,7 +661,7 @@ spec:
 		{
 			Feature: "annotation `istio.io/dry-run`",
 			Status:  Partial,
-			Notes:   "node agent: the policy is not enforced (reported). Waypoint: the annotation is not read, **the policy is enforced**",
+			Notes:   "node agent: the policy is not enforced (reported). Waypoint: no dry-run mode, **the policy is enforced** (reported)",
 			Probes: []*Probe{reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -678,7 +678,7 @@ spec:
   rules:
   - {}
 `, "dry-run"),
-				clean(`
+				reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -696,7 +696,7 @@ spec:
   - to:
     - operation:
         methods: [DELETE]
-`)},
+`, "no dry-run mode")},
 		},
 		{
 			Feature: "RequestAuthentication",

@@ -12,6 +12,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	securityapi "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 const kindAP = "AuthorizationPolicy"
@@ -53,6 +55,9 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 		if spec.Selector != nil {
 			p("spec.selector: cannot be combined with targetRefs; ignored")
 			continue
+		}
+		if ap.Annotations[mesh.AnnotationDryRun] == "true" {
+			p("annotation %s: waypoints have no dry-run mode; the policy is enforced", mesh.AnnotationDryRun)
 		}
 		var deny bool
 		switch spec.Action {
