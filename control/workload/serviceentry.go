@@ -136,14 +136,16 @@ func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip n
 	for _, h := range hosts {
 		services[key(se.Namespace, h)] = pl
 	}
-	t.addresses[uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: &workloadv1.Workload{
+	w := &workloadv1.Workload{
 		Uid: uid, Name: se.Name, Namespace: se.Namespace,
 		Addresses:      []string{ip.String()},
 		TunnelProtocol: workloadv1.TunnelProtocol_NONE,
 		Services:       services,
-		CanonicalName:  se.Name,
 		WorkloadName:   se.Name,
 		WorkloadType:   "serviceentry",
 		Status:         workloadv1.WorkloadStatus_HEALTHY,
-	}}}
+		ClusterId:      t.cfg.ClusterID,
+	}
+	w.CanonicalName, w.CanonicalRevision = canonicalNameRevision(ep.GetLabels(), se.Name)
+	t.addresses[uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}}
 }

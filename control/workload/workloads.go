@@ -61,6 +61,7 @@ func (t *translator) podWorkload(pod *corev1.Pod) *workloadv1.Workload {
 		Locality:              podLocality(pod.Labels),
 		Status:                podStatus(pod),
 		AuthorizationPolicies: t.podPolicies(pod),
+		ClusterId:             t.cfg.ClusterID,
 	}
 	if enrolled(pod.Labels, t.namespaceLabels(pod.Namespace)) {
 		w.TunnelProtocol = workloadv1.TunnelProtocol_HBONE

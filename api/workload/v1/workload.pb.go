@@ -331,8 +331,11 @@ type Workload struct {
 	Status       WorkloadStatus `protobuf:"varint,16,opt,name=status,proto3,enum=weft.workload.v1.WorkloadStatus" json:"status,omitempty"`
 	// Names ("<namespace>/<name>") of WORKLOAD_SELECTOR policies that apply.
 	AuthorizationPolicies []string `protobuf:"bytes,17,rep,name=authorization_policies,json=authorizationPolicies,proto3" json:"authorization_policies,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The cluster the workload runs in (weft-control's --cluster-id), for
+	// the source_cluster and destination_cluster telemetry labels.
+	ClusterId     string `protobuf:"bytes,18,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Workload) Reset() {
@@ -482,6 +485,13 @@ func (x *Workload) GetAuthorizationPolicies() []string {
 		return x.AuthorizationPolicies
 	}
 	return nil
+}
+
+func (x *Workload) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type Service struct {
@@ -884,7 +894,7 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\v2\x19.weft.workload.v1.ServiceH\x00R\aserviceB\x06\n" +
 	"\x04type\"'\n" +
 	"\x11EnrolledNamespace\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xbd\x06\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xdc\x06\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -903,7 +913,9 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\rworkload_type\x18\x0e \x01(\tR\fworkloadType\x126\n" +
 	"\blocality\x18\x0f \x01(\v2\x1a.weft.workload.v1.LocalityR\blocality\x128\n" +
 	"\x06status\x18\x10 \x01(\x0e2 .weft.workload.v1.WorkloadStatusR\x06status\x125\n" +
-	"\x16authorization_policies\x18\x11 \x03(\tR\x15authorizationPolicies\x1aW\n" +
+	"\x16authorization_policies\x18\x11 \x03(\tR\x15authorizationPolicies\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x12 \x01(\tR\tclusterId\x1aW\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x05value\x18\x02 \x01(\v2\x1a.weft.workload.v1.PortListR\x05value:\x028\x01\"\xa9\x02\n" +
