@@ -15,10 +15,11 @@ type Baggage struct {
 	WorkloadType, Workload string
 	Service                string // service.name (also app.name)
 	Version                string // service.version (also app.version)
+	Cluster                string // k8s.cluster.name
 }
 
-// String encodes b for the Baggage header: namespace, workload, service and
-// version, each only when set.
+// String encodes b for the Baggage header: cluster, namespace, workload,
+// service and version, each only when set.
 func (b Baggage) String() string {
 	var s strings.Builder
 	add := func(k, v string) {
@@ -34,6 +35,7 @@ func (b Baggage) String() string {
 	if typ == "" {
 		typ = "pod"
 	}
+	add("k8s.cluster.name", b.Cluster)
 	add("k8s.namespace.name", b.Namespace)
 	add("k8s."+typ+".name", b.Workload)
 	add("service.name", b.Service)
@@ -56,6 +58,8 @@ func ParseBaggage(h string) Baggage {
 		switch {
 		case k == "k8s.namespace.name":
 			b.Namespace = v
+		case k == "k8s.cluster.name":
+			b.Cluster = v
 		case k == "service.name" || k == "app.name":
 			b.Service = v
 		case k == "service.version" || k == "app.version":

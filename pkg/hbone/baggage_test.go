@@ -6,8 +6,8 @@ import (
 )
 
 func TestBaggage(t *testing.T) {
-	b := Baggage{Namespace: "default", WorkloadType: "deployment", Workload: "productpage-v1", Service: "productpage", Version: "v1"}
-	const want = "k8s.namespace.name=default,k8s.deployment.name=productpage-v1,service.name=productpage,service.version=v1"
+	b := Baggage{Cluster: "Kubernetes", Namespace: "default", WorkloadType: "deployment", Workload: "productpage-v1", Service: "productpage", Version: "v1"}
+	const want = "k8s.cluster.name=Kubernetes,k8s.namespace.name=default,k8s.deployment.name=productpage-v1,service.name=productpage,service.version=v1"
 	if got := b.String(); got != want {
 		t.Fatalf("String = %q, want %q", got, want)
 	}
@@ -18,9 +18,9 @@ func TestBaggage(t *testing.T) {
 		t.Errorf("String = %q (pod by default, empty members left out)", got)
 	}
 	// ztunnel's and OpenTelemetry's variants: properties, app.*, the first
-	// workload name, cluster and node names skipped.
+	// workload name, cluster and node names not taken for the workload.
 	got := ParseBaggage(" k8s.cluster.name=c, k8s.node.name=n,k8s.namespace.name=ns;p=1, k8s.pod.name=p-1,k8s.deployment.name=d,app.name=a,app.version=v2,junk")
-	if want := (Baggage{Namespace: "ns", WorkloadType: "pod", Workload: "p-1", Service: "a", Version: "v2"}); got != want {
+	if want := (Baggage{Cluster: "c", Namespace: "ns", WorkloadType: "pod", Workload: "p-1", Service: "a", Version: "v2"}); got != want {
 		t.Errorf("ParseBaggage = %+v, want %+v", got, want)
 	}
 	if got := ParseBaggage(""); got != (Baggage{}) {
@@ -34,6 +34,7 @@ func FuzzParseBaggage(f *testing.F) {
 	f.Add("k8s.namespace.name=default,k8s.deployment.name=productpage-v1", "default", "deployment", "productpage-v1", "productpage", "v1")
 	f.Fuzz(func(t *testing.T, h, ns, typ, w, svc, ver string) {
 		ParseBaggage(h)
+		cluster := svc + "-cluster"
 		for _, s := range []string{ns, typ, w, svc, ver} {
 			for _, c := range s {
 				if c == ',' || c == '=' || c == ';' || c == '.' || unicode.IsSpace(c) {
@@ -47,7 +48,7 @@ func FuzzParseBaggage(f *testing.F) {
 				typ = ""
 			}
 		}
-		b := Baggage{Namespace: ns, WorkloadType: typ, Workload: w, Service: svc, Version: ver}
+		b := Baggage{Cluster: cluster, Namespace: ns, WorkloadType: typ, Workload: w, Service: svc, Version: ver}
 		if got := ParseBaggage(b.String()); got != b {
 			t.Fatalf("ParseBaggage(%q) = %+v, want %+v", b.String(), got, b)
 		}

@@ -28,6 +28,28 @@ func TestParseForwarded(t *testing.T) {
 	}
 }
 
+func TestForwardedHost(t *testing.T) {
+	h := http.Header{}
+	SetForwardedHost(h, net.ParseIP("2001:db8::1"), "reviews.default.svc.cluster.local")
+	if got := h.Get("Forwarded"); got != `for="[2001:db8::1]";host=reviews.default.svc.cluster.local` {
+		t.Fatalf("Forwarded = %q", got)
+	}
+	if a, ok := ParseForwarded(h.Get("Forwarded")); !ok || a.String() != "2001:db8::1" {
+		t.Errorf("ParseForwarded = %v %v", a, ok)
+	}
+	for in, want := range map[string]string{
+		h.Get("Forwarded"):                    "reviews.default.svc.cluster.local",
+		`for=10.0.0.1;HOST="a.b"`:             "a.b",
+		"for=10.0.0.1":                        "",
+		"for=10.0.0.1, for=10.0.0.2;host=a.b": "", // another hop's
+		"":                                    "",
+	} {
+		if got := ParseForwardedHost(in); got != want {
+			t.Errorf("ParseForwardedHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // FuzzParseForwarded: any header parses without panic, and what SetForwarded
 // writes parses back to the same address.
 func FuzzParseForwarded(f *testing.F) {
