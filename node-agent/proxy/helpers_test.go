@@ -58,7 +58,7 @@ func (p pod) address() *workloadv1.Address {
 		Uid: "Kubernetes//Pod/" + p.ns + "/" + p.name, Name: p.name, Namespace: p.ns, Addresses: []string{p.ip},
 		Node: p.node, ServiceAccount: p.sa, TrustDomain: "cluster.local", TunnelProtocol: workloadv1.TunnelProtocol_HBONE,
 		WorkloadName: p.name, WorkloadType: "deployment", CanonicalName: p.name, CanonicalRevision: "v1",
-		AuthorizationPolicies: p.policies,
+		AuthorizationPolicies: p.policies, ClusterId: "Kubernetes",
 	}
 	if p.plain {
 		w.TunnelProtocol = workloadv1.TunnelProtocol_NONE

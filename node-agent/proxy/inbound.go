@@ -15,6 +15,7 @@ import (
 
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 	weftmesh "github.com/weft-mesh/weft/pkg/mesh" // the tests have a type mesh
 )
 
@@ -161,7 +162,7 @@ func (in *Inbound) serveStream(ctx context.Context, snap *config.Snapshot, req *
 		return in.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
-	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
+	rec.Service = servingService(snap, w, dst.Port(), hbone.ParseForwardedHost(req.Forwarded))
 	// The client authorized the identity presented on this connection; the
 	// stream may only reach a workload with that identity.
 	if presented := in.inboundWorkload(snap, addrPort(req.LocalAddr).Addr()); presented == nil || presented.Identity != w.Identity {
@@ -231,7 +232,7 @@ type localResult struct {
 // client addressed, if any.
 func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down hbone.Stream, srcW *config.Workload, src, dst netip.AddrPort, service string) (res localResult) {
 	r := &connRecord{Direction: "inbound_local", Reporter: ReporterDestination, Security: SecurityMutualTLS, Start: time.Now(),
-		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: service}
+		Src: src, Dst: dst, Source: workloadInfo(srcW), Service: istiolabels.Service{Host: service}}
 	defer func() { in.record(r, res.err) }()
 	w := in.localWorkload(snap, dst.Addr())
 	if w == nil {
@@ -239,7 +240,7 @@ func (in *Inbound) serveLocal(ctx context.Context, snap *config.Snapshot, down h
 		return res
 	}
 	r.Dest = workloadInfo(w)
-	r.Service = servingService(snap, w, dst.Port(), r.Service)
+	r.Service = servingService(snap, w, dst.Port(), service)
 	var a *admitted
 	a, res.verdict, res.err = in.admit(ctx, snap, w, src.Addr(), dst, srcW.Identity)
 	r.verdict = res.verdict

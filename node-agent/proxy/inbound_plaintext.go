@@ -10,6 +10,7 @@ import (
 
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 )
 
 // InboundPlaintext handles plaintext connections from outside the mesh to
@@ -56,7 +57,7 @@ func (e *Env) servePlaintext(c net.Conn, snap *config.Snapshot, src, dst netip.A
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &connRecord{Direction: "inbound_plaintext", Reporter: ReporterDestination, Security: SecurityNone, Src: src, Dst: dst,
-		Service: service, Start: time.Now()}
+		Service: istiolabels.Service{Host: service}, Start: time.Now()}
 	if sw := snap.WorkloadByIP(src.Addr()); sw != nil {
 		info := workloadInfo(sw)
 		info.Principal = "" // not authenticated
@@ -75,7 +76,7 @@ func (e *Env) deliverPlaintext(ctx context.Context, c net.Conn, snap *config.Sna
 		return e.notHere(dst.Addr())
 	}
 	rec.Dest = workloadInfo(w)
-	rec.Service = servingService(snap, w, dst.Port(), rec.Service)
+	rec.Service = servingService(snap, w, dst.Port(), rec.Service.Host)
 	a, v, err := e.admit(ctx, snap, w, src.Addr(), dst, spiffeid.ID{})
 	rec.verdict = v
 	if err != nil {

@@ -159,7 +159,7 @@ func (o *Outbound) route(ctx context.Context, c net.Conn, snap *config.Snapshot,
 	target := dst
 	var dstW *config.Workload
 	if svc := snap.ServiceByVIP(dst); svc != nil {
-		rec.Service = svc.Proto.GetHostname()
+		rec.Service = serviceInfo(svc)
 		if g := svc.Proto.GetWaypoint(); g != nil {
 			return o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, dst)
 		}
@@ -210,7 +210,7 @@ func (o *Outbound) endpoint(svc *config.Service, dst netip.AddrPort) (*config.Wo
 func (o *Outbound) local(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src, target netip.AddrPort) error {
 	o.Metrics.open(rec)
 	rec.Tunnel = "local"
-	res := o.Local.serveLocal(ctx, snap, stream(c), srcW, src, target, rec.Service)
+	res := o.Local.serveLocal(ctx, snap, stream(c), srcW, src, target, rec.Service.Host)
 	rec.verdict, rec.RecvBytes, rec.SentBytes = res.verdict, res.recv, res.sent
 	return res.err
 }
@@ -227,7 +227,7 @@ func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW
 		return &refusal{Flag: FlagUpstreamFailure, Cause: err}
 	}
 	h := http.Header{}
-	hbone.SetForwarded(h, src.Addr().AsSlice())
+	hbone.SetForwardedHost(h, src.Addr().AsSlice(), rec.Service.Host)
 	h.Set("Baggage", baggage(srcW))
 	dctx, dcancel := context.WithTimeout(ctx, o.dialTimeout())
 	st, err := d.Dial(dctx, tunnel, tlsconfig.AuthorizeID(peer), authority.String(), h)
@@ -315,7 +315,7 @@ func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config
 		o.servePlaintext(c, snap, src, target, svc.Proto.GetHostname())
 		return
 	}
-	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Service: svc.Proto.GetHostname(), Start: time.Now()}
+	rec := &connRecord{Direction: "outbound", Reporter: ReporterSource, Src: src, Dst: dst, Service: serviceInfo(svc), Start: time.Now()}
 	defer func() { o.end(c, rec, err) }()
 	if err != nil {
 		rec.Security = SecurityNone

@@ -19,6 +19,7 @@ import (
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 )
 
 // Label values, as Istio uses them.
@@ -27,7 +28,7 @@ const (
 	ReporterDestination = "destination"
 	SecurityMutualTLS   = "mutual_tls"
 	SecurityNone        = "none"
-	unknown             = "unknown"
+	unknown             = istiolabels.Unknown
 
 	// Response flags (Envoy's short codes where one exists).
 	FlagNone            = "-"
@@ -38,13 +39,6 @@ const (
 	// described it (held at CNI ADD) sends or is sent to.
 	FlagNotConfigured = "NC"
 )
-
-var metricLabels = []string{
-	"reporter",
-	"source_workload", "source_workload_namespace", "source_principal",
-	"destination_workload", "destination_workload_namespace", "destination_principal",
-	"destination_service", "connection_security_policy", "response_flags",
-}
 
 // Metrics are the node agent's L4 metrics with Istio's names and labels,
 // and the registry of open connections behind the admin /connections page.
@@ -109,7 +103,7 @@ func (m *Metrics) OpenFor(ip netip.Addr) int {
 // NewMetrics registers the istio_tcp_* counters on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	mk := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, metricLabels)
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, istiolabels.TCP)
 	}
 	m := &Metrics{
 		opened:   mk("istio_tcp_connections_opened_total", "TCP connections opened."),
@@ -141,20 +135,19 @@ func (m *Metrics) forwardedIgnored() {
 	}
 }
 
-// peerInfo describes one end of a connection for telemetry.
-type peerInfo struct {
-	Workload, Namespace, Principal string
+// workloadInfo describes w as one end of a connection for telemetry.
+func workloadInfo(w *config.Workload) istiolabels.Peer {
+	if w == nil {
+		return istiolabels.Peer{}
+	}
+	p := w.Proto
+	return istiolabels.Peer{Workload: cmp.Or(p.GetWorkloadName(), p.GetName()), Namespace: p.GetNamespace(), Principal: spiffeString(w.Identity),
+		CanonicalService: p.GetCanonicalName(), CanonicalRevision: p.GetCanonicalRevision(), Cluster: p.GetClusterId()}
 }
 
-func workloadInfo(w *config.Workload) peerInfo {
-	if w == nil {
-		return peerInfo{}
-	}
-	name := w.Proto.GetWorkloadName()
-	if name == "" {
-		name = w.Proto.GetName()
-	}
-	return peerInfo{Workload: name, Namespace: w.Proto.GetNamespace(), Principal: spiffeString(w.Identity)}
+// serviceInfo describes svc as destination_service*.
+func serviceInfo(svc *config.Service) istiolabels.Service {
+	return istiolabels.Service{Host: svc.Proto.GetHostname(), Name: svc.Proto.GetName(), Namespace: svc.Proto.GetNamespace()}
 }
 
 func spiffeString(id spiffeid.ID) string {
@@ -175,7 +168,7 @@ func principal(id spiffeid.ID) string {
 // baggage encodes source workload metadata the way ztunnel does.
 func baggage(w *config.Workload) string {
 	p := w.Proto
-	return hbone.Baggage{Namespace: p.GetNamespace(), WorkloadType: p.GetWorkloadType(), Workload: cmp.Or(p.GetWorkloadName(), p.GetName()),
+	return hbone.Baggage{Cluster: p.GetClusterId(), Namespace: p.GetNamespace(), WorkloadType: p.GetWorkloadType(), Workload: cmp.Or(p.GetWorkloadName(), p.GetName()),
 		Service: p.GetCanonicalName(), Version: p.GetCanonicalRevision()}.String()
 }
 
@@ -187,9 +180,9 @@ type connRecord struct {
 	Direction string // outbound, inbound, inbound_local, inbound_plaintext, passthrough
 	Reporter  string
 	Src, Dst  netip.AddrPort
-	Source    peerInfo
-	Dest      peerInfo
-	Service   string
+	Source    istiolabels.Peer
+	Dest      istiolabels.Peer
+	Service   istiolabels.Service
 	Security  string
 	Flags     string
 	verdict
@@ -199,6 +192,9 @@ type connRecord struct {
 	RecvBytes  int64 // source -> destination
 	Err        error
 	openedSent bool
+	// values are the metric label values, computed once when the
+	// connection opens (only response_flags may change by its end).
+	values []string
 }
 
 // verdict is an L4 policy decision as telemetry reports it.
@@ -281,38 +277,34 @@ func (e *Env) end(c net.Conn, r *connRecord, err error) {
 }
 
 // servingService is the destination_service a destination reports for a
-// connection to w's port: the Service the client addressed when the caller
-// knows it (in-process paths), else the snapshot's guess; "" if none.
-func servingService(snap *config.Snapshot, w *config.Workload, port uint16, addressed string) string {
+// connection to w's port: the Service the client addressed (addressed, its
+// hostname: known in-process, claimed in an HBONE Forwarded header) if w
+// serves it, as ztunnel bounds the claim; else the snapshot's guess; none
+// if neither.
+func servingService(snap *config.Snapshot, w *config.Workload, port uint16, addressed string) istiolabels.Service {
 	if addressed != "" {
-		return addressed
+		for key := range w.Proto.GetServices() {
+			if svc := snap.Service(key); svc != nil && svc.Proto.GetHostname() == addressed {
+				return serviceInfo(svc)
+			}
+		}
 	}
 	if svc := snap.ServiceServing(w, port); svc != nil {
-		return svc.Proto.GetHostname()
+		return serviceInfo(svc)
 	}
-	return ""
+	return istiolabels.Service{}
 }
 
-func orUnknown(s string) string {
-	if s == "" {
-		return unknown
-	}
-	return s
-}
+// flagsLabel is the index of response_flags in the label values.
+var flagsLabel = slices.Index(istiolabels.TCP, "response_flags")
 
-func (r *connRecord) labels() prometheus.Labels {
-	return prometheus.Labels{
-		"reporter":                       r.Reporter,
-		"source_workload":                orUnknown(r.Source.Workload),
-		"source_workload_namespace":      orUnknown(r.Source.Namespace),
-		"source_principal":               orUnknown(r.Source.Principal),
-		"destination_workload":           orUnknown(r.Dest.Workload),
-		"destination_workload_namespace": orUnknown(r.Dest.Namespace),
-		"destination_principal":          orUnknown(r.Dest.Principal),
-		"destination_service":            orUnknown(r.Service),
-		"connection_security_policy":     r.Security,
-		"response_flags":                 orUnknown(r.Flags),
+// labelValues are r's metric label values, computed on first use.
+func (r *connRecord) labelValues() []string {
+	if r.values == nil {
+		r.values = istiolabels.TCPValues(r.Reporter, &r.Source, &r.Dest, &r.Service, "tcp", cmp.Or(r.Flags, unknown), cmp.Or(r.Security, unknown))
 	}
+	r.values[flagsLabel] = cmp.Or(r.Flags, unknown)
+	return r.values
 }
 
 // opened counts the connection as opened (once).
@@ -324,12 +316,12 @@ func (m *Metrics) open(r *connRecord) {
 	if r.Flags == "" {
 		r.Flags = FlagNone
 	}
-	m.opened.With(r.labels()).Inc()
+	m.opened.WithLabelValues(r.labelValues()...).Inc()
 	m.active.Store(r, Connection{
 		Direction: r.Direction, Src: r.Src, Dst: r.Dst,
 		SourceWorkload: r.Source.Workload, SourceNamespace: r.Source.Namespace, SourcePrincipal: r.Source.Principal,
 		DestinationWorkload: r.Dest.Workload, DestinationPrincipal: r.Dest.Principal,
-		Service: r.Service, Security: r.Security, Tunnel: r.Tunnel, Start: r.Start,
+		Service: r.Service.Host, Security: r.Security, Tunnel: r.Tunnel, Start: r.Start,
 	})
 }
 
@@ -341,10 +333,10 @@ func finish(m *Metrics, log *slog.Logger, r *connRecord) {
 	if m != nil {
 		m.open(r)
 		m.active.Delete(r)
-		l := r.labels()
-		m.closed.With(l).Inc()
-		m.sent.With(l).Add(float64(r.SentBytes))
-		m.received.With(l).Add(float64(r.RecvBytes))
+		l := r.labelValues()
+		m.closed.WithLabelValues(l...).Inc()
+		m.sent.WithLabelValues(l...).Add(float64(r.SentBytes))
+		m.received.WithLabelValues(l...).Add(float64(r.RecvBytes))
 	}
 	if log == nil {
 		return
@@ -360,7 +352,7 @@ func finish(m *Metrics, log *slog.Logger, r *connRecord) {
 		slog.String("dst.workload", r.Dest.Workload),
 		slog.String("dst.namespace", r.Dest.Namespace),
 		slog.String("dst.identity", r.Dest.Principal),
-		slog.String("dst.service", r.Service),
+		slog.String("dst.service", r.Service.Host),
 		slog.String("security", r.Security),
 		slog.String("response_flags", r.Flags),
 		slog.String("policy.decision", r.Decision),
