@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -26,19 +28,18 @@ type Source struct {
 	// ID is the gateway's SPIFFE identity (source_principal).
 	ID spiffeid.ID
 	// Baggage describes the gateway workload (source_workload,
-	// source_workload_namespace, source_app, source_version), in the form
-	// node agents send.
+	// source_workload_namespace, source_canonical_service and _revision,
+	// source_app, source_version, source_cluster), in the form node agents
+	// send.
 	Baggage string
 }
 
 // meta is the gateway's own description of itself: configuration, not a
 // claim of a peer, so taken as it is (namespace defaulting to the ID's).
-func (s Source) meta() sourceMeta {
+func (s Source) meta() istiolabels.Peer {
 	b := hbone.ParseBaggage(s.Baggage)
-	if b.Namespace == "" {
-		b.Namespace = mesh.NamespaceOf(s.ID)
-	}
-	return sourceMeta{workload: b.Workload, namespace: b.Namespace, app: b.Service, version: b.Version}
+	return istiolabels.Peer{Workload: b.Workload, Namespace: cmp.Or(b.Namespace, mesh.NamespaceOf(s.ID)), Principal: idString(s.ID),
+		CanonicalService: b.Service, CanonicalRevision: b.Version, Cluster: b.Cluster}
 }
 
 // ServePlain serves plain HTTP client connections accepted on ln until ln

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/await"
+	"github.com/weft-mesh/weft/pkg/golden"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -105,6 +106,7 @@ func TestGatewayMode(t *testing.T) {
 	if v := counterValue(t, e, map[string]string{"reporter": "source", "response_code": "404", "response_flags": "NR"}); v != 1 {
 		t.Fatalf("404 NR requests = %v", v)
 	}
+	golden.Assert(t, "testdata/metric-labels-gateway.golden", labelNames(t, e.reg))
 
 	// The configuration drops the listener: the port closes.
 	if err := e.wp.Store.Handle(resourcev3.ListenerType, nil, []string{"0.0.0.0_" + strconv.Itoa(int(port))}); err != nil {

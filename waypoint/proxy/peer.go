@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -23,8 +25,9 @@ const AddressType = mesh.AddressType
 
 // peerWorkload is what the waypoint knows about the workload at an address.
 type peerWorkload struct {
-	identity                      spiffeid.ID
-	name, namespace, app, version string
+	identity spiffeid.ID
+	// labels describe it in telemetry, computed once per update.
+	labels istiolabels.Peer
 }
 
 // workloadIndex maps every workload address in the mesh to its workload.
@@ -86,11 +89,8 @@ func parsePeerWorkload(w *workloadv1.Workload) (*addressedWorkload, error) {
 	if w == nil {
 		return nil, nil
 	}
-	out := &addressedWorkload{peerWorkload: peerWorkload{name: w.GetWorkloadName(), namespace: w.GetNamespace(),
-		app: w.GetCanonicalName(), version: w.GetCanonicalRevision()}}
-	if out.name == "" {
-		out.name = w.GetName()
-	}
+	out := &addressedWorkload{peerWorkload: peerWorkload{labels: istiolabels.Peer{Workload: cmp.Or(w.GetWorkloadName(), w.GetName()),
+		Namespace: w.GetNamespace(), CanonicalService: w.GetCanonicalName(), CanonicalRevision: w.GetCanonicalRevision(), Cluster: w.GetClusterId()}}}
 	for _, s := range w.GetAddresses() {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
@@ -106,6 +106,7 @@ func parsePeerWorkload(w *workloadv1.Workload) (*addressedWorkload, error) {
 		if out.identity, err = spiffeid.FromSegments(td, "ns", w.GetNamespace(), "sa", w.GetServiceAccount()); err != nil {
 			return nil, fmt.Errorf("identity of %s/%s: %w", w.GetNamespace(), w.GetServiceAccount(), err)
 		}
+		out.labels.Principal = out.identity.String()
 	}
 	return out, nil
 }
@@ -155,21 +156,16 @@ func (p *Proxy) tunnelSource(req *hbone.Request, bag hbone.Baggage) (netip.Addr,
 	return remote, provenAt(remote)
 }
 
-// sourceMeta are the source_* telemetry labels of a stream (peer is the
-// principal, reported as is).
-type sourceMeta struct {
-	workload, namespace, app, version string
-}
-
-// sourceOf derives a stream's source labels. A workload whose identity the
+// sourceOf derives a stream's source labels, the principal being the
+// peer's proven identity. A workload whose identity the
 // peer proved gives them all. Otherwise the namespace is the peer's SPIFFE
 // namespace; with workload data that is all (Istio's waypoint, too, takes
 // peer metadata from WDS, not from baggage), so a tenant cannot mint label
 // values. Only without workload data may baggage add workload, app and
-// version, and only when it names the peer's namespace (ztunnel's baggage
+// version (and cluster), and only when it names the peer's namespace (ztunnel's baggage
 // is about the workload whose certificate it presents). Baggage that names
 // another namespace is ignored as a whole and counted.
-func (p *Proxy) sourceOf(peer spiffeid.ID, proven *peerWorkload, bag hbone.Baggage) sourceMeta {
+func (p *Proxy) sourceOf(peer spiffeid.ID, proven *peerWorkload, bag hbone.Baggage) istiolabels.Peer {
 	ns := mesh.NamespaceOf(peer)
 	if bag.Namespace != "" && bag.Namespace != ns {
 		p.Metrics.baggageIgnored()
@@ -178,9 +174,10 @@ func (p *Proxy) sourceOf(peer spiffeid.ID, proven *peerWorkload, bag hbone.Bagga
 	}
 	switch {
 	case proven != nil:
-		return sourceMeta{workload: proven.name, namespace: proven.namespace, app: proven.app, version: proven.version}
+		return proven.labels
 	case p.Store.workloads.Load() != nil:
-		return sourceMeta{namespace: ns}
+		return istiolabels.Peer{Namespace: ns, Principal: idString(peer)}
 	}
-	return sourceMeta{workload: bag.Workload, namespace: ns, app: bag.Service, version: bag.Version}
+	return istiolabels.Peer{Workload: bag.Workload, Namespace: ns, Principal: idString(peer),
+		CanonicalService: bag.Service, CanonicalRevision: bag.Version, Cluster: bag.Cluster}
 }

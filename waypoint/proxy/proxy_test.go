@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/await"
+	"github.com/weft-mesh/weft/pkg/golden"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
@@ -339,10 +340,20 @@ func TestTCPProxyChain(t *testing.T) {
 	if err != nil || string(got) != "SELECT 1" {
 		t.Fatalf("tcp proxy echo: %q, %v", got, err)
 	}
-	if fwd, _ := e.agentFwd.Load(ln.Addr().String()); fwd != "for=10.0.0.7" {
-		t.Fatalf("upstream CONNECT Forwarded %q, want the original client", fwd)
+	if fwd, _ := e.agentFwd.Load(ln.Addr().String()); fwd != "for=10.0.0.7;host=mysql.default.svc.cluster.local" {
+		t.Fatalf("upstream CONNECT Forwarded %q, want the original client and the Service", fwd)
 	}
 	await.True(t, "the TCP connection in the access log", func() bool { return strings.Contains(e.accessLog(), `"protocol":"tcp"`) })
+	want := map[string]string{"reporter": "waypoint", "request_protocol": "tcp", "destination_service": "mysql.default.svc.cluster.local",
+		"destination_service_name": "mysql", "destination_workload": "mysql", "source_principal": clientID.String(), "response_flags": "-"}
+	await.True(t, "the TCP stream counted", func() bool { return metricValue(t, e, "istio_tcp_connections_closed_total", want) == 1 })
+	if v := metricValue(t, e, "istio_tcp_received_bytes_total", want); v != float64(len("select 1")) {
+		t.Errorf("istio_tcp_received_bytes_total = %v", v)
+	}
+	if v := metricValue(t, e, "istio_tcp_connections_opened_total", want); v != 1 {
+		t.Errorf("istio_tcp_connections_opened_total = %v", v)
+	}
+	golden.Assert(t, "testdata/metric-labels-waypoint-tcp.golden", labelNames(t, e.reg))
 }
 
 func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
@@ -386,6 +397,7 @@ func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
 			t.Fatalf("metric %s missing", n)
 		}
 	}
+	golden.Assert(t, "testdata/metric-labels-waypoint.golden", labelNames(t, e.reg))
 	var line map[string]any
 	await.True(t, "req-1 in the access log", func() bool { return strings.Contains(e.accessLog(), "req-1") })
 	sc := bufio.NewScanner(strings.NewReader(e.accessLog()))

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/weft-mesh/weft/pkg/hbone"
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 )
 
 // Options configure a Proxy.
@@ -134,7 +135,7 @@ type requestState struct {
 	clientIP netip.Addr
 	baggage  string
 	// source: the source_* telemetry labels (peer.go sourceOf).
-	source sourceMeta
+	source istiolabels.Peer
 	// edge: a gateway's plain client connection (gateway.go), not an
 	// HBONE stream; peer and baggage are then the gateway itself.
 	edge bool
@@ -386,7 +387,8 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 	}
 	h := http.Header{}
 	if rs.clientIP.IsValid() {
-		hbone.SetForwarded(h, rs.clientIP.AsSlice())
+		host, _, _ := serviceOf(name)
+		hbone.SetForwardedHost(h, rs.clientIP.AsSlice(), host)
 	}
 	if rs.baggage != "" {
 		h.Set("Baggage", rs.baggage)
@@ -405,6 +407,7 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 		up.Close()
 		return err
 	}
+	p.Metrics.openTCP(rec, p.Store.workloads.Load())
 	rec.received, rec.sent, rec.err = hbone.Pipe(down, up)
 	rec.flags = "-"
 	p.finishTCP(rec)

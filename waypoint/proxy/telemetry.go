@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weft-mesh/weft/pkg/istiolabels"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -25,40 +28,42 @@ const (
 	ReporterWaypoint  = "waypoint"
 	ReporterSource    = "source" // an ingress gateway
 	SecurityMutualTLS = "mutual_tls"
-	unknown           = "unknown"
+	unknown           = istiolabels.Unknown
 )
 
-var metricLabels = []string{
-	"reporter",
-	"source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
-	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_version",
-	"destination_service", "destination_service_name", "destination_service_namespace",
-	"request_protocol", "response_code", "response_flags", "connection_security_policy",
-}
-
-// Metrics are the waypoint's L7 metrics with Istio's names and labels. A
-// nil *Metrics records nothing.
+// Metrics are the waypoint's L7 metrics, and the L4 ones of its TCP
+// streams, with Istio's names and labels. A nil *Metrics records nothing.
 type Metrics struct {
 	requests                      *prometheus.CounterVec
 	duration, reqBytes, respBytes *prometheus.HistogramVec
+	tcpOpened, tcpClosed          *prometheus.CounterVec
+	tcpSent, tcpReceived          *prometheus.CounterVec
 	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
 	tcpDenied                     *prometheus.CounterVec // TCP streams a network RBAC filter refused
 	forwarded, baggage            prometheus.Counter     // ignored claims of HBONE streams (peer.go)
 }
 
-// NewMetrics registers the istio_request* metrics on reg (nil: unregistered).
+// NewMetrics registers the istio_request* and istio_tcp_* metrics on reg
+// (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	ms := []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 	bytes := prometheus.ExponentialBuckets(1, 10, 9)
+	tcp := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, istiolabels.TCP)
+	}
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
-			Help: "Requests processed by the waypoint."}, metricLabels),
+			Help: "Requests processed by the waypoint."}, istiolabels.HTTP),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
-			Help: "Request duration in milliseconds.", Buckets: ms}, metricLabels),
+			Help: "Request duration in milliseconds.", Buckets: ms}, istiolabels.HTTP),
 		reqBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_bytes",
-			Help: "Request sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
+			Help: "Request sizes (headers and body) in bytes.", Buckets: bytes}, istiolabels.HTTP),
 		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes",
-			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, metricLabels),
+			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, istiolabels.HTTP),
+		tcpOpened:   tcp("istio_tcp_connections_opened_total", "TCP streams opened."),
+		tcpClosed:   tcp("istio_tcp_connections_closed_total", "TCP streams closed."),
+		tcpSent:     tcp("istio_tcp_sent_bytes_total", "Bytes sent during response (destination to source)."),
+		tcpReceived: tcp("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
 		gatewayTLS: newGatewayTLSMetric(),
 		// Envoy counts these as <stat_prefix>rbac.denied; TCP streams have
 		// no istio_requests_total to carry a 403.
@@ -71,7 +76,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "HBONE streams whose baggage was ignored: it named another namespace than the peer's SPIFFE identity."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.gatewayTLS, m.tcpDenied, m.forwarded, m.baggage} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes,
+			m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.gatewayTLS, m.tcpDenied, m.forwarded, m.baggage} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -102,6 +108,7 @@ type record struct {
 	method, path   string
 	protocol       string // http, grpc, tcp
 	code           int
+	grpcStatus     string // grpc_response_status; "" unless gRPC
 	flags          string
 	received, sent int64 // body bytes downstream->upstream, upstream->downstream
 	headerIn       int64
@@ -114,13 +121,9 @@ type record struct {
 	// termination is Envoy's connection termination details, e.g. why a
 	// network RBAC filter closed the stream.
 	termination string
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return unknown
-	}
-	return s
+	// tcpValues are a TCP stream's label values, computed when it opens
+	// (only response_flags may change by its end).
+	tcpValues []string
 }
 
 // serviceOf derives destination_service from a cluster name of
@@ -137,45 +140,47 @@ func serviceOf(cluster string) (host, name, namespace string) {
 	return host, host, ""
 }
 
-func (r *record) labels() prometheus.Labels {
-	rs := r.rs
-	src := rs.source
-	use := rs.upstream(r.cluster)
-	var dst endpointMeta
-	if use.e != nil {
-		dst = use.e.meta
+// destination describes the endpoint r was sent to: the workload at its
+// address as workload discovery describes it (precomputed labels), else
+// what the endpoint's EDS metadata says.
+func (r *record) destination(ix *workloadIndex) *istiolabels.Peer {
+	use := r.rs.upstream(r.cluster)
+	if w := ix.at(use.addr.Addr()); w != nil {
+		return &w.labels
 	}
-	host, svc, svcNS := serviceOf(r.cluster)
-	if svcNS == "" {
-		svcNS = dst.Namespace
+	if use.e == nil {
+		return &istiolabels.Peer{}
 	}
+	m := &use.e.meta
+	return &istiolabels.Peer{Workload: m.Workload, Namespace: m.Namespace, Principal: idString(m.Identity), CanonicalRevision: m.Version}
+}
+
+// service is destination_service*: the route's cluster's host, its
+// namespace defaulting to the destination workload's.
+func (r *record) service(dst *istiolabels.Peer) *istiolabels.Service {
+	host, name, ns := serviceOf(r.cluster)
+	return &istiolabels.Service{Host: host, Name: name, Namespace: cmp.Or(ns, dst.Namespace)}
+}
+
+func (r *record) httpValues(ix *workloadIndex) []string {
 	code := "0"
 	if r.code > 0 {
 		code = strconv.Itoa(r.code)
 	}
-	flags := r.flags
-	if flags == "" {
-		flags = "-"
+	dst := r.destination(ix)
+	return istiolabels.HTTPValues(reporter(r.rs), &r.rs.source, dst, r.service(dst), r.protocol, orDash(r.flags), SecurityMutualTLS, code, r.grpcStatus)
+}
+
+// flagsLabel is the index of response_flags in the TCP label values.
+var flagsLabel = slices.Index(istiolabels.TCP, "response_flags")
+
+func (r *record) tcpLabelValues(ix *workloadIndex) []string {
+	if r.tcpValues == nil {
+		dst := r.destination(ix)
+		r.tcpValues = istiolabels.TCPValues(reporter(r.rs), &r.rs.source, dst, r.service(dst), r.protocol, orDash(r.flags), SecurityMutualTLS)
 	}
-	return prometheus.Labels{
-		"reporter":                       reporter(rs),
-		"source_workload":                orUnknown(src.workload),
-		"source_workload_namespace":      orUnknown(src.namespace),
-		"source_principal":               orUnknown(idString(rs.peer)),
-		"source_app":                     orUnknown(src.app),
-		"source_version":                 orUnknown(src.version),
-		"destination_workload":           orUnknown(dst.Workload),
-		"destination_workload_namespace": orUnknown(dst.Namespace),
-		"destination_principal":          orUnknown(idString(dst.Identity)),
-		"destination_version":            orUnknown(dst.Version),
-		"destination_service":            orUnknown(host),
-		"destination_service_name":       orUnknown(svc),
-		"destination_service_namespace":  orUnknown(svcNS),
-		"request_protocol":               r.protocol,
-		"response_code":                  code,
-		"response_flags":                 flags,
-		"connection_security_policy":     SecurityMutualTLS,
-	}
+	r.tcpValues[flagsLabel] = orDash(r.flags)
+	return r.tcpValues
 }
 
 func reporter(rs *requestState) string {
@@ -192,15 +197,38 @@ func idString(id spiffeid.ID) string {
 	return id.String()
 }
 
-func (m *Metrics) observe(r *record) {
-	if m == nil || r.protocol == "tcp" {
+// observe records a finished HTTP request.
+func (m *Metrics) observe(r *record, ix *workloadIndex) {
+	if m == nil {
 		return
 	}
-	l := r.labels()
-	m.requests.With(l).Inc()
-	m.duration.With(l).Observe(float64(time.Since(r.start).Microseconds()) / 1000)
-	m.reqBytes.With(l).Observe(float64(r.headerIn + r.received))
-	m.respBytes.With(l).Observe(float64(r.headerOut + r.sent))
+	l := r.httpValues(ix)
+	m.requests.WithLabelValues(l...).Inc()
+	m.duration.WithLabelValues(l...).Observe(float64(time.Since(r.start).Microseconds()) / 1000)
+	m.reqBytes.WithLabelValues(l...).Observe(float64(r.headerIn + r.received))
+	m.respBytes.WithLabelValues(l...).Observe(float64(r.headerOut + r.sent))
+}
+
+// openTCP counts a TCP stream as opened.
+func (m *Metrics) openTCP(r *record, ix *workloadIndex) {
+	if m != nil {
+		m.tcpOpened.WithLabelValues(r.tcpLabelValues(ix)...).Inc()
+	}
+}
+
+// closeTCP counts a TCP stream's close and bytes (and its opening, if it
+// ended before it opened: refused).
+func (m *Metrics) closeTCP(r *record, ix *workloadIndex) {
+	if m == nil {
+		return
+	}
+	if r.tcpValues == nil {
+		m.openTCP(r, ix)
+	}
+	l := r.tcpLabelValues(ix)
+	m.tcpClosed.WithLabelValues(l...).Inc()
+	m.tcpSent.WithLabelValues(l...).Add(float64(r.sent))
+	m.tcpReceived.WithLabelValues(l...).Add(float64(r.received))
 }
 
 func (p *Proxy) log1(r *record) {
@@ -302,6 +330,7 @@ func addrString(a interface {
 }
 
 func (p *Proxy) finishTCP(r *record) {
+	p.Metrics.closeTCP(r, p.Store.workloads.Load())
 	p.log1(r)
 }
 
@@ -326,7 +355,7 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	idleReset := idle.stop(ctx) && replyStreamIdle(rw, info, rs.h2)
 	rec.complete(rw, info, body)
 	end(rec.code)
-	p.Metrics.observe(rec)
+	p.Metrics.observe(rec, p.Store.workloads.Load())
 	p.log1(rec)
 	if idleReset {
 		panic(http.ErrAbortHandler)
@@ -409,6 +438,34 @@ func (rec *record) complete(rw *recorder, info *routeInfo, body *countingBody) {
 	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
 	rec.received, rec.sent = body.n.Load()+info.TunnelReceived, rw.bytes+info.TunnelSent
 	rec.headerOut = headerSize(rw.Header())
+	if rec.protocol == "grpc" {
+		rec.grpcStatus = grpcStatus(rw.Header(), rec.code)
+	}
+}
+
+// grpcStatus is a gRPC response's status, as Envoy reports it: the
+// grpc-status trailer, or header of a trailers-only response; without
+// either, the status the HTTP status maps to (gRPC's HTTP mapping); ""
+// when no response was received.
+func grpcStatus(h http.Header, code int) string {
+	if s := cmp.Or(h.Get("Grpc-Status"), h.Get(http.TrailerPrefix+"Grpc-Status")); s != "" {
+		return s
+	}
+	switch code {
+	case 0:
+		return ""
+	case http.StatusBadRequest:
+		return "13" // INTERNAL
+	case http.StatusUnauthorized:
+		return "16" // UNAUTHENTICATED
+	case http.StatusForbidden:
+		return "7" // PERMISSION_DENIED
+	case http.StatusNotFound:
+		return "12" // UNIMPLEMENTED
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return "14" // UNAVAILABLE
+	}
+	return "2" // UNKNOWN
 }
 
 func headerSize(h http.Header) int64 {
