@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		tcpClosed:   tcp("istio_tcp_connections_closed_total", "TCP streams closed."),
 		tcpSent:     tcp("istio_tcp_sent_bytes_total", "Bytes sent during response (destination to source)."),
 		tcpReceived: tcp("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
-		gatewayTLS: newGatewayTLSMetric(),
+		gatewayTLS:  newGatewayTLSMetric(),
 		// Envoy counts these as <stat_prefix>rbac.denied; TCP streams have
 		// no istio_requests_total to carry a 403.
 		tcpDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_tcp_rbac_denied_total",
