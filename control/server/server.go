@@ -181,6 +181,10 @@ func newPlane(ctx context.Context, o Options) (*plane, error) {
 	if err != nil {
 		return nil, err
 	}
+	// client-go's default (5 requests/s, bursts of 10) would take minutes
+	// to write the statuses of a thousand changed objects; istiod allows
+	// about as much as this.
+	cfg.QPS, cfg.Burst = 50, 100
 	if p.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}

@@ -29,8 +29,10 @@ func (w *Writer) syncGatewayClasses(ctx context.Context, classes []*gatewayv1.Ga
 		}
 		updated := gc.DeepCopy()
 		updated.Status = *next
-		_, err := w.Gateway.GatewayV1().GatewayClasses().UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		w.logResult(err, "GatewayClass", "", gc.Name, c.Reason)
+		w.write("GatewayClass", "", gc.Name, c.Reason, func() error {
+			_, err := w.Gateway.GatewayV1().GatewayClasses().UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+			return err
+		})
 	}
 }
 

@@ -33,8 +33,10 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 		}
 		updated := rt.DeepCopy()
 		updated.Status.Parents = parents
-		_, err := w.Gateway.GatewayV1().HTTPRoutes(rt.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		w.logResult(err, "HTTPRoute", rt.Namespace, rt.Name, c.Reason)
+		w.write("HTTPRoute", rt.Namespace, rt.Name, c.Reason, func() error {
+			_, err := w.Gateway.GatewayV1().HTTPRoutes(rt.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+			return err
+		})
 	}
 	for _, rt := range o.GRPCRoutes {
 		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours, grpcRouteConditions, time.Now())
@@ -43,8 +45,10 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 		}
 		updated := rt.DeepCopy()
 		updated.Status.Parents = parents
-		_, err := w.Gateway.GatewayV1().GRPCRoutes(rt.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-		w.logResult(err, "GRPCRoute", rt.Namespace, rt.Name, ReasonUnsupported)
+		w.write("GRPCRoute", rt.Namespace, rt.Name, ReasonUnsupported, func() error {
+			_, err := w.Gateway.GatewayV1().GRPCRoutes(rt.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+			return err
+		})
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -73,7 +75,27 @@ type Writer struct {
 	Dynamic dynamic.Interface
 	Log     *slog.Logger
 
-	failed int // writes of the current Sync that failed
+	// The writes of the current Sync: up to maxWrites at once (a thousand
+	// objects changed at once are not written one round trip after the
+	// other), and how many failed.
+	writes  sync.WaitGroup
+	writing chan struct{}
+	failed  atomic.Int32
+}
+
+// maxWrites bounds the status writes in flight; client-go's rate limiter
+// (per client) still applies.
+const maxWrites = 8
+
+// write runs update (one object's status write) concurrently with the
+// other writes of this Sync, and logs its result.
+func (w *Writer) write(kind, ns, name, reason string, update func() error) {
+	w.writes.Add(1)
+	w.writing <- struct{}{}
+	go func() {
+		defer func() { <-w.writing; w.writes.Done() }()
+		w.logResult(update(), kind, ns, name, reason)
+	}()
 }
 
 // Objects are the objects whose status Weft writes.
@@ -103,7 +125,8 @@ type Objects struct {
 // as nothing else may change to trigger another Sync. Not safe for
 // concurrent use.
 func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Problem) (retry bool) {
-	w.failed = 0
+	w.failed.Store(0)
+	w.writing = make(chan struct{}, maxWrites)
 	syncConditions(w, "AuthorizationPolicy", o.AuthorizationPolicies, PolicyConditions(o.AuthorizationPolicies, problems),
 		func(ap *securityv1.AuthorizationPolicy) Fields { return istioStatus(&ap.Status) },
 		func(ap *securityv1.AuthorizationPolicy) error {
@@ -129,7 +152,8 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 	w.syncTraffic(ctx, o, problems)
 	w.syncGatewayClasses(ctx, o.GatewayClasses)
 	w.syncUnsupported(ctx, o.Unsupported)
-	return w.failed > 0
+	w.writes.Wait()
+	return w.failed.Load() > 0
 }
 
 // The accepted messages: what Weft did with an object.
@@ -161,7 +185,7 @@ func syncConditions[T istioObject[T]](w *Writer, kind string, objs []T, want map
 		}
 		updated := o.DeepCopy()
 		setCondition(status(updated), c, time.Now())
-		w.logResult(update(updated), kind, o.GetNamespace(), o.GetName(), c.Reason)
+		w.write(kind, o.GetNamespace(), o.GetName(), c.Reason, func() error { return update(updated) })
 	}
 }
 

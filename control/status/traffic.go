@@ -71,7 +71,7 @@ func (w *Writer) syncTraffic(ctx context.Context, o Objects, problems []workload
 
 func (w *Writer) logResult(err error, kind, ns, name, reason string) {
 	if err != nil {
-		w.failed++
+		w.failed.Add(1)
 	}
 	switch {
 	case err == nil:

@@ -28,10 +28,13 @@ func (w *Writer) syncUnsupported(ctx context.Context, objs map[schema.GroupVersi
 			if err == nil && !changed {
 				continue
 			}
-			if err == nil {
-				_, err = w.Dynamic.Resource(r).Namespace(o.GetNamespace()).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-			}
-			w.logResult(err, kind.Kind, o.GetNamespace(), o.GetName(), want.Reason)
+			w.write(kind.Kind, o.GetNamespace(), o.GetName(), want.Reason, func() error {
+				if err != nil {
+					return err
+				}
+				_, err := w.Dynamic.Resource(r).Namespace(o.GetNamespace()).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+				return err
+			})
 		}
 	}
 }
