@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"testing"
@@ -172,5 +173,30 @@ func TestGatewayNormalizesPath(t *testing.T) {
 	}
 	if code := send("/productpage%00"); code != http.StatusBadRequest || b.hits.Load() != 1 {
 		t.Fatalf("%%00: %d, backend hits %d", code, b.hits.Load())
+	}
+}
+
+// TestEdgeRequestID: a gateway keeps the x-request-id of a client on a
+// private or loopback address and replaces an external client's, as Envoy
+// does at the edge; a waypoint keeps every caller's; any hop gives one to
+// a request without it.
+func TestEdgeRequestID(t *testing.T) {
+	withID := http.Header{"X-Request-Id": {"chosen-by-caller"}}
+	for _, c := range []struct {
+		name   string
+		h      http.Header
+		rs     requestState
+		wantID bool
+	}{
+		{"gateway, external client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("203.0.113.7")}, true},
+		{"gateway, external IPv6 client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("2001:db8::7")}, true},
+		{"gateway, private client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("10.1.2.3")}, false},
+		{"gateway, loopback client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("127.0.0.1")}, false},
+		{"waypoint, any caller", withID, requestState{clientIP: netip.MustParseAddr("203.0.113.7")}, false},
+		{"no id", http.Header{}, requestState{clientIP: netip.MustParseAddr("10.1.2.3")}, true},
+	} {
+		if got := needsRequestID(c.h, &c.rs); got != c.wantID {
+			t.Errorf("%s: new x-request-id %v, want %v", c.name, got, c.wantID)
+		}
 	}
 }

@@ -362,11 +362,10 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	}
 }
 
-// newRecord starts the telemetry of request r (giving it an x-request-id
-// when it has none, as Envoy does on every hop) and appends the client to
-// X-Forwarded-For.
+// newRecord starts the telemetry of request r (see needsRequestID) and
+// appends the client to X-Forwarded-For.
 func newRecord(r *http.Request, c *chain, rs *requestState) *record {
-	if r.Header.Get("X-Request-Id") == "" {
+	if needsRequestID(r.Header, rs) {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
 	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
@@ -530,6 +529,19 @@ func (w *recorder) Flush() {
 }
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// needsRequestID: a request gets a new x-request-id when it has none, as
+// Envoy does on every hop, and at a gateway when it comes from an external
+// client (not a private or loopback address), as Envoy does at the edge
+// (preserve_external_request_id off): an outside caller must not choose
+// the id that joins the mesh's logs and traces.
+func needsRequestID(h http.Header, rs *requestState) bool {
+	if h.Get("X-Request-Id") == "" {
+		return true
+	}
+	ip := rs.clientIP
+	return rs.edge && ip.IsValid() && !ip.IsPrivate() && !ip.IsLoopback()
+}
 
 // newRequestID is a random (version 4) UUID, the form Envoy generates.
 func newRequestID() string {
