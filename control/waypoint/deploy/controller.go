@@ -167,6 +167,49 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	return applyErr
 }
 
+// refuseAdoption fails when a ServiceAccount, Deployment or Service named
+// like the waypoint exists and is not controlled by this Gateway. Applying
+// onto it would adopt what someone else made: a tenant's Deployment keeps
+// its own containers and volumes next to the waypoint's, and they would
+// run with the waypoint's identity. The Deployment and Service this
+// Gateway controls are in the informers, so a steady waypoint costs no
+// API call; otherwise each is read once.
+func (c *Controller) refuseAdoption(ctx context.Context, gw *gatewayv1.Gateway) error {
+	dep, svc := c.observed(gw)
+	if dep != nil && svc != nil && controlledBy(dep, gw) && controlledBy(svc, gw) {
+		return nil
+	}
+	ns, name := gw.Namespace, gw.Name
+	for _, o := range []struct {
+		kind string
+		get  func() (metav1.Object, error)
+	}{
+		{"ServiceAccount", func() (metav1.Object, error) {
+			return c.Kube.CoreV1().ServiceAccounts(ns).Get(ctx, name, metav1.GetOptions{})
+		}},
+		{"Deployment", func() (metav1.Object, error) {
+			return c.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		}},
+		{"Service", func() (metav1.Object, error) { return c.Kube.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{}) }},
+	} {
+		obj, err := o.get()
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("read %s %s/%s: %w", o.kind, ns, name, err)
+		case !controlledBy(obj, gw):
+			return fmt.Errorf("%s %s/%s exists and is not this Gateway's: not adopted; delete it or name the Gateway differently", o.kind, ns, name)
+		}
+	}
+	return nil
+}
+
+// controlledBy reports whether obj has gw as its controller.
+func controlledBy(obj metav1.Object, gw *gatewayv1.Gateway) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.UID == gw.UID
+}
+
 // observed reads the waypoint's Deployment and Service from the informers.
 func (c *Controller) observed(gw *gatewayv1.Gateway) (*appsv1.Deployment, *corev1.Service) {
 	var dep *appsv1.Deployment
@@ -182,8 +225,12 @@ func (c *Controller) observed(gw *gatewayv1.Gateway) (*appsv1.Deployment, *corev
 }
 
 // apply server-side applies the desired objects. Force: Weft owns these
-// fields, a conflicting manager (kubectl edit) is overridden.
+// fields, a conflicting manager (kubectl edit) is overridden. But never on
+// objects this Gateway does not control (see refuseAdoption).
 func (c *Controller) apply(ctx context.Context, gw *gatewayv1.Gateway, v Validation) (*appsv1.Deployment, *corev1.Service, error) {
+	if err := c.refuseAdoption(ctx, gw); err != nil {
+		return nil, nil, err
+	}
 	objs := Desired(c.Config, gw, v.Replicas)
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	if _, err := c.Kube.CoreV1().ServiceAccounts(gw.Namespace).Apply(ctx, objs.ServiceAccount, opts); err != nil {

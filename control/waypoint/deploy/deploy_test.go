@@ -479,3 +479,46 @@ func TestWaypointListenerStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestNoAdoption: a Deployment named like a new waypoint that someone else
+// made is neither changed nor adopted; the Gateway says why it is not
+// programmed.
+func TestNoAdoption(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wp := gateway("wp")
+	foreign := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "wp", Labels: map[string]string{LabelAppName: AppName}},
+		Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "tenant", Image: "tenant/sidecar"}}}}}}
+	kube := fake.NewClientset(foreign)
+	gws := gatewayfake.NewSimpleClientset()
+	if _, err := gws.GatewayV1().Gateways(wp.Namespace).Create(ctx, wp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	factory := gatewayinformers.NewSharedInformerFactory(gws, 0)
+	inf := factory.Gateway().V1().Gateways().Informer()
+	factory.Start(ctx.Done())
+	c := &Controller{Kube: kube, Gateway: gws, Gateways: inf, Config: Config{Image: image}, Log: quiet}
+	go c.Run(ctx)
+
+	await.NoError(t, "the Gateway says it is not programmed, and why", func() error {
+		g, err := gws.GatewayV1().Gateways("default").Get(ctx, "wp", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		p := meta.FindStatusCondition(g.Status.Conditions, "Programmed")
+		if p == nil || p.Status != metav1.ConditionFalse || !strings.Contains(p.Message, "Deployment default/wp exists and is not this Gateway's") {
+			return fmt.Errorf("programmed %+v", p)
+		}
+		return nil
+	})
+	d, err := kube.AppsV1().Deployments("default").Get(ctx, "wp", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.OwnerReferences) != 0 || len(d.Spec.Template.Spec.Containers) != 1 || d.Spec.Template.Spec.Containers[0].Image != "tenant/sidecar" {
+		t.Errorf("the foreign Deployment was changed: owners %v, containers %v", d.OwnerReferences, d.Spec.Template.Spec.Containers)
+	}
+	if _, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "wp", metav1.GetOptions{}); err == nil {
+		t.Error("a ServiceAccount was created for a waypoint that cannot be deployed")
+	}
+}
