@@ -84,9 +84,11 @@ type Policy struct {
 //
 //   - it is exactly the caller's own spiffe://<td>/ns/<ns>/sa/<sa>, or
 //   - the caller is the node agent service account, its token is bound to a
-//     pod, that pod's node N is known (from the token, or else by looking up
-//     the bound pod and checking its UID), and a pod on N that has not
-//     terminated runs as the requested ns/sa.
+//     pod that exists, has not terminated, has the token's UID (if the
+//     token names one) and runs as that service account, on the node the
+//     token names (if it names one), and on that pod's node N a pod that has
+//     not terminated runs as the requested ns/sa. A token bound only to a
+//     node (or to nothing) is not enough, as with istiod.
 //
 // Anything else, including any identity outside the trust domain, is denied.
 func Authorize(p Policy, pods PodLookup, caller *Caller, requested spiffeid.ID) error {
@@ -120,7 +122,7 @@ func Authorize(p Policy, pods PodLookup, caller *Caller, requested spiffeid.ID) 
 		return err
 	}
 	if node == "" {
-		return deny("node agent token is not bound to a pod on a known node; mount a projected service-account token")
+		return deny("node agent token is not bound to a running node agent pod; mount a projected service-account token")
 	}
 	onNode, err := pods.PodsOnNode(node)
 	if err != nil {
@@ -135,13 +137,10 @@ func Authorize(p Policy, pods PodLookup, caller *Caller, requested spiffeid.ID) 
 	return deny("no running pod on node %q uses service account %s/%s", node, ns, sa)
 }
 
-// callerNode returns the node the caller's token is bound to: from the token
-// if present, otherwise from the bound pod (whose UID must match, so a pod
-// recreated under the same name does not count). "" if unknown.
+// callerNode returns the node of the running pod the caller's token is
+// bound to, checked as Authorize says (a pod recreated under the same name
+// does not count). "" if there is no such pod.
 func callerNode(pods PodLookup, caller *Caller) (string, error) {
-	if caller.NodeName != "" {
-		return caller.NodeName, nil
-	}
 	if caller.PodName == "" {
 		return "", nil
 	}
@@ -153,6 +152,9 @@ func callerNode(pods PodLookup, caller *Caller) (string, error) {
 		return "", nil
 	}
 	if caller.PodUID != "" && string(pod.UID) != caller.PodUID {
+		return "", nil
+	}
+	if podServiceAccount(pod) != caller.ServiceAccount || (caller.NodeName != "" && caller.NodeName != pod.Spec.NodeName) {
 		return "", nil
 	}
 	return pod.Spec.NodeName, nil

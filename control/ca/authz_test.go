@@ -61,6 +61,12 @@ func TestAuthorize(t *testing.T) {
 	agentStaleUID := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent", PodName: "weft-node-agent-a", PodUID: "uid-old"}
 	agentGonePod := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent", PodName: "weft-node-agent-gone", PodUID: "uid-gone"}
 	agentUnbound := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent"}
+	// Attacks on the binding: a token bound to a node only (kubectl create
+	// token --bound-object-kind Node), to a pod of another service
+	// account, or naming a node its pod is not on.
+	agentNodeOnly := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent", NodeName: "node-a"}
+	agentOnOthersPod := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent", PodName: "productpage-v1-abc", PodUID: "uid-pp", NodeName: "node-a"}
+	agentNodeMismatch := &Caller{Namespace: "weft-system", ServiceAccount: "weft-node-agent", PodName: "weft-node-agent-b", PodUID: "uid-agent-b", NodeName: "node-a"}
 	otherInAgentNS := &Caller{Namespace: "weft-system", ServiceAccount: "weft-control", PodName: "weft-control-1", NodeName: "node-a"}
 
 	id := func(ns, sa string) spiffeid.ID { return workloadID(t, testTD, ns, sa) }
@@ -97,6 +103,9 @@ func TestAuthorize(t *testing.T) {
 		{"node agent with stale pod UID", policy, pods, agentStaleUID, id("default", "bookinfo-productpage"), false, false},
 		{"node agent whose bound pod is gone", policy, pods, agentGonePod, id("default", "bookinfo-productpage"), false, false},
 		{"node agent token not bound to a pod", policy, pods, agentUnbound, id("default", "bookinfo-productpage"), false, false},
+		{"node agent token bound to a node only", policy, pods, agentNodeOnly, id("default", "bookinfo-productpage"), false, false},
+		{"node agent token bound to another service account's pod", policy, pods, agentOnOthersPod, id("default", "bookinfo-productpage"), false, false},
+		{"node agent token naming a node its pod is not on", policy, pods, agentNodeMismatch, id("default", "bookinfo-reviews"), false, false},
 		{"node agent, foreign trust domain", policy, pods, agentA, workloadID(t, otherTD, "default", "bookinfo-productpage"), false, false},
 		{"node agent, non-workload path", policy, pods, agentA, odd("/ns/default/sa/bookinfo-productpage/extra"), false, false},
 		{"node agent rule disabled", Policy{TrustDomain: testTD}, pods, agentA, id("default", "bookinfo-productpage"), false, false},
