@@ -268,6 +268,11 @@ func TestControlDefaults(t *testing.T) {
 			t.Errorf("pod label %s = %q, want %q", k, podLabels[k], v)
 		}
 	}
+	// Prometheus finds weft-control as it finds istiod: by annotation, on
+	// the monitoring port that serves /metrics.
+	if want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15014", "prometheus.io/path": "/metrics"}; !sameJSON(d.Spec.Template.Annotations, want) {
+		t.Errorf("pod annotations = %v, want %v", d.Spec.Template.Annotations, want)
+	}
 	pod := d.Spec.Template.Spec
 	if pod.ServiceAccountName != "weft-control" {
 		t.Errorf("serviceAccountName = %q", pod.ServiceAccountName)
@@ -528,8 +533,13 @@ func TestControlCustomValues(t *testing.T) {
 		a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution != nil {
 		t.Errorf("podAntiAffinity=required: got %+v", a)
 	}
-	if d.Spec.Template.Labels["team"] != "mesh" || d.Spec.Template.Annotations["prometheus.io/port"] != "15014" {
-		t.Errorf("podLabels/podAnnotations not applied: %v %v", d.Spec.Template.Labels, d.Spec.Template.Annotations)
+	if d.Spec.Template.Labels["team"] != "mesh" {
+		t.Errorf("podLabels not applied: %v", d.Spec.Template.Labels)
+	}
+	if want := map[string]string{
+		"prometheus.io/scrape": "false", "prometheus.io/port": "15014", "prometheus.io/path": "/metrics", "example.org/owner": "mesh-team",
+	}; !sameJSON(d.Spec.Template.Annotations, want) {
+		t.Errorf("pod annotations = %v, want %v (podAnnotations override the chart's)", d.Spec.Template.Annotations, want)
 	}
 	if sa := get[corev1.ServiceAccount](t, objs, "ServiceAccount", "weft-control"); !sameJSON(sa.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "regcred"}}) {
 		t.Errorf("service account image pull secrets = %v", sa.ImagePullSecrets)

@@ -137,6 +137,9 @@ func TestGatewayDefaults(t *testing.T) {
 
 	d := get[appsv1.Deployment](t, objs, "Deployment", gatewayRelease)
 	pod := d.Spec.Template
+	if want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/metrics"}; !sameJSON(pod.Annotations, want) {
+		t.Errorf("pod annotations = %v, want %v", pod.Annotations, want)
+	}
 	if pod.Labels["istio"] != "ingress" || pod.Labels["app.kubernetes.io/name"] == "" {
 		t.Errorf("pod labels %v: want istio=ingress and app.kubernetes.io/name", pod.Labels)
 	}

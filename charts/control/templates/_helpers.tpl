@@ -29,6 +29,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ .Values.waypoint.image.hub | default .Values.image.hub }}/waypoint:{{ .Values.waypoint.image.tag | default .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
+{{/* The pod's annotations: Prometheus scraping of the monitoring port (as istiod's), then .Values.podAnnotations (which win). */}}
+{{- define "weft-control.podAnnotations" -}}
+{{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" "15014" "prometheus.io/path" "/metrics" }}
+{{- toYaml (merge (deepCopy (.Values.podAnnotations | default dict)) $scrape) }}
+{{- end }}
+
 {{- define "weft-control.rootNamespace" -}}
 {{ .Values.rootNamespace | default .Release.Namespace }}
 {{- end }}

@@ -26,3 +26,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- define "weft-gateway.image" -}}
 {{ .Values.image.hub }}/waypoint:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/* The pod's annotations: Prometheus scraping of the metrics port, then .Values.podAnnotations (which win). */}}
+{{- define "weft-gateway.podAnnotations" -}}
+{{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" "15020" "prometheus.io/path" "/metrics" }}
+{{- toYaml (merge (deepCopy (.Values.podAnnotations | default dict)) $scrape) }}
+{{- end }}
