@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -118,8 +119,10 @@ func TestDesired(t *testing.T) {
 		if l[LabelGatewayName] != "wp" || l[LabelAppName] != AppName || l["team"] != "a" {
 			t.Errorf("%T labels %v", m, l)
 		}
-		if m.GetAnnotations()["note"] != "x" {
-			t.Errorf("%T annotations %v", m, m.GetAnnotations())
+		// Scrape annotations go on the pods only: on the Service they would
+		// make Istio's kubernetes-service-endpoints job scrape them twice.
+		if a := m.GetAnnotations(); a["note"] != "x" || a["prometheus.io/scrape"] != "" {
+			t.Errorf("%T annotations %v", m, a)
 		}
 	}
 
@@ -132,6 +135,18 @@ func TestDesired(t *testing.T) {
 	pl := dep.Spec.Template.Labels
 	if pl[LabelGatewayName] != "wp" || pl[LabelDataplaneMode] != "none" || pl[LabelAppName] != AppName {
 		t.Errorf("pod labels %v", pl)
+	}
+	wantPodAnnotations := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/metrics", "note": "x"}
+	if pa := dep.Spec.Template.Annotations; !maps.Equal(pa, wantPodAnnotations) {
+		t.Errorf("pod annotations %v, want %v", pa, wantPodAnnotations)
+	}
+	overridden := typed[appsv1.Deployment](t, Desired(Config{Image: image}, gateway("wp", func(g *gatewayv1.Gateway) {
+		g.Spec.Infrastructure = &gatewayv1.GatewayInfrastructure{
+			Annotations: map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"prometheus.io/scrape": "false"},
+		}
+	}), 1).Deployment)
+	if a := overridden.Spec.Template.Annotations; a["prometheus.io/scrape"] != "false" || a["prometheus.io/port"] != "15020" {
+		t.Errorf("pod annotations %v: the Gateway's infrastructure annotations must win", a)
 	}
 	ps := dep.Spec.Template.Spec
 	if ps.ServiceAccountName != "wp" || ptr.Deref(ps.AutomountServiceAccountToken, true) {

@@ -41,6 +41,12 @@ const (
 	// (default 1).
 	AnnotationReplicas = "weft.io/waypoint-replicas"
 
+	// Prometheus scrape annotations of the waypoint pods (the
+	// prometheus.io/* convention Istio's Prometheus addon follows).
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
+
 	TokenAudience   = "weft-ca"
 	TokenDir        = "/var/run/secrets/weft"
 	TokenPath       = "token"
@@ -213,11 +219,15 @@ func podTemplate(cfg Config, gw *gatewayv1.Gateway, labels, annotations map[stri
 					WithAudience(TokenAudience).WithExpirationSeconds(TokenExpiration).WithPath(TokenPath)))),
 			corev1ac.Volume().WithName("weft-ca-root").WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(RootCertMap)),
 		)
-	tmpl := corev1ac.PodTemplateSpec().WithLabels(podLabels).WithSpec(pod)
-	if len(annotations) > 0 {
-		tmpl.WithAnnotations(maps.Clone(annotations))
+	// Prometheus finds waypoints the way Istio's addon finds its waypoints:
+	// by annotation. The Gateway's infrastructure annotations win.
+	podAnnotations := map[string]string{
+		AnnotationPrometheusScrape: "true",
+		AnnotationPrometheusPort:   strconv.Itoa(mesh.MetricsPort),
+		AnnotationPrometheusPath:   "/metrics",
 	}
-	return tmpl
+	maps.Copy(podAnnotations, annotations)
+	return corev1ac.PodTemplateSpec().WithLabels(podLabels).WithAnnotations(podAnnotations).WithSpec(pod)
 }
 
 // waypointContainer runs the waypoint for the Gateway ns/name, unprivileged
