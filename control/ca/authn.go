@@ -21,11 +21,13 @@ import (
 
 // Defaults for TokenReviewOptions.
 const (
-	DefaultAudience        = "weft-ca"
-	DefaultAuthCacheTTL    = 10 * time.Second
-	MaxAuthCacheTTL        = 10 * time.Second
-	DefaultAuthCacheSize   = 10000
-	DefaultTokenReviewWait = 5 * time.Second
+	DefaultAudience      = "weft-ca"
+	DefaultAuthCacheTTL  = 10 * time.Second
+	MaxAuthCacheTTL      = 10 * time.Second
+	DefaultAuthCacheSize = 10000
+	// DefaultMaxConcurrentReviews: see TokenReviewOptions.MaxConcurrentReviews.
+	DefaultMaxConcurrentReviews = 16
+	DefaultTokenReviewWait      = 5 * time.Second
 )
 
 // Keys of TokenReview status.user.extra for pod-bound service-account tokens.
@@ -98,8 +100,13 @@ type TokenReviewOptions struct {
 	CacheTTL time.Duration
 	// MaxCacheEntries bounds the cache. Default 10000.
 	MaxCacheEntries int
-	// Timeout of one TokenReview call. Default 5s.
+	// Timeout of one TokenReview call, waiting for a slot included.
+	// Default 5s.
 	Timeout time.Duration
+	// MaxConcurrentReviews bounds the TokenReviews in flight, so a flood
+	// of streams with fresh bad tokens cannot flood the API server; more
+	// callers wait (within Timeout). Default 16.
+	MaxConcurrentReviews int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -109,6 +116,8 @@ type TokenReviewOptions struct {
 type TokenReviewAuthenticator struct {
 	client kubernetes.Interface
 	opts   TokenReviewOptions
+
+	reviews chan struct{} // one slot per TokenReview in flight
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cachedCaller
@@ -136,7 +145,11 @@ func NewTokenReviewAuthenticator(client kubernetes.Interface, opts TokenReviewOp
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &TokenReviewAuthenticator{client: client, opts: opts, cache: map[[sha256.Size]byte]cachedCaller{}}
+	if opts.MaxConcurrentReviews <= 0 {
+		opts.MaxConcurrentReviews = DefaultMaxConcurrentReviews
+	}
+	return &TokenReviewAuthenticator{client: client, opts: opts, cache: map[[sha256.Size]byte]cachedCaller{},
+		reviews: make(chan struct{}, opts.MaxConcurrentReviews)}
 }
 
 // Audience the authenticator requires.
@@ -155,6 +168,12 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, token strin
 
 	ctx, cancel := context.WithTimeout(ctx, a.opts.Timeout)
 	defer cancel()
+	select {
+	case a.reviews <- struct{}{}:
+		defer func() { <-a.reviews }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for one of %d TokenReview slots: %w", cap(a.reviews), context.Cause(ctx))
+	}
 	review, err := a.client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{a.opts.Audience}},
 	}, metav1.CreateOptions{})

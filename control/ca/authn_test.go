@@ -3,15 +3,19 @@ package ca
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	authv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	k8stesting "k8s.io/client-go/testing"
 )
 
@@ -195,4 +199,85 @@ func TestTokenReviewAuthenticatorCache(t *testing.T) {
 			t.Fatal("cache keyed by the raw token")
 		}
 	}
+}
+
+// reviewFunc is a clientset whose TokenReviews are answered by create,
+// outside the fake's lock (which runs one reaction at a time).
+type reviewFunc struct {
+	*fake.Clientset
+	create func(*authenticationv1.TokenReview) (*authenticationv1.TokenReview, error)
+}
+
+func (c reviewFunc) AuthenticationV1() authv1client.AuthenticationV1Interface {
+	return reviewAPI{c.Clientset.AuthenticationV1(), c.create}
+}
+
+type reviewAPI struct {
+	authv1client.AuthenticationV1Interface
+	create func(*authenticationv1.TokenReview) (*authenticationv1.TokenReview, error)
+}
+
+func (a reviewAPI) TokenReviews() authv1client.TokenReviewInterface {
+	return tokenReviews{create: a.create}
+}
+
+type tokenReviews struct {
+	authv1client.TokenReviewInterface
+	create func(*authenticationv1.TokenReview) (*authenticationv1.TokenReview, error)
+}
+
+func (r tokenReviews) Create(_ context.Context, tr *authenticationv1.TokenReview, _ metav1.CreateOptions) (*authenticationv1.TokenReview, error) {
+	return r.create(tr.DeepCopy())
+}
+
+// TestTokenReviewsAreBounded: a flood of streams with fresh bad tokens
+// keeps at most MaxConcurrentReviews TokenReviews in flight; the rest wait
+// for a slot, and give up at the caller's timeout, not as a bad token.
+func TestTokenReviewsAreBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var inFlight atomic.Int32
+		reject := func(tr *authenticationv1.TokenReview) (*authenticationv1.TokenReview, error) {
+			inFlight.Add(1)
+			defer inFlight.Add(-1)
+			<-release
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: false, Error: "invalid bearer token"}
+			return tr, nil
+		}
+		a := NewTokenReviewAuthenticator(reviewFunc{fake.NewClientset(), reject}, TokenReviewOptions{MaxConcurrentReviews: 4, Timeout: time.Minute})
+		errs := make(chan error, 20)
+		for i := range 20 {
+			go func() {
+				_, err := a.Authenticate(context.Background(), fmt.Sprintf("garbage-token-%02d", i))
+				errs <- err
+			}()
+		}
+		synctest.Wait() // every caller holds a slot or waits for one
+		if n := inFlight.Load(); n != 4 {
+			t.Errorf("%d TokenReviews in flight, want the limit 4", n)
+		}
+		close(release)
+		for range 20 {
+			if err := <-errs; !errors.Is(err, ErrUnauthenticated) {
+				t.Errorf("bad token: %v, want ErrUnauthenticated", err)
+			}
+		}
+
+		// Every slot taken for longer than the timeout: a caller gives up
+		// with an error that is not a verdict on its token.
+		block := make(chan struct{})
+		a = NewTokenReviewAuthenticator(reviewFunc{fake.NewClientset(), func(*authenticationv1.TokenReview) (*authenticationv1.TokenReview, error) {
+			<-block
+			return nil, errors.New("released")
+		}}, TokenReviewOptions{MaxConcurrentReviews: 4, Timeout: time.Minute})
+		for i := range 4 {
+			go a.Authenticate(context.Background(), fmt.Sprintf("slow-%d", i))
+		}
+		synctest.Wait()
+		_, err := a.Authenticate(context.Background(), "one-more")
+		if err == nil || errors.Is(err, ErrUnauthenticated) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("waiting for a slot past the timeout: %v, want a deadline error that is not ErrUnauthenticated", err)
+		}
+		close(block)
+	})
 }
