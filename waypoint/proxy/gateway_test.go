@@ -185,17 +185,17 @@ func TestEdgeRequestID(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		h      http.Header
-		rs     requestState
+		rs     *requestState
 		wantID bool
 	}{
-		{"gateway, external client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("203.0.113.7")}, true},
-		{"gateway, external IPv6 client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("2001:db8::7")}, true},
-		{"gateway, private client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("10.1.2.3")}, false},
-		{"gateway, loopback client", withID, requestState{edge: true, clientIP: netip.MustParseAddr("127.0.0.1")}, false},
-		{"waypoint, any caller", withID, requestState{clientIP: netip.MustParseAddr("203.0.113.7")}, false},
-		{"no id", http.Header{}, requestState{clientIP: netip.MustParseAddr("10.1.2.3")}, true},
+		{"gateway, external client", withID, &requestState{edge: true, clientIP: netip.MustParseAddr("203.0.113.7")}, true},
+		{"gateway, external IPv6 client", withID, &requestState{edge: true, clientIP: netip.MustParseAddr("2001:db8::7")}, true},
+		{"gateway, private client", withID, &requestState{edge: true, clientIP: netip.MustParseAddr("10.1.2.3")}, false},
+		{"gateway, loopback client", withID, &requestState{edge: true, clientIP: netip.MustParseAddr("127.0.0.1")}, false},
+		{"waypoint, any caller", withID, &requestState{clientIP: netip.MustParseAddr("203.0.113.7")}, false},
+		{"no id", http.Header{}, &requestState{clientIP: netip.MustParseAddr("10.1.2.3")}, true},
 	} {
-		if got := needsRequestID(c.h, &c.rs); got != c.wantID {
+		if got := needsRequestID(c.h, c.rs); got != c.wantID {
 			t.Errorf("%s: new x-request-id %v, want %v", c.name, got, c.wantID)
 		}
 	}
