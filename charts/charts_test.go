@@ -388,7 +388,7 @@ func checkRBAC(t *testing.T, objs objects) {
 		// create); the garbage collector deletes them with their Gateway.
 		"/services":                          {"create", "get", "list", "patch", "watch"},
 		"/serviceaccounts":                   {"create", "get", "list", "patch", "watch"},
-		"apps/deployments":                   {"create", "list", "patch", "watch"},
+		"apps/deployments":                   {"create", "get", "list", "patch", "watch"},
 		"apps/replicasets":                   {"list", "watch"},
 		"discovery.k8s.io/endpointslices":    read,
 		"authentication.k8s.io/tokenreviews": {"create"},

@@ -80,7 +80,8 @@ func (a *stubAuthn) count() int {
 	return a.calls
 }
 
-// pods on node-a run as default/productpage and default/reviews.
+// pods on node-a run as default/productpage and default/reviews (and the
+// node agent).
 type fakePods struct{}
 
 func (fakePods) PodsOnNode(node string) ([]*corev1.Pod, error) {
@@ -98,7 +99,17 @@ func (fakePods) PodsOnNode(node string) ([]*corev1.Pod, error) {
 	return out, nil
 }
 
-func (fakePods) Pod(string, string) (*corev1.Pod, error) { return nil, nil }
+// Pod knows the node agent's own pod, which its token is bound to.
+func (fakePods) Pod(ns, name string) (*corev1.Pod, error) {
+	if ns != "weft-system" || name != "weft-node-agent-x" {
+		return nil, nil
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "weft-node-agent"},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}, nil
+}
 
 func newAuthority(t *testing.T) *ca.Authority {
 	a, _, _ := newAuthorityWithKey(t)
