@@ -157,8 +157,20 @@ spec:
 		{
 			Feature: "VirtualService `tcp`",
 			Status:  Partial,
-			Notes:   "routes by `match.port` with weights; other match fields never apply (reported)",
+			Notes:   "routes by `match.port` with weights; other match fields never apply (reported); `tcp` routes for an HTTP port are ignored, as in Istio (reported)",
 			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews-tcp
+  namespace: default
+spec:
+  hosts: [reviews]
+  tcp:
+  - route:
+    - destination:
+        host: reviews
+`, "tcp routes apply to TCP ports only"), reported(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:

@@ -69,6 +69,11 @@ func (t *translator) buildServicePorts() {
 				if len(routes) > 0 {
 					pc.routes = t.gammaRoutes(pc, routes)
 				} else if vs != nil {
+					if vs.tcpOnly(p.number) {
+						// As in Istio, but not silently.
+						t.problem(kindVS, vs.obj.Namespace, vs.obj.Name, "spec.tcp: port %d of %s is an HTTP port; tcp routes apply to TCP ports only; ignored",
+							p.number, fqdn)
+					}
 					pc.routes = t.vsHTTPRoutes(pc, vs)
 				}
 				if len(pc.routes) == 0 {
