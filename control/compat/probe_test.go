@@ -1,11 +1,8 @@
 package compat
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,12 +13,12 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/pkg/golden"
 )
 
 // world is what the translations read: control/workload's inputs and the
@@ -133,27 +130,15 @@ func newObject(tm metav1.TypeMeta) (object, error) {
 // loadWorld decodes the objects of the YAML file at path.
 func loadWorld(t *testing.T, path string) world {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var w world
-	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if err == io.EOF {
-			return w
-		}
-		if err != nil {
-			t.Fatalf("%s: document %d: %v", path, i, err)
-		}
+	for i, doc := range golden.Documents(t, path) {
 		o, err := decode(doc)
 		if err != nil {
 			t.Fatalf("%s: document %d: %v", path, i, err)
 		}
 		o.add(&w)
 	}
+	return w
 }
 
 // problems runs both translations on w, as weft-control does, and returns
