@@ -146,3 +146,24 @@ func parseIstioStatus(t *testing.T, o *unstructured.Unstructured) *metav1alpha1.
 	}
 	return st
 }
+
+// TestUnreadableStatusIsNotRetried: an unsupported-kind object whose status
+// is not an Istio status is left alone and does not make Sync retry every
+// second.
+func TestUnreadableStatusIsNotRetried(t *testing.T) {
+	r := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	odd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+		"metadata": map[string]any{"namespace": "default", "name": "odd"},
+		"status":   map[string]any{"conditions": "not a list"},
+	}}
+	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{r: "TelemetryList"}, odd)
+	w := &Writer{Dynamic: dyn, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if w.Sync(context.Background(), Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {odd}}}, nil) {
+		t.Error("an unreadable status asks for a retry")
+	}
+	if n := len(dyn.Actions()); n != 0 {
+		t.Errorf("%d writes on an object whose status could not be read: %v", n, dyn.Actions())
+	}
+}

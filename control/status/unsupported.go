@@ -25,13 +25,16 @@ func (w *Writer) syncUnsupported(ctx context.Context, objs map[schema.GroupVersi
 		for _, o := range list {
 			want := Condition{Status: "False", Reason: ReasonUnsupported, Message: kind.Message, Generation: o.GetGeneration()}
 			updated, changed, err := withCondition(o, want, time.Now())
-			if err == nil && !changed {
+			if err != nil {
+				// Not a failed write: retrying would not make it readable.
+				w.Log.Warn("status not written: the object's status is not an Istio status", "kind", kind.Kind,
+					"namespace", o.GetNamespace(), "name", o.GetName(), "err", err)
+				continue
+			}
+			if !changed {
 				continue
 			}
 			w.write(kind.Kind, o.GetNamespace(), o.GetName(), want.Reason, func() error {
-				if err != nil {
-					return err
-				}
 				_, err := w.Dynamic.Resource(r).Namespace(o.GetNamespace()).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 				return err
 			})
