@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's third-party binaries from the Go module proxy into
 # _output/kube-assets/bin: Kubernetes control plane + kube-proxy + kubectl,
-# etcd, the CNI reference plugins, CoreDNS and helm. Each comes from a wrapper
+# etcd, the CNI reference plugins, CoreDNS, helm and Prometheus (the image of
+# samples/addons/prometheus.yaml in the local cluster). Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
 # makes a warm run instant.
 set -euo pipefail
@@ -80,6 +81,15 @@ build cni "-s -w" \
 	github.com/containernetworking/plugins/plugins/meta/portmap
 build coredns "-s -w" .
 build helm "-s -w" helm.sh/helm/v3/cmd/helm
+# Prometheus with Kubernetes service discovery only (upstream's build tags,
+# plugins/plugin_kubernetes.go) and no web UI assets (upstream's
+# builtinassets tag left out: the HTTP API works, the UI pages do not).
+# Its module versions v0.3MM.P are Prometheus 3.MM.P.
+pv=$(cd "$tools/prometheus" && go list -m -f '{{.Version}}' github.com/prometheus/prometheus)
+[[ $pv =~ ^v0\.3([0-9]{2})\.([0-9]+)$ ]] || { echo "kube-assets: unexpected prometheus module version $pv" >&2; exit 1; }
+pv=3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]}
+build prometheus "-s -w -X github.com/prometheus/common/version.Version=$pv" \
+	-tags=remove_all_sd,enable_kubernetes_sd github.com/prometheus/prometheus/cmd/prometheus
 
 echo "$want" >"$out/stamp"
 echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"
