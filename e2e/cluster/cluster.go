@@ -206,8 +206,21 @@ func (c *Cluster) prepare() error {
 			return err
 		}
 	}
-	addonImages := fmt.Sprintf("images:\n- image: registry.k8s.io/coredns/coredns\n  entrypoint: [%q]\n", filepath.Join(c.Config.AssetsDir, "coredns"))
-	return os.WriteFile(l.addonsImageMap(), []byte(addonImages), 0o644)
+	return os.WriteFile(l.addonsImageMap(), addonsImageMap(c.Config.AssetsDir), 0o644)
+}
+
+// addonsImageMap maps the images whose binaries are kube assets (built by
+// hack/kube-assets.sh, not by make build): the cluster's CoreDNS, and the
+// Prometheus of samples/addons/prometheus.yaml (optional: the cluster
+// starts without it, and its pod waits with ErrImagePull naming the
+// missing file).
+func addonsImageMap(assets string) []byte {
+	return fmt.Appendf(nil, `images:
+- image: registry.k8s.io/coredns/coredns
+  entrypoint: [%q]
+- image: prom/prometheus
+  entrypoint: [%q]
+`, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"))
 }
 
 func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*process, error) {

@@ -1,0 +1,62 @@
+package cluster
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/weft-mesh/weft/e2e/kubelet"
+)
+
+// TestAddonsImageMapRunsPrometheusAddon: the image of
+// samples/addons/prometheus.yaml resolves, through the cluster's addons
+// image map, to the Prometheus that hack/kube-assets.sh builds, and its tag
+// is that build's version (module v0.3MM.P is Prometheus 3.MM.P).
+func TestAddonsImageMapRunsPrometheusAddon(t *testing.T) {
+	root := filepath.Join("..", "..")
+	manifest, err := os.ReadFile(filepath.Join(root, "samples/addons/prometheus.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+image: "?([^":\s]+):(v[0-9.]+)"?$`).FindSubmatch(manifest)
+	if m == nil {
+		t.Fatal("no image in samples/addons/prometheus.yaml")
+	}
+	image, tag := string(m[1]), string(m[2])
+	gomod, err := os.ReadFile(filepath.Join(root, "hack/tools/prometheus/go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := regexp.MustCompile(`github.com/prometheus/prometheus v0\.3([0-9]{2})\.([0-9]+)`).FindSubmatch(gomod)
+	if v == nil {
+		t.Fatal("hack/tools/prometheus/go.mod pins no github.com/prometheus/prometheus v0.3MM.P")
+	}
+	minor, _ := strconv.Atoi(string(v[1]))
+	if want := "v3." + strconv.Itoa(minor) + "." + string(v[2]); tag != want {
+		t.Errorf("addon image tag %s, but hack/tools/prometheus builds %s", tag, want)
+	}
+
+	assets := t.TempDir()
+	for _, b := range []string{"coredns", "prometheus"} {
+		if err := os.WriteFile(filepath.Join(assets, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mapFile := filepath.Join(t.TempDir(), "addons-images.yaml")
+	if err := os.WriteFile(mapFile, addonsImageMap(assets), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := kubelet.LoadImageMaps([]string{mapFile}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := im.Resolve(image+":"+tag, nil, []string{"--config.file=/etc/config/prometheus.yml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(assets, "prometheus"); r.Argv[0] != want {
+		t.Errorf("%s runs %v, want %s", image, r.Argv, want)
+	}
+}
