@@ -10,6 +10,9 @@ KUBE_ASSETS := $(OUT)/kube-assets/bin
 CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/weft-node-agent ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./e2e/cmd/weft-probe ./samples/bookinfo/cmd/bookinfo ./waypoint/cmd/weft-waypoint ./weftctl/cmd/weftctl
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
+# Addons make demo installs too, comma-separated: prometheus
+# (samples/addons/prometheus.yaml). Empty: none.
+ADDONS ?=
 TEST_TIMEOUT ?= 45m
 # How long make fuzz runs each fuzz target (go test -fuzztime).
 FUZZTIME ?= 30s
@@ -67,11 +70,13 @@ datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matr
 		$(GO) test -count=1 -timeout 15m -run '^TestDataPath$$' -v ./e2e
 
 demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
-	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ./hack/demo.sh
+	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ADDONS=$(ADDONS) ./hack/demo.sh
 
 demo-down: ## Stop the demo cluster and remove everything it made
 	@pid=$(OUT)/clusters/$(DEMO_CLUSTER)/dashboard.pid; \
 	if [ -f $$pid ] && grep -q weftctl /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid
+	@pid=$(OUT)/clusters/$(DEMO_CLUSTER)/prometheus.pid; \
+	if [ -f $$pid ] && grep -q port-forward /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid
 	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
 	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
 

@@ -11,6 +11,20 @@ kubectl="$KUBE_ASSETS/kubectl"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+# ADDONS (make demo ADDONS=prometheus): Istio's samples/addons to install
+# as well, comma-separated.
+ADDONS=${ADDONS:-}
+addons=" ${ADDONS//,/ } "
+for addon in $addons; do
+	case $addon in
+	prometheus) ;;
+	*)
+		echo "unknown addon '$addon' in ADDONS: the demo knows prometheus" >&2
+		exit 1
+		;;
+	esac
+done
+
 if [[ $(id -u) != 0 ]]; then
 	echo "make demo needs root: the local cluster creates network namespaces, mounts and cgroups" >&2
 	exit 1
@@ -171,6 +185,28 @@ done
 for i in $(seq 1 20); do curl -sS -m 5 -o /dev/null "http://$INGRESS_HOST:$INGRESS_PORT/productpage" || true; done
 echo "dashboard: ${dash_url:-not started, see $state/logs/dashboard.log}"
 
+prom_hint=""
+if [[ $addons == *" prometheus "* ]]; then
+	step "Istio's Prometheus addon (kubectl apply -f samples/addons/prometheus.yaml), port-forwarded in the background"
+	"$kubectl" apply -f samples/addons/prometheus.yaml
+	"$kubectl" -n istio-system rollout status deployment/prometheus --timeout=120s
+	# As `istioctl dashboard prometheus` does; demo-down stops it.
+	prom_pid=$state/prometheus.pid
+	if [[ -f $prom_pid ]] && kill -0 "$(cat "$prom_pid")" 2>/dev/null; then
+		kill "$(cat "$prom_pid")" 2>/dev/null || true
+	fi
+	prom_url=http://127.0.0.1:${PROMETHEUS_PORT:-9090}
+	nohup "$kubectl" -n istio-system port-forward svc/prometheus "${PROMETHEUS_PORT:-9090}:9090" >"$state/logs/prometheus-port-forward.log" 2>&1 &
+	echo $! >"$prom_pid"
+	for i in $(seq 1 30); do
+		curl -sS -m 2 -o /dev/null "$prom_url/-/ready" 2>/dev/null && break
+		sleep 0.5
+	done
+	echo "prometheus: $prom_url (HTTP API; it scrapes the pods annotated prometheus.io/scrape: node agents, weft-control, waypoints, gateways)"
+	# The local prom/prometheus has no web UI assets: its HTTP API.
+	prom_hint="  curl -sG $prom_url/api/v1/query --data-urlencode 'query=sum by (destination_workload) (rate(istio_requests_total[1m]))'   # Prometheus (ADDONS=prometheus)"
+fi
+
 step "Mesh health: weftctl proxy-status and weftctl analyze"
 "$BIN/weftctl" proxy-status || true
 "$BIN/weftctl" analyze -n default || true
@@ -191,6 +227,7 @@ The cluster is running. Try:
   kubectl apply -f samples/bookinfo/networking/virtual-service-ratings-test-delay.yaml   # more of the tutorial
 
   open ${dash_url:-http://127.0.0.1:15300/dashboard}   # live service graph (weftctl dashboard)
-  $BIN/weft-cluster status --name $name
+${prom_hint:+$prom_hint
+}  $BIN/weft-cluster status --name $name
   make demo-down                     # stop it and remove everything it made
 EOT
