@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -94,6 +96,13 @@ func TestPrometheus(t *testing.T) {
 	})
 	t.Run("Kiali's graph query returns Bookinfo's edges", func(t *testing.T) {
 		p.await(t, kialiGraphQuery, wantEdges)
+	})
+	t.Run("kubectl port-forward svc/prometheus, as the tutorials and make demo reach it", func(t *testing.T) {
+		local := e.portForward(t, "istio-system", "svc/prometheus", "9090")
+		body, err := getOK(&http.Client{Timeout: 10 * time.Second}, "http://"+local+"/api/v1/query?query=up")
+		if err != nil || !strings.Contains(body, `"status":"success"`) {
+			t.Fatalf("query through the port-forward: %v: %.500s", err, body)
+		}
 	})
 	t.Run("weft-control's metrics", func(t *testing.T) {
 		p.await(t, `sum by (pod) (weft_xds_connected_clients{job="kubernetes-pods",namespace="weft-system"}) > 0`, nonEmpty)
@@ -298,6 +307,32 @@ func wantEdges(res []promSample) error {
 		}
 	}
 	return nil
+}
+
+// portForward runs `kubectl port-forward target :port` in ns until the
+// test ends and returns the local address it forwards from.
+func (e *env) portForward(t *testing.T, ns, target, port string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(assetsDir(), "kubectl"), "-n", ns, "port-forward", target, ":"+port)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// "Forwarding from 127.0.0.1:40123 -> 9090"
+	line, err := bufio.NewReader(out).ReadString('\n')
+	m := regexp.MustCompile(`Forwarding from (127\.0\.0\.1:\d+) `).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("kubectl port-forward printed %q (%v); stderr: %s", line, err, stderr.String())
+	}
+	go io.Copy(io.Discard, out) // its further lines, one per connection
+	return m[1]
 }
 
 // annotatedPods are the running pods (namespace/name, sorted) that ask to
