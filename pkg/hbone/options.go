@@ -33,6 +33,10 @@ type Options struct {
 	// MaxConcurrentStreams is advertised by the server (default 1000): one
 	// pooled connection carries every stream between two nodes.
 	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a request's decoded header list (default
+	// 64 KiB); the server answers a larger one with 431. It also bounds
+	// how much of a CONTINUATION flood is read before the connection ends.
+	MaxHeaderListSize uint32
 	// IdleTimeout closes connections without streams (default 10 min).
 	IdleTimeout time.Duration
 	// PingInterval sends a health-check PING after this much read silence so
@@ -63,6 +67,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxConcurrentStreams == 0 {
 		o.MaxConcurrentStreams = 1000
+	}
+	if o.MaxHeaderListSize == 0 {
+		o.MaxHeaderListSize = DefaultMaxHeaderListSize
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 10 * time.Minute

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 http2.Server.ServeConn on a connection whose TLS handshake we did ourselves (SPIFFE peer checked, h2 only) has no net/http replacement; its knobs are deprecated with it.
-
 package hbone
 
 import (
@@ -7,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,12 +30,10 @@ type Request struct {
 	RemoteAddr  net.Addr    // tunnel peer's TCP address
 	LocalAddr   net.Addr    // our tunnel TCP address
 
-	w      http.ResponseWriter
-	r      *http.Request
-	st     *ServerStream
-	mu     sync.Mutex // serialises Accept with the refusal path
-	endReq chan struct{}
-	wdone  chan struct{} // becomes ServerStream.done
+	s     *stream
+	mu    sync.Mutex // serialises Accept with the end of the handler
+	st    *ServerStream
+	ended bool // the handler returned
 }
 
 // RefusedError is a refusal: the server answers Status with Reason instead
@@ -64,16 +58,13 @@ func (r *Request) Accept() (*ServerStream, error) {
 	if r.st != nil {
 		return r.st, nil
 	}
-	select {
-	case <-r.endReq:
+	if r.ended {
 		return nil, errors.New("hbone: Accept after the handler gave up on the request")
-	default:
 	}
-	r.w.WriteHeader(http.StatusOK)
-	if err := http.NewResponseController(r.w).Flush(); err != nil {
+	if err := r.s.writeHeaders(http.StatusOK, nil, false); err != nil {
 		return nil, fmt.Errorf("hbone: sending 200 to %s: %w", r.RemoteAddr, err)
 	}
-	r.st = &ServerStream{w: r.w, body: r.r.Body, done: r.wdone}
+	r.st = &ServerStream{s: r.s}
 	return r.st, nil
 }
 
@@ -83,9 +74,11 @@ type Server struct {
 	// tlsconfig.MTLSServerConfig); TLS 1.3 and ALPN h2 are forced on a copy.
 	TLS *tls.Config
 	// Handler decides on each stream; see Request. It runs on its own
-	// goroutine per stream; ctx ends with the stream. The stream's write side
-	// ends at CloseWrite/Close or when Handler returns. TLS, Handler and
-	// Options are read once, when serving starts.
+	// goroutine per stream; ctx ends when the stream fails (reset either
+	// way, connection lost) or Handler returns. The stream's write side ends
+	// at CloseWrite/Close or when Handler returns; when Handler returns, a
+	// client still sending is told to stop (RST_STREAM(NO_ERROR)). TLS,
+	// Handler and Options are read once, when serving starts.
 	Handler func(ctx context.Context, req *Request) error
 	Options Options
 	// HandshakeTimeout bounds the TLS handshake (default 10 s) so idle
@@ -95,10 +88,8 @@ type Server struct {
 
 	initOnce sync.Once
 	tlsConf  *tls.Config
-	h2       *http2.Server
-	base     *http.Server
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
 	lns      map[net.Listener]struct{}
 	closed   bool
 }
@@ -117,23 +108,7 @@ func (s *Server) init() {
 		if s.TLS != nil {
 			s.tlsConf = hardenTLS(s.TLS)
 		}
-		o := s.Options.withDefaults()
-		s.h2 = &http2.Server{
-			MaxConcurrentStreams:         o.MaxConcurrentStreams,
-			MaxReadFrameSize:             o.MaxFrameSize,
-			MaxUploadBufferPerStream:     o.StreamWindow,
-			MaxUploadBufferPerConnection: o.ConnWindow,
-			IdleTimeout:                  o.IdleTimeout,
-			ReadIdleTimeout:              o.PingInterval,
-			PingTimeout:                  o.PingTimeout,
-		}
-		s.base = &http.Server{ErrorLog: slog.NewLogLogger(s.Logger.Handler(), slog.LevelDebug)}
-		// Registers the HTTP/2 connections served by ServeConn with base, so
-		// that base.Shutdown sends them GOAWAY (see Shutdown).
-		if err := http2.ConfigureServer(s.base, s.h2); err != nil {
-			s.Logger.Error("hbone: graceful shutdown unavailable", "err", err)
-		}
-		s.conns = map[net.Conn]struct{}{}
+		s.conns = map[net.Conn]*serverConn{}
 		s.lns = map[net.Listener]struct{}{}
 	})
 }
@@ -207,123 +182,21 @@ func (s *Server) ServeConn(c net.Conn) {
 		s.Logger.Debug("hbone peer certificate has no SPIFFE ID", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
-	s.h2.ServeConn(tc, &http2.ServeConnOpts{
-		BaseConfig: s.base,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.serveStream(w, r, peer, c)
-		}),
-	})
+	s.serveHTTP2(tc, c, peer)
 }
 
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, c net.Conn) {
-	if !s.validConnect(w, r) {
-		return
+// serveHTTP2 runs HBONE's HTTP/2 on conn, established (TLS done) with the
+// client peer over the TCP connection raw, until it ends.
+func (s *Server) serveHTTP2(conn, raw net.Conn, peer spiffeid.ID) {
+	sc := newServerConn(s, conn, raw, peer)
+	s.mu.Lock()
+	s.conns[raw] = sc
+	draining := s.closed
+	s.mu.Unlock()
+	if draining {
+		sc.goAway() // Shutdown began during the handshake
 	}
-	req := newRequest(w, r, peer, c)
-	herr := s.runHandler(r.Context(), req)
-
-	var err error
-	select {
-	case err = <-herr:
-	case <-req.wdone: // CloseWrite/Close on the accepted stream
-	case <-r.Context().Done(): // client reset the stream or the conn died
-	}
-	req.mu.Lock()
-	st := req.st
-	close(req.endReq) // a late Accept now fails instead of touching a dead w
-	req.mu.Unlock()
-	if st == nil {
-		if r.Context().Err() != nil {
-			return
-		}
-		s.refuse(w, req, err)
-		return
-	}
-	if err == nil {
-		// Accepted and the handler is still running: the response ends when
-		// the write side is finished or the handler returns.
-		select {
-		case <-st.done:
-		case <-herr:
-		case <-r.Context().Done():
-		}
-	}
-	if st.finish() {
-		// Makes x/net/http2 send RST_STREAM: the TCP reset reaches the client.
-		panic(http.ErrAbortHandler)
-	}
-}
-
-// validConnect reports whether r is a CONNECT to an ip:port and otherwise
-// answers it with an error.
-func (s *Server) validConnect(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method != http.MethodConnect {
-		w.Header().Set("Allow", http.MethodConnect)
-		http.Error(w, "hbone: only CONNECT is supported", http.StatusMethodNotAllowed)
-		return false
-	}
-	if _, _, err := net.SplitHostPort(r.Host); err != nil {
-		http.Error(w, "hbone: :authority must be the destination ip:port", http.StatusBadRequest)
-		return false
-	}
-	return true
-}
-
-// newRequest is the Request the handler sees for the CONNECT r that
-// arrived on the tunnel connection c from peer.
-func newRequest(w http.ResponseWriter, r *http.Request, peer spiffeid.ID, c net.Conn) *Request {
-	return &Request{
-		Peer:        peer,
-		Authority:   r.Host,
-		Forwarded:   r.Header.Get("Forwarded"),
-		Baggage:     r.Header.Get("Baggage"),
-		Traceparent: r.Header.Get("Traceparent"),
-		Header:      r.Header,
-		RemoteAddr:  c.RemoteAddr(),
-		LocalAddr:   c.LocalAddr(),
-		w:           w,
-		r:           r,
-		endReq:      make(chan struct{}),
-		wdone:       make(chan struct{}),
-	}
-}
-
-// runHandler starts the user handler on req and returns where its result
-// arrives; a panic in the handler closes the stream and refuses it with 500.
-// The user handler runs on its own goroutine because x/net/http2 only sends
-// END_STREAM when the net/http handler returns: CloseWrite has to be able
-// to end the response while the handler keeps reading.
-func (s *Server) runHandler(ctx context.Context, req *Request) <-chan error {
-	herr := make(chan error, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				s.Logger.Error("hbone handler panicked", "authority", req.Authority, "panic", p)
-				req.mu.Lock()
-				if req.st != nil {
-					req.st.Close()
-				}
-				req.mu.Unlock()
-				herr <- Refuse(http.StatusInternalServerError, "handler panicked")
-			}
-		}()
-		herr <- s.Handler(ctx, req)
-	}()
-	return herr
-}
-
-// refuse answers a stream the handler did not accept: with the status of
-// its RefusedError, else 503 with the handler's error (if any) as reason.
-func (s *Server) refuse(w http.ResponseWriter, req *Request, err error) {
-	var re *RefusedError
-	if !errors.As(err, &re) {
-		re = &RefusedError{Status: http.StatusServiceUnavailable, Reason: "handler returned without accepting"}
-		if err != nil {
-			re.Reason = err.Error()
-		}
-	}
-	s.Logger.Debug("hbone stream refused", "peer", req.Peer, "authority", req.Authority, "status", re.Status, "reason", re.Reason)
-	http.Error(w, re.Reason, re.Status)
+	sc.serve()
 }
 
 func (s *Server) isClosed() bool {
@@ -344,7 +217,7 @@ func (s *Server) track(ln net.Listener, c net.Conn, add bool) bool {
 	case ln != nil:
 		delete(s.lns, ln)
 	case add:
-		s.conns[c] = struct{}{}
+		s.conns[c] = nil
 	default:
 		delete(s.conns, c)
 	}
@@ -383,12 +256,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		// base tracks no connections itself: Shutdown only runs the GOAWAY
-		// hooks, again on every tick for connections that finished their
-		// handshake after the previous round (a connection GOAWAYs once).
-		_ = s.base.Shutdown(ctx)
+		// Again on every tick for connections that finished their handshake
+		// after the previous round (a connection GOAWAYs once).
 		s.mu.Lock()
 		n := len(s.conns)
+		for _, sc := range s.conns {
+			if sc != nil {
+				sc.goAway()
+			}
+		}
 		s.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -402,70 +278,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// ServerStream is the server side of an accepted tunnel stream.
-type ServerStream struct {
-	w    http.ResponseWriter
-	body io.ReadCloser
+// ServerStream is the server side of an accepted tunnel stream. Each
+// direction ends on its own, as a TCP half-close: Read returns io.EOF after
+// the client's END_STREAM while Write goes on, and CloseWrite sends our
+// END_STREAM while Read goes on.
+type ServerStream struct{ s *stream }
 
-	wmu       sync.Mutex // serialises Write with the end of the response
-	ended     bool       // the net/http handler returned; w is dead
-	ctlMu     sync.Mutex // guards w's deadline control against ended
-	closeOnce sync.Once
-	aborted   atomic.Bool
-	done      chan struct{} // closed by CloseWrite/Close
-}
+// Read reads what the client sent; io.EOF means the client half-closed. An
+// error other than EOF means the stream was reset (by the client, by Close,
+// or with the tunnel connection) and is to be passed on as a TCP reset.
+func (s *ServerStream) Read(p []byte) (int, error) { return s.s.read(p) }
 
-// Read reads what the client sent; io.EOF means the client half-closed.
-func (s *ServerStream) Read(p []byte) (int, error) { return s.body.Read(p) }
+// Write sends p to the client, waiting for flow-control window as the
+// client reads; p is on its way when Write returns.
+func (s *ServerStream) Write(p []byte) (int, error) { return s.s.write(p, false) }
 
-// Write sends to the client, flushing so small writes are not delayed.
-func (s *ServerStream) Write(p []byte) (int, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.ended {
-		return 0, net.ErrClosed
-	}
-	n, err := s.w.Write(p)
-	if err == nil {
-		err = http.NewResponseController(s.w).Flush()
-	}
-	return n, err
-}
-
-// CloseWrite ends the response (END_STREAM). Limitation of x/net/http2's
-// server: it follows END_STREAM with RST_STREAM(NO_ERROR) when the client has
-// not finished sending, so a server-first half-close also ends the client's
-// sending direction (its writes fail, no data is corrupted). Client-first
-// half-close (the common case) is a true half-close.
+// CloseWrite ends our direction (END_STREAM, a TCP half-close): the client
+// reads EOF and may go on sending, which Read still returns. The stream is
+// done when both directions ended.
 func (s *ServerStream) CloseWrite() error {
-	s.closeOnce.Do(func() { close(s.done) })
-	return nil
+	_, err := s.s.write(nil, true)
+	if errors.Is(err, errWriteAfterEnd) {
+		return nil
+	}
+	return err
 }
 
-// Close aborts the stream with RST_STREAM unless both directions already
-// finished cleanly, in which case it is a plain close.
+// Close ends the stream: a plain close if both directions already ended,
+// otherwise a reset (RST_STREAM(CANCEL)) that the client sees as a TCP
+// reset. Blocked Reads and Writes return.
 func (s *ServerStream) Close() error {
-	s.closeOnce.Do(func() {
-		s.aborted.Store(true)
-		s.ctlMu.Lock()
-		if !s.ended {
-			// Unblocks a Write stuck on flow control by resetting the stream.
-			_ = http.NewResponseController(s.w).SetWriteDeadline(time.Now().Add(-time.Second))
-		}
-		s.ctlMu.Unlock()
-		close(s.done)
-	})
-	s.body.Close()
+	s.s.close(http2.ErrCodeCancel, net.ErrClosed)
 	return nil
-}
-
-// finish runs on the net/http handler goroutine before it returns and
-// reports whether the stream must be reset.
-func (s *ServerStream) finish() bool {
-	s.ctlMu.Lock()
-	s.wmu.Lock()
-	s.ended = true
-	s.wmu.Unlock()
-	s.ctlMu.Unlock()
-	return s.aborted.Load()
 }
