@@ -293,6 +293,7 @@ func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.Cl
 
 func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header http.Header) (*ClientStream, error) {
 	pr, pw := io.Pipe()
+	body := &requestBody{PipeReader: pr, sent: make(chan struct{})}
 	// The stream must outlive ctx (a setup deadline), so it gets its own
 	// context that ctx cancels only until the response headers arrive.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -305,7 +306,7 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 		URL:           &url.URL{Host: target},
 		Host:          target,
 		Header:        header,
-		Body:          pr,
+		Body:          body,
 		ContentLength: -1,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -334,7 +335,7 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 		pw.Close()
 		return nil, &RefusedError{Status: resp.StatusCode, Reason: string(trimNL(reason))}
 	}
-	return &ClientStream{pw: pw, body: resp.Body, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
+	return &ClientStream{pw: pw, body: resp.Body, sent: body.sent, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
 		release: func() { d.release(pc) }}, nil
 }
 
@@ -367,6 +368,7 @@ func (d *Dialer) Close() error {
 type ClientStream struct {
 	pw        *io.PipeWriter
 	body      io.ReadCloser
+	sent      <-chan struct{} // x/net is done sending our direction
 	cancel    context.CancelFunc
 	peer      spiffeid.ID
 	local     net.Addr
@@ -405,14 +407,60 @@ func (s *ClientStream) CloseWrite() error {
 // Close ends the stream. If both directions already finished it is a clean
 // close; otherwise the stream is reset (RST_STREAM), which the server side
 // sees as an error, like a TCP RST.
+//
+// After CloseWrite, x/net may still be sending what Write handed it, then
+// END_STREAM: closing the response now would reset the stream and lose
+// that data. So when both directions are done, the stream is torn down
+// once x/net finished sending (at once if it has), in the background, the
+// way TCP sends out a closed socket's data, for at most closeLinger.
 func (s *ClientStream) Close() error {
 	s.closeOnce.Do(func() {
 		if !s.wclosed.Load() {
 			s.pw.CloseWithError(net.ErrClosed)
 		}
-		s.body.Close()
-		s.cancel()
-		s.release()
+		if !s.wclosed.Load() || !s.readEOF.Load() {
+			s.teardown()
+			return
+		}
+		select {
+		case <-s.sent:
+			s.teardown()
+		default:
+			go func() {
+				t := time.NewTimer(closeLinger)
+				defer t.Stop()
+				select {
+				case <-s.sent:
+				case <-t.C:
+				}
+				s.teardown()
+			}()
+		}
 	})
 	return nil
+}
+
+// closeLinger bounds how long a closed stream waits for x/net to send the
+// rest of its direction (a server that stopped reading).
+const closeLinger = 30 * time.Second
+
+func (s *ClientStream) teardown() {
+	s.body.Close()
+	s.cancel()
+	s.release()
+}
+
+// requestBody is the stream's sending direction as x/net reads it; x/net
+// closes it when it is done writing the request (END_STREAM sent, or the
+// stream aborted).
+type requestBody struct {
+	*io.PipeReader
+	once sync.Once
+	sent chan struct{}
+}
+
+func (b *requestBody) Close() error {
+	err := b.PipeReader.Close()
+	b.once.Do(func() { close(b.sent) })
+	return err
 }

@@ -10,6 +10,16 @@
 //   - 200 accepts the stream, any other status refuses it before data flows;
 //   - END_STREAM is a TCP half-close, RST_STREAM is a TCP reset.
 //
+// Half-close is exact in both directions: either side's END_STREAM ends
+// only its own direction, and the stream is done when both ended. The
+// client is x/net/http2's Transport; the server is a CONNECT-only HTTP/2
+// server of its own (h2*.go, on x/net/http2's Framer and hpack), because
+// x/net/http2's Server cannot end a response while the client still sends
+// without resetting the stream.
+//
 // Flow control defaults follow ztunnel: 4 MiB stream window, 16 MiB
-// connection window, 1 MiB frames (see Options).
+// connection window, 1 MiB frames (see Options). The server bounds what an
+// unauthenticated-for-the-stream peer can make it hold or do: concurrent
+// streams and handlers, header list size, streams reset before an answer
+// (CVE-2023-44487), floods of frames that carry nothing (h2limits.go).
 package hbone

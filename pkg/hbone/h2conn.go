@@ -97,6 +97,7 @@ func newServerConn(s *Server, conn, raw net.Conn, peer spiffeid.ID) *serverConn 
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.SetReuseFrames()
 	sc.w.init(bw, sc.fr, func(err error) { go sc.close(err) })
+	sc.w.stats = &s.stats
 	return sc
 }
 

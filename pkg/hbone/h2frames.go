@@ -148,6 +148,7 @@ func (sc *serverConn) idleStream(id uint32) bool {
 }
 
 func (sc *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
+	sc.srv.stats.resetsReceived.Add(1)
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	st := sc.streams[f.StreamID]

@@ -34,6 +34,7 @@ type connWriter struct {
 	hbuf   bytes.Buffer
 	err    error       // first write error; the connection is dead after it
 	broken func(error) // called once with err, mu held
+	stats  *serverStats
 
 	kickc    chan struct{}
 	qmu      sync.Mutex
@@ -133,6 +134,7 @@ func (w *connWriter) writeCtl(f *ctlFrame) error {
 	case http2.FrameWindowUpdate:
 		return w.fr.WriteWindowUpdate(f.stream, f.val)
 	case http2.FrameRSTStream:
+		w.stats.resetsSent.Add(1)
 		return w.fr.WriteRSTStream(f.stream, f.code)
 	case http2.FramePing:
 		return w.fr.WritePing(f.ack, f.ping)

@@ -20,7 +20,7 @@ var (
 // Pipe's copy buffers are pooled in two sizes. Each direction starts with a
 // small one, which is all an interactive or idle stream ever holds, and
 // moves to a large one after reads fill the buffer (bulk transfer): every
-// write into x/net/http2's server waits until its frames hit the socket, so
+// write into the tunnel server waits until its frames hit the socket, so
 // bigger writes are what keeps a bulk download pipelined (64 KiB -> 256 KiB
 // took download from ~380 to ~680 MB/s here). A short read shrinks it back.
 const (

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,8 +91,14 @@ type Server struct {
 	tlsConf  *tls.Config
 	mu       sync.Mutex
 	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
+	stats    serverStats
 	lns      map[net.Listener]struct{}
 	closed   bool
+}
+
+// serverStats counts stream resets, for tests that a clean end is clean.
+type serverStats struct {
+	resetsSent, resetsReceived atomic.Int64
 }
 
 // ErrServerClosed is returned by Serve after Close.

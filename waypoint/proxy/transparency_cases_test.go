@@ -25,10 +25,6 @@ import (
 
 // Documented limitations (docs/compatibility.md, "Transparency of HTTP").
 const (
-	// pkg/hbone (ServerStream.CloseWrite): x/net/http2's server follows
-	// END_STREAM with RST_STREAM(NO_ERROR) while the client still sends.
-	serverHalfCloseOverHBONE = "a server-first half-close crossing an HBONE stream (client to waypoint, waypoint or gateway to " +
-		"the node agent) also ends the client's sending direction (pkg/hbone ServerStream.CloseWrite, x/net/http2)"
 	// gateway_tls.go upstreamH2, as Istio's gateway picks the upstream
 	// protocol from the service port.
 	gatewayUpstreamH1 = "a gateway sends a client's h2 upstream as HTTP/1.1 unless it is gRPC or the cluster says " +
@@ -39,8 +35,7 @@ func transparencyCases() []transparencyCase {
 	return []transparencyCase{
 		{name: "websocket echo", peer: websocketEcho},
 		{name: "upgrade client half-closes first", peer: upgradeClientClosesFirst},
-		{name: "upgrade server half-closes first", peer: upgradeServerClosesFirst,
-			limits: map[string]string{"waypoint": serverHalfCloseOverHBONE, "gateway": serverHalfCloseOverHBONE}},
+		{name: "upgrade server half-closes first", peer: upgradeServerClosesFirst},
 		{name: "h2c upgrade request", peer: h2cUpgradeRequest},
 		{name: "connection close read to EOF", peer: func() transparencyPeer {
 			return toEOF("GET /close HTTP/1.1\r\nHost: " + svcHostPort + "\r\nConnection: close\r\n\r\n")
