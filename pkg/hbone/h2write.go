@@ -50,10 +50,11 @@ func (w *connWriter) init(bw *bufio.Writer, fr *http2.Framer, broken func(error)
 }
 
 // enqueue queues f without writing it; see kick. Beyond maxQueuedControl
-// frames are dropped and overflowed reports true from then on.
+// frames other than GOAWAY are dropped and overflowed reports true from
+// then on.
 func (w *connWriter) enqueue(f ctlFrame) {
 	w.qmu.Lock()
-	if len(w.queue) >= maxQueuedControl {
+	if len(w.queue) >= maxQueuedControl && f.kind != http2.FrameGoAway { // GOAWAY says why we hang up
 		w.overflow = true
 	} else {
 		w.queue = append(w.queue, f)

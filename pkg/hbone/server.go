@@ -92,6 +92,7 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
 	stats    serverStats
+	testConn func(*serverConn) // test hook: each connection as it starts
 	lns      map[net.Listener]struct{}
 	closed   bool
 }
@@ -196,6 +197,9 @@ func (s *Server) ServeConn(c net.Conn) {
 // client peer over the TCP connection raw, until it ends.
 func (s *Server) serveHTTP2(conn, raw net.Conn, peer spiffeid.ID) {
 	sc := newServerConn(s, conn, raw, peer)
+	if s.testConn != nil {
+		s.testConn(sc)
+	}
 	s.mu.Lock()
 	s.conns[raw] = sc
 	draining := s.closed
