@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
@@ -110,6 +112,47 @@ func TestClientResetArrivesAsReset(t *testing.T) {
 			c.Close()
 			if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatalf("server read after the client's RST: %v, want ECONNRESET", err)
+			}
+		})
+	}
+}
+
+// TestServerHalfClosesFirst: a server that sends a greeting and half-closes
+// (shutdown(SHUT_WR)) and then reads what the client still sends gets all
+// of it and the client's FIN, on every path: across HBONE too, where each
+// direction of the tunnel stream ends on its own.
+func TestServerHalfClosesFirst(t *testing.T) {
+	m := newMesh(t)
+	payload := bytes.Repeat([]byte("after the greeting "), 1<<20/19)
+	want := sha256.Sum256(payload)
+	for _, p := range closingPaths {
+		t.Run(p.name, func(t *testing.T) {
+			got := make(chan [32]byte, 1)
+			dst := closingServer(t, p.ip, func(c *net.TCPConn) {
+				defer c.Close()
+				c.Write([]byte("greeting"))
+				c.CloseWrite()
+				h := sha256.New()
+				if _, err := io.Copy(h, c); err != nil {
+					t.Errorf("server reading after its half-close: %v", err)
+				}
+				got <- [32]byte(h.Sum(nil))
+			})
+			c := m.fromA(t, dst)
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			greeting, err := io.ReadAll(c)
+			if err != nil || string(greeting) != "greeting" {
+				t.Fatalf("client read %q, %v; want the greeting then EOF", greeting, err)
+			}
+			if _, err := c.Write(payload); err != nil {
+				t.Fatalf("client writing after the server's half-close: %v", err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if sum := <-got; sum != want {
+				t.Fatal("the server did not read exactly what the client sent after its half-close")
 			}
 		})
 	}
