@@ -1,0 +1,119 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"testing/synctest"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// fuzzSeeds are frame sequences a client might send after its preface.
+func fuzzSeeds() [][]byte {
+	var seeds [][]byte
+	var buf, hbuf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	enc := hpack.NewEncoder(&hbuf)
+	headers := func(id uint32, kv ...string) {
+		hbuf.Reset()
+		for i := 0; i+1 < len(kv); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
+	}
+	flush := func() { seeds = append(seeds, bytes.Clone(buf.Bytes())); buf.Reset() }
+
+	headers(1, ":method", "CONNECT", ":authority", "10.0.0.1:80", "forwarded", "for=10.0.0.2")
+	fr.WriteData(1, false, []byte("hello"))
+	fr.WriteWindowUpdate(1, 1000)
+	fr.WriteData(1, true, nil)
+	flush()
+	headers(1, ":method", "GET", ":scheme", "https", ":path", "/", ":authority", "x")
+	headers(3, ":method", "CONNECT", ":authority", "10.0.0.1:80")
+	fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	fr.WritePing(false, [8]byte{1})
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1})
+	fr.WritePriority(5, http2.PriorityParam{StreamDep: 1})
+	flush()
+	hbuf.Reset()
+	enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hbuf.Bytes()})
+	fr.WriteContinuation(1, true, []byte{0x41, 0x0b})
+	fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	flush()
+	return seeds
+}
+
+// FuzzServerConn feeds arbitrary bytes, after a valid preface and
+// SETTINGS, to a server connection over net.Pipe and checks that it
+// neither panics nor holds more than its limits allow: received data within
+// the connection window, handlers within MaxConcurrentStreams (and the
+// queue behind them), control frames within their queue. synctest fails
+// the run if any goroutine is left behind once the client hangs up.
+func FuzzServerConn(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	o := Options{MaxConcurrentStreams: 4, StreamWindow: 16 << 10, ConnWindow: 64 << 10, MaxHeaderListSize: 4 << 10}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		synctest.Test(t, func(t *testing.T) {
+			var sc *serverConn
+			srv := &Server{Options: o, testConn: func(c *serverConn) { sc = c }, Handler: func(ctx context.Context, req *Request) error {
+				st, err := req.Accept()
+				if err != nil {
+					return err
+				}
+				_, _, err = Pipe(st, sinkStream{})
+				return err
+			}}
+			a, b := net.Pipe()
+			go srv.servePlain(b)
+			go io.Copy(io.Discard, a)
+			var pre bytes.Buffer
+			pre.WriteString(http2.ClientPreface)
+			http2.NewFramer(&pre, nil).WriteSettings()
+			a.Write(append(pre.Bytes(), in...))
+			synctest.Wait()
+			if sc != nil {
+				checkBounds(t, sc, o.withDefaults())
+			}
+			a.Close()
+		})
+	})
+}
+
+func checkBounds(t *testing.T, sc *serverConn, o Options) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	held := 0
+	for _, st := range sc.streams {
+		held += st.buf.len()
+	}
+	if held > int(o.ConnWindow) {
+		t.Errorf("streams hold %d received bytes, more than the %d connection window", held, o.ConnWindow)
+	}
+	if sc.handlers > int(o.MaxConcurrentStreams) || len(sc.waiting) > 4*int(o.MaxConcurrentStreams) {
+		t.Errorf("%d handlers running and %d waiting, limit %d", sc.handlers, len(sc.waiting), o.MaxConcurrentStreams)
+	}
+	if n := len(sc.streams); n > int(o.MaxConcurrentStreams) {
+		t.Errorf("%d open streams, limit %d", n, o.MaxConcurrentStreams)
+	}
+	sc.w.qmu.Lock()
+	if n := len(sc.w.queue); n > maxQueuedControl+1 {
+		t.Errorf("%d control frames queued", n)
+	}
+	sc.w.qmu.Unlock()
+}
+
+// sinkStream is a Stream like a local server that half-closes at once and
+// reads whatever it is sent: a server-first half-close for every stream.
+type sinkStream struct{}
+
+func (sinkStream) Write(p []byte) (int, error) { return len(p), nil }
+func (sinkStream) Read([]byte) (int, error)    { return 0, io.EOF }
+func (sinkStream) CloseWrite() error           { return nil }
+func (sinkStream) Close() error                { return nil }
