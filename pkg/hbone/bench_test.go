@@ -174,10 +174,11 @@ func BenchmarkStreamSetup(b *testing.B) {
 		io.Copy(io.Discard, st)
 		return st.CloseWrite()
 	}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
+	l := &countingListener{Listener: tl}
 	go srv.Serve(l)
 	defer srv.Close()
 	addr := l.Addr().String()
@@ -215,7 +216,7 @@ func BenchmarkStreamSetup(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(directNs, "direct_tcp_ns")
-	if n := e.ln.count(); n != 1 {
+	if n := l.count(); n != 1 {
 		b.Fatalf("pool dialled %d connections, want 1", n)
 	}
 }

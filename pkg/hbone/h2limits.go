@@ -21,10 +21,13 @@ const (
 	// us a handler for nothing.
 	resetBurst, resetRate = 200, 100
 	// windowBurst/windowRate budget WINDOW_UPDATE frames; the budget also
-	// grows by one per windowEarnBytes we send, since a reading peer
-	// legitimately returns window as it consumes our data.
+	// grows by one per windowEarnBytes we send, up to windowEarnMax, since a
+	// reading peer legitimately returns window as it consumes our data (x/net
+	// as often as every 4 KiB it reads), and our large writes earn in bursts
+	// what its updates spend bit by bit.
 	windowBurst, windowRate = 1000, 100
 	windowEarnBytes         = 1 << 10
+	windowEarnMax           = 1 << 20
 	// goAwayWriteTimeout bounds the flush of a final GOAWAY to a peer that
 	// does not read.
 	goAwayWriteTimeout = time.Second
@@ -44,7 +47,8 @@ func newBudget(burst, rate float64) budget {
 
 // spend takes one token and reports whether there was one.
 func (b *budget) spend(now time.Time) bool {
-	if !b.last.IsZero() {
+	if !b.last.IsZero() && b.tokens < b.burst {
+		// Time refills up to burst; earned tokens beyond it are kept.
 		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	}
 	b.last = now
@@ -55,5 +59,6 @@ func (b *budget) spend(now time.Time) bool {
 	return true
 }
 
-// earn adds n tokens beyond the time-based refill, up to burst.
-func (b *budget) earn(n float64) { b.tokens = min(b.burst, b.tokens+n) }
+// earn adds n tokens beyond the time-based refill, up to limit (which may
+// exceed burst).
+func (b *budget) earn(n, limit float64) { b.tokens = max(b.tokens, min(limit, b.tokens+n)) }

@@ -192,7 +192,7 @@ func (st *stream) reserveSend(want int, end bool) (int, error) {
 			n := min(int64(want), st.sendWindow, sc.sendWindow, int64(sc.peerFrame))
 			st.sendWindow -= n
 			sc.sendWindow -= n
-			sc.windowUps.earn(float64(n / windowEarnBytes))
+			sc.windowUps.earn(float64(n/windowEarnBytes), windowEarnMax)
 			return int(n), nil
 		}
 	}
