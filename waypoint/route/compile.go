@@ -12,6 +12,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -31,6 +32,9 @@ type Options struct {
 	BodyBufferLimit int
 	// Logger receives debug logs (default slog.Default()).
 	Logger *slog.Logger
+	// JWKS caches the documents of jwt_authn's remote_jwks providers
+	// (default: one cache for the process).
+	JWKS *JWKSCache
 }
 
 // Pipeline is one compiled filter chain: HTTP filters (fault, cors,
@@ -50,6 +54,7 @@ type Pipeline struct {
 	rnd       func() uint64
 	bodyLimit int
 	log       *slog.Logger
+	jwks      *JWKSCache
 	upgrades  upgrades // the HCM's upgrade_configs (upgrade.go)
 	proxy100  bool     // the HCM's proxy_100_continue
 }
@@ -165,6 +170,9 @@ func newPipeline(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfiguratio
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	if p.jwks = opts.JWKS; p.jwks == nil {
+		p.jwks = defaultJWKS
+	}
 	return p
 }
 
@@ -259,6 +267,12 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
 			p.filters = append(p.filters, &rbacFilter{name: f.GetName(), eng: eng})
+		case *jwtauthnv3.JwtAuthentication:
+			jf, err := compileJWT(c, p.jwks)
+			if err != nil {
+				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
+			}
+			p.filters = append(p.filters, jf)
 		case *routerv3.Router:
 			hasRouter = true
 			p.filters = append(p.filters, &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()})

@@ -38,6 +38,12 @@ type exchange struct {
 	setCookie string
 	// upgrade is the protocol an allowed upgrade request switches to.
 	upgrade string
+
+	// authn is the request's verified JWT (nil: none), set by jwt_authn.
+	authn *authn
+	// replyHeader is added to the next local reply (jwt_authn's
+	// WWW-Authenticate).
+	replyHeader http.Header
 }
 
 func (x *exchange) getPeer() (Peer, bool) {
@@ -179,6 +185,9 @@ func (x *exchange) encodeHeader(status int, h http.Header) {
 func (x *exchange) localReply(status int, body, details string, grpcStatus int, routeOps bool, wc *weightedCluster) {
 	x.info.Details = details
 	h := make(http.Header, 4)
+	for k, v := range x.replyHeader {
+		h[k] = v
+	}
 	if routeOps {
 		x.finalizeResponse(h, wc)
 	}

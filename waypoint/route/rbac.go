@@ -333,6 +333,8 @@ func compilePermission(p *rbaccfgv3.Permission) (matcher, error) {
 		return portM{uint32(r.DestinationPortRange.GetStart()), uint32(r.DestinationPortRange.GetEnd() - 1)}, nil
 	case *rbaccfgv3.Permission_DestinationIp:
 		return compileCIDR(r.DestinationIp, true)
+	case *rbaccfgv3.Permission_Metadata:
+		return compileMetadataMatcher(r.Metadata)
 	}
 	return nil, fmt.Errorf("unsupported permission %T", p.Rule)
 }
@@ -382,6 +384,8 @@ func compilePrincipal(p *rbaccfgv3.Principal) (matcher, error) {
 		return &headerM{hm}, nil
 	case *rbaccfgv3.Principal_UrlPath:
 		return compilePathMatcher(r.UrlPath)
+	case *rbaccfgv3.Principal_Metadata:
+		return compileMetadataMatcher(r.Metadata)
 	}
 	return nil, fmt.Errorf("unsupported principal %T", p.Identifier)
 }
