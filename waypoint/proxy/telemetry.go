@@ -40,6 +40,7 @@ type Metrics struct {
 	tcpSent, tcpReceived          *prometheus.CounterVec
 	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
 	tcpDenied                     *prometheus.CounterVec // TCP streams a network RBAC filter refused
+	dryRun                        *prometheus.CounterVec // would-be decisions of dry-run policies
 	forwarded, baggage            prometheus.Counter     // ignored claims of HBONE streams (peer.go)
 }
 
@@ -70,6 +71,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		tcpDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_tcp_rbac_denied_total",
 			Help: "TCP streams refused (CONNECT 403) by a filter chain's network RBAC (AuthorizationPolicy), by filter chain."},
 			[]string{"filter_chain"}),
+		// Envoy counts these as <shadow_rules_stat_prefix>rbac.shadow_{allowed,denied}.
+		dryRun: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_rbac_dry_run_total",
+			Help: "HTTP requests evaluated by istio.io/dry-run AuthorizationPolicies (never enforced), by filter chain and would-be decision (allowed, denied)."},
+			[]string{"filter_chain", "decision"}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_waypoint_forwarded_ignored_total",
 			Help: "HBONE streams whose Forwarded client address was ignored: the tunnel's peer did not prove it may speak for that address."}),
 		baggage: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_waypoint_baggage_ignored_total",
@@ -77,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes,
-			m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.gatewayTLS, m.tcpDenied, m.forwarded, m.baggage} {
+			m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.gatewayTLS, m.tcpDenied, m.dryRun, m.forwarded, m.baggage} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -118,6 +123,8 @@ type record struct {
 	traceID        string
 	attempts       int
 	err            error
+	// dryRun is the would-be decision of dry-run policies (route.Info.DryRun).
+	dryRun string
 	// termination is Envoy's connection termination details, e.g. why a
 	// network RBAC filter closed the stream.
 	termination string
@@ -207,6 +214,10 @@ func (m *Metrics) observe(r *record, ix *workloadIndex) {
 	m.duration.WithLabelValues(l...).Observe(float64(time.Since(r.start).Microseconds()) / 1000)
 	m.reqBytes.WithLabelValues(l...).Observe(float64(r.headerIn + r.received))
 	m.respBytes.WithLabelValues(l...).Observe(float64(r.headerOut + r.sent))
+	if r.dryRun != "" {
+		decision, _, _ := strings.Cut(r.dryRun, "[")
+		m.dryRun.WithLabelValues(r.chain, decision).Inc()
+	}
 }
 
 // openTCP counts a TCP stream as opened.
@@ -267,6 +278,9 @@ func (p *Proxy) log1(r *record) {
 	}
 	if r.termination != "" {
 		attrs = append(attrs, slog.String("connection_termination_details", r.termination))
+	}
+	if r.dryRun != "" {
+		attrs = append(attrs, slog.String("rbac_dry_run", r.dryRun))
 	}
 	p.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
@@ -435,6 +449,7 @@ func (rec *record) complete(rw *recorder, info *routeInfo, body *countingBody) {
 		rec.code = http.StatusOK
 	}
 	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
+	rec.dryRun = info.DryRun
 	rec.received, rec.sent = body.n.Load()+info.TunnelReceived, rw.bytes+info.TunnelSent
 	rec.headerOut = headerSize(rw.Header())
 	if rec.protocol == "grpc" {

@@ -262,11 +262,11 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 		case *corsv3.Cors:
 			p.filters = append(p.filters, &corsFilter{name: f.GetName()})
 		case *rbacv3.RBAC:
-			eng, err := compileRBAC(c)
+			rf, err := compileRBAC(f.GetName(), c)
 			if err != nil {
 				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
-			p.filters = append(p.filters, &rbacFilter{name: f.GetName(), eng: eng})
+			p.filters = append(p.filters, rf)
 		case *jwtauthnv3.JwtAuthentication:
 			jf, err := compileJWT(c, p.jwks)
 			if err != nil {

@@ -463,3 +463,41 @@ func TestJWTClaimsDeny(t *testing.T) {
 		t.Fatalf("no token: %d", w.Code)
 	}
 }
+
+// A dry-run DENY (shadow rules) lets the request through; its would-be
+// denial is in Info.DryRun. Enforced rules of the same filter still apply.
+func TestRBACDryRun(t *testing.T) {
+	k := newJWTKey(t, jose.RS256, "k")
+	deny := rbacWith(rbaccfgv3.RBAC_DENY, metaPrincipal([]string{"request.auth.claims", "groups"}, listValue(exact("blocked"))))
+	deny.ShadowRules, deny.ShadowRulesStatPrefix = deny.Rules, "istio_dry_run_deny_"
+	deny.Rules = &rbaccfgv3.RBAC{Action: rbaccfgv3.RBAC_DENY, Policies: map[string]*rbaccfgv3.Policy{
+		"enforced": {Permissions: []*rbaccfgv3.Permission{{Rule: &rbaccfgv3.Permission_Header{Header: hdr(":method", exact("DELETE"))}}},
+			Principals: []*rbaccfgv3.Principal{{Identifier: &rbaccfgv3.Principal_Any{Any: true}}}}}}
+	p, up := jwtPipeline(t, istioJWT(localProvider(jwksOf(t, k))), Options{}, rbacF(t, "rbac-deny", deny))
+	for _, tc := range []struct {
+		name, method string
+		groups       []string
+		want         int
+		dryRun       string
+	}{
+		{"would deny", "GET", []string{"blocked"}, 200, "denied[ns[default]-policy[p]-rule[0]]"},
+		{"would allow", "GET", []string{"dev"}, 200, "allowed"},
+		{"enforced rule denies", "DELETE", []string{"dev"}, 403, "allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := len(up.Calls())
+			w, info := serve(p, req(tc.method, "/", bearer(k.sign(t, map[string]any{"groups": tc.groups}))...), nil)
+			if w.Code != tc.want || info.DryRun != tc.dryRun {
+				t.Fatalf("status %d, dry run %q; want %d, %q", w.Code, info.DryRun, tc.want, tc.dryRun)
+			}
+			if reached := len(up.Calls()) > n; reached != (tc.want == 200) {
+				t.Fatalf("upstream reached: %v", reached)
+			}
+		})
+	}
+	// Without shadow rules nothing is recorded.
+	p2, _ := jwtPipeline(t, istioJWT(localProvider(jwksOf(t, k))), Options{})
+	if _, info := serve(p2, req("GET", "/"), nil); info.DryRun != "" {
+		t.Fatalf("dry run %q without shadow rules", info.DryRun)
+	}
+}

@@ -1,11 +1,13 @@
 package route
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"sort"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbaccfgv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -19,10 +21,12 @@ import (
 // any principal match; ALLOW allows iff a policy matches, DENY denies iff
 // one matches; no rules = no enforcement. Denials are 403 "RBAC: access
 // denied" with details rbac_access_denied_matched_policy[<policy>|none] and
-// no response flag. Shadow rules only emit stats in Envoy and are ignored.
+// no response flag. Shadow rules (Istio's istio.io/dry-run policies) are
+// evaluated and never enforced: their would-be denial is Info.DryRunDenied.
 type rbacFilter struct {
-	name string
-	eng  *rbacEngine // nil: not enforcing
+	name   string
+	eng    *rbacEngine // nil: not enforcing
+	shadow *rbacEngine // nil: no shadow rules
 }
 
 type rbacEngine struct {
@@ -44,6 +48,9 @@ type matcher interface {
 func (f *rbacFilter) encode(*exchange, http.Header) {}
 
 func (f *rbacFilter) decode(x *exchange) bool {
+	if f.shadow != nil {
+		f.dryRun(x)
+	}
 	if f.eng == nil {
 		return true
 	}
@@ -57,6 +64,21 @@ func (f *rbacFilter) decode(x *exchange) bool {
 	}
 	x.localReply(http.StatusForbidden, "RBAC: access denied", "rbac_access_denied_matched_policy["+policy+"]", -1, false, nil)
 	return false
+}
+
+// dryRun evaluates the shadow rules, as Envoy before the enforced ones,
+// and records their decision (the first denial of the request's filters).
+func (f *rbacFilter) dryRun(x *exchange) {
+	matched, policy := f.shadow.evaluate(x)
+	if matched == f.shadow.allow {
+		if x.info.DryRun == "" {
+			x.info.DryRun = "allowed"
+		}
+		return
+	}
+	if !strings.HasPrefix(x.info.DryRun, "denied") {
+		x.info.DryRun = "denied[" + cmp.Or(policy, "none") + "]"
+	}
 }
 
 func (e *rbacEngine) evaluate(x *exchange) (bool, string) {
@@ -87,11 +109,19 @@ func allMatch(ms []matcher, x *exchange) bool {
 	return true
 }
 
-func compileRBAC(c *rbacv3.RBAC) (*rbacEngine, error) {
-	if c.GetMatcher() != nil {
+func compileRBAC(name string, c *rbacv3.RBAC) (*rbacFilter, error) {
+	if c.GetMatcher() != nil || c.GetShadowMatcher() != nil {
 		return nil, fmt.Errorf("RBAC matcher API is not supported (use rules)")
 	}
-	return compileRules(c.GetRules())
+	f := &rbacFilter{name: name}
+	var err error
+	if f.eng, err = compileRules(c.GetRules()); err != nil {
+		return nil, err
+	}
+	if f.shadow, err = compileRules(c.GetShadowRules()); err != nil {
+		return nil, fmt.Errorf("shadow_rules: %w", err)
+	}
+	return f, nil
 }
 
 // NetworkRBAC is envoy.filters.network.rbac on a TCP chain: the HTTP

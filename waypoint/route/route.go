@@ -128,6 +128,10 @@ type Info struct {
 	Details string
 	// Status is the HTTP status sent downstream (0: none sent).
 	Status int
+	// DryRun is the decision of the RBAC filters' shadow rules (Istio's
+	// istio.io/dry-run policies): "" (none), "allowed" or
+	// "denied[<policy>|none]". It is never enforced.
+	DryRun string
 	// Hash and Hashed are the consistent-hash key given to the Upstream.
 	Hash   uint64
 	Hashed bool
