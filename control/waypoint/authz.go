@@ -27,6 +27,7 @@ type authzPolicy struct {
 	ns, name string
 	key      string // "<ns>/<name>", for ordering
 	deny     bool
+	dryRun   bool // istio.io/dry-run: shadow rules, never enforced
 	policies map[string]*rbacv3.Policy
 	tcp      map[string]*rbacv3.Policy
 	// tcpProblems are what only the TCP translation dropped; reported
@@ -56,8 +57,12 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			p("spec.selector: cannot be combined with targetRefs; ignored")
 			continue
 		}
-		if ap.Annotations[mesh.AnnotationDryRun] == "true" {
-			p("annotation %s: waypoints have no dry-run mode; the policy is enforced", mesh.AnnotationDryRun)
+		var dryRun bool
+		if v, ok := ap.Annotations[mesh.AnnotationDryRun]; ok {
+			var err error
+			if dryRun, err = strconv.ParseBool(v); err != nil {
+				p("annotation %s: %q is not a boolean; the policy is enforced", mesh.AnnotationDryRun, v)
+			}
 		}
 		var deny bool
 		switch spec.Action {
@@ -73,6 +78,7 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			continue
 		}
 		pol := t.authzPolicy(ap, deny)
+		pol.dryRun = dryRun
 		for i, ref := range refs {
 			path := fmt.Sprintf("spec.targetRefs[%d]", i)
 			if ref.Namespace != "" && ref.Namespace != ap.Namespace {
@@ -406,11 +412,19 @@ func (b *ruleBuilder) source(path string, s *securityapi.Source) *rbacv3.Princip
 	field(s.NotServiceAccounts, true, serviceAccount("notServiceAccounts"))
 	field(s.TrustDomains, false, trustDomain)
 	field(s.NotTrustDomains, true, trustDomain)
+	for _, rp := range []struct {
+		name   string
+		values []string
+		not    bool
+	}{{"requestPrincipals", s.RequestPrincipals, false}, {"notRequestPrincipals", s.NotRequestPrincipals, true}} {
+		if len(rp.values) > 0 && !b.httpOnly(path+"."+rp.name) {
+			field(rp.values, rp.not, requestPrincipal)
+		}
+	}
 	for _, u := range []struct {
 		name   string
 		values []string
 	}{
-		{"requestPrincipals", s.RequestPrincipals}, {"notRequestPrincipals", s.NotRequestPrincipals},
 		{"ipBlocks", s.IpBlocks}, {"notIpBlocks", s.NotIpBlocks},
 		{"remoteIpBlocks", s.RemoteIpBlocks}, {"notRemoteIpBlocks", s.NotRemoteIpBlocks},
 	} {
@@ -464,6 +478,8 @@ func (b *ruleBuilder) condition(path string, c *securityapi.Condition) (*rbacv3.
 		return nil, idValues(c, func(v string) *rbacv3.Principal { return authenticated(wildcardMatcher(v, "spiffe://")) })
 	case key == "source.namespace":
 		return nil, idValues(c, func(v string) *rbacv3.Principal { return authenticated(namespaceMatcher(v)) })
+	case strings.HasPrefix(key, "request.auth."):
+		return nil, b.authCondition(path, c)
 	}
 	b.bad(path+".key", "%q is not supported by waypoints", key)
 	return nil, nil
@@ -507,32 +523,48 @@ func idValues(c *securityapi.Condition, one func(string) *rbacv3.Principal) *rba
 	return andIDs(and)
 }
 
-// rbacFilters merges the policies that apply to one chain into the
-// rbac-deny and rbac-allow filter configs; nil when no policy of that
-// action applies. An ALLOW policy without surviving rules still makes the
-// allow filter present, so that it denies what nothing else allows.
-func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow *rbacv3.RBAC) {
+// rbacRules are the enforced and the shadow (dry-run) rules of one RBAC
+// filter; nil rules: none.
+type rbacRules struct {
+	rules, shadow *rbacv3.RBAC
+}
+
+func (r rbacRules) empty() bool { return r.rules == nil && r.shadow == nil }
+
+// rbacConfigs merges the policies that apply to one chain into the
+// rbac-deny and rbac-allow filter configs. An ALLOW policy without
+// surviving rules still makes the allow rules present, so that they deny
+// what nothing else allows; a DENY policy without rules denies nothing.
+// istio.io/dry-run policies go to the shadow rules, as Istio renders them:
+// evaluated, never enforced.
+func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow rbacRules) {
 	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
 	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
 	for _, p := range pols {
-		target := &allow
-		action := rbacv3.RBAC_ALLOW
+		target, action := &allow, rbacv3.RBAC_ALLOW
 		if p.deny {
 			target, action = &deny, rbacv3.RBAC_DENY
 		}
-		if *target == nil {
-			*target = &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
+		rules := &target.rules
+		if p.dryRun {
+			rules = &target.shadow
 		}
-		rules := p.policies
+		if *rules == nil {
+			*rules = &rbacv3.RBAC{Action: action, Policies: map[string]*rbacv3.Policy{}}
+		}
+		src := p.policies
 		if tcp {
-			rules = p.tcp
+			src = p.tcp
 		}
-		for name, pol := range rules {
-			(*target).Policies[name] = pol
+		for name, pol := range src {
+			(*rules).Policies[name] = pol
 		}
 	}
-	if deny != nil && len(deny.Policies) == 0 {
-		deny = nil // a DENY policy without rules denies nothing
+	if deny.rules != nil && len(deny.rules.Policies) == 0 {
+		deny.rules = nil
+	}
+	if deny.shadow != nil && len(deny.shadow.Policies) == 0 {
+		deny.shadow = nil
 	}
 	return deny, allow
 }

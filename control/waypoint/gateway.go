@@ -163,7 +163,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 			FilterChains: []*listenerv3.FilterChain{{
 				Name:             name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen)},
-				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, nil, nil)},
+				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, chainAuthz{})},
 			}},
 		})
 	}

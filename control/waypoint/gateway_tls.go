@@ -137,7 +137,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 				Name:             chain,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
 				TransportSocket:  downstreamTLS(gs.server.Tls.CredentialName),
-				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, nil, nil)},
+				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, chainAuthz{})},
 			})
 		}
 	}

@@ -172,6 +172,10 @@ func readYAML(t testing.TB, path string, tc *testCase) {
 			decode(o)
 			tc.in.AuthorizationPolicies = append(tc.in.AuthorizationPolicies, o)
 			tc.workload.AuthorizationPolicies = append(tc.workload.AuthorizationPolicies, o)
+		case "RequestAuthentication":
+			o := &securityv1.RequestAuthentication{}
+			decode(o)
+			tc.in.RequestAuthentications = append(tc.in.RequestAuthentications, o)
 		default:
 			t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
 		}
@@ -215,6 +219,10 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	r.Shuffle(len(out.HTTPRoutes), func(i, j int) { out.HTTPRoutes[i], out.HTTPRoutes[j] = out.HTTPRoutes[j], out.HTTPRoutes[i] })
 	r.Shuffle(len(out.AuthorizationPolicies), func(i, j int) {
 		out.AuthorizationPolicies[i], out.AuthorizationPolicies[j] = out.AuthorizationPolicies[j], out.AuthorizationPolicies[i]
+	})
+	out.RequestAuthentications = slices.Clone(in.RequestAuthentications)
+	r.Shuffle(len(out.RequestAuthentications), func(i, j int) {
+		out.RequestAuthentications[i], out.RequestAuthentications[j] = out.RequestAuthentications[j], out.RequestAuthentications[i]
 	})
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -77,8 +78,8 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 				fc.Filters = append(t.networkRBAC(pc.name, pols),
 					&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
 			} else {
-				deny, allow := rbacConfigs(pols, false)
-				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, deny, allow)}
+				jwt := jwtAuthn(append(slices.Clone(t.gatewayJWT[key]), t.serviceJWT[svc.fqdn]...))
+				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, httpAuthz(jwt, pols))}
 				res.Routes = append(res.Routes, t.routeConfig(pc, false))
 			}
 			l.FilterChains = append(l.FilterChains, fc)
@@ -102,11 +103,11 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 	ips = slices.Compact(ips)
 	for _, ip := range ips {
 		name := workloadChainPrefix + ip
-		deny, allow := rbacConfigs(slices.Clone(t.gatewayPolicies[key]), false)
+		authz := httpAuthz(jwtAuthn(slices.Clone(t.gatewayJWT[key])), slices.Clone(t.gatewayPolicies[key]))
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: cidrs([]string{ip})},
-			Filters:          []*listenerv3.Filter{t.hcmFilter(name, false, false, deny, allow)},
+			Filters:          []*listenerv3.Filter{t.hcmFilter(name, false, false, authz)},
 		})
 		res.Routes = append(res.Routes, &routev3.RouteConfiguration{
 			Name: name,
@@ -149,14 +150,39 @@ func (t *translator) networkRBAC(chain string, pols []*authzPolicy) []*listenerv
 	var out []*listenerv3.Filter
 	for _, r := range []struct {
 		stat  string
-		rules *rbacv3.RBAC
+		rules rbacRules
 	}{{rbacDeny, deny}, {rbacAllow, allow}} {
-		if r.rules != nil {
+		if !r.rules.empty() {
 			out = append(out, &listenerv3.Filter{Name: wellknown.RoleBasedAccessControl, ConfigType: &listenerv3.Filter_TypedConfig{
-				TypedConfig: mustAny(&netrbacv3.RBAC{StatPrefix: r.stat + ".", Rules: r.rules})}})
+				TypedConfig: mustAny(&netrbacv3.RBAC{StatPrefix: r.stat + ".", Rules: r.rules.rules,
+					ShadowRules: r.rules.shadow, ShadowRulesStatPrefix: shadowStatPrefix(r.rules)})}})
 		}
 	}
 	return out
+}
+
+// shadowStatPrefix is Istio's stat prefix of dry-run rules.
+func shadowStatPrefix(r rbacRules) string {
+	switch {
+	case r.shadow == nil:
+		return ""
+	case r.shadow.Action == rbacv3.RBAC_DENY:
+		return "istio_dry_run_deny_"
+	}
+	return "istio_dry_run_allow_"
+}
+
+// chainAuthz is what authenticates and authorizes the requests of an
+// HTTP chain: the jwt_authn config and the RBAC filters' rules.
+type chainAuthz struct {
+	jwt         *jwtauthnv3.JwtAuthentication
+	deny, allow rbacRules
+}
+
+func httpAuthz(jwt *jwtauthnv3.JwtAuthentication, pols []*authzPolicy) chainAuthz {
+	a := chainAuthz{jwt: jwt}
+	a.deny, a.allow = rbacConfigs(pols, false)
+	return a
 }
 
 // addClusters adds the clusters and load assignments of refs.
@@ -225,7 +251,7 @@ func routerFilter() *hcmv3.HttpFilter {
 // every HTTP listener, and "Expect: 100-continue" goes to the server
 // (Istio leaves Envoy answering it itself, which sends bodies a server
 // may have refused).
-func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv3.RBAC) *listenerv3.Filter {
+func (t *translator) hcmFilter(name string, fault, cors bool, authz chainAuthz) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -243,11 +269,16 @@ func (t *translator) hcmFilter(name string, fault, cors bool, deny, allow *rbacv
 	if cors {
 		add(wellknown.CORS, &corsv3.Cors{})
 	}
-	if deny != nil {
-		add(rbacDeny, &rbacfilterv3.RBAC{Rules: deny})
+	if authz.jwt != nil {
+		add(jwtAuthnFilter, authz.jwt)
 	}
-	if allow != nil {
-		add(rbacAllow, &rbacfilterv3.RBAC{Rules: allow})
+	for _, r := range []struct {
+		name  string
+		rules rbacRules
+	}{{rbacDeny, authz.deny}, {rbacAllow, authz.allow}} {
+		if !r.rules.empty() {
+			add(r.name, &rbacfilterv3.RBAC{Rules: r.rules.rules, ShadowRules: r.rules.shadow, ShadowRulesStatPrefix: shadowStatPrefix(r.rules)})
+		}
 	}
 	hcm.HttpFilters = append(hcm.HttpFilters, routerFilter())
 	return &listenerv3.Filter{Name: wellknown.HTTPConnectionManager, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}

@@ -106,6 +106,9 @@ type Inputs struct {
 	// Service; selector and namespace-wide policies are enforced at L4 by
 	// the node agents and ignored here.
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	// RequestAuthentications with targetRefs to a waypoint Gateway or to
+	// a Service; others are reported and ignored.
+	RequestAuthentications []*securityv1.RequestAuthentication
 	// IstioGateways are Istio (networking.istio.io) Gateways: ingress
 	// gateway deployments (gateway.go).
 	IstioGateways []*networkingv1.Gateway
@@ -156,8 +159,9 @@ const (
 	passthroughCluster  = "passthrough"
 	workloadChainPrefix = "workload|"
 
-	rbacDeny  = "rbac-deny"
-	rbacAllow = "rbac-allow"
+	rbacDeny       = "rbac-deny"
+	rbacAllow      = "rbac-allow"
+	jwtAuthnFilter = "envoy.filters.http.jwt_authn"
 )
 
 // Translate converts the snapshot into Envoy resources. The result depends
@@ -169,6 +173,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexHTTPRoutes(in.HTTPRoutes)
 	t.indexVirtualServices(in.VirtualServices)
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
+	t.indexRequestAuthentications(in.RequestAuthentications)
 	t.buildServicePorts()
 	out := Output{
 		Waypoints:      t.buildWaypoints(),
@@ -203,6 +208,8 @@ type translator struct {
 	httpRoutes       map[string][]*gammaRoute    // by FQDN
 	gatewayPolicies  map[string][]*authzPolicy   // by waypoint "<ns>/<name>"
 	servicePolicies  map[string][]*authzPolicy   // by FQDN
+	gatewayJWT       map[string][]*jwtPolicy     // by waypoint "<ns>/<name>"
+	serviceJWT       map[string][]*jwtPolicy     // by FQDN
 
 	// ports translated per service port, by chain name "<fqdn>:<port>".
 	ports map[string]*portConfig
@@ -227,6 +234,8 @@ func newTranslator(cfg Config) *translator {
 		httpRoutes:       map[string][]*gammaRoute{},
 		gatewayPolicies:  map[string][]*authzPolicy{},
 		servicePolicies:  map[string][]*authzPolicy{},
+		gatewayJWT:       map[string][]*jwtPolicy{},
+		serviceJWT:       map[string][]*jwtPolicy{},
 		ports:            map[string]*portConfig{},
 		clusterRefs:      map[string]clusterRef{},
 		problems:         map[workload.Problem]struct{}{},

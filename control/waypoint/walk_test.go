@@ -27,6 +27,11 @@ func walkStrings(t *testing.T, res *xds.Resources, f func(field, v string)) {
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 			name := string(fd.Name())
+			if name == "cluster" && m.Descriptor().FullName() == "envoy.config.core.v3.HttpUri" {
+				// jwt_authn's remote_jwks: the waypoint fetches the URI
+				// itself; the cluster is Istio's name for its host.
+				name = "cluster@http_uri"
+			}
 			if name == "name" {
 				switch m.Descriptor().FullName() {
 				case "envoy.config.route.v3.WeightedCluster.ClusterWeight":
