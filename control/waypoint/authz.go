@@ -78,7 +78,10 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			continue
 		}
 		pol := t.authzPolicy(ap, deny)
-		pol.dryRun = dryRun
+		if pol.dryRun = dryRun; dryRun {
+			pol.tcpProblems = append(pol.tcpProblems, fmt.Sprintf(
+				"annotation %s: a TCP chain does not log the would-be decision of a dry-run policy (it is not enforced either)", mesh.AnnotationDryRun))
+		}
 		for i, ref := range refs {
 			path := fmt.Sprintf("spec.targetRefs[%d]", i)
 			if ref.Namespace != "" && ref.Namespace != ap.Namespace {

@@ -3,6 +3,7 @@ package waypoint
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -50,6 +51,8 @@ func addUserObject(tc *testCase, doc []byte) bool {
 		obj = &securityv1.AuthorizationPolicy{}
 	case "ServiceEntry":
 		obj = &networkingv1.ServiceEntry{}
+	case "RequestAuthentication":
+		obj = &securityv1.RequestAuthentication{}
 	case "Gateway":
 		if bytes.Contains([]byte(tm.APIVersion), []byte("networking.istio.io")) {
 			obj = &networkingv1.Gateway{}
@@ -76,6 +79,8 @@ func addUserObject(tc *testCase, doc []byte) bool {
 	case *securityv1.AuthorizationPolicy:
 		tc.in.AuthorizationPolicies = append(without(tc.in.AuthorizationPolicies, ns, name), o)
 		tc.workload.AuthorizationPolicies = append(without(tc.workload.AuthorizationPolicies, ns, name), o)
+	case *securityv1.RequestAuthentication:
+		tc.in.RequestAuthentications = append(without(tc.in.RequestAuthentications, ns, name), o)
 	case *networkingv1.ServiceEntry:
 		tc.in.ServiceEntries = append(without(tc.in.ServiceEntries, ns, name), o)
 		tc.workload.ServiceEntries = append(without(tc.workload.ServiceEntries, ns, name), o)
@@ -89,7 +94,7 @@ func addUserObject(tc *testCase, doc []byte) bool {
 }
 
 // FuzzTranslate adds one user object (VirtualService, DestinationRule,
-// HTTPRoute, AuthorizationPolicy, ServiceEntry, Istio or Gateway API
+// HTTPRoute, AuthorizationPolicy, RequestAuthentication, ServiceEntry, Istio or Gateway API
 // Gateway), arbitrary JSON decoded into its API type, to Bookinfo with a
 // waypoint and an ingress gateway, and translates the whole as
 // weft-control does (control/workload, then this package). Properties:
@@ -139,6 +144,34 @@ func FuzzTranslate(f *testing.F) {
 		}
 		if got, again := render(t, out, true), render(t, Translate(Config{}, shuffled(tc.in, 1)), true); !bytes.Equal(got, again) {
 			t.Fatal("output depends on input order")
+		}
+	})
+}
+
+// FuzzParseClaimKey: a parsed request.auth.claims key is a path of
+// non-empty names without brackets that renders back to the key.
+func FuzzParseClaimKey(f *testing.F) {
+	for _, s := range []string{"request.auth.claims[groups]", "request.auth.claims[a][b]", "request.auth.claims",
+		"request.auth.claims[]", "request.auth.claims[a]b", "request.auth.claims[[a]]", "request.auth.claims[a.b][c-d]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		path, ok := ParseClaimKey(key)
+		if !ok {
+			return
+		}
+		if len(path) == 0 {
+			t.Fatalf("%q: empty path", key)
+		}
+		back := "request.auth.claims"
+		for _, p := range path {
+			if p == "" || strings.ContainsAny(p, "[]") {
+				t.Fatalf("%q: bad segment %q", key, p)
+			}
+			back += "[" + p + "]"
+		}
+		if back != key {
+			t.Fatalf("%q parsed as %q", key, path)
 		}
 	})
 }
