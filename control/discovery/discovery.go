@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -48,6 +49,7 @@ type Cluster struct {
 	hasIstioGateway bool
 	// ServiceEntries (node agents and waypoints), watched when served.
 	hasServiceEntry bool
+	hasRequestAuthn bool
 	// unsupported are the served kinds Weft does not implement.
 	unsupported []schema.GroupVersionResource
 	pods        cache.SharedIndexInformer
@@ -128,6 +130,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	if d.hasServiceEntry {
 		infs = append(infs, d.istio.Networking().V1().ServiceEntries().Informer())
 	}
+	if d.hasRequestAuthn {
+		infs = append(infs, d.istio.Security().V1().RequestAuthentications().Informer())
+	}
 	for _, r := range d.unsupported {
 		infs = append(infs, d.dynamic.ForResource(r).Informer())
 	}
@@ -155,6 +160,8 @@ func (d *Cluster) optionalKinds() []optionalKind {
 			"networking.istio.io/v1 VirtualService and DestinationRule not served: they are ignored until the control plane restarts"},
 		{&d.hasIstioGateway, "networking.istio.io", []string{"gateways"},
 			"networking.istio.io/v1 Gateway not served: ingress gateways get no configuration until the control plane restarts"},
+		{&d.hasRequestAuthn, "security.istio.io", []string{"requestauthentications"},
+			"security.istio.io/v1 RequestAuthentication not served: RequestAuthentications are ignored until the control plane restarts"},
 		{&d.hasServiceEntry, "networking.istio.io", []string{"serviceentries"},
 			"networking.istio.io/v1 ServiceEntry not served: ServiceEntries are ignored until the control plane restarts"},
 		{&d.hasHTTPRoute, "gateway.networking.k8s.io", []string{"httproutes"},
@@ -279,6 +286,8 @@ type TrafficInputs struct {
 	HTTPRoutes       []*gatewayv1.HTTPRoute
 	// IstioGateways are networking.istio.io Gateways (ingress).
 	IstioGateways []*networkingv1.Gateway
+	// RequestAuthentications configure the waypoints' JWT validation.
+	RequestAuthentications []*securityv1.RequestAuthentication
 }
 
 // TrafficInputs lists the current traffic-management state.
@@ -294,6 +303,9 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	}
 	if d.hasIstioGateway {
 		in.IstioGateways = listAll(&err, d.istio.Networking().V1().Gateways().Lister())
+	}
+	if d.hasRequestAuthn {
+		in.RequestAuthentications = listAll(&err, d.istio.Security().V1().RequestAuthentications().Lister())
 	}
 	return in, err
 }

@@ -43,8 +43,10 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}, {Name: "requestauthentications"}}},
 		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
 		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "gatewayclasses"}, {Name: "httproutes"}}},
+		{GroupVersion: "telemetry.istio.io/v1", APIResources: []metav1.APIResource{{Name: "telemetries"}}},
 	}
 	istio := istiofake.NewSimpleClientset(&securityv1.AuthorizationPolicy{ObjectMeta: meta("deny")},
+		&securityv1.RequestAuthentication{ObjectMeta: meta("jwt")},
 		&networkingv1.VirtualService{ObjectMeta: meta("reviews")}, &networkingv1.ServiceEntry{ObjectMeta: meta("external")})
 	gateway := gatewayfake.NewSimpleClientset(&gatewayv1.HTTPRoute{ObjectMeta: meta("reviews")})
 	// Through the API: the fake files a constructor's Gateway under v1beta1
@@ -54,17 +56,17 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if _, err := gateway.GatewayV1().Gateways("default").Create(ctx, &gatewayv1.Gateway{ObjectMeta: meta("waypoint")}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Kinds Weft does not implement: RequestAuthentication is served,
-	// Telemetry is not.
-	jwt := &unstructured.Unstructured{}
-	jwt.SetAPIVersion("security.istio.io/v1")
-	jwt.SetKind("RequestAuthentication")
-	jwt.SetNamespace("default")
-	jwt.SetName("jwt")
-	requestAuthn := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"}
+	// Kinds Weft does not implement: Telemetry is served, WasmPlugin is
+	// not.
+	tel := &unstructured.Unstructured{}
+	tel.SetAPIVersion("telemetry.istio.io/v1")
+	tel.SetKind("Telemetry")
+	tel.SetNamespace("default")
+	tel.SetName("tel")
 	telemetry := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	wasm := schema.GroupVersionResource{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"}
 	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		requestAuthn: "RequestAuthenticationList", telemetry: "TelemetryList"}, jwt)
+		telemetry: "TelemetryList", wasm: "WasmPluginList"}, tel)
 	var logs bytes.Buffer // New logs its warnings before it returns; nothing later writes here
 	c, err := New(slog.New(slog.NewTextHandler(&logs, nil)), Clients{Kube: kube, Istio: istio, Gateway: gateway, Dynamic: dyn})
 	if err != nil {
@@ -97,9 +99,9 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(traffic.VirtualServices) != 0 || len(traffic.HTTPRoutes) != 1 {
-		t.Errorf("traffic: %d virtual services (DestinationRules not served: want 0), %d HTTPRoutes (want 1)",
-			len(traffic.VirtualServices), len(traffic.HTTPRoutes))
+	if len(traffic.VirtualServices) != 0 || len(traffic.HTTPRoutes) != 1 || len(traffic.RequestAuthentications) != 1 {
+		t.Errorf("traffic: %d virtual services (DestinationRules not served: want 0), %d HTTPRoutes, %d RequestAuthentications (want 1)",
+			len(traffic.VirtualServices), len(traffic.HTTPRoutes), len(traffic.RequestAuthentications))
 	}
 	if c.Gateways() == nil {
 		t.Error("Gateways() is nil although Gateways are served")
@@ -109,10 +111,10 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := only.Unsupported
-	if got := objs[requestAuthn]; len(got) != 1 || got[0].GetName() != "jwt" {
-		t.Errorf("unsupported RequestAuthentications: %v, want jwt", got)
+	if got := objs[telemetry]; len(got) != 1 || got[0].GetName() != "tel" {
+		t.Errorf("unsupported Telemetries: %v, want tel", got)
 	}
-	if _, ok := objs[telemetry]; ok || len(objs) != 1 {
-		t.Errorf("unsupported kinds listed: %v, want only RequestAuthentication (the only one served)", objs)
+	if _, ok := objs[wasm]; ok || len(objs) != 1 {
+		t.Errorf("unsupported kinds listed: %v, want only Telemetry (the only one served)", objs)
 	}
 }

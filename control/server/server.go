@@ -373,7 +373,7 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 		AuthorizationPolicies: in.AuthorizationPolicies, PeerAuthentications: in.PeerAuthentications, ServiceEntries: in.ServiceEntries,
 		VirtualServices: traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
 		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes,
-		Unsupported: only.Unsupported,
+		RequestAuthentications: traffic.RequestAuthentications, Unsupported: only.Unsupported,
 	}
 }
 

@@ -24,16 +24,17 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		}
 	}()
 	out := waypoint.Translate(t.cfg, waypoint.Inputs{
-		Addresses:             addrs,
-		Services:              in.Services,
-		Pods:                  in.Pods,
-		VirtualServices:       traffic.VirtualServices,
-		DestinationRules:      traffic.DestinationRules,
-		HTTPRoutes:            traffic.HTTPRoutes,
-		AuthorizationPolicies: in.AuthorizationPolicies,
-		IstioGateways:         traffic.IstioGateways,
-		IngressGateways:       in.Gateways,
-		ServiceEntries:        in.ServiceEntries,
+		Addresses:              addrs,
+		Services:               in.Services,
+		Pods:                   in.Pods,
+		VirtualServices:        traffic.VirtualServices,
+		DestinationRules:       traffic.DestinationRules,
+		HTTPRoutes:             traffic.HTTPRoutes,
+		AuthorizationPolicies:  in.AuthorizationPolicies,
+		RequestAuthentications: traffic.RequestAuthentications,
+		IstioGateways:          traffic.IstioGateways,
+		IngressGateways:        in.Gateways,
+		ServiceEntries:         in.ServiceEntries,
 	})
 	return out.Groups(), out.Problems, true
 }

@@ -26,8 +26,8 @@ func objectMeta(name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: "default", Name: name, Generation: 2}
 }
 
-// TestSyncEveryIstioKind: PeerAuthentications, ServiceEntries and Istio
-// Gateways get the condition too, with a validationMessages entry in
+// TestSyncEveryIstioKind: PeerAuthentications, RequestAuthentications,
+// ServiceEntries and Istio Gateways get the condition too, with a validationMessages entry in
 // Istio's shape when there is a problem; other tools' entries stay.
 func TestSyncEveryIstioKind(t *testing.T) {
 	ctx := context.Background()
@@ -36,7 +36,9 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	pa.Status.ValidationMessages = []*analysisv1alpha1.AnalysisMessageBase{foreign}
 	se := &networkingv1.ServiceEntry{ObjectMeta: objectMeta("external")}
 	gw := &networkingv1.Gateway{ObjectMeta: objectMeta("ingress")}
-	client := fake.NewSimpleClientset(pa, se)
+	ra := &securityv1.RequestAuthentication{ObjectMeta: objectMeta("jwt")}
+	raOK := &securityv1.RequestAuthentication{ObjectMeta: objectMeta("jwt-ok")}
+	client := fake.NewSimpleClientset(pa, se, ra, raOK)
 	// Through the API: the fake files a constructor's Gateway under
 	// another version (the same Go type), where v1 reads do not see it.
 	if _, err := client.NetworkingV1().Gateways("default").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
@@ -46,16 +48,24 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	problems := []workload.Problem{
 		{Kind: "PeerAuthentication", Namespace: "default", Name: "strict", Message: "spec.portLevelMtls: needs a selector; ignored"},
 		{Kind: istioGatewayKind, Namespace: "default", Name: "ingress", Message: "spec.selector: empty; ignored"},
+		{Kind: "RequestAuthentication", Namespace: "default", Name: "jwt", Message: "spec.selector: waypoints apply only RequestAuthentications with targetRefs; not applied"},
 	}
 	objs := Objects{PeerAuthentications: []*securityv1.PeerAuthentication{pa}, ServiceEntries: []*networkingv1.ServiceEntry{se},
-		IstioGateways: []*networkingv1.Gateway{gw}}
+		IstioGateways: []*networkingv1.Gateway{gw}, RequestAuthentications: []*securityv1.RequestAuthentication{ra, raOK}}
 	w.Sync(ctx, objs, problems)
 
 	gotPA, err1 := client.SecurityV1().PeerAuthentications("default").Get(ctx, "strict", metav1.GetOptions{})
 	gotSE, err2 := client.NetworkingV1().ServiceEntries("default").Get(ctx, "external", metav1.GetOptions{})
 	gotGW, err3 := client.NetworkingV1().Gateways("default").Get(ctx, "ingress", metav1.GetOptions{})
-	if err := errors.Join(err1, err2, err3); err != nil {
+	gotRA, err4 := client.SecurityV1().RequestAuthentications("default").Get(ctx, "jwt", metav1.GetOptions{})
+	gotRAOK, err5 := client.SecurityV1().RequestAuthentications("default").Get(ctx, "jwt-ok", metav1.GetOptions{})
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		t.Fatal(err)
+	}
+	checkStatus(t, "RequestAuthentication", istioStatus(&gotRA.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
+	checkStatus(t, "RequestAuthentication", istioStatus(&gotRAOK.Status), "True", ReasonAccepted, "")
+	if c := find(istioStatus(&gotRAOK.Status)); c.GetMessage() != forWaypoints {
+		t.Errorf("RequestAuthentication: message %q, want %q", c.GetMessage(), forWaypoints)
 	}
 	checkStatus(t, "PeerAuthentication", istioStatus(&gotPA.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid, "IST0101")
 	checkStatus(t, "ServiceEntry", Fields{&gotSE.Status.Conditions, &gotSE.Status.ValidationMessages}, "True", ReasonAccepted, "")
@@ -103,24 +113,24 @@ func checkStatus(t *testing.T, what string, st Fields, status, reason, weftCode 
 // entry, once; another controller's condition stays.
 func TestSyncUnsupported(t *testing.T) {
 	ctx := context.Background()
-	r := schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "requestauthentications"}
-	jwt := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-		"metadata": map[string]any{"namespace": "default", "name": "jwt", "generation": int64(2)},
+	r := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	tel := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+		"metadata": map[string]any{"namespace": "default", "name": "tel", "generation": int64(2)},
 		"status":   map[string]any{"conditions": []any{map[string]any{"type": "Other", "status": "True"}}},
 	}}
 	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{r: "RequestAuthenticationList"}, jwt)
+		map[schema.GroupVersionResource]string{r: "TelemetryList"}, tel)
 	w := &Writer{Dynamic: dyn, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	w.Sync(ctx, Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {jwt}}}, nil)
+	w.Sync(ctx, Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {tel}}}, nil)
 
-	got, err := dyn.Resource(r).Namespace("default").Get(ctx, "jwt", metav1.GetOptions{})
+	got, err := dyn.Resource(r).Namespace("default").Get(ctx, "tel", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := parseIstioStatus(t, got)
 	kind, _ := unsupported.Of(r)
-	checkStatus(t, "RequestAuthentication", istioStatus(st), "False", ReasonUnsupported, CodeUnsupported)
+	checkStatus(t, "Telemetry", istioStatus(st), "False", ReasonUnsupported, CodeUnsupported)
 	if c := find(istioStatus(st)); c.GetMessage() != kind.Message {
 		t.Errorf("message %q, want %q", c.GetMessage(), kind.Message)
 	}

@@ -102,9 +102,11 @@ func (w *Writer) write(kind, ns, name, reason string, update func() error) {
 type Objects struct {
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
-	ServiceEntries        []*networkingv1.ServiceEntry
-	VirtualServices       []*networkingv1.VirtualService
-	DestinationRules      []*networkingv1.DestinationRule
+	// RequestAuthentications: those with targetRefs configure waypoints.
+	RequestAuthentications []*securityv1.RequestAuthentication
+	ServiceEntries         []*networkingv1.ServiceEntry
+	VirtualServices        []*networkingv1.VirtualService
+	DestinationRules       []*networkingv1.DestinationRule
 	// IstioGateways are networking.istio.io Gateways.
 	IstioGateways []*networkingv1.Gateway
 	// Gateways are Gateway API Gateways: those of class weft (ingress) are
@@ -138,6 +140,13 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 		func(pa *securityv1.PeerAuthentication) Fields { return istioStatus(&pa.Status) },
 		func(pa *securityv1.PeerAuthentication) error {
 			_, err := w.Client.SecurityV1().PeerAuthentications(pa.Namespace).UpdateStatus(ctx, pa, metav1.UpdateOptions{})
+			return err
+		})
+	syncConditions(w, "RequestAuthentication", o.RequestAuthentications,
+		Conditions("RequestAuthentication", o.RequestAuthentications, problems, accepted[*securityv1.RequestAuthentication](forWaypoints)),
+		func(ra *securityv1.RequestAuthentication) Fields { return istioStatus(&ra.Status) },
+		func(ra *securityv1.RequestAuthentication) error {
+			_, err := w.Client.SecurityV1().RequestAuthentications(ra.Namespace).UpdateStatus(ctx, ra, metav1.UpdateOptions{})
 			return err
 		})
 	syncConditions(w, "ServiceEntry", o.ServiceEntries,

@@ -1,8 +1,7 @@
 // Package unsupported names the API kinds Weft does not implement, with
 // what a user gets instead. weft-control marks every such object
 // WeftAccepted=False (reason Unsupported) as soon as it exists, and
-// `weftctl analyze` lists it: an object that has no effect must say so, a
-// RequestAuthentication most of all (its tokens are not checked).
+// `weftctl analyze` lists it: an object that has no effect must say so.
 package unsupported
 
 import "k8s.io/apimachinery/pkg/runtime/schema"
@@ -19,12 +18,9 @@ type Kind struct {
 }
 
 // Kinds are the kinds Weft does not implement. weft-base installs the CRDs
-// of the first three (Istio's ambient API ships them); the others are
+// of the first (Istio's ambient API ships it); the others are
 // watched in case another chart installed theirs.
 var Kinds = []Kind{
-	{istio("security", "v1", "requestauthentications"), "RequestAuthentication",
-		"RequestAuthentication is not supported yet: Weft validates no JWT, so a request with an invalid token is not refused " +
-			"and requestPrincipals / request.auth.* never match. Validate tokens in the application or an ingress in front of the mesh"},
 	{istio("telemetry", "v1", "telemetries"), "Telemetry",
 		"Telemetry is not supported yet: metrics, access logs and tracing keep the mesh defaults (docs/guides/telemetry.md)"},
 	{istio("networking", "v1", "workloadentries"), "WorkloadEntry",

@@ -121,6 +121,8 @@ type Snapshot struct {
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
 	ServiceEntries        []*networkingv1.ServiceEntry
+	// RequestAuthentications configure the waypoints' JWT validation.
+	RequestAuthentications []*securityv1.RequestAuthentication
 	// IstioGateways are networking.istio.io Gateways.
 	IstioGateways []*networkingv1.Gateway
 	// Unsupported are the objects of kinds Weft does not implement
@@ -191,16 +193,17 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		ServiceEntries:        s.ServiceEntries,
 	})
 	pout := waypoint.Translate(waypoint.Config{Config: wcfg}, waypoint.Inputs{
-		Addresses:             wout.Addresses,
-		Services:              s.Services,
-		Pods:                  s.Pods,
-		VirtualServices:       s.VirtualServices,
-		DestinationRules:      s.DestinationRules,
-		HTTPRoutes:            s.HTTPRoutes,
-		AuthorizationPolicies: s.AuthorizationPolicies,
-		IstioGateways:         s.IstioGateways,
-		IngressGateways:       s.Gateways,
-		ServiceEntries:        s.ServiceEntries,
+		Addresses:              wout.Addresses,
+		Services:               s.Services,
+		Pods:                   s.Pods,
+		VirtualServices:        s.VirtualServices,
+		DestinationRules:       s.DestinationRules,
+		HTTPRoutes:             s.HTTPRoutes,
+		AuthorizationPolicies:  s.AuthorizationPolicies,
+		RequestAuthentications: s.RequestAuthentications,
+		IstioGateways:          s.IstioGateways,
+		IngressGateways:        s.Gateways,
+		ServiceEntries:         s.ServiceEntries,
 	})
 	a := &analyzer{s: s, o: o, wout: wout, pout: pout, findings: map[Finding]struct{}{},
 		services: map[string]*corev1.Service{}, waypoints: map[string]*gatewayv1.Gateway{}}

@@ -95,7 +95,6 @@ func TestFixtures(t *testing.T) {
 		{"l7-no-waypoint.yaml", []want{
 			{Error, "AuthorizationPolicy", "legacy/inventory-read", CodeL7PolicyNoWaypoint, []string{"(methods, paths)", "ALLOW rule can never match", "legacy/inventory-0"}},
 			{Error, "AuthorizationPolicy", "legacy/inventory-jwt", CodeL7PolicyNoWaypoint, []string{"Service legacy/inventory has no waypoint", "not enforced at all"}},
-			{Warning, "AuthorizationPolicy", "legacy/inventory-jwt", CodeConfigProblem, []string{"requestPrincipals"}},
 			{Warning, "AuthorizationPolicy", "bookinfo/ratings-get", CodeL7PolicySelector, []string{"(methods)", "replace the selector with targetRefs"}},
 			{Error, "AuthorizationPolicy", "bookinfo/via-missing-waypoint", CodePolicyTargetNotFound, []string{"reviews-waypoint is not a waypoint"}},
 		}},
@@ -103,7 +102,8 @@ func TestFixtures(t *testing.T) {
 			{Warning, "AuthorizationPolicy", "bookinfo/mysql-writers", CodeL7PolicyOnTCP, []string{"operation.methods", "ALLOW rule is dropped", "TCP port mysql.bookinfo.svc.cluster.local:3306", "matches nothing"}},
 		}},
 		{"unsupported.yaml", []want{
-			{Error, "RequestAuthentication", "bookinfo/jwt", CodeUnsupported, []string{"validates no JWT"}},
+			{Error, "Telemetry", "bookinfo/telemetry", CodeUnsupported, []string{"Telemetry is not supported"}},
+			{Warning, "RequestAuthentication", "bookinfo/jwt", CodeConfigProblem, []string{"no targetRefs", "not applied"}},
 			{Error, "GRPCRoute", "bookinfo/grpc", CodeUnsupported, []string{"GRPCRoute is not supported"}},
 			{Warning, "ServiceEntry", "bookinfo/by-dns", CodeConfigProblem, []string{"spec.resolution: DNS"}},
 		}},
@@ -146,8 +146,8 @@ func TestNamespaceFilter(t *testing.T) {
 			t.Errorf("finding outside legacy: %+v", f)
 		}
 	}
-	if len(got) != 3 {
-		t.Errorf("got %d findings, want 3: %+v", len(got), got)
+	if len(got) != 2 {
+		t.Errorf("got %d findings, want 2: %+v", len(got), got)
 	}
 	got = analyzeFixtures(t, Options{Namespace: "bookinfo"}, "node-agent-missing.yaml")
 	if len(got) != 1 || got[0].Kind != "Namespace" {

@@ -95,6 +95,8 @@ func (o *objects) read(t *testing.T, path, defaultNS string, nodes ...string) {
 			obj = &securityv1.AuthorizationPolicy{}
 		case "PeerAuthentication":
 			obj = &securityv1.PeerAuthentication{}
+		case "RequestAuthentication":
+			obj = &securityv1.RequestAuthentication{}
 		case "ServiceEntry":
 			obj = &networkingv1.ServiceEntry{}
 		default:
@@ -182,6 +184,8 @@ func (o *objects) snapshot() Snapshot {
 			s.AuthorizationPolicies = append(s.AuthorizationPolicies, v)
 		case *securityv1.PeerAuthentication:
 			s.PeerAuthentications = append(s.PeerAuthentications, v)
+		case *securityv1.RequestAuthentication:
+			s.RequestAuthentications = append(s.RequestAuthentications, v)
 		case *networkingv1.ServiceEntry:
 			s.ServiceEntries = append(s.ServiceEntries, v)
 		case *metav1.PartialObjectMetadata:

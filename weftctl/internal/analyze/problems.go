@@ -29,6 +29,8 @@ var rules = []rule{
 		explain: "no Service (with a cluster IP) has that name"},
 	{re: regexp.MustCompile(`is not in the mesh; target ignored`), kind: "AuthorizationPolicy", sev: Error, code: CodePolicyTargetNotFound,
 		explain: "the policy is not enforced for that target"},
+	{re: regexp.MustCompile(`is not in the mesh; target ignored`), kind: "RequestAuthentication", sev: Error, code: CodePolicyTargetNotFound,
+		explain: "tokens are not validated for that target"},
 	{re: regexp.MustCompile(`\.subset: .* is not defined by a DestinationRule`), sev: Error, code: CodeSubsetNotFound},
 	{re: regexp.MustCompile(`weights add up to|weight -?\d+ is out of range|negative weight`), sev: Error, code: CodeRouteWeights,
 		explain: "the weights of a route's destinations must add up to 100"},

@@ -25,13 +25,13 @@ func newAnalyze(o *options) *cobra.Command {
 		Short: "Find configuration errors: routes, subsets, waypoints, node agents, authorization policies",
 		Long: `Reads Namespaces, Nodes, Pods, Services, Gateways, VirtualServices,
 DestinationRules, HTTPRoutes, AuthorizationPolicies, PeerAuthentications,
-ServiceEntries and Istio Gateways of every namespace (references cross
+RequestAuthentications, ServiceEntries and Istio Gateways of every namespace (references cross
 namespaces) and the node agents' pods, runs weft-control's own translation
 on them and reports what it had to ignore or change, plus what it cannot
 see: nodes without a Ready node agent in an ambient mesh, L7 authorization
 policies on workloads or Services without a waypoint, ALLOW rules a DENY
 rule contradicts, and objects of kinds Weft does not implement
-(RequestAuthentication, Telemetry, GRPCRoute, ...), which have no effect.
+(Telemetry, GRPCRoute, ...), which have no effect.
 
 Findings of the namespace (-n, default the context's) or of all (-A) are
 listed with SEVERITY error or warning. Exits 1 when any error is found.`,
@@ -144,6 +144,11 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("peerauthentications", err)
 	}
 	s.PeerAuthentications = pas.Items
+	ras, err := ic.SecurityV1().RequestAuthentications("").List(ctx, all)
+	if err != nil {
+		return s, wrap("requestauthentications", err)
+	}
+	s.RequestAuthentications = ras.Items
 	ses, err := ic.NetworkingV1().ServiceEntries("").List(ctx, all)
 	if err != nil {
 		return s, wrap("serviceentries", err)
