@@ -96,7 +96,7 @@ const (
 // translated with a small fixed world (Service default/reviews behind the
 // waypoint default/waypoint; see the tests).
 type Probe struct {
-	// Object is the YAML of one AuthorizationPolicy, PeerAuthentication,
+	// Object is the YAML of one AuthorizationPolicy, PeerAuthentication, RequestAuthentication,
 	// ServiceEntry, VirtualService, DestinationRule, Istio Gateway,
 	// HTTPRoute or Gateway API Gateway, decoded strictly.
 	Object string

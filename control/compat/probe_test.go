@@ -29,6 +29,8 @@ type world struct {
 	DestinationRules []*networkingv1.DestinationRule
 	HTTPRoutes       []*gatewayv1.HTTPRoute
 	IstioGateways    []*networkingv1.Gateway
+	// RequestAuthentications configure the waypoints.
+	RequestAuthentications []*securityv1.RequestAuthentication
 }
 
 // object is a decoded probe object: where it goes in a world, and the
@@ -101,6 +103,9 @@ func newObject(tm metav1.TypeMeta) (object, error) {
 	case tm.Kind == "AuthorizationPolicy":
 		o := &securityv1.AuthorizationPolicy{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.AuthorizationPolicies = append(w.AuthorizationPolicies, o) }, &o.Spec}, nil
+	case tm.Kind == "RequestAuthentication":
+		o := &securityv1.RequestAuthentication{}
+		return object{o, []string{tm.Kind}, func(w *world) { w.RequestAuthentications = append(w.RequestAuthentications, o) }, &o.Spec}, nil
 	case tm.Kind == "PeerAuthentication":
 		o := &securityv1.PeerAuthentication{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.PeerAuthentications = append(w.PeerAuthentications, o) }, &o.Spec}, nil
@@ -147,16 +152,17 @@ func (w world) problems() []workload.Problem {
 	wcfg := workload.Config{}
 	wout := workload.Translate(wcfg, w.Inputs)
 	pout := waypoint.Translate(waypoint.Config{Config: wcfg}, waypoint.Inputs{
-		Addresses:             wout.Addresses,
-		Services:              w.Services,
-		Pods:                  w.Pods,
-		VirtualServices:       w.VirtualServices,
-		DestinationRules:      w.DestinationRules,
-		HTTPRoutes:            w.HTTPRoutes,
-		AuthorizationPolicies: w.AuthorizationPolicies,
-		IstioGateways:         w.IstioGateways,
-		IngressGateways:       w.Gateways,
-		ServiceEntries:        w.ServiceEntries,
+		Addresses:              wout.Addresses,
+		Services:               w.Services,
+		Pods:                   w.Pods,
+		VirtualServices:        w.VirtualServices,
+		DestinationRules:       w.DestinationRules,
+		HTTPRoutes:             w.HTTPRoutes,
+		AuthorizationPolicies:  w.AuthorizationPolicies,
+		RequestAuthentications: w.RequestAuthentications,
+		IstioGateways:          w.IstioGateways,
+		IngressGateways:        w.Gateways,
+		ServiceEntries:         w.ServiceEntries,
 	})
 	return append(wout.Problems, pout.Problems...)
 }

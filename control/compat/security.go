@@ -383,10 +383,11 @@ spec:
 `)},
 		},
 		{
-			Feature: "`from.source`: `requestPrincipals`, `notRequestPrincipals` (JWT)",
-			Status:  NotYet,
-			Notes:   "no RequestAuthentication / JWT validation anywhere",
-			Probes: []*Probe{reported(`
+			Feature:   "`from.source`: `requestPrincipals`, `notRequestPrincipals` (JWT)",
+			Status:    Supported,
+			Qualifier: "(waypoint)",
+			Notes:     "the principal `<iss>/<sub>` of the JWT a RequestAuthentication validated, with Istio's forms (`*` = any principal, `prefix*`, `*suffix`); rendered as Istio does, RBAC metadata matchers on `istio_authn`. A request without a valid token has no principal. HTTP-only: on a TCP port, as other HTTP-only attributes (reported)",
+			Probes: []*Probe{clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -397,6 +398,22 @@ spec:
   - kind: Service
     group: ""
     name: reviews
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["https://issuer.example.com/*"]
+        notRequestPrincipals: ["*/blocked"]
+`),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
   rules:
   - from:
     - source:
@@ -530,7 +547,53 @@ spec:
 `)},
 		},
 		{
-			Feature: "`when`: `request.auth.*`, `connection.sni`, `destination.labels`, `experimental.*`, `source.labels`",
+			Feature:   "`when`: `request.auth.principal`, `request.auth.audiences`, `request.auth.presenter`, `request.auth.claims[...]`",
+			Status:    Supported,
+			Qualifier: "(waypoint)",
+			Notes:     "from the JWT a RequestAuthentication validated; nested claims as `request.auth.claims[a][b]`; a list claim matches when any element does (Istio's metadata `list_match`). A request without a valid token matches none. Node agents: L7 attribute (reported)",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: request.auth.claims[realm_access][roles]
+      values: [admin]
+    - key: request.auth.claims[groups]
+      notValues: [blocked]
+    - key: request.auth.audiences
+      values: [bookinfo]
+    - key: request.auth.presenter
+      values: ["web-*"]
+    - key: request.auth.principal
+      values: ["https://issuer.example.com/*"]
+`),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  rules:
+  - when:
+    - key: request.auth.claims[]
+      values: [x]
+`, "request.auth.claims[]")},
+		},
+		{
+			Feature: "`when`: `connection.sni`, `destination.labels`, `experimental.*`, `source.labels`",
 			Status:  NotYet,
 			Notes:   "reported; fail-closed handling as above",
 			Probes: []*Probe{reported(`
@@ -549,22 +612,6 @@ spec:
     - key: connection.sni
       values: [reviews.example.com]
 `, "connection.sni"),
-				reported(`
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: reviews
-  namespace: default
-spec:
-  targetRefs:
-  - kind: Service
-    group: ""
-    name: reviews
-  rules:
-  - when:
-    - key: request.auth.claims[iss]
-      values: ["https://issuer.example.com"]
-`, "request.auth.claims[iss]"),
 				reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -661,7 +708,7 @@ spec:
 		{
 			Feature: "annotation `istio.io/dry-run`",
 			Status:  Partial,
-			Notes:   "node agent: the policy is not enforced (reported). Waypoint: no dry-run mode, **the policy is enforced** (reported)",
+			Notes:   "waypoint (HTTP ports): evaluated as RBAC `shadow_rules`, never enforced; the would-be decision is in the access log (`rbac_dry_run`: `allowed`, `denied[<policy>]`) and in `weft_waypoint_rbac_dry_run_total{filter_chain,decision}`. Waypoint TCP ports: not enforced, decision not logged (reported). Node agent: the policy is not enforced, decision not logged (reported)",
 			Probes: []*Probe{reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -678,7 +725,7 @@ spec:
   rules:
   - {}
 `, "dry-run"),
-				reported(`
+				clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -696,12 +743,100 @@ spec:
   - to:
     - operation:
         methods: [DELETE]
-`, "no dry-run mode")},
+`)},
 		},
 		{
-			Feature: "RequestAuthentication",
+			Feature:   "RequestAuthentication: `targetRefs` (the waypoint Gateway, a Service); `issuer`, `audiences`, `jwks`, `jwksUri`, `timeout`, `fromHeaders`, `fromParams`, `fromCookies`, `outputPayloadToHeader`, `forwardOriginalToken`",
+			Status:    Supported,
+			Qualifier: "(waypoint)",
+			Notes:     "rendered as Istio's `envoy.filters.http.jwt_authn` (a provider per rule; a request without a token passes, one with an invalid token gets 401 `Jwt verification fails`, `Jwt issuer is not configured`, `Jwt is expired`, ...); RS256/384/512, PS256/384/512, ES256/384/512, EdDSA; `exp`/`nbf` with 60 s clock skew; the token header is removed unless `forwardOriginalToken`. `jwksUri`: the waypoint fetches it (timeout default 5 s, at most 1 MiB), keeps it 20 min (Istio's refresh interval); while it cannot be fetched, tokens of the issuer are refused, never accepted. A rule without `jwks`/`jwksUri` (OpenID discovery) or with unusable keys refuses its issuer's tokens (reported) ([guides/security.md](guides/security.md#end-user-authentication))",
+			Probes: []*Probe{clean(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwksUri: https://raw.githubusercontent.com/istio/istio/release-1.24/security/tools/jwt/samples/jwks.json
+    audiences: [bookinfo]
+    fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
+    fromParams: [token]
+    fromCookies: [session]
+    outputPayloadToHeader: x-jwt-payload
+    forwardOriginalToken: true
+    timeout: 2s
+`),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  jwtRules:
+  - issuer: https://issuer.example.com
+`, "OpenID discovery")},
+		},
+		{
+			Feature: "RequestAuthentication: `selector`, namespace-wide and mesh-wide (no `targetRefs`)",
 			Status:  NotYet,
-			Notes:   "CRD installed; the object gets `WeftAccepted=False` (`Unsupported`): no JWT is validated, so an invalid token is not refused",
+			Notes:   "they configure sidecars and gateways by workload; waypoints apply only those with `targetRefs` (reported, `WeftAccepted=False`)",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/jwks
+`, "spec.selector"),
+				reported(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt
+  namespace: default
+spec:
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/jwks
+`, "no targetRefs")},
+		},
+		{
+			Feature: "RequestAuthentication: `outputClaimToHeaders`, `spaceDelimitedClaims`",
+			Status:  NotYet,
+			Notes:   "ignored (reported); the rest of the rule applies",
+			Probes: []*Probe{reported(`
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: jwt
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  jwtRules:
+  - issuer: https://issuer.example.com
+    jwksUri: https://issuer.example.com/jwks
+    outputClaimToHeaders: [{header: x-sub, claim: sub}]
+`, "outputClaimToHeaders")},
 		},
 		{
 			Feature: "MeshConfig `pathNormalization`: `NONE`, `BASE` (= `DEFAULT`), `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`",
