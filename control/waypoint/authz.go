@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,7 +12,9 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
@@ -39,16 +42,9 @@ type authzPolicy struct {
 // (targetRefs kind Gateway) or to a Service (kind Service). Policies
 // without targetRefs are L4 policies of the node agents.
 func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationPolicy) {
-	aps = slices.DeleteFunc(slices.Clone(aps), func(a *securityv1.AuthorizationPolicy) bool { return a == nil })
-	slices.SortFunc(aps, func(a, b *securityv1.AuthorizationPolicy) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
-	for _, ap := range aps {
+	for _, ap := range sortedPolicies(aps) {
 		spec := &ap.Spec
-		refs := slices.Clone(spec.TargetRefs)
-		if spec.TargetRef != nil {
-			refs = append(refs, spec.TargetRef)
-		}
+		refs := targetRefs(spec.TargetRefs, spec.TargetRef)
 		if len(refs) == 0 {
 			continue
 		}
@@ -82,27 +78,59 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			pol.tcpProblems = append(pol.tcpProblems, fmt.Sprintf(
 				"annotation %s: a TCP chain does not log the would-be decision of a dry-run policy (it is not enforced either)", mesh.AnnotationDryRun))
 		}
-		for i, ref := range refs {
-			path := fmt.Sprintf("spec.targetRefs[%d]", i)
-			if ref.Namespace != "" && ref.Namespace != ap.Namespace {
-				p("%s.namespace: must be the policy's namespace; target ignored", path)
-				continue
-			}
-			switch {
-			case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway":
-				t.gatewayPolicies[ap.Namespace+"/"+ref.Name] = append(t.gatewayPolicies[ap.Namespace+"/"+ref.Name], pol)
-			case (ref.Group == "" || ref.Group == "core") && ref.Kind == "Service":
-				fqdn := t.fqdn(ref.Name, ap.Namespace)
-				if t.services[fqdn] == nil {
-					p("%s: Service %s/%s is not in the mesh; target ignored", path, ap.Namespace, ref.Name)
-					continue
-				}
-				t.servicePolicies[fqdn] = append(t.servicePolicies[fqdn], pol)
-			default:
-				p("%s: %s/%s targets are not supported by waypoints; target ignored", path, ref.Group, ref.Kind)
-			}
+		gateways, services := t.policyTargets(ap.Namespace, refs, p)
+		for _, g := range gateways {
+			t.gatewayPolicies[g] = append(t.gatewayPolicies[g], pol)
+		}
+		for _, fqdn := range services {
+			t.servicePolicies[fqdn] = append(t.servicePolicies[fqdn], pol)
 		}
 	}
+}
+
+// sortedPolicies is objs without nils, sorted by "<ns>/<name>".
+func sortedPolicies[T metav1.Object](objs []T) []T {
+	objs = slices.DeleteFunc(slices.Clone(objs), func(o T) bool { return reflect.ValueOf(o).IsNil() })
+	slices.SortFunc(objs, func(a, b T) int {
+		return strings.Compare(a.GetNamespace()+"/"+a.GetName(), b.GetNamespace()+"/"+b.GetName())
+	})
+	return objs
+}
+
+// targetRefs are a policy's targetRefs and its deprecated targetRef.
+func targetRefs(refs []*typeapi.PolicyTargetReference, ref *typeapi.PolicyTargetReference) []*typeapi.PolicyTargetReference {
+	refs = slices.Clone(refs)
+	if ref != nil {
+		refs = append(refs, ref)
+	}
+	return refs
+}
+
+// policyTargets resolves the targetRefs of a policy in namespace ns: the
+// waypoints ("<ns>/<name>") and the Services (FQDN) it is bound to. What
+// cannot be bound is reported with p.
+func (t *translator) policyTargets(ns string, refs []*typeapi.PolicyTargetReference, p func(string, ...any)) (gateways, services []string) {
+	for i, ref := range refs {
+		path := fmt.Sprintf("spec.targetRefs[%d]", i)
+		if ref.Namespace != "" && ref.Namespace != ns {
+			p("%s.namespace: must be the policy's namespace; target ignored", path)
+			continue
+		}
+		switch {
+		case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway":
+			gateways = append(gateways, ns+"/"+ref.Name)
+		case (ref.Group == "" || ref.Group == "core") && ref.Kind == "Service":
+			fqdn := t.fqdn(ref.Name, ns)
+			if t.services[fqdn] == nil {
+				p("%s: Service %s/%s is not in the mesh; target ignored", path, ns, ref.Name)
+				continue
+			}
+			services = append(services, fqdn)
+		default:
+			p("%s: %s/%s targets are not supported by waypoints; target ignored", path, ref.Group, ref.Kind)
+		}
+	}
+	return gateways, services
 }
 
 // authzPolicy translates ap's rules for HTTP and for TCP chains.

@@ -49,16 +49,9 @@ type jwtPolicy struct {
 // them in ambient mode. Others (selector, namespace-wide) configure
 // sidecars and gateways by workload: waypoints do not apply them.
 func (t *translator) indexRequestAuthentications(ras []*securityv1.RequestAuthentication) {
-	ras = slices.DeleteFunc(slices.Clone(ras), func(a *securityv1.RequestAuthentication) bool { return a == nil })
-	slices.SortFunc(ras, func(a, b *securityv1.RequestAuthentication) int {
-		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
-	})
-	for _, ra := range ras {
+	for _, ra := range sortedPolicies(ras) {
 		spec := &ra.Spec
-		refs := slices.Clone(spec.TargetRefs)
-		if spec.TargetRef != nil {
-			refs = append(refs, spec.TargetRef)
-		}
+		refs := targetRefs(spec.TargetRefs, spec.TargetRef)
 		p := func(format string, args ...any) { t.problem(kindRA, ra.Namespace, ra.Name, format, args...) }
 		switch {
 		case len(refs) == 0 && spec.Selector != nil:
@@ -77,25 +70,12 @@ func (t *translator) indexRequestAuthentications(ras []*securityv1.RequestAuthen
 				pol.providers = append(pol.providers, prov)
 			}
 		}
-		for i, ref := range refs {
-			path := fmt.Sprintf("spec.targetRefs[%d]", i)
-			if ref.Namespace != "" && ref.Namespace != ra.Namespace {
-				p("%s.namespace: must be the policy's namespace; target ignored", path)
-				continue
-			}
-			switch {
-			case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway":
-				t.gatewayJWT[ra.Namespace+"/"+ref.Name] = append(t.gatewayJWT[ra.Namespace+"/"+ref.Name], pol)
-			case (ref.Group == "" || ref.Group == "core") && ref.Kind == "Service":
-				fqdn := t.fqdn(ref.Name, ra.Namespace)
-				if t.services[fqdn] == nil {
-					p("%s: Service %s/%s is not in the mesh; target ignored", path, ra.Namespace, ref.Name)
-					continue
-				}
-				t.serviceJWT[fqdn] = append(t.serviceJWT[fqdn], pol)
-			default:
-				p("%s: %s/%s targets are not supported by waypoints; target ignored", path, ref.Group, ref.Kind)
-			}
+		gateways, services := t.policyTargets(ra.Namespace, refs, p)
+		for _, g := range gateways {
+			t.gatewayJWT[g] = append(t.gatewayJWT[g], pol)
+		}
+		for _, fqdn := range services {
+			t.serviceJWT[fqdn] = append(t.serviceJWT[fqdn], pol)
 		}
 	}
 }
@@ -225,20 +205,10 @@ func jwtAuthn(pols []*jwtPolicy) *jwtauthnv3.JwtAuthentication {
 	return c
 }
 
-// Istio's authn filter metadata, which the waypoint fills from the
-// verified JWT and RBAC reads.
-const (
-	authnFilter    = "istio_authn"
-	authnPrincipal = "request.auth.principal"
-	authnAudiences = "request.auth.audiences"
-	authnPresenter = "request.auth.presenter"
-	authnClaims    = "request.auth.claims"
-)
-
 // requestPrincipal matches the request's JWT principal "<iss>/<sub>",
 // with Istio's forms ("*": any principal, "prefix*", "*suffix").
 func requestPrincipal(v string) *rbacv3.Principal {
-	return metadataID([]string{authnPrincipal}, stringValue(jwtValueMatcher(v)))
+	return metadataID([]string{mesh.AuthnPrincipal}, stringValue(jwtValueMatcher(v)))
 }
 
 // jwtValueMatcher is Istio's string matcher for request.auth values: "*"
@@ -261,11 +231,15 @@ func listValue(m *matcherv3.StringMatcher) *matcherv3.ValueMatcher {
 		MatchPattern: &matcherv3.ListMatcher_OneOf{OneOf: stringValue(m)}}}}
 }
 
+// metadataID matches the istio_authn metadata at path.
 func metadataID(path []string, v *matcherv3.ValueMatcher) *rbacv3.Principal {
-	mm := &matcherv3.MetadataMatcher{Filter: authnFilter, Value: v}
+	mm := &matcherv3.MetadataMatcher{Filter: mesh.AuthnFilter, Value: v}
 	for _, k := range path {
 		mm.Path = append(mm.Path, &matcherv3.MetadataMatcher_PathSegment{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: k}})
 	}
+	// Istio renders principal.metadata (sourced_metadata is its newer
+	// spelling, with the same dynamic-metadata source by default).
+	//lint:ignore SA1019 as Istio renders it
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Metadata{Metadata: mm}}
 }
 
@@ -276,9 +250,9 @@ func (b *ruleBuilder) authCondition(path string, c *securityapi.Condition) *rbac
 	}
 	var one func(string) *rbacv3.Principal
 	switch key := c.Key; key {
-	case authnPrincipal, authnPresenter:
+	case mesh.AuthnPrincipal, mesh.AuthnPresenter:
 		one = func(v string) *rbacv3.Principal { return metadataID([]string{key}, stringValue(jwtValueMatcher(v))) }
-	case authnAudiences:
+	case mesh.AuthnAudiences:
 		one = func(v string) *rbacv3.Principal { return metadataID([]string{key}, listValue(jwtValueMatcher(v))) }
 	default:
 		claims, ok := ParseClaimKey(key)
@@ -286,7 +260,7 @@ func (b *ruleBuilder) authCondition(path string, c *securityapi.Condition) *rbac
 			b.bad(path+".key", "%q is not supported by waypoints", key)
 			return nil
 		}
-		p := append([]string{authnClaims}, claims...)
+		p := append([]string{mesh.AuthnClaims}, claims...)
 		one = func(v string) *rbacv3.Principal { return metadataID(p, listValue(jwtValueMatcher(v))) }
 	}
 	return idValues(c, one)
@@ -297,7 +271,7 @@ func (b *ruleBuilder) authCondition(path string, c *securityapi.Condition) *rbac
 // path, false when key is not of that form (a name is non-empty, without
 // brackets).
 func ParseClaimKey(key string) ([]string, bool) {
-	rest, ok := strings.CutPrefix(key, authnClaims)
+	rest, ok := strings.CutPrefix(key, mesh.AuthnClaims)
 	if !ok || rest == "" {
 		return nil, false
 	}

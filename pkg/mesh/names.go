@@ -28,6 +28,17 @@ const (
 	HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
+// Istio's authn filter metadata (filter istio_authn): a waypoint fills it
+// from the JWT its jwt_authn filter verified; RBAC metadata matchers of the
+// translated AuthorizationPolicies read it.
+const (
+	AuthnFilter    = "istio_authn"
+	AuthnPrincipal = "request.auth.principal" // "<iss>/<sub>"
+	AuthnAudiences = "request.auth.audiences" // a list
+	AuthnPresenter = "request.auth.presenter" // azp
+	AuthnClaims    = "request.auth.claims"    // strings as lists of one
+)
+
 // OutboundCluster names the cluster of a service port and optional subset:
 // "outbound|<port>|<subset>|<host>" (Istio's form).
 func OutboundCluster(host string, port uint32, subset string) string {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // authn is a request's end-user authentication: Istio's istio_authn
@@ -17,31 +19,22 @@ type authn struct {
 	meta map[string]any
 }
 
-// Metadata names of Istio's authn filter.
-const (
-	authnFilter    = "istio_authn"
-	authnPrincipal = "request.auth.principal"
-	authnAudiences = "request.auth.audiences"
-	authnPresenter = "request.auth.presenter"
-	authnClaims    = "request.auth.claims"
-)
-
 func newAuthn(claims map[string]any) *authn {
 	iss, _ := claims["iss"].(string)
 	sub, _ := claims["sub"].(string)
-	meta := map[string]any{authnClaims: normalizeClaim(claims)}
+	meta := map[string]any{mesh.AuthnClaims: normalizeClaim(claims)}
 	if iss != "" && sub != "" {
-		meta[authnPrincipal] = iss + "/" + sub
+		meta[mesh.AuthnPrincipal] = iss + "/" + sub
 	}
 	if aud := claimStrings(claims["aud"]); len(aud) > 0 {
 		l := make([]any, len(aud))
 		for i, a := range aud {
 			l[i] = a
 		}
-		meta[authnAudiences] = l
+		meta[mesh.AuthnAudiences] = l
 	}
 	if azp, ok := claims["azp"].(string); ok {
-		meta[authnPresenter] = azp
+		meta[mesh.AuthnPresenter] = azp
 	}
 	return &authn{meta: meta}
 }
@@ -126,8 +119,8 @@ func (m *valueMatcher) match(v any) bool {
 }
 
 func compileMetadataMatcher(mm *matcherv3.MetadataMatcher) (matcher, error) {
-	if mm.GetFilter() != authnFilter {
-		return nil, fmt.Errorf("metadata: only filter %q is supported, not %q", authnFilter, mm.GetFilter())
+	if mm.GetFilter() != mesh.AuthnFilter {
+		return nil, fmt.Errorf("metadata: only filter %q is supported, not %q", mesh.AuthnFilter, mm.GetFilter())
 	}
 	m := &metadataM{invert: mm.GetInvert()}
 	for _, s := range mm.GetPath() {
