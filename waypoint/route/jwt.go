@@ -447,17 +447,24 @@ func decodeClaims(b []byte) (map[string]any, bool) {
 // checkTime checks exp and nbf with the clock skew, as Envoy (iat is not
 // checked by Envoy either).
 func checkTime(claims map[string]any, now time.Time, skew time.Duration) jwtStatus {
+	// A time claim that is not a number is malformed, not absent.
+	bad := false
 	num := func(k string) (time.Time, bool) {
-		f, ok := claims[k].(float64)
-		if !ok {
-			return time.Time{}, false
+		v, present := claims[k]
+		f, ok := v.(float64)
+		if present && !ok {
+			bad = true
 		}
-		return time.Unix(int64(f), 0), true
+		return time.Unix(int64(f), 0), ok
 	}
-	if nbf, ok := num("nbf"); ok && now.Add(skew).Before(nbf) {
+	nbf, hasNbf := num("nbf")
+	exp, hasExp := num("exp")
+	switch {
+	case bad:
+		return jwtBadFormat
+	case hasNbf && now.Add(skew).Before(nbf):
 		return jwtNotYetValid
-	}
-	if exp, ok := num("exp"); ok && !now.Add(-skew).Before(exp) {
+	case hasExp && !now.Add(-skew).Before(exp):
 		return jwtExpired
 	}
 	return jwtOK

@@ -171,6 +171,7 @@ func TestJWTAuthn(t *testing.T) {
 		{"wrong issuer", "Jwt issuer is not configured", bearer(rs.sign(t, map[string]any{"aud": "app", "iss": "evil"})), 401},
 		{"wrong audience", "Audiences in Jwt are not allowed", bearer(rs.sign(t, map[string]any{"aud": "nope"})), 401},
 		{"no audience", "Audiences in Jwt are not allowed", bearer(rs.sign(t, nil)), 401},
+		{"exp not a number", "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", bearer(rs.sign(t, map[string]any{"aud": "app", "exp": "2000000000"})), 401},
 		{"garbage", "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections", bearer("abc.def"), 401},
 		{"alg none", "", bearer(unsignedToken(`{"alg":"none","typ":"JWT"}`, `{"iss":"`+testIssuer+`","aud":"app"}`, "")), 401},
 		{"HS256 keyed with the public key", "", bearer(hs256WithPublicKey(t, rs)), 401},
