@@ -417,7 +417,7 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 		"authorizationpolicy/bad-cidr":             {istioStatusPath, []string{"False PartiallyInvalid", "10.0.0.0/33", "WEFT0001 WARNING"}},
 		"peerauthentication/b-conflict":            {istioStatusPath, []string{"False PartiallyInvalid", "a-strict", "WEFT0001"}},
 		"peerauthentication/a-strict":              {istioStatusPath, []string{"True Accepted"}},
-		"requestauthentication/jwt":                {istioStatusPath, []string{"False Unsupported", "validates no JWT", "WEFT0002 ERROR"}},
+		"requestauthentication/jwt":                {istioStatusPath, []string{"False PartiallyInvalid", "no targetRefs", "WEFT0001 WARNING"}},
 		"telemetry/access-logs":                    {istioStatusPath, []string{"False Unsupported", "Telemetry is not supported", "WEFT0002"}},
 		"workloadentry/vm":                         {istioStatusPath, []string{"False Unsupported", "ServiceEntry", "WEFT0002"}},
 		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "spec.resolution: DNS"}},

@@ -203,6 +203,8 @@ spec:
 		}
 	})
 
+	t.Run("JWT: RequestAuthentication, requestPrincipals, claims DENY, dry-run", func(t *testing.T) { testWaypointJWT(t, e) })
+
 	t.Run("waypoint metrics carry response codes and both principals", func(t *testing.T) {
 		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")
 		if err != nil {

@@ -164,7 +164,23 @@ package route
 //     allows; a filter without rules does not enforce. principal
 //     authenticated.principal_name matches the peer's SPIFFE URI; remote_ip,
 //     direct_remote_ip and source_ip match Peer.Addr; destination_port/ip
-//     match Peer.Dest (else the connection's local address).
+//     match Peer.Dest (else the connection's local address). metadata
+//     principals/permissions read the istio_authn metadata jwt_authn
+//     publishes (authn.go). shadow_rules are evaluated before the rules,
+//     never enforced; their decision is Info.DryRun.
+//   - jwt_authn: see jwtFilter. The first rule whose prefix or path
+//     matches gives the requirement (provider_name, requires_any,
+//     requires_all, allow_missing, allow_missing_or_failed); a failed one
+//     is 401 with Envoy's status message as body, details
+//     jwt_authn_access_denied{<message with _>}, www-authenticate Bearer.
+//     Tokens from the provider's from_headers (value_prefix), from_params,
+//     from_cookies (default: Authorization "Bearer ", access_token);
+//     removed when verified unless forward (headers only, as Envoy).
+//     Asymmetric algorithms only (go-jose); exp/nbf with clock_skew_seconds
+//     (default 60); remote_jwks fetched by the proxy (JWKSCache), never
+//     accepted unverified. Not supported: requirement_map,
+//     filter_state_rules, subjects, require_expiration, max_lifetime,
+//     claim_to_headers, per-route config.
 //
 // Not implemented (compile error when configured, unless noted): cluster_header,
 // cluster_specifier_plugin, auto/regex host rewrites, header_delay/abort,

@@ -25,9 +25,10 @@ func newAnalyze(o *options) *cobra.Command {
 		Short: "Find configuration errors: routes, subsets, waypoints, node agents, authorization policies",
 		Long: `Reads Namespaces, Nodes, Pods, Services, Gateways, VirtualServices,
 DestinationRules, HTTPRoutes, AuthorizationPolicies, PeerAuthentications,
-RequestAuthentications, ServiceEntries and Istio Gateways of every namespace (references cross
-namespaces) and the node agents' pods, runs weft-control's own translation
-on them and reports what it had to ignore or change, plus what it cannot
+RequestAuthentications, ServiceEntries and Istio Gateways of every
+namespace (references cross namespaces) and the node agents' pods, runs
+weft-control's own translation on them and reports what it had to ignore
+or change, plus what it cannot
 see: nodes without a Ready node agent in an ambient mesh, L7 authorization
 policies on workloads or Services without a waypoint, ALLOW rules a DENY
 rule contradicts, and objects of kinds Weft does not implement

@@ -1,0 +1,171 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// jwtIssuer signs tokens for the e2e JWT case; its JWKS goes inline into
+// the RequestAuthentication.
+type jwtIssuer struct {
+	key  *rsa.PrivateKey
+	jwks string
+}
+
+const e2eIssuer = "testing@secure.istio.io"
+
+func newJWTIssuer(t *testing.T) *jwtIssuer {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: "e2e", Algorithm: "RS256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &jwtIssuer{key: k, jwks: string(b)}
+}
+
+// token is a token of the issuer for subject sub with extra claims.
+func (j *jwtIssuer) token(t *testing.T, sub string, claims map[string]any) string {
+	t.Helper()
+	c := map[string]any{"iss": e2eIssuer, "sub": sub, "exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: j.key}, (&jose.SignerOptions{}).WithHeader("kid", "e2e"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(c)
+	jws, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// httpCodeWithToken is httpCode from the curl pod with a bearer token
+// ("" for none).
+func (e *env) httpCodeWithToken(url, token string) string {
+	args := []string{"exec", "deploy/curl", "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"}
+	if token != "" {
+		args = append(args, "-H", "Authorization: Bearer "+token)
+	}
+	out, _ := e.kubectl(append(args, url)...)
+	if out == "" {
+		return "000"
+	}
+	return out
+}
+
+// testWaypointJWT: a RequestAuthentication (inline JWKS) and Istio's
+// require-jwt policy on productpage through the waypoint: no token 200 on
+// a public path and 403 where a principal is required, invalid token 401,
+// valid token 200, a claims DENY 403, a dry-run DENY lets the request
+// through and is counted.
+func testWaypointJWT(t *testing.T, e *env) {
+	iss := newJWTIssuer(t)
+	e.applyYAML(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-productpage, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  jwtRules:
+  - issuer: %q
+    jwks: %q
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {requestPrincipals: ["%s/*"]}
+  - to:
+    - operation: {paths: ["/health"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-blocked, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  action: DENY
+  rules:
+  - when:
+    - {key: "request.auth.claims[groups]", values: ["blocked"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: dry-deny
+  namespace: default
+  annotations: {istio.io/dry-run: "true"}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  action: DENY
+  rules:
+  - when:
+    - {key: "request.auth.claims[groups]", values: ["dry"]}
+`, e2eIssuer, iss.jwks, e2eIssuer))
+	t.Cleanup(func() {
+		e.kubectl("delete", "requestauthentication", "jwt-productpage", "--ignore-not-found")
+		e.kubectl("delete", "authorizationpolicy", "require-jwt", "deny-blocked", "dry-deny", "--ignore-not-found")
+	})
+	const page, health = "http://productpage:9080/productpage", "http://productpage:9080/health"
+	other := newJWTIssuer(t) // same issuer name, another key: an invalid signature
+	cases := []struct{ what, url, token, want string }{
+		{"no token, public path", health, "", "200"},
+		{"no token, principal required", page, "", "403"},
+		{"invalid signature", page, other.token(t, "alice", nil), "401"},
+		{"valid token", page, iss.token(t, "alice", nil), "200"},
+		{"claims DENY", page, iss.token(t, "alice", map[string]any{"groups": []string{"dev", "blocked"}}), "403"},
+		{"dry-run DENY", page, iss.token(t, "alice", map[string]any{"groups": []string{"dry"}}), "200"},
+	}
+	eventually(t, "the JWT policies decide", 60*time.Second, func() error {
+		var bad []string
+		for _, c := range cases {
+			if got := e.httpCodeWithToken(c.url, c.token); got != c.want {
+				bad = append(bad, fmt.Sprintf("%s: HTTP %s, want %s", c.what, got, c.want))
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+	eventually(t, "the dry-run denial counted by the waypoint", 30*time.Second, func() error {
+		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(m, "\n") {
+			if strings.HasPrefix(l, "weft_waypoint_rbac_dry_run_total{") && strings.Contains(l, `decision="denied"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no weft_waypoint_rbac_dry_run_total with decision=denied:\n%s", grepLines(m, "dry_run"))
+	})
+	st := e.mustKubectl(t, "get", "requestauthentication", "jwt-productpage", "-o", istioStatusPath)
+	if !strings.Contains(st, "True Accepted") {
+		t.Errorf("RequestAuthentication status %q, want WeftAccepted True", st)
+	}
+}
