@@ -14,6 +14,8 @@ DEMO_CLUSTER ?= weft
 # (samples/addons/prometheus.yaml). Empty: none.
 ADDONS ?=
 TEST_TIMEOUT ?= 45m
+# make datapath-matrix: the whole matrix (1) or the fast subset (0).
+MATRIX_FULL ?= 1
 # How long make fuzz runs each fuzz target (go test -fuzztime).
 FUZZTIME ?= 30s
 # How many times make flake runs the unit tests.
@@ -61,13 +63,13 @@ flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 30s) each, one after the other (FUZZ=regexp selects; not part of make test)
 	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
-e2e: prereqs build kube-assets ## End-to-end suites only
-	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
+e2e: prereqs build kube-assets ## End-to-end suites only, with the whole data-path matrix (1 GiB, 10,000 connections, 10 min idle)
+	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_FULL=1 \
 		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./e2e/...
 
-datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matrix (TestDataPath) and write docs/datapath-matrix.md from it
+datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matrix (TestDataPath; MATRIX_FULL=0 for the fast subset) and write docs/datapath-matrix.md from it
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_OUT=$(ROOT)/docs/datapath-matrix.md \
-		$(GO) test -count=1 -timeout 15m -run '^TestDataPath$$' -v ./e2e
+		WEFT_MATRIX_FULL=$(MATRIX_FULL) $(GO) test -count=1 -timeout 60m -run '^TestDataPath$$' -v ./e2e
 
 demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ADDONS=$(ADDONS) ./hack/demo.sh

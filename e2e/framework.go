@@ -141,9 +141,15 @@ func (e *env) kubectl(args ...string) (string, error) {
 	return e.run("kubectl", args...)
 }
 
-// run runs a kube-assets tool with the admin kubeconfig.
+// run runs a kube-assets tool with the admin kubeconfig, for at most 3
+// minutes.
 func (e *env) run(tool string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return e.runFor(3*time.Minute, tool, args...)
+}
+
+// runFor is run with another time limit.
+func (e *env) runFor(limit time.Duration, tool string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(assetsDir(), tool), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.c.Kubeconfig)

@@ -20,15 +20,7 @@ type Client struct {
 	// (Resolve), so a thousand connections do not make a thousand lookups.
 	Host  string
 	Ports Ports
-	// BulkBytes is how much the bulk behaviour sends each way.
-	BulkBytes int64
-	// Conns is how many connections the concurrent behaviour holds open.
-	Conns int
-	// Requests is how many requests the keep-alive-off load sends.
-	Requests int
-	// Streams is how many gRPC streams the grpc behaviour holds open at
-	// once on one connection.
-	Streams int
+	Sizes
 
 	ip string
 }
@@ -61,30 +53,33 @@ func (c *Client) Run(ctx context.Context, behaviour string) Result {
 
 // loadOf is the count a load behaviour sends, nil for the others.
 func (c *Client) loadOf(behaviour string) *int {
-	return map[string]*int{"concurrent": &c.Conns, "keepalive-off": &c.Requests, "grpc-streams": &c.Streams}[behaviour]
+	idle := int(c.Idle.Milliseconds())
+	return map[string]*int{"concurrent": &c.Conns, "keepalive-off": &c.Requests, "grpc-streams": &c.Streams, "idle": &idle}[behaviour]
 }
 
 func (c *Client) behaviours() map[string]func(context.Context) Result {
 	return map[string]func(context.Context) Result{
-		"half-close":       c.halfClose,
-		"server-close-raw": c.serverCloseRaw,
-		"http10":           c.rawHTTP("GET /hello?n=10 HTTP/1.0\r\nHost: %s\r\n\r\n", "hello 10\n"),
-		"connection-close": c.rawHTTP("GET /hello?n=11 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", "hello 11\n"),
-		"rst-from-server":  c.rstFromServer,
-		"rst-from-client":  c.rstFromClient,
-		"closed-port":      c.closedPort,
-		"bulk":             c.bulk,
-		"concurrent":       c.concurrent,
-		"pipelining":       c.pipelining,
-		"chunked":          c.chunked,
-		"websocket":        c.websocket,
-		"h2c":              c.h2c,
-		"sse":              c.sse,
-		"source-ip":        c.sourceIP,
-		"keepalive-off":    c.keepAliveOff,
-		"expect-continue":  c.expectContinue,
-		"trailers":         c.trailers,
-		"grpc-streams":     c.grpcStreams,
+		"half-close":        c.halfClose,
+		"server-half-close": c.serverHalfClose,
+		"idle":              c.idle,
+		"server-close-raw":  c.serverCloseRaw,
+		"http10":            c.rawHTTP("GET /hello?n=10 HTTP/1.0\r\nHost: %s\r\n\r\n", "hello 10\n"),
+		"connection-close":  c.rawHTTP("GET /hello?n=11 HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", "hello 11\n"),
+		"rst-from-server":   c.rstFromServer,
+		"rst-from-client":   c.rstFromClient,
+		"closed-port":       c.closedPort,
+		"bulk":              c.bulk,
+		"concurrent":        c.concurrent,
+		"pipelining":        c.pipelining,
+		"chunked":           c.chunked,
+		"websocket":         c.websocket,
+		"h2c":               c.h2c,
+		"sse":               c.sse,
+		"source-ip":         c.sourceIP,
+		"keepalive-off":     c.keepAliveOff,
+		"expect-continue":   c.expectContinue,
+		"trailers":          c.trailers,
+		"grpc-streams":      c.grpcStreams,
 	}
 }
 
@@ -261,7 +256,7 @@ func (c *Client) rstFromClient(ctx context.Context) Result {
 	}
 	conn.SetLinger(0)
 	conn.Close()
-	seen, err := c.resetSeen(ctx, id)
+	seen, err := c.seen(ctx, id)
 	if err != nil {
 		return failed("asking the server what it saw", err)
 	}
@@ -272,4 +267,65 @@ func randomID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// serverHalfCloseBytes is what the client sends after the server's FIN.
+const serverHalfCloseBytes = 1 << 20
+
+// serverHalfClose reads the server's greeting and FIN, then sends
+// serverHalfCloseBytes and half-closes, and asks the server (over HTTP)
+// what it received after its own FIN.
+func (c *Client) serverHalfClose(ctx context.Context) Result {
+	id := randomID()
+	conn, err := c.dial(ctx, c.Ports.ServerHalfClose)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, id+"\n"); err != nil {
+		return failed("write", err)
+	}
+	got, err := readToEOF(conn)
+	if r := replied(got, err, equals(greetingText)); r.Outcome != OK {
+		return r
+	}
+	msg := make([]byte, serverHalfCloseBytes)
+	rand.Read(msg)
+	conn.SetWriteDeadline(time.Now().Add(hangTimeout))
+	if _, err := conn.Write(msg); err != nil {
+		return failed("write after the server's FIN", err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		return failed("close write", err)
+	}
+	seen, err := c.seen(ctx, id)
+	if err != nil {
+		return failed("asking the server what it read", err)
+	}
+	if want := fmt.Sprintf("%d %x", len(msg), sha256.Sum256(msg)); seen.Class != "" || seen.Detail != want {
+		return Result{Outcome: "the server did not read it all: " + seen.Class, Class: seen.Class, Detail: "at the server: " + seen.Detail}
+	}
+	return Result{Outcome: OK, Detail: fmt.Sprintf("greeting and FIN, then %d KiB to the server, byte-exact, then EOF", len(msg)>>10)}
+}
+
+// idle echoes once, stays silent for Idle, and echoes again: nothing on
+// the path may close or forget a quiet connection.
+func (c *Client) idle(ctx context.Context) Result {
+	conn, err := c.dial(ctx, c.Ports.Echo)
+	if err != nil {
+		return failed("connect", err)
+	}
+	defer conn.Close()
+	if err := echoOnce(conn); err != nil {
+		return failed("first echo", err)
+	}
+	select {
+	case <-time.After(c.Idle):
+	case <-ctx.Done():
+		return failed("idle", ctx.Err())
+	}
+	if err := echoOnce(conn); err != nil {
+		return failed(fmt.Sprintf("echo after %s idle", c.Idle), err)
+	}
+	return Result{Outcome: OK, Detail: fmt.Sprintf("echoed, %s idle, echoed", c.Idle)}
 }

@@ -288,14 +288,15 @@ func (c *Client) sourceIP(ctx context.Context) Result {
 	return Result{Outcome: OK, Detail: "server saw " + local + ", the client's own address"}
 }
 
-// resetSeen asks the server how the reset of connection id arrived, until
-// it knows (5 s: then nothing arrived, a hang).
-func (c *Client) resetSeen(ctx context.Context, id string) (Result, error) {
+// seen asks the server what it saw on connection id (how its reset
+// arrived, what it read after its FIN), until it knows (5 s: then nothing
+// arrived, a hang).
+func (c *Client) seen(ctx context.Context, id string) (Result, error) {
 	client := c.httpClient(nil, false)
 	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/reset-seen?id="+id), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/seen?id="+id), nil)
 		resp, err := client.Do(req)
 		if err != nil {
 			return Result{}, err

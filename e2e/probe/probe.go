@@ -27,54 +27,100 @@ type Ports struct {
 	ClientReset int `json:"client_reset"` // records how the client's reset arrived
 	Bulk        int `json:"bulk"`         // sends and receives a byte stream at once
 	Echo        int `json:"echo"`         // echoes
-	Closed      int `json:"closed"`       // nothing listens here
+	// ServerHalfClose greets and half-closes first, then reads to EOF.
+	ServerHalfClose int `json:"server_half_close"`
+	Closed          int `json:"closed"` // nothing listens here
+}
+
+// listening are the ports the server listens on, in Serve's order.
+func (p *Ports) listening() []*int {
+	return []*int{&p.HTTP, &p.HalfClose, &p.Banner, &p.ServerReset, &p.ClientReset, &p.Bulk, &p.Echo, &p.ServerHalfClose}
 }
 
 // DefaultPorts are the ports of the e2e suite's probe Service.
 var DefaultPorts = Ports{HTTP: 8080, HalfClose: 7001, Banner: 7002, ServerReset: 7003,
-	ClientReset: 7004, Bulk: 7005, Echo: 7006, Closed: 7999}
+	ClientReset: 7004, Bulk: 7005, Echo: 7006, ServerHalfClose: 7007, Closed: 7999}
 
-// The client's defaults: the sizes of the fast subset of the matrix.
-const (
-	DefaultBulkBytes = 64 << 20
-	// DefaultConns is above 1,000 on purpose: one HBONE connection carries
-	// at most 1,000 streams (its MaxConcurrentStreams), so the mesh paths
-	// must open another pooled connection for the rest.
-	DefaultConns    = 1200
-	DefaultRequests = 200
-	// DefaultStreams: gRPC streams open at once on one connection.
-	DefaultStreams = 1000
-)
+// Sizes are the loads of the load behaviours.
+type Sizes struct {
+	// BulkBytes is how much the bulk behaviour sends each way.
+	BulkBytes int64
+	// Conns is how many connections the concurrent behaviour holds open.
+	Conns int
+	// Requests is how many requests the keep-alive-off load sends.
+	Requests int
+	// Streams is how many gRPC streams the grpc behaviour holds open at
+	// once on one connection.
+	Streams int
+	// Idle is how long the idle behaviour leaves its connection silent.
+	Idle time.Duration
+}
+
+// Fast are the sizes of the matrix's fast subset (`make test`). Conns is
+// above 1,000 on purpose: one HBONE connection carries at most 1,000
+// streams (its MaxConcurrentStreams), so the mesh paths must open another
+// pooled connection for the rest.
+var Fast = Sizes{BulkBytes: 64 << 20, Conns: 1200, Requests: 200, Streams: 1000, Idle: 2 * time.Second}
+
+// Full are the sizes of the whole matrix (`make e2e`, issue #12).
+var Full = Sizes{BulkBytes: 1 << 30, Conns: 10000, Requests: 1000, Streams: 1000, Idle: 10 * time.Minute}
 
 // Behaviour is one row of the matrix.
 type Behaviour struct {
-	ID    string
-	Title string
+	ID string
+	// Title says what the row checks at the given sizes.
+	Title func(Sizes) string
 	// Want is the baseline's outcome: "ok", or ConnError for the closed port.
 	Want string
 }
 
+func fixed(title string) func(Sizes) string { return func(Sizes) string { return title } }
+
 // Behaviours in the matrix's row order.
 var Behaviours = []Behaviour{
-	{"half-close", "client half-close, then the server replies and closes", OK},
-	{"server-close-raw", "raw TCP server writes and closes first", OK},
-	{"http10", "HTTP/1.0 request, response read to EOF", OK},
-	{"connection-close", "HTTP/1.1 `Connection: close`, response read to EOF", OK},
-	{"rst-from-server", "server RST arrives as ECONNRESET within 1 s", OK},
-	{"rst-from-client", "client RST arrives at the server as ECONNRESET within 1 s", OK},
-	{"closed-port", "connect to a port nothing listens on fails fast", ConnError},
-	{"bulk", fmt.Sprintf("%d MiB each way at once, byte-exact (sha256)", DefaultBulkBytes>>20), OK},
-	{"concurrent", fmt.Sprintf("%d concurrent connections, each echoes", DefaultConns), OK},
-	{"pipelining", "HTTP/1.1 pipelining (3 requests in one write)", OK},
-	{"chunked", "chunked request and chunked response", OK},
-	{"websocket", "WebSocket upgrade and echo", OK},
-	{"h2c", "h2c with prior knowledge", OK},
-	{"sse", "SSE: event 1 read before event 2 is written", OK},
-	{"source-ip", "the server sees the client's own IP", OK},
-	{"keepalive-off", fmt.Sprintf("%d sequential `Connection: close` requests, 100%% 2xx", DefaultRequests), OK},
-	{"expect-continue", "`Expect: 100-continue`: body sent after the interim 100, echoed", OK},
-	{"trailers", "HTTP/1.1 trailers both ways (chunked request and response)", OK},
-	{"grpc-streams", fmt.Sprintf("gRPC (h2c): %d concurrent bidirectional streams, %d messages each, half-closed", DefaultStreams, grpcMessages), OK},
+	{"half-close", fixed("client half-close, then the server replies and closes"), OK},
+	{"server-half-close", fixed(fmt.Sprintf("server half-closes first, then reads %d KiB more from the client, byte-exact", serverHalfCloseBytes>>10)), OK},
+	{"server-close-raw", fixed("raw TCP server writes and closes first"), OK},
+	{"http10", fixed("HTTP/1.0 request, response read to EOF"), OK},
+	{"connection-close", fixed("HTTP/1.1 `Connection: close`, response read to EOF"), OK},
+	{"rst-from-server", fixed("server RST arrives as ECONNRESET within 1 s"), OK},
+	{"rst-from-client", fixed("client RST arrives at the server as ECONNRESET within 1 s"), OK},
+	{"closed-port", fixed("connect to a port nothing listens on fails fast"), ConnError},
+	{"bulk", func(s Sizes) string {
+		return fmt.Sprintf("%s each way at once, byte-exact (sha256)", sizeText(s.BulkBytes))
+	}, OK},
+	{"concurrent", func(s Sizes) string { return fmt.Sprintf("%d concurrent connections, each echoes", s.Conns) }, OK},
+	{"idle", func(s Sizes) string { return fmt.Sprintf("a connection idle for %s still echoes", s.Idle) }, OK},
+	{"pipelining", fixed("HTTP/1.1 pipelining (3 requests in one write)"), OK},
+	{"chunked", fixed("chunked request and chunked response"), OK},
+	{"websocket", fixed("WebSocket upgrade and echo"), OK},
+	{"h2c", fixed("h2c with prior knowledge"), OK},
+	{"sse", fixed("SSE: event 1 read before event 2 is written"), OK},
+	{"source-ip", fixed("the server sees the client's own IP"), OK},
+	{"keepalive-off", func(s Sizes) string {
+		return fmt.Sprintf("%d sequential `Connection: close` requests, 100%% 2xx", s.Requests)
+	}, OK},
+	{"expect-continue", fixed("`Expect: 100-continue`: body sent after the interim 100, echoed"), OK},
+	{"trailers", fixed("HTTP/1.1 trailers both ways (chunked request and response)"), OK},
+	{"grpc-streams", func(s Sizes) string {
+		return fmt.Sprintf("gRPC (h2c): %d concurrent bidirectional streams, %d messages each, half-closed", s.Streams, grpcMessages)
+	}, OK},
+}
+
+// OverHTTP reports whether the behaviour speaks HTTP on the HTTP port only,
+// so it also runs through an HTTP proxy such as an ingress gateway.
+func (b Behaviour) OverHTTP() bool { return overHTTP[b.ID] }
+
+var overHTTP = map[string]bool{"http10": true, "connection-close": true, "pipelining": true, "chunked": true,
+	"websocket": true, "h2c": true, "sse": true, "source-ip": true, "keepalive-off": true, "expect-continue": true,
+	"trailers": true, "grpc-streams": true}
+
+// sizeText is n bytes in MiB or GiB.
+func sizeText(n int64) string {
+	if n >= 1<<30 && n%(1<<30) == 0 {
+		return fmt.Sprintf("%d GiB", n>>30)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 // Outcomes shared by several behaviours.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 )
 
 // TestLoopbackBaseline runs every behaviour against a server on loopback:
@@ -17,7 +18,7 @@ func TestLoopbackBaseline(t *testing.T) {
 	s.Serve()
 	p := s.Ports()
 	p.Closed = freePort(t)
-	c := &Client{Host: "localhost", Ports: p, BulkBytes: 4 << 20, Conns: 200, Requests: 20, Streams: 100}
+	c := &Client{Host: "localhost", Ports: p, Sizes: Sizes{BulkBytes: 4 << 20, Conns: 200, Requests: 20, Streams: 100, Idle: 10 * time.Millisecond}}
 	if err := c.Resolve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func freePort(t *testing.T) int {
 // status; the behaviour must still say how the network refused it, as the
 // STRICT column compares refusals by class.
 func TestGRPCRefusalIsClassified(t *testing.T) {
-	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: freePort(t)}, Streams: 3}
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: freePort(t)}, Sizes: Sizes{Streams: 3}}
 	if err := c.Resolve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestGRPCResetAfterConnectIsClassified(t *testing.T) {
 			c.Close()
 		}
 	}()
-	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: ln.Addr().(*net.TCPAddr).Port}, Streams: 3}
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: ln.Addr().(*net.TCPAddr).Port}, Sizes: Sizes{Streams: 3}}
 	if err := c.Resolve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +93,31 @@ func TestLoadRowWithoutLoadFails(t *testing.T) {
 	for _, b := range []string{"concurrent", "keepalive-off", "grpc-streams"} {
 		if r := c.Run(context.Background(), b); r.Outcome != "no load configured" {
 			t.Errorf("%s with a zero count: %q, want %q", b, r.Outcome, "no load configured")
+		}
+	}
+}
+
+// TestOverHTTPUsesOnlyTheHTTPPort: the behaviours that claim to run through
+// an HTTP proxy pass with every other port of the server closed, and the
+// others (but closed-port, which wants a closed port) need those ports.
+func TestOverHTTPUsesOnlyTheHTTPPort(t *testing.T) {
+	s, err := Listen("127.0.0.1", Ports{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Serve()
+	closed := freePort(t)
+	p := Ports{HTTP: s.Ports().HTTP, HalfClose: closed, Banner: closed, ServerReset: closed, ClientReset: closed,
+		Bulk: closed, Echo: closed, ServerHalfClose: closed, Closed: closed}
+	c := &Client{Host: "127.0.0.1", Ports: p, Sizes: Sizes{BulkBytes: 1 << 20, Conns: 10, Requests: 10, Streams: 10, Idle: time.Millisecond}}
+	if err := c.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range Behaviours {
+		r := c.Run(context.Background(), b.ID)
+		if got := r.Outcome == b.Want; got != b.OverHTTP() && b.ID != "closed-port" {
+			t.Errorf("%s (over HTTP: %v) with only the HTTP port open: %q (%s)", b.ID, b.OverHTTP(), r.Outcome, r.Detail)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,9 +23,12 @@ type Server struct {
 	http  *http.Server
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	resets map[string]Result        // client resets seen, by the client's id
-	acks   map[string]chan struct{} // SSE acknowledgements, by stream id
+	mu sync.Mutex
+	// seen is what the server observed on connections that cannot report
+	// it back themselves (a reset, or after its own FIN), by the client's
+	// id; clients ask for it at /seen.
+	seen map[string]Result
+	acks map[string]chan struct{} // SSE acknowledgements, by stream id
 }
 
 // Listen opens the server's listeners on host (a port 0 picks a free one;
@@ -33,8 +37,8 @@ func Listen(host string, p Ports, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: log, resets: map[string]Result{}, acks: map[string]chan struct{}{}}
-	for _, port := range []*int{&p.HTTP, &p.HalfClose, &p.Banner, &p.ServerReset, &p.ClientReset, &p.Bulk, &p.Echo} {
+	s := &Server{log: log, seen: map[string]Result{}, acks: map[string]chan struct{}{}}
+	for _, port := range p.listening() {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(*port)))
 		if err != nil {
 			s.Close()
@@ -57,7 +61,7 @@ func (s *Server) Serve() {
 	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{Handler: s.handler(), Protocols: protocols, ReadHeaderTimeout: 10 * time.Second}
 	go s.http.Serve(s.lns[0])
-	for i, handle := range []func(*net.TCPConn){s.halfClose, s.banner, s.serverReset, s.clientReset, s.bulk, s.echo} {
+	for i, handle := range []func(*net.TCPConn){s.halfClose, s.banner, s.serverReset, s.clientReset, s.bulk, s.echo, s.serverHalfClose} {
 		go s.accept(s.lns[i+1], handle)
 	}
 }
@@ -111,7 +115,7 @@ func (s *Server) serverReset(c *net.TCPConn) {
 }
 
 // clientReset reads the client's id, says ready and records how the
-// client's reset arrived (the client asks for it at /reset-seen).
+// client's reset arrived (the client asks for it at /seen).
 func (s *Server) clientReset(c *net.TCPConn) {
 	id, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
@@ -124,11 +128,43 @@ func (s *Server) clientReset(c *net.TCPConn) {
 	if err == nil {
 		err = fmt.Errorf("the client sent data instead of a reset")
 	}
-	r := Result{Class: Classify(err), Detail: err.Error(), Millis: ms(time.Since(start))}
+	s.record(id, Result{Class: Classify(err), Detail: err.Error(), Millis: ms(time.Since(start))})
+}
+
+// record keeps what the server saw on the connection of id (a line read
+// from the client, newline included).
+func (s *Server) record(id string, r Result) {
 	s.mu.Lock()
-	s.resets[id[:len(id)-1]] = r
+	s.seen[strings.TrimSuffix(id, "\n")] = r
 	s.mu.Unlock()
 }
+
+// serverHalfClose reads the client's id, writes a greeting and half-closes
+// (FIN), then reads what the client still sends to EOF and records its
+// size and sha256: a server-first half-close, where the client's direction
+// must stay open after the server's FIN.
+func (s *Server) serverHalfClose(c *net.TCPConn) {
+	r := bufio.NewReader(c)
+	id, err := r.ReadString('\n')
+	if err != nil {
+		return
+	}
+	if _, err := io.WriteString(c, greetingText); err != nil {
+		return
+	}
+	if err := c.CloseWrite(); err != nil {
+		return
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		s.record(id, Result{Class: Classify(err), Detail: fmt.Sprintf("after %d bytes: %v", n, err)})
+		return
+	}
+	s.record(id, Result{Detail: fmt.Sprintf("%d %x", n, h.Sum(nil))})
+}
+
+const greetingText = "weft-probe greeting, then FIN\n"
 
 // bulk reads the stream's size, then at once sends that many bytes of its
 // own stream and hashes what it receives; after the client's EOF it sends

@@ -39,9 +39,9 @@ func (s *Server) handler() http.Handler {
 		default:
 		}
 	})
-	mux.HandleFunc("GET /reset-seen", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /seen", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		res, ok := s.resets[r.URL.Query().Get("id")]
+		res, ok := s.seen[r.URL.Query().Get("id")]
 		s.mu.Unlock()
 		if !ok {
 			http.NotFound(w, r)

@@ -59,14 +59,43 @@ func server() {
 	s.Close()
 }
 
+// withDefaults fills the sizes not set by a flag from probe.Fast or
+// probe.Full.
+func withDefaults(s probe.Sizes, full bool) probe.Sizes {
+	d := probe.Fast
+	if full {
+		d = probe.Full
+	}
+	if s.BulkBytes == 0 {
+		s.BulkBytes = d.BulkBytes
+	}
+	if s.Conns == 0 {
+		s.Conns = d.Conns
+	}
+	if s.Requests == 0 {
+		s.Requests = d.Requests
+	}
+	if s.Streams == 0 {
+		s.Streams = d.Streams
+	}
+	if s.Idle == 0 {
+		s.Idle = d.Idle
+	}
+	return s
+}
+
 func client(args []string) {
 	fs := flag.NewFlagSet("client", flag.ExitOnError)
 	c := probe.Client{Ports: probe.DefaultPorts}
-	fs.Int64Var(&c.BulkBytes, "bulk-bytes", probe.DefaultBulkBytes, "bytes the bulk behaviour sends each way")
-	fs.IntVar(&c.Conns, "conns", probe.DefaultConns, "connections the concurrent behaviour holds open at once")
-	fs.IntVar(&c.Requests, "requests", probe.DefaultRequests, "requests of the keep-alive-off load")
-	fs.IntVar(&c.Streams, "streams", probe.DefaultStreams, "gRPC streams the grpc-streams behaviour holds open at once")
+	full := fs.Bool("full", false, "the whole matrix's sizes (probe.Full) instead of the fast subset's")
+	fs.Int64Var(&c.BulkBytes, "bulk-bytes", 0, "bytes the bulk behaviour sends each way (0: the sizes' default)")
+	fs.IntVar(&c.Conns, "conns", 0, "connections the concurrent behaviour holds open at once (0: default)")
+	fs.IntVar(&c.Requests, "requests", 0, "requests of the keep-alive-off load (0: default)")
+	fs.IntVar(&c.Streams, "streams", 0, "gRPC streams the grpc-streams behaviour holds open at once (0: default)")
+	fs.DurationVar(&c.Idle, "idle", 0, "how long the idle behaviour stays silent (0: default)")
+	fs.IntVar(&c.Ports.HTTP, "http-port", probe.DefaultPorts.HTTP, "the server's HTTP port (another for a proxy in front of it)")
 	fs.Parse(args)
+	c.Sizes = withDefaults(c.Sizes, *full)
 	if fs.NArg() != 2 {
 		usage()
 	}
