@@ -80,8 +80,8 @@ var httpBehaviour = Section{
 		},
 		{
 			Feature: "half-close after an upgrade, server side first",
-			Status:  NotYet,
-			Notes:   "the server's half-close reaches the client, but also ends the client's sending direction when it crosses HBONE (client to waypoint, waypoint or gateway to the node agent: `pkg/hbone`, `ServerStream.CloseWrite`); client-first half-close works",
+			Status:  Supported,
+			Notes:   "the server's half-close reaches the client and the client's direction stays open: what it sends afterwards, and its own half-close, reach the server, across HBONE too (`pkg/hbone` ends each direction of a stream on its own)",
 		},
 	},
 }
