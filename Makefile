@@ -63,7 +63,7 @@ flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 30s) each, one after the other (FUZZ=regexp selects; not part of make test)
 	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
-e2e: prereqs build kube-assets ## End-to-end suites only, with the whole data-path matrix (1 GiB, 10,000 connections, 10 min idle)
+e2e: prereqs build kube-assets ## End-to-end suites only, with the whole data-path matrix (1 GiB, 9,000 connections, 10 min idle)
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_FULL=1 \
 		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./e2e/...
 

@@ -29,6 +29,9 @@ type matrixPath struct {
 	// an HTTP-only path (a gateway) runs only the behaviours over HTTP.
 	httpPort int
 	httpOnly bool
+	// addr is the host's address when DNS does not know it (an external
+	// host: the ServiceEntry's VIP, as curl --resolve).
+	addr string
 	// proof: labels of the istio_tcp_connections_opened_total series that
 	// the server node's agent counts this path's connections in as their
 	// destination (mesh and refused paths), at least minProof of them
@@ -51,6 +54,9 @@ func (p matrixPath) probeArgs(full bool, behaviours string) []string {
 	}
 	if p.httpPort != 0 {
 		args = append(args, "-http-port", strconv.Itoa(p.httpPort))
+	}
+	if p.addr != "" {
+		args = append(args, "-resolve", p.addr)
 	}
 	return append(args, behaviours, p.host)
 }
@@ -98,6 +104,12 @@ var matrixPaths = []matrixPath{
 				"from its own address; the client's is in X-Forwarded-For"},
 			"h2c": {"server got HTTP/1.1", "Istio's gateway picks the upstream protocol from the destination's " +
 				"Service port, not from the client: a port named `http` gets HTTP/1.1 (gRPC keeps HTTP/2 here)"}}},
+	{name: "egress gateway to an external server", ns: "mx-wp", pod: "client", host: externalProbeHost, addr: externalProbeVIP,
+		role: meshPath, httpOnly: true,
+		istio: map[string]istioCell{
+			"source-ip": {"server saw another address", "an egress gateway connects from its own address"},
+			"h2c": {"server got HTTP/1.1", "as through the ingress gateway: the ServiceEntry port's protocol " +
+				"`HTTP` selects HTTP/1.1 upstream"}}},
 	{name: "unenrolled into PERMISSIVE", ns: "mx-plain", pod: "client", host: "probe.mx-mesh", role: meshPath,
 		proof: []string{`connection_security_policy="none"`, `destination_workload_namespace="mx-mesh"`, `source_workload="client"`}},
 	{name: "unenrolled into STRICT", ns: "mx-plain", pod: "client", host: "probe.mx-strict", role: refused,
@@ -108,7 +120,7 @@ var matrixPaths = []matrixPath{
 // of the probe (e2e/probe) on every path, each mesh path compared cell by
 // cell with the unenrolled baseline. `make test` runs the fast subset
 // (probe.Fast sizes); with WEFT_MATRIX_FULL=1 (`make e2e`) it runs the whole
-// matrix (probe.Full: 1 GiB each way, 10,000 connections, 10 minutes idle).
+// matrix (probe.Full: 1 GiB each way, 9,000 connections, 10 minutes idle).
 // With WEFT_MATRIX_OUT set it writes the table as markdown there (`make
 // datapath-matrix` makes docs/datapath-matrix.md).
 func TestDataPath(t *testing.T) {
@@ -121,6 +133,7 @@ func TestDataPath(t *testing.T) {
 	e.installNodeAgent(t)
 	e.mustRun(t, "helm", "install", "weft-ingress", filepath.Join(repoRoot(), "charts/gateway"), "-n", "weft-ingress", "--create-namespace")
 	e.applyYAML(t, matrixYAML())
+	e.startEgressPath(t)
 	e.waitMatrixReady(t)
 
 	m := newMatrix(matrixPaths, os.Getenv("WEFT_MATRIX_FULL") == "1")
@@ -203,6 +216,7 @@ func (e *env) waitMatrixReady(t *testing.T) {
 	e.mustKubectl(t, "-n", "mx-wp", "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=120s")
 	e.mustKubectl(t, "-n", "mx-sa", "wait", "--for=condition=Programmed", "gateway/probe-waypoint", "--timeout=120s")
 	e.mustKubectl(t, "-n", "weft-ingress", "wait", "--for=condition=Available", "deployment/weft-ingress", "--timeout=120s")
+	e.waitEgressPath(t, matrixPaths[slices.IndexFunc(matrixPaths, func(p matrixPath) bool { return p.addr != "" })])
 	e.waitProbesEnrolled(t)
 	for _, p := range matrixPaths {
 		eventually(t, p.name+" answers (or refuses)", 60*time.Second, func() error {

@@ -295,28 +295,7 @@ func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 		t.Fatal(err)
 	}
 
-	name := "weft-e2eegr-external"
-	fabric := e.c.FabricNetns()
-	ipCmd := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	exec.Command("ip", "netns", "del", name).Run() // a leftover of an interrupted run
-	ipCmd("netns", "add", name)
-	t.Cleanup(func() {
-		exec.Command("ip", "-n", fabric, "link", "del", "ext0").Run()
-		exec.Command("ip", "netns", "del", name).Run()
-	})
-	ipCmd("-n", name, "link", "set", "lo", "up")
-	ipCmd("-n", fabric, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", name)
-	ipCmd("-n", fabric, "link", "set", "ext0", "master", "br0", "up")
-	ipCmd("-n", name, "addr", "add", addr+"/24", "dev", "eth0")
-	ipCmd("-n", name, "link", "set", "eth0", "up")
-	// Replies to pod addresses go via the fabric, which routes pod CIDRs.
-	ipCmd("-n", name, "route", "add", "default", "via", "10.250.11.1")
-
+	name := e.externalHost(t, "external", addr)
 	s := &externalServer{addr: addr, caFile: caFile}
 	var lnTLS, lnPlain net.Listener
 	if err := netns.Do("/run/netns/"+name, func() error {
@@ -349,4 +328,33 @@ func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	go srvPlain.Serve(lnPlain)
 	t.Cleanup(func() { srvTLS.Close(); srvPlain.Close() })
 	return s
+}
+
+// externalHost makes a network namespace "weft-<cluster>-<name>" with addr
+// (on the fabric's /24) attached to the cluster's fabric bridge: a host
+// outside the nodes. It is removed in t.Cleanup.
+func (e *env) externalHost(t *testing.T, name, addr string) string {
+	t.Helper()
+	ns, port := "weft-"+e.c.Config.Name+"-"+name, "x-"+name
+	fabric := e.c.FabricNetns()
+	ipCmd := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	exec.Command("ip", "netns", "del", ns).Run() // a leftover of an interrupted run
+	ipCmd("netns", "add", ns)
+	t.Cleanup(func() {
+		exec.Command("ip", "-n", fabric, "link", "del", port).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	ipCmd("-n", ns, "link", "set", "lo", "up")
+	ipCmd("-n", fabric, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	ipCmd("-n", fabric, "link", "set", port, "master", "br0", "up")
+	ipCmd("-n", ns, "addr", "add", addr+"/24", "dev", "eth0")
+	ipCmd("-n", ns, "link", "set", "eth0", "up")
+	// Replies to pod addresses go via the fabric, which routes pod CIDRs.
+	ipCmd("-n", ns, "route", "add", "default", "via", e.c.FabricGateway().String())
+	return ns
 }

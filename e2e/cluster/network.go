@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 )
 
@@ -81,6 +82,10 @@ func nodeNamespaces(cluster string, n int) []string {
 	}
 	return out
 }
+
+// FabricGateway is the fabric bridge's address: the default route of a
+// network namespace attached to the fabric (pod CIDRs are routed there).
+func (c *Cluster) FabricGateway() netip.Addr { return c.p.gateway }
 
 // FabricNetns is the network namespace of the bridge that connects the
 // nodes: where a packet capture sees all traffic between nodes.

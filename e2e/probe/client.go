@@ -20,13 +20,20 @@ type Client struct {
 	// (Resolve), so a thousand connections do not make a thousand lookups.
 	Host  string
 	Ports Ports
+	// Addr is the host's address, when it is not to be looked up.
+	Addr string
 	Sizes
 
 	ip string
 }
 
-// Resolve looks the host up once for every later connection.
+// Resolve looks the host up once for every later connection, unless
+// Addr gives its address (as curl --resolve: HTTP requests still name Host).
 func (c *Client) Resolve(ctx context.Context) error {
+	if c.Addr != "" {
+		c.ip = c.Addr
+		return nil
+	}
 	ips, err := net.DefaultResolver.LookupHost(ctx, c.Host)
 	if err != nil {
 		return err

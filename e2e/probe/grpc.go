@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -63,7 +64,9 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 	// gRPC reports a failed dial or a reset connection as a status; the
 	// network's own first error says how it failed (refused, reset).
 	netErr := &httpProbe{}
-	conn, err := grpc.NewClient("passthrough:///"+c.addr(c.Ports.HTTP),
+	// The target names the host (the :authority, as for the HTTP
+	// behaviours); the dialer connects to its resolved address.
+	conn, err := grpc.NewClient("passthrough:///"+net.JoinHostPort(c.Host, strconv.Itoa(c.Ports.HTTP)),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			conn, err := c.dialHTTP(ctx, "tcp", a)
 			if err != nil {

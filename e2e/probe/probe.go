@@ -62,8 +62,12 @@ type Sizes struct {
 // pooled connection for the rest.
 var Fast = Sizes{BulkBytes: 64 << 20, Conns: 1200, Requests: 200, Streams: 1000, Idle: 2 * time.Second}
 
-// Full are the sizes of the whole matrix (`make e2e`, issue #12).
-var Full = Sizes{BulkBytes: 1 << 30, Conns: 10000, Requests: 1000, Streams: 1000, Idle: 10 * time.Minute}
+// Full are the sizes of the whole matrix (`make e2e`, issue #12). Conns is
+// 9,000, not the issue's 10,000: on the same node one node agent holds both
+// sockets of every connection, and this project's machines cap a process at
+// 20,000 descriptors (hard RLIMIT_NOFILE, not raisable even by root), so
+// 10,000 would measure the machine; container runtimes give 1,048,576.
+var Full = Sizes{BulkBytes: 1 << 30, Conns: 9000, Requests: 1000, Streams: 1000, Idle: 10 * time.Minute}
 
 // Behaviour is one row of the matrix.
 type Behaviour struct {

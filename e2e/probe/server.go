@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,8 +77,15 @@ func (s *Server) Close() {
 func (s *Server) accept(ln net.Listener, handle func(*net.TCPConn)) {
 	for {
 		c, err := ln.Accept()
-		if err != nil {
+		if errors.Is(err, net.ErrClosed) {
 			return
+		}
+		if err != nil {
+			// Out of file descriptors under the concurrent load: wait
+			// for connections to close, as net/http's server does.
+			s.log.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		go func() {
 			defer c.Close()
@@ -194,8 +202,16 @@ var (
 	clientSeed = [32]byte{'c', 'l', 'i', 'e', 'n', 't'}
 )
 
+// echo echoes with a buffer of its own: io.Copy(c, c) would splice through
+// a pipe, two more descriptors per connection, which caps the concurrent
+// behaviour at a third of the process's descriptor limit. Its deadline is
+// longer than the idle behaviour's silence.
 func (s *Server) echo(c *net.TCPConn) {
-	io.Copy(c, c)
+	c.SetDeadline(time.Now().Add(echoDeadline))
+	io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 4096))
 }
+
+// echoDeadline bounds an echo connection's life; see Full.Idle.
+const echoDeadline = 30 * time.Minute
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -93,6 +93,7 @@ func client(args []string) {
 	fs.IntVar(&c.Requests, "requests", 0, "requests of the keep-alive-off load (0: default)")
 	fs.IntVar(&c.Streams, "streams", 0, "gRPC streams the grpc-streams behaviour holds open at once (0: default)")
 	fs.DurationVar(&c.Idle, "idle", 0, "how long the idle behaviour stays silent (0: default)")
+	fs.StringVar(&c.Addr, "resolve", "", "the host's address instead of a DNS lookup (HTTP requests still name the host)")
 	fs.IntVar(&c.Ports.HTTP, "http-port", probe.DefaultPorts.HTTP, "the server's HTTP port (another for a proxy in front of it)")
 	fs.Parse(args)
 	c.Sizes = withDefaults(c.Sizes, *full)
