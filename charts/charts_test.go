@@ -407,6 +407,8 @@ func checkRBAC(t *testing.T, objs objects) {
 		"security.istio.io/peerauthentications":           read,
 		"security.istio.io/authorizationpolicies/status":  {"update"},
 		"security.istio.io/peerauthentications/status":    {"update"},
+		"security.istio.io/requestauthentications":        read,
+		"security.istio.io/requestauthentications/status": {"update"},
 		"gateway.networking.k8s.io/gateways":              read,
 		"gateway.networking.k8s.io/gatewayclasses":        read,
 		"gateway.networking.k8s.io/httproutes":            read,
