@@ -177,6 +177,7 @@ var kinds = map[string]func() any{
 	"apps/v1/Deployment":                               func() any { return &appsv1.Deployment{} },
 	"v1/Service":                                       func() any { return &corev1.Service{} },
 	"v1/ServiceAccount":                                func() any { return &corev1.ServiceAccount{} },
+	"v1/ConfigMap":                                     func() any { return &corev1.ConfigMap{} },
 	"policy/v1/PodDisruptionBudget":                    func() any { return &policyv1.PodDisruptionBudget{} },
 	"rbac.authorization.k8s.io/v1/ClusterRole":         func() any { return &rbacv1.ClusterRole{} },
 	"rbac.authorization.k8s.io/v1/ClusterRoleBinding":  func() any { return &rbacv1.ClusterRoleBinding{} },
