@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/charts"
 )
 
 // kialiGraphQuery is the shape of the query Kiali's namespace graph issues
@@ -107,7 +109,180 @@ func TestPrometheus(t *testing.T) {
 	t.Run("weft-control's metrics", func(t *testing.T) {
 		p.await(t, `sum by (pod) (weft_xds_connected_clients{job="kubernetes-pods",namespace="weft-system"}) > 0`, nonEmpty)
 	})
+	t.Run("every Grafana dashboard panel's PromQL", func(t *testing.T) {
+		// A new identity and workload while Prometheus watches: the
+		// control plane dashboard's push and signing latencies are rates
+		// of events, and Bookinfo's steady state has none.
+		e.mustKubectl(t, "create", "serviceaccount", "dashboards")
+		e.mustKubectl(t, "run", "dashboards", "--image=curlimages/curl", `--overrides={"spec":{"serviceAccountName":"dashboards"}}`,
+			"--command", "--", "/bin/sleep", "infinity")
+		e.mustKubectl(t, "wait", "--for=condition=Ready", "pod/dashboards", "--timeout=60s")
+		p.checkDashboards(t, start)
+	})
 	t.Logf("Prometheus answered every query %s after it was ready", time.Since(start).Round(100*time.Millisecond))
+}
+
+// dashboardValues substitute the dashboards' template variables as a user
+// looking at Bookinfo would choose them: reviews-v2 has both inbound
+// (from productpage) and outbound (to ratings) requests; the multi-value
+// variables (node, pod) are at Grafana's All (.*).
+var dashboardValues = map[string]string{
+	"__rate_interval": "1m",
+	"service":         "reviews.default.svc.cluster.local",
+	"namespace":       "default",
+	"workload":        "reviews-v2",
+	"waypoint":        "waypoint",
+	"node":            ".*",
+	"pod":             ".*",
+}
+
+// dashboardMayBeEmpty are the dashboard queries (uid/panel/refId) that
+// Bookinfo's traffic gives no data, with the reason. Every other query
+// must return a finite value.
+var dashboardMayBeEmpty = map[string]string{
+	"weft-waypoint/RBAC denials/A":                 "no AuthorizationPolicy: no 403",
+	"weft-waypoint/RBAC denials/B":                 "no AuthorizationPolicy on a waypoint TCP port",
+	"weft-waypoint/Dry-run policy decisions/A":     "no istio.io/dry-run AuthorizationPolicy",
+	"weft-waypoint/TCP connections/A":              "Bookinfo's ports are all HTTP: the waypoint has no TCP chain",
+	"weft-node-agent/Policy denials/A":             "no AuthorizationPolicy: no DENY",
+	"weft-node-agent/Failed connections by flag/A": "no connection fails (UF, DENY, NR, NC) while every pod is up",
+	"weft-workload/Inbound TCP bytes/A":            "reviews-v2's inbound connections all come from the waypoint's pool, which keeps them open: bytes are counted when a connection closes",
+	"weft-workload/Inbound TCP bytes/B":            "as A (the response direction)",
+	"weft-control-plane/NACKs by type/A":           "no client rejects configuration",
+}
+
+// dashboardQuery is one panel target's PromQL with the variables
+// substituted.
+type dashboardQuery struct {
+	key, expr string
+}
+
+// checkDashboards runs every dashboard variable's and panel's query
+// against Prometheus. Panels run as Grafana runs them, as range queries,
+// over the time since Prometheus was ready (from). A query Prometheus
+// rejects fails at once; the rest are retried for a minute until each has
+// a finite value at some step (data the panel draws), except
+// dashboardMayBeEmpty's. Variable queries must offer the value
+// dashboardValues chose.
+func (p *promAPI) checkDashboards(t *testing.T, from time.Time) {
+	ds, err := charts.Dashboards()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending []dashboardQuery
+	for _, d := range ds {
+		p.checkDashboardVariables(t, d)
+		for _, panel := range d.AllPanels() {
+			for _, tg := range panel.Targets {
+				pending = append(pending, dashboardQuery{d.UID + "/" + panel.Title + "/" + tg.RefID, charts.Substitute(tg.Expr, dashboardValues)})
+			}
+		}
+	}
+	for key := range dashboardMayBeEmpty {
+		if !slices.ContainsFunc(pending, func(q dashboardQuery) bool { return q.key == key }) {
+			t.Errorf("dashboardMayBeEmpty names %s, which no dashboard has", key)
+		}
+	}
+	total := len(pending)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pending = p.runDashboardQueries(t, pending, from)
+		if len(pending) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Second)
+	}
+	for _, q := range pending {
+		_, body, _ := p.queryRange(q.expr, from)
+		t.Errorf("%s: no finite value: %s; response: %.500s", q.key, q.expr, body)
+	}
+	t.Logf("%d panel queries, %d may be empty", total, len(dashboardMayBeEmpty))
+}
+
+// runDashboardQueries runs the queries once and returns those still
+// without data; a query error fails the test.
+func (p *promAPI) runDashboardQueries(t *testing.T, qs []dashboardQuery, from time.Time) []dashboardQuery {
+	t.Helper()
+	var left []dashboardQuery
+	for _, q := range qs {
+		finite, body, err := p.queryRange(q.expr, from)
+		if err != nil {
+			t.Errorf("%s: query error: %v: %s; response: %.500s", q.key, err, q.expr, body)
+			continue
+		}
+		switch reason, mayBeEmpty := dashboardMayBeEmpty[q.key]; {
+		case mayBeEmpty:
+			t.Logf("%s: %d finite values (may be empty: %s)", q.key, finite, reason)
+		case finite == 0:
+			left = append(left, q)
+		}
+	}
+	return left
+}
+
+// queryRange runs a range query from from to now at a 15 s step (the
+// scrape interval) and returns how many finite values the matrix holds,
+// and the response body.
+func (p *promAPI) queryRange(q string, from time.Time) (int, string, error) {
+	v := url.Values{"query": {q}, "start": {strconv.FormatInt(from.Unix(), 10)},
+		"end": {strconv.FormatInt(time.Now().Unix(), 10)}, "step": {"15"}}
+	body, err := p.get("/api/v1/query_range?" + v.Encode())
+	if err != nil {
+		return 0, body, err
+	}
+	var resp struct {
+		Status string
+		Data   struct {
+			ResultType string
+			Result     []struct{ Values [][2]any }
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		return 0, body, err
+	}
+	if resp.Status != "success" || resp.Data.ResultType != "matrix" {
+		return 0, body, fmt.Errorf("status %q, result type %q; want a matrix", resp.Status, resp.Data.ResultType)
+	}
+	finite := 0
+	for _, r := range resp.Data.Result {
+		for _, sv := range r.Values {
+			s, _ := sv[1].(string)
+			if f, err := strconv.ParseFloat(s, 64); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+				finite++
+			}
+		}
+	}
+	return finite, body, nil
+}
+
+// labelValues matches a Grafana label_values(selector, label) query.
+var labelValues = regexp.MustCompile(`^label_values\((.*), *([A-Za-z_][A-Za-z0-9_]*)\)$`)
+
+// checkDashboardVariables runs each query variable as the equivalent
+// PromQL (count by (label) (selector)) and requires the value chosen in
+// dashboardValues among the label's values (any value for .*).
+func (p *promAPI) checkDashboardVariables(t *testing.T, d charts.Dashboard) {
+	t.Helper()
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		m := labelValues.FindStringSubmatch(v.Definition)
+		if m == nil {
+			t.Errorf("%s variable %s: query %q is not label_values(selector, label)", d.UID, v.Name, v.Definition)
+			continue
+		}
+		q := fmt.Sprintf("count by (%s) (%s)", m[2], charts.Substitute(m[1], dashboardValues))
+		want := dashboardValues[v.Name]
+		p.await(t, q, func(res []promSample) error {
+			for _, s := range res {
+				if want == ".*" || s.Metric[m[2]] == want {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s variable %s does not offer %q", d.UID, v.Name, want)
+		})
+	}
 }
 
 // requirePrometheus skips the test (fails it under WEFT_E2E_REQUIRE=1)
