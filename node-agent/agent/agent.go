@@ -24,6 +24,7 @@ import (
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/proxy"
+	"github.com/weft-mesh/weft/pkg/connlimit"
 )
 
 // Config is the agent's command line.
@@ -296,7 +297,7 @@ func listenProxy(ctx context.Context, port uint16, max int) (net.Listener, error
 	if err != nil || max <= 0 {
 		return ln, err
 	}
-	return proxy.Capped(ln.(*net.TCPListener), max), nil
+	return connlimit.Capped(ln.(*net.TCPListener), max), nil
 }
 
 func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {

@@ -100,7 +100,7 @@ func (o *Outbound) originalDst(c net.Conn) netip.AddrPort {
 }
 
 // stream adapts an accepted connection to hbone.Stream. Every listener the
-// agent opens yields connections that half-close (TCP, CappedConn); one that
+// agent opens yields connections that half-close (TCP, connlimit.Conn); one that
 // cannot is closed whole at the end of the stream, so the peer still sees
 // the end instead of waiting forever for a FIN that a no-op CloseWrite
 // would never send.

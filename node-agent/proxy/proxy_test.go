@@ -22,6 +22,7 @@ import (
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/pkg/connlimit"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/spiffetest"
 )
@@ -66,7 +67,7 @@ func listen(tb testing.TB, addr string) net.Listener {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return Capped(l.(*net.TCPListener), 1024)
+	return connlimit.Capped(l.(*net.TCPListener), 1024)
 }
 
 func newMesh(t *testing.T) *mesh {

@@ -44,6 +44,13 @@ type Options struct {
 	PingInterval time.Duration
 	// PingTimeout closes the connection when a PING gets no answer (default 15 s).
 	PingTimeout time.Duration
+	// MaxHandshakesPerSource (server only) is how many connections from one
+	// source IP may be in their TLS handshake at once (default
+	// DefaultMaxHandshakesPerSource); MaxHandshakes is the same for the
+	// whole server (default DefaultMaxHandshakes). A connection over either
+	// limit is reset before any TLS work and counted (Server.HandshakesShed).
+	// Negative disables the limit.
+	MaxHandshakesPerSource, MaxHandshakes int
 }
 
 func (o Options) withDefaults() Options {

@@ -92,6 +92,7 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
 	stats    serverStats
+	admit    *admission
 	testConn func(*serverConn) // test hook: each connection as it starts
 	lns      map[net.Listener]struct{}
 	closed   bool
@@ -117,6 +118,7 @@ func (s *Server) init() {
 			s.tlsConf = hardenTLS(s.TLS)
 		}
 		s.conns = map[net.Conn]*serverConn{}
+		s.admit = newAdmission(s.Options)
 		s.lns = map[net.Listener]struct{}{}
 	})
 }
@@ -169,13 +171,8 @@ func (s *Server) ServeConn(c net.Conn) {
 		s.Logger.Error("hbone server has no TLS config or Handler; dropping connection", "remote", c.RemoteAddr())
 		return
 	}
-
-	tc := newTLSConn(c, false, s.tlsConf)
-	ctx, cancel := context.WithTimeout(context.Background(), s.HandshakeTimeout)
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
-		s.Logger.Debug("hbone handshake failed", "remote", c.RemoteAddr(), "err", err)
+	tc, ok := s.handshake(c)
+	if !ok {
 		return
 	}
 	cs := tc.ConnectionState()
@@ -191,6 +188,40 @@ func (s *Server) ServeConn(c net.Conn) {
 		return
 	}
 	s.serveHTTP2(tc, c, peer)
+}
+
+// handshake runs the TLS handshake on c if its source and the server are
+// under their handshake limits (Options.MaxHandshakesPerSource and
+// MaxHandshakes); otherwise it resets c at once.
+func (s *Server) handshake(c net.Conn) (*tlsConn, bool) {
+	src := sourceOf(c)
+	if !s.admit.admit(src) {
+		s.Logger.Debug("hbone handshake shed: too many in flight", "remote", c.RemoteAddr())
+		shed(c)
+		return nil, false
+	}
+	defer s.admit.done(src)
+	tc := newTLSConn(c, false, s.tlsConf)
+	ctx, cancel := context.WithTimeout(context.Background(), s.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.Logger.Debug("hbone handshake failed", "remote", c.RemoteAddr(), "err", err)
+		return nil, false
+	}
+	return tc, true
+}
+
+// HandshakesShed counts the connections reset unhandshaken because of the
+// handshake limits (Options.MaxHandshakesPerSource, MaxHandshakes).
+func (s *Server) HandshakesShed() ShedStats {
+	s.init()
+	return ShedStats{PerSource: s.admit.shedSource.Load(), Total: s.admit.shedTotal.Load()}
+}
+
+// HandshakesInFlight is how many connections are in their TLS handshake.
+func (s *Server) HandshakesInFlight() int {
+	s.init()
+	return s.admit.inFlightNow()
 }
 
 // serveHTTP2 runs HBONE's HTTP/2 on conn, established (TLS done) with the

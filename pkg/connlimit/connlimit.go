@@ -1,4 +1,6 @@
-package proxy
+// Package connlimit caps the connections a TCP listener holds open, the
+// node agent's and the waypoint's one definition of a connection cap.
+package connlimit
 
 import (
 	"net"
@@ -7,7 +9,7 @@ import (
 
 // Capped returns a listener that holds at most max of ln's connections open
 // at once: Accept waits for a slot, so a storm waits in the kernel's accept
-// queue instead of in memory. Its connections are *CappedConn, which keep
+// queue instead of in memory. Its connections are *Conn, which keep
 // every method of *net.TCPConn: the proxies half-close (CloseWrite) and
 // reset (SetLinger) them. x/net/netutil.LimitListener hid those behind a
 // plain net.Conn, which turned a server's FIN into nothing (clients that
@@ -34,7 +36,7 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &CappedConn{TCPConn: c, slots: l.slots}, nil
+	return &Conn{TCPConn: c, slots: l.slots}, nil
 }
 
 func (l *cappedListener) Close() error {
@@ -42,14 +44,14 @@ func (l *cappedListener) Close() error {
 	return l.TCPListener.Close()
 }
 
-// CappedConn is a connection of a Capped listener; Close frees its slot.
-type CappedConn struct {
+// Conn is a connection of a Capped listener; Close frees its slot.
+type Conn struct {
 	*net.TCPConn
 	slots chan struct{}
 	once  sync.Once
 }
 
-func (c *CappedConn) Close() error {
+func (c *Conn) Close() error {
 	err := c.TCPConn.Close()
 	c.once.Do(func() { <-c.slots })
 	return err
