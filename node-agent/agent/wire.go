@@ -149,6 +149,7 @@ func (a *agent) newProxies(ctx context.Context) {
 	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName, Held: a.enroller.Held,
 		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log}
 	a.hbone = &proxy.Inbound{Env: env}
+	a.reg.MustRegister(weftadmin.HBONEHandshakeMetrics("weft_node_agent", a.hbone.Server())...)
 	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.hbone}
 	a.plaintext = &proxy.InboundPlaintext{Env: env}
 	// Open connections follow policy changes (superseded or not).

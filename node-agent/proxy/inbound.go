@@ -73,6 +73,12 @@ func (in *Inbound) Serve(ln net.Listener) error {
 	return in.srv.Serve(ln)
 }
 
+// Server is the HBONE server (for its handshake metrics).
+func (in *Inbound) Server() *hbone.Server {
+	in.init()
+	return in.srv
+}
+
 // Close stops the listeners and resets every stream.
 func (in *Inbound) Close() error {
 	in.init()

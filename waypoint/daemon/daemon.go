@@ -24,6 +24,7 @@ import (
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/connlimit"
 	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/identity"
@@ -53,6 +54,10 @@ type Config struct {
 	TokenFile          string
 
 	HBONEAddress, MetricsAddress, ReadinessAddress, AdminAddress string
+	// MaxConnections caps the open connections of the HBONE listener and
+	// of each gateway listener (0: no cap); more wait in the kernel's
+	// accept queue, as on the node agent (pkg/connlimit).
+	MaxConnections int
 
 	Log       *slog.Logger
 	AccessLog io.Writer
@@ -207,9 +212,9 @@ func shutdownTracing(tracing *proxy.Tracing) {
 // never accepts HBONE.
 func serveTraffic(ctx context.Context, cancel context.CancelFunc, cfg Config, self spiffeid.ID, p *proxy.Proxy) (*proxy.PlainListeners, error) {
 	if cfg.Mode == ModeGateway {
-		return &proxy.PlainListeners{Proxy: p, Source: proxy.Source{ID: self, Baggage: cfg.baggage()}}, nil
+		return &proxy.PlainListeners{Proxy: p, Source: proxy.Source{ID: self, Baggage: cfg.baggage()}, Listen: cfg.listen}, nil
 	}
-	ln, err := net.Listen("tcp", cfg.HBONEAddress)
+	ln, err := cfg.listen("tcp", cfg.HBONEAddress)
 	if err != nil {
 		return nil, fmt.Errorf("HBONE listener %s: %w", cfg.HBONEAddress, err)
 	}
@@ -220,6 +225,16 @@ func serveTraffic(ctx context.Context, cancel context.CancelFunc, cfg Config, se
 		}
 	}()
 	return nil, nil
+}
+
+// listen opens a traffic listener holding at most MaxConnections
+// connections at a time.
+func (c *Config) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	if err != nil || c.MaxConnections <= 0 {
+		return ln, err
+	}
+	return connlimit.Capped(ln.(*net.TCPListener), c.MaxConnections), nil
 }
 
 // serveAdmin starts the metrics, readiness and admin endpoints whose

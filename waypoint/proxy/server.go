@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
 
+	"github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/istiolabels"
 )
@@ -112,6 +113,13 @@ func New(o Options) (*Proxy, error) {
 	// Any identity the mesh trust bundle vouches for may connect; which
 	// source may do what is RBAC's job per request.
 	p.HBONE = &hbone.Server{TLS: hbone.ServerTLSConfig(o.SVID, o.Bundle, nil), Handler: p.handle, Logger: o.Log}
+	if o.Registerer != nil {
+		for _, c := range admin.HBONEHandshakeMetrics("weft_waypoint", p.HBONE) {
+			if err := o.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return p, nil
 }
 

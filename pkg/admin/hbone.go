@@ -1,0 +1,36 @@
+package admin
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weft-mesh/weft/pkg/hbone"
+)
+
+// HBONEHandshakeMetrics are the metrics of an HBONE server's handshake
+// limits, named <prefix>_hbone_handshakes_shed_total{limit="source"|"server"}
+// (connections reset before their TLS handshake, see hbone.Options
+// MaxHandshakesPerSource and MaxHandshakes) and
+// <prefix>_hbone_handshakes_in_flight.
+func HBONEHandshakeMetrics(prefix string, srv *hbone.Server) []prometheus.Collector {
+	shed := func(perSource bool) func() float64 {
+		return func() float64 {
+			s := srv.HandshakesShed()
+			if perSource {
+				return float64(s.PerSource)
+			}
+			return float64(s.Total)
+		}
+	}
+	cs := []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: prefix + "_hbone_handshakes_in_flight",
+		Help: "HBONE connections in their TLS handshake.",
+	}, func() float64 { return float64(srv.HandshakesInFlight()) })}
+	for _, limit := range []string{"source", "server"} {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        prefix + "_hbone_handshakes_shed_total",
+			Help:        "HBONE connections reset before their TLS handshake because their source (limit=source) or the server (limit=server) had the most handshakes in flight it allows.",
+			ConstLabels: prometheus.Labels{"limit": limit},
+		}, shed(limit == "source")))
+	}
+	return cs
+}
