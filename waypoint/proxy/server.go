@@ -55,6 +55,11 @@ type Options struct {
 	// 5 min): 408 before the response started, a reset after. Tests shorten
 	// them; negative disables.
 	IdleTimeout, StreamIdleTimeout time.Duration
+	// TCPIdleTimeout closes a TCP-proxied or upgraded (WebSocket) stream
+	// that moved no byte either way for this long, both ends (Envoy's
+	// tcp_proxy idle_timeout; default 1 h). Tests shorten it; negative
+	// disables.
+	TCPIdleTimeout time.Duration
 }
 
 // Envoy's defaults for mesh streams (HttpConnectionManager).
@@ -98,6 +103,7 @@ func New(o Options) (*Proxy, error) {
 	up := &Upstream{
 		Dialer:     &hbone.Dialer{SVID: o.SVID, Bundle: o.Bundle, DialContext: o.HBONEDial, Logger: o.Log},
 		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Log: o.Log,
+		tcpIdleTimeout: orDefault(o.TCPIdleTimeout, defaultTCPIdleTimeout),
 	}
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
 		certs:       o.Certificates,
@@ -416,7 +422,7 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 		return err
 	}
 	p.Metrics.openTCP(rec, p.Store.workloads.Load())
-	rec.received, rec.sent, rec.err = hbone.Pipe(down, up)
+	rec.received, rec.sent, rec.err = hbone.Pipe(down, withIdleTimeout(up, p.Upstream.tcpIdleTimeout))
 	rec.flags = "-"
 	p.finishTCP(rec)
 	return nil

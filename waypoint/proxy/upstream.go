@@ -35,6 +35,8 @@ type Upstream struct {
 	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 	Log     *slog.Logger
 
+	tcpIdleTimeout time.Duration // of upgraded streams (Options.TCPIdleTimeout)
+
 	initOnce sync.Once
 	h1       *http.Transport
 	h2       *http.Transport
@@ -260,7 +262,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 	}
 	c.report(e, resp.StatusCode >= 500)
 	if up, ok := resp.Body.(hbone.Stream); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &upgradedBody{Stream: up, rel: rel}
+		resp.Body = &upgradedBody{Stream: withIdleTimeout(up, u.tcpIdleTimeout), rel: rel}
 	} else {
 		resp.Body = &releaseBody{ReadCloser: resp.Body, rel: rel}
 	}
