@@ -76,7 +76,7 @@ var httpBehaviour = Section{
 			Feature:   "stream and connection idle timeouts",
 			Status:    Supported,
 			Qualifier: "(Envoy's defaults)",
-			Notes:     "a request with no byte either way for 5 min (`stream_idle_timeout`; long polls and quiet gRPC streams included, as with Envoy) gets `408` or a reset; an idle mesh connection closes after 1 h; not configurable (Istio's `ProxyConfig`/EnvoyFilter overrides are not read); WebSocket and TCP streams have none",
+			Notes:     "a request with no byte either way for 5 min (`stream_idle_timeout`; long polls and quiet gRPC streams included, as with Envoy) gets `408` or a reset; an idle mesh connection closes after 1 h; a WebSocket (upgraded) or TCP-proxied stream with no byte either way for 1 h is reset at both ends (`tcp_proxy` `idle_timeout` default); not configurable (Istio's `ProxyConfig`/EnvoyFilter overrides are not read)",
 		},
 		{
 			Feature: "half-close after an upgrade, server side first",

@@ -22,10 +22,9 @@ const defaultTCPIdleTimeout = time.Hour
 // ends both directions at once, so here both ends are reset.
 type idleStream struct {
 	hbone.Stream
-	d     time.Duration
-	last  atomic.Int64 // unix nanos of the last byte either way
-	t     *time.Timer
-	fired atomic.Bool
+	d    time.Duration
+	last atomic.Int64 // unix nanos of the last byte either way
+	t    *time.Timer
 }
 
 // withIdleTimeout wraps s; d <= 0 returns s unchanged.
@@ -60,7 +59,6 @@ func (i *idleStream) check() {
 		i.t.Reset(i.d - idle)
 		return
 	}
-	i.fired.Store(true)
 	_ = i.SetLinger(0)
 	i.Stream.Close()
 }
@@ -76,10 +74,4 @@ func (i *idleStream) SetLinger(sec int) error {
 func (i *idleStream) Close() error {
 	i.t.Stop()
 	return i.Stream.Close()
-}
-
-// idleTimedOut reports whether s is an idleStream that ended the stream.
-func idleTimedOut(s hbone.Stream) bool {
-	i, ok := s.(*idleStream)
-	return ok && i.fired.Load()
 }
