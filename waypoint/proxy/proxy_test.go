@@ -321,18 +321,7 @@ func TestH2Downstream(t *testing.T) {
 func TestTCPProxyChain(t *testing.T) {
 	e := newEnv(t)
 	ln := startUpperEcho(t, nil)
-	const tcpVIP, tcpPort = "10.96.0.20", 3306
-	cl := "outbound|3306||mysql.default.svc.cluster.local"
-	e.mustPush(resourcev3.ClusterType, edsCluster(cl))
-	e.mustPush(resourcev3.EndpointType, cla(cl, epSpec{addr: mustAddrPort(ln.Addr().String()), tunnel: "HBONE",
-		identity: backendID.String(), workload: "mysql", health: corev3.HealthStatus_HEALTHY}))
-	e.mustPush(resourcev3.ListenerType, listener(tcpChain(t, "mysql.default.svc.cluster.local:3306", tcpVIP, tcpPort, cl)))
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	st, err := e.dial(ctx, net.JoinHostPort(tcpVIP, strconv.Itoa(tcpPort)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := e.tcpService(t, "mysql", "10.96.0.20", 3306, ln.Addr().String())
 	defer st.Close()
 	st.Write([]byte("select 1"))
 	st.CloseWrite()

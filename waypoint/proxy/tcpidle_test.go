@@ -3,9 +3,9 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
 	"testing"
 	"testing/synctest"
@@ -79,6 +79,25 @@ func TestTCPIdleTimeoutClosesBothEnds(t *testing.T) {
 	}
 }
 
+// tcpService serves workload at backend as a TCP Service at vip:port (a
+// tcp_proxy chain to an HBONE endpoint) and opens a stream to it.
+func (e *env) tcpService(t *testing.T, workload, vip string, port int, backend string) *hbone.ClientStream {
+	t.Helper()
+	host := workload + ".default.svc.cluster.local"
+	cl := fmt.Sprintf("outbound|%d||%s", port, host)
+	e.mustPush(resourcev3.ClusterType, edsCluster(cl))
+	e.mustPush(resourcev3.EndpointType, cla(cl, epSpec{addr: mustAddrPort(backend), tunnel: "HBONE",
+		identity: backendID.String(), workload: workload, health: corev3.HealthStatus_HEALTHY}))
+	e.mustPush(resourcev3.ListenerType, listener(tcpChain(t, fmt.Sprintf("%s:%d", host, port), vip, uint32(port), cl)))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	st, err := e.dial(ctx, net.JoinHostPort(vip, strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // rstBackend accepts one connection on a pod IP, reads until it ends and
 // reports how: a reset (or other error) or EOF.
 func rstBackend(t *testing.T) (net.Listener, chan error) {
@@ -111,19 +130,7 @@ func TestTCPProxyStreamIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	e := newEnv(t, func(o *Options) { o.TCPIdleTimeout = idle })
 	ln, backendEnded := rstBackend(t)
-	const tcpVIP, tcpPort = "10.96.0.22", 6380
-	name := "idle.default.svc.cluster.local:6380"
-	cl := "outbound|6380||idle.default.svc.cluster.local"
-	e.mustPush(resourcev3.ClusterType, edsCluster(cl))
-	e.mustPush(resourcev3.EndpointType, cla(cl, epSpec{addr: netip.MustParseAddrPort(ln.Addr().String()), tunnel: "HBONE",
-		identity: backendID.String(), workload: "idle", health: corev3.HealthStatus_HEALTHY}))
-	e.mustPush(resourcev3.ListenerType, listener(tcpChain(t, name, tcpVIP, tcpPort, cl)))
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	st, err := e.dial(ctx, net.JoinHostPort(tcpVIP, strconv.Itoa(tcpPort)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := e.tcpService(t, "idle", "10.96.0.22", 6380, ln.Addr().String())
 	defer st.Close()
 	if _, err := st.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
