@@ -190,3 +190,19 @@ func TestUpgradedStreamIdleTimeout(t *testing.T) {
 		t.Errorf("ended after %v, before the idle timeout %v", d, idle)
 	}
 }
+
+// TestHBONEHandshakesShedExported: a source's connections beyond the
+// handshake limit are counted in weft_waypoint_hbone_handshakes_shed_total.
+func TestHBONEHandshakesShedExported(t *testing.T) {
+	e := newEnv(t)
+	for range hbone.DefaultMaxHandshakesPerSource + 1 {
+		c, err := net.Dial("tcp", e.wpAddr)
+		if err != nil {
+			continue // reset before connect returned: shed too
+		}
+		defer c.Close()
+	}
+	await.True(t, "one handshake shed", func() bool {
+		return metricValue(t, e, "weft_waypoint_hbone_handshakes_shed_total", map[string]string{"limit": "source"}) == 1
+	})
+}
