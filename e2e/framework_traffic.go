@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // httpCode runs curl in a pod and returns the HTTP status, "000" when the
@@ -134,8 +136,9 @@ const maxLoadBacklog = 3
 
 // startLoad runs a client in the enrolled curl pod that makes one request,
 // on a new connection, per line the test writes to its stdin (every 50 ms,
-// fewer when the client falls behind), until the returned stop is called.
-func (e *env) startLoad(t *testing.T, url string) (stop func(*testing.T) loadResult) {
+// fewer when the client falls behind), until the returned stop is called
+// and has seen atLeast requests answered.
+func (e *env) startLoad(t *testing.T, url string) (stop func(t *testing.T, atLeast int) loadResult) {
 	t.Helper()
 	// Bookinfo's productpage answers 200 when a dependency fails ("Sorry,
 	// product reviews are currently unavailable"): such a page is a failed
@@ -218,8 +221,18 @@ func (e *env) startLoad(t *testing.T, url string) (stop func(*testing.T) loadRes
 			}
 		}
 	}()
-	return func(t *testing.T) loadResult {
+	return func(t *testing.T, atLeast int) loadResult {
 		t.Helper()
+		// A busy machine answers fewer requests in the same time: the run
+		// lasts until atLeast were answered (2 min at most), not a fixed time.
+		await.NoErrorWithin(t, 2*time.Minute, fmt.Sprintf("%d load requests answered", atLeast), func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if got := res.ok + res.failed; got < atLeast {
+				return fmt.Errorf("%d answered", got)
+			}
+			return nil
+		})
 		close(quit)
 		<-writerDone
 		// Requests queued behind a slow one still run; give them time.

@@ -88,7 +88,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		"--set", "control.podAnnotations.weft-e2e-rollout=r2,nodeAgent.podAnnotations.weft-e2e-rollout=r2"))
 	rollout := time.Since(rollStart)
 	time.Sleep(3 * time.Second)
-	res := stopLoad(t)
+	res := stopLoad(t, 50)
 	wantReleases(t, st, 2)
 	newPods := e.podUIDs(t, controlNS, "app in (weft-control,weft-node-agent)")
 	for uid, name := range oldPods {
@@ -111,7 +111,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	t.Log("load +2s: weftctl uninstall")
 	out := weftctl(t, "uninstall")
-	res = stopLoad(t)
+	res = stopLoad(t, 20)
 	t.Logf("requests while weftctl uninstall ran: %s", res)
 	// The agents first release every pod (new connections go direct), so
 	// none waits for an agent that is going away; a node not yet released
@@ -145,8 +145,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		e.mustKubectl(t, "get", "crd", crd)
 	}
 	stopLoad = e.startLoad(t, "http://productpage:9080/productpage")
-	time.Sleep(5 * time.Second)
-	res = stopLoad(t)
+	res = stopLoad(t, 20)
 	t.Logf("Bookinfo after uninstall (plaintext): %s", res)
 	noFailure("after the uninstall", res)
 }
