@@ -23,10 +23,14 @@ import (
 )
 
 // httpCode runs curl in a pod and returns the HTTP status, "000" when the
-// connection failed (refused, reset, timed out).
-func (e *env) httpCode(t *testing.T, ns, target, url string) string {
+// connection failed (refused, reset, timed out); headers are curl -H values.
+func (e *env) httpCode(t *testing.T, ns, target, url string, headers ...string) string {
 	t.Helper()
-	out, _ := e.kubectl("-n", ns, "exec", target, "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}", url)
+	args := []string{"-n", ns, "exec", target, "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"}
+	for _, h := range headers {
+		args = append(args, "-H", h)
+	}
+	out, _ := e.kubectl(append(args, url)...)
 	if out == "" {
 		return "000"
 	}

@@ -57,20 +57,6 @@ func (j *jwtIssuer) token(t *testing.T, sub string, claims map[string]any) strin
 	return tok
 }
 
-// httpCodeWithToken is httpCode from the curl pod with a bearer token
-// ("" for none).
-func (e *env) httpCodeWithToken(url, token string) string {
-	args := []string{"exec", "deploy/curl", "--", "curl", "-sS", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}"}
-	if token != "" {
-		args = append(args, "-H", "Authorization: Bearer "+token)
-	}
-	out, _ := e.kubectl(append(args, url)...)
-	if out == "" {
-		return "000"
-	}
-	return out
-}
-
 // testWaypointJWT: a RequestAuthentication (inline JWKS) and Istio's
 // require-jwt policy on productpage through the waypoint: no token 200 on
 // a public path and 403 where a principal is required, invalid token 401,
@@ -143,7 +129,11 @@ spec:
 	eventually(t, "the JWT policies decide", 60*time.Second, func() error {
 		var bad []string
 		for _, c := range cases {
-			if got := e.httpCodeWithToken(c.url, c.token); got != c.want {
+			var auth []string
+			if c.token != "" {
+				auth = []string{"Authorization: Bearer " + c.token}
+			}
+			if got := e.httpCode(t, "default", "deploy/curl", c.url, auth...); got != c.want {
 				bad = append(bad, fmt.Sprintf("%s: HTTP %s, want %s", c.what, got, c.want))
 			}
 		}
