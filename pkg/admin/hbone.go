@@ -28,7 +28,7 @@ func HBONEHandshakeMetrics(prefix string, srv *hbone.Server) []prometheus.Collec
 	for _, limit := range []string{"source", "server"} {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        prefix + "_hbone_handshakes_shed_total",
-			Help:        "HBONE connections reset before their TLS handshake because their source (limit=source) or the server (limit=server) had the most handshakes in flight it allows.",
+			Help:        "HBONE connections reset before their TLS handshake completed because their source (limit=source) or the server (limit=server) had the most handshakes in flight it allows (at the server limit: the newcomer, or the oldest handshake of the source holding the most).",
 			ConstLabels: prometheus.Labels{"limit": limit},
 		}, shed(limit == "source")))
 	}

@@ -26,27 +26,37 @@ const (
 	DefaultMaxHandshakes          = 1024
 )
 
-// ShedStats counts connections reset before their TLS handshake because
-// their source already had Options.MaxHandshakesPerSource handshakes in
-// flight (PerSource) or the server had Options.MaxHandshakes (Total).
+// ShedStats counts connections reset before their TLS handshake completed:
+// because their source already had Options.MaxHandshakesPerSource
+// handshakes in flight (PerSource), or because the server had
+// Options.MaxHandshakes (Total: the newcomer, or the oldest handshake of
+// the source holding the most, see admission.admit).
 type ShedStats struct {
 	PerSource, Total uint64
 }
 
-// admission counts the connections in TLS handshake, per source IP and in
+// admission counts the connections in TLS handshake, per source and in
 // all, and sheds those over the limits.
 type admission struct {
 	perSource, total int // limits; <= 0 is no limit
 
 	mu       sync.Mutex
-	inFlight map[netip.Addr]int
-	n, peak  int // in flight now, most ever (tests)
+	inFlight map[netip.Addr][]*ticket // per source key, oldest first
+	n, peak  int                      // in flight now, most ever (tests)
 
 	shedSource, shedTotal atomic.Uint64
 }
 
+// ticket is one admitted handshake. abort resets its connection when the
+// handshake is evicted to make room for a source holding fewer.
+type ticket struct {
+	src     netip.Addr
+	abort   func()
+	evicted bool // guarded by admission.mu
+}
+
 func newAdmission(o Options) *admission {
-	a := &admission{perSource: o.MaxHandshakesPerSource, total: o.MaxHandshakes, inFlight: map[netip.Addr]int{}}
+	a := &admission{perSource: o.MaxHandshakesPerSource, total: o.MaxHandshakes, inFlight: map[netip.Addr][]*ticket{}}
 	if a.perSource == 0 {
 		a.perSource = DefaultMaxHandshakesPerSource
 	}
@@ -56,30 +66,84 @@ func newAdmission(o Options) *admission {
 	return a
 }
 
-// admit reports whether a connection from src may start its handshake; if
-// so, done must be called when the handshake ends (either way).
-func (a *admission) admit(src netip.Addr) bool {
+// admit decides whether a connection from src may start its handshake; if
+// so, done(t) must be called when the handshake ends (either way).
+//
+// When the server is full, a newcomer whose source holds fewer handshakes
+// than the source holding the most takes the oldest of those (it is reset):
+// the slots are shared fairly among sources, so a few sources with
+// unfinished handshakes (16 at the per-source limit fill the default total)
+// cannot lock every other peer out for the handshake timeout. A source
+// already holding as many as anyone is shed instead.
+func (a *admission) admit(src netip.Addr, abort func()) (*ticket, bool) {
+	src = sourceKey(src)
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.total > 0 && a.n >= a.total {
-		a.shedTotal.Add(1)
-		return false
-	}
-	if a.perSource > 0 && a.inFlight[src] >= a.perSource {
+	if a.perSource > 0 && len(a.inFlight[src]) >= a.perSource {
+		a.mu.Unlock()
 		a.shedSource.Add(1)
-		return false
+		return nil, false
 	}
-	a.inFlight[src]++
+	var victim *ticket
+	if a.total > 0 && a.n >= a.total {
+		if victim = a.evictFor(src); victim == nil {
+			a.mu.Unlock()
+			a.shedTotal.Add(1)
+			return nil, false
+		}
+	}
+	t := &ticket{src: src, abort: abort}
+	a.inFlight[src] = append(a.inFlight[src], t)
 	a.n++
 	a.peak = max(a.peak, a.n)
-	return true
+	a.mu.Unlock()
+	if victim != nil {
+		a.shedTotal.Add(1)
+		victim.abort()
+	}
+	return t, true
 }
 
-func (a *admission) done(src netip.Addr) {
+// evictFor removes and returns the oldest handshake of the source holding
+// the most, if that is more than src holds; nil otherwise. The scan is over
+// sources and runs only while the server is full.
+func (a *admission) evictFor(src netip.Addr) *ticket {
+	var heaviest netip.Addr
+	found, most := false, len(a.inFlight[src])
+	for s, ts := range a.inFlight {
+		if len(ts) > most {
+			heaviest, most, found = s, len(ts), true
+		}
+	}
+	if !found {
+		return nil
+	}
+	victim := a.inFlight[heaviest][0]
+	a.remove(victim)
+	victim.evicted = true
+	return victim
+}
+
+func (a *admission) done(t *ticket) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.inFlight[src]--; a.inFlight[src] <= 0 {
-		delete(a.inFlight, src)
+	if !t.evicted {
+		a.remove(t)
+	}
+}
+
+// remove drops t from the counts; a.mu is held.
+func (a *admission) remove(t *ticket) {
+	ts := a.inFlight[t.src]
+	for i, x := range ts {
+		if x == t {
+			ts = append(ts[:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(a.inFlight, t.src)
+	} else {
+		a.inFlight[t.src] = ts
 	}
 	a.n--
 }
@@ -88,6 +152,17 @@ func (a *admission) inFlightNow() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.n
+}
+
+// sourceKey is what the per-source limit and fair share count by: the IPv4
+// address, or the IPv6 /64, since one host commonly owns a whole /64 and
+// could otherwise count as billions of sources.
+func sourceKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.Is4In6() {
+		p, _ := ip.Prefix(64)
+		return p.Addr()
+	}
+	return ip
 }
 
 // shed resets c at once (RST, not FIN): nothing was read from it, and the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,11 +37,19 @@ func fairServer(t *testing.T, e *env, maxConns int, opts Options) (*Server, stri
 // byte, and counts those the server resets.
 func openIdle(t *testing.T, addr string, n int) *atomic.Int64 {
 	t.Helper()
+	return openIdleFrom(t, addr, nil, n)
+}
+
+// openIdleFrom is openIdle from source address src (nil: the kernel's
+// choice, 127.0.0.1).
+func openIdleFrom(t *testing.T, addr string, src net.IP, n int) *atomic.Int64 {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
 	var resets atomic.Int64
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait) // after the connections close (cleanups run last first)
 	for range n {
-		c, err := net.Dial("tcp", addr)
+		c, err := d.Dial("tcp", addr)
 		if errors.Is(err, syscall.ECONNRESET) { // reset before connect returned
 			resets.Add(1)
 			continue
@@ -123,5 +132,76 @@ func TestHandshakesCappedPerServer(t *testing.T) {
 	await.True(t, "one more connection over the limit reset", func() bool { return one.Load() == 1 })
 	if got := srv.HandshakesShed().Total; got != 51 {
 		t.Errorf("HandshakesShed().Total = %d, want 51", got)
+	}
+}
+
+// TestFewSourcesCannotFillTheServer is the attack left open by the
+// per-source limit alone: a few sources, each near that limit, fill the
+// server-wide limit with handshakes they never finish. A peer from another
+// address still gets its tunnel, by taking the oldest handshake of the
+// source holding the most; that source gets no more while it holds the most.
+func TestFewSourcesCannotFillTheServer(t *testing.T) {
+	e := newEnv(t, Options{})
+	const perSource, total = 25, 40
+	srv, addr := fairServer(t, e, 256, Options{MaxHandshakesPerSource: perSource, MaxHandshakes: total})
+	a := openIdleFrom(t, addr, net.IPv4(127, 0, 0, 3), perSource)
+	b := openIdleFrom(t, addr, net.IPv4(127, 0, 0, 4), total-perSource)
+	await.True(t, "the attackers' handshakes fill the server", func() bool { return srv.HandshakesInFlight() == total })
+
+	dialFrom127002(t, e, addr)
+	await.True(t, "the heaviest source's oldest handshake reset for the newcomer", func() bool { return a.Load() == 1 })
+	moreB := openIdleFrom(t, addr, net.IPv4(127, 0, 0, 4), 1)
+	await.True(t, "the freed slot taken", func() bool { return srv.HandshakesInFlight() == total })
+	moreA := openIdleFrom(t, addr, net.IPv4(127, 0, 0, 3), 1)
+	await.True(t, "the source holding the most shed when full", func() bool { return moreA.Load() == 1 })
+	if b.Load()+moreB.Load() != 0 {
+		t.Errorf("%d handshakes of the lighter source reset", b.Load()+moreB.Load())
+	}
+	if got := srv.HandshakesShed(); got != (ShedStats{Total: 2}) {
+		t.Errorf("HandshakesShed = %+v, want 2 at the server limit (one evicted, one refused)", got)
+	}
+	if p := srv.handshakePeak(); p > total {
+		t.Errorf("%d handshakes in flight at once, server limit %d", p, total)
+	}
+}
+
+// TestAdmissionFairShare: while full, a newcomer takes the oldest handshake
+// of the source holding the most, and only when it holds fewer; IPv6
+// sources count per /64.
+func TestAdmissionFairShare(t *testing.T) {
+	a := newAdmission(Options{MaxHandshakesPerSource: 3, MaxHandshakes: 4})
+	aborted := map[string]bool{}
+	admit := func(src, name string) (*ticket, bool) {
+		return a.admit(netip.MustParseAddr(src), func() { aborted[name] = true })
+	}
+	mustAdmit := func(src, name string) *ticket {
+		t.Helper()
+		tk, ok := admit(src, name)
+		if !ok {
+			t.Fatalf("%s from %s shed", name, src)
+		}
+		return tk
+	}
+	mustAdmit("2001:db8::1", "v6-1")
+	mustAdmit("2001:db8::2", "v6-2") // same /64
+	if _, ok := admit("2001:db8::3", "v6-3"); !ok {
+		t.Fatal("third from the /64 shed under the per-source limit of 3")
+	}
+	if _, ok := admit("2001:db8::ffff", "v6-4"); ok {
+		t.Fatal("a fourth from the same /64 admitted: IPv6 sources must count per /64")
+	}
+	first := mustAdmit("10.0.0.1", "v4-1") // server now full (4)
+	if _, ok := admit("10.0.0.1", "v4-2"); !ok || !aborted["v6-1"] {
+		t.Fatalf("a source holding 1 did not take the oldest of the /64 holding 3 (aborted %v)", aborted)
+	}
+	if _, ok := admit("10.0.0.1", "v4-3"); ok {
+		t.Fatal("a source holding 2 evicted one of a source holding 2")
+	}
+	a.done(first)
+	if n := a.inFlightNow(); n != 3 {
+		t.Errorf("in flight %d after one done, want 3", n)
+	}
+	if got := (ShedStats{PerSource: a.shedSource.Load(), Total: a.shedTotal.Load()}); got != (ShedStats{PerSource: 1, Total: 2}) {
+		t.Errorf("shed %+v, want 1 per source, 2 server (one eviction, one refusal)", got)
 	}
 }

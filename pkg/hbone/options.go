@@ -48,8 +48,10 @@ type Options struct {
 	// source IP may be in their TLS handshake at once (default
 	// DefaultMaxHandshakesPerSource); MaxHandshakes is the same for the
 	// whole server (default DefaultMaxHandshakes). A connection over either
-	// limit is reset before any TLS work and counted (Server.HandshakesShed).
-	// Negative disables the limit.
+	// limit is reset before any TLS work and counted (Server.HandshakesShed);
+	// while the server is full, a source holding fewer handshakes than the
+	// source holding the most takes that one's oldest instead. Sources are
+	// IPv4 addresses or IPv6 /64s. Negative disables the limit.
 	MaxHandshakesPerSource, MaxHandshakes int
 }
 

@@ -192,15 +192,16 @@ func (s *Server) ServeConn(c net.Conn) {
 
 // handshake runs the TLS handshake on c if its source and the server are
 // under their handshake limits (Options.MaxHandshakesPerSource and
-// MaxHandshakes); otherwise it resets c at once.
+// MaxHandshakes, shared fairly among sources: see admission.admit);
+// otherwise it resets c at once.
 func (s *Server) handshake(c net.Conn) (*tlsConn, bool) {
-	src := sourceOf(c)
-	if !s.admit.admit(src) {
+	t, ok := s.admit.admit(sourceOf(c), func() { shed(c) })
+	if !ok {
 		s.Logger.Debug("hbone handshake shed: too many in flight", "remote", c.RemoteAddr())
 		shed(c)
 		return nil, false
 	}
-	defer s.admit.done(src)
+	defer s.admit.done(t)
 	tc := newTLSConn(c, false, s.tlsConf)
 	ctx, cancel := context.WithTimeout(context.Background(), s.HandshakeTimeout)
 	defer cancel()
