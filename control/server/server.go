@@ -371,7 +371,8 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 	}
 	return status.Objects{
 		AuthorizationPolicies: in.AuthorizationPolicies, PeerAuthentications: in.PeerAuthentications, ServiceEntries: in.ServiceEntries,
-		VirtualServices: traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
+		ServiceEntryAddresses: workload.AllocateAddresses(in.ServiceEntries),
+		VirtualServices:       traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
 		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes,
 		RequestAuthentications: traffic.RequestAuthentications, Unsupported: only.Unsupported,
 	}

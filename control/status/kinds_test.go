@@ -9,6 +9,7 @@ import (
 
 	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
+	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
@@ -175,5 +176,36 @@ func TestUnreadableStatusIsNotRetried(t *testing.T) {
 	}
 	if n := len(dyn.Actions()); n != 0 {
 		t.Errorf("%d writes on an object whose status could not be read: %v", n, dyn.Actions())
+	}
+}
+
+// TestSyncServiceEntryAddresses: allocated VIPs land in status.addresses
+// with the condition, in one write, and nothing is written once current.
+func TestSyncServiceEntryAddresses(t *testing.T) {
+	ctx := context.Background()
+	se := &networkingv1.ServiceEntry{ObjectMeta: objectMeta("external")}
+	se.Spec.Hosts, se.Spec.Resolution = []string{"api.example.com"}, networkingapi.ServiceEntry_DNS
+	client := fake.NewSimpleClientset(se)
+	w := &Writer{Client: client, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	addrs := workload.AllocateAddresses([]*networkingv1.ServiceEntry{se})
+	w.Sync(ctx, Objects{ServiceEntries: []*networkingv1.ServiceEntry{se}, ServiceEntryAddresses: addrs}, nil)
+	got, err := client.NetworkingV1().ServiceEntries("default").Get(ctx, "external", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := got.Status.Addresses; len(a) != 1 || a[0].GetHost() != "api.example.com" || a[0].GetValue() != addrs["default/external"][0].GetValue() {
+		t.Errorf("status.addresses %v, want %v", a, addrs["default/external"])
+	}
+	checkStatus(t, "ServiceEntry", Fields{&got.Status.Conditions, &got.Status.ValidationMessages}, "True", ReasonAccepted, "")
+	if n := len(client.Actions()); n != 2 { // the Get above and one update
+		t.Errorf("%d actions, want one status update and the Get", n)
+	}
+	// Current: a second Sync (from the object as the informer sees it, whose
+	// allocation is now the one in its status) writes nothing.
+	client.ClearActions()
+	again := workload.AllocateAddresses([]*networkingv1.ServiceEntry{got})
+	w.Sync(ctx, Objects{ServiceEntries: []*networkingv1.ServiceEntry{got}, ServiceEntryAddresses: again}, nil)
+	if n := len(client.Actions()); n != 0 {
+		t.Errorf("%d writes for a current ServiceEntry, want none", n)
 	}
 }

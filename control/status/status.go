@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
+	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
@@ -105,8 +106,12 @@ type Objects struct {
 	// RequestAuthentications: those with targetRefs configure waypoints.
 	RequestAuthentications []*securityv1.RequestAuthentication
 	ServiceEntries         []*networkingv1.ServiceEntry
-	VirtualServices        []*networkingv1.VirtualService
-	DestinationRules       []*networkingv1.DestinationRule
+	// ServiceEntryAddresses are the VIPs allocated to ServiceEntry hosts
+	// (workload.AllocateAddresses), by "<namespace>/<name>": written to
+	// status.addresses as istiod does.
+	ServiceEntryAddresses map[string][]*networkingapi.ServiceEntryAddress
+	VirtualServices       []*networkingv1.VirtualService
+	DestinationRules      []*networkingv1.DestinationRule
 	// IstioGateways are networking.istio.io Gateways.
 	IstioGateways []*networkingv1.Gateway
 	// Gateways are Gateway API Gateways: those of class weft (ingress) are
@@ -149,15 +154,7 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 			_, err := w.Client.SecurityV1().RequestAuthentications(ra.Namespace).UpdateStatus(ctx, ra, metav1.UpdateOptions{})
 			return err
 		})
-	syncConditions(w, "ServiceEntry", o.ServiceEntries,
-		Conditions("ServiceEntry", o.ServiceEntries, problems, accepted[*networkingv1.ServiceEntry](forNodeAgentsAndWaypoints)),
-		func(se *networkingv1.ServiceEntry) Fields {
-			return Fields{&se.Status.Conditions, &se.Status.ValidationMessages}
-		},
-		func(se *networkingv1.ServiceEntry) error {
-			_, err := w.Client.NetworkingV1().ServiceEntries(se.Namespace).UpdateStatus(ctx, se, metav1.UpdateOptions{})
-			return err
-		})
+	w.syncServiceEntries(ctx, o.ServiceEntries, problems, o.ServiceEntryAddresses)
 	w.syncTraffic(ctx, o, problems)
 	w.syncGatewayClasses(ctx, o.GatewayClasses)
 	w.syncUnsupported(ctx, o.Unsupported)
@@ -290,4 +287,29 @@ func weftMessages(ms []*analysisv1alpha1.AnalysisMessageBase) []*analysisv1alpha
 		}
 	}
 	return out
+}
+
+// syncServiceEntries writes each ServiceEntry's condition and allocated
+// addresses in one status update (two would conflict with each other).
+func (w *Writer) syncServiceEntries(ctx context.Context, ses []*networkingv1.ServiceEntry, problems []workload.Problem,
+	addresses map[string][]*networkingapi.ServiceEntryAddress) {
+	want := Conditions("ServiceEntry", ses, problems, accepted[*networkingv1.ServiceEntry](forNodeAgentsAndWaypoints))
+	fields := func(se *networkingv1.ServiceEntry) Fields {
+		return Fields{&se.Status.Conditions, &se.Status.ValidationMessages}
+	}
+	for _, se := range ses {
+		k := se.Namespace + "/" + se.Name
+		c, addrs := want[k], addresses[k]
+		if current(fields(se), c) && slices.EqualFunc(se.Status.Addresses, addrs,
+			func(a, b *networkingapi.ServiceEntryAddress) bool { return proto.Equal(a, b) }) {
+			continue
+		}
+		updated := se.DeepCopy()
+		setCondition(fields(updated), c, time.Now())
+		updated.Status.Addresses = addrs
+		w.write("ServiceEntry", se.Namespace, se.Name, c.Reason, func() error {
+			_, err := w.Client.NetworkingV1().ServiceEntries(se.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
+			return err
+		})
+	}
 }

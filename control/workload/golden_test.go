@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -59,7 +60,7 @@ func TestGolden(t *testing.T) {
 func testScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
-		corev1.AddToScheme, discoveryv1.AddToScheme, securityv1.AddToScheme, gatewayv1.Install,
+		corev1.AddToScheme, discoveryv1.AddToScheme, securityv1.AddToScheme, networkingv1.AddToScheme, gatewayv1.Install,
 	} {
 		if err := add(s); err != nil {
 			panic(err)
@@ -110,6 +111,8 @@ func readInputs(t testing.TB, path string) Inputs {
 			in.PeerAuthentications = append(in.PeerAuthentications, o)
 		case *gatewayv1.Gateway:
 			in.Gateways = append(in.Gateways, o)
+		case *networkingv1.ServiceEntry:
+			in.ServiceEntries = append(in.ServiceEntries, o)
 		default:
 			t.Fatalf("%s: document %d: unexpected %T", path, i, obj)
 		}
@@ -136,6 +139,7 @@ func shuffled(in Inputs) Inputs {
 		AuthorizationPolicies: slices.Clone(in.AuthorizationPolicies),
 		PeerAuthentications:   slices.Clone(in.PeerAuthentications),
 		Gateways:              slices.Clone(in.Gateways),
+		ServiceEntries:        slices.Clone(in.ServiceEntries),
 	}
 	shuffle(len(out.Namespaces), func(i, j int) { out.Namespaces[i], out.Namespaces[j] = out.Namespaces[j], out.Namespaces[i] })
 	shuffle(len(out.Pods), func(i, j int) { out.Pods[i], out.Pods[j] = out.Pods[j], out.Pods[i] })
@@ -147,6 +151,9 @@ func shuffled(in Inputs) Inputs {
 		out.PeerAuthentications[i], out.PeerAuthentications[j] = out.PeerAuthentications[j], out.PeerAuthentications[i]
 	})
 	shuffle(len(out.Gateways), func(i, j int) { out.Gateways[i], out.Gateways[j] = out.Gateways[j], out.Gateways[i] })
+	shuffle(len(out.ServiceEntries), func(i, j int) {
+		out.ServiceEntries[i], out.ServiceEntries[j] = out.ServiceEntries[j], out.ServiceEntries[i]
+	})
 	return out
 }
 

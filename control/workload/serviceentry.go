@@ -24,10 +24,12 @@ const kindServiceEntry = "ServiceEntry"
 // workloads; NONE has no endpoints (clients keep their original
 // destination). Names to resolve (DNS without IP endpoints) are not
 // resolved yet: a Problem says so and the host has no endpoints. Without
-// spec.addresses a host has no VIP, so captured traffic to it is not
-// recognised (Weft has no DNS proxy to allocate one) and passes through.
+// spec.addresses each host gets the VIP AllocateAddresses gives it (the
+// one the control plane writes to status.addresses), which node agents'
+// DNS proxies answer for, so captured connections to it are recognised.
 func (t *translator) translateServiceEntries(ses []*networkingv1.ServiceEntry) {
 	ses = slices.DeleteFunc(slices.Clone(ses), func(se *networkingv1.ServiceEntry) bool { return se == nil })
+	t.allocated = AllocateAddresses(ses)
 	// A host defined twice in a namespace: the first by namespace/name wins.
 	slices.SortFunc(ses, func(a, b *networkingv1.ServiceEntry) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -85,7 +87,7 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		hosts = append(hosts, h)
 		t.addresses[k] = &workloadv1.Address{Type: &workloadv1.Address_Service{Service: &workloadv1.Service{
 			Name: se.Name, Namespace: se.Namespace, Hostname: h,
-			Addresses: vips, Ports: ports, Waypoint: waypoint,
+			Addresses: t.hostVIPs(se, h, vips), Ports: ports, Waypoint: waypoint,
 		}}}
 	}
 	if len(hosts) == 0 {
@@ -148,4 +150,18 @@ func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip n
 	}
 	w.CanonicalName, w.CanonicalRevision = canonicalNameRevision(ep.GetLabels(), se.Name)
 	t.addresses[uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}}
+}
+
+// hostVIPs are the VIPs of one host: spec.addresses, or the one allocated
+// to the host when the entry has none.
+func (t *translator) hostVIPs(se *networkingv1.ServiceEntry, host string, vips []string) []string {
+	if len(se.Spec.Addresses) > 0 {
+		return vips
+	}
+	for _, a := range t.allocated[key(se.Namespace, se.Name)] {
+		if a.GetHost() == host {
+			return []string{a.GetValue()}
+		}
+	}
+	return vips
 }

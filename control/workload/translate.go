@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"slices"
 
+	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -188,6 +189,8 @@ type translator struct {
 	selectorPolicies map[string][]selectorPolicy
 	peerAuth         peerAuthIndex
 
+	// allocated are ServiceEntry hosts' VIPs (AllocateAddresses).
+	allocated      map[string][]*networkingapi.ServiceEntryAddress
 	addresses      map[string]*workloadv1.Address
 	authorizations map[string]*workloadv1.Authorization
 	problems       map[Problem]struct{}
