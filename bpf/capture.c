@@ -3,7 +3,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // Weft traffic capture: tcx ingress programs that steer enrolled pods' TCP
-// traffic into the node agent's transparent listeners with bpf_sk_assign.
+// traffic (and their DNS, UDP and TCP to port 53, when the DNS proxy is on)
+// into the node agent's transparent sockets with bpf_sk_assign.
 //
 //   capture_outbound  host-side veth of EVERY local pod, enrolled or not
 //                     (packets leaving the pod). From an enrolled veth: the
@@ -35,6 +36,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -127,6 +129,17 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } local_service_vips SEC(".maps");
+
+// The DNS proxy (one entry, key 0): enrolled pods' UDP and TCP to port 53
+// go there while its port is non-zero. A map of its own rather than a
+// proxy_listeners key, so that the maps an older agent pinned still match.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct listener);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dns_listener SEC(".maps");
 
 // Connection counters (key WEFT_COUNTER_*), per CPU: no atomics needed.
 struct {
@@ -293,6 +306,63 @@ captured:
 	return WEFT_TCX_PASS;
 }
 
+// steer_dns steers an enrolled pod's DNS (UDP or TCP to port 53) to the
+// DNS proxy, which sees the original destination (IP_ORIGDSTADDR, or the
+// accepted socket's local address) and answers from it. Unlike the TCP
+// proxy, DNS fails open: without a DNS proxy (agent down, restarting, DNS
+// capture off) queries go to the server the pod asked, which resolves
+// everything but the mesh's auto-allocated VIPs.
+static __always_inline int steer_dns(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return WEFT_TCX_NEXT;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->ihl < 5)
+		return WEFT_TCX_NEXT;
+	// Fragmented queries (either part) are left alone: no port to match.
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return WEFT_TCX_NEXT;
+	__u32 key = 0;
+	struct listener *l = bpf_map_lookup_elem(&dns_listener, &key);
+	if (!l || !l->port)
+		return WEFT_TCX_NEXT;
+
+	if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)ip + ip->ihl * 4;
+		if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(53))
+			return WEFT_TCX_NEXT;
+		struct bpf_sock_tuple t = {};
+		t.ipv4.saddr = ip->saddr;
+		t.ipv4.sport = udp->source;
+		t.ipv4.daddr = l->addr;
+		t.ipv4.dport = l->port;
+		struct bpf_sock *sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return WEFT_TCX_NEXT;
+		long err = bpf_sk_assign(skb, sk, 0);
+		bpf_sk_release(sk);
+		if (err)
+			return WEFT_TCX_NEXT;
+		skb->mark |= WEFT_MARK_CAPTURE;
+		return WEFT_TCX_PASS;
+	}
+	struct flow f;
+	if (parse_tcp4(skb, &f) != 0 || f.tcp->dest != bpf_htons(53))
+		return WEFT_TCX_NEXT;
+	if (assign_established(skb, &f, 1) != 0) {
+		if (!f.tcp->syn || f.tcp->ack)
+			return WEFT_TCX_NEXT;
+		if (assign_listener(skb, &f, l) != 0)
+			return WEFT_TCX_NEXT; // to the outbound listener, as without DNS capture
+	}
+	skb->mark |= WEFT_MARK_CAPTURE;
+	return WEFT_TCX_PASS;
+}
+
 // steer_inbound is the inbound decision, shared by both programs: TCP to an
 // enrolled pod IP (enrolled_ips with CAPTURE or DRAINING) goes to the HBONE
 // listener when its destination port is the HBONE port, else to the
@@ -331,11 +401,18 @@ int capture_outbound(struct __sk_buff *skb)
 
 	if (skb->mark & WEFT_MARK_SKIP)
 		return WEFT_TCX_NEXT;
-	if (parse_tcp4(skb, &f) != 0)
-		return WEFT_TCX_NEXT;
 	__u32 ifindex = skb->ingress_ifindex;
 	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ifindex, &ifindex);
 	__u32 flags = e ? e->flags : 0;
+	// DNS of a pod that takes new proxied connections (before the bypass
+	// check: a node-local resolver is captured too, as in Istio).
+	if ((flags & WEFT_F_CAPTURE) && !(flags & WEFT_F_DRAINING)) {
+		int verdict = steer_dns(skb);
+		if (verdict != WEFT_TCX_NEXT)
+			return verdict;
+	}
+	if (parse_tcp4(skb, &f) != 0)
+		return WEFT_TCX_NEXT;
 	if (!(flags & (WEFT_F_CAPTURE | WEFT_F_DRAINING))) {
 		// Not an enrolled source: police the destination like the uplink
 		// does. To a non-enrolled destination this costs two hash lookups

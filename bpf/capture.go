@@ -346,6 +346,19 @@ func (c *Capture) SetProxyPorts(outbound, inbound, hbone uint16) error {
 	return nil
 }
 
+// SetDNSPort tells the programs where the DNS proxy's transparent UDP and
+// TCP sockets are (127.0.0.1:port in the node's netns): enrolled pods' UDP
+// and TCP to port 53 go there. 0 turns DNS capture off. DNS fails open:
+// while nothing listens there, queries go to the server the pod asked.
+func (c *Capture) SetDNSPort(port uint16) error {
+	key := uint32(0)
+	v := captureListener{Addr: be32(netip.AddrFrom4([4]byte{127, 0, 0, 1})), Port: htons(port)}
+	if err := c.objs.DnsListener.Put(&key, &v); err != nil {
+		return fmt.Errorf("set the DNS proxy's port to %d: %w", port, err)
+	}
+	return nil
+}
+
 // Counters reports, summed over all CPUs and since the counters map was
 // first pinned (they survive agent restarts): captured, new connections
 // (SYNs, retransmissions included) handed to a proxy listener; dropped, SYNs

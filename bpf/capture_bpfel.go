@@ -37,6 +37,7 @@ type captureLpmV4Key struct {
 const (
 	captureMapBypass           = "bypass"
 	captureMapCounters         = "counters"
+	captureMapDnsListener      = "dns_listener"
 	captureMapEnrolledIfindex  = "enrolled_ifindex"
 	captureMapEnrolledIps      = "enrolled_ips"
 	captureMapLocalServiceVips = "local_service_vips"
@@ -97,6 +98,7 @@ type captureProgramSpecs struct {
 type captureMapSpecs struct {
 	Bypass           *ebpf.MapSpec `ebpf:"bypass"`
 	Counters         *ebpf.MapSpec `ebpf:"counters"`
+	DnsListener      *ebpf.MapSpec `ebpf:"dns_listener"`
 	EnrolledIfindex  *ebpf.MapSpec `ebpf:"enrolled_ifindex"`
 	EnrolledIps      *ebpf.MapSpec `ebpf:"enrolled_ips"`
 	LocalServiceVips *ebpf.MapSpec `ebpf:"local_service_vips"`
@@ -131,6 +133,7 @@ func (o *captureObjects) Close() error {
 type captureMaps struct {
 	Bypass           *ebpf.Map `ebpf:"bypass"`
 	Counters         *ebpf.Map `ebpf:"counters"`
+	DnsListener      *ebpf.Map `ebpf:"dns_listener"`
 	EnrolledIfindex  *ebpf.Map `ebpf:"enrolled_ifindex"`
 	EnrolledIps      *ebpf.Map `ebpf:"enrolled_ips"`
 	LocalServiceVips *ebpf.Map `ebpf:"local_service_vips"`
@@ -141,6 +144,7 @@ func (m *captureMaps) Close() error {
 	return _CaptureClose(
 		m.Bypass,
 		m.Counters,
+		m.DnsListener,
 		m.EnrolledIfindex,
 		m.EnrolledIps,
 		m.LocalServiceVips,

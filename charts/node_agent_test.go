@@ -350,9 +350,9 @@ func checkAgentMounts(t *testing.T, ds *appsv1.DaemonSet, cniBin, cniConf string
 	}
 }
 
-// wantAgentArgs are the agent's flags for a control address, log level and
-// the fixed in-container paths.
-func wantAgentArgs(control, logLevel string) []string {
+// wantAgentArgs are the agent's flags for a control address, log level,
+// DNS capture switch and the fixed in-container paths.
+func wantAgentArgs(control, logLevel, dnsCapture string) []string {
 	return []string{
 		"--node-name=$(NODE_NAME)",
 		"--control-address=" + control,
@@ -364,6 +364,7 @@ func wantAgentArgs(control, logLevel string) []string {
 		"--run-dir=/var/run/weft",
 		"--ready-file=/tmp/weft-agent-ready",
 		"--log-level=" + logLevel,
+		"--dns-capture=" + dnsCapture,
 	}
 }
 
@@ -440,7 +441,7 @@ func TestNodeAgentDefaults(t *testing.T) {
 	if c.Image != "ghcr.io/weft-mesh/node-agent:0.1.0" || c.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Errorf("image %q pullPolicy %q", c.Image, c.ImagePullPolicy)
 	}
-	if want := wantAgentArgs("weft-control.weft-system.svc:15012", "info"); !slices.Equal(c.Args, want) {
+	if want := wantAgentArgs("weft-control.weft-system.svc:15012", "info", "false"); !slices.Equal(c.Args, want) {
 		t.Errorf("args:\n got %q\nwant %q", c.Args, want)
 	}
 	if c.Command != nil {
@@ -495,7 +496,7 @@ func TestNodeAgentCustomValues(t *testing.T) {
 	if c.Image != "registry.example.org/mesh/node-agent:1.2.3-rc.1" || c.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("image %q pullPolicy %q", c.Image, c.ImagePullPolicy)
 	}
-	if want := wantAgentArgs("weft-control.mesh-control.svc:15012", "debug"); !slices.Equal(c.Args, want) {
+	if want := wantAgentArgs("weft-control.mesh-control.svc:15012", "debug", "true"); !slices.Equal(c.Args, want) {
 		t.Errorf("args:\n got %q\nwant %q", c.Args, want)
 	}
 	if aud := volume(t, ds, "weft-ca-token").Projected.Sources[0].ServiceAccountToken.Audience; aud != "example-ca" {

@@ -44,6 +44,13 @@ type Config struct {
 	// (clients outside the mesh) and the HBONE server (tunnels).
 	OutboundPort, InboundPlaintextPort, HBONEPort uint16
 
+	// DNSCapture runs the DNS proxy (node-agent/dns) on DNSPort, UDP and
+	// TCP, answering for mesh hosts; ClusterDomain is the Kubernetes
+	// Services' domain ("cluster.local").
+	DNSCapture    bool
+	DNSPort       uint16
+	ClusterDomain string
+
 	MetricsAddress   string // /metrics
 	ReadinessAddress string // /healthz/ready, /healthz/live
 	AdminAddress     string // /config_dump, /connections

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,6 +17,7 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/dns"
 	"github.com/weft-mesh/weft/node-agent/proxy"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
@@ -31,8 +33,9 @@ type agent struct {
 	cfg Config
 	log *slog.Logger
 
-	reg     *prometheus.Registry
-	metrics *proxy.Metrics
+	reg        *prometheus.Registry
+	metrics    *proxy.Metrics
+	dnsMetrics *dns.Metrics
 
 	store *config.Store
 	xds   *xdsclient.Client
@@ -69,6 +72,9 @@ func (a *agent) start(ctx context.Context) error {
 		return err
 	}
 	a.metrics = metrics
+	if a.cfg.DNSCapture {
+		a.dnsMetrics = dns.NewMetrics(a.reg)
+	}
 	if err := a.connectControl(); err != nil {
 		return err
 	}
@@ -88,6 +94,14 @@ func (a *agent) start(ctx context.Context) error {
 	// configuration would take every captured connection for a non-mesh one.
 	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPlaintextPort, a.cfg.HBONEPort); err != nil {
 		return err
+	}
+	// DNS capture off: an earlier agent may have turned it on. On, it is
+	// steered once the DNS proxy listens (serveDNS); until then queries
+	// fail open to the pods' own resolver, or reach the previous agent.
+	if !a.cfg.DNSCapture {
+		if err := a.capture.SetDNSPort(0); err != nil {
+			return err
+		}
 	}
 	if err := a.serveCNI(ctx); err != nil {
 		return err
@@ -171,8 +185,29 @@ func (a *agent) listen(ctx context.Context) error {
 		}
 		go l.serve(ln)
 	}
-	return nil
+	return a.serveDNS(ctx)
 }
+
+// serveDNS opens the DNS proxy on 127.0.0.1:DNSPort (where the capture
+// programs look it up), when DNS capture is on, then has the programs
+// steer enrolled pods' DNS to it.
+func (a *agent) serveDNS(ctx context.Context) error {
+	if !a.cfg.DNSCapture {
+		return nil
+	}
+	srv := &dns.Server{Mark: mesh.MarkSkip, Log: a.log, Handler: &dns.Handler{
+		Snapshot: a.store.Snapshot, Node: a.cfg.NodeName, ClusterDomain: a.cfg.ClusterDomain,
+		Forwarder: dns.NewUpstream(mesh.MarkSkip, dnsMaxForwards), Metrics: a.dnsMetrics, Log: a.log,
+	}}
+	if err := srv.Listen(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.cfg.DNSPort)))); err != nil {
+		return err
+	}
+	go srv.Serve(ctx)
+	return a.capture.SetDNSPort(a.cfg.DNSPort)
+}
+
+// dnsMaxForwards bounds the DNS proxy's queries waiting for upstream.
+const dnsMaxForwards = 1024
 
 // recoverEnrolment makes the enroller, taking over what a previous agent
 // left pinned, and exports the enrolment and capture metrics.
