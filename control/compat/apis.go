@@ -205,7 +205,7 @@ spec:
 		{
 			Feature: "ServiceEntry",
 			Status:  Partial,
-			Notes:   "hosts become Services (VIPs from `addresses`, ports, `istio.io/use-waypoint`), endpoint addresses become workloads outside the mesh; `STATIC`, `NONE`, and `DNS` with IP endpoints; DNS names are not resolved yet, no DNS proxy (clients must resolve the host to an `addresses` VIP), wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
+			Notes:   "hosts become Services (VIPs from `addresses`, else auto-allocated from 240.240.0.0/16 into `status.addresses` as istiod does; ports, `istio.io/use-waypoint`), endpoint addresses become workloads outside the mesh; `STATIC`, `NONE`, and `DNS` with IP endpoints; the node agents' DNS proxy (chart `ambient.dnsCapture`, off by default) resolves hosts to their VIPs; endpoint names and hosts are not resolved for `DNS` yet, wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -53,6 +53,11 @@ var enrolment = Section{
 			Notes:   "replicas with the annotation `weft.io/waypoint-replicas`; `spec.infrastructure.labels`/`annotations` are applied; `spec.infrastructure.parametersRef` is refused (`Accepted=False, InvalidParameters`), so no resources/HPA customization",
 		},
 		{
+			Feature: "DNS capture (`cni.ambient.dnsCapture`)",
+			Status:  Partial,
+			Notes:   "node-agent chart value `ambient.dnsCapture`, off by default: enrolled pods' DNS (UDP and TCP to port 53) goes to the node agent, which answers `A`/`AAAA` for Services and ServiceEntry hosts with VIPs (auto-allocated ones included, wildcard hosts as ztunnel matches them) and forwards the rest to the pod's resolver; fails open when the agent is away; no `ambient.istio.io/bypass-dns-capture` annotation, no CNAME for search-domain suffixes, IPv4 capture only ([node-agent.md](node-agent.md#dns-proxy-dns-capture))",
+		},
+		{
 			Feature: "`istio.io/ingress-use-waypoint`",
 			Status:  NotYet,
 			Notes:   "the ingress gateway sends straight to the destination's node agent, not through its waypoint",
