@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the local cluster's third-party binaries from the Go module proxy into
 # _output/kube-assets/bin: Kubernetes control plane + kube-proxy + kubectl,
-# etcd, the CNI reference plugins, CoreDNS, helm and Prometheus (the image of
-# samples/addons/prometheus.yaml in the local cluster). Each comes from a wrapper
+# etcd, the CNI reference plugins, CoreDNS, helm, Prometheus (the image of
+# samples/addons/prometheus.yaml in the local cluster) and the sample
+# applications of Istio's tasks the e2e runs (Istio's ext-authz server and
+# go-httpbin). Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
 # makes a warm run instant.
 set -euo pipefail
@@ -90,6 +92,11 @@ pv=$(cd "$tools/prometheus" && go list -m -f '{{.Version}}' github.com/prometheu
 pv=3.$((10#${BASH_REMATCH[1]})).${BASH_REMATCH[2]}
 build prometheus "-s -w -X github.com/prometheus/common/version.Version=$pv" \
 	-tags=remove_all_sd,enable_kubernetes_sd github.com/prometheus/prometheus/cmd/prometheus
+# Istio's ext-authz sample server and go-httpbin, the images of
+# samples/extauthz/ext-authz.yaml and samples/httpbin/httpbin.yaml (Istio's
+# manifests) in the local cluster.
+build testapps "-s -w" istio.io/istio/samples/extauthz/cmd/extauthz \
+	github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin
 
 echo "$want" >"$out/stamp"
 echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"

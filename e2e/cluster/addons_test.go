@@ -38,8 +38,50 @@ func TestAddonsImageMapRunsPrometheusAddon(t *testing.T) {
 		t.Errorf("addon image tag %s, but hack/tools/prometheus builds %s", tag, want)
 	}
 
+	assets, im := addonsImages(t, "coredns", "prometheus")
+	r, err := im.Resolve(image+":"+tag, nil, []string{"--config.file=/etc/config/prometheus.yml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(assets, "prometheus"); r.Argv[0] != want {
+		t.Errorf("%s runs %v, want %s", image, r.Argv, want)
+	}
+}
+
+// TestAddonsImageMapRunsIstioSamples: the images of Istio's ext-authz and
+// httpbin samples (samples/extauthz, samples/httpbin, Istio's manifests)
+// resolve to the binaries hack/kube-assets.sh builds from hack/tools/testapps.
+func TestAddonsImageMapRunsIstioSamples(t *testing.T) {
+	root := filepath.Join("..", "..")
+	assets, im := addonsImages(t, "extauthz", "go-httpbin")
+	for manifest, binary := range map[string]string{
+		"samples/extauthz/ext-authz.yaml": "extauthz",
+		"samples/httpbin/httpbin.yaml":    "go-httpbin",
+	} {
+		data, err := os.ReadFile(filepath.Join(root, manifest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^\s+- image: (\S+)$`).FindSubmatch(data)
+		if m == nil {
+			t.Fatalf("no image in %s", manifest)
+		}
+		r, err := im.Resolve(string(m[1]), nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", manifest, err)
+		}
+		if want := filepath.Join(assets, binary); r.Argv[0] != want {
+			t.Errorf("%s runs %v, want %s", m[1], r.Argv, want)
+		}
+	}
+}
+
+// addonsImages is the addons image map over an assets directory holding
+// (empty) binaries of the given names.
+func addonsImages(t *testing.T, binaries ...string) (string, *kubelet.ImageMap) {
+	t.Helper()
 	assets := t.TempDir()
-	for _, b := range []string{"coredns", "prometheus"} {
+	for _, b := range binaries {
 		if err := os.WriteFile(filepath.Join(assets, b), nil, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -52,11 +94,5 @@ func TestAddonsImageMapRunsPrometheusAddon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := im.Resolve(image+":"+tag, nil, []string{"--config.file=/etc/config/prometheus.yml"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(assets, "prometheus"); r.Argv[0] != want {
-		t.Errorf("%s runs %v, want %s", image, r.Argv, want)
-	}
+	return assets, im
 }

@@ -210,17 +210,23 @@ func (c *Cluster) prepare() error {
 }
 
 // addonsImageMap maps the images whose binaries are kube assets (built by
-// hack/kube-assets.sh, not by make build): the cluster's CoreDNS, and the
-// Prometheus of samples/addons/prometheus.yaml (optional: the cluster
-// starts without it, and its pod waits with ErrImagePull naming the
-// missing file).
+// hack/kube-assets.sh, not by make build): the cluster's CoreDNS, the
+// Prometheus of samples/addons/prometheus.yaml, and the sample applications
+// of Istio's tasks (samples/extauthz, samples/httpbin). All but CoreDNS are
+// optional: the cluster starts without them, and a pod using one waits with
+// ErrImagePull naming the missing file.
 func addonsImageMap(assets string) []byte {
 	return fmt.Appendf(nil, `images:
 - image: registry.k8s.io/coredns/coredns
   entrypoint: [%q]
 - image: prom/prometheus
   entrypoint: [%q]
-`, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"))
+- image: registry.istio.io/testing/ext-authz
+  entrypoint: [%q]
+- image: docker.io/mccutchen/go-httpbin
+  entrypoint: [%q]
+`, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"),
+		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"))
 }
 
 func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*process, error) {
