@@ -512,7 +512,9 @@ func TestControlCustomValues(t *testing.T) {
 	}
 	want := []string{
 		"--trust-domain=example.org", "--cluster-id=east", "--domain-suffix=corp.example",
-		"--root-namespace=mesh-config", "--path-normalization=DECODE_AND_MERGE_SLASHES", "--xds-address=:15012", "--monitoring-address=:15014",
+		"--root-namespace=mesh-config", "--path-normalization=DECODE_AND_MERGE_SLASHES",
+		`--extension-providers=[{"envoyExtAuthzGrpc":{"port":9000,"service":"ext-authz.foo.svc.cluster.local"},"name":"sample-ext-authz-grpc"}]`,
+		"--xds-address=:15012", "--monitoring-address=:15014",
 		"--cert-ttl=12h", "--max-cert-ttl=72h", "--ca-audience=example-ca",
 		"--node-agent-service-account=weft-dataplane/node-agent", "--service-name=weft-control",
 		"--leader-elect=true", "--log-level=debug", "--debounce=250ms",

@@ -18,7 +18,7 @@ func TestWaypointBookinfo(t *testing.T) {
 	e := startCluster(t, "e2ewp", 2, 5)
 	root := repoRoot()
 	manifest := func(f string) string { return filepath.Join(root, "samples/bookinfo/networking", f) }
-	e.installControlPlane(t)
+	e.installControlPlaneWith(t, "--values", extAuthzValues)
 	e.installNodeAgent(t)
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
@@ -204,6 +204,7 @@ spec:
 	})
 
 	t.Run("JWT: RequestAuthentication, requestPrincipals, claims DENY, dry-run", func(t *testing.T) { testWaypointJWT(t, e) })
+	t.Run("external authorization: Istio's ext-authz task, gRPC and HTTP providers", func(t *testing.T) { testWaypointExtAuthz(t, e) })
 
 	t.Run("waypoint metrics carry response codes and both principals", func(t *testing.T) {
 		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")

@@ -325,7 +325,7 @@ spec:
 		{
 			Feature: "MeshConfig",
 			Status:  Partial,
-			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`",
+			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz providers)",
 		},
 	},
 }

@@ -3,6 +3,7 @@ package compat
 import (
 	"encoding/json"
 	"fmt"
+	meshapi "istio.io/api/mesh/v1alpha1"
 	"slices"
 	"strings"
 	"testing"
@@ -146,12 +147,18 @@ func loadWorld(t *testing.T, path string) world {
 	return w
 }
 
+// probeProviders is the fixed world's meshConfig.extensionProviders: a
+// gRPC authorizer served by the world's reviews port.
+var probeProviders = []*meshapi.MeshConfig_ExtensionProvider{{Name: "ext-authz-grpc",
+	Provider: &meshapi.MeshConfig_ExtensionProvider_EnvoyExtAuthzGrpc{EnvoyExtAuthzGrpc: &meshapi.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider{
+		Service: "reviews.default.svc.cluster.local", Port: 9080}}}}
+
 // problems runs both translations on w, as weft-control does, and returns
 // every problem they report.
 func (w world) problems() []workload.Problem {
 	wcfg := workload.Config{}
 	wout := workload.Translate(wcfg, w.Inputs)
-	pout := waypoint.Translate(waypoint.Config{Config: wcfg}, waypoint.Inputs{
+	pout := waypoint.Translate(waypoint.Config{Config: wcfg, ExtensionProviders: probeProviders}, waypoint.Inputs{
 		Addresses:              wout.Addresses,
 		Services:               w.Services,
 		Pods:                   w.Pods,

@@ -631,9 +631,12 @@ spec:
 		},
 		{
 			Feature: "action `CUSTOM` (ext-authz)",
-			Status:  NotYet,
-			Notes:   "waypoint: the policy's rules **deny** (fail closed). Node agent: the policy is ignored, as in Istio's ztunnel",
-			Probes: []*Probe{reported(`
+			Status:  Partial,
+			Notes: "waypoints: providers `envoyExtAuthzGrpc` and `envoyExtAuthzHttp` of Helm value `meshConfig.extensionProviders` (Istio's format), with Envoy's ext_authz semantics " +
+				"(headers to and from the authorizer, `failOpen`, `statusOnError`, `timeout`, `pathPrefix`, `includeRequestBodyInCheck`); CUSTOM runs before DENY and ALLOW; " +
+				"one provider per waypoint chain (Istio: per workload); `clearRouteCache` is ignored (reported). A provider that is missing, of another type or whose service is not in the mesh: the rules **deny** (fail closed), as on TCP ports. " +
+				"Not on ingress gateways. Node agent: the policy is ignored, as in Istio's ztunnel ([guides/security.md](guides/security.md#external-authorization))",
+			Probes: []*Probe{clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -646,12 +649,28 @@ spec:
     name: reviews
   action: CUSTOM
   provider:
-    name: ext-authz
+    name: ext-authz-grpc
   rules:
   - to:
     - operation:
         paths: ["/admin/*"]
-`, "CUSTOM"),
+`), reported(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Service
+    group: ""
+    name: reviews
+  action: CUSTOM
+  provider:
+    name: not-configured
+  rules:
+  - {}
+`, "meshConfig.extensionProviders"),
 				reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

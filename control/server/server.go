@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	meshapi "istio.io/api/mesh/v1alpha1"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,6 +69,9 @@ type Options struct {
 	// PathNormalization is how waypoints and gateways normalize request
 	// paths (Istio's meshConfig.pathNormalization; "" = BASE).
 	PathNormalization waypoint.PathNormalization
+	// ExtensionProviders are Istio's meshConfig.extensionProviders
+	// (waypoint.ParseExtensionProviders).
+	ExtensionProviders []*meshapi.MeshConfig_ExtensionProvider
 	// Dashboard serves the live mesh page on the monitoring port.
 	Dashboard bool
 	Log       *slog.Logger
@@ -224,7 +228,8 @@ func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsS
 		Config: workload.Config{
 			TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 		},
-		PathNormalization: o.PathNormalization,
+		PathNormalization:  o.PathNormalization,
+		ExtensionProviders: o.ExtensionProviders,
 	}}
 }
 

@@ -31,6 +31,10 @@ type authzPolicy struct {
 	key      string // "<ns>/<name>", for ordering
 	deny     bool
 	dryRun   bool // istio.io/dry-run: shadow rules, never enforced
+	// custom is the external authorizer of a CUSTOM policy (deny is set
+	// too: on TCP chains, and where the provider cannot be used, its rules
+	// deny).
+	custom   *extAuthz
 	policies map[string]*rbacv3.Policy
 	tcp      map[string]*rbacv3.Policy
 	// tcpProblems are what only the TCP translation dropped; reported
@@ -61,19 +65,37 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			}
 		}
 		var deny bool
+		var custom *extAuthz
 		switch spec.Action {
 		case securityapi.AuthorizationPolicy_ALLOW:
 		case securityapi.AuthorizationPolicy_DENY:
 			deny = true
 		case securityapi.AuthorizationPolicy_CUSTOM:
-			// Fail closed: without the external authorizer, its rules deny.
-			p("spec.action: CUSTOM is not supported; the policy's rules deny")
+			// Fail closed: without a usable authorizer, its rules deny.
+			// With one, they are built as DENY rules are (an attribute
+			// dropped makes the rule match more: more requests checked).
 			deny = true
+			var err error
+			if custom, err = t.extAuthzProvider(spec.GetProvider().GetName()); err != nil {
+				p("%v; the policy's rules deny", err)
+			}
+			if custom != nil {
+				for _, what := range custom.ignored {
+					p("extension provider %q: %s is not supported; ignored", custom.provider, what)
+				}
+			}
+			if dryRun {
+				p("annotation %s: not supported with CUSTOM (as in Istio); the policy is enforced", mesh.AnnotationDryRun)
+				dryRun = false
+			}
 		default:
 			p("spec.action: %s is not supported; ignored", spec.Action)
 			continue
 		}
 		pol := t.authzPolicy(ap, deny)
+		if pol.custom = custom; custom != nil {
+			pol.tcpProblems = append(pol.tcpProblems, "spec.action: CUSTOM is not supported on TCP ports (no ext_authz network filter); the policy's rules deny")
+		}
 		if pol.dryRun = dryRun; dryRun {
 			pol.tcpProblems = append(pol.tcpProblems, fmt.Sprintf(
 				"annotation %s: a TCP chain does not log the would-be decision of a dry-run policy (it is not enforced either)", mesh.AnnotationDryRun))
@@ -140,14 +162,15 @@ func (t *translator) authzPolicy(ap *securityv1.AuthorizationPolicy, deny bool) 
 	for i, r := range ap.Spec.Rules {
 		name := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)
 		path := fmt.Sprintf("spec.rules[%d]", i)
-		b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny}
+		custom := ap.Spec.Action == securityapi.AuthorizationPolicy_CUSTOM
+		b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom}
 		if rp := b.rule(path, r); rp != nil {
 			pol.policies[name] = rp
 		}
 		for _, msg := range b.problems {
 			t.problem(kindAP, ap.Namespace, ap.Name, "%s", msg)
 		}
-		tb := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, tcp: true}
+		tb := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom, tcp: true}
 		if rp := tb.rule(path, r); rp != nil {
 			pol.tcp[name] = rp
 		}
@@ -167,6 +190,7 @@ type ruleBuilder struct {
 	t        *translator
 	ns       string
 	deny     bool
+	custom   bool // a CUSTOM policy's rule (built as a DENY rule)
 	tcp      bool // for a TCP chain: HTTP-only attributes cannot match
 	dropped  bool
 	problems []string
@@ -185,7 +209,9 @@ func (b *ruleBuilder) httpOnly(path string) bool {
 func (b *ruleBuilder) bad(path, format string, args ...any) {
 	b.dropped = true
 	what := "the attribute is ignored, so the DENY rule matches more"
-	if !b.deny {
+	if b.custom {
+		what = "the attribute is ignored, so the CUSTOM rule matches more (more requests go to the authorizer)"
+	} else if !b.deny {
 		what = "the ALLOW rule is dropped"
 	}
 	b.problems = append(b.problems, fmt.Sprintf("%s: %s; %s", path, fmt.Sprintf(format, args...), what))
@@ -572,6 +598,9 @@ func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow rbacRules) {
 	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
 	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
 	for _, p := range pols {
+		if p.custom != nil && !tcp {
+			continue // customAuthz
+		}
 		target, action := &allow, rbacv3.RBAC_ALLOW
 		if p.deny {
 			target, action = &deny, rbacv3.RBAC_DENY

@@ -40,8 +40,9 @@ func TestGolden(t *testing.T) {
 	for _, dir := range caseDirs(t) {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			tc := loadCase(t, dir)
+			cfg := caseConfig(t, dir)
 			before := mustJSON(t, tc.in)
-			out := Translate(Config{}, tc.in)
+			out := Translate(cfg, tc.in)
 			if !bytes.Equal(before, mustJSON(t, tc.in)) {
 				t.Errorf("Translate modified its inputs")
 			}
@@ -49,13 +50,31 @@ func TestGolden(t *testing.T) {
 			full := strings.Contains(filepath.Base(dir), "grpc")
 			got := render(t, out, full)
 			for seed := range uint64(3) {
-				if again := render(t, Translate(Config{}, shuffled(tc.in, seed)), full); !bytes.Equal(got, again) {
+				if again := render(t, Translate(cfg, shuffled(tc.in, seed)), full); !bytes.Equal(got, again) {
 					t.Fatalf("output depends on input order (seed %d):\n%s", seed, golden.Diff(got, again))
 				}
 			}
 			golden.Assert(t, filepath.Join(dir, "expected.json"), got)
 		})
 	}
+}
+
+// caseConfig is the mesh config of a case: the defaults, with the
+// extension providers of its extension-providers.json if it has one.
+func caseConfig(t *testing.T, dir string) Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "extension-providers.json"))
+	if os.IsNotExist(err) {
+		return Config{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	providers, err := ParseExtensionProviders(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{ExtensionProviders: providers}
 }
 
 func caseDirs(t *testing.T) []string {

@@ -79,7 +79,9 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 					&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
 			} else {
 				jwt := jwtAuthn(append(slices.Clone(t.gatewayJWT[key]), t.serviceJWT[svc.fqdn]...))
-				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, httpAuthz(jwt, pols))}
+				authz := t.httpAuthz(pc.name, jwt, pols)
+				fc.Filters = []*listenerv3.Filter{t.hcmFilter(pc.name, pc.fault, pc.cors, authz)}
+				authz.addCluster(refs)
 				res.Routes = append(res.Routes, t.routeConfig(pc, false))
 			}
 			l.FilterChains = append(l.FilterChains, fc)
@@ -103,7 +105,8 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 	ips = slices.Compact(ips)
 	for _, ip := range ips {
 		name := workloadChainPrefix + ip
-		authz := httpAuthz(jwtAuthn(slices.Clone(t.gatewayJWT[key])), slices.Clone(t.gatewayPolicies[key]))
+		authz := t.httpAuthz(name, jwtAuthn(slices.Clone(t.gatewayJWT[key])), slices.Clone(t.gatewayPolicies[key]))
+		authz.addCluster(refs)
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             name,
 			FilterChainMatch: &listenerv3.FilterChainMatch{PrefixRanges: cidrs([]string{ip})},
@@ -173,16 +176,37 @@ func shadowStatPrefix(r rbacRules) string {
 }
 
 // chainAuthz is what authenticates and authorizes the requests of an
-// HTTP chain: the jwt_authn config and the RBAC filters' rules.
+// HTTP chain: the jwt_authn config, the CUSTOM policies' external
+// authorizer and the RBAC filters' rules.
 type chainAuthz struct {
 	jwt         *jwtauthnv3.JwtAuthentication
+	custom      *customChain
 	deny, allow rbacRules
 }
 
-func httpAuthz(jwt *jwtauthnv3.JwtAuthentication, pols []*authzPolicy) chainAuthz {
+// httpAuthz is the authorization of HTTP chain from pols. CUSTOM policies
+// that cannot share the chain's provider deny (customAuthz).
+func (t *translator) httpAuthz(chain string, jwt *jwtauthnv3.JwtAuthentication, pols []*authzPolicy) chainAuthz {
 	a := chainAuthz{jwt: jwt}
+	var failClosed []*authzPolicy
+	a.custom, failClosed = t.customAuthz(chain, pols)
+	pols = slices.Clone(pols)
+	for i, p := range pols {
+		if slices.Contains(failClosed, p) {
+			denying := *p
+			denying.custom = nil
+			pols[i] = &denying
+		}
+	}
 	a.deny, a.allow = rbacConfigs(pols, false)
 	return a
+}
+
+// addCluster adds the external authorizer's cluster to refs.
+func (a chainAuthz) addCluster(refs map[string]clusterRef) {
+	if a.custom != nil {
+		refs[a.custom.authz.ref.name()] = a.custom.authz.ref
+	}
 }
 
 // addClusters adds the clusters and load assignments of refs.
@@ -271,6 +295,10 @@ func (t *translator) hcmFilter(name string, fault, cors bool, authz chainAuthz) 
 	}
 	if authz.jwt != nil {
 		add(jwtAuthnFilter, authz.jwt)
+	}
+	if c := authz.custom; c != nil {
+		add(extAuthzRBACFilter, &rbacfilterv3.RBAC{ShadowRules: c.rules, ShadowRulesStatPrefix: extAuthzShadowPrefix})
+		add(extAuthzFilter, c.authz.filter)
 	}
 	for _, r := range []struct {
 		name  string

@@ -66,6 +66,7 @@ import (
 	"slices"
 	"strings"
 
+	meshapi "istio.io/api/mesh/v1alpha1"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -85,6 +86,10 @@ type Config struct {
 	// PathNormalization of the waypoints' and gateways' HTTP connection
 	// managers (Istio's meshConfig.pathNormalization); default BASE.
 	PathNormalization PathNormalization
+	// ExtensionProviders are Istio's meshConfig.extensionProviders: the
+	// external authorizers of CUSTOM AuthorizationPolicies
+	// (ParseExtensionProviders).
+	ExtensionProviders []*meshapi.MeshConfig_ExtensionProvider
 }
 
 // Inputs is a snapshot of what the translation reads. Nil entries are

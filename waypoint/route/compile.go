@@ -11,6 +11,7 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -267,6 +268,12 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
 			p.filters = append(p.filters, rf)
+		case *extauthzv3.ExtAuthz:
+			ef, err := compileExtAuthz(f.GetName(), c, p.up)
+			if err != nil {
+				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
+			}
+			p.filters = append(p.filters, ef)
 		case *jwtauthnv3.JwtAuthentication:
 			jf, err := compileJWT(c, p.jwks)
 			if err != nil {

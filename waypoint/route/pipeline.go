@@ -42,8 +42,27 @@ type exchange struct {
 	// authn is the request's verified JWT (nil: none), set by jwt_authn.
 	authn *authn
 	// replyHeader is added to the next local reply (jwt_authn's
-	// WWW-Authenticate).
+	// WWW-Authenticate, an external authorizer's denial).
 	replyHeader http.Header
+	// shadowIDs are the RBAC filters' shadow_effective_policy_id dynamic
+	// metadata, by shadow_rules_stat_prefix (ext_authz reads it).
+	shadowIDs []shadowID
+	// authzResponseHeaders go on the response to the client (ext_authz
+	// allowed with headers for the client).
+	authzResponseHeaders http.Header
+}
+
+type shadowID struct{ prefix, policy string }
+
+// shadowPolicy is the policy the shadow rules of the RBAC filter with stat
+// prefix matched ("": none).
+func (x *exchange) shadowPolicy(prefix string) string {
+	for _, s := range x.shadowIDs {
+		if s.prefix == prefix {
+			return s.policy
+		}
+	}
+	return ""
 }
 
 func (x *exchange) getPeer() (Peer, bool) {

@@ -27,7 +27,17 @@ type rbacFilter struct {
 	name   string
 	eng    *rbacEngine // nil: not enforcing
 	shadow *rbacEngine // nil: no shadow rules
+	// shadowPrefix is shadow_rules_stat_prefix. The shadow rules' matched
+	// policy is recorded under it (Envoy's <prefix>shadow_effective_policy_id
+	// dynamic metadata); with extAuthzShadowPrefix they only select the
+	// requests ext_authz checks (Istio's CUSTOM policies), otherwise they
+	// are a dry run.
+	shadowPrefix string
 }
+
+// extAuthzShadowPrefix is Istio's stat prefix of the shadow rules that
+// enable ext_authz.
+const extAuthzShadowPrefix = "istio_ext_authz_"
 
 type rbacEngine struct {
 	allow    bool
@@ -49,7 +59,7 @@ func (f *rbacFilter) encode(*exchange, http.Header) {}
 
 func (f *rbacFilter) decode(x *exchange) bool {
 	if f.shadow != nil {
-		f.dryRun(x)
+		f.evaluateShadow(x)
 	}
 	if f.eng == nil {
 		return true
@@ -66,10 +76,17 @@ func (f *rbacFilter) decode(x *exchange) bool {
 	return false
 }
 
-// dryRun evaluates the shadow rules, as Envoy before the enforced ones,
-// and records their decision (the first denial of the request's filters).
-func (f *rbacFilter) dryRun(x *exchange) {
+// evaluateShadow evaluates the shadow rules, as Envoy before the enforced
+// ones, and records the policy they matched and, for a dry run, their
+// decision (the first denial of the request's filters).
+func (f *rbacFilter) evaluateShadow(x *exchange) {
 	matched, policy := f.shadow.evaluate(x)
+	if matched {
+		x.shadowIDs = append(x.shadowIDs, shadowID{f.shadowPrefix, policy})
+	}
+	if f.shadowPrefix == extAuthzShadowPrefix {
+		return
+	}
 	if matched == f.shadow.allow {
 		if x.info.DryRun == "" {
 			x.info.DryRun = "allowed"
@@ -113,7 +130,7 @@ func compileRBAC(name string, c *rbacv3.RBAC) (*rbacFilter, error) {
 	if c.GetMatcher() != nil || c.GetShadowMatcher() != nil {
 		return nil, fmt.Errorf("RBAC matcher API is not supported (use rules)")
 	}
-	f := &rbacFilter{name: name}
+	f := &rbacFilter{name: name, shadowPrefix: c.GetShadowRulesStatPrefix()}
 	var err error
 	if f.eng, err = compileRules(c.GetRules()); err != nil {
 		return nil, err
