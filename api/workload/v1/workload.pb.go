@@ -169,6 +169,124 @@ func (LoadBalancing_Mode) EnumDescriptor() ([]byte, []int) {
 	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{8, 0}
 }
 
+// A property of the client that an endpoint may share (numbers as in
+// Istio's workload API, istio.workload.LoadBalancing.Scope).
+type LoadBalancing_Scope int32
+
+const (
+	LoadBalancing_UNSPECIFIED_SCOPE LoadBalancing_Scope = 0
+	LoadBalancing_REGION            LoadBalancing_Scope = 1
+	LoadBalancing_ZONE              LoadBalancing_Scope = 2
+	LoadBalancing_SUBZONE           LoadBalancing_Scope = 3
+	LoadBalancing_NODE              LoadBalancing_Scope = 4
+	LoadBalancing_CLUSTER           LoadBalancing_Scope = 5
+	// Weft has one network: every endpoint matches.
+	LoadBalancing_NETWORK LoadBalancing_Scope = 6
+)
+
+// Enum value maps for LoadBalancing_Scope.
+var (
+	LoadBalancing_Scope_name = map[int32]string{
+		0: "UNSPECIFIED_SCOPE",
+		1: "REGION",
+		2: "ZONE",
+		3: "SUBZONE",
+		4: "NODE",
+		5: "CLUSTER",
+		6: "NETWORK",
+	}
+	LoadBalancing_Scope_value = map[string]int32{
+		"UNSPECIFIED_SCOPE": 0,
+		"REGION":            1,
+		"ZONE":              2,
+		"SUBZONE":           3,
+		"NODE":              4,
+		"CLUSTER":           5,
+		"NETWORK":           6,
+	}
+)
+
+func (x LoadBalancing_Scope) Enum() *LoadBalancing_Scope {
+	p := new(LoadBalancing_Scope)
+	*p = x
+	return p
+}
+
+func (x LoadBalancing_Scope) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LoadBalancing_Scope) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_workload_v1_workload_proto_enumTypes[3].Descriptor()
+}
+
+func (LoadBalancing_Scope) Type() protoreflect.EnumType {
+	return &file_api_workload_v1_workload_proto_enumTypes[3]
+}
+
+func (x LoadBalancing_Scope) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LoadBalancing_Scope.Descriptor instead.
+func (LoadBalancing_Scope) EnumDescriptor() ([]byte, []int) {
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{8, 1}
+}
+
+// What routing_preference means (numbers as in Istio's
+// LoadBalancing.Mode, which Weft's mode above predates).
+type LoadBalancing_LocalityMode int32
+
+const (
+	// No locality preference: routing_preference is ignored.
+	LoadBalancing_UNSPECIFIED_LOCALITY_MODE LoadBalancing_LocalityMode = 0
+	// Only endpoints sharing every scope; none: the connection fails.
+	LoadBalancing_STRICT LoadBalancing_LocalityMode = 1
+	// The healthy endpoints of the highest rank present.
+	LoadBalancing_FAILOVER LoadBalancing_LocalityMode = 2
+)
+
+// Enum value maps for LoadBalancing_LocalityMode.
+var (
+	LoadBalancing_LocalityMode_name = map[int32]string{
+		0: "UNSPECIFIED_LOCALITY_MODE",
+		1: "STRICT",
+		2: "FAILOVER",
+	}
+	LoadBalancing_LocalityMode_value = map[string]int32{
+		"UNSPECIFIED_LOCALITY_MODE": 0,
+		"STRICT":                    1,
+		"FAILOVER":                  2,
+	}
+)
+
+func (x LoadBalancing_LocalityMode) Enum() *LoadBalancing_LocalityMode {
+	p := new(LoadBalancing_LocalityMode)
+	*p = x
+	return p
+}
+
+func (x LoadBalancing_LocalityMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LoadBalancing_LocalityMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_workload_v1_workload_proto_enumTypes[4].Descriptor()
+}
+
+func (LoadBalancing_LocalityMode) Type() protoreflect.EnumType {
+	return &file_api_workload_v1_workload_proto_enumTypes[4]
+}
+
+func (x LoadBalancing_LocalityMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LoadBalancing_LocalityMode.Descriptor instead.
+func (LoadBalancing_LocalityMode) EnumDescriptor() ([]byte, []int) {
+	return file_api_workload_v1_workload_proto_rawDescGZIP(), []int{8, 2}
+}
+
 // Address is one xDS resource: a workload (named by its uid) or a service
 // (named "<namespace>/<hostname>").
 type Address struct {
@@ -841,10 +959,17 @@ func (x *Locality) GetSubzone() string {
 }
 
 type LoadBalancing struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mode          LoadBalancing_Mode     `protobuf:"varint,1,opt,name=mode,proto3,enum=weft.workload.v1.LoadBalancing_Mode" json:"mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How to choose among the endpoints left after locality ranking.
+	Mode LoadBalancing_Mode `protobuf:"varint,1,opt,name=mode,proto3,enum=weft.workload.v1.LoadBalancing_Mode" json:"mode,omitempty"`
+	// Scopes in order of preference. An endpoint's rank is the number of
+	// leading scopes it shares with the client (the source workload), as in
+	// ztunnel: [NETWORK, REGION, ZONE] ranks an endpoint in another zone of
+	// the client's region 2. Empty: no locality preference.
+	RoutingPreference []LoadBalancing_Scope      `protobuf:"varint,2,rep,packed,name=routing_preference,json=routingPreference,proto3,enum=weft.workload.v1.LoadBalancing_Scope" json:"routing_preference,omitempty"`
+	LocalityMode      LoadBalancing_LocalityMode `protobuf:"varint,3,opt,name=locality_mode,json=localityMode,proto3,enum=weft.workload.v1.LoadBalancing_LocalityMode" json:"locality_mode,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LoadBalancing) Reset() {
@@ -882,6 +1007,20 @@ func (x *LoadBalancing) GetMode() LoadBalancing_Mode {
 		return x.Mode
 	}
 	return LoadBalancing_ROUND_ROBIN
+}
+
+func (x *LoadBalancing) GetRoutingPreference() []LoadBalancing_Scope {
+	if x != nil {
+		return x.RoutingPreference
+	}
+	return nil
+}
+
+func (x *LoadBalancing) GetLocalityMode() LoadBalancing_LocalityMode {
+	if x != nil {
+		return x.LocalityMode
+	}
+	return LoadBalancing_UNSPECIFIED_LOCALITY_MODE
 }
 
 var File_api_workload_v1_workload_proto protoreflect.FileDescriptor
@@ -941,12 +1080,28 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\bLocality\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x18\n" +
-	"\asubzone\x18\x03 \x01(\tR\asubzone\"u\n" +
+	"\asubzone\x18\x03 \x01(\tR\asubzone\"\xce\x03\n" +
 	"\rLoadBalancing\x128\n" +
-	"\x04mode\x18\x01 \x01(\x0e2$.weft.workload.v1.LoadBalancing.ModeR\x04mode\"*\n" +
+	"\x04mode\x18\x01 \x01(\x0e2$.weft.workload.v1.LoadBalancing.ModeR\x04mode\x12T\n" +
+	"\x12routing_preference\x18\x02 \x03(\x0e2%.weft.workload.v1.LoadBalancing.ScopeR\x11routingPreference\x12Q\n" +
+	"\rlocality_mode\x18\x03 \x01(\x0e2,.weft.workload.v1.LoadBalancing.LocalityModeR\flocalityMode\"*\n" +
 	"\x04Mode\x12\x0f\n" +
 	"\vROUND_ROBIN\x10\x00\x12\x11\n" +
-	"\rLEAST_REQUEST\x10\x01*%\n" +
+	"\rLEAST_REQUEST\x10\x01\"e\n" +
+	"\x05Scope\x12\x15\n" +
+	"\x11UNSPECIFIED_SCOPE\x10\x00\x12\n" +
+	"\n" +
+	"\x06REGION\x10\x01\x12\b\n" +
+	"\x04ZONE\x10\x02\x12\v\n" +
+	"\aSUBZONE\x10\x03\x12\b\n" +
+	"\x04NODE\x10\x04\x12\v\n" +
+	"\aCLUSTER\x10\x05\x12\v\n" +
+	"\aNETWORK\x10\x06\"G\n" +
+	"\fLocalityMode\x12\x1d\n" +
+	"\x19UNSPECIFIED_LOCALITY_MODE\x10\x00\x12\n" +
+	"\n" +
+	"\x06STRICT\x10\x01\x12\f\n" +
+	"\bFAILOVER\x10\x02*%\n" +
 	"\x0eTunnelProtocol\x12\b\n" +
 	"\x04NONE\x10\x00\x12\t\n" +
 	"\x05HBONE\x10\x01*,\n" +
@@ -966,42 +1121,46 @@ func file_api_workload_v1_workload_proto_rawDescGZIP() []byte {
 	return file_api_workload_v1_workload_proto_rawDescData
 }
 
-var file_api_workload_v1_workload_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_workload_v1_workload_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_api_workload_v1_workload_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_api_workload_v1_workload_proto_goTypes = []any{
-	(TunnelProtocol)(0),       // 0: weft.workload.v1.TunnelProtocol
-	(WorkloadStatus)(0),       // 1: weft.workload.v1.WorkloadStatus
-	(LoadBalancing_Mode)(0),   // 2: weft.workload.v1.LoadBalancing.Mode
-	(*Address)(nil),           // 3: weft.workload.v1.Address
-	(*EnrolledNamespace)(nil), // 4: weft.workload.v1.EnrolledNamespace
-	(*Workload)(nil),          // 5: weft.workload.v1.Workload
-	(*Service)(nil),           // 6: weft.workload.v1.Service
-	(*Port)(nil),              // 7: weft.workload.v1.Port
-	(*PortList)(nil),          // 8: weft.workload.v1.PortList
-	(*GatewayAddress)(nil),    // 9: weft.workload.v1.GatewayAddress
-	(*Locality)(nil),          // 10: weft.workload.v1.Locality
-	(*LoadBalancing)(nil),     // 11: weft.workload.v1.LoadBalancing
-	nil,                       // 12: weft.workload.v1.Workload.ServicesEntry
+	(TunnelProtocol)(0),             // 0: weft.workload.v1.TunnelProtocol
+	(WorkloadStatus)(0),             // 1: weft.workload.v1.WorkloadStatus
+	(LoadBalancing_Mode)(0),         // 2: weft.workload.v1.LoadBalancing.Mode
+	(LoadBalancing_Scope)(0),        // 3: weft.workload.v1.LoadBalancing.Scope
+	(LoadBalancing_LocalityMode)(0), // 4: weft.workload.v1.LoadBalancing.LocalityMode
+	(*Address)(nil),                 // 5: weft.workload.v1.Address
+	(*EnrolledNamespace)(nil),       // 6: weft.workload.v1.EnrolledNamespace
+	(*Workload)(nil),                // 7: weft.workload.v1.Workload
+	(*Service)(nil),                 // 8: weft.workload.v1.Service
+	(*Port)(nil),                    // 9: weft.workload.v1.Port
+	(*PortList)(nil),                // 10: weft.workload.v1.PortList
+	(*GatewayAddress)(nil),          // 11: weft.workload.v1.GatewayAddress
+	(*Locality)(nil),                // 12: weft.workload.v1.Locality
+	(*LoadBalancing)(nil),           // 13: weft.workload.v1.LoadBalancing
+	nil,                             // 14: weft.workload.v1.Workload.ServicesEntry
 }
 var file_api_workload_v1_workload_proto_depIdxs = []int32{
-	5,  // 0: weft.workload.v1.Address.workload:type_name -> weft.workload.v1.Workload
-	6,  // 1: weft.workload.v1.Address.service:type_name -> weft.workload.v1.Service
+	7,  // 0: weft.workload.v1.Address.workload:type_name -> weft.workload.v1.Workload
+	8,  // 1: weft.workload.v1.Address.service:type_name -> weft.workload.v1.Service
 	0,  // 2: weft.workload.v1.Workload.tunnel_protocol:type_name -> weft.workload.v1.TunnelProtocol
-	9,  // 3: weft.workload.v1.Workload.waypoint:type_name -> weft.workload.v1.GatewayAddress
-	12, // 4: weft.workload.v1.Workload.services:type_name -> weft.workload.v1.Workload.ServicesEntry
-	10, // 5: weft.workload.v1.Workload.locality:type_name -> weft.workload.v1.Locality
+	11, // 3: weft.workload.v1.Workload.waypoint:type_name -> weft.workload.v1.GatewayAddress
+	14, // 4: weft.workload.v1.Workload.services:type_name -> weft.workload.v1.Workload.ServicesEntry
+	12, // 5: weft.workload.v1.Workload.locality:type_name -> weft.workload.v1.Locality
 	1,  // 6: weft.workload.v1.Workload.status:type_name -> weft.workload.v1.WorkloadStatus
-	7,  // 7: weft.workload.v1.Service.ports:type_name -> weft.workload.v1.Port
-	9,  // 8: weft.workload.v1.Service.waypoint:type_name -> weft.workload.v1.GatewayAddress
-	11, // 9: weft.workload.v1.Service.load_balancing:type_name -> weft.workload.v1.LoadBalancing
-	7,  // 10: weft.workload.v1.PortList.ports:type_name -> weft.workload.v1.Port
+	9,  // 7: weft.workload.v1.Service.ports:type_name -> weft.workload.v1.Port
+	11, // 8: weft.workload.v1.Service.waypoint:type_name -> weft.workload.v1.GatewayAddress
+	13, // 9: weft.workload.v1.Service.load_balancing:type_name -> weft.workload.v1.LoadBalancing
+	9,  // 10: weft.workload.v1.PortList.ports:type_name -> weft.workload.v1.Port
 	2,  // 11: weft.workload.v1.LoadBalancing.mode:type_name -> weft.workload.v1.LoadBalancing.Mode
-	8,  // 12: weft.workload.v1.Workload.ServicesEntry.value:type_name -> weft.workload.v1.PortList
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	3,  // 12: weft.workload.v1.LoadBalancing.routing_preference:type_name -> weft.workload.v1.LoadBalancing.Scope
+	4,  // 13: weft.workload.v1.LoadBalancing.locality_mode:type_name -> weft.workload.v1.LoadBalancing.LocalityMode
+	10, // 14: weft.workload.v1.Workload.ServicesEntry.value:type_name -> weft.workload.v1.PortList
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_workload_v1_workload_proto_init() }
@@ -1022,7 +1181,7 @@ func file_api_workload_v1_workload_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_workload_v1_workload_proto_rawDesc), len(file_api_workload_v1_workload_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      5,
 			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
