@@ -7,8 +7,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -53,6 +56,8 @@ type Cluster struct {
 	// unsupported are the served kinds Weft does not implement.
 	unsupported []schema.GroupVersionResource
 	pods        cache.SharedIndexInformer
+	// nodes hold only names and labels (nodeLabelsOnly): pods' locality.
+	nodes cache.SharedIndexInformer
 }
 
 // Clients are the API clients discovery needs.
@@ -93,19 +98,54 @@ func New(log *slog.Logger, c Clients) (*Cluster, error) {
 		DeleteFunc: func(any) { d.signal() },
 	}
 	d.pods = d.kube.Core().V1().Pods().Informer()
+	d.nodes = d.kube.Core().V1().Nodes().Informer()
+	if err := d.nodes.SetTransform(nodeLabelsOnly); err != nil {
+		return nil, err
+	}
 	for _, inf := range d.informers() {
-		if _, err := inf.AddEventHandler(notify); err != nil {
+		h := cache.ResourceEventHandler(notify)
+		if inf == d.nodes {
+			h = nodeLabelsChanged(notify)
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
 			return nil, err
 		}
 	}
 	return d, nil
 }
 
+// nodeLabelsOnly keeps what the translation reads of a Node, its name and
+// labels: a node's status (images, conditions) is large and changes at
+// every heartbeat.
+func nodeLabelsOnly(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil // a tombstone
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+		Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion, Labels: n.Labels,
+	}}, nil
+}
+
+// nodeLabelsChanged signals on added and deleted nodes and on label
+// changes only (which move its pods to another locality), not on the
+// status updates every kubelet posts.
+func nodeLabelsChanged(h cache.ResourceEventHandlerFuncs) cache.ResourceEventHandlerFuncs {
+	h.UpdateFunc = func(oldObj, newObj any) {
+		o, ok1 := oldObj.(*corev1.Node)
+		n, ok2 := newObj.(*corev1.Node)
+		if !ok1 || !ok2 || !maps.Equal(o.Labels, n.Labels) {
+			h.AddFunc(newObj)
+		}
+	}
+	return h
+}
+
 func (d *Cluster) informers() []cache.SharedIndexInformer {
 	k := d.kube
 	infs := []cache.SharedIndexInformer{
 		k.Core().V1().Namespaces().Informer(), d.pods, k.Core().V1().Services().Informer(),
-		k.Discovery().V1().EndpointSlices().Informer(),
+		k.Discovery().V1().EndpointSlices().Informer(), d.nodes,
 	}
 	if d.hasIstio {
 		infs = append(infs, d.istio.Security().V1().AuthorizationPolicies().Informer(),
@@ -247,6 +287,7 @@ func (d *Cluster) Inputs() (workload.Inputs, error) {
 	in.Pods = listAll(&err, k.Core().V1().Pods().Lister())
 	in.Services = listAll(&err, k.Core().V1().Services().Lister())
 	in.EndpointSlices = listAll(&err, k.Discovery().V1().EndpointSlices().Lister())
+	in.Nodes = listAll(&err, k.Core().V1().Nodes().Lister())
 	// A kind that is not served has no lister: asking for one would start
 	// an informer on a resource that does not exist.
 	if d.hasIstio {

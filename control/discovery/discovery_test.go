@@ -19,6 +19,7 @@ import (
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	fakedynamic "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 )
@@ -38,7 +39,9 @@ func meta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: "
 // each kind that is not served is named in a warning.
 func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	kube := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
-		&corev1.Service{ObjectMeta: meta("reviews")})
+		&corev1.Service{ObjectMeta: meta("reviews")},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-0", Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}},
+			Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}}})
 	kube.Discovery().(*fakediscovery.FakeDiscovery).Resources = []*metav1.APIResourceList{
 		{GroupVersion: "security.istio.io/v1", APIResources: []metav1.APIResource{{Name: "authorizationpolicies"}, {Name: "requestauthentications"}}},
 		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
@@ -90,6 +93,9 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(in.Nodes) != 1 || in.Nodes[0].Labels["topology.kubernetes.io/zone"] != "zone-a" || len(in.Nodes[0].Status.Images) != 0 {
+		t.Errorf("nodes: %v, want node-0 with its labels and without its status", in.Nodes)
+	}
 	if len(in.Namespaces) != 1 || len(in.Services) != 1 || len(in.AuthorizationPolicies) != 1 ||
 		len(in.Gateways) != 1 || len(in.ServiceEntries) != 1 {
 		t.Errorf("inputs: %d namespaces, %d services, %d policies, %d gateways, %d service entries; want one of each",
@@ -116,5 +122,24 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	}
 	if _, ok := objs[wasm]; ok || len(objs) != 1 {
 		t.Errorf("unsupported kinds listed: %v, want only Telemetry (the only one served)", objs)
+	}
+}
+
+// TestNodeUpdatesSignalOnLabelChanges: a kubelet's status update is no
+// reason to translate again; a changed label (a node's zone) is.
+func TestNodeUpdatesSignalOnLabelChanges(t *testing.T) {
+	signals := 0
+	h := nodeLabelsChanged(cache.ResourceEventHandlerFuncs{AddFunc: func(any) { signals++ }})
+	node := func(zone, rv string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", ResourceVersion: rv,
+			Labels: map[string]string{"topology.kubernetes.io/zone": zone}}}
+	}
+	h.UpdateFunc(node("zone-a", "1"), node("zone-a", "2"))
+	if signals != 0 {
+		t.Fatalf("status-only update signalled %d times", signals)
+	}
+	h.UpdateFunc(node("zone-a", "2"), node("zone-b", "3"))
+	if signals != 1 {
+		t.Fatalf("label change signalled %d times, want 1", signals)
 	}
 }

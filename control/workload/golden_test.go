@@ -99,6 +99,8 @@ func readInputs(t testing.TB, path string) Inputs {
 		switch o := obj.(type) {
 		case *corev1.Namespace:
 			in.Namespaces = append(in.Namespaces, o)
+		case *corev1.Node:
+			in.Nodes = append(in.Nodes, o)
 		case *corev1.Pod:
 			in.Pods = append(in.Pods, o)
 		case *corev1.Service:
@@ -140,7 +142,9 @@ func shuffled(in Inputs) Inputs {
 		PeerAuthentications:   slices.Clone(in.PeerAuthentications),
 		Gateways:              slices.Clone(in.Gateways),
 		ServiceEntries:        slices.Clone(in.ServiceEntries),
+		Nodes:                 slices.Clone(in.Nodes),
 	}
+	shuffle(len(out.Nodes), func(i, j int) { out.Nodes[i], out.Nodes[j] = out.Nodes[j], out.Nodes[i] })
 	shuffle(len(out.Namespaces), func(i, j int) { out.Namespaces[i], out.Namespaces[j] = out.Namespaces[j], out.Namespaces[i] })
 	shuffle(len(out.Pods), func(i, j int) { out.Pods[i], out.Pods[j] = out.Pods[j], out.Pods[i] })
 	shuffle(len(out.Services), func(i, j int) { out.Services[i], out.Services[j] = out.Services[j], out.Services[i] })

@@ -92,17 +92,25 @@ func (t *translator) serviceVIPs(svc *corev1.Service) []string {
 	return slices.Compact(out)
 }
 
+// loadBalancing combines the Service's balancing algorithm (Weft's
+// annotation) with its locality preference (serviceLocality); nil when
+// both are the defaults.
 func (t *translator) loadBalancing(svc *corev1.Service) *workloadv1.LoadBalancing {
+	lb := &workloadv1.LoadBalancing{}
 	switch v := svc.Annotations[annotationLoadBalancing]; v {
 	case "", "round-robin":
-		return nil // ROUND_ROBIN is the default
+		// ROUND_ROBIN is the default
 	case "least-request":
-		return &workloadv1.LoadBalancing{Mode: workloadv1.LoadBalancing_LEAST_REQUEST}
+		lb.Mode = workloadv1.LoadBalancing_LEAST_REQUEST
 	default:
 		t.problem("Service", svc.Namespace, svc.Name,
 			"annotation %s: unknown value %q (want round-robin or least-request); using round-robin", annotationLoadBalancing, v)
+	}
+	lb.RoutingPreference, lb.LocalityMode = t.serviceLocality(svc)
+	if lb.Mode == workloadv1.LoadBalancing_ROUND_ROBIN && lb.LocalityMode == workloadv1.LoadBalancing_UNSPECIFIED_LOCALITY_MODE {
 		return nil
 	}
+	return lb
 }
 
 // podServices returns the Services of the pod's namespace that select it,

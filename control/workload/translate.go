@@ -1,5 +1,5 @@
 // Package workload translates cluster state (Pods, Services, Namespaces,
-// Gateways and Istio security policies) into Weft's workload-discovery
+// Nodes, Gateways and Istio security policies) into Weft's workload-discovery
 // resources: the Address and Authorization messages that the control plane
 // serves to node agents over delta xDS.
 //
@@ -21,7 +21,9 @@
 //   - a waypoint is used as soon as its Gateway exists (istiod waits for
 //     the Gateway's status addresses);
 //   - selector PeerAuthentications in the root namespace apply to that
-//     namespace's workloads (istiod ambient ignores them, istio/istio#61023).
+//     namespace's workloads (istiod ambient ignores them, istio/istio#61023);
+//   - a pod's own topology labels override its node's in its locality
+//     (istiod ambient reads the node's only).
 package workload
 
 import (
@@ -73,6 +75,8 @@ type Inputs struct {
 	Gateways []*gatewayv1.Gateway
 	// ServiceEntries become Services and endpoint Workloads (serviceentry.go).
 	ServiceEntries []*networkingv1.ServiceEntry
+	// Nodes give their pods' locality (their topology labels).
+	Nodes []*corev1.Node
 }
 
 // Output is the translated snapshot.
@@ -130,6 +134,7 @@ const (
 func Translate(cfg Config, in Inputs) Output {
 	t := newTranslator(cfg.WithDefaults(), in)
 	t.indexNamespaces(in.Namespaces)
+	t.indexNodes(in.Nodes)
 	t.indexWaypoints(in.Gateways)
 	t.translateServices(in.Services)
 	t.translateServiceEntries(in.ServiceEntries)
@@ -179,6 +184,7 @@ type translator struct {
 	cfg Config
 
 	namespaces map[string]*corev1.Namespace
+	nodes      map[string]*corev1.Node
 	waypoints  map[string]*waypoint // "<ns>/<name>"
 	// nsWaypoints caches each namespace's use-waypoint resolution.
 	nsWaypoints map[string]*waypoint
@@ -200,6 +206,7 @@ func newTranslator(cfg Config, in Inputs) *translator {
 	return &translator{
 		cfg:               cfg,
 		namespaces:        make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		nodes:             make(map[string]*corev1.Node, len(in.Nodes)),
 		waypoints:         make(map[string]*waypoint),
 		nsWaypoints:       make(map[string]*waypoint),
 		selectingServices: make(map[string][]*meshService),

@@ -58,7 +58,7 @@ func (t *translator) podWorkload(pod *corev1.Pod) *workloadv1.Workload {
 		TrustDomain:           t.cfg.TrustDomain,
 		Waypoint:              t.workloadWaypoint(pod),
 		Services:              t.podServices(pod),
-		Locality:              podLocality(pod.Labels),
+		Locality:              t.podLocality(pod),
 		Status:                podStatus(pod),
 		AuthorizationPolicies: t.podPolicies(pod),
 		ClusterId:             t.cfg.ClusterID,
@@ -139,16 +139,6 @@ func podStatus(pod *corev1.Pod) workloadv1.WorkloadStatus {
 		}
 	}
 	return workloadv1.WorkloadStatus_UNHEALTHY
-}
-
-// podLocality reads topology labels on the pod itself (node labels are not
-// an input of this translation).
-func podLocality(lbls map[string]string) *workloadv1.Locality {
-	region, zone, subzone := lbls[labelTopologyRegion], lbls[labelTopologyZone], lbls[labelTopologySubzone]
-	if region == "" && zone == "" && subzone == "" {
-		return nil
-	}
-	return &workloadv1.Locality{Region: region, Zone: zone, Subzone: subzone}
 }
 
 // canonicalNameRevision returns the telemetry service name and revision, in
