@@ -116,7 +116,7 @@ func FuzzStoreHandle(f *testing.F) {
 		}
 		for _, svc := range snap.Services() {
 			for _, p := range svc.Proto.GetPorts() {
-				if _, _, err := s.PickEndpoint(svc, uint16(p.GetServicePort())); err != nil && len(svc.Endpoints(uint16(p.GetServicePort()))) > 0 {
+				if _, _, err := s.PickEndpoint(svc, uint16(p.GetServicePort()), nil); err != nil && len(svc.Endpoints(uint16(p.GetServicePort()))) > 0 {
 					t.Fatalf("PickEndpoint: %v with endpoints", err)
 				}
 			}

@@ -54,6 +54,9 @@ type Service struct {
 	// rr is the round-robin position, carried over from one snapshot to
 	// the next so that config changes do not reset the rotation.
 	rr *atomic.Uint64
+	// ranked chooses endpoints by the client's locality; nil when the
+	// service has no locality preference.
+	ranked *rankedEndpoints
 }
 
 // Endpoints returns the healthy endpoints of a service port (nil if the
@@ -280,7 +283,8 @@ func buildAddressIndex(workloads map[string]*Workload, services map[string]*Serv
 	}
 	// Fresh Service values: their endpoints depend on the workloads.
 	for name, s := range services {
-		c := &Service{Name: s.Name, Proto: s.Proto, VIPs: s.VIPs, endpoints: map[uint16][]Endpoint{}}
+		c := &Service{Name: s.Name, Proto: s.Proto, VIPs: s.VIPs, endpoints: map[uint16][]Endpoint{},
+			ranked: newRankedEndpoints(s.Proto.GetLoadBalancing())}
 		if prev != nil && prev.services[name] != nil {
 			c.rr = prev.services[name].rr
 		}

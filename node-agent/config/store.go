@@ -247,17 +247,26 @@ func (s *Store) ServiceByVIP(vip netip.AddrPort) *Service { return s.Snapshot().
 // WorkloadsOnNode lists the workloads on node in the current snapshot.
 func (s *Store) WorkloadsOnNode(node string) []*Workload { return s.Snapshot().WorkloadsOnNode(node) }
 
-// PickEndpoint chooses a healthy workload serving port of svc and the
-// port to connect to on it: round robin, or the LeastRequest picker for
-// services that ask for it. svc comes from any snapshot; its endpoints are
-// the ones of that snapshot.
-func (s *Store) PickEndpoint(svc *Service, port uint16) (*Workload, uint16, error) {
+// PickEndpoint chooses a healthy workload serving port of svc for a
+// connection from src, and the port to connect to on it: among the
+// endpoints closest to src when svc has a locality preference
+// (locality.go), round robin or the LeastRequest picker for services that
+// ask for it. svc comes from any snapshot; its endpoints are the ones of
+// that snapshot. A nil src (a client outside the mesh) has no locality:
+// every healthy endpoint is a candidate.
+func (s *Store) PickEndpoint(svc *Service, port uint16, src *Workload) (*Workload, uint16, error) {
 	eps := svc.endpoints[port]
 	if len(eps) == 0 {
 		if !svc.HasPort(port) {
 			return nil, 0, fmt.Errorf("service %s has no port %d: %w", svc.Name, port, ErrNoEndpoint)
 		}
 		return nil, 0, fmt.Errorf("service %s port %d: %w", svc.Name, port, ErrNoEndpoint)
+	}
+	if svc.ranked != nil && src != nil {
+		if eps = svc.ranked.endpoints(port, src.Proto, eps); len(eps) == 0 {
+			return nil, 0, fmt.Errorf("service %s port %d: none in the locality of %s (%v, STRICT): %w",
+				svc.Name, port, src.Name, svc.ranked.prefs, ErrNoEndpoint)
+		}
 	}
 	var i int
 	if p := s.opts.LeastRequest; p != nil && svc.Proto.GetLoadBalancing().GetMode() == workloadv1.LoadBalancing_LEAST_REQUEST {

@@ -219,7 +219,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 	// target ports.
 	seen := map[string]int{}
 	for range 10 {
-		w, port, err := h.store.PickEndpoint(svc, 9080)
+		w, port, err := h.store.PickEndpoint(svc, 9080, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 	if seen["reviews-v1:9080"] != 5 || seen["reviews-v2:8080"] != 5 || len(seen) != 2 {
 		t.Fatalf("picks = %v", seen)
 	}
-	if _, _, err := h.store.PickEndpoint(svc, 80); !errors.Is(err, ErrNoEndpoint) || !strings.Contains(err.Error(), "no port 80") {
+	if _, _, err := h.store.PickEndpoint(svc, 80, nil); !errors.Is(err, ErrNoEndpoint) || !strings.Contains(err.Error(), "no port 80") {
 		t.Fatalf("PickEndpoint on an undeclared port: %v", err)
 	}
 
@@ -261,7 +261,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 	}
 	svc2 := snap2.ServiceByVIP(vip("10.96.0.10:9080"))
 	for range 3 {
-		w, port, err := h.store.PickEndpoint(svc2, 9080)
+		w, port, err := h.store.PickEndpoint(svc2, 9080, nil)
 		if err != nil || w.Proto.GetName() != "reviews-v1" || port != 9080 {
 			t.Fatalf("PickEndpoint = %v %d %v", w, port, err)
 		}
@@ -274,7 +274,7 @@ func TestIndexesFollowTheControlPlane(t *testing.T) {
 		workload(wl{name: "reviews-v3", node: "node-a", ips: []string{"10.1.0.3"}, sa: "reviews-v3", unhealthy: true, ports: map[uint32]uint32{9080: 0}}),
 	))
 	await.True(t, "service removal", func() bool { return h.store.Snapshot().ServiceByVIP(vip("10.96.0.10:9080")) == nil })
-	if _, _, err := h.store.PickEndpoint(svc2, 9080); err != nil {
+	if _, _, err := h.store.PickEndpoint(svc2, 9080, nil); err != nil {
 		t.Fatalf("a Service from an older snapshot stays usable: %v", err)
 	}
 	if got := h.store.Snapshot().Service(reviews); got != nil {
@@ -457,7 +457,7 @@ func TestLeastRequestHookAndIPConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, _, err := s.PickEndpoint(s.ServiceByVIP(vip("10.96.0.10:9080")), 9080)
+	w, _, err := s.PickEndpoint(s.ServiceByVIP(vip("10.96.0.10:9080")), 9080, nil)
 	if err != nil || w.Proto.GetName() != "b" || p.calls != 1 {
 		t.Fatalf("least-request pick = %v, %v (calls %d)", w, err, p.calls)
 	}
@@ -493,7 +493,7 @@ func TestConcurrentReaders(t *testing.T) {
 			for ctx.Err() == nil {
 				snap := h.store.Snapshot()
 				if svc := snap.ServiceByVIP(vip("10.96.0.10:9080")); svc != nil {
-					if _, _, err := h.store.PickEndpoint(svc, 9080); err != nil {
+					if _, _, err := h.store.PickEndpoint(svc, 9080, nil); err != nil {
 						t.Error(err)
 						return
 					}

@@ -121,10 +121,29 @@ func parseService(name string, s *workloadv1.Service) (*Service, error) {
 	if err := checkGateway(s.GetWaypoint()); err != nil {
 		return nil, err
 	}
-	if err := knownEnum("load_balancing.mode", s.GetLoadBalancing().GetMode()); err != nil {
+	if err := checkLoadBalancing(s.GetLoadBalancing()); err != nil {
 		return nil, err
 	}
 	return &Service{Name: name, Proto: s, VIPs: vips}, nil
+}
+
+func checkLoadBalancing(lb *workloadv1.LoadBalancing) error {
+	if err := knownEnum("load_balancing.mode", lb.GetMode()); err != nil {
+		return err
+	}
+	if err := knownEnum("load_balancing.locality_mode", lb.GetLocalityMode()); err != nil {
+		return err
+	}
+	for i, s := range lb.GetRoutingPreference() {
+		field := fmt.Sprintf("load_balancing.routing_preference[%d]", i)
+		if err := knownEnum(field, s); err != nil {
+			return err
+		}
+		if s == workloadv1.LoadBalancing_UNSPECIFIED_SCOPE {
+			return fmt.Errorf("%s: UNSPECIFIED_SCOPE is no scope", field)
+		}
+	}
+	return nil
 }
 
 func parseAuthorization(name string, m proto.Message) (*workloadv1.Authorization, error) {

@@ -164,7 +164,7 @@ func (o *Outbound) route(ctx context.Context, c net.Conn, snap *config.Snapshot,
 			return o.viaWaypoint(ctx, c, snap, rec, srcW, src, g, dst)
 		}
 		var err error
-		if dstW, target, err = o.endpoint(svc, dst); err != nil {
+		if dstW, target, err = o.endpoint(svc, dst, srcW); err != nil {
 			rec.Security = SecurityNone
 			return err
 		}
@@ -190,10 +190,11 @@ func (o *Outbound) route(ctx context.Context, c net.Conn, snap *config.Snapshot,
 	return o.tunnel(ctx, c, rec, srcW, src, netip.AddrPortFrom(target.Addr(), port), dstW.Identity, target)
 }
 
-// endpoint picks the endpoint of svc for a connection to dst, and its
-// address of dst's family; no usable one is a refusal (FlagNoEndpoint).
-func (o *Outbound) endpoint(svc *config.Service, dst netip.AddrPort) (*config.Workload, netip.AddrPort, error) {
-	w, port, err := o.Store.PickEndpoint(svc, dst.Port())
+// endpoint picks the endpoint of svc for a connection from srcW (nil: a
+// client outside the mesh) to dst, and its address of dst's family; no
+// usable one is a refusal (FlagNoEndpoint).
+func (o *Outbound) endpoint(svc *config.Service, dst netip.AddrPort, srcW *config.Workload) (*config.Workload, netip.AddrPort, error) {
+	w, port, err := o.Store.PickEndpoint(svc, dst.Port(), srcW)
 	if err != nil {
 		return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err)}
 	}
@@ -247,8 +248,10 @@ func (o *Outbound) tunnel(ctx context.Context, c net.Conn, rec *connRecord, srcW
 
 // waypoint resolves a Service's or workload's waypoint to one of its pods
 // (the waypoint's own Service picks it, like any service endpoint) and the
-// HBONE address to reach it. An error: no usable waypoint right now.
-func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress) (w *config.Workload, tunnel netip.AddrPort, err error) {
+// HBONE address to reach it, closest to srcW when the waypoint's Service
+// prefers locality (as ztunnel does). An error: no usable waypoint right
+// now.
+func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress, srcW *config.Workload) (w *config.Workload, tunnel netip.AddrPort, err error) {
 	port := uint16(g.GetHboneMtlsPort())
 	if port == 0 {
 		port = TunnelPort
@@ -272,7 +275,7 @@ func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress)
 	if svc == nil {
 		return nil, tunnel, fmt.Errorf("waypoint %s%s not known (yet)", g.GetHostname(), g.GetAddress())
 	}
-	w, p, err := o.Store.PickEndpoint(svc, port)
+	w, p, err := o.Store.PickEndpoint(svc, port, srcW)
 	if err != nil {
 		return nil, tunnel, fmt.Errorf("waypoint %s: %w", svc.Name, err)
 	}
@@ -290,7 +293,7 @@ func (o *Outbound) waypoint(snap *config.Snapshot, g *workloadv1.GatewayAddress)
 // around the waypoint's policies.
 func (o *Outbound) viaWaypoint(ctx context.Context, c net.Conn, snap *config.Snapshot, rec *connRecord, srcW *config.Workload, src netip.AddrPort, g *workloadv1.GatewayAddress, authority netip.AddrPort) error {
 	rec.Security = SecurityMutualTLS
-	w, tunnel, err := o.waypoint(snap, g)
+	w, tunnel, err := o.waypoint(snap, g, srcW)
 	if err != nil {
 		return &refusal{Flag: FlagNoEndpoint, Cause: err}
 	}
@@ -310,7 +313,7 @@ func (o *Outbound) plaintextClient(ctx context.Context, c net.Conn, snap *config
 		reset(c)
 		return
 	}
-	w, target, err := o.endpoint(svc, dst)
+	w, target, err := o.endpoint(svc, dst, nil)
 	if err == nil && o.localWorkload(snap, target.Addr()) != nil {
 		o.servePlaintext(c, snap, src, target, svc.Proto.GetHostname())
 		return
