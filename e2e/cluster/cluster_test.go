@@ -145,12 +145,12 @@ func fakeInstall(t *testing.T) (assets, bin string) {
 }
 
 func TestValidateExplainsEveryProblem(t *testing.T) {
-	cfg := Config{Name: "Bad_Name", Nodes: 12, APIPort: 70000, AssetsDir: t.TempDir(), BinDir: t.TempDir(), ImageMaps: []string{"/nonexistent/images.yaml"}}
+	cfg := Config{Name: "Bad_Name", Nodes: 12, APIPort: 70000, Zones: []string{"zone a"}, AssetsDir: t.TempDir(), BinDir: t.TempDir(), ImageMaps: []string{"/nonexistent/images.yaml"}}
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, want := range []string{"cluster name", "nodes: 12", "api port", "kube-apiserver missing", "make kube-assets", "weft-kubelet missing", "make build", "image map"} {
+	for _, want := range []string{"cluster name", "nodes: 12", "api port", "kube-apiserver missing", "make kube-assets", "weft-kubelet missing", "make build", "image map", `zone "zone a"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
 		}
@@ -200,8 +200,10 @@ func TestStartRefusesSecondUp(t *testing.T) {
 func TestKubeletArgsScopeNodeState(t *testing.T) {
 	l := layout{dir: "/s"}
 	cfg := &Config{Name: "c1", BinDir: "/bin"}
+	cfg.Defaults()
 	args := kubeletArgs(l, cfg, newPlan(0, 2), 1, []string{"/m1.yaml", "/m2.yaml"})
 	for _, want := range []string{
+		"--node-labels=topology.kubernetes.io/region=region-1,topology.kubernetes.io/zone=zone-b",
 		"--node-name=node-1", "--root-dir=/s/nodes/node-1/root", "--cni-conf-dir=/s/nodes/node-1/root/etc/cni/net.d",
 		"--netns-prefix=weft-c1-node-1-", "--cgroup-parent=weft-c1/node-1/pods", "--image-map=/m1.yaml", "--image-map=/m2.yaml",
 	} {

@@ -13,6 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Config describes a local cluster. The zero value of every field but
@@ -38,6 +42,12 @@ type Config struct {
 	// Index separates the address plans of clusters that run at once
 	// (0-11: pod CIDRs are 10.<244+index>.0.0/16).
 	Index int
+	// Region and Zones are the nodes' topology.kubernetes.io/region and
+	// zone labels: node i is in Zones[i mod len(Zones)], so that a
+	// multi-node cluster spans zones as a cloud cluster does. Defaults:
+	// "region-1" and one zone per node, "zone-a", "zone-b", ...
+	Region string
+	Zones  []string
 }
 
 // Defaults fills in unset fields.
@@ -51,6 +61,41 @@ func (c *Config) Defaults() {
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join("_output", "clusters", c.Name)
 	}
+	if c.Region == "" {
+		c.Region = "region-1"
+	}
+	if len(c.Zones) == 0 {
+		for i := range c.Nodes {
+			c.Zones = append(c.Zones, fmt.Sprintf("zone-%c", 'a'+i%26))
+		}
+	}
+}
+
+// Topology labels of the nodes (Kubernetes' well-known ones).
+const (
+	LabelRegion = "topology.kubernetes.io/region"
+	LabelZone   = "topology.kubernetes.io/zone"
+)
+
+// NodeZone is the zone of node i, "" for none.
+func (c *Config) NodeZone(i int) string {
+	if len(c.Zones) == 0 {
+		return ""
+	}
+	return c.Zones[i%len(c.Zones)]
+}
+
+// nodeLabels is weft-kubelet's --node-labels value for node i: the
+// topology labels that are set.
+func (c *Config) nodeLabels(i int) string {
+	var out []string
+	for k, v := range map[string]string{LabelRegion: c.Region, LabelZone: c.NodeZone(i)} {
+		if v != "" {
+			out = append(out, k+"="+v)
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,9}$`)
@@ -66,6 +111,11 @@ func (c *Config) Validate() error {
 	}
 	if c.APIPort < 0 || c.APIPort > 65535 {
 		errs = append(errs, fmt.Errorf("api port %d out of range", c.APIPort))
+	}
+	for _, v := range append([]string{c.Region}, c.Zones...) {
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("region or zone %q: not a label value (%s)", v, strings.Join(msgs, "; ")))
+		}
 	}
 	if c.Index < 0 || c.Index > 11 {
 		errs = append(errs, fmt.Errorf("index %d out of range 0-11", c.Index))

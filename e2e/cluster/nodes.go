@@ -107,6 +107,9 @@ func kubeletArgs(l layout, c *Config, p plan, i int, imageMaps []string) []strin
 		"--cgroup-parent=" + filepath.Join(clusterCgroupPath(c.Name), n, "pods"),
 		"--bin-dir=" + c.BinDir,
 	}
+	if l := c.nodeLabels(i); l != "" {
+		args = append(args, "--node-labels="+l)
+	}
 	for _, m := range imageMaps {
 		args = append(args, "--image-map="+m)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 )
 
@@ -33,6 +34,9 @@ type Config struct {
 
 	NodeIP  string
 	PodCIDR string
+	// NodeLabels are added to the Node's own labels at registration (the
+	// real kubelet's --node-labels), e.g. topology.kubernetes.io/zone.
+	NodeLabels map[string]string
 
 	// RootDir is the node's "host filesystem": hostPath volumes resolve
 	// under it (see resolveHostPath).
@@ -150,6 +154,11 @@ func (c *Config) validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together"))
+	}
+	for k, v := range c.NodeLabels {
+		for _, msg := range append(validation.IsQualifiedName(k), validation.IsValidLabelValue(v)...) {
+			errs = append(errs, fmt.Errorf("--node-labels %s=%s: %s", k, v, msg))
+		}
 	}
 	if strings.Contains(c.NetnsPrefix, "/") {
 		errs = append(errs, fmt.Errorf("--netns-prefix %q must not contain '/'", c.NetnsPrefix))

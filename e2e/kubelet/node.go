@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"maps"
 	"os"
 	"runtime"
 	"time"
@@ -128,6 +129,7 @@ func (k *Kubelet) tryRegisterNode(ctx context.Context) error {
 		},
 		Spec: v1.NodeSpec{PodCIDR: k.cfg.PodCIDR},
 	}
+	maps.Copy(node.Labels, k.cfg.NodeLabels)
 	if k.cfg.PodCIDR != "" {
 		node.Spec.PodCIDRs = []string{k.cfg.PodCIDR}
 	}

@@ -56,6 +56,8 @@ func rootCmd() *cobra.Command {
 		f.StringArrayVar(&cfg.ImageMaps, "image-map", nil, "image map file for the kubelets (repeatable)")
 		f.IntVar(&cfg.APIPort, "api-port", 6443, "host loopback port forwarded to kube-apiserver (0 = any free port)")
 		f.IntVar(&cfg.Index, "index", 0, "address plan index (0-9), to run several clusters at once")
+		f.StringVar(&cfg.Region, "region", "region-1", "the nodes' topology.kubernetes.io/region label")
+		f.StringSliceVar(&cfg.Zones, "zones", nil, "the nodes' topology.kubernetes.io/zone labels, node i in the i-th modulo their number (default zone-a, zone-b, ... one per node)")
 		f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the cluster to become ready")
 	}
 
@@ -113,6 +115,7 @@ func up(cfg cluster.Config, timeout time.Duration) error {
 	for _, m := range cfg.ImageMaps {
 		args = append(args, "--image-map", m)
 	}
+	args = append(args, "--region", cfg.Region, "--zones", strings.Join(cfg.Zones, ","))
 	if st, err := cluster.ReadState(cfg.StateDir); err == nil && cluster.ProcessAlive(st.PID) {
 		return fmt.Errorf("cluster %q is already up (pid %d): export KUBECONFIG=%s, or run `weft-cluster down --name %s` first", cfg.Name, st.PID, st.Kubeconfig, cfg.Name)
 	}

@@ -44,6 +44,7 @@ func main() {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig with the node's client certificate")
 	f.StringVar(&cfg.NodeIP, "node-ip", "", "node InternalIP (also the hostIP of pods)")
 	f.StringVar(&cfg.PodCIDR, "pod-cidr", "", "spec.podCIDR of the Node")
+	f.StringToStringVar(&cfg.NodeLabels, "node-labels", nil, "labels to add to the Node, key=value,... (e.g. topology.kubernetes.io/zone=zone-a)")
 	f.StringVar(&cfg.RootDir, "root-dir", "", "node root directory; hostPath volumes resolve under it")
 	f.StringVar(&cfg.StateDir, "state-dir", "", "kubelet state: pod dirs, logs, state files (default <root-dir>/var/lib/kubelet)")
 	f.StringArrayVar(&cfg.ImageMaps, "image-map", nil, "image map YAML file (repeatable; later files win)")
