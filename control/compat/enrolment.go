@@ -68,5 +68,23 @@ var enrolment = Section{
 			Qualifier: "(same as Istio)",
 			Notes:     "they keep their old path until they close",
 		},
+		{
+			Feature: "workload locality from the node's `topology.kubernetes.io/region`, `topology.kubernetes.io/zone`, `topology.istio.io/subzone` labels",
+			Status:  Supported,
+			Notes:   "a pod's own labels of the same names override its node's, field by field (istiod ambient reads the node's only); a node's label change moves its workloads",
+		},
+		{
+			Feature: "Service `spec.trafficDistribution` (`PreferClose`, `PreferSameZone`, `PreferSameNode`); annotation `networking.istio.io/traffic-distribution` on a Service or its Namespace",
+			Status:  Partial,
+			Notes: "node agents prefer the client's zone (`PreferSameNode`: its node) while it has a healthy endpoint, then the region, then anywhere, as ztunnel; " +
+				"the field wins over the annotation, the Service's annotation over the Namespace's; an unknown annotation value is reported and means no preference; " +
+				"one network, so Istio's `NETWORK` scope always matches; not yet on ServiceEntries. See [node-agent.md](node-agent.md#locality-aware-load-balancing)",
+		},
+		{
+			Feature:   "Service `internalTrafficPolicy: Local`",
+			Status:    Supported,
+			Qualifier: "(as Istio)",
+			Notes:     "node agents send to endpoints on the client's node only; none there: the connection fails",
+		},
 	},
 }
