@@ -29,8 +29,8 @@ import (
 // TestNodeAgent is issue #4's proof on a real cluster: the node agent
 // installed with Helm, Bookinfo enrolled by a namespace label without pod
 // restarts, only TLS between nodes, L4 policy and PeerAuthentication
-// enforced at the destination, unlabelling, and the agent and the control
-// plane going away.
+// enforced at the destination, locality-aware load balancing (issue #17),
+// unlabelling, and the agent and the control plane going away.
 func TestNodeAgent(t *testing.T) {
 	e := startCluster(t, "e2ena", 2, 3)
 	if _, err := exec.LookPath("tcpdump"); err != nil {
@@ -150,6 +150,10 @@ func TestNodeAgent(t *testing.T) {
 		if conns, err := e.agentAdmin(nodeIndex(t, ppNode), "/connections"); err != nil || !strings.HasPrefix(strings.TrimSpace(conns), "[") {
 			t.Errorf("/connections: %q, %v", conns, err)
 		}
+	})
+
+	t.Run("trafficDistribution PreferClose keeps requests in the client's zone while it has an endpoint, then fails over", func(t *testing.T) {
+		testLocality(t, e, other, ppNode)
 	})
 
 	t.Run("garbage and an untrusted certificate on the tunnel port are refused; the mesh keeps serving", func(t *testing.T) {
