@@ -18,11 +18,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/bpf"
-	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
@@ -233,7 +230,15 @@ type helperProc struct {
 
 func startHelper(t *testing.T, node string) *helperProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDNSProxyHelper$")
+	// With the node agent's network capabilities only (the chart's, with
+	// DNS capture on), not all of root's: answering from <resolver>:53
+	// needs NET_BIND_SERVICE.
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop capabilities")
+	}
+	cmd := exec.Command(setpriv, "--bounding-set", "-all,+net_admin,+net_raw,+net_bind_service",
+		os.Args[0], "-test.run=^TestDNSProxyHelper$")
 	cmd.Env = append(os.Environ(), "WEFT_DNS_HELPER=1")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -274,15 +279,7 @@ func TestDNSProxyHelper(t *testing.T) {
 	if os.Getenv("WEFT_DNS_HELPER") != "1" {
 		t.Skip("run by TestDNSCaptureNetns")
 	}
-	res := map[string]proto.Message{}
-	k, p := pod("pod", "default", "node-a", netnsPodIP, workloadv1.TunnelProtocol_HBONE)
-	res[k] = p
-	k, p = service("default", "api.example.com", "240.240.44.61")
-	res[k] = p
-	store := config.NewStore(config.Options{})
-	if err := store.Handle(config.AddressType, res, nil); err != nil {
-		t.Fatal(err)
-	}
+	store := onePodStore(t, netnsPodIP)
 	s := &Server{Mark: mesh.MarkSkip, Log: discard(), Handler: &Handler{
 		Snapshot: store.Snapshot, Node: "node-a", Forwarder: NewUpstream(mesh.MarkSkip, 16)}}
 	ctx, cancel := context.WithCancel(context.Background())

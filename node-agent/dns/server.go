@@ -41,6 +41,22 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[netip.Addr]int
 	total int
+
+	warnOnce sync.Once
+}
+
+// replyFailed logs a UDP answer that could not be sent: once as a warning
+// (it usually means every answer fails, e.g. without CAP_NET_BIND_SERVICE
+// to bind <resolver>:53), then at debug level.
+func (s *Server) replyFailed(client, from netip.AddrPort, err error) {
+	warned := false
+	s.warnOnce.Do(func() {
+		warned = true
+		s.Log.Warn("dns: cannot answer from the resolver's address (binding port 53 needs CAP_NET_BIND_SERVICE); pods' queries time out", "client", client, "from", from, "err", err)
+	})
+	if !warned {
+		s.Log.Debug("dns: udp reply", "client", client, "from", from, "err", err)
+	}
 }
 
 // Listen opens the UDP and TCP sockets on addr (e.g. 127.0.0.1:15053).
@@ -142,7 +158,7 @@ func (s *Server) serveUDP(ctx context.Context) {
 			reply := s.Handler.Serve(ctx, Request{Client: client, Dst: dst, Msg: msg})
 			if reply != nil {
 				if err := s.replyUDP(local, dst, client, reply); err != nil {
-					s.Log.Debug("dns: udp reply", "client", client, "from", dst, "err", err)
+					s.replyFailed(client, dst, err)
 				}
 			}
 		}()

@@ -23,15 +23,7 @@ func startServer(t *testing.T) *Server {
 	if os.Geteuid() != 0 {
 		t.Skip("needs CAP_NET_ADMIN (IP_TRANSPARENT)")
 	}
-	res := map[string]proto.Message{}
-	k, p := pod("loopback", "default", "node-a", "127.0.0.1", workloadv1.TunnelProtocol_HBONE)
-	res[k] = p
-	k, p = service("default", "api.example.com", "240.240.44.61")
-	res[k] = p
-	store := config.NewStore(config.Options{})
-	if err := store.Handle(config.AddressType, res, nil); err != nil {
-		t.Fatal(err)
-	}
+	store := onePodStore(t, "127.0.0.1")
 	s := &Server{Handler: &Handler{Snapshot: store.Snapshot, Node: "node-a", Forwarder: NewUpstream(0, 4)}, Log: discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := s.Listen(ctx, "127.0.0.1:0"); err != nil {
@@ -101,3 +93,19 @@ func TestServerTCPLimits(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// onePodStore is a mesh of one enrolled pod of node-a at podIP and the
+// mesh host api.example.com (240.240.44.61).
+func onePodStore(t *testing.T, podIP string) *config.Store {
+	t.Helper()
+	res := map[string]proto.Message{}
+	k, p := pod("pod", "default", "node-a", podIP, workloadv1.TunnelProtocol_HBONE)
+	res[k] = p
+	k, p = service("default", "api.example.com", "240.240.44.61")
+	res[k] = p
+	store := config.NewStore(config.Options{})
+	if err := store.Handle(config.AddressType, res, nil); err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
