@@ -155,6 +155,8 @@ func TestEgressGateway(t *testing.T) {
 		t.Logf("ServiceEntry without a waypoint: port 80 reached from the curl pod's node %s (%d requests until converged)",
 			nodeIP, len(plainAfter)-len(plainBefore))
 	})
+
+	t.Run("DNS proxy: names resolve through the node agent", func(t *testing.T) { testDNSProxy(t, e, ext) })
 }
 
 const (
