@@ -727,8 +727,8 @@ spec:
 		{
 			Feature: "annotation `istio.io/dry-run`",
 			Status:  Partial,
-			Notes:   "waypoint (HTTP ports): evaluated as RBAC `shadow_rules`, never enforced; the would-be decision is in the access log (`rbac_dry_run`: `allowed`, `denied[<policy>]`) and in `weft_waypoint_rbac_dry_run_total{filter_chain,decision}`. Waypoint TCP ports: not enforced, decision not logged (reported). Node agent: the policy is not enforced, decision not logged (reported)",
-			Probes: []*Probe{reported(`
+			Notes:   "waypoint (HTTP ports): evaluated as RBAC `shadow_rules`, never enforced; the would-be decision is in the access log (`rbac_dry_run`: `allowed`, `denied[<policy>]`) and in `weft_waypoint_rbac_dry_run_total{filter_chain,decision}`. Node agent: evaluated, never enforced; the would-be decision is in the connection log (`policy.dry_run`: `allowed`, `denied[<ns>/<name>]`, `denied[none]`) and in `weft_node_agent_rbac_dry_run_total{decision}`; a node agent older than this sees a DENY policy without rules (nothing enforced). Waypoint TCP ports: not enforced, decision not logged (reported). Not with CUSTOM (enforced, reported)",
+			Probes: []*Probe{clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -743,7 +743,7 @@ spec:
   action: DENY
   rules:
   - {}
-`, "dry-run"),
+`),
 				clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -53,14 +53,11 @@ func (t *translator) authorization(ap *securityv1.AuthorizationPolicy) *workload
 		// node agent (Istio: "TargetRef is not intended for ztunnel").
 		return nil
 	}
+	var dryRun bool
 	if v, ok := ap.Annotations[annotationDryRun]; ok {
-		dry, err := strconv.ParseBool(v)
-		switch {
-		case err != nil:
+		var err error
+		if dryRun, err = strconv.ParseBool(v); err != nil {
 			report("annotation %s: %q is not a boolean; the policy is enforced", annotationDryRun, v)
-		case dry:
-			report("annotation %s: the node agent has no dry-run mode; the policy is not enforced", annotationDryRun)
-			return nil
 		}
 	}
 	var action workloadv1.Action
@@ -97,6 +94,11 @@ func (t *translator) authorization(ap *securityv1.AuthorizationPolicy) *workload
 		if rule != nil {
 			a.Rules = append(a.Rules, rule)
 		}
+	}
+	if dryRun {
+		// Never enforced, also by an agent that cannot read DryRun.
+		a.DryRun = &workloadv1.DryRun{Action: a.Action, Rules: a.Rules}
+		a.Action, a.Rules = workloadv1.Action_DENY, nil
 	}
 	return a
 }

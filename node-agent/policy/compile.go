@@ -25,6 +25,10 @@ type policy struct {
 	scope     workloadv1.Scope
 	deny      bool
 	rules     []rule
+	// dryRun: evaluated for Decision.DryRun only (never enforced);
+	// dryDenied is its would-be denial, built once.
+	dryRun    bool
+	dryDenied string
 }
 
 type rule struct {
@@ -163,14 +167,19 @@ func compile(a *workloadv1.Authorization) (*policy, []string) {
 		return nil, []string{fmt.Sprintf("%s: unknown scope %d; the policy is ignored", key, a.GetScope())}
 	}
 	p := &policy{key: key, namespace: a.GetNamespace(), scope: a.GetScope()}
-	switch a.GetAction() {
+	action, rules := a.GetAction(), a.GetRules()
+	if d := a.GetDryRun(); d != nil {
+		action, rules = d.GetAction(), d.GetRules()
+		p.dryRun, p.dryDenied = true, "denied["+key+"]"
+	}
+	switch action {
 	case workloadv1.Action_ALLOW:
 	case workloadv1.Action_DENY:
 		p.deny = true
 	default:
-		return nil, []string{fmt.Sprintf("%s: unknown action %d; the policy is ignored", key, a.GetAction())}
+		return nil, []string{fmt.Sprintf("%s: unknown action %d; the policy is ignored", key, action)}
 	}
-	for i, r := range a.GetRules() {
+	for i, r := range rules {
 		c := ruleCompiler{deny: p.deny}
 		cr := c.rule(r)
 		for _, msg := range c.invalid {

@@ -84,7 +84,18 @@ type Decision struct {
 	// (no ALLOW policy applies, or none matched).
 	Policy string
 	Reason string
+	// DryRun is the would-be decision of the dry-run policies (Istio's
+	// istio.io/dry-run) that apply, as the waypoint logs it: "" (none
+	// applies), "allowed", or "denied[<ns>/<name>]" ("denied[none]": no
+	// dry-run ALLOW policy matched). It is never enforced.
+	DryRun string
 }
+
+// Values of Decision.DryRun besides "denied[<policy>]".
+const (
+	DryRunAllowed = "allowed"
+	dryRunNoAllow = "denied[none]"
+)
 
 // Reasons given in Decision.Reason.
 const (
@@ -106,11 +117,35 @@ type group struct {
 // change and serves it on its Snapshot (Snapshot.Policy), beside the
 // workloads it applies to.
 type Store struct {
+	enforced, dryRun index
+	size             int
+	problems         []string
+}
+
+// index holds policies by scope key.
+type index struct {
 	global      group
 	byNamespace map[string]*group
 	byName      map[string]*group // WORKLOAD_SELECTOR policies, one each
-	size        int
-	problems    []string
+}
+
+// group returns the group p belongs to in ix, created if needed; nil for
+// a second WORKLOAD_SELECTOR policy of the same name.
+func (ix *index) group(p *policy) *group {
+	switch p.scope {
+	case workloadv1.Scope_GLOBAL:
+		return &ix.global
+	case workloadv1.Scope_NAMESPACE:
+		if ix.byNamespace[p.namespace] == nil {
+			ix.byNamespace[p.namespace] = &group{}
+		}
+		return ix.byNamespace[p.namespace]
+	}
+	if ix.byName[p.key] != nil {
+		return nil
+	}
+	ix.byName[p.key] = &group{}
+	return ix.byName[p.key]
 }
 
 // NewStore indexes and compiles the Authorization resources (keyed by xDS
@@ -118,8 +153,8 @@ type Store struct {
 // linear in the size of the policies (plus sorting the names).
 func NewStore(auths map[string]*workloadv1.Authorization) *Store {
 	s := &Store{
-		byNamespace: make(map[string]*group),
-		byName:      make(map[string]*group),
+		enforced: index{byNamespace: map[string]*group{}, byName: map[string]*group{}},
+		dryRun:   index{byNamespace: map[string]*group{}, byName: map[string]*group{}},
 	}
 	var all []*policy
 	for _, a := range auths {
@@ -134,23 +169,14 @@ func NewStore(auths map[string]*workloadv1.Authorization) *Store {
 	}
 	slices.SortFunc(all, func(a, b *policy) int { return cmp.Compare(a.key, b.key) })
 	for _, p := range all {
-		var g *group
-		switch p.scope {
-		case workloadv1.Scope_GLOBAL:
-			g = &s.global
-		case workloadv1.Scope_NAMESPACE:
-			g = s.byNamespace[p.namespace]
-			if g == nil {
-				g = &group{}
-				s.byNamespace[p.namespace] = g
-			}
-		case workloadv1.Scope_WORKLOAD_SELECTOR:
-			if s.byName[p.key] != nil {
-				s.problems = append(s.problems, fmt.Sprintf("%s: duplicate policy; the first one is used", p.key))
-				continue
-			}
-			g = &group{}
-			s.byName[p.key] = g
+		ix := &s.enforced
+		if p.dryRun {
+			ix = &s.dryRun
+		}
+		g := ix.group(p)
+		if g == nil {
+			s.problems = append(s.problems, fmt.Sprintf("%s: duplicate policy; the first one is used", p.key))
+			continue
 		}
 		if p.deny {
 			g.deny = append(g.deny, p)
@@ -180,8 +206,8 @@ func (s *Store) Problems() []string {
 	return slices.Clone(s.problems)
 }
 
-// Check decides whether connection c to dst is authorized. It does not
-// allocate.
+// Check decides whether connection c to dst is authorized, and what the
+// dry-run policies would have decided. It does not allocate.
 func (s *Store) Check(dst Destination, c Conn) Decision {
 	if s == nil {
 		return Decision{Allowed: true, Reason: ReasonNoAllowPolicy}
@@ -196,47 +222,74 @@ func (s *Store) Check(dst Destination, c Conn) Decision {
 		cc.authenticated = true
 		cc.namespace = c.Namespace
 	}
-	// One pass over the applicable groups (each name is looked up once):
-	// any matching DENY decides at once; the first matching ALLOW, in the
-	// order GLOBAL, NAMESPACE, listed names, is remembered and decides only
-	// after every DENY has been checked. ALLOWs are not evaluated once one
-	// has matched.
+	d := s.enforced.decide(dst, &cc)
+	if dry := s.dryRun.decide(dst, &cc); dry.applied {
+		switch {
+		case dry.Allowed:
+			d.DryRun = DryRunAllowed
+		case dry.by != nil:
+			d.DryRun = dry.by.dryDenied
+		default:
+			d.DryRun = dryRunNoAllow
+		}
+	}
+	return d.Decision
+}
+
+// decision is a Decision with what decide knows besides: whether any
+// policy applied, and the deciding policy.
+type decision struct {
+	Decision
+	applied bool
+	by      *policy
+}
+
+// decide evaluates the policies of ix that apply to dst. One pass over the
+// applicable groups (each name is looked up once): any matching DENY
+// decides at once; the first matching ALLOW, in the order GLOBAL,
+// NAMESPACE, listed names, is remembered and decides only after every DENY
+// has been checked. ALLOWs are not evaluated once one has matched.
+func (ix *index) decide(dst Destination, cc *conn) decision {
 	var allowedBy *policy
-	hasAllow := false
+	hasAllow, applied := false, false
 	visit := func(g *group) *policy {
-		if p := firstMatch(g.deny, &cc); p != nil {
+		applied = applied || len(g.deny) > 0 || len(g.allow) > 0
+		if p := firstMatch(g.deny, cc); p != nil {
 			return p
 		}
 		if len(g.allow) > 0 {
 			hasAllow = true
 			if allowedBy == nil {
-				allowedBy = firstMatch(g.allow, &cc)
+				allowedBy = firstMatch(g.allow, cc)
 			}
 		}
 		return nil
 	}
-	if p := visit(&s.global); p != nil {
-		return Decision{Policy: p.key, Reason: ReasonDenyMatched}
+	denied := func(p *policy) decision {
+		return decision{Decision: Decision{Policy: p.key, Reason: ReasonDenyMatched}, applied: true, by: p}
 	}
-	if g := s.byNamespace[dst.Namespace]; g != nil {
+	if p := visit(&ix.global); p != nil {
+		return denied(p)
+	}
+	if g := ix.byNamespace[dst.Namespace]; g != nil {
 		if p := visit(g); p != nil {
-			return Decision{Policy: p.key, Reason: ReasonDenyMatched}
+			return denied(p)
 		}
 	}
 	for _, name := range dst.Policies {
-		if g := s.byName[name]; g != nil {
+		if g := ix.byName[name]; g != nil {
 			if p := visit(g); p != nil {
-				return Decision{Policy: p.key, Reason: ReasonDenyMatched}
+				return denied(p)
 			}
 		}
 	}
 	switch {
 	case !hasAllow:
-		return Decision{Allowed: true, Reason: ReasonNoAllowPolicy}
+		return decision{Decision: Decision{Allowed: true, Reason: ReasonNoAllowPolicy}, applied: applied}
 	case allowedBy != nil:
-		return Decision{Allowed: true, Policy: allowedBy.key, Reason: ReasonAllowMatched}
+		return decision{Decision: Decision{Allowed: true, Policy: allowedBy.key, Reason: ReasonAllowMatched}, applied: true, by: allowedBy}
 	default:
-		return Decision{Reason: ReasonNoAllowMatched}
+		return decision{Decision: Decision{Reason: ReasonNoAllowMatched}, applied: true}
 	}
 }
 

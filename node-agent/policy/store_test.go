@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"google.golang.org/protobuf/proto"
 	"net/netip"
 	"strings"
 	"testing"
@@ -322,5 +323,51 @@ func TestCheckDoesNotAllocate(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Check allocates %v times per run", allocs)
+	}
+}
+
+// dryRun is a as the control plane sends a dry-run policy: DENY with no
+// rules, the policy as written in DryRun.
+func dryRun(a *workloadv1.Authorization) *workloadv1.Authorization {
+	a.DryRun = &workloadv1.DryRun{Action: a.Action, Rules: a.Rules}
+	a.Action, a.Rules = workloadv1.Action_DENY, nil
+	return a
+}
+
+// TestDryRun: dry-run policies never change the decision; their would-be
+// decision is reported as the waypoint logs it. An agent that ignores
+// DryRun (older than the field) sees a DENY without rules: nothing denied.
+func TestDryRun(t *testing.T) {
+	dst := Destination{Namespace: "dst", Policies: []string{"dst/sel"}}
+	denyAll := func() *workloadv1.Authorization { return auth(nsScope, deny, "dst", "dry-deny", ruleOf()) }
+	tests := []struct {
+		name       string
+		policies   []*workloadv1.Authorization
+		want       bool
+		wantDryRun string
+	}{
+		{"no dry-run policy", []*workloadv1.Authorization{denyAll()}, false, ""},
+		{"dry-run DENY matches: allowed, would be denied", []*workloadv1.Authorization{dryRun(denyAll())}, true, "denied[dst/dry-deny]"},
+		{"dry-run DENY does not match", []*workloadv1.Authorization{dryRun(auth(nsScope, deny, "dst", "d", one(&workloadv1.Match{DestinationPorts: []uint32{22}})))}, true, DryRunAllowed},
+		{"dry-run ALLOW none matches", []*workloadv1.Authorization{dryRun(auth(selector, allow, "dst", "sel", one(&workloadv1.Match{DestinationPorts: []uint32{22}})))}, true, "denied[none]"},
+		{"dry-run ALLOW matches", []*workloadv1.Authorization{dryRun(auth(selector, allow, "dst", "sel", ruleOf()))}, true, DryRunAllowed},
+		{"enforced DENY and dry-run ALLOW", []*workloadv1.Authorization{denyAll(), dryRun(auth(selector, allow, "dst", "sel", ruleOf()))}, false, DryRunAllowed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := NewStore(set(tc.policies...)).Check(dst, mtls)
+			if d.Allowed != tc.want || d.DryRun != tc.wantDryRun {
+				t.Errorf("Check = allowed %v, dry run %q; want %v, %q", d.Allowed, d.DryRun, tc.want, tc.wantDryRun)
+			}
+			legacy := map[string]*workloadv1.Authorization{}
+			for k, a := range set(tc.policies...) {
+				a = proto.Clone(a).(*workloadv1.Authorization)
+				a.DryRun = nil
+				legacy[k] = a
+			}
+			if got := NewStore(legacy).Check(dst, mtls); got.Allowed != tc.want {
+				t.Errorf("an agent ignoring dry_run decides allowed %v, want %v", got.Allowed, tc.want)
+			}
+		})
 	}
 }

@@ -203,6 +203,7 @@ func (e *Env) admit(ctx context.Context, snap *config.Snapshot, w *config.Worklo
 		ns = weftmesh.NamespaceOf(peer)
 	}
 	d := check(snap, w, src, dst, principal(peer), ns)
+	e.Metrics.dryRun(d.DryRun)
 	v := verdictOf(d)
 	if !d.Allowed {
 		cause := fmt.Errorf("denied: %s", d.Reason)

@@ -233,6 +233,23 @@ func TestDenyPolicyRefuses(t *testing.T) {
 	}
 }
 
+// TestDryRunDenyPasses: a dry-run DENY that matches lets the connection
+// through; its would-be denial is in the access log and counted.
+func TestDryRunDenyPasses(t *testing.T) {
+	m := newMesh(t)
+	dry := principalDeny("b", "dry-deny-a", "cluster.local/ns/default/sa/a")
+	dry.DryRun = &workloadv1.DryRun{Action: dry.Action, Rules: dry.Rules}
+	dry.Rules = nil
+	setPolicies(t, m.store, dry)
+	if got, err := roundTrip(m.fromA(t, m.echoB.addr), "passes"); err != nil || got != "passes" {
+		t.Fatalf("dry-run DENY: echo = %q, %v; want the connection through", got, err)
+	}
+	await.True(t, "would-be denial logged and counted", func() bool {
+		return strings.Contains(m.b.log.String(), `"policy.dry_run":"denied[b/dry-deny-a]"`) &&
+			counter(t, m.b.reg, "weft_node_agent_rbac_dry_run_total", map[string]string{"decision": "denied"}) == 1
+	})
+}
+
 func TestPlaintextStrictAndPermissive(t *testing.T) {
 	m := newMesh(t)
 	// PERMISSIVE (no policy): plaintext from outside the mesh is admitted.

@@ -47,6 +47,7 @@ type Metrics struct {
 	opened, closed, sent, received *prometheus.CounterVec
 	forwardedIgnoredTotal          prometheus.Counter
 	revokedTotal                   prometheus.Counter
+	dryRunTotal                    *prometheus.CounterVec
 	// active maps *connRecord to the Connection captured when it opened
 	// (immutable, so readers never race with the proxying goroutine).
 	active sync.Map
@@ -114,13 +115,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "HBONE streams whose Forwarded address was ignored because the tunnel's peer may not speak for it (see docs/security)."}),
 		revokedTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_node_agent_policy_revoked_connections_total",
 			Help: "Open connections closed because a policy change denies them."}),
+		dryRunTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_node_agent_rbac_dry_run_total",
+			Help: "Connections admitted with dry-run policies (istio.io/dry-run) applying, by what those policies would have decided (allowed, denied); never enforced."},
+			[]string{"decision"}),
 	}
-	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.forwardedIgnoredTotal, m.revokedTotal} {
+	for _, c := range []prometheus.Collector{m.opened, m.closed, m.sent, m.received, m.forwardedIgnoredTotal, m.revokedTotal, m.dryRunTotal} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// dryRun counts a dry-run decision (policy.Decision.DryRun; "" is none).
+func (m *Metrics) dryRun(d string) {
+	if m == nil || d == "" {
+		return
+	}
+	decision := "denied"
+	if d == policy.DryRunAllowed {
+		decision = d
+	}
+	m.dryRunTotal.WithLabelValues(decision).Inc()
 }
 
 func (m *Metrics) revokedConn() {
@@ -202,10 +218,11 @@ type verdict struct {
 	Decision string // allow, deny, "" when no policy was evaluated
 	Policy   string // deciding policy, "" if none
 	Reason   string
+	DryRun   string // policy.Decision.DryRun
 }
 
 func verdictOf(d policy.Decision) verdict {
-	v := verdict{Decision: "deny", Policy: d.Policy, Reason: d.Reason}
+	v := verdict{Decision: "deny", Policy: d.Policy, Reason: d.Reason, DryRun: d.DryRun}
 	if d.Allowed {
 		v.Decision = "allow"
 	}
@@ -364,6 +381,9 @@ func finish(m *Metrics, log *slog.Logger, r *connRecord) {
 	}
 	if r.Tunnel != "" {
 		attrs = append(attrs, slog.String("tunnel", r.Tunnel))
+	}
+	if r.DryRun != "" {
+		attrs = append(attrs, slog.String("policy.dry_run", r.DryRun))
 	}
 	if r.Err != nil {
 		attrs = append(attrs, slog.String("error", r.Err.Error()))

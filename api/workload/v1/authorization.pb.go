@@ -133,7 +133,13 @@ type Authorization struct {
 	// A connection matches the policy if it matches any rule. A policy with
 	// no rules matches nothing (so an ALLOW with no rules denies everything
 	// it selects, as in Istio).
-	Rules         []*Rule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
+	Rules []*Rule `protobuf:"bytes,5,rep,name=rules,proto3" json:"rules,omitempty"`
+	// dry_run is set for a policy with Istio's istio.io/dry-run annotation:
+	// it holds the policy's action and rules, evaluated and their would-be
+	// decision logged and counted, never enforced. Such a policy has action
+	// DENY and no rules, so that a node agent that predates this field (an
+	// upgrade in progress) enforces nothing.
+	DryRun        *DryRun `protobuf:"bytes,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +209,65 @@ func (x *Authorization) GetRules() []*Rule {
 	return nil
 }
 
+func (x *Authorization) GetDryRun() *DryRun {
+	if x != nil {
+		return x.DryRun
+	}
+	return nil
+}
+
+type DryRun struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        Action                 `protobuf:"varint,1,opt,name=action,proto3,enum=weft.workload.v1.Action" json:"action,omitempty"`
+	Rules         []*Rule                `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DryRun) Reset() {
+	*x = DryRun{}
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DryRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DryRun) ProtoMessage() {}
+
+func (x *DryRun) ProtoReflect() protoreflect.Message {
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DryRun.ProtoReflect.Descriptor instead.
+func (*DryRun) Descriptor() ([]byte, []int) {
+	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DryRun) GetAction() Action {
+	if x != nil {
+		return x.Action
+	}
+	return Action_ALLOW
+}
+
+func (x *DryRun) GetRules() []*Rule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 // A rule matches if every clause matches.
 type Rule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -213,7 +278,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[1]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +290,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[1]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +303,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{1}
+	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Rule) GetClauses() []*Clause {
@@ -258,7 +323,7 @@ type Clause struct {
 
 func (x *Clause) Reset() {
 	*x = Clause{}
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[2]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +335,7 @@ func (x *Clause) String() string {
 func (*Clause) ProtoMessage() {}
 
 func (x *Clause) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[2]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +348,7 @@ func (x *Clause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Clause.ProtoReflect.Descriptor instead.
 func (*Clause) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{2}
+	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Clause) GetMatches() []*Match {
@@ -314,7 +379,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[3]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +391,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[3]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +404,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{3}
+	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Match) GetPrincipals() []*StringMatch {
@@ -427,7 +492,7 @@ type StringMatch struct {
 
 func (x *StringMatch) Reset() {
 	*x = StringMatch{}
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[4]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +504,7 @@ func (x *StringMatch) String() string {
 func (*StringMatch) ProtoMessage() {}
 
 func (x *StringMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_workload_v1_authorization_proto_msgTypes[4]
+	mi := &file_api_workload_v1_authorization_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +517,7 @@ func (x *StringMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringMatch.ProtoReflect.Descriptor instead.
 func (*StringMatch) Descriptor() ([]byte, []int) {
-	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{4}
+	return file_api_workload_v1_authorization_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StringMatch) GetMatchType() isStringMatch_MatchType {
@@ -531,13 +596,17 @@ var File_api_workload_v1_authorization_proto protoreflect.FileDescriptor
 
 const file_api_workload_v1_authorization_proto_rawDesc = "" +
 	"\n" +
-	"#api/workload/v1/authorization.proto\x12\x10weft.workload.v1\"\xd0\x01\n" +
+	"#api/workload/v1/authorization.proto\x12\x10weft.workload.v1\"\x83\x02\n" +
 	"\rAuthorization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12-\n" +
 	"\x05scope\x18\x03 \x01(\x0e2\x17.weft.workload.v1.ScopeR\x05scope\x120\n" +
 	"\x06action\x18\x04 \x01(\x0e2\x18.weft.workload.v1.ActionR\x06action\x12,\n" +
-	"\x05rules\x18\x05 \x03(\v2\x16.weft.workload.v1.RuleR\x05rules\":\n" +
+	"\x05rules\x18\x05 \x03(\v2\x16.weft.workload.v1.RuleR\x05rules\x121\n" +
+	"\adry_run\x18\x06 \x01(\v2\x18.weft.workload.v1.DryRunR\x06dryRun\"h\n" +
+	"\x06DryRun\x120\n" +
+	"\x06action\x18\x01 \x01(\x0e2\x18.weft.workload.v1.ActionR\x06action\x12,\n" +
+	"\x05rules\x18\x02 \x03(\v2\x16.weft.workload.v1.RuleR\x05rules\":\n" +
 	"\x04Rule\x122\n" +
 	"\aclauses\x18\x01 \x03(\v2\x18.weft.workload.v1.ClauseR\aclauses\";\n" +
 	"\x06Clause\x121\n" +
@@ -588,31 +657,35 @@ func file_api_workload_v1_authorization_proto_rawDescGZIP() []byte {
 }
 
 var file_api_workload_v1_authorization_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_workload_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_api_workload_v1_authorization_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_api_workload_v1_authorization_proto_goTypes = []any{
 	(Scope)(0),            // 0: weft.workload.v1.Scope
 	(Action)(0),           // 1: weft.workload.v1.Action
 	(*Authorization)(nil), // 2: weft.workload.v1.Authorization
-	(*Rule)(nil),          // 3: weft.workload.v1.Rule
-	(*Clause)(nil),        // 4: weft.workload.v1.Clause
-	(*Match)(nil),         // 5: weft.workload.v1.Match
-	(*StringMatch)(nil),   // 6: weft.workload.v1.StringMatch
+	(*DryRun)(nil),        // 3: weft.workload.v1.DryRun
+	(*Rule)(nil),          // 4: weft.workload.v1.Rule
+	(*Clause)(nil),        // 5: weft.workload.v1.Clause
+	(*Match)(nil),         // 6: weft.workload.v1.Match
+	(*StringMatch)(nil),   // 7: weft.workload.v1.StringMatch
 }
 var file_api_workload_v1_authorization_proto_depIdxs = []int32{
-	0, // 0: weft.workload.v1.Authorization.scope:type_name -> weft.workload.v1.Scope
-	1, // 1: weft.workload.v1.Authorization.action:type_name -> weft.workload.v1.Action
-	3, // 2: weft.workload.v1.Authorization.rules:type_name -> weft.workload.v1.Rule
-	4, // 3: weft.workload.v1.Rule.clauses:type_name -> weft.workload.v1.Clause
-	5, // 4: weft.workload.v1.Clause.matches:type_name -> weft.workload.v1.Match
-	6, // 5: weft.workload.v1.Match.principals:type_name -> weft.workload.v1.StringMatch
-	6, // 6: weft.workload.v1.Match.not_principals:type_name -> weft.workload.v1.StringMatch
-	6, // 7: weft.workload.v1.Match.namespaces:type_name -> weft.workload.v1.StringMatch
-	6, // 8: weft.workload.v1.Match.not_namespaces:type_name -> weft.workload.v1.StringMatch
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	0,  // 0: weft.workload.v1.Authorization.scope:type_name -> weft.workload.v1.Scope
+	1,  // 1: weft.workload.v1.Authorization.action:type_name -> weft.workload.v1.Action
+	4,  // 2: weft.workload.v1.Authorization.rules:type_name -> weft.workload.v1.Rule
+	3,  // 3: weft.workload.v1.Authorization.dry_run:type_name -> weft.workload.v1.DryRun
+	1,  // 4: weft.workload.v1.DryRun.action:type_name -> weft.workload.v1.Action
+	4,  // 5: weft.workload.v1.DryRun.rules:type_name -> weft.workload.v1.Rule
+	5,  // 6: weft.workload.v1.Rule.clauses:type_name -> weft.workload.v1.Clause
+	6,  // 7: weft.workload.v1.Clause.matches:type_name -> weft.workload.v1.Match
+	7,  // 8: weft.workload.v1.Match.principals:type_name -> weft.workload.v1.StringMatch
+	7,  // 9: weft.workload.v1.Match.not_principals:type_name -> weft.workload.v1.StringMatch
+	7,  // 10: weft.workload.v1.Match.namespaces:type_name -> weft.workload.v1.StringMatch
+	7,  // 11: weft.workload.v1.Match.not_namespaces:type_name -> weft.workload.v1.StringMatch
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_api_workload_v1_authorization_proto_init() }
@@ -620,7 +693,7 @@ func file_api_workload_v1_authorization_proto_init() {
 	if File_api_workload_v1_authorization_proto != nil {
 		return
 	}
-	file_api_workload_v1_authorization_proto_msgTypes[4].OneofWrappers = []any{
+	file_api_workload_v1_authorization_proto_msgTypes[5].OneofWrappers = []any{
 		(*StringMatch_Exact)(nil),
 		(*StringMatch_Prefix)(nil),
 		(*StringMatch_Suffix)(nil),
@@ -632,7 +705,7 @@ func file_api_workload_v1_authorization_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_workload_v1_authorization_proto_rawDesc), len(file_api_workload_v1_authorization_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
