@@ -63,7 +63,7 @@ var Allowed = map[string]string{
 	"dirname": "base", "mktemp": "base", "sha256sum": "base", "cut": "base", "sort": "base",
 	"head": "base", "tail": "base", "seq": "base", "paste": "base", "grep": "base", "sed": "base",
 	"awk": "base", "find": "base", "true": "base", "false": "base", "stat": "base", "uniq": "base",
-	"nohup": "base", "dpkg": "base", "apt-get": "base",
+	"nohup": "base", "dpkg": "base", "apt-get": "base", "getent": "base",
 }
 
 // Uncovered returns the uses of commands that are neither in list, nor
