@@ -206,6 +206,7 @@ spec:
 	t.Run("JWT: RequestAuthentication, requestPrincipals, claims DENY, dry-run", func(t *testing.T) { testWaypointJWT(t, e) })
 	t.Run("external authorization: Istio's ext-authz task, gRPC and HTTP providers", func(t *testing.T) { testWaypointExtAuthz(t, e) })
 	t.Run("L4 dry-run: a dry-run DENY at the node agent is logged and counted, not enforced", func(t *testing.T) { testNodeAgentDryRun(t, e) })
+	t.Run("AUDIT: matching requests are marked in the waypoint's access log", func(t *testing.T) { testWaypointAudit(t, e) })
 
 	t.Run("waypoint metrics carry response codes and both principals", func(t *testing.T) {
 		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")

@@ -34,7 +34,10 @@ type authzPolicy struct {
 	// custom is the external authorizer of a CUSTOM policy (deny is set
 	// too: on TCP chains, and where the provider cannot be used, its rules
 	// deny).
-	custom   *extAuthz
+	custom *extAuthz
+	// audit: an AUDIT policy; its matches are logged (RBAC action LOG),
+	// never denied; ignored on TCP chains.
+	audit    bool
 	policies map[string]*rbacv3.Policy
 	tcp      map[string]*rbacv3.Policy
 	// tcpProblems are what only the TCP translation dropped; reported
@@ -57,48 +60,9 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			p("spec.selector: cannot be combined with targetRefs; ignored")
 			continue
 		}
-		var dryRun bool
-		if v, ok := ap.Annotations[mesh.AnnotationDryRun]; ok {
-			var err error
-			if dryRun, err = strconv.ParseBool(v); err != nil {
-				p("annotation %s: %q is not a boolean; the policy is enforced", mesh.AnnotationDryRun, v)
-			}
-		}
-		var deny bool
-		var custom *extAuthz
-		switch spec.Action {
-		case securityapi.AuthorizationPolicy_ALLOW:
-		case securityapi.AuthorizationPolicy_DENY:
-			deny = true
-		case securityapi.AuthorizationPolicy_CUSTOM:
-			// Fail closed: without a usable authorizer, its rules deny.
-			// With one, they are built as DENY rules are (an attribute
-			// dropped makes the rule match more: more requests checked).
-			deny = true
-			var err error
-			if custom, err = t.extAuthzProvider(spec.GetProvider().GetName()); err != nil {
-				p("%v; the policy's rules deny", err)
-			}
-			if custom != nil {
-				for _, what := range custom.ignored {
-					p("extension provider %q: %s is not supported; ignored", custom.provider, what)
-				}
-			}
-			if dryRun {
-				p("annotation %s: not supported with CUSTOM (as in Istio); the policy is enforced", mesh.AnnotationDryRun)
-				dryRun = false
-			}
-		default:
-			p("spec.action: %s is not supported; ignored", spec.Action)
+		pol := t.waypointPolicy(ap, p)
+		if pol == nil {
 			continue
-		}
-		pol := t.authzPolicy(ap, deny)
-		if pol.custom = custom; custom != nil {
-			pol.tcpProblems = append(pol.tcpProblems, "spec.action: CUSTOM is not supported on TCP ports (no ext_authz network filter); the policy's rules deny")
-		}
-		if pol.dryRun = dryRun; dryRun {
-			pol.tcpProblems = append(pol.tcpProblems, fmt.Sprintf(
-				"annotation %s: a TCP chain does not log the would-be decision of a dry-run policy (it is not enforced either)", mesh.AnnotationDryRun))
 		}
 		gateways, services := t.policyTargets(ap.Namespace, refs, p)
 		for _, g := range gateways {
@@ -108,6 +72,56 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			t.servicePolicies[fqdn] = append(t.servicePolicies[fqdn], pol)
 		}
 	}
+}
+
+// waypointPolicy translates ap for its action and istio.io/dry-run; nil
+// when the action is not supported (reported with p).
+func (t *translator) waypointPolicy(ap *securityv1.AuthorizationPolicy, p problemf) *authzPolicy {
+	dryRun := false
+	if v, ok := ap.Annotations[mesh.AnnotationDryRun]; ok {
+		var err error
+		if dryRun, err = strconv.ParseBool(v); err != nil {
+			p("annotation %s: %q is not a boolean; the policy is enforced", mesh.AnnotationDryRun, v)
+		}
+	}
+	action := ap.Spec.Action
+	if dryRun && (action == securityapi.AuthorizationPolicy_CUSTOM || action == securityapi.AuthorizationPolicy_AUDIT) {
+		p("annotation %s: not supported with %s (as in Istio); the policy is applied", mesh.AnnotationDryRun, action)
+		dryRun = false
+	}
+	var custom *extAuthz
+	switch action {
+	case securityapi.AuthorizationPolicy_ALLOW, securityapi.AuthorizationPolicy_DENY, securityapi.AuthorizationPolicy_AUDIT:
+	case securityapi.AuthorizationPolicy_CUSTOM:
+		// Fail closed: without a usable authorizer, its rules deny.
+		var err error
+		if custom, err = t.extAuthzProvider(ap.Spec.GetProvider().GetName()); err != nil {
+			p("%v; the policy's rules deny", err)
+		}
+		if custom != nil {
+			for _, what := range custom.ignored {
+				p("extension provider %q: %s is not supported; ignored", custom.provider, what)
+			}
+		}
+	default:
+		p("spec.action: %s is not supported; ignored", action)
+		return nil
+	}
+	// CUSTOM and AUDIT rules are built as DENY rules are: an attribute
+	// dropped makes the rule match more (more requests checked or logged).
+	pol := t.authzPolicy(ap, action != securityapi.AuthorizationPolicy_ALLOW)
+	pol.audit = action == securityapi.AuthorizationPolicy_AUDIT
+	if pol.custom = custom; custom != nil {
+		pol.tcpProblems = append(pol.tcpProblems, "spec.action: CUSTOM is not supported on TCP ports (no ext_authz network filter); the policy's rules deny")
+	}
+	if pol.audit {
+		pol.tcpProblems = append(pol.tcpProblems, "spec.action: AUDIT is not supported on TCP ports; ignored there")
+	}
+	if pol.dryRun = dryRun; dryRun {
+		pol.tcpProblems = append(pol.tcpProblems, fmt.Sprintf(
+			"annotation %s: a TCP chain does not log the would-be decision of a dry-run policy (it is not enforced either)", mesh.AnnotationDryRun))
+	}
+	return pol
 }
 
 // sortedPolicies is objs without nils, sorted by "<ns>/<name>".
@@ -598,8 +612,8 @@ func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow rbacRules) {
 	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
 	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
 	for _, p := range pols {
-		if p.custom != nil && !tcp {
-			continue // customAuthz
+		if p.custom != nil && !tcp || p.audit {
+			continue // customAuthz, auditRules
 		}
 		target, action := &allow, rbacv3.RBAC_ALLOW
 		if p.deny {
@@ -627,4 +641,22 @@ func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow rbacRules) {
 		deny.shadow = nil
 	}
 	return deny, allow
+}
+
+// auditRules are the RBAC rules (action LOG) of the AUDIT policies in
+// pols; nil when there are none.
+func auditRules(pols []*authzPolicy) *rbacv3.RBAC {
+	var r *rbacv3.RBAC
+	for _, p := range sortedByKey(pols) {
+		if !p.audit {
+			continue
+		}
+		if r == nil {
+			r = &rbacv3.RBAC{Action: rbacv3.RBAC_LOG, Policies: map[string]*rbacv3.Policy{}}
+		}
+		for name, rp := range p.policies {
+			r.Policies[name] = rp
+		}
+	}
+	return r
 }

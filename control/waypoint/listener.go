@@ -180,6 +180,7 @@ func shadowStatPrefix(r rbacRules) string {
 // authorizer and the RBAC filters' rules.
 type chainAuthz struct {
 	jwt         *jwtauthnv3.JwtAuthentication
+	audit       *rbacv3.RBAC // AUDIT policies: RBAC action LOG
 	custom      *customChain
 	deny, allow rbacRules
 }
@@ -187,7 +188,7 @@ type chainAuthz struct {
 // httpAuthz is the authorization of HTTP chain from pols. CUSTOM policies
 // that cannot share the chain's provider deny (customAuthz).
 func (t *translator) httpAuthz(chain string, jwt *jwtauthnv3.JwtAuthentication, pols []*authzPolicy) chainAuthz {
-	a := chainAuthz{jwt: jwt}
+	a := chainAuthz{jwt: jwt, audit: auditRules(pols)}
 	var failClosed []*authzPolicy
 	a.custom, failClosed = t.customAuthz(chain, pols)
 	pols = slices.Clone(pols)
@@ -295,6 +296,9 @@ func (t *translator) hcmFilter(name string, fault, cors bool, authz chainAuthz) 
 	}
 	if authz.jwt != nil {
 		add(jwtAuthnFilter, authz.jwt)
+	}
+	if authz.audit != nil {
+		add(rbacAudit, &rbacfilterv3.RBAC{Rules: authz.audit})
 	}
 	if c := authz.custom; c != nil {
 		add(extAuthzRBACFilter, &rbacfilterv3.RBAC{ShadowRules: c.rules, ShadowRulesStatPrefix: extAuthzShadowPrefix})

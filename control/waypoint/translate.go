@@ -166,6 +166,7 @@ const (
 
 	rbacDeny       = "rbac-deny"
 	rbacAllow      = "rbac-allow"
+	rbacAudit      = "rbac-audit"
 	jwtAuthnFilter = "envoy.filters.http.jwt_authn"
 )
 

@@ -125,6 +125,8 @@ type record struct {
 	err            error
 	// dryRun is the would-be decision of dry-run policies (route.Info.DryRun).
 	dryRun string
+	// audit is the AUDIT policy that matched (route.Info.Audit).
+	audit string
 	// termination is Envoy's connection termination details, e.g. why a
 	// network RBAC filter closed the stream.
 	termination string
@@ -278,6 +280,9 @@ func (p *Proxy) log1(r *record) {
 	}
 	if r.termination != "" {
 		attrs = append(attrs, slog.String("connection_termination_details", r.termination))
+	}
+	if r.audit != "" {
+		attrs = append(attrs, slog.String("rbac_audit", r.audit))
 	}
 	if r.dryRun != "" {
 		attrs = append(attrs, slog.String("rbac_dry_run", r.dryRun))
@@ -449,7 +454,7 @@ func (rec *record) complete(rw *recorder, info *routeInfo, body *countingBody) {
 		rec.code = http.StatusOK
 	}
 	rec.route, rec.cluster, rec.flags, rec.attempts = info.Route, info.Cluster, info.ResponseFlags, info.Attempts
-	rec.dryRun = info.DryRun
+	rec.dryRun, rec.audit = info.DryRun, info.Audit
 	rec.received, rec.sent = body.n.Load()+info.TunnelReceived, rw.bytes+info.TunnelSent
 	rec.headerOut = headerSize(rw.Header())
 	if rec.protocol == "grpc" {

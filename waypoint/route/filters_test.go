@@ -1,6 +1,7 @@
 package route
 
 import (
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"net/http"
 	"net/netip"
 	"testing"
@@ -265,5 +266,30 @@ func TestRBAC(t *testing.T) {
 	w, _ := serve(p, req("POST", "/pkg.Svc/M", "content-type", "application/grpc"), &pp)
 	if w.Code != 200 || w.Header().Get("Grpc-Status") != "7" || w.Header().Get("Grpc-Message") != "RBAC: access denied" {
 		t.Errorf("grpc deny: %d %v", w.Code, w.Header())
+	}
+}
+
+// TestRBACLog: an RBAC filter with action LOG (Istio's AUDIT) marks the
+// requests its policies match for the access log and never denies; a
+// network RBAC with LOG never refuses a connection.
+func TestRBACLog(t *testing.T) {
+	logDeletes := &rbacv3.RBAC{Rules: &rbaccfgv3.RBAC{Action: rbaccfgv3.RBAC_LOG, Policies: map[string]*rbaccfgv3.Policy{
+		"ns[default]-policy[audit]-rule[0]": {
+			Permissions: []*rbaccfgv3.Permission{{Rule: &rbaccfgv3.Permission_Header{Header: hdr(":method", exact("DELETE"))}}},
+			Principals:  []*rbaccfgv3.Principal{{Identifier: &rbaccfgv3.Principal_Any{Any: true}}},
+		}}}}
+	p := compile(t, hcmWith(t, rbacF(t, "rbac-audit", logDeletes)), rcOf(vhOf("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), newFake(nil))
+	for method, want := range map[string]string{"DELETE": "ns[default]-policy[audit]-rule[0]", "GET": ""} {
+		w, info := serve(p, req(method, "/x"), nil)
+		if w.Code != 200 || info.Audit != want {
+			t.Errorf("%s: %d, audit %q; want 200 and audit %q", method, w.Code, info.Audit, want)
+		}
+	}
+	n, err := CompileNetworkRBAC(&netrbacv3.RBAC{Rules: logDeletes.Rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := n.Allowed(Peer{}); !ok {
+		t.Error("network RBAC with action LOG refused a connection")
 	}
 }

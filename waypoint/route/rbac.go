@@ -40,7 +40,10 @@ type rbacFilter struct {
 const extAuthzShadowPrefix = "istio_ext_authz_"
 
 type rbacEngine struct {
-	allow    bool
+	allow bool
+	// log: action LOG (Istio's AUDIT): a match marks the request for the
+	// access log (Envoy's access_log_hint), nothing is denied.
+	log      bool
 	policies []rbacPolicy // sorted by name, like Envoy's std::map
 }
 
@@ -65,6 +68,12 @@ func (f *rbacFilter) decode(x *exchange) bool {
 		return true
 	}
 	matched, policy := f.eng.evaluate(x)
+	if f.eng.log {
+		if matched && x.info.Audit == "" {
+			x.info.Audit = policy
+		}
+		return true
+	}
 	allowed := matched == f.eng.allow
 	if allowed {
 		return true
@@ -167,8 +176,8 @@ func CompileNetworkRBAC(c *netrbacv3.RBAC) (*NetworkRBAC, error) {
 // original destination). When denied, details is Envoy's connection
 // termination detail rbac_access_denied_matched_policy[<policy>|none].
 func (n *NetworkRBAC) Allowed(peer Peer) (ok bool, details string) {
-	if n == nil || n.eng == nil {
-		return true, ""
+	if n == nil || n.eng == nil || n.eng.log {
+		return true, "" // LOG never blocks (nothing logs it on a TCP chain)
 	}
 	// x.v stays empty: no headers, no :path. x.r only backs the address
 	// fallbacks, which peer makes unnecessary when it is complete.
@@ -193,7 +202,7 @@ func compileRules(rules *rbaccfgv3.RBAC) (*rbacEngine, error) {
 		e.allow = true
 	case rbaccfgv3.RBAC_DENY:
 	case rbaccfgv3.RBAC_LOG:
-		return nil, nil // LOG never blocks
+		e.log = true
 	default:
 		return nil, fmt.Errorf("unknown RBAC action %v", rules.GetAction())
 	}

@@ -132,6 +132,10 @@ type Info struct {
 	// istio.io/dry-run policies): "" (none), "allowed" or
 	// "denied[<policy>|none]". It is never enforced.
 	DryRun string
+	// Audit is the policy of an RBAC filter with action LOG (Istio's
+	// AUDIT) that matched the request, "" for none: Envoy's
+	// access_log_hint.
+	Audit string
 	// Hash and Hashed are the consistent-hash key given to the Upstream.
 	Hash   uint64
 	Hashed bool
