@@ -14,6 +14,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -280,6 +281,12 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
 			p.filters = append(p.filters, jf)
+		case *localratelimitv3.LocalRateLimit:
+			l, err := compileLocalRateLimit(c, false)
+			if err != nil {
+				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
+			}
+			p.filters = append(p.filters, &localRateLimitFilter{name: f.GetName(), def: l})
 		case *routerv3.Router:
 			hasRouter = true
 			p.filters = append(p.filters, &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()})
@@ -510,9 +517,10 @@ func re2Substitution(s string) string {
 
 // perFilter is a compiled typed_per_filter_config entry.
 type perFilter struct {
-	disabled bool
-	fault    *faultConfig
-	cors     *corsPolicy
+	disabled       bool
+	fault          *faultConfig
+	cors           *corsPolicy
+	localRateLimit *localRateLimit
 }
 
 func compilePerFilter(m map[string]*anypb.Any) (map[string]perFilter, error) {
@@ -564,6 +572,12 @@ func compilePerFilterMsg(msg proto.Message) (perFilter, bool, error) {
 			return perFilter{}, false, err
 		}
 		return perFilter{cors: cp}, true, nil
+	case *localratelimitv3.LocalRateLimit:
+		l, err := compileLocalRateLimit(c, true)
+		if err != nil {
+			return perFilter{}, false, err
+		}
+		return perFilter{localRateLimit: l}, true, nil
 	}
 	return perFilter{}, false, nil
 }

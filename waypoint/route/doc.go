@@ -181,6 +181,12 @@ package route
 //     accepted unverified. Not supported: requirement_map,
 //     filter_state_rules, subjects, require_expiration, max_lifetime,
 //     claim_to_headers, per-route config.
+//   - local_ratelimit: see localRateLimitFilter. Token buckets live in the
+//     compiled Pipeline, so a new config (any xDS update of the chain)
+//     starts them full again, as Envoy does on a filter or route update.
+//     Not supported (compile error): descriptors, rate_limits,
+//     local_rate_limit_per_downstream_connection, local_cluster_rate_limit;
+//     runtime keys and stat_prefix are not read.
 //
 // Not implemented (compile error when configured, unless noted): cluster_header,
 // cluster_specifier_plugin, auto/regex host rewrites, header_delay/abort,

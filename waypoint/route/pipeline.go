@@ -42,7 +42,8 @@ type exchange struct {
 	// authn is the request's verified JWT (nil: none), set by jwt_authn.
 	authn *authn
 	// replyHeader is added to the next local reply (jwt_authn's
-	// WWW-Authenticate, an external authorizer's denial).
+	// WWW-Authenticate, an external authorizer's denial, local_ratelimit's
+	// headers).
 	replyHeader http.Header
 	// shadowIDs are the RBAC filters' shadow_effective_policy_id dynamic
 	// metadata, by shadow_rules_stat_prefix (ext_authz reads it).
@@ -50,6 +51,11 @@ type exchange struct {
 	// authzResponseHeaders go on the response to the client (ext_authz
 	// allowed with headers for the client).
 	authzResponseHeaders http.Header
+
+	// rateLimited is the token bucket whose x-ratelimit headers the
+	// local_ratelimit filter rateLimitBy adds to the response.
+	rateLimited *tokenBucket
+	rateLimitBy *localRateLimitFilter
 }
 
 type shadowID struct{ prefix, policy string }

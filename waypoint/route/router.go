@@ -70,12 +70,13 @@ const (
 	flagNR  = "NR"
 	flagDI  = "DI"
 	flagFI  = "FI"
+	flagRL  = "RL"
 	flagDC  = "DC"
 	flagURX = "URX"
 	flagNC  = "NC"
 )
 
-var flagOrder = []string{flagUH, flagUT, flagUR, flagUF, flagUC, flagUO, flagNR, flagDI, flagFI, flagDC, flagURX, flagNC}
+var flagOrder = []string{flagUH, flagUT, flagUR, flagUF, flagUC, flagUO, flagNR, flagDI, flagFI, flagRL, flagDC, flagURX, flagNC}
 
 func (i *Info) addFlag(f string) {
 	if i.ResponseFlags == "" {
