@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -195,6 +196,10 @@ func readYAML(t testing.TB, path string, tc *testCase) {
 			o := &securityv1.RequestAuthentication{}
 			decode(o)
 			tc.in.RequestAuthentications = append(tc.in.RequestAuthentications, o)
+		case "EnvoyFilter":
+			o := &networkingv1alpha3.EnvoyFilter{}
+			decode(o)
+			tc.in.EnvoyFilters = append(tc.in.EnvoyFilters, o)
 		default:
 			t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
 		}
@@ -239,6 +244,8 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	r.Shuffle(len(out.AuthorizationPolicies), func(i, j int) {
 		out.AuthorizationPolicies[i], out.AuthorizationPolicies[j] = out.AuthorizationPolicies[j], out.AuthorizationPolicies[i]
 	})
+	out.EnvoyFilters = slices.Clone(in.EnvoyFilters)
+	r.Shuffle(len(out.EnvoyFilters), func(i, j int) { out.EnvoyFilters[i], out.EnvoyFilters[j] = out.EnvoyFilters[j], out.EnvoyFilters[i] })
 	out.RequestAuthentications = slices.Clone(in.RequestAuthentications)
 	r.Shuffle(len(out.RequestAuthentications), func(i, j int) {
 		out.RequestAuthentications[i], out.RequestAuthentications[j] = out.RequestAuthentications[j], out.RequestAuthentications[i]

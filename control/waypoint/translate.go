@@ -69,6 +69,7 @@ import (
 	meshapi "istio.io/api/mesh/v1alpha1"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -123,6 +124,9 @@ type Inputs struct {
 	// ServiceEntries give their hosts' ports a protocol (the hosts
 	// themselves come with Addresses).
 	ServiceEntries []*networkingv1.ServiceEntry
+	// EnvoyFilters patch the waypoints and ingress gateways they target,
+	// as far as Weft runs the patch (envoyfilter.go); others are reported.
+	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
 }
 
 // Output is the translated snapshot: the Envoy resources of each node group
@@ -180,13 +184,15 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexVirtualServices(in.VirtualServices)
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
 	t.indexRequestAuthentications(in.RequestAuthentications)
+	t.indexEnvoyFilters(in.EnvoyFilters)
 	t.buildServicePorts()
 	out := Output{
 		Waypoints:      t.buildWaypoints(),
 		GRPC:           t.buildGRPC(),
 		GatewayProxies: t.buildGatewayProxies(in),
-		Problems:       t.sortedProblems(),
 	}
+	t.reportEnvoyFilters()
+	out.Problems = t.sortedProblems()
 	return out
 }
 
@@ -216,6 +222,7 @@ type translator struct {
 	servicePolicies  map[string][]*authzPolicy   // by FQDN
 	gatewayJWT       map[string][]*jwtPolicy     // by waypoint "<ns>/<name>"
 	serviceJWT       map[string][]*jwtPolicy     // by FQDN
+	envoyFilters     []*envoyFilter              // in order of application
 
 	// ports translated per service port, by chain name "<fqdn>:<port>".
 	ports map[string]*portConfig

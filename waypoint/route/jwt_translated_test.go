@@ -21,48 +21,64 @@ import (
 // replaced with jwks (the case has Istio's demo key, whose private half
 // the test lacks).
 func translatedChains(t *testing.T, jwks string) map[string]*Pipeline {
-	raw, err := os.ReadFile("../../control/waypoint/testdata/requestauth/expected.json")
+	return goldenPipelines(t, "requestauth", "waypoints", "default/waypoint", func(hcm *hcmv3.HttpConnectionManager) {
+		for _, f := range hcm.HttpFilters {
+			if f.Name == "envoy.filters.http.jwt_authn" {
+				f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: withDemoJWKS(t, f.GetTypedConfig(), jwks)}
+			}
+		}
+	}, Options{})
+}
+
+// goldenPipelines compiles every HTTP chain of snapshot key (in section
+// "waypoints" or "gateways") of control/waypoint's golden case name, after
+// edit (nil: none): what the waypoint runs of that translation.
+func goldenPipelines(t *testing.T, name, section, key string, edit func(*hcmv3.HttpConnectionManager), opts Options) map[string]*Pipeline {
+	t.Helper()
+	raw, err := os.ReadFile("../../control/waypoint/testdata/" + name + "/expected.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc struct {
-		Waypoints map[string]struct {
-			Listeners []json.RawMessage `json:"listeners"`
-			Routes    []json.RawMessage `json:"routes"`
-		} `json:"waypoints"`
+	var doc map[string]json.RawMessage
+	var snaps map[string]struct {
+		Listeners []json.RawMessage `json:"listeners"`
+		Routes    []json.RawMessage `json:"routes"`
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	wp := doc.Waypoints["default/waypoint"]
+	if err := json.Unmarshal(doc[section], &snaps); err != nil {
+		t.Fatal(err)
+	}
+	snap := snaps[key]
 	rcs := map[string]*routev3.RouteConfiguration{}
-	for _, r := range wp.Routes {
+	for _, r := range snap.Routes {
 		rc := &routev3.RouteConfiguration{}
 		if err := protojson.Unmarshal(r, rc); err != nil {
 			t.Fatal(err)
 		}
 		rcs[rc.Name] = rc
 	}
-	var l listenerv3.Listener
-	if err := protojson.Unmarshal(wp.Listeners[0], &l); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]*Pipeline{}
-	for _, fc := range l.FilterChains {
-		hcm := &hcmv3.HttpConnectionManager{}
-		if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
-			t.Fatalf("%s: %v", fc.Name, err)
+	for _, lj := range snap.Listeners {
+		var l listenerv3.Listener
+		if err := protojson.Unmarshal(lj, &l); err != nil {
+			t.Fatal(err)
 		}
-		for _, f := range hcm.HttpFilters {
-			if f.Name == "envoy.filters.http.jwt_authn" {
-				f.ConfigType = &hcmv3.HttpFilter_TypedConfig{TypedConfig: withDemoJWKS(t, f.GetTypedConfig(), jwks)}
+		for _, fc := range l.FilterChains {
+			hcm := &hcmv3.HttpConnectionManager{}
+			if err := fc.Filters[len(fc.Filters)-1].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+				continue // a TCP chain
 			}
+			if edit != nil {
+				edit(hcm)
+			}
+			p, err := CompileWithOptions(hcm, rcs[hcm.GetRds().GetRouteConfigName()], newFake(nil), opts)
+			if err != nil {
+				t.Fatalf("chain %s: the translation is rejected: %v", fc.Name, err)
+			}
+			out[fc.Name] = p
 		}
-		p, err := Compile(hcm, rcs[fc.Name], newFake(nil))
-		if err != nil {
-			t.Fatalf("chain %s: the translation is rejected: %v", fc.Name, err)
-		}
-		out[fc.Name] = p
 	}
 	return out
 }

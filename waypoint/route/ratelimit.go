@@ -244,3 +244,15 @@ func (b *tokenBucket) nextFill() int64 {
 	next := b.start.Add(time.Duration(uint64(time.Since(b.start)/b.interval)+1) * b.interval)
 	return int64((time.Until(next) + time.Second - 1) / time.Second)
 }
+
+// ValidateLocalRateLimit reports whether the waypoint runs c: as the
+// filter's config, or (perRoute) in typed_per_filter_config. The control
+// plane checks what it sends with it, so that a config the waypoint would
+// refuse is reported on its source instead of failing a whole chain.
+func ValidateLocalRateLimit(c *localratelimitv3.LocalRateLimit, perRoute bool) error {
+	if err := c.ValidateAll(); err != nil {
+		return err
+	}
+	_, err := compileLocalRateLimit(c, perRoute)
+	return err
+}

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -285,6 +286,46 @@ func BenchmarkLocalRateLimitTake(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			tb.take()
+		}
+	})
+}
+
+// TestLocalRateLimitTranslated runs what control/waypoint renders of
+// Istio's rate-limit EnvoyFilters (golden case ratelimit): the waypoint
+// limits reviews per route (10 per second) and ratings per virtual host
+// (5 per 10 s, x-ratelimit headers), not details; the gateway limits its
+// listener (100 per minute).
+func TestLocalRateLimitTranslated(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		wp := goldenPipelines(t, "ratelimit", "waypoints", "default/waypoint", nil, Options{})
+		count := func(p *Pipeline, host string, n int) (map[int]int, http.Header) {
+			out := map[int]int{}
+			var last http.Header
+			for range n {
+				w, _ := serve(p, req("GET", "/", "host", host), nil)
+				out[w.Code]++
+				last = w.Header()
+			}
+			return out, last
+		}
+		reviews := wp["reviews.default.svc.cluster.local:9080"]
+		if got, h := count(reviews, "reviews:9080", 12); got[200] != 10 || got[429] != 2 || h.Get("X-Local-Rate-Limit") != "true" {
+			t.Errorf("reviews: %v, last headers %v", got, h)
+		}
+		time.Sleep(time.Second)
+		if got, _ := count(reviews, "reviews:9080", 12); got[200] != 10 {
+			t.Errorf("reviews a second later: %v", got)
+		}
+		if got, h := count(wp["ratings.default.svc.cluster.local:9080"], "ratings:9080", 6); got[200] != 5 || got[429] != 1 ||
+			h.Get("X-Ratelimit-Limit") != "5" || h.Get("X-Ratelimit-Remaining") != "0" {
+			t.Errorf("ratings: %v, last headers %v", got, h)
+		}
+		if got, _ := count(wp["details.default.svc.cluster.local:9080"], "details:9080", 50); got[200] != 50 {
+			t.Errorf("details is not limited: %v", got)
+		}
+		gw := goldenPipelines(t, "ratelimit", "gateways", "weft-ingress/weft-ingress", nil, Options{})
+		if got, _ := count(gw["http.8080"], "bookinfo.example.com", 101); got[429] != 1 {
+			t.Errorf("gateway: %v", got)
 		}
 	})
 }
