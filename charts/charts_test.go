@@ -404,6 +404,8 @@ func checkRBAC(t *testing.T, objs objects) {
 		"networking.istio.io/destinationrules/status":     {"update"},
 		"networking.istio.io/gateways/status":             {"update"},
 		"networking.istio.io/serviceentries/status":       {"update"},
+		"networking.istio.io/envoyfilters":                read,
+		"networking.istio.io/envoyfilters/status":         {"update"},
 		"security.istio.io/authorizationpolicies":         read,
 		"security.istio.io/peerauthentications":           read,
 		"security.istio.io/authorizationpolicies/status":  {"update"},
@@ -607,7 +609,7 @@ func TestControlOptionalParts(t *testing.T) {
 // wantCRDs are the kinds Weft reads, as group/kind.
 var wantCRDs = []string{
 	"networking.istio.io/VirtualService", "networking.istio.io/DestinationRule", "networking.istio.io/Gateway",
-	"networking.istio.io/ServiceEntry", "networking.istio.io/WorkloadEntry",
+	"networking.istio.io/ServiceEntry", "networking.istio.io/WorkloadEntry", "networking.istio.io/EnvoyFilter",
 	"security.istio.io/AuthorizationPolicy", "security.istio.io/PeerAuthentication", "security.istio.io/RequestAuthentication",
 	"telemetry.istio.io/Telemetry",
 	"gateway.networking.k8s.io/GatewayClass", "gateway.networking.k8s.io/Gateway", "gateway.networking.k8s.io/HTTPRoute",

@@ -59,7 +59,7 @@ filter() {
 
 filter "istio.io/api@$istio_ver kubernetes/customresourcedefinitions.gen.yaml" \
 	"networking.istio.io/VirtualService networking.istio.io/DestinationRule networking.istio.io/Gateway
-	 networking.istio.io/ServiceEntry networking.istio.io/WorkloadEntry security.istio.io/AuthorizationPolicy
+	 networking.istio.io/ServiceEntry networking.istio.io/WorkloadEntry networking.istio.io/EnvoyFilter security.istio.io/AuthorizationPolicy
 	 security.istio.io/PeerAuthentication security.istio.io/RequestAuthentication telemetry.istio.io/Telemetry" \
 	"$istio_dir/kubernetes/customresourcedefinitions.gen.yaml" >"$out/crds-istio.yaml.tmp"
 mv "$out/crds-istio.yaml.tmp" "$out/crds-istio.yaml"

@@ -304,13 +304,49 @@ spec:
 		},
 		{
 			Feature: "EnvoyFilter",
-			Status:  NotYet,
-			Notes:   "no plan: waypoints are not Envoy; CRD not installed (`kubectl apply` fails with \"no matches for kind\"), `WeftAccepted=False` (`Unsupported`) if another chart installs it",
+			Status:  Partial,
+			Notes:   "waypoints and gateways are not Envoy: only the patches of Istio's rate-limit task apply (local rate limiting, see Traffic management), with `targetRefs` to a waypoint or ingress Gateway or a `workloadSelector` of ingress gateway pods. Every other patch (`applyTo`, operation, filter, match or value field) is reported in `WeftAccepted=False` (`PartiallyInvalid`) and not applied; an EnvoyFilter selecting sidecars (no `targetRefs`, a `workloadSelector` of application pods) is reported and has no effect",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: lua
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  configPatches:
+  - applyTo: HTTP_FILTER
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.lua
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+`, "is not supported"),
+				reported(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: sidecar
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: reviews
+  configPatches:
+  - applyTo: CLUSTER
+    patch:
+      operation: MERGE
+      value: {}
+`, "applyTo CLUSTER is not supported")},
 		},
 		{
 			Feature: "WasmPlugin",
 			Status:  NotYet,
-			Notes:   "as EnvoyFilter",
+			Notes:   "CRD not installed; `WeftAccepted=False` (`Unsupported`) if another chart installs it",
 		},
 		{
 			Feature: "Telemetry API (`telemetry.istio.io`)",
@@ -320,7 +356,7 @@ spec:
 		{
 			Feature: "ProxyConfig",
 			Status:  NotYet,
-			Notes:   "configuration is Helm values and flags; as EnvoyFilter",
+			Notes:   "configuration is Helm values and flags; CRD not installed, `WeftAccepted=False` (`Unsupported`) if another chart installs it",
 		},
 		{
 			Feature: "MeshConfig",

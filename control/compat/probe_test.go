@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,7 @@ type world struct {
 	IstioGateways    []*networkingv1.Gateway
 	// RequestAuthentications configure the waypoints.
 	RequestAuthentications []*securityv1.RequestAuthentication
+	EnvoyFilters           []*networkingv1alpha3.EnvoyFilter
 }
 
 // object is a decoded probe object: where it goes in a world, and the
@@ -119,6 +121,9 @@ func newObject(tm metav1.TypeMeta) (object, error) {
 	case tm.Kind == "DestinationRule":
 		o := &networkingv1.DestinationRule{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.DestinationRules = append(w.DestinationRules, o) }, &o.Spec}, nil
+	case tm.Kind == "EnvoyFilter":
+		o := &networkingv1alpha3.EnvoyFilter{}
+		return object{o, []string{tm.Kind}, func(w *world) { w.EnvoyFilters = append(w.EnvoyFilters, o) }, &o.Spec}, nil
 	case tm.Kind == "HTTPRoute":
 		o := &gatewayv1.HTTPRoute{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.HTTPRoutes = append(w.HTTPRoutes, o) }, nil}, nil
@@ -170,6 +175,7 @@ func (w world) problems() []workload.Problem {
 		IstioGateways:          w.IstioGateways,
 		IngressGateways:        w.Gateways,
 		ServiceEntries:         w.ServiceEntries,
+		EnvoyFilters:           w.EnvoyFilters,
 	})
 	return append(wout.Problems, pout.Problems...)
 }

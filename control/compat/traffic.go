@@ -744,6 +744,115 @@ spec:
 			Notes:   "not installed by `weft-base`, not translated",
 		},
 		{
+			Feature:   "Local rate limiting: EnvoyFilter with `envoy.filters.http.local_ratelimit` (Istio's rate-limit task), `targetRefs` to the waypoint",
+			Status:    Supported,
+			Qualifier: "(waypoint, ingress gateway)",
+			Notes:     "`HTTP_FILTER` `INSERT_BEFORE`/`INSERT_AFTER`/`INSERT_FIRST` of the filter (`TypedStruct` or `@type`), `ROUTE_CONFIGURATION`/`VIRTUAL_HOST`/`HTTP_ROUTE` `MERGE` of its `typed_per_filter_config`; token bucket per filter, virtual host or route, shared by all connections of a proxy replica; `filter_enabled`/`filter_enforced` (`default_value`; runtime keys not read), `status` (default 429), `response_headers_to_add`, `request_headers_to_add_when_not_enforced`, `enable_x_ratelimit_headers: DRAFT_VERSION_03`, `enable_retry_after_header`, `rate_limited_as_resource_exhausted`. Not supported (the patch is reported and not applied): `descriptors`, `rate_limits`, `local_rate_limit_per_downstream_connection`, `local_cluster_rate_limit`. Buckets start full again when the proxy gets a new configuration of the chain ([rate-limiting.md](rate-limiting.md))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: reviews-ratelimit
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: http_local_rate_limiter
+  - applyTo: HTTP_ROUTE
+    match:
+      routeConfiguration:
+        vhost:
+          name: reviews.default.svc.cluster.local
+          route:
+            action: ANY
+    patch:
+      operation: MERGE
+      value:
+        typed_per_filter_config:
+          envoy.filters.http.local_ratelimit:
+            "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            value:
+              stat_prefix: http_local_rate_limiter
+              token_bucket: {max_tokens: 10, tokens_per_fill: 10, fill_interval: 1s}
+              filter_enabled: {runtime_key: local_rate_limit_enabled, default_value: {numerator: 100, denominator: HUNDRED}}
+              filter_enforced: {runtime_key: local_rate_limit_enforced, default_value: {numerator: 100, denominator: HUNDRED}}
+`),
+				reported(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: per-connection
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  configPatches:
+  - applyTo: HTTP_FILTER
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: rl
+          token_bucket: {max_tokens: 10, fill_interval: 1s}
+          local_rate_limit_per_downstream_connection: true
+`, "local_rate_limit_per_downstream_connection is not supported")},
+		},
+		{
+			Feature: "Global rate limiting: EnvoyFilter with `envoy.filters.http.ratelimit` and `rate_limits` actions (rate limit service)",
+			Status:  NotYet,
+			Notes:   "reported on the EnvoyFilter (`not supported yet`), nothing applied",
+			Probes: []*Probe{reported(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: filter-ratelimit
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      listener:
+        filterChain:
+          filter:
+            name: envoy.http_connection_manager
+            subFilter:
+              name: envoy.router
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: productpage-ratelimit
+`, "global rate limiting (envoy.filters.http.ratelimit) is not supported yet")},
+		},
+		{
 			Feature: "proxyless gRPC (`xds:///` clients)",
 			Status:  Partial,
 			Notes:   "same translation served to node IDs `grpc~...`; tested with grpc-go; load assignments lack the locality grpc-go requires (see [waypoints.md](waypoints.md#proxyless-grpc))",

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
@@ -53,6 +55,7 @@ type Cluster struct {
 	// ServiceEntries (node agents and waypoints), watched when served.
 	hasServiceEntry bool
 	hasRequestAuthn bool
+	hasEnvoyFilter  bool
 	// unsupported are the served kinds Weft does not implement.
 	unsupported []schema.GroupVersionResource
 	pods        cache.SharedIndexInformer
@@ -173,6 +176,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	if d.hasRequestAuthn {
 		infs = append(infs, d.istio.Security().V1().RequestAuthentications().Informer())
 	}
+	if d.hasEnvoyFilter {
+		infs = append(infs, d.istio.Networking().V1alpha3().EnvoyFilters().Informer())
+	}
 	for _, r := range d.unsupported {
 		infs = append(infs, d.dynamic.ForResource(r).Informer())
 	}
@@ -185,7 +191,7 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 type optionalKind struct {
 	has       *bool
 	group     string
-	resources []string // all of them served (version v1)
+	resources []string // all of them served (version v1, or "<version>/<resource>")
 	missing   string
 }
 
@@ -208,6 +214,8 @@ func (d *Cluster) optionalKinds() []optionalKind {
 			"gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts"},
 		{&d.hasGRPCRoute, "gateway.networking.k8s.io", []string{"grpcroutes"},
 			"gateway.networking.k8s.io/v1 GRPCRoute not served: GRPCRoutes get no status until the control plane restarts"},
+		{&d.hasEnvoyFilter, "networking.istio.io", []string{"v1alpha3/envoyfilters"},
+			"networking.istio.io/v1alpha3 EnvoyFilter not served: EnvoyFilters are ignored until the control plane restarts"},
 	}
 }
 
@@ -217,8 +225,12 @@ func (d *Cluster) discoverKinds(kube kubernetes.Interface) error {
 	for _, k := range d.optionalKinds() {
 		ok := true
 		for _, r := range k.resources {
+			version := "v1"
+			if v, res, found := strings.Cut(r, "/"); found {
+				version, r = v, res
+			}
 			var err error
-			if ok, err = served(kube, schema.GroupVersionResource{Group: k.group, Version: "v1", Resource: r}); err != nil {
+			if ok, err = served(kube, schema.GroupVersionResource{Group: k.group, Version: version, Resource: r}); err != nil {
 				return err
 			}
 			if !ok {
@@ -329,6 +341,8 @@ type TrafficInputs struct {
 	IstioGateways []*networkingv1.Gateway
 	// RequestAuthentications configure the waypoints' JWT validation.
 	RequestAuthentications []*securityv1.RequestAuthentication
+	// EnvoyFilters patch waypoints and ingress gateways (rate limiting).
+	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
 }
 
 // TrafficInputs lists the current traffic-management state.
@@ -347,6 +361,9 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	}
 	if d.hasRequestAuthn {
 		in.RequestAuthentications = listAll(&err, d.istio.Security().V1().RequestAuthentications().Lister())
+	}
+	if d.hasEnvoyFilter {
+		in.EnvoyFilters = listAll(&err, d.istio.Networking().V1alpha3().EnvoyFilters().Lister())
 	}
 	return in, err
 }

@@ -379,7 +379,7 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 		ServiceEntryAddresses: workload.AllocateAddresses(in.ServiceEntries),
 		VirtualServices:       traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
 		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes,
-		RequestAuthentications: traffic.RequestAuthentications, Unsupported: only.Unsupported,
+		RequestAuthentications: traffic.RequestAuthentications, EnvoyFilters: traffic.EnvoyFilters, Unsupported: only.Unsupported,
 	}
 }
 

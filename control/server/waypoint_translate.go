@@ -35,6 +35,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		IstioGateways:          traffic.IstioGateways,
 		IngressGateways:        in.Gateways,
 		ServiceEntries:         in.ServiceEntries,
+		EnvoyFilters:           traffic.EnvoyFilters,
 	})
 	return out.Groups(), out.Problems, true
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	analysisv1alpha1 "istio.io/api/analysis/v1alpha1"
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,7 +30,7 @@ func objectMeta(name string) metav1.ObjectMeta {
 }
 
 // TestSyncEveryIstioKind: PeerAuthentications, RequestAuthentications,
-// ServiceEntries and Istio Gateways get the condition too, with a validationMessages entry in
+// EnvoyFilters, ServiceEntries and Istio Gateways get the condition too, with a validationMessages entry in
 // Istio's shape when there is a problem; other tools' entries stay.
 func TestSyncEveryIstioKind(t *testing.T) {
 	ctx := context.Background()
@@ -39,7 +41,9 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	gw := &networkingv1.Gateway{ObjectMeta: objectMeta("ingress")}
 	ra := &securityv1.RequestAuthentication{ObjectMeta: objectMeta("jwt")}
 	raOK := &securityv1.RequestAuthentication{ObjectMeta: objectMeta("jwt-ok")}
-	client := fake.NewSimpleClientset(pa, se, ra, raOK)
+	ef := &networkingv1alpha3.EnvoyFilter{ObjectMeta: objectMeta("lua")}
+	efOK := &networkingv1alpha3.EnvoyFilter{ObjectMeta: objectMeta("ratelimit")}
+	client := fake.NewSimpleClientset(pa, se, ra, raOK, ef, efOK)
 	// Through the API: the fake files a constructor's Gateway under
 	// another version (the same Go type), where v1 reads do not see it.
 	if _, err := client.NetworkingV1().Gateways("default").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
@@ -50,9 +54,11 @@ func TestSyncEveryIstioKind(t *testing.T) {
 		{Kind: "PeerAuthentication", Namespace: "default", Name: "strict", Message: "spec.portLevelMtls: needs a selector; ignored"},
 		{Kind: istioGatewayKind, Namespace: "default", Name: "ingress", Message: "spec.selector: empty; ignored"},
 		{Kind: "RequestAuthentication", Namespace: "default", Name: "jwt", Message: "spec.selector: waypoints apply only RequestAuthentications with targetRefs; not applied"},
+		{Kind: "EnvoyFilter", Namespace: "default", Name: "lua", Message: "spec.configPatches[0]: type lua is not supported; patch not applied"},
 	}
 	objs := Objects{PeerAuthentications: []*securityv1.PeerAuthentication{pa}, ServiceEntries: []*networkingv1.ServiceEntry{se},
-		IstioGateways: []*networkingv1.Gateway{gw}, RequestAuthentications: []*securityv1.RequestAuthentication{ra, raOK}}
+		IstioGateways: []*networkingv1.Gateway{gw}, RequestAuthentications: []*securityv1.RequestAuthentication{ra, raOK},
+		EnvoyFilters: []*networkingv1alpha3.EnvoyFilter{ef, efOK}}
 	w.Sync(ctx, objs, problems)
 
 	gotPA, err1 := client.SecurityV1().PeerAuthentications("default").Get(ctx, "strict", metav1.GetOptions{})
@@ -60,8 +66,15 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	gotGW, err3 := client.NetworkingV1().Gateways("default").Get(ctx, "ingress", metav1.GetOptions{})
 	gotRA, err4 := client.SecurityV1().RequestAuthentications("default").Get(ctx, "jwt", metav1.GetOptions{})
 	gotRAOK, err5 := client.SecurityV1().RequestAuthentications("default").Get(ctx, "jwt-ok", metav1.GetOptions{})
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+	gotEF, err6 := client.NetworkingV1alpha3().EnvoyFilters("default").Get(ctx, "lua", metav1.GetOptions{})
+	gotEFOK, err7 := client.NetworkingV1alpha3().EnvoyFilters("default").Get(ctx, "ratelimit", metav1.GetOptions{})
+	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
 		t.Fatal(err)
+	}
+	checkStatus(t, "EnvoyFilter", istioStatus(&gotEF.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
+	checkStatus(t, "EnvoyFilter", istioStatus(&gotEFOK.Status), "True", ReasonAccepted, "")
+	if c := find(istioStatus(&gotEF.Status)); !strings.Contains(c.GetMessage(), "lua is not supported") {
+		t.Errorf("EnvoyFilter: message %q does not say what is not applied", c.GetMessage())
 	}
 	checkStatus(t, "RequestAuthentication", istioStatus(&gotRA.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
 	checkStatus(t, "RequestAuthentication", istioStatus(&gotRAOK.Status), "True", ReasonAccepted, "")

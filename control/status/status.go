@@ -1,8 +1,9 @@
 // Package status reports on every object Weft reads whether Weft accepted
 // it: a WeftAccepted condition, with a validationMessages entry in the
 // shape of Istio's analysis, on each Istio object (AuthorizationPolicy,
-// PeerAuthentication, ServiceEntry, VirtualService, DestinationRule, Istio
-// Gateway, and every kind Weft does not implement), and Weft's parent
+// PeerAuthentication, RequestAuthentication, EnvoyFilter, ServiceEntry,
+// VirtualService, DestinationRule, Istio Gateway, and every kind Weft does
+// not implement), and Weft's parent
 // entries on GAMMA HTTPRoutes. Conditions come from the translations'
 // problems and are written only when they change, through a client that
 // client-go rate-limits. Run it on the leader only.
@@ -24,6 +25,7 @@ import (
 	metav1alpha1 "istio.io/api/meta/v1alpha1"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -105,7 +107,9 @@ type Objects struct {
 	PeerAuthentications   []*securityv1.PeerAuthentication
 	// RequestAuthentications: those with targetRefs configure waypoints.
 	RequestAuthentications []*securityv1.RequestAuthentication
-	ServiceEntries         []*networkingv1.ServiceEntry
+	// EnvoyFilters: those Weft applies patch waypoints and gateways.
+	EnvoyFilters   []*networkingv1alpha3.EnvoyFilter
+	ServiceEntries []*networkingv1.ServiceEntry
 	// ServiceEntryAddresses are the VIPs allocated to ServiceEntry hosts
 	// (workload.AllocateAddresses), by "<namespace>/<name>": written to
 	// status.addresses as istiod does.
@@ -154,6 +158,13 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 			_, err := w.Client.SecurityV1().RequestAuthentications(ra.Namespace).UpdateStatus(ctx, ra, metav1.UpdateOptions{})
 			return err
 		})
+	syncConditions(w, "EnvoyFilter", o.EnvoyFilters,
+		Conditions("EnvoyFilter", o.EnvoyFilters, problems, accepted[*networkingv1alpha3.EnvoyFilter](forWaypointsAndGateways)),
+		func(ef *networkingv1alpha3.EnvoyFilter) Fields { return istioStatus(&ef.Status) },
+		func(ef *networkingv1alpha3.EnvoyFilter) error {
+			_, err := w.Client.NetworkingV1alpha3().EnvoyFilters(ef.Namespace).UpdateStatus(ctx, ef, metav1.UpdateOptions{})
+			return err
+		})
 	w.syncServiceEntries(ctx, o.ServiceEntries, problems, o.ServiceEntryAddresses)
 	w.syncTraffic(ctx, o, problems)
 	w.syncGatewayClasses(ctx, o.GatewayClasses)
@@ -168,6 +179,7 @@ const (
 	forNodeAgentsAndWaypoints = "translated for the node agents and waypoints"
 	forWaypoints              = "translated for the waypoints"
 	forGateways               = "translated for the ingress gateways"
+	forWaypointsAndGateways   = "translated for the waypoints and ingress gateways it targets"
 )
 
 // accepted is an accepted-message function that always says msg.

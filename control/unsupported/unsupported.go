@@ -29,8 +29,6 @@ var Kinds = []Kind{
 		"WorkloadGroup is not supported yet: workloads outside Kubernetes are not in the mesh. Reach them with a ServiceEntry with static endpoints"},
 	{istio("networking", "v1", "sidecars"), "Sidecar",
 		"Sidecar configures sidecar proxies; ambient workloads have none, so it has no effect (as in Istio ambient)"},
-	{istio("networking", "v1alpha3", "envoyfilters"), "EnvoyFilter",
-		"EnvoyFilter is not supported: Weft's waypoints and gateways are not Envoy, so no patch applies (docs/compatibility.md)"},
 	{istio("networking", "v1beta1", "proxyconfigs"), "ProxyConfig",
 		"ProxyConfig is not supported: proxy settings are Helm values of the weft charts (docs/reference/helm-values.md)"},
 	{istio("extensions", "v1alpha1", "wasmplugins"), "WasmPlugin",

@@ -17,6 +17,7 @@ import (
 	"slices"
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -125,6 +126,8 @@ type Snapshot struct {
 	RequestAuthentications []*securityv1.RequestAuthentication
 	// IstioGateways are networking.istio.io Gateways.
 	IstioGateways []*networkingv1.Gateway
+	// EnvoyFilters patch waypoints and ingress gateways (rate limiting).
+	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
 	// Unsupported are the objects of kinds Weft does not implement
 	// (control/unsupported: Kinds and GRPCRoute).
 	Unsupported []UnsupportedObject
@@ -204,6 +207,7 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		IstioGateways:          s.IstioGateways,
 		IngressGateways:        s.Gateways,
 		ServiceEntries:         s.ServiceEntries,
+		EnvoyFilters:           s.EnvoyFilters,
 	})
 	a := &analyzer{s: s, o: o, wout: wout, pout: pout, findings: map[Finding]struct{}{},
 		services: map[string]*corev1.Service{}, waypoints: map[string]*gatewayv1.Gateway{}}

@@ -160,6 +160,14 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("gateways.networking.istio.io", err)
 	}
 	s.IstioGateways = igws.Items
+	efs, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, all)
+	switch {
+	case apierrors.IsNotFound(err): // the CRD is not installed
+	case err != nil:
+		return s, wrap("envoyfilters", err)
+	default:
+		s.EnvoyFilters = efs.Items
+	}
 	return s, nil
 }
 
