@@ -208,6 +208,10 @@ spec:
 	t.Run("L4 dry-run: a dry-run DENY at the node agent is logged and counted, not enforced", func(t *testing.T) { testNodeAgentDryRun(t, e) })
 	t.Run("AUDIT: matching requests are marked in the waypoint's access log", func(t *testing.T) { testWaypointAudit(t, e) })
 
+	t.Run("local rate limit: Istio's EnvoyFilter, 10 req/s on details, productpage unaffected, a malformed one reported", func(t *testing.T) {
+		testWaypointRateLimit(t, e)
+	})
+
 	t.Run("waypoint metrics carry response codes and both principals", func(t *testing.T) {
 		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")
 		if err != nil {
