@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/spf13/cobra"
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -160,15 +161,21 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("gateways.networking.istio.io", err)
 	}
 	s.IstioGateways = igws.Items
-	efs, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, all)
+	s.EnvoyFilters, err = fetchEnvoyFilters(ctx, ic)
+	return s, err
+}
+
+// fetchEnvoyFilters lists the EnvoyFilters, none when their CRD is not
+// installed (weft-base installs it since rate limiting).
+func fetchEnvoyFilters(ctx context.Context, ic istioclient.Interface) ([]*networkingv1alpha3.EnvoyFilter, error) {
+	efs, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, metav1.ListOptions{})
 	switch {
-	case apierrors.IsNotFound(err): // the CRD is not installed
+	case apierrors.IsNotFound(err):
+		return nil, nil
 	case err != nil:
-		return s, wrap("envoyfilters", err)
-	default:
-		s.EnvoyFilters = efs.Items
+		return nil, fmt.Errorf("list envoyfilters: %w", err)
 	}
-	return s, nil
+	return efs.Items, nil
 }
 
 // fetchUnsupported lists the objects of the kinds Weft does not implement
