@@ -116,6 +116,10 @@ func TestIngressGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("local rate limit: Istio's EnvoyFilter selecting the gateway pods", func(t *testing.T) {
+		testIngressRateLimit(t, e, client, "http://"+hosts[0]+":"+port+"/api/v1/products")
+	})
+
 	testIngressTLS(t, e, hosts)
 	testIngressGatewayAPI(t, e, hosts, port)
 }
