@@ -15,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"golang.org/x/net/http/httpguts"
 )
 
 // extAuthzFilter is envoy.filters.http.ext_authz: it asks an external
@@ -311,10 +312,14 @@ type authzDecision struct {
 
 func (d *authzDecision) apply(x *exchange) {
 	for k, v := range d.set {
-		x.r.Header[k] = v
+		if authzMayWrite(k, v) {
+			x.r.Header[k] = v
+		}
 	}
 	for k, v := range d.add {
-		x.r.Header[k] = append(x.r.Header[k], v...)
+		if authzMayWrite(k, v) {
+			x.r.Header[k] = append(x.r.Header[k], v...)
+		}
 	}
 	for _, k := range d.remove {
 		x.r.Header.Del(k)
@@ -322,6 +327,27 @@ func (d *authzDecision) apply(x *exchange) {
 	if len(d.clientResponse) > 0 {
 		x.authzResponseHeaders = d.clientResponse
 	}
+}
+
+// authzMayWrite is whether an authorizer's header k: vs may go on the
+// upstream request: a valid field, not a pseudo-header, Host or a
+// hop-by-hop header (Envoy's default header mutation rules keep routing
+// and connection headers out of an authorizer's reach). Anything else
+// would fail the upstream request or change where it goes.
+func authzMayWrite(k string, vs []string) bool {
+	if !httpguts.ValidHeaderFieldName(k) {
+		return false
+	}
+	switch http.CanonicalHeaderKey(k) {
+	case "Host", "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer", "Content-Length":
+		return false
+	}
+	for _, v := range vs {
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRequestHeaders are the client's headers sent to the authorizer:

@@ -381,3 +381,28 @@ func FuzzGRPCReply(f *testing.F) {
 		}
 	})
 }
+
+// TestExtAuthzHeaderMutationsAreBounded: an authorizer's allowed answer
+// cannot set pseudo-headers, Host, hop-by-hop headers or invalid fields on
+// the upstream request (they would fail it or change where it goes); the
+// other headers it sets arrive.
+func TestExtAuthzHeaderMutationsAreBounded(t *testing.T) {
+	hv := func(k, v string) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
+	}
+	d := grpcDecision(&authv3.CheckResponse{Status: &status.Status{},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{
+			hv(":path", "/admin"), hv("host", "evil.example"), hv("connection", "close"), hv("transfer-encoding", "chunked"),
+			hv("bad name", "x"), hv("x-bad-value", "a\r\nb"), hv("x-user", "alice"),
+		}}}})
+	x := &exchange{r: req("GET", "/", "host", "app.example")}
+	d.apply(x)
+	if x.r.Host != "app.example" || x.r.Header.Get("X-User") != "alice" {
+		t.Fatalf("host %q, x-user %q", x.r.Host, x.r.Header.Get("X-User"))
+	}
+	for k := range x.r.Header {
+		if k != "X-User" {
+			t.Errorf("authorizer wrote header %q on the upstream request", k)
+		}
+	}
+}
