@@ -73,11 +73,21 @@ func TestDNSCaptureNetns(t *testing.T) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, BPF)")
+		skipUnlessRequired(t, "needs root (network namespaces, BPF)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2")
+		skipUnlessRequired(t, "needs iproute2")
 	}
+}
+
+// skipUnlessRequired skips the test for reason, or fails it where every
+// test must run (WEFT_E2E_REQUIRE=1: make test, CI).
+func skipUnlessRequired(t *testing.T, reason string) {
+	t.Helper()
+	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+		t.Fatalf("WEFT_E2E_REQUIRE=1 but %s", reason)
+	}
+	t.Skip(reason)
 }
 
 func ipCmd(t *testing.T, args ...string) {
@@ -235,7 +245,7 @@ func startHelper(t *testing.T, node string) *helperProc {
 	// needs NET_BIND_SERVICE.
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop capabilities")
+		skipUnlessRequired(t, "needs setpriv (util-linux) to drop capabilities")
 	}
 	cmd := exec.Command(setpriv, "--bounding-set", "-all,+net_admin,+net_raw,+net_bind_service",
 		os.Args[0], "-test.run=^TestDNSProxyHelper$")

@@ -21,7 +21,7 @@ import (
 func startServer(t *testing.T) *Server {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs CAP_NET_ADMIN (IP_TRANSPARENT)")
+		skipUnlessRequired(t, "needs CAP_NET_ADMIN (IP_TRANSPARENT)")
 	}
 	store := onePodStore(t, "127.0.0.1")
 	s := &Server{Handler: &Handler{Snapshot: store.Snapshot, Node: "node-a", Forwarder: NewUpstream(0, 4)}, Log: discard()}
