@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -79,20 +80,22 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 		return failed("client", err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 4*hangTimeout)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		wg       sync.WaitGroup
+		echoed   atomic.Int64 // messages echoed on every stream: progress
 		ok       atomic.Int64
 		firstErr error
 		once     sync.Once
 	)
+	go cancelOnStall(ctx, &echoed, cancel)
 	for i := range c.Streams {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := echoStream(ctx, conn, i); err != nil {
-				once.Do(func() { firstErr = err; cancel() })
+			if err := echoStream(ctx, conn, i, &echoed); err != nil {
+				once.Do(func() { firstErr = err; cancel(err) })
 				return
 			}
 			ok.Add(1)
@@ -100,6 +103,9 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 	}
 	wg.Wait()
 	if firstErr != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+			firstErr = fmt.Errorf("%w (%v)", cause, firstErr)
+		}
 		r := netErr.failed("stream", firstErr)
 		r.Detail = fmt.Sprintf("%d of %d streams echoed; first failure: %v", ok.Load(), c.Streams, firstErr)
 		return r
@@ -107,8 +113,33 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 	return Result{Outcome: OK, Detail: fmt.Sprintf("%d streams x %d messages echoed", c.Streams, grpcMessages)}
 }
 
+var errStalled = errors.New("no stream echoed a message for a whole hang timeout")
+
+// cancelOnStall cancels ctx when no message is echoed (progress does not
+// move) for a whole hangTimeout. A stall fails the behaviour, slowness does
+// not: a loaded machine that echoes slowly but steadily passes, and timings
+// belong to the benchmarks.
+func cancelOnStall(ctx context.Context, progress *atomic.Int64, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(hangTimeout)
+	defer tick.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			n := progress.Load()
+			if n == last {
+				cancel(errStalled)
+				return
+			}
+			last = n
+		}
+	}
+}
+
 // echoStream runs one stream of grpcStreams.
-func echoStream(ctx context.Context, conn *grpc.ClientConn, id int) error {
+func echoStream(ctx context.Context, conn *grpc.ClientConn, id int, echoed *atomic.Int64) error {
 	s, err := conn.NewStream(ctx, &echoService.Streams[0], echoStreamMethod)
 	if err != nil {
 		return err
@@ -125,6 +156,7 @@ func echoStream(ctx context.Context, conn *grpc.ClientConn, id int) error {
 		if !bytes.Equal(got.GetValue(), want) {
 			return fmt.Errorf("message %d differs", n)
 		}
+		echoed.Add(1)
 	}
 	if err := s.CloseSend(); err != nil {
 		return fmt.Errorf("half-close: %w", err)
@@ -132,5 +164,6 @@ func echoStream(ctx context.Context, conn *grpc.ClientConn, id int) error {
 	if err := s.RecvMsg(new(wrapperspb.BytesValue)); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("end of stream: %v, want the server's clean end", err)
 	}
+	echoed.Add(1)
 	return nil
 }

@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -83,6 +85,37 @@ func TestGRPCResetAfterConnectIsClassified(t *testing.T) {
 	}
 	if r := c.Run(context.Background(), "grpc-streams"); r.Class != "reset" {
 		t.Errorf("class %q (outcome %q, %s), want reset", r.Class, r.Outcome, r.Detail)
+	}
+}
+
+// TestGRPCStallFails: a path that accepts the connection and then never
+// answers fails the behaviour once no stream has echoed for a hang timeout,
+// and says so, rather than waiting forever.
+func TestGRPCStallFails(t *testing.T) {
+	old := hangTimeout
+	hangTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { hangTimeout = old })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }() // reads, never answers
+		}
+	}()
+	c := &Client{Host: "127.0.0.1", Ports: Ports{HTTP: ln.Addr().(*net.TCPAddr).Port}, Sizes: Sizes{Streams: 3}}
+	if err := c.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Run(context.Background(), "grpc-streams")
+	if r.Outcome == OK || !strings.Contains(r.Detail, errStalled.Error()) {
+		t.Errorf("outcome %q (%s), want a failure naming the stall", r.Outcome, r.Detail)
 	}
 }
 
