@@ -72,10 +72,14 @@ struct enrolment {
 	__u32 flags;
 };
 
-// 8 bytes: addr at 0, port at 4, 2 bytes of padding (bpf2go: `_ [2]byte`).
+// 8 bytes: addr at 0, port at 4, dport at 6 (once padding: an agent that
+// predates dport writes 0 there, which means "port").
 struct listener {
-	__be32 addr; // IPv4, network order (127.0.0.1: matches 0.0.0.0 binds too)
-	__be16 port; // network order (e.g. 15001); 0 = capture disabled (fail open)
+	__be32 addr;  // IPv4, network order (127.0.0.1: matches 0.0.0.0 binds too)
+	__be16 port;  // network order (e.g. 15001); 0 = capture disabled (fail open)
+	__be16 dport; // HBONE entry only: the destination port that selects this
+		      // listener (15008), which the listener's own port need not
+		      // be (a successor agent listens elsewhere); 0 = port
 };
 
 struct lpm_v4_key {
@@ -107,8 +111,8 @@ struct {
 } enrolled_ips SEC(".maps");
 
 // The proxy's transparent listeners (key WEFT_LISTENER_*). The HBONE
-// entry's port doubles as "the HBONE port": inbound packets to an enrolled
-// pod IP with that destination port go to the HBONE listener.
+// entry's dport is "the HBONE port": inbound packets to an enrolled pod IP
+// with that destination port go to the HBONE listener.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, WEFT_LISTENER_MAX);
@@ -385,7 +389,7 @@ static __always_inline int steer_inbound(struct __sk_buff *skb, struct flow *f)
 	__u32 which = WEFT_LISTENER_INBOUND;
 	__u32 key = WEFT_LISTENER_HBONE;
 	struct listener *h = bpf_map_lookup_elem(&proxy_listeners, &key);
-	if (h && h->port && f->tcp->dest == h->port)
+	if (h && h->port && f->tcp->dest == (h->dport ? h->dport : h->port))
 		which = WEFT_LISTENER_HBONE;
 	return steer(skb, f, flags, which);
 }

@@ -316,31 +316,48 @@ func (c *Capture) Enrolment(ifindex int) (uint32, bool, error) {
 	return v.Flags, true, nil
 }
 
-// SetProxyPorts tells the programs where the proxy's IP_TRANSPARENT
-// listeners are, all in the node's netns and looked up at 127.0.0.1 (which
-// matches sockets bound to 127.0.0.1 or 0.0.0.0):
-//
-//   - outbound: new connections leaving an enrolled pod's veth;
-//   - inbound: plaintext connections to an enrolled pod IP;
-//   - hbone: HBONE tunnels from other nodes, addressed to <enrolled pod
-//     IP>:hbone. This port is both the listener's and the destination port
-//     that selects it; 0 makes the port not special (such connections go to
-//     the inbound listener like any other port).
-//
-// A zero outbound or inbound port disables capture in that direction:
+// SetProxyPorts sets the proxy listeners (see SetProxyListeners) with the
+// HBONE listener on the HBONE destination port itself.
+func (c *Capture) SetProxyPorts(outbound, inbound, hbone uint16) error {
+	return c.SetProxyListeners(ProxyListeners{Outbound: outbound, Inbound: inbound, HBONE: hbone, HBONEDestination: hbone})
+}
+
+// ProxyListeners says where the proxy's IP_TRANSPARENT listeners are, all
+// in the node's netns and looked up at 127.0.0.1 (which matches sockets
+// bound to 127.0.0.1 or 0.0.0.0).
+type ProxyListeners struct {
+	// Outbound takes new connections leaving an enrolled pod's veth.
+	Outbound uint16 `json:"outbound"`
+	// Inbound takes plaintext connections to an enrolled pod IP.
+	Inbound uint16 `json:"inboundPlaintext"`
+	// HBONE takes HBONE tunnels from other nodes, which are addressed to
+	// <enrolled pod IP>:HBONEDestination (15008). A node agent that starts
+	// while its predecessor still holds 15008 listens on another port.
+	HBONE uint16 `json:"hbone"`
+	// HBONEDestination is the destination port that selects the HBONE
+	// listener; with HBONE 0 the port is not special (such connections go
+	// to the inbound listener like any other port).
+	HBONEDestination uint16 `json:"hboneDestination"`
+}
+
+// SetProxyListeners tells the programs where the proxy listeners are.
+// A zero Outbound or Inbound port disables capture in that direction:
 // packets pass untouched (fail open). With a non-zero port capture fails
 // closed: while nothing listens there (agent down or restarting), the SYNs
 // of enrolled pods' new connections are dropped, so clients see a delay
 // (their TCP retransmits the SYN) instead of unproxied traffic.
-func (c *Capture) SetProxyPorts(outbound, inbound, hbone uint16) error {
+func (c *Capture) SetProxyListeners(l ProxyListeners) error {
 	lo := be32(netip.AddrFrom4([4]byte{127, 0, 0, 1}))
-	for _, l := range []struct {
-		key  uint32
-		port uint16
-	}{{listenerOutbound, outbound}, {listenerInbound, inbound}, {listenerHBONE, hbone}} {
-		v := captureListener{Addr: lo, Port: htons(l.port)}
-		if err := c.objs.ProxyListeners.Put(&l.key, &v); err != nil {
-			return fmt.Errorf("set proxy listener %d to port %d: %w", l.key, l.port, err)
+	for _, e := range []struct {
+		key uint32
+		v   captureListener
+	}{
+		{listenerOutbound, captureListener{Addr: lo, Port: htons(l.Outbound)}},
+		{listenerInbound, captureListener{Addr: lo, Port: htons(l.Inbound)}},
+		{listenerHBONE, captureListener{Addr: lo, Port: htons(l.HBONE), Dport: htons(l.HBONEDestination)}},
+	} {
+		if err := c.objs.ProxyListeners.Put(&e.key, &e.v); err != nil {
+			return fmt.Errorf("set proxy listener %d to %+v: %w", e.key, l, err)
 		}
 	}
 	return nil

@@ -19,10 +19,10 @@ type captureEnrolment struct {
 }
 
 type captureListener struct {
-	_    structs.HostLayout
-	Addr uint32
-	Port uint16
-	_    [2]byte
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Dport uint16
 }
 
 type captureLpmV4Key struct {

@@ -192,7 +192,7 @@ func listen(t *testing.T, nsPath, addr string, transparent bool) net.Listener {
 		lc.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) {
-				// As the agent's (proxy.ListenTransparent): transparent,
+				// As the agent's (proxy.TransparentSocket): transparent,
 				// with the agent's mark.
 				serr = errors.Join(
 					unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1),
@@ -604,6 +604,26 @@ func TestCaptureNetns(t *testing.T) {
 	expectNone(t, tp.hbGot, "hbone")
 	expectNone(t, tp.podHbGot, "pod-hbone")
 	inNode("hbone port back", func() error {
+		return c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort)
+	})
+
+	t.Log("a successor's HBONE listener on another port still takes <pod IP>:15008")
+	succGot := make(chan accepted, 4)
+	serve(t, listen(t, tp.node, "127.0.0.1:25008", true), "hbone-successor", succGot)
+	inNode("hbone listener elsewhere", func() error {
+		return c.SetProxyListeners(ProxyListeners{Outbound: mesh.OutboundPort, Inbound: mesh.InboundPlaintextPort,
+			HBONE: 25008, HBONEDestination: mesh.HBONEPort})
+	})
+	if _, who := dial(t, srv, "10.99.1.2:15008"); who != "hbone-successor" {
+		t.Fatalf("inbound to 15008, HBONE listener on 25008: answered by %q, want hbone-successor", who)
+	}
+	expectAccepted(t, succGot, "10.99.1.2:15008", "10.99.9.2")
+	if _, who := dial(t, srv, "10.99.1.2:25008"); who != "proxy-inbound" {
+		t.Fatalf("inbound to 25008: answered by %q, want proxy-inbound (only the destination port selects HBONE)", who)
+	}
+	expectAccepted(t, inGot, "10.99.1.2:25008", "10.99.9.2")
+	expectNone(t, tp.hbGot, "hbone")
+	inNode("hbone listener back", func() error {
 		return c.SetProxyPorts(mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort)
 	})
 

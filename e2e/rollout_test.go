@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -70,6 +71,7 @@ func testAgentRollout(t *testing.T, e *env, clientSelector, url string) {
 		return out
 	}
 	before := agents()
+	portsBefore := agentPorts(t, e)
 	e.mustKubectl(t, "-n", controlNS, "rollout", "restart", "daemonset/weft-node-agent")
 	start := time.Now()
 	done := make(chan error, 1)
@@ -131,6 +133,14 @@ func testAgentRollout(t *testing.T, e *env, clientSelector, url string) {
 			t.Errorf("agent pod %s was not replaced", uid)
 		}
 	}
+	// Each successor started next to its live predecessor, whose proxy
+	// ports cannot be shared: it listened on other ports and steered the
+	// capture there (the handover without SO_REUSEPORT, issue #13 M4).
+	for node, after := range agentPorts(t, e) {
+		if after == portsBefore[node] {
+			t.Errorf("node %s: the successor agent listens on its predecessor's ports %s", node, after)
+		}
+	}
 	if len(failures) > 0 {
 		t.Errorf("%d of %d requests failed during the rollout:\n%s", len(failures), keptN+freshN, strings.Join(failures, "\n"))
 	}
@@ -140,6 +150,30 @@ func testAgentRollout(t *testing.T, e *env, clientSelector, url string) {
 	t.Logf("rollout of %d agents took %s: %d requests on one kept connection across the handover, %d on new connections (slowest %s), %d failed",
 		len(before), time.Since(start).Round(100*time.Millisecond), keptN, freshN, maxFresh.Round(time.Millisecond), len(failures))
 }
+
+// agentPorts is, by node, the proxy ports the node agent there listens on
+// (its "node agent started" log line).
+func agentPorts(t *testing.T, e *env) map[string]string {
+	t.Helper()
+	pods, err := e.c.Client.CoreV1().Pods(controlNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-node-agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		ports := agentPortsLog.FindString(e.mustKubectl(t, "-n", controlNS, "logs", p.Name))
+		if ports == "" {
+			t.Fatalf("agent %s: no ports in its \"node agent started\" line", p.Name)
+		}
+		out[p.Spec.NodeName] = ports
+	}
+	return out
+}
+
+var agentPortsLog = regexp.MustCompile(`"msg":"node agent started".*"ports":\{[^}]*\}`)
 
 // podNetns finds the network namespace of the first pod matching selector
 // (by its IP) among the kubelet's sandboxes on the pod's node.

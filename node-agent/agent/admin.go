@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 
+	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/proxy"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
@@ -21,6 +22,7 @@ type admin struct {
 	enroller *Enroller
 	metrics  *proxy.Metrics
 	ready    *readiness
+	ports    bpf.ProxyListeners
 }
 
 // ConfigDump is /config_dump's body.
@@ -29,6 +31,10 @@ type ConfigDump struct {
 	Config       *config.Snapshot      `json:"config"`
 	Certificates []identity.CertStatus `json:"certificates"`
 	Enrolled     []netip.Addr          `json:"enrolled"`
+	// Listeners are this agent's proxy listener ports, where the capture
+	// steers once it is ready: the configured ones, or others if those
+	// were held (by the agent it succeeds).
+	Listeners bpf.ProxyListeners `json:"listeners"`
 }
 
 // XDSStatus says whether the agent has (had) its configuration.
@@ -45,6 +51,7 @@ func (a *admin) handler() http.Handler {
 			Config:       a.store.Snapshot(),
 			Certificates: a.ids.Status(),
 			Enrolled:     a.enroller.Enrolled(),
+			Listeners:    a.ports,
 		})
 	})
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {

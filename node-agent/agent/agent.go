@@ -10,11 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -23,8 +21,6 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
-	"github.com/weft-mesh/weft/node-agent/proxy"
-	"github.com/weft-mesh/weft/pkg/connlimit"
 )
 
 // Config is the agent's command line.
@@ -192,6 +188,9 @@ func (r *reconciler) succeed() {
 			r.log.Info("a newer node agent is ready on this node: this one stops reconciling and keeps serving its connections until stopped")
 		} else {
 			r.log.Info("the newer node agent is gone: this one reconciles again")
+			if err := r.steerCapture(); err != nil {
+				r.log.Warn("steering the capture back to this agent's listeners", "err", err)
+			}
 		}
 	}
 	r.superseded = sup
@@ -223,6 +222,9 @@ func (r *reconciler) becomeReady(ctx context.Context, snap *config.Snapshot) err
 		return nil
 	}
 	if err := r.listen(ctx); err != nil {
+		return err
+	}
+	if err := r.steerCapture(); err != nil {
 		return err
 	}
 	r.log.Info("node agent ready: configuration synced, proxy listening", "workloadsOnNode", len(snap.WorkloadsOnNode(r.cfg.NodeName)))
@@ -294,17 +296,6 @@ func registerCaptureCounters(reg prometheus.Registerer, capture *bpf.Capture, lo
 			ConstLabels: prometheus.Labels{"result": result},
 		}, read(result == "dropped")))
 	}
-}
-
-// listenProxy opens a transparent proxy listener on 127.0.0.1:port (the
-// capture programs look listeners up there) holding at most max
-// connections at a time.
-func listenProxy(ctx context.Context, port uint16, max int) (net.Listener, error) {
-	ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
-	if err != nil || max <= 0 {
-		return ln, err
-	}
-	return connlimit.Capped(ln.(*net.TCPListener), max), nil
 }
 
 func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {

@@ -1,17 +1,23 @@
 package agent
 
 import (
-	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/node-agent/proxy"
 )
 
-// TestListenerCapHoldsBackAStorm: beyond the cap, a new connection is not
-// accepted (it waits in the kernel's queue) until an accepted one closes.
-func TestListenerCapHoldsBackAStorm(t *testing.T) {
+// needRoot skips (fails under WEFT_E2E_REQUIRE=1) without root: the proxy
+// sockets are IP_TRANSPARENT and marked, which needs CAP_NET_ADMIN.
+func needRoot(t *testing.T) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		msg := "IP_TRANSPARENT listeners need CAP_NET_ADMIN (run as root)"
 		if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
@@ -19,7 +25,17 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	ln, err := listenProxy(context.Background(), 0, 3)
+}
+
+// TestListenerCapHoldsBackAStorm: beyond the cap, a new connection is not
+// accepted (it waits in the kernel's queue) until an accepted one closes.
+func TestListenerCapHoldsBackAStorm(t *testing.T) {
+	needRoot(t)
+	sock, err := proxy.BindTransparent(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := listenProxy(sock, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,5 +78,100 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 		c.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("closing one connection did not admit a waiting one")
+	}
+}
+
+// bindReusePort is the attack on the capture's listener lookup (issue #13
+// M4): a root hostNetwork process binds a proxy port with SO_REUSEPORT and
+// SO_REUSEADDR, to join the agent's reuseport group and receive a share of
+// the captured connections. It returns the socket, or the bind's error.
+func bindReusePort(t *testing.T, addr [4]byte, port uint16) (int, error) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []int{unix.SO_REUSEPORT, unix.SO_REUSEADDR} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: addr}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd, nil
+}
+
+// TestProxyListenersCannotBeJoined: no other socket can bind a proxy
+// listener's address, on 127.0.0.1 (what the capture looks up) or on the
+// wildcard, not even with SO_REUSEPORT and SO_REUSEADDR, from the moment
+// the agent binds it (before it listens) and while it listens.
+func TestProxyListenersCannotBeJoined(t *testing.T) {
+	needRoot(t)
+	sock, err := proxy.BindTransparent(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attack := func(when string) {
+		for _, addr := range [][4]byte{{127, 0, 0, 1}, {0, 0, 0, 0}} {
+			if _, err := bindReusePort(t, addr, sock.Port); !errors.Is(err, unix.EADDRINUSE) {
+				t.Errorf("%s: a reuseport socket bound %v:%d: %v, want EADDRINUSE", when, addr, sock.Port, err)
+			}
+		}
+	}
+	attack("bound, not listening")
+	ln, err := listenProxy(sock, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	attack("listening")
+}
+
+// TestProxyPortHeldElsewhere: when a configured port is held (by the agent
+// this one succeeds, or by an attacker's reuseport socket), the agent binds
+// another port and the capture steers there; the HBONE destination port
+// stays the configured one.
+func TestProxyPortHeldElsewhere(t *testing.T) {
+	needRoot(t)
+	held, err := proxy.BindTransparent(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	squatted, err := proxy.BindTransparent(0) // a free port, then an attacker's
+	if err != nil {
+		t.Fatal(err)
+	}
+	squat := squatted.Port
+	squatted.Close()
+	if _, err := bindReusePort(t, [4]byte{127, 0, 0, 1}, squat); err != nil {
+		t.Fatal(err)
+	}
+	free, err := proxy.BindTransparent(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	freePort := free.Port
+	free.Close()
+
+	a := &agent{cfg: Config{OutboundPort: held.Port, InboundPlaintextPort: squat, HBONEPort: freePort},
+		log: slog.New(slog.DiscardHandler)}
+	if a.sockets, err = a.bindProxySockets(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.sockets.Close()
+	got := a.captureListeners()
+	if got.Outbound == held.Port || got.Outbound == 0 || got.Inbound == squat || got.Inbound == 0 {
+		t.Errorf("capture steers to %+v: onto a held port (outbound %d, inbound %d)", got, held.Port, squat)
+	}
+	if got.HBONE != freePort || got.HBONEDestination != freePort {
+		t.Errorf("capture steers to %+v, want HBONE on its free configured port %d", got, freePort)
 	}
 }

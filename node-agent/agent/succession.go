@@ -11,9 +11,10 @@ import (
 )
 
 // Succession between node agents on one node. A rolling upgrade with surge
-// runs the new agent next to the old one for a while: the new one binds the
-// same ports (SO_REUSEPORT), and once ready it holds a lease file in the run
-// directory, renewed every beat. An agent that finds a live lease of a newer
+// runs the new agent next to the old one for a while: the new one binds
+// other ports (the old one's cannot be shared, see proxySockets), and once
+// ready it points the capture at its listeners and holds a lease file in
+// the run directory, renewed every beat. An agent that finds a live lease of a newer
 // agent is superseded: it stops reconciling (the two never fight over the
 // pinned programs), and when it is told to stop it hands over: no new
 // connections, tunnels GOAWAYed, open connections allowed to finish. If the
@@ -38,15 +39,25 @@ func newSuccession(path string, ttl time.Duration) *succession {
 
 // superseded reports whether a newer agent holds a live lease.
 func (s *succession) superseded() bool {
-	data, err := os.ReadFile(s.path)
-	if err != nil {
-		return false
-	}
+	l, ok := s.read()
+	return ok && l.ID != s.self.ID && l.Started.After(s.self.Started) && time.Since(l.Renewed) < s.ttl
+}
+
+// read reads the lease file.
+func (s *succession) read() (lease, bool) {
 	var l lease
-	if json.Unmarshal(data, &l) != nil {
-		return false
+	data, err := os.ReadFile(s.path)
+	if err != nil || json.Unmarshal(data, &l) != nil {
+		return lease{}, false
 	}
-	return l.ID != s.self.ID && l.Started.After(s.self.Started) && time.Since(l.Renewed) < s.ttl
+	return l, true
+}
+
+// otherLive reports whether another agent holds a live lease (one serving
+// this node, which this agent is to succeed).
+func (s *succession) otherLive() bool {
+	l, ok := s.read()
+	return ok && l.ID != s.self.ID && time.Since(l.Renewed) < s.ttl
 }
 
 // beat renews this agent's lease unless a newer agent holds a live one, and

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/bpf"
@@ -41,9 +43,10 @@ type agent struct {
 	xds   *xdsclient.Client
 	ids   *identity.Manager
 
-	// The three listeners: outbound on OutboundPort, the HBONE server
-	// (proxy.Inbound) on HBONEPort, plaintext inbound on
-	// InboundPlaintextPort.
+	// The three proxies: outbound, the HBONE server (proxy.Inbound) and
+	// plaintext inbound, on sockets bound at start (see proxySockets).
+	sockets   *proxySockets
+	dnsPort   uint16 // where the DNS proxy listens; 0: not (yet)
 	capture   *bpf.Capture
 	outbound  *proxy.Outbound
 	hbone     *proxy.Inbound
@@ -89,11 +92,20 @@ func (a *agent) start(ctx context.Context) error {
 	a.succ = newSuccession(a.cfg.lease(), 3*beat)
 	// Capture fails closed from here: until the listeners open (once the
 	// configuration is synced, see reconciler.becomeReady) enrolled pods'
-	// SYNs are dropped and retransmitted, or during a rolling update go to
-	// the previous agent, which still listens. A listener with no
-	// configuration would take every captured connection for a non-mesh one.
-	if err := a.capture.SetProxyPorts(a.cfg.OutboundPort, a.cfg.InboundPlaintextPort, a.cfg.HBONEPort); err != nil {
+	// SYNs meet bound sockets that do not listen and are dropped and
+	// retransmitted, or during a rolling update go to the previous agent,
+	// which still listens. A listener with no configuration would take
+	// every captured connection for a non-mesh one.
+	if a.sockets, err = a.bindProxySockets(); err != nil {
 		return err
+	}
+	a.onClose(a.sockets.Close)
+	// A live predecessor keeps the capture until this agent is ready
+	// (becomeReady points it here).
+	if !a.succ.otherLive() {
+		if err := a.capture.SetProxyListeners(a.captureListeners()); err != nil {
+			return err
+		}
 	}
 	// DNS capture off: an earlier agent may have turned it on. On, it is
 	// steered once the DNS proxy listens (serveDNS); until then queries
@@ -115,7 +127,7 @@ func (a *agent) start(ctx context.Context) error {
 		a.log.Info("release mode: every pod on this node is unenrolled (new connections go direct) and none is enrolled; the mesh is being uninstalled")
 	}
 	a.log.Info("node agent started", "node", a.cfg.NodeName, "control", a.cfg.ControlAddress,
-		"ports", map[string]uint16{"outbound": a.cfg.OutboundPort, "inbound-plaintext": a.cfg.InboundPlaintextPort, "hbone": a.cfg.HBONEPort})
+		"ports", map[string]uint16{"outbound": a.sockets.outbound.Port, "inbound-plaintext": a.sockets.plaintext.Port, "hbone": a.sockets.hbone.Port})
 	return nil
 }
 
@@ -173,24 +185,9 @@ func (a *agent) newProxies(ctx context.Context) {
 	a.onClose(func() { a.plaintext.Close() })
 }
 
-// listen opens the proxies' listeners and serves them until ctx ends.
-func (a *agent) listen(ctx context.Context) error {
-	for _, l := range []struct {
-		port  uint16
-		serve func(net.Listener) error
-	}{{a.cfg.OutboundPort, a.outbound.Serve}, {a.cfg.InboundPlaintextPort, a.plaintext.Serve}, {a.cfg.HBONEPort, a.hbone.Serve}} {
-		ln, err := listenProxy(ctx, l.port, a.cfg.MaxConnections)
-		if err != nil {
-			return err
-		}
-		go l.serve(ln)
-	}
-	return a.serveDNS(ctx)
-}
-
-// serveDNS opens the DNS proxy on 127.0.0.1:DNSPort (where the capture
-// programs look it up), when DNS capture is on, then has the programs
-// steer enrolled pods' DNS to it.
+// serveDNS opens the DNS proxy on 127.0.0.1:DNSPort (or, when that is
+// held, as by the agent this one succeeds, on another port), when DNS
+// capture is on, then has the programs steer enrolled pods' DNS to it.
 func (a *agent) serveDNS(ctx context.Context) error {
 	if !a.cfg.DNSCapture {
 		return nil
@@ -199,11 +196,29 @@ func (a *agent) serveDNS(ctx context.Context) error {
 		Snapshot: a.store.Snapshot, Node: a.cfg.NodeName, ClusterDomain: a.cfg.ClusterDomain,
 		Forwarder: dns.NewUpstream(mesh.MarkSkip, dnsMaxForwards), Metrics: a.dnsMetrics, Log: a.log,
 	}}
-	if err := srv.Listen(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.cfg.DNSPort)))); err != nil {
+	err := srv.Listen(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.cfg.DNSPort))))
+	if errors.Is(err, unix.EADDRINUSE) {
+		a.log.Info("DNS proxy port in use (the node agent this one succeeds, or another process): listening on another port, where the capture will steer", "port", a.cfg.DNSPort)
+		err = srv.Listen(ctx, "127.0.0.1:0")
+	}
+	if err != nil {
 		return err
 	}
+	a.dnsPort = srv.Addr().Port()
 	go srv.Serve(ctx)
-	return a.capture.SetDNSPort(a.cfg.DNSPort)
+	return a.capture.SetDNSPort(a.dnsPort)
+}
+
+// steerCapture points the capture programs at this agent's listeners: once
+// it is ready, and again when the agent that superseded it is gone.
+func (a *agent) steerCapture() error {
+	if err := a.capture.SetProxyListeners(a.captureListeners()); err != nil {
+		return err
+	}
+	if a.dnsPort == 0 {
+		return nil
+	}
+	return a.capture.SetDNSPort(a.dnsPort)
 }
 
 // dnsMaxForwards bounds the DNS proxy's queries waiting for upstream.
@@ -259,7 +274,8 @@ func (a *agent) kick() {
 // serveAdmin serves the metrics, readiness and admin endpoints whose
 // address is set.
 func (a *agent) serveAdmin(ctx context.Context) error {
-	admin := &admin{store: a.store, ids: a.ids, xds: a.xds, enroller: a.enroller, metrics: a.metrics, ready: &a.ready}
+	admin := &admin{store: a.store, ids: a.ids, xds: a.xds, enroller: a.enroller, metrics: a.metrics, ready: &a.ready,
+		ports: a.captureListeners()}
 	for _, s := range []struct {
 		addr string
 		h    http.Handler

@@ -60,6 +60,11 @@ func (s *Server) replyFailed(client, from netip.AddrPort, err error) {
 }
 
 // Listen opens the UDP and TCP sockets on addr (e.g. 127.0.0.1:15053).
+// They have no SO_REUSEPORT: the capture looks the DNS proxy up by
+// address, and a reuseport group would hand enrolled pods' queries to any
+// member, such as a root hostNetwork process that binds the port too. An
+// address in use fails with an error that wraps unix.EADDRINUSE (a
+// successor agent then listens on another port).
 func (s *Server) Listen(ctx context.Context, addr string) error {
 	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 		return control(c, func(fd int) error { return s.sockopts(fd, network) })
@@ -88,10 +93,6 @@ func (s *Server) sockopts(fd int, network string) error {
 	}
 	if err := unix.SetsockoptInt(fd, lvl, transparent, 1); err != nil {
 		return fmt.Errorf("IP_TRANSPARENT: %w", err)
-	}
-	// A successor agent binds the same port while this one still serves.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-		return fmt.Errorf("SO_REUSEPORT: %w", err)
 	}
 	if network == "udp4" || network == "udp6" || network == "udp" {
 		if err := unix.SetsockoptInt(fd, lvl, origDst, 1); err != nil {

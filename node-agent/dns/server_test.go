@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
@@ -33,6 +35,36 @@ func startServer(t *testing.T) *Server {
 	go func() { s.Serve(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return s
+}
+
+// TestServerPortCannotBeJoined: no other socket can bind the DNS proxy's
+// UDP or TCP address, not even with SO_REUSEPORT and SO_REUSEADDR (issue
+// #13 M4: a root hostNetwork process in the group would get a share of the
+// enrolled pods' queries and answer them), and a second server on the same
+// address fails with EADDRINUSE, which the agent takes to listen elsewhere.
+func TestServerPortCannotBeJoined(t *testing.T) {
+	s := startServer(t)
+	port := int(s.Addr().Port())
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_STREAM} {
+		fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opt := range []int{unix.SO_REUSEPORT, unix.SO_REUSEADDR} {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+		unix.Close(fd)
+		if !errors.Is(err, unix.EADDRINUSE) {
+			t.Errorf("socket type %d with SO_REUSEPORT bound the DNS proxy's port %d: %v, want EADDRINUSE", typ, port, err)
+		}
+	}
+	second := &Server{Handler: s.Handler, Log: discard()}
+	if err := second.Listen(context.Background(), s.Addr().String()); !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("a second server on %s: %v, want EADDRINUSE", s.Addr(), err)
+	}
 }
 
 func TestServerUDPAndTCP(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -146,7 +145,11 @@ func runNodeProxy(path string) error {
 		port  uint16
 		serve func(net.Listener) error
 	}{{cfg.Ports.Outbound, outbound.Serve}, {cfg.Ports.Inbound, plaintext.Serve}, {cfg.Ports.HBONE, inbound.Serve}} {
-		ln, err := proxy.ListenTransparent(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.port))))
+		sock, err := proxy.BindTransparent(l.port)
+		if err != nil {
+			return err
+		}
+		ln, err := sock.Listen()
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -35,32 +36,85 @@ type Identities interface {
 	Bundles() x509bundle.Source
 }
 
-// ListenTransparent listens on addr with IP_TRANSPARENT set, so that accept()
-// of a connection steered by the capture programs sees the original
-// destination as the local address, and with the agent's mark.
-func ListenTransparent(ctx context.Context, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		return setSockopt(c, func(fd int) error {
-			if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
-				return fmt.Errorf("IP_TRANSPARENT: %w", err)
-			}
-			// A successor agent binds the same port while this one still
-			// serves (rolling upgrade with surge; see Drain).
-			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-				return fmt.Errorf("SO_REUSEPORT: %w", err)
-			}
-			// Accepted sockets inherit the agent's mark: they answer from
-			// the original destination (not the node's address), so the
-			// notrack table (bpf.Notrack) keeps their packets out of
-			// conntrack, as the captured packets they answer are.
-			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough)
-		})
-	}}
-	ln, err := lc.Listen(ctx, "tcp", addr)
+// TransparentSocket is a proxy listener's socket: bound, with IP_TRANSPARENT
+// set (accept() of a connection steered by the capture programs sees the
+// original destination as the local address) and the agent's mark, but
+// not yet listening. Bound first, listening later: the port is the agent's
+// from the start, so the capture can point at it (and drop SYNs while it
+// does not listen: fail closed) before the configuration is synced.
+//
+// It has no SO_REUSEPORT, on purpose: the capture looks the listener up by
+// address, and a port shared by a reuseport group hands captured
+// connections to any member, such as a root hostNetwork process that binds
+// the port with SO_REUSEPORT too. Without it nothing else can bind the
+// address while the agent holds it, so a successor agent (rolling upgrade
+// with surge) binds another port and points the capture there once ready.
+type TransparentSocket struct {
+	fd   int
+	Port uint16 // the bound port
+}
+
+// BindTransparent binds a TransparentSocket to 127.0.0.1:port (0: an
+// ephemeral port). An address in use fails with an error that wraps
+// unix.EADDRINUSE.
+func BindTransparent(port uint16) (*TransparentSocket, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("proxy: transparent listen on %s (needs CAP_NET_ADMIN): %w", addr, err)
+		return nil, fmt.Errorf("proxy: socket: %w", err)
+	}
+	s := &TransparentSocket{fd: fd}
+	if err := s.bind(port); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *TransparentSocket) bind(port uint16) error {
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+		return fmt.Errorf("proxy: IP_TRANSPARENT (needs CAP_NET_ADMIN): %w", err)
+	}
+	// Accepted sockets inherit the agent's mark: they answer from the
+	// original destination (not the node's address), so the notrack table
+	// (bpf.Notrack) keeps their packets out of conntrack, as the captured
+	// packets they answer are.
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough); err != nil {
+		return fmt.Errorf("proxy: SO_MARK (needs CAP_NET_ADMIN): %w", err)
+	}
+	if err := unix.Bind(s.fd, &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return fmt.Errorf("proxy: bind 127.0.0.1:%d: %w", port, err)
+	}
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return fmt.Errorf("proxy: getsockname: %w", err)
+	}
+	s.Port = uint16(sa.(*unix.SockaddrInet4).Port)
+	return nil
+}
+
+// Listen starts listening (the kernel caps the backlog at somaxconn) and
+// hands the socket to a net.Listener; s is spent either way.
+func (s *TransparentSocket) Listen() (net.Listener, error) {
+	defer s.Close()
+	if err := unix.Listen(s.fd, 1<<16-1); err != nil {
+		return nil, fmt.Errorf("proxy: listen on 127.0.0.1:%d: %w", s.Port, err)
+	}
+	f := os.NewFile(uintptr(s.fd), fmt.Sprintf("proxy listener 127.0.0.1:%d", s.Port))
+	s.fd = -1
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: listener on 127.0.0.1:%d: %w", s.Port, err)
 	}
 	return ln, nil
+}
+
+// Close releases the socket unless Listen took it.
+func (s *TransparentSocket) Close() {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
 }
 
 func setSockopt(c syscall.RawConn, f func(fd int) error) error {
