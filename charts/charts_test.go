@@ -406,6 +406,8 @@ func checkRBAC(t *testing.T, objs objects) {
 		"networking.istio.io/serviceentries/status":       {"update"},
 		"networking.istio.io/envoyfilters":                read,
 		"networking.istio.io/envoyfilters/status":         {"update"},
+		"telemetry.istio.io/telemetries":                  read,
+		"telemetry.istio.io/telemetries/status":           {"update"},
 		"security.istio.io/authorizationpolicies":         read,
 		"security.istio.io/peerauthentications":           read,
 		"security.istio.io/authorizationpolicies/status":  {"update"},

@@ -47,7 +47,10 @@ func TestWaypointTracing(t *testing.T) {
 	endpoint := "http://" + net.JoinHostPort(nodeIP, "4318")
 	t.Logf("OTLP/HTTP receiver on %s (node-0's network namespace)", endpoint)
 
-	e.installControlPlaneWith(t, "--set", "waypoint.tracing.otlpEndpoint="+endpoint)
+	// The Telemetry subtest's provider: Istio's opentelemetry provider
+	// over HTTP to a Service in front of the same receiver.
+	e.installControlPlaneWith(t, "--set", "waypoint.tracing.otlpEndpoint="+endpoint, "--set-json",
+		`meshConfig.extensionProviders=[{"name":"otel","opentelemetry":{"service":"otel-collector.observability.svc.cluster.local","port":4318,"http":{"path":"/v1/traces"}}}]`)
 	e.installNodeAgent(t)
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
@@ -103,6 +106,10 @@ func TestWaypointTracing(t *testing.T) {
 		}
 	}
 
+	t.Run("Telemetry API: Istio's tracing task with an OpenTelemetry provider; access log off in a namespace", func(t *testing.T) {
+		testTelemetryAPI(t, e, recv, nodeIP)
+	})
+
 	t.Run("the ingress gateway starts the trace of a request that comes without one", func(t *testing.T) {
 		e.mustRun(t, "helm", "install", "weft-ingress", filepath.Join(root, "charts/gateway"), "-n", "weft-ingress", "--create-namespace",
 			"--set", "tracing.otlpEndpoint="+endpoint)
@@ -151,6 +158,114 @@ func TestWaypointTracing(t *testing.T) {
 	if errs := recv.errors(); len(errs) > 0 {
 		t.Errorf("the receiver rejected exports: %v", errs)
 	}
+}
+
+// otelCollectorYAML is a Service without selector in front of the OTLP
+// receiver at %[1]s:4318 (node-0's address), as a collector's Service.
+const otelCollectorYAML = `apiVersion: v1
+kind: Namespace
+metadata: {name: observability}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: otel-collector, namespace: observability}
+spec:
+  ports: [{name: otlp-http, port: 4318, targetPort: 4318}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: otel-collector-receiver
+  namespace: observability
+  labels: {kubernetes.io/service-name: otel-collector}
+addressType: IPv4
+ports: [{name: otlp-http, port: 4318}]
+endpoints: [{addresses: ["%[1]s"]}]
+`
+
+// Istio's tracing task (a mesh default naming the provider, 100%%) with a
+// custom tag that only this Telemetry adds, and a namespace Telemetry
+// that turns the access log off.
+const (
+	telemetryNoAccessLogYAML = `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: no-access-log, namespace: default}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    disabled: true
+`
+	telemetryTracingYAML = `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: weft-system}
+spec:
+  tracing:
+  - providers: [{name: otel}]
+    randomSamplingPercentage: 100
+    customTags:
+      weft.e2e: {literal: {value: telemetry-api}}
+`
+)
+
+// testTelemetryAPI: with the Telemetries applied, a request that comes
+// without trace context is sampled (100%) and reported to the named
+// provider with the Telemetry's tag; the waypoint writes no access log line
+// for it; without the access-log Telemetry, it logs again.
+func testTelemetryAPI(t *testing.T, e *env, recv *otlpReceiver, nodeIP string) {
+	e.applyYAML(t, fmt.Sprintf(otelCollectorYAML, nodeIP))
+	// Applied first: a configuration with the tracing Telemetry has it too.
+	e.applyYAML(t, telemetryNoAccessLogYAML)
+	e.applyYAML(t, telemetryTracingYAML)
+	request := func() string {
+		id := "telemetry-" + randomHex(t, 8)
+		if _, err := e.kubectl("exec", "deploy/curl", "--", "curl", "-sS", "-m", "20", "-o", "/dev/null", "-H", "x-request-id: "+id,
+			"http://productpage:9080/productpage"); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	tagged := func(id string) error {
+		for _, s := range recv.all() {
+			if s.Attrs["guid:x-request-id"] == id && s.Attrs["weft.e2e"] == "telemetry-api" && s.Service == "waypoint.default" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no span of request %s tagged weft.e2e=telemetry-api from waypoint.default", id)
+	}
+	// Each attempt sends a request; any one reported with the tag will do
+	// (spans are batched for up to 5 s, the configuration may be on its way).
+	var id string
+	var sent []string
+	eventually(t, "a request without trace context sampled and reported to the Telemetry's provider", 90*time.Second, func() error {
+		sent = append(sent, request())
+		for _, s := range sent {
+			if tagged(s) == nil {
+				id = s
+				return nil
+			}
+		}
+		return tagged(sent[len(sent)-1])
+	})
+	for _, name := range []string{"weft-system/mesh-default", "default/no-access-log"} {
+		ns, n, _ := strings.Cut(name, "/")
+		if got := e.mustKubectl(t, "-n", ns, "get", "telemetry", n, "-o", `jsonpath={.status.conditions[?(@.type=="WeftAccepted")].status}`); got != "True" {
+			t.Errorf("Telemetry %s: WeftAccepted %q, want True", name, got)
+		}
+	}
+	if logs := e.mustKubectl(t, "logs", "deploy/waypoint"); strings.Contains(logs, id) {
+		t.Errorf("the waypoint logged request %s although default's Telemetry turned its access log off", id)
+	}
+	e.mustKubectl(t, "delete", "telemetry", "no-access-log")
+	sent = nil
+	eventually(t, "the waypoint logs again without the access-log Telemetry", 60*time.Second, func() error {
+		sent = append(sent, request())
+		logs := e.mustKubectl(t, "logs", "deploy/waypoint")
+		if !slices.ContainsFunc(sent, func(id string) bool { return strings.Contains(logs, id) }) {
+			return fmt.Errorf("none of the requests %v in the waypoint's access log", sent)
+		}
+		return nil
+	})
+	e.mustKubectl(t, "delete", "telemetry", "-n", "weft-system", "mesh-default")
 }
 
 func randomHex(t *testing.T, n int) string {

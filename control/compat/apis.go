@@ -349,9 +349,82 @@ spec:
 			Notes:   "CRD not installed; `WeftAccepted=False` (`Unsupported`) if another chart installs it",
 		},
 		{
-			Feature: "Telemetry API (`telemetry.istio.io`)",
+			Feature:   "Telemetry API (`telemetry.istio.io`): `accessLogging`",
+			Status:    Supported,
+			Qualifier: "(waypoint, ingress gateway)",
+			Notes:     "root namespace, namespace, and `selector` or `targetRefs` (kind `Gateway`) levels; the most specific that sets it wins; providers `envoy` and `envoyFileAccessLog` to `/dev/stdout` (the JSON access log), `disabled`. Reported and not applied: other providers; `filter` (every request is logged) and `match` (all traffic) are reported. Node agents keep their access log ([guides/telemetry.md](guides/telemetry.md))",
+			Probes: []*Probe{clean(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: no-logs
+  namespace: default
+spec:
+  accessLogging:
+  - providers:
+    - name: envoy
+    disabled: true
+`), reported(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: errors-only
+  namespace: default
+spec:
+  accessLogging:
+  - filter:
+      expression: response.code >= 400
+`, "filter: not supported")},
+		},
+		{
+			Feature:   "Telemetry API: `tracing`",
+			Status:    Supported,
+			Qualifier: "(waypoint, ingress gateway)",
+			Notes:     "`randomSamplingPercentage` (Istio's 1% when a level enables tracing without it; requests that carry a sampling decision keep it), `disableSpanReporting`, `customTags` (literal, environment, header), one `opentelemetry` extension provider (OTLP over gRPC, or HTTP with `http`); without a provider, spans go to `waypoint.tracing.otlpEndpoint`. Merged field by field from the root namespace to the proxy. Reported: `zipkin` and other providers (spans not reported), `useRequestIdForTraceSampling`, `enableIstioTags`, `disableContextPropagation`, `match`",
+			Probes: []*Probe{clean(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: mesh-default
+  namespace: weft-system
+spec:
+  tracing:
+  - providers:
+    - name: otel
+    randomSamplingPercentage: 100
+    customTags:
+      cluster:
+        literal:
+          value: east
+`), reported(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: zipkin
+  namespace: default
+spec:
+  tracing:
+  - providers:
+    - name: zipkin
+`, "not an opentelemetry provider")},
+		},
+		{
+			Feature: "Telemetry API: `metrics`",
 			Status:  NotYet,
-			Notes:   "CRD installed, not read: `WeftAccepted=False` (`Unsupported`). Metrics are always on; access logs with `--access-log`; tracing with the Helm value `waypoint.tracing.otlpEndpoint` ([guides/telemetry.md](guides/telemetry.md))",
+			Notes:   "overrides (disabling a metric, tag overrides) are reported and not applied: the Istio standard metrics always carry every label",
+			Probes: []*Probe{reported(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: no-request-count
+  namespace: default
+spec:
+  metrics:
+  - overrides:
+    - match:
+        metric: REQUEST_COUNT
+      disabled: true
+`, "metric overrides are not supported")},
 		},
 		{
 			Feature: "ProxyConfig",
@@ -361,7 +434,7 @@ spec:
 		{
 			Feature: "MeshConfig",
 			Status:  Partial,
-			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz providers)",
+			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz, opentelemetry and envoyFileAccessLog providers)",
 		},
 	},
 }

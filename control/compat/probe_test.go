@@ -13,6 +13,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -34,6 +35,7 @@ type world struct {
 	// RequestAuthentications configure the waypoints.
 	RequestAuthentications []*securityv1.RequestAuthentication
 	EnvoyFilters           []*networkingv1alpha3.EnvoyFilter
+	Telemetries            []*telemetryv1.Telemetry
 }
 
 // object is a decoded probe object: where it goes in a world, and the
@@ -124,6 +126,9 @@ func newObject(tm metav1.TypeMeta) (object, error) {
 	case tm.Kind == "EnvoyFilter":
 		o := &networkingv1alpha3.EnvoyFilter{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.EnvoyFilters = append(w.EnvoyFilters, o) }, &o.Spec}, nil
+	case tm.Kind == "Telemetry":
+		o := &telemetryv1.Telemetry{}
+		return object{o, []string{tm.Kind}, func(w *world) { w.Telemetries = append(w.Telemetries, o) }, &o.Spec}, nil
 	case tm.Kind == "HTTPRoute":
 		o := &gatewayv1.HTTPRoute{}
 		return object{o, []string{tm.Kind}, func(w *world) { w.HTTPRoutes = append(w.HTTPRoutes, o) }, nil}, nil
@@ -153,10 +158,15 @@ func loadWorld(t *testing.T, path string) world {
 }
 
 // probeProviders is the fixed world's meshConfig.extensionProviders: a
-// gRPC authorizer served by the world's reviews port.
+// gRPC authorizer served by the world's reviews port, an OpenTelemetry
+// collector and a Zipkin server.
 var probeProviders = []*meshapi.MeshConfig_ExtensionProvider{{Name: "ext-authz-grpc",
 	Provider: &meshapi.MeshConfig_ExtensionProvider_EnvoyExtAuthzGrpc{EnvoyExtAuthzGrpc: &meshapi.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider{
-		Service: "reviews.default.svc.cluster.local", Port: 9080}}}}
+		Service: "reviews.default.svc.cluster.local", Port: 9080}}},
+	{Name: "otel", Provider: &meshapi.MeshConfig_ExtensionProvider_Opentelemetry{Opentelemetry: &meshapi.MeshConfig_ExtensionProvider_OpenTelemetryTracingProvider{
+		Service: "opentelemetry-collector.observability.svc.cluster.local", Port: 4317}}},
+	{Name: "zipkin", Provider: &meshapi.MeshConfig_ExtensionProvider_Zipkin{Zipkin: &meshapi.MeshConfig_ExtensionProvider_ZipkinTracingProvider{
+		Service: "zipkin.istio-system.svc.cluster.local", Port: 9411}}}}
 
 // problems runs both translations on w, as weft-control does, and returns
 // every problem they report.
@@ -176,6 +186,7 @@ func (w world) problems() []workload.Problem {
 		IngressGateways:        w.Gateways,
 		ServiceEntries:         w.ServiceEntries,
 		EnvoyFilters:           w.EnvoyFilters,
+		Telemetries:            w.Telemetries,
 	})
 	return append(wout.Problems, pout.Problems...)
 }

@@ -25,6 +25,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -56,6 +57,7 @@ type Cluster struct {
 	hasServiceEntry bool
 	hasRequestAuthn bool
 	hasEnvoyFilter  bool
+	hasTelemetry    bool
 	// unsupported are the served kinds Weft does not implement.
 	unsupported []schema.GroupVersionResource
 	pods        cache.SharedIndexInformer
@@ -179,6 +181,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	if d.hasEnvoyFilter {
 		infs = append(infs, d.istio.Networking().V1alpha3().EnvoyFilters().Informer())
 	}
+	if d.hasTelemetry {
+		infs = append(infs, d.istio.Telemetry().V1().Telemetries().Informer())
+	}
 	for _, r := range d.unsupported {
 		infs = append(infs, d.dynamic.ForResource(r).Informer())
 	}
@@ -216,6 +221,8 @@ func (d *Cluster) optionalKinds() []optionalKind {
 			"gateway.networking.k8s.io/v1 GRPCRoute not served: GRPCRoutes get no status until the control plane restarts"},
 		{&d.hasEnvoyFilter, "networking.istio.io", []string{"v1alpha3/envoyfilters"},
 			"networking.istio.io/v1alpha3 EnvoyFilter not served: EnvoyFilters are ignored until the control plane restarts"},
+		{&d.hasTelemetry, "telemetry.istio.io", []string{"telemetries"},
+			"telemetry.istio.io/v1 Telemetry not served: Telemetries are ignored until the control plane restarts"},
 	}
 }
 
@@ -343,6 +350,8 @@ type TrafficInputs struct {
 	RequestAuthentications []*securityv1.RequestAuthentication
 	// EnvoyFilters patch waypoints and ingress gateways (rate limiting).
 	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
+	// Telemetries configure waypoints' and gateways' access logs and tracing.
+	Telemetries []*telemetryv1.Telemetry
 }
 
 // TrafficInputs lists the current traffic-management state.
@@ -364,6 +373,9 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	}
 	if d.hasEnvoyFilter {
 		in.EnvoyFilters = listAll(&err, d.istio.Networking().V1alpha3().EnvoyFilters().Lister())
+	}
+	if d.hasTelemetry {
+		in.Telemetries = listAll(&err, d.istio.Telemetry().V1().Telemetries().Lister())
 	}
 	return in, err
 }

@@ -10,6 +10,7 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,10 +48,12 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 		{GroupVersion: "networking.istio.io/v1", APIResources: []metav1.APIResource{{Name: "virtualservices"}, {Name: "serviceentries"}}},
 		{GroupVersion: "gateway.networking.k8s.io/v1", APIResources: []metav1.APIResource{{Name: "gateways"}, {Name: "gatewayclasses"}, {Name: "httproutes"}}},
 		{GroupVersion: "telemetry.istio.io/v1", APIResources: []metav1.APIResource{{Name: "telemetries"}}},
+		{GroupVersion: "extensions.istio.io/v1alpha1", APIResources: []metav1.APIResource{{Name: "wasmplugins"}}},
 	}
 	istio := istiofake.NewSimpleClientset(&securityv1.AuthorizationPolicy{ObjectMeta: meta("deny")},
 		&securityv1.RequestAuthentication{ObjectMeta: meta("jwt")},
-		&networkingv1.VirtualService{ObjectMeta: meta("reviews")}, &networkingv1.ServiceEntry{ObjectMeta: meta("external")})
+		&networkingv1.VirtualService{ObjectMeta: meta("reviews")}, &networkingv1.ServiceEntry{ObjectMeta: meta("external")},
+		&telemetryv1.Telemetry{ObjectMeta: meta("logs")})
 	gateway := gatewayfake.NewSimpleClientset(&gatewayv1.HTTPRoute{ObjectMeta: meta("reviews")})
 	// Through the API: the fake files a constructor's Gateway under v1beta1
 	// (the same Go type), where v1 lists do not see it.
@@ -59,17 +62,16 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if _, err := gateway.GatewayV1().Gateways("default").Create(ctx, &gatewayv1.Gateway{ObjectMeta: meta("waypoint")}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Kinds Weft does not implement: Telemetry is served, WasmPlugin is
-	// not.
-	tel := &unstructured.Unstructured{}
-	tel.SetAPIVersion("telemetry.istio.io/v1")
-	tel.SetKind("Telemetry")
-	tel.SetNamespace("default")
-	tel.SetName("tel")
-	telemetry := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	// Kinds Weft does not implement: WasmPlugin is served, Sidecar is not.
+	plugin := &unstructured.Unstructured{}
+	plugin.SetAPIVersion("extensions.istio.io/v1alpha1")
+	plugin.SetKind("WasmPlugin")
+	plugin.SetNamespace("default")
+	plugin.SetName("wasm")
 	wasm := schema.GroupVersionResource{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"}
+	sidecar := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "sidecars"}
 	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		telemetry: "TelemetryList", wasm: "WasmPluginList"}, tel)
+		wasm: "WasmPluginList", sidecar: "SidecarList"}, plugin)
 	var logs bytes.Buffer // New logs its warnings before it returns; nothing later writes here
 	c, err := New(slog.New(slog.NewTextHandler(&logs, nil)), Clients{Kube: kube, Istio: istio, Gateway: gateway, Dynamic: dyn})
 	if err != nil {
@@ -105,9 +107,9 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(traffic.VirtualServices) != 0 || len(traffic.HTTPRoutes) != 1 || len(traffic.RequestAuthentications) != 1 {
-		t.Errorf("traffic: %d virtual services (DestinationRules not served: want 0), %d HTTPRoutes, %d RequestAuthentications (want 1)",
-			len(traffic.VirtualServices), len(traffic.HTTPRoutes), len(traffic.RequestAuthentications))
+	if len(traffic.VirtualServices) != 0 || len(traffic.HTTPRoutes) != 1 || len(traffic.RequestAuthentications) != 1 || len(traffic.Telemetries) != 1 {
+		t.Errorf("traffic: %d virtual services (DestinationRules not served: want 0), %d HTTPRoutes, %d RequestAuthentications, %d Telemetries (want 1)",
+			len(traffic.VirtualServices), len(traffic.HTTPRoutes), len(traffic.RequestAuthentications), len(traffic.Telemetries))
 	}
 	if c.Gateways() == nil {
 		t.Error("Gateways() is nil although Gateways are served")
@@ -117,11 +119,11 @@ func TestOptionalKindsFollowWhatIsServed(t *testing.T) {
 		t.Fatal(err)
 	}
 	objs := only.Unsupported
-	if got := objs[telemetry]; len(got) != 1 || got[0].GetName() != "tel" {
-		t.Errorf("unsupported Telemetries: %v, want tel", got)
+	if got := objs[wasm]; len(got) != 1 || got[0].GetName() != "wasm" {
+		t.Errorf("unsupported WasmPlugins: %v, want wasm", got)
 	}
-	if _, ok := objs[wasm]; ok || len(objs) != 1 {
-		t.Errorf("unsupported kinds listed: %v, want only Telemetry (the only one served)", objs)
+	if _, ok := objs[sidecar]; ok || len(objs) != 1 {
+		t.Errorf("unsupported kinds listed: %v, want only WasmPlugin (the only one served)", objs)
 	}
 }
 

@@ -230,6 +230,7 @@ func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsS
 		},
 		PathNormalization:  o.PathNormalization,
 		ExtensionProviders: o.ExtensionProviders,
+		TracingEndpoint:    o.WaypointTracingEndpoint,
 	}}
 }
 
@@ -379,7 +380,8 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 		ServiceEntryAddresses: workload.AllocateAddresses(in.ServiceEntries),
 		VirtualServices:       traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
 		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes,
-		RequestAuthentications: traffic.RequestAuthentications, EnvoyFilters: traffic.EnvoyFilters, Unsupported: only.Unsupported,
+		RequestAuthentications: traffic.RequestAuthentications, EnvoyFilters: traffic.EnvoyFilters, Telemetries: traffic.Telemetries,
+		Unsupported: only.Unsupported,
 	}
 }
 

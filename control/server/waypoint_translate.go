@@ -36,6 +36,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		IngressGateways:        in.Gateways,
 		ServiceEntries:         in.ServiceEntries,
 		EnvoyFilters:           traffic.EnvoyFilters,
+		Telemetries:            traffic.Telemetries,
 	})
 	return out.Groups(), out.Problems, true
 }

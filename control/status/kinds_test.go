@@ -14,6 +14,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	"istio.io/client-go/pkg/clientset/versioned/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,7 +31,7 @@ func objectMeta(name string) metav1.ObjectMeta {
 }
 
 // TestSyncEveryIstioKind: PeerAuthentications, RequestAuthentications,
-// EnvoyFilters, ServiceEntries and Istio Gateways get the condition too, with a validationMessages entry in
+// EnvoyFilters, Telemetries, ServiceEntries and Istio Gateways get the condition too, with a validationMessages entry in
 // Istio's shape when there is a problem; other tools' entries stay.
 func TestSyncEveryIstioKind(t *testing.T) {
 	ctx := context.Background()
@@ -43,7 +44,8 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	raOK := &securityv1.RequestAuthentication{ObjectMeta: objectMeta("jwt-ok")}
 	ef := &networkingv1alpha3.EnvoyFilter{ObjectMeta: objectMeta("lua")}
 	efOK := &networkingv1alpha3.EnvoyFilter{ObjectMeta: objectMeta("ratelimit")}
-	client := fake.NewSimpleClientset(pa, se, ra, raOK, ef, efOK)
+	tel := &telemetryv1.Telemetry{ObjectMeta: objectMeta("tracing")}
+	client := fake.NewSimpleClientset(pa, se, ra, raOK, ef, efOK, tel)
 	// Through the API: the fake files a constructor's Gateway under
 	// another version (the same Go type), where v1 reads do not see it.
 	if _, err := client.NetworkingV1().Gateways("default").Create(ctx, gw, metav1.CreateOptions{}); err != nil {
@@ -55,10 +57,11 @@ func TestSyncEveryIstioKind(t *testing.T) {
 		{Kind: istioGatewayKind, Namespace: "default", Name: "ingress", Message: "spec.selector: empty; ignored"},
 		{Kind: "RequestAuthentication", Namespace: "default", Name: "jwt", Message: "spec.selector: waypoints apply only RequestAuthentications with targetRefs; not applied"},
 		{Kind: "EnvoyFilter", Namespace: "default", Name: "lua", Message: "spec.configPatches[0]: type lua is not supported; patch not applied"},
+		{Kind: "Telemetry", Namespace: "default", Name: "tracing", Message: "spec.metrics: metric overrides are not supported"},
 	}
 	objs := Objects{PeerAuthentications: []*securityv1.PeerAuthentication{pa}, ServiceEntries: []*networkingv1.ServiceEntry{se},
 		IstioGateways: []*networkingv1.Gateway{gw}, RequestAuthentications: []*securityv1.RequestAuthentication{ra, raOK},
-		EnvoyFilters: []*networkingv1alpha3.EnvoyFilter{ef, efOK}}
+		EnvoyFilters: []*networkingv1alpha3.EnvoyFilter{ef, efOK}, Telemetries: []*telemetryv1.Telemetry{tel}}
 	w.Sync(ctx, objs, problems)
 
 	gotPA, err1 := client.SecurityV1().PeerAuthentications("default").Get(ctx, "strict", metav1.GetOptions{})
@@ -68,9 +71,11 @@ func TestSyncEveryIstioKind(t *testing.T) {
 	gotRAOK, err5 := client.SecurityV1().RequestAuthentications("default").Get(ctx, "jwt-ok", metav1.GetOptions{})
 	gotEF, err6 := client.NetworkingV1alpha3().EnvoyFilters("default").Get(ctx, "lua", metav1.GetOptions{})
 	gotEFOK, err7 := client.NetworkingV1alpha3().EnvoyFilters("default").Get(ctx, "ratelimit", metav1.GetOptions{})
-	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
+	gotTel, err8 := client.TelemetryV1().Telemetries("default").Get(ctx, "tracing", metav1.GetOptions{})
+	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8); err != nil {
 		t.Fatal(err)
 	}
+	checkStatus(t, "Telemetry", istioStatus(&gotTel.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
 	checkStatus(t, "EnvoyFilter", istioStatus(&gotEF.Status), "False", ReasonPartiallyInvalid, CodePartiallyInvalid)
 	checkStatus(t, "EnvoyFilter", istioStatus(&gotEFOK.Status), "True", ReasonAccepted, "")
 	if c := find(istioStatus(&gotEF.Status)); !strings.Contains(c.GetMessage(), "lua is not supported") {
@@ -127,14 +132,14 @@ func checkStatus(t *testing.T, what string, st Fields, status, reason, weftCode 
 // entry, once; another controller's condition stays.
 func TestSyncUnsupported(t *testing.T) {
 	ctx := context.Background()
-	r := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	r := schema.GroupVersionResource{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"}
 	tel := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+		"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
 		"metadata": map[string]any{"namespace": "default", "name": "tel", "generation": int64(2)},
 		"status":   map[string]any{"conditions": []any{map[string]any{"type": "Other", "status": "True"}}},
 	}}
 	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{r: "TelemetryList"}, tel)
+		map[schema.GroupVersionResource]string{r: "WasmPluginList"}, tel)
 	w := &Writer{Dynamic: dyn, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	w.Sync(ctx, Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {tel}}}, nil)
 
@@ -144,7 +149,7 @@ func TestSyncUnsupported(t *testing.T) {
 	}
 	st := parseIstioStatus(t, got)
 	kind, _ := unsupported.Of(r)
-	checkStatus(t, "Telemetry", istioStatus(st), "False", ReasonUnsupported, CodeUnsupported)
+	checkStatus(t, "WasmPlugin", istioStatus(st), "False", ReasonUnsupported, CodeUnsupported)
 	if c := find(istioStatus(st)); c.GetMessage() != kind.Message {
 		t.Errorf("message %q, want %q", c.GetMessage(), kind.Message)
 	}
@@ -175,14 +180,14 @@ func parseIstioStatus(t *testing.T, o *unstructured.Unstructured) *metav1alpha1.
 // is not an Istio status is left alone and does not make Sync retry every
 // second.
 func TestUnreadableStatusIsNotRetried(t *testing.T) {
-	r := schema.GroupVersionResource{Group: "telemetry.istio.io", Version: "v1", Resource: "telemetries"}
+	r := schema.GroupVersionResource{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"}
 	odd := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+		"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
 		"metadata": map[string]any{"namespace": "default", "name": "odd"},
 		"status":   map[string]any{"conditions": "not a list"},
 	}}
 	dyn := fakedynamic.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-		map[schema.GroupVersionResource]string{r: "TelemetryList"}, odd)
+		map[schema.GroupVersionResource]string{r: "WasmPluginList"}, odd)
 	w := &Writer{Dynamic: dyn, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if w.Sync(context.Background(), Objects{Unsupported: map[schema.GroupVersionResource][]*unstructured.Unstructured{r: {odd}}}, nil) {
 		t.Error("an unreadable status asks for a retry")

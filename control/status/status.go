@@ -1,7 +1,7 @@
 // Package status reports on every object Weft reads whether Weft accepted
 // it: a WeftAccepted condition, with a validationMessages entry in the
 // shape of Istio's analysis, on each Istio object (AuthorizationPolicy,
-// PeerAuthentication, RequestAuthentication, EnvoyFilter, ServiceEntry,
+// PeerAuthentication, RequestAuthentication, EnvoyFilter, Telemetry, ServiceEntry,
 // VirtualService, DestinationRule, Istio Gateway, and every kind Weft does
 // not implement), and Weft's parent
 // entries on GAMMA HTTPRoutes. Conditions come from the translations'
@@ -27,6 +27,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -108,7 +109,9 @@ type Objects struct {
 	// RequestAuthentications: those with targetRefs configure waypoints.
 	RequestAuthentications []*securityv1.RequestAuthentication
 	// EnvoyFilters: those Weft applies patch waypoints and gateways.
-	EnvoyFilters   []*networkingv1alpha3.EnvoyFilter
+	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
+	// Telemetries configure waypoints' and gateways' access logs and tracing.
+	Telemetries    []*telemetryv1.Telemetry
 	ServiceEntries []*networkingv1.ServiceEntry
 	// ServiceEntryAddresses are the VIPs allocated to ServiceEntry hosts
 	// (workload.AllocateAddresses), by "<namespace>/<name>": written to
@@ -163,6 +166,13 @@ func (w *Writer) Sync(ctx context.Context, o Objects, problems []workload.Proble
 		func(ef *networkingv1alpha3.EnvoyFilter) Fields { return istioStatus(&ef.Status) },
 		func(ef *networkingv1alpha3.EnvoyFilter) error {
 			_, err := w.Client.NetworkingV1alpha3().EnvoyFilters(ef.Namespace).UpdateStatus(ctx, ef, metav1.UpdateOptions{})
+			return err
+		})
+	syncConditions(w, "Telemetry", o.Telemetries,
+		Conditions("Telemetry", o.Telemetries, problems, accepted[*telemetryv1.Telemetry](forWaypointsAndGateways)),
+		func(x *telemetryv1.Telemetry) Fields { return istioStatus(&x.Status) },
+		func(x *telemetryv1.Telemetry) error {
+			_, err := w.Client.TelemetryV1().Telemetries(x.Namespace).UpdateStatus(ctx, x, metav1.UpdateOptions{})
 			return err
 		})
 	w.syncServiceEntries(ctx, o.ServiceEntries, problems, o.ServiceEntryAddresses)

@@ -21,8 +21,6 @@ type Kind struct {
 // of the first (Istio's ambient API ships it); the others are
 // watched in case another chart installed theirs.
 var Kinds = []Kind{
-	{istio("telemetry", "v1", "telemetries"), "Telemetry",
-		"Telemetry is not supported yet: metrics, access logs and tracing keep the mesh defaults (docs/guides/telemetry.md)"},
 	{istio("networking", "v1", "workloadentries"), "WorkloadEntry",
 		"WorkloadEntry is not supported yet: workloads outside Kubernetes are not in the mesh. Reach them with a ServiceEntry with static endpoints"},
 	{istio("networking", "v1", "workloadgroups"), "WorkloadGroup",

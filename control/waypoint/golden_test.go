@@ -17,6 +17,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -200,6 +201,10 @@ func readYAML(t testing.TB, path string, tc *testCase) {
 			o := &networkingv1alpha3.EnvoyFilter{}
 			decode(o)
 			tc.in.EnvoyFilters = append(tc.in.EnvoyFilters, o)
+		case "Telemetry":
+			o := &telemetryv1.Telemetry{}
+			decode(o)
+			tc.in.Telemetries = append(tc.in.Telemetries, o)
 		default:
 			t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
 		}
@@ -246,6 +251,8 @@ func shuffled(in Inputs, seed uint64) Inputs {
 	})
 	out.EnvoyFilters = slices.Clone(in.EnvoyFilters)
 	r.Shuffle(len(out.EnvoyFilters), func(i, j int) { out.EnvoyFilters[i], out.EnvoyFilters[j] = out.EnvoyFilters[j], out.EnvoyFilters[i] })
+	out.Telemetries = slices.Clone(in.Telemetries)
+	r.Shuffle(len(out.Telemetries), func(i, j int) { out.Telemetries[i], out.Telemetries[j] = out.Telemetries[j], out.Telemetries[i] })
 	out.RequestAuthentications = slices.Clone(in.RequestAuthentications)
 	r.Shuffle(len(out.RequestAuthentications), func(i, j int) {
 		out.RequestAuthentications[i], out.RequestAuthentications[j] = out.RequestAuthentications[j], out.RequestAuthentications[i]

@@ -134,6 +134,7 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 		res.Clusters = append(res.Clusters, passthrough())
 	}
 	t.addClusters(res, refs, false)
+	t.applyTelemetry(res, waypointTelemetryTarget(key))
 	t.applyEnvoyFilters(res, waypointTarget(key))
 	sortResources(res)
 	return res

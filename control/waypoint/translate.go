@@ -71,6 +71,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -91,6 +92,10 @@ type Config struct {
 	// external authorizers of CUSTOM AuthorizationPolicies
 	// (ParseExtensionProviders).
 	ExtensionProviders []*meshapi.MeshConfig_ExtensionProvider
+	// TracingEndpoint is the mesh's OTLP/HTTP endpoint (the chart's
+	// waypoint.tracing.otlpEndpoint): where a Telemetry that enables
+	// tracing without naming a provider has spans sent; "": nowhere.
+	TracingEndpoint string
 }
 
 // Inputs is a snapshot of what the translation reads. Nil entries are
@@ -127,6 +132,9 @@ type Inputs struct {
 	// EnvoyFilters patch the waypoints and ingress gateways they target,
 	// as far as Weft runs the patch (envoyfilter.go); others are reported.
 	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
+	// Telemetries configure the access log and tracing of waypoints and
+	// ingress gateways (telemetry.go).
+	Telemetries []*telemetryv1.Telemetry
 }
 
 // Output is the translated snapshot: the Envoy resources of each node group
@@ -185,6 +193,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
 	t.indexRequestAuthentications(in.RequestAuthentications)
 	t.indexEnvoyFilters(in.EnvoyFilters)
+	t.indexTelemetries(in.Telemetries)
 	t.buildServicePorts()
 	out := Output{
 		Waypoints:      t.buildWaypoints(),
@@ -192,6 +201,7 @@ func Translate(cfg Config, in Inputs) Output {
 		GatewayProxies: t.buildGatewayProxies(in),
 	}
 	t.reportEnvoyFilters()
+	t.reportTelemetries()
 	out.Problems = t.sortedProblems()
 	return out
 }
@@ -207,6 +217,8 @@ func withDefaults(cfg Config) Config {
 // translator carries the indexes of one Translate call.
 type translator struct {
 	cfg Config
+
+	telemetries []*telemetryPolicy // oldest first
 
 	services     map[string]*service // by FQDN
 	servicesByIP map[string]*service // by VIP

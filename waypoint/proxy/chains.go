@@ -27,8 +27,13 @@ type chain struct {
 	serverNames []string
 	tlsCert     string
 
+	// accessLog: the chain writes the access log (its HCM's or tcp_proxy's
+	// access_log lists a logger, see accessLogged).
+	accessLog bool
+
 	// HCM chains.
 	hcm     *hcmv3.HttpConnectionManager
+	trace   *traceConfig // nil: the process's tracer
 	rcName  string
 	handler http.Handler // nil until the RouteConfiguration arrives
 
@@ -132,12 +137,21 @@ func parseFilters(c *chain, fs []*listenerv3.Filter) error {
 			if c.rcName == "" {
 				return fmt.Errorf("%s: only rds route_config_name is supported", wellknown.HTTPConnectionManager)
 			}
+			if c.accessLog, err = accessLogged(cfg.GetAccessLog()); err != nil {
+				return fmt.Errorf("%s: %w", wellknown.HTTPConnectionManager, err)
+			}
+			if c.trace, err = parseTracing(cfg.GetTracing()); err != nil {
+				return fmt.Errorf("%s: %w", wellknown.HTTPConnectionManager, err)
+			}
 		case *tcpv3.TcpProxy:
 			if !last {
 				return fmt.Errorf("%s must be the chain's last network filter", wellknown.TCPProxy)
 			}
 			if c.tcp, err = tcpClusters(cfg); err != nil {
 				return err
+			}
+			if c.accessLog, err = accessLogged(cfg.GetAccessLog()); err != nil {
+				return fmt.Errorf("%s: %w", wellknown.TCPProxy, err)
 			}
 		default:
 			return fmt.Errorf("unsupported network filter %q (%T): want http_connection_manager, or %s filters then tcp_proxy",

@@ -15,11 +15,13 @@ import (
 	"testing"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -345,6 +347,7 @@ func hcmChain(t testing.TB, name, ip string, port uint32, rc string) *listenerv3
 		// What control/waypoint sets on every HTTP chain.
 		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		Proxy_100Continue: true,
+		AccessLog:         stdoutAccessLog(t),
 	}
 	return &listenerv3.FilterChain{
 		Name:             name,
@@ -368,8 +371,15 @@ func tcpChain(t testing.TB, name, ip string, port uint32, cluster string) *liste
 		FilterChainMatch: chainMatch(ip, port),
 		Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy",
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(t, &tcpv3.TcpProxy{
-				StatPrefix: name, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster}})}}},
+				StatPrefix: name, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster}, AccessLog: stdoutAccessLog(t)})}}},
 	}
+}
+
+// stdoutAccessLog is the access_log control/waypoint gives every chain
+// unless the Telemetry API turns it off.
+func stdoutAccessLog(t testing.TB) []*accesslogv3.AccessLog {
+	return []*accesslogv3.AccessLog{{Name: stdoutAccessLogger,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(t, &streamv3.StdoutAccessLog{})}}}
 }
 
 func listener(chains ...*listenerv3.FilterChain) *listenerv3.Listener {

@@ -363,7 +363,7 @@ func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap
 // upstream is connected; a failure before is returned as hbone.Refuse.
 func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requestState, authority, traceparent string,
 	accept func() (hbone.Stream, error)) error {
-	rec := &record{start: time.Now(), chain: c.name, protocol: "tcp", rs: rs, authority: authority}
+	rec := &record{start: time.Now(), chain: c.name, logged: c.accessLog, protocol: "tcp", rs: rs, authority: authority}
 	if details, ok := p.authorizeTCP(c, rs); !ok {
 		// L4 policy is decided before accept: the CONNECT is refused and
 		// no byte reaches an upstream.

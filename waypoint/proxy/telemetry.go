@@ -108,6 +108,7 @@ type record struct {
 	start          time.Time
 	rs             *requestState
 	chain, route   string
+	logged         bool // the chain writes the access log
 	cluster        string
 	authority      string
 	method, path   string
@@ -245,7 +246,7 @@ func (m *Metrics) closeTCP(r *record, ix *workloadIndex) {
 }
 
 func (p *Proxy) log1(r *record) {
-	if p.accessLog == nil {
+	if p.accessLog == nil || !r.logged {
 		return
 	}
 	use := r.rs.upstream(r.cluster)
@@ -360,7 +361,7 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	ctx = withPeer(ctx, rs.peer, rs.clientIP, rs.origDst)
 	ctx, info := withInfo(ctx)
-	ctx, end := p.tracing.start(ctx, r, c.name)
+	ctx, end := p.tracing.start(ctx, r, c.name, c.trace)
 	rec.traceID = traceIDOf(ctx, r.Header)
 	var idle *idleWatch
 	if r.Header.Get("Upgrade") == "" { // an upgraded tunnel's bytes bypass rw and body
@@ -387,7 +388,7 @@ func newRecord(r *http.Request, c *chain, rs *requestState) *record {
 	if needsRequestID(r.Header, rs) {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	rec := &record{start: time.Now(), rs: rs, chain: c.name, authority: r.Host, method: r.Method,
+	rec := &record{start: time.Now(), rs: rs, chain: c.name, logged: c.accessLog, authority: r.Host, method: r.Method,
 		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		rec.protocol = "grpc"

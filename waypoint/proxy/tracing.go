@@ -1,14 +1,19 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -22,9 +27,17 @@ import (
 // request sent upstream. Without a Tracing (tests) the waypoint forwards
 // those headers unchanged.
 type Tracing struct {
-	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
-	shutdown func(context.Context) error
+	tracer      trace.Tracer // the process's, for chains without tracing config
+	prop        propagation.TextMapPropagator
+	serviceName string
+	// Log reports a tracer that cannot export (nil: slog.Default()).
+	Log *slog.Logger
+
+	// tracers are the chains' (traceConfig.sampler), made on first use
+	// and kept: a configuration names few distinct ones.
+	tracers   sync.Map // samplerKey -> trace.Tracer
+	mu        sync.Mutex
+	providers []*sdktrace.TracerProvider // all made, for Shutdown
 }
 
 // NewTracingFromEnv sends spans over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT
@@ -58,12 +71,15 @@ func NewTracing(sp sdktrace.SpanProcessor, serviceName string) *Tracing {
 	return newTracing(serviceName, sdktrace.WithSpanProcessor(sp))
 }
 
+const tracerName = "github.com/weft-mesh/weft/waypoint/proxy"
+
 func newTracing(serviceName string, opts ...sdktrace.TracerProviderOption) *Tracing {
 	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(serviceName))))...)
 	return &Tracing{
-		tracer:   tp.Tracer("github.com/weft-mesh/weft/waypoint/proxy"),
-		prop:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader))),
-		shutdown: tp.Shutdown,
+		tracer:      tp.Tracer(tracerName),
+		prop:        propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader))),
+		serviceName: serviceName,
+		providers:   []*sdktrace.TracerProvider{tp},
 	}
 }
 
@@ -72,17 +88,68 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return t.shutdown(ctx)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, tp := range t.providers {
+		errs = append(errs, tp.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// tracerFor is the tracer of a chain's tracing config: requests without a
+// sampling decision are sampled with k's fraction, the others keep theirs
+// (Envoy's random_sampling), and spans go to k's exporter.
+func (t *Tracing) tracerFor(k samplerKey) trace.Tracer {
+	if tr, ok := t.tracers.Load(k); ok {
+		return tr.(trace.Tracer)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tr, ok := t.tracers.Load(k); ok {
+		return tr.(trace.Tracer)
+	}
+	opts := []sdktrace.TracerProviderOption{
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(k.fraction))),
+		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(cmp.Or(k.serviceName, t.serviceName)))),
+	}
+	if exp, err := newExporter(k); err != nil {
+		cmp.Or(t.Log, slog.Default()).Warn("tracing: spans of this provider are not reported", "protocol", k.protocol, "endpoint", k.endpoint, "err", err)
+	} else if exp != nil {
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	t.providers = append(t.providers, tp)
+	tr := tp.Tracer(tracerName)
+	t.tracers.Store(k, tr)
+	return tr
+}
+
+// newExporter is k's OTLP exporter (nil: spans are not reported). It
+// connects lazily.
+func newExporter(k samplerKey) (sdktrace.SpanExporter, error) {
+	ctx := context.Background()
+	switch k.protocol {
+	case "grpc":
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(k.endpoint), otlptracegrpc.WithInsecure())
+	case "http":
+		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(k.endpoint))
+	}
+	return nil, nil
 }
 
 // start opens the server span of r and writes its context into r's
 // headers (which the pipeline forwards upstream). end records the status.
-func (t *Tracing) start(ctx context.Context, r *http.Request, chain string) (context.Context, func(code int)) {
+func (t *Tracing) start(ctx context.Context, r *http.Request, chain string, tc *traceConfig) (context.Context, func(code int)) {
 	if t == nil {
 		return ctx, func(int) {}
 	}
+	tracer := t.tracer
+	if tc != nil {
+		tracer = t.tracerFor(tc.sampler)
+	}
 	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
-	ctx, span := t.tracer.Start(ctx, r.Host+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
+	ctx, span := tracer.Start(ctx, r.Host+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			attribute.String("http.request.method", r.Method),
 			attribute.String("url.path", r.URL.Path),
@@ -92,6 +159,9 @@ func (t *Tracing) start(ctx context.Context, r *http.Request, chain string) (con
 		))
 	if id := r.Header.Get("X-Request-Id"); id != "" {
 		span.SetAttributes(attribute.String("guid:x-request-id", id)) // Envoy's tag name
+	}
+	if tc != nil && span.IsRecording() {
+		span.SetAttributes(tc.attributes(r.Header)...)
 	}
 	// Replace whatever context came in with the span's, in every format.
 	for _, h := range []string{"Traceparent", "Tracestate", "B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"} {

@@ -40,7 +40,7 @@ func TestTracingFromEnvServiceName(t *testing.T) {
 			if err != nil || tr == nil {
 				t.Fatalf("NewTracingFromEnv = %v, %v", tr, err)
 			}
-			_, end := tr.start(context.Background(), httptest.NewRequest("GET", "http://reviews:9080/reviews/0", nil), "chain")
+			_, end := tr.start(context.Background(), httptest.NewRequest("GET", "http://reviews:9080/reviews/0", nil), "chain", nil)
 			end(200)
 			if err := tr.Shutdown(context.Background()); err != nil { // flushes the batch
 				t.Fatal(err)

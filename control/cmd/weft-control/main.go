@@ -72,7 +72,7 @@ func main() {
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
 	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
 	f.StringVar(&pathNormalization, "path-normalization", "BASE", "how waypoints and gateways normalize request paths before routing and policy (Istio's meshConfig.pathNormalization): NONE, BASE (or DEFAULT), MERGE_SLASHES or DECODE_AND_MERGE_SLASHES")
-	f.StringVar(&extensionProviders, "extension-providers", "", "Istio's meshConfig.extensionProviders as a JSON list: the external authorizers (envoyExtAuthzGrpc, envoyExtAuthzHttp) CUSTOM AuthorizationPolicies name")
+	f.StringVar(&extensionProviders, "extension-providers", "", "Istio's meshConfig.extensionProviders as a JSON list: the external authorizers (envoyExtAuthzGrpc, envoyExtAuthzHttp) CUSTOM AuthorizationPolicies name and the tracing (opentelemetry) and access log (envoyFileAccessLog) providers Telemetry resources name")
 	f.BoolVar(&opts.Dashboard, "dashboard", true, "serve the live mesh dashboard on the monitoring address (/dashboard; scrapes the node agents and waypoints only while it is viewed)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {

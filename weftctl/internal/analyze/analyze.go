@@ -19,6 +19,7 @@ import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -128,6 +129,8 @@ type Snapshot struct {
 	IstioGateways []*networkingv1.Gateway
 	// EnvoyFilters patch waypoints and ingress gateways (rate limiting).
 	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
+	// Telemetries configure waypoints' and gateways' access logs and tracing.
+	Telemetries []*telemetryv1.Telemetry
 	// Unsupported are the objects of kinds Weft does not implement
 	// (control/unsupported: Kinds and GRPCRoute).
 	Unsupported []UnsupportedObject
@@ -208,6 +211,7 @@ func newAnalyzer(s Snapshot, o Options) *analyzer {
 		IngressGateways:        s.Gateways,
 		ServiceEntries:         s.ServiceEntries,
 		EnvoyFilters:           s.EnvoyFilters,
+		Telemetries:            s.Telemetries,
 	})
 	a := &analyzer{s: s, o: o, wout: wout, pout: pout, findings: map[Finding]struct{}{},
 		services: map[string]*corev1.Service{}, waypoints: map[string]*gatewayv1.Gateway{}}

@@ -102,7 +102,7 @@ func TestFixtures(t *testing.T) {
 			{Warning, "AuthorizationPolicy", "bookinfo/mysql-writers", CodeL7PolicyOnTCP, []string{"operation.methods", "ALLOW rule is dropped", "TCP port mysql.bookinfo.svc.cluster.local:3306", "matches nothing"}},
 		}},
 		{"unsupported.yaml", []want{
-			{Error, "Telemetry", "bookinfo/telemetry", CodeUnsupported, []string{"Telemetry is not supported"}},
+			{Error, "WasmPlugin", "bookinfo/wasm", CodeUnsupported, []string{"WasmPlugin is not supported"}},
 			{Warning, "RequestAuthentication", "bookinfo/jwt", CodeConfigProblem, []string{"no targetRefs", "not applied"}},
 			{Error, "GRPCRoute", "bookinfo/grpc", CodeUnsupported, []string{"GRPCRoute is not supported"}},
 			{Warning, "ServiceEntry", "bookinfo/by-dns", CodeConfigProblem, []string{"spec.resolution: DNS"}},

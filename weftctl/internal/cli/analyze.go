@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,7 +34,7 @@ or change, plus what it cannot
 see: nodes without a Ready node agent in an ambient mesh, L7 authorization
 policies on workloads or Services without a waypoint, ALLOW rules a DENY
 rule contradicts, and objects of kinds Weft does not implement
-(Telemetry, GRPCRoute, ...), which have no effect.
+(WasmPlugin, GRPCRoute, ...), which have no effect.
 
 Findings of the namespace (-n, default the context's) or of all (-A) are
 listed with SEVERITY error or warning. Exits 1 when any error is found.`,
@@ -161,21 +162,36 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("gateways.networking.istio.io", err)
 	}
 	s.IstioGateways = igws.Items
-	s.EnvoyFilters, err = fetchEnvoyFilters(ctx, ic)
+	if s.EnvoyFilters, err = listOptional("envoyfilters", func() ([]*networkingv1alpha3.EnvoyFilter, error) {
+		l, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return l.Items, nil
+	}); err != nil {
+		return s, err
+	}
+	s.Telemetries, err = listOptional("telemetries", func() ([]*telemetryv1.Telemetry, error) {
+		l, err := ic.TelemetryV1().Telemetries("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return l.Items, nil
+	})
 	return s, err
 }
 
-// fetchEnvoyFilters lists the EnvoyFilters, none when their CRD is not
-// installed (weft-base installs it since rate limiting).
-func fetchEnvoyFilters(ctx context.Context, ic istioclient.Interface) ([]*networkingv1alpha3.EnvoyFilter, error) {
-	efs, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, metav1.ListOptions{})
+// listOptional lists a kind whose CRD may not be installed (an older
+// weft-base): none then.
+func listOptional[T any](resource string, list func() ([]T, error)) ([]T, error) {
+	items, err := list()
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("list envoyfilters: %w", err)
+		return nil, fmt.Errorf("list %s: %w", resource, err)
 	}
-	return efs.Items, nil
+	return items, nil
 }
 
 // fetchUnsupported lists the objects of the kinds Weft does not implement

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// A chain's telemetry settings come from its Envoy config, as Envoy's do:
+// access_log on the HTTP connection manager or tcp_proxy (the chain writes
+// the access log only when it lists a logger), and the connection
+// manager's tracing (sampling, provider, custom tags). control/waypoint
+// sets them from the Telemetry API.
+
+// Access loggers the waypoint runs: its JSON access log on stdout.
+const (
+	stdoutAccessLogger = "envoy.access_loggers.stdout"
+	fileAccessLogger   = "envoy.access_loggers.file"
+	otelTracer         = "envoy.tracers.opentelemetry"
+)
+
+// accessLogged reports whether the access_log list asks for the access log:
+// a stdout logger, or a file logger on /dev/stdout (what Istio's "envoy"
+// provider renders). Any other logger is an error, not ignored: the
+// configuration would lose logs it asked for.
+func accessLogged(logs []*accesslogv3.AccessLog) (bool, error) {
+	for i, l := range logs {
+		if l.GetFilter() != nil {
+			return false, fmt.Errorf("access_log[%d] (%s): filter is not supported", i, l.GetName())
+		}
+		msg, err := l.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return false, fmt.Errorf("access_log[%d] (%s): %w", i, l.GetName(), err)
+		}
+		switch c := msg.(type) {
+		case *streamv3.StdoutAccessLog:
+		case *filev3.FileAccessLog:
+			if c.GetPath() != "/dev/stdout" {
+				return false, fmt.Errorf("access_log[%d] (%s): path %q: the waypoint logs to /dev/stdout only", i, l.GetName(), c.GetPath())
+			}
+		default:
+			return false, fmt.Errorf("access_log[%d] (%s): logger %T is not supported (want %s, or %s to /dev/stdout)",
+				i, l.GetName(), msg, stdoutAccessLogger, fileAccessLogger)
+		}
+	}
+	return len(logs) > 0, nil
+}
+
+// traceConfig is a chain's tracing, from the connection manager's
+// tracing field. A chain without one uses the process's tracer (set up
+// from the environment, NewTracingFromEnv).
+type traceConfig struct {
+	// sampler picks the tracer: the fraction of requests without a
+	// sampling decision that are sampled, and where spans go.
+	sampler samplerKey
+	tags    []customTag
+}
+
+// samplerKey names one tracer: spans of requests without a sampling
+// decision are sampled with probability fraction, and exported to
+// endpoint over protocol ("": not reported, as Envoy without a
+// provider). Requests that carry a decision keep it.
+type samplerKey struct {
+	fraction    float64
+	protocol    string // "grpc" or "http"; "" with an empty endpoint
+	endpoint    string // gRPC target host:port, or the OTLP/HTTP URL
+	serviceName string
+}
+
+// customTag is a span attribute: a literal, an environment variable read
+// when the configuration arrives, or a request header.
+type customTag struct {
+	key, header, fallback string
+	literal               *attribute.KeyValue
+}
+
+// parseTracing reads the connection manager's tracing: random_sampling
+// (Envoy's default 100%), custom_tags and an OpenTelemetry provider over
+// gRPC (google_grpc target_uri) or HTTP (http_uri). No provider: spans are
+// made and propagated but not reported.
+func parseTracing(t *hcmv3.HttpConnectionManager_Tracing) (*traceConfig, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if t.GetClientSampling() != nil || t.GetOverallSampling() != nil {
+		return nil, errors.New("tracing: client_sampling and overall_sampling are not supported")
+	}
+	c := &traceConfig{sampler: samplerKey{fraction: 1}}
+	if s := t.GetRandomSampling(); s != nil {
+		if v := s.GetValue(); v < 0 || v > 100 {
+			return nil, fmt.Errorf("tracing.random_sampling %v: want 0-100", v)
+		}
+		c.sampler.fraction = s.GetValue() / 100
+	}
+	if p := t.GetProvider(); p != nil {
+		if err := parseTraceProvider(p, &c.sampler); err != nil {
+			return nil, fmt.Errorf("tracing.provider %q: %w", p.GetName(), err)
+		}
+	}
+	for i, ct := range t.GetCustomTags() {
+		tag, err := parseCustomTag(ct)
+		if err != nil {
+			return nil, fmt.Errorf("tracing.custom_tags[%d] (%s): %w", i, ct.GetTag(), err)
+		}
+		c.tags = append(c.tags, tag)
+	}
+	return c, nil
+}
+
+func parseTraceProvider(p *tracev3.Tracing_Http, k *samplerKey) error {
+	msg, err := p.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return err
+	}
+	otel, ok := msg.(*tracev3.OpenTelemetryConfig)
+	if !ok {
+		return fmt.Errorf("tracer %T is not supported (want %s)", msg, otelTracer)
+	}
+	k.serviceName = otel.GetServiceName()
+	switch {
+	case otel.GetGrpcService() != nil:
+		target := otel.GetGrpcService().GetGoogleGrpc().GetTargetUri()
+		if target == "" {
+			return errors.New("grpc_service: want google_grpc.target_uri (host:port)")
+		}
+		k.protocol, k.endpoint = "grpc", target
+	case otel.GetHttpService() != nil:
+		u, err := url.Parse(otel.GetHttpService().GetHttpUri().GetUri())
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("http_service.http_uri.uri %q: want an http(s) URL", otel.GetHttpService().GetHttpUri().GetUri())
+		}
+		k.protocol, k.endpoint = "http", u.String()
+	}
+	return nil
+}
+
+func parseCustomTag(ct *tracingv3.CustomTag) (customTag, error) {
+	tag := customTag{key: ct.GetTag()}
+	if tag.key == "" {
+		return tag, errors.New("no tag name")
+	}
+	switch v := ct.GetType().(type) {
+	case *tracingv3.CustomTag_Literal_:
+		kv := attribute.String(tag.key, v.Literal.GetValue())
+		tag.literal = &kv
+	case *tracingv3.CustomTag_Environment_:
+		val, ok := os.LookupEnv(v.Environment.GetName())
+		if !ok {
+			val = v.Environment.GetDefaultValue()
+		}
+		kv := attribute.String(tag.key, val)
+		tag.literal = &kv
+	case *tracingv3.CustomTag_RequestHeader:
+		if v.RequestHeader.GetName() == "" {
+			return tag, errors.New("request_header without a name")
+		}
+		tag.header, tag.fallback = v.RequestHeader.GetName(), v.RequestHeader.GetDefaultValue()
+	default:
+		return tag, fmt.Errorf("tag type %T is not supported (literal, environment, request_header)", v)
+	}
+	return tag, nil
+}
+
+// attributes are the custom tags' values for a request with header h; a
+// header tag without the header and without a default is left out.
+func (c *traceConfig) attributes(h http.Header) []attribute.KeyValue {
+	out := make([]attribute.KeyValue, 0, len(c.tags))
+	for _, tag := range c.tags {
+		switch {
+		case tag.literal != nil:
+			out = append(out, *tag.literal)
+		case h.Get(tag.header) != "":
+			out = append(out, attribute.String(tag.key, h.Get(tag.header)))
+		case tag.fallback != "":
+			out = append(out, attribute.String(tag.key, tag.fallback))
+		}
+	}
+	return out
+}
