@@ -609,9 +609,7 @@ func (r rbacRules) empty() bool { return r.rules == nil && r.shadow == nil }
 // istio.io/dry-run policies go to the shadow rules, as Istio renders them:
 // evaluated, never enforced.
 func rbacConfigs(pols []*authzPolicy, tcp bool) (deny, allow rbacRules) {
-	slices.SortFunc(pols, func(a, b *authzPolicy) int { return strings.Compare(a.key, b.key) })
-	pols = slices.CompactFunc(pols, func(a, b *authzPolicy) bool { return a == b })
-	for _, p := range pols {
+	for _, p := range sortedByKey(pols) {
 		if p.custom != nil && !tcp || p.audit {
 			continue // customAuthz, auditRules
 		}
