@@ -120,6 +120,10 @@ func TestIngressGateway(t *testing.T) {
 		testIngressRateLimit(t, e, client, "http://"+hosts[0]+":"+port+"/api/v1/products")
 	})
 
+	t.Run("AuthorizationPolicy and RequestAuthentication selecting the gateway pods", func(t *testing.T) {
+		testIngressAuthz(t, e, client, "http://"+hosts[0]+":"+port+"/productpage")
+	})
+
 	testIngressTLS(t, e, hosts)
 	testIngressGatewayAPI(t, e, hosts, port)
 }

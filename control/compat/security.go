@@ -292,7 +292,7 @@ spec:
 		{
 			Feature: "`from.source`: `ipBlocks`, `notIpBlocks`",
 			Status:  Partial,
-			Notes:   "L4 (node agent): supported. Waypoint: not supported (an ALLOW rule using them is dropped, a DENY rule ignores them)",
+			Notes:   "L4 (node agent): supported. Ingress gateway: the downstream peer's address. Waypoint: not supported (an ALLOW rule using them is dropped, a DENY rule ignores them)",
 			Probes: []*Probe{reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -328,8 +328,8 @@ spec:
 		},
 		{
 			Feature: "`from.source`: `remoteIpBlocks`, `notRemoteIpBlocks`",
-			Status:  NotYet,
-			Notes:   "treated as L7 at the node agent; not supported by waypoints",
+			Status:  Partial,
+			Notes:   "ingress gateway: the client's address, which is the downstream peer's (no proxy in front is trusted: Istio's default `numTrustedProxies: 0`; `X-Forwarded-For` is not read). Treated as L7 at the node agent; not supported by waypoints",
 			Probes: []*Probe{reported(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -635,7 +635,7 @@ spec:
 			Notes: "waypoints: providers `envoyExtAuthzGrpc` and `envoyExtAuthzHttp` of Helm value `meshConfig.extensionProviders` (Istio's format), with Envoy's ext_authz semantics " +
 				"(headers to and from the authorizer, `failOpen`, `statusOnError`, `timeout`, `pathPrefix`, `includeRequestBodyInCheck`); CUSTOM runs before DENY and ALLOW; " +
 				"one provider per waypoint chain (Istio: per workload); `clearRouteCache` is ignored (reported). A provider that is missing, of another type or whose service is not in the mesh: the rules **deny** (fail closed), as on TCP ports. " +
-				"Not on ingress gateways. Node agent: the policy is ignored, as in Istio's ztunnel ([guides/security.md](guides/security.md#external-authorization))",
+				"Ingress gateways translate policies selecting their pods the same way (no e2e test yet). Node agent: the policy is ignored, as in Istio's ztunnel ([guides/security.md](guides/security.md#external-authorization))",
 			Probes: []*Probe{clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -808,8 +808,8 @@ spec:
 		},
 		{
 			Feature: "RequestAuthentication: `selector`, namespace-wide and mesh-wide (no `targetRefs`)",
-			Status:  NotYet,
-			Notes:   "they configure sidecars and gateways by workload; waypoints apply only those with `targetRefs` (reported, `WeftAccepted=False`)",
+			Status:  Partial,
+			Notes:   "ingress gateways apply those that select their pods, and namespace- and mesh-wide ones of their namespace or the root namespace; waypoints apply only those with `targetRefs`; one that configures no gateway is reported (`WeftAccepted=False`)",
 			Probes: []*Probe{reported(`
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -835,6 +835,13 @@ spec:
   - issuer: https://issuer.example.com
     jwksUri: https://issuer.example.com/jwks
 `, "no targetRefs")},
+		},
+		{
+			Feature:   "AuthorizationPolicy and RequestAuthentication on ingress gateways: `selector` on the gateway pods, namespace- and mesh-wide, `targetRefs` to a Gateway of class `weft`",
+			Status:    Supported,
+			Qualifier: "(ingress gateway)",
+			Notes: "the gateway, a workload outside the mesh, applies them as Istio's gateways do (node agents do not: its pods are not enrolled): ALLOW, DENY, AUDIT and CUSTOM with every L7 attribute, JWT validation, `ipBlocks`/`remoteIpBlocks` on the client's address; HTTP, HTTPS and TLS passthrough servers (L4 attributes only). " +
+				"A selector policy that picks only pods outside the mesh and no gateway is reported: nothing enforces it ([ingress.md](ingress.md#authorization))",
 		},
 		{
 			Feature: "RequestAuthentication: `outputClaimToHeaders`, `spaceDelimitedClaims`",

@@ -2,15 +2,18 @@ package waypoint
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	securityapi "istio.io/api/security/v1beta1"
 	typeapi "istio.io/api/type/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -49,7 +52,8 @@ type authzPolicy struct {
 // (targetRefs kind Gateway) or to a Service (kind Service). Policies
 // without targetRefs are L4 policies of the node agents.
 func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationPolicy) {
-	for _, ap := range sortedPolicies(aps) {
+	t.authzPolicies = sortedPolicies(aps)
+	for _, ap := range t.authzPolicies {
 		spec := &ap.Spec
 		refs := targetRefs(spec.TargetRefs, spec.TargetRef)
 		if len(refs) == 0 {
@@ -60,11 +64,14 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 			p("spec.selector: cannot be combined with targetRefs; ignored")
 			continue
 		}
-		pol := t.waypointPolicy(ap, p)
+		gateways, services := t.policyTargets(ap.Namespace, refs, p)
+		if len(gateways)+len(services) == 0 {
+			continue // none, or only ingress Gateways (gatewayAuthz)
+		}
+		pol := t.waypointPolicy(ap, p, false)
 		if pol == nil {
 			continue
 		}
-		gateways, services := t.policyTargets(ap.Namespace, refs, p)
 		for _, g := range gateways {
 			t.gatewayPolicies[g] = append(t.gatewayPolicies[g], pol)
 		}
@@ -74,9 +81,10 @@ func (t *translator) indexAuthorizationPolicies(aps []*securityv1.AuthorizationP
 	}
 }
 
-// waypointPolicy translates ap for its action and istio.io/dry-run; nil
-// when the action is not supported (reported with p).
-func (t *translator) waypointPolicy(ap *securityv1.AuthorizationPolicy, p problemf) *authzPolicy {
+// waypointPolicy translates ap for its action and istio.io/dry-run, for a
+// waypoint or (gateway) an ingress gateway; nil when the action is not
+// supported (reported with p).
+func (t *translator) waypointPolicy(ap *securityv1.AuthorizationPolicy, p problemf, gateway bool) *authzPolicy {
 	dryRun := false
 	if v, ok := ap.Annotations[mesh.AnnotationDryRun]; ok {
 		var err error
@@ -109,7 +117,7 @@ func (t *translator) waypointPolicy(ap *securityv1.AuthorizationPolicy, p proble
 	}
 	// CUSTOM and AUDIT rules are built as DENY rules are: an attribute
 	// dropped makes the rule match more (more requests checked or logged).
-	pol := t.authzPolicy(ap, action != securityapi.AuthorizationPolicy_ALLOW)
+	pol := t.authzPolicy(ap, action != securityapi.AuthorizationPolicy_ALLOW, gateway)
 	pol.audit = action == securityapi.AuthorizationPolicy_AUDIT
 	if pol.custom = custom; custom != nil {
 		pol.tcpProblems = append(pol.tcpProblems, "spec.action: CUSTOM is not supported on TCP ports (no ext_authz network filter); the policy's rules deny")
@@ -153,6 +161,8 @@ func (t *translator) policyTargets(ns string, refs []*typeapi.PolicyTargetRefere
 			continue
 		}
 		switch {
+		case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway" && t.ingressNames[ns+"/"+ref.Name]:
+			// an ingress gateway's: gatewayAuthz
 		case ref.Group == "gateway.networking.k8s.io" && ref.Kind == "Gateway":
 			gateways = append(gateways, ns+"/"+ref.Name)
 		case (ref.Group == "" || ref.Group == "core") && ref.Kind == "Service":
@@ -170,21 +180,21 @@ func (t *translator) policyTargets(ns string, refs []*typeapi.PolicyTargetRefere
 }
 
 // authzPolicy translates ap's rules for HTTP and for TCP chains.
-func (t *translator) authzPolicy(ap *securityv1.AuthorizationPolicy, deny bool) *authzPolicy {
+func (t *translator) authzPolicy(ap *securityv1.AuthorizationPolicy, deny, gateway bool) *authzPolicy {
 	pol := &authzPolicy{ns: ap.Namespace, name: ap.Name, key: ap.Namespace + "/" + ap.Name, deny: deny,
 		policies: map[string]*rbacv3.Policy{}, tcp: map[string]*rbacv3.Policy{}}
 	for i, r := range ap.Spec.Rules {
 		name := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)
 		path := fmt.Sprintf("spec.rules[%d]", i)
 		custom := ap.Spec.Action == securityapi.AuthorizationPolicy_CUSTOM
-		b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom}
+		b := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom, gateway: gateway}
 		if rp := b.rule(path, r); rp != nil {
 			pol.policies[name] = rp
 		}
 		for _, msg := range b.problems {
 			t.problem(kindAP, ap.Namespace, ap.Name, "%s", msg)
 		}
-		tb := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom, tcp: true}
+		tb := &ruleBuilder{t: t, ns: ap.Namespace, deny: deny, custom: custom, gateway: gateway, tcp: true}
 		if rp := tb.rule(path, r); rp != nil {
 			pol.tcp[name] = rp
 		}
@@ -201,11 +211,15 @@ func (t *translator) authzPolicy(ap *securityv1.AuthorizationPolicy, deny bool) 
 // reported; in an ALLOW rule they drop the rule (it allows nothing more),
 // in a DENY rule they drop the attribute (the rule denies more).
 type ruleBuilder struct {
-	t        *translator
-	ns       string
-	deny     bool
-	custom   bool // a CUSTOM policy's rule (built as a DENY rule)
-	tcp      bool // for a TCP chain: HTTP-only attributes cannot match
+	t      *translator
+	ns     string
+	deny   bool
+	custom bool // a CUSTOM policy's rule (built as a DENY rule)
+	tcp    bool // for a TCP chain: HTTP-only attributes cannot match
+	// gateway: for an ingress gateway, whose client address is the
+	// downstream TCP peer: ipBlocks and remoteIpBlocks match it (remote
+	// as Istio's default of no trusted proxies in front).
+	gateway  bool
 	dropped  bool
 	problems []string
 }
@@ -493,17 +507,41 @@ func (b *ruleBuilder) source(path string, s *securityapi.Source) *rbacv3.Princip
 		}
 	}
 	for _, u := range []struct {
-		name   string
-		values []string
+		name        string
+		values      []string
+		not, remote bool
 	}{
-		{"ipBlocks", s.IpBlocks}, {"notIpBlocks", s.NotIpBlocks},
-		{"remoteIpBlocks", s.RemoteIpBlocks}, {"notRemoteIpBlocks", s.NotRemoteIpBlocks},
+		{"ipBlocks", s.IpBlocks, false, false}, {"notIpBlocks", s.NotIpBlocks, true, false},
+		{"remoteIpBlocks", s.RemoteIpBlocks, false, true}, {"notRemoteIpBlocks", s.NotRemoteIpBlocks, true, true},
 	} {
-		if len(u.values) > 0 {
+		switch {
+		case len(u.values) == 0:
+		case !b.gateway:
 			b.bad(path+"."+u.name, "not supported by waypoints")
+		default:
+			field(u.values, u.not, func(v string) *rbacv3.Principal { return b.ipBlock(path+"."+u.name, v, u.remote) })
 		}
 	}
 	return andIDs(and)
+}
+
+// ipBlock is an address or CIDR of ipBlocks (the direct peer) or
+// remoteIpBlocks (the original client).
+func (b *ruleBuilder) ipBlock(path, v string, remote bool) *rbacv3.Principal {
+	pfx, err := netip.ParsePrefix(v)
+	if err != nil {
+		a, aerr := netip.ParseAddr(v)
+		if aerr != nil {
+			b.bad(path, "%q is not an IP address or CIDR", v)
+			return nil
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
+	}
+	cidr := &corev3.CidrRange{AddressPrefix: pfx.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(pfx.Bits()))}
+	if remote {
+		return &rbacv3.Principal{Identifier: &rbacv3.Principal_RemoteIp{RemoteIp: cidr}}
+	}
+	return &rbacv3.Principal{Identifier: &rbacv3.Principal_DirectRemoteIp{DirectRemoteIp: cidr}}
 }
 
 // condition translates a when condition into a permission or a principal.

@@ -149,9 +149,10 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 	}
 	res := &xds.Resources{}
 	refs := map[string]clusterRef{}
+	authz := t.gatewayAuthzFor(pod, gws)
 	for _, listen := range slices.Sorted(maps.Keys(byPort)) {
 		if serverKindOf(byPort[listen][0].server) != serverHTTP {
-			t.gatewayTLSListener(res, listen, serverPort[listen], byPort[listen], vss, refs)
+			t.gatewayTLSListener(res, listen, serverPort[listen], byPort[listen], vss, refs, authz)
 			continue
 		}
 		name := "http." + itoa(listen)
@@ -163,7 +164,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 			FilterChains: []*listenerv3.FilterChain{{
 				Name:             name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen)},
-				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, chainAuthz{})},
+				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, authz.http(t, name, refs))},
 			}},
 		})
 	}

@@ -99,7 +99,7 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 // gatewayTLSListener adds the listener of a port with HTTPS and/or TLS
 // passthrough servers to res; its filter chains select by SNI.
 func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32, all []gatewayServer,
-	vss []*networkingv1.VirtualService, refs map[string]clusterRef) {
+	vss []*networkingv1.VirtualService, refs map[string]clusterRef, authz gatewayAuthz) {
 	l := &listenerv3.Listener{Name: "0.0.0.0_" + itoa(listen), Address: socketAddress("0.0.0.0", listen)}
 	taken := map[string]string{} // SNI name -> filter chain
 	// claim drops the names an earlier chain of the port already matches
@@ -137,7 +137,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 				Name:             chain,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
 				TransportSocket:  downstreamTLS(gs.server.Tls.CredentialName),
-				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, chainAuthz{})},
+				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, authz.http(t, name, refs))},
 			})
 		}
 	}
@@ -148,7 +148,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 					len(boundHosts(vs, gs.gw.Namespace, gs.server)) == 0 {
 					continue
 				}
-				t.passthroughChains(l, vs, gs, listen, port, claim, refs)
+				t.passthroughChains(l, vs, gs, listen, port, claim, refs, authz)
 			}
 		}
 	}
@@ -160,7 +160,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 // passthroughChains adds a filter chain per sniHosts entry of the tls routes
 // of vs that apply to server gs on port.
 func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.VirtualService, gs gatewayServer, listen, port uint32,
-	claim func([]string, string) ([]string, bool), refs map[string]clusterRef) {
+	claim func([]string, string) ([]string, bool), refs map[string]clusterRef, authz gatewayAuthz) {
 	pc := &portConfig{port: &servicePort{number: port}, clusters: map[string]clusterRef{}, gateway: gs.key}
 	c := &vsContext{t: t, vs: vs, pc: pc}
 	for i, r := range vs.Spec.Tls {
@@ -212,7 +212,8 @@ func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             chain,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
-			Filters:          []*listenerv3.Filter{{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}},
+			Filters: append(t.networkRBAC(chain, authz.pols),
+				&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}),
 		})
 		for n, r := range pc.clusters {
 			refs[n] = r

@@ -46,31 +46,28 @@ type jwtPolicy struct {
 
 // indexRequestAuthentications translates the RequestAuthentications bound
 // to a waypoint (targetRefs kind Gateway) or a Service, as Istio applies
-// them in ambient mode. Others (selector, namespace-wide) configure
-// sidecars and gateways by workload: waypoints do not apply them.
+// them in ambient mode. Others (selector, namespace-wide, mesh-wide, or
+// targetRefs to an ingress Gateway) configure gateways by workload
+// (gatewayAuthz); reportUnusedRequestAuthentications reports those that
+// configure none.
 func (t *translator) indexRequestAuthentications(ras []*securityv1.RequestAuthentication) {
-	for _, ra := range sortedPolicies(ras) {
+	t.requestAuthns = sortedPolicies(ras)
+	for _, ra := range t.requestAuthns {
 		spec := &ra.Spec
 		refs := targetRefs(spec.TargetRefs, spec.TargetRef)
 		p := func(format string, args ...any) { t.problem(kindRA, ra.Namespace, ra.Name, format, args...) }
 		switch {
-		case len(refs) == 0 && spec.Selector != nil:
-			p("spec.selector: waypoints apply only RequestAuthentications with targetRefs (a Gateway or a Service); not applied")
-			continue
 		case len(refs) == 0:
-			p("no targetRefs: waypoints apply only RequestAuthentications with targetRefs (a Gateway or a Service); not applied")
 			continue
 		case spec.Selector != nil:
 			p("spec.selector: cannot be combined with targetRefs; ignored")
 			continue
 		}
-		pol := &jwtPolicy{key: ra.Namespace + "/" + ra.Name}
-		for i, r := range spec.JwtRules {
-			if prov := t.jwtProvider(fmt.Sprintf("spec.jwtRules[%d]", i), r, p); prov != nil {
-				pol.providers = append(pol.providers, prov)
-			}
-		}
 		gateways, services := t.policyTargets(ra.Namespace, refs, p)
+		if len(gateways)+len(services) == 0 {
+			continue
+		}
+		pol := t.jwtPolicyOf(ra)
 		for _, g := range gateways {
 			t.gatewayJWT[g] = append(t.gatewayJWT[g], pol)
 		}
@@ -78,6 +75,22 @@ func (t *translator) indexRequestAuthentications(ras []*securityv1.RequestAuthen
 			t.serviceJWT[fqdn] = append(t.serviceJWT[fqdn], pol)
 		}
 	}
+}
+
+// jwtPolicyOf translates ra's rules, once.
+func (t *translator) jwtPolicyOf(ra *securityv1.RequestAuthentication) *jwtPolicy {
+	if pol, ok := t.jwtPolicies[ra]; ok {
+		return pol
+	}
+	p := func(format string, args ...any) { t.problem(kindRA, ra.Namespace, ra.Name, format, args...) }
+	pol := &jwtPolicy{key: ra.Namespace + "/" + ra.Name}
+	for i, r := range ra.Spec.JwtRules {
+		if prov := t.jwtProvider(fmt.Sprintf("spec.jwtRules[%d]", i), r, p); prov != nil {
+			pol.providers = append(pol.providers, prov)
+		}
+	}
+	t.jwtPolicies[ra] = pol
+	return pol
 }
 
 // jwtProvider translates one JWTRule as Istio's pilot does (a provider

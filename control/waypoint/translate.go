@@ -190,6 +190,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexDestinationRules(in.DestinationRules)
 	t.indexHTTPRoutes(in.HTTPRoutes)
 	t.indexVirtualServices(in.VirtualServices)
+	t.indexIngressNames(in.IngressGateways)
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)
 	t.indexRequestAuthentications(in.RequestAuthentications)
 	t.indexEnvoyFilters(in.EnvoyFilters)
@@ -202,6 +203,8 @@ func Translate(cfg Config, in Inputs) Output {
 	}
 	t.reportEnvoyFilters()
 	t.reportTelemetries()
+	t.reportUnusedRequestAuthentications()
+	t.reportUnenforcedSelectorPolicies()
 	out.Problems = t.sortedProblems()
 	return out
 }
@@ -233,8 +236,16 @@ type translator struct {
 	gatewayPolicies  map[string][]*authzPolicy   // by waypoint "<ns>/<name>"
 	servicePolicies  map[string][]*authzPolicy   // by FQDN
 	gatewayJWT       map[string][]*jwtPolicy     // by waypoint "<ns>/<name>"
-	serviceJWT       map[string][]*jwtPolicy     // by FQDN
-	envoyFilters     []*envoyFilter              // in order of application
+	// Every policy, sorted, and their translations for ingress gateways
+	// (gatewayAuthz), made when a gateway takes them.
+	authzPolicies []*securityv1.AuthorizationPolicy
+	requestAuthns []*securityv1.RequestAuthentication
+	gatewayAPs    map[*securityv1.AuthorizationPolicy]*authzPolicy
+	jwtPolicies   map[*securityv1.RequestAuthentication]*jwtPolicy
+	usedByGateway map[any]bool            // policies an ingress gateway applies
+	ingressNames  map[string]bool         // Gateway API Gateways of class weft, "<ns>/<name>"
+	serviceJWT    map[string][]*jwtPolicy // by FQDN
+	envoyFilters  []*envoyFilter          // in order of application
 
 	// ports translated per service port, by chain name "<fqdn>:<port>".
 	ports map[string]*portConfig
@@ -260,6 +271,10 @@ func newTranslator(cfg Config) *translator {
 		gatewayPolicies:  map[string][]*authzPolicy{},
 		servicePolicies:  map[string][]*authzPolicy{},
 		gatewayJWT:       map[string][]*jwtPolicy{},
+		gatewayAPs:       map[*securityv1.AuthorizationPolicy]*authzPolicy{},
+		jwtPolicies:      map[*securityv1.RequestAuthentication]*jwtPolicy{},
+		usedByGateway:    map[any]bool{},
+		ingressNames:     map[string]bool{},
 		serviceJWT:       map[string][]*jwtPolicy{},
 		ports:            map[string]*portConfig{},
 		clusterRefs:      map[string]clusterRef{},

@@ -25,12 +25,12 @@ type selectorPolicy struct {
 // translateAuthorizationPolicies converts the L4 part of each
 // AuthorizationPolicy, as Istio's convertAuthorizationPolicy does for
 // ztunnel.
-func (t *translator) translateAuthorizationPolicies(aps []*securityv1.AuthorizationPolicy) {
+func (t *translator) translateAuthorizationPolicies(aps []*securityv1.AuthorizationPolicy, pods []*corev1.Pod) {
 	for _, ap := range aps {
 		if ap == nil {
 			continue
 		}
-		a := t.authorization(ap)
+		a := t.authorization(ap, t.selectsOnlyUnenrolled(ap, pods))
 		if a == nil {
 			continue
 		}
@@ -43,7 +43,11 @@ func (t *translator) translateAuthorizationPolicies(aps []*securityv1.Authorizat
 	}
 }
 
-func (t *translator) authorization(ap *securityv1.AuthorizationPolicy) *workloadv1.Authorization {
+// With outsideMesh (the policy selects only pods outside the mesh, such as
+// an ingress gateway's), what L4 cannot express is not reported: no node
+// agent enforces the policy, and a gateway applies it whole
+// (control/waypoint).
+func (t *translator) authorization(ap *securityv1.AuthorizationPolicy, outsideMesh bool) *workloadv1.Authorization {
 	spec := &ap.Spec
 	report := func(format string, args ...any) {
 		t.problem("AuthorizationPolicy", ap.Namespace, ap.Name, format, args...)
@@ -89,7 +93,9 @@ func (t *translator) authorization(ap *securityv1.AuthorizationPolicy) *workload
 		b := ruleBuilder{action: action, policyNamespace: ap.Namespace, trustDomain: t.cfg.TrustDomain}
 		rule := b.rule(r)
 		for _, msg := range b.problems(i) {
-			report("%s", msg)
+			if !outsideMesh {
+				report("%s", msg)
+			}
 		}
 		if rule != nil {
 			a.Rules = append(a.Rules, rule)
@@ -101,6 +107,26 @@ func (t *translator) authorization(ap *securityv1.AuthorizationPolicy) *workload
 		a.Action, a.Rules = workloadv1.Action_DENY, nil
 	}
 	return a
+}
+
+// selectsOnlyUnenrolled: ap has a selector that picks pods, none of them
+// in the mesh.
+func (t *translator) selectsOnlyUnenrolled(ap *securityv1.AuthorizationPolicy, pods []*corev1.Pod) bool {
+	sel := ap.Spec.GetSelector().GetMatchLabels()
+	if len(sel) == 0 || len(ap.Spec.TargetRefs) > 0 || ap.Spec.TargetRef != nil {
+		return false
+	}
+	picked := false
+	for _, p := range pods {
+		if p == nil || (ap.Namespace != t.cfg.RootNamespace && p.Namespace != ap.Namespace) || !selects(sel, p.Labels) {
+			continue
+		}
+		if enrolled(p.Labels, t.namespaceLabels(p.Namespace)) {
+			return false
+		}
+		picked = true
+	}
+	return picked
 }
 
 // podPolicies lists the WORKLOAD_SELECTOR policies that apply to a pod:

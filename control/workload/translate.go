@@ -138,7 +138,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexWaypoints(in.Gateways)
 	t.translateServices(in.Services)
 	t.translateServiceEntries(in.ServiceEntries)
-	t.translateAuthorizationPolicies(in.AuthorizationPolicies)
+	t.translateAuthorizationPolicies(in.AuthorizationPolicies, in.Pods)
 	t.translatePeerAuthentications(in.PeerAuthentications)
 	t.translatePods(in.Pods)
 	return Output{
