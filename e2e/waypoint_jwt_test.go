@@ -3,8 +3,11 @@ package e2e
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +160,83 @@ spec:
 	st := e.mustKubectl(t, "get", "requestauthentication", "jwt-productpage", "-o", istioStatusPath)
 	if !strings.Contains(st, "True Accepted") {
 		t.Errorf("RequestAuthentication status %q, want WeftAccepted True", st)
+	}
+}
+
+// jwksURIIssuer is the issuer whose JWKS the waypoint fetches from the
+// cluster (jwksUri), not inline.
+const jwksURIIssuer = "jwks-uri@weft.test"
+
+// testWaypointJWKSURI: a RequestAuthentication whose jwksUri is served in
+// the cluster (httpbin's /base64 endpoint answers the JWKS as JSON): the
+// waypoint fetches it; no token passes on a public path and gets 403 where
+// a principal is required, a token signed with its key passes, one of the
+// same issuer signed with another key gets 401, a claims DENY 403.
+func testWaypointJWKSURI(t *testing.T, e *env) {
+	root := repoRoot()
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/httpbin/httpbin.yaml"))
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment/httpbin", "--timeout=120s")
+	iss := newJWTIssuer(t)
+	uri := "http://httpbin.default.svc.cluster.local:8000/base64/" + base64.URLEncoding.EncodeToString([]byte(iss.jwks)) + "?content-type=application/json"
+	e.applyYAML(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwks-uri, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  jwtRules:
+  - issuer: %q
+    jwksUri: %q
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwks-uri-token, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: productpage}
+  action: DENY
+  rules:
+  - from:
+    - source: {notRequestPrincipals: ["*"]}
+    to:
+    - operation: {paths: [/productpage]}
+  - when:
+    - {key: "request.auth.claims[groups]", values: ["blocked"]}
+`, jwksURIIssuer, uri))
+	t.Cleanup(func() {
+		e.kubectl("delete", "requestauthentication", "jwks-uri", "--ignore-not-found")
+		e.kubectl("delete", "authorizationpolicy", "require-jwks-uri-token", "--ignore-not-found")
+		// httpbin stays for the ext-authz task, which removes it.
+	})
+	token := func(j *jwtIssuer, groups ...string) string {
+		return "Authorization: Bearer " + j.token(t, "alice", map[string]any{"iss": jwksURIIssuer, "groups": groups})
+	}
+	const page, health = "http://productpage:9080/productpage", "http://productpage:9080/health"
+	cases := []struct{ what, url, header, want string }{
+		{"no token, public path", health, "", "200"},
+		{"no token, principal required", page, "", "403"},
+		{"a token of the JWKS's key", page, token(iss), "200"},
+		{"the issuer's name with another key", page, token(newJWTIssuer(t)), "401"},
+		{"claims DENY", page, token(iss, "dev", "blocked"), "403"},
+	}
+	eventually(t, "the waypoint fetched the JWKS from the cluster and decides by it", 60*time.Second, func() error {
+		var bad []string
+		for _, c := range cases {
+			var hdrs []string
+			if c.header != "" {
+				hdrs = append(hdrs, c.header)
+			}
+			if code, _ := e.curl(t, c.url, hdrs...); code != c.want {
+				bad = append(bad, fmt.Sprintf("%s: HTTP %s, want %s", c.what, code, c.want))
+			}
+		}
+		if len(bad) > 0 {
+			return errors.New(strings.Join(bad, "; "))
+		}
+		return nil
+	})
+	if got := e.mustKubectl(t, "get", "requestauthentication", "jwks-uri", "-o",
+		`jsonpath={.status.conditions[?(@.type=="WeftAccepted")].status}`); got != "True" {
+		t.Errorf("RequestAuthentication jwks-uri: WeftAccepted %q, want True", got)
 	}
 }

@@ -204,6 +204,7 @@ spec:
 	})
 
 	t.Run("JWT: RequestAuthentication, requestPrincipals, claims DENY, dry-run", func(t *testing.T) { testWaypointJWT(t, e) })
+	t.Run("JWT: a JWKS served in the cluster (jwksUri)", func(t *testing.T) { testWaypointJWKSURI(t, e) })
 	t.Run("external authorization: Istio's ext-authz task, gRPC and HTTP providers", func(t *testing.T) { testWaypointExtAuthz(t, e) })
 	t.Run("L4 dry-run: a dry-run DENY at the node agent is logged and counted, not enforced", func(t *testing.T) { testNodeAgentDryRun(t, e) })
 	t.Run("AUDIT: matching requests are marked in the waypoint's access log", func(t *testing.T) { testWaypointAudit(t, e) })
