@@ -60,18 +60,17 @@ func accessLogged(logs []*accesslogv3.AccessLog) (bool, error) {
 // tracing field. A chain without one uses the process's tracer (set up
 // from the environment, NewTracingFromEnv).
 type traceConfig struct {
-	// sampler picks the tracer: the fraction of requests without a
-	// sampling decision that are sampled, and where spans go.
-	sampler samplerKey
-	tags    []customTag
+	// fraction of the requests without a sampling decision that are
+	// sampled; requests that carry a decision keep it.
+	fraction float64
+	exporter exporterKey
+	tags     []customTag
 }
 
-// samplerKey names one tracer: spans of requests without a sampling
-// decision are sampled with probability fraction, and exported to
-// endpoint over protocol ("": not reported, as Envoy without a
-// provider). Requests that carry a decision keep it.
-type samplerKey struct {
-	fraction    float64
+// exporterKey names one tracer: spans are exported to endpoint over
+// protocol ("": not reported, as Envoy without a provider) as
+// serviceName's.
+type exporterKey struct {
 	protocol    string // "grpc" or "http"; "" with an empty endpoint
 	endpoint    string // gRPC target host:port, or the OTLP/HTTP URL
 	serviceName string
@@ -95,15 +94,15 @@ func parseTracing(t *hcmv3.HttpConnectionManager_Tracing) (*traceConfig, error) 
 	if t.GetClientSampling() != nil || t.GetOverallSampling() != nil {
 		return nil, errors.New("tracing: client_sampling and overall_sampling are not supported")
 	}
-	c := &traceConfig{sampler: samplerKey{fraction: 1}}
+	c := &traceConfig{fraction: 1}
 	if s := t.GetRandomSampling(); s != nil {
 		if v := s.GetValue(); v < 0 || v > 100 {
 			return nil, fmt.Errorf("tracing.random_sampling %v: want 0-100", v)
 		}
-		c.sampler.fraction = s.GetValue() / 100
+		c.fraction = s.GetValue() / 100
 	}
 	if p := t.GetProvider(); p != nil {
-		if err := parseTraceProvider(p, &c.sampler); err != nil {
+		if err := parseTraceProvider(p, &c.exporter); err != nil {
 			return nil, fmt.Errorf("tracing.provider %q: %w", p.GetName(), err)
 		}
 	}
@@ -117,7 +116,7 @@ func parseTracing(t *hcmv3.HttpConnectionManager_Tracing) (*traceConfig, error) 
 	return c, nil
 }
 
-func parseTraceProvider(p *tracev3.Tracing_Http, k *samplerKey) error {
+func parseTraceProvider(p *tracev3.Tracing_Http, k *exporterKey) error {
 	msg, err := p.GetTypedConfig().UnmarshalNew()
 	if err != nil {
 		return err

@@ -70,14 +70,14 @@ func TestParseTracing(t *testing.T) {
 	}
 	c, err := parseTracing(&hcmv3.HttpConnectionManager_Tracing{RandomSampling: &typev3.Percent{Value: 25},
 		Provider: otelProvider(t, "http://otel.observability:4318/v1/traces", "")})
-	if err != nil || c.sampler != (samplerKey{fraction: 0.25, protocol: "http", endpoint: "http://otel.observability:4318/v1/traces", serviceName: "waypoint.shop"}) {
+	if err != nil || c.fraction != 0.25 || c.exporter != (exporterKey{protocol: "http", endpoint: "http://otel.observability:4318/v1/traces", serviceName: "waypoint.shop"}) {
 		t.Errorf("HTTP provider at 25%% = %+v, %v", c, err)
 	}
 	c, err = parseTracing(&hcmv3.HttpConnectionManager_Tracing{Provider: otelProvider(t, "", "jaeger-collector.istio-system:4317")})
-	if err != nil || c.sampler != (samplerKey{fraction: 1, protocol: "grpc", endpoint: "jaeger-collector.istio-system:4317", serviceName: "waypoint.shop"}) {
+	if err != nil || c.fraction != 1 || c.exporter != (exporterKey{protocol: "grpc", endpoint: "jaeger-collector.istio-system:4317", serviceName: "waypoint.shop"}) {
 		t.Errorf("gRPC provider, no sampling (Envoy's 100%%) = %+v, %v", c, err)
 	}
-	if c, err := parseTracing(&hcmv3.HttpConnectionManager_Tracing{}); err != nil || c.sampler != (samplerKey{fraction: 1}) {
+	if c, err := parseTracing(&hcmv3.HttpConnectionManager_Tracing{}); err != nil || c.fraction != 1 || c.exporter != (exporterKey{}) {
 		t.Errorf("no provider = %+v, %v; want spans made, not reported", c, err)
 	}
 	for name, bad := range map[string]*hcmv3.HttpConnectionManager_Tracing{
@@ -154,6 +154,11 @@ func TestChainTracing(t *testing.T) {
 	none, sampled, kept := send(config(0), ""), send(config(100), ""), send(config(0), caller)
 	if !strings.HasSuffix(none, "-00") || !strings.HasSuffix(sampled, "-01") || !strings.HasSuffix(kept, "-01") || kept[3:35] != caller[3:35] {
 		t.Errorf("traceparent upstream: 0%% %q (want unsampled), 100%% %q (want sampled), sampled caller at 0%% %q (want its trace, sampled)", none, sampled, kept)
+	}
+	tracers := 0
+	tr.tracers.Range(func(any, any) bool { tracers++; return true })
+	if tracers != 1 {
+		t.Errorf("%d tracers for one provider at three samplings, want 1: a sampling change must not make another", tracers)
 	}
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

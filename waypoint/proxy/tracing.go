@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,9 +34,10 @@ type Tracing struct {
 	// Log reports a tracer that cannot export (nil: slog.Default()).
 	Log *slog.Logger
 
-	// tracers are the chains' (traceConfig.sampler), made on first use
-	// and kept: a configuration names few distinct ones.
-	tracers   sync.Map // samplerKey -> trace.Tracer
+	// tracers are the chains' (traceConfig.exporter), made on first use
+	// and kept: a mesh names few providers. A chain's sampling is not
+	// part of the key (chainSampler), so changing it makes no tracer.
+	tracers   sync.Map // exporterKey -> trace.Tracer
 	mu        sync.Mutex
 	providers []*sdktrace.TracerProvider // all made, for Shutdown
 }
@@ -97,10 +99,11 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// tracerFor is the tracer of a chain's tracing config: requests without a
-// sampling decision are sampled with k's fraction, the others keep theirs
-// (Envoy's random_sampling), and spans go to k's exporter.
-func (t *Tracing) tracerFor(k samplerKey) trace.Tracer {
+// tracerFor is the tracer of the chains that export to k. Its sampler is
+// chainSampler: requests without a sampling decision are sampled with the
+// fraction of their chain's config, the others keep theirs (Envoy's
+// random_sampling).
+func (t *Tracing) tracerFor(k exporterKey) trace.Tracer {
 	if tr, ok := t.tracers.Load(k); ok {
 		return tr.(trace.Tracer)
 	}
@@ -110,7 +113,7 @@ func (t *Tracing) tracerFor(k samplerKey) trace.Tracer {
 		return tr.(trace.Tracer)
 	}
 	opts := []sdktrace.TracerProviderOption{
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(k.fraction))),
+		sdktrace.WithSampler(sdktrace.ParentBased(chainSampler{})),
 		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(cmp.Or(k.serviceName, t.serviceName)))),
 	}
 	if exp, err := newExporter(k); err != nil {
@@ -127,7 +130,7 @@ func (t *Tracing) tracerFor(k samplerKey) trace.Tracer {
 
 // newExporter is k's OTLP exporter (nil: spans are not reported). It
 // connects lazily.
-func newExporter(k samplerKey) (sdktrace.SpanExporter, error) {
+func newExporter(k exporterKey) (sdktrace.SpanExporter, error) {
 	ctx := context.Background()
 	switch k.protocol {
 	case "grpc":
@@ -145,10 +148,11 @@ func (t *Tracing) start(ctx context.Context, r *http.Request, chain string, tc *
 		return ctx, func(int) {}
 	}
 	tracer := t.tracer
-	if tc != nil {
-		tracer = t.tracerFor(tc.sampler)
-	}
 	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	if tc != nil {
+		tracer = t.tracerFor(tc.exporter)
+		ctx = context.WithValue(ctx, samplingFraction{}, tc.fraction)
+	}
 	ctx, span := tracer.Start(ctx, r.Host+r.URL.Path, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			attribute.String("http.request.method", r.Method),
@@ -187,3 +191,23 @@ func traceIDOf(ctx context.Context, h http.Header) string {
 	}
 	return h.Get("X-B3-Traceid")
 }
+
+// samplingFraction is the context key of the fraction chainSampler
+// samples with.
+type samplingFraction struct{}
+
+// chainSampler samples a root span with the fraction its context carries
+// (the chain's random_sampling), by trace id as TraceIDRatioBased does,
+// so every proxy on the way decides the same.
+type chainSampler struct{}
+
+func (chainSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	fraction, _ := p.ParentContext.Value(samplingFraction{}).(float64)
+	decision := sdktrace.Drop
+	if bound := uint64(fraction * (1 << 63)); fraction >= 1 || binary.BigEndian.Uint64(p.TraceID[8:16])>>1 < bound {
+		decision = sdktrace.RecordAndSample
+	}
+	return sdktrace.SamplingResult{Decision: decision, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+}
+
+func (chainSampler) Description() string { return "ChainRandomSampling" }
