@@ -4,7 +4,8 @@
 # etcd, the CNI reference plugins, CoreDNS, helm, Prometheus (the image of
 # samples/addons/prometheus.yaml in the local cluster) and the sample
 # applications of Istio's tasks the e2e runs (Istio's ext-authz server and
-# go-httpbin). Each comes from a wrapper
+# go-httpbin) and the Gateway API conformance suite's echo-basic backend.
+# Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
 # makes a warm run instant.
 set -euo pipefail
@@ -97,6 +98,9 @@ build prometheus "-s -w -X github.com/prometheus/common/version.Version=$pv" \
 # manifests) in the local cluster.
 build testapps "-s -w" istio.io/istio/samples/extauthz/cmd/extauthz \
 	github.com/mccutchen/go-httpbin/v2/cmd/go-httpbin
+# The Gateway API conformance suite's echo backend, the image
+# registry.k8s.io/gateway-api/echo-basic of its manifests (make conformance).
+build gateway-conformance "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic
 
 echo "$want" >"$out/stamp"
 echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"

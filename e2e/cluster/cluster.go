@@ -212,7 +212,8 @@ func (c *Cluster) prepare() error {
 // addonsImageMap maps the images whose binaries are kube assets (built by
 // hack/kube-assets.sh, not by make build): the cluster's CoreDNS, the
 // Prometheus of samples/addons/prometheus.yaml, and the sample applications
-// of Istio's tasks (samples/extauthz, samples/httpbin). All but CoreDNS are
+// of Istio's tasks (samples/extauthz, samples/httpbin) and the Gateway API
+// conformance suite's echo backend (make conformance). All but CoreDNS are
 // optional: the cluster starts without them, and a pod using one waits with
 // ErrImagePull naming the missing file.
 func addonsImageMap(assets string) []byte {
@@ -225,8 +226,10 @@ func addonsImageMap(assets string) []byte {
   entrypoint: [%q]
 - image: docker.io/mccutchen/go-httpbin
   entrypoint: [%q]
+- image: registry.k8s.io/gateway-api/echo-basic
+  entrypoint: [%q]
 `, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"),
-		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"))
+		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"), filepath.Join(assets, "echo-basic"))
 }
 
 func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*process, error) {

@@ -35,8 +35,16 @@ func TestPlanAddressesDoNotOverlap(t *testing.T) {
 			}
 		}
 	}
-	if a, b := newPlan(0, 1), newPlan(1, 1); a.fabric.Overlaps(b.fabric) || a.podCIDR.Overlaps(b.podCIDR) {
-		t.Error("clusters with different indexes share addresses")
+	for i := 0; i <= MaxIndex; i++ {
+		a := newPlan(i, 8)
+		if a.podCIDR.Addr().As4()[1] < 240 || !a.podCIDR.Contains(a.nodePods[7].Addr()) {
+			t.Errorf("index %d: pod CIDR %s (node 7: %s)", i, a.podCIDR, a.nodePods[7])
+		}
+		for j := i + 1; j <= MaxIndex; j++ {
+			if b := newPlan(j, 8); a.fabric.Overlaps(b.fabric) || a.podCIDR.Overlaps(b.podCIDR) {
+				t.Errorf("indexes %d and %d share addresses: %+v %+v", i, j, a, b)
+			}
+		}
 	}
 }
 

@@ -40,7 +40,8 @@ type Config struct {
 	// 0 picks a free port.
 	APIPort int
 	// Index separates the address plans of clusters that run at once
-	// (0-11: pod CIDRs are 10.<244+index>.0.0/16).
+	// (0-15, MaxIndex; see podOctet for the pod CIDRs), above all the host
+	// loopback addresses of LoadBalancer Services (127.<100+index>.0.0/16).
 	Index int
 	// Region and Zones are the nodes' topology.kubernetes.io/region and
 	// zone labels: node i is in Zones[i mod len(Zones)], so that a
@@ -117,8 +118,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("region or zone %q: not a label value (%s)", v, strings.Join(msgs, "; ")))
 		}
 	}
-	if c.Index < 0 || c.Index > 11 {
-		errs = append(errs, fmt.Errorf("index %d out of range 0-11", c.Index))
+	if c.Index < 0 || c.Index > MaxIndex {
+		errs = append(errs, fmt.Errorf("index %d out of range 0-%d", c.Index, MaxIndex))
 	}
 	for _, b := range requiredAssets {
 		if _, err := os.Stat(filepath.Join(c.AssetsDir, b)); err != nil {
@@ -164,16 +165,29 @@ type plan struct {
 	nodePods []netip.Prefix
 }
 
+// MaxIndex is the highest Config.Index.
+const MaxIndex = 15
+
+// podOctet is the second octet of the pod CIDR of index: 10.244-10.255
+// for indexes 0-11 (the plan before there were more), 10.240-10.243 for
+// 12-15 (10.256 does not exist). Every index gets its own /16.
+func podOctet(index int) byte {
+	if index < 12 {
+		return byte(244 + index)
+	}
+	return byte(240 + index - 12)
+}
+
 func newPlan(index, nodes int) plan {
 	p := plan{
 		fabric:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 250, byte(index), 0}), 24),
-		podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(244 + index), 0, 0}), 16),
+		podCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, podOctet(index), 0, 0}), 16),
 	}
 	p.gateway = netip.AddrFrom4([4]byte{10, 250, byte(index), 1})
 	p.apiAddr = netip.AddrFrom4([4]byte{10, 250, byte(index), 2})
 	for i := range nodes {
 		p.nodeAddr = append(p.nodeAddr, netip.AddrFrom4([4]byte{10, 250, byte(index), byte(10 + i)}))
-		p.nodePods = append(p.nodePods, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(244 + index), byte(i), 0}), 24))
+		p.nodePods = append(p.nodePods, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, podOctet(index), byte(i), 0}), 24))
 	}
 	return p
 }

@@ -55,7 +55,7 @@ func rootCmd() *cobra.Command {
 		f.StringVar(&cfg.BinDir, "bin-dir", envOr("WEFT_BIN_DIR", "_output/bin"), "Weft's binaries (make build)")
 		f.StringArrayVar(&cfg.ImageMaps, "image-map", nil, "image map file for the kubelets (repeatable)")
 		f.IntVar(&cfg.APIPort, "api-port", 6443, "host loopback port forwarded to kube-apiserver (0 = any free port)")
-		f.IntVar(&cfg.Index, "index", 0, "address plan index (0-9), to run several clusters at once")
+		f.IntVar(&cfg.Index, "index", 0, "address plan index (0-15), to run several clusters at once")
 		f.StringVar(&cfg.Region, "region", "region-1", "the nodes' topology.kubernetes.io/region label")
 		f.StringSliceVar(&cfg.Zones, "zones", nil, "the nodes' topology.kubernetes.io/zone labels, node i in the i-th modulo their number (default zone-a, zone-b, ... one per node)")
 		f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the cluster to become ready")
