@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -19,7 +21,8 @@ import (
 // weft.io/gateway-selector selects (default istio=ingress, the chart's
 // labels). Weft deploys nothing for them; control/waypoint translates
 // them, and this controller writes their Accepted and Programmed
-// conditions and their listeners' status.
+// conditions, their addresses (IngressAddresses) and their listeners'
+// status.
 const (
 	IngressClassName          = "weft"
 	AnnotationGatewaySelector = "weft.io/gateway-selector"
@@ -142,26 +145,82 @@ func setIngressConditions(st *gatewayv1.GatewayStatus, gw *gatewayv1.Gateway, se
 	set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed, msg)
 }
 
-// ingressRecheck is how soon an ingress Gateway without ready pods is
-// looked at again (the controller does not watch the chart's pods).
+// ingressRecheck is how soon an ingress Gateway without ready pods or an
+// address (a load balancer not assigned yet) is looked at again (the
+// controller does not watch the chart's pods and Services).
 const ingressRecheck = 10 * time.Second
+
+// IngressAddresses are the addresses of ingress Gateway's serving pods,
+// for its status.addresses, where clients send the Gateway's traffic: the
+// Services in the ready pods' namespaces whose selectors select one of
+// them (charts/gateway's Service): a LoadBalancer Service's ingress IPs and
+// hostnames (none until the load balancer has assigned them: clients
+// cannot reach its ClusterIP), another Service's ClusterIPs. Sorted, no
+// duplicates. Pure.
+func IngressAddresses(readyPods []corev1.Pod, svcs []corev1.Service) []gatewayv1.GatewayStatusAddress {
+	var out []gatewayv1.GatewayStatusAddress
+	add := func(typ gatewayv1.AddressType, v string) {
+		if v != "" && v != corev1.ClusterIPNone {
+			out = append(out, gatewayv1.GatewayStatusAddress{Type: ptr.To(typ), Value: v})
+		}
+	}
+	for i := range svcs {
+		svc := &svcs[i]
+		if len(svc.Spec.Selector) == 0 || !slices.ContainsFunc(readyPods, func(p corev1.Pod) bool {
+			return p.Namespace == svc.Namespace && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(p.Labels))
+		}) {
+			continue
+		}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			for _, in := range svc.Status.LoadBalancer.Ingress {
+				add(gatewayv1.IPAddressType, in.IP)
+				add(gatewayv1.HostnameAddressType, in.Hostname)
+			}
+			continue
+		}
+		ips := svc.Spec.ClusterIPs
+		if len(ips) == 0 {
+			ips = []string{svc.Spec.ClusterIP}
+		}
+		for _, ip := range ips {
+			add(gatewayv1.IPAddressType, ip)
+		}
+	}
+	slices.SortFunc(out, func(a, b gatewayv1.GatewayStatusAddress) int {
+		return cmp.Or(cmp.Compare(*a.Type, *b.Type), cmp.Compare(a.Value, b.Value))
+	})
+	return slices.CompactFunc(out, func(a, b gatewayv1.GatewayStatusAddress) bool { return *a.Type == *b.Type && a.Value == b.Value })
+}
 
 // reconcileIngress writes an ingress Gateway's status; it returns how
 // long to wait before looking again (0: not needed).
 func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway) (time.Duration, error) {
-	ready := 0
+	var ready []corev1.Pod
+	var addrs []gatewayv1.GatewayStatusAddress
 	if sel, err := IngressSelector(gw); err == nil {
 		pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
 		if err != nil {
 			return 0, fmt.Errorf("listing gateway pods: %w", err)
 		}
+		namespaces := map[string]bool{}
 		for i := range pods.Items {
 			if podReady(&pods.Items[i]) {
-				ready++
+				ready = append(ready, pods.Items[i])
+				namespaces[pods.Items[i].Namespace] = true
 			}
 		}
+		var svcs []corev1.Service
+		for ns := range namespaces {
+			list, err := c.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return 0, fmt.Errorf("listing the gateway pods' Services: %w", err)
+			}
+			svcs = append(svcs, list.Items...)
+		}
+		addrs = IngressAddresses(ready, svcs)
 	}
-	st := IngressStatus(gw, ready, time.Now())
+	st := IngressStatus(gw, len(ready), time.Now())
+	st.Addresses = addrs
 	if !StatusEqual(gw.Status, st) {
 		updated := gw.DeepCopy()
 		updated.Status = st
@@ -169,7 +228,7 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 			return 0, fmt.Errorf("gateway status: %w", err)
 		}
 	}
-	if ready == 0 {
+	if len(ready) == 0 || len(addrs) == 0 { // the load balancer may assign one later
 		return ingressRecheck, nil
 	}
 	return 0, nil

@@ -160,7 +160,10 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	ctx := context.Background()
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Namespace: "istio-ingress", Labels: map[string]string{"istio": "ingress"}},
 		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
-	kube := fake.NewClientset(pod)
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "istio-ingress"},
+		Spec:   corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"istio": "ingress"}, ClusterIP: "10.96.0.20"},
+		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "127.112.0.1"}}}}}
+	kube := fake.NewClientset(pod, svc)
 	gws := gatewayfake.NewSimpleClientset()
 	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Namespace: "default", Generation: 3},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Listeners: []gatewayv1.Listener{
@@ -198,6 +201,9 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	if a, p := listenerCond(got.Status, "https", "Accepted"), listenerCond(got.Status, "https", "Programmed"); a != "False/UnsupportedProtocol/3" || p != "False/Invalid/3" {
 		t.Errorf("https listener: Accepted %s Programmed %s", a, p)
 	}
+	if a := got.Status.Addresses; len(a) != 1 || a[0].Value != "127.112.0.1" {
+		t.Errorf("addresses %+v, want the gateway Service's load balancer address", a)
+	}
 
 	reconcile()
 	updates := 0
@@ -208,5 +214,56 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	}
 	if updates != 1 {
 		t.Errorf("%d status updates, want 1 (the second reconcile changes nothing)", updates)
+	}
+}
+
+// TestIngressAddresses: an ingress Gateway's addresses are those of the
+// Services selecting its ready pods: a LoadBalancer's ingress (none until
+// assigned), another Service's ClusterIPs; not Services in other
+// namespaces or selecting other pods, nor headless ones.
+func TestIngressAddresses(t *testing.T) {
+	pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gw-1", Namespace: "weft-ingress", Labels: map[string]string{"istio": "ingress", "app": "weft-ingress"}}}
+	svc := func(ns, name string, typ corev1.ServiceType, sel map[string]string, clusterIP string, lb ...corev1.LoadBalancerIngress) corev1.Service {
+		return corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec:   corev1.ServiceSpec{Type: typ, Selector: sel, ClusterIP: clusterIP},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: lb}}}
+	}
+	gwSel := map[string]string{"istio": "ingress"}
+	str := func(as []gatewayv1.GatewayStatusAddress) string {
+		var out []string
+		for _, a := range as {
+			out = append(out, string(*a.Type)+"="+a.Value)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, c := range []struct {
+		name string
+		pods []corev1.Pod
+		svcs []corev1.Service
+		want string
+	}{
+		{"load balancer assigned", []corev1.Pod{pod}, []corev1.Service{
+			svc("weft-ingress", "weft-ingress", corev1.ServiceTypeLoadBalancer, gwSel, "10.96.0.20", corev1.LoadBalancerIngress{IP: "127.112.0.1"}, corev1.LoadBalancerIngress{Hostname: "gw.example.com"})},
+			"Hostname=gw.example.com,IPAddress=127.112.0.1"},
+		{"load balancer pending: no address", []corev1.Pod{pod}, []corev1.Service{
+			svc("weft-ingress", "weft-ingress", corev1.ServiceTypeLoadBalancer, gwSel, "10.96.0.20")}, ""},
+		{"ClusterIP Service, two selecting the same pods", []corev1.Pod{pod}, []corev1.Service{
+			svc("weft-ingress", "b", corev1.ServiceTypeClusterIP, gwSel, "10.96.0.21"),
+			svc("weft-ingress", "a", corev1.ServiceTypeNodePort, map[string]string{"app": "weft-ingress"}, "10.96.0.20"),
+			svc("weft-ingress", "c", corev1.ServiceTypeClusterIP, gwSel, "10.96.0.20")},
+			"IPAddress=10.96.0.20,IPAddress=10.96.0.21"},
+		{"other namespace, other pods, headless, no selector", []corev1.Pod{pod}, []corev1.Service{
+			svc("default", "elsewhere", corev1.ServiceTypeClusterIP, gwSel, "10.96.0.30"),
+			svc("weft-ingress", "other", corev1.ServiceTypeClusterIP, map[string]string{"istio": "egress"}, "10.96.0.31"),
+			svc("weft-ingress", "headless", corev1.ServiceTypeClusterIP, gwSel, corev1.ClusterIPNone),
+			svc("weft-ingress", "manual", corev1.ServiceTypeClusterIP, nil, "10.96.0.32")}, ""},
+		{"no ready pod", nil, []corev1.Service{
+			svc("weft-ingress", "weft-ingress", corev1.ServiceTypeLoadBalancer, gwSel, "10.96.0.20", corev1.LoadBalancerIngress{IP: "127.112.0.1"})}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := str(IngressAddresses(c.pods, c.svcs)); got != c.want {
+				t.Errorf("addresses %q, want %q", got, c.want)
+			}
+		})
 	}
 }
