@@ -29,7 +29,7 @@ IMAGES_TEST_FLAGS ?= -shuffle=on -count=1
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all prereqs build test unit flake fuzz e2e datapath-matrix demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit flake fuzz e2e datapath-matrix conformance demo demo-down bench generate lint kube-assets images clean help
 
 all: build
 
@@ -70,6 +70,11 @@ e2e: prereqs build kube-assets ## End-to-end suites only, with the whole data-pa
 datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matrix (TestDataPath; MATRIX_FULL=0 for the fast subset) and write docs/datapath-matrix.md from it
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_OUT=$(ROOT)/docs/datapath-matrix.md \
 		WEFT_MATRIX_FULL=$(MATRIX_FULL) $(GO) test -count=1 -timeout 60m -run '^TestDataPath$$' -v ./e2e
+
+conformance: prereqs build kube-assets ## Run the upstream Gateway API conformance suite (GATEWAY-HTTP) on a local cluster; writes docs/conformance/report.yaml and results.md
+	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
+		WEFT_CONFORMANCE_REPORT=$(ROOT)/docs/conformance/report.yaml WEFT_CONFORMANCE_SUMMARY=$(ROOT)/docs/conformance/results.md \
+		$(GO) test -tags conformance -count=1 -timeout 90m -run '^TestGatewayAPIConformance$$' -v ./e2e
 
 demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for you
 	DEMO_CLUSTER=$(DEMO_CLUSTER) BIN=$(BIN) KUBE_ASSETS=$(KUBE_ASSETS) ADDONS=$(ADDONS) ./hack/demo.sh
