@@ -34,6 +34,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		RequestAuthentications: traffic.RequestAuthentications,
 		IstioGateways:          traffic.IstioGateways,
 		IngressGateways:        in.Gateways,
+		Namespaces:             in.Namespaces,
 		ServiceEntries:         in.ServiceEntries,
 		EnvoyFilters:           traffic.EnvoyFilters,
 		Telemetries:            traffic.Telemetries,

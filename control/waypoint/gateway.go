@@ -67,7 +67,7 @@ func gatewayRef(g, ns string) string {
 // of their pods.
 func (t *translator) buildGatewayProxies(in Inputs) map[string]*xds.Resources {
 	gws := slices.DeleteFunc(slices.Clone(in.IstioGateways), func(g *networkingv1.Gateway) bool { return g == nil })
-	gws = append(gws, t.ingressGateways(in.IngressGateways, in.HTTPRoutes)...) // gateway_api.go
+	gws = append(gws, t.ingressGateways(in.IngressGateways, in.HTTPRoutes, in.Namespaces)...) // gateway_api.go
 	if len(gws) == 0 {
 		return nil
 	}

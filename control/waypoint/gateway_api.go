@@ -9,6 +9,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
@@ -25,13 +27,14 @@ import (
 //     server host, none: "*"); an HTTPRoute attaches with a parentRef of
 //     kind Gateway (sectionName: that listener only; port: listeners on
 //     that port), from the Gateway's namespace, or any namespace when
-//     allowedRoutes.namespaces.from is All; its rules are translated as
+//     allowedRoutes.namespaces.from is All, or the namespaces its
+//     selector selects when it is Selector; its rules are translated as
 //     for GAMMA routes (match precedence across routes included), one
 //     virtual host per route hostname that the listener accepts.
 //
 // Status (Accepted, Programmed, listener statuses) is written by
 // control/waypoint/deploy. Departures: HTTPS/TLS listeners, allowedRoutes
-// selectors and kinds, and listeners' attachedRoutes are not implemented
+// kinds, and listeners' attachedRoutes are not implemented
 // (HTTPRoute status: control/status).
 
 const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
@@ -39,7 +42,13 @@ const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
 // ingressGateways turns the Gateways of class weft into Istio Gateways
 // with one HTTP server per HTTP listener, and records the HTTPRoutes
 // attached to each server in t.ingressRoutes.
-func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.HTTPRoute) []*networkingv1.Gateway {
+func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.HTTPRoute, nss []*corev1.Namespace) []*networkingv1.Gateway {
+	nsLabels := map[string]labels.Set{}
+	for _, ns := range nss {
+		if ns != nil {
+			nsLabels[ns.Name] = ns.Labels
+		}
+	}
 	hrs = slices.DeleteFunc(slices.Clone(hrs), func(r *gatewayv1.HTTPRoute) bool { return r == nil })
 	slices.SortFunc(hrs, func(a, b *gatewayv1.HTTPRoute) int { return olderFirst(&a.ObjectMeta, &b.ObjectMeta) })
 	var out []*networkingv1.Gateway
@@ -68,7 +77,7 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 			s := &networkingapi.Server{Name: string(l.Name), Hosts: []string{host},
 				Port: &networkingapi.Port{Number: uint32(l.Port), Protocol: "HTTP", Name: string(l.Name)}}
 			ig.Spec.Servers = append(ig.Spec.Servers, s)
-			t.ingressRoutes[s] = t.attachedRoutes(gw, l, hrs)
+			t.ingressRoutes[s] = t.attachedRoutes(gw, l, hrs, nsLabels)
 		}
 		out = append(out, ig)
 	}
@@ -76,19 +85,28 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 }
 
 // attachedRoutes are the HTTPRoutes whose parentRefs attach them to
-// listener l of gw, allowedRoutes permitting.
-func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener, hrs []*gatewayv1.HTTPRoute) []*gammaRoute {
+// listener l of gw, allowedRoutes permitting; nsLabels are the
+// namespaces' labels by name, for allowedRoutes.namespaces.selector.
+func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener, hrs []*gatewayv1.HTTPRoute, nsLabels map[string]labels.Set) []*gammaRoute {
 	from := gatewayv1.NamespacesFromSame
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
 		from = *ar.Namespaces.From
 	}
+	var sel labels.Selector
 	if from == gatewayv1.NamespacesFromSelector {
-		t.problem(kindAPIGateway, gw.Namespace, gw.Name, "listener %q: allowedRoutes.namespaces.from Selector is not supported; no routes attach", l.Name)
-		return []*gammaRoute{}
+		var err error
+		if sel, err = deploy.AllowedNamespaces(l); err != nil {
+			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "listener %q: %v; no routes attach", l.Name, err)
+			return []*gammaRoute{}
+		}
 	}
 	out := []*gammaRoute{}
 	for _, hr := range hrs {
 		if from == gatewayv1.NamespacesFromSame && hr.Namespace != gw.Namespace {
+			continue
+		}
+		// A namespace not (yet) known has no labels.
+		if sel != nil && !sel.Matches(nsLabels[hr.Namespace]) {
 			continue
 		}
 		for _, pr := range hr.Spec.ParentRefs {

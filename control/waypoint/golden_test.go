@@ -152,6 +152,7 @@ func readYAML(t testing.TB, path string, tc *testCase) {
 			o := &corev1.Namespace{}
 			decode(o)
 			tc.workload.Namespaces = append(tc.workload.Namespaces, o)
+			tc.in.Namespaces = append(tc.in.Namespaces, o)
 		case "Pod":
 			o := &corev1.Pod{}
 			decode(o)

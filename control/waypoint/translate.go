@@ -126,6 +126,9 @@ type Inputs struct {
 	// IngressGateways are Gateway API Gateways; those of class "weft" are
 	// served by ingress gateway deployments (gateway_api.go).
 	IngressGateways []*gatewayv1.Gateway
+	// Namespaces give the labels that the allowedRoutes namespace
+	// selectors of Gateway API listeners select on (gateway_api.go).
+	Namespaces []*corev1.Namespace
 	// ServiceEntries give their hosts' ports a protocol (the hosts
 	// themselves come with Addresses).
 	ServiceEntries []*networkingv1.ServiceEntry

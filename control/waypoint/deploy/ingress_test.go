@@ -79,7 +79,8 @@ func listenerKinds(st gatewayv1.GatewayStatus, name gatewayv1.SectionName) strin
 }
 
 // TestIngressListenerStatus: every listener gets Accepted, Programmed and
-// ResolvedRefs; a listener the translation ignores is not accepted, and
+// ResolvedRefs; a listener the translation ignores (or whose namespace
+// selector is missing or invalid) is not accepted, and
 // the Gateway says which listeners it does not serve.
 func TestIngressListenerStatus(t *testing.T) {
 	now := time.Unix(1700000000, 0)
@@ -87,6 +88,14 @@ func TestIngressListenerStatus(t *testing.T) {
 	https := gatewayv1.Listener{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType}
 	selector := gatewayv1.Listener{Name: "sel", Port: 8080, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
 		Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(gatewayv1.NamespacesFromSelector)}}}
+	// With a selector: the routes of the namespaces it selects attach
+	// (control/waypoint); without one (or a bad one) none can.
+	selected := gatewayv1.Listener{Name: "selected", Port: 8082, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
+		Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(gatewayv1.NamespacesFromSelector),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"gateway": "shared"}}}}}
+	badSelector := gatewayv1.Listener{Name: "bad", Port: 8083, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
+		Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(gatewayv1.NamespacesFromSelector),
+			Selector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "gateway", Operator: "Near"}}}}}}
 	grpcKinds := gatewayv1.Listener{Name: "kinds", Port: 8081, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{
 		Kinds: []gatewayv1.RouteGroupKind{{Kind: "GRPCRoute"}, {Kind: "HTTPRoute"}}}}
 	type want struct{ accepted, programmed, resolvedRefs, kinds string }
@@ -116,6 +125,10 @@ func TestIngressListenerStatus(t *testing.T) {
 				"http":  {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", "HTTPRoute"},
 				"sel":   {"False/UnsupportedValue/3", "False/Invalid/3", "True/ResolvedRefs/3", "HTTPRoute"},
 				"kinds": {"True/Accepted/3", "True/Programmed/3", "False/InvalidRouteKinds/3", "HTTPRoute"}}},
+		{"namespace selectors", nil, []gatewayv1.Listener{http, selected, badSelector}, 1, "True/ListenersNotValid/3", "True/Programmed/3", "listeners not served: bad",
+			map[gatewayv1.SectionName]want{
+				"selected": {"True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3", "HTTPRoute"},
+				"bad":      {"False/UnsupportedValue/3", "False/Invalid/3", "True/ResolvedRefs/3", "HTTPRoute"}}},
 		{"bad selector annotation", map[string]string{AnnotationGatewaySelector: "not a selector"}, []gatewayv1.Listener{http}, 1,
 			"False/InvalidParameters/3", "False/Invalid/3", "not accepted",
 			map[gatewayv1.SectionName]want{"http": {"False/Invalid/3", "False/Invalid/3", "True/ResolvedRefs/3", "HTTPRoute"}}},

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -121,9 +122,10 @@ func ingressListener(l *gatewayv1.Listener, programmed listenerCondition) listen
 	}
 	kinds, resolvedRefs := routeKinds(l, []gatewayv1.RouteGroupKind{httpRouteKind})
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gatewayv1.NamespacesFromSelector {
-		// The translation still opens the port, with no route: requests get 404.
-		return rejected(gatewayv1.ListenerReasonUnsupportedValue,
-			"allowedRoutes.namespaces.from: Selector is not supported yet; no routes attach", kinds, resolvedRefs)
+		if _, err := AllowedNamespaces(l); err != nil {
+			// The translation still opens the port, with no route: requests get 404.
+			return rejected(gatewayv1.ListenerReasonUnsupportedValue, err.Error()+"; no routes attach", kinds, resolvedRefs)
+		}
 	}
 	return listenerReport{kinds: kinds, resolvedRefs: resolvedRefs,
 		accepted: listenerTrue(gatewayv1.ListenerReasonAccepted, "HTTP listener"), programmed: programmed}
@@ -197,4 +199,23 @@ func notServed(gw *gatewayv1.Gateway, reports []listenerReport) (names, why []st
 		}
 	}
 	return names, why
+}
+
+// AllowedNamespaces is the namespace selector of listener l, whose
+// allowedRoutes.namespaces.from is Selector: the routes of the namespaces
+// it selects attach. The translation and the listener status both ask
+// here, so they cannot disagree on a bad selector.
+func AllowedNamespaces(l *gatewayv1.Listener) (labels.Selector, error) {
+	var ls *metav1.LabelSelector
+	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		ls = ar.Namespaces.Selector
+	}
+	if ls == nil {
+		return nil, fmt.Errorf("allowedRoutes.namespaces.selector: required when from is Selector")
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ls)
+	if err != nil {
+		return nil, fmt.Errorf("allowedRoutes.namespaces.selector: %w", err)
+	}
+	return sel, nil
 }
