@@ -33,8 +33,8 @@ import (
 //     virtual host per route hostname that the listener accepts.
 //
 // Status (Accepted, Programmed, listener statuses) is written by
-// control/waypoint/deploy. Departures: HTTPS/TLS listeners, allowedRoutes
-// kinds, and listeners' attachedRoutes are not implemented
+// control/waypoint/deploy. Departures: HTTPS/TLS listeners and
+// allowedRoutes kinds are not implemented
 // (HTTPRoute status: control/status).
 
 const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
@@ -84,39 +84,21 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 	return out
 }
 
-// attachedRoutes are the HTTPRoutes whose parentRefs attach them to
-// listener l of gw, allowedRoutes permitting; nsLabels are the
-// namespaces' labels by name, for allowedRoutes.namespaces.selector.
+// attachedRoutes are the HTTPRoutes that attach to listener l of gw
+// (deploy.RouteAttaches: parentRefs, allowedRoutes, hostnames); nsLabels
+// are the namespaces' labels by name, for allowedRoutes selectors.
 func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener, hrs []*gatewayv1.HTTPRoute, nsLabels map[string]labels.Set) []*gammaRoute {
-	from := gatewayv1.NamespacesFromSame
-	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil {
-		from = *ar.Namespaces.From
-	}
-	var sel labels.Selector
-	if from == gatewayv1.NamespacesFromSelector {
-		var err error
-		if sel, err = deploy.AllowedNamespaces(l); err != nil {
+	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ptrOr(ar.Namespaces.From, "") == gatewayv1.NamespacesFromSelector {
+		if _, err := deploy.AllowedNamespaces(l); err != nil {
 			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "listener %q: %v; no routes attach", l.Name, err)
 			return []*gammaRoute{}
 		}
 	}
 	out := []*gammaRoute{}
 	for _, hr := range hrs {
-		if from == gatewayv1.NamespacesFromSame && hr.Namespace != gw.Namespace {
-			continue
-		}
 		// A namespace not (yet) known has no labels.
-		if sel != nil && !sel.Matches(nsLabels[hr.Namespace]) {
-			continue
-		}
-		for _, pr := range hr.Spec.ParentRefs {
-			if ptrOr(pr.Group, gatewayv1.GroupName) != gatewayv1.GroupName || ptrOr(pr.Kind, "Gateway") != "Gateway" ||
-				string(pr.Name) != gw.Name || string(ptrOr(pr.Namespace, gatewayv1.Namespace(hr.Namespace))) != gw.Namespace ||
-				(pr.SectionName != nil && *pr.SectionName != l.Name) || (pr.Port != nil && *pr.Port != l.Port) {
-				continue
-			}
+		if deploy.RouteAttaches(gw, l, hr, nsLabels[hr.Namespace]) {
 			out = append(out, &gammaRoute{obj: hr})
-			break
 		}
 	}
 	return out

@@ -16,8 +16,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 )
 
 // Controller reconciles waypoint Gateways. Run it on the leader only.
@@ -33,7 +35,10 @@ type Controller struct {
 	Workers int
 
 	deployments, services cache.Indexer
-	requeue               func(key string, after time.Duration) // nil outside Run
+	// httpRoutes are all HTTPRoutes, for the ingress listeners'
+	// attachedRoutes; nil outside Run (then listed from the API).
+	httpRoutes cache.Indexer
+	requeue    func(key string, after time.Duration) // nil outside Run
 }
 
 // Run reconciles until ctx ends. Deployments and Services are watched with
@@ -85,9 +90,32 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// HTTPRoutes: a route's parent Gateways (before and after a change)
+	// count it in their listeners' attachedRoutes.
+	routeFactory := gatewayinformers.NewSharedInformerFactory(c.Gateway, 0)
+	hrInf := routeFactory.Gateway().V1().HTTPRoutes().Informer()
+	c.httpRoutes = hrInf.GetIndexer()
+	enqueueParents := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if hr, ok := obj.(*gatewayv1.HTTPRoute); ok {
+			for _, pr := range hr.Spec.ParentRefs {
+				if (pr.Group == nil || *pr.Group == gatewayv1.GroupName) && (pr.Kind == nil || *pr.Kind == "Gateway") {
+					queue.Add(string(ptr.Deref(pr.Namespace, gatewayv1.Namespace(hr.Namespace))) + "/" + string(pr.Name))
+				}
+			}
+		}
+	}
+	if _, err := hrInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueParents,
+		UpdateFunc: func(old, obj any) { enqueueParents(old); enqueueParents(obj) }, DeleteFunc: enqueueParents}); err != nil {
+		return err
+	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced) {
+	routeFactory.Start(ctx.Done())
+	defer routeFactory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced, hrInf.HasSynced) {
 		return ctx.Err()
 	}
 	c.Log.Info("waypoint deployment controller started", "image", c.Config.Image, "tracingEndpoint", c.Config.TracingEndpoint)

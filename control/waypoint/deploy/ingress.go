@@ -221,6 +221,9 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 	}
 	st := IngressStatus(gw, len(ready), time.Now())
 	st.Addresses = addrs
+	if err := c.setAttachedRoutes(ctx, gw, &st); err != nil {
+		return 0, err
+	}
 	if !StatusEqual(gw.Status, st) {
 		updated := gw.DeepCopy()
 		updated.Status = st
@@ -244,4 +247,52 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// setAttachedRoutes sets the attachedRoutes of the listeners in st, the
+// status of ingress Gateway gw (AttachedRoutes). Namespace labels are read
+// only for listeners with a namespace selector; a change of labels is seen
+// at the next change of the Gateway or of a route naming it.
+func (c *Controller) setAttachedRoutes(ctx context.Context, gw *gatewayv1.Gateway, st *gatewayv1.GatewayStatus) error {
+	var routes []*gatewayv1.HTTPRoute
+	if c.httpRoutes != nil {
+		for _, o := range c.httpRoutes.List() {
+			if hr, ok := o.(*gatewayv1.HTTPRoute); ok {
+				routes = append(routes, hr)
+			}
+		}
+	} else {
+		list, err := c.Gateway.GatewayV1().HTTPRoutes("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("listing HTTPRoutes: %w", err)
+		}
+		for i := range list.Items {
+			routes = append(routes, &list.Items[i])
+		}
+	}
+	nsLabels := map[string]labels.Set{}
+	if slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
+		return l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil &&
+			ptr.Deref(l.AllowedRoutes.Namespaces.From, "") == gatewayv1.NamespacesFromSelector
+	}) {
+		list, err := c.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("listing namespaces (allowedRoutes selectors): %w", err)
+		}
+		for _, ns := range list.Items {
+			nsLabels[ns.Name] = ns.Labels
+		}
+	}
+	accepted := make([]bool, len(gw.Spec.Listeners))
+	for i, l := range gw.Spec.Listeners {
+		j := slices.IndexFunc(st.Listeners, func(s gatewayv1.ListenerStatus) bool { return s.Name == l.Name })
+		accepted[i] = j >= 0 && meta.IsStatusConditionTrue(st.Listeners[j].Conditions, string(gatewayv1.ListenerConditionAccepted))
+	}
+	counts := AttachedRoutes(gw, accepted, routes, nsLabels)
+	for i, l := range gw.Spec.Listeners {
+		if j := slices.IndexFunc(st.Listeners, func(s gatewayv1.ListenerStatus) bool { return s.Name == l.Name }); j >= 0 {
+			st.Listeners[j].AttachedRoutes = counts[i]
+		}
+	}
+	return nil
 }
