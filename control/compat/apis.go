@@ -174,7 +174,7 @@ spec:
 		{
 			Feature: "Gateway API `Gateway`/`HTTPRoute` for ingress (GatewayClass `weft`)",
 			Status:  Partial,
-			Notes:   "HTTP listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); Accepted/Programmed and `status.listeners` written; HTTPS/TLS/TCP/UDP listeners not yet: such a listener is `Accepted=False` (`UnsupportedProtocol`) and `Programmed=False`, the Gateway stays `Accepted` with reason `ListenersNotValid` and its `Programmed` message names the listeners not served ([ingress.md](ingress.md#gateway-api-gatewayclass-weft))",
+			Notes:   "HTTP listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); `allowedRoutes.namespaces` `Same`, `All` and `Selector`; Accepted/Programmed, `status.addresses` (the gateway Service's) and `status.listeners` written; HTTPS/TLS/TCP/UDP listeners not yet: such a listener is `Accepted=False` (`UnsupportedProtocol`) and `Programmed=False`, the Gateway stays `Accepted` with reason `ListenersNotValid` and its `Programmed` message names the listeners not served ([ingress.md](ingress.md#gateway-api-gatewayclass-weft)); upstream conformance suite results in [conformance/README.md](conformance/README.md)",
 			Probes: []*Probe{reported(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
