@@ -25,9 +25,11 @@ const WaypointControllerName = "weft.io/waypoint-controller"
 func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.Problem) {
 	ours := weftParents(o.Gateways)
 	want := Conditions("HTTPRoute", o.HTTPRoutes, problems, accepted[*gatewayv1.HTTPRoute](""))
+	services := serviceSet(o.Services)
 	for _, rt := range o.HTTPRoutes {
 		c := want[rt.Namespace+"/"+rt.Name]
-		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours, httpRouteConditions(c), time.Now())
+		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours,
+			httpRouteConditions(c, routeResolvedRefs(rt, services)), time.Now())
 		if !changed {
 			continue
 		}
@@ -56,18 +58,19 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 // (without generation and timestamps), and those it removes.
 type ParentConditions func(ref gatewayv1.ParentReference) (set []metav1.Condition, remove []string)
 
-// httpRouteConditions: Accepted, and PartiallyInvalid (reason
-// UnsupportedValue, the problems as message) when the translation found
-// problems, as Gateway API defines; HTTPRoutes have no status.conditions
-// for a WeftAccepted condition.
-func httpRouteConditions(c Condition) ParentConditions {
+// httpRouteConditions: Accepted, ResolvedRefs (resolved, the same for
+// every parent), and PartiallyInvalid (reason UnsupportedValue, the
+// problems as message) when the translation found problems, as Gateway
+// API defines; HTTPRoutes have no status.conditions for a WeftAccepted
+// condition.
+func httpRouteConditions(c Condition, resolved metav1.Condition) ParentConditions {
 	return func(ref gatewayv1.ParentReference) ([]metav1.Condition, []string) {
 		msg := forWaypoints
 		if !isServiceParent(ref) {
 			msg = forGateways
 		}
 		set := []metav1.Condition{{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionTrue,
-			Reason: string(gatewayv1.RouteReasonAccepted), Message: msg}}
+			Reason: string(gatewayv1.RouteReasonAccepted), Message: msg}, resolved}
 		if c.Status != "False" {
 			return set, []string{string(gatewayv1.RouteConditionPartiallyInvalid)}
 		}

@@ -29,6 +29,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -127,6 +128,8 @@ type Objects struct {
 	GatewayClasses []*gatewayv1.GatewayClass
 	HTTPRoutes     []*gatewayv1.HTTPRoute
 	GRPCRoutes     []*gatewayv1.GRPCRoute
+	// Services: whether an HTTPRoute's backendRefs resolve.
+	Services []*corev1.Service
 	// Unsupported are the objects of kinds Weft does not implement, by
 	// resource (see package unsupported).
 	Unsupported map[schema.GroupVersionResource][]*unstructured.Unstructured

@@ -25,7 +25,8 @@ func serviceParent(name string) gatewayv1.ParentReference {
 // httpParents is an HTTPRoute's parents with condition c, when no
 // Gateway parent is Weft's.
 func httpParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) ([]gatewayv1.RouteParentStatus, bool) {
-	return routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, weftParents(nil), httpRouteConditions(c), now)
+	return routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, weftParents(nil),
+		httpRouteConditions(c, routeResolvedRefs(rt, nil)), now)
 }
 
 func TestRouteParents(t *testing.T) {
