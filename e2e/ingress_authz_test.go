@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,13 +53,16 @@ spec:
 // selecting its pods (they are not in the mesh), and WeftAccepted says they
 // are applied as written.
 func testIngressAuthz(t *testing.T, e *env, client *http.Client, url string) {
-	get := func(token, id string) (int, string) {
+	get := func(token, id string, hdr ...string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		if id != "" {
 			req.Header.Set("X-Request-Id", id)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
 		}
 		resp, err := client.Do(req)
 		if err != nil {
@@ -130,4 +134,38 @@ func testIngressAuthz(t *testing.T, e *env, client *http.Client, url string) {
 		accepted(t, "authorizationpolicy", "ingress-policy")
 		e.mustKubectl(t, "-n", "weft-ingress", "delete", "authorizationpolicy/ingress-policy")
 	})
+
+	t.Run("CUSTOM at the ingress: Istio's ext-authz sample server decides by header", func(t *testing.T) {
+		root := repoRoot()
+		e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/extauthz/ext-authz.yaml"))
+		e.mustKubectl(t, "wait", "--for=condition=Available", "deployment/ext-authz", "--timeout=120s")
+		e.applyYAML(t, ingressExtAuthzYAML)
+		t.Cleanup(func() {
+			e.kubectl("-n", "weft-ingress", "delete", "authorizationpolicy", "ingress-ext-authz", "--ignore-not-found")
+			e.kubectl("delete", "-f", filepath.Join(root, "samples/extauthz/ext-authz.yaml"), "--ignore-not-found")
+		})
+		eventually(t, "the authorizer's answers decide at the gateway", 60*time.Second, func() error {
+			deny, _ := get("", "", "x-ext-authz", "deny")
+			allow, body := get("", "", "x-ext-authz", "allow")
+			if deny != http.StatusForbidden || allow != http.StatusOK || !strings.Contains(body, "Book Details") {
+				return fmt.Errorf("x-ext-authz deny: HTTP %d, allow: HTTP %d; want 403 and productpage", deny, allow)
+			}
+			return nil
+		})
+		accepted(t, "authorizationpolicy", "ingress-ext-authz")
+	})
 }
+
+// ingressExtAuthzYAML: Istio's ext-authz task's CUSTOM policy, selecting the
+// gateway pods (provider sample-ext-authz-grpc: extauthz-values.yaml).
+const ingressExtAuthzYAML = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-ext-authz, namespace: weft-ingress}
+spec:
+  selector: {matchLabels: {istio: ingress}}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-grpc}
+  rules:
+  - to:
+    - operation: {paths: [/productpage]}
+`

@@ -21,7 +21,7 @@ import (
 func TestIngressGateway(t *testing.T) {
 	e := startCluster(t, "e2eing", 2, 10)
 	root := repoRoot()
-	e.installControlPlane(t)
+	e.installControlPlaneWith(t, "-f", extAuthzValues) // the authorizers of the CUSTOM subtest
 	e.installNodeAgent(t)
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")

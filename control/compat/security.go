@@ -635,7 +635,7 @@ spec:
 			Notes: "waypoints: providers `envoyExtAuthzGrpc` and `envoyExtAuthzHttp` of Helm value `meshConfig.extensionProviders` (Istio's format), with Envoy's ext_authz semantics " +
 				"(headers to and from the authorizer, `failOpen`, `statusOnError`, `timeout`, `pathPrefix`, `includeRequestBodyInCheck`); CUSTOM runs before DENY and ALLOW; " +
 				"one provider per waypoint chain (Istio: per workload); `clearRouteCache` is ignored (reported). A provider that is missing, of another type or whose service is not in the mesh: the rules **deny** (fail closed), as on TCP ports. " +
-				"Ingress gateways translate policies selecting their pods the same way (no e2e test yet). Node agent: the policy is ignored, as in Istio's ztunnel ([guides/security.md](guides/security.md#external-authorization))",
+				"Ingress gateways: the same, for policies selecting their pods. Node agent: the policy is ignored, as in Istio's ztunnel ([guides/security.md](guides/security.md#external-authorization))",
 			Probes: []*Probe{clean(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

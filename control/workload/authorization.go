@@ -44,13 +44,15 @@ func (t *translator) translateAuthorizationPolicies(aps []*securityv1.Authorizat
 }
 
 // With outsideMesh (the policy selects only pods outside the mesh, such as
-// an ingress gateway's), what L4 cannot express is not reported: no node
-// agent enforces the policy, and a gateway applies it whole
-// (control/waypoint).
+// an ingress gateway's), nothing is reported: no node agent enforces the
+// policy, and a gateway applies it whole (control/waypoint reports what it
+// cannot, and a policy no gateway takes).
 func (t *translator) authorization(ap *securityv1.AuthorizationPolicy, outsideMesh bool) *workloadv1.Authorization {
 	spec := &ap.Spec
 	report := func(format string, args ...any) {
-		t.problem("AuthorizationPolicy", ap.Namespace, ap.Name, format, args...)
+		if !outsideMesh {
+			t.problem("AuthorizationPolicy", ap.Namespace, ap.Name, format, args...)
+		}
 	}
 	if len(spec.TargetRefs) > 0 || spec.TargetRef != nil {
 		// Bound to a Gateway or Service: a waypoint enforces it, not the
@@ -93,9 +95,7 @@ func (t *translator) authorization(ap *securityv1.AuthorizationPolicy, outsideMe
 		b := ruleBuilder{action: action, policyNamespace: ap.Namespace, trustDomain: t.cfg.TrustDomain}
 		rule := b.rule(r)
 		for _, msg := range b.problems(i) {
-			if !outsideMesh {
-				report("%s", msg)
-			}
+			report("%s", msg)
 		}
 		if rule != nil {
 			a.Rules = append(a.Rules, rule)
