@@ -82,7 +82,6 @@ func (c *cgroup) destroy(timeout time.Duration) error {
 	}
 	deadline := time.Now().Add(timeout)
 	killed := map[int]bool{}
-	defer reap(killed)
 	for {
 		pids := c.pids()
 		if len(pids) == 0 {
@@ -104,10 +103,20 @@ func (c *cgroup) destroy(timeout time.Duration) error {
 		}
 		return nil
 	})
+	// A killed process that is our child stays a zombie, still charged to
+	// its cgroup (v1 pids), until reaped: reap first, or removing the
+	// cgroup fails with EBUSY. A process reparented elsewhere is released
+	// by its reaper a moment later: EBUSY is retried until the deadline.
+	reap(killed)
 	slices.Reverse(dirs) // children before parents
 	var errs []error
 	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+		err := os.Remove(d)
+		for errors.Is(err, syscall.EBUSY) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			err = os.Remove(d)
+		}
+		if err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)
 		}
 	}
