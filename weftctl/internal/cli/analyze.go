@@ -162,6 +162,12 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		return s, wrap("gateways.networking.istio.io", err)
 	}
 	s.IstioGateways = igws.Items
+	return s, fetchOptional(ctx, ic, &s)
+}
+
+// fetchOptional lists the kinds whose CRDs an older weft-base lacks.
+func fetchOptional(ctx context.Context, ic istioclient.Interface, s *analyze.Snapshot) error {
+	var err error
 	if s.EnvoyFilters, err = listOptional("envoyfilters", func() ([]*networkingv1alpha3.EnvoyFilter, error) {
 		l, err := ic.NetworkingV1alpha3().EnvoyFilters("").List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -169,7 +175,7 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		}
 		return l.Items, nil
 	}); err != nil {
-		return s, err
+		return err
 	}
 	s.Telemetries, err = listOptional("telemetries", func() ([]*telemetryv1.Telemetry, error) {
 		l, err := ic.TelemetryV1().Telemetries("").List(ctx, metav1.ListOptions{})
@@ -178,7 +184,7 @@ func fetchSnapshot(ctx context.Context, kc kubernetes.Interface, gc gatewayclien
 		}
 		return l.Items, nil
 	})
-	return s, err
+	return err
 }
 
 // listOptional lists a kind whose CRD may not be installed (an older
