@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,7 +66,24 @@ func (s *Server) replyFailed(client, from netip.AddrPort, err error) {
 // member, such as a root hostNetwork process that binds the port too. An
 // address in use fails with an error that wraps unix.EADDRINUSE (a
 // successor agent then listens on another port).
+//
+// With port 0 the UDP socket picks a free port, which TCP may have in use
+// (a connection's local port): then another UDP port is tried.
 func (s *Server) Listen(ctx context.Context, addr string) error {
+	ephemeral := strings.HasSuffix(addr, ":0")
+	for attempt := 1; ; attempt++ {
+		err := s.listen(ctx, addr)
+		if err == nil || !ephemeral || !errors.Is(err, unix.EADDRINUSE) || attempt == ephemeralAttempts {
+			return err
+		}
+	}
+}
+
+// ephemeralAttempts bounds Listen's tries for a port free for both UDP and
+// TCP.
+const ephemeralAttempts = 8
+
+func (s *Server) listen(ctx context.Context, addr string) error {
 	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 		return control(c, func(fd int) error { return s.sockopts(fd, network) })
 	}}
