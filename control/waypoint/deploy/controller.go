@@ -41,6 +41,29 @@ type Controller struct {
 	requeue    func(key string, after time.Duration) // nil outside Run
 }
 
+// watchHTTPRoutes watches HTTPRoutes: a route's parent Gateways (before
+// and after a change) count it in their listeners' attachedRoutes.
+func (c *Controller) watchHTTPRoutes(queue workqueue.TypedRateLimitingInterface[string]) (gatewayinformers.SharedInformerFactory, cache.SharedIndexInformer, error) {
+	routeFactory := gatewayinformers.NewSharedInformerFactory(c.Gateway, 0)
+	hrInf := routeFactory.Gateway().V1().HTTPRoutes().Informer()
+	c.httpRoutes = hrInf.GetIndexer()
+	enqueueParents := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if hr, ok := obj.(*gatewayv1.HTTPRoute); ok {
+			for _, pr := range hr.Spec.ParentRefs {
+				if (pr.Group == nil || *pr.Group == gatewayv1.GroupName) && (pr.Kind == nil || *pr.Kind == "Gateway") {
+					queue.Add(string(ptr.Deref(pr.Namespace, gatewayv1.Namespace(hr.Namespace))) + "/" + string(pr.Name))
+				}
+			}
+		}
+	}
+	_, err := hrInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueParents,
+		UpdateFunc: func(old, obj any) { enqueueParents(old); enqueueParents(obj) }, DeleteFunc: enqueueParents})
+	return routeFactory, hrInf, err
+}
+
 // Run reconciles until ctx ends. Deployments and Services are watched with
 // an informer of its own, limited to the waypoints' objects (label
 // app.kubernetes.io/name=weft-waypoint), started and stopped with it.
@@ -90,25 +113,8 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	// HTTPRoutes: a route's parent Gateways (before and after a change)
-	// count it in their listeners' attachedRoutes.
-	routeFactory := gatewayinformers.NewSharedInformerFactory(c.Gateway, 0)
-	hrInf := routeFactory.Gateway().V1().HTTPRoutes().Informer()
-	c.httpRoutes = hrInf.GetIndexer()
-	enqueueParents := func(obj any) {
-		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if hr, ok := obj.(*gatewayv1.HTTPRoute); ok {
-			for _, pr := range hr.Spec.ParentRefs {
-				if (pr.Group == nil || *pr.Group == gatewayv1.GroupName) && (pr.Kind == nil || *pr.Kind == "Gateway") {
-					queue.Add(string(ptr.Deref(pr.Namespace, gatewayv1.Namespace(hr.Namespace))) + "/" + string(pr.Name))
-				}
-			}
-		}
-	}
-	if _, err := hrInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueParents,
-		UpdateFunc: func(old, obj any) { enqueueParents(old); enqueueParents(obj) }, DeleteFunc: enqueueParents}); err != nil {
+	routeFactory, hrInf, err := c.watchHTTPRoutes(queue)
+	if err != nil {
 		return err
 	}
 	factory.Start(ctx.Done())
