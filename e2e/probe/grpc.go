@@ -89,7 +89,7 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 		firstErr error
 		once     sync.Once
 	)
-	go cancelOnStall(ctx, &echoed, cancel)
+	go cancelOnStall(ctx, &echoed, cancel, hangTimeout)
 	for i := range c.Streams {
 		wg.Add(1)
 		go func() {
@@ -116,11 +116,12 @@ func (c *Client) grpcStreams(ctx context.Context) Result {
 var errStalled = errors.New("no stream echoed a message for a whole hang timeout")
 
 // cancelOnStall cancels ctx when no message is echoed (progress does not
-// move) for a whole hangTimeout. A stall fails the behaviour, slowness does
+// move) for a whole hang timeout (read by the caller: the goroutine may
+// outlive the behaviour, and the unit tests change hangTimeout). A stall fails the behaviour, slowness does
 // not: a loaded machine that echoes slowly but steadily passes, and timings
 // belong to the benchmarks.
-func cancelOnStall(ctx context.Context, progress *atomic.Int64, cancel context.CancelCauseFunc) {
-	tick := time.NewTicker(hangTimeout)
+func cancelOnStall(ctx context.Context, progress *atomic.Int64, cancel context.CancelCauseFunc, hang time.Duration) {
+	tick := time.NewTicker(hang)
 	defer tick.Stop()
 	last := int64(-1)
 	for {

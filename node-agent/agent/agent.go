@@ -138,7 +138,8 @@ func Run(ctx context.Context, cfg Config) error {
 // reconciling (superseded) still enforces the current policy.
 type reconciler struct {
 	*agent
-	superseded bool // a newer agent on this node holds a live lease
+	superseded bool      // a newer agent on this node holds a live lease
+	syncedAt   time.Time // when the configuration was first synced
 }
 
 func (r *reconciler) run(ctx context.Context) error {
@@ -172,8 +173,18 @@ func (r *reconciler) run(ctx context.Context) error {
 		case <-updates:
 		case <-r.kicks:
 		case <-tick.C:
+		case <-r.certificatesAwaited():
 		}
 	}
+}
+
+// certificatesAwaited wakes the loop when certificates change while the
+// agent waits for them to become ready (nil once ready: never).
+func (r *reconciler) certificatesAwaited() <-chan struct{} {
+	if r.ready.Load() {
+		return nil
+	}
+	return r.ids.Changed()
 }
 
 // succeed renews this agent's lease, or notices that a newer agent holds
@@ -221,6 +232,19 @@ func (r *reconciler) becomeReady(ctx context.Context, snap *config.Snapshot) err
 	if r.ready.Load() {
 		return nil
 	}
+	// The listeners take every new connection once open (and the capture
+	// steers to them): wait for the local workloads' certificates, or a
+	// connection would fail for lack of one. Not forever: an identity the
+	// CA keeps refusing must not hold the node (and a rolling update).
+	if r.syncedAt.IsZero() {
+		r.syncedAt = time.Now()
+	}
+	if ids := snap.IdentitiesOnNode(r.cfg.NodeName); !r.ids.Holds(ids) {
+		if time.Since(r.syncedAt) < certificateWait {
+			return nil // the next beat or update tries again
+		}
+		r.log.Warn("listening without a certificate for every local workload: their connections fail until the CA issues them", "waited", certificateWait)
+	}
 	if err := r.listen(ctx); err != nil {
 		return err
 	}
@@ -240,6 +264,10 @@ func (r *reconciler) becomeReady(ctx context.Context, snap *config.Snapshot) err
 
 // beat is the period of reconciliation and of the agent lease.
 const beat = 2 * time.Second
+
+// certificateWait bounds how long a synced agent waits for its local
+// workloads' certificates before it listens anyway.
+const certificateWait = 15 * time.Second
 
 // drainer is a proxy that can stop accepting and let its connections end.
 type drainer interface {

@@ -481,6 +481,23 @@ func (m *Manager) current(id spiffeid.ID) (*x509svid.SVID, error) {
 	return m.usable(s)
 }
 
+// Changed is closed at the next change of the certificates held.
+func (m *Manager) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.changed
+}
+
+// Holds reports whether every one of ids has a usable certificate now.
+func (m *Manager) Holds(ids []spiffeid.ID) bool {
+	for _, id := range ids {
+		if _, err := m.current(id); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // Source returns an x509svid.Source for one identity (for
 // go-spiffe/tlsconfig). It always serves the latest certificate.
 func (m *Manager) Source(id spiffeid.ID) x509svid.Source { return svidSource{m: m, id: id} }
