@@ -605,3 +605,25 @@ func TestFileTokenSource(t *testing.T) {
 		t.Fatalf("token not re-read: %q", tok)
 	}
 }
+
+// TestHoldsAndChanged: Holds is true for no identity, false for a wanted
+// one until its first certificate arrives, which closes Changed; an
+// identity never wanted is not held.
+func TestHoldsAndChanged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		if !f.mgr.Holds(nil) {
+			t.Error("Holds(nil) = false, want true")
+		}
+		changed := f.mgr.Changed()
+		f.mgr.Want([]spiffeid.ID{idA})
+		<-changed
+		get(t, f.mgr, idA)
+		if !f.mgr.Holds([]spiffeid.ID{idA}) {
+			t.Error("Holds(idA) = false after its certificate arrived")
+		}
+		if f.mgr.Holds([]spiffeid.ID{idA, idB}) {
+			t.Error("Holds(idA, idB) = true, but idB is not wanted")
+		}
+	})
+}
