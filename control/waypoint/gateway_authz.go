@@ -54,8 +54,7 @@ func (t *translator) indexIngressNames(gws []*gatewayv1.Gateway) {
 func (t *translator) gatewayAuthzFor(pod *corev1.Pod, gws []*networkingv1.Gateway) gatewayAuthz {
 	var a gatewayAuthz
 	for _, ap := range t.authzPolicies {
-		if !t.selectsGateway(ap.Namespace, ap.Spec.Selector.GetMatchLabels(), ap.Spec.Selector != nil,
-			targetRefs(ap.Spec.TargetRefs, ap.Spec.TargetRef), pod, gws) {
+		if !t.selectsGateway(ap.Namespace, ap.Spec.Selector, targetRefs(ap.Spec.TargetRefs, ap.Spec.TargetRef), pod, gws) {
 			continue
 		}
 		t.usedByGateway[ap] = true
@@ -64,8 +63,7 @@ func (t *translator) gatewayAuthzFor(pod *corev1.Pod, gws []*networkingv1.Gatewa
 		}
 	}
 	for _, ra := range t.requestAuthns {
-		if t.selectsGateway(ra.Namespace, ra.Spec.Selector.GetMatchLabels(), ra.Spec.Selector != nil,
-			targetRefs(ra.Spec.TargetRefs, ra.Spec.TargetRef), pod, gws) {
+		if t.selectsGateway(ra.Namespace, ra.Spec.Selector, targetRefs(ra.Spec.TargetRefs, ra.Spec.TargetRef), pod, gws) {
 			t.usedByGateway[ra] = true
 			a.jwt = append(a.jwt, t.jwtPolicyOf(ra))
 		}
@@ -75,10 +73,10 @@ func (t *translator) gatewayAuthzFor(pod *corev1.Pod, gws []*networkingv1.Gatewa
 
 // selectsGateway: a policy of namespace ns with that selector or those
 // targetRefs applies to the gateway pod serving gws.
-func (t *translator) selectsGateway(ns string, selector map[string]string, hasSelector bool, refs []*typeapi.PolicyTargetReference,
+func (t *translator) selectsGateway(ns string, selector *typeapi.WorkloadSelector, refs []*typeapi.PolicyTargetReference,
 	pod *corev1.Pod, gws []*networkingv1.Gateway) bool {
 	if len(refs) > 0 {
-		return !hasSelector && slices.ContainsFunc(refs, func(r *typeapi.PolicyTargetReference) bool {
+		return selector == nil && slices.ContainsFunc(refs, func(r *typeapi.PolicyTargetReference) bool {
 			key := ns + "/" + r.Name
 			return r.Group == "gateway.networking.k8s.io" && r.Kind == "Gateway" && cmp.Or(r.Namespace, ns) == ns && t.ingressNames[key] &&
 				slices.ContainsFunc(gws, func(g *networkingv1.Gateway) bool { return g.Namespace+"/"+g.Name == key })
@@ -87,7 +85,7 @@ func (t *translator) selectsGateway(ns string, selector map[string]string, hasSe
 	if ns != pod.Namespace && ns != t.cfg.RootNamespace {
 		return false
 	}
-	return labels.SelectorFromSet(selector).Matches(labels.Set(pod.Labels))
+	return labels.SelectorFromSet(selector.GetMatchLabels()).Matches(labels.Set(pod.Labels))
 }
 
 // gatewayPolicy translates ap for ingress gateways, once.
