@@ -168,9 +168,10 @@ func Classify(err error) string {
 		return ""
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ENOTCONN):
 		// EPIPE: a write after the peer's reset (we never shut down
-		// writing before writing).
+		// writing before writing). ENOTCONN: a shutdown of a connection
+		// that connected and was reset before it (a STRICT refusal).
 		return "reset"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "eof"

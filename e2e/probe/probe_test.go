@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -152,5 +154,15 @@ func TestOverHTTPUsesOnlyTheHTTPPort(t *testing.T) {
 		if got := r.Outcome == b.Want; got != b.OverHTTP() && b.ID != "closed-port" {
 			t.Errorf("%s (over HTTP: %v) with only the HTTP port open: %q (%s)", b.ID, b.OverHTTP(), r.Outcome, r.Detail)
 		}
+	}
+}
+
+// TestClassifyShutdownAfterReset: a half-close of a connection the peer
+// reset right after it connected fails with ENOTCONN; that is a reset, as
+// the STRICT column compares refusals by class.
+func TestClassifyShutdownAfterReset(t *testing.T) {
+	err := &net.OpError{Op: "close", Net: "tcp", Err: os.NewSyscallError("shutdown", syscall.ENOTCONN)}
+	if got := Classify(err); got != "reset" {
+		t.Errorf("Classify(%v) = %q, want reset", err, got)
 	}
 }
