@@ -3,22 +3,26 @@ package benchkit
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// ProcStats is a process's CPU time and resident memory.
+// ProcStats is a process's CPU time, resident memory and context switches.
 type ProcStats struct {
-	CPU time.Duration // utime+stime
-	RSS int64         // VmRSS, bytes
+	CPU         time.Duration // utime+stime
+	RSS         int64         // VmRSS, bytes
+	CtxSwitches int64         // voluntary (blocking waits), summed over the process's threads
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
 const clockTicks = 100
 
-// ReadProcStats reads pid's CPU time from /proc/<pid>/stat and its
-// resident memory from /proc/<pid>/status.
+// ReadProcStats reads pid's CPU time from /proc/<pid>/stat, its resident
+// memory from /proc/<pid>/status and its threads' context switches from
+// /proc/<pid>/task/*/status (the process's own status counts only its main
+// thread's).
 func ReadProcStats(pid int) (ProcStats, error) {
 	var st ProcStats
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -33,6 +37,15 @@ func ReadProcStats(pid int) (ProcStats, error) {
 		return st, err
 	}
 	st.RSS = parseStatusRSS(string(status))
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, t := range tasks {
+		if raw, err := os.ReadFile(t); err == nil { // a thread may exit meanwhile
+			st.CtxSwitches += parseStatusCtxSwitches(string(raw))
+		}
+	}
 	return st, nil
 }
 
@@ -47,6 +60,7 @@ func TreeStats(pid int) (ProcStats, error) {
 		}
 		sum.CPU += s.CPU
 		sum.RSS += s.RSS
+		sum.CtxSwitches += s.CtxSwitches
 	}
 	return sum, nil
 }
@@ -87,6 +101,19 @@ func parseStatCPU(stat string) (time.Duration, error) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// parseStatusCtxSwitches is the voluntary_ctxt_switches line of a
+// /proc/<pid>/status: how often the thread blocked and was woken again.
+// Involuntary switches (preemption) depend on what else the machine runs.
+func parseStatusCtxSwitches(status string) int64 {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // parseStatusRSS is the VmRSS line of /proc/<pid>/status in bytes (0

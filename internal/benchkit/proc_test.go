@@ -23,6 +23,8 @@ VmHWM:	   40000 kB
 VmRSS:	   34816 kB
 RssAnon:	   20000 kB
 Threads:	8
+voluntary_ctxt_switches:	150
+nonvoluntary_ctxt_switches:	7
 `
 
 func TestParseStat(t *testing.T) {
@@ -58,7 +60,7 @@ func TestReadProcStatsAndChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CPU <= 0 || st.RSS <= 0 {
+	if st.CPU <= 0 || st.RSS <= 0 || st.CtxSwitches <= 0 {
 		t.Fatalf("own stats: %+v", st)
 	}
 	cmd := exec.Command("sleep", "30")
@@ -78,5 +80,11 @@ func TestReadProcStatsAndChildren(t *testing.T) {
 	}
 	if _, err := ReadProcStats(cmd.Process.Pid); err != nil {
 		t.Errorf("child's stats: %v", err)
+	}
+}
+
+func TestParseStatusCtxSwitches(t *testing.T) {
+	if got, want := parseStatusCtxSwitches(statusFixture), int64(150); got != want {
+		t.Errorf("context switches = %d, want %d", got, want)
 	}
 }

@@ -42,7 +42,7 @@ func BenchmarkNodeDataPath(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.Run("bulk", func(b *testing.B) { h.benchBulk(b, c.dst.ip) })
-			b.Run("rtt-1B", func(b *testing.B) { h.benchRTT(b, c.dst.ip) })
+			b.Run("rtt-1B", func(b *testing.B) { h.benchRTT(b, c.dst.ip, c.proxies) })
 			b.Run(fmt.Sprintf("http-1KB-%drps", httpRate), func(b *testing.B) { h.benchHTTP(b, c.dst.ip, c.proxies) })
 		})
 	}
@@ -79,9 +79,10 @@ func (h *harness) benchBulk(b *testing.B, dst netip.Addr) {
 }
 
 // benchRTT: one op is a 1-byte round trip on an established connection.
-func (h *harness) benchRTT(b *testing.B, dst netip.Addr) {
+func (h *harness) benchRTT(b *testing.B, dst netip.Addr, proxies []*node) {
 	b.StopTimer()
 	ctx := context.Background()
+	var switches int64 // the proxies' context switches in the mesh phase
 	measure := func(mesh bool) time.Duration {
 		h.enroll(b, mesh)
 		p, err := dialPinger(ctx, h.client.ns, dst)
@@ -92,6 +93,7 @@ func (h *harness) benchRTT(b *testing.B, dst netip.Addr) {
 		if err := p.rounds(200); err != nil {
 			b.Fatalf("round-trip warm-up (mesh=%v): %v", mesh, err)
 		}
+		before := proxyStats(b, proxies)
 		if mesh {
 			b.StartTimer()
 		}
@@ -101,6 +103,11 @@ func (h *harness) benchRTT(b *testing.B, dst netip.Addr) {
 		}
 		d := time.Since(t0)
 		b.StopTimer()
+		if mesh {
+			for i, s := range proxyStats(b, proxies) {
+				switches += s.CtxSwitches - before[i].CtxSwitches
+			}
+		}
 		return d / time.Duration(b.N)
 	}
 	direct, mesh := measure(false), measure(true)
@@ -110,6 +117,22 @@ func (h *harness) benchRTT(b *testing.B, dst netip.Addr) {
 	b.ReportMetric(us(mesh), "mesh_us")
 	b.ReportMetric(us(mesh-direct), "added_us")
 	b.ReportMetric(float64(mesh)/float64(direct), "ratio_vs_direct")
+	// Each wake-up of a proxy thread is a context switch; on a virtual
+	// machine they, not the work, dominate a small round trip.
+	b.ReportMetric(float64(switches)/float64(b.N), "proxy_ctxsw_per_op")
+}
+
+// proxyStats reads the proxy processes' CPU, memory and context switches.
+func proxyStats(b *testing.B, proxies []*node) []benchkit.ProcStats {
+	out := make([]benchkit.ProcStats, len(proxies))
+	for i, p := range proxies {
+		s, err := benchkit.ReadProcStats(p.proxy.Pid())
+		if err != nil {
+			b.Fatalf("%s proxy stats: %v", p.name, err)
+		}
+		out[i] = s
+	}
+	return out
 }
 
 // benchHTTP: 1 KB GETs at a fixed rate (open loop, keep-alive) for
@@ -134,24 +157,13 @@ func (h *harness) benchHTTP(b *testing.B, dst netip.Addr, proxies []*node) {
 		if w := benchkit.AtRate(httpRate, httpRate/5, get); w.Errors > 0 { // warm-up: connections, tunnels
 			b.Fatalf("HTTP warm-up (mesh=%v): %d errors, first: %v", mesh, w.Errors, w.FirstErr)
 		}
-		stats := func() []benchkit.ProcStats {
-			out := make([]benchkit.ProcStats, len(proxies))
-			for i, p := range proxies {
-				s, err := benchkit.ReadProcStats(p.proxy.Pid())
-				if err != nil {
-					b.Fatalf("%s proxy stats: %v", p.name, err)
-				}
-				out[i] = s
-			}
-			return out
-		}
-		before := stats()
+		before := proxyStats(b, proxies)
 		if mesh {
 			b.StartTimer() // the framework stops ramping b.N once the timed part is long enough
 		}
 		r := benchkit.AtRate(httpRate, n, get)
 		b.StopTimer()
-		after := stats()
+		after := proxyStats(b, proxies)
 		if r.Errors > 0 {
 			b.Fatalf("HTTP (mesh=%v): %d of %d requests failed, first: %v", mesh, r.Errors, n, r.FirstErr)
 		}
