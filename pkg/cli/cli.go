@@ -1,5 +1,6 @@
 // Package cli holds what Weft's long-running commands share: the JSON log
-// format and level flag, and running until SIGTERM (what the kubelet sends).
+// format and level flag, the access log's buffering, and running until
+// SIGTERM (what the kubelet sends).
 package cli
 
 import (
@@ -10,6 +11,9 @@ import (
 	"log/slog"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"go.uber.org/zap/zapcore"
 )
 
 // Logger returns a JSON logger writing to w at level (debug, info, warn or
@@ -31,4 +35,18 @@ func RunUntilSignal(fn func(ctx context.Context) error) error {
 		return err
 	}
 	return nil
+}
+
+// AccessLogFlushInterval is how long an access log line may wait in the
+// buffer: Envoy's default (access_log_flush_interval, 1 s).
+const AccessLogFlushInterval = time.Second
+
+// AccessLog is out (stdout) buffered for access logs, as Envoy buffers them: the
+// lines go out when 256 KiB have accumulated or AccessLogFlushInterval after
+// the first one, not with one write system call per request (which cost
+// the waypoint more than a tenth of its CPU at 1000 req/s). stop writes out
+// what is left; call it before the process exits.
+func AccessLog(out io.Writer) (w io.Writer, stop func()) {
+	b := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(out), FlushInterval: AccessLogFlushInterval}
+	return b, func() { b.Stop() }
 }

@@ -82,8 +82,8 @@ func TestWaypointHarness(t *testing.T) {
 	}
 	want := n + len(closed.Lat)
 	// The access log is written as each request ends, possibly after the
-	// client got its response.
-	benchkit.Eventually(t, 3*time.Second, "the waypoint's access log to count every weft request", func() bool { return waypointRequests(t, h) == want })
+	// client got its response, and buffered for up to cli.AccessLogFlushInterval.
+	benchkit.Eventually(t, 5*time.Second, "the waypoint's access log to count every weft request", func() bool { return waypointRequests(t, h) == want })
 	if got := h.backendHits.Load() - directHits; got != int64(want) {
 		t.Fatalf("backend saw %d weft requests, want %d", got, want)
 	}

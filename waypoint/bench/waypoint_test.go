@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weft-mesh/weft/internal/benchkit"
+	"github.com/weft-mesh/weft/pkg/cli"
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
@@ -110,7 +111,11 @@ func runWaypoint(path string) error {
 			return err
 		}
 		defer f.Close()
-		alog = f
+		// Buffered as weft-waypoint's is (cli.AccessLog): the default
+		// install's cost, not one write per request.
+		w, stop := cli.AccessLog(f)
+		defer stop()
+		alog = w
 	}
 	backend, err := netip.ParseAddrPort(cfg.Backend)
 	if err != nil {

@@ -41,7 +41,9 @@ func command() *cobra.Command {
 				return err
 			}
 			if accessLog {
-				cfg.AccessLog = os.Stdout
+				w, stop := cli.AccessLog(os.Stdout)
+				defer stop()
+				cfg.AccessLog = w
 			}
 			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
@@ -49,7 +51,7 @@ func command() *cobra.Command {
 	agentFlags(cmd, &cfg)
 	f := cmd.Flags()
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout")
+	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout (buffered: lines appear within a second)")
 
 	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand())
 	return cmd

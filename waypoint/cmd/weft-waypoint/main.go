@@ -49,7 +49,9 @@ func command() *cobra.Command {
 			}
 			cfg.Namespace, cfg.Gateway = ns, name
 			if accessLog {
-				cfg.AccessLog = os.Stdout
+				w, stop := cli.AccessLog(os.Stdout)
+				defer stop()
+				cfg.AccessLog = w
 			}
 			return cli.RunUntilSignal(func(ctx context.Context) error { return daemon.Run(ctx, cfg) })
 		},
@@ -69,6 +71,6 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /certs (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per traffic listener (HBONE, each gateway port) before new ones wait in the accept queue (0: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout")
+	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout (buffered: lines appear within a second)")
 	return cmd
 }
