@@ -35,6 +35,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
@@ -154,6 +155,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
+// IPv6 packets of enrolled pods dropped because IPv6 TCP is not captured
+// (per CPU, one entry). Its own map: the pinned counters map of an older
+// agent must still match.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ipv6_dropped SEC(".maps");
+
 // Destinations that are never captured (node-local addresses, ...).
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -201,6 +213,34 @@ static __always_inline void count(__u32 which)
 	__u64 *n = bpf_map_lookup_elem(&counters, &which);
 	if (n)
 		*n += 1;
+}
+
+// ipv6_uncaptured: an IPv6 packet the mesh would have to capture but
+// cannot (only IPv4 is steered to the proxy). Only what IPv4 also lets pass
+// goes: ICMPv6 (neighbour discovery), UDP (not meshed, as in IPv4), and
+// either behind one hop-by-hop header (MLD reports). Everything else,
+// TCP and anything behind other extension headers (where TCP could hide),
+// is dropped, so an enrolled pod's IPv6 TCP cannot bypass the mesh either
+// way: its own SYNs and its answers to inbound SYNs leave through here.
+static __always_inline int ipv6_uncaptured(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return 0;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	if ((void *)(ip6 + 1) > data_end)
+		return 1; // truncated: not something to let through
+	__u8 next = ip6->nexthdr;
+	if (next == IPPROTO_HOPOPTS) {
+		__u8 *hbh = (void *)(ip6 + 1); // its first byte is the next header
+		if ((void *)(hbh + 1) > data_end)
+			return 1;
+		next = *hbh;
+	}
+	return next != IPPROTO_ICMPV6 && next != IPPROTO_UDP;
 }
 
 static __always_inline int bypassed(__be32 daddr)
@@ -411,6 +451,13 @@ int capture_outbound(struct __sk_buff *skb)
 	// DNS of a pod that takes new proxied connections (before the bypass
 	// check: a node-local resolver is captured too, as in Istio).
 	if ((flags & WEFT_F_CAPTURE) && !(flags & WEFT_F_DRAINING)) {
+		if (ipv6_uncaptured(skb)) {
+			__u32 zero = 0;
+			__u64 *n = bpf_map_lookup_elem(&ipv6_dropped, &zero);
+			if (n)
+				*n += 1;
+			return WEFT_TC_ACT_SHOT;
+		}
 		int verdict = steer_dns(skb);
 		if (verdict != WEFT_TCX_NEXT)
 			return verdict;

@@ -249,7 +249,7 @@ func (c *Capture) detach(dir Direction, ifindex int) error {
 // ifindex go to the outbound listener, new connections to podIP arriving on
 // the uplink or from a non-enrolled local pod's veth go to the inbound
 // listener (or, on the HBONE port, to the HBONE listener). ifindex 0 or an invalid podIP skip that direction. Only
-// IPv4 is captured so far. From now on the pod's new connections depend on
+// IPv4 is captured; the pod's IPv6 TCP is dropped (IPv6Dropped). From now on the pod's new connections depend on
 // the proxy listening (fail closed, see SetProxyPorts).
 func (c *Capture) Enroll(ifindex int, podIP netip.Addr) error {
 	return c.setFlags(ifindex, podIP, FlagCapture)
@@ -399,6 +399,22 @@ func (c *Capture) Counters() (captured, dropped uint64, err error) {
 		return 0, 0, err
 	}
 	return captured, dropped, nil
+}
+
+// IPv6Dropped is how many IPv6 packets of enrolled pods the outbound
+// program dropped since the maps were first pinned: only IPv4 is steered to
+// the proxy, so an enrolled pod's IPv6 TCP (and anything but ICMPv6 and
+// UDP, which IPv4 lets pass too) fails closed instead of leaving the mesh.
+func (c *Capture) IPv6Dropped() (uint64, error) {
+	var perCPU []uint64
+	if err := c.objs.Ipv6Dropped.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("read IPv6 drop counter: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // AddBypass makes destinations in prefix (node-local addresses, for

@@ -40,6 +40,7 @@ const (
 	captureMapDnsListener      = "dns_listener"
 	captureMapEnrolledIfindex  = "enrolled_ifindex"
 	captureMapEnrolledIps      = "enrolled_ips"
+	captureMapIpv6Dropped      = "ipv6_dropped"
 	captureMapLocalServiceVips = "local_service_vips"
 	captureMapProxyListeners   = "proxy_listeners"
 	captureProgCaptureInbound  = "capture_inbound"
@@ -101,6 +102,7 @@ type captureMapSpecs struct {
 	DnsListener      *ebpf.MapSpec `ebpf:"dns_listener"`
 	EnrolledIfindex  *ebpf.MapSpec `ebpf:"enrolled_ifindex"`
 	EnrolledIps      *ebpf.MapSpec `ebpf:"enrolled_ips"`
+	Ipv6Dropped      *ebpf.MapSpec `ebpf:"ipv6_dropped"`
 	LocalServiceVips *ebpf.MapSpec `ebpf:"local_service_vips"`
 	ProxyListeners   *ebpf.MapSpec `ebpf:"proxy_listeners"`
 }
@@ -136,6 +138,7 @@ type captureMaps struct {
 	DnsListener      *ebpf.Map `ebpf:"dns_listener"`
 	EnrolledIfindex  *ebpf.Map `ebpf:"enrolled_ifindex"`
 	EnrolledIps      *ebpf.Map `ebpf:"enrolled_ips"`
+	Ipv6Dropped      *ebpf.Map `ebpf:"ipv6_dropped"`
 	LocalServiceVips *ebpf.Map `ebpf:"local_service_vips"`
 	ProxyListeners   *ebpf.Map `ebpf:"proxy_listeners"`
 }
@@ -147,6 +150,7 @@ func (m *captureMaps) Close() error {
 		m.DnsListener,
 		m.EnrolledIfindex,
 		m.EnrolledIps,
+		m.Ipv6Dropped,
 		m.LocalServiceVips,
 		m.ProxyListeners,
 	)

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -140,6 +141,7 @@ type reconciler struct {
 	*agent
 	superseded bool      // a newer agent on this node holds a live lease
 	syncedAt   time.Time // when the configuration was first synced
+	ipv6Pods   string    // enrolled pods with IPv6 addresses, last reported
 }
 
 func (r *reconciler) run(ctx context.Context) error {
@@ -222,6 +224,12 @@ func (r *reconciler) enrol(snap *config.Snapshot) {
 	}
 	if err := r.capture.SetLocalServiceVIPs(vips); err != nil {
 		r.log.Warn("service VIPs with local enrolled endpoints", "err", err)
+	}
+	if v6 := strings.Join(EnrolledWithIPv6(snap, node), ", "); v6 != r.ipv6Pods {
+		r.ipv6Pods = v6
+		if v6 != "" {
+			r.log.Warn("enrolled pods have IPv6 addresses: only IPv4 is captured, so their IPv6 TCP is dropped (weft_node_agent_capture_ipv6_dropped_total)", "pods", v6)
+		}
 	}
 }
 
@@ -317,6 +325,16 @@ func registerCaptureCounters(reg prometheus.Registerer, capture *bpf.Capture, lo
 			return float64(c)
 		}
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "weft_node_agent_capture_ipv6_dropped_total",
+		Help: "IPv6 packets of enrolled pods dropped because only IPv4 is captured (TCP, and anything but ICMPv6 and UDP).",
+	}, func() float64 {
+		n, err := capture.IPv6Dropped()
+		if err != nil {
+			log.Warn("reading the IPv6 drop counter", "err", err)
+		}
+		return float64(n)
+	}))
 	for _, result := range []string{"captured", "dropped"} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "weft_node_agent_capture_syns_total",

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,24 @@ func LocalPods(snap *config.Snapshot, node string) map[netip.Addr]bool {
 		}
 	}
 	return pods
+}
+
+// EnrolledWithIPv6 lists the enrolled workloads on node that have IPv6
+// addresses ("namespace/name", sorted). Only IPv4 is captured: their IPv6
+// TCP is dropped by the capture program (fail closed), which the agent
+// reports rather than let the pods look fully served.
+func EnrolledWithIPv6(snap *config.Snapshot, node string) []string {
+	var out []string
+	for _, w := range snap.WorkloadsOnNode(node) {
+		if w.Proto.GetTunnelProtocol() != workloadv1.TunnelProtocol_HBONE {
+			continue
+		}
+		if slices.ContainsFunc(w.Addresses, func(ip netip.Addr) bool { return !ip.Unmap().Is4() }) {
+			out = append(out, w.Proto.GetNamespace()+"/"+w.Proto.GetName())
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // LocalServiceVIPs are the VIPs of Services with an enrolled endpoint on

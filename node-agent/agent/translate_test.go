@@ -2,7 +2,10 @@ package agent
 
 import (
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -13,8 +16,9 @@ import (
 
 func snapshot(t *testing.T) *config.Snapshot {
 	t.Helper()
-	wl := func(name, node, ip string, tp workloadv1.TunnelProtocol, svc string) *workloadv1.Address {
-		w := &workloadv1.Workload{Uid: "Kubernetes//Pod/default/" + name, Name: name, Namespace: "default", Addresses: []string{ip},
+	// ips: comma-separated (dual stack)
+	wl := func(name, node, ips string, tp workloadv1.TunnelProtocol, svc string) *workloadv1.Address {
+		w := &workloadv1.Workload{Uid: "Kubernetes//Pod/default/" + name, Name: name, Namespace: "default", Addresses: strings.Split(ips, ","),
 			Node: node, ServiceAccount: name, TrustDomain: "cluster.local", TunnelProtocol: tp}
 		if svc != "" {
 			w.Services = map[string]*workloadv1.PortList{"default/" + svc: {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: 8080}}}}
@@ -30,6 +34,9 @@ func snapshot(t *testing.T) *config.Snapshot {
 		wl("meshed-here", "n1", "10.0.0.1", workloadv1.TunnelProtocol_HBONE, "a.svc"),
 		wl("plain-here", "n1", "10.0.0.2", workloadv1.TunnelProtocol_NONE, "b.svc"),
 		wl("meshed-there", "n2", "10.0.1.1", workloadv1.TunnelProtocol_HBONE, "c.svc"),
+		wl("dual-meshed-here", "n1", "10.0.0.3,fd00::3", workloadv1.TunnelProtocol_HBONE, ""),
+		wl("dual-plain-here", "n1", "10.0.0.4,fd00::4", workloadv1.TunnelProtocol_NONE, ""),
+		wl("dual-meshed-there", "n2", "10.0.1.3,fd00:1::3", workloadv1.TunnelProtocol_HBONE, ""),
 		svc("a.svc", "10.96.0.1"), svc("b.svc", "10.96.0.2"), svc("c.svc", "10.96.0.3"),
 	} {
 		if w := a.GetWorkload(); w != nil {
@@ -47,12 +54,22 @@ func snapshot(t *testing.T) *config.Snapshot {
 
 func TestLocalPods(t *testing.T) {
 	got := LocalPods(snapshot(t), "n1")
-	want := map[netip.Addr]bool{netip.MustParseAddr("10.0.0.1"): true, netip.MustParseAddr("10.0.0.2"): false}
-	if len(got) != len(want) || got[netip.MustParseAddr("10.0.0.1")] != true {
+	want := map[netip.Addr]bool{netip.MustParseAddr("10.0.0.1"): true, netip.MustParseAddr("10.0.0.2"): false,
+		netip.MustParseAddr("10.0.0.3"): true, netip.MustParseAddr("10.0.0.4"): false} // IPv4 only
+	if !maps.Equal(got, want) {
 		t.Fatalf("LocalPods = %v, want %v", got, want)
 	}
 	if v, ok := got[netip.MustParseAddr("10.0.0.2")]; !ok || v {
 		t.Fatalf("the plain pod must be local and not enrolled: %v", got)
+	}
+}
+
+// TestEnrolledWithIPv6: the enrolled dual-stack pod on this node is
+// reported (its IPv6 TCP is dropped); an unenrolled one, and one on
+// another node, are not.
+func TestEnrolledWithIPv6(t *testing.T) {
+	if got := EnrolledWithIPv6(snapshot(t), "n1"); !slices.Equal(got, []string{"default/dual-meshed-here"}) {
+		t.Fatalf("EnrolledWithIPv6 = %v, want [default/dual-meshed-here]", got)
 	}
 }
 
