@@ -89,6 +89,22 @@ type Capture struct {
 
 	// legacyTC forces the clsact fallback (tests; set before attaching).
 	legacyTC bool
+
+	// nat, once SteerNAT was called, mirrors enrolment into the NAT
+	// steering set.
+	nat *NATSteering
+}
+
+// SteerNAT installs NAT steering to the listener on port and keeps its set
+// of enrolled pods in step with Enroll, Drain and Unenroll from now on.
+// Pods enrolled earlier (pinned maps of a previous agent) are already in
+// the set, which outlives the agent as the maps do.
+func (c *Capture) SteerNAT(n NATSteering, port uint16) error {
+	if err := n.Install(port); err != nil {
+		return err
+	}
+	c.nat = &n
+	return nil
 }
 
 // Load loads the capture programs and pins their maps under pinDir/maps
@@ -277,6 +293,8 @@ func (c *Capture) Unenroll(ifindex int, podIP netip.Addr) error {
 			errs = append(errs, err)
 		} else if err := c.objs.EnrolledIps.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("unenroll pod IP %s: %w", podIP, err))
+		} else if c.nat != nil {
+			errs = append(errs, c.nat.SetEnrolled(podIP, false))
 		}
 	}
 	return errors.Join(errs...)
@@ -297,6 +315,12 @@ func (c *Capture) setFlags(ifindex int, podIP netip.Addr, flags uint32) error {
 		}
 		if err := c.objs.EnrolledIps.Put(&k, &v); err != nil {
 			return fmt.Errorf("set enrolment flags %#x for pod IP %s: %w", flags, podIP, err)
+		}
+		// A draining pod stays in the set: its DNATed flows keep their
+		// proxy socket (tproxy finds it first); new ones still go to the
+		// listener, which serves them as before the drain.
+		if c.nat != nil {
+			return c.nat.SetEnrolled(podIP, true)
 		}
 	}
 	return nil
@@ -330,6 +354,10 @@ type ProxyListeners struct {
 	Outbound uint16 `json:"outbound"`
 	// Inbound takes plaintext connections to an enrolled pod IP.
 	Inbound uint16 `json:"inboundPlaintext"`
+	// NAT takes plaintext connections DNATed to an enrolled pod (NodePort
+	// and the like), steered by NATSteering once SteerNAT was called; 0
+	// leaves that steering as it is.
+	NAT uint16 `json:"inboundNAT"`
 	// HBONE takes HBONE tunnels from other nodes, which are addressed to
 	// <enrolled pod IP>:HBONEDestination (15008). A node agent that starts
 	// while its predecessor still holds 15008 listens on another port.
@@ -359,6 +387,9 @@ func (c *Capture) SetProxyListeners(l ProxyListeners) error {
 		if err := c.objs.ProxyListeners.Put(&e.key, &e.v); err != nil {
 			return fmt.Errorf("set proxy listener %d to %+v: %w", e.key, l, err)
 		}
+	}
+	if l.NAT != 0 && c.nat != nil {
+		return c.nat.Install(l.NAT)
 	}
 	return nil
 }

@@ -111,16 +111,21 @@ func (n Notrack) Remove() error {
 
 // Installed reports whether the table exists.
 func (n Notrack) Installed() (bool, error) {
+	return tableExists(nftables.TableFamilyINet, NotrackTable)
+}
+
+// tableExists reports whether the calling thread's netns has the table.
+func tableExists(family nftables.TableFamily, name string) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, err
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	tables, err := c.ListTablesOfFamily(family)
 	if err != nil {
 		return false, err
 	}
 	for _, t := range tables {
-		if t.Name == NotrackTable {
+		if t.Name == name {
 			return true, nil
 		}
 	}

@@ -237,25 +237,30 @@ func TestNodeAgent(t *testing.T) {
 	}
 
 	t.Run("PeerAuthentication STRICT refuses plaintext from outside the mesh, PERMISSIVE admits it", func(t *testing.T) {
-		// Eventually: the previous case's policy is deleted asynchronously.
-		eventually(t, "PERMISSIVE (default) admits plaintext", 30*time.Second, func() error {
+		// The page by Service name, and by a NodePort on every node: on
+		// productpage's own node netfilter DNATs to the pod after the tc
+		// capture ran (bpf.NATSteering), on the other it forwards to it.
+		e.applyYAML(t, nodePortYAML)
+		nodePort := strings.TrimSpace(e.mustKubectl(t, "get", "service", "productpage-nodeport", "-o", "jsonpath={.spec.ports[0].nodePort}"))
+		urls := []string{pageFQDN}
+		for _, ip := range strings.Fields(e.mustKubectl(t, "get", "nodes", "-o", `jsonpath={.items[*].status.addresses[?(@.type=="InternalIP")].address}`)) {
+			urls = append(urls, "http://"+ip+":"+nodePort+"/productpage")
+		}
+		every := func(want string) error {
 			for _, client := range []string{"near", "far"} {
-				if code := e.httpCode(t, "outside", client, pageFQDN); code != "200" {
-					return fmt.Errorf("plaintext client %s got HTTP %s", client, code)
+				for _, u := range urls {
+					if code := e.httpCode(t, "outside", client, u); code != want {
+						return fmt.Errorf("plaintext client %s: %s: HTTP %s, want %s", client, u, code, want)
+					}
 				}
 			}
 			return nil
-		})
+		}
+		// Eventually: the previous case's policy is deleted asynchronously.
+		eventually(t, "PERMISSIVE (default) admits plaintext", 30*time.Second, func() error { return every("200") })
 		e.applyYAML(t, strictYAML)
 		t.Cleanup(func() { e.kubectl("delete", "peerauthentication", "default", "--ignore-not-found") })
-		eventually(t, "plaintext refused", 30*time.Second, func() error {
-			for _, client := range []string{"near", "far"} {
-				if code := e.httpCode(t, "outside", client, pageFQDN); code != "000" {
-					return fmt.Errorf("STRICT: plaintext client %s got HTTP %s", client, code)
-				}
-			}
-			return nil
-		})
+		eventually(t, "plaintext refused, by name and on every node's NodePort", 30*time.Second, func() error { return every("000") })
 		if code := e.httpCode(t, "default", "deploy/curl", page); code != "200" {
 			t.Fatalf("STRICT: mesh client got HTTP %s", code)
 		}
@@ -396,6 +401,19 @@ spec:
   - name: curl
     image: curlimages/curl
     command: ["/bin/sleep", "infinity"]
+`
+
+// nodePortYAML exposes productpage on a NodePort of every node.
+const nodePortYAML = `apiVersion: v1
+kind: Service
+metadata:
+  name: productpage-nodeport
+  namespace: default
+spec:
+  type: NodePort
+  selector: {app: productpage}
+  ports:
+  - {name: http, port: 9080, targetPort: 9080}
 `
 
 const strictYAML = `apiVersion: security.istio.io/v1

@@ -76,9 +76,9 @@ var platform = Section{
 			Notes:   "`clusterID` is only a name",
 		},
 		{
-			Feature: "Traffic to a NodePort of an enrolled pod's Service",
-			Status:  NotYet,
-			Notes:   "arrives DNATed after the capture point and reaches the pod without the agent",
+			Feature: "Traffic to a NodePort, LoadBalancer or externalIPs Service, or a hostPort, of an enrolled pod",
+			Status:  Supported,
+			Notes:   "DNATed on another node: captured on the pod's node as any plaintext. DNATed on the pod's own node (after the tc capture): steered by an nftables tproxy rule right after the DNAT to the agent's listener on 15007 and served as plaintext inbound (STRICT refuses it; fails closed while the agent is away); the pod sees the client's address rather than the node's. Host-network clients on the pod's node are not captured, as in Istio ([node-agent.md](node-agent.md#how-traffic-flows))",
 		},
 		{
 			Feature: "CNI: chaining into the node's primary conflist",

@@ -38,8 +38,10 @@ type Config struct {
 	Uplink         string // "" = the default-route interface
 
 	// The proxy listeners' ports: outbound capture, plaintext inbound
-	// (clients outside the mesh) and the HBONE server (tunnels).
-	OutboundPort, InboundPlaintextPort, HBONEPort uint16
+	// (clients outside the mesh), plaintext inbound that netfilter DNATed
+	// (NodePort and the like, bpf.NATSteering) and the HBONE server
+	// (tunnels).
+	OutboundPort, InboundPlaintextPort, InboundNATPort, HBONEPort uint16
 
 	// DNSCapture runs the DNS proxy (node-agent/dns) on DNSPort, UDP and
 	// TCP, answering for mesh hosts; ClusterDomain is the Kubernetes
@@ -85,7 +87,7 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s is required", f.flag))
 		}
 	}
-	if c.OutboundPort == 0 || c.InboundPlaintextPort == 0 || c.HBONEPort == 0 {
+	if c.OutboundPort == 0 || c.InboundPlaintextPort == 0 || c.InboundNATPort == 0 || c.HBONEPort == 0 {
 		errs = append(errs, errors.New("proxy ports must be non-zero"))
 	}
 	if c.Log == nil {
@@ -360,6 +362,9 @@ func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
 		return fail(err)
 	}
 	if err := bpf.DefaultNotrack().Install(); err != nil {
+		return fail(err)
+	}
+	if err := capture.SteerNAT(bpf.DefaultNATSteering(), cfg.InboundNATPort); err != nil {
 		return fail(err)
 	}
 	if on, err := bpf.TCPEarlyDemux(); err == nil && on {

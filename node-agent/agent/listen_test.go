@@ -31,7 +31,7 @@ func needRoot(t *testing.T) {
 // accepted (it waits in the kernel's queue) until an accepted one closes.
 func TestListenerCapHoldsBackAStorm(t *testing.T) {
 	needRoot(t)
-	sock, err := proxy.BindTransparent(0)
+	sock, err := proxy.BindTransparent(0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func bindReusePort(t *testing.T, addr [4]byte, port uint16) (int, error) {
 // the agent binds it (before it listens) and while it listens.
 func TestProxyListenersCannotBeJoined(t *testing.T) {
 	needRoot(t)
-	sock, err := proxy.BindTransparent(0)
+	sock, err := proxy.BindTransparent(0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,12 +140,12 @@ func TestProxyListenersCannotBeJoined(t *testing.T) {
 // stays the configured one.
 func TestProxyPortHeldElsewhere(t *testing.T) {
 	needRoot(t)
-	held, err := proxy.BindTransparent(0)
+	held, err := proxy.BindTransparent(0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	squatted, err := proxy.BindTransparent(0) // a free port, then an attacker's
+	squatted, err := proxy.BindTransparent(0, true) // a free port, then an attacker's
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestProxyPortHeldElsewhere(t *testing.T) {
 	if _, err := bindReusePort(t, [4]byte{127, 0, 0, 1}, squat); err != nil {
 		t.Fatal(err)
 	}
-	free, err := proxy.BindTransparent(0)
+	free, err := proxy.BindTransparent(0, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestProxyPortHeldElsewhere(t *testing.T) {
 	}
 	defer a.sockets.Close()
 	got := a.captureListeners()
-	if got.Outbound == held.Port || got.Outbound == 0 || got.Inbound == squat || got.Inbound == 0 {
+	if got.Outbound == held.Port || got.Outbound == 0 || got.Inbound == squat || got.Inbound == 0 || got.NAT == 0 {
 		t.Errorf("capture steers to %+v: onto a held port (outbound %d, inbound %d)", got, held.Port, squat)
 	}
 	if got.HBONE != freePort || got.HBONEDestination != freePort {

@@ -28,7 +28,7 @@ func Uninstall(cfg Config) error {
 	if err := os.Remove(cfg.BPFDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("bpf pin directory: %w", err))
 	}
-	errs = append(errs, bpf.DefaultPolicyRouting().Remove(), bpf.DefaultNotrack().Remove())
+	errs = append(errs, bpf.DefaultPolicyRouting().Remove(), bpf.DefaultNotrack().Remove(), bpf.DefaultNATSteering().Remove())
 	if cfg.RunDir != "" {
 		for _, p := range []string{cfg.socket(), cfg.spoolDir(), cfg.lease()} {
 			if err := os.RemoveAll(p); err != nil {

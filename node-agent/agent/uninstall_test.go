@@ -97,6 +97,9 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		if err := bpf.DefaultPolicyRouting().Install(); err != nil {
 			return err
 		}
+		if err := c.SteerNAT(bpf.DefaultNATSteering(), 15007); err != nil {
+			return err
+		}
 		return bpf.DefaultNotrack().Install()
 	})
 	if err != nil {
@@ -153,6 +156,9 @@ func TestUninstallLeavesNothing(t *testing.T) {
 		}
 		if ok, err := bpf.DefaultNotrack().Installed(); err != nil || ok {
 			t.Errorf("nftables table %s left (%v)", bpf.NotrackTable, err)
+		}
+		if ok, err := bpf.DefaultNATSteering().Installed(); err != nil || ok {
+			t.Errorf("nftables table %s left (%v)", bpf.NATTable, err)
 		}
 		return nil
 	})

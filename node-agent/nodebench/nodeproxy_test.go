@@ -145,7 +145,7 @@ func runNodeProxy(path string) error {
 		port  uint16
 		serve func(net.Listener) error
 	}{{cfg.Ports.Outbound, outbound.Serve}, {cfg.Ports.Inbound, plaintext.Serve}, {cfg.Ports.HBONE, inbound.Serve}} {
-		sock, err := proxy.BindTransparent(l.port)
+		sock, err := proxy.BindTransparent(l.port, true)
 		if err != nil {
 			return err
 		}

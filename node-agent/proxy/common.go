@@ -56,30 +56,34 @@ type TransparentSocket struct {
 
 // BindTransparent binds a TransparentSocket to 127.0.0.1:port (0: an
 // ephemeral port). An address in use fails with an error that wraps
-// unix.EADDRINUSE.
-func BindTransparent(port uint16) (*TransparentSocket, error) {
+// unix.EADDRINUSE. marked sets the agent's mark, which every listener needs
+// but the one for DNATed connections (bpf.NATSteering): those stay in
+// conntrack, which must see the answers to undo the DNAT on them.
+func BindTransparent(port uint16, marked bool) (*TransparentSocket, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: socket: %w", err)
 	}
 	s := &TransparentSocket{fd: fd}
-	if err := s.bind(port); err != nil {
+	if err := s.bind(port, marked); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *TransparentSocket) bind(port uint16) error {
+func (s *TransparentSocket) bind(port uint16, marked bool) error {
 	if err := unix.SetsockoptInt(s.fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
 		return fmt.Errorf("proxy: IP_TRANSPARENT (needs CAP_NET_ADMIN): %w", err)
 	}
 	// Accepted sockets inherit the agent's mark: they answer from the
 	// original destination (not the node's address), so the notrack table
 	// (bpf.Notrack) keeps their packets out of conntrack, as the captured
-	// packets they answer are.
-	if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough); err != nil {
-		return fmt.Errorf("proxy: SO_MARK (needs CAP_NET_ADMIN): %w", err)
+	// packets they answer are. Not so the DNATed ones (see BindTransparent).
+	if marked {
+		if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_MARK, DefaultPassthrough); err != nil {
+			return fmt.Errorf("proxy: SO_MARK (needs CAP_NET_ADMIN): %w", err)
+		}
 	}
 	if err := unix.Bind(s.fd, &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		return fmt.Errorf("proxy: bind 127.0.0.1:%d: %w", port, err)

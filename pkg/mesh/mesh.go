@@ -26,6 +26,11 @@ const (
 	// InboundPlaintextPort is the node agent's transparent listener for
 	// plaintext traffic to enrolled pods (no tunnel, no peer identity).
 	InboundPlaintextPort = 15006
+	// InboundNATPort is the node agent's transparent listener for plaintext
+	// connections that netfilter DNATed to enrolled pods (NodePort,
+	// LoadBalancer, hostPort; bpf.NATSteering). Weft's own: Istio captures
+	// these inside the pod.
+	InboundNATPort = 15007
 	// HBONEPort is where node agents and waypoints accept HBONE (HTTP/2
 	// CONNECT over mutual TLS).
 	HBONEPort = 15008

@@ -72,6 +72,7 @@ func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f.StringVar(&cfg.Uplink, "uplink", "", "interface traffic from other nodes arrives on (default: the default route's)")
 	f.Uint16Var(&cfg.OutboundPort, "outbound-port", mesh.OutboundPort, "transparent listener for enrolled pods' outbound traffic")
 	f.Uint16Var(&cfg.InboundPlaintextPort, "inbound-plaintext-port", mesh.InboundPlaintextPort, "transparent listener for plaintext traffic to enrolled pods")
+	f.Uint16Var(&cfg.InboundNATPort, "inbound-nat-port", mesh.InboundNATPort, "transparent listener for plaintext traffic DNATed to enrolled pods (NodePort, LoadBalancer, hostPort)")
 	// The flag's name until it said which inbound listener it sets.
 	f.Uint16Var(&cfg.InboundPlaintextPort, "inbound-port", mesh.InboundPlaintextPort, "")
 	_ = f.MarkDeprecated("inbound-port", "use --inbound-plaintext-port")

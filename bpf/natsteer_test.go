@@ -1,0 +1,115 @@
+package bpf
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/weft-mesh/weft/pkg/netns"
+)
+
+// listenNAT is the NAT listener as the agent opens it: transparent, and
+// without the agent's mark (its answers must stay in conntrack).
+func listenNAT(t *testing.T, nsPath, addr string) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	var ln net.Listener
+	err := netns.Do(nsPath, func() error {
+		var err error
+		ln, err = lc.Listen(context.Background(), "tcp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, nsPath, err)
+	}
+	return ln
+}
+
+// addNodePort DNATs TCP to port on any node address to target, as
+// kube-proxy does for a NodePort (without masquerade: the client's
+// address is kept, as with externalTrafficPolicy Local).
+func addNodePort(t *testing.T, tp *topo, port uint16, target netip.AddrPort) {
+	t.Helper()
+	tp.inNode(t, "NodePort DNAT", func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tbl := c.AddTable(&nftables.Table{Name: "test-nodeport", Family: nftables.TableFamilyIPv4})
+		ch := c.AddChain(&nftables.Chain{Name: "prerouting", Table: tbl, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+		c.AddRule(&nftables.Rule{Table: tbl, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+			&expr.Immediate{Register: 1, Data: target.Addr().AsSlice()},
+			&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, target.Port())},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2},
+		}})
+		return c.Flush()
+	})
+}
+
+// TestNATSteeringNetns: a NodePort connection DNATed to an enrolled pod on
+// the node that received it reached the pod directly, past the proxy (the
+// tc programs run before the DNAT and see only the node's address). With
+// NATSteering it reaches the NAT listener, which sees the pod's address
+// and the client's, and the client's connection works both ways (conntrack
+// turns the listener's answers back into the node's address). With no
+// listener the SYN is dropped; unenrolled, the pod is reached directly again.
+func TestNATSteeringNetns(t *testing.T) {
+	tp := newTopo(t)
+	tp.loadCapture(t, tp.wu, tp.wh1)
+	pod := netip.MustParseAddrPort("10.99.1.2:9090")
+	addNodePort(t, tp, 30080, pod)
+	const nodePort = "10.99.9.1:30080" // the node's address on the client's link
+	nat := DefaultNATSteering()
+	t.Cleanup(func() { _ = netns.Do(tp.node, func() error { return nat.Remove() }) })
+
+	c, who := dial(t, tp.srv, nodePort)
+	if who != "pod-app" {
+		t.Fatalf("before NAT steering: %q answered the NodePort, want pod-app (the bypass)", who)
+	}
+	c.Close()
+	drain(tp.podAppGot)
+
+	natGot := make(chan accepted, 16)
+	ln := listenNAT(t, tp.node, "127.0.0.1:15007")
+	serve(t, ln, "proxy-nat", natGot)
+	tp.inNode(t, "NAT steering", func() error {
+		return errors.Join(nat.Install(15007), nat.SetEnrolled(pod.Addr(), true))
+	})
+	c, who = dial(t, tp.srv, nodePort)
+	if who != "proxy-nat" {
+		t.Fatalf("enrolled: %q answered the NodePort, want proxy-nat", who)
+	}
+	c.echo(t, "through the NAT listener")
+	expectAccepted(t, natGot, pod.String(), "10.99.9.2")
+	expectNone(t, tp.podAppGot, "the pod")
+
+	ln.Close()
+	expectHeldBack(t, tp.srv, nodePort)
+	expectNone(t, tp.podAppGot, "the pod, with no NAT listener")
+
+	tp.inNode(t, "unenrol", func() error { return nat.SetEnrolled(pod.Addr(), false) })
+	tp.inNode(t, "unenrol twice", func() error { return nat.SetEnrolled(pod.Addr(), false) })
+	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "pod-app" {
+		t.Fatalf("unenrolled: %q %v, want pod-app", who, err)
+	}
+}
