@@ -95,13 +95,21 @@ type Capture struct {
 	nat *NATSteering
 }
 
-// SteerNAT installs NAT steering to the listener on port and keeps its set
-// of enrolled pods in step with Enroll, Drain and Unenroll from now on.
-// Pods enrolled earlier (pinned maps of a previous agent) are already in
-// the set, which outlives the agent as the maps do.
+// SteerNAT keeps NAT steering's set of enrolled pods in step with Enroll,
+// Drain and Unenroll from now on, and installs the steering to the listener
+// on port unless it is installed already: then it keeps pointing where the
+// agent serving now (this one's predecessor) set it, on whatever port that
+// one listens, until SetProxyListeners moves it. Pods enrolled earlier are
+// already in the set, which outlives the agent as the pinned maps do.
 func (c *Capture) SteerNAT(n NATSteering, port uint16) error {
-	if err := n.Install(port); err != nil {
-		return err
+	installed, err := n.Installed()
+	if err != nil {
+		return fmt.Errorf("NAT steering: %w", err)
+	}
+	if !installed {
+		if err := n.Install(port); err != nil {
+			return err
+		}
 	}
 	c.nat = &n
 	return nil

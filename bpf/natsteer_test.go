@@ -69,45 +69,61 @@ func addNodePort(t *testing.T, tp *topo, port uint16, target netip.AddrPort) {
 // TestNATSteeringNetns: a NodePort connection DNATed to an enrolled pod on
 // the node that received it reached the pod directly, past the proxy (the
 // tc programs run before the DNAT and see only the node's address). With
-// NATSteering it reaches the NAT listener, which sees the pod's address
-// and the client's, and the client's connection works both ways (conntrack
-// turns the listener's answers back into the node's address). With no
-// listener the SYN is dropped; unenrolled, the pod is reached directly again.
+// NAT steering (Capture.SteerNAT, its set kept by Enroll and Unenroll) it
+// reaches the NAT listener, which sees the pod's address and the client's,
+// and the client's connection works both ways (conntrack turns the
+// listener's answers back into the node's address). A successor agent's
+// SteerNAT leaves the steering where it is until SetProxyListeners moves
+// it. With no listener the SYN is dropped; unenrolled, the pod is reached
+// directly again.
 func TestNATSteeringNetns(t *testing.T) {
 	tp := newTopo(t)
-	tp.loadCapture(t, tp.wu, tp.wh1)
+	c := tp.loadCapture(t, tp.wu, tp.wh1)
 	pod := netip.MustParseAddrPort("10.99.1.2:9090")
 	addNodePort(t, tp, 30080, pod)
 	const nodePort = "10.99.9.1:30080" // the node's address on the client's link
 	nat := DefaultNATSteering()
 	t.Cleanup(func() { _ = netns.Do(tp.node, func() error { return nat.Remove() }) })
 
-	c, who := dial(t, tp.srv, nodePort)
+	conn, who := dial(t, tp.srv, nodePort)
 	if who != "pod-app" {
 		t.Fatalf("before NAT steering: %q answered the NodePort, want pod-app (the bypass)", who)
 	}
-	c.Close()
+	conn.Close()
 	drain(tp.podAppGot)
 
 	natGot := make(chan accepted, 16)
-	ln := listenNAT(t, tp.node, "127.0.0.1:15007")
-	serve(t, ln, "proxy-nat", natGot)
-	tp.inNode(t, "NAT steering", func() error {
-		return errors.Join(nat.Install(15007), nat.SetEnrolled(pod.Addr(), true))
+	serve(t, listenNAT(t, tp.node, "127.0.0.1:15007"), "proxy-nat", natGot)
+	tp.inNode(t, "NAT steering, enrol", func() error {
+		return errors.Join(c.SteerNAT(nat, 15007), c.Enroll(tp.wh1, pod.Addr()))
 	})
-	c, who = dial(t, tp.srv, nodePort)
+	conn, who = dial(t, tp.srv, nodePort)
 	if who != "proxy-nat" {
 		t.Fatalf("enrolled: %q answered the NodePort, want proxy-nat", who)
 	}
-	c.echo(t, "through the NAT listener")
+	conn.echo(t, "through the NAT listener")
 	expectAccepted(t, natGot, pod.String(), "10.99.9.2")
 	expectNone(t, tp.podAppGot, "the pod")
 
-	ln.Close()
+	// A successor starts (its own port 15099) while this listener serves.
+	next := listenNAT(t, tp.node, "127.0.0.1:15099")
+	serve(t, next, "successor-nat", nil)
+	tp.inNode(t, "successor's SteerNAT", func() error { return c.SteerNAT(nat, 15099) })
+	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "proxy-nat" {
+		t.Fatalf("after a successor's SteerNAT: %q %v, want proxy-nat still", who, err)
+	}
+	tp.inNode(t, "successor ready", func() error {
+		return c.SetProxyListeners(ProxyListeners{Outbound: 15001, Inbound: 15006, NAT: 15099, HBONE: 15008, HBONEDestination: 15008})
+	})
+	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "successor-nat" {
+		t.Fatalf("after SetProxyListeners: %q %v, want successor-nat", who, err)
+	}
+
+	next.Close()
 	expectHeldBack(t, tp.srv, nodePort)
 	expectNone(t, tp.podAppGot, "the pod, with no NAT listener")
 
-	tp.inNode(t, "unenrol", func() error { return nat.SetEnrolled(pod.Addr(), false) })
+	tp.inNode(t, "unenrol", func() error { return c.Unenroll(tp.wh1, pod.Addr()) })
 	tp.inNode(t, "unenrol twice", func() error { return nat.SetEnrolled(pod.Addr(), false) })
 	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "pod-app" {
 		t.Fatalf("unenrolled: %q %v, want pod-app", who, err)
