@@ -189,19 +189,28 @@ func listen(t *testing.T, nsPath, addr string, transparent bool) net.Listener {
 	t.Helper()
 	lc := net.ListenConfig{}
 	if transparent {
-		lc.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				// As the agent's (proxy.TransparentSocket): transparent,
-				// with the agent's mark.
-				serr = errors.Join(
-					unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1),
-					unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(MarkSkip)),
-				)
-			})
-			return errors.Join(err, serr)
-		}
+		lc.Control = transparentControl(true)
 	}
+	return listenWith(t, lc, nsPath, addr)
+}
+
+// transparentControl makes a socket like the agent's listeners
+// (proxy.TransparentSocket): transparent, with the agent's mark if marked.
+func transparentControl(marked bool) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+			if marked {
+				serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(MarkSkip)))
+			}
+		})
+		return errors.Join(err, serr)
+	}
+}
+
+func listenWith(t *testing.T, lc net.ListenConfig, nsPath, addr string) net.Listener {
+	t.Helper()
 	var ln net.Listener
 	err := netns.Do(nsPath, func() error {
 		var err error

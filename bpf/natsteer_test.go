@@ -1,12 +1,10 @@
 package bpf
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,23 +19,7 @@ import (
 // without the agent's mark (its answers must stay in conntrack).
 func listenNAT(t *testing.T, nsPath, addr string) net.Listener {
 	t.Helper()
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
-		})
-		return errors.Join(err, serr)
-	}}
-	var ln net.Listener
-	err := netns.Do(nsPath, func() error {
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp4", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listen %s in %s: %v", addr, nsPath, err)
-	}
-	return ln
+	return listenWith(t, net.ListenConfig{Control: transparentControl(false)}, nsPath, addr)
 }
 
 // addNodePort DNATs TCP to port on any node address to target, as
