@@ -302,7 +302,7 @@ func (c *Capture) Unenroll(ifindex int, podIP netip.Addr) error {
 		} else if err := c.objs.EnrolledIps.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("unenroll pod IP %s: %w", podIP, err))
 		} else if c.nat != nil {
-			errs = append(errs, c.nat.SetEnrolled(podIP, false))
+			errs = append(errs, c.nat.SetEnrolment(podIP, 0))
 		}
 	}
 	return errors.Join(errs...)
@@ -324,11 +324,8 @@ func (c *Capture) setFlags(ifindex int, podIP netip.Addr, flags uint32) error {
 		if err := c.objs.EnrolledIps.Put(&k, &v); err != nil {
 			return fmt.Errorf("set enrolment flags %#x for pod IP %s: %w", flags, podIP, err)
 		}
-		// A draining pod stays in the set: its DNATed flows keep their
-		// proxy socket (tproxy finds it first); new ones still go to the
-		// listener, which serves them as before the drain.
 		if c.nat != nil {
-			return c.nat.SetEnrolled(podIP, true)
+			return c.nat.SetEnrolment(podIP, flags)
 		}
 	}
 	return nil

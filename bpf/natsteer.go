@@ -16,8 +16,13 @@ import (
 // connections to enrolled pods into the proxy (NATSteering).
 const NATTable = "weft-nat-capture"
 
-// natSet holds the enrolled pod IPs (CAPTURE or DRAINING), as enrolled_ips.
-const natSet = "enrolled"
+// The steered pods, by enrolment flag (enrolled_ips): captured pods' new
+// DNATed connections go to the listener (or are dropped without one);
+// draining pods keep only the flows the listener already owns.
+const (
+	natCaptured = "captured"
+	natDraining = "draining"
+)
 
 // ctStatusDNAT is IPS_DST_NAT in the conntrack status bits.
 const ctStatusDNAT = 1 << 5
@@ -38,8 +43,9 @@ const ctStatusDNAT = 1 << 5
 //
 // Fail closed as the tc programs: a SYN that should be steered while no
 // listener is there (agent restarting) is dropped. A flow that started
-// before the pod was enrolled keeps going direct. The rules act on the
-// network namespace of the calling thread.
+// before the pod was enrolled keeps going direct, and so do a draining
+// pod's new connections (its steered flows stay with the listener). The
+// rules act on the network namespace of the calling thread.
 type NATSteering struct {
 	Mark uint32 // MarkCapture: the policy-routing rule delivers locally
 }
@@ -47,13 +53,14 @@ type NATSteering struct {
 // DefaultNATSteering matches DefaultPolicyRouting's mark.
 func DefaultNATSteering() NATSteering { return NATSteering{Mark: MarkCapture} }
 
-func (n NATSteering) objects() (*nftables.Table, *nftables.Set, *nftables.Chain) {
-	t := &nftables.Table{Name: NATTable, Family: nftables.TableFamilyIPv4}
-	s := &nftables.Set{Table: t, Name: natSet, KeyType: nftables.TypeIPAddr}
+func (n NATSteering) objects() (t *nftables.Table, captured, draining *nftables.Set, c *nftables.Chain) {
+	t = &nftables.Table{Name: NATTable, Family: nftables.TableFamilyIPv4}
+	captured = &nftables.Set{Table: t, Name: natCaptured, KeyType: nftables.TypeIPAddr}
+	draining = &nftables.Set{Table: t, Name: natDraining, KeyType: nftables.TypeIPAddr}
 	prio := *nftables.ChainPriorityNATDest + 10 // right after kube-proxy's DNAT
-	c := &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+	c = &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: &prio}
-	return t, s, c
+	return t, captured, draining, c
 }
 
 // Install creates the table and set if missing (keeping the set's pods:
@@ -67,28 +74,27 @@ func (n NATSteering) Install(port uint16) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t, s, ch := n.objects()
+	t, captured, draining, ch := n.objects()
 	c.AddTable(t)
-	if err := c.AddSet(s, nil); err != nil {
-		return fmt.Errorf("nftables set %s: %w", natSet, err)
+	for _, s := range []*nftables.Set{captured, draining} {
+		if err := c.AddSet(s, nil); err != nil {
+			return fmt.Errorf("nftables set %s: %w", s.Name, err)
+		}
 	}
 	c.AddChain(ch)
 	c.FlushChain(ch)
-	steer := append(n.match(s),
-		&expr.Immediate{Register: 1, Data: []byte{127, 0, 0, 1}},
-		&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, port)},
-		&expr.TProxy{Family: byte(nftables.TableFamilyIPv4), TableFamily: byte(nftables.TableFamilyIPv4), RegAddr: 1, RegPort: 2},
-	)
-	steer = append(steer, n.setMark()...)
-	steer = append(steer, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept})
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: steer})
-	// Reached only when tproxy found no socket: no listener.
-	failClosed := append(n.match(s),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}}, // SYN without ACK
-		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: failClosed})
+	// Segments of flows the listener owns (a transparent socket has the
+	// tuple), captured or draining pod: to that socket. Only these: tproxy
+	// would hand any other segment to the listener, which resets a flow
+	// that began before enrolment.
+	for _, set := range []*nftables.Set{captured, draining} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: n.steer(append(n.match(set), ownedFlow()...), port)})
+	}
+	// A captured pod's new connection: to the listener, else (tproxy found
+	// none) the SYN is dropped. A draining pod's go direct.
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: n.steer(append(n.match(captured), bareSYN()...), port)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(append(n.match(captured), bareSYN()...),
+		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("install nftables table ip %s (NAT steering to port %d): %w", NATTable, port, err)
 	}
@@ -109,6 +115,36 @@ func (n NATSteering) match(s *nftables.Set) []expr.Any {
 	}
 }
 
+// steer is match, then tproxy to 127.0.0.1:port with Mark ORed in.
+func (n NATSteering) steer(match []expr.Any, port uint16) []expr.Any {
+	e := append(match,
+		&expr.Immediate{Register: 1, Data: []byte{127, 0, 0, 1}},
+		&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.TProxy{Family: byte(nftables.TableFamilyIPv4), TableFamily: byte(nftables.TableFamilyIPv4), RegAddr: 1, RegPort: 2},
+	)
+	e = append(e, n.setMark()...)
+	return append(e, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept})
+}
+
+// bareSYN matches a TCP SYN without ACK.
+func bareSYN() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+	}
+}
+
+// ownedFlow matches a segment whose tuple belongs to a transparent socket
+// in this netns (the listener's accepted connections; the packet is
+// addressed to the pod, where nothing else here is bound).
+func ownedFlow() []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+	}
+}
+
 // setMark ORs Mark into the packet's mark (x & ^Mark ^ Mark).
 func (n NATSteering) setMark() []expr.Any {
 	return []expr.Any{
@@ -119,30 +155,51 @@ func (n NATSteering) setMark() []expr.Any {
 	}
 }
 
-// SetEnrolled adds ip to the steered pods (on) or removes it (a missing
-// one is not an error).
-func (n NATSteering) SetEnrolled(ip netip.Addr, on bool) error {
+// SetEnrolment puts ip in the set of its enrolment flags (FlagCapture
+// wins over FlagDraining) and takes it out of the other; flags 0 takes it
+// out of both.
+func (n NATSteering) SetEnrolment(ip netip.Addr, flags uint32) error {
 	if !ip.Is4() {
 		return fmt.Errorf("NAT steering: %s: only IPv4 is captured", ip)
 	}
+	_, captured, draining, _ := n.objects()
+	var in, out []*nftables.Set
+	switch {
+	case flags&FlagCapture != 0:
+		in, out = []*nftables.Set{captured}, []*nftables.Set{draining}
+	case flags&FlagDraining != 0:
+		in, out = []*nftables.Set{draining}, []*nftables.Set{captured}
+	default:
+		out = []*nftables.Set{captured, draining}
+	}
+	el := []nftables.SetElement{{Key: ip.AsSlice()}}
+	for _, s := range out { // each on its own: a missing element fails the batch
+		if err := n.setOp(s, el, false); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("NAT steering: %s out of %s: %w", ip, s.Name, err)
+		}
+	}
+	for _, s := range in {
+		if err := n.setOp(s, el, true); err != nil {
+			return fmt.Errorf("NAT steering: %s into %s: %w", ip, s.Name, err)
+		}
+	}
+	return nil
+}
+
+func (n NATSteering) setOp(s *nftables.Set, el []nftables.SetElement, add bool) error {
 	c, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
-	_, s, _ := n.objects()
-	el := []nftables.SetElement{{Key: ip.AsSlice()}}
-	if on {
+	if add {
 		err = c.SetAddElements(s, el)
 	} else {
 		err = c.SetDeleteElements(s, el)
 	}
-	if err == nil {
-		err = c.Flush()
+	if err != nil {
+		return err
 	}
-	if err != nil && !(errors.Is(err, unix.ENOENT) && !on) {
-		return fmt.Errorf("NAT steering: set %s enrolled=%v: %w", ip, on, err)
-	}
-	return nil
+	return c.Flush()
 }
 
 // Installed reports whether the table exists.
@@ -156,7 +213,7 @@ func (n NATSteering) Remove() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t, _, _ := n.objects()
+	t, _, _, _ := n.objects()
 	c.DelTable(t)
 	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove nftables table ip %s: %w", NATTable, err)

@@ -54,10 +54,12 @@ func addNodePort(t *testing.T, tp *topo, port uint16, target netip.AddrPort) {
 // NAT steering (Capture.SteerNAT, its set kept by Enroll and Unenroll) it
 // reaches the NAT listener, which sees the pod's address and the client's,
 // and the client's connection works both ways (conntrack turns the
-// listener's answers back into the node's address). A successor agent's
+// listener's answers back into the node's address), while a flow from
+// before enrolment keeps going direct. A successor agent's
 // SteerNAT leaves the steering where it is until SetProxyListeners moves
-// it. With no listener the SYN is dropped; unenrolled, the pod is reached
-// directly again.
+// it. A draining pod's steered flows stay with the listener, its new ones go
+// direct. With no listener the SYN is dropped; unenrolled, the pod is
+// reached directly again.
 func TestNATSteeringNetns(t *testing.T) {
 	tp := newTopo(t)
 	c := tp.loadCapture(t, tp.wu, tp.wh1)
@@ -67,11 +69,10 @@ func TestNATSteeringNetns(t *testing.T) {
 	nat := DefaultNATSteering()
 	t.Cleanup(func() { _ = netns.Do(tp.node, func() error { return nat.Remove() }) })
 
-	conn, who := dial(t, tp.srv, nodePort)
+	early, who := dial(t, tp.srv, nodePort) // kept open across enrolment
 	if who != "pod-app" {
 		t.Fatalf("before NAT steering: %q answered the NodePort, want pod-app (the bypass)", who)
 	}
-	conn.Close()
 	drain(tp.podAppGot)
 
 	natGot := make(chan accepted, 16)
@@ -79,7 +80,8 @@ func TestNATSteeringNetns(t *testing.T) {
 	tp.inNode(t, "NAT steering, enrol", func() error {
 		return errors.Join(c.SteerNAT(nat, 15007), c.Enroll(tp.wh1, pod.Addr()))
 	})
-	conn, who = dial(t, tp.srv, nodePort)
+	early.echo(t, "a flow from before enrolment keeps going direct")
+	conn, who := dial(t, tp.srv, nodePort)
 	if who != "proxy-nat" {
 		t.Fatalf("enrolled: %q answered the NodePort, want proxy-nat", who)
 	}
@@ -101,12 +103,27 @@ func TestNATSteeringNetns(t *testing.T) {
 		t.Fatalf("after SetProxyListeners: %q %v, want successor-nat", who, err)
 	}
 
+	// Draining: the listener keeps its flows, new connections go direct.
+	kept, who := dial(t, tp.srv, nodePort)
+	if who != "successor-nat" {
+		t.Fatalf("before the drain: %q, want successor-nat", who)
+	}
+	drain(tp.podAppGot)
+	tp.inNode(t, "drain", func() error { return c.Drain(tp.wh1, pod.Addr()) })
+	kept.echo(t, "still through the NAT listener while draining")
+	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "pod-app" {
+		t.Fatalf("draining: a new connection got %q %v, want pod-app (direct)", who, err)
+	}
+	tp.inNode(t, "enrol again", func() error { return c.Enroll(tp.wh1, pod.Addr()) })
+
 	next.Close()
+	expectHeldBack(t, tp.srv, nodePort)
+	drain(tp.podAppGot)
 	expectHeldBack(t, tp.srv, nodePort)
 	expectNone(t, tp.podAppGot, "the pod, with no NAT listener")
 
 	tp.inNode(t, "unenrol", func() error { return c.Unenroll(tp.wh1, pod.Addr()) })
-	tp.inNode(t, "unenrol twice", func() error { return nat.SetEnrolled(pod.Addr(), false) })
+	tp.inNode(t, "unenrol twice", func() error { return nat.SetEnrolment(pod.Addr(), 0) })
 	if who, err := dialWho(tp.srv, nodePort, 3*time.Second); err != nil || who != "pod-app" {
 		t.Fatalf("unenrolled: %q %v, want pod-app", who, err)
 	}
