@@ -68,7 +68,7 @@ func TestRouteResolvedRefs(t *testing.T) {
 				t.Errorf("message %q, want it to contain %q", got.Message, c.message)
 			}
 			// Every parent gets it, next to Accepted.
-			set, _ := httpRouteConditions(Condition{Status: "True"}, got)(gatewayv1.ParentReference{Name: "gw"})
+			set, _ := httpRouteConditions(Condition{Status: "True"}, got, attachAll)(gatewayv1.ParentReference{Name: "gw"})
 			if rr := meta.FindStatusCondition(set, "ResolvedRefs"); rr == nil || rr.Reason != got.Reason {
 				t.Errorf("parent conditions %+v lack ResolvedRefs", set)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/weft-mesh/weft/control/unsupported"
@@ -26,10 +27,22 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 	ours := weftParents(o.Gateways)
 	want := Conditions("HTTPRoute", o.HTTPRoutes, problems, accepted[*gatewayv1.HTTPRoute](""))
 	services := serviceSet(o.Services)
+	nsLabels := map[string]labels.Set{}
+	for _, ns := range o.Namespaces {
+		nsLabels[ns.Name] = ns.Labels
+	}
 	for _, rt := range o.HTTPRoutes {
 		c := want[rt.Namespace+"/"+rt.Name]
+		attach := func(ref gatewayv1.ParentReference) deploy.Attachment {
+			for _, gw := range o.Gateways {
+				if deploy.IsIngress(gw) && deploy.NamesGateway(gw, rt.Namespace, ref) {
+					return deploy.ParentAttachment(gw, rt, ref, nsLabels[rt.Namespace])
+				}
+			}
+			return deploy.Attachment{Reason: gatewayv1.RouteReasonAccepted} // a Service (ours says which parents are Weft's)
+		}
 		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours,
-			httpRouteConditions(c, routeResolvedRefs(rt, services)), time.Now())
+			httpRouteConditions(c, routeResolvedRefs(rt, services), attach), time.Now())
 		if !changed {
 			continue
 		}
@@ -62,12 +75,19 @@ type ParentConditions func(ref gatewayv1.ParentReference) (set []metav1.Conditio
 // every parent), and PartiallyInvalid (reason UnsupportedValue, the
 // problems as message) when the translation found problems, as Gateway
 // API defines; HTTPRoutes have no status.conditions for a WeftAccepted
-// condition.
-func httpRouteConditions(c Condition, resolved metav1.Condition) ParentConditions {
+// condition. A Gateway parent whose listeners the route does not attach
+// to (attach: deploy.ParentAttachment, as the translation decides) gets
+// Accepted=False with the spec's reason (NoMatchingParent,
+// NotAllowedByListeners, NoMatchingListenerHostname).
+func httpRouteConditions(c Condition, resolved metav1.Condition, attach func(gatewayv1.ParentReference) deploy.Attachment) ParentConditions {
 	return func(ref gatewayv1.ParentReference) ([]metav1.Condition, []string) {
 		msg := forWaypoints
 		if !isServiceParent(ref) {
 			msg = forGateways
+			if a := attach(ref); len(a.Listeners) == 0 {
+				return []metav1.Condition{{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionFalse,
+					Reason: string(a.Reason), Message: a.Message}, resolved}, []string{string(gatewayv1.RouteConditionPartiallyInvalid)}
+			}
 		}
 		set := []metav1.Condition{{Type: string(gatewayv1.RouteConditionAccepted), Status: metav1.ConditionTrue,
 			Reason: string(gatewayv1.RouteReasonAccepted), Message: msg}, resolved}

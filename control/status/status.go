@@ -130,6 +130,9 @@ type Objects struct {
 	GRPCRoutes     []*gatewayv1.GRPCRoute
 	// Services: whether an HTTPRoute's backendRefs resolve.
 	Services []*corev1.Service
+	// Namespaces: their labels, for the allowedRoutes selectors of the
+	// ingress Gateways' listeners (whether a route attaches).
+	Namespaces []*corev1.Namespace
 	// Unsupported are the objects of kinds Weft does not implement, by
 	// resource (see package unsupported).
 	Unsupported map[schema.GroupVersionResource][]*unstructured.Unstructured

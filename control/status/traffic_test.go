@@ -15,6 +15,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
+	"github.com/weft-mesh/weft/control/waypoint/deploy"
 	"github.com/weft-mesh/weft/control/workload"
 )
 
@@ -22,11 +23,16 @@ func serviceParent(name string) gatewayv1.ParentReference {
 	return gatewayv1.ParentReference{Group: ptr.To(gatewayv1.Group("")), Kind: ptr.To(gatewayv1.Kind("Service")), Name: gatewayv1.ObjectName(name)}
 }
 
+// attachAll: every Gateway parent attaches (to its first listener).
+func attachAll(gatewayv1.ParentReference) deploy.Attachment {
+	return deploy.Attachment{Listeners: []int{0}, Reason: gatewayv1.RouteReasonAccepted}
+}
+
 // httpParents is an HTTPRoute's parents with condition c, when no
 // Gateway parent is Weft's.
 func httpParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) ([]gatewayv1.RouteParentStatus, bool) {
 	return routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, weftParents(nil),
-		httpRouteConditions(c, routeResolvedRefs(rt, nil)), now)
+		httpRouteConditions(c, routeResolvedRefs(rt, nil), attachAll), now)
 }
 
 func TestRouteParents(t *testing.T) {

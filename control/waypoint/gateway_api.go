@@ -77,17 +77,18 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 			s := &networkingapi.Server{Name: string(l.Name), Hosts: []string{host},
 				Port: &networkingapi.Port{Number: uint32(l.Port), Protocol: "HTTP", Name: string(l.Name)}}
 			ig.Spec.Servers = append(ig.Spec.Servers, s)
-			t.ingressRoutes[s] = t.attachedRoutes(gw, l, hrs, nsLabels)
+			t.ingressRoutes[s] = t.attachedRoutes(gw, i, hrs, nsLabels)
 		}
 		out = append(out, ig)
 	}
 	return out
 }
 
-// attachedRoutes are the HTTPRoutes that attach to listener l of gw
+// attachedRoutes are the HTTPRoutes that attach to listener i of gw
 // (deploy.RouteAttaches: parentRefs, allowedRoutes, hostnames); nsLabels
 // are the namespaces' labels by name, for allowedRoutes selectors.
-func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener, hrs []*gatewayv1.HTTPRoute, nsLabels map[string]labels.Set) []*gammaRoute {
+func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, i int, hrs []*gatewayv1.HTTPRoute, nsLabels map[string]labels.Set) []*gammaRoute {
+	l := &gw.Spec.Listeners[i]
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ptrOr(ar.Namespaces.From, "") == gatewayv1.NamespacesFromSelector {
 		if _, err := deploy.AllowedNamespaces(l); err != nil {
 			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "listener %q: %v; no routes attach", l.Name, err)
@@ -97,7 +98,7 @@ func (t *translator) attachedRoutes(gw *gatewayv1.Gateway, l *gatewayv1.Listener
 	out := []*gammaRoute{}
 	for _, hr := range hrs {
 		// A namespace not (yet) known has no labels.
-		if deploy.RouteAttaches(gw, l, hr, nsLabels[hr.Namespace]) {
+		if deploy.RouteAttaches(gw, i, hr, nsLabels[hr.Namespace]) {
 			out = append(out, &gammaRoute{obj: hr})
 		}
 	}

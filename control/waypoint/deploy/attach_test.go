@@ -85,7 +85,7 @@ func TestAttachedRoutes(t *testing.T) {
 		t.Errorf("attachedRoutes %v, want %v (http, foo, sel, bad, https)", got, want)
 	}
 	// A route's parentRef without namespace means its own namespace.
-	if RouteAttaches(gw, &gw.Spec.Listeners[1], attachRoute("team", "implicit", nil, gatewayv1.ParentReference{Name: "gw"}), nsLabels["team"]) {
+	if RouteAttaches(gw, 1, attachRoute("team", "implicit", nil, gatewayv1.ParentReference{Name: "gw"}), nsLabels["team"]) {
 		t.Error("a parentRef without namespace attached a route of namespace team to a Gateway of infra")
 	}
 }
