@@ -29,6 +29,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
@@ -51,6 +52,9 @@ type Cluster struct {
 	hasNetworking, hasHTTPRoute bool
 	// GRPCRoutes, watched (to report them unsupported) when served.
 	hasGRPCRoute bool
+	// ReferenceGrants (cross-namespace backendRefs and certificateRefs),
+	// watched when served.
+	hasReferenceGrant bool
 	// Istio Gateways (ingress gateway deployments), watched when served.
 	hasIstioGateway bool
 	// ServiceEntries (node agents and waypoints), watched when served.
@@ -169,6 +173,9 @@ func (d *Cluster) informers() []cache.SharedIndexInformer {
 	if d.hasHTTPRoute {
 		infs = append(infs, d.gateway.Gateway().V1().HTTPRoutes().Informer())
 	}
+	if d.hasReferenceGrant {
+		infs = append(infs, d.gateway.Gateway().V1beta1().ReferenceGrants().Informer())
+	}
 	if d.hasIstioGateway {
 		infs = append(infs, d.istio.Networking().V1().Gateways().Informer())
 	}
@@ -219,6 +226,8 @@ func (d *Cluster) optionalKinds() []optionalKind {
 			"gateway.networking.k8s.io/v1 HTTPRoute not served: HTTPRoutes are ignored until the control plane restarts"},
 		{&d.hasGRPCRoute, "gateway.networking.k8s.io", []string{"grpcroutes"},
 			"gateway.networking.k8s.io/v1 GRPCRoute not served: GRPCRoutes get no status until the control plane restarts"},
+		{&d.hasReferenceGrant, "gateway.networking.k8s.io", []string{"v1beta1/referencegrants"},
+			"gateway.networking.k8s.io/v1beta1 ReferenceGrant not served: no cross-namespace backendRef or certificateRef is allowed until the control plane restarts"},
 		{&d.hasEnvoyFilter, "networking.istio.io", []string{"v1alpha3/envoyfilters"},
 			"networking.istio.io/v1alpha3 EnvoyFilter not served: EnvoyFilters are ignored until the control plane restarts"},
 		{&d.hasTelemetry, "telemetry.istio.io", []string{"telemetries"},
@@ -352,6 +361,8 @@ type TrafficInputs struct {
 	EnvoyFilters []*networkingv1alpha3.EnvoyFilter
 	// Telemetries configure waypoints' and gateways' access logs and tracing.
 	Telemetries []*telemetryv1.Telemetry
+	// ReferenceGrants allow cross-namespace backendRefs and certificateRefs.
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
 }
 
 // TrafficInputs lists the current traffic-management state.
@@ -376,6 +387,9 @@ func (d *Cluster) TrafficInputs() (TrafficInputs, error) {
 	}
 	if d.hasTelemetry {
 		in.Telemetries = listAll(&err, d.istio.Telemetry().V1().Telemetries().Lister())
+	}
+	if d.hasReferenceGrant {
+		in.ReferenceGrants = listAll(&err, d.gateway.Gateway().V1beta1().ReferenceGrants().Lister())
 	}
 	return in, err
 }

@@ -379,7 +379,7 @@ func (t *translator) statusObjects(in workload.Inputs, traffic discovery.Traffic
 		AuthorizationPolicies: in.AuthorizationPolicies, PeerAuthentications: in.PeerAuthentications, ServiceEntries: in.ServiceEntries,
 		ServiceEntryAddresses: workload.AllocateAddresses(in.ServiceEntries),
 		VirtualServices:       traffic.VirtualServices, DestinationRules: traffic.DestinationRules, IstioGateways: traffic.IstioGateways,
-		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes, Services: in.Services, Namespaces: in.Namespaces,
+		Gateways: in.Gateways, GatewayClasses: only.GatewayClasses, HTTPRoutes: traffic.HTTPRoutes, GRPCRoutes: only.GRPCRoutes, Services: in.Services, Namespaces: in.Namespaces, ReferenceGrants: traffic.ReferenceGrants,
 		RequestAuthentications: traffic.RequestAuthentications, EnvoyFilters: traffic.EnvoyFilters, Telemetries: traffic.Telemetries,
 		Unsupported: only.Unsupported,
 	}

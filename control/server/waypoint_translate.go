@@ -38,6 +38,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		ServiceEntries:         in.ServiceEntries,
 		EnvoyFilters:           traffic.EnvoyFilters,
 		Telemetries:            traffic.Telemetries,
+		ReferenceGrants:        traffic.ReferenceGrants,
 	})
 	return out.Groups(), out.Problems, true
 }

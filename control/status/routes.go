@@ -42,7 +42,7 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 			return deploy.Attachment{Reason: gatewayv1.RouteReasonAccepted} // a Service (ours says which parents are Weft's)
 		}
 		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours,
-			httpRouteConditions(c, routeResolvedRefs(rt, services), attach), time.Now())
+			httpRouteConditions(c, routeResolvedRefs(rt, services, o.ReferenceGrants), attach), time.Now())
 		if !changed {
 			continue
 		}

@@ -35,6 +35,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/weft-mesh/weft/control/workload"
@@ -130,6 +131,9 @@ type Objects struct {
 	GRPCRoutes     []*gatewayv1.GRPCRoute
 	// Services: whether an HTTPRoute's backendRefs resolve.
 	Services []*corev1.Service
+	// ReferenceGrants: whether cross-namespace backendRefs and
+	// certificateRefs are allowed.
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
 	// Namespaces: their labels, for the allowedRoutes selectors of the
 	// ingress Gateways' listeners (whether a route attaches).
 	Namespaces []*corev1.Namespace

@@ -32,7 +32,7 @@ func attachAll(gatewayv1.ParentReference) deploy.Attachment {
 // Gateway parent is Weft's.
 func httpParents(rt *gatewayv1.HTTPRoute, c Condition, now time.Time) ([]gatewayv1.RouteParentStatus, bool) {
 	return routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, weftParents(nil),
-		httpRouteConditions(c, routeResolvedRefs(rt, nil), attachAll), now)
+		httpRouteConditions(c, routeResolvedRefs(rt, nil, nil), attachAll), now)
 }
 
 func TestRouteParents(t *testing.T) {

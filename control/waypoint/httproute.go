@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/weft-mesh/weft/control/refgrant"
 )
 
 const kindHTTPRoute = "HTTPRoute"
@@ -511,15 +513,18 @@ func (c *hrContext) redirect(path string, f *gatewayv1.HTTPRequestRedirectFilter
 	return ra
 }
 
-// backend resolves a backendRef to a Service port of the same namespace.
+// backend resolves a backendRef to a Service port of the route's
+// namespace, or of another one that a ReferenceGrant opens to the route
+// (refgrant.HTTPRouteBackend).
 func (c *hrContext) backend(path string, b gatewayv1.BackendObjectReference) (clusterRef, bool) {
 	if ptrOr(b.Group, "") != "" || ptrOr(b.Kind, "Service") != "Service" {
 		c.problem("%s: only Services are supported as backends; backend left out", path)
 		return clusterRef{}, false
 	}
-	ns := c.hr.Namespace
-	if b.Namespace != nil && string(*b.Namespace) != "" && string(*b.Namespace) != ns {
-		c.problem("%s.namespace: cross-namespace backends need a ReferenceGrant, which is not supported; backend left out", path)
+	ns := cmp.Or(string(ptrOr(b.Namespace, "")), c.hr.Namespace)
+	if !refgrant.HTTPRouteBackend(c.t.referenceGrants, c.hr.Namespace, ns, string(b.Name)) {
+		c.problem("%s.namespace: no ReferenceGrant in namespace %s allows HTTPRoutes of namespace %s to reference Service %s; backend left out",
+			path, ns, c.hr.Namespace, b.Name)
 		return clusterRef{}, false
 	}
 	svc := c.t.services[c.t.fqdn(string(b.Name), ns)]
@@ -537,3 +542,4 @@ func (c *hrContext) backend(path string, b gatewayv1.BackendObjectReference) (cl
 	}
 	return clusterRef{svc: svc, port: uint32(*b.Port)}, true
 }
+

@@ -75,6 +75,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/workload"
@@ -138,6 +139,9 @@ type Inputs struct {
 	// Telemetries configure the access log and tracing of waypoints and
 	// ingress gateways (telemetry.go).
 	Telemetries []*telemetryv1.Telemetry
+	// ReferenceGrants allow HTTPRoute backendRefs and Gateway listener
+	// certificateRefs to other namespaces (control/refgrant).
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
 }
 
 // Output is the translated snapshot: the Envoy resources of each node group
@@ -189,6 +193,7 @@ const (
 // only on the inputs, not on their order.
 func Translate(cfg Config, in Inputs) Output {
 	t := newTranslator(withDefaults(cfg))
+	t.referenceGrants = in.ReferenceGrants
 	t.indexRegistry(in)
 	t.indexDestinationRules(in.DestinationRules)
 	t.indexHTTPRoutes(in.HTTPRoutes)
@@ -259,6 +264,8 @@ type translator struct {
 
 	// HTTPRoutes attached to the servers made of Gateway API listeners.
 	ingressRoutes map[*networkingapi.Server][]*gammaRoute
+	// referenceGrants of the input (control/refgrant).
+	referenceGrants []*gatewayv1beta1.ReferenceGrant
 }
 
 func newTranslator(cfg Config) *translator {
