@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/weft-mesh/weft/pkg/credential"
 )
 
 // Certificates resolves the SDS name of a TLS filter chain's certificate.
@@ -75,15 +76,19 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	if !s.synced() {
 		return nil, fmt.Errorf("credential %q: Secrets of namespace %s not listed yet", name, s.ns)
 	}
-	sec, err := s.lister.Get(name)
+	secretName, err := s.secretName(name)
+	var sec *corev1.Secret
 	version := ""
-	switch {
-	case apierrors.IsNotFound(err):
-		err = fmt.Errorf("credential %q: no Secret %s in namespace %s (the gateway reads credentials from its own namespace only)", name, name, s.ns)
-	case err != nil:
-		err = fmt.Errorf("credential %q: %w", name, err)
-	default:
-		version = sec.ResourceVersion
+	if err == nil {
+		sec, err = s.lister.Get(secretName)
+		switch {
+		case apierrors.IsNotFound(err):
+			err = fmt.Errorf("credential %q: no Secret %s in namespace %s (the gateway reads credentials from its own namespace only)", name, secretName, s.ns)
+		case err != nil:
+			err = fmt.Errorf("credential %q: %w", name, err)
+		default:
+			version = sec.ResourceVersion
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,7 +98,7 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	}
 	var cert *tls.Certificate
 	if err == nil {
-		cert, err = parseCredential(sec)
+		cert, err = credential.Parse(sec)
 	}
 	s.cache[name] = parsedSecret{version: version, cert: cert, err: err}
 	switch {
@@ -106,23 +111,17 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	return cert, err
 }
 
-// parseCredential reads a Secret as Istio does: tls.crt/tls.key
-// (kubernetes.io/tls), else cert/key (generic).
-func parseCredential(sec *corev1.Secret) (*tls.Certificate, error) {
-	certPEM, keyPEM := sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
-	if len(certPEM) == 0 && len(keyPEM) == 0 {
-		certPEM, keyPEM = sec.Data["cert"], sec.Data["key"]
+// secretName is the name of the Secret of the gateway's namespace that
+// credential name ("<name>", or "<namespace>/<name>" for a Gateway API
+// listener's certificateRef) means. Only the gateway's own namespace is
+// read, whatever the control plane asks for.
+func (s *SecretCertificates) secretName(name string) (string, error) {
+	ns, n, qualified := strings.Cut(name, "/")
+	if !qualified {
+		return name, nil
 	}
-	if len(certPEM) == 0 || len(keyPEM) == 0 {
-		return nil, fmt.Errorf("credential %q: Secret %s/%s has no tls.crt and tls.key (or cert and key)", sec.Name, sec.Namespace, sec.Name)
+	if ns != s.ns {
+		return "", fmt.Errorf("credential %q: Secret of namespace %s: the gateway reads credentials from its own namespace (%s) only", name, ns, s.ns)
 	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		// X509KeyPair's errors describe the PEM, not the key bytes.
-		return nil, fmt.Errorf("credential %q: Secret %s/%s: %w", sec.Name, sec.Namespace, sec.Name, err)
-	}
-	if pair.Leaf == nil {
-		return nil, errors.New("credential: certificate not parsed")
-	}
-	return &pair, nil
+	return n, nil
 }

@@ -89,6 +89,14 @@ func TestSecretCertificates(t *testing.T) {
 	if _, err := serial("kubernetes://elsewhere"); err == nil || !strings.Contains(err.Error(), "no Secret elsewhere in namespace weft-ingress") {
 		t.Fatalf("a Secret of another namespace: %v, want not found in weft-ingress", err)
 	}
+	// A Gateway API certificateRef names its namespace: the gateway's own
+	// resolves, another is refused even though that Secret exists.
+	if s, err := serial("kubernetes://weft-ingress/bookinfo-credential"); err != nil || s != serialOf(t, c1) {
+		t.Fatalf("kubernetes://weft-ingress/bookinfo-credential: serial %d, %v; want %d", s, err, serialOf(t, c1))
+	}
+	if _, err := serial("kubernetes://default/elsewhere"); err == nil || !strings.Contains(err.Error(), "own namespace (weft-ingress) only") {
+		t.Fatalf("a namespace-qualified Secret of another namespace: %v, want refused", err)
+	}
 	if _, err := serial("kubernetes://bad"); err == nil || strings.Contains(err.Error(), "PRIVATE KEY") || !strings.Contains(err.Error(), "weft-ingress/bad") {
 		t.Fatalf("mismatched key: %v, want an error naming the Secret, without key material", err)
 	}
