@@ -433,6 +433,15 @@ func (d *Cluster) Gateways() cache.SharedIndexInformer {
 	return d.gateway.Gateway().V1().Gateways().Informer()
 }
 
+// ReferenceGrants exposes the ReferenceGrant informer (the ingress
+// listeners' certificateRefs); nil when ReferenceGrant is not served.
+func (d *Cluster) ReferenceGrants() cache.SharedIndexInformer {
+	if !d.hasReferenceGrant {
+		return nil
+	}
+	return d.gateway.Gateway().V1beta1().ReferenceGrants().Informer()
+}
+
 // Pods exposes the pod informer (add indexers before Start).
 func (d *Cluster) Pods() cache.SharedIndexInformer { return d.pods }
 

@@ -259,7 +259,7 @@ func (p *plane) grpcServer() (*grpc.Server, error) {
 func (p *plane) leaderWork(ctx context.Context) {
 	go p.tr.reportStatus(ctx, p.status)
 	if gateways := p.cluster.Gateways(); gateways != nil {
-		ctrl := &deploy.Controller{Kube: p.kube, Gateway: p.gateway, Gateways: gateways, Log: p.log,
+		ctrl := &deploy.Controller{Kube: p.kube, Gateway: p.gateway, Gateways: gateways, ReferenceGrants: p.cluster.ReferenceGrants(), Log: p.log,
 			Config: deploy.Config{Image: p.o.WaypointImage, PullPolicy: corev1.PullPolicy(p.o.WaypointPullPolicy),
 				TracingEndpoint: p.o.WaypointTracingEndpoint}}
 		go func() {

@@ -24,7 +24,11 @@ import (
 //     by default istio=ingress, the chart's default labels (Weft does not
 //     deploy a gateway per Gateway; see docs/ingress.md);
 //   - each HTTP listener becomes a server on its port (hostname: the
-//     server host, none: "*"); an HTTPRoute attaches with a parentRef of
+//     server host, none: "*"), each HTTPS listener (tls.mode Terminate)
+//     an HTTPS server whose credential is its certificateRef's Secret,
+//     "<namespace>/<name>" (deploy.ListenerCredential: ReferenceGrants
+//     checked; the gateway reads it from its own namespace only, see
+//     waypoint/proxy gateway_credentials.go); an HTTPRoute attaches with a parentRef of
 //     kind Gateway (sectionName: that listener only; port: listeners on
 //     that port), from the Gateway's namespace, or any namespace when
 //     allowedRoutes.namespaces.from is All, or the namespaces its
@@ -33,9 +37,9 @@ import (
 //     virtual host per route hostname that the listener accepts.
 //
 // Status (Accepted, Programmed, listener statuses) is written by
-// control/waypoint/deploy. Departures: HTTPS/TLS listeners and
-// allowedRoutes kinds are not implemented
-// (HTTPRoute status: control/status).
+// control/waypoint/deploy. Departures: TLS, TCP and UDP listeners and
+// HTTPS Passthrough are not implemented (HTTPRoute status:
+// control/status).
 
 const kindAPIGateway = "Gateway.gateway.networking.k8s.io"
 
@@ -63,11 +67,19 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 		}
 		ig := &networkingv1.Gateway{ObjectMeta: *gw.ObjectMeta.DeepCopy()}
 		ig.Spec.Selector = sel
+		if gw.Spec.TLS != nil && gw.Spec.TLS.Backend != nil {
+			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "spec.tls.backend: client certificates to backends are not supported; ignored (the gateway reaches mesh backends over HBONE with its own identity)")
+		}
+		conflicts := deploy.ListenerConflicts(gw)
 		for i := range gw.Spec.Listeners {
 			l := &gw.Spec.Listeners[i]
 			path := fmt.Sprintf("spec.listeners[%d]", i)
 			if !deploy.IngressProtocolSupported(l.Protocol) {
 				t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s.%s", path, deploy.UnsupportedIngressProtocol(l.Protocol))
+				continue
+			}
+			if msg := conflicts[i]; msg != "" {
+				t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s: %s; listener ignored", path, msg)
 				continue
 			}
 			host := "*"
@@ -76,6 +88,17 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 			}
 			s := &networkingapi.Server{Name: string(l.Name), Hosts: []string{host},
 				Port: &networkingapi.Port{Number: uint32(l.Port), Protocol: "HTTP", Name: string(l.Name)}}
+			if l.Protocol == gatewayv1.HTTPSProtocolType {
+				// Served as an Istio HTTPS server whose credential names the
+				// Secret with its namespace (gateway_tls.go).
+				cred, err := deploy.ListenerCredential(gw, l, t.referenceGrants)
+				if err != nil {
+					t.problem(kindAPIGateway, gw.Namespace, gw.Name, "%s.%v; listener ignored", path, err)
+					continue
+				}
+				s.Port.Protocol = serverHTTPS
+				s.Tls = &networkingapi.ServerTLSSettings{Mode: networkingapi.ServerTLSSettings_SIMPLE, CredentialName: cred.String()}
+			}
 			ig.Spec.Servers = append(ig.Spec.Servers, s)
 			t.ingressRoutes[s] = t.attachedRoutes(gw, i, hrs, nsLabels)
 		}

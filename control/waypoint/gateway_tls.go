@@ -78,7 +78,10 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 			return bad("tls.mode: %s is not supported for HTTPS (SIMPLE only)", tls.Mode)
 		case tls.CredentialName == "":
 			return bad("tls.credentialName: required (the name of a kubernetes.io/tls Secret in the gateway's namespace; file paths are not supported)")
-		case strings.Contains(tls.CredentialName, "/") || strings.Contains(tls.CredentialName, "://"):
+		case strings.Contains(tls.CredentialName, "://"),
+			// "<namespace>/<name>" only for Gateway API listeners, whose
+			// certificateRefs and ReferenceGrants were checked (gateway_api.go).
+			strings.Contains(tls.CredentialName, "/") && t.ingressRoutes[s] == nil:
 			return bad("tls.credentialName: %q: want a Secret name of the gateway's namespace", tls.CredentialName)
 		}
 		if len(tls.CipherSuites) > 0 || tls.MinProtocolVersion != networkingapi.ServerTLSSettings_TLS_AUTO ||

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/control/workload"
@@ -206,6 +207,10 @@ func readYAML(t testing.TB, path string, tc *testCase) {
 			o := &telemetryv1.Telemetry{}
 			decode(o)
 			tc.in.Telemetries = append(tc.in.Telemetries, o)
+		case "ReferenceGrant":
+			o := &gatewayv1beta1.ReferenceGrant{}
+			decode(o)
+			tc.in.ReferenceGrants = append(tc.in.ReferenceGrants, o)
 		default:
 			t.Fatalf("%s: document %d: unexpected kind %s", path, i, tm.Kind)
 		}

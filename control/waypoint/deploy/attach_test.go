@@ -18,7 +18,7 @@ import (
 // attachGateway has listeners that admit routes differently: the Gateway's
 // namespace (http), every namespace with a hostname (foo), namespaces
 // labelled gateway=shared (sel), none for a bad selector (bad), and an
-// HTTPS listener the status does not accept (https).
+// TLS listener the status does not accept (tls).
 func attachGateway() *gatewayv1.Gateway {
 	from := func(f gatewayv1.FromNamespaces, sel *metav1.LabelSelector) *gatewayv1.AllowedRoutes {
 		return &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr.To(f), Selector: sel}}
@@ -31,7 +31,7 @@ func attachGateway() *gatewayv1.Gateway {
 			{Name: "sel", Port: 8080, Protocol: gatewayv1.HTTPProtocolType,
 				AllowedRoutes: from(gatewayv1.NamespacesFromSelector, &metav1.LabelSelector{MatchLabels: map[string]string{"gateway": "shared"}})},
 			{Name: "bad", Port: 8081, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: from(gatewayv1.NamespacesFromSelector, nil)},
-			{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType},
+			{Name: "tls", Port: 443, Protocol: gatewayv1.TLSProtocolType},
 		}}}
 }
 
@@ -58,7 +58,7 @@ func TestAttachedRoutes(t *testing.T) {
 	}
 	routes := []*gatewayv1.HTTPRoute{
 		// Same namespace, no hostnames: http, foo (All), and not sel
-		// (infra is not labelled) nor bad nor https.
+		// (infra is not labelled) nor bad nor tls.
 		attachRoute("infra", "all", nil, gatewayv1.ParentReference{Name: "gw"}),
 		// A hostname foo's wildcard covers; http has no hostname.
 		attachRoute("infra", "bar", []gatewayv1.Hostname{"bar.example.com"}, ref("", 80)),
@@ -80,9 +80,9 @@ func TestAttachedRoutes(t *testing.T) {
 	nsLabels := map[string]labels.Set{"team": {"gateway": "shared"}, "infra": {}}
 	got := AttachedRoutes(gw, []bool{true, true, true, true, false}, routes, nsLabels)
 	// http: all, bar, other-host; foo: all, bar, team; sel: team,
-	// team-sel, team-port; bad: none; https: not accepted.
+	// team-sel, team-port; bad: none; tls: not accepted.
 	if want := []int32{3, 3, 3, 0, 0}; !slices.Equal(got, want) {
-		t.Errorf("attachedRoutes %v, want %v (http, foo, sel, bad, https)", got, want)
+		t.Errorf("attachedRoutes %v, want %v (http, foo, sel, bad, tls)", got, want)
 	}
 	// A route's parentRef without namespace means its own namespace.
 	if RouteAttaches(gw, 1, attachRoute("team", "implicit", nil, gatewayv1.ParentReference{Name: "gw"}), nsLabels["team"]) {
@@ -120,7 +120,7 @@ func TestIngressReconcileCountsRoutes(t *testing.T) {
 	for _, l := range got.Status.Listeners {
 		counts[l.Name] = l.AttachedRoutes
 	}
-	want := map[gatewayv1.SectionName]int32{"http": 1, "foo": 2, "sel": 1, "bad": 0, "https": 0}
+	want := map[gatewayv1.SectionName]int32{"http": 1, "foo": 2, "sel": 1, "bad": 0, "tls": 0}
 	for name, n := range want {
 		if counts[name] != n {
 			t.Errorf("listener %s: attachedRoutes %d, want %d (all: %v)", name, counts[name], n, counts)

@@ -29,7 +29,11 @@ type Controller struct {
 	// Gateways is the shared Gateway informer (control/discovery), started
 	// by its owner.
 	Gateways cache.SharedIndexInformer
-	Config   Config
+	// ReferenceGrants is the shared ReferenceGrant informer
+	// (control/discovery); nil when the kind is not served (then no
+	// cross-namespace certificateRef resolves).
+	ReferenceGrants cache.SharedIndexInformer
+	Config          Config
 	Log      *slog.Logger
 	// Workers reconciling in parallel (default 2).
 	Workers int
@@ -38,12 +42,18 @@ type Controller struct {
 	// httpRoutes are all HTTPRoutes, for the ingress listeners'
 	// attachedRoutes; nil outside Run (then listed from the API).
 	httpRoutes cache.Indexer
-	requeue    func(key string, after time.Duration) // nil outside Run
+	// grants are all ReferenceGrants, for the ingress listeners'
+	// certificateRefs; nil outside Run (then listed from the API).
+	grants  cache.Indexer
+	requeue func(key string, after time.Duration) // nil outside Run
 }
 
 // watchHTTPRoutes watches HTTPRoutes: a route's parent Gateways (before
-// and after a change) count it in their listeners' attachedRoutes.
-func (c *Controller) watchHTTPRoutes(queue workqueue.TypedRateLimitingInterface[string]) (gatewayinformers.SharedInformerFactory, cache.SharedIndexInformer, error) {
+// and after a change) count it in their listeners' attachedRoutes; and
+// ReferenceGrants, which decide whether ingress listeners' certificateRefs
+// resolve (the shared informer, started by its owner; stop removes the
+// handler). The route informer is started with the factory returned.
+func (c *Controller) watchHTTPRoutes(queue workqueue.TypedRateLimitingInterface[string]) (gatewayinformers.SharedInformerFactory, []cache.InformerSynced, func(), error) {
 	routeFactory := gatewayinformers.NewSharedInformerFactory(c.Gateway, 0)
 	hrInf := routeFactory.Gateway().V1().HTTPRoutes().Informer()
 	c.httpRoutes = hrInf.GetIndexer()
@@ -59,9 +69,32 @@ func (c *Controller) watchHTTPRoutes(queue workqueue.TypedRateLimitingInterface[
 			}
 		}
 	}
-	_, err := hrInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueParents,
-		UpdateFunc: func(old, obj any) { enqueueParents(old); enqueueParents(obj) }, DeleteFunc: enqueueParents})
-	return routeFactory, hrInf, err
+	if _, err := hrInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueParents,
+		UpdateFunc: func(old, obj any) { enqueueParents(old); enqueueParents(obj) }, DeleteFunc: enqueueParents}); err != nil {
+		return nil, nil, nil, err
+	}
+	synced := []cache.InformerSynced{hrInf.HasSynced}
+	if c.ReferenceGrants == nil {
+		c.grants = cache.NewIndexer(cache.MetaNamespaceKeyFunc, nil) // none
+		return routeFactory, synced, func() {}, nil
+	}
+	// A ReferenceGrant may allow or refuse any ingress Gateway's
+	// certificateRefs: look at them all again (they are few).
+	c.grants = c.ReferenceGrants.GetIndexer()
+	enqueueIngress := func(any) {
+		for _, o := range c.Gateways.GetStore().List() {
+			if gw, ok := o.(*gatewayv1.Gateway); ok && IsIngress(gw) {
+				queue.Add(gw.Namespace + "/" + gw.Name)
+			}
+		}
+	}
+	reg, err := c.ReferenceGrants.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueueIngress,
+		UpdateFunc: func(_, obj any) { enqueueIngress(obj) }, DeleteFunc: enqueueIngress})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stop := func() { _ = c.ReferenceGrants.RemoveEventHandler(reg) }
+	return routeFactory, append(synced, c.ReferenceGrants.HasSynced, reg.HasSynced), stop, nil
 }
 
 // Run reconciles until ctx ends. Deployments and Services are watched with
@@ -113,15 +146,16 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	routeFactory, hrInf, err := c.watchHTTPRoutes(queue)
+	routeFactory, routesSynced, stopGrants, err := c.watchHTTPRoutes(queue)
 	if err != nil {
 		return err
 	}
+	defer stopGrants()
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	routeFactory.Start(ctx.Done())
 	defer routeFactory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced, hrInf.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), append([]cache.InformerSynced{c.Gateways.HasSynced, reg.HasSynced, depInf.HasSynced, svcInf.HasSynced}, routesSynced...)...) {
 		return ctx.Err()
 	}
 	c.Log.Info("waypoint deployment controller started", "image", c.Config.Image, "tracingEndpoint", c.Config.TracingEndpoint)

@@ -4,16 +4,21 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/weft-mesh/weft/pkg/credential"
 )
 
 // Gateway API ingress (docs/ingress.md): Gateways of class weft are served
@@ -39,13 +44,13 @@ func IsIngress(gw *gatewayv1.Gateway) bool {
 // other listeners and the status reports them not accepted: both ask here
 // so they cannot disagree.
 func IngressProtocolSupported(p gatewayv1.ProtocolType) bool {
-	return p == gatewayv1.HTTPProtocolType
+	return p == gatewayv1.HTTPProtocolType || p == gatewayv1.HTTPSProtocolType
 }
 
 // UnsupportedIngressProtocol says why a listener of protocol p, which
 // IngressProtocolSupported rejects, is ignored.
 func UnsupportedIngressProtocol(p gatewayv1.ProtocolType) string {
-	return fmt.Sprintf("protocol: %s is not supported yet (HTTP only); listener ignored", p)
+	return fmt.Sprintf("protocol: %s is not supported yet (HTTP and HTTPS only); listener ignored", p)
 }
 
 // IngressSelector is the label set of the gateway pods serving gw.
@@ -61,28 +66,41 @@ func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
 	return sel, nil
 }
 
-// IngressStatus is the status of ingress Gateway gw given the number of
-// ready gateway pods its selector matches: Accepted unless the selector is
-// invalid or no listener can be served, Programmed once a ready pod serves
-// it, and the status of every listener. Other conditions are kept. Pure
-// except for now (condition stamps).
-func IngressStatus(gw *gatewayv1.Gateway, readyPods int, now time.Time) gatewayv1.GatewayStatus {
+// IngressObserved is what the status of an ingress Gateway depends on
+// besides the Gateway itself.
+type IngressObserved struct {
+	// ReadyPods is the number of ready gateway pods its selector matches.
+	ReadyPods int
+	// Grants are the ReferenceGrants of the cluster (certificateRefs to
+	// other namespaces).
+	Grants []*gatewayv1beta1.ReferenceGrant
+	// Secrets holds why each Secret an HTTPS listener names
+	// (ListenerCredential) cannot be served; a Secret not in it is usable.
+	Secrets map[SecretRef]error
+}
+
+// IngressStatus is the status of ingress Gateway gw given what the
+// controller observed: Accepted unless the selector is invalid or no
+// listener can be served, Programmed once a ready pod serves it and every
+// listener is served, and the status of every listener. Other conditions
+// are kept. Pure except for now (condition stamps).
+func IngressStatus(gw *gatewayv1.Gateway, obs IngressObserved, now time.Time) gatewayv1.GatewayStatus {
 	st := *gw.Status.DeepCopy()
 	sel, err := IngressSelector(gw)
 	var programmed listenerCondition // of a served listener
 	switch {
 	case err != nil:
 		programmed = listenerFalse(gatewayv1.ListenerReasonInvalid, "the Gateway is not accepted: "+err.Error())
-	case readyPods == 0:
+	case obs.ReadyPods == 0:
 		programmed = listenerFalse(gatewayv1.ListenerReasonPending,
 			fmt.Sprintf("no ready gateway pod matches %s (install charts/gateway)", labels.Set(sel)))
 	default:
 		programmed = listenerTrue(gatewayv1.ListenerReasonProgrammed,
-			fmt.Sprintf("served by %d ready gateway pod(s) matching %s", readyPods, labels.Set(sel)))
+			fmt.Sprintf("served by %d ready gateway pod(s) matching %s", obs.ReadyPods, labels.Set(sel)))
 	}
 	reports := make([]listenerReport, len(gw.Spec.Listeners))
 	for i := range gw.Spec.Listeners {
-		reports[i] = ingressListener(&gw.Spec.Listeners[i], programmed)
+		reports[i] = ingressListener(gw, i, programmed, obs)
 		if err != nil { // the translation ignores the whole Gateway
 			reports[i].accepted, reports[i].programmed = programmed, programmed
 		}
@@ -96,17 +114,16 @@ func IngressStatus(gw *gatewayv1.Gateway, readyPods int, now time.Time) gatewayv
 // ingress Gateway gw: selectorErr is its selector annotation's error,
 // programmed the Programmed condition of its served listeners.
 //
-// Some listeners not served (an unsupported protocol, say) leave the
-// Gateway Accepted, with reason ListenersNotValid, which the spec allows
-// "when Accepted is True or False, depending on whether the listener being
-// invalid causes the entire Gateway to not be accepted"; only when no
-// listener is served is it not accepted. Programmed stays True then, with
-// a message naming the listeners not served: the spec's Programmed
-// "indicates whether a Gateway has generated some configuration that is
-// assumed to be ready soon in the underlying data plane", some and not
-// all (GEP-1364, "Partial validity and Conditions": a "some config is
-// working" condition, with the specific errors on the parts); each
-// listener's own Programmed is False.
+// Some listeners not served (an unsupported protocol, a certificate that
+// does not resolve, say) leave the Gateway Accepted, with reason
+// ListenersNotValid, which the spec allows "when Accepted is True or
+// False, depending on whether the listener being invalid causes the
+// entire Gateway to not be accepted"; only when no listener is served is
+// it not accepted. Programmed is then False (Invalid), its message naming
+// the listeners not served: a Gateway that says Programmed while one of
+// its listeners (an HTTPS one without its certificate, say) serves
+// nothing would tell clients waiting for it that it is ready when it is
+// not. The served listeners' own Programmed stay True.
 func setIngressConditions(st *gatewayv1.GatewayStatus, gw *gatewayv1.Gateway, selectorErr error, programmed listenerCondition,
 	reports []listenerReport, now time.Time) {
 	set := func(typ gatewayv1.GatewayConditionType, ok bool, reason gatewayv1.GatewayConditionReason, msg string) {
@@ -134,15 +151,15 @@ func setIngressConditions(st *gatewayv1.GatewayStatus, gw *gatewayv1.Gateway, se
 	default:
 		set(gatewayv1.GatewayConditionAccepted, true, gatewayv1.GatewayReasonAccepted, "Weft ingress gateway")
 	}
-	if programmed.status != metav1.ConditionTrue {
+	switch {
+	case programmed.status != metav1.ConditionTrue:
 		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonPending, programmed.message)
-		return
+	case len(ignored) > 0:
+		set(gatewayv1.GatewayConditionProgrammed, false, gatewayv1.GatewayReasonInvalid,
+			programmed.message+"; listeners not served: "+strings.Join(why, "; "))
+	default:
+		set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed, programmed.message)
 	}
-	msg := programmed.message
-	if len(ignored) > 0 {
-		msg += "; listeners not served: " + strings.Join(ignored, ", ")
-	}
-	set(gatewayv1.GatewayConditionProgrammed, true, gatewayv1.GatewayReasonProgrammed, msg)
 }
 
 // ingressRecheck is how soon an ingress Gateway without ready pods or an
@@ -197,6 +214,7 @@ func IngressAddresses(readyPods []corev1.Pod, svcs []corev1.Service) []gatewayv1
 func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway) (time.Duration, error) {
 	var ready []corev1.Pod
 	var addrs []gatewayv1.GatewayStatusAddress
+	podNamespaces := map[string]bool{} // of every gateway pod, ready or not
 	if sel, err := IngressSelector(gw); err == nil {
 		pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
 		if err != nil {
@@ -204,6 +222,7 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 		}
 		namespaces := map[string]bool{}
 		for i := range pods.Items {
+			podNamespaces[pods.Items[i].Namespace] = true
 			if podReady(&pods.Items[i]) {
 				ready = append(ready, pods.Items[i])
 				namespaces[pods.Items[i].Namespace] = true
@@ -219,7 +238,15 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 		}
 		addrs = IngressAddresses(ready, svcs)
 	}
-	st := IngressStatus(gw, len(ready), time.Now())
+	grants, err := c.referenceGrants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	secrets, err := c.ingressSecrets(ctx, gw, grants, podNamespaces)
+	if err != nil {
+		return 0, err
+	}
+	st := IngressStatus(gw, IngressObserved{ReadyPods: len(ready), Grants: grants, Secrets: secrets}, time.Now())
 	st.Addresses = addrs
 	if err := c.setAttachedRoutes(ctx, gw, &st); err != nil {
 		return 0, err
@@ -231,10 +258,79 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 			return 0, fmt.Errorf("gateway status: %w", err)
 		}
 	}
-	if len(ready) == 0 || len(addrs) == 0 { // the load balancer may assign one later
+	// The controller does not watch the chart's pods and Services, nor
+	// Secrets: a load balancer may assign an address later, a missing
+	// Secret may be created.
+	if len(ready) == 0 || len(addrs) == 0 || len(secrets) > 0 {
 		return ingressRecheck, nil
 	}
 	return 0, nil
+}
+
+// ingressSecrets checks the Secrets that the HTTPS listeners of gw name
+// (ListenerCredential; those it refuses are not read) and returns why
+// each that cannot be served cannot: not in a namespace of the gateway
+// pods (podNamespaces, which read Secrets of their own namespace only;
+// not checked while there is no pod), missing, not readable by
+// weft-control, or not a certificate and key (credential.Parse, the
+// gateway's own rule). The Secret is read only to check it: weft-control
+// keeps and sends nothing of it.
+func (c *Controller) ingressSecrets(ctx context.Context, gw *gatewayv1.Gateway, grants []*gatewayv1beta1.ReferenceGrant,
+	podNamespaces map[string]bool) (map[SecretRef]error, error) {
+	out := map[SecretRef]error{}
+	checked := map[SecretRef]bool{}
+	for i := range gw.Spec.Listeners {
+		l := &gw.Spec.Listeners[i]
+		if l.Protocol != gatewayv1.HTTPSProtocolType {
+			continue
+		}
+		ref, err := ListenerCredential(gw, l, grants)
+		if err != nil || checked[ref] {
+			continue
+		}
+		checked[ref] = true
+		if len(podNamespaces) > 0 && !podNamespaces[ref.Namespace] {
+			out[ref] = fmt.Errorf("Secret %s: the gateway pods read certificates from their own namespace (%s) only; put the Secret there, with a ReferenceGrant when the Gateway is in another namespace",
+				ref, strings.Join(slices.Sorted(maps.Keys(podNamespaces)), ", "))
+			continue
+		}
+		sec, err := c.Kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			out[ref] = fmt.Errorf("Secret %s not found", ref)
+		case apierrors.IsForbidden(err):
+			out[ref] = fmt.Errorf("Secret %s: weft-control may not read it to check it (charts/gateway lets it read the Secrets of the gateway's namespace)", ref)
+		case err != nil:
+			return nil, fmt.Errorf("reading Secret %s: %w", ref, err)
+		default:
+			if _, err := credential.Parse(sec); err != nil {
+				out[ref] = err
+			}
+		}
+	}
+	return out, nil
+}
+
+// referenceGrants are the cluster's ReferenceGrants: from the informer
+// under Run, else listed.
+func (c *Controller) referenceGrants(ctx context.Context) ([]*gatewayv1beta1.ReferenceGrant, error) {
+	var out []*gatewayv1beta1.ReferenceGrant
+	if c.grants != nil {
+		for _, o := range c.grants.List() {
+			if g, ok := o.(*gatewayv1beta1.ReferenceGrant); ok {
+				out = append(out, g)
+			}
+		}
+		return out, nil
+	}
+	list, err := c.Gateway.GatewayV1beta1().ReferenceGrants("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing ReferenceGrants: %w", err)
+	}
+	for i := range list.Items {
+		out = append(out, &list.Items[i])
+	}
+	return out, nil
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,16 +17,14 @@ import (
 )
 
 // Listener statuses (status.listeners[]) of the Gateways the controller
-// owns: conditions Accepted, Programmed and ResolvedRefs, supportedKinds.
+// owns: conditions Accepted, Programmed and ResolvedRefs, supportedKinds;
+// for ingress Gateways also Conflicted (ListenerConflicts) and
+// attachedRoutes (AttachedRoutes).
 //
-// Not written: Conflicted. Within one Gateway the CRD's rule that port,
-// protocol and hostname be unique keeps the served (HTTP) listeners
-// distinct; a host two Gateways both route is settled per route host by
-// the translation, which this controller does not see.
-//
-// attachedRoutes is 0: the controller does not watch HTTPRoutes. That is
-// right for waypoints (routes bind to Services, not to their listener),
-// and not yet counted for ingress Gateways.
+// A host two Gateways both route on one port of the same gateway pods is
+// settled per route host by the translation, which this controller does
+// not see (the translation reports it as a problem). attachedRoutes is 0
+// for waypoints: routes bind to Services, not to their listener.
 
 // listenerCondition is one condition of a listener status, before stamps.
 type listenerCondition struct {
@@ -42,10 +41,17 @@ func listenerFalse(reason gatewayv1.ListenerConditionReason, msg string) listene
 	return listenerCondition{metav1.ConditionFalse, reason, msg}
 }
 
-// listenerReport is what the status says of one listener.
+// listenerReport is what the status says of one listener. A conflicted
+// condition without status is not written (waypoints).
 type listenerReport struct {
-	kinds                              []gatewayv1.RouteGroupKind
-	accepted, programmed, resolvedRefs listenerCondition
+	kinds                                          []gatewayv1.RouteGroupKind
+	accepted, programmed, resolvedRefs, conflicted listenerCondition
+}
+
+// served reports whether the translation serves the listener: accepted,
+// and not left out for an invalid reference (its Programmed is Invalid).
+func (r listenerReport) served() bool {
+	return r.accepted.status == metav1.ConditionTrue && r.programmed.reason != gatewayv1.ListenerReasonInvalid
 }
 
 // rejected reports a listener that is not served, for reason.
@@ -110,25 +116,97 @@ func listOrNone(s []string) string {
 	return strings.Join(s, ", ")
 }
 
-// ingressListener reports listener l of an ingress Gateway as the
+// ingressListener reports listener i of ingress Gateway gw as the
 // translation (control/waypoint/gateway_api.go) serves it; programmed is
-// the Programmed condition of a served listener.
-func ingressListener(l *gatewayv1.Listener, programmed listenerCondition) listenerReport {
+// the Programmed condition of a served listener, obs what the controller
+// saw of the gateway pods, ReferenceGrants and Secrets.
+func ingressListener(gw *gatewayv1.Gateway, i int, programmed listenerCondition, obs IngressObserved) listenerReport {
+	l := &gw.Spec.Listeners[i]
+	noConflict := listenerFalse(gatewayv1.ListenerReasonNoConflicts, "no conflicting listener")
 	if !IngressProtocolSupported(l.Protocol) {
 		// Nothing of the listener is read, its certificate references
 		// included: whether they resolve is not known.
-		return rejected(gatewayv1.ListenerReasonUnsupportedProtocol, UnsupportedIngressProtocol(l.Protocol), []gatewayv1.RouteGroupKind{},
+		r := rejected(gatewayv1.ListenerReasonUnsupportedProtocol, UnsupportedIngressProtocol(l.Protocol), []gatewayv1.RouteGroupKind{},
 			listenerCondition{metav1.ConditionUnknown, gatewayv1.ListenerReasonUnsupportedProtocol, "listener ignored; its references are not resolved"})
+		r.conflicted = noConflict
+		return r
 	}
 	kinds, resolvedRefs := routeKinds(l, []gatewayv1.RouteGroupKind{httpRouteKind})
+	if msg := ListenerConflicts(gw)[i]; msg != "" {
+		r := rejected(gatewayv1.ListenerReasonPortUnavailable, msg, kinds, resolvedRefs)
+		r.conflicted = listenerTrue(gatewayv1.ListenerReasonProtocolConflict, msg)
+		return r
+	}
 	if ar := l.AllowedRoutes; ar != nil && ar.Namespaces != nil && ar.Namespaces.From != nil && *ar.Namespaces.From == gatewayv1.NamespacesFromSelector {
 		if _, err := AllowedNamespaces(l); err != nil {
 			// The translation still opens the port, with no route: requests get 404.
-			return rejected(gatewayv1.ListenerReasonUnsupportedValue, err.Error()+"; no routes attach", kinds, resolvedRefs)
+			r := rejected(gatewayv1.ListenerReasonUnsupportedValue, err.Error()+"; no routes attach", kinds, resolvedRefs)
+			r.conflicted = noConflict
+			return r
 		}
 	}
-	return listenerReport{kinds: kinds, resolvedRefs: resolvedRefs,
-		accepted: listenerTrue(gatewayv1.ListenerReasonAccepted, "HTTP listener"), programmed: programmed}
+	r := listenerReport{kinds: kinds, resolvedRefs: resolvedRefs, conflicted: noConflict,
+		accepted: listenerTrue(gatewayv1.ListenerReasonAccepted, string(l.Protocol)+" listener"), programmed: programmed}
+	if l.Protocol == gatewayv1.HTTPSProtocolType {
+		httpsListener(&r, gw, l, obs)
+	}
+	return r
+}
+
+// httpsListener completes report r of HTTPS listener l of gw with its
+// certificate: unsupported TLS settings make it not accepted, a
+// certificateRef that is not permitted (RefNotPermitted), not a Secret,
+// or names a Secret the gateway cannot serve (missing, malformed, not in
+// the gateway pods' namespace: InvalidCertificateRef) makes ResolvedRefs
+// False, and the listener is not programmed (the translation leaves it
+// out, or the gateway refuses its handshakes).
+func httpsListener(r *listenerReport, gw *gatewayv1.Gateway, l *gatewayv1.Listener, obs IngressObserved) {
+	ref, err := ListenerCredential(gw, l, obs.Grants)
+	var le *ListenerError
+	if err == nil {
+		if serr := obs.Secrets[ref]; serr != nil {
+			le = &ListenerError{gatewayv1.ListenerConditionResolvedRefs, gatewayv1.ListenerReasonInvalidCertificateRef, serr.Error()}
+		}
+	} else if !errors.As(err, &le) {
+		le = &ListenerError{gatewayv1.ListenerConditionResolvedRefs, gatewayv1.ListenerReasonInvalidCertificateRef, err.Error()}
+	}
+	switch {
+	case le == nil:
+	case le.Condition == gatewayv1.ListenerConditionAccepted:
+		conflicted := r.conflicted
+		*r = rejected(le.Reason, le.Message, r.kinds, r.resolvedRefs)
+		r.conflicted = conflicted
+	default:
+		r.resolvedRefs = listenerFalse(le.Reason, le.Message)
+		r.programmed = listenerFalse(gatewayv1.ListenerReasonInvalid, le.Message)
+	}
+}
+
+// ListenerConflicts says, by listener index, why a listener of ingress
+// Gateway gw conflicts with another one ("": it does not): HTTP and HTTPS
+// listeners on one port (one is plain text, the other TLS; the gateway
+// cannot tell them apart). The translation leaves these out and the
+// status reports them Conflicted (ProtocolConflict), both asking here.
+// Listeners of protocols Weft does not serve are not considered. Two
+// listeners with the same port, protocol and hostname cannot exist (the
+// CRD's validation), so there is no hostname conflict within a Gateway.
+func ListenerConflicts(gw *gatewayv1.Gateway) map[int]string {
+	protocols := map[gatewayv1.PortNumber]map[gatewayv1.ProtocolType]bool{}
+	for _, l := range gw.Spec.Listeners {
+		if IngressProtocolSupported(l.Protocol) {
+			if protocols[l.Port] == nil {
+				protocols[l.Port] = map[gatewayv1.ProtocolType]bool{}
+			}
+			protocols[l.Port][l.Protocol] = true
+		}
+	}
+	out := map[int]string{}
+	for i, l := range gw.Spec.Listeners {
+		if IngressProtocolSupported(l.Protocol) && len(protocols[l.Port]) > 1 {
+			out[i] = fmt.Sprintf("port %d has both HTTP and HTTPS listeners; neither is served on it", l.Port)
+		}
+	}
+	return out
 }
 
 // waypointListener reports listener l of a waypoint Gateway whose
@@ -184,18 +262,25 @@ func setListeners(st *gatewayv1.GatewayStatus, gw *gatewayv1.Gateway, reports []
 		set(gatewayv1.ListenerConditionAccepted, r.accepted)
 		set(gatewayv1.ListenerConditionProgrammed, r.programmed)
 		set(gatewayv1.ListenerConditionResolvedRefs, r.resolvedRefs)
+		if r.conflicted.status != "" {
+			set(gatewayv1.ListenerConditionConflicted, r.conflicted)
+		}
 		st.Listeners = append(st.Listeners, ls)
 	}
 }
 
-// notServed names the listeners reports does not accept, and says why
-// ("name (why)"), for the Gateway's conditions.
+// notServed names the listeners reports does not serve (listenerReport
+// served), and says why ("name (why)"), for the Gateway's conditions.
 func notServed(gw *gatewayv1.Gateway, reports []listenerReport) (names, why []string) {
 	for i, r := range reports {
-		if r.accepted.status != metav1.ConditionTrue {
+		if !r.served() {
 			name := string(gw.Spec.Listeners[i].Name)
+			msg := r.accepted.message
+			if r.accepted.status == metav1.ConditionTrue {
+				msg = r.programmed.message
+			}
 			names = append(names, name)
-			why = append(why, fmt.Sprintf("%s (%s)", name, r.accepted.message))
+			why = append(why, fmt.Sprintf("%s (%s)", name, msg))
 		}
 	}
 	return names, why
