@@ -174,8 +174,25 @@ spec:
 		{
 			Feature: "Gateway API `Gateway`/`HTTPRoute` for ingress (GatewayClass `weft`)",
 			Status:  Partial,
-			Notes:   "HTTP listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); `allowedRoutes.namespaces` `Same`, `All` and `Selector`; Accepted/Programmed, `status.addresses` (the gateway Service's) and `status.listeners` written; HTTPS/TLS/TCP/UDP listeners not yet: such a listener is `Accepted=False` (`UnsupportedProtocol`) and `Programmed=False`, the Gateway stays `Accepted` with reason `ListenersNotValid` and its `Programmed` message names the listeners not served ([ingress.md](ingress.md#gateway-api-gatewayclass-weft)); upstream conformance suite results in [conformance/README.md](conformance/README.md)",
+			Notes: "HTTP and HTTPS listeners, served by the chart's gateway pods (annotation `weft.io/gateway-selector`, default `istio=ingress`); `allowedRoutes.namespaces` `Same`, `All` and `Selector`; Accepted/Programmed, `status.addresses` (the gateway Service's) and `status.listeners` (Accepted, Programmed, ResolvedRefs, Conflicted, attachedRoutes) written. " +
+				"HTTPS: `tls.mode: Terminate` with one `certificateRefs` Secret (`kubernetes.io/tls`), which must be in the gateway pods' namespace (where the gateway reads Secrets), with a `ReferenceGrant` there when the Gateway is elsewhere; `ResolvedRefs=False` with `RefNotPermitted` or `InvalidCertificateRef` (missing, malformed, not a Secret, outside that namespace) and the listener is not served; Passthrough, `tls.options`, several certificateRefs and `spec.tls.frontend` are `UnsupportedValue`; HTTP and HTTPS on one port are `Conflicted` (`ProtocolConflict`). " +
+				"TLS/TCP/UDP listeners not yet (`UnsupportedProtocol`). A Gateway with a listener not served stays `Accepted` (`ListenersNotValid`) and is `Programmed=False`, naming it ([ingress.md](ingress.md#gateway-api-gatewayclass-weft)); upstream conformance suite results in [conformance/README.md](conformance/README.md)",
 			Probes: []*Probe{reported(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: tls
+    port: 443
+    protocol: TLS
+    tls:
+      mode: Passthrough
+`, "spec.listeners[0].protocol: TLS is not supported"),
+				reported(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
@@ -187,7 +204,29 @@ spec:
   - name: https
     port: 443
     protocol: HTTPS
-`, "spec.listeners[0]"),
+    tls:
+      certificateRefs:
+      - name: cert
+        namespace: weft-ingress
+`, "no ReferenceGrant in namespace weft-ingress"),
+				clean(`
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: bookinfo.example.com
+    tls:
+      mode: Terminate
+      certificateRefs:
+      - name: bookinfo-credential
+`),
 				clean(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway

@@ -687,9 +687,9 @@ spec:
 `, "backend filter RequestMirror is not supported")},
 		},
 		{
-			Feature: "HTTPRoute: consumer routes (parent Service in another namespace), cross-namespace `backendRefs` (ReferenceGrant)",
-			Status:  NotYet,
-			Notes:   "ignored (reported)",
+			Feature: "HTTPRoute: cross-namespace `backendRefs` (ReferenceGrant)",
+			Status:  Supported,
+			Notes:   "a backendRef (or RequestMirror backendRef) to a Service of another namespace is routed when a `ReferenceGrant` (`gateway.networking.k8s.io/v1beta1`) there allows HTTPRoutes of the route's namespace; otherwise it is left out (reported) and the route's `ResolvedRefs` is False (`RefNotPermitted`)",
 			Probes: []*Probe{reported(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -707,8 +707,13 @@ spec:
     - name: ratings
       namespace: other
       port: 9080
-`, "spec.rules[0].backendRefs[0].namespace"),
-				reported(`
+`, "no ReferenceGrant in namespace other")},
+		},
+		{
+			Feature: "HTTPRoute: consumer routes (parent Service in another namespace)",
+			Status:  NotYet,
+			Notes:   "ignored (reported)",
+			Probes: []*Probe{reported(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
@@ -731,7 +736,7 @@ spec:
 		{
 			Feature: "HTTPRoute with a Gateway parent (ingress)",
 			Status:  Partial,
-			Notes:   "Gateways of class `weft`, HTTP listeners; the listeners' `attachedRoutes` are not counted yet (always 0)",
+			Notes:   "Gateways of class `weft`, HTTP and HTTPS listeners, counted in the listeners' `attachedRoutes`; a parentRef that attaches to no listener gets `Accepted=False` with `NoMatchingParent` (no listener of that `sectionName`/`port`), `NotAllowedByListeners` (`allowedRoutes` namespaces or kinds, or a listener protocol that serves no HTTPRoute) or `NoMatchingListenerHostname`",
 		},
 		{
 			Feature: "GRPCRoute",

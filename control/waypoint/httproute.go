@@ -542,4 +542,3 @@ func (c *hrContext) backend(path string, b gatewayv1.BackendObjectReference) (cl
 	}
 	return clusterRef{svc: svc, port: uint32(*b.Port)}, true
 }
-

@@ -34,7 +34,7 @@ type Controller struct {
 	// cross-namespace certificateRef resolves).
 	ReferenceGrants cache.SharedIndexInformer
 	Config          Config
-	Log      *slog.Logger
+	Log             *slog.Logger
 	// Workers reconciling in parallel (default 2).
 	Workers int
 

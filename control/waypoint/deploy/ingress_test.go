@@ -383,7 +383,7 @@ func TestIngressHTTPSListenerStatus(t *testing.T) {
 			To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret"}}}}
 	obs := IngressObserved{ReadyPods: 1, Grants: []*gatewayv1beta1.ReferenceGrant{grant}, Secrets: map[SecretRef]error{
 		{Namespace: "weft-ingress", Name: "gone"}: errors.New("Secret weft-ingress/gone not found"),
-		{Namespace: "apps", Name: "local"}:       errors.New("Secret apps/local: the gateway pods read certificates from their own namespace (weft-ingress) only"),
+		{Namespace: "apps", Name: "local"}:        errors.New("Secret apps/local: the gateway pods read certificates from their own namespace (weft-ingress) only"),
 	}}
 	st := IngressStatus(gw, obs, now)
 	for name, want := range map[gatewayv1.SectionName][4]string{
