@@ -37,7 +37,8 @@ func renderGateway(t *testing.T, args ...string) []byte {
 
 // gatewayKinds are the only kinds the gateway chart may render: its config
 // comes over xDS; its only API access is a namespaced Role to read the
-// Secrets its HTTPS servers name (no ClusterRole).
+// Secrets its HTTPS servers name (no ClusterRole), and weft-control's a
+// namespaced Role to get them (listener status).
 var gatewayKinds = map[string]func() any{
 	"v1/ServiceAccount":                        func() any { return &corev1.ServiceAccount{} },
 	"v1/Service":                               func() any { return &corev1.Service{} },
@@ -215,5 +216,17 @@ func TestGatewayDefaults(t *testing.T) {
 	if rb.RoleRef.Kind != "Role" || rb.RoleRef.Name != role.Name || len(rb.Subjects) != 1 ||
 		rb.Subjects[0].Kind != "ServiceAccount" || rb.Subjects[0].Name != gatewayRelease || rb.Subjects[0].Namespace != gatewayNamespace {
 		t.Errorf("RoleBinding %+v binds %+v, want the Role to the gateway's ServiceAccount", rb.RoleRef, rb.Subjects)
+	}
+	// weft-control: get (no list or watch) on this namespace's Secrets, to
+	// check a Gateway API listener's certificateRef.
+	check := get[rbacv1.Role](t, objs, "Role", gatewayRelease+"-secret-check")
+	if check.Namespace != gatewayNamespace || len(check.Rules) != 1 || !slices.Equal(check.Rules[0].Resources, []string{"secrets"}) ||
+		!slices.Equal(check.Rules[0].Verbs, []string{"get"}) {
+		t.Errorf("Role %s/%s rules %+v, want get on secrets only", check.Namespace, check.Name, check.Rules)
+	}
+	crb := get[rbacv1.RoleBinding](t, objs, "RoleBinding", gatewayRelease+"-secret-check")
+	if crb.RoleRef.Name != check.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" ||
+		crb.Subjects[0].Name != "weft-control" || crb.Subjects[0].Namespace != "weft-system" {
+		t.Errorf("RoleBinding %+v binds %+v, want the secret-check Role to weft-control's ServiceAccount", crb.RoleRef, crb.Subjects)
 	}
 }
