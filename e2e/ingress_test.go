@@ -126,4 +126,5 @@ func TestIngressGateway(t *testing.T) {
 
 	testIngressTLS(t, e, hosts)
 	testIngressGatewayAPI(t, e, hosts, port)
+	testIngressGatewayAPITLS(t, e, hosts)
 }
