@@ -290,16 +290,16 @@ func (c *Controller) ingressSecrets(ctx context.Context, gw *gatewayv1.Gateway, 
 		}
 		checked[ref] = true
 		if len(podNamespaces) > 0 && !podNamespaces[ref.Namespace] {
-			out[ref] = fmt.Errorf("Secret %s: the gateway pods read certificates from their own namespace (%s) only; put the Secret there, with a ReferenceGrant when the Gateway is in another namespace",
+			out[ref] = fmt.Errorf("certificate Secret %s: the gateway pods read certificates from their own namespace (%s) only; put the Secret there, with a ReferenceGrant when the Gateway is in another namespace",
 				ref, strings.Join(slices.Sorted(maps.Keys(podNamespaces)), ", "))
 			continue
 		}
 		sec, err := c.Kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			out[ref] = fmt.Errorf("Secret %s not found", ref)
+			out[ref] = fmt.Errorf("certificate Secret %s not found", ref)
 		case apierrors.IsForbidden(err):
-			out[ref] = fmt.Errorf("Secret %s: weft-control may not read it to check it (charts/gateway lets it read the Secrets of the gateway's namespace)", ref)
+			out[ref] = fmt.Errorf("certificate Secret %s: weft-control may not read it to check it (charts/gateway lets it read the Secrets of the gateway's namespace)", ref)
 		case err != nil:
 			return nil, fmt.Errorf("reading Secret %s: %w", ref, err)
 		default:

@@ -271,7 +271,7 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	check(got.Status, "https", "True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3")
 	check(got.Status, "malformed", "True/Accepted/3", "False/Invalid/3", "False/InvalidCertificateRef/3")
 	check(got.Status, "missing", "True/Accepted/3", "False/Invalid/3", "False/InvalidCertificateRef/3")
-	if c := listenerCondition2(got.Status, "missing", "ResolvedRefs"); !strings.Contains(c.Message, "istio-ingress/gone not found") {
+	if c := listenerCondition2(got.Status, "missing", "ResolvedRefs"); !strings.Contains(c.Message, "Secret istio-ingress/gone not found") {
 		t.Errorf("missing listener: ResolvedRefs message %q", c.Message)
 	}
 	if p := cond(got.Status, "Programmed"); p != "False/Invalid/3" {
@@ -382,8 +382,8 @@ func TestIngressHTTPSListenerStatus(t *testing.T) {
 			From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "Gateway", Namespace: "apps"}},
 			To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret"}}}}
 	obs := IngressObserved{ReadyPods: 1, Grants: []*gatewayv1beta1.ReferenceGrant{grant}, Secrets: map[SecretRef]error{
-		{Namespace: "weft-ingress", Name: "gone"}: errors.New("Secret weft-ingress/gone not found"),
-		{Namespace: "apps", Name: "local"}:        errors.New("Secret apps/local: the gateway pods read certificates from their own namespace (weft-ingress) only"),
+		{Namespace: "weft-ingress", Name: "gone"}: errors.New("certificate Secret weft-ingress/gone not found"),
+		{Namespace: "apps", Name: "local"}:        errors.New("certificate Secret apps/local: the gateway pods read certificates from their own namespace (weft-ingress) only"),
 	}}
 	st := IngressStatus(gw, obs, now)
 	for name, want := range map[gatewayv1.SectionName][4]string{
@@ -410,7 +410,7 @@ func TestIngressHTTPSListenerStatus(t *testing.T) {
 	if a, p := cond(st, gatewayv1.GatewayConditionAccepted), cond(st, gatewayv1.GatewayConditionProgrammed); a != "True/ListenersNotValid/2" || p != "False/Invalid/2" {
 		t.Errorf("Gateway Accepted %s Programmed %s, want True/ListenersNotValid False/Invalid", a, p)
 	}
-	if p := meta.FindStatusCondition(st.Conditions, "Programmed"); !strings.Contains(p.Message, "missing (Secret weft-ingress/gone not found)") {
+	if p := meta.FindStatusCondition(st.Conditions, "Programmed"); !strings.Contains(p.Message, "missing (certificate Secret weft-ingress/gone not found)") {
 		t.Errorf("Programmed message %q, want it to name the listeners not served and why", p.Message)
 	}
 }
