@@ -99,7 +99,7 @@ service:
 // the suite's own annotation that leaves a Gateway out of that wait, and
 // the tests that use them fail. The report says so in its mode.
 var unservedBaseGateways = map[string]string{
-	"same-namespace-with-https-listener": "HTTPS listeners only (not supported: docs/conformance/README.md)",
+	"same-namespace-with-https-listener": "HTTPS listeners only, whose Secret is in the Gateway's namespace: Weft's gateway reads certificates from its own namespace (docs/conformance/README.md)",
 }
 
 // conformanceMode is the report's mode: not "default", because of

@@ -39,7 +39,9 @@ func (w *Writer) syncRoutes(ctx context.Context, o Objects, problems []workload.
 					return deploy.ParentAttachment(gw, rt, ref, nsLabels[rt.Namespace])
 				}
 			}
-			return deploy.Attachment{Reason: gatewayv1.RouteReasonAccepted} // a Service (ours says which parents are Weft's)
+			// Not reached: ours reports only on Services (not asked) and
+			// on Gateways of class weft.
+			return deploy.Attachment{Reason: gatewayv1.RouteReasonNoMatchingParent, Message: "no Gateway of class weft by that name"}
 		}
 		parents, changed := routeParents(rt.Namespace, rt.Generation, rt.Spec.ParentRefs, rt.Status.Parents, ours,
 			httpRouteConditions(c, routeResolvedRefs(rt, services, o.ReferenceGrants), attach), time.Now())
