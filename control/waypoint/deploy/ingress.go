@@ -242,7 +242,7 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 	if err != nil {
 		return 0, err
 	}
-	secrets, err := c.ingressSecrets(ctx, gw, grants, podNamespaces)
+	secrets, checked, err := c.ingressSecrets(ctx, gw, grants, podNamespaces)
 	if err != nil {
 		return 0, err
 	}
@@ -260,12 +260,20 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 	}
 	// The controller does not watch the chart's pods and Services, nor
 	// Secrets: a load balancer may assign an address later, a missing
-	// Secret may be created.
-	if len(ready) == 0 || len(addrs) == 0 || len(secrets) > 0 {
+	// Secret may be created, a good one replaced by a bad one.
+	switch {
+	case len(ready) == 0 || len(addrs) == 0 || len(secrets) > 0:
 		return ingressRecheck, nil
+	case checked > 0:
+		return secretRecheck, nil
 	}
 	return 0, nil
 }
+
+// secretRecheck is how soon an ingress Gateway whose certificate Secrets
+// all resolved is looked at again: a Secret deleted or overwritten with
+// something unusable shows in its listener's status within this time.
+const secretRecheck = time.Minute
 
 // ingressSecrets checks the Secrets that the HTTPS listeners of gw name
 // (ListenerCredential; those it refuses are not read) and returns why
@@ -273,22 +281,23 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 // pods (podNamespaces, which read Secrets of their own namespace only;
 // not checked while there is no pod), missing, not readable by
 // weft-control, or not a certificate and key (credential.Parse, the
-// gateway's own rule). The Secret is read only to check it: weft-control
-// keeps and sends nothing of it.
+// gateway's own rule); checked is how many Secrets it looked at. The
+// Secret is read only to check it: weft-control keeps and sends nothing
+// of it.
 func (c *Controller) ingressSecrets(ctx context.Context, gw *gatewayv1.Gateway, grants []*gatewayv1beta1.ReferenceGrant,
-	podNamespaces map[string]bool) (map[SecretRef]error, error) {
-	out := map[SecretRef]error{}
-	checked := map[SecretRef]bool{}
+	podNamespaces map[string]bool) (out map[SecretRef]error, checked int, err error) {
+	out = map[SecretRef]error{}
+	seen := map[SecretRef]bool{}
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
 		if l.Protocol != gatewayv1.HTTPSProtocolType {
 			continue
 		}
 		ref, err := ListenerCredential(gw, l, grants)
-		if err != nil || checked[ref] {
+		if err != nil || seen[ref] {
 			continue
 		}
-		checked[ref] = true
+		seen[ref] = true
 		if len(podNamespaces) > 0 && !podNamespaces[ref.Namespace] {
 			out[ref] = fmt.Errorf("certificate Secret %s: the gateway pods read certificates from their own namespace (%s) only; put the Secret there, with a ReferenceGrant when the Gateway is in another namespace",
 				ref, strings.Join(slices.Sorted(maps.Keys(podNamespaces)), ", "))
@@ -301,14 +310,14 @@ func (c *Controller) ingressSecrets(ctx context.Context, gw *gatewayv1.Gateway, 
 		case apierrors.IsForbidden(err):
 			out[ref] = fmt.Errorf("certificate Secret %s: weft-control may not read it to check it (charts/gateway lets it read the Secrets of the gateway's namespace)", ref)
 		case err != nil:
-			return nil, fmt.Errorf("reading Secret %s: %w", ref, err)
+			return nil, 0, fmt.Errorf("reading Secret %s: %w", ref, err)
 		default:
 			if _, err := credential.Parse(sec); err != nil {
 				out[ref] = err
 			}
 		}
 	}
-	return out, nil
+	return out, len(seen), nil
 }
 
 // referenceGrants are the cluster's ReferenceGrants: from the informer
