@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/weft-mesh/weft/pkg/golden"
 )
@@ -228,5 +229,76 @@ func TestGatewayDefaults(t *testing.T) {
 	if crb.RoleRef.Name != check.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" ||
 		crb.Subjects[0].Name != "weft-control" || crb.Subjects[0].Namespace != "weft-system" {
 		t.Errorf("RoleBinding %+v binds %+v, want the secret-check Role to weft-control's ServiceAccount", crb.RoleRef, crb.Subjects)
+	}
+}
+
+// TestGatewayCredentialNamespaces: with credentialNamespaces the gateway
+// may read (get/list/watch) and weft-control get the Secrets of those
+// namespaces too, through a Role in each (still no ClusterRole), the
+// gateway is told with --credential-namespaces and weft-control with the
+// pod annotation weft.io/credential-namespaces.
+func TestGatewayCredentialNamespaces(t *testing.T) {
+	out := renderGateway(t, "--set", "credentialNamespaces={apps,web}")
+	roles := map[string][]string{}   // "<ns>/<name>" -> verbs
+	bindings := map[string]string{} // "<ns>/<name>" -> subject "<ns>/<name>"
+	var dep *appsv1.Deployment
+	for _, doc := range documents(out) {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatal(err)
+		}
+		switch tm.Kind {
+		case "ClusterRole", "ClusterRoleBinding":
+			t.Fatalf("%s rendered: the gateway chart grants namespaced access only", tm.Kind)
+		case "Role":
+			var r rbacv1.Role
+			if err := yaml.UnmarshalStrict(doc, &r); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Rules) != 1 || !slices.Equal(r.Rules[0].Resources, []string{"secrets"}) {
+				t.Errorf("Role %s/%s rules %+v, want secrets only", r.Namespace, r.Name, r.Rules)
+			}
+			roles[r.Namespace+"/"+r.Name] = r.Rules[0].Verbs
+		case "RoleBinding":
+			var b rbacv1.RoleBinding
+			if err := yaml.UnmarshalStrict(doc, &b); err != nil {
+				t.Fatal(err)
+			}
+			if len(b.Subjects) == 1 && b.RoleRef.Name == b.Name {
+				bindings[b.Namespace+"/"+b.Name] = b.Subjects[0].Namespace + "/" + b.Subjects[0].Name
+			}
+		case "Deployment":
+			dep = &appsv1.Deployment{}
+			if err := yaml.UnmarshalStrict(doc, dep); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, ns := range []string{gatewayNamespace, "apps", "web"} {
+		if v := roles[ns+"/"+gatewayRelease]; !slices.Equal(v, []string{"get", "list", "watch"}) {
+			t.Errorf("namespace %s: gateway Role verbs %v, want get/list/watch", ns, v)
+		}
+		if v := roles[ns+"/"+gatewayRelease+"-secret-check"]; !slices.Equal(v, []string{"get"}) {
+			t.Errorf("namespace %s: weft-control Role verbs %v, want get", ns, v)
+		}
+		if s := bindings[ns+"/"+gatewayRelease]; s != gatewayNamespace+"/"+gatewayRelease {
+			t.Errorf("namespace %s: gateway RoleBinding subject %q", ns, s)
+		}
+		if s := bindings[ns+"/"+gatewayRelease+"-secret-check"]; s != "weft-system/weft-control" {
+			t.Errorf("namespace %s: weft-control RoleBinding subject %q", ns, s)
+		}
+	}
+	if len(roles) != 6 {
+		t.Errorf("Roles %v, want two in each of the three namespaces", roles)
+	}
+	if dep == nil {
+		t.Fatal("no Deployment rendered")
+	}
+	pod := dep.Spec.Template
+	if a := pod.Annotations["weft.io/credential-namespaces"]; a != "apps,web" {
+		t.Errorf("pod annotation weft.io/credential-namespaces %q, want apps,web", a)
+	}
+	if !slices.Contains(pod.Spec.Containers[0].Args, "--credential-namespaces=apps,web") {
+		t.Errorf("gateway args %v lack --credential-namespaces=apps,web", pod.Spec.Containers[0].Args)
 	}
 }

@@ -27,8 +27,9 @@ import (
 //     server host, none: "*"), each HTTPS listener (tls.mode Terminate)
 //     an HTTPS server whose credential is its certificateRef's Secret,
 //     "<namespace>/<name>" (deploy.ListenerCredential: ReferenceGrants
-//     checked; the gateway reads it from its own namespace only, see
-//     waypoint/proxy gateway_credentials.go); an HTTPRoute attaches with a parentRef of
+//     checked; the gateway reads it only from its own namespace and its
+//     credentialNamespaces, see waypoint/proxy gateway_credentials.go);
+//     an HTTPRoute attaches with a parentRef of
 //     kind Gateway (sectionName: that listener only; port: listeners on
 //     that port), from the Gateway's namespace, or any namespace when
 //     allowedRoutes.namespaces.from is All, or the namespaces its

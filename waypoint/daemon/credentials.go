@@ -11,12 +11,13 @@ import (
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
-// gatewayCertificates resolves the credentialName of HTTPS servers from
-// Secrets of the gateway's own namespace, read with the pod's service
-// account token (charts/gateway grants get/list/watch on Secrets of that
-// namespace only). Without API access it returns nil: HTTPS servers then
-// refuse handshakes, plain HTTP ones keep working.
-func gatewayCertificates(ctx context.Context, ns string, reg prometheus.Registerer, log *slog.Logger) proxy.Certificates {
+// gatewayCertificates resolves the credentials of HTTPS servers from
+// Secrets of the gateway's own namespace and of the extra namespaces,
+// read with the pod's service account token (charts/gateway grants
+// get/list/watch on Secrets of those namespaces only). Without API access
+// it returns nil: HTTPS servers then refuse handshakes, plain HTTP ones
+// keep working.
+func gatewayCertificates(ctx context.Context, ns string, extra []string, reg prometheus.Registerer, log *slog.Logger) proxy.Certificates {
 	rc, err := rest.InClusterConfig()
 	if err != nil {
 		log.Warn("no Kubernetes API access (is automountServiceAccountToken on?): HTTPS servers with a credentialName refuse handshakes", "err", err)
@@ -28,7 +29,7 @@ func gatewayCertificates(ctx context.Context, ns string, reg prometheus.Register
 		log.Warn("Kubernetes client: HTTPS servers with a credentialName refuse handshakes", "err", err)
 		return nil
 	}
-	certs, err := proxy.NewSecretCertificates(ctx, client, ns, reg, log)
+	certs, err := proxy.NewSecretCertificates(ctx, client, ns, extra, reg, log)
 	if err != nil {
 		log.Warn("gateway credentials: HTTPS servers with a credentialName refuse handshakes", "err", err)
 		return nil

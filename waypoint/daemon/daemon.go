@@ -54,6 +54,10 @@ type Config struct {
 	TokenFile          string
 
 	HBONEAddress, MetricsAddress, ReadinessAddress, AdminAddress string
+	// CredentialNamespaces: in gateway mode, namespaces besides its own
+	// whose Secrets the gateway may serve as Gateway API listeners'
+	// certificates (charts/gateway credentialNamespaces).
+	CredentialNamespaces []string
 	// MaxConnections caps the open connections of the HBONE listener and
 	// of each gateway listener (0: no cap); more wait in the kernel's
 	// accept queue, as on the node agent (pkg/connlimit).
@@ -148,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var certs proxy.Certificates
 	if cfg.Mode == ModeGateway {
-		certs = gatewayCertificates(ctx, cfg.Namespace, reg, log)
+		certs = gatewayCertificates(ctx, cfg.Namespace, cfg.CredentialNamespaces, reg, log)
 	}
 	p, err := proxy.New(proxy.Options{SVID: ids.Source(self), Bundle: ids.Bundles(), Registerer: reg,
 		AccessLog: cfg.AccessLog, Tracing: tracing, Log: log, Certificates: certs})

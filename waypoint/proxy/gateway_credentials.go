@@ -25,19 +25,23 @@ type Certificates interface {
 }
 
 // SecretCertificates resolves "kubernetes://<name>" (or "<name>") to the
-// Secret <name> of one namespace, the gateway's own: Istio's credentialName.
-// The key never leaves the gateway's namespace and the control plane never
-// reads it. Secrets are watched, so a renewed certificate is used by the
+// Secret <name> of the gateway's own namespace: Istio's credentialName;
+// and "kubernetes://<namespace>/<name>" (a Gateway API listener's
+// certificateRef) to a Secret of the gateway's namespace or of one of the
+// extra namespaces it was given (charts/gateway credentialNamespaces,
+// where its Role lets it read Secrets). No other namespace is read,
+// whatever the control plane asks for, and the control plane never gets
+// a key. Secrets are watched, so a renewed certificate is used by the
 // next handshake; parsed pairs are cached per Secret resourceVersion.
 type SecretCertificates struct {
-	ns     string
-	lister corelisters.SecretNamespaceLister
-	synced cache.InformerSynced
-	log    *slog.Logger
-	ready  *prometheus.GaugeVec
+	ns      string                                       // the gateway's own
+	listers map[string]corelisters.SecretNamespaceLister // by namespace
+	synced  []cache.InformerSynced
+	log     *slog.Logger
+	ready   *prometheus.GaugeVec
 
 	mu    sync.Mutex
-	cache map[string]parsedSecret // by Secret name
+	cache map[string]parsedSecret // by credential name
 }
 
 type parsedSecret struct {
@@ -46,16 +50,17 @@ type parsedSecret struct {
 	err     error
 }
 
-// NewSecretCertificates watches the Secrets of namespace ns until ctx ends.
-// The gauge weft_gateway_credential_ready{credential_name} (1 usable, 0
-// not) is registered on reg when non-nil.
-func NewSecretCertificates(ctx context.Context, client kubernetes.Interface, ns string, reg prometheus.Registerer, log *slog.Logger) (*SecretCertificates, error) {
+// NewSecretCertificates watches the Secrets of namespace ns, the
+// gateway's own, and of the extra namespaces until ctx ends (one
+// namespaced watch each: no cluster-wide access is needed). The gauge
+// weft_gateway_credential_ready{credential_name} (1 usable, 0 not) is
+// registered on reg when non-nil.
+func NewSecretCertificates(ctx context.Context, client kubernetes.Interface, ns string, extra []string, reg prometheus.Registerer,
+	log *slog.Logger) (*SecretCertificates, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
-	inf := f.Core().V1().Secrets()
-	s := &SecretCertificates{ns: ns, lister: inf.Lister().Secrets(ns), synced: inf.Informer().HasSynced, log: log,
+	s := &SecretCertificates{ns: ns, listers: map[string]corelisters.SecretNamespaceLister{}, log: log,
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_gateway_credential_ready",
 			Help: "Whether the Secret a gateway TLS server names (credentialName) holds a usable certificate and key (1) or not (0), as of its last use."},
 			[]string{"credential_name"}),
@@ -65,25 +70,44 @@ func NewSecretCertificates(ctx context.Context, client kubernetes.Interface, ns 
 			return nil, err
 		}
 	}
-	f.Start(ctx.Done())
+	for _, n := range append([]string{ns}, extra...) {
+		if _, dup := s.listers[n]; dup || n == "" {
+			continue
+		}
+		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(n))
+		inf := f.Core().V1().Secrets()
+		s.listers[n] = inf.Lister().Secrets(n)
+		s.synced = append(s.synced, inf.Informer().HasSynced)
+		f.Start(ctx.Done())
+	}
 	return s, nil
+}
+
+// hasSynced: every namespace's Secrets are listed.
+func (s *SecretCertificates) hasSynced() bool {
+	for _, f := range s.synced {
+		if !f() {
+			return false
+		}
+	}
+	return true
 }
 
 // Certificate returns the certificate of Secret sdsName, or why there is
 // none (never with key material in the message).
 func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, error) {
 	name := strings.TrimPrefix(sdsName, "kubernetes://")
-	if !s.synced() {
-		return nil, fmt.Errorf("credential %q: Secrets of namespace %s not listed yet", name, s.ns)
+	if !s.hasSynced() {
+		return nil, fmt.Errorf("credential %q: Secrets not listed yet", name)
 	}
-	secretName, err := s.secretName(name)
+	ns, secretName, err := s.secretName(name)
 	var sec *corev1.Secret
 	version := ""
 	if err == nil {
-		sec, err = s.lister.Get(secretName)
+		sec, err = s.listers[ns].Get(secretName)
 		switch {
 		case apierrors.IsNotFound(err):
-			err = fmt.Errorf("credential %q: no Secret %s in namespace %s (the gateway reads credentials from its own namespace only)", name, secretName, s.ns)
+			err = fmt.Errorf("credential %q: no Secret %s in namespace %s", name, secretName, ns)
 		case err != nil:
 			err = fmt.Errorf("credential %q: %w", name, err)
 		default:
@@ -111,17 +135,18 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	return cert, err
 }
 
-// secretName is the name of the Secret of the gateway's namespace that
-// credential name ("<name>", or "<namespace>/<name>" for a Gateway API
-// listener's certificateRef) means. Only the gateway's own namespace is
-// read, whatever the control plane asks for.
-func (s *SecretCertificates) secretName(name string) (string, error) {
-	ns, n, qualified := strings.Cut(name, "/")
+// secretName is the namespace and name of the Secret credential name
+// ("<name>": of the gateway's namespace; "<namespace>/<name>" for a
+// Gateway API listener's certificateRef) means, in a namespace the
+// gateway watches.
+func (s *SecretCertificates) secretName(name string) (ns, secret string, err error) {
+	ns, secret, qualified := strings.Cut(name, "/")
 	if !qualified {
-		return name, nil
+		return s.ns, name, nil
 	}
-	if ns != s.ns {
-		return "", fmt.Errorf("credential %q: Secret of namespace %s: the gateway reads credentials from its own namespace (%s) only", name, ns, s.ns)
+	if _, ok := s.listers[ns]; !ok {
+		return "", "", fmt.Errorf("credential %q: Secret of namespace %s: the gateway reads credentials from its own namespace (%s) and its credentialNamespaces only",
+			name, ns, s.ns)
 	}
-	return n, nil
+	return ns, secret, nil
 }

@@ -51,7 +51,8 @@ func tlsSecret(ns, name string, certPEM, keyPEM []byte) *corev1.Secret {
 }
 
 // TestSecretCertificates: credentials resolve from Secrets of the
-// gateway's own namespace only (kubernetes.io/tls and generic cert/key),
+// gateway's own namespace, and namespace-qualified ones also from its
+// extra namespaces, never another (kubernetes.io/tls and generic cert/key),
 // a renewed Secret is picked up, and missing or invalid ones are errors
 // naming the Secret (without key material) and set the ready gauge to 0.
 func TestSecretCertificates(t *testing.T) {
@@ -63,15 +64,15 @@ func TestSecretCertificates(t *testing.T) {
 		Data: map[string][]byte{"cert": c2, "key": k2}}
 	bad := tlsSecret("weft-ingress", "bad", c1, k2) // key does not match
 	client := fake.NewClientset(tlsSecret("weft-ingress", "bookinfo-credential", c1, k1), generic, bad,
-		tlsSecret("default", "elsewhere", other, otherKey))
+		tlsSecret("default", "elsewhere", other, otherKey), tlsSecret("apps", "apps-cert", other, otherKey))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg := prometheus.NewRegistry()
-	sc, err := NewSecretCertificates(ctx, client, "weft-ingress", reg, slog.New(slog.DiscardHandler))
+	sc, err := NewSecretCertificates(ctx, client, "weft-ingress", []string{"apps"}, reg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	await.True(t, "the secret cache to sync", func() bool { return sc.synced() })
+	await.True(t, "the secret cache to sync", sc.hasSynced)
 
 	serial := func(name string) (int64, error) {
 		c, err := sc.Certificate(name)
@@ -94,8 +95,16 @@ func TestSecretCertificates(t *testing.T) {
 	if s, err := serial("kubernetes://weft-ingress/bookinfo-credential"); err != nil || s != serialOf(t, c1) {
 		t.Fatalf("kubernetes://weft-ingress/bookinfo-credential: serial %d, %v; want %d", s, err, serialOf(t, c1))
 	}
-	if _, err := serial("kubernetes://default/elsewhere"); err == nil || !strings.Contains(err.Error(), "own namespace (weft-ingress) only") {
+	if _, err := serial("kubernetes://default/elsewhere"); err == nil || !strings.Contains(err.Error(), "own namespace (weft-ingress) and its credentialNamespaces only") {
 		t.Fatalf("a namespace-qualified Secret of another namespace: %v, want refused", err)
+	}
+	// An extra namespace (credentialNamespaces) is read; its Secrets are
+	// not credentials without the namespace.
+	if s, err := serial("kubernetes://apps/apps-cert"); err != nil || s != serialOf(t, other) {
+		t.Fatalf("kubernetes://apps/apps-cert: serial %d, %v; want %d", s, err, serialOf(t, other))
+	}
+	if _, err := serial("kubernetes://apps-cert"); err == nil {
+		t.Fatal("kubernetes://apps-cert resolved from namespace apps; want the gateway's own namespace only")
 	}
 	if _, err := serial("kubernetes://bad"); err == nil || strings.Contains(err.Error(), "PRIVATE KEY") || !strings.Contains(err.Error(), "weft-ingress/bad") {
 		t.Fatalf("mismatched key: %v, want an error naming the Secret, without key material", err)

@@ -27,8 +27,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ .Values.image.hub }}/waypoint:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* The pod's annotations: Prometheus scraping of the metrics port, then .Values.podAnnotations (which win). */}}
+{{/* The pod's annotations: Prometheus scraping of the metrics port, then .Values.podAnnotations (which win); weft.io/credential-namespaces (the extra namespaces whose Secrets the gateway reads, for weft-control's listener status) wins over both. */}}
 {{- define "weft-gateway.podAnnotations" -}}
 {{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" "15020" "prometheus.io/path" "/metrics" }}
-{{- toYaml (merge (deepCopy (.Values.podAnnotations | default dict)) $scrape) }}
+{{- $weft := dict }}
+{{- with .Values.credentialNamespaces }}
+{{- $_ := set $weft "weft.io/credential-namespaces" (join "," .) }}
+{{- end }}
+{{- toYaml (merge $weft (deepCopy (.Values.podAnnotations | default dict)) $scrape) }}
 {{- end }}

@@ -32,6 +32,10 @@ const (
 	IngressClassName          = "weft"
 	AnnotationGatewaySelector = "weft.io/gateway-selector"
 	DefaultGatewaySelector    = "istio=ingress"
+	// AnnotationCredentialNamespaces, on a gateway pod (charts/gateway
+	// credentialNamespaces), lists the namespaces besides its own whose
+	// Secrets it reads ("a,b"): where a certificateRef's Secret may be.
+	AnnotationCredentialNamespaces = "weft.io/credential-namespaces"
 )
 
 // IsIngress reports whether gw is a Gateway API ingress Gateway.
@@ -214,7 +218,8 @@ func IngressAddresses(readyPods []corev1.Pod, svcs []corev1.Service) []gatewayv1
 func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway) (time.Duration, error) {
 	var ready []corev1.Pod
 	var addrs []gatewayv1.GatewayStatusAddress
-	podNamespaces := map[string]bool{} // of every gateway pod, ready or not
+	// Where every gateway pod, ready or not, reads Secrets.
+	podNamespaces := map[string]bool{}
 	if sel, err := IngressSelector(gw); err == nil {
 		pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
 		if err != nil {
@@ -223,6 +228,11 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 		namespaces := map[string]bool{}
 		for i := range pods.Items {
 			podNamespaces[pods.Items[i].Namespace] = true
+			for _, ns := range strings.Split(pods.Items[i].Annotations[AnnotationCredentialNamespaces], ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					podNamespaces[ns] = true
+				}
+			}
 			if podReady(&pods.Items[i]) {
 				ready = append(ready, pods.Items[i])
 				namespaces[pods.Items[i].Namespace] = true
@@ -277,8 +287,8 @@ const secretRecheck = time.Minute
 
 // ingressSecrets checks the Secrets that the HTTPS listeners of gw name
 // (ListenerCredential; those it refuses are not read) and returns why
-// each that cannot be served cannot: not in a namespace of the gateway
-// pods (podNamespaces, which read Secrets of their own namespace only;
+// each that cannot be served cannot: not in a namespace the gateway pods
+// read Secrets of (podNamespaces: theirs and their credentialNamespaces;
 // not checked while there is no pod), missing, not readable by
 // weft-control, or not a certificate and key (credential.Parse, the
 // gateway's own rule); checked is how many Secrets it looked at. The
@@ -299,8 +309,9 @@ func (c *Controller) ingressSecrets(ctx context.Context, gw *gatewayv1.Gateway, 
 		}
 		seen[ref] = true
 		if len(podNamespaces) > 0 && !podNamespaces[ref.Namespace] {
-			out[ref] = fmt.Errorf("certificate Secret %s: the gateway pods read certificates from their own namespace (%s) only; put the Secret there, with a ReferenceGrant when the Gateway is in another namespace",
-				ref, strings.Join(slices.Sorted(maps.Keys(podNamespaces)), ", "))
+			out[ref] = fmt.Errorf("certificate Secret %s: the gateway pods read certificates from their own namespace and their credentialNamespaces (%s) only; "+
+				"put the Secret there (with a ReferenceGrant when the Gateway is in another namespace) or add %s to charts/gateway's credentialNamespaces",
+				ref, strings.Join(slices.Sorted(maps.Keys(podNamespaces)), ", "), ref.Namespace)
 			continue
 		}
 		sec, err := c.Kube.CoreV1().Secrets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})

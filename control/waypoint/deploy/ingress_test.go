@@ -176,9 +176,10 @@ func TestIngressListenerStatus(t *testing.T) {
 // Gateway's listener statuses, and writes again only on change. HTTPS
 // listeners: a certificateRef to the gateway pods' namespace resolves
 // only once a ReferenceGrant there allows it (RefNotPermitted before); a
-// malformed Secret, a missing one and one outside the gateway pods'
-// namespace are InvalidCertificateRef; the Gateway is not Programmed
-// while one is.
+// malformed Secret, a missing one and one outside the namespaces the
+// gateway pods read (theirs and those of their annotation
+// weft.io/credential-namespaces) are InvalidCertificateRef; the Gateway
+// is not Programmed while one is.
 func TestIngressReconcileWithFakeClients(t *testing.T) {
 	ctx := context.Background()
 	pki := testpki.New(t)
@@ -242,7 +243,7 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	check(got.Status, "https", "True/Accepted/3", "False/Invalid/3", "False/RefNotPermitted/3")
 	check(got.Status, "malformed", "True/Accepted/3", "False/Invalid/3", "False/RefNotPermitted/3")
 	check(got.Status, "local", "True/Accepted/3", "False/Invalid/3", "False/InvalidCertificateRef/3")
-	if c := listenerCondition2(got.Status, "local", "ResolvedRefs"); !strings.Contains(c.Message, "own namespace (istio-ingress)") {
+	if c := listenerCondition2(got.Status, "local", "ResolvedRefs"); !strings.Contains(c.Message, "credentialNamespaces (istio-ingress)") {
 		t.Errorf("local listener: ResolvedRefs message %q, want it to name the gateway pods' namespace", c.Message)
 	}
 	if a := got.Status.Addresses; len(a) != 1 || a[0].Value != "127.112.0.1" {
@@ -277,6 +278,16 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 	if p := cond(got.Status, "Programmed"); p != "False/Invalid/3" {
 		t.Errorf("Programmed %s with invalid listeners, want False/Invalid", p)
 	}
+
+	// The gateway pods also read Secrets of default (charts/gateway
+	// credentialNamespaces, told by the pod annotation): the Gateway's own
+	// Secret resolves, without a grant.
+	pod.Annotations = map[string]string{AnnotationCredentialNamespaces: "default, other"}
+	if _, err := kube.CoreV1().Pods("istio-ingress").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got = reconcile()
+	check(got.Status, "local", "True/Accepted/3", "True/Programmed/3", "True/ResolvedRefs/3")
 }
 
 // listenerCondition2 is condition typ of listener name (zero when none).

@@ -16,9 +16,10 @@ import (
 // certificateRefs name, as it does for an Istio Gateway's credentialName
 // (control/waypoint gateway_tls.go). The Secret may be of the Gateway's
 // namespace or of another one whose ReferenceGrants allow it; the gateway
-// pods read Secrets of their own namespace only (charts/gateway), so
-// weft-control reports a Secret of any other namespace unusable
-// (ListenerCredential's caller, the status).
+// pods read Secrets of their own namespace and of their
+// credentialNamespaces only (charts/gateway), so weft-control reports a
+// Secret of any other namespace unusable (ListenerCredential's caller,
+// the status).
 //
 // Not supported, each reported on the listener: tls.mode Passthrough
 // (TLSRoute), tls.options, more than one certificateRef (the gateway

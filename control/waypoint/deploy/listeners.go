@@ -157,7 +157,7 @@ func ingressListener(gw *gatewayv1.Gateway, i int, programmed listenerCondition,
 // certificate: unsupported TLS settings make it not accepted, a
 // certificateRef that is not permitted (RefNotPermitted), not a Secret,
 // or names a Secret the gateway cannot serve (missing, malformed, not in
-// the gateway pods' namespace: InvalidCertificateRef) makes ResolvedRefs
+// the namespaces the gateway pods read: InvalidCertificateRef) makes ResolvedRefs
 // False, and the listener is not programmed (the translation leaves it
 // out, or the gateway refuses its handshakes).
 func httpsListener(r *listenerReport, gw *gatewayv1.Gateway, l *gatewayv1.Listener, obs IngressObserved) {

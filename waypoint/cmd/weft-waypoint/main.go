@@ -69,6 +69,7 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", mesh.Addr("", mesh.MetricsPort), "Prometheus /metrics and /stats/prometheus")
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
 	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /certs (keep it on loopback)")
+	f.StringSliceVar(&cfg.CredentialNamespaces, "credential-namespaces", nil, "gateway mode: namespaces besides its own whose Secrets it may serve as Gateway API listener certificates (its Role must let it read them; charts/gateway credentialNamespaces)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per traffic listener (HBONE, each gateway port) before new ones wait in the accept queue (0: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout (buffered: lines appear within a second)")
