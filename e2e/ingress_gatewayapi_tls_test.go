@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -126,51 +127,18 @@ spec:
 `
 
 func testIngressGatewayAPITLS(t *testing.T, e *env, hosts []string) {
+	testIngressGatewayAPIGrant(t, e, hosts)
+	testIngressGatewayAPICredentialNamespaces(t, e, hosts)
+}
+
+func testIngressGatewayAPIGrant(t *testing.T, e *env, hosts []string) {
 	t.Run("Gateway API HTTPS listener with a Secret of another namespace and a ReferenceGrant", func(t *testing.T) {
 		ca := testpki.New(t)
 		crt, key := ca.IssueFiles(t, t.TempDir(), "apps.example.com")
 		e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "apps-credential", "--cert="+crt, "--key="+key)
 		e.applyYAML(t, ingressGatewayAPITLSYAML)
-		port := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress",
-			"-o", `jsonpath={.spec.ports[?(@.name=="https")].nodePort}`))
-		if !regexp.MustCompile(`^[0-9]+$`).MatchString(port) {
-			t.Fatalf("https nodePort %q", port)
-		}
-		// As curl --resolve apps.example.com:<port>:<node> --cacert ca.crt.
-		client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{ServerName: "apps.example.com", RootCAs: ca.Pool},
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return e.c.DialContext(ctx, network, net.JoinHostPort(hosts[0], port))
-			}}}
-		get := func() (int, string, error) {
-			resp, err := client.Get("https://apps.example.com/productpage")
-			if err != nil {
-				return 0, "", err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b), err
-		}
-		// cond is a listener's (or, with listener "", the Gateway's)
-		// condition typ as "<status>/<reason>".
-		cond := func(listener, typ string) string {
-			path := fmt.Sprintf(`{.status.conditions[?(@.type==%q)].status}/{.status.conditions[?(@.type==%q)].reason}`, typ, typ)
-			if listener != "" {
-				path = fmt.Sprintf(`{.status.listeners[?(@.name==%q)].conditions[?(@.type==%q)].status}/{.status.listeners[?(@.name==%q)].conditions[?(@.type==%q)].reason}`,
-					listener, typ, listener, typ)
-			}
-			out, _ := e.kubectl("-n", "gwtls-apps", "get", "gateway", "apps-https", "-o", "jsonpath="+path)
-			return strings.TrimSpace(out)
-		}
-		awaitCond := func(listener, typ, want string) {
-			t.Helper()
-			eventually(t, fmt.Sprintf("listener %q %s %s", listener, typ, want), 60*time.Second, func() error {
-				if got := cond(listener, typ); got != want {
-					return fmt.Errorf("%s is %q", typ, got)
-				}
-				return nil
-			})
-		}
+		get := httpsGetter(t, e, hosts[0], "apps.example.com", ca)
+		awaitCond := gatewayCondWaiter(t, e, "gwtls-apps", "apps-https")
 
 		// Without the grant: not permitted, not served.
 		awaitCond("https", "ResolvedRefs", "False/RefNotPermitted")
@@ -225,5 +193,126 @@ func testIngressGatewayAPITLS(t *testing.T, e *env, hosts []string) {
 				return nil
 			})
 		}
+	})
+}
+
+// httpsGetter GETs https://<host>/productpage through the https NodePort
+// of node, as curl --resolve <host>:<port>:<node> --cacert ca.crt does.
+func httpsGetter(t *testing.T, e *env, node, host string, ca *testpki.CA) func() (int, string, error) {
+	t.Helper()
+	port := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress",
+		"-o", `jsonpath={.spec.ports[?(@.name=="https")].nodePort}`))
+	if !regexp.MustCompile(`^[0-9]+$`).MatchString(port) {
+		t.Fatalf("https nodePort %q", port)
+	}
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{ServerName: host, RootCAs: ca.Pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return e.c.DialContext(ctx, network, net.JoinHostPort(node, port))
+		}}}
+	return func() (int, string, error) {
+		resp, err := client.Get("https://" + host + "/productpage")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+}
+
+// gatewayCondWaiter waits until a listener's (or, with listener "", the
+// Gateway's) condition typ is want ("<status>/<reason>").
+func gatewayCondWaiter(t *testing.T, e *env, ns, gateway string) func(listener, typ, want string) {
+	return func(listener, typ, want string) {
+		t.Helper()
+		path := fmt.Sprintf(`{.status.conditions[?(@.type==%q)].status}/{.status.conditions[?(@.type==%q)].reason}`, typ, typ)
+		if listener != "" {
+			path = fmt.Sprintf(`{.status.listeners[?(@.name==%q)].conditions[?(@.type==%q)].status}/{.status.listeners[?(@.name==%q)].conditions[?(@.type==%q)].reason}`,
+				listener, typ, listener, typ)
+		}
+		eventually(t, fmt.Sprintf("Gateway %s/%s listener %q %s %s", ns, gateway, listener, typ, want), 60*time.Second, func() error {
+			out, err := e.kubectl("-n", ns, "get", "gateway", gateway, "-o", "jsonpath="+path)
+			if got := strings.TrimSpace(out); err != nil || got != want {
+				return fmt.Errorf("%s is %q (%v)", typ, got, err)
+			}
+			return nil
+		})
+	}
+}
+
+// ingressGatewayAPILocalYAML: a Gateway whose Secret is in its own
+// namespace, gwtls-apps (no ReferenceGrant needed), which the gateway
+// reads only once charts/gateway has it in credentialNamespaces.
+const ingressGatewayAPILocalYAML = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: local-https
+  namespace: gwtls-apps
+spec:
+  gatewayClassName: weft
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: local.example.com
+    tls:
+      certificateRefs:
+      - name: local-credential
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: local
+  namespace: gwtls-apps
+spec:
+  parentRefs:
+  - name: local-https
+  hostnames:
+  - local.example.com
+  rules:
+  - backendRefs:
+    - name: productpage
+      namespace: default
+      port: 9080
+`
+
+// testIngressGatewayAPICredentialNamespaces: a Secret of the Gateway's own
+// namespace is InvalidCertificateRef (the gateway does not read that
+// namespace) and refused until `helm upgrade --set
+// credentialNamespaces={gwtls-apps}` lets the gateway (and weft-control's
+// check) read it. It upgrades the gateway chart, so it runs last.
+func testIngressGatewayAPICredentialNamespaces(t *testing.T, e *env, hosts []string) {
+	t.Run("Gateway API HTTPS listener with a Secret of the Gateway's namespace, read with credentialNamespaces", func(t *testing.T) {
+		ca := testpki.New(t)
+		crt, key := ca.IssueFiles(t, t.TempDir(), "local.example.com")
+		e.mustKubectl(t, "-n", "gwtls-apps", "create", "secret", "tls", "local-credential", "--cert="+crt, "--key="+key)
+		e.applyYAML(t, ingressGatewayAPILocalYAML)
+		get := httpsGetter(t, e, hosts[0], "local.example.com", ca)
+		awaitCond := gatewayCondWaiter(t, e, "gwtls-apps", "local-https")
+		awaitCond("https", "ResolvedRefs", "False/InvalidCertificateRef")
+		if code, body, err := get(); err == nil {
+			t.Fatalf("https://local.example.com/productpage before credentialNamespaces: %d %.200s; want the handshake refused", code, body)
+		} else {
+			t.Logf("before credentialNamespaces: %v", err)
+		}
+
+		start := time.Now()
+		e.mustRun(t, "helm", "upgrade", "weft-ingress", filepath.Join(repoRoot(), "charts/gateway"), "-n", "weft-ingress",
+			"--reuse-values", "--set", "credentialNamespaces={gwtls-apps}")
+		eventually(t, "https://local.example.com/productpage after the upgrade", 120*time.Second, func() error {
+			code, body, err := get()
+			if err != nil {
+				return err
+			}
+			if code != http.StatusOK || !strings.Contains(body, "Book Details") {
+				return fmt.Errorf("status %d: %s", code, pageSummary(body))
+			}
+			return nil
+		})
+		t.Logf("served %s after helm upgrade", time.Since(start).Round(100*time.Millisecond))
+		awaitCond("https", "ResolvedRefs", "True/ResolvedRefs")
+		awaitCond("", "Programmed", "True/Programmed")
 	})
 }
