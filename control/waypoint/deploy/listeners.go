@@ -154,12 +154,12 @@ func ingressListener(gw *gatewayv1.Gateway, i int, programmed listenerCondition,
 }
 
 // httpsListener completes report r of HTTPS listener l of gw with its
-// certificate: unsupported TLS settings make it not accepted, a
+// certificate: unsupported TLS settings make it not accepted; a
 // certificateRef that is not permitted (RefNotPermitted), not a Secret,
 // or names a Secret the gateway cannot serve (missing, malformed, not in
-// the namespaces the gateway pods read: InvalidCertificateRef) makes ResolvedRefs
-// False, and the listener is not programmed (the translation leaves it
-// out, or the gateway refuses its handshakes).
+// the namespaces the gateway pods read: InvalidCertificateRef) makes
+// ResolvedRefs False, and the listener is not programmed (the
+// translation leaves it out, or the gateway refuses its handshakes).
 func httpsListener(r *listenerReport, gw *gatewayv1.Gateway, l *gatewayv1.Listener, obs IngressObserved) {
 	ref, err := ListenerCredential(gw, l, obs.Grants)
 	var le *ListenerError
