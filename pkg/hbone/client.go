@@ -292,7 +292,8 @@ func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.Cl
 }
 
 func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header http.Header) (*ClientStream, error) {
-	body := newRequestBody()
+	pr, pw := io.Pipe()
+	body := &requestBody{PipeReader: pr, sent: make(chan struct{})}
 	// The stream must outlive ctx (a setup deadline), so it gets its own
 	// context that ctx cancels only until the response headers arrive.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -316,12 +317,12 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 			resp.Body.Close()
 		}
 		cancel()
-		body.end(io.EOF)
+		pw.Close()
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", target, pc.remote, ctx.Err())
 	}
 	if err != nil {
 		cancel()
-		body.end(io.EOF)
+		pw.Close()
 		if rerr := pc.conn.readErr(); rerr != nil && !errors.Is(rerr, io.EOF) && !strings.Contains(err.Error(), rerr.Error()) {
 			return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w (tunnel connection: %w)", target, pc.remote, err, rerr)
 		}
@@ -331,10 +332,10 @@ func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header h
 		reason, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
 		cancel()
-		body.end(io.EOF)
+		pw.Close()
 		return nil, &RefusedError{Status: resp.StatusCode, Reason: string(trimNL(reason))}
 	}
-	return &ClientStream{req: body, body: resp.Body, sent: body.sent, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
+	return &ClientStream{pw: pw, body: resp.Body, sent: body.sent, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
 		release: func() { d.release(pc) }}, nil
 }
 
@@ -365,7 +366,7 @@ func (d *Dialer) Close() error {
 
 // ClientStream is the client side of a tunnel stream.
 type ClientStream struct {
-	req       *requestBody
+	pw        *io.PipeWriter
 	body      io.ReadCloser
 	sent      <-chan struct{} // x/net is done sending our direction
 	cancel    context.CancelFunc
@@ -395,25 +396,12 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 }
 
 // Write blocks until x/net/http2 took p (flow control applies).
-func (s *ClientStream) Write(p []byte) (int, error) { return s.req.write(p) }
-
-// pull sends what src yields until src's EOF (returning nil) or error, the
-// way Write would but without a goroutine between src and the tunnel: x/net
-// reads src itself. ok is false, and nothing is read, when src's blocked
-// Read could not be interrupted if the stream ends: the caller then copies.
-func (s *ClientStream) pull(src io.Reader) (n int64, ok bool, err error) {
-	if _, can := src.(deadliner); !can {
-		return 0, false, nil
-	}
-	n, err = s.req.pull(src)
-	return n, true, err
-}
+func (s *ClientStream) Write(p []byte) (int, error) { return s.pw.Write(p) }
 
 // CloseWrite half-closes: the server reads EOF and can still send.
 func (s *ClientStream) CloseWrite() error {
 	s.wclosed.Store(true)
-	s.req.end(io.EOF)
-	return nil
+	return s.pw.Close()
 }
 
 // Close ends the stream. If both directions already finished it is a clean
@@ -428,7 +416,7 @@ func (s *ClientStream) CloseWrite() error {
 func (s *ClientStream) Close() error {
 	s.closeOnce.Do(func() {
 		if !s.wclosed.Load() {
-			s.req.end(net.ErrClosed)
+			s.pw.CloseWithError(net.ErrClosed)
 		}
 		if !s.wclosed.Load() || !s.readEOF.Load() {
 			s.teardown()
@@ -460,4 +448,19 @@ func (s *ClientStream) teardown() {
 	s.body.Close()
 	s.cancel()
 	s.release()
+}
+
+// requestBody is the stream's sending direction as x/net reads it; x/net
+// closes it when it is done writing the request (END_STREAM sent, or the
+// stream aborted).
+type requestBody struct {
+	*io.PipeReader
+	once sync.Once
+	sent chan struct{}
+}
+
+func (b *requestBody) Close() error {
+	err := b.PipeReader.Close()
+	b.once.Do(func() { close(b.sent) })
+	return err
 }

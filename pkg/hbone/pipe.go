@@ -87,15 +87,6 @@ func abort(s Stream) {
 
 // copyHalf copies src to dst and half-closes dst at src's EOF.
 func copyHalf(dst, src Stream) (int64, error) {
-	if cs, ok := dst.(*ClientStream); ok {
-		// Into a tunnel: x/net's writer reads src itself.
-		if n, pulled, err := cs.pull(src); pulled {
-			if err != nil {
-				return n, err
-			}
-			return n, dst.CloseWrite()
-		}
-	}
 	bp, pool := smallPool.Get().(*[]byte), &smallPool
 	defer func() { pool.Put(bp) }()
 	full := 0 // consecutive reads that filled the buffer
