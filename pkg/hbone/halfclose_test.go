@@ -128,3 +128,41 @@ func TestServerFirstHalfClose(t *testing.T) {
 		t.Errorf("server sent %d and received %d RST_STREAMs, want none", sent, recv)
 	}
 }
+
+// TestServerResetAfterResponseEndsClientWithEOF: a server that answers and
+// then closes its stream without reading the client's direction (a
+// waypoint answering "Connection: close") resets the stream. Through Pipe
+// the client's TCP connection must still read the whole answer and then
+// EOF, as it would from a TCP server that closed: a reset there would cut
+// off a complete response (the data-path matrix's connection-close row).
+func TestServerResetAfterResponseEndsClientWithEOF(t *testing.T) {
+	e := newEnv(t, Options{})
+	srv := &Server{TLS: e.srv.TLS, Handler: func(ctx context.Context, req *Request) error {
+		st, err := req.Accept()
+		if err != nil {
+			return err
+		}
+		st.Write([]byte("complete response"))
+		st.CloseWrite()
+		return st.Close() // the client's direction never read: RST_STREAM
+	}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	st, err := e.dialer.Dial(context.Background(), l.Addr().String(), tlsconfig.AuthorizeID(serverID), "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, captured := tcpPair(t)
+	done := make(chan error, 1)
+	go func() { _, _, err := Pipe(captured, st); done <- err }()
+	got, err := io.ReadAll(app) // the client sends nothing and keeps its side open
+	if err != nil || string(got) != "complete response" {
+		t.Fatalf("client read %q, %v; want the whole response, then EOF", got, err)
+	}
+	app.Close()
+	<-done
+}
