@@ -91,7 +91,14 @@ service:
     - name: http-alt
       port: 8080
       targetPort: 18080
+credentialNamespaces: [` + conformanceSecretNamespaces + `]
 `
+
+// conformanceSecretNamespaces hold the suite's listener certificates (its
+// Gateways' namespace and the one a ReferenceGrant opens). The gateway
+// reads Secrets of its own namespace and of these only (credentialNamespaces,
+// a Role in each), so they are created before the chart is installed.
+const conformanceSecretNamespaces = "gateway-conformance-infra, gateway-conformance-web-backend"
 
 // unservedBaseGateways are Gateways of the suite's base manifests that
 // Weft cannot serve yet. Setup waits for every base Gateway to be Accepted
@@ -158,6 +165,9 @@ func TestGatewayAPIConformance(t *testing.T) {
 	values := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(values, []byte(conformanceGatewayValues), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	for _, ns := range strings.Split(conformanceSecretNamespaces, ", ") {
+		e.mustKubectl(t, "create", "namespace", ns)
 	}
 	e.mustRun(t, "helm", "install", "weft-ingress", filepath.Join(root, "charts/gateway"), "-n", "weft-ingress", "--create-namespace", "-f", values)
 	e.mustKubectl(t, "-n", "weft-ingress", "wait", "--for=condition=Available", "deployment/weft-ingress", "--timeout=120s")
