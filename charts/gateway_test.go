@@ -239,7 +239,7 @@ func TestGatewayDefaults(t *testing.T) {
 // pod annotation weft.io/credential-namespaces.
 func TestGatewayCredentialNamespaces(t *testing.T) {
 	out := renderGateway(t, "--set", "credentialNamespaces={apps,web}")
-	roles := map[string][]string{}   // "<ns>/<name>" -> verbs
+	roles := map[string][]string{}  // "<ns>/<name>" -> verbs
 	bindings := map[string]string{} // "<ns>/<name>" -> subject "<ns>/<name>"
 	var dep *appsv1.Deployment
 	for _, doc := range documents(out) {
