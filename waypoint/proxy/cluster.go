@@ -56,7 +56,8 @@ type clusterSettings struct {
 	maxRequestsPerConn                      int
 	upstreamH2                              *bool // nil: the downstream protocol
 	outlier                                 *outlierSettings
-	tls                                     *tls.Config // originate TLS (HTTP chains); nil: none
+	tls                                     *tls.Config  // originate TLS (HTTP chains); nil: none
+	dns                                     *dnsSettings // STRICT_DNS, LOGICAL_DNS; nil: EDS, ORIGINAL_DST
 }
 
 type outlierSettings struct {
@@ -90,8 +91,13 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 	case clusterv3.Cluster_EDS:
 	case clusterv3.Cluster_ORIGINAL_DST:
 		s.originalDst = true
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		var err error
+		if s.dns, err = compileDNS(c, c.GetType() == clusterv3.Cluster_LOGICAL_DNS); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("cluster type %s is not supported (want EDS or ORIGINAL_DST)", c.GetType())
+		return nil, fmt.Errorf("cluster type %s is not supported (want EDS, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST)", c.GetType())
 	}
 	if c.GetConnectTimeout() != nil {
 		s.connectTimeout = durOr(c.GetConnectTimeout(), s.connectTimeout)
@@ -299,6 +305,10 @@ type cluster struct {
 	mu     sync.Mutex
 	states map[netip.AddrPort]*endpointState
 	ring   atomic.Pointer[ring]
+
+	// dnsErr is why a DNS cluster lacks addresses (nil: every name has
+	// some), for the error of a request that finds no endpoint.
+	dnsErr atomic.Pointer[error]
 
 	rr                       atomic.Uint64
 	requests, conns, pending atomic.Int64

@@ -59,6 +59,7 @@ type Store struct {
 	clusters  map[string]*clusterv3.Cluster
 	clas      map[string]*endpointv3.ClusterLoadAssignment
 	state     map[string]*cluster    // runtime clusters by name
+	dns       map[string]*dnsCluster // the lookups of DNS clusters by name
 	pipelines map[string]*pipelineAt // compiled HCM chains by chain name
 	synced    map[string]bool
 	version   uint64
@@ -86,7 +87,7 @@ func NewStore(up *Upstream, log *slog.Logger) *Store {
 	s := &Store{up: up, log: log,
 		listeners: map[string]*listenerv3.Listener{}, routes: map[string]*routev3.RouteConfiguration{},
 		clusters: map[string]*clusterv3.Cluster{}, clas: map[string]*endpointv3.ClusterLoadAssignment{},
-		state: map[string]*cluster{}, pipelines: map[string]*pipelineAt{}, synced: map[string]bool{},
+		state: map[string]*cluster{}, dns: map[string]*dnsCluster{}, pipelines: map[string]*pipelineAt{}, synced: map[string]bool{},
 		rejected: map[string]string{}, addresses: map[string]*addressedWorkload{}}
 	s.cur.Store(&Snapshot{chains: &chainSet{}, clusters: map[string]*cluster{}})
 	return s
@@ -286,19 +287,57 @@ func (s *Store) rebuildClusters() map[string]*cluster {
 			s.state[name] = rc
 		}
 		rc.setSettings(settings)
-		var eps []*endpoint
-		if cla := s.clas[name]; cla != nil {
-			eps, _ = compileEndpoints(cla)
+		if settings.dns != nil {
+			s.resolve(rc, settings.dns)
+		} else {
+			s.stopDNS(name)
+			var eps []*endpoint
+			if cla := s.clas[name]; cla != nil {
+				eps, _ = compileEndpoints(cla)
+			}
+			rc.setEndpoints(eps)
+			rc.dnsErr.Store(nil)
 		}
-		rc.setEndpoints(eps)
 		clusters[name] = rc
 	}
 	for name := range s.state {
 		if _, ok := s.clusters[name]; !ok {
+			s.stopDNS(name)
 			delete(s.state, name) // idle pooled connections time out on their own
 		}
 	}
 	return clusters
+}
+
+// resolve keeps the names of DNS cluster rc resolved (its endpoints come
+// from the answers, not from EDS), restarting the lookups only when the
+// names or how to look them up changed. Called with s.mu held.
+func (s *Store) resolve(rc *cluster, ds *dnsSettings) {
+	prev := s.dns[rc.name]
+	if prev != nil && prev.key == ds.key() {
+		return
+	}
+	if prev != nil {
+		prev.stop()
+	}
+	s.dns[rc.name] = startDNS(rc, ds, s.up.lookupFunc(), s.log, prev == nil)
+}
+
+// stopLookups ends the lookups of every DNS cluster (the proxy closes).
+func (s *Store) stopLookups() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.dns {
+		s.stopDNS(name)
+	}
+}
+
+// stopDNS ends the lookups of a cluster that is gone or no longer DNS.
+func (s *Store) stopDNS(name string) {
+	if d := s.dns[name]; d != nil {
+		d.stop()
+		delete(s.dns, name)
+	}
 }
 
 // listenerOrder returns the names of the listeners whose chains are served,

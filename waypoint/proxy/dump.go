@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -45,6 +46,8 @@ type ClusterDump struct {
 	Overflows          uint64         `json:"overflows"`
 	Ejections          uint64         `json:"ejections"`
 	Endpoints          []EndpointDump `json:"endpoints"`
+	// DNS: the names a STRICT_DNS or LOGICAL_DNS cluster resolves.
+	DNS []DNSDump `json:"dns,omitempty"`
 }
 
 // EndpointDump is one endpoint.
@@ -78,6 +81,9 @@ func (s *Store) Dump() ConfigDump {
 		d.Chains = append(d.Chains, cd)
 	}
 	now := time.Now()
+	s.mu.Lock()
+	dnsClusters := maps.Clone(s.dns)
+	s.mu.Unlock()
 	for _, name := range snap.Clusters {
 		c := snap.clusters[name]
 		if c == nil {
@@ -88,8 +94,16 @@ func (s *Store) Dump() ConfigDump {
 			MaxPendingRequests: st.maxPending, MaxRequests: st.maxRequests, MaxRequestsPerConn: st.maxRequestsPerConn,
 			OutlierDetection: st.outlier != nil, Active: c.requests.Load(), Overflows: c.stats.Overflow.Load(),
 			Ejections: c.stats.Ejections.Load(), Endpoints: []EndpointDump{}}
-		if st.originalDst {
+		switch {
+		case st.originalDst:
 			cd.Type, cd.LBPolicy = "ORIGINAL_DST", "CLUSTER_PROVIDED"
+		case st.dns != nil && st.dns.logical:
+			cd.Type = "LOGICAL_DNS"
+		case st.dns != nil:
+			cd.Type = "STRICT_DNS"
+		}
+		if dc := dnsClusters[name]; dc != nil {
+			cd.DNS = dc.dump()
 		}
 		for _, e := range *c.eps.Load() {
 			ed := EndpointDump{Address: e.addr, Tunnel: "NONE", Identity: idString(e.meta.Identity), Workload: e.meta.Workload,

@@ -235,8 +235,14 @@ func podIP() netip.Addr {
 
 func startBackend(t *testing.T, name string, hold chan struct{}) *backend {
 	t.Helper()
+	return startBackendAt(t, name, netip.AddrPortFrom(podIP(), 0), hold)
+}
+
+// startBackendAt is startBackend listening on addr.
+func startBackendAt(t *testing.T, name string, addr netip.AddrPort, hold chan struct{}) *backend {
+	t.Helper()
 	b := &backend{name: name, hold: hold}
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(podIP(), 0).String())
+	ln, err := net.Listen("tcp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}

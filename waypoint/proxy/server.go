@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/weft-mesh/weft/pkg/admin"
+	"github.com/weft-mesh/weft/pkg/dnsresolve"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/istiolabels"
 )
@@ -44,7 +45,9 @@ type Options struct {
 	TunnelPort uint16
 	DialTCP    func(ctx context.Context, network, addr string) (net.Conn, error)
 	HBONEDial  func(ctx context.Context, network, addr string) (net.Conn, error)
-	Log        *slog.Logger
+	// Lookup resolves the hosts of DNS clusters (default: /etc/resolv.conf).
+	Lookup dnsresolve.LookupFunc
+	Log    *slog.Logger
 	// Certificates resolves the certificates of a gateway's TLS filter
 	// chains (nil: none, such chains refuse handshakes).
 	Certificates Certificates
@@ -102,7 +105,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	up := &Upstream{
 		Dialer:     &hbone.Dialer{SVID: o.SVID, Bundle: o.Bundle, DialContext: o.HBONEDial, Logger: o.Log},
-		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Log: o.Log,
+		TunnelPort: o.TunnelPort, DialTCP: o.DialTCP, Lookup: o.Lookup, Log: o.Log,
 		tcpIdleTimeout: orDefault(o.TCPIdleTimeout, defaultTCPIdleTimeout),
 	}
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
@@ -135,6 +138,7 @@ func (p *Proxy) Serve(ln net.Listener) error { return p.HBONE.Serve(ln) }
 // Close stops the HBONE server and drops upstream connections.
 func (p *Proxy) Close() error {
 	err := p.HBONE.Close()
+	p.Store.stopLookups()
 	p.Upstream.Close()
 	p.Upstream.Dialer.Close()
 	return err

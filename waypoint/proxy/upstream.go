@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/weft-mesh/weft/pkg/dnsresolve"
 	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
@@ -33,7 +34,11 @@ type Upstream struct {
 	// DialTCP dials NONE endpoints and original destinations without a
 	// known tunnel (default net.Dialer).
 	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
-	Log     *slog.Logger
+	// Lookup resolves the hosts of STRICT_DNS and LOGICAL_DNS clusters
+	// (default: the nameservers and search list of /etc/resolv.conf, as
+	// Envoy resolves).
+	Lookup dnsresolve.LookupFunc
+	Log    *slog.Logger
 
 	tcpIdleTimeout time.Duration // of upgraded streams (Options.TCPIdleTimeout)
 
@@ -43,6 +48,24 @@ type Upstream struct {
 	clusters atomic.Pointer[map[string]*cluster]
 	byIP     atomic.Pointer[map[netip.Addr]endpointMeta]
 	targets  sync.Map // "ip:port" -> dialTarget, for the transports' dialers
+}
+
+// systemLookup resolves with /etc/resolv.conf; when it cannot be read,
+// every lookup fails with why, so DNS clusters fail closed and say so.
+func systemLookup() dnsresolve.LookupFunc {
+	c, err := dnsresolve.NewClient("/etc/resolv.conf")
+	if err != nil {
+		return func(context.Context, string, dnsresolve.Family) (dnsresolve.Answer, error) {
+			return dnsresolve.Answer{}, err
+		}
+	}
+	return c.Lookup
+}
+
+// lookupFunc is the resolver of DNS clusters.
+func (u *Upstream) lookupFunc() dnsresolve.LookupFunc {
+	u.init()
+	return u.Lookup
 }
 
 // dialTarget is how to reach one address.
@@ -78,6 +101,9 @@ func (u *Upstream) init() {
 		}
 		if u.DialTCP == nil {
 			u.DialTCP = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
+		}
+		if u.Lookup == nil {
+			u.Lookup = systemLookup()
 		}
 		u.h1 = &http.Transport{
 			DialContext:           u.dialTransport,
@@ -281,6 +307,9 @@ func (u *Upstream) target(c *cluster, s *clusterSettings, rs *requestState, hash
 	e := c.pick(hash, hashed)
 	if e == nil {
 		c.stats.NoHealthy.Add(1)
+		if err := c.dnsErr.Load(); err != nil {
+			return nil, dialTarget{}, fmt.Errorf("no healthy endpoint: %w", *err)
+		}
 		return nil, dialTarget{}, errors.New("no healthy endpoint")
 	}
 	return e, dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout, tls: s.tls}, nil
