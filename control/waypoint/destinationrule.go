@@ -289,7 +289,22 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 	if p.outlier != nil {
 		c.OutlierDetection = outlierDetection(p.outlier)
 	}
+	// A DNS ServiceEntry host: the proxy resolves it (gRPC clients get the
+	// EDS cluster with the endpoints that are IP addresses).
+	if ref.svc.dns != nil && !forGRPC {
+		ref.svc.dns.dnsCluster(c, ref.port, t.subsetSelector(ref))
+	}
 	return c
+}
+
+// subsetSelector is the labels of ref's subset (nil: every endpoint).
+func (t *translator) subsetSelector(ref clusterRef) map[string]string {
+	if ref.subset != "" {
+		if dr := t.destinationRules[ref.svc.fqdn]; dr != nil && dr.subsets[ref.subset] != nil {
+			return dr.subsets[ref.subset].Labels
+		}
+	}
+	return nil
 }
 
 // outlierDetection translates od; values checkOutlier reports are left to
@@ -328,12 +343,7 @@ func passthrough() *clusterv3.Cluster {
 // restricted to the subset's labels. plain drops the tunnel metadata (gRPC
 // clients cannot do HBONE).
 func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.ClusterLoadAssignment {
-	var selector map[string]string
-	if ref.subset != "" {
-		if dr := t.destinationRules[ref.svc.fqdn]; dr != nil && dr.subsets[ref.subset] != nil {
-			selector = dr.subsets[ref.subset].Labels
-		}
-	}
+	selector := t.subsetSelector(ref)
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ref.name()}
 	var lbs []*endpointv3.LbEndpoint
 	for _, ep := range t.endpoints[endpointKey(ref.svc.fqdn, ref.port)] {

@@ -215,8 +215,11 @@ func (a chainAuthz) addCluster(refs map[string]clusterRef) {
 // addClusters adds the clusters and load assignments of refs.
 func (t *translator) addClusters(res *xds.Resources, refs map[string]clusterRef, forGRPC bool) {
 	for _, name := range sortedKeys(refs) {
-		res.Clusters = append(res.Clusters, t.cluster(refs[name], forGRPC))
-		res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC))
+		c := t.cluster(refs[name], forGRPC)
+		res.Clusters = append(res.Clusters, c)
+		if c.GetType() == clusterv3.Cluster_EDS { // DNS clusters carry their own
+			res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC))
+		}
 	}
 }
 

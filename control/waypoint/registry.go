@@ -28,6 +28,9 @@ type service struct {
 	ports                 []*servicePort // sorted by number
 	// waypoint "<ns>/<name>" the service uses, "" for none.
 	waypoint string
+	// dns: a ServiceEntry host with resolution DNS (the proxies resolve
+	// its endpoints); nil for the rest.
+	dns *dnsEntry
 }
 
 type servicePort struct {
@@ -72,6 +75,7 @@ func (t *translator) indexRegistry(in Inputs) {
 	}
 	slices.Sort(keys)
 	seProtocols := serviceEntryProtocols(in.ServiceEntries)
+	seDNS := serviceEntryDNS(in.ServiceEntries)
 	for _, k := range keys {
 		a := in.Addresses[k]
 		if svc := a.GetService(); svc != nil {
@@ -82,6 +86,7 @@ func (t *translator) indexRegistry(in Inputs) {
 			s := t.addService(svc, kube)
 			if kube == nil {
 				s.setServiceEntryProtocols(seProtocols)
+				s.dns = seDNS[s.namespace+"/"+s.fqdn]
 			}
 		} else if w := a.GetWorkload(); w != nil {
 			t.workloads = append(t.workloads, w)
