@@ -420,7 +420,7 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 		"requestauthentication/jwt":                {istioStatusPath, []string{"False PartiallyInvalid", "no targetRefs", "WEFT0001 WARNING"}},
 		"telemetry/access-logs":                    {istioStatusPath, []string{"False PartiallyInvalid", "metric overrides are not supported", "WEFT0001"}},
 		"workloadentry/vm":                         {istioStatusPath, []string{"False Unsupported", "ServiceEntry", "WEFT0002"}},
-		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "spec.resolution: DNS"}},
+		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "wildcard hosts are not supported"}},
 		"virtualservice/wildcard":                  {istioStatusPath, []string{"False PartiallyInvalid", "wildcard host"}},
 		"destinationrule/nosuch":                   {istioStatusPath, []string{"False PartiallyInvalid", "not a Service of the mesh"}},
 		"gateways.networking.istio.io/no-selector": {istioStatusPath, []string{"False PartiallyInvalid", "spec.selector: empty"}},

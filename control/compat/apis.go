@@ -244,7 +244,7 @@ spec:
 		{
 			Feature: "ServiceEntry",
 			Status:  Partial,
-			Notes:   "hosts become Services (VIPs from `addresses`, else auto-allocated from 240.240.0.0/16 into `status.addresses` as istiod does; ports, `istio.io/use-waypoint`), endpoint addresses become workloads outside the mesh; `STATIC`, `NONE`, and `DNS` with IP endpoints; the node agents' DNS proxy (chart `ambient.dnsCapture`, off by default) resolves hosts to their VIPs; endpoint names and hosts are not resolved for `DNS` yet, wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
+			Notes:   "hosts become Services (VIPs from `addresses`, else auto-allocated from 240.240.0.0/16 into `status.addresses` as istiod does; ports, `istio.io/use-waypoint`), endpoint IP addresses become workloads outside the mesh; `STATIC`, `NONE`, `DNS` and `DNS_ROUND_ROBIN`: waypoints and egress gateways resolve endpoint names, or the host itself without endpoints, as Envoy's `STRICT_DNS`/`LOGICAL_DNS` clusters (the proxy's resolv.conf, TTL honoured); node agents do not resolve names, so a `DNS` entry with names and no waypoint is reported; the node agents' DNS proxy (chart `ambient.dnsCapture`, off by default) resolves hosts to their VIPs; wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -308,7 +308,7 @@ spec:
     labels:
       app: api
 `, "workloadSelector"),
-				reported(`
+				clean(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -324,7 +324,54 @@ spec:
   resolution: DNS
   endpoints:
   - address: api.internal.example.com
-`, "api.internal.example.com")},
+`),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: cnn
+  namespace: default
+spec:
+  hosts: [edition.cnn.com]
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: cnn
+  namespace: default
+  labels:
+    istio.io/use-waypoint: none
+spec:
+  hosts: [edition.cnn.com]
+  ports:
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+`, "without a waypoint"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: wildcard
+  namespace: default
+spec:
+  hosts: ["*.wikipedia.org"]
+  ports:
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+`, "*.wikipedia.org")},
 		},
 		{
 			Feature: "Egress gateway (`charts/gateway` with `labels.istio=egressgateway`), VirtualService `gateways: [mesh, <gateway>]`, DestinationRule TLS origination",

@@ -2,6 +2,7 @@ package waypoint
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -12,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/weft-mesh/weft/control/workload"
 )
 
 // serviceEntryProtocols gives the ports of ServiceEntry hosts (services in
@@ -119,7 +122,10 @@ func (d *dnsEntry) dnsCluster(c *clusterv3.Cluster, port uint32, subset map[stri
 		add(d.host, target)
 	}
 	for _, ep := range d.se.Spec.Endpoints {
-		if ep.GetAddress() == "" || strings.HasPrefix(ep.GetAddress(), "unix://") || !matchLabels(subset, ep.GetLabels()) {
+		if _, err := netip.ParseAddr(ep.GetAddress()); err != nil && !workload.DNSResolvable(ep.GetAddress()) {
+			continue // reported by the workload translation
+		}
+		if !matchLabels(subset, ep.GetLabels()) {
 			continue
 		}
 		add(ep.GetAddress(), cmp.Or(ep.GetPorts()[sp.GetName()], target))

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 
@@ -22,8 +24,11 @@ const kindServiceEntry = "ServiceEntry"
 //
 // Resolution: STATIC and DNS endpoints written as IP addresses become
 // workloads; NONE has no endpoints (clients keep their original
-// destination). Names to resolve (DNS without IP endpoints) are not
-// resolved yet: a Problem says so and the host has no endpoints. Without
+// destination). Names to resolve (DNS endpoints given as names, and the
+// hosts themselves when DNS lists no endpoints) are not workloads: the
+// waypoints and gateways that dial them resolve them (control/waypoint
+// renders DNS clusters); node agents do not, so such a host without a
+// waypoint is reported. Without
 // spec.addresses each host gets the VIP AllocateAddresses gives it (the
 // one the control plane writes to status.addresses), which node agents'
 // DNS proxies answer for, so captured connections to it are recognised.
@@ -105,17 +110,39 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		p("spec.resolution: %s is not supported; the hosts have no endpoints", spec.Resolution)
 		return
 	}
-	if len(spec.Endpoints) == 0 && spec.Resolution != networkingapi.ServiceEntry_STATIC {
-		p("spec.resolution: %s of the hosts themselves is not supported yet; add spec.endpoints with addresses", spec.Resolution)
-	}
+	dns := spec.Resolution != networkingapi.ServiceEntry_STATIC
+	names := dns && len(spec.Endpoints) == 0 // the hosts themselves are resolved
 	for i, ep := range spec.Endpoints {
+		if dns && !isIP(ep.GetAddress()) {
+			if !DNSResolvable(ep.GetAddress()) {
+				p("spec.endpoints[%d].address: %q is neither an IP address nor a DNS name; ignored", i, ep.GetAddress())
+				continue
+			}
+			names = true // resolved by the waypoints and gateways that dial it
+			continue
+		}
 		ip, err := usableIP(ep.GetAddress())
 		if err != nil {
-			p("spec.endpoints[%d].address: %v (name resolution is not supported yet); ignored", i, err)
+			p("spec.endpoints[%d].address: %v; ignored", i, err)
 			continue
 		}
 		t.addServiceEntryEndpoint(se, ip, ep, hosts)
 	}
+	if names && waypoint == nil {
+		p("spec.resolution: %s: node agents do not resolve names, so without a waypoint (istio.io/use-waypoint) connections of ambient pods to the hosts find no endpoint; waypoints and egress gateways resolve them", spec.Resolution)
+	}
+}
+
+// DNSResolvable is whether a ServiceEntry endpoint address of resolution
+// DNS is a name the proxies resolve: a DNS subdomain (RFC 1123), not an
+// IP address nor a unix socket.
+func DNSResolvable(address string) bool {
+	return !isIP(address) && len(validation.IsDNS1123Subdomain(strings.TrimSuffix(address, "."))) == 0
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // addServiceEntryEndpoint adds the workload of one endpoint address, with

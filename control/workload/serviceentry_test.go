@@ -88,7 +88,11 @@ func TestServiceEntryResolutions(t *testing.T) {
 		{networkingapi.ServiceEntry_NONE, nil, 0, ""},
 		{networkingapi.ServiceEntry_NONE, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}}, 0, "ignored with resolution NONE"},
 		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}, {Address: "10.0.0.2"}}, 2, ""},
-		{networkingapi.ServiceEntry_DNS, nil, 0, "DNS of the hosts themselves is not supported"},
+		{networkingapi.ServiceEntry_DNS, nil, 0, "without a waypoint"},
+		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "b.example.com"}, {Address: "10.0.0.2"}}, 1, "without a waypoint"},
+		{networkingapi.ServiceEntry_DNS_ROUND_ROBIN, nil, 0, "without a waypoint"},
+		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}, {Address: "not a name!"}}, 1, "neither an IP address nor a DNS name"},
+		{networkingapi.ServiceEntry_STATIC, []*networkingapi.WorkloadEntry{{Address: "b.example.com"}}, 0, "is not an IP address"},
 		{networkingapi.ServiceEntry_STATIC, nil, 0, ""},
 	} {
 		se := serviceEntry("e", nil, &networkingapi.ServiceEntry{Hosts: []string{"a.example.com"}, Ports: ports,
@@ -102,6 +106,24 @@ func TestServiceEntryResolutions(t *testing.T) {
 		}
 		if tc.problem == "" && len(out.Problems) > 0 || tc.problem != "" && (len(out.Problems) != 1 || !strings.Contains(out.Problems[0].Message, tc.problem)) {
 			t.Errorf("%s %v: problems %v, want %q", tc.res, tc.endpoints, out.Problems, tc.problem)
+		}
+	}
+}
+
+// TestServiceEntryDNSWithWaypoint: with a waypoint, the hosts (and endpoint
+// names) of resolution DNS are resolved by it: nothing to report.
+func TestServiceEntryDNSWithWaypoint(t *testing.T) {
+	for _, eps := range [][]*networkingapi.WorkloadEntry{nil, {{Address: "b.example.com"}}} {
+		se := serviceEntry("e", map[string]string{"istio.io/use-waypoint": "waypoint"}, &networkingapi.ServiceEntry{Hosts: []string{"a.example.com"},
+			Ports: []*networkingapi.ServicePort{{Number: 80, Name: "http"}}, Resolution: networkingapi.ServiceEntry_DNS, Endpoints: eps})
+		out := Translate(Config{}, Inputs{ServiceEntries: []*networkingv1.ServiceEntry{se},
+			Gateways: []*gatewayv1.Gateway{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "waypoint"},
+				Spec: gatewayv1.GatewaySpec{GatewayClassName: WaypointGatewayClass}}}})
+		if len(out.Problems) > 0 {
+			t.Errorf("endpoints %v: problems %v, want none", eps, out.Problems)
+		}
+		if got := len(out.Addresses); got != 1 {
+			t.Errorf("endpoints %v: %d addresses, want the entry's service only (names are not workloads)", eps, got)
 		}
 	}
 }

@@ -105,7 +105,7 @@ func TestFixtures(t *testing.T) {
 			{Error, "WasmPlugin", "bookinfo/wasm", CodeUnsupported, []string{"WasmPlugin is not supported"}},
 			{Warning, "RequestAuthentication", "bookinfo/jwt", CodeConfigProblem, []string{"no targetRefs", "not applied"}},
 			{Error, "GRPCRoute", "bookinfo/grpc", CodeUnsupported, []string{"GRPCRoute is not supported"}},
-			{Warning, "ServiceEntry", "bookinfo/by-dns", CodeConfigProblem, []string{"spec.resolution: DNS"}},
+			{Warning, "ServiceEntry", "bookinfo/by-dns", CodeConfigProblem, []string{"*.api.example.com", "wildcard hosts are not supported"}},
 		}},
 		{"contradiction.yaml", []want{
 			{Error, "AuthorizationPolicy", "bookinfo/reviews-allow", CodePolicyContradiction, []string{"DENY bookinfo/reviews-deny (identical)", "allows nothing"}},
