@@ -99,6 +99,13 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		return
 	}
 
+	t.addServiceEntryEndpoints(se, hosts, waypoint != nil, p)
+}
+
+// addServiceEntryEndpoints adds the workloads of the entry's endpoints by
+// its resolution and reports what node agents cannot use.
+func (t *translator) addServiceEntryEndpoints(se *networkingv1.ServiceEntry, hosts []string, hasWaypoint bool, p func(string, ...any)) {
+	spec := &se.Spec
 	switch spec.Resolution {
 	case networkingapi.ServiceEntry_NONE:
 		if len(spec.Endpoints) > 0 {
@@ -128,7 +135,7 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		}
 		t.addServiceEntryEndpoint(se, ip, ep, hosts)
 	}
-	if names && waypoint == nil {
+	if names && !hasWaypoint {
 		p("spec.resolution: %s: node agents do not resolve names, so without a waypoint (istio.io/use-waypoint) connections of ambient pods to the hosts find no endpoint; waypoints and egress gateways resolve them", spec.Resolution)
 	}
 }
