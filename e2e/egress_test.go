@@ -157,6 +157,9 @@ func TestEgressGateway(t *testing.T) {
 	})
 
 	t.Run("DNS proxy: names resolve through the node agent", func(t *testing.T) { testDNSProxy(t, e, ext) })
+
+	// After the DNS proxy subtest: it turned the node agents' DNS capture on.
+	t.Run("resolution DNS: the gateway resolves the host, TLS originated", func(t *testing.T) { testServiceEntryDNS(t, e, gatewayIP) })
 }
 
 const (
@@ -275,12 +278,19 @@ func (s *externalServer) snapshot() (tlsSeen, plainSeen []seenRequest) {
 // t.Cleanup.
 func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	t.Helper()
+	return serveExternal(t, e, "external", addr, egressHost, newExternalCA(t))
+}
+
+// externalCA issues the external servers' certificates; file is its
+// certificate where the gateway process can read it.
+type externalCA struct {
+	ca   *testpki.CA
+	file string
+}
+
+func newExternalCA(t *testing.T) externalCA {
+	t.Helper()
 	ca := testpki.New(t)
-	certFile, keyFile := ca.IssueFiles(t, t.TempDir(), egressHost)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Not under /tmp: pods get a tmpfs there; the host's /var/tmp is
 	// visible to the gateway process (the local cluster's containers share
 	// the host's root filesystem).
@@ -296,9 +306,21 @@ func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return externalCA{ca: ca, file: caFile}
+}
 
-	name := e.externalHost(t, "external", addr)
-	s := &externalServer{addr: addr, caFile: caFile}
+// serveExternal runs HTTPS (a certificate for host from ca) on addr:443
+// and HTTP on addr:80 in a host "name" of its own on the fabric
+// (externalHost).
+func serveExternal(t *testing.T, e *env, name, addr, host string, ca externalCA) *externalServer {
+	t.Helper()
+	certFile, keyFile := ca.ca.IssueFiles(t, t.TempDir(), host)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name = e.externalHost(t, name, addr)
+	s := &externalServer{addr: addr, caFile: ca.file}
 	var lnTLS, lnPlain net.Listener
 	if err := netns.Do("/run/netns/"+name, func() error {
 		var err error

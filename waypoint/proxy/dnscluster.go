@@ -101,13 +101,14 @@ type dnsCluster struct {
 
 	mu       sync.Mutex
 	watchers []*dnsresolve.Watcher // one per target, in target order
+	failing  map[string]bool       // hosts whose latest lookup failed, for logs
 }
 
 // startDNS starts resolving the targets of s for c. fresh: c had no DNS
 // targets before, so its endpoints (from EDS) are dropped at once; else
 // the previous answers serve until the new ones arrive.
 func startDNS(c *cluster, s *dnsSettings, lookup dnsresolve.LookupFunc, log *slog.Logger, fresh bool) *dnsCluster {
-	d := &dnsCluster{key: s.key(), c: c, s: s, log: log}
+	d := &dnsCluster{key: s.key(), c: c, s: s, log: log, failing: map[string]bool{}}
 	if fresh {
 		c.setEndpoints(nil)
 		err := error(errors.New("DNS: not resolved yet"))
@@ -135,17 +136,22 @@ func (d *dnsCluster) stop() {
 
 // changed logs a name's new state and recomputes the endpoints.
 func (d *dnsCluster) changed(t dnsTarget, st dnsresolve.State) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	switch {
 	case st.Err != nil && st.Stale:
 		d.log.Warn("DNS lookup failed; keeping the last answer", "cluster", d.c.name, "host", t.host,
 			"addresses", st.Addrs, "resolved", st.Resolved, "err", st.Err)
 	case st.Err != nil:
 		d.log.Error("DNS lookup failed; the host has no address and connections to it fail", "cluster", d.c.name, "host", t.host, "err", st.Err)
+	case d.failing[t.host]:
+		d.log.Info("DNS lookups succeed again", "cluster", d.c.name, "host", t.host, "addresses", st.Addrs)
 	default:
-		d.log.Info("DNS answer", "cluster", d.c.name, "host", t.host, "addresses", st.Addrs)
+		// Debug: resolvers that rotate their records (CoreDNS loadbalance)
+		// change the order of every answer.
+		d.log.Debug("DNS answer", "cluster", d.c.name, "host", t.host, "addresses", st.Addrs)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.failing[t.host] = st.Err != nil
 	var eps []*endpoint
 	var errs []error
 	seen := map[netip.AddrPort]bool{}
