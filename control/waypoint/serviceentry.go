@@ -140,7 +140,12 @@ func (d *dnsEntry) dnsCluster(c *clusterv3.Cluster, port uint32, subset map[stri
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
 	c.EdsClusterConfig = nil
 	c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+	// The cluster-level DNS fields Istio renders (Envoy deprecates them
+	// for the envoy.clusters.dns extension, which the waypoint does not
+	// read yet).
+	//lint:ignore SA1019 as Istio renders it
 	c.RespectDnsTtl = true
+	//lint:ignore SA1019 as Istio renders it
 	c.DnsRefreshRate = durationpb.New(dnsRefreshRate)
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: []*endpointv3.LocalityLbEndpoints{
 		{Locality: &corev3.Locality{}, LoadBalancingWeight: wrapperspb.UInt32(1), LbEndpoints: lbs}}}

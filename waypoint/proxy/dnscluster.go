@@ -44,16 +44,20 @@ func (s *dnsSettings) key() string {
 
 // compileDNS reads the DNS settings of a STRICT_DNS or LOGICAL_DNS cluster.
 func compileDNS(c *clusterv3.Cluster, logical bool) (*dnsSettings, error) {
+	// The cluster-level DNS fields (deprecated by Envoy for the
+	// envoy.clusters.dns extension, still what Istio renders) are read;
+	// the extension itself (cluster_type) is not supported yet.
+	//lint:ignore SA1019 the fields Istio renders are honoured or rejected
 	if c.GetDnsResolutionConfig() != nil || c.GetTypedDnsResolverConfig() != nil || len(c.GetDnsResolvers()) > 0 || c.GetUseTcpForDnsLookups() {
 		return nil, errors.New("DNS resolver configuration is not supported: names are resolved with the proxy's resolv.conf")
 	}
+	//lint:ignore SA1019 the fields Istio renders are honoured or rejected
 	if c.GetDnsFailureRefreshRate() != nil {
 		return nil, errors.New("dns_failure_refresh_rate is not supported: failed lookups are retried from 1 s, doubling up to dns_refresh_rate")
 	}
-	s := &dnsSettings{logical: logical, opts: dnsresolve.Options{
-		RespectTTL: c.GetRespectDnsTtl(),
-		Refresh:    durOr(c.GetDnsRefreshRate(), defaultDNSRefresh),
-	}}
+	//lint:ignore SA1019 the fields Istio renders are honoured or rejected
+	respectTTL, refresh := c.GetRespectDnsTtl(), c.GetDnsRefreshRate()
+	s := &dnsSettings{logical: logical, opts: dnsresolve.Options{RespectTTL: respectTTL, Refresh: durOr(refresh, defaultDNSRefresh)}}
 	switch c.GetDnsLookupFamily() {
 	case clusterv3.Cluster_V4_ONLY:
 		s.family = dnsresolve.V4Only

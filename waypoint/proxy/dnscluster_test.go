@@ -68,7 +68,8 @@ func dnsXDSCluster(name string, typ clusterv3.Cluster_DiscoveryType, port uint32
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: typ},
 		ConnectTimeout:       durationpb.New(10 * time.Second),
 		DnsLookupFamily:      clusterv3.Cluster_V4_ONLY,
-		RespectDnsTtl:        true,
+		//lint:ignore SA1019 as control/waypoint renders it
+		RespectDnsTtl: true,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}},
 	}
@@ -191,6 +192,7 @@ func TestDNSClusterValidation(t *testing.T) {
 	two := dnsXDSCluster("c", clusterv3.Cluster_LOGICAL_DNS, 80, "a.example.com", "b.example.com")
 	none := dnsXDSCluster("c", clusterv3.Cluster_STRICT_DNS, 80)
 	resolvers := dnsXDSCluster("c", clusterv3.Cluster_STRICT_DNS, 80, "a.example.com")
+	//lint:ignore SA1019 a field the proxy rejects
 	resolvers.DnsResolvers = []*corev3.Address{socketAddr("10.0.0.53", 53)}
 	noPort := dnsXDSCluster("c", clusterv3.Cluster_STRICT_DNS, 0, "a.example.com")
 	for _, tc := range []struct {
