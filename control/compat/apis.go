@@ -342,7 +342,7 @@ spec:
     protocol: HTTPS
   resolution: DNS
 `),
-				reported(`
+				clean(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -357,7 +357,7 @@ spec:
     name: https
     protocol: HTTPS
   resolution: DNS
-`, "without a waypoint"),
+`),
 				reported(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

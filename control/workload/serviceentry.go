@@ -24,11 +24,11 @@ const kindServiceEntry = "ServiceEntry"
 //
 // Resolution: STATIC and DNS endpoints written as IP addresses become
 // workloads; NONE has no endpoints (clients keep their original
-// destination). Names to resolve (DNS endpoints given as names, and the
-// hosts themselves when DNS lists no endpoints) are not workloads: the
-// waypoints and gateways that dial them resolve them (control/waypoint
-// renders DNS clusters); node agents do not, so such a host without a
-// waypoint is reported. Without
+// destination). Names to resolve (DNS endpoints given as names, and each
+// host itself when DNS lists no endpoints) become workloads with a
+// hostname and no address, as istiod gives ztunnel: node agents resolve
+// them; waypoints and gateways resolve the names of their DNS clusters
+// themselves (control/waypoint). Without
 // spec.addresses each host gets the VIP AllocateAddresses gives it (the
 // one the control plane writes to status.addresses), which node agents'
 // DNS proxies answer for, so captured connections to it are recognised.
@@ -99,12 +99,12 @@ func (t *translator) translateServiceEntry(se *networkingv1.ServiceEntry) {
 		return
 	}
 
-	t.addServiceEntryEndpoints(se, hosts, waypoint != nil, p)
+	t.addServiceEntryEndpoints(se, hosts, p)
 }
 
 // addServiceEntryEndpoints adds the workloads of the entry's endpoints by
 // its resolution and reports what node agents cannot use.
-func (t *translator) addServiceEntryEndpoints(se *networkingv1.ServiceEntry, hosts []string, hasWaypoint bool, p func(string, ...any)) {
+func (t *translator) addServiceEntryEndpoints(se *networkingv1.ServiceEntry, hosts []string, p func(string, ...any)) {
 	spec := &se.Spec
 	switch spec.Resolution {
 	case networkingapi.ServiceEntry_NONE:
@@ -118,14 +118,20 @@ func (t *translator) addServiceEntryEndpoints(se *networkingv1.ServiceEntry, hos
 		return
 	}
 	dns := spec.Resolution != networkingapi.ServiceEntry_STATIC
-	names := dns && len(spec.Endpoints) == 0 // the hosts themselves are resolved
+	if dns && len(spec.Endpoints) == 0 {
+		// The hosts themselves are resolved: one workload per host.
+		for _, h := range hosts {
+			t.addServiceEntryEndpoint(se, netip.Addr{}, h, nil, []string{h})
+		}
+		return
+	}
 	for i, ep := range spec.Endpoints {
 		if dns && !isIP(ep.GetAddress()) {
 			if !DNSResolvable(ep.GetAddress()) {
 				p("spec.endpoints[%d].address: %q is neither an IP address nor a DNS name; ignored", i, ep.GetAddress())
 				continue
 			}
-			names = true // resolved by the waypoints and gateways that dial it
+			t.addServiceEntryEndpoint(se, netip.Addr{}, ep.GetAddress(), ep, hosts)
 			continue
 		}
 		ip, err := usableIP(ep.GetAddress())
@@ -133,10 +139,7 @@ func (t *translator) addServiceEntryEndpoints(se *networkingv1.ServiceEntry, hos
 			p("spec.endpoints[%d].address: %v; ignored", i, err)
 			continue
 		}
-		t.addServiceEntryEndpoint(se, ip, ep, hosts)
-	}
-	if names && !hasWaypoint {
-		p("spec.resolution: %s: node agents do not resolve names, so without a waypoint (istio.io/use-waypoint) connections of ambient pods to the hosts find no endpoint; waypoints and egress gateways resolve them", spec.Resolution)
+		t.addServiceEntryEndpoint(se, ip, "", ep, hosts)
 	}
 }
 
@@ -152,11 +155,16 @@ func isIP(s string) bool {
 	return err == nil
 }
 
-// addServiceEntryEndpoint adds the workload of one endpoint address, with
-// istiod's uid for it, serving every host on the entry's ports (an
-// endpoint's ports map overrides the target port by port name).
-func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip netip.Addr, ep *networkingapi.WorkloadEntry, hosts []string) {
-	uid := t.cfg.ClusterID + "/networking.istio.io/ServiceEntry/" + se.Namespace + "/" + se.Name + "/" + ip.String()
+// addServiceEntryEndpoint adds the workload of one endpoint, with istiod's
+// uid for it, serving hosts on the entry's ports (an endpoint's ports map
+// overrides the target port by port name): at address ip, or, for
+// resolution DNS, at what hostname resolves to (node agents resolve it).
+func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip netip.Addr, hostname string, ep *networkingapi.WorkloadEntry, hosts []string) {
+	address := hostname
+	if hostname == "" {
+		address = ip.String()
+	}
+	uid := t.cfg.ClusterID + "/networking.istio.io/ServiceEntry/" + se.Namespace + "/" + se.Name + "/" + address
 	if _, dup := t.addresses[uid]; dup {
 		return // the same address listed twice
 	}
@@ -174,13 +182,16 @@ func (t *translator) addServiceEntryEndpoint(se *networkingv1.ServiceEntry, ip n
 	}
 	w := &workloadv1.Workload{
 		Uid: uid, Name: se.Name, Namespace: se.Namespace,
-		Addresses:      []string{ip.String()},
+		Hostname:       hostname,
 		TunnelProtocol: workloadv1.TunnelProtocol_NONE,
 		Services:       services,
 		WorkloadName:   se.Name,
 		WorkloadType:   "serviceentry",
 		Status:         workloadv1.WorkloadStatus_HEALTHY,
 		ClusterId:      t.cfg.ClusterID,
+	}
+	if hostname == "" {
+		w.Addresses = []string{ip.String()}
 	}
 	w.CanonicalName, w.CanonicalRevision = canonicalNameRevision(ep.GetLabels(), se.Name)
 	t.addresses[uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}}

@@ -11,6 +11,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func serviceEntry(name string, labels map[string]string, spec *networkingapi.ServiceEntry) *networkingv1.ServiceEntry {
@@ -88,9 +89,9 @@ func TestServiceEntryResolutions(t *testing.T) {
 		{networkingapi.ServiceEntry_NONE, nil, 0, ""},
 		{networkingapi.ServiceEntry_NONE, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}}, 0, "ignored with resolution NONE"},
 		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}, {Address: "10.0.0.2"}}, 2, ""},
-		{networkingapi.ServiceEntry_DNS, nil, 0, "without a waypoint"},
-		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "b.example.com"}, {Address: "10.0.0.2"}}, 1, "without a waypoint"},
-		{networkingapi.ServiceEntry_DNS_ROUND_ROBIN, nil, 0, "without a waypoint"},
+		{networkingapi.ServiceEntry_DNS, nil, 1, ""}, // the host, to resolve
+		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "b.example.com"}, {Address: "10.0.0.2"}}, 2, ""},
+		{networkingapi.ServiceEntry_DNS_ROUND_ROBIN, nil, 1, ""},
 		{networkingapi.ServiceEntry_DNS, []*networkingapi.WorkloadEntry{{Address: "10.0.0.1"}, {Address: "not a name!"}}, 1, "neither an IP address nor a DNS name"},
 		{networkingapi.ServiceEntry_STATIC, []*networkingapi.WorkloadEntry{{Address: "b.example.com"}}, 0, "is not an IP address"},
 		{networkingapi.ServiceEntry_STATIC, nil, 0, ""},
@@ -110,21 +111,37 @@ func TestServiceEntryResolutions(t *testing.T) {
 	}
 }
 
-// TestServiceEntryDNSWithWaypoint: with a waypoint, the hosts (and endpoint
-// names) of resolution DNS are resolved by it: nothing to report.
-func TestServiceEntryDNSWithWaypoint(t *testing.T) {
-	for _, eps := range [][]*networkingapi.WorkloadEntry{nil, {{Address: "b.example.com"}}} {
-		se := serviceEntry("e", map[string]string{"istio.io/use-waypoint": "waypoint"}, &networkingapi.ServiceEntry{Hosts: []string{"a.example.com"},
-			Ports: []*networkingapi.ServicePort{{Number: 80, Name: "http"}}, Resolution: networkingapi.ServiceEntry_DNS, Endpoints: eps})
-		out := Translate(Config{}, Inputs{ServiceEntries: []*networkingv1.ServiceEntry{se},
-			Gateways: []*gatewayv1.Gateway{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "waypoint"},
-				Spec: gatewayv1.GatewaySpec{GatewayClassName: WaypointGatewayClass}}}})
-		if len(out.Problems) > 0 {
-			t.Errorf("endpoints %v: problems %v, want none", eps, out.Problems)
+// TestServiceEntryDNSNames: the names of resolution DNS become workloads
+// with a hostname and no address, which node agents resolve: each host
+// itself (serving only that host) when the entry lists no endpoints, else
+// each endpoint name (serving every host, its ports map honoured).
+func TestServiceEntryDNSNames(t *testing.T) {
+	ports := []*networkingapi.ServicePort{{Number: 80, Name: "http", TargetPort: 8080}}
+	hostsOnly := serviceEntry("hosts", nil, &networkingapi.ServiceEntry{Hosts: []string{"a.example.com", "b.example.com"},
+		Ports: ports, Resolution: networkingapi.ServiceEntry_DNS})
+	names := serviceEntry("names", nil, &networkingapi.ServiceEntry{Hosts: []string{"c.example.com"}, Ports: ports,
+		Resolution: networkingapi.ServiceEntry_DNS, Endpoints: []*networkingapi.WorkloadEntry{{Address: "backend.example.net", Ports: map[string]uint32{"http": 9090}}}})
+	out := Translate(Config{}, Inputs{ServiceEntries: []*networkingv1.ServiceEntry{hostsOnly, names}})
+	if len(out.Problems) > 0 {
+		t.Errorf("problems %v, want none", out.Problems)
+	}
+	for _, tc := range []struct{ uid, hostname, service string }{
+		{"/networking.istio.io/ServiceEntry/default/hosts/a.example.com", "a.example.com", "default/a.example.com"},
+		{"/networking.istio.io/ServiceEntry/default/hosts/b.example.com", "b.example.com", "default/b.example.com"},
+		{"/networking.istio.io/ServiceEntry/default/names/backend.example.net", "backend.example.net", "default/c.example.com"},
+	} {
+		w := out.Addresses[mesh.DefaultClusterID+tc.uid].GetWorkload()
+		if w == nil {
+			t.Errorf("no workload %s", tc.uid)
+			continue
 		}
-		if got := len(out.Addresses); got != 1 {
-			t.Errorf("endpoints %v: %d addresses, want the entry's service only (names are not workloads)", eps, got)
+		if w.Hostname != tc.hostname || len(w.Addresses) != 0 || len(w.Services) != 1 || w.Services[tc.service] == nil ||
+			w.TunnelProtocol != workloadv1.TunnelProtocol_NONE {
+			t.Errorf("workload %s: %v, want hostname %s, no address, serving %s only, no tunnel", tc.uid, w, tc.hostname, tc.service)
 		}
+	}
+	if p := out.Addresses[mesh.DefaultClusterID+"/networking.istio.io/ServiceEntry/default/names/backend.example.net"].GetWorkload().GetServices()["default/c.example.com"].GetPorts(); len(p) != 1 || p[0].TargetPort != 9090 {
+		t.Errorf("ports of the endpoint name: %v, want 80 -> 9090 (its ports map)", p)
 	}
 }
 

@@ -173,7 +173,7 @@ func (a *agent) newProxies(ctx context.Context) {
 		accessLog = slog.New(slog.NewJSONHandler(a.cfg.AccessLog, nil))
 	}
 	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName, Held: a.enroller.Held,
-		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log}
+		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log, Names: a.newNames(ctx)}
 	a.hbone = &proxy.Inbound{Env: env}
 	a.reg.MustRegister(weftadmin.HBONEHandshakeMetrics("weft_node_agent", a.hbone.Server())...)
 	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.hbone}

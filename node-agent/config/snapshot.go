@@ -48,8 +48,8 @@ type Service struct {
 	// sorted by name.
 	Workloads []*Workload
 
-	// endpoints per service port: healthy workloads with an address that
-	// serve the port.
+	// endpoints per service port: healthy workloads with an address (or
+	// a hostname to resolve) that serve the port.
 	endpoints map[uint16][]Endpoint
 	// rr is the round-robin position, carried over from one snapshot to
 	// the next so that config changes do not reset the rotation.
@@ -310,7 +310,7 @@ func buildAddressIndex(workloads map[string]*Workload, services map[string]*Serv
 				continue
 			}
 			svc.Workloads = append(svc.Workloads, w)
-			if !w.Healthy() || len(w.Addresses) == 0 {
+			if !w.Healthy() || len(w.Addresses) == 0 && w.Proto.GetHostname() == "" {
 				continue
 			}
 			for _, p := range pl.GetPorts() {

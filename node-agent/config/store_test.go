@@ -406,6 +406,13 @@ func TestValidation(t *testing.T) {
 		{"bad waypoint", AddressType, name, w(func(w *workloadv1.Workload) {
 			w.Waypoint = &workloadv1.GatewayAddress{Destination: &workloadv1.GatewayAddress_Address{Address: "x"}}
 		}), "waypoint"},
+		{"hostname with addresses", AddressType, name, w(func(w *workloadv1.Workload) {
+			w.Hostname, w.TunnelProtocol = "api.example.com", workloadv1.TunnelProtocol_NONE
+		}), "by address or by name, not both"},
+		{"hostname not a name", AddressType, name, w(func(w *workloadv1.Workload) {
+			w.Hostname, w.Addresses, w.TunnelProtocol = "not a name", nil, workloadv1.TunnelProtocol_NONE
+		}), "not a DNS name"},
+		{"hostname with HBONE", AddressType, name, w(func(w *workloadv1.Workload) { w.Hostname, w.Addresses = "api.example.com", nil }), "outside the mesh"},
 		{"empty address", AddressType, name, &workloadv1.Address{}, "neither workload nor service"},
 		{"wrong type", AddressType, name, &workloadv1.Authorization{}, "not a weft.workload.v1.Address"},
 		{"service bad VIP", AddressType, reviews, service("10.96.0.300", 80), `unparsable IP "10.96.0.300"`},

@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/pkg/mesh"
@@ -63,6 +64,9 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 		return nil, err
 	}
 	out.Addresses = addrs
+	if err := checkHostname(w); err != nil {
+		return nil, err
+	}
 	if err := knownEnum("tunnel_protocol", w.GetTunnelProtocol()); err != nil {
 		return nil, err
 	}
@@ -99,6 +103,26 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 		return nil, errors.New("HBONE workload without service_account and trust_domain (no SPIFFE identity)")
 	}
 	return out, nil
+}
+
+// checkHostname: a workload reached by name (a ServiceEntry endpoint of
+// resolution DNS) has a valid DNS name, no address and no tunnel (it is
+// outside the mesh).
+func checkHostname(w *workloadv1.Workload) error {
+	h := w.GetHostname()
+	if h == "" {
+		return nil
+	}
+	if len(validation.IsDNS1123Subdomain(strings.TrimSuffix(h, "."))) > 0 {
+		return fmt.Errorf("hostname %q is not a DNS name", h)
+	}
+	if len(w.GetAddresses()) > 0 {
+		return fmt.Errorf("hostname %q with addresses: a workload is reached by address or by name, not both", h)
+	}
+	if w.GetTunnelProtocol() != workloadv1.TunnelProtocol_NONE {
+		return fmt.Errorf("hostname %q with tunnel %s: workloads reached by name are outside the mesh", h, w.GetTunnelProtocol())
+	}
+	return nil
 }
 
 func parseService(name string, s *workloadv1.Service) (*Service, error) {

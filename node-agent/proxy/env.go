@@ -1,13 +1,17 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/policy"
+	"github.com/weft-mesh/weft/pkg/dnsresolve"
 )
 
 // Env is what every direction of the proxy shares. Store, Identities and
@@ -33,6 +37,11 @@ type Env struct {
 	// described them (agent.Enroller.Held): their connections, and
 	// connections passed through to them, are refused. nil: none.
 	Held func(netip.Addr) bool
+	// Names resolves the workloads reached by name (Workload.hostname: a
+	// ServiceEntry endpoint of resolution DNS), kept resolved in the
+	// background for the names of the current snapshot. nil: such
+	// workloads have no address.
+	Names *dnsresolve.Set
 
 	// admitted are the live connections policy allowed (Recheck).
 	admitted admittedSet
@@ -48,6 +57,31 @@ func (e *Env) dialTimeout() time.Duration {
 }
 
 func (e *Env) held(ip netip.Addr) bool { return e.Held != nil && e.Held(ip) }
+
+// resolved picks an address of w's hostname from the background answers
+// (never a lookup while the connection waits), of want's family if it
+// has one, at random to spread connections over every address as Envoy's
+// STRICT_DNS balances.
+func (e *Env) resolved(w *config.Workload, want netip.Addr) (netip.Addr, error) {
+	h := w.Proto.GetHostname()
+	if e.Names == nil {
+		return netip.Addr{}, fmt.Errorf("DNS %s: this agent does not resolve names", h)
+	}
+	st, ok := e.Names.State(h)
+	switch {
+	case !ok:
+		return netip.Addr{}, fmt.Errorf("DNS %s: not resolved yet", h)
+	case len(st.Addrs) == 0 && st.Err != nil:
+		return netip.Addr{}, fmt.Errorf("DNS %s: %w", h, st.Err)
+	case len(st.Addrs) == 0:
+		return netip.Addr{}, fmt.Errorf("DNS %s: not resolved yet", h)
+	}
+	same := slices.DeleteFunc(slices.Clone(st.Addrs), func(a netip.Addr) bool { return a.Is4() != want.Is4() })
+	if len(same) == 0 {
+		same = st.Addrs
+	}
+	return same[rand.IntN(len(same))], nil
+}
 
 // enrolled reports whether w is an HBONE (captured) workload.
 func enrolled(w *config.Workload) bool {

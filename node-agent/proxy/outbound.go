@@ -199,6 +199,12 @@ func (o *Outbound) endpoint(svc *config.Service, dst netip.AddrPort, srcW *confi
 		return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("service %s port %d: %w", svc.Name, dst.Port(), err)}
 	}
 	ip, ok := pickAddr(w, dst.Addr())
+	if !ok && w.Proto.GetHostname() != "" {
+		if ip, err = o.resolved(w, dst.Addr()); err != nil {
+			return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("endpoint %s of service %s: %w", w.Name, svc.Name, err)}
+		}
+		ok = true
+	}
 	if !ok {
 		return nil, dst, &refusal{Flag: FlagNoEndpoint, Cause: fmt.Errorf("endpoint %s of service %s has no address", w.Name, svc.Name)}
 	}

@@ -70,7 +70,9 @@ func listen(tb testing.TB, addr string) net.Listener {
 	return connlimit.Capped(l.(*net.TCPListener), 1024)
 }
 
-func newMesh(t *testing.T) *mesh {
+// newMesh builds the test mesh; envOpts adjust both nodes' Env before
+// their proxies serve.
+func newMesh(t *testing.T, envOpts ...func(*Env)) *mesh {
 	t.Helper()
 	m := &mesh{ca: spiffetest.NewCA(t, td), dsts: &origDsts{}}
 	m.echoB, m.echoC, m.echoD = startEcho(t, podB.ip), startEcho(t, podC.ip), startEcho(t, podD.ip)
@@ -107,6 +109,9 @@ func newMesh(t *testing.T) *mesh {
 		}
 		n.env = &Env{Store: m.store, Identities: ids, NodeName: name, Metrics: metrics,
 			AccessLog: slog.New(slog.NewJSONHandler(n.log, nil)), DialTimeout: 3 * time.Second}
+		for _, f := range envOpts {
+			f(n.env)
+		}
 		n.inbound = &Inbound{Env: n.env}
 		n.outbound = &Outbound{Env: n.env, OriginalDst: m.dsts.lookup, TunnelPort: m.tunnelPort, Local: n.inbound}
 		n.plaintext = &InboundPlaintext{Env: n.env, OriginalDst: m.dsts.lookup}

@@ -86,6 +86,10 @@ func NewClient(path string) (*Client, error) {
 	return NewClientFrom(conf), nil
 }
 
+// SetDialer makes the client dial its servers with d (e.g. to mark the
+// sockets); call before the first Lookup.
+func (c *Client) SetDialer(d *net.Dialer) { c.dns.Dialer = d }
+
 // NewClientFrom uses conf as the resolver configuration.
 func NewClientFrom(conf *dns.ClientConfig) *Client {
 	timeout := time.Duration(max(conf.Timeout, 1)) * time.Second

@@ -178,3 +178,30 @@ func TestWatchStopEndsLookups(t *testing.T) {
 		}
 	})
 }
+
+func TestSetFollowsTheNamesItIsGiven(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeDNS{answer: Answer{Addrs: addrs("10.0.0.1"), TTL: time.Minute}}
+		s := NewSet(f.lookup, V4Only, Options{RespectTTL: true}, nil)
+		defer s.Close()
+		s.Sync([]string{"a.example.com", "b.example.com"})
+		synctest.Wait()
+		for _, n := range []string{"a.example.com", "b.example.com"} {
+			if st, ok := s.State(n); !ok || !slices.Equal(st.Addrs, addrs("10.0.0.1")) {
+				t.Fatalf("%s: %+v %v, want resolved", n, st, ok)
+			}
+		}
+		if f.count() != 2 {
+			t.Fatalf("%d lookups, want one per name", f.count())
+		}
+		s.Sync([]string{"b.example.com"})
+		if _, ok := s.State("a.example.com"); ok {
+			t.Fatal("a name dropped from the set is still watched")
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if f.count() != 3 {
+			t.Fatalf("%d lookups a TTL later, want 3 (b re-resolved, a stopped)", f.count())
+		}
+	})
+}

@@ -451,7 +451,12 @@ type Workload struct {
 	AuthorizationPolicies []string `protobuf:"bytes,17,rep,name=authorization_policies,json=authorizationPolicies,proto3" json:"authorization_policies,omitempty"`
 	// The cluster the workload runs in (weft-control's --cluster-id), for
 	// the source_cluster and destination_cluster telemetry labels.
-	ClusterId     string `protobuf:"bytes,18,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,18,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// A DNS name that node agents resolve to reach the workload, which then
+	// has no addresses: a ServiceEntry endpoint of resolution DNS written as
+	// a name, or the entry's host itself when it lists no endpoints (Istio's
+	// Workload.hostname, which ztunnel resolves).
+	Hostname      string `protobuf:"bytes,19,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -608,6 +613,13 @@ func (x *Workload) GetAuthorizationPolicies() []string {
 func (x *Workload) GetClusterId() string {
 	if x != nil {
 		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Workload) GetHostname() string {
+	if x != nil {
+		return x.Hostname
 	}
 	return ""
 }
@@ -1033,7 +1045,7 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\v2\x19.weft.workload.v1.ServiceH\x00R\aserviceB\x06\n" +
 	"\x04type\"'\n" +
 	"\x11EnrolledNamespace\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xdc\x06\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xf8\x06\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -1054,7 +1066,8 @@ const file_api_workload_v1_workload_proto_rawDesc = "" +
 	"\x06status\x18\x10 \x01(\x0e2 .weft.workload.v1.WorkloadStatusR\x06status\x125\n" +
 	"\x16authorization_policies\x18\x11 \x03(\tR\x15authorizationPolicies\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x12 \x01(\tR\tclusterId\x1aW\n" +
+	"cluster_id\x18\x12 \x01(\tR\tclusterId\x12\x1a\n" +
+	"\bhostname\x18\x13 \x01(\tR\bhostname\x1aW\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
 	"\x05value\x18\x02 \x01(\v2\x1a.weft.workload.v1.PortListR\x05value:\x028\x01\"\xa9\x02\n" +
