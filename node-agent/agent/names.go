@@ -28,7 +28,9 @@ func (a *agent) newNames(ctx context.Context) *dnsresolve.Set {
 	var lookup dnsresolve.LookupFunc
 	if c, err := dnsresolve.NewClient("/etc/resolv.conf"); err != nil {
 		a.log.Error("no resolver: workloads reached by name (ServiceEntry resolution DNS) get no address", "err", err)
-		lookup = func(context.Context, string, dnsresolve.Family) (dnsresolve.Answer, error) { return dnsresolve.Answer{}, err }
+		lookup = func(context.Context, string, dnsresolve.Family) (dnsresolve.Answer, error) {
+			return dnsresolve.Answer{}, err
+		}
 	} else {
 		c.SetDialer(&net.Dialer{Control: markSkip})
 		lookup = c.Lookup
