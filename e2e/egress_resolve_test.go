@@ -124,7 +124,8 @@ spec:
 // request to the egress gateway, which resolves editionHost itself through
 // the cluster's DNS (CoreDNS, forwarding editionZone to the test's DNS
 // server on the fabric) and originates TLS to the address it got. When the
-// answer changes, the gateway follows it within the TTL.
+// answer changes, the gateway follows it within the TTL. Without the
+// waypoint label, the node agent resolves the host and connects to it.
 func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 	ca := newExternalCA(t)
 	a := serveExternal(t, e, "edition-a", "10.250.11.201", editionHost, ca)
@@ -196,6 +197,24 @@ func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 	if after, _ := b.snapshot(); len(after)-len(tlsB) != 3 {
 		t.Errorf("%d of 3 requests reached the new address", len(after)-len(tlsB))
 	}
+
+	// Without a waypoint the curl pod's node agent resolves the host itself
+	// (as ztunnel resolves Workload.hostname) and connects to port 80.
+	e.mustKubectl(t, "label", "serviceentry", "edition", "istio.io/use-waypoint-")
+	nodeIP := strings.TrimSpace(e.mustKubectl(t, "get", "node", e.podNode(t, "default", "app=curl"),
+		"-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+	eventually(t, "the node agent resolves the host and connects to it", 60*time.Second, func() error {
+		out, err := e.kubectl("exec", "deploy/curl", "--", "curl", "-sS", "-m", "10", "-w", "|%{http_code}", "http://"+editionHost+"/")
+		body, code, _ := strings.Cut(out, "|")
+		if err != nil || code != "200" || body != bodyPlain {
+			return fmt.Errorf("status %s %q (%v), want 200 %q", code, body, err, bodyPlain)
+		}
+		if _, plain := b.snapshot(); len(plain) == 0 || plain[len(plain)-1].client != nodeIP {
+			return fmt.Errorf("%s saw plain requests %v, want the last from the curl pod's node %s", b.addr, plain, nodeIP)
+		}
+		return nil
+	})
+	t.Logf("without a waypoint: the node agent on %s resolved %s and reached %s:80", nodeIP, editionHost, b.addr)
 }
 
 // zoneServer is an authoritative DNS server on the fabric for one name,

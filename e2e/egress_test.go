@@ -159,7 +159,7 @@ func TestEgressGateway(t *testing.T) {
 	t.Run("DNS proxy: names resolve through the node agent", func(t *testing.T) { testDNSProxy(t, e, ext) })
 
 	// After the DNS proxy subtest: it turned the node agents' DNS capture on.
-	t.Run("resolution DNS: the gateway resolves the host, TLS originated", func(t *testing.T) { testServiceEntryDNS(t, e, gatewayIP) })
+	t.Run("resolution DNS: the egress gateway (TLS originated) and the node agent resolve the host", func(t *testing.T) { testServiceEntryDNS(t, e, gatewayIP) })
 }
 
 const (

@@ -244,7 +244,7 @@ spec:
 		{
 			Feature: "ServiceEntry",
 			Status:  Partial,
-			Notes:   "hosts become Services (VIPs from `addresses`, else auto-allocated from 240.240.0.0/16 into `status.addresses` as istiod does; ports, `istio.io/use-waypoint`), endpoint IP addresses become workloads outside the mesh; `STATIC`, `NONE`, `DNS` and `DNS_ROUND_ROBIN`: waypoints and egress gateways resolve endpoint names, or the host itself without endpoints, as Envoy's `STRICT_DNS`/`LOGICAL_DNS` clusters (the proxy's resolv.conf, TTL honoured); node agents do not resolve names, so a `DNS` entry with names and no waypoint is reported; the node agents' DNS proxy (chart `ambient.dnsCapture`, off by default) resolves hosts to their VIPs; wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
+			Notes:   "hosts become Services (VIPs from `addresses`, else auto-allocated from 240.240.0.0/16 into `status.addresses` as istiod does; ports, `istio.io/use-waypoint`), endpoints become workloads outside the mesh; `STATIC`, `NONE`, `DNS` and `DNS_ROUND_ROBIN`: endpoint names, or the host itself without endpoints, are resolved through the cluster's DNS (TTL honoured, re-resolved in the background) by waypoints and egress gateways as Envoy's `STRICT_DNS`/`LOGICAL_DNS` clusters, and by node agents as ztunnel resolves `Workload.hostname`; the node agents' DNS proxy (chart `ambient.dnsCapture`, off by default) resolves hosts to their VIPs; wildcard hosts, CIDR addresses and `workloadSelector` reported ([egress.md](egress.md))",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
