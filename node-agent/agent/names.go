@@ -53,12 +53,22 @@ func (a *agent) newNames(ctx context.Context) *dnsresolve.Set {
 	return names
 }
 
-// hostnames are the names the snapshot's workloads are reached by.
+// hostnames are the names the snapshot's workloads are reached by, but
+// for workloads whose every service has a waypoint: the agent never
+// connects to those (the waypoint resolves them), so every node need not
+// ask the cluster's DNS for them every TTL.
 func hostnames(snap *config.Snapshot) []string {
 	var out []string
 	for _, w := range snap.Workloads() {
-		if h := w.Proto.GetHostname(); h != "" {
-			out = append(out, h)
+		h := w.Proto.GetHostname()
+		if h == "" {
+			continue
+		}
+		for name := range w.Proto.GetServices() {
+			if svc := snap.Service(name); svc == nil || svc.Proto.GetWaypoint() == nil {
+				out = append(out, h)
+				break
+			}
 		}
 	}
 	return out
