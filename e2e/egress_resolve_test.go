@@ -124,8 +124,9 @@ spec:
 // request to the egress gateway, which resolves editionHost itself through
 // the cluster's DNS (CoreDNS, forwarding editionZone to the test's DNS
 // server on the fabric) and originates TLS to the address it got. When the
-// answer changes, the gateway follows it within the TTL. Without the
-// waypoint label, the node agent resolves the host and connects to it.
+// answer changes, the gateway follows it within the TTL; while the zone
+// fails, it keeps the last answer. Without the waypoint label, the node
+// agent resolves the host and connects to it.
 func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 	ca := newExternalCA(t)
 	a := serveExternal(t, e, "edition-a", "10.250.11.201", editionHost, ca)
@@ -198,6 +199,25 @@ func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 		t.Errorf("%d of 3 requests reached the new address", len(after)-len(tlsB))
 	}
 
+	// The zone fails (SERVFAIL): the gateway keeps its last answer.
+	failedBefore, failStart := zone.setFailing(true), time.Now()
+	// Past two TTLs the gateway's answer has expired and its re-resolution
+	// (every TTL, at least 1 s apart) failed at least once.
+	eventually(t, "lookups fail for two TTLs", 30*time.Second, func() error {
+		if n := zone.failedQueries() - failedBefore; n == 0 || time.Since(failStart) < 2*editionTTL*time.Second+time.Second {
+			return fmt.Errorf("%d failed queries in %s since the zone failed", n, time.Since(failStart).Round(time.Second))
+		}
+		return nil
+	})
+	if err := curl(); err != nil {
+		t.Fatalf("while the zone fails: %v (the last answer should be kept)", err)
+	}
+	if err := lastTLS(b); err != nil {
+		t.Fatalf("while the zone fails: %v", err)
+	}
+	t.Logf("with the zone failing (%d SERVFAIL answers), requests still reach %s: the last answer is kept", zone.failedQueries()-failedBefore, b.addr)
+	zone.setFailing(false)
+
 	// Without a waypoint the curl pod's node agent resolves the host itself
 	// (as ztunnel resolves Workload.hostname) and connects to port 80.
 	e.mustKubectl(t, "label", "serviceentry", "edition", "istio.io/use-waypoint-")
@@ -218,12 +238,29 @@ func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 }
 
 // zoneServer is an authoritative DNS server on the fabric for one name,
-// whose A record the test moves.
+// whose A record the test moves, or which fails (SERVFAIL) on demand.
 type zoneServer struct {
 	addr    netip.AddrPort
 	mu      sync.Mutex
 	answer  netip.Addr
 	clients []string
+	failing bool
+	failed  int // SERVFAIL answers given
+}
+
+// setFailing makes queries for the name fail (or answer again) and
+// returns how many have failed so far.
+func (z *zoneServer) setFailing(f bool) int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.failing = f
+	return z.failed
+}
+
+func (z *zoneServer) failedQueries() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.failed
 }
 
 func (z *zoneServer) set(a netip.Addr) {
@@ -258,8 +295,16 @@ func startZoneServer(t *testing.T, e *env, addr, name string, answer netip.Addr)
 		z.mu.Lock()
 		host, _, _ := net.SplitHostPort(w.RemoteAddr().String())
 		z.clients = append(z.clients, host)
-		a := z.answer
+		a, failing := z.answer, z.failing
+		if failing {
+			z.failed++
+		}
 		z.mu.Unlock()
+		if failing {
+			m.Rcode = dns.RcodeServerFailure
+			w.WriteMsg(m)
+			return
+		}
 		if q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: editionTTL}, A: a.AsSlice()})
 		}

@@ -38,6 +38,11 @@ func (a *agent) newNames(ctx context.Context) *dnsresolve.Set {
 	names := dnsresolve.NewSet(lookup, dnsresolve.V4Only, dnsresolve.Options{RespectTTL: true, Refresh: nameRefresh},
 		func(name string, st dnsresolve.State) { logName(a.log, name, st) })
 	a.onClose(names.Close)
+	// A name without an address refuses its connections: alert on
+	// state="unresolved".
+	a.reg.MustRegister(dnsresolve.Collector("weft_node_agent_dns_hosts",
+		"Names of workloads reached by name (ServiceEntry resolution DNS) by state: resolved, stale (lookups failing, the last answer kept), unresolved (no address: connections are refused).",
+		names.Counts))
 	updates, unsubscribe := a.store.Subscribe()
 	go func() {
 		defer unsubscribe()

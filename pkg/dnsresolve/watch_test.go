@@ -205,3 +205,27 @@ func TestSetFollowsTheNamesItIsGiven(t *testing.T) {
 		}
 	})
 }
+
+func TestSetCountsByState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeDNS{answer: Answer{Addrs: addrs("10.0.0.1"), TTL: time.Second}}
+		s := NewSet(f.lookup, V4Only, Options{RespectTTL: true}, nil)
+		defer s.Close()
+		s.Sync([]string{"a.example.com"})
+		synctest.Wait()
+		if c := s.Counts(); c != (Counts{Resolved: 1}) {
+			t.Fatalf("counts %+v, want 1 resolved", c)
+		}
+		f.set(Answer{}, errors.New("SERVFAIL"))
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if c := s.Counts(); c != (Counts{Stale: 1}) {
+			t.Fatalf("counts %+v after a failed lookup, want 1 stale", c)
+		}
+		time.Sleep(DefaultKeepStale)
+		synctest.Wait()
+		if c := s.Counts(); c != (Counts{Unresolved: 1}) {
+			t.Fatalf("counts %+v after KeepStale, want 1 unresolved", c)
+		}
+	})
+}

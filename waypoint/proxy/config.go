@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weft-mesh/weft/pkg/dnsresolve"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -321,6 +322,23 @@ func (s *Store) resolve(rc *cluster, ds *dnsSettings) {
 		prev.stop()
 	}
 	s.dns[rc.name] = startDNS(rc, ds, s.up.lookupFunc(), s.log, prev == nil)
+}
+
+// dnsCounts counts the names of the DNS clusters by state (for
+// weft_waypoint_dns_hosts).
+func (s *Store) dnsCounts() dnsresolve.Counts {
+	s.mu.Lock()
+	ds := slices.Collect(maps.Values(s.dns))
+	s.mu.Unlock()
+	var c dnsresolve.Counts
+	for _, d := range ds {
+		d.mu.Lock()
+		for _, w := range d.watchers {
+			c.Add(w.State())
+		}
+		d.mu.Unlock()
+	}
+	return c
 }
 
 // stopLookups ends the lookups of every DNS cluster (the proxy closes).

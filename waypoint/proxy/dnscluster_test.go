@@ -166,6 +166,12 @@ func TestDNSClusters(t *testing.T) {
 	if !found {
 		t.Fatal("unresolved cluster missing from the dump")
 	}
+	hosts := func(state string) float64 {
+		return metricValue(t, e, "weft_waypoint_dns_hosts", map[string]string{"state": state})
+	}
+	if r, s, u := hosts("resolved"), hosts("stale"), hosts("unresolved"); r != 2 || s != 0 || u != 1 {
+		t.Errorf("weft_waypoint_dns_hosts resolved %v stale %v unresolved %v, want 2, 0, 1", r, s, u)
+	}
 	e.wp.Upstream.init()
 	_, _, err := e.wp.Upstream.target(e.wp.Store.state[nowhere], e.wp.Store.state[nowhere].settings.Load(), nil, 0, false)
 	if !errors.Is(err, dnsresolve.ErrNotFound) {

@@ -568,7 +568,7 @@ func metricValue(t *testing.T, e *env, name string, labels map[string]string) fl
 					continue series
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum

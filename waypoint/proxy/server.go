@@ -123,6 +123,13 @@ func New(o Options) (*Proxy, error) {
 	// source may do what is RBAC's job per request.
 	p.HBONE = &hbone.Server{TLS: hbone.ServerTLSConfig(o.SVID, o.Bundle, nil), Handler: p.handle, Logger: o.Log}
 	if o.Registerer != nil {
+		// A DNS cluster's name without an address fails its requests: alert
+		// on state="unresolved".
+		if err := o.Registerer.Register(dnsresolve.Collector("weft_waypoint_dns_hosts",
+			"Names of STRICT_DNS and LOGICAL_DNS clusters by state: resolved, stale (lookups failing, the last answer kept), unresolved (no address: requests fail with 503).",
+			p.Store.dnsCounts)); err != nil {
+			return nil, err
+		}
 		for _, c := range admin.HBONEHandshakeMetrics("weft_waypoint", p.HBONE) {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, err
