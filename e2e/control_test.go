@@ -403,7 +403,8 @@ const (
 	classStatusPath = `jsonpath={range .status.conditions[?(@.type=="Accepted")]}{.status} {.reason}: {.message}{end}`
 	// gatewayStatusPath: the Gateway's Accepted, then each listener's.
 	gatewayStatusPath = `jsonpath={range .status.conditions[?(@.type=="Accepted")]}{.status} {.reason}; {end}` +
-		`{range .status.listeners[*]}{.name}: {range .conditions[?(@.type=="Accepted")]}{.status} {.reason}; {end}{end}`
+		`{range .status.listeners[*]}{.name}: {range .conditions[?(@.type=="Accepted")]}{.status} {.reason}; {end}` +
+		`{range .conditions[?(@.type=="ResolvedRefs")]}ResolvedRefs={.status} {.reason}; {end}{end}`
 )
 
 // checkStatusProblems applies one object with a problem per kind and
@@ -427,8 +428,9 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 		"gatewayclass/weft-custom":                 {classStatusPath, []string{"False Unsupported", "not served"}},
 		"gatewayclass/weft":                        {classStatusPath, []string{"True Accepted"}},
 		"httproute/no-service":                     {routeStatusPath, []string{"Accepted=True", "PartiallyInvalid=True UnsupportedValue", "not in the mesh"}},
+		// HTTPS is served, but the listener's Secret does not exist.
 		"gateways.gateway.networking.k8s.io/https-ingress": {gatewayStatusPath, []string{"True ListenersNotValid",
-			"http: True Accepted", "https: False UnsupportedProtocol"}},
+			"http: True Accepted", "https: True Accepted; ResolvedRefs=False InvalidCertificateRef"}},
 		"grpcroute/grpc": {routeStatusPath, []string{"Accepted=False UnsupportedValue", "GRPCRoute is not supported"}},
 	}
 	t.Cleanup(func() {
