@@ -94,8 +94,6 @@ const (
 	flagUAEX             = "UAEX" // Envoy: unauthorized by the external authorization service
 	extAuthzCheckTimeout = 200 * time.Millisecond
 	grpcCheckPath        = "/envoy.service.auth.v3.Authorization/Check"
-	// maxAuthzResponse bounds what is read of an authorizer's answer.
-	maxAuthzResponse = 1 << 20
 )
 
 func compileExtAuthz(name string, c *extauthzv3.ExtAuthz, up Upstream) (*extAuthzFilter, error) {
@@ -384,7 +382,7 @@ func (f *extAuthzFilter) checkHTTP(ctx context.Context, x *exchange, body []byte
 		return authzDecision{}, err
 	}
 	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxAuthzResponse))
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxGRPCReply))
 	if err != nil {
 		return authzDecision{}, err
 	}

@@ -1,80 +1,25 @@
 package route
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // checkGRPC asks a gRPC authorizer (envoy.service.auth.v3.Authorization/
-// Check). The call is one unary gRPC exchange over the Upstream's HTTP/2
-// to the authorizer's cluster, framed here rather than through a gRPC
-// client: the Upstream owns the connections (HBONE, pools, breakers).
+// Check), one unary call to the authorizer's cluster.
 func (f *extAuthzFilter) checkGRPC(ctx context.Context, x *exchange, body []byte) (authzDecision, error) {
-	msg, err := proto.Marshal(f.checkRequest(x, body))
-	if err != nil {
-		return authzDecision{}, err
-	}
-	frame := make([]byte, 5+len(msg))
-	binary.BigEndian.PutUint32(frame[1:5], uint32(len(msg)))
-	copy(frame[5:], msg)
-	req := (&http.Request{
-		Method: http.MethodPost, URL: &url.URL{Scheme: "http", Host: f.authority, Path: grpcCheckPath},
-		Proto: "HTTP/2.0", ProtoMajor: 2, Host: f.authority,
-		Header:        http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}},
-		Body:          io.NopCloser(bytes.NewReader(frame)),
-		ContentLength: int64(len(frame)),
-	}).WithContext(ctx)
-	resp, err := f.up.RoundTrip(req, f.cluster, 0, false)
-	if err != nil {
-		return authzDecision{}, err
-	}
-	defer resp.Body.Close()
-	out, err := readGRPCReply(resp)
-	if err != nil {
+	out := &authv3.CheckResponse{}
+	if err := grpcUnary(ctx, f.up, f.cluster, f.authority, grpcCheckPath, "authorizer", f.checkRequest(x, body), out); err != nil {
 		return authzDecision{}, err
 	}
 	return grpcDecision(out), nil
-}
-
-// readGRPCReply reads a unary gRPC response: one uncompressed message and
-// grpc-status 0 (in the trailers, or in the headers of a trailers-only
-// reply).
-func readGRPCReply(resp *http.Response) (*authv3.CheckResponse, error) {
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("authorizer answered HTTP %d", resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAuthzResponse))
-	if err != nil {
-		return nil, err
-	}
-	st := resp.Trailer.Get("Grpc-Status")
-	if st == "" {
-		st = resp.Header.Get("Grpc-Status")
-	}
-	if st != "0" {
-		return nil, fmt.Errorf("authorizer grpc-status %q: %s", st, resp.Trailer.Get("Grpc-Message")+resp.Header.Get("Grpc-Message"))
-	}
-	if len(data) < 5 || data[0] != 0 || int(binary.BigEndian.Uint32(data[1:5])) != len(data)-5 {
-		return nil, fmt.Errorf("authorizer reply is not one uncompressed gRPC message (%d bytes)", len(data))
-	}
-	out := &authv3.CheckResponse{}
-	if err := proto.Unmarshal(data[5:], out); err != nil {
-		return nil, fmt.Errorf("authorizer reply: %w", err)
-	}
-	return out, nil
 }
 
 // checkRequest describes the request as Envoy's CheckRequest does: the

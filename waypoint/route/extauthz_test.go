@@ -369,8 +369,8 @@ func FuzzGRPCReply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, grpcStatus string) {
 		resp := &http.Response{StatusCode: 200, Header: http.Header{}, Trailer: http.Header{"Grpc-Status": {grpcStatus}},
 			Body: io.NopCloser(bytes.NewReader(body))}
-		r, err := readGRPCReply(resp)
-		if err != nil {
+		r := &authv3.CheckResponse{}
+		if err := readGRPCReply(resp, "authorizer", r); err != nil {
 			return
 		}
 		if grpcStatus != "0" {
