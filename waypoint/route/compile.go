@@ -1,6 +1,7 @@
 package route
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -68,6 +70,8 @@ type vhost struct {
 	respOps *headerOps
 	retry   *retryPolicy
 	perFilt map[string]perFilter
+	// rateLimits are the virtual host's rate_limits (ratelimit filter).
+	rateLimits []rateLimit
 }
 
 type actionKind uint8
@@ -116,6 +120,11 @@ type route struct {
 	respOps  *headerOps
 	perFilt  map[string]perFilter
 	upgrades upgrades // the route action's upgrade_configs
+	// rateLimits are the route action's rate_limits (ratelimit filter);
+	// the virtual host's apply too when there are none or with
+	// includeVHRateLimits.
+	rateLimits          []rateLimit
+	includeVHRateLimits bool
 }
 
 // Compile builds the Pipeline of one HTTP filter chain. hcm gives the HTTP
@@ -287,6 +296,12 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
 			p.filters = append(p.filters, &localRateLimitFilter{name: f.GetName(), def: l})
+		case *ratelimitv3.RateLimit:
+			gf, err := compileGlobalRateLimit(f.GetName(), c, p.up)
+			if err != nil {
+				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
+			}
+			p.filters = append(p.filters, gf)
 		case *routerv3.Router:
 			hasRouter = true
 			p.filters = append(p.filters, &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()})
@@ -317,6 +332,9 @@ func compileVhost(v *routev3.VirtualHost) (*vhost, error) {
 		return nil, errf("%w", err)
 	}
 	if vh.perFilt, err = compilePerFilter(v.GetTypedPerFilterConfig()); err != nil {
+		return nil, errf("%w", err)
+	}
+	if vh.rateLimits, err = compileRateLimits(v.GetRateLimits()); err != nil {
 		return nil, errf("%w", err)
 	}
 	if rp := v.GetRetryPolicy(); rp != nil {
@@ -414,6 +432,11 @@ func compileRouteAction(rt *route, a *routev3.RouteAction, vh *vhost) error {
 		}
 		rt.hash = append(rt.hash, hp)
 	}
+	if rt.rateLimits, err = compileRateLimits(a.GetRateLimits()); err != nil {
+		return err
+	}
+	//lint:ignore SA1019 Envoy still honours the deprecated field; so does the waypoint
+	rt.includeVHRateLimits = a.GetIncludeVhRateLimits().GetValue()
 	return nil
 }
 
@@ -578,6 +601,10 @@ func compilePerFilterMsg(msg proto.Message) (perFilter, bool, error) {
 			return perFilter{}, false, err
 		}
 		return perFilter{localRateLimit: l}, true, nil
+	case *ratelimitv3.RateLimitPerRoute:
+		// Not silently dropped: its vh_rate_limits and rate_limits would
+		// change which descriptors are sent.
+		return perFilter{}, false, errors.New("envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute is not supported")
 	}
 	return perFilter{}, false, nil
 }

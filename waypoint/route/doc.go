@@ -187,6 +187,17 @@ package route
 //     Not supported (compile error): descriptors, rate_limits,
 //     local_rate_limit_per_downstream_connection, local_cluster_rate_limit;
 //     runtime keys and stat_prefix are not read.
+//   - ratelimit (global): see globalRateLimitFilter. Descriptors come from
+//     the rate_limits of the route action and virtual host (actions
+//     request_headers, generic_key, header_value_match, remote_address,
+//     destination_cluster); the service is asked with one unary gRPC call
+//     over the Upstream (grpcUnary). Not supported (compile error): stage
+//     other than 0, request_type other than both,
+//     enable_x_ratelimit_headers, enable_retry_after_header,
+//     failure_mode_deny_percent, the filter's own rate_limits,
+//     metadata_namespace, RateLimitPerRoute, and in rate_limits
+//     disable_key, limit, hits_addend, apply_on_stream_done,
+//     x_ratelimit_option and the other actions.
 //
 // Not implemented (compile error when configured, unless noted): cluster_header,
 // cluster_specifier_plugin, auto/regex host rewrites, header_delay/abort,

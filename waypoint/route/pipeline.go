@@ -56,6 +56,11 @@ type exchange struct {
 	// local_ratelimit filter rateLimitBy adds to the response.
 	rateLimited *tokenBucket
 	rateLimitBy *localRateLimitFilter
+	// rlsRespHeaders are the rate limit service's response_headers_to_add
+	// of an allowed request, which the ratelimit filter rlsRespBy adds to
+	// the response.
+	rlsRespHeaders http.Header
+	rlsRespBy      *globalRateLimitFilter
 }
 
 type shadowID struct{ prefix, policy string }

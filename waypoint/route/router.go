@@ -61,22 +61,24 @@ const (
 // ---- response flags, rendered in Envoy's CoreResponseFlag order ----
 
 const (
-	flagUH  = "UH"
-	flagUT  = "UT"
-	flagUR  = "UR"
-	flagUF  = "UF"
-	flagUC  = "UC"
-	flagUO  = "UO"
-	flagNR  = "NR"
-	flagDI  = "DI"
-	flagFI  = "FI"
-	flagRL  = "RL"
-	flagDC  = "DC"
-	flagURX = "URX"
-	flagNC  = "NC"
+	flagUH = "UH"
+	flagUT = "UT"
+	flagUR = "UR"
+	flagUF = "UF"
+	flagUC = "UC"
+	flagUO = "UO"
+	flagNR = "NR"
+	flagDI = "DI"
+	flagFI = "FI"
+	flagRL = "RL"
+	// flagRLSE: the rate limit service could not be asked (failure_mode_deny).
+	flagRLSE = "RLSE"
+	flagDC   = "DC"
+	flagURX  = "URX"
+	flagNC   = "NC"
 )
 
-var flagOrder = []string{flagUH, flagUT, flagUR, flagUF, flagUC, flagUO, flagNR, flagDI, flagFI, flagRL, flagDC, flagURX, flagNC}
+var flagOrder = []string{flagUH, flagUT, flagUR, flagUF, flagUC, flagUO, flagNR, flagDI, flagFI, flagRL, flagUAEX, flagRLSE, flagDC, flagURX, flagNC}
 
 func (i *Info) addFlag(f string) {
 	if i.ResponseFlags == "" {
