@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strings"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -17,6 +19,7 @@ import (
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/waypoint/route"
 )
 
@@ -28,7 +31,8 @@ import (
 //     message itself (@type); into every HTTP connection manager the
 //     listener match selects, never after the router;
 //   - ROUTE_CONFIGURATION, VIRTUAL_HOST and HTTP_ROUTE MERGE of
-//     typed_per_filter_config entries of those types.
+//     typed_per_filter_config entries of those types; VIRTUAL_HOST MERGE of
+//     rate_limits.
 //
 // Targets: targetRefs to a waypoint or ingress Gateway
 // (gateway.networking.k8s.io), or a workloadSelector of ingress gateway
@@ -41,9 +45,12 @@ import (
 // field) is left out with a Problem on the EnvoyFilter, so it never
 // changes traffic in a way it does not say; a patch that matches nothing
 // is reported too. A value is validated as the waypoint would compile it.
-// Global rate limiting (envoy.filters.http.ratelimit, rate_limits) is
-// reported as not supported yet: it slots in as another httpFilterTypes
-// entry and another merged field.
+//
+// Global rate limiting: envoy.filters.http.ratelimit is an httpFilterTypes
+// entry whose rate limit service cluster ("outbound|<port>||<host>") is
+// resolved to a mesh service and added to the snapshots the filter goes
+// into; VIRTUAL_HOST MERGE of rate_limits appends the descriptors'
+// actions.
 
 const kindEF = "EnvoyFilter"
 
@@ -90,6 +97,13 @@ type efPatch struct {
 	// ROUTE_CONFIGURATION, VIRTUAL_HOST, HTTP_ROUTE
 	rc        *networkingapi.EnvoyFilter_RouteConfigurationMatch
 	perFilter map[string]*anypb.Any
+	// rateLimits (VIRTUAL_HOST) are appended to a virtual host's
+	// rate_limits, as Istio's MERGE appends to a repeated field.
+	rateLimits []*routev3.RateLimit
+	// rls is the cluster of the rate limit service an inserted
+	// envoy.filters.http.ratelimit calls, added to the snapshots the
+	// filter goes into.
+	rls *clusterRef
 	// applied counts the objects patched; skipped: a target's context
 	// was not the patch's (reported then).
 	applied int
@@ -111,6 +125,9 @@ func (t *translator) indexEnvoyFilters(efs []*networkingv1alpha3.EnvoyFilter) {
 		for i, cp := range obj.Spec.ConfigPatches {
 			path := fmt.Sprintf("spec.configPatches[%d]", i)
 			p, err := newEFPatch(path, cp)
+			if err == nil {
+				err = t.resolveRateLimitService(p)
+			}
 			if err != nil {
 				ef.problem(t, "%s: %v; patch not applied", path, err)
 				continue
@@ -179,7 +196,7 @@ func newEFPatch(path string, cp *networkingapi.EnvoyFilter_EnvoyConfigObjectPatc
 	case networkingapi.EnvoyFilter_ROUTE_CONFIGURATION, networkingapi.EnvoyFilter_VIRTUAL_HOST, networkingapi.EnvoyFilter_HTTP_ROUTE:
 		return p, p.readRouteMerge(m, cp.Patch)
 	}
-	return nil, fmt.Errorf("applyTo %s is not supported (Weft applies HTTP_FILTER, ROUTE_CONFIGURATION, VIRTUAL_HOST and HTTP_ROUTE patches of envoy.filters.http.local_ratelimit)", cp.ApplyTo)
+	return nil, fmt.Errorf("applyTo %s is not supported (Weft applies HTTP_FILTER, ROUTE_CONFIGURATION, VIRTUAL_HOST and HTTP_ROUTE patches of envoy.filters.http.local_ratelimit and envoy.filters.http.ratelimit)", cp.ApplyTo)
 }
 
 // readHTTPFilter reads an HTTP_FILTER patch: where the filter goes and the
@@ -274,14 +291,77 @@ func (p *efPatch) readRouteMerge(m *networkingapi.EnvoyFilter_EnvoyConfigObjectM
 				return fmt.Errorf("patch.value.%s: %w", k, err)
 			}
 		case "rate_limits", "rateLimits":
-			return fmt.Errorf("patch.value.%s (global rate limiting) is not supported yet", k)
+			if p.applyTo != networkingapi.EnvoyFilter_VIRTUAL_HOST {
+				return fmt.Errorf("patch.value.%s: Weft merges rate_limits into virtual hosts (applyTo VIRTUAL_HOST), not %s", k, p.applyTo)
+			}
+			var err error
+			if p.rateLimits, err = readRateLimits(v); err != nil {
+				return fmt.Errorf("patch.value.%s: %w", k, err)
+			}
 		default:
-			return fmt.Errorf("patch.value.%s is not supported (typed_per_filter_config)", k)
+			return fmt.Errorf("patch.value.%s is not supported (typed_per_filter_config, rate_limits)", k)
 		}
 	}
-	if len(p.perFilter) == 0 {
-		return fmt.Errorf("patch.value has no typed_per_filter_config")
+	if len(p.perFilter) == 0 && len(p.rateLimits) == 0 {
+		return fmt.Errorf("patch.value has no typed_per_filter_config or rate_limits")
 	}
+	return nil
+}
+
+// readRateLimits decodes a rate_limits list, strictly, and checks it as
+// the waypoint will compile it.
+func readRateLimits(v any) ([]*routev3.RateLimit, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("not a list")
+	}
+	out := make([]*routev3.RateLimit, 0, len(list))
+	for i, e := range list {
+		j, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		rl := &routev3.RateLimit{}
+		if err := protojson.Unmarshal(j, rl); err != nil {
+			return nil, fmt.Errorf("[%d]: %s", i, strings.ReplaceAll(err.Error(), "\u00a0", " "))
+		}
+		out = append(out, rl)
+	}
+	if err := route.ValidateRateLimits(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// resolveRateLimitService resolves the cluster of the rate limit service
+// a patch's envoy.filters.http.ratelimit calls: Istio's cluster name
+// "outbound|<port>||<host>" of a mesh service (a Kubernetes Service or
+// ServiceEntry host), which the waypoint or gateway then reaches as any
+// other destination of the mesh.
+func (t *translator) resolveRateLimitService(p *efPatch) error {
+	if p.filter == nil {
+		return nil
+	}
+	rl := &ratelimitv3.RateLimit{}
+	if !p.filter.GetTypedConfig().MessageIs(rl) {
+		return nil
+	}
+	if err := p.filter.GetTypedConfig().UnmarshalTo(rl); err != nil {
+		return err
+	}
+	name := rl.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName()
+	host, port, subset, ok := mesh.ParseOutboundCluster(name)
+	switch {
+	case !ok || port == 0:
+		return fmt.Errorf("rate_limit_service cluster_name %q: want Istio's outbound|<port>||<service host>", name)
+	case subset != "":
+		return fmt.Errorf("rate_limit_service cluster_name %q: subsets are not supported", name)
+	}
+	ref, err := t.providerService(host, port)
+	if err != nil {
+		return fmt.Errorf("rate_limit_service cluster_name %q: %w", name, err)
+	}
+	p.rls = &ref
 	return nil
 }
 
@@ -305,6 +385,15 @@ type filterType struct {
 
 // httpFilterTypes are the typed configs EnvoyFilters may add, by type URL.
 var httpFilterTypes = map[string]filterType{
+	"type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit": {
+		new: func() proto.Message { return &ratelimitv3.RateLimit{} },
+		validate: func(m proto.Message, perRoute bool) error {
+			if perRoute {
+				return fmt.Errorf("not a per-route config (that is RateLimitPerRoute, not supported)")
+			}
+			return route.ValidateGlobalRateLimit(m.(*ratelimitv3.RateLimit))
+		},
+	},
 	"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit": {
 		new: func() proto.Message { return &localratelimitv3.LocalRateLimit{} },
 		validate: func(m proto.Message, perRoute bool) error {
@@ -315,8 +404,7 @@ var httpFilterTypes = map[string]filterType{
 
 // notYetTypes are typed configs of Istio's tasks Weft will run later.
 var notYetTypes = map[string]string{
-	"type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit":         "global rate limiting (envoy.filters.http.ratelimit) is not supported yet",
-	"type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": "global rate limiting (envoy.filters.http.ratelimit) is not supported yet",
+	"type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": "RateLimitPerRoute (vh_rate_limits, per-route rate_limits and domain of envoy.filters.http.ratelimit) is not supported yet",
 }
 
 // typedConfig decodes a typed_config value: a TypedStruct (type_url and
@@ -338,7 +426,7 @@ func typedConfig(v any, perRoute bool) (proto.Message, error) {
 	}
 	ft, ok := httpFilterTypes[url]
 	if !ok {
-		return nil, fmt.Errorf("type %q is not supported (Weft runs envoy.filters.http.local_ratelimit from EnvoyFilters)", url)
+		return nil, fmt.Errorf("type %q is not supported (Weft runs envoy.filters.http.local_ratelimit and envoy.filters.http.ratelimit from EnvoyFilters)", url)
 	}
 	j, err := json.Marshal(fields)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -109,10 +110,14 @@ func (t *translator) applyEnvoyFilters(res *xds.Resources, tg efTarget) {
 				ef.problem(t, "%s.match.context %s does not apply to %s; patch not applied there", p.path, p.context, tg.name)
 				continue
 			}
-			if p.filter != nil {
-				p.insertFilter(res)
-			} else {
+			if p.filter == nil {
 				p.mergePerFilter(res, tg)
+				continue
+			}
+			before := p.applied
+			p.insertFilter(res)
+			if p.rls != nil && p.applied > before {
+				t.addMissingCluster(res, *p.rls)
 			}
 		}
 	}
@@ -132,6 +137,18 @@ func (t *translator) reportEnvoyFilters() {
 			}
 		}
 	}
+}
+
+// addMissingCluster adds ref's cluster and load assignment to res unless
+// res has it already (the rate limit service may also be a destination of
+// the waypoint's routes).
+func (t *translator) addMissingCluster(res *xds.Resources, ref clusterRef) {
+	name := ref.name()
+	if slices.ContainsFunc(res.Clusters, func(c *clusterv3.Cluster) bool { return c.Name == name }) {
+		return
+	}
+	t.addClusters(res, map[string]clusterRef{name: ref}, false)
+	sortResources(res)
 }
 
 // insertFilter inserts the patch's filter into every HTTP connection
@@ -210,7 +227,15 @@ func (p *efPatch) mergePerFilter(res *xds.Resources, tg efTarget) {
 				continue
 			}
 			if p.applyTo == networkingapi.EnvoyFilter_VIRTUAL_HOST {
-				vh.TypedPerFilterConfig = p.merged(vh.TypedPerFilterConfig)
+				if len(p.perFilter) > 0 {
+					vh.TypedPerFilterConfig = p.merged(vh.TypedPerFilterConfig)
+				}
+				for _, rl := range p.rateLimits {
+					vh.RateLimits = append(vh.RateLimits, proto.Clone(rl).(*routev3.RateLimit))
+				}
+				if len(p.perFilter) == 0 {
+					p.applied++
+				}
 				continue
 			}
 			for _, r := range vh.Routes {
