@@ -825,10 +825,63 @@ spec:
 `, "local_rate_limit_per_downstream_connection is not supported")},
 		},
 		{
-			Feature: "Global rate limiting: EnvoyFilter with `envoy.filters.http.ratelimit` and `rate_limits` actions (rate limit service)",
-			Status:  NotYet,
-			Notes:   "reported on the EnvoyFilter (`not supported yet`), nothing applied",
-			Probes: []*Probe{reported(`
+			Feature:   "Global rate limiting: EnvoyFilter with `envoy.filters.http.ratelimit` and `rate_limits` actions (rate limit service)",
+			Status:    Partial,
+			Qualifier: "(waypoint, ingress gateway)",
+			Notes: "Istio's task's EnvoyFilters: `HTTP_FILTER` insert of the filter, whose `rate_limit_service` cluster `outbound|<port>||<host>` (a mesh service) the proxy reaches as any mesh destination, and `VIRTUAL_HOST` `MERGE` of `rate_limits`. " +
+				"`ShouldRateLimit` over gRPC (`envoy.service.ratelimit.v3`); actions `request_headers` (`skip_if_absent`), `generic_key`, `header_value_match`, `remote_address`, `destination_cluster`; " +
+				"`OVER_LIMIT`: 429 (`rate_limited_status`) with `x-envoy-ratelimited: true`; service error or `timeout` (default 20 ms): allowed, or `status_on_error` (500) with `failure_mode_deny`; `filter_enabled`/`filter_enforced`, `response_headers_to_add`, `rate_limited_as_resource_exhausted`. " +
+				"Not supported (the patch is reported and not applied): `enable_x_ratelimit_headers`, `enable_retry_after_header`, `stage` other than 0, `request_type` other than `both`, `failure_mode_deny_percent`, the filter's own `rate_limits`, `RateLimitPerRoute`, other actions (`query_parameters`, `source_cluster`, metadata, ...), `rate_limits` on routes (`HTTP_ROUTE`), a service that is not in the mesh, the `CLUSTER` patch of older versions of the task ([rate-limiting.md](rate-limiting.md#global-rate-limiting))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: filter-ratelimit
+  namespace: default
+spec:
+  targetRefs:
+  - kind: Gateway
+    group: gateway.networking.k8s.io
+    name: waypoint
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+            subFilter:
+              name: envoy.filters.http.router
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: ratelimit
+          failure_mode_deny: true
+          timeout: 10s
+          rate_limit_service:
+            grpc_service:
+              envoy_grpc:
+                cluster_name: outbound|9080||reviews.default.svc.cluster.local
+            transport_api_version: V3
+  - applyTo: VIRTUAL_HOST
+    match:
+      routeConfiguration:
+        vhost:
+          name: ""
+          route:
+            action: ANY
+    patch:
+      operation: MERGE
+      value:
+        rate_limits:
+        - actions:
+          - request_headers:
+              header_name: ":path"
+              descriptor_key: "PATH"
+`), reported(`
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
@@ -854,8 +907,14 @@ spec:
         name: envoy.filters.http.ratelimit
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-          domain: productpage-ratelimit
-`, "global rate limiting (envoy.filters.http.ratelimit) is not supported yet")},
+          domain: ratelimit
+          enable_x_ratelimit_headers: DRAFT_VERSION_03
+          rate_limit_service:
+            grpc_service:
+              envoy_grpc:
+                cluster_name: outbound|9080||reviews.default.svc.cluster.local
+            transport_api_version: V3
+`, "enable_x_ratelimit_headers is not supported")},
 		},
 		{
 			Feature: "proxyless gRPC (`xds:///` clients)",
