@@ -4,7 +4,8 @@
 # etcd, the CNI reference plugins, CoreDNS, helm, Prometheus (the image of
 # samples/addons/prometheus.yaml in the local cluster) and the sample
 # applications of Istio's tasks the e2e runs (Istio's ext-authz server and
-# go-httpbin) and the Gateway API conformance suite's echo-basic backend.
+# go-httpbin), the Gateway API conformance suite's echo-basic backend and
+# envoyproxy/ratelimit (samples/ratelimit).
 # Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
 # makes a warm run instant.
@@ -101,6 +102,10 @@ build testapps "-s -w" istio.io/istio/samples/extauthz/cmd/extauthz \
 # The Gateway API conformance suite's echo backend, the image
 # registry.k8s.io/gateway-api/echo-basic of its manifests (make conformance).
 build gateway-conformance "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic
+# envoyproxy/ratelimit, the rate limit service of
+# samples/ratelimit/rate-limit-service.yaml (global rate limit e2e).
+build ratelimit "-s -w" github.com/envoyproxy/ratelimit/src/service_cmd
+mv -f "$bin/service_cmd" "$bin/ratelimit"
 
 echo "$want" >"$out/stamp"
 echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"

@@ -212,8 +212,9 @@ func (c *Cluster) prepare() error {
 // addonsImageMap maps the images whose binaries are kube assets (built by
 // hack/kube-assets.sh, not by make build): the cluster's CoreDNS, the
 // Prometheus of samples/addons/prometheus.yaml, and the sample applications
-// of Istio's tasks (samples/extauthz, samples/httpbin) and the Gateway API
-// conformance suite's echo backend (make conformance). All but CoreDNS are
+// of Istio's tasks (samples/extauthz, samples/httpbin, the envoyproxy/ratelimit
+// service of samples/ratelimit) and the Gateway API conformance suite's
+// echo backend (make conformance). All but CoreDNS are
 // optional: the cluster starts without them, and a pod using one waits with
 // ErrImagePull naming the missing file.
 func addonsImageMap(assets string) []byte {
@@ -228,8 +229,11 @@ func addonsImageMap(assets string) []byte {
   entrypoint: [%q]
 - image: registry.k8s.io/gateway-api/echo-basic
   entrypoint: [%q]
+- image: envoyproxy/ratelimit
+  entrypoint: [%q]
 `, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"),
-		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"), filepath.Join(assets, "echo-basic"))
+		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"), filepath.Join(assets, "echo-basic"),
+		filepath.Join(assets, "ratelimit"))
 }
 
 func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*process, error) {

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// globalLimit is the limit of /productpage per minute in the rate limit
+// service's configuration.
+const globalLimit = 10
+
+// globalRateLimitConfig is the task's ratelimit-config ConfigMap with the
+// limits of the test: /productpage globalLimit per minute, /warmup one per
+// hour (after the first request of the hour, every request through a
+// configured waypoint replica is 429), any other path 1000 per minute.
+var globalRateLimitConfig = fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: ratelimit-config, namespace: default}
+data:
+  config.yaml: |
+    domain: ratelimit
+    descriptors:
+      - key: PATH
+        value: "/productpage"
+        rate_limit:
+          unit: minute
+          requests_per_unit: %d
+      - key: PATH
+        value: "/warmup"
+        rate_limit:
+          unit: hour
+          requests_per_unit: 1
+      - key: PATH
+        rate_limit:
+          unit: minute
+          requests_per_unit: 1000
+`, globalLimit)
+
+// globalRateLimitFilters are the task's two EnvoyFilters, bound to the
+// waypoint by targetRefs: the filter before the router, calling the rate
+// limit service, and the :path descriptor on every virtual host.
+const globalRateLimitFilters = `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: filter-ratelimit, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      listener:
+        filterChain:
+          filter:
+            name: "envoy.filters.network.http_connection_manager"
+            subFilter:
+              name: "envoy.filters.http.router"
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: ratelimit
+          failure_mode_deny: true
+          timeout: 10s
+          rate_limit_service:
+            grpc_service:
+              envoy_grpc:
+                cluster_name: outbound|8081||ratelimit.default.svc.cluster.local
+                authority: ratelimit.default.svc.cluster.local
+            transport_api_version: V3
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: filter-ratelimit-svc, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}
+  configPatches:
+  - applyTo: VIRTUAL_HOST
+    match:
+      routeConfiguration:
+        vhost:
+          name: ""
+          route:
+            action: ANY
+    patch:
+      operation: MERGE
+      value:
+        rate_limits:
+        - actions:
+          - request_headers:
+              header_name: ":path"
+              descriptor_key: "PATH"
+`
+
+// TestWaypointGlobalRateLimit is Istio's global rate limit task on a
+// namespace waypoint of two replicas: the real envoyproxy/ratelimit
+// service backed by a real Redis counts for both, so /productpage gets
+// exactly its limit of 200s per minute, then 429s with
+// x-envoy-ratelimited, however the requests spread over the replicas;
+// another path is not limited.
+func TestWaypointGlobalRateLimit(t *testing.T) {
+	e := startCluster(t, "e2egrl", 2, 14)
+	root := repoRoot()
+	e.installControlPlane(t)
+	e.installNodeAgent(t)
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
+	e.applyYAML(t, globalRateLimitConfig)
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/ratelimit/rate-limit-service.yaml"))
+	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment", "--all", "--timeout=180s")
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/dataplane-mode=ambient")
+	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/waypoint/waypoint.yaml"))
+	e.mustKubectl(t, "annotate", "gateway", "waypoint", "weft.io/waypoint-replicas=2")
+	e.mustKubectl(t, "label", "namespace", "default", "istio.io/use-waypoint=waypoint")
+	e.mustKubectl(t, "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=120s")
+	eventually(t, "two waypoint replicas", 120*time.Second, func() error {
+		out, _ := e.kubectl("get", "deployment", "waypoint", "-o", "jsonpath={.status.availableReplicas}")
+		if strings.TrimSpace(out) != "2" {
+			return fmt.Errorf("available replicas %q", out)
+		}
+		return nil
+	})
+
+	e.applyYAML(t, globalRateLimitFilters)
+	eventually(t, "the EnvoyFilters accepted", 60*time.Second, func() error {
+		for _, name := range []string{"filter-ratelimit", "filter-ratelimit-svc"} {
+			if st := e.mustKubectl(t, "get", "envoyfilter", name, "-o", istioStatusPath); !strings.Contains(st, "True Accepted") {
+				return fmt.Errorf("%s: %q, want WeftAccepted True", name, st)
+			}
+		}
+		return nil
+	})
+	// Both replicas run the filter once 20 requests on new connections,
+	// past /warmup's one of the hour, are all 429.
+	eventually(t, "both waypoint replicas limit /warmup", 90*time.Second, func() error {
+		codes := e.codesOnNewConnections(t, "http://productpage:9080/warmup", 20)
+		if codes["429"] != 20 {
+			return fmt.Errorf("/warmup: %v, want 20 x 429", codes)
+		}
+		return nil
+	})
+
+	// envoyproxy/ratelimit counts in fixed windows of the clock's minute:
+	// the requests must all fall in one.
+	if left := time.Minute - time.Duration(time.Now().Second())*time.Second; left < 30*time.Second {
+		t.Logf("waiting %s for the next minute's window", left)
+		time.Sleep(left + time.Second)
+	}
+	before := e.waypointCodes(t)
+	codes, headers := e.sequenceOnNewConnections(t, "http://productpage:9080/productpage", 3*globalLimit)
+	want := strings.Repeat("200 ", globalLimit) + strings.TrimSpace(strings.Repeat("429 ", 2*globalLimit))
+	if got := strings.Join(codes, " "); got != want {
+		t.Fatalf("/productpage over two replicas: %s, want %d x 200 then 429s", got, globalLimit)
+	}
+	if !strings.Contains(strings.ToLower(headers), "x-envoy-ratelimited: true") {
+		t.Errorf("a 429 without x-envoy-ratelimited: true:\n%.600s", headers)
+	}
+	after := e.waypointCodes(t)
+	for pod, n := range after {
+		if n["200"]-before[pod]["200"] == 0 && n["429"]-before[pod]["429"] == 0 {
+			t.Errorf("waypoint pod %s served none of the requests (before %v, after %v): the test did not spread them", pod, before[pod], n)
+		}
+	}
+	t.Logf("per waypoint replica (before, after): %v, %v", before, after)
+
+	other := e.codesOnNewConnections(t, "http://productpage:9080/api/v1/products", 3*globalLimit)
+	if other["200"] != 3*globalLimit {
+		t.Errorf("/api/v1/products, not limited: %v", other)
+	}
+}
+
+// sequenceOnNewConnections sends n GET requests to url from the curl pod,
+// each on a new connection (so the node agent picks a waypoint replica for
+// each), and returns their statuses in order and the headers of the last.
+func (e *env) sequenceOnNewConnections(t *testing.T, url string, n int) ([]string, string) {
+	t.Helper()
+	script := fmt.Sprintf(`for i in $(seq %d); do curl -sS -o /dev/null -H 'Connection: close' -w '%%{http_code}\n' '%s'; done; curl -sS -o /dev/null -D - '%s'`, n, url, url)
+	out, err := e.kubectl("exec", "deploy/curl", "--", "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("requests to %s: %v\n%.600s", url, err, out)
+	}
+	lines := strings.Split(out, "\n")
+	var codes []string
+	for _, l := range lines {
+		if len(codes) < n && len(l) == 3 {
+			if _, err := strconv.Atoi(l); err == nil {
+				codes = append(codes, l)
+			}
+		}
+	}
+	return codes, out
+}
+
+func (e *env) codesOnNewConnections(t *testing.T, url string, n int) map[string]int {
+	t.Helper()
+	codes, _ := e.sequenceOnNewConnections(t, url, n)
+	m := map[string]int{}
+	for _, c := range codes {
+		m[c]++
+	}
+	return m
+}
+
+var requestsTotal = regexp.MustCompile(`istio_requests_total\{[^}]*response_code="(\d+)"[^}]*\} (\d+)`)
+
+// waypointCodes is each waypoint pod's istio_requests_total by response
+// code.
+func (e *env) waypointCodes(t *testing.T) map[string]map[string]int {
+	t.Helper()
+	out := e.mustKubectl(t, "get", "pods", "-l", "gateway.networking.k8s.io/gateway-name=waypoint",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	res := map[string]map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		name, ip, _ := strings.Cut(l, " ")
+		m, err := e.httpGet(ip + ":15020/metrics")
+		if err != nil {
+			t.Fatalf("metrics of %s: %v", name, err)
+		}
+		res[name] = map[string]int{}
+		for _, g := range requestsTotal.FindAllStringSubmatch(m, -1) {
+			v, _ := strconv.Atoi(g[2])
+			res[name][g[1]] += v
+		}
+	}
+	return res
+}
