@@ -263,54 +263,17 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 			}
 			return fmt.Errorf("http filter %q: %w", f.GetName(), err)
 		}
-		switch c := msg.(type) {
-		case *faultv3.HTTPFault:
-			fc, err := compileFault(c)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, &faultFilter{name: f.GetName(), def: fc})
-		case *corsv3.Cors:
-			p.filters = append(p.filters, &corsFilter{name: f.GetName()})
-		case *rbacv3.RBAC:
-			rf, err := compileRBAC(f.GetName(), c)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, rf)
-		case *extauthzv3.ExtAuthz:
-			ef, err := compileExtAuthz(f.GetName(), c, p.up)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, ef)
-		case *jwtauthnv3.JwtAuthentication:
-			jf, err := compileJWT(c, p.jwks)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, jf)
-		case *localratelimitv3.LocalRateLimit:
-			l, err := compileLocalRateLimit(c, false)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, &localRateLimitFilter{name: f.GetName(), def: l})
-		case *ratelimitv3.RateLimit:
-			gf, err := compileGlobalRateLimit(f.GetName(), c, p.up)
-			if err != nil {
-				return fmt.Errorf("http filter %q: %w", f.GetName(), err)
-			}
-			p.filters = append(p.filters, gf)
-		case *routerv3.Router:
-			hasRouter = true
-			p.filters = append(p.filters, &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()})
-		default:
-			if f.GetIsOptional() {
-				continue
-			}
+		hf, ok, err := p.compileFilter(f.GetName(), msg)
+		switch {
+		case err != nil:
+			return fmt.Errorf("http filter %q: %w", f.GetName(), err)
+		case !ok && f.GetIsOptional():
+			continue
+		case !ok:
 			return fmt.Errorf("http filter %q: unsupported type %s", f.GetName(), tc.GetTypeUrl())
 		}
+		_, hasRouter = hf.(*routerFilter)
+		p.filters = append(p.filters, hf)
 	}
 	if !hasRouter {
 		return fmt.Errorf("http filters have no envoy.filters.http.router")
@@ -320,6 +283,42 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 	var err error
 	p.upgrades, err = compileUpgrades(hcm.GetUpgradeConfigs(), nil)
 	return err
+}
+
+// compileFilter compiles the HTTP filter name of config msg; false: a
+// config type the pipeline does not run.
+func (p *Pipeline) compileFilter(name string, msg proto.Message) (filter, bool, error) {
+	var (
+		f   filter
+		err error
+	)
+	switch c := msg.(type) {
+	case *faultv3.HTTPFault:
+		var fc *faultConfig
+		if fc, err = compileFault(c); err == nil {
+			f = &faultFilter{name: name, def: fc}
+		}
+	case *corsv3.Cors:
+		f = &corsFilter{name: name}
+	case *rbacv3.RBAC:
+		f, err = compileRBAC(name, c)
+	case *extauthzv3.ExtAuthz:
+		f, err = compileExtAuthz(name, c, p.up)
+	case *jwtauthnv3.JwtAuthentication:
+		f, err = compileJWT(c, p.jwks)
+	case *localratelimitv3.LocalRateLimit:
+		var l *localRateLimit
+		if l, err = compileLocalRateLimit(c, false); err == nil {
+			f = &localRateLimitFilter{name: name, def: l}
+		}
+	case *ratelimitv3.RateLimit:
+		f, err = compileGlobalRateLimit(name, c, p.up)
+	case *routerv3.Router:
+		f = &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()}
+	default:
+		return nil, false, nil
+	}
+	return f, true, err
 }
 
 func compileVhost(v *routev3.VirtualHost) (*vhost, error) {
