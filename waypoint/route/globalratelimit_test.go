@@ -399,3 +399,23 @@ func TestGlobalRateLimitRealGRPC(t *testing.T) {
 		t.Errorf("other path: %d", w.Code)
 	}
 }
+
+// TestGlobalRateLimitAbsentCostsNothing: rate_limits without the ratelimit
+// filter (or no global rate limiting at all) add no allocation per
+// request: descriptors are only built by the filter.
+func TestGlobalRateLimitAbsentCostsNothing(t *testing.T) {
+	up := newFake(statuses(200))
+	plain := compile(t, hcmWith(t), rcOf(vhOf("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "app"))), up)
+	vh := vhOf("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "app"))
+	vh.RateLimits = []*routev3.RateLimit{{Actions: []*routev3.RateLimit_Action{pathAction()}}}
+	withLimits := compile(t, hcmWith(t), rcOf(vh), up)
+	allocs := func(p *Pipeline) float64 {
+		return testing.AllocsPerRun(200, func() {
+			w := &discardWriter{h: http.Header{}}
+			p.ServeHTTP(w, req("GET", "/a"))
+		})
+	}
+	if a, b := allocs(plain), allocs(withLimits); b > a {
+		t.Errorf("%v allocations per request with rate_limits and no ratelimit filter, %v without", b, a)
+	}
+}
