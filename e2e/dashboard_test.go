@@ -125,6 +125,18 @@ func TestDashboard(t *testing.T) {
 		})
 	})
 
+	t.Run("requests through the waypoint show their latency over the chosen window", func(t *testing.T) {
+		e.mustKubectl(t, "label", "service", "reviews", "istio.io/use-waypoint=waypoint")
+		graphURL := strings.TrimSuffix(url, "/dashboard") + "/dashboard/api/graph?window=1m"
+		eventually(t, "an HTTP edge to reviews with p50 and p99", 120*time.Second, func() error {
+			var g dashGraph
+			if err := getJSON(graphURL, &g); err != nil {
+				return err
+			}
+			return checkLatencyEdge(g)
+		})
+	})
+
 	t.Run("port 15014 refuses the cluster network without a token and scopes a tenant's token", func(t *testing.T) {
 		e.checkMonitoringAccess(t)
 	})
@@ -355,16 +367,20 @@ func (b *lockedBuffer) String() string {
 }
 
 type dashEdge struct {
-	ID       string  `json:"id"`
-	MTLS     string  `json:"mtls"`
-	Protocol string  `json:"protocol"`
-	CPS      float64 `json:"connectionsPerSecond"`
-	BPS      float64 `json:"bytesPerSecond"`
+	ID       string   `json:"id"`
+	MTLS     string   `json:"mtls"`
+	Protocol string   `json:"protocol"`
+	CPS      float64  `json:"connectionsPerSecond"`
+	BPS      float64  `json:"bytesPerSecond"`
+	RPS      float64  `json:"requestsPerSecond"`
+	P50      *float64 `json:"latencyP50Ms"`
+	P99      *float64 `json:"latencyP99Ms"`
 }
 
 type dashGraph struct {
-	Edges   []dashEdge `json:"edges"`
-	Targets []struct {
+	WindowSeconds float64    `json:"windowSeconds"`
+	Edges         []dashEdge `json:"edges"`
+	Targets       []struct {
 		Kind  string `json:"kind"`
 		Pod   string `json:"pod"`
 		OK    bool   `json:"ok"`
@@ -373,6 +389,32 @@ type dashGraph struct {
 }
 
 func (g dashGraph) edges() []dashEdge { return g.Edges }
+
+// checkLatencyEdge wants an HTTP edge from productpage to a reviews
+// version, reported by the waypoint with requests in the window and their
+// latency quantiles, over a window longer than one scrape interval.
+func checkLatencyEdge(g dashGraph) error {
+	if g.WindowSeconds <= 5 {
+		return fmt.Errorf("window %.1f s, want the minute asked for once the dashboard has watched that long", g.WindowSeconds)
+	}
+	var seen []string
+	for _, ed := range g.Edges {
+		if !regexp.MustCompile(`^default/productpage-v1->default/reviews-v[123]$`).MatchString(ed.ID) || ed.Protocol != "http" {
+			continue
+		}
+		if ed.RPS > 0 && ed.P50 != nil && ed.P99 != nil && *ed.P50 > 0 && *ed.P99 >= *ed.P50 {
+			return nil
+		}
+		ms := func(p *float64) string {
+			if p == nil {
+				return "none"
+			}
+			return strconv.FormatFloat(*p, 'f', 2, 64)
+		}
+		seen = append(seen, fmt.Sprintf("%s %.2f req/s p50 %s p99 %s", ed.ID, ed.RPS, ms(ed.P50), ms(ed.P99)))
+	}
+	return fmt.Errorf("no HTTP edge productpage -> reviews with requests and p50 <= p99 (window %.1f s): %v", g.WindowSeconds, seen)
+}
 
 func (g dashGraph) targetSummary() string {
 	var parts []string

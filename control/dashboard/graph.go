@@ -22,6 +22,9 @@ const (
 	metricTCPSent     = "istio_tcp_sent_bytes_total"
 	metricTCPReceived = "istio_tcp_received_bytes_total"
 	metricRequests    = "istio_requests_total"
+	metricDuration    = "istio_request_duration_milliseconds"
+	// The request duration histogram's cumulative buckets (label le).
+	metricDurationBucket = metricDuration + "_bucket"
 
 	reporterSource      = "source"
 	reporterDestination = "destination"
@@ -114,6 +117,12 @@ type Edge struct {
 	Errors               float64 `json:"errors"`
 	Connections          float64 `json:"connections"`
 	Bytes                float64 `json:"bytes"`
+	// LatencyP50 and LatencyP99 are quantiles of the request durations
+	// in the window (milliseconds, from the waypoint's histogram as
+	// Prometheus's histogram_quantile computes them); absent without
+	// requests in the window.
+	LatencyP50 *float64 `json:"latencyP50Ms,omitempty"`
+	LatencyP99 *float64 `json:"latencyP99Ms,omitempty"`
 }
 
 // TargetStatus says whether a target was scraped.
@@ -124,60 +133,60 @@ type TargetStatus struct {
 	ScrapedAt time.Time `json:"scrapedAt"`
 }
 
-// counts accumulates one kind of sample (TCP per reporter, or HTTP) of an
-// edge: window deltas and totals.
+// counts accumulates one kind of side (TCP per reporter, or HTTP) of an
+// edge over the proxies that reported it: totals, their growth over the
+// window, and how many sides were mutual TLS or not (all, and active in
+// the window).
 type counts struct {
 	present                              bool
-	opened, closed, bytes, reqs, errs    float64 // totals
-	dOpened, dBytes, dReqs, dErrs        float64 // deltas over the window
-	secure, insecure, dSecure, dInsecure int     // series by security (all, active in the window)
+	total, delta                         totals
+	secure, insecure, dSecure, dInsecure int
 }
 
-func (c *counts) add(metric string, labels map[string]string, total, delta float64) {
+func (c *counts) add(secure bool, total, delta totals) {
 	c.present = true
-	switch metric {
-	case metricTCPOpened:
-		c.opened += total
-		c.dOpened += delta
-	case metricTCPClosed:
-		c.closed += total
-	case metricTCPSent, metricTCPReceived:
-		c.bytes += total
-		c.dBytes += delta
-	case metricRequests:
-		c.reqs += total
-		c.dReqs += delta
-		if strings.HasPrefix(labels["response_code"], "5") {
-			c.errs += total
-			c.dErrs += delta
-		}
-	}
-	secure := labels["connection_security_policy"] == securityMutualTLS
-	if secure {
+	c.total.plus(total)
+	c.delta.plus(delta)
+	active := delta.active()
+	switch {
+	case secure && active:
+		c.secure, c.dSecure = c.secure+1, c.dSecure+1
+	case secure:
 		c.secure++
-	} else {
+	case active:
+		c.insecure, c.dInsecure = c.insecure+1, c.dInsecure+1
+	default:
 		c.insecure++
-	}
-	if delta > 0 {
-		if secure {
-			c.dSecure++
-		} else {
-			c.dInsecure++
-		}
 	}
 }
 
 type edgeCounts struct{ dst, src, http counts }
 
+func (ec *edgeCounts) of(k sideKind) *counts {
+	switch k {
+	case sideTCPDestination:
+		return &ec.dst
+	case sideTCPSource:
+		return &ec.src
+	}
+	return &ec.http
+}
+
 // Build turns the previous and current scrapes of every target into the
-// graph. Rates come from targets scraped successfully both times; a
-// counter that went down (the proxy restarted) counts from zero, never
-// negative. TCP edges count the destination proxy's samples, the source's
-// only when no destination reported the edge, so a connection is counted
-// once; HTTP comes from waypoints.
+// graph (see build).
 func Build(prev, cur []Scrape, now time.Time) Graph {
+	return build(reduceAll(prev), reduceAll(cur), now)
+}
+
+// build turns a base and the current reading of every target into the
+// graph. Rates come from targets read successfully both times; a counter
+// that went down (the proxy restarted) counts from zero, never negative.
+// TCP edges count the destination proxy's samples, the source's only when
+// no destination reported the edge, so a connection is counted once; HTTP
+// comes from waypoints.
+func build(base, cur []reading, now time.Time) Graph {
 	g := Graph{GeneratedAt: now, Nodes: []Node{}, Edges: []Edge{}, Targets: []TargetStatus{}}
-	t := tally(prev, cur)
+	t := tally(base, cur)
 	g.Targets = append(g.Targets, t.targets...)
 	secs := t.window.Seconds()
 	g.WindowSeconds = secs
@@ -189,11 +198,7 @@ func Build(prev, cur []Scrape, now time.Time) Graph {
 	}
 	nodes := map[string]Node{}
 	for k, ec := range t.edges {
-		e, ok := newEdge(k, ec, rate)
-		if !ok {
-			continue // only HTTP samples of other reporters
-		}
-		g.Edges = append(g.Edges, e)
+		g.Edges = append(g.Edges, newEdge(k, ec, rate))
 		for _, id := range k {
 			if _, ok := nodes[id]; !ok {
 				nodes[id] = newNode(id, t.waypoints[id])
@@ -211,108 +216,98 @@ func Build(prev, cur []Scrape, now time.Time) Graph {
 	return g
 }
 
-// tallied is what tally reads from the scrapes.
+// tallied is what tally reads from the readings.
 type tallied struct {
 	targets   []TargetStatus
 	waypoints map[string]bool // "<namespace>/<workload>" of waypoint targets
 	edges     map[[2]string]*edgeCounts
-	window    time.Duration // the longest time between two scrapes of a target
+	window    time.Duration // the longest time between a target's two readings
 }
 
-// tally counts the current scrapes' samples per edge, with their increase
-// since the target's previous successful scrape (none without one).
-func tally(prev, cur []Scrape) tallied {
-	before := make(map[string]Scrape, len(prev))
-	for _, s := range prev {
-		if s.Err == nil {
-			before[s.Target.key()] = s
+// tally counts the current readings' sides per edge, with their growth
+// since the target's base reading (none without a successful one).
+func tally(base, cur []reading) tallied {
+	before := make(map[string]reading, len(base))
+	for _, r := range base {
+		if r.Err == nil {
+			before[r.Target.key()] = r
 		}
 	}
 	t := tallied{waypoints: map[string]bool{}, edges: map[[2]string]*edgeCounts{}}
-	for _, s := range cur {
-		st := TargetStatus{Target: s.Target, OK: s.Err == nil, ScrapedAt: s.Time}
-		if s.Target.Kind == KindWaypoint && s.Target.Workload != "" {
-			t.waypoints[s.Target.Namespace+"/"+s.Target.Workload] = true
+	for _, r := range cur {
+		st := TargetStatus{Target: r.Target, OK: r.Err == nil, ScrapedAt: r.Time}
+		if r.Target.Kind == KindWaypoint && r.Target.Workload != "" {
+			t.waypoints[r.Target.Namespace+"/"+r.Target.Workload] = true
 		}
-		if s.Err != nil {
-			st.Error = s.Err.Error()
+		if r.Err != nil {
+			st.Error = r.Err.Error()
 			t.targets = append(t.targets, st)
 			continue
 		}
 		t.targets = append(t.targets, st)
-		p, havePrev := before[s.Target.key()]
-		var old map[string]float64
-		if havePrev && s.Time.After(p.Time) {
-			old = make(map[string]float64, len(p.Samples))
-			for _, ps := range p.Samples {
-				old[seriesKey(ps)] = ps.Value
-			}
-			t.window = max(t.window, s.Time.Sub(p.Time))
+		b, haveBase := before[r.Target.key()]
+		haveBase = haveBase && r.Time.After(b.Time)
+		if haveBase {
+			t.window = max(t.window, r.Time.Sub(b.Time))
 		}
-		addSamples(t.edges, s.Samples, old)
+		for k, tot := range r.sides {
+			var delta totals
+			if haveBase {
+				delta = tot.since(b.sides[k])
+			}
+			t.edgeCounts(k.edge).of(k.kind).add(k.secure, *tot, delta)
+		}
 	}
 	return t
 }
 
-// addSamples adds each sample to its edge's counts by reporter: HTTP from
-// waypoints, TCP from the destination or source proxy; other samples are
-// not counted. old holds the previous values by series (nil: no deltas).
-func addSamples(edges map[[2]string]*edgeCounts, samples []Sample, old map[string]float64) {
-	for _, smp := range samples {
-		var c *counts
-		ec := edgeFor(edges, smp.Labels)
-		switch {
-		case smp.Metric == metricRequests && smp.Labels["reporter"] == reporterWaypoint:
-			c = &ec.http
-		case smp.Metric == metricRequests:
-			continue
-		case smp.Labels["reporter"] == reporterDestination:
-			c = &ec.dst
-		case smp.Labels["reporter"] == reporterSource:
-			c = &ec.src
-		default:
-			continue
-		}
-		var delta float64
-		if old != nil {
-			delta = increase(old, smp)
-		}
-		c.add(smp.Metric, smp.Labels, smp.Value, delta)
+func (t tallied) edgeCounts(k [2]string) *edgeCounts {
+	ec := t.edges[k]
+	if ec == nil {
+		ec = &edgeCounts{}
+		t.edges[k] = ec
 	}
+	return ec
 }
 
-// newEdge is the edge k of ec's counts, with rates from rate; false when
-// ec has neither TCP samples nor waypoint HTTP samples.
-func newEdge(k [2]string, ec *edgeCounts, rate func(float64) float64) (Edge, bool) {
+// newEdge is the edge k of ec's counts, with rates from rate.
+func newEdge(k [2]string, ec *edgeCounts, rate func(float64) float64) Edge {
 	tcp, reporter := ec.dst, reporterDestination
 	if !tcp.present {
 		tcp, reporter = ec.src, reporterSource
 	}
-	if !tcp.present && !ec.http.present {
-		return Edge{}, false
-	}
 	e := Edge{ID: k[0] + "->" + k[1], Source: k[0], Destination: k[1], Protocol: "tcp",
-		ConnectionsPerSecond: rate(tcp.dOpened), BytesPerSecond: rate(tcp.dBytes),
-		OpenConnections: max(tcp.opened-tcp.closed, 0), Connections: tcp.opened, Bytes: tcp.bytes}
+		ConnectionsPerSecond: rate(tcp.delta.opened), BytesPerSecond: rate(tcp.delta.bytes),
+		OpenConnections: max(tcp.total.opened-tcp.total.closed, 0), Connections: tcp.total.opened, Bytes: tcp.total.bytes}
 	if tcp.present {
 		e.Reporter = reporter
 	}
-	h := ec.http
-	if h.present {
+	if h := ec.http; h.present {
 		e.Protocol = "http"
-		e.RequestsPerSecond, e.Requests, e.Errors = rate(h.dReqs), h.reqs, h.errs
+		e.RequestsPerSecond, e.Requests, e.Errors = rate(h.delta.reqs), h.total.reqs, h.total.errs
 		switch {
-		case h.dReqs > 0:
-			e.ErrorRate = h.dErrs / h.dReqs
-		case h.reqs > 0:
-			e.ErrorRate = h.errs / h.reqs
+		case h.delta.reqs > 0:
+			e.ErrorRate = h.delta.errs / h.delta.reqs
+		case h.total.reqs > 0:
+			e.ErrorRate = h.total.errs / h.total.reqs
 		}
+		e.LatencyP50, e.LatencyP99 = latency(0.5, h.delta.buckets), latency(0.99, h.delta.buckets)
 	}
-	e.MTLS = mtls(tcp, h)
-	return e, true
+	e.MTLS = mtls(tcp, ec.http)
+	return e
 }
 
-// mtls classifies the series counted for an edge: those active in the
+// latency is the q-quantile of the window's request durations in
+// milliseconds, nil without requests in the window.
+func latency(q float64, buckets map[float64]float64) *float64 {
+	v, ok := quantile(q, buckets)
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+// mtls classifies the sides counted for an edge: those active in the
 // window when any was (the edge's current state), else all of them.
 func mtls(cs ...counts) string {
 	var secure, insecure, dSecure, dInsecure int
@@ -332,30 +327,6 @@ func mtls(cs ...counts) string {
 	return Mixed
 }
 
-// increase is the counter's growth since old, treating a decrease as a
-// reset (the new value counted from zero) and a new series as grown from
-// zero: the proxies create a series on its first observation.
-func increase(old map[string]float64, s Sample) float64 {
-	v, ok := old[seriesKey(s)]
-	if !ok || s.Value < v {
-		return s.Value
-	}
-	return s.Value - v
-}
-
-func edgeFor(edges map[[2]string]*edgeCounts, l map[string]string) *edgeCounts {
-	k := [2]string{
-		nodeID(l["source_workload_namespace"], l["source_workload"]),
-		nodeID(l["destination_workload_namespace"], l["destination_workload"]),
-	}
-	ec := edges[k]
-	if ec == nil {
-		ec = &edgeCounts{}
-		edges[k] = ec
-	}
-	return ec
-}
-
 func nodeID(ns, name string) string {
 	if name == "" || name == unknown {
 		return unknown
@@ -372,20 +343,6 @@ func newNode(id string, waypoint bool) Node {
 		return Node{ID: id, Name: id}
 	}
 	return Node{ID: id, Namespace: ns, Name: name, Waypoint: waypoint}
-}
-
-func seriesKey(s Sample) string {
-	keys := make([]string, 0, len(s.Labels))
-	for k := range s.Labels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	b.WriteString(s.Metric)
-	for _, k := range keys {
-		b.WriteString("\x00" + k + "\x00" + s.Labels[k])
-	}
-	return b.String()
 }
 
 // For is the part of g that scope may see: the edges with at least one end

@@ -77,6 +77,15 @@ func TestBuild(t *testing.T) {
 			t.Errorf("edge %s:\n got %+v\nwant %+v", e.ID, e, w)
 		}
 	}
+	for _, e := range g.Edges {
+		// The window's 100 requests: 10 under 1 ms, 50 under 5, 90
+		// under 10, all under 25 (both series' buckets summed).
+		if e.ID == "default/productpage-v1->default/reviews-v2" {
+			checkLatency(t, e, 5, 23.5)
+		} else if e.LatencyP50 != nil || e.LatencyP99 != nil {
+			t.Errorf("TCP edge %s has a request latency", e.ID)
+		}
+	}
 	var ids []string
 	for _, n := range g.Nodes {
 		ids = append(ids, n.ID)
@@ -105,6 +114,45 @@ func TestBuild(t *testing.T) {
 	}
 	if failed != 1 {
 		t.Errorf("%d failed targets, want 1", failed)
+	}
+}
+
+func checkLatency(t *testing.T, e Edge, p50, p99 float64) {
+	t.Helper()
+	if e.LatencyP50 == nil || e.LatencyP99 == nil || math.Abs(*e.LatencyP50-p50) > 1e-9 || math.Abs(*e.LatencyP99-p99) > 1e-9 {
+		t.Errorf("edge %s: latency p50 %v p99 %v, want %v and %v", e.ID, deref(e.LatencyP50), deref(e.LatencyP99), p50, p99)
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return "none"
+	}
+	return *p
+}
+
+// TestQuantile: Prometheus's histogram_quantile on cumulative buckets.
+func TestQuantile(t *testing.T) {
+	inf := math.Inf(1)
+	for _, c := range []struct {
+		name    string
+		q       float64
+		buckets map[float64]float64
+		want    float64
+		ok      bool
+	}{
+		{"interpolated in the bucket", 0.5, map[float64]float64{1: 10, 5: 50, 10: 90, inf: 100}, 5, true},
+		{"the lowest bucket starts at 0", 0.5, map[float64]float64{10: 10, inf: 10}, 5, true},
+		{"in +Inf: the highest finite bound", 0.99, map[float64]float64{1: 10, 5: 50, inf: 100}, 5, true},
+		{"empty buckets before are skipped", 0.5, map[float64]float64{1: 0, 5: 0, 10: 4, inf: 4}, 7.5, true},
+		{"no observations", 0.5, map[float64]float64{1: 0, inf: 0}, 0, false},
+		{"only +Inf", 0.5, map[float64]float64{inf: 3}, 0, false},
+		{"no +Inf", 0.5, map[float64]float64{1: 3}, 0, false},
+	} {
+		got, ok := quantile(c.q, c.buckets)
+		if ok != c.ok || math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s: quantile(%v) = %v, %v; want %v, %v", c.name, c.q, got, ok, c.want, c.ok)
+		}
 	}
 }
 

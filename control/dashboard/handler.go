@@ -3,6 +3,7 @@ package dashboard
 import (
 	_ "embed"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -25,9 +26,27 @@ func Register(mux *http.ServeMux, s *Scraper) {
 		w.Write(page)
 	})
 	mux.HandleFunc("GET /dashboard/api/graph", func(w http.ResponseWriter, r *http.Request) {
-		g := s.Graph(r.Context(), 3*time.Second).For(access.FromContext(r.Context()))
+		window, err := parseWindow(r.URL.Query().Get("window"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		g := s.Graph(r.Context(), 3*time.Second, window).For(access.FromContext(r.Context()))
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		json.NewEncoder(w).Encode(g)
 	})
+}
+
+// parseWindow reads the graph's window parameter: a Go duration up to
+// MaxWindow; empty is 0, the last scrape interval.
+func parseWindow(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > MaxWindow {
+		return 0, fmt.Errorf("window %q: want a duration from 0s to %s, e.g. 5m", v, MaxWindow)
+	}
+	return d, nil
 }

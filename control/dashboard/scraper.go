@@ -27,11 +27,26 @@ type Scraper struct {
 	once sync.Once
 	wake chan struct{}
 
-	mu        sync.Mutex
-	lastUse   time.Time
-	prev, cur []Scrape
-	scraped   chan struct{} // closed and replaced after each round
+	mu      sync.Mutex
+	lastUse time.Time
+	rounds  []round       // oldest first, thinned by prune
+	scraped chan struct{} // closed and replaced after each round
 }
+
+// round is one scrape of every target, reduced to what the graph needs.
+type round struct {
+	at       time.Time
+	readings []reading
+}
+
+// Windows the graph's rates may be taken over: the last interval, or up to
+// MaxWindow back. Rounds older than RecentWindow are thinned to one per
+// minute, so a longer window may reach up to a minute further back (the
+// graph says how long it is).
+const (
+	MaxWindow    = 15 * time.Minute
+	RecentWindow = 2 * time.Minute
+)
 
 func (s *Scraper) init() {
 	s.once.Do(func() {
@@ -92,8 +107,8 @@ func (s *Scraper) scrapeWhileUsed(ctx context.Context) {
 		s.round(ctx)
 		s.mu.Lock()
 		idle := s.Now().Sub(s.lastUse) > s.Idle
-		if idle { // rates from a stale previous round would be wrong later
-			s.prev, s.cur = nil, nil
+		if idle { // rates from stale rounds would be wrong later
+			s.rounds = nil
 		}
 		s.mu.Unlock()
 		if idle {
@@ -107,13 +122,14 @@ func (s *Scraper) scrapeWhileUsed(ctx context.Context) {
 	}
 }
 
-// Graph marks the dashboard as in use and returns the latest graph,
-// waiting up to wait for the first round after a wake-up.
-func (s *Scraper) Graph(ctx context.Context, wait time.Duration) Graph {
+// Graph marks the dashboard as in use and returns the latest graph with
+// rates over window (0: since the round before), waiting up to wait for
+// the first round after a wake-up.
+func (s *Scraper) Graph(ctx context.Context, wait, window time.Duration) Graph {
 	s.init()
 	s.mu.Lock()
 	s.lastUse = s.Now()
-	first, scraped := s.cur == nil, s.scraped
+	first, scraped := len(s.rounds) == 0, s.scraped
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -130,7 +146,46 @@ func (s *Scraper) Graph(ctx context.Context, wait time.Duration) Graph {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Build(s.prev, s.cur, s.Now())
+	base, cur := baseFor(s.rounds, window)
+	return build(base.readings, cur.readings, s.Now())
+}
+
+// baseFor is the latest round and the newest round at least window older
+// (the oldest there is when none is old enough); with window 0 the round
+// before the latest.
+func baseFor(rounds []round, window time.Duration) (base, cur round) {
+	if len(rounds) == 0 {
+		return round{}, round{}
+	}
+	cur = rounds[len(rounds)-1]
+	if len(rounds) == 1 {
+		return round{}, cur
+	}
+	for i := len(rounds) - 2; i >= 0; i-- {
+		if cur.at.Sub(rounds[i].at) >= window || i == 0 {
+			return rounds[i], cur
+		}
+	}
+	return round{}, cur // unreachable: i == 0 returns
+}
+
+// prune drops the rounds no window needs: those older than the newest
+// round that is MaxWindow old (the longest window's base), and, among the
+// rounds older than RecentWindow, those less than a minute after the
+// round kept before them.
+func prune(rounds []round, now time.Time) []round {
+	out := rounds[:0]
+	for i, r := range rounds {
+		if i+1 < len(rounds) && now.Sub(rounds[i+1].at) >= MaxWindow {
+			continue
+		}
+		if n := len(out); n > 0 && now.Sub(r.at) > RecentWindow && r.at.Sub(out[n-1].at) < time.Minute {
+			continue
+		}
+		out = append(out, r)
+	}
+	clear(rounds[len(out):])
+	return out
 }
 
 // round scrapes every target concurrently (at most Concurrency at a time).
@@ -148,7 +203,7 @@ func (s *Scraper) round(ctx context.Context) {
 	}
 	wg.Wait()
 	s.mu.Lock()
-	s.prev, s.cur = s.cur, out
+	s.rounds = prune(append(s.rounds, round{at: s.Now(), readings: reduceAll(out)}), s.Now())
 	close(s.scraped)
 	s.scraped = make(chan struct{})
 	s.mu.Unlock()

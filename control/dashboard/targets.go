@@ -3,6 +3,8 @@ package dashboard
 import (
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"strconv"
 
@@ -119,10 +121,13 @@ func refIs(ref *metav1.OwnerReference, group, kind string) bool {
 // relevant are the metrics the graph uses; the rest of a scrape is dropped.
 var relevant = map[string]bool{
 	metricTCPOpened: true, metricTCPClosed: true, metricTCPSent: true, metricTCPReceived: true, metricRequests: true,
+	metricDuration: true,
 }
 
 // ParseMetrics reads Prometheus text exposition and keeps the counters the
-// graph uses.
+// graph uses, and the request duration histogram as one sample per bucket
+// (metric istio_request_duration_milliseconds_bucket, label le, +Inf
+// included) as Prometheus stores it.
 func ParseMetrics(r io.Reader) ([]Sample, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
@@ -135,18 +140,34 @@ func ParseMetrics(r io.Reader) ([]Sample, error) {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			v, ok := value(f.GetType(), m)
-			if !ok {
-				continue
-			}
-			labels := make(map[string]string, len(m.GetLabel()))
+			labels := make(map[string]string, len(m.GetLabel())+1)
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			out = append(out, Sample{Metric: name, Labels: labels, Value: v})
+			if f.GetType() == dto.MetricType_HISTOGRAM {
+				out = appendBuckets(out, name, labels, m.GetHistogram())
+				continue
+			}
+			if v, ok := value(f.GetType(), m); ok {
+				out = append(out, Sample{Metric: name, Labels: labels, Value: v})
+			}
 		}
 	}
 	return out, nil
+}
+
+func appendBuckets(out []Sample, name string, labels map[string]string, h *dto.Histogram) []Sample {
+	bucket := func(le float64, count uint64) Sample {
+		l := maps.Clone(labels)
+		l[model.BucketLabel] = strconv.FormatFloat(le, 'g', -1, 64)
+		return Sample{Metric: name + "_bucket", Labels: l, Value: float64(count)}
+	}
+	for _, b := range h.GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), 1) {
+			out = append(out, bucket(b.GetUpperBound(), b.GetCumulativeCount()))
+		}
+	}
+	return append(out, bucket(math.Inf(1), h.GetSampleCount()))
 }
 
 func value(t dto.MetricType, m *dto.Metric) (float64, bool) {

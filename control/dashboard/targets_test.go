@@ -168,7 +168,7 @@ func TestForgedWaypointEdgesNeverAppear(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.Run(ctx)
-	g := s.Graph(ctx, 10*time.Second)
+	g := s.Graph(ctx, 10*time.Second, 0)
 	var ids []string
 	for _, e := range g.Edges {
 		ids = append(ids, e.ID)
