@@ -289,6 +289,12 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 	if p.outlier != nil {
 		c.OutlierDetection = outlierDetection(p.outlier)
 	}
+	// As istiod: locality weights count whenever locality load balancing
+	// is on (they are the endpoint counts unless distribute sets them).
+	if t.localitySetting(ref) != nil {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
+	}
 	// A DNS ServiceEntry host: the proxy resolves it (gRPC clients get the
 	// EDS cluster with the endpoints that are IP addresses).
 	if ref.svc.dns != nil && !forGRPC {
@@ -340,12 +346,15 @@ func passthrough() *clusterv3.Cluster {
 }
 
 // loadAssignment lists the endpoints of ref: the workloads serving the port,
-// restricted to the subset's labels. plain drops the tunnel metadata (gRPC
-// clients cannot do HBONE).
-func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.ClusterLoadAssignment {
+// restricted to the subset's labels, one LocalityLbEndpoints per locality
+// with the priorities and weights of the locality load balancing proxy
+// gets. plain drops the tunnel metadata (gRPC clients cannot do HBONE).
+func (t *translator) loadAssignment(ref clusterRef, plain bool, proxy *proxyLocality) *endpointv3.ClusterLoadAssignment {
 	selector := t.subsetSelector(ref)
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ref.name()}
 	var lbs []*endpointv3.LbEndpoint
+	var locs []*corev3.Locality
+	var labels []map[string]string
 	for _, ep := range t.endpoints[endpointKey(ref.svc.fqdn, ref.port)] {
 		if !matchLabels(selector, t.podLabels[ep.workload.Uid]) {
 			continue
@@ -363,11 +372,13 @@ func (t *translator) loadAssignment(ref clusterRef, plain bool) *endpointv3.Clus
 			lb.Metadata = t.endpointMetadata(ep.workload)
 		}
 		lbs = append(lbs, lb)
+		locs = append(locs, localityOf(ep.workload))
+		labels = append(labels, t.localityLabels(ep.workload))
 	}
-	if len(lbs) > 0 {
-		// One (empty) locality of weight 1: grpc-go rejects a locality
-		// without one and ignores weight 0; Envoy accepts both forms.
-		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{Locality: &corev3.Locality{}, LoadBalancingWeight: wrapperspb.UInt32(1), LbEndpoints: lbs}}
+	// Each locality has a weight (its endpoints): grpc-go rejects a
+	// locality without one and ignores weight 0; Envoy accepts both forms.
+	for _, g := range t.applyLocality(ref, groupByLocality(lbs, locs, labels), proxy) {
+		cla.Endpoints = append(cla.Endpoints, g.lle)
 	}
 	return cla
 }

@@ -1,6 +1,7 @@
 package waypoint
 
 import (
+	"strings"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -79,9 +80,38 @@ func checkLB(p problemf, path string, lb *networkingapi.LoadBalancerSettings) {
 		}
 	}
 	checkHash(p, path+".consistentHash", lb.GetConsistentHash())
+	checkLocality(p, path+".localityLbSetting", lb.LocalityLbSetting)
 	//lint:ignore SA1019 users still write the deprecated field; it is honoured or reported
-	if lb.LocalityLbSetting != nil || lb.ZoneAwareLbSetting != nil || lb.WarmupDurationSecs != nil || lb.Warmup != nil {
-		p("%s: locality, zone-aware and warmup settings are not supported; ignored", path)
+	if lb.ZoneAwareLbSetting != nil || lb.WarmupDurationSecs != nil || lb.Warmup != nil {
+		p("%s: zone-aware and warmup settings are not supported; ignored", path)
+	}
+}
+
+// checkLocality reports what Istio's validation rejects in a locality
+// setting, and how the translation reads it anyway.
+func checkLocality(p func(string, ...any), path string, s *networkingapi.LocalityLoadBalancerSetting) {
+	if s == nil {
+		return
+	}
+	if len(s.Distribute) > 0 && len(s.Failover) > 0 {
+		p("%s: distribute and failover are exclusive; failover ignored", path)
+	}
+	for i, d := range s.GetDistribute() {
+		sum := uint32(0)
+		for _, w := range d.GetTo() {
+			sum += w
+		}
+		if sum != 100 {
+			p("%s.distribute[%d].to: weights add up to %d, not 100; used as relative weights", path, i, sum)
+		}
+	}
+	for i, f := range s.GetFailover() {
+		switch {
+		case strings.ContainsAny(f.GetFrom()+f.GetTo(), "/*"):
+			p("%s.failover[%d]: from and to are regions (no '/' or '*'); the rule never matches", path, i)
+		case f.GetFrom() == f.GetTo():
+			p("%s.failover[%d]: from and to are the same region %q; the rule has no effect", path, i, f.GetFrom())
+		}
 	}
 }
 

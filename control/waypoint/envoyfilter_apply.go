@@ -139,6 +139,10 @@ func (t *translator) reportEnvoyFilters() {
 	}
 }
 
+// rateLimitProxy: the rate limit service's cluster, added by an
+// EnvoyFilter, gets no locality priorities.
+var rateLimitProxy = &proxyLocality{notApplied: "the cluster of a rate limit service does not apply it"}
+
 // addMissingCluster adds ref's cluster and load assignment to res unless
 // res has it already (the rate limit service may also be a destination of
 // the waypoint's routes).
@@ -147,7 +151,7 @@ func (t *translator) addMissingCluster(res *xds.Resources, ref clusterRef) {
 	if slices.ContainsFunc(res.Clusters, func(c *clusterv3.Cluster) bool { return c.Name == name }) {
 		return
 	}
-	t.addClusters(res, map[string]clusterRef{name: ref}, false)
+	t.addClusters(res, map[string]clusterRef{name: ref}, false, rateLimitProxy)
 	sortResources(res)
 }
 

@@ -168,7 +168,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 			}},
 		})
 	}
-	t.addClusters(res, refs, false)
+	t.addClusters(res, refs, false, notForGateways)
 	t.applyTelemetry(res, gatewayTelemetryTarget(pod, gws))
 	t.applyEnvoyFilters(res, t.gatewayTarget(pod, gws, serverPort))
 	sortResources(res)

@@ -133,7 +133,7 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 	if len(ips) > 0 {
 		res.Clusters = append(res.Clusters, passthrough())
 	}
-	t.addClusters(res, refs, false)
+	t.addClusters(res, refs, false, t.waypointLocality(key))
 	t.applyTelemetry(res, waypointTelemetryTarget(key))
 	t.applyEnvoyFilters(res, waypointTarget(key))
 	sortResources(res)
@@ -213,12 +213,13 @@ func (a chainAuthz) addCluster(refs map[string]clusterRef) {
 }
 
 // addClusters adds the clusters and load assignments of refs.
-func (t *translator) addClusters(res *xds.Resources, refs map[string]clusterRef, forGRPC bool) {
+// proxy is where the proxy served runs (locality load balancing).
+func (t *translator) addClusters(res *xds.Resources, refs map[string]clusterRef, forGRPC bool, proxy *proxyLocality) {
 	for _, name := range sortedKeys(refs) {
 		c := t.cluster(refs[name], forGRPC)
 		res.Clusters = append(res.Clusters, c)
 		if c.GetType() == clusterv3.Cluster_EDS { // DNS clusters carry their own
-			res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC))
+			res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC, proxy))
 		}
 	}
 }
@@ -266,7 +267,7 @@ func (t *translator) buildGRPC() *xds.Resources {
 			}
 		}
 	}
-	t.addClusters(res, refs, true)
+	t.addClusters(res, refs, true, grpcClients)
 	sortResources(res)
 	return res
 }

@@ -55,9 +55,12 @@ type clusterSettings struct {
 	maxConnections, maxPending, maxRequests int64
 	maxRequestsPerConn                      int
 	upstreamH2                              *bool // nil: the downstream protocol
-	outlier                                 *outlierSettings
-	tls                                     *tls.Config  // originate TLS (HTTP chains); nil: none
-	dns                                     *dnsSettings // STRICT_DNS, LOGICAL_DNS; nil: EDS, ORIGINAL_DST
+	// localityWeighted: common_lb_config.locality_weighted_lb_config; a
+	// priority's traffic is split among its localities by their weights.
+	localityWeighted bool
+	outlier          *outlierSettings
+	tls              *tls.Config  // originate TLS (HTTP chains); nil: none
+	dns              *dnsSettings // STRICT_DNS, LOGICAL_DNS; nil: EDS, ORIGINAL_DST
 }
 
 type outlierSettings struct {
@@ -105,6 +108,7 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 	if err := s.compileLB(c); err != nil {
 		return nil, err
 	}
+	s.localityWeighted = c.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	s.compileCircuitBreakers(c.GetCircuitBreakers())
 	if err := s.compileHTTPOptions(c); err != nil {
 		return nil, err
@@ -227,6 +231,11 @@ type endpoint struct {
 	meta    endpointMeta
 	healthy bool
 	st      *endpointState
+	// The endpoint's LocalityLbEndpoints: its priority, its locality
+	// (index into the CLA's list) and that locality's weight.
+	priority       uint32
+	locality       int
+	localityWeight uint32
 }
 
 type endpointState struct {
@@ -248,7 +257,7 @@ func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]*endpoint, error
 	var out []*endpoint
 	var errs []error
 	seen := map[netip.AddrPort]bool{}
-	for _, loc := range cla.GetEndpoints() {
+	for li, loc := range cla.GetEndpoints() {
 		for i, le := range loc.GetLbEndpoints() {
 			sa := le.GetEndpoint().GetAddress().GetSocketAddress()
 			a, err := netip.ParseAddr(sa.GetAddress())
@@ -256,7 +265,8 @@ func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]*endpoint, error
 				errs = append(errs, fmt.Errorf("lb_endpoint %d: address %q port %d: want an IP and a port", i, sa.GetAddress(), sa.GetPortValue()))
 				continue
 			}
-			e := &endpoint{addr: netip.AddrPortFrom(a.Unmap(), uint16(sa.GetPortValue()))}
+			e := &endpoint{addr: netip.AddrPortFrom(a.Unmap(), uint16(sa.GetPortValue())),
+				priority: loc.GetPriority(), locality: li, localityWeight: loc.GetLoadBalancingWeight().GetValue()}
 			if seen[e.addr] {
 				continue
 			}
@@ -301,6 +311,8 @@ type cluster struct {
 	name     string
 	settings atomic.Pointer[clusterSettings]
 	eps      atomic.Pointer[[]*endpoint]
+	// levels are eps by priority (ascending), then locality.
+	levels atomic.Pointer[[]priorityLevel]
 
 	mu     sync.Mutex
 	states map[netip.AddrPort]*endpointState
@@ -323,6 +335,7 @@ type clusterStats struct {
 func newCluster(name string) *cluster {
 	c := &cluster{name: name, states: map[netip.AddrPort]*endpointState{}, connFree: make(chan struct{})}
 	c.eps.Store(&[]*endpoint{})
+	c.levels.Store(&[]priorityLevel{})
 	return c
 }
 
@@ -343,6 +356,8 @@ func (c *cluster) setEndpoints(eps []*endpoint) {
 		next[e.addr] = st
 	}
 	c.states = next
+	levels := groupLevels(eps)
+	c.levels.Store(&levels)
 	c.eps.Store(&eps)
 }
 

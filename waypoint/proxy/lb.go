@@ -12,14 +12,14 @@ import (
 // pick chooses an endpoint for one request by the cluster's lb_policy, or
 // nil when none is available.
 func (c *cluster) pick(hash uint64, hashed bool) *endpoint {
-	avail := c.available(time.Now())
+	s := c.settings.Load()
+	avail := c.candidates(time.Now(), s.localityWeighted)
 	switch len(avail) {
 	case 0:
 		return nil
 	case 1:
 		return avail[0]
 	}
-	s := c.settings.Load()
 	switch s.lb {
 	case lbRandom:
 		return avail[rand.IntN(len(avail))]
