@@ -374,7 +374,43 @@ spec:
 `, "maglev")},
 		},
 		{
-			Feature: "DestinationRule `loadBalancer.localityLbSetting`, warmup",
+			Feature: "DestinationRule `loadBalancer.localityLbSetting`: `distribute`, `failover`, `failoverPriority`, `enabled`",
+			Status:  Partial,
+			Notes:   "waypoints apply istiod's priorities and weights relative to the waypoint pod's locality; with `outlierDetection`, Istio's default proximity failover applies without a setting; reported and not applied: `failover`/`failoverPriority` without `outlierDetection` (as in Istio), a waypoint whose replicas run in different localities, ingress gateways; proxyless gRPC gets no priorities; Envoy's panic mode is not implemented (see [waypoints.md](waypoints.md#locality-load-balancing))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        enabled: true
+        failover:
+        - {from: r1, to: r2}
+    outlierDetection:
+      consecutive5xxErrors: 3
+`),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        failover:
+        - {from: r1, to: r2}
+`, "need outlierDetection")},
+		},
+		{
+			Feature: "DestinationRule `loadBalancer` warmup, `zoneAwareLbSetting`",
 			Status:  NotYet,
 			Notes:   "ignored (reported)",
 			Probes: []*Probe{reported(`
@@ -388,9 +424,9 @@ spec:
   trafficPolicy:
     loadBalancer:
       simple: ROUND_ROBIN
-      localityLbSetting:
-        enabled: true
-`, "locality, zone-aware and warmup settings are not supported")},
+      warmup:
+        duration: 10s
+`, "zone-aware and warmup settings are not supported")},
 		},
 		{
 			Feature: "DestinationRule `connectionPool`",
