@@ -291,7 +291,8 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 	}
 	// As istiod: locality weights count whenever locality load balancing
 	// is on (they are the endpoint counts unless distribute sets them).
-	if t.localitySetting(ref) != nil {
+	// gRPC clients get no priorities or distribute weights, so nothing.
+	if !forGRPC && t.localitySetting(ref) != nil {
 		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
 			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
 	}

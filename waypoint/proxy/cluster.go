@@ -362,16 +362,7 @@ func (c *cluster) setEndpoints(eps []*endpoint) {
 }
 
 // available returns the endpoints that may take traffic now.
-func (c *cluster) available(now time.Time) []*endpoint {
-	eps := *c.eps.Load()
-	out := make([]*endpoint, 0, len(eps))
-	for _, e := range eps {
-		if e.healthy && !e.ejected(now) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func (c *cluster) available(now time.Time) []*endpoint { return availableOf(*c.eps.Load(), now) }
 
 // report feeds outlier detection with one result of e: a 5xx status or a
 // connect failure (failed=true) or a success.
