@@ -326,9 +326,9 @@ spec:
 `, "PASSTHROUGH")},
 		},
 		{
-			Feature: "DestinationRule `loadBalancer.consistentHash`: `httpHeaderName`, `httpCookie`, `useSourceIp`",
+			Feature: "DestinationRule `loadBalancer.consistentHash`: `httpHeaderName`, `httpCookie`, `httpQueryParameterName`, `useSourceIp`",
 			Status:  Supported,
-			Notes:   "not hashed (reported): `httpQueryParameterName`, an empty or invalid `httpHeaderName`, an empty `httpCookie.name`, `useSourceIp: false`, no key; a negative `httpCookie.ttl` is ignored (no cookie generated); `maglev` uses a ring hash and `minimumRingSize` is ignored (Envoy's default ring, reported)",
+			Notes:   "not hashed (reported): an empty or invalid `httpHeaderName`, an empty `httpCookie.name` or `httpQueryParameterName`, `useSourceIp: false`, no key; a negative `httpCookie.ttl` is ignored (no cookie generated); `maglev` uses a ring hash and `minimumRingSize` is ignored (Envoy's default ring, reported)",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -340,8 +340,21 @@ spec:
   trafficPolicy:
     loadBalancer:
       consistentHash:
+        httpQueryParameterName: ""
+`, "httpQueryParameterName: empty"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
         httpQueryParameterName: user
-`, "httpQueryParameterName"),
+`),
 				clean(`
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

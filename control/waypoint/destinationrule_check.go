@@ -133,13 +133,15 @@ func checkHash(p problemf, path string, ch *networkingapi.LoadBalancerSettings_C
 			p("%s.httpCookie.ttl: %v is negative; ignored (no cookie is generated)", path, ttl.AsDuration())
 		}
 	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
-		p("%s.httpQueryParameterName: not supported; requests are not hashed", path)
+		if !validHashKey(ch) {
+			p("%s.httpQueryParameterName: empty; requests are not hashed", path)
+		}
 	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:
 		if !k.UseSourceIp {
 			p("%s.useSourceIp: false; requests are not hashed", path)
 		}
 	case nil:
-		p("%s: no hash key (httpHeaderName, httpCookie, useSourceIp); requests are not hashed", path)
+		p("%s: no hash key (httpHeaderName, httpCookie, httpQueryParameterName, useSourceIp); requests are not hashed", path)
 	}
 	if ch.GetMaglev() != nil {
 		p("%s.maglev: not supported; using a ring hash", path)
@@ -150,8 +152,8 @@ func checkHash(p problemf, path string, ch *networkingapi.LoadBalancerSettings_C
 	}
 }
 
-// validHashKey reports whether a header or cookie hash key is one Envoy
-// accepts (a non-empty header token, a non-empty cookie name); a route
+// validHashKey reports whether a header, cookie or query parameter hash key is one
+// Envoy accepts (a non-empty header token, cookie or parameter name); a route
 // with an invalid one would make the proxies refuse the whole route
 // configuration, other tenants' routes included.
 func validHashKey(ch *networkingapi.LoadBalancerSettings_ConsistentHashLB) bool {
@@ -160,6 +162,8 @@ func validHashKey(ch *networkingapi.LoadBalancerSettings_ConsistentHashLB) bool 
 		return httpguts.ValidHeaderFieldName(k.HttpHeaderName)
 	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
 		return k.HttpCookie.GetName() != ""
+	case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
+		return k.HttpQueryParameterName != ""
 	}
 	return true
 }

@@ -109,7 +109,9 @@ func TestDestinationRuleChecks(t *testing.T) {
 		{"{loadBalancer: {consistentHash: {httpCookie: {name: ''}}}}", ".loadBalancer.consistentHash.httpCookie.name: empty; requests are not hashed"},
 		{"{loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: -1s}}}}", ".loadBalancer.consistentHash.httpCookie.ttl: -1s is negative; ignored (no cookie is generated)"},
 		{"{loadBalancer: {consistentHash: {useSourceIp: false}}}", ".loadBalancer.consistentHash.useSourceIp: false; requests are not hashed"},
-		{"{loadBalancer: {consistentHash: {}}}", ".loadBalancer.consistentHash: no hash key (httpHeaderName, httpCookie, useSourceIp); requests are not hashed"},
+		{"{loadBalancer: {consistentHash: {}}}", ".loadBalancer.consistentHash: no hash key (httpHeaderName, httpCookie, httpQueryParameterName, useSourceIp); requests are not hashed"},
+		{"{loadBalancer: {consistentHash: {httpQueryParameterName: user}}}", ""},
+		{"{loadBalancer: {consistentHash: {httpQueryParameterName: ''}}}", ".loadBalancer.consistentHash.httpQueryParameterName: empty; requests are not hashed"},
 		{"{loadBalancer: {consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 10}}}}", ".loadBalancer.consistentHash: minimumRingSize is not supported; the ring has at least 1024 entries"},
 		{"{loadBalancer: {consistentHash: {useSourceIp: true, minimumRingSize: 10}}}", ".loadBalancer.consistentHash: minimumRingSize is not supported; the ring has at least 1024 entries"},
 	} {

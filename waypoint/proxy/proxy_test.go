@@ -146,6 +146,23 @@ func TestLeastRequestAvoidsBusyEndpoint(t *testing.T) {
 }
 
 func TestRingHashSticky(t *testing.T) {
+	t.Run("header", func(t *testing.T) {
+		ringHashSticky(t, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}},
+			func(user string) (string, map[string]string) { return "/", map[string]string{"x-user": user} })
+	})
+	// DestinationRule consistentHash httpQueryParameterName.
+	t.Run("query parameter", func(t *testing.T) {
+		ringHashSticky(t, &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_QueryParameter_{
+			QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: "user"}}},
+			func(user string) (string, map[string]string) { return "/?a=1&user=" + user, nil })
+	})
+}
+
+// ringHashSticky checks that requests made by req for one user all reach
+// the endpoint the first went to, and that 12 users spread over more than
+// one of 4 endpoints.
+func ringHashSticky(t *testing.T, hp *routev3.RouteAction_HashPolicy, req func(user string) (string, map[string]string)) {
 	e := newEnv(t)
 	bs := []*backend{startBackend(t, "a", nil), startBackend(t, "b", nil), startBackend(t, "c", nil), startBackend(t, "d", nil)}
 	var eps []epSpec
@@ -159,16 +176,16 @@ func TestRingHashSticky(t *testing.T) {
 	e.mustPush(resourcev3.EndpointType, cla(clusterName(""), eps...))
 	e.mustPush(resourcev3.ListenerType, listener(hcmChain(t, chainKey, vip, vipPort, chainKey)))
 	r := routeTo("default/reviews.0", clusterName(""))
-	r.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
-		Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
+	r.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{hp}
 	e.mustPush(resourcev3.RouteType, routeConfig(chainKey, svcHost, r))
 	c := e.httpClient(vipAuthority())
 	distinct := map[string]bool{}
 	for u := range 12 {
 		user := "user-" + strconv.Itoa(u)
-		_, first := get(t, c, "/", map[string]string{"x-user": user})
+		path, h := req(user)
+		_, first := get(t, c, path, h)
 		for range 8 {
-			if code, b := get(t, c, "/", map[string]string{"x-user": user}); code != 200 || b != first {
+			if code, b := get(t, c, path, h); code != 200 || b != first {
 				t.Fatalf("%s: got %d from %q, first went to %q", user, code, b, first)
 			}
 		}
