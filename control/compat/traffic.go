@@ -121,9 +121,9 @@ spec:
 		},
 		{
 			Feature: "VirtualService `redirect.derivePort: FROM_REQUEST_PORT`",
-			Status:  NotYet,
-			Notes:   "the port is kept (reported)",
-			Probes: []*Probe{reported(`
+			Status:  Supported,
+			Notes:   "as istiod: the redirect names the port the route is made for (the service port on a waypoint, the Gateway server's port on an ingress gateway)",
+			Probes: []*Probe{clean(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -135,7 +135,7 @@ spec:
   - redirect:
       uri: /v2
       derivePort: FROM_REQUEST_PORT
-`, "derivePort")},
+`)},
 		},
 		{
 			Feature: "VirtualService `delegate`",

@@ -392,8 +392,10 @@ func (c *vsContext) route(path string, hr *networkingapi.HTTPRoute) *routev3.Rou
 		case *networkingapi.HTTPRedirect_Port:
 			ra.PortRedirect = p.Port
 		case *networkingapi.HTTPRedirect_DerivePort:
-			if p.DerivePort == networkingapi.HTTPRedirect_FROM_REQUEST_PORT {
-				c.problem("%s.redirect.derivePort: FROM_REQUEST_PORT is not supported; the port is kept", path)
+			// As istiod: routes are made per port, so the request's
+			// port is the one they are made for.
+			if p.DerivePort == networkingapi.HTTPRedirect_FROM_REQUEST_PORT && c.pc != nil && c.pc.port != nil {
+				ra.PortRedirect = c.pc.port.number
 			}
 		}
 		if rd.Scheme != "" {
