@@ -370,6 +370,36 @@ func headerMatch(name string, sm *networkingapi.StringMatch, invert bool) (*rout
 	return hm, nil
 }
 
+// redirect translates an http route's redirect.
+func (c *vsContext) redirect(path string, rd *networkingapi.HTTPRedirect) *routev3.RedirectAction {
+	ra := &routev3.RedirectAction{HostRedirect: rd.Authority}
+	switch {
+	case rd.Uri != "":
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.Uri}
+	case rd.PrefixRewrite != "":
+		ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixRewrite}
+	}
+	switch p := rd.RedirectPort.(type) {
+	case *networkingapi.HTTPRedirect_Port:
+		ra.PortRedirect = p.Port
+	case *networkingapi.HTTPRedirect_DerivePort:
+		// As istiod: routes are made per port, so the request's
+		// port is the one they are made for.
+		if p.DerivePort == networkingapi.HTTPRedirect_FROM_REQUEST_PORT && c.pc != nil && c.pc.port != nil {
+			ra.PortRedirect = c.pc.port.number
+		}
+	}
+	if rd.Scheme != "" {
+		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: rd.Scheme}
+	}
+	code, ok := redirectCode(rd.RedirectCode)
+	if !ok {
+		c.problem("%s.redirect.redirectCode: %d is not a redirect status (301, 302, 303, 307, 308); using 301", path, rd.RedirectCode)
+	}
+	ra.ResponseCode = code
+	return ra
+}
+
 // route translates everything of an http route but its match; nil when the
 // route cannot be translated.
 func (c *vsContext) route(path string, hr *networkingapi.HTTPRoute) *routev3.Route {
@@ -380,33 +410,7 @@ func (c *vsContext) route(path string, hr *networkingapi.HTTPRoute) *routev3.Rou
 	}
 	switch {
 	case hr.Redirect != nil:
-		rd := hr.Redirect
-		ra := &routev3.RedirectAction{HostRedirect: rd.Authority}
-		switch {
-		case rd.Uri != "":
-			ra.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: rd.Uri}
-		case rd.PrefixRewrite != "":
-			ra.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: rd.PrefixRewrite}
-		}
-		switch p := rd.RedirectPort.(type) {
-		case *networkingapi.HTTPRedirect_Port:
-			ra.PortRedirect = p.Port
-		case *networkingapi.HTTPRedirect_DerivePort:
-			// As istiod: routes are made per port, so the request's
-			// port is the one they are made for.
-			if p.DerivePort == networkingapi.HTTPRedirect_FROM_REQUEST_PORT && c.pc != nil && c.pc.port != nil {
-				ra.PortRedirect = c.pc.port.number
-			}
-		}
-		if rd.Scheme != "" {
-			ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: rd.Scheme}
-		}
-		code, ok := redirectCode(rd.RedirectCode)
-		if !ok {
-			c.problem("%s.redirect.redirectCode: %d is not a redirect status (301, 302, 303, 307, 308); using 301", path, rd.RedirectCode)
-		}
-		ra.ResponseCode = code
-		r.Action = &routev3.Route_Redirect{Redirect: ra}
+		r.Action = &routev3.Route_Redirect{Redirect: c.redirect(path, hr.Redirect)}
 	case hr.DirectResponse != nil:
 		body := hr.DirectResponse.GetBody().GetString_()
 		if b := hr.DirectResponse.GetBody().GetBytes(); len(b) > 0 {
