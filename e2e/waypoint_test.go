@@ -213,6 +213,10 @@ spec:
 		testWaypointRateLimit(t, e)
 	})
 
+	t.Run("locality: DestinationRule localityLbSetting keeps requests in the waypoint's zone, fails over, distributes", func(t *testing.T) {
+		testWaypointLocality(t, e)
+	})
+
 	t.Run("waypoint metrics carry response codes and both principals", func(t *testing.T) {
 		m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")
 		if err != nil {
