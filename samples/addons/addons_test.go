@@ -1,5 +1,6 @@
 // Package addons_test checks the addon manifests against the Kubernetes API
-// types and the Prometheus scrape semantics Istio's addon has.
+// types, the Prometheus scrape semantics Istio's addon has and the ports
+// Istio's Jaeger addon serves.
 package addons_test
 
 import (
@@ -28,49 +29,64 @@ type prometheusAddon struct {
 	deployment     *appsv1.Deployment
 }
 
-func decodePrometheus(t *testing.T) prometheusAddon {
+// decode reads an addon manifest and decodes each document strictly into
+// its Kubernetes API type.
+func decode(t *testing.T, file string) []any {
 	t.Helper()
-	data, err := os.ReadFile("prometheus.yaml")
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var a prometheusAddon
+	types := map[string]func() any{
+		"v1/Namespace":       func() any { return &corev1.Namespace{} },
+		"v1/ServiceAccount":  func() any { return &corev1.ServiceAccount{} },
+		"v1/ConfigMap":       func() any { return &corev1.ConfigMap{} },
+		"v1/Service":         func() any { return &corev1.Service{} },
+		"apps/v1/Deployment": func() any { return &appsv1.Deployment{} },
+		"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
+		"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
+	}
+	var objs []any
 	for i, doc := range docSeparator.Split(string(data), -1) {
 		var head struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
 		}
 		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
-			t.Fatalf("document %d: %v", i, err)
+			t.Fatalf("%s document %d: %v", file, i, err)
 		}
-		var obj any
-		switch head.APIVersion + "/" + head.Kind {
-		case "v1/Namespace":
-			a.namespaces = append(a.namespaces, &corev1.Namespace{})
-			obj = a.namespaces[len(a.namespaces)-1]
-		case "v1/ServiceAccount":
-			a.serviceAccount = &corev1.ServiceAccount{}
-			obj = a.serviceAccount
-		case "v1/ConfigMap":
-			a.configMap = &corev1.ConfigMap{}
-			obj = a.configMap
-		case "rbac.authorization.k8s.io/v1/ClusterRole":
-			a.clusterRole = &rbacv1.ClusterRole{}
-			obj = a.clusterRole
-		case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
-			a.binding = &rbacv1.ClusterRoleBinding{}
-			obj = a.binding
-		case "v1/Service":
-			a.service = &corev1.Service{}
-			obj = a.service
-		case "apps/v1/Deployment":
-			a.deployment = &appsv1.Deployment{}
-			obj = a.deployment
-		default:
-			t.Fatalf("document %d: unexpected %s %s", i, head.APIVersion, head.Kind)
+		newObj, ok := types[head.APIVersion+"/"+head.Kind]
+		if !ok {
+			t.Fatalf("%s document %d: unexpected %s %s", file, i, head.APIVersion, head.Kind)
 		}
+		obj := newObj()
 		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
-			t.Fatalf("document %d (%s): %v", i, head.Kind, err)
+			t.Fatalf("%s document %d (%s): %v", file, i, head.Kind, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs
+}
+
+func decodePrometheus(t *testing.T) prometheusAddon {
+	t.Helper()
+	var a prometheusAddon
+	for _, obj := range decode(t, "prometheus.yaml") {
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			a.namespaces = append(a.namespaces, o)
+		case *corev1.ServiceAccount:
+			a.serviceAccount = o
+		case *corev1.ConfigMap:
+			a.configMap = o
+		case *rbacv1.ClusterRole:
+			a.clusterRole = o
+		case *rbacv1.ClusterRoleBinding:
+			a.binding = o
+		case *corev1.Service:
+			a.service = o
+		case *appsv1.Deployment:
+			a.deployment = o
 		}
 	}
 	if a.serviceAccount == nil || a.configMap == nil || a.clusterRole == nil || a.binding == nil || a.service == nil || a.deployment == nil {
