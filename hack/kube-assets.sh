@@ -5,7 +5,7 @@
 # samples/addons/prometheus.yaml in the local cluster) and the sample
 # applications of Istio's tasks the e2e runs (Istio's ext-authz server and
 # go-httpbin), the Gateway API conformance suite's echo-basic backend and
-# envoyproxy/ratelimit (samples/ratelimit).
+# envoyproxy/ratelimit (samples/ratelimit) and Jaeger (samples/addons/jaeger.yaml).
 # Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
 # makes a warm run instant.
@@ -25,6 +25,24 @@ stamp_of() {
 		cat "$0"
 	} | sha256sum | cut -d' ' -f1
 }
+
+# Jaeger's module versions are v1's: its CHANGELOG pairs each with the v2
+# release (`v1.76.0 / v2.13.0`) that the jaeger binary is, which must be
+# the image tag of samples/addons/jaeger.yaml (checked on every run: the
+# stamp does not cover the manifest).
+jaeger_version() {
+	local dir v1 v2
+	(cd "$tools/jaeger" && go mod download github.com/jaegertracing/jaeger)
+	read -r dir v1 < <(cd "$tools/jaeger" && go list -m -f '{{.Dir}} {{.Version}}' github.com/jaegertracing/jaeger)
+	v2=$(sed -n "s|^$v1 / \(v2\.[0-9]*\.[0-9]*\) .*|\1|p" "$dir/CHANGELOG.md" | head -1)
+	[[ -n $v2 ]] || { echo "kube-assets: $dir/CHANGELOG.md pairs no v2 release with $v1" >&2; return 1; }
+	grep -q "image: \"docker.io/jaegertracing/jaeger:${v2#v}\"" "$root/samples/addons/jaeger.yaml" || {
+		echo "kube-assets: samples/addons/jaeger.yaml does not run jaegertracing/jaeger:${v2#v}, the Jaeger hack/tools/jaeger builds" >&2
+		return 1
+	}
+	echo "$v2"
+}
+jv=$(jaeger_version)
 
 want=$(stamp_of)
 if [[ -f $out/stamp && $(cat "$out/stamp") == "$want" ]]; then
@@ -106,6 +124,9 @@ build gateway-conformance "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic
 # samples/ratelimit/rate-limit-service.yaml (global rate limit e2e).
 build ratelimit "-s -w" github.com/envoyproxy/ratelimit/src/service_cmd
 mv -f "$bin/service_cmd" "$bin/ratelimit"
+# Jaeger v2, the all-in-one jaeger binary (version checked above).
+build jaeger "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$jv" \
+	github.com/jaegertracing/jaeger/cmd/jaeger
 
 echo "$want" >"$out/stamp"
 echo "kube-assets: done in $(dur $(($(date +%s) - began))) ($bin)"

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -45,6 +46,30 @@ func TestAddonsImageMapRunsPrometheusAddon(t *testing.T) {
 	}
 	if want := filepath.Join(assets, "prometheus"); r.Argv[0] != want {
 		t.Errorf("%s runs %v, want %s", image, r.Argv, want)
+	}
+}
+
+// TestAddonsImageMapRunsJaegerAddon: the image of
+// samples/addons/jaeger.yaml resolves to the jaeger binary that
+// hack/kube-assets.sh builds (which also checks the tag against the
+// version it builds), with the manifest's arguments.
+func TestAddonsImageMapRunsJaegerAddon(t *testing.T) {
+	manifest, err := os.ReadFile(filepath.Join("..", "..", "samples/addons/jaeger.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+image: "([^"]+)"$`).FindSubmatch(manifest)
+	if m == nil {
+		t.Fatal("no image in samples/addons/jaeger.yaml")
+	}
+	assets, im := addonsImages(t, "coredns", "jaeger")
+	args := []string{"--config", "/jaeger-configuration/config.yaml"}
+	r, err := im.Resolve(string(m[1]), nil, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]string{filepath.Join(assets, "jaeger")}, args...); !slices.Equal(r.Argv, want) {
+		t.Errorf("%s runs %v, want %v", m[1], r.Argv, want)
 	}
 }
 

@@ -211,7 +211,7 @@ func (c *Cluster) prepare() error {
 
 // addonsImageMap maps the images whose binaries are kube assets (built by
 // hack/kube-assets.sh, not by make build): the cluster's CoreDNS, the
-// Prometheus of samples/addons/prometheus.yaml, and the sample applications
+// Prometheus and Jaeger of samples/addons, and the sample applications
 // of Istio's tasks (samples/extauthz, samples/httpbin, the envoyproxy/ratelimit
 // service of samples/ratelimit) and the Gateway API conformance suite's
 // echo backend (make conformance). All but CoreDNS are
@@ -231,9 +231,11 @@ func addonsImageMap(assets string) []byte {
   entrypoint: [%q]
 - image: envoyproxy/ratelimit
   entrypoint: [%q]
+- image: docker.io/jaegertracing/jaeger
+  entrypoint: [%q]
 `, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"),
 		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"), filepath.Join(assets, "echo-basic"),
-		filepath.Join(assets, "ratelimit"))
+		filepath.Join(assets, "ratelimit"), filepath.Join(assets, "jaeger"))
 }
 
 func (c *Cluster) newProcess(name, binary, netns string, args ...string) (*process, error) {
