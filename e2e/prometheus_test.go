@@ -290,14 +290,7 @@ func (p *promAPI) checkDashboardVariables(t *testing.T, d charts.Dashboard) {
 // prom/prometheus to.
 func requirePrometheus(t *testing.T) {
 	t.Helper()
-	bin := filepath.Join(assetsDir(), "prometheus")
-	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("%s missing (the local cluster's prom/prometheus image): run hack/kube-assets.sh", bin)
-		if os.Getenv("WEFT_E2E_REQUIRE") == "1" && !testing.Short() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireAsset(t, "prometheus", "prom/prometheus")
 }
 
 // promAPI queries a Prometheus server's HTTP API from inside the cluster

@@ -115,17 +115,10 @@ func TestWaypointTracing(t *testing.T) {
 			"--set", "tracing.otlpEndpoint="+endpoint)
 		e.mustKubectl(t, "-n", "weft-ingress", "rollout", "status", "deployment/weft-ingress", "--timeout=120s")
 		e.mustKubectl(t, "apply", "-f", manifest("bookinfo-gateway.yaml"))
-		var host string
-		eventually(t, "the ingress load balancer address", 30*time.Second, func() error {
-			host = strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"))
-			if host == "" {
-				return errors.New("none yet")
-			}
-			return nil
-		})
+		addr := e.ingressAddr(t)
 		// No trace headers at all: the gateway is the root.
 		eventually(t, "/productpage through the ingress gateway", 30*time.Second, func() error {
-			resp, err := http.Get("http://" + net.JoinHostPort(host, "80") + "/productpage")
+			resp, err := http.Get("http://" + addr + "/productpage")
 			if err != nil {
 				return err
 			}
@@ -158,6 +151,11 @@ func TestWaypointTracing(t *testing.T) {
 	if errs := recv.errors(); len(errs) > 0 {
 		t.Errorf("the receiver rejected exports: %v", errs)
 	}
+
+	// Last: it points the waypoints and the gateway away from recv.
+	t.Run("Jaeger addon: one request as jason through the ingress gateway is one trace in Jaeger", func(t *testing.T) {
+		testJaeger(t, e)
+	})
 }
 
 // otelCollectorYAML is a Service without selector in front of the OTLP
