@@ -82,8 +82,8 @@ demo: prereqs build kube-assets ## Local cluster + Bookinfo, left running for yo
 demo-down: ## Stop the demo cluster and remove everything it made
 	@pid=$(OUT)/clusters/$(DEMO_CLUSTER)/dashboard.pid; \
 	if [ -f $$pid ] && grep -q weftctl /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid
-	@pid=$(OUT)/clusters/$(DEMO_CLUSTER)/prometheus.pid; \
-	if [ -f $$pid ] && grep -q port-forward /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid
+	@for pid in $(OUT)/clusters/$(DEMO_CLUSTER)/prometheus.pid $(OUT)/clusters/$(DEMO_CLUSTER)/jaeger.pid; do \
+	if [ -f $$pid ] && grep -q port-forward /proc/$$(cat $$pid)/cmdline 2>/dev/null; then kill $$(cat $$pid); fi; rm -f $$pid; done
 	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
 	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
 

@@ -11,19 +11,28 @@ kubectl="$KUBE_ASSETS/kubectl"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-# ADDONS (make demo ADDONS=prometheus): Istio's samples/addons to install
-# as well, comma-separated.
+# ADDONS (make demo ADDONS=prometheus,jaeger): Istio's samples/addons to
+# install as well, comma-separated.
 ADDONS=${ADDONS:-}
 addons=" ${ADDONS//,/ } "
 for addon in $addons; do
 	case $addon in
-	prometheus) ;;
+	prometheus | jaeger) ;;
 	*)
-		echo "unknown addon '$addon' in ADDONS: the demo knows prometheus" >&2
+		echo "unknown addon '$addon' in ADDONS: the demo knows prometheus, jaeger" >&2
 		exit 1
 		;;
 	esac
 done
+# With Jaeger, the waypoints and the ingress gateway send their spans to its
+# OTLP/HTTP receiver (docs/guides/telemetry.md#tracing-with-jaeger).
+control_tracing=()
+gateway_tracing=()
+if [[ $addons == *" jaeger "* ]]; then
+	collector=http://jaeger-collector.istio-system:4318
+	control_tracing=(--set "waypoint.tracing.otlpEndpoint=$collector")
+	gateway_tracing=(--set "tracing.otlpEndpoint=$collector")
+fi
 
 if [[ $(id -u) != 0 ]]; then
 	echo "make demo needs root: the local cluster creates network namespaces, mounts and cgroups" >&2
@@ -41,14 +50,31 @@ fi
 export KUBECONFIG=$state/kubeconfig
 "$kubectl" get nodes -o wide
 
+# port_forward <name> <local port> <service> <service port>: kubectl
+# port-forward in the background, as `istioctl dashboard` does; demo-down
+# stops it (its pid file is <name>.pid).
+port_forward() {
+	local pid=$state/$1.pid
+	if [[ -f $pid ]] && kill -0 "$(cat "$pid")" 2>/dev/null; then
+		kill "$(cat "$pid")" 2>/dev/null || true
+	fi
+	nohup "$kubectl" -n istio-system port-forward "svc/$3" "$2:$4" >"$state/logs/$1-port-forward.log" 2>&1 &
+	echo $! >"$pid"
+}
+
 step "Install the mesh with Helm (charts/base, charts/control, charts/node-agent)"
 helm="$KUBE_ASSETS/helm"
 "$helm" upgrade --install weft-base charts/base
-"$helm" upgrade --install weft-control charts/control -n weft-system --create-namespace
+"$helm" upgrade --install weft-control charts/control -n weft-system --create-namespace "${control_tracing[@]}"
 "$kubectl" -n weft-system rollout status deployment/weft-control --timeout=120s
 "$helm" upgrade --install weft-node-agent charts/node-agent -n weft-system
 "$kubectl" -n weft-system rollout status daemonset/weft-node-agent --timeout=120s
 "$kubectl" -n weft-system get pods -o wide
+
+if [[ $addons == *" jaeger "* ]]; then
+	step "Istio's Jaeger addon (kubectl apply -f samples/addons/jaeger.yaml), before the traffic it traces"
+	"$kubectl" apply -f samples/addons/jaeger.yaml
+fi
 
 step "Deploy Bookinfo (samples/bookinfo/platform/kube/bookinfo.yaml, as in Istio's tutorial) and a curl client"
 "$kubectl" apply -f samples/bookinfo/platform/kube/bookinfo.yaml
@@ -95,7 +121,7 @@ echo "istio_tcp_connections_opened_total on productpage's node agent ($pp_node:1
 	grep -o 'source_principal="[^"]*"\|connection_security_policy="[^"]*"\|reporter="[^"]*"' | paste -sd' ' | head -3
 
 step "Expose Bookinfo through the ingress gateway (charts/gateway and the tutorial's bookinfo-gateway.yaml, unchanged)"
-"$helm" upgrade --install weft-ingress charts/gateway -n weft-ingress --create-namespace
+"$helm" upgrade --install weft-ingress charts/gateway -n weft-ingress --create-namespace "${gateway_tracing[@]}"
 "$kubectl" -n weft-ingress rollout status deployment/weft-ingress --timeout=120s
 "$kubectl" apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
 for i in $(seq 1 30); do
@@ -190,14 +216,8 @@ if [[ $addons == *" prometheus "* ]]; then
 	step "Istio's Prometheus addon (kubectl apply -f samples/addons/prometheus.yaml), port-forwarded in the background"
 	"$kubectl" apply -f samples/addons/prometheus.yaml
 	"$kubectl" -n istio-system rollout status deployment/prometheus --timeout=120s
-	# As `istioctl dashboard prometheus` does; demo-down stops it.
-	prom_pid=$state/prometheus.pid
-	if [[ -f $prom_pid ]] && kill -0 "$(cat "$prom_pid")" 2>/dev/null; then
-		kill "$(cat "$prom_pid")" 2>/dev/null || true
-	fi
 	prom_url=http://127.0.0.1:${PROMETHEUS_PORT:-9090}
-	nohup "$kubectl" -n istio-system port-forward svc/prometheus "${PROMETHEUS_PORT:-9090}:9090" >"$state/logs/prometheus-port-forward.log" 2>&1 &
-	echo $! >"$prom_pid"
+	port_forward prometheus "${PROMETHEUS_PORT:-9090}" prometheus 9090
 	for i in $(seq 1 30); do
 		curl -sS -m 2 -o /dev/null "$prom_url/-/ready" 2>/dev/null && break
 		sleep 0.5
@@ -205,6 +225,34 @@ if [[ $addons == *" prometheus "* ]]; then
 	echo "prometheus: $prom_url (HTTP API; it scrapes the pods annotated prometheus.io/scrape: node agents, weft-control, waypoints, gateways)"
 	# The local prom/prometheus has no web UI assets: its HTTP API.
 	prom_hint="  curl -sG $prom_url/api/v1/query --data-urlencode 'query=sum by (destination_workload) (rate(istio_requests_total[1m]))'   # Prometheus (ADDONS=prometheus)"
+fi
+
+jaeger_hint=""
+if [[ $addons == *" jaeger "* ]]; then
+	step "Jaeger: one request through the ingress gateway (signed in as jason) is one trace"
+	"$kubectl" -n istio-system rollout status deployment/jaeger --timeout=120s
+	jaeger_url=http://127.0.0.1:${JAEGER_PORT:-16686}/jaeger
+	port_forward jaeger "${JAEGER_PORT:-16686}" tracing 80
+	for i in $(seq 1 30); do
+		curl -sS -m 2 -o /dev/null "$jaeger_url/api/services" 2>/dev/null && break
+		sleep 0.5
+	done
+	jar=$(mktemp)
+	rid=demo-$(date +%s)
+	curl -sS -m 5 -c "$jar" -o /dev/null -d "username=jason" "http://$INGRESS_HOST:$INGRESS_PORT/login"
+	curl -sS -m 5 -b "$jar" -o /dev/null -H "x-request-id: $rid" "http://$INGRESS_HOST:$INGRESS_PORT/productpage"
+	rm -f "$jar"
+	echo "GET /productpage as jason, x-request-id $rid (the proxies export within 5 s)"
+	trace_id=""
+	for i in $(seq 1 30); do
+		trace_id=$(curl -sSG -m 5 "$jaeger_url/api/traces" --data-urlencode service=weft-ingress.weft-ingress \
+			--data-urlencode "tags={\"guid:x-request-id\":\"$rid\"}" 2>/dev/null | grep -o '"traceID":"[0-9a-f]*"' | head -1 | cut -d'"' -f4)
+		[[ -n $trace_id ]] && break
+		sleep 1
+	done
+	echo "jaeger: $jaeger_url (HTTP API; the local jaegertracing/jaeger has no UI assets)"
+	echo "  trace ${trace_id:-not found}: $jaeger_url/api/traces/${trace_id:-<id>}"
+	jaeger_hint="  curl -sG $jaeger_url/api/traces --data-urlencode service=waypoint.default --data-urlencode limit=5   # Jaeger (ADDONS=jaeger)"
 fi
 
 step "Mesh health: weftctl proxy-status and weftctl analyze"
@@ -228,6 +276,7 @@ The cluster is running. Try:
 
   open ${dash_url:-http://127.0.0.1:15300/dashboard}   # live service graph (weftctl dashboard)
 ${prom_hint:+$prom_hint
+}${jaeger_hint:+$jaeger_hint
 }  $BIN/weft-cluster status --name $name
   make demo-down                     # stop it and remove everything it made
 EOT
