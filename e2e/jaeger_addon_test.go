@@ -73,7 +73,8 @@ func TestJaegerAddonReceivers(t *testing.T) {
 		sendOTLPHTTP(t, at(ports["4318"])): "otlp-http-client",
 		sendZipkin(t, at(ports["9411"])):   "zipkin-client",
 	}
-	query := "http://" + at(ports["16686"]) + "/jaeger/api/traces/"
+	base := "http://" + at(ports["16686"]) + "/jaeger"
+	query := base + "/api/traces/"
 	for id, service := range sent {
 		eventually(t, service+"'s span through the query API", 30*time.Second, func() error {
 			body, err := getOK(&http.Client{Timeout: 5 * time.Second}, query+id)
@@ -86,6 +87,70 @@ func TestJaegerAddonReceivers(t *testing.T) {
 			return nil
 		})
 	}
+
+	t.Run("TestWaypointTracing's Jaeger query and trace shape on Jaeger's answers", func(t *testing.T) {
+		testIngressTraceQuery(t, at(ports["4318"]), base)
+	})
+}
+
+// testIngressTraceQuery sends spans shaped like the ingress gateway's and
+// the waypoint's for one Bookinfo request, then finds them as
+// TestWaypointTracing does: by request id, read back by trace id, checked
+// by checkIngress, which must refuse ratings hung under the gateway.
+func testIngressTraceQuery(t *testing.T, otlpHTTP, jaeger string) {
+	get := func(u string) (string, error) { return getOK(&http.Client{Timeout: 5 * time.Second}, u) }
+	for _, ratingsUnder := range []string{"reviews", "gateway"} {
+		rid := "query-" + randomHex(t, 8)
+		req := ingressTraceExport(t, rid, ratingsUnder)
+		body, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		postOK(t, "http://"+otlpHTTP+"/v1/traces", "application/x-protobuf", body)
+		var tr *trace
+		eventually(t, "trace of "+rid+" in Jaeger", 30*time.Second, func() error {
+			tr, err = jaegerTraceOf(get, jaeger, rid)
+			if err == nil && len(tr.spans) != 4 {
+				err = fmt.Errorf("%d spans: %v", len(tr.spans), tr.names())
+			}
+			return err
+		})
+		err = tr.checkIngress()
+		if (err == nil) != (ratingsUnder == "reviews") {
+			t.Errorf("ratings under %s: checkIngress = %v\n%s", ratingsUnder, err, tr.tree())
+		}
+	}
+}
+
+// ingressTraceExport is one trace: the gateway's root span for
+// /productpage tagged with the request id, the waypoint's spans for
+// details and reviews below it and for ratings below ratingsUnder.
+func ingressTraceExport(t *testing.T, requestID, ratingsUnder string) *coltracepb.ExportTraceServiceRequest {
+	t.Helper()
+	traceID, _ := hex.DecodeString(randomHex(t, 16))
+	id := map[string][]byte{}
+	for _, n := range []string{"gateway", "details", "reviews", "ratings"} {
+		id[n], _ = hex.DecodeString(randomHex(t, 8))
+	}
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	now := uint64(time.Now().UnixNano())
+	span := func(name string, parent []byte, attrs ...*commonpb.KeyValue) *tracepb.Span {
+		return &tracepb.Span{TraceId: traceID, SpanId: id[name], ParentSpanId: parent, Name: name, Attributes: attrs,
+			Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: now - 1e6, EndTimeUnixNano: now}
+	}
+	service := func(name string, spans ...*tracepb.Span) *tracepb.ResourceSpans {
+		return &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", name)}},
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}
+	}
+	return &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
+		service("weft-ingress.weft-ingress", span("gateway", nil, str("url.path", "/productpage"), str("guid:x-request-id", requestID))),
+		service("waypoint.default",
+			span("details", id["gateway"], str("server.address", "details:9080")),
+			span("reviews", id["gateway"], str("server.address", "reviews:9080")),
+			span("ratings", id[ratingsUnder], str("server.address", "ratings:9080"))),
+	}}
 }
 
 // jaegerAddonConfig is the config.yaml of samples/addons/jaeger.yaml's

@@ -64,7 +64,7 @@ func testJaeger(t *testing.T, e *env) {
 	var tr *trace
 	eventually(t, "the request's one trace in Jaeger, complete", 30*time.Second, func() error {
 		var err error
-		tr, err = jaegerTraceOf(e, jaeger, rid)
+		tr, err = jaegerTraceOf(func(u string) (string, error) { return e.httpGet(strings.TrimPrefix(u, "http://")) }, jaeger, rid)
 		if err != nil {
 			return err
 		}
@@ -101,17 +101,17 @@ func jasonProductpage(t *testing.T, addr, requestID string) string {
 
 // jaegerTraceOf finds the one trace whose gateway span carries the
 // request id (Jaeger's /api/traces, searched by tag) and reads it back by
-// id (/api/traces/<id>).
-func jaegerTraceOf(e *env, jaeger, requestID string) (*trace, error) {
+// id (/api/traces/<id>), with get fetching a URL.
+func jaegerTraceOf(get func(string) (string, error), jaeger, requestID string) (*trace, error) {
 	q := url.Values{"service": {"weft-ingress.weft-ingress"}, "tags": {`{"guid:x-request-id":"` + requestID + `"}`}}
-	found, err := jaegerTraces(e, jaeger+"/api/traces?"+q.Encode())
+	found, err := jaegerTraces(get, jaeger+"/api/traces?"+q.Encode())
 	if err != nil {
 		return nil, err
 	}
 	if len(found) != 1 {
 		return nil, fmt.Errorf("%d traces with x-request-id %s, want one", len(found), requestID)
 	}
-	byID, err := jaegerTraces(e, jaeger+"/api/traces/"+found[0].TraceID)
+	byID, err := jaegerTraces(get, jaeger+"/api/traces/"+found[0].TraceID)
 	if err != nil {
 		return nil, err
 	}
@@ -142,8 +142,8 @@ type jaegerTrace struct {
 	} `json:"processes"`
 }
 
-func jaegerTraces(e *env, u string) ([]jaegerTrace, error) {
-	body, err := e.httpGet(strings.TrimPrefix(u, "http://"))
+func jaegerTraces(get func(string) (string, error), u string) ([]jaegerTrace, error) {
+	body, err := get(u)
 	if err != nil {
 		return nil, err
 	}
