@@ -57,6 +57,7 @@ var Allowed = map[string]string{
 	"kube-apiserver": "kube asset", "kube-controller-manager": "kube asset", "kube-scheduler": "kube asset",
 	"kube-proxy": "kube asset", "bridge": "kube asset (CNI)", "host-local": "kube asset (CNI)",
 	"loopback": "kube asset (CNI)", "ptp": "kube asset (CNI)", "portmap": "kube asset (CNI)",
+	"jaeger": "kube asset (samples/addons/jaeger.yaml)",
 	// Debian's base system: Essential or Priority required packages.
 	"sh": "base", "bash": "base", "env": "base", "sleep": "base", "readlink": "base", "cat": "base",
 	"mkdir": "base", "rm": "base", "mv": "base", "cp": "base", "date": "base", "id": "base",
