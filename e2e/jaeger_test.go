@@ -79,7 +79,9 @@ func testJaeger(t *testing.T, e *env) {
 func jasonProductpage(t *testing.T, addr, requestID string) string {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	client := &http.Client{Jar: jar, Timeout: 20 * time.Second}
+	// Not following /login's redirect: one /productpage request only.
+	client := &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.PostForm("http://"+addr+"/login", url.Values{"username": {"jason"}})
 	if err != nil {
 		t.Fatal(err)
