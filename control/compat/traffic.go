@@ -968,7 +968,7 @@ spec:
 		{
 			Feature: "proxyless gRPC (`xds:///` clients)",
 			Status:  Partial,
-			Notes:   "same translation served to node IDs `grpc~...`; tested with grpc-go; load assignments lack the locality grpc-go requires (see [waypoints.md](waypoints.md#proxyless-grpc))",
+			Notes:   "same translation served to node IDs `grpc~...`; tested with grpc-go; load assignments carry each endpoint's locality and weight but no locality priorities (`localityLbSetting` failover does not apply to gRPC clients) (see [waypoints.md](waypoints.md#proxyless-grpc))",
 		},
 	},
 }
