@@ -161,12 +161,12 @@ func baseFor(rounds []round, window time.Duration) (base, cur round) {
 	if len(rounds) == 1 {
 		return round{}, cur
 	}
-	for i := len(rounds) - 2; i >= 0; i-- {
-		if cur.at.Sub(rounds[i].at) >= window || i == 0 {
+	for i := len(rounds) - 2; i > 0; i-- {
+		if cur.at.Sub(rounds[i].at) >= window {
 			return rounds[i], cur
 		}
 	}
-	return round{}, cur // unreachable: i == 0 returns
+	return rounds[0], cur
 }
 
 // prune drops the rounds no window needs: those older than the newest
