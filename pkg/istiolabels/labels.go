@@ -76,3 +76,27 @@ func or(s string) string {
 	}
 	return s
 }
+
+// StandardMetric is one of the Istio standard metrics waypoints and
+// gateways report: its name without the "istio_" prefix (what Istio's
+// stats filter configuration calls it), the Telemetry API's name for it,
+// and whether it carries TCP's labels (else HTTP's).
+type StandardMetric struct {
+	Name, Selector string
+	TCP            bool
+}
+
+// StandardMetrics are the Istio standard metrics waypoints and gateways
+// report, in the order Istio's Telemetry API lists them. Istio's gRPC
+// message counts (GRPC_REQUEST_MESSAGES, GRPC_RESPONSE_MESSAGES) are not
+// among them.
+var StandardMetrics = []StandardMetric{
+	{"requests_total", "REQUEST_COUNT", false},
+	{"request_duration_milliseconds", "REQUEST_DURATION", false},
+	{"request_bytes", "REQUEST_SIZE", false},
+	{"response_bytes", "RESPONSE_SIZE", false},
+	{"tcp_connections_opened_total", "TCP_OPENED_CONNECTIONS", true},
+	{"tcp_connections_closed_total", "TCP_CLOSED_CONNECTIONS", true},
+	{"tcp_sent_bytes_total", "TCP_SENT_BYTES", true},
+	{"tcp_received_bytes_total", "TCP_RECEIVED_BYTES", true},
+}
