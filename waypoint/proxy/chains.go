@@ -13,6 +13,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
+	statsapi "istio.io/api/envoy/extensions/stats"
 )
 
 // chain is one compiled filter chain of Listener "waypoint".
@@ -30,6 +31,9 @@ type chain struct {
 	// accessLog: the chain writes the access log (its HCM's or tcp_proxy's
 	// access_log lists a logger, see accessLogged).
 	accessLog bool
+	// stats is the configuration of Istio's stats filter, the HCM's HTTP
+	// filter or the network filter before tcp_proxy (nil: none).
+	stats *statsapi.PluginConfig
 
 	// HCM chains.
 	hcm     *hcmv3.HttpConnectionManager
@@ -119,6 +123,11 @@ func parseFilters(c *chain, fs []*listenerv3.Filter) error {
 		}
 		last := i == len(fs)-1
 		switch cfg := msg.(type) {
+		case *statsapi.PluginConfig:
+			if last {
+				return fmt.Errorf("%s must be followed by tcp_proxy", f.GetName())
+			}
+			c.stats = cfg
 		case *netrbacv3.RBAC:
 			if last {
 				return fmt.Errorf("%s must be followed by tcp_proxy", wellknown.RoleBasedAccessControl)
@@ -143,6 +152,7 @@ func parseFilters(c *chain, fs []*listenerv3.Filter) error {
 			if c.trace, err = parseTracing(cfg.GetTracing()); err != nil {
 				return fmt.Errorf("%s: %w", wellknown.HTTPConnectionManager, err)
 			}
+			c.stats = httpStatsConfig(cfg)
 		case *tcpv3.TcpProxy:
 			if !last {
 				return fmt.Errorf("%s must be the chain's last network filter", wellknown.TCPProxy)
@@ -154,8 +164,20 @@ func parseFilters(c *chain, fs []*listenerv3.Filter) error {
 				return fmt.Errorf("%s: %w", wellknown.TCPProxy, err)
 			}
 		default:
-			return fmt.Errorf("unsupported network filter %q (%T): want http_connection_manager, or %s filters then tcp_proxy",
+			return fmt.Errorf("unsupported network filter %q (%T): want http_connection_manager, or %s and istio.stats filters then tcp_proxy",
 				f.GetName(), msg, wellknown.RoleBasedAccessControl)
+		}
+	}
+	return nil
+}
+
+// httpStatsConfig is the configuration of the HCM's stats filter (nil:
+// none); the route pipeline checks the HTTP filters.
+func httpStatsConfig(hcm *hcmv3.HttpConnectionManager) *statsapi.PluginConfig {
+	for _, f := range hcm.GetHttpFilters() {
+		cfg := &statsapi.PluginConfig{}
+		if !f.GetDisabled() && f.GetTypedConfig().MessageIs(cfg) && f.GetTypedConfig().UnmarshalTo(cfg) == nil {
+			return cfg
 		}
 	}
 	return nil

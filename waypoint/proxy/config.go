@@ -67,6 +67,11 @@ type Store struct {
 	rejected  map[string]string // "type/name" -> last error, for /config_dump
 	addresses map[string]*addressedWorkload
 
+	// plan is the metric plan of the accepted listeners' stats filter;
+	// usePlan (the proxy's Metrics) is told when it changes.
+	plan    *metricPlan
+	usePlan func(*metricPlan)
+
 	cur atomic.Pointer[Snapshot]
 	// workloads indexes addresses; nil until the Address type arrived.
 	workloads atomic.Pointer[workloadIndex]
@@ -91,6 +96,7 @@ func NewStore(up *Upstream, log *slog.Logger) *Store {
 		state: map[string]*cluster{}, dns: map[string]*dnsCluster{}, pipelines: map[string]*pipelineAt{}, synced: map[string]bool{},
 		rejected: map[string]string{}, addresses: map[string]*addressedWorkload{}}
 	s.cur.Store(&Snapshot{chains: &chainSet{}, clusters: map[string]*cluster{}})
+	s.plan, s.usePlan = standardPlan, func(*metricPlan) {}
 	return s
 }
 
@@ -203,6 +209,9 @@ func (s *Store) checkListener(l *listenerv3.Listener) error {
 		return err
 	}
 	var errs []error
+	if err := checkStats(chains); err != nil {
+		errs = append(errs, err)
+	}
 	for _, c := range chains {
 		if c.hcm == nil {
 			continue
@@ -264,6 +273,7 @@ func (s *Store) rebuild() {
 	names, snap.ListenPorts = s.listenerOrder()
 	chains := s.collectChains(names)
 	s.attachPipelines(chains)
+	s.applyStats(chains)
 	snap.chains = newChainSet(chains)
 	snap.Listeners = slices.Sorted(maps.Keys(s.listeners))
 	snap.Routes = slices.Sorted(maps.Keys(s.routes))

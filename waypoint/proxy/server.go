@@ -111,6 +111,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
 		certs:       o.Certificates,
 		idleTimeout: orDefault(o.IdleTimeout, defaultIdleTimeout), streamIdleTimeout: orDefault(o.StreamIdleTimeout, defaultStreamIdleTimeout)}
+	p.Store.usePlan = m.use
 	// x/net/http2 runs its own idle timer (net/http's IdleTimeout reaches
 	// it only through ConfigureServer): one server for mesh streams, one
 	// for a gateway's clients.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/weft-mesh/weft/pkg/istiolabels"
 	"github.com/weft-mesh/weft/pkg/mesh"
+	"github.com/weft-mesh/weft/pkg/statsexpr"
 )
 
 // Label values as Istio uses them.
@@ -32,40 +33,22 @@ const (
 )
 
 // Metrics are the waypoint's L7 metrics, and the L4 ones of its TCP
-// streams, with Istio's names and labels. A nil *Metrics records nothing.
+// streams, with Istio's names and labels, shaped by the stats filter's
+// metric plan. A nil *Metrics records nothing.
 type Metrics struct {
-	requests                      *prometheus.CounterVec
-	duration, reqBytes, respBytes *prometheus.HistogramVec
-	tcpOpened, tcpClosed          *prometheus.CounterVec
-	tcpSent, tcpReceived          *prometheus.CounterVec
-	gatewayTLS                    *prometheus.CounterVec // gateway_tls.go
-	tcpDenied                     *prometheus.CounterVec // TCP streams a network RBAC filter refused
-	dryRun                        *prometheus.CounterVec // would-be decisions of dry-run policies
-	forwarded, baggage            prometheus.Counter     // ignored claims of HBONE streams (peer.go)
+	current atomic.Pointer[metricSet]
+
+	gatewayTLS         *prometheus.CounterVec // gateway_tls.go
+	tcpDenied          *prometheus.CounterVec // TCP streams a network RBAC filter refused
+	dryRun             *prometheus.CounterVec // would-be decisions of dry-run policies
+	forwarded, baggage prometheus.Counter     // ignored claims of HBONE streams (peer.go)
 }
 
 // NewMetrics registers the istio_request* and istio_tcp_* metrics on reg
 // (nil: unregistered).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	ms := []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
-	bytes := prometheus.ExponentialBuckets(1, 10, 9)
-	tcp := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, istiolabels.TCP)
-	}
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total",
-			Help: "Requests processed by the waypoint."}, istiolabels.HTTP),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds",
-			Help: "Request duration in milliseconds.", Buckets: ms}, istiolabels.HTTP),
-		reqBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_bytes",
-			Help: "Request sizes (headers and body) in bytes.", Buckets: bytes}, istiolabels.HTTP),
-		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes",
-			Help: "Response sizes (headers and body) in bytes.", Buckets: bytes}, istiolabels.HTTP),
-		tcpOpened:   tcp("istio_tcp_connections_opened_total", "TCP streams opened."),
-		tcpClosed:   tcp("istio_tcp_connections_closed_total", "TCP streams closed."),
-		tcpSent:     tcp("istio_tcp_sent_bytes_total", "Bytes sent during response (destination to source)."),
-		tcpReceived: tcp("istio_tcp_received_bytes_total", "Bytes received during request (source to destination)."),
-		gatewayTLS:  newGatewayTLSMetric(),
+		gatewayTLS: newGatewayTLSMetric(),
 		// Envoy counts these as <stat_prefix>rbac.denied; TCP streams have
 		// no istio_requests_total to carry a 403.
 		tcpDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weft_waypoint_tcp_rbac_denied_total",
@@ -80,9 +63,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		baggage: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_waypoint_baggage_ignored_total",
 			Help: "HBONE streams whose baggage was ignored: it named another namespace than the peer's SPIFFE identity."}),
 	}
+	m.current.Store(newMetricSet(standardPlan))
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes,
-			m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived, m.gatewayTLS, m.tcpDenied, m.dryRun, m.forwarded, m.baggage} {
+		for _, c := range []prometheus.Collector{currentMetrics{m}, m.gatewayTLS, m.tcpDenied, m.dryRun, m.forwarded, m.baggage} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -134,6 +117,10 @@ type record struct {
 	// tcpValues are a TCP stream's label values, computed when it opens
 	// (only response_flags may change by its end).
 	tcpValues []string
+	// req is the HTTP request (nil for TCP) and attrs the attributes
+	// tag expressions see (made when first needed).
+	req   *http.Request
+	attrs *statsexpr.Attributes
 }
 
 // serviceOf derives destination_service from a cluster name of
@@ -212,11 +199,11 @@ func (m *Metrics) observe(r *record, ix *workloadIndex) {
 	if m == nil {
 		return
 	}
-	l := r.httpValues(ix)
-	m.requests.WithLabelValues(l...).Inc()
-	m.duration.WithLabelValues(l...).Observe(float64(time.Since(r.start).Microseconds()) / 1000)
-	m.reqBytes.WithLabelValues(l...).Observe(float64(r.headerIn + r.received))
-	m.respBytes.WithLabelValues(l...).Observe(float64(r.headerOut + r.sent))
+	set, l := m.current.Load(), r.httpValues(ix)
+	set.vecs[metricRequests].record(l, r.attributes, 1)
+	set.vecs[metricDuration].record(l, r.attributes, float64(time.Since(r.start).Microseconds())/1000)
+	set.vecs[metricRequestBytes].record(l, r.attributes, float64(r.headerIn+r.received))
+	set.vecs[metricResponseBytes].record(l, r.attributes, float64(r.headerOut+r.sent))
 	if r.dryRun != "" {
 		decision, _, _ := strings.Cut(r.dryRun, "[")
 		m.dryRun.WithLabelValues(r.chain, decision).Inc()
@@ -226,7 +213,7 @@ func (m *Metrics) observe(r *record, ix *workloadIndex) {
 // openTCP counts a TCP stream as opened.
 func (m *Metrics) openTCP(r *record, ix *workloadIndex) {
 	if m != nil {
-		m.tcpOpened.WithLabelValues(r.tcpLabelValues(ix)...).Inc()
+		m.current.Load().vecs[metricTCPOpened].record(r.tcpLabelValues(ix), r.attributes, 1)
 	}
 }
 
@@ -239,10 +226,10 @@ func (m *Metrics) closeTCP(r *record, ix *workloadIndex) {
 	if r.tcpValues == nil {
 		m.openTCP(r, ix)
 	}
-	l := r.tcpLabelValues(ix)
-	m.tcpClosed.WithLabelValues(l...).Inc()
-	m.tcpSent.WithLabelValues(l...).Add(float64(r.sent))
-	m.tcpReceived.WithLabelValues(l...).Add(float64(r.received))
+	set, l := m.current.Load(), r.tcpLabelValues(ix)
+	set.vecs[metricTCPClosed].record(l, r.attributes, 1)
+	set.vecs[metricTCPSent].record(l, r.attributes, float64(r.sent))
+	set.vecs[metricTCPReceived].record(l, r.attributes, float64(r.received))
 }
 
 func (p *Proxy) log1(r *record) {
@@ -388,7 +375,7 @@ func newRecord(r *http.Request, c *chain, rs *requestState) *record {
 	if needsRequestID(r.Header, rs) {
 		r.Header.Set("X-Request-Id", newRequestID())
 	}
-	rec := &record{start: time.Now(), rs: rs, chain: c.name, logged: c.accessLog, authority: r.Host, method: r.Method,
+	rec := &record{start: time.Now(), rs: rs, req: r, chain: c.name, logged: c.accessLog, authority: r.Host, method: r.Method,
 		path: r.URL.Path, protocol: "http", userAgent: r.UserAgent(), requestID: r.Header.Get("X-Request-Id")}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		rec.protocol = "grpc"

@@ -22,6 +22,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	statsapi "istio.io/api/envoy/extensions/stats"
 )
 
 // Options tunes a Pipeline; the zero value gives the defaults.
@@ -272,6 +273,9 @@ func (p *Pipeline) compileFilters(hcm *hcmv3.HttpConnectionManager) error {
 		case !ok:
 			return fmt.Errorf("http filter %q: unsupported type %s", f.GetName(), tc.GetTypeUrl())
 		}
+		if hf == nil {
+			continue // configures the proxy around the pipeline (istio.stats)
+		}
 		_, hasRouter = hf.(*routerFilter)
 		p.filters = append(p.filters, hf)
 	}
@@ -315,6 +319,10 @@ func (p *Pipeline) compileFilter(name string, msg proto.Message) (filter, bool, 
 		f, err = compileGlobalRateLimit(name, c, p.up)
 	case *routerv3.Router:
 		f = &routerFilter{suppressEnvoyHeaders: c.GetSuppressEnvoyHeaders()}
+	case *statsapi.PluginConfig:
+		// Istio's stats filter: the proxy's telemetry reads it (its
+		// metrics), nothing runs in the pipeline.
+		return nil, true, nil
 	default:
 		return nil, false, nil
 	}

@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weft-mesh/weft/pkg/istiolabels"
+	"github.com/weft-mesh/weft/pkg/statsexpr"
+)
+
+// The standard metrics' indices in istiolabels.StandardMetrics.
+var (
+	metricRequests      = metricIndex("requests_total")
+	metricDuration      = metricIndex("request_duration_milliseconds")
+	metricRequestBytes  = metricIndex("request_bytes")
+	metricResponseBytes = metricIndex("response_bytes")
+	metricTCPOpened     = metricIndex("tcp_connections_opened_total")
+	metricTCPClosed     = metricIndex("tcp_connections_closed_total")
+	metricTCPSent       = metricIndex("tcp_sent_bytes_total")
+	metricTCPReceived   = metricIndex("tcp_received_bytes_total")
+)
+
+func metricIndex(name string) int {
+	i := slices.IndexFunc(istiolabels.StandardMetrics, func(m istiolabels.StandardMetric) bool { return m.Name == name })
+	if i < 0 {
+		panic("no standard metric " + name)
+	}
+	return i
+}
+
+// metricHelp is each standard metric's help text.
+var metricHelp = map[string]string{
+	"requests_total":                "Requests processed by the waypoint.",
+	"request_duration_milliseconds": "Request duration in milliseconds.",
+	"request_bytes":                 "Request sizes (headers and body) in bytes.",
+	"response_bytes":                "Response sizes (headers and body) in bytes.",
+	"tcp_connections_opened_total":  "TCP streams opened.",
+	"tcp_connections_closed_total":  "TCP streams closed.",
+	"tcp_sent_bytes_total":          "Bytes sent during response (destination to source).",
+	"tcp_received_bytes_total":      "Bytes received during request (source to destination).",
+}
+
+// Istio's buckets: milliseconds for durations, powers of ten for sizes.
+var (
+	durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+	sizeBuckets     = prometheus.ExponentialBuckets(1, 10, 9)
+)
+
+// metricSet is the collectors of one metric plan.
+type metricSet struct {
+	plan *metricPlan
+	vecs []metricVec // by index in istiolabels.StandardMetrics
+}
+
+// metricVec is one metric: a counter or a histogram, neither when dropped.
+type metricVec struct {
+	shape *metricShape
+	c     *prometheus.CounterVec
+	h     *prometheus.HistogramVec
+}
+
+func newMetricSet(plan *metricPlan) *metricSet {
+	set := &metricSet{plan: plan, vecs: make([]metricVec, len(istiolabels.StandardMetrics))}
+	for i, m := range istiolabels.StandardMetrics {
+		v := metricVec{shape: &plan.shapes[i]}
+		name, help := "istio_"+m.Name, metricHelp[m.Name]
+		switch {
+		case v.shape.drop:
+		case strings.HasSuffix(m.Name, "_total"):
+			v.c = prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, v.shape.labels)
+		case m.Name == "request_duration_milliseconds":
+			v.h = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: durationBuckets}, v.shape.labels)
+		default:
+			v.h = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: sizeBuckets}, v.shape.labels)
+		}
+		set.vecs[i] = v
+	}
+	return set
+}
+
+// collectors are the set's metrics that are not dropped.
+func (s *metricSet) collectors() []prometheus.Collector {
+	var out []prometheus.Collector
+	for _, v := range s.vecs {
+		switch {
+		case v.c != nil:
+			out = append(out, v.c)
+		case v.h != nil:
+			out = append(out, v.h)
+		}
+	}
+	return out
+}
+
+// record counts x (a counter) or observes it (a histogram) with the
+// labels the metric's shape makes of the standard values.
+func (v *metricVec) record(std []string, attrs func() *statsexpr.Attributes, x float64) {
+	switch {
+	case v.c != nil:
+		v.c.WithLabelValues(v.shape.values(std, attrs)...).Add(x)
+	case v.h != nil:
+		v.h.WithLabelValues(v.shape.values(std, attrs)...).Observe(x)
+	}
+}
+
+// use makes plan's collectors the reported ones. Series of the old plan
+// are gone, as Envoy's are when its stats configuration changes. Called
+// by the Store, serialized.
+func (m *Metrics) use(plan *metricPlan) {
+	if m != nil && m.current.Load().plan != plan {
+		m.current.Store(newMetricSet(plan))
+	}
+}
+
+// currentMetrics collects the current metric set. It describes nothing: an
+// unchecked collector, since the label names change with the plan (a
+// registry keeps the names a described metric first had for good).
+type currentMetrics struct{ m *Metrics }
+
+func (currentMetrics) Describe(chan<- *prometheus.Desc) {}
+
+func (c currentMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, col := range c.m.current.Load().collectors() {
+		col.Collect(ch)
+	}
+}
+
+// attributes are the request's (or TCP stream's) attributes for tag
+// expressions, made once per record.
+func (r *record) attributes() *statsexpr.Attributes {
+	if r.attrs != nil {
+		return r.attrs
+	}
+	rs := r.rs
+	a := &statsexpr.Attributes{ResponseCode: r.code, GRPCStatus: r.grpcStatus, Source: rs.clientIP, Destination: rs.origDst,
+		Upstream: rs.upstream(r.cluster).addr, Cluster: r.cluster, Route: r.route, MutualTLS: !rs.edge}
+	if req := r.req; req != nil {
+		scheme := "http"
+		if req.TLS != nil {
+			scheme = "https"
+		}
+		a.Request = &statsexpr.Request{Host: req.Host, Method: req.Method, Path: req.URL.RequestURI(), Scheme: scheme,
+			Protocol: req.Proto, ID: r.requestID, UserAgent: req.UserAgent(), Header: req.Header}
+	}
+	r.attrs = a
+	return a
+}
