@@ -495,10 +495,11 @@ spec:
 `, "not an opentelemetry provider")},
 		},
 		{
-			Feature: "Telemetry API: `metrics`",
-			Status:  NotYet,
-			Notes:   "overrides (disabling a metric, tag overrides) are reported and not applied: the Istio standard metrics always carry every label",
-			Probes: []*Probe{reported(`
+			Feature:   "Telemetry API: `metrics`",
+			Status:    Supported,
+			Qualifier: "(waypoint, ingress gateway)",
+			Notes:     "overrides of the Istio standard metrics as istiod merges them from the root namespace to the proxy (a waypoint takes `SERVER` and an ingress gateway `CLIENT` overrides): `disabled` per metric or for all, `tagOverrides` `UPSERT` (a new tag or a standard one recomputed) and `REMOVE`. Tag values are CEL over the attributes `request.{host,method,path,url_path,scheme,protocol,headers,id,useragent}`, `response.{code,grpc_status}`, `source.address`, `destination.{address,port}`, `upstream.{address,port}`, `connection.mtls`, `xds.{cluster_name,route_name}`; an expression that fails for a request gives `unknown`. Providers: `prometheus` (or a prometheus extension provider); naming only others turns the metrics off. Reported and not applied: other providers, `customMetric`, `GRPC_REQUEST_MESSAGES`/`GRPC_RESPONSE_MESSAGES` (not reported by Weft), `reportingInterval`, invalid tag names and expressions. Node agents keep the standard labels, as ztunnel ([guides/telemetry.md](guides/telemetry.md#metric-overrides))",
+			Probes: []*Probe{clean(`
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata:
@@ -510,7 +511,24 @@ spec:
     - match:
         metric: REQUEST_COUNT
       disabled: true
-`, "metric overrides are not supported")},
+    - tagOverrides:
+        request_host:
+          value: request.host
+        request_protocol:
+          operation: REMOVE
+`), reported(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: bad-tag
+  namespace: default
+spec:
+  metrics:
+  - overrides:
+    - tagOverrides:
+        peer:
+          value: upstream_peer.app
+`, "undeclared reference")},
 		},
 		{
 			Feature: "ProxyConfig",

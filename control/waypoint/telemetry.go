@@ -19,6 +19,7 @@ import (
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	statsapi "istio.io/api/envoy/extensions/stats"
 	meshapi "istio.io/api/mesh/v1alpha1"
 	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -36,8 +37,8 @@ import (
 // that selects the proxy (targetRefs to its Gateway, or a selector
 // matching its pods' labels) overrides both. Access logging is taken whole
 // from the most specific level that sets it; tracing field by field.
-// Metric overrides are not supported (reported); node agents keep their
-// own access log and make no spans, as ztunnel.
+// Metric overrides are in telemetry_metrics.go. Node agents keep their own
+// access log and metrics and make no spans, as ztunnel.
 const (
 	kindTelemetry = "Telemetry"
 	// stdoutAccessLogger is the logger of Istio's built-in "envoy"
@@ -60,6 +61,7 @@ type telemetryPolicy struct {
 	// accessLog is nil when the Telemetry does not set access logging.
 	accessLog *bool
 	tracing   *tracingPolicy // nil: not set
+	metrics   []*telemetryapi.Metrics
 	applied   bool
 }
 
@@ -104,9 +106,7 @@ func (t *translator) indexTelemetries(ts []*telemetryv1.Telemetry) {
 		if len(refs) > 0 && len(pol.gateways) == 0 {
 			continue
 		}
-		if len(spec.Metrics) > 0 {
-			p("spec.metrics: metric overrides are not supported; the Istio standard metrics keep every label")
-		}
+		pol.metrics = t.telemetryMetrics(spec.Metrics, p)
 		pol.accessLog = t.telemetryAccessLog(spec.AccessLogging, p)
 		pol.tracing = t.telemetryTracing(spec.Tracing, p)
 		t.telemetries = append(t.telemetries, pol)
@@ -283,11 +283,14 @@ type telemetryTarget struct {
 	labels      labels.Set // its pods' labels, for selectors
 	gateways    []string   // the Gateways it serves, "<ns>/<name>", for targetRefs
 	serviceName string     // its spans' service name ("": the proxy's own)
+	// mode is the Telemetry match mode whose metric overrides apply:
+	// SERVER for a waypoint, CLIENT for an ingress gateway (as istiod).
+	mode telemetryapi.WorkloadMode
 }
 
 // gatewayTelemetryTarget is the ingress gateway deployment of pod serving gws.
 func gatewayTelemetryTarget(pod *corev1.Pod, gws []*networkingv1.Gateway) telemetryTarget {
-	tg := telemetryTarget{namespace: pod.Namespace, labels: labels.Set(pod.Labels)}
+	tg := telemetryTarget{namespace: pod.Namespace, labels: labels.Set(pod.Labels), mode: telemetryapi.WorkloadMode_CLIENT}
 	for _, g := range gws {
 		tg.gateways = append(tg.gateways, g.Namespace+"/"+g.Name)
 	}
@@ -298,7 +301,8 @@ func gatewayTelemetryTarget(pod *corev1.Pod, gws []*networkingv1.Gateway) teleme
 // "<name>.<ns>"'s, as the service name weft-control gives its pods.
 func waypointTelemetryTarget(key string) telemetryTarget {
 	ns, name, _ := strings.Cut(key, "/")
-	return telemetryTarget{namespace: ns, labels: labels.Set{waypointNameLabel: name}, gateways: []string{key}, serviceName: name + "." + ns}
+	return telemetryTarget{namespace: ns, labels: labels.Set{waypointNameLabel: name}, gateways: []string{key}, serviceName: name + "." + ns,
+		mode: telemetryapi.WorkloadMode_SERVER}
 }
 
 // applies: the policy is at tg's root, namespace or workload level.
@@ -323,16 +327,18 @@ func (p *telemetryPolicy) level(root string) int {
 	return 1
 }
 
-// applyTelemetry sets the access log and tracing of every HTTP connection
-// manager and tcp_proxy of res from the Telemetries that apply to tg.
+// applyTelemetry sets the access log, tracing and metric overrides of every
+// HTTP connection manager and tcp_proxy of res from the Telemetries that
+// apply to tg.
 func (t *translator) applyTelemetry(res *xds.Resources, tg telemetryTarget) {
-	accessLog, tracing := t.telemetryFor(tg)
+	accessLog, tracing, stats := t.telemetryFor(tg)
 	var logs []*accesslogv3.AccessLog
 	if accessLog {
 		logs = []*accesslogv3.AccessLog{{Name: stdoutAccessLogger,
 			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&streamv3.StdoutAccessLog{})}}}
 	}
-	for _, f := range networkFilters(res) {
+	var tcpChains []*listenerv3.FilterChain
+	for fc, f := range networkFilters(res) {
 		switch f.Name {
 		case wellknown.HTTPConnectionManager:
 			hcm := &hcmv3.HttpConnectionManager{}
@@ -340,6 +346,7 @@ func (t *translator) applyTelemetry(res *xds.Resources, tg telemetryTarget) {
 				continue
 			}
 			hcm.AccessLog, hcm.Tracing = logs, tracing
+			withStatsFilter(hcm, stats)
 			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}
 		case wellknown.TCPProxy:
 			tp := &tcpproxyv3.TcpProxy{}
@@ -348,6 +355,14 @@ func (t *translator) applyTelemetry(res *xds.Resources, tg telemetryTarget) {
 			}
 			tp.AccessLog = logs
 			f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}
+			tcpChains = append(tcpChains, fc)
+		}
+	}
+	if stats != nil {
+		for _, fc := range tcpChains { // tcp_proxy is last
+			n := len(fc.Filters)
+			f := &listenerv3.Filter{Name: statsFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(stats)}}
+			fc.Filters = append(fc.Filters[:n-1:n-1], f, fc.Filters[n-1])
 		}
 	}
 }
@@ -369,10 +384,10 @@ func networkFilters(res *xds.Resources) iter.Seq2[*listenerv3.FilterChain, *list
 }
 
 // telemetryFor merges the Telemetries that apply to tg, least specific
-// first: whether it writes the access log (on unless turned off) and its
+// first: whether it writes the access log (on unless turned off), its
 // connection managers' tracing (nil: the proxy's default, set up from its
-// environment).
-func (t *translator) telemetryFor(tg telemetryTarget) (bool, *hcmv3.HttpConnectionManager_Tracing) {
+// environment) and its stats filter configuration (nil: none).
+func (t *translator) telemetryFor(tg telemetryTarget) (bool, *hcmv3.HttpConnectionManager_Tracing, *statsapi.PluginConfig) {
 	var byLevel [3]*telemetryPolicy
 	for _, p := range t.telemetries { // oldest first: the first at a level wins
 		if lvl := p.level(t.cfg.RootNamespace); byLevel[lvl] == nil && p.applies(tg, t.cfg.RootNamespace) {
@@ -381,11 +396,13 @@ func (t *translator) telemetryFor(tg telemetryTarget) (bool, *hcmv3.HttpConnecti
 	}
 	accessLog := true
 	var tr *tracingPolicy
+	var metrics [][]*telemetryapi.Metrics
 	for _, p := range byLevel {
 		if p == nil {
 			continue
 		}
 		p.applied = true
+		metrics = append(metrics, p.metrics)
 		if p.accessLog != nil {
 			accessLog = *p.accessLog
 		}
@@ -393,7 +410,8 @@ func (t *translator) telemetryFor(tg telemetryTarget) (bool, *hcmv3.HttpConnecti
 			tr = tr.merge(p.tracing)
 		}
 	}
-	return accessLog, t.renderTracing(tr, tg)
+	overrides, dropAll := t.mergeMetrics(metrics, tg.mode)
+	return accessLog, t.renderTracing(tr, tg), statsConfig(overrides, dropAll, tg.mode == telemetryapi.WorkloadMode_SERVER)
 }
 
 // merge overrides tp's fields with the ones more specific sets.

@@ -117,13 +117,13 @@ func TestTelemetryLevels(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"logs-on-but-newer: applies to no", "selects-nothing: applies to no", "service-target: spec.targetRefs[0]: core/Service",
-		"waypoint: spec.metrics", "ingress: spec.accessLogging[0].filter", `zipkin: spec.tracing[0].providers[0]: provider "zipkin"`} {
+		"ingress: spec.accessLogging[0].filter", `zipkin: spec.tracing[0].providers[0]: provider "zipkin"`} {
 		if !slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, want) }) {
 			t.Errorf("no problem %q in %q", want, problems)
 		}
 	}
-	if len(problems) != 6 {
-		t.Errorf("%d Telemetry problems, want 6: %q", len(problems), problems)
+	if len(problems) != 5 {
+		t.Errorf("%d Telemetry problems, want 5: %q", len(problems), problems)
 	}
 }
 
