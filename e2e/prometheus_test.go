@@ -119,6 +119,9 @@ func TestPrometheus(t *testing.T) {
 		e.mustKubectl(t, "wait", "--for=condition=Ready", "pod/dashboards", "--timeout=60s")
 		p.checkDashboards(t, start)
 	})
+	t.Run("Telemetry API metric overrides, as Istio's customize-metrics task", func(t *testing.T) {
+		testMetricOverrides(t, e, p)
+	})
 	t.Logf("Prometheus answered every query %s after it was ready", time.Since(start).Round(100*time.Millisecond))
 }
 
