@@ -7,6 +7,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,7 +145,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	tracing, err := proxy.NewTracingFromEnv(ctx, "weft-waypoint."+cfg.Namespace)
+	// Its spans' service name, unless OTEL_SERVICE_NAME or the tracer
+	// sets one: "<gateway>.<namespace>", Istio's service cluster of a
+	// waypoint or gateway, which Envoy's Zipkin tracer names spans after.
+	tracing, err := proxy.NewTracingFromEnv(ctx, cmp.Or(cfg.Gateway, "weft-waypoint")+"."+cfg.Namespace)
 	if err != nil {
 		return err
 	}
