@@ -3,9 +3,12 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
@@ -14,6 +17,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // A chain's telemetry settings come from its Envoy config, as Envoy's do:
@@ -27,6 +32,7 @@ const (
 	stdoutAccessLogger = "envoy.access_loggers.stdout"
 	fileAccessLogger   = "envoy.access_loggers.file"
 	otelTracer         = "envoy.tracers.opentelemetry"
+	zipkinTracer       = "envoy.tracers.zipkin"
 )
 
 // accessLogged reports whether the access_log list asks for the access log:
@@ -71,9 +77,12 @@ type traceConfig struct {
 // protocol ("": not reported, as Envoy without a provider) as
 // serviceName's.
 type exporterKey struct {
-	protocol    string // "grpc" or "http"; "" with an empty endpoint
-	endpoint    string // gRPC target host:port, or the OTLP/HTTP URL
+	protocol    string // "grpc", "http" (OTLP) or "zipkin"; "" with an empty endpoint
+	endpoint    string // gRPC target host:port, or the OTLP/HTTP or Zipkin URL
 	serviceName string
+	// traceID64: new traces get 64-bit ids (the upper half zero), as
+	// Envoy's Zipkin tracer without trace_id_128bit.
+	traceID64 bool
 }
 
 // customTag is a span attribute: a literal, an environment variable read
@@ -85,8 +94,8 @@ type customTag struct {
 
 // parseTracing reads the connection manager's tracing: random_sampling
 // (Envoy's default 100%), custom_tags and an OpenTelemetry provider over
-// gRPC (google_grpc target_uri) or HTTP (http_uri). No provider: spans are
-// made and propagated but not reported.
+// gRPC (google_grpc target_uri) or HTTP (http_uri) or a Zipkin provider.
+// No provider: spans are made and propagated but not reported.
 func parseTracing(t *hcmv3.HttpConnectionManager_Tracing) (*traceConfig, error) {
 	if t == nil {
 		return nil, nil
@@ -121,10 +130,16 @@ func parseTraceProvider(p *tracev3.Tracing_Http, k *exporterKey) error {
 	if err != nil {
 		return err
 	}
-	otel, ok := msg.(*tracev3.OpenTelemetryConfig)
-	if !ok {
-		return fmt.Errorf("tracer %T is not supported (want %s)", msg, otelTracer)
+	switch c := msg.(type) {
+	case *tracev3.OpenTelemetryConfig:
+		return parseOTelProvider(c, k)
+	case *tracev3.ZipkinConfig:
+		return parseZipkinProvider(c, k)
 	}
+	return fmt.Errorf("tracer %T is not supported (want %s or %s)", msg, otelTracer, zipkinTracer)
+}
+
+func parseOTelProvider(otel *tracev3.OpenTelemetryConfig, k *exporterKey) error {
 	k.serviceName = otel.GetServiceName()
 	switch {
 	case otel.GetGrpcService() != nil:
@@ -140,6 +155,35 @@ func parseTraceProvider(p *tracev3.Tracing_Http, k *exporterKey) error {
 		}
 		k.protocol, k.endpoint = "http", u.String()
 	}
+	return nil
+}
+
+// parseZipkinProvider reads a Zipkin tracer as Istio renders it: v2 JSON
+// posted to collector_endpoint on the service port that collector_cluster
+// (an outbound cluster) names, reached by its host name (the waypoint has
+// no cluster of that name). Its spans carry the proxy's own service name,
+// as Envoy's (its local service cluster). Whatever trace_context_option
+// says, the waypoint propagates both W3C and B3 headers.
+func parseZipkinProvider(z *tracev3.ZipkinConfig, k *exporterKey) error {
+	switch {
+	case z.GetCollectorService() != nil:
+		return errors.New("zipkin: collector_service is not supported (want collector_cluster and collector_endpoint)")
+	case z.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_HTTP_JSON:
+		return fmt.Errorf("zipkin: collector_endpoint_version %s is not supported (want HTTP_JSON)", z.GetCollectorEndpointVersion())
+	//lint:ignore SA1019 a deprecated field is rejected, not ignored
+	case z.GetSharedSpanContext().GetValue() || z.GetSplitSpansForRequest() || z.GetTimestampTraceIds():
+		return errors.New("zipkin: shared_span_context, split_spans_for_request and timestamp_trace_ids are not supported")
+	}
+	host, port, _, ok := mesh.ParseOutboundCluster(z.GetCollectorCluster())
+	if !ok || host == "" || port == 0 {
+		return fmt.Errorf("zipkin: collector_cluster %q: want an outbound cluster (outbound|<port>|<subset>|<host>)", z.GetCollectorCluster())
+	}
+	endpoint := z.GetCollectorEndpoint()
+	if !strings.HasPrefix(endpoint, "/") {
+		return fmt.Errorf("zipkin: collector_endpoint %q: want a path", endpoint)
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10)), Path: endpoint}
+	k.protocol, k.endpoint, k.traceID64 = "zipkin", u.String(), !z.GetTraceId_128Bit()
 	return nil
 }
 

@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,6 +23,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func TestAccessLogged(t *testing.T) {
@@ -64,6 +69,11 @@ func otelProvider(t testing.TB, uri, target string) *tracev3.Tracing_Http {
 	return &tracev3.Tracing_Http{Name: otelTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: anyOf(t, cfg)}}
 }
 
+// zipkinProvider is a Zipkin tracer configured as cfg.
+func zipkinProvider(t testing.TB, cfg *tracev3.ZipkinConfig) *tracev3.Tracing_Http {
+	return &tracev3.Tracing_Http{Name: zipkinTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: anyOf(t, cfg)}}
+}
+
 func TestParseTracing(t *testing.T) {
 	if c, err := parseTracing(nil); c != nil || err != nil {
 		t.Errorf("no tracing = %v, %v; want nil (the process's tracer)", c, err)
@@ -77,6 +87,12 @@ func TestParseTracing(t *testing.T) {
 	if err != nil || c.fraction != 1 || c.exporter != (exporterKey{protocol: "grpc", endpoint: "jaeger-collector.istio-system:4317", serviceName: "waypoint.shop"}) {
 		t.Errorf("gRPC provider, no sampling (Envoy's 100%%) = %+v, %v", c, err)
 	}
+	c, err = parseTracing(&hcmv3.HttpConnectionManager_Tracing{Provider: zipkinProvider(t, &tracev3.ZipkinConfig{
+		CollectorCluster: "outbound|9411||zipkin.istio-system.svc.cluster.local", CollectorEndpoint: "/api/v2/spans",
+		CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON, TraceId_128Bit: true, CollectorHostname: "zipkin.istio-system.svc.cluster.local"})})
+	if err != nil || c.exporter != (exporterKey{protocol: "zipkin", endpoint: "http://zipkin.istio-system.svc.cluster.local:9411/api/v2/spans"}) {
+		t.Errorf("Zipkin provider = %+v, %v; want v2 JSON to the cluster's service port, the proxy's service name", c, err)
+	}
 	if c, err := parseTracing(&hcmv3.HttpConnectionManager_Tracing{}); err != nil || c.fraction != 1 || c.exporter != (exporterKey{}) {
 		t.Errorf("no provider = %+v, %v; want spans made, not reported", c, err)
 	}
@@ -86,7 +102,13 @@ func TestParseTracing(t *testing.T) {
 		"not a URL":          {Provider: otelProvider(t, "otel:4318", "")},
 		"envoy_grpc cluster": {Provider: &tracev3.Tracing_Http{Name: otelTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: anyOf(t, &tracev3.OpenTelemetryConfig{
 			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "otel"}}}})}}},
-		"zipkin":             {Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.zipkin", ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: anyOf(t, &tracev3.ZipkinConfig{})}}},
+		"zipkin without a collector": {Provider: zipkinProvider(t, &tracev3.ZipkinConfig{})},
+		"zipkin to a cluster that is not a service port": {Provider: zipkinProvider(t, &tracev3.ZipkinConfig{CollectorCluster: "zipkin",
+			CollectorEndpoint: "/api/v2/spans", CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON})},
+		"zipkin protobuf": {Provider: zipkinProvider(t, &tracev3.ZipkinConfig{CollectorCluster: "outbound|9411||zipkin.istio-system.svc.cluster.local",
+			CollectorEndpoint: "/api/v2/spans", CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_PROTO})},
+		"datadog": {Provider: &tracev3.Tracing_Http{Name: "envoy.tracers.datadog", ConfigType: &tracev3.Tracing_Http_TypedConfig{
+			TypedConfig: anyOf(t, &tracev3.DatadogConfig{CollectorCluster: "outbound|8126||datadog-agent.datadog.svc.cluster.local"})}}},
 		"tag without a name": {CustomTags: []*tracingv3.CustomTag{{Type: &tracingv3.CustomTag_Literal_{Literal: &tracingv3.CustomTag_Literal{Value: "x"}}}}},
 	} {
 		if c, err := parseTracing(bad); err == nil {
@@ -224,5 +246,98 @@ func TestChainWithoutAccessLog(t *testing.T) {
 	}
 	if log := e.accessLog(); strings.Contains(log, "unlogged-1") {
 		t.Errorf("access log of a chain without access_log: %s", log)
+	}
+}
+
+// zipkinSpan is a span of Zipkin's v2 JSON API.
+type zipkinSpan struct {
+	TraceID       string `json:"traceId"`
+	ID            string `json:"id"`
+	ParentID      string `json:"parentId"`
+	Kind          string `json:"kind"`
+	LocalEndpoint struct {
+		ServiceName string `json:"serviceName"`
+	} `json:"localEndpoint"`
+	Tags map[string]string `json:"tags"`
+}
+
+// zipkinServer is a Zipkin collector: it receives POST /api/v2/spans.
+func zipkinServer(t *testing.T) (host string, port uint32, spans <-chan zipkinSpan) {
+	got := make(chan zipkinSpan, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []zipkinSpan
+		if r.Method != http.MethodPost || r.URL.Path != "/api/v2/spans" || json.NewDecoder(r.Body).Decode(&batch) != nil {
+			t.Errorf("Zipkin collector: %s %s is not a v2 JSON export", r.Method, r.URL.Path)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		for _, s := range batch {
+			got <- s
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	p, _ := strconv.ParseUint(u.Port(), 10, 32)
+	return u.Hostname(), uint32(p), got
+}
+
+// TestChainTracingZipkin: a chain with a Zipkin tracer (as control/waypoint
+// renders Istio's zipkin provider) reports its span to the collector in
+// the caller's B3 trace, as the child of the caller's span, under the
+// proxy's service name, and propagates W3C and B3 upstream; without
+// trace_id_128bit a new trace gets a 64-bit id.
+func TestChainTracingZipkin(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	host, port, got := zipkinServer(t)
+	tr, err := NewTracingFromEnv(context.Background(), "waypoint.shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := func(traceID128 bool) *traceConfig {
+		c, err := parseTracing(&hcmv3.HttpConnectionManager_Tracing{RandomSampling: &typev3.Percent{Value: 100},
+			Provider: zipkinProvider(t, &tracev3.ZipkinConfig{CollectorCluster: mesh.OutboundCluster(host, port, ""), CollectorEndpoint: "/api/v2/spans",
+				CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON, TraceId_128Bit: traceID128, CollectorHostname: host})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const callerTrace, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	r := httptest.NewRequest("GET", "http://reviews:9080/reviews/0", nil)
+	r.Header.Set("X-B3-TraceId", callerTrace)
+	r.Header.Set("X-B3-SpanId", callerSpan)
+	r.Header.Set("X-B3-Sampled", "1")
+	_, end := tr.start(context.Background(), r, "chain", config(true))
+	end(200)
+	upstream := r.Header.Clone()
+	root := httptest.NewRequest("GET", "http://reviews:9080/reviews/1", nil)
+	_, end = tr.start(context.Background(), root, "chain", config(false))
+	end(200)
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := map[string]zipkinSpan{}
+	for len(got) > 0 {
+		s := <-got
+		spans[s.TraceID] = s
+	}
+	s, ok := spans[callerTrace]
+	if !ok || s.ParentID != callerSpan || s.LocalEndpoint.ServiceName != "waypoint.shop" || s.Kind != "SERVER" || s.Tags["url.path"] != "/reviews/0" {
+		t.Errorf("Zipkin spans %+v: want one in trace %s, child of %s, a SERVER span of waypoint.shop for /reviews/0", spans, callerTrace, callerSpan)
+	}
+	if upstream.Get("X-B3-TraceId") != callerTrace || upstream.Get("X-B3-SpanId") != s.ID || upstream.Get("Traceparent") != "00-"+callerTrace+"-"+s.ID+"-01" {
+		t.Errorf("upstream trace headers %v: want B3 and W3C with trace %s, span %s", upstream, callerTrace, s.ID)
+	}
+	if len(spans) != 2 {
+		t.Fatalf("Zipkin spans %+v: want the caller's trace and a new one", spans)
+	}
+	delete(spans, callerTrace)
+	for id := range spans {
+		if len(id) != 16 || !strings.HasSuffix(root.Header.Get("X-B3-TraceId"), id) {
+			t.Errorf("new trace without trace_id_128bit: Zipkin trace id %q, B3 upstream %q; want the same 64-bit id", id, root.Header.Get("X-B3-TraceId"))
+		}
 	}
 }

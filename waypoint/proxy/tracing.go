@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	//lint:ignore SA1019 OpenTelemetry's Zipkin exporter is deprecated (removal planned for early 2027) but still released with the SDK; Istio's zipkin provider needs v2 JSON
+	"go.opentelemetry.io/otel/exporters/zipkin"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -116,6 +119,9 @@ func (t *Tracing) tracerFor(k exporterKey) trace.Tracer {
 		sdktrace.WithSampler(sdktrace.ParentBased(chainSampler{})),
 		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName(cmp.Or(k.serviceName, t.serviceName)))),
 	}
+	if k.traceID64 {
+		opts = append(opts, sdktrace.WithIDGenerator(ids64{}))
+	}
 	if exp, err := newExporter(k); err != nil {
 		cmp.Or(t.Log, slog.Default()).Warn("tracing: spans of this provider are not reported", "protocol", k.protocol, "endpoint", k.endpoint, "err", err)
 	} else if exp != nil {
@@ -128,8 +134,8 @@ func (t *Tracing) tracerFor(k exporterKey) trace.Tracer {
 	return tr
 }
 
-// newExporter is k's OTLP exporter (nil: spans are not reported). It
-// connects lazily.
+// newExporter is k's OTLP or Zipkin exporter (nil: spans are not
+// reported). It connects lazily.
 func newExporter(k exporterKey) (sdktrace.SpanExporter, error) {
 	ctx := context.Background()
 	switch k.protocol {
@@ -137,6 +143,8 @@ func newExporter(k exporterKey) (sdktrace.SpanExporter, error) {
 		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(k.endpoint), otlptracegrpc.WithInsecure())
 	case "http":
 		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(k.endpoint))
+	case "zipkin":
+		return zipkin.New(k.endpoint)
 	}
 	return nil, nil
 }
@@ -211,3 +219,28 @@ func (chainSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.Samplin
 }
 
 func (chainSampler) Description() string { return "ChainRandomSampling" }
+
+// ids64 makes 64-bit trace ids (the upper 8 bytes zero), as Envoy's
+// Zipkin tracer does without trace_id_128bit; span ids are random.
+type ids64 struct{}
+
+func (ids64) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	var tid trace.TraceID
+	binary.BigEndian.PutUint64(tid[8:], nonZero())
+	return tid, ids64{}.NewSpanID(ctx, tid)
+}
+
+func (ids64) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], nonZero())
+	return sid
+}
+
+// nonZero is a random uint64 other than 0 (an invalid id).
+func nonZero() uint64 {
+	for {
+		if v := rand.Uint64(); v != 0 {
+			return v
+		}
+	}
+}
