@@ -466,7 +466,7 @@ spec:
 			Feature:   "Telemetry API: `tracing`",
 			Status:    Supported,
 			Qualifier: "(waypoint, ingress gateway)",
-			Notes:     "`randomSamplingPercentage` (Istio's 1% when a level enables tracing without it; requests that carry a sampling decision keep it), `disableSpanReporting`, `customTags` (literal, environment, header), one `opentelemetry` extension provider (OTLP over gRPC, or HTTP with `http`); without a provider, spans go to `waypoint.tracing.otlpEndpoint`. Merged field by field from the root namespace to the proxy. Reported: `zipkin` and other providers (spans not reported), `useRequestIdForTraceSampling`, `enableIstioTags`, `disableContextPropagation`, `match`",
+			Notes:     "`randomSamplingPercentage` (Istio's 1% when a level enables tracing without it; requests that carry a sampling decision keep it), `disableSpanReporting`, `customTags` (literal, environment, header), one extension provider: `opentelemetry` (OTLP over gRPC, or HTTP with `http`) or `zipkin` (Zipkin v2 JSON posted to `http://<service>:<port><path>`, `path` default `/api/v2/spans`; 128-bit trace ids unless `enable64bitTraceId`; spans named after the proxy, `<gateway>.<namespace>`); without a provider, spans go to `waypoint.tracing.otlpEndpoint`. Merged field by field from the root namespace to the proxy. Both providers' spans propagate W3C and B3 (`traceContextOption` makes no difference). Reported: other provider types (spans not reported), `maxTagLength`, zipkin `timeout` and `headers`, `useRequestIdForTraceSampling`, `enableIstioTags`, `disableContextPropagation`, `match`",
 			Probes: []*Probe{clean(`
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -482,7 +482,7 @@ spec:
       cluster:
         literal:
           value: east
-`), reported(`
+`), clean(`
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata:
@@ -492,7 +492,17 @@ spec:
   tracing:
   - providers:
     - name: zipkin
-`, "not an opentelemetry provider")},
+`), reported(`
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: ext-authz-tracer
+  namespace: default
+spec:
+  tracing:
+  - providers:
+    - name: ext-authz-grpc
+`, "neither an opentelemetry nor a zipkin provider")},
 		},
 		{
 			Feature:   "Telemetry API: `metrics`",
@@ -538,7 +548,7 @@ spec:
 		{
 			Feature: "MeshConfig",
 			Status:  Partial,
-			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz, opentelemetry and envoyFileAccessLog providers)",
+			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz, opentelemetry, zipkin and envoyFileAccessLog providers)",
 		},
 	},
 }

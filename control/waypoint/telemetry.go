@@ -19,6 +19,7 @@ import (
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	statsapi "istio.io/api/envoy/extensions/stats"
 	meshapi "istio.io/api/mesh/v1alpha1"
 	telemetryapi "istio.io/api/telemetry/v1alpha1"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // The Telemetry API (telemetry.istio.io) configures the access log and
@@ -45,6 +47,9 @@ const (
 	// access log provider, the waypoint's JSON access log.
 	stdoutAccessLogger = "envoy.access_loggers.stdout"
 	otelTracer         = "envoy.tracers.opentelemetry"
+	zipkinTracer       = "envoy.tracers.zipkin"
+	// zipkinEndpoint is Istio's default path of a zipkin provider (v2 API).
+	zipkinEndpoint = "/api/v2/spans"
 	// defaultSamplingPercentage is Istio's meshConfig default
 	// (defaultConfig.tracing.sampling) for a Telemetry that enables tracing
 	// without a randomSamplingPercentage.
@@ -184,15 +189,8 @@ func (t *translator) telemetryTracing(entries []*telemetryapi.Tracing, p func(st
 	if m := e.GetMatch().GetMode(); m != telemetryapi.WorkloadMode_CLIENT_AND_SERVER {
 		p("spec.tracing[0].match.mode %s: waypoints and gateways trace all their traffic alike; applied to all of it", m)
 	}
-	for _, ignored := range []struct {
-		set  bool
-		what string
-	}{{e.UseRequestIdForTraceSampling != nil, "useRequestIdForTraceSampling"}, {e.EnableIstioTags != nil, "enableIstioTags"},
-		{e.DisableContextPropagation != nil, "disableContextPropagation"}} {
-		if ignored.set {
-			p("spec.tracing[0].%s: not supported; ignored", ignored.what)
-		}
-	}
+	reportIgnored(p, "spec.tracing[0].", setting{e.UseRequestIdForTraceSampling != nil, "useRequestIdForTraceSampling"},
+		setting{e.EnableIstioTags != nil, "enableIstioTags"}, setting{e.DisableContextPropagation != nil, "disableContextPropagation"})
 	tp := &tracingPolicy{}
 	if v := e.GetRandomSamplingPercentage(); v != nil {
 		if pct := v.GetValue(); pct >= 0 && pct <= 100 {
@@ -209,7 +207,7 @@ func (t *translator) telemetryTracing(entries []*telemetryapi.Tracing, p func(st
 		p("spec.tracing[0].providers: only the first provider is applied")
 	}
 	if len(e.Providers) > 0 {
-		prov, err := t.tracingProvider(e.Providers[0].GetName())
+		prov, err := t.tracingProvider(e.Providers[0].GetName(), p)
 		if err != nil {
 			p("spec.tracing[0].providers[0]: %v; spans are not reported", err)
 		}
@@ -219,23 +217,44 @@ func (t *translator) telemetryTracing(entries []*telemetryapi.Tracing, p func(st
 	return tp
 }
 
-// tracingProvider renders an opentelemetry extension provider: OTLP over
-// gRPC to <service>:<port>, or over HTTP when the provider has http.
-func (t *translator) tracingProvider(name string) (*tracev3.Tracing_Http, error) {
+// tracingProvider renders an opentelemetry or zipkin extension provider;
+// p reports the provider's settings the waypoint does not apply.
+func (t *translator) tracingProvider(name string, p func(string, ...any)) (*tracev3.Tracing_Http, error) {
 	prov := t.extensionProvider(name)
 	if prov == nil {
 		return nil, fmt.Errorf("%q is not in meshConfig.extensionProviders", name)
 	}
-	otel := prov.GetOpentelemetry()
-	if otel == nil {
-		return nil, fmt.Errorf("provider %q is not an opentelemetry provider (the only tracer waypoints run)", name)
+	ignoredPrefix := fmt.Sprintf("spec.tracing[0].providers[0]: provider %q's ", name)
+	if otel := prov.GetOpentelemetry(); otel != nil {
+		reportIgnored(p, ignoredPrefix, setting{otel.GetMaxTagLength() != 0, "maxTagLength"})
+		return otelProvider(name, otel)
 	}
-	host := otel.GetService()
-	if i := strings.IndexByte(host, '/'); i >= 0 {
-		host = host[i+1:]
+	if z := prov.GetZipkin(); z != nil {
+		reportIgnored(p, ignoredPrefix, setting{z.GetMaxTagLength() != 0, "maxTagLength"},
+			setting{z.GetTimeout() != nil, "timeout"}, setting{len(z.GetHeaders()) > 0, "headers"})
+		return zipkinProvider(name, z)
 	}
-	if host == "" || otel.GetPort() == 0 || otel.GetPort() > 65535 {
-		return nil, fmt.Errorf("provider %q: want a service and a port", name)
+	return nil, fmt.Errorf("provider %q is neither an opentelemetry nor a zipkin provider (the tracers waypoints run)", name)
+}
+
+// providerHost is the host of a provider's service ("[<namespace>/]<host>",
+// as Istio names it) if it and port are set.
+func providerHost(name, service string, port uint32) (string, error) {
+	if i := strings.IndexByte(service, '/'); i >= 0 {
+		service = service[i+1:]
+	}
+	if service == "" || port == 0 || port > 65535 {
+		return "", fmt.Errorf("provider %q: want a service and a port", name)
+	}
+	return service, nil
+}
+
+// otelProvider renders an opentelemetry provider: OTLP over gRPC to
+// <service>:<port>, or over HTTP when the provider has http.
+func otelProvider(name string, otel *meshapi.MeshConfig_ExtensionProvider_OpenTelemetryTracingProvider) (*tracev3.Tracing_Http, error) {
+	host, err := providerHost(name, otel.GetService(), otel.GetPort())
+	if err != nil {
+		return nil, err
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(int(otel.GetPort())))
 	cfg := &tracev3.OpenTelemetryConfig{}
@@ -249,6 +268,45 @@ func (t *translator) tracingProvider(name string) (*tracev3.Tracing_Http, error)
 			GoogleGrpc: &corev3.GrpcService_GoogleGrpc{TargetUri: addr, StatPrefix: name}}}
 	}
 	return &tracev3.Tracing_Http{Name: otelTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(cfg)}}, nil
+}
+
+// zipkinProvider renders a zipkin provider as Istio does for its proxies
+// (before 1.29's collector_service): Zipkin v2 JSON posted to <path>
+// (/api/v2/spans) on the outbound cluster of <service>:<port>, 128-bit
+// trace ids unless enable64bitTraceId. The span's service is the proxy's
+// own (Envoy's local service cluster): ZipkinConfig has no service name.
+func zipkinProvider(name string, z *meshapi.MeshConfig_ExtensionProvider_ZipkinTracingProvider) (*tracev3.Tracing_Http, error) {
+	host, err := providerHost(name, z.GetService(), z.GetPort())
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tracev3.ZipkinConfig{
+		CollectorCluster:         mesh.OutboundCluster(host, z.GetPort(), ""),
+		CollectorEndpoint:        cmp.Or(z.GetPath(), zipkinEndpoint),
+		CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON,
+		CollectorHostname:        host,
+		TraceId_128Bit:           !z.GetEnable_64BitTraceId(),
+		SharedSpanContext:        wrapperspb.Bool(false),
+	}
+	if z.GetTraceContextOption() == meshapi.MeshConfig_ExtensionProvider_ZipkinTracingProvider_USE_B3_WITH_W3C_PROPAGATION {
+		cfg.TraceContextOption = tracev3.ZipkinConfig_USE_B3_WITH_W3C_PROPAGATION
+	}
+	return &tracev3.Tracing_Http{Name: zipkinTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(cfg)}}, nil
+}
+
+// setting is a field of the configuration and whether it is set.
+type setting struct {
+	set  bool
+	what string
+}
+
+// reportIgnored reports the settings that are set as not supported.
+func reportIgnored(p func(string, ...any), prefix string, settings ...setting) {
+	for _, s := range settings {
+		if s.set {
+			p("%s%s: not supported; ignored", prefix, s.what)
+		}
+	}
 }
 
 // customTags translates literal, environment and header tags.

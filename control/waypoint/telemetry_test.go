@@ -9,6 +9,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
@@ -117,7 +118,7 @@ func TestTelemetryLevels(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"logs-on-but-newer: applies to no", "selects-nothing: applies to no", "service-target: spec.targetRefs[0]: core/Service",
-		"ingress: spec.accessLogging[0].filter", `zipkin: spec.tracing[0].providers[0]: provider "zipkin"`} {
+		"ingress: spec.accessLogging[0].filter", `zipkin: spec.tracing[0].providers[0]: provider "zipkin"'s maxTagLength: not supported`} {
 		if !slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, want) }) {
 			t.Errorf("no problem %q in %q", want, problems)
 		}
@@ -161,5 +162,54 @@ func TestTelemetryTracingWithoutProvider(t *testing.T) {
 	out := Translate(Config{}, in)
 	if !slices.ContainsFunc(out.Problems, func(p workload.Problem) bool { return strings.Contains(p.Message, "randomSamplingPercentage 250") }) {
 		t.Errorf("a sampling percentage of 250 was not reported: %v", out.Problems)
+	}
+}
+
+// TestTelemetryZipkinProvider: a zipkin provider is rendered as Istio
+// renders it (envoy.tracers.zipkin posting v2 JSON to the outbound cluster
+// of its service port), with its path and trace id width; no service name
+// is set (the proxy's own, as Envoy's local service cluster).
+func TestTelemetryZipkinProvider(t *testing.T) {
+	dir := "testdata/bookinfo-default"
+	in := loadCase(t, dir).in
+	in.Telemetries = []*telemetryv1.Telemetry{{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-default", Namespace: "weft-system"},
+		Spec:       telemetryapi.Telemetry{Tracing: []*telemetryapi.Tracing{{Providers: []*telemetryapi.ProviderRef{{Name: "zipkin"}}}}},
+	}}
+	for _, c := range []struct {
+		provider string
+		want     *tracev3.ZipkinConfig
+	}{
+		{`{"service": "zipkin.istio-system.svc.cluster.local", "port": 9411}`, &tracev3.ZipkinConfig{
+			CollectorCluster: "outbound|9411||zipkin.istio-system.svc.cluster.local", CollectorEndpoint: "/api/v2/spans",
+			CollectorHostname: "zipkin.istio-system.svc.cluster.local", TraceId_128Bit: true}},
+		{`{"service": "tracing/zipkin.tracing.svc.cluster.local", "port": 9000, "path": "/zipkin/api/v2/spans", "enable64bitTraceId": true,
+		   "traceContextOption": "USE_B3_WITH_W3C_PROPAGATION"}`, &tracev3.ZipkinConfig{
+			CollectorCluster: "outbound|9000||zipkin.tracing.svc.cluster.local", CollectorEndpoint: "/zipkin/api/v2/spans",
+			CollectorHostname: "zipkin.tracing.svc.cluster.local", TraceContextOption: tracev3.ZipkinConfig_USE_B3_WITH_W3C_PROPAGATION}},
+	} {
+		providers, err := ParseExtensionProviders([]byte(`[{"name": "zipkin", "zipkin": ` + c.provider + `}]`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.want.CollectorEndpointVersion, c.want.SharedSpanContext = tracev3.ZipkinConfig_HTTP_JSON, wrapperspb.Bool(false)
+		out := Translate(Config{ExtensionProviders: providers}, in)
+		if len(out.Problems) > 0 {
+			t.Errorf("provider %s: problems %v", c.provider, out.Problems)
+		}
+		traced := 0
+		for chain, ct := range telemetryOf(t, out.Waypoints["default/waypoint"]) {
+			if ct.tracing == nil {
+				continue // TCP chains
+			}
+			traced++
+			got := &tracev3.ZipkinConfig{}
+			if p := ct.tracing.GetProvider(); p.GetName() != zipkinTracer || p.GetTypedConfig().UnmarshalTo(got) != nil || !proto.Equal(got, c.want) {
+				t.Errorf("provider %s, chain %s: tracing provider %v, want %s %v", c.provider, chain, p, zipkinTracer, c.want)
+			}
+		}
+		if traced == 0 {
+			t.Errorf("provider %s: no traced chain", c.provider)
+		}
 	}
 }
