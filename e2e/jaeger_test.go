@@ -49,12 +49,62 @@ func testJaeger(t *testing.T, e *env) {
 	for _, d := range []string{"-n istio-system deployment/jaeger", "deployment/waypoint", "-n weft-ingress deployment/weft-ingress"} {
 		e.mustKubectl(t, append(append([]string{"rollout", "status"}, strings.Fields(d)...), "--timeout=120s")...)
 	}
-	jaeger := "http://" + net.JoinHostPort(e.serviceIP(t, "istio-system", "tracing"), "80") + "/jaeger"
 	// The tutorial's rule takes effect: jason to reviews v2, which calls ratings.
 	eventually(t, "jason routed to reviews v2", 60*time.Second, func() error {
 		return wantVersions(e.reviewsVersions(t, "jason", 5), map[string]bool{"v2": true})
 	})
+	waitJaegerTrace(t, e)
+}
 
+// testJaegerZipkin: the waypoints and the ingress gateway lose their OTLP
+// endpoint, and a root-namespace Telemetry names Istio's zipkin provider
+// (the addon's zipkin Service, port 9411; see TestWaypointTracing's
+// meshConfig.extensionProviders) at 100%: a request as jason is again one
+// trace in Jaeger, the same spans as over OTLP, now received as Zipkin v2
+// JSON. Its service names are the proxies' own (Zipkin's tracer names
+// none), the same as the chart's OTEL_SERVICE_NAME.
+func testJaegerZipkin(t *testing.T, e *env) {
+	requireAsset(t, "jaeger", "jaegertracing/jaeger")
+	root := repoRoot()
+	e.mustRun(t, "helm", "upgrade", "weft-control", filepath.Join(root, "charts/control"), "-n", controlNS, "--reuse-values",
+		"--set", "waypoint.tracing.otlpEndpoint=")
+	e.mustRun(t, "helm", "upgrade", "weft-ingress", filepath.Join(root, "charts/gateway"), "-n", "weft-ingress",
+		"--reuse-values", "--set", "tracing.otlpEndpoint=")
+	eventually(t, "weft-control rolls the waypoint out without an OTLP endpoint", 60*time.Second, func() error {
+		env := e.mustKubectl(t, "get", "deployment", "waypoint", "-o", "jsonpath={.spec.template.spec.containers[0].env}")
+		if strings.Contains(env, "OTEL_EXPORTER_OTLP_ENDPOINT") {
+			return fmt.Errorf("waypoint env %s", env)
+		}
+		return nil
+	})
+	// Rolled out: no pod with an OTLP endpoint is left to report a span.
+	for _, d := range []string{"deployment/waypoint", "-n weft-ingress deployment/weft-ingress"} {
+		e.mustKubectl(t, append(append([]string{"rollout", "status"}, strings.Fields(d)...), "--timeout=120s")...)
+	}
+	if env := e.mustKubectl(t, "-n", "weft-ingress", "get", "deployment", "weft-ingress", "-o", "jsonpath={.spec.template.spec.containers[0].env}"); strings.Contains(env, "OTEL_EXPORTER_OTLP_ENDPOINT") {
+		t.Fatalf("the ingress gateway still has an OTLP endpoint: %s", env)
+	}
+	e.applyYAML(t, telemetryZipkinYAML)
+	waitJaegerTrace(t, e)
+	if got := e.mustKubectl(t, "-n", "weft-system", "get", "telemetry", "zipkin", "-o", `jsonpath={.status.conditions[?(@.type=="WeftAccepted")].status}`); got != "True" {
+		t.Errorf("Telemetry weft-system/zipkin: WeftAccepted %q, want True", got)
+	}
+}
+
+// telemetryZipkinYAML: Istio's tracing task with its zipkin provider.
+const telemetryZipkinYAML = `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: zipkin, namespace: weft-system}
+spec:
+  tracing:
+  - providers: [{name: zipkin}]
+    randomSamplingPercentage: 100
+`
+
+// waitJaegerTrace sends requests as jason through the ingress gateway
+// until one of them is one complete trace in Jaeger (checkIngress).
+func waitJaegerTrace(t *testing.T, e *env) {
+	jaeger := "http://" + net.JoinHostPort(e.serviceIP(t, "istio-system", "tracing"), "80") + "/jaeger"
 	// A request sent while an old waypoint or gateway pod still serves
 	// reports to the previous collector: one more is sent when the last
 	// has had time to be exported (the proxies batch for up to 5 s).

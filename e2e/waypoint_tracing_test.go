@@ -48,9 +48,12 @@ func TestWaypointTracing(t *testing.T) {
 	t.Logf("OTLP/HTTP receiver on %s (node-0's network namespace)", endpoint)
 
 	// The Telemetry subtest's provider: Istio's opentelemetry provider
-	// over HTTP to a Service in front of the same receiver.
+	// over HTTP to a Service in front of the same receiver; the Zipkin
+	// subtest's: Istio's zipkin provider on the Jaeger addon's zipkin
+	// Service.
 	e.installControlPlaneWith(t, "--set", "waypoint.tracing.otlpEndpoint="+endpoint, "--set-json",
-		`meshConfig.extensionProviders=[{"name":"otel","opentelemetry":{"service":"otel-collector.observability.svc.cluster.local","port":4318,"http":{"path":"/v1/traces"}}}]`)
+		`meshConfig.extensionProviders=[{"name":"otel","opentelemetry":{"service":"otel-collector.observability.svc.cluster.local","port":4318,"http":{"path":"/v1/traces"}}},`+
+			`{"name":"zipkin","zipkin":{"service":"zipkin.istio-system.svc.cluster.local","port":9411}}]`)
 	e.installNodeAgent(t)
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/bookinfo/platform/kube/bookinfo.yaml"))
 	e.mustKubectl(t, "apply", "-f", filepath.Join(root, "samples/curl/curl.yaml"))
@@ -153,8 +156,15 @@ func TestWaypointTracing(t *testing.T) {
 	}
 
 	// Last: it points the waypoints and the gateway away from recv.
-	t.Run("Jaeger addon: one request as jason through the ingress gateway is one trace in Jaeger", func(t *testing.T) {
+	jaegerOK := t.Run("Jaeger addon: one request as jason through the ingress gateway is one trace in Jaeger", func(t *testing.T) {
 		testJaeger(t, e)
+	})
+	// After it: it uses the addon and turns the OTLP endpoints off.
+	t.Run("Jaeger addon: a Telemetry's zipkin provider reports the same trace over Zipkin", func(t *testing.T) {
+		if !jaegerOK {
+			t.Skip("the Jaeger subtest failed")
+		}
+		testJaegerZipkin(t, e)
 	})
 }
 
