@@ -548,7 +548,7 @@ spec:
 		{
 			Feature: "MeshConfig",
 			Status:  Partial,
-			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz, opentelemetry, zipkin and envoyFileAccessLog providers)",
+			Notes:   "not read from a ConfigMap; what Weft has of it is weft-control Helm values: `trustDomain`, `rootNamespace`, `meshConfig.pathNormalization`, `meshConfig.extensionProviders` (ext-authz, opentelemetry, zipkin, prometheus and envoyFileAccessLog providers)",
 		},
 	},
 }
