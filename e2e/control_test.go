@@ -419,7 +419,7 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 		"peerauthentication/b-conflict":            {istioStatusPath, []string{"False PartiallyInvalid", "a-strict", "WEFT0001"}},
 		"peerauthentication/a-strict":              {istioStatusPath, []string{"True Accepted"}},
 		"requestauthentication/jwt":                {istioStatusPath, []string{"False PartiallyInvalid", "no targetRefs", "WEFT0001 WARNING"}},
-		"telemetry/access-logs":                    {istioStatusPath, []string{"False PartiallyInvalid", "metric overrides are not supported", "WEFT0001"}},
+		"telemetry/access-logs":                    {istioStatusPath, []string{"False PartiallyInvalid", "reportingInterval: not supported", "WEFT0001"}},
 		"workloadentry/vm":                         {istioStatusPath, []string{"False Unsupported", "ServiceEntry", "WEFT0002"}},
 		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "wildcard hosts are not supported"}},
 		"virtualservice/wildcard":                  {istioStatusPath, []string{"False PartiallyInvalid", "wildcard host"}},
