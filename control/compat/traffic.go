@@ -38,9 +38,29 @@ spec:
 `)},
 		},
 		{
-			Feature: "VirtualService `http` match: `sourceLabels`, `sourceNamespace`",
+			Feature: "VirtualService `http` match: `sourceNamespace`",
+			Status:  Partial,
+			Notes:   "at waypoints: matches the namespace of the client's verified HBONE identity (the SPIFFE ID AuthorizationPolicy trusts; headers such as `x-forwarded-client-cert` or `baggage` are never read), rendered as a route `filter_state` match on `io.istio.peer_principal`; a client without a mesh identity never matches. Istio's waypoints compare it with the waypoint's own namespace instead. At a Gateway the match never applies (reported; Istio documents the field for the mesh only); a value that is not a namespace name is reported ([waypoints.md](waypoints.md#source-namespace))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - sourceNamespace: default
+    route:
+    - destination:
+        host: reviews
+`)},
+		},
+		{
+			Feature: "VirtualService `http` match: `sourceLabels`",
 			Status:  NotYet,
-			Notes:   "the match never applies (reported)",
+			Notes:   "the match never applies (reported): a waypoint knows its client's identity, not its pod labels (the workload index it receives carries none, and labels sent in headers could be forged)",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -44,8 +44,10 @@
 //     left without destinations answers 503 directly (500 for HTTPRoutes,
 //     as the Gateway API says);
 //   - a match that cannot be translated (bad regex, sourceLabels,
-//     sourceNamespace) never applies, and a route whose matches all fail is
-//     dropped instead of becoming a catch-all;
+//     sourceNamespace at a Gateway) never applies, and a route whose
+//     matches all fail is dropped instead of becoming a catch-all;
+//   - sourceNamespace matches the namespace of the client's verified
+//     identity (Istio's waypoints compare it with their own namespace);
 //   - consistent hashing uses the hash key of the first destination of a
 //     route that has one;
 //   - an L7 AuthorizationPolicy attribute the waypoint cannot evaluate

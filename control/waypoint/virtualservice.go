@@ -20,7 +20,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/waypoint/route"
 )
 
@@ -254,8 +256,7 @@ func (c *vsContext) matches(path string, ms []*networkingapi.HTTPMatchRequest) [
 		if m == nil || (m.Port != 0 && m.Port != c.pc.port.number) || !c.pc.bound(m.Gateways, c.vs.Namespace) {
 			continue
 		}
-		if len(m.SourceLabels) > 0 || m.SourceNamespace != "" {
-			c.problem("%s: sourceLabels and sourceNamespace are not supported by waypoints; this match never applies", mp)
+		if !c.sourceApplies(mp, m) {
 			continue
 		}
 		rm, err := vsMatch(m)
@@ -263,9 +264,43 @@ func (c *vsContext) matches(path string, ms []*networkingapi.HTTPMatchRequest) [
 			c.problem("%s.%v; this match never applies", mp, err)
 			continue
 		}
+		if m.SourceNamespace != "" {
+			rm.FilterState = []*matcherv3.FilterStateMatcher{sourceNamespaceMatcher(m.SourceNamespace)}
+		}
 		out = append(out, rm)
 	}
 	return out
+}
+
+// sourceApplies reports whether the source fields of a match can be
+// honoured where pc translates it, reporting those that cannot. A waypoint
+// knows its client's identity from the HBONE tunnel, hence its namespace,
+// but not its pod labels (the workload index it gets carries none, and
+// labels in headers could be forged). At a Gateway, Istio documents both
+// fields as applying only with the mesh gateway.
+func (c *vsContext) sourceApplies(mp string, m *networkingapi.HTTPMatchRequest) bool {
+	switch {
+	case len(m.SourceLabels) > 0:
+		c.problem("%s: sourceLabels is not supported (a waypoint knows its client's identity, not its pod labels); this match never applies", mp)
+		return false
+	case m.SourceNamespace != "" && len(validation.IsDNS1123Label(m.SourceNamespace)) > 0:
+		c.problem("%s: sourceNamespace %q is not a namespace name; this match never applies", mp, m.SourceNamespace)
+		return false
+	case m.SourceNamespace != "" && c.pc.gateway != "":
+		c.problem("%s: sourceNamespace applies only to the mesh (Istio: the VirtualService's gateways must include mesh), not to Gateway %s; this match never applies", mp, c.pc.gateway)
+		return false
+	}
+	return true
+}
+
+// sourceNamespaceMatcher matches requests whose authenticated peer (the
+// verified HBONE client certificate, the identity AuthorizationPolicy
+// trusts) is in namespace ns. Istio's waypoints compare sourceNamespace
+// with the waypoint's own namespace instead, which says nothing about the
+// client; Weft matches the client, which is what the field means.
+func sourceNamespaceMatcher(ns string) *matcherv3.FilterStateMatcher {
+	return &matcherv3.FilterStateMatcher{Key: mesh.PeerPrincipalFilterState,
+		Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: namespaceMatcher(ns)}}
 }
 
 type fieldError struct {

@@ -26,6 +26,13 @@ const (
 	// of a Cluster's HttpProtocolOptions (Envoy's name; go-control-plane's
 	// wellknown lacks it).
 	HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	// PeerPrincipalFilterState is the filter state key (Istio's) holding
+	// the SPIFFE ID of the authenticated downstream peer (the HBONE
+	// tunnel's client certificate). A route's filter_state matcher on it
+	// is how a VirtualService sourceNamespace reaches the waypoint: the
+	// namespace comes from the proof the tunnel carries, never from a
+	// header the client could write.
+	PeerPrincipalFilterState = "io.istio.peer_principal"
 )
 
 // Istio's authn filter metadata (filter istio_authn): a waypoint fills it

@@ -9,6 +9,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // reqView is the per-request data the matchers read, computed once without
@@ -368,6 +370,9 @@ type routeMatch struct {
 	query         []queryMatcher
 	grpc          bool
 	fraction      *fraction
+	// peer matches the authenticated peer's SPIFFE ID (filter_state
+	// io.istio.peer_principal), all of them.
+	peer []stringMatcher
 }
 
 func compileRouteMatch(m *routev3.RouteMatch) (routeMatch, error) {
@@ -415,10 +420,53 @@ func compileRouteMatch(m *routev3.RouteMatch) (routeMatch, error) {
 		f := compileFraction(rf.GetDefaultValue(), 0)
 		rm.fraction = &f
 	}
-	if len(m.GetCookies()) > 0 || m.GetTlsContext() != nil || len(m.GetDynamicMetadata()) > 0 || len(m.GetFilterState()) > 0 {
-		return rm, fmt.Errorf("unsupported route match fields (cookies/tls_context/dynamic_metadata/filter_state)")
+	for _, f := range m.GetFilterState() {
+		sm, err := compilePeerMatcher(f)
+		if err != nil {
+			return rm, err
+		}
+		rm.peer = append(rm.peer, sm)
+	}
+	if len(m.GetCookies()) > 0 || m.GetTlsContext() != nil || len(m.GetDynamicMetadata()) > 0 {
+		return rm, fmt.Errorf("unsupported route match fields (cookies/tls_context/dynamic_metadata)")
 	}
 	return rm, nil
+}
+
+// compilePeerMatcher compiles a route filter_state matcher. The only
+// filter state a waypoint has is the peer's principal, set from the
+// verified tunnel certificate (Peer.ID), never from request headers.
+func compilePeerMatcher(f *matcherv3.FilterStateMatcher) (stringMatcher, error) {
+	if f.GetKey() != mesh.PeerPrincipalFilterState {
+		return stringMatcher{}, fmt.Errorf("filter_state key %q: only %q is supported", f.GetKey(), mesh.PeerPrincipalFilterState)
+	}
+	if f.GetStringMatch() == nil {
+		return stringMatcher{}, fmt.Errorf("filter_state %q: only string_match is supported", f.GetKey())
+	}
+	return compileStringMatcher(f.GetStringMatch())
+}
+
+// matchPeer reports whether the authenticated peer's SPIFFE ID matches
+// every filter_state matcher; without an identity nothing matches, as in
+// Envoy when the filter state object is absent.
+func (m *routeMatch) matchPeer(v *reqView) bool {
+	if len(m.peer) == 0 {
+		return true
+	}
+	if v.r == nil {
+		return false
+	}
+	p, ok := PeerFrom(v.r.Context())
+	if !ok || p.ID.IsZero() {
+		return false
+	}
+	id := p.ID.String()
+	for i := range m.peer {
+		if !m.peer[i].match(id) {
+			return false
+		}
+	}
+	return true
 }
 
 func hasPrefixCase(s, prefix string, cs bool) bool {
@@ -459,6 +507,9 @@ func (m *routeMatch) match(v *reqView, rnd func() uint64) (bool, int) {
 		return false, 0
 	}
 	if m.grpc && !isGRPC(v.r) {
+		return false, 0
+	}
+	if !m.matchPeer(v) {
 		return false, 0
 	}
 	for i := range m.headers {

@@ -8,7 +8,10 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 func TestVirtualHostSelection(t *testing.T) {
@@ -195,5 +198,47 @@ func TestDirectResponse(t *testing.T) {
 	b, _ := io.ReadAll(w.Result().Body)
 	if w.Code != 418 || string(b) != "teapot" || w.Header().Get("Content-Type") != "text/plain" || info.Details != "direct_response" {
 		t.Fatalf("got %d %q %v %q", w.Code, b, w.Header(), info.Details)
+	}
+}
+
+// TestRoutePeerPrincipal: a filter_state matcher on the peer principal
+// (VirtualService sourceNamespace) reads the verified tunnel identity
+// only; headers a client in another namespace writes to claim the
+// namespace (x-forwarded-client-cert, baggage, Istio's peer metadata
+// headers) do not make it match.
+func TestRoutePeerPrincipal(t *testing.T) {
+	fromFoo := prefixMatch("/")
+	fromFoo.FilterState = []*matcherv3.FilterStateMatcher{{Key: mesh.PeerPrincipalFilterState,
+		Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: regexSM(`spiffe://[^/]+/ns/foo/sa/[^/]+`)}}}
+	p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, direct("foo", fromFoo, 200, "foo"), direct("rest", prefixMatch("/"), 200, "rest"))), newFake(nil))
+	peer := func(id string) *Peer { return &Peer{ID: spiffeid.RequireFromString(id)} }
+	forged := []string{
+		"x-forwarded-client-cert", "By=spiffe://cluster.local/ns/foo/sa/waypoint;URI=spiffe://cluster.local/ns/foo/sa/curl",
+		"baggage", "k8s.namespace.name=foo,service.name=curl",
+		"x-istio-peer-metadata", "ns=foo",
+		"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~curl.foo~foo.svc.cluster.local",
+	}
+	for _, tc := range []struct {
+		name string
+		r    *http.Request
+		peer *Peer
+		want string
+	}{
+		{"peer in foo", req("GET", "/"), peer("spiffe://cluster.local/ns/foo/sa/curl"), "foo"},
+		{"peer in bar", req("GET", "/"), peer("spiffe://cluster.local/ns/bar/sa/curl"), "rest"},
+		{"peer in bar forging foo headers", req("GET", "/", forged...), peer("spiffe://cluster.local/ns/bar/sa/curl"), "rest"},
+		{"namespace that only starts with foo", req("GET", "/"), peer("spiffe://cluster.local/ns/foobar/sa/curl"), "rest"},
+		{"no identity, forged headers", req("GET", "/", forged...), &Peer{}, "rest"},
+		{"no peer at all, forged headers", req("GET", "/", forged...), nil, "rest"},
+	} {
+		if w, _ := serve(p, tc.r, tc.peer); w.Body.String() != tc.want {
+			t.Errorf("%s: route %q, want %q", tc.name, w.Body.String(), tc.want)
+		}
+	}
+	bad := prefixMatch("/")
+	bad.FilterState = []*matcherv3.FilterStateMatcher{{Key: "io.istio.client_namespace",
+		Matcher: &matcherv3.FilterStateMatcher_StringMatch{StringMatch: exact("foo")}}}
+	if _, err := Compile(nil, rcOf(vhOf("v", []string{"*"}, direct("b", bad, 200, ""))), newFake(nil)); err == nil || !strings.Contains(err.Error(), "only") {
+		t.Errorf("filter_state on another key: err %v, want a compile error", err)
 	}
 }
