@@ -7,7 +7,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
@@ -184,15 +183,7 @@ func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.
 		if len(sni) == 0 {
 			continue
 		}
-		var dests []weightedDestination
-		for k, d := range r.GetRoute() {
-			if d == nil || (d.Weight == 0 && len(r.Route) > 1) {
-				continue
-			}
-			if ref, ok := c.destination(fmt.Sprintf("%s.route[%d].destination", path, k), d.Destination); ok {
-				dests = append(dests, weightedDestination{cluster: pc.use(ref), weight: uint32(d.Weight)})
-			}
-		}
+		dests := c.tcpDestinations(path, r.GetRoute())
 		if len(dests) == 0 {
 			continue
 		}
@@ -202,16 +193,7 @@ func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.
 			t.problem(kindVS, vs.Namespace, vs.Name, "%s.match: every sniHosts entry on port %d of gateway %s is already routed; route ignored", path, port, gs.key)
 			continue
 		}
-		tp := &tcpproxyv3.TcpProxy{StatPrefix: chain}
-		if len(dests) == 1 {
-			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: dests[0].cluster}
-		} else {
-			wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
-			for _, d := range dests {
-				wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: d.cluster, Weight: d.weight})
-			}
-			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
-		}
+		tp := tcpProxyTo(chain, dests)
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             chain,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},

@@ -820,7 +820,6 @@ func (c *vsContext) cors(path string, p *networkingapi.CorsPolicy) *corsv3.CorsP
 // tcpRoute configures the TCP proxy of a TCP port: the first tcp route of
 // the VirtualService that applies to the port, else the service itself.
 func (t *translator) tcpRoute(pc *portConfig, vs *virtualService) {
-	tp := &tcpproxyv3.TcpProxy{StatPrefix: pc.name}
 	var dests []weightedDestination
 	if vs != nil {
 		c := &vsContext{t: t, vs: vs.obj, pc: pc}
@@ -841,31 +840,44 @@ func (t *translator) tcpRoute(pc *portConfig, vs *virtualService) {
 			if !applies {
 				continue
 			}
-			for k, d := range r.GetRoute() {
-				if d == nil || (d.Weight == 0 && len(r.Route) > 1) {
-					continue
-				}
-				ref, ok := c.destination(fmt.Sprintf("%s.route[%d].destination", path, k), d.Destination)
-				if ok {
-					dests = append(dests, weightedDestination{cluster: pc.use(ref), weight: uint32(d.Weight)})
-				}
-			}
+			dests = c.tcpDestinations(path, r.GetRoute())
 			break routes
 		}
 	}
-	switch len(dests) {
-	case 0:
-		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: pc.use(pc.defaultRef())}
-	case 1:
-		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: dests[0].cluster}
-	default:
-		wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
-		for _, d := range dests {
-			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: d.cluster, Weight: d.weight})
-		}
-		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	if len(dests) == 0 {
+		dests = []weightedDestination{{cluster: pc.use(pc.defaultRef()), weight: 1}}
 	}
-	pc.tcpProxy = tp
+	pc.tcpProxy = tcpProxyTo(pc.name, dests)
+}
+
+// tcpDestinations resolves the destinations of a tcp or tls route (a
+// weight of 0 among several leaves one out; unknown ones are reported).
+func (c *vsContext) tcpDestinations(path string, route []*networkingapi.RouteDestination) []weightedDestination {
+	var dests []weightedDestination
+	for k, d := range route {
+		if d == nil || (d.Weight == 0 && len(route) > 1) {
+			continue
+		}
+		if ref, ok := c.destination(fmt.Sprintf("%s.route[%d].destination", path, k), d.Destination); ok {
+			dests = append(dests, weightedDestination{cluster: c.pc.use(ref), weight: uint32(d.Weight)})
+		}
+	}
+	return dests
+}
+
+// tcpProxyTo is a tcp_proxy to one or more (weighted) clusters.
+func tcpProxyTo(stat string, dests []weightedDestination) *tcpproxyv3.TcpProxy {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: stat}
+	if len(dests) == 1 {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: dests[0].cluster}
+		return tp
+	}
+	wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+	for _, d := range dests {
+		wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: d.cluster, Weight: d.weight})
+	}
+	tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	return tp
 }
 
 // legacyMirrorPercent reads the deprecated mirror_percent, which users still
