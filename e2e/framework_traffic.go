@@ -81,12 +81,23 @@ func (e *env) codes(t *testing.T, url string, n int) map[string]int {
 // the end-user header productpage would send) and counts the versions.
 func (e *env) reviewsVersions(t *testing.T, user string, n int) map[string]int {
 	t.Helper()
-	hdr := ""
+	var headers []string
 	if user != "" {
-		hdr = "-H 'end-user: " + user + "'"
+		headers = append(headers, "end-user: "+user)
 	}
-	out, err := e.kubectl("exec", "deploy/curl", "--", "sh", "-c",
-		fmt.Sprintf(`for i in $(seq 1 %d); do curl -sS -m 10 %s reviews:9080/reviews/0; echo; done`, n, hdr))
+	return e.reviewsVersionsFrom(t, "default", "deploy/curl", n, headers...)
+}
+
+// reviewsVersionsFrom asks reviews.default n times from target in
+// namespace ns with the given request headers and counts the versions.
+func (e *env) reviewsVersionsFrom(t *testing.T, ns, target string, n int, headers ...string) map[string]int {
+	t.Helper()
+	hdr := ""
+	for _, h := range headers {
+		hdr += " -H '" + h + "'"
+	}
+	out, err := e.kubectl("-n", ns, "exec", target, "--", "sh", "-c",
+		fmt.Sprintf(`for i in $(seq 1 %d); do curl -sS -m 10%s reviews.default:9080/reviews/0; echo; done`, n, hdr))
 	if err != nil {
 		t.Logf("reviews requests: %v", err)
 	}

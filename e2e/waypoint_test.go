@@ -174,6 +174,10 @@ spec:
 		})
 	})
 
+	t.Run("sourceNamespace: the client's verified namespace picks the route, forged headers do not", func(t *testing.T) {
+		testWaypointSourceNamespace(t, e)
+	})
+
 	t.Run("L7 AuthorizationPolicy: GET /productpage only for the named principal", func(t *testing.T) {
 		e.applyYAML(t, `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
