@@ -178,6 +178,8 @@ spec:
 		testWaypointSourceNamespace(t, e)
 	})
 
+	t.Run("tls route: the waypoint routes TLS by SNI without terminating it", func(t *testing.T) { testWaypointTLSRoute(t, e) })
+
 	t.Run("L7 AuthorizationPolicy: GET /productpage only for the named principal", func(t *testing.T) {
 		e.applyYAML(t, `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

@@ -190,7 +190,7 @@ spec:
   - route:
     - destination:
         host: reviews
-`, "tcp routes apply to TCP ports only"), reported(`
+`, "tcp and tls routes apply to TCP ports only"), reported(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -228,10 +228,44 @@ spec:
 `)},
 		},
 		{
-			Feature: "VirtualService `tls`",
-			Status:  NotYet,
-			Notes:   "ignored (reported)",
-			Probes: []*Probe{reported(`
+			Feature: "VirtualService `tls` (waypoints)",
+			Status:  Partial,
+			Notes:   "on a TCP service port (protocol TCP, TLS or HTTPS, or a port only `tcp`/`tls` routes address): routes by `match.sniHosts` (names, `*.<domain>`) and `match.port` with weights; the waypoint reads the ClientHello without terminating TLS and forwards it unchanged; other SNI, and connections that are not TLS, take the port's `tcp` route, else the service. Reported, never applying: `sniHosts: [\"*\"]` (a tcp route), `destinationSubnets`, `sourceLabels`, `sourceNamespace`; `tls` routes on an HTTP port are ignored (reported) ([waypoints.md](waypoints.md#tls-routes))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: db
+  namespace: default
+spec:
+  hosts: [db]
+  tls:
+  - match:
+    - port: 3306
+      sniHosts: [db.example.com, "*.db.example.com"]
+    route:
+    - destination:
+        host: db
+      weight: 90
+    - destination:
+        host: db
+      weight: 10
+`), reported(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: db
+  namespace: default
+spec:
+  hosts: [db]
+  tls:
+  - match:
+    - sniHosts: [db.example.com]
+      sourceNamespace: default
+    route:
+    - destination:
+        host: db
+`, "only sniHosts, port and gateways are supported"), reported(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -245,7 +279,7 @@ spec:
     route:
     - destination:
         host: reviews
-`, "tls")},
+`, "tcp and tls routes apply to TCP ports only")},
 		},
 		{
 			Feature: "VirtualService wildcard hosts, hosts that are neither Services nor ServiceEntry hosts",

@@ -103,19 +103,7 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32, all []gatewayServer,
 	vss []*networkingv1.VirtualService, refs map[string]clusterRef, authz gatewayAuthz) {
 	l := &listenerv3.Listener{Name: "0.0.0.0_" + itoa(listen), Address: socketAddress("0.0.0.0", listen)}
-	taken := map[string]string{} // SNI name -> filter chain
-	// claim drops the names an earlier chain of the port already matches
-	// (Envoy rejects a listener with two equal matches); false: none left.
-	claim := func(names []string, chain string) ([]string, bool) {
-		var out []string
-		for _, n := range names {
-			if _, dup := taken[n]; !dup {
-				taken[n] = chain
-				out = append(out, n)
-			}
-		}
-		return out, len(out) > 0
-	}
+	claims := sniClaims{}
 	var servers, passthrough []gatewayServer
 	for _, gs := range all {
 		if serverKindOf(gs.server) == serverHTTPS {
@@ -130,7 +118,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 		res.Routes = append(res.Routes, rc)
 		for i, gs := range servers {
 			chain := fmt.Sprintf("%s.%d", name, i)
-			sni, ok := claim(sniNames(gs.server.Hosts), chain)
+			sni, ok := claims.claim(sniNames(gs.server.Hosts), chain)
 			if !ok {
 				t.problem(kindGateway, gs.gw.Namespace, gs.gw.Name, "spec.servers: HTTPS server on port %d: its hosts are already served by another server of the port; server ignored", port)
 				continue
@@ -150,7 +138,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 					len(boundHosts(vs, gs.gw.Namespace, gs.server)) == 0 {
 					continue
 				}
-				t.passthroughChains(l, vs, gs, listen, port, claim, refs, authz)
+				t.passthroughChains(l, vs, gs, listen, port, claims, refs, authz)
 			}
 		}
 	}
@@ -162,7 +150,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 // passthroughChains adds a filter chain per sniHosts entry of the tls routes
 // of vs that apply to server gs on port.
 func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.VirtualService, gs gatewayServer, listen, port uint32,
-	claim func([]string, string) ([]string, bool), refs map[string]clusterRef, authz gatewayAuthz) {
+	claims sniClaims, refs map[string]clusterRef, authz gatewayAuthz) {
 	pc := &portConfig{port: &servicePort{number: port}, clusters: map[string]clusterRef{}, gateway: gs.key}
 	c := &vsContext{t: t, vs: vs, pc: pc}
 	for i, r := range vs.Spec.Tls {
@@ -188,7 +176,7 @@ func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.
 			continue
 		}
 		chain := fmt.Sprintf("tls.%d.%s.%s.%d", listen, vs.Namespace, vs.Name, i)
-		sni, ok := claim(sni, chain)
+		sni, ok := claims.claim(sni, chain)
 		if !ok {
 			t.problem(kindVS, vs.Namespace, vs.Name, "%s.match: every sniHosts entry on port %d of gateway %s is already routed; route ignored", path, port, gs.key)
 			continue
@@ -197,8 +185,7 @@ func (t *translator) passthroughChains(l *listenerv3.Listener, vs *networkingv1.
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             chain,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
-			Filters: append(t.networkRBAC(chain, authz.pols),
-				&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}),
+			Filters:          t.tcpFilters(chain, tp, authz.pols),
 		})
 		for n, r := range pc.clusters {
 			refs[n] = r

@@ -18,6 +18,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -75,8 +76,15 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 			}
 			pols := append(slices.Clone(t.gatewayPolicies[key]), t.servicePolicies[svc.fqdn]...)
 			if pc.tcp {
-				fc.Filters = append(t.networkRBAC(pc.name, pols),
-					&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc.tcpProxy)}})
+				fc.Filters = t.tcpFilters(pc.name, pc.tcpProxy, pols)
+				for _, sc := range pc.sniChains {
+					l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+						Name: sc.name,
+						FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(p.number),
+							PrefixRanges: cidrs(svc.vips), ServerNames: sc.serverNames},
+						Filters: t.tcpFilters(sc.name, sc.tcpProxy, pols),
+					})
+				}
 			} else {
 				jwt := jwtAuthn(append(slices.Clone(t.gatewayJWT[key]), t.serviceJWT[svc.fqdn]...))
 				authz := t.httpAuthz(pc.name, jwt, pols)
@@ -138,6 +146,12 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 	t.applyEnvoyFilters(res, waypointTarget(key))
 	sortResources(res)
 	return res
+}
+
+// tcpFilters are the network filters of a TCP chain: RBAC, then tcp_proxy.
+func (t *translator) tcpFilters(chain string, tp *tcpproxyv3.TcpProxy, pols []*authzPolicy) []*listenerv3.Filter {
+	return append(t.networkRBAC(chain, pols),
+		&listenerv3.Filter{Name: wellknown.TCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}})
 }
 
 // networkRBAC is the envoy.filters.network.rbac filters of a TCP chain

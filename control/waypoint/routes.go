@@ -22,9 +22,11 @@ type portConfig struct {
 
 	routes   []*routev3.Route
 	tcpProxy *tcpproxyv3.TcpProxy
-	fault    bool // some route has a fault per-filter config
-	cors     bool // some route has a CORS per-filter config
-	clusters map[string]clusterRef
+	// sniChains are the port's tls routes (tlsroute.go), in order.
+	sniChains []sniChain
+	fault     bool // some route has a fault per-filter config
+	cors      bool // some route has a CORS per-filter config
+	clusters  map[string]clusterRef
 
 	// gateway is the Istio Gateway "<ns>/<name>" the routes are for (svc
 	// is then nil and port the Gateway server's); "" for the mesh.
@@ -65,13 +67,14 @@ func (t *translator) buildServicePorts() {
 				p.protocol == protoSniffed && len(routes) == 0 && vs != nil && vs.tcpOnly(p.number):
 				pc.tcp = true
 				t.tcpRoute(pc, vs)
+				t.tlsRoutes(pc, vs)
 			default:
 				if len(routes) > 0 {
 					pc.routes = t.gammaRoutes(pc, routes)
 				} else if vs != nil {
 					if vs.tcpOnly(p.number) {
 						// As in Istio, but not silently.
-						t.problem(kindVS, vs.obj.Namespace, vs.obj.Name, "spec.tcp: port %d of %s is an HTTP port; tcp routes apply to TCP ports only; ignored",
+						t.problem(kindVS, vs.obj.Namespace, vs.obj.Name, "spec.tcp, spec.tls: port %d of %s is an HTTP port; tcp and tls routes apply to TCP ports only (TCP, TLS, HTTPS); ignored",
 							p.number, fqdn)
 					}
 					pc.routes = t.vsHTTPRoutes(pc, vs)

@@ -57,9 +57,6 @@ func (t *translator) indexVirtualServices(vss []*networkingv1.VirtualService) {
 		if exportRestricted(vs.Spec.ExportTo) {
 			t.problem(kindVS, vs.Namespace, vs.Name, "spec.exportTo: %v is not supported; the VirtualService applies to clients of every namespace", vs.Spec.ExportTo)
 		}
-		if len(vs.Spec.Tls) > 0 {
-			t.problem(kindVS, vs.Namespace, vs.Name, "spec.tls: TLS routes are not supported by waypoints; ignored")
-		}
 		for i, h := range vs.Spec.Hosts {
 			path := fmt.Sprintf("spec.hosts[%d]", i)
 			if strings.Contains(h, "*") {
@@ -130,10 +127,18 @@ func (t *translator) checkWeights(vs *networkingv1.VirtualService) bool {
 		}
 		check(fmt.Sprintf("spec.tcp[%d].route", i), ws)
 	}
+	for i, r := range vs.Spec.Tls {
+		var ws []int32
+		for _, d := range r.GetRoute() {
+			ws = append(ws, d.Weight)
+		}
+		check(fmt.Sprintf("spec.tls[%d].route", i), ws)
+	}
 	return ok
 }
 
-// tcpOnly: the VirtualService has a tcp route and no http route for port.
+// tcpOnly: the VirtualService has a tcp or tls route and no http route
+// for port.
 func (v *virtualService) tcpOnly(port uint32) bool {
 	hasTCP := false
 	for _, r := range v.obj.Spec.Tcp {
@@ -141,6 +146,13 @@ func (v *virtualService) tcpOnly(port uint32) bool {
 			hasTCP = true
 		}
 		for _, m := range r.Match {
+			if m.Port == 0 || m.Port == port {
+				hasTCP = true
+			}
+		}
+	}
+	for _, r := range v.obj.Spec.Tls {
+		for _, m := range r.GetMatch() {
 			if m.Port == 0 || m.Port == port {
 				hasTCP = true
 			}

@@ -247,6 +247,9 @@ func newChainSet(chains []*chain) *chainSet {
 	cs := &chainSet{exact: map[netip.AddrPort]*chain{}, all: chains}
 	var entries []chainEntry
 	for _, c := range chains {
+		if len(c.serverNames) > 0 {
+			continue // reached by its SNI only (matchSNI)
+		}
 		if len(c.prefixes) == 0 {
 			entries = append(entries, chainEntry{c: c, score: specificity(c, netip.Prefix{})})
 			continue

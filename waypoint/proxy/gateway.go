@@ -65,7 +65,7 @@ func (p *Proxy) servePlainConn(conn net.Conn, src Source) {
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	snap := p.Store.Snapshot()
-	if snap.chains.needsSNI(dst.Port()) {
+	if snap.chains.needsSNI(dst) {
 		p.serveTLSConn(conn, dst, src, snap)
 		return
 	}

@@ -41,7 +41,7 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 		return
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	c := snap.chains.matchSNI(dst.Port(), sni)
+	c := snap.chains.matchSNI(dst, sni)
 	if c == nil || (c.tlsCert == "" && !c.isTCP()) {
 		p.Metrics.gatewayTLSFailure("no_filter_chain")
 		p.log.Debug("gateway TLS port: no filter chain for SNI", "local", dst, "sni", sni, "client", conn.RemoteAddr())
@@ -76,7 +76,8 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 }
 
 // readClientHello reads conn up to and including the ClientHello and
-// returns its server name and conn with the bytes read put back.
+// returns its server name and conn with the bytes read put back (also
+// when they were no ClientHello: err then says why).
 func readClientHello(conn net.Conn) (string, *replayConn, error) {
 	var buf bytes.Buffer
 	sni, seen := "", false
@@ -86,10 +87,11 @@ func readClientHello(conn net.Conn) (string, *replayConn, error) {
 			return nil, errHelloRead
 		},
 	}).Handshake()
+	replay := &replayConn{Conn: conn, r: io.MultiReader(&buf, conn)}
 	if !seen {
-		return "", nil, err
+		return "", replay, err
 	}
-	return sni, &replayConn{Conn: conn, r: io.MultiReader(&buf, conn)}, nil
+	return sni, replay, nil
 }
 
 // readOnlyConn feeds a handshake that must not answer the client.

@@ -3,17 +3,21 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 )
 
-// parseTLSMatch reads the SNI part of a gateway filter chain: the
-// filter_chain_match server_names and a DownstreamTlsContext transport
-// socket naming its certificate by SDS name (control/waypoint/gateway_tls.go
-// emits them). Anything the gateway would not honour is rejected rather
-// than served with weaker TLS.
+// parseTLSMatch reads the SNI part of a filter chain: the
+// filter_chain_match server_names (a gateway's TLS port, a waypoint's
+// VirtualService tls routes) and a gateway's DownstreamTlsContext
+// transport socket naming its certificate by SDS name
+// (control/waypoint/gateway_tls.go and tlsroute.go emit them). Anything
+// the gateway would not honour is rejected rather than served with weaker
+// TLS.
 func parseTLSMatch(c *chain, fc *listenerv3.FilterChain) error {
 	for _, n := range fc.GetFilterChainMatch().GetServerNames() {
 		n = strings.ToLower(n)
@@ -47,43 +51,53 @@ func parseTLSMatch(c *chain, fc *listenerv3.FilterChain) error {
 	return nil
 }
 
-// needsSNI reports whether a connection to port must be routed by its
-// ClientHello: some chain of the port terminates TLS or matches names.
-func (cs *chainSet) needsSNI(port uint16) bool {
+// covers reports whether c applies to dst by port and address.
+func (c *chain) covers(dst netip.AddrPort) bool {
+	if c.port != 0 && c.port != uint32(dst.Port()) {
+		return false
+	}
+	return len(c.prefixes) == 0 || slices.ContainsFunc(c.prefixes, func(p netip.Prefix) bool { return p.Contains(dst.Addr()) })
+}
+
+// needsSNI reports whether a connection to dst must be routed by its
+// ClientHello: some chain for dst terminates TLS or matches names (a
+// gateway's TLS port, a waypoint's VirtualService tls routes).
+func (cs *chainSet) needsSNI(dst netip.AddrPort) bool {
 	for _, c := range cs.all {
-		if (c.port == 0 || c.port == uint32(port)) && (c.tlsCert != "" || len(c.serverNames) > 0) {
+		if (c.tlsCert != "" || len(c.serverNames) > 0) && c.covers(dst) {
 			return true
 		}
 	}
 	return false
 }
 
-// matchSNI picks the chain of port for a ClientHello's server name as
+// matchSNI picks the chain for dst and a ClientHello's server name as
 // Envoy does: an exact name first, then the longest matching wildcard,
-// then a chain without server names; nil when none matches.
-func (cs *chainSet) matchSNI(port uint16, sni string) *chain {
+// then the chain match picks among those without server names (also for
+// no SNI, or no ClientHello at all); nil when none matches.
+func (cs *chainSet) matchSNI(dst netip.AddrPort, sni string) *chain {
 	sni = strings.ToLower(strings.TrimSuffix(sni, "."))
 	var best *chain
-	bestScore := -1
+	bestScore := 0
 	for _, c := range cs.all {
-		if c.port != 0 && c.port != uint32(port) {
+		if len(c.serverNames) == 0 || !c.covers(dst) {
 			continue
 		}
-		score := -1
-		if len(c.serverNames) == 0 {
-			score = 0
-		}
 		for _, n := range c.serverNames {
+			score := 0
 			switch {
 			case n == sni:
-				score = max(score, 1<<20)
+				score = 1 << 20
 			case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
-				score = max(score, len(n))
+				score = len(n)
+			}
+			if score > bestScore {
+				best, bestScore = c, score
 			}
 		}
-		if score > bestScore {
-			best, bestScore = c, score
-		}
 	}
-	return best
+	if best != nil {
+		return best
+	}
+	return cs.match(dst)
 }

@@ -289,6 +289,13 @@ func startBackendAt(t *testing.T, name string, addr netip.AddrPort, hold chan st
 // connection with what it read, upper-cased, once the client closes its
 // side; accepted (if not nil) gets a value per connection.
 func startUpperEcho(t *testing.T, accepted chan<- struct{}) net.Listener {
+	return startReplyBackend(t, accepted, func(b []byte) []byte { return []byte(strings.ToUpper(string(b))) })
+}
+
+// startReplyBackend is a plain TCP backend on a pod IP that answers each
+// connection with reply(what it read) once the client closes its side;
+// accepted (if not nil) gets a value per connection.
+func startReplyBackend(t *testing.T, accepted chan<- struct{}, reply func([]byte) []byte) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(podIP().String(), "0"))
 	if err != nil {
@@ -306,7 +313,7 @@ func startUpperEcho(t *testing.T, accepted chan<- struct{}) net.Listener {
 			}
 			go func() {
 				b, _ := io.ReadAll(c)
-				c.Write([]byte(strings.ToUpper(string(b))))
+				c.Write(reply(b))
 				c.Close()
 			}()
 		}

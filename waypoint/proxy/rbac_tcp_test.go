@@ -131,30 +131,7 @@ func TestTCPChainNetworkRBAC(t *testing.T) {
 // the runtime agree on the contract, and the case's policies decide as
 // written (DENY sleep, ALLOW productpage on port 9000 only).
 func TestTranslatedTCPChainRBAC(t *testing.T) {
-	raw, err := os.ReadFile("../../control/waypoint/testdata/authz-tcp/expected.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Waypoints map[string]struct {
-			Listeners []json.RawMessage `json:"listeners"`
-		} `json:"waypoints"`
-	}
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	ls := doc.Waypoints["default/waypoint"].Listeners
-	if len(ls) != 1 {
-		t.Fatalf("want the waypoint's one listener, got %d", len(ls))
-	}
-	var l listenerv3.Listener
-	if err := protojson.Unmarshal(ls[0], &l); err != nil {
-		t.Fatal(err)
-	}
-	chains, err := parseChains(&l)
-	if err != nil {
-		t.Fatalf("the translation's listener is rejected: %v", err)
-	}
+	chains := translatedChains(t, "authz-tcp")
 	cs := newChainSet(chains)
 	p := &Proxy{}
 	for _, tc := range []struct {
@@ -180,4 +157,35 @@ func TestTranslatedTCPChainRBAC(t *testing.T) {
 			t.Errorf("%s to %s: allowed=%v (%s), want %v", tc.peer, tc.dst, ok, details, tc.allow)
 		}
 	}
+}
+
+// translatedChains parses the waypoint listener of control/waypoint's
+// golden case name (testdata there) with this proxy's chain parser.
+func translatedChains(t *testing.T, name string) []*chain {
+	t.Helper()
+	raw, err := os.ReadFile("../../control/waypoint/testdata/" + name + "/expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Waypoints map[string]struct {
+			Listeners []json.RawMessage `json:"listeners"`
+		} `json:"waypoints"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ls := doc.Waypoints["default/waypoint"].Listeners
+	if len(ls) != 1 {
+		t.Fatalf("want the waypoint's one listener, got %d", len(ls))
+	}
+	var l listenerv3.Listener
+	if err := protojson.Unmarshal(ls[0], &l); err != nil {
+		t.Fatal(err)
+	}
+	chains, err := parseChains(&l)
+	if err != nil {
+		t.Fatalf("the translation's listener is rejected: %v", err)
+	}
+	return chains
 }

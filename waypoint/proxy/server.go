@@ -226,6 +226,9 @@ func (p *Proxy) handle(ctx context.Context, req *hbone.Request) error {
 	rs := &requestState{origDst: dst, peer: req.Peer, clientIP: client, baggage: req.Baggage,
 		source: p.sourceOf(req.Peer, proven, bag)}
 	if c.isTCP() {
+		if snap.chains.needsSNI(dst) {
+			return p.serveSNI(ctx, req, dst, snap, rs)
+		}
 		return p.serveTCP(ctx, req, c, snap, rs)
 	}
 	st, err := req.Accept()
@@ -369,6 +372,36 @@ func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 func (p *Proxy) serveTCP(ctx context.Context, req *hbone.Request, c *chain, snap *Snapshot, rs *requestState) error {
 	return p.proxyTCP(ctx, c, snap, rs, req.Authority, req.Header.Get("Traceparent"),
 		func() (hbone.Stream, error) { return req.Accept() })
+}
+
+// serveSNI serves a TCP stream to a service port with VirtualService tls
+// routes: the stream is accepted to read the ClientHello (not answered,
+// TLS is not terminated), whose SNI picks the chain; the ClientHello and
+// everything after it go to the chain's cluster. A stream that sends no
+// ClientHello takes the port's own chain, as Envoy's chain without
+// server_names; one silent for helloTimeout (a server-first protocol on a
+// port routed by SNI) is closed. L4 policy is then decided after the
+// CONNECT was answered: a denied stream is closed, no byte goes upstream.
+func (p *Proxy) serveSNI(ctx context.Context, req *hbone.Request, dst netip.AddrPort, snap *Snapshot, rs *requestState) error {
+	st, err := req.Accept()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	silent := time.AfterFunc(helloTimeout, func() { st.Close() })
+	sni, replay, err := readClientHello(&streamConn{Stream: st, local: req.LocalAddr, remote: req.RemoteAddr})
+	if !silent.Stop() {
+		return fmt.Errorf("no ClientHello within %s", helloTimeout)
+	}
+	if err != nil {
+		p.log.Debug("TLS-routed port: no ClientHello, the port's own chain serves it", "dst", dst, "err", err)
+	}
+	c := snap.chains.matchSNI(dst, sni)
+	if c == nil || !c.isTCP() {
+		return fmt.Errorf("no TCP filter chain for %s and SNI %q", dst, sni)
+	}
+	return p.proxyTCP(ctx, c, snap, rs, req.Authority, req.Header.Get("Traceparent"),
+		func() (hbone.Stream, error) { return replay, nil })
 }
 
 // proxyTCP is serveTCP for any downstream: accept is called once the
