@@ -40,7 +40,7 @@ spec:
 		{
 			Feature: "VirtualService `http` match: `sourceNamespace`",
 			Status:  Partial,
-			Notes:   "at waypoints: matches the namespace of the client's verified HBONE identity (the SPIFFE ID AuthorizationPolicy trusts; headers such as `x-forwarded-client-cert` or `baggage` are never read), rendered as a route `filter_state` match on `io.istio.peer_principal`; a client without a mesh identity never matches. Istio's waypoints compare it with the waypoint's own namespace instead. At a Gateway the match never applies (reported; Istio documents the field for the mesh only); a value that is not a namespace name is reported ([waypoints.md](waypoints.md#source-namespace))",
+			Notes:   "at waypoints: matches the namespace of the client's verified HBONE identity (the SPIFFE ID AuthorizationPolicy trusts; headers such as `x-forwarded-client-cert` or `baggage` are never read), rendered as a route `filter_state` match on `io.istio.peer_principal`; a client without a mesh identity never matches. Istio's waypoints compare it with the waypoint's own namespace instead. At a Gateway the match never applies (reported; Istio documents the field for the mesh only), nor for proxyless gRPC clients (their routes leave it out: gRPC cannot evaluate a peer match); a value that is not a namespace name is reported ([waypoints.md](waypoints.md#source-namespace))",
 			Probes: []*Probe{clean(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService

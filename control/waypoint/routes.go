@@ -115,15 +115,22 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 }
 
 // routeConfig is the RouteConfiguration of an HTTP port. forGRPC leaves out
-// the per-filter configs of filters that gRPC API listeners do not have.
+// the per-filter configs of filters that gRPC API listeners do not have,
+// and the routes matching the peer (sourceNamespace): a gRPC client would
+// ignore the filter_state match and take the route whatever its namespace,
+// and the proxyless snapshot is shared by the clients of every namespace.
 func (t *translator) routeConfig(pc *portConfig, forGRPC bool) *routev3.RouteConfiguration {
 	// Snapshots never share messages: a consumer may mutate its own.
-	routes := make([]*routev3.Route, len(pc.routes))
-	for i, r := range pc.routes {
-		routes[i] = cloneRoute(r)
-		if forGRPC {
-			routes[i].TypedPerFilterConfig = nil
+	routes := make([]*routev3.Route, 0, len(pc.routes))
+	for _, r := range pc.routes {
+		if forGRPC && len(r.GetMatch().GetFilterState()) > 0 {
+			continue
 		}
+		r = cloneRoute(r)
+		if forGRPC {
+			r.TypedPerFilterConfig = nil
+		}
+		routes = append(routes, r)
 	}
 	return &routev3.RouteConfiguration{
 		Name: pc.name,
