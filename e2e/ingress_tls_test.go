@@ -110,35 +110,6 @@ spec:
   - name: https
     port: 443
     targetPort: 9443
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: secure
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: secure
-  template:
-    metadata:
-      labels:
-        app: secure
-    spec:
-      containers:
-      - name: details
-        image: docker.io/istio/examples-bookinfo-details-v1
-        args: ["--service=details", "--version=v1", "--port=9443", "--tls-cert=/etc/tls/tls.crt", "--tls-key=/etc/tls/tls.key"]
-        ports:
-        - containerPort: 9443
-        volumeMounts:
-        - name: tls
-          mountPath: /etc/tls
-          readOnly: true
-      volumes:
-      - name: tls
-        secret:
-          secretName: secure-backend-cert
 `
 
 func testIngressTLS(t *testing.T, e *env, hosts []string) {
@@ -147,9 +118,10 @@ func testIngressTLS(t *testing.T, e *env, hosts []string) {
 	crt, key := ca.IssueFiles(t, dir, "bookinfo.example.com")
 	e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "tls", "bookinfo-credential", "--cert="+crt, "--key="+key)
 	bcrt, bkey := ca.IssueFiles(t, dir, "secure.example.com")
-	e.mustKubectl(t, "-n", "default", "create", "secret", "tls", "secure-backend-cert", "--cert="+bcrt, "--key="+bkey)
+	e.mustKubectl(t, "-n", "default", "create", "secret", "tls", "secure-cert", "--cert="+bcrt, "--key="+bkey)
 	start := time.Now()
 	e.applyYAML(t, ingressTLSYAML)
+	e.applyYAML(t, fmt.Sprintf(tlsBackendYAML, "secure"))
 	e.mustKubectl(t, "wait", "--for=condition=Available", "deployment/secure", "--timeout=120s")
 
 	port := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-ingress", "get", "service", "weft-ingress",

@@ -97,8 +97,8 @@ spec:
   - {name: https, port: 443, targetPort: 9443}
 `
 
-// tlsBackendYAML is a details server terminating TLS on 9443 with the
-// Secret %[1]s-cert (app %[1]s).
+// tlsBackendYAML (also the ingress passthrough backend) is a details
+// server terminating TLS on 9443 with the Secret %[1]s-cert (app %[1]s).
 const tlsBackendYAML = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: %[1]s, namespace: default}
