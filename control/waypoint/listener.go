@@ -101,6 +101,22 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 			refs[r.name()] = r
 		}
 	}
+	ips := t.addWorkloadChains(key, s, l, res, refs)
+	res.Listeners = []*listenerv3.Listener{l}
+	if len(ips) > 0 {
+		res.Clusters = append(res.Clusters, passthrough())
+	}
+	t.addClusters(res, refs, false, t.waypointLocality(key))
+	t.applyTelemetry(res, waypointTelemetryTarget(key))
+	t.applyEnvoyFilters(res, waypointTarget(key))
+	sortResources(res)
+	return res
+}
+
+// addWorkloadChains adds a chain per address of the waypoint's workloads
+// (traffic addressed to a pod rather than a Service) to l, with its
+// passthrough route, and returns those addresses.
+func (t *translator) addWorkloadChains(key string, s *served, l *listenerv3.Listener, res *xds.Resources, refs map[string]clusterRef) []string {
 	var ips []string
 	for _, w := range s.workloads {
 		for _, a := range w.Addresses {
@@ -137,15 +153,7 @@ func (t *translator) waypointResources(key string, s *served) *xds.Resources {
 			}},
 		})
 	}
-	res.Listeners = []*listenerv3.Listener{l}
-	if len(ips) > 0 {
-		res.Clusters = append(res.Clusters, passthrough())
-	}
-	t.addClusters(res, refs, false, t.waypointLocality(key))
-	t.applyTelemetry(res, waypointTelemetryTarget(key))
-	t.applyEnvoyFilters(res, waypointTarget(key))
-	sortResources(res)
-	return res
+	return ips
 }
 
 // tcpFilters are the network filters of a TCP chain: RBAC, then tcp_proxy.
