@@ -66,6 +66,10 @@ type Options struct {
 	// WaypointTracingEndpoint is the OTLP/HTTP endpoint waypoints send
 	// spans to (empty: no spans); see deploy.Config.TracingEndpoint.
 	WaypointTracingEndpoint string
+	// ServiceAccount is weft-control's own (in Namespace);
+	// GatewaySecretsRole and SecretCheckRole the ClusterRoles a deployed
+	// ingress gateway's RoleBindings grant (deploy.Config).
+	ServiceAccount, GatewaySecretsRole, SecretCheckRole string
 	// PathNormalization is how waypoints and gateways normalize request
 	// paths (Istio's meshConfig.pathNormalization; "" = BASE).
 	PathNormalization waypoint.PathNormalization
@@ -261,7 +265,8 @@ func (p *plane) leaderWork(ctx context.Context) {
 	if gateways := p.cluster.Gateways(); gateways != nil {
 		ctrl := &deploy.Controller{Kube: p.kube, Gateway: p.gateway, Gateways: gateways, ReferenceGrants: p.cluster.ReferenceGrants(), Log: p.log,
 			Config: deploy.Config{Image: p.o.WaypointImage, PullPolicy: corev1.PullPolicy(p.o.WaypointPullPolicy),
-				TracingEndpoint: p.o.WaypointTracingEndpoint}}
+				TracingEndpoint: p.o.WaypointTracingEndpoint, GatewaySecretsRole: p.o.GatewaySecretsRole, SecretCheckRole: p.o.SecretCheckRole,
+				ControlServiceAccount: p.o.Namespace + "/" + p.o.ServiceAccount}}
 		go func() {
 			if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				p.log.Error("waypoint deployment controller stopped", "err", err)

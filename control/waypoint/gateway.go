@@ -92,7 +92,7 @@ func (t *translator) buildGatewayProxies(in Inputs) map[string]*xds.Resources {
 		}
 		sel := labels.SelectorFromSet(gw.Spec.Selector)
 		for _, p := range pods {
-			if !sel.Matches(labels.Set(p.Labels)) {
+			if ns := t.gatewayNamespaces[gw]; !sel.Matches(labels.Set(p.Labels)) || ns != "" && p.Namespace != ns {
 				continue
 			}
 			key := p.Namespace + "/" + cmp.Or(p.Spec.ServiceAccountName, "default")

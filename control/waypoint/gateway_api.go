@@ -16,13 +16,15 @@ import (
 	"github.com/weft-mesh/weft/control/waypoint/deploy"
 )
 
-// Gateway API ingress: a Gateway of class "weft" is served by gateway
-// pods installed with charts/gateway, like an Istio Gateway, and its HTTP
-// listeners route with the HTTPRoutes whose parentRefs name it:
-//   - the pods are those matching the Gateway's annotation
-//     weft.io/gateway-selector (a label selector, e.g. "istio=ingress"),
-//     by default istio=ingress, the chart's default labels (Weft does not
-//     deploy a gateway per Gateway; see docs/ingress.md);
+// Gateway API ingress: a Gateway of class "weft" is served like an Istio
+// Gateway by gateway pods, and its HTTP listeners route with the
+// HTTPRoutes whose parentRefs name it:
+//   - the pods are those of the gateway Weft deploys for it, in its
+//     namespace (control/waypoint/deploy ingress_deploy.go; their own
+//     service account, so their snapshot holds this Gateway only), or,
+//     when its annotation weft.io/gateway-selector names them (a label
+//     selector, e.g. "istio=ingress"), those pods in any namespace
+//     (charts/gateway's, shared with other Gateways; see docs/ingress.md);
 //   - each HTTP listener becomes a server on its port (hostname: the
 //     server host, none: "*"), each HTTPS listener (tls.mode Terminate)
 //     an HTTPS server whose credential is its certificateRef's Secret,
@@ -68,6 +70,7 @@ func (t *translator) ingressGateways(gws []*gatewayv1.Gateway, hrs []*gatewayv1.
 		}
 		ig := &networkingv1.Gateway{ObjectMeta: *gw.ObjectMeta.DeepCopy()}
 		ig.Spec.Selector = sel
+		t.gatewayNamespaces[ig] = deploy.IngressNamespace(gw)
 		if gw.Spec.TLS != nil && gw.Spec.TLS.Backend != nil {
 			t.problem(kindAPIGateway, gw.Namespace, gw.Name, "spec.tls.backend: client certificates to backends are not supported; ignored (the gateway reaches mesh backends over HBONE with its own identity)")
 		}

@@ -266,32 +266,37 @@ type translator struct {
 
 	// HTTPRoutes attached to the servers made of Gateway API listeners.
 	ingressRoutes map[*networkingapi.Server][]*gammaRoute
+	// gatewayNamespaces: the only namespace whose pods serve a Gateway
+	// made of a Gateway API Gateway whose gateway Weft deploys
+	// (deploy.IngressNamespace); the others select pods anywhere.
+	gatewayNamespaces map[*networkingv1.Gateway]string
 	// referenceGrants of the input (control/refgrant).
 	referenceGrants []*gatewayv1beta1.ReferenceGrant
 }
 
 func newTranslator(cfg Config) *translator {
 	return &translator{
-		cfg:              cfg,
-		services:         map[string]*service{},
-		servicesByIP:     map[string]*service{},
-		podLabels:        map[string]map[string]string{},
-		endpoints:        map[string][]endpoint{},
-		destinationRules: map[string]*destinationRule{},
-		virtualServices:  map[string]*virtualService{},
-		httpRoutes:       map[string][]*gammaRoute{},
-		gatewayPolicies:  map[string][]*authzPolicy{},
-		servicePolicies:  map[string][]*authzPolicy{},
-		gatewayJWT:       map[string][]*jwtPolicy{},
-		gatewayAPs:       map[*securityv1.AuthorizationPolicy]*authzPolicy{},
-		jwtPolicies:      map[*securityv1.RequestAuthentication]*jwtPolicy{},
-		usedByGateway:    map[any]bool{},
-		ingressNames:     map[string]bool{},
-		serviceJWT:       map[string][]*jwtPolicy{},
-		ports:            map[string]*portConfig{},
-		clusterRefs:      map[string]clusterRef{},
-		problems:         map[workload.Problem]struct{}{},
-		ingressRoutes:    map[*networkingapi.Server][]*gammaRoute{},
+		cfg:               cfg,
+		services:          map[string]*service{},
+		servicesByIP:      map[string]*service{},
+		podLabels:         map[string]map[string]string{},
+		endpoints:         map[string][]endpoint{},
+		destinationRules:  map[string]*destinationRule{},
+		virtualServices:   map[string]*virtualService{},
+		httpRoutes:        map[string][]*gammaRoute{},
+		gatewayPolicies:   map[string][]*authzPolicy{},
+		servicePolicies:   map[string][]*authzPolicy{},
+		gatewayJWT:        map[string][]*jwtPolicy{},
+		gatewayAPs:        map[*securityv1.AuthorizationPolicy]*authzPolicy{},
+		jwtPolicies:       map[*securityv1.RequestAuthentication]*jwtPolicy{},
+		usedByGateway:     map[any]bool{},
+		ingressNames:      map[string]bool{},
+		serviceJWT:        map[string][]*jwtPolicy{},
+		ports:             map[string]*portConfig{},
+		clusterRefs:       map[string]clusterRef{},
+		problems:          map[workload.Problem]struct{}{},
+		ingressRoutes:     map[*networkingapi.Server][]*gammaRoute{},
+		gatewayNamespaces: map[*networkingv1.Gateway]string{},
 	}
 }
 

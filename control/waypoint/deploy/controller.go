@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,8 +99,9 @@ func (c *Controller) watchHTTPRoutes(queue workqueue.TypedRateLimitingInterface[
 }
 
 // Run reconciles until ctx ends. Deployments and Services are watched with
-// an informer of its own, limited to the waypoints' objects (label
-// app.kubernetes.io/name=weft-waypoint), started and stopped with it.
+// an informer of its own, limited to the objects Weft made for waypoints
+// and ingress gateways (label app.kubernetes.io/managed-by=weft-control),
+// started and stopped with it.
 func (c *Controller) Run(ctx context.Context) error {
 	if c.Gateways == nil {
 		return errors.New("no Gateway informer (Gateway API CRDs not installed)")
@@ -112,7 +114,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer queue.ShutDown()
 
 	factory := informers.NewSharedInformerFactoryWithOptions(c.Kube, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelAppName + "=" + AppName }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelManagedBy + "=" + ManagedBy }))
 	depInf := factory.Apps().V1().Deployments().Informer()
 	svcInf := factory.Core().V1().Services().Informer()
 	c.deployments, c.services = depInf.GetIndexer(), svcInf.GetIndexer()
@@ -126,7 +128,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	reg, err := c.Gateways.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueueGateway,
 		UpdateFunc: func(_, obj any) { enqueueGateway(obj) },
-		// Deleted: the garbage collector removes what it owned.
+		// Deleted: the garbage collector removes what it owned; a deployed
+		// gateway's RoleBindings in other namespaces are pruned.
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if gw, ok := obj.(*gatewayv1.Gateway); ok && Deployed(gw) {
+				queue.Add(gw.Namespace + "/" + gw.Name)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -200,8 +211,12 @@ func (c *Controller) next(ctx context.Context, q workqueue.TypedRateLimitingInte
 // Reconcile brings one Gateway's objects and status up to date.
 func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	obj, exists, err := c.Gateways.GetIndexer().GetByKey(key)
-	if err != nil || !exists {
+	if err != nil {
 		return err
+	}
+	if !exists {
+		ns, name, _ := strings.Cut(key, "/")
+		return c.pruneBindings(ctx, ns, name, nil)
 	}
 	gw := obj.(*gatewayv1.Gateway)
 	if IsIngress(gw) { // ingress.go
@@ -218,7 +233,7 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 	dep, svc := c.observed(gw)
 	var applyErr error
 	if v.Accepted {
-		dep, svc, applyErr = c.apply(ctx, gw, v)
+		dep, svc, applyErr = c.apply(ctx, gw, Desired(c.Config, gw, v.Replicas))
 	}
 	st := Status(gw, v, dep, svc, applyErr, time.Now())
 	if !StatusEqual(gw.Status, st) {
@@ -236,18 +251,23 @@ func (c *Controller) Reconcile(ctx context.Context, key string) error {
 }
 
 // refuseAdoption fails when a ServiceAccount, Deployment or Service named
-// like the waypoint exists and is not controlled by this Gateway. Applying
-// onto it would adopt what someone else made: a tenant's Deployment keeps
-// its own containers and volumes next to the waypoint's, and they would
-// run with the waypoint's identity. The Deployment and Service this
-// Gateway controls are in the informers, so a steady waypoint costs no
-// API call; otherwise each is read once.
-func (c *Controller) refuseAdoption(ctx context.Context, gw *gatewayv1.Gateway) error {
+// like the waypoint (or deployed gateway, ObjectName) exists and is not
+// controlled by this Gateway, or one of its RoleBindings (objs) exists and
+// was not made for it (ownsBinding). Applying onto it would adopt what
+// someone else made: a tenant's Deployment keeps its own containers and
+// volumes next to the waypoint's, and they would run with the waypoint's
+// identity; a tenant's RoleBinding would grant other subjects. The
+// Deployment and Service this Gateway controls are in the informers, so a
+// steady waypoint costs no API call; otherwise each is read once.
+func (c *Controller) refuseAdoption(ctx context.Context, gw *gatewayv1.Gateway, objs Objects) error {
+	if err := c.refuseBindings(ctx, gw, objs); err != nil {
+		return err
+	}
 	dep, svc := c.observed(gw)
 	if dep != nil && svc != nil && controlledBy(dep, gw) && controlledBy(svc, gw) {
 		return nil
 	}
-	ns, name := gw.Namespace, gw.Name
+	ns, name := gw.Namespace, ObjectName(gw)
 	for _, o := range []struct {
 		kind string
 		get  func() (metav1.Object, error)
@@ -272,6 +292,22 @@ func (c *Controller) refuseAdoption(ctx context.Context, gw *gatewayv1.Gateway) 
 	return nil
 }
 
+// refuseBindings fails when a RoleBinding of objs exists and was not
+// made for gw.
+func (c *Controller) refuseBindings(ctx context.Context, gw *gatewayv1.Gateway, objs Objects) error {
+	for _, rb := range objs.RoleBindings {
+		obj, err := c.Kube.RbacV1().RoleBindings(*rb.Namespace).Get(ctx, *rb.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("read RoleBinding %s/%s: %w", *rb.Namespace, *rb.Name, err)
+		case !ownsBinding(obj, gw):
+			return fmt.Errorf("RoleBinding %s/%s exists and is not this Gateway's: not adopted; delete it or name the Gateway differently", *rb.Namespace, *rb.Name)
+		}
+	}
+	return nil
+}
+
 // controlledBy reports whether obj has gw as its controller.
 func controlledBy(obj metav1.Object, gw *gatewayv1.Gateway) bool {
 	ref := metav1.GetControllerOf(obj)
@@ -282,7 +318,10 @@ func controlledBy(obj metav1.Object, gw *gatewayv1.Gateway) bool {
 func (c *Controller) observed(gw *gatewayv1.Gateway) (*appsv1.Deployment, *corev1.Service) {
 	var dep *appsv1.Deployment
 	var svc *corev1.Service
-	key := gw.Namespace + "/" + gw.Name
+	key := gw.Namespace + "/" + ObjectName(gw)
+	if c.deployments == nil { // outside Run
+		return nil, nil
+	}
 	if o, ok, _ := c.deployments.GetByKey(key); ok {
 		dep = o.(*appsv1.Deployment)
 	}
@@ -292,17 +331,21 @@ func (c *Controller) observed(gw *gatewayv1.Gateway) (*appsv1.Deployment, *corev
 	return dep, svc
 }
 
-// apply server-side applies the desired objects. Force: Weft owns these
-// fields, a conflicting manager (kubectl edit) is overridden. But never on
-// objects this Gateway does not control (see refuseAdoption).
-func (c *Controller) apply(ctx context.Context, gw *gatewayv1.Gateway, v Validation) (*appsv1.Deployment, *corev1.Service, error) {
-	if err := c.refuseAdoption(ctx, gw); err != nil {
+// apply server-side applies the desired objects objs of gw. Force: Weft
+// owns these fields, a conflicting manager (kubectl edit) is overridden.
+// But never on objects this Gateway does not control (see refuseAdoption).
+func (c *Controller) apply(ctx context.Context, gw *gatewayv1.Gateway, objs Objects) (*appsv1.Deployment, *corev1.Service, error) {
+	if err := c.refuseAdoption(ctx, gw, objs); err != nil {
 		return nil, nil, err
 	}
-	objs := Desired(c.Config, gw, v.Replicas)
 	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 	if _, err := c.Kube.CoreV1().ServiceAccounts(gw.Namespace).Apply(ctx, objs.ServiceAccount, opts); err != nil {
 		return nil, nil, fmt.Errorf("apply ServiceAccount: %w", err)
+	}
+	for _, rb := range objs.RoleBindings {
+		if _, err := c.Kube.RbacV1().RoleBindings(*rb.Namespace).Apply(ctx, rb, opts); err != nil {
+			return nil, nil, fmt.Errorf("apply RoleBinding %s/%s: %w", *rb.Namespace, *rb.Name, err)
+		}
 	}
 	dep, err := c.Kube.AppsV1().Deployments(gw.Namespace).Apply(ctx, objs.Deployment, opts)
 	if err != nil {

@@ -21,17 +21,15 @@ import (
 	"github.com/weft-mesh/weft/pkg/credential"
 )
 
-// Gateway API ingress (docs/ingress.md): Gateways of class weft are served
-// by gateway pods installed with charts/gateway, which their annotation
-// weft.io/gateway-selector selects (default istio=ingress, the chart's
-// labels). Weft deploys nothing for them; control/waypoint translates
-// them, and this controller writes their Accepted and Programmed
-// conditions, their addresses (IngressAddresses) and their listeners'
-// status.
+// Gateway API ingress (docs/ingress.md): for a Gateway of class weft, Weft
+// deploys a gateway of its own (ingress_deploy.go), unless its annotation
+// weft.io/gateway-selector names the pods that serve it (charts/gateway's,
+// e.g. istio=ingress). control/waypoint translates them, and this
+// controller writes their Accepted and Programmed conditions, their
+// addresses (IngressAddresses) and their listeners' status.
 const (
 	IngressClassName          = "weft"
 	AnnotationGatewaySelector = "weft.io/gateway-selector"
-	DefaultGatewaySelector    = "istio=ingress"
 	// AnnotationCredentialNamespaces, on a gateway pod (charts/gateway
 	// credentialNamespaces), lists the namespaces besides its own whose
 	// Secrets it reads ("a,b"): where a certificateRef's Secret may be.
@@ -57,9 +55,14 @@ func UnsupportedIngressProtocol(p gatewayv1.ProtocolType) string {
 	return fmt.Sprintf("protocol: %s is not supported yet (HTTP and HTTPS only); listener ignored", p)
 }
 
-// IngressSelector is the label set of the gateway pods serving gw.
+// IngressSelector is the label set of the gateway pods serving gw (in
+// IngressNamespace): its deployed gateway's, or those its annotation
+// weft.io/gateway-selector names.
 func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
-	s := cmp.Or(gw.Annotations[AnnotationGatewaySelector], DefaultGatewaySelector)
+	if Deployed(gw) {
+		return SelectorLabels(gw), nil
+	}
+	s := gw.Annotations[AnnotationGatewaySelector]
 	sel, err := labels.ConvertSelectorToLabelsMap(s)
 	if err == nil && len(sel) == 0 {
 		err = fmt.Errorf("empty")
@@ -81,6 +84,9 @@ type IngressObserved struct {
 	// Secrets holds why each Secret an HTTPS listener names
 	// (ListenerCredential) cannot be served; a Secret not in it is usable.
 	Secrets map[SecretRef]error
+	// DeployErr is why the gateway's objects could not be applied (a
+	// deployed gateway only).
+	DeployErr error
 }
 
 // IngressStatus is the status of ingress Gateway gw given what the
@@ -95,6 +101,10 @@ func IngressStatus(gw *gatewayv1.Gateway, obs IngressObserved, now time.Time) ga
 	switch {
 	case err != nil:
 		programmed = listenerFalse(gatewayv1.ListenerReasonInvalid, "the Gateway is not accepted: "+err.Error())
+	case obs.DeployErr != nil:
+		programmed = listenerFalse(gatewayv1.ListenerReasonPending, "creating the gateway's objects failed: "+obs.DeployErr.Error())
+	case obs.ReadyPods == 0 && Deployed(gw):
+		programmed = listenerFalse(gatewayv1.ListenerReasonPending, "no ready pod of Deployment "+ObjectName(gw)+" yet")
 	case obs.ReadyPods == 0:
 		programmed = listenerFalse(gatewayv1.ListenerReasonPending,
 			fmt.Sprintf("no ready gateway pod matches %s (install charts/gateway)", labels.Set(sel)))
@@ -216,47 +226,26 @@ func IngressAddresses(readyPods []corev1.Pod, svcs []corev1.Service) []gatewayv1
 // reconcileIngress writes an ingress Gateway's status; it returns how
 // long to wait before looking again (0: not needed).
 func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway) (time.Duration, error) {
-	var ready []corev1.Pod
-	var addrs []gatewayv1.GatewayStatusAddress
-	// Where every gateway pod, ready or not, reads Secrets.
-	podNamespaces := map[string]bool{}
-	if sel, err := IngressSelector(gw); err == nil {
-		pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
-		if err != nil {
-			return 0, fmt.Errorf("listing gateway pods: %w", err)
-		}
-		namespaces := map[string]bool{}
-		for i := range pods.Items {
-			podNamespaces[pods.Items[i].Namespace] = true
-			for _, ns := range strings.Split(pods.Items[i].Annotations[AnnotationCredentialNamespaces], ",") {
-				if ns = strings.TrimSpace(ns); ns != "" {
-					podNamespaces[ns] = true
-				}
-			}
-			if podReady(&pods.Items[i]) {
-				ready = append(ready, pods.Items[i])
-				namespaces[pods.Items[i].Namespace] = true
-			}
-		}
-		var svcs []corev1.Service
-		for ns := range namespaces {
-			list, err := c.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return 0, fmt.Errorf("listing the gateway pods' Services: %w", err)
-			}
-			svcs = append(svcs, list.Items...)
-		}
-		addrs = IngressAddresses(ready, svcs)
-	}
 	grants, err := c.referenceGrants(ctx)
 	if err != nil {
 		return 0, err
 	}
-	secrets, checked, err := c.ingressSecrets(ctx, gw, grants, podNamespaces)
+	var pods ingressPods
+	var deployErr error
+	if Deployed(gw) {
+		pods, deployErr, err = c.deployIngress(ctx, gw, grants)
+	} else if sel, serr := IngressSelector(gw); serr == nil {
+		pods, err = c.selectedPods(ctx, sel)
+	}
 	if err != nil {
 		return 0, err
 	}
-	st := IngressStatus(gw, IngressObserved{ReadyPods: len(ready), Grants: grants, Secrets: secrets}, time.Now())
+	ready, addrs := pods.ready, pods.addrs
+	secrets, checked, err := c.ingressSecrets(ctx, gw, grants, pods.secretNamespaces)
+	if err != nil {
+		return 0, err
+	}
+	st := IngressStatus(gw, IngressObserved{ReadyPods: len(ready), Grants: grants, Secrets: secrets, DeployErr: deployErr}, time.Now())
 	st.Addresses = addrs
 	if err := c.setAttachedRoutes(ctx, gw, &st); err != nil {
 		return 0, err
@@ -278,6 +267,88 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 		return secretRecheck, nil
 	}
 	return 0, nil
+}
+
+// ingressPods is what the controller sees of the pods serving an ingress
+// Gateway: the ready ones, the addresses of their Services
+// (IngressAddresses) and the namespaces where any of them, ready or not,
+// reads Secrets.
+type ingressPods struct {
+	ready            []corev1.Pod
+	addrs            []gatewayv1.GatewayStatusAddress
+	secretNamespaces map[string]bool
+}
+
+// selectedPods are the pods (in every namespace) that selector sel of a
+// Gateway served by charts/gateway selects; they read Secrets of their
+// namespace and of the namespaces their annotation
+// weft.io/credential-namespaces names.
+func (c *Controller) selectedPods(ctx context.Context, sel map[string]string) (ingressPods, error) {
+	out := ingressPods{secretNamespaces: map[string]bool{}}
+	pods, err := c.Kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set(sel).String()})
+	if err != nil {
+		return out, fmt.Errorf("listing gateway pods: %w", err)
+	}
+	namespaces := map[string]bool{}
+	for i := range pods.Items {
+		out.secretNamespaces[pods.Items[i].Namespace] = true
+		for _, ns := range strings.Split(pods.Items[i].Annotations[AnnotationCredentialNamespaces], ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				out.secretNamespaces[ns] = true
+			}
+		}
+		if podReady(&pods.Items[i]) {
+			out.ready = append(out.ready, pods.Items[i])
+			namespaces[pods.Items[i].Namespace] = true
+		}
+	}
+	var svcs []corev1.Service
+	for ns := range namespaces {
+		list, err := c.Kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return out, fmt.Errorf("listing the gateway pods' Services: %w", err)
+		}
+		svcs = append(svcs, list.Items...)
+	}
+	out.addrs = IngressAddresses(out.ready, svcs)
+	return out, nil
+}
+
+// deployIngress applies the objects of gw's deployed gateway
+// (ingress_deploy.go) and returns its pods, whose addresses are its
+// Service's and which read Secrets of gw's namespace and of those its
+// certificateRefs point to; deployErr is why the objects could not be
+// applied (then no pod counts: they may be someone else's).
+func (c *Controller) deployIngress(ctx context.Context, gw *gatewayv1.Gateway, grants []*gatewayv1beta1.ReferenceGrant) (out ingressPods, deployErr, err error) {
+	credNS := credentialNamespaces(gw, grants)
+	out.secretNamespaces = map[string]bool{gw.Namespace: true}
+	for _, ns := range credNS {
+		out.secretNamespaces[ns] = true
+	}
+	n, deployErr := replicas(gw)
+	if deployErr != nil {
+		return out, deployErr, nil
+	}
+	_, svc, deployErr := c.apply(ctx, gw, Desired(c.Config, gw, n, credNS...))
+	if deployErr != nil {
+		return out, deployErr, nil
+	}
+	if err := c.pruneBindings(ctx, gw.Namespace, gw.Name, out.secretNamespaces); err != nil {
+		return out, nil, err
+	}
+	pods, err := c.Kube.CoreV1().Pods(gw.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set(SelectorLabels(gw)).String()})
+	if err != nil {
+		return out, nil, fmt.Errorf("listing gateway pods: %w", err)
+	}
+	for i := range pods.Items {
+		if podReady(&pods.Items[i]) {
+			out.ready = append(out.ready, pods.Items[i])
+		}
+	}
+	if svc != nil {
+		out.addrs = IngressAddresses(out.ready, []corev1.Service{*svc})
+	}
+	return out, nil, nil
 }
 
 // secretRecheck is how soon an ingress Gateway whose certificate Secrets

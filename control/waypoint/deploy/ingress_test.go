@@ -35,8 +35,8 @@ func TestIngressStatus(t *testing.T) {
 		accepted, programmed  metav1.ConditionStatus
 		acceptedR, programmdR gatewayv1.GatewayConditionReason
 	}{
-		{"default selector, pod ready", nil, 1, metav1.ConditionTrue, metav1.ConditionTrue, gatewayv1.GatewayReasonAccepted, gatewayv1.GatewayReasonProgrammed},
-		{"no ready pod", nil, 0, metav1.ConditionTrue, metav1.ConditionFalse, gatewayv1.GatewayReasonAccepted, gatewayv1.GatewayReasonPending},
+		{"deployed, pod ready", nil, 1, metav1.ConditionTrue, metav1.ConditionTrue, gatewayv1.GatewayReasonAccepted, gatewayv1.GatewayReasonProgrammed},
+		{"deployed, no ready pod", nil, 0, metav1.ConditionTrue, metav1.ConditionFalse, gatewayv1.GatewayReasonAccepted, gatewayv1.GatewayReasonPending},
 		{"custom selector", map[string]string{AnnotationGatewaySelector: "app=edge,tier=public"}, 2, metav1.ConditionTrue, metav1.ConditionTrue, gatewayv1.GatewayReasonAccepted, gatewayv1.GatewayReasonProgrammed},
 		{"bad selector", map[string]string{AnnotationGatewaySelector: "not a selector"}, 1, metav1.ConditionFalse, metav1.ConditionFalse, gatewayv1.GatewayReasonInvalidParameters, gatewayv1.GatewayReasonInvalid},
 	} {
@@ -121,7 +121,7 @@ func TestIngressListenerStatus(t *testing.T) {
 				"tls":  {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
 		{"TLS only", nil, []gatewayv1.Listener{tls}, 1, "False/ListenersNotValid/3", "False/Invalid/3", "no listener can be served",
 			map[gatewayv1.SectionName]want{"tls": {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
-		{"no ready pod", nil, []gatewayv1.Listener{http, tls}, 0, "True/ListenersNotValid/3", "False/Pending/3", "no ready gateway pod",
+		{"no ready pod", nil, []gatewayv1.Listener{http, tls}, 0, "True/ListenersNotValid/3", "False/Pending/3", "no ready pod of Deployment bookinfo-weft",
 			map[gatewayv1.SectionName]want{
 				"http": {"True/Accepted/3", "False/Pending/3", "True/ResolvedRefs/3", "HTTPRoute"},
 				"tls":  {"False/UnsupportedProtocol/3", "False/Invalid/3", "Unknown/UnsupportedProtocol/3", ""}}},
@@ -201,7 +201,8 @@ func TestIngressReconcileWithFakeClients(t *testing.T) {
 			Hostname: ptr.To(gatewayv1.Hostname(name + ".example.com")), TLS: &gatewayv1.ListenerTLSConfig{
 				CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(secret), Namespace: ptr.To(gatewayv1.Namespace(ns))}}}}
 	}
-	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Namespace: "default", Generation: 3},
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "bookinfo", Namespace: "default", Generation: 3,
+		Annotations: map[string]string{AnnotationGatewaySelector: "istio=ingress"}},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Listeners: []gatewayv1.Listener{
 			{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
 			https("https", 443, "istio-ingress", "good"), https("malformed", 443, "istio-ingress", "malformed"),
@@ -374,7 +375,8 @@ func TestIngressHTTPSListenerStatus(t *testing.T) {
 	}
 	configMap := cert("apps", "cm")
 	configMap.Kind = ptr.To(gatewayv1.Kind("ConfigMap"))
-	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "apps", Generation: 2},
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "apps", Generation: 2,
+		Annotations: map[string]string{AnnotationGatewaySelector: "istio=ingress"}},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Listeners: []gatewayv1.Listener{
 			https("ok", 443, refs(cert("weft-ingress", "web"))),
 			https("same-ns", 443, refs(cert("apps", "local"))),

@@ -20,6 +20,7 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -34,8 +35,11 @@ const (
 	LabelDataplaneMode = mesh.LabelDataplaneMode
 	LabelAppName       = "app.kubernetes.io/name"
 	AppName            = "weft-waypoint"
-	LabelManagedBy     = "app.kubernetes.io/managed-by"
-	ManagedBy          = "weft-control"
+	// IngressAppName is the app name of the gateways deployed for
+	// Gateways of class weft (ingress_deploy.go).
+	IngressAppName = "weft-gateway"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "weft-control"
 
 	// AnnotationReplicas on the Gateway sets the Deployment's replicas
 	// (default 1).
@@ -68,6 +72,14 @@ type Config struct {
 	// container, with OTEL_SERVICE_NAME=<gateway>.<namespace>. Empty: no
 	// spans (trace headers are still propagated).
 	TracingEndpoint string
+	// GatewaySecretsRole and SecretCheckRole are the ClusterRoles
+	// (charts/control) that a deployed ingress gateway's RoleBindings grant
+	// to it (read Secrets) and to weft-control (get Secrets, to check a
+	// certificateRef), in its namespace and where its certificateRefs
+	// point; ControlServiceAccount is weft-control's, "<ns>/<name>".
+	// Empty: no RoleBindings (HTTPS listeners of deployed gateways do not
+	// resolve).
+	GatewaySecretsRole, SecretCheckRole, ControlServiceAccount string
 }
 
 // Environment of the waypoint containers when tracing is on.
@@ -110,26 +122,52 @@ func Validate(gw *gatewayv1.Gateway) Validation {
 		return Validation{Reason: gatewayv1.GatewayReasonInvalidParameters,
 			Message: fmt.Sprintf("infrastructure.parametersRef %s/%s %q is not supported (use the %s annotation)", inf.ParametersRef.Group, inf.ParametersRef.Kind, inf.ParametersRef.Name, AnnotationReplicas)}
 	}
-	if s, ok := gw.Annotations[AnnotationReplicas]; ok {
-		n, err := strconv.ParseInt(s, 10, 32)
-		if err != nil || n < 0 || n > MaxReplicas {
-			return Validation{Reason: gatewayv1.GatewayReasonInvalidParameters,
-				Message: fmt.Sprintf("annotation %s=%q: want an integer from 0 to %d", AnnotationReplicas, s, MaxReplicas)}
-		}
-		v.Replicas = int32(n)
+	n, err := replicas(gw)
+	if err != nil {
+		return Validation{Reason: gatewayv1.GatewayReasonInvalidParameters, Message: err.Error()}
 	}
+	v.Replicas = n
 	return v
 }
 
-// Objects are the desired objects of one waypoint, as apply configurations
-// (only the fields Weft owns).
+// replicas is the replica count the annotation AnnotationReplicas of gw
+// asks for (default 1).
+func replicas(gw *gatewayv1.Gateway) (int32, error) {
+	s, ok := gw.Annotations[AnnotationReplicas]
+	if !ok {
+		return 1, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || n < 0 || n > MaxReplicas {
+		return 0, fmt.Errorf("annotation %s=%q: want an integer from 0 to %d", AnnotationReplicas, s, MaxReplicas)
+	}
+	return int32(n), nil
+}
+
+// Objects are the desired objects of one waypoint or deployed ingress
+// gateway, as apply configurations (only the fields Weft owns).
 type Objects struct {
 	ServiceAccount *corev1ac.ServiceAccountApplyConfiguration
 	Deployment     *appsv1ac.DeploymentApplyConfiguration
 	Service        *corev1ac.ServiceApplyConfiguration
+	// RoleBindings let an ingress gateway read the Secrets its HTTPS
+	// listeners name (ingress_deploy.go); none for a waypoint.
+	RoleBindings []*rbacv1ac.RoleBindingApplyConfiguration
 }
 
-// SelectorLabels select a waypoint's pods.
+// ObjectName is the name of the ServiceAccount, Deployment and Service of
+// gw: the Gateway's own name for a waypoint, "<name>-<class>" for an
+// ingress Gateway, as Istio's deployment controller names them (its
+// waypoint class drops the suffix, its other classes keep it).
+func ObjectName(gw *gatewayv1.Gateway) string {
+	if IsIngress(gw) {
+		return gw.Name + "-" + string(gw.Spec.GatewayClassName)
+	}
+	return gw.Name
+}
+
+// SelectorLabels select a waypoint's or deployed gateway's pods (within
+// the Gateway's namespace).
 func SelectorLabels(gw *gatewayv1.Gateway) map[string]string {
 	return map[string]string{LabelGatewayName: gw.Name}
 }
@@ -144,6 +182,9 @@ func objectLabels(gw *gatewayv1.Gateway) map[string]string {
 	}
 	out[LabelGatewayName] = gw.Name
 	out[LabelAppName] = AppName
+	if IsIngress(gw) {
+		out[LabelAppName] = IngressAppName
+	}
 	out[LabelManagedBy] = ManagedBy
 	return out
 }
@@ -165,9 +206,12 @@ func ownerRef(gw *gatewayv1.Gateway) *metav1ac.OwnerReferenceApplyConfiguration 
 		WithName(gw.Name).WithUID(gw.UID).WithController(true)
 }
 
-// Desired renders the objects of a waypoint Gateway. Pure.
-func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
-	ns, name := gw.Namespace, gw.Name
+// Desired renders the objects of a waypoint Gateway, or of an ingress
+// Gateway Weft deploys (Deployed), whose gateway reads certificates from
+// the Secrets of its namespace and of credentialNamespaces (ignored for
+// waypoints). Pure.
+func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32, credentialNamespaces ...string) Objects {
+	ns, name := gw.Namespace, ObjectName(gw)
 	labels, annotations := objectLabels(gw), objectAnnotations(gw)
 	meta := func() (map[string]string, map[string]string) { return maps.Clone(labels), maps.Clone(annotations) }
 
@@ -177,7 +221,7 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 		sa.WithAnnotations(a)
 	}
 
-	tmpl := podTemplate(cfg, gw, labels, annotations)
+	tmpl := podTemplate(cfg, gw, labels, annotations, credentialNamespaces)
 	l, a = meta()
 	dep := appsv1ac.Deployment(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
 		WithSpec(appsv1ac.DeploymentSpec().
@@ -189,25 +233,35 @@ func Desired(cfg Config, gw *gatewayv1.Gateway, replicas int32) Objects {
 	}
 
 	l, a = meta()
-	svc := corev1ac.Service(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).
-		WithSpec(corev1ac.ServiceSpec().
-			WithType(corev1.ServiceTypeClusterIP).
-			WithSelector(SelectorLabels(gw)).
-			WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(mesh.HBONEPort).
-				WithTargetPort(intstr.FromInt32(mesh.HBONEPort)).WithProtocol(corev1.ProtocolTCP)))
+	spec := corev1ac.ServiceSpec().WithType(corev1.ServiceTypeClusterIP).WithSelector(SelectorLabels(gw)).
+		WithPorts(corev1ac.ServicePort().WithName(ListenerName).WithPort(mesh.HBONEPort).
+			WithTargetPort(intstr.FromInt32(mesh.HBONEPort)).WithProtocol(corev1.ProtocolTCP))
+	if IsIngress(gw) {
+		spec = ingressServiceSpec(gw)
+	}
+	svc := corev1ac.Service(name, ns).WithLabels(l).WithOwnerReferences(ownerRef(gw)).WithSpec(spec)
 	if len(a) > 0 {
 		svc.WithAnnotations(a)
 	}
-	return Objects{ServiceAccount: sa, Deployment: dep, Service: svc}
+	objs := Objects{ServiceAccount: sa, Deployment: dep, Service: svc}
+	if IsIngress(gw) {
+		objs.RoleBindings = secretBindings(cfg, gw, labels, credentialNamespaces)
+	}
+	return objs
 }
 
 // podTemplate is the pod of a waypoint Deployment: one waypoint container,
-// its projected token and the mesh's root certificate, never captured.
-func podTemplate(cfg Config, gw *gatewayv1.Gateway, labels, annotations map[string]string) *corev1ac.PodTemplateSpecApplyConfiguration {
-	name := gw.Name
+// its projected token and the mesh's root certificate, never captured. An
+// ingress gateway's pod runs the same image in gateway mode
+// (ingressPod).
+func podTemplate(cfg Config, gw *gatewayv1.Gateway, labels, annotations map[string]string, credentialNamespaces []string) *corev1ac.PodTemplateSpecApplyConfiguration {
+	name := ObjectName(gw)
 	podLabels := maps.Clone(labels)
 	podLabels[LabelDataplaneMode] = "none" // a waypoint is never captured
 	container := waypointContainer(cfg, gw.Namespace, name)
+	if IsIngress(gw) {
+		container = gatewayContainer(cfg, gw, credentialNamespaces)
+	}
 	pod := corev1ac.PodSpec().
 		WithServiceAccountName(name).
 		WithAutomountServiceAccountToken(false).
@@ -227,6 +281,9 @@ func podTemplate(cfg Config, gw *gatewayv1.Gateway, labels, annotations map[stri
 		AnnotationPrometheusPath:   "/metrics",
 	}
 	maps.Copy(podAnnotations, annotations)
+	if IsIngress(gw) {
+		ingressPod(pod)
+	}
 	return corev1ac.PodTemplateSpec().WithLabels(podLabels).WithAnnotations(podAnnotations).WithSpec(pod)
 }
 
