@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -69,69 +68,6 @@ var conformanceFeatures = []features.FeatureName{
 	features.SupportHTTPRouteBackendProtocolWebSocket,
 }
 
-// conformanceGatewayValues installs charts/gateway, which serves every
-// Gateway of class weft, with the chart's ports plus 8080
-// (GatewayPort8080): a Gateway listener's port is served on the
-// targetPort of the Service port with its number (control/waypoint
-// gateway.go), and the local cluster's load balancer forwards the Service
-// ports from the Gateway's address (status.addresses: the Service's
-// load balancer IP) on the host.
-const conformanceGatewayValues = `
-service:
-  ports:
-    - name: status-port
-      port: 15021
-      targetPort: 15021
-    - name: http2
-      port: 80
-      targetPort: 8080
-    - name: https
-      port: 443
-      targetPort: 8443
-    - name: http-alt
-      port: 8080
-      targetPort: 18080
-credentialNamespaces: [` + conformanceSecretNamespaces + `]
-`
-
-// conformanceSecretNamespaces hold the suite's listener certificates (its
-// Gateways' namespace and the one a ReferenceGrant opens). The gateway
-// reads Secrets of its own namespace and of these only (credentialNamespaces,
-// a Role in each), so they are created before the chart is installed.
-const conformanceSecretNamespaces = "gateway-conformance-infra, gateway-conformance-web-backend"
-
-// unservedBaseGateways are Gateways of the suite's base manifests that
-// Weft cannot serve yet. Setup waits for every base Gateway to be Accepted
-// and Programmed, so with them as they are no test runs at all; they get
-// the suite's own annotation that leaves a Gateway out of that wait, and
-// the tests that use them fail. The report says so in its mode.
-var unservedBaseGateways = map[string]string{
-	"same-namespace-with-https-listener": "HTTPS listeners only, whose Secret is in the Gateway's namespace: Weft's gateway reads certificates from its own namespace (docs/conformance/README.md)",
-}
-
-// conformanceMode is the report's mode: not "default", because of
-// unservedBaseGateways.
-const conformanceMode = "weft-unserved-base-gateways-not-awaited"
-
-// baseManifests is the suite's base/manifests.yaml with the Gateways of
-// unservedBaseGateways annotated; it fails when one is not found, so a
-// new suite version cannot change what is patched unnoticed.
-func baseManifests() (fs.FS, error) {
-	data, err := fs.ReadFile(conformance.Manifests, "base/manifests.yaml")
-	if err != nil {
-		return nil, err
-	}
-	s := string(data)
-	for name := range unservedBaseGateways {
-		old := "kind: Gateway\nmetadata:\n  name: " + name + "\n"
-		if strings.Count(s, old) != 1 {
-			return nil, fmt.Errorf("base/manifests.yaml: Gateway %s not found once", name)
-		}
-		s = strings.Replace(s, old, old+"  annotations:\n    gateway-api/skip-this-for-readiness: \"true\"\n", 1)
-	}
-	return fstest.MapFS{"weft/base-manifests.yaml": {Data: []byte(s)}}, nil
-}
-
 // conformanceTimeouts are the suite's defaults with shorter waits for
 // Gateways to become ready, which the tests using HTTPS listeners wait
 // out in full (5 minutes each, so the run would take hours): on the local
@@ -160,17 +96,12 @@ func TestGatewayAPIConformance(t *testing.T) {
 	// load balancer addresses of their own.
 	e := startCluster(t, "e2econf", 2, 12)
 	root := repoRoot()
+	// No charts/gateway: weft-control deploys a gateway (Deployment and
+	// LoadBalancer Service) for each of the suite's Gateways, which the
+	// local cluster's load balancer exposes on the host at the Gateway's
+	// status address.
 	e.installControlPlane(t)
 	e.installNodeAgent(t)
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte(conformanceGatewayValues), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for _, ns := range strings.Split(conformanceSecretNamespaces, ", ") {
-		e.mustKubectl(t, "create", "namespace", ns)
-	}
-	e.mustRun(t, "helm", "install", "weft-ingress", filepath.Join(root, "charts/gateway"), "-n", "weft-ingress", "--create-namespace", "-f", values)
-	e.mustKubectl(t, "-n", "weft-ingress", "wait", "--for=condition=Available", "deployment/weft-ingress", "--timeout=120s")
 
 	report := os.Getenv("WEFT_CONFORMANCE_REPORT")
 	if report == "" {
@@ -182,10 +113,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 	version, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
 	if err != nil {
 		t.Fatalf("git describe (the report's implementation version): %v", err)
-	}
-	base, err := baseManifests()
-	if err != nil {
-		t.Fatal(err)
 	}
 
 	log.SetLogger(zap.New(zap.WriteTo(os.Stdout), zap.UseDevMode(true)))
@@ -241,7 +168,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 			CleanupTestResources: true,
 			SupportedFeatures:    conformanceFeatures,
 			TimeoutConfig:        conformanceTimeouts(),
-			Mode:                 conformanceMode,
 			ConformanceProfiles:  []suite.ConformanceProfileName{suite.GatewayHTTPConformanceProfileName},
 			ReportOutputPath:     report,
 			Implementation: confv1.Implementation{
@@ -252,12 +178,11 @@ func TestGatewayAPIConformance(t *testing.T) {
 				Contact:      []string{"https://github.com/weft-mesh/weft/issues"},
 			},
 		},
-		Hook:          hook,
-		Client:        c,
-		Clientset:     cs,
-		RestConfig:    cfg,
-		ManifestFS:    []fs.FS{base, &conformance.Manifests},
-		BaseManifests: "weft/base-manifests.yaml",
+		Hook:       hook,
+		Client:     c,
+		Clientset:  cs,
+		RestConfig: cfg,
+		ManifestFS: []fs.FS{&conformance.Manifests},
 	})
 }
 

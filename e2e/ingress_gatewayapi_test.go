@@ -3,17 +3,20 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 )
 
-// Gateway API ingress on the gateway of TestIngressGateway: a Gateway of
-// class weft (served by the chart's istio=ingress pods) with an HTTP
-// listener for one hostname and an HTTPRoute sending /details to the
-// details service. The Istio VirtualService on the same port does not
-// route /details, so a 200 can only come from the HTTPRoute.
+// Gateway API ingress next to the gateway of TestIngressGateway: a
+// Gateway of class weft, for which weft-control deploys a gateway of its
+// own ("bookinfo-api-weft": Deployment and LoadBalancer Service in the
+// Gateway's namespace, with its infrastructure labels and annotations),
+// with an HTTP listener for one hostname and an HTTPRoute sending /details
+// to the details service. The chart's shared gateway (istio=ingress) does
+// not serve it: there /details with that host gets 404.
 const ingressGatewayAPIYAML = `
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -21,6 +24,11 @@ metadata:
   name: bookinfo-api
 spec:
   gatewayClassName: weft
+  infrastructure:
+    labels:
+      team: bookinfo
+    annotations:
+      example.com/owner: bookinfo-team
   listeners:
   - name: http
     port: 80
@@ -45,12 +53,29 @@ spec:
 `
 
 func testIngressGatewayAPI(t *testing.T, e *env, hosts []string, port string) {
-	t.Run("Gateway API Gateway of class weft with an HTTPRoute", func(t *testing.T) {
+	t.Run("Gateway API Gateway of class weft gets a gateway of its own", func(t *testing.T) {
 		start := time.Now()
 		e.applyYAML(t, ingressGatewayAPIYAML)
-		client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
-		get := func(host string) (int, string, error) {
-			req, err := http.NewRequest(http.MethodGet, "http://"+hosts[0]+":"+port+"/details/0", nil)
+		e.mustKubectl(t, "wait", "--for=condition=Programmed", "gateway/bookinfo-api", "--timeout=120s")
+		t.Logf("Gateway Programmed %s after it was applied", time.Since(start).Round(100*time.Millisecond))
+		// Its objects, named as Istio names them, with the infrastructure
+		// labels and annotations; the Service's ports are the listeners'.
+		for _, kind := range []string{"serviceaccount", "deployment", "service"} {
+			got := e.mustKubectl(t, "get", kind, "bookinfo-api-weft", "-o", `jsonpath={.metadata.labels.team} {.metadata.annotations.example\.com/owner} {.metadata.ownerReferences[0].name}`)
+			if strings.TrimSpace(got) != "bookinfo bookinfo-team bookinfo-api" {
+				t.Errorf("%s bookinfo-api-weft: team label, owner annotation, owner %q", kind, got)
+			}
+		}
+		if p := strings.TrimSpace(e.mustKubectl(t, "get", "service", "bookinfo-api-weft", "-o", "jsonpath={.spec.ports[*].port}")); p != "80" {
+			t.Errorf("Service ports %q, want the listener's 80", p)
+		}
+		addr := strings.TrimSpace(e.mustKubectl(t, "get", "gateway", "bookinfo-api", "-o", "jsonpath={.status.addresses[0].value}"))
+		lb := strings.TrimSpace(e.mustKubectl(t, "get", "service", "bookinfo-api-weft", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"))
+		if addr == "" || addr != lb {
+			t.Fatalf("Gateway address %q, want its Service's load balancer address %q", addr, lb)
+		}
+		get := func(client *http.Client, hostPort, host string) (int, string, error) {
+			req, err := http.NewRequest(http.MethodGet, "http://"+hostPort+"/details/0", nil)
 			if err != nil {
 				return 0, "", err
 			}
@@ -63,8 +88,9 @@ func testIngressGatewayAPI(t *testing.T, e *env, hosts []string, port string) {
 			b, err := io.ReadAll(resp.Body)
 			return resp.StatusCode, string(b), err
 		}
-		eventually(t, "/details/0 with Host bookinfo-api.example.com", 60*time.Second, func() error {
-			code, body, err := get("bookinfo-api.example.com")
+		own := &http.Client{Timeout: 20 * time.Second}
+		eventually(t, "/details/0 with Host bookinfo-api.example.com at "+addr, 60*time.Second, func() error {
+			code, body, err := get(own, net.JoinHostPort(addr, "80"), "bookinfo-api.example.com")
 			if err != nil {
 				return err
 			}
@@ -73,16 +99,15 @@ func testIngressGatewayAPI(t *testing.T, e *env, hosts []string, port string) {
 			}
 			return nil
 		})
-		t.Logf("HTTPRoute served %s after the Gateway was applied", time.Since(start).Round(100*time.Millisecond))
-		// weft-control's status: accepted and programmed (a ready pod of
-		// the chart's gateway serves it).
-		e.mustKubectl(t, "wait", "--for=condition=Accepted", "gateway/bookinfo-api", "--timeout=60s")
-		e.mustKubectl(t, "wait", "--for=condition=Programmed", "gateway/bookinfo-api", "--timeout=60s")
-		t.Logf("Gateway Accepted and Programmed %s after it was applied", time.Since(start).Round(100*time.Millisecond))
-		// Another host on the same port gets the Istio VirtualService,
-		// which has no /details route.
-		if code, body, err := get("other.example.com"); err != nil || code != http.StatusNotFound {
+		t.Logf("HTTPRoute served at the Gateway's address %s after it was applied", time.Since(start).Round(100*time.Millisecond))
+		// Another host has no route there.
+		if code, body, err := get(own, net.JoinHostPort(addr, "80"), "other.example.com"); err != nil || code != http.StatusNotFound {
 			t.Fatalf("/details/0 with Host other.example.com: %d %v %.200s, want 404", code, err, body)
+		}
+		// The chart's shared gateway does not serve this Gateway.
+		shared := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: e.c.DialContext}}
+		if code, body, err := get(shared, hosts[0]+":"+port, "bookinfo-api.example.com"); err != nil || code != http.StatusNotFound {
+			t.Fatalf("/details/0 with Host bookinfo-api.example.com on the chart's gateway: %d %v %.200s, want 404", code, err, body)
 		}
 	})
 }

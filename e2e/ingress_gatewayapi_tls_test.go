@@ -17,7 +17,9 @@ import (
 )
 
 // An HTTPS listener on a Gateway of class weft in namespace gwtls-apps,
-// whose certificate is a Secret of weft-ingress (the gateway pods'
+// served by the chart's gateway pods (annotation weft.io/gateway-selector,
+// so Weft deploys no gateway for it), whose certificate is a Secret of
+// weft-ingress (the gateway pods'
 // namespace, where the gateway reads Secrets): served only once a
 // ReferenceGrant in weft-ingress allows Gateways of gwtls-apps to use it.
 // Its HTTPRoute sends to productpage in default, which a ReferenceGrant
@@ -34,6 +36,8 @@ kind: Gateway
 metadata:
   name: apps-https
   namespace: gwtls-apps
+  annotations:
+    weft.io/gateway-selector: istio=ingress
 spec:
   gatewayClassName: weft
   listeners:
@@ -242,14 +246,17 @@ func gatewayCondWaiter(t *testing.T, e *env, ns, gateway string) func(listener, 
 }
 
 // ingressGatewayAPILocalYAML: a Gateway whose Secret is in its own
-// namespace, gwtls-apps (no ReferenceGrant needed), which the gateway
-// reads only once charts/gateway has it in credentialNamespaces.
+// namespace, gwtls-apps (no ReferenceGrant needed), served by the chart's
+// gateway (annotation), which reads it only once charts/gateway has it in
+// credentialNamespaces.
 const ingressGatewayAPILocalYAML = `
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
   name: local-https
   namespace: gwtls-apps
+  annotations:
+    weft.io/gateway-selector: istio=ingress
 spec:
   gatewayClassName: weft
   listeners:
