@@ -594,7 +594,13 @@ func (k *Kubelet) createSandbox(ctx context.Context, ps *podState, pod *v1.Pod) 
 	if pod.Spec.HostNetwork {
 		sb.PodIPs = []string{k.cfg.NodeIP}
 	} else {
-		netns, err := createNetns(k.cfg.NetnsDir, k.cfg.NetnsPrefix+sb.ID[:12])
+		sysctls := map[string]string{}
+		if sc := pod.Spec.SecurityContext; sc != nil {
+			for _, s := range sc.Sysctls {
+				sysctls[s.Name] = s.Value
+			}
+		}
+		netns, err := createNetns(k.cfg.NetnsDir, k.cfg.NetnsPrefix+sb.ID[:12], sysctls)
 		if err != nil {
 			return err
 		}

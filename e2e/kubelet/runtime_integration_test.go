@@ -101,7 +101,7 @@ func newTestEnv(t *testing.T) *testEnv {
 		CgroupParent: env.cgParent,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
-	netns, err := createNetns("/run/netns", "weft-test-"+id)
+	netns, err := createNetns("/run/netns", "weft-test-"+id, nil)
 	if err != nil {
 		t.Fatalf("createNetns: %v", err)
 	}

@@ -54,7 +54,10 @@ func saveSandbox(podDir string, sb *sandboxState) error {
 // empty file in dir bind-mounted from a thread that unshared its netns.
 // dir is made a shared mount so that unmounting propagates to the copies
 // held by container mount namespaces.
-func createNetns(dir, name string) (string, error) {
+// sysctls (name -> value, net.* only: the namespaced ones a pod's
+// securityContext.sysctls may set, e.g. net.ipv4.ip_unprivileged_port_start)
+// are written in the new netns, as the real kubelet's runtime does.
+func createNetns(dir, name string, sysctls map[string]string) (string, error) {
 	if err := ensureSharedMount(dir); err != nil {
 		return "", err
 	}
@@ -77,13 +80,31 @@ func createNetns(dir, name string) (string, error) {
 			errc <- fmt.Errorf("bind-mounting netns: %w", err)
 			return
 		}
-		errc <- setLinkUp("lo")
+		if err := setLinkUp("lo"); err != nil {
+			errc <- err
+			return
+		}
+		errc <- writeNetSysctls(sysctls)
 	}()
 	if err := <-errc; err != nil {
 		_ = deleteNetns(path)
 		return "", err
 	}
 	return path, nil
+}
+
+// writeNetSysctls writes net.* sysctls in the calling thread's netns
+// (/proc/sys/net is the opening thread's netns).
+func writeNetSysctls(sysctls map[string]string) error {
+	for k, v := range sysctls {
+		if !strings.HasPrefix(k, "net.") {
+			return fmt.Errorf("sysctl %s: only net.* sysctls are supported", k)
+		}
+		if err := os.WriteFile("/proc/sys/"+strings.ReplaceAll(k, ".", "/"), []byte(v), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
+		}
+	}
+	return nil
 }
 
 // setLinkUp brings an interface up in the calling thread's netns.
