@@ -120,25 +120,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.deployments, c.services = depInf.GetIndexer(), svcInf.GetIndexer()
 	c.requeue = queue.AddAfter
 
-	enqueueGateway := func(obj any) {
-		if gw, ok := obj.(*gatewayv1.Gateway); ok && (IsWaypoint(gw) || IsIngress(gw)) {
-			queue.Add(gw.Namespace + "/" + gw.Name)
-		}
-	}
-	reg, err := c.Gateways.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueueGateway,
-		UpdateFunc: func(_, obj any) { enqueueGateway(obj) },
-		// Deleted: the garbage collector removes what it owned; a deployed
-		// gateway's RoleBindings in other namespaces are pruned.
-		DeleteFunc: func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if gw, ok := obj.(*gatewayv1.Gateway); ok && Deployed(gw) {
-				queue.Add(gw.Namespace + "/" + gw.Name)
-			}
-		},
-	})
+	reg, err := c.watchGateways(queue)
 	if err != nil {
 		return err
 	}
@@ -184,6 +166,30 @@ func (c *Controller) Run(ctx context.Context) error {
 	queue.ShutDown()
 	wg.Wait()
 	return nil
+}
+
+// watchGateways queues the Gateways the controller handles when they
+// change, and deployed ingress Gateways when they are deleted.
+func (c *Controller) watchGateways(queue workqueue.TypedRateLimitingInterface[string]) (cache.ResourceEventHandlerRegistration, error) {
+	enqueueGateway := func(obj any) {
+		if gw, ok := obj.(*gatewayv1.Gateway); ok && (IsWaypoint(gw) || IsIngress(gw)) {
+			queue.Add(gw.Namespace + "/" + gw.Name)
+		}
+	}
+	return c.Gateways.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueueGateway,
+		UpdateFunc: func(_, obj any) { enqueueGateway(obj) },
+		// Deleted: the garbage collector removes what it owned; a deployed
+		// gateway's RoleBindings in other namespaces are pruned.
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if gw, ok := obj.(*gatewayv1.Gateway); ok && Deployed(gw) {
+				queue.Add(gw.Namespace + "/" + gw.Name)
+			}
+		},
+	})
 }
 
 func (c *Controller) next(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
