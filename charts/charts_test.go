@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -185,6 +186,12 @@ var kinds = map[string]func() any{
 	"rbac.authorization.k8s.io/v1/RoleBinding":         func() any { return &rbacv1.RoleBinding{} },
 	"apiextensions.k8s.io/v1/CustomResourceDefinition": func() any { return &apiextv1.CustomResourceDefinition{} },
 	"gateway.networking.k8s.io/v1/GatewayClass":        func() any { return &gatewayv1.GatewayClass{} },
+	"admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy": func() any {
+		return &admissionv1.ValidatingAdmissionPolicy{}
+	},
+	"admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": func() any {
+		return &admissionv1.ValidatingAdmissionPolicyBinding{}
+	},
 }
 
 var (
@@ -239,6 +246,9 @@ var defaultArgs = []string{
 	"--debounce=100ms",
 	"--waypoint-image=ghcr.io/weft-mesh/waypoint:0.1.0",
 	"--waypoint-image-pull-policy=IfNotPresent",
+	"--service-account=weft-control",
+	"--gateway-secrets-role=weft-control-gateway-secrets",
+	"--gateway-secret-check-role=weft-control-gateway-secret-check",
 }
 
 func controlContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
@@ -395,6 +405,11 @@ func checkRBAC(t *testing.T, objs objects) {
 		"authentication.k8s.io/tokenreviews": {"create"},
 		"/configmaps":                        {"create", "get", "list", "patch", "update", "watch"},
 		"/events":                            {"create", "patch"},
+		// Deployed ingress gateways' Secret access: RoleBindings to the two
+		// ClusterRoles below, which alone it may bind (checked after),
+		// and only on RoleBindings it manages (the admission policy).
+		"rbac.authorization.k8s.io/rolebindings": {"create", "delete", "get", "list", "patch"},
+		"rbac.authorization.k8s.io/clusterroles": {"bind"},
 		// The Istio kinds Weft translates: read, and status written.
 		"networking.istio.io/virtualservices":             read,
 		"networking.istio.io/destinationrules":            read,
@@ -432,10 +447,15 @@ func checkRBAC(t *testing.T, objs objects) {
 	cr := get[rbacv1.ClusterRole](t, objs, "ClusterRole", "weft-control")
 	got := grants(t, "ClusterRole", cr.Rules)
 	for _, r := range cr.Rules {
-		if len(r.ResourceNames) != 0 || len(r.NonResourceURLs) != 0 {
+		bindable := []string{"weft-control-gateway-secrets", "weft-control-gateway-secret-check"}
+		if slices.Contains(r.Verbs, "bind") && (!slices.Equal(r.Verbs, []string{"bind"}) || !slices.Equal(r.ResourceNames, bindable)) {
+			t.Errorf("ClusterRole rule %+v: bind must be alone and limited to %v", r, bindable)
+		}
+		if (len(r.ResourceNames) != 0 && !slices.Contains(r.Verbs, "bind")) || len(r.NonResourceURLs) != 0 {
 			t.Errorf("ClusterRole rule %+v: unexpected resourceNames/nonResourceURLs", r)
 		}
 	}
+	checkGatewaySecretRoles(t, objs)
 	if v, ok := got["/secrets"]; ok {
 		t.Errorf("ClusterRole grants secrets cluster-wide: %v", v)
 	}
@@ -471,6 +491,32 @@ func checkRBAC(t *testing.T, objs objects) {
 
 // grants flattens rules to "group/resource" -> sorted verbs, failing on any
 // wildcard group, resource or verb.
+// checkGatewaySecretRoles: the ClusterRoles weft-control may bind grant
+// Secret reads only, and an admission policy, enforced, keeps its
+// RoleBinding writes to the bindings it manages, for its own service
+// account only (e2e TestControlPlane attacks it).
+func checkGatewaySecretRoles(t *testing.T, objs objects) {
+	t.Helper()
+	for name, want := range map[string][]string{
+		"weft-control-gateway-secrets":      {"get", "list", "watch"},
+		"weft-control-gateway-secret-check": {"get"},
+	} {
+		got := grants(t, "ClusterRole", get[rbacv1.ClusterRole](t, objs, "ClusterRole", name).Rules)
+		if !equalGrants(got, map[string][]string{"/secrets": want}) {
+			t.Errorf("ClusterRole %s grants %v; want secrets %v only", name, got, want)
+		}
+	}
+	vap := get[admissionv1.ValidatingAdmissionPolicy](t, objs, "ValidatingAdmissionPolicy", "weft-control-rolebindings")
+	if len(vap.Spec.MatchConditions) != 1 || !strings.Contains(vap.Spec.MatchConditions[0].Expression, `"system:serviceaccount:`+namespace+`:weft-control"`) ||
+		vap.Spec.FailurePolicy == nil || *vap.Spec.FailurePolicy != admissionv1.Fail || len(vap.Spec.Validations) != 3 {
+		t.Errorf("ValidatingAdmissionPolicy %+v: want it failing closed, for weft-control's service account, with 3 validations", vap.Spec)
+	}
+	b := get[admissionv1.ValidatingAdmissionPolicyBinding](t, objs, "ValidatingAdmissionPolicyBinding", "weft-control-rolebindings")
+	if b.Spec.PolicyName != vap.Name || !slices.Equal(b.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("ValidatingAdmissionPolicyBinding %+v: want Deny for %s", b.Spec, vap.Name)
+	}
+}
+
 func grants(t *testing.T, what string, rules []rbacv1.PolicyRule) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
@@ -523,6 +569,8 @@ func TestControlCustomValues(t *testing.T) {
 		"--node-agent-service-account=weft-dataplane/node-agent", "--service-name=weft-control",
 		"--leader-elect=true", "--log-level=debug", "--debounce=250ms",
 		"--waypoint-image=registry.example.org/mesh/waypoint:1.2.3-rc.1", "--waypoint-image-pull-policy=Always",
+		"--service-account=weft-control", "--gateway-secrets-role=weft-control-gateway-secrets",
+		"--gateway-secret-check-role=weft-control-gateway-secret-check",
 		"--waypoint-tracing-endpoint=http://otel-collector.observability:4318",
 	}
 	if !slices.Equal(c.Args, want) {
@@ -818,7 +866,7 @@ func decodeOnly(t *testing.T, chart string, out []byte, ns string, kinds map[str
 		}
 		meta := obj.(metav1.Object)
 		switch tm.Kind {
-		case "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "GatewayClass":
+		case "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "GatewayClass", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
 			if meta.GetNamespace() != "" {
 				t.Errorf("cluster-scoped %s/%s has namespace %q", tm.Kind, meta.GetName(), meta.GetNamespace())
 			}

@@ -265,6 +265,10 @@ func TestControlPlane(t *testing.T) {
 		checkStatusProblems(t, e, filepath.Join(root, "e2e/testdata/status-problems.yaml"))
 	})
 
+	t.Run("weft-control writes only the RoleBindings it manages (admission policy), attacked as weft-control", func(t *testing.T) {
+		testRoleBindingPolicy(t, e)
+	})
+
 	t.Run("killing the leader keeps xDS serving and a new leader takes over", func(t *testing.T) {
 		leader := e.leader(t)
 		survivor := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pod", "-l", "app=weft-control",
@@ -418,7 +422,7 @@ func checkStatusProblems(t *testing.T, e *env, manifest string) {
 		"authorizationpolicy/bad-cidr":             {istioStatusPath, []string{"False PartiallyInvalid", "10.0.0.0/33", "WEFT0001 WARNING"}},
 		"peerauthentication/b-conflict":            {istioStatusPath, []string{"False PartiallyInvalid", "a-strict", "WEFT0001"}},
 		"peerauthentication/a-strict":              {istioStatusPath, []string{"True Accepted"}},
-		"requestauthentication/jwt":                {istioStatusPath, []string{"False PartiallyInvalid", "no targetRefs", "WEFT0001 WARNING"}},
+		"requestauthentication/jwt":                {istioStatusPath, []string{"False PartiallyInvalid", "outputClaimToHeaders", "WEFT0001 WARNING"}},
 		"telemetry/access-logs":                    {istioStatusPath, []string{"False PartiallyInvalid", "reportingInterval: not supported", "WEFT0001"}},
 		"workloadentry/vm":                         {istioStatusPath, []string{"False Unsupported", "ServiceEntry", "WEFT0002"}},
 		"serviceentry/by-dns":                      {istioStatusPath, []string{"False PartiallyInvalid", "wildcard hosts are not supported"}},
