@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // Ingress gateways (Istio networking.istio.io Gateway + VirtualServices
@@ -169,6 +172,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 		})
 	}
 	t.addClusters(res, refs, false, notForGateways)
+	upstreamHTTP2(res, refs)
 	t.applyTelemetry(res, gatewayTelemetryTarget(pod, gws))
 	t.applyEnvoyFilters(res, t.gatewayTarget(pod, gws, serverPort))
 	sortResources(res)
@@ -345,4 +349,29 @@ func listenPort(pod *corev1.Pod, svcs []*corev1.Service, port uint32) uint32 {
 		}
 	}
 	return port
+}
+
+// upstreamHTTP2 makes the gateway's clusters of ports with an HTTP/2
+// protocol (http2, grpc, grpc-web, h2c: kubernetes.io/h2c) send HTTP/2
+// whatever the client spoke, as Istio's gateways pick the upstream
+// protocol from the destination port. A client's HTTP/2 with the gateway
+// otherwise says nothing about the destination (the proxy keeps it for
+// gRPC only).
+func upstreamHTTP2(res *xds.Resources, refs map[string]clusterRef) {
+	for _, c := range res.Clusters {
+		ref, ok := refs[c.Name]
+		if !ok || ref.svc == nil || c.TransportSocket != nil {
+			continue // TLS origination offers http/1.1 only
+		}
+		if p := ref.svc.port(ref.port); p == nil || !p.http2 {
+			continue
+		}
+		opts := &upstreamhttpv3.HttpProtocolOptions{}
+		if a := c.TypedExtensionProtocolOptions[mesh.HTTPProtocolOptionsKey]; a != nil && a.UnmarshalTo(opts) != nil {
+			continue
+		}
+		opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}
+		c.TypedExtensionProtocolOptions = map[string]*anyMsg{mesh.HTTPProtocolOptionsKey: mustAny(opts)}
+	}
 }

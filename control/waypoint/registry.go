@@ -36,6 +36,10 @@ type service struct {
 type servicePort struct {
 	number   uint32
 	protocol protocol
+	// http2: an HTTP/2 protocol (http2, grpc, grpc-web, h2c), which goes
+	// upstream over HTTP/2 whatever the client spoke, as istiod sets
+	// http2_protocol_options on such ports' clusters.
+	http2 bool
 }
 
 func (s *service) port(n uint32) *servicePort {
@@ -131,7 +135,8 @@ func (t *translator) addService(svc *workloadv1.Service, kube *corev1.Service) *
 		if p.ServicePort == 0 || s.port(p.ServicePort) != nil {
 			continue
 		}
-		s.ports = append(s.ports, &servicePort{number: p.ServicePort, protocol: portProtocol(kube, p.ServicePort)})
+		name := portProtocolName(kube, p.ServicePort)
+		s.ports = append(s.ports, &servicePort{number: p.ServicePort, protocol: protocolOf(name), http2: http2Protocol(name)})
 	}
 	slices.SortFunc(s.ports, func(a, b *servicePort) int { return cmp.Compare(a.number, b.number) })
 	t.services[s.fqdn] = s
@@ -172,27 +177,43 @@ func workloadIP(w *workloadv1.Workload) string {
 	return ""
 }
 
-// portProtocol implements the protocol selection documented on the package.
-func portProtocol(kube *corev1.Service, number uint32) protocol {
+// portProtocolName implements the protocol selection documented on the
+// package: the name of the port's protocol, its appProtocol when that
+// names one, else its name's prefix; "" when neither does.
+func portProtocolName(kube *corev1.Service, number uint32) string {
 	if kube == nil {
-		return protoSniffed
+		return ""
 	}
 	for _, p := range kube.Spec.Ports {
 		if uint32(p.Port) != number {
 			continue
 		}
-		if p.AppProtocol != nil && *p.AppProtocol != "" {
-			if pr, ok := protocolName(*p.AppProtocol); ok {
-				return pr
+		if p.AppProtocol != nil {
+			if _, ok := protocolName(*p.AppProtocol); ok {
+				return *p.AppProtocol
 			}
 		}
 		name, _, _ := strings.Cut(p.Name, "-")
-		if pr, ok := protocolName(name); ok {
-			return pr
+		if _, ok := protocolName(name); ok {
+			return name
 		}
-		return protoSniffed
+		return ""
 	}
-	return protoSniffed
+	return ""
+}
+
+func protocolOf(name string) protocol {
+	pr, _ := protocolName(name)
+	return pr
+}
+
+// http2Protocol: name is one of Istio's HTTP/2 protocols.
+func http2Protocol(name string) bool {
+	switch strings.ToLower(name) {
+	case "http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c":
+		return true
+	}
+	return false
 }
 
 func protocolName(s string) (protocol, bool) {
