@@ -491,8 +491,17 @@ func (c *hrContext) redirect(path string, f *gatewayv1.HTTPRequestRedirectFilter
 	if f.Hostname != nil {
 		ra.HostRedirect = string(*f.Hostname)
 	}
-	if f.Port != nil {
+	switch {
+	case f.Port != nil:
 		ra.PortRedirect = uint32(*f.Port)
+	case f.Scheme == nil && c.pc != nil && c.pc.port != nil:
+		// Gateway API: without a scheme the port is the listener's (the
+		// service port on a waypoint), left out when it is the default
+		// one (80 or 443). With a scheme, the proxy drops the request's
+		// port when the scheme changes (its default port).
+		if n := c.pc.port.number; n != 80 && n != 443 {
+			ra.PortRedirect = n
+		}
 	}
 	if p := f.Path; p != nil {
 		switch p.Type {

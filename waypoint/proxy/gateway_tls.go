@@ -72,6 +72,8 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	rs.tls = &st
 	p.serveHTTP(tc, c, rs)
 }
 

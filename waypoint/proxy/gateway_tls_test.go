@@ -18,6 +18,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,7 +196,10 @@ func TestGatewayTLS(t *testing.T) {
 		tlsGatewayChain(t, "tls."+p+".secure", port, []string{"secure.example.com"}, "", tcpChain(t, "", "", port, secureCluster)),
 	}
 	e.mustPush(resourcev3.ListenerType, l)
-	e.mustPush(resourcev3.RouteType, routeConfig(rcName, "bookinfo.example.com", routeTo("default/bookinfo.0", clusterName(""))))
+	// A redirect without a scheme keeps the request's: https here.
+	redirect := &routev3.Route{Name: "old", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/old"}},
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{PathRewriteSpecifier: &routev3.RedirectAction_PathRedirect{PathRedirect: "/new"}}}}
+	e.mustPush(resourcev3.RouteType, routeConfig(rcName, "bookinfo.example.com", redirect, routeTo("default/bookinfo.0", clusterName(""))))
 
 	pl := &PlainListeners{Proxy: e.wp, Host: "127.0.0.1", Source: Source{ID: waypointID}}
 	if err := pl.Sync(e.wp.Store.Snapshot().ListenPorts); err != nil {
@@ -227,6 +231,12 @@ func TestGatewayTLS(t *testing.T) {
 	}
 	if resp.Proto != "HTTP/2.0" || resp.TLS.PeerCertificates[0].Subject.CommonName != "bookinfo.example.com" {
 		t.Fatalf("HTTPS: %s with certificate %s, want HTTP/2.0 (ALPN) and the credential's certificate", resp.Proto, resp.TLS.PeerCertificates[0].Subject)
+	}
+
+	c := client("bookinfo.example.com")
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if resp, err := c.Get("https://bookinfo.example.com/old"); err != nil || resp.Header.Get("Location") != "https://bookinfo.example.com/new" {
+		t.Fatalf("redirect over HTTPS: %v, Location %q; want https://bookinfo.example.com/new", err, resp.Header.Get("Location"))
 	}
 
 	resp, body, err = get("secure.example.com")

@@ -5,6 +5,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +166,9 @@ type requestState struct {
 	// edge: a gateway's plain client connection (gateway.go), not an
 	// HBONE stream; peer and baggage are then the gateway itself.
 	edge bool
+	// tls is the TLS a gateway terminated on the connection (nil: none);
+	// its requests are https (net/http sees only the wrapped conn).
+	tls *tls.ConnectionState
 
 	mu        sync.Mutex
 	upstreams map[string]upstreamUse // cluster -> last endpoint used
@@ -256,7 +260,10 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 	pc := &peekedConn{Conn: conn, r: br}
 	isH2 := string(head) == h2Preface
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage, source: stream.source, edge: stream.edge}
+		rs := &requestState{h2: isH2, origDst: stream.origDst, peer: stream.peer, clientIP: stream.clientIP, baggage: stream.baggage, source: stream.source, edge: stream.edge, tls: stream.tls}
+		if r.TLS == nil {
+			r.TLS = stream.tls
+		}
 		// Route per request with the config in force now, as Envoy applies
 		// RDS updates to new requests on existing connections: clients keep
 		// connections alive for minutes. A chain that went away keeps
