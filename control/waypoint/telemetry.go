@@ -417,10 +417,9 @@ func (t *translator) applyTelemetry(res *xds.Resources, tg telemetryTarget) {
 		}
 	}
 	if stats != nil {
-		for _, fc := range tcpChains { // tcp_proxy is last
-			n := len(fc.Filters)
+		for _, fc := range tcpChains { // a filter each: EnvoyFilter patches apply per chain
 			f := &listenerv3.Filter{Name: statsFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(stats)}}
-			fc.Filters = append(fc.Filters[:n-1:n-1], f, fc.Filters[n-1])
+			fc.Filters = slices.Insert(fc.Filters, len(fc.Filters)-1, f) // tcp_proxy is last
 		}
 	}
 }

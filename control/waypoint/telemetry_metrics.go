@@ -204,10 +204,5 @@ func withStatsFilter(hcm *hcmv3.HttpConnectionManager, cfg *statsapi.PluginConfi
 		return
 	}
 	f := &hcmv3.HttpFilter{Name: statsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(cfg)}}
-	n := len(hcm.HttpFilters)
-	if n == 0 {
-		hcm.HttpFilters = []*hcmv3.HttpFilter{f}
-		return
-	}
-	hcm.HttpFilters = append(hcm.HttpFilters[:n-1:n-1], f, hcm.HttpFilters[n-1])
+	hcm.HttpFilters = slices.Insert(hcm.HttpFilters, max(len(hcm.HttpFilters)-1, 0), f) // the router is last
 }

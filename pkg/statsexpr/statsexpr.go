@@ -8,6 +8,7 @@ package statsexpr
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -60,7 +61,7 @@ var attributes = map[string][]string{
 
 var env = func() *cel.Env {
 	opts := []cel.EnvOption{}
-	for _, name := range []string{"request", "response", "source", "destination", "upstream", "connection", "xds"} {
+	for _, name := range slices.Sorted(maps.Keys(attributes)) {
 		opts = append(opts, cel.Variable(name, cel.MapType(cel.StringType, cel.DynType)))
 	}
 	e, err := cel.NewEnv(opts...)
