@@ -138,6 +138,7 @@ func shuffled(in Inputs) Inputs {
 		Namespaces:            slices.Clone(in.Namespaces),
 		Pods:                  slices.Clone(in.Pods),
 		Services:              slices.Clone(in.Services),
+		EndpointSlices:        slices.Clone(in.EndpointSlices),
 		AuthorizationPolicies: slices.Clone(in.AuthorizationPolicies),
 		PeerAuthentications:   slices.Clone(in.PeerAuthentications),
 		Gateways:              slices.Clone(in.Gateways),
@@ -148,6 +149,9 @@ func shuffled(in Inputs) Inputs {
 	shuffle(len(out.Namespaces), func(i, j int) { out.Namespaces[i], out.Namespaces[j] = out.Namespaces[j], out.Namespaces[i] })
 	shuffle(len(out.Pods), func(i, j int) { out.Pods[i], out.Pods[j] = out.Pods[j], out.Pods[i] })
 	shuffle(len(out.Services), func(i, j int) { out.Services[i], out.Services[j] = out.Services[j], out.Services[i] })
+	shuffle(len(out.EndpointSlices), func(i, j int) {
+		out.EndpointSlices[i], out.EndpointSlices[j] = out.EndpointSlices[j], out.EndpointSlices[i]
+	})
 	shuffle(len(out.AuthorizationPolicies), func(i, j int) {
 		out.AuthorizationPolicies[i], out.AuthorizationPolicies[j] = out.AuthorizationPolicies[j], out.AuthorizationPolicies[i]
 	})

@@ -16,16 +16,17 @@ type meshService struct {
 	ports    []corev1.ServicePort // TCP ports only, sorted by port
 }
 
-// translateServices emits one Service address per Service with a virtual
-// IP. Skipped, as in Istio's ambient Service collection minus the DNS-only
-// kinds: ExternalName Services (no VIP; their traffic is to an external
-// name) and headless Services (clusterIP None: clients resolve pod IPs
-// directly, so the workloads cover them). A Service whose ClusterIP is not
-// allocated yet is skipped until it is.
+// translateServices emits one Service address per Service, as Istio's
+// ambient Service collection does. A headless Service (clusterIP None) has
+// no VIP: node agents have nothing to capture for it (clients dial its
+// endpoints' IPs), but gateways and waypoints route to it by name.
+// Skipped: ExternalName Services (their traffic is to an external name)
+// and a Service whose ClusterIP is not allocated yet, until it is. The
+// endpoints of a Service without a selector come from its EndpointSlices
+// (endpointslices.go).
 func (t *translator) translateServices(svcs []*corev1.Service) {
 	for _, svc := range svcs {
-		if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName ||
-			svc.Spec.ClusterIP == corev1.ClusterIPNone || svc.Spec.ClusterIP == "" {
+		if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == "" {
 			continue
 		}
 		hostname := svc.Name + "." + svc.Namespace + ".svc." + t.cfg.DomainSuffix
@@ -53,6 +54,8 @@ func (t *translator) translateServices(svcs []*corev1.Service) {
 		t.addresses[ms.name] = &workloadv1.Address{Type: &workloadv1.Address_Service{Service: out}}
 		if len(ms.selector) > 0 {
 			t.selectingServices[svc.Namespace] = append(t.selectingServices[svc.Namespace], ms)
+		} else {
+			t.selectorlessServices[svc.Namespace+"/"+svc.Name] = ms
 		}
 	}
 	for _, list := range t.selectingServices {
@@ -73,8 +76,12 @@ func tcpPorts(ports []corev1.ServicePort) []corev1.ServicePort {
 	return slices.CompactFunc(out, func(a, b corev1.ServicePort) bool { return a.Port == b.Port })
 }
 
-// serviceVIPs returns the Service's cluster IPs in canonical form.
+// serviceVIPs returns the Service's cluster IPs in canonical form, none
+// for a headless Service.
 func (t *translator) serviceVIPs(svc *corev1.Service) []string {
+	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		return nil
+	}
 	ips := svc.Spec.ClusterIPs
 	if len(ips) == 0 {
 		ips = []string{svc.Spec.ClusterIP}
@@ -114,9 +121,10 @@ func (t *translator) loadBalancing(svc *corev1.Service) *workloadv1.LoadBalancin
 }
 
 // podServices returns the Services of the pod's namespace that select it,
-// with the ports the pod serves each one on.
+// with the ports the pod serves each one on, and the Services without a
+// selector whose EndpointSlices list it.
 func (t *translator) podServices(pod *corev1.Pod) map[string]*workloadv1.PortList {
-	var out map[string]*workloadv1.PortList
+	out := t.takeSlicePodServices(pod)
 	for _, ms := range t.selectingServices[pod.Namespace] {
 		if !selects(ms.selector, pod.Labels) {
 			continue

@@ -64,9 +64,10 @@ type Inputs struct {
 	Namespaces []*corev1.Namespace
 	Pods       []*corev1.Pod
 	Services   []*corev1.Service
-	// EndpointSlices are accepted for future use (Services without a
-	// selector); readiness comes from the Pod's Ready condition and named
-	// target ports from the Pod's container ports, as in Istio.
+	// EndpointSlices give the endpoints of Services without a selector
+	// (endpointslices.go). Those of Services with one are not read: as in
+	// Istio, the selected pods are the endpoints, readiness comes from the
+	// Pod's Ready condition and named target ports from its container ports.
 	EndpointSlices        []*discoveryv1.EndpointSlice
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	PeerAuthentications   []*securityv1.PeerAuthentication
@@ -138,9 +139,11 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexWaypoints(in.Gateways)
 	t.translateServices(in.Services)
 	t.translateServiceEntries(in.ServiceEntries)
+	t.translateEndpointSlices(in.EndpointSlices)
 	t.translateAuthorizationPolicies(in.AuthorizationPolicies, in.Pods)
 	t.translatePeerAuthentications(in.PeerAuthentications)
 	t.translatePods(in.Pods)
+	t.translateUntakenSliceEndpoints()
 	return Output{
 		Addresses:          t.addresses,
 		Authorizations:     t.authorizations,
@@ -190,6 +193,12 @@ type translator struct {
 	nsWaypoints map[string]*waypoint
 	// services that select pods, by namespace, sorted by name.
 	selectingServices map[string][]*meshService
+	// selectorlessServices by "<ns>/<name>": their EndpointSlices list
+	// their endpoints.
+	selectorlessServices map[string]*meshService
+	// slicePods are selectorless Services' endpoints naming a pod, by
+	// "<ns>/<pod>", until the pod's workload takes them.
+	slicePods map[string][]sliceEndpoint
 	// WORKLOAD_SELECTOR policies by namespace; the root namespace's apply
 	// to every namespace.
 	selectorPolicies map[string][]selectorPolicy
@@ -204,16 +213,18 @@ type translator struct {
 
 func newTranslator(cfg Config, in Inputs) *translator {
 	return &translator{
-		cfg:               cfg,
-		namespaces:        make(map[string]*corev1.Namespace, len(in.Namespaces)),
-		nodes:             make(map[string]*corev1.Node, len(in.Nodes)),
-		waypoints:         make(map[string]*waypoint),
-		nsWaypoints:       make(map[string]*waypoint),
-		selectingServices: make(map[string][]*meshService),
-		selectorPolicies:  make(map[string][]selectorPolicy),
-		addresses:         make(map[string]*workloadv1.Address, len(in.Pods)+len(in.Services)),
-		authorizations:    make(map[string]*workloadv1.Authorization),
-		problems:          make(map[Problem]struct{}),
+		cfg:                  cfg,
+		namespaces:           make(map[string]*corev1.Namespace, len(in.Namespaces)),
+		nodes:                make(map[string]*corev1.Node, len(in.Nodes)),
+		waypoints:            make(map[string]*waypoint),
+		nsWaypoints:          make(map[string]*waypoint),
+		selectingServices:    make(map[string][]*meshService),
+		selectorlessServices: make(map[string]*meshService),
+		slicePods:            make(map[string][]sliceEndpoint),
+		selectorPolicies:     make(map[string][]selectorPolicy),
+		addresses:            make(map[string]*workloadv1.Address, len(in.Pods)+len(in.Services)),
+		authorizations:       make(map[string]*workloadv1.Authorization),
+		problems:             make(map[Problem]struct{}),
 	}
 }
 

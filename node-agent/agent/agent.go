@@ -44,11 +44,9 @@ type Config struct {
 	OutboundPort, InboundPlaintextPort, InboundNATPort, HBONEPort uint16
 
 	// DNSCapture runs the DNS proxy (node-agent/dns) on DNSPort, UDP and
-	// TCP, answering for mesh hosts; ClusterDomain is the Kubernetes
-	// Services' domain ("cluster.local").
-	DNSCapture    bool
-	DNSPort       uint16
-	ClusterDomain string
+	// TCP, answering for mesh hosts.
+	DNSCapture bool
+	DNSPort    uint16
 
 	MetricsAddress   string // /metrics
 	ReadinessAddress string // /healthz/ready, /healthz/live

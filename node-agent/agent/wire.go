@@ -193,7 +193,7 @@ func (a *agent) serveDNS(ctx context.Context) error {
 		return nil
 	}
 	srv := &dns.Server{Mark: mesh.MarkSkip, Log: a.log, Handler: &dns.Handler{
-		Snapshot: a.store.Snapshot, Node: a.cfg.NodeName, ClusterDomain: a.cfg.ClusterDomain,
+		Snapshot: a.store.Snapshot, Node: a.cfg.NodeName,
 		Forwarder: dns.NewUpstream(mesh.MarkSkip, dnsMaxForwards), Metrics: a.dnsMetrics, Log: a.log,
 	}}
 	err := srv.Listen(ctx, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.cfg.DNSPort))))

@@ -75,12 +75,10 @@ type Handler struct {
 	Snapshot func() *config.Snapshot
 	// Node is this node's name: only enrolled pods on it get answers from
 	// the mesh.
-	Node string
-	// ClusterDomain of Kubernetes Service hostnames, "cluster.local".
-	ClusterDomain string
-	Forwarder     Forwarder
-	Metrics       *Metrics // nil: none
-	Log           *slog.Logger
+	Node      string
+	Forwarder Forwarder
+	Metrics   *Metrics // nil: none
+	Log       *slog.Logger
 
 	names namesCache
 }
@@ -114,7 +112,7 @@ func (h *Handler) serve(ctx context.Context, r Request) ([]byte, string) {
 	}
 	if q := req.Question[0]; q.Qclass == dns.ClassINET && (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) {
 		if ns, ok := h.client(r.Client.Addr()); ok {
-			if svc := h.names.get(h.Snapshot(), h.ClusterDomain).find(q.Name, ns); svc != nil {
+			if svc := h.names.get(h.Snapshot()).find(q.Name, ns); svc != nil {
 				return h.answer(req, svc, r.TCP)
 			}
 		}
@@ -182,28 +180,12 @@ func (h *Handler) answer(req *dns.Msg, svc *config.Service, tcp bool) ([]byte, s
 	return b, result
 }
 
-// addresses are the service's VIPs of the query's family; for a headless
-// Kubernetes Service (no VIP), its healthy endpoints' addresses.
+// addresses are the service's VIPs of the query's family.
 func (h *Handler) addresses(svc *config.Service, qtype uint16) []netip.Addr {
-	want := func(ip netip.Addr) bool { return ip.Is4() == (qtype == dns.TypeA) }
 	var out []netip.Addr
 	for _, ip := range svc.VIPs {
-		if want(ip) {
+		if ip.Is4() == (qtype == dns.TypeA) {
 			out = append(out, ip)
-		}
-	}
-	if len(svc.VIPs) > 0 {
-		return out
-	}
-	for _, w := range svc.Workloads {
-		if !w.Healthy() {
-			continue
-		}
-		for _, ip := range w.Addresses {
-			if want(ip) {
-				out = append(out, ip)
-				break
-			}
 		}
 	}
 	return out

@@ -95,7 +95,7 @@ func upstreamAnswer(q []byte) ([]byte, error) {
 func newHandler(t testing.TB, up Forwarder) (*Handler, *Metrics) {
 	store := testStore(t)
 	m := NewMetrics(prometheus.NewRegistry())
-	return &Handler{Snapshot: store.Snapshot, Node: "node-a", ClusterDomain: "cluster.local", Forwarder: up, Metrics: m}, m
+	return &Handler{Snapshot: store.Snapshot, Node: "node-a", Forwarder: up, Metrics: m}, m
 }
 
 func query(name string, qtype uint16) []byte {
@@ -146,7 +146,7 @@ func TestHandlerAnswers(t *testing.T) {
 		{name: "kubernetes service", from: clientIP, qname: "reviews.default.svc.cluster.local.", qtype: dns.TypeA, want: []string{"10.96.1.1"}},
 		{name: "case insensitive", from: clientIP, qname: "Reviews.Default.SVC.cluster.local.", qtype: dns.TypeA, want: []string{"10.96.1.1"}},
 		{name: "AAAA of a v4 service: empty NOERROR", from: clientIP, qname: "reviews.default.svc.cluster.local.", qtype: dns.TypeAAAA},
-		{name: "headless: endpoints", from: clientIP, qname: "db.default.svc.cluster.local.", qtype: dns.TypeA, want: []string{"10.244.2.9"}},
+		{name: "headless: forwarded to the cluster DNS", from: clientIP, qname: "db.default.svc.cluster.local.", qtype: dns.TypeA, want: []string{"192.0.2.1"}, forwarded: true},
 		{name: "service entry, client's namespace wins", from: clientIP, qname: "api.example.com.", qtype: dns.TypeA, want: []string{"240.240.44.61"}},
 		{name: "service entry of another namespace", from: clientIP, qname: "only-other.example.com.", qtype: dns.TypeA, want: []string{"240.240.9.10"}},
 		{name: "dual stack A", from: clientIP, qname: "dual.example.com.", qtype: dns.TypeA, want: []string{"240.240.1.2"}},

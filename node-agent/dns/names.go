@@ -12,8 +12,7 @@ import (
 // names indexes one snapshot's services by hostname (lower case, fully
 // qualified with the trailing dot), each list sorted by namespace.
 type names struct {
-	byHost    map[string][]*config.Service
-	svcDomain string // ".svc.<cluster domain>."
+	byHost map[string][]*config.Service
 }
 
 // namesCache rebuilds the index when the snapshot changes: once per
@@ -27,17 +26,17 @@ type namesFor struct {
 	names *names
 }
 
-func (c *namesCache) get(snap *config.Snapshot, clusterDomain string) *names {
+func (c *namesCache) get(snap *config.Snapshot) *names {
 	if cur := c.cur.Load(); cur != nil && cur.snap == snap {
 		return cur.names
 	}
-	n := buildNames(snap, clusterDomain)
+	n := buildNames(snap)
 	c.cur.Store(&namesFor{snap: snap, names: n})
 	return n
 }
 
-func buildNames(snap *config.Snapshot, clusterDomain string) *names {
-	n := &names{byHost: map[string][]*config.Service{}, svcDomain: ".svc." + fqdn(cmp.Or(clusterDomain, "cluster.local"))}
+func buildNames(snap *config.Snapshot) *names {
+	n := &names{byHost: map[string][]*config.Service{}}
 	for _, svc := range snap.Services() {
 		h := fqdn(svc.Proto.GetHostname())
 		n.byHost[h] = append(n.byHost[h], svc)
@@ -61,8 +60,9 @@ func fqdn(s string) string {
 // decreasing specificity (a.b.example.com: *.b.example.com, then
 // *.example.com, then *.com). Among services of one hostname the client's
 // namespace wins, then the first by namespace. A service without a VIP is
-// skipped (its name is forwarded), unless it is a Kubernetes Service
-// (headless: answered with its endpoints).
+// skipped, its name forwarded: a headless Kubernetes Service's records
+// (ready or all endpoints, per-pod hostnames) are CoreDNS's to give, and
+// a ServiceEntry host without one resolves as it would without the mesh.
 func (n *names) find(qname, ns string) *config.Service {
 	name := strings.ToLower(qname)
 	for candidate := name; candidate != ""; {
@@ -82,7 +82,7 @@ func (n *names) find(qname, ns string) *config.Service {
 func (n *names) pick(host, ns string) *config.Service {
 	var first *config.Service
 	for _, svc := range n.byHost[host] {
-		if len(svc.VIPs) == 0 && !strings.HasSuffix(host, n.svcDomain) {
+		if len(svc.VIPs) == 0 {
 			continue
 		}
 		if svc.Proto.GetNamespace() == ns {

@@ -79,7 +79,6 @@ func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f.Uint16Var(&cfg.HBONEPort, "hbone-port", mesh.HBONEPort, "HBONE (mTLS tunnel) port")
 	f.BoolVar(&cfg.DNSCapture, "dns-capture", os.Getenv("WEFT_DNS_CAPTURE") == "true", "answer enrolled pods' DNS queries for mesh hosts (Services, ServiceEntries) and forward the rest to the server they asked (env WEFT_DNS_CAPTURE=true)")
 	f.Uint16Var(&cfg.DNSPort, "dns-port", dns.Port, "the DNS proxy's port (UDP and TCP) on 127.0.0.1")
-	f.StringVar(&cfg.ClusterDomain, "cluster-domain", mesh.DefaultDomainSuffix, "the domain of Kubernetes Service hostnames")
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", mesh.Addr("", mesh.MetricsPort), "Prometheus /metrics")
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
 	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /connections (keep it on loopback)")
