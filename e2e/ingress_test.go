@@ -127,4 +127,5 @@ func TestIngressGateway(t *testing.T) {
 	testIngressTLS(t, e, hosts)
 	testIngressGatewayAPI(t, e, hosts, port)
 	testIngressGatewayAPITLS(t, e, hosts)
+	testIngressUseWaypoint(t, e, func(path string) (int, string, error) { return get(hosts[0], path) })
 }

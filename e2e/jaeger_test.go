@@ -27,8 +27,8 @@ const jaegerCollector = "http://jaeger-collector.istio-system:4318"
 // HTTP API: the gateway's span for /productpage at the root, details and
 // reviews (called by productpage, which forwards the trace headers) below
 // it, ratings below reviews. Ingress goes straight to productpage, not
-// through its waypoint (istio.io/ingress-use-waypoint is not supported),
-// so the gateway's span is the productpage hop.
+// through its waypoint (no istio.io/ingress-use-waypoint label), so the
+// gateway's span is the productpage hop.
 func testJaeger(t *testing.T, e *env) {
 	requireAsset(t, "jaeger", "jaegertracing/jaeger")
 	root := repoRoot()

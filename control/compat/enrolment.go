@@ -59,8 +59,9 @@ var enrolment = Section{
 		},
 		{
 			Feature: "`istio.io/ingress-use-waypoint`",
-			Status:  NotYet,
-			Notes:   "the ingress gateway sends straight to the destination's node agent, not through its waypoint",
+			Status:  Supported,
+			Notes: "`true` (any case) on a Service, or on its namespace (the Service's own label wins): ingress gateways (Istio Gateway and Gateway API class `weft`) send the Service's traffic to its waypoint's pods over HBONE, CONNECT to the Service's VIP, so the waypoint's routes and policies apply; " +
+				"a Service without a VIP (headless) goes to its endpoints, as in Istio; a waypoint without ready pods gives 503, never a way around it ([ingress.md](ingress.md#through-the-destinations-waypoint))",
 		},
 		{
 			Feature:   "connections opened before enrolment or before a waypoint existed",

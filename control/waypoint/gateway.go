@@ -172,6 +172,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 		})
 	}
 	t.addClusters(res, refs, false, notForGateways)
+	t.viaWaypoints(res, refs)
 	upstreamHTTP2(res, refs)
 	t.applyTelemetry(res, gatewayTelemetryTarget(pod, gws))
 	t.applyEnvoyFilters(res, t.gatewayTarget(pod, gws, serverPort))

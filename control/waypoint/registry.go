@@ -28,6 +28,9 @@ type service struct {
 	ports                 []*servicePort // sorted by number
 	// waypoint "<ns>/<name>" the service uses, "" for none.
 	waypoint string
+	// ingressViaWaypoint: ingress gateways send to the waypoint too
+	// (mesh.LabelIngressUseWaypoint).
+	ingressViaWaypoint bool
 	// dns: a ServiceEntry host with resolution DNS (the proxies resolve
 	// its endpoints); nil for the rest.
 	dns *dnsEntry
@@ -73,6 +76,12 @@ func (t *translator) indexRegistry(in Inputs) {
 			t.podLabels[t.cfg.ClusterID+"//Pod/"+pod.Namespace+"/"+pod.Name] = pod.Labels
 		}
 	}
+	nsLabels := map[string]map[string]string{}
+	for _, ns := range in.Namespaces {
+		if ns != nil {
+			nsLabels[ns.Name] = ns.Labels
+		}
+	}
 	keys := make([]string, 0, len(in.Addresses))
 	for k := range in.Addresses {
 		keys = append(keys, k)
@@ -88,7 +97,9 @@ func (t *translator) indexRegistry(in Inputs) {
 				kube = nil // a ServiceEntry host named like a Service
 			}
 			s := t.addService(svc, kube)
-			if kube == nil {
+			if kube != nil {
+				s.ingressViaWaypoint = ingressUseWaypoint(kube.Labels, nsLabels[kube.Namespace])
+			} else {
 				s.setServiceEntryProtocols(seProtocols)
 				s.dns = seDNS[s.namespace+"/"+s.fqdn]
 			}
@@ -163,13 +174,16 @@ func (t *translator) waypointKey(g *workloadv1.GatewayAddress) string {
 
 // workloadIP is the address endpoints use: the first IPv4 address, else the
 // first address.
-func workloadIP(w *workloadv1.Workload) string {
-	for _, a := range w.Addresses {
+func workloadIP(w *workloadv1.Workload) string { return preferIPv4(w.Addresses) }
+
+// preferIPv4 is the first IPv4 address of addrs, else the first address.
+func preferIPv4(addrs []string) string {
+	for _, a := range addrs {
 		if isIP(a) && !strings.Contains(a, ":") {
 			return a
 		}
 	}
-	for _, a := range w.Addresses {
+	for _, a := range addrs {
 		if isIP(a) {
 			return a
 		}

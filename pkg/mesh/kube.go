@@ -14,6 +14,10 @@ const (
 	// pod uses, in LabelUseWaypointNamespace or its own namespace.
 	LabelUseWaypoint          = "istio.io/use-waypoint"
 	LabelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
+	// LabelIngressUseWaypoint "true" on a Service (or its namespace, the
+	// Service's label winning) sends ingress gateways' traffic for it
+	// through its waypoint.
+	LabelIngressUseWaypoint = "istio.io/ingress-use-waypoint"
 	// LabelWaypointFor on a waypoint Gateway: service, workload, all or
 	// none.
 	LabelWaypointFor = "istio.io/waypoint-for"
@@ -33,6 +37,11 @@ const (
 	// HBONEProtocol names HBONE as a Gateway listener protocol and as the
 	// "tunnel" of an endpoint's metadata.
 	HBONEProtocol = "HBONE"
+	// MetadataTunnelTarget is the key of an endpoint's metadata whose
+	// value, "<ip>:<port>", is the target of the HBONE CONNECT when it is
+	// not the endpoint itself: the endpoint is a waypoint, and the target
+	// the service VIP it serves (istio.io/ingress-use-waypoint).
+	MetadataTunnelTarget = "tunnel_target"
 )
 
 // Defaults of the mesh-wide settings.

@@ -217,11 +217,14 @@ func compileOutlier(od *clusterv3.OutlierDetection) (*outlierSettings, error) {
 
 // endpointMeta is filter_metadata["weft"] of one lb_endpoint.
 type endpointMeta struct {
-	HBONE     bool        `json:"hbone"`
-	Identity  spiffeid.ID `json:"identity"`
-	Workload  string      `json:"workload,omitempty"`
-	Namespace string      `json:"namespace,omitempty"`
-	Version   string      `json:"version,omitempty"`
+	HBONE    bool        `json:"hbone"`
+	Identity spiffeid.ID `json:"identity"`
+	// TunnelTarget is the HBONE CONNECT's target when it is not the
+	// endpoint (mesh.MetadataTunnelTarget); zero: the endpoint.
+	TunnelTarget netip.AddrPort `json:"tunnelTarget,omitzero"`
+	Workload     string         `json:"workload,omitempty"`
+	Namespace    string         `json:"namespace,omitempty"`
+	Version      string         `json:"version,omitempty"`
 }
 
 // endpoint is one address of a cluster. Its state (load, outlier) is
@@ -288,6 +291,12 @@ func compileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]*endpoint, error
 				if id := f["identity"].GetStringValue(); id != "" {
 					if e.meta.Identity, err = spiffeid.FromString(id); err != nil {
 						errs = append(errs, fmt.Errorf("endpoint %s: identity %q: %w", e.addr, id, err))
+						continue
+					}
+				}
+				if tt := f[mesh.MetadataTunnelTarget].GetStringValue(); tt != "" {
+					if e.meta.TunnelTarget, err = netip.ParseAddrPort(tt); err != nil || !e.meta.HBONE {
+						errs = append(errs, fmt.Errorf("endpoint %s: %s %q: want <ip>:<port> of an HBONE endpoint", e.addr, mesh.MetadataTunnelTarget, tt))
 						continue
 					}
 				}

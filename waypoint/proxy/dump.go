@@ -54,6 +54,7 @@ type ClusterDump struct {
 type EndpointDump struct {
 	Address      netip.AddrPort `json:"address"`
 	Tunnel       string         `json:"tunnel"`
+	TunnelTarget netip.AddrPort `json:"tunnelTarget,omitzero"` // the CONNECT's, when not Address
 	Identity     string         `json:"identity,omitempty"`
 	Workload     string         `json:"workload,omitempty"`
 	Namespace    string         `json:"namespace,omitempty"`
@@ -106,7 +107,7 @@ func (s *Store) Dump() ConfigDump {
 			cd.DNS = dc.dump()
 		}
 		for _, e := range *c.eps.Load() {
-			ed := EndpointDump{Address: e.addr, Tunnel: "NONE", Identity: idString(e.meta.Identity), Workload: e.meta.Workload,
+			ed := EndpointDump{Address: e.addr, Tunnel: "NONE", TunnelTarget: e.meta.TunnelTarget, Identity: idString(e.meta.Identity), Workload: e.meta.Workload,
 				Namespace: e.meta.Namespace, Version: e.meta.Version, Healthy: e.healthy, Active: e.st.active.Load()}
 			if e.meta.HBONE {
 				ed.Tunnel = mesh.HBONEProtocol

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
-	"net/netip"
 	"os"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -87,13 +86,26 @@ func handshake(ctx context.Context, c net.Conn, cfg *tls.Config) (net.Conn, erro
 	return tc, nil
 }
 
-// tlsPoolKey is the transport's pool key (URL host) for an endpoint reached
-// with originated TLS: per cluster, so that connections made with one
-// cluster's TLS settings (or none) are never reused for another's.
-func tlsPoolKey(cluster string, addr netip.AddrPort) string {
+// poolKey is the transports' pool key (URL host) of a target: its address,
+// unless connections to it differ by more than the address. With
+// originated TLS it is per cluster, so that connections made with one
+// cluster's TLS settings (or none) are never reused for another's; with
+// a CONNECT target of its own (a waypoint reached for a service VIP) it
+// is per target, so that a stream to one service is never reused for
+// another's.
+func poolKey(cluster string, t dialTarget) string {
+	if t.tls == nil && !t.connect.IsValid() {
+		return t.addr.String()
+	}
 	h := fnv.New64a()
-	h.Write([]byte(cluster))
+	if t.tls != nil {
+		h.Write([]byte(cluster))
+	}
 	h.Write([]byte{0})
-	h.Write([]byte(addr.String()))
-	return fmt.Sprintf("tls-%016x.invalid:%d", h.Sum64(), addr.Port())
+	h.Write([]byte(t.addr.String()))
+	h.Write([]byte{0})
+	if t.connect.IsValid() {
+		h.Write([]byte(t.connect.String()))
+	}
+	return fmt.Sprintf("up-%016x.invalid:%d", h.Sum64(), t.addr.Port())
 }

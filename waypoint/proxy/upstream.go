@@ -70,7 +70,10 @@ func (u *Upstream) lookupFunc() dnsresolve.LookupFunc {
 
 // dialTarget is how to reach one address.
 type dialTarget struct {
-	addr     netip.AddrPort
+	addr netip.AddrPort
+	// connect is the HBONE CONNECT's target when it is not addr (a
+	// waypoint reached for the service VIP it serves).
+	connect  netip.AddrPort
 	hbone    bool
 	identity spiffeid.ID
 	timeout  time.Duration
@@ -201,7 +204,11 @@ func (u *Upstream) dialStream(ctx context.Context, t dialTarget, header http.Hea
 	}
 	if t.hbone {
 		tunnel := net.JoinHostPort(t.addr.Addr().String(), strconv.Itoa(int(u.TunnelPort)))
-		st, err := u.Dialer.Dial(ctx, tunnel, tlsconfig.AuthorizeID(t.identity), t.addr.String(), header)
+		target := t.addr
+		if t.connect.IsValid() {
+			target = t.connect
+		}
+		st, err := u.Dialer.Dial(ctx, tunnel, tlsconfig.AuthorizeID(t.identity), target.String(), header)
 		if err != nil {
 			return nil, &dialError{fmt.Errorf("HBONE to %s via %s (identity %s): %w", t.addr, tunnel, t.identity, err)}
 		}
@@ -253,10 +260,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		}
 		rel.conn = true
 	}
-	key := t.addr.String()
-	if t.tls != nil {
-		key = tlsPoolKey(clusterName, t.addr)
-	}
+	key := poolKey(clusterName, t)
 	if v, ok := u.targets.Load(key); !ok || v.(dialTarget) != t {
 		u.targets.Store(key, t)
 	}
@@ -312,7 +316,8 @@ func (u *Upstream) target(c *cluster, s *clusterSettings, rs *requestState, hash
 		}
 		return nil, dialTarget{}, errors.New("no healthy endpoint")
 	}
-	return e, dialTarget{addr: e.addr, hbone: e.meta.HBONE, identity: e.meta.Identity, timeout: s.connectTimeout, tls: s.tls}, nil
+	return e, dialTarget{addr: e.addr, connect: e.meta.TunnelTarget, hbone: e.meta.HBONE, identity: e.meta.Identity,
+		timeout: s.connectTimeout, tls: s.tls}, nil
 }
 
 // upstreamH2 is whether req goes upstream over HTTP/2.
