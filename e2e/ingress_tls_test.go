@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -222,6 +223,8 @@ func testIngressTLS(t *testing.T, e *env, hosts []string) {
 		t.Logf("renewed certificate served %s after the Secret update", time.Since(began).Round(100*time.Millisecond))
 	})
 
+	testIngressMutualTLS(t, e, ca, hosts[0], port)
+
 	t.Run("a missing credential refuses its server only", func(t *testing.T) {
 		e.applyYAML(t, `
 apiVersion: networking.istio.io/v1
@@ -254,6 +257,114 @@ spec:
 		})
 		if resp, _, err := get(hosts[0], "bookinfo.example.com", "https://bookinfo.example.com/productpage"); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("bookinfo.example.com next to the broken server: %v %v", resp, err)
+		}
+	})
+}
+
+// Istio's "mutual TLS ingress gateway" task: httpbin behind an HTTPS
+// server of tls.mode MUTUAL whose credential is a generic Secret holding
+// the server's certificate and key and the CA of client certificates
+// (ca.crt). Attacked: no client certificate, one of another CA, one with
+// a SAN the server does not accept, and a forged X-Forwarded-Client-Cert.
+const ingressMutualYAML = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: httpbin-mutual
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: https-mutual
+      protocol: HTTPS
+    tls:
+      mode: MUTUAL
+      credentialName: httpbin-credential
+      subjectAltNames: [client.example.com]
+    hosts:
+    - httpbin.example.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin-mutual
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [httpbin-mutual]
+  http:
+  - route:
+    - destination:
+        host: httpbin
+        port:
+          number: 8000
+`
+
+func testIngressMutualTLS(t *testing.T, e *env, ca *testpki.CA, host, port string) {
+	t.Run("MUTUAL: only a client certificate of the credential's CA and SANs is served", func(t *testing.T) {
+		clientCA, otherCA := testpki.New(t), testpki.New(t)
+		dir := t.TempDir()
+		crt, key := ca.IssueFiles(t, dir, "httpbin.example.com")
+		cafile := dir + "/client-ca.crt"
+		if err := os.WriteFile(cafile, clientCA.CertPEM(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.mustKubectl(t, "-n", "weft-ingress", "create", "secret", "generic", "httpbin-credential",
+			"--from-file=tls.crt="+crt, "--from-file=tls.key="+key, "--from-file=ca.crt="+cafile)
+		e.mustKubectl(t, "apply", "-f", filepath.Join(repoRoot(), "samples/httpbin/httpbin.yaml"))
+		e.applyYAML(t, ingressMutualYAML)
+		e.mustKubectl(t, "wait", "--for=condition=Available", "deployment/httpbin", "--timeout=120s")
+		pair := func(c *testpki.CA, name string) *tls.Certificate {
+			certPEM, keyPEM := c.Issue(t, name)
+			p, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return &p
+		}
+		get := func(cert *tls.Certificate) (int, string, error) {
+			cfg := &tls.Config{ServerName: "httpbin.example.com", RootCAs: ca.Pool}
+			if cert != nil {
+				cfg.Certificates = []tls.Certificate{*cert}
+			}
+			c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg,
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					return e.c.DialContext(ctx, network, net.JoinHostPort(host, port))
+				}}}
+			req, _ := http.NewRequest(http.MethodGet, "https://httpbin.example.com/headers", nil)
+			req.Header.Set("X-Forwarded-Client-Cert", `Hash=forged;Subject="CN=admin"`)
+			resp, err := c.Do(req)
+			if err != nil {
+				return 0, "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b), err
+		}
+		good := pair(clientCA, "client.example.com")
+		eventually(t, "httpbin with the client certificate", 90*time.Second, func() error {
+			code, body, err := get(good)
+			if err != nil {
+				return err
+			}
+			if code != http.StatusOK {
+				return fmt.Errorf("status %d: %.200s", code, body)
+			}
+			// httpbin echoes the header: the gateway's, for the verified certificate.
+			if !strings.Contains(body, `DNS=client.example.com`) || strings.Contains(body, "forged") {
+				return fmt.Errorf("X-Forwarded-Client-Cert as httpbin saw it: %.400s", body)
+			}
+			return nil
+		})
+		for name, cert := range map[string]*tls.Certificate{
+			"no client certificate":            nil,
+			"a certificate of another CA":      pair(otherCA, "client.example.com"),
+			"a SAN the server does not accept": pair(clientCA, "intruder.example.com"),
+		} {
+			if code, _, err := get(cert); err == nil {
+				t.Errorf("%s: status %d, want the handshake refused", name, code)
+			}
 		}
 	})
 }

@@ -72,10 +72,12 @@ spec:
 `)},
 		},
 		{
-			Feature: "Gateway `tls.mode` MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL, AUTO_PASSTHROUGH; TCP servers",
-			Status:  NotYet,
-			Notes:   "reported, server ignored",
-			Probes: []*Probe{reported(`
+			Feature: "Gateway server HTTPS, `tls.mode: MUTUAL` and `OPTIONAL_MUTUAL` with `credentialName`, `subjectAltNames`",
+			Status:  Supported,
+			Notes: "client CA from the Secret `<credentialName>-cacert` (key `ca.crt` or `cacert`), else key `ca.crt` of the credential's Secret, as Istio's gateways; no CA bundle: handshakes refused; " +
+				"`subjectAltNames` exact DNS or URI SANs; the client's own `X-Forwarded-Client-Cert` dropped, set from the verified certificate (Istio's gateway default `SANITIZE_SET`); " +
+				"`caCertificates`/`caCrl` file paths and `verifyCertificateSpki`/`verifyCertificateHash` reported, server ignored ([ingress.md](ingress.md#mutual-tls-tlsmode-mutual))",
+			Probes: []*Probe{clean(`
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -93,8 +95,14 @@ spec:
     tls:
       mode: MUTUAL
       credentialName: bookinfo-cert
-`, "MUTUAL"),
-				reported(`
+      subjectAltNames: [client.example.com]
+`)},
+		},
+		{
+			Feature: "Gateway `tls.mode` ISTIO_MUTUAL, AUTO_PASSTHROUGH; TCP servers",
+			Status:  NotYet,
+			Notes:   "reported, server ignored",
+			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -127,7 +135,25 @@ spec:
     hosts: ["*"]
     tls:
       mode: AUTO_PASSTHROUGH
-`, "spec.servers[0].tls.mode: only PASSTHROUGH")},
+`, "spec.servers[0].tls.mode: only PASSTHROUGH"),
+				reported(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: ingress
+  namespace: default
+spec:
+  selector:
+    istio: ingress
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts: [bookinfo.example.com]
+    tls:
+      mode: ISTIO_MUTUAL
+`, "ISTIO_MUTUAL")},
 		},
 		{
 			Feature: "Gateway HTTP server `tls.httpsRedirect`",

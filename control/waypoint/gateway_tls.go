@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -30,9 +31,14 @@ import (
 //     entry, a tcp_proxy to the route's destination; the TLS bytes are
 //     forwarded as they are. A ClientHello no chain matches is closed.
 //
-// Departures: tls.mode MUTUAL, ISTIO_MUTUAL, OPTIONAL_MUTUAL and
-// AUTO_PASSTHROUGH, certificates given as file paths (serverCertificate),
-// cipherSuites and min/max protocol versions are reported as Problems.
+//   - tls.mode MUTUAL and OPTIONAL_MUTUAL: as SIMPLE, plus a client
+//     certificate check (downstreamTLS); the gateway drops a client's own
+//     X-Forwarded-Client-Cert and sets it from a verified certificate.
+//
+// Departures: tls.mode ISTIO_MUTUAL and AUTO_PASSTHROUGH, certificates
+// and CAs given as file paths (serverCertificate, caCertificates), CRLs and
+// certificate pins, cipherSuites and min/max protocol versions are
+// reported as Problems.
 
 const (
 	serverHTTP        = "HTTP"
@@ -73,8 +79,12 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 		switch {
 		case tls == nil:
 			return bad("tls: required for an HTTPS server")
-		case tls.Mode != networkingapi.ServerTLSSettings_SIMPLE:
-			return bad("tls.mode: %s is not supported for HTTPS (SIMPLE only)", tls.Mode)
+		case tls.Mode != networkingapi.ServerTLSSettings_SIMPLE && !clientCertMode(tls.Mode):
+			return bad("tls.mode: %s is not supported for HTTPS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL)", tls.Mode)
+		case clientCertMode(tls.Mode) && (tls.CaCertificates != "" || tls.CaCrl != "" ||
+			len(tls.VerifyCertificateSpki) > 0 || len(tls.VerifyCertificateHash) > 0):
+			return bad("tls: caCertificates, caCrl, verifyCertificateSpki and verifyCertificateHash are not supported " +
+				"(the client CA comes from the Secret <credentialName>-cacert, or key ca.crt of the credential's Secret)")
 		case tls.CredentialName == "":
 			return bad("tls.credentialName: required (the name of a kubernetes.io/tls Secret in the gateway's namespace; file paths are not supported)")
 		case strings.Contains(tls.CredentialName, "://"),
@@ -126,7 +136,7 @@ func (t *translator) gatewayTLSListener(res *xds.Resources, listen, port uint32,
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             chain,
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(listen), ServerNames: wildcardNone(sni)},
-				TransportSocket:  downstreamTLS(gs.server.Tls.CredentialName),
+				TransportSocket:  downstreamTLS(gs.server.Tls),
 				Filters:          []*listenerv3.Filter{t.hcmFilter(name, fault, cors, authz.http(t, name, refs))},
 			})
 		}
@@ -224,12 +234,37 @@ func wildcardNone(names []string) []string {
 	return names
 }
 
+// clientCertMode: the server checks client certificates.
+func clientCertMode(m networkingapi.ServerTLSSettings_TLSmode) bool {
+	return m == networkingapi.ServerTLSSettings_MUTUAL || m == networkingapi.ServerTLSSettings_OPTIONAL_MUTUAL
+}
+
 // downstreamTLS terminates TLS with the certificate the gateway resolves
-// from Secret credential (HTTP/2 and HTTP/1.1 offered by ALPN).
-func downstreamTLS(credential string) *corev3.TransportSocket {
-	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+// from Secret credentialName (HTTP/2 and HTTP/1.1 offered by ALPN). MUTUAL
+// and OPTIONAL_MUTUAL check client certificates as istiod renders them:
+// against the CA bundle of SDS name "<credentialName>-cacert" (the
+// gateway reads the Secret of that name, or key ca.crt of the
+// credential's own), with subjectAltNames as exact DNS or URI SANs.
+func downstreamTLS(s *networkingapi.ServerTLSSettings) *corev3.TransportSocket {
+	common := &tlsv3.CommonTlsContext{
 		AlpnProtocols:                  []string{"h2", "http/1.1"},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: sdsPrefix + credential}},
-	}}
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: sdsPrefix + s.CredentialName}},
+	}
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
+	if clientCertMode(s.Mode) {
+		def := &tlsv3.CertificateValidationContext{}
+		for _, san := range s.SubjectAltNames {
+			for _, typ := range []tlsv3.SubjectAltNameMatcher_SanType{tlsv3.SubjectAltNameMatcher_DNS, tlsv3.SubjectAltNameMatcher_URI} {
+				def.MatchTypedSubjectAltNames = append(def.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+					SanType: typ, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}}})
+			}
+		}
+		common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         def,
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: sdsPrefix + s.CredentialName + "-cacert"},
+			}}
+		ctx.RequireClientCertificate = wrapperspb.Bool(s.Mode == networkingapi.ServerTLSSettings_MUTUAL)
+	}
 	return &corev3.TransportSocket{Name: wellknown.TransportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 }

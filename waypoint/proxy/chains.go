@@ -27,6 +27,9 @@ type chain struct {
 	// = the TLS bytes are not terminated).
 	serverNames []string
 	tlsCert     string
+	// clientAuth is the client certificate check of a terminating chain
+	// (tls.mode MUTUAL or OPTIONAL_MUTUAL); nil: none.
+	clientAuth *clientAuth
 
 	// accessLog: the chain writes the access log (its HCM's or tcp_proxy's
 	// access_log lists a logger, see accessLogged).

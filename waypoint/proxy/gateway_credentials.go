@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -19,9 +20,11 @@ import (
 	"github.com/weft-mesh/weft/pkg/credential"
 )
 
-// Certificates resolves the SDS name of a TLS filter chain's certificate.
+// Certificates resolves the SDS names of a TLS filter chain's certificate
+// and of the CAs its clients' certificates must chain to (MUTUAL).
 type Certificates interface {
 	Certificate(sdsName string) (*tls.Certificate, error)
+	ClientCAs(sdsName string) (*x509.CertPool, error)
 }
 
 // SecretCertificates resolves "kubernetes://<name>" (or "<name>") to the
@@ -42,6 +45,13 @@ type SecretCertificates struct {
 
 	mu    sync.Mutex
 	cache map[string]parsedSecret // by credential name
+	cas   map[string]parsedCAs    // by "<namespace>/<Secret>"
+}
+
+type parsedCAs struct {
+	version string
+	pool    *x509.CertPool
+	err     error
 }
 
 type parsedSecret struct {
@@ -64,7 +74,7 @@ func NewSecretCertificates(ctx context.Context, client kubernetes.Interface, ns 
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weft_gateway_credential_ready",
 			Help: "Whether the Secret a gateway TLS server names (credentialName) holds a usable certificate and key (1) or not (0), as of its last use."},
 			[]string{"credential_name"}),
-		cache: map[string]parsedSecret{}}
+		cache: map[string]parsedSecret{}, cas: map[string]parsedCAs{}}
 	if reg != nil {
 		if err := reg.Register(s.ready); err != nil {
 			return nil, err
@@ -133,6 +143,58 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	}
 	s.ready.WithLabelValues(name).Set(map[bool]float64{true: 1, false: 0}[err == nil])
 	return cert, err
+}
+
+// ClientCAs returns the CA bundle that "kubernetes://<credential>-cacert"
+// names, where istiod's gateways find it: the Secret <credential>-cacert
+// (key ca.crt, or cacert), else key ca.crt of the Secret <credential>.
+// No bundle means no handshake (the chain fails closed).
+func (s *SecretCertificates) ClientCAs(sdsName string) (*x509.CertPool, error) {
+	name := strings.TrimPrefix(sdsName, "kubernetes://")
+	base, ok := strings.CutSuffix(name, "-cacert")
+	if !ok || base == "" {
+		return nil, fmt.Errorf("client CA %q: want <credentialName>-cacert", name)
+	}
+	if !s.hasSynced() {
+		return nil, fmt.Errorf("client CA %q: Secrets not listed yet", name)
+	}
+	for _, c := range []struct {
+		secret string
+		keys   []string
+	}{{name, []string{"ca.crt", "cacert"}}, {base, []string{"ca.crt"}}} {
+		ns, secretName, err := s.secretName(c.secret)
+		if err != nil {
+			return nil, err
+		}
+		sec, err := s.listers[ns].Get(secretName)
+		if apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("client CA %q: %w", name, err)
+		}
+		for _, k := range c.keys {
+			if pem, ok := sec.Data[k]; ok {
+				return s.caPool(ns+"/"+secretName, k, sec.ResourceVersion, pem)
+			}
+		}
+	}
+	return nil, fmt.Errorf("client CA %q: no Secret %s (key ca.crt) and no key ca.crt in Secret %s", name, name, base)
+}
+
+// caPool parses a PEM bundle once per Secret version.
+func (s *SecretCertificates) caPool(secret, key, version string, pem []byte) (*x509.CertPool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.cas[secret]; ok && p.version == version {
+		return p.pool, p.err
+	}
+	p := parsedCAs{version: version, pool: x509.NewCertPool()}
+	if !p.pool.AppendCertsFromPEM(pem) {
+		p.pool, p.err = nil, fmt.Errorf("client CA: key %s of Secret %s holds no PEM certificate", key, secret)
+		s.log.Error("gateway client CA unusable: its MUTUAL servers refuse handshakes", "secret", secret, "err", p.err)
+	}
+	s.cas[secret] = p
+	return p.pool, p.err
 }
 
 // secretName is the namespace and name of the Secret credential name

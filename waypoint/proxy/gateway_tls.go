@@ -55,16 +55,7 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 		}
 		return
 	}
-	tc := tls.Server(replay, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if p.certs == nil {
-				return nil, errors.New("no certificate source configured")
-			}
-			return p.certs.Certificate(c.tlsCert)
-		},
-	})
+	tc := tls.Server(replay, p.terminatingTLS(c))
 	_ = conn.SetDeadline(time.Now().Add(helloTimeout))
 	if err := tc.Handshake(); err != nil {
 		p.Metrics.gatewayTLSFailure("handshake")
@@ -75,6 +66,51 @@ func (p *Proxy) serveTLSConn(conn net.Conn, dst netip.AddrPort, src Source, snap
 	st := tc.ConnectionState()
 	rs.tls = &st
 	p.serveHTTP(tc, c, rs)
+}
+
+// terminatingTLS is the server side of chain c: its certificate and, for
+// MUTUAL, its client certificate check. Both are resolved per handshake
+// (a renewed Secret is used by the next one); a missing certificate or
+// CA bundle fails the handshake, never weakens it.
+func (p *Proxy) terminatingTLS(c *chain) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if p.certs == nil {
+				return nil, errors.New("no certificate source configured")
+			}
+			return p.certs.Certificate(c.tlsCert)
+		},
+	}
+	a := c.clientAuth
+	if a == nil {
+		return cfg
+	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		if p.certs == nil {
+			return nil, errors.New("no certificate source configured")
+		}
+		pool, err := p.certs.ClientCAs(a.caName)
+		if err != nil {
+			return nil, err
+		}
+		out := cfg.Clone()
+		out.GetConfigForClient = nil
+		out.ClientCAs = pool
+		out.ClientAuth = tls.VerifyClientCertIfGiven
+		if a.required {
+			out.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		out.VerifyConnection = func(st tls.ConnectionState) error {
+			if len(st.VerifiedChains) == 0 {
+				return nil // no certificate (OPTIONAL_MUTUAL); RequireAndVerify refused it already otherwise
+			}
+			return a.verify(st.PeerCertificates[0])
+		}
+		return out, nil
+	}
+	return cfg
 }
 
 // readClientHello reads conn up to and including the ClientHello and

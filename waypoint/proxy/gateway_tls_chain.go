@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,15 +41,99 @@ func parseTLSMatch(c *chain, fc *listenerv3.FilterChain) error {
 	}
 	common := d.GetCommonTlsContext()
 	switch {
-	case d.GetRequireClientCertificate().GetValue() || common.GetValidationContextType() != nil:
-		return errors.New("transport_socket: client certificate validation (MUTUAL) is not supported")
 	case len(common.GetTlsCertificates()) > 0:
 		return errors.New("transport_socket: inline tls_certificates are not supported; name the certificate with tls_certificate_sds_secret_configs")
 	case len(common.GetTlsCertificateSdsSecretConfigs()) != 1 || common.GetTlsCertificateSdsSecretConfigs()[0].GetName() == "":
 		return errors.New("transport_socket: want exactly one named tls_certificate_sds_secret_configs")
 	}
 	c.tlsCert = common.GetTlsCertificateSdsSecretConfigs()[0].GetName()
-	return nil
+	c.clientAuth, err = parseClientAuth(d)
+	return err
+}
+
+// clientAuth is how a terminating chain checks client certificates
+// (istiod's MUTUAL and OPTIONAL_MUTUAL): against the CA bundle an SDS name
+// resolves to (Certificates.ClientCAs), with the subject alternative names
+// it accepts (empty: any).
+type clientAuth struct {
+	caName   string
+	required bool
+	sans     []sanMatch
+}
+
+// sanMatch is one accepted subject alternative name: its value, of its
+// type (SAN_TYPE_UNSPECIFIED: any type).
+type sanMatch struct {
+	typ   tlsv3.SubjectAltNameMatcher_SanType
+	value string
+}
+
+// verify checks a verified client certificate's SANs (none listed: any
+// certificate of the CA).
+func (a *clientAuth) verify(cert *x509.Certificate) error {
+	if len(a.sans) == 0 {
+		return nil
+	}
+	var uris []string
+	for _, u := range cert.URIs {
+		uris = append(uris, u.String())
+	}
+	var ips []string
+	for _, ip := range cert.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	byType := map[tlsv3.SubjectAltNameMatcher_SanType][]string{
+		tlsv3.SubjectAltNameMatcher_DNS: cert.DNSNames, tlsv3.SubjectAltNameMatcher_URI: uris,
+		tlsv3.SubjectAltNameMatcher_EMAIL: cert.EmailAddresses, tlsv3.SubjectAltNameMatcher_IP_ADDRESS: ips,
+	}
+	for _, m := range a.sans {
+		for typ, names := range byType {
+			if (m.typ == tlsv3.SubjectAltNameMatcher_SAN_TYPE_UNSPECIFIED || m.typ == typ) && slices.Contains(names, m.value) {
+				return nil
+			}
+		}
+	}
+	return errors.New("client certificate: no subject alternative name is accepted")
+}
+
+// parseClientAuth reads the validation context of d: an SDS name, alone or
+// in a combined context whose default part only matches SANs exactly.
+// Anything else (inline CAs, pins, other matchers) is refused rather than
+// checked less strictly than configured.
+func parseClientAuth(d *tlsv3.DownstreamTlsContext) (*clientAuth, error) {
+	common := d.GetCommonTlsContext()
+	var sds *tlsv3.SdsSecretConfig
+	var def *tlsv3.CertificateValidationContext
+	switch v := common.GetValidationContextType().(type) {
+	case nil:
+		if d.GetRequireClientCertificate().GetValue() {
+			return nil, errors.New("transport_socket: require_client_certificate without a validation context")
+		}
+		return nil, nil
+	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
+		sds = v.ValidationContextSdsSecretConfig
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		sds, def = v.CombinedValidationContext.GetValidationContextSdsSecretConfig(), v.CombinedValidationContext.GetDefaultValidationContext()
+	default:
+		return nil, fmt.Errorf("transport_socket: validation context %T is not supported (an SDS name)", v)
+	}
+	if sds.GetName() == "" || sds.GetSdsConfig() != nil {
+		return nil, errors.New("transport_socket: the client CA must be named by SDS (validation_context_sds_secret_config name)")
+	}
+	a := &clientAuth{caName: sds.GetName(), required: d.GetRequireClientCertificate().GetValue()}
+	for _, m := range def.GetMatchTypedSubjectAltNames() {
+		exact := m.GetMatcher().GetExact()
+		if exact == "" || m.GetMatcher().GetIgnoreCase() {
+			return nil, fmt.Errorf("transport_socket: subject alt name matcher %v: only exact matches are supported", m.GetMatcher())
+		}
+		a.sans = append(a.sans, sanMatch{typ: m.GetSanType(), value: exact})
+	}
+	//lint:ignore SA1019 the deprecated untyped matchers are refused, not ignored
+	if len(def.GetMatchSubjectAltNames()) > 0 || len(def.GetVerifyCertificateSpki()) > 0 || len(def.GetVerifyCertificateHash()) > 0 ||
+		def.GetTrustedCa() != nil || def.GetCrl() != nil || def.GetTrustChainVerification() != tlsv3.CertificateValidationContext_VERIFY_TRUST_CHAIN {
+		return nil, errors.New("transport_socket: the default validation context may only match subject alt names exactly (match_typed_subject_alt_names)")
+	}
+	return a, nil
 }
 
 // covers reports whether c applies to dst by port and address.

@@ -141,6 +141,10 @@ func (s staticCerts) Certificate(name string) (*tls.Certificate, error) {
 	return nil, fmt.Errorf("no credential %q", name)
 }
 
+func (s staticCerts) ClientCAs(name string) (*x509.CertPool, error) {
+	return nil, fmt.Errorf("no client CA %q", name)
+}
+
 func tlsGatewayChain(t *testing.T, name string, port uint32, sni []string, sds string, fc *listenerv3.FilterChain) *listenerv3.FilterChain {
 	fc.Name = name
 	fc.FilterChainMatch = &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port), ServerNames: sni}

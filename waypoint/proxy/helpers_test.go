@@ -250,7 +250,7 @@ func startBackendAt(t *testing.T, name string, addr netip.AddrPort, hold chan st
 	b.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b.hits.Add(1)
-			for _, h := range []string{"Traceparent", "X-B3-Traceid", "X-B3-Spanid", "X-Forwarded-For", "X-Request-Id", "Connection", "Host"} {
+			for _, h := range []string{"Traceparent", "X-B3-Traceid", "X-B3-Spanid", "X-Forwarded-For", "X-Forwarded-Client-Cert", "X-Request-Id", "Connection", "Host"} {
 				b.seen.Store(h, r.Header.Get(h))
 			}
 			b.seen.Store("Host", r.Host)
