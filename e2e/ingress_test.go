@@ -128,4 +128,5 @@ func TestIngressGateway(t *testing.T) {
 	testIngressGatewayAPI(t, e, hosts, port)
 	testIngressGatewayAPITLS(t, e, hosts)
 	testIngressUseWaypoint(t, e, func(path string) (int, string, error) { return get(hosts[0], path) })
+	testIngressTCP(t, e, hosts[0])
 }

@@ -99,10 +99,11 @@ spec:
 `)},
 		},
 		{
-			Feature: "Gateway `tls.mode` ISTIO_MUTUAL, AUTO_PASSTHROUGH; TCP servers",
-			Status:  NotYet,
-			Notes:   "reported, server ignored",
-			Probes: []*Probe{reported(`
+			Feature: "Gateway server TCP (also MONGO, REDIS, MYSQL) + VirtualService `tcp` routes",
+			Status:  Supported,
+			Notes: "the first tcp route that applies (match `port`, `gateways`) among the bound VirtualServices, oldest first, weighted destinations and subsets; later ones reported as shadowed; " +
+				"source matches (`sourceLabels`, `sourceNamespace`, `sourceSubnet`, `destinationSubnets`) reported, never applied; `tls` on a TCP server reported, server ignored ([ingress.md](ingress.md#tcp-servers))",
+			Probes: []*Probe{clean(`
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -113,12 +114,33 @@ spec:
     istio: ingress
   servers:
   - port:
-      number: 3306
+      number: 31400
       name: tcp
       protocol: TCP
     hosts: ["*"]
-`, "spec.servers[0]"),
-				reported(`
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: tcp
+  namespace: default
+spec:
+  hosts: ["*"]
+  gateways: [ingress]
+  tcp:
+  - match:
+    - port: 31400
+    route:
+    - destination:
+        host: reviews
+        port: {number: 9080}
+`)},
+		},
+		{
+			Feature: "Gateway `tls.mode` ISTIO_MUTUAL, AUTO_PASSTHROUGH",
+			Status:  NotYet,
+			Notes:   "reported, server ignored",
+			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:

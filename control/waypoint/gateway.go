@@ -141,7 +141,7 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: %d is served on %d like port %d of another server; server ignored", path, s.Port.Number, listen, prev)
 				continue
 			}
-			if prev := byPort[listen]; len(prev) > 0 && (serverKindOf(prev[0].server) == serverHTTP) != (kind == serverHTTP) {
+			if prev := byPort[listen]; len(prev) > 0 && listenerFamily(serverKindOf(prev[0].server)) != listenerFamily(kind) {
 				t.problem(kindGateway, gw.Namespace, gw.Name, "%s.port: %d already has %s servers; a %s server cannot share it; server ignored",
 					path, s.Port.Number, serverKindOf(prev[0].server), kind)
 				continue
@@ -154,7 +154,11 @@ func (t *translator) gatewayResources(gws []*networkingv1.Gateway, pod *corev1.P
 	refs := map[string]clusterRef{}
 	authz := t.gatewayAuthzFor(pod, gws)
 	for _, listen := range slices.Sorted(maps.Keys(byPort)) {
-		if serverKindOf(byPort[listen][0].server) != serverHTTP {
+		switch serverKindOf(byPort[listen][0].server) {
+		case serverTCP:
+			t.gatewayTCPListener(res, listen, serverPort[listen], byPort[listen], vss, refs, authz)
+			continue
+		case serverHTTPS, serverPassthrough:
 			t.gatewayTLSListener(res, listen, serverPort[listen], byPort[listen], vss, refs, authz)
 			continue
 		}
@@ -236,6 +240,15 @@ func (t *translator) gatewayRoutes(name string, port uint32, servers []gatewaySe
 		return cmp.Or(cmp.Compare(boolInt(a.Name == "*"), boolInt(b.Name == "*")), cmp.Compare(a.Name, b.Name))
 	})
 	return rc, fault, cors
+}
+
+// listenerFamily groups the server kinds that can share a port: HTTP,
+// TLS (HTTPS and passthrough, told apart by SNI), TCP.
+func listenerFamily(kind string) string {
+	if kind == serverHTTPS {
+		return serverPassthrough
+	}
+	return kind
 }
 
 // redirectsToHTTPS: s is an HTTP server with tls.httpsRedirect (on an

@@ -57,6 +57,8 @@ func serverKindOf(s *networkingapi.Server) string {
 		return serverHTTPS
 	case "TLS":
 		return serverPassthrough
+	case "TCP", "MONGO", "REDIS", "MYSQL":
+		return serverTCP
 	}
 	return serverHTTP
 }
@@ -103,8 +105,13 @@ func (t *translator) serverKind(gw *networkingv1.Gateway, path string, s *networ
 			return bad("tls.mode: only PASSTHROUGH is supported for a TLS server")
 		}
 		return serverPassthrough
+	case "TCP", "MONGO", "REDIS", "MYSQL":
+		if tls != nil {
+			return bad("tls: a %s server does not terminate TLS (use protocol TLS)", s.Port.Protocol)
+		}
+		return serverTCP
 	default:
-		return bad("port.protocol: %s is not supported (HTTP, HTTP2, GRPC, HTTPS, TLS)", s.Port.Protocol)
+		return bad("port.protocol: %s is not supported (HTTP, HTTP2, GRPC, HTTPS, TLS, TCP)", s.Port.Protocol)
 	}
 }
 

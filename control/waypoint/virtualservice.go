@@ -835,31 +835,39 @@ func (t *translator) tcpRoute(pc *portConfig, vs *virtualService) {
 	var dests []weightedDestination
 	if vs != nil {
 		c := &vsContext{t: t, vs: vs.obj, pc: pc}
-	routes:
-		for i, r := range vs.obj.Spec.Tcp {
-			path := fmt.Sprintf("spec.tcp[%d]", i)
-			applies := len(r.GetMatch()) == 0
-			for j, m := range r.GetMatch() {
-				if (m.Port != 0 && m.Port != pc.port.number) || !forMesh(m.Gateways) {
-					continue
-				}
-				if len(m.DestinationSubnets) > 0 || m.SourceSubnet != "" || len(m.SourceLabels) > 0 || m.SourceNamespace != "" {
-					c.problem("%s.match[%d]: only port and gateways are supported by waypoints; this match never applies", path, j)
-					continue
-				}
-				applies = true
-			}
-			if !applies {
-				continue
-			}
-			dests = c.tcpDestinations(path, r.GetRoute())
-			break routes
-		}
+		dests = c.firstTCPRoute("waypoints", func(m *networkingapi.L4MatchAttributes) bool {
+			return (m.Port == 0 || m.Port == pc.port.number) && forMesh(m.Gateways)
+		})
 	}
 	if len(dests) == 0 {
 		dests = []weightedDestination{{cluster: pc.use(pc.defaultRef()), weight: 1}}
 	}
 	pc.tcpProxy = tcpProxyTo(pc.name, dests)
+}
+
+// firstTCPRoute is the destinations of the first tcp route of c.vs that
+// applies: it has no match, or a match for which selects is true. Matches
+// on the source are reported (they are not supported by where, "waypoints"
+// or "gateways") and never apply.
+func (c *vsContext) firstTCPRoute(where string, selects func(*networkingapi.L4MatchAttributes) bool) []weightedDestination {
+	for i, r := range c.vs.Spec.Tcp {
+		path := fmt.Sprintf("spec.tcp[%d]", i)
+		applies := len(r.GetMatch()) == 0
+		for j, m := range r.GetMatch() {
+			if !selects(m) {
+				continue
+			}
+			if len(m.DestinationSubnets) > 0 || m.SourceSubnet != "" || len(m.SourceLabels) > 0 || m.SourceNamespace != "" {
+				c.problem("%s.match[%d]: only port and gateways are supported by %s; this match never applies", path, j, where)
+				continue
+			}
+			applies = true
+		}
+		if applies {
+			return c.tcpDestinations(path, r.GetRoute())
+		}
+	}
+	return nil
 }
 
 // tcpDestinations resolves the destinations of a tcp or tls route (a

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -70,11 +71,18 @@ func (p *Proxy) servePlainConn(conn net.Conn, src Source) {
 		return
 	}
 	c := snap.chains.match(dst)
-	if c == nil || c.isTCP() {
-		p.log.Debug("no HTTP filter chain for gateway port", "local", dst, "client", conn.RemoteAddr())
+	if c == nil {
+		p.log.Debug("no filter chain for gateway port", "local", dst, "client", conn.RemoteAddr())
 		return
 	}
 	rs := &requestState{origDst: dst, peer: src.ID, clientIP: addrOf(conn.RemoteAddr()), baggage: src.Baggage, source: src.meta(), edge: true}
+	if c.isTCP() { // a TCP server: the connection's bytes go to the route's cluster
+		stream := &replayConn{Conn: conn, r: conn}
+		if err := p.proxyTCP(context.Background(), c, snap, rs, "", "", func() (hbone.Stream, error) { return stream, nil }); err != nil {
+			p.log.Debug("gateway TCP port failed", "chain", c.name, "client", conn.RemoteAddr(), "err", err)
+		}
+		return
+	}
 	p.serveHTTP(conn, c, rs)
 }
 

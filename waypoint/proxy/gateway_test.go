@@ -200,3 +200,40 @@ func TestEdgeRequestID(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayTCPServer: a gateway port whose chain is a tcp_proxy (an
+// Istio Gateway TCP server) forwards the client's bytes to the cluster
+// over HBONE and the reply back, half-close included.
+func TestGatewayTCPServer(t *testing.T) {
+	e := newEnv(t)
+	ln := startUpperEcho(t, nil)
+	cl := "outbound|6379||redis.default.svc.cluster.local"
+	e.mustPush(resourcev3.ClusterType, edsCluster(cl))
+	e.mustPush(resourcev3.EndpointType, cla(cl, epSpec{addr: mustAddrPort(ln.Addr().String()), tunnel: "HBONE",
+		identity: backendID.String(), workload: "redis", health: corev3.HealthStatus_HEALTHY}))
+	port := freePort(t)
+	l := gatewayListener(t, port)
+	fc := tcpChain(t, "tcp."+strconv.Itoa(int(port)), "", port, cl)
+	fc.FilterChainMatch = &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(port)}
+	l.FilterChains = []*listenerv3.FilterChain{fc}
+	e.mustPush(resourcev3.ListenerType, l)
+	pl := &PlainListeners{Proxy: e.wp, Host: "127.0.0.1", Source: Source{ID: waypointID}}
+	if err := pl.Sync(e.wp.Store.Snapshot().ListenPorts); err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := io.WriteString(c, "ping through the gateway"); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "PING THROUGH THE GATEWAY" {
+		t.Fatalf("reply %q, %v; want the backend's upper-cased echo", got, err)
+	}
+}
