@@ -73,6 +73,8 @@ func TestWaypointBookinfo(t *testing.T) {
 		t.Logf("50/50 split over %d requests: %v", n, got)
 	})
 
+	testWaypointDelegate(t, e)
+
 	t.Run("fault injection: 7s delay and HTTP 500 abort for jason on ratings", func(t *testing.T) {
 		e.mustKubectl(t, "apply", "-f", manifest("virtual-service-all-v1.yaml"))
 		e.mustKubectl(t, "apply", "-f", manifest("virtual-service-reviews-test-v2.yaml"))

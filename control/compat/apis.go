@@ -118,22 +118,6 @@ spec:
       name: tcp
       protocol: TCP
     hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: tcp
-  namespace: default
-spec:
-  hosts: ["*"]
-  gateways: [ingress]
-  tcp:
-  - match:
-    - port: 31400
-    route:
-    - destination:
-        host: reviews
-        port: {number: 9080}
 `)},
 		},
 		{

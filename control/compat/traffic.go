@@ -159,9 +159,20 @@ spec:
 		},
 		{
 			Feature: "VirtualService `delegate`",
-			Status:  NotYet,
-			Notes:   "gateways only in Istio too; route ignored",
-			Probes: []*Probe{reported(`
+			Status:  Supported,
+			Notes: "on waypoints and gateways, merged as istiod merges: the delegate's routes replace the delegating route, their matches narrowed by the root's (a match not narrower than any root match: route dropped, reported) and the root's rewrite, timeout, retries, fault, mirrors, CORS and headers inherited; " +
+				"one level (nested delegation reported); the delegate's short hosts are of its own namespace; a missing delegate, or one with hosts, reported and the route dropped; `exportTo` of the delegate not checked ([waypoints.md](waypoints.md#delegation))",
+			Probes: []*Probe{clean(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews-delegate
+  namespace: default
+spec:
+  http:
+  - route:
+    - destination: {host: reviews}
+`), reported(`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -172,7 +183,7 @@ spec:
   http:
   - delegate:
       name: reviews-delegate
-`, "delegate")},
+`, "spec.http[0].delegate: VirtualService default/reviews-delegate not found")},
 		},
 		{
 			Feature: "VirtualService `tcp`",

@@ -199,6 +199,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.indexRegistry(in)
 	t.indexDestinationRules(in.DestinationRules)
 	t.indexHTTPRoutes(in.HTTPRoutes)
+	in.VirtualServices = t.expandDelegates(in.VirtualServices) // delegate.go
 	t.indexVirtualServices(in.VirtualServices)
 	t.indexIngressNames(in.IngressGateways)
 	t.indexAuthorizationPolicies(in.AuthorizationPolicies)

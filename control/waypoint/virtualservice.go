@@ -451,10 +451,6 @@ func (c *vsContext) redirect(path string, rd *networkingapi.HTTPRedirect) *route
 // route cannot be translated.
 func (c *vsContext) route(path string, hr *networkingapi.HTTPRoute) *routev3.Route {
 	r := &routev3.Route{}
-	if hr.Delegate != nil {
-		c.problem("%s.delegate: delegation applies to gateways only; route ignored", path)
-		return nil
-	}
 	switch {
 	case hr.Redirect != nil:
 		r.Action = &routev3.Route_Redirect{Redirect: c.redirect(path, hr.Redirect)}
