@@ -168,6 +168,13 @@ func (o *Outbound) route(ctx context.Context, c net.Conn, snap *config.Snapshot,
 			rec.Security = SecurityNone
 			return err
 		}
+		// An endpoint known by its address only (an EndpointSlice
+		// without a Pod targetRef) at a mesh pod's IP is that pod: reach
+		// it over HBONE with its identity, as a connection to the IP itself
+		// would, not in plain text it may refuse (STRICT).
+		if owner := snap.WorkloadByIP(target.Addr()); !enrolled(dstW) && enrolled(owner) {
+			dstW = owner
+		}
 	} else {
 		dstW = snap.WorkloadByIP(dst.Addr())
 	}

@@ -565,3 +565,31 @@ func TestTunnelToAPodLeavingTheMesh(t *testing.T) {
 		t.Fatalf("echo through the tunnel: %q, %v", got, err)
 	}
 }
+
+// A Service endpoint listed by address only (an EndpointSlice workload
+// without a Pod targetRef: plain TCP) at a mesh pod's IP goes to that pod
+// over HBONE, as a connection to the pod IP would: the destination's
+// node agent sees it (a plain connection would bypass it, and a STRICT
+// pod would refuse it).
+func TestAddressOnlyEndpointOfAMeshPod(t *testing.T) {
+	m := newMesh(t)
+	const manualVIP, manualHost = "10.96.0.77", "manual.b.svc.cluster.local"
+	w := &workloadv1.Workload{Uid: "Kubernetes/discovery.k8s.io/EndpointSlice/b/manual-1/" + podB.ip, Name: "manual-1", Namespace: "b",
+		Addresses: []string{podB.ip}, TunnelProtocol: workloadv1.TunnelProtocol_NONE, WorkloadType: "endpointslice", ClusterId: "Kubernetes",
+		Services: map[string]*workloadv1.PortList{"b/" + manualHost: {Ports: []*workloadv1.Port{{ServicePort: 80, TargetPort: uint32(m.echoB.addr.Port())}}}}}
+	svc := &workloadv1.Service{Name: "manual", Namespace: "b", Hostname: manualHost, Addresses: []string{manualVIP},
+		Ports: []*workloadv1.Port{{ServicePort: 80}}}
+	if err := m.store.Handle(config.AddressType, map[string]proto.Message{
+		w.Uid:             &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}},
+		"b/" + manualHost: &workloadv1.Address{Type: &workloadv1.Address_Service{Service: svc}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := roundTrip(m.fromA(t, ap(manualVIP, 80)), "to the pod behind the slice"); err != nil || got != "to the pod behind the slice" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	await.True(t, "the destination node agent saw the connection", func() bool {
+		return counter(t, m.b.reg, "istio_tcp_connections_closed_total",
+			map[string]string{"destination_workload": "b", "reporter": "destination"}) == 1
+	})
+}
