@@ -1,9 +1,12 @@
 package compat
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	meshapi "istio.io/api/mesh/v1alpha1"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +57,11 @@ type object struct {
 // a misspelt field is an error, so a probe cannot test something else than
 // it says.
 func decode(doc []byte) (object, error) {
+	// sigs.k8s.io/yaml reads the first document only: a probe of several
+	// would test less than it shows.
+	if regexp.MustCompile(`(?m)^---\s*$`).Match(bytes.TrimSpace(doc)) {
+		return object{}, errors.New("a probe is one object; this one has several YAML documents")
+	}
 	var tm metav1.TypeMeta
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
 		return object{}, err
