@@ -211,3 +211,20 @@ func TestSecretClientCAs(t *testing.T) {
 		}
 	}
 }
+
+// TestWaypointDropsClientCertHeader: a mesh client's own
+// X-Forwarded-Client-Cert does not reach the service through a waypoint
+// (Envoy's SANITIZE, Istio's waypoint behaviour): only a proxy that
+// verified a client certificate may vouch for one.
+func TestWaypointDropsClientCertHeader(t *testing.T) {
+	e := newEnv(t)
+	b := startBackend(t, "reviews-v1", nil)
+	e.simple(nil, b)
+	code, _ := get(t, e.httpClient(vipAuthority()), "/", map[string]string{xfccHeader: `Hash=forged;URI=spiffe://cluster.local/ns/admin/sa/root`})
+	if code != http.StatusOK {
+		t.Fatalf("status %d", code)
+	}
+	if got := b.seenHeader(xfccHeader); got != "" {
+		t.Errorf("the service saw X-Forwarded-Client-Cert %q, want none", got)
+	}
+}

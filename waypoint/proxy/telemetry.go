@@ -345,9 +345,7 @@ func (p *Proxy) finishTCP(r *record) {
 // telemetry around it.
 func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, rs *requestState) {
 	rec := newRecord(r, c, rs)
-	if rs.edge {
-		setClientCertHeader(r.Header, rs.tls)
-	}
+	setClientCertHeader(r.Header, rs)
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	ctx = withPeer(ctx, rs.peer, rs.clientIP, rs.origDst)
 	ctx, info := withInfo(ctx)

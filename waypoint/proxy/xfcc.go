@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"net/http"
 	"strings"
@@ -11,15 +10,20 @@ import (
 // xfccHeader is Envoy's x-forwarded-client-cert.
 const xfccHeader = "X-Forwarded-Client-Cert"
 
-// setClientCertHeader applies istiod's gateway default for XFCC
-// (forward_client_cert_details SANITIZE_SET) to a request from outside
-// the mesh: the client's own header is dropped, since only the gateway
-// can vouch for a client certificate (an application trusting the header
-// must not get a forged one); when the client presented a certificate the
-// gateway verified (tls.mode MUTUAL), the header says which, in Envoy's
-// format: the SHA-256 of its DER, its subject, its URI and DNS SANs.
-func setClientCertHeader(h http.Header, st *tls.ConnectionState) {
+// setClientCertHeader applies istiod's XFCC defaults: the client's own
+// header is dropped, since only a proxy that verified a client
+// certificate can vouch for it (an application trusting the header must
+// not get a forged one): Envoy's SANITIZE on waypoints, as Istio's
+// waypoints; SANITIZE_SET on gateways, whose header, after a client
+// certificate the gateway verified (tls.mode MUTUAL), says which in
+// Envoy's format: the SHA-256 of its DER, its subject, its URI and DNS
+// SANs.
+func setClientCertHeader(h http.Header, rs *requestState) {
 	h.Del(xfccHeader)
+	if !rs.edge {
+		return
+	}
+	st := rs.tls
 	if st == nil || len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
 		return
 	}
