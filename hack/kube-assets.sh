@@ -4,7 +4,8 @@
 # etcd, the CNI reference plugins, CoreDNS, helm, Prometheus (the image of
 # samples/addons/prometheus.yaml in the local cluster) and the sample
 # applications of Istio's tasks the e2e runs (Istio's ext-authz server and
-# go-httpbin), the Gateway API conformance suite's echo-basic backend and
+# go-httpbin), the Gateway API conformance suite's backends (echo-basic,
+# and Istio's echo server and client for its mesh tests) and
 # envoyproxy/ratelimit (samples/ratelimit) and Jaeger (samples/addons/jaeger.yaml).
 # Each comes from a wrapper
 # module under hack/tools/ with its own go.mod/go.sum. A stamp of the inputs
@@ -120,6 +121,17 @@ build testapps "-s -w" istio.io/istio/samples/extauthz/cmd/extauthz \
 # The Gateway API conformance suite's echo backend, the image
 # registry.k8s.io/gateway-api/echo-basic of its manifests (make conformance).
 build gateway-conformance "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic
+# Istio's echo server and client, the image
+# registry.k8s.io/gateway-api/echo-advanced of the suite's mesh manifests
+# (Istio's app image), with the files that image has at /cert.crt and
+# /cert.key: Istio's public test certificate (tests/testdata/certs/dns,
+# Dockerfile.app), taken from the same module.
+build echo-advanced "-s -w" istio.io/istio/pkg/test/echo/cmd/server istio.io/istio/pkg/test/echo/cmd/client
+mv -f "$bin/server" "$bin/echo-server"
+mv -f "$bin/client" "$bin/echo-client"
+certs=$(cd "$tools/echo-advanced" && go list -m -f '{{.Dir}}' istio.io/istio)/tests/testdata/certs/dns
+install -m 0644 "$certs/cert-chain.pem" "$bin/echo-advanced-cert.crt"
+install -m 0644 "$certs/key.pem" "$bin/echo-advanced-cert.key"
 # envoyproxy/ratelimit, the rate limit service of
 # samples/ratelimit/rate-limit-service.yaml (global rate limit e2e).
 build ratelimit "-s -w" github.com/envoyproxy/ratelimit/src/service_cmd

@@ -1,12 +1,15 @@
 package cluster
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"testing"
+
+	"sigs.k8s.io/gateway-api/conformance"
 
 	"github.com/weft-mesh/weft/e2e/kubelet"
 )
@@ -120,4 +123,38 @@ func addonsImages(t *testing.T, binaries ...string) (string, *kubelet.ImageMap) 
 		t.Fatal(err)
 	}
 	return assets, im
+}
+
+// TestAddonsImageMapRunsMeshEcho: the echo app of the Gateway API
+// conformance suite's mesh manifests (Istio's app image) runs Istio's echo
+// server with the args the manifests give it, and has the client the mesh
+// tests exec in PATH and the certificate those args name at the paths
+// Istio's image has them.
+func TestAddonsImageMapRunsMeshEcho(t *testing.T) {
+	data, err := fs.ReadFile(conformance.Manifests, "mesh/manifests.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s+image: (\S+)$`).FindSubmatch(data)
+	if m == nil {
+		t.Fatal("no image in the conformance suite's mesh/manifests.yaml")
+	}
+	files := []string{"echo-server", "echo-client", "echo-advanced-cert.crt", "echo-advanced-cert.key"}
+	assets, im := addonsImages(t, files...)
+	args := []string{"--port=8443", "--tls=8443", "--crt=/cert.crt", "--key=/cert.key"}
+	r, err := im.Resolve(string(m[1]), nil, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append([]string{filepath.Join(assets, "echo-server")}, args...); !slices.Equal(r.Argv, want) {
+		t.Errorf("%s runs %v, want %v", m[1], r.Argv, want)
+	}
+	want := []kubelet.ImageFile{
+		{Path: "/usr/local/bin/client", Source: filepath.Join(assets, "echo-client")},
+		{Path: "/cert.crt", Source: filepath.Join(assets, "echo-advanced-cert.crt")},
+		{Path: "/cert.key", Source: filepath.Join(assets, "echo-advanced-cert.key")},
+	}
+	if !slices.Equal(r.Files, want) {
+		t.Errorf("%s has files %v, want %v", m[1], r.Files, want)
+	}
 }

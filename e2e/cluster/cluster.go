@@ -214,7 +214,9 @@ func (c *Cluster) prepare() error {
 // Prometheus and Jaeger of samples/addons, and the sample applications
 // of Istio's tasks (samples/extauthz, samples/httpbin, the envoyproxy/ratelimit
 // service of samples/ratelimit) and the Gateway API conformance suite's
-// echo backend (make conformance). All but CoreDNS are
+// echo backends (make conformance: echo-basic, and Istio's echo app with
+// the client its mesh tests exec and the certificate its args name, where
+// Istio's image has them). All but CoreDNS are
 // optional: the cluster starts without them, and a pod using one waits with
 // ErrImagePull naming the missing file.
 func addonsImageMap(assets string) []byte {
@@ -229,12 +231,20 @@ func addonsImageMap(assets string) []byte {
   entrypoint: [%q]
 - image: registry.k8s.io/gateway-api/echo-basic
   entrypoint: [%q]
+- image: registry.k8s.io/gateway-api/echo-advanced
+  entrypoint: [%q]
+  files:
+  - {path: /usr/local/bin/client, source: %q}
+  - {path: /cert.crt, source: %q}
+  - {path: /cert.key, source: %q}
 - image: envoyproxy/ratelimit
   entrypoint: [%q]
 - image: docker.io/jaegertracing/jaeger
   entrypoint: [%q]
 `, filepath.Join(assets, "coredns"), filepath.Join(assets, "prometheus"),
 		filepath.Join(assets, "extauthz"), filepath.Join(assets, "go-httpbin"), filepath.Join(assets, "echo-basic"),
+		filepath.Join(assets, "echo-server"), filepath.Join(assets, "echo-client"),
+		filepath.Join(assets, "echo-advanced-cert.crt"), filepath.Join(assets, "echo-advanced-cert.key"),
 		filepath.Join(assets, "ratelimit"), filepath.Join(assets, "jaeger"))
 }
 

@@ -22,12 +22,21 @@ type ImageMap struct {
 // ImageEntry is one image: OCI-like ENTRYPOINT, CMD and ENV. Binaries are
 // further host files the image contains (absolute paths, ${BIN} expanded),
 // bound read-only at the same path in the container like the entrypoint.
+// Files are host files the image has at another path (a Dockerfile's
+// COPY: the command in PATH, the certificate at / its args name).
 type ImageEntry struct {
-	Image      string   `json:"image"`
-	Entrypoint []string `json:"entrypoint,omitempty"`
-	Cmd        []string `json:"cmd,omitempty"`
-	Env        []string `json:"env,omitempty"`
-	Binaries   []string `json:"binaries,omitempty"`
+	Image      string      `json:"image"`
+	Entrypoint []string    `json:"entrypoint,omitempty"`
+	Cmd        []string    `json:"cmd,omitempty"`
+	Env        []string    `json:"env,omitempty"`
+	Binaries   []string    `json:"binaries,omitempty"`
+	Files      []ImageFile `json:"files,omitempty"`
+}
+
+// ImageFile is a host file (Source, ${BIN} expanded) the image has at Path.
+type ImageFile struct {
+	Path   string `json:"path"`
+	Source string `json:"source"`
 }
 
 type imageMapFile struct {
@@ -119,7 +128,9 @@ type ResolvedImage struct {
 	// Binaries are host files to bind at the same path in the rootfs (the
 	// overlay only shows the root filesystem, not other mounts).
 	Binaries []string
-	ImageID  string
+	// Files are host files to bind at their Path in the rootfs.
+	Files   []ImageFile
+	ImageID string
 }
 
 // Resolve merges the image's entrypoint/cmd with the container's
@@ -178,17 +189,38 @@ func (m *ImageMap) Resolve(image string, command, args []string) (*ResolvedImage
 	}
 	// The image's other files are part of it whatever the command is.
 	for _, b := range binaries {
-		if !filepath.IsAbs(b) {
-			return nil, fmt.Errorf("image %q: binaries entry %q is not an absolute path", image, b)
-		}
-		b = filepath.Clean(b)
-		st, err := os.Stat(b)
-		if err != nil || st.IsDir() {
-			return nil, &BinaryMissingError{Image: image, Path: b}
+		b, err := imageFile(image, "binaries", b)
+		if err != nil {
+			return nil, err
 		}
 		if !slices.Contains(r.Binaries, b) {
 			r.Binaries = append(r.Binaries, b)
 		}
 	}
+	for _, f := range e.Files {
+		src, err := expand([]string{f.Source})
+		if err != nil {
+			return nil, err
+		}
+		if !filepath.IsAbs(f.Path) {
+			return nil, fmt.Errorf("image %q: files path %q is not an absolute path", image, f.Path)
+		}
+		if f.Source, err = imageFile(image, "files source", src[0]); err != nil {
+			return nil, err
+		}
+		r.Files = append(r.Files, f)
+	}
 	return r, nil
+}
+
+// imageFile checks that a host file of an image exists (it was built).
+func imageFile(image, field, path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("image %q: %s entry %q is not an absolute path", image, field, path)
+	}
+	path = filepath.Clean(path)
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		return "", &BinaryMissingError{Image: image, Path: path}
+	}
+	return path, nil
 }

@@ -212,6 +212,50 @@ images:
 	}
 }
 
+// TestImageMapFiles: an image's files are bound at their path in the
+// container (not the host's), and must exist like its binaries.
+func TestImageMapFiles(t *testing.T) {
+	dir := t.TempDir()
+	server, client := filepath.Join(dir, "echo-server"), filepath.Join(dir, "echo-client")
+	for _, p := range []string{server, client} {
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := writeImageMap(t, dir, "a.yaml", `
+images:
+- image: echo
+  entrypoint: ["${BIN}/echo-server"]
+  files: [{path: /usr/local/bin/client, source: "${BIN}/echo-client"}]
+- image: echo-missing
+  entrypoint: ["${BIN}/echo-server"]
+  files: [{path: /cert.crt, source: "${BIN}/cert-not-built"}]
+- image: echo-relative
+  entrypoint: ["${BIN}/echo-server"]
+  files: [{path: cert.crt, source: "${BIN}/echo-client"}]
+`)
+	m, err := LoadImageMaps([]string{f}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{nil, {"sleep", "1"}} {
+		r, err := m.Resolve("echo", cmd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []ImageFile{{Path: "/usr/local/bin/client", Source: client}}; !reflect.DeepEqual(r.Files, want) {
+			t.Errorf("files (command %q) = %v, want %v", cmd, r.Files, want)
+		}
+	}
+	var bm *BinaryMissingError
+	if _, err := m.Resolve("echo-missing", nil, nil); !errors.As(err, &bm) || bm.Path != filepath.Join(dir, "cert-not-built") {
+		t.Errorf("missing file: got %v", err)
+	}
+	if _, err := m.Resolve("echo-relative", nil, nil); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+		t.Errorf("relative files path: got %v", err)
+	}
+}
+
 // TestLocalImageMap checks that hack/local-images.yaml parses.
 func TestLocalImageMap(t *testing.T) {
 	m, err := LoadImageMaps([]string{"../../hack/local-images.yaml"}, "/nonexistent-bin")

@@ -466,6 +466,9 @@ func (k *Kubelet) startContainer(ctx context.Context, ps *podState, pod *v1.Pod,
 	for _, b := range img.Binaries {
 		mounts = append(mounts, Mount{Source: b, Destination: b, ReadOnly: true})
 	}
+	for _, f := range img.Files {
+		mounts = append(mounts, Mount{Source: f.Source, Destination: f.Path, ReadOnly: true})
+	}
 	restartCount := cs.restartCount
 	if cs.everStarted {
 		restartCount++
