@@ -32,6 +32,7 @@ import (
 	xv1alpha1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
+	"sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
@@ -45,8 +46,10 @@ import (
 // reported as unsupported (their tests skipped and listed in the report):
 // HTTPS/TLS listeners and frontend client certificates, static addresses,
 // infrastructure labels, HTTP listener isolation, ListenerSet,
-// BackendTLSPolicy, destination port matching, CORS, retries, redirect
-// codes other than 301/302, named route rules.
+// BackendTLSPolicy, destination port matching, CORS, retries, named route
+// rules. The redirect codes 303, 307 and 308 are HTTPRoute features that
+// the mesh tests of them need too (MESH-HTTP counts those tests in neither
+// part: results.md lists them).
 var conformanceFeatures = []features.FeatureName{
 	features.SupportGatewayPort8080,
 	features.SupportHTTPRouteQueryParamMatching,
@@ -56,6 +59,9 @@ var conformanceFeatures = []features.FeatureName{
 	features.SupportHTTPRoutePortRedirect,
 	features.SupportHTTPRouteSchemeRedirect,
 	features.SupportHTTPRoutePathRedirect,
+	features.SupportHTTPRoute303RedirectStatusCode,
+	features.SupportHTTPRoute307RedirectStatusCode,
+	features.SupportHTTPRoute308RedirectStatusCode,
 	features.SupportHTTPRouteHostRewrite,
 	features.SupportHTTPRoutePathRewrite,
 	features.SupportHTTPRouteRequestMirror,
@@ -67,6 +73,30 @@ var conformanceFeatures = []features.FeatureName{
 	features.SupportHTTPRouteBackendProtocolH2C,
 	features.SupportHTTPRouteBackendProtocolWebSocket,
 }
+
+// meshConformanceFeatures are what Weft claims for the MESH-HTTP profile:
+// its core feature Mesh (HTTPRoute is core in both profiles) and the
+// extended features a waypoint's GAMMA translation implements
+// (control/waypoint httproute.go): MeshClusterIPMatching since a waypoint
+// picks a Service's routes by the connection's destination (the Service
+// VIP and port), not the Host header. Not claimed: MeshConsumerRoute (waypoints serve only
+// producer routes, in the Service's namespace: a consumer route is ignored
+// and reported) and MeshHTTPRouteNamedRouteRule (as for GATEWAY-HTTP).
+var meshConformanceFeatures = []features.FeatureName{
+	features.SupportMesh,
+	features.SupportMeshClusterIPMatching,
+	features.SupportMeshHTTPRouteRewritePath,
+	features.SupportMeshHTTPRouteSchemeRedirect,
+	features.SupportMeshHTTPRouteRedirectPort,
+	features.SupportMeshHTTPRouteRedirectPath,
+	features.SupportMeshHTTPRouteBackendRequestHeaderModification,
+	features.SupportMeshHTTPRouteQueryParamMatching,
+}
+
+// meshNamespaces are the namespaces of the suite's mesh manifests, enrolled
+// in the mesh after the suite applied them; the first also gets the
+// waypoint its Services use (the GAMMA routes' parents live there).
+var meshNamespaces = []string{"gateway-conformance-mesh", "gateway-conformance-mesh-consumer"}
 
 // conformanceTimeouts are the suite's defaults with shorter waits for
 // Gateways to become ready, which the tests using HTTPS listeners wait
@@ -84,13 +114,10 @@ func conformanceTimeouts() config.TimeoutConfig {
 
 // TestGatewayAPIConformance runs the Gateway API conformance suite of the
 // Gateway API version the charts' CRDs come from (go.mod pins both) for
-// GatewayClass weft and profile GATEWAY-HTTP, and writes the suite's
+// GatewayClass weft (profile GATEWAY-HTTP) and for the mesh (MESH-HTTP:
+// GAMMA routes served by a namespace waypoint), and writes the suite's
 // report to WEFT_CONFORMANCE_REPORT (make conformance: docs/conformance/),
 // else into the cluster's state directory.
-//
-// MESH-HTTP is not run: its backends are Istio's echo server and client
-// (registry.k8s.io/gateway-api/echo-advanced), which the local cluster
-// does not map to a binary yet (docs/conformance/README.md).
 func TestGatewayAPIConformance(t *testing.T) {
 	// Index 12: indexes 0-11 have suites; the conformance Gateways need
 	// load balancer addresses of their own.
@@ -160,16 +187,19 @@ func TestGatewayAPIConformance(t *testing.T) {
 			}
 		})
 	}
-	conformance.RunConformanceWithOptions(t, suite.ConformanceOptions{
+	opts := suite.ConformanceOptions{
 		ConfigurableOptions: suite.ConfigurableOptions{
 			GatewayClassName: "weft",
 			// The cluster is deleted at the end.
 			CleanupBaseResources: false,
 			CleanupTestResources: true,
-			SupportedFeatures:    conformanceFeatures,
+			SupportedFeatures:    slices.Concat(conformanceFeatures, meshConformanceFeatures),
 			TimeoutConfig:        conformanceTimeouts(),
-			ConformanceProfiles:  []suite.ConformanceProfileName{suite.GatewayHTTPConformanceProfileName},
-			ReportOutputPath:     report,
+			ConformanceProfiles: []suite.ConformanceProfileName{
+				suite.GatewayHTTPConformanceProfileName,
+				suite.MeshHTTPConformanceProfileName,
+			},
+			ReportOutputPath: report,
 			Implementation: confv1.Implementation{
 				Organization: "weft-mesh",
 				Project:      "weft",
@@ -183,7 +213,58 @@ func TestGatewayAPIConformance(t *testing.T) {
 		Clientset:  cs,
 		RestConfig: cfg,
 		ManifestFS: []fs.FS{&conformance.Manifests},
+	}
+	runConformance(t, e, opts)
+}
+
+// runConformance is conformance.RunConformanceWithOptions with a step
+// between the suite's setup and its tests: the mesh namespaces the setup
+// created are enrolled and get their waypoint (enrolMeshNamespaces), as
+// Istio's ambient conformance run does. The suite's namespace labels
+// (ConformanceOptions.NamespaceLabels) would enrol every namespace, the
+// GATEWAY-HTTP ones too.
+func runConformance(t *testing.T, e *env, opts suite.ConformanceOptions) {
+	cs, err := suite.NewConformanceTestSuite(opts)
+	if err != nil {
+		t.Fatalf("conformance suite: %v", err)
+	}
+	t.Cleanup(func() {
+		r, err := cs.Report()
+		if err != nil {
+			t.Errorf("conformance report: %v", err)
+			return
+		}
+		data, err := yaml.Marshal(r)
+		if err == nil {
+			err = os.WriteFile(opts.ReportOutputPath, data, 0o644)
+		}
+		if err != nil {
+			t.Errorf("conformance report: %v", err)
+		}
+		t.Logf("conformance report (%s):\n%s", opts.ReportOutputPath, data)
 	})
+	cs.Setup(t, tests.ConformanceTests)
+	e.enrolMeshNamespaces(t)
+	if err := cs.Run(t, tests.ConformanceTests); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enrolMeshNamespaces enrols the suite's mesh namespaces
+// (istio.io/dataplane-mode=ambient) and gives the first a namespace
+// waypoint (samples/waypoint/waypoint.yaml, istio.io/use-waypoint), which
+// serves the GAMMA HTTPRoutes of its Services.
+func (e *env) enrolMeshNamespaces(t *testing.T) {
+	t.Helper()
+	for _, ns := range meshNamespaces {
+		e.mustKubectl(t, "label", "--overwrite", "namespace", ns, "istio.io/dataplane-mode=ambient")
+	}
+	ns := meshNamespaces[0]
+	e.mustKubectl(t, "-n", ns, "apply", "-f", filepath.Join(repoRoot(), "samples/waypoint/waypoint.yaml"))
+	e.mustKubectl(t, "label", "--overwrite", "namespace", ns, "istio.io/use-waypoint=waypoint")
+	e.mustKubectl(t, "-n", ns, "wait", "--for=condition=Programmed", "gateway/waypoint", "--timeout=120s")
+	// The mesh manifests' three echo pods.
+	e.waitEnrolled(t, 3)
 }
 
 // testOutcome is one conformance test's result, from the suite's hook.
