@@ -71,7 +71,7 @@ datapath-matrix: prereqs build kube-assets ## Run the data-path conformance matr
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) WEFT_MATRIX_OUT=$(ROOT)/docs/datapath-matrix.md \
 		WEFT_MATRIX_FULL=$(MATRIX_FULL) $(GO) test -count=1 -timeout 60m -run '^TestDataPath$$' -v ./e2e
 
-conformance: prereqs build kube-assets ## Run the upstream Gateway API conformance suite (GATEWAY-HTTP) on a local cluster; writes docs/conformance/report.yaml and results.md
+conformance: prereqs build kube-assets ## Run the upstream Gateway API conformance suite (GATEWAY-HTTP and MESH-HTTP) on a local cluster; writes docs/conformance/report.yaml and results.md
 	WEFT_E2E_REQUIRE=1 WEFT_BIN_DIR=$(BIN) WEFT_KUBE_ASSETS=$(KUBE_ASSETS) \
 		WEFT_CONFORMANCE_REPORT=$(ROOT)/docs/conformance/report.yaml WEFT_CONFORMANCE_SUMMARY=$(ROOT)/docs/conformance/results.md \
 		$(GO) test -tags conformance -count=1 -timeout 90m -run '^TestGatewayAPIConformance$$' -v ./e2e

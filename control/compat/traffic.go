@@ -710,7 +710,7 @@ spec:
 		{
 			Feature: "HTTPRoute (GAMMA, `parentRefs` a Service): path Exact/PathPrefix/RegularExpression, headers, queryParams, method, weighted `backendRefs`, filters RequestHeaderModifier, ResponseHeaderModifier (also per backend), RequestRedirect, URLRewrite, RequestMirror, `timeouts`, `retry`",
 			Status:  Supported,
-			Notes:   "an HTTPRoute takes precedence over a VirtualService for the same Service",
+			Notes:   "an HTTPRoute takes precedence over a VirtualService for the same Service; producer routes only (a route in another namespace than its Service is ignored, reported); upstream conformance MESH-HTTP core and extended pass, with a waypoint ([conformance/README.md](conformance/README.md))",
 			Probes: []*Probe{clean(`
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
