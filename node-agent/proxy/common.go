@@ -169,9 +169,13 @@ func dialMarked(ctx context.Context, addr netip.AddrPort, mark int, timeout time
 // dialFrom dials dst from a socket bound to src (port 0) with IP_TRANSPARENT
 // and IP_FREEBIND, keeping the client's source IP. When that fails (no
 // CAP_NET_ADMIN, source not routable here) it falls back to an ordinary
-// dial; spoofed reports whether the source IP was kept.
+// dial; spoofed reports whether the source IP was kept. A pod reaching
+// itself (a Service that picked the client's own pod) is dialed the
+// ordinary way at once: the pod's kernel drops a packet from its own
+// address arriving on its interface (a martian source), so the connection
+// comes from the node, as kube-proxy's hairpin masquerade makes it.
 func dialFrom(ctx context.Context, log *slog.Logger, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (c *net.TCPConn, spoofed bool, err error) {
-	if src.IsValid() && src.Is4() == dst.Addr().Is4() {
+	if src.IsValid() && src != dst.Addr() && src.Is4() == dst.Addr().Is4() {
 		d := net.Dialer{
 			Timeout:   timeout,
 			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
