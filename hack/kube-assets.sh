@@ -130,8 +130,8 @@ build echo-advanced "-s -w" istio.io/istio/pkg/test/echo/cmd/server istio.io/ist
 mv -f "$bin/server" "$bin/echo-server"
 mv -f "$bin/client" "$bin/echo-client"
 certs=$(cd "$tools/echo-advanced" && go list -m -f '{{.Dir}}' istio.io/istio)/tests/testdata/certs/dns
-install -m 0644 "$certs/cert-chain.pem" "$bin/echo-advanced-cert.crt"
-install -m 0644 "$certs/key.pem" "$bin/echo-advanced-cert.key"
+cp -f "$certs/cert-chain.pem" "$bin/echo-advanced-cert.crt"
+cp -f "$certs/key.pem" "$bin/echo-advanced-cert.key"
 # envoyproxy/ratelimit, the rate limit service of
 # samples/ratelimit/rate-limit-service.yaml (global rate limit e2e).
 build ratelimit "-s -w" github.com/envoyproxy/ratelimit/src/service_cmd
