@@ -53,7 +53,10 @@ func TestOutboundResolvesWorkloadHostname(t *testing.T) {
 	names.Sync([]string{host})
 	dst := netip.AddrPortFrom(netip.MustParseAddr(seVIP), 80)
 
-	// Not resolvable: refused, and the log says why.
+	// Not resolvable: refused, and the log says why. The first lookup
+	// runs in the background: until it has failed, a refusal says "not
+	// resolved yet" instead.
+	await.True(t, "the lookup failed", func() bool { st, _ := names.State(host); return st.Err != nil })
 	if got, err := roundTrip(m.fromA(t, dst), "nowhere"); err == nil && got != "" {
 		t.Fatalf("connection to an unresolved name: %q, want refused", got)
 	}

@@ -351,9 +351,11 @@ func finish(m *Metrics, log *slog.Logger, r *connRecord) {
 		m.open(r)
 		m.active.Delete(r)
 		l := r.labelValues()
-		m.closed.WithLabelValues(l...).Inc()
+		// Bytes before the close: whoever sees the close counted (a
+		// scrape, a test awaiting it) sees the connection's bytes too.
 		m.sent.WithLabelValues(l...).Add(float64(r.SentBytes))
 		m.received.WithLabelValues(l...).Add(float64(r.RecvBytes))
+		m.closed.WithLabelValues(l...).Inc()
 	}
 	if log == nil {
 		return
