@@ -116,12 +116,7 @@ func mergeDelegateRoute(root, leaf *networkingapi.HTTPRoute) (*networkingapi.HTT
 		return nil, false
 	}
 	leaf.Match = matches
-	switch {
-	case leaf.Name == "":
-		leaf.Name = root.Name
-	case root.Name != "":
-		leaf.Name = root.Name + "-" + leaf.Name
-	}
+	leaf.Name = joinName(root.Name, leaf.Name)
 	leaf.Rewrite = cmp.Or(leaf.Rewrite, root.Rewrite)
 	leaf.DirectResponse = cmp.Or(leaf.DirectResponse, root.DirectResponse)
 	leaf.Timeout = cmp.Or(leaf.Timeout, root.Timeout)
@@ -137,6 +132,18 @@ func mergeDelegateRoute(root, leaf *networkingapi.HTTPRoute) (*networkingapi.HTT
 	//lint:ignore SA1019 the deprecated field is honoured (legacyMirrorPercent), so it is merged too
 	leaf.MirrorPercent = cmp.Or(leaf.MirrorPercent, root.MirrorPercent)
 	return leaf, true
+}
+
+// joinName names a merged route or match as istiod does: the root's name,
+// the delegate's, or "<root>-<delegate>" when both have one.
+func joinName(root, leaf string) string {
+	switch {
+	case leaf == "":
+		return root
+	case root == "":
+		return leaf
+	}
+	return root + "-" + leaf
 }
 
 // mergeDelegateMatches: every leaf match must merge with a root match it
@@ -167,12 +174,7 @@ func mergeDelegateMatches(root, leaf []*networkingapi.HTTPMatchRequest) ([]*netw
 
 func mergeDelegateMatch(root, leaf *networkingapi.HTTPMatchRequest) *networkingapi.HTTPMatchRequest {
 	out := proto.Clone(leaf).(*networkingapi.HTTPMatchRequest)
-	switch {
-	case out.Name == "":
-		out.Name = root.Name
-	case root.Name != "":
-		out.Name = root.Name + "-" + out.Name
-	}
+	out.Name = joinName(root.Name, out.Name)
 	out.Uri = cmp.Or(out.Uri, root.Uri)
 	out.Scheme = cmp.Or(out.Scheme, root.Scheme)
 	out.Method = cmp.Or(out.Method, root.Method)
