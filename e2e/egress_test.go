@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -56,7 +57,8 @@ func TestEgressGateway(t *testing.T) {
 	gatewayIP := strings.TrimSpace(e.mustKubectl(t, "-n", "weft-egress", "get", "pods", "-l", "istio=egressgateway", "-o", "jsonpath={.items[0].status.podIP}"))
 	waypointIP := strings.TrimSpace(e.mustKubectl(t, "get", "pods", "-l", "gateway.networking.k8s.io/gateway-name=waypoint", "-o", "jsonpath={.items[0].status.podIP}"))
 
-	e.applyYAML(t, fmt.Sprintf(egressManifests, egressVIP, ext.addr, ext.caFile))
+	manifests := fmt.Sprintf(egressManifests, egressVIP, ext.addr, ext.caFile)
+	e.applyYAML(t, manifests)
 	vs := fmt.Sprintf(egressVirtualService, "weft-egress.weft-egress.svc.cluster.local")
 	e.applyYAML(t, vs)
 	// curl asks for http://external.example.com/ from the ambient pod (the
@@ -109,6 +111,8 @@ func TestEgressGateway(t *testing.T) {
 		t.Logf("%d requests: all over TLS with SNI %s from the egress gateway pod %s, none on the plain port (%d plain before convergence)",
 			n, egressHost, gatewayIP, len(plainBefore))
 	})
+
+	t.Run("mutual TLS origination with credentialName", func(t *testing.T) { testEgressMutualTLS(t, e, ext, manifests) })
 
 	t.Run("without the VirtualService, not through the gateway", func(t *testing.T) {
 		e.mustKubectl(t, "delete", "virtualservice", "direct-external-through-egress-gateway")
@@ -257,10 +261,13 @@ spec:
           number: 443
 `
 
-type seenRequest struct{ sni, client string }
+// seenRequest: the SNI, the client's address and the first DNS name of
+// the client certificate (mutual TLS origination) of a request.
+type seenRequest struct{ sni, client, clientCert string }
 
 type externalServer struct {
 	addr, caFile string
+	ca           externalCA // of startExternalServer
 	mu           sync.Mutex
 	tls, plain   []seenRequest
 }
@@ -278,7 +285,10 @@ func (s *externalServer) snapshot() (tlsSeen, plainSeen []seenRequest) {
 // t.Cleanup.
 func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 	t.Helper()
-	return serveExternal(t, e, "external", addr, egressHost, newExternalCA(t))
+	ca := newExternalCA(t)
+	s := serveExternal(t, e, "external", addr, egressHost, ca)
+	s.ca = ca
+	return s
 }
 
 // externalCA issues the external servers' certificates; file is its
@@ -286,6 +296,14 @@ func startExternalServer(t *testing.T, e *env, addr string) *externalServer {
 type externalCA struct {
 	ca   *testpki.CA
 	file string
+}
+
+func (c externalCA) pool(t *testing.T) *x509.CertPool {
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(c.ca.CertPEM()) {
+		t.Fatal("external CA: no PEM certificate")
+	}
+	return p
 }
 
 func newExternalCA(t *testing.T) externalCA {
@@ -309,8 +327,9 @@ func newExternalCA(t *testing.T) externalCA {
 	return externalCA{ca: ca, file: caFile}
 }
 
-// serveExternal runs HTTPS (a certificate for host from ca) on addr:443
-// and HTTP on addr:80 in a host "name" of its own on the fabric
+// serveExternal runs HTTPS (a certificate for host from ca; a client
+// certificate of ca is verified, not required) on addr:443 and HTTP on
+// addr:80 in a host "name" of its own on the fabric
 // (externalHost).
 func serveExternal(t *testing.T, e *env, name, addr, host string, ca externalCA) *externalServer {
 	t.Helper()
@@ -339,6 +358,9 @@ func serveExternal(t *testing.T, e *env, name, addr, host string, ca externalCA)
 			if r.TLS != nil {
 				req.sni = r.TLS.ServerName
 			}
+			if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].DNSNames) > 0 {
+				req.clientCert = r.TLS.PeerCertificates[0].DNSNames[0]
+			}
 			s.mu.Lock()
 			*list = append(*list, req)
 			s.mu.Unlock()
@@ -346,7 +368,9 @@ func serveExternal(t *testing.T, e *env, name, addr, host string, ca externalCA)
 		}
 	}
 	srvTLS := &http.Server{Handler: record(&s.tls, bodyTLS), ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			// A client certificate of ca is verified and recorded.
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.pool(t)}}
 	srvPlain := &http.Server{Handler: record(&s.plain, bodyPlain), ReadHeaderTimeout: 10 * time.Second}
 	go srvTLS.ServeTLS(lnTLS, "", "")
 	go srvPlain.Serve(lnPlain)

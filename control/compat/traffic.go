@@ -580,7 +580,7 @@ spec:
 		{
 			Feature: "DestinationRule `tls`",
 			Status:  Partial,
-			Notes:   "`ISTIO_MUTUAL` and `DISABLE` accepted (the mesh always uses HBONE mTLS); `SIMPLE` originates TLS on HTTP routes of waypoints and gateways (`sni`, `caCertificates` as a file path in the proxy, else system roots; always verified); `MUTUAL`, `credentialName`, `subjectAltNames`, `insecureSkipVerify` reported, not applied ([egress.md](egress.md))",
+			Notes:   "`ISTIO_MUTUAL` and `DISABLE` accepted (the mesh always uses HBONE mTLS); `SIMPLE` and `MUTUAL` originate TLS on HTTP routes of waypoints and gateways: `sni` (default the host), the server verified against `credentialName`'s CA bundle (`<credentialName>-cacert`, or key `ca.crt`), else `caCertificates` (a file in the proxy), else the system roots, for `subjectAltNames` (exact) or else the SNI name; `MUTUAL` presents the certificate of Secret `credentialName` (read by gateways from their own namespace; a waypoint has no Secret access and fails such connections) or the files `clientCertificate`/`privateKey`. Reported: `insecureSkipVerify` (always verified), `caCrl`, `MUTUAL` without a certificate ([egress.md](egress.md#mutual-tls-origination))",
 			Probes: []*Probe{reported(`
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -592,7 +592,7 @@ spec:
   trafficPolicy:
     tls:
       mode: MUTUAL
-`, "MUTUAL"),
+`, "needs clientCertificate and privateKey"),
 				clean(`
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -617,8 +617,23 @@ spec:
   trafficPolicy:
     tls:
       mode: SIMPLE
-      credentialName: reviews-client
-`, "credentialName")},
+      insecureSkipVerify: true
+`, "insecureSkipVerify"),
+				clean(`
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  host: reviews
+  trafficPolicy:
+    tls:
+      mode: MUTUAL
+      credentialName: client-credential
+      subjectAltNames:
+      - reviews.example.com
+`)},
 		},
 		{
 			Feature: "DestinationRule `portLevelSettings`",

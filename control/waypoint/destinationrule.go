@@ -286,7 +286,7 @@ func (t *translator) cluster(ref clusterRef, forGRPC bool) *clusterv3.Cluster {
 		}
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
-	if p.tls.GetMode() == networkingapi.ClientTLSSettings_SIMPLE && !forGRPC {
+	if originates(p.tls) && !forGRPC {
 		c.TransportSocket = originateTLS(p.tls, ref.svc.fqdn)
 	}
 	if p.outlier != nil {

@@ -59,8 +59,11 @@ type clusterSettings struct {
 	// priority's traffic is split among its localities by their weights.
 	localityWeighted bool
 	outlier          *outlierSettings
-	tls              *tls.Config  // originate TLS (HTTP chains); nil: none
-	dns              *dnsSettings // STRICT_DNS, LOGICAL_DNS; nil: EDS, ORIGINAL_DST
+	tls              *tls.Config // originate TLS (HTTP chains); nil: none
+	// tlsID identifies the TLS settings (a hash of the transport socket):
+	// a connection made with others is never reused after an update.
+	tlsID uint64
+	dns   *dnsSettings // STRICT_DNS, LOGICAL_DNS; nil: EDS, ORIGINAL_DST
 }
 
 type outlierSettings struct {
@@ -84,7 +87,7 @@ func durOr(d interface {
 	return def
 }
 
-func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
+func compileCluster(c *clusterv3.Cluster, certs Certificates) (*clusterSettings, error) {
 	s := &clusterSettings{name: c.GetName(), maxConnections: defaultThreshold, maxPending: defaultThreshold,
 		maxRequests: defaultThreshold, connectTimeout: 10 * time.Second, choiceCount: 2, minRingSize: defaultMinRingSize}
 	if s.name == "" {
@@ -114,8 +117,11 @@ func compileCluster(c *clusterv3.Cluster) (*clusterSettings, error) {
 		return nil, err
 	}
 	var err error
-	if s.tls, err = compileUpstreamTLS(c.GetTransportSocket()); err != nil {
+	if s.tls, err = compileUpstreamTLS(c.GetTransportSocket(), certs); err != nil {
 		return nil, err
+	}
+	if s.tls != nil {
+		s.tlsID = protoHash(c.GetTransportSocket())
 	}
 	if s.outlier, err = compileOutlier(c.GetOutlierDetection()); err != nil {
 		return nil, err

@@ -71,6 +71,9 @@ type Store struct {
 	// usePlan (the proxy's Metrics) is told when it changes.
 	plan    *metricPlan
 	usePlan func(*metricPlan)
+	// certs resolves the SDS names of clusters originating TLS (a
+	// gateway's Secrets); nil on waypoints.
+	certs Certificates
 
 	cur atomic.Pointer[Snapshot]
 	// workloads indexes addresses; nil until the Address type arrived.
@@ -142,7 +145,7 @@ func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed
 		applyTyped(s.routes, updated, removed, s.checkRoute, accept, reject)
 	case resourcev3.ClusterType:
 		applyTyped(s.clusters, updated, removed, func(_ string, c *clusterv3.Cluster) error {
-			_, err := compileCluster(c)
+			_, err := compileCluster(c, s.certs)
 			return err
 		}, accept, reject)
 	case resourcev3.EndpointType:
@@ -288,7 +291,7 @@ func (s *Store) rebuild() {
 func (s *Store) rebuildClusters() map[string]*cluster {
 	clusters := map[string]*cluster{}
 	for name, c := range s.clusters {
-		settings, err := compileCluster(c)
+		settings, err := compileCluster(c, s.certs)
 		if err != nil { // checked on arrival; cannot happen
 			continue
 		}

@@ -210,7 +210,7 @@ func TestDNSClusterValidation(t *testing.T) {
 		{resolvers, "resolver configuration is not supported"},
 		{noPort, "want a hostname or IP and a port"},
 	} {
-		if _, err := compileCluster(tc.c); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := compileCluster(tc.c, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("compileCluster: %v, want %q", err, tc.want)
 		}
 	}

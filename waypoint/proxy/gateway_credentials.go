@@ -20,11 +20,13 @@ import (
 	"github.com/weft-mesh/weft/pkg/credential"
 )
 
-// Certificates resolves the SDS names of a TLS filter chain's certificate
-// and of the CAs its clients' certificates must chain to (MUTUAL).
+// Certificates resolves SDS names: of a certificate (a TLS filter chain's,
+// or the client certificate a cluster originating MUTUAL presents) and of
+// a CA bundle (what a MUTUAL server's clients, or an originating cluster's
+// servers, must chain to).
 type Certificates interface {
 	Certificate(sdsName string) (*tls.Certificate, error)
-	ClientCAs(sdsName string) (*x509.CertPool, error)
+	CAs(sdsName string) (*x509.CertPool, error)
 }
 
 // SecretCertificates resolves "kubernetes://<name>" (or "<name>") to the
@@ -145,18 +147,18 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	return cert, err
 }
 
-// ClientCAs returns the CA bundle that "kubernetes://<credential>-cacert"
+// CAs returns the CA bundle that "kubernetes://<credential>-cacert"
 // names, where istiod's gateways find it: the Secret <credential>-cacert
 // (key ca.crt, or cacert), else key ca.crt of the Secret <credential>.
 // No bundle means no handshake (the chain fails closed).
-func (s *SecretCertificates) ClientCAs(sdsName string) (*x509.CertPool, error) {
+func (s *SecretCertificates) CAs(sdsName string) (*x509.CertPool, error) {
 	name := strings.TrimPrefix(sdsName, "kubernetes://")
 	base, ok := strings.CutSuffix(name, "-cacert")
 	if !ok || base == "" {
-		return nil, fmt.Errorf("client CA %q: want <credentialName>-cacert", name)
+		return nil, fmt.Errorf("CA bundle %q: want <credentialName>-cacert", name)
 	}
 	if !s.hasSynced() {
-		return nil, fmt.Errorf("client CA %q: Secrets not listed yet", name)
+		return nil, fmt.Errorf("CA bundle %q: Secrets not listed yet", name)
 	}
 	for _, c := range []struct {
 		secret string
@@ -170,7 +172,7 @@ func (s *SecretCertificates) ClientCAs(sdsName string) (*x509.CertPool, error) {
 		if apierrors.IsNotFound(err) {
 			continue
 		} else if err != nil {
-			return nil, fmt.Errorf("client CA %q: %w", name, err)
+			return nil, fmt.Errorf("CA bundle %q: %w", name, err)
 		}
 		for _, k := range c.keys {
 			if pem, ok := sec.Data[k]; ok {
@@ -178,7 +180,7 @@ func (s *SecretCertificates) ClientCAs(sdsName string) (*x509.CertPool, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("client CA %q: no Secret %s (key ca.crt) and no key ca.crt in Secret %s", name, name, base)
+	return nil, fmt.Errorf("CA bundle %q: no Secret %s (key ca.crt) and no key ca.crt in Secret %s", name, name, base)
 }
 
 // caPool parses a PEM bundle once per Secret version.
@@ -190,8 +192,8 @@ func (s *SecretCertificates) caPool(secret, key, version string, pem []byte) (*x
 	}
 	p := parsedCAs{version: version, pool: x509.NewCertPool()}
 	if !p.pool.AppendCertsFromPEM(pem) {
-		p.pool, p.err = nil, fmt.Errorf("client CA: key %s of Secret %s holds no PEM certificate", key, secret)
-		s.log.Error("gateway client CA unusable: its MUTUAL servers refuse handshakes", "secret", secret, "err", p.err)
+		p.pool, p.err = nil, fmt.Errorf("CA bundle: key %s of Secret %s holds no PEM certificate", key, secret)
+		s.log.Error("gateway CA bundle unusable: handshakes that need it (MUTUAL servers, originating clusters) fail", "secret", secret, "err", p.err)
 	}
 	s.cas[secret] = p
 	return p.pool, p.err

@@ -35,7 +35,7 @@ type mutualCerts struct {
 	cas map[string]*x509.CertPool
 }
 
-func (m mutualCerts) ClientCAs(name string) (*x509.CertPool, error) {
+func (m mutualCerts) CAs(name string) (*x509.CertPool, error) {
 	if p := m.cas[name]; p != nil {
 		return p, nil
 	}
@@ -169,11 +169,11 @@ func TestGatewayMutualTLS(t *testing.T) {
 	}
 }
 
-// TestSecretClientCAs: "<credential>-cacert" resolves where istiod's
+// TestSecretCAs: "<credential>-cacert" resolves where istiod's
 // gateways look, the Secret <credential>-cacert first (ca.crt or cacert),
 // then key ca.crt of the credential's own Secret; a bundle without a PEM
 // certificate, a missing one and another namespace are errors.
-func TestSecretClientCAs(t *testing.T) {
+func TestSecretCAs(t *testing.T) {
 	ca, other := testpki.New(t), testpki.New(t)
 	sec := func(ns, name string, data map[string][]byte) *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1"}, Data: data}
@@ -196,7 +196,7 @@ func TestSecretClientCAs(t *testing.T) {
 	b, _ := pem.Decode(leaf)
 	cert, _ := x509.ParseCertificate(b.Bytes)
 	for _, name := range []string{"kubernetes://split-cacert", "kubernetes://combined-cacert"} {
-		pool, err := sc.ClientCAs(name)
+		pool, err := sc.CAs(name)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -206,7 +206,7 @@ func TestSecretClientCAs(t *testing.T) {
 	}
 	for _, name := range []string{"kubernetes://nocas-cacert", "kubernetes://garbage-cacert", "kubernetes://missing-cacert",
 		"kubernetes://default/elsewhere-cacert", "kubernetes://combined"} {
-		if _, err := sc.ClientCAs(name); err == nil {
+		if _, err := sc.CAs(name); err == nil {
 			t.Errorf("%s: resolved, want an error", name)
 		}
 	}

@@ -91,7 +91,7 @@ func (p *Proxy) terminatingTLS(c *chain) *tls.Config {
 		if p.certs == nil {
 			return nil, errors.New("no certificate source configured")
 		}
-		pool, err := p.certs.ClientCAs(a.caName)
+		pool, err := p.certs.CAs(a.caName)
 		if err != nil {
 			return nil, err
 		}

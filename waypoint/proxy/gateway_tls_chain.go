@@ -53,7 +53,7 @@ func parseTLSMatch(c *chain, fc *listenerv3.FilterChain) error {
 
 // clientAuth is how a terminating chain checks client certificates
 // (istiod's MUTUAL and OPTIONAL_MUTUAL): against the CA bundle an SDS name
-// resolves to (Certificates.ClientCAs), with the subject alternative names
+// resolves to (Certificates.CAs), with the subject alternative names
 // it accepts (empty: any).
 type clientAuth struct {
 	caName   string
@@ -61,37 +61,11 @@ type clientAuth struct {
 	sans     []sanMatch
 }
 
-// sanMatch is one accepted subject alternative name: its value, of its
-// type (SAN_TYPE_UNSPECIFIED: any type).
-type sanMatch struct {
-	typ   tlsv3.SubjectAltNameMatcher_SanType
-	value string
-}
-
 // verify checks a verified client certificate's SANs (none listed: any
 // certificate of the CA).
 func (a *clientAuth) verify(cert *x509.Certificate) error {
-	if len(a.sans) == 0 {
+	if len(a.sans) == 0 || acceptsSAN(cert, a.sans) {
 		return nil
-	}
-	var uris []string
-	for _, u := range cert.URIs {
-		uris = append(uris, u.String())
-	}
-	var ips []string
-	for _, ip := range cert.IPAddresses {
-		ips = append(ips, ip.String())
-	}
-	byType := map[tlsv3.SubjectAltNameMatcher_SanType][]string{
-		tlsv3.SubjectAltNameMatcher_DNS: cert.DNSNames, tlsv3.SubjectAltNameMatcher_URI: uris,
-		tlsv3.SubjectAltNameMatcher_EMAIL: cert.EmailAddresses, tlsv3.SubjectAltNameMatcher_IP_ADDRESS: ips,
-	}
-	for _, m := range a.sans {
-		for typ, names := range byType {
-			if (m.typ == tlsv3.SubjectAltNameMatcher_SAN_TYPE_UNSPECIFIED || m.typ == typ) && slices.Contains(names, m.value) {
-				return nil
-			}
-		}
 	}
 	return errors.New("client certificate: no subject alternative name is accepted")
 }
@@ -120,14 +94,11 @@ func parseClientAuth(d *tlsv3.DownstreamTlsContext) (*clientAuth, error) {
 	if sds.GetName() == "" || sds.GetSdsConfig() != nil {
 		return nil, errors.New("transport_socket: the client CA must be named by SDS (validation_context_sds_secret_config name)")
 	}
-	a := &clientAuth{caName: sds.GetName(), required: d.GetRequireClientCertificate().GetValue()}
-	for _, m := range def.GetMatchTypedSubjectAltNames() {
-		exact := m.GetMatcher().GetExact()
-		if exact == "" || m.GetMatcher().GetIgnoreCase() {
-			return nil, fmt.Errorf("transport_socket: subject alt name matcher %v: only exact matches are supported", m.GetMatcher())
-		}
-		a.sans = append(a.sans, sanMatch{typ: m.GetSanType(), value: exact})
+	sans, err := parseSANs(def.GetMatchTypedSubjectAltNames())
+	if err != nil {
+		return nil, err
 	}
+	a := &clientAuth{caName: sds.GetName(), required: d.GetRequireClientCertificate().GetValue(), sans: sans}
 	//lint:ignore SA1019 the deprecated untyped matchers are refused, not ignored
 	if len(def.GetMatchSubjectAltNames()) > 0 || len(def.GetVerifyCertificateSpki()) > 0 || len(def.GetVerifyCertificateHash()) > 0 ||
 		def.GetTrustedCa() != nil || def.GetCrl() != nil || def.GetTrustChainVerification() != tlsv3.CertificateValidationContext_VERIFY_TRUST_CHAIN {

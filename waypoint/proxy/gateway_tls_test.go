@@ -141,7 +141,7 @@ func (s staticCerts) Certificate(name string) (*tls.Certificate, error) {
 	return nil, fmt.Errorf("no credential %q", name)
 }
 
-func (s staticCerts) ClientCAs(name string) (*x509.CertPool, error) {
+func (s staticCerts) CAs(name string) (*x509.CertPool, error) {
 	return nil, fmt.Errorf("no client CA %q", name)
 }
 

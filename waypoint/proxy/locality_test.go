@@ -30,7 +30,7 @@ func localityCluster(t *testing.T, weighted bool, locs ...loc) *cluster {
 		cl.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
 			LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
 	}
-	s, err := compileCluster(cl)
+	s, err := compileCluster(cl, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

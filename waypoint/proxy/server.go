@@ -112,7 +112,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{Store: NewStore(up, o.Log), Upstream: up, Metrics: m, log: o.Log, tracing: o.Tracing,
 		certs:       o.Certificates,
 		idleTimeout: orDefault(o.IdleTimeout, defaultIdleTimeout), streamIdleTimeout: orDefault(o.StreamIdleTimeout, defaultStreamIdleTimeout)}
-	p.Store.usePlan = m.use
+	p.Store.usePlan, p.Store.certs = m.use, o.Certificates
 	// x/net/http2 runs its own idle timer (net/http's IdleTimeout reaches
 	// it only through ConfigureServer): one server for mesh streams, one
 	// for a gateway's clients.
@@ -439,7 +439,7 @@ func (p *Proxy) proxyTCP(ctx context.Context, c *chain, snap *Snapshot, rs *requ
 	if err != nil {
 		return fail("UH", http.StatusServiceUnavailable, fmt.Errorf("cluster %s: %w", name, err))
 	}
-	t.tls = nil // TLS origination is for HTTP routes (the bytes here are the client's)
+	t.tls, t.tlsID = nil, 0 // TLS origination is for HTTP routes (the bytes here are the client's)
 	rs.setUpstream(name, e, t.addr)
 	if n := cl.conns.Add(1); n > s.maxConnections {
 		cl.releaseConn()

@@ -9,13 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	wellknown "github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -63,37 +61,8 @@ func TestGatewayOriginatesTLS(t *testing.T) {
 	ep := epSpec{addr: netip.MustParseAddrPort(srv.Listener.Addr().String()), tunnel: "NONE", workload: "external", health: corev3.HealthStatus_HEALTHY}
 
 	e := newEnv(t)
-	port := freePort(t)
-	rcName := "http." + strconv.Itoa(int(port))
-	e.mustPush(resourcev3.ClusterType, tlsCluster(t, "outbound|443||example.com", "example.com", caFile),
-		tlsCluster(t, "outbound|443||wrong-name", "other.test", caFile))
-	e.mustPush(resourcev3.EndpointType, cla("outbound|443||example.com", ep), cla("outbound|443||wrong-name", ep))
-	e.mustPush(resourcev3.ListenerType, gatewayListener(t, port))
-	ok := routeTo("default/egress.0", "outbound|443||example.com")
-	ok.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/ok"}
-	bad := routeTo("default/egress.1", "outbound|443||wrong-name")
-	e.mustPush(resourcev3.RouteType, routeConfig(rcName, "*", ok, bad))
-	pl := &PlainListeners{Proxy: e.wp, Host: "127.0.0.1", Source: Source{ID: waypointID}}
-	if err := pl.Sync(e.wp.Store.Snapshot().ListenPorts); err != nil {
-		t.Fatal(err)
-	}
-	defer pl.Close()
-	base := "http://127.0.0.1:" + strconv.Itoa(int(port))
-	c := &http.Client{Timeout: testTimeout}
-	fetch := func(path string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest("GET", base+path, nil)
-		req.Host = "example.com"
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
-
-	if code, body := fetch("/ok"); code != http.StatusOK || body != "hello over TLS to example.com" {
+	fetch := originatingGateway(t, e, ep, tlsCluster(t, "example.com", "example.com", caFile), tlsCluster(t, "wrong-name", "other.test", caFile))
+	if code, body := fetch("example.com"); code != http.StatusOK || body != "hello over TLS to example.com" {
 		t.Fatalf("GET /ok: %d %q, want 200 from the TLS endpoint", code, body)
 	}
 	mu.Lock()
@@ -102,11 +71,11 @@ func TestGatewayOriginatesTLS(t *testing.T) {
 	if len(got) != 1 || got[0] != "example.com" {
 		t.Fatalf("server saw SNIs %q, want one handshake with example.com", got)
 	}
-	if code, body := fetch("/wrong"); code != http.StatusServiceUnavailable {
+	if code, body := fetch("wrong-name"); code != http.StatusServiceUnavailable {
 		t.Fatalf("GET with SNI the certificate does not name: %d %q, want 503", code, body)
 	}
 
-	if err := e.push(resourcev3.ClusterType, tlsCluster(t, "outbound|443||missing-ca", "example.com", filepath.Join(t.TempDir(), "none.crt"))); err == nil {
+	if err := e.push(resourcev3.ClusterType, tlsCluster(t, "missing-ca", "example.com", filepath.Join(t.TempDir(), "none.crt"))); err == nil {
 		t.Fatal("a cluster whose trusted_ca file cannot be read was accepted")
 	}
 }

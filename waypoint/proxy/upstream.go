@@ -78,6 +78,7 @@ type dialTarget struct {
 	identity spiffeid.ID
 	timeout  time.Duration
 	tls      *tls.Config // originate TLS inside the connection
+	tlsID    uint64      // of the cluster settings tls came from
 }
 
 // dialError marks failures to establish the upstream connection (flag UF).
@@ -317,7 +318,7 @@ func (u *Upstream) target(c *cluster, s *clusterSettings, rs *requestState, hash
 		return nil, dialTarget{}, errors.New("no healthy endpoint")
 	}
 	return e, dialTarget{addr: e.addr, connect: e.meta.TunnelTarget, hbone: e.meta.HBONE, identity: e.meta.Identity,
-		timeout: s.connectTimeout, tls: s.tls}, nil
+		timeout: s.connectTimeout, tls: s.tls, tlsID: s.tlsID}, nil
 }
 
 // upstreamH2 is whether req goes upstream over HTTP/2.
