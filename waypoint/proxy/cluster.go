@@ -121,7 +121,7 @@ func compileCluster(c *clusterv3.Cluster, certs Certificates) (*clusterSettings,
 		return nil, err
 	}
 	if s.tls != nil {
-		s.tlsID = protoHash(c.GetTransportSocket())
+		s.tlsID = protoHash(c.GetTransportSocket()) | 1 // 0: no TLS
 	}
 	if s.outlier, err = compileOutlier(c.GetOutlierDetection()); err != nil {
 		return nil, err
@@ -245,6 +245,14 @@ type endpoint struct {
 	priority       uint32
 	locality       int
 	localityWeight uint32
+	// key caches the endpoint's pool key for the cluster's TLS settings
+	// of the last request (poolKeyOf): no formatting per request.
+	key atomic.Pointer[cachedKey]
+}
+
+type cachedKey struct {
+	tlsID uint64
+	key   string
 }
 
 type endpointState struct {

@@ -255,6 +255,20 @@ func handshake(ctx context.Context, c net.Conn, cfg *tls.Config) (net.Conn, erro
 	return tc, nil
 }
 
+// poolKeyOf is poolKey(cluster, t) for a target of endpoint e (nil: an
+// original destination), computed once per endpoint and TLS settings.
+func poolKeyOf(cluster string, e *endpoint, t dialTarget) string {
+	if e == nil {
+		return poolKey(cluster, t)
+	}
+	if c := e.key.Load(); c != nil && c.tlsID == t.tlsID {
+		return c.key
+	}
+	k := poolKey(cluster, t)
+	e.key.Store(&cachedKey{tlsID: t.tlsID, key: k})
+	return k
+}
+
 // poolKey is the transports' pool key (URL host) of a target: its address,
 // unless connections to it differ by more than the address. With
 // originated TLS it is per cluster and TLS settings, so that connections

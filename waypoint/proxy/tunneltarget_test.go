@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/netip"
 	"testing"
@@ -61,5 +62,21 @@ func TestTunnelTargetRefused(t *testing.T) {
 		if eps, err := compileEndpoints(ep); err == nil || len(eps) != 0 {
 			t.Errorf("tunnel %s, target %q: endpoints %d, error %v; want the endpoint refused", c.tunnel, c.target, len(eps), err)
 		}
+	}
+}
+
+// TestPoolKeyOfAllocatesOnce: a request to an endpoint reuses the pool
+// key computed for its TLS settings (no hashing or formatting per
+// request); other settings get another key.
+func TestPoolKeyOfAllocatesOnce(t *testing.T) {
+	e := &endpoint{addr: netip.MustParseAddrPort("10.0.0.1:8443"), meta: endpointMeta{TunnelTarget: netip.MustParseAddrPort("10.96.0.1:80")}}
+	viaWaypoint := dialTarget{addr: e.addr, connect: e.meta.TunnelTarget}
+	withTLS := dialTarget{addr: e.addr, tls: &tls.Config{}, tlsID: 7}
+	first := poolKeyOf("c", e, viaWaypoint)
+	if allocs := testing.AllocsPerRun(100, func() { poolKeyOf("c", e, viaWaypoint) }); allocs != 0 {
+		t.Errorf("%v allocations per request for a known endpoint", allocs)
+	}
+	if poolKeyOf("c", e, withTLS) == first || poolKeyOf("c", e, withTLS) != poolKey("c", withTLS) {
+		t.Error("the key of other TLS settings is the cached one")
 	}
 }

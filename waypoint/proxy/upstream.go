@@ -261,7 +261,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 		}
 		rel.conn = true
 	}
-	key := poolKey(clusterName, t)
+	key := poolKeyOf(clusterName, e, t)
 	if v, ok := u.targets.Load(key); !ok || v.(dialTarget) != t {
 		u.targets.Store(key, t)
 	}
