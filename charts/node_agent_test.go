@@ -144,10 +144,52 @@ func nodeAgentObjects(t *testing.T, objs objects, sa string) (*corev1.ServiceAcc
 
 func agentContainer(t *testing.T, ds *appsv1.DaemonSet) corev1.Container {
 	t.Helper()
-	if n := len(ds.Spec.Template.Spec.Containers); n != 1 || ds.Spec.Template.Spec.Containers[0].Name != "node-agent" {
-		t.Fatalf("daemonset has %d containers, want node-agent only", n)
+	return container(t, ds, "node-agent")
+}
+
+// container is the DaemonSet's container name; node-agent and install-cni
+// are its only containers.
+func container(t *testing.T, ds *appsv1.DaemonSet, name string) corev1.Container {
+	t.Helper()
+	cs := ds.Spec.Template.Spec.Containers
+	if len(cs) != 2 || cs[0].Name != "node-agent" || cs[1].Name != "install-cni" {
+		t.Fatalf("daemonset containers %v, want node-agent and install-cni", cs)
 	}
-	return ds.Spec.Template.Spec.Containers[0]
+	return cs[slices.IndexFunc(cs, func(c corev1.Container) bool { return c.Name == name })]
+}
+
+// checkInstallerSecurity: the install-cni container is the only one that
+// mounts the CNI directories, and may do nothing else: no capability, no
+// way to gain one, a read-only root filesystem and a read-only view of
+// the agent's run directory.
+func checkInstallerSecurity(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	c := container(t, ds, "install-cni")
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		t.Fatalf("install-cni securityContext %+v: want capabilities drop [ALL], add none", sc)
+	}
+	if !isFalse(sc.Privileged) || !isFalse(sc.AllowPrivilegeEscalation) || !isTrue(sc.ReadOnlyRootFilesystem) ||
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("install-cni securityContext %+v: want unprivileged, no escalation, read-only root, RuntimeDefault seccomp", sc)
+	}
+	if m := mount(t, c, "run"); !m.ReadOnly {
+		t.Error("install-cni mounts the run directory writable")
+	}
+	var names []string
+	for _, m := range c.VolumeMounts {
+		names = append(names, m.Name)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(names)), []string{"cni-bin", "cni-conf", "run"}) {
+		t.Errorf("install-cni mounts %v, want cni-bin, cni-conf and run only", names)
+	}
+	for _, ctr := range slices.Concat(ds.Spec.Template.Spec.InitContainers, ds.Spec.Template.Spec.Containers) {
+		for _, m := range ctr.VolumeMounts {
+			if (m.Name == "cni-bin" || m.Name == "cni-conf") && ctr.Name != "install-cni" {
+				t.Errorf("container %s mounts %s: only install-cni may write the CNI directories", ctr.Name, m.Name)
+			}
+		}
+	}
 }
 
 // wantCapabilities is the agent's whole capability set; anything more needs
@@ -242,6 +284,7 @@ func checkAgentSecurity(t *testing.T, sa *corev1.ServiceAccount, ds *appsv1.Daem
 	if m := mount(t, c, "weft-ca-root-cert"); !m.ReadOnly {
 		t.Error("weft-ca-root-cert is mounted writable")
 	}
+	checkInstallerSecurity(t, ds)
 }
 
 func volume(t *testing.T, ds *appsv1.DaemonSet, name string) corev1.Volume {
@@ -293,7 +336,7 @@ func flagValue(t *testing.T, args []string, name string) string {
 func checkAgentMounts(t *testing.T, ds *appsv1.DaemonSet, cniBin, cniConf string) {
 	t.Helper()
 	c := agentContainer(t, ds)
-	under := func(flag, vol string) corev1.VolumeMount {
+	under := func(c corev1.Container, flag, vol string) corev1.VolumeMount {
 		t.Helper()
 		p, m := flagValue(t, c.Args, flag), mount(t, c, vol)
 		if p != m.MountPath && !strings.HasPrefix(p, m.MountPath+"/") {
@@ -315,20 +358,22 @@ func checkAgentMounts(t *testing.T, ds *appsv1.DaemonSet, cniBin, cniConf string
 		}
 	}
 
-	propagation(under("bpf-dir", "bpffs"), corev1.MountPropagationHostToContainer)
+	propagation(under(c, "bpf-dir", "bpffs"), corev1.MountPropagationHostToContainer)
 	hostPath("bpffs", "/sys/fs/bpf", corev1.HostPathDirectoryOrCreate)
-	under("cni-bin-dir", "cni-bin")
+	installer := container(t, ds, "install-cni")
+	under(installer, "cni-bin-dir", "cni-bin")
 	hostPath("cni-bin", cniBin, corev1.HostPathDirectoryOrCreate)
-	under("cni-conf-dir", "cni-conf")
+	under(installer, "cni-conf-dir", "cni-conf")
 	hostPath("cni-conf", cniConf, corev1.HostPathDirectoryOrCreate)
-	under("run-dir", "run")
+	under(c, "run-dir", "run")
+	under(installer, "run-dir", "run")
 	hostPath("run", "/var/run/weft", corev1.HostPathDirectoryOrCreate)
 
-	m := under("token-file", "weft-ca-token")
+	m := under(c, "token-file", "weft-ca-token")
 	if got := path.Join(m.MountPath, volume(t, ds, "weft-ca-token").Projected.Sources[0].ServiceAccountToken.Path); got != flagValue(t, c.Args, "token-file") {
 		t.Errorf("the token is projected to %s, --token-file is %s", got, flagValue(t, c.Args, "token-file"))
 	}
-	m = under("ca-root-cert", "weft-ca-root-cert")
+	m = under(c, "ca-root-cert", "weft-ca-root-cert")
 	root := volume(t, ds, "weft-ca-root-cert")
 	if root.ConfigMap == nil || root.ConfigMap.Name != "weft-ca-root-cert" || isTrue(root.ConfigMap.Optional) ||
 		!sameJSON(root.ConfigMap.Items, []corev1.KeyToPath{{Key: "root-cert.pem", Path: "root-cert.pem"}}) {
@@ -364,8 +409,7 @@ func wantAgentArgs(control, logLevel, dnsCapture string) []string {
 		"--ca-root-cert=/etc/weft/ca-root/root-cert.pem",
 		"--token-file=/var/run/secrets/weft/token",
 		"--bpf-dir=/sys/fs/bpf/weft",
-		"--cni-bin-dir=/host/opt/cni/bin",
-		"--cni-conf-dir=/host/etc/cni/net.d",
+		"--install-cni=false",
 		"--run-dir=/var/run/weft",
 		"--ready-file=/tmp/weft-agent-ready",
 		"--log-level=" + logLevel,
@@ -394,7 +438,8 @@ func TestNodeAgentDefaults(t *testing.T) {
 			t.Errorf("label %s: DaemonSet %q ServiceAccount %q, want %q", k, ds.Labels[k], sa.Labels[k], v)
 		}
 	}
-	if want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/metrics"}; !sameJSON(ds.Spec.Template.Annotations, want) {
+	if want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/metrics",
+		"kubectl.kubernetes.io/default-container": "node-agent"}; !sameJSON(ds.Spec.Template.Annotations, want) {
 		t.Errorf("pod annotations = %v, want %v", ds.Spec.Template.Annotations, want)
 	}
 
@@ -527,6 +572,7 @@ func TestNodeAgentCustomValues(t *testing.T) {
 	}
 	if want := map[string]string{
 		"prometheus.io/scrape": "false", "prometheus.io/port": "15020", "prometheus.io/path": "/metrics", "example.org/owner": "mesh-team",
+		"kubectl.kubernetes.io/default-container": "node-agent",
 	}; !sameJSON(ds.Spec.Template.Annotations, want) {
 		t.Errorf("pod annotations = %v, want %v (podAnnotations override the chart's)", ds.Spec.Template.Annotations, want)
 	}

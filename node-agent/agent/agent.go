@@ -5,6 +5,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,12 @@ type Config struct {
 	CNIBinDir      string // node's CNI plugin dir, as mounted in the agent
 	CNIConfDir     string // node's CNI config dir, as mounted in the agent
 	CNIPlugin      string // weft-cni binary to install; "" = next to this executable
-	RunDir         string // CNI socket and spool; the same path on the node
-	Uplink         string // "" = the default-route interface
+	// InstallCNI: the agent installs weft-cni and keeps it installed.
+	// False when a separate container does (RunCNIInstaller), so that the
+	// process terminating untrusted TLS cannot write the CNI directories.
+	InstallCNI bool
+	RunDir     string // CNI socket and spool; the same path on the node
+	Uplink     string // "" = the default-route interface
 
 	// The proxy listeners' ports: outbound capture, plaintext inbound
 	// (clients outside the mesh), plaintext inbound that netfilter DNATed
@@ -80,10 +85,13 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("--node-name (or NODE_NAME) is required"))
 	}
 	for _, f := range []struct{ flag, value string }{{"--control-address", c.ControlAddress}, {"--ca-root-cert", c.CARootCert},
-		{"--token-file", c.TokenFile}, {"--bpf-dir", c.BPFDir}, {"--cni-bin-dir", c.CNIBinDir}, {"--cni-conf-dir", c.CNIConfDir}, {"--run-dir", c.RunDir}} {
+		{"--token-file", c.TokenFile}, {"--bpf-dir", c.BPFDir}, {"--run-dir", c.RunDir}} {
 		if f.value == "" {
 			errs = append(errs, fmt.Errorf("%s is required", f.flag))
 		}
+	}
+	if c.InstallCNI && (c.CNIBinDir == "" || c.CNIConfDir == "") {
+		errs = append(errs, errors.New("--cni-bin-dir and --cni-conf-dir are required with --install-cni"))
 	}
 	if c.OutboundPort == 0 || c.InboundPlaintextPort == 0 || c.InboundNATPort == 0 || c.HBONEPort == 0 {
 		errs = append(errs, errors.New("proxy ports must be non-zero"))
@@ -386,6 +394,39 @@ func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
 	}
 	log.Info("capture loaded", "pins", cfg.BPFDir, "uplink", uplink.Attrs().Name, "bypass", len(addrs))
 	return capture, nil
+}
+
+// RunCNIInstaller is the CNI installer container (weft-node-agent
+// install-cni): once an agent has served the plugin's socket on this node,
+// it installs weft-cni and keeps it installed until ctx ends. It needs
+// write access to the CNI directories and nothing else; the agent, which
+// terminates untrusted TLS, then needs none. Waiting for the socket keeps
+// the order the agent itself keeps: the plugin is never installed on a
+// node where no agent has served it (it would spool every pod's event and
+// let the pod start uncaptured).
+func RunCNIInstaller(ctx context.Context, cfg Config) error {
+	log := cmp.Or(cfg.Log, slog.Default())
+	opts, err := cniInstallOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for logged := false; ; logged = true {
+		if _, err := os.Stat(cfg.socket()); err == nil {
+			break
+		}
+		if !logged {
+			log.Info("waiting for the node agent's CNI socket before installing weft-cni", "socket", cfg.socket())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	log.Info("installing weft-cni", "bin", cfg.CNIBinDir, "conf", cfg.CNIConfDir)
+	return cni.Watch(ctx, opts)
 }
 
 func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error) {

@@ -250,7 +250,7 @@ func TestLocalPodOutsideMeshIsAttachedNotEnrolled(t *testing.T) {
 }
 
 func TestConfigValidateNamesEveryMissingFlag(t *testing.T) {
-	err := (&Config{}).validate()
+	err := (&Config{InstallCNI: true}).validate()
 	if err == nil {
 		t.Fatal("empty config accepted")
 	}
@@ -258,6 +258,11 @@ func TestConfigValidateNamesEveryMissingFlag(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+	// Without installing the plugin (the install-cni container does), the
+	// agent needs no CNI directory.
+	if err := (&Config{}).validate(); strings.Contains(err.Error(), "--cni-") {
+		t.Errorf("error %q names the CNI directories though the agent does not install", err)
 	}
 }
 

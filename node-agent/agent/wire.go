@@ -240,7 +240,7 @@ func (a *agent) recoverEnrolment() {
 
 // serveCNI serves the CNI plugin's socket (and replays the events it
 // spooled while no agent listened), then installs the plugin and keeps it
-// installed.
+// installed (unless a separate container does: Config.InstallCNI).
 func (a *agent) serveCNI(ctx context.Context) error {
 	a.kicks = make(chan struct{}, 1)
 	a.enrolledNS = loadEnrolledNamespaces(a.cfg.enrolledNamespaces(), a.store.Snapshot, a.log)
@@ -251,6 +251,9 @@ func (a *agent) serveCNI(ctx context.Context) error {
 	a.onClose(func() { srv.Close() })
 	go srv.DrainLoop(ctx, a.cfg.spoolDir(), 2*time.Second, func(err error) { a.log.Warn("replaying spooled CNI events", "err", err) })
 
+	if !a.cfg.InstallCNI {
+		return nil // the install-cni container's job (RunCNIInstaller)
+	}
 	install, err := cniInstallOptions(a.cfg, a.log)
 	if err != nil {
 		return err

@@ -24,8 +24,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{ .Values.image.hub }}/node-agent:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
 
-{{/* The pod's annotations: Prometheus scraping of the metrics port, then .Values.podAnnotations (which win). */}}
+{{/* The pod's annotations: Prometheus scraping of the metrics port and kubectl's default container (logs, exec), then .Values.podAnnotations (which win). */}}
 {{- define "weft-node-agent.podAnnotations" -}}
-{{- $scrape := dict "prometheus.io/scrape" "true" "prometheus.io/port" "15020" "prometheus.io/path" "/metrics" }}
-{{- toYaml (merge (deepCopy (.Values.podAnnotations | default dict)) $scrape) }}
+{{- $defaults := dict "prometheus.io/scrape" "true" "prometheus.io/port" "15020" "prometheus.io/path" "/metrics" "kubectl.kubernetes.io/default-container" "node-agent" }}
+{{- toYaml (merge (deepCopy (.Values.podAnnotations | default dict)) $defaults) }}
 {{- end }}

@@ -53,7 +53,7 @@ func command() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout (buffered: lines appear within a second)")
 
-	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand())
+	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand(), installCNICommand(&cfg, cmd, &logLevel))
 	return cmd
 }
 
@@ -68,6 +68,7 @@ func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f.StringVar(&cfg.CNIBinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI plugin directory, as mounted here")
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI configuration directory, as mounted here")
 	f.StringVar(&cfg.CNIPlugin, "cni-plugin", "", "weft-cni binary to install (default: next to this executable)")
+	f.BoolVar(&cfg.InstallCNI, "install-cni", true, "install weft-cni into --cni-bin-dir and --cni-conf-dir and keep it installed (false: a separate container does, weft-node-agent install-cni)")
 	f.StringVar(&cfg.RunDir, "run-dir", "/var/run/weft", "CNI socket and spool; must be the same path on the node")
 	f.StringVar(&cfg.Uplink, "uplink", "", "interface traffic from other nodes arrives on (default: the default route's)")
 	f.Uint16Var(&cfg.OutboundPort, "outbound-port", mesh.OutboundPort, "transparent listener for enrolled pods' outbound traffic")
@@ -128,6 +129,28 @@ func uninstallCommand(cfg *agent.Config, root *cobra.Command) *cobra.Command {
 		uninstall.Flags().AddFlag(root.Flags().Lookup(f))
 	}
 	return uninstall
+}
+
+// installCNICommand is the DaemonSet's install-cni container: the only
+// part with write access to the node's CNI directories. It shares the
+// flags that say where they are with the root command.
+func installCNICommand(cfg *agent.Config, root *cobra.Command, logLevel *string) *cobra.Command {
+	install := &cobra.Command{
+		Use:   "install-cni",
+		Short: "Install weft-cni once a node agent serves its socket on this node, and keep it installed (the DaemonSet's install-cni container)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var err error
+			if cfg.Log, err = cli.Logger(os.Stderr, *logLevel); err != nil {
+				return err
+			}
+			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.RunCNIInstaller(ctx, *cfg) })
+		},
+	}
+	for _, f := range []string{"cni-bin-dir", "cni-conf-dir", "cni-plugin", "run-dir", "log-level"} {
+		install.Flags().AddFlag(root.Flags().Lookup(f))
+	}
+	return install
 }
 
 // readyCommand is the DaemonSet's exec readiness probe: the agent of this
