@@ -137,6 +137,11 @@ func testServiceEntryDNS(t *testing.T, e *env, gatewayIP string) {
 		if t.Failed() {
 			out, _ := e.kubectl("-n", "weft-egress", "logs", "deploy/weft-egress", "--tail=60")
 			t.Logf("egress gateway logs:\n%s\nqueries the zone server saw: %v", out, zone.seen())
+			// A flake seen twice: the gateway's lookups never reached the
+			// zone server. CoreDNS's view and its pods say where they went.
+			out, _ = e.kubectl("-n", "kube-system", "logs", "-l", "k8s-app=kube-dns", "--tail=40", "--prefix")
+			pods, _ := e.kubectl("-n", "kube-system", "get", "pods,endpointslices", "-o", "wide")
+			t.Logf("CoreDNS logs:\n%s\nkube-system pods and endpoints:\n%s", out, pods)
 		}
 	})
 

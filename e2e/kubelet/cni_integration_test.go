@@ -73,7 +73,7 @@ func TestKubeletSyncCNIPod(t *testing.T) {
 	_ = indexer.Add(pod)
 	k := &Kubelet{cfg: cfg, log: log, client: client, images: images,
 		rt:       &Runtime{SelfBinary: self, CgroupRoot: DetectCgroupRoot(), CgroupParent: cfg.CgroupParent, Log: log},
-		recorder: record.NewFakeRecorder(1000), objs: &objCache{items: map[string]objEntry{}}, pods: map[types.UID]*podState{},
+		recorder: record.NewFakeRecorder(1000), pods: map[types.UID]*podState{},
 		podLister: corelisters.NewPodLister(indexer)}
 	k.tokens = &tokenManager{k: k, cache: map[string]*cachedToken{}}
 	ctx := context.Background()

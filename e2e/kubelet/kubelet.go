@@ -41,7 +41,6 @@ type Kubelet struct {
 	queue     workqueue.TypedRateLimitingInterface[string]
 
 	tokens *tokenManager
-	objs   *objCache
 
 	nodeCPU, nodeMemory resource.Quantity
 
@@ -102,7 +101,6 @@ func newKubelet(cfg Config) (*Kubelet, error) {
 			CgroupParent: cfg.CgroupParent,
 			Log:          cfg.Logger,
 		},
-		objs: &objCache{items: map[string]objEntry{}},
 		pods: map[types.UID]*podState{},
 	}
 	k.tokens = &tokenManager{k: k, cache: map[string]*cachedToken{}}

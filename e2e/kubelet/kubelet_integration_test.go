@@ -82,7 +82,6 @@ func TestKubeletSyncHostNetworkPod(t *testing.T) {
 		cfg: cfg, log: log, client: client, images: images,
 		rt:       &Runtime{SelfBinary: self, CgroupRoot: DetectCgroupRoot(), CgroupParent: cfg.CgroupParent, Log: log},
 		recorder: record.NewFakeRecorder(1000),
-		objs:     &objCache{items: map[string]objEntry{}},
 		pods:     map[types.UID]*podState{},
 	}
 	k.tokens = &tokenManager{k: k, cache: map[string]*cachedToken{}}
@@ -202,7 +201,7 @@ func TestKubeletSyncHostNetworkPod(t *testing.T) {
 	// A restarted kubelet adopts the running container instead of
 	// restarting it.
 	k2 := &Kubelet{cfg: cfg, log: log, client: client, images: images, rt: k.rt, recorder: record.NewFakeRecorder(1000),
-		objs: &objCache{items: map[string]objEntry{}}, pods: map[types.UID]*podState{}, podLister: k.podLister}
+		pods: map[types.UID]*podState{}, podLister: k.podLister}
 	k2.tokens = &tokenManager{k: k2, cache: map[string]*cachedToken{}}
 	k2.recoverPods(ctx)
 	ps2 := k2.lookupPod(pod.UID)

@@ -491,57 +491,15 @@ func ptrDeref[T any](p *T, def T) T {
 	return *p
 }
 
-// objCache caches ConfigMap/Secret GETs for a short TTL: the node
-// authorizer lets a node GET only objects its pods reference, so no
-// informers; the 1-minute pod resync picks up changes like the real
-// kubelet's TTL cache.
-type objCache struct {
-	mu    sync.Mutex
-	items map[string]objEntry
-}
-
-type objEntry struct {
-	obj any
-	err error
-	at  time.Time
-}
-
-const objCacheTTL = 20 * time.Second
-
-func (c *objCache) get(key string, fetch func() (any, error)) (any, error) {
-	c.mu.Lock()
-	e, ok := c.items[key]
-	c.mu.Unlock()
-	if ok && time.Since(e.at) < objCacheTTL {
-		return e.obj, e.err
-	}
-	obj, err := fetch()
-	if err != nil && !isNotFound(err) {
-		// Transient errors are not cached.
-		return nil, err
-	}
-	c.mu.Lock()
-	c.items[key] = objEntry{obj: obj, err: err, at: time.Now()}
-	c.mu.Unlock()
-	return obj, err
-}
-
+// getConfigMap and getSecret read the object when a pod or container
+// starts, as the kubelet's Watch change-detection strategy does: never a
+// copy older than the object (a restarted pod must see a patched
+// ConfigMap). The node authorizer lets a node GET only objects its pods
+// reference, so no informers.
 func (k *Kubelet) getConfigMap(ns, name string) (*v1.ConfigMap, error) {
-	obj, err := k.objs.get("cm/"+ns+"/"+name, func() (any, error) {
-		return k.client.CoreV1().ConfigMaps(ns).Get(context.TODO(), name, metav1.GetOptions{})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return obj.(*v1.ConfigMap), nil
+	return k.client.CoreV1().ConfigMaps(ns).Get(context.TODO(), name, metav1.GetOptions{})
 }
 
 func (k *Kubelet) getSecret(ns, name string) (*v1.Secret, error) {
-	obj, err := k.objs.get("secret/"+ns+"/"+name, func() (any, error) {
-		return k.client.CoreV1().Secrets(ns).Get(context.TODO(), name, metav1.GetOptions{})
-	})
-	if err != nil {
-		return nil, err
-	}
-	return obj.(*v1.Secret), nil
+	return k.client.CoreV1().Secrets(ns).Get(context.TODO(), name, metav1.GetOptions{})
 }
