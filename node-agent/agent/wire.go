@@ -275,7 +275,8 @@ func (a *agent) kick() {
 }
 
 // serveAdmin serves the metrics, readiness and admin endpoints whose
-// address is set.
+// address is set, each once its port is free (a rolling update's old agent
+// holds them until it exits; none is shared, see pkg/admin).
 func (a *agent) serveAdmin(ctx context.Context) error {
 	admin := &admin{store: a.store, ids: a.ids, xds: a.xds, enroller: a.enroller, metrics: a.metrics, ready: &a.ready,
 		ports: a.captureListeners()}
@@ -286,7 +287,7 @@ func (a *agent) serveAdmin(ctx context.Context) error {
 		if s.addr == "" {
 			continue
 		}
-		if err := weftadmin.Serve(ctx, s.addr, s.h, a.log); err != nil {
+		if err := weftadmin.ServeWhenFree(ctx, s.addr, s.h, a.log); err != nil {
 			return err
 		}
 	}

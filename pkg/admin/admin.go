@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,21 +21,54 @@ import (
 
 // Serve serves h on addr until ctx ends. It returns once listening, so a
 // port already in use is an error at start-up, not a log line later. The
-// socket has SO_REUSEPORT: during a rolling upgrade a host-network process's
-// successor binds the same port while the old one still serves (only the
-// same user can share a port this way).
+// socket has no SO_REUSEPORT: no other process (a root hostNetwork one
+// included) can join the port and answer probes or scrapes in its place.
 func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
+	serve(ctx, ln, h, log)
+	return nil
+}
+
+// ServeWhenFree is Serve for a host-network process whose predecessor may
+// still hold addr (a rolling update's surge pod starts next to the old
+// one): while the port is in use it retries in the background, every
+// retryEvery, until it is bound or ctx ends. Other errors are returned.
+func ServeWhenFree(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+	err := Serve(ctx, addr, h, log)
+	if !errors.Is(err, unix.EADDRINUSE) {
+		return err
+	}
+	log.Info("port in use (by the process this one succeeds, or another): serving once it is free", "addr", addr)
+	go func() {
+		t := time.NewTicker(retryEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := Serve(ctx, addr, h, log)
+			switch {
+			case err == nil:
+				log.Info("port free: serving", "addr", addr)
+				return
+			case !errors.Is(err, unix.EADDRINUSE):
+				log.Error("serving once the port is free", "addr", addr, "err", err)
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// retryEvery is how often ServeWhenFree tries a held port.
+const retryEvery = 500 * time.Millisecond
+
+func serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) {
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -44,10 +76,9 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) e
 	}()
 	go func() {
 		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "addr", addr, "err", err)
+			log.Error("http server", "addr", ln.Addr(), "err", err)
 		}
 	}()
-	return nil
 }
 
 // Metrics serves reg on /metrics and on Istio's /stats/prometheus, so
