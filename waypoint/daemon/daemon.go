@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -63,6 +64,12 @@ type Config struct {
 	// of each gateway listener (0: no cap); more wait in the kernel's
 	// accept queue, as on the node agent (pkg/connlimit).
 	MaxConnections int
+	// DrainDuration is how long the waypoint keeps serving after it is
+	// told to stop (SIGTERM), not ready: node agents and clients that
+	// have not yet learned it is going (its endpoint turns unhealthy
+	// through the control plane) are still served. Istio's
+	// terminationDrainDuration.
+	DrainDuration time.Duration
 
 	Log       *slog.Logger
 	AccessLog io.Writer
@@ -130,8 +137,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	// Everything runs on ctx, which outlives the stop request by the drain.
+	var draining atomic.Bool
+	stop := ctx
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	go drainAfter(stop, ctx, cancel, cfg.DrainDuration, &draining, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -180,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if plain != nil {
 		defer plain.Close()
 	}
-	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p}
+	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p, draining: &draining}
 	if err := serveAdmin(ctx, a, reg); err != nil {
 		return err
 	}
@@ -188,6 +199,25 @@ func Run(ctx context.Context, cfg Config) error {
 	a.supervise(ctx, plain)
 	log.Info("waypoint stopping")
 	return nil
+}
+
+// drainAfter ends serving (cancel) drain after stop ends, marking the
+// waypoint draining meanwhile; it returns at once if serving ends first.
+func drainAfter(stop, serving context.Context, cancel context.CancelFunc, drain time.Duration, draining *atomic.Bool, log *slog.Logger) {
+	select {
+	case <-stop.Done():
+	case <-serving.Done():
+		return
+	}
+	draining.Store(true)
+	log.Info("draining: not ready, still serving", "for", drain)
+	t := time.NewTimer(drain)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-serving.Done():
+	}
+	cancel()
 }
 
 // startIdentity starts getting and renewing the waypoint's own certificate
@@ -303,6 +333,8 @@ type admin struct {
 	ids  *identity.Manager
 	xds  *xdsclient.Client
 	p    *proxy.Proxy
+	// draining: told to stop, serving until the drain ends (not ready).
+	draining *atomic.Bool
 }
 
 // ConfigDump is /config_dump's body.
@@ -323,6 +355,9 @@ type XDSStatus struct {
 // ready returns "" when ready, else why not: a certificate for our own
 // identity and a first complete configuration are both needed.
 func (a *admin) ready() string {
+	if a.draining.Load() {
+		return "draining: stopping"
+	}
 	if _, err := a.ids.Source(a.self).GetX509SVID(); err != nil {
 		return "waiting for the waypoint certificate: " + err.Error()
 	}

@@ -159,7 +159,7 @@ func TestRunAgainstControlPlane(t *testing.T) {
 	cfg := Config{Namespace: "default", Gateway: "waypoint", PodName: "waypoint-abc", TrustDomain: "cluster.local",
 		ControlAddress: f.addr, CARootCert: rootFile, TokenFile: tokenFile,
 		HBONEAddress: freeAddr(t), MetricsAddress: freeAddr(t), ReadinessAddress: freeAddr(t), AdminAddress: freeAddr(t),
-		Log: slog.New(slog.NewTextHandler(streamEnded, nil))}
+		DrainDuration: 3 * time.Second, Log: slog.New(slog.NewTextHandler(streamEnded, nil))}
 	if cfg.NodeID() != "waypoint~default/waypoint~waypoint-abc" {
 		t.Fatalf("node ID %q", cfg.NodeID())
 	}
@@ -233,6 +233,17 @@ func TestRunAgainstControlPlane(t *testing.T) {
 	streamEnded.Wait(t)
 	if code, _, _ := httpGet(ready); code != 200 {
 		t.Fatalf("readiness after the control plane left: %d", code)
+	}
+
+	// Told to stop: not ready, and still serving HBONE during the drain.
+	cancel()
+	waitHTTP(t, ready, func(code int, body string) bool {
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
+	})
+	if c, err := net.Dial("tcp", cfg.HBONEAddress); err != nil {
+		t.Errorf("HBONE during the drain: %v", err)
+	} else {
+		c.Close()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +71,7 @@ func command() *cobra.Command {
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
 	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /certs (keep it on loopback)")
 	f.StringSliceVar(&cfg.CredentialNamespaces, "credential-namespaces", nil, "gateway mode: namespaces besides its own whose Secrets it may serve as Gateway API listener certificates (its Role must let it read them; charts/gateway credentialNamespaces)")
+	f.DurationVar(&cfg.DrainDuration, "drain-duration", 5*time.Second, "after SIGTERM, how long to keep serving, not ready, while clients learn the waypoint is going (Istio's terminationDrainDuration; keep it below the pod's terminationGracePeriodSeconds)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per traffic listener (HBONE, each gateway port) before new ones wait in the accept queue (0: no cap)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per request to stdout (buffered: lines appear within a second)")
