@@ -1,13 +1,11 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/weft-mesh/weft/internal/await"
@@ -35,8 +33,8 @@ func TestCNIInstallerWaitsForTheAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs lockedBuffer
-	cfg.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	waiting := await.NewLogLine("waiting for the node agent")
+	cfg.Log = slog.New(slog.NewTextHandler(waiting, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- RunCNIInstaller(ctx, cfg) }()
@@ -48,7 +46,7 @@ func TestCNIInstallerWaitsForTheAgent(t *testing.T) {
 
 	// It has looked for the socket (and logged that it waits): nothing
 	// is installed yet.
-	await.True(t, "the installer waiting for the socket", func() bool { return strings.Contains(logs.String(), "waiting for the node agent") })
+	waiting.Wait(t)
 	if installed() {
 		t.Fatal("installed before any agent served the socket")
 	}
@@ -64,22 +62,4 @@ func TestCNIInstallerWaitsForTheAgent(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("installer: %v", err)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
