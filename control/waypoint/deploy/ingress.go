@@ -57,8 +57,14 @@ func UnsupportedIngressProtocol(p gatewayv1.ProtocolType) string {
 
 // IngressSelector is the label set of the gateway pods serving gw (in
 // IngressNamespace): its deployed gateway's, or those its annotation
-// weft.io/gateway-selector names.
+// weft.io/gateway-selector names. Its error says why gw is not served
+// (not accepted, InvalidParameters): a bad annotation, or an
+// infrastructure.parametersRef, which no Weft gateway takes.
 func IngressSelector(gw *gatewayv1.Gateway) (map[string]string, error) {
+	if inf := gw.Spec.Infrastructure; inf != nil && inf.ParametersRef != nil {
+		return nil, fmt.Errorf("infrastructure.parametersRef %s/%s %q: not supported (Weft's gateways take no parameters object)",
+			inf.ParametersRef.Group, inf.ParametersRef.Kind, inf.ParametersRef.Name)
+	}
 	if Deployed(gw) {
 		return SelectorLabels(gw), nil
 	}
@@ -232,9 +238,12 @@ func (c *Controller) reconcileIngress(ctx context.Context, gw *gatewayv1.Gateway
 	}
 	var pods ingressPods
 	var deployErr error
-	if Deployed(gw) {
+	sel, serr := IngressSelector(gw)
+	switch {
+	case serr != nil: // not accepted: nothing deployed, no pods
+	case Deployed(gw):
 		pods, deployErr, err = c.deployIngress(ctx, gw, grants)
-	} else if sel, serr := IngressSelector(gw); serr == nil {
+	default:
 		pods, err = c.selectedPods(ctx, sel)
 	}
 	if err != nil {

@@ -59,6 +59,25 @@ func TestIngressStatus(t *testing.T) {
 	}
 }
 
+// TestIngressParametersRefNotAccepted: Weft's gateways take no parameters
+// object, so a Gateway naming one is not accepted (InvalidParameters, as
+// conformance GatewayInvalidParametersRef wants) and not served.
+func TestIngressParametersRefNotAccepted(t *testing.T) {
+	g := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "default", Generation: 2},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: IngressClassName, Infrastructure: &gatewayv1.GatewayInfrastructure{
+			ParametersRef: &gatewayv1.LocalParametersReference{Group: "invalid.io", Kind: "InvalidParameters", Name: "invalid"}}}}
+	if _, err := IngressSelector(g); err == nil || !strings.Contains(err.Error(), "parametersRef") {
+		t.Fatalf("selector error %v, want one naming the parametersRef", err)
+	}
+	st := IngressStatus(g, IngressObserved{ReadyPods: 1}, time.Unix(1700000000, 0))
+	if got := cond(st, gatewayv1.GatewayConditionAccepted); got != "False/InvalidParameters/2" {
+		t.Errorf("Accepted %s, want False/InvalidParameters/2", got)
+	}
+	if got := cond(st, gatewayv1.GatewayConditionProgrammed); got != "False/Invalid/2" {
+		t.Errorf("Programmed %s, want False/Invalid/2", got)
+	}
+}
+
 // listenerCond is condition typ of listener name as status/reason/generation.
 func listenerCond(st gatewayv1.GatewayStatus, name gatewayv1.SectionName, typ gatewayv1.ListenerConditionType) string {
 	for _, l := range st.Listeners {
