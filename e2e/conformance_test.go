@@ -45,9 +45,10 @@ import (
 // translates (httproute.go). The profile's other extended features are
 // reported as unsupported (their tests skipped and listed in the report):
 // HTTPS/TLS listeners and frontend client certificates, static addresses,
-// infrastructure labels (propagated, but an invalid parametersRef of a
-// weft Gateway is not refused: GatewayInvalidParametersRef fails), HTTP
-// listener isolation, ListenerSet, BackendTLSPolicy, destination port
+// infrastructure (labels and annotations are propagated and a parametersRef
+// is refused, so GatewayInfrastructureMetadata and GatewayInvalidParametersRef
+// pass; claimed, their parallel run stalls GatewayObservedGenerationBump,
+// see docs/conformance/README.md), HTTP listener isolation, ListenerSet, BackendTLSPolicy, destination port
 // matching, CORS, retries (HTTPRouteRetry is an experimental-channel
 // feature: the standard-channel CRDs charts/base ships prune a rule's
 // retry, so the rule keeps the default policy, 503 only, and the test
