@@ -194,7 +194,7 @@ func checkInstallerSecurity(t *testing.T, ds *appsv1.DaemonSet) {
 
 // wantCapabilities is the agent's whole capability set; anything more needs
 // a reason in daemonset.yaml and here.
-var wantCapabilities = []corev1.Capability{"NET_ADMIN", "NET_RAW", "BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}
+var wantCapabilities = []corev1.Capability{"NET_ADMIN", "NET_RAW", "BPF", "PERFMON", "SYS_RESOURCE"}
 
 // checkAgentSecurity checks what the agent may do, whatever the values.
 func checkAgentSecurity(t *testing.T, sa *corev1.ServiceAccount, ds *appsv1.DaemonSet) {
