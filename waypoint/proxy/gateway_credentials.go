@@ -139,7 +139,7 @@ func (s *SecretCertificates) Certificate(sdsName string) (*tls.Certificate, erro
 	s.cache[name] = parsedSecret{version: version, cert: cert, err: err}
 	switch {
 	case err != nil && (!had || prev.err == nil || prev.err.Error() != err.Error()):
-		s.log.Error("gateway credential unusable: its TLS servers refuse handshakes", "credential", name, "err", err)
+		s.log.Error("gateway credential unusable: handshakes that need it fail (its TLS servers, clusters presenting it)", "credential", name, "err", err)
 	case err == nil && (!had || prev.version != version):
 		s.log.Info("gateway credential loaded", "credential", name, "resourceVersion", version, "notAfter", cert.Leaf.NotAfter)
 	}

@@ -68,8 +68,8 @@ type serverCheck struct {
 	sans  []sanMatch
 }
 
-// compileServerCheck reads the validation context; nil when Go's default
-// verification (cfg.RootCAs, set here, and the SNI name) is the check.
+// compileServerCheck reads the validation context; nil without one, when
+// Go's default verification (the system roots, the SNI name) is the check.
 func compileServerCheck(common *tlsv3.CommonTlsContext, sni string, certs Certificates) (*serverCheck, error) {
 	var def *tlsv3.CertificateValidationContext
 	check := &serverCheck{sni: sni, roots: func() (*x509.CertPool, error) { return nil, nil }}
