@@ -77,7 +77,9 @@ func (c causeConn) Write(p []byte) (int, error) { return c.note(c.Conn.Write(p))
 func (c causeConn) note(n int, err error) (int, error) {
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		c.h.mu.Lock()
-		if c.h.cause == nil {
+		// A socket reports a reset to one call only; a read racing the
+		// call that met it sees EOF, and may note it first.
+		if c.h.cause == nil || Classify(c.h.cause) == "eof" {
 			c.h.cause = err
 		}
 		c.h.mu.Unlock()
