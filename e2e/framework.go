@@ -127,6 +127,12 @@ func startCluster(t *testing.T, name string, nodes, index int) *env {
 			if out, err := e.kubectl("get", "pods", "-A", "-o", "wide", "--field-selector=status.phase!=Running", "--request-timeout=10s"); err == nil {
 				t.Logf("pods not running at the failure:\n%s", out)
 			}
+			// A Gateway that never became Programmed says why in its
+			// conditions; the column view alone does not.
+			if out, err := e.kubectl("get", "gateways.gateway.networking.k8s.io", "-A", "--request-timeout=10s",
+				"-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}: {range .status.conditions[*]}{.type}={.status}/{.reason} {end}{"\n"}{end}`); err == nil {
+				t.Logf("gateways at the failure:\n%s", out)
+			}
 			dumpLogs(t, filepath.Join(state, "logs"))
 		}
 		if err := c.Stop(); err != nil {
