@@ -17,7 +17,7 @@ TEST_TIMEOUT ?= 45m
 # make datapath-matrix: the whole matrix (1) or the fast subset (0).
 MATRIX_FULL ?= 1
 # How long make fuzz runs each fuzz target (go test -fuzztime).
-FUZZTIME ?= 30s
+FUZZTIME ?= 1m
 # How many times make flake runs the unit tests.
 FLAKE_COUNT ?= 20
 # Every test run: shuffled order, race detector (unit and e2e test binaries;
@@ -60,7 +60,7 @@ unit: ## Unit tests only (no root, no cluster)
 flake: ## Unit tests FLAKE_COUNT times (default 20), shuffled, with -race; lists every test that failed once
 	./hack/flake.sh $(FLAKE_COUNT)
 
-fuzz: ## Run every Go fuzz target for FUZZTIME (default 30s) each, one after the other (FUZZ=regexp selects; not part of make test)
+fuzz: ## Run every Go fuzz target for FUZZTIME (default 1m) each, one after the other (FUZZ=regexp selects; not part of make test)
 	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 e2e: prereqs build kube-assets ## End-to-end suites only, with the whole data-path matrix (1 GiB, 9,000 connections, 10 min idle)

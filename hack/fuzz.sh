@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make fuzz: runs every Go fuzz target (func FuzzX(f *testing.F) in a
-# _test.go file) for FUZZTIME each (default 30s), one after the other, in
+# _test.go file) for FUZZTIME each (default 1m), one after the other, in
 # its own package, and prints a summary. FUZZ (a regular expression)
 # selects targets by name; FUZZPARALLEL sets go test -parallel (fuzzing
 # workers; default GOMAXPROCS). A failing input is written to the
@@ -10,7 +10,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-fuzztime=${FUZZTIME:-30s}
+fuzztime=${FUZZTIME:-1m}
 select=${FUZZ:-.}
 parallel=()
 if [[ -n ${FUZZPARALLEL:-} ]]; then
