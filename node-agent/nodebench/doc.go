@@ -22,7 +22,10 @@
 // "Direct" is the same client -> server path with the pods not enrolled
 // (the programs stay attached), measured in the same run just before the
 // enrolled ("mesh") phase, so every figure is reported as a ratio against
-// it. Run with `make bench` or
+// it. Cross node, a third phase goes through the stunnel peer
+// (stunnel_test.go): the conventional mTLS tunnel a user would put between
+// two nodes without a mesh, one stunnel per node, pods not enrolled.
+// Run with `make bench` or
 //
 //	go test ./node-agent/nodebench/ -run '^$' -bench . -benchmem
 //

@@ -62,7 +62,8 @@ func matching(es []accessEntry, dst netip.AddrPort) []accessEntry {
 // same node and cross node) and proves where it went: the server sees the
 // client's own IP on every path, the enrolled paths leave access-log lines
 // in the proxy processes on the way (and bump the capture counters), the
-// direct ones leave none.
+// direct ones leave none. Last, one request through the stunnel peer
+// reaches server-b from node-b's stunnel (checkStunnel).
 func TestNodeDataPath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs root, network namespaces and BPF (make unit runs -short)")
@@ -135,6 +136,10 @@ func TestNodeDataPath(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if a, b := accessLog(t, h.a), accessLog(t, h.b); len(a) != na || len(b) != nb {
 		t.Fatalf("requests after unenrolment reached a proxy:\nnode-a %v\nnode-b %v", a[na:], b[nb:])
+	}
+	if h.tunnel != nil {
+		t.Log("through the stunnel peer (not enrolled): node-b's stunnel connects to server-b, no proxy on the way")
+		h.checkStunnel(t)
 	}
 	for _, n := range []*node{h.a, h.b} {
 		if log := benchkit.FileText(n.stderrLog()); strings.TrimSpace(log) != "" {

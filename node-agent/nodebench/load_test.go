@@ -75,10 +75,11 @@ func startServers(tb testing.TB, nsPath string) *servers {
 	return s
 }
 
-// bulk sends n MiB from the client pod to ip's sink on one connection and
-// waits for the sink to have read it all.
-func bulk(ctx context.Context, clientNS string, ip netip.Addr, n int) error {
-	c, err := netns.Dial(ctx, clientNS, netip.AddrPortFrom(ip, bulkPort).String())
+// bulk sends n MiB from the client pod to the sink at dst (a server's
+// bulk port, or the stunnel in front of it) on one connection and waits
+// for the sink to have read it all.
+func bulk(ctx context.Context, clientNS string, dst netip.AddrPort, n int) error {
+	c, err := netns.Dial(ctx, clientNS, dst.String())
 	if err != nil {
 		return err
 	}
@@ -100,14 +101,15 @@ func bulk(ctx context.Context, clientNS string, ip netip.Addr, n int) error {
 	return nil
 }
 
-// pinger is a connection to ip's echo server for 1-byte round trips.
+// pinger is a connection to an echo server (at dst: its echo port, or the
+// stunnel in front of it) for 1-byte round trips.
 type pinger struct {
 	c   net.Conn
 	buf [1]byte
 }
 
-func dialPinger(ctx context.Context, clientNS string, ip netip.Addr) (*pinger, error) {
-	c, err := netns.Dial(ctx, clientNS, netip.AddrPortFrom(ip, echoPort).String())
+func dialPinger(ctx context.Context, clientNS string, dst netip.AddrPort) (*pinger, error) {
+	c, err := netns.Dial(ctx, clientNS, dst.String())
 	if err != nil {
 		return nil, err
 	}

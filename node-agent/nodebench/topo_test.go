@@ -144,6 +144,8 @@ type harness struct {
 	client, srvA, srvB *pod
 	pods               []*pod
 	enrolled           bool
+	ca                 *spiffetest.CA // the test CA of the pods' and stunnel's certificates
+	tunnel             *stunnel       // the stunnel peer; nil when stunnel is not installed
 }
 
 // newHarness builds the topology, starts both node proxies and attaches
@@ -231,6 +233,7 @@ func newHarness(tb testing.TB) *harness {
 
 	// Certificates: one SVID per pod, each node gets its own pods' ones.
 	ca := spiffetest.NewCA(tb, spiffeid.RequireTrustDomainFromString(trustDomain))
+	h.ca = ca
 	bundlePEM, err := ca.Bundle().Marshal()
 	if err != nil {
 		tb.Fatal(err)
@@ -241,13 +244,8 @@ func newHarness(tb testing.TB) *harness {
 	var specs []podSpec
 	for _, p := range h.pods {
 		specs = append(specs, p.spec)
-		certPEM, keyPEM, err := ca.Issue(tb, p.spec.id()).Marshal()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		f := svidFiles{ID: p.spec.id().String(), Cert: filepath.Join(tmp, p.spec.Name+".crt"), Key: filepath.Join(tmp, p.spec.Name+".key")}
-		writeFile(tb, f.Cert, certPEM)
-		writeFile(tb, f.Key, keyPEM)
+		f := svidFiles{ID: p.spec.id().String()}
+		f.Cert, f.Key = writeSVID(tb, ca.Issue(tb, p.spec.id()), tmp, p.spec.Name)
 		svids[p.node] = append(svids[p.node], f)
 	}
 
@@ -266,6 +264,7 @@ func newHarness(tb testing.TB) *harness {
 			tb.Fatal(err)
 		}
 	}
+	h.tunnel = h.startStunnel(tb, ca, tmp, bundleFile)
 	return h
 }
 

@@ -27,31 +27,45 @@ var (
 	maxConns     = int(envFloat("WEFT_WAYPOINTBENCH_CONNS", 16))
 )
 
-// BenchmarkWaypoint measures direct, through the waypoint and through
-// nginx in one run: an open-loop 1000 req/s phase and a closed-loop maximum
-// req/s phase each. The fixed-length phases ignore b.N unless it asks for
-// more requests.
+// BenchmarkWaypoint measures direct, through the waypoint, through nginx
+// and through HAProxy in one run: an open-loop 1000 req/s phase and a
+// closed-loop maximum req/s phase each. The fixed-length phases ignore b.N
+// unless it asks for more requests.
 func BenchmarkWaypoint(b *testing.B) {
 	o := envOptions()
 	if o.plainUpstream || o.noAccessLog {
 		b.Logf("variant: plain TCP upstream (NONE endpoint, no node agent) %v, access logs off %v", o.plainUpstream, o.noAccessLog)
 	}
 	h := newHarness(b, o)
-	haveNginx := h.startNginx(b)
+	haveNginx, haveHAProxy := h.startNginx(b), h.startHAProxy(b)
 	base := &baseline{}
 	for _, pc := range []struct {
-		name string
-		path func() path
-	}{{"direct", h.direct}, {"weft", h.weft}, {"nginx", h.nginxPath}} {
+		name    string
+		path    func() path
+		missing string // the skip message when the proxy is not installed
+	}{
+		{"direct", h.direct, ""},
+		{"weft", h.weft, ""},
+		{"nginx", h.nginxPath, unless(haveNginx, "nginx is not installed: `apt-get install nginx-light` to compare with it")},
+		{"haproxy", h.haproxyPath, unless(haveHAProxy, "haproxy is not installed: `apt-get install haproxy` to compare with it")},
+	} {
 		b.Run(pc.name, func(b *testing.B) {
-			if pc.name == "nginx" && !haveNginx {
-				b.Skip("nginx is not installed: `apt-get install nginx-light` to compare with it")
+			if pc.missing != "" {
+				b.Skip(pc.missing)
 			}
 			p := pc.path()
 			b.Run("fixed-1000rps", func(b *testing.B) { h.benchFixed(b, p, base) })
 			b.Run("max", func(b *testing.B) { h.benchMax(b, p, base) })
 		})
 	}
+}
+
+// unless is msg when ok is false, else "".
+func unless(ok bool, msg string) string {
+	if ok {
+		return ""
+	}
+	return msg
 }
 
 // baseline is the direct path's figures of this run, measured by the

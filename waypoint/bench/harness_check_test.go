@@ -3,7 +3,9 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -105,36 +107,71 @@ func TestWaypointHarness(t *testing.T) {
 // backend and that nginx's workers are measured. Without nginx it skips,
 // or fails under WEFT_E2E_REQUIRE=1 (CI installs nginx-light).
 func TestNginxHarness(t *testing.T) {
-	if nginxBinary() == "" {
-		msg := "nginx is not installed (apt-get install nginx-light); BenchmarkWaypoint/nginx skips too"
-		if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireBinary(t, nginxBinary(), "nginx is not installed (apt-get install nginx-light); BenchmarkWaypoint/nginx skips too")
 	h := newHarness(t, options{})
 	if !h.startNginx(t) {
 		t.Fatal("nginx vanished")
 	}
-	p := h.nginxPath()
+	checkPeer(t, h, h.nginxPath(), "nginx-access.log")
+	if w := benchkit.Children(h.nginx.Pid()); len(w) == 0 {
+		t.Fatal("no nginx worker processes found")
+	}
+}
+
+// TestHAProxyHarness checks the generated HAProxy config proxies to the
+// backend and logs each request, and that HAProxy is one process (its
+// threads inside), so its Stats are all of it. Without HAProxy it skips,
+// or fails under WEFT_E2E_REQUIRE=1 (CI installs haproxy).
+func TestHAProxyHarness(t *testing.T) {
+	requireBinary(t, haproxyBinary(), "haproxy is not installed (apt-get install haproxy); BenchmarkWaypoint/haproxy skips too")
+	h := newHarness(t, options{})
+	if !h.startHAProxy(t) {
+		t.Fatal("haproxy vanished")
+	}
+	checkPeer(t, h, h.haproxyPath(), "haproxy-access.log")
+	if c := benchkit.Children(h.haproxy.Pid()); len(c) != 0 {
+		t.Fatalf("haproxy forked %v, want one process (-db)", c)
+	}
+	threads, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", h.haproxy.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("haproxy: one process, %d threads", len(threads))
+}
+
+// requireBinary skips the test when bin is "" (not installed), or fails it
+// under WEFT_E2E_REQUIRE=1.
+func requireBinary(t *testing.T, bin, msg string) {
+	t.Helper()
+	if bin != "" {
+		return
+	}
+	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// checkPeer sends requests over a peer proxy's path and checks the backend
+// got every one of them and only those, the proxy's access log (in h.dir)
+// has a line per request, and the proxy's stats are readable.
+func checkPeer(t *testing.T, h *harness, p path, accessLog string) {
+	t.Helper()
 	c := p.client(4)
 	defer c.CloseIdleConnections()
 	const n = 50
 	if r := benchkit.AtRate(fixedRate, n, p.get(c)); r.Err() != nil || len(r.Lat) != n {
-		t.Fatalf("nginx open loop: %d ok, %v", len(r.Lat), r.Err())
+		t.Fatalf("%s open loop: %d ok, %v", p.name, len(r.Lat), r.Err())
 	}
 	if got := h.backendHits.Load(); got != n {
-		t.Fatalf("backend saw %d requests through nginx, want %d", got, n)
+		t.Fatalf("backend saw %d requests through %s, want %d", got, p.name, n)
 	}
-	benchkit.Eventually(t, 3*time.Second, "nginx's access log to count every request", func() bool {
-		b, _ := os.ReadFile(h.dir + "/nginx-access.log")
+	benchkit.Eventually(t, 3*time.Second, p.name+"'s access log to count every request", func() bool {
+		b, _ := os.ReadFile(filepath.Join(h.dir, accessLog))
 		return strings.Count(string(b), "\n") == n
 	})
-	if w := benchkit.Children(h.nginx.Pid()); len(w) == 0 {
-		t.Fatal("no nginx worker processes found")
-	}
-	st, err := h.nginx.Stats()
+	st, err := p.proxy.Stats()
 	if err != nil || st.RSS <= 0 {
-		t.Fatalf("nginx stats: %+v, %v", st, err)
+		t.Fatalf("%s stats: %+v, %v", p.name, st, err)
 	}
 }

@@ -29,7 +29,8 @@ import (
 const respSize = 1024
 
 // harness is one benchmark world on loopback: backend, stand-in node
-// agent, the waypoint process, optionally nginx, and a client per path.
+// agent, the waypoint process, optionally nginx and HAProxy, and a client
+// per path.
 type harness struct {
 	dir  string
 	opts options
@@ -48,6 +49,9 @@ type harness struct {
 
 	nginx     *benchkit.Child // nil: not installed
 	nginxAddr string
+
+	haproxy     *benchkit.Child // nil: not installed
+	haproxyAddr string
 }
 
 // options vary the setup for experiments (docs/benchmarks.md); the
@@ -66,8 +70,9 @@ func envOptions() options {
 	}
 }
 
-// newHarness starts everything but nginx (see startNginx). Cleanup stops
-// every process it started (by PID) and t.TempDir removes the files.
+// newHarness starts everything but nginx and HAProxy (see startNginx,
+// startHAProxy). Cleanup stops every process it started (by PID) and
+// t.TempDir removes the files.
 func newHarness(tb testing.TB, o options) *harness {
 	tb.Helper()
 	h := &harness{dir: tb.TempDir(), opts: o}
@@ -198,6 +203,10 @@ func (h *harness) nginxPath() path {
 	return path{name: "nginx", url: "http://" + h.nginxAddr + "/", proxy: h.nginx}
 }
 
+func (h *harness) haproxyPath() path {
+	return path{name: "haproxy", url: "http://" + h.haproxyAddr + "/", proxy: h.haproxy}
+}
+
 // client is an HTTP/1.1 keep-alive client for p.
 func (p path) client(conns int) *http.Client {
 	return benchkit.HTTPClient(p.dial, conns+16)
@@ -279,14 +288,7 @@ func (h *harness) startNginx(tb testing.TB) bool {
 	if bin == "" {
 		return false
 	}
-	// A free port: nginx reports nothing on stdout, so we pick one and
-	// poll it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(tb)
 	alog := filepath.Join(h.dir, "nginx-access.log")
 	if h.opts.noAccessLog {
 		alog = "off"
@@ -294,8 +296,27 @@ func (h *harness) startNginx(tb testing.TB) bool {
 	conf := strings.NewReplacer("{{access_log}}", alog, "{{dir}}", h.dir, "{{backend}}", h.backendAddr, "{{listen}}", addr).Replace(nginxConf)
 	confPath := h.write(tb, "nginx.conf", []byte(conf))
 	cmd := exec.Command(bin, "-p", h.dir, "-c", confPath, "-e", filepath.Join(h.dir, "nginx-error.log"))
-	// nginx reports nothing on stdout (StartChild discards it): poll the port.
-	h.nginx, h.nginxAddr = startChild(tb, cmd, filepath.Join(h.dir, "nginx.stderr"), func(io.Reader) (string, error) {
+	h.nginx, h.nginxAddr = startChild(tb, cmd, filepath.Join(h.dir, "nginx.stderr"), listening(addr, filepath.Join(h.dir, "nginx-error.log")))
+	return true
+}
+
+// freeAddr is a loopback address with a port free a moment ago, for a
+// proxy that cannot report the port it bound (nginx, HAProxy).
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// listening is the Ready of a proxy that reports nothing on stdout
+// (StartChild discards it): it polls addr until it accepts, and on
+// failure quotes the log at errLog.
+func listening(addr, errLog string) benchkit.Ready {
+	return func(io.Reader) (string, error) {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -304,7 +325,77 @@ func (h *harness) startNginx(tb testing.TB) bool {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		return "", fmt.Errorf("not listening on %s: %s", addr, benchkit.FileText(filepath.Join(h.dir, "nginx-error.log")))
-	})
+		return "", fmt.Errorf("not listening on %s: %s", addr, benchkit.FileText(errLog))
+	}
+}
+
+// ---- HAProxy ----
+
+// haproxyBinary is the installed HAProxy, "" when there is none.
+func haproxyBinary() string {
+	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, _ := exec.LookPath("haproxy")
+	return p
+}
+
+// haproxyConf makes HAProxy what nginxConf makes nginx: a reverse proxy to
+// the backend with keep-alive on both sides (idle backend connections
+// shared by all clients, as nginx's upstream keepalive pool), one thread
+// per core (nbthread's default, as nginx's worker_processes auto) and an
+// access log line per request unless WEFT_WAYPOINTBENCH_ACCESS_LOG=off.
+// HAProxy logs only to syslog targets or file descriptors: fd 3 is the
+// access log file (one unbuffered write per request, like nginx's
+// access_log), or {{log}} and {{httplog}} are "" with the log off.
+// dontlognull: like nginx, no line for a connection that sent nothing
+// (the readiness probe's, see listening). maxconn matches nginx's
+// worker_connections.
+const haproxyConf = `global
+  maxconn 4096
+  {{log}}
+defaults
+  mode http
+  log global
+  {{httplog}}
+  option dontlognull
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind {{listen}}
+  default_backend be
+backend be
+  server backend {{backend}}
+`
+
+// startHAProxy starts HAProxy in the foreground with a generated config,
+// or returns false when HAProxy is not installed. With -db it stays one
+// process (its threads are inside it), so Child.Stats is all of it.
+func (h *harness) startHAProxy(tb testing.TB) bool {
+	tb.Helper()
+	bin := haproxyBinary()
+	if bin == "" {
+		return false
+	}
+	addr := freeAddr(tb)
+	logTarget, httplog := "log fd@3 format raw local0", "option httplog"
+	if h.opts.noAccessLog {
+		logTarget, httplog = "", ""
+	}
+	conf := strings.NewReplacer("{{log}}", logTarget, "{{httplog}}", httplog, "{{backend}}", h.backendAddr, "{{listen}}", addr).Replace(haproxyConf)
+	cmd := exec.Command(bin, "-db", "-f", h.write(tb, "haproxy.cfg", []byte(conf)))
+	alog, err := os.Create(filepath.Join(h.dir, "haproxy-access.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer alog.Close() // HAProxy has its own copy once started
+	cmd.ExtraFiles = []*os.File{alog}
+	stderr := filepath.Join(h.dir, "haproxy.stderr")
+	h.haproxy, h.haproxyAddr = startChild(tb, cmd, stderr, listening(addr, stderr))
 	return true
 }
