@@ -34,7 +34,7 @@ func httpSeconds() int {
 // untimed phase goes through the stunnel peer (stunnel_test.go), the
 // conventional mTLS tunnel between the nodes. See docs/benchmarks.md.
 func BenchmarkNodeDataPath(b *testing.B) {
-	h := newHarness(b)
+	h := newHarness(b, scale{})
 	for _, c := range []struct {
 		name string
 		t    target

@@ -68,7 +68,7 @@ func TestNodeDataPath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs root, network namespaces and BPF (make unit runs -short)")
 	}
-	h := newHarness(t)
+	h := newHarness(t, scale{})
 	one := func(dst *pod) {
 		t.Helper()
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: dialer(h.client.ns), DisableKeepAlives: true}}

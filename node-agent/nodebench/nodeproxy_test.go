@@ -11,7 +11,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/benchkit"
@@ -56,7 +55,8 @@ type svidFiles struct {
 // proxyConfig is the node proxy's whole input.
 type proxyConfig struct {
 	Node      string
-	Workloads []podSpec   // the whole mesh
+	Workloads []podSpec   // the harness's pods
+	Known     scale       // the rest of the mesh (scale_test.go)
 	SVIDs     []svidFiles // only this node's workloads
 	Bundle    string      // PEM trust anchors of the test CA
 	AccessLog string      // one JSON line per connection
@@ -94,7 +94,7 @@ func runNodeProxy(path string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	store := config.NewStore(config.Options{Logger: log})
-	addrs := map[string]proto.Message{}
+	addrs := cfg.Known.addresses()
 	for _, p := range cfg.Workloads {
 		a := p.address()
 		addrs[a.GetWorkload().GetUid()] = a
@@ -102,7 +102,7 @@ func runNodeProxy(path string) error {
 	if err := store.Handle(config.AddressType, addrs, nil); err != nil {
 		return err
 	}
-	if err := store.Handle(config.AuthorizationType, map[string]proto.Message{}, nil); err != nil {
+	if err := store.Handle(config.AuthorizationType, cfg.Known.policies(), nil); err != nil {
 		return err
 	}
 

@@ -148,9 +148,10 @@ type harness struct {
 	tunnel             *stunnel       // the stunnel peer; nil when stunnel is not installed
 }
 
-// newHarness builds the topology, starts both node proxies and attaches
-// capture; nobody is enrolled yet. Everything is undone by tb.Cleanup.
-func newHarness(tb testing.TB) *harness {
+// newHarness builds the topology, starts both node proxies (each knowing
+// the pods and the synthetic mesh of known) and attaches capture; nobody is
+// enrolled yet. Everything is undone by tb.Cleanup.
+func newHarness(tb testing.TB, known scale) *harness {
 	tb.Helper()
 	requirePrivileged(tb)
 	sweepStale(tb)
@@ -256,7 +257,7 @@ func newHarness(tb testing.TB) *harness {
 		}
 		h.setupCapture(tb, n)
 		var cfg proxyConfig
-		cfg.Node, cfg.Workloads, cfg.SVIDs, cfg.Bundle, cfg.AccessLog = n.name, specs, svids[n], bundleFile, n.accessLog()
+		cfg.Node, cfg.Workloads, cfg.Known, cfg.SVIDs, cfg.Bundle, cfg.AccessLog = n.name, specs, known, svids[n], bundleFile, n.accessLog()
 		cfg.Ports.Outbound, cfg.Ports.Inbound, cfg.Ports.HBONE = mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort
 		startProxy(tb, n, cfg)
 		// Only now may the programs steer to the listeners.
