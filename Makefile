@@ -18,6 +18,10 @@ TEST_TIMEOUT ?= 45m
 MATRIX_FULL ?= 1
 # How long make fuzz runs each fuzz target (go test -fuzztime).
 FUZZTIME ?= 1m
+# How many times make bench and make bench-compare run each benchmark.
+BENCH_COUNT ?= 5
+# The results make bench-docs keeps and writes docs/benchmarks.md from.
+BENCH_RESULTS ?= $(OUT)/bench/results.json
 # How many times make flake runs the unit tests.
 FLAKE_COUNT ?= 20
 # Every test run: shuffled order, race detector (unit and e2e test binaries;
@@ -29,7 +33,7 @@ IMAGES_TEST_FLAGS ?= -shuffle=on -count=1
 # Platforms of `make images` (the first one's docker archive has no suffix).
 IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: all prereqs build test unit flake fuzz e2e datapath-matrix conformance demo demo-down bench generate lint kube-assets images clean help
+.PHONY: all prereqs build test unit flake fuzz e2e datapath-matrix conformance demo demo-down bench bench-compare bench-docs generate lint kube-assets images clean help
 
 all: build
 
@@ -87,8 +91,15 @@ demo-down: ## Stop the demo cluster and remove everything it made
 	@if [ -x $(BIN)/weft-cluster ]; then $(BIN)/weft-cluster down --name $(DEMO_CLUSTER); \
 	else echo "nothing to do: $(BIN)/weft-cluster is not built"; fi
 
-bench: ## Benchmarks (ratios against a baseline measured in the same run; see docs/benchmarks.md)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Every benchmark BENCH_COUNT times (default 5): min/median/max of each figure to _output/bench/results.json, then the performance targets
+	$(GO) run ./hack/bench run -count $(BENCH_COUNT) -out $(OUT)/bench/results.json ./...
+
+bench-compare: ## Weft against its peers (nginx, HAProxy, stunnel) in the same runs, BENCH_COUNT times: each performance target, its measured ratio and whether it is met
+	$(GO) run ./hack/bench run -count $(BENCH_COUNT) -out $(OUT)/bench/compare.json \
+		-bench '^(BenchmarkWaypoint|BenchmarkNodeDataPath|BenchmarkNodeAgentScale|BenchmarkCheckLatency)$$' ./waypoint/bench ./node-agent/nodebench ./node-agent/policy
+
+bench-docs: ## Keep BENCH_RESULTS (default: make bench's) as docs/benchmarks/results.json and regenerate docs/benchmarks.md's tables from it
+	$(GO) run ./hack/bench docs -in $(BENCH_RESULTS) -store docs/benchmarks/results.json -doc docs/benchmarks.md
 
 generate: ## Regenerate committed generated code (protobufs need protoc)
 	./hack/gen-proto.sh

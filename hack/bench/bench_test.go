@@ -1,0 +1,92 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+goarch: amd64
+pkg: github.com/weft-mesh/weft/waypoint/bench
+cpu: Test CPU
+BenchmarkWaypoint/direct/fixed-1000rps-2    3000   100000 ns/op   100.0 p50_us
+BenchmarkWaypoint/weft/fixed-1000rps-2      3000   500000 ns/op   500.0 p50_us   400.0 added_p50_us   0.30 vcpu_per_1000rps   40.0 rss_MB
+BenchmarkWaypoint/nginx/fixed-1000rps-2     3000   200000 ns/op   200.0 p50_us   100.0 added_p50_us   0.10 vcpu_per_1000rps
+BenchmarkWaypoint/direct/fixed-1000rps-2    3000   100000 ns/op   100.0 p50_us
+BenchmarkWaypoint/weft/fixed-1000rps-2      3000   500000 ns/op   500.0 p50_us   150.0 added_p50_us   0.20 vcpu_per_1000rps   20.0 rss_MB
+BenchmarkWaypoint/nginx/fixed-1000rps-2     3000   200000 ns/op   200.0 p50_us   100.0 added_p50_us   0.10 vcpu_per_1000rps
+BenchmarkWaypoint/weft/fixed-1000rps-2      3000   500000 ns/op   500.0 p50_us   300.0 added_p50_us   0.25 vcpu_per_1000rps   25.0 rss_MB
+BenchmarkWaypoint/nginx/fixed-1000rps-2     3000   200000 ns/op   200.0 p50_us   200.0 added_p50_us   0.10 vcpu_per_1000rps
+PASS
+`
+
+func parsed(t *testing.T) *Results {
+	t.Helper()
+	res, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestParseKeepsUnitsAndRuns: figures keep the benchmarks' own units (ns/op
+// stays ns/op) and every run's value, and the GOMAXPROCS suffix is not part
+// of a leaf's name.
+func TestParseKeepsUnitsAndRuns(t *testing.T) {
+	res := parsed(t)
+	f, err := res.figure("waypoint/bench", "BenchmarkWaypoint/weft/fixed-1000rps", "added_p50_us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Values) != 3 || f.Min != 150 || f.Median != 300 || f.Max != 400 {
+		t.Errorf("added_p50_us %+v, want 3 runs, 150/300/400", f)
+	}
+	if _, err := res.figure("waypoint/bench", "BenchmarkWaypoint/direct/fixed-1000rps", "ns/op"); err != nil {
+		t.Error(err)
+	}
+	if res.Machine["cpu"] != "Test CPU" || res.Machine["gomaxprocs"] != "2" {
+		t.Errorf("machine %v", res.Machine)
+	}
+}
+
+// TestRatiosArePerRun: a ratio between two leaves is taken run by run
+// (400/100, 150/100, 300/200), not between their medians (300/100).
+func TestRatiosArePerRun(t *testing.T) {
+	var got *outcome
+	for _, o := range evaluate(parsed(t)) {
+		if o.What == "added p50 at 1000 req/s vs nginx's" {
+			got = &o
+		}
+	}
+	if got == nil || got.Min != 1.5 || got.Median != 1.5 || got.Max != 4 || got.Status != "met" {
+		t.Fatalf("%+v, want min 1.5, median 1.5, max 4, met", got)
+	}
+}
+
+// TestMissingFiguresAreNotJudged: a target whose benchmark did not run, or
+// ran fewer times than its peer, is "not measured" and says why; it is
+// never met.
+func TestMissingFiguresAreNotJudged(t *testing.T) {
+	for _, o := range evaluate(parsed(t)) {
+		switch o.What {
+		case "max req/s (16 clients) vs nginx's", "added p50 at 1000 req/s vs haproxy's":
+			if o.Status != "not measured" || !strings.Contains(o.Why, "did not run") {
+				t.Errorf("%s: %s (%s), want not measured: did not run", o.What, o.Status, o.Why)
+			}
+		case "RSS at 1000 req/s":
+			if o.Status != "met" || o.Median != 25 {
+				t.Errorf("RSS: %+v", o)
+			}
+		}
+	}
+	short := strings.Replace(sample, "BenchmarkWaypoint/nginx/fixed-1000rps-2     3000   200000 ns/op   200.0 p50_us   200.0 added_p50_us   0.10 vcpu_per_1000rps\n", "", 1)
+	res, err := parse(strings.NewReader(short))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range evaluate(res) {
+		if o.What == "added p50 at 1000 req/s vs nginx's" && (o.Status != "not measured" || !strings.Contains(o.Why, "not paired")) {
+			t.Errorf("unpaired runs: %s (%s)", o.Status, o.Why)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// run runs go test -bench count times over pkgs, showing its output as it
+// comes, and parses it. A failed benchmark fails the run: a record with a
+// leaf missing would judge targets on what did not run.
+func run(count int, bench string, pkgs []string) (*Results, error) {
+	if len(pkgs) == 0 {
+		pkgs = []string{"./..."}
+	}
+	goTool := os.Getenv("GO")
+	if goTool == "" {
+		goTool = "go"
+	}
+	args := append([]string{"test", "-run", "^$", "-bench", bench, "-benchmem", "-count", fmt.Sprint(count), "-timeout", "0"}, pkgs...)
+	var out bytes.Buffer
+	cmd := exec.Command(goTool, args...)
+	cmd.Stdout = io.MultiWriter(os.Stdout, &out)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", goTool, strings.Join(args, " "), err)
+	}
+	res, err := parse(&out)
+	if err != nil {
+		return nil, err
+	}
+	res.Date, res.Count = time.Now().UTC().Format(time.RFC3339), count
+	res.Machine["cores"] = fmt.Sprint(runtime.NumCPU())
+	if head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		res.Commit = strings.TrimSpace(string(head))
+	}
+	return res, nil
+}
+
+func save(res *Results, path string) error {
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+func load(path string) (*Results, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (make bench writes it)", err)
+	}
+	res := &Results{}
+	if err := json.Unmarshal(data, res); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return res, nil
+}

@@ -1,0 +1,85 @@
+package main
+
+// The performance issue's targets, each against the benchmark that
+// measures it. Leaf names are the benchmarks' own (docs/benchmarks.md).
+const (
+	wp    = "waypoint/bench"
+	wpTop = "BenchmarkWaypoint/"
+	na    = "node-agent/nodebench"
+	naTop = "BenchmarkNodeDataPath/"
+)
+
+func wpRef(path, leaf, unit string) ref { return ref{wp, wpTop + path + "/" + leaf, unit} }
+func naRef(leaf, unit string) ref       { return ref{na, naTop + leaf, unit} }
+
+func targets() []target {
+	return append(append(waypointTargets(), nodeAgentTargets()...), controlPlaneTargets()...)
+}
+
+// waypointTargets: the waypoint against nginx and HAProxy doing the same
+// job in the same run.
+func waypointTargets() []target {
+	var ts []target
+	for _, peer := range []string{"nginx", "haproxy"} {
+		ts = append(ts,
+			target{Area: "waypoint", What: "added p50 at 1000 req/s vs " + peer + "'s", Op: "<=", Limit: 1.5, Unit: "x",
+				measure: ratio(wpRef("weft", "fixed-1000rps", "added_p50_us"), wpRef(peer, "fixed-1000rps", "added_p50_us"))},
+			target{Area: "waypoint", What: "added p99 at 1000 req/s vs " + peer + "'s", Op: "<=", Limit: 2, Unit: "x",
+				measure: ratio(wpRef("weft", "fixed-1000rps", "added_p99_us"), wpRef(peer, "fixed-1000rps", "added_p99_us"))},
+			target{Area: "waypoint", What: "vCPU per 1000 req/s vs " + peer + "'s", Op: "<=", Limit: 1.5, Unit: "x",
+				measure: ratio(wpRef("weft", "fixed-1000rps", "vcpu_per_1000rps"), wpRef(peer, "fixed-1000rps", "vcpu_per_1000rps"))},
+			target{Area: "waypoint", What: "max req/s (16 clients) vs " + peer + "'s", Op: ">=", Limit: 0.9, Unit: "x",
+				measure: ratio(wpRef("weft", "max", "rps"), wpRef(peer, "max", "rps"))},
+		)
+	}
+	return append(ts,
+		target{Area: "waypoint", What: "vCPU per 1000 req/s", Op: "<=", Limit: 0.125, Unit: "vCPU", Anchor: "Envoy waypoint 0.25 (target: half)",
+			measure: value(wpRef("weft", "fixed-1000rps", "vcpu_per_1000rps"))},
+		target{Area: "waypoint", What: "RSS at 1000 req/s", Op: "<=", Limit: 30, Unit: "MiB", Anchor: "Envoy 60 MB",
+			measure: value(wpRef("weft", "fixed-1000rps", "rss_MB"))},
+	)
+}
+
+// nodeAgentTargets: the node agent against direct and against stunnel
+// between the same two node namespaces.
+func nodeAgentTargets() []target {
+	return []target{
+		{Area: "node agent", What: "cross-node bulk vs direct", Op: ">=", Limit: 0.8, Unit: "x", Anchor: "ztunnel 0.93x",
+			measure: value(naRef("cross-node/bulk", "ratio_vs_direct"))},
+		{Area: "node agent", What: "cross-node bulk vs stunnel (mTLS tunnel)", Op: ">=", Limit: 1, Unit: "x",
+			measure: value(naRef("cross-node/bulk", "ratio_vs_stunnel"))},
+		{Area: "node agent", What: "same-node bulk vs direct", Op: ">=", Limit: 0.8, Unit: "x", Anchor: "ztunnel 0.42x",
+			measure: value(naRef("same-node/bulk", "ratio_vs_direct"))},
+		{Area: "node agent", What: "same-node 1-byte RTT added", Op: "<=", Limit: 15, Unit: "us", Anchor: "ztunnel +10 us",
+			measure: value(naRef("same-node/rtt-1B", "added_us"))},
+		{Area: "node agent", What: "cross-node 1-byte RTT added vs same-node added", Op: "<=", Limit: 2, Unit: "x", Anchor: "ztunnel +21 us",
+			measure: ratio(naRef("cross-node/rtt-1B", "added_us"), naRef("same-node/rtt-1B", "added_us"))},
+		{Area: "node agent", What: "vCPU per 1000 req/s per proxy, same node", Op: "<=", Limit: 0.05, Unit: "vCPU", Anchor: "ztunnel 0.06",
+			measure: value(naRef("same-node/http-1KB-1000rps", "vcpu_per_1000rps"))},
+		{Area: "node agent", What: "vCPU per 1000 req/s per proxy, cross node (two proxies, halved)", Op: "<=", Limit: 0.05, Unit: "vCPU",
+			measure: scaled(naRef("cross-node/http-1KB-1000rps", "vcpu_per_1000rps"), 0.5)},
+		{Area: "node agent", What: "policy check p99, 1,000 policies, 10 apply to the destination", Op: "<=", Limit: 500, Unit: "ns",
+			measure: value(ref{"node-agent/policy", "BenchmarkCheckLatency/total=1000/applicable=10", "p99_ns"})},
+		{Area: "node agent", What: "policy check p99, 1,000 policies, all apply (worst case)", Op: "<=", Limit: 500, Unit: "ns",
+			measure: value(ref{"node-agent/policy", "BenchmarkCheckLatency/total=1000/applicable=1000", "p99_ns"})},
+		{Area: "node agent", What: "RSS with 1,000 workloads known, at 1000 req/s", Op: "<=", Limit: 15, Unit: "MiB", Anchor: "ztunnel 12 MB",
+			measure: value(ref{na, "BenchmarkNodeAgentScale/workloads=1000/same-node/http-1KB-1000rps", "rss_MB"})},
+		{Area: "node agent", What: "RSS with 10,000 workloads, 1,000 services, 1,000 policies, at 1000 req/s", Op: "<=", Limit: 50, Unit: "MiB",
+			measure: value(ref{na, "BenchmarkNodeAgentScale/workloads=10000,services=1000,policies=1000/same-node/http-1KB-1000rps", "rss_MB"})},
+	}
+}
+
+// controlPlaneTargets: what the xDS benchmarks measure today falls short
+// of the scale; each says so rather than compare unlike figures.
+func controlPlaneTargets() []target {
+	return []target{
+		{Area: "control plane", What: "one pod change to 1,000 subscribers, p99 (10,000 pods, 1,000 services)", Op: "<=", Limit: 100, Unit: "ms",
+			NotMeasured: "BenchmarkPush10kWorkloadsTo100Subscribers measures 100 in-process subscribers, one change per run (incremental-push-ms)"},
+		{Area: "control plane", What: "reconnecting agent has its full state", Op: "<=", Limit: 1000, Unit: "ms",
+			NotMeasured: "first-full-push-ms is 100 subscribers connecting at once, not one reconnecting"},
+		{Area: "control plane", What: "server memory per subscriber", Op: "<=", Limit: 100, Unit: "KB",
+			NotMeasured: "heap-MiB includes the in-process clients' decoded copies"},
+		{Area: "control plane", What: "5,000-node simulation: push time and memory vs nodes, pods, policies", Unit: "curve",
+			NotMeasured: "not built"},
+	}
+}

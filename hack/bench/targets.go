@@ -1,0 +1,118 @@
+package main
+
+import "fmt"
+
+// A target is one figure of the performance issue: a limit on a measured
+// value or on a ratio taken per run between two figures of the same run.
+type target struct {
+	Area   string  `json:"area"`
+	What   string  `json:"what"`
+	Op     string  `json:"op"` // "<=" or ">="
+	Limit  float64 `json:"limit"`
+	Unit   string  `json:"unit"`   // of the value: "x" for a ratio
+	Anchor string  `json:"anchor"` // a published or peer figure to read it against
+	// measure returns the value of every run; nil with notMeasured set
+	// when no benchmark measures it yet.
+	measure     func(*Results) ([]float64, error)
+	NotMeasured string `json:"not_measured,omitempty"`
+}
+
+// ref names one figure: the package (a suffix of its import path), the
+// leaf and the unit.
+type ref struct{ pkg, leaf, unit string }
+
+func (r ref) values(res *Results) ([]float64, error) {
+	f, err := res.figure(r.pkg, r.leaf, r.unit)
+	if err != nil {
+		return nil, err
+	}
+	return f.Values, nil
+}
+
+// value is a figure as measured.
+func value(r ref) func(*Results) ([]float64, error) { return scaled(r, 1) }
+
+// scaled is a figure times k (per proxy: a sum over two proxies halved).
+func scaled(r ref, k float64) func(*Results) ([]float64, error) {
+	return func(res *Results) ([]float64, error) {
+		v, err := r.values(res)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float64, len(v))
+		for i := range v {
+			out[i] = v[i] * k
+		}
+		return out, nil
+	}
+}
+
+// ratio is a/b per run: both figures come from the same top-level
+// benchmark, whose i-th run measured both.
+func ratio(a, b ref) func(*Results) ([]float64, error) {
+	return func(res *Results) ([]float64, error) {
+		va, err := a.values(res)
+		if err != nil {
+			return nil, err
+		}
+		vb, err := b.values(res)
+		if err != nil {
+			return nil, err
+		}
+		if len(va) != len(vb) {
+			return nil, fmt.Errorf("%s ran %d times, %s %d: not paired", a.leaf, len(va), b.leaf, len(vb))
+		}
+		out := make([]float64, len(va))
+		for i := range va {
+			out[i] = va[i] / vb[i]
+		}
+		return out, nil
+	}
+}
+
+// outcome is a target evaluated against one Results.
+type outcome struct {
+	target
+	Values []float64 `json:"values,omitempty"`
+	Median float64   `json:"median"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+	Status string    `json:"status"` // met, NOT MET, not measured
+	Why    string    `json:"why,omitempty"`
+}
+
+// evaluate judges every target by the median of its runs.
+func evaluate(res *Results) []outcome {
+	var out []outcome
+	for _, t := range targets() {
+		o := outcome{target: t, Status: "not measured", Why: t.NotMeasured}
+		if t.measure != nil {
+			if v, err := t.measure(res); err != nil {
+				o.Why = err.Error()
+			} else {
+				f := Figure{Values: v}
+				f.summarize()
+				o.Values, o.Median, o.Min, o.Max = v, f.Median, f.Min, f.Max
+				o.Status = "NOT MET"
+				if (t.Op == "<=" && f.Median <= t.Limit) || (t.Op == ">=" && f.Median >= t.Limit) {
+					o.Status = "met"
+				}
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// met counts the targets met and measured.
+func met(os []outcome) (met, measured int) {
+	for _, o := range os {
+		if o.Status != "not measured" {
+			measured++
+		}
+		if o.Status == "met" {
+			met++
+		}
+	}
+	return met, measured
+}
