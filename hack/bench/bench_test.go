@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -88,5 +90,25 @@ func TestMissingFiguresAreNotJudged(t *testing.T) {
 		if o.What == "added p50 at 1000 req/s vs nginx's" && (o.Status != "not measured" || !strings.Contains(o.Why, "not paired")) {
 			t.Errorf("unpaired runs: %s (%s)", o.Status, o.Why)
 		}
+	}
+}
+
+// TestDocMatchesStoredResults: docs/benchmarks.md's generated sections are
+// what make bench-docs writes from docs/benchmarks/results.json.
+func TestDocMatchesStoredResults(t *testing.T) {
+	res, err := load("../../docs/benchmarks/results.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/benchmarks.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := generate(doc, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(doc, want) {
+		t.Error("docs/benchmarks.md differs from its results: run make bench-docs (or go run ./hack/bench docs -in docs/benchmarks/results.json)")
 	}
 }

@@ -67,7 +67,7 @@ func targetsMarkdown(res *Results) string {
 	os := evaluate(res)
 	m, n := met(os)
 	fmt.Fprintf(&b, "%d of %d targets met, %d measured. Run of %s, commit `%s`, %d runs of each benchmark on %s (%s cores).\n\n",
-		m, len(os), n, res.Date, res.Commit, res.Count, res.Machine["cpu"], res.Machine["cores"])
+		m, len(os), n, res.Date, res.Commit, res.Count, strings.TrimSpace(res.Machine["cpu"]), res.Machine["cores"])
 	b.WriteString("| area | target | limit | median (min-max) | status | reference |\n|---|---|---|---|---|---|\n")
 	for _, o := range os {
 		status := "**" + o.Status + "**"

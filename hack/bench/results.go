@@ -78,7 +78,7 @@ func parse(r io.Reader) (*Results, error) {
 func (res *Results) leaf(index map[[2]string]*Leaf, rec *benchfmt.Result) *Leaf {
 	for _, k := range []string{"goos", "goarch", "cpu"} {
 		if v := rec.GetConfig(k); v != "" {
-			res.Machine[k] = v
+			res.Machine[k] = strings.TrimSpace(v)
 		}
 	}
 	base, parts := rec.Name.Parts()
