@@ -17,8 +17,9 @@
 // x/net/http2's Server cannot end a response while the client still sends
 // without resetting the stream.
 //
-// Flow control defaults follow ztunnel: 4 MiB stream window, 16 MiB
-// connection window, 1 MiB frames (see Options). The server bounds what an
+// Flow control windows follow ztunnel: 4 MiB stream window, 16 MiB
+// connection window; frames are HTTP/2's default 16 KiB (see Options: a
+// client holds a send buffer as large as the frames for each open stream). The server bounds what an
 // unauthenticated-for-the-stream peer can make it hold or do: concurrent
 // streams and handlers, header list size, streams reset before an answer
 // (CVE-2023-44487), floods of frames that carry nothing (h2limits.go).

@@ -78,7 +78,7 @@ func TestFlowControlClientExceedsWindow(t *testing.T) {
 	const window = 64 << 10
 	t.Run("stream", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			srv, _ := blockingServer(Options{StreamWindow: window, ConnWindow: 4 * window}, true)
+			srv, _ := blockingServer(Options{StreamWindow: window, ConnWindow: 4 * window, MaxFrameSize: window}, true)
 			c := newRawClient(t, srv)
 			defer c.close()
 			c.connect(1)
@@ -91,7 +91,7 @@ func TestFlowControlClientExceedsWindow(t *testing.T) {
 	})
 	t.Run("connection", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			srv, _ := blockingServer(Options{StreamWindow: window, ConnWindow: window}, true)
+			srv, _ := blockingServer(Options{StreamWindow: window, ConnWindow: window, MaxFrameSize: window}, true)
 			c := newRawClient(t, srv)
 			defer c.close()
 			c.connect(1)
@@ -235,7 +235,7 @@ func TestRequestValidation(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				srv, _ := blockingServer(Options{}, true)
+				srv, _ := blockingServer(oneFrameHeaders, true)
 				c := newRawClient(t, srv)
 				defer c.close()
 				c.headers(1, false, tc.kv...)
@@ -306,7 +306,7 @@ func TestConnectionAbuse(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				srv, _ := blockingServer(Options{}, true)
+				srv, _ := blockingServer(oneFrameHeaders, true)
 				c := newRawClient(t, srv)
 				defer c.close()
 				c.connect(1)
@@ -382,3 +382,8 @@ func TestConnectionLifecycle(t *testing.T) {
 		})
 	})
 }
+
+// oneFrameHeaders lets a raw client send a header block larger than
+// DefaultMaxHeaderListSize in a single frame, so the header limits, not
+// the frame size, are what the tests meet.
+var oneFrameHeaders = Options{MaxFrameSize: 1 << 20}

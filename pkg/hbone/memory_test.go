@@ -1,0 +1,40 @@
+package hbone
+
+import (
+	"net"
+	"runtime"
+	"testing"
+)
+
+// TestOpenTunnelsHoldLittleMemory: an open tunnel costs its client a send
+// buffer as large as the frames the server allows (x/net/http2 holds
+// min(SETTINGS_MAX_FRAME_SIZE, 512 KiB) for the stream's whole life). With
+// 1 MiB frames every tunnelled connection held half a MiB in the node agent
+// or waypoint that opened it: 70 of the waypoint benchmark's 82 MiB live
+// heap. The bound below covers both ends of each tunnel, the server's Pipe
+// buffers included; with the old default a tunnel held about 600 KiB.
+func TestOpenTunnelsHoldLittleMemory(t *testing.T) {
+	const tunnels, maxPerTunnel = 200, 160 << 10
+	e := newEnv(t, Options{})
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	target := startTarget(t, func(c *net.TCPConn) { <-hold })
+	e.dial(t, target).Close() // the pooled connection and its buffers
+	before := heapInUse()
+	for range tunnels {
+		s := e.dial(t, target)
+		t.Cleanup(func() { s.Close() })
+	}
+	per := (int64(heapInUse()) - int64(before)) / tunnels
+	t.Logf("%d open tunnels: %d KiB each (client and server)", tunnels, per>>10)
+	if per > maxPerTunnel {
+		t.Errorf("each open tunnel holds %d KiB, want at most %d KiB", per>>10, maxPerTunnel>>10)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
