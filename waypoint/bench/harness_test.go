@@ -60,6 +60,7 @@ type options struct {
 	plainUpstream bool // the waypoint reaches the backend over plain TCP (a NONE endpoint), no node agent
 	noAccessLog   bool // neither proxy writes an access log
 	cpuProfile    string
+	memProfile    string
 }
 
 func envOptions() options {
@@ -67,6 +68,7 @@ func envOptions() options {
 		plainUpstream: os.Getenv("WEFT_WAYPOINTBENCH_UPSTREAM") == "none",
 		noAccessLog:   os.Getenv("WEFT_WAYPOINTBENCH_ACCESS_LOG") == "off",
 		cpuProfile:    os.Getenv("WEFT_WAYPOINTBENCH_CPUPROFILE"),
+		memProfile:    os.Getenv("WEFT_WAYPOINTBENCH_MEMPROFILE"),
 	}
 }
 
@@ -132,7 +134,7 @@ func newHarness(tb testing.TB, o options) *harness {
 	cfg := waypointConfig{
 		Cert: cert, Key: key, Bundle: h.write(tb, "bundle.pem", pem),
 		Agent: agentLn.Addr().String(), Backend: h.backendAddr, Tunnel: "HBONE",
-		CPUProfile: o.cpuProfile,
+		CPUProfile: o.cpuProfile, MemProfile: o.memProfile,
 	}
 	if !o.noAccessLog {
 		cfg.AccessLog = filepath.Join(h.dir, "waypoint-access.log")

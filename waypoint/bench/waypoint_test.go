@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"testing"
@@ -73,6 +74,7 @@ type waypointConfig struct {
 	Backend    string // the service's one endpoint ("pod IP:port")
 	Tunnel     string // the endpoint's tunnel: HBONE (via Agent) or NONE (plain TCP)
 	CPUProfile string // when set, a CPU profile of the whole run
+	MemProfile string // when set, a heap profile (after a GC) at exit
 }
 
 // runWaypoint is the waypoint process: waypoint/proxy wired as
@@ -94,6 +96,9 @@ func runWaypoint(path string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if cfg.MemProfile != "" {
+		defer writeHeapProfile(cfg.MemProfile)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	svid, err := x509svid.Load(cfg.Cert, cfg.Key)
@@ -153,6 +158,18 @@ func runWaypoint(path string) error {
 	fmt.Println(readyPrefix + ln.Addr().String())
 	<-ctx.Done()
 	return nil
+}
+
+// writeHeapProfile writes what is live at exit: what the process holds
+// beyond its working set shows here.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	runtime.GC()
+	pprof.WriteHeapProfile(f)
 }
 
 // configure pushes the resources weft-control would serve for one HTTP
