@@ -168,13 +168,15 @@ func TestUpgradedStreamIdleTimeout(t *testing.T) {
 		t.Fatalf("websocket through the waypoint: %v", err)
 	}
 	defer c.Close()
+	// Before the write: the echo's last byte passes the waypoint (its idle
+	// timer's start) before ReadMessage returns here.
+	start := time.Now()
 	if err := c.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := c.ReadMessage(); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	ended := make(chan error, 1)
 	go func() { _, _, err := c.ReadMessage(); ended <- err }()
 	select {
