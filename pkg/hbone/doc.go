@@ -18,8 +18,9 @@
 // without resetting the stream.
 //
 // Flow control windows follow ztunnel: 4 MiB stream window, 16 MiB
-// connection window; frames are HTTP/2's default 16 KiB (see Options: a
-// client holds a send buffer as large as the frames for each open stream). The server bounds what an
+// connection window; frames are 256 KiB, not ztunnel's 1 MiB (see Options:
+// a client holds a send buffer as large as the frames for each open
+// stream). The server bounds what an
 // unauthenticated-for-the-stream peer can make it hold or do: concurrent
 // streams and handlers, header list size, streams reset before an answer
 // (CVE-2023-44487), floods of frames that carry nothing (h2limits.go).
