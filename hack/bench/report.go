@@ -43,10 +43,10 @@ func (o outcome) measured() string {
 
 // printTargets is bench-compare's report.
 func printTargets(w io.Writer, res *Results) error {
-	os := evaluate(res)
+	outs := evaluate(res)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "AREA\tTARGET\tLIMIT\tMEDIAN (MIN-MAX)\tSTATUS")
-	for _, o := range os {
+	for _, o := range outs {
 		status := o.Status
 		if o.Why != "" {
 			status += ": " + o.Why
@@ -56,20 +56,20 @@ func printTargets(w io.Writer, res *Results) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	m, n := met(os)
-	_, err := fmt.Fprintf(w, "\n%d of %d targets met, %d measured (%s, %d runs, commit %s)\n", m, len(os), n, res.Date, res.Count, res.Commit)
+	m, n := met(outs)
+	_, err := fmt.Fprintf(w, "\n%d of %d targets met, %d measured (%s, %d runs, commit %s)\n", m, len(outs), n, res.Date, res.Count, res.Commit)
 	return err
 }
 
 // targetsMarkdown is the doc's targets table.
 func targetsMarkdown(res *Results) string {
 	var b strings.Builder
-	os := evaluate(res)
-	m, n := met(os)
+	outs := evaluate(res)
+	m, n := met(outs)
 	fmt.Fprintf(&b, "%d of %d targets met, %d measured. Run of %s, commit `%s`, %d runs of each benchmark on %s (%s cores).\n\n",
-		m, len(os), n, res.Date, res.Commit, res.Count, strings.TrimSpace(res.Machine["cpu"]), res.Machine["cores"])
+		m, len(outs), n, res.Date, res.Commit, res.Count, strings.TrimSpace(res.Machine["cpu"]), res.Machine["cores"])
 	b.WriteString("| area | target | limit | median (min-max) | status | reference |\n|---|---|---|---|---|---|\n")
-	for _, o := range os {
+	for _, o := range outs {
 		status := "**" + o.Status + "**"
 		if o.Why != "" {
 			status += ": " + o.Why

@@ -105,8 +105,8 @@ func evaluate(res *Results) []outcome {
 }
 
 // met counts the targets met and measured.
-func met(os []outcome) (met, measured int) {
-	for _, o := range os {
+func met(outs []outcome) (met, measured int) {
+	for _, o := range outs {
 		if o.Status != "not measured" {
 			measured++
 		}
