@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // lightSubscriber is a delta Address subscriber that keeps no resources:
@@ -76,7 +75,7 @@ func BenchmarkPushTo1000Subscribers(b *testing.B) {
 		state := meshState(workloads, services, 1)
 		s.Update(AddressType, state)
 		addr := serve(b, s)
-		heapBefore := heapInUse()
+		heapBefore := benchkit.LiveHeap()
 
 		const probe = "Kubernetes//Pod/ns-7/pod-7"
 		deliveries := make(chan time.Time, subscribers*changes)
@@ -100,15 +99,15 @@ func BenchmarkPushTo1000Subscribers(b *testing.B) {
 			}
 		}
 		connectAll := time.Since(start)
-		perSub := float64(heapInUse()-heapBefore) / subscribers / 1024
+		perSub := float64(benchkit.LiveHeap()-heapBefore) / subscribers / 1024
 
 		lat := pushChanges(s, state, probe, changes, subscribers, deliveries)
 		reconnect := reconnects(ctx, b, &wg, addr, len(state), 5)
 		cancel()
 		wg.Wait()
 
-		b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "change_p50_ms")
-		b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "change_p99_ms")
+		b.ReportMetric(float64(benchkit.Percentile(lat, 0.50).Microseconds())/1000, "change_p50_ms")
+		b.ReportMetric(float64(benchkit.Percentile(lat, 0.99).Microseconds())/1000, "change_p99_ms")
 		b.ReportMetric(float64(reconnect.Microseconds())/1000, "reconnect_full_state_ms")
 		b.ReportMetric(perSub, "heap_per_subscriber_KB")
 		b.ReportMetric(connectAll.Seconds(), "connect_all_s")
@@ -156,18 +155,5 @@ func reconnects(ctx context.Context, b *testing.B, wg *sync.WaitGroup, addr stri
 		startSubscriber(ctx, b, wg, l, dial(b, addr), want)
 		took = append(took, (<-l.full).Sub(t0))
 	}
-	return percentile(took, 0.5)
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
-}
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[int(p*float64(len(s)-1))]
+	return benchkit.Percentile(took, 0.5)
 }

@@ -24,6 +24,13 @@ func (r Result) Pct(p float64) time.Duration {
 	return r.Lat[int(float64(len(r.Lat)-1)*p)]
 }
 
+// Percentile is the p quantile (0..1) of d as Result.Pct takes it; it
+// sorts d in place.
+func Percentile(d []time.Duration, p float64) time.Duration {
+	slices.Sort(d)
+	return Result{Lat: d}.Pct(p)
+}
+
 // RPS is the successful requests per second of wall clock.
 func (r Result) RPS() float64 { return float64(len(r.Lat)) / r.Elapsed.Seconds() }
 

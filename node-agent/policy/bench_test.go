@@ -2,11 +2,11 @@ package policy
 
 import (
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // benchAuths makes total policies of which applicable apply to the returned
@@ -138,14 +138,9 @@ func BenchmarkCheckLatency(b *testing.B) {
 				clock[n%len(clock)] = time.Since(t1)
 			}
 			samples, clock = samples[:min(n, len(samples))], clock[:min(n, len(clock))]
-			b.ReportMetric(float64(percentile(samples, 0.50)), "p50_ns")
-			b.ReportMetric(float64(percentile(samples, 0.99)), "p99_ns")
-			b.ReportMetric(float64(percentile(clock, 0.50)), "clock_p50_ns")
+			b.ReportMetric(float64(benchkit.Percentile(samples, 0.50)), "p50_ns")
+			b.ReportMetric(float64(benchkit.Percentile(samples, 0.99)), "p99_ns")
+			b.ReportMetric(float64(benchkit.Percentile(clock, 0.50)), "clock_p50_ns")
 		})
 	}
-}
-
-func percentile(d []time.Duration, p float64) time.Duration {
-	slices.Sort(d)
-	return d[int(p*float64(len(d)-1))]
 }

@@ -2,8 +2,9 @@ package hbone
 
 import (
 	"net"
-	"runtime"
 	"testing"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // TestOpenTunnelSendBufferIsBounded: an open tunnel costs its client a
@@ -21,25 +22,14 @@ func TestOpenTunnelSendBufferIsBounded(t *testing.T) {
 	t.Cleanup(func() { close(hold) })
 	target := startTarget(t, func(c *net.TCPConn) { <-hold })
 	e.dial(t, target).Close() // the pooled connection and its buffers
-	before := heapInUse()
+	before := benchkit.LiveHeap()
 	for range tunnels {
 		s := e.dial(t, target)
 		t.Cleanup(func() { s.Close() })
 	}
-	per := (int64(heapInUse()) - int64(before)) / tunnels
+	per := (int64(benchkit.LiveHeap()) - int64(before)) / tunnels
 	t.Logf("%d open tunnels: %d KiB each (client and server)", tunnels, per>>10)
 	if per > maxPerTunnel {
 		t.Errorf("each open tunnel holds %d KiB, want at most %d KiB", per>>10, maxPerTunnel>>10)
 	}
-}
-
-// heapInUse is the live heap after two GCs: the second frees what the
-// first moved to sync.Pool's victim cache, so buffers pooled by earlier
-// tests do not make the tunnels look cheaper than they are.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -20,6 +19,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // The transparency matrix: every HTTP behaviour an application may rely on
@@ -303,12 +304,12 @@ type heapProbe struct {
 }
 
 func newHeapProbe() *heapProbe {
-	h := liveHeap()
+	h := benchkit.LiveHeap()
 	return &heapProbe{base: h, peak: h}
 }
 
 func (p *heapProbe) sample() {
-	h := liveHeap()
+	h := benchkit.LiveHeap()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.peak = max(p.peak, h)
@@ -318,16 +319,6 @@ func (p *heapProbe) growth() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.peak - min(p.base, p.peak)
-}
-
-// liveHeap is the heap after two collections: the second empties the
-// sync.Pool victim caches (buffers free for reuse, held by no hop).
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
 
 // errNotDelivered is a streaming client giving up on data the server wrote.
