@@ -387,3 +387,20 @@ func TestConnectionLifecycle(t *testing.T) {
 // DefaultMaxHeaderListSize in a single frame, so the header limits, not
 // the frame size, are what the tests meet.
 var oneFrameHeaders = Options{MaxFrameSize: 1 << 20}
+
+// TestFrameLargerThanAdvertised: a peer that sends a frame beyond the
+// SETTINGS_MAX_FRAME_SIZE we advertised (DefaultMaxFrameSize) loses the
+// connection with GOAWAY(FRAME_SIZE_ERROR), judged on the frame header,
+// before its payload is read.
+func TestFrameLargerThanAdvertised(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv, _ := blockingServer(Options{}, true)
+		c := newRawClient(t, srv)
+		defer c.close()
+		c.connect(1)
+		go c.fr.WriteData(1, false, make([]byte, DefaultMaxFrameSize+1)) // fails once the server hangs up
+		if f := c.expect(http2.FrameGoAway, 0); f.code != http2.ErrCodeFrameSize {
+			t.Fatalf("GOAWAY %v, want FRAME_SIZE_ERROR", f.code)
+		}
+	})
+}
