@@ -91,6 +91,15 @@ func TestMissingFiguresAreNotJudged(t *testing.T) {
 			t.Errorf("unpaired runs: %s (%s)", o.Status, o.Why)
 		}
 	}
+	// A peer's added latency at or below zero in any run: no ratio.
+	res = parsed(t)
+	f, _ := res.figure("waypoint/bench", "BenchmarkWaypoint/nginx/fixed-1000rps", "added_p50_us")
+	f.Values[1] = -3
+	for _, o := range evaluate(res) {
+		if o.What == "added p50 at 1000 req/s vs nginx's" && (o.Status != "not measured" || !strings.Contains(o.Why, "no ratio")) {
+			t.Errorf("negative denominator: %s (%s)", o.Status, o.Why)
+		}
+	}
 }
 
 // TestDocMatchesStoredResults: docs/benchmarks.md's generated sections are

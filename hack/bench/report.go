@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -67,7 +68,7 @@ func targetsMarkdown(res *Results) string {
 	outs := evaluate(res)
 	m, n := met(outs)
 	fmt.Fprintf(&b, "%d of %d targets met, %d measured. Run of %s, commit `%s`, %d runs of each benchmark on %s (%s cores).\n\n",
-		m, len(outs), n, res.Date, res.Commit, res.Count, strings.TrimSpace(res.Machine["cpu"]), res.Machine["cores"])
+		m, len(outs), n, res.Date, res.Commit, res.Count, res.Machine["cpu"], res.Machine["cores"])
 	b.WriteString("| area | target | limit | median (min-max) | status | reference |\n|---|---|---|---|---|---|\n")
 	for _, o := range outs {
 		status := "**" + o.Status + "**"
@@ -89,13 +90,7 @@ func figuresMarkdown(res *Results) string {
 			pkg = l.Pkg
 			fmt.Fprintf(&b, "\n#### `%s`\n\n| benchmark | unit | median | min | max |\n|---|---|---|---|---|\n", strings.TrimPrefix(pkg, "github.com/weft-mesh/weft/"))
 		}
-		for _, unit := range slices.Sorted(func(yield func(string) bool) {
-			for u := range l.Figures {
-				if !yield(u) {
-					return
-				}
-			}
-		}) {
+		for _, unit := range slices.Sorted(maps.Keys(l.Figures)) {
 			f := l.Figures[unit]
 			fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", l.Name, unit, num(f.Median), num(f.Min), num(f.Max))
 		}

@@ -5,16 +5,16 @@ import "fmt"
 // A target is one figure of the performance issue: a limit on a measured
 // value or on a ratio taken per run between two figures of the same run.
 type target struct {
-	Area   string  `json:"area"`
-	What   string  `json:"what"`
-	Op     string  `json:"op"` // "<=" or ">="
-	Limit  float64 `json:"limit"`
-	Unit   string  `json:"unit"`   // of the value: "x" for a ratio
-	Anchor string  `json:"anchor"` // a published or peer figure to read it against
-	// measure returns the value of every run; nil with notMeasured set
+	Area   string
+	What   string
+	Op     string // "<=" or ">="
+	Limit  float64
+	Unit   string // of the value: "x" for a ratio
+	Anchor string // a published or peer figure to read it against
+	// measure returns the value of every run; nil with NotMeasured set
 	// when no benchmark measures it yet.
 	measure     func(*Results) ([]float64, error)
-	NotMeasured string `json:"not_measured,omitempty"`
+	NotMeasured string
 }
 
 // ref names one figure: the package (a suffix of its import path), the
@@ -64,6 +64,11 @@ func ratio(a, b ref) func(*Results) ([]float64, error) {
 		}
 		out := make([]float64, len(va))
 		for i := range va {
+			if vb[i] <= 0 {
+				// An added latency at or below zero (the peer was as fast
+				// as direct, within noise) gives no meaningful ratio.
+				return nil, fmt.Errorf("%s %s was %s in run %d: no ratio", b.leaf, b.unit, num(vb[i]), i+1)
+			}
 			out[i] = va[i] / vb[i]
 		}
 		return out, nil
@@ -73,12 +78,12 @@ func ratio(a, b ref) func(*Results) ([]float64, error) {
 // outcome is a target evaluated against one Results.
 type outcome struct {
 	target
-	Values []float64 `json:"values,omitempty"`
-	Median float64   `json:"median"`
-	Min    float64   `json:"min"`
-	Max    float64   `json:"max"`
-	Status string    `json:"status"` // met, NOT MET, not measured
-	Why    string    `json:"why,omitempty"`
+	Values []float64
+	Median float64
+	Min    float64
+	Max    float64
+	Status string // met, NOT MET, not measured
+	Why    string
 }
 
 // evaluate judges every target by the median of its runs.
