@@ -240,12 +240,18 @@ func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready benchkit.
 
 // nginxBinary is the installed nginx, "" when there is none.
 func nginxBinary() string {
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
+	return installed("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+}
+
+// installed is the first of paths that exists, else name on $PATH, else
+// "" (sbin is not on every user's $PATH).
+func installed(name string, paths ...string) string {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
 	}
-	p, _ := exec.LookPath("nginx")
+	p, _ := exec.LookPath(name)
 	return p
 }
 
@@ -335,13 +341,7 @@ func listening(addr, errLog string) benchkit.Ready {
 
 // haproxyBinary is the installed HAProxy, "" when there is none.
 func haproxyBinary() string {
-	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, _ := exec.LookPath("haproxy")
-	return p
+	return installed("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 }
 
 // haproxyConf makes HAProxy what nginxConf makes nginx: a reverse proxy to
