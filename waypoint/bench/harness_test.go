@@ -240,18 +240,12 @@ func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready benchkit.
 
 // nginxBinary is the installed nginx, "" when there is none.
 func nginxBinary() string {
-	return installed("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
-}
-
-// installed is the first of paths that exists, else name on $PATH, else
-// "" (sbin is not on every user's $PATH).
-func installed(name string, paths ...string) string {
-	for _, p := range paths {
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
 	}
-	p, _ := exec.LookPath(name)
+	p, _ := exec.LookPath("nginx")
 	return p
 }
 
@@ -341,7 +335,13 @@ func listening(addr, errLog string) benchkit.Ready {
 
 // haproxyBinary is the installed HAProxy, "" when there is none.
 func haproxyBinary() string {
-	return installed("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, _ := exec.LookPath("haproxy")
+	return p
 }
 
 // haproxyConf makes HAProxy what nginxConf makes nginx: a reverse proxy to
