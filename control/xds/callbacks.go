@@ -8,6 +8,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // callbacks are the server's hooks into go-control-plane's streams. A
@@ -28,32 +30,36 @@ type request interface {
 }
 
 func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.open(ctx, id, false)
+	c.open(ctx, c.s.ids.open(false, id), false)
 	return nil
 }
 
 func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.open(ctx, id, true)
+	c.open(ctx, c.s.ids.open(true, id), true)
 	return nil
 }
 
-func (c callbacks) OnStreamClosed(id int64, node *core.Node)      { c.closed(id, node) }
-func (c callbacks) OnDeltaStreamClosed(id int64, node *core.Node) { c.closed(id, node) }
+func (c callbacks) OnStreamClosed(id int64, node *core.Node) {
+	c.closed(c.s.ids.close(false, id), node)
+}
+func (c callbacks) OnDeltaStreamClosed(id int64, node *core.Node) {
+	c.closed(c.s.ids.close(true, id), node)
+}
 
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	return c.request(id, req, false, "version", req.GetVersionInfo(), "resources", req.GetResourceNames())
+	return c.request(c.s.ids.of(false, id), req, false, "version", req.GetVersionInfo(), "resources", req.GetResourceNames())
 }
 
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return c.request(id, req, true, "nonce", req.GetResponseNonce(), "resources", req.GetResourceNamesSubscribe())
+	return c.request(c.s.ids.of(true, id), req, true, "nonce", req.GetResponseNonce(), "resources", req.GetResourceNamesSubscribe())
 }
 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	c.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo(), len(resp.GetResources()))
+	c.response(c.s.ids.of(false, id), resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo(), len(resp.GetResources()))
 }
 
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	c.response(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo(),
+	c.response(c.s.ids.of(true, id), resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo(),
 		len(resp.GetResources())+len(resp.GetRemovedResources()))
 }
 
@@ -79,6 +85,9 @@ func (c callbacks) closed(id int64, node *core.Node) {
 // line says about the request besides node, type and error.
 func (c callbacks) request(id int64, req request, delta bool, nackDetail ...any) error {
 	s, node, typeURL := c.s, req.GetNode(), req.GetTypeUrl()
+	if id == 0 { // never opened: there is no caller to check it against
+		return status.Error(codes.Internal, "xds request on a stream that was never opened")
+	}
 	if err := s.callers.authorize(id, node.GetId()); err != nil {
 		s.log.Warn("xds request refused", "stream", id, "err", err)
 		return err

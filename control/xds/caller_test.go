@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -137,4 +138,44 @@ func TestClientsNameTheCallersNamespace(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStreamKindsNeverShareACaller attacks the stream bookkeeping: a
+// state-of-the-world stream and a delta stream must never be confused, or
+// one stream's requests would be checked against the other's caller (or
+// against none once the other closed). The attacker holds a
+// state-of-the-world stream as its own service account while a waypoint
+// connects over delta, then disconnects, then claims the waypoint's node ID.
+func TestStreamKindsNeverShareACaller(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080")})
+	addr := serveWithCallers(t, s)
+
+	actx := metadata.AppendToOutgoingContext(ctx, "x-test-caller", "tenant/attacker")
+	attacker := newSotw(actx, t, dial(t, addr), "grpc~attacker")
+	attacker.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, ResourceNames: []string{"x"}})
+	first, err := attacker.recv(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The waypoint comes and goes (a restart, a reconnect).
+	if resp, err := firstDelta(t, addr, "default/wp", "waypoint~default/wp~wp-1"); err != nil || len(resp.GetResources()) != 1 {
+		t.Fatalf("the waypoint itself: %v, err %v", resp, err)
+	}
+	await.NoError(t, "the waypoint's stream closed", func() error {
+		if _, err := clientNamed(s, "waypoint~default/wp~wp-1"); err == nil {
+			return errors.New("still listed")
+		}
+		return nil
+	})
+
+	attacker.node = &core.Node{Id: "waypoint~default/wp~x"}
+	attacker.send(&discovery.DiscoveryRequest{TypeUrl: resourcev3.ListenerType, ResponseNonce: first.GetNonce(),
+		VersionInfo: first.GetVersionInfo(), ResourceNames: []string{"reviews.default.svc.cluster.local:9080"}})
+	resp, err := attacker.recv(5 * time.Second)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("claiming the waypoint's node ID: listeners %v, err %v; want PermissionDenied", resourceNames(t, resp), err)
+	}
 }

@@ -53,6 +53,7 @@ type Server struct {
 	// UpdateResources), the system version of its responses.
 	cacheVersions map[string]uint64
 
+	ids     streamIDs      // one ID per stream, whichever kind
 	clients *clientTracker // open streams and what they acknowledged
 	callers *streamCallers // authenticated caller per stream
 }
