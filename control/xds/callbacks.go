@@ -34,17 +34,21 @@ func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 	return nil
 }
 
+// OnDeltaStreamOpen: every delta stream is serveDelta's, which opened it;
+// go-control-plane sees its Envoy part, under the stream's ID.
 func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	c.open(ctx, c.s.ids.open(true, id), true)
+	n, ok := ctx.Value(streamIDKey{}).(int64)
+	if !ok {
+		return status.Error(codes.Internal, "delta stream not opened by serveDelta")
+	}
+	c.s.ids.join(id, n)
 	return nil
 }
 
 func (c callbacks) OnStreamClosed(id int64, node *core.Node) {
 	c.closed(c.s.ids.close(false, id), node)
 }
-func (c callbacks) OnDeltaStreamClosed(id int64, node *core.Node) {
-	c.closed(c.s.ids.close(true, id), node)
-}
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *core.Node) { c.s.ids.close(true, id) }
 
 func (c callbacks) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	return c.request(c.s.ids.of(false, id), req, false, "version", req.GetVersionInfo(), "resources", req.GetResourceNames())

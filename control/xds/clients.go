@@ -144,17 +144,7 @@ func (t *clientTracker) response(id int64, typeURL, nonce, version string) {
 // Clients lists the open xDS streams, sorted by node ID, with their sync
 // state against what this server holds now.
 func (s *Server) Clients() []ClientStatus {
-	s.mu.Lock()
-	weft := make(map[string]string, len(s.cacheVersions))
-	for typ, v := range s.cacheVersions {
-		weft[typ] = strconv.FormatUint(v, 10)
-	}
-	for typ := range s.caches {
-		if _, ok := weft[typ]; !ok {
-			weft[typ] = "0"
-		}
-	}
-	s.mu.Unlock()
+	weft := s.weft.steps()
 
 	s.clients.mu.Lock()
 	out := make([]ClientStatus, 0, len(s.clients.streams))

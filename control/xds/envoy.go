@@ -38,9 +38,10 @@ const (
 // "<ns>/<sa>" (control/waypoint's Output.GatewayProxies key).
 func GatewayGroup(nsSA string) string { return GatewayGroupPrefix + nsSA }
 
-// Keys of the MuxCache besides the Weft type URLs.
+// Keys of the MuxCache.
 const (
 	envoyKey     = "envoy"      // waypoints and unknown nodes: ADS-ordered snapshots
+	weftKey      = "weft"       // Weft's types: refused, they have streams of their own
 	envoyGRPCKey = "envoy-grpc" // proxyless gRPC: named SotW subscriptions
 )
 
@@ -107,8 +108,8 @@ func (s *Server) newEnvoyCaches() {
 // classify picks the cache of a request: Weft types by type URL, Envoy types
 // by the node's group.
 func (s *Server) classify(typeURL string, node *core.Node) string {
-	if _, ok := s.caches[typeURL]; ok {
-		return typeURL
+	if s.weft.has(typeURL) {
+		return weftKey
 	}
 	if NodeGroup(node.GetId()) == GroupGRPC {
 		return envoyGRPCKey

@@ -1,8 +1,8 @@
 // Package xds serves Weft's configuration over the xDS protocol with
 // go-control-plane, on one ADS endpoint (delta and state-of-the-world):
-// Weft's own workload-discovery types for node agents (one LinearCache per
-// type; callers hand it the complete desired state per type and it pushes
-// only what changed), and Envoy's Listener, RouteConfiguration, Cluster and
+// Weft's own workload-discovery types for node agents (served by Weft's own
+// delta streams, see weftStore: callers hand it the complete desired state
+// per type and each stream sends only what changed), and Envoy's Listener, RouteConfiguration, Cluster and
 // ClusterLoadAssignment for waypoints and proxyless gRPC (snapshot caches,
 // one snapshot per node group, see NodeGroup).
 package xds
@@ -10,12 +10,10 @@ package xds
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,11 +31,12 @@ const (
 	EnrolledNamespaceType = mesh.EnrolledNamespaceType
 )
 
-// Server holds one go-control-plane LinearCache per Weft resource type and
-// the Envoy snapshot caches behind a single ADS endpoint.
+// Server holds Weft's resources and the Envoy snapshot caches behind a
+// single ADS endpoint.
 type Server struct {
+	ctx     context.Context
 	log     *slog.Logger
-	caches  map[string]*cache.LinearCache
+	weft    *weftStore
 	xds     server.Server
 	metrics *metrics
 
@@ -47,11 +46,7 @@ type Server struct {
 	waypoints map[string]waypointState
 
 	mu       sync.Mutex
-	current  map[string]map[string]proto.Message // last state pushed, per type
-	pushedAt time.Time                           // when the last change entered the caches
-	// cacheVersions mirrors each LinearCache's version (one step per
-	// UpdateResources), the system version of its responses.
-	cacheVersions map[string]uint64
+	pushedAt time.Time // when the last change entered the caches
 
 	ids     streamIDs      // one ID per stream, whichever kind
 	clients *clientTracker // open streams and what they acknowledged
@@ -62,18 +57,12 @@ type Server struct {
 // EnrolledNamespace) and the Envoy types. Metrics are registered with reg.
 func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Server {
 	s := &Server{
+		ctx:     ctx,
 		log:     log,
-		caches:  map[string]*cache.LinearCache{},
-		current: map[string]map[string]proto.Message{},
+		weft:    newWeftStore(AddressType, AuthorizationType, EnrolledNamespaceType),
 		metrics: newMetrics(reg),
-
-		cacheVersions: map[string]uint64{},
-		clients:       newClientTracker(),
-		callers:       &streamCallers{},
-	}
-	for _, t := range []string{AddressType, AuthorizationType, EnrolledNamespaceType} {
-		s.caches[t] = cache.NewLinearCache(t)
-		s.current[t] = map[string]proto.Message{}
+		clients: newClientTracker(),
+		callers: &streamCallers{},
 	}
 	s.newEnvoyCaches()
 	mux := &cache.MuxCache{
@@ -82,10 +71,8 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		Caches: map[string]cache.Cache{
 			envoyKey:     holdNACKs{SnapshotCache: s.envoy, hash: nodeGroupHash{}},
 			envoyGRPCKey: holdNACKs{SnapshotCache: s.envoyGRPC, hash: nodeGroupHash{}},
+			weftKey:      deltaOnly{},
 		},
-	}
-	for t, c := range s.caches {
-		mux.Caches[t] = c
 	}
 	s.xds = server.NewServer(ctx, mux, callbacks{s})
 	return s
@@ -93,49 +80,31 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 
 // Register adds the ADS service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
-	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, ads{Server: s.xds, s: s})
 }
 
 // Update replaces the complete state of one resource type. Resources equal
 // to what was pushed before are not pushed again, so subscribers see only
 // real changes. It returns how many resources changed or were removed.
 func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.caches[typeURL]
-	if !ok {
+	if !s.weft.has(typeURL) {
 		s.log.Error("xds update for unknown type", "type", typeURL)
 		return 0
 	}
-	prev := s.current[typeURL]
-	toUpdate := map[string]types.Resource{}
-	var toDelete []string
-	size := 0
-	for name, res := range desired {
-		size += proto.Size(res)
-		if old, ok := prev[name]; !ok || !proto.Equal(old, res) {
-			toUpdate[name] = res
-		}
-	}
-	for name := range prev {
-		if _, ok := desired[name]; !ok {
-			toDelete = append(toDelete, name)
-		}
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed, size, errs := s.weft.set(typeURL, desired)
 	s.metrics.configSize.WithLabelValues(typeURL).Set(float64(size))
 	s.metrics.resources.WithLabelValues(typeURL).Set(float64(len(desired)))
-	changed := len(toUpdate) + len(toDelete)
-	if changed == 0 {
+	for _, err := range errs {
+		s.log.Error("xds resource not serializable; its last version stays", "type", typeURL, "err", err)
+	}
+	if len(changed) == 0 {
 		return 0
 	}
 	s.pushedAt = time.Now()
-	s.cacheVersions[typeURL]++ // UpdateResources steps the cache's version even when it fails
-	if err := c.UpdateResources(toUpdate, toDelete); err != nil {
-		s.log.Error("xds cache update", "type", typeURL, "err", err)
-	}
-	s.current[typeURL] = maps.Clone(desired)
 	s.metrics.pushes.WithLabelValues(typeURL).Inc()
-	return changed
+	return len(changed)
 }
 
 type metrics struct {

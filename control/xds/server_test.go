@@ -12,6 +12,7 @@ import (
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
@@ -43,15 +44,8 @@ func addresses(ws ...*workloadv1.Address) map[string]proto.Message {
 // serve runs the server's ADS on a loopback listener until the test ends.
 func serve(tb testing.TB, s *Server) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	g := grpc.NewServer()
-	s.Register(g)
-	go g.Serve(ln)
-	tb.Cleanup(g.Stop)
-	return ln.Addr().String()
+	_, addr := serveAt(tb, s, "127.0.0.1:0")
+	return addr
 }
 
 // recorder collects what the client's handler saw.
@@ -180,27 +174,9 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	s := New(ctx, quiet, prometheus.NewRegistry())
 	a := workload("a", "10.0.0.1")
 	s.Update(AddressType, addresses(a))
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	g := grpc.NewServer()
-	s.Register(g)
-	go g.Serve(ln)
-
+	g, addr := serveAt(t, s, "127.0.0.1:0")
 	rec := &recorder{}
-	streamEnded := await.NewLogLine("xds stream ended")
-	c := xdsclient.New(xdsclient.Config{Conn: dial(t, addr), Node: &core.Node{Id: "n"}, Types: []string{AddressType},
-		Log: slog.New(slog.NewTextHandler(streamEnded, nil)), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, rec.handle)
-	go c.Run(ctx)
-	await.NoError(t, "initial state", func() error {
-		if !c.Synced() {
-			return errors.New("not synced")
-		}
-		return nil
-	})
+	c, streamEnded := resumingClient(ctx, t, addr, rec.handle)
 	_, _, before := rec.last()
 
 	// The control plane goes away: the client keeps its state.
@@ -213,14 +189,7 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	// reconnects and receives only the new one, not the one it has.
 	b := workload("b", "10.0.0.2")
 	s.Update(AddressType, addresses(a, b))
-	ln2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g2 := grpc.NewServer()
-	s.Register(g2)
-	go g2.Serve(ln2)
-	defer g2.Stop()
+	serveAt(t, s, addr)
 	await.NoError(t, "resync after reconnect", func() error {
 		if len(c.Snapshot(AddressType)) != 2 {
 			return errors.New("not yet")
@@ -236,5 +205,137 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 		if _, resent := upd[a.GetWorkload().GetUid()]; resent {
 			t.Errorf("unchanged workload re-sent after reconnect")
 		}
+	}
+}
+
+// serveAt serves s's ADS at addr ("127.0.0.1:0" for any port) until
+// stopped or the test ends, and returns the server and its address.
+func serveAt(tb testing.TB, s *Server, addr string) (*grpc.Server, string) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	go g.Serve(ln)
+	tb.Cleanup(g.Stop)
+	return g, ln.Addr().String()
+}
+
+// resumingClient is a synced client of addr that reconnects quickly, and
+// the log line of its stream ending.
+func resumingClient(ctx context.Context, t *testing.T, addr string, h xdsclient.Handler) (*xdsclient.Client, *await.LogLine) {
+	t.Helper()
+	streamEnded := await.NewLogLine("xds stream ended")
+	c := xdsclient.New(xdsclient.Config{Conn: dial(t, addr), Node: &core.Node{Id: "n"}, Types: []string{AddressType},
+		Log: slog.New(slog.NewTextHandler(streamEnded, nil)), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}, h)
+	go c.Run(ctx)
+	await.NoError(t, "initial state", func() error {
+		if !c.Synced() {
+			return errors.New("not synced")
+		}
+		return nil
+	})
+	return c, streamEnded
+}
+
+// TestReconnectToANewServerGetsWhatChanged: a control plane that restarts
+// (or a client that moves to another replica) must not take the versions a
+// client resumes with for its own: the same name at the same version has to
+// mean the same content, whichever server said it.
+func TestReconnectToANewServerGetsWhatChanged(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	before, after := workload("a", "10.0.0.1"), workload("a", "10.0.0.99")
+	s1 := New(ctx, quiet, prometheus.NewRegistry())
+	s1.Update(AddressType, addresses(before))
+	g1, addr := serveAt(t, s1, "127.0.0.1:0")
+	c, streamEnded := resumingClient(ctx, t, addr, (&recorder{}).handle)
+	g1.Stop()
+	streamEnded.Wait(t)
+
+	// A new server whose first state has the workload changed.
+	s2 := New(ctx, quiet, prometheus.NewRegistry())
+	s2.Update(AddressType, addresses(after))
+	serveAt(t, s2, addr)
+	await.NoError(t, "the changed workload after reconnecting", func() error {
+		got := c.Snapshot(AddressType)[after.GetWorkload().GetUid()]
+		if !proto.Equal(got, after) {
+			return fmt.Errorf("client holds %v", got)
+		}
+		return nil
+	})
+}
+
+// TestSilentClientHoldsUpNoOne: a client that never answers gets no more
+// responses (one in flight per type) and does not delay anyone else's.
+func TestSilentClientHoldsUpNoOne(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.Update(AddressType, addresses(workload("a", "10.0.0.1")))
+	conn := dial(t, serve(t, s))
+
+	silent, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := silent.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "silent"}, TypeUrl: AddressType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := silent.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *discovery.DeltaDiscoveryResponse, 100)
+	go func() {
+		for {
+			r, err := silent.Recv()
+			if err != nil {
+				return
+			}
+			got <- r
+		}
+	}()
+
+	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet}, (&recorder{}).handle)
+	go c.Run(ctx)
+	for i := range 5 {
+		want := workload("a", fmt.Sprintf("10.0.1.%d", i))
+		s.Update(AddressType, addresses(want))
+		await.NoError(t, "the answering client has the change", func() error {
+			if have := c.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
+				return fmt.Errorf("holds %v", have)
+			}
+			return nil
+		})
+	}
+	if len(got) != 0 {
+		t.Fatalf("the silent client was sent %d more responses before answering the first", len(got))
+	}
+	wantSynced(t, s, "n", true)
+	wantSynced(t, s, "silent", false)
+}
+
+// TestEveryTypeOfAStreamIsServed: a change of one type reaches a client
+// subscribed to several, whatever the others have (nothing, here).
+func TestEveryTypeOfAStreamIsServed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	s.Update(AddressType, addresses(workload("a", "10.0.0.1")))
+	conn := dial(t, serve(t, s))
+	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"},
+		Types: []string{AddressType, AuthorizationType, EnrolledNamespaceType}, Log: quiet}, (&recorder{}).handle)
+	go c.Run(ctx)
+	for i := range 10 {
+		want := &workloadv1.Authorization{Name: fmt.Sprintf("p%d", i), Namespace: "default"}
+		s.Update(AuthorizationType, map[string]proto.Message{"default/p": want})
+		await.NoError(t, "the policy's change", func() error {
+			if have := c.Snapshot(AuthorizationType)["default/p"]; !proto.Equal(have, want) {
+				return fmt.Errorf("holds %v", have)
+			}
+			return nil
+		})
 	}
 }

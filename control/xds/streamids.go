@@ -31,6 +31,10 @@ func (s *streamIDs) open(delta bool, id int64) int64 {
 	return n
 }
 
+// join names go-control-plane's delta stream id by the ID of the stream it
+// is part of (serveDelta's envoyPipe).
+func (s *streamIDs) join(id, n int64) { s.gcp.Store(gcpStream{true, id}, n) }
+
 // of is the ID of an open go-control-plane stream, 0 for none.
 func (s *streamIDs) of(delta bool, id int64) int64 {
 	if v, ok := s.gcp.Load(gcpStream{delta, id}); ok {
