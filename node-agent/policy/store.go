@@ -129,6 +129,11 @@ type index struct {
 	byName      map[string]*group // WORKLOAD_SELECTOR policies, one each
 }
 
+// empty reports whether ix holds no policy.
+func (ix *index) empty() bool {
+	return len(ix.global.deny) == 0 && len(ix.global.allow) == 0 && len(ix.byNamespace) == 0 && len(ix.byName) == 0
+}
+
 // group returns the group p belongs to in ix, created if needed; nil for
 // a second WORKLOAD_SELECTOR policy of the same name.
 func (ix *index) group(p *policy) *group {
@@ -223,6 +228,9 @@ func (s *Store) Check(dst Destination, c Conn) Decision {
 		cc.namespace = c.Namespace
 	}
 	d := s.enforced.decide(dst, &cc)
+	if s.dryRun.empty() { // the common case: a third of a check was looking up nothing
+		return d.Decision
+	}
 	if dry := s.dryRun.decide(dst, &cc); dry.applied {
 		switch {
 		case dry.Allowed:
