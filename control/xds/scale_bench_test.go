@@ -68,50 +68,94 @@ func (l *lightSubscriber) run(ctx context.Context, conn *grpc.ClientConn, want i
 // 1,000 (after GC), server and in-process client together: an upper bound
 // of the server's cost per subscriber.
 func BenchmarkPushTo1000Subscribers(b *testing.B) {
-	const subscribers, workloads, services, changes = 1_000, 10_000, 1_000, 20
 	for b.Loop() {
-		ctx, cancel := context.WithCancel(context.Background())
-		s := New(ctx, quiet, prometheus.NewRegistry())
-		state := meshState(workloads, services, 1)
-		s.Update(AddressType, state)
-		addr := serve(b, s)
-		heapBefore := benchkit.LiveHeap()
-
-		const probe = "Kubernetes//Pod/ns-7/pod-7"
-		deliveries := make(chan time.Time, subscribers*changes)
-		var wg sync.WaitGroup
-		start := time.Now()
-		// In batches of 100, as agents of a starting cluster would come:
-		// each full state is a few MB in flight.
-		for batch := 0; batch < subscribers; batch += 100 {
-			full := make(chan time.Time, 100)
-			for i := batch; i < batch+100; i++ {
-				l := &lightSubscriber{id: i, full: full, arrived: func(name, _ string) {
-					if name == probe {
-						deliveries <- time.Now()
-					}
-				}}
-				startSubscriber(ctx, b, &wg, l, dial(b, addr), len(state))
-			}
-			for range 100 {
-				<-full
-				<-deliveries // the probe's first version, in the full state
-			}
-		}
-		connectAll := time.Since(start)
-		perSub := float64(benchkit.LiveHeap()-heapBefore) / subscribers / 1024
-
-		lat := pushChanges(s, state, probe, changes, subscribers, deliveries)
-		reconnect := reconnects(ctx, b, &wg, addr, len(state), 5)
-		cancel()
-		wg.Wait()
-
-		b.ReportMetric(float64(benchkit.Percentile(lat, 0.50).Microseconds())/1000, "change_p50_ms")
-		b.ReportMetric(float64(benchkit.Percentile(lat, 0.99).Microseconds())/1000, "change_p99_ms")
-		b.ReportMetric(float64(reconnect.Microseconds())/1000, "reconnect_full_state_ms")
-		b.ReportMetric(perSub, "heap_per_subscriber_KB")
-		b.ReportMetric(connectAll.Seconds(), "connect_all_s")
+		m := measurePush(b, cluster{subscribers: 1_000, workloads: 10_000, services: 1_000})
+		m.report(b)
+		b.ReportMetric(float64(m.reconnect.Microseconds())/1000, "reconnect_full_state_ms")
 	}
+}
+
+// BenchmarkPushScale: how the delivery of one change and the memory per
+// subscriber grow with the number of node agents (subscribers) and of
+// pods, up to 5,000 nodes. The subscribers are the light ones of
+// BenchmarkPushTo1000Subscribers, in this process; one service per ten
+// pods. docs/control-plane.md's curve is drawn from it.
+func BenchmarkPushScale(b *testing.B) {
+	for _, c := range []cluster{
+		{subscribers: 500, workloads: 2_000}, {subscribers: 1_000, workloads: 2_000},
+		{subscribers: 2_500, workloads: 2_000}, {subscribers: 5_000, workloads: 2_000},
+		{subscribers: 1_000, workloads: 10_000}, {subscribers: 1_000, workloads: 30_000},
+	} {
+		c.services = c.workloads / 10
+		b.Run(fmt.Sprintf("nodes=%d/pods=%d", c.subscribers, c.workloads), func(b *testing.B) {
+			for b.Loop() {
+				measurePush(b, c).report(b)
+			}
+		})
+	}
+}
+
+// cluster is the size of a simulated cluster.
+type cluster struct{ subscribers, workloads, services int }
+
+// pushFigures are one measurePush's results.
+type pushFigures struct {
+	latencies  []time.Duration // one per change per subscriber
+	reconnect  time.Duration   // median time to the full state of a new subscriber
+	perSubKB   float64         // heap growth per subscriber
+	connectAll time.Duration   // all subscribers to their full state
+}
+
+func (m pushFigures) report(b *testing.B) {
+	b.ReportMetric(float64(benchkit.Percentile(m.latencies, 0.50).Microseconds())/1000, "change_p50_ms")
+	b.ReportMetric(float64(benchkit.Percentile(m.latencies, 0.99).Microseconds())/1000, "change_p99_ms")
+	b.ReportMetric(m.perSubKB, "heap_per_subscriber_KB")
+	b.ReportMetric(m.connectAll.Seconds(), "connect_all_s")
+}
+
+// measurePush serves c's state to c.subscribers light subscribers, changes
+// one workload 20 times in turn, timing each change's delivery to every
+// subscriber, then connects one more subscriber five times.
+func measurePush(b *testing.B, c cluster) pushFigures {
+	const changes = 20
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait() // every subscriber ended
+	}()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	state := meshState(c.workloads, c.services, 1)
+	s.Update(AddressType, state)
+	addr := serve(b, s)
+	heapBefore := benchkit.LiveHeap()
+
+	const probe = "Kubernetes//Pod/ns-7/pod-7"
+	deliveries := make(chan time.Time, c.subscribers*changes)
+	start := time.Now()
+	// In batches of 100, as agents of a starting cluster would come:
+	// each full state is a few MB in flight.
+	for batch := 0; batch < c.subscribers; batch += 100 {
+		n := min(100, c.subscribers-batch)
+		full := make(chan time.Time, n)
+		for i := batch; i < batch+n; i++ {
+			l := &lightSubscriber{id: i, full: full, arrived: func(name, _ string) {
+				if name == probe {
+					deliveries <- time.Now()
+				}
+			}}
+			startSubscriber(ctx, b, &wg, l, dial(b, addr), len(state))
+		}
+		for range n {
+			<-full
+			<-deliveries // the probe's first version, in the full state
+		}
+	}
+	m := pushFigures{connectAll: time.Since(start)}
+	m.perSubKB = float64(benchkit.LiveHeap()-heapBefore) / float64(c.subscribers) / 1024
+	m.latencies = pushChanges(s, state, probe, changes, c.subscribers, deliveries)
+	m.reconnect = reconnects(ctx, b, &wg, addr, len(state), 5)
+	return m
 }
 
 func startSubscriber(ctx context.Context, b *testing.B, wg *sync.WaitGroup, l *lightSubscriber, conn *grpc.ClientConn, want int) {

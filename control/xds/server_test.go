@@ -77,7 +77,8 @@ func (r *recorder) last() (map[string]proto.Message, []string, int) {
 }
 
 func dial(tb testing.TB, addr string) *grpc.ClientConn {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))) // as controlclient.Dial: a full state is large
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -119,5 +121,60 @@ func TestDocMatchesStoredResults(t *testing.T) {
 	}
 	if !bytes.Equal(doc, want) {
 		t.Error("docs/benchmarks.md differs from its results: run make bench-docs (or go run ./hack/bench docs -in docs/benchmarks/results.json)")
+	}
+}
+
+// TestChartsMatchStoredResults: the charts next to the stored results are
+// what those results draw (make bench-docs), not edited by hand, and a
+// chart the results cannot draw is not there.
+func TestChartsMatchStoredResults(t *testing.T) {
+	res, err := load("../../docs/benchmarks/results.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sweeps {
+		want, err := s.svg(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join("../../docs/benchmarks", s.file))
+		switch {
+		case want == nil && !os.IsNotExist(err):
+			t.Errorf("%s: the results hold no such sweep, yet the chart is there (err %v)", s.file, err)
+		case want != nil && !bytes.Equal(got, want):
+			t.Errorf("%s differs from its results (err %v): run make bench-docs", s.file, err)
+		}
+	}
+}
+
+// TestSweepPoints: a sweep takes its leaves by name, in x order, and only
+// those at its fixed value.
+func TestSweepPoints(t *testing.T) {
+	leaf := func(name string, p50 float64) *Leaf {
+		return &Leaf{Pkg: "github.com/weft-mesh/weft/control/xds", Name: name,
+			Figures: map[string]*Figure{"change_p50_ms": {Values: []float64{p50}, Min: p50, Median: p50, Max: p50}}}
+	}
+	res := &Results{Leaves: []*Leaf{
+		leaf("BenchmarkPushScale/nodes=5000/pods=2000", 3),
+		leaf("BenchmarkPushScale/nodes=500/pods=2000", 1),
+		leaf("BenchmarkPushScale/nodes=1000/pods=10000", 9),
+		leaf("BenchmarkPushTo1000Subscribers", 7),
+	}}
+	var xs []float64
+	for _, p := range sweeps[0].points(res) {
+		xs = append(xs, p.x)
+	}
+	if !slices.Equal(xs, []float64{500, 5000}) {
+		t.Fatalf("nodes sweep at pods=2000: %v, want [500 5000]", xs)
+	}
+	if svg, err := sweeps[0].svg(res); err != nil || !bytes.Contains(svg, []byte("<svg")) {
+		t.Fatalf("chart: %v, %.40q", err, svg)
+	}
+	if svg, _ := sweeps[1].svg(res); svg != nil {
+		t.Fatal("a one-point sweep drew a chart")
+	}
+	md := scaleMarkdown(res)
+	if strings.Count(md, "\n| ") != 3 || !strings.Contains(md, "push-vs-nodes.svg") || strings.Contains(md, "push-vs-pods.svg") {
+		t.Fatalf("scale section:\n%s", md)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 func main() {
@@ -39,7 +40,8 @@ func usage() {
   bench compare [-in results.json]
       the performance targets: measured ratio, limit, met or not
   bench docs [-in results.json] [-store docs/benchmarks/results.json] [-doc docs/benchmarks.md]
-      copies the results to -store and rewrites the doc's generated sections from them
+      copies the results to -store, draws the charts next to it and rewrites
+      the doc's generated sections from them
 `)
 	os.Exit(2)
 }
@@ -86,6 +88,9 @@ func docsCmd(args []string) error {
 		if err := save(res, *store); err != nil {
 			return err
 		}
+	}
+	if err := writeCharts(filepath.Dir(*store), res); err != nil {
+		return err
 	}
 	return rewriteDoc(*doc, res)
 }
