@@ -76,6 +76,9 @@ type Options struct {
 	// ExtensionProviders are Istio's meshConfig.extensionProviders
 	// (waypoint.ParseExtensionProviders).
 	ExtensionProviders []*meshapi.MeshConfig_ExtensionProvider
+	// MaxStreamsPerSource caps the xDS streams one address holds open
+	// (0: DefaultMaxStreamsPerSource).
+	MaxStreamsPerSource int
 	// Dashboard serves the live mesh page on the monitoring port.
 	Dashboard bool
 	Log       *slog.Logger
@@ -249,7 +252,7 @@ func (p *plane) grpcServer() (*grpc.Server, error) {
 	// TLS 1.2 is the floor, not 1.3: Envoy (waypoints) defaults to 1.2 as a client.
 	g := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(rotator.TLSConfig())),
-		grpc.StreamInterceptor(requireToken(p.authn, p.log)),
+		xdsInterceptors(newStreamCap(p.o.MaxStreamsPerSource, p.reg), p.authn, p.log),
 		grpc.MaxRecvMsgSize(16<<20),
 	)
 	p.xds.Register(g)
@@ -417,6 +420,12 @@ const statusRetry = time.Second
 // requireToken authenticates xDS streams with the same service-account
 // tokens as the CA: only workloads of this cluster may read the mesh's
 // topology. The CA service authenticates its own unary calls.
+// xdsInterceptors are the xDS port's stream checks, in order: the cap per
+// source address, then the token.
+func xdsInterceptors(c *streamCap, authn ca.Authenticator, log *slog.Logger) grpc.ServerOption {
+	return grpc.ChainStreamInterceptor(c.intercept, requireToken(authn, log))
+}
+
 func requireToken(authn ca.Authenticator, log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		caller, err := ca.AuthenticateContext(ss.Context(), authn)

@@ -67,6 +67,7 @@ func main() {
 	f.StringVar(&opts.NodeAgentServiceAccount, "node-agent-service-account", "weft-system/weft-node-agent", "namespace/name of the node agents' service account")
 	f.StringVar(&opts.ServiceName, "service-name", "weft-control", "Service name (the serving certificate's DNS names)")
 	f.BoolVar(&opts.LeaderElect, "leader-elect", true, "elect a leader for cluster writes (trust bundle ConfigMaps)")
+	f.IntVar(&opts.MaxStreamsPerSource, "max-xds-streams-per-source", server.DefaultMaxStreamsPerSource, "xDS streams one address may hold open at once; more are refused (ResourceExhausted) before their token is reviewed")
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
