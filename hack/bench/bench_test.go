@@ -132,24 +132,24 @@ func TestChartsMatchStoredResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range sweeps {
-		want, err := s.svg(res)
+	for _, c := range charts {
+		want, err := c.svg(res)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join("../../docs/benchmarks", s.file))
+		got, err := os.ReadFile(filepath.Join("../../docs/benchmarks", c.file))
 		switch {
 		case want == nil && !os.IsNotExist(err):
-			t.Errorf("%s: the results hold no such sweep, yet the chart is there (err %v)", s.file, err)
+			t.Errorf("%s: the results cannot draw it, yet the chart is there (err %v)", c.file, err)
 		case want != nil && !bytes.Equal(got, want):
-			t.Errorf("%s differs from its results (err %v): run make bench-docs", s.file, err)
+			t.Errorf("%s differs from its results (err %v): run make bench-docs", c.file, err)
 		}
 	}
 }
 
-// TestSweepPoints: a sweep takes its leaves by name, in x order, and only
-// those at its fixed value.
-func TestSweepPoints(t *testing.T) {
+// TestChartPoints: a chart's line takes its leaves by name, in x order,
+// only those with every part it needs, and draws once it has two.
+func TestChartPoints(t *testing.T) {
 	leaf := func(name string, p50 float64) *Leaf {
 		return &Leaf{Pkg: "github.com/weft-mesh/weft/control/xds", Name: name,
 			Figures: map[string]*Figure{"change_p50_ms": {Values: []float64{p50}, Min: p50, Median: p50, Max: p50}}}
@@ -160,18 +160,22 @@ func TestSweepPoints(t *testing.T) {
 		leaf("BenchmarkPushScale/nodes=1000/pods=10000", 9),
 		leaf("BenchmarkPushTo1000Subscribers", 7),
 	}}
+	byNodes := charts[0]
 	var xs []float64
-	for _, p := range sweeps[0].points(res) {
+	for _, p := range byNodes.points(res, byNodes.lines[0]) {
 		xs = append(xs, p.x)
 	}
 	if !slices.Equal(xs, []float64{500, 5000}) {
-		t.Fatalf("nodes sweep at pods=2000: %v, want [500 5000]", xs)
+		t.Fatalf("p50 by nodes at pods=2000: %v, want [500 5000]", xs)
 	}
-	if svg, err := sweeps[0].svg(res); err != nil || !bytes.Contains(svg, []byte("<svg")) {
+	if pts := byNodes.points(res, byNodes.lines[1]); len(pts) != 0 {
+		t.Fatalf("p99 has no figures, yet %d points", len(pts))
+	}
+	if svg, err := byNodes.svg(res); err != nil || !bytes.Contains(svg, []byte("<svg")) {
 		t.Fatalf("chart: %v, %.40q", err, svg)
 	}
-	if svg, _ := sweeps[1].svg(res); svg != nil {
-		t.Fatal("a one-point sweep drew a chart")
+	if svg, _ := charts[1].svg(res); svg != nil {
+		t.Fatal("a one-point line drew a chart")
 	}
 	md := scaleMarkdown(res)
 	if strings.Count(md, "\n| ") != 3 || !strings.Contains(md, "push-vs-nodes.svg") || strings.Contains(md, "push-vs-pods.svg") {

@@ -16,50 +16,71 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// sweep is a family of sub-benchmarks named <bench>/<vary>=X/<fixed>: how
-// some figures change with X while the rest stays fixed.
-type sweep struct {
-	pkg, bench   string // "control/xds", "BenchmarkPushScale"
-	vary, fixed  string // "nodes", "pods=2000"
-	xLabel, file string // axis label; the chart's file, next to the stored results
-	title        string
+// chart is a figure docs/benchmarks.md shows: lines of one unit (or
+// several) against a parameter that sub-benchmark names carry as
+// <vary>=X, drawn from the results by make bench-docs.
+type chart struct {
+	file                  string // next to the stored results
+	title, xLabel, yLabel string
+	pkg, bench, vary      string // "control/xds", "BenchmarkPushScale", "nodes"
+	lines                 []line
 }
 
-// sweeps are the curves docs/benchmarks.md draws: how one change's
-// delivery grows with the number of node agents, and with pods.
-var sweeps = []sweep{
-	{pkg: "control/xds", bench: "BenchmarkPushScale", vary: "nodes", fixed: "pods=2000",
-		xLabel: "node agents (2,000 pods)", file: "push-vs-nodes.svg", title: "One pod change reaching every node agent"},
-	{pkg: "control/xds", bench: "BenchmarkPushScale", vary: "pods", fixed: "nodes=1000",
-		xLabel: "pods (1,000 node agents)", file: "push-vs-pods.svg", title: "One pod change reaching every node agent"},
+// line is one curve: the leaves whose name has every part of need, and the
+// unit drawn (median, with min-max bars).
+type line struct {
+	label, unit string
+	need        []string
 }
 
-// pushUnits are the figures each chart draws, median with min-max bars.
-var pushUnits = []string{"change_p50_ms", "change_p99_ms"}
+// charts are every chart drawn.
+var charts = []chart{
+	{file: "push-vs-nodes.svg", title: "One pod change reaching every node agent", xLabel: "node agents (2,000 pods)",
+		yLabel: "ms (median, bars min-max)", pkg: "control/xds", bench: "BenchmarkPushScale", vary: "nodes",
+		lines: []line{{"p50", "change_p50_ms", []string{"pods=2000"}}, {"p99", "change_p99_ms", []string{"pods=2000"}}}},
+	{file: "push-vs-pods.svg", title: "One pod change reaching every node agent", xLabel: "pods (1,000 node agents)",
+		yLabel: "ms (median, bars min-max)", pkg: "control/xds", bench: "BenchmarkPushScale", vary: "pods",
+		lines: []line{{"p50", "change_p50_ms", []string{"nodes=1000"}}, {"p99", "change_p99_ms", []string{"nodes=1000"}}}},
+	{file: "waypoint-latency-vs-load.svg", title: "Latency one L7 hop adds (p50 over direct)", xLabel: "offered load (req/s)",
+		yLabel: "us (median, bars min-max)", pkg: "waypoint/bench", bench: "BenchmarkWaypointLoad", vary: "rps",
+		lines: proxyLines("added_p50_us")},
+	{file: "waypoint-cost-vs-load.svg", title: "CPU of one L7 hop", xLabel: "offered load (req/s)",
+		yLabel: "vCPU per 1000 req/s (median, bars min-max)", pkg: "waypoint/bench", bench: "BenchmarkWaypointLoad", vary: "rps",
+		lines: proxyLines("vcpu_per_1000rps")},
+}
 
-// point is one leaf of a sweep.
+// proxyLines are a line of unit per proxy of BenchmarkWaypointLoad.
+func proxyLines(unit string) []line {
+	var out []line
+	for _, p := range []string{"weft", "nginx", "haproxy"} {
+		out = append(out, line{p, unit, []string{p}})
+	}
+	return out
+}
+
+// point is one leaf on a line.
 type point struct {
 	x    float64
 	leaf *Leaf
 }
 
-// points are the sweep's leaves in res, by x.
-func (s sweep) points(res *Results) []point {
+// points are the leaves of l in res that report its unit, by x.
+func (c chart) points(res *Results, l line) []point {
 	var out []point
-	for _, l := range res.Leaves {
-		if !strings.HasSuffix(l.Pkg, "/"+s.pkg) {
+	for _, leaf := range res.Leaves {
+		parts := strings.Split(leaf.Name, "/")
+		if !strings.HasSuffix(leaf.Pkg, "/"+c.pkg) || parts[0] != c.bench || leaf.Figures[l.unit] == nil {
 			continue
 		}
-		parts := strings.Split(l.Name, "/")
-		if len(parts) != 3 || parts[0] != s.bench || !slices.Contains(parts[1:], s.fixed) {
-			continue
-		}
+		x, ok := 0.0, false
 		for _, p := range parts[1:] {
-			if v, ok := strings.CutPrefix(p, s.vary+"="); ok {
-				if x, err := strconv.ParseFloat(v, 64); err == nil {
-					out = append(out, point{x, l})
-				}
+			if v, found := strings.CutPrefix(p, c.vary+"="); found {
+				f, err := strconv.ParseFloat(v, 64)
+				x, ok = f, err == nil
 			}
+		}
+		if ok && len(parts) == len(l.need)+2 && !slices.ContainsFunc(l.need, func(n string) bool { return !slices.Contains(parts[1:], n) }) {
+			out = append(out, point{x, leaf})
 		}
 	}
 	slices.SortFunc(out, func(a, b point) int { return cmp.Compare(a.x, b.x) })
@@ -80,25 +101,16 @@ func (s spread) YError(i int) (float64, float64) {
 	return f.Median - f.Min, f.Max - f.Median
 }
 
-// svg draws the sweep; nil when res has fewer than two of its points.
-func (s sweep) svg(res *Results) ([]byte, error) {
-	pts := s.points(res)
-	if len(pts) < 2 {
-		return nil, nil
-	}
+// svg draws the chart; nil when no line has two points.
+func (c chart) svg(res *Results) ([]byte, error) {
 	p := plot.New()
-	p.Title.Text = s.title
-	p.X.Label.Text = s.xLabel
-	p.Y.Label.Text = "ms (median, bars min-max)"
+	p.Title.Text = c.title
+	p.X.Label.Text = c.xLabel
+	p.Y.Label.Text = c.yLabel
 	p.Legend.Top, p.Legend.Left = true, true
 	var lines []any
-	for _, unit := range pushUnits {
-		sp := spread{unit: unit}
-		for _, pt := range pts {
-			if pt.leaf.Figures[unit] != nil {
-				sp.pts = append(sp.pts, pt)
-			}
-		}
+	for _, l := range c.lines {
+		sp := spread{c.points(res, l), l.unit}
 		if len(sp.pts) < 2 {
 			continue
 		}
@@ -107,7 +119,10 @@ func (s sweep) svg(res *Results) ([]byte, error) {
 			return nil, err
 		}
 		p.Add(bars)
-		lines = append(lines, strings.TrimSuffix(strings.TrimPrefix(unit, "change_"), "_ms"), plotter.XYs(toXYs(sp)))
+		lines = append(lines, l.label, toXYs(sp))
+	}
+	if len(lines) == 0 {
+		return nil, nil
 	}
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return nil, err
@@ -129,15 +144,15 @@ func toXYs(s spread) plotter.XYs {
 	return out
 }
 
-// writeCharts writes every sweep's chart into dir; a sweep the results do
-// not hold has its chart removed, not left stale.
+// writeCharts writes every chart into dir; a chart the results cannot
+// draw is removed, not left stale.
 func writeCharts(dir string, res *Results) error {
-	for _, s := range sweeps {
-		svg, err := s.svg(res)
+	for _, c := range charts {
+		svg, err := c.svg(res)
 		if err != nil {
-			return fmt.Errorf("%s: %w", s.file, err)
+			return fmt.Errorf("%s: %w", c.file, err)
 		}
-		path := filepath.Join(dir, s.file)
+		path := filepath.Join(dir, c.file)
 		if svg == nil {
 			if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 				return err
@@ -151,48 +166,72 @@ func writeCharts(dir string, res *Results) error {
 	return nil
 }
 
-// scaleMarkdown is the doc's table of the push sweeps, with their charts.
+// scaleMarkdown is the doc's table of BenchmarkPushScale, with its charts.
 func scaleMarkdown(res *Results) string {
-	var b strings.Builder
-	drawn := map[string]bool{} // leaf names: a leaf can be on two sweeps
-	for _, s := range sweeps {
-		for _, p := range s.points(res) {
-			if drawn[p.leaf.Name] {
-				continue
-			}
-			if len(drawn) == 0 {
-				b.WriteString("| node agents | pods | change p50 ms | change p99 ms | heap per node agent KB | all connected s |\n|---|---|---|---|---|---|\n")
-			}
-			drawn[p.leaf.Name] = true
-			nodes, pods := p.x, fixedValue(s.fixed)
-			if s.vary == "pods" {
-				nodes, pods = pods, p.x
-			}
-			fig := func(unit string) string {
-				if f := p.leaf.Figures[unit]; f != nil {
-					return fmt.Sprintf("%s (%s-%s)", num(f.Median), num(f.Min), num(f.Max))
-				}
-				return "-"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", num(nodes), num(pods),
-				fig("change_p50_ms"), fig("change_p99_ms"), fig("heap_per_subscriber_KB"), fig("connect_all_s"))
-		}
-	}
-	if len(drawn) == 0 {
+	rows := sweepRows(res, "control/xds", "BenchmarkPushScale", []string{"node agents", "pods"},
+		"change_p50_ms", "change_p99_ms", "heap_per_subscriber_KB", "connect_all_s")
+	if rows == "" {
 		return "Not in these results (`BenchmarkPushScale` did not run).\n"
 	}
-	b.WriteString("\n")
-	for _, s := range sweeps {
-		if len(s.points(res)) >= 2 {
-			fmt.Fprintf(&b, "![%s, by %s](benchmarks/%s)\n", s.title, s.xLabel, s.file)
+	return rows + "\n" + chartLinks(res, "push-")
+}
+
+// loadMarkdown is the doc's table of BenchmarkWaypointLoad, with its
+// charts.
+func loadMarkdown(res *Results) string {
+	rows := sweepRows(res, "waypoint/bench", "BenchmarkWaypointLoad", []string{"path", "offered req/s"},
+		"p50_us", "added_p50_us", "added_p99_us", "vcpu_per_1000rps", "rss_MB")
+	if rows == "" {
+		return "Not in these results (`BenchmarkWaypointLoad` did not run).\n"
+	}
+	return rows + "\n" + chartLinks(res, "waypoint-")
+}
+
+// sweepRows is a table of bench's leaves <bench>/<a>/<b> (a row each, in
+// run order): the values of the two name parts (without "name="), then
+// each unit's "median (min-max)". "" when there is none.
+func sweepRows(res *Results, pkg, bench string, params []string, units ...string) string {
+	var b strings.Builder
+	rows := 0
+	for _, l := range res.Leaves {
+		parts := strings.Split(l.Name, "/")
+		if !strings.HasSuffix(l.Pkg, "/"+pkg) || parts[0] != bench || len(parts) != 3 {
+			continue
 		}
+		if rows == 0 {
+			head := append(slices.Clone(params), units...)
+			fmt.Fprintf(&b, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+		}
+		rows++
+		cells := []string{afterEq(parts[1]), afterEq(parts[2])}
+		for _, unit := range units {
+			cell := "-"
+			if f := l.Figures[unit]; f != nil {
+				cell = fmt.Sprintf("%s (%s-%s)", num(f.Median), num(f.Min), num(f.Max))
+			}
+			cells = append(cells, cell)
+		}
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 	return b.String()
 }
 
-// fixedValue is the number in "name=N".
-func fixedValue(kv string) float64 {
-	_, v, _ := strings.Cut(kv, "=")
-	f, _ := strconv.ParseFloat(v, 64)
-	return f
+// afterEq is what follows "=" in a name part, or the part.
+func afterEq(part string) string {
+	if _, v, ok := strings.Cut(part, "="); ok {
+		return v
+	}
+	return part
+}
+
+// chartLinks are the doc's images of the drawable charts whose file
+// starts with prefix.
+func chartLinks(res *Results, prefix string) string {
+	var b strings.Builder
+	for _, c := range charts {
+		if svg, err := c.svg(res); err == nil && svg != nil && strings.HasPrefix(c.file, prefix) {
+			fmt.Fprintf(&b, "![%s, by %s](benchmarks/%s)\n", c.title, c.xLabel, c.file)
+		}
+	}
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -25,6 +26,7 @@ var (
 	fixedSeconds = envFloat("WEFT_WAYPOINTBENCH_SECONDS", 3)
 	maxSeconds   = envFloat("WEFT_WAYPOINTBENCH_MAX_SECONDS", 2)
 	maxConns     = int(envFloat("WEFT_WAYPOINTBENCH_CONNS", 16))
+	loadSeconds  = envFloat("WEFT_WAYPOINTBENCH_LOAD_SECONDS", 2)
 )
 
 // BenchmarkWaypoint measures direct, through the waypoint, through nginx
@@ -37,8 +39,37 @@ func BenchmarkWaypoint(b *testing.B) {
 		b.Logf("variant: plain TCP upstream (NONE endpoint, no node agent) %v, access logs off %v", o.plainUpstream, o.noAccessLog)
 	}
 	h := newHarness(b, o)
+	base := &baseline{fixed: map[int]*benchkit.Result{}}
+	h.eachPath(b, func(b *testing.B, p path) {
+		b.Run("fixed-1000rps", func(b *testing.B) { h.benchFixed(b, p, fixedRate, fixedSeconds, base) })
+		b.Run("max", func(b *testing.B) { h.benchMax(b, p, base) })
+	})
+}
+
+// loadRates are BenchmarkWaypointLoad's offered loads (req/s).
+var loadRates = []int{500, 1000, 2000, 4000}
+
+// BenchmarkWaypointLoad: latency and cost against offered load, every
+// proxy in one run, an open-loop phase per rate (WEFT_WAYPOINTBENCH_LOAD_SECONDS,
+// default 2, each), the direct path at each rate as the baseline. Leaves
+// {direct,weft,nginx,haproxy}/rps=N report what fixed-1000rps does.
+// docs/benchmarks.md's latency-vs-load and cost-vs-load charts come from
+// it.
+func BenchmarkWaypointLoad(b *testing.B) {
+	h := newHarness(b, envOptions())
+	base := &baseline{fixed: map[int]*benchkit.Result{}}
+	h.eachPath(b, func(b *testing.B, p path) {
+		for _, rate := range loadRates {
+			b.Run(fmt.Sprintf("rps=%d", rate), func(b *testing.B) { h.benchFixed(b, p, rate, loadSeconds, base) })
+		}
+	})
+}
+
+// eachPath starts nginx and HAProxy and runs leaves on every path as a
+// sub-benchmark, direct first (the baseline of the others); a proxy that
+// is not installed is skipped, saying so.
+func (h *harness) eachPath(b *testing.B, leaves func(*testing.B, path)) {
 	haveNginx, haveHAProxy := h.startNginx(b), h.startHAProxy(b)
-	base := &baseline{}
 	for _, pc := range []struct {
 		name    string
 		path    func() path
@@ -53,9 +84,7 @@ func BenchmarkWaypoint(b *testing.B) {
 			if pc.missing != "" {
 				b.Skip(pc.missing)
 			}
-			p := pc.path()
-			b.Run("fixed-1000rps", func(b *testing.B) { h.benchFixed(b, p, base) })
-			b.Run("max", func(b *testing.B) { h.benchMax(b, p, base) })
+			leaves(b, pc.path())
 		})
 	}
 }
@@ -71,21 +100,22 @@ func unless(ok bool, msg string) string {
 // baseline is the direct path's figures of this run, measured by the
 // direct leaves or, when a -bench filter skipped them, on first use.
 type baseline struct {
-	fixed, max *benchkit.Result
+	fixed map[int]*benchkit.Result // by rate
+	max   *benchkit.Result
 }
 
-func (h *harness) directFixed(b *testing.B, base *baseline) benchkit.Result {
-	if base.fixed == nil {
+func (h *harness) directFixed(b *testing.B, base *baseline, rate int, secs float64) benchkit.Result {
+	if base.fixed[rate] == nil {
 		c := h.direct().client(maxConns)
 		defer c.CloseIdleConnections()
-		benchkit.AtRate(fixedRate, fixedRate/5, h.direct().get(c))
-		r := benchkit.AtRate(fixedRate, int(fixedRate*fixedSeconds), h.direct().get(c))
+		benchkit.AtRate(rate, rate/5, h.direct().get(c))
+		r := benchkit.AtRate(rate, int(float64(rate)*secs), h.direct().get(c))
 		if err := r.Err(); err != nil {
 			b.Fatalf("direct baseline: %v", err)
 		}
-		base.fixed = &r
+		base.fixed[rate] = &r
 	}
-	return *base.fixed
+	return *base.fixed[rate]
 }
 
 func (h *harness) directMax(b *testing.B, base *baseline) benchkit.Result {
@@ -139,18 +169,19 @@ func measure(b *testing.B, p path, phase func() benchkit.Result) (benchkit.Resul
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }
 
-func (h *harness) benchFixed(b *testing.B, p path, base *baseline) {
+// benchFixed is an open-loop phase of secs at rate req/s on p.
+func (h *harness) benchFixed(b *testing.B, p path, rate int, secs float64, base *baseline) {
 	b.StopTimer()
 	c := p.client(maxConns)
 	defer c.CloseIdleConnections()
 	// Warm-up: connections, tunnels, pools.
-	if w := benchkit.AtRate(fixedRate, fixedRate/5, p.get(c)); w.Err() != nil {
+	if w := benchkit.AtRate(rate, rate/5, p.get(c)); w.Err() != nil {
 		b.Fatalf("%s warm-up: %v", p.name, w.Err())
 	}
-	n := max(b.N, int(fixedRate*fixedSeconds))
-	r, cost := measure(b, p, func() benchkit.Result { return benchkit.AtRate(fixedRate, n, p.get(c)) })
+	n := max(b.N, int(float64(rate)*secs))
+	r, cost := measure(b, p, func() benchkit.Result { return benchkit.AtRate(rate, n, p.get(c)) })
 	if p.proxy == nil {
-		base.fixed = &r
+		base.fixed[rate] = &r
 	}
 
 	b.ReportMetric(r.MeanNanos(), "ns/op")
@@ -160,7 +191,7 @@ func (h *harness) benchFixed(b *testing.B, p path, base *baseline) {
 	if p.proxy == nil {
 		return
 	}
-	d := h.directFixed(b, base)
+	d := h.directFixed(b, base, rate, secs)
 	b.ReportMetric(us(r.Pct(0.50)-d.Pct(0.50)), "added_p50_us")
 	b.ReportMetric(us(r.Pct(0.99)-d.Pct(0.99)), "added_p99_us")
 	vcpu := cost.cpu.Seconds() / r.Elapsed.Seconds()
