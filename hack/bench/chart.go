@@ -180,7 +180,7 @@ func scaleMarkdown(res *Results) string {
 // charts.
 func loadMarkdown(res *Results) string {
 	rows := sweepRows(res, "waypoint/bench", "BenchmarkWaypointLoad", []string{"path", "offered req/s"},
-		"p50_us", "added_p50_us", "added_p99_us", "vcpu_per_1000rps", "rss_MB")
+		"p50_us", "added_p50_us", "added_p99_us", "vcpu_per_1000rps", "rss_MB", "failed_pct")
 	if rows == "" {
 		return "Not in these results (`BenchmarkWaypointLoad` did not run).\n"
 	}
