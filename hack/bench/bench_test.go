@@ -104,6 +104,29 @@ func TestMissingFiguresAreNotJudged(t *testing.T) {
 	}
 }
 
+// TestFigureWithoutLimitIsShown: a target with no limit (the 5,000-node
+// simulation) is "shown" when measured, never met, and not measured
+// without its leaf.
+func TestFigureWithoutLimitIsShown(t *testing.T) {
+	const what = "5,000-node simulation"
+	res := &Results{Leaves: []*Leaf{{Pkg: "github.com/weft-mesh/weft/control/xds", Name: "BenchmarkPushScale/nodes=5000/pods=2000",
+		Figures: map[string]*Figure{"change_p99_ms": {Values: []float64{500, 600}}}}}}
+	for _, r := range []*Results{res, {}} {
+		for _, o := range evaluate(r) {
+			if !strings.HasPrefix(o.What, what) {
+				continue
+			}
+			want := "shown"
+			if len(r.Leaves) == 0 {
+				want = "not measured"
+			}
+			if o.Status != want || (want == "shown" && o.Median != 550) {
+				t.Errorf("%d leaves: %s, median %v; want %s", len(r.Leaves), o.Status, o.Median, want)
+			}
+		}
+	}
+}
+
 // TestDocMatchesStoredResults: docs/benchmarks.md's generated sections are
 // what make bench-docs writes from docs/benchmarks/results.json.
 func TestDocMatchesStoredResults(t *testing.T) {
