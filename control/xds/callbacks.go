@@ -116,9 +116,12 @@ func (c callbacks) request(id int64, req request, delta bool, nackDetail ...any)
 // removals) times the push it delivers.
 func (c callbacks) response(id int64, typeURL, nonce, version string, changes int) {
 	s := c.s
-	s.mu.Lock()
-	since := time.Since(s.pushedAt)
-	s.mu.Unlock()
+	since, weft := s.weft.sinceChange(typeURL)
+	if !weft {
+		s.mu.Lock()
+		since = time.Since(s.pushedAt)
+		s.mu.Unlock()
+	}
 	s.clients.response(id, typeURL, nonce, version)
 	s.metrics.responses.WithLabelValues(typeURL).Inc()
 	if changes > 0 {

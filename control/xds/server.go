@@ -46,7 +46,7 @@ type Server struct {
 	waypoints map[string]waypointState
 
 	mu       sync.Mutex
-	pushedAt time.Time // when the last change entered the caches
+	pushedAt time.Time // when the last Envoy snapshot change entered the caches (Weft's types: weftStore)
 
 	ids     streamIDs      // one ID per stream, whichever kind
 	clients *clientTracker // open streams and what they acknowledged
@@ -91,8 +91,6 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 		s.log.Error("xds update for unknown type", "type", typeURL)
 		return 0
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	changed, size, errs := s.weft.set(typeURL, desired)
 	s.metrics.configSize.WithLabelValues(typeURL).Set(float64(size))
 	s.metrics.resources.WithLabelValues(typeURL).Set(float64(len(desired)))
@@ -102,7 +100,6 @@ func (s *Server) Update(typeURL string, desired map[string]proto.Message) int {
 	if len(changed) == 0 {
 		return 0
 	}
-	s.pushedAt = time.Now()
 	s.metrics.pushes.WithLabelValues(typeURL).Inc()
 	return len(changed)
 }

@@ -15,6 +15,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -338,5 +339,31 @@ func TestEveryTypeOfAStreamIsServed(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestPushLatencyIsTheTypes: a response carrying a change of one of Weft's
+// types is timed from that type's change, no earlier.
+func TestPushLatencyIsTheTypes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := New(ctx, quiet, prometheus.NewRegistry())
+	c, _ := resumingClient(ctx, t, serve(t, s), (&recorder{}).handle)
+	want := workload("a", "10.0.0.1")
+	t0 := time.Now()
+	s.Update(AddressType, addresses(want))
+	await.NoError(t, "the change", func() error {
+		if have := c.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
+			return fmt.Errorf("holds %v", have)
+		}
+		return nil
+	})
+	elapsed := time.Since(t0)
+	m := &dto.Metric{}
+	if err := s.metrics.pushLatency.WithLabelValues(AddressType).(prometheus.Histogram).Write(m); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 1 || sum > elapsed.Seconds() {
+		t.Fatalf("%d pushes timed, %.3fs in all; want one, within the %.3fs it took", n, sum, elapsed.Seconds())
 	}
 }

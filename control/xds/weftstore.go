@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -15,7 +16,8 @@ import (
 )
 
 // maxLoggedSteps bounds the change log: a stream further behind than this
-// (a reconnect, a stalled client) compares everything once instead.
+// (a client that answered nothing for that long) is told to reconnect,
+// and resumes from the versions it holds.
 const maxLoggedSteps = 1024
 
 // weftStore holds the resources of Weft's own types and, for each recent
@@ -31,19 +33,20 @@ type weftStore struct {
 }
 
 type typeStore struct {
-	step      uint64 // one per change
-	size      int    // bytes of all resources serialized
+	step      uint64    // one per change
+	changedAt time.Time // of the last change, the start of its push latency
+	size      int       // bytes of all resources serialized
 	resources map[string]storedResource
 	log       []stepNames // the last maxLoggedSteps changes, oldest first
 }
 
 type storedResource struct {
 	msg proto.Message // to compare the next desired state with
-	any *anypb.Any    // serialized once, sent to every stream
+	// res is serialized once and sent, as it is, to every stream. Its
 	// version is go-control-plane's hash of the serialized resource: the
 	// same content has the same version on every server, so a client that
 	// resumes elsewhere is sent only what differs.
-	version string
+	res *discovery.Resource
 }
 
 type stepNames struct {
@@ -70,6 +73,18 @@ func (w *weftStore) wait() <-chan struct{} {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	return w.changed
+}
+
+// sinceChange is how long ago typeURL last changed; ok is false for a
+// type that is not the store's.
+func (w *weftStore) sinceChange(typeURL string) (d time.Duration, ok bool) {
+	ts, ok := w.types[typeURL]
+	if !ok {
+		return 0, false
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return time.Since(ts.changedAt), true
 }
 
 // steps is every type's current step, the system version of its responses.
@@ -100,13 +115,14 @@ func (w *weftStore) set(typeURL string, desired map[string]proto.Message) (chang
 			errs = append(errs, err)
 			continue
 		}
-		ts.size += len(raw) - len(old.any.GetValue())
-		ts.resources[name] = storedResource{msg: res, any: &anypb.Any{TypeUrl: typeURL, Value: raw}, version: cache.HashResource(raw)}
+		ts.size += len(raw) - len(old.res.GetResource().GetValue())
+		ts.resources[name] = storedResource{msg: res, res: &discovery.Resource{
+			Name: name, Version: cache.HashResource(raw), Resource: &anypb.Any{TypeUrl: typeURL, Value: raw}}}
 		changed = append(changed, name)
 	}
 	for name, old := range ts.resources {
 		if _, ok := desired[name]; !ok {
-			ts.size -= len(old.any.GetValue())
+			ts.size -= len(old.res.GetResource().GetValue())
 			delete(ts.resources, name)
 			changed = append(changed, name)
 		}
@@ -114,7 +130,7 @@ func (w *weftStore) set(typeURL string, desired map[string]proto.Message) (chang
 	if len(changed) == 0 {
 		return nil, ts.size, errs
 	}
-	ts.step++
+	ts.step, ts.changedAt = ts.step+1, time.Now()
 	ts.log = append(ts.log, stepNames{ts.step, changed})
 	if len(ts.log) > maxLoggedSteps {
 		ts.log = slices.Delete(ts.log, 0, len(ts.log)-maxLoggedSteps)
@@ -147,9 +163,7 @@ func (w *weftStore) diff(typeURL string, sub *subscription) (*discovery.DeltaDis
 		return nil, status.Errorf(codes.Unavailable, "%s: the client fell more than %d changes behind; reconnect to resume", typeURL, maxLoggedSteps)
 	}
 	resp := &discovery.DeltaDiscoveryResponse{TypeUrl: typeURL, SystemVersionInfo: strconv.FormatUint(ts.step, 10)}
-	send := func(name string, r storedResource) {
-		resp.Resources = append(resp.Resources, &discovery.Resource{Name: name, Version: r.version, Resource: r.any})
-	}
+	send := func(r storedResource) { resp.Resources = append(resp.Resources, r.res) }
 	if sub.full {
 		ts.compare(sub, send, &resp.RemovedResources)
 	} else {
@@ -170,7 +184,7 @@ func (w *weftStore) diff(typeURL string, sub *subscription) (*discovery.DeltaDis
 				return
 			}
 			if r, ok := ts.resources[name]; ok {
-				send(name, r)
+				send(r)
 			} else {
 				resp.RemovedResources = append(resp.RemovedResources, name)
 			}
@@ -195,20 +209,20 @@ func (w *weftStore) diff(typeURL string, sub *subscription) (*discovery.DeltaDis
 // compare sends every wanted resource whose version differs from what the
 // client said it holds (sub.known: nothing on a new client, its versions
 // on a resumed one) and removes what it holds that is gone or not wanted.
-func (ts *typeStore) compare(sub *subscription, send func(string, storedResource), removed *[]string) {
-	sendIfNew := func(name string, r storedResource) {
-		if v, ok := sub.known[name]; !ok || v != r.version {
-			send(name, r)
+func (ts *typeStore) compare(sub *subscription, send func(storedResource), removed *[]string) {
+	sendIfNew := func(r storedResource) {
+		if v, ok := sub.known[r.res.Name]; !ok || v != r.res.Version {
+			send(r)
 		}
 	}
 	if sub.wildcard {
-		for name, r := range ts.resources {
-			sendIfNew(name, r)
+		for _, r := range ts.resources {
+			sendIfNew(r)
 		}
 	} else {
 		for name := range sub.names {
 			if r, ok := ts.resources[name]; ok {
-				sendIfNew(name, r)
+				sendIfNew(r)
 			}
 		}
 	}

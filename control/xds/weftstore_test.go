@@ -36,7 +36,7 @@ func (c *modelClient) want(w *weftStore) map[string]string {
 	out := map[string]string{}
 	for name, r := range w.types[AddressType].resources {
 		if c.sub.wants(name) {
-			out[name] = r.version
+			out[name] = r.res.Version
 		}
 	}
 	return out
@@ -78,7 +78,7 @@ func TestDiffKeepsEveryClientExact(t *testing.T) {
 			if rng.IntN(2) == 0 { // resumed: versions right, stale or of nothing
 				for n, r := range w.types[AddressType].resources {
 					if rng.IntN(2) == 0 {
-						held[n] = r.version
+						held[n] = r.res.Version
 					}
 				}
 				held[name()] = "stale"
