@@ -118,8 +118,12 @@ func (c chart) svg(res *Results) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		xys, err := plotter.CopyXYs(sp)
+		if err != nil {
+			return nil, err
+		}
 		p.Add(bars)
-		lines = append(lines, l.label, toXYs(sp))
+		lines = append(lines, l.label, xys)
 	}
 	if len(lines) == 0 {
 		return nil, nil
@@ -134,14 +138,6 @@ func (c chart) svg(res *Results) ([]byte, error) {
 	var b bytes.Buffer
 	_, err = w.WriteTo(&b)
 	return b.Bytes(), err
-}
-
-func toXYs(s spread) plotter.XYs {
-	out := make(plotter.XYs, s.Len())
-	for i := range out {
-		out[i].X, out[i].Y = s.XY(i)
-	}
-	return out
 }
 
 // writeCharts writes every chart into dir; a chart the results cannot
