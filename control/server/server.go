@@ -108,7 +108,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	p.xds = xds.New(ctx, log, p.reg)
 	syncz.setClients(p.xds)
-	p.tr = newTranslator(o, log, p.cluster, p.xds)
+	p.tr = newTranslator(o, log, p.cluster, p.xds, p.reg)
 	p.tr.push() // the full state before serving: no client ever sees a partial mesh
 	go discovery.Debounce(ctx, p.cluster.Changed(), o.Debounce, 10*o.Debounce, p.tr.push)
 
@@ -230,15 +230,17 @@ func newPlane(ctx context.Context, o Options) (*plane, error) {
 
 // newTranslator is the translation of the cluster into xds's state, with
 // the workload and waypoint settings of o.
-func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsServer *xds.Server) *translator {
-	return &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: waypoint.Config{
+func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsServer *xds.Server, reg prometheus.Registerer) *translator {
+	cfg := waypoint.Config{
 		Config: workload.Config{
 			TrustDomain: o.TrustDomain, ClusterID: o.ClusterID, DomainSuffix: o.DomainSuffix, RootNamespace: o.RootNamespace,
 		},
 		PathNormalization:  o.PathNormalization,
 		ExtensionProviders: o.ExtensionProviders,
 		TracingEndpoint:    o.WaypointTracingEndpoint,
-	}}
+	}
+	return &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: cfg,
+		workloads: workload.NewTranslator(cfg.Config), metrics: newTranslationMetrics(reg)}
 }
 
 // grpcServer is the xDS and CA server, with a serving certificate the CA
@@ -319,10 +321,14 @@ type translator struct {
 	xds     *xds.Server
 	// cfg is the settings of both translations (cfg.Config the workload
 	// one's).
-	cfg      waypoint.Config
-	problems map[string]bool // logged already
-	pushed   chan struct{}   // coalesced: a push happened
-	pushes   uint64
+	cfg waypoint.Config
+	// workloads translates for node agents, again only the pods that
+	// changed when nothing else did.
+	workloads *workload.Translator
+	metrics   translationMetrics
+	problems  map[string]bool // logged already
+	pushed    chan struct{}   // coalesced: a push happened
+	pushes    uint64
 
 	mu      sync.Mutex
 	objects status.Objects // as of the last push
@@ -336,7 +342,10 @@ func (t *translator) push() {
 		t.log.Error("list cluster state", "err", err)
 		return
 	}
-	out := workload.Translate(t.cfg.Config, in)
+	wlStart := time.Now()
+	out := t.workloads.Translate(in)
+	t.metrics.observe("workload", wlStart)
+	t.metrics.pods.Add(float64(t.workloads.Translated()))
 	changed := t.xds.Update(xds.AddressType, messages(out.Addresses)) + t.xds.Update(xds.AuthorizationType, messages(out.Authorizations)) +
 		t.xds.Update(xds.EnrolledNamespaceType, messages(out.EnrolledNamespaces))
 	problems := out.Problems
@@ -345,7 +354,9 @@ func (t *translator) push() {
 		t.log.Error("list traffic management state", "err", err)
 	} else {
 		t.pushes++
+		wpStart := time.Now()
 		groups, wpProblems, ok := t.translateWaypoints(in, traffic, out.Addresses)
+		t.metrics.observe("waypoint", wpStart)
 		if ok {
 			changed += t.xds.SetWaypointSnapshots(strconv.FormatUint(t.pushes, 10), groups)
 			problems = append(slices.Clone(problems), wpProblems...)
@@ -372,7 +383,8 @@ func (t *translator) push() {
 	default:
 	}
 	if changed > 0 {
-		t.log.Debug("pushed", "changed", changed, "addresses", len(out.Addresses), "authorizations", len(out.Authorizations), "enrolledNamespaces", len(out.EnrolledNamespaces), "took", time.Since(start))
+		t.log.Debug("pushed", "changed", changed, "addresses", len(out.Addresses), "authorizations", len(out.Authorizations), "enrolledNamespaces", len(out.EnrolledNamespaces),
+			"podsTranslated", t.workloads.Translated(), "took", time.Since(start))
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 )
 
 // scaleInputs builds a cluster of pods across namespaces (half of them
@@ -94,6 +96,34 @@ func scaleInputs(pods, namespaces, services, policies int) Inputs {
 	}
 	in.PeerAuthentications = append(in.PeerAuthentications, mesh, probes)
 	return in
+}
+
+// BenchmarkTranslateOnePodChange is the control plane's translation of a
+// pod change (the pod turns unready, then ready again) at the size of
+// BenchmarkTranslate10kWorkloads, by a Translator that translated the
+// cluster before: pods_translated/op is how many pods each change
+// re-translated.
+func BenchmarkTranslateOnePodChange(b *testing.B) {
+	in := scaleInputs(10000, 100, 1000, 50)
+	tr := NewTranslator(Config{})
+	tr.Translate(in)
+	pod := in.Pods[4321]
+	unready := pod.DeepCopy()
+	unready.Status.Conditions = nil
+	translated := 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		want := workloadv1.WorkloadStatus_UNHEALTHY
+		if in.Pods[4321] = unready; i%2 == 1 {
+			in.Pods[4321], want = pod, workloadv1.WorkloadStatus_HEALTHY
+		}
+		out := tr.Translate(in)
+		if got := out.Addresses["Kubernetes//Pod/"+pod.Namespace+"/"+pod.Name].GetWorkload().GetStatus(); got != want || len(out.Addresses) != 11000 {
+			b.Fatalf("status %v, %d addresses", got, len(out.Addresses))
+		}
+		translated += tr.Translated()
+	}
+	b.ReportMetric(float64(translated)/float64(b.N), "pods_translated/op")
 }
 
 func TestScaleInputs(t *testing.T) {

@@ -54,6 +54,7 @@ func (t *translator) translateEndpointSlices(eps []*discoveryv1.EndpointSlice) {
 		if ms == nil || es.AddressType == discoveryv1.AddressTypeFQDN {
 			continue // not a selectorless Service's slice; FQDN slices are deprecated
 		}
+		t.context[es] = struct{}{} // pods take their endpoints
 		ports := slicePorts(ms, es.Ports)
 		for _, ep := range es.Endpoints {
 			t.addSliceEndpoint(es, ms, ports, ep)
@@ -119,6 +120,9 @@ func comparePorts(a, b *workloadv1.Port) int {
 // as taken. An endpoint at another address is left to become an endpoint
 // workload there, where kube-proxy would send its traffic.
 func (t *translator) takeSlicePodServices(pod *corev1.Pod) map[string]*workloadv1.PortList {
+	if len(t.slicePods) == 0 {
+		return nil
+	}
 	key := pod.Namespace + "/" + pod.Name
 	eps := t.slicePods[key]
 	if len(eps) == 0 {

@@ -156,6 +156,14 @@ func FuzzTranslate(f *testing.F) {
 			t.Fatalf("output depends on input order; adding %s:\n%s", data, golden.Diff(got, again))
 		}
 
+		// A translator that saw the cluster without the object gives the
+		// same (a pod: every other pod keeps its workload).
+		tr := NewTranslator(Config{})
+		tr.Translate(base)
+		if got, fresh := renderOutput(t, tr.Translate(in)), renderOutput(t, out); !bytes.Equal(got, fresh) {
+			t.Fatalf("a Translator's output differs from Translate's; adding %s:\n%s", data, golden.Diff(fresh, got))
+		}
+
 		// The node agent must accept all of it.
 		store := config.NewStore(config.Options{Logger: quietLogger})
 		addrs := make(map[string]proto.Message, len(out.Addresses))

@@ -133,23 +133,7 @@ const (
 // Translate converts the cluster snapshot into workload-discovery resources.
 // The result depends only on the inputs (not on their order).
 func Translate(cfg Config, in Inputs) Output {
-	t := newTranslator(cfg.WithDefaults(), in)
-	t.indexNamespaces(in.Namespaces)
-	t.indexNodes(in.Nodes)
-	t.indexWaypoints(in.Gateways)
-	t.translateServices(in.Services)
-	t.translateServiceEntries(in.ServiceEntries)
-	t.translateEndpointSlices(in.EndpointSlices)
-	t.translateAuthorizationPolicies(in.AuthorizationPolicies, in.Pods)
-	t.translatePeerAuthentications(in.PeerAuthentications)
-	t.translatePods(in.Pods)
-	t.translateUntakenSliceEndpoints()
-	return Output{
-		Addresses:          t.addresses,
-		Authorizations:     t.authorizations,
-		EnrolledNamespaces: enrolledNamespaces(in.Namespaces),
-		Problems:           t.sortedProblems(),
-	}
+	return NewTranslator(cfg).Translate(in)
 }
 
 // enrolledNamespaces are the namespaces whose pods join the mesh unless
@@ -208,7 +192,12 @@ type translator struct {
 	allocated      map[string][]*networkingapi.ServiceEntryAddress
 	addresses      map[string]*workloadv1.Address
 	authorizations map[string]*workloadv1.Authorization
-	problems       map[Problem]struct{}
+	// problems in the order found, repeats included (sortedProblems
+	// sorts and dedups): a pod's are the ones its translation appended.
+	problems []Problem
+	// context is what pods' workloads read besides the pods themselves
+	// (see Translator).
+	context map[any]struct{}
 }
 
 func newTranslator(cfg Config, in Inputs) *translator {
@@ -224,7 +213,7 @@ func newTranslator(cfg Config, in Inputs) *translator {
 		selectorPolicies:     make(map[string][]selectorPolicy),
 		addresses:            make(map[string]*workloadv1.Address, len(in.Pods)+len(in.Services)),
 		authorizations:       make(map[string]*workloadv1.Authorization),
-		problems:             make(map[Problem]struct{}),
+		context:              make(map[any]struct{}),
 	}
 }
 
@@ -245,21 +234,19 @@ func (t *translator) namespaceLabels(ns string) map[string]string {
 }
 
 func (t *translator) problem(kind, ns, name, format string, args ...any) {
-	t.problems[Problem{Kind: kind, Namespace: ns, Name: name, Message: fmt.Sprintf(format, args...)}] = struct{}{}
+	t.problems = append(t.problems, Problem{Kind: kind, Namespace: ns, Name: name, Message: fmt.Sprintf(format, args...)})
 }
 
 func (t *translator) sortedProblems() []Problem {
 	if len(t.problems) == 0 {
 		return nil
 	}
-	out := make([]Problem, 0, len(t.problems))
-	for p := range t.problems {
-		out = append(out, p)
-	}
+	out := slices.Clone(t.problems)
 	slices.SortFunc(out, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace),
 			cmp.Compare(a.Name, b.Name), cmp.Compare(a.Message, b.Message))
 	})
+	out = slices.Compact(out)
 	return out
 }
 

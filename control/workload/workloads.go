@@ -21,14 +21,6 @@ const (
 	labelTopologySubzone   = "topology.istio.io/subzone"
 )
 
-func (t *translator) translatePods(pods []*corev1.Pod) {
-	for _, pod := range pods {
-		if w := t.podWorkload(pod); w != nil {
-			t.addresses[w.Uid] = &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: w}}
-		}
-	}
-}
-
 // podWorkload translates a pod, nil when it is not a workload. As in Istio
 // (podWorkloadBuilder), only Running pods and Pending pods that already have
 // an IP (init containers running) are workloads, and hostNetwork pods never

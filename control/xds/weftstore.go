@@ -107,7 +107,9 @@ func (w *weftStore) set(typeURL string, desired map[string]proto.Message) (chang
 	ts := w.types[typeURL]
 	for name, res := range desired {
 		old, ok := ts.resources[name]
-		if ok && proto.Equal(old.msg, res) {
+		// The same message (a translator keeps what did not change) is
+		// not compared field by field.
+		if ok && (old.msg == res || proto.Equal(old.msg, res)) {
 			continue
 		}
 		raw, err := cache.MarshalResource(res)

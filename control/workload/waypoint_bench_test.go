@@ -1,0 +1,28 @@
+package workload_test
+
+import (
+	"testing"
+
+	"github.com/weft-mesh/weft/control/waypoint"
+	"github.com/weft-mesh/weft/control/workload"
+)
+
+// BenchmarkTranslateWaypoints10kWorkloads is a push's second translation
+// (control/server), the waypoints', gateways' and proxyless gRPC clients'
+// Envoy configuration, at BenchmarkTranslate10kWorkloads' size. It lives
+// here to share that cluster. Unlike the workload translation it is not
+// incremental: every push, a pod change too, rebuilds all of it.
+func BenchmarkTranslateWaypoints10kWorkloads(b *testing.B) {
+	in := workload.ScaleInputs(10000, 100, 1000, 50)
+	addrs := workload.Translate(workload.Config{}, in).Addresses
+	b.ReportAllocs()
+	for b.Loop() {
+		out := waypoint.Translate(waypoint.Config{}, waypoint.Inputs{
+			Addresses: addrs, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
+			IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries,
+		})
+		if len(out.Groups()) == 0 {
+			b.Fatal("no waypoint configuration")
+		}
+	}
+}
