@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -38,11 +40,13 @@ func renderNodeAgent(t *testing.T, args ...string) []byte {
 }
 
 // nodeAgentKinds are the only kinds the node agent chart may render. In
-// particular no Role, ClusterRole or binding: the agent has no Kubernetes API
-// access at all.
+// particular no Role, and one ClusterRole, whose grants
+// checkAgentAPIAccess checks.
 var nodeAgentKinds = map[string]func() any{
-	"v1/ServiceAccount": func() any { return &corev1.ServiceAccount{} },
-	"apps/v1/DaemonSet": func() any { return &appsv1.DaemonSet{} },
+	"v1/ServiceAccount":                               func() any { return &corev1.ServiceAccount{} },
+	"apps/v1/DaemonSet":                               func() any { return &appsv1.DaemonSet{} },
+	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
 }
 
 // decodeNodeAgent decodes a node agent render strictly (see decodeOnly):
@@ -136,10 +140,56 @@ func nodeAgentObjects(t *testing.T, objs objects, sa string) (*corev1.ServiceAcc
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if want := []string{"DaemonSet/" + nodeAgentName, "ServiceAccount/" + sa}; !slices.Equal(keys, want) {
+	if want := []string{"ClusterRole/" + nodeAgentName, "ClusterRoleBinding/" + nodeAgentName, "DaemonSet/" + nodeAgentName, "ServiceAccount/" + sa}; !slices.Equal(keys, want) {
 		t.Fatalf("rendered %v, want exactly %v", keys, want)
 	}
-	return get[corev1.ServiceAccount](t, objs, "ServiceAccount", sa), get[appsv1.DaemonSet](t, objs, "DaemonSet", nodeAgentName)
+	ds := get[appsv1.DaemonSet](t, objs, "DaemonSet", nodeAgentName)
+	checkAgentAPIAccess(t, objs, sa, ds)
+	return get[corev1.ServiceAccount](t, objs, "ServiceAccount", sa), ds
+}
+
+// checkAgentAPIAccess: the agent's one API use is getting a Namespace
+// (its labels, at CNI ADD, when the control plane cannot say whether the
+// namespace is enrolled). Only the agent container has an API token, for
+// the API server's audience, short-lived and read-only.
+func checkAgentAPIAccess(t *testing.T, objs objects, sa string, ds *appsv1.DaemonSet) {
+	t.Helper()
+	cr := get[rbacv1.ClusterRole](t, objs, "ClusterRole", nodeAgentName)
+	if got, want := grants(t, "ClusterRole", cr.Rules), map[string][]string{"/namespaces": {"get"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ClusterRole grants %v, want %v", got, want)
+	}
+	for _, r := range cr.Rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("ClusterRole rule %+v: unexpected resourceNames/nonResourceURLs", r)
+		}
+	}
+	crb := get[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", nodeAgentName)
+	wantSub := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: namespace}}
+	if crb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: nodeAgentName}) || !slices.Equal(crb.Subjects, wantSub) {
+		t.Errorf("ClusterRoleBinding = %+v %+v", crb.RoleRef, crb.Subjects)
+	}
+	v := volume(t, ds, "kube-api-access")
+	var tok *corev1.ServiceAccountTokenProjection
+	for _, src := range v.VolumeSource.Projected.Sources {
+		if src.ServiceAccountToken != nil {
+			tok = src.ServiceAccountToken
+		}
+	}
+	if tok == nil || tok.Audience != "" || tok.Path != "token" || tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 3600 {
+		t.Errorf("kube-api-access token %+v, want the API server's audience at token, 3600 s", tok)
+	}
+	pod := ds.Spec.Template.Spec
+	for _, ctr := range slices.Concat(pod.InitContainers, pod.Containers) {
+		for _, m := range ctr.VolumeMounts {
+			if m.Name != "kube-api-access" {
+				continue
+			}
+			if ctr.Name != "node-agent" || m.MountPath != "/var/run/secrets/kubernetes.io/serviceaccount" || !m.ReadOnly {
+				t.Errorf("container %s mounts kube-api-access at %s (read-only %v): only node-agent may, read-only, where in-cluster clients look",
+					ctr.Name, m.MountPath, m.ReadOnly)
+			}
+		}
+	}
 }
 
 func agentContainer(t *testing.T, ds *appsv1.DaemonSet) corev1.Container {
@@ -201,7 +251,7 @@ func checkAgentSecurity(t *testing.T, sa *corev1.ServiceAccount, ds *appsv1.Daem
 	t.Helper()
 	pod := ds.Spec.Template.Spec
 	if !isFalse(sa.AutomountServiceAccountToken) || !isFalse(pod.AutomountServiceAccountToken) {
-		t.Errorf("automountServiceAccountToken: ServiceAccount %s, pod %s; want false on both (the agent needs no API token)",
+		t.Errorf("automountServiceAccountToken: ServiceAccount %s, pod %s; want false on both (only the agent container mounts an API token)",
 			deref(sa.AutomountServiceAccountToken), deref(pod.AutomountServiceAccountToken))
 	}
 	if pod.ServiceAccountName != sa.Name {
@@ -414,6 +464,7 @@ func wantAgentArgs(control, logLevel, dnsCapture string) []string {
 		"--ready-file=/tmp/weft-agent-ready",
 		"--log-level=" + logLevel,
 		"--dns-capture=" + dnsCapture,
+		"--namespaces-from-api=true",
 	}
 }
 

@@ -288,10 +288,11 @@ func TestNodeAgent(t *testing.T) {
 				t.Fatalf("with the control plane down: HTTP %s", code)
 			}
 		}
-		// The agent of the newcomer's node restarts during the outage: it
-		// never hears from the control plane, yet holds the newcomer from
-		// what its predecessor remembered.
-		e.restartAgentUnsynced(t, ppNode)
+		// The agent of the newcomer's node restarts during the outage
+		// without what its predecessor remembered, as the first agent of
+		// a new node: it never hears from the control plane, yet holds
+		// the newcomer from the namespace's label in the API server.
+		e.restartAgentUnsynced(t, ppNode, true)
 		newcomer := e.startHeldPod(t, ppNode)
 		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=2")
 		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
@@ -472,14 +473,24 @@ func (e *env) startHeldPod(t *testing.T, node string) string {
 
 // restartAgentUnsynced deletes the node agent on node and waits until its
 // successor serves the CNI socket ("node agent started"), which it does
-// before, and without, any configuration from the control plane.
-func (e *env) restartAgentUnsynced(t *testing.T, node string) {
+// before, and without, any configuration from the control plane. With
+// forget, the successor also finds no remembered set of enrolled
+// namespaces on the node: a new node's agent.
+func (e *env) restartAgentUnsynced(t *testing.T, node string, forget bool) {
 	t.Helper()
 	agentOn := func() string {
 		return strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
 			"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[*].metadata.name}"))
 	}
 	old := agentOn()
+	if forget {
+		// Before the successor can read it. The old agent does not write
+		// it again: it writes only what a control plane sends.
+		remembered := filepath.Join(e.c.NodeRoot(node), "var/run/weft/enrolled-namespaces.json")
+		if err := os.Remove(remembered); err != nil {
+			t.Fatalf("forget the enrolled namespaces: %v", err)
+		}
+	}
 	// --wait: the successor is the only agent left on the node.
 	e.mustKubectl(t, "-n", controlNS, "delete", "pod", old, "--wait=true", "--timeout=120s")
 	eventually(t, "a new node agent on "+node+" serving CNI", 120*time.Second, func() error {

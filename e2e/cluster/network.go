@@ -93,3 +93,7 @@ func (c *Cluster) FabricNetns() string { return fabricNS(c.Config.Name) }
 
 // NodeNetns is node i's (host) network namespace.
 func (c *Cluster) NodeNetns(i int) string { return nodeNS(c.Config.Name, i) }
+
+// NodeRoot is node's host root: the directory its pods' hostPath volumes
+// resolve under (see docs/local-cluster.md, Node roots).
+func (c *Cluster) NodeRoot(node string) string { return c.l.nodeRoot(node) }

@@ -41,6 +41,13 @@ type Config struct {
 	InstallCNI bool
 	RunDir     string // CNI socket and spool; the same path on the node
 	Uplink     string // "" = the default-route interface
+	// NamespaceLabels reads a namespace's labels from the API server. At
+	// CNI ADD it decides whether the pod's namespace is enrolled when
+	// neither the control plane nor a remembered set can (a new node while
+	// the control plane is unreachable); then a failed read fails the ADD.
+	// nil: no API access, and such a pod starts uncaptured until its
+	// workload arrives.
+	NamespaceLabels func(ctx context.Context, name string) (map[string]string, error)
 
 	// The proxy listeners' ports: outbound capture, plaintext inbound
 	// (clients outside the mesh), plaintext inbound that netfilter DNATed
@@ -449,8 +456,8 @@ func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error)
 // workload itself arrives over xDS once the API server has the pod's IP)
 // and holds the pod captured if its namespace is enrolled; DEL forgets the
 // pod at once.
-func cniHandler(e *Enroller, enrolled func(ns string) (enrolled, known bool), kick func(), log *slog.Logger) cni.Handler {
-	return func(_ context.Context, ev cni.Event) error {
+func cniHandler(e *Enroller, enrolled enrolledFunc, kick func(), log *slog.Logger) cni.Handler {
+	return func(ctx context.Context, ev cni.Event) error {
 		var ips []netip.Addr
 		for _, s := range ev.IPs {
 			if ip, err := netip.ParseAddr(s); err == nil {
@@ -462,24 +469,31 @@ func cniHandler(e *Enroller, enrolled func(ns string) (enrolled, known bool), ki
 		case cni.OpAdd:
 			e.PodAdded(ips, ev.HostIfindex)
 			defer kick()
-			return holdIfEnrolled(e, enrolled, ev, ips, log)
+			return holdIfEnrolled(ctx, e, enrolled, ev, ips, log)
 		default:
 			return e.PodDeleted(ips)
 		}
 	}
 }
 
-// holdIfEnrolled captures a new pod whose namespace nsEnrolled knows as
-// enrolled (see enrolledNamespaces), before its containers start (the ADD fails if it
-// cannot, so the kubelet retries). The pod's own opt-out label is not
-// known here: such a pod is held until its Workload says NONE.
-func holdIfEnrolled(e *Enroller, nsEnrolled func(string) (bool, bool), ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
-	enrolled, known := nsEnrolled(ev.PodNamespace)
+// enrolledFunc says whether a namespace is enrolled (enrolledNamespaces.enrolled).
+type enrolledFunc func(ctx context.Context, ns string) (bool, error)
+
+// holdIfEnrolled captures a new pod whose namespace nsEnrolled says is
+// enrolled (see enrolledNamespaces), before its containers start. The ADD
+// fails, so that the kubelet retries, if it cannot capture the pod or
+// nsEnrolled cannot tell. The pod's own opt-out label is not known here:
+// such a pod is held until its Workload says NONE.
+func holdIfEnrolled(ctx context.Context, e *Enroller, nsEnrolled enrolledFunc, ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
+	enrolled, err := nsEnrolled(ctx, ev.PodNamespace)
 	switch {
-	case !known:
-		log.Warn("pod added before any control plane said which namespaces are enrolled: it is captured only once its workload arrives",
+	case errors.Is(err, errNoSource):
+		log.Warn("pod added before any control plane said which namespaces are enrolled, and no API access to ask: it is captured only once its workload arrives",
 			"pod", ev.PodNamespace+"/"+ev.PodName)
 		return nil
+	case err != nil:
+		log.Warn("pod not started: whether its namespace is enrolled is unknown", "pod", ev.PodNamespace+"/"+ev.PodName, "err", err)
+		return fmt.Errorf("%w: pod %s/%s: %w", cni.ErrNotCaptured, ev.PodNamespace, ev.PodName, err)
 	case !enrolled:
 		return nil
 	}

@@ -1,27 +1,35 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // enrolledNamespaces answers, at CNI ADD, whether a pod's namespace is
 // enrolled: from the control plane's set when this agent has received one,
 // else from the last set any agent on this node received, kept in the run
-// directory (cni.DefaultEnrolledNamespaces; the plugin reads it too). So an agent restarted while the control plane is away still
-// holds the new pods of enrolled namespaces. A namespace unenrolled in the
-// meantime has its new pods held until the control plane says so: closed,
-// not open.
+// directory (cni.DefaultEnrolledNamespaces; the plugin reads it too), else
+// from the namespace's label in the API server. So an agent restarted
+// while the control plane is away still holds the new pods of enrolled
+// namespaces, and so does the first agent of a new node. A namespace
+// unenrolled in the meantime has its new pods held until the control plane
+// says so: closed, not open.
 type enrolledNamespaces struct {
 	path     string
 	snapshot func() *config.Snapshot
+	// labels reads a namespace's labels from the API server (nil: no
+	// API access; see Config.NamespaceLabels).
+	labels func(ctx context.Context, name string) (map[string]string, error)
 
 	mu    sync.Mutex
 	saved []string // sorted; what path holds
@@ -45,16 +53,39 @@ func loadEnrolledNamespaces(path string, snapshot func() *config.Snapshot, log *
 	return n
 }
 
-// enrolled reports whether namespace ns is enrolled, and whether that is
-// known (from the control plane or remembered).
-func (n *enrolledNamespaces) enrolled(ns string) (enrolled, known bool) {
+// errNoSource: nothing could say whether a namespace is enrolled, and
+// there was nothing to ask (no API access).
+var errNoSource = errors.New("no control plane has said which namespaces are enrolled, none was remembered, and there is no API access to read the namespace's labels")
+
+// namespaceLookupTimeout bounds the read of a namespace's labels at CNI
+// ADD: well within the cni.DefaultNotifyTimeout the plugin waits for the
+// whole event, after which it would take the agent for absent.
+const namespaceLookupTimeout = time.Second
+
+// enrolled reports whether namespace ns is enrolled: from the control
+// plane, else the remembered set, else the API server. An error says none
+// could tell (errNoSource: there was none to ask).
+func (n *enrolledNamespaces) enrolled(ctx context.Context, ns string) (bool, error) {
 	if e, ok := n.snapshot().NamespaceEnrolled(ns); ok {
-		return e, true
+		return e, nil
 	}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	_, found := slices.BinarySearch(n.saved, ns)
-	return found, n.known
+	known := n.known
+	n.mu.Unlock()
+	switch {
+	case known:
+		return found, nil
+	case n.labels == nil:
+		return false, errNoSource
+	}
+	ctx, cancel := context.WithTimeout(ctx, namespaceLookupTimeout)
+	defer cancel()
+	labels, err := n.labels(ctx, ns)
+	if err != nil {
+		return false, fmt.Errorf("no control plane has said which namespaces are enrolled, none was remembered, and the API server did not give namespace %s's labels: %w", ns, err)
+	}
+	return labels[mesh.LabelDataplaneMode] == mesh.DataplaneAmbient, nil
 }
 
 // save remembers snap's set when it differs from the saved one.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/cni"
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // TestCNIAddHoldsPodsOfEnrolledNamespaces: at CNI ADD, before any Workload
@@ -101,7 +103,60 @@ func TestRestartedAgentHoldsFromRememberedNamespaces(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{not json"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, known := loadEnrolledNamespaces(path, config.NewStore(config.Options{Logger: log}).Snapshot, log).enrolled("shop"); known {
-		t.Error("an unreadable file counts as a remembered set")
+	if _, err := loadEnrolledNamespaces(path, config.NewStore(config.Options{Logger: log}).Snapshot, log).enrolled(context.Background(), "shop"); !errors.Is(err, errNoSource) {
+		t.Errorf("an unreadable file counts as a remembered set (%v)", err)
+	}
+}
+
+// TestNewNodeAgentHoldsFromTheAPIServer: the first agent of a new node,
+// while the control plane is unreachable, has no set from it and none
+// remembered. It reads the pod's namespace from the API server: a pod of
+// an enrolled namespace is held, another starts; when the API server
+// cannot tell, the ADD fails (the kubelet retries) and the pod does not
+// start. Once the control plane has spoken, the API server is not asked.
+func TestNewNodeAgentHoldsFromTheAPIServer(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	store := config.NewStore(config.Options{Logger: log})
+	nss := loadEnrolledNamespaces(filepath.Join(t.TempDir(), "enrolled-namespaces.json"), store.Snapshot, log)
+	asked := 0
+	nss.labels = func(ctx context.Context, name string) (map[string]string, error) {
+		asked++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("the API server is asked without a deadline")
+		}
+		switch name {
+		case "shop":
+			return map[string]string{mesh.LabelDataplaneMode: mesh.DataplaneAmbient}, nil
+		case "plain":
+			return map[string]string{"team": "a"}, nil
+		}
+		return nil, errors.New("connection refused")
+	}
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, nil)
+	handle := cniHandler(e, nss.enrolled, func() {}, log)
+	add := func(ns, ip string, ifindex int) (held bool, err error) {
+		t.Helper()
+		err = handle(context.Background(), cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex})
+		a := netip.MustParseAddr(ip)
+		return c.ips[a] == bpf.FlagCapture && e.Held(a), err
+	}
+	if held, err := add("shop", "10.244.0.30", 30); !held || err != nil {
+		t.Errorf("a new pod of a namespace the API server calls enrolled: held %v, err %v", held, err)
+	}
+	if held, err := add("plain", "10.244.0.31", 31); held || err != nil {
+		t.Errorf("a new pod of a namespace that is not enrolled: held %v, err %v", held, err)
+	}
+	if held, err := add("unknown", "10.244.0.32", 32); held || !errors.Is(err, cni.ErrNotCaptured) {
+		t.Errorf("API server unreachable: held %v, err %v; want the ADD to fail with ErrNotCaptured", held, err)
+	}
+	if err := store.Handle(config.EnrolledNamespaceType, map[string]proto.Message{
+		"plain": &workloadv1.EnrolledNamespace{Name: "plain"},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	asked = 0
+	if held, err := add("plain", "10.244.0.33", 33); !held || err != nil || asked != 0 {
+		t.Errorf("after the control plane spoke: held %v, err %v, API server asked %d times", held, err, asked)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/node-agent/agent"
 	"github.com/weft-mesh/weft/node-agent/dns"
+	"github.com/weft-mesh/weft/node-agent/kubeapi"
 	"github.com/weft-mesh/weft/pkg/cli"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
@@ -28,7 +29,7 @@ func main() {
 func command() *cobra.Command {
 	var cfg agent.Config
 	var logLevel string
-	var accessLog bool
+	var accessLog, namespacesFromAPI bool
 	cmd := &cobra.Command{
 		Use:           "weft-node-agent",
 		Short:         "Weft node agent: eBPF capture, HBONE tunnel proxy, workload certificates, L4 policy",
@@ -45,12 +46,20 @@ func command() *cobra.Command {
 				defer stop()
 				cfg.AccessLog = w
 			}
+			if namespacesFromAPI {
+				api, err := kubeapi.InCluster("", "")
+				if err != nil {
+					return fmt.Errorf("--namespaces-from-api: %w", err)
+				}
+				cfg.NamespaceLabels = api.NamespaceLabels
+			}
 			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
 	}
 	agentFlags(cmd, &cfg)
 	f := cmd.Flags()
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&namespacesFromAPI, "namespaces-from-api", false, "at CNI ADD, when neither the control plane nor a remembered set says whether the pod's namespace is enrolled, read its labels from the API server (in-cluster token "+kubeapi.DefaultTokenFile+"), and fail the ADD if it cannot")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout (buffered: lines appear within a second)")
 
 	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand(), installCNICommand(&cfg, cmd, &logLevel))
