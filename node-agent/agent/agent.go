@@ -68,6 +68,13 @@ type Config struct {
 	// a connection storm costs bounded memory: beyond it the kernel's accept
 	// queue fills and new SYNs wait (0: no cap).
 	MaxConnections int
+	// MaxConnectionsPerSource caps what one source address (a local pod,
+	// a client) holds of the outbound and plaintext listeners, so that one
+	// pod leaking or storming connections cannot take every slot; beyond
+	// it its new connections are reset. Not on the NAT and HBONE
+	// listeners, whose sources may be one address for many workloads (see
+	// proxyListeners) (0: no cap).
+	MaxConnectionsPerSource int
 
 	DrainTimeout time.Duration
 	// HandoverWait is how long a stopping agent keeps serving while it

@@ -35,7 +35,7 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := listenProxy(sock, 3)
+	ln, err := listenProxy(sock, 3, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +78,24 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 		c.Close()
 	case <-time.After(5 * time.Second):
 		t.Fatal("closing one connection did not admit a waiting one")
+	}
+}
+
+// TestPerSourceCapOnPodsListeners: the outbound and plaintext listeners,
+// whose sources are pods and clients, cap what one source holds; the NAT
+// and HBONE ones, whose sources may be one address for many workloads (a
+// masquerading node, a peer node agent), do not.
+func TestPerSourceCapOnPodsListeners(t *testing.T) {
+	a := &agent{cfg: Config{MaxConnectionsPerSource: 7}, sockets: &proxySockets{}}
+	want := map[string]int{"outbound": 7, "inbound-plaintext": 7, "inbound-nat": 0, "hbone": 0}
+	for _, l := range a.proxyListeners() {
+		if l.perSource != want[l.name] {
+			t.Errorf("listener %s: %d per source, want %d", l.name, l.perSource, want[l.name])
+		}
+		delete(want, l.name)
+	}
+	if len(want) != 0 {
+		t.Errorf("listeners missing: %v", want)
 	}
 }
 
@@ -126,7 +144,7 @@ func TestProxyListenersCannotBeJoined(t *testing.T) {
 		}
 	}
 	attack("bound, not listening")
-	ln, err := listenProxy(sock, 0)
+	ln, err := listenProxy(sock, 0, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

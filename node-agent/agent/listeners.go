@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/weft-mesh/weft/bpf"
@@ -66,14 +67,34 @@ func (a *agent) captureListeners() bpf.ProxyListeners {
 		HBONE: a.sockets.hbone.Port, HBONEDestination: a.cfg.HBONEPort}
 }
 
+// proxyListener is one proxy listener: its socket, what one source may
+// hold of it, and the proxy that serves it.
+type proxyListener struct {
+	name      string
+	sock      *proxy.TransparentSocket
+	perSource int
+	serve     func(net.Listener) error
+}
+
+// proxyListeners are the four listeners. Only the outbound and plaintext
+// ones, whose sources are pods and clients each with an address of its
+// own, cap what one source holds. Not the NAT one: netfilter may have
+// masqueraded all its clients to one address. Not HBONE: a node agent's
+// tunnels all come from its node's address, one connection per local
+// identity and destination, so a busy node may rightly hold thousands;
+// there each source's unfinished handshakes are limited instead
+// (hbone.Options.MaxHandshakesPerSource).
+func (a *agent) proxyListeners() []proxyListener {
+	perSource := a.cfg.MaxConnectionsPerSource
+	return []proxyListener{{"outbound", a.sockets.outbound, perSource, a.outbound.Serve},
+		{"inbound-plaintext", a.sockets.plaintext, perSource, a.plaintext.Serve},
+		{"inbound-nat", a.sockets.nat, 0, a.plaintext.Serve}, {"hbone", a.sockets.hbone, 0, a.hbone.Serve}}
+}
+
 // listen opens the proxies' listeners and serves them until ctx ends.
 func (a *agent) listen(ctx context.Context) error {
-	for _, l := range []struct {
-		sock  *proxy.TransparentSocket
-		serve func(net.Listener) error
-	}{{a.sockets.outbound, a.outbound.Serve}, {a.sockets.plaintext, a.plaintext.Serve}, {a.sockets.nat, a.plaintext.Serve},
-		{a.sockets.hbone, a.hbone.Serve}} {
-		ln, err := listenProxy(l.sock, a.cfg.MaxConnections)
+	for _, l := range a.proxyListeners() {
+		ln, err := listenProxy(l.sock, a.cfg.MaxConnections, l.perSource, a.shed.WithLabelValues(l.name).Inc)
 		if err != nil {
 			return err
 		}
@@ -82,11 +103,24 @@ func (a *agent) listen(ctx context.Context) error {
 	return a.serveDNS(ctx)
 }
 
-// listenProxy has sock listen, holding at most max connections at a time.
-func listenProxy(sock *proxy.TransparentSocket, max int) (net.Listener, error) {
+// listenProxy has sock listen, holding at most max connections at a time
+// and perSource of one source (0: no cap), and calling shed for each
+// connection reset because its source held perSource.
+func listenProxy(sock *proxy.TransparentSocket, max, perSource int, shed func()) (net.Listener, error) {
 	ln, err := sock.Listen()
 	if err != nil || max <= 0 {
 		return ln, err
 	}
-	return connlimit.Capped(ln.(*net.TCPListener), max), nil
+	return connlimit.CappedPerSource(ln.(*net.TCPListener), max, perSource, shed), nil
+}
+
+// newShedCounter counts the connections each listener reset because their
+// source held MaxConnectionsPerSource.
+func newShedCounter(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "weft_node_agent_connections_shed_total",
+		Help: "Connections a proxy listener reset at once because their source address held --max-connections-per-source of its connections.",
+	}, []string{"listener"})
+	reg.MustRegister(c)
+	return c
 }

@@ -38,6 +38,7 @@ type agent struct {
 	reg        *prometheus.Registry
 	metrics    *proxy.Metrics
 	dnsMetrics *dns.Metrics
+	shed       *prometheus.CounterVec // by listener (newShedCounter)
 
 	store *config.Store
 	xds   *xdsclient.Client
@@ -75,6 +76,7 @@ func (a *agent) start(ctx context.Context) error {
 		return err
 	}
 	a.metrics = metrics
+	a.shed = newShedCounter(a.reg)
 	if a.cfg.DNSCapture {
 		a.dnsMetrics = dns.NewMetrics(a.reg)
 	}

@@ -4,6 +4,7 @@ package connlimit
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -15,7 +16,18 @@ import (
 // plain net.Conn, which turned a server's FIN into nothing (clients that
 // read to EOF hung) and an RST into a FIN.
 func Capped(ln *net.TCPListener, max int) net.Listener {
-	return &cappedListener{TCPListener: ln, slots: make(chan struct{}, max), done: make(chan struct{})}
+	return CappedPerSource(ln, max, 0, nil)
+}
+
+// CappedPerSource is Capped, and also holds at most perSource connections
+// from any one source address (0: no such limit). The accept queue is one
+// for all sources, so a source at its limit cannot be made to wait: its
+// next connection is reset as soon as it is accepted (shed, when set, is
+// called), and the slot goes to whoever comes next. So one source cannot
+// take every slot of a listener that many share.
+func CappedPerSource(ln *net.TCPListener, max, perSource int, shed func()) net.Listener {
+	return &cappedListener{TCPListener: ln, slots: make(chan struct{}, max), done: make(chan struct{}),
+		perSource: perSource, shed: shed, open: map[netip.Addr]int{}}
 }
 
 type cappedListener struct {
@@ -23,20 +35,62 @@ type cappedListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	perSource int
+	shed      func()
+	mu        sync.Mutex
+	open      map[netip.Addr]int // connections held, by source; only with perSource
 }
 
 func (l *cappedListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-	c, err := l.AcceptTCP()
-	if err != nil {
+	for {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+		c, err := l.AcceptTCP()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		if l.take(src) {
+			return &Conn{TCPConn: c, l: l, src: src}, nil
+		}
+		_ = c.SetLinger(0) // a reset: the client sees at once it was refused
+		c.Close()
 		<-l.slots
-		return nil, err
+		if l.shed != nil {
+			l.shed()
+		}
 	}
-	return &Conn{TCPConn: c, slots: l.slots}, nil
+}
+
+// take counts a connection of src, false when src holds perSource already.
+func (l *cappedListener) take(src netip.Addr) bool {
+	if l.perSource <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[src] >= l.perSource {
+		return false
+	}
+	l.open[src]++
+	return true
+}
+
+// release frees a connection of src and its slot.
+func (l *cappedListener) release(src netip.Addr) {
+	if l.perSource > 0 {
+		l.mu.Lock()
+		if l.open[src]--; l.open[src] <= 0 {
+			delete(l.open, src)
+		}
+		l.mu.Unlock()
+	}
+	<-l.slots
 }
 
 func (l *cappedListener) Close() error {
@@ -47,12 +101,13 @@ func (l *cappedListener) Close() error {
 // Conn is a connection of a Capped listener; Close frees its slot.
 type Conn struct {
 	*net.TCPConn
-	slots chan struct{}
-	once  sync.Once
+	l    *cappedListener
+	src  netip.Addr
+	once sync.Once
 }
 
 func (c *Conn) Close() error {
 	err := c.TCPConn.Close()
-	c.once.Do(func() { <-c.slots })
+	c.once.Do(func() { c.l.release(c.src) })
 	return err
 }
