@@ -56,6 +56,12 @@ type Target struct {
 	// agents: it marks the waypoint's node in the graph.
 	Workload string `json:"workload,omitempty"`
 	URL      string `json:"-"`
+	// Speaks, for a waypoint, are the namespaces whose traffic it may
+	// report: its own and those the control plane sends through it. What
+	// it reports about other destinations is dropped (a tenant can
+	// tamper with its own namespace's waypoint). nil: a node agent, which
+	// may report any.
+	Speaks map[string]bool `json:"-"`
 }
 
 func (t Target) key() string { return t.Namespace + "/" + t.Pod }
@@ -131,6 +137,9 @@ type TargetStatus struct {
 	OK        bool      `json:"ok"`
 	Error     string    `json:"error,omitempty"`
 	ScrapedAt time.Time `json:"scrapedAt"`
+	// Dropped counts the series of the last scrape about destinations
+	// the waypoint does not serve (Target.Speaks): someone made it lie.
+	Dropped int `json:"dropped,omitempty"`
 }
 
 // counts accumulates one kind of side (TCP per reporter, or HTTP) of an
@@ -235,7 +244,7 @@ func tally(base, cur []reading) tallied {
 	}
 	t := tallied{waypoints: map[string]bool{}, edges: map[[2]string]*edgeCounts{}}
 	for _, r := range cur {
-		st := TargetStatus{Target: r.Target, OK: r.Err == nil, ScrapedAt: r.Time}
+		st := TargetStatus{Target: r.Target, OK: r.Err == nil, ScrapedAt: r.Time, Dropped: r.dropped}
 		if r.Target.Kind == KindWaypoint && r.Target.Workload != "" {
 			t.waypoints[r.Target.Namespace+"/"+r.Target.Workload] = true
 		}

@@ -298,3 +298,32 @@ func TestGraphFor(t *testing.T) {
 		}
 	}
 }
+
+// TestWaypointSpeaksOnlyForWhatItServes is the attack of a tenant that
+// tampered with its own namespace's waypoint: it reports requests between
+// other namespaces. The graph keeps what the waypoint reports about
+// destinations it serves (its namespace, and shop, which the control
+// plane sends through it) and drops the rest, counting it on the target.
+func TestWaypointSpeaksOnlyForWhatItServes(t *testing.T) {
+	req := func(src, dstNS, dst string) Sample {
+		return Sample{metricRequests, map[string]string{"reporter": "waypoint", "source_workload": src, "source_workload_namespace": "default",
+			"destination_workload": dst, "destination_workload_namespace": dstNS, "response_code": "200"}, 5}
+	}
+	tampered := wp
+	tampered.Speaks = map[string]bool{"default": true, "shop": true}
+	now := time.Now()
+	g := Build(nil, []Scrape{{Target: tampered, Time: now, Samples: []Sample{
+		req("a", "default", "b"), req("a", "shop", "cart"), req("a", "bank", "ledger"), req("a", "kube-system", "coredns"),
+	}}}, now)
+	var got []string
+	for _, e := range g.Edges {
+		got = append(got, e.ID)
+	}
+	slices.Sort(got)
+	if want := []string{"default/a->default/b", "default/a->shop/cart"}; !slices.Equal(got, want) {
+		t.Errorf("edges %v, want %v", got, want)
+	}
+	if len(g.Targets) != 1 || g.Targets[0].Dropped != 2 {
+		t.Errorf("targets %+v, want the waypoint with 2 dropped series", g.Targets)
+	}
+}

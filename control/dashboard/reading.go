@@ -37,10 +37,11 @@ type totals struct {
 // scraper keeps of past rounds, a few numbers per edge and proxy instead of
 // every series with its labels.
 type reading struct {
-	Target Target
-	Time   time.Time
-	Err    error
-	sides  map[sideKey]*totals
+	Target  Target
+	Time    time.Time
+	Err     error
+	sides   map[sideKey]*totals
+	dropped int // series about destinations the target does not speak for
 }
 
 func reduceAll(scrapes []Scrape) []reading {
@@ -58,6 +59,10 @@ func reduce(s Scrape) reading {
 	for _, smp := range s.Samples {
 		k, ok := sideOf(smp)
 		if !ok {
+			continue
+		}
+		if s.Target.Speaks != nil && !s.Target.Speaks[smp.Labels["destination_workload_namespace"]] {
+			r.dropped++
 			continue
 		}
 		t := r.sides[k]

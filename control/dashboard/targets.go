@@ -36,6 +36,10 @@ type Owners struct {
 	ReplicaSets appslisters.ReplicaSetLister
 	Deployments appslisters.DeploymentLister
 	Gateways    gatewaylisters.GatewayLister
+	// Served are, by waypoint ("<namespace>/<name>"), the other
+	// namespaces the control plane sends through it
+	// (workload.WaypointNamespaces); nil: none.
+	Served func() map[string]map[string]bool
 }
 
 // Targets picks Weft's own proxies among pods by who owns them, never by
@@ -52,6 +56,10 @@ type Owners struct {
 // arbitrary pods.
 func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string, owners Owners) []Target {
 	var out []Target
+	var served map[string]map[string]bool
+	if owners.Served != nil {
+		served = owners.Served()
+	}
 	for _, p := range pods {
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || p.Status.PodIP == "" {
 			continue
@@ -62,6 +70,8 @@ func Targets(pods []*corev1.Pod, nodeAgentNS, nodeAgentSA string, owners Owners)
 			t.Kind = KindNodeAgent
 		} else if gw, ok := owners.waypointOf(p); ok {
 			t.Kind, t.Workload = KindWaypoint, gw
+			t.Speaks = map[string]bool{p.Namespace: true}
+			maps.Copy(t.Speaks, served[p.Namespace+"/"+gw])
 		} else {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -70,7 +71,10 @@ func meshOwners() Owners {
 		rss.Add(rs)
 	}
 	return Owners{ReplicaSets: appslisters.NewReplicaSetLister(rss), Deployments: appslisters.NewDeploymentLister(deps),
-		Gateways: gatewaylisters.NewGatewayLister(gws)}
+		Gateways: gatewaylisters.NewGatewayLister(gws),
+		Served: func() map[string]map[string]bool {
+			return map[string]map[string]bool{"default/waypoint": {"shop": true}, "default/ingress": {"bank": true}}
+		}}
 }
 
 // TestTargetsByOwnership is the attack of issue #13 M3 on the scrape list:
@@ -104,7 +108,8 @@ func TestTargetsByOwnership(t *testing.T) {
 	}
 	want := []Target{
 		{Kind: KindNodeAgent, Namespace: "weft-system", Pod: "agent-1", Node: "node-0", URL: "http://10.0.0.1:15020/metrics"},
-		{Kind: KindWaypoint, Namespace: "default", Pod: "waypoint-1", Node: "node-0", Workload: "waypoint", URL: "http://[fd00::5]:15020/metrics"},
+		{Kind: KindWaypoint, Namespace: "default", Pod: "waypoint-1", Node: "node-0", Workload: "waypoint", URL: "http://[fd00::5]:15020/metrics",
+			Speaks: map[string]bool{"default": true, "shop": true}},
 	}
 	check := func(name string, got, want []Target) {
 		t.Helper()
@@ -112,7 +117,7 @@ func TestTargetsByOwnership(t *testing.T) {
 			t.Fatalf("%s: targets %+v, want %+v", name, got, want)
 		}
 		for i := range want {
-			if got[i] != want[i] {
+			if !reflect.DeepEqual(got[i], want[i]) {
 				t.Errorf("%s: target %d = %+v, want %+v", name, i, got[i], want[i])
 			}
 		}

@@ -19,12 +19,14 @@ import (
 // dashboardRoutes adds the live mesh page (/dashboard) to the monitoring
 // server, scraping the proxies that the cluster-wide pod informer knows,
 // or nothing when the dashboard is off.
-func dashboardRoutes(ctx context.Context, o Options, kube kubernetes.Interface, cluster *discovery.Cluster) func(*http.ServeMux) {
+func dashboardRoutes(ctx context.Context, o Options, kube kubernetes.Interface, cluster *discovery.Cluster,
+	served func() map[string]map[string]bool) func(*http.ServeMux) {
 	if !o.Dashboard {
 		return func(*http.ServeMux) {}
 	}
 	agents, _ := ca.ParseServiceAccountRef(o.NodeAgentServiceAccount) // validated by Run
 	owners := waypointOwners(ctx, kube, cluster)
+	owners.Served = served
 	s := &dashboard.Scraper{Log: o.Log.With("component", "dashboard"), Targets: func() []dashboard.Target {
 		var pods []*corev1.Pod
 		for _, obj := range cluster.Pods().GetIndexer().List() {

@@ -39,6 +39,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/ca"
 	"github.com/weft-mesh/weft/control/discovery"
 	"github.com/weft-mesh/weft/control/server/access"
@@ -98,7 +99,13 @@ func Run(ctx context.Context, o Options) error {
 	ready := &readiness{}
 	syncz := &syncz{pod: o.PodName}
 	guard := access.NewGuard(p.authn, o.Namespace, openPaths, log.With("component", "monitoring"))
-	mon := monitoringServer(o.MonitoringAddress, p.reg, ready, syncz, guard, dashboardRoutes(ctx, o, p.kube, p.cluster))
+	served := func() map[string]map[string]bool {
+		if addrs := p.addresses.Load(); addrs != nil {
+			return workload.WaypointNamespaces(*addrs)
+		}
+		return nil
+	}
+	mon := monitoringServer(o.MonitoringAddress, p.reg, ready, syncz, guard, dashboardRoutes(ctx, o, p.kube, p.cluster, served))
 	monErr := make(chan error, 1)
 	go func() { monErr <- mon.ListenAndServe() }()
 	defer mon.Close()
@@ -109,6 +116,7 @@ func Run(ctx context.Context, o Options) error {
 	p.xds = xds.New(ctx, log, p.reg)
 	syncz.setClients(p.xds)
 	p.tr = newTranslator(o, log, p.cluster, p.xds, p.reg)
+	p.tr.published = &p.addresses
 	p.tr.push() // the full state before serving: no client ever sees a partial mesh
 	go discovery.Debounce(ctx, p.cluster.Changed(), o.Debounce, 10*o.Debounce, p.tr.push)
 
@@ -175,6 +183,9 @@ type plane struct {
 
 	xds *xds.Server // set by Run once the cluster view has started
 	tr  *translator // idem
+	// addresses is the last push's workload Addresses (read-only), for
+	// the dashboard to know which namespaces each waypoint serves.
+	addresses atomic.Pointer[map[string]*workloadv1.Address]
 }
 
 // newPlane checks the options, connects to the API server and loads (or
@@ -326,6 +337,8 @@ type translator struct {
 	// changed when nothing else did.
 	workloads *workload.Translator
 	metrics   translationMetrics
+	// published, when set, gets each push's Addresses.
+	published *atomic.Pointer[map[string]*workloadv1.Address]
 	problems  map[string]bool // logged already
 	pushed    chan struct{}   // coalesced: a push happened
 	pushes    uint64
@@ -346,6 +359,9 @@ func (t *translator) push() {
 	out := t.workloads.Translate(in)
 	t.metrics.observe("workload", wlStart)
 	t.metrics.pods.Add(float64(t.workloads.Translated()))
+	if t.published != nil {
+		t.published.Store(&out.Addresses)
+	}
 	changed := t.xds.Update(xds.AddressType, messages(out.Addresses)) + t.xds.Update(xds.AuthorizationType, messages(out.Authorizations)) +
 		t.xds.Update(xds.EnrolledNamespaceType, messages(out.EnrolledNamespaces))
 	problems := out.Problems

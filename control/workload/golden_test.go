@@ -273,3 +273,19 @@ func isEmpty(v any) bool {
 	}
 	return v == nil
 }
+
+// TestWaypointNamespaces: a waypoint speaks for its own namespace's
+// workloads and services that use it, and for another namespace's only
+// when the translation sent them through it (infra/shared, which allows
+// ns-shared's routes); not infra/private, which refuses them.
+func TestWaypointNamespaces(t *testing.T) {
+	out := Translate(Config{}, readInputs(t, "testdata/waypoints/input.yaml"))
+	got := WaypointNamespaces(out.Addresses)
+	want := map[string]map[string]bool{
+		"infra/shared": {"ns-shared": true}, "ns-all/wp-all": {"ns-all": true},
+		"ns-svc/waypoint": {"ns-svc": true}, "ns-svc/wp-workload": {"ns-svc": true},
+	}
+	if !maps.EqualFunc(got, want, maps.Equal) {
+		t.Errorf("WaypointNamespaces = %v, want %v", got, want)
+	}
+}

@@ -2,6 +2,7 @@ package workload
 
 import (
 	"fmt"
+	"strings"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/pkg/mesh"
@@ -34,6 +35,34 @@ func (w *waypoint) address(domainSuffix string) *workloadv1.GatewayAddress {
 		},
 		HboneMtlsPort: mesh.HBONEPort,
 	}
+}
+
+// WaypointNamespaces are, by waypoint Gateway ("<namespace>/<name>"), the
+// namespaces of the workloads and services the translation sent through
+// it (addrs is an Output's Addresses): whose traffic the waypoint may
+// speak about.
+func WaypointNamespaces(addrs map[string]*workloadv1.Address) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	add := func(gw *workloadv1.GatewayAddress, ns string) {
+		// The hostname address makes: "<ns>/<name>.<ns>.svc.<suffix>".
+		wp, _, ok := strings.Cut(gw.GetHostname(), ".")
+		if !ok || ns == "" {
+			return
+		}
+		if out[wp] == nil {
+			out[wp] = map[string]bool{}
+		}
+		out[wp][ns] = true
+	}
+	for _, a := range addrs {
+		if w := a.GetWorkload(); w != nil {
+			add(w.GetWaypoint(), w.GetNamespace())
+		}
+		if s := a.GetService(); s != nil {
+			add(s.GetWaypoint(), s.GetNamespace())
+		}
+	}
+	return out
 }
 
 func (t *translator) indexWaypoints(gws []*gatewayv1.Gateway) {
