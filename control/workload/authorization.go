@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	"google.golang.org/protobuf/proto"
 	securityapi "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -121,7 +122,7 @@ func (t *translator) selectsOnlyUnenrolled(ap *securityv1.AuthorizationPolicy, p
 		if p == nil || (ap.Namespace != t.cfg.RootNamespace && p.Namespace != ap.Namespace) || !selects(sel, p.Labels) {
 			continue
 		}
-		if enrolled(p.Labels, t.namespaceLabels(p.Namespace)) {
+		if mesh.Enrolled(p.Labels, t.namespaceLabels(p.Namespace)) {
 			return false
 		}
 		picked = true

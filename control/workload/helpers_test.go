@@ -197,27 +197,6 @@ func TestResolveTargetPort(t *testing.T) {
 	}
 }
 
-func TestEnrolled(t *testing.T) {
-	ambient := map[string]string{labelDataplaneMode: "ambient"}
-	none := map[string]string{labelDataplaneMode: "none"}
-	for _, tc := range []struct {
-		name    string
-		pod, ns map[string]string
-		want    bool
-	}{
-		{"nothing", nil, nil, false},
-		{"namespace", nil, ambient, true},
-		{"pod", ambient, nil, true},
-		{"pod opts out", none, ambient, false},
-		{"unknown pod value follows namespace", map[string]string{labelDataplaneMode: "sidecar"}, ambient, true},
-		{"namespace none means nothing", nil, none, false},
-	} {
-		if got := enrolled(tc.pod, tc.ns); got != tc.want {
-			t.Errorf("%s: enrolled = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
 func TestSelects(t *testing.T) {
 	lbls := map[string]string{"app": "a", "version": "v1"}
 	for _, tc := range []struct {

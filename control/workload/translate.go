@@ -141,7 +141,7 @@ func Translate(cfg Config, in Inputs) Output {
 func enrolledNamespaces(nss []*corev1.Namespace) map[string]*workloadv1.EnrolledNamespace {
 	out := map[string]*workloadv1.EnrolledNamespace{}
 	for _, ns := range nss {
-		if ns != nil && enrolled(nil, ns.Labels) {
+		if ns != nil && mesh.Enrolled(nil, ns.Labels) {
 			out[ns.Name] = &workloadv1.EnrolledNamespace{Name: ns.Name}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/pkg/mesh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -55,7 +56,7 @@ func (t *translator) podWorkload(pod *corev1.Pod) *workloadv1.Workload {
 		AuthorizationPolicies: t.podPolicies(pod),
 		ClusterId:             t.cfg.ClusterID,
 	}
-	if enrolled(pod.Labels, t.namespaceLabels(pod.Namespace)) {
+	if mesh.Enrolled(pod.Labels, t.namespaceLabels(pod.Namespace)) {
 		w.TunnelProtocol = workloadv1.TunnelProtocol_HBONE
 	}
 	w.WorkloadName, w.WorkloadType = workloadNameAndType(pod)
@@ -98,18 +99,6 @@ func (t *translator) podIPs(pod *corev1.Pod) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// enrolled reports whether a pod is in the mesh: its own
-// istio.io/dataplane-mode label wins ("none" opts out), else its namespace's.
-func enrolled(podLabels, nsLabels map[string]string) bool {
-	switch podLabels[labelDataplaneMode] {
-	case dataplaneNone:
-		return false
-	case dataplaneAmbient:
-		return true
-	}
-	return nsLabels[labelDataplaneMode] == dataplaneAmbient
 }
 
 // podStatus is HEALTHY iff the Ready condition is True and the pod is not

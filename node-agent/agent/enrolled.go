@@ -85,7 +85,7 @@ func (n *enrolledNamespaces) enrolled(ctx context.Context, ns string) (bool, err
 	if err != nil {
 		return false, fmt.Errorf("no control plane has said which namespaces are enrolled, none was remembered, and the API server did not give namespace %s's labels: %w", ns, err)
 	}
-	return labels[mesh.LabelDataplaneMode] == mesh.DataplaneAmbient, nil
+	return mesh.Enrolled(nil, labels), nil
 }
 
 // save remembers snap's set when it differs from the saved one.

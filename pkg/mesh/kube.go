@@ -55,3 +55,17 @@ const (
 	// DefaultClusterID is the cluster name in workload UIDs.
 	DefaultClusterID = "Kubernetes"
 )
+
+// Enrolled reports whether a pod is in the mesh: its own LabelDataplaneMode
+// wins (DataplaneNone opts out), else its namespace's. With nil podLabels
+// it is the namespace's half alone: whether the namespace's pods join
+// unless they opt out.
+func Enrolled(podLabels, namespaceLabels map[string]string) bool {
+	switch podLabels[LabelDataplaneMode] {
+	case DataplaneNone:
+		return false
+	case DataplaneAmbient:
+		return true
+	}
+	return namespaceLabels[LabelDataplaneMode] == DataplaneAmbient
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // nodeAgents reports, for every namespace labelled
@@ -36,14 +38,14 @@ func (a *analyzer) nodeAgents() {
 	}
 	slices.Sort(missing)
 	for _, ns := range a.s.Namespaces {
-		if ns == nil || ns.Labels[labelDataplaneMode] != dataplaneAmbient {
+		if ns == nil || !mesh.Enrolled(nil, ns.Labels) {
 			continue
 		}
 		// Pods of the namespace on nodes without an agent.
 		stranded := map[string][]string{}
 		for _, p := range a.s.Pods {
 			if p == nil || p.Namespace != ns.Name || p.Spec.HostNetwork || podDone(p) ||
-				!slices.Contains(missing, p.Spec.NodeName) || p.Labels[labelDataplaneMode] == "none" {
+				!slices.Contains(missing, p.Spec.NodeName) || !mesh.Enrolled(p.Labels, ns.Labels) {
 				continue
 			}
 			stranded[p.Spec.NodeName] = append(stranded[p.Spec.NodeName], p.Name)

@@ -97,7 +97,7 @@ func (o *options) applyWaypoint(ctx context.Context, c *kube.Client, a waypoint.
 	if err != nil {
 		return fmt.Errorf("namespace %s: %w", a.Namespace, err)
 	}
-	if ns.Labels[waypoint.LabelDataplaneMode] != mesh.DataplaneAmbient {
+	if !mesh.Enrolled(nil, ns.Labels) {
 		fmt.Fprintf(o.errOut, "warning: namespace %s is not enrolled in the mesh (label %s=ambient): its traffic does not reach the waypoint until it is\n",
 			a.Namespace, waypoint.LabelDataplaneMode)
 	}
