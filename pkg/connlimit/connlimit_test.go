@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,14 +66,20 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 	ln := CappedPerSource(l.(*net.TCPListener), 8, 2, func() { shed <- struct{}{} })
 	defer ln.Close()
 	accepted := acceptAll(ln, 16)
-	dialFrom := func(src string) net.Conn {
-		t.Helper()
+	dial := func(src string) (net.Conn, error) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		c, err := d.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	dialFrom := func(src string) net.Conn {
+		t.Helper()
+		c, err := dial(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Close() })
 		return c
 	}
 	acceptedFrom := func(src string) net.Conn {
@@ -88,12 +95,22 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 			return nil
 		}
 	}
-	refused := func(c net.Conn) {
+	// refused dials from src and wants the connection shed: reset at
+	// once, which the dial itself may already report (the reset can
+	// arrive before connect returns).
+	refused := func(src string) {
 		t.Helper()
+		c, err := dial(src)
 		select {
 		case <-shed:
 		case <-time.After(await.Timeout):
 			t.Fatal("a connection beyond the source's limit was not shed")
+		}
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("the shed connection's dial: %v, want a reset", err)
+			}
+			return
 		}
 		c.SetReadDeadline(time.Now().Add(await.Timeout))
 		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -105,7 +122,7 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 	first := acceptedFrom("127.0.0.2")
 	dialFrom("127.0.0.2")
 	acceptedFrom("127.0.0.2")
-	refused(dialFrom("127.0.0.2"))
+	refused("127.0.0.2")
 	dialFrom("127.0.0.3")
 	acceptedFrom("127.0.0.3")
 
