@@ -137,8 +137,9 @@ type TargetStatus struct {
 	OK        bool      `json:"ok"`
 	Error     string    `json:"error,omitempty"`
 	ScrapedAt time.Time `json:"scrapedAt"`
-	// Dropped counts the series of the last scrape about destinations
-	// the waypoint does not serve (Target.Speaks): someone made it lie.
+	// Dropped counts the samples of the last scrape (a histogram's
+	// buckets each count) about destinations the waypoint does not serve
+	// (Target.Speaks): someone made it lie.
 	Dropped int `json:"dropped,omitempty"`
 }
 

@@ -303,7 +303,8 @@ func TestGraphFor(t *testing.T) {
 // tampered with its own namespace's waypoint: it reports requests between
 // other namespaces. The graph keeps what the waypoint reports about
 // destinations it serves (its namespace, and shop, which the control
-// plane sends through it) and drops the rest, counting it on the target.
+// plane sends through it) and unidentified ones, and drops the rest,
+// counting it on the target.
 func TestWaypointSpeaksOnlyForWhatItServes(t *testing.T) {
 	req := func(src, dstNS, dst string) Sample {
 		return Sample{metricRequests, map[string]string{"reporter": "waypoint", "source_workload": src, "source_workload_namespace": "default",
@@ -314,16 +315,17 @@ func TestWaypointSpeaksOnlyForWhatItServes(t *testing.T) {
 	now := time.Now()
 	g := Build(nil, []Scrape{{Target: tampered, Time: now, Samples: []Sample{
 		req("a", "default", "b"), req("a", "shop", "cart"), req("a", "bank", "ledger"), req("a", "kube-system", "coredns"),
+		req("a", "", ""), // a destination it could not identify names no one
 	}}}, now)
 	var got []string
 	for _, e := range g.Edges {
 		got = append(got, e.ID)
 	}
 	slices.Sort(got)
-	if want := []string{"default/a->default/b", "default/a->shop/cart"}; !slices.Equal(got, want) {
+	if want := []string{"default/a->default/b", "default/a->shop/cart", "default/a->unknown"}; !slices.Equal(got, want) {
 		t.Errorf("edges %v, want %v", got, want)
 	}
 	if len(g.Targets) != 1 || g.Targets[0].Dropped != 2 {
-		t.Errorf("targets %+v, want the waypoint with 2 dropped series", g.Targets)
+		t.Errorf("targets %+v, want the waypoint with 2 dropped samples", g.Targets)
 	}
 }

@@ -41,7 +41,7 @@ type reading struct {
 	Time    time.Time
 	Err     error
 	sides   map[sideKey]*totals
-	dropped int // series about destinations the target does not speak for
+	dropped int // samples about destinations the target does not speak for
 }
 
 func reduceAll(scrapes []Scrape) []reading {
@@ -61,7 +61,8 @@ func reduce(s Scrape) reading {
 		if !ok {
 			continue
 		}
-		if s.Target.Speaks != nil && !s.Target.Speaks[smp.Labels["destination_workload_namespace"]] {
+		// An unidentified destination names no one: still shown.
+		if s.Target.Speaks != nil && k.edge[1] != unknown && !s.Target.Speaks[smp.Labels["destination_workload_namespace"]] {
 			r.dropped++
 			continue
 		}

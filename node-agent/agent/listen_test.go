@@ -81,6 +81,45 @@ func TestListenerCapHoldsBackAStorm(t *testing.T) {
 	}
 }
 
+// TestProxyListenerShedsASourceAtItsCap: a proxy listener opened with a
+// per-source cap (as listen opens the outbound and plaintext ones) resets
+// one source's connection beyond it and counts it, while the listener
+// still has room.
+func TestProxyListenerShedsASourceAtItsCap(t *testing.T) {
+	needRoot(t)
+	sock, err := proxy.BindTransparent(0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shed := make(chan struct{}, 4)
+	ln, err := listenProxy(sock, 8, 1, func() { shed <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held until the listener closes
+		}
+	}()
+	addr := "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			defer c.Close()
+		}
+	}
+	select {
+	case <-shed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second connection of one source was not shed with a cap of 1")
+	}
+}
+
 // TestPerSourceCapOnPodsListeners: the outbound and plaintext listeners,
 // whose sources are pods and clients, cap what one source holds; the NAT
 // and HBONE ones, whose sources may be one address for many workloads (a
