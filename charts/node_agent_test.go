@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -47,6 +48,12 @@ var nodeAgentKinds = map[string]func() any{
 	"apps/v1/DaemonSet":                               func() any { return &appsv1.DaemonSet{} },
 	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
 	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
+	"admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy": func() any {
+		return &admissionv1.ValidatingAdmissionPolicy{}
+	},
+	"admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": func() any {
+		return &admissionv1.ValidatingAdmissionPolicyBinding{}
+	},
 }
 
 // decodeNodeAgent decodes a node agent render strictly (see decodeOnly):
@@ -117,6 +124,8 @@ func TestSchemaRejectsBadValuesNodeAgent(t *testing.T) {
 		{"--set", "tolerations=all", "tolerations"},
 		{"--set", "podAnnotations.owner=1", "podAnnotations"},
 		{"--set", "nodeSelector.pool=2", "nodeSelector"},
+		{"--set", "cni.readinessTaint=not ready", "readinessTaint"},
+		{"--set", "cni.readinessTaint=x/y/z", "readinessTaint"},
 	}
 	for _, c := range cases {
 		t.Run(c.value, func(t *testing.T) {
@@ -132,30 +141,43 @@ func TestSchemaRejectsBadValuesNodeAgent(t *testing.T) {
 }
 
 // nodeAgentObjects checks the rendered objects are exactly the agent's
-// ServiceAccount sa and DaemonSet, and returns both.
-func nodeAgentObjects(t *testing.T, objs objects, sa string) (*corev1.ServiceAccount, *appsv1.DaemonSet) {
+// ServiceAccount sa, DaemonSet and API access (with taint: the admission
+// policy that bounds the readiness taint's removal), and returns the first
+// two.
+func nodeAgentObjects(t *testing.T, objs objects, sa, taint string) (*corev1.ServiceAccount, *appsv1.DaemonSet) {
 	t.Helper()
 	var keys []string
 	for k := range objs {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if want := []string{"ClusterRole/" + nodeAgentName, "ClusterRoleBinding/" + nodeAgentName, "DaemonSet/" + nodeAgentName, "ServiceAccount/" + sa}; !slices.Equal(keys, want) {
+	want := []string{"ClusterRole/" + nodeAgentName, "ClusterRoleBinding/" + nodeAgentName, "DaemonSet/" + nodeAgentName, "ServiceAccount/" + sa}
+	if taint != "" {
+		want = append(want, "ValidatingAdmissionPolicy/"+nodeAgentName+"-nodes", "ValidatingAdmissionPolicyBinding/"+nodeAgentName+"-nodes")
+		slices.Sort(want)
+	}
+	if !slices.Equal(keys, want) {
 		t.Fatalf("rendered %v, want exactly %v", keys, want)
 	}
 	ds := get[appsv1.DaemonSet](t, objs, "DaemonSet", nodeAgentName)
-	checkAgentAPIAccess(t, objs, sa, ds)
+	checkAgentAPIAccess(t, objs, sa, taint, ds)
 	return get[corev1.ServiceAccount](t, objs, "ServiceAccount", sa), ds
 }
 
 // checkAgentAPIAccess: the agent's one API use is getting a Namespace
 // (its labels, at CNI ADD, when the control plane cannot say whether the
-// namespace is enrolled). Only the agent container has an API token, for
-// the API server's audience, short-lived and read-only.
-func checkAgentAPIAccess(t *testing.T, objs objects, sa string, ds *appsv1.DaemonSet) {
+// namespace is enrolled); install-cni's, with a readiness taint, is
+// removing that taint from its node, which an admission policy bounds.
+// Only those two containers have an API token, for the API server's
+// audience, short-lived and read-only.
+func checkAgentAPIAccess(t *testing.T, objs objects, sa, taint string, ds *appsv1.DaemonSet) {
 	t.Helper()
 	cr := get[rbacv1.ClusterRole](t, objs, "ClusterRole", nodeAgentName)
-	if got, want := grants(t, "ClusterRole", cr.Rules), map[string][]string{"/namespaces": {"get"}}; !reflect.DeepEqual(got, want) {
+	want := map[string][]string{"/namespaces": {"get"}}
+	if taint != "" {
+		want["/nodes"] = []string{"get", "patch"}
+	}
+	if got := grants(t, "ClusterRole", cr.Rules); !reflect.DeepEqual(got, want) {
 		t.Errorf("ClusterRole grants %v, want %v", got, want)
 	}
 	for _, r := range cr.Rules {
@@ -178,18 +200,69 @@ func checkAgentAPIAccess(t *testing.T, objs objects, sa string, ds *appsv1.Daemo
 	if tok == nil || tok.Audience != "" || tok.Path != "token" || tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 3600 {
 		t.Errorf("kube-api-access token %+v, want the API server's audience at token, 3600 s", tok)
 	}
+	holders := []string{"node-agent"}
+	if taint != "" {
+		holders = append(holders, "install-cni")
+	}
 	pod := ds.Spec.Template.Spec
 	for _, ctr := range slices.Concat(pod.InitContainers, pod.Containers) {
 		for _, m := range ctr.VolumeMounts {
 			if m.Name != "kube-api-access" {
 				continue
 			}
-			if ctr.Name != "node-agent" || m.MountPath != "/var/run/secrets/kubernetes.io/serviceaccount" || !m.ReadOnly {
-				t.Errorf("container %s mounts kube-api-access at %s (read-only %v): only node-agent may, read-only, where in-cluster clients look",
-					ctr.Name, m.MountPath, m.ReadOnly)
+			if !slices.Contains(holders, ctr.Name) || m.MountPath != "/var/run/secrets/kubernetes.io/serviceaccount" || !m.ReadOnly {
+				t.Errorf("container %s mounts kube-api-access at %s (read-only %v): only %v may, read-only, where in-cluster clients look",
+					ctr.Name, m.MountPath, m.ReadOnly, holders)
 			}
 		}
 	}
+	if taint != "" {
+		checkReadinessTaint(t, objs, sa, taint, ds)
+	}
+}
+
+// checkReadinessTaint: install-cni removes the taint from its own node
+// (named by the downward API), the agent tolerates it (or it could never
+// run where it must remove it), and the admission policy that keeps the
+// service account to that one change binds it, denying.
+func checkReadinessTaint(t *testing.T, objs objects, sa, taint string, ds *appsv1.DaemonSet) {
+	t.Helper()
+	installer := container(t, ds, "install-cni")
+	if got := flagValue(t, installer.Args, "readiness-taint"); got != taint {
+		t.Errorf("install-cni --readiness-taint=%s, want %s", got, taint)
+	}
+	if got := flagValue(t, installer.Args, "node-name"); got != "$(NODE_NAME)" {
+		t.Errorf("install-cni --node-name=%s", got)
+	}
+	if e := installer.Env; len(e) != 1 || e[0].Name != "NODE_NAME" || e[0].ValueFrom == nil || e[0].ValueFrom.FieldRef == nil || e[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("install-cni env %+v, want NODE_NAME from spec.nodeName", e)
+	}
+	if !slices.ContainsFunc(ds.Spec.Template.Spec.Tolerations, func(tol corev1.Toleration) bool {
+		return tol.Operator == corev1.TolerationOpExists && (tol.Key == taint || tol.Key == "") && tol.Effect == ""
+	}) {
+		t.Errorf("tolerations %+v do not tolerate %s", ds.Spec.Template.Spec.Tolerations, taint)
+	}
+	vap := get[admissionv1.ValidatingAdmissionPolicy](t, objs, "ValidatingAdmissionPolicy", nodeAgentName+"-nodes")
+	user := fmt.Sprintf("request.userInfo.username == %q", "system:serviceaccount:"+namespace+":"+sa)
+	if p := vap.Spec; p.FailurePolicy == nil || *p.FailurePolicy != admissionv1.Fail || len(p.MatchConditions) != 1 || p.MatchConditions[0].Expression != user ||
+		len(p.Validations) != 3 || !strings.Contains(p.Validations[1].Expression, "'"+taint+"'") {
+		t.Errorf("node policy %+v: want it to fail closed, match %s and allow removing only %s", p, user, taint)
+	}
+	b := get[admissionv1.ValidatingAdmissionPolicyBinding](t, objs, "ValidatingAdmissionPolicyBinding", nodeAgentName+"-nodes")
+	if b.Spec.PolicyName != vap.Name || !slices.Equal(b.Spec.ValidationActions, []admissionv1.ValidationAction{admissionv1.Deny}) {
+		t.Errorf("node policy binding %+v", b.Spec)
+	}
+}
+
+// TestNodeAgentWithoutReadinessTaint: with no taint, install-cni has no
+// API access and the service account no access to nodes.
+func TestNodeAgentWithoutReadinessTaint(t *testing.T) {
+	_, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, "--set", "cni.readinessTaint=")), "weft-node-agent", "")
+	installer := container(t, ds, "install-cni")
+	if slices.ContainsFunc(installer.Args, func(a string) bool { return strings.HasPrefix(a, "--readiness-taint") }) || len(installer.Env) != 0 {
+		t.Errorf("install-cni args %v env %v: nothing about a taint", installer.Args, installer.Env)
+	}
+	checkInstallerSecurity(t, ds)
 }
 
 func agentContainer(t *testing.T, ds *appsv1.DaemonSet) corev1.Container {
@@ -230,8 +303,12 @@ func checkInstallerSecurity(t *testing.T, ds *appsv1.DaemonSet) {
 	for _, m := range c.VolumeMounts {
 		names = append(names, m.Name)
 	}
-	if !slices.Equal(slices.Sorted(slices.Values(names)), []string{"cni-bin", "cni-conf", "run"}) {
-		t.Errorf("install-cni mounts %v, want cni-bin, cni-conf and run only", names)
+	want := []string{"cni-bin", "cni-conf", "run"}
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--readiness-taint=") }) {
+		want = []string{"cni-bin", "cni-conf", "kube-api-access", "run"} // to remove the taint
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(names)), want) {
+		t.Errorf("install-cni mounts %v, want %v only", names, want)
 	}
 	for _, ctr := range slices.Concat(ds.Spec.Template.Spec.InitContainers, ds.Spec.Template.Spec.Containers) {
 		for _, m := range ctr.VolumeMounts {
@@ -469,7 +546,7 @@ func wantAgentArgs(control, logLevel, dnsCapture string) []string {
 }
 
 func TestNodeAgentDefaults(t *testing.T) {
-	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t)), "weft-node-agent")
+	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t)), "weft-node-agent", "weft.io/agent-not-ready")
 	checkAgentSecurity(t, sa, ds)
 	checkAgentMounts(t, ds, "/opt/cni/bin", "/etc/cni/net.d")
 
@@ -577,7 +654,7 @@ func TestNodeAgentDefaults(t *testing.T) {
 }
 
 func TestNodeAgentCustomValues(t *testing.T) {
-	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, "--values", nodeAgentCustomValues)), "node-agent")
+	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, "--values", nodeAgentCustomValues)), "node-agent", "mesh.example.org/agent-not-ready")
 	checkAgentSecurity(t, sa, ds)
 	checkAgentMounts(t, ds, "/var/lib/cni/bin", "/var/lib/cni/net.d")
 
@@ -613,7 +690,8 @@ func TestNodeAgentCustomValues(t *testing.T) {
 	regcred := []corev1.LocalObjectReference{{Name: "regcred"}}
 	if pod.PriorityClassName != "mesh-critical" ||
 		!sameJSON(pod.NodeSelector, map[string]string{"kubernetes.io/os": "linux", "mesh.example.org/enabled": "true"}) ||
-		!sameJSON(pod.Tolerations, []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "mesh", Effect: corev1.TaintEffectNoSchedule}}) ||
+		!sameJSON(pod.Tolerations, []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "mesh", Effect: corev1.TaintEffectNoSchedule},
+			{Key: "mesh.example.org/agent-not-ready", Operator: corev1.TolerationOpExists}}) ||
 		pod.Affinity == nil || pod.Affinity.NodeAffinity == nil ||
 		!sameJSON(pod.ImagePullSecrets, regcred) || !sameJSON(sa.ImagePullSecrets, regcred) {
 		t.Errorf("scheduling values not applied: %+v", pod)
@@ -633,7 +711,7 @@ func TestNodeAgentCustomValues(t *testing.T) {
 // agent's service account, CA audience and control address are the ones the
 // default weft-control install in the same namespace expects and serves.
 func TestNodeAgentMatchesControl(t *testing.T) {
-	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t)), "weft-node-agent")
+	sa, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t)), "weft-node-agent", "weft.io/agent-not-ready")
 	control := decode(t, render(t, "control"))
 	cc := controlContainer(t, get[appsv1.Deployment](t, control, "Deployment", "weft-control"))
 	if got, want := flagValue(t, cc.Args, "node-agent-service-account"), namespace+"/"+sa.Name; got != want {

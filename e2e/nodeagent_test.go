@@ -307,6 +307,10 @@ func TestNodeAgent(t *testing.T) {
 		})
 	})
 
+	t.Run("a node with the readiness taint gets pods once weft-cni is installed; the agent's token removes nothing else", func(t *testing.T) {
+		testReadinessTaint(t, e, other)
+	})
+
 	t.Run("rolling upgrade of the node agents: kept connections finish on the old agent, new ones never fail", func(t *testing.T) {
 		testAgentRollout(t, e, "app=curl", "http://"+net.JoinHostPort(e.serviceIP(t, "default", "productpage"), "9080")+"/productpage")
 	})

@@ -48,6 +48,15 @@ type Config struct {
 	// nil: no API access, and such a pod starts uncaptured until its
 	// workload arrives.
 	NamespaceLabels func(ctx context.Context, name string) (map[string]string, error)
+	// ReadinessTaint, when set, is the key of a taint nodes are created
+	// with (kubelet --register-with-taints) so that no pod is scheduled on
+	// a new node before weft-cni is installed there: pods that start
+	// before it never pass through the plugin and talk plaintext until
+	// their workload arrives. The CNI installer removes it from NodeName
+	// with RemoveNodeTaint once the plugin is installed (and so an agent
+	// answers it).
+	ReadinessTaint  string
+	RemoveNodeTaint func(ctx context.Context, node, key string) (bool, error)
 
 	// The proxy listeners' ports: outbound capture, plaintext inbound
 	// (clients outside the mesh), plaintext inbound that netfilter DNATed
@@ -420,6 +429,9 @@ func setupCapture(cfg Config, log *slog.Logger) (*bpf.Capture, error) {
 // let the pod start uncaptured).
 func RunCNIInstaller(ctx context.Context, cfg Config) error {
 	log := cmp.Or(cfg.Log, slog.Default())
+	if cfg.ReadinessTaint != "" && (cfg.NodeName == "" || cfg.RemoveNodeTaint == nil) {
+		return errors.New("removing the readiness taint needs the node's name and API access")
+	}
 	opts, err := cniInstallOptions(cfg, log)
 	if err != nil {
 		return err
@@ -440,7 +452,36 @@ func RunCNIInstaller(ctx context.Context, cfg Config) error {
 		}
 	}
 	log.Info("installing weft-cni", "bin", cfg.CNIBinDir, "conf", cfg.CNIConfDir)
+	if cfg.ReadinessTaint != "" {
+		opts.Installed = func() { go removeReadinessTaint(ctx, cfg, log) }
+	}
 	return cni.Watch(ctx, opts)
+}
+
+// removeReadinessTaint removes cfg.ReadinessTaint from this node, trying
+// again (1 s, doubling to 30 s) until it is gone or ctx ends: while it
+// stays, no pod that does not tolerate it is scheduled here.
+func removeReadinessTaint(ctx context.Context, cfg Config, log *slog.Logger) {
+	const maxBackoff = 30 * time.Second
+	var lastErr string
+	for backoff := time.Second; ; backoff = min(2*backoff, maxBackoff) {
+		removed, err := cfg.RemoveNodeTaint(ctx, cfg.NodeName, cfg.ReadinessTaint)
+		if err == nil {
+			if removed {
+				log.Info("weft-cni installed: removed the node's readiness taint", "node", cfg.NodeName, "taint", cfg.ReadinessTaint)
+			}
+			return
+		}
+		if err.Error() != lastErr {
+			log.Warn("cannot remove the node's readiness taint: pods that do not tolerate it are not scheduled here", "node", cfg.NodeName, "taint", cfg.ReadinessTaint, "err", err)
+			lastErr = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func cniInstallOptions(cfg Config, log *slog.Logger) (cni.InstallOptions, error) {

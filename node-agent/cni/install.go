@@ -43,6 +43,9 @@ type InstallOptions struct {
 	Interval time.Duration
 	// Logf reports what Watch changed or failed to do (default: silent).
 	Logf func(format string, args ...any)
+	// Installed, if set, is called once, when Watch has installed the
+	// plugin for the first time.
+	Installed func()
 }
 
 // PluginConfEntry is weft-cni's entry in a conflist's "plugins".
@@ -138,6 +141,9 @@ func (o InstallOptions) validate() error {
 func Watch(ctx context.Context, opts InstallOptions) error {
 	if err := Install(opts); err != nil {
 		return err
+	}
+	if opts.Installed != nil {
+		opts.Installed()
 	}
 	interval := opts.Interval
 	if interval <= 0 {

@@ -1,7 +1,9 @@
-// Package kubeapi is the node agent's only use of the Kubernetes API: it
-// reads a namespace's labels, at CNI ADD, when nothing else can say
+// Package kubeapi is the node agent's only use of the Kubernetes API: the
+// agent reads a namespace's labels, at CNI ADD, when nothing else can say
 // whether the namespace is enrolled (a new node while the control plane
-// is unreachable). The agent learns everything else over xDS.
+// is unreachable), and the install-cni container removes the node's
+// readiness taint once the plugin is installed. The agent learns
+// everything else over xDS.
 //
 // It is one authenticated GET with net/http rather than client-go: the
 // agent's memory is budgeted (docs/benchmarks.md), and client-go's REST
@@ -10,6 +12,7 @@
 package kubeapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,10 +35,11 @@ const (
 	DefaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 )
 
-// maxResponse bounds what is read of an answer: a Namespace is small.
+// maxResponse bounds what is read of an answer: a Namespace or a Node
+// is small.
 const maxResponse = 1 << 20
 
-// Client reads namespaces from one API server.
+// Client talks to one API server.
 type Client struct {
 	base      string // https://host:port
 	tokenFile string // read at every request: the kubelet rotates it
@@ -81,40 +85,111 @@ func New(base, tokenFile string, tlsConfig *tls.Config) *Client {
 // NamespaceLabels returns namespace name's labels. Anything but a 200
 // with a Namespace of that name is an error.
 func (c *Client) NamespaceLabels(ctx context.Context, name string) (map[string]string, error) {
+	var ns object
+	if err := c.do(ctx, http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(name), nil, &ns); err != nil {
+		return nil, err
+	}
+	if err := ns.is("Namespace", name); err != nil {
+		return nil, err
+	}
+	return ns.Metadata.Labels, nil
+}
+
+// Taint is a Node's taint as the API has it.
+type Taint struct {
+	Key    string `json:"key"`
+	Value  string `json:"value,omitempty"`
+	Effect string `json:"effect"`
+}
+
+// RemoveNodeTaint removes every taint with key from node, reporting
+// whether there was one. It patches only those entries, each behind a
+// JSON Patch test of its key, so a concurrent change to the node's taints
+// makes the patch fail (422: read again and retry) instead of removing
+// someone else's taint.
+func (c *Client) RemoveNodeTaint(ctx context.Context, node, key string) (bool, error) {
+	path := "/api/v1/nodes/" + url.PathEscape(node)
+	var n object
+	if err := c.do(ctx, http.MethodGet, path, nil, &n); err != nil {
+		return false, err
+	}
+	if err := n.is("Node", node); err != nil {
+		return false, err
+	}
+	var patch []map[string]string
+	for i := len(n.Spec.Taints) - 1; i >= 0; i-- { // last first: indexes stay valid
+		if n.Spec.Taints[i].Key == key {
+			at := fmt.Sprintf("/spec/taints/%d", i)
+			patch = append(patch, map[string]string{"op": "test", "path": at + "/key", "value": key}, map[string]string{"op": "remove", "path": at})
+		}
+	}
+	if len(patch) == 0 {
+		return false, nil
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return false, err
+	}
+	var patched object
+	if err := c.do(ctx, http.MethodPatch, path, body, &patched); err != nil {
+		return false, err
+	}
+	return true, patched.is("Node", node)
+}
+
+// object is what the client reads of any object it gets.
+type object struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		Taints []Taint `json:"taints"`
+	} `json:"spec"`
+}
+
+func (o *object) is(kind, name string) error {
+	if o.Kind != kind || o.Metadata.Name != name {
+		return fmt.Errorf("asked for %s %q, got %s %q", kind, name, o.Kind, o.Metadata.Name)
+	}
+	return nil
+}
+
+// do sends one request (a body is a JSON Patch) and decodes a 200's body
+// into v. Anything else is an error that quotes the server.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, v any) error {
 	token, err := os.ReadFile(c.tokenFile)
 	if err != nil {
-		return nil, fmt.Errorf("API token: %w", err)
+		return fmt.Errorf("API token: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/api/v1/namespaces/"+url.PathEscape(name), nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json-patch+json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET namespace %q: %s: %.200s", name, resp.Status, body)
+		return fmt.Errorf("%s %s: %s: %.1000s", method, path, resp.Status, answer)
 	}
-	var ns struct {
-		Kind     string `json:"kind"`
-		Metadata struct {
-			Name   string            `json:"name"`
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
+	if err := json.Unmarshal(answer, v); err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if err := json.Unmarshal(body, &ns); err != nil {
-		return nil, fmt.Errorf("GET namespace %q: %w", name, err)
-	}
-	if ns.Kind != "Namespace" || ns.Metadata.Name != name {
-		return nil, fmt.Errorf("GET namespace %q: got %s %q", name, ns.Kind, ns.Metadata.Name)
-	}
-	return ns.Metadata.Labels, nil
+	return nil
 }

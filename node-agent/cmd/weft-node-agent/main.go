@@ -154,10 +154,18 @@ func installCNICommand(cfg *agent.Config, root *cobra.Command, logLevel *string)
 			if cfg.Log, err = cli.Logger(os.Stderr, *logLevel); err != nil {
 				return err
 			}
+			if cfg.ReadinessTaint != "" {
+				api, err := kubeapi.InCluster("", "")
+				if err != nil {
+					return fmt.Errorf("--readiness-taint: %w", err)
+				}
+				cfg.RemoveNodeTaint = api.RemoveNodeTaint
+			}
 			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.RunCNIInstaller(ctx, *cfg) })
 		},
 	}
-	for _, f := range []string{"cni-bin-dir", "cni-conf-dir", "cni-plugin", "run-dir", "log-level"} {
+	install.Flags().StringVar(&cfg.ReadinessTaint, "readiness-taint", "", "once weft-cni is installed, remove the taint with this key from --node-name (nodes registered with it get no pods before the plugin is there; in-cluster token "+kubeapi.DefaultTokenFile+"); empty: none")
+	for _, f := range []string{"cni-bin-dir", "cni-conf-dir", "cni-plugin", "run-dir", "log-level", "node-name"} {
 		install.Flags().AddFlag(root.Flags().Lookup(f))
 	}
 	return install
