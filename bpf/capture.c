@@ -16,6 +16,9 @@
 //   capture_inbound   the node's uplink (packets for enrolled pod IPs;
 //                     HBONE tunnels to <pod IP>:<HBONE port> go to the HBONE
 //                     listener, everything else to the plaintext one)
+//   guard_to_pod      tcx egress of the same host-side veths (packets into
+//                     the pod): drops what the mesh cannot capture into an
+//                     enrolled pod (its IPv6 TCP)
 //
 // Enrolment is data: the programs stay attached and user space flips flags
 // in the maps below. Captured packets get WEFT_MARK_CAPTURE so that the
@@ -243,6 +246,16 @@ static __always_inline int ipv6_uncaptured(struct __sk_buff *skb)
 	return next != IPPROTO_ICMPV6 && next != IPPROTO_UDP;
 }
 
+// drop_ipv6 counts an uncaptured IPv6 packet of an enrolled pod and drops it.
+static __always_inline int drop_ipv6(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&ipv6_dropped, &zero);
+	if (n)
+		*n += 1;
+	return WEFT_TC_ACT_SHOT;
+}
+
 static __always_inline int bypassed(__be32 daddr)
 {
 	struct lpm_v4_key key = {.prefixlen = 32, .addr = daddr};
@@ -451,13 +464,8 @@ int capture_outbound(struct __sk_buff *skb)
 	// DNS of a pod that takes new proxied connections (before the bypass
 	// check: a node-local resolver is captured too, as in Istio).
 	if ((flags & WEFT_F_CAPTURE) && !(flags & WEFT_F_DRAINING)) {
-		if (ipv6_uncaptured(skb)) {
-			__u32 zero = 0;
-			__u64 *n = bpf_map_lookup_elem(&ipv6_dropped, &zero);
-			if (n)
-				*n += 1;
-			return WEFT_TC_ACT_SHOT;
-		}
+		if (ipv6_uncaptured(skb))
+			return drop_ipv6();
 		int verdict = steer_dns(skb);
 		if (verdict != WEFT_TCX_NEXT)
 			return verdict;
@@ -496,6 +504,23 @@ int capture_inbound(struct __sk_buff *skb)
 	if (parse_tcp4(skb, &f) != 0)
 		return WEFT_TCX_NEXT;
 	return steer_inbound(skb, &f);
+}
+
+// guard_to_pod runs on the egress of every local pod's host-side veth: the
+// packets the host delivers into the pod. An enrolled pod's own IPv6 TCP
+// fails at capture_outbound (its SYNs and its answers leave through there),
+// but a SYN that carries data (TCP Fast Open) would hand that data to a
+// server in the pod before any answer is dropped: such packets stop here.
+SEC("tcx/egress")
+int guard_to_pod(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct enrolment *e = bpf_map_lookup_elem(&enrolled_ifindex, &ifindex);
+	if (!e || !(e->flags & WEFT_F_CAPTURE) || (e->flags & WEFT_F_DRAINING))
+		return WEFT_TCX_NEXT;
+	if (ipv6_uncaptured(skb))
+		return drop_ipv6();
+	return WEFT_TCX_NEXT;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

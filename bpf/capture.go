@@ -76,7 +76,13 @@ const (
 	Outbound Direction = "outbound"
 	// Inbound: the node's uplink, packets for enrolled pod IPs.
 	Inbound Direction = "inbound"
+	// ToPod: egress of a local pod's host-side veth, packets into the pod
+	// (attached with Outbound).
+	ToPod Direction = "to_pod"
 )
+
+// egress reports whether dir's program runs on its interface's egress.
+func (dir Direction) egress() bool { return dir == ToPod }
 
 // Capture holds the loaded capture programs, their pinned maps and the
 // links this process attached or reopened.
@@ -167,10 +173,15 @@ func linkName(dir Direction, ifindex int) string {
 // routed veth to veth and never cross the uplink, so AttachInbound alone
 // would let them reach the pod directly, bypassing PeerAuthentication
 // STRICT and L4 authorization). For packets to non-enrolled destinations it
-// costs one hash lookup. Idempotent: a link pinned by an earlier run is
+// costs one hash lookup. It also attaches guard_to_pod to the veth's egress
+// (packets into the pod), which drops what the mesh cannot capture into an
+// enrolled pod (IPv6 TCP). Idempotent: a link pinned by an earlier run is
 // updated in place to this build's program.
 func (c *Capture) AttachOutbound(ifindex int) error {
-	return c.attach(Outbound, c.objs.CaptureOutbound, ifindex)
+	if err := c.attach(Outbound, c.objs.CaptureOutbound, ifindex); err != nil {
+		return err
+	}
+	return c.attach(ToPod, c.objs.GuardToPod, ifindex)
 }
 
 // AttachInbound attaches capture_inbound to the tcx ingress of the node's
@@ -179,9 +190,11 @@ func (c *Capture) AttachInbound(ifindex int) error {
 	return c.attach(Inbound, c.objs.CaptureInbound, ifindex)
 }
 
-// DetachOutbound removes the outbound program from the veth (and its pin).
-// A veth that is deleted loses its program anyway; this only tidies up.
-func (c *Capture) DetachOutbound(ifindex int) error { return c.detach(Outbound, ifindex) }
+// DetachOutbound removes the veth's programs (and their pins). A veth that
+// is deleted loses its programs anyway; this only tidies up.
+func (c *Capture) DetachOutbound(ifindex int) error {
+	return errors.Join(c.detach(Outbound, ifindex), c.detach(ToPod, ifindex))
+}
 
 // DetachInbound removes the inbound program from the uplink (and its pin).
 func (c *Capture) DetachInbound(ifindex int) error { return c.detach(Inbound, ifindex) }
@@ -219,17 +232,21 @@ func (c *Capture) attach(dir Direction, prog *ebpf.Program, ifindex int) error {
 	if c.legacyTC {
 		return attachClsact(dir, prog, ifindex)
 	}
+	attach := ebpf.AttachTCXIngress
+	if dir.egress() {
+		attach = ebpf.AttachTCXEgress
+	}
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: ifindex,
 		Program:   prog,
-		Attach:    ebpf.AttachTCXIngress,
+		Attach:    attach,
 	})
 	if errors.Is(err, link.ErrNotSupported) {
 		// Kernel before 6.6: clsact qdisc + cls_bpf filter.
 		return attachClsact(dir, prog, ifindex)
 	}
 	if err != nil {
-		return fmt.Errorf("attach %s capture to tcx ingress of ifindex %d: %w", dir, ifindex, err)
+		return fmt.Errorf("attach %s capture to tcx %s of ifindex %d: %w", dir, attach, ifindex, err)
 	}
 	if err := l.Pin(pin); err != nil {
 		_ = l.Close()
@@ -437,10 +454,10 @@ func (c *Capture) Counters() (captured, dropped uint64, err error) {
 	return captured, dropped, nil
 }
 
-// IPv6Dropped is how many IPv6 packets of enrolled pods the outbound
-// program dropped since the maps were first pinned: only IPv4 is steered to
-// the proxy, so an enrolled pod's IPv6 TCP (and anything but ICMPv6 and
-// UDP, which IPv4 lets pass too) fails closed instead of leaving the mesh.
+// IPv6Dropped is how many IPv6 packets from or to enrolled pods the veth
+// programs dropped since the maps were first pinned: only IPv4 is steered
+// to the proxy, so an enrolled pod's IPv6 TCP (and anything but ICMPv6 and
+// UDP, which IPv4 lets pass too) fails closed instead of bypassing the mesh.
 func (c *Capture) IPv6Dropped() (uint64, error) {
 	var perCPU []uint64
 	if err := c.objs.Ipv6Dropped.Lookup(uint32(0), &perCPU); err != nil {

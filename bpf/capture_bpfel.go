@@ -45,6 +45,7 @@ const (
 	captureMapProxyListeners   = "proxy_listeners"
 	captureProgCaptureInbound  = "capture_inbound"
 	captureProgCaptureOutbound = "capture_outbound"
+	captureProgGuardToPod      = "guard_to_pod"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -91,6 +92,7 @@ type captureSpecs struct {
 type captureProgramSpecs struct {
 	CaptureInbound  *ebpf.ProgramSpec `ebpf:"capture_inbound"`
 	CaptureOutbound *ebpf.ProgramSpec `ebpf:"capture_outbound"`
+	GuardToPod      *ebpf.ProgramSpec `ebpf:"guard_to_pod"`
 }
 
 // captureMapSpecs contains maps before they are loaded into the kernel.
@@ -168,12 +170,14 @@ type captureVariables struct {
 type capturePrograms struct {
 	CaptureInbound  *ebpf.Program `ebpf:"capture_inbound"`
 	CaptureOutbound *ebpf.Program `ebpf:"capture_outbound"`
+	GuardToPod      *ebpf.Program `ebpf:"guard_to_pod"`
 }
 
 func (p *capturePrograms) Close() error {
 	return _CaptureClose(
 		p.CaptureInbound,
 		p.CaptureOutbound,
+		p.GuardToPod,
 	)
 }
 

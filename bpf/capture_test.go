@@ -787,8 +787,8 @@ func TestCaptureClsactNetns(t *testing.T) {
 	load()
 	tp.inNode(t, "count filters", func() error {
 		n, err := clsactPrograms(tp.wh1)
-		if err == nil && n != 1 {
-			err = fmt.Errorf("%d weft filters on wh1 after restart, want 1", n)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("%d weft filters on wh1 after restart, want 2 (capture_outbound, guard_to_pod)", n)
 		}
 		return err
 	})

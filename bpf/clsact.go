@@ -20,11 +20,19 @@ const (
 	clsactHandle   = 1
 )
 
+// clsactParent is the clsact hook dir's filter hangs from.
+func clsactParent(dir Direction) uint32 {
+	if dir.egress() {
+		return netlink.HANDLE_MIN_EGRESS
+	}
+	return netlink.HANDLE_MIN_INGRESS
+}
+
 func clsactFilter(dir Direction, prog *ebpf.Program, ifindex int) *netlink.BpfFilter {
 	f := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: ifindex,
-			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Parent:    clsactParent(dir),
 			Handle:    clsactHandle,
 			Protocol:  unix.ETH_P_ALL,
 			Priority:  clsactPriority,
@@ -63,7 +71,7 @@ func detachClsact(dir Direction, ifindex int) error {
 	if err != nil {
 		return nil // device gone: its filters went with it
 	}
-	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+	filters, err := netlink.FilterList(l, clsactParent(dir))
 	if err != nil {
 		return nil // no clsact qdisc
 	}
@@ -79,20 +87,23 @@ func detachClsact(dir Direction, ifindex int) error {
 	return nil
 }
 
-// clsactPrograms counts Weft filters on the ingress of ifindex (for tests).
+// clsactPrograms counts Weft filters on the ingress and egress of ifindex
+// (for tests).
 func clsactPrograms(ifindex int) (int, error) {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return 0, err
 	}
-	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
-	if err != nil {
-		return 0, err
-	}
 	n := 0
-	for _, f := range filters {
-		if _, ok := f.(*netlink.BpfFilter); ok && f.Attrs().Priority == clsactPriority {
-			n++
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		filters, err := netlink.FilterList(l, parent)
+		if err != nil {
+			return 0, err
+		}
+		for _, f := range filters {
+			if _, ok := f.(*netlink.BpfFilter); ok && f.Attrs().Priority == clsactPriority {
+				n++
+			}
 		}
 	}
 	return n, nil
