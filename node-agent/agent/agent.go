@@ -358,7 +358,7 @@ func registerCaptureCounters(reg prometheus.Registerer, capture *bpf.Capture, lo
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "weft_node_agent_capture_ipv6_dropped_total",
-		Help: "IPv6 packets of enrolled pods dropped because only IPv4 is captured (TCP, and anything but ICMPv6 and UDP).",
+		Help: "IPv6 packets from or to enrolled pods dropped because only IPv4 is captured (TCP, and anything but ICMPv6 and UDP).",
 	}, func() float64 {
 		n, err := capture.IPv6Dropped()
 		if err != nil {
