@@ -110,13 +110,6 @@ func dialHopByHop(nsPath, addr string, timeout time.Duration) (string, error) {
 	return strings.TrimSpace(who), err
 }
 
-// TestCaptureIPv6FailsClosedNetns: only IPv4 is steered to the proxy, so an
-// enrolled pod's IPv6 TCP must not get through at all (the issue's
-// "dual-stack pods are not captured, yet report as enrolled"): neither the
-// pod's own connections, nor connections to it (its answers leave through
-// the same program), nor TCP behind a hop-by-hop header. ICMPv6 (neighbour
-// discovery) and UDP still work, as they do over IPv4; the drops are
-// counted; once unenrolled the pod's IPv6 works again.
 // tfoServer listens on TCP addr (IPv6) in nsPath with TCP Fast Open on
 // and no cookie required, and sends what each accepted connection says to
 // the returned channel. TFO hands a SYN's data to the server at once, before
@@ -217,6 +210,15 @@ func expectSaid(t *testing.T, said <-chan string, want, phase string) {
 	}
 }
 
+// TestCaptureIPv6FailsClosedNetns: only IPv4 is steered to the proxy, so an
+// enrolled pod's IPv6 TCP must not get through at all (the issue's
+// "dual-stack pods are not captured, yet report as enrolled"): neither the
+// pod's own connections, nor connections to it (its answers leave through
+// the same program), nor the data of a TCP Fast Open SYN, which a server
+// takes before any answer (guard_to_pod stops it on the way in), nor TCP
+// behind a hop-by-hop header. ICMPv6 (neighbour discovery) and UDP still
+// work, as they do over IPv4; the drops are counted; once unenrolled the
+// pod's IPv6 works again.
 func TestCaptureIPv6FailsClosedNetns(t *testing.T) {
 	tp := newTopo(t)
 	nodeName := strings.TrimPrefix(tp.node, "/run/netns/")

@@ -328,7 +328,7 @@ func checkAgentSecurity(t *testing.T, sa *corev1.ServiceAccount, ds *appsv1.Daem
 	t.Helper()
 	pod := ds.Spec.Template.Spec
 	if !isFalse(sa.AutomountServiceAccountToken) || !isFalse(pod.AutomountServiceAccountToken) {
-		t.Errorf("automountServiceAccountToken: ServiceAccount %s, pod %s; want false on both (only the agent container mounts an API token)",
+		t.Errorf("automountServiceAccountToken: ServiceAccount %s, pod %s; want false on both (only the agent and install-cni containers mount an API token)",
 			deref(sa.AutomountServiceAccountToken), deref(pod.AutomountServiceAccountToken))
 	}
 	if pod.ServiceAccountName != sa.Name {

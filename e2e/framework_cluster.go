@@ -33,8 +33,15 @@ func (e *env) serviceIP(t *testing.T, ns, name string) string {
 // when pod is set (what a projected token volume holds).
 func (e *env) token(t *testing.T, ns, sa, pod string) string {
 	t.Helper()
+	return e.tokenFor(t, ns, sa, pod, caAudience)
+}
+
+// tokenFor is token for the given audiences (none: the API server's, what
+// kube-api-access holds).
+func (e *env) tokenFor(t *testing.T, ns, sa, pod string, audiences ...string) string {
+	t.Helper()
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-		Audiences: []string{caAudience}, ExpirationSeconds: ptr.To[int64](600),
+		Audiences: audiences, ExpirationSeconds: ptr.To[int64](600),
 	}}
 	if pod != "" {
 		p, err := e.c.Client.CoreV1().Pods(ns).Get(context.Background(), pod, metav1.GetOptions{})

@@ -10,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
 	"github.com/weft-mesh/weft/node-agent/kubeapi"
 )
@@ -76,7 +74,7 @@ func attackNodePatches(t *testing.T, e *env, node string) {
 	}
 	agent := strings.TrimSpace(e.mustKubectl(t, "-n", controlNS, "get", "pods", "-l", "app.kubernetes.io/name=weft-node-agent",
 		"--field-selector", "spec.nodeName="+node, "-o", "jsonpath={.items[0].metadata.name}"))
-	bound := e.apiClient(t, e.apiToken(t, agent))
+	bound := e.apiClient(t, e.tokenFor(t, controlNS, "weft-node-agent", agent))
 	// Harmless taints (PreferNoSchedule) for the attacks to aim at.
 	for _, taint := range []string{other + " " + readinessTaint + "=x:PreferNoSchedule", node + " e2e.weft.io/keep=x:PreferNoSchedule"} {
 		n, kv, _ := strings.Cut(taint, " ")
@@ -107,7 +105,7 @@ func attackNodePatches(t *testing.T, e *env, node string) {
 		t.Errorf("deleting %s with %s's agent token succeeded", other, node)
 	}
 	// A token bound to no pod names no node: it removes nothing.
-	unbound := e.apiClient(t, e.apiToken(t, ""))
+	unbound := e.apiClient(t, e.tokenFor(t, controlNS, "weft-node-agent", ""))
 	e.mustKubectl(t, "taint", "node", node, readinessTaint+"=x:PreferNoSchedule")
 	if _, err := unbound.RemoveNodeTaint(ctx, node, readinessTaint); err == nil {
 		t.Error("a token bound to no pod removed the taint")
@@ -145,26 +143,6 @@ func (e *env) apiClient(t *testing.T, token string) nodeAgentAPI {
 		t.Fatal(err)
 	}
 	return nodeAgentAPI{kubeapi.New(cfg.Host, file, tlsConfig), cs}
-}
-
-// apiToken is a token of the node agent's service account for the API
-// server, bound to the agent's pod (what kube-api-access holds) unless
-// pod is "".
-func (e *env) apiToken(t *testing.T, pod string) string {
-	t.Helper()
-	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
-	if pod != "" {
-		p, err := e.c.Client.CoreV1().Pods(controlNS).Get(context.Background(), pod, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod, UID: p.UID}
-	}
-	tr, err := e.c.Client.CoreV1().ServiceAccounts(controlNS).CreateToken(context.Background(), "weft-node-agent", req, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
 }
 
 // taintKeys are node's taints' keys.

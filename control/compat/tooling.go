@@ -68,7 +68,7 @@ var platform = Section{
 		{
 			Feature: "IPv6, dual-stack",
 			Status:  NotYet,
-			Notes:   "the capture programs and policy routing are IPv4 only. An enrolled pod's IPv6 fails closed: its TCP (both ways: the pod's SYNs and its answers leaving, every segment, a TCP Fast Open SYN's data included, entering) and anything but ICMPv6 and UDP are dropped at its veth (`weft_node_agent_capture_ipv6_dropped_total`; the agent logs which enrolled pods have IPv6 addresses); IPv6 UDP passes, as IPv4 UDP does",
+			Notes:   "the capture programs and policy routing are IPv4 only. An enrolled pod's IPv6 fails closed: its TCP and anything but ICMPv6 and UDP are dropped at its veth both ways, leaving (its SYNs and its answers) and entering (every segment, a TCP Fast Open SYN's data included) (`weft_node_agent_capture_ipv6_dropped_total`; the agent logs which enrolled pods have IPv6 addresses); IPv6 UDP passes, as IPv4 UDP does",
 		},
 		{
 			Feature: "multicluster, multi-network, east-west gateway",
