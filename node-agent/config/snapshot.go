@@ -26,6 +26,16 @@ type Workload struct {
 	// Identity is spiffe://<td>/ns/<ns>/sa/<sa>; zero if the workload has
 	// no service account or trust domain (never for HBONE workloads).
 	Identity spiffeid.ID
+
+	// plan is the policies that apply to the workload, compiled by the
+	// policy store it names: a snapshot whose addresses did not change
+	// shares its workloads with the one before, not its policies.
+	plan atomic.Pointer[workloadPlan]
+}
+
+type workloadPlan struct {
+	store *policy.Store
+	plan  *policy.Plan
 }
 
 // Healthy reports whether the workload may receive new connections.
@@ -214,9 +224,16 @@ func (s *Snapshot) Authorizations() map[string]*workloadv1.Authorization { retur
 func (s *Snapshot) Policy() *policy.Store { return s.policy }
 
 // Authorize decides, with this snapshot's policies, whether connection c to
-// the workload dst is allowed. It does not allocate.
+// the workload dst is allowed. Only the first check of a workload with a
+// snapshot's policies allocates (its plan, kept on the workload).
 func (s *Snapshot) Authorize(dst *Workload, c policy.Conn) policy.Decision {
-	return s.policy.Check(policy.Destination{Namespace: dst.Proto.GetNamespace(), Policies: dst.Proto.GetAuthorizationPolicies()}, c)
+	wp := dst.plan.Load()
+	if wp == nil || wp.store != s.policy {
+		wp = &workloadPlan{store: s.policy, plan: s.policy.Plan(policy.Destination{
+			Namespace: dst.Proto.GetNamespace(), Policies: dst.Proto.GetAuthorizationPolicies()})}
+		dst.plan.Store(wp)
+	}
+	return wp.plan.Check(c)
 }
 
 // AuthorizationsFor returns the policies that apply to w: GLOBAL ones,

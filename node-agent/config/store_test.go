@@ -607,6 +607,38 @@ func TestPolicyFollowsTheSnapshot(t *testing.T) {
 	wg.Wait()
 }
 
+// TestAuthorizeKeepsThePlan: a workload's compiled policies are built by
+// its first check with a snapshot's policies; later checks allocate
+// nothing, and a new policy set is compiled anew for the same workload.
+func TestAuthorizeKeepsThePlan(t *testing.T) {
+	s := NewStore(Options{Logger: quiet})
+	if err := s.Handle(AddressType, addresses(workload(wl{name: "a", node: "n", ips: []string{"10.0.0.1"}})), nil); err != nil {
+		t.Fatal(err)
+	}
+	name, allowOther := authz("default", "only-other", workloadv1.Scope_NAMESPACE, "10.2.0.0/16")
+	if err := s.Handle(AuthorizationType, map[string]proto.Message{name: allowOther}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.Snapshot()
+	a := snap.Workload("Kubernetes//Pod/default/a")
+	conn := policy.Conn{SourceIP: ip("10.1.0.1"), DestIP: ip("10.0.0.1"), DestPort: 9080}
+	if allocs := testing.AllocsPerRun(100, func() { snap.Authorize(a, conn) }); allocs != 0 {
+		t.Errorf("Authorize allocates %v times per check", allocs)
+	}
+	if d := snap.Authorize(a, conn); d.Allowed {
+		t.Fatalf("denied by %s expected: %+v", name, d)
+	}
+	if err := s.Handle(AuthorizationType, nil, []string{name}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Snapshot().Workload("Kubernetes//Pod/default/a") != a {
+		t.Fatal("an Authorization update replaced the workloads")
+	}
+	if d := s.Snapshot().Authorize(a, conn); !d.Allowed {
+		t.Errorf("the removed policy still applies: %+v", d)
+	}
+}
+
 func TestServiceServing(t *testing.T) {
 	w := &workloadv1.Workload{Uid: "w", Name: "w", Namespace: "ns", Addresses: []string{"10.0.0.1"},
 		Services: map[string]*workloadv1.PortList{

@@ -85,13 +85,17 @@ func TestBenchStore(t *testing.T) {
 	}
 }
 
+// BenchmarkCheck times Plan.Check: the node agent keeps each local
+// workload's plan (config.Snapshot.Authorize), so building it is not per
+// connection (BenchmarkPlan).
 func BenchmarkCheck(b *testing.B) {
 	for _, tc := range []struct{ total, applicable int }{{10, 10}, {1000, 10}, {1000, 1000}} {
 		s, dst := benchStore(tc.total, tc.applicable)
+		plan := s.Plan(dst)
 		b.Run(fmt.Sprintf("total=%d/applicable=%d/allowed", tc.total, tc.applicable), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if !s.Check(dst, mtls).Allowed {
+				if !plan.Check(mtls).Allowed {
 					b.Fatal("denied")
 				}
 			}
@@ -100,7 +104,7 @@ func BenchmarkCheck(b *testing.B) {
 			b.ReportAllocs()
 			c := with(plain, func(c *Conn) { c.SourceIP = mtls.DestIP })
 			for b.Loop() {
-				if s.Check(dst, c).Allowed {
+				if plan.Check(c).Allowed {
 					b.Fatal("allowed")
 				}
 			}
@@ -116,20 +120,35 @@ func BenchmarkNewStore(b *testing.B) {
 	}
 }
 
-// BenchmarkCheckLatency times every allowed check on its own and reports
-// percentiles: the performance target is a p99, which a mean (BenchmarkCheck)
-// cannot show. Each sample includes one clock read, reported as clock_p50_ns
+// BenchmarkPlan times building a destination's plan (uncached), what the
+// first connection to a workload after a policy change pays.
+func BenchmarkPlan(b *testing.B) {
+	for _, tc := range []struct{ total, applicable int }{{1000, 10}, {1000, 1000}} {
+		s, dst := benchStore(tc.total, tc.applicable)
+		b.Run(fmt.Sprintf("total=%d/applicable=%d", tc.total, tc.applicable), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.buildPlan(dst)
+			}
+		})
+	}
+}
+
+// BenchmarkCheckLatency times every allowed Plan.Check on its own and
+// reports percentiles: the performance target is a p99, which a mean
+// (BenchmarkCheck) cannot show. Each sample includes one clock read, reported as clock_p50_ns
 // (so the figures err on the slow side).
 func BenchmarkCheckLatency(b *testing.B) {
 	for _, tc := range []struct{ total, applicable int }{{1000, 10}, {1000, 1000}} {
 		s, dst := benchStore(tc.total, tc.applicable)
+		plan := s.Plan(dst)
 		b.Run(fmt.Sprintf("total=%d/applicable=%d", tc.total, tc.applicable), func(b *testing.B) {
 			// The last 64k checks (b.Loop's N is not known up front).
 			samples, clock := make([]time.Duration, 1<<16), make([]time.Duration, 1<<16)
 			n := 0
 			for ; b.Loop(); n++ {
 				t0 := time.Now()
-				allowed := s.Check(dst, mtls).Allowed
+				allowed := plan.Check(mtls).Allowed
 				samples[n%len(samples)] = time.Since(t0)
 				if !allowed {
 					b.Fatal("denied")

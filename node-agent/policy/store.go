@@ -40,8 +40,9 @@
 //   - A policy with an unknown scope or action is ignored (ztunnel rejects
 //     such a resource too); Store.Problems reports it.
 //
-// Everything is parsed once when the Store is built; Store.Check does not
-// allocate.
+// Everything is parsed once when the Store is built, and the policies that
+// apply to a destination once per destination (Store.Plan); Plan.Check
+// does not allocate.
 package policy
 
 import (
@@ -49,7 +50,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 )
@@ -120,6 +120,7 @@ type Store struct {
 	enforced, dryRun index
 	size             int
 	problems         []string
+	cache            planCache
 }
 
 // index holds policies by scope key.
@@ -127,11 +128,6 @@ type index struct {
 	global      group
 	byNamespace map[string]*group
 	byName      map[string]*group // WORKLOAD_SELECTOR policies, one each
-}
-
-// empty reports whether ix holds no policy.
-func (ix *index) empty() bool {
-	return len(ix.global.deny) == 0 && len(ix.global.allow) == 0 && len(ix.byNamespace) == 0 && len(ix.byName) == 0
 }
 
 // group returns the group p belongs to in ix, created if needed; nil for
@@ -212,100 +208,13 @@ func (s *Store) Problems() []string {
 }
 
 // Check decides whether connection c to dst is authorized, and what the
-// dry-run policies would have decided. It does not allocate.
-func (s *Store) Check(dst Destination, c Conn) Decision {
-	if s == nil {
-		return Decision{Allowed: true, Reason: ReasonNoAllowPolicy}
-	}
-	cc := conn{
-		src:       c.SourceIP.Unmap(),
-		dst:       c.DestIP.Unmap(),
-		port:      c.DestPort,
-		principal: strings.TrimPrefix(c.Principal, "spiffe://"),
-	}
-	if cc.principal != "" {
-		cc.authenticated = true
-		cc.namespace = c.Namespace
-	}
-	d := s.enforced.decide(dst, &cc)
-	if s.dryRun.empty() { // the common case: a third of a check was looking up nothing
-		return d.Decision
-	}
-	if dry := s.dryRun.decide(dst, &cc); dry.applied {
-		switch {
-		case dry.Allowed:
-			d.DryRun = DryRunAllowed
-		case dry.by != nil:
-			d.DryRun = dry.by.dryDenied
-		default:
-			d.DryRun = dryRunNoAllow
-		}
-	}
-	return d.Decision
-}
+// dry-run policies would have decided: Plan(dst).Check(c).
+func (s *Store) Check(dst Destination, c Conn) Decision { return s.Plan(dst).Check(c) }
 
-// decision is a Decision with what decide knows besides: whether any
-// policy applied, and the deciding policy.
+// decision is a Decision with what planPart.decide knows besides: whether
+// any policy applied, and the deciding policy.
 type decision struct {
 	Decision
 	applied bool
 	by      *policy
-}
-
-// decide evaluates the policies of ix that apply to dst. One pass over the
-// applicable groups (each name is looked up once): any matching DENY
-// decides at once; the first matching ALLOW, in the order GLOBAL,
-// NAMESPACE, listed names, is remembered and decides only after every DENY
-// has been checked. ALLOWs are not evaluated once one has matched.
-func (ix *index) decide(dst Destination, cc *conn) decision {
-	var allowedBy *policy
-	hasAllow, applied := false, false
-	visit := func(g *group) *policy {
-		applied = applied || len(g.deny) > 0 || len(g.allow) > 0
-		if p := firstMatch(g.deny, cc); p != nil {
-			return p
-		}
-		if len(g.allow) > 0 {
-			hasAllow = true
-			if allowedBy == nil {
-				allowedBy = firstMatch(g.allow, cc)
-			}
-		}
-		return nil
-	}
-	denied := func(p *policy) decision {
-		return decision{Decision: Decision{Policy: p.key, Reason: ReasonDenyMatched}, applied: true, by: p}
-	}
-	if p := visit(&ix.global); p != nil {
-		return denied(p)
-	}
-	if g := ix.byNamespace[dst.Namespace]; g != nil {
-		if p := visit(g); p != nil {
-			return denied(p)
-		}
-	}
-	for _, name := range dst.Policies {
-		if g := ix.byName[name]; g != nil {
-			if p := visit(g); p != nil {
-				return denied(p)
-			}
-		}
-	}
-	switch {
-	case !hasAllow:
-		return decision{Decision: Decision{Allowed: true, Reason: ReasonNoAllowPolicy}, applied: applied}
-	case allowedBy != nil:
-		return decision{Decision: Decision{Allowed: true, Policy: allowedBy.key, Reason: ReasonAllowMatched}, applied: true, by: allowedBy}
-	default:
-		return decision{Decision: Decision{Reason: ReasonNoAllowMatched}, applied: true}
-	}
-}
-
-func firstMatch(ps []*policy, c *conn) *policy {
-	for _, p := range ps {
-		if p.matches(c) {
-			return p
-		}
-	}
-	return nil
 }

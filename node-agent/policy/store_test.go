@@ -315,14 +315,16 @@ func nil2() *workloadv1.Authorization {
 }
 
 func TestCheckDoesNotAllocate(t *testing.T) {
-	s, dst := benchStore(1000, 10)
-	c := mtls
-	allocs := testing.AllocsPerRun(1000, func() {
-		_ = s.Check(dst, c)
-		_ = s.Check(dst, plain)
-	})
-	if allocs != 0 {
-		t.Fatalf("Check allocates %v times per run", allocs)
+	for _, size := range [][2]int{{1000, 10}, {1000, 1000}} {
+		s, dst := benchStore(size[0], size[1])
+		p, c := s.Plan(dst), mtls
+		allocs := testing.AllocsPerRun(1000, func() {
+			_ = p.Check(c)
+			_ = p.Check(plain)
+		})
+		if allocs != 0 {
+			t.Fatalf("%v: Plan.Check allocates %v times per run", size, allocs)
+		}
 	}
 }
 
