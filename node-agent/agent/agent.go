@@ -82,7 +82,8 @@ type Config struct {
 	// pod leaking or storming connections cannot take every slot; beyond
 	// it its new connections are reset. Not on the NAT and HBONE
 	// listeners, whose sources may be one address for many workloads (see
-	// proxyListeners) (0: no cap).
+	// proxyListeners); on HBONE it caps what one peer identity holds
+	// instead (hbone.Options.MaxConnectionsPerPeer) (0: no cap).
 	MaxConnectionsPerSource int
 
 	DrainTimeout time.Duration

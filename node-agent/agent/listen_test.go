@@ -136,6 +136,12 @@ func TestPerSourceCapOnPodsListeners(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("listeners missing: %v", want)
 	}
+	for perSource, perPeer := range map[int]int{7: 7, 0: -1} {
+		a.cfg.MaxConnectionsPerSource = perSource
+		if got := a.hboneOptions().MaxConnectionsPerPeer; got != perPeer {
+			t.Errorf("--max-connections-per-source %d: HBONE holds %d per peer identity, want %d", perSource, got, perPeer)
+		}
+	}
 }
 
 // bindReusePort is the attack on the capture's listener lookup (issue #13

@@ -78,12 +78,13 @@ type proxyListener struct {
 
 // proxyListeners are the four listeners. Only the outbound and plaintext
 // ones, whose sources are pods and clients each with an address of its
-// own, cap what one source holds. Not the NAT one: netfilter may have
-// masqueraded all its clients to one address. Not HBONE: a node agent's
-// tunnels all come from its node's address, one connection per local
-// identity and destination, so a busy node may rightly hold thousands;
-// there each source's unfinished handshakes are limited instead
-// (hbone.Options.MaxHandshakesPerSource).
+// own, cap what one source address holds. Not the NAT one: netfilter may
+// have masqueraded all its clients to one address. Not HBONE: a node
+// agent's tunnels all come from its node's address, one connection per
+// local identity and destination, so a busy node may rightly hold
+// thousands; there each source's unfinished handshakes are limited
+// (hbone.Options.MaxHandshakesPerSource) and each peer identity's
+// established connections (MaxConnectionsPerPeer, set by wire).
 func (a *agent) proxyListeners() []proxyListener {
 	perSource := a.cfg.MaxConnectionsPerSource
 	return []proxyListener{{"outbound", a.sockets.outbound, perSource, a.outbound.Serve},

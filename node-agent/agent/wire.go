@@ -23,6 +23,7 @@ import (
 	"github.com/weft-mesh/weft/node-agent/proxy"
 	weftadmin "github.com/weft-mesh/weft/pkg/admin"
 	"github.com/weft-mesh/weft/pkg/controlclient"
+	"github.com/weft-mesh/weft/pkg/hbone"
 	"github.com/weft-mesh/weft/pkg/identity"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
@@ -167,6 +168,16 @@ func (a *agent) connectControl() error {
 	return err
 }
 
+// hboneOptions are the HBONE listener's: MaxConnectionsPerSource caps what
+// one peer identity holds there (its "no cap", 0, is negative there).
+func (a *agent) hboneOptions() hbone.Options {
+	perPeer := a.cfg.MaxConnectionsPerSource
+	if perPeer <= 0 {
+		perPeer = -1
+	}
+	return hbone.Options{MaxConnectionsPerPeer: perPeer}
+}
+
 // newProxies builds the three proxies (outbound, inbound HBONE, inbound
 // plaintext) without listeners.
 func (a *agent) newProxies(ctx context.Context) {
@@ -176,7 +187,7 @@ func (a *agent) newProxies(ctx context.Context) {
 	}
 	env := &proxy.Env{Store: a.store, Identities: a.ids, NodeName: a.cfg.NodeName, Held: a.enroller.Held,
 		Metrics: a.metrics, AccessLog: accessLog, Logger: a.log, Names: a.newNames(ctx)}
-	a.hbone = &proxy.Inbound{Env: env}
+	a.hbone = &proxy.Inbound{Env: env, HBONE: a.hboneOptions()}
 	a.reg.MustRegister(weftadmin.HBONEHandshakeMetrics("weft_node_agent", a.hbone.Server())...)
 	a.outbound = &proxy.Outbound{Env: env, TunnelPort: a.cfg.HBONEPort, Local: a.hbone}
 	a.plaintext = &proxy.InboundPlaintext{Env: env}

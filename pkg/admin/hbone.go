@@ -9,8 +9,10 @@ import (
 // HBONEHandshakeMetrics are the metrics of an HBONE server's handshake
 // limits, named <prefix>_hbone_handshakes_shed_total{limit="source"|"server"}
 // (connections reset before their TLS handshake, see hbone.Options
-// MaxHandshakesPerSource and MaxHandshakes) and
-// <prefix>_hbone_handshakes_in_flight.
+// MaxHandshakesPerSource and MaxHandshakes),
+// <prefix>_hbone_handshakes_in_flight and
+// <prefix>_hbone_peer_connections_shed_total (connections closed after
+// their handshake, hbone.Options.MaxConnectionsPerPeer).
 func HBONEHandshakeMetrics(prefix string, srv *hbone.Server) []prometheus.Collector {
 	shed := func(perSource bool) func() float64 {
 		return func() float64 {
@@ -32,5 +34,9 @@ func HBONEHandshakeMetrics(prefix string, srv *hbone.Server) []prometheus.Collec
 			ConstLabels: prometheus.Labels{"limit": limit},
 		}, shed(limit == "source")))
 	}
+	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: prefix + "_hbone_peer_connections_shed_total",
+		Help: "HBONE connections closed right after their TLS handshake because their peer identity held the most established connections one identity may hold.",
+	}, func() float64 { return float64(srv.HandshakesShed().PerPeer) }))
 	return cs
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Handshake admission defaults (Options.MaxHandshakesPerSource and
@@ -26,13 +28,22 @@ const (
 	DefaultMaxHandshakes          = 1024
 )
 
+// DefaultMaxConnectionsPerPeer is Options.MaxConnectionsPerPeer's default:
+// a quarter of the node agent's default connection cap (16,384). A peer
+// identity's pooled tunnels number one per source node and destination
+// workload, so only a service account spread over many nodes, talking to
+// many pods of one node, comes near it.
+const DefaultMaxConnectionsPerPeer = 4096
+
 // ShedStats counts connections reset before their TLS handshake completed:
 // because their source already had Options.MaxHandshakesPerSource
 // handshakes in flight (PerSource), or because the server had
 // Options.MaxHandshakes (Total: the newcomer, or the oldest handshake of
 // the source holding the most, see admission.admit).
+// PerPeer counts established connections closed because their peer
+// identity held Options.MaxConnectionsPerPeer.
 type ShedStats struct {
-	PerSource, Total uint64
+	PerSource, Total, PerPeer uint64
 }
 
 // admission counts the connections in TLS handshake, per source and in
@@ -186,4 +197,42 @@ func sourceOf(c net.Conn) netip.Addr {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}
+}
+
+// peerCount holds the established connections of each peer identity, up to
+// a limit.
+type peerCount struct {
+	limit int // <= 0: no limit
+
+	mu   sync.Mutex
+	open map[spiffeid.ID]int
+	shed atomic.Uint64
+}
+
+func newPeerCount(limit int) *peerCount {
+	if limit == 0 {
+		limit = DefaultMaxConnectionsPerPeer
+	}
+	return &peerCount{limit: limit, open: map[spiffeid.ID]int{}}
+}
+
+// take counts a connection of peer; false (and counted as shed) when peer
+// holds the limit already.
+func (p *peerCount) take(peer spiffeid.ID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.limit > 0 && p.open[peer] >= p.limit {
+		p.shed.Add(1)
+		return false
+	}
+	p.open[peer]++
+	return true
+}
+
+func (p *peerCount) release(peer spiffeid.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open[peer]--; p.open[peer] <= 0 {
+		delete(p.open, peer)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/weft-mesh/weft/internal/await"
@@ -203,5 +204,71 @@ func TestAdmissionFairShare(t *testing.T) {
 	}
 	if got := (ShedStats{PerSource: a.shedSource.Load(), Total: a.shedTotal.Load()}); got != (ShedStats{PerSource: 1, Total: 2}) {
 		t.Errorf("shed %+v, want 1 per source, 2 server (one eviction, one refusal)", got)
+	}
+}
+
+// TestConnectionsCappedPerPeer is the attack of #13 M2 on established
+// connections: one identity opens more connections than its share (each
+// from a dialer of its own, so a pool of its own) to hold the listener's
+// slots. Past MaxConnectionsPerPeer its connections are closed after the
+// handshake and counted; another identity still connects, and the first
+// gets its share back as its connections close.
+func TestConnectionsCappedPerPeer(t *testing.T) {
+	e := newEnv(t, Options{MaxConnectionsPerPeer: 2})
+	dial := func(d *Dialer) (*ClientStream, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return d.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+	}
+	var held []*Dialer
+	for i := range 2 {
+		d := e.newDialer(t, clientID, Options{})
+		s, err := dial(d)
+		if err != nil {
+			t.Fatalf("connection %d of %s, within its share: %v", i+1, clientID, err)
+		}
+		echoOn(t, s, "held")
+		held = append(held, d)
+	}
+	if s, err := dial(e.newDialer(t, clientID, Options{})); err == nil {
+		s.Close()
+		t.Fatalf("a third connection of %s got a tunnel", clientID)
+	}
+	if got := e.srv.HandshakesShed().PerPeer; got == 0 {
+		t.Error("the refused connection was not counted (PerPeer = 0)")
+	}
+	other, err := dial(e.newDialer(t, spiffeid.RequireFromPath(td, "/ns/b/sa/y"), Options{}))
+	if err != nil {
+		t.Fatalf("another identity was refused: %v", err)
+	}
+	echoOn(t, other, "another tenant")
+	other.Close()
+
+	held[0].Close() // its pooled connection with it
+	await.NoError(t, "a connection of "+clientID.String()+" once one of its two closed", func() error {
+		s, err := dial(e.newDialer(t, clientID, Options{}))
+		if err == nil {
+			echoOn(t, s, "share back")
+			s.Close()
+		}
+		return err
+	})
+}
+
+// TestConnectionsPerPeerUnlimited: a negative MaxConnectionsPerPeer holds
+// no count.
+func TestConnectionsPerPeerUnlimited(t *testing.T) {
+	e := newEnv(t, Options{MaxConnectionsPerPeer: -1})
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := e.newDialer(t, clientID, Options{}).Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		defer s.Close()
+	}
+	if got := e.srv.HandshakesShed().PerPeer; got != 0 {
+		t.Errorf("PerPeer = %d, want 0", got)
 	}
 }

@@ -62,6 +62,13 @@ type Options struct {
 	// source holding the most takes that one's oldest instead. Sources are
 	// IPv4 addresses or IPv6 /64s. Negative disables the limit.
 	MaxHandshakesPerSource, MaxHandshakes int
+	// MaxConnectionsPerPeer (server only) is how many established
+	// connections one peer identity may hold at once (default
+	// DefaultMaxConnectionsPerPeer; negative: no limit). A connection over
+	// it is closed once its handshake has named the peer, before any
+	// stream, and counted (Server.HandshakesShed().PerPeer): a tenant
+	// cannot take every slot of a listener that all tenants share.
+	MaxConnectionsPerPeer int
 }
 
 func (o Options) withDefaults() Options {

@@ -93,6 +93,7 @@ type Server struct {
 	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
 	stats    serverStats
 	admit    *admission
+	peers    *peerCount
 	testConn func(*serverConn) // test hook: each connection as it starts
 	lns      map[net.Listener]struct{}
 	closed   bool
@@ -119,6 +120,7 @@ func (s *Server) init() {
 		}
 		s.conns = map[net.Conn]*serverConn{}
 		s.admit = newAdmission(s.Options)
+		s.peers = newPeerCount(s.Options.MaxConnectionsPerPeer)
 		s.lns = map[net.Listener]struct{}{}
 	})
 }
@@ -187,6 +189,11 @@ func (s *Server) ServeConn(c net.Conn) {
 		s.Logger.Debug("hbone peer certificate has no SPIFFE ID", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
+	if !s.peers.take(peer) {
+		s.Logger.Debug("hbone connection shed: its peer holds the most connections allowed", "remote", c.RemoteAddr(), "peer", peer)
+		return
+	}
+	defer s.peers.release(peer)
 	s.serveHTTP2(tc, c, peer)
 }
 
@@ -213,10 +220,11 @@ func (s *Server) handshake(c net.Conn) (*tlsConn, bool) {
 }
 
 // HandshakesShed counts the connections reset unhandshaken because of the
-// handshake limits (Options.MaxHandshakesPerSource, MaxHandshakes).
+// handshake limits (Options.MaxHandshakesPerSource, MaxHandshakes), and
+// those closed after it because of Options.MaxConnectionsPerPeer.
 func (s *Server) HandshakesShed() ShedStats {
 	s.init()
-	return ShedStats{PerSource: s.admit.shedSource.Load(), Total: s.admit.shedTotal.Load()}
+	return ShedStats{PerSource: s.admit.shedSource.Load(), Total: s.admit.shedTotal.Load(), PerPeer: s.peers.shed.Load()}
 }
 
 // HandshakesInFlight is how many connections are in their TLS handshake.

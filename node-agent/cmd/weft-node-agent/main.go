@@ -93,7 +93,7 @@ func agentFlags(cmd *cobra.Command, cfg *agent.Config) {
 	f.StringVar(&cfg.ReadinessAddress, "readiness-address", mesh.Addr("", mesh.ReadinessPort), "/healthz/ready and /healthz/live")
 	f.StringVar(&cfg.AdminAddress, "admin-address", mesh.Addr("127.0.0.1", mesh.AdminPort), "admin: /config_dump, /connections (keep it on loopback)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 16384, "open connections per proxy listener before new ones wait in the accept queue (0: no cap)")
-	f.IntVar(&cfg.MaxConnectionsPerSource, "max-connections-per-source", 4096, "open connections one source address (a pod, a client) may hold of the outbound and inbound plaintext listeners; beyond it its new ones are reset (0: no cap)")
+	f.IntVar(&cfg.MaxConnectionsPerSource, "max-connections-per-source", 4096, "open connections one source address (a pod, a client) may hold of the outbound and inbound plaintext listeners, and one peer identity of the HBONE listener; beyond it its new ones are reset (outbound, plaintext) or closed after the TLS handshake (HBONE) (0: no cap)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 5*time.Minute, "how long an unenrolled pod's proxied connections are kept")
 	f.StringVar(&cfg.ReadyFile, "ready-file", "", "a file that exists exactly while this agent is ready (for an exec readiness probe: weft-node-agent ready --ready-file F)")
 	f.BoolVar(&cfg.ReleasePods, "release-pods", os.Getenv(mesh.ReleasePodsEnv) == "true", "enrol no pod and unenrol every pod (first step of an uninstall; env "+mesh.ReleasePodsEnv+"=true)")
