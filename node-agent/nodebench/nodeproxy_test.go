@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +28,22 @@ const trustDomain = "cluster.local"
 
 // readyLine is what a node proxy prints on stdout once it listens.
 const readyLine = "READY"
+
+// profileEnv names a directory where each node proxy writes the CPU
+// profile of its whole life, <node>-cpu.pprof (profile before optimising).
+const profileEnv = "WEFT_NODEBENCH_CPUPROFILE"
+
+func cpuProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
 
 func TestMain(m *testing.M) { benchkit.Main(m, proxyEnv, "node proxy", runNodeProxy) }
 
@@ -92,6 +110,13 @@ func runNodeProxy(path string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if dir := os.Getenv(profileEnv); dir != "" {
+		stop, err := cpuProfile(filepath.Join(dir, cfg.Node+"-cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	store := config.NewStore(config.Options{Logger: log})
 	addrs := cfg.Known.addresses()
