@@ -164,16 +164,17 @@ func nodeAgentObjects(t *testing.T, objs objects, sa, taint string) (*corev1.Ser
 	return get[corev1.ServiceAccount](t, objs, "ServiceAccount", sa), ds
 }
 
-// checkAgentAPIAccess: the agent's one API use is getting a Namespace
-// (its labels, at CNI ADD, when the control plane cannot say whether the
-// namespace is enrolled); install-cni's, with a readiness taint, is
-// removing that taint from its node, which an admission policy bounds.
+// checkAgentAPIAccess: the agent's API use is getting the Pod of a CNI ADD
+// (its own dataplane-mode label) and a Namespace (its labels, when the
+// control plane cannot say whether the namespace is enrolled);
+// install-cni's, with a readiness taint, is removing that taint from its
+// node, which an admission policy bounds.
 // Only those two containers have an API token, for the API server's
 // audience, short-lived and read-only.
 func checkAgentAPIAccess(t *testing.T, objs objects, sa, taint string, ds *appsv1.DaemonSet) {
 	t.Helper()
 	cr := get[rbacv1.ClusterRole](t, objs, "ClusterRole", nodeAgentName)
-	want := map[string][]string{"/namespaces": {"get"}}
+	want := map[string][]string{"/namespaces": {"get"}, "/pods": {"get"}}
 	if taint != "" {
 		want["/nodes"] = []string{"get", "patch"}
 	}
@@ -542,6 +543,7 @@ func wantAgentArgs(control, logLevel, dnsCapture string) []string {
 		"--log-level=" + logLevel,
 		"--dns-capture=" + dnsCapture,
 		"--namespaces-from-api=true",
+		"--pod-labels-from-api=true",
 	}
 }
 

@@ -294,14 +294,17 @@ func TestNodeAgent(t *testing.T) {
 		// the newcomer from the namespace's label in the API server.
 		e.restartAgentUnsynced(t, ppNode, true)
 		newcomer := e.startHeldPod(t, ppNode)
+		optIn, optOut := e.startOptedPods(t, ppNode)
 		e.mustKubectl(t, "-n", controlNS, "scale", "deployment/weft-control", "--replicas=2")
 		e.mustKubectl(t, "-n", controlNS, "rollout", "status", "deployment/weft-control", "--timeout=120s")
-		eventually(t, "the new pod served through the mesh once the control plane is back", 60*time.Second, func() error {
+		eventually(t, "the new pods served once the control plane is back", 60*time.Second, func() error {
 			if code := e.httpCode(t, "default", "newcomer", "http://"+e.podIP(t, "default", "app=productpage")+":9080/productpage"); code != "200" {
 				return fmt.Errorf("newcomer -> productpage: HTTP %s", code)
 			}
-			if code := e.httpCode(t, "default", "deploy/curl", "http://"+newcomer+":8080/hello?n=1"); code != "200" {
-				return fmt.Errorf("curl -> newcomer: HTTP %s", code)
+			for _, ip := range []string{newcomer, optIn, optOut} {
+				if code := e.httpCode(t, "default", "deploy/curl", "http://"+ip+":8080/hello?n=1"); code != "200" {
+					return fmt.Errorf("curl -> %s: HTTP %s", ip, code)
+				}
 			}
 			return nil
 		})
@@ -455,7 +458,7 @@ spec:
 // nor in plaintext from outside. It returns the pod's IP.
 func (e *env) startHeldPod(t *testing.T, node string) string {
 	t.Helper()
-	e.applyYAML(t, fmt.Sprintf(newcomerPod, node))
+	e.applyYAML(t, probePod("default", "newcomer", node))
 	t.Cleanup(func() { e.kubectl("delete", "pod", "newcomer", "--wait=false") })
 	e.mustKubectl(t, "wait", "--for=condition=Ready", "pod/newcomer", "--timeout=120s")
 	ip := e.podIP(t, "default", "app=newcomer")
@@ -473,6 +476,58 @@ func (e *env) startHeldPod(t *testing.T, node string) string {
 		}
 	}
 	return ip
+}
+
+// startOptedPods starts, while the control plane is down, a pod labelled
+// istio.io/dataplane-mode=ambient in the namespace outside (not enrolled)
+// and one labelled none in default (enrolled) on node, and checks that
+// each pod's own label decided at CNI ADD: the first is captured (no
+// plaintext reaches it), the second is not (plaintext clients reach it,
+// where a capture would hold it until its workload arrives). It returns
+// their IPs.
+func (e *env) startOptedPods(t *testing.T, node string) (optIn, optOut string) {
+	t.Helper()
+	e.applyYAML(t, probePod("outside", "opt-in", node, "istio.io/dataplane-mode: ambient")+"---\n"+
+		probePod("default", "opt-out", node, "istio.io/dataplane-mode: none"))
+	t.Cleanup(func() {
+		e.kubectl("-n", "outside", "delete", "pod", "opt-in", "--wait=false")
+		e.kubectl("-n", "default", "delete", "pod", "opt-out", "--wait=false")
+	})
+	e.mustKubectl(t, "-n", "outside", "wait", "--for=condition=Ready", "pod/opt-in", "--timeout=120s")
+	e.mustKubectl(t, "-n", "default", "wait", "--for=condition=Ready", "pod/opt-out", "--timeout=120s")
+	optIn, optOut = e.podIP(t, "outside", "app=opt-in"), e.podIP(t, "default", "app=opt-out")
+	for _, client := range []string{"near", "far"} {
+		if code := e.httpCode(t, "outside", client, "http://"+optIn+":8080/hello?n=1"); code != "000" {
+			t.Errorf("control plane down: plaintext %s -> the pod opting in (%s): HTTP %s, want no connection", client, optIn, code)
+		}
+		if code := e.httpCode(t, "outside", client, "http://"+optOut+":8080/hello?n=1"); code != "200" {
+			t.Errorf("control plane down: plaintext %s -> the pod opting out (%s): HTTP %s, want 200", client, optOut, code)
+		}
+	}
+	return optIn, optOut
+}
+
+// probePod is a pod named name in ns on node, running the e2e probe (HTTP
+// on 8080), labelled app=<name> and with the extra label lines given.
+func probePod(ns, name, node string, labels ...string) string {
+	var extra strings.Builder
+	for _, l := range labels {
+		extra.WriteString("\n    " + l)
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: %s
+  labels:
+    app: %s%s
+spec:
+  nodeName: %s
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: probe
+    image: weft-e2e/probe
+`, name, ns, name, extra.String(), node)
 }
 
 // restartAgentUnsynced deletes the node agent on node and waits until its
@@ -515,21 +570,6 @@ func (e *env) podIP(t *testing.T, ns, selector string) string {
 	t.Helper()
 	return strings.TrimSpace(e.mustKubectl(t, "-n", ns, "get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}"))
 }
-
-const newcomerPod = `apiVersion: v1
-kind: Pod
-metadata:
-  name: newcomer
-  namespace: default
-  labels:
-    app: newcomer
-spec:
-  nodeName: %s
-  terminationGracePeriodSeconds: 0
-  containers:
-  - name: probe
-    image: weft-e2e/probe
-`
 
 // captureFabric records the TCP payloads crossing the bridge between the
 // nodes while fn runs (tcpdump -A: ASCII, so plaintext HTTP is visible).

@@ -162,7 +162,7 @@ func (e *env) taintKeys(t *testing.T, node string) []string {
 }
 
 // waitingPod is a pod of the enrolled default namespace that only node
-// can take (through the scheduler, unlike newcomerPod's nodeName).
+// can take (through the scheduler, unlike probePod's nodeName).
 const waitingPod = `apiVersion: v1
 kind: Pod
 metadata:

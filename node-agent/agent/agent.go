@@ -48,6 +48,13 @@ type Config struct {
 	// nil: no API access, and such a pod starts uncaptured until its
 	// workload arrives.
 	NamespaceLabels func(ctx context.Context, name string) (map[string]string, error)
+	// PodLabels reads a pod's labels and UID from the API server. At CNI
+	// ADD the pod's own istio.io/dataplane-mode label decides before its
+	// namespace's: ambient captures a pod of a namespace that is not
+	// enrolled, none leaves a pod of an enrolled one alone, from its first
+	// packet. nil, or a read that fails, leaves the namespace to decide,
+	// and the pod's own label applies once its workload arrives.
+	PodLabels func(ctx context.Context, namespace, name string) (labels map[string]string, uid string, err error)
 	// ReadinessTaint, when set, is the key of a taint nodes are created
 	// with (kubelet --register-with-taints) so that no pod is scheduled on
 	// a new node before weft-cni is installed there: pods that start
@@ -525,16 +532,16 @@ func cniHandler(e *Enroller, enrolled enrolledFunc, kick func(), log *slog.Logge
 	}
 }
 
-// enrolledFunc says whether a namespace is enrolled (enrolledNamespaces.enrolled).
-type enrolledFunc func(ctx context.Context, ns string) (bool, error)
+// enrolledFunc says whether the pod of a CNI ADD is enrolled
+// (enrolledNamespaces.podEnrolled).
+type enrolledFunc func(ctx context.Context, ev cni.Event) (bool, error)
 
-// holdIfEnrolled captures a new pod whose namespace nsEnrolled says is
-// enrolled (see enrolledNamespaces), before its containers start. The ADD
-// fails, so that the kubelet retries, if it cannot capture the pod or
-// nsEnrolled cannot tell. The pod's own opt-out label is not known here:
-// such a pod is held until its Workload says NONE.
-func holdIfEnrolled(ctx context.Context, e *Enroller, nsEnrolled enrolledFunc, ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
-	enrolled, err := nsEnrolled(ctx, ev.PodNamespace)
+// holdIfEnrolled captures a new pod that podEnrolled says is enrolled (see
+// enrolledNamespaces), before its containers start. The ADD fails, so that
+// the kubelet retries, if it cannot capture the pod or podEnrolled cannot
+// tell.
+func holdIfEnrolled(ctx context.Context, e *Enroller, podEnrolled enrolledFunc, ev cni.Event, ips []netip.Addr, log *slog.Logger) error {
+	enrolled, err := podEnrolled(ctx, ev)
 	switch {
 	case errors.Is(err, errNoSource):
 		log.Warn("pod added before any control plane said which namespaces are enrolled, and no API access to ask: it is captured only once its workload arrives",

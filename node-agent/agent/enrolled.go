@@ -30,6 +30,10 @@ type enrolledNamespaces struct {
 	// labels reads a namespace's labels from the API server (nil: no
 	// API access; see Config.NamespaceLabels).
 	labels func(ctx context.Context, name string) (map[string]string, error)
+	// podLabels reads a pod's labels and UID from the API server (nil:
+	// not read; see Config.PodLabels).
+	podLabels func(ctx context.Context, ns, name string) (map[string]string, string, error)
+	log       *slog.Logger
 
 	mu    sync.Mutex
 	saved []string // sorted; what path holds
@@ -39,7 +43,7 @@ type enrolledNamespaces struct {
 // loadEnrolledNamespaces reads the remembered set at path, if any; a file
 // that cannot be read is reported and ignored (nothing is remembered).
 func loadEnrolledNamespaces(path string, snapshot func() *config.Snapshot, log *slog.Logger) *enrolledNamespaces {
-	n := &enrolledNamespaces{path: path, snapshot: snapshot}
+	n := &enrolledNamespaces{path: path, snapshot: snapshot, log: log}
 	saved, err := cni.ReadEnrolledNamespaces(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return n
@@ -86,6 +90,43 @@ func (n *enrolledNamespaces) enrolled(ctx context.Context, ns string) (bool, err
 		return false, fmt.Errorf("no control plane has said which namespaces are enrolled, none was remembered, and the API server did not give namespace %s's labels: %w", ns, err)
 	}
 	return mesh.Enrolled(nil, labels), nil
+}
+
+// podEnrolled reports whether the pod of a CNI ADD is enrolled: its own
+// istio.io/dataplane-mode label, read from the API server, decides when it
+// says ambient or none (as the control plane's translation does); else its
+// namespace does (enrolled). A pod whose labels cannot be read, or whose
+// UID is not the event's (a newer pod of the same name), is left to its
+// namespace: its own label then applies once its workload arrives.
+func (n *enrolledNamespaces) podEnrolled(ctx context.Context, ev cni.Event) (bool, error) {
+	if labels, ok := n.ownMode(ctx, ev); ok {
+		return mesh.Enrolled(labels, nil), nil
+	}
+	return n.enrolled(ctx, ev.PodNamespace)
+}
+
+// ownMode returns the pod's labels when its dataplane-mode label decides.
+func (n *enrolledNamespaces) ownMode(ctx context.Context, ev cni.Event) (map[string]string, bool) {
+	if n.podLabels == nil {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, namespaceLookupTimeout)
+	defer cancel()
+	pod := ev.PodNamespace + "/" + ev.PodName
+	labels, uid, err := n.podLabels(ctx, ev.PodNamespace, ev.PodName)
+	switch {
+	case err != nil:
+		n.log.Warn("pod's labels unreadable at CNI ADD: its namespace decides whether it is captured until its workload arrives", "pod", pod, "err", err)
+		return nil, false
+	case ev.PodUID != "" && uid != ev.PodUID:
+		n.log.Warn("pod read at CNI ADD is another pod of that name: its namespace decides whether it is captured until its workload arrives", "pod", pod, "uid", ev.PodUID, "read", uid)
+		return nil, false
+	}
+	switch labels[mesh.LabelDataplaneMode] {
+	case mesh.DataplaneAmbient, mesh.DataplaneNone:
+		return labels, true
+	}
+	return nil, false
 }
 
 // save remembers snap's set when it differs from the saved one.

@@ -27,7 +27,7 @@ func TestCNIAddHoldsPodsOfEnrolledNamespaces(t *testing.T) {
 	c := newFakeCapture()
 	e := newEnroller(c, routes{}, nil)
 	nss := loadEnrolledNamespaces(filepath.Join(t.TempDir(), "enrolled-namespaces.json"), store.Snapshot, slog.New(slog.DiscardHandler))
-	handle := cniHandler(e, nss.enrolled, func() {}, slog.New(slog.DiscardHandler))
+	handle := cniHandler(e, nss.podEnrolled, func() {}, slog.New(slog.DiscardHandler))
 	add := func(ns, ip string, ifindex int) {
 		t.Helper()
 		ev := cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex}
@@ -80,7 +80,7 @@ func TestRestartedAgentHoldsFromRememberedNamespaces(t *testing.T) {
 	store := config.NewStore(config.Options{Logger: log})
 	c := newFakeCapture()
 	e := newEnroller(c, routes{}, nil)
-	handle := cniHandler(e, loadEnrolledNamespaces(path, store.Snapshot, log).enrolled, func() {}, log)
+	handle := cniHandler(e, loadEnrolledNamespaces(path, store.Snapshot, log).podEnrolled, func() {}, log)
 	add := func(ns, ip string, ifindex int) bool {
 		t.Helper()
 		if err := handle(context.Background(), cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex}); err != nil {
@@ -134,7 +134,7 @@ func TestNewNodeAgentHoldsFromTheAPIServer(t *testing.T) {
 	}
 	c := newFakeCapture()
 	e := newEnroller(c, routes{}, nil)
-	handle := cniHandler(e, nss.enrolled, func() {}, log)
+	handle := cniHandler(e, nss.podEnrolled, func() {}, log)
 	add := func(ns, ip string, ifindex int) (held bool, err error) {
 		t.Helper()
 		err = handle(context.Background(), cni.Event{Op: cni.OpAdd, PodNamespace: ns, PodName: "p", IPs: []string{ip}, HostIfindex: ifindex})
@@ -158,5 +158,69 @@ func TestNewNodeAgentHoldsFromTheAPIServer(t *testing.T) {
 	asked = 0
 	if held, err := add("plain", "10.244.0.33", 33); !held || err != nil || asked != 0 {
 		t.Errorf("after the control plane spoke: held %v, err %v, API server asked %d times", held, err, asked)
+	}
+}
+
+// TestPodLabelDecidesAtCNIAdd: a pod's own istio.io/dataplane-mode label,
+// read from the API server at CNI ADD, decides before its namespace's: a
+// pod opting in is held in a namespace that is not enrolled, a pod opting
+// out is not held in one that is. A pod whose labels cannot be read, or
+// whose UID is not the event's, is left to its namespace.
+func TestPodLabelDecidesAtCNIAdd(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	store := config.NewStore(config.Options{Logger: log})
+	if err := store.Handle(config.EnrolledNamespaceType, map[string]proto.Message{
+		"shop": &workloadv1.EnrolledNamespace{Name: "shop"},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	nss := loadEnrolledNamespaces(filepath.Join(t.TempDir(), "enrolled-namespaces.json"), store.Snapshot, log)
+	mode := func(m string) map[string]string { return map[string]string{mesh.LabelDataplaneMode: m, "app": "x"} }
+	nss.podLabels = func(ctx context.Context, ns, name string) (map[string]string, string, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("the API server is asked without a deadline")
+		}
+		switch name {
+		case "opt-out", "recreated":
+			return mode(mesh.DataplaneNone), "uid-" + name, nil
+		case "opt-in":
+			return mode(mesh.DataplaneAmbient), "uid-" + name, nil
+		case "no-label":
+			return map[string]string{"app": "x"}, "uid-" + name, nil
+		case "odd-label":
+			return mode("sidecar"), "uid-" + name, nil
+		}
+		return nil, "", errors.New("connection refused")
+	}
+	c := newFakeCapture()
+	e := newEnroller(c, routes{}, nil)
+	handle := cniHandler(e, nss.podEnrolled, func() {}, log)
+	ifindex := 40
+	for _, tc := range []struct {
+		ns, pod string
+		want    bool
+	}{
+		{"shop", "opt-out", false},
+		{"plain", "opt-in", true},
+		{"shop", "no-label", true},
+		{"plain", "no-label", false},
+		{"shop", "odd-label", true},
+		{"shop", "unreadable", true},
+		{"plain", "unreadable", false},
+		{"shop", "recreated", true}, // the event's UID is another pod's: the namespace decides
+	} {
+		ifindex++
+		ip := netip.AddrFrom4([4]byte{10, 244, 1, byte(ifindex)})
+		uid := "uid-" + tc.pod
+		if tc.pod == "recreated" {
+			uid = "uid-newer"
+		}
+		ev := cni.Event{Op: cni.OpAdd, PodNamespace: tc.ns, PodName: tc.pod, PodUID: uid, IPs: []string{ip.String()}, HostIfindex: ifindex}
+		if err := handle(context.Background(), ev); err != nil {
+			t.Fatalf("%s/%s: %v", tc.ns, tc.pod, err)
+		}
+		if got := c.ips[ip] == bpf.FlagCapture && e.Held(ip); got != tc.want {
+			t.Errorf("%s/%s: held %v, want %v", tc.ns, tc.pod, got, tc.want)
+		}
 	}
 }

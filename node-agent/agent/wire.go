@@ -257,8 +257,8 @@ func (a *agent) recoverEnrolment() {
 func (a *agent) serveCNI(ctx context.Context) error {
 	a.kicks = make(chan struct{}, 1)
 	a.enrolledNS = loadEnrolledNamespaces(a.cfg.enrolledNamespaces(), a.store.Snapshot, a.log)
-	a.enrolledNS.labels = a.cfg.NamespaceLabels
-	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.enrolledNS.enrolled, a.kick, a.log))
+	a.enrolledNS.labels, a.enrolledNS.podLabels = a.cfg.NamespaceLabels, a.cfg.PodLabels
+	srv := cni.NewServer(a.cfg.socket(), cniHandler(a.enroller, a.enrolledNS.podEnrolled, a.kick, a.log))
 	if err := srv.Start(); err != nil {
 		return err
 	}

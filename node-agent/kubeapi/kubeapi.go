@@ -1,9 +1,10 @@
-// Package kubeapi is the node agent's only use of the Kubernetes API: the
-// agent reads a namespace's labels, at CNI ADD, when nothing else can say
-// whether the namespace is enrolled (a new node while the control plane
-// is unreachable), and the install-cni container removes the node's
-// readiness taint once the plugin is installed. The agent learns
-// everything else over xDS.
+// Package kubeapi is the node agent's only use of the Kubernetes API: at
+// CNI ADD the agent reads the new pod's labels (its own
+// istio.io/dataplane-mode decides before its namespace's), and a
+// namespace's labels when nothing else can say whether the namespace is
+// enrolled (a new node while the control plane is unreachable); the
+// install-cni container removes the node's readiness taint once the plugin
+// is installed. The agent learns everything else over xDS.
 //
 // It is one authenticated GET with net/http rather than client-go: the
 // agent's memory is budgeted (docs/benchmarks.md), and client-go's REST
@@ -35,8 +36,9 @@ const (
 	DefaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 )
 
-// maxResponse bounds what is read of an answer: a Namespace or a Node
-// is small.
+// maxResponse bounds what is read of an answer: a Namespace, a Node or a
+// Pod is small (the API server refuses objects over 1.5 MiB, but a Pod's
+// whole spec and status that large would be pathological).
 const maxResponse = 1 << 20
 
 // Client talks to one API server.
@@ -95,6 +97,19 @@ func (c *Client) NamespaceLabels(ctx context.Context, name string) (map[string]s
 	return ns.Metadata.Labels, nil
 }
 
+// PodLabels returns the labels and UID of pod name in namespace ns.
+// Anything but a 200 with a Pod of that name is an error.
+func (c *Client) PodLabels(ctx context.Context, ns, name string) (labels map[string]string, uid string, err error) {
+	var p object
+	if err := c.do(ctx, http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(ns)+"/pods/"+url.PathEscape(name), nil, &p); err != nil {
+		return nil, "", err
+	}
+	if err := p.is("Pod", name); err != nil {
+		return nil, "", err
+	}
+	return p.Metadata.Labels, p.Metadata.UID, nil
+}
+
 // Taint is a Node's taint as the API has it.
 type Taint struct {
 	Key    string `json:"key"`
@@ -142,6 +157,7 @@ type object struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
 		Name   string            `json:"name"`
+		UID    string            `json:"uid"`
 		Labels map[string]string `json:"labels"`
 	} `json:"metadata"`
 	Spec struct {

@@ -73,6 +73,34 @@ func TestNamespaceLabels(t *testing.T) {
 	}
 }
 
+func TestPodLabels(t *testing.T) {
+	c, asked := apiServer(t, map[string]string{
+		"shop/pods/web":     `{"kind":"Pod","metadata":{"name":"web","uid":"u-1","labels":{"istio.io/dataplane-mode":"none"}}}`,
+		"shop/pods/bare":    `{"kind":"Pod","metadata":{"name":"bare","uid":"u-2"}}`,
+		"shop/pods/liar":    `{"kind":"Pod","metadata":{"name":"web","uid":"u-1"}}`,
+		"shop/pods/ns":      `{"kind":"Namespace","metadata":{"name":"ns"}}`,
+		"shop/pods/garbage": `{"kind":`,
+	})
+	ctx := context.Background()
+	if l, uid, err := c.PodLabels(ctx, "shop", "web"); err != nil || uid != "u-1" || l["istio.io/dataplane-mode"] != "none" {
+		t.Errorf("web: %v %q %v", l, uid, err)
+	}
+	if l, uid, err := c.PodLabels(ctx, "shop", "bare"); err != nil || uid != "u-2" || len(l) != 0 {
+		t.Errorf("bare: %v %q %v", l, uid, err)
+	}
+	for _, name := range []string{"missing", "liar", "ns", "garbage", "../../web"} {
+		if l, _, err := c.PodLabels(ctx, "shop", name); err == nil {
+			t.Errorf("%q: labels %v, want an error", name, l)
+		}
+	}
+	if _, _, err := c.PodLabels(ctx, "shop/pods", "web"); err == nil {
+		t.Error("a namespace with a slash reached another path")
+	}
+	if last := (*asked)[len(*asked)-1]; last != "/api/v1/namespaces/shop%2Fpods/pods/web" {
+		t.Errorf("asked %s", last)
+	}
+}
+
 func TestNamespaceLabelsRereadsTheToken(t *testing.T) {
 	c, _ := apiServer(t, map[string]string{"shop": `{"kind":"Namespace","metadata":{"name":"shop"}}`})
 	if err := os.WriteFile(c.tokenFile, []byte("rotated-away"), 0o600); err != nil {

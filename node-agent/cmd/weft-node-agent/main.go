@@ -29,7 +29,7 @@ func main() {
 func command() *cobra.Command {
 	var cfg agent.Config
 	var logLevel string
-	var accessLog, namespacesFromAPI bool
+	var accessLog, namespacesFromAPI, podLabelsFromAPI bool
 	cmd := &cobra.Command{
 		Use:           "weft-node-agent",
 		Short:         "Weft node agent: eBPF capture, HBONE tunnel proxy, workload certificates, L4 policy",
@@ -46,12 +46,17 @@ func command() *cobra.Command {
 				defer stop()
 				cfg.AccessLog = w
 			}
-			if namespacesFromAPI {
+			if namespacesFromAPI || podLabelsFromAPI {
 				api, err := kubeapi.InCluster("", "")
 				if err != nil {
-					return fmt.Errorf("--namespaces-from-api: %w", err)
+					return fmt.Errorf("--namespaces-from-api, --pod-labels-from-api: %w", err)
 				}
-				cfg.NamespaceLabels = api.NamespaceLabels
+				if namespacesFromAPI {
+					cfg.NamespaceLabels = api.NamespaceLabels
+				}
+				if podLabelsFromAPI {
+					cfg.PodLabels = api.PodLabels
+				}
 			}
 			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
@@ -60,6 +65,7 @@ func command() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&namespacesFromAPI, "namespaces-from-api", false, "at CNI ADD, when neither the control plane nor a remembered set says whether the pod's namespace is enrolled, read its labels from the API server (in-cluster token "+kubeapi.DefaultTokenFile+"), and fail the ADD if it cannot")
+	f.BoolVar(&podLabelsFromAPI, "pod-labels-from-api", false, "at CNI ADD, read the new pod's labels from the API server (in-cluster token "+kubeapi.DefaultTokenFile+"): its own istio.io/dataplane-mode label (ambient, none) decides before its namespace's; a failed read leaves the namespace to decide")
 	f.BoolVar(&accessLog, "access-log", true, "write one JSON line per connection to stdout (buffered: lines appear within a second)")
 
 	cmd.AddCommand(mountBPFFSCommand(), earlyDemuxCommand(), uninstallCommand(&cfg, cmd), readyCommand(), installCNICommand(&cfg, cmd, &logLevel))
