@@ -11,7 +11,7 @@ var enrolment = Section{
 		{
 			Feature: "`istio.io/dataplane-mode=ambient` / `none` on a Pod",
 			Status:  Supported,
-			Notes:   "the pod's label wins over its namespace's; hostNetwork pods are never enrolled",
+			Notes:   "the pod's label wins over its namespace's, from the pod's first packet (the node agent reads the pod at CNI ADD: `get pods`); hostNetwork pods are never enrolled",
 		},
 		{
 			Feature: "removing the label (unenrolment)",
