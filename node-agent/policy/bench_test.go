@@ -76,10 +76,10 @@ func TestBenchStore(t *testing.T) {
 			t.Fatalf("%v: Len %d, problems %q", tc, s.Len(), s.Problems())
 		}
 		want := fmt.Sprintf("bench/sel-%04d", tc[1]-5)
-		if d := s.Check(dst, mtls); !d.Allowed || d.Policy != want {
+		if d := s.Plan(dst).Check(mtls); !d.Allowed || d.Policy != want {
 			t.Errorf("%v: mtls %+v, want allowed by %s", tc, d, want)
 		}
-		if d := s.Check(dst, with(plain, func(c *Conn) { c.SourceIP = mtls.DestIP })); d.Allowed || d.Policy != "bench/deny-untrusted" {
+		if d := s.Plan(dst).Check(with(plain, func(c *Conn) { c.SourceIP = mtls.DestIP })); d.Allowed || d.Policy != "bench/deny-untrusted" {
 			t.Errorf("%v: plaintext %+v", tc, d)
 		}
 	}

@@ -86,7 +86,7 @@ func (g golden) run(t *testing.T, cases []goldenCase) {
 			if tc.principal != "" {
 				c.Namespace = namespaceOf(tc.principal)
 			}
-			d := g.store.Check(dst, c)
+			d := g.store.Plan(dst).Check(c)
 			if d.Allowed != tc.allowed || d.Policy != tc.policy {
 				t.Fatalf("got %+v, want allowed=%v policy=%q", d, tc.allowed, tc.policy)
 			}
@@ -171,7 +171,7 @@ func TestGoldenAllLoad(t *testing.T) {
 			g := loadGolden(t, name)
 			// Every workload can be checked without surprises.
 			for ip, dst := range g.dst {
-				_ = g.store.Check(dst, Conn{SourceIP: ip, DestIP: ip, DestPort: 80})
+				_ = g.store.Plan(dst).Check(Conn{SourceIP: ip, DestIP: ip, DestPort: 80})
 			}
 		})
 	}

@@ -37,7 +37,7 @@ type candidates struct {
 }
 
 func newCandidates(all []*policy) candidates {
-	cs := candidates{all: all, byPrincipal: map[string][]int32{}}
+	cs := candidates{all: all}
 	for i, p := range all {
 		principals, ok := p.principalsRequired()
 		if !ok {
@@ -45,6 +45,9 @@ func newCandidates(all []*policy) candidates {
 			continue
 		}
 		for _, s := range principals { // distinct
+			if cs.byPrincipal == nil { // most plans index nothing: no map
+				cs.byPrincipal = map[string][]int32{}
+			}
 			cs.byPrincipal[s] = append(cs.byPrincipal[s], int32(i))
 		}
 	}

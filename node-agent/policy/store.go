@@ -207,10 +207,6 @@ func (s *Store) Problems() []string {
 	return slices.Clone(s.problems)
 }
 
-// Check decides whether connection c to dst is authorized, and what the
-// dry-run policies would have decided: Plan(dst).Check(c).
-func (s *Store) Check(dst Destination, c Conn) Decision { return s.Plan(dst).Check(c) }
-
 // decision is a Decision with what planPart.decide knows besides: whether
 // any policy applied, and the deciding policy.
 type decision struct {

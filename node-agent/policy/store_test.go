@@ -97,7 +97,7 @@ func TestMatchFields(t *testing.T) {
 			if p := s.Problems(); len(p) > 0 {
 				t.Fatalf("problems: %q", p)
 			}
-			d := s.Check(Destination{Namespace: "dst", Policies: []string{"dst/p"}}, tt.c)
+			d := s.Plan(Destination{Namespace: "dst", Policies: []string{"dst/p"}}).Check(tt.c)
 			if d.Allowed != tt.want {
 				t.Fatalf("allowed = %v, want %v (%+v)", d.Allowed, tt.want, d)
 			}
@@ -215,7 +215,7 @@ func TestDecisions(t *testing.T) {
 			if p := s.Problems(); len(p) > 0 {
 				t.Fatalf("problems: %q", p)
 			}
-			got := s.Check(d, tt.c)
+			got := s.Plan(d).Check(tt.c)
 			want := Decision{Allowed: tt.want, Policy: tt.wantPolicy, Reason: tt.wantReason}
 			if got != want {
 				t.Fatalf("got %+v, want %+v", got, want)
@@ -282,7 +282,7 @@ func TestMalformed(t *testing.T) {
 					t.Errorf("problem %q does not name the policy", p)
 				}
 			}
-			if d := s.Check(dst, tt.c); d.Allowed != tt.want {
+			if d := s.Plan(dst).Check(tt.c); d.Allowed != tt.want {
 				t.Fatalf("allowed = %v, want %v (%+v; problems %q)", d.Allowed, tt.want, d, s.Problems())
 			}
 		})
@@ -291,7 +291,7 @@ func TestMalformed(t *testing.T) {
 
 func TestNilStore(t *testing.T) {
 	var s *Store
-	if d := s.Check(Destination{}, plain); !d.Allowed {
+	if d := s.Plan(Destination{}).Check(plain); !d.Allowed {
 		t.Errorf("nil store: %+v", d)
 	}
 	if s.Len() != 0 || s.Problems() != nil {
@@ -301,10 +301,10 @@ func TestNilStore(t *testing.T) {
 	if n := s.Len(); n != 1 {
 		t.Errorf("Len = %d, want 1", n)
 	}
-	if d := s.Check(Destination{Namespace: "dst"}, plain); d.Allowed || d.Policy != "dst/all" {
+	if d := s.Plan(Destination{Namespace: "dst"}).Check(plain); d.Allowed || d.Policy != "dst/all" {
 		t.Errorf("deny all: %+v", d)
 	}
-	if d := NewStore(nil).Check(Destination{Namespace: "dst"}, plain); !d.Allowed {
+	if d := NewStore(nil).Plan(Destination{Namespace: "dst"}).Check(plain); !d.Allowed {
 		t.Errorf("empty store: %+v", d)
 	}
 }
@@ -357,7 +357,7 @@ func TestDryRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := NewStore(set(tc.policies...)).Check(dst, mtls)
+			d := NewStore(set(tc.policies...)).Plan(dst).Check(mtls)
 			if d.Allowed != tc.want || d.DryRun != tc.wantDryRun {
 				t.Errorf("Check = allowed %v, dry run %q; want %v, %q", d.Allowed, d.DryRun, tc.want, tc.wantDryRun)
 			}
@@ -367,7 +367,7 @@ func TestDryRun(t *testing.T) {
 				a.DryRun = nil
 				legacy[k] = a
 			}
-			if got := NewStore(legacy).Check(dst, mtls); got.Allowed != tc.want {
+			if got := NewStore(legacy).Plan(dst).Check(mtls); got.Allowed != tc.want {
 				t.Errorf("an agent ignoring dry_run decides allowed %v, want %v", got.Allowed, tc.want)
 			}
 		})
