@@ -3,13 +3,14 @@ package server
 import (
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/weft-mesh/weft/pkg/connlimit"
 )
 
 // DefaultMaxStreamsPerSource is how many xDS streams one address may hold
@@ -21,18 +22,15 @@ const DefaultMaxStreamsPerSource = 64
 // It runs before the token is reviewed, so a flood from one address costs
 // neither TokenReviews nor full states beyond the cap.
 type streamCap struct {
-	max     int
-	refused prometheus.Counter
-
-	mu   sync.Mutex
-	open map[netip.Addr]int
+	perSource *connlimit.PerKey[netip.Addr]
+	refused   prometheus.Counter
 }
 
 func newStreamCap(max int, reg prometheus.Registerer) *streamCap {
 	if max <= 0 {
 		max = DefaultMaxStreamsPerSource
 	}
-	c := &streamCap{max: max, open: map[netip.Addr]int{},
+	c := &streamCap{perSource: connlimit.NewPerKey[netip.Addr](max),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "weft_xds_streams_refused_total",
 			Help: "xDS streams refused because their source address held the most streams allowed."})}
 	if reg != nil {
@@ -43,30 +41,12 @@ func newStreamCap(max int, reg prometheus.Registerer) *streamCap {
 
 func (c *streamCap) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	src := sourceAddr(ss)
-	if !c.acquire(src) {
+	if !c.perSource.Take(src) {
 		c.refused.Inc()
-		return status.Errorf(codes.ResourceExhausted, "%s holds %d streams already, the most allowed", src, c.max)
+		return status.Errorf(codes.ResourceExhausted, "%s holds %d streams already, the most allowed", src, c.perSource.Limit())
 	}
-	defer c.release(src)
+	defer c.perSource.Release(src)
 	return handler(srv, ss)
-}
-
-func (c *streamCap) acquire(src netip.Addr) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.open[src] >= c.max {
-		return false
-	}
-	c.open[src]++
-	return true
-}
-
-func (c *streamCap) release(src netip.Addr) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.open[src]--; c.open[src] <= 0 {
-		delete(c.open, src)
-	}
 }
 
 // sourceAddr is the stream's peer IP (IPv4-mapped IPv6 unmapped); the zero

@@ -1,5 +1,7 @@
 // Package connlimit caps the connections a TCP listener holds open, the
-// node agent's and the waypoint's one definition of a connection cap.
+// node agent's and the waypoint's one definition of a connection cap, and
+// what one key (a source address, a peer identity) may hold of a shared
+// resource (PerKey).
 package connlimit
 
 import (
@@ -27,7 +29,7 @@ func Capped(ln *net.TCPListener, max int) net.Listener {
 // take every slot of a listener that many share.
 func CappedPerSource(ln *net.TCPListener, max, perSource int, shed func()) net.Listener {
 	return &cappedListener{TCPListener: ln, slots: make(chan struct{}, max), done: make(chan struct{}),
-		perSource: perSource, shed: shed, open: map[netip.Addr]int{}}
+		perSource: NewPerKey[netip.Addr](perSource), shed: shed}
 }
 
 type cappedListener struct {
@@ -36,10 +38,8 @@ type cappedListener struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	perSource int
+	perSource *PerKey[netip.Addr]
 	shed      func()
-	mu        sync.Mutex
-	open      map[netip.Addr]int // connections held, by source; only with perSource
 }
 
 func (l *cappedListener) Accept() (net.Conn, error) {
@@ -55,7 +55,7 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		src := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-		if l.take(src) {
+		if l.perSource.Take(src) {
 			return &Conn{TCPConn: c, l: l, src: src}, nil
 		}
 		_ = c.SetLinger(0) // a reset: the client sees at once it was refused
@@ -67,29 +67,9 @@ func (l *cappedListener) Accept() (net.Conn, error) {
 	}
 }
 
-// take counts a connection of src, false when src holds perSource already.
-func (l *cappedListener) take(src netip.Addr) bool {
-	if l.perSource <= 0 {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open[src] >= l.perSource {
-		return false
-	}
-	l.open[src]++
-	return true
-}
-
 // release frees a connection of src and its slot.
 func (l *cappedListener) release(src netip.Addr) {
-	if l.perSource > 0 {
-		l.mu.Lock()
-		if l.open[src]--; l.open[src] <= 0 {
-			delete(l.open, src)
-		}
-		l.mu.Unlock()
-	}
+	l.perSource.Release(src)
 	<-l.slots
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weft-mesh/weft/pkg/connlimit"
 )
 
 // Handshake admission defaults (Options.MaxHandshakesPerSource and
@@ -199,40 +201,11 @@ func sourceOf(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// peerCount holds the established connections of each peer identity, up to
-// a limit.
-type peerCount struct {
-	limit int // <= 0: no limit
-
-	mu   sync.Mutex
-	open map[spiffeid.ID]int
-	shed atomic.Uint64
-}
-
-func newPeerCount(limit int) *peerCount {
+// newPeerCount holds the established connections of each peer identity
+// (Options.MaxConnectionsPerPeer: 0 is the default, negative no limit).
+func newPeerCount(limit int) *connlimit.PerKey[spiffeid.ID] {
 	if limit == 0 {
 		limit = DefaultMaxConnectionsPerPeer
 	}
-	return &peerCount{limit: limit, open: map[spiffeid.ID]int{}}
-}
-
-// take counts a connection of peer; false (and counted as shed) when peer
-// holds the limit already.
-func (p *peerCount) take(peer spiffeid.ID) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.limit > 0 && p.open[peer] >= p.limit {
-		p.shed.Add(1)
-		return false
-	}
-	p.open[peer]++
-	return true
-}
-
-func (p *peerCount) release(peer spiffeid.ID) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.open[peer]--; p.open[peer] <= 0 {
-		delete(p.open, peer)
-	}
+	return connlimit.NewPerKey[spiffeid.ID](limit)
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/net/http2"
+
+	"github.com/weft-mesh/weft/pkg/connlimit"
 )
 
 // Request is one inbound CONNECT stream awaiting a decision. The handler
@@ -93,7 +95,8 @@ type Server struct {
 	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
 	stats    serverStats
 	admit    *admission
-	peers    *peerCount
+	peers    *connlimit.PerKey[spiffeid.ID]
+	peerShed atomic.Uint64
 	testConn func(*serverConn) // test hook: each connection as it starts
 	lns      map[net.Listener]struct{}
 	closed   bool
@@ -189,11 +192,12 @@ func (s *Server) ServeConn(c net.Conn) {
 		s.Logger.Debug("hbone peer certificate has no SPIFFE ID", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
-	if !s.peers.take(peer) {
+	if !s.peers.Take(peer) {
+		s.peerShed.Add(1)
 		s.Logger.Debug("hbone connection shed: its peer holds the most connections allowed", "remote", c.RemoteAddr(), "peer", peer)
 		return
 	}
-	defer s.peers.release(peer)
+	defer s.peers.Release(peer)
 	s.serveHTTP2(tc, c, peer)
 }
 
@@ -224,7 +228,7 @@ func (s *Server) handshake(c net.Conn) (*tlsConn, bool) {
 // those closed after it because of Options.MaxConnectionsPerPeer.
 func (s *Server) HandshakesShed() ShedStats {
 	s.init()
-	return ShedStats{PerSource: s.admit.shedSource.Load(), Total: s.admit.shedTotal.Load(), PerPeer: s.peers.shed.Load()}
+	return ShedStats{PerSource: s.admit.shedSource.Load(), Total: s.admit.shedTotal.Load(), PerPeer: s.peerShed.Load()}
 }
 
 // HandshakesInFlight is how many connections are in their TLS handshake.
