@@ -255,20 +255,13 @@ func TestConnectionsCappedPerPeer(t *testing.T) {
 	})
 }
 
-// TestConnectionsPerPeerUnlimited: a negative MaxConnectionsPerPeer holds
-// no count.
-func TestConnectionsPerPeerUnlimited(t *testing.T) {
-	e := newEnv(t, Options{MaxConnectionsPerPeer: -1})
-	for i := range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s, err := e.newDialer(t, clientID, Options{}).Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, nil)
-		cancel()
-		if err != nil {
-			t.Fatalf("connection %d: %v", i+1, err)
+// TestPeerLimitOption: MaxConnectionsPerPeer 0 is the default, negative no
+// limit (PerKey then counts nothing: connlimit's tests), anything else
+// itself.
+func TestPeerLimitOption(t *testing.T) {
+	for opt, want := range map[int]int{0: DefaultMaxConnectionsPerPeer, -1: -1, 2: 2} {
+		if got := newPeerCount(opt).Limit(); got != want {
+			t.Errorf("MaxConnectionsPerPeer %d: limit %d, want %d", opt, got, want)
 		}
-		defer s.Close()
-	}
-	if got := e.srv.HandshakesShed().PerPeer; got != 0 {
-		t.Errorf("PerPeer = %d, want 0", got)
 	}
 }
