@@ -36,9 +36,8 @@ const (
 	DefaultCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 )
 
-// maxResponse bounds what is read of an answer: a Namespace, a Node or a
-// Pod is small (the API server refuses objects over 1.5 MiB, but a Pod's
-// whole spec and status that large would be pathological).
+// maxResponse bounds what is read of an answer: a Node, or the metadata of
+// a Namespace or Pod, is small.
 const maxResponse = 1 << 20
 
 // Client talks to one API server.
@@ -87,11 +86,8 @@ func New(base, tokenFile string, tlsConfig *tls.Config) *Client {
 // NamespaceLabels returns namespace name's labels. Anything but a 200
 // with a Namespace of that name is an error.
 func (c *Client) NamespaceLabels(ctx context.Context, name string) (map[string]string, error) {
-	var ns object
-	if err := c.do(ctx, http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(name), nil, &ns); err != nil {
-		return nil, err
-	}
-	if err := ns.is("Namespace", name); err != nil {
+	ns, err := c.metadata(ctx, "/api/v1/namespaces/"+url.PathEscape(name), "Namespace", name)
+	if err != nil {
 		return nil, err
 	}
 	return ns.Metadata.Labels, nil
@@ -100,14 +96,29 @@ func (c *Client) NamespaceLabels(ctx context.Context, name string) (map[string]s
 // PodLabels returns the labels and UID of pod name in namespace ns.
 // Anything but a 200 with a Pod of that name is an error.
 func (c *Client) PodLabels(ctx context.Context, ns, name string) (labels map[string]string, uid string, err error) {
-	var p object
-	if err := c.do(ctx, http.MethodGet, "/api/v1/namespaces/"+url.PathEscape(ns)+"/pods/"+url.PathEscape(name), nil, &p); err != nil {
-		return nil, "", err
-	}
-	if err := p.is("Pod", name); err != nil {
+	p, err := c.metadata(ctx, "/api/v1/namespaces/"+url.PathEscape(ns)+"/pods/"+url.PathEscape(name), "Pod", name)
+	if err != nil {
 		return nil, "", err
 	}
 	return p.Metadata.Labels, p.Metadata.UID, nil
+}
+
+// metadataOnly asks the API server for an object's metadata alone
+// (PartialObjectMetadata): the agent may get any pod, and so receives none
+// of a pod's spec (its environment, for one).
+const metadataOnly = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+// metadata gets the metadata of the kind object named name at path. A
+// server that ignores metadataOnly answers the whole object, accepted too.
+func (c *Client) metadata(ctx context.Context, path, kind, name string) (*object, error) {
+	var o object
+	if err := c.do(ctx, http.MethodGet, path, metadataOnly, nil, &o); err != nil {
+		return nil, err
+	}
+	if o.Kind == "PartialObjectMetadata" {
+		o.Kind = kind
+	}
+	return &o, o.is(kind, name)
 }
 
 // Taint is a Node's taint as the API has it.
@@ -125,7 +136,7 @@ type Taint struct {
 func (c *Client) RemoveNodeTaint(ctx context.Context, node, key string) (bool, error) {
 	path := "/api/v1/nodes/" + url.PathEscape(node)
 	var n object
-	if err := c.do(ctx, http.MethodGet, path, nil, &n); err != nil {
+	if err := c.do(ctx, http.MethodGet, path, "", nil, &n); err != nil {
 		return false, err
 	}
 	if err := n.is("Node", node); err != nil {
@@ -146,7 +157,7 @@ func (c *Client) RemoveNodeTaint(ctx context.Context, node, key string) (bool, e
 		return false, err
 	}
 	var patched object
-	if err := c.do(ctx, http.MethodPatch, path, body, &patched); err != nil {
+	if err := c.do(ctx, http.MethodPatch, path, "", body, &patched); err != nil {
 		return false, err
 	}
 	return true, patched.is("Node", node)
@@ -172,9 +183,10 @@ func (o *object) is(kind, name string) error {
 	return nil
 }
 
-// do sends one request (a body is a JSON Patch) and decodes a 200's body
-// into v. Anything else is an error that quotes the server.
-func (c *Client) do(ctx context.Context, method, path string, body []byte, v any) error {
+// do sends one request (a body is a JSON Patch) accepting accept (""
+// for application/json) and decodes a 200's body into v. Anything else is
+// an error that quotes the server.
+func (c *Client) do(ctx context.Context, method, path, accept string, body []byte, v any) error {
 	token, err := os.ReadFile(c.tokenFile)
 	if err != nil {
 		return fmt.Errorf("API token: %w", err)
@@ -188,7 +200,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, v any
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	req.Header.Set("Accept", "application/json")
+	if accept == "" {
+		accept = "application/json"
+	}
+	req.Header.Set("Accept", accept)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json-patch+json")
 	}

@@ -16,7 +16,8 @@ import (
 )
 
 // apiServer answers GET /api/v1/namespaces/<name> from namespaces, to the
-// bearer token "secret" only, and records the paths asked.
+// bearer token "secret" only and when asked for metadata only, and
+// records the paths asked.
 func apiServer(t *testing.T, namespaces map[string]string) (*Client, *[]string) {
 	t.Helper()
 	var asked []string
@@ -24,6 +25,10 @@ func apiServer(t *testing.T, namespaces map[string]string) (*Client, *[]string) 
 		asked = append(asked, r.URL.EscapedPath())
 		if r.Header.Get("Authorization") != "Bearer secret" {
 			http.Error(w, `{"kind":"Status","code":401}`, http.StatusUnauthorized)
+			return
+		}
+		if r.Header.Get("Accept") != metadataOnly {
+			http.Error(w, `{"kind":"Status","code":406}`, http.StatusNotAcceptable)
 			return
 		}
 		body, ok := namespaces[strings.TrimPrefix(r.URL.Path, "/api/v1/namespaces/")]
@@ -75,7 +80,7 @@ func TestNamespaceLabels(t *testing.T) {
 
 func TestPodLabels(t *testing.T) {
 	c, asked := apiServer(t, map[string]string{
-		"shop/pods/web":     `{"kind":"Pod","metadata":{"name":"web","uid":"u-1","labels":{"istio.io/dataplane-mode":"none"}}}`,
+		"shop/pods/web":     `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web","uid":"u-1","labels":{"istio.io/dataplane-mode":"none"}}}`,
 		"shop/pods/bare":    `{"kind":"Pod","metadata":{"name":"bare","uid":"u-2"}}`,
 		"shop/pods/liar":    `{"kind":"Pod","metadata":{"name":"web","uid":"u-1"}}`,
 		"shop/pods/ns":      `{"kind":"Namespace","metadata":{"name":"ns"}}`,
