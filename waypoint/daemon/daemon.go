@@ -137,12 +137,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// Everything runs on ctx, which outlives the stop request by the drain.
+	// Everything runs on ctx, which outlives the stop request by the drain
+	// (drainAfter, once the proxy exists).
 	var draining atomic.Bool
 	stop := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	go drainAfter(stop, ctx, cancel, cfg.DrainDuration, &draining, log)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -175,6 +175,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer p.Close()
+	go drainAfter(stop, ctx, cancel, cfg.DrainDuration, func() { draining.Store(true); p.Drain() }, log)
 
 	xds := xdsclient.New(xdsclient.Config{
 		Conn:  conn,
@@ -201,15 +202,16 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// drainAfter ends serving (cancel) drain after stop ends, marking the
-// waypoint draining meanwhile; it returns at once if serving ends first.
-func drainAfter(stop, serving context.Context, cancel context.CancelFunc, drain time.Duration, draining *atomic.Bool, log *slog.Logger) {
+// drainAfter ends serving (cancel) drain after stop ends, having begun
+// the drain (not ready, clients asked to leave) when stop ended; it
+// returns at once if serving ends first.
+func drainAfter(stop, serving context.Context, cancel context.CancelFunc, drain time.Duration, begin func(), log *slog.Logger) {
 	select {
 	case <-stop.Done():
 	case <-serving.Done():
 		return
 	}
-	draining.Store(true)
+	begin()
 	log.Info("draining: not ready, still serving", "for", drain)
 	t := time.NewTimer(drain)
 	defer t.Stop()

@@ -17,7 +17,7 @@ func TestDrainAfterStop(t *testing.T) {
 		stop, stopNow := context.WithCancel(context.Background())
 		serving, cancel := context.WithCancel(context.Background())
 		var draining atomic.Bool
-		go drainAfter(stop, serving, cancel, 5*time.Second, &draining, slog.New(slog.DiscardHandler))
+		go drainAfter(stop, serving, cancel, 5*time.Second, func() { draining.Store(true) }, slog.New(slog.DiscardHandler))
 		synctest.Wait()
 		if draining.Load() || serving.Err() != nil {
 			t.Fatal("draining or stopped before being told to stop")
@@ -39,7 +39,7 @@ func TestDrainAfterStop(t *testing.T) {
 		done := make(chan struct{})
 		start := time.Now()
 		go func() {
-			drainAfter(context.Background(), serving, cancel, time.Hour, new(atomic.Bool), slog.New(slog.DiscardHandler))
+			drainAfter(context.Background(), serving, cancel, time.Hour, func() {}, slog.New(slog.DiscardHandler))
 			close(done)
 		}()
 		cancel()

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +91,12 @@ type Proxy struct {
 	certs     Certificates
 
 	idleTimeout, streamIdleTimeout time.Duration
+
+	// draining: Drain was called. drainH2 serves nothing: both h2 servers
+	// are registered with it (http2.ConfigureServer) so that its Shutdown
+	// sends GOAWAY on every h2 connection.
+	draining atomic.Bool
+	drainH2  http.Server
 }
 
 // New builds a Proxy; feed Store.Handle from xDS and Serve a listener.
@@ -118,6 +125,11 @@ func New(o Options) (*Proxy, error) {
 	// for a gateway's clients.
 	p.h2 = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: max(p.idleTimeout, 0)}
 	p.h2Edge = &http2.Server{MaxConcurrentStreams: 1000, IdleTimeout: edgeIdleTimeout}
+	for _, h2 := range []*http2.Server{p.h2, p.h2Edge} {
+		if err := http2.ConfigureServer(&p.drainH2, h2); err != nil {
+			return nil, err
+		}
+	}
 	if o.AccessLog != nil {
 		p.accessLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil))
 	}
@@ -143,6 +155,19 @@ func New(o Options) (*Proxy, error) {
 
 // Serve serves HBONE on ln until Close.
 func (p *Proxy) Serve(ln net.Listener) error { return p.HBONE.Serve(ln) }
+
+// Drain makes clients leave before the proxy stops: each HTTP connection
+// closes once its requests in flight are answered (Connection: close on
+// HTTP/1.1 responses, GOAWAY on h2), so the connections made next reach
+// whatever replaces this proxy, and a rollout loses no request that a
+// keep-alive connection was carrying when Close cut it (Envoy's drain).
+// Idle HTTP/1.1 connections stay open until Close: closing them now would
+// race a client's next request as much as closing them then.
+func (p *Proxy) Drain() {
+	if !p.draining.Swap(true) {
+		p.drainH2.Shutdown(context.Background()) // serves nothing: returns at once
+	}
+}
 
 // Close stops the HBONE server and drops upstream connections.
 func (p *Proxy) Close() error {

@@ -361,6 +361,9 @@ func (p *Proxy) serveRequest(w http.ResponseWriter, r *http.Request, c *chain, r
 	r = r.WithContext(ctx)
 	r.Body = body
 	rw := &recorder{ResponseWriter: w, idle: idle}
+	if !rs.h2 {
+		rw.draining = &p.draining
+	}
 	p.runPipeline(rw, r, c, info)
 	idleReset := idle.stop(ctx) && replyStreamIdle(rw, info, rs.h2)
 	rec.complete(rw, info, body)
@@ -511,19 +514,32 @@ type recorder struct {
 	bytes int64
 	wrote bool
 	idle  *idleWatch
+	// draining, for an HTTP/1.1 connection, is the proxy's (Drain): a
+	// final response written while it is set closes the connection.
+	draining *atomic.Bool
 }
 
 func (w *recorder) WriteHeader(code int) {
 	if !w.wrote && code >= 200 {
-		w.code, w.wrote = code, true
+		w.final(code)
 	}
 	w.idle.touch()
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// final records the status of the final response, as its header is
+// written, and asks the client to close an HTTP/1.1 connection when the
+// proxy drains (net/http closes it after the response).
+func (w *recorder) final(code int) {
+	w.code, w.wrote = code, true
+	if w.draining != nil && w.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 func (w *recorder) Write(p []byte) (int, error) {
 	if !w.wrote {
-		w.code, w.wrote = http.StatusOK, true
+		w.final(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
@@ -533,7 +549,7 @@ func (w *recorder) Write(p []byte) (int, error) {
 
 func (w *recorder) Flush() {
 	if !w.wrote {
-		w.code, w.wrote = http.StatusOK, true
+		w.final(http.StatusOK)
 	}
 	w.idle.touch()
 	http.NewResponseController(w.ResponseWriter).Flush()
