@@ -264,93 +264,105 @@ func TestTimeouts(t *testing.T) {
 		}
 	}
 	t.Run("route timeout -> 504 UT", func(t *testing.T) {
-		a := clusterAction("c")
-		a.Timeout = dur(50 * time.Millisecond)
-		up := newFake(slow(5 * time.Second))
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
-		start := time.Now()
-		w, info := serve(p, req("GET", "/"), nil)
-		if el := time.Since(start); el > 2*time.Second {
-			t.Fatalf("took %v", el)
-		}
-		if w.Code != 504 || info.ResponseFlags != "UT" || w.Body.String() != "upstream request timeout" || info.Details != "upstream_response_timeout" {
-			t.Fatalf("got %d %q %q %q", w.Code, info.ResponseFlags, w.Body.String(), info.Details)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.Timeout = dur(50 * time.Millisecond)
+			up := newFake(slow(5 * time.Second))
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
+			start := time.Now()
+			w, info := serve(p, req("GET", "/"), nil)
+			if el := time.Since(start); el > 2*time.Second {
+				t.Fatalf("took %v", el)
+			}
+			if w.Code != 504 || info.ResponseFlags != "UT" || w.Body.String() != "upstream request timeout" || info.Details != "upstream_response_timeout" {
+				t.Fatalf("got %d %q %q %q", w.Code, info.ResponseFlags, w.Body.String(), info.Details)
+			}
+		})
 	})
 	t.Run("route timeout covers retries", func(t *testing.T) {
-		a := clusterAction("c")
-		a.Timeout = dur(120 * time.Millisecond)
-		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(100), PerTryTimeout: dur(30 * time.Millisecond),
-			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(time.Millisecond)}}
-		up := newFake(slow(5 * time.Second))
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
-		start := time.Now()
-		w, info := serve(p, req("GET", "/"), nil)
-		if el := time.Since(start); el > 2*time.Second {
-			t.Fatalf("took %v", el)
-		}
-		if w.Code != 504 || !strings.Contains(info.ResponseFlags, "UT") || info.Attempts < 2 || info.Attempts > 5 {
-			t.Fatalf("got %d flags %q attempts %d", w.Code, info.ResponseFlags, info.Attempts)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.Timeout = dur(120 * time.Millisecond)
+			a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(100), PerTryTimeout: dur(30 * time.Millisecond),
+				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(time.Millisecond)}}
+			up := newFake(slow(5 * time.Second))
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
+			start := time.Now()
+			w, info := serve(p, req("GET", "/"), nil)
+			if el := time.Since(start); el > 2*time.Second {
+				t.Fatalf("took %v", el)
+			}
+			if w.Code != 504 || !strings.Contains(info.ResponseFlags, "UT") || info.Attempts < 2 || info.Attempts > 5 {
+				t.Fatalf("got %d flags %q attempts %d", w.Code, info.ResponseFlags, info.Attempts)
+			}
+		})
 	})
 	t.Run("per-try timeout retried under 5xx", func(t *testing.T) {
-		a := clusterAction("c")
-		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(1), PerTryTimeout: dur(30 * time.Millisecond),
-			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(time.Millisecond)}}
-		up := newFake(func(n int, r *http.Request, c string) (*http.Response, error) {
-			if n == 0 {
-				return slow(5*time.Second)(n, r, c)
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: u32(1), PerTryTimeout: dur(30 * time.Millisecond),
+				RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: dur(time.Millisecond)}}
+			up := newFake(func(n int, r *http.Request, c string) (*http.Response, error) {
+				if n == 0 {
+					return slow(5*time.Second)(n, r, c)
+				}
+				return resp(200, "second"), nil
+			})
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
+			w, info := serve(p, req("GET", "/"), nil)
+			if w.Code != 200 || w.Body.String() != "second" || info.Attempts != 2 {
+				t.Fatalf("got %d %q attempts %d", w.Code, w.Body.String(), info.Attempts)
 			}
-			return resp(200, "second"), nil
 		})
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
-		w, info := serve(p, req("GET", "/"), nil)
-		if w.Code != 200 || w.Body.String() != "second" || info.Attempts != 2 {
-			t.Fatalf("got %d %q attempts %d", w.Code, w.Body.String(), info.Attempts)
-		}
 	})
 	t.Run("per-try timeout exhausted -> 504 UT", func(t *testing.T) {
-		a := clusterAction("c")
-		a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(1), PerTryTimeout: dur(20 * time.Millisecond)}
-		up := newFake(slow(5 * time.Second))
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
-		w, info := serve(p, req("GET", "/"), nil)
-		if w.Code != 504 || info.ResponseFlags != "UT" || info.Attempts != 1 || info.Details != "upstream_per_try_timeout" {
-			t.Fatalf("got %d %q attempts %d %q", w.Code, info.ResponseFlags, info.Attempts, info.Details)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "connect-failure", NumRetries: u32(1), PerTryTimeout: dur(20 * time.Millisecond)}
+			up := newFake(slow(5 * time.Second))
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
+			w, info := serve(p, req("GET", "/"), nil)
+			if w.Code != 504 || info.ResponseFlags != "UT" || info.Attempts != 1 || info.Details != "upstream_per_try_timeout" {
+				t.Fatalf("got %d %q attempts %d %q", w.Code, info.ResponseFlags, info.Attempts, info.Details)
+			}
+		})
 	})
 	t.Run("unset timeout is Envoy's 15s", func(t *testing.T) {
-		a := clusterAction("c")
-		a.Timeout = nil
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), newFake(nil))
-		if got := p.domains.any.routes[0].timeout; got != 15*time.Second {
-			t.Fatalf("timeout %v", got)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.Timeout = nil
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), newFake(nil))
+			if got := p.domains.any.routes[0].timeout; got != 15*time.Second {
+				t.Fatalf("timeout %v", got)
+			}
+		})
 	})
 	t.Run("timeout mid-body resets the stream", func(t *testing.T) {
-		a := clusterAction("c")
-		a.Timeout = dur(50 * time.Millisecond)
-		up := newFake(func(n int, r *http.Request, _ string) (*http.Response, error) {
-			pr, pw := io.Pipe()
-			go func() {
-				pw.Write([]byte("first"))
-				<-r.Context().Done()
-				pw.CloseWithError(r.Context().Err())
+		synctest.Test(t, func(t *testing.T) {
+			a := clusterAction("c")
+			a.Timeout = dur(50 * time.Millisecond)
+			up := newFake(func(n int, r *http.Request, _ string) (*http.Response, error) {
+				pr, pw := io.Pipe()
+				go func() {
+					pw.Write([]byte("first"))
+					<-r.Context().Done()
+					pw.CloseWithError(r.Context().Err())
+				}()
+				return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: -1}, nil
+			})
+			p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
+			ctx, info := WithInfo(t.Context())
+			defer func() {
+				if v := recover(); v != http.ErrAbortHandler {
+					t.Fatalf("recover %v", v)
+				}
+				if info.ResponseFlags != "UT" || info.Status != 200 {
+					t.Fatalf("info %+v", info)
+				}
 			}()
-			return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: -1}, nil
+			p.ServeHTTP(httptest.NewRecorder(), req("GET", "/").WithContext(ctx))
+			t.Fatal("no abort")
 		})
-		p := compile(t, nil, rcOf(vhOf("v", []string{"*"}, withAction("r", prefixMatch("/"), a))), up)
-		ctx, info := WithInfo(t.Context())
-		defer func() {
-			if v := recover(); v != http.ErrAbortHandler {
-				t.Fatalf("recover %v", v)
-			}
-			if info.ResponseFlags != "UT" || info.Status != 200 {
-				t.Fatalf("info %+v", info)
-			}
-		}()
-		p.ServeHTTP(httptest.NewRecorder(), req("GET", "/").WithContext(ctx))
-		t.Fatal("no abort")
 	})
 }
 
