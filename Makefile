@@ -7,7 +7,7 @@ OUT := $(ROOT)/_output
 BIN := $(OUT)/bin
 KUBE_ASSETS := $(OUT)/kube-assets/bin
 # Every Weft binary: one main package each.
-CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/weft-node-agent ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./e2e/cmd/weft-probe ./samples/bookinfo/cmd/bookinfo ./waypoint/cmd/weft-waypoint ./weftctl/cmd/weftctl
+CMDS := ./control/cmd/weft-control ./node-agent/cmd/weft-cni ./node-agent/cmd/weft-node-agent ./e2e/cmd/weft-cluster ./e2e/cmd/weft-kubelet ./e2e/cmd/weft-probe ./samples/bookinfo/cmd/bookinfo ./waypoint/cmd/weft-waypoint ./waypoint/cmd/weft-gateway ./weftctl/cmd/weftctl
 # The local cluster the demo uses.
 DEMO_CLUSTER ?= weft
 # Addons make demo installs too, comma-separated: prometheus

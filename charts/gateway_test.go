@@ -166,8 +166,8 @@ func TestGatewayDefaults(t *testing.T) {
 	if c.Image != "ghcr.io/weft-mesh/waypoint:0.1.0" {
 		t.Errorf("image %q", c.Image)
 	}
-	if !slices.Contains(c.Args, "--mode=gateway") {
-		t.Errorf("args %v lack --mode=gateway", c.Args)
+	if !slices.Contains(c.Args, "--mode=gateway") || !slices.Equal(c.Command, []string{"weft-gateway"}) {
+		t.Errorf("command %v args %v, want weft-gateway --mode=gateway", c.Command, c.Args)
 	}
 	sc := c.SecurityContext
 	if sc == nil || !isTrue(sc.RunAsNonRoot) || sc.RunAsUser == nil || *sc.RunAsUser == 0 || isTrue(sc.Privileged) ||

@@ -74,9 +74,12 @@ var Components = []Component{
 		Description: "Weft node agent: CNI plugin, eBPF capture, HBONE mTLS tunnel and workload certificates",
 	},
 	{
+		// Gateways run weft-gateway: the waypoint plus a Kubernetes client
+		// for their certificates' Secrets, which waypoints do not load.
 		Name: "waypoint", Cmd: "./waypoint/cmd/weft-waypoint",
+		Extra:       []string{"./waypoint/cmd/weft-gateway"},
 		User:        fmt.Sprintf("%d:%d", ProxyUID, ProxyUID),
-		Description: "Weft waypoint: L7 proxy for ambient mesh traffic",
+		Description: "Weft waypoint and gateway: L7 proxies for ambient mesh traffic",
 	},
 }
 

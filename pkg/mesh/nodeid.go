@@ -16,7 +16,7 @@ const (
 	// KindWaypoint: "waypoint~<namespace>/<gateway>~<pod>".
 	KindWaypoint Kind = "waypoint"
 	// KindGateway: "gateway~<namespace>/<service account>~<pod>" (an
-	// ingress or egress gateway, weft-waypoint --mode gateway).
+	// ingress or egress gateway, weft-gateway).
 	KindGateway Kind = "gateway"
 	// KindGRPC: "grpc~<anything>", a proxyless gRPC client; the rest is
 	// opaque (Name).

@@ -60,6 +60,11 @@ type Config struct {
 	// whose Secrets the gateway may serve as Gateway API listeners'
 	// certificates (charts/gateway credentialNamespaces).
 	CredentialNamespaces []string
+	// Certificates gives a gateway the credentials of its TLS servers
+	// (nil: none, handshakes refused). Gateway mode requires it: only
+	// weft-gateway sets it (gatewaycreds.FromCluster), so that waypoints
+	// do not load a Kubernetes client they never use.
+	Certificates CertificateSource
 	// MaxConnections caps the open connections of the HBONE listener and
 	// of each gateway listener (0: no cap); more wait in the kernel's
 	// accept queue, as on the node agent (pkg/connlimit).
@@ -74,6 +79,11 @@ type Config struct {
 	Log       *slog.Logger
 	AccessLog io.Writer
 }
+
+// CertificateSource gives a gateway the credentials of its TLS servers
+// from the Secrets of namespace ns and the extra ones, watched until ctx
+// ends (nil: none).
+type CertificateSource func(ctx context.Context, ns string, extra []string, reg prometheus.Registerer, log *slog.Logger) proxy.Certificates
 
 // NodeID is the xDS node ID naming this waypoint, or in gateway mode the
 // gateway's service account (waypoint/README.md).
@@ -112,6 +122,9 @@ func (c *Config) validate() error {
 		c.Mode = ModeWaypoint
 		required["--hbone-address"] = c.HBONEAddress
 	case ModeGateway:
+		if c.Certificates == nil {
+			errs = append(errs, errors.New("--mode gateway: run weft-gateway (the same image), which reads the gateway's certificates from Secrets"))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--mode %q: want %s or %s", c.Mode, ModeWaypoint, ModeGateway))
 	}
@@ -167,7 +180,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var certs proxy.Certificates
 	if cfg.Mode == ModeGateway {
-		certs = gatewayCertificates(ctx, cfg.Namespace, cfg.CredentialNamespaces, reg, log)
+		certs = cfg.Certificates(ctx, cfg.Namespace, cfg.CredentialNamespaces, reg, log)
 	}
 	p, err := proxy.New(proxy.Options{SVID: ids.Source(self), Bundle: ids.Bundles(), Registerer: reg,
 		AccessLog: cfg.AccessLog, Tracing: tracing, Log: log, Certificates: certs})

@@ -37,8 +37,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/prometheus/client_golang/prometheus"
 	cav1 "github.com/weft-mesh/weft/api/ca/v1"
 	"github.com/weft-mesh/weft/internal/await"
+	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
 // fakeControl is weft-control for one test: TLS gRPC with a CA that signs
@@ -262,10 +264,17 @@ func waitHTTP(t *testing.T, url string, ok func(int, string) bool) {
 }
 
 // TestGatewayMode: an ingress gateway names its service account in its
-// node ID and identity, needs no HBONE address, and a bad mode is refused.
+// node ID and identity, needs no HBONE address but a source of
+// certificates (weft-gateway's), and a bad mode is refused.
 func TestGatewayMode(t *testing.T) {
 	cfg := Config{Mode: ModeGateway, Namespace: "weft-ingress", Gateway: "weft-ingress", ServiceAccount: "ingress-sa",
 		PodName: "gw-1", TrustDomain: "cluster.local", ControlAddress: "x:15012", CARootCert: "r", TokenFile: "t"}
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "weft-gateway") {
+		t.Fatalf("gateway mode without certificates (weft-waypoint's): %v, want an error naming weft-gateway", err)
+	}
+	cfg.Certificates = func(context.Context, string, []string, prometheus.Registerer, *slog.Logger) proxy.Certificates {
+		return nil
+	}
 	if err := cfg.validate(); err != nil {
 		t.Fatalf("gateway mode without --hbone-address: %v", err)
 	}

@@ -6,9 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -21,11 +19,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/pkg/testpki"
 )
 
@@ -166,49 +160,6 @@ func TestGatewayMutualTLS(t *testing.T) {
 	}
 	if got := b.seenHeader(xfccHeader); got != "" || strings.Contains(got, "forged") {
 		t.Errorf("X-Forwarded-Client-Cert %q without a client certificate, want none (the client's own dropped)", got)
-	}
-}
-
-// TestSecretCAs: "<credential>-cacert" resolves where istiod's
-// gateways look, the Secret <credential>-cacert first (ca.crt or cacert),
-// then key ca.crt of the credential's own Secret; a bundle without a PEM
-// certificate, a missing one and another namespace are errors.
-func TestSecretCAs(t *testing.T) {
-	ca, other := testpki.New(t), testpki.New(t)
-	sec := func(ns, name string, data map[string][]byte) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: "1"}, Data: data}
-	}
-	client := fake.NewClientset(
-		sec("weft-ingress", "split-cacert", map[string][]byte{"cacert": ca.CertPEM()}),
-		sec("weft-ingress", "split", map[string][]byte{"ca.crt": other.CertPEM()}), // the -cacert Secret wins
-		sec("weft-ingress", "combined", map[string][]byte{"ca.crt": ca.CertPEM()}),
-		sec("weft-ingress", "nocas", map[string][]byte{"tls.crt": ca.CertPEM()}),
-		sec("weft-ingress", "garbage-cacert", map[string][]byte{"ca.crt": []byte("not a certificate")}),
-		sec("default", "elsewhere", map[string][]byte{"ca.crt": ca.CertPEM()}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sc, err := NewSecretCertificates(ctx, client, "weft-ingress", nil, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	await.True(t, "the secret cache to sync", sc.hasSynced)
-	leaf, _ := ca.Issue(t, "client.example.com")
-	b, _ := pem.Decode(leaf)
-	cert, _ := x509.ParseCertificate(b.Bytes)
-	for _, name := range []string{"kubernetes://split-cacert", "kubernetes://combined-cacert"} {
-		pool, err := sc.CAs(name)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-			t.Errorf("%s: a certificate of the CA does not verify: %v", name, err)
-		}
-	}
-	for _, name := range []string{"kubernetes://nocas-cacert", "kubernetes://garbage-cacert", "kubernetes://missing-cacert",
-		"kubernetes://default/elsewhere-cacert", "kubernetes://combined"} {
-		if _, err := sc.CAs(name); err == nil {
-			t.Errorf("%s: resolved, want an error", name)
-		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -25,6 +26,16 @@ import (
 //   - a passthrough chain forwards the connection's bytes, ClientHello
 //     first, to its cluster over HBONE: the destination terminates TLS;
 //   - no chain: the connection is closed.
+
+// Certificates resolves SDS names: of a certificate (a TLS filter chain's,
+// or the client certificate a cluster originating MUTUAL presents) and of
+// a CA bundle (what a MUTUAL server's clients, or an originating cluster's
+// servers, must chain to). weft-gateway's come from Secrets
+// (waypoint/gatewaycreds).
+type Certificates interface {
+	Certificate(sdsName string) (*tls.Certificate, error)
+	CAs(sdsName string) (*x509.CertPool, error)
+}
 
 // helloTimeout bounds the wait for a client's ClientHello.
 const helloTimeout = 10 * time.Second

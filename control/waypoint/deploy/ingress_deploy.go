@@ -85,12 +85,14 @@ func ingressServiceSpec(gw *gatewayv1.Gateway) *corev1ac.ServiceSpecApplyConfigu
 	return spec
 }
 
-// gatewayContainer runs weft-waypoint in gateway mode for gw: the
+// gatewayContainer runs weft-gateway (the waypoint image's gateway
+// binary, weft-waypoint in gateway mode plus Secrets) for gw: the
 // waypoint container's identity, environment, probe and hardening, the
 // listener ports instead of HBONE, and Kubernetes API access to read its
 // certificates (from its namespace and credentialNamespaces).
 func gatewayContainer(cfg Config, gw *gatewayv1.Gateway, credentialNamespaces []string) *corev1ac.ContainerApplyConfiguration {
 	c := waypointContainer(cfg, gw.Namespace, ObjectName(gw))
+	c.Command = []string{GatewayCommand}
 	c.Args = []string{"--mode=gateway"}
 	if len(credentialNamespaces) > 0 {
 		c.Args = append(c.Args, "--credential-namespaces="+strings.Join(credentialNamespaces, ","))

@@ -88,6 +88,9 @@ func TestIngressDeployed(t *testing.T) {
 	if args := pod.Containers[0].Args; !slices.Contains(args, "--mode=gateway") || !slices.Contains(args, "--credential-namespaces=certs") {
 		t.Errorf("container args %v, want gateway mode reading Secrets of certs too", args)
 	}
+	if cmd := pod.Containers[0].Command; !slices.Equal(cmd, []string{"weft-gateway"}) {
+		t.Errorf("container command %v, want [weft-gateway] (weft-waypoint reads no Secrets)", cmd)
+	}
 	if pod.ServiceAccountName != "web-weft" || pod.SecurityContext == nil || len(pod.SecurityContext.Sysctls) != 1 {
 		t.Errorf("pod service account %q security context %+v", pod.ServiceAccountName, pod.SecurityContext)
 	}

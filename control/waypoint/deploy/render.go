@@ -38,6 +38,9 @@ const (
 	// IngressAppName is the app name of the gateways deployed for
 	// Gateways of class weft (ingress_deploy.go).
 	IngressAppName = "weft-gateway"
+	// GatewayCommand is the waypoint image's gateway binary, which the
+	// gateways deployed for Gateways of class weft run.
+	GatewayCommand = "weft-gateway"
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	ManagedBy      = "weft-control"
 

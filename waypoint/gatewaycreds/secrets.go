@@ -1,4 +1,9 @@
-package proxy
+// Package gatewaycreds serves a gateway's TLS credentials from Kubernetes
+// Secrets (Istio's credentialName, Gateway API certificateRefs), read with
+// the gateway pod's own token. Only weft-gateway links it: its Kubernetes
+// client (client-go) is most of what a waypoint would otherwise load and
+// keep resident without ever using it.
+package gatewaycreds
 
 import (
 	"context"
@@ -19,15 +24,6 @@ import (
 
 	"github.com/weft-mesh/weft/pkg/credential"
 )
-
-// Certificates resolves SDS names: of a certificate (a TLS filter chain's,
-// or the client certificate a cluster originating MUTUAL presents) and of
-// a CA bundle (what a MUTUAL server's clients, or an originating cluster's
-// servers, must chain to).
-type Certificates interface {
-	Certificate(sdsName string) (*tls.Certificate, error)
-	CAs(sdsName string) (*x509.CertPool, error)
-}
 
 // SecretCertificates resolves "kubernetes://<name>" (or "<name>") to the
 // Secret <name> of the gateway's own namespace: Istio's credentialName;
@@ -62,12 +58,12 @@ type parsedSecret struct {
 	err     error
 }
 
-// NewSecretCertificates watches the Secrets of namespace ns, the
+// New watches the Secrets of namespace ns, the
 // gateway's own, and of the extra namespaces until ctx ends (one
 // namespaced watch each: no cluster-wide access is needed). The gauge
 // weft_gateway_credential_ready{credential_name} (1 usable, 0 not) is
 // registered on reg when non-nil.
-func NewSecretCertificates(ctx context.Context, client kubernetes.Interface, ns string, extra []string, reg prometheus.Registerer,
+func New(ctx context.Context, client kubernetes.Interface, ns string, extra []string, reg prometheus.Registerer,
 	log *slog.Logger) (*SecretCertificates, error) {
 	if log == nil {
 		log = slog.Default()
