@@ -273,4 +273,9 @@ spec:
 			t.Fatal("reviews-waypoint served details")
 		}
 	})
+
+	// Last: it replaces the waypoint's pod.
+	t.Run("waypoint rollout: a kept-alive client's requests in flight are answered, none fails", func(t *testing.T) {
+		testWaypointRollout(t, e)
+	})
 }
