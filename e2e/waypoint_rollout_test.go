@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"github.com/weft-mesh/weft/pkg/netns"
 )
 
@@ -33,10 +31,11 @@ spec:
 
 // testWaypointRollout restarts the waypoint Deployment while a client pod
 // sends requests (POSTs, never retried) back to back on one kept-alive
-// connection through it, each held 300 ms in the waypoint: the old pod drains (its responses ask
-// the client to close, so the client's next request opens a connection
-// that reaches a ready pod) and no request fails, though the old pod
-// exits with the client's connection busy nearly all the time.
+// connection through it, each held 300 ms in the waypoint: the old pod
+// drains (its responses ask the client to close, so the client's next
+// request opens a connection that reaches a ready pod) and no request
+// fails, though the old pod exits with the client's connection busy
+// nearly all the time.
 func testWaypointRollout(t *testing.T, e *env) {
 	e.applyYAML(t, detailsDelayYAML)
 	defer e.mustKubectl(t, "delete", "virtualservice", "details", "--ignore-not-found")
@@ -53,7 +52,7 @@ func testWaypointRollout(t *testing.T, e *env) {
 	// A POST, which details answers 405 (only GET is routed in the app):
 	// the client does not retry it, as it would a GET cut before its
 	// response began, so a request lost in the old waypoint shows.
-	get := func() (time.Duration, error) {
+	post := func() (time.Duration, error) {
 		start := time.Now()
 		resp, err := client.Post(url, "text/plain", strings.NewReader("rollout"))
 		if err != nil {
@@ -69,21 +68,31 @@ func testWaypointRollout(t *testing.T, e *env) {
 		return time.Since(start), nil
 	}
 	eventually(t, "details delayed 300 ms at the waypoint", 60*time.Second, func() error {
-		if took, err := get(); err != nil || took < 300*time.Millisecond {
+		if took, err := post(); err != nil || took < 300*time.Millisecond {
 			return fmt.Errorf("took %s, %v", took, err)
 		}
 		return nil
 	})
-	old := waypointPods(t, e)
+	const waypointPods = "gateway.networking.k8s.io/gateway-name=waypoint"
+	old := e.podUIDs(t, "default", waypointPods)
+	oldAlive := func() bool {
+		now := e.podUIDs(t, "default", waypointPods)
+		for uid := range old {
+			if _, ok := now[uid]; ok {
+				return true
+			}
+		}
+		return false
+	}
 	dialsBefore := dials.Load()
 	e.mustKubectl(t, "rollout", "restart", "deployment/waypoint")
 	var failures []string
 	sent, start := 0, time.Now()
-	for gone := false; !gone; gone = !anyAlive(waypointPods(t, e), old) {
+	for oldAlive() {
 		if time.Since(start) > 3*time.Minute {
 			t.Fatalf("the old waypoint pods %v were not gone 3 minutes after the restart", old)
 		}
-		if _, err := get(); err != nil {
+		if _, err := post(); err != nil {
 			failures = append(failures, fmt.Sprintf("%s into the rollout: %v", time.Since(start).Round(time.Millisecond), err))
 		}
 		sent++
@@ -95,29 +104,4 @@ func testWaypointRollout(t *testing.T, e *env) {
 	if dials.Load() == dialsBefore {
 		t.Error("the client never opened a new connection: its requests never went to the new waypoint")
 	}
-}
-
-// waypointPods are the names of default/waypoint's pods.
-func waypointPods(t *testing.T, e *env) map[string]bool {
-	t.Helper()
-	pods, err := e.c.Client.CoreV1().Pods("default").List(context.Background(),
-		metav1.ListOptions{LabelSelector: "gateway.networking.k8s.io/gateway-name=waypoint"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]bool{}
-	for _, p := range pods.Items {
-		out[p.Name] = true
-	}
-	return out
-}
-
-// anyAlive reports whether any of old is still among now.
-func anyAlive(now, old map[string]bool) bool {
-	for name := range old {
-		if now[name] {
-			return true
-		}
-	}
-	return false
 }

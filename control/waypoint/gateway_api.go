@@ -30,7 +30,7 @@ import (
 //     an HTTPS server whose credential is its certificateRef's Secret,
 //     "<namespace>/<name>" (deploy.ListenerCredential: ReferenceGrants
 //     checked; the gateway reads it only from its own namespace and its
-//     credentialNamespaces, see waypoint/proxy gateway_credentials.go);
+//     credentialNamespaces, see waypoint/gatewaycreds);
 //     an HTTPRoute attaches with a parentRef of
 //     kind Gateway (sectionName: that listener only; port: listeners on
 //     that port), from the Gateway's namespace, or any namespace when

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -152,7 +151,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// Everything runs on ctx, which outlives the stop request by the drain
 	// (drainAfter, once the proxy exists).
-	var draining atomic.Bool
 	stop := ctx
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -188,7 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer p.Close()
-	go drainAfter(stop, ctx, cancel, cfg.DrainDuration, func() { draining.Store(true); p.Drain() }, log)
+	go drainAfter(stop, ctx, cancel, cfg.DrainDuration, p.Drain, log)
 
 	xds := xdsclient.New(xdsclient.Config{
 		Conn:  conn,
@@ -205,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if plain != nil {
 		defer plain.Close()
 	}
-	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p, draining: &draining}
+	a := &admin{cfg: cfg, self: self, ids: ids, xds: xds, p: p}
 	if err := serveAdmin(ctx, a, reg); err != nil {
 		return err
 	}
@@ -347,9 +345,7 @@ type admin struct {
 	self spiffeid.ID
 	ids  *identity.Manager
 	xds  *xdsclient.Client
-	p    *proxy.Proxy
-	// draining: told to stop, serving until the drain ends (not ready).
-	draining *atomic.Bool
+	p    *proxy.Proxy // draining once told to stop (not ready)
 }
 
 // ConfigDump is /config_dump's body.
@@ -370,7 +366,7 @@ type XDSStatus struct {
 // ready returns "" when ready, else why not: a certificate for our own
 // identity and a first complete configuration are both needed.
 func (a *admin) ready() string {
-	if a.draining.Load() {
+	if a.p.Draining() {
 		return "draining: stopping"
 	}
 	if _, err := a.ids.Source(a.self).GetX509SVID(); err != nil {

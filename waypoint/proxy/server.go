@@ -169,6 +169,9 @@ func (p *Proxy) Drain() {
 	}
 }
 
+// Draining reports whether Drain was called.
+func (p *Proxy) Draining() bool { return p.draining.Load() }
+
 // Close stops the HBONE server and drops upstream connections.
 func (p *Proxy) Close() error {
 	err := p.HBONE.Close()

@@ -23,7 +23,7 @@ import (
 
 // Deployed ingress gateways: for a Gateway of class weft, Weft deploys a
 // gateway of its own, as Istio's gateway deployment controller does: a
-// ServiceAccount, a Deployment running weft-waypoint in gateway mode and a
+// ServiceAccount, a Deployment running weft-gateway (GatewayCommand) and a
 // LoadBalancer Service whose ports are the listeners' ports, all named
 // "<gateway>-weft" and owned by the Gateway, labelled and annotated with
 // spec.infrastructure; status.addresses come from that Service. The
