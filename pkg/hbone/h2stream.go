@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -33,6 +35,9 @@ type stream struct {
 	closed      bool  // protocol state closed, no longer in sc.streams
 	appClosed   bool  // ServerStream.Close, or the handler returned
 	handlerDone bool
+	readBy      time.Time   // read deadline (SetReadDeadline); zero: none
+	readTimer   *time.Timer // wakes readers at readBy; made on first use
+	readers     int         // Reads waiting (for tests to await)
 }
 
 func (sc *serverConn) newStreamLocked(id uint32, ended bool) *stream {
@@ -125,13 +130,18 @@ func (sc *serverConn) handlerEndedLocked() {
 func (st *stream) read(p []byte) (int, error) {
 	sc := st.sc
 	sc.mu.Lock()
-	for st.buf.len() == 0 && !st.recvEnded && st.err == nil && !st.appClosed {
+	for st.buf.len() == 0 && !st.recvEnded && st.err == nil && !st.appClosed && !st.readExpiredLocked() {
+		st.readers++
 		st.cond.Wait()
+		st.readers--
 	}
 	switch {
 	case st.appClosed:
 		sc.mu.Unlock()
 		return 0, net.ErrClosed
+	case st.readExpiredLocked():
+		sc.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
 	case st.buf.len() > 0:
 		n := st.buf.read(p)
 		sc.consumedLocked(st, int32(n))
@@ -144,6 +154,44 @@ func (st *stream) read(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	return 0, io.EOF
+}
+
+// setReadDeadline gives Read net.Conn's deadline: a Read waiting at t, or
+// starting after it, returns os.ErrDeadlineExceeded; a zero t removes the
+// deadline. One timer per stream, reset on every call: net/http's HTTP/1.1
+// server moves the deadline on every request, and a stale firing (the
+// deadline moved on since) wakes readers that find it not passed.
+func (st *stream) setReadDeadline(t time.Time) {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	st.readBy = t
+	if t.IsZero() {
+		if st.readTimer != nil {
+			st.readTimer.Stop()
+		}
+		return
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		st.cond.Broadcast()
+		return
+	}
+	if st.readTimer == nil {
+		st.readTimer = time.AfterFunc(d, st.wakeReaders)
+	} else {
+		st.readTimer.Reset(d)
+	}
+}
+
+func (st *stream) wakeReaders() {
+	st.sc.mu.Lock()
+	st.cond.Broadcast()
+	st.sc.mu.Unlock()
+}
+
+func (st *stream) readExpiredLocked() bool {
+	return !st.readBy.IsZero() && !time.Now().Before(st.readBy)
 }
 
 // write sends p, then END_STREAM if end, in frames that fit the peer's
@@ -264,6 +312,9 @@ func (st *stream) close(code http2.ErrCode, why error) {
 		return
 	}
 	st.appClosed = true
+	if st.readTimer != nil {
+		st.readTimer.Stop()
+	}
 	if !st.closed {
 		sc.resetLocked(st, code, why)
 	}

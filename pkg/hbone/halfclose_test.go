@@ -137,7 +137,7 @@ func TestServerFirstHalfClose(t *testing.T) {
 // off a complete response (the data-path matrix's connection-close row).
 func TestServerResetAfterResponseEndsClientWithEOF(t *testing.T) {
 	e := newEnv(t, Options{})
-	srv := &Server{TLS: e.srv.TLS, Handler: func(ctx context.Context, req *Request) error {
+	addr := e.serveWith(t, func(ctx context.Context, req *Request) error {
 		st, err := req.Accept()
 		if err != nil {
 			return err
@@ -145,14 +145,8 @@ func TestServerResetAfterResponseEndsClientWithEOF(t *testing.T) {
 		st.Write([]byte("complete response"))
 		st.CloseWrite()
 		return st.Close() // the client's direction never read: RST_STREAM
-	}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	st, err := e.dialer.Dial(context.Background(), l.Addr().String(), tlsconfig.AuthorizeID(serverID), "10.0.0.1:80", nil)
+	})
+	st, err := e.dialer.Dial(context.Background(), addr, tlsconfig.AuthorizeID(serverID), "10.0.0.1:80", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,6 +136,20 @@ func newEnv(tb testing.TB, opts Options) *env {
 	return e
 }
 
+// serveWith runs a second Server with e's TLS and handler h on loopback
+// and returns its address; the test's cleanup closes it.
+func (e *env) serveWith(tb testing.TB, h func(context.Context, *Request) error) string {
+	tb.Helper()
+	srv := &Server{TLS: e.srv.TLS, Handler: h}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(l)
+	tb.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
 func (e *env) newDialer(tb testing.TB, id spiffeid.ID, opts Options) *Dialer {
 	d := &Dialer{SVID: e.ca.Issue(tb, id), Bundle: e.ca.Bundle(), Options: opts}
 	tb.Cleanup(func() { d.Close() })

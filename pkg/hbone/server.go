@@ -348,6 +348,16 @@ func (s *ServerStream) Read(p []byte) (int, error) { return s.s.read(p) }
 // client reads; p is on its way when Write returns.
 func (s *ServerStream) Write(p []byte) (int, error) { return s.s.write(p, false) }
 
+// SetReadDeadline is net.Conn's: a Read waiting at t, or starting after it,
+// fails with os.ErrDeadlineExceeded (the stream goes on: a later Read,
+// after the deadline moved, returns what arrived); a zero t means none.
+// net/http's HTTP/1.1 server interrupts its background read this way after
+// every request and to hijack a connection.
+func (s *ServerStream) SetReadDeadline(t time.Time) error {
+	s.s.setReadDeadline(t)
+	return nil
+}
+
 // CloseWrite ends our direction (END_STREAM, a TCP half-close): the client
 // reads EOF and may go on sending, which Read still returns. The stream is
 // done when both directions ended.

@@ -80,5 +80,5 @@
 //
 // HTTP/1.1 inside an HBONE stream is served by net/http, which needs read
 // deadlines to stop its background read after each request and to hijack
-// for an upgrade; streams have none, so readAheadConn provides them.
+// for an upgrade: hbone.ServerStream has them (streamConn passes them on).
 package proxy

@@ -319,7 +319,7 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 		base.IdleTimeout = edgeIdleTimeout
 	} else {
 		// An HBONE stream: write deadlines are no-ops (streamConn), read
-		// deadlines work through readAheadConn (HTTP/1.1); x/net/http2
+		// deadlines are the stream's (HTTP/1.1); x/net/http2
 		// keeps its own idle timer. A stream without a request in flight
 		// closes after the idle timeout; request headers must arrive
 		// within the stream idle timeout (Envoy's stream_idle_timeout
@@ -336,11 +336,7 @@ func (p *Proxy) serveHTTP(conn net.Conn, c *chain, stream *requestState) {
 		pc.Close()
 		return
 	}
-	var served net.Conn = pc
-	if !stream.edge {
-		served = newReadAheadConn(pc) // an HBONE stream has no read deadlines
-	}
-	ln := newOneConnListener(served)
+	ln := newOneConnListener(pc)
 	base.Serve(ln)
 	<-ln.closed
 }

@@ -437,23 +437,41 @@ func (c *countedConn) Write(p []byte) (int, error) {
 // CloseWrite half-closes an upgraded connection.
 func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
-// streamConn presents an HBONE stream as a net.Conn. Deadlines are not
-// supported (no-ops): net/http and x/net/http2 only need them for
-// timeouts the waypoint does not configure on these connections.
+// streamConn presents an HBONE stream as a net.Conn. Read deadlines are
+// the stream's where it has them (hbone.ServerStream: net/http's HTTP/1.1
+// server needs them after every request and to hijack); other deadlines
+// are no-ops: net/http and x/net/http2 only need them for timeouts the
+// waypoint does not configure on these connections.
 type streamConn struct {
 	hbone.Stream
 	local, remote net.Addr
 }
 
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
 func (c *streamConn) LocalAddr() net.Addr              { return c.local }
 func (c *streamConn) RemoteAddr() net.Addr             { return c.remote }
-func (c *streamConn) SetDeadline(time.Time) error      { return nil }
-func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *streamConn) SetDeadline(t time.Time) error    { return c.SetReadDeadline(t) }
 func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *streamConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.Stream.(readDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}
 
 // Close ends the stream gracefully (END_STREAM, then close), so the peer
 // sees a clean end rather than a reset when both sides are done.
 func (c *streamConn) Close() error {
 	c.Stream.CloseWrite()
 	return c.Stream.Close()
+}
+
+// closeWrite half-closes c when it can (a TCP connection, an HBONE
+// stream, a TLS connection), else closes it.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
