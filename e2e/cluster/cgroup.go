@@ -141,3 +141,37 @@ func reap(pids map[int]bool) {
 		}
 	}
 }
+
+// owner is the live process outside the cgroup that runs it: the parent
+// of one of its processes that is neither in the cgroup, nor PID 1 (where
+// orphans go), nor this process. 0 when there is none: the cgroup is
+// empty or holds what a dead run left.
+func (c *cgroup) owner() int {
+	pids := c.pids()
+	in := make(map[int]bool, len(pids))
+	for _, p := range pids {
+		in[p] = true
+	}
+	for _, p := range pids {
+		pp := parentPID(p)
+		if pp > 1 && !in[pp] && pp != os.Getpid() && ProcessAlive(pp) {
+			return pp
+		}
+	}
+	return 0
+}
+
+// parentPID is pid's parent from /proc, 0 if unknown.
+func parentPID(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			pp, _ := strconv.Atoi(strings.TrimSpace(v))
+			return pp
+		}
+	}
+	return 0
+}

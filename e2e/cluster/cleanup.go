@@ -77,6 +77,16 @@ func Cleanup(name, stateDir string) error {
 }
 
 // leftovers describes what an earlier run of the cluster left behind.
+// clusterOwner is the live process running cluster name's processes (its
+// cgroup's), 0 if none does.
+func clusterOwner(name string) int {
+	root, err := cgroupHierarchy()
+	if err != nil {
+		return 0
+	}
+	return (&cgroup{dir: filepath.Join(root, clusterCgroupPath(name))}).owner()
+}
+
 func leftovers(name, stateDir string) []string {
 	var out []string
 	if nss, _ := listNetns(nsPrefix(name)); len(nss) > 0 {

@@ -77,6 +77,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (c *Cluster, err e
 	if st, err := ReadState(cfg.StateDir); err == nil && ProcessAlive(st.PID) {
 		return nil, fmt.Errorf("cluster %q is already up (pid %d, kubeconfig %s): run `weft-cluster down --name %s` first", cfg.Name, st.PID, st.Kubeconfig, cfg.Name)
 	}
+	// The same name from another state directory (another checkout's make
+	// demo or e2e) shares the network namespaces and cgroup: "cleaning up"
+	// would tear that cluster down under its owner.
+	if pid := clusterOwner(cfg.Name); pid != 0 {
+		return nil, fmt.Errorf("cluster %q is up, run by pid %d from another state directory: stop that one (`weft-cluster down --name %s --state-dir <its dir>`, or end pid %d) or choose another --name", cfg.Name, pid, cfg.Name, pid)
+	}
 	if left := leftovers(cfg.Name, cfg.StateDir); len(left) > 0 {
 		log.Info("removing leftovers of an earlier run", "cluster", cfg.Name, "leftovers", left)
 		if err := Cleanup(cfg.Name, cfg.StateDir); err != nil {
