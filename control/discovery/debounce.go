@@ -7,6 +7,28 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
+// Merge forwards the signals of every channel in ins to the returned one,
+// coalesced (it holds at most one), until ctx ends.
+func Merge(ctx context.Context, ins ...<-chan struct{}) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	for _, in := range ins {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-in:
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	return out
+}
+
 // Debounce calls fn after signals on in have been quiet for `quiet`, but at
 // least every `maxDelay` while signals keep coming, so a burst of changes
 // (a Deployment scaling by 100) becomes one push and a steady trickle

@@ -75,3 +75,39 @@ func TestDebounceMaxDelayPreventsStarvation(t *testing.T) {
 		}
 	})
 }
+
+// TestMergeForwardsEverySourceCoalesced: a signal on either input comes
+// out; signals while one is pending become that one.
+func TestMergeForwardsEverySourceCoalesced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		a, b := make(chan struct{}), make(chan struct{})
+		out := Merge(ctx, a, b)
+		pending := func() int {
+			synctest.Wait()
+			n := 0
+			for {
+				select {
+				case <-out:
+					n++
+				default:
+					return n
+				}
+			}
+		}
+		if n := pending(); n != 0 {
+			t.Fatalf("%d signals before any input", n)
+		}
+		b <- struct{}{}
+		if n := pending(); n != 1 {
+			t.Fatalf("%d signals after one on the second input, want 1", n)
+		}
+		a <- struct{}{}
+		b <- struct{}{}
+		a <- struct{}{}
+		if n := pending(); n != 1 {
+			t.Fatalf("three signals while none was taken came out as %d, want 1", n)
+		}
+	})
+}

@@ -29,8 +29,9 @@ import (
 // requirement end to end: a grpc-go client with the xds:/// resolver, whose
 // xDS server is weft-control's (TLS + service-account token), resolves
 // greeter and routes its calls by the translated VirtualService and
-// DestinationRule. Everything is in one test: grpc-go reads its bootstrap
-// once per process.
+// DestinationRule. The gRPC group is pushed only once the client asked for
+// it (GRPCWanted), as the control plane does. Everything is in one test:
+// grpc-go reads its bootstrap once per process.
 func TestProxylessGRPCClientRoutesByTranslatedConfig(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -38,7 +39,17 @@ func TestProxylessGRPCClientRoutesByTranslatedConfig(t *testing.T) {
 	backends := startBackends(t, "v1", "v2")
 	reg := registry(backends)
 	cp := startControlPlane(t, ctx)
-	cp.xds.SetWaypointSnapshots("1", map[string]xds.Resources{xds.GroupGRPC: translate(t, reg, jasonToV2)})
+	// No gRPC client yet: the control plane leaves the gRPC group out of
+	// its pushes, and pushes it when a client asks (control/xds/grpcgroup.go).
+	first := translate(t, reg, jasonToV2)
+	cp.xds.SetWaypointSnapshots("0", map[string]xds.Resources{})
+	go func() {
+		select {
+		case <-cp.xds.GRPCWanted():
+			cp.xds.SetWaypointSnapshots("1", map[string]xds.Resources{xds.GroupGRPC: first})
+		case <-ctx.Done():
+		}
+	}()
 
 	t.Run("xDS stream without a token is rejected", func(t *testing.T) {
 		pool := x509.NewCertPool()

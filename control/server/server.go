@@ -118,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	p.tr = newTranslator(o, log, p.cluster, p.xds, p.reg)
 	p.tr.published = &p.addresses
 	p.tr.push() // the full state before serving: no client ever sees a partial mesh
-	go discovery.Debounce(ctx, p.cluster.Changed(), o.Debounce, 10*o.Debounce, p.tr.push)
+	go p.tr.run(ctx, o.Debounce)
 
 	g, err := p.grpcServer()
 	if err != nil {
@@ -346,6 +346,15 @@ type translator struct {
 	mu      sync.Mutex
 	objects status.Objects // as of the last push
 	last    []workload.Problem
+}
+
+// run pushes after every change of the cluster (debounced) and when a
+// proxyless gRPC client waits for the gRPC group, which pushes leave out
+// while no such client is connected (control/xds/grpcgroup.go), until ctx
+// ends.
+func (t *translator) run(ctx context.Context, debounce time.Duration) {
+	changes := discovery.Merge(ctx, t.cluster.Changed(), t.xds.GRPCWanted())
+	discovery.Debounce(ctx, changes, debounce, 10*debounce, t.push)
 }
 
 func (t *translator) push() {

@@ -39,6 +39,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		EnvoyFilters:           traffic.EnvoyFilters,
 		Telemetries:            traffic.Telemetries,
 		ReferenceGrants:        traffic.ReferenceGrants,
+		SkipGRPC:               !t.xds.HasGRPCClients(), // control/xds/grpcgroup.go
 	})
 	return out.Groups(), out.Problems, true
 }

@@ -391,3 +391,27 @@ func toJSON(t *testing.T, m proto.Message) any {
 	}
 	return v
 }
+
+// TestSkipGRPCChangesNothingElse: for every golden case, leaving out the
+// proxyless gRPC snapshot (the control plane does while no gRPC client is
+// connected) leaves the waypoints, the gateways and the problems exactly
+// as they are with it.
+func TestSkipGRPCChangesNothingElse(t *testing.T) {
+	for _, dir := range caseDirs(t) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			tc := loadCase(t, dir)
+			cfg := caseConfig(t, dir)
+			full := Translate(cfg, tc.in)
+			tc.in.SkipGRPC = true
+			skipped := Translate(cfg, tc.in)
+			if skipped.GRPC != nil {
+				t.Fatal("SkipGRPC: the gRPC snapshot was built")
+			}
+			full.GRPC, skipped.GRPC = &xds.Resources{}, &xds.Resources{}
+			want, got := render(t, full, false), render(t, skipped, false)
+			if !bytes.Equal(want, got) {
+				t.Errorf("SkipGRPC changed the rest of the output:\n%s", golden.Diff(want, got))
+			}
+		})
+	}
+}

@@ -144,6 +144,12 @@ type Inputs struct {
 	// ReferenceGrants allow HTTPRoute backendRefs and Gateway listener
 	// certificateRefs to other namespaces (control/refgrant).
 	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
+	// SkipGRPC leaves out the proxyless gRPC snapshot (Output.GRPC nil):
+	// the control plane builds it only while a gRPC client is connected,
+	// since it is every HTTP Service port's listener, route, clusters and
+	// endpoints, about half of the whole translation. Nothing else in the
+	// output, problems included, depends on it.
+	SkipGRPC bool
 }
 
 // Output is the translated snapshot: the Envoy resources of each node group
@@ -153,7 +159,7 @@ type Output struct {
 	// or workload uses.
 	Waypoints map[string]*xds.Resources
 	// GRPC is the snapshot of proxyless gRPC clients: an API listener for
-	// every HTTP service port of the mesh.
+	// every HTTP service port of the mesh; nil with Inputs.SkipGRPC.
 	GRPC *xds.Resources
 	// GatewayProxies by "<namespace>/<service account>" of the gateway
 	// pods an Istio Gateway selects: their listeners, routes and clusters.
@@ -209,8 +215,10 @@ func Translate(cfg Config, in Inputs) Output {
 	t.buildServicePorts()
 	out := Output{
 		Waypoints:      t.buildWaypoints(),
-		GRPC:           t.buildGRPC(),
 		GatewayProxies: t.buildGatewayProxies(in),
+	}
+	if !in.SkipGRPC {
+		out.GRPC = t.buildGRPC()
 	}
 	t.reportEnvoyFilters()
 	t.reportTelemetries()

@@ -96,8 +96,10 @@ func (c callbacks) request(id int64, req request, delta bool, nackDetail ...any)
 		s.log.Warn("xds request refused", "stream", id, "err", err)
 		return err
 	}
-	s.ensureGroup(node)
+	// Counted first: a push that leaves out the gRPC group looks for gRPC
+	// clients after ensureGroup's check (grpcgroup.go).
 	s.clients.request(id, node, typeURL, req.GetResponseNonce(), nackMessage(req.GetErrorDetail()))
+	s.ensureGroup(node)
 	if e := req.GetErrorDetail(); e != nil {
 		s.metrics.nacks.WithLabelValues(typeURL).Inc()
 		attrs := append([]any{"node", node.GetId(), "type", typeURL}, nackDetail...)

@@ -73,7 +73,8 @@ func TestWaypointNodeIDMustBeTheCaller(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := New(ctx, quiet, prometheus.NewRegistry())
-	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080")})
+	// As pushed while gRPC clients are connected (grpcgroup.go).
+	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080"), GroupGRPC: {}})
 	addr := serveWithCallers(t, s)
 
 	resp, err := firstDelta(t, addr, "default/wp", "waypoint~default/wp~wp-1")
@@ -150,7 +151,8 @@ func TestStreamKindsNeverShareACaller(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := New(ctx, quiet, prometheus.NewRegistry())
-	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080")})
+	// As pushed while gRPC clients are connected (grpcgroup.go).
+	s.SetWaypointSnapshots("1", map[string]Resources{"default/wp": group("reviews.default.svc.cluster.local:9080"), GroupGRPC: {}})
 	addr := serveWithCallers(t, s)
 
 	actx := metadata.AppendToOutgoingContext(ctx, "x-test-caller", "tenant/attacker")

@@ -75,6 +75,18 @@ func (t *clientTracker) close(id int64) {
 	delete(t.streams, id)
 }
 
+// anyNode reports whether an open stream's node ID satisfies match.
+func (t *clientTracker) anyNode(match func(id string) bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.streams {
+		if st.node != "" && match(st.node) {
+			return true
+		}
+	}
+	return false
+}
+
 func (st *streamState) typ(url string) *typeState {
 	ts := st.types[url]
 	if ts == nil {

@@ -231,10 +231,14 @@ func (s *Server) SetWaypointSnapshots(version string, groups map[string]Resource
 		set(g, groups[g])
 	}
 	for g := range s.waypoints {
-		if _, ok := groups[g]; !ok {
+		if _, ok := groups[g]; !ok && g != GroupGRPC {
 			set(g, Resources{}) // gone: its clients drop everything
 			s.metrics.groupSize.DeleteLabelValues(g)
 		}
+	}
+	_, s.grpcServed = groups[GroupGRPC]
+	if !s.grpcServed {
+		s.leftOutGRPCLocked()
 	}
 	if changed > 0 {
 		s.mu.Lock()
@@ -257,6 +261,10 @@ func (s *Server) ensureGroup(node *core.Node) {
 	}
 	s.envoyMu.Lock()
 	defer s.envoyMu.Unlock()
+	if group == GroupGRPC {
+		s.wantGRPCLocked()
+		return
+	}
 	if _, ok := s.waypoints[group]; ok {
 		return
 	}

@@ -44,6 +44,10 @@ type Server struct {
 	envoy     cache.SnapshotCache // waypoints and unknown nodes (ADS mode)
 	envoyGRPC cache.SnapshotCache // proxyless gRPC (named SotW subscriptions)
 	waypoints map[string]waypointState
+	// grpcServed: the last snapshots had the gRPC group (grpcgroup.go);
+	// grpcWanted signals, coalesced, that a client of it is waiting.
+	grpcServed bool
+	grpcWanted chan struct{}
 
 	mu       sync.Mutex
 	pushedAt time.Time // when the last Envoy snapshot change entered the caches (Weft's types: weftStore)
@@ -63,6 +67,8 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		metrics: newMetrics(reg),
 		clients: newClientTracker(),
 		callers: &streamCallers{},
+
+		grpcWanted: make(chan struct{}, 1),
 	}
 	s.newEnvoyCaches()
 	mux := &cache.MuxCache{

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -17,12 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/xds"
+	"github.com/weft-mesh/weft/control/xds/xdstest"
 	"github.com/weft-mesh/weft/internal/await"
 	"github.com/weft-mesh/weft/node-agent/policy"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
@@ -106,19 +104,7 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(cancel)
 	h := &harness{reg: prometheus.NewRegistry(), store: NewStore(Options{Logger: quiet})}
 	h.server = xds.New(ctx, quiet, h.reg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	h.server.Register(g)
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := xdstest.Dial(t, h.server)
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "node-a"}, Types: Types(), Log: quiet,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond},
 		func(typ string, upd map[string]proto.Message, rem []string) error {
