@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 // ---- the test side ----
@@ -63,10 +65,12 @@ type ChildOptions struct {
 }
 
 // SelfCommand re-executes the test binary, running no test, with env set
-// to value: Main in the child's TestMain picks the mode from env.
+// to value: Main in the child's TestMain picks the mode from env. The
+// child runs as Weft's proxies are deployed: with mesh.ProxyGODEBUG (any
+// GODEBUG of the parent is replaced).
 func SelfCommand(env, value string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env+"="+value)
+	cmd.Env = append(os.Environ(), env+"="+value, "GODEBUG="+mesh.ProxyGODEBUG)
 	return cmd
 }
 

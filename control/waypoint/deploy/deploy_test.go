@@ -168,7 +168,7 @@ func TestDesired(t *testing.T) {
 		}
 	}
 	wantEnv := map[string]string{"POD_NAME": "field:metadata.name", "POD_NAMESPACE": "field:metadata.namespace",
-		"SERVICE_ACCOUNT": "field:spec.serviceAccountName", "GATEWAY_NAME": "wp"}
+		"SERVICE_ACCOUNT": "field:spec.serviceAccountName", "GATEWAY_NAME": "wp", "GODEBUG": mesh.ProxyGODEBUG}
 	if fmt.Sprint(env) != fmt.Sprint(wantEnv) {
 		t.Errorf("env %v, want %v", env, wantEnv)
 	}

@@ -335,6 +335,7 @@ func waypointEnv(cfg Config, ns, name string) []*corev1ac.EnvVarApplyConfigurati
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
 		corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
+		corev1ac.EnvVar().WithName("GODEBUG").WithValue(mesh.ProxyGODEBUG),
 	}
 	if cfg.TracingEndpoint != "" {
 		env = append(env,
