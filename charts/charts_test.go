@@ -33,6 +33,7 @@ import (
 
 	"github.com/weft-mesh/weft/control/unsupported"
 	"github.com/weft-mesh/weft/pkg/golden"
+	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
 const (
@@ -249,6 +250,7 @@ var defaultArgs = []string{
 	"--service-account=weft-control",
 	"--gateway-secrets-role=weft-control-gateway-secrets",
 	"--gateway-secret-check-role=weft-control-gateway-secret-check",
+	"--waypoint-godebug=" + mesh.ProxyGODEBUG,
 }
 
 func controlContainer(t *testing.T, d *appsv1.Deployment) corev1.Container {
@@ -571,6 +573,7 @@ func TestControlCustomValues(t *testing.T) {
 		"--waypoint-image=registry.example.org/mesh/waypoint:1.2.3-rc.1", "--waypoint-image-pull-policy=Always",
 		"--service-account=weft-control", "--gateway-secrets-role=weft-control-gateway-secrets",
 		"--gateway-secret-check-role=weft-control-gateway-secret-check",
+		"--waypoint-godebug=" + mesh.ProxyGODEBUG,
 		"--waypoint-tracing-endpoint=http://otel-collector.observability:4318",
 	}
 	if !slices.Equal(c.Args, want) {

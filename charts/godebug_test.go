@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -9,31 +10,46 @@ import (
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
-// TestProxiesRunWithProxyGODEBUG: the node agent and the gateway run with
-// the GODEBUG the benchmarks measure them with (mesh.ProxyGODEBUG).
-func TestProxiesRunWithProxyGODEBUG(t *testing.T) {
-	_, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t)), "weft-node-agent", "weft.io/agent-not-ready")
-	checkGODEBUG(t, "node agent", ds.Spec.Template.Spec.Containers, "node-agent")
-	d := get[appsv1.Deployment](t, decodeGateway(t, renderGateway(t)), "Deployment", gatewayRelease)
-	checkGODEBUG(t, "gateway", d.Spec.Template.Spec.Containers, "")
+// TestProxiesGODEBUG: by default the node agent, the gateway and (through
+// weft-control's flag) the waypoints run with the GODEBUG the benchmarks
+// measure them with (mesh.ProxyGODEBUG); godebug "" leaves it out.
+func TestProxiesGODEBUG(t *testing.T) {
+	for _, v := range []string{mesh.ProxyGODEBUG, ""} {
+		var set []string
+		if v == "" {
+			set = []string{"--set", "godebug="}
+		}
+		_, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, set...)), "weft-node-agent", "weft.io/agent-not-ready")
+		checkGODEBUG(t, "node agent", ds.Spec.Template.Spec.Containers, "node-agent", v)
+		d := get[appsv1.Deployment](t, decodeGateway(t, renderGateway(t, set...)), "Deployment", gatewayRelease)
+		checkGODEBUG(t, "gateway", d.Spec.Template.Spec.Containers, "", v)
+		if v == "" {
+			set = []string{"--set", "waypoint.godebug="}
+		}
+		c := controlContainer(t, get[appsv1.Deployment](t, decode(t, render(t, "control", set...)), "Deployment", "weft-control"))
+		if !slices.Contains(c.Args, "--waypoint-godebug="+v) {
+			t.Errorf("control plane args %q lack --waypoint-godebug=%s", c.Args, v)
+		}
+	}
 }
 
-// checkGODEBUG checks the container named name (the only one if "").
-func checkGODEBUG(t *testing.T, what string, cs []corev1.Container, name string) {
+// checkGODEBUG checks the GODEBUG of the container named name (the only
+// one if ""): want, or none when want is "".
+func checkGODEBUG(t *testing.T, what string, cs []corev1.Container, name, want string) {
 	t.Helper()
 	for _, c := range cs {
 		if name != "" && c.Name != name {
 			continue
 		}
+		got, found := "", false
 		for _, e := range c.Env {
 			if e.Name == "GODEBUG" {
-				if e.Value != mesh.ProxyGODEBUG {
-					t.Errorf("%s: GODEBUG=%q, want %q", what, e.Value, mesh.ProxyGODEBUG)
-				}
-				return
+				got, found = e.Value, true
 			}
 		}
-		t.Errorf("%s: container %s has no GODEBUG, want %q", what, c.Name, mesh.ProxyGODEBUG)
+		if got != want || found != (want != "") {
+			t.Errorf("%s: GODEBUG %q (set: %v), want %q", what, got, found, want)
+		}
 		return
 	}
 	t.Errorf("%s: no container %q", what, name)

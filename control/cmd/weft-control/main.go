@@ -71,6 +71,7 @@ func main() {
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
+	f.StringVar(&opts.WaypointGODEBUG, "waypoint-godebug", mesh.ProxyGODEBUG, "GODEBUG of the waypoint and gateway Deployments; the default keeps Go's sysmon from being woken by nearly every socket call below full load (docs/operations.md#go-runtime); empty: none")
 	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
 	f.StringVar(&opts.ServiceAccount, "service-account", "weft-control", "weft-control's service account (in --namespace), which a deployed ingress gateway's RoleBindings let check its certificate Secrets")
 	f.StringVar(&opts.GatewaySecretsRole, "gateway-secrets-role", "", "ClusterRole (read Secrets) bound to the gateway Weft deploys for a Gateway of class weft, in its namespace and where its certificateRefs point; empty: none (its HTTPS listeners do not resolve)")

@@ -168,7 +168,7 @@ func TestDesired(t *testing.T) {
 		}
 	}
 	wantEnv := map[string]string{"POD_NAME": "field:metadata.name", "POD_NAMESPACE": "field:metadata.namespace",
-		"SERVICE_ACCOUNT": "field:spec.serviceAccountName", "GATEWAY_NAME": "wp", "GODEBUG": mesh.ProxyGODEBUG}
+		"SERVICE_ACCOUNT": "field:spec.serviceAccountName", "GATEWAY_NAME": "wp"}
 	if fmt.Sprint(env) != fmt.Sprint(wantEnv) {
 		t.Errorf("env %v, want %v", env, wantEnv)
 	}
@@ -259,6 +259,21 @@ func TestDesiredTracing(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDesiredGODEBUG: the containers get Config.GODEBUG (weft-control's
+// --waypoint-godebug), and none when it is empty.
+func TestDesiredGODEBUG(t *testing.T) {
+	gw := gateway("wp", func(g *gatewayv1.Gateway) { g.Namespace = "shop" })
+	for _, v := range []string{mesh.ProxyGODEBUG, ""} {
+		dep := typed[appsv1.Deployment](t, Desired(Config{Image: image, GODEBUG: v}, gw, 1).Deployment)
+		for _, env := range containerEnv(t, dep) {
+			got, set := env["GODEBUG"]
+			if got != v || set != (v != "") {
+				t.Errorf("Config.GODEBUG %q: env GODEBUG %q (set: %v)", v, got, set)
+			}
+		}
+	}
 }
 
 func cond(st gatewayv1.GatewayStatus, typ gatewayv1.GatewayConditionType) string {

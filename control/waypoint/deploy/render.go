@@ -75,6 +75,9 @@ type Config struct {
 	// container, with OTEL_SERVICE_NAME=<gateway>.<namespace>. Empty: no
 	// spans (trace headers are still propagated).
 	TracingEndpoint string
+	// GODEBUG of the waypoint and gateway containers (weft-control's
+	// --waypoint-godebug, default mesh.ProxyGODEBUG); empty: none.
+	GODEBUG string
 	// GatewaySecretsRole and SecretCheckRole are the ClusterRoles
 	// (charts/control) that a deployed ingress gateway's RoleBindings grant
 	// to it (read Secrets) and to weft-control (get Secrets, to check a
@@ -335,7 +338,9 @@ func waypointEnv(cfg Config, ns, name string) []*corev1ac.EnvVarApplyConfigurati
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
 		fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
 		corev1ac.EnvVar().WithName("GATEWAY_NAME").WithValue(name),
-		corev1ac.EnvVar().WithName("GODEBUG").WithValue(mesh.ProxyGODEBUG),
+	}
+	if cfg.GODEBUG != "" {
+		env = append(env, corev1ac.EnvVar().WithName("GODEBUG").WithValue(cfg.GODEBUG))
 	}
 	if cfg.TracingEndpoint != "" {
 		env = append(env,
