@@ -111,6 +111,7 @@ func (sc *serverConn) finishStream(st *stream) {
 		sc.resetLocked(st, code, errHandlerDone)
 	}
 	st.appClosed = true
+	st.stopReadTimerLocked()
 	sc.returnConnLocked(int32(st.buf.discard()))
 	st.cancel()
 	st.cond.Broadcast()

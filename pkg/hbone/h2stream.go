@@ -167,9 +167,7 @@ func (st *stream) setReadDeadline(t time.Time) {
 	defer sc.mu.Unlock()
 	st.readBy = t
 	if t.IsZero() {
-		if st.readTimer != nil {
-			st.readTimer.Stop()
-		}
+		st.stopReadTimerLocked()
 		return
 	}
 	d := time.Until(t)
@@ -188,6 +186,15 @@ func (st *stream) wakeReaders() {
 	st.sc.mu.Lock()
 	st.cond.Broadcast()
 	st.sc.mu.Unlock()
+}
+
+// stopReadTimerLocked stops the read deadline's timer: when the deadline
+// is removed, and when the application is done with st (a pending timer
+// would keep the stream and its connection reachable until it fires).
+func (st *stream) stopReadTimerLocked() {
+	if st.readTimer != nil {
+		st.readTimer.Stop()
+	}
 }
 
 func (st *stream) readExpiredLocked() bool {
@@ -312,9 +319,7 @@ func (st *stream) close(code http2.ErrCode, why error) {
 		return
 	}
 	st.appClosed = true
-	if st.readTimer != nil {
-		st.readTimer.Stop()
-	}
+	st.stopReadTimerLocked()
 	if !st.closed {
 		sc.resetLocked(st, code, why)
 	}
