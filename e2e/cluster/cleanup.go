@@ -76,7 +76,6 @@ func Cleanup(name, stateDir string) error {
 	return errors.Join(errs...)
 }
 
-// leftovers describes what an earlier run of the cluster left behind.
 // clusterOwner is the live process running cluster name's processes (its
 // cgroup's), 0 if none does.
 func clusterOwner(name string) int {
@@ -87,6 +86,7 @@ func clusterOwner(name string) int {
 	return (&cgroup{dir: filepath.Join(root, clusterCgroupPath(name))}).owner()
 }
 
+// leftovers describes what an earlier run of the cluster left behind.
 func leftovers(name, stateDir string) []string {
 	var out []string
 	if nss, _ := listNetns(nsPrefix(name)); len(nss) > 0 {

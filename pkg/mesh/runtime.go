@@ -12,7 +12,9 @@ package mesh
 // node agent's CPU at 1000 req/s in a profile, plus sysmon's own wake-ups.
 // With schedtrace set, sysmon never sleeps deeply: while idle it backs off
 // to polling every 10 ms, and system calls do not wake it. The interval is
-// the largest Go accepts (2^31-1 ms, 24.8 days); the runtime prints one
-// "SCHED" line to stderr each time that much has passed since the node
-// booted (on start, then every 24.8 days), and nothing else.
+// the largest Go accepts (2^31-1 ms, 24.8 days), counted from the node's
+// boot (the monotonic clock): the runtime prints one "SCHED" line to
+// stderr at start on a node up longer than that, then one every 24.8
+// days, and nothing else. docs/operations.md#go-runtime has the figures
+// and the chart values that turn it off.
 const ProxyGODEBUG = "schedtrace=2147483647"
