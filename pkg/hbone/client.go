@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 client connections over a TLS conn whose handshake (SPIFFE check) we did ourselves have no net/http replacement.
-
 package hbone
 
 import (
@@ -7,14 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -41,7 +35,8 @@ type Dialer struct {
 	Logger      *slog.Logger
 
 	initOnce sync.Once
-	t2       *http2.Transport
+	opts     Options
+	stats    resetStats
 	mu       sync.Mutex
 	pool     map[poolKey][]*poolConn
 }
@@ -49,15 +44,14 @@ type Dialer struct {
 type poolKey struct{ local, addr string }
 
 type poolConn struct {
-	ready  chan struct{} // closed when the dial finished (cc or err set)
-	cc     *http2.ClientConn
+	ready  chan struct{} // closed when the dial finished (h2 or err set)
+	h2     *h2Conn
 	err    error
 	peer   spiffeid.ID
 	chains [][]*x509.Certificate
 	local  net.Addr
 	remote net.Addr
-	conn   *tlsConn
-	// streams open or opening on cc, guarded by Dialer.mu: a stream counts
+	// streams open or opening on h2, guarded by Dialer.mu: a stream counts
 	// from its slot's reservation until its ClientStream is closed.
 	streams int
 }
@@ -67,28 +61,7 @@ func (d *Dialer) init() {
 		if d.Logger == nil {
 			d.Logger = slog.New(slog.DiscardHandler)
 		}
-		o := d.Options.withDefaults()
-		// The connection-level receive window is only settable through the
-		// net/http HTTP2Config of the "parent" transport.
-		t1 := &http.Transport{HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerStream:     int(o.StreamWindow),
-			MaxReceiveBufferPerConnection: int(o.ConnWindow),
-			MaxReadFrameSize:              int(o.MaxFrameSize),
-		}}
-		t2, err := http2.ConfigureTransports(t1)
-		if err != nil {
-			panic(fmt.Sprintf("hbone: configuring http2 transport: %v", err)) // only fails if t1 is already configured
-		}
-		t2.MaxReadFrameSize = o.MaxFrameSize
-		// Strict: a stream beyond the server's limit (possible only before
-		// its SETTINGS arrive, see reserve) waits for a slot rather than
-		// fails.
-		t2.StrictMaxConcurrentStreams = true
-		t2.ReadIdleTimeout = o.PingInterval
-		t2.PingTimeout = o.PingTimeout
-		t2.IdleConnTimeout = o.IdleTimeout
-		t2.CountError = func(string) {}
-		d.t2 = t2
+		d.opts = d.Options.withDefaults()
 		d.pool = map[poolKey][]*poolConn{}
 	})
 }
@@ -125,26 +98,35 @@ func (d *Dialer) Dial(ctx context.Context, tunnelAddr string, authorize Authoriz
 			return s, nil
 		}
 		d.release(pc)
-		var re *RefusedError
-		if attempt == 0 && !errors.As(err, &re) && ctx.Err() == nil && unusable(pc.cc) {
-			// The pooled connection died, GOAWAYed or went idle under us
-			// before the stream was established, so nothing was sent:
-			// retry once on a fresh connection.
-			d.drop(key, pc)
+		if attempt == 0 && ctx.Err() == nil && retryable(err, pc) {
+			// Nothing was processed: the pooled connection died, GOAWAYed
+			// or went idle under us, or the server refused the stream
+			// unprocessed. Retry once, on another connection if need be.
+			if ok, _ := pc.h2.usable(); !ok {
+				d.drop(key, pc)
+			}
 			continue
 		}
 		return nil, err
 	}
 }
 
-// unusable reports whether cc takes no new streams: closed, GOAWAYed, or
-// idle for longer than IdleTimeout, when x/net refuses new streams while
-// its idle timer is about to close the connection (golang/go#70515) but
-// State does not yet say Closing. With StrictMaxConcurrentStreams a full
-// connection still takes new streams, so this is never about load.
-func unusable(cc *http2.ClientConn) bool {
-	st := cc.State()
-	return st.Closed || st.Closing || !cc.CanTakeNewRequest()
+// retryable reports whether a failed open left the stream unprocessed and
+// pc unusable (closed, GOAWAYed, idle), or the server said it did not
+// process the stream (GOAWAY, REFUSED_STREAM).
+func retryable(err error, pc *poolConn) bool {
+	var re *RefusedError
+	var se streamResetError
+	switch {
+	case errors.As(err, &re):
+		return false
+	case errors.Is(err, errGoneAway), errors.Is(err, errConnUnusable):
+		return true
+	case errors.As(err, &se):
+		return se.Code == http2.ErrCodeRefusedStream
+	}
+	ok, _ := pc.h2.usable()
+	return !ok
 }
 
 // conn returns a pooled connection for key whose server authorize accepts,
@@ -194,17 +176,13 @@ func (d *Dialer) reserve(key poolKey) (reserved, dialing *poolConn) {
 			keep = append(keep, pc)
 			continue
 		}
-		st := pc.cc.State()
-		if st.Closed || st.Closing {
+		ok, limit := pc.h2.usable()
+		if !ok {
 			continue
 		}
 		keep = append(keep, pc)
-		limit := int(st.MaxConcurrentStreams)
 		if limit == 0 {
-			// No SETTINGS from the server yet: x/net assumes 100 until
-			// then (and, strict, would hold a stream beyond that only
-			// until they arrive), so do we.
-			limit = 100
+			limit = defaultPeerStreams // as x/net/http2 reads a server's 0
 		}
 		if reserved == nil && pc.streams < limit {
 			pc.streams++
@@ -230,7 +208,7 @@ func (d *Dialer) release(pc *poolConn) {
 // context detached from the caller's cancellation: others may be waiting.
 func (d *Dialer) connect(ctx context.Context, key poolKey, pc *poolConn) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	pc.cc, pc.err = d.dial(dctx, key.addr, pc)
+	pc.h2, pc.err = d.dial(dctx, key.addr, pc)
 	cancel()
 	if pc.err != nil {
 		d.drop(key, pc)
@@ -255,7 +233,7 @@ func (d *Dialer) drop(key poolKey, pc *poolConn) {
 	}
 }
 
-func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.ClientConn, error) {
+func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*h2Conn, error) {
 	dial := d.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext
@@ -280,63 +258,32 @@ func (d *Dialer) dial(ctx context.Context, addr string, pc *poolConn) (*http2.Cl
 		raw.Close()
 		return nil, fmt.Errorf("hbone: tunnel %s negotiated ALPN %q, want %q", addr, p, ALPN)
 	}
-	pc.conn = tc
-	cc, err := d.t2.NewClientConn(tc)
+	h2, err := newClientConn(tc, raw, pc.peer, d.opts, d.Logger, &d.stats)
 	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("hbone: starting HTTP/2 on tunnel %s: %w", addr, err)
 	}
 	pc.local, pc.remote = raw.LocalAddr(), raw.RemoteAddr()
 	d.Logger.Debug("hbone tunnel connected", "addr", addr, "peer", pc.peer)
-	return cc, nil
+	return h2, nil
 }
 
+// open sends the CONNECT on pc and waits for its answer.
 func (d *Dialer) open(ctx context.Context, pc *poolConn, target string, header http.Header) (*ClientStream, error) {
-	pr, pw := io.Pipe()
-	body := &requestBody{PipeReader: pr, sent: make(chan struct{})}
-	// The stream must outlive ctx (a setup deadline), so it gets its own
-	// context that ctx cancels only until the response headers arrive.
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, cancel)
-	if header == nil {
-		header = http.Header{}
+	if err := checkRequestHeader(header); err != nil {
+		return nil, err
 	}
-	req := (&http.Request{
-		Method:        http.MethodConnect,
-		URL:           &url.URL{Host: target},
-		Host:          target,
-		Header:        header,
-		Body:          body,
-		ContentLength: -1,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-	}).WithContext(sctx)
-	resp, err := pc.cc.RoundTrip(req)
-	if !stop() {
-		if err == nil {
-			resp.Body.Close()
-		}
-		cancel()
-		pw.Close()
-		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", target, pc.remote, ctx.Err())
+	st, err := pc.h2.openStream(target, header)
+	if err == nil {
+		err = st.awaitResponse(ctx)
 	}
 	if err != nil {
-		cancel()
-		pw.Close()
-		if rerr := pc.conn.readErr(); rerr != nil && !errors.Is(rerr, io.EOF) && !strings.Contains(err.Error(), rerr.Error()) {
-			return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w (tunnel connection: %w)", target, pc.remote, err, rerr)
-		}
 		return nil, fmt.Errorf("hbone: CONNECT %s via %s: %w", target, pc.remote, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		reason, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		cancel()
-		pw.Close()
-		return nil, &RefusedError{Status: resp.StatusCode, Reason: string(trimNL(reason))}
+	if st.status != http.StatusOK {
+		return nil, &RefusedError{Status: st.status, Reason: st.readRefusal(ctx)}
 	}
-	return &ClientStream{pw: pw, body: resp.Body, sent: body.sent, cancel: cancel, peer: pc.peer, local: pc.local, remote: pc.remote,
-		release: func() { d.release(pc) }}, nil
+	return &ClientStream{s: st, d: d, pc: pc}, nil
 }
 
 func trimNL(b []byte) []byte {
@@ -356,111 +303,65 @@ func (d *Dialer) Close() error {
 	for _, conns := range pool {
 		for _, pc := range conns {
 			<-pc.ready
-			if pc.cc != nil {
-				pc.cc.Close()
+			if pc.h2 != nil {
+				pc.h2.close(nil)
 			}
 		}
 	}
 	return nil
 }
 
-// ClientStream is the client side of a tunnel stream.
+// ClientStream is the client side of a tunnel stream. Each direction ends
+// on its own, as a TCP half-close: Read returns io.EOF after the server's
+// END_STREAM while Write goes on, and CloseWrite sends our END_STREAM while
+// Read goes on.
 type ClientStream struct {
-	pw        *io.PipeWriter
-	body      io.ReadCloser
-	sent      <-chan struct{} // x/net is done sending our direction
-	cancel    context.CancelFunc
-	peer      spiffeid.ID
-	local     net.Addr
-	remote    net.Addr
-	release   func() // frees the stream's slot in the pool
-	readEOF   atomic.Bool
-	wclosed   atomic.Bool
-	closeOnce sync.Once
+	s     *stream
+	d     *Dialer
+	pc    *poolConn
+	close sync.Once
 }
 
 // Peer is the tunnel server's verified SPIFFE ID.
-func (s *ClientStream) Peer() spiffeid.ID { return s.peer }
+func (s *ClientStream) Peer() spiffeid.ID { return s.pc.peer }
 
 // LocalAddr and RemoteAddr are the tunnel connection's TCP addresses.
-func (s *ClientStream) LocalAddr() net.Addr  { return s.local }
-func (s *ClientStream) RemoteAddr() net.Addr { return s.remote }
+func (s *ClientStream) LocalAddr() net.Addr  { return s.pc.local }
+func (s *ClientStream) RemoteAddr() net.Addr { return s.pc.remote }
 
-// Read reads what the server sent; io.EOF means it half-closed.
-func (s *ClientStream) Read(p []byte) (int, error) {
-	n, err := s.body.Read(p)
-	if err == io.EOF {
-		s.readEOF.Store(true)
-	}
-	return n, err
-}
+// Read reads what the server sent; io.EOF means it half-closed. An error
+// other than EOF means the stream was reset (by the server, by Close, or
+// with the tunnel connection) and is to be passed on as a TCP reset.
+func (s *ClientStream) Read(p []byte) (int, error) { return s.s.read(p) }
 
-// Write blocks until x/net/http2 took p (flow control applies).
-func (s *ClientStream) Write(p []byte) (int, error) { return s.pw.Write(p) }
+// Write sends p to the server, waiting for flow-control window as the
+// server reads; p is on its way when Write returns.
+func (s *ClientStream) Write(p []byte) (int, error) { return s.s.write(p, false) }
 
-// CloseWrite half-closes: the server reads EOF and can still send.
-func (s *ClientStream) CloseWrite() error {
-	s.wclosed.Store(true)
-	return s.pw.Close()
-}
-
-// Close ends the stream. If both directions already finished it is a clean
-// close; otherwise the stream is reset (RST_STREAM), which the server side
-// sees as an error, like a TCP RST.
-//
-// After CloseWrite, x/net may still be sending what Write handed it, then
-// END_STREAM: closing the response now would reset the stream and lose
-// that data. So when both directions are done, the stream is torn down
-// once x/net finished sending (at once if it has), in the background, the
-// way TCP sends out a closed socket's data, for at most closeLinger.
-func (s *ClientStream) Close() error {
-	s.closeOnce.Do(func() {
-		if !s.wclosed.Load() {
-			s.pw.CloseWithError(net.ErrClosed)
-		}
-		if !s.wclosed.Load() || !s.readEOF.Load() {
-			s.teardown()
-			return
-		}
-		select {
-		case <-s.sent:
-			s.teardown()
-		default:
-			go func() {
-				t := time.NewTimer(closeLinger)
-				defer t.Stop()
-				select {
-				case <-s.sent:
-				case <-t.C:
-				}
-				s.teardown()
-			}()
-		}
-	})
+// SetReadDeadline is net.Conn's; see ServerStream.SetReadDeadline.
+func (s *ClientStream) SetReadDeadline(t time.Time) error {
+	s.s.setReadDeadline(t)
 	return nil
 }
 
-// closeLinger bounds how long a closed stream waits for x/net to send the
-// rest of its direction (a server that stopped reading).
-const closeLinger = 30 * time.Second
-
-func (s *ClientStream) teardown() {
-	s.body.Close()
-	s.cancel()
-	s.release()
-}
-
-// requestBody is the stream's sending direction as x/net reads it; x/net
-// closes it when it is done writing the request (END_STREAM sent, or the
-// stream aborted).
-type requestBody struct {
-	*io.PipeReader
-	once sync.Once
-	sent chan struct{}
-}
-
-func (b *requestBody) Close() error {
-	err := b.PipeReader.Close()
-	b.once.Do(func() { close(b.sent) })
+// CloseWrite half-closes (END_STREAM): the server reads EOF and can still
+// send, which Read still returns.
+func (s *ClientStream) CloseWrite() error {
+	_, err := s.s.write(nil, true)
+	if errors.Is(err, errWriteAfterEnd) {
+		return nil
+	}
 	return err
+}
+
+// Close ends the stream: a plain close if both directions already ended,
+// otherwise a reset (RST_STREAM(CANCEL)) that the server sees as a TCP
+// reset. Blocked Reads and Writes return; the stream's slot in the pool is
+// free again.
+func (s *ClientStream) Close() error {
+	s.close.Do(func() {
+		s.s.close(http2.ErrCodeCancel, net.ErrClosed)
+		s.d.release(s.pc)
+	})
+	return nil
 }

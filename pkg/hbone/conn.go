@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
-	"sync/atomic"
 )
 
 // maxRecord is TLS's largest record payload. Writes above it become several
@@ -80,14 +79,10 @@ func (c *batchConn) uncork() error {
 	return err
 }
 
-// tlsConn is the connection x/net/http2 runs on: TLS over a batchConn. It
-// also remembers the first read error: with TLS 1.3 a server rejects our
-// certificate only after our side of the handshake completed, and
-// x/net/http2 would then only say "client conn could not be established".
+// tlsConn is the connection HTTP/2 runs on: TLS over a batchConn.
 type tlsConn struct {
 	*tls.Conn
 	raw *batchConn
-	err atomic.Pointer[error]
 }
 
 func newTLSConn(raw net.Conn, client bool, conf *tls.Config) *tlsConn {
@@ -112,19 +107,4 @@ func (c *tlsConn) Write(p []byte) (int, error) {
 		err = ferr
 	}
 	return n, err
-}
-
-func (c *tlsConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil && c.err.Load() == nil {
-		c.err.CompareAndSwap(nil, &err)
-	}
-	return n, err
-}
-
-func (c *tlsConn) readErr() error {
-	if e := c.err.Load(); e != nil {
-		return *e
-	}
-	return nil
 }

@@ -17,39 +17,46 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// serverConn is one HBONE tunnel connection on the server side: a
-// CONNECT-only HTTP/2 server built on x/net/http2's Framer and hpack. It
-// exists, instead of x/net/http2's Server, so that each direction of a
-// stream ends on its own: END_STREAM from us does not end the client's
-// sending direction (see ServerStream.CloseWrite).
+// h2Conn is one HBONE tunnel connection, either end: HTTP/2 carrying
+// CONNECT streams only, built on x/net/http2's Framer and hpack. It exists,
+// instead of x/net/http2's Server and Transport, so that each direction of
+// a stream ends on its own (END_STREAM from one side does not end the
+// other's direction) and so that a stream holds no memory beyond what it
+// received and not yet read: the server side (newServerConn) runs a handler
+// per stream the client opens, the client side (newClientConn) opens
+// streams for Dialer.
 //
-// One goroutine (serve) reads and processes frames; each stream's handler
-// runs on its own goroutine; writes go through w. Lock order: w.mu, then mu,
-// then w.qmu.
-type serverConn struct {
-	srv  *Server
-	conn net.Conn // frames are read from and written to it (TLS)
-	raw  net.Conn // the TCP connection, for its addresses
-	peer spiffeid.ID
-	opts Options
-	log  *slog.Logger
-	br   *bufio.Reader
-	fr   *http2.Framer
-	w    connWriter
-	ctx  context.Context
-	stop context.CancelFunc
+// One goroutine (serve) reads and processes frames; writes go through w,
+// from the goroutine that has something to send (a stream's Write, its
+// handler's answer) or, for control frames, the writer goroutine. Lock
+// order: w.mu, then mu, then w.qmu.
+type h2Conn struct {
+	srv    *Server // server side only
+	client bool
+	conn   net.Conn // frames are read from and written to it (TLS)
+	raw    net.Conn // the TCP connection, for its addresses
+	peer   spiffeid.ID
+	opts   Options
+	log    *slog.Logger
+	stats  *resetStats
+	br     *bufio.Reader
+	fr     *http2.Framer
+	w      connWriter
+	ctx    context.Context
+	stop   context.CancelFunc
 
 	mu          sync.Mutex
 	connCond    sync.Cond // writers waiting for connection send window
 	streams     map[uint32]*stream
-	handlers    int      // handler goroutines running
-	waiting     []func() // handlers waiting for one of those to end
+	handlers    int      // handler goroutines running (server)
+	waiting     []func() // handlers waiting for one of those to end (server)
 	maxStreamID uint32   // highest stream the client opened
 	sendWindow  int64    // connection-level bytes we may still send
 	recvWindow  int32    // connection-level bytes the peer may still send
 	recvUnacked int32    // read by applications, not yet returned to the peer
 	peerWindow  int32    // peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrame   uint32   // peer's SETTINGS_MAX_FRAME_SIZE
+	peerStreams uint32   // peer's SETTINGS_MAX_CONCURRENT_STREAMS (client: the streams we may open)
 	tableSize   int64    // peer's new SETTINGS_HEADER_TABLE_SIZE, -1 if unchanged
 	goingAway   bool
 	closed      bool
@@ -71,20 +78,29 @@ var (
 	errWriteAfterEnd = errors.New("hbone: write after CloseWrite")
 )
 
-// streamResetError is how a stream the client reset (RST_STREAM) ends for
+// streamResetError is how a stream the peer reset (RST_STREAM) ends for
 // the application: Pipe and the proxies treat any error other than EOF as
 // a reset and pass it on as a TCP RST.
 type streamResetError struct{ Code http2.ErrCode }
 
 func (e streamResetError) Error() string {
-	return fmt.Sprintf("hbone: stream reset by tunnel client (%v)", e.Code)
+	return fmt.Sprintf("hbone: stream reset by tunnel peer (%v)", e.Code)
 }
 
-func newServerConn(s *Server, conn, raw net.Conn, peer spiffeid.ID) *serverConn {
-	o := s.Options.withDefaults()
-	sc := &serverConn{srv: s, conn: conn, raw: raw, peer: peer, opts: o, log: s.Logger,
+func newServerConn(s *Server, conn, raw net.Conn, peer spiffeid.ID) *h2Conn {
+	sc := newH2Conn(conn, raw, peer, s.Options.withDefaults(), s.Logger, &s.stats)
+	sc.srv = s
+	return sc
+}
+
+// defaultPeerStreams is what a client assumes of the server's
+// SETTINGS_MAX_CONCURRENT_STREAMS until they arrive (x/net/http2's value).
+const defaultPeerStreams = 100
+
+func newH2Conn(conn, raw net.Conn, peer spiffeid.ID, o Options, log *slog.Logger, stats *resetStats) *h2Conn {
+	sc := &h2Conn{conn: conn, raw: raw, peer: peer, opts: o, log: log, stats: stats,
 		streams: map[uint32]*stream{}, sendWindow: 65535, recvWindow: o.ConnWindow,
-		peerWindow: 65535, peerFrame: 16 << 10, tableSize: -1,
+		peerWindow: 65535, peerFrame: 16 << 10, peerStreams: defaultPeerStreams, tableSize: -1,
 		cheap: newBudget(cheapBurst, cheapRate), resets: newBudget(resetBurst, resetRate),
 		windowUps: newBudget(windowBurst, windowRate)}
 	sc.connCond.L = &sc.mu
@@ -97,16 +113,17 @@ func newServerConn(s *Server, conn, raw net.Conn, peer spiffeid.ID) *serverConn 
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.SetReuseFrames()
 	sc.w.init(bw, sc.fr, func(err error) { go sc.close(err) })
-	sc.w.stats = &s.stats
+	sc.w.stats = stats
 	return sc
 }
 
 // serve runs the connection until it ends.
-func (sc *serverConn) serve() {
-	defer sc.close(nil)
-	if err := sc.handshake(); err != nil {
+func (sc *h2Conn) serve() {
+	err := sc.handshake()
+	if err != nil {
 		sc.log.Debug("hbone HTTP/2 handshake failed", "remote", sc.raw.RemoteAddr(), "err", err)
 		sc.abandon(err)
+		sc.close(connLost(err))
 		return
 	}
 	sc.startTimers()
@@ -121,16 +138,30 @@ func (sc *serverConn) serve() {
 			err = http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 		if err != nil && !sc.recover(err) {
+			sc.close(connLost(err))
 			return
 		}
 		sc.w.kick() // whatever the frame made us queue
 	}
 }
 
+// connLost is how the streams of a connection that ended with err fail:
+// never with io.EOF, which would read as a clean half-close.
+func connLost(err error) error {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return errConnClosed
+	}
+	return fmt.Errorf("%w: %v", errConnClosed, err)
+}
+
 // handshake reads the client preface and its SETTINGS and sends ours, with
-// the connection-level window raised to Options.ConnWindow.
-func (sc *serverConn) handshake() error {
+// the connection-level window raised to Options.ConnWindow. A client sent
+// its side when it started (startClient) and reads the server's SETTINGS.
+func (sc *h2Conn) handshake() error {
 	sc.conn.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	if sc.client {
+		return sc.readPeerSettings()
+	}
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(sc.br, preface); err != nil {
 		return fmt.Errorf("reading client preface: %w", err)
@@ -144,16 +175,32 @@ func (sc *serverConn) handshake() error {
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: sc.opts.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(sc.opts.StreamWindow)},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: sc.opts.MaxHeaderListSize})
-	if err == nil && sc.opts.ConnWindow > 65535 {
-		err = sc.fr.WriteWindowUpdate(0, uint32(sc.opts.ConnWindow-65535))
-	}
-	if err != nil {
-		sc.w.fail(err)
+	if err == nil {
+		err = sc.raiseConnWindow()
 	}
 	sc.w.unlock()
 	if err != nil {
 		return err
 	}
+	return sc.readPeerSettings()
+}
+
+// raiseConnWindow announces Options.ConnWindow (the protocol starts every
+// connection at 65535); w is held.
+func (sc *h2Conn) raiseConnWindow() error {
+	var err error
+	if sc.opts.ConnWindow > 65535 {
+		err = sc.fr.WriteWindowUpdate(0, uint32(sc.opts.ConnWindow-65535))
+	}
+	if err != nil {
+		sc.w.fail(err)
+	}
+	return err
+}
+
+// readPeerSettings reads the peer's first frame, which must be SETTINGS
+// (RFC 9113 3.4), and lifts the handshake's read deadline.
+func (sc *h2Conn) readPeerSettings() error {
 	f, err := sc.fr.ReadFrame()
 	if err != nil {
 		return err
@@ -167,7 +214,7 @@ func (sc *serverConn) handshake() error {
 	return sc.conn.SetReadDeadline(time.Time{})
 }
 
-func (sc *serverConn) startTimers() {
+func (sc *h2Conn) startTimers() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	sc.idle = time.AfterFunc(sc.opts.IdleTimeout, sc.onIdle)
@@ -178,7 +225,7 @@ func (sc *serverConn) startTimers() {
 // whether the connection goes on: a stream error resets that stream, a
 // connection error ends the connection with GOAWAY, anything else (I/O)
 // just ends it.
-func (sc *serverConn) recover(err error) bool {
+func (sc *h2Conn) recover(err error) bool {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
@@ -204,7 +251,7 @@ func (sc *serverConn) recover(err error) bool {
 // abandon ends the connection after a protocol error: GOAWAY with the
 // error's code (flushed within goAwayWriteTimeout, a stuck writer gives up
 // meanwhile), then close.
-func (sc *serverConn) abandon(err error) {
+func (sc *h2Conn) abandon(err error) {
 	var ce http2.ConnectionError
 	if !errors.As(err, &ce) {
 		return
@@ -212,7 +259,7 @@ func (sc *serverConn) abandon(err error) {
 	sc.log.Debug("hbone tunnel protocol error", "remote", sc.raw.RemoteAddr(), "peer", sc.peer, "code", http2.ErrCode(ce))
 	sc.mu.Lock()
 	sc.goingAway = true
-	last := sc.maxStreamID
+	last := sc.lastPeerStreamLocked()
 	sc.mu.Unlock()
 	sc.conn.SetWriteDeadline(time.Now().Add(goAwayWriteTimeout))
 	sc.w.enqueue(ctlFrame{kind: http2.FrameGoAway, val: last, code: http2.ErrCode(ce)})
@@ -223,7 +270,7 @@ func (sc *serverConn) abandon(err error) {
 
 // close ends the connection: every stream still open fails with err
 // (errConnClosed if nil), waiting readers and writers wake up.
-func (sc *serverConn) close(err error) {
+func (sc *h2Conn) close(err error) {
 	if err == nil {
 		err = errConnClosed
 	}
@@ -248,17 +295,26 @@ func (sc *serverConn) close(err error) {
 	sc.conn.Close()
 }
 
+// lastPeerStreamLocked is the last stream ID a GOAWAY names: the highest
+// the peer opened; a server never opens any.
+func (sc *h2Conn) lastPeerStreamLocked() uint32 {
+	if sc.client {
+		return 0
+	}
+	return sc.maxStreamID
+}
+
 // goAway starts a graceful shutdown: GOAWAY(NO_ERROR) naming the last
 // stream we took, streams in flight run to their end, the connection closes
 // when none is left.
-func (sc *serverConn) goAway() {
+func (sc *h2Conn) goAway() {
 	sc.mu.Lock()
 	if sc.goingAway {
 		sc.mu.Unlock()
 		return
 	}
 	sc.goingAway = true
-	sc.w.enqueue(ctlFrame{kind: http2.FrameGoAway, val: sc.maxStreamID, code: http2.ErrCodeNo})
+	sc.w.enqueue(ctlFrame{kind: http2.FrameGoAway, val: sc.lastPeerStreamLocked(), code: http2.ErrCodeNo})
 	done := sc.liveLocked() == 0
 	sc.mu.Unlock()
 	if done {
@@ -269,7 +325,7 @@ func (sc *serverConn) goAway() {
 }
 
 // closeGracefully flushes what is queued (the GOAWAY) and closes.
-func (sc *serverConn) closeGracefully() {
+func (sc *h2Conn) closeGracefully() {
 	go func() {
 		sc.conn.SetWriteDeadline(time.Now().Add(goAwayWriteTimeout))
 		sc.w.lock()
@@ -278,7 +334,7 @@ func (sc *serverConn) closeGracefully() {
 	}()
 }
 
-func (sc *serverConn) onIdle() {
+func (sc *h2Conn) onIdle() {
 	sc.mu.Lock()
 	idle := sc.liveLocked() == 0
 	sc.mu.Unlock()
@@ -289,7 +345,7 @@ func (sc *serverConn) onIdle() {
 
 // onReadIdle sends a health-check PING after PingInterval of silence and
 // closes the connection if its ack does not come within PingTimeout.
-func (sc *serverConn) onReadIdle() {
+func (sc *h2Conn) onReadIdle() {
 	sc.mu.Lock()
 	if sc.closed || sc.pingWait != nil {
 		sc.mu.Unlock()

@@ -4,7 +4,7 @@ import "golang.org/x/net/http2"
 
 // onData takes a DATA frame: flow control first (the whole frame counts,
 // padding included), then the payload goes to the stream's buffer.
-func (sc *serverConn) onData(f *http2.DataFrame) error {
+func (sc *h2Conn) onData(f *http2.DataFrame) error {
 	n := int32(f.Length)
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
@@ -23,6 +23,10 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil // in flight when the stream closed: ignored (RFC 9113 5.1)
+	}
+	if sc.client && !st.responded {
+		sc.returnConnLocked(n)
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol} // DATA before the response
 	}
 	if n > st.recvWindow {
 		sc.returnConnLocked(n)
@@ -58,7 +62,7 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 // consumedLocked accounts n bytes the application read from st and returns
 // window to the peer once half of it is used up, so WINDOW_UPDATEs are
 // batched instead of one per read.
-func (sc *serverConn) consumedLocked(st *stream, n int32) {
+func (sc *h2Conn) consumedLocked(st *stream, n int32) {
 	st.recvUnacked += n
 	if !st.recvEnded && !st.closed && st.recvUnacked >= sc.opts.StreamWindow/2 {
 		sc.w.enqueue(ctlFrame{kind: http2.FrameWindowUpdate, stream: st.id, val: uint32(st.recvUnacked)})
@@ -69,7 +73,7 @@ func (sc *serverConn) consumedLocked(st *stream, n int32) {
 }
 
 // returnConnLocked gives n bytes back to the connection-level window.
-func (sc *serverConn) returnConnLocked(n int32) {
+func (sc *h2Conn) returnConnLocked(n int32) {
 	sc.recvUnacked += n
 	if sc.recvUnacked >= sc.opts.ConnWindow/2 {
 		sc.w.enqueue(ctlFrame{kind: http2.FrameWindowUpdate, val: uint32(sc.recvUnacked)})

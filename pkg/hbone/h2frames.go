@@ -8,13 +8,16 @@ import (
 
 const maxWindow = 1<<31 - 1
 
-// process handles one frame from the client. DATA and HEADERS live in
-// their own files; here are the connection-level frames.
-func (sc *serverConn) process(f http2.Frame) error {
+// process handles one frame from the peer. DATA and HEADERS live in their
+// own files; here are the connection-level frames.
+func (sc *h2Conn) process(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return sc.onData(f)
 	case *http2.MetaHeadersFrame:
+		if sc.client {
+			return sc.onResponse(f)
+		}
 		return sc.onHeaders(f)
 	case *http2.SettingsFrame:
 		return sc.onSettings(f)
@@ -25,11 +28,16 @@ func (sc *serverConn) process(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		return sc.onRSTStream(f)
 	case *http2.GoAwayFrame:
+		if sc.client {
+			sc.onGoAway(f)
+			return nil
+		}
 		// The client opens no more streams here: finish and close.
 		go sc.goAway()
 		return nil
 	case *http2.PushPromiseFrame:
-		return http2.ConnectionError(http2.ErrCodeProtocol) // clients cannot push
+		// Clients cannot push, and our clients disable it (SETTINGS_ENABLE_PUSH 0).
+		return http2.ConnectionError(http2.ErrCodeProtocol)
 	default:
 		// PRIORITY is advisory and unknown frame types must be ignored
 		// (RFC 9113 5.3.2, 5.5), but neither is free to read.
@@ -38,20 +46,20 @@ func (sc *serverConn) process(f http2.Frame) error {
 }
 
 // spendCheap charges one frame that made us work for nothing.
-func (sc *serverConn) spendCheap() error {
+func (sc *h2Conn) spendCheap() error {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	return sc.spendCheapLocked()
 }
 
-func (sc *serverConn) spendCheapLocked() error {
+func (sc *h2Conn) spendCheapLocked() error {
 	if !sc.cheap.spend(time.Now()) {
 		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 	}
 	return nil
 }
 
-func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
+func (sc *h2Conn) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil // we send SETTINGS once and need nothing from its ack
 	}
@@ -68,7 +76,7 @@ func (sc *serverConn) onSettings(f *http2.SettingsFrame) error {
 	return nil
 }
 
-func (sc *serverConn) applySettingLocked(s http2.Setting) error {
+func (sc *h2Conn) applySettingLocked(s http2.Setting) error {
 	if err := s.Valid(); err != nil {
 		return err // a ConnectionError with the code RFC 9113 6.5.2 asks for
 	}
@@ -87,13 +95,15 @@ func (sc *serverConn) applySettingLocked(s http2.Setting) error {
 		}
 	case http2.SettingMaxFrameSize:
 		sc.peerFrame = s.Val
+	case http2.SettingMaxConcurrentStreams:
+		sc.peerStreams = s.Val
 	case http2.SettingHeaderTableSize:
 		sc.tableSize = int64(s.Val)
 	}
 	return nil
 }
 
-func (sc *serverConn) onPing(f *http2.PingFrame) error {
+func (sc *h2Conn) onPing(f *http2.PingFrame) error {
 	if f.IsAck() {
 		sc.mu.Lock()
 		defer sc.mu.Unlock()
@@ -111,7 +121,7 @@ func (sc *serverConn) onPing(f *http2.PingFrame) error {
 	return nil
 }
 
-func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (sc *h2Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if !sc.windowUps.spend(time.Now()) {
@@ -142,13 +152,14 @@ func (sc *serverConn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 }
 
 // idleStream reports whether id names a stream the client has not opened
-// (frames other than HEADERS on it are a connection error).
-func (sc *serverConn) idleStream(id uint32) bool {
+// (frames other than HEADERS on it are a connection error). Either end:
+// only clients open streams here, with odd IDs.
+func (sc *h2Conn) idleStream(id uint32) bool {
 	return id%2 == 0 || id > sc.maxStreamID
 }
 
-func (sc *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
-	sc.srv.stats.resetsReceived.Add(1)
+func (sc *h2Conn) onRSTStream(f *http2.RSTStreamFrame) error {
+	sc.stats.resetsReceived.Add(1)
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	st := sc.streams[f.StreamID]
@@ -158,7 +169,7 @@ func (sc *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
 		}
 		return sc.spendCheapLocked()
 	}
-	if !st.responded && !sc.resets.spend(time.Now()) {
+	if !sc.client && !st.responded && !sc.resets.spend(time.Now()) {
 		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 	}
 	sc.closeStreamLocked(st, streamResetError{Code: f.ErrCode})
@@ -168,9 +179,9 @@ func (sc *serverConn) onRSTStream(f *http2.RSTStreamFrame) error {
 // resetStream sends RST_STREAM(code) and ends the stream, if open, for its
 // application. A stream the client opened with headers we could not accept
 // counts as opened.
-func (sc *serverConn) resetStream(id uint32, code http2.ErrCode) {
+func (sc *h2Conn) resetStream(id uint32, code http2.ErrCode) {
 	sc.mu.Lock()
-	if id%2 == 1 && id > sc.maxStreamID {
+	if !sc.client && id%2 == 1 && id > sc.maxStreamID {
 		sc.maxStreamID = id
 	}
 	if st := sc.streams[id]; st != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"testing/synctest"
@@ -61,8 +62,8 @@ func FuzzServerConn(f *testing.F) {
 	o := Options{MaxConcurrentStreams: 4, StreamWindow: 16 << 10, ConnWindow: 64 << 10, MaxHeaderListSize: 4 << 10}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		synctest.Test(t, func(t *testing.T) {
-			var sc *serverConn
-			srv := &Server{Options: o, testConn: func(c *serverConn) { sc = c }, Handler: func(ctx context.Context, req *Request) error {
+			var sc *h2Conn
+			srv := &Server{Options: o, testConn: func(c *h2Conn) { sc = c }, Handler: func(ctx context.Context, req *Request) error {
 				st, err := req.Accept()
 				if err != nil {
 					return err
@@ -86,7 +87,7 @@ func FuzzServerConn(f *testing.F) {
 	})
 }
 
-func checkBounds(t *testing.T, sc *serverConn, o Options) {
+func checkBounds(t *testing.T, sc *h2Conn, o Options) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	held := 0
@@ -117,3 +118,95 @@ func (sinkStream) Write(p []byte) (int, error) { return len(p), nil }
 func (sinkStream) Read([]byte) (int, error)    { return 0, io.EOF }
 func (sinkStream) CloseWrite() error           { return nil }
 func (sinkStream) Close() error                { return nil }
+
+// clientFuzzSeeds are frame sequences a server might send to a client
+// that opened streams 1 and 3.
+func clientFuzzSeeds() [][]byte {
+	var seeds [][]byte
+	var buf, hbuf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	enc := hpack.NewEncoder(&hbuf)
+	headers := func(id uint32, end bool, kv ...string) {
+		hbuf.Reset()
+		for i := 0; i+1 < len(kv); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndStream: end, EndHeaders: true})
+	}
+	flush := func() { seeds = append(seeds, bytes.Clone(buf.Bytes())); buf.Reset() }
+
+	headers(1, false, ":status", "200")
+	fr.WriteData(1, false, []byte("hello"))
+	fr.WriteWindowUpdate(1, 1000)
+	fr.WriteData(1, true, nil)
+	headers(3, false, ":status", "403", "content-length", "7")
+	fr.WriteData(3, true, []byte("denied\n"))
+	fr.WriteRSTStream(3, http2.ErrCodeNo)
+	flush()
+	headers(1, false, ":status", "100")
+	fr.WriteData(3, false, []byte("before headers"))
+	headers(2, false, ":status", "200")
+	fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, EndHeaders: true})
+	flush()
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+	fr.WritePing(false, [8]byte{1})
+	fr.WriteGoAway(1, http2.ErrCodeNo, nil)
+	headers(1, true, ":status", "200")
+	flush()
+	return seeds
+}
+
+// FuzzClientConn feeds arbitrary bytes, after the server's SETTINGS, to a
+// client connection over net.Pipe while two streams await their answers
+// and then write, half-close and read as Pipe would. The tunnel server is
+// authenticated but not trusted with our memory: the client must neither
+// panic nor hold more received data than its connection window or more
+// control frames than their queue, and synctest fails the run if any
+// goroutine is left behind once the server hangs up.
+func FuzzClientConn(f *testing.F) {
+	for _, s := range clientFuzzSeeds() {
+		f.Add(s)
+	}
+	o := Options{StreamWindow: 16 << 10, ConnWindow: 64 << 10, MaxHeaderListSize: 4 << 10}.withDefaults()
+	f.Fuzz(func(t *testing.T, in []byte) {
+		synctest.Test(t, func(t *testing.T) {
+			a, b := net.Pipe()
+			go io.Copy(io.Discard, b)
+			sc, err := newClientConn(a, a, serverID, o, slog.New(slog.DiscardHandler), &resetStats{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				st, err := sc.openStream("10.0.0.1:80", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				go useStream(st)
+			}
+			var settings bytes.Buffer
+			http2.NewFramer(&settings, nil).WriteSettings()
+			b.Write(append(settings.Bytes(), in...))
+			synctest.Wait()
+			checkBounds(t, sc, o)
+			b.Close()
+		})
+	})
+}
+
+// useStream is a Dial and a Pipe direction each way, on a stream opened.
+func useStream(st *stream) {
+	defer st.close(http2.ErrCodeCancel, net.ErrClosed)
+	if st.awaitResponse(context.Background()) != nil || st.status != 200 {
+		return
+	}
+	go func() {
+		st.write([]byte("request"), false)
+		st.write(nil, true)
+	}()
+	buf := make([]byte, 1024)
+	for {
+		if _, err := st.read(buf); err != nil {
+			return
+		}
+	}
+}

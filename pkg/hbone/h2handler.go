@@ -10,7 +10,7 @@ import (
 )
 
 // newRequest is the Request the handler sees for stream st.
-func (sc *serverConn) newRequest(st *stream, h connectHead) *Request {
+func (sc *h2Conn) newRequest(st *stream, h connectHead) *Request {
 	return &Request{
 		Peer:        sc.peer,
 		Authority:   h.authority,
@@ -27,7 +27,7 @@ func (sc *serverConn) newRequest(st *stream, h connectHead) *Request {
 // runStream runs the handler for st and ends the stream after it: a
 // refusal if it did not accept, else END_STREAM if the handler did not
 // send it (see Server.Handler).
-func (sc *serverConn) runStream(st *stream, req *Request) {
+func (sc *h2Conn) runStream(st *stream, req *Request) {
 	err := sc.srv.callHandler(st, req)
 	req.mu.Lock()
 	accepted := req.st != nil
@@ -60,7 +60,7 @@ func (s *Server) callHandler(st *stream, req *Request) (err error) {
 
 // refuse answers a stream the handler did not accept: with the status of
 // its RefusedError, else 503 with the handler's error (if any) as reason.
-func (sc *serverConn) refuse(st *stream, req *Request, err error) {
+func (sc *h2Conn) refuse(st *stream, req *Request, err error) {
 	var re *RefusedError
 	if !errors.As(err, &re) {
 		re = &RefusedError{Status: http.StatusServiceUnavailable, Reason: "handler returned without accepting"}
@@ -73,7 +73,7 @@ func (sc *serverConn) refuse(st *stream, req *Request, err error) {
 }
 
 // runRefusal answers a request that never reaches the handler.
-func (sc *serverConn) runRefusal(st *stream, req *Request, status int, reason string) {
+func (sc *h2Conn) runRefusal(st *stream, req *Request, status int, reason string) {
 	var extra []hpack.HeaderField
 	if status == http.StatusMethodNotAllowed {
 		extra = append(extra, hpack.HeaderField{Name: "allow", Value: http.MethodConnect})
@@ -85,7 +85,7 @@ func (sc *serverConn) runRefusal(st *stream, req *Request, status int, reason st
 
 // respondError answers status with reason as a text body, the way
 // http.Error does; the client reads reason into its RefusedError.
-func (sc *serverConn) respondError(st *stream, status int, reason string, extra []hpack.HeaderField) {
+func (sc *h2Conn) respondError(st *stream, status int, reason string, extra []hpack.HeaderField) {
 	body := reason + "\n"
 	fields := append([]hpack.HeaderField{
 		{Name: "content-type", Value: "text/plain; charset=utf-8"},
@@ -100,7 +100,7 @@ func (sc *serverConn) respondError(st *stream, status int, reason string, extra 
 // finishStream runs when the handler (or a refusal) is done with st: a
 // client still sending is told to stop with RST_STREAM(NO_ERROR) after our
 // complete response (RFC 9113 8.1), a stream we could not end is reset.
-func (sc *serverConn) finishStream(st *stream) {
+func (sc *h2Conn) finishStream(st *stream) {
 	sc.mu.Lock()
 	st.handlerDone = true
 	if !st.closed {

@@ -20,7 +20,7 @@ type connectHead struct {
 // not serve are answered with a status, like before: 405 for a method other
 // than CONNECT, 400 for an :authority that is not host:port, 431 for a
 // header list over Options.MaxHeaderListSize.
-func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
+func (sc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	sc.mu.Lock()
 	if st := sc.streams[id]; st != nil {
@@ -57,7 +57,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 // onTrailers takes a HEADERS frame on an open stream: trailers, which a
 // CONNECT stream has no use for; with END_STREAM they end the client's
 // direction, without it the stream is malformed.
-func (sc *serverConn) onTrailers(st *stream, f *http2.MetaHeadersFrame) error {
+func (sc *h2Conn) onTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}

@@ -12,11 +12,11 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// stream is one CONNECT stream of a serverConn. Each direction ends on its
-// own: recvEnded at the client's END_STREAM, sendEnded at ours; the stream
-// is closed (leaves sc.streams) when both ended or on a reset either way.
+// stream is one CONNECT stream of an h2Conn. Each direction ends on its
+// own: recvEnded at the peer's END_STREAM, sendEnded at ours; the stream is
+// closed (leaves sc.streams) when both ended or on a reset either way.
 type stream struct {
-	sc     *serverConn
+	sc     *h2Conn
 	id     uint32
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -30,17 +30,18 @@ type stream struct {
 	sendWindow  int64
 	recvEnded   bool
 	sendEnded   bool
-	responded   bool  // response HEADERS sent
+	responded   bool  // response HEADERS sent (server) or received (client)
+	status      int   // the response's status (client)
 	err         error // why the stream failed: reset either way, connection lost
 	closed      bool  // protocol state closed, no longer in sc.streams
-	appClosed   bool  // ServerStream.Close, or the handler returned
+	appClosed   bool  // ServerStream/ClientStream.Close, or the handler returned
 	handlerDone bool
 	readBy      time.Time   // read deadline (SetReadDeadline); zero: none
 	readTimer   *time.Timer // wakes readers at readBy; made on first use
 	readers     int         // Reads waiting (for tests to await)
 }
 
-func (sc *serverConn) newStreamLocked(id uint32, ended bool) *stream {
+func (sc *h2Conn) newStreamLocked(id uint32, ended bool) *stream {
 	st := &stream{sc: sc, id: id, recvWindow: sc.opts.StreamWindow, sendWindow: int64(sc.peerWindow), recvEnded: ended}
 	st.cond.L = &sc.mu
 	st.ctx, st.cancel = context.WithCancel(sc.ctx)
@@ -52,11 +53,13 @@ func (sc *serverConn) newStreamLocked(id uint32, ended bool) *stream {
 }
 
 // closeStreamLocked moves st to closed; err non-nil means it failed, and
-// what it had received and not read is dropped.
-func (sc *serverConn) closeStreamLocked(st *stream, err error) {
+// what it had received and not read is dropped (see keepsRecvLocked).
+func (sc *h2Conn) closeStreamLocked(st *stream, err error) {
 	if err != nil && st.err == nil && !(st.recvEnded && st.sendEnded) {
 		st.err = err
-		sc.returnConnLocked(int32(st.buf.discard()))
+		if !st.keepsRecvLocked() {
+			sc.returnConnLocked(int32(st.buf.discard()))
+		}
 		st.cancel()
 		sc.connCond.Broadcast() // a writer may wait for connection window
 	}
@@ -69,8 +72,15 @@ func (sc *serverConn) closeStreamLocked(st *stream, err error) {
 	sc.maybeIdleLocked()
 }
 
+// keepsRecvLocked reports whether st's received direction outlives a
+// failure: on the client, a response that ended (END_STREAM) is complete,
+// and a server that resets the stream after it (RST_STREAM(NO_ERROR),
+// RFC 9113 8.1: it does not need the rest of the request) must not cut off
+// what the application has not read yet; Read returns it, then EOF.
+func (st *stream) keepsRecvLocked() bool { return st.sc.client && st.recvEnded }
+
 // resetLocked sends RST_STREAM(code) and fails st with err.
-func (sc *serverConn) resetLocked(st *stream, code http2.ErrCode, err error) {
+func (sc *h2Conn) resetLocked(st *stream, code http2.ErrCode, err error) {
 	if !st.closed {
 		sc.w.enqueue(ctlFrame{kind: http2.FrameRSTStream, stream: st.id, code: code})
 	}
@@ -79,13 +89,13 @@ func (sc *serverConn) resetLocked(st *stream, code http2.ErrCode, err error) {
 
 // liveLocked counts what keeps the connection busy: open streams and
 // handlers, running or waiting.
-func (sc *serverConn) liveLocked() int {
+func (sc *h2Conn) liveLocked() int {
 	return len(sc.streams) + sc.handlers + len(sc.waiting)
 }
 
 // maybeIdleLocked runs when a stream or handler ended: with nothing left,
 // a draining connection closes and others start their idle timer.
-func (sc *serverConn) maybeIdleLocked() {
+func (sc *h2Conn) maybeIdleLocked() {
 	if sc.liveLocked() > 0 || sc.closed {
 		return
 	}
@@ -101,7 +111,7 @@ func (sc *serverConn) maybeIdleLocked() {
 // closes, but its handler may still be busy, and resets must not let a
 // client start handlers without bound (CVE-2023-44487). A client that
 // queues more than four connections' worth is cut off.
-func (sc *serverConn) startHandlerLocked(fn func()) error {
+func (sc *h2Conn) startHandlerLocked(fn func()) error {
 	max := int(sc.opts.MaxConcurrentStreams)
 	if sc.handlers < max {
 		sc.handlers++
@@ -116,7 +126,7 @@ func (sc *serverConn) startHandlerLocked(fn func()) error {
 }
 
 // handlerEndedLocked starts the next waiting handler, if any.
-func (sc *serverConn) handlerEndedLocked() {
+func (sc *h2Conn) handlerEndedLocked() {
 	sc.handlers--
 	if len(sc.waiting) > 0 && !sc.closed {
 		fn := sc.waiting[0]
@@ -148,7 +158,7 @@ func (st *stream) read(p []byte) (int, error) {
 		sc.mu.Unlock()
 		sc.w.kick()
 		return n, nil
-	case st.err != nil:
+	case st.err != nil && !st.keepsRecvLocked():
 		sc.mu.Unlock()
 		return 0, st.err
 	}
@@ -293,9 +303,10 @@ func (st *stream) writeHeaders(status int, fields []hpack.HeaderField, end bool)
 	defer sc.w.unlock()
 	sc.mu.Lock()
 	err := st.err
-	table := int64(-1)
+	table, frame := int64(-1), uint32(0)
 	if err == nil {
 		table, sc.tableSize = sc.tableSize, -1
+		frame = sc.peerFrame
 		st.responded = true
 		st.sendEnded = end
 		if end && st.recvEnded {
@@ -306,7 +317,7 @@ func (st *stream) writeHeaders(status int, fields []hpack.HeaderField, end bool)
 	if err != nil {
 		return err
 	}
-	return sc.w.writeHeaders(st.id, status, fields, end, table)
+	return sc.w.writeResponse(st.id, status, fields, end, frame, table)
 }
 
 // close ends the application's use of st: a reset (RST_STREAM(code)) unless

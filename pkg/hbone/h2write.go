@@ -3,7 +3,9 @@ package hbone
 import (
 	"bufio"
 	"bytes"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/net/http2"
@@ -34,7 +36,7 @@ type connWriter struct {
 	hbuf   bytes.Buffer
 	err    error       // first write error; the connection is dead after it
 	broken func(error) // called once with err, mu held
-	stats  *serverStats
+	stats  *resetStats
 
 	kickc    chan struct{}
 	qmu      sync.Mutex
@@ -165,22 +167,58 @@ func (w *connWriter) writeData(id uint32, end bool, p []byte) error {
 	return w.err
 }
 
-// writeHeaders writes a response HEADERS frame with :status and the given
-// lower-case fields; mu is held. tableSize, unless negative, is a new
-// SETTINGS_HEADER_TABLE_SIZE of the peer to honour from this block on.
-func (w *connWriter) writeHeaders(id uint32, status int, fields []hpack.HeaderField, end bool, tableSize int64) error {
-	if w.err != nil {
-		return w.err
-	}
-	if tableSize >= 0 {
-		w.enc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
-	}
-	w.hbuf.Reset()
+// writeResponse writes a response's header block: :status and the given
+// lower-case fields; mu is held. frame is the peer's largest frame size.
+// tableSize, unless negative, is a new SETTINGS_HEADER_TABLE_SIZE of the
+// peer to honour from this block on.
+func (w *connWriter) writeResponse(id uint32, status int, fields []hpack.HeaderField, end bool, frame uint32, tableSize int64) error {
+	w.startBlock(tableSize)
 	w.enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	for _, f := range fields {
 		w.enc.WriteField(f)
 	}
-	err := w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: w.hbuf.Bytes(), EndStream: end, EndHeaders: true})
+	return w.writeBlock(id, end, frame)
+}
+
+// writeRequest writes a CONNECT's header block; mu is held. header must
+// have passed checkRequestHeader: a block encoded and then not sent would
+// leave the peer's HPACK table behind ours.
+func (w *connWriter) writeRequest(id uint32, authority string, header http.Header, frame uint32, tableSize int64) error {
+	w.startBlock(tableSize)
+	w.enc.WriteField(hpack.HeaderField{Name: ":method", Value: http.MethodConnect})
+	w.enc.WriteField(hpack.HeaderField{Name: ":authority", Value: authority})
+	for name, values := range header {
+		name = strings.ToLower(name)
+		if requestHeaderDropped(name) {
+			continue
+		}
+		for _, v := range values {
+			w.enc.WriteField(hpack.HeaderField{Name: name, Value: v})
+		}
+	}
+	return w.writeBlock(id, false, frame)
+}
+
+func (w *connWriter) startBlock(tableSize int64) {
+	if tableSize >= 0 {
+		w.enc.SetMaxDynamicTableSizeLimit(uint32(tableSize))
+	}
+	w.hbuf.Reset()
+}
+
+// writeBlock writes the encoded header block in hbuf as HEADERS and, when
+// it exceeds the peer's frame size, CONTINUATION frames.
+func (w *connWriter) writeBlock(id uint32, end bool, frame uint32) error {
+	if w.err != nil {
+		return w.err
+	}
+	block, n := w.hbuf.Bytes(), int(frame)
+	chunk, block := block[:min(n, len(block))], block[min(n, len(block)):]
+	err := w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: end, EndHeaders: len(block) == 0})
+	for err == nil && len(block) > 0 {
+		chunk, block = block[:min(n, len(block))], block[min(n, len(block)):]
+		err = w.fr.WriteContinuation(id, len(block) == 0, chunk)
+	}
 	if err != nil {
 		w.fail(err)
 	}

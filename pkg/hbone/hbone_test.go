@@ -60,6 +60,41 @@ func TestRoundTripAndHeaders(t *testing.T) {
 	}
 }
 
+// TestRequestHeaderBlocks: a request header that is not valid HTTP fails
+// the Dial before anything is sent (an encoded but unsent block would put
+// the server's HPACK table out of step, breaking every later stream on the
+// connection), connection-specific fields are not sent, and a header block
+// larger than the server's frames goes out as HEADERS plus CONTINUATION
+// and arrives whole.
+func TestRequestHeaderBlocks(t *testing.T) {
+	e := newEnv(t, Options{MaxFrameSize: 16 << 10})
+	echoOnce(t, e) // the pooled connection, with the server's SETTINGS
+	ctx := context.Background()
+	for _, bad := range []http.Header{{"X-Bad": {"line\r\nbreak"}}, {"Bad Name": {"v"}}} {
+		if s, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, bad); err == nil {
+			s.Close()
+			t.Errorf("Dial with header %q succeeded, want an error", bad)
+		}
+	}
+	if n := e.srv.stats.resetsSent.Load(); n != 0 {
+		t.Errorf("the server reset %d streams: the invalid headers were sent", n)
+	}
+	h := http.Header{"Connection": {"close"}, "Host": {"elsewhere"}}
+	h.Set("Forwarded", "for=10.0.0.9;x="+strings.Repeat("a", 40<<10))
+	s, err := e.dialer.Dial(ctx, e.addr, tlsconfig.AuthorizeID(serverID), e.echo, h)
+	if err != nil {
+		t.Fatalf("Dial with a 40 KiB header over 16 KiB frames: %v", err)
+	}
+	echoOn(t, s, "after")
+	s.Close()
+	if got := e.lastSeen().Forwarded; got != h.Get("Forwarded") {
+		t.Errorf("server saw a Forwarded header of %d bytes, want %d", len(got), len(h.Get("Forwarded")))
+	}
+	if n := e.ln.count(); n != 1 {
+		t.Errorf("%d tunnel connections, want the one pooled connection throughout", n)
+	}
+}
+
 // Client half-closes first: the server side reads EOF, the target sees FIN,
 // and the reply still flows back afterwards.
 func TestHalfCloseClientFirst(t *testing.T) {
@@ -554,8 +589,10 @@ func (e *env) pooledUsable() bool {
 		for _, pc := range conns {
 			select {
 			case <-pc.ready:
-				if pc.cc != nil && pc.cc.CanTakeNewRequest() {
-					return true
+				if pc.h2 != nil {
+					if ok, _ := pc.h2.usable(); ok {
+						return true
+					}
 				}
 			default:
 			}

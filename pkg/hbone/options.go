@@ -14,15 +14,14 @@ import (
 const ALPN = "h2"
 
 // Flow-control defaults. The windows are the values Istio's ztunnel uses.
-// Frames are a quarter of ztunnel's 1 MiB: x/net/http2's client holds a
-// send buffer of min(the peer's SETTINGS_MAX_FRAME_SIZE, 512 KiB) for each
-// stream's whole life, so the frame size is what every open tunnel costs
-// the node agent or waypoint that opened it, idle or not
-// (TestOpenTunnelSendBufferIsBounded). Measured on the node agent's
-// cross-node bulk path (BenchmarkNodeDataPath, three runs each): 16 KiB
-// frames 2.2-2.6 Gbit/s, 64 KiB 2.7-3.1, 256 KiB 3.5-4.0, 1 MiB 3.7-4.2.
-// 256 KiB halves the memory for no measurable loss; smaller frames cost
-// throughput, because each frame is a write of its own.
+// Frames are a quarter of ztunnel's 1 MiB. The choice was made when the
+// client was x/net/http2's, which held a frame-sized send buffer for every
+// open stream; our client holds none, and a frame now costs memory only
+// while it is received and not yet read (h2recvbuf.go). Measured on the
+// node agent's cross-node bulk path (BenchmarkNodeDataPath, three runs
+// each, with x/net's client): 16 KiB frames 2.2-2.6 Gbit/s, 64 KiB
+// 2.7-3.1, 256 KiB 3.5-4.0, 1 MiB 3.7-4.2; smaller frames cost throughput,
+// because each frame is a write of its own.
 const (
 	DefaultStreamWindow = 4 << 20   // bytes a peer may send on one stream before we read
 	DefaultConnWindow   = 16 << 20  // bytes a peer may send on the whole connection

@@ -92,18 +92,18 @@ type Server struct {
 	initOnce sync.Once
 	tlsConf  *tls.Config
 	mu       sync.Mutex
-	conns    map[net.Conn]*serverConn // nil until the TLS handshake is done
-	stats    serverStats
+	conns    map[net.Conn]*h2Conn // nil until the TLS handshake is done
+	stats    resetStats
 	admit    *admission
 	peers    *connlimit.PerKey[spiffeid.ID]
 	peerShed atomic.Uint64
-	testConn func(*serverConn) // test hook: each connection as it starts
+	testConn func(*h2Conn) // test hook: each connection as it starts
 	lns      map[net.Listener]struct{}
 	closed   bool
 }
 
 // serverStats counts stream resets, for tests that a clean end is clean.
-type serverStats struct {
+type resetStats struct {
 	resetsSent, resetsReceived atomic.Int64
 }
 
@@ -121,7 +121,7 @@ func (s *Server) init() {
 		if s.TLS != nil {
 			s.tlsConf = hardenTLS(s.TLS)
 		}
-		s.conns = map[net.Conn]*serverConn{}
+		s.conns = map[net.Conn]*h2Conn{}
 		s.admit = newAdmission(s.Options)
 		s.peers = newPeerCount(s.Options.MaxConnectionsPerPeer)
 		s.lns = map[net.Listener]struct{}{}
