@@ -75,7 +75,13 @@ func (sc *h2Conn) openStream(authority string, header http.Header) (*stream, err
 	sc.w.lock()
 	defer sc.w.unlock()
 	sc.mu.Lock()
-	if sc.closed || sc.goingAway || sc.maxStreamID >= maxClientStreamID-2 {
+	if sc.maxStreamID >= maxClientStreamID-2 && !sc.goingAway {
+		// Stream IDs used up: the pool dials a fresh connection, this one
+		// closes when its last stream ends.
+		sc.goingAway = true
+		sc.maybeIdleLocked()
+	}
+	if sc.closed || sc.goingAway {
 		sc.mu.Unlock()
 		return nil, errConnUnusable
 	}

@@ -18,8 +18,8 @@ import (
 type stream struct {
 	sc     *h2Conn
 	id     uint32
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx    context.Context    // server: the handler's; nil on a client
+	cancel context.CancelFunc // nil on a client
 	cond   sync.Cond  // L is sc.mu; data, END_STREAM, window, reset, close
 	wmu    sync.Mutex // one application write at a time, so DATA stays in order
 
@@ -44,7 +44,12 @@ type stream struct {
 func (sc *h2Conn) newStreamLocked(id uint32, ended bool) *stream {
 	st := &stream{sc: sc, id: id, recvWindow: sc.opts.StreamWindow, sendWindow: int64(sc.peerWindow), recvEnded: ended}
 	st.cond.L = &sc.mu
-	st.ctx, st.cancel = context.WithCancel(sc.ctx)
+	if !sc.client {
+		// The handler's context (server). A client stream has none: a
+		// context that no failure cancels would stay registered with the
+		// connection's after the stream closed cleanly.
+		st.ctx, st.cancel = context.WithCancel(sc.ctx)
+	}
 	sc.streams[id] = st
 	if sc.idle != nil {
 		sc.idle.Stop()
@@ -60,7 +65,9 @@ func (sc *h2Conn) closeStreamLocked(st *stream, err error) {
 		if !st.keepsRecvLocked() {
 			sc.returnConnLocked(int32(st.buf.discard()))
 		}
-		st.cancel()
+		if st.cancel != nil {
+			st.cancel()
+		}
 		sc.connCond.Broadcast() // a writer may wait for connection window
 	}
 	st.cond.Broadcast()

@@ -291,6 +291,29 @@ func TestPoolReconnect(t *testing.T) {
 	})
 }
 
+// TestStreamIDsUsedUp: a connection whose stream IDs ran out (2^31-1)
+// takes no more streams; the next Dial goes to a fresh connection, and the
+// old one closes once its last stream ended.
+func TestStreamIDsUsedUp(t *testing.T) {
+	e := newEnv(t, Options{})
+	old := e.dial(t, e.echo)
+	pc := old.pc
+	pc.h2.mu.Lock()
+	pc.h2.maxStreamID = maxClientStreamID - 2
+	pc.h2.mu.Unlock()
+	echoOnce(t, e)
+	if n := e.ln.count(); n != 2 {
+		t.Fatalf("%d tunnel connections, want a second one once the first ran out of stream IDs", n)
+	}
+	echoOn(t, old, "still open")
+	old.Close()
+	await.True(t, "the used-up connection to close after its last stream", func() bool {
+		pc.h2.mu.Lock()
+		defer pc.h2.mu.Unlock()
+		return pc.h2.closed
+	})
+}
+
 func TestCertificateRotation(t *testing.T) {
 	e := newEnv(t, Options{})
 	echoOnce(t, e)

@@ -45,3 +45,22 @@ func TestOpenTunnelHoldsNoSendBuffer(t *testing.T) {
 		t.Errorf("each open tunnel holds %d KiB, want at most %d KiB", per>>10, maxPerTunnel>>10)
 	}
 }
+
+// TestClosedStreamsLeaveNothing: streams that ended leave nothing behind
+// on their pooled connection, which lives as long as traffic flows between
+// two nodes (a per-stream context left registered with the connection's
+// would grow without bound).
+func TestClosedStreamsLeaveNothing(t *testing.T) {
+	const streams, maxPerStream = 3000, 64
+	e := newEnv(t, Options{})
+	echoOnce(t, e)
+	before := benchkit.LiveHeap()
+	for range streams {
+		echoOnce(t, e)
+	}
+	per := (int64(benchkit.LiveHeap()) - int64(before)) / streams
+	t.Logf("%d closed streams: %d bytes each left", streams, per)
+	if per > maxPerStream {
+		t.Errorf("each closed stream left %d bytes, want at most %d", per, maxPerStream)
+	}
+}
