@@ -438,10 +438,10 @@ func (c *countedConn) Write(p []byte) (int, error) {
 func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // streamConn presents an HBONE stream as a net.Conn. Read deadlines are
-// the stream's where it has them (hbone.ServerStream: net/http's HTTP/1.1
-// server needs them after every request and to hijack); other deadlines
-// are no-ops: net/http and x/net/http2 only need them for timeouts the
-// waypoint does not configure on these connections.
+// the stream's (hbone.ServerStream and ClientStream have them: net/http's
+// HTTP/1.1 server needs them after every request and to hijack); other
+// deadlines are no-ops: net/http and x/net/http2 only need them for
+// timeouts the waypoint does not configure on these connections.
 type streamConn struct {
 	hbone.Stream
 	local, remote net.Addr
