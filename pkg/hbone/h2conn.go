@@ -156,7 +156,7 @@ func connLost(err error) error {
 
 // handshake reads the client preface and its SETTINGS and sends ours, with
 // the connection-level window raised to Options.ConnWindow. A client sent
-// its side when it started (startClient) and reads the server's SETTINGS.
+// its side when it started (newClientConn) and reads the server's SETTINGS.
 func (sc *h2Conn) handshake() error {
 	sc.conn.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	if sc.client {

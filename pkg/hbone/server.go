@@ -102,7 +102,7 @@ type Server struct {
 	closed   bool
 }
 
-// serverStats counts stream resets, for tests that a clean end is clean.
+// resetStats counts stream resets, for tests that a clean end is clean.
 type resetStats struct {
 	resetsSent, resetsReceived atomic.Int64
 }
