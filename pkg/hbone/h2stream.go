@@ -20,8 +20,8 @@ type stream struct {
 	id     uint32
 	ctx    context.Context    // server: the handler's; nil on a client
 	cancel context.CancelFunc // nil on a client
-	cond   sync.Cond  // L is sc.mu; data, END_STREAM, window, reset, close
-	wmu    sync.Mutex // one application write at a time, so DATA stays in order
+	cond   sync.Cond          // L is sc.mu; data, END_STREAM, window, reset, close
+	wmu    sync.Mutex         // one application write at a time, so DATA stays in order
 
 	// Guarded by sc.mu.
 	buf         recvBuffer
