@@ -51,7 +51,7 @@ func newClientConn(conn, raw net.Conn, peer spiffeid.ID, o Options, log *slog.Lo
 	if err != nil {
 		sc.w.fail(err)
 	}
-	sc.w.unlock()
+	sc.w.unlockFlushed()
 	if err := sc.w.err; err != nil {
 		return nil, err
 	}

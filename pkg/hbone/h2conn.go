@@ -178,7 +178,7 @@ func (sc *h2Conn) handshake() error {
 	if err == nil {
 		err = sc.raiseConnWindow()
 	}
-	sc.w.unlock()
+	sc.w.unlockFlushed()
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func (sc *h2Conn) abandon(err error) {
 	sc.conn.SetWriteDeadline(time.Now().Add(goAwayWriteTimeout))
 	sc.w.enqueue(ctlFrame{kind: http2.FrameGoAway, val: last, code: http2.ErrCode(ce)})
 	sc.w.lock()
-	sc.w.unlock()
+	sc.w.unlockFlushed()
 	sc.close(err)
 }
 
@@ -329,7 +329,7 @@ func (sc *h2Conn) closeGracefully() {
 	go func() {
 		sc.conn.SetWriteDeadline(time.Now().Add(goAwayWriteTimeout))
 		sc.w.lock()
-		sc.w.unlock()
+		sc.w.unlockFlushed()
 		sc.close(nil)
 	}()
 }

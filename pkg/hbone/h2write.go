@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -29,14 +30,16 @@ type ctlFrame struct {
 // frames coalesced in bw and flushed when the writer is released, so the
 // acknowledgements of a burst of frames leave in one TLS record.
 type connWriter struct {
-	mu     sync.Mutex // held while writing; guards fr's write side, bw, enc, hbuf, err
-	fr     *http2.Framer
-	bw     *bufio.Writer
-	enc    *hpack.Encoder
-	hbuf   bytes.Buffer
-	err    error       // first write error; the connection is dead after it
-	broken func(error) // called once with err, mu held
-	stats  *resetStats
+	mu sync.Mutex // held while writing; guards fr's write side, bw, enc, hbuf, err
+	// waiting counts goroutines in lock (see unlock).
+	waiting atomic.Int32
+	fr      *http2.Framer
+	bw      *bufio.Writer
+	enc     *hpack.Encoder
+	hbuf    bytes.Buffer
+	err     error       // first write error; the connection is dead after it
+	broken  func(error) // called once with err, mu held
+	stats   *resetStats
 
 	kickc    chan struct{}
 	qmu      sync.Mutex
@@ -102,14 +105,27 @@ func (w *connWriter) run(done <-chan struct{}) {
 	}
 }
 
-func (w *connWriter) lock() { w.mu.Lock() }
+func (w *connWriter) lock() {
+	w.waiting.Add(1)
+	w.mu.Lock()
+	w.waiting.Add(-1)
+}
 
 // unlock writes the queued frames, flushes and releases the writer. A
 // frame queued after the drain finds a kick pending or goes with the next
-// writer.
-func (w *connWriter) unlock() {
+// writer. While another writer waits for the connection, the flush is
+// left to it: it will hold the writer next and flush in turn (or leave it
+// to the one after), so the frames of concurrent streams leave in one TLS
+// record and one syscall.
+func (w *connWriter) unlock() { w.release(w.waiting.Load() == 0) }
+
+// unlockFlushed is unlock that always flushes: before the connection
+// closes, when nobody would flush after.
+func (w *connWriter) unlockFlushed() { w.release(true) }
+
+func (w *connWriter) release(flush bool) {
 	w.drain()
-	if w.err == nil {
+	if flush && w.err == nil {
 		if err := w.bw.Flush(); err != nil {
 			w.fail(err)
 		}
