@@ -19,8 +19,8 @@ import (
 // stream holds no send buffer and no goroutine of its own.
 
 var (
-	// errConnUnusable: the connection takes no new streams (closed or
-	// GOAWAY, ours or the server's); nothing was sent.
+	// errConnUnusable: the connection takes no new streams (GOAWAY, ours
+	// or the server's); nothing was sent.
 	errConnUnusable = errors.New("hbone: tunnel connection takes no new streams")
 	// errGoneAway fails a stream the server's GOAWAY says it never
 	// processed.
@@ -64,7 +64,7 @@ func newClientConn(conn, raw net.Conn, peer spiffeid.ID, o Options, log *slog.Lo
 func (sc *h2Conn) usable() (bool, int) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return !sc.closed && !sc.goingAway, int(sc.peerStreams)
+	return sc.closeErr == nil && !sc.goingAway, int(sc.peerStreams)
 }
 
 // openStream sends a CONNECT for authority with header (checked by
@@ -81,7 +81,11 @@ func (sc *h2Conn) openStream(authority string, header http.Header) (*stream, err
 		sc.goingAway = true
 		sc.maybeIdleLocked()
 	}
-	if sc.closed || sc.goingAway {
+	if err := sc.closeErr; err != nil {
+		sc.mu.Unlock()
+		return nil, err // why: a server rejecting our certificate, say
+	}
+	if sc.goingAway {
 		sc.mu.Unlock()
 		return nil, errConnUnusable
 	}

@@ -59,7 +59,7 @@ type h2Conn struct {
 	peerStreams uint32   // peer's SETTINGS_MAX_CONCURRENT_STREAMS (client: the streams we may open)
 	tableSize   int64    // peer's new SETTINGS_HEADER_TABLE_SIZE, -1 if unchanged
 	goingAway   bool
-	closed      bool
+	closeErr    error // why the connection ended (what its streams failed with); nil while open
 	cheap       budget
 	resets      budget
 	windowUps   budget
@@ -123,7 +123,7 @@ func (sc *h2Conn) serve() {
 	if err != nil {
 		sc.log.Debug("hbone HTTP/2 handshake failed", "remote", sc.raw.RemoteAddr(), "err", err)
 		sc.abandon(err)
-		sc.close(connLost(err))
+		sc.close(err)
 		return
 	}
 	sc.startTimers()
@@ -138,7 +138,7 @@ func (sc *h2Conn) serve() {
 			err = http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 		if err != nil && !sc.recover(err) {
-			sc.close(connLost(err))
+			sc.close(err)
 			return
 		}
 		sc.w.kick() // whatever the frame made us queue
@@ -146,10 +146,14 @@ func (sc *h2Conn) serve() {
 }
 
 // connLost is how the streams of a connection that ended with err fail:
-// never with io.EOF, which would read as a clean half-close.
+// errConnClosed with the cause, never io.EOF, which would read as a clean
+// half-close.
 func connLost(err error) error {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+	switch {
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
 		return errConnClosed
+	case errors.Is(err, errConnClosed):
+		return err
 	}
 	return fmt.Errorf("%w: %v", errConnClosed, err)
 }
@@ -268,18 +272,16 @@ func (sc *h2Conn) abandon(err error) {
 	sc.close(err)
 }
 
-// close ends the connection: every stream still open fails with err
-// (errConnClosed if nil), waiting readers and writers wake up.
+// close ends the connection: every stream still open fails with
+// connLost(err), waiting readers and writers wake up.
 func (sc *h2Conn) close(err error) {
-	if err == nil {
-		err = errConnClosed
-	}
+	err = connLost(err)
 	sc.mu.Lock()
-	if sc.closed {
+	if sc.closeErr != nil {
 		sc.mu.Unlock()
 		return
 	}
-	sc.closed = true
+	sc.closeErr = err
 	sc.goingAway = true
 	for _, st := range sc.streams {
 		sc.closeStreamLocked(st, err)
@@ -347,7 +349,7 @@ func (sc *h2Conn) onIdle() {
 // closes the connection if its ack does not come within PingTimeout.
 func (sc *h2Conn) onReadIdle() {
 	sc.mu.Lock()
-	if sc.closed || sc.pingWait != nil {
+	if sc.closeErr != nil || sc.pingWait != nil {
 		sc.mu.Unlock()
 		return
 	}

@@ -3,14 +3,18 @@ package hbone
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"testing/synctest"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // fuzzSeeds are frame sequences a client might send after its preface.
@@ -208,5 +212,29 @@ func useStream(st *stream) {
 		if _, err := st.read(buf); err != nil {
 			return
 		}
+	}
+}
+
+// TestOpenOnDeadConnectionSaysWhy: a stream opened on a connection that
+// has just ended fails with why it ended (here: a server whose first frame
+// is not SETTINGS), not only that the connection takes no streams: with
+// TLS 1.3 a server rejecting our certificate is first seen this way.
+func TestOpenOnDeadConnectionSaysWhy(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	sc, err := newClientConn(a, a, serverID, Options{}.withDefaults(), slog.New(slog.DiscardHandler), &resetStats{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	http2.NewFramer(b, nil).WritePing(false, [8]byte{})
+	await.True(t, "the connection to end", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.closeErr != nil
+	})
+	_, err = sc.openStream("10.0.0.1:80", nil)
+	if !errors.Is(err, errConnClosed) || !strings.Contains(err.Error(), "PROTOCOL_ERROR") {
+		t.Errorf("openStream on the dead connection: %v; want it closed by a PROTOCOL_ERROR", err)
 	}
 }

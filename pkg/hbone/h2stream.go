@@ -103,7 +103,7 @@ func (sc *h2Conn) liveLocked() int {
 // maybeIdleLocked runs when a stream or handler ended: with nothing left,
 // a draining connection closes and others start their idle timer.
 func (sc *h2Conn) maybeIdleLocked() {
-	if sc.liveLocked() > 0 || sc.closed {
+	if sc.liveLocked() > 0 || sc.closeErr != nil {
 		return
 	}
 	if sc.goingAway {
@@ -135,7 +135,7 @@ func (sc *h2Conn) startHandlerLocked(fn func()) error {
 // handlerEndedLocked starts the next waiting handler, if any.
 func (sc *h2Conn) handlerEndedLocked() {
 	sc.handlers--
-	if len(sc.waiting) > 0 && !sc.closed {
+	if len(sc.waiting) > 0 && sc.closeErr == nil {
 		fn := sc.waiting[0]
 		sc.waiting = sc.waiting[1:]
 		sc.handlers++

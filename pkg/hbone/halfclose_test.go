@@ -127,6 +127,9 @@ func TestServerFirstHalfClose(t *testing.T) {
 	if sent, recv := srv.stats.resetsSent.Load(), srv.stats.resetsReceived.Load(); sent != 0 || recv != 0 {
 		t.Errorf("server sent %d and received %d RST_STREAMs, want none", sent, recv)
 	}
+	if sent, recv := e.dialer.stats.resetsSent.Load(), e.dialer.stats.resetsReceived.Load(); sent != 0 || recv != 0 {
+		t.Errorf("client sent %d and received %d RST_STREAMs, want none", sent, recv)
+	}
 }
 
 // TestServerResetAfterResponseEndsClientWithEOF: a server that answers and

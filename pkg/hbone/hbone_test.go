@@ -310,7 +310,7 @@ func TestStreamIDsUsedUp(t *testing.T) {
 	await.True(t, "the used-up connection to close after its last stream", func() bool {
 		pc.h2.mu.Lock()
 		defer pc.h2.mu.Unlock()
-		return pc.h2.closed
+		return pc.h2.closeErr != nil
 	})
 }
 
