@@ -338,6 +338,12 @@ func (s *ClientStream) Read(p []byte) (int, error) { return s.s.read(p) }
 // server reads; p is on its way when Write returns.
 func (s *ClientStream) Write(p []byte) (int, error) { return s.s.write(p, false) }
 
+// Pending reports whether Read would return without waiting for the
+// server: data or its END_STREAM unread, or the stream reset or closed.
+// A pool of idle HTTP/1.1 connections uses it to drop those the upstream
+// closed or wrote to while idle, without a read.
+func (s *ClientStream) Pending() bool { return s.s.pending() }
+
 // SetReadDeadline is net.Conn's; see ServerStream.SetReadDeadline.
 func (s *ClientStream) SetReadDeadline(t time.Time) error {
 	s.s.setReadDeadline(t)

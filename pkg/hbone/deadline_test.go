@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/weft-mesh/weft/internal/await"
 )
 
 // TestServerStreamReadDeadline: a ServerStream's read deadline behaves as
@@ -126,4 +128,35 @@ func errString(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// Pending tells, without reading, whether Read has something to return:
+// data, the server's END_STREAM, or the end of the stream.
+func TestClientStreamPending(t *testing.T) {
+	e := newEnv(t, Options{})
+	s := e.dial(t, e.echo)
+	defer s.Close()
+	if s.Pending() {
+		t.Fatal("a new stream has something pending")
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	await.True(t, "the echo pending", s.Pending)
+	if _, err := s.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if s.Pending() {
+		t.Fatal("pending after the echo was read")
+	}
+	s.CloseWrite() // the echo server half-closes in turn
+	await.True(t, "the server's END_STREAM pending", s.Pending)
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read %v, want EOF", err)
+	}
+	s2 := e.dial(t, e.echo)
+	s2.Close()
+	if !s2.Pending() {
+		t.Fatal("a closed stream has nothing pending")
+	}
 }

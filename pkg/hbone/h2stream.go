@@ -147,7 +147,7 @@ func (sc *h2Conn) handlerEndedLocked() {
 func (st *stream) read(p []byte) (int, error) {
 	sc := st.sc
 	sc.mu.Lock()
-	for st.buf.len() == 0 && !st.recvEnded && st.err == nil && !st.appClosed && !st.readExpiredLocked() {
+	for !st.pendingLocked() && !st.readExpiredLocked() {
 		st.readers++
 		st.cond.Wait()
 		st.readers--
@@ -171,6 +171,18 @@ func (st *stream) read(p []byte) (int, error) {
 	}
 	sc.mu.Unlock()
 	return 0, io.EOF
+}
+
+// pendingLocked is whether read has something to return other than a
+// deadline's expiry.
+func (st *stream) pendingLocked() bool {
+	return st.buf.len() > 0 || st.recvEnded || st.err != nil || st.appClosed
+}
+
+func (st *stream) pending() bool {
+	st.sc.mu.Lock()
+	defer st.sc.mu.Unlock()
+	return st.pendingLocked()
 }
 
 // setReadDeadline gives Read net.Conn's deadline: a Read waiting at t, or

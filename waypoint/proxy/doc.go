@@ -13,7 +13,8 @@
 //   - cluster.go, lb.go: endpoints, load balancing, circuit breakers,
 //     outlier detection.
 //   - upstream.go: route.Upstream: HTTP/1.1 or h2 to the chosen endpoint,
-//     over HBONE (pkg/hbone.Dialer) or plain TCP.
+//     over HBONE (pkg/hbone.Dialer) or plain TCP; h1pool.go: HTTP/1.1
+//     requests without a body, on the caller's goroutine.
 //   - server.go: the HBONE server and the HTTP / TCP proxy per stream.
 //   - telemetry.go, tracing.go: istio_request* metrics, access log, spans.
 //   - l7.go: the only file naming package waypoint/route.
@@ -66,10 +67,15 @@
 // explicit_http_config, which wins. The downstream side is sniffed per
 // stream: the h2 preface selects h2 (x/net/http2 Server.ServeConn), anything
 // else HTTP/1.1 with keep-alive (net/http on a one-connection listener).
-// Connections are pooled per endpoint (net/http Transport for HTTP/1.1 and
-// with unencrypted HTTP/2 for h2) and shared by all clients, so upstream
-// CONNECTs carry no per-client Forwarded header; TCP proxy streams, which
-// are per client, do.
+// Connections are pooled per endpoint and shared by all clients, so
+// upstream CONNECTs carry no per-client Forwarded header; TCP proxy
+// streams, which are per client, do. HTTP/1.1 requests without a body go
+// through h1pool.go, which writes the request and reads the response on
+// the router's goroutine (net/http's framing, no writeLoop/readLoop
+// goroutines: two hand-offs fewer per request) and checks an idle tunnel
+// for the upstream's close without a read (hbone.ClientStream.Pending);
+// requests with a body, upgrades, "Expect: 100-continue" and originated
+// TLS use net/http's Transport, h2 its unencrypted HTTP/2.
 //
 // An upgrade request (WebSocket) always goes over HTTP/1.1; after a 101 its
 // connection leaves the pool and belongs to the tunnel, holding its

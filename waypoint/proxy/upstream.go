@@ -43,6 +43,7 @@ type Upstream struct {
 	tcpIdleTimeout time.Duration // of upgraded streams (Options.TCPIdleTimeout)
 
 	initOnce sync.Once
+	h1pool   *h1Pool
 	h1       *http.Transport
 	h2       *http.Transport
 	clusters atomic.Pointer[map[string]*cluster]
@@ -93,6 +94,17 @@ func (e *dialError) Unwrap() error { return e.err }
 // server that ignores Expect costs what it costs without the mesh.
 const expectContinueTimeout = time.Second
 
+// Upstream HTTP/1.1 connections kept idle per endpoint, and for how long
+// (net/http's Transport defaults).
+const (
+	maxIdlePerEndpoint = 256
+	idleConnTimeout    = 90 * time.Second
+)
+
+// maxResponseHeaderBytes bounds an upstream response's head (net/http's
+// Transport default).
+const maxResponseHeaderBytes = 10 << 20
+
 var errRetired = errors.New("upstream connection retired after max_requests_per_connection")
 
 func (u *Upstream) init() {
@@ -109,26 +121,29 @@ func (u *Upstream) init() {
 		if u.Lookup == nil {
 			u.Lookup = systemLookup()
 		}
+		u.h1pool = &h1Pool{dial: u.dialConn, maxIdle: maxIdlePerEndpoint, idleTimeout: idleConnTimeout}
 		u.h1 = &http.Transport{
-			DialContext:           u.dialTransport,
-			DisableCompression:    true,
-			ExpectContinueTimeout: expectContinueTimeout,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			WriteBufferSize:       32 << 10,
-			ReadBufferSize:        32 << 10,
+			DialContext:            u.dialTransport,
+			DisableCompression:     true,
+			ExpectContinueTimeout:  expectContinueTimeout,
+			MaxIdleConnsPerHost:    maxIdlePerEndpoint,
+			MaxResponseHeaderBytes: maxResponseHeaderBytes,
+			IdleConnTimeout:        idleConnTimeout,
+			WriteBufferSize:        32 << 10,
+			ReadBufferSize:         32 << 10,
 		}
 		// h2 with prior knowledge ("h2c") inside the stream, one pooled
 		// connection per endpoint multiplexing every request.
 		h2c := new(http.Protocols)
 		h2c.SetUnencryptedHTTP2(true)
 		u.h2 = &http.Transport{
-			DialContext:           u.dialTransport,
-			Protocols:             h2c,
-			DisableCompression:    true,
-			ExpectContinueTimeout: expectContinueTimeout,
-			IdleConnTimeout:       90 * time.Second,
-			HTTP2:                 &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+			DialContext:            u.dialTransport,
+			Protocols:              h2c,
+			DisableCompression:     true,
+			ExpectContinueTimeout:  expectContinueTimeout,
+			IdleConnTimeout:        idleConnTimeout,
+			MaxResponseHeaderBytes: maxResponseHeaderBytes,
+			HTTP2:                  &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 		}
 		empty := map[string]*cluster{}
 		u.clusters.Store(&empty)
@@ -140,6 +155,7 @@ func (u *Upstream) init() {
 // Close drops pooled connections.
 func (u *Upstream) Close() {
 	u.init()
+	u.h1pool.close()
 	u.h1.CloseIdleConnections()
 	u.h2.CloseIdleConnections()
 }
@@ -171,7 +187,20 @@ func (u *Upstream) originalTarget(dst netip.AddrPort, timeout time.Duration) dia
 	return t
 }
 
+// dialTransport dials for the Transports: a connection that counts its
+// requests (max_requests_per_connection).
 func (u *Upstream) dialTransport(ctx context.Context, _, addr string) (net.Conn, error) {
+	c, err := u.dialConn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c}, nil
+}
+
+// dialConn connects to the target registered for addr (its pool key):
+// an HBONE stream or TCP connection, with TLS when the cluster originates
+// it.
+func (u *Upstream) dialConn(ctx context.Context, addr string) (net.Conn, error) {
 	v, ok := u.targets.Load(addr)
 	if !ok {
 		return nil, &dialError{fmt.Errorf("no endpoint known at %s", addr)}
@@ -191,7 +220,7 @@ func (u *Upstream) dialTransport(ctx context.Context, _, addr string) (net.Conn,
 			return nil, err
 		}
 	}
-	return &countedConn{Conn: c}, nil
+	return c, nil
 }
 
 // dialStream connects to t: an HBONE stream to <ip>:TunnelPort verifying
@@ -277,7 +306,7 @@ func (u *Upstream) RoundTrip(req *http.Request, clusterName string, hash uint64,
 	if h2 {
 		resp, err = u.h2.RoundTrip(out)
 	} else {
-		resp, err = u.roundTripH1(out, s.maxRequestsPerConn, rel)
+		resp, err = u.roundTripH1(out, key, s, rel)
 	}
 	if err != nil {
 		rel.done()
@@ -339,16 +368,21 @@ func upstreamH2(req *http.Request, rs *requestState, s *clusterSettings) bool {
 	return h2
 }
 
-// roundTripH1 sends out over a pooled HTTP/1.1 connection, retiring the
-// connection after max requests (max_requests_per_connection; 0: never).
-func (u *Upstream) roundTripH1(out *http.Request, max int, rel *release) (*http.Response, error) {
+// roundTripH1 sends out over a pooled HTTP/1.1 connection to key, retiring
+// the connection after max_requests_per_connection requests (0: never):
+// through the h1Pool when it can, else net/http's Transport.
+func (u *Upstream) roundTripH1(out *http.Request, key string, s *clusterSettings, rel *release) (*http.Response, error) {
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // no Go default User-Agent
 	}
-	switch {
-	case max == 1:
+	max := s.maxRequestsPerConn
+	if max == 1 {
 		out.Close = true
-	case max > 1:
+	}
+	if s.tls == nil && h1Eligible(out) {
+		return u.h1pool.roundTrip(out, key, max)
+	}
+	if max > 1 {
 		out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
 			GotConn: func(info httptrace.GotConnInfo) {
 				if cc, ok := info.Conn.(*countedConn); ok && int(cc.n.Add(1)) >= max {
