@@ -414,11 +414,25 @@ func TestMetricsAccessLogAndTracePropagation(t *testing.T) {
 	}
 	for k, v := range map[string]any{"method": "GET", "path": "/reviews/7", "response_code": float64(200), "route_name": "default/reviews.0",
 		"upstream_cluster": clusterName(""), "upstream_host": b.addr.String(), "downstream_remote_address": "10.0.0.7",
-		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "request_id": "req-1"} {
+		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "request_id": "req-1", "msg": "access", "level": "INFO",
+		"response_flags": "-", "attempts": float64(1)} {
 		if line[k] != v {
 			t.Errorf("access log %s = %v, want %v (line %v)", k, line[k], v, line)
 		}
 	}
+	for _, k := range []string{"time", "start_time"} {
+		if s, _ := line[k].(string); !timeParses(s) {
+			t.Errorf("access log %s = %v, want an RFC 3339 time", k, line[k])
+		}
+	}
+	if d, ok := line["duration_ms"].(float64); !ok || d <= 0 {
+		t.Errorf("access log duration_ms = %v, want a positive number", line["duration_ms"])
+	}
+}
+
+func timeParses(s string) bool {
+	_, err := time.Parse(time.RFC3339Nano, s)
+	return err == nil
 }
 
 func TestUnknownAuthorityRefused(t *testing.T) {

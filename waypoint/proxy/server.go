@@ -84,7 +84,7 @@ type Proxy struct {
 	HBONE    *hbone.Server
 
 	log       *slog.Logger
-	accessLog *slog.Logger
+	accessLog *accessLog
 	tracing   *Tracing
 	h2        *http2.Server // HBONE streams
 	h2Edge    *http2.Server // a gateway's client connections
@@ -131,7 +131,7 @@ func New(o Options) (*Proxy, error) {
 		}
 	}
 	if o.AccessLog != nil {
-		p.accessLog = slog.New(slog.NewJSONHandler(o.AccessLog, nil))
+		p.accessLog = newAccessLog(o.AccessLog)
 	}
 	// Any identity the mesh trust bundle vouches for may connect; which
 	// source may do what is RBAC's job per request.

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/netip"
 	"net/textproto"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/weft-mesh/weft/pkg/istiolabels"
 	"github.com/weft-mesh/weft/pkg/mesh"
@@ -238,46 +238,49 @@ func (p *Proxy) log1(r *record) {
 	if p.accessLog == nil || !r.logged {
 		return
 	}
+	fp := logFields.Get().(*[]zapcore.Field)
 	use := r.rs.upstream(r.cluster)
-	attrs := []slog.Attr{
-		slog.String("start_time", r.start.UTC().Format(time.RFC3339Nano)),
-		slog.String("protocol", r.protocol),
-		slog.String("authority", r.authority),
-		slog.Int("response_code", r.code),
-		slog.String("response_flags", orDash(r.flags)),
-		slog.Int64("bytes_received", r.received),
-		slog.Int64("bytes_sent", r.sent),
-		slog.Float64("duration_ms", float64(time.Since(r.start).Microseconds())/1000),
-		slog.String("filter_chain", r.chain),
-		slog.String("route_name", r.route),
-		slog.String("upstream_cluster", r.cluster),
-		slog.String("downstream_peer", idString(r.rs.peer)),
-		slog.String("downstream_remote_address", addrString(r.rs.clientIP)),
-		slog.String("original_destination", r.rs.origDst.String()),
-	}
+	f := append((*fp)[:0],
+		strField("start_time", r.start.UTC().Format(time.RFC3339Nano)),
+		strField("protocol", r.protocol),
+		strField("authority", r.authority),
+		intField("response_code", int64(r.code)),
+		strField("response_flags", orDash(r.flags)),
+		intField("bytes_received", r.received),
+		intField("bytes_sent", r.sent),
+		floatField("duration_ms", float64(time.Since(r.start).Microseconds())/1000),
+		strField("filter_chain", r.chain),
+		strField("route_name", r.route),
+		strField("upstream_cluster", r.cluster),
+		strField("downstream_peer", idString(r.rs.peer)),
+		strField("downstream_remote_address", addrString(r.rs.clientIP)),
+		strField("original_destination", r.rs.origDst.String()),
+	)
 	if use.addr.IsValid() {
-		attrs = append(attrs, slog.String("upstream_host", use.addr.String()))
+		f = append(f, strField("upstream_host", use.addr.String()))
 	}
 	if r.method != "" {
-		attrs = append(attrs, slog.String("method", r.method), slog.String("path", r.path),
-			slog.String("user_agent", r.userAgent), slog.String("request_id", r.requestID), slog.Int("attempts", r.attempts))
+		f = append(f, strField("method", r.method), strField("path", r.path),
+			strField("user_agent", r.userAgent), strField("request_id", r.requestID), intField("attempts", int64(r.attempts)))
 	}
-	if r.traceID != "" {
-		attrs = append(attrs, slog.String("trace_id", r.traceID))
+	for _, o := range [...]struct{ k, v string }{{"trace_id", r.traceID}, {"error", errString(r.err)},
+		{"connection_termination_details", r.termination}, {"rbac_audit", r.audit}, {"rbac_dry_run", r.dryRun}} {
+		if o.v != "" {
+			f = append(f, strField(o.k, o.v))
+		}
 	}
-	if r.err != nil {
-		attrs = append(attrs, slog.String("error", r.err.Error()))
+	p.accessLog.write("access", f)
+	clear(f)
+	*fp = f[:0]
+	logFields.Put(fp)
+}
+
+// errString is err's message, "" for nil.
+func errString(err error) string {
+	if err == nil {
+		return ""
 	}
-	if r.termination != "" {
-		attrs = append(attrs, slog.String("connection_termination_details", r.termination))
-	}
-	if r.audit != "" {
-		attrs = append(attrs, slog.String("rbac_audit", r.audit))
-	}
-	if r.dryRun != "" {
-		attrs = append(attrs, slog.String("rbac_dry_run", r.dryRun))
-	}
-	p.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+	return err.Error()
 }
 
 // appendXFF appends the client address to X-Forwarded-For, as Envoy does
