@@ -84,8 +84,16 @@ func TestOutboundCluster(t *testing.T) {
 	if !ok || host != "reviews.default.svc.cluster.local" || port != 9080 || subset != "v2" {
 		t.Errorf("ParseOutboundCluster(%q) = %q %d %q %v", name, host, port, subset, ok)
 	}
-	if _, _, _, ok := ParseOutboundCluster("passthrough"); ok {
-		t.Error("ParseOutboundCluster(passthrough) ok")
+	for _, bad := range []string{"passthrough", "outbound|80|v1", "outbound|80|v1|a|b"} {
+		if _, _, _, ok := ParseOutboundCluster(bad); ok {
+			t.Errorf("ParseOutboundCluster(%q) ok", bad)
+		}
+	}
+	if h, p, s, ok := ParseOutboundCluster("outbound|80||a.b"); !ok || h != "a.b" || p != 80 || s != "" {
+		t.Errorf("no subset: %q %d %q %v", h, p, s, ok)
+	}
+	if n := testing.AllocsPerRun(100, func() { ParseOutboundCluster(name) }); n != 0 {
+		t.Errorf("ParseOutboundCluster allocates %v times", n)
 	}
 }
 

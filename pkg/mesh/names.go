@@ -54,11 +54,15 @@ func OutboundCluster(host string, port uint32, subset string) string {
 
 // ParseOutboundCluster splits a cluster name of OutboundCluster's form.
 // Only the number of parts is checked: port is 0 when it is not a number.
+// It allocates nothing: waypoints parse the cluster of every request for
+// its metric labels.
 func ParseOutboundCluster(name string) (host string, port uint32, subset string, ok bool) {
-	parts := strings.Split(name, "|")
-	if len(parts) != 4 {
+	_, rest, ok1 := strings.Cut(name, "|")
+	ps, rest, ok2 := strings.Cut(rest, "|")
+	subset, host, ok3 := strings.Cut(rest, "|")
+	if !ok1 || !ok2 || !ok3 || strings.Contains(host, "|") {
 		return "", 0, "", false
 	}
-	p, _ := strconv.ParseUint(parts[1], 10, 32)
-	return parts[3], uint32(p), parts[2], true
+	p, _ := strconv.ParseUint(ps, 10, 32)
+	return host, uint32(p), subset, true
 }

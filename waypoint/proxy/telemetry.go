@@ -3,8 +3,6 @@ package proxy
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -15,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/zap/zapcore"
@@ -130,11 +129,12 @@ func serviceOf(cluster string) (host, name, namespace string) {
 	if !ok {
 		return "", "", ""
 	}
-	labels := strings.Split(host, ".")
-	if len(labels) >= 2 {
-		return host, labels[0], labels[1]
+	name, rest, ok := strings.Cut(host, ".")
+	if !ok {
+		return host, host, ""
 	}
-	return host, host, ""
+	namespace, _, _ = strings.Cut(rest, ".")
+	return host, name, namespace
 }
 
 // destination describes the endpoint r was sent to: the workload at its
@@ -574,10 +574,4 @@ func needsRequestID(h http.Header, rs *requestState) bool {
 }
 
 // newRequestID is a random (version 4) UUID, the form Envoy generates.
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func newRequestID() string { return uuid.NewString() }

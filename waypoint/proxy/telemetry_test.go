@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -54,5 +55,28 @@ func TestGRPCStatus(t *testing.T) {
 		if got := grpcStatus(c.h, c.code); got != c.want {
 			t.Errorf("grpcStatus(%v, %d) = %q, want %q", c.h, c.code, got, c.want)
 		}
+	}
+}
+
+func TestServiceOf(t *testing.T) {
+	for _, tc := range []struct{ cluster, host, name, ns string }{
+		{"outbound|9080|v1|reviews.bookinfo.svc.cluster.local", "reviews.bookinfo.svc.cluster.local", "reviews", "bookinfo"},
+		{"outbound|80||api.example.com", "api.example.com", "api", "example"},
+		{"outbound|80||localhost", "localhost", "localhost", ""},
+		{"PassthroughCluster", "", "", ""},
+	} {
+		host, name, ns := serviceOf(tc.cluster)
+		if host != tc.host || name != tc.name || ns != tc.ns {
+			t.Errorf("serviceOf(%q) = %q %q %q, want %q %q %q", tc.cluster, host, name, ns, tc.host, tc.name, tc.ns)
+		}
+	}
+}
+
+// Generated x-request-ids are random (version 4) UUIDs, as Envoy's.
+func TestNewRequestID(t *testing.T) {
+	a, b := newRequestID(), newRequestID()
+	u, err := uuid.Parse(a)
+	if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 || len(a) != 36 || a == b {
+		t.Fatalf("request ids %q, %q: %v", a, b, err)
 	}
 }
