@@ -281,7 +281,8 @@ func (pc *h1Conn) roundTrip(out *http.Request, maxPerConn int) (resp *http.Respo
 		return nil, pc.written == written, err
 	}
 	for range maxInformational + 1 {
-		pc.limit = pc.read + int64(pc.br.Buffered()) + maxResponseHeaderBytes
+		// The head may start in what is buffered already.
+		pc.limit = pc.read - int64(pc.br.Buffered()) + maxResponseHeaderBytes
 		resp, err = http.ReadResponse(pc.br, out)
 		pc.limit = math.MaxInt64
 		if err != nil {

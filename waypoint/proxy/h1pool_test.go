@@ -47,6 +47,19 @@ func startScriptedUpstream(t *testing.T, serve func(n int, c net.Conn, br *bufio
 	return s
 }
 
+// awaitClosed returns the number of the next connection serve returned
+// from (and closed), failing the test if none does within testTimeout.
+func (s *scriptedUpstream) awaitClosed(t *testing.T) int {
+	t.Helper()
+	select {
+	case n := <-s.closed:
+		return n
+	case <-time.After(testTimeout):
+		t.Fatalf("no upstream connection closed within %v", testTimeout)
+		return -1
+	}
+}
+
 // answerEach reads requests on c and answers each with reply until the
 // client closes.
 func answerEach(c net.Conn, br *bufio.Reader, reply string) {
@@ -121,7 +134,7 @@ func TestH1PoolReusesAnsweredConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := <-s.closed; got != 0 {
+	if got := s.awaitClosed(t); got != 0 {
 		t.Fatalf("connection %d closed, want 0", got)
 	}
 	mustSend(t, p, "GET")
@@ -174,7 +187,7 @@ func TestH1PoolDropsConnectionsClosedWhileIdle(t *testing.T) {
 	})
 	p, dials := newTestPool(t, s)
 	mustSend(t, p, "POST")
-	<-s.closed
+	s.awaitClosed(t)
 	await.True(t, "the pool sees the upstream's close", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -281,12 +294,21 @@ func TestH1PoolCancelWhileWaiting(t *testing.T) {
 		_, err := send(ctx, p, "GET", nil, 0)
 		errc <- err
 	}()
-	<-read
-	cancel()
-	if err := <-errc; err == nil {
-		t.Fatal("a cancelled request succeeded")
+	select {
+	case <-read:
+	case err := <-errc:
+		t.Fatalf("the request ended before the upstream read it: %v", err)
 	}
-	<-s.closed
+	cancel()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("a cancelled request succeeded")
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("a cancelled request still waits for its answer after %v", testTimeout)
+	}
+	s.awaitClosed(t)
 }
 
 func TestH1PoolClosesIdleConnections(t *testing.T) {
@@ -294,7 +316,7 @@ func TestH1PoolClosesIdleConnections(t *testing.T) {
 	p, _ := newTestPool(t, s)
 	p.idleTimeout = 10 * time.Millisecond
 	mustSend(t, p, "GET")
-	<-s.closed // the idle timer closed it
+	s.awaitClosed(t) // the idle timer closed it
 	p.mu.Lock()
 	n := len(p.idle)
 	p.mu.Unlock()
@@ -308,9 +330,9 @@ func TestH1PoolClose(t *testing.T) {
 	p, _ := newTestPool(t, s)
 	mustSend(t, p, "GET")
 	p.close()
-	<-s.closed
+	s.awaitClosed(t)
 	mustSend(t, p, "GET") // works, but keeps nothing
-	<-s.closed
+	s.awaitClosed(t)
 }
 
 // Through the waypoint: an upstream tunnel whose backend closed the
