@@ -2,6 +2,7 @@ package charts
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -33,9 +34,36 @@ func TestProxiesGODEBUG(t *testing.T) {
 	}
 }
 
+// TestProxiesGOMAXPROCS: by default no proxy has GOMAXPROCS set, so each
+// follows its load (pkg/gomaxprocs); the gomaxprocs values pin it.
+func TestProxiesGOMAXPROCS(t *testing.T) {
+	for _, v := range []string{"", "2"} {
+		var set, waypointSet []string
+		if v != "" {
+			set, waypointSet = []string{"--set", "gomaxprocs=" + v}, []string{"--set", "waypoint.gomaxprocs=" + v}
+		}
+		_, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, set...)), "weft-node-agent", "weft.io/agent-not-ready")
+		checkEnv(t, "node agent", ds.Spec.Template.Spec.Containers, "node-agent", "GOMAXPROCS", v)
+		d := get[appsv1.Deployment](t, decodeGateway(t, renderGateway(t, set...)), "Deployment", gatewayRelease)
+		checkEnv(t, "gateway", d.Spec.Template.Spec.Containers, "", "GOMAXPROCS", v)
+		c := controlContainer(t, get[appsv1.Deployment](t, decode(t, render(t, "control", waypointSet...)), "Deployment", "weft-control"))
+		pinned := slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--waypoint-gomaxprocs") })
+		if pinned != (v != "") || v != "" && !slices.Contains(c.Args, "--waypoint-gomaxprocs="+v) {
+			t.Errorf("waypoint.gomaxprocs %q: control plane args %q", v, c.Args)
+		}
+	}
+}
+
 // checkGODEBUG checks the GODEBUG of the container named name (the only
 // one if ""): want, or none when want is "".
 func checkGODEBUG(t *testing.T, what string, cs []corev1.Container, name, want string) {
+	t.Helper()
+	checkEnv(t, what, cs, name, "GODEBUG", want)
+}
+
+// checkEnv checks the variable key of the container named name (the only
+// one if ""): want, or unset when want is "".
+func checkEnv(t *testing.T, what string, cs []corev1.Container, name, key, want string) {
 	t.Helper()
 	for _, c := range cs {
 		if name != "" && c.Name != name {
@@ -43,12 +71,12 @@ func checkGODEBUG(t *testing.T, what string, cs []corev1.Container, name, want s
 		}
 		got, found := "", false
 		for _, e := range c.Env {
-			if e.Name == "GODEBUG" {
+			if e.Name == key {
 				got, found = e.Value, true
 			}
 		}
 		if got != want || found != (want != "") {
-			t.Errorf("%s: GODEBUG %q (set: %v), want %q", what, got, found, want)
+			t.Errorf("%s: %s %q (set: %v), want %q", what, key, got, found, want)
 		}
 		return
 	}

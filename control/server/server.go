@@ -70,6 +70,9 @@ type Options struct {
 	// WaypointGODEBUG is the GODEBUG of waypoint and gateway Deployments
 	// (deploy.Config.GODEBUG).
 	WaypointGODEBUG string
+	// WaypointGOMAXPROCS pins GOMAXPROCS of waypoint and gateway
+	// Deployments (deploy.Config.GOMAXPROCS); 0: they follow their load.
+	WaypointGOMAXPROCS int
 	// ServiceAccount is weft-control's own (in Namespace);
 	// GatewaySecretsRole and SecretCheckRole the ClusterRoles a deployed
 	// ingress gateway's RoleBindings grant (deploy.Config).
@@ -284,7 +287,7 @@ func (p *plane) leaderWork(ctx context.Context) {
 	if gateways := p.cluster.Gateways(); gateways != nil {
 		ctrl := &deploy.Controller{Kube: p.kube, Gateway: p.gateway, Gateways: gateways, ReferenceGrants: p.cluster.ReferenceGrants(), Log: p.log,
 			Config: deploy.Config{Image: p.o.WaypointImage, PullPolicy: corev1.PullPolicy(p.o.WaypointPullPolicy),
-				TracingEndpoint: p.o.WaypointTracingEndpoint, GODEBUG: p.o.WaypointGODEBUG, GatewaySecretsRole: p.o.GatewaySecretsRole, SecretCheckRole: p.o.SecretCheckRole,
+				TracingEndpoint: p.o.WaypointTracingEndpoint, GODEBUG: p.o.WaypointGODEBUG, GOMAXPROCS: p.o.WaypointGOMAXPROCS, GatewaySecretsRole: p.o.GatewaySecretsRole, SecretCheckRole: p.o.SecretCheckRole,
 				ControlServiceAccount: p.o.Namespace + "/" + p.o.ServiceAccount}}
 		go func() {
 			if err := ctrl.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {

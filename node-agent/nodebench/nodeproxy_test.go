@@ -18,6 +18,7 @@ import (
 	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/proxy"
+	"github.com/weft-mesh/weft/pkg/gomaxprocs"
 )
 
 // proxyEnv selects "node proxy" mode in a re-executed test binary: its
@@ -166,6 +167,7 @@ func runNodeProxy(path string) error {
 
 	ctx, stop := benchkit.ChildContext() // SIGTERM, or stdin closed: the test process is gone
 	defer stop()
+	gomaxprocs.Adapt(ctx, log) // as weft-node-agent
 	for _, l := range []struct {
 		port  uint16
 		serve func(net.Listener) error

@@ -36,6 +36,7 @@ import (
 
 	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/gomaxprocs"
 	"github.com/weft-mesh/weft/waypoint/proxy"
 )
 
@@ -149,6 +150,7 @@ func runWaypoint(path string) error {
 	}
 	ctx, stop := benchkit.ChildContext() // SIGTERM, or stdin closed: the test process is gone
 	defer stop()
+	gomaxprocs.Adapt(ctx, log) // as weft-waypoint
 	go func() {
 		if err := p.Serve(ln); err != nil && ctx.Err() == nil {
 			log.Error("HBONE server stopped", "err", err)

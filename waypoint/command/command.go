@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/gomaxprocs"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/waypoint/daemon"
 )
@@ -50,7 +51,10 @@ func New(use, short, mode string, certs daemon.CertificateSource) *cobra.Command
 				defer stop()
 				cfg.AccessLog = w
 			}
-			return cli.RunUntilSignal(func(ctx context.Context) error { return daemon.Run(ctx, cfg) })
+			return cli.RunUntilSignal(func(ctx context.Context) error {
+				gomaxprocs.Adapt(ctx, cfg.Log) // process-wide: here, not in Run, which tests call in their process
+				return daemon.Run(ctx, cfg)
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -35,6 +35,9 @@ func main() {
 			default:
 				return fmt.Errorf("--waypoint-image-pull-policy %q: want Always, IfNotPresent or Never", opts.WaypointPullPolicy)
 			}
+			if opts.WaypointGOMAXPROCS < 0 {
+				return fmt.Errorf("--waypoint-gomaxprocs %d: want a number of Ps, or 0 to follow the load", opts.WaypointGOMAXPROCS)
+			}
 			if err := checkOTLPEndpoint(opts.WaypointTracingEndpoint); err != nil {
 				return fmt.Errorf("--waypoint-tracing-endpoint: %w", err)
 			}
@@ -71,6 +74,7 @@ func main() {
 	f.DurationVar(&opts.Debounce, "debounce", 100*time.Millisecond, "quiet period before a cluster change is pushed")
 	f.StringVar(&opts.WaypointImage, "waypoint-image", "ghcr.io/weft-mesh/waypoint:latest", "weft-waypoint image of the waypoint Deployments (the chart passes its own version)")
 	f.StringVar(&opts.WaypointPullPolicy, "waypoint-image-pull-policy", "IfNotPresent", "pull policy of the waypoint image: Always, IfNotPresent or Never")
+	f.IntVar(&opts.WaypointGOMAXPROCS, "waypoint-gomaxprocs", 0, "GOMAXPROCS of the waypoint and gateway Deployments; 0: each follows its load (docs/operations.md#gomaxprocs-follows-the-load)")
 	f.StringVar(&opts.WaypointGODEBUG, "waypoint-godebug", mesh.ProxyGODEBUG, "GODEBUG of the waypoint and gateway Deployments; the default keeps Go's sysmon from being woken by nearly every socket call below full load (docs/operations.md#go-runtime); empty: none")
 	f.StringVar(&opts.WaypointTracingEndpoint, "waypoint-tracing-endpoint", "", "OTLP/HTTP endpoint the waypoints send spans to, e.g. http://otel-collector.observability:4318 (OTEL_EXPORTER_OTLP_ENDPOINT of the waypoint pods); empty: no spans")
 	f.StringVar(&opts.ServiceAccount, "service-account", "weft-control", "weft-control's service account (in --namespace), which a deployed ingress gateway's RoleBindings let check its certificate Secrets")

@@ -276,6 +276,22 @@ func TestDesiredGODEBUG(t *testing.T) {
 	}
 }
 
+// TestDesiredGOMAXPROCS: Config.GOMAXPROCS (weft-control's
+// --waypoint-gomaxprocs) pins the containers' GOMAXPROCS; 0 sets none, so
+// they follow their load (pkg/gomaxprocs).
+func TestDesiredGOMAXPROCS(t *testing.T) {
+	gw := gateway("wp", func(g *gatewayv1.Gateway) { g.Namespace = "shop" })
+	for v, want := range map[int]string{0: "", 2: "2"} {
+		dep := typed[appsv1.Deployment](t, Desired(Config{Image: image, GOMAXPROCS: v}, gw, 1).Deployment)
+		for _, env := range containerEnv(t, dep) {
+			got, set := env["GOMAXPROCS"]
+			if got != want || set != (want != "") {
+				t.Errorf("Config.GOMAXPROCS %d: env GOMAXPROCS %q (set: %v)", v, got, set)
+			}
+		}
+	}
+}
+
 func cond(st gatewayv1.GatewayStatus, typ gatewayv1.GatewayConditionType) string {
 	c := meta.FindStatusCondition(st.Conditions, string(typ))
 	if c == nil {

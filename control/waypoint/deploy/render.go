@@ -78,6 +78,10 @@ type Config struct {
 	// GODEBUG of the waypoint and gateway containers (weft-control's
 	// --waypoint-godebug, default mesh.ProxyGODEBUG); empty: none.
 	GODEBUG string
+	// GOMAXPROCS of the waypoint and gateway containers (weft-control's
+	// --waypoint-gomaxprocs); 0: none, they follow their load
+	// (pkg/gomaxprocs).
+	GOMAXPROCS int
 	// GatewaySecretsRole and SecretCheckRole are the ClusterRoles
 	// (charts/control) that a deployed ingress gateway's RoleBindings grant
 	// to it (read Secrets) and to weft-control (get Secrets, to check a
@@ -341,6 +345,9 @@ func waypointEnv(cfg Config, ns, name string) []*corev1ac.EnvVarApplyConfigurati
 	}
 	if cfg.GODEBUG != "" {
 		env = append(env, corev1ac.EnvVar().WithName("GODEBUG").WithValue(cfg.GODEBUG))
+	}
+	if cfg.GOMAXPROCS > 0 {
+		env = append(env, corev1ac.EnvVar().WithName("GOMAXPROCS").WithValue(strconv.Itoa(cfg.GOMAXPROCS)))
 	}
 	if cfg.TracingEndpoint != "" {
 		env = append(env,

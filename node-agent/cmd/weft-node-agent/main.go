@@ -16,6 +16,7 @@ import (
 	"github.com/weft-mesh/weft/node-agent/dns"
 	"github.com/weft-mesh/weft/node-agent/kubeapi"
 	"github.com/weft-mesh/weft/pkg/cli"
+	"github.com/weft-mesh/weft/pkg/gomaxprocs"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -58,7 +59,10 @@ func command() *cobra.Command {
 					cfg.PodLabels = api.PodLabels
 				}
 			}
-			return cli.RunUntilSignal(func(ctx context.Context) error { return agent.Run(ctx, cfg) })
+			return cli.RunUntilSignal(func(ctx context.Context) error {
+				gomaxprocs.Adapt(ctx, cfg.Log) // process-wide: here, not in Run, which tests call in their process
+				return agent.Run(ctx, cfg)
+			})
 		},
 	}
 	agentFlags(cmd, &cfg)
