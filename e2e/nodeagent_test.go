@@ -152,6 +152,19 @@ func TestNodeAgent(t *testing.T) {
 		}
 	})
 
+	// weft-node-agent starts pkg/gomaxprocs: Go's default is the machine's
+	// CPUs (two or more where the e2e runs), which an idle agent leaves for
+	// one P.
+	t.Run("an idle node agent runs on one P (GOMAXPROCS follows its load)", func(t *testing.T) {
+		eventually(t, "go_sched_gomaxprocs_threads 1", 30*time.Second, func() error {
+			n, err := e.agentMetric(ppNode, "go_sched_gomaxprocs_threads")
+			if err == nil && n != 1 {
+				err = fmt.Errorf("go_sched_gomaxprocs_threads %g", n)
+			}
+			return err
+		})
+	})
+
 	t.Run("trafficDistribution PreferClose keeps requests in the client's zone while it has an endpoint, then fails over", func(t *testing.T) {
 		testLocality(t, e, other, ppNode)
 	})

@@ -5,10 +5,13 @@
 // readies a goroutine while a P is idle, Go's scheduler wakes a second
 // thread to look for work (a futex wake, a spin in findRunnable, a futex
 // sleep) that the first thread then does itself. With two Ps that was
-// about 40% of the waypoint's CPU at 1000 req/s on the 2-core development
-// machine (docs/operations.md#go-runtime has the measurements). One P
-// removes it, but caps the proxy at one core, so Adapt starts at one P and
-// adds Ps as soon as the process's CPU use says one is not enough.
+// over a third of the waypoint's CPU at 1000 req/s on the 2-core
+// development machine (docs/operations.md#gomaxprocs-follows-the-load has
+// the measurements). One P
+// removes it, but caps the proxy at one core. So Adapt keeps Go's default
+// while the process is busy (starting up, for one), gives Ps back once its
+// CPU use has been low for a second, and adds them again as soon as it
+// says one is not enough.
 //
 // Setting GOMAXPROCS in the environment pins it: Adapt then does nothing.
 package gomaxprocs
@@ -60,6 +63,7 @@ func Adapt(ctx context.Context, log *slog.Logger) bool {
 	if c.max <= 1 {
 		return false
 	}
+	log.Info("GOMAXPROCS follows the load", "max", c.max)
 	go c.run(ctx)
 	return true
 }
@@ -76,8 +80,7 @@ type controller struct {
 }
 
 func (c *controller) run(ctx context.Context) {
-	c.cur = 1
-	c.set(1)
+	c.cur = c.max // start-up is busy: Ps go once it is quiet
 	defer func() { c.set(c.max) }()
 	t := time.NewTicker(interval)
 	defer t.Stop()

@@ -90,18 +90,15 @@ func (f *fakeRuntime) setDefault() int {
 func (f *fakeRuntime) current() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.procs) == 0 {
-		return 0
-	}
 	return f.procs[len(f.procs)-1]
 }
 
 // TestControllerFollowsLoad drives the controller through a day in the
-// life of a proxy on a 4-CPU default: idle, a burst that saturates its one
-// P, a drop, and the container's limit shrinking in place.
+// life of a proxy on a 4-CPU default: start, idle, a burst that saturates
+// its one P, a drop, and the container's limit shrinking in place.
 func TestControllerFollowsLoad(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeRuntime{at: time.Now(), def: 4}
+		f := &fakeRuntime{at: time.Now(), def: 4, procs: []int{4}}
 		c := &controller{max: 4, cpu: f.readCPU, set: f.set, log: slog.New(slog.DiscardHandler),
 			refresh: f.setDefault}
 		ctx, cancel := context.WithCancel(t.Context())
@@ -119,8 +116,10 @@ func TestControllerFollowsLoad(t *testing.T) {
 			}
 		}
 
-		step(time.Second, 0.2)
-		expect("idle", 1)
+		step(quietTicks*interval/2, 0.2)
+		expect("half the quiet time after start", 4)
+		step(quietTicks*interval/2, 0.2)
+		expect("the quiet time after start", 1)
 		step(interval+time.Millisecond, 0.95)
 		expect("one interval into a burst that fills one P", 4)
 		step(time.Second, 1.2) // 0.3 per P: holds
@@ -158,7 +157,7 @@ func TestAdaptPinnedByEnvironment(t *testing.T) {
 	}
 }
 
-// TestAdaptRealRuntime runs Adapt on this process: one P while idle, more
+// TestAdaptRealRuntime runs Adapt on this process: one P once idle, more
 // while goroutines keep every P busy, one again when they stop, Go's
 // default once Adapt's context ends.
 func TestAdaptRealRuntime(t *testing.T) {
@@ -172,7 +171,7 @@ func TestAdaptRealRuntime(t *testing.T) {
 	if !Adapt(ctx, slog.New(slog.DiscardHandler)) {
 		t.Fatal("Adapt does not run")
 	}
-	await(t, "one P while idle", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	await(t, "one P once idle", func() bool { return runtime.GOMAXPROCS(0) == 1 })
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
