@@ -89,6 +89,15 @@ func (e *env) agentMetric(node, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	v, err := metricValue(m, name)
+	if err != nil {
+		return 0, fmt.Errorf("node agent of %s: %w", node, err)
+	}
+	return v, nil
+}
+
+// metricValue reads one unlabelled metric of a /metrics page.
+func metricValue(m, name string) (float64, error) {
 	for _, line := range strings.Split(m, "\n") {
 		var v float64
 		if strings.HasPrefix(line, name+" ") {
@@ -96,7 +105,7 @@ func (e *env) agentMetric(node, name string) (float64, error) {
 			return v, err
 		}
 	}
-	return 0, fmt.Errorf("%s has no %s", node, name)
+	return 0, fmt.Errorf("no %s in the metrics", name)
 }
 
 // agentAdmin GETs a path of node i's agent admin endpoint, which listens

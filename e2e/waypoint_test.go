@@ -239,6 +239,22 @@ spec:
 		}
 	})
 
+	// weft-waypoint starts pkg/gomaxprocs, as weft-node-agent does
+	// (TestNodeAgent): an idle waypoint leaves Go's default for one P.
+	t.Run("an idle waypoint runs on one P (GOMAXPROCS follows its load)", func(t *testing.T) {
+		eventually(t, "go_sched_gomaxprocs_threads 1", 30*time.Second, func() error {
+			m, err := e.podMetrics(t, "gateway.networking.k8s.io/gateway-name=waypoint")
+			if err != nil {
+				return err
+			}
+			n, err := metricValue(m, "go_sched_gomaxprocs_threads")
+			if err == nil && n != 1 {
+				err = fmt.Errorf("go_sched_gomaxprocs_threads %g", n)
+			}
+			return err
+		})
+	})
+
 	t.Run("a waypoint for one service serves only that service", func(t *testing.T) {
 		e.applyYAML(t, `apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
