@@ -76,6 +76,14 @@ func (p *h1Pool) roundTrip(out *http.Request, key string, maxPerConn int) (*http
 			return nil, err
 		}
 		resp, retry, err := pc.roundTrip(out, maxPerConn)
+		if err == nil && ctx.Err() != nil {
+			// Ended while answered: closing the tunnel on cancel half-closes
+			// it, and a backend may answer its EOF (net/http's implicit 200)
+			// before the read sees the close. A cancelled request has no
+			// response, as with the Transport.
+			resp.Body.Close()
+			resp, err = nil, ctx.Err()
+		}
 		if err == nil {
 			return resp, nil
 		}
