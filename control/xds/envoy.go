@@ -146,21 +146,19 @@ func envoyResources(r Resources) map[resourcev3.Type][]types.Resource {
 	return out
 }
 
-// fingerprint hashes a group's resources independently of their order.
-func fingerprint(r Resources) (string, int) {
+// fingerprint hashes a group's resources independently of their order,
+// each by its digest in d (nil: none kept).
+func fingerprint(r Resources, d *digests) (string, int) {
 	type named struct {
 		key string
-		b   []byte
+		d   digest
 	}
 	var all []named
 	size := 0
 	add := func(typ, name string, m proto.Message) {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-		if err != nil {
-			b = []byte(err.Error())
-		}
-		size += len(b)
-		all = append(all, named{typ + "\x00" + name, b})
+		dg := d.of(m)
+		size += dg.size
+		all = append(all, named{typ + "\x00" + name, dg})
 	}
 	for _, l := range r.Listeners {
 		add(resourcev3.ListenerType, l.GetName(), l)
@@ -177,24 +175,66 @@ func fingerprint(r Resources) (string, int) {
 	slices.SortFunc(all, func(a, b named) int { return cmp.Compare(a.key, b.key) })
 	h := sha256.New()
 	for _, n := range all {
-		fmt.Fprintf(h, "%s\x00%d\x00", n.key, len(n.b))
-		h.Write(n.b)
+		fmt.Fprintf(h, "%s\x00%d\x00", n.key, n.d.size)
+		h.Write(n.d.sum[:])
 	}
 	return hex.EncodeToString(h.Sum(nil)), size
 }
+
+// digests keeps the digest of every resource of the last push by message,
+// so that a push serializes and hashes only the resources that are new: a
+// translation hands over the messages of what did not change again
+// (control/waypoint's Translator), which must not be modified once set.
+type digests struct{ last, next map[proto.Message]digest }
+
+// digest is a resource's serialized size and its hash.
+type digest struct {
+	sum  [sha256.Size]byte
+	size int
+}
+
+// of is m's digest, kept for the next push.
+func (d *digests) of(m proto.Message) digest {
+	if d != nil {
+		if d.next == nil {
+			d.next = map[proto.Message]digest{}
+		}
+		if dg, ok := d.next[m]; ok {
+			return dg
+		}
+		if dg, ok := d.last[m]; ok {
+			d.next[m] = dg
+			return dg
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		b = []byte(err.Error())
+	}
+	dg := digest{sha256.Sum256(b), len(b)}
+	if d != nil {
+		d.next[m] = dg
+	}
+	return dg
+}
+
+// rotate forgets the resources that were not in this push.
+func (d *digests) rotate() { d.last, d.next = d.next, map[proto.Message]digest{} }
 
 // SetWaypointSnapshots replaces the Envoy resources of every node group:
 // "<ns>/<gateway>" for waypoints, GroupGRPC for proxyless gRPC. A group whose
 // resources did not change keeps its snapshot and version (no push); a group
 // that is no longer in groups is emptied. Snapshot versions are
-// "<version>-<content hash>". It returns how many groups changed.
+// "<version>-<content hash>". It returns how many groups changed. The
+// resources must not be modified once set: a message set again is known
+// by its digest of last time.
 func (s *Server) SetWaypointSnapshots(version string, groups map[string]Resources) int {
 	s.envoyMu.Lock()
 	defer s.envoyMu.Unlock()
 	ctx := context.Background()
 	changed := 0
 	set := func(group string, r Resources) {
-		fp, size := fingerprint(r)
+		fp, size := fingerprint(r, &s.digests)
 		if prev, ok := s.waypoints[group]; ok && prev.fingerprint == fp {
 			return
 		}
@@ -236,6 +276,7 @@ func (s *Server) SetWaypointSnapshots(version string, groups map[string]Resource
 			s.metrics.groupSize.DeleteLabelValues(g)
 		}
 	}
+	s.digests.rotate()
 	_, s.grpcServed = groups[GroupGRPC]
 	if !s.grpcServed {
 		s.leftOutGRPCLocked()
@@ -268,7 +309,7 @@ func (s *Server) ensureGroup(node *core.Node) {
 	if _, ok := s.waypoints[group]; ok {
 		return
 	}
-	fp, _ := fingerprint(Resources{})
+	fp, _ := fingerprint(Resources{}, nil)
 	v := "empty-" + fp[:12]
 	snap, _ := cache.NewSnapshot(v, envoyResources(Resources{}))
 	if err := s.snapshotCache(group).SetSnapshot(context.Background(), group, snap); err != nil {

@@ -44,6 +44,7 @@ type Server struct {
 	envoy     cache.SnapshotCache // waypoints and unknown nodes (ADS mode)
 	envoyGRPC cache.SnapshotCache // proxyless gRPC (named SotW subscriptions)
 	waypoints map[string]waypointState
+	digests   digests // of the resources of the last SetWaypointSnapshots
 	// grpcServed: the last snapshots had the gRPC group (grpcgroup.go);
 	// grpcWanted signals, coalesced, that a client of it is waiting.
 	grpcServed bool
