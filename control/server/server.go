@@ -257,7 +257,7 @@ func newTranslator(o Options, log *slog.Logger, cluster *discovery.Cluster, xdsS
 		TracingEndpoint:    o.WaypointTracingEndpoint,
 	}
 	return &translator{log: log, cluster: cluster, xds: xdsServer, pushed: make(chan struct{}, 1), cfg: cfg,
-		workloads: workload.NewTranslator(cfg.Config), metrics: newTranslationMetrics(reg)}
+		workloads: workload.NewTranslator(cfg.Config), waypoints: waypoint.NewTranslator(cfg), metrics: newTranslationMetrics(reg)}
 }
 
 // grpcServer is the xDS and CA server, with a serving certificate the CA
@@ -342,6 +342,10 @@ type translator struct {
 	// workloads translates for node agents, again only the pods that
 	// changed when nothing else did.
 	workloads *workload.Translator
+	// waypoints translates for waypoints, gateways and proxyless gRPC,
+	// again only the load assignments of workloads whose health alone
+	// changed when nothing else did.
+	waypoints *waypoint.Translator
 	metrics   translationMetrics
 	// published, when set, gets each push's Addresses.
 	published *atomic.Pointer[map[string]*workloadv1.Address]

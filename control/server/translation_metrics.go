@@ -10,6 +10,9 @@ import (
 type translationMetrics struct {
 	duration *prometheus.HistogramVec
 	pods     prometheus.Counter
+	// waypoints counts waypoint translations by kind: full, or endpoints
+	// (only workloads' health changed; control/waypoint's Translator).
+	waypoints *prometheus.CounterVec
 }
 
 func newTranslationMetrics(reg prometheus.Registerer) translationMetrics {
@@ -24,8 +27,12 @@ func newTranslationMetrics(reg prometheus.Registerer) translationMetrics {
 			Name: "weft_workload_pods_translated_total",
 			Help: "Pods the workload translation translated; a pod unchanged since the last push, while nothing else it reads changed, keeps its workload and is not counted.",
 		}),
+		waypoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_waypoint_translations_total",
+			Help: "Waypoint translations by kind: full (everything translated again) or endpoints (only workloads' health changed since the last: the load assignments they are endpoints of were made again, every other resource kept).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.duration, m.pods)
+	reg.MustRegister(m.duration, m.pods, m.waypoints)
 	return m
 }
 

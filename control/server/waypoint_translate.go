@@ -23,7 +23,7 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 			ok = false
 		}
 	}()
-	out := waypoint.Translate(t.cfg, waypoint.Inputs{
+	out := t.waypoints.Translate(waypoint.Inputs{
 		Addresses:              addrs,
 		Services:               in.Services,
 		Pods:                   in.Pods,
@@ -41,5 +41,10 @@ func (t *translator) translateWaypoints(in workload.Inputs, traffic discovery.Tr
 		ReferenceGrants:        traffic.ReferenceGrants,
 		SkipGRPC:               !t.xds.HasGRPCClients(), // control/xds/grpcgroup.go
 	})
+	kind := "endpoints"
+	if _, full := t.waypoints.Rebuilt(); full {
+		kind = "full"
+	}
+	t.metrics.waypoints.WithLabelValues(kind).Inc()
 	return out.Groups(), out.Problems, true
 }

@@ -41,21 +41,30 @@ func (t *translator) viaWaypoints(res *xds.Resources, refs map[string]clusterRef
 		}
 		ns, name, _ := strings.Cut(ref.svc.waypoint, "/")
 		wp := name + "." + ns + ".svc." + t.cfg.DomainSuffix
-		target := net.JoinHostPort(preferIPv4(ref.svc.vips), itoa(ref.port))
-		var lbs []*endpointv3.LbEndpoint
-		var locs []*corev3.Locality
-		var labels []map[string]string
-		for _, ep := range t.endpoints[endpointKey(wp, mesh.HBONEPort)] {
-			lbs = append(lbs, t.waypointEndpoint(ep.workload, ep.ip, ref.port, target))
-			locs = append(locs, localityOf(ep.workload))
-			labels = append(labels, nil)
-		}
-		out := &endpointv3.ClusterLoadAssignment{ClusterName: cla.ClusterName}
-		for _, g := range groupByLocality(lbs, locs, labels) {
-			out.Endpoints = append(out.Endpoints, g.lle)
-		}
-		res.Endpoints[i] = out
+		delete(t.claSources, cla)
+		res.Endpoints[i] = t.recordCLA(endpointKey(wp, mesh.HBONEPort), func() *endpointv3.ClusterLoadAssignment {
+			return t.viaWaypoint(cla.ClusterName, ref, wp)
+		})
 	}
+}
+
+// viaWaypoint is the load assignment of cluster (ref's) whose endpoints
+// are the pods of waypoint Service wp (its FQDN).
+func (t *translator) viaWaypoint(cluster string, ref clusterRef, wp string) *endpointv3.ClusterLoadAssignment {
+	target := net.JoinHostPort(preferIPv4(ref.svc.vips), itoa(ref.port))
+	var lbs []*endpointv3.LbEndpoint
+	var locs []*corev3.Locality
+	var labels []map[string]string
+	for _, ep := range t.endpoints[endpointKey(wp, mesh.HBONEPort)] {
+		lbs = append(lbs, t.waypointEndpoint(ep.workload, ep.ip, ref.port, target))
+		locs = append(locs, localityOf(ep.workload))
+		labels = append(labels, nil)
+	}
+	out := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	for _, g := range groupByLocality(lbs, locs, labels) {
+		out.Endpoints = append(out.Endpoints, g.lle)
+	}
+	return out
 }
 
 // waypointEndpoint is one waypoint pod as the endpoint of a Service's

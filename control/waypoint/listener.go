@@ -241,7 +241,10 @@ func (t *translator) addClusters(res *xds.Resources, refs map[string]clusterRef,
 		c := t.cluster(refs[name], forGRPC)
 		res.Clusters = append(res.Clusters, c)
 		if c.GetType() == clusterv3.Cluster_EDS { // DNS clusters carry their own
-			res.Endpoints = append(res.Endpoints, t.loadAssignment(refs[name], forGRPC, proxy))
+			ref := refs[name]
+			res.Endpoints = append(res.Endpoints, t.recordCLA(endpointKey(ref.svc.fqdn, ref.port), func() *endpointv3.ClusterLoadAssignment {
+				return t.loadAssignment(ref, forGRPC, proxy)
+			}))
 		}
 	}
 }

@@ -79,6 +79,8 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/workload"
 	"github.com/weft-mesh/weft/control/xds"
@@ -198,9 +200,17 @@ const (
 )
 
 // Translate converts the snapshot into Envoy resources. The result depends
-// only on the inputs, not on their order.
+// only on the inputs, not on their order. A Translator does the same,
+// again only what changed when that can be told (incremental.go).
 func Translate(cfg Config, in Inputs) Output {
-	t := newTranslator(withDefaults(cfg))
+	_, out := translate(withDefaults(cfg), in)
+	return out
+}
+
+// translate is Translate with cfg's defaults set; it returns the
+// translator too, whose indexes rebuild load assignments (incremental.go).
+func translate(cfg Config, in Inputs) (*translator, Output) {
+	t := newTranslator(cfg)
 	t.referenceGrants = in.ReferenceGrants
 	t.indexRegistry(in)
 	t.indexDestinationRules(in.DestinationRules)
@@ -225,7 +235,7 @@ func Translate(cfg Config, in Inputs) Output {
 	t.reportUnusedRequestAuthentications()
 	t.reportUnenforcedSelectorPolicies()
 	out.Problems = t.sortedProblems()
-	return out
+	return t, out
 }
 
 func withDefaults(cfg Config) Config {
@@ -273,6 +283,10 @@ type translator struct {
 
 	problems map[workload.Problem]struct{}
 
+	// claSources: how each load assignment of the output was made, to make
+	// it again when only its endpoints' health changed (incremental.go).
+	claSources map[*endpointv3.ClusterLoadAssignment]claSource
+
 	// HTTPRoutes attached to the servers made of Gateway API listeners.
 	ingressRoutes map[*networkingapi.Server][]*gammaRoute
 	// gatewayNamespaces: the only namespace whose pods serve a Gateway
@@ -304,6 +318,7 @@ func newTranslator(cfg Config) *translator {
 		ports:             map[string]*portConfig{},
 		clusterRefs:       map[string]clusterRef{},
 		problems:          map[workload.Problem]struct{}{},
+		claSources:        map[*endpointv3.ClusterLoadAssignment]claSource{},
 		ingressRoutes:     map[*networkingapi.Server][]*gammaRoute{},
 		gatewayNamespaces: map[*networkingv1.Gateway]string{},
 	}

@@ -10,8 +10,8 @@ import (
 // BenchmarkTranslateWaypoints10kWorkloads is a push's second translation
 // (control/server), the waypoints', gateways' and proxyless gRPC clients'
 // Envoy configuration, at BenchmarkTranslate10kWorkloads' size. It lives
-// here to share that cluster. Unlike the workload translation it is not
-// incremental: every push, a pod change too, rebuilds all of it.
+// here to share that cluster. It is what a push costs when anything but
+// workloads' health changed (BenchmarkTranslateWaypointsOnePodChange).
 // BenchmarkTranslateWaypoints10kWorkloadsNoGRPC is the same push while no
 // proxyless gRPC client is connected, which leaves that group out
 // (control/xds/grpcgroup.go).
@@ -36,4 +36,45 @@ func benchTranslateWaypoints(b *testing.B, skipGRPC bool) {
 			b.Fatalf("gRPC group built: %v, skipped: %v", out.GRPC != nil, skipGRPC)
 		}
 	}
+}
+
+// BenchmarkTranslateWaypointsOnePodChange is the waypoint translation of a
+// pod turning unready, then ready again, at BenchmarkTranslate10kWorkloads'
+// size with the proxyless gRPC group, as a push does it: the workload
+// Translator (not timed), then the waypoint Translator, each having
+// translated the cluster before. full_translations/op is how many of the changes
+// translated everything again, load_assignments_rebuilt/op how many load
+// assignments each made again.
+func BenchmarkTranslateWaypointsOnePodChange(b *testing.B) {
+	in := workload.ScaleInputs(10000, 100, 1000, 50)
+	wt := workload.NewTranslator(workload.Config{})
+	tr := waypoint.NewTranslator(waypoint.Config{})
+	translate := func(b *testing.B) {
+		b.StopTimer() // the workload translation is BenchmarkTranslateOnePodChange's
+		addrs := wt.Translate(in).Addresses
+		b.StartTimer()
+		tr.Translate(waypoint.Inputs{
+			Addresses: addrs, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
+			IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries,
+		})
+	}
+	translate(b)
+	pod := in.Pods[4321]
+	unready := pod.DeepCopy()
+	unready.Status.Conditions = nil
+	full, rebuilt := 0, 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if in.Pods[4321] = unready; i%2 == 1 {
+			in.Pods[4321] = pod
+		}
+		translate(b)
+		n, f := tr.Rebuilt()
+		if f {
+			full++
+		}
+		rebuilt += n
+	}
+	b.ReportMetric(float64(full)/float64(b.N), "full_translations/op")
+	b.ReportMetric(float64(rebuilt)/float64(b.N), "load_assignments_rebuilt/op")
 }
