@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -158,5 +159,32 @@ func TestClientStreamPending(t *testing.T) {
 	s2.Close()
 	if !s2.Pending() {
 		t.Fatal("a closed stream has nothing pending")
+	}
+}
+
+// Close makes a Read already waiting for the server return at once, with
+// net.ErrClosed (a pool closes a stream whose request was cancelled while
+// its reader waits for the answer).
+func TestClientStreamCloseWakesRead(t *testing.T) {
+	e := newEnv(t, Options{})
+	s := e.dial(t, e.echo)
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 1))
+		read <- err
+	}()
+	await.True(t, "the Read waiting", func() bool {
+		s.s.sc.mu.Lock()
+		defer s.s.sc.mu.Unlock()
+		return s.s.readers > 0
+	})
+	s.Close()
+	select {
+	case err := <-read:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read returned %v, want net.ErrClosed", err)
+		}
+	case <-time.After(await.Timeout):
+		t.Fatal("Read still waiting after Close")
 	}
 }
