@@ -134,6 +134,7 @@ func startCluster(t *testing.T, name string, nodes, index int) *env {
 				t.Logf("gateways at the failure:\n%s", out)
 			}
 			dumpLogs(t, filepath.Join(state, "logs"))
+			dumpWeftPodLogs(t, state)
 		}
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop cluster: %v", err)
@@ -239,14 +240,44 @@ func logDigest(name, data string) []string {
 	return out
 }
 
+// dumpWeftPodLogs prints the last warnings and errors of Weft's own pods
+// (node agents, control plane, gateways), those deleted during the test
+// too (weft-kubelet keeps their logs): a data-path failure's cause is
+// usually there, and a rollout or an uninstall removes the pod.
+func dumpWeftPodLogs(t *testing.T, state string) {
+	var logs []string
+	for _, dir := range []string{"pods", "deleted-pods"} {
+		found, _ := filepath.Glob(filepath.Join(state, "nodes", "*", "root", "var", "lib", "kubelet", dir, "*", "*", "*.log"))
+		logs = append(logs, found...)
+	}
+	var b strings.Builder
+	for _, l := range logs {
+		rel, _ := filepath.Rel(state, l)
+		if !strings.Contains(rel, "weft") {
+			continue
+		}
+		data, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		if lines := logDigest(filepath.Base(l), string(data)); len(lines) > 0 {
+			fmt.Fprintf(&b, "\n==> %s <==\n%s", rel, strings.Join(lines, "\n"))
+		}
+	}
+	if b.Len() > 0 {
+		t.Logf("Weft pods' last warnings and errors:%s", b.String())
+	}
+}
+
 func isProblemLine(l string) bool {
 	for _, noise := range []string{"extension-apiserver-authentication", "nodePortAddresses is unset", "requestheader-client-ca-file"} {
 		if strings.Contains(l, noise) {
 			return false
 		}
 	}
+	lower := strings.ToLower(l) // slog's JSON says "WARN", zap's "warn"
 	return strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") || strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") ||
-		strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`)
+		strings.Contains(lower, `"level":"warn"`) || strings.Contains(lower, `"level":"error"`)
 }
 
 // mustRun is run that fails the test on error.

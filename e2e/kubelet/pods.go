@@ -768,8 +768,30 @@ func (k *Kubelet) teardownPod(ctx context.Context, ps *podState) {
 	k.teardownNetwork(ctx, ps.dir, sb)
 	k.rt.RemovePodCgroups(string(ps.uid))
 	teardownVolumes(ps.dir)
+	k.keepLogs(ps.dir)
 	if err := os.RemoveAll(ps.dir); err != nil {
 		k.log.Warn("removing pod dir", "dir", ps.dir, "err", err)
+	}
+}
+
+// keepLogs moves the container logs of a pod being removed to
+// <state>/deleted-pods/<pod dir>/, where the end-to-end tests' failure
+// report reads them: a test that fails after a pod is gone (a rollout, an
+// uninstall) needs what that pod logged.
+func (k *Kubelet) keepLogs(podDir string) {
+	logs, _ := filepath.Glob(filepath.Join(podDir, "*", "*.log"))
+	for _, l := range logs {
+		rel, err := filepath.Rel(podDir, l)
+		dst := filepath.Join(k.cfg.StateDir, "deleted-pods", filepath.Base(podDir), rel)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(dst), 0o755)
+		}
+		if err == nil {
+			err = os.Rename(l, dst)
+		}
+		if err != nil {
+			k.log.Warn("keeping a deleted pod's log", "log", l, "err", err)
+		}
 	}
 }
 
