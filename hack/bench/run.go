@@ -24,7 +24,12 @@ func run(count int, bench string, pkgs []string) (*Results, error) {
 	if goTool == "" {
 		goTool = "go"
 	}
-	args := append([]string{"test", "-run", "^$", "-bench", bench, "-benchmem", "-count", fmt.Sprint(count), "-timeout", "0"}, pkgs...)
+	// -p 1: go test runs benchmark binaries one at a time but goes on
+	// compiling, vetting and linking the next packages meanwhile, which took
+	// CPU from the benchmarks running (a translation benchmark took twice
+	// its time alone); one action at a time, and no vet, which benchmarks
+	// do not need.
+	args := append([]string{"test", "-p", "1", "-vet=off", "-run", "^$", "-bench", bench, "-benchmem", "-count", fmt.Sprint(count), "-timeout", "0"}, pkgs...)
 	var out bytes.Buffer
 	cmd := exec.Command(goTool, args...)
 	// Static, as `make build` builds what ships: a cgo test binary maps
