@@ -33,26 +33,10 @@ import (
 // client's request reaching the loop, the client would wait forever. Then a
 // Service appears and its listener reaches the connected client.
 func TestGRPCClientGetsItsGroupFromThePushLoop(t *testing.T) {
-	// Istio's fake clientset cannot serve watch-list (see control/discovery's
-	// TestMain).
-	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
-		t.Setenv("KUBE_FEATURE_WatchListClient", "false")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	kube := fake.NewClientset()
-	cluster, err := discovery.New(quiet, discovery.Clients{Kube: kube, Istio: istiofake.NewSimpleClientset(),
-		Gateway: gatewayfake.NewSimpleClientset(), Dynamic: fakedynamic.NewSimpleDynamicClient(runtime.NewScheme())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	x := xds.New(ctx, quiet, prometheus.NewRegistry())
-	tr := newTranslator(Options{TrustDomain: "cluster.local", DomainSuffix: "cluster.local", RootNamespace: "istio-system"},
-		quiet, cluster, x, prometheus.NewRegistry())
+	_, x, tr := fakeControlPlane(ctx, t, kube)
 	tr.push()
 	go tr.run(ctx, 10*time.Millisecond)
 	st := grpcClient(ctx, t, x)
@@ -78,6 +62,31 @@ func TestGRPCClientGetsItsGroupFromThePushLoop(t *testing.T) {
 	if got := recvListeners(t, st).names; len(got) != 1 || got[0] != name {
 		t.Fatalf("after the Service appeared the client has listeners %v, want [%s]", got, name)
 	}
+}
+
+// fakeControlPlane starts discovery on kube (and empty Istio, Gateway API
+// and dynamic fakes), an xDS server and the push's translator, without
+// pushing.
+func fakeControlPlane(ctx context.Context, t *testing.T, kube *fake.Clientset) (*discovery.Cluster, *xds.Server, *translator) {
+	t.Helper()
+	// Istio's fake clientset cannot serve watch-list (see control/discovery's
+	// TestMain).
+	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
+		t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cluster, err := discovery.New(quiet, discovery.Clients{Kube: kube, Istio: istiofake.NewSimpleClientset(),
+		Gateway: gatewayfake.NewSimpleClientset(), Dynamic: fakedynamic.NewSimpleDynamicClient(runtime.NewScheme())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	x := xds.New(ctx, quiet, prometheus.NewRegistry())
+	tr := newTranslator(Options{TrustDomain: "cluster.local", DomainSuffix: "cluster.local", RootNamespace: "istio-system"},
+		quiet, cluster, x, prometheus.NewRegistry())
+	return cluster, x, tr
 }
 
 func grpcClient(ctx context.Context, t *testing.T, x *xds.Server) discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient {

@@ -2,27 +2,17 @@ package server
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	fakedynamic "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
-	gatewayfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
-	"github.com/weft-mesh/weft/control/discovery"
-	"github.com/weft-mesh/weft/control/xds"
 	"github.com/weft-mesh/weft/internal/await"
 )
 
@@ -33,12 +23,8 @@ import (
 // Service's, in the proxyless gRPC group), counted as an endpoints
 // translation; a new Service then translates everything.
 func TestReadinessChangeTranslatesOnlyEndpoints(t *testing.T) {
-	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" { // as TestGRPCClientGetsItsGroupFromThePushLoop
-		t.Setenv("KUBE_FEATURE_WatchListClient", "false")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	kube := fake.NewClientset(
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "greeter"},
 			Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20", Selector: map[string]string{"app": "greeter"},
@@ -47,17 +33,7 @@ func TestReadinessChangeTranslatesOnlyEndpoints(t *testing.T) {
 			Spec: corev1.PodSpec{NodeName: "node-0"},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5", PodIPs: []corev1.PodIP{{IP: "10.0.0.5"}},
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}})
-	cluster, err := discovery.New(quiet, discovery.Clients{Kube: kube, Istio: istiofake.NewSimpleClientset(),
-		Gateway: gatewayfake.NewSimpleClientset(), Dynamic: fakedynamic.NewSimpleDynamicClient(runtime.NewScheme())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	x := xds.New(ctx, quiet, prometheus.NewRegistry())
-	tr := newTranslator(Options{TrustDomain: "cluster.local", DomainSuffix: "cluster.local", RootNamespace: "istio-system"},
-		quiet, cluster, x, prometheus.NewRegistry())
+	cluster, x, tr := fakeControlPlane(ctx, t, kube)
 	if err := grpcClient(ctx, t, x).Send(&discoveryv3.DiscoveryRequest{Node: &core.Node{Id: "grpc~10.0.0.9~client"},
 		TypeUrl: resourcev3.ListenerType, ResourceNames: []string{"greeter.default.svc.cluster.local:50051"}}); err != nil {
 		t.Fatal(err)
