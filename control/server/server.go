@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	meshapi "istio.io/api/mesh/v1alpha1"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	meshapi "istio.io/api/mesh/v1alpha1"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -269,11 +270,11 @@ func (p *plane) grpcServer() (*grpc.Server, error) {
 		return nil, err
 	}
 	// TLS 1.2 is the floor, not 1.3: Envoy (waypoints) defaults to 1.2 as a client.
-	g := grpc.NewServer(
+	g := grpc.NewServer(append(xds.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(rotator.TLSConfig())),
 		xdsInterceptors(newStreamCap(p.o.MaxStreamsPerSource, p.reg), p.authn, p.log),
 		grpc.MaxRecvMsgSize(16<<20),
-	)
+	)...)
 	p.xds.Register(g)
 	cav1.RegisterCertificateServiceServer(g, ca.NewService(p.authority, p.authn, authz, ca.ServiceOptions{Registerer: p.reg, Logger: p.log}))
 	return g, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +67,10 @@ func (l *lightSubscriber) run(ctx context.Context, conn *grpc.ClientConn, want i
 // would, reconnect_full_state_ms being the median time to its full state.
 // heap_per_subscriber_KB is the heap growth from no subscriber to all
 // 1,000 (after GC), server and in-process client together: an upper bound
-// of the server's cost per subscriber.
+// of the server's cost per subscriber. cpu_us_per_delivery and
+// syscalls_per_delivery are the process's CPU time and read/write system
+// calls during the 20 changes per delivery, server and subscribers
+// together (both ends of each connection).
 func BenchmarkPushTo1000Subscribers(b *testing.B) {
 	for b.Loop() {
 		m := measurePush(b, cluster{subscribers: 1_000, workloads: 10_000, services: 1_000})
@@ -104,6 +108,10 @@ type pushFigures struct {
 	reconnect  time.Duration   // median time to the full state of a new subscriber
 	perSubKB   float64         // heap growth per subscriber
 	connectAll time.Duration   // all subscribers to their full state
+	// The process's CPU and read/write system calls per delivery of a
+	// change, server and subscribers together.
+	cpuPerDelivery      time.Duration
+	syscallsPerDelivery float64
 }
 
 func (m pushFigures) report(b *testing.B) {
@@ -111,6 +119,16 @@ func (m pushFigures) report(b *testing.B) {
 	b.ReportMetric(float64(benchkit.Percentile(m.latencies, 0.99).Microseconds())/1000, "change_p99_ms")
 	b.ReportMetric(m.perSubKB, "heap_per_subscriber_KB")
 	b.ReportMetric(m.connectAll.Seconds(), "connect_all_s")
+	b.ReportMetric(float64(m.cpuPerDelivery.Nanoseconds())/1000, "cpu_us_per_delivery")
+	b.ReportMetric(m.syscallsPerDelivery, "syscalls_per_delivery")
+}
+
+func selfStats(b *testing.B) benchkit.ProcStats {
+	st, err := benchkit.ReadProcStats(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st
 }
 
 // measurePush serves c's state to c.subscribers light subscribers, changes
@@ -153,7 +171,11 @@ func measurePush(b *testing.B, c cluster) pushFigures {
 	}
 	m := pushFigures{connectAll: time.Since(start)}
 	m.perSubKB = float64(benchkit.LiveHeap()-heapBefore) / float64(c.subscribers) / 1024
+	before := selfStats(b)
 	m.latencies = pushChanges(s, state, probe, changes, c.subscribers, deliveries)
+	after, n := selfStats(b), changes*c.subscribers
+	m.cpuPerDelivery = (after.CPU - before.CPU) / time.Duration(n)
+	m.syscallsPerDelivery = float64(after.Syscalls-before.Syscalls) / float64(n)
 	m.reconnect = reconnects(ctx, b, &wg, addr, len(state), 5)
 	return m
 }

@@ -85,6 +85,20 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 	return s
 }
 
+// ServerOptions are the gRPC server options the xDS server is built for
+// (weft-control's server adds its credentials and interceptors).
+//
+// Fixed flow-control windows turn off gRPC's bandwidth-delay estimation,
+// which answers every data frame received (an agent's ACK) with a PING
+// and its acknowledgement: with 1,000 subscribers, one change cost 4.4
+// reads and 2.8 writes per delivery with it, 3.9 and 2.0 without, and
+// ~25% less CPU (BenchmarkPushTo1000Subscribers, cpu_us_per_delivery).
+// What a server receives is small (requests, certificate signing requests),
+// so 1 MiB, Istio's xDS window, is ample.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(1 << 20)}
+}
+
 // Register adds the ADS service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, ads{Server: s.xds, s: s})

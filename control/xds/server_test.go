@@ -22,6 +22,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/await"
+	"github.com/weft-mesh/weft/pkg/controlclient"
 	"github.com/weft-mesh/weft/pkg/xdsclient"
 )
 
@@ -78,8 +79,7 @@ func (r *recorder) last() (map[string]proto.Message, []string, int) {
 }
 
 func dial(tb testing.TB, addr string) *grpc.ClientConn {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20))) // as controlclient.Dial: a full state is large
+	conn, err := grpc.NewClient(addr, append(controlclient.Options(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func serveAt(tb testing.TB, s *Server, addr string) (*grpc.Server, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(ServerOptions()...)
 	s.Register(g)
 	go g.Serve(ln)
 	tb.Cleanup(g.Stop)

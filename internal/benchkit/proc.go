@@ -14,6 +14,7 @@ type ProcStats struct {
 	CPU         time.Duration // utime+stime
 	RSS         int64         // VmRSS, bytes
 	CtxSwitches int64         // voluntary (blocking waits), summed over the process's threads
+	Syscalls    int64         // read and write system calls (0 where the kernel does not count them)
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
@@ -37,6 +38,9 @@ func ReadProcStats(pid int) (ProcStats, error) {
 		return st, err
 	}
 	st.RSS = parseStatusRSS(string(status))
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil { // needs task I/O accounting
+		st.Syscalls = parseIOSyscalls(string(io))
+	}
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	if err != nil {
 		return st, err
@@ -61,6 +65,7 @@ func TreeStats(pid int) (ProcStats, error) {
 		sum.CPU += s.CPU
 		sum.RSS += s.RSS
 		sum.CtxSwitches += s.CtxSwitches
+		sum.Syscalls += s.Syscalls
 	}
 	return sum, nil
 }
@@ -114,6 +119,20 @@ func parseStatusCtxSwitches(status string) int64 {
 		}
 	}
 	return 0
+}
+
+// parseIOSyscalls is syscr+syscw of a /proc/<pid>/io: the read-like and
+// write-like system calls (read, recvmsg, write, sendmsg, ...).
+func parseIOSyscalls(io string) int64 {
+	var n int64
+	for _, line := range strings.Split(io, "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "syscr" || k == "syscw" {
+			x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			n += x
+		}
+	}
+	return n
 }
 
 // parseStatusRSS is the VmRSS line of /proc/<pid>/status in bytes (0

@@ -43,6 +43,13 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestParseIOSyscalls(t *testing.T) {
+	const io = "rchar: 9000\nwchar: 800\nsyscr: 120\nsyscw: 34\nread_bytes: 0\nwrite_bytes: 4096\ncancelled_write_bytes: 0\n"
+	if got, want := parseIOSyscalls(io), int64(154); got != want {
+		t.Errorf("syscalls = %d, want %d", got, want)
+	}
+}
+
 func TestParseStatusRSS(t *testing.T) {
 	if got, want := parseStatusRSS(statusFixture), int64(34816*1024); got != want {
 		t.Errorf("RSS = %d, want %d", got, want)
@@ -60,7 +67,7 @@ func TestReadProcStatsAndChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CPU <= 0 || st.RSS <= 0 || st.CtxSwitches <= 0 {
+	if st.CPU <= 0 || st.RSS <= 0 || st.CtxSwitches <= 0 || st.Syscalls <= 0 {
 		t.Fatalf("own stats: %+v", st)
 	}
 	cmd := exec.Command("sleep", "30")

@@ -33,14 +33,29 @@ func Dial(address, caRootFile, tokenFile string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", caRootFile)
 	}
 	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
-	conn, err := grpc.NewClient(address,
+	conn, err := grpc.NewClient(address, append(Options(),
 		grpc.WithTransportCredentials(creds),
-		grpc.WithStreamInterceptor(StreamToken(identity.FileTokenSource(tokenFile))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithStreamInterceptor(StreamToken(identity.FileTokenSource(tokenFile))))...)
 	if err != nil {
 		return nil, fmt.Errorf("control plane %s: %w", address, err)
 	}
 	return conn, nil
+}
+
+// Options are the dial options of every connection to weft-control but its
+// credentials and token, which tests replace.
+//
+// A full state is large (tens of MB at 10,000 pods), hence the message
+// size. Fixed flow-control windows turn off gRPC's bandwidth-delay
+// estimation, which sends a PING, and reads its acknowledgement, for
+// nearly every response received: a third of the frames of a small
+// update (control/xds.ServerOptions has the figures). 4 MiB lets a full
+// state stream at 4 MiB per round trip, 4 GB/s at 1 ms.
+func Options() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(4 << 20),
+	}
 }
 
 // StreamToken adds "authorization: Bearer <token>" to every stream.
