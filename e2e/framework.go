@@ -245,6 +245,15 @@ func logDigest(name, data string) []string {
 // too (weft-kubelet keeps their logs): a data-path failure's cause is
 // usually there, and a rollout or an uninstall removes the pod.
 func dumpWeftPodLogs(t *testing.T, state string) {
+	if report := weftPodProblems(state); report != "" {
+		t.Logf("Weft pods' last warnings and errors:%s", report)
+	}
+}
+
+// weftPodProblems is dumpWeftPodLogs' report: per Weft pod log under the
+// cluster's state (each node's kubelet keeps live pods' logs in pods/,
+// deleted pods' in deleted-pods/), its last warnings and errors.
+func weftPodProblems(state string) string {
 	var logs []string
 	for _, dir := range []string{"pods", "deleted-pods"} {
 		found, _ := filepath.Glob(filepath.Join(state, "nodes", "*", "root", "var", "lib", "kubelet", dir, "*", "*", "*.log"))
@@ -264,9 +273,7 @@ func dumpWeftPodLogs(t *testing.T, state string) {
 			fmt.Fprintf(&b, "\n==> %s <==\n%s", rel, strings.Join(lines, "\n"))
 		}
 	}
-	if b.Len() > 0 {
-		t.Logf("Weft pods' last warnings and errors:%s", b.String())
-	}
+	return b.String()
 }
 
 func isProblemLine(l string) bool {
