@@ -41,7 +41,9 @@ func waypointTargets() []target {
 }
 
 // nodeAgentTargets: the node agent against direct and against stunnel
-// between the same two node namespaces.
+// between the same two node namespaces. Same node, HAProxy relaying TCP
+// on the same hop is shown next to the targets, with no limit of its own:
+// what a user-space relay costs on the machine of the run.
 func nodeAgentTargets() []target {
 	return []target{
 		{Area: "node agent", What: "cross-node bulk vs direct", Op: ">=", Limit: 0.8, Unit: "x", Anchor: "ztunnel 0.93x",
@@ -50,12 +52,18 @@ func nodeAgentTargets() []target {
 			measure: value(naRef("cross-node/bulk", "ratio_vs_stunnel"))},
 		{Area: "node agent", What: "same-node bulk vs direct", Op: ">=", Limit: 0.8, Unit: "x", Anchor: "ztunnel 0.42x",
 			measure: value(naRef("same-node/bulk", "ratio_vs_direct"))},
+		{Area: "node agent", What: "same-node bulk vs HAProxy relaying the same hop (mode tcp: no mesh work)", Unit: "x",
+			measure: value(naRef("same-node/bulk", "ratio_vs_haproxy"))},
 		{Area: "node agent", What: "same-node 1-byte RTT added", Op: "<=", Limit: 15, Unit: "us", Anchor: "ztunnel +10 us",
 			measure: value(naRef("same-node/rtt-1B", "added_us"))},
+		{Area: "node agent", What: "same-node 1-byte RTT added by HAProxy relaying the same hop", Unit: "us",
+			measure: value(naRef("same-node/rtt-1B", "haproxy_added_us"))},
 		{Area: "node agent", What: "cross-node 1-byte RTT added vs same-node added", Op: "<=", Limit: 2, Unit: "x", Anchor: "ztunnel +21 us",
 			measure: ratio(naRef("cross-node/rtt-1B", "added_us"), naRef("same-node/rtt-1B", "added_us"))},
 		{Area: "node agent", What: "vCPU per 1000 req/s per proxy, same node", Op: "<=", Limit: 0.05, Unit: "vCPU", Anchor: "ztunnel 0.06",
 			measure: value(naRef("same-node/http-1KB-1000rps", "vcpu_per_1000rps"))},
+		{Area: "node agent", What: "vCPU per 1000 req/s of HAProxy relaying the same hop", Unit: "vCPU",
+			measure: value(naRef("same-node/http-1KB-1000rps", "haproxy_vcpu_per_1000rps"))},
 		{Area: "node agent", What: "vCPU per 1000 req/s per proxy, cross node (two proxies, halved)", Op: "<=", Limit: 0.05, Unit: "vCPU",
 			measure: scaled(naRef("cross-node/http-1KB-1000rps", "vcpu_per_1000rps"), 0.5)},
 		{Area: "node agent", What: "policy check p99, 1,000 policies, 10 apply to the destination", Op: "<=", Limit: 500, Unit: "ns",

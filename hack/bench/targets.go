@@ -113,8 +113,12 @@ func evaluate(res *Results) []outcome {
 }
 
 // met counts the targets met and measured.
-func met(outs []outcome) (met, measured int) {
+func met(outs []outcome) (met, measured, targets int) {
 	for _, o := range outs {
+		if o.Op == "" { // a figure shown, not a target
+			continue
+		}
+		targets++
 		if o.Status != "not measured" {
 			measured++
 		}
@@ -122,5 +126,5 @@ func met(outs []outcome) (met, measured int) {
 			met++
 		}
 	}
-	return met, measured
+	return met, measured, targets
 }

@@ -28,7 +28,11 @@ func (g *goScan) analyse(s *scope) bool {
 				changed = g.commandLine(s, s.lineOf(call.Args[1:], call.Ellipsis.IsValid()), pos) || changed
 			}
 		case "LookPath":
-			g.emit(s.resolve(call.Args[0]), pos)
+			if it := s.resolve(call.Args[0]); it.param >= 0 { // a helper that finds the program its caller names
+				changed = s.addTemplate(line{it}) || changed
+			} else {
+				g.emit(it, pos)
+			}
 		case "":
 			for _, callee := range g.callees(s, call) {
 				for _, t := range callee.templates {

@@ -49,7 +49,8 @@ func TestEveryExecutedCommandIsAPrerequisite(t *testing.T) {
 
 // TestScanFindsNewCommands proves the check fails when code starts to run
 // a command the list lacks: directly, through a helper, through a wrapper
-// (ip netns exec), by exec.LookPath, from a script, and from an image map.
+// (ip netns exec), by exec.LookPath (directly or in a helper), from a
+// script, and from an image map.
 func TestScanFindsNewCommands(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "go.mod", "module example.com/m\n\ngo 1.26\n")
@@ -80,6 +81,7 @@ func main() {
 		exec.LookPath(tool)
 	}
 	lib.Run("other-package-cmd")
+	lib.Find("found-by-helper-cmd")
 	exec.Command("sh", "-c", "inline-script-cmd | grep x").Run()
 	exec.Command(os.Args[0]).Run() // computed at run time: not a command name
 }
@@ -89,6 +91,8 @@ func main() {
 import "os/exec"
 
 func Run(name string) error { return exec.Command(name).Run() }
+
+func Find(name string) string { p, _ := exec.LookPath(name); return p }
 `)
 	write(t, dir, "hack/build.sh", "#!/usr/bin/env bash\nset -e\nf() { script-cmd --flag | sort; }\nf\ncommand -v checked-cmd >/dev/null\n\"$var\" x\n./hack/own.sh\n/opt/bin/absolute-cmd\n")
 	write(t, dir, "images.yaml", "images:\n- image: x\n  entrypoint: [\"/usr/bin/image-cmd\"]\n")
@@ -103,7 +107,7 @@ func Run(name string) error { return exec.Command(name).Run() }
 	}
 	slices.Sort(got)
 	got = slices.Compact(got)
-	want := []string{"absolute-cmd", "checked-cmd", "direct-cmd", "helper-cmd", "image-cmd", "inline-script-cmd", "looked-up-cmd",
+	want := []string{"absolute-cmd", "checked-cmd", "direct-cmd", "found-by-helper-cmd", "helper-cmd", "image-cmd", "inline-script-cmd", "looked-up-cmd",
 		"other-package-cmd", "probe-cmd", "ranged-cmd", "script-cmd", "wrapped-cmd"}
 	if !slices.Equal(got, want) {
 		t.Errorf("uncovered commands:\n got %v\nwant %v", got, want)

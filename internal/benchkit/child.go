@@ -64,6 +64,19 @@ type ChildOptions struct {
 	Ready  Ready
 }
 
+// Binary is the installed program name (a peer: nginx, haproxy), "" when
+// there is none. Debian puts servers in /usr/sbin, which a user's PATH may
+// lack, so that and /usr/local/sbin come first, then more, then PATH.
+func Binary(name string, more ...string) string {
+	for _, p := range append([]string{"/usr/sbin/" + name, "/usr/local/sbin/" + name}, more...) {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, _ := exec.LookPath(name)
+	return p
+}
+
 // SelfCommand re-executes the test binary, running no test, with env set
 // to value: Main in the child's TestMain picks the mode from env. The
 // child runs as Weft's proxies are deployed: with mesh.ProxyGODEBUG (any

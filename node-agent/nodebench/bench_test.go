@@ -30,18 +30,25 @@ func httpSeconds() int {
 // data path (eBPF capture + proxy processes) against the same path direct,
 // in the same run, same node and cross node. Timed work (ns/op, MB/s) is
 // the mesh path; the direct baseline is measured with the timer stopped
-// just before it and every leaf reports the ratio. Cross node, a third
-// untimed phase goes through the stunnel peer (stunnel_test.go), the
-// conventional mTLS tunnel between the nodes. See docs/benchmarks.md.
+// just before it and every leaf reports the ratio. A third untimed phase
+// goes through a peer making the same hop without a mesh: cross node the
+// stunnel peer (stunnel_test.go), the conventional mTLS tunnel between
+// the nodes; same node HAProxy relaying TCP (relay_test.go). See
+// docs/benchmarks.md.
 func BenchmarkNodeDataPath(b *testing.B) {
 	h := newHarness(b, scale{})
+	same := target{dst: h.srvA, proxies: []*node{h.a}, missing: "HAProxy is not installed (Debian: haproxy): no haproxy phase"}
+	if h.relay != nil {
+		same.peer = h.relay
+	}
+	cross := target{dst: h.srvB, proxies: []*node{h.a, h.b}, missing: "stunnel is not installed (Debian: stunnel4): no stunnel phase"}
+	if h.tunnel != nil {
+		cross.peer = h.tunnel
+	}
 	for _, c := range []struct {
 		name string
 		t    target
-	}{
-		{"same-node", target{dst: h.srvA, proxies: []*node{h.a}}},
-		{"cross-node", target{dst: h.srvB, proxies: []*node{h.a, h.b}, crossNode: true, tunnel: h.tunnel}},
-	} {
+	}{{"same-node", same}, {"cross-node", cross}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.Run("bulk", func(b *testing.B) { h.benchBulk(b, c.t) })
 			b.Run("rtt-1B", func(b *testing.B) { h.benchRTT(b, c.t) })
@@ -51,22 +58,33 @@ func BenchmarkNodeDataPath(b *testing.B) {
 }
 
 // target is what a leaf measures: the server pod, the proxy processes on
-// its mesh path and, cross node, the stunnel peer (nil: not installed).
+// its mesh path and the peer making the same hop without a mesh (nil
+// when it is not installed, missing then saying so, or when the leaf has
+// none).
 type target struct {
-	dst       *pod
-	proxies   []*node
-	crossNode bool
-	tunnel    *stunnel
+	dst     *pod
+	proxies []*node
+	peer    peer
+	missing string
 }
 
-// stunnelPhase reports whether the leaf has a stunnel phase. A cross-node
-// leaf without one says so in its own output: the harness's note is in
+// peer is a conventional program making the mesh's hop, measured as a
+// third phase with the pods not enrolled: stunnel between the nodes,
+// HAProxy relaying on node-a.
+type peer interface {
+	name() string // the prefix of its figures
+	addr(port uint16) netip.AddrPort
+	procs() []*benchkit.Child
+}
+
+// peerPhase reports whether the leaf has a peer phase. A leaf whose peer
+// is not installed says so in its own output: the harness's note is in
 // the parent benchmark's, which only -v shows.
-func (t target) stunnelPhase(b *testing.B) bool {
-	if t.crossNode && t.tunnel == nil {
-		b.Log("stunnel is not installed (Debian: stunnel4): no stunnel phase")
+func (t target) peerPhase(b *testing.B) bool {
+	if t.peer == nil && t.missing != "" {
+		b.Log(t.missing)
 	}
-	return t.crossNode && t.tunnel != nil
+	return t.peer != nil
 }
 
 // direct is the server pod's port itself (the direct and mesh phases).
@@ -108,10 +126,10 @@ func (h *harness) benchBulk(b *testing.B, t target) {
 	b.ReportMetric(gbit(direct), "direct_Gbit/s")
 	b.ReportMetric(gbit(mesh), "mesh_Gbit/s")
 	b.ReportMetric(gbit(mesh)/gbit(direct), "ratio_vs_direct")
-	if t.stunnelPhase(b) {
-		st := measure(false, t.tunnel.addr(bulkPort))
-		b.ReportMetric(gbit(st), "stunnel_Gbit/s")
-		b.ReportMetric(gbit(mesh)/gbit(st), "ratio_vs_stunnel")
+	if t.peerPhase(b) {
+		p := measure(false, t.peer.addr(bulkPort))
+		b.ReportMetric(gbit(p), t.peer.name()+"_Gbit/s")
+		b.ReportMetric(gbit(mesh)/gbit(p), "ratio_vs_"+t.peer.name())
 	}
 }
 
@@ -157,15 +175,15 @@ func (h *harness) benchRTT(b *testing.B, t target) {
 	// Each wake-up of a proxy thread is a context switch; on a virtual
 	// machine they, not the work, dominate a small round trip.
 	b.ReportMetric(float64(switches)/float64(b.N), "proxy_ctxsw_per_op")
-	if t.stunnelPhase(b) {
-		st := measure(false, t.tunnel.addr(echoPort))
-		b.ReportMetric(us(st), "stunnel_us")
-		b.ReportMetric(us(st-direct), "stunnel_added_us")
+	if t.peerPhase(b) {
+		p := measure(false, t.peer.addr(echoPort))
+		b.ReportMetric(us(p), t.peer.name()+"_us")
+		b.ReportMetric(us(p-direct), t.peer.name()+"_added_us")
 	}
 }
 
 // procStats reads the CPU, memory and context switches of procs (the
-// proxies, or the stunnel instances).
+// proxies, or a peer's processes).
 func procStats(b *testing.B, procs []*benchkit.Child) []benchkit.ProcStats {
 	out := make([]benchkit.ProcStats, len(procs))
 	for i, p := range procs {
@@ -194,7 +212,7 @@ func (p httpPhase) vcpuPer1000() float64 {
 // benchHTTP: 1 KB GETs at a fixed rate (open loop, keep-alive) for
 // max(b.N, httpRate*httpSeconds()) requests per phase. It reports latency
 // percentiles of the phases and the proxies' CPU and RSS during the mesh
-// phase (the stunnel instances' CPU during the stunnel phase). ns/op is
+// phase (the peer's CPU during its phase). ns/op is
 // the mesh phase's mean latency.
 func (h *harness) benchHTTP(b *testing.B, t target) {
 	b.StopTimer()
@@ -229,13 +247,18 @@ func (h *harness) benchHTTP(b *testing.B, t target) {
 	mesh := measure(true, t.direct(httpPort), t.proxyProcs())
 	h.enroll(b, false)
 	reportHTTP(b, t, direct, mesh)
-	if t.stunnelPhase(b) {
-		conns := t.tunnel.accepted()
-		st := measure(false, t.tunnel.addr(httpPort), t.tunnel.procs())
-		// Each is a TLS handshake: keep-alive should keep them few.
-		b.Logf("stunnel phase: %d connections (TLS connections) for %d requests", t.tunnel.accepted()-conns, n+httpRate/5)
-		b.ReportMetric(float64(st.r.Pct(0.50))/1e3, "stunnel_p50_us")
-		b.ReportMetric(st.vcpuPer1000(), "stunnel_vcpu_per_1000rps")
+	if t.peerPhase(b) {
+		tunnel, _ := t.peer.(*stunnel)
+		var conns int
+		if tunnel != nil {
+			conns = tunnel.accepted()
+		}
+		p := measure(false, t.peer.addr(httpPort), t.peer.procs())
+		if tunnel != nil { // each is a TLS handshake: keep-alive should keep them few
+			b.Logf("stunnel phase: %d connections (TLS connections) for %d requests", tunnel.accepted()-conns, n+httpRate/5)
+		}
+		b.ReportMetric(float64(p.r.Pct(0.50))/1e3, t.peer.name()+"_p50_us")
+		b.ReportMetric(p.vcpuPer1000(), t.peer.name()+"_vcpu_per_1000rps")
 	}
 }
 

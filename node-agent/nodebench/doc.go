@@ -24,7 +24,9 @@
 // enrolled ("mesh") phase, so every figure is reported as a ratio against
 // it. Cross node, a third phase goes through the stunnel peer
 // (stunnel_test.go): the conventional mTLS tunnel a user would put between
-// two nodes without a mesh, one stunnel per node, pods not enrolled.
+// two nodes without a mesh, one stunnel per node, pods not enrolled. Same
+// node, it goes through HAProxy relaying TCP in node-a (relay_test.go):
+// the agent's same-node hop without the mesh's work.
 // Run with `make bench` or
 //
 //	go test ./node-agent/nodebench/ -run '^$' -bench . -benchmem

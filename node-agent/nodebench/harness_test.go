@@ -63,7 +63,8 @@ func matching(es []accessEntry, dst netip.AddrPort) []accessEntry {
 // client's own IP on every path, the enrolled paths leave access-log lines
 // in the proxy processes on the way (and bump the capture counters), the
 // direct ones leave none. Last, one request through the stunnel peer
-// reaches server-b from node-b's stunnel (checkStunnel).
+// reaches server-b from node-b's stunnel (checkStunnel), and one through
+// the HAProxy relay server-a from node-a (checkRelay).
 func TestNodeDataPath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs root, network namespaces and BPF (make unit runs -short)")
@@ -143,6 +144,13 @@ func TestNodeDataPath(t *testing.T) {
 		h.checkStunnel(t)
 	case os.Getenv("WEFT_E2E_REQUIRE") == "1":
 		t.Fatal("WEFT_E2E_REQUIRE=1 but stunnel is not installed (Debian: stunnel4): the stunnel peer is unchecked")
+	}
+	switch {
+	case h.relay != nil:
+		t.Log("through the HAProxy relay (not enrolled): HAProxy in node-a connects to server-a, no proxy on the way")
+		h.checkRelay(t)
+	case os.Getenv("WEFT_E2E_REQUIRE") == "1":
+		t.Fatal("WEFT_E2E_REQUIRE=1 but HAProxy is not installed (Debian: haproxy): the relay peer is unchecked")
 	}
 	for _, n := range []*node{h.a, h.b} {
 		if log := benchkit.FileText(n.stderrLog()); strings.TrimSpace(log) != "" {

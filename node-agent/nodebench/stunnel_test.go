@@ -73,6 +73,8 @@ func (s *stunnel) addr(port uint16) netip.AddrPort {
 	panic(fmt.Sprintf("no stunnel service for port %d", port))
 }
 
+func (*stunnel) name() string { return "stunnel" }
+
 // procs are both instances, whose CPU the HTTP leaf sums as it sums the
 // mesh's two proxies.
 func (s *stunnel) procs() []*benchkit.Child { return []*benchkit.Child{s.client, s.server} }
@@ -113,6 +115,10 @@ func (h *harness) startStunnel(tb testing.TB, ca *spiffetest.CA, dir, bundleFile
 		return nil
 	}
 	s := &stunnel{}
+	ports := make([]uint16, len(stunnelServices))
+	for i, svc := range stunnelServices {
+		ports[i] = svc.tunnel
+	}
 	for _, x := range []struct {
 		n      *node
 		client bool
@@ -132,17 +138,17 @@ func (h *harness) startStunnel(tb testing.TB, ca *spiffetest.CA, dir, bundleFile
 			Name:   x.n.name + " stunnel",
 			Stderr: filepath.Join(dir, name+".log"), // foreground = yes logs to stderr
 			Start:  func(cmd *exec.Cmd) error { return netns.Start(cmd, nsPath) },
-			Ready:  stunnelListening(cmd),
+			Ready:  listeningOn(cmd, ports),
 		})
 	}
 	return s
 }
 
-// stunnelListening waits until the started cmd listens on all service
-// ports. stunnel logs nothing when it has bound, and a probe connection
-// would show up in its log as a failed handshake, so it reads the
-// listeners of cmd's netns from /proc.
-func stunnelListening(cmd *exec.Cmd) benchkit.Ready {
+// listeningOn waits until the started cmd listens on all ports. stunnel
+// logs nothing when it has bound, and a probe connection would show up in
+// its log as a failed handshake (in HAProxy's as a connection), so it
+// reads the listeners of cmd's netns from /proc.
+func listeningOn(cmd *exec.Cmd, ports []uint16) benchkit.Ready {
 	return func(io.Reader) (string, error) {
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", cmd.Process.Pid))
@@ -150,8 +156,8 @@ func stunnelListening(cmd *exec.Cmd) benchkit.Ready {
 				return "", fmt.Errorf("exited: %w", err)
 			}
 			ok := true
-			for _, svc := range stunnelServices {
-				ok = ok && tcpListening(string(raw), svc.tunnel)
+			for _, port := range ports {
+				ok = ok && tcpListening(string(raw), port)
 			}
 			if ok {
 				return "", nil

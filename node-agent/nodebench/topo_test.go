@@ -145,7 +145,8 @@ type harness struct {
 	pods               []*pod
 	enrolled           bool
 	ca                 *spiffetest.CA // the test CA of the pods' and stunnel's certificates
-	tunnel             *stunnel       // the stunnel peer; nil when stunnel is not installed
+	tunnel             *stunnel       // the cross-node peer; nil when stunnel is not installed
+	relay              *relay         // the same-node peer; nil when HAProxy is not installed
 }
 
 // newHarness builds the topology, starts both node proxies (each knowing
@@ -266,6 +267,7 @@ func newHarness(tb testing.TB, known scale) *harness {
 		}
 	}
 	h.tunnel = h.startStunnel(tb, ca, tmp, bundleFile)
+	h.relay = h.startRelay(tb, tmp)
 	return h
 }
 

@@ -239,15 +239,7 @@ func startChild(tb testing.TB, cmd *exec.Cmd, stderrPath string, ready benchkit.
 // ---- nginx ----
 
 // nginxBinary is the installed nginx, "" when there is none.
-func nginxBinary() string {
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, _ := exec.LookPath("nginx")
-	return p
-}
+func nginxBinary() string { return benchkit.Binary("nginx", "/usr/local/nginx/sbin/nginx") }
 
 // nginxConf makes nginx a reverse proxy to the backend over HTTP/1.1
 // keep-alive, one worker per core, access log on (as the waypoint's)
@@ -334,15 +326,7 @@ func listening(addr, errLog string) benchkit.Ready {
 // ---- HAProxy ----
 
 // haproxyBinary is the installed HAProxy, "" when there is none.
-func haproxyBinary() string {
-	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, _ := exec.LookPath("haproxy")
-	return p
-}
+func haproxyBinary() string { return benchkit.Binary("haproxy") }
 
 // haproxyConf makes HAProxy what nginxConf makes nginx: a reverse proxy to
 // the backend with keep-alive on both sides (idle backend connections
