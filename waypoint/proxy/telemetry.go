@@ -200,12 +200,19 @@ func (m *Metrics) observe(r *record, ix *workloadIndex) {
 		return
 	}
 	set, l := m.current.Load(), r.httpValues(ix)
-	set.vecs[metricDuration].record(l, r.attributes, float64(time.Since(r.start).Microseconds())/1000)
-	set.vecs[metricRequestBytes].record(l, r.attributes, float64(r.headerIn+r.received))
-	set.vecs[metricResponseBytes].record(l, r.attributes, float64(r.headerOut+r.sent))
-	// The count last: a scrape that sees a request counted sees its
-	// duration and sizes too.
-	set.vecs[metricRequests].record(l, r.attributes, 1)
+	x := [len(httpMetrics)]float64{float64(time.Since(r.start).Microseconds()) / 1000,
+		float64(r.headerIn + r.received), float64(r.headerOut + r.sent), 1}
+	if set.http != nil {
+		for i, obs := range set.http.get(set, l).obs {
+			if obs != nil {
+				obs(x[i])
+			}
+		}
+	} else {
+		for i, m := range httpMetrics {
+			set.vecs[m].record(l, r.attributes, x[i])
+		}
+	}
 	if r.dryRun != "" {
 		decision, _, _ := strings.Cut(r.dryRun, "[")
 		m.dryRun.WithLabelValues(r.chain, decision).Inc()
