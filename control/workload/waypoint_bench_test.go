@@ -4,10 +4,10 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/weft-mesh/weft/internal/benchkit"
-
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/control/waypoint"
 	"github.com/weft-mesh/weft/control/workload"
+	"github.com/weft-mesh/weft/internal/benchkit"
 )
 
 // BenchmarkTranslateWaypoints10kWorkloads is a push's second translation
@@ -27,11 +27,9 @@ func benchTranslateWaypoints(b *testing.B, skipGRPC bool) {
 	addrs := workload.Translate(workload.Config{}, in).Addresses
 	b.ReportAllocs()
 	for b.Loop() {
-		out := waypoint.Translate(waypoint.Config{}, waypoint.Inputs{
-			Addresses: addrs, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
-			IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries,
-			SkipGRPC: skipGRPC,
-		})
+		wi := waypointInputs(in, addrs)
+		wi.SkipGRPC = skipGRPC
+		out := waypoint.Translate(waypoint.Config{}, wi)
 		if len(out.Groups()) == 0 {
 			b.Fatal("no waypoint configuration")
 		}
@@ -39,6 +37,13 @@ func benchTranslateWaypoints(b *testing.B, skipGRPC bool) {
 			b.Fatalf("gRPC group built: %v, skipped: %v", out.GRPC != nil, skipGRPC)
 		}
 	}
+}
+
+// waypointInputs is what a push hands the waypoint translation: the
+// workload translation's addresses and the cluster's objects.
+func waypointInputs(in workload.Inputs, addrs map[string]*workloadv1.Address) waypoint.Inputs {
+	return waypoint.Inputs{Addresses: addrs, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
+		IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries}
 }
 
 // BenchmarkTranslateWaypointsOnePodChange is the waypoint translation of a
@@ -59,19 +64,13 @@ func BenchmarkTranslateWaypointsOnePodChange(b *testing.B) {
 		b.StopTimer() // the workload translation is BenchmarkTranslateOnePodChange's
 		addrs := wt.Translate(in).Addresses
 		b.StartTimer()
-		tr.Translate(waypoint.Inputs{
-			Addresses: addrs, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
-			IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries,
-		})
+		tr.Translate(waypointInputs(in, addrs))
 	}
 	wt.Translate(in) // the workload Translator's own state is not the figure
 	heap := benchkit.LiveHeap()
 	translate(b)
 	kept := benchkit.LiveHeap() - heap
-	out := waypoint.Translate(waypoint.Config{}, waypoint.Inputs{
-		Addresses: wt.Translate(in).Addresses, Services: in.Services, Pods: in.Pods, AuthorizationPolicies: in.AuthorizationPolicies,
-		IngressGateways: in.Gateways, Namespaces: in.Namespaces, ServiceEntries: in.ServiceEntries,
-	})
+	out := waypoint.Translate(waypoint.Config{}, waypointInputs(in, wt.Translate(in).Addresses))
 	output := benchkit.LiveHeap() - heap - kept
 	runtime.KeepAlive(out)
 	pod := in.Pods[4321]

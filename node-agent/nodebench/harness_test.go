@@ -138,19 +138,21 @@ func TestNodeDataPath(t *testing.T) {
 	if a, b := accessLog(t, h.a), accessLog(t, h.b); len(a) != na || len(b) != nb {
 		t.Fatalf("requests after unenrolment reached a proxy:\nnode-a %v\nnode-b %v", a[na:], b[nb:])
 	}
-	switch {
-	case h.tunnel != nil:
-		t.Log("through the stunnel peer (not enrolled): node-b's stunnel connects to server-b, no proxy on the way")
-		h.checkStunnel(t)
-	case os.Getenv("WEFT_E2E_REQUIRE") == "1":
-		t.Fatal("WEFT_E2E_REQUIRE=1 but stunnel is not installed (Debian: stunnel4): the stunnel peer is unchecked")
-	}
-	switch {
-	case h.relay != nil:
-		t.Log("through the HAProxy relay (not enrolled): HAProxy in node-a connects to server-a, no proxy on the way")
-		h.checkRelay(t)
-	case os.Getenv("WEFT_E2E_REQUIRE") == "1":
-		t.Fatal("WEFT_E2E_REQUIRE=1 but HAProxy is not installed (Debian: haproxy): the relay peer is unchecked")
+	for _, p := range []struct {
+		installed     bool
+		path, missing string
+		check         func(*testing.T)
+	}{
+		{h.tunnel != nil, "the stunnel peer (not enrolled): node-b's stunnel connects to server-b", "stunnel (Debian: stunnel4)", h.checkStunnel},
+		{h.relay != nil, "the HAProxy relay (not enrolled): HAProxy in node-a connects to server-a", "HAProxy (Debian: haproxy)", h.checkRelay},
+	} {
+		switch {
+		case p.installed:
+			t.Logf("through %s, no proxy on the way", p.path)
+			p.check(t)
+		case os.Getenv("WEFT_E2E_REQUIRE") == "1":
+			t.Fatalf("WEFT_E2E_REQUIRE=1 but %s is not installed: its peer is unchecked", p.missing)
+		}
 	}
 	for _, n := range []*node{h.a, h.b} {
 		if log := benchkit.FileText(n.stderrLog()); strings.TrimSpace(log) != "" {

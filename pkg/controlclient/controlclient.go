@@ -48,8 +48,8 @@ func Dial(address, caRootFile, tokenFile string) (*grpc.ClientConn, error) {
 // A full state is large (tens of MB at 10,000 pods), hence the message
 // size. Fixed flow-control windows turn off gRPC's bandwidth-delay
 // estimation, which sends a PING, and reads its acknowledgement, for
-// nearly every response received: a third of the frames of a small
-// update (control/xds.ServerOptions has the figures). 4 MiB lets a full
+// nearly every response received (control/xds.ServerOptions has what that
+// cost a push). 4 MiB lets a full
 // state stream at 4 MiB per round trip, 4 GB/s at 1 ms.
 func Options() []grpc.DialOption {
 	return []grpc.DialOption{

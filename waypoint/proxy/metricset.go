@@ -202,32 +202,32 @@ func hashValues(values []string) uint64 {
 	return h.Sum64()
 }
 
-// get returns the series of values, which the cache keeps: the caller
-// must not change them afterwards.
-func (c *httpSeriesCache) get(set *metricSet, values []string) *httpSeries {
-	k := hashValues(values)
+// httpSeries returns the series of values (s.http must be set), which
+// the cache keeps: the caller must not change them afterwards.
+func (s *metricSet) httpSeries(values []string) *httpSeries {
+	c, k := s.http, hashValues(values)
 	c.mu.RLock()
-	s := c.lookup(k, values)
+	found := c.lookup(k, values)
 	c.mu.RUnlock()
-	if s != nil {
-		return s
+	if found != nil {
+		return found
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s := c.lookup(k, values); s != nil { // made meanwhile
-		return s
+	if found := c.lookup(k, values); found != nil { // made meanwhile
+		return found
 	}
-	s = &httpSeries{values: values}
+	series := &httpSeries{values: values}
 	for i, m := range httpMetrics {
-		switch v := set.vecs[m]; {
+		switch v := s.vecs[m]; {
 		case v.c != nil:
-			s.obs[i] = v.c.WithLabelValues(values...).Add
+			series.obs[i] = v.c.WithLabelValues(values...).Add
 		case v.h != nil:
-			s.obs[i] = v.h.WithLabelValues(values...).Observe
+			series.obs[i] = v.h.WithLabelValues(values...).Observe
 		}
 	}
-	c.series[k] = append(c.series[k], s)
-	return s
+	c.series[k] = append(c.series[k], series)
+	return series
 }
 
 func (c *httpSeriesCache) lookup(k uint64, values []string) *httpSeries {

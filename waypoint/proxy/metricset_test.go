@@ -32,7 +32,7 @@ func TestHTTPSeriesCache(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 100 {
-				for _, obs := range set.http.get(set, values("200")).obs {
+				for _, obs := range set.httpSeries(values("200")).obs {
 					obs(1)
 				}
 			}
@@ -42,7 +42,7 @@ func TestHTTPSeriesCache(t *testing.T) {
 	a, b := values("2"), values("20")
 	a[len(a)-1], b[len(b)-1] = "00", "0" // "2","00" and "20","0": the same bytes in a row
 	for _, v := range [][]string{values("503"), a, b} {
-		for _, obs := range set.http.get(set, v).obs {
+		for _, obs := range set.httpSeries(v).obs {
 			obs(1)
 		}
 	}
@@ -78,7 +78,7 @@ func BenchmarkHTTPMetrics(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			for _, obs := range set.http.get(set, values()).obs {
+			for _, obs := range set.httpSeries(values()).obs {
 				obs(1)
 			}
 		}

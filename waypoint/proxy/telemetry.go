@@ -203,7 +203,7 @@ func (m *Metrics) observe(r *record, ix *workloadIndex) {
 	x := [len(httpMetrics)]float64{float64(time.Since(r.start).Microseconds()) / 1000,
 		float64(r.headerIn + r.received), float64(r.headerOut + r.sent), 1}
 	if set.http != nil {
-		for i, obs := range set.http.get(set, l).obs {
+		for i, obs := range set.httpSeries(l).obs {
 			if obs != nil {
 				obs(x[i])
 			}
