@@ -53,6 +53,7 @@ func newClientConn(conn, raw net.Conn, peer spiffeid.ID, o Options, log *slog.Lo
 	}
 	sc.w.unlockFlushed()
 	if err := sc.w.err; err != nil {
+		close(sc.readDone) // no read loop to wait for
 		return nil, err
 	}
 	go sc.serve()

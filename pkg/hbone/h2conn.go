@@ -44,6 +44,9 @@ type h2Conn struct {
 	w      connWriter
 	ctx    context.Context
 	stop   context.CancelFunc
+	// readDone is closed when the read loop (serve) has ended, or when it
+	// will never run (a client whose preface could not be sent).
+	readDone chan struct{}
 
 	mu          sync.Mutex
 	connCond    sync.Cond // writers waiting for connection send window
@@ -112,13 +115,15 @@ func newH2Conn(conn, raw net.Conn, peer spiffeid.ID, o Options, log *slog.Logger
 	sc.fr.MaxHeaderListSize = o.MaxHeaderListSize
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.SetReuseFrames()
-	sc.w.init(bw, sc.fr, func(err error) { go sc.close(err) })
+	sc.readDone = make(chan struct{})
+	sc.w.init(bw, sc.fr, func(err error) { go sc.writeFailed(err) })
 	sc.w.stats = stats
 	return sc
 }
 
 // serve runs the connection until it ends.
 func (sc *h2Conn) serve() {
+	defer close(sc.readDone)
 	err := sc.handshake()
 	if err != nil {
 		sc.log.Debug("hbone HTTP/2 handshake failed", "remote", sc.raw.RemoteAddr(), "err", err)
@@ -269,6 +274,27 @@ func (sc *h2Conn) abandon(err error) {
 	sc.w.enqueue(ctlFrame{kind: http2.FrameGoAway, val: last, code: http2.ErrCode(ce)})
 	sc.w.lock()
 	sc.w.unlockFlushed()
+	sc.close(err)
+}
+
+// peerReasonWait bounds how long a connection whose write failed waits for
+// its read loop to find out why.
+const peerReasonWait = time.Second
+
+// writeFailed closes the connection after a write failed with err. A peer
+// that closed first usually said why before it did (a TLS alert: our
+// certificate was refused; a GOAWAY) and what it sent is still ours to
+// read: the read loop closes with that reason, which is what the streams
+// should fail with, not "broken pipe". The write error is the reason only
+// when the read loop has not ended within peerReasonWait (a peer alive but
+// not reading).
+func (sc *h2Conn) writeFailed(err error) {
+	t := time.NewTimer(peerReasonWait)
+	defer t.Stop()
+	select {
+	case <-sc.readDone:
+	case <-t.C:
+	}
 	sc.close(err)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,6 +202,13 @@ func startTarget(tb testing.TB, handle func(*net.TCPConn)) string {
 func isRefused(err error, status int) bool {
 	var re *RefusedError
 	return errors.As(err, &re) && re.Status == status
+}
+
+// refusedCert: the error names the server's TLS alert refusing our
+// certificate, the reason an operator needs, not the write that found the
+// connection closed.
+func refusedCert(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "remote error: tls: bad certificate")
 }
 
 func spiffeidMust(s string) spiffeid.ID { return spiffeid.RequireFromString(s) }
