@@ -9,6 +9,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/control/inputset"
 	"github.com/weft-mesh/weft/control/xds"
 )
 
@@ -40,10 +41,8 @@ type translation struct {
 	t        *translator
 	out      Output
 	skipGRPC bool
-	// context is every input object but pods and addresses, objects how
-	// many there were (a set does not count repeats).
-	context   map[any]struct{}
-	objects   int
+	// context is every input object but pods and addresses.
+	context   *inputset.Set
 	pods      map[string]*corev1.Pod // by "<namespace>/<name>"
 	addresses map[string]*workloadv1.Address
 }
@@ -87,7 +86,7 @@ func (tr *Translator) Rebuilt() (loadAssignments int, full bool) { return tr.reb
 func newTranslation(t *translator, out Output, in Inputs) *translation {
 	l := &translation{t: t, out: out, skipGRPC: in.SkipGRPC, addresses: maps.Clone(in.Addresses),
 		pods: make(map[string]*corev1.Pod, len(in.Pods))}
-	l.context, l.objects = contextOf(in)
+	l.context = contextOf(in)
 	for _, p := range in.Pods {
 		if p != nil {
 			l.pods[p.Namespace+"/"+p.Name] = p
@@ -96,34 +95,23 @@ func newTranslation(t *translator, out Output, in Inputs) *translation {
 	return l
 }
 
-// contextOf is the set of in's objects other than pods and addresses, and
-// how many there are.
-func contextOf(in Inputs) (map[any]struct{}, int) {
-	set := map[any]struct{}{}
-	n := 0
-	add := func(o any) { set[o] = struct{}{}; n++ }
-	eachObject(in.Services, add)
-	eachObject(in.VirtualServices, add)
-	eachObject(in.DestinationRules, add)
-	eachObject(in.HTTPRoutes, add)
-	eachObject(in.AuthorizationPolicies, add)
-	eachObject(in.RequestAuthentications, add)
-	eachObject(in.IstioGateways, add)
-	eachObject(in.IngressGateways, add)
-	eachObject(in.Namespaces, add)
-	eachObject(in.ServiceEntries, add)
-	eachObject(in.EnvoyFilters, add)
-	eachObject(in.Telemetries, add)
-	eachObject(in.ReferenceGrants, add)
-	return set, n
-}
-
-func eachObject[T any](objects []*T, f func(any)) {
-	for _, o := range objects {
-		if o != nil {
-			f(o)
-		}
-	}
+// contextOf is the set of in's objects other than pods and addresses.
+func contextOf(in Inputs) *inputset.Set {
+	s := inputset.New()
+	inputset.Add(s, in.Services)
+	inputset.Add(s, in.VirtualServices)
+	inputset.Add(s, in.DestinationRules)
+	inputset.Add(s, in.HTTPRoutes)
+	inputset.Add(s, in.AuthorizationPolicies)
+	inputset.Add(s, in.RequestAuthentications)
+	inputset.Add(s, in.IstioGateways)
+	inputset.Add(s, in.IngressGateways)
+	inputset.Add(s, in.Namespaces)
+	inputset.Add(s, in.ServiceEntries)
+	inputset.Add(s, in.EnvoyFilters)
+	inputset.Add(s, in.Telemetries)
+	inputset.Add(s, in.ReferenceGrants)
+	return s
 }
 
 // healthChange is what changed since a translation when only workloads'
@@ -144,7 +132,7 @@ func (l *translation) healthChanges(in Inputs) (c healthChange, ok bool) {
 	if c.pods, ok = l.changedPods(in.Pods); !ok {
 		return c, false
 	}
-	if context, n := contextOf(in); n != l.objects || !maps.Equal(context, l.context) {
+	if !contextOf(in).Equal(l.context) {
 		return c, false
 	}
 	c.workloads, c.addresses = map[string]*workloadv1.Workload{}, map[string]*workloadv1.Address{}

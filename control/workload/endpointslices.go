@@ -54,7 +54,7 @@ func (t *translator) translateEndpointSlices(eps []*discoveryv1.EndpointSlice) {
 		if ms == nil || es.AddressType == discoveryv1.AddressTypeFQDN {
 			continue // not a selectorless Service's slice; FQDN slices are deprecated
 		}
-		t.context[es] = struct{}{} // pods take their endpoints
+		t.context.Put(es) // pods take their endpoints
 		ports := slicePorts(ms, es.Ports)
 		for _, ep := range es.Endpoints {
 			t.addSliceEndpoint(es, ms, ports, ep)

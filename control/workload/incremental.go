@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/control/inputset"
 )
 
 // Translator translates the cluster call after call, re-translating only
@@ -26,7 +27,7 @@ type Translator struct {
 	cfg Config
 	// context is what the pods' workloads read besides the pods, at the
 	// last call; pods is what each pod became then.
-	context map[any]struct{}
+	context *inputset.Set
 	pods    map[*corev1.Pod]podTranslation
 	// translated counts the pods the last call translated.
 	translated int
@@ -63,7 +64,7 @@ func (tr *Translator) Translate(in Inputs) Output {
 	t.translatePeerAuthentications(in.PeerAuthentications)
 	t.readContext(in)
 	last := tr.pods
-	if !sameKeys(t.context, tr.context) {
+	if !t.context.Equal(tr.context) {
 		last = nil
 	}
 	tr.pods, tr.translated = t.translatePods(in.Pods, last)
@@ -85,38 +86,17 @@ func (tr *Translator) Translated() int { return tr.translated }
 // workload may read (translateEndpointSlices has added the slices it
 // kept).
 func (t *translator) readContext(in Inputs) {
-	add := func(o any) { t.context[o] = struct{}{} }
-	eachObject(in.Namespaces, add)
-	eachObject(in.Gateways, add)
-	eachObject(in.Services, add)
-	eachObject(in.ServiceEntries, add)
-	eachObject(in.AuthorizationPolicies, add)
-	eachObject(in.PeerAuthentications, add)
+	inputset.Add(t.context, in.Namespaces)
+	inputset.Add(t.context, in.Gateways)
+	inputset.Add(t.context, in.Services)
+	inputset.Add(t.context, in.ServiceEntries)
+	inputset.Add(t.context, in.AuthorizationPolicies)
+	inputset.Add(t.context, in.PeerAuthentications)
 	for _, n := range in.Nodes {
 		if n != nil {
-			add(nodeLocality{n.Name, n.Labels[labelTopologyRegion], n.Labels[labelTopologyZone], n.Labels[labelTopologySubzone]})
+			t.context.Put(nodeLocality{n.Name, n.Labels[labelTopologyRegion], n.Labels[labelTopologyZone], n.Labels[labelTopologySubzone]})
 		}
 	}
-}
-
-func eachObject[T any](objects []*T, f func(any)) {
-	for _, o := range objects {
-		if o != nil {
-			f(o)
-		}
-	}
-}
-
-func sameKeys(a, b map[any]struct{}) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if _, ok := b[k]; !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // translatePods adds the workload of every pod, the one in last when the

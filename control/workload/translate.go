@@ -39,6 +39,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+	"github.com/weft-mesh/weft/control/inputset"
 	"github.com/weft-mesh/weft/pkg/mesh"
 )
 
@@ -197,7 +198,7 @@ type translator struct {
 	problems []Problem
 	// context is what pods' workloads read besides the pods themselves
 	// (see Translator).
-	context map[any]struct{}
+	context *inputset.Set
 }
 
 func newTranslator(cfg Config, in Inputs) *translator {
@@ -213,7 +214,7 @@ func newTranslator(cfg Config, in Inputs) *translator {
 		selectorPolicies:     make(map[string][]selectorPolicy),
 		addresses:            make(map[string]*workloadv1.Address, len(in.Pods)+len(in.Services)),
 		authorizations:       make(map[string]*workloadv1.Authorization),
-		context:              make(map[any]struct{}),
+		context:              inputset.New(),
 	}
 }
 
