@@ -58,7 +58,7 @@ func printTargets(w io.Writer, res *Results) error {
 		return err
 	}
 	m, n, all := met(outs)
-	_, err := fmt.Fprintf(w, "\n%d of %d targets met, %d measured (%s, %d runs, commit %s)\n", m, all, n, res.Date, res.Count, res.Commit)
+	_, err := fmt.Fprintf(w, "\n%d of %d targets met, %d measured (%s, %d runs, commit %s%s)\n", m, all, n, res.Date, res.Count, res.Commit, res.builtWith())
 	return err
 }
 
@@ -67,8 +67,8 @@ func targetsMarkdown(res *Results) string {
 	var b strings.Builder
 	outs := evaluate(res)
 	m, n, all := met(outs)
-	fmt.Fprintf(&b, "%d of %d targets met, %d measured. Run of %s, commit `%s`, %d runs of each benchmark on %s (%s cores).\n\n",
-		m, all, n, res.Date, res.Commit, res.Count, res.Machine["cpu"], res.Machine["cores"])
+	fmt.Fprintf(&b, "%d of %d targets met, %d measured. Run of %s, commit `%s`%s, %d runs of each benchmark on %s (%s cores).\n\n",
+		m, all, n, res.Date, res.Commit, res.builtWith(), res.Count, res.Machine["cpu"], res.Machine["cores"])
 	b.WriteString("| area | target | limit | median (min-max) | status | reference |\n|---|---|---|---|---|---|\n")
 	for _, o := range outs {
 		status := "**" + o.Status + "**"
@@ -128,4 +128,12 @@ func generate(doc []byte, res *Results) ([]byte, error) {
 		doc = slices.Concat(doc[:i+len(begin)], []byte(s.body), doc[j:])
 	}
 	return doc, nil
+}
+
+// builtWith names the run's GOFLAGS, when it had any.
+func (res *Results) builtWith() string {
+	if res.GoFlags == "" {
+		return ""
+	}
+	return ", GOFLAGS " + res.GoFlags
 }

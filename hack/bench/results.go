@@ -12,9 +12,12 @@ import (
 // Results is the machine-readable record of one `make bench`: every
 // figure every benchmark reported, each with the value of every run.
 type Results struct {
-	Date    string            `json:"date"`
-	Commit  string            `json:"commit"`
-	Count   int               `json:"count"`   // runs asked for (go test -count)
+	Date   string `json:"date"`
+	Commit string `json:"commit"`
+	Count  int    `json:"count"` // runs asked for (go test -count)
+	// GoFlags is the GOFLAGS the benchmarks were built with (make sets the
+	// build tags of what it ships there).
+	GoFlags string            `json:"goflags,omitempty"`
 	Machine map[string]string `json:"machine"` // goos, goarch, cpu, cores as go test printed them
 	Leaves  []*Leaf           `json:"benchmarks"`
 }

@@ -46,6 +46,7 @@ func run(count int, bench string, pkgs []string) (*Results, error) {
 		return nil, err
 	}
 	res.Date, res.Count = time.Now().UTC().Format(time.RFC3339), count
+	res.GoFlags = strings.TrimSpace(os.Getenv("GOFLAGS"))
 	res.Machine["cores"] = fmt.Sprint(runtime.NumCPU())
 	if head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		res.Commit = strings.TrimSpace(string(head))
