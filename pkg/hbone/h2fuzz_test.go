@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -236,5 +238,58 @@ func TestOpenOnDeadConnectionSaysWhy(t *testing.T) {
 	_, err = sc.openStream("10.0.0.1:80", nil)
 	if !errors.Is(err, errConnClosed) || !strings.Contains(err.Error(), "PROTOCOL_ERROR") {
 		t.Errorf("openStream on the dead connection: %v; want it closed by a PROTOCOL_ERROR", err)
+	}
+}
+
+// failingWrites is a conn whose writes fail once broken is set.
+type failingWrites struct {
+	net.Conn
+	broken atomic.Bool
+}
+
+var errWriteBroken = errors.New("test: write failed")
+
+func (c *failingWrites) Write(p []byte) (int, error) {
+	if c.broken.Load() {
+		return 0, errWriteBroken
+	}
+	return c.Conn.Write(p)
+}
+
+// TestWriteFailureWaitsForPeersReason: a write that fails closes the
+// connection with the reason the read loop finds when it finds one (the
+// peer said why before it hung up: here a first frame that is not
+// SETTINGS, a PROTOCOL_ERROR), and with the write's own error after
+// peerReasonWait when the peer says nothing.
+func TestWriteFailureWaitsForPeersReason(t *testing.T) {
+	for _, peerSpeaks := range []bool{true, false} {
+		synctest.Test(t, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			go io.Copy(io.Discard, b)
+			conn := &failingWrites{Conn: a}
+			sc, err := newClientConn(conn, conn, serverID, Options{}.withDefaults(), slog.New(slog.DiscardHandler), &resetStats{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			conn.broken.Store(true)
+			start := time.Now()
+			st, err := sc.openStream("10.0.0.1:80", nil) // its flush fails
+			if err != nil {
+				t.Fatal(err)
+			}
+			if peerSpeaks { // a first frame that is not SETTINGS
+				http2.NewFramer(b, nil).WritePing(false, [8]byte{})
+			}
+			err = st.awaitResponse(context.Background())
+			waited := time.Since(start)
+			switch {
+			case peerSpeaks && (!strings.Contains(err.Error(), "PROTOCOL_ERROR") || waited >= peerReasonWait):
+				t.Errorf("peer said why: stream failed with %v after %v; want the PROTOCOL_ERROR at once", err, waited)
+			case !peerSpeaks && (!errors.Is(err, errConnClosed) || !strings.Contains(err.Error(), errWriteBroken.Error()) || waited != peerReasonWait):
+				t.Errorf("silent peer: stream failed with %v after %v; want the write's error after %v", err, waited, peerReasonWait)
+			}
+		})
 	}
 }
