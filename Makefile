@@ -30,7 +30,7 @@ FLAKE_COUNT ?= 20
 # made the linker keep every exported method of every type that reaches an
 # interface (it cannot tell which a template calls): without it
 # weft-waypoint is 49 MB instead of 32, weft-control 120 instead of 69, and
-# the waypoint's RSS at 1000 req/s 37-38 MiB instead of 30.5-31
+# the waypoint's RSS at 1000 req/s 36-39 MiB instead of 30-32
 # (docs/benchmarks.md). The third-party tools of kube-assets build as their
 # projects do, with the environment's GOFLAGS only.
 GO_TAGS ?= grpcnotrace

@@ -10,7 +10,7 @@ import (
 // The binaries make build ships link no golang.org/x/net/trace: built with
 // the grpcnotrace tag (Makefile GO_TAGS), gRPC leaves it out. Its
 // html/template turns off the linker's dead-code elimination of methods:
-// weft-waypoint was 49 MB instead of 32 with it, its RSS 7 MiB larger.
+// weft-waypoint was 49 MB instead of 32 with it, its RSS 5-7 MiB larger.
 func TestShippedBinariesLinkNoTracePackage(t *testing.T) {
 	requireE2E(t)
 	for _, name := range []string{"weft-control", "weft-node-agent", "weft-waypoint", "weft-gateway"} {

@@ -286,8 +286,8 @@ const peerReasonWait = time.Second
 // certificate was refused; a GOAWAY) and what it sent is still ours to
 // read: the read loop closes with that reason, which is what the streams
 // should fail with, not "broken pipe". The write error is the reason only
-// when the read loop has not ended within peerReasonWait (a peer alive but
-// not reading).
+// when the read loop has not ended within peerReasonWait (a write deadline
+// passed while the peer stays connected, say).
 func (sc *h2Conn) writeFailed(err error) {
 	t := time.NewTimer(peerReasonWait)
 	defer t.Stop()
