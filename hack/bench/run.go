@@ -35,6 +35,8 @@ func run(count int, bench string, pkgs []string) (*Results, error) {
 	// Static, as `make build` builds what ships: a cgo test binary maps
 	// libc, which the proxies' RSS figures (node agent, waypoint: the test
 	// binary re-executed) would count and the shipped binaries never have.
+	// The build tags come from GOFLAGS, which make sets (GO_TAGS) and the
+	// results record: run outside make, they are the environment's.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout = io.MultiWriter(os.Stdout, &out)
 	cmd.Stderr = os.Stderr

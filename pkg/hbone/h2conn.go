@@ -283,11 +283,12 @@ const peerReasonWait = time.Second
 
 // writeFailed closes the connection after a write failed with err. A peer
 // that closed first usually said why before it did (a TLS alert: our
-// certificate was refused; a GOAWAY) and what it sent is still ours to
-// read: the read loop closes with that reason, which is what the streams
-// should fail with, not "broken pipe". The write error is the reason only
-// when the read loop has not ended within peerReasonWait (a write deadline
-// passed while the peer stays connected, say).
+// certificate was refused) or sent what the read loop refuses (a protocol
+// error), and what it sent is still ours to read: the read loop closes
+// with that reason, which is what the streams should fail with, not
+// "broken pipe". The write error is the reason only when the read loop has
+// not ended within peerReasonWait (a write deadline passed while the peer
+// stays connected, say).
 func (sc *h2Conn) writeFailed(err error) {
 	t := time.NewTimer(peerReasonWait)
 	defer t.Stop()
