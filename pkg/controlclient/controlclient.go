@@ -51,10 +51,17 @@ func Dial(address, caRootFile, tokenFile string) (*grpc.ClientConn, error) {
 // nearly every response received (control/xds.ServerOptions has what that
 // cost a push). 4 MiB lets a full
 // state stream at 4 MiB per round trip, 4 GB/s at 1 ms.
+//
+// No service config from DNS: gRPC's resolver would otherwise look up a
+// TXT record (_grpc_config.<host>) before every connection, and where
+// the cluster's DNS does not answer it (a node whose resolver is down, a
+// netns without one) each resolution waits for that query's timeouts: an
+// agent started 10 s late. Weft sets no service config.
 func Options() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(4 << 20),
+		grpc.WithDisableServiceConfig(),
 	}
 }
 
