@@ -13,6 +13,8 @@ import (
 type ProcStats struct {
 	CPU         time.Duration // utime+stime
 	RSS         int64         // VmRSS, bytes
+	RSSAnon     int64         // RssAnon, bytes: heap, stacks
+	RSSFile     int64         // RssFile, bytes: the binary's and libraries' mapped pages
 	CtxSwitches int64         // voluntary (blocking waits), summed over the process's threads
 	Syscalls    int64         // read and write system calls (0 where the kernel does not count them)
 }
@@ -37,7 +39,9 @@ func ReadProcStats(pid int) (ProcStats, error) {
 	if err != nil {
 		return st, err
 	}
-	st.RSS = parseStatusRSS(string(status))
+	st.RSS = parseStatusKB(string(status), "VmRSS:")
+	st.RSSAnon = parseStatusKB(string(status), "RssAnon:")
+	st.RSSFile = parseStatusKB(string(status), "RssFile:")
 	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil { // needs task I/O accounting
 		st.Syscalls = parseIOSyscalls(string(io))
 	}
@@ -64,6 +68,8 @@ func TreeStats(pid int) (ProcStats, error) {
 		}
 		sum.CPU += s.CPU
 		sum.RSS += s.RSS
+		sum.RSSAnon += s.RSSAnon
+		sum.RSSFile += s.RSSFile
 		sum.CtxSwitches += s.CtxSwitches
 		sum.Syscalls += s.Syscalls
 	}
@@ -135,15 +141,14 @@ func parseIOSyscalls(io string) int64 {
 	return n
 }
 
-// parseStatusRSS is the VmRSS line of /proc/<pid>/status in bytes (0
-// without one, as for a zombie).
-func parseStatusRSS(status string) int64 {
-	var rss int64
+// parseStatusKB is the line of /proc/<pid>/status that starts with key
+// (VmRSS:, RssAnon:, ...) in bytes (0 without one, as for a zombie).
+func parseStatusKB(status, key string) int64 {
 	for _, line := range strings.Split(status, "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			rss = kb * 1024
+			return kb * 1024
 		}
 	}
-	return rss
+	return 0
 }

@@ -22,6 +22,7 @@ VmSize:	 1200000 kB
 VmHWM:	   40000 kB
 VmRSS:	   34816 kB
 RssAnon:	   20000 kB
+RssFile:	   14000 kB
 Threads:	8
 voluntary_ctxt_switches:	150
 nonvoluntary_ctxt_switches:	7
@@ -50,11 +51,13 @@ func TestParseIOSyscalls(t *testing.T) {
 	}
 }
 
-func TestParseStatusRSS(t *testing.T) {
-	if got, want := parseStatusRSS(statusFixture), int64(34816*1024); got != want {
-		t.Errorf("RSS = %d, want %d", got, want)
+func TestParseStatusKB(t *testing.T) {
+	for key, want := range map[string]int64{"VmRSS:": 34816 * 1024, "RssAnon:": 20000 * 1024, "RssFile:": 14000 * 1024, "VmSwap:": 0} {
+		if got := parseStatusKB(statusFixture, key); got != want {
+			t.Errorf("%s = %d, want %d", key, got, want)
+		}
 	}
-	if got := parseStatusRSS("Name:\tzombie\nState:\tZ (zombie)\n"); got != 0 {
+	if got := parseStatusKB("Name:\tzombie\nState:\tZ (zombie)\n", "VmRSS:"); got != 0 {
 		t.Errorf("RSS without VmRSS = %d, want 0", got)
 	}
 }
@@ -67,7 +70,7 @@ func TestReadProcStatsAndChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.CPU <= 0 || st.RSS <= 0 || st.CtxSwitches <= 0 || st.Syscalls <= 0 {
+	if st.CPU <= 0 || st.RSS <= 0 || st.RSSAnon <= 0 || st.RSSFile <= 0 || st.RSSAnon+st.RSSFile > st.RSS || st.CtxSwitches <= 0 || st.Syscalls <= 0 {
 		t.Fatalf("own stats: %+v", st)
 	}
 	cmd := exec.Command("sleep", "30")
