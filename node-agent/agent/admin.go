@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 
@@ -28,13 +31,36 @@ type admin struct {
 // ConfigDump is /config_dump's body.
 type ConfigDump struct {
 	XDS          XDSStatus             `json:"xds"`
-	Config       *config.Snapshot      `json:"config"`
+	Config       *config.Snapshot      `json:"config,omitempty"` // written first, streamed: writeConfigDump
 	Certificates []identity.CertStatus `json:"certificates"`
 	Enrolled     []netip.Addr          `json:"enrolled"`
 	// Listeners are this agent's proxy listener ports, where the capture
 	// steers once it is ready: the configured ones, or others if those
 	// were held (by the agent it succeeds).
 	Listeners bpf.ProxyListeners `json:"listeners"`
+}
+
+// writeConfigDump writes ConfigDump with its configuration streamed
+// (config.Snapshot.WriteJSON), first: the rest is small, the configuration
+// may be tens of MB, which encoding/json would build whole in memory.
+func (a *admin) writeConfigDump(w io.Writer) error {
+	rest, err := json.Marshal(ConfigDump{ // Config nil: omitted
+		XDS:          XDSStatus{Synced: a.xds.Synced(), Connects: a.xds.Connects()},
+		Certificates: a.ids.Status(),
+		Enrolled:     a.enroller.Enrolled(),
+		Listeners:    a.ports,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, `{"config":`); err != nil {
+		return err
+	}
+	if err := a.store.Snapshot().WriteJSON(w); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, ",%s\n", rest[1:])
+	return err
 }
 
 // XDSStatus says whether the agent has (had) its configuration.
@@ -46,13 +72,8 @@ type XDSStatus struct {
 func (a *admin) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
-		weftadmin.WriteJSON(w, ConfigDump{
-			XDS:          XDSStatus{Synced: a.xds.Synced(), Connects: a.xds.Connects()},
-			Config:       a.store.Snapshot(),
-			Certificates: a.ids.Status(),
-			Enrolled:     a.enroller.Enrolled(),
-			Listeners:    a.ports,
-		})
+		w.Header().Set("Content-Type", "application/json")
+		_ = a.writeConfigDump(w) // the client went away
 	})
 	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, _ *http.Request) {
 		conns := a.metrics.Connections()

@@ -249,7 +249,8 @@ func (a *shippedAgent) known(tb testing.TB) (workloads, services, authorizations
 // received, listeners open; polled every 20 ms), and its resident memory
 // after an idle window of one reconcile beat (rss_MB), split into
 // anonymous memory (anon_MB: heap, stacks) and file-backed pages
-// (file_MB: the binary's text and data).
+// (file_MB: the binary's text and data); and its resident memory once it
+// has answered one /config_dump (rss_after_dump_MB), which weftctl reads.
 //
 // Each leaf run starts its own agent, so -count gives independent
 // samples; the window also makes a run longer than the default
@@ -263,14 +264,20 @@ func BenchmarkShippedNodeAgent(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			// After the reading: the dump itself costs the agent memory.
+			// After the reading: the dump itself costs the agent memory,
+			// read again after it.
 			if w, svc, p := a.known(b); w != s.Workloads || svc != s.Services || p != s.Policies {
 				b.Fatalf("the agent holds %d workloads, %d services, %d policies; want %+v", w, svc, p, s)
+			}
+			dumped, err := benchkit.ReadProcStats(a.Pid())
+			if err != nil {
+				b.Fatal(err)
 			}
 			b.ReportMetric(float64(a.readyIn.Milliseconds()), "ready_ms")
 			b.ReportMetric(float64(st.RSS)/(1<<20), "rss_MB")
 			b.ReportMetric(float64(st.RSSAnon)/(1<<20), "anon_MB")
 			b.ReportMetric(float64(st.RSSFile)/(1<<20), "file_MB")
+			b.ReportMetric(float64(dumped.RSS)/(1<<20), "rss_after_dump_MB")
 		})
 	}
 }
