@@ -97,3 +97,14 @@ func TestClientVersionFromBuildInfo(t *testing.T) {
 		t.Fatalf("no build info: %+v", v)
 	}
 }
+
+// TestDumpIsIndented: node-config dump prints the agent's compact dump
+// indented, and a body that is not JSON as it came.
+func TestDumpIsIndented(t *testing.T) {
+	if got, want := string(indented([]byte(`{"config":{"workloads":{}},"enrolled":["10.0.0.1"]}`))), "{\n  \"config\": {\n    \"workloads\": {}\n  },\n  \"enrolled\": [\n    \"10.0.0.1\"\n  ]\n}"; got != want {
+		t.Errorf("indented:\n%s\nwant:\n%s", got, want)
+	}
+	if got := string(indented([]byte("not json\n"))); got != "not json\n" {
+		t.Errorf("a body that is not JSON became %q", got)
+	}
+}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -210,8 +212,19 @@ func rawDumpCommand(o *options, nf *nodeConfigFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = o.out.Write(body)
+			_, err = o.out.Write(indented(body))
 			return err
 		},
 	}
+}
+
+// indented is a JSON body indented for reading: the agent writes its dump
+// compact, streamed, and leaves the indenting to the reader's machine.
+// A body that is not JSON is returned as it came.
+func indented(body []byte) []byte {
+	var b bytes.Buffer
+	if err := json.Indent(&b, body, "", "  "); err != nil {
+		return body
+	}
+	return b.Bytes()
 }
