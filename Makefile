@@ -108,7 +108,7 @@ bench: prereqs build ## Every benchmark BENCH_COUNT times (default 5): min/media
 
 bench-compare: prereqs build ## Weft against its peers (nginx, HAProxy, stunnel) in the same runs, BENCH_COUNT times: each performance target, its measured ratio and whether it is met
 	WEFT_BIN_DIR=$(BIN) $(GO) run ./hack/bench run -count $(BENCH_COUNT) -out $(OUT)/bench/compare.json \
-		-bench '^(BenchmarkWaypoint|BenchmarkNodeDataPath|BenchmarkNodeAgentScale|BenchmarkShippedNodeAgent|BenchmarkCheckLatency|BenchmarkPushTo1000Subscribers|BenchmarkPushScale|BenchmarkTranslateOnePodChange|BenchmarkTranslateWaypointsOnePodChange)$$' ./waypoint/bench ./node-agent/nodebench ./node-agent/policy ./control/xds ./control/workload
+		-bench '^(BenchmarkWaypoint|BenchmarkNodeDataPath|BenchmarkNodeAgentScale|BenchmarkShippedNodeAgent|BenchmarkCheckLatency|BenchmarkPushTo1000Subscribers|BenchmarkPushScale|BenchmarkTranslateOnePodChange|BenchmarkTranslateWaypointsOnePodChange)$$' ./waypoint/bench ./node-agent/nodebench ./node-agent/nodebench/shipped ./node-agent/policy ./control/xds ./control/workload
 
 bench-docs: ## Keep BENCH_RESULTS (default: make bench's) as docs/benchmarks/results.json and regenerate docs/benchmarks.md's tables and charts from it
 	$(GO) run ./hack/bench docs -in $(BENCH_RESULTS) -store docs/benchmarks/results.json -doc docs/benchmarks.md

@@ -32,7 +32,9 @@
 //	go test ./node-agent/nodebench/ -run '^$' -bench . -benchmem
 //
 // The load generator, the /proc readings and the proxy processes'
-// start and stop are internal/benchkit's, shared with waypoint/bench.
+// start and stop are internal/benchkit's, shared with waypoint/bench. The
+// synthetic mesh of BenchmarkNodeAgentScale is package synth's; the
+// shipped weft-node-agent holding it is measured by package shipped.
 //
 // It needs root (network namespaces, BPF, bpffs) and iproute2; without them
 // it skips, or fails under WEFT_E2E_REQUIRE=1.

@@ -17,6 +17,7 @@ import (
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/node-agent/config"
+	"github.com/weft-mesh/weft/node-agent/nodebench/synth"
 	"github.com/weft-mesh/weft/node-agent/proxy"
 	"github.com/weft-mesh/weft/pkg/gomaxprocs"
 )
@@ -25,7 +26,7 @@ import (
 // value is the path of a proxyConfig JSON file.
 const proxyEnv = "WEFT_NODEBENCH_PROXY_CONFIG"
 
-const trustDomain = "cluster.local"
+const trustDomain = synth.TrustDomain
 
 // readyLine is what a node proxy prints on stdout once it listens.
 const readyLine = "READY"
@@ -57,14 +58,7 @@ func (p podSpec) id() spiffeid.ID {
 	return spiffeid.RequireFromPath(spiffeid.RequireTrustDomainFromString(trustDomain), "/ns/"+p.Namespace+"/sa/"+p.ServiceAccount)
 }
 
-func (p podSpec) address() *workloadv1.Address {
-	return &workloadv1.Address{Type: &workloadv1.Address_Workload{Workload: &workloadv1.Workload{
-		Uid: "Kubernetes//Pod/" + p.Namespace + "/" + p.Name, Name: p.Name, Namespace: p.Namespace,
-		Addresses: []string{p.IP}, Node: p.Node, ServiceAccount: p.ServiceAccount, TrustDomain: trustDomain,
-		TunnelProtocol: workloadv1.TunnelProtocol_HBONE, WorkloadName: p.Name, WorkloadType: "deployment",
-		CanonicalName: p.Name, CanonicalRevision: "v1",
-	}}}
-}
+func (p podSpec) address() *workloadv1.Address { return synth.Workload(synth.Pod(p)) }
 
 // svidFiles are the PEM files of one SVID of a workload on the node.
 type svidFiles struct {
@@ -120,7 +114,7 @@ func runNodeProxy(path string) error {
 	}
 
 	store := config.NewStore(config.Options{Logger: log})
-	addrs := cfg.Known.addresses()
+	addrs := cfg.Known.Addresses()
 	for _, p := range cfg.Workloads {
 		a := p.address()
 		addrs[a.GetWorkload().GetUid()] = a
@@ -128,7 +122,7 @@ func runNodeProxy(path string) error {
 	if err := store.Handle(config.AddressType, addrs, nil); err != nil {
 		return err
 	}
-	if err := store.Handle(config.AuthorizationType, cfg.Known.policies(), nil); err != nil {
+	if err := store.Handle(config.AuthorizationType, cfg.Known.Authorizations(), nil); err != nil {
 		return err
 	}
 

@@ -10,8 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,28 +42,11 @@ const (
 	respSize = 1024 // bytes of every HTTP response body
 )
 
-func requirePrivileged(tb testing.TB) {
-	tb.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root (network namespaces, BPF programs, bpffs)"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		reason = "needs iproute2 (ip) to build the topology"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
-		tb.Fatalf("WEFT_E2E_REQUIRE=1 but node data path harness %s", reason)
-	}
-	tb.Skip("node data path harness " + reason)
-}
+func requirePrivileged(tb testing.TB) { benchkit.RequireRoot(tb, "node data path harness") }
 
 func run(tb testing.TB, args ...string) {
 	tb.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		tb.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	benchkit.Run(tb, args...)
 }
 
 // Names of what a run creates carry its PID, so the next run can remove
@@ -75,42 +56,10 @@ const (
 	workDirPrefix = "weft-nodebench-" // $TMPDIR/weft-nodebench-<pid>-*, holds the bpffs
 )
 
-// sweepStale removes network namespaces and bpffs mounts of earlier runs
-// whose process is gone (killed before its cleanups ran).
+// sweepStale removes what killed runs of this package left behind.
 func sweepStale(tb testing.TB) {
 	tb.Helper()
-	dead := func(name, prefix string) bool {
-		rest, ok := strings.CutPrefix(name, prefix)
-		if !ok {
-			return false
-		}
-		pid, err := strconv.Atoi(rest[:strings.IndexAny(rest+"-", "-")])
-		if err != nil || pid == os.Getpid() {
-			return false
-		}
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		return err != nil || !strings.HasPrefix(string(comm), "nodebench")
-	}
-	if ents, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range ents {
-			if dead(e.Name(), netnsPrefix) {
-				tb.Logf("removing network namespace %s left by a killed run", e.Name())
-				_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), workDirPrefix+"*"))
-	for _, d := range dirs {
-		if !dead(filepath.Base(d), workDirPrefix) {
-			continue
-		}
-		tb.Logf("removing %s left by a killed run", d)
-		if err := unix.Unmount(filepath.Join(d, "bpffs"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			tb.Logf("unmount %s/bpffs: %v", d, err)
-			continue
-		}
-		_ = os.RemoveAll(d)
-	}
+	benchkit.SweepStale(tb, netnsPrefix, workDirPrefix, "nodebench")
 }
 
 // node is one node netns with its capture and its proxy process.

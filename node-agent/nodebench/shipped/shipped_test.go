@@ -1,4 +1,4 @@
-package nodebench
+package shipped
 
 import (
 	"context"
@@ -22,16 +22,29 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 
-	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/bpf"
 	"github.com/weft-mesh/weft/control/xds"
 	"github.com/weft-mesh/weft/internal/benchkit"
+	"github.com/weft-mesh/weft/node-agent/nodebench/synth"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/netns"
 	"github.com/weft-mesh/weft/pkg/testpki"
 )
+
+// Names of what a run creates carry its PID, so the next run can remove
+// what a killed run left behind (benchkit.SweepStale).
+const (
+	netnsPrefix   = "wsa"           // wsa<pid>-node
+	workDirPrefix = "weft-shipped-" // $TMPDIR/weft-shipped-<pid>-*, holds the bpffs
+)
+
+func writeFile(tb testing.TB, path string, b []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
 
 // The shipped node agent's node: one netns whose uplink (a veth whose peer
 // stays in the netns: the kernel may lack the dummy device) carries the
@@ -51,7 +64,7 @@ func shippedAgentBinary(tb testing.TB) string {
 	dir := os.Getenv("WEFT_BIN_DIR")
 	if dir == "" {
 		_, file, _, _ := runtime.Caller(0)
-		dir = filepath.Join(filepath.Dir(file), "..", "..", "_output", "bin")
+		dir = filepath.Join(filepath.Dir(file), "..", "..", "..", "_output", "bin")
 	}
 	bin := filepath.Join(dir, "weft-node-agent")
 	if _, err := os.Stat(bin); err != nil {
@@ -78,11 +91,11 @@ type shippedAgent struct {
 // startShippedAgent starts it and waits until it is ready (its ready file,
 // which exists once its configuration is synced and its listeners open).
 // Everything is undone by tb.Cleanup.
-func startShippedAgent(tb testing.TB, s scale) *shippedAgent {
+func startShippedAgent(tb testing.TB, s synth.Scale) *shippedAgent {
 	tb.Helper()
-	requirePrivileged(tb)
+	benchkit.RequireRoot(tb, "shipped node agent harness")
 	bin := shippedAgentBinary(tb)
-	sweepStale(tb)
+	benchkit.SweepStale(tb, netnsPrefix, workDirPrefix, "shipped")
 	tmp, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", workDirPrefix, os.Getpid()))
 	if err != nil {
 		tb.Fatal(err)
@@ -132,19 +145,19 @@ func readyFile(path string) benchkit.Ready {
 // default route.
 func shippedNetns(tb testing.TB) string {
 	tb.Helper()
-	name := fmt.Sprintf("%s%d-shipped", netnsPrefix, os.Getpid())
-	run(tb, "ip", "netns", "add", name)
+	name := fmt.Sprintf("%s%d-node", netnsPrefix, os.Getpid())
+	benchkit.Run(tb, "ip", "netns", "add", name)
 	tb.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			tb.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
 	})
-	run(tb, "ip", "-n", name, "link", "set", "lo", "up")
-	run(tb, "ip", "-n", name, "link", "add", "uplink", "type", "veth", "peer", "name", "fabric")
-	run(tb, "ip", "-n", name, "addr", "add", shippedUplink+"/24", "dev", "uplink")
-	run(tb, "ip", "-n", name, "link", "set", "fabric", "up")
-	run(tb, "ip", "-n", name, "link", "set", "uplink", "up")
-	run(tb, "ip", "-n", name, "route", "add", "default", "via", shippedGateway, "dev", "uplink")
+	benchkit.Run(tb, "ip", "-n", name, "link", "set", "lo", "up")
+	benchkit.Run(tb, "ip", "-n", name, "link", "add", "uplink", "type", "veth", "peer", "name", "fabric")
+	benchkit.Run(tb, "ip", "-n", name, "addr", "add", shippedUplink+"/24", "dev", "uplink")
+	benchkit.Run(tb, "ip", "-n", name, "link", "set", "fabric", "up")
+	benchkit.Run(tb, "ip", "-n", name, "link", "set", "uplink", "up")
+	benchkit.Run(tb, "ip", "-n", name, "route", "add", "default", "via", shippedGateway, "dev", "uplink")
 	return "/run/netns/" + name
 }
 
@@ -173,14 +186,14 @@ func shippedBPFFS(tb testing.TB, tmp string) string {
 // with a certificate for localhost, on a listener inside the node's netns,
 // and writes the agent's trust anchors and token into tmp. It serves no
 // certificates: no workload of the node's asks for one.
-func serveControl(tb testing.TB, ns, tmp string, s scale) {
+func serveControl(tb testing.TB, ns, tmp string, s synth.Scale) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
 	srv := xds.New(ctx, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	srv.Update(xds.AddressType, s.addresses())
-	srv.Update(xds.AuthorizationType, s.policies())
-	srv.Update(xds.EnrolledNamespaceType, s.namespaces())
+	srv.Update(xds.AddressType, s.Addresses())
+	srv.Update(xds.AuthorizationType, s.Authorizations())
+	srv.Update(xds.EnrolledNamespaceType, s.EnrolledNamespaces())
 
 	ca := testpki.New(tb)
 	certPEM, keyPEM := ca.Issue(tb, "localhost")
@@ -206,22 +219,14 @@ func serveControl(tb testing.TB, ns, tmp string, s scale) {
 	tb.Cleanup(g.Stop)
 }
 
-// namespaces are the synthetic workloads' namespaces, all enrolled.
-func (s scale) namespaces() map[string]proto.Message {
-	out := map[string]proto.Message{}
-	for i := range min(s.Workloads, 100) {
-		name := fmt.Sprintf("ns-%d", i)
-		out[name] = &workloadv1.EnrolledNamespace{Name: name}
-	}
-	return out
-}
-
 // known is what the agent's admin endpoint says it holds.
 func (a *shippedAgent) known(tb testing.TB) (workloads, services, authorizations int) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c := &http.Client{Transport: &http.Transport{DialContext: dialer(a.ns)}}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+		return netns.Dial(ctx, a.ns, addr)
+	}}}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/config_dump", mesh.AdminPort), nil)
 	resp, err := c.Do(req)
 	if err != nil {
@@ -256,7 +261,7 @@ func (a *shippedAgent) known(tb testing.TB) (workloads, services, authorizations
 // samples; the window also makes a run longer than the default
 // -benchtime, so the framework does not start more agents to ramp b.N.
 func BenchmarkShippedNodeAgent(b *testing.B) {
-	for _, s := range []scale{{Workloads: 1_000}, {Workloads: 10_000, Services: 1_000, Policies: 1_000}} {
+	for _, s := range []synth.Scale{{Workloads: 1_000}, {Workloads: 10_000, Services: 1_000, Policies: 1_000}} {
 		b.Run(s.String()+"/idle", func(b *testing.B) {
 			a := startShippedAgent(b, s)
 			time.Sleep(idleWindow) // a measurement window, not a wait for a condition
@@ -290,7 +295,7 @@ const idleWindow = 2 * time.Second
 // measures starts in the bench's node, syncs the synthetic mesh from the
 // xDS server and holds all of it.
 func TestShippedNodeAgentHoldsTheMesh(t *testing.T) {
-	s := scale{Workloads: 300, Services: 30, Policies: 40}
+	s := synth.Scale{Workloads: 300, Services: 30, Policies: 40}
 	a := startShippedAgent(t, s)
 	if w, svc, p := a.known(t); w != s.Workloads || svc != s.Services || p != s.Policies {
 		t.Fatalf("the agent holds %d workloads, %d services, %d policies; want %+v", w, svc, p, s)
