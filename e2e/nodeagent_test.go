@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -139,7 +140,11 @@ func TestNodeAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		ppIP := strings.TrimSpace(e.mustKubectl(t, "get", "pods", "-l", "app=productpage", "-o", "jsonpath={.items[0].status.podIP}"))
-		for _, want := range []string{`"synced": true`, "spiffe://cluster.local/ns/default/sa/bookinfo-productpage", `"` + ppIP + `"`, "productpage-v1"} {
+		var admin struct{ XDS struct{ Synced bool } }
+		if err := json.Unmarshal([]byte(cfgDump), &admin); err != nil || !admin.XDS.Synced {
+			t.Errorf("/config_dump on %s: xds not synced (%v)", ppNode, err)
+		}
+		for _, want := range []string{"spiffe://cluster.local/ns/default/sa/bookinfo-productpage", `"` + ppIP + `"`, "productpage-v1"} {
 			if !strings.Contains(cfgDump, want) {
 				t.Errorf("/config_dump on %s lacks %s", ppNode, want)
 			}
