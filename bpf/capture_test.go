@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/mesh"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
@@ -86,29 +87,9 @@ func TestCaptureSpec(t *testing.T) {
 
 // ---- privileged end-to-end proof ----
 
-func requirePrivileged(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root (network namespaces, bpffs, BPF programs)"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		reason = "needs iproute2 (ip) to build the test topology"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
-		t.Fatalf("WEFT_E2E_REQUIRE=1 but %s", reason)
-	}
-	t.Skip(reason)
-}
-
 func run(t *testing.T, args ...string) {
 	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	benchkit.Run(t, args...)
 }
 
 func addNetns(t *testing.T, name string) string {
@@ -354,7 +335,7 @@ type topo struct {
 }
 
 func newTopo(t *testing.T) *topo {
-	requirePrivileged(t)
+	benchkit.RequireRoot(t, "capture test (network namespaces, BPF programs, bpffs)")
 
 	id := fmt.Sprintf("wcap%d-%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
 	tp := &topo{}

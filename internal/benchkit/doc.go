@@ -13,6 +13,8 @@
 //   - child.go: SelfCommand, StartChild and Child on the test side; Main,
 //     ReadConfig and ChildContext on the child side.
 //   - wait.go: Eventually and FileText, small test helpers.
+//   - netns.go: RequireRoot, Run and SweepStale, for the tests that build
+//     network namespaces (also bpf's and node-agent/proxy's).
 //
 // It is used by tests only but is a normal package so that both benchmark
 // packages can import it; it needs Linux (/proc) for the process parts.

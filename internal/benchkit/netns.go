@@ -15,23 +15,23 @@ import (
 
 // RequireRoot skips tb, or fails it under WEFT_E2E_REQUIRE=1 (make test,
 // CI), unless the process is root and iproute2 (ip) is installed: what a
-// benchmark that builds network namespaces, loads BPF programs and mounts
-// a bpffs needs. harness names it in the message.
-func RequireRoot(tb testing.TB, harness string) {
+// test that builds network namespaces needs. what names the test and what
+// it builds, for the message.
+func RequireRoot(tb testing.TB, what string) {
 	tb.Helper()
 	reason := ""
 	if os.Geteuid() != 0 {
-		reason = "needs root (network namespaces, BPF programs, bpffs)"
+		reason = what + " needs root"
 	} else if _, err := exec.LookPath("ip"); err != nil {
-		reason = "needs iproute2 (ip) to build the topology"
+		reason = what + " needs iproute2 (ip)"
 	}
 	if reason == "" {
 		return
 	}
 	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
-		tb.Fatalf("WEFT_E2E_REQUIRE=1 but %s %s", harness, reason)
+		tb.Fatalf("WEFT_E2E_REQUIRE=1 but the %s", reason)
 	}
-	tb.Skip(harness + " " + reason)
+	tb.Skip("the " + reason)
 }
 
 // Run runs a command and fails tb with its output if it fails.

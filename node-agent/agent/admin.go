@@ -28,10 +28,11 @@ type admin struct {
 	ports    bpf.ProxyListeners
 }
 
-// ConfigDump is /config_dump's body.
+// ConfigDump is /config_dump's body but its first member, "config" (the
+// configuration, config.Snapshot.WriteJSON), which writeConfigDump streams
+// ahead of it.
 type ConfigDump struct {
 	XDS          XDSStatus             `json:"xds"`
-	Config       *config.Snapshot      `json:"config,omitempty"` // written first, streamed: writeConfigDump
 	Certificates []identity.CertStatus `json:"certificates"`
 	Enrolled     []netip.Addr          `json:"enrolled"`
 	// Listeners are this agent's proxy listener ports, where the capture
@@ -40,11 +41,11 @@ type ConfigDump struct {
 	Listeners bpf.ProxyListeners `json:"listeners"`
 }
 
-// writeConfigDump writes ConfigDump with its configuration streamed
-// (config.Snapshot.WriteJSON), first: the rest is small, the configuration
-// may be tens of MB, which encoding/json would build whole in memory.
+// writeConfigDump writes {"config": <configuration>, <ConfigDump's
+// members>}: the configuration streamed first, since it may be tens of MB,
+// which encoding/json would build whole in memory; the rest is small.
 func (a *admin) writeConfigDump(w io.Writer) error {
-	rest, err := json.Marshal(ConfigDump{ // Config nil: omitted
+	rest, err := json.Marshal(ConfigDump{
 		XDS:          XDSStatus{Synced: a.xds.Synced(), Connects: a.xds.Connects()},
 		Certificates: a.ids.Status(),
 		Enrolled:     a.enroller.Enrolled(),

@@ -64,27 +64,19 @@ func TestDumpHoldsEveryResource(t *testing.T) {
 			}
 		}
 	}
-	held := func(kind string) map[string]proto.Message {
-		out := map[string]proto.Message{}
-		switch kind {
-		case "workloads":
-			for n, w := range snap.Workloads() {
-				out[n] = w.Proto
-			}
-		case "services":
-			for n, s := range snap.Services() {
-				out[n] = s.Proto
-			}
-		case "authorizations":
-			for n, a := range snap.Authorizations() {
-				out[n] = a
-			}
-		}
-		return out
+	workloads, services, authorizations := map[string]proto.Message{}, map[string]proto.Message{}, map[string]proto.Message{}
+	for n, w := range snap.Workloads() {
+		workloads[n] = w.Proto
 	}
-	same("workloads", dump.Workloads, held("workloads"))
-	same("services", dump.Services, held("services"))
-	same("authorizations", dump.Authorizations, held("authorizations"))
+	for n, svc := range snap.Services() {
+		services[n] = svc.Proto
+	}
+	for n, a := range snap.Authorizations() {
+		authorizations[n] = a
+	}
+	same("workloads", dump.Workloads, workloads)
+	same("services", dump.Services, services)
+	same("authorizations", dump.Authorizations, authorizations)
 	if i, j := bytes.Index(b.Bytes(), []byte(`"Kubernetes//Pod/default/w-03"`)), bytes.Index(b.Bytes(), []byte(`"Kubernetes//Pod/default/w-12"`)); i < 0 || j < i {
 		t.Errorf("workloads not in name order (w-03 at %d, w-12 at %d)", i, j)
 	}

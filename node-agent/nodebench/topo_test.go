@@ -42,7 +42,9 @@ const (
 	respSize = 1024 // bytes of every HTTP response body
 )
 
-func requirePrivileged(tb testing.TB) { benchkit.RequireRoot(tb, "node data path harness") }
+func requirePrivileged(tb testing.TB) {
+	benchkit.RequireRoot(tb, "node data path harness (network namespaces, BPF programs, bpffs)")
+}
 
 func run(tb testing.TB, args ...string) {
 	tb.Helper()

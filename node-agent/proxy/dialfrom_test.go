@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/weft-mesh/weft/internal/benchkit"
 	"github.com/weft-mesh/weft/pkg/netns"
 )
 
@@ -25,7 +25,7 @@ import (
 // hairpin masquerade. Topology: a node netns and a pod netns joined by a
 // veth, as a node and an enrolled pod.
 func TestDialFromItselfNetns(t *testing.T) {
-	needNetns(t)
+	benchkit.RequireRoot(t, "dial-from test (network namespaces)")
 	node, pod := scratchNetns(t, "weft-dialself-node"), scratchNetns(t, "weft-dialself-pod")
 	podIP, nodeIP := netip.MustParseAddr("10.250.0.5"), netip.MustParseAddr("10.250.0.1")
 	for _, args := range [][]string{
@@ -80,25 +80,6 @@ func TestDialFromItselfNetns(t *testing.T) {
 	if spoofed || strings.TrimSpace(seen) != nodeIP.String() {
 		t.Errorf("the pod saw %s (source kept: %v), want the node's address %s", strings.TrimSpace(seen), spoofed, nodeIP)
 	}
-}
-
-// needNetns skips (fails under WEFT_E2E_REQUIRE=1) without root and
-// iproute2, which the netns topology needs.
-func needNetns(t *testing.T) {
-	t.Helper()
-	reason := ""
-	if os.Geteuid() != 0 {
-		reason = "needs root (network namespaces)"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		reason = "needs iproute2 (ip)"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("WEFT_E2E_REQUIRE") == "1" {
-		t.Fatalf("WEFT_E2E_REQUIRE=1 but %s", reason)
-	}
-	t.Skip(reason)
 }
 
 // scratchNetns adds a network namespace removed at the end of the test.

@@ -93,7 +93,7 @@ type shippedAgent struct {
 // Everything is undone by tb.Cleanup.
 func startShippedAgent(tb testing.TB, s synth.Scale) *shippedAgent {
 	tb.Helper()
-	benchkit.RequireRoot(tb, "shipped node agent harness")
+	benchkit.RequireRoot(tb, "shipped node agent harness (network namespace, BPF programs, bpffs)")
 	bin := shippedAgentBinary(tb)
 	benchkit.SweepStale(tb, netnsPrefix, workDirPrefix, "shipped")
 	tmp, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", workDirPrefix, os.Getpid()))
