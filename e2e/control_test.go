@@ -118,9 +118,9 @@ func TestControlPlane(t *testing.T) {
 	roots := e.trustBundle(t, "default")
 	e.mustKubectl(t, "create", "serviceaccount", "xds-test")
 	conn := e.controlConn(t, net.JoinHostPort(e.serviceIP(t, controlNS, "weft-control"), "15012"), roots, e.token(t, "default", "xds-test", ""))
-	client := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "e2e-node-agent"}, Types: []string{addressType, authorizationType}},
-		func(string, map[string]proto.Message, []string) error { return nil })
-	go client.Run(ctx)
+	client := xdsclient.NewMirror(nil)
+	go xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "e2e-node-agent"}, Types: []string{addressType, authorizationType}},
+		client.Handle).Run(ctx)
 
 	t.Run("node agent subscription receives Bookinfo with identities and VIPs", func(t *testing.T) {
 		out := e.mustKubectl(t, "get", "pod", "-o", `jsonpath={range .items[*]}{.status.podIP}{" "}{.spec.serviceAccountName}{" "}{.metadata.labels.app}{"\n"}{end}`)
@@ -276,8 +276,9 @@ func TestControlPlane(t *testing.T) {
 		if survivor == "" {
 			t.Fatal("no second replica")
 		}
+		directState := xdsclient.NewMirror(nil)
 		direct := xdsclient.New(xdsclient.Config{Conn: e.controlConn(t, net.JoinHostPort(survivor, "15012"), roots, e.token(t, "default", "xds-test", "")),
-			Node: &core.Node{Id: "e2e-direct"}, Types: []string{addressType}}, func(string, map[string]proto.Message, []string) error { return nil })
+			Node: &core.Node{Id: "e2e-direct"}, Types: []string{addressType}}, directState.Handle)
 		go direct.Run(ctx)
 		eventually(t, "subscription to the surviving replica", 20*time.Second, func() error {
 			if !direct.Synced() {
@@ -294,7 +295,7 @@ func TestControlPlane(t *testing.T) {
 		})
 		connects := direct.Connects()
 		e.mustKubectl(t, "scale", "deployment/ratings-v1", "--replicas=2")
-		checkPropagation(t, e, direct, "app=ratings", true)
+		checkPropagation(t, e, directState, "app=ratings", true)
 		if direct.Connects() != connects {
 			t.Errorf("the surviving replica's stream was interrupted (%d -> %d connects)", connects, direct.Connects())
 		}
@@ -315,7 +316,7 @@ func (e *env) leader(t *testing.T) string {
 // (added: one more; removed: one fewer) and asserts that the xDS snapshot
 // follows (within 10 s: an event the control plane missed would wait for
 // a resync); it logs how long that took.
-func checkPropagation(t *testing.T, e *env, c *xdsclient.Client, selector string, added bool) {
+func checkPropagation(t *testing.T, e *env, c *xdsclient.Mirror, selector string, added bool) {
 	t.Helper()
 	ips := func() map[string]bool {
 		pods, err := e.c.Client.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: selector})

@@ -100,7 +100,7 @@ func TestClientsReportNACKAsNotSynced(t *testing.T) {
 	s := New(ctx, quiet, prometheus.NewRegistry())
 	s.Update(AddressType, addresses(workload("a", "10.0.0.1")))
 	conn := dial(t, serve(t, s))
-	rec := &recorder{}
+	rec := newRecorder()
 	go xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "node-agent~n"}, Types: []string{AddressType}, Log: quiet},
 		func(typ string, upd map[string]proto.Message, rem []string) error { return rec.handle(typ, upd, rem) }).Run(ctx)
 	wantSynced(t, s, "node-agent~n", true)

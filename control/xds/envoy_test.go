@@ -93,14 +93,21 @@ func names(m map[string]proto.Message) []string {
 	return out
 }
 
-// deltaClient subscribes (wildcard) to types as node id.
-func deltaClient(ctx context.Context, t *testing.T, conn grpc.ClientConnInterface, id string, types ...string) *xdsclient.Client {
-	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: id}, Types: types, Log: quiet}, func(string, map[string]proto.Message, []string) error { return nil })
-	go c.Run(ctx)
-	return c
+// subscriber is a delta xDS client and the resources it accepted.
+type subscriber struct {
+	*xdsclient.Client
+	*xdsclient.Mirror
 }
 
-func wantNames(t *testing.T, c *xdsclient.Client, typ string, want ...string) {
+// deltaClient subscribes (wildcard) to types as node id.
+func deltaClient(ctx context.Context, t *testing.T, conn grpc.ClientConnInterface, id string, types ...string) subscriber {
+	m := xdsclient.NewMirror(nil)
+	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: id}, Types: types, Log: quiet}, m.Handle)
+	go c.Run(ctx)
+	return subscriber{c, m}
+}
+
+func wantNames(t *testing.T, c subscriber, typ string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	await.NoError(t, typ, func() error {

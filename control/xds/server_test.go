@@ -50,15 +50,31 @@ func serve(tb testing.TB, s *Server) string {
 	return addr
 }
 
-// recorder collects what the client's handler saw.
+// recorder collects what the client's handler saw, and keeps what it
+// accepted (Snapshot).
 type recorder struct {
-	mu      sync.Mutex
-	updates []map[string]proto.Message
-	removed [][]string
-	reject  error
+	mu       sync.Mutex
+	updates  []map[string]proto.Message
+	removed  [][]string
+	reject   error
+	accepted *xdsclient.Mirror
 }
 
+func newRecorder() *recorder {
+	r := &recorder{}
+	r.accepted = xdsclient.NewMirror(r.record)
+	return r
+}
+
+// handle is the client's handler.
 func (r *recorder) handle(typ string, upd map[string]proto.Message, rem []string) error {
+	return r.accepted.Handle(typ, upd, rem)
+}
+
+// Snapshot returns the accepted resources of a type.
+func (r *recorder) Snapshot(typ string) map[string]proto.Message { return r.accepted.Snapshot(typ) }
+
+func (r *recorder) record(typ string, upd map[string]proto.Message, rem []string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.reject != nil {
@@ -96,11 +112,11 @@ func TestDeltaPushesOnlyChanges(t *testing.T) {
 	s.Update(AddressType, addresses(a, b))
 	conn := dial(t, serve(t, s))
 
-	rec := &recorder{}
+	rec := newRecorder()
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "node-0"}, Types: []string{AddressType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
 	await.NoError(t, "initial state", func() error {
-		if got := len(c.Snapshot(AddressType)); got != 2 {
+		if got := len(rec.Snapshot(AddressType)); got != 2 {
 			return fmt.Errorf("%d resources", got)
 		}
 		return nil
@@ -131,7 +147,7 @@ func TestDeltaPushesOnlyChanges(t *testing.T) {
 		}
 		return nil
 	})
-	if got := c.Snapshot(AddressType); len(got) != 1 {
+	if got := rec.Snapshot(AddressType); len(got) != 1 {
 		t.Fatalf("client state %v", got)
 	}
 	if v := testutil.ToFloat64(s.metrics.clients); v != 1 {
@@ -145,11 +161,11 @@ func TestNackKeepsLastGoodState(t *testing.T) {
 	s := New(ctx, quiet, prometheus.NewRegistry())
 	s.Update(AddressType, addresses(workload("a", "10.0.0.1")))
 	conn := dial(t, serve(t, s))
-	rec := &recorder{}
+	rec := newRecorder()
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
 	await.NoError(t, "initial state", func() error {
-		if len(c.Snapshot(AddressType)) != 1 {
+		if len(rec.Snapshot(AddressType)) != 1 {
 			return errors.New("not yet")
 		}
 		return nil
@@ -164,7 +180,7 @@ func TestNackKeepsLastGoodState(t *testing.T) {
 		}
 		return nil
 	})
-	got := c.Snapshot(AddressType)["Kubernetes//Pod/default/a"]
+	got := rec.Snapshot(AddressType)["Kubernetes//Pod/default/a"]
 	if got.(*workloadv1.Address).GetWorkload().GetAddresses()[0] != "10.0.0.1" {
 		t.Fatalf("NACKed config replaced the last good state: %v", got)
 	}
@@ -177,14 +193,14 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	a := workload("a", "10.0.0.1")
 	s.Update(AddressType, addresses(a))
 	g, addr := serveAt(t, s, "127.0.0.1:0")
-	rec := &recorder{}
+	rec := newRecorder()
 	c, streamEnded := resumingClient(ctx, t, addr, rec.handle)
 	_, _, before := rec.last()
 
 	// The control plane goes away: the client keeps its state.
 	g.Stop()
 	streamEnded.Wait(t)
-	if len(c.Snapshot(AddressType)) != 1 {
+	if len(rec.Snapshot(AddressType)) != 1 {
 		t.Fatal("state lost while the control plane is away")
 	}
 	// It comes back (same address) with one more workload: the client
@@ -193,7 +209,7 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	s.Update(AddressType, addresses(a, b))
 	serveAt(t, s, addr)
 	await.NoError(t, "resync after reconnect", func() error {
-		if len(c.Snapshot(AddressType)) != 2 {
+		if len(rec.Snapshot(AddressType)) != 2 {
 			return errors.New("not yet")
 		}
 		return nil
@@ -253,7 +269,8 @@ func TestReconnectToANewServerGetsWhatChanged(t *testing.T) {
 	s1 := New(ctx, quiet, prometheus.NewRegistry())
 	s1.Update(AddressType, addresses(before))
 	g1, addr := serveAt(t, s1, "127.0.0.1:0")
-	c, streamEnded := resumingClient(ctx, t, addr, (&recorder{}).handle)
+	rec := newRecorder()
+	_, streamEnded := resumingClient(ctx, t, addr, rec.handle)
 	g1.Stop()
 	streamEnded.Wait(t)
 
@@ -262,7 +279,7 @@ func TestReconnectToANewServerGetsWhatChanged(t *testing.T) {
 	s2.Update(AddressType, addresses(after))
 	serveAt(t, s2, addr)
 	await.NoError(t, "the changed workload after reconnecting", func() error {
-		got := c.Snapshot(AddressType)[after.GetWorkload().GetUid()]
+		got := rec.Snapshot(AddressType)[after.GetWorkload().GetUid()]
 		if !proto.Equal(got, after) {
 			return fmt.Errorf("client holds %v", got)
 		}
@@ -300,13 +317,14 @@ func TestSilentClientHoldsUpNoOne(t *testing.T) {
 		}
 	}()
 
-	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet}, (&recorder{}).handle)
+	rec := newRecorder()
+	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"}, Types: []string{AddressType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
 	for i := range 5 {
 		want := workload("a", fmt.Sprintf("10.0.1.%d", i))
 		s.Update(AddressType, addresses(want))
 		await.NoError(t, "the answering client has the change", func() error {
-			if have := c.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
+			if have := rec.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
 				return fmt.Errorf("holds %v", have)
 			}
 			return nil
@@ -327,14 +345,15 @@ func TestEveryTypeOfAStreamIsServed(t *testing.T) {
 	s := New(ctx, quiet, prometheus.NewRegistry())
 	s.Update(AddressType, addresses(workload("a", "10.0.0.1")))
 	conn := dial(t, serve(t, s))
+	rec := newRecorder()
 	c := xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "n"},
-		Types: []string{AddressType, AuthorizationType, EnrolledNamespaceType}, Log: quiet}, (&recorder{}).handle)
+		Types: []string{AddressType, AuthorizationType, EnrolledNamespaceType}, Log: quiet}, rec.handle)
 	go c.Run(ctx)
 	for i := range 10 {
 		want := &workloadv1.Authorization{Name: fmt.Sprintf("p%d", i), Namespace: "default"}
 		s.Update(AuthorizationType, map[string]proto.Message{"default/p": want})
 		await.NoError(t, "the policy's change", func() error {
-			if have := c.Snapshot(AuthorizationType)["default/p"]; !proto.Equal(have, want) {
+			if have := rec.Snapshot(AuthorizationType)["default/p"]; !proto.Equal(have, want) {
 				return fmt.Errorf("holds %v", have)
 			}
 			return nil
@@ -348,12 +367,13 @@ func TestPushLatencyIsTheTypes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := New(ctx, quiet, prometheus.NewRegistry())
-	c, _ := resumingClient(ctx, t, serve(t, s), (&recorder{}).handle)
+	rec := newRecorder()
+	resumingClient(ctx, t, serve(t, s), rec.handle)
 	want := workload("a", "10.0.0.1")
 	t0 := time.Now()
 	s.Update(AddressType, addresses(want))
 	await.NoError(t, "the change", func() error {
-		if have := c.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
+		if have := rec.Snapshot(AddressType)[want.GetWorkload().GetUid()]; !proto.Equal(have, want) {
 			return fmt.Errorf("holds %v", have)
 		}
 		return nil

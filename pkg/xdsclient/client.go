@@ -1,8 +1,9 @@
 // Package xdsclient is a delta ADS client: it subscribes to every resource
 // of the given types, hands each change to a handler, ACKs or NACKs it, and
 // reconnects with back-off, resuming from the versions it holds so a
-// reconnect transfers only what changed. The last good state survives a
-// control plane that goes away.
+// reconnect transfers only what changed. The handler keeps the state (a
+// Mirror keeps the resources for those with no store of their own); the
+// last good state survives a control plane that goes away.
 package xdsclient
 
 import (
@@ -45,7 +46,6 @@ type Client struct {
 
 	mu       sync.Mutex
 	versions map[string]map[string]string // type -> name -> version
-	state    map[string]map[string]proto.Message
 	synced   map[string]bool
 	connects int
 }
@@ -61,11 +61,9 @@ func New(cfg Config, h Handler) *Client {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 15 * time.Second
 	}
-	c := &Client{cfg: cfg, handler: h, versions: map[string]map[string]string{},
-		state: map[string]map[string]proto.Message{}, synced: map[string]bool{}}
+	c := &Client{cfg: cfg, handler: h, versions: map[string]map[string]string{}, synced: map[string]bool{}}
 	for _, t := range cfg.Types {
 		c.versions[t] = map[string]string{}
-		c.state[t] = map[string]proto.Message{}
 	}
 	return c
 }
@@ -91,13 +89,6 @@ func (c *Client) Run(ctx context.Context) {
 		}
 		backoff = min(backoff*2, c.cfg.MaxBackoff)
 	}
-}
-
-// Snapshot returns a copy of the current state of one type.
-func (c *Client) Snapshot(typeURL string) map[string]proto.Message {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.state[typeURL])
 }
 
 // Synced reports whether every type received its first response on the
@@ -161,11 +152,11 @@ func (c *Client) stream(ctx context.Context) error {
 }
 
 // apply decodes a response and hands it to the handler; only an accepted
-// response changes the state.
+// response changes the versions.
 func (c *Client) apply(resp *discovery.DeltaDiscoveryResponse) error {
 	typ := resp.GetTypeUrl()
 	c.mu.Lock()
-	_, known := c.state[typ]
+	_, known := c.versions[typ]
 	c.mu.Unlock()
 	if !known {
 		return fmt.Errorf("unexpected type %s", typ)
@@ -190,12 +181,8 @@ func (c *Client) apply(resp *discovery.DeltaDiscoveryResponse) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for name, m := range updated {
-		c.state[typ][name] = m
-		c.versions[typ][name] = versions[name]
-	}
+	maps.Copy(c.versions[typ], versions)
 	for _, name := range resp.GetRemovedResources() {
-		delete(c.state[typ], name)
 		delete(c.versions[typ], name)
 	}
 	c.synced[typ] = true
