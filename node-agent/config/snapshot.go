@@ -30,6 +30,10 @@ type Workload struct {
 	// no service account or trust domain (never for HBONE workloads).
 	Identity spiffeid.ID
 
+	// services keeps Proto.Services, shared with the workloads that have
+	// the same, in the intern cache (intern.go).
+	services *sharedServices
+
 	// plan is the policies that apply to the workload, compiled by the
 	// policy store it names: a snapshot whose addresses did not change
 	// shares its workloads with the one before, not its policies.

@@ -89,6 +89,7 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 			return nil, err
 		}
 	}
+	out.services = internWorkload(w)
 	if w.GetServiceAccount() != "" && w.GetTrustDomain() != "" {
 		td, err := spiffeid.TrustDomainFromString(w.GetTrustDomain())
 		if err != nil {
@@ -98,7 +99,7 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 		if err != nil {
 			return nil, fmt.Errorf("identity of namespace %q, service account %q: %w", w.GetNamespace(), w.GetServiceAccount(), err)
 		}
-		out.Identity = id
+		out.Identity = internID(id)
 	} else if w.GetTunnelProtocol() == workloadv1.TunnelProtocol_HBONE {
 		return nil, errors.New("HBONE workload without service_account and trust_domain (no SPIFFE identity)")
 	}

@@ -1,0 +1,112 @@
+package config
+
+import (
+	"runtime"
+	"sync"
+	"unique"
+	"weak"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
+
+	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
+)
+
+// The node agent holds every workload of the cluster, decoded: protobuf
+// allocates each string, map and message of each one on its own. Much of
+// it repeats across workloads (a namespace's pods, a Deployment's
+// replicas, a node's pods, every workload's trust domain), so each decoded
+// workload's repeated parts are swapped for one canonical copy per value
+// and the decoded ones become garbage: 10,000 workloads hold about a
+// quarter less (TestInternedWorkloadsShare, docs/benchmarks.md). Fields
+// unique to a workload (uid, name, addresses) are left alone: interning
+// them would only add the intern table's cost. A canonical copy lives as
+// long as a workload refers to it.
+
+// internWorkload makes w's repeated parts canonical and returns the shared
+// services map it now refers to (nil if it has none), which the Workload
+// holding w must keep. w is the store's own decoded copy (the xDS client
+// hands it over), not yet shared; it is read-only from here on.
+func internWorkload(w *workloadv1.Workload) *sharedServices {
+	for _, s := range []*string{&w.Namespace, &w.Node, &w.ServiceAccount, &w.TrustDomain,
+		&w.CanonicalName, &w.CanonicalRevision, &w.WorkloadName, &w.WorkloadType, &w.ClusterId} {
+		*s = intern(*s)
+	}
+	if l := w.GetLocality(); l != nil {
+		l.Region, l.Zone, l.Subzone = intern(l.Region), intern(l.Zone), intern(l.Subzone)
+	}
+	if len(w.Services) == 0 {
+		return nil
+	}
+	shared := shareServices(w.Services)
+	w.Services = shared.m
+	return shared
+}
+
+// internID returns id with its string made canonical: every workload of a
+// service account has the same identity.
+func internID(id spiffeid.ID) spiffeid.ID {
+	canonical, err := spiffeid.FromString(intern(id.String()))
+	if err != nil {
+		return id // cannot happen: id was valid
+	}
+	return canonical
+}
+
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
+// sharedServices is one canonical Workload.services map (the services
+// selecting a workload and its ports on each): a Deployment's replicas have
+// the same. It is shared read-only; whoever refers to m keeps the struct.
+type sharedServices struct {
+	m map[string]*workloadv1.PortList
+}
+
+// servicesCache finds the canonical map of a content (the map's
+// deterministic encoding) while some workload holds it: the entries are
+// weak, and each is removed once its map is collected. Encoding into one
+// buffer and looking up by it allocates nothing for a map already held.
+var servicesCache struct {
+	sync.Mutex
+	byContent map[string]weak.Pointer[sharedServices]
+	scratch   workloadv1.Workload // holds the map being encoded
+	buf       []byte
+}
+
+func shareServices(m map[string]*workloadv1.PortList) *sharedServices {
+	c := &servicesCache
+	c.Lock()
+	defer c.Unlock()
+	c.scratch.Services = m
+	b, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(c.buf[:0], &c.scratch)
+	c.scratch.Services = nil
+	if err != nil {
+		return &sharedServices{m: m} // cannot happen: m was decoded; just not shared
+	}
+	c.buf = b
+	if s := c.byContent[string(b)].Value(); s != nil {
+		return s
+	}
+	s := &sharedServices{m: make(map[string]*workloadv1.PortList, len(m))}
+	for k, v := range m {
+		s.m[intern(k)] = v
+	}
+	if c.byContent == nil {
+		c.byContent = map[string]weak.Pointer[sharedServices]{}
+	}
+	content, wp := string(b), weak.Make(s)
+	c.byContent[content] = wp
+	runtime.AddCleanup(s, func(content string) {
+		c.Lock()
+		defer c.Unlock()
+		if c.byContent[content] == wp { // not replaced since
+			delete(c.byContent, content)
+		}
+	}, content)
+	return s
+}
