@@ -73,17 +73,20 @@ func nodeAgentTargets() []target {
 		{Area: "node agent", What: "policy check p99, 1,000 policies, all apply (worst case)", Op: "<=", Limit: 500, Unit: "ns",
 			measure: value(ref{"node-agent/policy", "BenchmarkCheckLatency/total=1000/applicable=1000", "p99_ns"})},
 		{Area: "node agent", What: "RSS with 1,000 workloads known (weft-node-agent as shipped)", Op: "<=", Limit: 15, Unit: "MiB", Anchor: "ztunnel 12 MB",
-			Part: shippedIdle, measure: value(ref{naBin, "BenchmarkShippedNodeAgent/workloads=1000/idle", "rss_MB"})},
+			Part: shippedIdle, measure: value(ref{naBin, "BenchmarkShippedNodeAgent/workloads=1000/idle", "rss_after_dump_MB"})},
 		{Area: "node agent", What: "RSS with 10,000 workloads, 1,000 services, 1,000 policies (weft-node-agent as shipped)", Op: "<=", Limit: 50, Unit: "MiB",
-			Part: shippedIdle, measure: value(ref{naBin, "BenchmarkShippedNodeAgent/workloads=10000,services=1000,policies=1000/idle", "rss_MB"})},
+			Part: shippedIdle, measure: value(ref{naBin, "BenchmarkShippedNodeAgent/workloads=10000,services=1000,policies=1000/idle", "rss_after_dump_MB"})},
 	}
 }
 
 // shippedIdle is what the node agent's memory targets leave out: the
-// shipped binary is measured idle (BenchmarkShippedNodeAgent), and the
-// targets ask for its memory at 1000 req/s, where it can only be higher
-// (the proxy alone grows by what BenchmarkNodeAgentScale shows).
-const shippedIdle = "weft-node-agent as shipped, idle; at 1000 req/s it can only hold more"
+// shipped binary is measured without traffic (BenchmarkShippedNodeAgent),
+// and the targets ask for its memory at 1000 req/s. The figure judged is
+// the one after it answered a config dump, not the one before: Go's heap
+// grows to its collection goal (about twice what is live) with any
+// activity, and the dump's allocations take it there, whereas before it
+// the reading depends on when the last collection of the startup ran.
+const shippedIdle = "weft-node-agent as shipped, no traffic, after one config dump (heap near its GC goal); at 1000 req/s it can only hold more"
 
 // controlPlaneTargets: BenchmarkPushTo1000Subscribers (control/xds), whose
 // subscribers keep no resources so that one process holds 1,000 of them.
