@@ -14,14 +14,16 @@ import (
 
 // The node agent holds every workload of the cluster, decoded: protobuf
 // allocates each string, map and message of each one on its own. Much of
-// it repeats across workloads (a namespace's pods, a Deployment's
-// replicas, a node's pods, every workload's trust domain), so each decoded
-// workload's repeated parts are swapped for one canonical copy per value
-// and the decoded ones become garbage: 10,000 workloads hold about a
-// quarter less (TestInternedWorkloadsShare, docs/benchmarks.md). Fields
-// unique to a workload (uid, name, addresses) are left alone: interning
-// them would only add the intern table's cost. A canonical copy lives as
-// long as a workload refers to it.
+// it repeats across workloads (a namespace's pods, a node's pods, a
+// service account's, every workload's trust domain, a Deployment's
+// replicas' services), so each decoded workload's repeated parts are
+// swapped for one canonical copy per value and the decoded ones become
+// garbage (TestInternedWorkloadsShare, docs/benchmarks.md). A canonical
+// copy costs its table entry (50-100 bytes) and saves 16-48 bytes per
+// workload sharing it, so only fields shared by many workloads are
+// interned: not uid, name or addresses (one workload's), nor the
+// canonical and workload names (a Deployment's few replicas). A canonical
+// copy lives as long as a workload refers to it.
 
 // internWorkload makes w's repeated parts canonical and returns the shared
 // services map it now refers to (nil if it has none), which the Workload
@@ -29,7 +31,7 @@ import (
 // hands it over), not yet shared; it is read-only from here on.
 func internWorkload(w *workloadv1.Workload) *sharedServices {
 	for _, s := range []*string{&w.Namespace, &w.Node, &w.ServiceAccount, &w.TrustDomain,
-		&w.CanonicalName, &w.CanonicalRevision, &w.WorkloadName, &w.WorkloadType, &w.ClusterId} {
+		&w.CanonicalRevision, &w.WorkloadType, &w.ClusterId} {
 		*s = intern(*s)
 	}
 	if l := w.GetLocality(); l != nil {
