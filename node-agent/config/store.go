@@ -107,7 +107,10 @@ func (s *Store) notify() {
 }
 
 // Handle applies one xDS response; it matches xdsclient.Handler. An error
-// names every malformed resource and leaves the snapshot unchanged.
+// names every malformed resource and leaves the snapshot unchanged. The
+// store keeps the messages of updated and makes their repeated parts
+// canonical (intern.go), accepted or not: the caller hands them over and
+// must not change them after.
 func (s *Store) Handle(typeURL string, updated map[string]proto.Message, removed []string) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
