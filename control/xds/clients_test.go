@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -102,7 +101,7 @@ func TestClientsReportNACKAsNotSynced(t *testing.T) {
 	conn := dial(t, serve(t, s))
 	rec := newRecorder()
 	go xdsclient.New(xdsclient.Config{Conn: conn, Node: &core.Node{Id: "node-agent~n"}, Types: []string{AddressType}, Log: quiet},
-		func(typ string, upd map[string]proto.Message, rem []string) error { return rec.handle(typ, upd, rem) }).Run(ctx)
+		rec.handle).Run(ctx)
 	wantSynced(t, s, "node-agent~n", true)
 	rec.mu.Lock()
 	rec.reject = errors.New("bad config")

@@ -197,7 +197,8 @@ func TestReconnectResumesAndKeepsStateWhileAway(t *testing.T) {
 	c, streamEnded := resumingClient(ctx, t, addr, rec.handle)
 	_, _, before := rec.last()
 
-	// The control plane goes away: the client keeps its state.
+	// The control plane goes away: the client tells its handler to drop
+	// nothing.
 	g.Stop()
 	streamEnded.Wait(t)
 	if len(rec.Snapshot(AddressType)) != 1 {

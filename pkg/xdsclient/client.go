@@ -25,8 +25,10 @@ import (
 )
 
 // Handler receives the resources of one response: updated (decoded) and
-// removed names. An error NACKs the response; the state is then left as
-// it was before the response.
+// removed names. The client keeps none of the messages: they are the
+// handler's from then on. An error NACKs the response; the handler's state
+// is then to be left as it was before the response, and the client keeps
+// the versions it had.
 type Handler func(typeURL string, updated map[string]proto.Message, removed []string) error
 
 // Config configures a client.
