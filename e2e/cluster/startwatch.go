@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -14,14 +15,21 @@ import (
 // logTailLines is how much of a failed component's log a start error shows.
 const logTailLines = 20
 
-// startWatch ends a cluster's start at the first exit of one of its
-// components, instead of a timeout on something downstream (a kube-proxy
-// that dies for lack of iptables shows up as cluster DNS never available).
-// Every wait of the start uses ctx; an exit cancels it with a
-// componentExit cause (exitCause), which poll returns.
+// startWatch ends a cluster's start when one of its components crash-loops
+// (exits a second time), instead of a timeout on something downstream (a
+// kube-proxy that dies for lack of iptables shows up as cluster DNS never
+// available). A first exit is restarted and tolerated, as a kubelet
+// restarts a crashed static pod: kube-proxy 1.37 has a start-up race
+// (NodeTopologyConfig's handler list is appended to while the node
+// informer already delivers a zone-labelled Node) that panics once in a
+// while and then runs fine. Every wait of the start uses ctx; a crash loop
+// cancels it with a componentExit cause (exitCause), which poll returns.
 type startWatch struct {
 	ctx  context.Context
 	fail context.CancelCauseFunc
+
+	mu    sync.Mutex
+	first map[string]*os.ProcessState // each process's first exit
 }
 
 // componentExit says which component exited, how, and the end of its log.
@@ -29,7 +37,7 @@ type componentExit struct{ error }
 
 func newStartWatch(ctx context.Context) *startWatch {
 	ctx, fail := context.WithCancelCause(ctx)
-	return &startWatch{ctx: ctx, fail: fail}
+	return &startWatch{ctx: ctx, fail: fail, first: map[string]*os.ProcessState{}}
 }
 
 // exited is the processes' onExit while the cluster starts.
@@ -37,8 +45,17 @@ func (w *startWatch) exited(p *process, state *os.ProcessState) {
 	if w.ctx.Err() != nil {
 		return // the start is over
 	}
-	w.fail(componentExit{fmt.Errorf("%s exited (%s) while the cluster was starting; last lines of %s:\n%s",
-		p.name, state, p.logPath(), tailFile(p.logPath(), logTailLines))})
+	w.mu.Lock()
+	first, again := w.first[p.name]
+	if !again {
+		w.first[p.name] = state
+	}
+	w.mu.Unlock()
+	if !again {
+		return // the supervisor restarts it; its log keeps both runs
+	}
+	w.fail(componentExit{fmt.Errorf("%s exited again (%s; first %s) while the cluster was starting; last lines of %s:\n%s",
+		p.name, state, first, p.logPath(), tailFile(p.logPath(), logTailLines))})
 }
 
 // exitCause is the component exit that ended ctx (a start's context or

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +15,11 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 )
 
-// A component that exits while the cluster starts ends the start at once
-// with its name, exit status and the end of its log, not with a timeout
-// on what waits downstream (kube-proxy without iptables: no cluster DNS).
-func TestComponentExitEndsTheStartWithItsLog(t *testing.T) {
+// A component that crash-loops while the cluster starts ends the start at
+// its second exit with its name, exit status and the end of its log, not
+// with a timeout on what waits downstream (kube-proxy without iptables: no
+// cluster DNS).
+func TestComponentCrashLoopEndsTheStartWithItsLog(t *testing.T) {
 	w := newStartWatch(context.Background())
 	defer w.done()
 	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
@@ -39,7 +41,7 @@ func TestComponentExitEndsTheStartWithItsLog(t *testing.T) {
 		t.Errorf("the wait took %s after the component exited", took)
 	}
 	msg := err.Error()
-	for _, want := range []string{"kube-proxy-node-0 exited (exit status 3) while the cluster was starting", "kube-proxy-node-0.log",
+	for _, want := range []string{"kube-proxy-node-0 exited again (exit status 3; first exit status 3) while the cluster was starting", "kube-proxy-node-0.log",
 		"    line 12\n", "    iptables is not available on this host"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
@@ -50,6 +52,35 @@ func TestComponentExitEndsTheStartWithItsLog(t *testing.T) {
 	}
 	if exitCause(w.ctx) == nil {
 		t.Error("the start's context does not carry the component exit")
+	}
+}
+
+// A component that exits once and then runs (kube-proxy 1.37's start-up
+// race) is restarted, as a kubelet would, and does not fail the start.
+func TestOneExitIsRestartedNotFatal(t *testing.T) {
+	w := newStartWatch(context.Background())
+	defer w.done()
+	dir := t.TempDir()
+	// Exits 2 the first time, then stays up (until stop's SIGTERM).
+	script := `if [ ! -e ` + dir + `/ran ]; then touch ` + dir + `/ran; echo panic >&2; exit 2; fi; echo up; exec sleep 600`
+	p := &process{name: "kube-proxy-node-0", path: "/bin/sh", args: []string{"-c", script}, logDir: dir, onExit: w.exited}
+	if err := p.start(slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop(time.Second)
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	err := poll(ctx, "the restarted component up", func(context.Context) error {
+		if log, _ := os.ReadFile(p.logPath()); !strings.Contains(string(log), "up\n") {
+			return errors.New("not up yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for the restart: %v", err)
+	}
+	if err := exitCause(w.ctx); err != nil {
+		t.Errorf("one exit ended the start: %v", err)
 	}
 }
 
