@@ -21,15 +21,19 @@ import (
 // garbage (TestInternedWorkloadsShare, docs/benchmarks.md). A canonical
 // copy costs its table entry (50-100 bytes) and saves 16-48 bytes per
 // workload sharing it, so only fields shared by many workloads are
-// interned: not uid, name or addresses (one workload's), nor the
-// canonical and workload names (a Deployment's few replicas). A canonical
-// copy lives as long as a workload refers to it.
+// interned: not name or addresses (one workload's), nor the canonical and
+// workload names (a Deployment's few replicas). The uid is one workload's
+// too, but equal to its resource name, which the store and the xDS
+// client's versions keep anyway: it refers to that copy. A canonical copy
+// lives as long as a workload refers to it.
 
 // internWorkload makes w's repeated parts canonical and returns the shared
 // services map it now refers to (nil if it has none), which the Workload
 // holding w must keep. w is the store's own decoded copy (the xDS client
-// hands it over), not yet shared; it is read-only from here on.
-func internWorkload(w *workloadv1.Workload) *sharedServices {
+// hands it over), not yet shared; it is read-only from here on. name is
+// its resource name, equal to its uid (parseWorkload checked).
+func internWorkload(name string, w *workloadv1.Workload) *sharedServices {
+	w.Uid = name
 	for _, s := range []*string{&w.Namespace, &w.Node, &w.ServiceAccount, &w.TrustDomain,
 		&w.CanonicalRevision, &w.WorkloadType, &w.ClusterId} {
 		*s = intern(*s)

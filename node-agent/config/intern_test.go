@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -14,7 +15,8 @@ import (
 )
 
 // TestInternedWorkloadsShare: two replicas decoded separately hold one copy
-// of their repeated strings, their identity and their services map; a
+// of their repeated strings, their identity and their services map, and
+// each its uid once (its resource name's copy); a
 // workload with other services gets a map of its own; the content of each
 // stays what the control plane sent.
 func TestInternedWorkloadsShare(t *testing.T) {
@@ -32,8 +34,13 @@ func TestInternedWorkloadsShare(t *testing.T) {
 	a := workload(wl{name: "a", node: "n1", ips: []string{"10.0.0.1"}, ports: map[uint32]uint32{9080: 9080}})
 	b := workload(wl{name: "b", node: "n1", ips: []string{"10.0.0.2"}, ports: map[uint32]uint32{9080: 9080}})
 	c := workload(wl{name: "c", node: "n1", ips: []string{"10.0.0.3"}, ports: map[uint32]uint32{9080: 8080}})
+	// Resource names decoded apart from the resources, as the xDS client's.
+	updated := map[string]proto.Message{}
+	for name, m := range addresses(decode(a), decode(b), decode(c)) {
+		updated[strings.Clone(name)] = m
+	}
 	s := NewStore(Options{Logger: quiet})
-	if err := s.Handle(AddressType, addresses(decode(a), decode(b), decode(c)), nil); err != nil {
+	if err := s.Handle(AddressType, updated, nil); err != nil {
 		t.Fatal(err)
 	}
 	snap := s.Snapshot()
@@ -45,11 +52,12 @@ func TestInternedWorkloadsShare(t *testing.T) {
 	}
 	same := func(x, y string) bool { return unsafe.StringData(x) == unsafe.StringData(y) }
 	for field, pair := range map[string][2]string{
-		"namespace":       {wa.Proto.GetNamespace(), wb.Proto.GetNamespace()},
-		"node":            {wa.Proto.GetNode(), wb.Proto.GetNode()},
-		"service account": {wa.Proto.GetServiceAccount(), wb.Proto.GetServiceAccount()},
-		"trust domain":    {wa.Proto.GetTrustDomain(), wb.Proto.GetTrustDomain()},
-		"identity":        {wa.Identity.String(), wb.Identity.String()},
+		"namespace":             {wa.Proto.GetNamespace(), wb.Proto.GetNamespace()},
+		"node":                  {wa.Proto.GetNode(), wb.Proto.GetNode()},
+		"service account":       {wa.Proto.GetServiceAccount(), wb.Proto.GetServiceAccount()},
+		"trust domain":          {wa.Proto.GetTrustDomain(), wb.Proto.GetTrustDomain()},
+		"identity":              {wa.Identity.String(), wb.Identity.String()},
+		"uid and resource name": {wa.Proto.GetUid(), wa.Name},
 	} {
 		if !same(pair[0], pair[1]) {
 			t.Errorf("%s %q: two copies", field, pair[0])

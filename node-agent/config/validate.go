@@ -89,7 +89,7 @@ func parseWorkload(name string, w *workloadv1.Workload) (*Workload, error) {
 			return nil, err
 		}
 	}
-	out.services = internWorkload(w)
+	out.services = internWorkload(name, w)
 	if w.GetServiceAccount() != "" && w.GetTrustDomain() != "" {
 		td, err := spiffeid.TrustDomainFromString(w.GetTrustDomain())
 		if err != nil {
