@@ -54,6 +54,19 @@ func TestProxiesGOMAXPROCS(t *testing.T) {
 	}
 }
 
+// TestNodeAgentGOGC: by default the node agent has no GOGC, so it runs
+// at its own (agent.GCPercent); the gogc value sets it.
+func TestNodeAgentGOGC(t *testing.T) {
+	for _, v := range []string{"", "100"} {
+		var set []string
+		if v != "" {
+			set = []string{"--set-string", "gogc=" + v}
+		}
+		_, ds := nodeAgentObjects(t, decodeNodeAgent(t, renderNodeAgent(t, set...)), "weft-node-agent", "weft.io/agent-not-ready")
+		checkEnv(t, "node agent", ds.Spec.Template.Spec.Containers, "node-agent", "GOGC", v)
+	}
+}
+
 // checkGODEBUG checks the GODEBUG of the container named name (the only
 // one if ""): want, or none when want is "".
 func checkGODEBUG(t *testing.T, what string, cs []corev1.Container, name, want string) {

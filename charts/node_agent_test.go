@@ -126,6 +126,8 @@ func TestSchemaRejectsBadValuesNodeAgent(t *testing.T) {
 		{"--set", "nodeSelector.pool=2", "nodeSelector"},
 		{"--set", "cni.readinessTaint=not ready", "readinessTaint"},
 		{"--set", "cni.readinessTaint=x/y/z", "readinessTaint"},
+		{"--set-string", "gogc=fifty", "gogc"},
+		{"--set", "gogc=0", "gogc"},
 	}
 	for _, c := range cases {
 		t.Run(c.value, func(t *testing.T) {

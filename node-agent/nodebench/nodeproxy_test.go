@@ -16,6 +16,7 @@ import (
 
 	workloadv1 "github.com/weft-mesh/weft/api/workload/v1"
 	"github.com/weft-mesh/weft/internal/benchkit"
+	"github.com/weft-mesh/weft/node-agent/agent"
 	"github.com/weft-mesh/weft/node-agent/config"
 	"github.com/weft-mesh/weft/node-agent/nodebench/synth"
 	"github.com/weft-mesh/weft/node-agent/proxy"
@@ -162,6 +163,7 @@ func runNodeProxy(path string) error {
 	ctx, stop := benchkit.ChildContext() // SIGTERM, or stdin closed: the test process is gone
 	defer stop()
 	gomaxprocs.Adapt(ctx, log) // as weft-node-agent
+	agent.SetGCPercent(log)
 	for _, l := range []struct {
 		port  uint16
 		serve func(net.Listener) error

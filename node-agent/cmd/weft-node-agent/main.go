@@ -61,6 +61,7 @@ func command() *cobra.Command {
 			}
 			return cli.RunUntilSignal(func(ctx context.Context) error {
 				gomaxprocs.Adapt(ctx, cfg.Log) // process-wide: here, not in Run, which tests call in their process
+				agent.SetGCPercent(cfg.Log)
 				return agent.Run(ctx, cfg)
 			})
 		},
