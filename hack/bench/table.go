@@ -86,8 +86,9 @@ func nodeAgentTargets() []target {
 // and the targets ask for its memory at 1000 req/s. The figure judged is
 // the one after it answered a config dump, not the one before: Go's heap
 // grows to its collection goal (1.5 times what is live at the agent's
-// GOGC) with any activity, and the dump's allocations take it there, whereas before it
-// the reading depends on when the last collection of the startup ran.
+// GOGC) with any activity, and the dump's allocations take it there,
+// whereas before it the reading depends on when the last collection of
+// the startup ran.
 const shippedIdle = "weft-node-agent as shipped, no traffic, after one config dump (heap near its GC goal); at 1000 req/s it can only hold more"
 
 // controlPlaneTargets: BenchmarkPushTo1000Subscribers (control/xds), whose
