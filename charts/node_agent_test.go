@@ -128,6 +128,7 @@ func TestSchemaRejectsBadValuesNodeAgent(t *testing.T) {
 		{"--set", "cni.readinessTaint=x/y/z", "readinessTaint"},
 		{"--set-string", "gogc=fifty", "gogc"},
 		{"--set", "gogc=0", "gogc"},
+		{"--set", "gogc=off", "gogc"},
 	}
 	for _, c := range cases {
 		t.Run(c.value, func(t *testing.T) {
