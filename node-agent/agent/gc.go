@@ -17,9 +17,9 @@ import (
 // about that much resident: holding 10,000 workloads, 1,000 services and
 // 1,000 policies, 100 kept 55 MiB and 50 kept 48. The price is twice as
 // many collections for the same allocation, each marking the whole mesh:
-// at 1000 req/s it did not show in the agent's CPU, a node with much
-// connection churn pays more (docs/operations.md#gogc has both
-// measured).
+// at 1000 req/s it did not show in the agent's CPU, with keep-alive or
+// with a new connection per request (docs/operations.md#gogc has both
+// settings measured).
 const GCPercent = 50
 
 // SetGCPercent applies GCPercent unless GOGC is set in the environment
