@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,10 @@ func startShippedAgent(tb testing.TB, s synth.Scale, env ...string) *shippedAgen
 		"--ca-root-cert="+filepath.Join(tmp, "root.pem"), "--token-file="+filepath.Join(tmp, "token"),
 		"--bpf-dir="+pins, "--install-cni=false", "--run-dir="+filepath.Join(tmp, "run"),
 		"--ready-file="+ready, "--log-level=info", "--dns-capture=false")
-	cmd.Env = append(append(os.Environ(), "GODEBUG="+mesh.ProxyGODEBUG), env...) // the chart's godebug
+	// The chart's GODEBUG; GOGC only as the leaf sets it (the "idle" leaves
+	// measure the agent's own, whatever the test process runs with).
+	inherited := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOGC=") })
+	cmd.Env = append(append(inherited, "GODEBUG="+mesh.ProxyGODEBUG), env...)
 	child, _ := benchkit.StartChild(tb, cmd, benchkit.ChildOptions{
 		Name:   "weft-node-agent",
 		Stderr: filepath.Join(tmp, "agent.log"),
